@@ -1,0 +1,77 @@
+/**
+ * Every name and default that more than one part of cloudmill shares lives here:
+ * the CDK stack, the Lambda handlers, the worker and the CLI import the same values,
+ * so infrastructure and code cannot drift apart.
+ */
+
+/** Environment variable names read by the handlers and the worker (and set by the stack). */
+export const ENV = {
+  OUTPUT_BUCKET: "CLOUDMILL_OUTPUT_BUCKET",
+  TASK_QUEUE_URL: "CLOUDMILL_TASK_QUEUE_URL",
+  DEFAULT_CHUNK_SIZE: "CLOUDMILL_DEFAULT_CHUNK_SIZE",
+  MAX_ATTEMPTS: "CLOUDMILL_MAX_ATTEMPTS",
+  JOB_DEADLINE_SECONDS: "CLOUDMILL_JOB_DEADLINE_SECONDS",
+  VISIBILITY_TIMEOUT_SECONDS: "CLOUDMILL_VISIBILITY_TIMEOUT_SECONDS",
+  WORKER_CONCURRENCY: "CLOUDMILL_WORKER_CONCURRENCY",
+  LOG_LEVEL: "POWERTOOLS_LOG_LEVEL",
+  SERVICE_NAME: "POWERTOOLS_SERVICE_NAME",
+} as const;
+
+export type EnvName = (typeof ENV)[keyof typeof ENV];
+
+/**
+ * Exactly the variables each role reads. The stack sets these and no others
+ * (a test compares the synthesized template with this table).
+ */
+export const ROLE_ENV = {
+  splitter: [ENV.OUTPUT_BUCKET, ENV.TASK_QUEUE_URL, ENV.DEFAULT_CHUNK_SIZE, ENV.MAX_ATTEMPTS, ENV.JOB_DEADLINE_SECONDS, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
+  worker: [ENV.OUTPUT_BUCKET, ENV.TASK_QUEUE_URL, ENV.VISIBILITY_TIMEOUT_SECONDS, ENV.WORKER_CONCURRENCY, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
+  reducer: [ENV.OUTPUT_BUCKET, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
+  failures: [ENV.OUTPUT_BUCKET, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
+} as const satisfies Record<string, readonly EnvName[]>;
+
+export type Role = keyof typeof ROLE_ENV;
+
+export const MiB = 1024 * 1024;
+
+/** Defaults shared by the local engine, the handlers and the stack. */
+export const DEFAULTS = {
+  chunkSize: 16 * MiB,
+  /** Smallest chunk a job spec may ask for (1 byte: tests use it to stress alignment). */
+  minChunkSize: 1,
+  /** Largest chunk: bounded so worker memory stays bounded. */
+  maxChunkSize: 1024 * MiB,
+  /** Most chunks one job may have: bounds the manifest and the reducer's work. */
+  maxChunks: 1_000_000,
+  maxAttempts: 3,
+  /** Seconds a received task stays invisible before another worker may take it. */
+  visibilityTimeoutSeconds: 120,
+  /** The worker extends visibility this often while a chunk is in progress. */
+  heartbeatSeconds: 30,
+  /** SQS long-poll wait. */
+  receiveWaitSeconds: 20,
+  /** A job not finished after this long is marked failed. */
+  jobDeadlineSeconds: 6 * 60 * 60,
+  /** A job spec (the JSON uploaded under _jobs/) may be at most this large. */
+  maxJobSpecBytes: 256 * 1024,
+  /** A part object larger than this is uploaded with multipart. */
+  multipartThreshold: 8 * MiB,
+  /** Bytes read past a range's end, per request, to finish its last record. */
+  overreadBytes: 64 * 1024,
+  /** Size of the blocks a range is streamed in. */
+  readBlockBytes: MiB,
+} as const;
+
+/** Names of the buckets `cloudmill dev` creates. */
+export const DEV_BUCKETS = {
+  input: "cloudmill-input",
+  output: "cloudmill-output",
+} as const;
+
+export const DEV_QUEUES = {
+  tasks: "cloudmill-tasks",
+  deadLetters: "cloudmill-tasks-dlq",
+  parts: "cloudmill-parts",
+} as const;
+
+export const DEV_DEFAULT_PORT = 4566;

@@ -1,0 +1,56 @@
+/**
+ * The S3 key layout (DESIGN.md, "Contracts users rely on"), in one place.
+ * Input bucket: `<op>/<any/path>` uploads and `_jobs/<jobId>.json` specs.
+ * Output bucket: results beside the input's key, job-spec results under `_jobs/<jobId>/`,
+ * intermediate state under `_work/<jobId>/`.
+ */
+
+export const JOBS_PREFIX = "_jobs/";
+export const WORK_PREFIX = "_work/";
+export const RESULT_FILE = "result.json";
+export const STATUS_FILE = "status.json";
+/** Parts end in this suffix, so an S3 notification filter can select exactly them. */
+export const PART_SUFFIX = ".part.json";
+
+/** Key of a job spec in the input bucket. */
+export const jobSpecKey = (jobId: string): string => `${JOBS_PREFIX}${jobId}.json`;
+
+/** Where a job writes its result and status, in the output bucket. */
+export interface OutputKeys {
+  readonly result: string;
+  readonly status: string;
+}
+
+/** Result and status of a job started by an upload at `inputKey` (same key, plus `/result.json`). */
+export const uploadOutputKeys = (inputKey: string): OutputKeys => ({
+  result: `${inputKey}/${RESULT_FILE}`,
+  status: `${inputKey}/${STATUS_FILE}`,
+});
+
+/** Result and status of a job started by a job spec. */
+export const jobSpecOutputKeys = (jobId: string): OutputKeys => ({
+  result: `${JOBS_PREFIX}${jobId}/${RESULT_FILE}`,
+  status: `${JOBS_PREFIX}${jobId}/${STATUS_FILE}`,
+});
+
+export const workPrefix = (jobId: string): string => `${WORK_PREFIX}${jobId}/`;
+export const manifestKey = (jobId: string): string => `${workPrefix(jobId)}manifest.json`;
+export const partsPrefix = (jobId: string): string => `${workPrefix(jobId)}parts/`;
+export const errorsPrefix = (jobId: string): string => `${workPrefix(jobId)}errors/`;
+/** Written once a job has failed; it wins over any later progress update. */
+export const failureKey = (jobId: string): string => `${workPrefix(jobId)}failure.json`;
+/** Written when a job is cancelled. */
+export const cancelKey = (jobId: string): string => `${workPrefix(jobId)}cancelled.json`;
+
+/** Chunk indexes are zero-padded so that keys sort in chunk order. */
+const pad = (index: number): string => String(index).padStart(7, "0");
+
+/** A part's key is a pure function of (job id, chunk index): a repeated task rewrites the same key. */
+export const partKey = (jobId: string, index: number): string => `${partsPrefix(jobId)}${pad(index)}${PART_SUFFIX}`;
+export const chunkErrorKey = (jobId: string, index: number): string => `${errorsPrefix(jobId)}${pad(index)}.json`;
+
+/** The chunk index a part key names, or undefined when the key is not a part key. */
+export const parsePartKey = (key: string): { jobId: string; index: number } | undefined => {
+  const m = /^_work\/([^/]+)\/parts\/(\d{7,})\.part\.json$/.exec(key);
+  return m ? { jobId: m[1]!, index: Number(m[2]) } : undefined;
+};

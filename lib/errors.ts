@@ -1,0 +1,108 @@
+/**
+ * One base error for cloudmill. Every error a user can cause carries a code and the
+ * context that locates it (file, line, byte offset, job id); the CLI maps codes to
+ * exit codes in one place (lib/cli/handleError.ts).
+ */
+
+export const ErrorCode = {
+  /** A flag, param or job spec field is invalid. */
+  INVALID_SPEC: "INVALID_SPEC",
+  /** An input file or object does not exist. */
+  INPUT_NOT_FOUND: "INPUT_NOT_FOUND",
+  /** The op named is not registered. */
+  UNKNOWN_OP: "UNKNOWN_OP",
+  /** A record could not be parsed (malformed number, broken JSON line, bad CSV). */
+  BAD_RECORD: "BAD_RECORD",
+  /** An input changed while its job ran (ETag no longer matches). */
+  INPUT_CHANGED: "INPUT_CHANGED",
+  /** A chunk failed on every attempt. */
+  CHUNK_FAILED: "CHUNK_FAILED",
+  /** A job did not finish before its deadline. */
+  DEADLINE: "DEADLINE",
+  /** A job was cancelled. */
+  CANCELLED: "CANCELLED",
+  /** Something in the environment (AWS, the filesystem) failed. */
+  ENVIRONMENT: "ENVIRONMENT",
+  /** A bug: an invariant of cloudmill itself did not hold. */
+  INTERNAL: "INTERNAL",
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Where in the input an error was found. All fields optional; whatever is known is given. */
+export interface ErrorContext {
+  readonly jobId?: string;
+  readonly input?: string;
+  readonly line?: number;
+  readonly offset?: number;
+  readonly range?: readonly [number, number];
+  readonly chunk?: number;
+  readonly field?: string;
+}
+
+export class CloudmillError extends Error {
+  readonly code: ErrorCode;
+  readonly context: ErrorContext;
+
+  constructor(code: ErrorCode, message: string, context: ErrorContext = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "CloudmillError";
+    this.code = code;
+    this.context = context;
+  }
+
+  /** A copy with more context (e.g. the engine adds the input name to a reader's error). */
+  withContext(extra: ErrorContext): CloudmillError {
+    const e = new CloudmillError(this.code, this.message, { ...this.context, ...extra }, { cause: this.cause });
+    e.stack = this.stack;
+    return e;
+  }
+
+  /** One line: where, then what. `data.txt:12 (byte 345): expected a number, got "x"`. */
+  describe(): string {
+    return `${locate(this.context)}${this.message}`;
+  }
+
+  toJSON(): SerializedError {
+    return { code: this.code, message: this.message, context: this.context };
+  }
+}
+
+export interface SerializedError {
+  readonly code: ErrorCode;
+  readonly message: string;
+  readonly context: ErrorContext;
+}
+
+export const invalidSpec = (message: string, field?: string): CloudmillError =>
+  new CloudmillError(ErrorCode.INVALID_SPEC, message, field === undefined ? {} : { field });
+
+export const badRecord = (message: string, offset: number): CloudmillError =>
+  new CloudmillError(ErrorCode.BAD_RECORD, message, { offset });
+
+/** `input:line (byte offset) ` / `input (bytes a-b) ` / `` — the prefix of a one-line error. */
+export const locate = (c: ErrorContext): string => {
+  const parts: string[] = [];
+  let where = c.input ?? "";
+  if (c.line !== undefined) where += `${where ? ":" : "line "}${c.line}`;
+  if (where) parts.push(where);
+  if (c.offset !== undefined) parts.push(`(byte ${c.offset})`);
+  else if (c.range) parts.push(`(bytes ${c.range[0]}-${c.range[1]})`);
+  if (c.field !== undefined && !c.input) parts.push(c.field);
+  return parts.length ? `${parts.join(" ")}: ` : "";
+};
+
+/** Turns anything thrown into a CloudmillError, keeping ours as they are. */
+export const toCloudmillError = (err: unknown, fallback: ErrorCode = ErrorCode.INTERNAL): CloudmillError => {
+  if (err instanceof CloudmillError) return err;
+  if (isSerializedError(err)) return new CloudmillError(err.code, err.message, err.context);
+  const message = err instanceof Error ? err.message : String(err);
+  return new CloudmillError(fallback, message, {}, { cause: err });
+};
+
+export const isSerializedError = (v: unknown): v is SerializedError =>
+  typeof v === "object" &&
+  v !== null &&
+  typeof (v as { code?: unknown }).code === "string" &&
+  Object.values(ErrorCode).includes((v as { code: ErrorCode }).code) &&
+  typeof (v as { message?: unknown }).message === "string";

@@ -1,0 +1,94 @@
+/**
+ * The manifest (what the splitter decided), the task message (one per chunk) and the
+ * status object users read. All three cross a process boundary, so all three have schemas.
+ */
+import { z } from "zod";
+import { Format, JobId, OnBadRecord, OpName, Params } from "./spec.js";
+
+/** One input object as the splitter saw it: its ETag pins every read of the job. */
+export const InputObject = z.strictObject({
+  bucket: z.string(),
+  key: z.string(),
+  size: z.number().int().nonnegative(),
+  etag: z.string(),
+  /** How users name it in messages (`data.txt`, `s3://b/k`). */
+  name: z.string(),
+});
+export type InputObject = z.infer<typeof InputObject>;
+
+/** What every task of a job needs to know to map its chunk. */
+export const TaskJob = z.strictObject({
+  op: OpName,
+  params: Params,
+  format: Format,
+  onBadRecord: OnBadRecord,
+  maxAttempts: z.number().int().min(1),
+});
+export type TaskJob = z.infer<typeof TaskJob>;
+
+export const OutputLocation = z.strictObject({
+  result: z.string(),
+  status: z.string(),
+});
+
+export const Manifest = z.strictObject({
+  v: z.literal(1),
+  jobId: JobId,
+  job: TaskJob,
+  inputs: z.array(InputObject),
+  chunkSize: z.number().int().positive(),
+  chunks: z.number().int().nonnegative(),
+  output: OutputLocation,
+  createdAt: z.string(),
+  /** Epoch milliseconds after which the job is failed if not finished. */
+  deadline: z.number(),
+  /** What triggered the job (`s3://bucket/key`, `cli`, `sdk`). */
+  trigger: z.string(),
+});
+export type Manifest = z.infer<typeof Manifest>;
+
+/** One chunk: a byte range of one input. */
+export const Chunk = z.strictObject({
+  index: z.number().int().nonnegative(),
+  input: InputObject,
+  start: z.number().int().nonnegative(),
+  end: z.number().int().nonnegative(),
+});
+export type Chunk = z.infer<typeof Chunk>;
+
+/** The body of one task message: self-contained, so a worker never reads the manifest. */
+export const TaskMessage = z.strictObject({
+  v: z.literal(1),
+  jobId: JobId,
+  chunk: Chunk,
+  job: TaskJob,
+});
+export type TaskMessage = z.infer<typeof TaskMessage>;
+
+export const JobState = z.enum(["running", "succeeded", "failed", "cancelled"]);
+export type JobState = z.infer<typeof JobState>;
+
+export const JobStatus = z.object({
+  jobId: JobId,
+  state: JobState,
+  chunks: z.number().int().nonnegative(),
+  done: z.number().int().nonnegative(),
+  op: z.string().optional(),
+  inputs: z.array(z.string()).optional(),
+  startedAt: z.string().optional(),
+  finishedAt: z.string().optional(),
+  /** Records skipped as bad (only with onBadRecord: skip). */
+  skipped: z.number().int().nonnegative().optional(),
+  error: z
+    .object({
+      code: z.string(),
+      message: z.string(),
+      input: z.string().optional(),
+      range: z.tuple([z.number(), z.number()]).optional(),
+      offset: z.number().optional(),
+      line: z.number().optional(),
+      chunk: z.number().optional(),
+    })
+    .optional(),
+});
+export type JobStatus = z.infer<typeof JobStatus>;
