@@ -88,7 +88,6 @@ export const locate = (c: ErrorContext): string => {
   if (where) parts.push(where);
   if (c.offset !== undefined) parts.push(`(byte ${c.offset})`);
   else if (c.range) parts.push(`(bytes ${c.range[0]}-${c.range[1]})`);
-  if (c.field !== undefined && !c.input) parts.push(c.field);
   return parts.length ? `${parts.join(" ")}: ` : "";
 };
 

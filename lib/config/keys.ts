@@ -39,6 +39,10 @@ export const partsPrefix = (jobId: string): string => `${workPrefix(jobId)}parts
 export const errorsPrefix = (jobId: string): string => `${workPrefix(jobId)}errors/`;
 /** Written once a job has failed; it wins over any later progress update. */
 export const failureKey = (jobId: string): string => `${workPrefix(jobId)}failure.json`;
+/** The final status of a succeeded job, written after its result.json. */
+export const succeededKey = (jobId: string): string => `${workPrefix(jobId)}succeeded.json`;
+/** Written when the splitter has enqueued every task: a duplicate trigger then does nothing. */
+export const enqueuedKey = (jobId: string): string => `${workPrefix(jobId)}enqueued.json`;
 /** Written when a job is cancelled. */
 export const cancelKey = (jobId: string): string => `${workPrefix(jobId)}cancelled.json`;
 

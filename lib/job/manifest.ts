@@ -50,6 +50,8 @@ export type Manifest = z.infer<typeof Manifest>;
 /** One chunk: a byte range of one input. */
 export const Chunk = z.strictObject({
   index: z.number().int().nonnegative(),
+  /** Position of the input in the job's input list. */
+  inputIndex: z.number().int().nonnegative(),
   input: InputObject,
   start: z.number().int().nonnegative(),
   end: z.number().int().nonnegative(),

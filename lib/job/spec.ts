@@ -74,7 +74,7 @@ export const describeZodError = (error: z.ZodError, what: string): { message: st
   const field = issue.path.map(String).join(".");
   let message = issue.message;
   if (issue.code === "unrecognized_keys") message = `unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}`;
-  return { message: `${what}: ${field ? `${field}: ` : ""}${message}`, field };
+  return { message: `${what ? `${what}: ` : ""}${field ? `${field}: ` : ""}${message}`, field };
 };
 
 /** Validates a job spec, throwing a one-line INVALID_SPEC error naming the field. */

@@ -1,0 +1,113 @@
+/** `cloudmill run`: the embedded default — the whole pipeline on this machine's cores. */
+import { randomBytes } from "node:crypto";
+import { rename, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { Command, Option } from "commander";
+import { z } from "zod";
+import { runLocal } from "../../engine/localEngine.js";
+import { CloudmillError, ErrorCode } from "../../errors.js";
+import { describeZodError, FORMATS, parseJobSpec } from "../../job/spec.js";
+import { loadOpsModule, OpRegistry } from "../../ops/registry.js";
+import { jsonLogger, warningsOnly } from "../../log.js";
+import type { CliIO } from "../io.js";
+import { collect, collectParam } from "../options.js";
+import { progressView } from "../progress.js";
+
+const RunFlags = z.object({
+  op: z.string(),
+  param: z.record(z.string(), z.string()).default({}),
+  format: z.enum(FORMATS).optional(),
+  workers: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(0).max(1024).optional(),
+  chunkSize: z.string().optional(),
+  maxAttempts: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).max(20).optional(),
+  out: z.string().optional(),
+  ops: z.array(z.string()).default([]),
+  skipBadRecords: z.boolean().default(false),
+  progress: z.boolean().default(true),
+  verbose: z.boolean().default(false),
+});
+
+/** Writes the result beside its final name and renames it: never a half-written file. */
+const writeAtomically = async (file: string, text: string): Promise<void> => {
+  const tmp = path.join(path.dirname(path.resolve(file)), `.${path.basename(file)}.${randomBytes(6).toString("hex")}.tmp`);
+  try {
+    await writeFile(tmp, text);
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw new CloudmillError(ErrorCode.ENVIRONMENT, `cannot write ${file}: ${(err as Error).message}`);
+  }
+};
+
+export const runCommand = (io: CliIO): Command =>
+  new Command("run")
+    .description("run a job on this machine's cores (no AWS needed)")
+    .argument("<inputs...>", "files or directories (directories are read recursively)")
+    .requiredOption("--op <name>", "the op to run: count, stats, wordcount, histogram, grep, or one from --ops")
+    .option("-p, --param <name=value>", "an op param, repeatable (e.g. --param k=20)", collectParam)
+    .addOption(new Option("--format <format>", "record format (default: the op's own)").choices(FORMATS))
+    .option("-w, --workers <n>", `worker threads (default: all ${os.availableParallelism()} cores; 0 runs on the main thread)`)
+    .option("-c, --chunk-size <size>", "bytes per chunk, e.g. 16MiB, 1GB, 65536", "16MiB")
+    .option("--max-attempts <n>", "tries per chunk before the job fails", "3")
+    .option("-o, --out <file>", "write the result JSON here instead of stdout")
+    .option("--ops <module>", "load user ops from a module (exports made with defineOp), repeatable", collect)
+    .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")
+    .option("--no-progress", "no progress on stderr")
+    .option("-v, --verbose", "log each step as JSON lines on stderr")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ cloudmill run examples/words.txt --op wordcount --param k=5
+  $ cloudmill run examples/numbers.txt --op stats --chunk-size 64KiB
+  $ cloudmill run examples/numbers.txt --op histogram -p bins=5 -p min=0 -p max=1000
+  $ cloudmill run examples/access.log --op grep -p pattern=" 5[0-9][0-9] " -p k=3
+  $ cloudmill run examples/measurements.csv --op stats -p column=temperature
+  $ cloudmill run data/ --op count --out counts.json
+
+The result JSON alone goes to stdout (or --out); progress and logs go to stderr.`,
+    )
+    .action(async (inputs: string[], raw: Record<string, unknown>) => {
+      const parsed = RunFlags.safeParse(raw);
+      if (!parsed.success) {
+        const { field, message } = describeZodError(parsed.error, "");
+        throw new CloudmillError(ErrorCode.INVALID_SPEC, `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}${message.slice(field.length)}`);
+      }
+      const flags = parsed.data;
+      const registry = new OpRegistry();
+      for (const m of flags.ops) await loadOpsModule(m, registry);
+      const spec = parseJobSpec(
+        {
+          op: flags.op,
+          inputs,
+          params: flags.param,
+          ...(flags.format ? { format: flags.format } : {}),
+          ...(flags.chunkSize ? { chunkSize: flags.chunkSize } : {}),
+          ...(flags.maxAttempts ? { maxAttempts: flags.maxAttempts } : {}),
+          onBadRecord: flags.skipBadRecords ? "skip" : "fail",
+        },
+        "",
+      );
+      const view = progressView(io, flags.progress);
+      // Quietly, only warnings: the CLI reports a failure itself, in one line.
+      const log = flags.verbose ? jsonLogger((l) => io.stderr.write(l), "debug") : warningsOnly((l) => io.stderr.write(l));
+      try {
+        const { result, status } = await runLocal({
+          spec,
+          registry,
+          opsModules: flags.ops,
+          ...(flags.workers !== undefined ? { workers: flags.workers } : {}),
+          log,
+          onProgress: (p) => view.update(p),
+          ...(io.signal ? { signal: io.signal } : {}),
+        });
+        view.done();
+        if (status.skipped) io.stderr.write(`cloudmill: skipped ${status.skipped} bad record(s)\n`);
+        const text = `${JSON.stringify(result, null, 2)}\n`;
+        if (flags.out) await writeAtomically(flags.out, text);
+        else io.stdout.write(text);
+      } finally {
+        view.done();
+      }
+    });

@@ -1,0 +1,28 @@
+/** Every error a command can raise becomes one line on stderr and an exit code, here and only here. */
+import { CommanderError } from "commander";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
+import type { CliIO } from "./io.js";
+
+export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
+  INVALID_SPEC: 2,
+  UNKNOWN_OP: 2,
+  INPUT_NOT_FOUND: 3,
+  BAD_RECORD: 4,
+  INPUT_CHANGED: 5,
+  CHUNK_FAILED: 6,
+  DEADLINE: 6,
+  ENVIRONMENT: 7,
+  CANCELLED: 130,
+  INTERNAL: 70,
+};
+
+export const handleError = (err: unknown, io: CliIO): number => {
+  if (err instanceof CommanderError) {
+    // Commander has printed its message (or help) already.
+    return err.exitCode === 0 ? 0 : 2;
+  }
+  const e = err instanceof CloudmillError ? err : toCloudmillError(err, ErrorCode.INTERNAL);
+  io.stderr.write(`cloudmill: ${e.describe()}\n`);
+  if (e.code === ErrorCode.INTERNAL && io.env.CLOUDMILL_DEBUG && e.cause instanceof Error) io.stderr.write(`${e.cause.stack}\n`);
+  return EXIT_CODES[e.code];
+};

@@ -1,0 +1,32 @@
+/** The CLI: assembles the commands; each lives in its own file. */
+import { Command, CommanderError } from "commander";
+import { opsCommand } from "./commands/ops.js";
+import { runCommand } from "./commands/run.js";
+import { handleError } from "./handleError.js";
+import type { CliIO } from "./io.js";
+import { VERSION } from "../version.js";
+
+export const buildProgram = (io: CliIO): Command => {
+  const program = new Command("cloudmill")
+    .description("map/reduce over files too big for one machine: here, on an emulated AWS, or on your lab's AWS")
+    .version(VERSION)
+    .showHelpAfterError("(add --help for usage)")
+    .configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) })
+    .exitOverride();
+  for (const cmd of [runCommand(io), opsCommand(io)]) {
+    program.addCommand(cmd.exitOverride().configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) }).showHelpAfterError("(add --help for usage)"));
+  }
+  return program;
+};
+
+/** Runs the CLI with these arguments (without `node cloudmill`); resolves to the exit code. */
+export const runCli = async (argv: readonly string[], io: CliIO): Promise<number> => {
+  const program = buildProgram(io);
+  try {
+    await program.parseAsync([...argv], { from: "user" });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError && (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help")) return 0;
+    return handleError(err, io);
+  }
+};

@@ -1,0 +1,195 @@
+/**
+ * The embedded default: the same pipeline roles (split, map, reduce, dead-letter) over the
+ * local adapters — files for blobs, an in-process queue with SQS semantics — with tasks on
+ * worker threads. Memory is bounded by chunk size × workers, not by input size.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { FsBlobStore } from "../adapters/FsBlobStore.js";
+import { MemoryTaskQueue } from "../adapters/MemoryTaskQueue.js";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
+import { JobStatus as JobStatusSchema, TaskMessage, type InputObject, type JobStatus, type Manifest } from "../job/manifest.js";
+import { digest } from "../job/planner.js";
+import type { JobSpec } from "../job/spec.js";
+import { silentLogger, type Logger } from "../log.js";
+import type { OpRegistry } from "../ops/registry.js";
+import type { SplitDeps } from "../pipeline/deps.js";
+import { failJob, handleDeadLetter } from "../pipeline/fail.js";
+import { readBytes, readJson } from "../pipeline/io.js";
+import { reduceJob } from "../pipeline/reduce.js";
+import { deadlineSecondsOf, startJob, taskJobOf } from "../pipeline/split.js";
+import { isDeterministic, recordChunkError } from "../pipeline/task.js";
+import { lineNumberAt } from "../records/lineNumber.js";
+import { inlineExecutor, threadExecutor, type TaskExecutor } from "./executor.js";
+import { resolveLocalInputs } from "./localInputs.js";
+
+export interface Progress {
+  readonly chunksDone: number;
+  readonly chunks: number;
+  readonly bytesDone: number;
+  readonly bytes: number;
+  readonly elapsedMs: number;
+}
+
+export interface LocalRunOptions {
+  readonly spec: JobSpec;
+  readonly registry: OpRegistry;
+  /** Modules of user ops, loaded by every worker thread as by the CLI (`--ops`). */
+  readonly opsModules?: readonly string[];
+  /** Worker threads; 0 runs tasks on this thread (tests, tiny inputs). Default: all cores. */
+  readonly workers?: number;
+  readonly log?: Logger;
+  readonly onProgress?: (p: Progress) => void;
+  readonly signal?: AbortSignal;
+  /** Where intermediate state goes; default a fresh temp directory, removed afterwards. */
+  readonly workDir?: string;
+  readonly keepWork?: boolean;
+}
+
+export interface LocalRunResult {
+  readonly jobId: string;
+  readonly result: unknown;
+  readonly status: JobStatus;
+}
+
+const RESULT_KEY = "result.json";
+const STATUS_KEY = "status.json";
+
+/** Adds the line number to a bad-record error, reading the input up to its offset. */
+const withLineNumber = async (err: CloudmillError, inputs: readonly InputObject[], root: FsBlobStore): Promise<CloudmillError> => {
+  const { offset, input } = err.context;
+  if (err.code !== ErrorCode.BAD_RECORD || offset === undefined || err.context.line !== undefined) return err;
+  const obj = inputs.find((i) => i.name === input);
+  if (!obj) return err;
+  const line = await lineNumberAt(root, obj.key, offset).catch(() => undefined);
+  return line === undefined ? err : err.withContext({ line });
+};
+
+export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult> => {
+  const { spec, registry } = options;
+  const log = options.log ?? silentLogger;
+  const workers = options.workers ?? os.availableParallelism();
+  const root = new FsBlobStore("/");
+  const inputs = await resolveLocalInputs(spec.inputs, root);
+  const job = taskJobOf(spec, registry);
+  const jobId = spec.id ?? `local-${digest(job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag]))}`;
+
+  const workDir = options.workDir ?? (await mkdtemp(path.join(os.tmpdir(), "cloudmill-")));
+  const output = new FsBlobStore(workDir);
+  const deadLetters = new MemoryTaskQueue({ name: "dead-letters" });
+  // Crashes are seen directly (a thread's exit), so the visibility timeout only guards against hangs.
+  const queue = new MemoryTaskQueue({ name: "tasks", visibilitySeconds: 3600, deadLetter: { queue: deadLetters, maxReceiveCount: spec.maxAttempts } });
+  const deps: SplitDeps = { output, queue, inputStore: () => root, registry, log };
+  const executor: TaskExecutor =
+    workers > 0 ? threadExecutor(workers, { outputRoot: workDir, opsModules: options.opsModules ?? [] }) : inlineExecutor(deps);
+
+  try {
+    const { manifest } = await startJob(deps, {
+      jobId,
+      job,
+      inputs,
+      chunkSize: spec.chunkSize,
+      output: { result: RESULT_KEY, status: STATUS_KEY },
+      trigger: "cli",
+      deadlineSeconds: deadlineSecondsOf(spec),
+    });
+    if (manifest.chunks > 0) await drive(deps, manifest, deadLetters, executor, Math.max(1, workers), options, inputs, root);
+    const status = await readJson(output, STATUS_KEY, JobStatusSchema);
+    if (status.state !== "succeeded") {
+      const e = status.error;
+      throw new CloudmillError((e?.code as ErrorCode | undefined) ?? ErrorCode.INTERNAL, e?.message ?? `job ${status.state}`, { jobId });
+    }
+    const result: unknown = JSON.parse((await readBytes(output, RESULT_KEY)).toString("utf8"));
+    return { jobId, result, status };
+  } finally {
+    await executor.close();
+    await queue.close();
+    await deadLetters.close();
+    if (!options.keepWork && !options.workDir) await rm(workDir, { recursive: true, force: true });
+  }
+};
+
+/** Runs every task of the job to completion or failure, then reduces. */
+const drive = async (
+  deps: SplitDeps,
+  manifest: Manifest,
+  deadLetters: MemoryTaskQueue,
+  executor: TaskExecutor,
+  slots: number,
+  options: LocalRunOptions,
+  inputs: readonly InputObject[],
+  root: FsBlobStore,
+): Promise<void> => {
+  const started = Date.now();
+  const bytes = inputs.reduce((s, i) => s + i.size, 0);
+  const done = new Set<number>();
+  let bytesDone = 0;
+  const stop = new AbortController();
+  let ended: "complete" | "failed" | "aborted" | undefined;
+  const finish = (why: NonNullable<typeof ended>) => {
+    ended ??= why;
+    stop.abort();
+  };
+  const onAbort = () => finish("aborted");
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) finish("aborted");
+  const target = { jobId: manifest.jobId, output: manifest.output, chunks: manifest.chunks };
+  const deadline = setTimeout(() => {
+    void failJob(deps, { ...target, done: done.size }, new CloudmillError(ErrorCode.DEADLINE, `job did not finish within ${Math.round((manifest.deadline - started) / 1000)}s`, { jobId: manifest.jobId })).then(() => finish("failed"));
+  }, Math.max(0, manifest.deadline - started));
+  deadline.unref();
+
+  const fail = async (err: CloudmillError) => {
+    await failJob(deps, { ...target, done: done.size }, await withLineNumber(err, inputs, root));
+    finish("failed");
+  };
+
+  const slot = async () => {
+    while (!ended) {
+      const [msg] = await deps.queue.receive({ maxMessages: 1, waitSeconds: 1, signal: stop.signal });
+      if (!msg || ended) continue;
+      const task = TaskMessage.parse(JSON.parse(msg.body));
+      try {
+        const outcome = await executor.run(task, stop.signal);
+        await deps.queue.delete(msg.receiptHandle);
+        if (outcome.kind === "job-ended") continue;
+        if (!done.has(task.chunk.index)) {
+          done.add(task.chunk.index);
+          bytesDone += task.chunk.end - task.chunk.start;
+          options.onProgress?.({ chunksDone: done.size, chunks: manifest.chunks, bytesDone, bytes, elapsedMs: Date.now() - started });
+        }
+        if (done.size === manifest.chunks) finish("complete");
+      } catch (e) {
+        const err = toCloudmillError(e);
+        if (ended) break;
+        await recordChunkError(deps, task, err, msg.receiveCount);
+        if (isDeterministic(err)) {
+          await deps.queue.delete(msg.receiptHandle);
+          await fail(err);
+        } else {
+          deps.log.warn("chunk failed; will retry", { chunk: task.chunk.index, attempt: msg.receiveCount, error: err.describe() });
+          await deps.queue.changeVisibility(msg.receiptHandle, 0);
+        }
+      }
+    }
+  };
+
+  const deadLetterLoop = async () => {
+    while (!ended) {
+      const [msg] = await deadLetters.receive({ maxMessages: 1, waitSeconds: 1, signal: stop.signal });
+      if (!msg || ended) continue;
+      if ((await handleDeadLetter(deps, msg.body, msg.receiveCount)) === "failed") finish("failed");
+      await deadLetters.delete(msg.receiptHandle);
+    }
+  };
+
+  try {
+    await Promise.all([...Array.from({ length: slots }, slot), deadLetterLoop()]);
+  } finally {
+    clearTimeout(deadline);
+    options.signal?.removeEventListener("abort", onAbort);
+  }
+  if (ended === "aborted") throw new CloudmillError(ErrorCode.CANCELLED, "interrupted", { jobId: manifest.jobId });
+  if (ended === "complete") await reduceJob(deps, manifest.jobId);
+};

@@ -1,0 +1,236 @@
+/**
+ * Records of each format, decoded from whole-record blocks, and the format options ops share
+ * (CSV header and separator, the CSV column or JSON field that holds a number).
+ */
+import { z } from "zod";
+import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
+import type { Format } from "../job/spec.js";
+import type { RecordBlock } from "../records/alignedBlocks.js";
+import { parseCsvLine } from "../records/csv.js";
+import { forEachLine, trimRange } from "../records/lines.js";
+import { parseNumberAt, parseNumberText } from "../records/numbers.js";
+import type { MapContext } from "./types.js";
+import { boolParam } from "./params.js";
+
+/** Params every op that reads CSV or JSONL takes. */
+export const formatParamsShape = {
+  /** CSV: the first line is a header (default true). */
+  header: boolParam().optional(),
+  /** CSV: field separator (default `,`). */
+  separator: z.string().min(1).max(4).optional(),
+};
+
+export const formatParamsHelp = [
+  "header=true|false   csv: the first line names the columns (default true)",
+  "separator=,         csv: field separator (default ,)",
+];
+
+/** Params of ops that read one number per record. */
+export const valueParamsShape = {
+  ...formatParamsShape,
+  /** CSV: the column holding the number, by name (with a header) or 1-based index. */
+  column: z.union([z.string().min(1).max(256), z.number().int().positive()]).optional(),
+  /** JSONL: the field holding the number, a dotted path like `a.b`. */
+  field: z.string().min(1).max(256).optional(),
+};
+
+export const valueParamsHelp = [
+  ...formatParamsHelp,
+  "column=NAME|N       csv: the column holding the number (name, or 1-based index)",
+  "field=a.b           jsonl: the field holding the number (dotted path)",
+];
+
+export interface FormatOptions {
+  readonly header?: boolean | undefined;
+  readonly separator?: string | undefined;
+}
+
+export interface ValueOptions extends FormatOptions {
+  readonly column?: string | number | undefined;
+  readonly field?: string | undefined;
+}
+
+const csvOptions = (o: FormatOptions) => ({ separator: o.separator ?? ",", quote: '"' });
+
+/** Calls fn for each line, decoding it as UTF-8, skipping the CSV header line. */
+const forEachTextLine = (
+  block: RecordBlock,
+  skipFirstLine: boolean,
+  fn: (text: string, offset: number, bytes: Buffer, start: number, end: number) => void,
+): void => {
+  let skip = skipFirstLine && block.first;
+  forEachLine(block, (s, e, offset) => {
+    if (skip) {
+      skip = false;
+      return;
+    }
+    fn(block.bytes.toString("utf8", s, e), offset, block.bytes, s, e);
+  });
+};
+
+const isBlank = (b: Buffer, s: number, e: number): boolean => {
+  const [ts, te] = trimRange(b, s, e);
+  return ts === te;
+};
+
+/** Runs fn and hands a bad-record error (with its offset) to ctx.bad. */
+const guarded = (ctx: MapContext, offset: number, fn: () => void): void => {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof CloudmillError && err.code === ErrorCode.BAD_RECORD) {
+      ctx.bad(err.context.offset === undefined ? err.withContext({ offset }) : err);
+    } else if (err instanceof SyntaxError) {
+      ctx.bad(badRecord(`invalid JSON: ${err.message}`, offset));
+    } else {
+      throw err;
+    }
+  }
+};
+
+/**
+ * Calls fn with each record of the block as a value of its format:
+ * lines → string; numbers → number (blank lines skipped); csv → string[] or, with a
+ * header, an object of column → string (the header line itself is not a record);
+ * jsonl → the parsed JSON value (blank lines skipped).
+ */
+export const forEachRecord = (
+  block: RecordBlock,
+  format: Format,
+  options: FormatOptions,
+  ctx: MapContext,
+  fn: (value: unknown, offset: number) => void,
+): void => {
+  switch (format) {
+    case "lines":
+      forEachTextLine(block, false, (text, offset) => fn(text, offset));
+      return;
+    case "numbers":
+      forEachLine(block, (s, e, offset) =>
+        guarded(ctx, offset, () => {
+          const v = parseNumberAt(block.bytes, s, e, offset);
+          if (v !== undefined) fn(v, offset);
+        }),
+      );
+      return;
+    case "csv": {
+      const header = options.header ?? true;
+      const names = header ? ctx.header : undefined;
+      forEachTextLine(block, header, (text, offset, b, s, e) => {
+        if (isBlank(b, s, e)) return;
+        guarded(ctx, offset, () => {
+          const fields = parseCsvLine(text, offset, csvOptions(options));
+          if (!names) return fn(fields, offset);
+          if (fields.length !== names.length) throw badRecord(`expected ${names.length} fields (as in the header), got ${fields.length}`, offset);
+          const row: Record<string, string> = Object.create(null) as Record<string, string>;
+          names.forEach((n, i) => (row[n] = fields[i]!));
+          fn(row, offset);
+        });
+      });
+      return;
+    }
+    case "jsonl":
+      forEachTextLine(block, false, (text, offset, b, s, e) => {
+        if (isBlank(b, s, e)) return;
+        guarded(ctx, offset, () => fn(JSON.parse(text) as unknown, offset));
+      });
+      return;
+  }
+};
+
+/** Counts records the way forEachRecord sees them, without decoding more than needed. */
+export const countRecords = (block: RecordBlock, format: Format, options: FormatOptions, ctx: MapContext): number => {
+  let n = 0;
+  if (format === "csv" || format === "jsonl") {
+    const skipHeader = format === "csv" && (options.header ?? true);
+    let skip = skipHeader && block.first;
+    forEachLine(block, (s, e) => {
+      if (skip) {
+        skip = false;
+        return;
+      }
+      if (!isBlank(block.bytes, s, e)) n++;
+    });
+    return n;
+  }
+  forEachRecord(block, format, options, ctx, () => n++);
+  return n;
+};
+
+const getPath = (value: unknown, path: readonly string[]): unknown => {
+  let v = value;
+  for (const p of path) {
+    if (typeof v !== "object" || v === null || !Object.prototype.hasOwnProperty.call(v, p)) return undefined;
+    v = (v as Record<string, unknown>)[p];
+  }
+  return v;
+};
+
+/** Resolves a CSV column (name or 1-based index) to a 0-based index, or throws INVALID_SPEC. */
+const columnIndex = (options: ValueOptions, header: readonly string[] | undefined, inputName: string): number => {
+  const column = options.column;
+  if (column === undefined) {
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, "csv input needs --param column=NAME (or a 1-based index)", { field: "params.column" });
+  }
+  if (typeof column === "number" || /^\d+$/.test(column)) return Number(column) - 1;
+  const i = header?.indexOf(column) ?? -1;
+  if (i < 0) {
+    throw new CloudmillError(
+      ErrorCode.INVALID_SPEC,
+      header ? `no column ${JSON.stringify(column)} in the header (columns: ${header.join(", ")})` : `column ${JSON.stringify(column)} is a name but the input has no header`,
+      { field: "params.column", input: inputName },
+    );
+  }
+  return i;
+};
+
+/** Returns a function that calls fn with each number of a block (numbers, csv column or jsonl field). */
+export const numberReader = (format: Format, options: ValueOptions, ctx: MapContext): ((block: RecordBlock, fn: (x: number) => void) => void) => {
+  switch (format) {
+    case "numbers":
+    case "lines":
+      return (block, fn) =>
+        forEachLine(block, (s, e, offset) =>
+          guarded(ctx, offset, () => {
+            const v = parseNumberAt(block.bytes, s, e, offset);
+            if (v !== undefined) fn(v);
+          }),
+        );
+    case "csv": {
+      const header = options.header ?? true;
+      const index = columnIndex(options, header ? ctx.header : undefined, ctx.inputName);
+      const csv = csvOptions(options);
+      return (block, fn) =>
+        forEachTextLine(block, header, (text, offset, b, s, e) => {
+          if (isBlank(b, s, e)) return;
+          guarded(ctx, offset, () => {
+            const fields = parseCsvLine(text, offset, csv);
+            if (index >= fields.length) throw badRecord(`no column ${index + 1} (the row has ${fields.length})`, offset);
+            const v = parseNumberText(fields[index]!, offset);
+            if (v !== undefined) fn(v);
+          });
+        });
+    }
+    case "jsonl": {
+      if (options.field === undefined) {
+        throw new CloudmillError(ErrorCode.INVALID_SPEC, "jsonl input needs --param field=NAME (a dotted path)", { field: "params.field" });
+      }
+      const path = options.field.split(".");
+      return (block, fn) =>
+        forEachTextLine(block, false, (text, offset, b, s, e) => {
+          if (isBlank(b, s, e)) return;
+          guarded(ctx, offset, () => {
+            const v = getPath(JSON.parse(text) as unknown, path);
+            if (v === undefined || v === null) return;
+            if (typeof v === "number" && Number.isFinite(v)) return fn(v);
+            if (typeof v === "string") {
+              const n = parseNumberText(v, offset);
+              if (n !== undefined) fn(n);
+              return;
+            }
+            throw badRecord(`field ${options.field}: expected a number, got ${JSON.stringify(v).slice(0, 60)}`, offset);
+          });
+        });
+    }
+  }
+};

@@ -1,0 +1,57 @@
+/** What an op is, internally: a chunk mapper, an n-way merger and a finalizer over JSON partials. */
+import type { CloudmillError } from "../errors.js";
+import type { Format, Params } from "../job/spec.js";
+import type { RecordBlock } from "../records/alignedBlocks.js";
+
+export interface MapContext {
+  /** Position of this chunk's input in the job's input list. */
+  readonly inputIndex: number;
+  /** How users name the input (`data.txt`, `s3://bucket/key`). */
+  readonly inputName: string;
+  readonly format: Format;
+  /** Column names of a CSV input whose header is on. */
+  readonly header?: readonly string[];
+  /**
+   * Reports a record that cannot be parsed. Throws it (the default, onBadRecord: fail)
+   * or counts it and returns (onBadRecord: skip).
+   */
+  bad(error: CloudmillError): void;
+}
+
+/** Maps the records of one chunk to a partial. Blocks always hold whole records. */
+export interface ChunkMapper<A> {
+  block(block: RecordBlock): void;
+  finish(): A;
+}
+
+/** Merges partials; `add` is called in chunk order, and the result may not depend on that order. */
+export interface Merger<A> {
+  add(partial: A): void;
+  value(): A;
+}
+
+export interface FinalizeContext {
+  /** Names of the job's inputs, by input index. */
+  readonly inputs: readonly string[];
+}
+
+/**
+ * An op. Partials are plain JSON values (they are stored as part objects); merging is
+ * associative and commutative, so any chunking and any merge order give the same result.
+ */
+export interface Op<P = unknown, A = unknown, R = unknown> {
+  readonly name: string;
+  readonly description: string;
+  /** Formats the op accepts; the first is its default. */
+  readonly formats: readonly Format[];
+  /** One line per param, for `--help` and `cloudmill ops`. */
+  readonly paramsHelp: readonly string[];
+  /** Validates params (strings from the CLI, JSON values from a spec); throws INVALID_SPEC. */
+  parseParams(raw: Params): P;
+  mapper(params: P, ctx: MapContext): ChunkMapper<A>;
+  merger(params: P): Merger<A>;
+  finalize(partial: A, params: P, ctx: FinalizeContext): R;
+}
+
+/** An op with its types erased, as the registry holds it (methods are bivariant, so any Op fits). */
+export type AnyOp = Op<unknown, unknown, unknown>;

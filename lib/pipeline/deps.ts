@@ -1,0 +1,21 @@
+/** What the pipeline roles run against: ports, the op registry and a logger. */
+import type { Logger } from "../log.js";
+import type { OpRegistry } from "../ops/registry.js";
+import type { BlobStore, TaskQueue } from "../ports.js";
+
+export interface PipelineDeps {
+  /** The output bucket: manifests, parts, results and statuses. */
+  readonly output: BlobStore;
+  /** The store that holds an input bucket's objects. */
+  inputStore(bucket: string): BlobStore;
+  readonly registry: OpRegistry;
+  readonly log: Logger;
+  /** Clock (ms since epoch); tests move it. */
+  readonly now?: () => number;
+}
+
+export interface SplitDeps extends PipelineDeps {
+  readonly queue: TaskQueue;
+}
+
+export const nowOf = (deps: PipelineDeps): number => (deps.now ? deps.now() : Date.now());

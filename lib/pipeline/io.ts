@@ -1,0 +1,39 @@
+/** Small helpers over a BlobStore for the JSON objects the pipeline keeps. */
+import type { z } from "zod";
+import { CloudmillError, ErrorCode } from "../errors.js";
+import type { BlobStore } from "../ports.js";
+
+export const readBytes = async (store: BlobStore, key: string, signal?: AbortSignal): Promise<Buffer> => {
+  const parts: Buffer[] = [];
+  for await (const chunk of await store.get(key, signal ? { signal } : {})) parts.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+  return Buffer.concat(parts);
+};
+
+/** Parses a stored JSON object with a schema; a corrupt object is an INTERNAL error naming it. */
+export const readJson = async <S extends z.ZodType>(store: BlobStore, key: string, schema: S): Promise<z.output<S>> => {
+  const text = (await readBytes(store, key)).toString("utf8");
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new CloudmillError(ErrorCode.INTERNAL, `${store.name}/${key}: not valid JSON (${(err as Error).message})`);
+  }
+  const r = schema.safeParse(value);
+  if (!r.success) throw new CloudmillError(ErrorCode.INTERNAL, `${store.name}/${key}: unexpected shape (${r.error.issues[0]!.message})`);
+  return r.data;
+};
+
+/** Like readJson, but undefined when the object does not exist. */
+export const readJsonIfExists = async <S extends z.ZodType>(store: BlobStore, key: string, schema: S): Promise<z.output<S> | undefined> => {
+  try {
+    return await readJson(store, key, schema);
+  } catch (err) {
+    if (err instanceof CloudmillError && err.code === ErrorCode.INPUT_NOT_FOUND) return undefined;
+    throw err;
+  }
+};
+
+export const writeJson = (store: BlobStore, key: string, value: unknown): Promise<void> =>
+  store.put(key, JSON.stringify(value), { contentType: "application/json" });
+
+export const exists = async (store: BlobStore, key: string): Promise<boolean> => (await store.head(key)) !== undefined;

@@ -1,0 +1,88 @@
+/**
+ * The splitter role: validate, plan chunks from sizes alone, write manifest and status,
+ * enqueue one task per chunk. O(1) requests per input plus one message per chunk.
+ * A repeated trigger (same job id) finds the `enqueued` marker and does nothing.
+ */
+import { DEFAULTS } from "../config/constants.js";
+import { enqueuedKey, manifestKey, type OutputKeys } from "../config/keys.js";
+import { CloudmillError, ErrorCode } from "../errors.js";
+import { Manifest, type InputObject, type TaskJob, type TaskMessage } from "../job/manifest.js";
+import { planChunks } from "../job/planner.js";
+import type { JobSpec } from "../job/spec.js";
+import type { OpRegistry } from "../ops/registry.js";
+import { nowOf, type SplitDeps } from "./deps.js";
+import { exists, writeJson } from "./io.js";
+import { reduceJob } from "./reduce.js";
+import { runningStatus } from "./status.js";
+
+export interface JobPlan {
+  readonly jobId: string;
+  readonly job: TaskJob;
+  readonly inputs: readonly InputObject[];
+  readonly chunkSize: number;
+  readonly output: OutputKeys;
+  readonly trigger: string;
+  readonly deadlineSeconds: number;
+}
+
+/** Checks op, format and params against the registry; returns what every task needs. */
+export const taskJobOf = (spec: JobSpec, registry: OpRegistry): TaskJob => {
+  const op = registry.get(spec.op);
+  const format = spec.format ?? op.formats[0]!;
+  if (!op.formats.includes(format)) {
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `op ${op.name} does not read ${format} (it reads: ${op.formats.join(", ")})`, { field: "format" });
+  }
+  op.parseParams(spec.params); // fail now, not in every task
+  return { op: op.name, params: spec.params, format, onBadRecord: spec.onBadRecord, maxAttempts: spec.maxAttempts };
+};
+
+/** How many task messages to build at once (bounds memory for million-chunk jobs). */
+const ENQUEUE_SLICE = 1000;
+
+export interface StartedJob {
+  readonly manifest: Manifest;
+  /** True when this trigger had already started the job: nothing was enqueued. */
+  readonly duplicate: boolean;
+}
+
+export const startJob = async (deps: SplitDeps, plan: JobPlan): Promise<StartedJob> => {
+  const plannedChunks = planChunks(plan.inputs, plan.chunkSize);
+  const now = nowOf(deps);
+  const manifest: Manifest = Manifest.parse({
+    v: 1,
+    jobId: plan.jobId,
+    job: plan.job,
+    inputs: plan.inputs,
+    chunkSize: plan.chunkSize,
+    chunks: plannedChunks.total,
+    output: plan.output,
+    createdAt: new Date(now).toISOString(),
+    deadline: now + plan.deadlineSeconds * 1000,
+    trigger: plan.trigger,
+  });
+  const log = deps.log.child({ jobId: plan.jobId });
+  if (await exists(deps.output, enqueuedKey(plan.jobId))) {
+    log.info("duplicate trigger: job already started", { trigger: plan.trigger });
+    return { manifest, duplicate: true };
+  }
+  await writeJson(deps.output, manifestKey(plan.jobId), manifest);
+  await writeJson(deps.output, plan.output.status, runningStatus(manifest, 0));
+  log.info("job started", { op: plan.job.op, inputs: plan.inputs.length, chunks: manifest.chunks, chunkSize: plan.chunkSize });
+
+  let batch: string[] = [];
+  for (const chunk of plannedChunks.chunks()) {
+    const task: TaskMessage = { v: 1, jobId: plan.jobId, chunk, job: plan.job };
+    batch.push(JSON.stringify(task));
+    if (batch.length === ENQUEUE_SLICE) {
+      await deps.queue.sendBatch(batch);
+      batch = [];
+    }
+  }
+  if (batch.length) await deps.queue.sendBatch(batch);
+  await writeJson(deps.output, enqueuedKey(plan.jobId), { at: new Date(nowOf(deps)).toISOString(), chunks: manifest.chunks });
+  // A job with no chunks (only empty inputs) is done already.
+  if (manifest.chunks === 0) await reduceJob(deps, plan.jobId);
+  return { manifest, duplicate: false };
+};
+
+export const deadlineSecondsOf = (spec: JobSpec, fallback: number = DEFAULTS.jobDeadlineSeconds): number => spec.deadlineSeconds ?? fallback;
