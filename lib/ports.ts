@@ -38,9 +38,19 @@ export interface BlobStore {
    * Streams bytes [start, end) of an object. The promise settles once the object is known
    * to exist (and match the ETag); the stream then yields the bytes in order.
    * An empty range yields nothing and makes no request.
+   *
+   * Ranges past the end are clamped, never an error (as S3 clamps): [size-2, size+100) yields
+   * the last 2 bytes, and a range starting at or after the end yields nothing (once the object
+   * is known to exist and match). So a reader may over-read past a chunk's end freely.
+   * A malformed range (negative, fractional, end < start) is a bug: CloudmillError INTERNAL.
+   * The stream may still fail with INPUT_CHANGED if the object changes while it is read.
+   * Read it to the end or break out of the loop: either releases the file or socket.
    */
   get(key: string, options?: GetOptions): Promise<AsyncIterable<Uint8Array>>;
-  /** Writes a whole object atomically: readers see the old bytes or the new, never a mix. */
+  /**
+   * Writes a whole object atomically: readers see the old bytes or the new, never a mix.
+   * A string is written as UTF-8. Every put gives the object a new ETag.
+   */
   put(key: string, body: Uint8Array | string, options?: PutOptions): Promise<void>;
   /** Every object whose key starts with prefix, in ascending key order (UTF-8 byte order). */
   list(prefix: string): AsyncIterable<BlobInfo>;
@@ -73,10 +83,25 @@ export interface ReceiveOptions {
  * a message received more than the queue's maxReceiveCount goes to its dead-letter queue.
  */
 export interface TaskQueue {
-  /** Sends any number of messages (in batches of ten). Rejects if any could not be sent. */
+  /**
+   * Sends any number of messages (in batches of ten). Rejects if any could not be sent, with
+   * one line saying how many and why; the others are sent. Bodies must be what SQS accepts
+   * (XML-safe characters, ≤ 1 MiB); the in-process queue refuses the same ones.
+   */
   sendBatch(bodies: readonly string[], options?: { signal?: AbortSignal }): Promise<void>;
+  /**
+   * Up to maxMessages visible messages, each now in flight for the visibility timeout.
+   * Resolves to [] when the wait ends empty or options.signal aborts (never rejects for that).
+   * Options outside SQS's limits (maxMessages 1–10, waitSeconds 0–20) are CloudmillError INTERNAL.
+   */
   receive(options?: ReceiveOptions): Promise<QueueMessage[]>;
+  /** Deletes the message of this receipt. A stale or unknown handle deletes nothing and does not fail. */
   delete(receiptHandle: string): Promise<void>;
+  /**
+   * Sets how long the message stays in flight from now (0: visible again at once); a heartbeat
+   * calls this to keep a long task hidden. Fails with CloudmillError ENVIRONMENT ("not in
+   * flight") if the handle is stale: the message timed out and may be another worker's now.
+   */
   changeVisibility(receiptHandle: string, seconds: number): Promise<void>;
   /** Approximate counts, for progress and autoscaling views. */
   depth(): Promise<{ readonly visible: number; readonly inFlight: number }>;

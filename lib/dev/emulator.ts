@@ -1,0 +1,332 @@
+/**
+ * An emulated AWS (S3 + SQS wire protocols) in this process, on 127.0.0.1: what tests and
+ * `cloudmill dev` run against. Built on fauxqs 1.9.2, with its gaps filled here:
+ *
+ * - S3 event notifications: a successful PutObject / CopyObject / CompleteMultipartUpload
+ *   becomes an AWS-shaped ObjectCreated record handed to `onObjectCreated` listeners after
+ *   the response is sent.
+ * - Body limit: raised from 11 MiB to 1 GiB, so single PUTs (e.g. `aws s3 cp` of a large
+ *   part) are not refused. Everything is held in memory, so keep dev data modest.
+ * - Listing order: fauxqs sorts keys with localeCompare (so `B` < `a` fails, and pages can
+ *   skip keys); S3 lists in UTF-8 byte order, which this emulator restores.
+ * - Message bodies: fauxqs refuses characters beyond U+FFFF (emoji) that SQS accepts; fixed.
+ * - Abandoned long polls: fauxqs keeps waiting after a client aborts a ReceiveMessage and
+ *   would hand the next message to the dead connection (hidden for its visibility timeout);
+ *   here such messages go straight back to the queue, their receive uncounted.
+ *
+ * Queues are found only by the exact URL fauxqs issued: always take URLs from CreateQueue /
+ * GetQueueUrl (createDevResources returns them), never build them.
+ */
+import type { IncomingMessage } from "node:http";
+import type { S3Event, S3EventRecord } from "aws-lambda";
+import { buildApp } from "fauxqs";
+import type { BuildAppOptions } from "fauxqs";
+import { CreateBucketCommand } from "@aws-sdk/client-s3";
+import type { S3Client } from "@aws-sdk/client-s3";
+import { CreateQueueCommand, GetQueueAttributesCommand, GetQueueUrlCommand, SetQueueAttributesCommand } from "@aws-sdk/client-sqs";
+import type { SQSClient } from "@aws-sdk/client-sqs";
+import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES } from "../config/constants.js";
+
+export type ObjectCreatedListener = (event: S3Event) => void | Promise<void>;
+
+export interface Emulator {
+  /** `http://127.0.0.1:<port>`: give it to awsClients({ endpoint }). */
+  readonly endpoint: string;
+  readonly port: number;
+  /** Calls listener with one record per object created; returns a function that unsubscribes. */
+  onObjectCreated(listener: ObjectCreatedListener): () => void;
+  /** Closes the server and waits for listeners already called. */
+  stop(): Promise<void>;
+}
+
+export interface EmulatorOptions {
+  /** Default 0: any free port. `cloudmill dev` uses DEV_DEFAULT_PORT. */
+  readonly port?: number;
+  /** Default 127.0.0.1. Never 0.0.0.0 unless you mean to expose an unauthenticated S3. */
+  readonly host?: string;
+  /** Region in event records and of queues. Default us-east-1. */
+  readonly region?: string;
+}
+
+/** Largest request body (a single PutObject or UploadPart). */
+const BODY_LIMIT = 1024 * 1024 * 1024;
+
+type Stores = NonNullable<BuildAppOptions["stores"]>;
+type S3Store = Stores["s3Store"];
+type SqsStore = Stores["sqsStore"];
+type S3ListResult = ReturnType<S3Store["listObjects"]>;
+type S3ListOptions = NonNullable<Parameters<S3Store["listObjects"]>[1]>;
+
+export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emulator> => {
+  const region = options.region ?? "us-east-1";
+  const stores = await loadStores();
+  const app = buildApp({ logger: false, defaultRegion: region, stores });
+
+  // (b) The catch-all parser carries the 11 MiB limit; replace it with a larger one.
+  app.removeContentTypeParser("*");
+  app.addContentTypeParser("*", { parseAs: "buffer", bodyLimit: BODY_LIMIT }, (_req, body, done) => {
+    done(null, body);
+  });
+
+  // (a) S3 events. onSend runs in the same tick as the handler's send(), so the store still
+  // holds exactly the object this request wrote; onResponse then emits after the reply is out.
+  const listeners = new Set<ObjectCreatedListener>();
+  const running = new Set<Promise<void>>();
+  const created = new WeakMap<object, S3EventRecord>();
+  let sequence = 0;
+
+  app.addHook("onSend", (request, reply, payload, done) => {
+    const params = request.params as { bucket?: string; "*"?: string } | undefined;
+    const query = request.query as Record<string, string | undefined> | undefined;
+    const bucket = params?.bucket;
+    const key = params?.["*"];
+    if (reply.statusCode === 200 && listeners.size > 0 && bucket && key && request.routeOptions.url === "/:bucket/*") {
+      let eventName: string | undefined;
+      if (request.method === "PUT" && !(query?.["uploadId"] && query["partNumber"])) {
+        eventName = request.headers["x-amz-copy-source"] ? "ObjectCreated:Copy" : "ObjectCreated:Put";
+      } else if (request.method === "POST" && query?.["uploadId"]) {
+        eventName = "ObjectCreated:CompleteMultipartUpload";
+      }
+      const obj = eventName ? storedObject(stores.s3Store, bucket, key) : undefined;
+      if (eventName && obj) {
+        created.set(request, {
+          eventVersion: "2.1",
+          eventSource: "aws:s3",
+          awsRegion: region,
+          eventTime: new Date().toISOString(),
+          eventName,
+          userIdentity: { principalId: "AWS:CLOUDMILLDEV" },
+          requestParameters: { sourceIPAddress: request.ip },
+          responseElements: {
+            "x-amz-request-id": String(reply.getHeader("x-amz-request-id") ?? ""),
+            "x-amz-id-2": String(reply.getHeader("x-amz-id-2") ?? ""),
+          },
+          s3: {
+            s3SchemaVersion: "1.0",
+            configurationId: "cloudmill-dev",
+            bucket: { name: bucket, ownerIdentity: { principalId: "CLOUDMILLDEV" }, arn: `arn:aws:s3:::${bucket}` },
+            object: {
+              key: encodeEventKey(key),
+              size: obj.contentLength,
+              eTag: obj.etag.replaceAll('"', ""),
+              sequencer: `${Date.now().toString(16).padStart(12, "0")}${(sequence++).toString(16).padStart(8, "0")}`.toUpperCase(),
+            },
+          },
+        });
+      }
+    }
+    // (d) A long poll whose client has gone: put what it took back on the queue.
+    if (request.headers["x-amz-target"] === "AmazonSQS.ReceiveMessage" && clientGone(request.raw)) {
+      returnAbandoned(stores.sqsStore, request.body, payload);
+    }
+    done(null, payload);
+  });
+
+  app.addHook("onResponse", (request, reply, done) => {
+    const record = created.get(request);
+    if (record && reply.statusCode === 200) {
+      for (const listener of listeners) {
+        const run: Promise<void> = Promise.resolve()
+          .then(() => listener({ Records: [record] }))
+          .catch((err: unknown) => {
+            process.stderr.write(`cloudmill emulator: S3 event listener failed for s3://${record.s3.bucket.name}/${record.s3.object.key}: ${
+              err instanceof Error ? (err.stack ?? err.message) : String(err)
+            }\n`);
+          })
+          .finally(() => running.delete(run));
+        running.add(run);
+      }
+    }
+    done();
+  });
+
+  const host = options.host ?? "127.0.0.1";
+  await app.listen({ host, port: options.port ?? 0 });
+  const address = app.server.address();
+  const port = typeof address === "object" && address ? address.port : (options.port ?? 0);
+
+  return {
+    endpoint: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+    port,
+    onObjectCreated(listener) {
+      listeners.add(listener);
+      return () => {
+        listeners.delete(listener);
+      };
+    },
+    async stop() {
+      await app.close();
+      await Promise.allSettled([...running]);
+    },
+  };
+};
+
+/**
+ * An S3 event's key: URL-encoded as S3 does in notifications (form encoding: space → `+`,
+ * `+` → `%2B`, non-ASCII as UTF-8 %XX), with `/` kept. Decode with
+ * `decodeURIComponent(key.replace(/\+/g, " "))`.
+ */
+export const encodeEventKey = (key: string): string =>
+  key
+    .split("/")
+    .map((seg) => encodeURIComponent(seg).replace(/[!'()~]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`).replace(/%20/g, "+"))
+    .join("/");
+
+export interface DevResourceOptions {
+  readonly inputBucket?: string;
+  readonly outputBucket?: string;
+  readonly taskQueue?: string;
+  readonly deadLetterQueue?: string;
+  /** Created only when named. */
+  readonly partsQueue?: string;
+  /** Receives before a task goes to the dead-letter queue. Default DEFAULTS.maxAttempts. */
+  readonly maxReceiveCount?: number;
+  /** Default DEFAULTS.visibilityTimeoutSeconds. */
+  readonly visibilitySeconds?: number;
+}
+
+export interface DevResources {
+  readonly taskQueueUrl: string;
+  readonly deadLetterQueueUrl: string;
+  readonly partsQueueUrl?: string;
+}
+
+/**
+ * Creates the buckets and queues of `cloudmill dev` (names default to DEV_BUCKETS / DEV_QUEUES),
+ * the task queue redriving to its dead-letter queue. Idempotent: run it again with other
+ * settings and the existing queues are updated.
+ */
+export const createDevResources = async (
+  clients: { readonly s3: S3Client; readonly sqs: SQSClient },
+  options: DevResourceOptions = {},
+): Promise<DevResources> => {
+  for (const bucket of new Set([options.inputBucket ?? DEV_BUCKETS.input, options.outputBucket ?? DEV_BUCKETS.output])) {
+    try {
+      await clients.s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    } catch (err) {
+      const name = err instanceof Error ? err.name : "";
+      if (name !== "BucketAlreadyOwnedByYou" && name !== "BucketAlreadyExists") throw err;
+    }
+  }
+  const ensureQueue = async (name: string, attributes: Record<string, string> = {}): Promise<string> => {
+    try {
+      const res = await clients.sqs.send(new CreateQueueCommand({ QueueName: name, Attributes: attributes }));
+      return res.QueueUrl!;
+    } catch (err) {
+      // Unmodelled SQS errors are named by their query-protocol code (AWS.SimpleQueueService.…).
+      if (!(err instanceof Error && err.name.endsWith("QueueNameExists"))) throw err;
+      const { QueueUrl } = await clients.sqs.send(new GetQueueUrlCommand({ QueueName: name }));
+      await clients.sqs.send(new SetQueueAttributesCommand({ QueueUrl, Attributes: attributes }));
+      return QueueUrl!;
+    }
+  };
+  const deadLetterQueueUrl = await ensureQueue(options.deadLetterQueue ?? DEV_QUEUES.deadLetters);
+  const { Attributes } = await clients.sqs.send(
+    new GetQueueAttributesCommand({ QueueUrl: deadLetterQueueUrl, AttributeNames: ["QueueArn"] }),
+  );
+  const taskQueueUrl = await ensureQueue(options.taskQueue ?? DEV_QUEUES.tasks, {
+    VisibilityTimeout: String(options.visibilitySeconds ?? DEFAULTS.visibilityTimeoutSeconds),
+    RedrivePolicy: JSON.stringify({
+      deadLetterTargetArn: Attributes?.["QueueArn"],
+      maxReceiveCount: options.maxReceiveCount ?? DEFAULTS.maxAttempts,
+    }),
+  });
+  const partsQueueUrl = options.partsQueue === undefined ? undefined : await ensureQueue(options.partsQueue);
+  return { taskQueueUrl, deadLetterQueueUrl, ...(partsQueueUrl === undefined ? {} : { partsQueueUrl }) };
+};
+
+/**
+ * fauxqs's stores, with S3 listing in byte order. The store classes are not exported by the
+ * package, so they are loaded from beside its entry point (fauxqs is pinned at 1.9.2).
+ */
+const loadStores = async (): Promise<Stores> => {
+  const entry = import.meta.resolve("fauxqs");
+  const load = async <T>(path: string, name: string): Promise<new () => T> => {
+    const mod = (await import(new URL(path, entry).href)) as Record<string, unknown>;
+    const ctor = mod[name];
+    if (typeof ctor !== "function") throw new Error(`fauxqs ${path} has no ${name}: is fauxqs still 1.9.2?`);
+    return ctor as new () => T;
+  };
+  const [S3StoreClass, SqsStoreClass, SnsStoreClass, sqsTypes] = await Promise.all([
+    load<S3Store>("./s3/s3Store.js", "S3Store"),
+    load<SqsStore>("./sqs/sqsStore.js", "SqsStore"),
+    load<Stores["snsStore"]>("./sns/snsStore.js", "SnsStore"),
+    import(new URL("./sqs/sqsTypes.js", entry).href) as Promise<{ INVALID_MESSAGE_BODY_CHAR?: unknown }>,
+  ]);
+  // SQS accepts #x10000–#x10FFFF (emoji, …) in bodies; fauxqs tests UTF-16 units and refuses
+  // them. Its send actions share this one RegExp object, so recompile it with the full rule.
+  const invalidBodyChar = sqsTypes.INVALID_MESSAGE_BODY_CHAR;
+  if (!(invalidBodyChar instanceof RegExp)) throw new Error("fauxqs sqsTypes.js has no INVALID_MESSAGE_BODY_CHAR: is fauxqs still 1.9.2?");
+  invalidBodyChar.compile("[^\\x09\\x0A\\x0D\\x20-\\uD7FF\\uE000-\\uFFFD\\u{10000}-\\u{10FFFF}]", "u");
+  const s3Store = new S3StoreClass();
+  const localeList = s3Store.listObjects.bind(s3Store);
+  s3Store.listObjects = (bucket, opts) => listInByteOrder(localeList, bucket, opts);
+  return { s3Store, sqsStore: new SqsStoreClass(), snsStore: new SnsStoreClass() };
+};
+
+const byteCompare = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b));
+
+/** S3's ListObjects semantics in UTF-8 byte order, over fauxqs's full (locale-sorted) listing. */
+const listInByteOrder = (
+  localeList: S3Store["listObjects"],
+  bucket: string,
+  opts: S3ListOptions = {},
+): S3ListResult => {
+  const prefix = opts.prefix ?? "";
+  const after = opts.startAfter || opts.marker || "";
+  const maxKeys = opts.maxKeys ?? 1000;
+  const all = localeList(bucket, { prefix, maxKeys: Number.MAX_SAFE_INTEGER }).objects;
+  all.sort((a, b) => byteCompare(a.key, b.key));
+  const objects: S3ListResult["objects"] = [];
+  const commonPrefixes: string[] = [];
+  let isTruncated = false;
+  for (const obj of all) {
+    if (after && byteCompare(obj.key, after) <= 0) continue;
+    const cut = opts.delimiter ? obj.key.indexOf(opts.delimiter, prefix.length) : -1;
+    const common = cut >= 0 ? obj.key.slice(0, cut + opts.delimiter!.length) : undefined;
+    if (common !== undefined && (common === commonPrefixes.at(-1) || (after && byteCompare(common, after) <= 0))) continue;
+    if (objects.length + commonPrefixes.length >= maxKeys) {
+      isTruncated = true;
+      break;
+    }
+    if (common !== undefined) commonPrefixes.push(common);
+    else objects.push(obj);
+  }
+  return { objects, commonPrefixes, isTruncated };
+};
+
+/** The object a request just wrote, or undefined (never throws inside a hook). */
+const storedObject = (store: S3Store, bucket: string, key: string): ReturnType<S3Store["headObject"]> | undefined => {
+  try {
+    return store.headObject(bucket, key);
+  } catch {
+    return undefined;
+  }
+};
+
+/**
+ * Whether the client of a request has disconnected and will never read the response. An
+ * aborted client's socket is often only half-closed (not yet destroyed, but no longer writable).
+ */
+const clientGone = (req: IncomingMessage): boolean => {
+  const socket = req.socket as IncomingMessage["socket"] | null;
+  return !socket || socket.destroyed || !socket.writable;
+};
+
+/** Puts back the messages of a ReceiveMessage response nobody will read, as if never received. */
+const returnAbandoned = (sqsStore: SqsStore, body: unknown, payload: unknown): void => {
+  try {
+    const queueUrl = (body as { QueueUrl?: string } | undefined)?.QueueUrl;
+    const queue = queueUrl ? sqsStore.getQueue(queueUrl) : undefined;
+    if (!queue || typeof payload !== "string") return;
+    const { Messages } = JSON.parse(payload) as { Messages?: { ReceiptHandle?: string }[] };
+    for (const m of Messages ?? []) {
+      const entry = m.ReceiptHandle ? queue.inflightMessages.get(m.ReceiptHandle) : undefined;
+      if (!entry) continue;
+      entry.message.approximateReceiveCount--;
+      queue.changeVisibility(entry.receiptHandle, 0);
+    }
+  } catch (err) {
+    process.stderr.write(`cloudmill emulator: could not return an abandoned receive: ${String(err)}\n`);
+  }
+};

@@ -1,0 +1,209 @@
+import { CopyObjectCommand, CreateMultipartUploadCommand, PutObjectCommand, UploadPartCommand, CompleteMultipartUploadCommand } from "@aws-sdk/client-s3";
+import type { S3Event } from "aws-lambda";
+import { describe, expect, it, vi } from "vitest";
+import { S3BlobStore } from "../../lib/adapters/S3BlobStore.js";
+import { awsClients, parseS3Uri, s3Uri } from "../../lib/aws/clients.js";
+import { encodeEventKey } from "../../lib/dev/emulator.js";
+import { CloudmillError, ErrorCode } from "../../lib/errors.js";
+import { collect, describeBlobStoreContract } from "../contract/blobStoreContract.js";
+import { useEmulator } from "../helpers/emulator.js";
+
+const aws = useEmulator();
+
+describeBlobStoreContract("S3BlobStore (emulated)", async () => ({ store: new S3BlobStore(aws.s3, await aws.freshBucket()) }));
+
+/** Collects the emulator's S3 events until the returned stop() is called. */
+const recordEvents = (): { events: S3Event[]; stop: () => void; next: (n?: number) => Promise<S3Event[]> } => {
+  const events: S3Event[] = [];
+  const stop = aws.emulator.onObjectCreated((e) => {
+    events.push(e);
+  });
+  const next = async (n = 1): Promise<S3Event[]> => {
+    await vi.waitFor(() => expect(events.length).toBeGreaterThanOrEqual(n), { timeout: 2_000, interval: 10 });
+    return events;
+  };
+  return { events, stop, next };
+};
+
+const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
+
+describe("S3BlobStore", () => {
+  it("maps AWS failures to one-line ENVIRONMENT errors naming bucket, key and AWS error", async () => {
+    const store = new S3BlobStore(aws.s3, "no-such-bucket-here");
+    const err = await store.put("k/x.txt", "x").catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CloudmillError);
+    expect((err as CloudmillError).code).toBe(ErrorCode.ENVIRONMENT);
+    expect((err as CloudmillError).message).toContain("s3://no-such-bucket-here/k/x.txt");
+    expect((err as CloudmillError).message).toContain("NoSuchBucket");
+    expect((err as CloudmillError).message).not.toContain("\n");
+  });
+
+  it("names the S3 URI and the expected ETag when an input changed", async () => {
+    const bucket = await aws.freshBucket();
+    const store = new S3BlobStore(aws.s3, bucket);
+    await store.put("in.txt", "one");
+    await expect(store.get("in.txt", { etag: '"stale"' })).rejects.toThrow(`s3://${bucket}/in.txt changed while the job ran (expected ETag "stale")`);
+  });
+
+  it("uses multipart above the threshold (the ETag shows the part count)", async () => {
+    const store = new S3BlobStore(aws.s3, await aws.freshBucket());
+    await store.put("mp.bin", Buffer.alloc(9 * 1024 * 1024, 3));
+    expect((await store.head("mp.bin"))!.etag).toMatch(/-2"$/);
+    await store.put("single.bin", Buffer.alloc(8 * 1024 * 1024, 3));
+    expect((await store.head("single.bin"))!.etag).not.toMatch(/-\d+"$/);
+  });
+});
+
+describe("awsClients and S3 URIs", () => {
+  it("formats and parses s3:// URIs", () => {
+    expect(s3Uri("b", "a b/c.txt")).toBe("s3://b/a b/c.txt");
+    expect(parseS3Uri("s3://my-bucket/a b/ü%.txt")).toEqual({ bucket: "my-bucket", key: "a b/ü%.txt" });
+    for (const bad of ["s3://bucket", "s3://bucket/", "http://b/k", "s3:///k", "s3://Bad_Bucket/k", ""]) {
+      expect(() => parseS3Uri(bad), bad).toThrow(CloudmillError);
+    }
+    try {
+      parseS3Uri("nope");
+    } catch (e) {
+      expect((e as CloudmillError).code).toBe(ErrorCode.INVALID_SPEC);
+    }
+  });
+
+  it("uses dummy credentials for an endpoint only when none are configured", async () => {
+    const bare = awsClients({ endpoint: "http://127.0.0.1:1" }, {});
+    expect(await bare.s3.config.credentials()).toMatchObject({ accessKeyId: "cloudmill" });
+    expect(await bare.s3.config.region()).toBe("us-east-1");
+    expect(bare.s3.config.forcePathStyle).toBe(true);
+    const configured = awsClients(
+      { endpoint: "http://127.0.0.1:1" },
+      { AWS_ACCESS_KEY_ID: "AKIAEXAMPLE", AWS_SECRET_ACCESS_KEY: "secret", AWS_REGION: "eu-west-1" },
+    );
+    expect(await configured.sqs.config.region()).toBe("eu-west-1");
+    for (const c of [bare, configured]) {
+      c.s3.destroy();
+      c.sqs.destroy();
+    }
+  });
+});
+
+describe("emulator", () => {
+  it("encodes event keys as S3 does", () => {
+    expect(encodeEventKey("a b+c/ü%.txt")).toBe("a+b%2Bc/%C3%BC%25.txt");
+    expect(encodeEventKey("x/(1)!'~*.-_")).toBe("x/%281%29%21%27%7E*.-_");
+    const key = "odd/a b+c/ü%.txt (copy) & =?#";
+    expect(decodeURIComponent(encodeEventKey(key).replace(/\+/g, " "))).toBe(key);
+  });
+
+  it("emits ObjectCreated:Put with the URL-encoded key, size and unquoted ETag", async () => {
+    const bucket = await aws.freshBucket();
+    const rec = recordEvents();
+    try {
+      await aws.s3.send(new PutObjectCommand({ Bucket: bucket, Key: "a b+c/ü%.txt", Body: "hello" }));
+      const [event] = await rec.next();
+      expect(event!.Records).toHaveLength(1);
+      const r = event!.Records[0]!;
+      const head = await new S3BlobStore(aws.s3, bucket).head("a b+c/ü%.txt");
+      expect(r).toMatchObject({
+        eventSource: "aws:s3",
+        eventName: "ObjectCreated:Put",
+        awsRegion: "us-east-1",
+        s3: {
+          bucket: { name: bucket, arn: `arn:aws:s3:::${bucket}` },
+          object: { key: "a+b%2Bc/%C3%BC%25.txt", size: 5, eTag: head!.etag.replaceAll('"', "") },
+        },
+      });
+      expect(r.s3.object.sequencer).toMatch(/^[0-9A-F]+$/);
+      expect(Date.parse(r.eventTime)).not.toBeNaN();
+    } finally {
+      rec.stop();
+    }
+  });
+
+  it("emits ObjectCreated:CompleteMultipartUpload once for a multipart upload", async () => {
+    const bucket = await aws.freshBucket();
+    const rec = recordEvents();
+    try {
+      await new S3BlobStore(aws.s3, bucket).put("a b+c/ü%.txt", Buffer.alloc(9 * 1024 * 1024, 1));
+      const [event] = await rec.next();
+      await settle();
+      expect(rec.events).toHaveLength(1);
+      expect(event!.Records[0]).toMatchObject({
+        eventName: "ObjectCreated:CompleteMultipartUpload",
+        s3: { object: { key: "a+b%2Bc/%C3%BC%25.txt", size: 9 * 1024 * 1024 } },
+      });
+      expect(event!.Records[0]!.s3.object.eTag).toMatch(/^[0-9a-f]{32}-2$/);
+    } finally {
+      rec.stop();
+    }
+  });
+
+  it("emits ObjectCreated:Copy for a copy, with increasing sequencers", async () => {
+    const bucket = await aws.freshBucket();
+    const rec = recordEvents();
+    try {
+      await aws.s3.send(new PutObjectCommand({ Bucket: bucket, Key: "src.txt", Body: "copy me" }));
+      await aws.s3.send(new CopyObjectCommand({ Bucket: bucket, Key: "dst.txt", CopySource: `${bucket}/src.txt` }));
+      const events = await rec.next(2);
+      expect(events.map((e) => e.Records[0]!.eventName)).toEqual(["ObjectCreated:Put", "ObjectCreated:Copy"]);
+      expect(events[1]!.Records[0]!.s3.object).toMatchObject({ key: "dst.txt", size: 7 });
+      const [a, b] = events.map((e) => e.Records[0]!.s3.object.sequencer);
+      expect(a! < b!).toBe(true);
+    } finally {
+      rec.stop();
+    }
+  });
+
+  it("emits nothing for failed requests, parts, reads or deletes", async () => {
+    const bucket = await aws.freshBucket();
+    const store = new S3BlobStore(aws.s3, bucket);
+    await store.put("exists.txt", "x");
+    const rec = recordEvents();
+    try {
+      await expect(aws.s3.send(new PutObjectCommand({ Bucket: "missing-bucket", Key: "k", Body: "x" }))).rejects.toThrow();
+      await expect(
+        aws.s3.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: bucket,
+            Key: "k",
+            UploadId: "no-such-upload",
+            MultipartUpload: { Parts: [{ PartNumber: 1, ETag: '"x"' }] },
+          }),
+        ),
+      ).rejects.toThrow();
+      const { UploadId } = await aws.s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: "parts" }));
+      await aws.s3.send(new UploadPartCommand({ Bucket: bucket, Key: "parts", UploadId, PartNumber: 1, Body: "p" }));
+      await collect(await store.get("exists.txt"));
+      await store.head("exists.txt");
+      await store.delete("exists.txt");
+      await settle();
+      expect(rec.events).toEqual([]);
+    } finally {
+      rec.stop();
+    }
+  });
+
+  it("survives a throwing listener, logging it to stderr", async () => {
+    const bucket = await aws.freshBucket();
+    const stderr = vi.spyOn(process.stderr, "write").mockImplementation(() => true);
+    const off = aws.emulator.onObjectCreated(() => {
+      throw new Error("listener boom");
+    });
+    const rec = recordEvents();
+    try {
+      await aws.s3.send(new PutObjectCommand({ Bucket: bucket, Key: "k1", Body: "1" }));
+      await aws.s3.send(new PutObjectCommand({ Bucket: bucket, Key: "k2", Body: "2" }));
+      await rec.next(2);
+      await vi.waitFor(() => expect(stderr.mock.calls.map((c) => String(c[0])).join("")).toContain("listener boom"));
+    } finally {
+      off();
+      rec.stop();
+      stderr.mockRestore();
+    }
+  });
+
+  it("accepts a single PUT larger than fauxqs's 11 MiB default body limit", async () => {
+    const bucket = await aws.freshBucket();
+    const body = Buffer.alloc(12 * 1024 * 1024, 9);
+    await aws.s3.send(new PutObjectCommand({ Bucket: bucket, Key: "big-single.bin", Body: body }));
+    expect((await new S3BlobStore(aws.s3, bucket).head("big-single.bin"))!.size).toBe(body.length);
+  });
+});

@@ -1,0 +1,208 @@
+import { Readable } from "node:stream";
+import { GetQueueAttributesCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { NodeHttpHandler } from "@smithy/node-http-handler";
+import { describe, expect, it } from "vitest";
+import { SqsTaskQueue } from "../../lib/adapters/SqsTaskQueue.js";
+import { createDevResources } from "../../lib/dev/emulator.js";
+import { CloudmillError, ErrorCode } from "../../lib/errors.js";
+import { describeTaskQueueContract } from "../contract/taskQueueContract.js";
+import { useEmulator } from "../helpers/emulator.js";
+
+const aws = useEmulator();
+
+describeTaskQueueContract("SqsTaskQueue (emulated)", async ({ visibilitySeconds, maxReceiveCount }) => {
+  const { url, deadLetterUrl } = await aws.freshQueue({ visibilitySeconds, maxReceiveCount });
+  return { queue: new SqsTaskQueue(aws.sqs, url), deadLetter: new SqsTaskQueue(aws.sqs, deadLetterUrl) };
+});
+
+type HttpRequest = Parameters<NodeHttpHandler["handle"]>[0];
+type HandleResult = Awaited<ReturnType<NodeHttpHandler["handle"]>>;
+interface BatchEntry {
+  Id: string;
+  MessageBody: string;
+}
+/** What to do with one entry of a SendMessageBatch: pass it on, or fail it (retryable or not). */
+type Verdict = "pass" | "fail" | "sender-fault";
+
+/**
+ * A request handler in front of the real one that makes SQS fail some SendMessageBatch entries
+ * (they are taken out of the request and reported as Failed) or whole requests.
+ */
+class FaultyHandler {
+  readonly inner = new NodeHttpHandler();
+  batchRequests = 0;
+
+  constructor(
+    private readonly verdict: (entry: BatchEntry) => Verdict,
+    private readonly dropRequest: (n: number) => boolean = () => false,
+  ) {}
+
+  async handle(request: HttpRequest, options?: Parameters<NodeHttpHandler["handle"]>[1]): Promise<HandleResult> {
+    if (request.headers["x-amz-target"] !== "AmazonSQS.SendMessageBatch") return this.inner.handle(request, options);
+    this.batchRequests++;
+    if (this.dropRequest(this.batchRequests)) {
+      throw Object.assign(new Error("socket hang up (injected)"), { code: "ECONNRESET" });
+    }
+    const input = JSON.parse(Buffer.from(request.body as string | Uint8Array).toString()) as { QueueUrl: string; Entries: BatchEntry[] };
+    const failed: { Id: string; SenderFault: boolean; Code: string; Message: string }[] = [];
+    const kept = input.Entries.filter((e) => {
+      const v = this.verdict(e);
+      if (v !== "pass") failed.push({ Id: e.Id, SenderFault: v === "sender-fault", Code: "InternalError", Message: "injected failure" });
+      return v === "pass";
+    });
+    let output: { Successful?: unknown[]; Failed?: unknown[] } = { Successful: [] };
+    if (kept.length > 0) {
+      request.body = JSON.stringify({ ...input, Entries: kept });
+      request.headers["content-length"] = String(Buffer.byteLength(request.body as string));
+      const { response } = await this.inner.handle(request, options);
+      const chunks: Buffer[] = [];
+      for await (const c of response.body as Readable) chunks.push(Buffer.from(c as Uint8Array));
+      output = JSON.parse(Buffer.concat(chunks).toString()) as typeof output;
+    }
+    const body = Buffer.from(JSON.stringify({ ...output, Failed: [...(output.Failed ?? []), ...failed] }));
+    return {
+      response: {
+        statusCode: 200,
+        headers: { "content-type": "application/x-amz-json-1.0", "content-length": String(body.length) },
+        body: Readable.from([body]),
+      },
+    } as HandleResult;
+  }
+
+  updateHttpClientConfig(key: never, value: never): void {
+    this.inner.updateHttpClientConfig(key, value);
+  }
+
+  httpHandlerConfigs(): ReturnType<NodeHttpHandler["httpHandlerConfigs"]> {
+    return this.inner.httpHandlerConfigs();
+  }
+
+  destroy(): void {
+    this.inner.destroy();
+  }
+}
+
+const faultyClient = (handler: FaultyHandler): SQSClient =>
+  new SQSClient({
+    endpoint: aws.emulator.endpoint,
+    region: "us-east-1",
+    credentials: { accessKeyId: "test", secretAccessKey: "test" },
+    requestHandler: handler,
+    maxAttempts: 1, // so our own retries are what is under test
+  });
+
+/** Receives and deletes everything, returning the bodies. */
+const drain = async (queue: SqsTaskQueue): Promise<string[]> => {
+  const bodies: string[] = [];
+  for (;;) {
+    const got = await queue.receive({ maxMessages: 10 });
+    if (got.length === 0) return bodies;
+    for (const m of got) {
+      bodies.push(m.body);
+      await queue.delete(m.receiptHandle);
+    }
+  }
+};
+
+const bodies25 = Array.from({ length: 25 }, (_, i) => `task-${i}`);
+
+describe("SqsTaskQueue", () => {
+  it("retries only the entries SQS failed, so each message arrives exactly once", async () => {
+    const { url } = await aws.freshQueue();
+    const attempts = new Map<string, number>();
+    const handler = new FaultyHandler((e) => {
+      const n = (attempts.get(e.MessageBody) ?? 0) + 1;
+      attempts.set(e.MessageBody, n);
+      // Every third message fails twice before it is taken.
+      return Number(e.MessageBody.slice(5)) % 3 === 0 && n <= 2 ? "fail" : "pass";
+    });
+    const client = faultyClient(handler);
+    try {
+      await new SqsTaskQueue(client, url, { sendConcurrency: 2 }).sendBatch(bodies25);
+      expect(handler.batchRequests).toBe(3 * 3);
+      expect([...attempts.values()].filter((n) => n === 3).length).toBe(9);
+      expect((await drain(new SqsTaskQueue(aws.sqs, url))).sort()).toEqual([...bodies25].sort());
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it("rejects with one line saying how many could not be sent and why, having sent the rest", async () => {
+    const { url } = await aws.freshQueue();
+    const handler = new FaultyHandler((e) => (e.MessageBody === "task-3" || e.MessageBody === "task-17" ? "fail" : "pass"));
+    const client = faultyClient(handler);
+    try {
+      const err = await new SqsTaskQueue(client, url, { maxSendRetries: 2 }).sendBatch(bodies25).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(CloudmillError);
+      expect((err as CloudmillError).code).toBe(ErrorCode.ENVIRONMENT);
+      expect((err as CloudmillError).message).toMatch(/^could not send 2 of 25 messages to SQS queue test-.*: InternalError: injected failure \(3 attempts\)$/);
+      expect((await drain(new SqsTaskQueue(aws.sqs, url))).length).toBe(23);
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it("does not retry entries rejected as the sender's fault", async () => {
+    const { url } = await aws.freshQueue();
+    const handler = new FaultyHandler((e) => (e.MessageBody === "task-0" ? "sender-fault" : "pass"));
+    const client = faultyClient(handler);
+    try {
+      await expect(new SqsTaskQueue(client, url).sendBatch(bodies25.slice(0, 5))).rejects.toThrow(/could not send 1 of 5 .*\(1 attempt\)/);
+      expect(handler.batchRequests).toBe(1);
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it("retries whole requests that fail on the wire", async () => {
+    const { url } = await aws.freshQueue();
+    const handler = new FaultyHandler(() => "pass", (n) => n <= 2);
+    const client = faultyClient(handler);
+    try {
+      await new SqsTaskQueue(client, url, { sendConcurrency: 1 }).sendBatch(bodies25);
+      expect(handler.batchRequests).toBe(2 + 3);
+      expect((await drain(new SqsTaskQueue(aws.sqs, url))).sort()).toEqual([...bodies25].sort());
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it("reports a missing queue as ENVIRONMENT with the AWS error name", async () => {
+    const { url } = await aws.freshQueue();
+    const queue = new SqsTaskQueue(aws.sqs, `${url}-gone`);
+    await expect(queue.depth()).rejects.toMatchObject({ code: ErrorCode.ENVIRONMENT, message: expect.stringContaining("QueueDoesNotExist") });
+    await expect(queue.sendBatch(["x"])).rejects.toThrow(/could not send 1 of 1 .*QueueDoesNotExist.*\(1 attempt\)/);
+  });
+});
+
+describe("createDevResources", () => {
+  it("creates buckets and a task queue that redrives to its dead-letter queue, idempotently", async () => {
+    const names = {
+      inputBucket: "dev-in-test",
+      outputBucket: "dev-out-test",
+      taskQueue: "dev-tasks-test",
+      deadLetterQueue: "dev-dlq-test",
+      partsQueue: "dev-parts-test",
+      maxReceiveCount: 1,
+      visibilitySeconds: 30,
+    };
+    const first = await createDevResources(aws, names);
+    const again = await createDevResources(aws, names);
+    expect(again).toEqual(first);
+    expect(first.partsQueueUrl).toBeDefined();
+    const changed = await createDevResources(aws, { ...names, visibilitySeconds: 45 });
+    expect(changed.taskQueueUrl).toBe(first.taskQueueUrl);
+    const { Attributes } = await aws.sqs.send(
+      new GetQueueAttributesCommand({ QueueUrl: first.taskQueueUrl, AttributeNames: ["VisibilityTimeout"] }),
+    );
+    expect(Attributes?.["VisibilityTimeout"]).toBe("45");
+
+    const tasks = new SqsTaskQueue(aws.sqs, first.taskQueueUrl);
+    await tasks.sendBatch(["doomed"]);
+    const [msg] = await tasks.receive();
+    await tasks.changeVisibility(msg!.receiptHandle, 0);
+    expect(await tasks.receive()).toEqual([]);
+    const [dead] = await new SqsTaskQueue(aws.sqs, first.deadLetterQueueUrl).receive();
+    expect(dead?.body).toBe("doomed");
+  });
+});

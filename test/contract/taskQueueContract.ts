@@ -1,0 +1,242 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { describe, expect, it } from "vitest";
+import type { TestContext } from "vitest";
+import { CloudmillError, ErrorCode } from "../../lib/errors.js";
+import type { QueueMessage, TaskQueue } from "../../lib/ports.js";
+
+export interface MakeQueueOptions {
+  readonly visibilitySeconds: number;
+  /** With it, the queue redrives to `deadLetter` after this many receives. */
+  readonly maxReceiveCount?: number;
+}
+
+export type MakeTaskQueue = (
+  options: MakeQueueOptions,
+) => Promise<{ queue: TaskQueue; deadLetter: TaskQueue; cleanup?: () => Promise<void> }>;
+
+/** Receives until `n` messages have arrived or `ms` have passed, deleting none. */
+const receiveAtLeast = async (queue: TaskQueue, n: number, ms = 5_000): Promise<QueueMessage[]> => {
+  const got: QueueMessage[] = [];
+  const until = Date.now() + ms;
+  while (got.length < n && Date.now() < until) {
+    got.push(...(await queue.receive({ maxMessages: 10, waitSeconds: 1 })));
+  }
+  return got;
+};
+
+/**
+ * The TaskQueue contract (lib/ports.ts): SQS semantics that every adapter must show.
+ * Each test gets its own queue, so the tests run concurrently (several wait on timeouts).
+ */
+export const describeTaskQueueContract = (name: string, makeQueue: MakeTaskQueue): void => {
+  describe.concurrent(`TaskQueue contract: ${name}`, () => {
+    // Cleanup is tied to each test's own context: the tests run concurrently.
+    const fresh = async (ctx: TestContext, options: MakeQueueOptions): Promise<{ queue: TaskQueue; deadLetter: TaskQueue }> => {
+      const made = await makeQueue(options);
+      if (made.cleanup) ctx.onTestFinished(made.cleanup);
+      return made;
+    };
+
+    it("sends, receives (count 1) and deletes", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
+      await queue.sendBatch(['{"chunk":1}']);
+      const [msg, ...rest] = await queue.receive({ waitSeconds: 1 });
+      expect(rest).toEqual([]);
+      expect(msg).toMatchObject({ body: '{"chunk":1}', receiveCount: 1 });
+      expect(msg!.id).toBeTruthy();
+      expect(msg!.receiptHandle).toBeTruthy();
+      await queue.delete(msg!.receiptHandle);
+      expect(await queue.depth()).toEqual({ visible: 0, inFlight: 0 });
+      expect(await queue.receive()).toEqual([]);
+    });
+
+    it("keeps bodies intact (unicode, JSON, 200 KB)", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
+      const bodies = ['{"k":"ü ✓ 😀"}', "x".repeat(200_000), " leading and trailing \n"];
+      await queue.sendBatch(bodies);
+      const got = await receiveAtLeast(queue, 3);
+      expect(got.map((m) => m.body).sort()).toEqual([...bodies].sort());
+    });
+
+    it("refuses bodies SQS would refuse, sends the rest, and says how many failed", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
+      const err = await queue.sendBatch(["fine", "bad \u0001 control", "lone \ud800 surrogate", "also fine"]).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(CloudmillError);
+      expect((err as CloudmillError).message).toMatch(/could not send 2 of 4 messages .*InvalidMessageContents/);
+      expect((await receiveAtLeast(queue, 2)).map((m) => m.body).sort()).toEqual(["also fine", "fine"]);
+    });
+
+    it("sends nothing for an empty batch", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
+      await queue.sendBatch([]);
+      expect(await queue.depth()).toEqual({ visible: 0, inFlight: 0 });
+    });
+
+    it("redelivers after the visibility timeout with receiveCount + 1 and a new handle", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 1 });
+      await queue.sendBatch(["again"]);
+      const [first] = await queue.receive({ waitSeconds: 1 });
+      expect(first!.receiveCount).toBe(1);
+      expect(await queue.receive()).toEqual([]); // hidden while in flight
+      const t0 = Date.now();
+      const [second] = await queue.receive({ waitSeconds: 5 });
+      expect(Date.now() - t0).toBeLessThan(3_000);
+      expect(second).toMatchObject({ id: first!.id, body: "again", receiveCount: 2 });
+      expect(second!.receiptHandle).not.toBe(first!.receiptHandle);
+    });
+
+    it("honours a per-receive visibility timeout", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 60 });
+      await queue.sendBatch(["short"]);
+      await queue.receive({ waitSeconds: 1, visibilitySeconds: 1 });
+      const [again] = await queue.receive({ waitSeconds: 5 });
+      expect(again).toMatchObject({ body: "short", receiveCount: 2 });
+    });
+
+    it("redelivers at once after changeVisibility(0)", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 60 });
+      await queue.sendBatch(["now"]);
+      const [first] = await queue.receive({ waitSeconds: 1 });
+      await queue.changeVisibility(first!.receiptHandle, 0);
+      const [second] = await queue.receive();
+      expect(second).toMatchObject({ id: first!.id, receiveCount: 2 });
+    });
+
+    it("keeps a message hidden while a heartbeat extends its visibility", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 1 });
+      await queue.sendBatch(["busy"]);
+      const [msg] = await queue.receive({ waitSeconds: 1 });
+      for (let beat = 0; beat < 3; beat++) {
+        await sleep(500);
+        await queue.changeVisibility(msg!.receiptHandle, 1);
+        expect(await queue.receive()).toEqual([]);
+      }
+      expect(await queue.depth()).toEqual({ visible: 0, inFlight: 1 });
+      await queue.delete(msg!.receiptHandle);
+      expect(await queue.depth()).toEqual({ visible: 0, inFlight: 0 });
+    });
+
+    it("returns from a long poll as soon as a message arrives", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
+      const t0 = Date.now();
+      const polling = queue.receive({ waitSeconds: 10 });
+      await sleep(200);
+      await queue.sendBatch(["wake"]);
+      const got = await polling;
+      expect(got.map((m) => m.body)).toEqual(["wake"]);
+      expect(Date.now() - t0).toBeLessThan(2_000);
+    });
+
+    it("returns from a long poll when an in-flight message times out", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 1 });
+      await queue.sendBatch(["back"]);
+      await queue.receive();
+      const t0 = Date.now();
+      const got = await queue.receive({ waitSeconds: 10 });
+      expect(got.map((m) => m.body)).toEqual(["back"]);
+      expect(Date.now() - t0).toBeLessThan(3_000);
+    });
+
+    it("waits the full long poll, then returns nothing", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
+      const t0 = Date.now();
+      expect(await queue.receive({ waitSeconds: 1 })).toEqual([]);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
+    });
+
+    it("ends a long poll promptly when its signal aborts, losing no message", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
+      const ac = new AbortController();
+      const t0 = Date.now();
+      const polling = queue.receive({ waitSeconds: 20, signal: ac.signal });
+      await sleep(100);
+      ac.abort();
+      expect(await polling).toEqual([]);
+      expect(Date.now() - t0).toBeLessThan(1_000);
+      // The abandoned poll must not swallow the next message.
+      await queue.sendBatch(["after abort"]);
+      await sleep(100);
+      const [msg] = await queue.receive({ waitSeconds: 2 });
+      expect(msg).toMatchObject({ body: "after abort", receiveCount: 1 });
+    });
+
+    it("returns nothing at once for an already aborted signal", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
+      await queue.sendBatch(["kept"]);
+      const ac = new AbortController();
+      ac.abort();
+      expect(await queue.receive({ waitSeconds: 20, signal: ac.signal })).toEqual([]);
+      expect(await queue.depth()).toEqual({ visible: 1, inFlight: 0 });
+    });
+
+    it("delivers a batch of 25 exactly once each when every message is deleted", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
+      const bodies = Array.from({ length: 25 }, (_, i) => `task-${i}`);
+      await queue.sendBatch(bodies);
+      const seen: string[] = [];
+      const until = Date.now() + 10_000;
+      while (seen.length < 25 && Date.now() < until) {
+        const got = await queue.receive({ maxMessages: 10, waitSeconds: 1 });
+        expect(got.length).toBeLessThanOrEqual(10);
+        for (const m of got) {
+          seen.push(m.body);
+          await queue.delete(m.receiptHandle);
+        }
+      }
+      expect([...seen].sort()).toEqual([...bodies].sort());
+      expect(await queue.receive()).toEqual([]);
+      expect(await queue.depth()).toEqual({ visible: 0, inFlight: 0 });
+    });
+
+    it("moves a message to the dead-letter queue after maxReceiveCount receives, body intact", async (ctx) => {
+      const { queue, deadLetter } = await fresh(ctx, { visibilitySeconds: 30, maxReceiveCount: 2 });
+      await queue.sendBatch(['{"poison":true,"note":"ü"}']);
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        const [msg] = await queue.receive({ waitSeconds: 1 });
+        expect(msg!.receiveCount).toBe(attempt);
+        await queue.changeVisibility(msg!.receiptHandle, 0);
+      }
+      expect(await queue.receive()).toEqual([]);
+      expect(await queue.depth()).toEqual({ visible: 0, inFlight: 0 });
+      const [dead] = await deadLetter.receive({ waitSeconds: 1 });
+      expect(dead!.body).toBe('{"poison":true,"note":"ü"}');
+    });
+
+    it("counts visible and in-flight messages", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
+      expect(await queue.depth()).toEqual({ visible: 0, inFlight: 0 });
+      await queue.sendBatch(["1", "2", "3"]);
+      expect(await queue.depth()).toEqual({ visible: 3, inFlight: 0 });
+      const got = await queue.receive({ maxMessages: 2 });
+      expect(got.length).toBe(2);
+      expect(await queue.depth()).toEqual({ visible: 1, inFlight: 2 });
+      await queue.delete(got[0]!.receiptHandle);
+      expect(await queue.depth()).toEqual({ visible: 1, inFlight: 1 });
+    });
+
+    it("ignores a stale handle on delete and refuses it on changeVisibility", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
+      await queue.sendBatch(["m"]);
+      const [first] = await queue.receive();
+      await queue.changeVisibility(first!.receiptHandle, 0);
+      const [second] = await queue.receive();
+      await queue.delete(first!.receiptHandle); // stale: deletes nothing
+      expect(await queue.depth()).toEqual({ visible: 0, inFlight: 1 });
+      const err = await queue.changeVisibility(first!.receiptHandle, 10).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(CloudmillError);
+      expect((err as CloudmillError).message).toMatch(/not in flight/);
+      await queue.delete(second!.receiptHandle);
+      expect(await queue.depth()).toEqual({ visible: 0, inFlight: 0 });
+      await queue.delete(second!.receiptHandle); // already deleted: still fine
+    });
+
+    it("refuses receive options outside SQS's limits", async (ctx) => {
+      const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
+      for (const bad of [{ maxMessages: 0 }, { maxMessages: 11 }, { waitSeconds: 21 }, { visibilitySeconds: -1 }]) {
+        const err = await queue.receive(bad).catch((e: unknown) => e);
+        expect(err, JSON.stringify(bad)).toBeInstanceOf(CloudmillError);
+        expect((err as CloudmillError).code).toBe(ErrorCode.INTERNAL);
+      }
+    });
+  });
+};
