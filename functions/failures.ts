@@ -1,4 +1,9 @@
-// Placeholder until the failures role is wired (issue 3); exists so the CDK app can bundle it.
-export const handler = async (): Promise<void> => {
-  throw new Error("failures: not wired yet");
-};
+// Lambda: the task dead-letter queue → the job is marked failed with the chunk's error (lib/pipeline/fail.ts).
+import { powertoolsLogger } from "../lib/aws/logger.js";
+import { cloudDeps } from "../lib/aws/cloudDeps.js";
+import { readFailuresConfig } from "../lib/config/env.js";
+import { failuresHandler } from "../lib/pipeline/events.js";
+
+const config = readFailuresConfig(process.env);
+const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
+export const handler = failuresHandler(cloudDeps(config, logger));

@@ -1,4 +1,9 @@
-// Placeholder until the reducer role is wired (issue 3); exists so the CDK app can bundle it.
-export const handler = async (): Promise<void> => {
-  throw new Error("reducer: not wired yet");
-};
+// Lambda: part-created notifications (S3 → SQS) → merge once all parts exist (lib/pipeline/reduce.ts).
+import { powertoolsLogger } from "../lib/aws/logger.js";
+import { cloudDeps } from "../lib/aws/cloudDeps.js";
+import { readReducerConfig } from "../lib/config/env.js";
+import { reducerHandler } from "../lib/pipeline/events.js";
+
+const config = readReducerConfig(process.env);
+const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
+export const handler = reducerHandler(cloudDeps(config, logger));

@@ -1,4 +1,9 @@
-// Placeholder until the splitter role is wired (issue 3); exists so the CDK app can bundle it.
-export const handler = async (): Promise<void> => {
-  throw new Error("splitter: not wired yet");
-};
+// Lambda: S3 ObjectCreated in the input bucket → a job (lib/pipeline/trigger.ts does the work).
+import { powertoolsLogger } from "../lib/aws/logger.js";
+import { cloudSplitDeps } from "../lib/aws/cloudDeps.js";
+import { readSplitterConfig } from "../lib/config/env.js";
+import { splitterHandler } from "../lib/pipeline/events.js";
+
+const config = readSplitterConfig(process.env);
+const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
+export const handler = splitterHandler(cloudSplitDeps(config, logger), config);

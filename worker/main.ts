@@ -1,3 +1,9 @@
-// Placeholder until the worker loop is wired (issue 3).
-console.error("worker: not wired yet");
-process.exit(1);
+// The worker container's entry (Dockerfile: node dist/worker/main.js); tests run this same file.
+import { runWorker } from "../lib/worker/runWorker.js";
+
+try {
+  await runWorker(process.env);
+} catch (err) {
+  process.stderr.write(`${JSON.stringify({ level: "ERROR", message: "worker crashed", error: (err as Error).message })}\n`);
+  process.exitCode = 1;
+}

@@ -1,5 +1,6 @@
 /** The CLI: assembles the commands; each lives in its own file. */
 import { Command, CommanderError } from "commander";
+import { devCommand } from "./commands/dev.js";
 import { opsCommand } from "./commands/ops.js";
 import { runCommand } from "./commands/run.js";
 import { handleError } from "./handleError.js";
@@ -13,7 +14,7 @@ export const buildProgram = (io: CliIO): Command => {
     .showHelpAfterError("(add --help for usage)")
     .configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) })
     .exitOverride();
-  for (const cmd of [runCommand(io), opsCommand(io)]) {
+  for (const cmd of [runCommand(io), devCommand(io), opsCommand(io)]) {
     program.addCommand(cmd.exitOverride().configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) }).showHelpAfterError("(add --help for usage)"));
   }
   return program;

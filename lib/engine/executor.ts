@@ -2,13 +2,12 @@
  * Where tasks run in the local engine: inline (this thread) or on worker threads, one
  * task at a time per thread. A thread that dies is replaced; its task fails and is retried.
  */
-import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { CloudmillError, ErrorCode, toCloudmillError, type SerializedError } from "../errors.js";
 import type { TaskMessage } from "../job/manifest.js";
 import type { PipelineDeps } from "../pipeline/deps.js";
 import { runTask, type TaskOutcome } from "../pipeline/task.js";
+import { compiledFile } from "../paths.js";
 
 export interface TaskExecutor {
   run(task: TaskMessage, signal?: AbortSignal): Promise<TaskOutcome>;
@@ -28,12 +27,8 @@ export interface ThreadData {
 
 export type ThreadReply = { ok: true; outcome: TaskOutcome } | { ok: false; error: SerializedError };
 
-/** The compiled thread entry; under vitest (TypeScript sources) the build in dist/ is used. */
-const threadEntry = (): URL => {
-  const sibling = new URL("./taskThread.js", import.meta.url);
-  if (existsSync(fileURLToPath(sibling))) return sibling;
-  return new URL("../../dist/lib/engine/taskThread.js", import.meta.url);
-};
+/** The compiled thread entry (under vitest, too, the build in dist/ is what runs). */
+const threadEntry = (): string => compiledFile("lib/engine/taskThread.js");
 
 /** One worker thread that runs one task at a time. */
 class TaskThread {

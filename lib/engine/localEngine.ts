@@ -72,7 +72,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   const workers = options.workers ?? os.availableParallelism();
   const root = new FsBlobStore("/");
   const inputs = await resolveLocalInputs(spec.inputs, root);
-  const job = taskJobOf(spec, registry);
+  const job = taskJobOf(spec, registry, inputs.map((i) => i.name));
   const jobId = spec.id ?? `local-${digest(job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag]))}`;
 
   const workDir = options.workDir ?? (await mkdtemp(path.join(os.tmpdir(), "cloudmill-")));

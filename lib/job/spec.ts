@@ -87,8 +87,11 @@ export const parseJobSpec = (input: unknown, what = "job spec"): JobSpec => {
   return r.data;
 };
 
-/** Parses a job spec from raw JSON text (an upload), bounding its size first. */
-export const parseJobSpecJson = (text: string, what = "job spec"): JobSpec => {
+/**
+ * Parses a job spec from raw JSON text (an upload), bounding its size first. `defaults`
+ * (the deployment's chunk size and attempts) fill fields the spec leaves out.
+ */
+export const parseJobSpecJson = (text: string, what = "job spec", defaults: { chunkSize?: number; maxAttempts?: number } = {}): JobSpec => {
   if (Buffer.byteLength(text) > DEFAULTS.maxJobSpecBytes) {
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `${what}: larger than ${DEFAULTS.maxJobSpecBytes} bytes`);
   }
@@ -98,5 +101,6 @@ export const parseJobSpecJson = (text: string, what = "job spec"): JobSpec => {
   } catch (err) {
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `${what}: not valid JSON (${(err as Error).message})`);
   }
+  if (typeof value === "object" && value !== null && !Array.isArray(value)) value = { ...defaults, ...value };
   return parseJobSpec(value, what);
 };

@@ -18,7 +18,7 @@ import { CloudmillError, ErrorCode } from "../errors.js";
 import { Format, OpName, type Params } from "../job/spec.js";
 import type { AnyOp, Op } from "./types.js";
 import { parseOpParams } from "./params.js";
-import { forEachRecord, formatParamsShape } from "./records.js";
+import { forEachRecord, formatParamsShape, type FormatOptions } from "./records.js";
 
 export const OP_BRAND: unique symbol = Symbol.for("cloudmill.op") as never;
 
@@ -47,7 +47,12 @@ export interface OpDefinition<P, A, R> {
 /** Internally a user op's partial says whether it holds anything. */
 type Wrapped<A> = { some: false } | { some: true; value: A };
 
-export type UserOp<P, A, R> = Op<P, Wrapped<A>, R | A | undefined> & { readonly [OP_BRAND]: true };
+/** A user op's parsed params: its own, plus the format options the engine reads the input with. */
+export interface UserParams<P> extends FormatOptions {
+  readonly own: P;
+}
+
+export type UserOp<P, A, R> = Op<UserParams<P>, Wrapped<A>, R | A | undefined> & { readonly [OP_BRAND]: true };
 
 export const defineOp = <P = Record<string, never>, A = unknown, R = A | undefined>(def: OpDefinition<P, A, R>): UserOp<P, A, R> => {
   const name = OpName.safeParse(def.name);
@@ -57,6 +62,7 @@ export const defineOp = <P = Record<string, never>, A = unknown, R = A | undefin
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp ${def.name}: format must be one of ${Format.options.join(", ")}`);
   }
   const schema = (def.params ?? z.strictObject({})) as z.ZodType<P>;
+  const formatSchema = z.strictObject(formatParamsShape);
   const join = (params: P) => (acc: Wrapped<A>, v: A): Wrapped<A> => ({ some: true, value: acc.some ? def.combine(acc.value, v, params) : v });
   return {
     [OP_BRAND]: true,
@@ -64,18 +70,20 @@ export const defineOp = <P = Record<string, never>, A = unknown, R = A | undefin
     description: def.description ?? "user op",
     formats,
     paramsHelp: [],
-    parseParams: (raw: Params) => {
+    parseParams: (raw: Params): UserParams<P> => {
       // Format options (csv header, separator) are the engine's; the op sees only its own.
       const own: Record<string, unknown> = {};
-      for (const [k, v] of Object.entries(raw)) if (!(k in formatParamsShape)) own[k] = v;
-      return parseOpParams(def.name, schema, own as Params);
+      const format: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(raw)) (k in formatParamsShape ? format : own)[k] = v;
+      const formatOptions: FormatOptions = parseOpParams(def.name, formatSchema, format as Params);
+      return { ...formatOptions, own: parseOpParams(def.name, schema, own as Params) };
     },
-    mapper(params, ctx) {
+    mapper({ own: params, ...formatOptions }, ctx) {
       let acc: Wrapped<A> = { some: false };
       const add = join(params);
       return {
         block(block) {
-          forEachRecord(block, ctx.format, {}, ctx, (record, offset) => {
+          forEachRecord(block, ctx.format, formatOptions, ctx, (record, offset) => {
             const v = def.map(record, params, { offset, input: ctx.inputName });
             if (v !== undefined) acc = add(acc, v);
           });
@@ -83,7 +91,7 @@ export const defineOp = <P = Record<string, never>, A = unknown, R = A | undefin
         finish: () => acc,
       };
     },
-    merger(params) {
+    merger({ own: params }) {
       let acc: Wrapped<A> = { some: false };
       const add = join(params);
       return {
@@ -91,7 +99,7 @@ export const defineOp = <P = Record<string, never>, A = unknown, R = A | undefin
         value: () => acc,
       };
     },
-    finalize: (p, params) => (def.finalize ? def.finalize(p.some ? p.value : undefined, params) : p.some ? p.value : undefined),
+    finalize: (p, { own: params }) => (def.finalize ? def.finalize(p.some ? p.value : undefined, params) : p.some ? p.value : undefined),
   };
 };
 

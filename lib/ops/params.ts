@@ -32,7 +32,7 @@ export const boolParam = () =>
     z.boolean({ error: REQUIRED_OR("expected true or false") }),
   );
 
-export const stringParam = (max = 1000) => z.string().min(1, { error: "must not be empty" }).max(max);
+export const stringParam = (max = 1000) => z.string({ error: REQUIRED_OR("expected text") }).min(1, { error: "must not be empty" }).max(max);
 
 /**
  * Parses an op's params with a strict zod object; the first problem becomes one line:

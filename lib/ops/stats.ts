@@ -56,8 +56,9 @@ export const stats: Op<ValueOptions, StatsPartial, StatsResult> = {
     return {
       add(p) {
         acc.count += p.count;
-        for (const x of p.sum) addTo(acc.sum, x);
-        for (const x of p.squares) addTo(acc.squares, x);
+        // A part stores an overflowed term (±Infinity, NaN) as JSON null: keep it non-finite, never 0.
+        for (const x of p.sum) addTo(acc.sum, Number.isFinite(x) ? x : NaN);
+        for (const x of p.squares) addTo(acc.squares, Number.isFinite(x) ? x : NaN);
         if (p.min !== null && (acc.min === null || p.min < acc.min)) acc.min = p.min;
         if (p.max !== null && (acc.max === null || p.max > acc.max)) acc.max = p.max;
       },

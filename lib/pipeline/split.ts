@@ -8,7 +8,7 @@ import { enqueuedKey, manifestKey, type OutputKeys } from "../config/keys.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { Manifest, type InputObject, type TaskJob, type TaskMessage } from "../job/manifest.js";
 import { planChunks } from "../job/planner.js";
-import type { JobSpec } from "../job/spec.js";
+import type { Format, JobSpec } from "../job/spec.js";
 import type { OpRegistry } from "../ops/registry.js";
 import { nowOf, type SplitDeps } from "./deps.js";
 import { exists, writeJson } from "./io.js";
@@ -25,10 +25,22 @@ export interface JobPlan {
   readonly deadlineSeconds: number;
 }
 
-/** Checks op, format and params against the registry; returns what every task needs. */
-export const taskJobOf = (spec: JobSpec, registry: OpRegistry): TaskJob => {
+const FORMAT_OF_EXTENSION: Readonly<Record<string, Format>> = { ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl" };
+
+/** The format named by the inputs' common extension (`.csv`, `.jsonl`), if the op reads it. */
+const inferFormat = (names: readonly string[], formats: readonly Format[]): Format | undefined => {
+  const found = new Set(names.map((n) => FORMAT_OF_EXTENSION[/\.[^./]+$/.exec(n)?.[0]?.toLowerCase() ?? ""]));
+  const [only] = found;
+  return found.size === 1 && only && formats.includes(only) ? only : undefined;
+};
+
+/**
+ * Checks op, format and params against the registry; returns what every task needs.
+ * Without a format, inputs all ending in .csv or .jsonl are read as such when the op can.
+ */
+export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: readonly string[] = []): TaskJob => {
   const op = registry.get(spec.op);
-  const format = spec.format ?? op.formats[0]!;
+  const format = spec.format ?? inferFormat(inputNames, op.formats) ?? op.formats[0]!;
   if (!op.formats.includes(format)) {
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `op ${op.name} does not read ${format} (it reads: ${op.formats.join(", ")})`, { field: "format" });
   }

@@ -120,7 +120,9 @@ export async function* ownedRecordBlocks(
   }
   if (pendingLength > 0) {
     const bytes = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingLength);
-    yield withoutBom({ bytes, offset: pendingOffset, first: pendingOffset === 0 });
+    const last = withoutBom({ bytes, offset: pendingOffset, first: pendingOffset === 0 });
+    // A file that is only a BOM holds no record (an empty block would count as one line).
+    if (last.bytes.length > 0) yield last;
   }
 }
 

@@ -1,0 +1,28 @@
+/** The pipeline's ports over AWS (or the emulator), as the handlers and the worker use them. */
+import { S3BlobStore } from "../adapters/S3BlobStore.js";
+import { SqsTaskQueue } from "../adapters/SqsTaskQueue.js";
+import type { Logger } from "../log.js";
+import { OpRegistry } from "../ops/registry.js";
+import type { BlobStore } from "../ports.js";
+import type { PipelineDeps, SplitDeps } from "../pipeline/deps.js";
+import { awsClients, type AwsClients } from "./clients.js";
+
+export interface CloudConfig {
+  readonly outputBucket: string;
+  readonly endpoint?: string | undefined;
+}
+
+export const cloudDeps = (config: CloudConfig, log: Logger, clients: AwsClients = awsClients(config.endpoint ? { endpoint: config.endpoint } : {})): PipelineDeps & { clients: AwsClients } => {
+  const stores = new Map<string, BlobStore>();
+  const inputStore = (bucket: string): BlobStore => {
+    let s = stores.get(bucket);
+    if (!s) stores.set(bucket, (s = new S3BlobStore(clients.s3, bucket)));
+    return s;
+  };
+  return { output: inputStore(config.outputBucket), inputStore, registry: new OpRegistry(), log, clients };
+};
+
+export const cloudSplitDeps = (config: CloudConfig & { taskQueueUrl: string }, log: Logger, clients?: AwsClients): SplitDeps => {
+  const deps = cloudDeps(config, log, clients);
+  return { ...deps, queue: new SqsTaskQueue(deps.clients.sqs, config.taskQueueUrl) };
+};

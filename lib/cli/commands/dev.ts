@@ -1,0 +1,65 @@
+/** `cloudmill dev`: the emulated cloud on 127.0.0.1, until Ctrl-C. */
+import { Command } from "commander";
+import { z } from "zod";
+import { DEV_DEFAULT_PORT } from "../../config/constants.js";
+import { startDevCloud } from "../../dev/devCloud.js";
+import { CloudmillError, ErrorCode } from "../../errors.js";
+import { describeZodError } from "../../job/spec.js";
+import { parseSize } from "../../job/size.js";
+import { jsonLogger } from "../../log.js";
+import type { CliIO } from "../io.js";
+
+const DevFlags = z.object({
+  port: z.coerce.number({ error: "expected a port number" }).int().min(0).max(65535),
+  workers: z.coerce.number({ error: "expected a whole number" }).int().min(0).max(64),
+  chunkSize: z.string().refine((s) => (parseSize(s) ?? 0) >= 1, { error: "expected a size like 16MiB" }),
+  verbose: z.boolean().default(false),
+});
+
+export const devCommand = (io: CliIO): Command =>
+  new Command("dev")
+    .description("serve an emulated AWS (S3 + SQS) on 127.0.0.1 with the whole pipeline running locally")
+    .option("--port <port>", "port of the S3/SQS endpoint", String(DEV_DEFAULT_PORT))
+    .option("-w, --workers <n>", "worker processes", "2")
+    .option("-c, --chunk-size <size>", "chunk size for uploads", "16MiB")
+    .option("-v, --verbose", "log every step of the handlers and workers")
+    .addHelpText("after", `\nExample:\n  $ cloudmill dev --port 4566 --workers 2\n  $ aws --endpoint-url http://127.0.0.1:4566 s3 cp data.txt s3://cloudmill-input/wordcount/data.txt`)
+    .action(async (raw: Record<string, unknown>) => {
+      const parsed = DevFlags.safeParse(raw);
+      if (!parsed.success) throw new CloudmillError(ErrorCode.INVALID_SPEC, `--${describeZodError(parsed.error, "").message}`);
+      const flags = parsed.data;
+      const write = (l: string) => void io.stderr.write(l);
+      const log = jsonLogger(write, flags.verbose ? "debug" : "warn");
+      const cloud = await startDevCloud({
+        port: flags.port,
+        workers: flags.workers,
+        chunkSize: parseSize(flags.chunkSize)!,
+        log,
+        ...(flags.verbose ? { onWorkerOutput: (i: number, line: string) => write(`[worker ${i}] ${line}\n`) } : {}),
+      }).catch((err: unknown) => {
+        const code = (err as { code?: string }).code;
+        if (code === "EADDRINUSE") throw new CloudmillError(ErrorCode.ENVIRONMENT, `port ${flags.port} is in use: try --port 0 or another port`);
+        throw err;
+      });
+      const e = cloud.endpoint;
+      io.stdout.write(
+        [
+          `cloudmill dev: emulated S3 and SQS at ${e} (buckets ${cloud.inputBucket}, ${cloud.outputBucket}; ${flags.workers} worker(s))`,
+          "",
+          "Try it (any credentials work):",
+          `  export AWS_ACCESS_KEY_ID=cloudmill AWS_SECRET_ACCESS_KEY=cloudmill AWS_DEFAULT_REGION=us-east-1`,
+          `  aws --endpoint-url ${e} s3 cp examples/words.txt s3://${cloud.inputBucket}/wordcount/words.txt`,
+          `  aws --endpoint-url ${e} s3 cp s3://${cloud.outputBucket}/wordcount/words.txt/status.json -`,
+          `  aws --endpoint-url ${e} s3 cp s3://${cloud.outputBucket}/wordcount/words.txt/result.json -`,
+          "",
+          "Ctrl-C stops it.",
+          "",
+        ].join("\n"),
+      );
+      await new Promise<void>((resolve) => {
+        if (io.signal?.aborted) return resolve();
+        io.signal?.addEventListener("abort", () => resolve(), { once: true });
+      });
+      io.stderr.write("cloudmill dev: stopping…\n");
+      await cloud.stop();
+    });

@@ -1,0 +1,182 @@
+/**
+ * `cloudmill dev`: an emulated AWS on this machine, wired as the stack wires the real one.
+ * S3 and SQS speak the wire protocol (any AWS client can drive them); upload events reach
+ * the splitter as S3 → Lambda would; part events go S3 → SQS → reducer in batches; the
+ * dead-letter queue feeds the failures handler; workers are separate processes running the
+ * container's entry file, restarted if they die, as ECS would.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import type { S3Event } from "aws-lambda";
+import { SqsTaskQueue } from "../adapters/SqsTaskQueue.js";
+import { awsClients, type AwsClients } from "../aws/clients.js";
+import { cloudDeps } from "../aws/cloudDeps.js";
+import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES, ENV } from "../config/constants.js";
+import { parsePartKey } from "../config/keys.js";
+import { toCloudmillError } from "../errors.js";
+import type { Logger } from "../log.js";
+import { compiledFile } from "../paths.js";
+import type { TaskQueue } from "../ports.js";
+import { decodeEventKey, failuresHandler, reducerHandler, splitterHandler, type SqsBatchResponse } from "../pipeline/events.js";
+import { createDevResources, startEmulator, type Emulator } from "./emulator.js";
+
+export interface DevCloudOptions {
+  /** Default 0 (any free port); the CLI uses 4566. */
+  readonly port?: number;
+  readonly workers?: number;
+  /** Chunks each worker process maps at once. Default 1. */
+  readonly workerConcurrency?: number;
+  readonly log: Logger;
+  readonly chunkSize?: number;
+  readonly maxAttempts?: number;
+  readonly visibilitySeconds?: number;
+  /** Extra environment for worker processes (tests inject faults this way). */
+  readonly workerEnv?: Readonly<Record<string, string>>;
+  /** Where worker processes' output goes. Default: dropped. */
+  readonly onWorkerOutput?: (workerIndex: number, line: string) => void;
+}
+
+export interface DevCloud {
+  readonly endpoint: string;
+  readonly port: number;
+  readonly inputBucket: string;
+  readonly outputBucket: string;
+  readonly taskQueueUrl: string;
+  readonly deadLetterQueueUrl: string;
+  readonly clients: AwsClients;
+  /** Worker processes by slot; a dead one is replaced. */
+  workerPids(): number[];
+  /** Kills a worker process with the signal (tests: SIGKILL mid-chunk); it is replaced. */
+  killWorker(index: number, signal?: NodeJS.Signals): void;
+  stop(): Promise<void>;
+}
+
+/** Polls a queue and hands batches to a Lambda-style SQS handler, deleting what succeeded. */
+const pollIntoHandler = (queue: TaskQueue, handler: (event: unknown) => Promise<SqsBatchResponse>, signal: AbortSignal, log: Logger): Promise<void> =>
+  (async () => {
+    while (!signal.aborted) {
+      try {
+        const messages = await queue.receive({ maxMessages: 10, waitSeconds: 1, signal });
+        if (messages.length === 0) continue;
+        const event = {
+          Records: messages.map((m) => ({ messageId: m.id, receiptHandle: m.receiptHandle, body: m.body, attributes: { ApproximateReceiveCount: String(m.receiveCount) } })),
+        };
+        const { batchItemFailures } = await handler(event);
+        const failed = new Set(batchItemFailures.map((f) => f.itemIdentifier));
+        await Promise.all(messages.filter((m) => !failed.has(m.id)).map((m) => queue.delete(m.receiptHandle)));
+      } catch (err) {
+        if (signal.aborted) break;
+        log.error("handler poll failed", { error: toCloudmillError(err).message });
+        await new Promise((r) => setTimeout(r, 500).unref());
+      }
+    }
+  })();
+
+export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud> => {
+  const log = options.log;
+  const emulator: Emulator = await startEmulator({ port: options.port ?? 0 });
+  const clients = awsClients({ endpoint: emulator.endpoint });
+  const maxAttempts = options.maxAttempts ?? DEFAULTS.maxAttempts;
+  const visibilitySeconds = options.visibilitySeconds ?? 30;
+  const resources = await createDevResources(clients, { partsQueue: DEV_QUEUES.parts, maxReceiveCount: maxAttempts, visibilitySeconds });
+  const outputBucket = DEV_BUCKETS.output;
+  const inputBucket = DEV_BUCKETS.input;
+
+  const deps = cloudDeps({ outputBucket, endpoint: emulator.endpoint }, log, clients);
+  const splitDeps = { ...deps, queue: new SqsTaskQueue(clients.sqs, resources.taskQueueUrl) };
+  const split = splitterHandler(splitDeps, {
+    defaultChunkSize: options.chunkSize ?? DEFAULTS.chunkSize,
+    maxAttempts,
+    jobDeadlineSeconds: DEFAULTS.jobDeadlineSeconds,
+  });
+  const partsQueue = new SqsTaskQueue(clients.sqs, resources.partsQueueUrl!);
+  const deadLetters = new SqsTaskQueue(clients.sqs, resources.deadLetterQueueUrl);
+
+  // S3 → Lambda for the input bucket; S3 → SQS for parts, as the stack's notifications do.
+  const pendingSplits = new Set<Promise<unknown>>();
+  emulator.onObjectCreated(async (event: S3Event) => {
+    for (const record of event.Records) {
+      const bucket = record.s3.bucket.name;
+      const key = record.s3.object.key;
+      if (bucket === inputBucket) {
+        const p = split({ Records: [record] }).catch((err: unknown) => log.error("splitter failed", { key, error: toCloudmillError(err).message }));
+        pendingSplits.add(p);
+        void p.finally(() => pendingSplits.delete(p));
+      } else if (bucket === outputBucket && parsePartKey(decodeEventKey(key))) {
+        await partsQueue.sendBatch([JSON.stringify({ Records: [record] })]);
+      }
+    }
+  });
+
+  const stop = new AbortController();
+  const pollers = [
+    pollIntoHandler(partsQueue, reducerHandler(deps), stop.signal, log),
+    pollIntoHandler(deadLetters, failuresHandler(deps), stop.signal, log),
+  ];
+
+  // Worker processes: the container's entry file, configured as the stack configures it.
+  const workerEnv: Record<string, string> = {
+    ...Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !e[0].startsWith("CLOUDMILL_"))),
+    [ENV.OUTPUT_BUCKET]: outputBucket,
+    [ENV.TASK_QUEUE_URL]: resources.taskQueueUrl,
+    [ENV.VISIBILITY_TIMEOUT_SECONDS]: String(visibilitySeconds),
+    [ENV.WORKER_CONCURRENCY]: String(options.workerConcurrency ?? 1),
+    [ENV.SERVICE_NAME]: "cloudmill-worker",
+    AWS_ENDPOINT_URL: emulator.endpoint,
+    AWS_REGION: "us-east-1",
+    ...options.workerEnv,
+  };
+  const workers: (ChildProcess | undefined)[] = [];
+  const startWorker = (i: number): void => {
+    const child = spawn(process.execPath, [compiledFile("worker/main.js")], { env: workerEnv, stdio: ["ignore", "pipe", "pipe"] });
+    workers[i] = child;
+    for (const stream of [child.stdout, child.stderr]) {
+      let buffered = "";
+      stream.setEncoding("utf8");
+      stream.on("data", (s: string) => {
+        buffered += s;
+        let nl: number;
+        while ((nl = buffered.indexOf("\n")) >= 0) {
+          options.onWorkerOutput?.(i, buffered.slice(0, nl));
+          buffered = buffered.slice(nl + 1);
+        }
+      });
+    }
+    child.once("exit", (code, signal) => {
+      if (stop.signal.aborted) return;
+      log.warn("worker exited; starting a new one", { worker: i, code, signal });
+      startWorker(i);
+    });
+  };
+  for (let i = 0; i < (options.workers ?? 2); i++) startWorker(i);
+
+  return {
+    endpoint: emulator.endpoint,
+    port: emulator.port,
+    inputBucket,
+    outputBucket,
+    taskQueueUrl: resources.taskQueueUrl,
+    deadLetterQueueUrl: resources.deadLetterQueueUrl,
+    clients,
+    workerPids: () => workers.map((w) => w?.pid ?? -1),
+    killWorker: (i, signal = "SIGKILL") => void workers[i]?.kill(signal),
+    async stop() {
+      stop.abort();
+      await Promise.all(
+        workers.map(
+          (w) =>
+            new Promise<void>((resolve) => {
+              if (!w || w.exitCode !== null || w.signalCode !== null) return resolve();
+              w.once("exit", () => resolve());
+              w.kill("SIGTERM");
+              setTimeout(() => w.kill("SIGKILL"), 10_000).unref();
+            }),
+        ),
+      );
+      await Promise.all(pollers);
+      await Promise.all(pendingSplits);
+      await emulator.stop();
+      clients.s3.destroy();
+      clients.sqs.destroy();
+    },
+  };
+};
