@@ -1,14 +1,15 @@
 /**
  * `wordcount`: words are runs of bytes other than ASCII whitespace, case-sensitive.
- * Words are counted as latin1 "byte strings" (one char per byte: exact, and far cheaper
- * than decoding UTF-8 per word) and decoded as UTF-8 only for the result. Ties in `top`
+ * Words are counted by their bytes (wordTable.ts), kept in partials as latin1 "byte
+ * strings" (one char per byte: exact for any bytes) and decoded as UTF-8 only for the result. Ties in `top`
  * are broken by the word's bytes ascending, which is Unicode code point order.
  */
 import { z } from "zod";
-import { bytesToUtf8, latin1, WHITESPACE } from "../records/lines.js";
+import { bytesToUtf8 } from "../records/lines.js";
 import type { Op } from "./types.js";
 import { intParam, parseOpParams } from "./params.js";
 import { topK } from "./topK.js";
+import { WordTable } from "./wordTable.js";
 
 export interface WordcountPartial {
   total: number;
@@ -25,23 +26,6 @@ export interface WordcountResult {
 const Params = z.strictObject({ k: intParam(0, 100_000).default(10) });
 type Params = z.output<typeof Params>;
 
-/** Adds every word of bytes to counts; returns how many words there were. */
-export const countWords = (b: Buffer, counts: Map<string, number>): number => {
-  const n = b.length;
-  let total = 0;
-  let i = 0;
-  while (i < n) {
-    while (i < n && WHITESPACE[b[i]!] === 1) i++;
-    if (i >= n) break;
-    const s = i;
-    while (i < n && WHITESPACE[b[i]!] !== 1) i++;
-    const w = latin1(b, s, i);
-    counts.set(w, (counts.get(w) ?? 0) + 1);
-    total++;
-  }
-  return total;
-};
-
 const byCountThenWord = (a: [string, number], b: [string, number]): number =>
   b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
 
@@ -52,11 +36,10 @@ export const wordcount: Op<Params, WordcountPartial, WordcountResult> = {
   paramsHelp: ["k=10               how many of the most frequent words to list"],
   parseParams: (raw) => parseOpParams("wordcount", Params, raw),
   mapper() {
-    const counts = new Map<string, number>();
-    let total = 0;
+    const table = new WordTable();
     return {
-      block: (block) => void (total += countWords(block.bytes, counts)),
-      finish: () => ({ total, words: [...counts] }),
+      block: (block) => table.addWords(block.bytes),
+      finish: () => ({ total: table.total, words: table.entries() }),
     };
   },
   merger() {

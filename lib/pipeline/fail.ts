@@ -9,7 +9,7 @@ import { CloudmillError, ErrorCode } from "../errors.js";
 import { Manifest, TaskMessage, type JobStatus } from "../job/manifest.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./io.js";
-import { StatusError, statusErrorOf } from "./status.js";
+import { StatusError, statusErrorOf, superseded } from "./status.js";
 import { chunkContext } from "./task.js";
 
 export interface FailTarget {
@@ -17,6 +17,8 @@ export interface FailTarget {
   readonly output: OutputKeys;
   readonly chunks: number;
   readonly done: number;
+  /** When the job started; a status of a later job at the same key is then left alone. */
+  readonly startedAt?: string;
 }
 
 export const failJob = async (deps: PipelineDeps, target: FailTarget, error: CloudmillError): Promise<JobStatus | undefined> => {
@@ -24,8 +26,16 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
   const at = new Date(nowOf(deps)).toISOString();
   const statusError = statusErrorOf(error);
   await writeJson(deps.output, failureKey(target.jobId), { error: statusError, at });
-  const status: JobStatus = { jobId: target.jobId, state: "failed", chunks: target.chunks, done: target.done, finishedAt: at, error: statusError };
-  await writeJson(deps.output, target.output.status, status);
+  const status: JobStatus = {
+    jobId: target.jobId,
+    state: "failed",
+    chunks: target.chunks,
+    done: target.done,
+    ...(target.startedAt ? { startedAt: target.startedAt } : {}),
+    finishedAt: at,
+    error: statusError,
+  };
+  if (!(await superseded(deps, target.output.status, target.jobId, target.startedAt))) await writeJson(deps.output, target.output.status, status);
   deps.log.error("job failed", { jobId: target.jobId, error: statusError.message });
   return status;
 };
@@ -57,6 +67,6 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
       );
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
   if (!manifest) return "ignored";
-  await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done: 0 }, error);
+  await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done: 0, startedAt: manifest.createdAt }, error);
   return "failed";
 };

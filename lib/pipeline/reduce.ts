@@ -10,7 +10,7 @@ import { JobStatus, Manifest } from "../job/manifest.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJson, readJsonIfExists, writeJson } from "./io.js";
 import { failJob } from "./fail.js";
-import { succeededStatus, writeProgress } from "./status.js";
+import { succeededStatus, superseded, writeProgress } from "./status.js";
 
 export const PartSchema = z.object({
   v: z.literal(1),
@@ -53,7 +53,7 @@ export const reduceJob = async (deps: PipelineDeps, jobId: string): Promise<Redu
   const parts = await listParts(deps, jobId);
   if (parts.size < manifest.chunks) {
     if (nowOf(deps) > manifest.deadline) {
-      await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done: parts.size }, new CloudmillError(
+      await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done: parts.size, startedAt: manifest.createdAt }, new CloudmillError(
         ErrorCode.DEADLINE,
         `job did not finish before its deadline (${parts.size} of ${manifest.chunks} chunks done)`,
         { jobId },
@@ -77,6 +77,12 @@ export const reduceJob = async (deps: PipelineDeps, jobId: string): Promise<Redu
     }
     const result = op.finalize(merger.value(), params, { inputs: manifest.inputs.map((i) => i.name) });
     const status = succeededStatus(manifest, skipped, nowOf(deps));
+    if (await superseded(deps, manifest.output.status, jobId, manifest.createdAt)) {
+      await writeJson(deps.output, succeededKey(jobId), status);
+      log.info("job succeeded but a later job owns its output; result not written", { chunks: manifest.chunks });
+      return { kind: "succeeded", result, status };
+    }
+    // Result first: whoever sees the succeeded marker may rely on result.json being there.
     await writeJson(deps.output, manifest.output.result, result);
     await writeJson(deps.output, succeededKey(jobId), status);
     await writeJson(deps.output, manifest.output.status, status);
@@ -85,7 +91,7 @@ export const reduceJob = async (deps: PipelineDeps, jobId: string): Promise<Redu
   } catch (err) {
     const error = toCloudmillError(err).withContext({ jobId });
     log.error("reduce failed", { error: error.describe() });
-    await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done: parts.size }, error);
+    await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done: parts.size, startedAt: manifest.createdAt }, error);
     return { kind: "ended" };
   }
 };

@@ -57,9 +57,20 @@ export const terminalStatus = async (deps: PipelineDeps, m: Manifest, done: numb
   return undefined;
 };
 
+/**
+ * True when the status at `statusKey` belongs to a job started later than this one (the
+ * same upload key overwritten): an older job must then leave result and status alone.
+ */
+export const superseded = async (deps: PipelineDeps, statusKey: string, jobId: string, startedAt: string | undefined): Promise<boolean> => {
+  if (startedAt === undefined) return false;
+  const current = await readJsonIfExists(deps.output, statusKey, JobStatus).catch(() => undefined);
+  return current !== undefined && current.jobId !== jobId && current.startedAt !== undefined && current.startedAt > startedAt;
+};
+
 /** Writes a progress status unless the job has ended; repairs it if the job ended meanwhile. */
 export const writeProgress = async (deps: PipelineDeps, m: Manifest, done: number): Promise<void> => {
   if (await terminalStatus(deps, m, done)) return;
+  if (await superseded(deps, m.output.status, m.jobId, m.createdAt)) return;
   await writeJson(deps.output, m.output.status, runningStatus(m, done));
   const after = await terminalStatus(deps, m, done);
   if (after) await writeJson(deps.output, m.output.status, after);

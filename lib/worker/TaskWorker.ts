@@ -139,7 +139,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       if (isDeterministic(err)) {
         // The same input gives the same error on every attempt: fail the job now.
         const manifest = await readJsonIfExists(deps.output, manifestKey(task.jobId), Manifest);
-        if (manifest) await failJob(deps, { jobId: task.jobId, output: manifest.output, chunks: manifest.chunks, done: 0 }, err);
+        if (manifest) await failJob(deps, { jobId: task.jobId, output: manifest.output, chunks: manifest.chunks, done: 0, startedAt: manifest.createdAt }, err);
         await queue.delete(message.receiptHandle);
         log.error("chunk failed; job failed", { error: err.describe() });
         this.emit("task_failed", task, err, false);

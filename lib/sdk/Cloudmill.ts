@@ -1,0 +1,392 @@
+/**
+ * The SDK's client: one object that submits jobs to a lab's pipeline (or `cloudmill dev`) and
+ * hands back futures.
+ *
+ * ```ts
+ * const mill = new Cloudmill({ stack: "Cloudmill-mylab" });
+ * const [a, b] = await waitAll(mill.map("wordcount", ["a.txt", "s3://lab-data/b.txt"]));
+ * ```
+ */
+import { CloudFormationClient } from "@aws-sdk/client-cloudformation";
+import { EC2Client } from "@aws-sdk/client-ec2";
+import { ECSClient } from "@aws-sdk/client-ecs";
+import { GetObjectCommand, HeadObjectCommand, paginateListObjectsV2, type S3Client } from "@aws-sdk/client-s3";
+import type { SQSClient } from "@aws-sdk/client-sqs";
+import { z } from "zod";
+import { SqsTaskQueue } from "../adapters/SqsTaskQueue.js";
+import { S3BlobStore } from "../adapters/S3BlobStore.js";
+import { awsClients, s3Uri } from "../aws/clients.js";
+import { DEV_BUCKETS } from "../config/constants.js";
+import { cancelKey, JOBS_PREFIX, jobSpecKey, jobSpecOutputKeys, STATUS_FILE } from "../config/keys.js";
+import { CloudmillError, ErrorCode } from "../errors.js";
+import { JobStatus as StoredJobStatus } from "../job/manifest.js";
+import { JobId, parseJobSpec, type JobSpecInput } from "../job/spec.js";
+import { silentLogger, type Logger } from "../log.js";
+import type { UserOp } from "../ops/defineOp.js";
+import { cancelJob } from "../pipeline/cancel.js";
+import { withAws, type AwsTarget } from "./awsErrors.js";
+import { DEFAULT_JOBS_LIMIT } from "./constants.js";
+import { describeFleet } from "./fleet.js";
+import { JobFuture, type JobBackend } from "./JobFuture.js";
+import { newJobId } from "./jobId.js";
+import { readStackOutputs, type StackOutputs } from "./stack.js";
+import type { CloudmillOptions, FleetView, JobStatus, JobSummary, ResultOf, SubmitOptions, SubmitSpec } from "./types.js";
+import { planInputs, uploadFile } from "./uploads.js";
+
+/** Where the client ended up connected: what the options and the stack's outputs say. */
+export interface CloudmillTarget {
+  readonly region: string;
+  readonly endpoint?: string;
+  readonly stack?: string;
+  readonly inputBucket: string;
+  readonly outputBucket: string;
+  readonly taskQueueUrl?: string;
+  readonly cluster?: string;
+  readonly service?: string;
+}
+
+interface Connected {
+  readonly target: CloudmillTarget;
+  readonly s3: S3Client;
+  readonly sqs: SQSClient;
+  readonly input: S3BlobStore;
+  readonly output: S3BlobStore;
+}
+
+/** Settings of one job in map(): everything a spec has but op, inputs and params. */
+export type MapOptions = Omit<SubmitSpec, "op" | "inputs" | "params"> & SubmitOptions;
+
+/** Params of a job: values as the CLI would pass them (strings) or typed. */
+export type JobParams = SubmitSpec["params"];
+
+/** Credentials for an emulator, which accepts any; used only when none are configured. */
+const EMULATOR_CREDENTIALS = { accessKeyId: "cloudmill", secretAccessKey: "cloudmill" } as const;
+
+const ANY_JSON = z.unknown();
+
+const isMissing = (err: unknown): boolean => {
+  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } } | undefined;
+  return e?.name === "NoSuchKey" || e?.name === "NotFound" || e?.$metadata?.httpStatusCode === 404;
+};
+
+export class Cloudmill {
+  readonly #options: CloudmillOptions;
+  readonly #env: Readonly<Record<string, string | undefined>>;
+  readonly #log: Logger;
+  #connected: Promise<Connected> | undefined;
+  #extra: { ecs?: ECSClient; ec2?: EC2Client; cfn?: CloudFormationClient } = {};
+  #closed = false;
+
+  /**
+   * A client for one pipeline. Connecting is lazy: the first call reads the stack's outputs
+   * (use `Cloudmill.connect` to fail early). `env` is the AWS SDK's own environment (defaults to
+   * process.env), read only to tell whether credentials are configured for an emulator.
+   */
+  constructor(options: CloudmillOptions, env: Readonly<Record<string, string | undefined>> = process.env) {
+    if (!options.stack && !options.endpoint && !(options.inputBucket && options.outputBucket)) {
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        "say which pipeline: { stack: \"Cloudmill-<lab>\" }, { endpoint: \"http://127.0.0.1:4566\" } for cloudmill dev, or { inputBucket, outputBucket }",
+      );
+    }
+    this.#options = options;
+    this.#env = env;
+    this.#log = options.log ?? silentLogger;
+  }
+
+  /** A client that has read the stack's outputs already: rejects now if the stack or credentials are wrong. */
+  static async connect(options: CloudmillOptions, env?: Readonly<Record<string, string | undefined>>): Promise<Cloudmill> {
+    const mill = new Cloudmill(options, env);
+    await mill.target();
+    return mill;
+  }
+
+  /** Buckets, queue, fleet and region this client drives (connects if needed). */
+  async target(): Promise<CloudmillTarget> {
+    return (await this.#connect()).target;
+  }
+
+  #aws(action: string, extra: Partial<AwsTarget> = {}): AwsTarget {
+    const o = this.#options;
+    return { action, ...(o.endpoint ? { endpoint: o.endpoint } : {}), ...(o.stack ? { stack: o.stack } : {}), ...extra };
+  }
+
+  /** Client settings for the extra AWS clients (CloudFormation, ECS, EC2). */
+  #clientConfig(region: string) {
+    const endpoint = this.#options.endpoint;
+    return {
+      region,
+      ...(endpoint ? { endpoint, ...(this.#env["AWS_ACCESS_KEY_ID"] ? {} : { credentials: EMULATOR_CREDENTIALS }) } : {}),
+    };
+  }
+
+  #connect(): Promise<Connected> {
+    if (this.#closed) return Promise.reject(new CloudmillError(ErrorCode.INVALID_SPEC, "this Cloudmill client is closed"));
+    this.#connected ??= this.#resolve();
+    return this.#connected;
+  }
+
+  async #region(): Promise<string> {
+    const o = this.#options;
+    if (o.region) return o.region;
+    if (o.endpoint) return this.#env["AWS_REGION"] || this.#env["AWS_DEFAULT_REGION"] || "us-east-1";
+    // The SDK's own chain: AWS_REGION, then the profile's region in ~/.aws/config.
+    const probe = new CloudFormationClient({});
+    try {
+      return await withAws(this.#aws("find the AWS region"), () => probe.config.region());
+    } finally {
+      probe.destroy();
+    }
+  }
+
+  async #resolve(): Promise<Connected> {
+    const o = this.#options;
+    const region = await this.#region();
+    let outputs: StackOutputs = {};
+    if (o.stack) {
+      const cfn = (this.#extra.cfn ??= new CloudFormationClient(this.#clientConfig(region)));
+      outputs = await readStackOutputs(cfn, o.stack, { ...(o.endpoint ? { endpoint: o.endpoint } : {}), region });
+    }
+    const dev = o.endpoint && !o.stack ? DEV_BUCKETS : undefined;
+    const need = (value: string | undefined, output: string, flag: string): string => {
+      if (value) return value;
+      throw new CloudmillError(
+        ErrorCode.ENVIRONMENT,
+        o.stack
+          ? `stack ${o.stack} has no output ${output}: is it a cloudmill stack? Redeploy it with \`npx cdk deploy\`, or pass ${flag}`
+          : `no ${flag} given`,
+      );
+    };
+    const inputBucket = need(o.inputBucket ?? outputs.inputBucket ?? dev?.input, "InputBucketName", "--input-bucket / inputBucket");
+    const outputBucket = need(o.outputBucket ?? outputs.outputBucket ?? dev?.output, "OutputBucketName", "--output-bucket / outputBucket");
+    const pick = (k: "taskQueueUrl" | "cluster" | "service"): { [key: string]: string } => {
+      const v = o[k] ?? outputs[k];
+      return v ? { [k]: v } : {};
+    };
+    const target: CloudmillTarget = {
+      region,
+      ...(o.endpoint ? { endpoint: o.endpoint } : {}),
+      ...(o.stack ? { stack: o.stack } : {}),
+      inputBucket,
+      outputBucket,
+      ...pick("taskQueueUrl"),
+      ...pick("cluster"),
+      ...pick("service"),
+    };
+    const { s3, sqs } = awsClients({ region, ...(o.endpoint ? { endpoint: o.endpoint } : {}), maxSockets: 16 }, this.#env as NodeJS.ProcessEnv);
+    this.#log.debug("connected", { ...target });
+    return { target, s3, sqs, input: new S3BlobStore(s3, inputBucket), output: new S3BlobStore(s3, outputBucket) };
+  }
+
+  // ---- jobs ---------------------------------------------------------------------------------
+
+  /**
+   * Submits one job: uploads local inputs (multipart for big files), writes the spec to
+   * `_jobs/<jobId>.json` in the input bucket, and returns its future at once. An invalid spec
+   * throws here (INVALID_SPEC); upload and AWS errors reject the future's promises.
+   */
+  submit<const O extends string>(spec: SubmitSpec & { readonly op: O }, options: SubmitOptions = {}): JobFuture<ResultOf<O>> {
+    const id = newJobId();
+    const given: JobSpecInput = {
+      id,
+      op: spec.op,
+      inputs: [...spec.inputs],
+      ...(spec.params !== undefined ? { params: { ...spec.params } } : {}),
+      ...(spec.format !== undefined ? { format: spec.format } : {}),
+      ...(spec.chunkSize !== undefined ? { chunkSize: spec.chunkSize } : {}),
+      ...(spec.maxAttempts !== undefined ? { maxAttempts: spec.maxAttempts } : {}),
+      ...(spec.onBadRecord !== undefined ? { onBadRecord: spec.onBadRecord } : {}),
+      ...(spec.deadlineSeconds !== undefined ? { deadlineSeconds: spec.deadlineSeconds } : {}),
+    };
+    const parsed = parseJobSpec(given, "");
+    const abort = new AbortController();
+    const submitted = this.#write(id, given, parsed.chunkSize, spec.chunkSize !== undefined, options, abort.signal);
+    return new JobFuture<ResultOf<O>>(id, this.#backend, { submitted, abort });
+  }
+
+  async #write(id: string, given: JobSpecInput, chunkSize: number, chunkSizeGiven: boolean, options: SubmitOptions, signal: AbortSignal): Promise<void> {
+    const c = await this.#connect();
+    const staged = await planInputs(c.target.inputBucket, id, given.inputs);
+    for (const upload of staged.uploads) {
+      signal.throwIfAborted();
+      await withAws(this.#aws(`upload ${upload.file} to ${s3Uri(c.target.inputBucket, upload.key)}`), () => uploadFile(c.s3, c.target.inputBucket, upload, options.onUpload, signal), signal);
+    }
+    signal.throwIfAborted();
+    // Only what the caller gave: the deployment's defaults fill the rest, as for any spec upload.
+    const body = { ...given, inputs: staged.uris, ...(chunkSizeGiven ? { chunkSize } : {}) };
+    parseJobSpec(body, "");
+    await withAws(this.#aws(`write job spec ${s3Uri(c.target.inputBucket, jobSpecKey(id))}`), () =>
+      c.input.put(jobSpecKey(id), JSON.stringify(body), { contentType: "application/json" }),
+    );
+    this.#log.info("job submitted", { jobId: id, inputs: staged.uris.length, uploaded: staged.uploads.length });
+  }
+
+  /**
+   * One job per input, like Cloudknot's `Knot.map`: `futures[i]` resolves to the result of
+   * `op` over `inputs[i]`. `op` is a name or an op made with defineOp (built into the workers).
+   */
+  map<const O extends string>(op: O, inputs: readonly string[], params?: JobParams, options?: MapOptions): JobFuture<ResultOf<O>>[];
+  map<P, A, R>(op: UserOp<P, A, R>, inputs: readonly string[], params?: JobParams, options?: MapOptions): JobFuture<R>[];
+  map(op: string | { readonly name: string }, inputs: readonly string[], params?: JobParams, options: MapOptions = {}): JobFuture<unknown>[] {
+    const name = typeof op === "string" ? op : op.name;
+    const { onUpload, ...rest } = options;
+    return inputs.map((input) =>
+      this.submit({ ...rest, op: name, inputs: [input], ...(params !== undefined ? { params } : {}) }, onUpload ? { onUpload } : {}),
+    );
+  }
+
+  /** A future for a job submitted before (by id), e.g. from another process or the CLI. */
+  job<R = unknown>(jobId: string): JobFuture<R> {
+    const id = JobId.safeParse(jobId);
+    if (!id.success) throw new CloudmillError(ErrorCode.INVALID_SPEC, `job id ${JSON.stringify(jobId)}: ${id.error.issues[0]!.message}`);
+    return new JobFuture<R>(jobId, this.#backendFor(false));
+  }
+
+  /** Recent jobs submitted as specs, newest first (by when their status last changed). */
+  async jobs(options: { readonly limit?: number; readonly signal?: AbortSignal } = {}): Promise<JobSummary[]> {
+    const c = await this.#connect();
+    const limit = options.limit ?? DEFAULT_JOBS_LIMIT;
+    const found = await withAws(this.#aws(`list jobs in s3://${c.target.outputBucket}/${JOBS_PREFIX}`), async () => {
+      const out: { jobId: string; key: string; updatedAt?: Date }[] = [];
+      for await (const page of paginateListObjectsV2({ client: c.s3 }, { Bucket: c.target.outputBucket, Prefix: JOBS_PREFIX })) {
+        for (const o of page.Contents ?? []) {
+          const m = o.Key ? /^_jobs\/([^/]+)\/status\.json$/.exec(o.Key) : null;
+          if (m && o.Key) out.push({ jobId: m[1]!, key: o.Key, ...(o.LastModified ? { updatedAt: o.LastModified } : {}) });
+        }
+      }
+      return out;
+    }, options.signal);
+    found.sort((a, b) => (b.updatedAt?.getTime() ?? 0) - (a.updatedAt?.getTime() ?? 0) || (a.jobId < b.jobId ? 1 : -1));
+    const newest = found.slice(0, limit);
+    const summaries = await Promise.all(
+      newest.map(async ({ jobId, updatedAt }) => {
+        const status = await this.#readStatus(c, jobId, { known: true, ...(options.signal ? { signal: options.signal } : {}) });
+        return { ...status, ...(updatedAt ? { updatedAt } : {}) };
+      }),
+    );
+    return summaries;
+  }
+
+  /**
+   * The worker fleet: desired, running and pending worker tasks, and the EC2 instances behind
+   * them (type, spot or on-demand, launch time) with their CPU and memory reservation.
+   * Needs the stack's ClusterName and ServiceName (or { cluster, service }).
+   */
+  async fleet(): Promise<FleetView> {
+    const c = await this.#connect();
+    const { cluster, service, region, endpoint } = c.target;
+    if (!cluster || !service) {
+      throw new CloudmillError(
+        ErrorCode.ENVIRONMENT,
+        endpoint && !c.target.stack
+          ? `no worker fleet at ${endpoint}: cloudmill dev runs its workers as local processes; connect with --stack to see a lab's fleet`
+          : `no worker fleet known: stack ${c.target.stack ?? "?"} has no ClusterName/ServiceName outputs (pass cluster and service)`,
+      );
+    }
+    const config = this.#clientConfig(region);
+    const ecs = (this.#extra.ecs ??= new ECSClient(config));
+    const ec2 = (this.#extra.ec2 ??= new EC2Client(config));
+    const view = await describeFleet({ ecs, ec2 }, { cluster, service, region, ...(endpoint ? { endpoint } : {}) });
+    if (!c.target.taskQueueUrl) return view;
+    const queue = await withAws(this.#aws("read the task queue's depth"), () => new SqsTaskQueue(c.sqs, c.target.taskQueueUrl!).depth());
+    return { ...view, queue };
+  }
+
+  /** Releases the client's sockets. Futures of this client stop working. */
+  close(): void {
+    this.#closed = true;
+    void this.#connected?.then(
+      (c) => {
+        c.s3.destroy();
+        c.sqs.destroy();
+      },
+      () => undefined,
+    );
+    for (const client of Object.values(this.#extra)) client?.destroy();
+    this.#extra = {};
+  }
+
+  // ---- what futures read --------------------------------------------------------------------
+
+  /** One GET of a JSON object, or undefined when it does not exist. */
+  async #getJson<S extends z.ZodType>(c: Connected, bucket: string, key: string, schema: S, signal?: AbortSignal): Promise<z.output<S> | undefined> {
+    const text = await withAws(this.#aws(`read ${s3Uri(bucket, key)}`), async () => {
+      try {
+        const res = await c.s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }), signal ? { abortSignal: signal } : {});
+        return (await res.Body?.transformToString("utf8")) ?? "";
+      } catch (err) {
+        if (isMissing(err)) return undefined;
+        throw err;
+      }
+    }, signal);
+    if (text === undefined) return undefined;
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      throw new CloudmillError(ErrorCode.INTERNAL, `${s3Uri(bucket, key)}: not valid JSON (${(err as Error).message})`);
+    }
+    const r = schema.safeParse(value);
+    if (!r.success) throw new CloudmillError(ErrorCode.INTERNAL, `${s3Uri(bucket, key)}: unexpected shape (${r.error.issues[0]!.message})`);
+    return r.data;
+  }
+
+  async #exists(c: Connected, bucket: string, key: string, signal?: AbortSignal): Promise<boolean> {
+    return withAws(this.#aws(`read ${s3Uri(bucket, key)}`), async () => {
+      try {
+        await c.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), signal ? { abortSignal: signal } : {});
+        return true;
+      } catch (err) {
+        if (isMissing(err)) return false;
+        throw err;
+      }
+    }, signal);
+  }
+
+  /**
+   * One GET of status.json. Only while nothing is done yet, one more request: before the
+   * splitter has run (is the spec there?), or to see a cancel that the splitter's first
+   * status may have hidden.
+   */
+  async #readStatus(c: Connected, jobId: string, options: { readonly signal?: AbortSignal; readonly known: boolean }): Promise<JobStatus> {
+    const { signal } = options;
+    const out = c.target.outputBucket;
+    const status = await this.#getJson(c, out, jobSpecOutputKeys(jobId).status, StoredJobStatus, signal);
+    if (!status) {
+      const cancelled = await this.#getJson(c, out, cancelKey(jobId), z.object({ at: z.string() }), signal);
+      if (cancelled) return { jobId, state: "cancelled", chunks: 0, done: 0, finishedAt: cancelled.at };
+      if (options.known || (await this.#exists(c, c.target.inputBucket, jobSpecKey(jobId), signal))) return { jobId, state: "pending", chunks: 0, done: 0 };
+      throw new CloudmillError(
+        ErrorCode.INPUT_NOT_FOUND,
+        `no job ${jobId}: neither ${s3Uri(out, `${JOBS_PREFIX}${jobId}/${STATUS_FILE}`)} nor its spec exists (\`cloudmill jobs\` lists recent jobs)`,
+        { jobId },
+      );
+    }
+    if (status.state === "running" && status.done === 0) {
+      const cancelled = await this.#getJson(c, out, cancelKey(jobId), z.object({ at: z.string() }), signal);
+      if (cancelled) return { ...status, state: "cancelled", finishedAt: cancelled.at };
+    }
+    return status;
+  }
+
+  #backendFor(known: boolean): JobBackend {
+    return {
+      poll: this.#options.poll ?? {},
+      readStatus: async (jobId, options) => this.#readStatus(await this.#connect(), jobId, { ...options, known: known && options.known }),
+      readResult: async (jobId, signal) => {
+        const c = await this.#connect();
+        const key = jobSpecOutputKeys(jobId).result;
+        const result = await this.#getJson(c, c.target.outputBucket, key, ANY_JSON, signal);
+        if (result === undefined) throw new CloudmillError(ErrorCode.INTERNAL, `job ${jobId} succeeded but ${s3Uri(c.target.outputBucket, key)} is missing`, { jobId });
+        return result;
+      },
+      cancel: async (jobId) => {
+        const c = await this.#connect();
+        const outcome = await withAws(this.#aws(`cancel job ${jobId}`), () => cancelJob({ output: c.output, log: this.#log }, jobId, jobSpecOutputKeys(jobId)));
+        return outcome.status;
+      },
+    };
+  }
+
+  readonly #backend: JobBackend = this.#backendFor(true);
+}

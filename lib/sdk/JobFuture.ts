@@ -1,0 +1,145 @@
+/**
+ * A handle on one job, like Cloudknot's futures and Lithops' ResponseFutures: its id at once,
+ * its status and progress on demand, its result as a Promise. Polling reads the job's one
+ * status.json (one GET per poll, backing off from 250 ms to 5 s), so waiting costs a handful of
+ * requests per job, never one per chunk.
+ */
+import { CloudmillError, ErrorCode } from "../errors.js";
+import { cancelledError, JobFailedError, waitTimeoutError } from "./errors.js";
+import { backoff, deadlineSignal, sleep } from "./poll.js";
+import type { JobProgress, JobStatus, PollOptions, ResultOptions } from "./types.js";
+
+/** What a future needs from its client. */
+export interface JobBackend {
+  /** The job's status; `known` means the spec is known to be written (skips the check for an unknown job). */
+  readStatus(jobId: string, options: { readonly signal?: AbortSignal; readonly known: boolean }): Promise<JobStatus>;
+  readResult(jobId: string, signal?: AbortSignal): Promise<unknown>;
+  cancel(jobId: string): Promise<JobStatus>;
+  readonly poll: PollOptions;
+}
+
+/** Rejects when signal aborts; leaves no listener behind once settled. */
+const untilAborted = <T>(promise: Promise<T>, signal: AbortSignal): Promise<T> =>
+  new Promise<T>((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+
+export class JobFuture<R = unknown> {
+  /** The job id: `_jobs/<id>.json` in the input bucket, results under `_jobs/<id>/` in the output bucket. */
+  readonly id: string;
+  readonly #backend: JobBackend;
+  readonly #submitted: Promise<void>;
+  readonly #abortSubmit: AbortController | undefined;
+  #cancelRequested = false;
+  /** The job's end, once seen: later result() calls settle from it without a request. */
+  #ended: { readonly ok: true; readonly value: R } | { readonly ok: false; readonly error: unknown } | undefined;
+
+  /** @internal Made by Cloudmill.submit, map and job. */
+  constructor(id: string, backend: JobBackend, submission?: { readonly submitted: Promise<void>; readonly abort: AbortController }) {
+    this.id = id;
+    this.#backend = backend;
+    this.#submitted = submission?.submitted ?? Promise.resolve();
+    this.#abortSubmit = submission?.abort;
+    // Observed through status() and result(); never an unhandled rejection.
+    this.#submitted.catch(() => undefined);
+  }
+
+  /** Resolves once local inputs are uploaded and the job spec is written; rejects if that failed. */
+  get submitted(): Promise<void> {
+    return this.#submitted;
+  }
+
+  /** Settles the submission; a submission stopped by cancel() counts as done. */
+  async #afterSubmit(signal?: AbortSignal): Promise<void> {
+    try {
+      await (signal ? untilAborted(this.#submitted, signal) : this.#submitted);
+    } catch (err) {
+      if (!(this.#cancelRequested && !signal?.aborted)) throw err;
+    }
+  }
+
+  /** The job's status now: `pending` until the pipeline has started it. */
+  async status(options: { readonly signal?: AbortSignal } = {}): Promise<JobStatus> {
+    await this.#afterSubmit(options.signal);
+    return this.#backend.readStatus(this.id, { ...options, known: true });
+  }
+
+  /** Chunks done of total, from the same one read as status(). */
+  async progress(options: { readonly signal?: AbortSignal } = {}): Promise<JobProgress> {
+    const s = await this.status(options);
+    const total = s.chunks;
+    const done = s.state === "succeeded" ? total : Math.min(s.done, total);
+    return { state: s.state, done, total, fraction: s.state === "succeeded" ? 1 : total > 0 ? done / total : 0 };
+  }
+
+  /**
+   * The job's result, once it has succeeded. Rejects with the job's error if it failed
+   * (a JobFailedError whose code is the failing chunk's, e.g. BAD_RECORD), with CANCELLED if
+   * it was cancelled, with DEADLINE after `timeoutMs`, or with the signal's reason if it aborts.
+   * Giving up waiting leaves the job running and no timer behind.
+   */
+  async result(options: ResultOptions = {}): Promise<R> {
+    if (this.#ended) {
+      if (this.#ended.ok) return this.#ended.value;
+      throw this.#ended.error;
+    }
+    let last: JobStatus | undefined;
+    const deadline = deadlineSignal(options.signal, options.timeoutMs, () => waitTimeoutError(this.id, options.timeoutMs!, last));
+    const { signal } = deadline;
+    try {
+      await this.#afterSubmit(signal);
+      const delay = backoff(this.#backend.poll);
+      for (;;) {
+        const status = await untilAborted(this.#backend.readStatus(this.id, { signal, known: true }), signal);
+        last = status;
+        options.onStatus?.(status);
+        switch (status.state) {
+          case "succeeded": {
+            const value = (await untilAborted(this.#backend.readResult(this.id, signal), signal)) as R;
+            this.#ended = { ok: true, value };
+            return value;
+          }
+          case "failed":
+          case "cancelled": {
+            const error = status.state === "failed" ? new JobFailedError(status) : cancelledError(status);
+            this.#ended = { ok: false, error };
+            throw error;
+          }
+          default:
+            await sleep(delay(), signal);
+        }
+      }
+    } finally {
+      deadline.dispose();
+    }
+  }
+
+  /**
+   * Cancels the job: workers skip its queued chunks and its status becomes `cancelled`
+   * (result() then rejects with CANCELLED). A job that already succeeded or failed keeps its
+   * end; the status returned says which. An upload still in progress is stopped.
+   */
+  async cancel(): Promise<JobStatus> {
+    this.#cancelRequested = true;
+    this.#abortSubmit?.abort(new CloudmillError(ErrorCode.CANCELLED, `job ${this.id} was cancelled before it was submitted`, { jobId: this.id }));
+    await this.#submitted.catch(() => undefined);
+    return this.#backend.cancel(this.id);
+  }
+
+  /** The job id (so futures print as their ids). */
+  toString(): string {
+    return this.id;
+  }
+}

@@ -1,0 +1,26 @@
+/** The SDK: a client for a lab's pipeline (or `cloudmill dev`), futures, and helpers to wait on them. */
+export { Cloudmill, type CloudmillTarget, type JobParams, type MapOptions } from "./Cloudmill.js";
+export { JobFuture } from "./JobFuture.js";
+export { asCompleted, waitAll, type WaitOptions } from "./futures.js";
+export { JobFailedError } from "./errors.js";
+export { STACK_OUTPUT_KEYS, stackNameOf } from "./constants.js";
+export { describeFleet, type FleetClients, type FleetTarget } from "./fleet.js";
+export type {
+  BuiltinResults,
+  CloudmillOptions,
+  FleetInstance,
+  FleetTask,
+  FleetView,
+  InstanceMarket,
+  JobProgress,
+  JobState,
+  JobStatus,
+  JobSummary,
+  PollOptions,
+  Reservation,
+  ResultOf,
+  ResultOptions,
+  SubmitOptions,
+  SubmitSpec,
+  UploadProgress,
+} from "./types.js";

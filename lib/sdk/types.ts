@@ -1,0 +1,180 @@
+/** The SDK's public types. */
+import type { JobStatus as StoredJobStatus } from "../job/manifest.js";
+import type { Format, OnBadRecord, ParamValue } from "../job/spec.js";
+import type { Logger } from "../log.js";
+import type { GrepResult } from "../ops/grep.js";
+import type { HistogramResult } from "../ops/histogram.js";
+import type { StatsResult } from "../ops/stats.js";
+import type { WordcountResult } from "../ops/wordcount.js";
+
+/**
+ * Which pipeline to drive. Give a stack name (its CloudFormation outputs name the buckets,
+ * queue and fleet), or an endpoint (`cloudmill dev`: buckets default to cloudmill-input and
+ * cloudmill-output), or the buckets themselves. Explicit fields win over the stack's outputs.
+ * Credentials and region come from the default AWS chain (environment, profile, SSO, role).
+ */
+export interface CloudmillOptions {
+  /** CloudFormation stack, e.g. `Cloudmill-mylab` (`npx cdk deploy -c lab=mylab`). */
+  readonly stack?: string;
+  /** An emulator's endpoint, e.g. `http://127.0.0.1:4566` from `cloudmill dev`. Default: AWS. */
+  readonly endpoint?: string;
+  /** Default: the AWS chain (AWS_REGION, the profile's region); us-east-1 with an endpoint. */
+  readonly region?: string;
+  /** Where job specs and uploads go. Default: the stack's InputBucketName, or cloudmill-input with an endpoint. */
+  readonly inputBucket?: string;
+  /** Where results and statuses are. Default: the stack's OutputBucketName, or cloudmill-output with an endpoint. */
+  readonly outputBucket?: string;
+  /** The task queue, for the backlog in fleet(). Default: the stack's TaskQueueUrl. */
+  readonly taskQueueUrl?: string;
+  /** ECS cluster of the workers, for fleet(). Default: the stack's ClusterName. */
+  readonly cluster?: string;
+  /** ECS service of the workers, for fleet(). Default: the stack's ServiceName. */
+  readonly service?: string;
+  /** How result() polls. Default: 250 ms, growing 1.5× per poll to 5 s. */
+  readonly poll?: PollOptions;
+  /** Default: silent. */
+  readonly log?: Logger;
+}
+
+export interface PollOptions {
+  /** First wait between polls. Default 250 ms. */
+  readonly initialMs?: number;
+  /** Longest wait between polls. Default 5000 ms. */
+  readonly maxMs?: number;
+  /** Growth of the wait per poll. Default 1.5. */
+  readonly factor?: number;
+}
+
+/** What `submit` takes: a job spec as `cloudmill run` knows it, whose inputs may be local paths. */
+export interface SubmitSpec {
+  /** Op name (`wordcount`, …, or a user op built into the worker image). */
+  readonly op: string;
+  /** Local files or directories (uploaded first), `s3://bucket/key` objects or `s3://bucket/prefix/` (used in place). */
+  readonly inputs: readonly string[];
+  readonly params?: Readonly<Record<string, ParamValue>>;
+  /** Record format; default: the op's own (or by extension: .csv, .jsonl). */
+  readonly format?: Format;
+  /** Bytes per chunk, as a number or a size like `16MiB`. Default: the deployment's. */
+  readonly chunkSize?: number | string;
+  /** Tries per chunk. Default: the deployment's (3). */
+  readonly maxAttempts?: number;
+  /** `fail` (default) or `skip` bad records. */
+  readonly onBadRecord?: OnBadRecord;
+  /** Fail the job if not finished after this long. */
+  readonly deadlineSeconds?: number;
+}
+
+/** Options of one submit or map call. */
+export interface SubmitOptions {
+  /** Called as local files upload (multipart for big files). */
+  readonly onUpload?: (progress: UploadProgress) => void;
+}
+
+export interface UploadProgress {
+  /** The local path as given. */
+  readonly file: string;
+  /** Where it goes. */
+  readonly uri: string;
+  readonly loaded: number;
+  readonly total: number;
+}
+
+/** `pending`: the spec is written but the pipeline has not started the job yet. */
+export type JobState = "pending" | StoredJobStatus["state"];
+
+/** A job's status: status.json as the pipeline writes it, or `pending` before it exists. */
+export type JobStatus = Omit<StoredJobStatus, "state"> & { readonly state: JobState };
+
+export interface JobProgress {
+  readonly state: JobState;
+  /** Chunks mapped. */
+  readonly done: number;
+  /** Chunks in all (0 while pending). */
+  readonly total: number;
+  /** done / total, 0 when there are no chunks yet (1 once succeeded). */
+  readonly fraction: number;
+}
+
+export interface ResultOptions {
+  /** Reject with a DEADLINE error if the job has not ended after this long. The job goes on. */
+  readonly timeoutMs?: number;
+  /** Stop waiting (rejects with the signal's reason). The job goes on. */
+  readonly signal?: AbortSignal;
+  /** Called with each status polled. */
+  readonly onStatus?: (status: JobStatus) => void;
+}
+
+/** Results of the built-in ops, by name. */
+export interface BuiltinResults {
+  readonly count: { readonly records: number };
+  readonly stats: StatsResult;
+  readonly wordcount: WordcountResult;
+  readonly histogram: HistogramResult;
+  readonly grep: GrepResult;
+}
+
+/** The result type of an op named `O`: a built-in's own, otherwise unknown. */
+export type ResultOf<O extends string> = O extends keyof BuiltinResults ? BuiltinResults[O] : unknown;
+
+/** A summary of one job, as `jobs()` lists it. */
+export interface JobSummary extends JobStatus {
+  /** When status.json was last written. */
+  readonly updatedAt?: Date;
+}
+
+/** The worker fleet: the ECS service, its tasks, and the EC2 instances behind them. */
+export interface FleetView {
+  readonly cluster: string;
+  readonly service: string;
+  /** Worker tasks the service wants. */
+  readonly desired: number;
+  readonly running: number;
+  readonly pending: number;
+  readonly tasks: readonly FleetTask[];
+  readonly instances: readonly FleetInstance[];
+  /** Sums over the instances. */
+  readonly reservation: { readonly cpu: Reservation; readonly memoryMiB: Reservation };
+  /** Chunks waiting in the task queue and in flight, when the queue is known. */
+  readonly queue?: { readonly visible: number; readonly inFlight: number };
+}
+
+export interface FleetTask {
+  readonly taskArn: string;
+  /** PROVISIONING, PENDING, RUNNING, … */
+  readonly lastStatus: string;
+  readonly desiredStatus: string;
+  readonly instanceId?: string;
+  readonly startedAt?: Date;
+  /** CPU units (1024 per vCPU) and MiB the task reserves. */
+  readonly cpu?: number;
+  readonly memoryMiB?: number;
+}
+
+export type InstanceMarket = "spot" | "on-demand" | "scheduled" | "capacity-block";
+
+export interface FleetInstance {
+  readonly instanceId: string;
+  readonly containerInstanceArn: string;
+  /** e.g. c7g.xlarge. */
+  readonly type?: string;
+  readonly market: InstanceMarket;
+  readonly launchTime?: Date;
+  readonly availabilityZone?: string;
+  /** EC2 state: pending, running, … */
+  readonly state?: string;
+  /** ECS status: ACTIVE, DRAINING, … */
+  readonly status?: string;
+  readonly agentConnected?: boolean;
+  readonly runningTasks: number;
+  readonly pendingTasks: number;
+  /** CPU units (1024 per vCPU). */
+  readonly cpu: Reservation;
+  readonly memoryMiB: Reservation;
+}
+
+export interface Reservation {
+  readonly registered: number;
+  readonly reserved: number;
+  /** reserved / registered (0 when nothing is registered). */
+  readonly fraction: number;
+}

@@ -1,0 +1,107 @@
+/**
+ * Inputs of a job submitted from this machine: S3 URIs and prefixes are used in place; local
+ * files and directories are uploaded to the input bucket under `_uploads/<jobId>/` first
+ * (multipart for big files, via @aws-sdk/lib-storage) and referenced by their s3:// URIs.
+ * Keys under `_` never start a job by themselves.
+ */
+import { createReadStream } from "node:fs";
+import { readdir, readFile, stat } from "node:fs/promises";
+import path from "node:path";
+import type { S3Client } from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
+import { parseS3Uri, s3Uri } from "../aws/clients.js";
+import { CloudmillError, ErrorCode } from "../errors.js";
+import { UPLOAD_CONCURRENCY, UPLOAD_PART_BYTES, UPLOADS_PREFIX } from "./constants.js";
+import type { UploadProgress } from "./types.js";
+
+export const isS3Uri = (input: string): boolean => input.startsWith("s3://");
+
+/** Regular files under dir, recursively, in byte order of their paths. */
+const walk = async (dir: string): Promise<string[]> => {
+  const entries = await readdir(dir, { withFileTypes: true });
+  entries.sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
+  const files: string[] = [];
+  for (const e of entries) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) files.push(...(await walk(p)));
+    else if (e.isFile()) files.push(p);
+  }
+  return files;
+};
+
+interface PlannedUpload {
+  readonly file: string;
+  readonly key: string;
+  readonly size: number;
+}
+
+export interface StagedInputs {
+  /** The job spec's inputs, all s3:// URIs, in the order given. */
+  readonly uris: string[];
+  /** What to upload before the spec is written. */
+  readonly uploads: readonly PlannedUpload[];
+}
+
+/** Checks every input and plans the uploads; uploads nothing. Missing files are INPUT_NOT_FOUND. */
+export const planInputs = async (bucket: string, jobId: string, inputs: readonly string[]): Promise<StagedInputs> => {
+  const uris: string[] = [];
+  const uploads: PlannedUpload[] = [];
+  const used = new Set<string>();
+  const base = `${UPLOADS_PREFIX}${jobId}/`;
+  for (const [i, given] of inputs.entries()) {
+    if (isS3Uri(given)) {
+      parseS3Uri(given);
+      uris.push(given);
+      continue;
+    }
+    const absolute = path.resolve(given);
+    const st = await stat(absolute).catch(() => undefined);
+    if (!st || !(st.isFile() || st.isDirectory())) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such file or directory", { input: given });
+    let name = path.basename(absolute) || "input";
+    if (used.has(name)) name = `${i}-${name}`;
+    used.add(name);
+    if (st.isFile()) {
+      uploads.push({ file: given, key: `${base}${name}`, size: st.size });
+      uris.push(s3Uri(bucket, `${base}${name}`));
+      continue;
+    }
+    const files = await walk(absolute);
+    if (files.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "directory holds no files", { input: given });
+    for (const file of files) {
+      const rel = path.relative(absolute, file).split(path.sep).join("/");
+      uploads.push({ file: path.join(given, rel), key: `${base}${name}/${rel}`, size: (await stat(file)).size });
+    }
+    uris.push(s3Uri(bucket, `${base}${name}/`));
+  }
+  return { uris, uploads };
+};
+
+/** Uploads one file: a single PUT up to one part, multipart beyond (parts of 8 MiB, 4 at a time). */
+export const uploadFile = async (
+  s3: S3Client,
+  bucket: string,
+  upload: PlannedUpload,
+  onProgress?: (p: UploadProgress) => void,
+  signal?: AbortSignal,
+): Promise<void> => {
+  const uri = s3Uri(bucket, upload.key);
+  const small = upload.size <= UPLOAD_PART_BYTES;
+  const controller = new AbortController();
+  const onAbort = (): void => controller.abort(signal!.reason);
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    const body = small ? await readFile(upload.file) : createReadStream(upload.file);
+    const task = new Upload({
+      client: s3,
+      params: { Bucket: bucket, Key: upload.key, Body: body, ...(small ? { ContentLength: upload.size } : {}) },
+      partSize: UPLOAD_PART_BYTES,
+      queueSize: UPLOAD_CONCURRENCY,
+      leavePartsOnError: false,
+      abortController: controller,
+    });
+    task.on("httpUploadProgress", (p) => onProgress?.({ file: upload.file, uri, loaded: p.loaded ?? 0, total: p.total ?? upload.size }));
+    await task.done();
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+};
