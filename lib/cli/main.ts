@@ -1,8 +1,15 @@
 /** The CLI: assembles the commands; each lives in its own file. */
 import { Command, CommanderError } from "commander";
+import { cancelCommand } from "./commands/cancel.js";
 import { devCommand } from "./commands/dev.js";
+import { fleetCommand } from "./commands/fleet.js";
+import { jobsCommand } from "./commands/jobs.js";
 import { opsCommand } from "./commands/ops.js";
+import { resultCommand } from "./commands/result.js";
 import { runCommand } from "./commands/run.js";
+import { statusCommand } from "./commands/status.js";
+import { submitCommand } from "./commands/submit.js";
+import { waitCommand } from "./commands/wait.js";
 import { handleError } from "./handleError.js";
 import type { CliIO } from "./io.js";
 import { VERSION } from "../version.js";
@@ -14,7 +21,8 @@ export const buildProgram = (io: CliIO): Command => {
     .showHelpAfterError("(add --help for usage)")
     .configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) })
     .exitOverride();
-  for (const cmd of [runCommand(io), devCommand(io), opsCommand(io)]) {
+  const cloud = [submitCommand(io), statusCommand(io), waitCommand(io), resultCommand(io), jobsCommand(io), cancelCommand(io), fleetCommand(io)];
+  for (const cmd of [runCommand(io), devCommand(io), opsCommand(io), ...cloud]) {
     program.addCommand(cmd.exitOverride().configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) }).showHelpAfterError("(add --help for usage)"));
   }
   return program;

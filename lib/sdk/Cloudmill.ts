@@ -76,6 +76,8 @@ export class Cloudmill {
   #connected: Promise<Connected> | undefined;
   #extra: { ecs?: ECSClient; ec2?: EC2Client; cfn?: CloudFormationClient } = {};
   #closed = false;
+  /** What futures of submitted jobs read through. */
+  readonly #backend: JobBackend;
 
   /**
    * A client for one pipeline. Connecting is lazy: the first call reads the stack's outputs
@@ -92,6 +94,7 @@ export class Cloudmill {
     this.#options = options;
     this.#env = env;
     this.#log = options.log ?? silentLogger;
+    this.#backend = this.#backendFor(true);
   }
 
   /** A client that has read the stack's outputs already: rejects now if the stack or credentials are wrong. */
@@ -388,5 +391,4 @@ export class Cloudmill {
     };
   }
 
-  readonly #backend: JobBackend = this.#backendFor(true);
 }

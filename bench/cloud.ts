@@ -1,0 +1,100 @@
+/**
+ * Cloud-path figures, through the emulated cloud and the real AWS SDK:
+ *  - the splitter's requests per object, for objects of growing size (must not grow);
+ *  - tasks per second with tiny chunks, against the emulator's own queue throughput
+ *    (a bare send + receive + delete loop) measured in the same run.
+ */
+import { GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
+import { SqsTaskQueue } from "../lib/adapters/SqsTaskQueue.js";
+import { awsClients, type AwsClients } from "../lib/aws/clients.js";
+import { cloudDeps } from "../lib/aws/cloudDeps.js";
+import { DEV_BUCKETS } from "../lib/config/constants.js";
+import { startDevCloud } from "../lib/dev/devCloud.js";
+import { createDevResources, startEmulator } from "../lib/dev/emulator.js";
+import { silentLogger } from "../lib/log.js";
+import { handleObjectCreated } from "../lib/pipeline/trigger.js";
+
+/** Counts requests per service by a middleware on each client. */
+const countRequests = (clients: AwsClients) => {
+  const counts = { s3: 0, sqs: 0 };
+  clients.s3.middlewareStack.add((next) => (args) => ((counts.s3 += 1), next(args)), { step: "finalizeRequest", name: "countS3" });
+  clients.sqs.middlewareStack.add((next) => (args) => ((counts.sqs += 1), next(args)), { step: "finalizeRequest", name: "countSqs" });
+  return counts;
+};
+
+export const splitterRequests = async (): Promise<string[]> => {
+  const emulator = await startEmulator();
+  try {
+    const clients = awsClients({ endpoint: emulator.endpoint });
+    const res = await createDevResources(clients, { taskQueue: "bench-split", deadLetterQueue: "bench-split-dlq" });
+    const counts = countRequests(clients);
+    const deps = { ...cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, clients), queue: new SqsTaskQueue(clients.sqs, res.taskQueueUrl) };
+    const rows = ["| object size | chunks (64 KiB) | S3 requests | SQS requests (batches of 10) |", "|---|---|---|---|"];
+    for (const size of [1024, 1024 ** 2, 16 * 1024 ** 2, 64 * 1024 ** 2]) {
+      const key = `count/bench-${size}.txt`;
+      await clients.s3.send(new PutObjectCommand({ Bucket: DEV_BUCKETS.input, Key: key, Body: Buffer.alloc(size, "a\n") }));
+      counts.s3 = 0;
+      counts.sqs = 0;
+      const out = await handleObjectCreated(deps, { defaultChunkSize: 64 * 1024, maxAttempts: 3, jobDeadlineSeconds: 3600 }, { bucket: DEV_BUCKETS.input, key });
+      const chunks = "chunks" in out ? out.chunks : 0;
+      rows.push(`| ${size.toLocaleString("en")} B | ${chunks} | ${counts.s3} | ${counts.sqs} |`);
+    }
+    clients.s3.destroy();
+    clients.sqs.destroy();
+    return rows;
+  } finally {
+    await emulator.stop();
+  }
+};
+
+/** The queue alone: one loop of send → receive → delete, as many messages as the job has chunks. */
+const queueBaseline = async (clients: AwsClients, url: string, n: number): Promise<number> => {
+  const q = new SqsTaskQueue(clients.sqs, url);
+  const started = performance.now();
+  await q.sendBatch(Array.from({ length: n }, (_, i) => JSON.stringify({ i })));
+  let got = 0;
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      while (got < n) {
+        const ms = await q.receive({ maxMessages: 10, waitSeconds: 1 });
+        got += ms.length;
+        await Promise.all(ms.map((m) => q.delete(m.receiptHandle)));
+      }
+    }),
+  );
+  return n / ((performance.now() - started) / 1000);
+};
+
+export const tasksPerSecond = async (chunks: number, workers: number): Promise<string[]> => {
+  const cloud = await startDevCloud({ workers, workerConcurrency: 4, chunkSize: 1024, log: silentLogger, visibilitySeconds: 60 });
+  try {
+    const base = await queueBaseline(cloud.clients, (await createDevResources(cloud.clients, { taskQueue: "bench-baseline", deadLetterQueue: "bench-baseline-dlq" })).taskQueueUrl, chunks);
+    const line = "x".repeat(63) + "\n";
+    const body = Buffer.from(line.repeat((chunks * 1024) / line.length));
+    const key = "count/tiny-chunks.txt";
+    // Let the worker processes start (they load the SDK) before the clock starts.
+    await new Promise((r) => setTimeout(r, 3000));
+    const started = performance.now();
+    await cloud.clients.s3.send(new PutObjectCommand({ Bucket: cloud.inputBucket, Key: key, Body: body }));
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 200));
+      try {
+        const r = await cloud.clients.s3.send(new GetObjectCommand({ Bucket: cloud.outputBucket, Key: `${key}/status.json` }));
+        const status = JSON.parse(await r.Body!.transformToString()) as { state: string };
+        if (status.state === "succeeded") break;
+        if (status.state !== "running") throw new Error(`bench job ${status.state}`);
+      } catch (err) {
+        if ((err as Error).name !== "NoSuchKey") throw err;
+      }
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const rate = chunks / seconds;
+    return [
+      `| chunks | workers × concurrency | job wall time | tasks/s | bare queue loop (msg/s) | tasks/s ÷ queue |`,
+      `|---|---|---|---|---|---|`,
+      `| ${chunks} × 1 KiB | ${workers} × 4 | ${seconds.toFixed(1)} s | ${rate.toFixed(0)} | ${base.toFixed(0)} | ${(rate / base).toFixed(2)} |`,
+    ];
+  } finally {
+    await cloud.stop();
+  }
+};

@@ -1,0 +1,52 @@
+/** `cloudmill jobs`: recent jobs, newest first, with their states. */
+import { Command } from "commander";
+import { z } from "zod";
+import { DEFAULT_JOBS_LIMIT } from "../../sdk/constants.js";
+import type { JobSummary } from "../../sdk/types.js";
+import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
+import type { CliIO } from "../io.js";
+
+/** Rows padded into columns. */
+export const table = (rows: readonly (readonly string[])[]): string => {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd()).join("\n");
+};
+
+const short = (inputs: readonly string[] | undefined): string => {
+  if (!inputs?.length) return "-";
+  const first = inputs[0]!.replace(/^s3:\/\/[^/]+\/_uploads\/[^/]+\//, "");
+  return inputs.length > 1 ? `${first} +${inputs.length - 1}` : first;
+};
+
+export const jobsTable = (jobs: readonly JobSummary[]): string =>
+  table([
+    ["JOB", "STATE", "CHUNKS", "OP", "UPDATED", "INPUTS"],
+    ...jobs.map((j) => [
+      j.jobId,
+      j.state,
+      `${j.state === "succeeded" ? j.chunks : j.done}/${j.chunks}`,
+      j.op ?? "-",
+      j.updatedAt ? j.updatedAt.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z") : "-",
+      short(j.inputs),
+    ]),
+  ]);
+
+const JobsFlags = z.object({
+  limit: z.coerce.number({ error: "expected a whole number" }).int().min(1).max(1000).default(DEFAULT_JOBS_LIMIT),
+  json: z.boolean().default(false),
+});
+
+export const jobsCommand = (io: CliIO): Command =>
+  withCloudOptions(
+    new Command("jobs")
+      .description("list recent jobs and their states, newest first")
+      .option("-n, --limit <n>", `how many (default ${DEFAULT_JOBS_LIMIT})`)
+      .option("--json", "print them as JSON"),
+  ).action(async (raw: Record<string, unknown>) => {
+    const flags = parseFlags(JobsFlags, raw);
+    await usingCloudmill(raw, io, async (mill) => {
+      const jobs = await mill.jobs({ limit: flags.limit, ...(io.signal ? { signal: io.signal } : {}) });
+      if (flags.json) io.stdout.write(`${JSON.stringify(jobs, null, 2)}\n`);
+      else io.stdout.write(jobs.length ? `${jobsTable(jobs)}\n` : "no jobs yet (cloudmill submit starts one)\n");
+    });
+  });

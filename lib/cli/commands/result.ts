@@ -1,0 +1,50 @@
+/** `cloudmill result <job>`: the result JSON of a job that has ended; its error if it failed. */
+import { randomBytes } from "node:crypto";
+import { rename, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { Command } from "commander";
+import { z } from "zod";
+import { CloudmillError, ErrorCode } from "../../errors.js";
+import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
+import type { CliIO } from "../io.js";
+import type { JobStatus } from "../../sdk/types.js";
+
+/** The result as pretty JSON on stdout, or atomically into a file. */
+export const writeResult = async (io: CliIO, result: unknown, out?: string): Promise<void> => {
+  const text = `${JSON.stringify(result, null, 2)}\n`;
+  if (!out) {
+    io.stdout.write(text);
+    return;
+  }
+  const tmp = path.join(path.dirname(path.resolve(out)), `.${path.basename(out)}.${randomBytes(6).toString("hex")}.tmp`);
+  try {
+    await writeFile(tmp, text);
+    await rename(tmp, out);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw new CloudmillError(ErrorCode.ENVIRONMENT, `cannot write ${out}: ${(err as Error).message}`);
+  }
+};
+
+const ResultFlags = z.object({ out: z.string().optional() });
+
+export const resultCommand = (io: CliIO): Command =>
+  withCloudOptions(
+    new Command("result")
+      .description("print a finished job's result JSON (a failed job's error goes to stderr, with its exit code)")
+      .argument("<job>", "the job id")
+      .option("-o, --out <file>", "write the result JSON here instead of stdout"),
+  ).action(async (jobId: string, raw: Record<string, unknown>) => {
+    const flags = parseFlags(ResultFlags, raw);
+    await usingCloudmill(raw, io, async (mill) => {
+      const future = mill.job(jobId);
+      const status = await future.status();
+      // An ended job settles result() at once: one more GET for the result, none for a failure.
+      if (status.state === "pending" || status.state === "running") throw notEnded(status);
+      await writeResult(io, await future.result(), flags.out);
+    });
+  });
+
+/** Shown when a job has not ended. */
+export const notEnded = (s: JobStatus): CloudmillError =>
+  new CloudmillError(ErrorCode.DEADLINE, `job ${s.jobId} is ${s.state} (${s.done}/${s.chunks} chunks): \`cloudmill wait ${s.jobId}\` waits for it`, { jobId: s.jobId });

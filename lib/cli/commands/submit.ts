@@ -1,0 +1,126 @@
+/**
+ * `cloudmill submit`: a job on the lab's pipeline (or `cloudmill dev`) from the SDK client.
+ * Local files are uploaded first; s3:// URIs and prefixes are used in place. Prints the job id
+ * (or, with --wait, waits with a progress bar and prints the result, like `cloudmill run`).
+ */
+import { Command, Option } from "commander";
+import { z } from "zod";
+import { FORMATS } from "../../job/spec.js";
+import { waitAll } from "../../sdk/futures.js";
+import type { JobFuture } from "../../sdk/JobFuture.js";
+import type { SubmitSpec, UploadProgress } from "../../sdk/types.js";
+import { parseFlags, stoppedWaiting, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
+import type { CliIO } from "../io.js";
+import { collectParam } from "../options.js";
+import { writeResult } from "./result.js";
+import { waitWithProgress } from "./wait.js";
+
+const SubmitFlags = z.object({
+  op: z.string(),
+  param: z.record(z.string(), z.string()).default({}),
+  format: z.enum(FORMATS).optional(),
+  chunkSize: z.string().optional(),
+  maxAttempts: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).max(20).optional(),
+  skipBadRecords: z.boolean().default(false),
+  each: z.boolean().default(false),
+  wait: z.boolean().default(false),
+  timeout: z.coerce.number({ error: "expected seconds" }).positive({ error: "expected seconds > 0" }).optional(),
+  out: z.string().optional(),
+  progress: z.boolean().default(true),
+});
+
+const mb = (n: number): string => (n / 1e6).toFixed(1);
+
+/** Upload progress on stderr: redrawn on a TTY, a line per finished file otherwise. */
+const uploadView = (io: CliIO, enabled: boolean): { update(p: UploadProgress): void; done(): void } => {
+  if (!enabled) return { update: () => {}, done: () => {} };
+  const tty = io.stderr.isTTY === true;
+  let drawn = false;
+  let last = 0;
+  return {
+    update(p) {
+      const line = `uploading ${p.file} → ${p.uri}  ${mb(p.loaded)}/${mb(p.total)} MB`;
+      if (tty) {
+        io.stderr.write(`\r${line}\x1b[K`);
+        drawn = true;
+      } else if (p.loaded >= p.total || Date.now() - last >= 2000) {
+        io.stderr.write(`${line}\n`);
+        last = Date.now();
+      }
+    },
+    done() {
+      if (drawn) io.stderr.write("\n");
+      drawn = false;
+    },
+  };
+};
+
+export const submitCommand = (io: CliIO): Command =>
+  withCloudOptions(
+    new Command("submit")
+      .description("submit a job to the lab's pipeline (or cloudmill dev): local files are uploaded, s3:// URIs used in place")
+      .argument("<inputs...>", "local files or directories, s3://bucket/key objects or s3://bucket/prefix/ prefixes")
+      .requiredOption("--op <name>", "the op to run: count, stats, wordcount, histogram, grep, or one built into the workers")
+      .option("-p, --param <name=value>", "an op param, repeatable (e.g. --param k=20)", collectParam)
+      .addOption(new Option("--format <format>", "record format (default: the op's own)").choices(FORMATS))
+      .option("-c, --chunk-size <size>", "bytes per chunk, e.g. 16MiB (default: the deployment's)")
+      .option("--max-attempts <n>", "tries per chunk before the job fails (default: the deployment's)")
+      .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")
+      .option("--each", "one job per input (like the SDK's map) instead of one job over all inputs")
+      .option("--wait", "wait for the result (progress on stderr) and print it")
+      .option("--timeout <seconds>", "with --wait: give up waiting after this long (the job goes on)")
+      .option("-o, --out <file>", "with --wait: write the result JSON here instead of stdout")
+      .option("--no-progress", "no upload or job progress on stderr"),
+  )
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ cloudmill submit examples/words.txt --op wordcount -p k=5 --endpoint http://127.0.0.1:4566 --wait
+  $ cloudmill submit s3://lab-data/runs/ --op stats --stack Cloudmill-mylab
+  $ cloudmill submit a.txt b.txt --op count --each --stack Cloudmill-mylab
+
+Without --wait it prints the job id(s), one per line: \`cloudmill wait <job>\` follows one.`,
+    )
+    .action(async (inputs: string[], raw: Record<string, unknown>) => {
+      const flags = parseFlags(SubmitFlags, raw);
+      const spec: Omit<SubmitSpec, "inputs"> = {
+        op: flags.op,
+        params: flags.param,
+        ...(flags.format ? { format: flags.format } : {}),
+        ...(flags.chunkSize ? { chunkSize: flags.chunkSize } : {}),
+        ...(flags.maxAttempts ? { maxAttempts: flags.maxAttempts } : {}),
+        ...(flags.skipBadRecords ? { onBadRecord: "skip" as const } : {}),
+      };
+      await usingCloudmill(raw, io, async (mill) => {
+        const uploads = uploadView(io, flags.progress);
+        const options = { onUpload: (p: UploadProgress) => uploads.update(p) };
+        const futures: JobFuture<unknown>[] = flags.each
+          ? inputs.map((input) => mill.submit({ ...spec, inputs: [input] }, options))
+          : [mill.submit({ ...spec, inputs }, options)];
+        try {
+          // Sequentially, so their upload progress lines do not interleave.
+          for (const f of futures) await f.submitted;
+        } finally {
+          uploads.done();
+        }
+        if (!flags.wait) {
+          io.stdout.write(`${futures.map((f) => f.id).join("\n")}\n`);
+          if (flags.progress) io.stderr.write(`submitted; \`cloudmill wait ${futures[0]!.id}\` follows ${futures.length > 1 ? "one" : "it"}\n`);
+          return;
+        }
+        const timeout = flags.timeout !== undefined ? { timeoutMs: flags.timeout * 1000 } : {};
+        if (futures.length === 1) {
+          await writeResult(io, await waitWithProgress(futures[0]!, io, { progress: flags.progress, ...timeout }), flags.out);
+          return;
+        }
+        if (flags.progress) io.stderr.write(`waiting for ${futures.length} jobs: ${futures.map((f) => f.id).join(", ")}\n`);
+        try {
+          const results = await waitAll(futures, { ...timeout, ...(io.signal ? { signal: io.signal } : {}) });
+          await writeResult(io, results, flags.out);
+        } catch (err) {
+          if (io.signal?.aborted) throw stoppedWaiting(futures.map((f) => f.id));
+          throw err;
+        }
+      });
+    });

@@ -1,0 +1,102 @@
+/** `cloudmill wait <job>`: a progress bar on stderr until the job ends, then its result on stdout. */
+import { Command } from "commander";
+import { z } from "zod";
+import { CloudmillError } from "../../errors.js";
+import type { JobFuture } from "../../sdk/JobFuture.js";
+import type { JobStatus } from "../../sdk/types.js";
+import { parseFlags, stoppedWaiting, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
+import type { CliIO } from "../io.js";
+import { writeResult } from "./result.js";
+
+const clock = (ms: number): string => {
+  const s = Math.floor(ms / 1000);
+  return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+};
+
+/** One line of a job's progress: `[#####-----] 12/40 chunks  30%  running  1m02s`. */
+export const describeJobProgress = (s: JobStatus, elapsedMs: number, width = 30): string => {
+  const fraction = s.state === "succeeded" ? 1 : s.chunks > 0 ? Math.min(1, s.done / s.chunks) : 0;
+  const filled = Math.round(fraction * width);
+  return `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${s.state === "succeeded" ? s.chunks : s.done}/${s.chunks} chunks  ${Math.round(fraction * 100)}%  ${s.state}  ${clock(elapsedMs)}`;
+};
+
+export interface JobProgressView {
+  update(status: JobStatus): void;
+  done(): void;
+}
+
+/** A redrawn bar on a TTY; otherwise a line when the progress changes, at most every 2 s (and the last). */
+export const jobProgressView = (io: CliIO, label: string, enabled = true): JobProgressView => {
+  if (!enabled) return { update: () => {}, done: () => {} };
+  const tty = io.stderr.isTTY === true;
+  const started = Date.now();
+  let drawn = false;
+  let lastLine = "";
+  let lastAt = 0;
+  return {
+    update(s) {
+      const width = tty ? Math.max(10, Math.min(40, (io.stderr.columns ?? 80) - 50 - label.length)) : 30;
+      const line = describeJobProgress(s, Date.now() - started, width);
+      const ended = s.state !== "pending" && s.state !== "running";
+      if (tty) {
+        io.stderr.write(`\r${label} ${line}\x1b[K`);
+        drawn = true;
+        return;
+      }
+      const key = `${s.state} ${s.done}`;
+      if (key !== lastLine && (ended || Date.now() - lastAt >= 2000)) {
+        io.stderr.write(`${label} ${line}\n`);
+        lastLine = key;
+        lastAt = Date.now();
+      }
+    },
+    done() {
+      if (drawn) io.stderr.write("\n");
+      drawn = false;
+    },
+  };
+};
+
+/** Waits for one job with a progress view, mapping Ctrl-C to "stopped waiting". */
+export const waitWithProgress = async <R>(future: JobFuture<R>, io: CliIO, options: { progress: boolean; timeoutMs?: number }): Promise<R> => {
+  const view = jobProgressView(io, future.id, options.progress);
+  try {
+    return await future.result({
+      onStatus: (s) => view.update(s),
+      ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+      ...(io.signal ? { signal: io.signal } : {}),
+    });
+  } catch (err) {
+    if (io.signal?.aborted && !(err instanceof CloudmillError)) throw stoppedWaiting([future.id]);
+    throw err;
+  } finally {
+    view.done();
+  }
+};
+
+const WaitFlags = z.object({
+  timeout: z.coerce.number({ error: "expected seconds" }).positive({ error: "expected seconds > 0" }).optional(),
+  progress: z.boolean().default(true),
+  out: z.string().optional(),
+});
+
+export const waitCommand = (io: CliIO): Command =>
+  withCloudOptions(
+    new Command("wait")
+      .description("wait for a job to end, with a progress bar on stderr; then print its result")
+      .argument("<job>", "the job id (cloudmill submit prints it)")
+      .option("--timeout <seconds>", "give up waiting after this long (the job goes on)")
+      .option("-o, --out <file>", "write the result JSON here instead of stdout")
+      .option("--no-progress", "no progress on stderr"),
+  )
+    .addHelpText("after", "\nExample:\n  $ cloudmill wait job-20261121T101500-9f1c02ab --endpoint http://127.0.0.1:4566")
+    .action(async (jobId: string, raw: Record<string, unknown>) => {
+      const flags = parseFlags(WaitFlags, raw);
+      await usingCloudmill(raw, io, async (mill) => {
+        const result = await waitWithProgress(mill.job(jobId), io, {
+          progress: flags.progress,
+          ...(flags.timeout !== undefined ? { timeoutMs: flags.timeout * 1000 } : {}),
+        });
+        await writeResult(io, result, flags.out);
+      });
+    });
