@@ -43,7 +43,6 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   readonly #stop = new AbortController();
   /** Aborts tasks still running when the grace period ends. */
   readonly #kill = new AbortController();
-  readonly #inFlight = new Set<Promise<void>>();
   #slots: Promise<void>[] = [];
 
   constructor(options: TaskWorkerOptions) {
@@ -89,12 +88,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         await new Promise((r) => setTimeout(r, 1000).unref());
         continue;
       }
-      for (const message of messages) {
-        const work = this.#handle(message);
-        this.#inFlight.add(work);
-        await work;
-        this.#inFlight.delete(work);
-      }
+      for (const message of messages) await this.#handle(message);
     }
   }
 
