@@ -10,6 +10,7 @@ import type { TaskQueue, QueueMessage } from "../ports.js";
 import type { PipelineDeps } from "../pipeline/deps.js";
 import { failJob } from "../pipeline/fail.js";
 import { readJsonIfExists } from "../pipeline/io.js";
+import { logFieldsOf } from "../pipeline/status.js";
 import { isDeterministic, recordChunkError, runTask, type TaskOutcome } from "../pipeline/task.js";
 import { Manifest } from "../job/manifest.js";
 import { manifestKey } from "../config/keys.js";
@@ -84,11 +85,19 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         messages = await queue.receive({ maxMessages: 1, waitSeconds: this.#o.waitSeconds ?? 20, signal: this.#stop.signal });
       } catch (err) {
         if (this.stopping) break;
-        deps.log.warn("receive failed; backing off", { error: toCloudmillError(err).message });
+        deps.log.warn("receive failed; backing off", logFieldsOf(toCloudmillError(err)));
         await new Promise((r) => setTimeout(r, 1000).unref());
         continue;
       }
-      for (const message of messages) await this.#handle(message);
+      for (const message of messages) {
+        try {
+          await this.#handle(message);
+        } catch (err) {
+          // #handle settles every path itself; should anything still escape, this slot must
+          // keep receiving (a dead slot is a worker that looks alive and does nothing).
+          deps.log.error("chunk handling failed; the message returns after its visibility timeout", logFieldsOf(toCloudmillError(err)));
+        }
+      }
     }
   }
 
@@ -112,7 +121,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     const heartbeat = setInterval(() => {
       queue.changeVisibility(message.receiptHandle, this.#o.visibilitySeconds).then(
         () => this.emit("heartbeat", task),
-        (err: unknown) => log.warn("heartbeat failed", { error: toCloudmillError(err).message }),
+        (err: unknown) => log.warn("heartbeat failed", logFieldsOf(toCloudmillError(err))),
       );
     }, this.#o.heartbeatSeconds * 1000);
     try {
@@ -131,17 +140,27 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       }
       await recordChunkError(deps, task, err, message.receiveCount).catch(() => undefined);
       if (isDeterministic(err)) {
-        // The same input gives the same error on every attempt: fail the job now.
-        const manifest = await readJsonIfExists(deps.output, manifestKey(task.jobId), Manifest);
-        if (manifest) await failJob(deps, { jobId: task.jobId, output: manifest.output, chunks: manifest.chunks, done: 0, startedAt: manifest.createdAt }, err);
-        await queue.delete(message.receiptHandle);
-        log.error("chunk failed; job failed", { error: err.describe() });
+        // The same input gives the same error on every attempt (or the job is past its
+        // deadline): fail the job now.
+        try {
+          const manifest = await readJsonIfExists(deps.output, manifestKey(task.jobId), Manifest);
+          if (manifest) await failJob(deps, { jobId: task.jobId, output: manifest.output, chunks: manifest.chunks, done: 0, startedAt: manifest.createdAt }, err);
+          await queue.delete(message.receiptHandle);
+        } catch (e2) {
+          // S3 or SQS failed us while failing the job: the message comes back and the next
+          // attempt meets the same error and tries again.
+          log.warn("chunk failed, but the job could not be marked failed yet; will retry", { ...logFieldsOf(err), cause: logFieldsOf(toCloudmillError(e2)) });
+          await queue.changeVisibility(message.receiptHandle, retryDelaySeconds(message.receiveCount)).catch(() => undefined);
+          this.emit("task_failed", task, err, true);
+          return;
+        }
+        log.error(err.code === ErrorCode.DEADLINE ? "job past its deadline; job failed" : "chunk failed; job failed", logFieldsOf(err));
         this.emit("task_failed", task, err, false);
       } else {
         const last = message.receiveCount >= task.job.maxAttempts;
         // After the last attempt, make it visible now so the queue moves it to the dead-letter queue.
         await queue.changeVisibility(message.receiptHandle, last ? 0 : retryDelaySeconds(message.receiveCount)).catch(() => undefined);
-        log.warn("chunk failed", { attempt: message.receiveCount, of: task.job.maxAttempts, error: err.describe() });
+        log.warn("chunk failed", { attempt: message.receiveCount, of: task.job.maxAttempts, ...logFieldsOf(err) });
         this.emit("task_failed", task, err, !last);
       }
     } finally {

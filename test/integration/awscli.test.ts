@@ -1,0 +1,116 @@
+/**
+ * `cloudmill dev` as a user runs it: the installed bin in a child process, driven by the real
+ * AWS CLI (Debian's awscli at /usr/bin/aws) with dummy credentials and no user config. An
+ * `aws s3 cp` upload under wordcount/ yields result.json equal to `cloudmill run --op
+ * wordcount` on the same file; Ctrl-C (SIGINT) stops everything and exits 0.
+ * The commands are the ones docs/dev.md shows.
+ */
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BIN, freePort, requireBuild, ROOT, spawnChild, textOf, waitFor, type Child } from "../helpers/devCloud.js";
+
+const run = promisify(execFile);
+const AWS = "/usr/bin/aws";
+const TIMEOUT = 150_000;
+
+let dir: string;
+let dev: Child | undefined;
+let endpoint: string;
+/** The AWS CLI's environment: dummy credentials, and nothing from the user's own config. */
+let awsEnv: NodeJS.ProcessEnv;
+
+/** `aws --endpoint-url <dev> ...args` in the temp dir; resolves with stdout, rejects on a non-zero exit. */
+const aws = async (...args: string[]): Promise<string> => {
+  const { stdout } = await run(AWS, ["--endpoint-url", endpoint, ...args], { cwd: dir, env: awsEnv, maxBuffer: 16 * 1024 * 1024 });
+  return stdout;
+};
+
+/** Processes whose parent is pid (from /proc). */
+const childrenOf = async (pid: number): Promise<number[]> => {
+  const out: number[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
+    // pid (comm) state ppid ...: comm may hold spaces, so split after its closing paren.
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    if (ppid === pid) out.push(Number(entry));
+  }
+  return out;
+};
+
+/** Whether a process exists and is not a zombie. */
+const alive = async (pid: number): Promise<boolean> => {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  return stat !== "" && stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+};
+
+beforeAll(async () => {
+  requireBuild();
+  if (!existsSync(AWS)) throw new Error(`${AWS} is missing: apt-get install -y awscli`);
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-awscli-"));
+  awsEnv = {
+    ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("AWS_") && !k.startsWith("CLOUDMILL_"))),
+    HOME: dir,
+    AWS_CONFIG_FILE: path.join(dir, "aws-config"),
+    AWS_SHARED_CREDENTIALS_FILE: path.join(dir, "aws-credentials"),
+    AWS_ACCESS_KEY_ID: "cloudmill",
+    AWS_SECRET_ACCESS_KEY: "cloudmill",
+    AWS_DEFAULT_REGION: "us-east-1",
+    AWS_EC2_METADATA_DISABLED: "true",
+    AWS_PAGER: "",
+  };
+});
+
+afterAll(async () => {
+  if (dev && dev.child.exitCode === null && dev.child.signalCode === null) {
+    dev.child.kill("SIGKILL");
+    await dev.exited;
+  }
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("cloudmill dev driven by the AWS CLI", () => {
+  it("aws s3 cp data.txt s3://cloudmill-input/wordcount/data.txt gives the same result as cloudmill run --op wordcount", async () => {
+    const data = textOf(200 * 1024, 31);
+    await writeFile(path.join(dir, "data.txt"), data);
+
+    const port = await freePort();
+    dev = spawnChild(process.execPath, [BIN, "dev", "--port", String(port), "--workers", "2", "--chunk-size", "64KiB"], { name: "cloudmill dev" });
+    const banner = await dev.waitForLine((l) => l.includes("emulated S3 and SQS at"), 60_000);
+    endpoint = `http://127.0.0.1:${port}`;
+    expect(banner).toContain(endpoint);
+
+    await aws("s3", "cp", "data.txt", "s3://cloudmill-input/wordcount/data.txt");
+
+    const status = await waitFor("a final status.json via aws s3 cp", async () => {
+      const text = await aws("s3", "cp", "s3://cloudmill-output/wordcount/data.txt/status.json", "-").catch(() => undefined);
+      if (text === undefined) return undefined;
+      const s = JSON.parse(text) as { state: string; chunks: number; done: number };
+      return s.state === "running" ? undefined : s;
+    }, 90_000, 500);
+    expect(status).toMatchObject({ state: "succeeded", chunks: 4, done: 4 });
+
+    const listing = await aws("s3", "ls", "s3://cloudmill-output/wordcount/data.txt/");
+    expect(listing).toMatch(/ result\.json$/m);
+    expect(listing).toMatch(/ status\.json$/m);
+
+    const fromCloud = JSON.parse(await aws("s3", "cp", "s3://cloudmill-output/wordcount/data.txt/result.json", "-")) as unknown;
+    const { stdout } = await run(process.execPath, [BIN, "run", path.join(dir, "data.txt"), "--op", "wordcount"], { cwd: ROOT });
+    expect(fromCloud).toEqual(JSON.parse(stdout));
+
+    // Ctrl-C: the dev process stops its workers and exits 0, promptly, leaving no process behind.
+    const workers = await childrenOf(dev.child.pid!);
+    expect(workers.length).toBe(2);
+    const sent = Date.now();
+    dev.child.kill("SIGINT");
+    const exit = await Promise.race([dev.exited, new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 20_000))]);
+    expect(exit, dev.stderr.join("\n")).toEqual({ code: 0, signal: null });
+    expect(Date.now() - sent).toBeLessThan(15_000);
+    await waitFor("the worker processes to be gone", async () => ((await Promise.all(workers.map(alive))).some(Boolean) ? undefined : true), 5_000, 100);
+  }, TIMEOUT);
+});

@@ -1,0 +1,135 @@
+/**
+ * The emulated cloud end to end, driven as users drive it — through the AWS SDK: a file
+ * uploaded to s3://cloudmill-input/<op>/<path> (PutObject, and a multipart upload with
+ * @aws-sdk/lib-storage) gives s3://cloudmill-output/<op>/<path>/result.json equal to the local
+ * engine's answer for the same bytes; job specs under _jobs/ run ops that need params;
+ * uploads that name no op, an unknown op or miss a required param end `failed` with a clear
+ * error and no tasks. Workers are real processes (dist/worker/main.js).
+ */
+import { PutObjectCommand } from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
+import { beforeAll, describe, expect, it } from "vitest";
+import type { Params } from "../../lib/job/spec.js";
+import { chunksOf, linesOf, localResult, numbersOf, requireBuild, textOf, useDevCloud, type TestCloud } from "../helpers/devCloud.js";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const TIMEOUT = 120_000;
+
+beforeAll(requireBuild);
+
+/** result.json and status.json of a finished job, after checking it succeeded over every chunk. */
+const expectSucceeded = async (c: TestCloud, outputKey: string, chunks: number): Promise<unknown> => {
+  const status = await c.waitForEnd(`${outputKey}/status.json`);
+  expect(status, JSON.stringify(status)).toMatchObject({ state: "succeeded", chunks, done: chunks });
+  expect(status.error).toBeUndefined();
+  return c.getJson(c.output, `${outputKey}/result.json`);
+};
+
+/** A job that failed before it started: its status names the problem; nothing was enqueued. */
+const expectFailedBeforeStart = async (c: TestCloud, statusKey: string) => {
+  const status = await c.waitForEnd(statusKey);
+  expect(status.state).toBe("failed");
+  expect(status).toMatchObject({ chunks: 0, done: 0 });
+  // No manifest, no enqueued marker, no parts: only the failure record.
+  expect(await c.keys(c.output, `_work/${status.jobId}/`)).toEqual([`_work/${status.jobId}/failure.json`]);
+  expect(await c.get(c.output, statusKey.replace(/status\.json$/, "result.json"))).toBeUndefined();
+  await c.waitForIdle();
+  // No worker ever saw a task of this job.
+  expect(c.lines.filter((l) => l.json?.["jobId"] === status.jobId)).toEqual([]);
+  return status.error!;
+};
+
+describe("uploads and job specs (PutObject, 8 KiB chunks, 2 workers)", () => {
+  const chunkSize = 8 * KiB;
+  const cloud = useDevCloud({ chunkSize, workers: 2, workerEnv: { POWERTOOLS_LOG_LEVEL: "DEBUG" } });
+  const text = textOf(44 * KiB, 11);
+  const numbers = numbersOf(40 * KiB, 12);
+
+  // Keys with spaces, `+`, unicode and a literal `%` (even `%20`, which must not be decoded twice).
+  const uploads: [op: string, key: string, bytes: Buffer][] = [
+    ["count", "count/dir with spaces/lines+more ü 100%.txt", text],
+    ["stats", "stats/nümbers/a+b%20c 50%.txt", numbers],
+    ["wordcount", "wordcount/日本 words/fall + winter.txt", text],
+  ];
+
+  it.each(uploads)("%s: an upload to s3://cloudmill-input/%s gives result.json equal to the local engine's", async (op, key, bytes) => {
+    const c = cloud();
+    const expected = await localResult(op, bytes);
+    await c.put(key, bytes);
+    const chunks = chunksOf(bytes.length, chunkSize);
+    expect(chunks).toBeGreaterThan(4);
+    expect(await expectSucceeded(c, key, chunks)).toEqual(expected);
+    // Every chunk was mapped by a worker process.
+    const jobId = ((await c.getJson(c.output, `${key}/status.json`)) as { jobId: string }).jobId;
+    const mapped = new Set(linesOf(c.lines, "chunk done", { jobId }).map((l) => l.json!["chunk"]));
+    expect(mapped.size).toBe(chunks);
+  }, TIMEOUT);
+
+  it("histogram uploaded without params ends failed: param min is required", async () => {
+    const c = cloud();
+    await c.put("histogram/values 1.txt", numbers);
+    const error = await expectFailedBeforeStart(c, "histogram/values 1.txt/status.json");
+    expect(error.code).toBe("INVALID_SPEC");
+    expect(error.message).toContain("param min: is required");
+  }, TIMEOUT);
+
+  const specs: [op: string, jobId: string, input: string, bytes: Buffer, params: Params][] = [
+    ["histogram", "hist-1", "data/x.txt", numbers, { min: 0, max: 100, bins: 5 }],
+    // Under a folder starting with `_`, an input starts no job of its own.
+    ["grep", "grep-1", "_inputs/words ü+%.txt", text, { pattern: "^über|🚀$", k: 7 }],
+    ["wordcount", "wc-k3", "_inputs/words ü+%.txt", text, { k: 3 }],
+  ];
+
+  it.each(specs)("%s through a job spec _jobs/%s.json: result at _jobs/<jobId>/result.json equals the local engine's", async (op, jobId, input, bytes, params) => {
+    const c = cloud();
+    const expected = await localResult(op, bytes, params);
+    await c.put(input, bytes);
+    await c.put(`_jobs/${jobId}.json`, JSON.stringify({ op, inputs: [`s3://${c.input}/${input}`], params }));
+    const result = await expectSucceeded(c, `_jobs/${jobId}`, chunksOf(bytes.length, chunkSize));
+    expect(result).toEqual(expected);
+    expect(((await c.getJson(c.output, `_jobs/${jobId}/status.json`)) as { jobId: string }).jobId).toBe(jobId);
+    if (input.startsWith("_")) expect(await c.keys(c.output, input)).toEqual([]);
+  }, TIMEOUT);
+
+  it("an upload at the bucket root ends failed, saying uploads go under an op folder", async () => {
+    const c = cloud();
+    await c.put("loose file.txt", text);
+    const error = await expectFailedBeforeStart(c, "loose file.txt/status.json");
+    expect(error.code).toBe("INVALID_SPEC");
+    expect(error.message).toContain("uploads go under a folder named after the op, e.g. wordcount/loose file.txt");
+    expect(error.message).toContain("count, grep, histogram, stats, wordcount");
+  }, TIMEOUT);
+
+  it("an upload under an unknown op ends failed, listing the known ops", async () => {
+    const c = cloud();
+    await c.put("nosuchop/some data.txt", text);
+    const error = await expectFailedBeforeStart(c, "nosuchop/some data.txt/status.json");
+    expect(error.code).toBe("UNKNOWN_OP");
+    expect(error.message).toBe('unknown op "nosuchop" (known: count, grep, histogram, stats, wordcount)');
+  }, TIMEOUT);
+});
+
+describe("a multipart upload (@aws-sdk/lib-storage, 5 MiB parts, 4 MiB chunks)", () => {
+  const chunkSize = 4 * MiB;
+  const cloud = useDevCloud({ chunkSize, workers: 2 });
+
+  it("a file over 10 MiB uploaded in parts gives the same wordcount as the local engine", async () => {
+    const c = cloud();
+    const bytes = textOf(10 * MiB + 700 * KiB, 21);
+    const key = "wordcount/big files/large ü+% file.txt";
+    const expected = await localResult("wordcount", bytes);
+    const upload = new Upload({ client: c.s3, params: { Bucket: c.input, Key: key, Body: bytes }, partSize: 5 * MiB, queueSize: 2 });
+    const done = await upload.done();
+    // It really was a multipart upload of three parts (S3's ETag says so).
+    expect(done.ETag).toMatch(/-3"?$/);
+    const result = await expectSucceeded(c, key, chunksOf(bytes.length, chunkSize));
+    expect(result).toEqual(expected);
+  }, TIMEOUT);
+
+  it("an upload of an empty file succeeds with zero chunks", async () => {
+    const c = cloud();
+    await c.s3.send(new PutObjectCommand({ Bucket: c.input, Key: "count/empty file.txt", Body: new Uint8Array(0) }));
+    expect(await expectSucceeded(c, "count/empty file.txt", 0)).toEqual({ records: 0 });
+  }, TIMEOUT);
+});
