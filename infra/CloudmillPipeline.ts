@@ -1,0 +1,328 @@
+/**
+ * The whole cloudmill pipeline as one construct (DESIGN.md, "The flow"):
+ * input bucket ─ObjectCreated→ splitter ─→ task queue ─→ workers ─→ `_work/…/*.part.json`
+ * ─ObjectCreated→ parts queue ─→ reducer ─→ result.json + status.json; task DLQ ─→ failures.
+ */
+import { fileURLToPath } from "node:url";
+import * as path from "node:path";
+import { Duration, IgnoreMode, RemovalPolicy, Stack, Tags } from "aws-cdk-lib";
+import * as ecrAssets from "aws-cdk-lib/aws-ecr-assets";
+import * as ecs from "aws-cdk-lib/aws-ecs";
+import * as iam from "aws-cdk-lib/aws-iam";
+import * as lambda from "aws-cdk-lib/aws-lambda";
+import { SqsEventSource } from "aws-cdk-lib/aws-lambda-event-sources";
+import * as nodejs from "aws-cdk-lib/aws-lambda-nodejs";
+import * as logs from "aws-cdk-lib/aws-logs";
+import * as s3 from "aws-cdk-lib/aws-s3";
+import * as s3n from "aws-cdk-lib/aws-s3-notifications";
+import * as sqs from "aws-cdk-lib/aws-sqs";
+import { Construct } from "constructs";
+import { DEFAULTS, type Role } from "../lib/config/constants.js";
+import { JOBS_PREFIX, PART_SUFFIX, RESULT_FILE, STATUS_FILE, WORK_PREFIX } from "../lib/config/keys.js";
+import { roleEnvironment, type EnvValues } from "./environment.js";
+import { acknowledge, wildcardResourceFinding } from "./nag.js";
+import { PipelineMonitoring } from "./PipelineMonitoring.js";
+import { LAB_TAG_KEY, QUEUE_RETENTION, resolvePipelineConfig, type CloudmillPipelineProps, type PipelineConfig } from "./props.js";
+import { WorkerFleet } from "./WorkerFleet.js";
+
+/** The repository root: Lambda entry points, the lock file and worker/Dockerfile are found from here. */
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+
+/** ESM bundles still meet CommonJS dependencies that call `require`. */
+const ESM_REQUIRE_BANNER = "import { createRequire } from 'module'; const require = createRequire(import.meta.url);";
+
+/** How each function is sized. A function's queue keeps a message hidden six times its timeout. */
+const FUNCTION_SIZING = {
+  splitter: { memorySize: 512, timeout: Duration.minutes(5) },
+  reducer: { memorySize: 1024, timeout: Duration.minutes(5) },
+  failures: { memorySize: 256, timeout: Duration.minutes(1) },
+} as const satisfies Record<Exclude<Role, "worker">, { memorySize: number; timeout: Duration }>;
+
+/** Keys a job's roles read and write in the output bucket: intermediate state, job-spec outputs, and results and statuses beside inputs. */
+const JOB_OUTPUT_KEYS = [`${WORK_PREFIX}*`, `${JOBS_PREFIX}*`, `*/${RESULT_FILE}`, `*/${STATUS_FILE}`] as const;
+
+const DEAD_LETTER_RETENTION = Duration.days(14);
+
+export class CloudmillPipeline extends Construct {
+  /** The props with their defaults applied. */
+  public readonly config: PipelineConfig;
+  /** Uploads (`<op>/<path>`) and job specs (`_jobs/<id>.json`); every new object starts the splitter. */
+  public readonly inputBucket: s3.Bucket;
+  /** Results, statuses and intermediate state (`_work/`, expired by a lifecycle rule). */
+  public readonly outputBucket: s3.Bucket;
+  /** Server access logs of both buckets and the VPC's flow logs. */
+  public readonly logBucket: s3.Bucket;
+  /** One message per chunk. */
+  public readonly taskQueue: sqs.Queue;
+  /** Chunks that failed `maxAttempts` times; the failures function marks their jobs failed. */
+  public readonly deadLetterQueue: sqs.Queue;
+  /** ObjectCreated events of part objects, feeding the reducer. */
+  public readonly partsQueue: sqs.Queue;
+  /** Part events the reducer failed on every attempt. */
+  public readonly partsDeadLetterQueue: sqs.Queue;
+  /** Upload events the splitter failed on after Lambda's asynchronous retries. */
+  public readonly splitterDeadLetterQueue: sqs.Queue;
+  public readonly splitter: nodejs.NodejsFunction;
+  public readonly reducer: nodejs.NodejsFunction;
+  public readonly failures: nodejs.NodejsFunction;
+  public readonly fleet: WorkerFleet;
+  public readonly monitoring: PipelineMonitoring;
+
+  public constructor(scope: Construct, id: string, props: CloudmillPipelineProps) {
+    super(scope, id);
+    const config = resolvePipelineConfig(props);
+    this.config = config;
+    Tags.of(this).add(LAB_TAG_KEY, config.labName);
+
+    // ── Storage ──────────────────────────────────────────────────────────────
+    this.logBucket = this.createBucket("LogBucket", config.outputRemovalPolicy, {
+      lifecycleRules: [{ id: "expire-logs", expiration: Duration.days(config.logRetention) }],
+    });
+    this.inputBucket = this.createBucket("InputBucket", config.inputRemovalPolicy, {
+      serverAccessLogsBucket: this.logBucket,
+      serverAccessLogsPrefix: "s3/input/",
+      lifecycleRules: [{ id: "abort-incomplete-uploads", abortIncompleteMultipartUploadAfter: Duration.days(1) }],
+    });
+    this.outputBucket = this.createBucket("OutputBucket", config.outputRemovalPolicy, {
+      serverAccessLogsBucket: this.logBucket,
+      serverAccessLogsPrefix: "s3/output/",
+      lifecycleRules: [
+        { id: "expire-work", prefix: WORK_PREFIX, expiration: Duration.days(config.workRetentionDays) },
+        { id: "abort-incomplete-uploads", abortIncompleteMultipartUploadAfter: Duration.days(1) },
+      ],
+    });
+
+    // ── Queues ───────────────────────────────────────────────────────────────
+    this.deadLetterQueue = this.createQueue("DeadLetterQueue", {
+      retentionPeriod: DEAD_LETTER_RETENTION,
+      visibilityTimeout: Duration.seconds(6 * FUNCTION_SIZING.failures.timeout.toSeconds()),
+    });
+    this.taskQueue = this.createQueue("TaskQueue", {
+      visibilityTimeout: config.visibilityTimeout,
+      retentionPeriod: QUEUE_RETENTION,
+      receiveMessageWaitTime: Duration.seconds(DEFAULTS.receiveWaitSeconds),
+      deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: config.maxAttempts },
+    });
+    this.partsDeadLetterQueue = this.createQueue("PartsDeadLetterQueue", { retentionPeriod: DEAD_LETTER_RETENTION });
+    this.partsQueue = this.createQueue("PartsQueue", {
+      visibilityTimeout: Duration.seconds(6 * FUNCTION_SIZING.reducer.timeout.toSeconds()),
+      retentionPeriod: QUEUE_RETENTION,
+      deadLetterQueue: { queue: this.partsDeadLetterQueue, maxReceiveCount: 5 },
+    });
+    this.splitterDeadLetterQueue = this.createQueue("SplitterDeadLetterQueue", { retentionPeriod: DEAD_LETTER_RETENTION });
+
+    // ── Functions ────────────────────────────────────────────────────────────
+    const env: EnvValues = {
+      CLOUDMILL_OUTPUT_BUCKET: this.outputBucket.bucketName,
+      CLOUDMILL_TASK_QUEUE_URL: this.taskQueue.queueUrl,
+      CLOUDMILL_DEFAULT_CHUNK_SIZE: String(config.defaultChunkSize),
+      CLOUDMILL_MAX_ATTEMPTS: String(config.maxAttempts),
+      CLOUDMILL_JOB_DEADLINE_SECONDS: String(config.jobDeadline.toSeconds()),
+      CLOUDMILL_VISIBILITY_TIMEOUT_SECONDS: String(config.visibilityTimeout.toSeconds()),
+      CLOUDMILL_WORKER_CONCURRENCY: String(config.workerVcpus),
+      POWERTOOLS_LOG_LEVEL: config.logLevel,
+    };
+    this.splitter = this.createFunction("splitter", "Splitter", env, {
+      deadLetterQueue: this.splitterDeadLetterQueue,
+      retryAttempts: 2,
+      maxEventAge: Duration.hours(6),
+    });
+    this.reducer = this.createFunction("reducer", "Reducer", env);
+    this.failures = this.createFunction("failures", "Failures", env);
+
+    // ── Wiring (DESIGN.md): uploads → splitter; parts → parts queue → reducer; dead letters → failures
+    this.inputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.LambdaDestination(this.splitter));
+    this.outputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.SqsDestination(this.partsQueue), {
+      prefix: WORK_PREFIX,
+      suffix: PART_SUFFIX,
+    });
+    this.reducer.addEventSource(
+      new SqsEventSource(this.partsQueue, {
+        batchSize: 100,
+        maxBatchingWindow: Duration.seconds(5),
+        reportBatchItemFailures: true,
+        maxConcurrency: config.reducerMaxConcurrency,
+      }),
+    );
+    this.failures.addEventSource(
+      new SqsEventSource(this.deadLetterQueue, { batchSize: 10, reportBatchItemFailures: true, maxConcurrency: 2 }),
+    );
+
+    // ── Worker fleet ─────────────────────────────────────────────────────────
+    this.fleet = new WorkerFleet(this, "Workers", {
+      config,
+      taskQueue: this.taskQueue,
+      environment: roleEnvironment("worker", env),
+      image:
+        props.workerImage ??
+        ecs.ContainerImage.fromAsset(REPO_ROOT, {
+          file: "worker/Dockerfile",
+          platform: ecrAssets.Platform.LINUX_ARM64,
+          ignoreMode: IgnoreMode.DOCKER,
+        }),
+      flowLogBucket: this.logBucket,
+      vpc: props.vpc,
+      vpcSubnets: props.vpcSubnets,
+    });
+
+    this.grantDataAccess();
+
+    this.monitoring = new PipelineMonitoring(this, "Monitoring", {
+      config,
+      taskQueue: this.taskQueue,
+      deadLetterQueue: this.deadLetterQueue,
+      partsQueue: this.partsQueue,
+      partsDeadLetterQueue: this.partsDeadLetterQueue,
+      splitterDeadLetterQueue: this.splitterDeadLetterQueue,
+      functions: { splitter: this.splitter, reducer: this.reducer, failures: this.failures },
+      fleet: this.fleet,
+    });
+
+    this.acknowledgeCdkProviders();
+  }
+
+  private createBucket(id: string, removalPolicy: RemovalPolicy, props: s3.BucketProps): s3.Bucket {
+    return new s3.Bucket(this, id, {
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      enforceSSL: true,
+      minimumTLSVersion: 1.2,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      removalPolicy,
+      autoDeleteObjects: removalPolicy === RemovalPolicy.DESTROY,
+      ...props,
+    });
+  }
+
+  private createQueue(id: string, props: sqs.QueueProps): sqs.Queue {
+    return new sqs.Queue(this, id, {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      removalPolicy: RemovalPolicy.DESTROY,
+      ...props,
+    });
+  }
+
+  private createFunction(
+    role: Exclude<Role, "worker">,
+    id: string,
+    env: EnvValues,
+    extra: Partial<nodejs.NodejsFunctionProps> = {},
+  ): nodejs.NodejsFunction {
+    const logGroup = new logs.LogGroup(this, `${id}Logs`, { retention: this.config.logRetention, removalPolicy: RemovalPolicy.DESTROY });
+    // An explicit role: no AWS managed policy, log writes to this function's own log group only.
+    const executionRole = new iam.Role(this, `${id}Role`, {
+      assumedBy: new iam.ServicePrincipal("lambda.amazonaws.com"),
+      description: `cloudmill ${role} function`,
+    });
+    logGroup.grantWrite(executionRole);
+    const fn = new nodejs.NodejsFunction(this, id, {
+      entry: path.join(REPO_ROOT, "functions", `${role}.ts`),
+      handler: "handler",
+      runtime: lambda.Runtime.NODEJS_22_X,
+      architecture: lambda.Architecture.ARM_64,
+      ...FUNCTION_SIZING[role],
+      role: executionRole,
+      logGroup,
+      environment: roleEnvironment(role, env),
+      depsLockFilePath: path.join(REPO_ROOT, "package-lock.json"),
+      projectRoot: REPO_ROOT,
+      bundling: {
+        format: nodejs.OutputFormat.ESM,
+        banner: ESM_REQUIRE_BANNER,
+        target: "node22",
+        mainFields: ["module", "main"],
+        bundleAwsSDK: true,
+        minify: false,
+        sourceMap: false,
+        forceDockerBundling: false,
+      },
+      description: `cloudmill ${role} (${this.config.labName})`,
+      ...extra,
+    });
+    acknowledge(
+      fn,
+      "AwsSolutions-L1",
+      "Node.js 22 is pinned on purpose: it matches the worker image (node:22) and the runtime the code is tested on, and is in AWS standard support until April 2027; moving to a newer runtime is a deliberate, tested change.",
+    );
+    return fn;
+  }
+
+  /** Least privilege, by role: no `*` action, data resources narrowed to the keys each role touches. */
+  private grantDataAccess(): void {
+    const stack = Stack.of(this);
+    const extraBuckets = this.config.extraInputBuckets.map((name) => stack.formatArn({ service: "s3", region: "", account: "", resource: name }));
+    const inputObjects = [this.inputBucket.arnForObjects("*"), ...extraBuckets.map((arn) => `${arn}/*`)];
+    const inputBuckets = [this.inputBucket.bucketArn, ...extraBuckets];
+    const jobObjects = JOB_OUTPUT_KEYS.map((k) => this.outputBucket.arnForObjects(k));
+    const workObjects = this.outputBucket.arnForObjects(`${WORK_PREFIX}*`);
+    const statusObjects = this.outputBucket.arnForObjects(`*/${STATUS_FILE}`);
+
+    // Why each wildcard resource is as narrow as it can be; `allow` refuses a wildcard without a reason.
+    const reasons = new Map<string, string>([
+      [
+        this.inputBucket.arnForObjects("*"),
+        "Any object in the input bucket can be a job's input (uploads under <op>/, specs under _jobs/); the bucket is the boundary and only GetObject is allowed.",
+      ],
+      [workObjects, "Intermediate state lives under _work/<jobId>/ for job ids made at run time; the _work/ prefix is the narrowest fixed scope."],
+      [this.outputBucket.arnForObjects(`${JOBS_PREFIX}*`), "Job-spec results and statuses go under _jobs/<jobId>/ for job ids made at run time."],
+      [
+        this.outputBucket.arnForObjects(`*/${RESULT_FILE}`),
+        "An upload's result is written beside its input key (<op>/<any/path>/result.json, DESIGN.md); the pattern admits result.json keys only.",
+      ],
+      [
+        this.outputBucket.arnForObjects(`*/${STATUS_FILE}`),
+        "An upload's status is written beside its input key (<op>/<any/path>/status.json, DESIGN.md); the pattern admits status.json keys only.",
+      ],
+      ...extraBuckets.map((arn, i): [string, string] => [
+        `${arn}/*`,
+        `SDK jobs may name inputs in ${this.config.extraInputBuckets[i]} (the extraInputBuckets prop): read-only access to its objects.`,
+      ]),
+    ]);
+    const allow = (grantee: iam.IGrantable, sid: string, actions: string[], resources: string[], conditions?: Record<string, unknown>): void => {
+      grantee.grantPrincipal.addToPrincipalPolicy(new iam.PolicyStatement({ sid, actions, resources, conditions }));
+      for (const resource of resources.filter((r) => r.includes("*"))) {
+        const reason = reasons.get(resource);
+        if (reason === undefined) throw new Error(`cloudmill: no reason recorded for wildcard resource ${resource} (${sid})`);
+        acknowledge(grantee.grantPrincipal as iam.Role, wildcardResourceFinding(this, resource), reason);
+      }
+    };
+
+    // Splitter: HEAD/GET inputs and job specs, list directory-like inputs, write manifests and statuses, queue chunks.
+    allow(this.splitter, "ReadInputs", ["s3:GetObject"], inputObjects);
+    allow(this.splitter, "ListInputs", ["s3:ListBucket"], inputBuckets);
+    allow(this.splitter, "ReadWriteJobState", ["s3:GetObject", "s3:PutObject"], jobObjects);
+    allow(this.splitter, "QueueChunks", ["sqs:SendMessage"], [this.taskQueue.queueArn]);
+
+    // Worker: ranged GETs of inputs; HEAD of its part and the job's cancel/failure markers and
+    // PUT of parts and chunk errors under _work/; a bad record fails the job at once, so it
+    // also reads and writes status.json (never result.json).
+    allow(this.fleet.taskRole, "ReadInputs", ["s3:GetObject"], inputObjects);
+    allow(this.fleet.taskRole, "ReadWorkAndStatus", ["s3:GetObject"], [workObjects, statusObjects]);
+    allow(this.fleet.taskRole, "WritePartsAndStatus", ["s3:PutObject"], [workObjects, statusObjects]);
+
+    // Reducer: read and list parts, read and write results and statuses (a status of a newer
+    // job at the same key is left alone). (Consuming the parts queue is granted by its event source.)
+    allow(this.reducer, "ReadWork", ["s3:GetObject"], jobObjects);
+    allow(this.reducer, "ListWork", ["s3:ListBucket"], [this.outputBucket.bucketArn], { StringLike: { "s3:prefix": [`${WORK_PREFIX}*`] } });
+    allow(this.reducer, "WriteResults", ["s3:PutObject"], jobObjects);
+
+    // Failures: read the job's state, mark it failed. (Consuming the dead-letter queue is granted by its event source.)
+    allow(this.failures, "ReadWriteJobState", ["s3:GetObject", "s3:PutObject"], jobObjects);
+    allow(this.failures, "ListJobState", ["s3:ListBucket"], [this.outputBucket.bucketArn]);
+  }
+
+  /** Findings on the Lambda-backed provider CDK adds to configure S3 notifications at deploy time. */
+  private acknowledgeCdkProviders(): void {
+    const stack = Stack.of(this);
+    const notifications = stack.node.tryFindChild("BucketNotificationsHandler050a0587b7544547bf325f094a3db834");
+    if (notifications !== undefined) {
+      const role = notifications.node.findChild("Role");
+      acknowledge(
+        role,
+        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+        "CDK's S3 bucket-notifications handler (a deploy-time custom resource, not part of the data path) uses the basic execution policy for its own logs.",
+      );
+    }
+  }
+}

@@ -1,0 +1,207 @@
+/**
+ * Operations: alarms (dead letters, oldest task), a dashboard (backlog, throughput, fleet size,
+ * errors) and an AWS Budget, all reporting to the lab's email.
+ */
+import { Duration, Stack } from "aws-cdk-lib";
+import * as budgets from "aws-cdk-lib/aws-budgets";
+import * as cloudwatch from "aws-cdk-lib/aws-cloudwatch";
+import * as cwActions from "aws-cdk-lib/aws-cloudwatch-actions";
+import type * as lambda from "aws-cdk-lib/aws-lambda";
+import * as sns from "aws-cdk-lib/aws-sns";
+import * as subscriptions from "aws-cdk-lib/aws-sns-subscriptions";
+import type * as sqs from "aws-cdk-lib/aws-sqs";
+import { Construct } from "constructs";
+import { LAB_TAG_KEY, type PipelineConfig } from "./props.js";
+import type { WorkerFleet } from "./WorkerFleet.js";
+
+export interface PipelineMonitoringProps {
+  readonly config: PipelineConfig;
+  readonly taskQueue: sqs.IQueue;
+  readonly deadLetterQueue: sqs.IQueue;
+  readonly partsQueue: sqs.IQueue;
+  readonly partsDeadLetterQueue: sqs.IQueue;
+  readonly splitterDeadLetterQueue: sqs.IQueue;
+  readonly functions: Readonly<Record<"splitter" | "reducer" | "failures", lambda.IFunction>>;
+  readonly fleet: WorkerFleet;
+}
+
+/** Budget alerts: actual spend past 80% of the limit, forecast spend past 100%. */
+export const BUDGET_THRESHOLDS = [
+  { notificationType: "ACTUAL", threshold: 80 },
+  { notificationType: "FORECASTED", threshold: 100 },
+] as const;
+
+const MINUTE = Duration.minutes(1);
+
+export class PipelineMonitoring extends Construct {
+  /** Every alarm publishes here; `alertEmail`, when set, is subscribed. */
+  public readonly alarmTopic: sns.Topic;
+  /** A chunk failed on every attempt (the failures function consumes the DLQ, so arrivals count too). */
+  public readonly deadLetterAlarm: cloudwatch.Alarm;
+  /** The oldest queued chunk is older than `oldestTaskAlarmAge`: the fleet is not keeping up, or is not running. */
+  public readonly oldestTaskAlarm: cloudwatch.Alarm;
+  /** Part events the reducer failed on every attempt. */
+  public readonly partsDeadLetterAlarm: cloudwatch.Alarm;
+  /** Uploads the splitter failed on after its asynchronous retries. */
+  public readonly splitterDeadLetterAlarm: cloudwatch.Alarm;
+  public readonly dashboard: cloudwatch.Dashboard;
+  /** The monthly budget, when `budgetLimitUsd` is set. */
+  public readonly budget?: budgets.CfnBudget;
+
+  public constructor(scope: Construct, id: string, props: PipelineMonitoringProps) {
+    super(scope, id);
+    const { config } = props;
+    const lab = config.labName;
+
+    this.alarmTopic = new sns.Topic(this, "AlarmTopic", { displayName: `cloudmill ${lab} alarms`, enforceSSL: true });
+    if (config.alertEmail !== undefined) this.alarmTopic.addSubscription(new subscriptions.EmailSubscription(config.alertEmail));
+    const notify = new cwActions.SnsAction(this.alarmTopic);
+
+    const dlqVisible = props.deadLetterQueue.metricApproximateNumberOfMessagesVisible({ period: MINUTE, statistic: "Maximum" });
+    const dlqInFlight = props.deadLetterQueue.metricApproximateNumberOfMessagesNotVisible({ period: MINUTE, statistic: "Maximum" });
+    const dlqReceived = props.deadLetterQueue.metricNumberOfMessagesReceived({ period: MINUTE, statistic: "Sum" });
+    this.deadLetterAlarm = new cloudwatch.Alarm(this, "DeadLetterAlarm", {
+      alarmDescription: `cloudmill ${lab}: a chunk failed on every attempt and reached the dead-letter queue; its job is marked failed`,
+      metric: new cloudwatch.MathExpression({
+        expression: "FILL(visible, 0) + FILL(inFlight, 0) + FILL(received, 0)",
+        usingMetrics: { visible: dlqVisible, inFlight: dlqInFlight, received: dlqReceived },
+        label: "Dead letters",
+        period: MINUTE,
+      }),
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+
+    const oldest = props.taskQueue.metricApproximateAgeOfOldestMessage({ period: MINUTE, statistic: "Maximum" });
+    this.oldestTaskAlarm = new cloudwatch.Alarm(this, "OldestTaskAlarm", {
+      alarmDescription: `cloudmill ${lab}: a chunk has waited more than ${config.oldestTaskAlarmAge.toHumanString()}; the fleet is not keeping up or cannot start`,
+      metric: oldest,
+      threshold: config.oldestTaskAlarmAge.toSeconds(),
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 5,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+
+    const notEmpty = (alarmId: string, queue: sqs.IQueue, what: string): cloudwatch.Alarm =>
+      new cloudwatch.Alarm(this, alarmId, {
+        alarmDescription: `cloudmill ${lab}: ${what}`,
+        metric: queue.metricApproximateNumberOfMessagesVisible({ period: MINUTE, statistic: "Maximum" }),
+        threshold: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluationPeriods: 1,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+    this.partsDeadLetterAlarm = notEmpty("PartsDeadLetterAlarm", props.partsDeadLetterQueue, "the reducer failed on a part event on every attempt");
+    this.splitterDeadLetterAlarm = notEmpty("SplitterDeadLetterAlarm", props.splitterDeadLetterQueue, "the splitter failed on an upload after its retries");
+
+    const alarms = [this.deadLetterAlarm, this.oldestTaskAlarm, this.partsDeadLetterAlarm, this.splitterDeadLetterAlarm];
+    for (const alarm of alarms) alarm.addAlarmAction(notify);
+
+    this.dashboard = this.createDashboard(props, alarms);
+    if (config.budget !== undefined && config.alertEmail !== undefined) this.budget = this.createBudget(config, config.budget, config.alertEmail);
+  }
+
+  private createDashboard(props: PipelineMonitoringProps, alarms: cloudwatch.IAlarm[]): cloudwatch.Dashboard {
+    const { fleet, taskQueue, deadLetterQueue, partsQueue } = props;
+    const stack = Stack.of(this);
+    const max = { period: MINUTE, statistic: "Maximum" } as const;
+    const sum = { period: MINUTE, statistic: "Sum" } as const;
+    const insights = (metricName: string, label: string): cloudwatch.Metric =>
+      new cloudwatch.Metric({
+        namespace: "ECS/ContainerInsights",
+        metricName,
+        dimensionsMap: { ClusterName: fleet.cluster.clusterName, ServiceName: fleet.service.serviceName },
+        label,
+        ...max,
+      });
+    const dashboard = new cloudwatch.Dashboard(this, "Dashboard", {
+      defaultInterval: Duration.hours(3),
+    });
+    dashboard.addWidgets(
+      new cloudwatch.TextWidget({
+        markdown: `# cloudmill — ${props.config.labName}\nStack \`${stack.stackName}\`. Chunks flow: task queue → workers → parts → reducer.`,
+        width: 24,
+        height: 2,
+      }),
+    );
+    dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: "Backlog (chunks)",
+        width: 12,
+        left: [
+          taskQueue.metricApproximateNumberOfMessagesVisible({ ...max, label: "Queued" }),
+          taskQueue.metricApproximateNumberOfMessagesNotVisible({ ...max, label: "In flight" }),
+          deadLetterQueue.metricApproximateNumberOfMessagesVisible({ ...max, label: "Dead letters" }),
+          partsQueue.metricApproximateNumberOfMessagesVisible({ ...max, label: "Part events waiting" }),
+        ],
+        right: [taskQueue.metricApproximateAgeOfOldestMessage({ ...max, label: "Oldest chunk (s)" })],
+      }),
+      new cloudwatch.GraphWidget({
+        title: "Throughput (per minute)",
+        width: 12,
+        left: [
+          taskQueue.metricNumberOfMessagesSent({ ...sum, label: "Chunks queued" }),
+          taskQueue.metricNumberOfMessagesDeleted({ ...sum, label: "Chunks done" }),
+          partsQueue.metricNumberOfMessagesSent({ ...sum, label: "Parts written" }),
+        ],
+        right: [props.functions.reducer.metricInvocations({ ...sum, label: "Reducer invocations" })],
+      }),
+    );
+    dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: "Fleet size",
+        width: 12,
+        left: [
+          insights("DesiredTaskCount", "Workers wanted"),
+          insights("RunningTaskCount", "Workers running"),
+          new cloudwatch.Metric({
+            namespace: "AWS/AutoScaling",
+            metricName: "GroupInServiceInstances",
+            dimensionsMap: { AutoScalingGroupName: fleet.autoScalingGroup.autoScalingGroupName },
+            label: "Instances in service",
+            ...max,
+          }),
+        ],
+      }),
+      new cloudwatch.GraphWidget({
+        title: "Errors",
+        width: 12,
+        left: (["splitter", "reducer", "failures"] as const).map((role) =>
+          props.functions[role].metricErrors({ ...sum, label: `${role} errors` }),
+        ),
+        right: [
+          props.functions.splitter.metricThrottles({ ...sum, label: "splitter throttles" }),
+          deadLetterQueue.metricNumberOfMessagesReceived({ ...sum, label: "Dead letters handled" }),
+        ],
+      }),
+    );
+    dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: "Worker CPU and memory (Container Insights)",
+        width: 12,
+        left: [insights("CpuUtilized", "CPU units used"), insights("CpuReserved", "CPU units reserved")],
+        right: [insights("MemoryUtilized", "Memory used (MiB)"), insights("MemoryReserved", "Memory reserved (MiB)")],
+      }),
+      new cloudwatch.AlarmStatusWidget({ title: "Alarms", width: 12, alarms: [...alarms, fleet.scaleOutAlarm, fleet.scaleInAlarm] }),
+    );
+    return dashboard;
+  }
+
+  private createBudget(config: PipelineConfig, budget: NonNullable<PipelineConfig["budget"]>, email: string): budgets.CfnBudget {
+    return new budgets.CfnBudget(this, "Budget", {
+      budget: {
+        budgetName: `cloudmill-${config.labName}`,
+        budgetType: "COST",
+        timeUnit: "MONTHLY",
+        budgetLimit: { amount: budget.limitUsd, unit: "USD" },
+        ...(budget.scope === "lab" ? { costFilters: { TagKeyValue: [`user:${LAB_TAG_KEY}$${config.labName}`] } } : {}),
+      },
+      notificationsWithSubscribers: BUDGET_THRESHOLDS.map(({ notificationType, threshold }) => ({
+        notification: { notificationType, comparisonOperator: "GREATER_THAN", threshold, thresholdType: "PERCENTAGE" },
+        subscribers: [{ subscriptionType: "EMAIL", address: email }],
+      })),
+    });
+  }
+}

@@ -1,0 +1,360 @@
+/**
+ * The worker fleet: ECS on EC2 (ECS-optimized AL2023 ARM64), an Auto Scaling group capacity provider
+ * with managed scaling and managed termination protection, and a service whose task count follows
+ * the task queue's backlog from zero to the maximum and back to zero.
+ */
+import { Duration, Stack } from "aws-cdk-lib";
+import * as appscaling from "aws-cdk-lib/aws-applicationautoscaling";
+import * as autoscaling from "aws-cdk-lib/aws-autoscaling";
+import * as cloudwatch from "aws-cdk-lib/aws-cloudwatch";
+import * as cwActions from "aws-cdk-lib/aws-cloudwatch-actions";
+import * as ec2 from "aws-cdk-lib/aws-ec2";
+import * as ecs from "aws-cdk-lib/aws-ecs";
+import * as iam from "aws-cdk-lib/aws-iam";
+import * as logs from "aws-cdk-lib/aws-logs";
+import type * as s3 from "aws-cdk-lib/aws-s3";
+import type * as sqs from "aws-cdk-lib/aws-sqs";
+import { Construct } from "constructs";
+import { acknowledge, wildcardActionFinding, wildcardResourceFinding } from "./nag.js";
+import type { PipelineConfig } from "./props.js";
+
+export interface WorkerFleetProps {
+  /** The pipeline's resolved configuration (instance types, spot, sizes, limits). */
+  readonly config: PipelineConfig;
+  /** The queue the workers consume; its backlog drives scaling. */
+  readonly taskQueue: sqs.IQueue;
+  /** The worker container's environment (exactly ROLE_ENV.worker). */
+  readonly environment: Readonly<Record<string, string>>;
+  /** The worker image. */
+  readonly image: ecs.ContainerImage;
+  /** Where VPC flow logs go when the fleet creates its own VPC. */
+  readonly flowLogBucket: s3.IBucket;
+  /**
+   * The VPC to run in.
+   * @default - a new two-AZ VPC with public subnets only and an S3 gateway endpoint
+   */
+  readonly vpc?: ec2.IVpc;
+  /**
+   * Subnets of the VPC for the instances.
+   * @default - the public subnets
+   */
+  readonly vpcSubnets?: ec2.SubnetSelection;
+}
+
+/** Seconds between the worker receiving SIGTERM and SIGKILL: enough to finish or release in-flight chunks. */
+export const WORKER_STOP_TIMEOUT = Duration.seconds(120);
+/** Root volume of each instance (the AL2023 ECS AMI's default size). */
+const ROOT_VOLUME_GIB = 30;
+/**
+ * Scale-out cooldown: about the time an instance needs to boot, join the cluster and start a worker.
+ * Within it, repeated alarms do not add the same capacity twice.
+ */
+const SCALE_OUT_COOLDOWN = Duration.minutes(4);
+
+export class WorkerFleet extends Construct {
+  public readonly vpc: ec2.IVpc;
+  public readonly securityGroup: ec2.SecurityGroup;
+  public readonly instanceRole: iam.Role;
+  public readonly launchTemplate: ec2.LaunchTemplate;
+  public readonly autoScalingGroup: autoscaling.AutoScalingGroup;
+  public readonly cluster: ecs.Cluster;
+  public readonly capacityProvider: ecs.AsgCapacityProvider;
+  public readonly taskRole: iam.Role;
+  public readonly taskDefinition: ecs.Ec2TaskDefinition;
+  public readonly container: ecs.ContainerDefinition;
+  public readonly logGroup: logs.LogGroup;
+  public readonly service: ecs.Ec2Service;
+  public readonly scalableTarget: appscaling.ScalableTarget;
+  /** Adds workers while chunks are waiting (visible ≥ 1). */
+  public readonly scaleOutAlarm: cloudwatch.Alarm;
+  /** Sets the worker count to zero once nothing is visible or in flight for `scaleInAfterIdle`. */
+  public readonly scaleInAlarm: cloudwatch.Alarm;
+  /** Chunks waiting plus chunks in flight on the task queue. */
+  public readonly backlogMetric: cloudwatch.IMetric;
+
+  public constructor(scope: Construct, id: string, props: WorkerFleetProps) {
+    super(scope, id);
+    const { config } = props;
+    const stack = Stack.of(this);
+
+    this.vpc = props.vpc ?? this.createVpc(props.flowLogBucket);
+    const vpcSubnets = props.vpcSubnets ?? { subnetType: ec2.SubnetType.PUBLIC };
+
+    this.securityGroup = new ec2.SecurityGroup(this, "InstanceSecurityGroup", {
+      vpc: this.vpc,
+      description: "cloudmill workers: no inbound traffic; outbound HTTPS to AWS APIs only",
+      allowAllOutbound: false,
+    });
+    this.securityGroup.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), "HTTPS to AWS APIs (S3, SQS, ECS, ECR, CloudWatch Logs)");
+
+    this.instanceRole = new iam.Role(this, "InstanceRole", {
+      assumedBy: new iam.ServicePrincipal("ec2.amazonaws.com"),
+      description: "cloudmill ECS container instances: register with the cluster and nothing else",
+    });
+
+    // IMDSv2 only, one hop: the ECS agent (host network) reaches it, bridge-mode containers cannot,
+    // so a worker can never borrow the instance role.
+    this.launchTemplate = new ec2.LaunchTemplate(this, "LaunchTemplate", {
+      machineImage: ecs.EcsOptimizedImage.amazonLinux2023(ecs.AmiHardwareType.ARM),
+      instanceType: this.usesMixedInstances(config) ? undefined : new ec2.InstanceType(config.instanceTypes[0]!),
+      userData: ec2.UserData.forLinux(),
+      role: this.instanceRole,
+      securityGroup: this.securityGroup,
+      httpTokens: ec2.LaunchTemplateHttpTokens.REQUIRED,
+      httpEndpoint: true,
+      httpPutResponseHopLimit: 1,
+      requireImdsv2: true,
+      blockDevices: [
+        {
+          deviceName: "/dev/xvda",
+          volume: ec2.BlockDeviceVolume.ebs(ROOT_VOLUME_GIB, { encrypted: true, volumeType: ec2.EbsDeviceVolumeType.GP3, deleteOnTermination: true }),
+        },
+      ],
+    });
+
+    this.autoScalingGroup = new autoscaling.AutoScalingGroup(this, "AutoScalingGroup", {
+      vpc: this.vpc,
+      vpcSubnets,
+      minCapacity: 0,
+      maxCapacity: config.maxInstances,
+      ...(this.usesMixedInstances(config)
+        ? {
+            mixedInstancesPolicy: {
+              launchTemplate: this.launchTemplate,
+              launchTemplateOverrides: config.instanceTypes.map((t) => ({ instanceType: new ec2.InstanceType(t) })),
+              instancesDistribution: {
+                onDemandBaseCapacity: 0,
+                onDemandPercentageAboveBaseCapacity: config.spot ? 0 : 100,
+                onDemandAllocationStrategy: autoscaling.OnDemandAllocationStrategy.PRIORITIZED,
+                ...(config.spot ? { spotAllocationStrategy: autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED } : {}),
+              },
+            },
+            capacityRebalance: config.spot,
+          }
+        : { launchTemplate: this.launchTemplate }),
+      groupMetrics: [autoscaling.GroupMetrics.all()],
+    });
+
+    this.cluster = new ecs.Cluster(this, "Cluster", {
+      vpc: this.vpc,
+      containerInsightsV2: ecs.ContainerInsights.ENHANCED,
+    });
+    this.capacityProvider = new ecs.AsgCapacityProvider(this, "CapacityProvider", {
+      autoScalingGroup: this.autoScalingGroup,
+      enableManagedScaling: true,
+      enableManagedTerminationProtection: true,
+      targetCapacityPercent: 100,
+      machineImageType: ecs.MachineImageType.AMAZON_LINUX_2,
+    });
+    this.cluster.addAsgCapacityProvider(this.capacityProvider);
+    if (config.spot) {
+      // A spot interruption notice drains the instance: the agent sets it DRAINING, ECS stops its tasks
+      // (SIGTERM, 120 s to release chunks) and starts replacements elsewhere.
+      this.autoScalingGroup.addUserData("echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> /etc/ecs/ecs.config");
+      this.instanceRole.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: "SpotDraining",
+          actions: ["ecs:UpdateContainerInstancesState"],
+          resources: [this.containerInstancesArn()],
+        }),
+      );
+    }
+
+    this.logGroup = new logs.LogGroup(this, "Logs", { retention: config.logRetention });
+    this.taskRole = new iam.Role(this, "TaskRole", {
+      assumedBy: new iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+      description: "cloudmill worker: read inputs, write parts, consume the task queue, protect itself from scale-in",
+    });
+    this.taskRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: "ConsumeTasks",
+        actions: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
+        resources: [props.taskQueue.queueArn],
+      }),
+    );
+    const tasksArn = this.cluster.arnForTasks("*");
+    this.taskRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: "ScaleInProtection",
+        actions: ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+        resources: [tasksArn],
+      }),
+    );
+
+    this.taskDefinition = new ecs.Ec2TaskDefinition(this, "WorkerTask", {
+      networkMode: ecs.NetworkMode.BRIDGE,
+      taskRole: this.taskRole,
+    });
+    this.container = this.taskDefinition.addContainer("worker", {
+      image: props.image,
+      essential: true,
+      cpu: config.workerVcpus * 1024,
+      memoryLimitMiB: config.workerMemoryMiB,
+      environment: { ...props.environment },
+      logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: "worker" }),
+      stopTimeout: WORKER_STOP_TIMEOUT,
+      linuxParameters: new ecs.LinuxParameters(this, "WorkerLinuxParameters", { initProcessEnabled: true }),
+    });
+
+    this.service = new ecs.Ec2Service(this, "Service", {
+      cluster: this.cluster,
+      taskDefinition: this.taskDefinition,
+      desiredCount: 0,
+      minHealthyPercent: 100,
+      maxHealthyPercent: 200,
+      capacityProviderStrategies: [{ capacityProvider: this.capacityProvider.capacityProviderName, weight: 1 }],
+      placementStrategies: [ecs.PlacementStrategy.packedByCpu()],
+      circuitBreaker: { enable: true, rollback: true },
+      propagateTags: ecs.PropagatedTagSource.SERVICE,
+      enableECSManagedTags: true,
+    });
+    // The capacity provider must be associated with the cluster before the service can use it.
+    this.service.node.addDependency(this.cluster);
+
+    // Scaling on the queue, never on CPU: a busy worker may be idle on CPU while it waits on S3, and
+    // an idle one must not be mistaken for spare capacity mid-chunk.
+    this.scalableTarget = new appscaling.ScalableTarget(this, "WorkerCount", {
+      serviceNamespace: appscaling.ServiceNamespace.ECS,
+      scalableDimension: "ecs:service:DesiredCount",
+      resourceId: `service/${this.cluster.clusterName}/${this.service.serviceName}`,
+      minCapacity: 0,
+      maxCapacity: config.maxWorkers,
+      role: iam.Role.fromRoleArn(
+        this,
+        "ScalingServiceLinkedRole",
+        stack.formatArn({
+          region: "",
+          service: "iam",
+          resource: "role/aws-service-role/ecs.application-autoscaling.amazonaws.com",
+          resourceName: "AWSServiceRoleForApplicationAutoScaling_ECSService",
+        }),
+      ),
+    });
+    this.scalableTarget.node.addDependency(this.service);
+
+    const visible = props.taskQueue.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(1), statistic: "Maximum" });
+    const inFlight = props.taskQueue.metricApproximateNumberOfMessagesNotVisible({ period: Duration.minutes(1), statistic: "Maximum" });
+    this.backlogMetric = new cloudwatch.MathExpression({
+      expression: "FILL(visible, 0) + FILL(inFlight, 0)",
+      usingMetrics: { visible, inFlight },
+      label: "Chunks queued or in flight",
+      period: Duration.minutes(1),
+    });
+
+    // Out: from the first visible chunk. Steps are relative to the threshold of 1 visible message.
+    const scaleOut = new appscaling.StepScalingAction(this, "ScaleOut", {
+      scalingTarget: this.scalableTarget,
+      adjustmentType: appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+      metricAggregationType: appscaling.MetricAggregationType.MAXIMUM,
+      cooldown: SCALE_OUT_COOLDOWN,
+    });
+    scaleOut.addAdjustment({ lowerBound: 0, upperBound: 9, adjustment: 1 });
+    scaleOut.addAdjustment({ lowerBound: 9, upperBound: 99, adjustment: 2 });
+    scaleOut.addAdjustment({ lowerBound: 99, adjustment: config.maxWorkers });
+    this.scaleOutAlarm = new cloudwatch.Alarm(this, "ScaleOutAlarm", {
+      alarmDescription: "cloudmill: chunks are waiting; add workers",
+      metric: visible,
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    this.scaleOutAlarm.addAlarmAction(new cwActions.ApplicationScalingAction(scaleOut));
+
+    // In: to zero, only when nothing is visible or in flight for the whole idle period. Missing data
+    // never counts as idle. Workers protect themselves from scale-in while they hold a chunk.
+    const scaleIn = new appscaling.StepScalingAction(this, "ScaleIn", {
+      scalingTarget: this.scalableTarget,
+      adjustmentType: appscaling.AdjustmentType.EXACT_CAPACITY,
+      metricAggregationType: appscaling.MetricAggregationType.MAXIMUM,
+    });
+    scaleIn.addAdjustment({ upperBound: 0, adjustment: 0 });
+    this.scaleInAlarm = new cloudwatch.Alarm(this, "ScaleInAlarm", {
+      alarmDescription: "cloudmill: no chunk queued or in flight; stop all workers",
+      metric: this.backlogMetric,
+      threshold: 0,
+      comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: config.scaleInAfterIdleMinutes,
+      datapointsToAlarm: config.scaleInAfterIdleMinutes,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    this.scaleInAlarm.addAlarmAction(new cwActions.ApplicationScalingAction(scaleIn));
+
+    this.acknowledgeFindings(config, tasksArn);
+  }
+
+  /** ARNs of this cluster's container instances. */
+  private containerInstancesArn(): string {
+    return Stack.of(this).formatArn({ service: "ecs", resource: "container-instance", resourceName: `${this.cluster.clusterName}/*` });
+  }
+
+  private usesMixedInstances(config: PipelineConfig): boolean {
+    return config.spot || config.instanceTypes.length > 1;
+  }
+
+  private createVpc(flowLogBucket: s3.IBucket): ec2.Vpc {
+    const vpc = new ec2.Vpc(this, "Vpc", {
+      ipAddresses: ec2.IpAddresses.cidr("10.64.0.0/16"),
+      maxAzs: 2,
+      natGateways: 0,
+      subnetConfiguration: [{ name: "workers", subnetType: ec2.SubnetType.PUBLIC, cidrMask: 20 }],
+      gatewayEndpoints: { S3: { service: ec2.GatewayVpcEndpointAwsService.S3 } },
+      restrictDefaultSecurityGroup: true,
+    });
+    vpc.addFlowLog("FlowLog", {
+      destination: ec2.FlowLogDestination.toS3(flowLogBucket, "vpc-flow-logs/"),
+      trafficType: ec2.FlowLogTrafficType.ALL,
+    });
+    return vpc;
+  }
+
+  private acknowledgeFindings(config: PipelineConfig, tasksArn: string): void {
+    acknowledge(
+      this.taskDefinition,
+      "AwsSolutions-ECS2",
+      "The worker's environment holds only resource names and tunables from ROLE_ENV (bucket name, queue URL, timeouts, concurrency, log level); it carries no secrets, so Secrets Manager would add cost and nothing else.",
+    );
+    const taskPolicy = this.taskRole.node.findChild("DefaultPolicy");
+    acknowledge(
+      taskPolicy,
+      wildcardResourceFinding(this, tasksArn),
+      "ecs:UpdateTaskProtection/GetTaskProtection are scoped to tasks of this cluster only; a worker does not know its own task id until it runs, so the task part of the ARN is a wildcard.",
+    );
+    const instancePolicy = this.instanceRole.node.findChild("DefaultPolicy");
+    acknowledge(
+      instancePolicy,
+      wildcardActionFinding("ecs:Submit*"),
+      "Added by aws-ecs for the ECS agent (SubmitTaskStateChange, SubmitContainerStateChange, ...), scoped to this cluster's ARN.",
+    );
+    acknowledge(
+      instancePolicy,
+      "AwsSolutions-IAM5[Resource::*]",
+      "Added by aws-ecs for the ECS agent: ecs:Poll/StartTelemetrySession (conditioned on this cluster), ecs:DiscoverPollEndpoint and ecr:GetAuthorizationToken, which support no resource-level permissions, and agent log writes.",
+    );
+    const executionRole = this.taskDefinition.obtainExecutionRole();
+    acknowledge(
+      executionRole.node.findChild("DefaultPolicy"),
+      "AwsSolutions-IAM5[Resource::*]",
+      "ecr:GetAuthorizationToken, which ECS needs to pull the worker image, supports no resource-level permissions; image pulls themselves are scoped to the asset repository.",
+    );
+    acknowledge(
+      this.autoScalingGroup,
+      "AwsSolutions-AS3",
+      "Scaling events are routine (the fleet returns to zero after every job) and e-mailing each would bury real alarms; fleet size is on the dashboard and every event is in the group's activity history.",
+    );
+    if (config.spot) {
+      acknowledge(
+        instancePolicy,
+        wildcardResourceFinding(this, this.containerInstancesArn()),
+        "Spot draining lets the ECS agent set its own container instance to DRAINING; instance ids are unknown until launch, so the ARN is scoped to this cluster's container instances.",
+      );
+    }
+    if (this.usesMixedInstances(config)) {
+      acknowledge(
+        this.autoScalingGroup,
+        "AwsSolutions-EC26",
+        "The rule cannot follow a launch template inside a MixedInstancesPolicy; the template's only block device is an encrypted gp3 volume (asserted in test/infra/fleet.test.ts).",
+      );
+    }
+  }
+}

@@ -1,0 +1,16 @@
+import { ROLE_ENV, type EnvName, type Role } from "../lib/config/constants.js";
+
+/** A value for every environment variable cloudmill defines; each role picks its own from it. */
+export type EnvValues = Readonly<Record<Exclude<EnvName, "POWERTOOLS_SERVICE_NAME">, string>>;
+
+/** The Powertools service name a role logs under. */
+export const serviceName = (role: Role): string => `cloudmill-${role}`;
+
+/**
+ * Exactly the variables `role` reads (ROLE_ENV), no more: the stack hands each function and the
+ * worker container this map, and a test compares the synthesized template with ROLE_ENV.
+ */
+export const roleEnvironment = (role: Role, values: EnvValues): Record<string, string> => {
+  const all: Record<EnvName, string> = { ...values, POWERTOOLS_SERVICE_NAME: serviceName(role) };
+  return Object.fromEntries(ROLE_ENV[role].map((name) => [name, all[name]]));
+};

@@ -1,0 +1,18 @@
+export { CloudmillPipeline, REPO_ROOT } from "./CloudmillPipeline.js";
+export { CloudmillStack, STACK_OUTPUTS, type CloudmillStackProps } from "./CloudmillStack.js";
+export { PipelineMonitoring, BUDGET_THRESHOLDS, type PipelineMonitoringProps } from "./PipelineMonitoring.js";
+export { WorkerFleet, WORKER_STOP_TIMEOUT, type WorkerFleetProps } from "./WorkerFleet.js";
+export { readCloudmillContext, stackNameFor, DEFAULT_LAB, CONTEXT_KEYS, type CloudmillContext, type ContextKey } from "./context.js";
+export { roleEnvironment, serviceName, type EnvValues } from "./environment.js";
+export {
+  CloudmillConfigError,
+  resolvePipelineConfig,
+  LAB_TAG_KEY,
+  LAB_NAME_PATTERN,
+  BUDGET_SCOPES,
+  LOG_LEVELS,
+  type CloudmillPipelineProps,
+  type PipelineConfig,
+  type BudgetScope,
+  type LogLevel,
+} from "./props.js";

@@ -1,0 +1,126 @@
+/** Configuration: cdk.json and `-c` context → props, and the exact one-line refusals of bad values. */
+import { App, CfnResource, Duration, RemovalPolicy, Stack } from "aws-cdk-lib";
+import { RetentionDays } from "aws-cdk-lib/aws-logs";
+import { describe, expect, it } from "vitest";
+import { DEFAULTS } from "../../lib/config/constants.js";
+import { CloudmillPipeline } from "../../infra/CloudmillPipeline.js";
+import { DEFAULT_LAB, readCloudmillContext } from "../../infra/context.js";
+import { CloudmillConfigError, resolvePipelineConfig, type CloudmillPipelineProps } from "../../infra/props.js";
+import { cdkJsonContext } from "./synth.js";
+
+const read = (overrides: Record<string, unknown> = {}) => {
+  const context: Record<string, unknown> = { ...cdkJsonContext(), ...overrides };
+  return readCloudmillContext((key) => context[key]);
+};
+const resolve = (props: Partial<CloudmillPipelineProps>) => resolvePipelineConfig({ labName: "lab", ...props });
+
+describe("context (cdk.json, -c key=value)", () => {
+  it("ships defaults that synthesize a preview of lab 'default' on a fresh clone", () => {
+    const c = read();
+    expect(c).toMatchObject({ lab: DEFAULT_LAB, stackName: "Cloudmill-default", preview: true });
+    expect(c.props).toMatchObject({
+      labName: "default",
+      instanceTypes: ["m7g.large"],
+      spot: false,
+      maxInstances: 4,
+      defaultChunkSize: 16 * 1024 * 1024,
+      maxAttempts: 3,
+      workRetentionDays: 7,
+      logRetention: RetentionDays.ONE_MONTH,
+    });
+    // No alertEmail in cdk.json: the preview has no budget, and says so.
+    expect(c.props.budgetLimitUsd).toBeUndefined();
+    expect(c.warnings.join("\n")).toContain("no budget is created");
+  });
+
+  it("names the stack after the lab and takes -c values as strings", () => {
+    const c = read({
+      lab: "genomics",
+      alertEmail: "pi@lab.example.org",
+      spot: "true",
+      instanceTypes: "m7g.large, c7g.large",
+      maxInstances: "8",
+      chunkSize: "64MiB",
+      budgetLimitUsd: "250.5",
+      logRetentionDays: "90",
+      outputRemoval: "destroy",
+      extraInputBuckets: '["a-bucket","b.bucket"]',
+    });
+    expect(c).toMatchObject({ lab: "genomics", stackName: "Cloudmill-genomics", preview: false, warnings: [] });
+    expect(c.props).toMatchObject({
+      spot: true,
+      instanceTypes: ["m7g.large", "c7g.large"],
+      maxInstances: 8,
+      defaultChunkSize: 64 * 1024 * 1024,
+      budgetLimitUsd: 250.5,
+      alertEmail: "pi@lab.example.org",
+      logRetention: RetentionDays.THREE_MONTHS,
+      outputRemovalPolicy: RemovalPolicy.DESTROY,
+      extraInputBuckets: ["a-bucket", "b.bucket"],
+    });
+  });
+
+  it("lets a named lab opt out of the budget with budgetLimitUsd=0", () => {
+    expect(read({ lab: "genomics", budgetLimitUsd: "0" }).props.budgetLimitUsd).toBeUndefined();
+  });
+
+  it.each([
+    [{ lab: "genomics" }, 'cloudmill: context "alertEmail" is required with a budget (budgetLimitUsd=100): pass -c alertEmail=<address>, or -c budgetLimitUsd=0 for no budget'],
+    [{ lab: "Genomics Lab" }, `cloudmill: context "lab" must be 1 to 32 lowercase letters, digits or '-', starting and ending with a letter or digit, got "Genomics Lab"`],
+    [{ maxInstances: "four" }, 'cloudmill: context "maxInstances" must be a whole number, got "four"'],
+    [{ spot: "yes" }, 'cloudmill: context "spot" must be true or false, got "yes"'],
+    [{ chunkSize: "2GiB" }, 'cloudmill: context "chunkSize" must be a size from 1 byte to 1GiB, e.g. 16MiB, got "2GiB"'],
+    [{ logRetentionDays: 31 }, 'cloudmill: context "logRetentionDays" must be one of CloudWatch Logs\' retention periods'],
+    [{ budgetScope: "team" }, 'cloudmill: context "budgetScope" must be one of lab, account, got "team"'],
+    [{ outputRemoval: "keep" }, 'cloudmill: context "outputRemoval" must be retain or destroy, got "keep"'],
+  ])("refuses %j with one line", (overrides, message) => {
+    expect(() => read(overrides)).toThrow(CloudmillConfigError);
+    expect(() => read(overrides)).toThrow(message);
+  });
+});
+
+describe("CloudmillPipeline props", () => {
+  it("defaults to a small on-demand Graviton fleet, sized one worker per instance", () => {
+    expect(resolve({})).toMatchObject({
+      instanceTypes: ["m7g.large"],
+      spot: false,
+      maxInstances: 4,
+      workerVcpus: 2,
+      workerMemoryMiB: 3072,
+      maxWorkers: 4,
+      defaultChunkSize: DEFAULTS.chunkSize,
+      maxAttempts: DEFAULTS.maxAttempts,
+      inputRemovalPolicy: RemovalPolicy.DESTROY,
+      outputRemovalPolicy: RemovalPolicy.RETAIN,
+      budget: undefined,
+      scaleInAfterIdleMinutes: 5,
+    });
+  });
+
+  it.each<[Partial<CloudmillPipelineProps>, string]>([
+    [{ spot: true, instanceTypes: [] }, "cloudmill: spot needs at least one instance type in instanceTypes"],
+    [{ instanceTypes: [] }, "cloudmill: instanceTypes must name at least one instance type"],
+    [{ budgetLimitUsd: 100 }, "cloudmill: budgetLimitUsd needs alertEmail: a budget alert must go to someone"],
+    [{ budgetLimitUsd: -5, alertEmail: "a@b.org" }, "cloudmill: budgetLimitUsd must be a positive amount of USD, got -5"],
+    [{ alertEmail: "not-an-email" }, 'cloudmill: alertEmail must be an email address, got "not-an-email"'],
+    [{ instanceTypes: ["m7i.large"] }, 'cloudmill: instance type "m7i.large" is not ARM64 (Graviton); workers run the ARM64 ECS-optimized AMI'],
+    [{ instanceTypes: ["m7g.metal"] }, 'cloudmill: cannot tell the vCPUs of "m7g.metal" from its name; set workerVcpus'],
+    [{ instanceTypes: ["m7g.large"], workerVcpus: 4 }, "cloudmill: workerVcpus (4) exceeds the 2 vCPUs of m7g.large; a worker must fit on every instance type"],
+    [{ maxInstances: 0 }, "cloudmill: maxInstances must be a whole number from 1 to 100, got 0"],
+    [{ maxAttempts: 1001 }, "cloudmill: maxAttempts must be a whole number from 1 to 1000, got 1001"],
+    [{ visibilityTimeout: Duration.seconds(30) }, "cloudmill: visibilityTimeout must be from 60 to 43200 seconds (at least twice the worker heartbeat of 30s), got 30"],
+    [{ jobDeadline: Duration.days(5) }, "cloudmill: jobDeadline must be from 60 to 345600 seconds (the task queue's retention), got 432000"],
+    [{ extraInputBuckets: ["Not_A_Bucket"] }, 'cloudmill: extraInputBuckets: "Not_A_Bucket" is not an S3 bucket name'],
+    [{ labName: "-lab" }, `cloudmill: labName must be 1 to 32 lowercase letters, digits or '-', starting and ending with a letter or digit; got "-lab"`],
+  ])("refuses %j with an exact message", (props, message) => {
+    expect(() => resolve(props)).toThrow(new CloudmillConfigError(message.replace(/^cloudmill: /, "")));
+  });
+
+  it("refuses before building anything, when constructed in a stack", () => {
+    const stack = new Stack(new App(), "Refused");
+    expect(() => new CloudmillPipeline(stack, "Pipeline", { labName: "lab", spot: true, instanceTypes: [] })).toThrow(
+      "cloudmill: spot needs at least one instance type in instanceTypes",
+    );
+    expect(stack.node.findAll().filter((c) => CfnResource.isCfnResource(c))).toEqual([]);
+  });
+});

@@ -1,0 +1,237 @@
+import { beforeAll, describe, expect, it } from "vitest";
+import { readFileSync, readdirSync } from "node:fs";
+import * as path from "node:path";
+import type { Template } from "aws-cdk-lib/assertions";
+import { LAB_CONTEXT, SPOT_CONTEXT, flat, grantsOf, resource, synth, type Synthesized } from "./synth.js";
+
+describe("worker fleet", () => {
+  let lab: Synthesized;
+  let template: Template;
+  let spot: Template;
+  beforeAll(() => {
+    lab = synth(LAB_CONTEXT);
+    template = lab.template;
+    spot = synth(SPOT_CONTEXT).template;
+  });
+
+  const props = (t: Template, type: string, prefix: string) => resource(t, type, prefix).resource.Properties!;
+
+  describe("network: no NAT, no inbound", () => {
+    it("has public subnets only, no NAT gateway, and an S3 gateway endpoint", () => {
+      template.resourceCountIs("AWS::EC2::NatGateway", 0);
+      template.resourceCountIs("AWS::EC2::Subnet", 2);
+      template.hasResourceProperties("AWS::EC2::VPCEndpoint", {
+        VpcEndpointType: "Gateway",
+        ServiceName: { "Fn::Join": ["", ["com.amazonaws.", { Ref: "AWS::Region" }, ".s3"]] },
+      });
+    });
+
+    it("lets instances accept no inbound traffic and send only HTTPS", () => {
+      const sg = props(template, "AWS::EC2::SecurityGroup", "PipelineWorkersInstanceSecurityGroup");
+      expect(sg["SecurityGroupIngress"]).toBeUndefined();
+      expect(sg["SecurityGroupEgress"]).toEqual([expect.objectContaining({ CidrIp: "0.0.0.0/0", IpProtocol: "tcp", FromPort: 443, ToPort: 443 })]);
+      template.resourceCountIs("AWS::EC2::SecurityGroupIngress", 0);
+    });
+
+    it("logs VPC flows to the log bucket", () => {
+      const logBucket = resource(template, "AWS::S3::Bucket", "PipelineLogBucket").id;
+      expect(flat(props(template, "AWS::EC2::FlowLog", "PipelineWorkersVpcFlowLog")["LogDestination"])).toBe(`<${logBucket}>/vpc-flow-logs/`);
+    });
+  });
+
+  describe("instances", () => {
+    it("boot the ECS-optimized Amazon Linux 2023 ARM64 AMI (resolved at deploy time)", () => {
+      const imageId = (props(template, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate")["LaunchTemplateData"] as { ImageId: { Ref: string } }).ImageId.Ref;
+      expect(template.toJSON().Parameters[imageId]).toMatchObject({
+        Type: "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+        Default: "/aws/service/ecs/optimized-ami/amazon-linux-2023/arm64/recommended/image_id",
+      });
+    });
+
+    it("require IMDSv2 with a hop limit of 1, so containers cannot reach the instance role", () => {
+      for (const t of [template, spot]) {
+        expect(props(t, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate")["LaunchTemplateData"]).toMatchObject({
+          MetadataOptions: { HttpTokens: "required", HttpPutResponseHopLimit: 1, HttpEndpoint: "enabled" },
+        });
+      }
+    });
+
+    it("encrypt their root volume", () => {
+      for (const t of [template, spot]) {
+        expect(props(t, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate")["LaunchTemplateData"]).toMatchObject({
+          BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { Encrypted: true, VolumeType: "gp3" } }],
+        });
+      }
+    });
+
+    it("scale from 0 to maxInstances, protected from scale-in for the capacity provider", () => {
+      expect(props(template, "AWS::AutoScaling::AutoScalingGroup", "PipelineWorkers")).toMatchObject({
+        MinSize: "0",
+        MaxSize: "4",
+        NewInstancesProtectedFromScaleIn: true,
+      });
+      expect(props(spot, "AWS::AutoScaling::AutoScalingGroup", "PipelineWorkers")).toMatchObject({ MinSize: "0", MaxSize: "3" });
+    });
+
+    it("run on demand, one instance type, when spot is off", () => {
+      const asg = props(template, "AWS::AutoScaling::AutoScalingGroup", "PipelineWorkers");
+      expect(asg["MixedInstancesPolicy"]).toBeUndefined();
+      expect(asg["LaunchTemplate"]).toBeDefined();
+      expect(props(template, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate")["LaunchTemplateData"]).toMatchObject({ InstanceType: "m7g.large" });
+    });
+
+    it("run on spot over every listed type, price-capacity-optimized, rebalancing, with ECS spot draining, when spot is on", () => {
+      const asg = props(spot, "AWS::AutoScaling::AutoScalingGroup", "PipelineWorkers");
+      expect(asg).toMatchObject({
+        CapacityRebalance: true,
+        MixedInstancesPolicy: {
+          InstancesDistribution: { OnDemandBaseCapacity: 0, OnDemandPercentageAboveBaseCapacity: 0, SpotAllocationStrategy: "price-capacity-optimized" },
+          LaunchTemplate: { Overrides: [{ InstanceType: "m7g.large" }, { InstanceType: "c7g.xlarge" }] },
+        },
+      });
+      const userData = JSON.stringify(props(spot, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate")["LaunchTemplateData"]);
+      expect(userData).toContain("ECS_ENABLE_SPOT_INSTANCE_DRAINING=true");
+      const cluster = resource(spot, "AWS::ECS::Cluster", "PipelineWorkersCluster").id;
+      expect(grantsOf(spot, "PipelineWorkersInstanceRole")["ecs:UpdateContainerInstancesState"]).toEqual([
+        `arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:container-instance/<${cluster}>/*`,
+      ]);
+      expect(grantsOf(template, "PipelineWorkersInstanceRole")["ecs:UpdateContainerInstancesState"]).toBeUndefined();
+      expect(JSON.stringify(props(template, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate"))).not.toContain("SPOT");
+    });
+  });
+
+  describe("cluster and service", () => {
+    it("turns on Container Insights with enhanced observability (per-container CPU, memory, disk, network)", () => {
+      template.hasResourceProperties("AWS::ECS::Cluster", { ClusterSettings: [{ Name: "containerInsights", Value: "enhanced" }] });
+    });
+
+    it("uses an Auto Scaling group capacity provider with managed scaling and managed termination protection", () => {
+      const cp = resource(template, "AWS::ECS::CapacityProvider", "PipelineWorkersCapacityProvider");
+      expect(cp.resource.Properties).toMatchObject({
+        AutoScalingGroupProvider: {
+          AutoScalingGroupArn: { Ref: resource(template, "AWS::AutoScaling::AutoScalingGroup", "PipelineWorkers").id },
+          ManagedScaling: { Status: "ENABLED", TargetCapacity: 100 },
+          ManagedTerminationProtection: "ENABLED",
+        },
+      });
+      template.hasResourceProperties("AWS::ECS::ClusterCapacityProviderAssociations", { CapacityProviders: [{ Ref: cp.id }] });
+    });
+
+    it("runs the worker service on that capacity provider, starting at zero tasks, after the provider is associated", () => {
+      const service = resource(template, "AWS::ECS::Service", "PipelineWorkersService");
+      const cp = resource(template, "AWS::ECS::CapacityProvider", "PipelineWorkersCapacityProvider").id;
+      expect(service.resource.Properties).toMatchObject({ DesiredCount: 0, CapacityProviderStrategy: [{ CapacityProvider: { Ref: cp }, Weight: 1 }] });
+      const association = resource(template, "AWS::ECS::ClusterCapacityProviderAssociations", "PipelineWorkersCluster").id;
+      expect(service.resource.DependsOn).toContain(association);
+    });
+
+    it("runs the image built from worker/Dockerfile, sized to the instance, stopping gracefully in 120 s", () => {
+      const td = props(template, "AWS::ECS::TaskDefinition", "PipelineWorkersWorkerTask");
+      expect(td).toMatchObject({ NetworkMode: "bridge", RequiresCompatibilities: ["EC2"] });
+      expect((td["ContainerDefinitions"] as unknown[])[0]).toMatchObject({
+        Name: "worker",
+        Cpu: 2048,
+        Memory: 3072,
+        StopTimeout: 120,
+        Essential: true,
+        LinuxParameters: { InitProcessEnabled: true },
+        LogConfiguration: { LogDriver: "awslogs" },
+        Image: { "Fn::Sub": expect.stringContaining("container-assets") },
+      });
+    });
+
+    it("builds that image from the repository root with worker/Dockerfile for linux/arm64, without node_modules, cdk.out or tests", () => {
+      const { app, stack } = lab;
+      const manifest = JSON.parse(readFileSync(path.join(app.outdir, `${stack.artifactId}.assets.json`), "utf8")) as {
+        dockerImages: Record<string, { source: { directory: string; dockerFile: string; platform: string } }>;
+      };
+      const images = Object.values(manifest.dockerImages);
+      expect(images).toHaveLength(1);
+      expect(images[0]!.source).toMatchObject({ dockerFile: "worker/Dockerfile", platform: "linux/arm64" });
+      const staged = readdirSync(path.join(app.outdir, images[0]!.source.directory));
+      expect(staged).toEqual(expect.arrayContaining(["package.json", "package-lock.json", "tsconfig.build.json", "lib", "worker", "functions"]));
+      for (const excluded of ["node_modules", "dist", "cdk.out", ".git", "coverage", ".bench", "test", "docs"]) expect(staged).not.toContain(excluded);
+    });
+
+    it("gives a worker all vCPUs of the smallest type, and lets the fleet hold as many as fit", () => {
+      const td = props(spot, "AWS::ECS::TaskDefinition", "PipelineWorkersWorkerTask");
+      expect((td["ContainerDefinitions"] as unknown[])[0]).toMatchObject({ Cpu: 2048, Memory: 3072 });
+      // 3 instances × (4 vCPUs of c7g.xlarge / 2 per worker)
+      expect(props(spot, "AWS::ApplicationAutoScaling::ScalableTarget", "PipelineWorkersWorkerCount")).toMatchObject({ MinCapacity: 0, MaxCapacity: 6 });
+    });
+  });
+
+  describe("scaling on the task queue's backlog", () => {
+    const alarm = (prefix: string) => props(template, "AWS::CloudWatch::Alarm", prefix);
+    const policy = (prefix: string) => resource(template, "AWS::ApplicationAutoScaling::ScalingPolicy", prefix);
+    const taskQueue = () => resource(template, "AWS::SQS::Queue", "PipelineTaskQueue").id;
+
+    it("scales the service between 0 and maxWorkers through the ECS service-linked role", () => {
+      expect(props(template, "AWS::ApplicationAutoScaling::ScalableTarget", "PipelineWorkersWorkerCount")).toMatchObject({
+        MinCapacity: 0,
+        MaxCapacity: 4,
+        ScalableDimension: "ecs:service:DesiredCount",
+        ServiceNamespace: "ecs",
+      });
+    });
+
+    it("never scales on CPU: two step policies, no target tracking", () => {
+      template.resourceCountIs("AWS::ApplicationAutoScaling::ScalingPolicy", 2);
+      for (const p of Object.values(template.findResources("AWS::ApplicationAutoScaling::ScalingPolicy"))) {
+        expect(p["Properties"]["PolicyType"]).toBe("StepScaling");
+      }
+      expect(JSON.stringify(template.findResources("AWS::CloudWatch::Alarm"))).not.toContain("CPUUtilization");
+    });
+
+    it("starts a worker for the first visible chunk", () => {
+      const out = policy("PipelineWorkersScaleOut");
+      expect(alarm("PipelineWorkersScaleOutAlarm")).toMatchObject({
+        Namespace: "AWS/SQS",
+        MetricName: "ApproximateNumberOfMessagesVisible",
+        Dimensions: [{ Name: "QueueName", Value: { "Fn::GetAtt": [taskQueue(), "QueueName"] } }],
+        Statistic: "Maximum",
+        Period: 60,
+        Threshold: 1,
+        ComparisonOperator: "GreaterThanOrEqualToThreshold",
+        EvaluationPeriods: 1,
+        AlarmActions: [{ Ref: out.id }],
+      });
+      expect(out.resource.Properties).toMatchObject({
+        StepScalingPolicyConfiguration: {
+          AdjustmentType: "ChangeInCapacity",
+          // Bounds are relative to the threshold of 1: the first step covers 1..9 visible chunks.
+          StepAdjustments: [
+            { MetricIntervalLowerBound: 0, MetricIntervalUpperBound: 9, ScalingAdjustment: 1 },
+            { MetricIntervalLowerBound: 9, MetricIntervalUpperBound: 99, ScalingAdjustment: 2 },
+            { MetricIntervalLowerBound: 99, ScalingAdjustment: 4 },
+          ],
+        },
+      });
+    });
+
+    it("goes back to zero only when nothing is visible or in flight for five minutes", () => {
+      const scaleIn = policy("PipelineWorkersScaleIn");
+      expect(scaleIn.resource.Properties).toMatchObject({
+        StepScalingPolicyConfiguration: { AdjustmentType: "ExactCapacity", StepAdjustments: [{ MetricIntervalUpperBound: 0, ScalingAdjustment: 0 }] },
+      });
+      const a = alarm("PipelineWorkersScaleInAlarm");
+      expect(a).toMatchObject({
+        Threshold: 0,
+        ComparisonOperator: "LessThanOrEqualToThreshold",
+        EvaluationPeriods: 5,
+        DatapointsToAlarm: 5,
+        TreatMissingData: "notBreaching",
+        AlarmActions: [{ Ref: scaleIn.id }],
+      });
+      const metrics = a["Metrics"] as { Id: string; Expression?: string; MetricStat?: { Metric: { MetricName: string; Dimensions: unknown } } }[];
+      expect(metrics.find((m) => m.Expression)?.Expression).toBe("FILL(visible, 0) + FILL(inFlight, 0)");
+      expect(metrics.filter((m) => m.MetricStat).map((m) => [m.Id, m.MetricStat!.Metric.MetricName])).toEqual([
+        ["visible", "ApproximateNumberOfMessagesVisible"],
+        ["inFlight", "ApproximateNumberOfMessagesNotVisible"],
+      ]);
+      for (const m of metrics.filter((x) => x.MetricStat)) {
+        expect(m.MetricStat!.Metric.Dimensions).toEqual([{ Name: "QueueName", Value: { "Fn::GetAtt": [taskQueue(), "QueueName"] } }]);
+      }
+    });
+  });
+});

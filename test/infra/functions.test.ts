@@ -1,0 +1,199 @@
+import { readFileSync } from "node:fs";
+import * as path from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { Match, type Template } from "aws-cdk-lib/assertions";
+import { PART_SUFFIX, WORK_PREFIX } from "../../lib/config/keys.js";
+import { LAB_CONTEXT, SPOT_CONTEXT, actionsOf, grantsOf, resource, statementsOf, synth, type Synthesized } from "./synth.js";
+
+const FUNCTIONS = ["Splitter", "Reducer", "Failures"] as const;
+
+describe("functions", () => {
+  let lab: Synthesized;
+  let template: Template;
+  let spot: Template;
+  beforeAll(() => {
+    lab = synth(LAB_CONTEXT, {}, { bundle: true });
+    template = lab.template;
+    spot = synth(SPOT_CONTEXT).template;
+  });
+
+  const fn = (name: string) => resource(template, "AWS::Lambda::Function", `Pipeline${name}`);
+
+  it.each(FUNCTIONS)("%s runs Node.js 22 on ARM64 with its own log group kept logRetentionDays", (name) => {
+    const { resource: f } = fn(name);
+    expect(f.Properties).toMatchObject({ Runtime: "nodejs22.x", Architectures: ["arm64"], Handler: "index.handler" });
+    const logGroup = (f.Properties!["LoggingConfig"] as { LogGroup: { Ref: string } }).LogGroup.Ref;
+    expect(template.toJSON().Resources[logGroup]).toMatchObject({ Type: "AWS::Logs::LogGroup", Properties: { RetentionInDays: 30 }, DeletionPolicy: "Delete" });
+  });
+
+  it("keeps logs as long as asked", () => {
+    for (const lg of Object.values(spot.findResources("AWS::Logs::LogGroup"))) expect(lg["Properties"]).toMatchObject({ RetentionInDays: 14 });
+  });
+
+  it.each(FUNCTIONS)("%s is an esbuild ESM bundle with the createRequire banner, exporting handler", (name) => {
+    const key = (fn(name).resource.Properties!["Code"] as { S3Key: string }).S3Key;
+    const bundle = readFileSync(path.join(lab.app.outdir, `asset.${key.replace(/\.zip$/, "")}`, "index.mjs"), "utf8");
+    expect(bundle.startsWith("import { createRequire } from 'module'; const require = createRequire(import.meta.url);")).toBe(true);
+    expect(bundle).toMatch(/export\s*\{[^}]*handler/);
+  });
+
+  it.each(FUNCTIONS)("%s has a role with no AWS managed policy", (name) => {
+    const role = resource(template, "AWS::IAM::Role", `Pipeline${name}Role`).resource;
+    expect(role.Properties!["ManagedPolicyArns"]).toBeUndefined();
+  });
+
+  it("starts the splitter on every object created in the input bucket, whatever its key", () => {
+    const input = resource(template, "AWS::S3::Bucket", "PipelineInputBucket").id;
+    template.hasResourceProperties("Custom::S3BucketNotifications", {
+      BucketName: { Ref: input },
+      NotificationConfiguration: {
+        LambdaFunctionConfigurations: [{ Events: ["s3:ObjectCreated:*"], LambdaFunctionArn: { "Fn::GetAtt": [fn("Splitter").id, "Arn"] } }],
+      },
+    });
+    template.hasResourceProperties("AWS::Lambda::Permission", {
+      Action: "lambda:InvokeFunction",
+      FunctionName: { "Fn::GetAtt": [fn("Splitter").id, "Arn"] },
+      Principal: "s3.amazonaws.com",
+      SourceAccount: { Ref: "AWS::AccountId" },
+      SourceArn: { "Fn::GetAtt": [input, "Arn"] },
+    });
+  });
+
+  it("sends part objects created in the output bucket, and nothing else, to the parts queue", () => {
+    const output = resource(template, "AWS::S3::Bucket", "PipelineOutputBucket").id;
+    const parts = resource(template, "AWS::SQS::Queue", "PipelinePartsQueue").id;
+    template.hasResourceProperties("Custom::S3BucketNotifications", {
+      BucketName: { Ref: output },
+      NotificationConfiguration: {
+        QueueConfigurations: [
+          {
+            Events: ["s3:ObjectCreated:*"],
+            Filter: { Key: { FilterRules: Match.arrayEquals([{ Name: "suffix", Value: PART_SUFFIX }, { Name: "prefix", Value: WORK_PREFIX }]) } },
+            QueueArn: { "Fn::GetAtt": [parts, "Arn"] },
+          },
+        ],
+      },
+    });
+  });
+
+  it("feeds the reducer from the parts queue in batches, reporting item failures, with bounded concurrency", () => {
+    template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
+      EventSourceArn: { "Fn::GetAtt": [resource(template, "AWS::SQS::Queue", "PipelinePartsQueue").id, "Arn"] },
+      FunctionName: { Ref: fn("Reducer").id },
+      BatchSize: 100,
+      MaximumBatchingWindowInSeconds: 5,
+      FunctionResponseTypes: ["ReportBatchItemFailures"],
+      ScalingConfig: { MaximumConcurrency: 10 },
+    });
+  });
+
+  it("feeds the failures function from the task dead-letter queue", () => {
+    template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
+      EventSourceArn: { "Fn::GetAtt": [resource(template, "AWS::SQS::Queue", "PipelineDeadLetterQueue").id, "Arn"] },
+      FunctionName: { Ref: fn("Failures").id },
+      FunctionResponseTypes: ["ReportBatchItemFailures"],
+      ScalingConfig: { MaximumConcurrency: 2 },
+    });
+    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 2);
+  });
+
+  it("sends uploads the splitter failed on, after two retries, to its dead-letter queue", () => {
+    expect(fn("Splitter").resource.Properties!["DeadLetterConfig"]).toEqual({
+      TargetArn: { "Fn::GetAtt": [resource(template, "AWS::SQS::Queue", "PipelineSplitterDeadLetterQueue").id, "Arn"] },
+    });
+    template.hasResourceProperties("AWS::Lambda::EventInvokeConfig", { FunctionName: { Ref: fn("Splitter").id }, MaximumRetryAttempts: 2 });
+  });
+});
+
+describe("least privilege", () => {
+  let template: Template;
+  let spot: Template;
+  let input: string;
+  let output: string;
+  beforeAll(() => {
+    template = synth(LAB_CONTEXT, {}, { bundle: true }).template;
+    spot = synth(SPOT_CONTEXT).template;
+    input = `<${resource(template, "AWS::S3::Bucket", "PipelineInputBucket").id}>`;
+    output = `<${resource(template, "AWS::S3::Bucket", "PipelineOutputBucket").id}>`;
+  });
+  const q = (t: Template, prefix: string) => `<${resource(t, "AWS::SQS::Queue", prefix).id}>`;
+  const jobKeys = () => [`${output}/*/result.json`, `${output}/*/status.json`, `${output}/_jobs/*`, `${output}/_work/*`].sort();
+
+  it("grants no wildcard action and no s3:* or sqs:* anywhere", () => {
+    for (const policy of Object.values(template.findResources("AWS::IAM::Policy"))) {
+      for (const s of (policy["Properties"] as { PolicyDocument: { Statement: Parameters<typeof actionsOf>[0][] } }).PolicyDocument.Statement) {
+        for (const action of actionsOf(s)) {
+          expect(action).not.toBe("*");
+          expect(action).not.toMatch(/^(s3|sqs|ecs|logs|lambda|iam):\*$/);
+          // The one wildcard action is aws-ecs's ecs:Submit* for the ECS agent, on the cluster only (acknowledged in nag).
+          if (action.includes("*")) expect(action).toBe("ecs:Submit*");
+        }
+      }
+    }
+  });
+
+  it("splitter: read inputs and specs, list inputs, read/write job state, queue chunks", () => {
+    expect(grantsOf(template, "PipelineSplitterRole")).toEqual({
+      "logs:CreateLogStream": [`<${resource(template, "AWS::Logs::LogGroup", "PipelineSplitterLogs").id}>`],
+      "logs:PutLogEvents": [`<${resource(template, "AWS::Logs::LogGroup", "PipelineSplitterLogs").id}>`],
+      "s3:GetObject": [`${input}/*`, ...jobKeys()].sort(),
+      "s3:ListBucket": [input],
+      "s3:PutObject": jobKeys(),
+      "sqs:SendMessage": [q(template, "PipelineSplitterDeadLetterQueue"), q(template, "PipelineTaskQueue")].sort(),
+    });
+  });
+
+  it("worker: read inputs, read and write _work/ and status.json (never result.json), consume the task queue, protect its own task", () => {
+    const grants = grantsOf(template, "PipelineWorkersTaskRole");
+    const cluster = resource(template, "AWS::ECS::Cluster", "PipelineWorkersCluster").id;
+    expect(grants).toEqual({
+      "s3:GetObject": [`${input}/*`, `${output}/*/status.json`, `${output}/_work/*`],
+      "s3:PutObject": [`${output}/*/status.json`, `${output}/_work/*`],
+      "sqs:ReceiveMessage": [q(template, "PipelineTaskQueue")],
+      "sqs:DeleteMessage": [q(template, "PipelineTaskQueue")],
+      "sqs:ChangeMessageVisibility": [q(template, "PipelineTaskQueue")],
+      "sqs:GetQueueAttributes": [q(template, "PipelineTaskQueue")],
+      "ecs:UpdateTaskProtection": [`arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/<${cluster}>/*`],
+      "ecs:GetTaskProtection": [`arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/<${cluster}>/*`],
+    });
+  });
+
+  it("reducer: list _work/ only, read and write job state and results, consume the parts queue", () => {
+    const grants = grantsOf(template, "PipelineReducerRole");
+    expect(grants["s3:GetObject"]).toEqual(jobKeys());
+    expect(grants["s3:PutObject"]).toEqual(jobKeys());
+    expect(grants["s3:ListBucket"]).toEqual([output]);
+    const list = statementsOf(template, "PipelineReducerRole").find((s) => s.Sid === "ListWork");
+    expect(list?.Condition).toEqual({ StringLike: { "s3:prefix": [`${WORK_PREFIX}*`] } });
+    expect(grants["sqs:ReceiveMessage"]).toEqual([q(template, "PipelinePartsQueue")]);
+    expect(Object.keys(grants).filter((a) => a.startsWith("s3:")).sort()).toEqual(["s3:GetObject", "s3:ListBucket", "s3:PutObject"]);
+    expect(Object.keys(grants).filter((a) => a.startsWith("sqs:")).every((a) => grants[a]!.every((r) => r === q(template, "PipelinePartsQueue")))).toBe(true);
+  });
+
+  it("failures: read/write job state, list the output bucket, consume the dead-letter queue", () => {
+    const grants = grantsOf(template, "PipelineFailuresRole");
+    expect(grants["s3:GetObject"]).toEqual(jobKeys());
+    expect(grants["s3:PutObject"]).toEqual(jobKeys());
+    expect(grants["s3:ListBucket"]).toEqual([output]);
+    expect(Object.keys(grants).filter((a) => a.startsWith("s3:")).sort()).toEqual(["s3:GetObject", "s3:ListBucket", "s3:PutObject"]);
+    expect(Object.keys(grants).filter((a) => a.startsWith("sqs:")).every((a) => grants[a]!.every((r) => r === q(template, "PipelineDeadLetterQueue")))).toBe(true);
+  });
+
+  it("no role but the splitter may send tasks, and no function may touch the input bucket except the splitter", () => {
+    for (const role of ["PipelineReducerRole", "PipelineFailuresRole", "PipelineWorkersTaskRole"]) {
+      const grants = grantsOf(template, role);
+      expect(grants["sqs:SendMessage"]).toBeUndefined();
+      if (role !== "PipelineWorkersTaskRole") expect(Object.values(grants).flat().some((r) => r.startsWith(input))).toBe(false);
+    }
+  });
+
+  it("extraInputBuckets: the splitter may list and read them, workers may read them", () => {
+    const extra = "arn:<AWS::Partition>:s3:::shared-datasets";
+    const splitter = grantsOf(spot, "PipelineSplitterRole");
+    expect(splitter["s3:GetObject"]).toContain(`${extra}/*`);
+    expect(splitter["s3:ListBucket"]).toContain(extra);
+    const worker = grantsOf(spot, "PipelineWorkersTaskRole");
+    expect(worker["s3:GetObject"]).toContain(`${extra}/*`);
+    expect(Object.values(worker).flat().filter((r) => r.startsWith(extra))).toEqual([`${extra}/*`]);
+  });
+});

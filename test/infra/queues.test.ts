@@ -1,0 +1,89 @@
+import { beforeAll, describe, expect, it } from "vitest";
+import { Match, type Template } from "aws-cdk-lib/assertions";
+import { DEFAULTS } from "../../lib/config/constants.js";
+import { LAB_CONTEXT, SPOT_CONTEXT, resource, synth } from "./synth.js";
+
+const FOUR_DAYS = 4 * 24 * 3600;
+const FOURTEEN_DAYS = 14 * 24 * 3600;
+
+describe("queues", () => {
+  let template: Template;
+  let spot: Template;
+  beforeAll(() => {
+    template = synth(LAB_CONTEXT).template;
+    spot = synth(SPOT_CONTEXT).template;
+  });
+
+  const queue = (t: Template, prefix: string) => resource(t, "AWS::SQS::Queue", prefix);
+
+  it("has a task queue, parts queue, and a dead-letter queue for each consumer", () => {
+    template.resourceCountIs("AWS::SQS::Queue", 5);
+  });
+
+  it("encrypts every queue at rest and refuses requests without TLS", () => {
+    const queues = template.findResources("AWS::SQS::Queue");
+    for (const [id, q] of Object.entries(queues)) {
+      expect(q["Properties"]).toMatchObject({ SqsManagedSseEnabled: true });
+      template.hasResourceProperties("AWS::SQS::QueuePolicy", {
+        Queues: [{ Ref: id }],
+        PolicyDocument: {
+          Statement: Match.arrayWith([
+            Match.objectLike({ Effect: "Deny", Principal: { AWS: "*" }, Action: "sqs:*", Condition: { Bool: { "aws:SecureTransport": "false" } } }),
+          ]),
+        },
+      });
+    }
+  });
+
+  it("redrives a chunk to the dead-letter queue after maxAttempts receives", () => {
+    const dlq = queue(template, "PipelineDeadLetterQueue");
+    expect(queue(template, "PipelineTaskQueue").resource.Properties).toMatchObject({
+      RedrivePolicy: { deadLetterTargetArn: { "Fn::GetAtt": [dlq.id, "Arn"] }, maxReceiveCount: DEFAULTS.maxAttempts },
+    });
+    expect(queue(spot, "PipelineTaskQueue").resource.Properties).toMatchObject({ RedrivePolicy: { maxReceiveCount: 5 } });
+  });
+
+  it("sizes the task queue's visibility timeout to the chunk work, long-polls, and keeps tasks for 4 days", () => {
+    expect(queue(template, "PipelineTaskQueue").resource.Properties).toMatchObject({
+      VisibilityTimeout: DEFAULTS.visibilityTimeoutSeconds,
+      ReceiveMessageWaitTimeSeconds: DEFAULTS.receiveWaitSeconds,
+      MessageRetentionPeriod: FOUR_DAYS,
+    });
+  });
+
+  it("feeds part events through a queue with its own dead-letter queue, hidden six reducer timeouts", () => {
+    const dlq = queue(template, "PipelinePartsDeadLetterQueue");
+    const reducerTimeout = resource(template, "AWS::Lambda::Function", "PipelineReducer").resource.Properties!["Timeout"] as number;
+    expect(queue(template, "PipelinePartsQueue").resource.Properties).toMatchObject({
+      VisibilityTimeout: 6 * reducerTimeout,
+      MessageRetentionPeriod: FOUR_DAYS,
+      RedrivePolicy: { deadLetterTargetArn: { "Fn::GetAtt": [dlq.id, "Arn"] }, maxReceiveCount: 5 },
+    });
+  });
+
+  it("keeps dead letters for 14 days, and hides them from other consumers while the failures function works", () => {
+    for (const prefix of ["PipelineDeadLetterQueue", "PipelinePartsDeadLetterQueue", "PipelineSplitterDeadLetterQueue"]) {
+      expect(queue(template, prefix).resource.Properties).toMatchObject({ MessageRetentionPeriod: FOURTEEN_DAYS });
+    }
+    const failuresTimeout = resource(template, "AWS::Lambda::Function", "PipelineFailures").resource.Properties!["Timeout"] as number;
+    expect(queue(template, "PipelineDeadLetterQueue").resource.Properties!["VisibilityTimeout"]).toBeGreaterThanOrEqual(failuresTimeout);
+  });
+
+  it("lets only the output bucket send part events to the parts queue", () => {
+    const parts = queue(template, "PipelinePartsQueue");
+    const output = resource(template, "AWS::S3::Bucket", "PipelineOutputBucket");
+    template.hasResourceProperties("AWS::SQS::QueuePolicy", {
+      Queues: [{ Ref: parts.id }],
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({
+            Effect: "Allow",
+            Principal: { Service: "s3.amazonaws.com" },
+            Action: ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"],
+            Condition: { ArnLike: { "aws:SourceArn": { "Fn::GetAtt": [output.id, "Arn"] } } },
+          }),
+        ]),
+      },
+    });
+  });
+});

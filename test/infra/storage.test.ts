@@ -1,0 +1,84 @@
+import { beforeAll, describe, expect, it } from "vitest";
+import { Match, type Template } from "aws-cdk-lib/assertions";
+import { WORK_PREFIX } from "../../lib/config/keys.js";
+import { LAB_CONTEXT, SPOT_CONTEXT, resource, synth } from "./synth.js";
+
+const BUCKETS = ["PipelineInputBucket", "PipelineOutputBucket", "PipelineLogBucket"] as const;
+
+describe("storage", () => {
+  let template: Template;
+  let spot: Template;
+  beforeAll(() => {
+    template = synth(LAB_CONTEXT).template;
+    spot = synth(SPOT_CONTEXT).template;
+  });
+
+  it("creates an input, an output and an access-log bucket", () => {
+    template.resourceCountIs("AWS::S3::Bucket", 3);
+  });
+
+  it.each(BUCKETS)("%s blocks public access, enforces ownership and encrypts at rest", (prefix) => {
+    const { resource: bucket } = resource(template, "AWS::S3::Bucket", prefix);
+    expect(bucket.Properties).toMatchObject({
+      PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+      OwnershipControls: { Rules: [{ ObjectOwnership: "BucketOwnerEnforced" }] },
+      BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: "AES256" } }] },
+    });
+  });
+
+  it.each(BUCKETS)("%s has a bucket policy that denies every request without TLS 1.2", (prefix) => {
+    const { id } = resource(template, "AWS::S3::Bucket", prefix);
+    template.hasResourceProperties("AWS::S3::BucketPolicy", {
+      Bucket: { Ref: id },
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({ Effect: "Deny", Principal: { AWS: "*" }, Action: "s3:*", Condition: { Bool: { "aws:SecureTransport": "false" } } }),
+          Match.objectLike({ Effect: "Deny", Principal: { AWS: "*" }, Action: "s3:*", Condition: { NumericLessThan: { "s3:TlsVersion": 1.2 } } }),
+        ]),
+      },
+    });
+  });
+
+  it("expires intermediate state under _work/ after workRetentionDays", () => {
+    const rules = (t: Template) => resource(t, "AWS::S3::Bucket", "PipelineOutputBucket").resource.Properties!["LifecycleConfiguration"];
+    expect(rules(template)).toEqual({
+      Rules: expect.arrayContaining([{ Id: "expire-work", Prefix: WORK_PREFIX, ExpirationInDays: 7, Status: "Enabled" }]),
+    });
+    expect(rules(spot)).toEqual({
+      Rules: expect.arrayContaining([{ Id: "expire-work", Prefix: WORK_PREFIX, ExpirationInDays: 3, Status: "Enabled" }]),
+    });
+  });
+
+  it("aborts incomplete multipart uploads in both data buckets", () => {
+    for (const prefix of ["PipelineInputBucket", "PipelineOutputBucket"]) {
+      expect(resource(template, "AWS::S3::Bucket", prefix).resource.Properties!["LifecycleConfiguration"]).toEqual({
+        Rules: expect.arrayContaining([{ Id: "abort-incomplete-uploads", AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: "Enabled" }]),
+      });
+    }
+  });
+
+  it("logs requests to both data buckets into the log bucket, which expires logs after logRetentionDays", () => {
+    const logs = resource(template, "AWS::S3::Bucket", "PipelineLogBucket");
+    for (const [prefix, logPrefix] of [["PipelineInputBucket", "s3/input/"], ["PipelineOutputBucket", "s3/output/"]] as const) {
+      expect(resource(template, "AWS::S3::Bucket", prefix).resource.Properties!["LoggingConfiguration"]).toEqual({
+        DestinationBucketName: { Ref: logs.id },
+        LogFilePrefix: logPrefix,
+      });
+    }
+    expect(logs.resource.Properties!["LifecycleConfiguration"]).toEqual({ Rules: [{ Id: "expire-logs", ExpirationInDays: 30, Status: "Enabled" }] });
+  });
+
+  it("retains the output and log buckets by default and empties and deletes the input bucket", () => {
+    expect(resource(template, "AWS::S3::Bucket", "PipelineOutputBucket").resource).toMatchObject({ DeletionPolicy: "Retain", UpdateReplacePolicy: "Retain" });
+    expect(resource(template, "AWS::S3::Bucket", "PipelineLogBucket").resource).toMatchObject({ DeletionPolicy: "Retain" });
+    const input = resource(template, "AWS::S3::Bucket", "PipelineInputBucket");
+    expect(input.resource).toMatchObject({ DeletionPolicy: "Delete" });
+    template.resourceCountIs("Custom::S3AutoDeleteObjects", 1);
+    template.hasResourceProperties("Custom::S3AutoDeleteObjects", { BucketName: { Ref: input.id } });
+  });
+
+  it("destroys the output bucket too when outputRemoval=destroy", () => {
+    expect(resource(spot, "AWS::S3::Bucket", "PipelineOutputBucket").resource).toMatchObject({ DeletionPolicy: "Delete" });
+    spot.resourceCountIs("Custom::S3AutoDeleteObjects", 3);
+  });
+});
