@@ -52,7 +52,8 @@ export class S3BlobStore implements BlobStore {
       );
       // In Node the body is an http.IncomingMessage: an async iterable of Buffers, destroyed
       // (socket released) when a consumer breaks out of the loop.
-      return (res.Body as Readable | undefined) ?? empty();
+      const body = res.Body as Readable | undefined;
+      return body ? this.streamed(body, key, options.signal) : empty();
     } catch (err) {
       const uri = s3Uri(this.bucket, key);
       if (options.signal?.aborted) throw options.signal.reason;
@@ -114,6 +115,23 @@ export class S3BlobStore implements BlobStore {
     } catch (err) {
       if (status(err) === 404 && name(err) !== "NoSuchBucket") return;
       throw this.awsError("DeleteObject", key, err);
+    }
+  }
+
+  /**
+   * The body, with a failure part-way (a reset connection, a truncated answer) turned into an
+   * ENVIRONMENT error naming the object, so that callers retry it as they retry S3's other
+   * failures instead of taking it for a bug. Breaking out of the loop still destroys the body.
+   */
+  private async *streamed(body: Readable, key: string, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
+    try {
+      for await (const chunk of body) yield chunk as Uint8Array;
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason;
+      const e = this.awsError("GetObject", key, err);
+      throw new CloudmillError(e.code, `${e.message} (while reading the body)`, e.context, { cause: err });
+    } finally {
+      body.destroy();
     }
   }
 

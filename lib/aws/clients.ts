@@ -4,6 +4,7 @@ import { S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { CloudmillError, ErrorCode } from "../errors.js";
+import { FaultInjectingHandler, type FaultInjectionOptions } from "../testing/faultInjection.js";
 
 export interface AwsClientOptions {
   /** A custom endpoint (the emulator: `http://127.0.0.1:4566`). Default: AWS. */
@@ -12,11 +13,15 @@ export interface AwsClientOptions {
   readonly region?: string;
   /** Sockets per client. Default 64: enough for a worker's concurrent range reads and long polls. */
   readonly maxSockets?: number;
+  /** Tests only: inject faults into a seeded fraction of requests (lib/testing/faultInjection.ts). */
+  readonly faults?: FaultInjectionOptions;
 }
 
 export interface AwsClients {
   readonly s3: S3Client;
   readonly sqs: SQSClient;
+  /** The fault injectors, when `faults` was given: what each has injected so far. */
+  readonly injectors?: { readonly s3: FaultInjectingHandler; readonly sqs: FaultInjectingHandler };
 }
 
 /** Credentials for an emulator, which accepts any; used only when none are configured. */
@@ -41,9 +46,12 @@ export const awsClients = (options: AwsClientOptions = {}, env: NodeJS.ProcessEn
     const agent = { keepAlive: true, maxSockets: options.maxSockets ?? 64 };
     return new NodeHttpHandler({ httpAgent: new HttpAgent(agent), httpsAgent: new HttpsAgent(agent) });
   };
+  const faults = options.faults;
+  const injectors = faults && { s3: new FaultInjectingHandler(handler(), "s3", faults), sqs: new FaultInjectingHandler(handler(), "sqs", faults) };
   return {
-    s3: new S3Client({ region, ...emulated, forcePathStyle: options.endpoint !== undefined, requestHandler: handler() }),
-    sqs: new SQSClient({ region, ...emulated, requestHandler: handler() }),
+    s3: new S3Client({ region, ...emulated, forcePathStyle: options.endpoint !== undefined, requestHandler: injectors?.s3 ?? handler() }),
+    sqs: new SQSClient({ region, ...emulated, requestHandler: injectors?.sqs ?? handler() }),
+    ...(injectors ? { injectors } : {}),
   };
 };
 

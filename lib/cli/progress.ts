@@ -23,7 +23,8 @@ export interface ProgressView {
 export const progressView = (io: CliIO, enabled = true): ProgressView => {
   if (!enabled) return { update: () => {}, done: () => {} };
   const tty = io.stderr.isTTY === true;
-  let last = 0;
+  // Plain lines start after a first interval, so a quick run or failure prints none.
+  let last = tty ? 0 : Date.now();
   let drawn = false;
   return {
     update(p) {

@@ -20,6 +20,15 @@ export const ENV = {
 export type EnvName = (typeof ENV)[keyof typeof ENV];
 
 /**
+ * Variables for tests only. The stack never sets them (a test checks the synthesized
+ * template), and only lib/config/env.ts reads them.
+ */
+export const TEST_ENV = {
+  /** Fault injection into a worker's S3 and SQS calls, as JSON: `{"rate":0.05,"seed":7}` (lib/testing/faultInjection.ts). */
+  FAULTS: "CLOUDMILL_FAULTS",
+} as const;
+
+/**
  * Exactly the variables each role reads. The stack sets these and no others
  * (a test compares the synthesized template with this table).
  */

@@ -9,6 +9,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import type { S3Event } from "aws-lambda";
 import { SqsTaskQueue } from "../adapters/SqsTaskQueue.js";
 import { awsClients, type AwsClients } from "../aws/clients.js";
+import type { FaultInjectionOptions } from "../testing/faultInjection.js";
 import { cloudDeps } from "../aws/cloudDeps.js";
 import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES, ENV } from "../config/constants.js";
 import { parsePartKey } from "../config/keys.js";
@@ -33,6 +34,12 @@ export interface DevCloudOptions {
   readonly workerEnv?: Readonly<Record<string, string>>;
   /** Where worker processes' output goes. Default: dropped. */
   readonly onWorkerOutput?: (workerIndex: number, line: string) => void;
+  /**
+   * Tests only: faults injected into the S3 and SQS calls of the roles that run in this process
+   * (splitter, reducer, failures), as workers take theirs from CLOUDMILL_FAULTS in workerEnv.
+   * The emulated AWS plumbing (S3 notifications, Lambda's pollers) is left reliable.
+   */
+  readonly roleFaults?: FaultInjectionOptions;
 }
 
 export interface DevCloud {
@@ -50,13 +57,36 @@ export interface DevCloud {
   stop(): Promise<void>;
 }
 
+/** Invocations of the splitter per S3 event, as Lambda makes for an asynchronous invocation. */
+const SPLITTER_ATTEMPTS = 3;
+
+/**
+ * How Lambda's SQS event sources batch, as the stack configures them: the reducer takes up to
+ * 100 part events gathered over a window (5 s in the stack, 1 s here), the failures function 10.
+ */
+const REDUCER_BATCH = { size: 100, windowMs: 1000 } as const;
+const FAILURES_BATCH = { size: 10, windowMs: 0 } as const;
+
 /** Polls a queue and hands batches to a Lambda-style SQS handler, deleting what succeeded. */
-const pollIntoHandler = (queue: TaskQueue, handler: (event: unknown) => Promise<SqsBatchResponse>, signal: AbortSignal, log: Logger): Promise<void> =>
+const pollIntoHandler = (
+  queue: TaskQueue,
+  handler: (event: unknown) => Promise<SqsBatchResponse>,
+  signal: AbortSignal,
+  log: Logger,
+  batch: { readonly size: number; readonly windowMs: number },
+): Promise<void> =>
   (async () => {
     while (!signal.aborted) {
       try {
         const messages = await queue.receive({ maxMessages: 10, waitSeconds: 1, signal });
         if (messages.length === 0) continue;
+        // Gather more until the batch is full or its window closes, as Lambda's poller does.
+        const until = Date.now() + batch.windowMs;
+        while (messages.length < batch.size && Date.now() < until && !signal.aborted) {
+          const more = await queue.receive({ maxMessages: Math.min(10, batch.size - messages.length), waitSeconds: 0, signal });
+          if (more.length === 0) await new Promise((r) => setTimeout(r, 100).unref());
+          messages.push(...more);
+        }
         const event = {
           Records: messages.map((m) => ({ messageId: m.id, receiptHandle: m.receiptHandle, body: m.body, attributes: { ApproximateReceiveCount: String(m.receiveCount) } })),
         };
@@ -78,11 +108,14 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   const maxAttempts = options.maxAttempts ?? DEFAULTS.maxAttempts;
   const visibilitySeconds = options.visibilitySeconds ?? 30;
   const resources = await createDevResources(clients, { partsQueue: DEV_QUEUES.parts, maxReceiveCount: maxAttempts, visibilitySeconds });
+  const stop = new AbortController();
   const outputBucket = DEV_BUCKETS.output;
   const inputBucket = DEV_BUCKETS.input;
 
-  const deps = cloudDeps({ outputBucket, endpoint: emulator.endpoint }, log, clients);
-  const splitDeps = { ...deps, queue: new SqsTaskQueue(clients.sqs, resources.taskQueueUrl) };
+  // The roles' own clients (faulty when asked); the plumbing below keeps the reliable ones.
+  const roleClients = options.roleFaults ? awsClients({ endpoint: emulator.endpoint, faults: options.roleFaults }) : clients;
+  const deps = cloudDeps({ outputBucket, endpoint: emulator.endpoint }, log, roleClients);
+  const splitDeps = { ...deps, queue: new SqsTaskQueue(roleClients.sqs, resources.taskQueueUrl) };
   const split = splitterHandler(splitDeps, {
     defaultChunkSize: options.chunkSize ?? DEFAULTS.chunkSize,
     maxAttempts,
@@ -91,6 +124,21 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   const partsQueue = new SqsTaskQueue(clients.sqs, resources.partsQueueUrl!);
   const deadLetters = new SqsTaskQueue(clients.sqs, resources.deadLetterQueueUrl);
 
+  // S3 → Lambda invokes the splitter asynchronously: Lambda retries a failed invocation twice
+  // (after about 1 and 2 minutes; here after 1 and 2 seconds), then gives up on the event.
+  const splitWithRetries = async (event: S3Event): Promise<void> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await split(event);
+        return;
+      } catch (err) {
+        if (attempt >= SPLITTER_ATTEMPTS || stop.signal.aborted) throw err;
+        log.warn("splitter failed; Lambda retries the event", { attempt, error: toCloudmillError(err).message });
+        await new Promise((r) => setTimeout(r, attempt * 1000).unref());
+      }
+    }
+  };
+
   // S3 → Lambda for the input bucket; S3 → SQS for parts, as the stack's notifications do.
   const pendingSplits = new Set<Promise<unknown>>();
   emulator.onObjectCreated(async (event: S3Event) => {
@@ -98,7 +146,9 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
       const bucket = record.s3.bucket.name;
       const key = record.s3.object.key;
       if (bucket === inputBucket) {
-        const p = split({ Records: [record] }).catch((err: unknown) => log.error("splitter failed", { key, error: toCloudmillError(err).message }));
+        const p = splitWithRetries({ Records: [record] }).catch((err: unknown) =>
+          log.error("splitter failed; event dropped", { key, error: toCloudmillError(err).message }),
+        );
         pendingSplits.add(p);
         void p.finally(() => pendingSplits.delete(p));
       } else if (bucket === outputBucket && parsePartKey(decodeEventKey(key))) {
@@ -107,10 +157,9 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     }
   });
 
-  const stop = new AbortController();
   const pollers = [
-    pollIntoHandler(partsQueue, reducerHandler(deps), stop.signal, log),
-    pollIntoHandler(deadLetters, failuresHandler(deps), stop.signal, log),
+    pollIntoHandler(partsQueue, reducerHandler(deps), stop.signal, log, REDUCER_BATCH),
+    pollIntoHandler(deadLetters, failuresHandler(deps), stop.signal, log, FAILURES_BATCH),
   ];
 
   // Worker processes: the container's entry file, configured as the stack configures it.
@@ -177,6 +226,10 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
       await emulator.stop();
       clients.s3.destroy();
       clients.sqs.destroy();
+      if (roleClients !== clients) {
+        roleClients.s3.destroy();
+        roleClients.sqs.destroy();
+      }
     },
   };
 };

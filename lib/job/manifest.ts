@@ -23,6 +23,8 @@ export const TaskJob = z.strictObject({
   format: Format,
   onBadRecord: OnBadRecord,
   maxAttempts: z.number().int().min(1),
+  /** Epoch milliseconds after which the job is failed (DEADLINE) by whichever worker meets one of its tasks. */
+  deadline: z.number().optional(),
 });
 export type TaskJob = z.infer<typeof TaskJob>;
 

@@ -14,7 +14,8 @@ export const parseSize = (text: string): number | undefined => {
   const unit = UNITS[m[2]!.toLowerCase()];
   if (unit === undefined) return undefined;
   const bytes = Number(m[1]) * unit;
-  return Number.isSafeInteger(Math.round(bytes)) ? Math.round(bytes) : undefined;
+  // A fraction of a byte is a typo, not a size.
+  return Number.isSafeInteger(bytes) ? bytes : undefined;
 };
 
 export const formatSize = (bytes: number): string => {

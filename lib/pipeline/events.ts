@@ -8,6 +8,7 @@ import { toCloudmillError } from "../errors.js";
 import type { PipelineDeps, SplitDeps } from "./deps.js";
 import { handleDeadLetter } from "./fail.js";
 import { reduceJob } from "./reduce.js";
+import { logFieldsOf } from "./status.js";
 import { handleObjectCreated, type TriggerConfig, type TriggerOutcome } from "./trigger.js";
 
 const S3Record = z.object({
@@ -42,7 +43,9 @@ export const splitterHandler = (deps: SplitDeps, config: TriggerConfig) => async
   const outcomes: TriggerOutcome[] = [];
   for (const obj of createdObjects(event)) {
     const outcome = await handleObjectCreated(deps, config, obj);
-    deps.log.info("object created", { bucket: obj.bucket, key: obj.key, ...outcome });
+    // A failed outcome's message may quote the job spec: it is in status.json, not in the log.
+    const { error: _withheld, ...fields } = outcome as TriggerOutcome & { error?: string };
+    deps.log.info("object created", { bucket: obj.bucket, key: obj.key, ...fields });
     outcomes.push(outcome);
   }
   return outcomes;
@@ -85,7 +88,7 @@ export const reducerHandler = (deps: PipelineDeps) => async (event: unknown): Pr
       const outcome = await reduceJob(deps, jobId);
       deps.log.info("reduce", { jobId, outcome: outcome.kind, ...(outcome.kind === "incomplete" ? { done: outcome.done, chunks: outcome.chunks } : {}) });
     } catch (err) {
-      deps.log.error("reduce failed; will retry", { jobId, error: toCloudmillError(err).describe() });
+      deps.log.error("reduce failed; will retry", { ...logFieldsOf(toCloudmillError(err)), jobId });
       failures.push(...[...new Set(messageIds)].map((itemIdentifier) => ({ itemIdentifier })));
     }
   }
@@ -101,7 +104,7 @@ export const failuresHandler = (deps: PipelineDeps) => async (event: unknown): P
       const count = Number(record.attributes?.ApproximateReceiveCount ?? "") || undefined;
       await handleDeadLetter(deps, record.body, count);
     } catch (err) {
-      deps.log.error("dead letter not handled; will retry", { messageId: record.messageId, error: toCloudmillError(err).describe() });
+      deps.log.error("dead letter not handled; will retry", { messageId: record.messageId, ...logFieldsOf(toCloudmillError(err)) });
       failures.push({ itemIdentifier: record.messageId });
     }
   }

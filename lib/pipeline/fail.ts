@@ -5,11 +5,11 @@
 import { z } from "zod";
 import type { OutputKeys } from "../config/keys.js";
 import { chunkErrorKey, failureKey, manifestKey, partKey, succeededKey } from "../config/keys.js";
-import { CloudmillError, ErrorCode } from "../errors.js";
+import { CloudmillError, ErrorCode, locate } from "../errors.js";
 import { Manifest, TaskMessage, type JobStatus } from "../job/manifest.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./io.js";
-import { StatusError, statusErrorOf, superseded } from "./status.js";
+import { logFieldsOf, StatusError, statusErrorOf, superseded } from "./status.js";
 import { chunkContext } from "./task.js";
 
 export interface FailTarget {
@@ -36,7 +36,7 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
     error: statusError,
   };
   if (!(await superseded(deps, target.output.status, target.jobId, target.startedAt))) await writeJson(deps.output, target.output.status, status);
-  deps.log.error("job failed", { jobId: target.jobId, error: statusError.message });
+  deps.log.error("job failed", { ...logFieldsOf(error), jobId: target.jobId });
   return status;
 };
 
@@ -58,8 +58,11 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
   if (await exists(deps.output, partKey(jobId, chunk.index))) return "ignored";
   const recorded = await readJsonIfExists(deps.output, chunkErrorKey(jobId, chunk.index), ChunkErrorRecord);
   const where = chunkContext(jobId, chunk);
+  // The recorded message already names the chunk's input and range (it is a described error).
+  const prefix = locate(where);
+  const last = recorded?.error.message.startsWith(prefix) ? recorded.error.message.slice(prefix.length) : recorded?.error.message;
   const error = recorded
-    ? new CloudmillError(ErrorCode.CHUNK_FAILED, `chunk ${chunk.index} failed after ${recorded.attempt} attempts: ${recorded.error.message}`, where)
+    ? new CloudmillError(ErrorCode.CHUNK_FAILED, `chunk ${chunk.index} failed after ${recorded.attempt} attempts: ${last}`, where)
     : new CloudmillError(
         ErrorCode.CHUNK_FAILED,
         `chunk ${chunk.index} failed ${receiveCount ? `${receiveCount} times ` : ""}without reporting an error (worker killed or out of memory?)`,

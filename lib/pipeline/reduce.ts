@@ -10,7 +10,7 @@ import { JobStatus, Manifest } from "../job/manifest.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJson, readJsonIfExists, writeJson } from "./io.js";
 import { failJob } from "./fail.js";
-import { succeededStatus, superseded, writeProgress } from "./status.js";
+import { logFieldsOf, succeededStatus, superseded, writeProgress } from "./status.js";
 
 export const PartSchema = z.object({
   v: z.literal(1),
@@ -90,7 +90,10 @@ export const reduceJob = async (deps: PipelineDeps, jobId: string): Promise<Redu
     return { kind: "succeeded", result, status };
   } catch (err) {
     const error = toCloudmillError(err).withContext({ jobId });
-    log.error("reduce failed", { error: error.describe() });
+    // S3 failing us (throttling, 5xx, a reset connection) is not the job's fault: throw, and
+    // the reducer's event is retried (SQS redelivers it), rather than failing an exact job.
+    if (error.code === ErrorCode.ENVIRONMENT) throw error;
+    log.error("reduce failed", logFieldsOf(error));
     await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done: parts.size, startedAt: manifest.createdAt }, error);
     return { kind: "ended" };
   }

@@ -60,16 +60,19 @@ export interface StartedJob {
 export const startJob = async (deps: SplitDeps, plan: JobPlan): Promise<StartedJob> => {
   const plannedChunks = planChunks(plan.inputs, plan.chunkSize);
   const now = nowOf(deps);
+  const deadline = now + plan.deadlineSeconds * 1000;
+  // Every task carries the deadline, so a worker that meets a task of an overdue job fails the job.
+  const job: TaskJob = { ...plan.job, deadline };
   const manifest: Manifest = Manifest.parse({
     v: 1,
     jobId: plan.jobId,
-    job: plan.job,
+    job,
     inputs: plan.inputs,
     chunkSize: plan.chunkSize,
     chunks: plannedChunks.total,
     output: plan.output,
     createdAt: new Date(now).toISOString(),
-    deadline: now + plan.deadlineSeconds * 1000,
+    deadline,
     trigger: plan.trigger,
   });
   const log = deps.log.child({ jobId: plan.jobId });
@@ -83,7 +86,7 @@ export const startJob = async (deps: SplitDeps, plan: JobPlan): Promise<StartedJ
 
   let batch: string[] = [];
   for (const chunk of plannedChunks.chunks()) {
-    const task: TaskMessage = { v: 1, jobId: plan.jobId, chunk, job: plan.job };
+    const task: TaskMessage = { v: 1, jobId: plan.jobId, chunk, job };
     batch.push(JSON.stringify(task));
     if (batch.length === ENQUEUE_SLICE) {
       await deps.queue.sendBatch(batch);

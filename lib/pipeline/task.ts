@@ -10,9 +10,9 @@ import type { FormatOptions } from "../ops/records.js";
 import { ownedRecordBlocks } from "../records/alignedBlocks.js";
 import { readFirstLine } from "../records/firstRecord.js";
 import { parseCsvLine } from "../records/csv.js";
-import type { PipelineDeps } from "./deps.js";
+import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, writeJson } from "./io.js";
-import { statusErrorOf } from "./status.js";
+import { logFieldsOf, statusErrorOf } from "./status.js";
 
 export interface Part {
   readonly v: 1;
@@ -38,11 +38,19 @@ export const chunkContext = (jobId: string, chunk: Chunk) => ({
 
 /** Errors that would recur on every attempt: retrying them only delays the failure. */
 export const isDeterministic = (err: CloudmillError): boolean =>
+  err.code === ErrorCode.DEADLINE ||
   err.code === ErrorCode.BAD_RECORD ||
   err.code === ErrorCode.INPUT_CHANGED ||
   err.code === ErrorCode.INPUT_NOT_FOUND ||
   err.code === ErrorCode.INVALID_SPEC ||
   err.code === ErrorCode.UNKNOWN_OP;
+
+/** A job's deadline passed: it is failed rather than left running with no end. */
+export const deadlineError = (jobId: string, deadline: number): CloudmillError =>
+  new CloudmillError(ErrorCode.DEADLINE, `job did not finish before its deadline (${new Date(deadline).toISOString()})`, { jobId });
+
+/** Longest timer Node keeps (about 24.8 days); a deadline further away needs no timer yet. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export const runTask = async (deps: PipelineDeps, task: TaskMessage, signal?: AbortSignal): Promise<TaskOutcome> => {
   const { jobId, chunk, job } = task;
@@ -50,7 +58,34 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, signal?: Ab
   const key = partKey(jobId, chunk.index);
   if (await exists(output, key)) return { kind: "duplicate" };
   if ((await exists(output, failureKey(jobId))) || (await exists(output, cancelKey(jobId)))) return { kind: "job-ended" };
+  const deadline = job.deadline;
+  if (deadline === undefined) return mapChunk(deps, task, signal);
+  const left = deadline - nowOf(deps);
+  if (left <= 0) throw deadlineError(jobId, deadline);
+  if (left > MAX_TIMER_MS) return mapChunk(deps, task, signal);
 
+  // A chunk still being read when the deadline passes is abandoned, and the job failed.
+  const expired = new AbortController();
+  const timer = setTimeout(() => expired.abort(deadlineError(jobId, deadline)), left);
+  const forward = (): void => expired.abort(signal!.reason);
+  signal?.addEventListener("abort", forward, { once: true });
+  if (signal?.aborted) forward();
+  try {
+    return await mapChunk(deps, task, expired.signal);
+  } catch (err) {
+    const reason: unknown = expired.signal.reason;
+    if (expired.signal.aborted && !signal?.aborted && reason instanceof CloudmillError) throw reason;
+    throw err;
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", forward);
+  }
+};
+
+const mapChunk = async (deps: PipelineDeps, task: TaskMessage, signal?: AbortSignal): Promise<TaskOutcome> => {
+  const { jobId, chunk, job } = task;
+  const output = deps.output;
+  const key = partKey(jobId, chunk.index);
   try {
     const op = deps.registry.get(job.op);
     const params = op.parseParams(job.params);
@@ -80,7 +115,7 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, signal?: Ab
     }
     const part: Part = { v: 1, jobId, index: chunk.index, partial: mapper.finish(), skipped };
     await writeJson(output, key, part);
-    if (firstSkipped) deps.log.warn("bad records skipped", { jobId, chunk: chunk.index, skipped, first: firstSkipped.describe() });
+    if (firstSkipped) deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped.withContext(chunkContext(jobId, chunk))), skipped });
     return { kind: "done", bytes: chunk.end - chunk.start, skipped };
   } catch (err) {
     throw toCloudmillError(err).withContext(chunkContext(jobId, chunk));

@@ -176,9 +176,11 @@ export class Cloudmill {
       ...pick("cluster"),
       ...pick("service"),
     };
-    const { s3, sqs } = awsClients({ region, ...(o.endpoint ? { endpoint: o.endpoint } : {}), maxSockets: 16 }, this.#env as NodeJS.ProcessEnv);
+    const made = awsClients({ region, ...(o.endpoint ? { endpoint: o.endpoint } : {}), maxSockets: 16 }, this.#env as NodeJS.ProcessEnv);
+    const s3 = o.s3 ?? made.s3;
+    if (o.s3) made.s3.destroy();
     this.#log.debug("connected", { ...target });
-    return { target, s3, sqs, input: new S3BlobStore(s3, inputBucket), output: new S3BlobStore(s3, outputBucket) };
+    return { target, s3, sqs: made.sqs, input: new S3BlobStore(s3, inputBucket), output: new S3BlobStore(s3, outputBucket) };
   }
 
   // ---- jobs ---------------------------------------------------------------------------------
@@ -300,7 +302,7 @@ export class Cloudmill {
     this.#closed = true;
     void this.#connected?.then(
       (c) => {
-        c.s3.destroy();
+        if (!this.#options.s3) c.s3.destroy();
         c.sqs.destroy();
       },
       () => undefined,

@@ -77,7 +77,7 @@ export const awsError = (err: unknown, target: AwsTarget): CloudmillError => {
       `cannot ${target.action}: no AWS credentials found; run \`aws configure\` or \`aws sso login\`, or set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)`,
     );
   }
-  if (/region is missing/i.test(message)) return env(`cannot ${target.action}: no AWS region; set AWS_REGION (or pass --region / { region })`);
+  if (/region is missing/i.test(message)) return env("no AWS region configured: set AWS_REGION, run `aws configure`, or pass --region (SDK: { region })");
   if (EXPIRED.has(code) || /token .*expired|expired token/i.test(message)) {
     return env(`cannot ${target.action}: your AWS credentials have expired; run \`aws sso login\` (or refresh them) and try again`);
   }

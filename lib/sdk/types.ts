@@ -1,4 +1,5 @@
 /** The SDK's public types. */
+import type { S3Client } from "@aws-sdk/client-s3";
 import type { JobStatus as StoredJobStatus } from "../job/manifest.js";
 import type { Format, OnBadRecord, ParamValue } from "../job/spec.js";
 import type { Logger } from "../log.js";
@@ -34,6 +35,11 @@ export interface CloudmillOptions {
   readonly poll?: PollOptions;
   /** Default: silent. */
   readonly log?: Logger;
+  /**
+   * An S3 client of your own (credentials, retries, middleware) for jobs, uploads and results.
+   * Default: one made for the region and endpoint. close() leaves a given client open.
+   */
+  readonly s3?: S3Client;
 }
 
 export interface PollOptions {

@@ -40,6 +40,20 @@ const writeAtomically = async (file: string, text: string): Promise<void> => {
   }
 };
 
+/** Spec fields as the flags that set them: `--chunk-size: must be ...` rather than `chunkSize: ...`. */
+const FLAG_OF_FIELD: Readonly<Record<string, string>> = { chunkSize: "--chunk-size", maxAttempts: "--max-attempts", format: "--format", op: "--op", inputs: "inputs" };
+
+const withFlagNames = <T>(parse: () => T): T => {
+  try {
+    return parse();
+  } catch (err) {
+    const field = err instanceof CloudmillError ? err.context.field : undefined;
+    const flag = field === undefined ? undefined : FLAG_OF_FIELD[field];
+    if (!(err instanceof CloudmillError) || flag === undefined || !err.message.startsWith(`${field}:`)) throw err;
+    throw new CloudmillError(err.code, `${flag}${err.message.slice(field!.length)}`, err.context);
+  }
+};
+
 export const runCommand = (io: CliIO): Command =>
   new Command("run")
     .description("run a job on this machine's cores (no AWS needed)")
@@ -77,7 +91,7 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
       const flags = parsed.data;
       const registry = new OpRegistry();
       for (const m of flags.ops) await loadOpsModule(m, registry);
-      const spec = parseJobSpec(
+      const spec = withFlagNames(() => parseJobSpec(
         {
           op: flags.op,
           inputs,
@@ -88,7 +102,7 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
           onBadRecord: flags.skipBadRecords ? "skip" : "fail",
         },
         "",
-      );
+      ));
       const view = progressView(io, flags.progress);
       // Quietly, only warnings: the CLI reports a failure itself, in one line.
       const log = flags.verbose ? jsonLogger((l) => io.stderr.write(l), "debug") : warningsOnly((l) => io.stderr.write(l));

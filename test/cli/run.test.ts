@@ -1,0 +1,339 @@
+/**
+ * `cloudmill run` as users run it: the installed bin in a child process (compiled dist/),
+ * checked against awk and wc on the example files; errors as one line and an exit code;
+ * --help; --out. Plus in-process runCli for the exit-code table.
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCommand } from "../../lib/cli/commands/run.js";
+import type { CliIO } from "../../lib/cli/io.js";
+import { runCli } from "../../lib/cli/main.js";
+import { refStats } from "../helpers/reference.js";
+
+const ROOT = path.resolve(import.meta.dirname, "../..");
+const BIN = path.join(ROOT, "bin/cloudmill.js");
+const EXAMPLES = ["words.txt", "numbers.txt", "access.log", "measurements.csv", "events.jsonl"];
+
+interface Ran {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs the real bin: `node bin/cloudmill.js ...args` from the repository root. */
+const cli = (args: readonly string[], cwd = ROOT): Promise<Ran> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, CLOUDMILL_DEBUG: "" }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
+    child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+
+/** A shell tool's output, in a UTF-8 locale (in the C locale GNU wc skips words of non-ASCII bytes). */
+const tool = (cmd: string, args: readonly string[]): string => {
+  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: "utf8", env: { ...process.env, LC_ALL: "C.UTF-8" } });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: ${r.stderr}`);
+  return r.stdout.trim();
+};
+
+const oneErrorLine = (r: Ran): string => {
+  expect(r.stdout).toBe("");
+  const lines = r.stderr.split("\n").filter((l) => l !== "");
+  expect(lines, r.stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(/^cloudmill: /);
+  return lines[0]!;
+};
+
+/** Splits a command line as a POSIX shell would (double and single quotes; no escapes needed here). */
+const shellWords = (line: string): string[] => {
+  const words: string[] = [];
+  let word: string | undefined;
+  let quote: string | undefined;
+  for (const ch of line) {
+    if (quote) {
+      if (ch === quote) quote = undefined;
+      else word += ch;
+    } else if (ch === '"' || ch === "'") {
+      quote = ch;
+      word ??= "";
+    } else if (/\s/.test(ch)) {
+      if (word !== undefined) words.push(word);
+      word = undefined;
+    } else word = (word ?? "") + ch;
+  }
+  if (word !== undefined) words.push(word);
+  return words;
+};
+
+/** An injected CliIO that captures what the CLI writes. */
+const capture = () => {
+  let stdout = "";
+  let stderr = "";
+  const io: CliIO = { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s) }, env: {} };
+  return { io, out: () => stdout, err: () => stderr };
+};
+
+let dir: string;
+beforeAll(async () => {
+  if (!existsSync(path.join(ROOT, "dist/lib/cli/main.js"))) throw new Error("the bin runs dist/: build first (npx tsc -p tsconfig.build.json)");
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-cli-"));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("cloudmill run (the bin)", () => {
+  it("counts what awk counts on every example file (csv/jsonl read as lines; a csv by extension skips its header)", async () => {
+    await Promise.all([
+      ...EXAMPLES.map(async (name, i) => {
+        const file = `examples/${name}`;
+        const args = ["run", file, "--op", "count", "--chunk-size", "8KiB", "--workers", i === 0 ? "2" : "0"];
+        if (name.endsWith(".csv") || name.endsWith(".jsonl")) args.push("--format", "lines");
+        const r = await cli(args);
+        expect(r.code, r.stderr).toBe(0);
+        expect(JSON.parse(r.stdout), name).toEqual({ records: Number(tool("awk", ["END{print NR}", file])) });
+      }),
+      // Without --format, a .csv is read as csv: its header is not a record.
+      cli(["run", "examples/measurements.csv", "--op", "count", "-w", "0"]).then((r) => {
+        expect(JSON.parse(r.stdout)).toEqual({ records: Number(tool("awk", ["END{print NR}", "examples/measurements.csv"])) - 1 });
+      }),
+    ]);
+  });
+
+  it("counts the words wc -w counts, on every example file", async () => {
+    await Promise.all(
+      EXAMPLES.map(async (name, i) => {
+        const file = `examples/${name}`;
+        const r = await cli(["run", file, "--op", "wordcount", "--chunk-size", "5000", "-w", i === 0 ? "2" : "0", "--param", "k=3"]);
+        expect(r.code, r.stderr).toBe(0);
+        const result = JSON.parse(r.stdout) as { total: number; top: unknown[] };
+        expect(result.total, name).toBe(Number(tool("wc", ["-w", file]).split(/\s+/)[0]));
+        expect(result.top).toHaveLength(3);
+      }),
+    );
+  });
+
+  it("prints the result JSON alone on stdout; progress goes to stderr", async () => {
+    const r = await cli(["run", "examples/numbers.txt", "--op", "stats", "--chunk-size", "4KiB"]);
+    expect(r.code).toBe(0);
+    const result = JSON.parse(r.stdout) as unknown;
+    expect(r.stdout).toBe(`${JSON.stringify(result, null, 2)}\n`);
+    expect(result).toEqual(refStats(await readFile(path.join(ROOT, "examples/numbers.txt"))));
+    expect(r.stderr).toMatch(/progress: \d+\/\d+ chunks/);
+    const quiet = await cli(["run", "examples/numbers.txt", "--op", "stats", "--no-progress"]);
+    expect(quiet.stderr).toBe("");
+    expect(quiet.stdout).toBe(r.stdout);
+  });
+
+  it("reads directories and several inputs into one result", async () => {
+    const r = await cli(["run", "examples/words.txt", "examples", "--op", "count", "--format", "lines", "--no-progress"]);
+    expect(r.code, r.stderr).toBe(0);
+    const all = (await readdir(path.join(ROOT, "examples"))).map((f) => `examples/${f}`);
+    const lines = Number(tool("awk", ["END{print NR}", "examples/words.txt", ...all]));
+    expect(JSON.parse(r.stdout)).toEqual({ records: lines });
+  });
+
+  describe("errors: one line on stderr, nothing on stdout, a documented exit code", () => {
+    it("missing file → 3, naming the file", async () => {
+      const r = await cli(["run", "examples/nope.txt", "--op", "count"]);
+      expect(r.code).toBe(3);
+      expect(oneErrorLine(r)).toBe("cloudmill: examples/nope.txt: no such file or directory");
+    });
+
+    it("unknown op → 2, listing the known ops", async () => {
+      const r = await cli(["run", "examples/words.txt", "--op", "wordcnt"]);
+      expect(r.code).toBe(2);
+      expect(oneErrorLine(r)).toBe('cloudmill: unknown op "wordcnt" (known: count, grep, histogram, stats, wordcount)');
+    });
+
+    it("malformed number → 4, naming file:line (found on a worker thread, in the 4th of many chunks)", async () => {
+      const f = path.join(dir, "bad-numbers.txt");
+      await writeFile(f, "1\n2\n\n3,5\n4\n");
+      const r = await cli(["run", f, "--op", "stats", "--chunk-size", "1", "--workers", "2", "--no-progress"]);
+      expect(r.code).toBe(4);
+      expect(oneErrorLine(r)).toBe(`cloudmill: ${f}:4 (byte 5): expected a number, got "3,5"`);
+    });
+
+    it("bad param → 2, naming the param", async () => {
+      const [bad, malformed] = await Promise.all([
+        cli(["run", "examples/words.txt", "--op", "wordcount", "--param", "k=x"]),
+        cli(["run", "examples/words.txt", "--op", "wordcount", "--param", "k"]),
+      ]);
+      expect(bad.code).toBe(2);
+      expect(oneErrorLine(bad)).toBe('cloudmill: wordcount: param k: expected a whole number (got "x")');
+      expect(malformed.code).toBe(2);
+      expect(oneErrorLine(malformed)).toBe('cloudmill: --param "k": expected NAME=VALUE, e.g. --param k=20');
+    });
+
+    it("bad --chunk-size → 2, saying what a size looks like", async () => {
+      const r = await cli(["run", "examples/words.txt", "--op", "count", "--chunk-size", "16XB"]);
+      expect(r.code).toBe(2);
+      expect(oneErrorLine(r)).toMatch(/^cloudmill: (chunkSize|--chunk-size): expected a whole number of bytes or a size like 16MiB, got "16XB"$/);
+    });
+  });
+
+  it("--help documents every flag and shows examples", async () => {
+    const r = await cli(["run", "--help"]);
+    expect(r.code).toBe(0);
+    const io: CliIO = { stdout: { write: () => true }, stderr: { write: () => true }, env: {} };
+    const flags = runCommand(io).options.map((o) => o.long!);
+    expect(flags.length).toBeGreaterThanOrEqual(10);
+    for (const flag of [...flags, "--op", "--param", "--workers", "--chunk-size", "--out", "--ops", "--format", "--skip-bad-records", "--help"]) {
+      expect(r.stdout, flag).toMatch(new RegExp(`${flag}\\b`));
+    }
+    expect(r.stdout).toContain("Examples:");
+    const examples = r.stdout.slice(r.stdout.indexOf("Examples:"));
+    // The examples run as shown (in process, which is quicker than a process each).
+    const shown = [...examples.matchAll(/^\s*\$ cloudmill (run .*)$/gm)].map((m) => m[1]!);
+    expect(shown.length).toBeGreaterThanOrEqual(3);
+    const cwd = process.cwd();
+    const work = await mkdtemp(path.join(dir, "help-"));
+    await mkdir(path.join(work, "data"));
+    await writeFile(path.join(work, "data", "x.txt"), "x\n");
+    process.chdir(work);
+    try {
+      for (const line of shown) {
+        const argv = shellWords(line).map((w) => w.replace(/^examples\//, `${ROOT}/examples/`));
+        const c = capture();
+        expect(await runCli([...argv, "-w", "0", "--no-progress"], c.io), `${line}: ${c.err()}`).toBe(0);
+        if (!argv.includes("--out")) expect(() => JSON.parse(c.out()) as unknown, line).not.toThrow();
+      }
+    } finally {
+      process.chdir(cwd);
+    }
+    const top = capture();
+    expect(await runCli(["--help"], top.io)).toBe(0);
+    expect(top.out()).toMatch(/^\s+run \[options\] <inputs\.\.\.>/m);
+  });
+
+  describe("--out FILE", () => {
+    it("writes the result there, and stdout stays empty", async () => {
+      const out = path.join(dir, "out", "result.json");
+      await mkdir(path.dirname(out), { recursive: true });
+      const [r, shown] = await Promise.all([
+        cli(["run", "examples/words.txt", "--op", "wordcount", "--out", out, "--no-progress"]),
+        cli(["run", "examples/words.txt", "--op", "wordcount", "--no-progress"]),
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe("");
+      expect(await readFile(out, "utf8")).toBe(shown.stdout);
+      expect(await readdir(path.dirname(out))).toEqual(["result.json"]);
+    });
+
+    it("leaves no file behind when the job fails", async () => {
+      const outDir = path.join(dir, "out-fail");
+      await mkdir(outDir, { recursive: true });
+      const out = path.join(outDir, "result.json");
+      const r = await cli(["run", "examples/words.txt", "--op", "stats", "--out", out, "--chunk-size", "4KiB"]);
+      expect(r.code).toBe(4);
+      expect(await readdir(outDir)).toEqual([]);
+      const c = capture();
+      expect(await runCli(["run", path.join(ROOT, "examples/nope.txt"), "--op", "count", "--out", out], c.io)).toBe(3);
+      expect(await readdir(outDir)).toEqual([]);
+    });
+
+    it("fails with exit 7 when the file cannot be written", async () => {
+      const out = path.join(dir, "no-such-dir", "result.json");
+      const c = capture();
+      expect(await runCli(["run", path.join(ROOT, "examples/words.txt"), "--op", "count", "--out", out, "--no-progress", "-w", "0"], c.io)).toBe(7);
+      expect(c.out()).toBe("");
+      expect(c.err()).toMatch(new RegExp(`^cloudmill: cannot write ${out.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: .*\n$`));
+    });
+  });
+
+  it("--skip-bad-records succeeds and says how many records it skipped", async () => {
+    const f = path.join(dir, "skip.txt");
+    await writeFile(f, "1\nx\n2\ny\n");
+    const r = await cli(["run", f, "--op", "stats", "--skip-bad-records", "--no-progress", "--chunk-size", "2"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ count: 2, sum: 3 });
+    expect(r.stderr).toBe("cloudmill: skipped 2 bad record(s)\n");
+  });
+
+  it("--ops loads user ops, on worker threads too; `cloudmill ops` lists them", async () => {
+    const mod = path.join(dir, "user-ops.mjs");
+    await writeFile(
+      mod,
+      `import { defineOp } from ${JSON.stringify(pathToFileURL(path.join(ROOT, "dist/lib/ops/defineOp.js")).href)};
+export const longest = defineOp({ name: "longest-line", format: "lines", map: (l) => l.length, combine: (a, b) => Math.max(a, b), finalize: (m) => ({ longest: m ?? 0 }) });
+`,
+    );
+    const text = await readFile(path.join(ROOT, "examples/access.log"), "utf8");
+    const want = { longest: Math.max(...text.split("\n").map((l) => l.length)) };
+    const [r, listed] = await Promise.all([
+      cli(["run", "examples/access.log", "--ops", mod, "--op", "longest-line", "-w", "2", "--chunk-size", "16KiB", "--no-progress"]),
+      cli(["ops", "--ops", mod]),
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual(want);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toMatch(/^longest-line {2}\(lines\)$/m);
+    for (const op of ["count", "grep", "histogram", "stats", "wordcount"]) expect(listed.stdout).toMatch(new RegExp(`^${op} `, "m"));
+    const c = capture();
+    expect(await runCli(["run", path.join(ROOT, "examples/access.log"), "--ops", path.join(dir, "missing.mjs"), "--op", "count"], c.io)).toBe(2);
+    expect(c.err()).toMatch(/^cloudmill: --ops .*missing\.mjs: cannot load/);
+  });
+});
+
+describe("runCli in process", () => {
+  const examples = (f: string) => path.join(ROOT, "examples", f);
+
+  it("resolves to 0 with the result on the injected stdout", async () => {
+    const c = capture();
+    expect(await runCli(["run", examples("words.txt"), "--op", "count", "-w", "0", "--no-progress"], c.io)).toBe(0);
+    expect(JSON.parse(c.out())).toEqual({ records: Number(tool("awk", ["END{print NR}", "examples/words.txt"])) });
+    expect(c.err()).toBe("");
+  });
+
+  const W = ["run", "examples/words.txt"];
+  it.each([
+    [["run", "examples/nope.txt", "--op", "count"], 3, /^cloudmill: examples\/nope\.txt: no such file or directory\n$/],
+    [[...W, "--op", "nope"], 2, /^cloudmill: unknown op "nope" \(known: count, grep, histogram, stats, wordcount\)\n$/],
+    [[...W, "--op", "stats", "-w", "0"], 4, /^cloudmill: examples\/words\.txt:1 \(byte 0\): expected a number, got "It was/],
+    [[...W, "--op", "wordcount", "-p", "k=-1"], 2, /^cloudmill: wordcount: param k: must be at least 0 \(got "-1"\)\n$/],
+    [[...W, "--op", "wordcount", "-p", "k=1", "-p", "k=2"], 2, /^cloudmill: --param k given twice\n$/],
+    [[...W, "--op", "grep"], 2, /^cloudmill: grep: param pattern: is required\n$/],
+    [[...W, "--op", "grep", "-p", "pattern=a("], 2, /^cloudmill: grep: param pattern: not a valid regular expression/],
+    [[...W, "--op", "histogram", "-p", "min=1", "-p", "max=0"], 2, /^cloudmill: histogram: param max: min must be less than max \(got "0"\)\n$/],
+    [[...W, "--op", "count", "-p", "bins=3"], 2, /^cloudmill: count: unknown param "bins" \(known: header, separator\)\n$/],
+    [[...W, "--op", "wordcount", "--format", "csv"], 2, /^cloudmill: op wordcount does not read csv \(it reads: lines\)\n$/],
+    [[...W, "--op", "count", "-c", "0"], 2, /^cloudmill: (chunkSize|--chunk-size): must be between 1 byte and 1GiB, got 0\n$/],
+    [[...W, "--op", "count", "-c", "2GiB"], 2, /^cloudmill: (chunkSize|--chunk-size): must be between 1 byte and 1GiB, got 2147483648\n$/],
+    [[...W, "--op", "count", "-c", "abc"], 2, /^cloudmill: (chunkSize|--chunk-size): expected a whole number of bytes or a size like 16MiB, got "abc"\n$/],
+    [[...W, "--op", "count", "--workers", "two"], 2, /^cloudmill: --workers: expected a whole number\n$/],
+    [[...W, "--op", "count", "--workers", "-1"], 2, /^cloudmill: --workers: /],
+    [[...W, "--op", "count", "--max-attempts", "0"], 2, /^cloudmill: --max-attempts: /],
+    [[...W, "--op", "count", "--format", "xml"], 2, /argument 'xml' is invalid/],
+    [[...W], 2, /required option '--op <name>' not specified/],
+    [[...W, "--op", "count", "--bogus"], 2, /unknown option '--bogus'/],
+    [["frobnicate"], 2, /unknown command 'frobnicate'/],
+  ] as const)("%j exits %i", async (argv, code, message) => {
+    const c = capture();
+    const cwd = process.cwd();
+    process.chdir(ROOT);
+    try {
+      expect(await runCli(argv, c.io)).toBe(code);
+    } finally {
+      process.chdir(cwd);
+    }
+    expect(c.err()).toMatch(message);
+    expect(c.out()).toBe("");
+  });
+
+  it("--help and --version exit 0 on stdout", async () => {
+    const help = capture();
+    expect(await runCli(["run", "--help"], help.io)).toBe(0);
+    expect(help.out()).toContain("--chunk-size");
+    const version = capture();
+    expect(await runCli(["--version"], version.io)).toBe(0);
+    expect(version.out().trim()).toMatch(/^\d+\.\d+\.\d+/);
+  });
+});

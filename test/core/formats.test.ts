@@ -1,0 +1,217 @@
+/**
+ * Record formats through the engine (inline): CSV with header, separator and quotes, JSON
+ * lines with field paths, numbers; bad records fail the job naming file and line, or are
+ * counted and skipped; bytes that are not UTF-8 never crash the line ops.
+ */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runLocal, type LocalRunResult } from "../../lib/engine/localEngine.js";
+import { CloudmillError, ErrorCode } from "../../lib/errors.js";
+import { parseJobSpec, type JobSpecInput } from "../../lib/job/spec.js";
+import { defineOp } from "../../lib/ops/defineOp.js";
+import { OpRegistry } from "../../lib/ops/registry.js";
+import { refCount, refGrep, refStatsOf, refWordcount } from "../helpers/reference.js";
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-formats-"));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** A user op that collects the records it is given (one chunk keeps them in file order). */
+const collectRows = defineOp({
+  name: "rows",
+  format: ["csv", "jsonl", "lines", "numbers"],
+  map: (record: unknown) => [record],
+  combine: (a: unknown[], b: unknown[]) => [...a, ...b],
+});
+
+const registry = () => {
+  const r = new OpRegistry();
+  r.register(collectRows);
+  return r;
+};
+
+const file = async (name: string, content: string | Buffer): Promise<string> => {
+  const p = path.join(dir, name);
+  await writeFile(p, content);
+  return p;
+};
+
+const run = (spec: Omit<JobSpecInput, "inputs"> & { inputs: string[] }): Promise<LocalRunResult> =>
+  runLocal({ spec: parseJobSpec(spec), registry: registry(), workers: 0 });
+
+const failure = async (spec: Omit<JobSpecInput, "inputs"> & { inputs: string[] }): Promise<CloudmillError> => {
+  const err = await run(spec).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(CloudmillError);
+  return err as CloudmillError;
+};
+
+describe("csv", () => {
+  const measurements = "station,temp,note\nnorth,1.5,ok\n\"south, east\",2.25,\"said \"\"hi\"\"\"\nwest,-0.75,\n";
+
+  it("reads a column by header name or by 1-based index, skipping the header", async () => {
+    const f = await file("m.csv", measurements);
+    const want = refStatsOf([1.5, 2.25, -0.75]);
+    for (const chunkSize of [1, 7, 1024]) {
+      expect((await run({ op: "stats", inputs: [f], params: { column: "temp" }, chunkSize })).result).toEqual(want);
+      expect((await run({ op: "stats", inputs: [f], params: { column: "2" }, chunkSize })).result).toEqual(want);
+    }
+    expect((await run({ op: "count", inputs: [f] })).result).toEqual({ records: 3 });
+    expect((await run({ op: "count", inputs: [f], format: "lines" })).result).toEqual({ records: 4 });
+  });
+
+  it("unquotes fields holding separators and doubled quotes", async () => {
+    const f = await file("q.csv", measurements);
+    expect((await run({ op: "rows", inputs: [f] })).result).toEqual([
+      { station: "north", temp: "1.5", note: "ok" },
+      { station: "south, east", temp: "2.25", note: 'said "hi"' },
+      { station: "west", temp: "-0.75", note: "" },
+    ]);
+  });
+
+  it("takes another separator, and no header (rows as arrays, columns by index)", async () => {
+    const f = await file("semi.csv", 'name;"weird;col";value\n"a;b";"say ""x"";y";1.5\nc;plain;2.5\n');
+    expect((await run({ op: "stats", inputs: [f], params: { separator: ";", column: "value" } })).result).toMatchObject({ count: 2, sum: 4 });
+    expect((await run({ op: "rows", inputs: [f], params: { separator: ";" } })).result).toEqual([
+      { name: "a;b", "weird;col": 'say "x";y', value: "1.5" },
+      { name: "c", "weird;col": "plain", value: "2.5" },
+    ]);
+    const g = await file("noheader.csv", "1,10\n2,20\n");
+    expect((await run({ op: "stats", inputs: [g], params: { header: "false", column: "2" } })).result).toMatchObject({ count: 2, sum: 30 });
+    expect((await run({ op: "rows", inputs: [g], params: { header: "false" } })).result).toEqual([
+      ["1", "10"],
+      ["2", "20"],
+    ]);
+  });
+
+  it("finds header names behind a BOM and before a CRLF", async () => {
+    const f = await file("bom.csv", "\uFEFFa,b\r\n1,10\r\n2,20\r\n");
+    expect((await run({ op: "stats", inputs: [f], params: { column: "a" }, chunkSize: 3 })).result).toMatchObject({ count: 2, sum: 3 });
+    expect((await run({ op: "stats", inputs: [f], params: { column: "b" }, chunkSize: 3 })).result).toMatchObject({ count: 2, sum: 30 });
+  });
+
+  it("fails on an unbalanced quote with BAD_RECORD naming the input and line, at any chunk size", async () => {
+    const f = await file("broken.csv", 'h,v\nx,1\n"y,2\nz,3\n');
+    for (const chunkSize of [1, 5, 1000]) {
+      const e = await failure({ op: "stats", inputs: [f], params: { column: "v" }, chunkSize });
+      expect(e.code).toBe(ErrorCode.BAD_RECORD);
+      expect(e.describe()).toContain(`${f}:3 `);
+      expect(e.describe()).toMatch(/unterminated quoted field/);
+      expect(e.describe()).not.toContain("\n");
+    }
+  });
+
+  it("names the columns when a column name is not in the header; needs a column at all", async () => {
+    const f = await file("cols.csv", "a,b\n1,2\n");
+    const e = await failure({ op: "stats", inputs: [f], params: { column: "c" } });
+    expect(e.code).toBe(ErrorCode.INVALID_SPEC);
+    expect(e.message).toContain('no column "c" in the header (columns: a, b)');
+    const none = await failure({ op: "stats", inputs: [f] });
+    expect(none.code).toBe(ErrorCode.INVALID_SPEC);
+    expect(none.message).toContain("--param column=");
+    const far = await failure({ op: "stats", inputs: [f], params: { column: "5" } });
+    expect(far.code).toBe(ErrorCode.BAD_RECORD);
+    expect(far.describe()).toContain(`${f}:2 `);
+  });
+});
+
+describe("jsonl", () => {
+  const events = '{"id":1,"latency":{"ms":12.5}}\n\n{"id":2,"latency":{"ms":"7.5"}}\n{"id":3}\n{"id":4,"latency":{"ms":null}}\n{"id":5,"latency":{"ms":-2}}\n';
+
+  it("reads a dotted field path; missing and null fields contribute nothing; numeric strings count", async () => {
+    const f = await file("e.jsonl", events);
+    for (const chunkSize of [1, 16, 4096]) {
+      expect((await run({ op: "stats", inputs: [f], params: { field: "latency.ms" }, chunkSize })).result).toEqual(refStatsOf([12.5, 7.5, -2]));
+    }
+    expect((await run({ op: "stats", inputs: [f], params: { field: "id" } })).result).toMatchObject({ count: 5, sum: 15 });
+    expect((await run({ op: "count", inputs: [f] })).result).toEqual({ records: 5 }); // .jsonl: non-blank lines
+  });
+
+  it("fails on a broken line naming the file and line", async () => {
+    const f = await file("bad.jsonl", '{"v":1}\n{"v":2}\n{"v":\n{"v":4}\n');
+    for (const chunkSize of [1, 9, 4096]) {
+      const e = await failure({ op: "stats", inputs: [f], params: { field: "v" }, chunkSize });
+      expect(e.code).toBe(ErrorCode.BAD_RECORD);
+      expect(e.describe()).toContain(`${f}:3 `);
+      expect(e.describe()).toMatch(/invalid JSON/);
+    }
+  });
+
+  it("fails on a field that is not a number; needs a field at all", async () => {
+    const f = await file("obj.jsonl", '{"v":1}\n{"v":{"x":1}}\n');
+    const e = await failure({ op: "stats", inputs: [f], params: { field: "v" } });
+    expect(e.code).toBe(ErrorCode.BAD_RECORD);
+    expect(e.describe()).toContain(`${f}:2 `);
+    const none = await failure({ op: "stats", inputs: [f] });
+    expect(none.code).toBe(ErrorCode.INVALID_SPEC);
+    expect(none.message).toContain("--param field=");
+  });
+});
+
+describe("numbers", () => {
+  const text = "1\n2\n\nthree\n4\n5,5\n6\n";
+
+  it("fails on a malformed number naming file:line, whichever chunk finds it", async () => {
+    const f = await file("n.txt", text);
+    for (const chunkSize of [1, 4, 100]) {
+      const e = await failure({ op: "stats", inputs: [f], chunkSize });
+      expect(e.code).toBe(ErrorCode.BAD_RECORD);
+      expect(e.describe()).toMatch(new RegExp(`^${f.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:(4|6) \\(byte \\d+\\): expected a number, got "(three|5,5)"$`));
+    }
+    // One chunk: the first bad record in file order.
+    expect((await failure({ op: "stats", inputs: [f] })).describe()).toBe(`${f}:4 (byte 5): expected a number, got "three"`);
+  });
+
+  it("with onBadRecord: skip, skips and counts bad records in every chunk", async () => {
+    const f = await file("skip.txt", text);
+    for (const chunkSize of [1, 4, 100]) {
+      const { result, status } = await run({ op: "stats", inputs: [f], chunkSize, onBadRecord: "skip" });
+      expect(result).toEqual(refStatsOf([1, 2, 4, 6]));
+      expect(status.skipped).toBe(2);
+      expect(status.state).toBe("succeeded");
+    }
+    const clean = await run({ op: "stats", inputs: [await file("clean.txt", "1\n2\n")], onBadRecord: "skip" });
+    expect(clean.status.skipped).toBeUndefined();
+    const h = await run({ op: "histogram", inputs: [f], params: { bins: "2", min: "0", max: "10" }, onBadRecord: "skip" });
+    expect(h.result).toEqual({ min: 0, max: 10, bins: [3, 1] });
+    expect(h.status.skipped).toBe(2);
+  });
+});
+
+describe("bytes that are not text", () => {
+  const bytes = Buffer.concat([
+    Buffer.from("ok \u0000nul\u0000 "),
+    Buffer.from([0xff, 0xfe, 0x20, 0xc3, 0x0a, 0xa9, 0x80, 0x80, 0x20, 0xe2, 0x82]), // invalid and cut sequences
+    Buffer.from("\n\u0000\n\r\n"),
+    Buffer.from([0xef, 0xbb, 0xbf, 0x41, 0x20, 0xf0, 0x9d, 0x84]), // a BOM not at byte 0 is data
+  ]);
+
+  it("count, wordcount and grep give the reference result at every chunk size", async () => {
+    const f = await file("binary.dat", bytes);
+    for (let chunkSize = 1; chunkSize <= bytes.length + 1; chunkSize += 3) {
+      expect((await run({ op: "count", inputs: [f], chunkSize })).result).toEqual(refCount(bytes));
+      expect((await run({ op: "wordcount", inputs: [f], chunkSize, params: { k: "20" } })).result).toEqual(refWordcount(bytes, 20));
+      expect((await run({ op: "grep", inputs: [f], chunkSize, params: { pattern: "\u0000|\ufffd" } })).result).toEqual(refGrep(bytes, "\u0000|\ufffd"));
+    }
+  });
+
+  it("wordcount keeps byte-distinct words distinct even when they decode alike", async () => {
+    const f = await file("alike.dat", Buffer.from([0xff, 0x20, 0xfe, 0x20, 0xff]));
+    expect((await run({ op: "wordcount", inputs: [f] })).result).toEqual({
+      total: 3,
+      distinct: 2,
+      top: [
+        ["\ufffd", 2],
+        ["\ufffd", 1],
+      ],
+    });
+  });
+});
