@@ -3,10 +3,25 @@ import type { z } from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { BlobStore } from "../ports.js";
 
+/** Attempts of a whole read (the SDK retries requests, but not a body that fails part-way). */
+const READ_ATTEMPTS = 3;
+
+/**
+ * A whole object. A read that fails part-way (a reset connection: ENVIRONMENT) is tried again,
+ * since a reader that needs many objects in one go (the reducer reads every part) would
+ * otherwise fail with a likelihood that grows with their number.
+ */
 export const readBytes = async (store: BlobStore, key: string, signal?: AbortSignal): Promise<Buffer> => {
-  const parts: Buffer[] = [];
-  for await (const chunk of await store.get(key, signal ? { signal } : {})) parts.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-  return Buffer.concat(parts);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const parts: Buffer[] = [];
+      for await (const chunk of await store.get(key, signal ? { signal } : {})) parts.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      return Buffer.concat(parts);
+    } catch (err) {
+      if (attempt >= READ_ATTEMPTS || signal?.aborted || !(err instanceof CloudmillError && err.code === ErrorCode.ENVIRONMENT)) throw err;
+      await new Promise((r) => setTimeout(r, 50 * 4 ** attempt * (0.5 + Math.random() / 2)));
+    }
+  }
 };
 
 /** Parses a stored JSON object with a schema; a corrupt object is an INTERNAL error naming it. */

@@ -20,6 +20,9 @@ export const PartSchema = z.object({
   skipped: z.number().int().nonnegative(),
 });
 
+/** Parts read ahead of the one being merged. */
+const READ_AHEAD = 16;
+
 export type ReduceOutcome =
   | { readonly kind: "incomplete"; readonly done: number; readonly chunks: number }
   | { readonly kind: "succeeded"; readonly result: unknown; readonly status: JobStatus }
@@ -69,8 +72,20 @@ export const reduceJob = async (deps: PipelineDeps, jobId: string): Promise<Redu
   const merger = op.merger(params);
   let skipped = 0;
   try {
+    // Parts are read a few at a time but merged strictly in chunk order (deterministic bytes);
+    // at most READ_AHEAD parts are held at once.
+    const read = (i: number) => readJson(deps.output, parts.get(i)!, PartSchema);
+    const ahead: ReturnType<typeof read>[] = [];
+    for (let i = 0; i < Math.min(READ_AHEAD, manifest.chunks); i++) ahead.push(read(i));
+    // A read that fails while an earlier one is awaited must not go unhandled: it is awaited in turn.
+    for (const p of ahead) p.catch(() => undefined);
     for (let i = 0; i < manifest.chunks; i++) {
-      const part = await readJson(deps.output, parts.get(i)!, PartSchema);
+      const part = await ahead.shift()!;
+      if (i + READ_AHEAD < manifest.chunks) {
+        const next = read(i + READ_AHEAD);
+        next.catch(() => undefined);
+        ahead.push(next);
+      }
       if (part.jobId !== jobId || part.index !== i) throw new CloudmillError(ErrorCode.INTERNAL, `part ${i} of job ${jobId} holds job ${part.jobId} chunk ${part.index}`);
       merger.add(part.partial);
       skipped += part.skipped;

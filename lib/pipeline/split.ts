@@ -13,7 +13,7 @@ import type { OpRegistry } from "../ops/registry.js";
 import { nowOf, type SplitDeps } from "./deps.js";
 import { exists, writeJson } from "./io.js";
 import { reduceJob } from "./reduce.js";
-import { runningStatus } from "./status.js";
+import { writeProgress } from "./status.js";
 
 export interface JobPlan {
   readonly jobId: string;
@@ -81,7 +81,8 @@ export const startJob = async (deps: SplitDeps, plan: JobPlan): Promise<StartedJ
     return { manifest, duplicate: true };
   }
   await writeJson(deps.output, manifestKey(plan.jobId), manifest);
-  await writeJson(deps.output, plan.output.status, runningStatus(manifest, 0));
+  // Through writeProgress: a job cancelled before this trigger ran stays cancelled.
+  await writeProgress(deps, manifest, 0);
   log.info("job started", { op: plan.job.op, inputs: plan.inputs.length, chunks: manifest.chunks, chunkSize: plan.chunkSize });
 
   let batch: string[] = [];

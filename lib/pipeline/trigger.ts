@@ -7,7 +7,7 @@ import { s3Uri } from "../aws/clients.js";
 import { JOBS_PREFIX, jobSpecOutputKeys, uploadOutputKeys, type OutputKeys } from "../config/keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { digest, uploadJobId } from "../job/planner.js";
-import { JobId, parseJobSpec, parseJobSpecJson } from "../job/spec.js";
+import { JobId, OpName, parseJobSpec, parseJobSpecJson } from "../job/spec.js";
 import { DEFAULTS } from "../config/constants.js";
 import type { SplitDeps } from "./deps.js";
 import { failJob } from "./fail.js";
@@ -66,7 +66,9 @@ const startUploadJob = async (deps: SplitDeps, config: TriggerConfig, obj: Creat
   const info = await deps.inputStore(bucket).head(key);
   if (!info) return { kind: "ignored", reason: "object no longer exists" };
   if (obj.etag && unquote(obj.etag) !== unquote(info.etag)) return { kind: "ignored", reason: "overwritten since; the newer upload starts its own job" };
-  const jobId = uploadJobId(op || "none", bucket, key, obj.versionId ?? unquote(info.etag));
+  // The job id leads with the op's name only when it is one (`file:x`, `a b` are not), so every
+  // id, and the status that names it, stays readable by the JobId schema.
+  const jobId = uploadJobId(OpName.safeParse(op).success ? op : "invalid", bucket, key, obj.versionId ?? unquote(info.etag));
   try {
     if (!op) {
       throw new CloudmillError(ErrorCode.INVALID_SPEC, `uploads go under a folder named after the op, e.g. wordcount/${key} (ops: ${deps.registry.names().join(", ")})`);

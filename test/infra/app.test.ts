@@ -1,7 +1,7 @@
 /**
  * infra/app.ts as `npx cdk synth` runs it: the CLI passes the context (cdk.json + `-c`) in
  * CDK_CONTEXT_JSON and the output directory in CDK_OUTDIR. Run in-process, with no AWS credentials
- * or region in the environment. (`npx cdk synth` itself is exercised by hand: see docs/deploy.md.)
+ * or region in the environment. (`npx cdk synth` itself is exercised by hand: see README.md.)
  */
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";

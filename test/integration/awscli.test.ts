@@ -3,7 +3,7 @@
  * AWS CLI (Debian's awscli at /usr/bin/aws) with dummy credentials and no user config. An
  * `aws s3 cp` upload under wordcount/ yields result.json equal to `cloudmill run --op
  * wordcount` on the same file; Ctrl-C (SIGINT) stops everything and exits 0.
- * The commands are the ones docs/dev.md shows.
+ * The commands are the ones README.md shows.
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";

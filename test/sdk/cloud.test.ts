@@ -1,0 +1,177 @@
+/**
+ * The SDK against the emulated cloud (`cloudmill dev` in this process, workers as processes
+ * running the compiled dist/): map resolves to what `cloudmill run` gives, a failing job
+ * rejects with its chunk's error, asCompleted yields in completion order, cancel stops a long
+ * job and leaves it cancelled. Run `npm run build` first (the workers run dist/worker/main.js).
+ */
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { HeadObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { CliIO } from "../../lib/cli/io.js";
+import { runCli } from "../../lib/cli/main.js";
+import { S3BlobStore } from "../../lib/adapters/S3BlobStore.js";
+import { partsPrefix } from "../../lib/config/keys.js";
+import { startDevCloud, type DevCloud } from "../../lib/dev/devCloud.js";
+import { CloudmillError } from "../../lib/errors.js";
+import { silentLogger } from "../../lib/log.js";
+import { asCompleted, Cloudmill, JobFailedError, waitAll, type JobFuture } from "../../lib/index.js";
+import { countingS3 } from "./support.js";
+
+const ROOT = path.resolve(import.meta.dirname, "../..");
+const KiB = 1024;
+
+let cloud: DevCloud;
+let mill: Cloudmill;
+let counter: ReturnType<typeof countingS3>;
+let dir: string;
+
+/** What `cloudmill run <file> ...args` prints, run in this process on the main thread. */
+const cloudmillRun = async (file: string, args: readonly string[]): Promise<unknown> => {
+  let stdout = "";
+  let stderr = "";
+  const io: CliIO = { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s) }, env: {} };
+  const code = await runCli(["run", file, ...args, "--workers", "0", "--no-progress"], io);
+  expect(code, stderr).toBe(0);
+  return JSON.parse(stdout);
+};
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-sdk-"));
+  cloud = await startDevCloud({ port: 0, workers: 2, chunkSize: 8 * KiB, maxAttempts: 2, log: silentLogger });
+  counter = countingS3(cloud.endpoint);
+  mill = new Cloudmill({ endpoint: cloud.endpoint, s3: counter.s3, poll: { initialMs: 100, maxMs: 1_000 } });
+}, 60_000);
+
+afterAll(async () => {
+  mill?.close();
+  counter?.s3.destroy();
+  await cloud?.stop();
+  await rm(dir, { recursive: true, force: true });
+}, 60_000);
+
+describe("Cloudmill against cloudmill dev", () => {
+  it("map over three inputs (two local files, one S3 object in place) resolves three futures to what `cloudmill run` gives", async () => {
+    const local = ["examples/words.txt", "examples/numbers.txt"].map((f) => path.join(ROOT, f));
+    // The third input is already in S3: a key under `_` starts no job of its own.
+    const head = (await readFile(path.join(ROOT, "examples/events.jsonl"))).subarray(0, 40 * KiB);
+    const headFile = path.join(dir, "events-head.txt");
+    await writeFile(headFile, head);
+    await cloud.clients.s3.send(new PutObjectCommand({ Bucket: cloud.inputBucket, Key: "_fixtures/events-head.txt", Body: head }));
+    const inputs = [...local, `s3://${cloud.inputBucket}/_fixtures/events-head.txt`];
+
+    const before = counter.total();
+    const futures = mill.map("wordcount", inputs, { k: 5 });
+    expect(futures).toHaveLength(3);
+    expect(new Set(futures.map((f) => f.id)).size).toBe(3);
+    for (const f of futures) expect(f.id).toMatch(/^job-\d{8}T\d{6}-[0-9a-f]{8}$/);
+
+    const results = await waitAll(futures, { timeoutMs: 90_000 });
+    const expected = await Promise.all([...local, headFile].map((f) => cloudmillRun(f, ["--op", "wordcount", "-p", "k=5"])));
+    expect(results).toEqual(expected);
+
+    const chunks = (await Promise.all(futures.map((f) => f.progress()))).map((p) => {
+      expect(p).toMatchObject({ state: "succeeded", fraction: 1 });
+      return p.total;
+    });
+    // 8 KiB chunks: 9 + 5 + 5 of them. Waiting read status.json per poll, not per chunk.
+    expect(chunks).toEqual([9, 5, 5]);
+    const reads = (counter.counts.get("GetObjectCommand") ?? 0) + (counter.counts.get("HeadObjectCommand") ?? 0);
+    expect(reads).toBeGreaterThan(0);
+    expect(counter.total() - before).toBeLessThan(3 * 30);
+  }, 120_000);
+
+  it("a failing job rejects its future with the chunk's error (BAD_RECORD, naming the input and byte)", async () => {
+    const lines = Array.from({ length: 3000 }, (_, i) => String(i));
+    lines[2500] = "oops";
+    const file = path.join(dir, "bad-numbers.txt");
+    await writeFile(file, `${lines.join("\n")}\n`);
+    const offset = Buffer.byteLength(lines.slice(0, 2500).join("\n")) + 1;
+
+    const future = mill.submit({ op: "stats", inputs: [file], chunkSize: "4KiB" });
+    const err = await future.result({ timeoutMs: 90_000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(JobFailedError);
+    const failed = err as JobFailedError;
+    expect(failed).toBeInstanceOf(CloudmillError);
+    expect(failed.code).toBe("BAD_RECORD");
+    expect(failed.message).toContain(`s3://${cloud.inputBucket}/_uploads/${future.id}/bad-numbers.txt`);
+    expect(failed.message).toContain(`(byte ${offset})`);
+    expect(failed.message).toContain('"oops"');
+    expect(failed.context).toMatchObject({ jobId: future.id });
+    expect(failed.status).toMatchObject({ state: "failed", error: { code: "BAD_RECORD", offset } });
+    expect((await future.status()).state).toBe("failed");
+  }, 120_000);
+
+  it("asCompleted yields futures in the order their jobs end, not the order given", async () => {
+    // early: fails at once in the splitter (no such object); small: one chunk; large: 17 chunks, submitted last.
+    const early = mill.submit({ op: "count", inputs: [`s3://${cloud.inputBucket}/_fixtures/missing.txt`] });
+    await expect(early.result({ timeoutMs: 30_000 })).rejects.toMatchObject({ code: "INPUT_NOT_FOUND" });
+    const small = mill.submit({ op: "count", inputs: [path.join(ROOT, "examples/numbers.txt")], chunkSize: "1MiB" });
+    await small.submitted;
+    const large = mill.submit({ op: "count", inputs: [path.join(ROOT, "examples/words.txt")], chunkSize: "4KiB" });
+
+    const order: JobFuture<unknown>[] = [];
+    for await (const f of asCompleted([large, early, small], { timeoutMs: 90_000 })) order.push(f);
+    expect(order.map((f) => f.id)).toEqual([early.id, small.id, large.id]);
+
+    // Each yielded future has settled: its result (or error) needs no more waiting.
+    await expect(early.result()).rejects.toMatchObject({ code: "INPUT_NOT_FOUND" });
+    await expect(small.result()).resolves.toEqual(await cloudmillRun(path.join(ROOT, "examples/numbers.txt"), ["--op", "count"]));
+    await expect(large.result()).resolves.toEqual(await cloudmillRun(path.join(ROOT, "examples/words.txt"), ["--op", "count"]));
+    const [s, l] = await Promise.all([small.status(), large.status()]);
+    expect(Date.parse(s.finishedAt!)).toBeLessThan(Date.parse(l.finishedAt!));
+  }, 120_000);
+
+  it("a big local file is uploaded in parts (multipart), with progress, then used as the job's input", async () => {
+    const file = path.join(dir, "big.txt");
+    const lines = 180_000;
+    await writeFile(file, `${"x".repeat(99)}\n`.repeat(lines)); // 18 MB: three 8 MiB parts
+    const progress: { loaded: number; total: number; uri: string }[] = [];
+    const future = mill.submit({ op: "count", inputs: [file], chunkSize: "8MiB" }, { onUpload: (p) => progress.push(p) });
+    await future.submitted;
+    const key = `_uploads/${future.id}/big.txt`;
+    expect(progress.length).toBeGreaterThanOrEqual(3);
+    expect(progress.every((p) => p.total === 18_000_000 && p.uri === `s3://${cloud.inputBucket}/${key}`)).toBe(true);
+    expect(progress.at(-1)!.loaded).toBe(18_000_000);
+    const head = await cloud.clients.s3.send(new HeadObjectCommand({ Bucket: cloud.inputBucket, Key: key }));
+    expect(head.ContentLength).toBe(18_000_000);
+    expect(head.ETag).toMatch(/-3"$/); // the ETag of a three-part upload
+    await expect(future.result({ timeoutMs: 60_000 })).resolves.toEqual({ records: lines });
+  }, 120_000);
+
+  it("cancel stops a long job: its queued chunks are skipped and it stays cancelled", async () => {
+    const file = path.join(dir, "long.txt");
+    await writeFile(file, "lorem ipsum dolor sit amet\n".repeat(40_000)); // ~1 MB: 264 chunks of 4 KiB
+    const future = mill.submit({ op: "wordcount", inputs: [file], chunkSize: "4KiB" });
+    // Wait until it is really running: some chunks mapped.
+    for (let p = await future.progress(); p.done < 2; p = await future.progress()) {
+      expect(p.state === "pending" || p.state === "running").toBe(true);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const status = await future.cancel();
+    expect(status).toMatchObject({ jobId: future.id, state: "cancelled", chunks: 264 });
+    await expect(future.result({ timeoutMs: 10_000 })).rejects.toMatchObject({ code: "CANCELLED" });
+
+    const parts = async (): Promise<number> => {
+      let n = 0;
+      for await (const _ of new S3BlobStore(cloud.clients.s3, cloud.outputBucket).list(partsPrefix(future.id))) n++;
+      return n;
+    };
+    const atCancel = await parts();
+    await new Promise((r) => setTimeout(r, 4_000));
+    const later = await parts();
+    // At most the chunks in flight when it was cancelled (one per worker) finish; the rest are skipped.
+    expect(later - atCancel).toBeLessThanOrEqual(2);
+    expect(later).toBeLessThan(264);
+    const after = await future.status();
+    expect(after.state).toBe("cancelled");
+    expect(after.done).toBeLessThan(264);
+    // The CLI agrees.
+    const second = await mill.job(future.id).cancel();
+    expect(second.state).toBe("cancelled");
+  }, 120_000);
+});

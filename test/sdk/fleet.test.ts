@@ -1,0 +1,181 @@
+/**
+ * The fleet view and connecting by stack name, against moto: a real wire protocol for ECS
+ * (JSON 1.1), EC2 (query/XML), CloudFormation (query/XML), S3 and SQS, driven through the real
+ * AWS SDK. moto 5.2.1 ships on the node machine image (.ci/run checks it); without it this
+ * file fails rather than skip (recorded.test.ts covers what moto does not).
+ */
+import { CloudFormationClient, CreateStackCommand } from "@aws-sdk/client-cloudformation";
+import { DescribeImagesCommand, EC2Client, RunInstancesCommand, type Instance } from "@aws-sdk/client-ec2";
+import {
+  CreateClusterCommand,
+  CreateServiceCommand,
+  DescribeServicesCommand,
+  ECSClient,
+  ListContainerInstancesCommand,
+  RegisterContainerInstanceCommand,
+  RegisterTaskDefinitionCommand,
+  StartTaskCommand,
+} from "@aws-sdk/client-ecs";
+import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { CliIO } from "../../lib/cli/io.js";
+import { runCli } from "../../lib/cli/main.js";
+import { Cloudmill, CloudmillError, STACK_OUTPUT_KEYS } from "../../lib/index.js";
+import { startMoto, type Moto } from "./support.js";
+
+const started: Moto | undefined = await startMoto();
+if (!started) throw new Error("moto is required for the fleet tests (python3 -c 'import moto'); it ships on the node machine image");
+const moto: Moto = started;
+const STACK = "Cloudmill-testlab";
+const CLUSTER = "cloudmill-testlab-workers";
+const SERVICE = "cloudmill-testlab-worker";
+const config = () => ({ endpoint: moto.endpoint, region: "us-east-1", credentials: { accessKeyId: "test", secretAccessKey: "test" } });
+
+let ecs: ECSClient;
+let onDemand: Instance;
+let spot: Instance;
+let queueUrl: string;
+
+const cli = async (args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
+  let stdout = "";
+  let stderr = "";
+  const io: CliIO = { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s) }, env: {} };
+  const code = await runCli(args, io);
+  return { code, stdout, stderr };
+};
+
+beforeAll(async () => {
+  ecs = new ECSClient(config());
+  const ec2 = new EC2Client(config());
+  const cfn = new CloudFormationClient(config());
+  const sqs = new SQSClient(config());
+  try {
+    // The stack, with the outputs CloudmillStack declares.
+    const template = {
+      Resources: {
+        Input: { Type: "AWS::S3::Bucket", Properties: { BucketName: "testlab-input" } },
+        Output: { Type: "AWS::S3::Bucket", Properties: { BucketName: "testlab-output" } },
+        Tasks: { Type: "AWS::SQS::Queue", Properties: { QueueName: "testlab-tasks" } },
+        Dead: { Type: "AWS::SQS::Queue", Properties: { QueueName: "testlab-tasks-dlq" } },
+      },
+      Outputs: {
+        [STACK_OUTPUT_KEYS.inputBucket]: { Value: { Ref: "Input" } },
+        [STACK_OUTPUT_KEYS.outputBucket]: { Value: { Ref: "Output" } },
+        [STACK_OUTPUT_KEYS.taskQueueUrl]: { Value: { Ref: "Tasks" } },
+        [STACK_OUTPUT_KEYS.deadLetterQueueUrl]: { Value: { Ref: "Dead" } },
+        [STACK_OUTPUT_KEYS.cluster]: { Value: CLUSTER },
+        [STACK_OUTPUT_KEYS.service]: { Value: SERVICE },
+      },
+    };
+    await cfn.send(new CreateStackCommand({ StackName: STACK, TemplateBody: JSON.stringify(template) }));
+
+    // Two instances: one on demand, one spot; both registered with the cluster.
+    const { Images } = await ec2.send(new DescribeImagesCommand({}));
+    const ami = Images![0]!.ImageId!;
+    onDemand = (await ec2.send(new RunInstancesCommand({ ImageId: ami, MinCount: 1, MaxCount: 1, InstanceType: "c7g.xlarge" }))).Instances![0]!;
+    spot = (await ec2.send(new RunInstancesCommand({ ImageId: ami, MinCount: 1, MaxCount: 1, InstanceType: "m7g.large", InstanceMarketOptions: { MarketType: "spot" } }))).Instances![0]!;
+    await ecs.send(new CreateClusterCommand({ clusterName: CLUSTER }));
+    for (const i of [onDemand, spot]) {
+      await ecs.send(
+        new RegisterContainerInstanceCommand({
+          cluster: CLUSTER,
+          instanceIdentityDocument: JSON.stringify({ instanceId: i.InstanceId, region: "us-east-1" }),
+          totalResources: [
+            { name: "CPU", type: "INTEGER", integerValue: 4096 },
+            { name: "MEMORY", type: "INTEGER", integerValue: 7680 },
+          ],
+        }),
+      );
+    }
+    await ecs.send(
+      new RegisterTaskDefinitionCommand({ family: "worker", cpu: "1024", memory: "2048", containerDefinitions: [{ name: "worker", image: "cloudmill-worker", cpu: 1024, memory: 2048 }] }),
+    );
+    await ecs.send(new CreateServiceCommand({ cluster: CLUSTER, serviceName: SERVICE, taskDefinition: "worker", desiredCount: 3 }));
+    // Three worker tasks: two on the on-demand instance, one on the spot instance.
+    const arns = (await ecs.send(new ListContainerInstancesCommand({ cluster: CLUSTER }))).containerInstanceArns!;
+    const arnOf = async (instanceId: string): Promise<string> => {
+      const { DescribeContainerInstancesCommand } = await import("@aws-sdk/client-ecs");
+      const d = await ecs.send(new DescribeContainerInstancesCommand({ cluster: CLUSTER, containerInstances: arns }));
+      return d.containerInstances!.find((c) => c.ec2InstanceId === instanceId)!.containerInstanceArn!;
+    };
+    const a = await arnOf(onDemand.InstanceId!);
+    const b = await arnOf(spot.InstanceId!);
+    for (const target of [a, a, b]) {
+      await ecs.send(new StartTaskCommand({ cluster: CLUSTER, taskDefinition: "worker", containerInstances: [target], group: `service:${SERVICE}`, startedBy: "ecs-svc/1" }));
+    }
+    // A backlog of three chunks.
+    const { GetQueueUrlCommand } = await import("@aws-sdk/client-sqs");
+    queueUrl = (await sqs.send(new GetQueueUrlCommand({ QueueName: "testlab-tasks" }))).QueueUrl!;
+    await sqs.send(new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: [0, 1, 2].map((i) => ({ Id: String(i), MessageBody: `{"chunk":${i}}` })) }));
+  } finally {
+    ec2.destroy();
+    cfn.destroy();
+    sqs.destroy();
+  }
+}, 60_000);
+
+afterAll(async () => {
+  ecs?.destroy();
+  await moto.stop();
+});
+
+describe("against moto (ECS, EC2, CloudFormation, S3, SQS wire protocols)", () => {
+  it("connects by stack name: the stack's outputs name the buckets, queue, cluster and service", async () => {
+    const mill = await Cloudmill.connect({ stack: STACK, endpoint: moto.endpoint }, {});
+    try {
+      expect(await mill.target()).toEqual({
+        region: "us-east-1",
+        endpoint: moto.endpoint,
+        stack: STACK,
+        inputBucket: "testlab-input",
+        outputBucket: "testlab-output",
+        // CloudFormation's Ref of a queue is its AWS-style URL; the queue is found by it all the same (fleet().queue).
+        taskQueueUrl: expect.stringMatching(/^https:\/\/sqs\.us-east-1\.amazonaws\.com\/\d{12}\/testlab-tasks$/),
+        cluster: CLUSTER,
+        service: SERVICE,
+      });
+      await expect(mill.jobs()).resolves.toEqual([]);
+    } finally {
+      mill.close();
+    }
+  });
+
+  it("fleet() tells desired, running and pending tasks, the instances behind them and their reservation", async () => {
+    const mill = new Cloudmill({ stack: STACK, endpoint: moto.endpoint }, {});
+    try {
+      const view = await mill.fleet();
+      const svc = (await ecs.send(new DescribeServicesCommand({ cluster: CLUSTER, services: [SERVICE] }))).services![0]!;
+      expect(view).toMatchObject({ cluster: CLUSTER, service: SERVICE, desired: 3, running: svc.runningCount, pending: svc.pendingCount });
+      expect(view.instances.map((i) => [i.instanceId, i.type, i.market, i.launchTime?.toISOString()])).toEqual([
+        [onDemand.InstanceId, "c7g.xlarge", "on-demand", onDemand.LaunchTime!.toISOString()],
+        [spot.InstanceId, "m7g.large", "spot", spot.LaunchTime!.toISOString()],
+      ].sort((x, y) => String(x[3]).localeCompare(String(y[3])) || String(x[0]).localeCompare(String(y[0]))));
+      const byId = new Map(view.instances.map((i) => [i.instanceId, i]));
+      expect(byId.get(onDemand.InstanceId!)).toMatchObject({ runningTasks: 2, cpu: { registered: 4096, reserved: 2048, fraction: 0.5 }, memoryMiB: { reserved: 4096 } });
+      expect(byId.get(spot.InstanceId!)).toMatchObject({ runningTasks: 1, cpu: { registered: 4096, reserved: 1024, fraction: 0.25 }, memoryMiB: { reserved: 2048 } });
+      expect(view.reservation.cpu).toEqual({ registered: 8192, reserved: 3072, fraction: 3072 / 8192 });
+      expect(view.tasks.map((t) => t.instanceId).sort()).toEqual([onDemand.InstanceId, onDemand.InstanceId, spot.InstanceId].sort());
+      expect(view.queue).toEqual({ visible: 3, inFlight: 0 });
+    } finally {
+      mill.close();
+    }
+  });
+
+  it("`cloudmill fleet --stack` prints the service line, the backlog and one row per instance", async () => {
+    const r = await cli(["fleet", "--stack", STACK, "--endpoint", moto.endpoint]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^service ${SERVICE} in cluster ${CLUSTER}: 3 desired, \\d+ running, \\d+ pending worker task\\(s\\)`));
+    expect(r.stdout).toContain("task queue: 3 chunk(s) waiting, 0 in flight");
+    expect(r.stdout).toMatch(new RegExp(`${onDemand.InstanceId}\\s+c7g\\.xlarge\\s+on-demand\\s+.*\\s2\\s+2048/4096 50%`));
+    expect(r.stdout).toMatch(new RegExp(`${spot.InstanceId}\\s+m7g\\.large\\s+spot\\s+.*\\s1\\s+1024/4096 25%`));
+  });
+
+  it("a stack that does not exist is one line that says how to deploy it", async () => {
+    const err = await Cloudmill.connect({ stack: "Cloudmill-nolab", endpoint: moto.endpoint }, {}).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CloudmillError);
+    expect(err).toMatchObject({ code: "ENVIRONMENT", message: "no stack Cloudmill-nolab in us-east-1: deploy it with `npx cdk deploy -c lab=nolab`, or check the stack name and AWS_REGION" });
+    const r = await cli(["jobs", "--stack", "Cloudmill-nolab", "--endpoint", moto.endpoint]);
+    expect(r.code).toBe(7);
+    expect(r.stderr).toBe("cloudmill: no stack Cloudmill-nolab in us-east-1: deploy it with `npx cdk deploy -c lab=nolab`, or check the stack name and AWS_REGION\n");
+  });
+});

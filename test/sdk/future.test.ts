@@ -1,0 +1,152 @@
+/**
+ * JobFuture, waitAll and asCompleted over a scripted backend with fake timers: how often they
+ * poll, that they stop polling when they should, and that they leave no timer behind. The
+ * same behaviours against the emulated cloud are in cloud.test.ts and timeout.test.ts.
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { CloudmillError } from "../../lib/errors.js";
+import { asCompleted, waitAll } from "../../lib/sdk/futures.js";
+import { JobFuture, type JobBackend } from "../../lib/sdk/JobFuture.js";
+import type { JobStatus } from "../../lib/sdk/types.js";
+
+interface Scripted extends JobBackend {
+  readonly reads: number[];
+}
+
+/** A job whose status at time t (ms since start) the script gives; its result is `result`. */
+const scripted = (script: (t: number) => Omit<JobStatus, "jobId">, result: unknown = { ok: true }): Scripted => {
+  const start = Date.now();
+  const reads: number[] = [];
+  return {
+    reads,
+    poll: {},
+    readStatus: async (jobId) => {
+      reads.push(Date.now() - start);
+      return { jobId, ...script(Date.now() - start) };
+    },
+    readResult: async () => result,
+    cancel: async (jobId) => ({ jobId, state: "cancelled", chunks: 0, done: 0 }),
+  };
+};
+
+const running = (done = 0, chunks = 200): Omit<JobStatus, "jobId"> => ({ state: "running", chunks, done });
+
+beforeEach(() => {
+  vi.useFakeTimers();
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("JobFuture.result", () => {
+  it("polls status once per poll, backing off from 250 ms to 5 s: a 200-chunk job of 60 s costs under 20 reads", async () => {
+    const backend = scripted((t) => (t >= 60_000 ? { state: "succeeded", chunks: 200, done: 200 } : running(Math.floor(t / 300))), { records: 7 });
+    const future = new JobFuture("job-a", backend);
+    const result = future.result();
+    await vi.advanceTimersByTimeAsync(70_000);
+    await expect(result).resolves.toEqual({ records: 7 });
+    expect(backend.reads.length).toBeLessThan(20);
+    const gaps = backend.reads.slice(1).map((t, i) => t - backend.reads[i]!);
+    expect(gaps[0]).toBe(250);
+    for (let i = 1; i < gaps.length; i++) expect(gaps[i]!).toBeGreaterThanOrEqual(gaps[i - 1]!);
+    expect(Math.max(...gaps)).toBeLessThanOrEqual(5000);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("settles once: after the job ended, result() answers without reading again", async () => {
+    const backend = scripted(() => ({ state: "failed", chunks: 3, done: 1, error: { code: "BAD_RECORD", message: "data.txt:3 (byte 9): expected a number, got \"x\"", chunk: 1 } }));
+    const future = new JobFuture("job-b", backend);
+    const first = await future.result().catch((e: unknown) => e);
+    expect(first).toBeInstanceOf(CloudmillError);
+    expect((first as CloudmillError).code).toBe("BAD_RECORD");
+    expect((first as CloudmillError).context).toMatchObject({ jobId: "job-b", chunk: 1 });
+    const second = await future.result().catch((e: unknown) => e);
+    expect(second).toBe(first);
+    expect(backend.reads).toHaveLength(1);
+  });
+
+  it("rejects with DEADLINE when the timeout fires mid-sleep, then reads no more and leaves no timer", async () => {
+    const backend = scripted(() => running(5));
+    const future = new JobFuture("job-c", backend);
+    const outcome = future.result({ timeoutMs: 1_000 }).catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(1_000);
+    const err = (await outcome) as CloudmillError;
+    expect(err.code).toBe("DEADLINE");
+    expect(err.message).toMatch(/job-c had not ended after 1s \(running, 5\/200 chunks\)/);
+    expect(vi.getTimerCount()).toBe(0);
+    const reads = backend.reads.length;
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(backend.reads).toHaveLength(reads);
+  });
+
+  it("rejects with the signal's reason when it aborts, and leaves no timer", async () => {
+    const backend = scripted(() => running());
+    const controller = new AbortController();
+    const outcome = new JobFuture("job-d", backend).result({ signal: controller.signal }).catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(2_000);
+    const reason = new Error("user stopped");
+    controller.abort(reason);
+    expect(await outcome).toBe(reason);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("rejects a cancelled job with CANCELLED", async () => {
+    const future = new JobFuture("job-e", scripted(() => ({ state: "cancelled", chunks: 10, done: 4 })));
+    await expect(future.result()).rejects.toMatchObject({ code: "CANCELLED", message: "job job-e was cancelled (4 of 10 chunks done)" });
+  });
+
+  it("progress() is chunks done of total", async () => {
+    const future = new JobFuture("job-f", scripted(() => running(50, 200)));
+    await expect(future.progress()).resolves.toEqual({ state: "running", done: 50, total: 200, fraction: 0.25 });
+  });
+});
+
+describe("waitAll and asCompleted", () => {
+  it("waitAll rejects with the first failure and stops polling the others", async () => {
+    const slow = scripted(() => running());
+    const failing = scripted((t) => (t < 1_000 ? running() : { state: "failed", chunks: 2, done: 0, error: { code: "CHUNK_FAILED", message: "chunk 0 failed" } }));
+    const outcome = waitAll([new JobFuture("slow", slow), new JobFuture("failing", failing)]).catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(3_000);
+    expect(await outcome).toMatchObject({ code: "CHUNK_FAILED" });
+    const reads = slow.reads.length;
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(slow.reads).toHaveLength(reads);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("waitAll gives results in the futures' order, whatever order they end in", async () => {
+    const a = new JobFuture("a", scripted((t) => (t > 4_000 ? { state: "succeeded", chunks: 1, done: 1 } : running()), "A"));
+    const b = new JobFuture("b", scripted(() => ({ state: "succeeded", chunks: 1, done: 1 }), "B"));
+    const outcome = waitAll([a, b]);
+    await vi.advanceTimersByTimeAsync(10_000);
+    await expect(outcome).resolves.toEqual(["A", "B"]);
+  });
+
+  it("asCompleted stops polling when the loop breaks", async () => {
+    const fast = new JobFuture("fast", scripted(() => ({ state: "succeeded", chunks: 1, done: 1 })));
+    const never = scripted(() => running());
+    const seen: string[] = [];
+    const loop = (async () => {
+      for await (const f of asCompleted([new JobFuture("never", never), fast])) {
+        seen.push(f.id);
+        break;
+      }
+    })();
+    await vi.advanceTimersByTimeAsync(1_000);
+    await loop;
+    expect(seen).toEqual(["fast"]);
+    const reads = never.reads.length;
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(never.reads).toHaveLength(reads);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("asCompleted throws a DEADLINE after its timeout", async () => {
+    const outcome = (async () => {
+      for await (const f of asCompleted([new JobFuture("never", scripted(() => running()))], { timeoutMs: 2_000 })) void f;
+    })().catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(await outcome).toMatchObject({ code: "DEADLINE", message: expect.stringMatching(/1 job\(s\) had not ended after 2s/) });
+    expect(vi.getTimerCount()).toBe(0);
+  });
+});
