@@ -288,28 +288,39 @@ export class CloudmillPipeline extends Construct {
       }
     };
 
-    // Splitter: HEAD/GET inputs and job specs, list directory-like inputs, write manifests and statuses, queue chunks.
+    // S3 answers 404 for a missing object only to a caller that may list the bucket (403
+    // otherwise), and every role checks for objects that usually do not exist yet (markers,
+    // parts): so each role that reads the output bucket may list it.
+    const outputBucket = [this.outputBucket.bucketArn];
+    const stateObjects = [workObjects, statusObjects];
+
+    // Splitter: HEAD/GET inputs and job specs, list directory-like inputs, write manifests and
+    // statuses, queue chunks; a job of empty inputs is reduced at once, so it may write result.json.
     allow(this.splitter, "ReadInputs", ["s3:GetObject"], inputObjects);
     allow(this.splitter, "ListInputs", ["s3:ListBucket"], inputBuckets);
-    allow(this.splitter, "ReadWriteJobState", ["s3:GetObject", "s3:PutObject"], jobObjects);
+    allow(this.splitter, "ReadJobState", ["s3:GetObject"], stateObjects);
+    allow(this.splitter, "WriteJobState", ["s3:PutObject"], jobObjects);
+    allow(this.splitter, "ListJobState", ["s3:ListBucket"], outputBucket);
     allow(this.splitter, "QueueChunks", ["sqs:SendMessage"], [this.taskQueue.queueArn]);
 
     // Worker: ranged GETs of inputs; HEAD of its part and the job's cancel/failure markers and
     // PUT of parts and chunk errors under _work/; a bad record fails the job at once, so it
     // also reads and writes status.json (never result.json).
     allow(this.fleet.taskRole, "ReadInputs", ["s3:GetObject"], inputObjects);
-    allow(this.fleet.taskRole, "ReadWorkAndStatus", ["s3:GetObject"], [workObjects, statusObjects]);
-    allow(this.fleet.taskRole, "WritePartsAndStatus", ["s3:PutObject"], [workObjects, statusObjects]);
+    allow(this.fleet.taskRole, "ReadWorkAndStatus", ["s3:GetObject"], stateObjects);
+    allow(this.fleet.taskRole, "WritePartsAndStatus", ["s3:PutObject"], stateObjects);
+    allow(this.fleet.taskRole, "ListWork", ["s3:ListBucket"], outputBucket);
 
-    // Reducer: read and list parts, read and write results and statuses (a status of a newer
-    // job at the same key is left alone). (Consuming the parts queue is granted by its event source.)
-    allow(this.reducer, "ReadWork", ["s3:GetObject"], jobObjects);
-    allow(this.reducer, "ListWork", ["s3:ListBucket"], [this.outputBucket.bucketArn], { StringLike: { "s3:prefix": [`${WORK_PREFIX}*`] } });
+    // Reducer: list and read parts and job state, write results and statuses (a status of a
+    // newer job at the same key is left alone). (Consuming the parts queue is granted by its event source.)
+    allow(this.reducer, "ReadWork", ["s3:GetObject"], stateObjects);
+    allow(this.reducer, "ListWork", ["s3:ListBucket"], outputBucket);
     allow(this.reducer, "WriteResults", ["s3:PutObject"], jobObjects);
 
     // Failures: read the job's state, mark it failed. (Consuming the dead-letter queue is granted by its event source.)
-    allow(this.failures, "ReadWriteJobState", ["s3:GetObject", "s3:PutObject"], jobObjects);
-    allow(this.failures, "ListJobState", ["s3:ListBucket"], [this.outputBucket.bucketArn]);
+    allow(this.failures, "ReadJobState", ["s3:GetObject"], stateObjects);
+    allow(this.failures, "WriteJobState", ["s3:PutObject"], stateObjects);
+    allow(this.failures, "ListJobState", ["s3:ListBucket"], outputBucket);
   }
 
   /** Findings on the Lambda-backed provider CDK adds to configure S3 notifications at deploy time. */

@@ -168,7 +168,7 @@ export class WorkerFleet extends Construct {
     this.taskRole.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: "ConsumeTasks",
-        actions: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
+        actions: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
         resources: [props.taskQueue.queueArn],
       }),
     );

@@ -73,6 +73,8 @@ export interface RequestInfo {
   readonly operation: string;
   readonly bucket?: string;
   readonly key?: string;
+  /** The prefix of a listing. */
+  readonly prefix?: string;
   /** The SQS queue URL of the request, when the body names one. */
   readonly queueUrl?: string;
 }
@@ -181,7 +183,14 @@ const describeS3 = (request: HttpRequest): RequestInfo => {
     default:
       operation = request.method;
   }
-  return { service: "s3", operation, ...(bucket !== undefined ? { bucket } : {}), ...(key !== undefined ? { key } : {}) };
+  const prefix = operation.startsWith("List") && typeof query["prefix"] === "string" ? query["prefix"] : undefined;
+  return {
+    service: "s3",
+    operation,
+    ...(bucket !== undefined ? { bucket } : {}),
+    ...(key !== undefined ? { key } : {}),
+    ...(prefix !== undefined ? { prefix } : {}),
+  };
 };
 
 /** The SQS operation (JSON protocol: `x-amz-target: AmazonSQS.<Operation>`) and queue of a request. */
@@ -189,8 +198,10 @@ const describeSqs = (request: HttpRequest): RequestInfo => {
   const target = header(request, "x-amz-target") ?? "";
   const operation = target.includes(".") ? target.slice(target.lastIndexOf(".") + 1) : target || "Unknown";
   let queueUrl: string | undefined;
-  if (typeof request.body === "string") {
-    const m = /"QueueUrl"\s*:\s*"([^"]+)"/.exec(request.body);
+  const body: unknown = request.body;
+  const text = typeof body === "string" ? body : body instanceof Uint8Array ? Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8") : undefined;
+  if (text !== undefined) {
+    const m = /"QueueUrl"\s*:\s*"([^"]+)"/.exec(text);
     if (m) queueUrl = m[1]!;
   }
   return { service: "sqs", operation, ...(queueUrl !== undefined ? { queueUrl } : {}) };

@@ -36,6 +36,21 @@ export interface TaskWorkerEvents {
   stopped: [];
 }
 
+/** Pause after a failed receive. */
+const RECEIVE_BACKOFF_MS = 1000;
+
+/** Waits ms, or until the signal aborts. */
+const backOff = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+
 /** Seconds before a failed chunk is retried: exponential, capped at a minute. */
 export const retryDelaySeconds = (attempt: number): number => Math.min(60, 2 ** Math.max(0, attempt - 1));
 
@@ -86,7 +101,9 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       } catch (err) {
         if (this.stopping) break;
         deps.log.warn("receive failed; backing off", logFieldsOf(toCloudmillError(err)));
-        await new Promise((r) => setTimeout(r, 1000).unref());
+        // A ref'd timer, cut short by stop(): while S3 and SQS are unreachable, this back-off may
+        // be all that keeps the process alive (an unref'd one let the worker exit, code 13).
+        await backOff(RECEIVE_BACKOFF_MS, this.#stop.signal);
         continue;
       }
       for (const message of messages) {

@@ -1,0 +1,448 @@
+/**
+ * The security review, as tests:
+ * - no data resource is reachable without TLS or from the public (every bucket and queue of
+ *   the synthesized stack, so a new one added without the guard fails too);
+ * - each role may do exactly what its code does: every S3/SQS request each role makes (recorded
+ *   at the SDK's request handler while the real role code runs against the emulator) must be
+ *   allowed by that role's synthesized policy, and every data grant must be used by some request;
+ * - uploads cannot choose code, only a registered op;
+ * - the test-only fault switch is never set by the stack.
+ * (Logs carrying no object contents or credentials: test/reliability/hostileInputs.test.ts.)
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { PutObjectCommand } from "@aws-sdk/client-s3";
+import { App } from "aws-cdk-lib";
+import { Template } from "aws-cdk-lib/assertions";
+import * as ecs from "aws-cdk-lib/aws-ecs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CloudmillStack } from "../../infra/CloudmillStack.js";
+import { FsBlobStore } from "../../lib/adapters/FsBlobStore.js";
+import { MemoryTaskQueue } from "../../lib/adapters/MemoryTaskQueue.js";
+import { SqsTaskQueue } from "../../lib/adapters/SqsTaskQueue.js";
+import { awsClients, type AwsClients } from "../../lib/aws/clients.js";
+import { cloudDeps, cloudSplitDeps } from "../../lib/aws/cloudDeps.js";
+import { DEV_BUCKETS, TEST_ENV } from "../../lib/config/constants.js";
+import { partKey, partsPrefix } from "../../lib/config/keys.js";
+import { createDevResources, encodeEventKey, startEmulator, type Emulator } from "../../lib/dev/emulator.js";
+import { silentLogger } from "../../lib/log.js";
+import { OpRegistry } from "../../lib/ops/registry.js";
+import { packageRoot } from "../../lib/paths.js";
+import { failuresHandler, reducerHandler } from "../../lib/pipeline/events.js";
+import { handleObjectCreated, type TriggerConfig } from "../../lib/pipeline/trigger.js";
+import type { PipelineDeps } from "../../lib/pipeline/deps.js";
+import type { CompletedRequest, FaultInjectionOptions } from "../../lib/testing/faultInjection.js";
+import { TaskWorker } from "../../lib/worker/TaskWorker.js";
+import { waitFor } from "./helpers.js";
+
+// ── The synthesized stack ──────────────────────────────────────────────────────────────────
+
+type Resource = { Type: string; Properties?: Record<string, unknown> };
+interface Statement {
+  Sid?: string;
+  Effect: string;
+  Principal?: unknown;
+  Action: string | string[];
+  Resource?: unknown;
+  Condition?: Record<string, Record<string, unknown>>;
+}
+
+let template: Template;
+let resources: Record<string, Resource>;
+
+beforeAll(() => {
+  // Functions are not bundled and the worker image is not built: the template is what matters.
+  const cdkJson = JSON.parse(readFileSync(path.join(packageRoot, "cdk.json"), "utf8")) as { context: Record<string, unknown> };
+  const app = new App({ context: { ...cdkJson.context, "aws:cdk:bundling-stacks": [] } });
+  const stack = new CloudmillStack(app, "SecurityReview", {
+    pipeline: { labName: "security", alertEmail: "pi@lab.example.org", workerImage: ecs.ContainerImage.fromRegistry("cloudmill-worker:review") },
+  });
+  template = Template.fromStack(stack);
+  resources = template.toJSON()["Resources"] as Record<string, Resource>;
+}, 120_000);
+
+const ofType = (type: string): [string, Resource][] => Object.entries(resources).filter(([, r]) => r.Type === type);
+const one = (type: string, prefix: string): string => {
+  const found = ofType(type).filter(([id]) => id.startsWith(prefix));
+  if (found.length !== 1) throw new Error(`expected one ${type} ${prefix}*, found ${found.map(([id]) => id).join(", ") || "none"}`);
+  return found[0]![0];
+};
+const list = <T>(v: T | T[] | undefined): T[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
+
+/** Intrinsics as readable strings: `{Fn::Join: ["", [{Fn::GetAtt: [B, Arn]}, "/_work/*"]]}` → `<B>/_work/*`. */
+const flat = (value: unknown): string => {
+  if (typeof value === "string") return value;
+  const v = value as Record<string, unknown>;
+  if (v["Fn::Join"]) {
+    const [sep, parts] = v["Fn::Join"] as [string, unknown[]];
+    return parts.map(flat).join(sep);
+  }
+  if (v["Fn::GetAtt"]) return `<${(v["Fn::GetAtt"] as string[])[0]}>`;
+  if (v["Ref"]) return `<${v["Ref"] as string}>`;
+  return JSON.stringify(value);
+};
+
+/** Allow statements of the policies attached to a role. */
+const statementsOf = (roleId: string): Statement[] =>
+  ofType("AWS::IAM::Policy")
+    .filter(([, p]) => list(p.Properties?.["Roles"] as { Ref: string }[]).some((r) => r.Ref === roleId))
+    .flatMap(([, p]) => (p.Properties?.["PolicyDocument"] as { Statement: Statement[] }).Statement);
+
+const isPublic = (principal: unknown): boolean =>
+  principal === "*" || (typeof principal === "object" && principal !== null && list((principal as { AWS?: unknown }).AWS).some((p) => p === "*"));
+
+describe("no data resource is reachable without TLS or from the public", () => {
+  it("every bucket blocks public access and is encrypted, and its policy denies any request without TLS (1.2+)", () => {
+    const buckets = ofType("AWS::S3::Bucket");
+    expect(buckets.length).toBeGreaterThanOrEqual(2);
+    const policies = ofType("AWS::S3::BucketPolicy").map(([, p]) => p.Properties!);
+    for (const [id, bucket] of buckets) {
+      expect(bucket.Properties?.["PublicAccessBlockConfiguration"], id).toEqual({ BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true });
+      expect(bucket.Properties?.["BucketEncryption"], id).toBeDefined();
+      const policy = policies.find((p) => (p["Bucket"] as { Ref?: string }).Ref === id);
+      expect(policy, `${id} has no bucket policy`).toBeDefined();
+      const statements = (policy!["PolicyDocument"] as { Statement: Statement[] }).Statement;
+      const denyPlain = statements.find((s) => s.Effect === "Deny" && isPublic(s.Principal) && list(s.Action).includes("s3:*") && s.Condition?.["Bool"]?.["aws:SecureTransport"] === "false");
+      expect(denyPlain, `${id} does not deny requests without TLS`).toBeDefined();
+      // The deny covers the bucket and every object in it.
+      expect(list(denyPlain!.Resource).map(flat).sort()).toEqual([`<${id}>`, `<${id}>/*`]);
+      expect(statements.some((s) => s.Effect === "Deny" && s.Condition?.["NumericLessThan"]?.["s3:TlsVersion"] === 1.2), `${id} accepts TLS < 1.2`).toBe(true);
+    }
+  });
+
+  it("every queue is encrypted, and its policy denies any request without TLS", () => {
+    const queues = ofType("AWS::SQS::Queue");
+    expect(queues.length).toBeGreaterThanOrEqual(3);
+    const policies = ofType("AWS::SQS::QueuePolicy").map(([, p]) => p.Properties!);
+    for (const [id, queue] of queues) {
+      expect(queue.Properties?.["SqsManagedSseEnabled"] ?? queue.Properties?.["KmsMasterKeyId"], `${id} is not encrypted`).toBeTruthy();
+      const policy = policies.find((p) => list(p["Queues"] as unknown[]).some((q) => flat(q) === `<${id}>`));
+      expect(policy, `${id} has no queue policy`).toBeDefined();
+      const statements = (policy!["PolicyDocument"] as { Statement: Statement[] }).Statement;
+      expect(
+        statements.some((s) => s.Effect === "Deny" && isPublic(s.Principal) && list(s.Action).includes("sqs:*") && s.Condition?.["Bool"]?.["aws:SecureTransport"] === "false"),
+        `${id} does not deny requests without TLS`,
+      ).toBe(true);
+    }
+  });
+
+  it("no policy anywhere allows the public, no function has a URL, and no security group admits traffic", () => {
+    const documents: [string, Statement[]][] = [];
+    for (const [id, r] of Object.entries(resources)) {
+      const doc = (r.Properties?.["PolicyDocument"] ?? r.Properties?.["AssumeRolePolicyDocument"]) as { Statement?: Statement[] } | undefined;
+      if (doc?.Statement) documents.push([id, doc.Statement]);
+    }
+    expect(documents.length).toBeGreaterThan(5);
+    for (const [id, statements] of documents) {
+      for (const s of statements) expect(s.Effect === "Allow" && isPublic(s.Principal), `${id} allows the public: ${JSON.stringify(s)}`).toBe(false);
+    }
+    expect(ofType("AWS::Lambda::Url")).toEqual([]);
+    for (const [id, p] of ofType("AWS::Lambda::Permission")) expect(p.Properties?.["Principal"], id).not.toBe("*");
+    for (const [id, sg] of ofType("AWS::EC2::SecurityGroup")) expect(sg.Properties?.["SecurityGroupIngress"] ?? [], id).toEqual([]);
+    expect(ofType("AWS::EC2::SecurityGroupIngress")).toEqual([]);
+  });
+
+  it("the stack never sets the test-only fault switch, on any function or container", () => {
+    const json = JSON.stringify(template.toJSON());
+    expect(json).not.toContain(TEST_ENV.FAULTS);
+  });
+});
+
+// ── What each role does, recorded at the SDK's request handler ─────────────────────────────
+
+type RoleName = "splitter" | "worker" | "reducer" | "failures";
+const ROLES: readonly RoleName[] = ["splitter", "worker", "reducer", "failures"];
+
+describe("each role may do exactly what its code does", () => {
+  let emulator: Emulator;
+  let plain: AwsClients;
+  let taskQueueUrl: string;
+  const recorded = new Map<RoleName, CompletedRequest[]>(ROLES.map((r) => [r, []]));
+  const opened: AwsClients[] = [];
+  /** Clients that record every request of the role (and inject the faults given, if any). */
+  const clientsOf = (role: RoleName, faults: Omit<FaultInjectionOptions, "onRequest"> = { rate: 0 }): AwsClients => {
+    const c = awsClients({ endpoint: emulator.endpoint, faults: { ...faults, onRequest: (r) => recorded.get(role)!.push(r) } });
+    opened.push(c);
+    return c;
+  };
+
+  beforeAll(async () => {
+    emulator = await startEmulator();
+    plain = awsClients({ endpoint: emulator.endpoint });
+    opened.push(plain);
+    ({ taskQueueUrl } = await createDevResources(plain, { taskQueue: "review-tasks", deadLetterQueue: "review-dlq", maxReceiveCount: 3 }));
+    const put = (key: string, body: string) => plain.s3.send(new PutObjectCommand({ Bucket: DEV_BUCKETS.input, Key: key, Body: body }));
+    await put("count/review data.txt", "a\nb\nc\n".repeat(40));
+    await put("count/dead letters.txt", "x\n".repeat(100));
+    await put("_inputs/dir/a.txt", "one two\n".repeat(30));
+    await put("_inputs/dir/b.txt", "three\n".repeat(30));
+    await put("stats/bad.txt", `${"1\n".repeat(60)}x\n`);
+    await put("_jobs/review-spec-1.json", JSON.stringify({ op: "wordcount", inputs: [`s3://${DEV_BUCKETS.input}/_inputs/dir/`], chunkSize: 64 }));
+    await put("_jobs/review-bad-1.json", "{not json");
+
+    const config: TriggerConfig = { defaultChunkSize: 64, maxAttempts: 3, jobDeadlineSeconds: 3600 };
+    const splitClients = clientsOf("splitter");
+    const split = cloudSplitDeps({ outputBucket: DEV_BUCKETS.output, taskQueueUrl }, silentLogger, splitClients);
+    const created = (key: string) => handleObjectCreated(split, config, { bucket: DEV_BUCKETS.input, key });
+    const queue = new SqsTaskQueue(plain.sqs, taskQueueUrl);
+
+    // A job whose tasks are lost: its dead letters go to the failures role.
+    const dead = await created("count/dead letters.txt");
+    const lost: string[] = [];
+    await waitFor("the lost job's tasks", async () => {
+      for (const m of await queue.receive({ maxMessages: 10 })) {
+        lost.push(m.body);
+        await queue.delete(m.receiptHandle);
+      }
+      return lost.length >= (dead as { chunks: number }).chunks ? true : undefined;
+    }, 30_000, 50);
+    const reduce = reducerHandler(cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, clientsOf("reducer")));
+    const partEvents = (jobId: string, indexes: number[]) => ({
+      Records: indexes.map((i) => ({
+        messageId: `${jobId}-${i}`,
+        body: JSON.stringify({ Records: [{ eventName: "ObjectCreated:Put", s3: { bucket: { name: DEV_BUCKETS.output }, object: { key: encodeEventKey(partKey(jobId, i)) } } }] }),
+      })),
+    });
+    await put("_jobs/review-lost-2.json", JSON.stringify({ op: "count", inputs: [`s3://${DEV_BUCKETS.input}/count/dead letters.txt`], chunkSize: 64 }));
+    const deadSpec = await created("_jobs/review-lost-2.json");
+    const lostSpec: string[] = [];
+    await waitFor("the lost spec job's tasks", async () => {
+      for (const m of await queue.receive({ maxMessages: 10 })) {
+        lostSpec.push(m.body);
+        await queue.delete(m.receiptHandle);
+      }
+      return lostSpec.length >= (deadSpec as { chunks: number }).chunks ? true : undefined;
+    }, 30_000, 50);
+    const deadJob = (dead as { jobId: string }).jobId;
+    await reduce(partEvents(deadJob, [0])); // incomplete: progress only
+    const failures = failuresHandler(cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, clientsOf("failures")));
+    await failures({ Records: [{ messageId: "dl-1", body: lost[0]!, attributes: { ApproximateReceiveCount: "3" } }] });
+    await failures({ Records: [{ messageId: "dl-2", body: lostSpec[0]!, attributes: { ApproximateReceiveCount: "3" } }] });
+
+    // Jobs that run: an upload (and its duplicate event), a spec over a prefix, a bad record; and refusals.
+    await put("count/review empty.txt", "");
+    const started = [await created("count/review empty.txt"), await created("count/review data.txt"), await created("count/review data.txt"), await created("_jobs/review-spec-1.json"), await created("stats/bad.txt")];
+    await created("_jobs/review-bad-1.json");
+    await created("nope/x.txt");
+
+    // The worker, whose first range read is cut part-way (so it also takes the retry path).
+    const workerClients = clientsOf("worker", { rate: 1, limit: 1, kinds: ["reset-body"], operations: ["GetObject"] });
+    const workerDeps: PipelineDeps = cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, workerClients);
+    const runWorker = async () => {
+      const worker = new TaskWorker({ queue: new SqsTaskQueue(workerClients.sqs, taskQueueUrl), deps: workerDeps, concurrency: 2, visibilitySeconds: 30, heartbeatSeconds: 1, waitSeconds: 1 }).start();
+      await waitFor("the task queue to empty", async () => {
+        const d = await queue.depth();
+        return d.visible + d.inFlight === 0 ? true : undefined;
+      }, 60_000, 200);
+      await worker.stop(5_000);
+    };
+    await runWorker();
+    // Duplicate deliveries after the fact: parts exist, jobs ended.
+    await queue.sendBatch([...lost.slice(0, 1)]);
+    await runWorker();
+
+    for (const outcome of started) {
+      if (!("jobId" in outcome)) continue;
+      const indexes: number[] = [];
+      for await (const _part of cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, plain).output.list(partsPrefix(outcome.jobId))) indexes.push(indexes.length);
+      await reduce(partEvents(outcome.jobId, indexes.length ? indexes : [0]));
+      await reduce(partEvents(outcome.jobId, [0])); // again: already succeeded (or ended)
+    }
+  }, 180_000);
+
+  afterAll(async () => {
+    for (const c of opened) {
+      c.s3.destroy();
+      c.sqs.destroy();
+    }
+    await emulator?.stop();
+  });
+
+  /** One permission a recorded request needs: action, resource (as the template writes it) and condition context. */
+  interface Need {
+    readonly role: RoleName;
+    readonly action: string;
+    readonly resource: string;
+    readonly context: Readonly<Record<string, string>>;
+    readonly why: string;
+  }
+
+  const needsOf = (): Need[] => {
+    const bucketIds: Record<string, string> = {
+      [DEV_BUCKETS.input]: one("AWS::S3::Bucket", "PipelineInputBucket"),
+      [DEV_BUCKETS.output]: one("AWS::S3::Bucket", "PipelineOutputBucket"),
+    };
+    const queueId = one("AWS::SQS::Queue", "PipelineTaskQueue");
+    const needs: Need[] = [];
+    for (const role of ROLES) {
+      for (const r of recorded.get(role)!) {
+        const why = `${r.operation} ${r.bucket ?? r.queueUrl ?? ""}${r.key ? `/${r.key}` : ""}${r.prefix !== undefined ? ` prefix=${r.prefix}` : ""} → ${r.status ?? "no answer"}`;
+        if (r.service === "s3") {
+          const bucket = `<${bucketIds[r.bucket!]}>`;
+          const object = `${bucket}/${r.key ?? ""}`;
+          switch (r.operation) {
+            case "HeadObject":
+            case "GetObject":
+              needs.push({ role, action: "s3:GetObject", resource: object, context: {}, why });
+              // S3 answers 404 for a missing key only to those who may list the bucket; others get 403.
+              if (r.status === 404) needs.push({ role, action: "s3:ListBucket", resource: bucket, context: {}, why: `${why} (404 needs s3:ListBucket)` });
+              break;
+            case "PutObject":
+            case "CreateMultipartUpload":
+            case "UploadPart":
+            case "CompleteMultipartUpload":
+              needs.push({ role, action: "s3:PutObject", resource: object, context: {}, why });
+              break;
+            case "ListObjectsV2":
+              needs.push({ role, action: "s3:ListBucket", resource: bucket, context: { "s3:prefix": r.prefix ?? "" }, why });
+              break;
+            case "DeleteObject":
+              needs.push({ role, action: "s3:DeleteObject", resource: object, context: {}, why });
+              break;
+            default:
+              throw new Error(`no IAM mapping for S3 ${r.operation}`);
+          }
+        } else {
+          const action = { SendMessageBatch: "sqs:SendMessage", SendMessage: "sqs:SendMessage", DeleteMessageBatch: "sqs:DeleteMessage" }[r.operation] ?? `sqs:${r.operation}`;
+          expect(r.queueUrl).toBe(taskQueueUrl);
+          needs.push({ role, action, resource: `<${queueId}>`, context: {}, why });
+        }
+      }
+    }
+    return needs;
+  };
+
+  const glob = (pattern: string): RegExp => new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".")}$`);
+  const conditionHolds = (condition: Statement["Condition"], context: Readonly<Record<string, string>>): boolean =>
+    Object.entries(condition ?? {}).every(([operator, tests]) =>
+      Object.entries(tests).every(([key, values]) => {
+        const actual = context[key];
+        if (actual === undefined) return false;
+        if (operator === "StringLike") return list(values as string[]).some((v) => glob(v).test(actual));
+        if (operator === "StringEquals") return list(values as string[]).includes(actual);
+        return false; // an operator this review does not model never grants
+      }),
+    );
+  const allows = (s: Statement, need: Need): boolean =>
+    s.Effect === "Allow" && list(s.Action).some((a) => glob(a).test(need.action)) && list(s.Resource).map(flat).some((r) => glob(r).test(need.resource)) && conditionHolds(s.Condition, need.context);
+
+  const roleIds = (): Record<RoleName, string> => ({
+    splitter: one("AWS::IAM::Role", "PipelineSplitterRole"),
+    worker: one("AWS::IAM::Role", "PipelineWorkersTaskRole"),
+    reducer: one("AWS::IAM::Role", "PipelineReducerRole"),
+    failures: one("AWS::IAM::Role", "PipelineFailuresRole"),
+  });
+
+  it("every role exercised the code paths under review", () => {
+    const ops = (role: RoleName) => new Set(recorded.get(role)!.map((r) => r.operation));
+    expect([...ops("splitter")].sort()).toEqual(expect.arrayContaining(["GetObject", "HeadObject", "ListObjectsV2", "PutObject", "SendMessageBatch"]));
+    expect([...ops("worker")].sort()).toEqual(expect.arrayContaining(["ChangeMessageVisibility", "DeleteMessage", "GetObject", "HeadObject", "PutObject", "ReceiveMessage"]));
+    expect([...ops("reducer")].sort()).toEqual(expect.arrayContaining(["GetObject", "ListObjectsV2", "PutObject"]));
+    expect([...ops("failures")].sort()).toEqual(expect.arrayContaining(["GetObject", "HeadObject", "PutObject"]));
+  });
+
+  it("every S3 and SQS request each role's code makes is allowed by that role's synthesized policy", () => {
+    const ids = roleIds();
+    // One line per distinct grant missing, with the first request that needed it.
+    const missing = new Map<string, string>();
+    for (const need of needsOf()) {
+      if (statementsOf(ids[need.role]).some((s) => allows(s, need))) continue;
+      const generic = need.resource
+        .replace(/\/_work\/[^/]+\//, "/_work/<job>/")
+        .replace(/\/_jobs\/[^/]+\//, "/_jobs/<job>/")
+        .replace(/\/(parts|errors)\/\d+/, "/$1/<n>")
+        .replace(/>\/(?!_work|_jobs)[^<]*\/(status|result)\.json$/, ">/<input key>/$1.json");
+      const grant = `${need.role}: ${need.action} on ${generic}${Object.keys(need.context).length ? ` ${JSON.stringify(need.context)}` : ""}`;
+      if (!missing.has(grant)) missing.set(grant, need.why);
+    }
+    expect([...missing].map(([grant, why]) => `${grant} — e.g. ${why}`).sort()).toEqual([]);
+  });
+
+  it("every S3 grant and every grant on the task queue is used by some request of that role (nothing broader than needed)", () => {
+    const ids = roleIds();
+    const needs = needsOf();
+    const unused: string[] = [];
+    const taskQueue = `<${one("AWS::SQS::Queue", "PipelineTaskQueue")}>`;
+    for (const role of ROLES) {
+      for (const s of statementsOf(ids[role])) {
+        if (s.Effect !== "Allow") continue;
+        for (const action of list(s.Action)) {
+          for (const resource of list(s.Resource).map(flat)) {
+            // Queues a Lambda event source or dead-letter target uses on the function's behalf are not the code's.
+            const data = action.startsWith("s3:") || (action.startsWith("sqs:") && resource === taskQueue);
+            if (!data) continue;
+            const used = needs.some((n) => n.role === role && glob(action).test(n.action) && glob(resource).test(n.resource) && conditionHolds(s.Condition, n.context));
+            if (!used) unused.push(`${role}: ${action} on ${resource}`);
+          }
+        }
+      }
+    }
+    expect(unused.sort()).toEqual([]);
+  });
+});
+
+// ── Uploads select an op; they never choose code ───────────────────────────────────────────
+
+describe("uploads cannot choose code, only a registered op", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-nocode-"));
+  });
+  afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+  it("no module that handles job data can load code: no dynamic import, require, eval or Function", async () => {
+    const roots = ["lib/pipeline", "lib/worker", "lib/job", "lib/records", "lib/ops", "lib/adapters", "lib/aws", "functions", "worker"];
+    const offenders: string[] = [];
+    for (const root of roots) {
+      for (const entry of await readdir(path.join(packageRoot, root), { recursive: true })) {
+        const file = path.join(root, entry);
+        if (!file.endsWith(".ts")) continue;
+        const text = await readFile(path.join(packageRoot, file), "utf8");
+        for (const m of text.matchAll(/\bimport\s*\(|\brequire\s*\(|\beval\s*\(|\bnew\s+Function\s*\(|\bcreateRequire\b/g)) {
+          offenders.push(`${file}: ${text.slice(Math.max(0, m.index - 30), m.index + 30).replace(/\s+/g, " ")}`);
+        }
+      }
+    }
+    // The one loader of op modules is the operator's --ops flag (CLI and worker image), never a job.
+    expect(offenders.filter((o) => !o.startsWith(path.join("lib/ops/registry.ts")))).toEqual([]);
+  });
+
+  it("task messages naming a module, a path or a file URL are refused without loading anything", async () => {
+    const marker = path.join(dir, "evil-ran");
+    const evil = path.join(dir, "evil.mjs");
+    await writeFile(evil, `import { writeFileSync } from "node:fs"; writeFileSync(${JSON.stringify(marker)}, "ran"); export const op = {};\n`);
+    const store = new FsBlobStore(path.join(dir, "store"));
+    await store.put("data.txt", "a\nb\n");
+    const info = (await store.head("data.txt"))!;
+    const input = { bucket: "b", key: "data.txt", size: info.size, etag: info.etag, name: "data.txt" };
+    const job = { op: "count", params: {}, format: "lines", onBadRecord: "fail", maxAttempts: 1 };
+    const chunk = { index: 0, inputIndex: 0, input, start: 0, end: info.size };
+    const hostile = [
+      { v: 1, jobId: "evil-1", chunk, job: { ...job, op: evil } },
+      { v: 1, jobId: "evil-2", chunk, job: { ...job, op: `file://${evil}` } },
+      { v: 1, jobId: "evil-3", chunk, job: { ...job, op: "../../../../tmp/evil" } },
+      { v: 1, jobId: "evil-4", chunk, job: { ...job, ops: [evil] } },
+      { v: 1, jobId: "evil-5", chunk, job: { ...job, params: { ops: `file://${evil}` } } },
+      { v: 1, jobId: "evil-6", chunk, job: { ...job, op: "constructor" } },
+    ];
+    const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
+    await queue.sendBatch(hostile.map((t) => JSON.stringify(t)));
+    const deps: PipelineDeps = { output: new FsBlobStore(path.join(dir, "out")), inputStore: () => store, registry: new OpRegistry(), log: silentLogger };
+    const refused: string[] = [];
+    const worker = new TaskWorker({ queue, deps, concurrency: 1, visibilitySeconds: 30, heartbeatSeconds: 10, waitSeconds: 1 });
+    worker.on("task_failed", (task, err) => refused.push(`${task?.jobId ?? "not a task"}: ${err.code}`));
+    worker.on("task_done", (task) => refused.push(`${task.jobId}: DONE`));
+    worker.start();
+    await waitFor("every hostile message handled", async () => {
+      const d = await queue.depth();
+      return d.visible + d.inFlight === 0 ? true : undefined;
+    }, 30_000, 50);
+    await worker.stop(5_000);
+    queue.close();
+    expect(existsSync(marker)).toBe(false);
+    // Not task messages at all (an op that is no name, an unknown field), or an op no registry holds.
+    expect(refused.sort()).toEqual(["evil-5: INVALID_SPEC", "evil-6: UNKNOWN_OP", "not a task: INVALID_SPEC", "not a task: INVALID_SPEC", "not a task: INVALID_SPEC", "not a task: INVALID_SPEC"]);
+  });
+});
