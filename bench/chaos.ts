@@ -33,6 +33,10 @@ import { jsonLogger } from "../lib/log.js";
 import { readBytes } from "../lib/pipeline/io.js";
 import { reduceJob } from "../lib/pipeline/reduce.js";
 import type { FaultConfigInput, InjectedFault } from "../lib/testing/faultInjection.js";
+import { prng } from "../lib/testing/prng.js";
+
+/** Re-exported for the reliability tests, which take every seeded decision from here. */
+export { prng };
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -52,18 +56,6 @@ export const waitFor = async <T>(what: string, fn: () => Promise<T | undefined> 
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ""}`);
     await sleep(intervalMs);
   }
-};
-
-/** mulberry32: every scenario decision comes from one seed. */
-export const prng = (seed: number): (() => number) => {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 };
 
 // ── An emulated cloud whose logs are kept ──────────────────────────────────────────────────

@@ -6,18 +6,7 @@ import { createWriteStream, existsSync } from "node:fs";
 import { rename } from "node:fs/promises";
 import { once } from "node:events";
 import path from "node:path";
-
-/** mulberry32: small, fast, good enough for test data. */
-export const prng = (seed: number): (() => number) => {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-};
+import { prng } from "../lib/testing/prng.js";
 
 const SYLLABLES = ["ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "an", "el", "or", "us", "qu", "be", "zo", "ph", "th", "ch", "ae", "ü"];
 

@@ -27,6 +27,7 @@ import { Readable } from "node:stream";
 import type { NodeHttpHandler } from "@smithy/node-http-handler";
 import { z } from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
+import { prng } from "./prng.js";
 
 export const FAULT_KINDS = ["throttle", "server-error", "lost-response", "reset-body", "delay"] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
@@ -113,18 +114,6 @@ type HttpRequest = Parameters<NodeHttpHandler["handle"]>[0];
 type HttpHandlerOptions = NonNullable<Parameters<NodeHttpHandler["handle"]>[1]>;
 type HttpResponse = Awaited<ReturnType<NodeHttpHandler["handle"]>>["response"];
 type HandlerConfig = ReturnType<NodeHttpHandler["httpHandlerConfigs"]>;
-
-/** mulberry32: small, fast, good enough to spread faults. */
-const mulberry32 = (seed: number): (() => number) => {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-};
 
 /** FNV-1a of a string, to mix a stream name into a seed. */
 const fnv1a = (s: string): number => {
@@ -338,7 +327,7 @@ export class FaultInjectingHandler {
       ...(options.delayMs !== undefined ? { delayMs: options.delayMs } : {}),
       ...(options.limit !== undefined ? { limit: options.limit } : {}),
     });
-    this.#random = mulberry32(this.#config.seed ^ fnv1a(`${service}/${options.stream ?? ""}`));
+    this.#random = prng(this.#config.seed ^ fnv1a(`${service}/${options.stream ?? ""}`));
   }
 
   /** What was injected so far. */

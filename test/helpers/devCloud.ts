@@ -26,6 +26,8 @@ import { JobStatus } from "../../lib/job/manifest.js";
 import { parseJobSpec, type Params } from "../../lib/job/spec.js";
 import { jsonLogger } from "../../lib/log.js";
 import { OpRegistry } from "../../lib/ops/registry.js";
+import { prng } from "../../lib/testing/prng.js";
+
 
 export const ROOT = path.resolve(import.meta.dirname, "../..");
 export const WORKER_MAIN = path.join(ROOT, "dist/worker/main.js");
@@ -427,17 +429,6 @@ export const startFakeEcsAgent = async (): Promise<FakeEcsAgent> => {
 
 // --- Deterministic test data ---------------------------------------------------------------
 
-/** mulberry32: a small seeded PRNG, so every run uploads the same bytes. */
-export const prng = (seed: number): (() => number) => {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-};
 
 const WORDS = ["the", "mill", "grinds", "über", "naïve", "日本語", "a+b", "100%", "data", "chunk", "The", "MILL", "🚀", "x", "reduce", "map", "foo-bar"];
 const SPACES = [" ", " ", " ", "  ", "\t", " \v ", "\f"];
