@@ -11,7 +11,8 @@ export const LOCAL_BUCKET = "file";
 /** Key of an absolute path in the filesystem store rooted at `/`. */
 export const localKey = (absolute: string): string => path.resolve(absolute).slice(1);
 
-const walk = async (dir: string): Promise<string[]> => {
+/** Regular files under dir, recursively, in byte order of their paths (the SDK uploads the same). */
+export const walk = async (dir: string): Promise<string[]> => {
   const entries = await readdir(dir, { withFileTypes: true });
   entries.sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
   const files: string[] = [];

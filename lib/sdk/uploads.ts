@@ -5,7 +5,7 @@
  * Keys under `_` never start a job by themselves.
  */
 import { createReadStream } from "node:fs";
-import { readdir, readFile, stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
@@ -13,21 +13,10 @@ import { parseS3Uri, s3Uri } from "../aws/clients.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { UPLOAD_CONCURRENCY, UPLOAD_PART_BYTES, UPLOADS_PREFIX } from "./constants.js";
 import type { UploadProgress } from "./types.js";
+import { walk } from "../engine/localInputs.js";
 
 export const isS3Uri = (input: string): boolean => input.startsWith("s3://");
 
-/** Regular files under dir, recursively, in byte order of their paths. */
-const walk = async (dir: string): Promise<string[]> => {
-  const entries = await readdir(dir, { withFileTypes: true });
-  entries.sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
-  const files: string[] = [];
-  for (const e of entries) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) files.push(...(await walk(p)));
-    else if (e.isFile()) files.push(p);
-  }
-  return files;
-};
 
 interface PlannedUpload {
   readonly file: string;
