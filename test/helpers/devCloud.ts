@@ -27,6 +27,7 @@ import { parseJobSpec, type Params } from "../../lib/job/spec.js";
 import { jsonLogger } from "../../lib/log.js";
 import { OpRegistry } from "../../lib/ops/registry.js";
 import { prng } from "../../lib/testing/prng.js";
+import { waitFor as pollUntil } from "../../bench/chaos.js";
 
 
 export const ROOT = path.resolve(import.meta.dirname, "../..");
@@ -41,26 +42,14 @@ export const requireBuild = (): void => {
 /** Set CLOUDMILL_TEST_VERBOSE=1 to see the dev cloud's and workers' logs on stderr. */
 const VERBOSE = process.env["CLOUDMILL_TEST_VERBOSE"] === "1";
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Polls fn until it returns something other than undefined; fails naming `what` after timeoutMs.
  * The last value or error seen is in the failure message.
  */
-export const waitFor = async <T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 90_000, intervalMs = 150): Promise<T> => {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ""}`);
-    await sleep(intervalMs);
-  }
-};
+/** Polls fn until it gives a value (bench/chaos.ts's waitFor, polling a little faster). */
+export const waitFor = <T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 90_000, intervalMs = 150): Promise<T> =>
+  pollUntil(what, fn, timeoutMs, intervalMs);
 
 /** One line a worker process printed; `json` when it is a JSON object (Powertools logs). */
 export interface WorkerLine {
