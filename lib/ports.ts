@@ -19,6 +19,12 @@ export interface GetOptions {
   /** Read only if the object still has this ETag; otherwise fail with INPUT_CHANGED. */
   readonly etag?: string;
   readonly signal?: AbortSignal;
+  /**
+   * The caller is done with each chunk once it asks for the next one, so a store may read
+   * the next chunks into the same memory (fewer large allocations: less GC). Default false:
+   * every chunk is the caller's to keep.
+   */
+  readonly reuseBuffers?: boolean;
 }
 
 export interface PutOptions {

@@ -60,7 +60,7 @@ export class FsBlobStore implements BlobStore {
     } finally {
       await fh.close();
     }
-    return readRange(path, start, end, seen, options.signal);
+    return readRange(path, start, end, seen, options.signal, options.reuseBuffers ?? false);
   }
 
   async put(key: string, body: Uint8Array | string, _options?: PutOptions): Promise<void> {
@@ -176,15 +176,26 @@ async function* readRange(
   end: number | undefined,
   etag: string,
   signal: AbortSignal | undefined,
+  reuseBuffers: boolean,
 ): AsyncGenerator<Uint8Array> {
   const fh = await openForRead(path);
+  // Two buffers are enough to reuse: one the caller holds, one being read ahead into.
+  const ring: Buffer[] = [];
+  let reads = 0;
+  const bufferFor = (want: number): Buffer => {
+    if (!reuseBuffers) return Buffer.allocUnsafe(want);
+    const i = reads++ % 2;
+    // The first read is the largest; a later one is a whole block or the range's remainder.
+    if (!ring[i] || ring[i].length < want) ring[i] = Buffer.allocUnsafe(want);
+    return ring[i].subarray(0, want);
+  };
   let pending: Promise<Uint8Array> | undefined;
   try {
     const size = Number((await checkedStat(fh, path, etag)).size);
     const stop = Math.min(end ?? size, size);
     const readAt = async (pos: number): Promise<Uint8Array> => {
       const want = Math.min(DEFAULTS.readBlockBytes, stop - pos);
-      const buf = Buffer.allocUnsafe(want);
+      const buf = bufferFor(want);
       let got = 0;
       while (got < want) {
         const { bytesRead } = await fh.read(buf, got, want - got, pos + got);

@@ -1,6 +1,7 @@
 /**
  * Where tasks run in the local engine: inline (this thread) or on worker threads, one
  * task at a time per thread. A thread that dies is replaced; its task fails and is retried.
+ * Either way a task may also be merged into its thread's running total (accumulate.ts).
  */
 import { Worker } from "node:worker_threads";
 import { CloudmillError, ErrorCode, toCloudmillError, type SerializedError } from "../errors.js";
@@ -8,16 +9,40 @@ import type { TaskMessage } from "../job/manifest.js";
 import type { PipelineDeps } from "../pipeline/deps.js";
 import { runTask, type TaskOutcome } from "../pipeline/task.js";
 import { compiledFile } from "../paths.js";
+import type { MergedParts } from "../pipeline/reduce.js";
+import { Accumulators, withoutPartial } from "./accumulate.js";
+
+export interface RunOptions {
+  readonly signal?: AbortSignal;
+  /** Also merge the chunk's partial into the running total of the thread that maps it. */
+  readonly accumulate?: boolean;
+}
 
 export interface TaskExecutor {
-  run(task: TaskMessage, signal?: AbortSignal): Promise<TaskOutcome>;
+  run(task: TaskMessage, options?: RunOptions): Promise<TaskOutcome>;
+  /**
+   * The running totals of the job, one per thread that still holds one (and forgets them).
+   * A thread that died took its total with it: its chunks are in no list.
+   */
+  collect(jobId: string): Promise<MergedParts[]>;
   close(): Promise<void>;
 }
 
-export const inlineExecutor = (deps: PipelineDeps): TaskExecutor => ({
-  run: (task, signal) => runTask(deps, task, signal),
-  close: async () => {},
-});
+export const inlineExecutor = (deps: PipelineDeps): TaskExecutor => {
+  const accumulators = new Accumulators(deps.registry);
+  return {
+    async run(task, options = {}) {
+      const outcome = await runTask(deps, task, options.signal);
+      if (options.accumulate) accumulators.add(task, outcome);
+      return withoutPartial(outcome);
+    },
+    collect: async (jobId) => {
+      const taken = accumulators.take(jobId);
+      return taken ? [taken] : [];
+    },
+    close: async () => {},
+  };
+};
 
 /** What a task thread is started with. */
 export interface ThreadData {
@@ -25,15 +50,22 @@ export interface ThreadData {
   readonly opsModules: readonly string[];
 }
 
-export type ThreadReply = { ok: true; outcome: TaskOutcome } | { ok: false; error: SerializedError };
+export type ThreadRequest =
+  | { readonly kind: "run"; readonly task: TaskMessage; readonly accumulate: boolean }
+  | { readonly kind: "collect"; readonly jobId: string };
+
+export type ThreadReply =
+  | { ok: true; outcome: TaskOutcome }
+  | { ok: true; collected: MergedParts | undefined }
+  | { ok: false; error: SerializedError };
 
 /** The compiled thread entry (under vitest, too, the build in dist/ is what runs). */
 const threadEntry = (): string => compiledFile("lib/engine/taskThread.js");
 
-/** One worker thread that runs one task at a time. */
+/** One worker thread that handles one request at a time. */
 class TaskThread {
   #worker: Worker | undefined;
-  #pending: { resolve: (r: TaskOutcome) => void; reject: (e: unknown) => void } | undefined;
+  #pending: { resolve: (r: ThreadReply & { ok: true }) => void; reject: (e: unknown) => void } | undefined;
 
   constructor(private readonly data: ThreadData) {}
 
@@ -43,7 +75,7 @@ class TaskThread {
       const p = this.#pending;
       this.#pending = undefined;
       if (!p) return;
-      if (reply.ok) p.resolve(reply.outcome);
+      if (reply.ok) p.resolve(reply);
       else p.reject(toCloudmillError(reply.error));
     });
     const die = (why: string) => {
@@ -57,13 +89,25 @@ class TaskThread {
     return worker;
   }
 
-  run(task: TaskMessage): Promise<TaskOutcome> {
-    this.#worker ??= this.#start();
-    const worker = this.#worker;
+  #request(worker: Worker, request: ThreadRequest): Promise<ThreadReply & { ok: true }> {
     return new Promise((resolve, reject) => {
       this.#pending = { resolve, reject };
-      worker.postMessage(task);
+      worker.postMessage(request);
     });
+  }
+
+  async run(task: TaskMessage, accumulate: boolean): Promise<TaskOutcome> {
+    this.#worker ??= this.#start();
+    const reply = await this.#request(this.#worker, { kind: "run", task, accumulate });
+    if (!("outcome" in reply)) throw new CloudmillError(ErrorCode.INTERNAL, "worker thread answered a task with no outcome");
+    return reply.outcome;
+  }
+
+  /** Only a thread that is alive holds a total; one never started or dead has none. */
+  async collect(jobId: string): Promise<MergedParts | undefined> {
+    if (!this.#worker) return undefined;
+    const reply = await this.#request(this.#worker, { kind: "collect", jobId });
+    return "collected" in reply ? reply.collected : undefined;
   }
 
   async close(): Promise<void> {
@@ -78,14 +122,19 @@ export const threadExecutor = (size: number, data: ThreadData): TaskExecutor => 
   const idle: TaskThread[] = Array.from({ length: size }, () => new TaskThread(data));
   const all = [...idle];
   return {
-    async run(task) {
+    async run(task, options = {}) {
       const thread = idle.pop();
       if (!thread) throw new CloudmillError(ErrorCode.INTERNAL, "more tasks than threads");
       try {
-        return await thread.run(task);
+        return await thread.run(task, options.accumulate ?? false);
       } finally {
         idle.push(thread);
       }
+    },
+    async collect(jobId) {
+      if (idle.length !== all.length) throw new CloudmillError(ErrorCode.INTERNAL, "collect while tasks run");
+      const taken = await Promise.all(all.map((t) => t.collect(jobId)));
+      return taken.filter((t): t is MergedParts => t !== undefined);
     },
     close: async () => {
       await Promise.all(all.map((t) => t.close()));

@@ -17,7 +17,7 @@ import type { OpRegistry } from "../ops/registry.js";
 import type { SplitDeps } from "../pipeline/deps.js";
 import { failJob, handleDeadLetter } from "../pipeline/fail.js";
 import { readBytes, readJson } from "../pipeline/io.js";
-import { reduceJob } from "../pipeline/reduce.js";
+import { OrderedPartMerge, reduceJob } from "../pipeline/reduce.js";
 import { deadlineSecondsOf, startJob, taskJobOf } from "../pipeline/split.js";
 import { isDeterministic, recordChunkError } from "../pipeline/task.js";
 import { lineNumberAt } from "../records/lineNumber.js";
@@ -110,7 +110,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   }
 };
 
-/** Runs every task of the job to completion or failure, then reduces. */
+/** Runs every task of the job to completion or failure, merging parts as they come, then reduces. */
 const drive = async (
   deps: SplitDeps,
   manifest: Manifest,
@@ -125,6 +125,13 @@ const drive = async (
   const bytes = inputs.reduce((s, i) => s + i.size, 0);
   const done = new Set<number>();
   let bytesDone = 0;
+  // An op whose merge ignores order is merged by each task thread as it maps (no part is read
+  // back); any other is merged here in chunk order while the threads map later chunks.
+  const orderFree = deps.registry.get(manifest.job.op).orderFreeMerge === true;
+  const inOrder = orderFree ? undefined : new OrderedPartMerge(deps, manifest);
+  // Only a chunk's first attempt joins its thread's total, so no chunk can be in two totals;
+  // a chunk whose total was lost (a thread died) or never kept is read from its part.
+  const attempted = new Set<number>();
   const stop = new AbortController();
   let ended: "complete" | "failed" | "aborted" | undefined;
   const finish = (why: NonNullable<typeof ended>) => {
@@ -151,11 +158,14 @@ const drive = async (
       if (!msg || ended) continue;
       const task = TaskMessage.parse(JSON.parse(msg.body));
       try {
-        const outcome = await executor.run(task, stop.signal);
+        const accumulate = orderFree && !attempted.has(task.chunk.index);
+        attempted.add(task.chunk.index);
+        const outcome = await executor.run(task, { signal: stop.signal, accumulate });
         await deps.queue.delete(msg.receiptHandle);
         if (outcome.kind === "job-ended") continue;
         if (!done.has(task.chunk.index)) {
           done.add(task.chunk.index);
+          inOrder?.ready(task.chunk.index);
           bytesDone += task.chunk.end - task.chunk.start;
           options.onProgress?.({ chunksDone: done.size, chunks: manifest.chunks, bytesDone, bytes, elapsedMs: Date.now() - started });
         }
@@ -191,5 +201,5 @@ const drive = async (
     options.signal?.removeEventListener("abort", onAbort);
   }
   if (ended === "aborted") throw new CloudmillError(ErrorCode.CANCELLED, "interrupted", { jobId: manifest.jobId });
-  if (ended === "complete") await reduceJob(deps, manifest.jobId);
+  if (ended === "complete") await reduceJob(deps, manifest.jobId, inOrder ?? new OrderedPartMerge(deps, manifest, await executor.collect(manifest.jobId)));
 };

@@ -2,11 +2,11 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { FsBlobStore } from "../adapters/FsBlobStore.js";
 import { toCloudmillError } from "../errors.js";
-import type { TaskMessage } from "../job/manifest.js";
 import { silentLogger } from "../log.js";
 import { loadOpsModule, OpRegistry } from "../ops/registry.js";
 import { runTask } from "../pipeline/task.js";
-import type { ThreadData, ThreadReply } from "./executor.js";
+import { Accumulators, withoutPartial } from "./accumulate.js";
+import type { ThreadData, ThreadReply, ThreadRequest } from "./executor.js";
 
 const data = workerData as ThreadData;
 const registry = new OpRegistry();
@@ -15,13 +15,22 @@ const ready = (async () => {
 })();
 const root = new FsBlobStore("/");
 const deps = { output: new FsBlobStore(data.outputRoot), inputStore: () => root, registry, log: silentLogger };
+const accumulators = new Accumulators(registry);
 
-parentPort!.on("message", (task: TaskMessage) => {
+const handle = async (request: ThreadRequest): Promise<ThreadReply> => {
+  if (request.kind === "collect") return { ok: true, collected: accumulators.take(request.jobId) };
+  await ready;
+  const outcome = await runTask(deps, request.task);
+  if (request.accumulate) accumulators.add(request.task, outcome);
+  // The partial stays here: it is merged above, and in its part.
+  return { ok: true, outcome: withoutPartial(outcome) };
+};
+
+parentPort!.on("message", (request: ThreadRequest) => {
   void (async () => {
     let reply: ThreadReply;
     try {
-      await ready;
-      reply = { ok: true, outcome: await runTask(deps, task) };
+      reply = await handle(request);
     } catch (err) {
       reply = { ok: false, error: toCloudmillError(err).toJSON() };
     }

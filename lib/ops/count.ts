@@ -9,6 +9,7 @@ type CountPartial = { records: number };
 
 export const count: Op<FormatOptions, CountPartial, { records: number }> = {
   name: "count",
+  orderFreeMerge: true,
   description: "counts records (lines; for csv rows after the header; for numbers and jsonl non-blank lines)",
   formats: ["lines", "numbers", "csv", "jsonl"],
   paramsHelp: formatParamsHelp,

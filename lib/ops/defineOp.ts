@@ -40,6 +40,11 @@ export interface OpDefinition<P, A, R> {
   map(record: unknown, params: P, meta: RecordMeta): A | undefined;
   /** Merges two partials; must be associative and commutative. */
   combine(a: A, b: A, params: P): A;
+  /**
+   * Set when `combine` gives the very same value in any order and grouping (integer sums, max,
+   * sorted set union): on a local run each task thread then merges its own chunks as they finish.
+   */
+  readonly orderFree?: boolean;
   /** Turns the merged partial (undefined when there were no records) into the result. */
   finalize?(partial: A | undefined, params: P): R;
 }
@@ -70,6 +75,7 @@ export const defineOp = <P = Record<string, never>, A = unknown, R = A | undefin
     description: def.description ?? "user op",
     formats,
     paramsHelp: [],
+    ...(def.orderFree ? { orderFreeMerge: true } : {}),
     parseParams: (raw: Params): UserParams<P> => {
       // Format options (csv header, separator) are the engine's; the op sees only its own.
       const own: Record<string, unknown> = {};

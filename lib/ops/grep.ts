@@ -43,6 +43,7 @@ const inFileOrder = (a: GrepSample, b: GrepSample): number => a.input - b.input 
 
 export const grep: Op<Params, GrepPartial, GrepResult> = {
   name: "grep",
+  orderFreeMerge: true,
   description: "lines matching a regular expression, with the first k as samples",
   formats: ["lines"],
   paramsHelp: ["pattern=REGEX      JavaScript regular expression (required)", "k=10               how many matching lines to sample", "ignoreCase=false   match case-insensitively"],

@@ -29,6 +29,7 @@ export interface HistogramResult {
 
 export const histogram: Op<Params, HistogramPartial, HistogramResult> = {
   name: "histogram",
+  orderFreeMerge: true,
   description: "counts of numbers in equal-width bins over [min, max]",
   formats: ["numbers", "csv", "jsonl"],
   paramsHelp: ["bins=10            number of bins", "min=0 max=1        the range the bins cover (required)", ...valueParamsHelp],

@@ -30,6 +30,7 @@ export interface StatsResult {
 
 export const stats: Op<ValueOptions, StatsPartial, StatsResult> = {
   name: "stats",
+  orderFreeMerge: true,
   description: "count, sum, min, max, mean and population variance of numbers (blank lines skipped)",
   formats: ["numbers", "csv", "jsonl"],
   paramsHelp: valueParamsHelp,

@@ -20,6 +20,7 @@ export interface MapContext {
 
 /** Maps the records of one chunk to a partial. Blocks always hold whole records. */
 export interface ChunkMapper<A> {
+  /** Called once per block; the block's bytes are reused after it returns (copy what is kept). */
   block(block: RecordBlock): void;
   finish(): A;
 }
@@ -50,6 +51,12 @@ export interface Op<P = unknown, A = unknown, R = unknown> {
   parseParams(raw: Params): P;
   mapper(params: P, ctx: MapContext): ChunkMapper<A>;
   merger(params: P): Merger<A>;
+  /**
+   * True when partials merged in any order and grouping give the very same result (integer
+   * counts, exact sums): the local engine may then merge on its task threads as chunks finish,
+   * rather than in chunk order on one thread. Leave it unset when rounding could depend on order.
+   */
+  readonly orderFreeMerge?: boolean;
   finalize(partial: A, params: P, ctx: FinalizeContext): R;
 }
 

@@ -1,61 +1,44 @@
 /**
- * Counts distinct byte strings without making a JS string per occurrence: an open-addressing
- * hash table over an arena of the words' bytes. A string is made once per distinct word,
- * when the counts are read out. This is wordcount's hot loop.
+ * Counts words by their bytes without making a JS string per occurrence. This is
+ * wordcount's hot loop.
+ *
+ * A WordDictionary interns byte strings: an open-addressing hash table over an arena that
+ * keeps every distinct word followed by "\n", each with a dense index. WordCounts counts
+ * over a dictionary's indexes. One dictionary serves every chunk a thread maps, so a chunk
+ * inserts only words the thread has not met before, and counts made in one thread merge
+ * there by index, with no hashing at all.
  */
+import { CloudmillError, ErrorCode } from "../errors.js";
 import { latin1, WHITESPACE } from "../records/lines.js";
 
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
+const NL = 0x0a;
+/** Words shorter than this are copied byte by byte: Buffer#copy costs more per call. */
+const COPY_LOOP_MAX = 64;
 
-export class WordTable {
+export class WordDictionary {
   #arena = Buffer.allocUnsafe(1 << 16);
   #arenaUsed = 0;
-  #slots = new Int32Array(1 << 12); // entry index + 1; 0 = empty
+  #slots = new Int32Array(1 << 12); // index + 1; 0 = empty
   #mask = (1 << 12) - 1;
   #start = new Int32Array(1 << 11);
   #length = new Int32Array(1 << 11);
   #hash = new Int32Array(1 << 11);
-  #count = new Float64Array(1 << 11);
   #size = 0;
-  /** Words seen, repeats included. */
-  total = 0;
 
-  get distinct(): number {
+  /** Distinct words interned. */
+  get size(): number {
     return this.#size;
   }
 
-  /** Counts every word (run of non-whitespace bytes) of b. */
-  addWords(b: Buffer): void {
-    const n = b.length;
-    const ws = WHITESPACE;
-    let i = 0;
-    while (i < n) {
-      while (i < n && ws[b[i]!] === 1) i++;
-      if (i >= n) break;
-      const s = i;
-      let h = FNV_OFFSET;
-      while (i < n) {
-        const c = b[i]!;
-        if (ws[c] === 1) break;
-        h = Math.imul(h ^ c, FNV_PRIME);
-        i++;
-      }
-      this.#add(b, s, i, h, 1);
-    }
+  /** Bytes the words take (with their separators). */
+  get bytes(): number {
+    return this.#arenaUsed;
   }
 
-  /** Adds count occurrences of the latin1 byte string w (merging partials). */
-  addString(w: string, count: number): void {
-    const b = Buffer.from(w, "latin1");
-    let h = FNV_OFFSET;
-    for (let i = 0; i < b.length; i++) h = Math.imul(h ^ b[i]!, FNV_PRIME);
-    this.#add(b, 0, b.length, h, count);
-    this.total -= count; // totals are merged by the caller
-  }
-
-  #add(b: Buffer, s: number, e: number, h: number, count: number): void {
-    this.total += count;
+  /** The index of the word b[s, e) whose FNV-1a hash is h, interning it if new. */
+  intern(b: Uint8Array, s: number, e: number, h: number): number {
     const len = e - s;
     const arena = this.#arena;
     let slot = h & this.#mask;
@@ -67,44 +50,62 @@ export class WordTable {
         const at = this.#start[k]!;
         let j = 0;
         while (j < len && arena[at + j] === b[s + j]) j++;
-        if (j === len) {
-          this.#count[k]! += count;
-          return;
-        }
+        if (j === len) return k;
       }
       slot = (slot + 1) & this.#mask;
     }
-    this.#insert(b, s, len, h, count, slot);
+    return this.#insert(b, s, len, h, slot);
   }
 
-  #insert(b: Buffer, s: number, len: number, h: number, count: number, slot: number): void {
-    if (this.#arenaUsed + len > this.#arena.length) {
-      const bigger = Buffer.allocUnsafe(Math.max(this.#arena.length * 2, this.#arenaUsed + len));
+  /** The words at indexes[0, n), each as latin1 bytes followed by "\n". */
+  wordsAt(indexes: Int32Array, n: number): string {
+    let bytes = 0;
+    for (let i = 0; i < n; i++) bytes += this.#length[indexes[i]!]! + 1;
+    const out = Buffer.allocUnsafe(bytes);
+    const arena = this.#arena;
+    let o = 0;
+    for (let i = 0; i < n; i++) {
+      const k = indexes[i]!;
+      const at = this.#start[k]!;
+      const len = this.#length[k]! + 1;
+      if (len > COPY_LOOP_MAX) arena.copy(out, o, at, at + len);
+      else for (let j = 0; j < len; j++) out[o + j] = arena[at + j]!;
+      o += len;
+    }
+    return latin1(out, 0, bytes);
+  }
+
+  #insert(b: Uint8Array, s: number, len: number, h: number, slot: number): number {
+    if (this.#arenaUsed + len + 1 > this.#arena.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(this.#arena.length * 2, this.#arenaUsed + len + 1));
       this.#arena.copy(bigger, 0, 0, this.#arenaUsed);
       this.#arena = bigger;
     }
     const k = this.#size++;
     if (k === this.#start.length) this.#growEntries();
-    b.copy(this.#arena, this.#arenaUsed, s, s + len);
-    this.#start[k] = this.#arenaUsed;
+    const arena = this.#arena;
+    const at = this.#arenaUsed;
+    if (len > COPY_LOOP_MAX) arena.set(b.subarray(s, s + len), at);
+    else for (let j = 0; j < len; j++) arena[at + j] = b[s + j]!;
+    arena[at + len] = NL;
+    this.#start[k] = at;
     this.#length[k] = len;
     this.#hash[k] = h;
-    this.#count[k] = count;
-    this.#arenaUsed += len;
+    this.#arenaUsed = at + len + 1;
     this.#slots[slot] = k + 1;
     if (this.#size * 2 > this.#slots.length) this.#rehash();
+    return k;
   }
 
   #growEntries(): void {
-    const grow = <T extends Int32Array | Float64Array>(a: T, make: (n: number) => T): T => {
-      const bigger = make(a.length * 2);
+    const grow = (a: Int32Array<ArrayBuffer>): Int32Array<ArrayBuffer> => {
+      const bigger = new Int32Array(a.length * 2);
       bigger.set(a);
       return bigger;
     };
-    this.#start = grow(this.#start, (n) => new Int32Array(n));
-    this.#length = grow(this.#length, (n) => new Int32Array(n));
-    this.#hash = grow(this.#hash, (n) => new Int32Array(n));
-    this.#count = grow(this.#count, (n) => new Float64Array(n));
+    this.#start = grow(this.#start);
+    this.#length = grow(this.#length);
+    this.#hash = grow(this.#hash);
   }
 
   #rehash(): void {
@@ -118,14 +119,118 @@ export class WordTable {
     this.#slots = slots;
     this.#mask = mask;
   }
+}
 
-  /** [latin1 byte string, count] for every distinct word, in first-seen order. */
-  entries(): [string, number][] {
-    const out: [string, number][] = new Array(this.#size);
-    for (let k = 0; k < this.#size; k++) {
-      const at = this.#start[k]!;
-      out[k] = [latin1(this.#arena, at, at + this.#length[k]!), this.#count[k]!];
+/** Word counts over a dictionary's indexes, with the words met listed in first-seen order. */
+export class WordCounts {
+  readonly dict: WordDictionary;
+  #count: Float64Array; // by dictionary index
+  #seen: Int32Array; // indexes met, first-seen order
+  #distinct = 0;
+  /** Words seen, repeats included (addWords only; merged totals are the caller's). */
+  total = 0;
+
+  constructor(dict: WordDictionary) {
+    this.dict = dict;
+    // Sized for the words the dictionary holds: a chunk mostly meets words met before.
+    const size = Math.max(1 << 11, dict.size + (dict.size >> 3));
+    this.#count = new Float64Array(size);
+    this.#seen = new Int32Array(size);
+  }
+
+  get distinct(): number {
+    return this.#distinct;
+  }
+
+  /** Counts every word (run of non-whitespace bytes) of b. */
+  addWords(b: Buffer): void {
+    const n = b.length;
+    const ws = WHITESPACE;
+    const dict = this.dict;
+    let i = 0;
+    while (i < n) {
+      while (i < n && ws[b[i]!] === 1) i++;
+      if (i >= n) break;
+      const s = i;
+      let h = FNV_OFFSET;
+      while (i < n) {
+        const c = b[i]!;
+        if (ws[c] === 1) break;
+        h = Math.imul(h ^ c, FNV_PRIME);
+        i++;
+      }
+      this.total++;
+      this.#bump(dict.intern(b, s, i, h), 1);
     }
+  }
+
+  /**
+   * Adds counts read out of another WordCounts (`words()` and `counts()`): words as latin1
+   * bytes each ending in "\n", with their counts in the same order.
+   */
+  addCounted(words: string, counts: readonly number[]): void {
+    const b = Buffer.from(words, "latin1");
+    const n = b.length;
+    const dict = this.dict;
+    let i = 0;
+    let k = 0;
+    while (i < n) {
+      const s = i;
+      let h = FNV_OFFSET;
+      while (i < n) {
+        const c = b[i]!;
+        if (c === NL) break;
+        h = Math.imul(h ^ c, FNV_PRIME);
+        i++;
+      }
+      const count = counts[k];
+      if (i === s || i === n || typeof count !== "number") {
+        throw new CloudmillError(ErrorCode.INTERNAL, `word counts do not match their words (word ${k + 1} of ${counts.length}, at byte ${s} of ${n})`);
+      }
+      this.#bump(dict.intern(b, s, i, h), count);
+      k++;
+      i++;
+    }
+    if (k !== counts.length) throw new CloudmillError(ErrorCode.INTERNAL, `word counts do not match their words (${k} words, ${counts.length} counts)`);
+  }
+
+  /** Adds counts of words given by this dictionary's indexes (counts made in this thread). */
+  addIndexed(indexes: Int32Array, counts: readonly number[]): void {
+    for (let i = 0; i < indexes.length; i++) this.#bump(indexes[i]!, counts[i]!);
+  }
+
+  /** Every word met, in first-seen order, as latin1 bytes each followed by "\n". */
+  words(): string {
+    return this.dict.wordsAt(this.#seen, this.#distinct);
+  }
+
+  /** The count of every word met, in the order of `words()`. */
+  counts(): number[] {
+    const out = new Array<number>(this.#distinct);
+    for (let i = 0; i < this.#distinct; i++) out[i] = this.#count[this.#seen[i]!]!;
     return out;
+  }
+
+  /** The dictionary indexes of the words met, in the order of `words()`. */
+  indexes(): Int32Array {
+    return this.#seen.slice(0, this.#distinct);
+  }
+
+  #bump(k: number, by: number): void {
+    if (k >= this.#count.length) {
+      const bigger = new Float64Array(Math.max(this.#count.length * 2, k + 1));
+      bigger.set(this.#count);
+      this.#count = bigger;
+    }
+    const was = this.#count[k]!;
+    if (was === 0 && by !== 0) {
+      if (this.#distinct === this.#seen.length) {
+        const bigger = new Int32Array(this.#seen.length * 2);
+        bigger.set(this.#seen);
+        this.#seen = bigger;
+      }
+      this.#seen[this.#distinct++] = k;
+    }
+    this.#count[k] = was + by;
   }
 }

@@ -1,20 +1,21 @@
 /**
  * `wordcount`: words are runs of bytes other than ASCII whitespace, case-sensitive.
  * Words are counted by their bytes (wordTable.ts), kept in partials as latin1 "byte
- * strings" (one char per byte: exact for any bytes) and decoded as UTF-8 only for the result. Ties in `top`
- * are broken by the word's bytes ascending, which is Unicode code point order.
+ * strings" (one char per byte: exact for any bytes) and decoded as UTF-8 only for the
+ * result. Ties in `top` are broken by the word's bytes ascending, which is Unicode code
+ * point order.
  */
 import { z } from "zod";
 import { bytesToUtf8 } from "../records/lines.js";
 import type { Op } from "./types.js";
 import { intParam, parseOpParams } from "./params.js";
 import { topK } from "./topK.js";
-import { WordTable } from "./wordTable.js";
+import { WordCounts, WordDictionary } from "./wordTable.js";
 
 /**
- * Words as latin1 byte strings joined by "\n" (a word never holds whitespace), with their
- * counts in the same order: one string and one number array parse far faster than an
- * array of pairs, and the reducer parses one partial per chunk.
+ * Every distinct word as latin1 bytes followed by "\n" (a word never holds whitespace),
+ * with their counts in the same order: one string and one number array are read out of
+ * word counts without a string per word, and parse far faster than an array of pairs.
  */
 export interface WordcountPartial {
   total: number;
@@ -22,17 +23,39 @@ export interface WordcountPartial {
   counts: number[];
 }
 
-const pack = (total: number, entries: Iterable<[string, number]>): WordcountPartial => {
-  const words: string[] = [];
-  const counts: number[] = [];
-  for (const [w, c] of entries) {
-    words.push(w);
-    counts.push(c);
-  }
-  return { total, words: words.join("\n"), counts };
+/**
+ * A partial made in this thread also carries its words' dictionary indexes, under a symbol
+ * key that JSON and postMessage never copy: a merger in the same thread over the same
+ * dictionary adds it by index. A partial read back from a part has none and is hashed.
+ */
+const BY_INDEX: unique symbol = Symbol("cloudmill.wordcount.byIndex");
+interface ByIndex {
+  readonly dict: WordDictionary;
+  readonly indexes: Int32Array;
+}
+type LocalPartial = WordcountPartial & { [BY_INDEX]?: ByIndex };
+
+/**
+ * The thread's dictionary, shared by its mappers and mergers. It only grows, so past a
+ * bound a fresh one serves new mappers and mergers (old ones keep theirs): a long-lived
+ * worker that sees many vocabularies holds at most about one bound's worth more.
+ */
+const DICTIONARY_MAX_WORDS = 1 << 20;
+const DICTIONARY_MAX_BYTES = 64 << 20;
+let shared = new WordDictionary();
+const sharedDictionary = (): WordDictionary => {
+  if (shared.size > DICTIONARY_MAX_WORDS || shared.bytes > DICTIONARY_MAX_BYTES) shared = new WordDictionary();
+  return shared;
 };
 
-const unpack = (p: WordcountPartial): string[] => (p.counts.length === 0 ? [] : p.words.split("\n"));
+const partialOf = (counts: WordCounts, total: number): WordcountPartial => {
+  const partial: LocalPartial = { total, words: counts.words(), counts: counts.counts() };
+  Object.defineProperty(partial, BY_INDEX, { value: { dict: counts.dict, indexes: counts.indexes() } satisfies ByIndex, enumerable: false });
+  return partial;
+};
+
+/** The words of a partial as separate latin1 strings. */
+const wordsOf = (p: WordcountPartial): string[] => (p.counts.length === 0 ? [] : p.words.slice(0, -1).split("\n"));
 
 export interface WordcountResult {
   total: number;
@@ -48,34 +71,33 @@ const byCountThenWord = (a: [string, number], b: [string, number]): number =>
 
 export const wordcount: Op<Params, WordcountPartial, WordcountResult> = {
   name: "wordcount",
+  orderFreeMerge: true,
   description: "total and distinct words, and the k most frequent (ties by word ascending)",
   formats: ["lines"],
   paramsHelp: ["k=10               how many of the most frequent words to list"],
   parseParams: (raw) => parseOpParams("wordcount", Params, raw),
   mapper() {
-    const table = new WordTable();
+    const counts = new WordCounts(sharedDictionary());
     return {
-      block: (block) => table.addWords(block.bytes),
-      finish: () => pack(table.total, table.entries()),
+      block: (block) => counts.addWords(block.bytes),
+      finish: () => partialOf(counts, counts.total),
     };
   },
   merger() {
-    const counts = new Map<string, number>();
+    const merged = new WordCounts(sharedDictionary());
     let total = 0;
     return {
-      add(p) {
+      add(p: LocalPartial) {
         total += p.total;
-        const words = unpack(p);
-        for (let i = 0; i < words.length; i++) {
-          const w = words[i]!;
-          counts.set(w, (counts.get(w) ?? 0) + p.counts[i]!);
-        }
+        const byIndex = p[BY_INDEX];
+        if (byIndex?.dict === merged.dict) merged.addIndexed(byIndex.indexes, p.counts);
+        else merged.addCounted(p.words, p.counts);
       },
-      value: () => pack(total, counts),
+      value: () => partialOf(merged, total),
     };
   },
   finalize(p, params) {
-    const words = unpack(p);
+    const words = wordsOf(p);
     const entries = words.map((w, i): [string, number] => [w, p.counts[i]!]);
     const top = topK(entries, params.k, byCountThenWord).map(([w, c]): [string, number] => [bytesToUtf8(w), c]);
     return { total: p.total, distinct: words.length, top };

@@ -4,9 +4,17 @@
  * write the same bytes; repeated or concurrent calls are harmless.
  */
 import { z } from "zod";
-import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, succeededKey } from "../config/keys.js";
+import { cancelKey, failureKey, manifestKey, parsePartKey, partKey, partsPrefix, succeededKey } from "../config/keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { JobStatus, Manifest } from "../job/manifest.js";
+import type { AnyOp, Merger } from "../ops/types.js";
+
+/** Parts merged elsewhere already (the local engine's task threads): their chunks and merged partial. */
+export interface MergedParts {
+  readonly chunks: readonly number[];
+  readonly partial: unknown;
+  readonly skipped: number;
+}
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJson, readJsonIfExists, writeJson } from "./io.js";
 import { failJob } from "./fail.js";
@@ -22,6 +30,104 @@ export const PartSchema = z.object({
 
 /** Parts read ahead of the one being merged. */
 const READ_AHEAD = 16;
+
+/**
+ * Merges a job's parts strictly in chunk order (so the result's bytes never depend on
+ * which chunk finished first), reading a few parts ahead and holding at most READ_AHEAD
+ * at once. The local engine tells it of each part as its chunk finishes, so merging
+ * overlaps mapping, or seeds it with what its threads merged (ops whose merge does not
+ * depend on order); reduceJob merges whatever is still left.
+ */
+export class OrderedPartMerge {
+  readonly #deps: PipelineDeps;
+  readonly #jobId: string;
+  readonly #chunks: number;
+  readonly #op: AnyOp;
+  readonly #params: unknown;
+  readonly #merger: Merger<unknown>;
+  /** Keys of parts that exist but are not merged yet. */
+  readonly #ready = new Map<number, string>();
+  /** Chunks whose partials are in `seed`: merged already. */
+  readonly #seeded = new Set<number>();
+  #next = 0;
+  #skipped = 0;
+  #merging: Promise<void> = Promise.resolve();
+
+  constructor(deps: PipelineDeps, manifest: Manifest, seed: readonly MergedParts[] = []) {
+    this.#deps = deps;
+    this.#jobId = manifest.jobId;
+    this.#chunks = manifest.chunks;
+    this.#op = deps.registry.get(manifest.job.op);
+    this.#params = this.#op.parseParams(manifest.job.params);
+    this.#merger = this.#op.merger(this.#params);
+    for (const s of seed) {
+      for (const i of s.chunks) {
+        if (this.#seeded.has(i)) throw new CloudmillError(ErrorCode.INTERNAL, `chunk ${i} of job ${this.#jobId} was merged twice`);
+        this.#seeded.add(i);
+      }
+      this.#merger.add(s.partial);
+      this.#skipped += s.skipped;
+    }
+  }
+
+  /** Part `index` exists now: merges it, and those after it that exist, once every earlier part is merged. */
+  ready(index: number, key = partKey(this.#jobId, index)): void {
+    if (index < this.#next) return;
+    this.#ready.set(index, key);
+    if (index === this.#next) this.#schedule();
+  }
+
+  /** Merges every remaining part of `parts` (all of the job's), and reads out the merged partial. */
+  async complete(parts: ReadonlyMap<number, string>): Promise<{ readonly partial: unknown; readonly skipped: number }> {
+    for (const [index, key] of parts) if (index >= this.#next) this.#ready.set(index, key);
+    this.#schedule();
+    await this.#merging;
+    if (this.#next !== this.#chunks) throw new CloudmillError(ErrorCode.INTERNAL, `part ${this.#next} of job ${this.#jobId} is missing`);
+    return { partial: this.#merger.value(), skipped: this.#skipped };
+  }
+
+  get op(): AnyOp {
+    return this.#op;
+  }
+
+  get params(): unknown {
+    return this.#params;
+  }
+
+  #schedule(): void {
+    // One merge at a time; after a failure nothing more is merged and complete() throws it.
+    this.#merging = this.#merging.then(() => this.#drain());
+    this.#merging.catch(() => undefined);
+  }
+
+  async #drain(): Promise<void> {
+    // A seeded chunk is merged already: its slot in the read-ahead is a settled undefined.
+    const read = async (i: number) => (this.#seeded.has(i) ? undefined : readJson(this.#deps.output, this.#ready.get(i)!, PartSchema));
+    const ahead: ReturnType<typeof read>[] = [];
+    let queued = this.#next;
+    const fill = (): void => {
+      while (ahead.length < READ_AHEAD && queued < this.#chunks && this.#ready.has(queued)) {
+        const p = read(queued++);
+        // A read that fails while an earlier one is awaited must not go unhandled: it is awaited in turn.
+        p.catch(() => undefined);
+        ahead.push(p);
+      }
+    };
+    fill();
+    while (ahead.length > 0) {
+      const part = await ahead.shift()!;
+      fill();
+      const i = this.#next;
+      if (part) {
+        if (part.jobId !== this.#jobId || part.index !== i) throw new CloudmillError(ErrorCode.INTERNAL, `part ${i} of job ${this.#jobId} holds job ${part.jobId} chunk ${part.index}`);
+        this.#merger.add(part.partial);
+        this.#skipped += part.skipped;
+      }
+      this.#ready.delete(i);
+      this.#next = i + 1;
+    }
+  }
+}
 
 export type ReduceOutcome =
   | { readonly kind: "incomplete"; readonly done: number; readonly chunks: number }
@@ -40,7 +146,8 @@ const listParts = async (deps: PipelineDeps, jobId: string): Promise<Map<number,
   return parts;
 };
 
-export const reduceJob = async (deps: PipelineDeps, jobId: string): Promise<ReduceOutcome> => {
+/** `merged`: parts already merged as they arrived (the local engine); the rest are read here. */
+export const reduceJob = async (deps: PipelineDeps, jobId: string, merged?: OrderedPartMerge): Promise<ReduceOutcome> => {
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
   if (!manifest) return { kind: "unknown-job" };
   const log = deps.log.child({ jobId });
@@ -67,30 +174,11 @@ export const reduceJob = async (deps: PipelineDeps, jobId: string): Promise<Redu
     return { kind: "incomplete", done: parts.size, chunks: manifest.chunks };
   }
 
-  const op = deps.registry.get(manifest.job.op);
-  const params = op.parseParams(manifest.job.params);
-  const merger = op.merger(params);
-  let skipped = 0;
   try {
-    // Parts are read a few at a time but merged strictly in chunk order (deterministic bytes);
-    // at most READ_AHEAD parts are held at once.
-    const read = (i: number) => readJson(deps.output, parts.get(i)!, PartSchema);
-    const ahead: ReturnType<typeof read>[] = [];
-    for (let i = 0; i < Math.min(READ_AHEAD, manifest.chunks); i++) ahead.push(read(i));
-    // A read that fails while an earlier one is awaited must not go unhandled: it is awaited in turn.
-    for (const p of ahead) p.catch(() => undefined);
-    for (let i = 0; i < manifest.chunks; i++) {
-      const part = await ahead.shift()!;
-      if (i + READ_AHEAD < manifest.chunks) {
-        const next = read(i + READ_AHEAD);
-        next.catch(() => undefined);
-        ahead.push(next);
-      }
-      if (part.jobId !== jobId || part.index !== i) throw new CloudmillError(ErrorCode.INTERNAL, `part ${i} of job ${jobId} holds job ${part.jobId} chunk ${part.index}`);
-      merger.add(part.partial);
-      skipped += part.skipped;
-    }
-    const result = op.finalize(merger.value(), params, { inputs: manifest.inputs.map((i) => i.name) });
+    const merge = merged ?? new OrderedPartMerge(deps, manifest);
+    const { partial, skipped } = await merge.complete(parts);
+    const { op, params } = merge;
+    const result = op.finalize(partial, params, { inputs: manifest.inputs.map((i) => i.name) });
     const status = succeededStatus(manifest, skipped, nowOf(deps));
     if (await superseded(deps, manifest.output.status, jobId, manifest.createdAt)) {
       await writeJson(deps.output, succeededKey(jobId), status);

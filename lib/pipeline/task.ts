@@ -24,7 +24,7 @@ export interface Part {
 }
 
 export type TaskOutcome =
-  | { readonly kind: "done"; readonly bytes: number; readonly skipped: number }
+  | { readonly kind: "done"; readonly bytes: number; readonly skipped: number; readonly partial: unknown }
   | { readonly kind: "duplicate" }
   | { readonly kind: "job-ended" };
 
@@ -116,7 +116,7 @@ const mapChunk = async (deps: PipelineDeps, task: TaskMessage, signal?: AbortSig
     const part: Part = { v: 1, jobId, index: chunk.index, partial: mapper.finish(), skipped };
     await writeJson(output, key, part);
     if (firstSkipped) deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped.withContext(chunkContext(jobId, chunk))), skipped });
-    return { kind: "done", bytes: chunk.end - chunk.start, skipped };
+    return { kind: "done", bytes: chunk.end - chunk.start, skipped, partial: part.partial };
   } catch (err) {
     throw toCloudmillError(err).withContext(chunkContext(jobId, chunk));
   }

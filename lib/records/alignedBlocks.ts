@@ -31,7 +31,8 @@ const UTF8_BOM = [0xef, 0xbb, 0xbf] as const;
 /**
  * Yields the owned records of [start, end) as blocks that each end on a record boundary.
  * Memory: one source block plus the longest record that straddles a block boundary.
- * A UTF-8 byte-order mark at byte 0 is dropped.
+ * A UTF-8 byte-order mark at byte 0 is dropped. A block's bytes are valid only until the
+ * next block is asked for: the store reads on into the same memory.
  */
 export async function* ownedRecordBlocks(
   store: BlobStore,
@@ -51,28 +52,33 @@ export async function* ownedRecordBlocks(
   let pendingLength = 0;
   let lastByte = -1;
 
-  const take = (bytes: Buffer, at: number): RecordBlock | undefined => {
-    // `bytes` are owned bytes beginning at absolute offset `at`; emit up to the last newline.
+  /**
+   * `bytes` are owned bytes beginning at absolute offset `at`: yields the records they
+   * complete. The record left pending from earlier reads is joined with its tail alone, and
+   * the rest of `bytes` is yielded in place, so a block is never copied whole.
+   */
+  function* take(bytes: Buffer, at: number): Generator<RecordBlock> {
     const lastNl = bytes.lastIndexOf(NL);
     if (lastNl < 0) {
       if (pendingLength === 0) pendingOffset = at;
-      pending.push(bytes);
+      pending.push(Buffer.from(bytes)); // a copy: the store reads on into the same memory
       pendingLength += bytes.length;
-      return undefined;
+      return;
     }
-    const head = bytes.subarray(0, lastNl + 1);
-    const out =
-      pendingLength === 0
-        ? { bytes: head, offset: at, first: at === 0 }
-        : { bytes: Buffer.concat([...pending, head], pendingLength + head.length), offset: pendingOffset, first: pendingOffset === 0 };
+    let from = 0;
+    if (pendingLength > 0) {
+      from = bytes.indexOf(NL) + 1;
+      const tail = bytes.subarray(0, from);
+      yield { bytes: Buffer.concat([...pending, tail], pendingLength + from), offset: pendingOffset, first: pendingOffset === 0 };
+    }
+    if (from <= lastNl) yield { bytes: bytes.subarray(from, lastNl + 1), offset: at + from, first: at + from === 0 };
     const rest = bytes.subarray(lastNl + 1);
-    pending = rest.length ? [rest] : [];
+    pending = rest.length ? [Buffer.from(rest)] : [];
     pendingLength = rest.length;
     pendingOffset = at + lastNl + 1;
-    return out;
-  };
+  }
 
-  const body = await store.get(key, { start: pos, end, ...(etag ? { etag } : {}), ...(signal ? { signal } : {}) });
+  const body = await store.get(key, { start: pos, end, reuseBuffers: true, ...(etag ? { etag } : {}), ...(signal ? { signal } : {}) });
   for await (const chunk of body) {
     let buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     let at = pos;
@@ -87,8 +93,7 @@ export async function* ownedRecordBlocks(
       at += nl + 1;
       if (buf.length === 0) continue;
     }
-    const block = take(buf, at);
-    if (block) yield withoutBom(block);
+    for (const block of take(buf, at)) yield withoutBom(block);
   }
   if (skipping) return; // no record starts inside this range
 

@@ -106,6 +106,26 @@ describe("FsBlobStore", () => {
     expect(sizes).toEqual([1024 * 1024, 1024 * 1024, 1024 * 1024, 4]);
   });
 
+  it("with reuseBuffers, reads on into two buffers, each chunk intact until the next is asked for", async () => {
+    const { store } = await fresh();
+    const data = Buffer.alloc(4 * 1024 * 1024 + 3);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 20)) & 0xff;
+    await store.put("big", data);
+    const copies: Buffer[] = [];
+    const memory = new Set<ArrayBufferLike>();
+    for await (const part of await store.get("big", { start: 1, reuseBuffers: true })) {
+      copies.push(Buffer.from(part));
+      memory.add(part.buffer);
+    }
+    expect(Buffer.concat(copies).equals(data.subarray(1))).toBe(true);
+    expect(copies.length).toBe(5);
+    expect(memory.size).toBe(2);
+    // Without the option every chunk is the caller's own.
+    const own = new Set<ArrayBufferLike>();
+    for await (const part of await store.get("big", { start: 1 })) own.add(part.buffer);
+    expect(own.size).toBe(5);
+  });
+
   it("detects an in-place edit during a read (INPUT_CHANGED)", async () => {
     const { root, store } = await fresh();
     await store.put("grow.txt", Buffer.alloc(3 * 1024 * 1024, 1));

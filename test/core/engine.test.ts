@@ -258,10 +258,29 @@ describe("the temp work dir", () => {
 
 describe("user ops from a module (--ops)", () => {
   let modulePath: string;
+  let crashMarker: string;
+  /** fragile-count kills its thread once, on the first record at or past this offset. */
+  const CRASH_AT = 7000;
   beforeAll(async () => {
+    crashMarker = path.join(dir, "ops/crashed");
     modulePath = await write(
       "ops/my-ops.mjs",
-      `import { defineOp } from ${JSON.stringify(pathToFileURL(DIST_DEFINE_OP).href)};
+      `import { existsSync, writeFileSync } from "node:fs";
+import { defineOp } from ${JSON.stringify(pathToFileURL(DIST_DEFINE_OP).href)};
+export const fragile = defineOp({
+  name: "fragile-count",
+  format: "lines",
+  orderFree: true,
+  map: (_line, _params, meta) => {
+    if (meta.offset >= ${CRASH_AT} && !existsSync(${JSON.stringify(crashMarker)})) {
+      writeFileSync(${JSON.stringify(crashMarker)}, "");
+      process.exit(3); // in a worker thread: ends the thread, as a crash would
+    }
+    return 1;
+  },
+  combine: (a, b) => a + b,
+  finalize: (n) => ({ records: n ?? 0 }),
+});
 export const longest = defineOp({
   name: "longest-line",
   format: "lines",
@@ -281,7 +300,7 @@ export const firsts = defineOp({
 
   const registryWith = async (): Promise<OpRegistry> => {
     const r = new OpRegistry();
-    expect((await loadOpsModule(modulePath, r)).sort()).toEqual(["first-fields", "longest-line"]);
+    expect((await loadOpsModule(modulePath, r)).sort()).toEqual(["first-fields", "fragile-count", "longest-line"]);
     return r;
   };
 
@@ -297,6 +316,19 @@ export const firsts = defineOp({
     // Without the module the threads do not know the op: proof that they loaded it above.
     const e = await failure(runLocal({ spec, registry, workers: 2 }));
     expect(e.code).toBe(ErrorCode.UNKNOWN_OP);
+  });
+
+  it("lose nothing when a task thread dies mid-job: the chunks its running total held are read back from their parts", async () => {
+    // An order-free op is merged on the threads as they map; the thread that dies takes its
+    // running total (several chunks by then) with it.
+    const registry = await registryWith();
+    const lines = 2000;
+    const f = await write("ops/lines.txt", Array.from({ length: lines }, (_, i) => `line ${i}\n`).join(""));
+    const spec = parseJobSpec({ op: "fragile-count", inputs: [f], chunkSize: "1KiB" });
+    const { result, status } = await runLocal({ spec, registry, opsModules: [modulePath], workers: 2 });
+    expect(existsSync(crashMarker)).toBe(true);
+    expect(status.chunks).toBeGreaterThan(2 * Math.ceil(CRASH_AT / 1024));
+    expect(result).toEqual({ records: lines });
   });
 
   it("read csv with the job's header and separator options", async () => {
