@@ -9,12 +9,6 @@ import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { JobStatus, Manifest } from "../job/manifest.js";
 import type { AnyOp, Merger } from "../ops/types.js";
 
-/** Parts merged elsewhere already (the local engine's task threads): their chunks and merged partial. */
-export interface MergedParts {
-  readonly chunks: readonly number[];
-  readonly partial: unknown;
-  readonly skipped: number;
-}
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJson, readJsonIfExists, writeJson } from "./io.js";
 import { failJob } from "./fail.js";
@@ -28,6 +22,13 @@ export const PartSchema = z.object({
   skipped: z.number().int().nonnegative(),
 });
 
+/** Parts merged elsewhere already (the local engine's task threads): their chunks and merged partial. */
+export interface MergedParts {
+  readonly chunks: readonly number[];
+  readonly partial: unknown;
+  readonly skipped: number;
+}
+
 /** Parts read ahead of the one being merged. */
 const READ_AHEAD = 16;
 
@@ -35,8 +36,8 @@ const READ_AHEAD = 16;
  * Merges a job's parts strictly in chunk order (so the result's bytes never depend on
  * which chunk finished first), reading a few parts ahead and holding at most READ_AHEAD
  * at once. The local engine tells it of each part as its chunk finishes, so merging
- * overlaps mapping, or seeds it with what its threads merged (ops whose merge does not
- * depend on order); reduceJob merges whatever is still left.
+ * overlaps mapping; or, for an order-free op, seeds it with what its task threads merged
+ * themselves, which is merged first. reduceJob merges whatever is still left.
  */
 export class OrderedPartMerge {
   readonly #deps: PipelineDeps;
