@@ -41,7 +41,7 @@ type LocalPartial = WordcountPartial & { [BY_INDEX]?: ByIndex };
  * worker that sees many vocabularies holds at most about one bound's worth more.
  */
 const DICTIONARY_MAX_WORDS = 1 << 20;
-const DICTIONARY_MAX_BYTES = 64 << 20;
+const DICTIONARY_MAX_BYTES = 32 << 20;
 let shared = new WordDictionary();
 const sharedDictionary = (): WordDictionary => {
   if (shared.size > DICTIONARY_MAX_WORDS || shared.bytes > DICTIONARY_MAX_BYTES) shared = new WordDictionary();

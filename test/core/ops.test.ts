@@ -152,6 +152,35 @@ describe("count", () => {
 // ---- wordcount -----------------------------------------------------------------------------
 
 describe("wordcount", () => {
+  it("merges partials by dictionary index in the thread that made them, by their bytes otherwise, across a dictionary's rotation", () => {
+    const params = wordcount.parseParams({ k: "3" });
+    const block = (bytes: Buffer): RecordBlock => ({ bytes, offset: 0, first: true });
+    const partialOf = (bytes: Buffer) => {
+      const mapper = wordcount.mapper(params, ctxOf("lines"));
+      mapper.block(block(bytes));
+      return mapper.finish();
+    };
+    const merger = wordcount.merger(params);
+    // Over a million distinct words: the thread's dictionary passes its bound, so the next
+    // mapper counts over a fresh one, whose partials the merger must take by their bytes.
+    const many = Buffer.from(`${Array.from({ length: (1 << 20) + 10 }, (_, i) => `w${i} common`).join("\n")}\n`);
+    const few = Buffer.from("common rare w1\ncommon é\n");
+    const fromMany = partialOf(many);
+    const fromFew = partialOf(few);
+    merger.add(fromMany);
+    merger.add(fromFew);
+    merger.add(JSON.parse(JSON.stringify(fromFew)) as typeof fromFew);
+    const want = refWordcount(Buffer.concat([many, few, few]), 3);
+    expect(JSON.parse(JSON.stringify(wordcount.finalize(merger.value(), params, { inputs: ["in.txt"] })))).toEqual(want);
+    // And a merged value merged again, in this thread and through JSON.
+    const again = wordcount.merger(params);
+    again.add(merger.value());
+    again.add(JSON.parse(JSON.stringify(partialOf(few))) as typeof fromFew);
+    expect(JSON.parse(JSON.stringify(wordcount.finalize(again.value(), params, { inputs: ["in.txt"] })))).toEqual(
+      refWordcount(Buffer.concat([many, few, few, few]), 3),
+    );
+  });
+
   it("splits on ASCII whitespace only (space, \\t, \\n, \\v, \\f, \\r), case-sensitively", () => {
     const text = "The the THE\tthe\vthe\fthe\r\nthe\u00a0the"; // NBSP (C2 A0) is not ASCII whitespace
     expect(runOp(wordcount, {}, text)).toEqual({
