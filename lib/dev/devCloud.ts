@@ -20,6 +20,21 @@ import type { TaskQueue } from "../ports.js";
 import { decodeEventKey, failuresHandler, reducerHandler, splitterHandler, type SqsBatchResponse } from "../pipeline/events.js";
 import { createDevResources, startEmulator, type Emulator } from "./emulator.js";
 
+/** Calls onLine with each complete line a text stream carries (without its newline). */
+export const onLines = (stream: NodeJS.ReadableStream, onLine: (line: string) => void): void => {
+  let buffered = "";
+  stream.setEncoding("utf8");
+  stream.on("data", (s: string) => {
+    buffered += s;
+    let nl: number;
+    while ((nl = buffered.indexOf("\n")) >= 0) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      onLine(line);
+    }
+  });
+};
+
 export interface DevCloudOptions {
   /** Default 0 (any free port); the CLI uses 4566. */
   readonly port?: number;
@@ -178,18 +193,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   const startWorker = (i: number): void => {
     const child = spawn(process.execPath, [compiledFile("worker/main.js")], { env: workerEnv, stdio: ["ignore", "pipe", "pipe"] });
     workers[i] = child;
-    for (const stream of [child.stdout, child.stderr]) {
-      let buffered = "";
-      stream.setEncoding("utf8");
-      stream.on("data", (s: string) => {
-        buffered += s;
-        let nl: number;
-        while ((nl = buffered.indexOf("\n")) >= 0) {
-          options.onWorkerOutput?.(i, buffered.slice(0, nl));
-          buffered = buffered.slice(nl + 1);
-        }
-      });
-    }
+    for (const stream of [child.stdout, child.stderr]) onLines(stream, (line) => options.onWorkerOutput?.(i, line));
     child.once("exit", (code, signal) => {
       if (stop.signal.aborted) return;
       log.warn("worker exited; starting a new one", { worker: i, code, signal });

@@ -3,7 +3,7 @@
  * checked against awk and wc on the example files; errors as one line and an exit code;
  * --help; --out. Plus in-process runCli for the exit-code table.
  */
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -13,29 +13,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCommand } from "../../lib/cli/commands/run.js";
 import type { CliIO } from "../../lib/cli/io.js";
 import { runCli } from "../../lib/cli/main.js";
+import { runProcess, shellWords, type Ran } from "../helpers/processes.js";
 import { refStats } from "../helpers/reference.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const BIN = path.join(ROOT, "bin/cloudmill.js");
 const EXAMPLES = ["words.txt", "numbers.txt", "access.log", "measurements.csv", "events.jsonl"];
 
-interface Ran {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
 
 /** Runs the real bin: `node bin/cloudmill.js ...args` from the repository root. */
-const cli = (args: readonly string[], cwd = ROOT): Promise<Ran> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, CLOUDMILL_DEBUG: "" }, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
-    child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
+const cli = (args: readonly string[], cwd = ROOT): Promise<Ran> => runProcess(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, CLOUDMILL_DEBUG: "" } });
 
 /** A shell tool's output, in a UTF-8 locale (in the C locale GNU wc skips words of non-ASCII bytes). */
 const tool = (cmd: string, args: readonly string[]): string => {
@@ -52,26 +39,6 @@ const oneErrorLine = (r: Ran): string => {
   return lines[0]!;
 };
 
-/** Splits a command line as a POSIX shell would (double and single quotes; no escapes needed here). */
-const shellWords = (line: string): string[] => {
-  const words: string[] = [];
-  let word: string | undefined;
-  let quote: string | undefined;
-  for (const ch of line) {
-    if (quote) {
-      if (ch === quote) quote = undefined;
-      else word += ch;
-    } else if (ch === '"' || ch === "'") {
-      quote = ch;
-      word ??= "";
-    } else if (/\s/.test(ch)) {
-      if (word !== undefined) words.push(word);
-      word = undefined;
-    } else word = (word ?? "") + ch;
-  }
-  if (word !== undefined) words.push(word);
-  return words;
-};
 
 /** An injected CliIO that captures what the CLI writes. */
 const capture = () => {

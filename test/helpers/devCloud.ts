@@ -20,7 +20,7 @@ import { GetQueueAttributesCommand, GetQueueUrlCommand } from "@aws-sdk/client-s
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { afterAll, beforeAll } from "vitest";
 import { DEV_QUEUES, ENV } from "../../lib/config/constants.js";
-import { startDevCloud, type DevCloud, type DevCloudOptions } from "../../lib/dev/devCloud.js";
+import { onLines, startDevCloud, type DevCloud, type DevCloudOptions } from "../../lib/dev/devCloud.js";
 import { runLocal } from "../../lib/engine/localEngine.js";
 import { JobStatus } from "../../lib/job/manifest.js";
 import { parseJobSpec, type Params } from "../../lib/job/spec.js";
@@ -280,21 +280,12 @@ export const spawnChild = (command: string, args: readonly string[], options: { 
   const stdout: string[] = [];
   const stderr: string[] = [];
   const waiters = new Set<(line: string) => void>();
-  const collect = (stream: NodeJS.ReadableStream, into: string[], isStdout: boolean) => {
-    let buffered = "";
-    stream.setEncoding("utf8");
-    stream.on("data", (s: string) => {
-      buffered += s;
-      let nl: number;
-      while ((nl = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        into.push(line);
-        if (VERBOSE) process.stderr.write(`[${options.name ?? path.basename(args[0] ?? command)}${isStdout ? "" : " stderr"}] ${line}\n`);
-        if (isStdout) for (const w of waiters) w(line);
-      }
+  const collect = (stream: NodeJS.ReadableStream, into: string[], isStdout: boolean) =>
+    onLines(stream, (line) => {
+      into.push(line);
+      if (VERBOSE) process.stderr.write(`[${options.name ?? path.basename(args[0] ?? command)}${isStdout ? "" : " stderr"}] ${line}\n`);
+      if (isStdout) for (const w of waiters) w(line);
     });
-  };
   collect(child.stdout!, stdout, true);
   collect(child.stderr!, stderr, false);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {

@@ -35,6 +35,7 @@ import { handleObjectCreated, type TriggerConfig } from "../../lib/pipeline/trig
 import type { PipelineDeps } from "../../lib/pipeline/deps.js";
 import type { CompletedRequest, FaultInjectionOptions } from "../../lib/testing/faultInjection.js";
 import { TaskWorker } from "../../lib/worker/TaskWorker.js";
+import { flat } from "../infra/synth.js";
 import { waitFor } from "./helpers.js";
 
 // ── The synthesized stack ──────────────────────────────────────────────────────────────────
@@ -70,19 +71,6 @@ const one = (type: string, prefix: string): string => {
   return found[0]![0];
 };
 const list = <T>(v: T | T[] | undefined): T[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
-
-/** Intrinsics as readable strings: `{Fn::Join: ["", [{Fn::GetAtt: [B, Arn]}, "/_work/*"]]}` → `<B>/_work/*`. */
-const flat = (value: unknown): string => {
-  if (typeof value === "string") return value;
-  const v = value as Record<string, unknown>;
-  if (v["Fn::Join"]) {
-    const [sep, parts] = v["Fn::Join"] as [string, unknown[]];
-    return parts.map(flat).join(sep);
-  }
-  if (v["Fn::GetAtt"]) return `<${(v["Fn::GetAtt"] as string[])[0]}>`;
-  if (v["Ref"]) return `<${v["Ref"] as string}>`;
-  return JSON.stringify(value);
-};
 
 /** Allow statements of the policies attached to a role. */
 const statementsOf = (roleId: string): Statement[] =>

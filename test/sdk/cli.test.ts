@@ -3,7 +3,6 @@
  * three-line example, its CLI session (each `$ npx cloudmill ...` line, run through the
  * installed bin), and examples/sdk.ts. Needs the compiled dist/ (`npm run build`).
  */
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -13,6 +12,7 @@ import type { CliIO } from "../../lib/cli/io.js";
 import { runCli } from "../../lib/cli/main.js";
 import { startDevCloud, type DevCloud } from "../../lib/dev/devCloud.js";
 import { silentLogger } from "../../lib/log.js";
+import { runProcess, shellWords } from "../helpers/processes.js";
 import { childEnv } from "./support.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
@@ -30,43 +30,7 @@ const JOB_ID = /job-\d{8}T\d{6}-[0-9a-f]{8}/g;
 const blocks = (md: string): { info: string; lines: string[] }[] =>
   [...md.matchAll(/^```(\w*)\n([\s\S]*?)^```$/gm)].map((m) => ({ info: m[1]!, lines: m[2]!.replace(/\n$/, "").split("\n") }));
 
-/** Words of a shell command line, as sh splits them: spaces separate; '…' and "…" quote within a word. */
-const words = (line: string): string[] => {
-  const out: string[] = [];
-  let word: string | undefined;
-  let quote: string | undefined;
-  for (const c of line) {
-    if (quote) {
-      if (c === quote) quote = undefined;
-      else word += c;
-    } else if (c === "'" || c === '"') {
-      quote = c;
-      word ??= "";
-    } else if (c === " ") {
-      if (word !== undefined) out.push(word);
-      word = undefined;
-    } else word = (word ?? "") + c;
-  }
-  if (word !== undefined) out.push(word);
-  return out;
-};
 
-interface Ran {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-const run = (cmd: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv): Promise<Ran> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
-    child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
 
 /** `cloudmill run` in this process: the reference results. */
 const cloudmillRun = async (args: readonly string[]): Promise<unknown> => {
@@ -101,7 +65,7 @@ describe("the README's SDK section against cloudmill dev", () => {
     const file = path.join(ROOT, "dist", `.readme-example-${randomBytes(4).toString("hex")}.mjs`);
     await writeFile(file, code);
     try {
-      const r = await run(process.execPath, [file], ROOT, childEnv());
+      const r = await runProcess(process.execPath, [file], { cwd: ROOT, env: childEnv() });
       expect(r.code, r.stderr).toBe(0);
       expect(JSON.parse(r.stdout)).toEqual(JSON.parse(shown!.lines.join("")));
     } finally {
@@ -122,7 +86,7 @@ describe("the README's SDK section against cloudmill dev", () => {
     const steps: string[] = [];
     for (const [i, line] of session.lines.entries()) {
       if (!line.startsWith("$ ")) continue;
-      const argv = words(line.slice(2));
+      const argv = shellWords(line.slice(2));
       if (argv[0] === "export") {
         expect(argv[1]).toBe("CLOUDMILL_ENDPOINT=http://127.0.0.1:4566");
         continue;
@@ -131,7 +95,7 @@ describe("the README's SDK section against cloudmill dev", () => {
       if (argv[2] === "dev") continue; // the test's own dev cloud stands in for it
       const args = argv.slice(2).map((a) => a.replace(JOB_ID, lastJob));
       const shown = session.lines.slice(i + 1, session.lines.findIndex((l, j) => j > i && l.startsWith("$ ")) >>> 0);
-      const r = await run(process.execPath, [BIN, ...args], cwd, env);
+      const r = await runProcess(process.execPath, [BIN, ...args], { cwd, env });
       expect(r.code, `${line}\n${r.stderr}`).toBe(0);
       const command = args[0]!;
       steps.push(command);
@@ -175,7 +139,7 @@ describe("the README's SDK section against cloudmill dev", () => {
   }, 120_000);
 
   it("examples/sdk.ts runs against cloudmill dev", async () => {
-    const r = await run(path.join(ROOT, "node_modules/.bin/tsx"), ["examples/sdk.ts", "--endpoint", cloud.endpoint], ROOT, childEnv());
+    const r = await runProcess(path.join(ROOT, "node_modules/.bin/tsx"), ["examples/sdk.ts", "--endpoint", cloud.endpoint], { cwd: ROOT, env: childEnv() });
     expect(r.code, r.stderr).toBe(0);
     const lines = r.stdout.trim().split("\n");
     expect(lines[0]).toBe('most frequent words: [["the",1816],["was",1636],["of",1562]] | words in the events: 18000');

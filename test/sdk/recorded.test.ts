@@ -4,7 +4,6 @@
  * ECS JSON 1.1 (with a second ListTasks page), EC2 XML (on-demand instances have no
  * instanceLifecycle), and AWS's error bodies (AccessDenied, ExpiredToken).
  */
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server } from "node:http";
@@ -15,6 +14,7 @@ import { ECSClient } from "@aws-sdk/client-ecs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { describeFleetView } from "../../lib/cli/commands/fleet.js";
 import { Cloudmill, CloudmillError, describeFleet } from "../../lib/index.js";
+import { runProcess } from "../helpers/processes.js";
 import { childEnv } from "./support.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
@@ -235,15 +235,7 @@ describe("AWS errors as one line that says what to do", () => {
     const home = await mkdtemp(path.join(os.tmpdir(), "cloudmill-nocreds-"));
     try {
       const env = childEnv({ HOME: home, AWS_REGION: "eu-west-1", AWS_CONFIG_FILE: path.join(home, "none"), AWS_SHARED_CREDENTIALS_FILE: path.join(home, "none") });
-      const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-        const child = spawn(process.execPath, [path.join(ROOT, "bin/cloudmill.js"), "jobs", "--stack", "Cloudmill-mylab"], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
-        let stdout = "";
-        let stderr = "";
-        child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
-        child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
-        child.on("error", reject);
-        child.on("close", (code) => resolve({ code, stdout, stderr }));
-      });
+      const r = await runProcess(process.execPath, [path.join(ROOT, "bin/cloudmill.js"), "jobs", "--stack", "Cloudmill-mylab"], { cwd: ROOT, env });
       expect(r.code).toBe(7);
       expect(r.stdout).toBe("");
       expect(r.stderr).toBe(
