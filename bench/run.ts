@@ -9,7 +9,7 @@
  * BENCH_CLOUD=0 to skip the emulated cloud.
  */
 import { execFile, execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, openSync, readSync, closeSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { open, rename } from "node:fs/promises";
 import { promisify } from "node:util";
 import { stat } from "node:fs/promises";
@@ -64,17 +64,14 @@ const halvesOf = async (file: string): Promise<[string, string]> => {
   const halves: [string, string] = [`${file}.half0`, `${file}.half1`];
   if (existsSync(halves[0]) && existsSync(halves[1])) return halves;
   const size = (await stat(file)).size;
-  const fd = openSync(file, "r");
-  const probe = Buffer.alloc(1 << 20);
-  const n = readSync(fd, probe, 0, probe.length, Math.floor(size / 2));
-  closeSync(fd);
-  const nl = probe.subarray(0, n).indexOf(0x0a);
-  const cut = nl < 0 ? size : Math.floor(size / 2) + nl + 1;
   const src = await open(file, "r");
+  const buf = Buffer.alloc(1 << 24);
   try {
+    const { bytesRead: n } = await src.read(buf, 0, 1 << 20, Math.floor(size / 2));
+    const nl = buf.subarray(0, n).indexOf(0x0a);
+    const cut = nl < 0 ? size : Math.floor(size / 2) + nl + 1;
     for (const [i, [start, end]] of ([[0, cut], [cut, size]] as const).entries()) {
       const out = await open(`${halves[i]}.tmp`, "w");
-      const buf = Buffer.alloc(1 << 24);
       for (let at = start; at < end; ) {
         const { bytesRead } = await src.read(buf, 0, Math.min(buf.length, end - at), at);
         await out.write(buf.subarray(0, bytesRead));

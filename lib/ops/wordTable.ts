@@ -17,6 +17,12 @@ const NL = 0x0a;
 /** Words shorter than this are copied byte by byte: Buffer#copy costs more per call. */
 const COPY_LOOP_MAX = 64;
 
+/** Copies len bytes of src at s to dst at at. */
+const copyBytes = (src: Uint8Array, s: number, dst: Buffer, at: number, len: number): void => {
+  if (len > COPY_LOOP_MAX) dst.set(src.subarray(s, s + len), at);
+  else for (let j = 0; j < len; j++) dst[at + j] = src[s + j]!;
+};
+
 export class WordDictionary {
   #arena = Buffer.allocUnsafe(1 << 16);
   #arenaUsed = 0;
@@ -68,8 +74,7 @@ export class WordDictionary {
       const k = indexes[i]!;
       const at = this.#start[k]!;
       const len = this.#length[k]! + 1;
-      if (len > COPY_LOOP_MAX) arena.copy(out, o, at, at + len);
-      else for (let j = 0; j < len; j++) out[o + j] = arena[at + j]!;
+      copyBytes(arena, at, out, o, len);
       o += len;
     }
     return latin1(out, 0, bytes);
@@ -85,8 +90,7 @@ export class WordDictionary {
     if (k === this.#start.length) this.#growEntries();
     const arena = this.#arena;
     const at = this.#arenaUsed;
-    if (len > COPY_LOOP_MAX) arena.set(b.subarray(s, s + len), at);
-    else for (let j = 0; j < len; j++) arena[at + j] = b[s + j]!;
+    copyBytes(b, s, arena, at, len);
     arena[at + len] = NL;
     this.#start[k] = at;
     this.#length[k] = len;
