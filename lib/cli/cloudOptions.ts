@@ -7,7 +7,7 @@ import type { Command } from "commander";
 import { z } from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { describeZodError } from "../job/spec.js";
-import { Cloudmill } from "../sdk/Cloudmill.js";
+import type { Cloudmill } from "../sdk/Cloudmill.js";
 import type { CliIO } from "./io.js";
 
 /** Environment variables the cloud commands fall back on (the CLI's own; the SDK reads none). */
@@ -44,8 +44,11 @@ export const parseFlags = <S extends z.ZodType>(schema: S, raw: unknown): z.outp
   throw new CloudmillError(ErrorCode.INVALID_SPEC, field ? `--${kebab(field)}${message.slice(field.length)}` : message, { field });
 };
 
-/** The SDK client the flags (or CLOUDMILL_STACK / CLOUDMILL_ENDPOINT) name. */
-export const cloudmillFrom = (raw: Record<string, unknown>, io: CliIO): Cloudmill => {
+/**
+ * The SDK client the flags (or CLOUDMILL_STACK / CLOUDMILL_ENDPOINT) name. The SDK (and the
+ * AWS clients under it) is loaded here, on first use: `cloudmill run` never pays for it.
+ */
+const cloudmillFrom = async (raw: Record<string, unknown>, io: CliIO): Promise<Cloudmill> => {
   const flags = parseFlags(CloudFlags, {
     stack: raw["stack"] ?? (raw["endpoint"] ? undefined : io.env[CLOUD_ENV.STACK] || undefined),
     endpoint: raw["endpoint"] ?? (raw["stack"] ? undefined : io.env[CLOUD_ENV.ENDPOINT] || undefined),
@@ -59,6 +62,7 @@ export const cloudmillFrom = (raw: Record<string, unknown>, io: CliIO): Cloudmil
       `which pipeline? Pass --stack Cloudmill-<lab> (or set ${CLOUD_ENV.STACK}), or --endpoint http://127.0.0.1:4566 for \`cloudmill dev\``,
     );
   }
+  const { Cloudmill } = await import("../sdk/Cloudmill.js");
   return new Cloudmill(
     {
       ...(flags.stack ? { stack: flags.stack } : {}),
@@ -73,7 +77,7 @@ export const cloudmillFrom = (raw: Record<string, unknown>, io: CliIO): Cloudmil
 
 /** Runs fn with a client, closing it afterwards (so the process can exit). */
 export const usingCloudmill = async <T>(raw: Record<string, unknown>, io: CliIO, fn: (mill: Cloudmill) => Promise<T>): Promise<T> => {
-  const mill = cloudmillFrom(raw, io);
+  const mill = await cloudmillFrom(raw, io);
   try {
     return await fn(mill);
   } finally {

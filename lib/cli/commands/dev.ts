@@ -2,7 +2,6 @@
 import { Command } from "commander";
 import { z } from "zod";
 import { DEV_DEFAULT_PORT } from "../../config/constants.js";
-import { startDevCloud } from "../../dev/devCloud.js";
 import { CloudmillError, ErrorCode } from "../../errors.js";
 import { describeZodError } from "../../job/spec.js";
 import { parseSize } from "../../job/size.js";
@@ -30,6 +29,8 @@ export const devCommand = (io: CliIO): Command =>
       const flags = parsed.data;
       const write = (l: string) => void io.stderr.write(l);
       const log = jsonLogger(write, flags.verbose ? "debug" : "warn");
+      // Loaded here, not with the CLI: the emulator and its AWS clients are for `dev` alone.
+      const { startDevCloud } = await import("../../dev/devCloud.js");
       const cloud = await startDevCloud({
         port: flags.port,
         workers: flags.workers,
