@@ -1,9 +1,8 @@
 /**
  * A task thread's running merge of the chunks it mapped, for ops whose merge does not
  * depend on order (Op.orderFreeMerge). Merging where the partial was made costs no part
- * read, no JSON parse and no third busy thread beside the mappers; the parts are still
- * written, so a thread that dies loses only its running total, which the engine rebuilds
- * from those parts.
+ * read, no JSON parse and no third busy thread beside the mappers; and no part need be
+ * written. A thread that dies loses its running total: the engine maps its chunks again.
  */
 import type { TaskMessage } from "../job/manifest.js";
 import type { OpRegistry } from "../ops/registry.js";

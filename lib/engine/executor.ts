@@ -16,9 +16,16 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   /** Also merge the chunk's partial into the running total of the thread that maps it. */
   readonly accumulate?: boolean;
+  /**
+   * false (with accumulate): write no part, so the thread's running total alone holds the
+   * chunk, and a thread that dies loses it (collect() then names no total with it).
+   */
+  readonly writePart?: boolean;
 }
 
 export interface TaskExecutor {
+  /** Starts up to `tasks` threads now, ahead of their first task (no-op inline). */
+  warm(tasks: number): void;
   run(task: TaskMessage, options?: RunOptions): Promise<TaskOutcome>;
   /**
    * The running totals of the job, one per thread that still holds one (and forgets them).
@@ -31,9 +38,11 @@ export interface TaskExecutor {
 export const inlineExecutor = (deps: PipelineDeps): TaskExecutor => {
   const accumulators = new Accumulators(deps.registry);
   return {
+    warm: () => {},
     async run(task, options = {}) {
-      const outcome = await runTask(deps, task, options.signal);
-      if (options.accumulate) accumulators.add(task, outcome);
+      const accumulate = options.accumulate ?? false;
+      const outcome = await runTask(deps, task, { signal: options.signal, writePart: !accumulate || (options.writePart ?? true) });
+      if (accumulate) accumulators.add(task, outcome);
       return withoutPartial(outcome);
     },
     collect: async (jobId) => {
@@ -51,7 +60,7 @@ export interface ThreadData {
 }
 
 export type ThreadRequest =
-  | { readonly kind: "run"; readonly task: TaskMessage; readonly accumulate: boolean }
+  | { readonly kind: "run"; readonly task: TaskMessage; readonly accumulate: boolean; readonly writePart: boolean }
   | { readonly kind: "collect"; readonly jobId: string };
 
 export type ThreadReply =
@@ -96,18 +105,25 @@ class TaskThread {
     });
   }
 
-  async run(task: TaskMessage, accumulate: boolean): Promise<TaskOutcome> {
+  /** Starts the thread ahead of its first task, so that its boot overlaps the job's planning. */
+  warm(): void {
     this.#worker ??= this.#start();
-    const reply = await this.#request(this.#worker, { kind: "run", task, accumulate });
+  }
+
+  async run(task: TaskMessage, options: RunOptions): Promise<TaskOutcome> {
+    this.#worker ??= this.#start();
+    const accumulate = options.accumulate ?? false;
+    const writePart = !accumulate || (options.writePart ?? true);
+    const reply = await this.#request(this.#worker, { kind: "run", task, accumulate, writePart });
     if (!("outcome" in reply)) throw new CloudmillError(ErrorCode.INTERNAL, "worker thread answered a task with no outcome");
     return reply.outcome;
   }
 
-  /** Only a thread that is alive holds a total; one never started or dead has none. */
+  /** Only a thread that is alive holds a total; one never started, dead, or dying now has none. */
   async collect(jobId: string): Promise<MergedParts | undefined> {
     if (!this.#worker) return undefined;
-    const reply = await this.#request(this.#worker, { kind: "collect", jobId });
-    return "collected" in reply ? reply.collected : undefined;
+    const reply = await this.#request(this.#worker, { kind: "collect", jobId }).catch(() => undefined);
+    return reply && "collected" in reply ? reply.collected : undefined;
   }
 
   async close(): Promise<void> {
@@ -122,11 +138,15 @@ export const threadExecutor = (size: number, data: ThreadData): TaskExecutor => 
   const idle: TaskThread[] = Array.from({ length: size }, () => new TaskThread(data));
   const all = [...idle];
   return {
+    warm: (tasks) => {
+      // The threads run() takes first: the last ones.
+      for (const t of all.slice(Math.max(0, all.length - tasks))) t.warm();
+    },
     async run(task, options = {}) {
       const thread = idle.pop();
       if (!thread) throw new CloudmillError(ErrorCode.INTERNAL, "more tasks than threads");
       try {
-        return await thread.run(task, options.accumulate ?? false);
+        return await thread.run(task, options);
       } finally {
         idle.push(thread);
       }

@@ -10,14 +10,14 @@ import { FsBlobStore } from "../adapters/FsBlobStore.js";
 import { MemoryTaskQueue } from "../adapters/MemoryTaskQueue.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { JobStatus as JobStatusSchema, TaskMessage, type InputObject, type JobStatus, type Manifest } from "../job/manifest.js";
-import { digest } from "../job/planner.js";
+import { chunksOf, digest } from "../job/planner.js";
 import type { JobSpec } from "../job/spec.js";
 import { silentLogger, type Logger } from "../log.js";
 import type { OpRegistry } from "../ops/registry.js";
 import type { SplitDeps } from "../pipeline/deps.js";
 import { failJob, handleDeadLetter } from "../pipeline/fail.js";
 import { readBytes, readJson } from "../pipeline/io.js";
-import { OrderedPartMerge, reduceJob } from "../pipeline/reduce.js";
+import { OrderedPartMerge, reduceJob, type MergedParts } from "../pipeline/reduce.js";
 import { deadlineSecondsOf, startJob, taskJobOf } from "../pipeline/split.js";
 import { isDeterministic, recordChunkError } from "../pipeline/task.js";
 import { lineNumberAt } from "../records/lineNumber.js";
@@ -83,6 +83,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   const deps: SplitDeps = { output, queue, inputStore: () => root, registry, log };
   const executor: TaskExecutor =
     workers > 0 ? threadExecutor(workers, { outputRoot: workDir, opsModules: options.opsModules ?? [] }) : inlineExecutor(deps);
+  executor.warm(inputs.reduce((n, i) => n + chunksOf(i.size, spec.chunkSize), 0));
 
   try {
     const { manifest } = await startJob(deps, {
@@ -129,10 +130,14 @@ const drive = async (
   // back); any other is merged here in chunk order while the threads map later chunks.
   const orderFree = deps.registry.get(manifest.job.op).orderFreeMerge === true;
   const inOrder = orderFree ? undefined : new OrderedPartMerge(deps, manifest);
-  // Only a chunk's first attempt joins its thread's total, so no chunk can be in two totals;
-  // a chunk whose total was lost (a thread died) or never kept is read from its part.
+  // Only a chunk's first attempt joins its thread's total, so no chunk can be in two totals.
+  // Such a chunk writes no part (unless work is kept): its thread's total alone holds it. A
+  // thread that dies loses its total, and the chunks held only there are mapped again (this
+  // time writing parts) once the rest are done; any other chunk is read from its part.
   const attempted = new Set<number>();
-  const stop = new AbortController();
+  const writeParts = !orderFree || options.keepWork === true;
+  const heldOnlyInTotals = new Map<number, { readonly body: string; readonly bytes: number }>();
+  let stop = new AbortController();
   let ended: "complete" | "failed" | "aborted" | undefined;
   const finish = (why: NonNullable<typeof ended>) => {
     ended ??= why;
@@ -160,9 +165,10 @@ const drive = async (
       try {
         const accumulate = orderFree && !attempted.has(task.chunk.index);
         attempted.add(task.chunk.index);
-        const outcome = await executor.run(task, { signal: stop.signal, accumulate });
+        const outcome = await executor.run(task, { signal: stop.signal, accumulate, writePart: writeParts });
         await deps.queue.delete(msg.receiptHandle);
         if (outcome.kind === "job-ended") continue;
+        if (outcome.kind === "done" && accumulate && !writeParts) heldOnlyInTotals.set(task.chunk.index, { body: msg.body, bytes: outcome.bytes });
         if (!done.has(task.chunk.index)) {
           done.add(task.chunk.index);
           inOrder?.ready(task.chunk.index);
@@ -194,12 +200,35 @@ const drive = async (
     }
   };
 
+  const totals: MergedParts[] = [];
   try {
-    await Promise.all([...Array.from({ length: slots }, slot), deadLetterLoop()]);
+    for (;;) {
+      await Promise.all([...Array.from({ length: slots }, slot), deadLetterLoop()]);
+      if (ended !== "complete" || !orderFree) break;
+      totals.push(...(await executor.collect(manifest.jobId)));
+      const lost = lostChunks(heldOnlyInTotals, totals);
+      if (lost.length === 0) break;
+      deps.log.warn("a task thread died holding the only merge of some chunks; mapping them again", { chunks: lost.length });
+      for (const i of lost) {
+        done.delete(i);
+        bytesDone -= heldOnlyInTotals.get(i)!.bytes;
+      }
+      await deps.queue.sendBatch(lost.map((i) => heldOnlyInTotals.get(i)!.body));
+      for (const i of lost) heldOnlyInTotals.delete(i);
+      ended = undefined;
+      stop = new AbortController();
+      if (options.signal?.aborted) finish("aborted");
+    }
   } finally {
     clearTimeout(deadline);
     options.signal?.removeEventListener("abort", onAbort);
   }
   if (ended === "aborted") throw new CloudmillError(ErrorCode.CANCELLED, "interrupted", { jobId: manifest.jobId });
-  if (ended === "complete") await reduceJob(deps, manifest.jobId, inOrder ?? new OrderedPartMerge(deps, manifest, await executor.collect(manifest.jobId)));
+  if (ended === "complete") await reduceJob(deps, manifest.jobId, inOrder ?? new OrderedPartMerge(deps, manifest, totals));
+};
+
+/** Chunks held only in a thread's total that is in none of `totals` (its thread died). */
+const lostChunks = (heldOnlyInTotals: ReadonlyMap<number, unknown>, totals: readonly MergedParts[]): number[] => {
+  const held = new Set(totals.flatMap((t) => t.chunks));
+  return [...heldOnlyInTotals.keys()].filter((i) => !held.has(i));
 };

@@ -20,9 +20,9 @@ const accumulators = new Accumulators(registry);
 const handle = async (request: ThreadRequest): Promise<ThreadReply> => {
   if (request.kind === "collect") return { ok: true, collected: accumulators.take(request.jobId) };
   await ready;
-  const outcome = await runTask(deps, request.task);
+  const outcome = await runTask(deps, request.task, { writePart: request.writePart });
   if (request.accumulate) accumulators.add(request.task, outcome);
-  // The partial stays here: it is merged above, and in its part.
+  // The partial stays here: it is merged above (and in its part, if one was written).
   return { ok: true, outcome: withoutPartial(outcome) };
 };
 

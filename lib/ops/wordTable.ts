@@ -198,9 +198,15 @@ export class WordCounts {
     if (k !== counts.length) throw new CloudmillError(ErrorCode.INTERNAL, `word counts do not match their words (${k} words, ${counts.length} counts)`);
   }
 
-  /** Adds counts of words given by this dictionary's indexes (counts made in this thread). */
-  addIndexed(indexes: Int32Array, counts: readonly number[]): void {
-    for (let i = 0; i < indexes.length; i++) this.#bump(indexes[i]!, counts[i]!);
+  /** Adds the counts of other, made over the same dictionary (in this thread): by index, no hashing. */
+  addCounts(other: WordCounts): void {
+    if (other.dict !== this.dict) throw new CloudmillError(ErrorCode.INTERNAL, "word counts over another dictionary are added by their words");
+    const seen = other.#seen;
+    const count = other.#count;
+    for (let i = 0; i < other.#distinct; i++) {
+      const k = seen[i]!;
+      this.#bump(k, count[k]!);
+    }
   }
 
   /** Every word met, in first-seen order, as latin1 bytes each followed by "\n". */
@@ -213,11 +219,6 @@ export class WordCounts {
     const out = new Array<number>(this.#distinct);
     for (let i = 0; i < this.#distinct; i++) out[i] = this.#count[this.#seen[i]!]!;
     return out;
-  }
-
-  /** The dictionary indexes of the words met, in the order of `words()`. */
-  indexes(): Int32Array {
-    return this.#seen.slice(0, this.#distinct);
   }
 
   #bump(k: number, by: number): void {

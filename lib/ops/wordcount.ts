@@ -24,16 +24,12 @@ export interface WordcountPartial {
 }
 
 /**
- * A partial made in this thread also carries its words' dictionary indexes, under a symbol
- * key that JSON and postMessage never copy: a merger in the same thread over the same
- * dictionary adds it by index. A partial read back from a part has none and is hashed.
+ * A mapper's partial also carries its word counts, under a symbol key that JSON and
+ * postMessage never copy: a merger in the same thread over the same dictionary adds them
+ * by index. A partial read back from a part has none and is hashed.
  */
-const BY_INDEX: unique symbol = Symbol("cloudmill.wordcount.byIndex");
-interface ByIndex {
-  readonly dict: WordDictionary;
-  readonly indexes: Int32Array;
-}
-type LocalPartial = WordcountPartial & { [BY_INDEX]?: ByIndex };
+const COUNTS: unique symbol = Symbol("cloudmill.wordcount.counts");
+type LocalPartial = WordcountPartial & { [COUNTS]?: WordCounts };
 
 /**
  * The thread's dictionary, shared by its mappers and mergers. It only grows, so past a
@@ -48,10 +44,24 @@ const sharedDictionary = (): WordDictionary => {
   return shared;
 };
 
-const partialOf = (counts: WordCounts, total: number): WordcountPartial => {
-  const partial: LocalPartial = { total, words: counts.words(), counts: counts.counts() };
-  Object.defineProperty(partial, BY_INDEX, { value: { dict: counts.dict, indexes: counts.indexes() } satisfies ByIndex, enumerable: false });
-  return partial;
+/**
+ * A mapper's partial (its counts take no more words): words and counts are read out only
+ * when read — to write a part, or to cross to another thread. A chunk merged in the thread
+ * that mapped it never needs them (with the part's JSON, they cost a tenth of the map).
+ */
+const lazyPartialOf = (counts: WordCounts): WordcountPartial => {
+  let words: string | undefined;
+  let list: number[] | undefined;
+  const partial = {
+    total: counts.total,
+    get words() {
+      return (words ??= counts.words());
+    },
+    get counts() {
+      return (list ??= counts.counts());
+    },
+  };
+  return Object.defineProperty(partial, COUNTS, { value: counts, enumerable: false });
 };
 
 /** The words of a partial as separate latin1 strings. */
@@ -80,7 +90,7 @@ export const wordcount: Op<Params, WordcountPartial, WordcountResult> = {
     const counts = new WordCounts(sharedDictionary());
     return {
       block: (block) => counts.addWords(block.bytes),
-      finish: () => partialOf(counts, counts.total),
+      finish: () => lazyPartialOf(counts),
     };
   },
   merger() {
@@ -89,11 +99,12 @@ export const wordcount: Op<Params, WordcountPartial, WordcountResult> = {
     return {
       add(p: LocalPartial) {
         total += p.total;
-        const byIndex = p[BY_INDEX];
-        if (byIndex?.dict === merged.dict) merged.addIndexed(byIndex.indexes, p.counts);
+        const local = p[COUNTS];
+        if (local?.dict === merged.dict) merged.addCounts(local);
         else merged.addCounted(p.words, p.counts);
       },
-      value: () => partialOf(merged, total),
+      // Read out now, and with no counts attached: the merger may take more partials after.
+      value: () => ({ total, words: merged.words(), counts: merged.counts() }),
     };
   },
   finalize(p, params) {

@@ -87,6 +87,13 @@ export class OrderedPartMerge {
     return { partial: this.#merger.value(), skipped: this.#skipped };
   }
 
+  /** How many chunks are merged already or have a part in `parts`. */
+  covered(parts: ReadonlyMap<number, string>): number {
+    let n = parts.size;
+    for (const i of this.#seeded) if (!parts.has(i)) n++;
+    return n;
+  }
+
   get op(): AnyOp {
     return this.#op;
   }
@@ -107,7 +114,7 @@ export class OrderedPartMerge {
     const ahead: ReturnType<typeof read>[] = [];
     let queued = this.#next;
     const fill = (): void => {
-      while (ahead.length < READ_AHEAD && queued < this.#chunks && this.#ready.has(queued)) {
+      while (ahead.length < READ_AHEAD && queued < this.#chunks && (this.#seeded.has(queued) || this.#ready.has(queued))) {
         const p = read(queued++);
         // A read that fails while an earlier one is awaited must not go unhandled: it is awaited in turn.
         p.catch(() => undefined);
@@ -162,17 +169,19 @@ export const reduceJob = async (deps: PipelineDeps, jobId: string, merged?: Orde
   if ((await exists(deps.output, failureKey(jobId))) || (await exists(deps.output, cancelKey(jobId)))) return { kind: "ended" };
 
   const parts = await listParts(deps, jobId);
-  if (parts.size < manifest.chunks) {
+  // Chunks merged on the local engine's task threads may have no part.
+  const done = merged ? merged.covered(parts) : parts.size;
+  if (done < manifest.chunks) {
     if (nowOf(deps) > manifest.deadline) {
-      await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done: parts.size, startedAt: manifest.createdAt }, new CloudmillError(
+      await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done, startedAt: manifest.createdAt }, new CloudmillError(
         ErrorCode.DEADLINE,
-        `job did not finish before its deadline (${parts.size} of ${manifest.chunks} chunks done)`,
+        `job did not finish before its deadline (${done} of ${manifest.chunks} chunks done)`,
         { jobId },
       ));
       return { kind: "ended" };
     }
-    await writeProgress(deps, manifest, parts.size);
-    return { kind: "incomplete", done: parts.size, chunks: manifest.chunks };
+    await writeProgress(deps, manifest, done);
+    return { kind: "incomplete", done, chunks: manifest.chunks };
   }
 
   try {
@@ -198,7 +207,7 @@ export const reduceJob = async (deps: PipelineDeps, jobId: string, merged?: Orde
     // the reducer's event is retried (SQS redelivers it), rather than failing an exact job.
     if (error.code === ErrorCode.ENVIRONMENT) throw error;
     log.error("reduce failed", logFieldsOf(error));
-    await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done: parts.size, startedAt: manifest.createdAt }, error);
+    await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done, startedAt: manifest.createdAt }, error);
     return { kind: "ended" };
   }
 };

@@ -52,17 +52,27 @@ export const deadlineError = (jobId: string, deadline: number): CloudmillError =
 /** Longest timer Node keeps (about 24.8 days); a deadline further away needs no timer yet. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-export const runTask = async (deps: PipelineDeps, task: TaskMessage, signal?: AbortSignal): Promise<TaskOutcome> => {
+export interface RunTaskOptions {
+  readonly signal?: AbortSignal;
+  /**
+   * false: no part is written, and the caller alone holds the chunk's partial (a local task
+   * thread merging it into its running total), so it must map the chunk again if it loses it.
+   */
+  readonly writePart?: boolean;
+}
+
+export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: RunTaskOptions = {}): Promise<TaskOutcome> => {
+  const { signal, writePart = true } = options;
   const { jobId, chunk, job } = task;
   const output = deps.output;
   const key = partKey(jobId, chunk.index);
   if (await exists(output, key)) return { kind: "duplicate" };
   if ((await exists(output, failureKey(jobId))) || (await exists(output, cancelKey(jobId)))) return { kind: "job-ended" };
   const deadline = job.deadline;
-  if (deadline === undefined) return mapChunk(deps, task, signal);
+  if (deadline === undefined) return mapChunk(deps, task, writePart, signal);
   const left = deadline - nowOf(deps);
   if (left <= 0) throw deadlineError(jobId, deadline);
-  if (left > MAX_TIMER_MS) return mapChunk(deps, task, signal);
+  if (left > MAX_TIMER_MS) return mapChunk(deps, task, writePart, signal);
 
   // A chunk still being read when the deadline passes is abandoned, and the job failed.
   const expired = new AbortController();
@@ -71,7 +81,7 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, signal?: Ab
   signal?.addEventListener("abort", forward, { once: true });
   if (signal?.aborted) forward();
   try {
-    return await mapChunk(deps, task, expired.signal);
+    return await mapChunk(deps, task, writePart, expired.signal);
   } catch (err) {
     const reason: unknown = expired.signal.reason;
     if (expired.signal.aborted && !signal?.aborted && reason instanceof CloudmillError) throw reason;
@@ -82,7 +92,7 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, signal?: Ab
   }
 };
 
-const mapChunk = async (deps: PipelineDeps, task: TaskMessage, signal?: AbortSignal): Promise<TaskOutcome> => {
+const mapChunk = async (deps: PipelineDeps, task: TaskMessage, writePart: boolean, signal?: AbortSignal): Promise<TaskOutcome> => {
   const { jobId, chunk, job } = task;
   const output = deps.output;
   const key = partKey(jobId, chunk.index);
@@ -114,7 +124,7 @@ const mapChunk = async (deps: PipelineDeps, task: TaskMessage, signal?: AbortSig
       mapper.block(block);
     }
     const part: Part = { v: 1, jobId, index: chunk.index, partial: mapper.finish(), skipped };
-    await writeJson(output, key, part);
+    if (writePart) await writeJson(output, key, part);
     if (firstSkipped) deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped.withContext(chunkContext(jobId, chunk))), skipped });
     return { kind: "done", bytes: chunk.end - chunk.start, skipped, partial: part.partial };
   } catch (err) {

@@ -14,6 +14,7 @@ import { runLocal, type LocalRunOptions, type Progress } from "../../lib/engine/
 import { ErrorCode, isSerializedError, toCloudmillError, type CloudmillError } from "../../lib/errors.js";
 import { parseJobSpec, type JobSpecInput } from "../../lib/job/spec.js";
 import { loadOpsModule, OpRegistry } from "../../lib/ops/registry.js";
+import { warningsOnly } from "../../lib/log.js";
 import { refCount, refGrep, refHistogram, refStats, refStatsOf, refWordcount } from "../helpers/reference.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
@@ -318,17 +319,26 @@ export const firsts = defineOp({
     expect(e.code).toBe(ErrorCode.UNKNOWN_OP);
   });
 
-  it("lose nothing when a task thread dies mid-job: the chunks its running total held are read back from their parts", async () => {
-    // An order-free op is merged on the threads as they map; the thread that dies takes its
-    // running total (several chunks by then) with it.
+  it("lose nothing when a task thread dies mid-job: the chunks only its running total held are mapped again", async () => {
+    // An order-free op is merged on the threads as they map, with no part written; the thread
+    // that dies takes its running total (several chunks by then) with it.
     const registry = await registryWith();
     const lines = 2000;
     const f = await write("ops/lines.txt", Array.from({ length: lines }, (_, i) => `line ${i}\n`).join(""));
     const spec = parseJobSpec({ op: "fragile-count", inputs: [f], chunkSize: "1KiB" });
-    const { result, status } = await runLocal({ spec, registry, opsModules: [modulePath], workers: 2 });
+    const warnings: string[] = [];
+    const workDir = path.join(dir, "ops/work");
+    const { jobId, result, status } = await runLocal({ spec, registry, opsModules: [modulePath], workers: 2, workDir, log: warningsOnly((l) => warnings.push(l)) });
     expect(existsSync(crashMarker)).toBe(true);
     expect(status.chunks).toBeGreaterThan(2 * Math.ceil(CRASH_AT / 1024));
     expect(result).toEqual({ records: lines });
+    const again = warnings.map((w) => /mapping them again \{"chunks":(\d+)\}/.exec(w)?.[1]).find(Boolean);
+    expect(Number(again)).toBeGreaterThan(0);
+    // Parts exist only for what was mapped again: the lost chunks and the one the crash cut short.
+    const parts = (await readdir(path.join(workDir, "_work", jobId, "parts"))).length;
+    expect(parts - Number(again)).toBeGreaterThanOrEqual(0);
+    expect(parts - Number(again)).toBeLessThanOrEqual(1);
+    await rm(workDir, { recursive: true, force: true });
   });
 
   it("read csv with the job's header and separator options", async () => {
