@@ -38,6 +38,21 @@ export class Accumulators {
     running.skipped += outcome.skipped;
   }
 
+  /**
+   * Merges totals taken from other threads into this job's running total (the end of a job:
+   * this thread's dictionary knows their words). With no total here, theirs stay apart.
+   */
+  absorb(jobId: string, others: readonly MergedParts[]): MergedParts[] {
+    const running = this.#byJob.get(jobId);
+    if (!running) return [...others];
+    for (const o of others) {
+      running.merger.add(o.partial);
+      running.chunks.push(...o.chunks);
+      running.skipped += o.skipped;
+    }
+    return [];
+  }
+
   /** The job's running total, forgotten here; undefined when this thread merged none of its chunks. */
   take(jobId: string): MergedParts | undefined {
     const running = this.#byJob.get(jobId);

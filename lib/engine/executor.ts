@@ -61,11 +61,12 @@ export interface ThreadData {
 
 export type ThreadRequest =
   | { readonly kind: "run"; readonly task: TaskMessage; readonly accumulate: boolean; readonly writePart: boolean }
-  | { readonly kind: "collect"; readonly jobId: string };
+  /** The thread's total, with `absorb` (other threads' totals) merged into it. */
+  | { readonly kind: "collect"; readonly jobId: string; readonly absorb: readonly MergedParts[] };
 
 export type ThreadReply =
   | { ok: true; outcome: TaskOutcome }
-  | { ok: true; collected: MergedParts | undefined }
+  | { ok: true; collected: MergedParts[] }
   | { ok: false; error: SerializedError };
 
 /** The compiled thread entry (under vitest, too, the build in dist/ is what runs). */
@@ -119,11 +120,15 @@ class TaskThread {
     return reply.outcome;
   }
 
-  /** Only a thread that is alive holds a total; one never started, dead, or dying now has none. */
-  async collect(jobId: string): Promise<MergedParts | undefined> {
-    if (!this.#worker) return undefined;
-    const reply = await this.#request(this.#worker, { kind: "collect", jobId }).catch(() => undefined);
-    return reply && "collected" in reply ? reply.collected : undefined;
+  /**
+   * The thread's total with `absorb` merged in (or beside it, when it has none). Only a
+   * thread that is alive holds a total; one never started, dead, or dying now has none, and
+   * one that dies now takes `absorb` with it.
+   */
+  async collect(jobId: string, absorb: readonly MergedParts[] = []): Promise<MergedParts[]> {
+    if (!this.#worker) return [...absorb];
+    const reply = await this.#request(this.#worker, { kind: "collect", jobId, absorb }).catch(() => undefined);
+    return reply && "collected" in reply ? reply.collected : [];
   }
 
   async close(): Promise<void> {
@@ -153,8 +158,11 @@ export const threadExecutor = (size: number, data: ThreadData): TaskExecutor => 
     },
     async collect(jobId) {
       if (idle.length !== all.length) throw new CloudmillError(ErrorCode.INTERNAL, "collect while tasks run");
-      const taken = await Promise.all(all.map((t) => t.collect(jobId)));
-      return taken.filter((t): t is MergedParts => t !== undefined);
+      // The last thread merges the others' totals: its dictionary knows their words, and the
+      // main thread, whose code is cold, then has one total to finalize, not several to merge.
+      const [last, ...others] = [...all].reverse();
+      const taken = await Promise.all(others.map((t) => t.collect(jobId)));
+      return last ? last.collect(jobId, taken.flat()) : [];
     },
     close: async () => {
       await Promise.all(all.map((t) => t.close()));

@@ -18,7 +18,11 @@ const deps = { output: new FsBlobStore(data.outputRoot), inputStore: () => root,
 const accumulators = new Accumulators(registry);
 
 const handle = async (request: ThreadRequest): Promise<ThreadReply> => {
-  if (request.kind === "collect") return { ok: true, collected: accumulators.take(request.jobId) };
+  if (request.kind === "collect") {
+    const apart = accumulators.absorb(request.jobId, request.absorb);
+    const own = accumulators.take(request.jobId);
+    return { ok: true, collected: own ? [own, ...apart] : apart };
+  }
   await ready;
   const outcome = await runTask(deps, request.task, { writePart: request.writePart });
   if (request.accumulate) accumulators.add(request.task, outcome);

@@ -50,6 +50,12 @@ export class OrderedPartMerge {
   readonly #ready = new Map<number, string>();
   /** Chunks whose partials are in `seed`: merged already. */
   readonly #seeded = new Set<number>();
+  /**
+   * A lone seed, not fed to the merger until a part must join it: a merger fed one partial
+   * gives back the same (merging is associative, and starts from nothing), and feeding it
+   * costs as much as the merge that made it (wordcount hashes every word again).
+   */
+  #lone: { readonly partial: unknown } | undefined;
   #next = 0;
   #skipped = 0;
   #merging: Promise<void> = Promise.resolve();
@@ -66,7 +72,8 @@ export class OrderedPartMerge {
         if (this.#seeded.has(i)) throw new CloudmillError(ErrorCode.INTERNAL, `chunk ${i} of job ${this.#jobId} was merged twice`);
         this.#seeded.add(i);
       }
-      this.#merger.add(s.partial);
+      if (seed.length === 1) this.#lone = { partial: s.partial };
+      else this.#merger.add(s.partial);
       this.#skipped += s.skipped;
     }
   }
@@ -84,7 +91,7 @@ export class OrderedPartMerge {
     this.#schedule();
     await this.#merging;
     if (this.#next !== this.#chunks) throw new CloudmillError(ErrorCode.INTERNAL, `part ${this.#next} of job ${this.#jobId} is missing`);
-    return { partial: this.#merger.value(), skipped: this.#skipped };
+    return { partial: this.#lone ? this.#lone.partial : this.#merger.value(), skipped: this.#skipped };
   }
 
   /** How many chunks are merged already or have a part in `parts`. */
@@ -128,6 +135,8 @@ export class OrderedPartMerge {
       const i = this.#next;
       if (part) {
         if (part.jobId !== this.#jobId || part.index !== i) throw new CloudmillError(ErrorCode.INTERNAL, `part ${i} of job ${this.#jobId} holds job ${part.jobId} chunk ${part.index}`);
+        if (this.#lone) this.#merger.add(this.#lone.partial);
+        this.#lone = undefined;
         this.#merger.add(part.partial);
         this.#skipped += part.skipped;
       }

@@ -55,12 +55,20 @@ describe("OrderedPartMerge", () => {
       return { chunks, partial: m.value(), skipped: 0 };
     };
     const seeds = [await seed([0, 2, 5]), await seed([3])];
+    const lone = await seed([0, 2, 3, 5]);
+    const whole = await seed(Array.from({ length: manifest.chunks }, (_, i) => i));
     // The seeded chunks' parts are gone: a merge that read them would fail.
     for (const i of [0, 2, 3, 5]) await unlink(path.join(workDir, "work", parts.get(i)!));
     const seeded = await new OrderedPartMerge(deps(), manifest, seeds).complete(parts);
     expect(seeded.skipped).toBe(all.skipped);
     const result = (p: unknown) => op.finalize(p, op.parseParams({ k: "5" }), { inputs: ["in.txt"] });
     expect(result(seeded.partial)).toEqual(result(all.partial));
+    // One seed (the engine's threads merged their totals into one) joins the parts left...
+    expect(result((await new OrderedPartMerge(deps(), manifest, [lone]).complete(parts)).partial)).toEqual(result(all.partial));
+    // ...or, holding every chunk, is the merged partial itself, not merged again.
+    const alone = await new OrderedPartMerge(deps(), manifest, [whole]).complete(new Map());
+    expect(alone.partial).toBe(whole.partial);
+    expect(result(alone.partial)).toEqual(result(all.partial));
     expect(result(all.partial)).toMatchObject({ total: 9000, distinct: 97 + 13 + 3000 });
   });
 
