@@ -6,7 +6,8 @@
  * ceiling in the same rounds: two baseline processes at once, each on half the input.
  * Env: BENCH_MB (default 512), BENCH_SEED (default 42), BENCH_WORKERS (default 2),
  * BENCH_REPEATS, BENCH_CHUNK (default 16MiB), BENCH_OPS (default count,wordcount,stats),
- * BENCH_CLOUD=0 to skip the emulated cloud.
+ * BENCH_CLOUD=0 to skip the emulated cloud. Also: start-up of whole CLI commands, against a
+ * bare Node start.
  */
 import { execFile, execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
@@ -86,6 +87,32 @@ const halvesOf = async (file: string): Promise<[string, string]> => {
   return halves;
 };
 
+/** Wall time of a whole command, process start to exit (its output discarded). */
+const wallMs = (args: readonly string[]): number => {
+  const t0 = performance.now();
+  execFileSync(process.execPath, args, { stdio: "ignore" });
+  return performance.now() - t0;
+};
+
+/**
+ * What a user waits for before any work: `cloudmill run` end to end on a tiny file, against a
+ * bare Node start in alternation. The CLI loads only what its command needs.
+ */
+const startUp = (tiny: string): string[] => {
+  const cli = path.join(root, "bin", "cloudmill.js");
+  const bare: number[] = [];
+  const run: number[] = [];
+  const version: number[] = [];
+  for (let i = 0; i < REPEATS; i++) {
+    bare.push(wallMs(["-e", "0"]));
+    run.push(wallMs([cli, "run", tiny, "--op", "wordcount", "--workers", String(WORKERS), "--no-progress"]));
+    version.push(wallMs([cli, "--version"]));
+  }
+  const b = median(bare);
+  const row = (what: string, xs: number[]) => `| ${what} | ${median(xs).toFixed(0)} | ${(median(xs) / b).toFixed(1)}× |`;
+  return ["| command | wall (ms, median) | ÷ bare Node start |", "|---|---|---|", row("`node -e 0` (bare Node)", bare), row("`cloudmill --version` (CLI loaded)", version), row(`\`cloudmill run tiny.txt --op wordcount --workers ${WORKERS}\``, run)];
+};
+
 const median = (xs: readonly number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -146,6 +173,8 @@ const main = async (): Promise<void> => {
     );
   }
   rows.push(`\nFixed overhead (cloudmill on a tiny input, ${WORKERS} threads started): ${fixed.toFixed(0)} MB peak RSS. Results of cloudmill and the baseline ${ok ? "agree" : "DISAGREE"} for every op and run.`);
+  process.stderr.write("start-up…\n");
+  rows.push(`\nStart-up, whole commands (${REPEATS} alternating runs each):\n`, ...startUp(tiny));
 
   // Memory follows neither the input's size nor the chunk size: chunks are streamed in blocks.
   rows.push(`\nwordcount peak RSS by chunk size (same input, ${WORKERS} workers, one run each):\n`);
