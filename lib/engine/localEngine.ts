@@ -147,8 +147,12 @@ const drive = async (
   options.signal?.addEventListener("abort", onAbort, { once: true });
   if (options.signal?.aborted) finish("aborted");
   const target = { jobId: manifest.jobId, output: manifest.output, chunks: manifest.chunks };
+  // Set when the deadline fails the job: a round of mapping again waits for it, and ends.
+  let failedByDeadline: Promise<void> | undefined;
   const deadline = setTimeout(() => {
-    void failJob(deps, { ...target, done: done.size }, new CloudmillError(ErrorCode.DEADLINE, `job did not finish within ${Math.round((manifest.deadline - started) / 1000)}s`, { jobId: manifest.jobId })).then(() => finish("failed"));
+    failedByDeadline = failJob(deps, { ...target, done: done.size }, new CloudmillError(ErrorCode.DEADLINE, `job did not finish within ${Math.round((manifest.deadline - started) / 1000)}s`, { jobId: manifest.jobId }))
+      .catch((e: unknown) => deps.log.error("could not record the deadline's failure", { error: toCloudmillError(e).describe() }))
+      .then(() => finish("failed"));
   }, Math.max(0, manifest.deadline - started));
   deadline.unref();
 
@@ -218,6 +222,7 @@ const drive = async (
       ended = undefined;
       stop = new AbortController();
       if (options.signal?.aborted) finish("aborted");
+      if (failedByDeadline) await failedByDeadline;
     }
   } finally {
     clearTimeout(deadline);
