@@ -45,9 +45,11 @@ export class Accumulators {
   absorb(jobId: string, others: readonly MergedParts[]): MergedParts[] {
     const running = this.#byJob.get(jobId);
     if (!running) return [...others];
+    // An add that throws leaves this total holding chunks it does not list: the caller must
+    // then drop this thread's state (TaskThread.collect ends the thread).
     for (const o of others) {
       running.merger.add(o.partial);
-      running.chunks.push(...o.chunks);
+      for (const i of o.chunks) running.chunks.push(i);
       running.skipped += o.skipped;
     }
     return [];

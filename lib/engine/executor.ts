@@ -89,6 +89,8 @@ class TaskThread {
       else p.reject(toCloudmillError(reply.error));
     });
     const die = (why: string) => {
+      // An "error" is followed by an "exit": only the first, of the current worker, counts.
+      if (this.#worker !== worker) return;
       this.#worker = undefined;
       const p = this.#pending;
       this.#pending = undefined;
@@ -127,8 +129,15 @@ class TaskThread {
    */
   async collect(jobId: string, absorb: readonly MergedParts[] = []): Promise<MergedParts[]> {
     if (!this.#worker) return [...absorb];
-    const reply = await this.#request(this.#worker, { kind: "collect", jobId, absorb }).catch(() => undefined);
-    return reply && "collected" in reply ? reply.collected : [];
+    try {
+      const reply = await this.#request(this.#worker, { kind: "collect", jobId, absorb });
+      if ("collected" in reply) return reply.collected;
+    } catch {
+      // Dead, or it failed mid-merge: what it holds is not to be trusted. Ending it makes the
+      // loss real, and the chunks of these totals are mapped again.
+    }
+    await this.close();
+    return [];
   }
 
   async close(): Promise<void> {

@@ -18,7 +18,7 @@ import type { SplitDeps } from "../pipeline/deps.js";
 import { failJob, handleDeadLetter } from "../pipeline/fail.js";
 import { readBytes, readJson } from "../pipeline/io.js";
 import { OrderedPartMerge, reduceJob, type MergedParts } from "../pipeline/reduce.js";
-import { deadlineSecondsOf, startJob, taskJobOf } from "../pipeline/split.js";
+import { deadlineSecondsOf, enqueueTasks, startJob, taskJobOf, taskOf } from "../pipeline/split.js";
 import { isDeterministic, recordChunkError } from "../pipeline/task.js";
 import { lineNumberAt } from "../records/lineNumber.js";
 import { inlineExecutor, threadExecutor, type TaskExecutor } from "./executor.js";
@@ -136,7 +136,7 @@ const drive = async (
   // time writing parts) once the rest are done; any other chunk is read from its part.
   const attempted = new Set<number>();
   const writeParts = !orderFree || options.keepWork === true;
-  const heldOnlyInTotals = new Map<number, { readonly body: string; readonly bytes: number }>();
+  const heldOnlyInTotals = new Set<number>();
   let stop = new AbortController();
   let ended: "complete" | "failed" | "aborted" | undefined;
   const finish = (why: NonNullable<typeof ended>) => {
@@ -172,7 +172,7 @@ const drive = async (
         const outcome = await executor.run(task, { signal: stop.signal, accumulate, writePart: writeParts });
         await deps.queue.delete(msg.receiptHandle);
         if (outcome.kind === "job-ended") continue;
-        if (outcome.kind === "done" && accumulate && !writeParts) heldOnlyInTotals.set(task.chunk.index, { body: msg.body, bytes: outcome.bytes });
+        if (outcome.kind === "done" && accumulate && !writeParts) heldOnlyInTotals.add(task.chunk.index);
         if (!done.has(task.chunk.index)) {
           done.add(task.chunk.index);
           inOrder?.ready(task.chunk.index);
@@ -213,16 +213,22 @@ const drive = async (
       const lost = lostChunks(heldOnlyInTotals, totals);
       if (lost.length === 0) break;
       deps.log.warn("a task thread died holding the only merge of some chunks; mapping them again", { chunks: lost.length });
-      for (const i of lost) {
-        done.delete(i);
-        bytesDone -= heldOnlyInTotals.get(i)!.bytes;
+      const again = lost.map((i) => taskOf(manifest, i));
+      for (const t of again) {
+        done.delete(t.chunk.index);
+        heldOnlyInTotals.delete(t.chunk.index);
+        bytesDone -= t.chunk.end - t.chunk.start;
       }
-      await deps.queue.sendBatch(lost.map((i) => heldOnlyInTotals.get(i)!.body));
-      for (const i of lost) heldOnlyInTotals.delete(i);
+      // A deadline or an interrupt met while ended was "complete" went unheard: hear it now.
       ended = undefined;
       stop = new AbortController();
       if (options.signal?.aborted) finish("aborted");
-      if (failedByDeadline) await failedByDeadline;
+      if (failedByDeadline) {
+        await failedByDeadline;
+        finish("failed");
+      }
+      if (ended) break;
+      await enqueueTasks(deps.queue, again);
     }
   } finally {
     clearTimeout(deadline);
@@ -233,7 +239,7 @@ const drive = async (
 };
 
 /** Chunks held only in a thread's total that is in none of `totals` (its thread died). */
-const lostChunks = (heldOnlyInTotals: ReadonlyMap<number, unknown>, totals: readonly MergedParts[]): number[] => {
+const lostChunks = (heldOnlyInTotals: ReadonlySet<number>, totals: readonly MergedParts[]): number[] => {
   const held = new Set(totals.flatMap((t) => t.chunks));
   return [...heldOnlyInTotals.keys()].filter((i) => !held.has(i));
 };

@@ -10,6 +10,7 @@ import { Manifest, type InputObject, type TaskJob, type TaskMessage } from "../j
 import { planChunks } from "../job/planner.js";
 import type { Format, JobSpec } from "../job/spec.js";
 import type { OpRegistry } from "../ops/registry.js";
+import type { TaskQueue } from "../ports.js";
 import { nowOf, type SplitDeps } from "./deps.js";
 import { exists, writeJson } from "./io.js";
 import { reduceJob } from "./reduce.js";
@@ -57,6 +58,27 @@ export interface StartedJob {
   readonly duplicate: boolean;
 }
 
+/** Sends task messages, a slice at a time (a job may have a million). */
+export const enqueueTasks = async (queue: TaskQueue, tasks: Iterable<TaskMessage>): Promise<void> => {
+  let batch: string[] = [];
+  for (const task of tasks) {
+    batch.push(JSON.stringify(task));
+    if (batch.length === ENQUEUE_SLICE) {
+      await queue.sendBatch(batch);
+      batch = [];
+    }
+  }
+  if (batch.length) await queue.sendBatch(batch);
+};
+
+/** The task message of one chunk of a started job, as startJob sent it. */
+export const taskOf = (manifest: Manifest, index: number): TaskMessage => ({
+  v: 1,
+  jobId: manifest.jobId,
+  chunk: planChunks(manifest.inputs, manifest.chunkSize).chunkAt(index),
+  job: manifest.job,
+});
+
 export const startJob = async (deps: SplitDeps, plan: JobPlan): Promise<StartedJob> => {
   const plannedChunks = planChunks(plan.inputs, plan.chunkSize);
   const now = nowOf(deps);
@@ -85,16 +107,9 @@ export const startJob = async (deps: SplitDeps, plan: JobPlan): Promise<StartedJ
   await writeProgress(deps, manifest, 0);
   log.info("job started", { op: plan.job.op, inputs: plan.inputs.length, chunks: manifest.chunks, chunkSize: plan.chunkSize });
 
-  let batch: string[] = [];
-  for (const chunk of plannedChunks.chunks()) {
-    const task: TaskMessage = { v: 1, jobId: plan.jobId, chunk, job };
-    batch.push(JSON.stringify(task));
-    if (batch.length === ENQUEUE_SLICE) {
-      await deps.queue.sendBatch(batch);
-      batch = [];
-    }
-  }
-  if (batch.length) await deps.queue.sendBatch(batch);
+  await enqueueTasks(deps.queue, (function* () {
+    for (const chunk of plannedChunks.chunks()) yield { v: 1, jobId: plan.jobId, chunk, job } satisfies TaskMessage;
+  })());
   await writeJson(deps.output, enqueuedKey(plan.jobId), { at: new Date(nowOf(deps)).toISOString(), chunks: manifest.chunks });
   // A job with no chunks (only empty inputs) is done already.
   if (manifest.chunks === 0) await reduceJob(deps, plan.jobId);

@@ -267,6 +267,7 @@ describe("user ops from a module (--ops)", () => {
     modulePath = await write(
       "ops/my-ops.mjs",
       `import { existsSync, writeFileSync } from "node:fs";
+import { threadId } from "node:worker_threads";
 import { defineOp } from ${JSON.stringify(pathToFileURL(DIST_DEFINE_OP).href)};
 export const fragile = defineOp({
   name: "fragile-count",
@@ -281,6 +282,23 @@ export const fragile = defineOp({
   },
   combine: (a, b) => a + b,
   finalize: (n) => ({ records: n ?? 0 }),
+});
+// Partials say which thread made them; combining two threads' totals (the end of the job)
+// fails once, half done: the total it was merging into is left holding the other's count.
+export const touchy = defineOp({
+  name: "touchy-count",
+  format: "lines",
+  orderFree: true,
+  map: () => ({ n: 1, thread: threadId }),
+  combine: (a, b) => {
+    if (a.thread !== b.thread && !existsSync(${JSON.stringify(path.join(dir, "ops", "touched"))})) {
+      writeFileSync(${JSON.stringify(path.join(dir, "ops", "touched"))}, "");
+      a.n += b.n;
+      throw new Error("cannot combine these");
+    }
+    return { n: a.n + b.n, thread: a.thread };
+  },
+  finalize: (p) => ({ records: p?.n ?? 0 }),
 });
 export const longest = defineOp({
   name: "longest-line",
@@ -301,7 +319,7 @@ export const firsts = defineOp({
 
   const registryWith = async (): Promise<OpRegistry> => {
     const r = new OpRegistry();
-    expect((await loadOpsModule(modulePath, r)).sort()).toEqual(["first-fields", "fragile-count", "longest-line"]);
+    expect((await loadOpsModule(modulePath, r)).sort()).toEqual(["first-fields", "fragile-count", "longest-line", "touchy-count"]);
     return r;
   };
 
@@ -334,11 +352,27 @@ export const firsts = defineOp({
     expect(result).toEqual({ records: lines });
     const again = warnings.map((w) => /mapping them again \{"chunks":(\d+)\}/.exec(w)?.[1]).find(Boolean);
     expect(Number(again)).toBeGreaterThan(0);
+    // Only the dead thread's share: the chunks in the surviving thread's total are not mapped again.
+    expect(Number(again)).toBeLessThan(status.chunks / 2);
     // Parts exist only for what was mapped again: the lost chunks and the one the crash cut short.
     const parts = (await readdir(path.join(workDir, "_work", jobId, "parts"))).length;
     expect(parts - Number(again)).toBeGreaterThanOrEqual(0);
     expect(parts - Number(again)).toBeLessThanOrEqual(1);
     await rm(workDir, { recursive: true, force: true });
+  });
+
+  it("lose nothing and count nothing twice when merging the threads' totals fails: that thread's state is dropped and the chunks mapped again", async () => {
+    const registry = await registryWith();
+    const lines = 3000;
+    const f = await write("ops/touchy.txt", Array.from({ length: lines }, (_, i) => `line ${i}\n`).join(""));
+    const spec = parseJobSpec({ op: "touchy-count", inputs: [f], chunkSize: "1KiB" });
+    const warnings: string[] = [];
+    const { result, status } = await runLocal({ spec, registry, opsModules: [modulePath], workers: 2, log: warningsOnly((l) => warnings.push(l)) });
+    expect(existsSync(path.join(dir, "ops", "touched"))).toBe(true);
+    expect(result).toEqual({ records: lines });
+    // Both totals were in the failed merge: every chunk is mapped again.
+    const again = warnings.map((w) => /mapping them again \{"chunks":(\d+)\}/.exec(w)?.[1]).find(Boolean);
+    expect(Number(again)).toBe(status.chunks);
   });
 
   it("read csv with the job's header and separator options", async () => {
