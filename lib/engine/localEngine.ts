@@ -18,7 +18,7 @@ import type { SplitDeps } from "../pipeline/deps.js";
 import { failJob, handleDeadLetter } from "../pipeline/fail.js";
 import { readBytes, readJson } from "../pipeline/io.js";
 import { OrderedPartMerge, reduceJob, type MergedParts } from "../pipeline/reduce.js";
-import { deadlineSecondsOf, enqueueTasks, startJob, taskJobOf, taskOf } from "../pipeline/split.js";
+import { deadlineSecondsOf, enqueueTasks, startJob, taskJobOf, tasksOf } from "../pipeline/split.js";
 import { isDeterministic, recordChunkError } from "../pipeline/task.js";
 import { lineNumberAt } from "../records/lineNumber.js";
 import { inlineExecutor, threadExecutor, type TaskExecutor } from "./executor.js";
@@ -213,7 +213,7 @@ const drive = async (
       const lost = lostChunks(heldOnlyInTotals, totals);
       if (lost.length === 0) break;
       deps.log.warn("a task thread died holding the only merge of some chunks; mapping them again", { chunks: lost.length });
-      const again = lost.map((i) => taskOf(manifest, i));
+      const again = tasksOf(manifest, lost);
       for (const t of again) {
         done.delete(t.chunk.index);
         heldOnlyInTotals.delete(t.chunk.index);

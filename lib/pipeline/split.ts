@@ -71,13 +71,11 @@ export const enqueueTasks = async (queue: TaskQueue, tasks: Iterable<TaskMessage
   if (batch.length) await queue.sendBatch(batch);
 };
 
-/** The task message of one chunk of a started job, as startJob sent it. */
-export const taskOf = (manifest: Manifest, index: number): TaskMessage => ({
-  v: 1,
-  jobId: manifest.jobId,
-  chunk: planChunks(manifest.inputs, manifest.chunkSize).chunkAt(index),
-  job: manifest.job,
-});
+/** The task messages of these chunks of a started job, as startJob sent them. */
+export const tasksOf = (manifest: Manifest, indexes: readonly number[]): TaskMessage[] => {
+  const plan = planChunks(manifest.inputs, manifest.chunkSize);
+  return indexes.map((i) => ({ v: 1, jobId: manifest.jobId, chunk: plan.chunkAt(i), job: manifest.job }));
+};
 
 export const startJob = async (deps: SplitDeps, plan: JobPlan): Promise<StartedJob> => {
   const plannedChunks = planChunks(plan.inputs, plan.chunkSize);
