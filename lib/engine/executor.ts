@@ -23,6 +23,9 @@ export interface RunOptions {
   readonly writePart?: boolean;
 }
 
+/** A chunk not merged into a thread's total must have its part: only an accumulated one may skip it. */
+const writesPart = (options: RunOptions): boolean => !(options.accumulate ?? false) || (options.writePart ?? true);
+
 export interface TaskExecutor {
   /** Starts up to `tasks` threads now, ahead of their first task (no-op inline). */
   warm(tasks: number): void;
@@ -40,9 +43,8 @@ export const inlineExecutor = (deps: PipelineDeps): TaskExecutor => {
   return {
     warm: () => {},
     async run(task, options = {}) {
-      const accumulate = options.accumulate ?? false;
-      const outcome = await runTask(deps, task, { signal: options.signal, writePart: !accumulate || (options.writePart ?? true) });
-      if (accumulate) accumulators.add(task, outcome);
+      const outcome = await runTask(deps, task, { signal: options.signal, writePart: writesPart(options) });
+      if (options.accumulate) accumulators.add(task, outcome);
       return withoutPartial(outcome);
     },
     collect: async (jobId) => {
@@ -115,9 +117,7 @@ class TaskThread {
 
   async run(task: TaskMessage, options: RunOptions): Promise<TaskOutcome> {
     this.#worker ??= this.#start();
-    const accumulate = options.accumulate ?? false;
-    const writePart = !accumulate || (options.writePart ?? true);
-    const reply = await this.#request(this.#worker, { kind: "run", task, accumulate, writePart });
+    const reply = await this.#request(this.#worker, { kind: "run", task, accumulate: options.accumulate ?? false, writePart: writesPart(options) });
     if (!("outcome" in reply)) throw new CloudmillError(ErrorCode.INTERNAL, "worker thread answered a task with no outcome");
     return reply.outcome;
   }

@@ -337,42 +337,46 @@ export const firsts = defineOp({
     expect(e.code).toBe(ErrorCode.UNKNOWN_OP);
   });
 
+  /**
+   * Runs an order-free user op over `lines` numbered lines in 1 KiB chunks on two threads; also
+   * gives how many chunks the engine said it mapped again (0 if it said nothing).
+   */
+  const runOverLines = async (op: string, lines: number, workDir?: string) => {
+    const registry = await registryWith();
+    const f = await write(`ops/${op}.txt`, Array.from({ length: lines }, (_, i) => `line ${i}\n`).join(""));
+    const spec = parseJobSpec({ op, inputs: [f], chunkSize: "1KiB" });
+    const warnings: string[] = [];
+    const run = await runLocal({ spec, registry, opsModules: [modulePath], workers: 2, ...(workDir ? { workDir } : {}), log: warningsOnly((l) => warnings.push(l)) });
+    const again = warnings.map((w) => /mapping them again \{"chunks":(\d+)\}/.exec(w)?.[1]).find(Boolean);
+    return { ...run, again: Number(again ?? 0) };
+  };
+
   it("lose nothing when a task thread dies mid-job: the chunks only its running total held are mapped again", async () => {
     // An order-free op is merged on the threads as they map, with no part written; the thread
     // that dies takes its running total (several chunks by then) with it.
-    const registry = await registryWith();
     const lines = 2000;
-    const f = await write("ops/lines.txt", Array.from({ length: lines }, (_, i) => `line ${i}\n`).join(""));
-    const spec = parseJobSpec({ op: "fragile-count", inputs: [f], chunkSize: "1KiB" });
-    const warnings: string[] = [];
     const workDir = path.join(dir, "ops/work");
-    const { jobId, result, status } = await runLocal({ spec, registry, opsModules: [modulePath], workers: 2, workDir, log: warningsOnly((l) => warnings.push(l)) });
+    const { jobId, result, status, again } = await runOverLines("fragile-count", lines, workDir);
     expect(existsSync(crashMarker)).toBe(true);
     expect(status.chunks).toBeGreaterThan(2 * Math.ceil(CRASH_AT / 1024));
     expect(result).toEqual({ records: lines });
-    const again = warnings.map((w) => /mapping them again \{"chunks":(\d+)\}/.exec(w)?.[1]).find(Boolean);
-    expect(Number(again)).toBeGreaterThan(0);
+    expect(again).toBeGreaterThan(0);
     // Only the dead thread's share: the chunks in the surviving thread's total are not mapped again.
-    expect(Number(again)).toBeLessThan(status.chunks / 2);
+    expect(again).toBeLessThan(status.chunks / 2);
     // Parts exist only for what was mapped again: the lost chunks and the one the crash cut short.
     const parts = (await readdir(path.join(workDir, "_work", jobId, "parts"))).length;
-    expect(parts - Number(again)).toBeGreaterThanOrEqual(0);
-    expect(parts - Number(again)).toBeLessThanOrEqual(1);
+    expect(parts - again).toBeGreaterThanOrEqual(0);
+    expect(parts - again).toBeLessThanOrEqual(1);
     await rm(workDir, { recursive: true, force: true });
   });
 
   it("lose nothing and count nothing twice when merging the threads' totals fails: that thread's state is dropped and the chunks mapped again", async () => {
-    const registry = await registryWith();
     const lines = 3000;
-    const f = await write("ops/touchy.txt", Array.from({ length: lines }, (_, i) => `line ${i}\n`).join(""));
-    const spec = parseJobSpec({ op: "touchy-count", inputs: [f], chunkSize: "1KiB" });
-    const warnings: string[] = [];
-    const { result, status } = await runLocal({ spec, registry, opsModules: [modulePath], workers: 2, log: warningsOnly((l) => warnings.push(l)) });
+    const { result, status, again } = await runOverLines("touchy-count", lines);
     expect(existsSync(path.join(dir, "ops", "touched"))).toBe(true);
     expect(result).toEqual({ records: lines });
     // Both totals were in the failed merge: every chunk is mapped again.
-    const again = warnings.map((w) => /mapping them again \{"chunks":(\d+)\}/.exec(w)?.[1]).find(Boolean);
-    expect(Number(again)).toBe(status.chunks);
+    expect(again).toBe(status.chunks);
   });
 
   it("read csv with the job's header and separator options", async () => {
