@@ -5,14 +5,14 @@
  *    (a bare send + receive + delete loop) measured in the same run.
  */
 import { GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
-import { SqsTaskQueue } from "../lib/adapters/SqsTaskQueue.js";
+import { SqsTaskQueue } from "../lib/aws/SqsTaskQueue.js";
 import { awsClients, type AwsClients } from "../lib/aws/clients.js";
 import { cloudDeps } from "../lib/aws/cloudDeps.js";
-import { DEV_BUCKETS } from "../lib/config/constants.js";
+import { DEV_BUCKETS } from "../lib/core/constants.js";
 import { startDevCloud } from "../lib/dev/devCloud.js";
 import { createDevResources, startEmulator } from "../lib/dev/emulator.js";
-import { silentLogger } from "../lib/log.js";
-import { handleObjectCreated } from "../lib/pipeline/trigger.js";
+import { silentLogger } from "../lib/core/log.js";
+import { handleObjectCreated } from "../lib/core/pipeline/trigger.js";
 
 /** Counts requests per service by a middleware on each client. */
 const countRequests = (clients: AwsClients) => {

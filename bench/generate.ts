@@ -6,7 +6,7 @@ import { createWriteStream, existsSync } from "node:fs";
 import { rename } from "node:fs/promises";
 import { once } from "node:events";
 import path from "node:path";
-import { prng } from "../lib/testing/prng.js";
+import { prng } from "../lib/dev/prng.js";
 
 const SYLLABLES = ["ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "an", "el", "or", "us", "qu", "be", "zo", "ph", "th", "ch", "ae", "ü"];
 

@@ -5,10 +5,10 @@
  */
 import { createReadStream } from "node:fs";
 import { createInterface } from "node:readline";
-import { runLocal } from "../lib/engine/localEngine.js";
-import { parseJobSpec } from "../lib/job/spec.js";
-import { OpRegistry } from "../lib/ops/registry.js";
-import type { MapContext } from "../lib/ops/types.js";
+import { runLocal } from "../lib/local/localEngine.js";
+import { parseJobSpec } from "../lib/core/job/spec.js";
+import { OpRegistry } from "../lib/core/ops/registry.js";
+import type { MapContext } from "../lib/core/ops/types.js";
 
 const [mode, opName, file, workersArg, chunkSizeArg] = process.argv.slice(2) as [string, string, string, string?, string?];
 const registry = new OpRegistry();

@@ -18,7 +18,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { isDeepStrictEqual } from "node:util";
-import { parseSize } from "../lib/job/size.js";
+import { parseSize } from "../lib/core/job/size.js";
 import { splitterRequests, tasksPerSecond } from "./cloud.js";
 import { generateNumbers, generateText } from "./generate.js";
 

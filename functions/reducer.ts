@@ -1,8 +1,8 @@
 // Lambda: part-created notifications (S3 → SQS) → merge once all parts exist (lib/pipeline/reduce.ts).
 import { powertoolsLogger } from "../lib/aws/logger.js";
 import { cloudDeps } from "../lib/aws/cloudDeps.js";
-import { readReducerConfig } from "../lib/config/env.js";
-import { reducerHandler } from "../lib/pipeline/events.js";
+import { readReducerConfig } from "../lib/aws/env.js";
+import { reducerHandler } from "../lib/aws/handlers.js";
 
 const config = readReducerConfig(process.env);
 const { logger } = powertoolsLogger(config.serviceName, config.logLevel);

@@ -1,8 +1,8 @@
 // Lambda: S3 ObjectCreated in the input bucket → a job (lib/pipeline/trigger.ts does the work).
 import { powertoolsLogger } from "../lib/aws/logger.js";
 import { cloudSplitDeps } from "../lib/aws/cloudDeps.js";
-import { readSplitterConfig } from "../lib/config/env.js";
-import { splitterHandler } from "../lib/pipeline/events.js";
+import { readSplitterConfig } from "../lib/aws/env.js";
+import { splitterHandler } from "../lib/aws/handlers.js";
 
 const config = readSplitterConfig(process.env);
 const { logger } = powertoolsLogger(config.serviceName, config.logLevel);

@@ -6,7 +6,7 @@
 import { RemovalPolicy } from "aws-cdk-lib";
 import { RetentionDays } from "aws-cdk-lib/aws-logs";
 import { z } from "zod";
-import { ChunkSize } from "../lib/job/spec.js";
+import { ChunkSize } from "../lib/core/job/spec.js";
 import { BUDGET_SCOPES, CloudmillConfigError, LAB_NAME_PATTERN, LOG_LEVELS, type CloudmillPipelineProps } from "./props.js";
 
 /** The lab cdk.json names, synthesized when no `-c lab=<name>` is given: a preview, not meant for deploying. */

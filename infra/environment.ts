@@ -1,4 +1,4 @@
-import { ROLE_ENV, type EnvName, type Role } from "../lib/config/constants.js";
+import { ROLE_ENV, type EnvName, type Role } from "../lib/core/constants.js";
 
 /** A value for every environment variable cloudmill defines; each role picks its own from it. */
 export type EnvValues = Readonly<Record<Exclude<EnvName, "POWERTOOLS_SERVICE_NAME">, string>>;

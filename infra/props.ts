@@ -6,7 +6,7 @@ import { Duration, RemovalPolicy } from "aws-cdk-lib";
 import type * as ec2 from "aws-cdk-lib/aws-ec2";
 import type * as ecs from "aws-cdk-lib/aws-ecs";
 import { RetentionDays } from "aws-cdk-lib/aws-logs";
-import { DEFAULTS } from "../lib/config/constants.js";
+import { DEFAULTS } from "../lib/core/constants.js";
 import { isArm64InstanceType, vcpusOfSize } from "./instances.js";
 
 export const LOG_LEVELS = ["DEBUG", "INFO", "WARN", "ERROR"] as const;

@@ -9,14 +9,14 @@
  * ```
  */
 export * from "./sdk/index.js";
-export { defineOp, type OpDefinition, type RecordMeta, type UserOp } from "./ops/defineOp.js";
-export { runLocal, type LocalRunOptions, type LocalRunResult, type Progress } from "./engine/localEngine.js";
-export { OpRegistry } from "./ops/registry.js";
-export { parseJobSpec, type JobSpec, type JobSpecInput, type Format, type OnBadRecord, type ParamValue } from "./job/spec.js";
-export { CloudmillError, ErrorCode, type ErrorContext } from "./errors.js";
-export { jsonLogger, silentLogger, type Logger } from "./log.js";
-export type { StatsResult } from "./ops/stats.js";
-export type { WordcountResult } from "./ops/wordcount.js";
-export type { HistogramResult } from "./ops/histogram.js";
-export type { GrepResult, GrepSample } from "./ops/grep.js";
-export { VERSION } from "./version.js";
+export { defineOp, type OpDefinition, type RecordMeta, type UserOp } from "./core/ops/defineOp.js";
+export { runLocal, type LocalRunOptions, type LocalRunResult, type Progress } from "./local/localEngine.js";
+export { OpRegistry } from "./core/ops/registry.js";
+export { parseJobSpec, type JobSpec, type JobSpecInput, type Format, type OnBadRecord, type ParamValue } from "./core/job/spec.js";
+export { CloudmillError, ErrorCode, type ErrorContext } from "./core/errors.js";
+export { jsonLogger, silentLogger, type Logger } from "./core/log.js";
+export type { StatsResult } from "./core/ops/stats.js";
+export type { WordcountResult } from "./core/ops/wordcount.js";
+export type { HistogramResult } from "./core/ops/histogram.js";
+export type { GrepResult, GrepSample } from "./core/ops/grep.js";
+export { VERSION } from "./core/version.js";

@@ -1,5 +1,5 @@
 // The worker container's entry (Dockerfile: node dist/worker/main.js); tests run this same file.
-import { runWorker } from "../lib/worker/runWorker.js";
+import { runWorker } from "../lib/aws/runWorker.js";
 
 try {
   await runWorker(process.env);

@@ -3,8 +3,8 @@ import { Agent as HttpsAgent } from "node:https";
 import { S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
-import { CloudmillError, ErrorCode } from "../errors.js";
-import { FaultInjectingHandler, type FaultInjectionOptions } from "../testing/faultInjection.js";
+import { CloudmillError, ErrorCode } from "../core/errors.js";
+import { FaultInjectingHandler, type FaultInjectionOptions } from "../dev/faultInjection.js";
 
 export interface AwsClientOptions {
   /** A custom endpoint (the emulator: `http://127.0.0.1:4566`). Default: AWS. */

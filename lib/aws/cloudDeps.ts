@@ -1,10 +1,10 @@
 /** The pipeline's ports over AWS (or the emulator), as the handlers and the worker use them. */
-import { S3BlobStore } from "../adapters/S3BlobStore.js";
-import { SqsTaskQueue } from "../adapters/SqsTaskQueue.js";
-import type { Logger } from "../log.js";
-import { OpRegistry } from "../ops/registry.js";
-import type { BlobStore } from "../ports.js";
-import type { PipelineDeps, SplitDeps } from "../pipeline/deps.js";
+import { S3BlobStore } from "./S3BlobStore.js";
+import { SqsTaskQueue } from "./SqsTaskQueue.js";
+import type { Logger } from "../core/log.js";
+import { OpRegistry } from "../core/ops/registry.js";
+import type { BlobStore } from "../core/ports.js";
+import type { PipelineDeps, SplitDeps } from "../core/pipeline/deps.js";
 import { awsClients, type AwsClients } from "./clients.js";
 
 export interface CloudConfig {

@@ -1,6 +1,6 @@
 /** The Logger port over Powertools' structured JSON logger (Lambda and the worker container). */
 import { Logger as PowertoolsLogger } from "@aws-lambda-powertools/logger";
-import type { Logger, LogFields } from "../log.js";
+import type { Logger, LogFields } from "../core/log.js";
 
 const wrap = (pt: PowertoolsLogger): Logger => ({
   debug: (m, f) => pt.debug(m, { ...f }),

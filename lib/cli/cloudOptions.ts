@@ -5,8 +5,8 @@
  */
 import type { Command } from "commander";
 import { z } from "zod";
-import { CloudmillError, ErrorCode } from "../errors.js";
-import { describeZodError } from "../job/spec.js";
+import { CloudmillError, ErrorCode } from "../core/errors.js";
+import { describeZodError } from "../core/job/spec.js";
 import type { Cloudmill } from "../sdk/Cloudmill.js";
 import type { CliIO } from "./io.js";
 

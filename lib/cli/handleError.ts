@@ -1,6 +1,6 @@
 /** Every error a command can raise becomes one line on stderr and an exit code, here and only here. */
 import { CommanderError } from "commander";
-import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import type { CliIO } from "./io.js";
 
 export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {

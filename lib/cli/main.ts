@@ -12,7 +12,7 @@ import { submitCommand } from "./commands/submit.js";
 import { waitCommand } from "./commands/wait.js";
 import { handleError } from "./handleError.js";
 import type { CliIO } from "./io.js";
-import { VERSION } from "../version.js";
+import { VERSION } from "../core/version.js";
 
 export const buildProgram = (io: CliIO): Command => {
   const program = new Command("cloudmill")

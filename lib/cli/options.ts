@@ -1,5 +1,5 @@
 /** Flag parsing shared by commands: `--param k=v` pairs, worker counts. */
-import { invalidSpec } from "../errors.js";
+import { invalidSpec } from "../core/errors.js";
 
 /** Collects repeated `--param k=v` into an object (values stay strings; ops parse them). */
 export const collectParam = (value: string, previous: Record<string, string> = {}): Record<string, string> => {

@@ -1,5 +1,5 @@
 /** Progress on stderr: a redrawn bar on a TTY, a plain line every few seconds otherwise. */
-import type { Progress } from "../engine/localEngine.js";
+import type { Progress } from "../local/localEngine.js";
 import type { CliIO } from "./io.js";
 
 const mb = (bytes: number): string => (bytes / 1e6).toFixed(1);

@@ -7,17 +7,17 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import type { S3Event } from "aws-lambda";
-import { SqsTaskQueue } from "../adapters/SqsTaskQueue.js";
+import { SqsTaskQueue } from "../aws/SqsTaskQueue.js";
 import { awsClients, type AwsClients } from "../aws/clients.js";
-import type { FaultInjectionOptions } from "../testing/faultInjection.js";
+import type { FaultInjectionOptions } from "./faultInjection.js";
 import { cloudDeps } from "../aws/cloudDeps.js";
-import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES, ENV } from "../config/constants.js";
-import { parsePartKey } from "../config/keys.js";
-import { toCloudmillError } from "../errors.js";
-import type { Logger } from "../log.js";
-import { compiledFile } from "../paths.js";
-import type { TaskQueue } from "../ports.js";
-import { decodeEventKey, failuresHandler, reducerHandler, splitterHandler, type SqsBatchResponse } from "../pipeline/events.js";
+import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES, ENV } from "../core/constants.js";
+import { parsePartKey } from "../core/keys.js";
+import { toCloudmillError } from "../core/errors.js";
+import type { Logger } from "../core/log.js";
+import { compiledFile } from "../local/paths.js";
+import type { TaskQueue } from "../core/ports.js";
+import { decodeEventKey, failuresHandler, reducerHandler, splitterHandler, type SqsBatchResponse } from "../aws/handlers.js";
 import { createDevResources, startEmulator, type Emulator } from "./emulator.js";
 
 /** Calls onLine with each complete line a text stream carries (without its newline). */

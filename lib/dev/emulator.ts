@@ -25,7 +25,7 @@ import { CreateBucketCommand } from "@aws-sdk/client-s3";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { CreateQueueCommand, GetQueueAttributesCommand, GetQueueUrlCommand, SetQueueAttributesCommand } from "@aws-sdk/client-sqs";
 import type { SQSClient } from "@aws-sdk/client-sqs";
-import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES } from "../config/constants.js";
+import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES } from "../core/constants.js";
 
 export type ObjectCreatedListener = (event: S3Event) => void | Promise<void>;
 

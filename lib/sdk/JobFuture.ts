@@ -4,7 +4,7 @@
  * status.json (one GET per poll, backing off from 250 ms to 5 s), so waiting costs a handful of
  * requests per job, never one per chunk.
  */
-import { CloudmillError, ErrorCode } from "../errors.js";
+import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { cancelledError, JobFailedError, waitTimeoutError } from "./errors.js";
 import { backoff, deadlineSignal, sleep } from "./poll.js";
 import type { JobProgress, JobStatus, PollOptions, ResultOptions } from "./types.js";

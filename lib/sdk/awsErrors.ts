@@ -3,7 +3,7 @@
  * credentials, expired or rejected credentials, no such stack, access denied, no such bucket,
  * nothing listening at an emulator's endpoint, no region.
  */
-import { CloudmillError, ErrorCode } from "../errors.js";
+import { CloudmillError, ErrorCode } from "../core/errors.js";
 
 /** Where a failing call was aimed, for the message. */
 export interface AwsTarget {

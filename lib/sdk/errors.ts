@@ -1,5 +1,5 @@
 /** Errors a JobFuture rejects with. All are CloudmillErrors, so `err.code` tells what happened. */
-import { CloudmillError, ErrorCode } from "../errors.js";
+import { CloudmillError, ErrorCode } from "../core/errors.js";
 import type { JobStatus } from "./types.js";
 
 const codeOf = (code: string | undefined): ErrorCode =>

@@ -16,7 +16,7 @@ import {
   type Task,
 } from "@aws-sdk/client-ecs";
 import { DescribeInstancesCommand, type EC2Client, type Instance } from "@aws-sdk/client-ec2";
-import { CloudmillError, ErrorCode } from "../errors.js";
+import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { withAws, type AwsTarget } from "./awsErrors.js";
 import type { FleetInstance, FleetTask, FleetView, InstanceMarket, Reservation } from "./types.js";
 

@@ -1,7 +1,7 @@
 /** Waiting on many jobs: all of them in order, or each as it completes. */
 import type { JobFuture } from "./JobFuture.js";
 import { deadlineSignal } from "./poll.js";
-import { CloudmillError, ErrorCode } from "../errors.js";
+import { CloudmillError, ErrorCode } from "../core/errors.js";
 
 export interface WaitOptions {
   /** Give up after this long (DEADLINE); the jobs go on. */

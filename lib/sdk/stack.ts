@@ -1,6 +1,6 @@
 /** A lab's stack, read once: its CloudFormation outputs name the buckets, the queue and the fleet. */
 import { CloudFormationClient, DescribeStacksCommand } from "@aws-sdk/client-cloudformation";
-import { CloudmillError, ErrorCode } from "../errors.js";
+import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { withAws } from "./awsErrors.js";
 import { STACK_OUTPUT_KEYS } from "./constants.js";
 

@@ -1,12 +1,12 @@
 /** The SDK's public types. */
 import type { S3Client } from "@aws-sdk/client-s3";
-import type { JobStatus as StoredJobStatus } from "../job/manifest.js";
-import type { Format, OnBadRecord, ParamValue } from "../job/spec.js";
-import type { Logger } from "../log.js";
-import type { GrepResult } from "../ops/grep.js";
-import type { HistogramResult } from "../ops/histogram.js";
-import type { StatsResult } from "../ops/stats.js";
-import type { WordcountResult } from "../ops/wordcount.js";
+import type { JobStatus as StoredJobStatus } from "../core/job/manifest.js";
+import type { Format, OnBadRecord, ParamValue } from "../core/job/spec.js";
+import type { Logger } from "../core/log.js";
+import type { GrepResult } from "../core/ops/grep.js";
+import type { HistogramResult } from "../core/ops/histogram.js";
+import type { StatsResult } from "../core/ops/stats.js";
+import type { WordcountResult } from "../core/ops/wordcount.js";
 
 /**
  * Which pipeline to drive. Give a stack name (its CloudFormation outputs name the buckets,

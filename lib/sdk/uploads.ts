@@ -10,10 +10,10 @@ import path from "node:path";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { parseS3Uri, s3Uri } from "../aws/clients.js";
-import { CloudmillError, ErrorCode } from "../errors.js";
+import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { UPLOAD_CONCURRENCY, UPLOAD_PART_BYTES, UPLOADS_PREFIX } from "./constants.js";
 import type { UploadProgress } from "./types.js";
-import { walk } from "../engine/localInputs.js";
+import { walk } from "../local/localInputs.js";
 
 export const isS3Uri = (input: string): boolean => input.startsWith("s3://");
 

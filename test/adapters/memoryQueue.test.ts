@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { MemoryTaskQueue } from "../../lib/adapters/MemoryTaskQueue.js";
+import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { describeTaskQueueContract } from "../contract/taskQueueContract.js";
 
 describeTaskQueueContract("MemoryTaskQueue", async ({ visibilitySeconds, maxReceiveCount }) => {

@@ -1,10 +1,10 @@
 import { CopyObjectCommand, CreateMultipartUploadCommand, PutObjectCommand, UploadPartCommand, CompleteMultipartUploadCommand } from "@aws-sdk/client-s3";
 import type { S3Event } from "aws-lambda";
 import { describe, expect, it, vi } from "vitest";
-import { S3BlobStore } from "../../lib/adapters/S3BlobStore.js";
+import { S3BlobStore } from "../../lib/aws/S3BlobStore.js";
 import { awsClients, parseS3Uri, s3Uri } from "../../lib/aws/clients.js";
 import { encodeEventKey } from "../../lib/dev/emulator.js";
-import { CloudmillError, ErrorCode } from "../../lib/errors.js";
+import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { collect, describeBlobStoreContract } from "../contract/blobStoreContract.js";
 import { useEmulator } from "../helpers/emulator.js";
 

@@ -2,9 +2,9 @@ import { Readable } from "node:stream";
 import { GetQueueAttributesCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { describe, expect, it } from "vitest";
-import { SqsTaskQueue } from "../../lib/adapters/SqsTaskQueue.js";
+import { SqsTaskQueue } from "../../lib/aws/SqsTaskQueue.js";
 import { createDevResources } from "../../lib/dev/emulator.js";
-import { CloudmillError, ErrorCode } from "../../lib/errors.js";
+import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { describeTaskQueueContract } from "../contract/taskQueueContract.js";
 import { useEmulator } from "../helpers/emulator.js";
 

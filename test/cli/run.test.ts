@@ -229,7 +229,7 @@ describe("cloudmill run (the bin)", () => {
     const mod = path.join(dir, "user-ops.mjs");
     await writeFile(
       mod,
-      `import { defineOp } from ${JSON.stringify(pathToFileURL(path.join(ROOT, "dist/lib/ops/defineOp.js")).href)};
+      `import { defineOp } from ${JSON.stringify(pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href)};
 export const longest = defineOp({ name: "longest-line", format: "lines", map: (l) => l.length, combine: (a, b) => Math.max(a, b), finalize: (m) => ({ longest: m ?? 0 }) });
 `,
     );

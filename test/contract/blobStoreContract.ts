@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
-import { CloudmillError, ErrorCode } from "../../lib/errors.js";
-import type { BlobStore } from "../../lib/ports.js";
+import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
+import type { BlobStore } from "../../lib/core/ports.js";
 
 export type MakeBlobStore = () => Promise<{ store: BlobStore; cleanup?: () => Promise<void> }>;
 

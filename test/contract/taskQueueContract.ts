@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import type { TestContext } from "vitest";
-import { CloudmillError, ErrorCode } from "../../lib/errors.js";
-import type { QueueMessage, TaskQueue } from "../../lib/ports.js";
+import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
+import type { QueueMessage, TaskQueue } from "../../lib/core/ports.js";
 
 export interface MakeQueueOptions {
   readonly visibilitySeconds: number;

@@ -11,11 +11,11 @@ import os from "node:os";
 import path from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runLocal } from "../../lib/engine/localEngine.js";
-import { parseJobSpec } from "../../lib/job/spec.js";
-import { OpRegistry } from "../../lib/ops/registry.js";
-import type { BlobInfo, BlobStore, GetOptions } from "../../lib/ports.js";
-import { ownedRecordBlocks, type RecordBlock } from "../../lib/records/alignedBlocks.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+import { parseJobSpec } from "../../lib/core/job/spec.js";
+import { OpRegistry } from "../../lib/core/ops/registry.js";
+import type { BlobInfo, BlobStore, GetOptions } from "../../lib/core/ports.js";
+import { ownedRecordBlocks, type RecordBlock } from "../../lib/core/records/alignedBlocks.js";
 import { dataOf, numbersOf, recordsOf, refCount, refGrep, refHistogram, refStats, refWordcount } from "../helpers/reference.js";
 
 const SEED = 20261121;

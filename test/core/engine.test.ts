@@ -10,20 +10,20 @@ import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { runLocal, type LocalRunOptions, type Progress } from "../../lib/engine/localEngine.js";
-import { ErrorCode, isSerializedError, toCloudmillError, type CloudmillError } from "../../lib/errors.js";
-import { parseJobSpec, type JobSpecInput } from "../../lib/job/spec.js";
-import { loadOpsModule, OpRegistry } from "../../lib/ops/registry.js";
-import { warningsOnly } from "../../lib/log.js";
+import { runLocal, type LocalRunOptions, type Progress } from "../../lib/local/localEngine.js";
+import { ErrorCode, isSerializedError, toCloudmillError, type CloudmillError } from "../../lib/core/errors.js";
+import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
+import { loadOpsModule, OpRegistry } from "../../lib/core/ops/registry.js";
+import { warningsOnly } from "../../lib/core/log.js";
 import { refCount, refGrep, refHistogram, refStats, refStatsOf, refWordcount } from "../helpers/reference.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const EXAMPLES = path.join(ROOT, "examples");
-const DIST_DEFINE_OP = path.join(ROOT, "dist/lib/ops/defineOp.js");
+const DIST_DEFINE_OP = path.join(ROOT, "dist/lib/core/ops/defineOp.js");
 
 let dir: string;
 beforeAll(async () => {
-  if (!existsSync(path.join(ROOT, "dist/lib/engine/taskThread.js"))) throw new Error("build first: npx tsc -p tsconfig.build.json");
+  if (!existsSync(path.join(ROOT, "dist/lib/local/taskThread.js"))) throw new Error("build first: npx tsc -p tsconfig.build.json");
   dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-engine-"));
 });
 afterAll(async () => {

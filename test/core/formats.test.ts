@@ -7,11 +7,11 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runLocal, type LocalRunResult } from "../../lib/engine/localEngine.js";
-import { CloudmillError, ErrorCode } from "../../lib/errors.js";
-import { parseJobSpec, type JobSpecInput } from "../../lib/job/spec.js";
-import { defineOp } from "../../lib/ops/defineOp.js";
-import { OpRegistry } from "../../lib/ops/registry.js";
+import { runLocal, type LocalRunResult } from "../../lib/local/localEngine.js";
+import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
+import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
+import { defineOp } from "../../lib/core/ops/defineOp.js";
+import { OpRegistry } from "../../lib/core/ops/registry.js";
 import { refCount, refGrep, refStatsOf, refWordcount } from "../helpers/reference.js";
 
 let dir: string;

@@ -5,16 +5,16 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { CloudmillError, ErrorCode } from "../../lib/errors.js";
-import type { Format } from "../../lib/job/spec.js";
-import { count } from "../../lib/ops/count.js";
-import { grep } from "../../lib/ops/grep.js";
-import { histogram } from "../../lib/ops/histogram.js";
-import { builtinOps, OpRegistry } from "../../lib/ops/registry.js";
-import { stats } from "../../lib/ops/stats.js";
-import type { AnyOp, MapContext } from "../../lib/ops/types.js";
-import { wordcount } from "../../lib/ops/wordcount.js";
-import type { RecordBlock } from "../../lib/records/alignedBlocks.js";
+import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
+import type { Format } from "../../lib/core/job/spec.js";
+import { count } from "../../lib/core/ops/count.js";
+import { grep } from "../../lib/core/ops/grep.js";
+import { histogram } from "../../lib/core/ops/histogram.js";
+import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
+import { stats } from "../../lib/core/ops/stats.js";
+import type { AnyOp, MapContext } from "../../lib/core/ops/types.js";
+import { wordcount } from "../../lib/core/ops/wordcount.js";
+import type { RecordBlock } from "../../lib/core/records/alignedBlocks.js";
 import { exactSum, refCount, refGrep, refHistogram, refStats, refStatsOf, refWordcount } from "../helpers/reference.js";
 
 const SEED = 4242;

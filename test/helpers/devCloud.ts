@@ -19,14 +19,14 @@ import type { S3Client } from "@aws-sdk/client-s3";
 import { GetQueueAttributesCommand, GetQueueUrlCommand } from "@aws-sdk/client-sqs";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { afterAll, beforeAll } from "vitest";
-import { DEV_QUEUES, ENV } from "../../lib/config/constants.js";
+import { DEV_QUEUES, ENV } from "../../lib/core/constants.js";
 import { onLines, startDevCloud, type DevCloud, type DevCloudOptions } from "../../lib/dev/devCloud.js";
-import { runLocal } from "../../lib/engine/localEngine.js";
-import { JobStatus } from "../../lib/job/manifest.js";
-import { parseJobSpec, type Params } from "../../lib/job/spec.js";
-import { jsonLogger } from "../../lib/log.js";
-import { OpRegistry } from "../../lib/ops/registry.js";
-import { prng } from "../../lib/testing/prng.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+import { JobStatus } from "../../lib/core/job/manifest.js";
+import { parseJobSpec, type Params } from "../../lib/core/job/spec.js";
+import { jsonLogger } from "../../lib/core/log.js";
+import { OpRegistry } from "../../lib/core/ops/registry.js";
+import { prng } from "../../lib/dev/prng.js";
 import { waitFor as pollUntil } from "../../bench/chaos.js";
 
 

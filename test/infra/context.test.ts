@@ -2,7 +2,7 @@
 import { App, CfnResource, Duration, RemovalPolicy, Stack } from "aws-cdk-lib";
 import { RetentionDays } from "aws-cdk-lib/aws-logs";
 import { describe, expect, it } from "vitest";
-import { DEFAULTS } from "../../lib/config/constants.js";
+import { DEFAULTS } from "../../lib/core/constants.js";
 import { CloudmillPipeline } from "../../infra/CloudmillPipeline.js";
 import { DEFAULT_LAB, readCloudmillContext } from "../../infra/context.js";
 import { CloudmillConfigError, resolvePipelineConfig, type CloudmillPipelineProps } from "../../infra/props.js";

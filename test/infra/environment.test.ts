@@ -4,8 +4,8 @@
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Template } from "aws-cdk-lib/assertions";
-import { DEFAULTS, ENV, ROLE_ENV, type Role } from "../../lib/config/constants.js";
-import { readFailuresConfig, readReducerConfig, readSplitterConfig, readWorkerConfig } from "../../lib/config/env.js";
+import { DEFAULTS, ENV, ROLE_ENV, type Role } from "../../lib/core/constants.js";
+import { readFailuresConfig, readReducerConfig, readSplitterConfig, readWorkerConfig } from "../../lib/aws/env.js";
 import { LAB_CONTEXT, SPOT_CONTEXT, resource, synth } from "./synth.js";
 
 type Env = Record<string, unknown>;

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { Match, type Template } from "aws-cdk-lib/assertions";
-import { PART_SUFFIX, WORK_PREFIX } from "../../lib/config/keys.js";
+import { PART_SUFFIX, WORK_PREFIX } from "../../lib/core/keys.js";
 import { LAB_CONTEXT, SPOT_CONTEXT, actionsOf, grantsOf, resource, synth, type Synthesized } from "./synth.js";
 
 const FUNCTIONS = ["Splitter", "Reducer", "Failures"] as const;

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { Match, type Template } from "aws-cdk-lib/assertions";
-import { DEFAULTS } from "../../lib/config/constants.js";
+import { DEFAULTS } from "../../lib/core/constants.js";
 import { LAB_CONTEXT, SPOT_CONTEXT, resource, synth } from "./synth.js";
 
 const FOUR_DAYS = 4 * 24 * 3600;

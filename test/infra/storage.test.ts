@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { Match, type Template } from "aws-cdk-lib/assertions";
-import { WORK_PREFIX } from "../../lib/config/keys.js";
+import { WORK_PREFIX } from "../../lib/core/keys.js";
 import { LAB_CONTEXT, SPOT_CONTEXT, resource, synth } from "./synth.js";
 
 const BUCKETS = ["PipelineInputBucket", "PipelineOutputBucket", "PipelineLogBucket"] as const;

@@ -13,13 +13,13 @@
 import { HeadObjectCommand, CreateBucketCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { SendMessageCommand } from "@aws-sdk/client-sqs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SqsTaskQueue } from "../../lib/adapters/SqsTaskQueue.js";
+import { SqsTaskQueue } from "../../lib/aws/SqsTaskQueue.js";
 import { cloudDeps } from "../../lib/aws/cloudDeps.js";
 import { encodeEventKey } from "../../lib/dev/emulator.js";
-import { Manifest } from "../../lib/job/manifest.js";
-import { silentLogger } from "../../lib/log.js";
-import { splitterHandler } from "../../lib/pipeline/events.js";
-import type { TaskQueue } from "../../lib/ports.js";
+import { Manifest } from "../../lib/core/job/manifest.js";
+import { silentLogger } from "../../lib/core/log.js";
+import { splitterHandler } from "../../lib/aws/handlers.js";
+import type { TaskQueue } from "../../lib/core/ports.js";
 import {
   chunksOf,
   linesOf,

@@ -9,7 +9,7 @@
 import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { beforeAll, describe, expect, it } from "vitest";
-import type { Params } from "../../lib/job/spec.js";
+import type { Params } from "../../lib/core/job/spec.js";
 import { chunksOf, linesOf, localResult, numbersOf, requireBuild, textOf, useDevCloud, type TestCloud } from "../helpers/devCloud.js";
 
 const KiB = 1024;

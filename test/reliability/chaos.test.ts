@@ -12,11 +12,11 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { describeReport, runChaos } from "../../bench/chaos.js";
-import { TEST_ENV } from "../../lib/config/constants.js";
-import { runLocal } from "../../lib/engine/localEngine.js";
-import { parseJobSpec } from "../../lib/job/spec.js";
-import { loadOpsModule, OpRegistry } from "../../lib/ops/registry.js";
-import { compiledFile } from "../../lib/paths.js";
+import { TEST_ENV } from "../../lib/core/constants.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+import { parseJobSpec } from "../../lib/core/job/spec.js";
+import { loadOpsModule, OpRegistry } from "../../lib/core/ops/registry.js";
+import { compiledFile } from "../../lib/local/paths.js";
 import { getObject, listKeys, putObject, requireBuild, startCloud, statusAt, VERBOSE, waitFor, type ChaosCloud } from "./helpers.js";
 
 const print = (title: string, lines: readonly string[]): void => {
@@ -119,7 +119,7 @@ describe("chaos in the local engine", () => {
     await writeFile(
       opFile,
       `import { existsSync, writeFileSync } from "node:fs";
-import { defineOp } from ${JSON.stringify(pathToFileURL(compiledFile("lib/ops/defineOp.js")).href)};
+import { defineOp } from ${JSON.stringify(pathToFileURL(compiledFile("lib/core/ops/defineOp.js")).href)};
 export const crashy = defineOp({
   name: "crashy",
   format: "lines",

@@ -10,23 +10,23 @@ import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FsBlobStore } from "../../lib/adapters/FsBlobStore.js";
-import { MemoryTaskQueue } from "../../lib/adapters/MemoryTaskQueue.js";
-import { ENV } from "../../lib/config/constants.js";
-import { failureKey, partsPrefix } from "../../lib/config/keys.js";
-import { runLocal } from "../../lib/engine/localEngine.js";
-import { CloudmillError } from "../../lib/errors.js";
-import { JobStatus, TaskMessage, type InputObject } from "../../lib/job/manifest.js";
-import { parseJobSpec } from "../../lib/job/spec.js";
-import { silentLogger } from "../../lib/log.js";
-import { loadOpsModule, OpRegistry } from "../../lib/ops/registry.js";
-import { compiledFile } from "../../lib/paths.js";
-import type { SplitDeps } from "../../lib/pipeline/deps.js";
-import { readJson } from "../../lib/pipeline/io.js";
-import { startJob, taskJobOf } from "../../lib/pipeline/split.js";
-import type { TaskOutcome } from "../../lib/pipeline/task.js";
-import type { BlobStore } from "../../lib/ports.js";
-import { TaskWorker } from "../../lib/worker/TaskWorker.js";
+import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
+import { ENV } from "../../lib/core/constants.js";
+import { failureKey, partsPrefix } from "../../lib/core/keys.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+import { CloudmillError } from "../../lib/core/errors.js";
+import { JobStatus, TaskMessage, type InputObject } from "../../lib/core/job/manifest.js";
+import { parseJobSpec } from "../../lib/core/job/spec.js";
+import { silentLogger } from "../../lib/core/log.js";
+import { loadOpsModule, OpRegistry } from "../../lib/core/ops/registry.js";
+import { compiledFile } from "../../lib/local/paths.js";
+import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
+import { readJson } from "../../lib/core/pipeline/blobJson.js";
+import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
+import type { TaskOutcome } from "../../lib/core/pipeline/task.js";
+import type { BlobStore } from "../../lib/core/ports.js";
+import { TaskWorker } from "../../lib/aws/TaskWorker.js";
 import { getObject, listKeys, putObject, startCloud, statusAt, waitFor, type ChaosCloud } from "./helpers.js";
 
 let dir: string;
@@ -182,7 +182,7 @@ describe("the local engine", () => {
     const opFile = path.join(dir, "slow.mjs");
     await writeFile(
       opFile,
-      `import { defineOp } from ${JSON.stringify(pathToFileURL(compiledFile("lib/ops/defineOp.js")).href)};
+      `import { defineOp } from ${JSON.stringify(pathToFileURL(compiledFile("lib/core/ops/defineOp.js")).href)};
 const pause = new Int32Array(new SharedArrayBuffer(4));
 export const slow = defineOp({ name: "slow", format: "lines", map() { Atomics.wait(pause, 0, 0, 200); return 1; }, combine: (a, b) => a + b });
 `,

@@ -12,15 +12,15 @@ import { ReceiveMessageCommand, SendMessageBatchCommand } from "@aws-sdk/client-
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { isThrottlingError, isTransientError } from "@smithy/core/retry";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { S3BlobStore } from "../../lib/adapters/S3BlobStore.js";
-import { SqsTaskQueue } from "../../lib/adapters/SqsTaskQueue.js";
+import { S3BlobStore } from "../../lib/aws/S3BlobStore.js";
+import { SqsTaskQueue } from "../../lib/aws/SqsTaskQueue.js";
 import { awsClients, type AwsClients } from "../../lib/aws/clients.js";
-import { ENV, TEST_ENV } from "../../lib/config/constants.js";
-import { readWorkerConfig } from "../../lib/config/env.js";
+import { ENV, TEST_ENV } from "../../lib/core/constants.js";
+import { readWorkerConfig } from "../../lib/aws/env.js";
 import { createDevResources, startEmulator, type Emulator } from "../../lib/dev/emulator.js";
-import { CloudmillError } from "../../lib/errors.js";
-import { packageRoot } from "../../lib/paths.js";
-import { describeRequest, FaultInjectingHandler, type FaultInjectionOptions, type InjectedFault } from "../../lib/testing/faultInjection.js";
+import { CloudmillError } from "../../lib/core/errors.js";
+import { packageRoot } from "../../lib/local/paths.js";
+import { describeRequest, FaultInjectingHandler, type FaultInjectionOptions, type InjectedFault } from "../../lib/dev/faultInjection.js";
 
 let emulator: Emulator;
 let plain: AwsClients;

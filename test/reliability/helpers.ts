@@ -11,11 +11,11 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
-import { runLocal } from "../../lib/engine/localEngine.js";
-import { JobStatus } from "../../lib/job/manifest.js";
-import { parseJobSpec, type JobSpecInput } from "../../lib/job/spec.js";
-import { OpRegistry } from "../../lib/ops/registry.js";
-import { compiledFile } from "../../lib/paths.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+import { JobStatus } from "../../lib/core/job/manifest.js";
+import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
+import { OpRegistry } from "../../lib/core/ops/registry.js";
+import { compiledFile } from "../../lib/local/paths.js";
 import { startChaosCloud, type ChaosCloud, type ChaosCloudOptions } from "../../bench/chaos.js";
 
 export { prng, sleep, waitFor, type LogLine } from "../../bench/chaos.js";

@@ -8,10 +8,10 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runLocal } from "../../lib/engine/localEngine.js";
-import { CloudmillError } from "../../lib/errors.js";
-import { parseJobSpec, parseJobSpecJson, type JobSpecInput } from "../../lib/job/spec.js";
-import { OpRegistry } from "../../lib/ops/registry.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+import { CloudmillError } from "../../lib/core/errors.js";
+import { parseJobSpec, parseJobSpecJson, type JobSpecInput } from "../../lib/core/job/spec.js";
+import { OpRegistry } from "../../lib/core/ops/registry.js";
 import { getObject, listKeys, putObject, startCloud, statusAt, waitFor, type ChaosCloud } from "./helpers.js";
 
 /** In the data: must never reach a log line. */

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CliIO } from "../../lib/cli/io.js";
 import { runCli } from "../../lib/cli/main.js";
 import { startDevCloud, type DevCloud } from "../../lib/dev/devCloud.js";
-import { silentLogger } from "../../lib/log.js";
+import { silentLogger } from "../../lib/core/log.js";
 import { runProcess, shellWords } from "../helpers/processes.js";
 import { childEnv } from "./support.js";
 

@@ -11,11 +11,11 @@ import { HeadObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CliIO } from "../../lib/cli/io.js";
 import { runCli } from "../../lib/cli/main.js";
-import { S3BlobStore } from "../../lib/adapters/S3BlobStore.js";
-import { partsPrefix } from "../../lib/config/keys.js";
+import { S3BlobStore } from "../../lib/aws/S3BlobStore.js";
+import { partsPrefix } from "../../lib/core/keys.js";
 import { startDevCloud, type DevCloud } from "../../lib/dev/devCloud.js";
-import { CloudmillError } from "../../lib/errors.js";
-import { silentLogger } from "../../lib/log.js";
+import { CloudmillError } from "../../lib/core/errors.js";
+import { silentLogger } from "../../lib/core/log.js";
 import { asCompleted, Cloudmill, JobFailedError, waitAll, type JobFuture } from "../../lib/index.js";
 import { countingS3 } from "./support.js";
 

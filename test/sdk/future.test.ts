@@ -4,7 +4,7 @@
  * same behaviours against the emulated cloud are in cloud.test.ts and timeout.test.ts.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { CloudmillError } from "../../lib/errors.js";
+import { CloudmillError } from "../../lib/core/errors.js";
 import { asCompleted, waitAll } from "../../lib/sdk/futures.js";
 import { JobFuture, type JobBackend } from "../../lib/sdk/JobFuture.js";
 import type { JobStatus } from "../../lib/sdk/types.js";

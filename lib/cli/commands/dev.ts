@@ -1,11 +1,11 @@
 /** `cloudmill dev`: the emulated cloud on 127.0.0.1, until Ctrl-C. */
 import { Command } from "commander";
 import { z } from "zod";
-import { DEV_DEFAULT_PORT } from "../../config/constants.js";
-import { CloudmillError, ErrorCode } from "../../errors.js";
-import { describeZodError } from "../../job/spec.js";
-import { parseSize } from "../../job/size.js";
-import { jsonLogger } from "../../log.js";
+import { DEV_DEFAULT_PORT } from "../../core/constants.js";
+import { CloudmillError, ErrorCode } from "../../core/errors.js";
+import { describeZodError } from "../../core/job/spec.js";
+import { parseSize } from "../../core/job/size.js";
+import { jsonLogger } from "../../core/log.js";
 import type { CliIO } from "../io.js";
 
 const DevFlags = z.object({

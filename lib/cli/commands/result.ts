@@ -4,7 +4,7 @@ import { rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Command } from "commander";
 import { z } from "zod";
-import { CloudmillError, ErrorCode } from "../../errors.js";
+import { CloudmillError, ErrorCode } from "../../core/errors.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 import type { JobStatus } from "../../sdk/types.js";

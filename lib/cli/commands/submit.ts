@@ -5,7 +5,7 @@
  */
 import { Command, Option } from "commander";
 import { z } from "zod";
-import { FORMATS } from "../../job/spec.js";
+import { FORMATS } from "../../core/job/spec.js";
 import { waitAll } from "../../sdk/futures.js";
 import type { JobFuture } from "../../sdk/JobFuture.js";
 import type { SubmitSpec, UploadProgress } from "../../sdk/types.js";

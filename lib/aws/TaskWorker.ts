@@ -1,0 +1,188 @@
+/**
+ * The worker's loop, in the manner of bbc/sqs-consumer: receive, run, delete only after the
+ * part is written; a heartbeat keeps a long chunk invisible; on stop, receiving ends and
+ * in-flight chunks finish or are released within a bounded grace period.
+ */
+import { EventEmitter } from "node:events";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
+import { TaskMessage } from "../core/job/manifest.js";
+import type { TaskQueue, QueueMessage } from "../core/ports.js";
+import type { PipelineDeps } from "../core/pipeline/deps.js";
+import { failJob } from "../core/pipeline/deadLetter.js";
+import { readJsonIfExists } from "../core/pipeline/blobJson.js";
+import { logFieldsOf } from "../core/pipeline/status.js";
+import { isDeterministic, recordChunkError, runTask, type TaskOutcome } from "../core/pipeline/task.js";
+import { Manifest } from "../core/job/manifest.js";
+import { manifestKey } from "../core/keys.js";
+import { noProtection, type TaskProtection } from "./taskProtection.js";
+
+export interface TaskWorkerOptions {
+  readonly queue: TaskQueue;
+  readonly deps: PipelineDeps;
+  /** Chunks in progress at once (one per CPU given to the container). */
+  readonly concurrency: number;
+  readonly visibilitySeconds: number;
+  readonly heartbeatSeconds: number;
+  /** Long-poll wait. Default 20. */
+  readonly waitSeconds?: number;
+  readonly protection?: TaskProtection;
+}
+
+export interface TaskWorkerEvents {
+  message_received: [task: TaskMessage, message: QueueMessage];
+  task_done: [task: TaskMessage, outcome: TaskOutcome];
+  task_failed: [task: TaskMessage | undefined, error: CloudmillError, willRetry: boolean];
+  heartbeat: [task: TaskMessage];
+  stopped: [];
+}
+
+/** Pause after a failed receive. */
+const RECEIVE_BACKOFF_MS = 1000;
+
+/** Waits ms, or until the signal aborts. */
+const backOff = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+
+/** Seconds before a failed chunk is retried: exponential, capped at a minute. */
+export const retryDelaySeconds = (attempt: number): number => Math.min(60, 2 ** Math.max(0, attempt - 1));
+
+export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
+  readonly #o: TaskWorkerOptions;
+  readonly #stop = new AbortController();
+  /** Aborts tasks still running when the grace period ends. */
+  readonly #kill = new AbortController();
+  #slots: Promise<void>[] = [];
+
+  constructor(options: TaskWorkerOptions) {
+    super();
+    if (options.heartbeatSeconds >= options.visibilitySeconds) {
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `heartbeat (${options.heartbeatSeconds}s) must be shorter than the visibility timeout (${options.visibilitySeconds}s)`);
+    }
+    this.#o = options;
+  }
+
+  get stopping(): boolean {
+    return this.#stop.signal.aborted;
+  }
+
+  start(): this {
+    this.#slots = Array.from({ length: this.#o.concurrency }, () => this.#slot());
+    return this;
+  }
+
+  /**
+   * Stops receiving; waits up to graceMs for chunks in progress, then aborts them and makes
+   * their messages visible again at once, so another worker takes them without waiting.
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.#stop.abort();
+    const grace = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), graceMs).unref());
+    if ((await Promise.race([Promise.all(this.#slots).then(() => "done" as const), grace])) === "timeout") {
+      this.#kill.abort();
+      await Promise.all(this.#slots);
+    }
+    this.emit("stopped");
+  }
+
+  async #slot(): Promise<void> {
+    const { queue, deps } = this.#o;
+    while (!this.stopping) {
+      let messages: QueueMessage[];
+      try {
+        messages = await queue.receive({ maxMessages: 1, waitSeconds: this.#o.waitSeconds ?? 20, signal: this.#stop.signal });
+      } catch (err) {
+        if (this.stopping) break;
+        deps.log.warn("receive failed; backing off", logFieldsOf(toCloudmillError(err)));
+        // A ref'd timer, cut short by stop(): while S3 and SQS are unreachable, this back-off may
+        // be all that keeps the process alive (an unref'd one let the worker exit, code 13).
+        await backOff(RECEIVE_BACKOFF_MS, this.#stop.signal);
+        continue;
+      }
+      for (const message of messages) {
+        try {
+          await this.#handle(message);
+        } catch (err) {
+          // #handle settles every path itself; should anything still escape, this slot must
+          // keep receiving (a dead slot is a worker that looks alive and does nothing).
+          deps.log.error("chunk handling failed; the message returns after its visibility timeout", logFieldsOf(toCloudmillError(err)));
+        }
+      }
+    }
+  }
+
+  async #handle(message: QueueMessage): Promise<void> {
+    const { queue, deps } = this.#o;
+    const protection = this.#o.protection ?? noProtection;
+    let task: TaskMessage;
+    try {
+      task = TaskMessage.parse(JSON.parse(message.body));
+    } catch {
+      // Not ours and never will be: keep it out of the fleet's way.
+      deps.log.error("message is not a task; deleted", { messageId: message.id, bytes: message.body.length });
+      await queue.delete(message.receiptHandle).catch(() => undefined);
+      this.emit("task_failed", undefined, new CloudmillError(ErrorCode.INVALID_SPEC, "message is not a task"), false);
+      return;
+    }
+    const log = deps.log.child({ jobId: task.jobId, chunk: task.chunk.index });
+    this.emit("message_received", task, message);
+    log.debug("chunk received", { attempt: message.receiveCount, input: task.chunk.input.name, range: [task.chunk.start, task.chunk.end] });
+    await protection.acquire();
+    const heartbeat = setInterval(() => {
+      queue.changeVisibility(message.receiptHandle, this.#o.visibilitySeconds).then(
+        () => this.emit("heartbeat", task),
+        (err: unknown) => log.warn("heartbeat failed", logFieldsOf(toCloudmillError(err))),
+      );
+    }, this.#o.heartbeatSeconds * 1000);
+    try {
+      const outcome = await runTask(deps, task, { signal: this.#kill.signal });
+      await queue.delete(message.receiptHandle);
+      log.info("chunk done", { outcome: outcome.kind, ...(outcome.kind === "done" ? { bytes: outcome.bytes } : {}) });
+      this.emit("task_done", task, outcome);
+    } catch (e) {
+      const err = toCloudmillError(e);
+      if (this.#kill.signal.aborted) {
+        // Stopped mid-chunk: hand it back now rather than after the visibility timeout.
+        await queue.changeVisibility(message.receiptHandle, 0).catch(() => undefined);
+        log.info("chunk released on stop");
+        this.emit("task_failed", task, err, true);
+        return;
+      }
+      await recordChunkError(deps, task, err, message.receiveCount).catch(() => undefined);
+      if (isDeterministic(err)) {
+        // The same input gives the same error on every attempt (or the job is past its
+        // deadline): fail the job now.
+        try {
+          const manifest = await readJsonIfExists(deps.output, manifestKey(task.jobId), Manifest);
+          if (manifest) await failJob(deps, { jobId: task.jobId, output: manifest.output, chunks: manifest.chunks, done: 0, startedAt: manifest.createdAt }, err);
+          await queue.delete(message.receiptHandle);
+        } catch (e2) {
+          // S3 or SQS failed us while failing the job: the message comes back and the next
+          // attempt meets the same error and tries again.
+          log.warn("chunk failed, but the job could not be marked failed yet; will retry", { ...logFieldsOf(err), cause: logFieldsOf(toCloudmillError(e2)) });
+          await queue.changeVisibility(message.receiptHandle, retryDelaySeconds(message.receiveCount)).catch(() => undefined);
+          this.emit("task_failed", task, err, true);
+          return;
+        }
+        log.error(err.code === ErrorCode.DEADLINE ? "job past its deadline; job failed" : "chunk failed; job failed", logFieldsOf(err));
+        this.emit("task_failed", task, err, false);
+      } else {
+        const last = message.receiveCount >= task.job.maxAttempts;
+        // After the last attempt, make it visible now so the queue moves it to the dead-letter queue.
+        await queue.changeVisibility(message.receiptHandle, last ? 0 : retryDelaySeconds(message.receiveCount)).catch(() => undefined);
+        log.warn("chunk failed", { attempt: message.receiveCount, of: task.job.maxAttempts, ...logFieldsOf(err) });
+        this.emit("task_failed", task, err, !last);
+      }
+    } finally {
+      clearInterval(heartbeat);
+      await protection.release();
+    }
+  }
+}

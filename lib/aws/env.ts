@@ -1,0 +1,77 @@
+/**
+ * The one place that reads cloudmill's environment variables (names in constants.ts),
+ * with typed getters per role. Nothing else in the code touches process.env.
+ */
+import os from "node:os";
+import { z } from "zod";
+import { CloudmillError, ErrorCode } from "../core/errors.js";
+import { parseSize } from "../core/job/size.js";
+import { parseFaultConfig, type FaultConfig } from "../dev/faultInjection.js";
+import { DEFAULTS, ENV, TEST_ENV } from "../core/constants.js";
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+const required = (env: Env, name: string): string => {
+  const v = env[name];
+  if (v === undefined || v === "") throw new CloudmillError(ErrorCode.ENVIRONMENT, `${name} is not set`);
+  return v;
+};
+
+const intOf = (env: Env, name: string, fallback: number, min = 1): number => {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new CloudmillError(ErrorCode.ENVIRONMENT, `${name}: expected a whole number ≥ ${min}, got ${JSON.stringify(raw)}`);
+  return n;
+};
+
+const LogLevel = z.enum(["DEBUG", "INFO", "WARN", "ERROR"]).catch("INFO");
+
+/** Endpoint override for an emulator (`cloudmill dev`); the AWS SDK's own variable. */
+export const endpointOf = (env: Env): string | undefined => env["AWS_ENDPOINT_URL"] || undefined;
+
+const common = (env: Env) => ({
+  outputBucket: required(env, ENV.OUTPUT_BUCKET),
+  logLevel: LogLevel.parse((env[ENV.LOG_LEVEL] ?? "INFO").toUpperCase()),
+  serviceName: env[ENV.SERVICE_NAME] ?? "cloudmill",
+  endpoint: endpointOf(env),
+});
+
+export const readSplitterConfig = (env: Env) => {
+  const chunk = env[ENV.DEFAULT_CHUNK_SIZE];
+  const chunkSize = chunk ? parseSize(chunk) : DEFAULTS.chunkSize;
+  if (chunkSize === undefined || chunkSize < 1) throw new CloudmillError(ErrorCode.ENVIRONMENT, `${ENV.DEFAULT_CHUNK_SIZE}: expected a size, got ${JSON.stringify(chunk)}`);
+  return {
+    ...common(env),
+    taskQueueUrl: required(env, ENV.TASK_QUEUE_URL),
+    defaultChunkSize: chunkSize,
+    maxAttempts: intOf(env, ENV.MAX_ATTEMPTS, DEFAULTS.maxAttempts),
+    jobDeadlineSeconds: intOf(env, ENV.JOB_DEADLINE_SECONDS, DEFAULTS.jobDeadlineSeconds),
+  };
+};
+export type SplitterConfig = ReturnType<typeof readSplitterConfig>;
+
+const faultsOf = (env: Env): FaultConfig | undefined => {
+  const raw = env[TEST_ENV.FAULTS];
+  return raw === undefined || raw === "" ? undefined : parseFaultConfig(raw, TEST_ENV.FAULTS);
+};
+
+export const readWorkerConfig = (env: Env) => {
+  const visibilitySeconds = intOf(env, ENV.VISIBILITY_TIMEOUT_SECONDS, DEFAULTS.visibilityTimeoutSeconds, 2);
+  return {
+    ...common(env),
+    taskQueueUrl: required(env, ENV.TASK_QUEUE_URL),
+    visibilitySeconds,
+    // A heartbeat well inside the visibility timeout, so a slow chunk is never handed out twice.
+    heartbeatSeconds: Math.max(1, Math.min(DEFAULTS.heartbeatSeconds, Math.floor(visibilitySeconds / 3))),
+    concurrency: intOf(env, ENV.WORKER_CONCURRENCY, os.availableParallelism()),
+    /** Set by the ECS agent: where task scale-in protection is requested. */
+    ecsAgentUri: env["ECS_AGENT_URI"] || undefined,
+    /** Faults to inject into this worker's S3 and SQS calls (tests only; never set by the stack). */
+    faults: faultsOf(env),
+  };
+};
+export type WorkerConfig = ReturnType<typeof readWorkerConfig>;
+
+export const readReducerConfig = (env: Env) => common(env);
+export const readFailuresConfig = (env: Env) => common(env);

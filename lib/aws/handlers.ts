@@ -1,0 +1,112 @@
+/**
+ * The shapes AWS delivers (S3 notifications, SQS batches), parsed with zod at the edge,
+ * and the handler cores built on them. functions/* are one-line wrappers over these.
+ */
+import { z } from "zod";
+import { parsePartKey } from "../core/keys.js";
+import { toCloudmillError } from "../core/errors.js";
+import type { PipelineDeps, SplitDeps } from "../core/pipeline/deps.js";
+import { handleDeadLetter } from "../core/pipeline/deadLetter.js";
+import { reduceJob } from "../core/pipeline/reduce.js";
+import { logFieldsOf } from "../core/pipeline/status.js";
+import { handleObjectCreated, type TriggerConfig, type TriggerOutcome } from "../core/pipeline/trigger.js";
+
+const S3Record = z.object({
+  eventName: z.string(),
+  s3: z.object({
+    bucket: z.object({ name: z.string() }),
+    object: z.object({ key: z.string(), eTag: z.string().optional(), versionId: z.string().optional(), size: z.number().optional() }),
+  }),
+});
+
+/** An S3 notification with records. */
+export const S3Notification = z.object({ Records: z.array(S3Record) });
+/** What S3 sends once when notifications are configured. */
+const S3TestEvent = z.object({ Event: z.literal("s3:TestEvent") }).loose();
+
+/** Keys in S3 events are URL-encoded, with `+` for spaces. */
+export const decodeEventKey = (key: string): string => decodeURIComponent(key.replace(/\+/g, " "));
+
+/** Created objects named by a notification (test events and other event types name none). */
+export const createdObjects = (event: unknown): { bucket: string; key: string; etag?: string; versionId?: string }[] => {
+  if (S3TestEvent.safeParse(event).success) return [];
+  return S3Notification.parse(event).Records.filter((r) => r.eventName.startsWith("ObjectCreated")).map((r) => ({
+    bucket: r.s3.bucket.name,
+    key: decodeEventKey(r.s3.object.key),
+    ...(r.s3.object.eTag ? { etag: r.s3.object.eTag } : {}),
+    ...(r.s3.object.versionId ? { versionId: r.s3.object.versionId } : {}),
+  }));
+};
+
+/** The splitter: every created object of the notification, in order. */
+export const splitterHandler = (deps: SplitDeps, config: TriggerConfig) => async (event: unknown): Promise<TriggerOutcome[]> => {
+  const outcomes: TriggerOutcome[] = [];
+  for (const obj of createdObjects(event)) {
+    const outcome = await handleObjectCreated(deps, config, obj);
+    // A failed outcome's message may quote the job spec: it is in status.json, not in the log.
+    const { error: _withheld, ...fields } = outcome as TriggerOutcome & { error?: string };
+    deps.log.info("object created", { bucket: obj.bucket, key: obj.key, ...fields });
+    outcomes.push(outcome);
+  }
+  return outcomes;
+};
+
+const SqsRecord = z.object({
+  messageId: z.string(),
+  body: z.string(),
+  attributes: z.object({ ApproximateReceiveCount: z.string().optional() }).loose().optional(),
+});
+export const SqsEvent = z.object({ Records: z.array(SqsRecord) });
+export type SqsBatchResponse = { batchItemFailures: { itemIdentifier: string }[] };
+
+/**
+ * The reducer: a batch of part-created notifications (S3 → SQS). Each job named in the
+ * batch is reduced once; a job whose reduce throws reports its records as failed, so SQS
+ * redelivers just those.
+ */
+export const reducerHandler = (deps: PipelineDeps) => async (event: unknown): Promise<SqsBatchResponse> => {
+  const { Records } = SqsEvent.parse(event);
+  const byJob = new Map<string, string[]>();
+  for (const record of Records) {
+    let objects: { key: string }[] = [];
+    try {
+      objects = createdObjects(JSON.parse(record.body));
+    } catch {
+      deps.log.warn("not an S3 notification; dropped", { messageId: record.messageId });
+    }
+    for (const { key } of objects) {
+      const part = parsePartKey(key);
+      if (!part) continue;
+      const ids = byJob.get(part.jobId) ?? [];
+      ids.push(record.messageId);
+      byJob.set(part.jobId, ids);
+    }
+  }
+  const failures: { itemIdentifier: string }[] = [];
+  for (const [jobId, messageIds] of byJob) {
+    try {
+      const outcome = await reduceJob(deps, jobId);
+      deps.log.info("reduce", { jobId, outcome: outcome.kind, ...(outcome.kind === "incomplete" ? { done: outcome.done, chunks: outcome.chunks } : {}) });
+    } catch (err) {
+      deps.log.error("reduce failed; will retry", { ...logFieldsOf(toCloudmillError(err)), jobId });
+      failures.push(...[...new Set(messageIds)].map((itemIdentifier) => ({ itemIdentifier })));
+    }
+  }
+  return { batchItemFailures: failures };
+};
+
+/** The dead-letter handler: each message is a task that failed every attempt. */
+export const failuresHandler = (deps: PipelineDeps) => async (event: unknown): Promise<SqsBatchResponse> => {
+  const { Records } = SqsEvent.parse(event);
+  const failures: { itemIdentifier: string }[] = [];
+  for (const record of Records) {
+    try {
+      const count = Number(record.attributes?.ApproximateReceiveCount ?? "") || undefined;
+      await handleDeadLetter(deps, record.body, count);
+    } catch (err) {
+      deps.log.error("dead letter not handled; will retry", { messageId: record.messageId, ...logFieldsOf(toCloudmillError(err)) });
+      failures.push({ itemIdentifier: record.messageId });
+    }
+  }
+  return { batchItemFailures: failures };
+};

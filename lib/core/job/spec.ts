@@ -1,0 +1,106 @@
+/**
+ * The job spec: what a user asks for, from the CLI, the SDK or a `_jobs/<id>.json` upload.
+ * Parsed with zod at every edge; every invalid spec gets one line naming the field and why.
+ */
+import { z } from "zod";
+import { DEFAULTS } from "../constants.js";
+import { CloudmillError, ErrorCode } from "../errors.js";
+import { parseSize } from "./size.js";
+
+export const FORMATS = ["lines", "numbers", "csv", "jsonl"] as const;
+export const Format = z.enum(FORMATS);
+export type Format = z.infer<typeof Format>;
+
+/** Op names are plain identifiers: an upload can select an op, never a path or code. */
+export const OpName = z
+  .string()
+  .regex(/^[a-z][a-z0-9-]{0,63}$/, { error: "must be a lowercase name like `wordcount` (letters, digits, '-')" });
+
+/** Param names are identifiers (so no `__proto__`, no `constructor.prototype`). */
+export const ParamName = z
+  .string()
+  .regex(/^[A-Za-z][A-Za-z0-9_-]{0,63}$/, { error: "param names are letters, digits, '_' or '-', starting with a letter" });
+export const ParamValue = z.union([z.string().max(4096), z.number(), z.boolean()]);
+export type ParamValue = z.infer<typeof ParamValue>;
+export const Params = z
+  .record(ParamName, ParamValue)
+  .refine((p) => Object.keys(p).length <= 32, { error: "at most 32 params" });
+export type Params = Readonly<Record<string, ParamValue>>;
+
+/** Bytes, from a number or a size like `16MiB`. */
+export const ChunkSize = z
+  .union([z.number(), z.string()])
+  .transform((v, ctx) => {
+    const bytes = typeof v === "number" ? v : parseSize(v);
+    if (bytes === undefined || !Number.isSafeInteger(bytes)) {
+      ctx.addIssue({ code: "custom", message: `expected a whole number of bytes or a size like 16MiB, got ${JSON.stringify(v)}` });
+      return z.NEVER;
+    }
+    if (bytes < DEFAULTS.minChunkSize || bytes > DEFAULTS.maxChunkSize) {
+      ctx.addIssue({ code: "custom", message: `must be between ${DEFAULTS.minChunkSize} byte and 1GiB, got ${bytes}` });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+export const JobId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, { error: "job ids are letters, digits, '.', '_' or '-' (at most 128)" });
+
+export const OnBadRecord = z.enum(["fail", "skip"]);
+export type OnBadRecord = z.infer<typeof OnBadRecord>;
+
+export const JobSpecSchema = z.strictObject({
+  id: JobId.optional(),
+  op: OpName,
+  /** Local paths (files or directories), `s3://bucket/key` or `s3://bucket/prefix/`. */
+  inputs: z.array(z.string().min(1).max(4096)).min(1, { error: "needs at least one input" }).max(10_000),
+  params: Params.default({}),
+  /** Record format; default: the op's own. */
+  format: Format.optional(),
+  chunkSize: ChunkSize.default(DEFAULTS.chunkSize),
+  maxAttempts: z.number().int().min(1).max(20).default(DEFAULTS.maxAttempts),
+  /** `fail` (default): a bad record fails the job, naming file and line; `skip`: count and skip it. */
+  onBadRecord: OnBadRecord.default("fail"),
+  deadlineSeconds: z.number().int().min(1).max(7 * 24 * 3600).optional(),
+});
+
+export type JobSpecInput = z.input<typeof JobSpecSchema>;
+export type JobSpec = z.output<typeof JobSpecSchema>;
+
+/** The first issue of a zod error as one line: `chunkSize: must be ...`. */
+export const describeZodError = (error: z.ZodError, what: string): { message: string; field: string } => {
+  const issue = error.issues[0]!;
+  const field = issue.path.map(String).join(".");
+  let message = issue.message;
+  if (issue.code === "unrecognized_keys") message = `unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}`;
+  return { message: `${what ? `${what}: ` : ""}${field ? `${field}: ` : ""}${message}`, field };
+};
+
+/** Validates a job spec, throwing a one-line INVALID_SPEC error naming the field. */
+export const parseJobSpec = (input: unknown, what = "job spec"): JobSpec => {
+  const r = JobSpecSchema.safeParse(input);
+  if (!r.success) {
+    const { message, field } = describeZodError(r.error, what);
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, message, { field });
+  }
+  return r.data;
+};
+
+/**
+ * Parses a job spec from raw JSON text (an upload), bounding its size first. `defaults`
+ * (the deployment's chunk size and attempts) fill fields the spec leaves out.
+ */
+export const parseJobSpecJson = (text: string, what = "job spec", defaults: { chunkSize?: number; maxAttempts?: number } = {}): JobSpec => {
+  if (Buffer.byteLength(text) > DEFAULTS.maxJobSpecBytes) {
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `${what}: larger than ${DEFAULTS.maxJobSpecBytes} bytes`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `${what}: not valid JSON (${(err as Error).message})`);
+  }
+  if (typeof value === "object" && value !== null && !Array.isArray(value)) value = { ...defaults, ...value };
+  return parseJobSpec(value, what);
+};

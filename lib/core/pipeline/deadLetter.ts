@@ -1,0 +1,75 @@
+/**
+ * Failing a job: a failure marker first (it wins over any later progress update), then
+ * the status users read. A job that already succeeded stays succeeded: its result is exact.
+ */
+import { z } from "zod";
+import type { OutputKeys } from "../keys.js";
+import { chunkErrorKey, failureKey, manifestKey, partKey, succeededKey } from "../keys.js";
+import { CloudmillError, ErrorCode, locate } from "../errors.js";
+import { Manifest, TaskMessage, type JobStatus } from "../job/manifest.js";
+import { nowOf, type PipelineDeps } from "./deps.js";
+import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
+import { logFieldsOf, StatusError, statusErrorOf, superseded } from "./status.js";
+import { chunkContext } from "./task.js";
+
+export interface FailTarget {
+  readonly jobId: string;
+  readonly output: OutputKeys;
+  readonly chunks: number;
+  readonly done: number;
+  /** When the job started; a status of a later job at the same key is then left alone. */
+  readonly startedAt?: string;
+}
+
+export const failJob = async (deps: PipelineDeps, target: FailTarget, error: CloudmillError): Promise<JobStatus | undefined> => {
+  if (await exists(deps.output, succeededKey(target.jobId))) return undefined;
+  const at = new Date(nowOf(deps)).toISOString();
+  const statusError = statusErrorOf(error);
+  await writeJson(deps.output, failureKey(target.jobId), { error: statusError, at });
+  const status: JobStatus = {
+    jobId: target.jobId,
+    state: "failed",
+    chunks: target.chunks,
+    done: target.done,
+    ...(target.startedAt ? { startedAt: target.startedAt } : {}),
+    finishedAt: at,
+    error: statusError,
+  };
+  if (!(await superseded(deps, target.output.status, target.jobId, target.startedAt))) await writeJson(deps.output, target.output.status, status);
+  deps.log.error("job failed", { ...logFieldsOf(error), jobId: target.jobId });
+  return status;
+};
+
+const ChunkErrorRecord = z.object({ attempt: z.number(), error: StatusError });
+
+/**
+ * The dead-letter role: a task that failed every attempt fails its job, naming the chunk's
+ * last error, its input and its byte range. A task whose part exists after all is ignored.
+ */
+export const handleDeadLetter = async (deps: PipelineDeps, body: string, receiveCount?: number): Promise<"failed" | "ignored"> => {
+  let task: TaskMessage;
+  try {
+    task = TaskMessage.parse(JSON.parse(body));
+  } catch {
+    deps.log.error("dead letter is not a task message; dropped", { bytes: body.length });
+    return "ignored";
+  }
+  const { jobId, chunk } = task;
+  if (await exists(deps.output, partKey(jobId, chunk.index))) return "ignored";
+  const recorded = await readJsonIfExists(deps.output, chunkErrorKey(jobId, chunk.index), ChunkErrorRecord);
+  const where = chunkContext(jobId, chunk);
+  // The recorded message already names the chunk's input and range (it is a described error).
+  const prefix = locate(where);
+  const last = recorded?.error.message.startsWith(prefix) ? recorded.error.message.slice(prefix.length) : recorded?.error.message;
+  const error = recorded
+    ? new CloudmillError(ErrorCode.CHUNK_FAILED, `chunk ${chunk.index} failed after ${recorded.attempt} attempts: ${last}`, where)
+    : new CloudmillError(
+        ErrorCode.CHUNK_FAILED,
+        `chunk ${chunk.index} failed ${receiveCount ? `${receiveCount} times ` : ""}without reporting an error (worker killed or out of memory?)`,
+        where,
+      );
+  const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
+  if (!manifest) return "ignored";
+  await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done: 0, startedAt: manifest.createdAt }, error);
+  return "failed";
+};

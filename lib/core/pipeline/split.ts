@@ -1,0 +1,117 @@
+/**
+ * The splitter role: validate, plan chunks from sizes alone, write manifest and status,
+ * enqueue one task per chunk. O(1) requests per input plus one message per chunk.
+ * A repeated trigger (same job id) finds the `enqueued` marker and does nothing.
+ */
+import { DEFAULTS } from "../constants.js";
+import { enqueuedKey, manifestKey, type OutputKeys } from "../keys.js";
+import { CloudmillError, ErrorCode } from "../errors.js";
+import { Manifest, type InputObject, type TaskJob, type TaskMessage } from "../job/manifest.js";
+import { planChunks } from "../job/planner.js";
+import type { Format, JobSpec } from "../job/spec.js";
+import type { OpRegistry } from "../ops/registry.js";
+import type { TaskQueue } from "../ports.js";
+import { nowOf, type SplitDeps } from "./deps.js";
+import { exists, writeJson } from "./blobJson.js";
+import { reduceJob } from "./reduce.js";
+import { writeProgress } from "./status.js";
+
+export interface JobPlan {
+  readonly jobId: string;
+  readonly job: TaskJob;
+  readonly inputs: readonly InputObject[];
+  readonly chunkSize: number;
+  readonly output: OutputKeys;
+  readonly trigger: string;
+  readonly deadlineSeconds: number;
+}
+
+const FORMAT_OF_EXTENSION: Readonly<Record<string, Format>> = { ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl" };
+
+/** The format named by the inputs' common extension (`.csv`, `.jsonl`), if the op reads it. */
+const inferFormat = (names: readonly string[], formats: readonly Format[]): Format | undefined => {
+  const found = new Set(names.map((n) => FORMAT_OF_EXTENSION[/\.[^./]+$/.exec(n)?.[0]?.toLowerCase() ?? ""]));
+  const [only] = found;
+  return found.size === 1 && only && formats.includes(only) ? only : undefined;
+};
+
+/**
+ * Checks op, format and params against the registry; returns what every task needs.
+ * Without a format, inputs all ending in .csv or .jsonl are read as such when the op can.
+ */
+export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: readonly string[] = []): TaskJob => {
+  const op = registry.get(spec.op);
+  const format = spec.format ?? inferFormat(inputNames, op.formats) ?? op.formats[0]!;
+  if (!op.formats.includes(format)) {
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `op ${op.name} does not read ${format} (it reads: ${op.formats.join(", ")})`, { field: "format" });
+  }
+  op.parseParams(spec.params); // fail now, not in every task
+  return { op: op.name, params: spec.params, format, onBadRecord: spec.onBadRecord, maxAttempts: spec.maxAttempts };
+};
+
+/** How many task messages to build at once (bounds memory for million-chunk jobs). */
+const ENQUEUE_SLICE = 1000;
+
+export interface StartedJob {
+  readonly manifest: Manifest;
+  /** True when this trigger had already started the job: nothing was enqueued. */
+  readonly duplicate: boolean;
+}
+
+/** Sends task messages, a slice at a time (a job may have a million). */
+export const enqueueTasks = async (queue: TaskQueue, tasks: Iterable<TaskMessage>): Promise<void> => {
+  let batch: string[] = [];
+  for (const task of tasks) {
+    batch.push(JSON.stringify(task));
+    if (batch.length === ENQUEUE_SLICE) {
+      await queue.sendBatch(batch);
+      batch = [];
+    }
+  }
+  if (batch.length) await queue.sendBatch(batch);
+};
+
+/** The task messages of these chunks of a started job, as startJob sent them. */
+export const tasksOf = (manifest: Manifest, indexes: readonly number[]): TaskMessage[] => {
+  const plan = planChunks(manifest.inputs, manifest.chunkSize);
+  return indexes.map((i) => ({ v: 1, jobId: manifest.jobId, chunk: plan.chunkAt(i), job: manifest.job }));
+};
+
+export const startJob = async (deps: SplitDeps, plan: JobPlan): Promise<StartedJob> => {
+  const plannedChunks = planChunks(plan.inputs, plan.chunkSize);
+  const now = nowOf(deps);
+  const deadline = now + plan.deadlineSeconds * 1000;
+  // Every task carries the deadline, so a worker that meets a task of an overdue job fails the job.
+  const job: TaskJob = { ...plan.job, deadline };
+  const manifest: Manifest = Manifest.parse({
+    v: 1,
+    jobId: plan.jobId,
+    job,
+    inputs: plan.inputs,
+    chunkSize: plan.chunkSize,
+    chunks: plannedChunks.total,
+    output: plan.output,
+    createdAt: new Date(now).toISOString(),
+    deadline,
+    trigger: plan.trigger,
+  });
+  const log = deps.log.child({ jobId: plan.jobId });
+  if (await exists(deps.output, enqueuedKey(plan.jobId))) {
+    log.info("duplicate trigger: job already started", { trigger: plan.trigger });
+    return { manifest, duplicate: true };
+  }
+  await writeJson(deps.output, manifestKey(plan.jobId), manifest);
+  // Through writeProgress: a job cancelled before this trigger ran stays cancelled.
+  await writeProgress(deps, manifest, 0);
+  log.info("job started", { op: plan.job.op, inputs: plan.inputs.length, chunks: manifest.chunks, chunkSize: plan.chunkSize });
+
+  await enqueueTasks(deps.queue, (function* () {
+    for (const chunk of plannedChunks.chunks()) yield { v: 1, jobId: plan.jobId, chunk, job } satisfies TaskMessage;
+  })());
+  await writeJson(deps.output, enqueuedKey(plan.jobId), { at: new Date(nowOf(deps)).toISOString(), chunks: manifest.chunks });
+  // A job with no chunks (only empty inputs) is done already.
+  if (manifest.chunks === 0) await reduceJob(deps, plan.jobId);
+  return { manifest, duplicate: false };
+};
+
+export const deadlineSecondsOf = (spec: JobSpec, fallback: number = DEFAULTS.jobDeadlineSeconds): number => spec.deadlineSeconds ?? fallback;

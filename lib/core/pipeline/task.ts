@@ -1,0 +1,138 @@
+/**
+ * The map role: one chunk in, one part out. The part's key is a pure function of
+ * (job id, chunk index), so a repeated task rewrites identical bytes.
+ */
+import { cancelKey, chunkErrorKey, failureKey, partKey } from "../keys.js";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
+import type { Chunk, TaskMessage } from "../job/manifest.js";
+import type { MapContext } from "../ops/types.js";
+import type { FormatOptions } from "../ops/formatReaders.js";
+import { ownedRecordBlocks } from "../records/alignedBlocks.js";
+import { readFirstLine } from "../records/firstRecord.js";
+import { parseCsvLine } from "../records/csv.js";
+import { nowOf, type PipelineDeps } from "./deps.js";
+import { exists, writeJson } from "./blobJson.js";
+import { logFieldsOf, statusErrorOf } from "./status.js";
+
+export interface Part {
+  readonly v: 1;
+  readonly jobId: string;
+  readonly index: number;
+  readonly partial: unknown;
+  /** Bad records skipped (onBadRecord: skip). */
+  readonly skipped: number;
+}
+
+export type TaskOutcome =
+  | { readonly kind: "done"; readonly bytes: number; readonly skipped: number; readonly partial: unknown }
+  | { readonly kind: "duplicate" }
+  | { readonly kind: "job-ended" };
+
+/** Where a chunk is, for error messages: `data.txt (bytes 0-16777216)`. */
+export const chunkContext = (jobId: string, chunk: Chunk) => ({
+  jobId,
+  chunk: chunk.index,
+  input: chunk.input.name,
+  range: [chunk.start, chunk.end] as const,
+});
+
+/** Errors that would recur on every attempt: retrying them only delays the failure. */
+export const isDeterministic = (err: CloudmillError): boolean =>
+  err.code === ErrorCode.DEADLINE ||
+  err.code === ErrorCode.BAD_RECORD ||
+  err.code === ErrorCode.INPUT_CHANGED ||
+  err.code === ErrorCode.INPUT_NOT_FOUND ||
+  err.code === ErrorCode.INVALID_SPEC ||
+  err.code === ErrorCode.UNKNOWN_OP;
+
+/** A job's deadline passed: it is failed rather than left running with no end. */
+export const deadlineError = (jobId: string, deadline: number): CloudmillError =>
+  new CloudmillError(ErrorCode.DEADLINE, `job did not finish before its deadline (${new Date(deadline).toISOString()})`, { jobId });
+
+/** Longest timer Node keeps (about 24.8 days); a deadline further away needs no timer yet. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export interface RunTaskOptions {
+  readonly signal?: AbortSignal;
+  /**
+   * false: no part is written, and the caller alone holds the chunk's partial (a local task
+   * thread merging it into its running total), so it must map the chunk again if it loses it.
+   */
+  readonly writePart?: boolean;
+}
+
+export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: RunTaskOptions = {}): Promise<TaskOutcome> => {
+  const { signal, writePart = true } = options;
+  const { jobId, chunk, job } = task;
+  const output = deps.output;
+  const key = partKey(jobId, chunk.index);
+  if (await exists(output, key)) return { kind: "duplicate" };
+  if ((await exists(output, failureKey(jobId))) || (await exists(output, cancelKey(jobId)))) return { kind: "job-ended" };
+  const deadline = job.deadline;
+  if (deadline === undefined) return mapChunk(deps, task, writePart, signal);
+  const left = deadline - nowOf(deps);
+  if (left <= 0) throw deadlineError(jobId, deadline);
+  if (left > MAX_TIMER_MS) return mapChunk(deps, task, writePart, signal);
+
+  // A chunk still being read when the deadline passes is abandoned, and the job failed.
+  const expired = new AbortController();
+  const timer = setTimeout(() => expired.abort(deadlineError(jobId, deadline)), left);
+  const forward = (): void => expired.abort(signal!.reason);
+  signal?.addEventListener("abort", forward, { once: true });
+  if (signal?.aborted) forward();
+  try {
+    return await mapChunk(deps, task, writePart, expired.signal);
+  } catch (err) {
+    const reason: unknown = expired.signal.reason;
+    if (expired.signal.aborted && !signal?.aborted && reason instanceof CloudmillError) throw reason;
+    throw err;
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", forward);
+  }
+};
+
+const mapChunk = async (deps: PipelineDeps, task: TaskMessage, writePart: boolean, signal?: AbortSignal): Promise<TaskOutcome> => {
+  const { jobId, chunk, job } = task;
+  const output = deps.output;
+  const key = partKey(jobId, chunk.index);
+  try {
+    const op = deps.registry.get(job.op);
+    const params = op.parseParams(job.params);
+    const store = deps.inputStore(chunk.input.bucket);
+    const formatOptions = params as FormatOptions;
+    let header: string[] | undefined;
+    if (job.format === "csv" && (formatOptions.header ?? true)) {
+      const line = await readFirstLine(store, chunk.input, signal);
+      header = line === undefined ? [] : parseCsvLine(line, 0, { separator: formatOptions.separator ?? ",", quote: '"' });
+    }
+    let skipped = 0;
+    let firstSkipped: CloudmillError | undefined;
+    const ctx: MapContext = {
+      inputIndex: chunk.inputIndex,
+      inputName: chunk.input.name,
+      format: job.format,
+      ...(header ? { header } : {}),
+      bad(error) {
+        if (job.onBadRecord === "fail") throw error;
+        skipped++;
+        firstSkipped ??= error;
+      },
+    };
+    const mapper = op.mapper(params, ctx);
+    for await (const block of ownedRecordBlocks(store, { ...chunk.input, start: chunk.start, end: chunk.end }, signal)) {
+      mapper.block(block);
+    }
+    const part: Part = { v: 1, jobId, index: chunk.index, partial: mapper.finish(), skipped };
+    if (writePart) await writeJson(output, key, part);
+    if (firstSkipped) deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped.withContext(chunkContext(jobId, chunk))), skipped });
+    return { kind: "done", bytes: chunk.end - chunk.start, skipped, partial: part.partial };
+  } catch (err) {
+    throw toCloudmillError(err).withContext(chunkContext(jobId, chunk));
+  }
+};
+
+/** Records a chunk's latest error, so the job's failure can name it (the dead-letter handler reads it). */
+export const recordChunkError = async (deps: PipelineDeps, task: TaskMessage, error: CloudmillError, attempt: number): Promise<void> => {
+  await writeJson(deps.output, chunkErrorKey(task.jobId, task.chunk.index), { attempt, at: new Date().toISOString(), error: statusErrorOf(error) });
+};

@@ -1,0 +1,126 @@
+/**
+ * What an ObjectCreated event in the input bucket means: an upload under `<op>/...` starts a
+ * job for that object; `_jobs/<jobId>.json` starts the job it describes. Anything invalid
+ * ends as a `failed` status beside where the result would have been, with no tasks.
+ */
+import { s3Uri } from "../../aws/clients.js";
+import { JOBS_PREFIX, jobSpecOutputKeys, uploadOutputKeys, type OutputKeys } from "../keys.js";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
+import { digest, uploadJobId } from "../job/planner.js";
+import { JobId, OpName, parseJobSpec, parseJobSpecJson } from "../job/spec.js";
+import { DEFAULTS } from "../constants.js";
+import type { SplitDeps } from "./deps.js";
+import { failJob } from "./deadLetter.js";
+import { readBytes } from "./blobJson.js";
+import { resolveS3Inputs } from "./resolveInputs.js";
+import { deadlineSecondsOf, startJob, taskJobOf } from "./split.js";
+
+export interface TriggerConfig {
+  readonly defaultChunkSize: number;
+  readonly maxAttempts: number;
+  readonly jobDeadlineSeconds: number;
+}
+
+/** One created object, as an S3 event names it (key already URL-decoded). */
+export interface CreatedObject {
+  readonly bucket: string;
+  readonly key: string;
+  /** ETag from the event (S3 sends it without quotes). */
+  readonly etag?: string;
+  readonly versionId?: string;
+}
+
+export type TriggerOutcome =
+  | { readonly kind: "ignored"; readonly reason: string }
+  | { readonly kind: "started" | "duplicate"; readonly jobId: string; readonly chunks: number }
+  | { readonly kind: "failed"; readonly jobId: string; readonly error: string };
+
+const unquote = (etag: string): string => etag.replace(/^W\//, "").replace(/^"|"$/g, "");
+
+/** Failing before a manifest exists: the status alone tells the user why. */
+const failEarly = async (deps: SplitDeps, jobId: string, output: OutputKeys, err: unknown): Promise<TriggerOutcome> => {
+  const error = toCloudmillError(err);
+  // Errors of the environment (throttling, permissions) are retried by the caller, not reported as the job's.
+  if (error.code === ErrorCode.ENVIRONMENT || error.code === ErrorCode.INTERNAL) throw error;
+  await failJob(deps, { jobId, output, chunks: 0, done: 0 }, error);
+  return { kind: "failed", jobId, error: error.describe() };
+};
+
+export const handleObjectCreated = async (deps: SplitDeps, config: TriggerConfig, obj: CreatedObject): Promise<TriggerOutcome> => {
+  const { key } = obj;
+  if (key.endsWith("/")) return { kind: "ignored", reason: "folder marker" };
+  if (key.startsWith(JOBS_PREFIX)) {
+    return key.endsWith(".json") && !key.slice(JOBS_PREFIX.length).includes("/")
+      ? startSpecJob(deps, config, obj)
+      : { kind: "ignored", reason: "not a job spec" };
+  }
+  if (key.startsWith("_")) return { kind: "ignored", reason: "reserved prefix" };
+  return startUploadJob(deps, config, obj);
+};
+
+const startUploadJob = async (deps: SplitDeps, config: TriggerConfig, obj: CreatedObject): Promise<TriggerOutcome> => {
+  const { bucket, key } = obj;
+  const output = uploadOutputKeys(key);
+  const slash = key.indexOf("/");
+  const op = slash > 0 ? key.slice(0, slash) : "";
+  const info = await deps.inputStore(bucket).head(key);
+  if (!info) return { kind: "ignored", reason: "object no longer exists" };
+  if (obj.etag && unquote(obj.etag) !== unquote(info.etag)) return { kind: "ignored", reason: "overwritten since; the newer upload starts its own job" };
+  // The job id leads with the op's name only when it is one (`file:x`, `a b` are not), so every
+  // id, and the status that names it, stays readable by the JobId schema.
+  const jobId = uploadJobId(OpName.safeParse(op).success ? op : "invalid", bucket, key, obj.versionId ?? unquote(info.etag));
+  try {
+    if (!op) {
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `uploads go under a folder named after the op, e.g. wordcount/${key} (ops: ${deps.registry.names().join(", ")})`);
+    }
+    const spec = parseJobSpec({ op, inputs: [s3Uri(bucket, key)], chunkSize: config.defaultChunkSize, maxAttempts: config.maxAttempts }, `upload ${key}`);
+    const job = taskJobOf(spec, deps.registry, [key]);
+    const started = await startJob(deps, {
+      jobId,
+      job,
+      inputs: [{ bucket, key, size: info.size, etag: info.etag, name: s3Uri(bucket, key) }],
+      chunkSize: spec.chunkSize,
+      output,
+      trigger: s3Uri(bucket, key),
+      deadlineSeconds: config.jobDeadlineSeconds,
+    });
+    return { kind: started.duplicate ? "duplicate" : "started", jobId, chunks: started.manifest.chunks };
+  } catch (err) {
+    return failEarly(deps, jobId, output, err);
+  }
+};
+
+const startSpecJob = async (deps: SplitDeps, config: TriggerConfig, obj: CreatedObject): Promise<TriggerOutcome> => {
+  const { bucket, key } = obj;
+  const name = key.slice(JOBS_PREFIX.length, -".json".length);
+  const id = JobId.safeParse(name);
+  // A spec whose file name is no job id has nowhere to report to but the log.
+  const jobId = id.success ? name : `invalid-${digest(bucket, key)}`;
+  const output = jobSpecOutputKeys(jobId);
+  const store = deps.inputStore(bucket);
+  try {
+    if (!id.success) throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec file name ${JSON.stringify(name)}: ${id.error.issues[0]!.message}`);
+    const info = await store.head(key);
+    if (!info) return { kind: "ignored", reason: "job spec no longer exists" };
+    if (info.size > DEFAULTS.maxJobSpecBytes) throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec ${key}: larger than ${DEFAULTS.maxJobSpecBytes} bytes`);
+    const spec = parseJobSpecJson((await readBytes(store, key)).toString("utf8"), `job spec ${key}`, {
+      chunkSize: config.defaultChunkSize,
+      maxAttempts: config.maxAttempts,
+    });
+    if (spec.id !== undefined && spec.id !== jobId) throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec ${key}: id ${JSON.stringify(spec.id)} differs from its file name`, { field: "id" });
+    const inputs = await resolveS3Inputs(deps, spec.inputs);
+    const job = taskJobOf(spec, deps.registry, inputs.map((i) => i.key));
+    const started = await startJob(deps, {
+      jobId,
+      job,
+      inputs,
+      chunkSize: spec.chunkSize,
+      output,
+      trigger: s3Uri(bucket, key),
+      deadlineSeconds: deadlineSecondsOf(spec, config.jobDeadlineSeconds),
+    });
+    return { kind: started.duplicate ? "duplicate" : "started", jobId, chunks: started.manifest.chunks };
+  } catch (err) {
+    return failEarly(deps, jobId, output, err);
+  }
+};

@@ -1,0 +1,51 @@
+import { CloudmillError, ErrorCode } from "./errors.js";
+import type { ReceiveOptions } from "./ports.js";
+
+/** SQS's limits, enforced by every TaskQueue so that a local run fails where AWS would. */
+export const QUEUE_LIMITS = {
+  maxMessages: 10,
+  maxWaitSeconds: 20,
+  maxVisibilitySeconds: 43_200,
+} as const;
+
+const check = (ok: boolean, what: string): void => {
+  if (!ok) throw new CloudmillError(ErrorCode.INTERNAL, what);
+};
+
+export const validateVisibility = (seconds: number): void =>
+  check(
+    Number.isInteger(seconds) && seconds >= 0 && seconds <= QUEUE_LIMITS.maxVisibilitySeconds,
+    `visibility timeout must be an integer from 0 to ${QUEUE_LIMITS.maxVisibilitySeconds} seconds, got ${seconds}`,
+  );
+
+/** Receive options with defaults applied; throws CloudmillError INTERNAL when out of SQS's range. */
+export const validateReceive = (
+  options: ReceiveOptions,
+  defaultVisibility: number,
+): { maxMessages: number; waitSeconds: number; visibilitySeconds: number } => {
+  const maxMessages = options.maxMessages ?? 1;
+  const waitSeconds = options.waitSeconds ?? 0;
+  const visibilitySeconds = options.visibilitySeconds ?? defaultVisibility;
+  check(
+    Number.isInteger(maxMessages) && maxMessages >= 1 && maxMessages <= QUEUE_LIMITS.maxMessages,
+    `maxMessages must be an integer from 1 to ${QUEUE_LIMITS.maxMessages}, got ${maxMessages}`,
+  );
+  check(
+    Number.isInteger(waitSeconds) && waitSeconds >= 0 && waitSeconds <= QUEUE_LIMITS.maxWaitSeconds,
+    `waitSeconds must be an integer from 0 to ${QUEUE_LIMITS.maxWaitSeconds}, got ${waitSeconds}`,
+  );
+  validateVisibility(visibilitySeconds);
+  return { maxMessages, waitSeconds, visibilitySeconds };
+};
+
+/** Characters SQS accepts in a message body. */
+const INVALID_BODY_CHAR = /[^\x09\x0A\x0D\x20-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/u;
+/** SQS's largest message body, in UTF-8 bytes. */
+const MAX_BODY_BYTES = 1024 * 1024;
+
+/** Why SQS would refuse this body, or undefined if it would take it. */
+export const invalidBody = (body: string): string | undefined => {
+  if (INVALID_BODY_CHAR.test(body)) return "InvalidMessageContents: characters outside SQS's allowed set";
+  if (Buffer.byteLength(body) > MAX_BODY_BYTES) return `InvalidParameterValue: message longer than ${MAX_BODY_BYTES} bytes`;
+  return undefined;
+};

@@ -1,0 +1,180 @@
+/**
+ * Where tasks run in the local engine: inline (this thread) or on worker threads, one
+ * task at a time per thread. A thread that dies is replaced; its task fails and is retried.
+ * Either way a task may also be merged into its thread's running total (accumulate.ts).
+ */
+import { Worker } from "node:worker_threads";
+import { CloudmillError, ErrorCode, toCloudmillError, type SerializedError } from "../core/errors.js";
+import type { TaskMessage } from "../core/job/manifest.js";
+import type { PipelineDeps } from "../core/pipeline/deps.js";
+import { runTask, type TaskOutcome } from "../core/pipeline/task.js";
+import { compiledFile } from "./paths.js";
+import type { MergedParts } from "../core/pipeline/reduce.js";
+import { Accumulators, withoutPartial } from "./accumulate.js";
+
+export interface RunOptions {
+  readonly signal?: AbortSignal;
+  /** Also merge the chunk's partial into the running total of the thread that maps it. */
+  readonly accumulate?: boolean;
+  /**
+   * false (with accumulate): write no part, so the thread's running total alone holds the
+   * chunk, and a thread that dies loses it (collect() then names no total with it).
+   */
+  readonly writePart?: boolean;
+}
+
+/** A chunk not merged into a thread's total must have its part: only an accumulated one may skip it. */
+const writesPart = (options: RunOptions): boolean => !(options.accumulate ?? false) || (options.writePart ?? true);
+
+export interface TaskExecutor {
+  /** Starts up to `tasks` threads now, ahead of their first task (no-op inline). */
+  warm(tasks: number): void;
+  run(task: TaskMessage, options?: RunOptions): Promise<TaskOutcome>;
+  /**
+   * The running totals of the job, one per thread that still holds one (and forgets them).
+   * A thread that died took its total with it: its chunks are in no list.
+   */
+  collect(jobId: string): Promise<MergedParts[]>;
+  close(): Promise<void>;
+}
+
+export const inlineExecutor = (deps: PipelineDeps): TaskExecutor => {
+  const accumulators = new Accumulators(deps.registry);
+  return {
+    warm: () => {},
+    async run(task, options = {}) {
+      const outcome = await runTask(deps, task, { signal: options.signal, writePart: writesPart(options) });
+      if (options.accumulate) accumulators.add(task, outcome);
+      return withoutPartial(outcome);
+    },
+    collect: async (jobId) => {
+      const taken = accumulators.take(jobId);
+      return taken ? [taken] : [];
+    },
+    close: async () => {},
+  };
+};
+
+/** What a task thread is started with. */
+export interface ThreadData {
+  readonly outputRoot: string;
+  readonly opsModules: readonly string[];
+}
+
+export type ThreadRequest =
+  | { readonly kind: "run"; readonly task: TaskMessage; readonly accumulate: boolean; readonly writePart: boolean }
+  /** The thread's total, with `absorb` (other threads' totals) merged into it. */
+  | { readonly kind: "collect"; readonly jobId: string; readonly absorb: readonly MergedParts[] };
+
+export type ThreadReply =
+  | { ok: true; outcome: TaskOutcome }
+  | { ok: true; collected: MergedParts[] }
+  | { ok: false; error: SerializedError };
+
+/** The compiled thread entry (under vitest, too, the build in dist/ is what runs). */
+const threadEntry = (): string => compiledFile("lib/local/taskThread.js");
+
+/** One worker thread that handles one request at a time. */
+class TaskThread {
+  #worker: Worker | undefined;
+  #pending: { resolve: (r: ThreadReply & { ok: true }) => void; reject: (e: unknown) => void } | undefined;
+
+  constructor(private readonly data: ThreadData) {}
+
+  #start(): Worker {
+    const worker = new Worker(threadEntry(), { workerData: this.data });
+    worker.on("message", (reply: ThreadReply) => {
+      const p = this.#pending;
+      this.#pending = undefined;
+      if (!p) return;
+      if (reply.ok) p.resolve(reply);
+      else p.reject(toCloudmillError(reply.error));
+    });
+    const die = (why: string) => {
+      // An "error" is followed by an "exit": only the first, of the current worker, counts.
+      if (this.#worker !== worker) return;
+      this.#worker = undefined;
+      const p = this.#pending;
+      this.#pending = undefined;
+      p?.reject(new CloudmillError(ErrorCode.ENVIRONMENT, `worker thread ${why}`));
+    };
+    worker.on("error", (err) => die(`crashed: ${err.message}`));
+    worker.on("exit", (code) => die(`exited with code ${code}`));
+    return worker;
+  }
+
+  #request(worker: Worker, request: ThreadRequest): Promise<ThreadReply & { ok: true }> {
+    return new Promise((resolve, reject) => {
+      this.#pending = { resolve, reject };
+      worker.postMessage(request);
+    });
+  }
+
+  /** Starts the thread ahead of its first task, so that its boot overlaps the job's planning. */
+  warm(): void {
+    this.#worker ??= this.#start();
+  }
+
+  async run(task: TaskMessage, options: RunOptions): Promise<TaskOutcome> {
+    this.#worker ??= this.#start();
+    const reply = await this.#request(this.#worker, { kind: "run", task, accumulate: options.accumulate ?? false, writePart: writesPart(options) });
+    if (!("outcome" in reply)) throw new CloudmillError(ErrorCode.INTERNAL, "worker thread answered a task with no outcome");
+    return reply.outcome;
+  }
+
+  /**
+   * The thread's total with `absorb` merged in (or beside it, when it has none). Only a
+   * thread that is alive holds a total; one never started, dead, or dying now has none, and
+   * one that dies now takes `absorb` with it.
+   */
+  async collect(jobId: string, absorb: readonly MergedParts[] = []): Promise<MergedParts[]> {
+    if (!this.#worker) return [...absorb];
+    try {
+      const reply = await this.#request(this.#worker, { kind: "collect", jobId, absorb });
+      if ("collected" in reply) return reply.collected;
+    } catch {
+      // Dead, or it failed mid-merge: what it holds is not to be trusted. Ending it makes the
+      // loss real, and the chunks of these totals are mapped again.
+    }
+    await this.close();
+    return [];
+  }
+
+  async close(): Promise<void> {
+    const w = this.#worker;
+    this.#worker = undefined;
+    if (w) await w.terminate();
+  }
+}
+
+/** A pool of `size` threads; callers never run more than `size` tasks at once. */
+export const threadExecutor = (size: number, data: ThreadData): TaskExecutor => {
+  const idle: TaskThread[] = Array.from({ length: size }, () => new TaskThread(data));
+  const all = [...idle];
+  return {
+    warm: (tasks) => {
+      // The threads run() takes first: the last ones.
+      for (const t of all.slice(Math.max(0, all.length - tasks))) t.warm();
+    },
+    async run(task, options = {}) {
+      const thread = idle.pop();
+      if (!thread) throw new CloudmillError(ErrorCode.INTERNAL, "more tasks than threads");
+      try {
+        return await thread.run(task, options);
+      } finally {
+        idle.push(thread);
+      }
+    },
+    async collect(jobId) {
+      if (idle.length !== all.length) throw new CloudmillError(ErrorCode.INTERNAL, "collect while tasks run");
+      // The last thread merges the others' totals: its dictionary knows their words, and the
+      // main thread, whose code is cold, then has one total to finalize, not several to merge.
+      const [last, ...others] = [...all].reverse();
+      const taken = await Promise.all(others.map((t) => t.collect(jobId)));
+      return last ? last.collect(jobId, taken.flat()) : [];
+    },
+    close: async () => {
+      await Promise.all(all.map((t) => t.close()));
+    },
+  };
+};

@@ -1,0 +1,245 @@
+/**
+ * The embedded default: the same pipeline roles (split, map, reduce, dead-letter) over the
+ * local adapters — files for blobs, an in-process queue with SQS semantics — with tasks on
+ * worker threads. Memory is bounded by chunk size × workers, not by input size.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { FsBlobStore } from "./FsBlobStore.js";
+import { MemoryTaskQueue } from "./MemoryTaskQueue.js";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
+import { JobStatus as JobStatusSchema, TaskMessage, type InputObject, type JobStatus, type Manifest } from "../core/job/manifest.js";
+import { chunksOf, digest } from "../core/job/planner.js";
+import type { JobSpec } from "../core/job/spec.js";
+import { silentLogger, type Logger } from "../core/log.js";
+import type { OpRegistry } from "../core/ops/registry.js";
+import type { SplitDeps } from "../core/pipeline/deps.js";
+import { failJob, handleDeadLetter } from "../core/pipeline/deadLetter.js";
+import { readBytes, readJson } from "../core/pipeline/blobJson.js";
+import { OrderedPartMerge, reduceJob, type MergedParts } from "../core/pipeline/reduce.js";
+import { deadlineSecondsOf, enqueueTasks, startJob, taskJobOf, tasksOf } from "../core/pipeline/split.js";
+import { isDeterministic, recordChunkError } from "../core/pipeline/task.js";
+import { lineNumberAt } from "../core/records/lineNumber.js";
+import { inlineExecutor, threadExecutor, type TaskExecutor } from "./executor.js";
+import { resolveLocalInputs } from "./localInputs.js";
+
+export interface Progress {
+  readonly chunksDone: number;
+  readonly chunks: number;
+  readonly bytesDone: number;
+  readonly bytes: number;
+  readonly elapsedMs: number;
+}
+
+export interface LocalRunOptions {
+  readonly spec: JobSpec;
+  readonly registry: OpRegistry;
+  /** Modules of user ops, loaded by every worker thread as by the CLI (`--ops`). */
+  readonly opsModules?: readonly string[];
+  /** Worker threads; 0 runs tasks on this thread (tests, tiny inputs). Default: all cores. */
+  readonly workers?: number;
+  readonly log?: Logger;
+  readonly onProgress?: (p: Progress) => void;
+  readonly signal?: AbortSignal;
+  /** Where intermediate state goes; default a fresh temp directory, removed afterwards. */
+  readonly workDir?: string;
+  readonly keepWork?: boolean;
+}
+
+export interface LocalRunResult {
+  readonly jobId: string;
+  readonly result: unknown;
+  readonly status: JobStatus;
+}
+
+const RESULT_KEY = "result.json";
+const STATUS_KEY = "status.json";
+
+/** Adds the line number to a bad-record error, reading the input up to its offset. */
+const withLineNumber = async (err: CloudmillError, inputs: readonly InputObject[], root: FsBlobStore): Promise<CloudmillError> => {
+  const { offset, input } = err.context;
+  if (err.code !== ErrorCode.BAD_RECORD || offset === undefined || err.context.line !== undefined) return err;
+  const obj = inputs.find((i) => i.name === input);
+  if (!obj) return err;
+  const line = await lineNumberAt(root, obj.key, offset).catch(() => undefined);
+  return line === undefined ? err : err.withContext({ line });
+};
+
+export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult> => {
+  const { spec, registry } = options;
+  const log = options.log ?? silentLogger;
+  const workers = options.workers ?? os.availableParallelism();
+  const root = new FsBlobStore("/");
+  const inputs = await resolveLocalInputs(spec.inputs, root);
+  const job = taskJobOf(spec, registry, inputs.map((i) => i.name));
+  const jobId = spec.id ?? `local-${digest(job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag]))}`;
+
+  const workDir = options.workDir ?? (await mkdtemp(path.join(os.tmpdir(), "cloudmill-")));
+  const output = new FsBlobStore(workDir);
+  const deadLetters = new MemoryTaskQueue({ name: "dead-letters" });
+  // Crashes are seen directly (a thread's exit), so the visibility timeout only guards against hangs.
+  const queue = new MemoryTaskQueue({ name: "tasks", visibilitySeconds: 3600, deadLetter: { queue: deadLetters, maxReceiveCount: spec.maxAttempts } });
+  const deps: SplitDeps = { output, queue, inputStore: () => root, registry, log };
+  const executor: TaskExecutor =
+    workers > 0 ? threadExecutor(workers, { outputRoot: workDir, opsModules: options.opsModules ?? [] }) : inlineExecutor(deps);
+  executor.warm(inputs.reduce((n, i) => n + chunksOf(i.size, spec.chunkSize), 0));
+
+  try {
+    const { manifest } = await startJob(deps, {
+      jobId,
+      job,
+      inputs,
+      chunkSize: spec.chunkSize,
+      output: { result: RESULT_KEY, status: STATUS_KEY },
+      trigger: "cli",
+      deadlineSeconds: deadlineSecondsOf(spec),
+    });
+    if (manifest.chunks > 0) await drive(deps, manifest, deadLetters, executor, Math.max(1, workers), options, inputs, root);
+    const status = await readJson(output, STATUS_KEY, JobStatusSchema);
+    if (status.state !== "succeeded") {
+      const e = status.error;
+      throw new CloudmillError((e?.code as ErrorCode | undefined) ?? ErrorCode.INTERNAL, e?.message ?? `job ${status.state}`, { jobId });
+    }
+    const result: unknown = JSON.parse((await readBytes(output, RESULT_KEY)).toString("utf8"));
+    return { jobId, result, status };
+  } finally {
+    await executor.close();
+    await queue.close();
+    await deadLetters.close();
+    if (!options.keepWork && !options.workDir) await rm(workDir, { recursive: true, force: true });
+  }
+};
+
+/** Runs every task of the job to completion or failure, merging parts as they come, then reduces. */
+const drive = async (
+  deps: SplitDeps,
+  manifest: Manifest,
+  deadLetters: MemoryTaskQueue,
+  executor: TaskExecutor,
+  slots: number,
+  options: LocalRunOptions,
+  inputs: readonly InputObject[],
+  root: FsBlobStore,
+): Promise<void> => {
+  const started = Date.now();
+  const bytes = inputs.reduce((s, i) => s + i.size, 0);
+  const done = new Set<number>();
+  let bytesDone = 0;
+  // An op whose merge ignores order is merged by each task thread as it maps (no part is read
+  // back); any other is merged here in chunk order while the threads map later chunks.
+  const orderFree = deps.registry.get(manifest.job.op).orderFreeMerge === true;
+  const inOrder = orderFree ? undefined : new OrderedPartMerge(deps, manifest);
+  // Only a chunk's first attempt joins its thread's total, so no chunk can be in two totals.
+  // Such a chunk writes no part (unless work is kept): its thread's total alone holds it. A
+  // thread that dies loses its total, and the chunks held only there are mapped again (this
+  // time writing parts) once the rest are done; any other chunk is read from its part.
+  const attempted = new Set<number>();
+  const writeParts = !orderFree || options.keepWork === true;
+  const heldOnlyInTotals = new Set<number>();
+  let stop = new AbortController();
+  let ended: "complete" | "failed" | "aborted" | undefined;
+  const finish = (why: NonNullable<typeof ended>) => {
+    ended ??= why;
+    stop.abort();
+  };
+  const onAbort = () => finish("aborted");
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) finish("aborted");
+  const target = { jobId: manifest.jobId, output: manifest.output, chunks: manifest.chunks };
+  // Set when the deadline fails the job: a round of mapping again waits for it, and ends.
+  let failedByDeadline: Promise<void> | undefined;
+  const deadline = setTimeout(() => {
+    failedByDeadline = failJob(deps, { ...target, done: done.size }, new CloudmillError(ErrorCode.DEADLINE, `job did not finish within ${Math.round((manifest.deadline - started) / 1000)}s`, { jobId: manifest.jobId }))
+      .catch((e: unknown) => deps.log.error("could not record the deadline's failure", { error: toCloudmillError(e).describe() }))
+      .then(() => finish("failed"));
+  }, Math.max(0, manifest.deadline - started));
+  deadline.unref();
+
+  const fail = async (err: CloudmillError) => {
+    await failJob(deps, { ...target, done: done.size }, await withLineNumber(err, inputs, root));
+    finish("failed");
+  };
+
+  const slot = async () => {
+    while (!ended) {
+      const [msg] = await deps.queue.receive({ maxMessages: 1, waitSeconds: 1, signal: stop.signal });
+      if (!msg || ended) continue;
+      const task = TaskMessage.parse(JSON.parse(msg.body));
+      try {
+        const accumulate = orderFree && !attempted.has(task.chunk.index);
+        attempted.add(task.chunk.index);
+        const outcome = await executor.run(task, { signal: stop.signal, accumulate, writePart: writeParts });
+        await deps.queue.delete(msg.receiptHandle);
+        if (outcome.kind === "job-ended") continue;
+        if (outcome.kind === "done" && accumulate && !writeParts) heldOnlyInTotals.add(task.chunk.index);
+        if (!done.has(task.chunk.index)) {
+          done.add(task.chunk.index);
+          inOrder?.ready(task.chunk.index);
+          bytesDone += task.chunk.end - task.chunk.start;
+          options.onProgress?.({ chunksDone: done.size, chunks: manifest.chunks, bytesDone, bytes, elapsedMs: Date.now() - started });
+        }
+        if (done.size === manifest.chunks) finish("complete");
+      } catch (e) {
+        const err = toCloudmillError(e);
+        if (ended) break;
+        await recordChunkError(deps, task, err, msg.receiveCount);
+        if (isDeterministic(err)) {
+          await deps.queue.delete(msg.receiptHandle);
+          await fail(err);
+        } else {
+          deps.log.warn("chunk failed; will retry", { chunk: task.chunk.index, attempt: msg.receiveCount, error: err.describe() });
+          await deps.queue.changeVisibility(msg.receiptHandle, 0);
+        }
+      }
+    }
+  };
+
+  const deadLetterLoop = async () => {
+    while (!ended) {
+      const [msg] = await deadLetters.receive({ maxMessages: 1, waitSeconds: 1, signal: stop.signal });
+      if (!msg || ended) continue;
+      if ((await handleDeadLetter(deps, msg.body, msg.receiveCount)) === "failed") finish("failed");
+      await deadLetters.delete(msg.receiptHandle);
+    }
+  };
+
+  const totals: MergedParts[] = [];
+  try {
+    for (;;) {
+      await Promise.all([...Array.from({ length: slots }, slot), deadLetterLoop()]);
+      if (ended !== "complete" || !orderFree) break;
+      totals.push(...(await executor.collect(manifest.jobId)));
+      const lost = lostChunks(heldOnlyInTotals, totals);
+      if (lost.length === 0) break;
+      deps.log.warn("a task thread died holding the only merge of some chunks; mapping them again", { chunks: lost.length });
+      const again = tasksOf(manifest, lost);
+      for (const t of again) {
+        done.delete(t.chunk.index);
+        heldOnlyInTotals.delete(t.chunk.index);
+        bytesDone -= t.chunk.end - t.chunk.start;
+      }
+      // A deadline or an interrupt met while ended was "complete" went unheard: hear it now.
+      ended = undefined;
+      stop = new AbortController();
+      if (options.signal?.aborted) finish("aborted");
+      if (failedByDeadline) {
+        await failedByDeadline;
+        finish("failed");
+      }
+      if (ended) break;
+      await enqueueTasks(deps.queue, again);
+    }
+  } finally {
+    clearTimeout(deadline);
+    options.signal?.removeEventListener("abort", onAbort);
+  }
+  if (ended === "aborted") throw new CloudmillError(ErrorCode.CANCELLED, "interrupted", { jobId: manifest.jobId });
+  if (ended === "complete") await reduceJob(deps, manifest.jobId, inOrder ?? new OrderedPartMerge(deps, manifest, totals));
+};
+
+/** Chunks held only in a thread's total that is in none of `totals` (its thread died). */
+const lostChunks = (heldOnlyInTotals: ReadonlySet<number>, totals: readonly MergedParts[]): number[] => {
+  const held = new Set(totals.flatMap((t) => t.chunks));
+  return [...heldOnlyInTotals.keys()].filter((i) => !held.has(i));
+};

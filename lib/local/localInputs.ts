@@ -1,0 +1,44 @@
+/** Local inputs: files and directories (walked recursively, in path order) as input objects. */
+import { readdir, stat } from "node:fs/promises";
+import path from "node:path";
+import { CloudmillError, ErrorCode } from "../core/errors.js";
+import type { InputObject } from "../core/job/manifest.js";
+import type { BlobStore } from "../core/ports.js";
+
+/** The bucket name local inputs use: the filesystem store rooted at `/`. */
+export const LOCAL_BUCKET = "file";
+
+/** Key of an absolute path in the filesystem store rooted at `/`. */
+export const localKey = (absolute: string): string => path.resolve(absolute).slice(1);
+
+/** Regular files under dir, recursively, in byte order of their paths (the SDK uploads the same). */
+export const walk = async (dir: string): Promise<string[]> => {
+  const entries = await readdir(dir, { withFileTypes: true });
+  entries.sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
+  const files: string[] = [];
+  for (const e of entries) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) files.push(...(await walk(p)));
+    else if (e.isFile()) files.push(p);
+  }
+  return files;
+};
+
+export const resolveLocalInputs = async (inputs: readonly string[], root: BlobStore): Promise<InputObject[]> => {
+  const out: InputObject[] = [];
+  for (const given of inputs) {
+    const absolute = path.resolve(given);
+    const st = await stat(absolute).catch(() => undefined);
+    if (!st) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such file or directory", { input: given });
+    const files = st.isDirectory() ? await walk(absolute) : [absolute];
+    if (st.isDirectory() && files.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "directory holds no files", { input: given });
+    for (const file of files) {
+      const key = localKey(file);
+      const info = await root.head(key);
+      if (!info) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "not a readable regular file", { input: file });
+      const name = st.isDirectory() ? path.join(given, path.relative(absolute, file)) : given;
+      out.push({ bucket: LOCAL_BUCKET, key, size: info.size, etag: info.etag, name });
+    }
+  }
+  return out;
+};

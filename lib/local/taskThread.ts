@@ -1,0 +1,43 @@
+/** A worker thread of the local engine: runs tasks sent by the main thread, one at a time. */
+import { parentPort, workerData } from "node:worker_threads";
+import { FsBlobStore } from "./FsBlobStore.js";
+import { toCloudmillError } from "../core/errors.js";
+import { silentLogger } from "../core/log.js";
+import { loadOpsModule, OpRegistry } from "../core/ops/registry.js";
+import { runTask } from "../core/pipeline/task.js";
+import { Accumulators, withoutPartial } from "./accumulate.js";
+import type { ThreadData, ThreadReply, ThreadRequest } from "./executor.js";
+
+const data = workerData as ThreadData;
+const registry = new OpRegistry();
+const ready = (async () => {
+  for (const m of data.opsModules) await loadOpsModule(m, registry);
+})();
+const root = new FsBlobStore("/");
+const deps = { output: new FsBlobStore(data.outputRoot), inputStore: () => root, registry, log: silentLogger };
+const accumulators = new Accumulators(registry);
+
+const handle = async (request: ThreadRequest): Promise<ThreadReply> => {
+  if (request.kind === "collect") {
+    const apart = accumulators.absorb(request.jobId, request.absorb);
+    const own = accumulators.take(request.jobId);
+    return { ok: true, collected: own ? [own, ...apart] : apart };
+  }
+  await ready;
+  const outcome = await runTask(deps, request.task, { writePart: request.writePart });
+  if (request.accumulate) accumulators.add(request.task, outcome);
+  // The partial stays here: it is merged above (and in its part, if one was written).
+  return { ok: true, outcome: withoutPartial(outcome) };
+};
+
+parentPort!.on("message", (request: ThreadRequest) => {
+  void (async () => {
+    let reply: ThreadReply;
+    try {
+      reply = await handle(request);
+    } catch (err) {
+      reply = { ok: false, error: toCloudmillError(err).toJSON() };
+    }
+    parentPort!.postMessage(reply);
+  })();
+});
