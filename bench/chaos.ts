@@ -4,7 +4,7 @@
  *
  * A `stats` job over a file whose line i holds the number i, so the exact answer is known in
  * closed form and any chunk lost or counted twice changes count and sum. While it runs:
- * - every worker's S3 and SQS calls, and those of the splitter, reducer and failures roles,
+ * - every worker's S3 and SQS calls, and those of the splitter, reducer and dead-letter roles,
  *   meet seeded faults at the SDK's request handler (throttling, 5xx, lost responses, bodies
  *   reset part-way, delays);
  * - workers are SIGKILLed at seeded moments (the dev cloud starts new ones, as ECS would);
@@ -21,9 +21,9 @@ import { isDeepStrictEqual } from "node:util";
 import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { GetQueueAttributesCommand, GetQueueUrlCommand, SendMessageBatchCommand } from "@aws-sdk/client-sqs";
 import { S3BlobStore } from "../lib/aws/S3BlobStore.js";
-import { awsClients, type AwsClients } from "../lib/aws/clients.js";
+import type { AwsClients } from "../lib/aws/clients.js";
 import { cloudDeps } from "../lib/aws/cloudDeps.js";
-import { DEV_QUEUES, TEST_ENV } from "../lib/core/constants.js";
+import { DEV_QUEUES } from "../lib/core/constants.js";
 import { manifestKey, partsPrefix, succeededKey } from "../lib/core/keys.js";
 import { startDevCloud, type DevCloud, type DevCloudOptions } from "../lib/dev/devCloud.js";
 import { toCloudmillError } from "../lib/core/errors.js";
@@ -32,7 +32,7 @@ import { planChunks } from "../lib/core/job/planner.js";
 import { jsonLogger } from "../lib/core/log.js";
 import { readBytes } from "../lib/core/pipeline/blobJson.js";
 import { reduceJob } from "../lib/core/pipeline/reduce.js";
-import type { FaultConfigInput, InjectedFault } from "../lib/dev/faultInjection.js";
+import { faultyClients, type FaultConfigInput, type InjectedFault } from "../lib/dev/faultInjection.js";
 import { prng } from "../lib/dev/prng.js";
 
 /** Re-exported for the reliability tests, which take every seeded decision from here. */
@@ -378,7 +378,7 @@ export const runChaos = async (s: ChaosScenario): Promise<ChaosReport> => {
     chunkSize: s.chunkSize,
     maxAttempts: s.maxAttempts,
     visibilitySeconds: s.visibilitySeconds,
-    workerEnv: { [TEST_ENV.FAULTS]: JSON.stringify(workerFaults) },
+    workerFaults,
     roleFaults: { rate: s.faultRate, seed: s.seed + 1, stream: "roles", onInject: countRoleFault },
     proxy: s.outages > 0,
     keepLines: s.keepLines ?? true,
@@ -403,7 +403,7 @@ export const runChaos = async (s: ChaosScenario): Promise<ChaosReport> => {
 
   // The rogue reducers and the checks use their own clients: faulty like the roles', so a
   // reducer racing the dev cloud's also meets throttling and resets.
-  const rogueClients = awsClients({ endpoint: c.cloud.endpoint, faults: { rate: s.faultRate, seed: s.seed + 2, stream: "rogue" } });
+  const rogueClients = faultyClients({ endpoint: c.cloud.endpoint }, { rate: s.faultRate, seed: s.seed + 2, stream: "rogue" });
   const rogueDeps = cloudDeps({ outputBucket: c.outputBucket }, jsonLogger(() => undefined), rogueClients);
   const checkDeps = cloudDeps({ outputBucket: c.outputBucket }, jsonLogger(() => undefined), c.clients);
 

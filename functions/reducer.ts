@@ -1,4 +1,4 @@
-// Lambda: part-created notifications (S3 → SQS) → merge once all parts exist (lib/pipeline/reduce.ts).
+// Lambda: part-created notifications (S3 → SQS) → merge once all parts exist (lib/core/pipeline/reduce.ts).
 import { powertoolsLogger } from "../lib/aws/logger.js";
 import { cloudDeps } from "../lib/aws/cloudDeps.js";
 import { readReducerConfig } from "../lib/aws/env.js";

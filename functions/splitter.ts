@@ -1,4 +1,4 @@
-// Lambda: S3 ObjectCreated in the input bucket → a job (lib/pipeline/trigger.ts does the work).
+// Lambda: S3 ObjectCreated in the input bucket → a job (lib/core/pipeline/trigger.ts does the work).
 import { powertoolsLogger } from "../lib/aws/logger.js";
 import { cloudSplitDeps } from "../lib/aws/cloudDeps.js";
 import { readSplitterConfig } from "../lib/aws/env.js";

@@ -1,7 +1,7 @@
 /**
- * The whole cloudmill pipeline as one construct (DESIGN.md, "The flow"):
+ * The whole cloudmill pipeline as one construct (docs/design.md, "The flow"):
  * input bucket ─ObjectCreated→ splitter ─→ task queue ─→ workers ─→ `_work/…/*.part.json`
- * ─ObjectCreated→ parts queue ─→ reducer ─→ result.json + status.json; task DLQ ─→ failures.
+ * ─ObjectCreated→ parts queue ─→ reducer ─→ result.json + status.json; task DLQ ─→ dead-letter function.
  */
 import { fileURLToPath } from "node:url";
 import * as path from "node:path";
@@ -35,7 +35,7 @@ const ESM_REQUIRE_BANNER = "import { createRequire } from 'module'; const requir
 const FUNCTION_SIZING = {
   splitter: { memorySize: 512, timeout: Duration.minutes(5) },
   reducer: { memorySize: 1024, timeout: Duration.minutes(5) },
-  failures: { memorySize: 256, timeout: Duration.minutes(1) },
+  deadLetters: { memorySize: 256, timeout: Duration.minutes(1) },
 } as const satisfies Record<Exclude<Role, "worker">, { memorySize: number; timeout: Duration }>;
 
 /** Keys a job's roles read and write in the output bucket: intermediate state, job-spec outputs, and results and statuses beside inputs. */
@@ -54,7 +54,7 @@ export class CloudmillPipeline extends Construct {
   public readonly logBucket: s3.Bucket;
   /** One message per chunk. */
   public readonly taskQueue: sqs.Queue;
-  /** Chunks that failed `maxAttempts` times; the failures function marks their jobs failed. */
+  /** Chunks that failed `maxAttempts` times; the dead-letter function marks their jobs failed. */
   public readonly deadLetterQueue: sqs.Queue;
   /** ObjectCreated events of part objects, feeding the reducer. */
   public readonly partsQueue: sqs.Queue;
@@ -64,7 +64,7 @@ export class CloudmillPipeline extends Construct {
   public readonly splitterDeadLetterQueue: sqs.Queue;
   public readonly splitter: nodejs.NodejsFunction;
   public readonly reducer: nodejs.NodejsFunction;
-  public readonly failures: nodejs.NodejsFunction;
+  public readonly deadLetters: nodejs.NodejsFunction;
   public readonly fleet: WorkerFleet;
   public readonly monitoring: PipelineMonitoring;
 
@@ -95,7 +95,7 @@ export class CloudmillPipeline extends Construct {
     // ── Queues ───────────────────────────────────────────────────────────────
     this.deadLetterQueue = this.createQueue("DeadLetterQueue", {
       retentionPeriod: DEAD_LETTER_RETENTION,
-      visibilityTimeout: Duration.seconds(6 * FUNCTION_SIZING.failures.timeout.toSeconds()),
+      visibilityTimeout: Duration.seconds(6 * FUNCTION_SIZING.deadLetters.timeout.toSeconds()),
     });
     this.taskQueue = this.createQueue("TaskQueue", {
       visibilityTimeout: config.visibilityTimeout,
@@ -128,9 +128,9 @@ export class CloudmillPipeline extends Construct {
       maxEventAge: Duration.hours(6),
     });
     this.reducer = this.createFunction("reducer", "Reducer", env);
-    this.failures = this.createFunction("failures", "Failures", env);
+    this.deadLetters = this.createFunction("deadLetters", "DeadLetters", env);
 
-    // ── Wiring (DESIGN.md): uploads → splitter; parts → parts queue → reducer; dead letters → failures
+    // ── Wiring (docs/design.md): uploads → splitter; parts → parts queue → reducer; dead letters → dead-letter function
     this.inputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.LambdaDestination(this.splitter));
     this.outputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.SqsDestination(this.partsQueue), {
       prefix: WORK_PREFIX,
@@ -144,7 +144,7 @@ export class CloudmillPipeline extends Construct {
         maxConcurrency: config.reducerMaxConcurrency,
       }),
     );
-    this.failures.addEventSource(
+    this.deadLetters.addEventSource(
       new SqsEventSource(this.deadLetterQueue, { batchSize: 10, reportBatchItemFailures: true, maxConcurrency: 2 }),
     );
 
@@ -174,7 +174,7 @@ export class CloudmillPipeline extends Construct {
       partsQueue: this.partsQueue,
       partsDeadLetterQueue: this.partsDeadLetterQueue,
       splitterDeadLetterQueue: this.splitterDeadLetterQueue,
-      functions: { splitter: this.splitter, reducer: this.reducer, failures: this.failures },
+      functions: { splitter: this.splitter, reducer: this.reducer, deadLetters: this.deadLetters },
       fleet: this.fleet,
     });
 
@@ -268,11 +268,11 @@ export class CloudmillPipeline extends Construct {
       [this.outputBucket.arnForObjects(`${JOBS_PREFIX}*`), "Job-spec results and statuses go under _jobs/<jobId>/ for job ids made at run time."],
       [
         this.outputBucket.arnForObjects(`*/${RESULT_FILE}`),
-        "An upload's result is written beside its input key (<op>/<any/path>/result.json, DESIGN.md); the pattern admits result.json keys only.",
+        "An upload's result is written beside its input key (<op>/<any/path>/result.json, docs/design.md); the pattern admits result.json keys only.",
       ],
       [
         this.outputBucket.arnForObjects(`*/${STATUS_FILE}`),
-        "An upload's status is written beside its input key (<op>/<any/path>/status.json, DESIGN.md); the pattern admits status.json keys only.",
+        "An upload's status is written beside its input key (<op>/<any/path>/status.json, docs/design.md); the pattern admits status.json keys only.",
       ],
       ...extraBuckets.map((arn, i): [string, string] => [
         `${arn}/*`,
@@ -317,10 +317,10 @@ export class CloudmillPipeline extends Construct {
     allow(this.reducer, "ListWork", ["s3:ListBucket"], outputBucket);
     allow(this.reducer, "WriteResults", ["s3:PutObject"], jobObjects);
 
-    // Failures: read the job's state, mark it failed. (Consuming the dead-letter queue is granted by its event source.)
-    allow(this.failures, "ReadJobState", ["s3:GetObject"], stateObjects);
-    allow(this.failures, "WriteJobState", ["s3:PutObject"], stateObjects);
-    allow(this.failures, "ListJobState", ["s3:ListBucket"], outputBucket);
+    // Dead letters: read the job's state, mark it failed. (Consuming the dead-letter queue is granted by its event source.)
+    allow(this.deadLetters, "ReadJobState", ["s3:GetObject"], stateObjects);
+    allow(this.deadLetters, "WriteJobState", ["s3:PutObject"], stateObjects);
+    allow(this.deadLetters, "ListJobState", ["s3:ListBucket"], outputBucket);
   }
 
   /** Findings on the Lambda-backed provider CDK adds to configure S3 notifications at deploy time. */

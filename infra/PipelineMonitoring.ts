@@ -21,7 +21,7 @@ export interface PipelineMonitoringProps {
   readonly partsQueue: sqs.IQueue;
   readonly partsDeadLetterQueue: sqs.IQueue;
   readonly splitterDeadLetterQueue: sqs.IQueue;
-  readonly functions: Readonly<Record<"splitter" | "reducer" | "failures", lambda.IFunction>>;
+  readonly functions: Readonly<Record<"splitter" | "reducer" | "deadLetters", lambda.IFunction>>;
   readonly fleet: WorkerFleet;
 }
 
@@ -36,7 +36,7 @@ const MINUTE = Duration.minutes(1);
 export class PipelineMonitoring extends Construct {
   /** Every alarm publishes here; `alertEmail`, when set, is subscribed. */
   public readonly alarmTopic: sns.Topic;
-  /** A chunk failed on every attempt (the failures function consumes the DLQ, so arrivals count too). */
+  /** A chunk failed on every attempt (the dead-letter function consumes the DLQ, so arrivals count too). */
   public readonly deadLetterAlarm: cloudwatch.Alarm;
   /** The oldest queued chunk is older than `oldestTaskAlarmAge`: the fleet is not keeping up, or is not running. */
   public readonly oldestTaskAlarm: cloudwatch.Alarm;
@@ -168,7 +168,7 @@ export class PipelineMonitoring extends Construct {
       new cloudwatch.GraphWidget({
         title: "Errors",
         width: 12,
-        left: (["splitter", "reducer", "failures"] as const).map((role) =>
+        left: (["splitter", "reducer", "deadLetters"] as const).map((role) =>
           props.functions[role].metricErrors({ ...sum, label: `${role} errors` }),
         ),
         right: [

@@ -3,8 +3,8 @@ import { ROLE_ENV, type EnvName, type Role } from "../lib/core/constants.js";
 /** A value for every environment variable cloudmill defines; each role picks its own from it. */
 export type EnvValues = Readonly<Record<Exclude<EnvName, "POWERTOOLS_SERVICE_NAME">, string>>;
 
-/** The Powertools service name a role logs under. */
-export const serviceName = (role: Role): string => `cloudmill-${role}`;
+/** The Powertools service name a role logs under, in kebab case: `cloudmill-dead-letters`. */
+export const serviceName = (role: Role): string => `cloudmill-${role.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 
 /**
  * Exactly the variables `role` reads (ROLE_ENV), no more: the stack hands each function and the

@@ -8,6 +8,7 @@ import type * as ecs from "aws-cdk-lib/aws-ecs";
 import { RetentionDays } from "aws-cdk-lib/aws-logs";
 import { DEFAULTS } from "../lib/core/constants.js";
 import { isArm64InstanceType, vcpusOfSize } from "./instances.js";
+import { BUCKET_NAME } from "../lib/core/s3Uri.js";
 
 export const LOG_LEVELS = ["DEBUG", "INFO", "WARN", "ERROR"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -197,7 +198,6 @@ export interface PipelineConfig {
 }
 
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
-const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 const MEMORY_PER_VCPU_MIB = 1536;
 
 const isWhole = (n: number, min: number, max: number): boolean => Number.isInteger(n) && n >= min && n <= max;

@@ -11,7 +11,7 @@ import { Upload } from "@aws-sdk/lib-storage";
 import { DEFAULTS, MiB } from "../core/constants.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import type { BlobInfo, BlobStore, GetOptions, PutOptions } from "../core/ports.js";
-import { s3Uri } from "./clients.js";
+import { s3Uri } from "../core/s3Uri.js";
 import { resolveRange } from "../core/byteRange.js";
 
 /** Multipart part size: ≥ 5 MiB (S3's minimum) and ≤ 10 MiB so it fits any emulator's body limit. */

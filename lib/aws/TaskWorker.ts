@@ -10,7 +10,7 @@ import type { TaskQueue, QueueMessage } from "../core/ports.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
 import { failJob } from "../core/pipeline/deadLetter.js";
 import { readJsonIfExists } from "../core/pipeline/blobJson.js";
-import { logFieldsOf } from "../core/pipeline/status.js";
+import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { isDeterministic, recordChunkError, runTask, type TaskOutcome } from "../core/pipeline/task.js";
 import { Manifest } from "../core/job/manifest.js";
 import { manifestKey } from "../core/keys.js";

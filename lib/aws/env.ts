@@ -6,8 +6,7 @@ import os from "node:os";
 import { z } from "zod";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { parseSize } from "../core/job/size.js";
-import { parseFaultConfig, type FaultConfig } from "../dev/faultInjection.js";
-import { DEFAULTS, ENV, TEST_ENV } from "../core/constants.js";
+import { DEFAULTS, ENV } from "../core/constants.js";
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -51,11 +50,6 @@ export const readSplitterConfig = (env: Env) => {
 };
 export type SplitterConfig = ReturnType<typeof readSplitterConfig>;
 
-const faultsOf = (env: Env): FaultConfig | undefined => {
-  const raw = env[TEST_ENV.FAULTS];
-  return raw === undefined || raw === "" ? undefined : parseFaultConfig(raw, TEST_ENV.FAULTS);
-};
-
 export const readWorkerConfig = (env: Env) => {
   const visibilitySeconds = intOf(env, ENV.VISIBILITY_TIMEOUT_SECONDS, DEFAULTS.visibilityTimeoutSeconds, 2);
   return {
@@ -67,11 +61,9 @@ export const readWorkerConfig = (env: Env) => {
     concurrency: intOf(env, ENV.WORKER_CONCURRENCY, os.availableParallelism()),
     /** Set by the ECS agent: where task scale-in protection is requested. */
     ecsAgentUri: env["ECS_AGENT_URI"] || undefined,
-    /** Faults to inject into this worker's S3 and SQS calls (tests only; never set by the stack). */
-    faults: faultsOf(env),
   };
 };
 export type WorkerConfig = ReturnType<typeof readWorkerConfig>;
 
 export const readReducerConfig = (env: Env) => common(env);
-export const readFailuresConfig = (env: Env) => common(env);
+export const readDeadLetterConfig = (env: Env) => common(env);

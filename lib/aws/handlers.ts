@@ -1,42 +1,15 @@
 /**
- * The shapes AWS delivers (S3 notifications, SQS batches), parsed with zod at the edge,
- * and the handler cores built on them. functions/* are one-line wrappers over these.
+ * The Lambda handlers' cores over the events AWS delivers (events.ts): functions/* are
+ * one-line wrappers over these, and the dev cloud calls them as Lambda would.
  */
-import { z } from "zod";
 import { parsePartKey } from "../core/keys.js";
 import { toCloudmillError } from "../core/errors.js";
 import type { PipelineDeps, SplitDeps } from "../core/pipeline/deps.js";
 import { handleDeadLetter } from "../core/pipeline/deadLetter.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
-import { logFieldsOf } from "../core/pipeline/status.js";
+import { logFieldsOf } from "../core/pipeline/logFields.js";
+import { createdObjects, SqsEvent, type SqsBatchResponse } from "./events.js";
 import { handleObjectCreated, type TriggerConfig, type TriggerOutcome } from "../core/pipeline/trigger.js";
-
-const S3Record = z.object({
-  eventName: z.string(),
-  s3: z.object({
-    bucket: z.object({ name: z.string() }),
-    object: z.object({ key: z.string(), eTag: z.string().optional(), versionId: z.string().optional(), size: z.number().optional() }),
-  }),
-});
-
-/** An S3 notification with records. */
-export const S3Notification = z.object({ Records: z.array(S3Record) });
-/** What S3 sends once when notifications are configured. */
-const S3TestEvent = z.object({ Event: z.literal("s3:TestEvent") }).loose();
-
-/** Keys in S3 events are URL-encoded, with `+` for spaces. */
-export const decodeEventKey = (key: string): string => decodeURIComponent(key.replace(/\+/g, " "));
-
-/** Created objects named by a notification (test events and other event types name none). */
-export const createdObjects = (event: unknown): { bucket: string; key: string; etag?: string; versionId?: string }[] => {
-  if (S3TestEvent.safeParse(event).success) return [];
-  return S3Notification.parse(event).Records.filter((r) => r.eventName.startsWith("ObjectCreated")).map((r) => ({
-    bucket: r.s3.bucket.name,
-    key: decodeEventKey(r.s3.object.key),
-    ...(r.s3.object.eTag ? { etag: r.s3.object.eTag } : {}),
-    ...(r.s3.object.versionId ? { versionId: r.s3.object.versionId } : {}),
-  }));
-};
 
 /** The splitter: every created object of the notification, in order. */
 export const splitterHandler = (deps: SplitDeps, config: TriggerConfig) => async (event: unknown): Promise<TriggerOutcome[]> => {
@@ -50,14 +23,6 @@ export const splitterHandler = (deps: SplitDeps, config: TriggerConfig) => async
   }
   return outcomes;
 };
-
-const SqsRecord = z.object({
-  messageId: z.string(),
-  body: z.string(),
-  attributes: z.object({ ApproximateReceiveCount: z.string().optional() }).loose().optional(),
-});
-export const SqsEvent = z.object({ Records: z.array(SqsRecord) });
-export type SqsBatchResponse = { batchItemFailures: { itemIdentifier: string }[] };
 
 /**
  * The reducer: a batch of part-created notifications (S3 → SQS). Each job named in the
@@ -96,7 +61,7 @@ export const reducerHandler = (deps: PipelineDeps) => async (event: unknown): Pr
 };
 
 /** The dead-letter handler: each message is a task that failed every attempt. */
-export const failuresHandler = (deps: PipelineDeps) => async (event: unknown): Promise<SqsBatchResponse> => {
+export const deadLetterHandler = (deps: PipelineDeps) => async (event: unknown): Promise<SqsBatchResponse> => {
   const { Records } = SqsEvent.parse(event);
   const failures: { itemIdentifier: string }[] = [];
   for (const record of Records) {

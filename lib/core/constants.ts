@@ -20,15 +20,6 @@ export const ENV = {
 export type EnvName = (typeof ENV)[keyof typeof ENV];
 
 /**
- * Variables for tests only. The stack never sets them (a test checks the synthesized
- * template), and only lib/config/env.ts reads them.
- */
-export const TEST_ENV = {
-  /** Fault injection into a worker's S3 and SQS calls, as JSON: `{"rate":0.05,"seed":7}` (lib/testing/faultInjection.ts). */
-  FAULTS: "CLOUDMILL_FAULTS",
-} as const;
-
-/**
  * Exactly the variables each role reads. The stack sets these and no others
  * (a test compares the synthesized template with this table).
  */
@@ -36,7 +27,7 @@ export const ROLE_ENV = {
   splitter: [ENV.OUTPUT_BUCKET, ENV.TASK_QUEUE_URL, ENV.DEFAULT_CHUNK_SIZE, ENV.MAX_ATTEMPTS, ENV.JOB_DEADLINE_SECONDS, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
   worker: [ENV.OUTPUT_BUCKET, ENV.TASK_QUEUE_URL, ENV.VISIBILITY_TIMEOUT_SECONDS, ENV.WORKER_CONCURRENCY, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
   reducer: [ENV.OUTPUT_BUCKET, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
-  failures: [ENV.OUTPUT_BUCKET, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
+  deadLetters: [ENV.OUTPUT_BUCKET, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
 } as const satisfies Record<string, readonly EnvName[]>;
 
 export type Role = keyof typeof ROLE_ENV;

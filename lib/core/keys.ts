@@ -1,5 +1,5 @@
 /**
- * The S3 key layout (DESIGN.md, "Contracts users rely on"), in one place.
+ * The S3 key layout (docs/design.md, "S3 key layout"), in one place.
  * Input bucket: `<op>/<any/path>` uploads and `_jobs/<jobId>.json` specs.
  * Output bucket: results beside the input's key, job-spec results under `_jobs/<jobId>/`,
  * intermediate state under `_work/<jobId>/`.

@@ -2,14 +2,14 @@
  * `cloudmill dev`: an emulated AWS on this machine, wired as the stack wires the real one.
  * S3 and SQS speak the wire protocol (any AWS client can drive them); upload events reach
  * the splitter as S3 → Lambda would; part events go S3 → SQS → reducer in batches; the
- * dead-letter queue feeds the failures handler; workers are separate processes running the
+ * dead-letter queue feeds the dead-letter handler; workers are separate processes running the
  * container's entry file, restarted if they die, as ECS would.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import type { S3Event } from "aws-lambda";
 import { SqsTaskQueue } from "../aws/SqsTaskQueue.js";
-import { awsClients, type AwsClients } from "../aws/clients.js";
-import type { FaultInjectionOptions } from "./faultInjection.js";
+import { awsClients, destroyClients, type AwsClients } from "../aws/clients.js";
+import { faultyClients, type FaultConfigInput, type FaultInjectionOptions } from "./faultInjection.js";
 import { cloudDeps } from "../aws/cloudDeps.js";
 import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES, ENV } from "../core/constants.js";
 import { parsePartKey } from "../core/keys.js";
@@ -17,7 +17,8 @@ import { toCloudmillError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import { compiledFile } from "../local/paths.js";
 import type { TaskQueue } from "../core/ports.js";
-import { decodeEventKey, failuresHandler, reducerHandler, splitterHandler, type SqsBatchResponse } from "../aws/handlers.js";
+import { decodeEventKey, type SqsBatchResponse } from "../aws/events.js";
+import { deadLetterHandler, reducerHandler, splitterHandler } from "../aws/handlers.js";
 import { createDevResources, startEmulator, type Emulator } from "./emulator.js";
 
 /** Calls onLine with each complete line a text stream carries (without its newline). */
@@ -45,13 +46,18 @@ export interface DevCloudOptions {
   readonly chunkSize?: number;
   readonly maxAttempts?: number;
   readonly visibilitySeconds?: number;
-  /** Extra environment for worker processes (tests inject faults this way). */
+  /** Extra environment for worker processes. */
   readonly workerEnv?: Readonly<Record<string, string>>;
+  /**
+   * Tests only: faults injected into worker processes' S3 and SQS calls. Such workers run the
+   * dev cloud's own entry (faultyWorker.ts) around the container's worker loop.
+   */
+  readonly workerFaults?: FaultConfigInput;
   /** Where worker processes' output goes. Default: dropped. */
   readonly onWorkerOutput?: (workerIndex: number, line: string) => void;
   /**
    * Tests only: faults injected into the S3 and SQS calls of the roles that run in this process
-   * (splitter, reducer, failures), as workers take theirs from CLOUDMILL_FAULTS in workerEnv.
+   * (splitter, reducer, dead-letter), as `workerFaults` does for worker processes.
    * The emulated AWS plumbing (S3 notifications, Lambda's pollers) is left reliable.
    */
   readonly roleFaults?: FaultInjectionOptions;
@@ -77,10 +83,10 @@ const SPLITTER_ATTEMPTS = 3;
 
 /**
  * How Lambda's SQS event sources batch, as the stack configures them: the reducer takes up to
- * 100 part events gathered over a window (5 s in the stack, 1 s here), the failures function 10.
+ * 100 part events gathered over a window (5 s in the stack, 1 s here), the dead-letter function 10.
  */
 const REDUCER_BATCH = { size: 100, windowMs: 1000 } as const;
-const FAILURES_BATCH = { size: 10, windowMs: 0 } as const;
+const DEAD_LETTER_BATCH = { size: 10, windowMs: 0 } as const;
 
 /** Polls a queue and hands batches to a Lambda-style SQS handler, deleting what succeeded. */
 const pollIntoHandler = (
@@ -128,7 +134,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   const inputBucket = DEV_BUCKETS.input;
 
   // The roles' own clients (faulty when asked); the plumbing below keeps the reliable ones.
-  const roleClients = options.roleFaults ? awsClients({ endpoint: emulator.endpoint, faults: options.roleFaults }) : clients;
+  const roleClients = options.roleFaults ? faultyClients({ endpoint: emulator.endpoint }, options.roleFaults) : clients;
   const deps = cloudDeps({ outputBucket, endpoint: emulator.endpoint }, log, roleClients);
   const splitDeps = { ...deps, queue: new SqsTaskQueue(roleClients.sqs, resources.taskQueueUrl) };
   const split = splitterHandler(splitDeps, {
@@ -174,7 +180,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
 
   const pollers = [
     pollIntoHandler(partsQueue, reducerHandler(deps), stop.signal, log, REDUCER_BATCH),
-    pollIntoHandler(deadLetters, failuresHandler(deps), stop.signal, log, FAILURES_BATCH),
+    pollIntoHandler(deadLetters, deadLetterHandler(deps), stop.signal, log, DEAD_LETTER_BATCH),
   ];
 
   // Worker processes: the container's entry file, configured as the stack configures it.
@@ -189,9 +195,12 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     AWS_REGION: "us-east-1",
     ...options.workerEnv,
   };
+  const workerArgs = options.workerFaults
+    ? [compiledFile("lib/dev/faultyWorker.js"), JSON.stringify(options.workerFaults)]
+    : [compiledFile("worker/main.js")];
   const workers: (ChildProcess | undefined)[] = [];
   const startWorker = (i: number): void => {
-    const child = spawn(process.execPath, [compiledFile("worker/main.js")], { env: workerEnv, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, workerArgs, { env: workerEnv, stdio: ["ignore", "pipe", "pipe"] });
     workers[i] = child;
     for (const stream of [child.stdout, child.stderr]) onLines(stream, (line) => options.onWorkerOutput?.(i, line));
     child.once("exit", (code, signal) => {
@@ -228,12 +237,8 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
       await Promise.all(pollers);
       await Promise.all(pendingSplits);
       await emulator.stop();
-      clients.s3.destroy();
-      clients.sqs.destroy();
-      if (roleClients !== clients) {
-        roleClients.s3.destroy();
-        roleClients.sqs.destroy();
-      }
+      destroyClients(clients);
+      if (roleClients !== clients) destroyClients(roleClients);
     },
   };
 };

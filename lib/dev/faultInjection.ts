@@ -20,12 +20,14 @@
  * Decisions are seeded: the n-th request through a handler gets the same decision in every
  * run with the same seed and stream (which request is n-th still depends on timing).
  *
- * Turned on in worker processes by CLOUDMILL_FAULTS (TEST_ENV in lib/config/constants.ts,
- * read only by lib/config/env.ts), e.g. `{"rate":0.05,"seed":7}`. The stack never sets it.
+ * Handed in from outside only: `faultyClients` here for roles in this process, and the dev
+ * cloud's worker entry (faultyWorker.ts) for worker processes. Nothing a deployed role reads
+ * (environment, job spec, stack) can turn it on.
  */
 import { Readable } from "node:stream";
 import type { NodeHttpHandler } from "@smithy/node-http-handler";
 import { z } from "zod";
+import { awsClients, type AwsClientOptions, type AwsClients } from "../aws/clients.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { prng } from "./prng.js";
 
@@ -34,7 +36,7 @@ export type FaultKind = (typeof FAULT_KINDS)[number];
 
 export type FaultService = "s3" | "sqs";
 
-/** What CLOUDMILL_FAULTS holds (JSON). */
+/** A fault configuration (JSON where it crosses a process boundary). */
 export const FaultConfig = z.strictObject({
   /** Fraction of requests that get a fault, 0 to 1. */
   rate: z.number().min(0).max(1),
@@ -52,7 +54,7 @@ export const FaultConfig = z.strictObject({
 export type FaultConfig = z.output<typeof FaultConfig>;
 export type FaultConfigInput = z.input<typeof FaultConfig>;
 
-/** Parses CLOUDMILL_FAULTS; `what` names the variable in the error. */
+/** Parses a fault configuration given as JSON text; `what` names its source in the error. */
 export const parseFaultConfig = (text: string, what: string): FaultConfig => {
   let value: unknown;
   try {
@@ -402,3 +404,13 @@ export class FaultInjectingHandler {
     this.#inner.destroy();
   }
 }
+
+/** AWS clients whose every request goes through a fault injector, and the injectors. */
+export const faultyClients = (
+  options: Omit<AwsClientOptions, "wrapHandler">,
+  faults: FaultInjectionOptions,
+): AwsClients & { readonly injectors: { readonly s3: FaultInjectingHandler; readonly sqs: FaultInjectingHandler } } => {
+  const injectors: Partial<Record<FaultService, FaultInjectingHandler>> = {};
+  const clients = awsClients({ ...options, wrapHandler: (service, handler) => (injectors[service] = new FaultInjectingHandler(handler, service, faults)) });
+  return { ...clients, injectors: { s3: injectors.s3!, sqs: injectors.sqs! } };
+};

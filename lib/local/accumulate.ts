@@ -7,7 +7,7 @@
 import type { TaskMessage } from "../core/job/manifest.js";
 import type { OpRegistry } from "../core/ops/registry.js";
 import type { Merger } from "../core/ops/types.js";
-import type { MergedParts } from "../core/pipeline/reduce.js";
+import type { MergedParts } from "../core/pipeline/partMerge.js";
 import type { TaskOutcome } from "../core/pipeline/task.js";
 
 interface Running {

@@ -9,7 +9,7 @@ import type { TaskMessage } from "../core/job/manifest.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
 import { runTask, type TaskOutcome } from "../core/pipeline/task.js";
 import { compiledFile } from "./paths.js";
-import type { MergedParts } from "../core/pipeline/reduce.js";
+import type { MergedParts } from "../core/pipeline/partMerge.js";
 import { Accumulators, withoutPartial } from "./accumulate.js";
 
 export interface RunOptions {

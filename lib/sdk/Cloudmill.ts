@@ -15,7 +15,8 @@ import type { SQSClient } from "@aws-sdk/client-sqs";
 import { z } from "zod";
 import { SqsTaskQueue } from "../aws/SqsTaskQueue.js";
 import { S3BlobStore } from "../aws/S3BlobStore.js";
-import { awsClients, s3Uri } from "../aws/clients.js";
+import { awsClients, EMULATOR_CREDENTIALS } from "../aws/clients.js";
+import { s3Uri } from "../core/s3Uri.js";
 import { DEV_BUCKETS } from "../core/constants.js";
 import { cancelKey, JOBS_PREFIX, jobSpecKey, jobSpecOutputKeys, STATUS_FILE } from "../core/keys.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
@@ -58,9 +59,6 @@ export type MapOptions = Omit<SubmitSpec, "op" | "inputs" | "params"> & SubmitOp
 
 /** Params of a job: values as the CLI would pass them (strings) or typed. */
 export type JobParams = SubmitSpec["params"];
-
-/** Credentials for an emulator, which accepts any; used only when none are configured. */
-const EMULATOR_CREDENTIALS = { accessKeyId: "cloudmill", secretAccessKey: "cloudmill" } as const;
 
 const ANY_JSON = z.unknown();
 

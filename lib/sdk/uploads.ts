@@ -9,7 +9,7 @@ import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import { parseS3Uri, s3Uri } from "../aws/clients.js";
+import { parseS3Uri, s3Uri } from "../core/s3Uri.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { UPLOAD_CONCURRENCY, UPLOAD_PART_BYTES, UPLOADS_PREFIX } from "./constants.js";
 import type { UploadProgress } from "./types.js";

@@ -2,7 +2,8 @@ import { CopyObjectCommand, CreateMultipartUploadCommand, PutObjectCommand, Uplo
 import type { S3Event } from "aws-lambda";
 import { describe, expect, it, vi } from "vitest";
 import { S3BlobStore } from "../../lib/aws/S3BlobStore.js";
-import { awsClients, parseS3Uri, s3Uri } from "../../lib/aws/clients.js";
+import { awsClients } from "../../lib/aws/clients.js";
+import { parseS3Uri, s3Uri } from "../../lib/core/s3Uri.js";
 import { encodeEventKey } from "../../lib/dev/emulator.js";
 import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { collect, describeBlobStoreContract } from "../contract/blobStoreContract.js";

@@ -16,7 +16,8 @@ import { silentLogger } from "../../lib/core/log.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
 import type { WordcountPartial } from "../../lib/core/ops/wordcount.js";
 import { readJson } from "../../lib/core/pipeline/blobJson.js";
-import { OrderedPartMerge, PartSchema } from "../../lib/core/pipeline/reduce.js";
+import { OrderedPartMerge } from "../../lib/core/pipeline/partMerge.js";
+import { Part as PartSchema } from "../../lib/core/pipeline/part.js";
 
 const registry = new OpRegistry();
 let workDir: string;

@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Template } from "aws-cdk-lib/assertions";
 import { DEFAULTS, ENV, ROLE_ENV, type Role } from "../../lib/core/constants.js";
-import { readFailuresConfig, readReducerConfig, readSplitterConfig, readWorkerConfig } from "../../lib/aws/env.js";
+import { readDeadLetterConfig, readReducerConfig, readSplitterConfig, readWorkerConfig } from "../../lib/aws/env.js";
 import { LAB_CONTEXT, SPOT_CONTEXT, resource, synth } from "./synth.js";
 
 type Env = Record<string, unknown>;
@@ -90,6 +90,6 @@ describe("environment variables", () => {
       serviceName: "cloudmill-worker",
     });
     expect(readReducerConfig(asProcessEnv(envOf(template, "reducer")))).toMatchObject({ serviceName: "cloudmill-reducer" });
-    expect(readFailuresConfig(asProcessEnv(envOf(spot, "failures")))).toMatchObject({ serviceName: "cloudmill-failures", logLevel: "DEBUG" });
+    expect(readDeadLetterConfig(asProcessEnv(envOf(spot, "deadLetters")))).toMatchObject({ serviceName: "cloudmill-dead-letters", logLevel: "DEBUG" });
   });
 });

@@ -5,7 +5,7 @@ import { Match, type Template } from "aws-cdk-lib/assertions";
 import { PART_SUFFIX, WORK_PREFIX } from "../../lib/core/keys.js";
 import { LAB_CONTEXT, SPOT_CONTEXT, actionsOf, grantsOf, resource, synth, type Synthesized } from "./synth.js";
 
-const FUNCTIONS = ["Splitter", "Reducer", "Failures"] as const;
+const FUNCTIONS = ["Splitter", "Reducer", "DeadLetters"] as const;
 
 describe("functions", () => {
   let lab: Synthesized;
@@ -87,10 +87,10 @@ describe("functions", () => {
     });
   });
 
-  it("feeds the failures function from the task dead-letter queue", () => {
+  it("feeds the dead-letter function from the task dead-letter queue", () => {
     template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
       EventSourceArn: { "Fn::GetAtt": [resource(template, "AWS::SQS::Queue", "PipelineDeadLetterQueue").id, "Arn"] },
-      FunctionName: { Ref: fn("Failures").id },
+      FunctionName: { Ref: fn("DeadLetters").id },
       FunctionResponseTypes: ["ReportBatchItemFailures"],
       ScalingConfig: { MaximumConcurrency: 2 },
     });
@@ -170,8 +170,8 @@ describe("least privilege", () => {
     expect(Object.keys(grants).filter((a) => a.startsWith("sqs:")).every((a) => grants[a]!.every((r) => r === q(template, "PipelinePartsQueue")))).toBe(true);
   });
 
-  it("failures: read/write job state, list the output bucket, consume the dead-letter queue", () => {
-    const grants = grantsOf(template, "PipelineFailuresRole");
+  it("dead letters: read/write job state, list the output bucket, consume the dead-letter queue", () => {
+    const grants = grantsOf(template, "PipelineDeadLettersRole");
     expect(grants["s3:GetObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
     expect(grants["s3:PutObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
     expect(grants["s3:ListBucket"]).toEqual([output]);
@@ -180,7 +180,7 @@ describe("least privilege", () => {
   });
 
   it("no role but the splitter may send tasks, and no function may touch the input bucket except the splitter", () => {
-    for (const role of ["PipelineReducerRole", "PipelineFailuresRole", "PipelineWorkersTaskRole"]) {
+    for (const role of ["PipelineReducerRole", "PipelineDeadLettersRole", "PipelineWorkersTaskRole"]) {
       const grants = grantsOf(template, role);
       expect(grants["sqs:SendMessage"]).toBeUndefined();
       if (role !== "PipelineWorkersTaskRole") expect(Object.values(grants).flat().some((r) => r.startsWith(input))).toBe(false);

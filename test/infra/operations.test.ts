@@ -17,7 +17,7 @@ describe("operations", () => {
   const queue = (prefix: string) => resource(template, "AWS::SQS::Queue", prefix).id;
 
   describe("alarms", () => {
-    it("fire when a chunk reaches the dead-letter queue, even though the failures function drains it at once", () => {
+    it("fire when a chunk reaches the dead-letter queue, even though the dead-letter function drains it at once", () => {
       const a = alarm("PipelineMonitoringDeadLetterAlarm");
       expect(a).toMatchObject({ Threshold: 1, ComparisonOperator: "GreaterThanOrEqualToThreshold", AlarmActions: [{ Ref: topic() }] });
       const metrics = a["Metrics"] as { Id: string; Expression?: string; MetricStat?: { Metric: { MetricName: string; Dimensions: unknown } } }[];

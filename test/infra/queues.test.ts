@@ -61,12 +61,12 @@ describe("queues", () => {
     });
   });
 
-  it("keeps dead letters for 14 days, and hides them from other consumers while the failures function works", () => {
+  it("keeps dead letters for 14 days, and hides them from other consumers while the dead-letter function works", () => {
     for (const prefix of ["PipelineDeadLetterQueue", "PipelinePartsDeadLetterQueue", "PipelineSplitterDeadLetterQueue"]) {
       expect(queue(template, prefix).resource.Properties).toMatchObject({ MessageRetentionPeriod: FOURTEEN_DAYS });
     }
-    const failuresTimeout = resource(template, "AWS::Lambda::Function", "PipelineFailures").resource.Properties!["Timeout"] as number;
-    expect(queue(template, "PipelineDeadLetterQueue").resource.Properties!["VisibilityTimeout"]).toBeGreaterThanOrEqual(failuresTimeout);
+    const deadLettersTimeout = resource(template, "AWS::Lambda::Function", "PipelineDeadLetters").resource.Properties!["Timeout"] as number;
+    expect(queue(template, "PipelineDeadLetterQueue").resource.Properties!["VisibilityTimeout"]).toBeGreaterThanOrEqual(deadLettersTimeout);
   });
 
   it("lets only the output bucket send part events to the parts queue", () => {

@@ -12,10 +12,10 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { describeReport, runChaos } from "../../bench/chaos.js";
-import { TEST_ENV } from "../../lib/core/constants.js";
 import { runLocal } from "../../lib/local/localEngine.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
-import { loadOpsModule, OpRegistry } from "../../lib/core/ops/registry.js";
+import { OpRegistry } from "../../lib/core/ops/registry.js";
+import { loadOpsModule } from "../../lib/local/opModules.js";
 import { compiledFile } from "../../lib/local/paths.js";
 import { getObject, listKeys, putObject, requireBuild, startCloud, statusAt, VERBOSE, waitFor, type ChaosCloud } from "./helpers.js";
 
@@ -76,7 +76,7 @@ describe("chaos over the emulated cloud", () => {
         workerConcurrency: 2,
         maxAttempts: 2,
         visibilitySeconds: 4,
-        workerEnv: { [TEST_ENV.FAULTS]: JSON.stringify({ rate: 1, seed: 3, kinds: ["throttle"], operations: ["GetObject"] }) },
+        workerFaults: { rate: 1, seed: 3, kinds: ["throttle"], operations: ["GetObject"] },
       });
     }, 90_000);
     afterAll(async () => c?.stop(), 60_000);

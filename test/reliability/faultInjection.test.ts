@@ -15,12 +15,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { S3BlobStore } from "../../lib/aws/S3BlobStore.js";
 import { SqsTaskQueue } from "../../lib/aws/SqsTaskQueue.js";
 import { awsClients, type AwsClients } from "../../lib/aws/clients.js";
-import { ENV, TEST_ENV } from "../../lib/core/constants.js";
-import { readWorkerConfig } from "../../lib/aws/env.js";
 import { createDevResources, startEmulator, type Emulator } from "../../lib/dev/emulator.js";
 import { CloudmillError } from "../../lib/core/errors.js";
 import { packageRoot } from "../../lib/local/paths.js";
-import { describeRequest, FaultInjectingHandler, type FaultInjectionOptions, type InjectedFault } from "../../lib/dev/faultInjection.js";
+import { describeRequest, FaultInjectingHandler, faultyClients, parseFaultConfig, type FaultInjectionOptions, type InjectedFault } from "../../lib/dev/faultInjection.js";
 
 let emulator: Emulator;
 let plain: AwsClients;
@@ -44,8 +42,8 @@ afterAll(async () => {
 });
 
 /** Clients whose every request goes through a fault injector with these options. */
-const faulty = (faults: FaultInjectionOptions): AwsClients => {
-  const c = awsClients({ endpoint: emulator.endpoint, faults });
+const faulty = (faults: FaultInjectionOptions): ReturnType<typeof faultyClients> => {
+  const c = faultyClients({ endpoint: emulator.endpoint }, faults);
   opened.push(c);
   return c;
 };
@@ -215,37 +213,33 @@ describe("through the SDK", () => {
   });
 });
 
-describe("CLOUDMILL_FAULTS", () => {
-  const base = { [ENV.OUTPUT_BUCKET]: "out", [ENV.TASK_QUEUE_URL]: "http://q" };
-
-  it("is read by the worker's configuration, and only there", () => {
-    expect(readWorkerConfig(base).faults).toBeUndefined();
-    expect(readWorkerConfig({ ...base, [TEST_ENV.FAULTS]: '{"rate":0.05,"seed":7}' }).faults).toEqual({ rate: 0.05, seed: 7, delayMs: 1000 });
-    expect(readWorkerConfig({ ...base, [TEST_ENV.FAULTS]: '{"rate":0.5,"kinds":["throttle"],"operations":["GetObject"]}' }).faults).toMatchObject({
+describe("the fault configuration handed to a dev-cloud worker", () => {
+  it("is parsed with its defaults", () => {
+    expect(parseFaultConfig('{"rate":0.05,"seed":7}', "arg")).toEqual({ rate: 0.05, seed: 7, delayMs: 1000 });
+    expect(parseFaultConfig('{"rate":0.5,"kinds":["throttle"],"operations":["GetObject"]}', "arg")).toMatchObject({
       kinds: ["throttle"],
       operations: ["GetObject"],
       seed: 1,
     });
   });
 
-  it("is named in lib/ only where it is defined and where it is read", async () => {
+  it("is named in lib/ only by the dev cloud", async () => {
     const users: string[] = [];
     for (const entry of await readdir(path.join(packageRoot, "lib"), { recursive: true })) {
       if (!entry.endsWith(".ts")) continue;
       const text = await readFile(path.join(packageRoot, "lib", entry), "utf8");
-      // Code, not comments: the constant's use, or the name as a string.
-      if (/\bTEST_ENV\.|["'`]CLOUDMILL_FAULTS["'`]/.test(text)) users.push(entry);
+      if (/faultInjection\.js|FaultInjectingHandler|CLOUDMILL_FAULTS/.test(text)) users.push(entry);
     }
-    expect(users.sort()).toEqual(["config/constants.ts", "config/env.ts"]);
+    expect(users.sort()).toEqual(["dev/devCloud.ts", "dev/faultInjection.ts", "dev/faultyWorker.ts"]);
   });
 
   it.each([
-    ["not JSON", "{rate:", /^CLOUDMILL_FAULTS: not valid JSON/],
-    ["a rate above 1", '{"rate":2}', /^CLOUDMILL_FAULTS: rate: /],
-    ["an unknown kind", '{"rate":0.1,"kinds":["meteor"]}', /^CLOUDMILL_FAULTS: kinds\.0: /],
-    ["an unknown field", '{"rate":0.1,"sead":7}', /^CLOUDMILL_FAULTS: value: /],
-  ])("refuses %s with an ENVIRONMENT error naming the variable", (_what, value, message) => {
-    expect(() => readWorkerConfig({ ...base, [TEST_ENV.FAULTS]: value })).toThrow(expect.objectContaining({ code: "ENVIRONMENT", message: expect.stringMatching(message) }));
+    ["not JSON", "{rate:", /^--faults: not valid JSON/],
+    ["a rate above 1", '{"rate":2}', /^--faults: rate: /],
+    ["an unknown kind", '{"rate":0.1,"kinds":["meteor"]}', /^--faults: kinds\.0: /],
+    ["an unknown field", '{"rate":0.1,"sead":7}', /^--faults: value: /],
+  ])("refuses %s with an error naming where it came from", (_what, value, message) => {
+    expect(() => parseFaultConfig(value, "--faults")).toThrow(expect.objectContaining({ code: "ENVIRONMENT", message: expect.stringMatching(message) }));
   });
 });
 

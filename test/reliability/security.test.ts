@@ -24,16 +24,16 @@ import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { SqsTaskQueue } from "../../lib/aws/SqsTaskQueue.js";
 import { awsClients, type AwsClients } from "../../lib/aws/clients.js";
 import { cloudDeps, cloudSplitDeps } from "../../lib/aws/cloudDeps.js";
-import { DEV_BUCKETS, TEST_ENV } from "../../lib/core/constants.js";
+import { DEV_BUCKETS } from "../../lib/core/constants.js";
 import { partKey, partsPrefix } from "../../lib/core/keys.js";
 import { createDevResources, encodeEventKey, startEmulator, type Emulator } from "../../lib/dev/emulator.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
 import { packageRoot } from "../../lib/local/paths.js";
-import { failuresHandler, reducerHandler } from "../../lib/aws/handlers.js";
+import { deadLetterHandler, reducerHandler } from "../../lib/aws/handlers.js";
 import { handleObjectCreated, type TriggerConfig } from "../../lib/core/pipeline/trigger.js";
 import type { PipelineDeps } from "../../lib/core/pipeline/deps.js";
-import type { CompletedRequest, FaultInjectionOptions } from "../../lib/dev/faultInjection.js";
+import { faultyClients, type CompletedRequest, type FaultInjectionOptions } from "../../lib/dev/faultInjection.js";
 import { TaskWorker } from "../../lib/aws/TaskWorker.js";
 import { flat } from "../infra/synth.js";
 import { waitFor } from "./helpers.js";
@@ -132,16 +132,12 @@ describe("no data resource is reachable without TLS or from the public", () => {
     expect(ofType("AWS::EC2::SecurityGroupIngress")).toEqual([]);
   });
 
-  it("the stack never sets the test-only fault switch, on any function or container", () => {
-    const json = JSON.stringify(template.toJSON());
-    expect(json).not.toContain(TEST_ENV.FAULTS);
-  });
 });
 
 // ── What each role does, recorded at the SDK's request handler ─────────────────────────────
 
-type RoleName = "splitter" | "worker" | "reducer" | "failures";
-const ROLES: readonly RoleName[] = ["splitter", "worker", "reducer", "failures"];
+type RoleName = "splitter" | "worker" | "reducer" | "deadLetters";
+const ROLES: readonly RoleName[] = ["splitter", "worker", "reducer", "deadLetters"];
 
 describe("each role may do exactly what its code does", () => {
   let emulator: Emulator;
@@ -151,7 +147,7 @@ describe("each role may do exactly what its code does", () => {
   const opened: AwsClients[] = [];
   /** Clients that record every request of the role (and inject the faults given, if any). */
   const clientsOf = (role: RoleName, faults: Omit<FaultInjectionOptions, "onRequest"> = { rate: 0 }): AwsClients => {
-    const c = awsClients({ endpoint: emulator.endpoint, faults: { ...faults, onRequest: (r) => recorded.get(role)!.push(r) } });
+    const c = faultyClients({ endpoint: emulator.endpoint }, { ...faults, onRequest: (r) => recorded.get(role)!.push(r) });
     opened.push(c);
     return c;
   };
@@ -176,7 +172,7 @@ describe("each role may do exactly what its code does", () => {
     const created = (key: string) => handleObjectCreated(split, config, { bucket: DEV_BUCKETS.input, key });
     const queue = new SqsTaskQueue(plain.sqs, taskQueueUrl);
 
-    // A job whose tasks are lost: its dead letters go to the failures role.
+    // A job whose tasks are lost: its dead letters go to the dead-letter role.
     const dead = await created("count/dead letters.txt");
     const lost: string[] = [];
     await waitFor("the lost job's tasks", async () => {
@@ -205,9 +201,9 @@ describe("each role may do exactly what its code does", () => {
     }, 30_000, 50);
     const deadJob = (dead as { jobId: string }).jobId;
     await reduce(partEvents(deadJob, [0])); // incomplete: progress only
-    const failures = failuresHandler(cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, clientsOf("failures")));
-    await failures({ Records: [{ messageId: "dl-1", body: lost[0]!, attributes: { ApproximateReceiveCount: "3" } }] });
-    await failures({ Records: [{ messageId: "dl-2", body: lostSpec[0]!, attributes: { ApproximateReceiveCount: "3" } }] });
+    const deadLetters = deadLetterHandler(cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, clientsOf("deadLetters")));
+    await deadLetters({ Records: [{ messageId: "dl-1", body: lost[0]!, attributes: { ApproximateReceiveCount: "3" } }] });
+    await deadLetters({ Records: [{ messageId: "dl-2", body: lostSpec[0]!, attributes: { ApproximateReceiveCount: "3" } }] });
 
     // Jobs that run: an upload (and its duplicate event), a spec over a prefix, a bad record; and refusals.
     await put("count/review empty.txt", "");
@@ -320,7 +316,7 @@ describe("each role may do exactly what its code does", () => {
     splitter: one("AWS::IAM::Role", "PipelineSplitterRole"),
     worker: one("AWS::IAM::Role", "PipelineWorkersTaskRole"),
     reducer: one("AWS::IAM::Role", "PipelineReducerRole"),
-    failures: one("AWS::IAM::Role", "PipelineFailuresRole"),
+    deadLetters: one("AWS::IAM::Role", "PipelineDeadLettersRole"),
   });
 
   it("every role exercised the code paths under review", () => {
@@ -328,7 +324,7 @@ describe("each role may do exactly what its code does", () => {
     expect([...ops("splitter")].sort()).toEqual(expect.arrayContaining(["GetObject", "HeadObject", "ListObjectsV2", "PutObject", "SendMessageBatch"]));
     expect([...ops("worker")].sort()).toEqual(expect.arrayContaining(["ChangeMessageVisibility", "DeleteMessage", "GetObject", "HeadObject", "PutObject", "ReceiveMessage"]));
     expect([...ops("reducer")].sort()).toEqual(expect.arrayContaining(["GetObject", "ListObjectsV2", "PutObject"]));
-    expect([...ops("failures")].sort()).toEqual(expect.arrayContaining(["GetObject", "HeadObject", "PutObject"]));
+    expect([...ops("deadLetters")].sort()).toEqual(expect.arrayContaining(["GetObject", "HeadObject", "PutObject"]));
   });
 
   it("every S3 and SQS request each role's code makes is allowed by that role's synthesized policy", () => {
@@ -381,7 +377,7 @@ describe("uploads cannot choose code, only a registered op", () => {
   afterAll(async () => rm(dir, { recursive: true, force: true }));
 
   it("no module that handles job data can load code: no dynamic import, require, eval or Function", async () => {
-    const roots = ["lib/pipeline", "lib/worker", "lib/job", "lib/records", "lib/ops", "lib/adapters", "lib/aws", "functions", "worker"];
+    const roots = ["lib/core", "lib/aws", "functions", "worker"];
     const offenders: string[] = [];
     for (const root of roots) {
       for (const entry of await readdir(path.join(packageRoot, root), { recursive: true })) {
@@ -394,7 +390,7 @@ describe("uploads cannot choose code, only a registered op", () => {
       }
     }
     // The one loader of op modules is the operator's --ops flag (CLI and worker image), never a job.
-    expect(offenders.filter((o) => !o.startsWith(path.join("lib/ops/registry.ts")))).toEqual([]);
+    expect(offenders.filter((o) => !o.startsWith(path.join("lib/local/opModules.ts")))).toEqual([]);
   });
 
   it("task messages naming a module, a path or a file URL are refused without loading anything", async () => {

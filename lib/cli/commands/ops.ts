@@ -1,6 +1,7 @@
 /** `cloudmill ops`: the registered ops, their formats and params. */
 import { Command } from "commander";
-import { loadOpsModule, OpRegistry } from "../../core/ops/registry.js";
+import { OpRegistry } from "../../core/ops/registry.js";
+import { loadOpsModule } from "../../local/opModules.js";
 import type { CliIO } from "../io.js";
 import { collect } from "../options.js";
 

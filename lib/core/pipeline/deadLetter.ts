@@ -9,7 +9,8 @@ import { CloudmillError, ErrorCode, locate } from "../errors.js";
 import { Manifest, TaskMessage, type JobStatus } from "../job/manifest.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
-import { logFieldsOf, StatusError, statusErrorOf, superseded } from "./status.js";
+import { StatusError, statusErrorOf, superseded } from "./status.js";
+import { logFieldsOf } from "./logFields.js";
 import { chunkContext } from "./task.js";
 
 export interface FailTarget {

@@ -1,5 +1,5 @@
 /** S3 inputs of a job: object URIs as they are, prefixes (`s3://b/dir/`) as every object under them. */
-import { parseS3Uri, s3Uri } from "../../aws/clients.js";
+import { parseS3Uri, s3Uri } from "../s3Uri.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { InputObject } from "../job/manifest.js";
 import type { PipelineDeps } from "./deps.js";

@@ -12,16 +12,9 @@ import { readFirstLine } from "../records/firstRecord.js";
 import { parseCsvLine } from "../records/csv.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, writeJson } from "./blobJson.js";
-import { logFieldsOf, statusErrorOf } from "./status.js";
-
-export interface Part {
-  readonly v: 1;
-  readonly jobId: string;
-  readonly index: number;
-  readonly partial: unknown;
-  /** Bad records skipped (onBadRecord: skip). */
-  readonly skipped: number;
-}
+import type { Part } from "./part.js";
+import { statusErrorOf } from "./status.js";
+import { logFieldsOf } from "./logFields.js";
 
 export type TaskOutcome =
   | { readonly kind: "done"; readonly bytes: number; readonly skipped: number; readonly partial: unknown }

@@ -3,7 +3,7 @@
  * job for that object; `_jobs/<jobId>.json` starts the job it describes. Anything invalid
  * ends as a `failed` status beside where the result would have been, with no tasks.
  */
-import { s3Uri } from "../../aws/clients.js";
+import { s3Uri } from "../s3Uri.js";
 import { JOBS_PREFIX, jobSpecOutputKeys, uploadOutputKeys, type OutputKeys } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { digest, uploadJobId } from "../job/planner.js";

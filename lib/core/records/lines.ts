@@ -37,7 +37,7 @@ export const forEachLine = (block: RecordBlock, fn: (start: number, end: number,
   }
 };
 
-/** ASCII whitespace as the DESIGN defines it: space, \t, \n, \v, \f, \r. */
+/** ASCII whitespace as docs/design.md defines it: space, \t, \n, \v, \f, \r. */
 export const WHITESPACE = new Uint8Array(256);
 for (const c of [0x20, 0x09, 0x0a, 0x0b, 0x0c, 0x0d]) WHITESPACE[c] = 1;
 

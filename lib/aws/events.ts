@@ -1,0 +1,37 @@
+/** The shapes AWS delivers to the handlers (S3 notifications, SQS batches), parsed with zod at the edge. */
+import { z } from "zod";
+
+const S3Record = z.object({
+  eventName: z.string(),
+  s3: z.object({
+    bucket: z.object({ name: z.string() }),
+    object: z.object({ key: z.string(), eTag: z.string().optional(), versionId: z.string().optional(), size: z.number().optional() }),
+  }),
+});
+
+/** An S3 notification with records. */
+export const S3Notification = z.object({ Records: z.array(S3Record) });
+/** What S3 sends once when notifications are configured. */
+const S3TestEvent = z.object({ Event: z.literal("s3:TestEvent") }).loose();
+
+/** Keys in S3 events are URL-encoded, with `+` for spaces. */
+export const decodeEventKey = (key: string): string => decodeURIComponent(key.replace(/\+/g, " "));
+
+/** Created objects named by a notification (test events and other event types name none). */
+export const createdObjects = (event: unknown): { bucket: string; key: string; etag?: string; versionId?: string }[] => {
+  if (S3TestEvent.safeParse(event).success) return [];
+  return S3Notification.parse(event).Records.filter((r) => r.eventName.startsWith("ObjectCreated")).map((r) => ({
+    bucket: r.s3.bucket.name,
+    key: decodeEventKey(r.s3.object.key),
+    ...(r.s3.object.eTag ? { etag: r.s3.object.eTag } : {}),
+    ...(r.s3.object.versionId ? { versionId: r.s3.object.versionId } : {}),
+  }));
+};
+
+const SqsRecord = z.object({
+  messageId: z.string(),
+  body: z.string(),
+  attributes: z.object({ ApproximateReceiveCount: z.string().optional() }).loose().optional(),
+});
+export const SqsEvent = z.object({ Records: z.array(SqsRecord) });
+export type SqsBatchResponse = { batchItemFailures: { itemIdentifier: string }[] };

@@ -1,0 +1,127 @@
+/**
+ * The folders are the layers (docs/design.md, "Layers"): arrows point down only. Every import
+ * of every source file is read with TypeScript's own pre-processor (static, type-only and
+ * dynamic imports alike) and checked against the table below.
+ */
+import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import ts from "typescript";
+import { describe, expect, it } from "vitest";
+import { packageRoot } from "../lib/local/paths.js";
+
+type Layer = "core" | "local" | "aws" | "dev" | "sdk" | "cli" | "root" | "functions" | "worker" | "infra";
+
+/** Which layers each layer may import (itself included where listed). */
+const MAY_IMPORT: Readonly<Record<Layer, readonly Layer[]>> = {
+  core: ["core"],
+  local: ["core", "local"],
+  aws: ["core", "aws"],
+  dev: ["core", "local", "aws", "dev"],
+  sdk: ["core", "local", "aws", "sdk"],
+  cli: ["core", "local", "aws", "dev", "sdk", "cli"],
+  root: ["core", "local", "sdk"],
+  // What a deployed role runs: never the dev cloud, the CLI or the SDK.
+  functions: ["core", "aws"],
+  worker: ["core", "aws"],
+  infra: ["core", "infra"],
+};
+
+/** Packages a layer may import; anything else is refused. Core is pure: no AWS, no I/O library. */
+const PACKAGES: Readonly<Partial<Record<Layer, RegExp>>> = {
+  core: /^(zod|node:crypto)$/,
+  local: /^(zod|node:.*)$/,
+  infra: /^(aws-cdk-lib(\/.*)?|constructs|cdk-nag|zod|node:.*)$/,
+};
+
+/** Test tooling nothing shipped may import. */
+const TEST_TOOLING = /^(vitest|fast-check|@vitest\/.*)$/;
+
+const layerOf = (file: string): Layer | undefined => {
+  const [top, second] = file.split("/");
+  if (top === "lib") {
+    if (second === "index.ts") return "root";
+    return (["core", "local", "aws", "dev", "sdk", "cli"] as const).find((l) => l === second);
+  }
+  return (["functions", "worker", "infra"] as const).find((l) => l === top);
+};
+
+export interface SourceFile {
+  /** Path from the package root, with forward slashes. */
+  readonly file: string;
+  readonly text: string;
+}
+
+/** Every rule an import breaks, one line each: `from → to: why`. */
+export const layerViolations = (files: readonly SourceFile[]): string[] => {
+  const out: string[] = [];
+  for (const { file, text } of files) {
+    const from = layerOf(file);
+    if (!from) continue;
+    for (const { fileName: spec } of ts.preProcessFile(text, true, true).importedFiles) {
+      if (spec.startsWith(".")) {
+        const target = path.posix.normalize(path.posix.join(path.posix.dirname(file), spec));
+        if (target.startsWith("test/") || target.startsWith("bench/")) {
+          out.push(`${file} → ${target}: shipped code imports test or bench tooling`);
+          continue;
+        }
+        const to = layerOf(target);
+        if (to && !MAY_IMPORT[from].includes(to)) out.push(`${file} → ${target}: ${from} may not import ${to}`);
+      } else {
+        if (TEST_TOOLING.test(spec)) out.push(`${file} → ${spec}: shipped code imports test tooling`);
+        const allowed = PACKAGES[from];
+        if (allowed && !allowed.test(spec)) out.push(`${file} → ${spec}: ${from} may not import this package`);
+      }
+    }
+  }
+  return out;
+};
+
+const sourcesOf = async (dirs: readonly string[]): Promise<SourceFile[]> => {
+  const files: SourceFile[] = [];
+  for (const dir of dirs) {
+    for (const entry of await readdir(path.join(packageRoot, dir), { recursive: true })) {
+      if (!entry.endsWith(".ts")) continue;
+      const file = path.posix.join(dir, entry.split(path.sep).join("/"));
+      files.push({ file, text: await readFile(path.join(packageRoot, file), "utf8") });
+    }
+  }
+  return files;
+};
+
+describe("the layering rule", () => {
+  it("holds for every source file", async () => {
+    const files = await sourcesOf(["lib", "functions", "worker", "infra"]);
+    expect(files.length).toBeGreaterThan(80);
+    expect(layerViolations(files)).toEqual([]);
+  });
+
+  it("every file under lib/ belongs to a layer", async () => {
+    const files = await sourcesOf(["lib"]);
+    expect(files.filter((f) => layerOf(f.file) === undefined).map((f) => f.file)).toEqual([]);
+  });
+
+  it.each([
+    ["core importing an AWS adapter", "lib/core/pipeline/x.ts", 'import { s3Uri } from "../../aws/clients.js";', "core may not import aws"],
+    ["core importing the AWS SDK", "lib/core/x.ts", 'import { S3Client } from "@aws-sdk/client-s3";', "core may not import this package"],
+    ["core loading a module by type only", "lib/core/x.ts", 'import type { DevCloud } from "../dev/devCloud.js";', "core may not import dev"],
+    ["aws importing the local engine", "lib/aws/x.ts", 'const m = await import("../local/localEngine.js");', "aws may not import local"],
+    ["aws importing fault injection", "lib/aws/x.ts", 'export { faultyClients } from "../dev/faultInjection.js";', "aws may not import dev"],
+    ["the worker entry importing the dev cloud", "worker/main.ts", 'import "../lib/dev/faultyWorker.js";', "worker may not import dev"],
+    ["a function importing the SDK", "functions/x.ts", 'import { Cloudmill } from "../lib/sdk/index.js";', "functions may not import sdk"],
+    ["lib importing test helpers", "lib/local/x.ts", 'import { refResult } from "../../test/helpers/reference.js";', "imports test or bench tooling"],
+    ["lib importing vitest", "lib/sdk/x.ts", 'import { expect } from "vitest";', "imports test tooling"],
+    ["infra importing the SDK", "infra/x.ts", 'import { Cloudmill } from "../lib/sdk/Cloudmill.js";', "infra may not import sdk"],
+  ])("catches %s", (_what, file, text, why) => {
+    expect(layerViolations([{ file, text }])).toEqual([expect.stringContaining(why)]);
+  });
+
+  it("lets a layer import what lies below it", () => {
+    expect(
+      layerViolations([
+        { file: "lib/cli/x.ts", text: 'import "../dev/devCloud.js"; import "../sdk/index.js"; import "../core/errors.js";' },
+        { file: "lib/local/x.ts", text: 'import "../core/ports.js"; import { z } from "zod"; import fs from "node:fs";' },
+        { file: "functions/x.ts", text: 'import "../lib/aws/handlers.js"; import "../lib/core/errors.js";' },
+      ]),
+    ).toEqual([]);
+  });
+});
