@@ -17,8 +17,20 @@ import { handleObjectCreated } from "../lib/core/pipeline/trigger.js";
 /** Counts requests per service by a middleware on each client. */
 const countRequests = (clients: AwsClients) => {
   const counts = { s3: 0, sqs: 0 };
-  clients.s3.middlewareStack.add((next) => (args) => ((counts.s3 += 1), next(args)), { step: "finalizeRequest", name: "countS3" });
-  clients.sqs.middlewareStack.add((next) => (args) => ((counts.sqs += 1), next(args)), { step: "finalizeRequest", name: "countSqs" });
+  clients.s3.middlewareStack.add(
+    (next) => (args) => {
+      counts.s3 += 1;
+      return next(args);
+    },
+    { step: "finalizeRequest", name: "countS3" },
+  );
+  clients.sqs.middlewareStack.add(
+    (next) => (args) => {
+      counts.sqs += 1;
+      return next(args);
+    },
+    { step: "finalizeRequest", name: "countSqs" },
+  );
   return counts;
 };
 

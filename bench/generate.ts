@@ -45,7 +45,7 @@ export const generateText = async (dir: string, bytes: number, seed: number): Pr
   const vocab = vocabulary(60_000, rand);
   const cdf = new Float64Array(vocab.length);
   let total = 0;
-  for (let i = 0; i < vocab.length; i++) cdf[i] = total += 1 / Math.pow(i + 1, 1.1);
+  for (let i = 0; i < vocab.length; i++) cdf[i] = total += 1 / (i + 1) ** 1.1;
   for (let i = 0; i < vocab.length; i++) cdf[i]! /= total;
   const pick = (): Buffer => {
     const u = rand();

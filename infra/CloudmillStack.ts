@@ -1,17 +1,8 @@
 import { Annotations, CfnOutput, Stack, Tags, type StackProps } from "aws-cdk-lib";
 import type { Construct } from "constructs";
 import { CloudmillPipeline } from "./CloudmillPipeline.js";
+import { STACK_OUTPUTS, type StackOutputField } from "../lib/core/stack.js";
 import { LAB_TAG_KEY, type CloudmillPipelineProps } from "./props.js";
-
-/** Output keys the SDK and CLI look up by name: keep them exactly. */
-export const STACK_OUTPUTS = {
-  inputBucketName: "InputBucketName",
-  outputBucketName: "OutputBucketName",
-  taskQueueUrl: "TaskQueueUrl",
-  deadLetterQueueUrl: "DeadLetterQueueUrl",
-  clusterName: "ClusterName",
-  serviceName: "ServiceName",
-} as const;
 
 export interface CloudmillStackProps extends StackProps {
   /** The pipeline's props; its lab name also tags the stack. */
@@ -37,16 +28,16 @@ export class CloudmillStack extends Stack {
     for (const notice of props.notices ?? []) Annotations.of(this).addWarningV2("cloudmill:notice", notice);
 
     const p = this.pipeline;
-    const outputs: Record<keyof typeof STACK_OUTPUTS, { value: string; description: string }> = {
-      inputBucketName: { value: p.inputBucket.bucketName, description: "Upload <op>/<path> here to start a job" },
-      outputBucketName: { value: p.outputBucket.bucketName, description: "Results: <op>/<path>/result.json and status.json" },
+    const outputs: Record<StackOutputField, { value: string; description: string }> = {
+      inputBucket: { value: p.inputBucket.bucketName, description: "Upload <op>/<path> here to start a job" },
+      outputBucket: { value: p.outputBucket.bucketName, description: "Results: <op>/<path>/result.json and status.json" },
       taskQueueUrl: { value: p.taskQueue.queueUrl, description: "One message per chunk" },
       deadLetterQueueUrl: { value: p.deadLetterQueue.queueUrl, description: "Chunks that failed every attempt" },
-      clusterName: { value: p.fleet.cluster.clusterName, description: "ECS cluster of the workers" },
-      serviceName: { value: p.fleet.service.serviceName, description: "ECS service of the workers" },
+      cluster: { value: p.fleet.cluster.clusterName, description: "ECS cluster of the workers" },
+      service: { value: p.fleet.service.serviceName, description: "ECS service of the workers" },
     };
     for (const [key, { value, description }] of Object.entries(outputs)) {
-      new CfnOutput(this, STACK_OUTPUTS[key as keyof typeof STACK_OUTPUTS], { value, description });
+      new CfnOutput(this, STACK_OUTPUTS[key as StackOutputField], { value, description });
     }
   }
 }

@@ -7,12 +7,11 @@ import { RemovalPolicy } from "aws-cdk-lib";
 import { RetentionDays } from "aws-cdk-lib/aws-logs";
 import { z } from "zod";
 import { ChunkSize } from "../lib/core/job/spec.js";
+import { stackNameOf } from "../lib/core/stack.js";
 import { BUDGET_SCOPES, CloudmillConfigError, LAB_NAME_PATTERN, LOG_LEVELS, type CloudmillPipelineProps } from "./props.js";
 
 /** The lab cdk.json names, synthesized when no `-c lab=<name>` is given: a preview, not meant for deploying. */
 export const DEFAULT_LAB = "default";
-
-export const stackNameFor = (lab: string): string => `Cloudmill-${lab}`;
 
 const RETENTION_DAYS = Object.values(RetentionDays).filter((v): v is RetentionDays => typeof v === "number" && v > 0);
 
@@ -130,5 +129,5 @@ export const readCloudmillContext = (get: (key: string) => unknown): CloudmillCo
     extraInputBuckets: c.extraInputBuckets,
     logLevel: c.logLevel,
   };
-  return { lab, stackName: stackNameFor(lab), preview, props, warnings };
+  return { lab, stackName: stackNameOf(lab), preview, props, warnings };
 };

@@ -8,7 +8,7 @@ export const serviceName = (role: Role): string => `cloudmill-${role.replace(/[A
 
 /**
  * Exactly the variables `role` reads (ROLE_ENV), no more: the stack hands each function and the
- * worker container this map, and a test compares the synthesized template with ROLE_ENV.
+ * worker container this map, and test/infra/environment.test.ts feeds the synthesized one to each role's reader.
  */
 export const roleEnvironment = (role: Role, values: EnvValues): Record<string, string> => {
   const all: Record<EnvName, string> = { ...values, POWERTOOLS_SERVICE_NAME: serviceName(role) };

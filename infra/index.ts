@@ -1,8 +1,9 @@
 export { CloudmillPipeline, REPO_ROOT } from "./CloudmillPipeline.js";
-export { CloudmillStack, STACK_OUTPUTS, type CloudmillStackProps } from "./CloudmillStack.js";
+export { CloudmillStack, type CloudmillStackProps } from "./CloudmillStack.js";
+export { STACK_OUTPUTS, stackNameOf } from "../lib/core/stack.js";
 export { PipelineMonitoring, BUDGET_THRESHOLDS, type PipelineMonitoringProps } from "./PipelineMonitoring.js";
 export { WorkerFleet, WORKER_STOP_TIMEOUT, type WorkerFleetProps } from "./WorkerFleet.js";
-export { readCloudmillContext, stackNameFor, DEFAULT_LAB, CONTEXT_KEYS, type CloudmillContext, type ContextKey } from "./context.js";
+export { readCloudmillContext, DEFAULT_LAB, CONTEXT_KEYS, type CloudmillContext, type ContextKey } from "./context.js";
 export { roleEnvironment, serviceName, type EnvValues } from "./environment.js";
 export {
   CloudmillConfigError,

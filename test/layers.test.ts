@@ -45,14 +45,14 @@ const layerOf = (file: string): Layer | undefined => {
   return (["functions", "worker", "infra"] as const).find((l) => l === top);
 };
 
-export interface SourceFile {
+interface SourceFile {
   /** Path from the package root, with forward slashes. */
   readonly file: string;
   readonly text: string;
 }
 
 /** Every rule an import breaks, one line each: `from → to: why`. */
-export const layerViolations = (files: readonly SourceFile[]): string[] => {
+const layerViolations = (files: readonly SourceFile[]): string[] => {
   const out: string[] = [];
   for (const { file, text } of files) {
     const from = layerOf(file);

@@ -9,6 +9,7 @@ import type { SQSClient, SendMessageBatchRequestEntry } from "@aws-sdk/client-sq
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import type { QueueMessage, ReceiveOptions, TaskQueue } from "../core/ports.js";
 import { validateReceive, validateVisibility } from "../core/queueLimits.js";
+import { backoffMs, sleep, type Backoff } from "../core/sleep.js";
 
 export interface SqsTaskQueueOptions {
   /** SendMessageBatch requests in flight at once. Default 8. */
@@ -18,8 +19,7 @@ export interface SqsTaskQueueOptions {
 }
 
 const BATCH = 10;
-const BACKOFF_BASE_MS = 50;
-const BACKOFF_CAP_MS = 2_000;
+const SEND_BACKOFF: Backoff = { baseMs: 50, factor: 2, capMs: 2_000, jitter: "full" };
 
 /** Why some entries of a batch were not sent: the reason, and whether trying again may help. */
 interface Failure {
@@ -178,7 +178,7 @@ export class SqsTaskQueue implements TaskQueue {
       if (!failure.retryable || attempt >= this.maxSendRetries) {
         return { count: pending.length, reason: `${failure.reason} (${attempt + 1} attempt${attempt ? "s" : ""})` };
       }
-      await sleep(Math.random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt), signal);
+      await sleep(backoffMs(SEND_BACKOFF, attempt), signal);
     }
   }
 
@@ -203,18 +203,3 @@ const isTransient = (err: unknown): boolean => {
   if (e?.$retryable) return true;
   return e?.$fault !== "client";
 };
-
-const sleep = (ms: number, signal: AbortSignal | undefined): Promise<void> =>
-  new Promise((resolve, reject) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", abort);
-      resolve();
-    };
-    const abort = (): void => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", abort, { once: true });
-  });

@@ -11,9 +11,10 @@ import type { PipelineDeps } from "../core/pipeline/deps.js";
 import { failJob } from "../core/pipeline/deadLetter.js";
 import { readJsonIfExists } from "../core/pipeline/blobJson.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
-import { isDeterministic, recordChunkError, runTask, type TaskOutcome } from "../core/pipeline/task.js";
+import { afterFailedAttempt, runTask, type TaskOutcome } from "../core/pipeline/task.js";
 import { Manifest } from "../core/job/manifest.js";
 import { manifestKey } from "../core/keys.js";
+import { backoffMs, sleep, type Backoff } from "../core/sleep.js";
 import { noProtection, type TaskProtection } from "./taskProtection.js";
 
 export interface TaskWorkerOptions {
@@ -39,34 +40,23 @@ export interface TaskWorkerEvents {
 /** Pause after a failed receive. */
 const RECEIVE_BACKOFF_MS = 1000;
 
-/** Waits ms, or until the signal aborts. */
-const backOff = (ms: number, signal: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
-
 /** Seconds before a failed chunk is retried: exponential, capped at a minute. */
-export const retryDelaySeconds = (attempt: number): number => Math.min(60, 2 ** Math.max(0, attempt - 1));
+export const retryDelaySeconds = (attempt: number): number => backoffMs(RETRY_BACKOFF, attempt - 1) / 1000;
+const RETRY_BACKOFF: Backoff = { baseMs: 1000, factor: 2, capMs: 60_000 };
 
 export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
-  readonly #o: TaskWorkerOptions;
+  readonly #options: TaskWorkerOptions;
   readonly #stop = new AbortController();
   /** Aborts tasks still running when the grace period ends. */
   readonly #kill = new AbortController();
-  #slots: Promise<void>[] = [];
+  #loops: Promise<void>[] = [];
 
   constructor(options: TaskWorkerOptions) {
     super();
     if (options.heartbeatSeconds >= options.visibilitySeconds) {
       throw new CloudmillError(ErrorCode.INVALID_SPEC, `heartbeat (${options.heartbeatSeconds}s) must be shorter than the visibility timeout (${options.visibilitySeconds}s)`);
     }
-    this.#o = options;
+    this.#options = options;
   }
 
   get stopping(): boolean {
@@ -74,7 +64,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   }
 
   start(): this {
-    this.#slots = Array.from({ length: this.#o.concurrency }, () => this.#slot());
+    this.#loops = Array.from({ length: this.#options.concurrency }, () => this.#receiveLoop());
     return this;
   }
 
@@ -85,33 +75,33 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   async stop(graceMs: number): Promise<void> {
     this.#stop.abort();
     const grace = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), graceMs).unref());
-    if ((await Promise.race([Promise.all(this.#slots).then(() => "done" as const), grace])) === "timeout") {
+    if ((await Promise.race([Promise.all(this.#loops).then(() => "done" as const), grace])) === "timeout") {
       this.#kill.abort();
-      await Promise.all(this.#slots);
+      await Promise.all(this.#loops);
     }
     this.emit("stopped");
   }
 
-  async #slot(): Promise<void> {
-    const { queue, deps } = this.#o;
+  async #receiveLoop(): Promise<void> {
+    const { queue, deps } = this.#options;
     while (!this.stopping) {
       let messages: QueueMessage[];
       try {
-        messages = await queue.receive({ maxMessages: 1, waitSeconds: this.#o.waitSeconds ?? 20, signal: this.#stop.signal });
+        messages = await queue.receive({ maxMessages: 1, waitSeconds: this.#options.waitSeconds ?? 20, signal: this.#stop.signal });
       } catch (err) {
         if (this.stopping) break;
         deps.log.warn("receive failed; backing off", logFieldsOf(toCloudmillError(err)));
         // A ref'd timer, cut short by stop(): while S3 and SQS are unreachable, this back-off may
         // be all that keeps the process alive (an unref'd one let the worker exit, code 13).
-        await backOff(RECEIVE_BACKOFF_MS, this.#stop.signal);
+        await sleep(RECEIVE_BACKOFF_MS, this.#stop.signal).catch(() => undefined);
         continue;
       }
       for (const message of messages) {
         try {
           await this.#handle(message);
         } catch (err) {
-          // #handle settles every path itself; should anything still escape, this slot must
-          // keep receiving (a dead slot is a worker that looks alive and does nothing).
+          // #handle settles every path itself; should anything still escape, this loop must
+          // keep receiving (a dead loop is a worker that looks alive and does nothing).
           deps.log.error("chunk handling failed; the message returns after its visibility timeout", logFieldsOf(toCloudmillError(err)));
         }
       }
@@ -119,8 +109,8 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   }
 
   async #handle(message: QueueMessage): Promise<void> {
-    const { queue, deps } = this.#o;
-    const protection = this.#o.protection ?? noProtection;
+    const { queue, deps } = this.#options;
+    const protection = this.#options.protection ?? noProtection;
     let task: TaskMessage;
     try {
       task = TaskMessage.parse(JSON.parse(message.body));
@@ -136,11 +126,11 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     log.debug("chunk received", { attempt: message.receiveCount, input: task.chunk.input.name, range: [task.chunk.start, task.chunk.end] });
     await protection.acquire();
     const heartbeat = setInterval(() => {
-      queue.changeVisibility(message.receiptHandle, this.#o.visibilitySeconds).then(
+      queue.changeVisibility(message.receiptHandle, this.#options.visibilitySeconds).then(
         () => this.emit("heartbeat", task),
         (err: unknown) => log.warn("heartbeat failed", logFieldsOf(toCloudmillError(err))),
       );
-    }, this.#o.heartbeatSeconds * 1000);
+    }, this.#options.heartbeatSeconds * 1000);
     try {
       const outcome = await runTask(deps, task, { signal: this.#kill.signal });
       await queue.delete(message.receiptHandle);
@@ -155,10 +145,8 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         this.emit("task_failed", task, err, true);
         return;
       }
-      await recordChunkError(deps, task, err, message.receiveCount).catch(() => undefined);
-      if (isDeterministic(err)) {
-        // The same input gives the same error on every attempt (or the job is past its
-        // deadline): fail the job now.
+      const next = await afterFailedAttempt(deps, task, err, message.receiveCount);
+      if (next.action === "fail-job") {
         try {
           const manifest = await readJsonIfExists(deps.output, manifestKey(task.jobId), Manifest);
           if (manifest) await failJob(deps, { jobId: task.jobId, output: manifest.output, chunks: manifest.chunks, done: 0, startedAt: manifest.createdAt }, err);
@@ -174,11 +162,10 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         log.error(err.code === ErrorCode.DEADLINE ? "job past its deadline; job failed" : "chunk failed; job failed", logFieldsOf(err));
         this.emit("task_failed", task, err, false);
       } else {
-        const last = message.receiveCount >= task.job.maxAttempts;
         // After the last attempt, make it visible now so the queue moves it to the dead-letter queue.
-        await queue.changeVisibility(message.receiptHandle, last ? 0 : retryDelaySeconds(message.receiveCount)).catch(() => undefined);
+        await queue.changeVisibility(message.receiptHandle, next.last ? 0 : retryDelaySeconds(message.receiveCount)).catch(() => undefined);
         log.warn("chunk failed", { attempt: message.receiveCount, of: task.job.maxAttempts, ...logFieldsOf(err) });
-        this.emit("task_failed", task, err, !last);
+        this.emit("task_failed", task, err, !next.last);
       }
     } finally {
       clearInterval(heartbeat);

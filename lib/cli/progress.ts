@@ -1,6 +1,64 @@
-/** Progress on stderr: a redrawn bar on a TTY, a plain line every few seconds otherwise. */
+/** Progress on stderr, one way for every command: a line redrawn in place on a TTY, plain lines otherwise. */
 import type { Progress } from "../local/localEngine.js";
 import type { CliIO } from "./io.js";
+
+export interface StatusLine {
+  /**
+   * Shows `line`. `final`: the last one, always shown. `key`: plain output skips a line whose
+   * key equals the last shown one (a job whose progress did not change).
+   */
+  show(line: string, final: boolean, key?: string): void;
+  /** Ends a redrawn line, so what follows starts on a fresh one. */
+  done(): void;
+}
+
+export interface StatusLineOptions {
+  readonly enabled: boolean;
+  /** TTY: redraw at most this often (the final line always). Default 0. */
+  readonly redrawMs?: number;
+  /** Plain output: the first line only after one interval, so a quick run prints none. Default false. */
+  readonly quietStart?: boolean;
+}
+
+/** Plain output: at most a line this often (and the final one). */
+const PLAIN_EVERY_MS = 2000;
+
+export const statusLine = (io: CliIO, options: StatusLineOptions): StatusLine => {
+  if (!options.enabled) return { show: () => {}, done: () => {} };
+  const tty = io.stderr.isTTY === true;
+  let last = !tty && options.quietStart ? Date.now() : 0;
+  let lastKey: string | undefined;
+  let drawn = false;
+  return {
+    show(line, final, key) {
+      const now = Date.now();
+      if (tty) {
+        if (!final && now - last < (options.redrawMs ?? 0)) return;
+        io.stderr.write(`\r${line}\x1b[K`);
+        drawn = true;
+      } else {
+        if (key !== undefined && key === lastKey) return;
+        if (!final && now - last < PLAIN_EVERY_MS) return;
+        io.stderr.write(`${line}\n`);
+        lastKey = key;
+      }
+      last = now;
+    },
+    done() {
+      if (drawn) io.stderr.write("\n");
+      drawn = false;
+    },
+  };
+};
+
+/** `[#####-----]`: `fraction` of `width` filled. */
+export const bar = (fraction: number, width: number): string => {
+  const filled = Math.round(Math.min(1, Math.max(0, fraction)) * width);
+  return `[${"#".repeat(filled)}${"-".repeat(width - filled)}]`;
+};
+
+/** Bar width that leaves `reserved` columns of the terminal for the rest of the line. */
+export const barWidth = (io: CliIO, reserved: number): number => Math.max(10, Math.min(40, (io.stderr.columns ?? 80) - reserved));
 
 const mb = (bytes: number): string => (bytes / 1e6).toFixed(1);
 
@@ -20,30 +78,15 @@ export interface ProgressView {
   done(): void;
 }
 
+/** A local run's progress: a bar on a TTY, a plain line every few seconds otherwise. */
 export const progressView = (io: CliIO, enabled = true): ProgressView => {
-  if (!enabled) return { update: () => {}, done: () => {} };
+  const out = statusLine(io, { enabled, redrawMs: 100, quietStart: true });
   const tty = io.stderr.isTTY === true;
-  // Plain lines start after a first interval, so a quick run or failure prints none.
-  let last = tty ? 0 : Date.now();
-  let drawn = false;
   return {
     update(p) {
-      const now = Date.now();
-      const final = p.chunksDone === p.chunks;
-      if (tty) {
-        if (!final && now - last < 100) return;
-        last = now;
-        const width = Math.max(10, Math.min(40, (io.stderr.columns ?? 80) - 60));
-        const filled = Math.round((p.chunksDone / Math.max(1, p.chunks)) * width);
-        io.stderr.write(`\r[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${describeProgress(p)}\x1b[K`);
-        drawn = true;
-      } else if (final || now - last >= 2000) {
-        last = now;
-        io.stderr.write(`progress: ${describeProgress(p)}\n`);
-      }
+      const text = describeProgress(p);
+      out.show(tty ? `${bar(p.chunksDone / Math.max(1, p.chunks), barWidth(io, 60))} ${text}` : `progress: ${text}`, p.chunksDone === p.chunks);
     },
-    done() {
-      if (drawn) io.stderr.write("\n");
-    },
+    done: () => out.done(),
   };
 };

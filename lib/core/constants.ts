@@ -21,7 +21,7 @@ export type EnvName = (typeof ENV)[keyof typeof ENV];
 
 /**
  * Exactly the variables each role reads. The stack sets these and no others
- * (a test compares the synthesized template with this table).
+ * (test/infra/environment.test.ts checks the synthesized template against each role's reader).
  */
 export const ROLE_ENV = {
   splitter: [ENV.OUTPUT_BUCKET, ENV.TASK_QUEUE_URL, ENV.DEFAULT_CHUNK_SIZE, ENV.MAX_ATTEMPTS, ENV.JOB_DEADLINE_SECONDS, ENV.LOG_LEVEL, ENV.SERVICE_NAME],

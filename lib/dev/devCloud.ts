@@ -14,6 +14,7 @@ import { cloudDeps } from "../aws/cloudDeps.js";
 import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES, ENV } from "../core/constants.js";
 import { parsePartKey } from "../core/keys.js";
 import { toCloudmillError } from "../core/errors.js";
+import { sleep } from "../core/sleep.js";
 import type { Logger } from "../core/log.js";
 import { compiledFile } from "../local/paths.js";
 import type { TaskQueue } from "../core/ports.js";
@@ -105,7 +106,7 @@ const pollIntoHandler = (
         const until = Date.now() + batch.windowMs;
         while (messages.length < batch.size && Date.now() < until && !signal.aborted) {
           const more = await queue.receive({ maxMessages: Math.min(10, batch.size - messages.length), waitSeconds: 0, signal });
-          if (more.length === 0) await new Promise((r) => setTimeout(r, 100).unref());
+          if (more.length === 0) await sleep(100, signal).catch(() => undefined);
           messages.push(...more);
         }
         const event = {
@@ -117,7 +118,7 @@ const pollIntoHandler = (
       } catch (err) {
         if (signal.aborted) break;
         log.error("handler poll failed", { error: toCloudmillError(err).message });
-        await new Promise((r) => setTimeout(r, 500).unref());
+        await sleep(500, signal).catch(() => undefined);
       }
     }
   })();
@@ -155,7 +156,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
       } catch (err) {
         if (attempt >= SPLITTER_ATTEMPTS || stop.signal.aborted) throw err;
         log.warn("splitter failed; Lambda retries the event", { attempt, error: toCloudmillError(err).message });
-        await new Promise((r) => setTimeout(r, attempt * 1000).unref());
+        await sleep(attempt * 1000, stop.signal).catch(() => undefined);
       }
     }
   };

@@ -28,7 +28,9 @@ import { Readable } from "node:stream";
 import type { NodeHttpHandler } from "@smithy/node-http-handler";
 import { z } from "zod";
 import { awsClients, type AwsClientOptions, type AwsClients } from "../aws/clients.js";
-import { CloudmillError, ErrorCode } from "../core/errors.js";
+import { ErrorCode } from "../core/errors.js";
+import { parseJsonWith } from "../core/parseJson.js";
+import { sleep } from "../core/sleep.js";
 import { prng } from "./prng.js";
 
 export const FAULT_KINDS = ["throttle", "server-error", "lost-response", "reset-body", "delay"] as const;
@@ -55,20 +57,7 @@ export type FaultConfig = z.output<typeof FaultConfig>;
 export type FaultConfigInput = z.input<typeof FaultConfig>;
 
 /** Parses a fault configuration given as JSON text; `what` names its source in the error. */
-export const parseFaultConfig = (text: string, what: string): FaultConfig => {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new CloudmillError(ErrorCode.ENVIRONMENT, `${what}: not valid JSON (${(err as Error).message})`);
-  }
-  const r = FaultConfig.safeParse(value);
-  if (!r.success) {
-    const issue = r.error.issues[0]!;
-    throw new CloudmillError(ErrorCode.ENVIRONMENT, `${what}: ${issue.path.join(".") || "value"}: ${issue.message}`);
-  }
-  return r.data;
-};
+export const parseFaultConfig = (text: string, what: string): FaultConfig => parseJsonWith(text, FaultConfig, what, ErrorCode.ENVIRONMENT);
 
 /** One request as the handler sees it (the operation is recovered from the HTTP request). */
 export interface RequestInfo {
@@ -140,7 +129,7 @@ const decodeKey = (s: string): string => {
 /** The S3 operation, bucket and key of a request, path-style or virtual-hosted. */
 const describeS3 = (request: HttpRequest): RequestInfo => {
   const query = request.query ?? {};
-  const has = (q: string): boolean => Object.prototype.hasOwnProperty.call(query, q);
+  const has = (q: string): boolean => Object.hasOwn(query, q);
   const virtual = /^(.+)\.s3[.-]/.exec(request.hostname);
   const path = request.path.startsWith("/") ? request.path.slice(1) : request.path;
   let bucket: string | undefined;
@@ -251,18 +240,10 @@ const abortError = (signal: HttpHandlerOptions["abortSignal"]): Error => {
   return Object.assign(new Error("Request aborted"), { name: "AbortError" });
 };
 
-const sleep = (ms: number, signal: HttpHandlerOptions["abortSignal"]): Promise<void> =>
-  new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(abortError(signal));
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(abortError(signal));
-    };
-    const timer = setTimeout(() => {
-      (signal as AbortSignal | undefined)?.removeEventListener?.("abort", onAbort);
-      resolve();
-    }, ms);
-    (signal as AbortSignal | undefined)?.addEventListener?.("abort", onAbort, { once: true });
+/** A delay the SDK can abort: it then rejects with the AbortError the SDK expects. */
+const delayRequest = (ms: number, signal: HttpHandlerOptions["abortSignal"]): Promise<void> =>
+  sleep(ms, signal as AbortSignal | undefined).catch(() => {
+    throw abortError(signal);
   });
 
 /** Reads and discards a response body (so the connection is reused), ignoring its errors. */
@@ -378,7 +359,7 @@ export class FaultInjectingHandler {
           return { response: { ...real, body: cutAfter(real.body, Math.floor(at * Math.max(0, length))) } };
         }
         case "delay":
-          await sleep(this.#config.delayMs, options.abortSignal);
+          await delayRequest(this.#config.delayMs, options.abortSignal);
           break;
         case undefined:
           break;

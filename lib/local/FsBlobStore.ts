@@ -1,15 +1,14 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { BigIntStats, Dirent } from "node:fs";
-import { mkdir, open, readdir, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { mkdir, open, readdir, stat, unlink } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { DEFAULTS } from "../core/constants.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import type { BlobInfo, BlobStore, GetOptions, PutOptions } from "../core/ports.js";
 import { resolveRange } from "../core/byteRange.js";
+import { ATOMIC_TEMP_NAME, writeFileAtomically } from "./atomicFile.js";
 
-/** Name of a temp file of an in-progress put; list() skips these and keys may not use them. */
-const TEMP_NAME = /^\.cmtmp-[0-9a-f]{16}$/;
 /** How many files list() stats at once. */
 const STAT_CONCURRENCY = 64;
 
@@ -66,14 +65,10 @@ export class FsBlobStore implements BlobStore {
   async put(key: string, body: Uint8Array | string, _options?: PutOptions): Promise<void> {
     const path = this.pathOf(key);
     const dir = path.slice(0, path.lastIndexOf("/"));
-    const temp = join(dir, `.cmtmp-${randomBytes(8).toString("hex")}`);
     try {
       await mkdir(dir, { recursive: true });
-      await writeFile(temp, body);
-      // rename(2) is atomic: readers see the old file or the new one, never a mix.
-      await rename(temp, path);
+      await writeFileAtomically(path, body);
     } catch (err) {
-      await unlink(temp).catch(() => undefined);
       throw fsError("put", path, err);
     }
   }
@@ -117,7 +112,7 @@ export class FsBlobStore implements BlobStore {
     }
     const dirs: string[] = [];
     for (const e of entries) {
-      if (TEMP_NAME.test(e.name)) continue;
+      if (ATOMIC_TEMP_NAME.test(e.name)) continue;
       const key = `${dirKey}${e.name}`;
       if (e.isDirectory()) dirs.push(`${key}/`);
       else if (e.isFile()) found(key);
@@ -140,7 +135,7 @@ export class FsBlobStore implements BlobStore {
     for (const seg of key.split("/")) {
       if (seg === "") throw bad("empty path segment");
       if (seg === "." || seg === "..") throw bad(`"${seg}" segment`);
-      if (TEMP_NAME.test(seg)) throw bad("reserved temp-file name");
+      if (ATOMIC_TEMP_NAME.test(seg)) throw bad("reserved temp-file name");
     }
     return `${this.root}/${key}`;
   }

@@ -20,7 +20,7 @@ import { readBytes, readJson } from "../core/pipeline/blobJson.js";
 import { OrderedPartMerge, type MergedParts } from "../core/pipeline/partMerge.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
 import { deadlineSecondsOf, enqueueTasks, startJob, taskJobOf, tasksOf } from "../core/pipeline/split.js";
-import { isDeterministic, recordChunkError } from "../core/pipeline/task.js";
+import { afterFailedAttempt } from "../core/pipeline/task.js";
 import { lineNumberAt } from "../core/records/lineNumber.js";
 import { inlineExecutor, threadExecutor, type TaskExecutor } from "./executor.js";
 import { resolveLocalInputs } from "./localInputs.js";
@@ -96,7 +96,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
       trigger: "cli",
       deadlineSeconds: deadlineSecondsOf(spec),
     });
-    if (manifest.chunks > 0) await drive(deps, manifest, deadLetters, executor, Math.max(1, workers), options, inputs, root);
+    if (manifest.chunks > 0) await mapAndReduce({ deps, manifest, deadLetters, executor, concurrency: Math.max(1, workers), options, inputs, root });
     const status = await readJson(output, STATUS_KEY, JobStatusSchema);
     if (status.state !== "succeeded") {
       const e = status.error;
@@ -112,17 +112,22 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   }
 };
 
+/** What mapAndReduce runs a started job with. */
+interface JobRun {
+  readonly deps: SplitDeps;
+  readonly manifest: Manifest;
+  readonly deadLetters: MemoryTaskQueue;
+  readonly executor: TaskExecutor;
+  /** Tasks mapped at once: one receive loop each. */
+  readonly concurrency: number;
+  readonly options: LocalRunOptions;
+  readonly inputs: readonly InputObject[];
+  /** The store the inputs are read from, for a bad record's line number. */
+  readonly root: FsBlobStore;
+}
+
 /** Runs every task of the job to completion or failure, merging parts as they come, then reduces. */
-const drive = async (
-  deps: SplitDeps,
-  manifest: Manifest,
-  deadLetters: MemoryTaskQueue,
-  executor: TaskExecutor,
-  slots: number,
-  options: LocalRunOptions,
-  inputs: readonly InputObject[],
-  root: FsBlobStore,
-): Promise<void> => {
+const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency, options, inputs, root }: JobRun): Promise<void> => {
   const started = Date.now();
   const bytes = inputs.reduce((s, i) => s + i.size, 0);
   const done = new Set<number>();
@@ -162,7 +167,8 @@ const drive = async (
     finish("failed");
   };
 
-  const slot = async () => {
+  /** One task at a time from the queue, until the job ends. */
+  const taskLoop = async () => {
     while (!ended) {
       const [msg] = await deps.queue.receive({ maxMessages: 1, waitSeconds: 1, signal: stop.signal });
       if (!msg || ended) continue;
@@ -184,8 +190,7 @@ const drive = async (
       } catch (e) {
         const err = toCloudmillError(e);
         if (ended) break;
-        await recordChunkError(deps, task, err, msg.receiveCount);
-        if (isDeterministic(err)) {
+        if ((await afterFailedAttempt(deps, task, err, msg.receiveCount)).action === "fail-job") {
           await deps.queue.delete(msg.receiptHandle);
           await fail(err);
         } else {
@@ -208,7 +213,7 @@ const drive = async (
   const totals: MergedParts[] = [];
   try {
     for (;;) {
-      await Promise.all([...Array.from({ length: slots }, slot), deadLetterLoop()]);
+      await Promise.all([...Array.from({ length: concurrency }, taskLoop), deadLetterLoop()]);
       if (ended !== "complete" || !orderFree) break;
       totals.push(...(await executor.collect(manifest.jobId)));
       const lost = lostChunks(heldOnlyInTotals, totals);

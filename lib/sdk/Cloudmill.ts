@@ -10,7 +10,7 @@
 import { CloudFormationClient } from "@aws-sdk/client-cloudformation";
 import { EC2Client } from "@aws-sdk/client-ec2";
 import { ECSClient } from "@aws-sdk/client-ecs";
-import { GetObjectCommand, HeadObjectCommand, paginateListObjectsV2, type S3Client } from "@aws-sdk/client-s3";
+import { paginateListObjectsV2, type S3Client } from "@aws-sdk/client-s3";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { z } from "zod";
 import { SqsTaskQueue } from "../aws/SqsTaskQueue.js";
@@ -24,6 +24,7 @@ import { JobStatus as StoredJobStatus } from "../core/job/manifest.js";
 import { JobId, parseJobSpec, type JobSpecInput } from "../core/job/spec.js";
 import { silentLogger, type Logger } from "../core/log.js";
 import type { UserOp } from "../core/ops/defineOp.js";
+import { exists, readJsonIfExists } from "../core/pipeline/blobJson.js";
 import { cancelJob } from "../core/pipeline/cancel.js";
 import { withAws, type AwsTarget } from "./awsErrors.js";
 import { DEFAULT_JOBS_LIMIT } from "./constants.js";
@@ -61,11 +62,6 @@ export type MapOptions = Omit<SubmitSpec, "op" | "inputs" | "params"> & SubmitOp
 export type JobParams = SubmitSpec["params"];
 
 const ANY_JSON = z.unknown();
-
-const isMissing = (err: unknown): boolean => {
-  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } } | undefined;
-  return e?.name === "NoSuchKey" || e?.name === "NotFound" || e?.$metadata?.httpStatusCode === 404;
-};
 
 export class Cloudmill {
   readonly #options: CloudmillOptions;
@@ -208,18 +204,18 @@ export class Cloudmill {
   }
 
   async #write(id: string, given: JobSpecInput, chunkSize: number, chunkSizeGiven: boolean, options: SubmitOptions, signal: AbortSignal): Promise<void> {
-    const c = await this.#connect();
-    const staged = await planInputs(c.target.inputBucket, id, given.inputs);
+    const conn = await this.#connect();
+    const staged = await planInputs(conn.target.inputBucket, id, given.inputs);
     for (const upload of staged.uploads) {
       signal.throwIfAborted();
-      await withAws(this.#aws(`upload ${upload.file} to ${s3Uri(c.target.inputBucket, upload.key)}`), () => uploadFile(c.s3, c.target.inputBucket, upload, options.onUpload, signal), signal);
+      await withAws(this.#aws(`upload ${upload.file} to ${s3Uri(conn.target.inputBucket, upload.key)}`), () => uploadFile(conn.s3, conn.target.inputBucket, upload, options.onUpload, signal), signal);
     }
     signal.throwIfAborted();
     // Only what the caller gave: the deployment's defaults fill the rest, as for any spec upload.
     const body = { ...given, inputs: staged.uris, ...(chunkSizeGiven ? { chunkSize } : {}) };
     parseJobSpec(body, "");
-    await withAws(this.#aws(`write job spec ${s3Uri(c.target.inputBucket, jobSpecKey(id))}`), () =>
-      c.input.put(jobSpecKey(id), JSON.stringify(body), { contentType: "application/json" }),
+    await withAws(this.#aws(`write job spec ${s3Uri(conn.target.inputBucket, jobSpecKey(id))}`), () =>
+      conn.input.put(jobSpecKey(id), JSON.stringify(body), { contentType: "application/json" }),
     );
     this.#log.info("job submitted", { jobId: id, inputs: staged.uris.length, uploaded: staged.uploads.length });
   }
@@ -247,11 +243,11 @@ export class Cloudmill {
 
   /** Recent jobs submitted as specs, newest first (by when their status last changed). */
   async jobs(options: { readonly limit?: number; readonly signal?: AbortSignal } = {}): Promise<JobSummary[]> {
-    const c = await this.#connect();
+    const conn = await this.#connect();
     const limit = options.limit ?? DEFAULT_JOBS_LIMIT;
-    const found = await withAws(this.#aws(`list jobs in s3://${c.target.outputBucket}/${JOBS_PREFIX}`), async () => {
+    const found = await withAws(this.#aws(`list jobs in s3://${conn.target.outputBucket}/${JOBS_PREFIX}`), async () => {
       const out: { jobId: string; key: string; updatedAt?: Date }[] = [];
-      for await (const page of paginateListObjectsV2({ client: c.s3 }, { Bucket: c.target.outputBucket, Prefix: JOBS_PREFIX })) {
+      for await (const page of paginateListObjectsV2({ client: conn.s3 }, { Bucket: conn.target.outputBucket, Prefix: JOBS_PREFIX })) {
         for (const o of page.Contents ?? []) {
           const m = o.Key ? /^_jobs\/([^/]+)\/status\.json$/.exec(o.Key) : null;
           if (m && o.Key) out.push({ jobId: m[1]!, key: o.Key, ...(o.LastModified ? { updatedAt: o.LastModified } : {}) });
@@ -263,7 +259,7 @@ export class Cloudmill {
     const newest = found.slice(0, limit);
     const summaries = await Promise.all(
       newest.map(async ({ jobId, updatedAt }) => {
-        const status = await this.#readStatus(c, jobId, { known: true, ...(options.signal ? { signal: options.signal } : {}) });
+        const status = await this.#readStatus(conn, jobId, { known: true, ...(options.signal ? { signal: options.signal } : {}) });
         return { ...status, ...(updatedAt ? { updatedAt } : {}) };
       }),
     );
@@ -276,22 +272,22 @@ export class Cloudmill {
    * Needs the stack's ClusterName and ServiceName (or { cluster, service }).
    */
   async fleet(): Promise<FleetView> {
-    const c = await this.#connect();
-    const { cluster, service, region, endpoint } = c.target;
+    const conn = await this.#connect();
+    const { cluster, service, region, endpoint } = conn.target;
     if (!cluster || !service) {
       throw new CloudmillError(
         ErrorCode.ENVIRONMENT,
-        endpoint && !c.target.stack
+        endpoint && !conn.target.stack
           ? `no worker fleet at ${endpoint}: cloudmill dev runs its workers as local processes; connect with --stack to see a lab's fleet`
-          : `no worker fleet known: stack ${c.target.stack ?? "?"} has no ClusterName/ServiceName outputs (pass cluster and service)`,
+          : `no worker fleet known: stack ${conn.target.stack ?? "?"} has no ClusterName/ServiceName outputs (pass cluster and service)`,
       );
     }
     const config = this.#clientConfig(region);
     const ecs = (this.#extra.ecs ??= new ECSClient(config));
     const ec2 = (this.#extra.ec2 ??= new EC2Client(config));
     const view = await describeFleet({ ecs, ec2 }, { cluster, service, region, ...(endpoint ? { endpoint } : {}) });
-    if (!c.target.taskQueueUrl) return view;
-    const queue = await withAws(this.#aws("read the task queue's depth"), () => new SqsTaskQueue(c.sqs, c.target.taskQueueUrl!).depth());
+    if (!conn.target.taskQueueUrl) return view;
+    const queue = await withAws(this.#aws("read the task queue's depth"), () => new SqsTaskQueue(conn.sqs, conn.target.taskQueueUrl!).depth());
     return { ...view, queue };
   }
 
@@ -299,9 +295,9 @@ export class Cloudmill {
   close(): void {
     this.#closed = true;
     void this.#connected?.then(
-      (c) => {
-        if (!this.#options.s3) c.s3.destroy();
-        c.sqs.destroy();
+      (conn) => {
+        if (!this.#options.s3) conn.s3.destroy();
+        conn.sqs.destroy();
       },
       () => undefined,
     );
@@ -312,38 +308,12 @@ export class Cloudmill {
   // ---- what futures read --------------------------------------------------------------------
 
   /** One GET of a JSON object, or undefined when it does not exist. */
-  async #getJson<S extends z.ZodType>(c: Connected, bucket: string, key: string, schema: S, signal?: AbortSignal): Promise<z.output<S> | undefined> {
-    const text = await withAws(this.#aws(`read ${s3Uri(bucket, key)}`), async () => {
-      try {
-        const res = await c.s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }), signal ? { abortSignal: signal } : {});
-        return (await res.Body?.transformToString("utf8")) ?? "";
-      } catch (err) {
-        if (isMissing(err)) return undefined;
-        throw err;
-      }
-    }, signal);
-    if (text === undefined) return undefined;
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch (err) {
-      throw new CloudmillError(ErrorCode.INTERNAL, `${s3Uri(bucket, key)}: not valid JSON (${(err as Error).message})`);
-    }
-    const r = schema.safeParse(value);
-    if (!r.success) throw new CloudmillError(ErrorCode.INTERNAL, `${s3Uri(bucket, key)}: unexpected shape (${r.error.issues[0]!.message})`);
-    return r.data;
+  #getJson<S extends z.ZodType>(store: S3BlobStore, key: string, schema: S, signal?: AbortSignal): Promise<z.output<S> | undefined> {
+    return withAws(this.#aws(`read ${s3Uri(store.name, key)}`), () => readJsonIfExists(store, key, schema, signal), signal);
   }
 
-  async #exists(c: Connected, bucket: string, key: string, signal?: AbortSignal): Promise<boolean> {
-    return withAws(this.#aws(`read ${s3Uri(bucket, key)}`), async () => {
-      try {
-        await c.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), signal ? { abortSignal: signal } : {});
-        return true;
-      } catch (err) {
-        if (isMissing(err)) return false;
-        throw err;
-      }
-    }, signal);
+  #exists(store: S3BlobStore, key: string, signal?: AbortSignal): Promise<boolean> {
+    return withAws(this.#aws(`read ${s3Uri(store.name, key)}`), () => exists(store, key), signal);
   }
 
   /**
@@ -351,14 +321,14 @@ export class Cloudmill {
    * splitter has run (is the spec there?), or to see a cancel that the splitter's first
    * status may have hidden.
    */
-  async #readStatus(c: Connected, jobId: string, options: { readonly signal?: AbortSignal; readonly known: boolean }): Promise<JobStatus> {
+  async #readStatus(conn: Connected, jobId: string, options: { readonly signal?: AbortSignal; readonly known: boolean }): Promise<JobStatus> {
     const { signal } = options;
-    const out = c.target.outputBucket;
-    const status = await this.#getJson(c, out, jobSpecOutputKeys(jobId).status, StoredJobStatus, signal);
+    const out = conn.target.outputBucket;
+    const status = await this.#getJson(conn.output, jobSpecOutputKeys(jobId).status, StoredJobStatus, signal);
     if (!status) {
-      const cancelled = await this.#getJson(c, out, cancelKey(jobId), z.object({ at: z.string() }), signal);
+      const cancelled = await this.#getJson(conn.output, cancelKey(jobId), z.object({ at: z.string() }), signal);
       if (cancelled) return { jobId, state: "cancelled", chunks: 0, done: 0, finishedAt: cancelled.at };
-      if (options.known || (await this.#exists(c, c.target.inputBucket, jobSpecKey(jobId), signal))) return { jobId, state: "pending", chunks: 0, done: 0 };
+      if (options.known || (await this.#exists(conn.input, jobSpecKey(jobId), signal))) return { jobId, state: "pending", chunks: 0, done: 0 };
       throw new CloudmillError(
         ErrorCode.INPUT_NOT_FOUND,
         `no job ${jobId}: neither ${s3Uri(out, `${JOBS_PREFIX}${jobId}/${STATUS_FILE}`)} nor its spec exists (\`cloudmill jobs\` lists recent jobs)`,
@@ -366,7 +336,7 @@ export class Cloudmill {
       );
     }
     if (status.state === "running" && status.done === 0) {
-      const cancelled = await this.#getJson(c, out, cancelKey(jobId), z.object({ at: z.string() }), signal);
+      const cancelled = await this.#getJson(conn.output, cancelKey(jobId), z.object({ at: z.string() }), signal);
       if (cancelled) return { ...status, state: "cancelled", finishedAt: cancelled.at };
     }
     return status;
@@ -377,15 +347,15 @@ export class Cloudmill {
       poll: this.#options.poll ?? {},
       readStatus: async (jobId, options) => this.#readStatus(await this.#connect(), jobId, { ...options, known: known && options.known }),
       readResult: async (jobId, signal) => {
-        const c = await this.#connect();
+        const conn = await this.#connect();
         const key = jobSpecOutputKeys(jobId).result;
-        const result = await this.#getJson(c, c.target.outputBucket, key, ANY_JSON, signal);
-        if (result === undefined) throw new CloudmillError(ErrorCode.INTERNAL, `job ${jobId} succeeded but ${s3Uri(c.target.outputBucket, key)} is missing`, { jobId });
+        const result = await this.#getJson(conn.output, key, ANY_JSON, signal);
+        if (result === undefined) throw new CloudmillError(ErrorCode.INTERNAL, `job ${jobId} succeeded but ${s3Uri(conn.target.outputBucket, key)} is missing`, { jobId });
         return result;
       },
       cancel: async (jobId) => {
-        const c = await this.#connect();
-        const outcome = await withAws(this.#aws(`cancel job ${jobId}`), () => cancelJob({ output: c.output, log: this.#log }, jobId, jobSpecOutputKeys(jobId)));
+        const conn = await this.#connect();
+        const outcome = await withAws(this.#aws(`cancel job ${jobId}`), () => cancelJob({ output: conn.output, log: this.#log }, jobId, jobSpecOutputKeys(jobId)));
         return outcome.status;
       },
     };

@@ -6,7 +6,8 @@
  */
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { cancelledError, JobFailedError, waitTimeoutError } from "./errors.js";
-import { backoff, deadlineSignal, sleep } from "./poll.js";
+import { sleep } from "../core/sleep.js";
+import { backoff, deadlineSignal } from "./poll.js";
 import type { JobProgress, JobStatus, PollOptions, ResultOptions } from "./types.js";
 
 /** What a future needs from its client. */

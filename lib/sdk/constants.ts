@@ -1,20 +1,7 @@
-/** Names and defaults of the SDK. The stack's output keys must match infra/CloudmillStack.ts (a test compares them). */
-
-/** CloudFormation output keys of a `Cloudmill-<lab>` stack, read by `Cloudmill.connect({ stack })`. */
-export const STACK_OUTPUT_KEYS = {
-  inputBucket: "InputBucketName",
-  outputBucket: "OutputBucketName",
-  taskQueueUrl: "TaskQueueUrl",
-  deadLetterQueueUrl: "DeadLetterQueueUrl",
-  cluster: "ClusterName",
-  service: "ServiceName",
-} as const;
+/** Names and defaults of the SDK. */
 
 /** Local files are uploaded to the input bucket under `_uploads/<jobId>/` (keys starting with `_` never trigger a job). */
 export const UPLOADS_PREFIX = "_uploads/";
-
-/** The stack name of a lab, as `npx cdk deploy -c lab=<name>` names it. */
-export const stackNameOf = (lab: string): string => `Cloudmill-${lab}`;
 
 /** How result() polls status.json: one GET per poll, backing off from initial to max. */
 export const POLL_DEFAULTS = {

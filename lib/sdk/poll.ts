@@ -1,33 +1,15 @@
-/** Waiting politely: an abortable sleep and an exponential backoff, with no timer left behind. */
+/** Waiting politely for a job: a growing poll interval, and a deadline as a signal. */
+import { backoffMs } from "../core/sleep.js";
 import { POLL_DEFAULTS } from "./constants.js";
 import type { PollOptions } from "./types.js";
-
-/** Resolves after ms, or rejects with the signal's reason as soon as it aborts; clears its timer either way. */
-export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 
 /** Delays initial, initial·factor, … capped at max. */
 export const backoff = (options: PollOptions = {}): (() => number) => {
   const initial = options.initialMs ?? POLL_DEFAULTS.initialMs;
   const max = Math.max(initial, options.maxMs ?? POLL_DEFAULTS.maxMs);
   const factor = Math.max(1, options.factor ?? POLL_DEFAULTS.factor);
-  let next = initial;
-  return () => {
-    const d = next;
-    next = Math.min(max, next * factor);
-    return d;
-  };
+  let retry = 0;
+  return () => backoffMs({ baseMs: initial, factor, capMs: max }, retry++);
 };
 
 /**

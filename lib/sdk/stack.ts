@@ -1,10 +1,10 @@
 /** A lab's stack, read once: its CloudFormation outputs name the buckets, the queue and the fleet. */
-import { CloudFormationClient, DescribeStacksCommand } from "@aws-sdk/client-cloudformation";
+import { type CloudFormationClient, DescribeStacksCommand } from "@aws-sdk/client-cloudformation";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { withAws } from "./awsErrors.js";
-import { STACK_OUTPUT_KEYS } from "./constants.js";
+import { STACK_OUTPUTS, type StackOutputField } from "../core/stack.js";
 
-export type StackOutputs = { readonly [K in keyof typeof STACK_OUTPUT_KEYS]?: string };
+export type StackOutputs = { readonly [K in StackOutputField]?: string };
 
 /** Stack states in which the outputs can be trusted. */
 const USABLE = /^(CREATE_COMPLETE|UPDATE_COMPLETE|UPDATE_ROLLBACK_COMPLETE|UPDATE_IN_PROGRESS|UPDATE_COMPLETE_CLEANUP_IN_PROGRESS|IMPORT_COMPLETE)$/;
@@ -19,7 +19,7 @@ export const readStackOutputs = async (cfn: CloudFormationClient, stack: string,
   }
   const byKey = new Map((found.Outputs ?? []).map((o) => [o.OutputKey, o.OutputValue]));
   const out: Record<string, string> = {};
-  for (const [field, key] of Object.entries(STACK_OUTPUT_KEYS)) {
+  for (const [field, key] of Object.entries(STACK_OUTPUTS)) {
     const v = byKey.get(key);
     if (v) out[field] = v;
   }

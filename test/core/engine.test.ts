@@ -13,7 +13,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { runLocal, type LocalRunOptions, type Progress } from "../../lib/local/localEngine.js";
 import { ErrorCode, isSerializedError, toCloudmillError, type CloudmillError } from "../../lib/core/errors.js";
 import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
-import { loadOpsModule, OpRegistry } from "../../lib/core/ops/registry.js";
+import { OpRegistry } from "../../lib/core/ops/registry.js";
+import { loadOpsModule } from "../../lib/local/opModules.js";
 import { warningsOnly } from "../../lib/core/log.js";
 import { refCount, refGrep, refHistogram, refStats, refStatsOf, refWordcount } from "../helpers/reference.js";
 

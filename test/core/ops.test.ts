@@ -106,9 +106,9 @@ describe("merge", () => {
           // Merging merged partials (a tree of reducers) changes nothing either.
           const half = Math.floor(shuffled.length / 2);
           const left = c.op.merger(params);
-          shuffled.slice(0, half).forEach((p) => left.add(p));
+          for (const p of shuffled.slice(0, half)) left.add(p);
           const right = c.op.merger(params);
-          shuffled.slice(half).forEach((p) => right.add(p));
+          for (const p of shuffled.slice(half)) right.add(p);
           expect(merged(c.op, params, [JSON.parse(JSON.stringify(right.value())), JSON.parse(JSON.stringify(left.value()))])).toEqual(c.reference);
         }),
         { seed: SEED, numRuns: 150 },

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { STACK_OUTPUTS } from "../../infra/CloudmillStack.js";
+import { STACK_OUTPUTS } from "../../lib/core/stack.js";
 import { cdkJsonContext } from "./synth.js";
 
 const runApp = async (context: Record<string, unknown>): Promise<string> => {

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Template } from "aws-cdk-lib/assertions";
-import { STACK_OUTPUTS } from "../../infra/CloudmillStack.js";
+import { STACK_OUTPUTS } from "../../lib/core/stack.js";
 import { LAB_TAG_KEY } from "../../infra/props.js";
 import { LAB_CONTEXT, SPOT_CONTEXT, resource, synth } from "./synth.js";
 

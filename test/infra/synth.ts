@@ -102,8 +102,8 @@ export interface Statement {
 export const statementsOf = (template: Template, rolePrefix: string): Statement[] => {
   const role = resource(template, "AWS::IAM::Role", rolePrefix).id;
   return Object.values(template.findResources("AWS::IAM::Policy") as Record<string, Resource>)
-    .filter((p) => (p.Properties?.["Roles"] as { Ref: string }[]).some((r) => r.Ref === role))
-    .flatMap((p) => (p.Properties?.["PolicyDocument"] as { Statement: Statement[] }).Statement);
+    .filter((p) => ((p.Properties?.["Roles"] ?? []) as { Ref: string }[]).some((r) => r.Ref === role))
+    .flatMap((p) => (p.Properties?.["PolicyDocument"] as { Statement: Statement[] } | undefined)?.Statement ?? []);
 };
 
 export const actionsOf = (s: Statement): string[] => (Array.isArray(s.Action) ? s.Action : [s.Action]);

@@ -9,7 +9,7 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { ReceiveMessageCommand, SendMessageBatchCommand } from "@aws-sdk/client-sqs";
-import { NodeHttpHandler } from "@smithy/node-http-handler";
+import type { NodeHttpHandler } from "@smithy/node-http-handler";
 import { isThrottlingError, isTransientError } from "@smithy/core/retry";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { S3BlobStore } from "../../lib/aws/S3BlobStore.js";

@@ -7,14 +7,8 @@
  * Never execFileSync/spawnSync here: the emulator shares this event loop.
  */
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
-import { runLocal } from "../../lib/local/localEngine.js";
 import { JobStatus } from "../../lib/core/job/manifest.js";
-import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
-import { OpRegistry } from "../../lib/core/ops/registry.js";
 import { compiledFile } from "../../lib/local/paths.js";
 import { startChaosCloud, type ChaosCloud, type ChaosCloudOptions } from "../../bench/chaos.js";
 
@@ -32,19 +26,6 @@ export const VERBOSE = process.env["CLOUDMILL_TEST_VERBOSE"] === "1";
 export const startCloud = async (options: ChaosCloudOptions): Promise<ChaosCloud> => {
   requireBuild();
   return startChaosCloud({ verbose: VERBOSE, ...options });
-};
-
-/** What the local engine computes for these bytes (inline, its default chunking). */
-export const localResult = async (spec: Omit<JobSpecInput, "inputs">, bytes: Uint8Array | string, name = "input.txt"): Promise<unknown> => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-rel-"));
-  try {
-    const file = path.join(dir, path.basename(name));
-    await writeFile(file, bytes);
-    const { result } = await runLocal({ spec: parseJobSpec({ ...spec, inputs: [file] }), registry: new OpRegistry(), workers: 0 });
-    return result;
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
 };
 
 /** Reads an S3 object through a client: bytes, or undefined when missing. */

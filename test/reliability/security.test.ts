@@ -76,7 +76,7 @@ const list = <T>(v: T | T[] | undefined): T[] => (v === undefined ? [] : Array.i
 const statementsOf = (roleId: string): Statement[] =>
   ofType("AWS::IAM::Policy")
     .filter(([, p]) => list(p.Properties?.["Roles"] as { Ref: string }[]).some((r) => r.Ref === roleId))
-    .flatMap(([, p]) => (p.Properties?.["PolicyDocument"] as { Statement: Statement[] }).Statement);
+    .flatMap(([, p]) => (p.Properties?.["PolicyDocument"] as { Statement: Statement[] } | undefined)?.Statement ?? []);
 
 const isPublic = (principal: unknown): boolean =>
   principal === "*" || (typeof principal === "object" && principal !== null && list((principal as { AWS?: unknown }).AWS).some((p) => p === "*"));

@@ -20,7 +20,7 @@ import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CliIO } from "../../lib/cli/io.js";
 import { runCli } from "../../lib/cli/main.js";
-import { Cloudmill, CloudmillError, STACK_OUTPUT_KEYS } from "../../lib/index.js";
+import { Cloudmill, CloudmillError, STACK_OUTPUTS } from "../../lib/index.js";
 import { startMoto, type Moto } from "./support.js";
 
 const started: Moto | undefined = await startMoto();
@@ -59,12 +59,12 @@ beforeAll(async () => {
         Dead: { Type: "AWS::SQS::Queue", Properties: { QueueName: "testlab-tasks-dlq" } },
       },
       Outputs: {
-        [STACK_OUTPUT_KEYS.inputBucket]: { Value: { Ref: "Input" } },
-        [STACK_OUTPUT_KEYS.outputBucket]: { Value: { Ref: "Output" } },
-        [STACK_OUTPUT_KEYS.taskQueueUrl]: { Value: { Ref: "Tasks" } },
-        [STACK_OUTPUT_KEYS.deadLetterQueueUrl]: { Value: { Ref: "Dead" } },
-        [STACK_OUTPUT_KEYS.cluster]: { Value: CLUSTER },
-        [STACK_OUTPUT_KEYS.service]: { Value: SERVICE },
+        [STACK_OUTPUTS.inputBucket]: { Value: { Ref: "Input" } },
+        [STACK_OUTPUTS.outputBucket]: { Value: { Ref: "Output" } },
+        [STACK_OUTPUTS.taskQueueUrl]: { Value: { Ref: "Tasks" } },
+        [STACK_OUTPUTS.deadLetterQueueUrl]: { Value: { Ref: "Dead" } },
+        [STACK_OUTPUTS.cluster]: { Value: CLUSTER },
+        [STACK_OUTPUTS.service]: { Value: SERVICE },
       },
     };
     await cfn.send(new CreateStackCommand({ StackName: STACK, TemplateBody: JSON.stringify(template) }));

@@ -1,10 +1,8 @@
 /** `cloudmill result <job>`: the result JSON of a job that has ended; its error if it failed. */
-import { randomBytes } from "node:crypto";
-import { rename, rm, writeFile } from "node:fs/promises";
-import path from "node:path";
 import { Command } from "commander";
 import { z } from "zod";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
+import { writeFileAtomically } from "../../local/atomicFile.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 import type { JobStatus } from "../../sdk/types.js";
@@ -16,12 +14,9 @@ export const writeResult = async (io: CliIO, result: unknown, out?: string): Pro
     io.stdout.write(text);
     return;
   }
-  const tmp = path.join(path.dirname(path.resolve(out)), `.${path.basename(out)}.${randomBytes(6).toString("hex")}.tmp`);
   try {
-    await writeFile(tmp, text);
-    await rename(tmp, out);
+    await writeFileAtomically(out, text);
   } catch (err) {
-    await rm(tmp, { force: true });
     throw new CloudmillError(ErrorCode.ENVIRONMENT, `cannot write ${out}: ${(err as Error).message}`);
   }
 };

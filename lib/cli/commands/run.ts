@@ -1,11 +1,9 @@
 /** `cloudmill run`: the embedded default — the whole pipeline on this machine's cores. */
-import { randomBytes } from "node:crypto";
-import { rename, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
-import path from "node:path";
 import { Command, Option } from "commander";
 import { z } from "zod";
 import { runLocal } from "../../local/localEngine.js";
+import { writeResult } from "./result.js";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
 import { describeZodError, FORMATS, parseJobSpec } from "../../core/job/spec.js";
 import { OpRegistry } from "../../core/ops/registry.js";
@@ -28,18 +26,6 @@ const RunFlags = z.object({
   progress: z.boolean().default(true),
   verbose: z.boolean().default(false),
 });
-
-/** Writes the result beside its final name and renames it: never a half-written file. */
-const writeAtomically = async (file: string, text: string): Promise<void> => {
-  const tmp = path.join(path.dirname(path.resolve(file)), `.${path.basename(file)}.${randomBytes(6).toString("hex")}.tmp`);
-  try {
-    await writeFile(tmp, text);
-    await rename(tmp, file);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw new CloudmillError(ErrorCode.ENVIRONMENT, `cannot write ${file}: ${(err as Error).message}`);
-  }
-};
 
 /** Spec fields as the flags that set them: `--chunk-size: must be ...` rather than `chunkSize: ...`. */
 const FLAG_OF_FIELD: Readonly<Record<string, string>> = { chunkSize: "--chunk-size", maxAttempts: "--max-attempts", format: "--format", op: "--op", inputs: "inputs" };
@@ -119,9 +105,7 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
         });
         view.done();
         if (status.skipped) io.stderr.write(`cloudmill: skipped ${status.skipped} bad record(s)\n`);
-        const text = `${JSON.stringify(result, null, 2)}\n`;
-        if (flags.out) await writeAtomically(flags.out, text);
-        else io.stdout.write(text);
+        await writeResult(io, result, flags.out);
       } finally {
         view.done();
       }

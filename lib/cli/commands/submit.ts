@@ -11,6 +11,7 @@ import type { JobFuture } from "../../sdk/JobFuture.js";
 import type { SubmitSpec, UploadProgress } from "../../sdk/types.js";
 import { parseFlags, stoppedWaiting, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
+import { statusLine } from "../progress.js";
 import { collectParam } from "../options.js";
 import { writeResult } from "./result.js";
 import { waitWithProgress } from "./wait.js";
@@ -33,25 +34,10 @@ const mb = (n: number): string => (n / 1e6).toFixed(1);
 
 /** Upload progress on stderr: redrawn on a TTY, a line per finished file otherwise. */
 const uploadView = (io: CliIO, enabled: boolean): { update(p: UploadProgress): void; done(): void } => {
-  if (!enabled) return { update: () => {}, done: () => {} };
-  const tty = io.stderr.isTTY === true;
-  let drawn = false;
-  let last = 0;
+  const out = statusLine(io, { enabled });
   return {
-    update(p) {
-      const line = `uploading ${p.file} → ${p.uri}  ${mb(p.loaded)}/${mb(p.total)} MB`;
-      if (tty) {
-        io.stderr.write(`\r${line}\x1b[K`);
-        drawn = true;
-      } else if (p.loaded >= p.total || Date.now() - last >= 2000) {
-        io.stderr.write(`${line}\n`);
-        last = Date.now();
-      }
-    },
-    done() {
-      if (drawn) io.stderr.write("\n");
-      drawn = false;
-    },
+    update: (p) => out.show(`uploading ${p.file} → ${p.uri}  ${mb(p.loaded)}/${mb(p.total)} MB`, p.loaded >= p.total),
+    done: () => out.done(),
   };
 };
 

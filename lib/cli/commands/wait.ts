@@ -6,6 +6,7 @@ import type { JobFuture } from "../../sdk/JobFuture.js";
 import type { JobStatus } from "../../sdk/types.js";
 import { parseFlags, stoppedWaiting, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
+import { bar, barWidth, statusLine } from "../progress.js";
 import { writeResult } from "./result.js";
 
 const clock = (ms: number): string => {
@@ -16,8 +17,7 @@ const clock = (ms: number): string => {
 /** One line of a job's progress: `[#####-----] 12/40 chunks  30%  running  1m02s`. */
 export const describeJobProgress = (s: JobStatus, elapsedMs: number, width = 30): string => {
   const fraction = s.state === "succeeded" ? 1 : s.chunks > 0 ? Math.min(1, s.done / s.chunks) : 0;
-  const filled = Math.round(fraction * width);
-  return `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${s.state === "succeeded" ? s.chunks : s.done}/${s.chunks} chunks  ${Math.round(fraction * 100)}%  ${s.state}  ${clock(elapsedMs)}`;
+  return `${bar(fraction, width)} ${s.state === "succeeded" ? s.chunks : s.done}/${s.chunks} chunks  ${Math.round(fraction * 100)}%  ${s.state}  ${clock(elapsedMs)}`;
 };
 
 export interface JobProgressView {
@@ -27,33 +27,15 @@ export interface JobProgressView {
 
 /** A redrawn bar on a TTY; otherwise a line when the progress changes, at most every 2 s (and the last). */
 export const jobProgressView = (io: CliIO, label: string, enabled = true): JobProgressView => {
-  if (!enabled) return { update: () => {}, done: () => {} };
-  const tty = io.stderr.isTTY === true;
+  const out = statusLine(io, { enabled });
+  const width = io.stderr.isTTY === true ? barWidth(io, 50 + label.length) : 30;
   const started = Date.now();
-  let drawn = false;
-  let lastLine = "";
-  let lastAt = 0;
   return {
     update(s) {
-      const width = tty ? Math.max(10, Math.min(40, (io.stderr.columns ?? 80) - 50 - label.length)) : 30;
-      const line = describeJobProgress(s, Date.now() - started, width);
       const ended = s.state !== "pending" && s.state !== "running";
-      if (tty) {
-        io.stderr.write(`\r${label} ${line}\x1b[K`);
-        drawn = true;
-        return;
-      }
-      const key = `${s.state} ${s.done}`;
-      if (key !== lastLine && (ended || Date.now() - lastAt >= 2000)) {
-        io.stderr.write(`${label} ${line}\n`);
-        lastLine = key;
-        lastAt = Date.now();
-      }
+      out.show(`${label} ${describeJobProgress(s, Date.now() - started, width)}`, ended, `${s.state} ${s.done}`);
     },
-    done() {
-      if (drawn) io.stderr.write("\n");
-      drawn = false;
-    },
+    done: () => out.done(),
   };
 };
 

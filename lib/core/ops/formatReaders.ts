@@ -123,7 +123,7 @@ export const forEachRecord = (
           if (!names) return fn(fields, offset);
           if (fields.length !== names.length) throw badRecord(`expected ${names.length} fields (as in the header), got ${fields.length}`, offset);
           const row: Record<string, string> = Object.create(null) as Record<string, string>;
-          names.forEach((n, i) => (row[n] = fields[i]!));
+          for (const [i, n] of names.entries()) row[n] = fields[i]!;
           fn(row, offset);
         });
       });
@@ -160,7 +160,7 @@ export const countRecords = (block: RecordBlock, format: Format, options: Format
 const getPath = (value: unknown, path: readonly string[]): unknown => {
   let v = value;
   for (const p of path) {
-    if (typeof v !== "object" || v === null || !Object.prototype.hasOwnProperty.call(v, p)) return undefined;
+    if (typeof v !== "object" || v === null || !Object.hasOwn(v, p)) return undefined;
     v = (v as Record<string, unknown>)[p];
   }
   return v;

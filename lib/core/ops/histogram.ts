@@ -50,7 +50,7 @@ export const histogram: Op<Params, HistogramPartial, HistogramResult> = {
     const acc: HistogramPartial = { bins: new Array<number>(params.bins).fill(0), below: 0, above: 0 };
     return {
       add(p) {
-        p.bins.forEach((c, i) => (acc.bins[i]! += c));
+        for (const [i, c] of p.bins.entries()) acc.bins[i]! += c;
         acc.below += p.below;
         acc.above += p.above;
       },

@@ -1,10 +1,13 @@
 /** Small helpers over a BlobStore for the JSON objects the pipeline keeps. */
 import type { z } from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
+import { parseJsonWith } from "../parseJson.js";
 import type { BlobStore } from "../ports.js";
+import { backoffMs, sleep, type Backoff } from "../sleep.js";
 
 /** Attempts of a whole read (the SDK retries requests, but not a body that fails part-way). */
 const READ_ATTEMPTS = 3;
+const READ_BACKOFF: Backoff = { baseMs: 50, factor: 4, capMs: 10_000, jitter: "half" };
 
 /**
  * A whole object. A read that fails part-way (a reset connection: ENVIRONMENT) is tried again,
@@ -19,29 +22,19 @@ export const readBytes = async (store: BlobStore, key: string, signal?: AbortSig
       return Buffer.concat(parts);
     } catch (err) {
       if (attempt >= READ_ATTEMPTS || signal?.aborted || !(err instanceof CloudmillError && err.code === ErrorCode.ENVIRONMENT)) throw err;
-      await new Promise((r) => setTimeout(r, 50 * 4 ** attempt * (0.5 + Math.random() / 2)));
+      await sleep(backoffMs(READ_BACKOFF, attempt));
     }
   }
 };
 
 /** Parses a stored JSON object with a schema; a corrupt object is an INTERNAL error naming it. */
-export const readJson = async <S extends z.ZodType>(store: BlobStore, key: string, schema: S): Promise<z.output<S>> => {
-  const text = (await readBytes(store, key)).toString("utf8");
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new CloudmillError(ErrorCode.INTERNAL, `${store.name}/${key}: not valid JSON (${(err as Error).message})`);
-  }
-  const r = schema.safeParse(value);
-  if (!r.success) throw new CloudmillError(ErrorCode.INTERNAL, `${store.name}/${key}: unexpected shape (${r.error.issues[0]!.message})`);
-  return r.data;
-};
+export const readJson = async <S extends z.ZodType>(store: BlobStore, key: string, schema: S, signal?: AbortSignal): Promise<z.output<S>> =>
+  parseJsonWith((await readBytes(store, key, signal)).toString("utf8"), schema, `${store.name}/${key}`, ErrorCode.INTERNAL);
 
 /** Like readJson, but undefined when the object does not exist. */
-export const readJsonIfExists = async <S extends z.ZodType>(store: BlobStore, key: string, schema: S): Promise<z.output<S> | undefined> => {
+export const readJsonIfExists = async <S extends z.ZodType>(store: BlobStore, key: string, schema: S, signal?: AbortSignal): Promise<z.output<S> | undefined> => {
   try {
-    return await readJson(store, key, schema);
+    return await readJson(store, key, schema, signal);
   } catch (err) {
     if (err instanceof CloudmillError && err.code === ErrorCode.INPUT_NOT_FOUND) return undefined;
     throw err;

@@ -1,7 +1,7 @@
 /** Merging a job's parts in chunk order, reading ahead, in bounded memory. */
 import { partKey } from "../keys.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
-import { Manifest } from "../job/manifest.js";
+import type { Manifest } from "../job/manifest.js";
 import type { AnyOp, Merger } from "../ops/types.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJson } from "./blobJson.js";
@@ -40,7 +40,7 @@ export class OrderedPartMerge {
    * gives back the same (merging is associative, and starts from nothing), and feeding it
    * costs as much as the merge that made it (wordcount hashes every word again).
    */
-  #lone: { readonly partial: unknown } | undefined;
+  #loneSeed: { readonly partial: unknown } | undefined;
   #next = 0;
   #skipped = 0;
   #merging: Promise<void> = Promise.resolve();
@@ -57,7 +57,7 @@ export class OrderedPartMerge {
         if (this.#seeded.has(i)) throw new CloudmillError(ErrorCode.INTERNAL, `chunk ${i} of job ${this.#jobId} was merged twice`);
         this.#seeded.add(i);
       }
-      if (seed.length === 1) this.#lone = { partial: s.partial };
+      if (seed.length === 1) this.#loneSeed = { partial: s.partial };
       else this.#merger.add(s.partial);
       this.#skipped += s.skipped;
     }
@@ -76,7 +76,7 @@ export class OrderedPartMerge {
     this.#schedule();
     await this.#merging;
     if (this.#next !== this.#chunks) throw new CloudmillError(ErrorCode.INTERNAL, `part ${this.#next} of job ${this.#jobId} is missing`);
-    return { partial: this.#lone ? this.#lone.partial : this.#merger.value(), skipped: this.#skipped };
+    return { partial: this.#loneSeed ? this.#loneSeed.partial : this.#merger.value(), skipped: this.#skipped };
   }
 
   /** How many chunks are merged already or have a part in `parts`. */
@@ -120,8 +120,8 @@ export class OrderedPartMerge {
       const i = this.#next;
       if (part) {
         if (part.jobId !== this.#jobId || part.index !== i) throw new CloudmillError(ErrorCode.INTERNAL, `part ${i} of job ${this.#jobId} holds job ${part.jobId} chunk ${part.index}`);
-        if (this.#lone) this.#merger.add(this.#lone.partial);
-        this.#lone = undefined;
+        if (this.#loneSeed) this.#merger.add(this.#loneSeed.partial);
+        this.#loneSeed = undefined;
         this.#merger.add(part.partial);
         this.#skipped += part.skipped;
       }

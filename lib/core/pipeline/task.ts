@@ -129,3 +129,19 @@ const mapChunk = async (deps: PipelineDeps, task: TaskMessage, writePart: boolea
 export const recordChunkError = async (deps: PipelineDeps, task: TaskMessage, error: CloudmillError, attempt: number): Promise<void> => {
   await writeJson(deps.output, chunkErrorKey(task.jobId, task.chunk.index), { attempt, at: new Date().toISOString(), error: statusErrorOf(error) });
 };
+
+/** What follows a failed attempt at a chunk. */
+export type AfterFailure =
+  /** The error would recur on every attempt (or the deadline passed): fail the job now. */
+  | { readonly action: "fail-job" }
+  /** Try again; after the `last` attempt the queue moves the task to the dead-letter queue. */
+  | { readonly action: "retry"; readonly last: boolean };
+
+/**
+ * The rule the fleet's worker and the local engine share for a failed attempt: record the
+ * chunk's error (best effort: a failure to record must not hide the error itself), then decide.
+ */
+export const afterFailedAttempt = async (deps: PipelineDeps, task: TaskMessage, error: CloudmillError, attempt: number): Promise<AfterFailure> => {
+  await recordChunkError(deps, task, error, attempt).catch(() => undefined);
+  return isDeterministic(error) ? { action: "fail-job" } : { action: "retry", last: attempt >= task.job.maxAttempts };
+};
