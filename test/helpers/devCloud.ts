@@ -1,33 +1,30 @@
 /**
  * Integration-test helpers over the emulated cloud (lib/dev/devCloud.ts): start one per file
  * or per describe, talk to it through the real AWS SDK, wait for jobs, read worker logs,
- * compute the local engine's answer for the same bytes, run worker processes by hand, and
- * play the ECS agent. Worker processes run the compiled dist/ (build first).
+ * check a result against the reference implementation's answer for the same bytes, run worker
+ * processes by hand, and play the ECS agent. Worker processes run the compiled dist/ (build first).
  *
  * Everything waits by polling with generous timeouts: the machine running the suite is small
  * and shared. Never call execFileSync/spawnSync here: the emulator shares this event loop.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import os from "node:os";
 import path from "node:path";
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { GetQueueAttributesCommand, GetQueueUrlCommand } from "@aws-sdk/client-sqs";
 import type { SQSClient } from "@aws-sdk/client-sqs";
-import { afterAll, beforeAll } from "vitest";
+import { afterAll, beforeAll, expect } from "vitest";
 import { DEV_QUEUES, ENV } from "../../lib/core/constants.js";
 import { onLines, startDevCloud, type DevCloud, type DevCloudOptions } from "../../lib/dev/devCloud.js";
-import { runLocal } from "../../lib/local/localEngine.js";
 import { JobStatus } from "../../lib/core/job/manifest.js";
-import { parseJobSpec, type Params } from "../../lib/core/job/spec.js";
+import type { Params } from "../../lib/core/job/spec.js";
 import { jsonLogger } from "../../lib/core/log.js";
-import { OpRegistry } from "../../lib/core/ops/registry.js";
 import { prng } from "../../lib/dev/prng.js";
 import { waitFor as pollUntil } from "../../bench/chaos.js";
+import { refResult } from "./reference.js";
 
 
 export const ROOT = path.resolve(import.meta.dirname, "../..");
@@ -236,19 +233,15 @@ export const useDevCloud = (options: TestCloudOptions | (() => TestCloudOptions)
 };
 
 /**
- * What `cloudmill run` computes for these bytes: the local engine (inline, default chunk
- * size, so a different chunking than the cloud's) over a temp file named like `name`.
+ * Fails unless `result` is what the single-pass reference (test/helpers/reference.ts, written
+ * from the spec) gives for `op` over these bytes, in the op's default format: every emulated-cloud
+ * and CLI test takes its expected answer here, never from the local engine or lib's op code,
+ * which would share any bug of the code under test. Compared as JSON, the form result.json
+ * and the CLI give it in (so -0 reads as 0).
  */
-export const localResult = async (op: string, bytes: Uint8Array | string, params: Params = {}, name = "input.txt"): Promise<unknown> => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-it-"));
-  try {
-    const file = path.join(dir, path.basename(name));
-    await writeFile(file, bytes);
-    const { result } = await runLocal({ spec: parseJobSpec({ op, inputs: [file], params }), registry: new OpRegistry(), workers: 0 });
-    return result;
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+export const expectMatchesReference = (op: string, params: Params, bytes: Uint8Array | string, result: unknown): void => {
+  const expected = JSON.parse(JSON.stringify(refResult(op, params, Buffer.from(bytes)))) as unknown;
+  expect(result, `${op} ${JSON.stringify(params)} over ${Buffer.byteLength(bytes)} bytes: not the reference's answer`).toStrictEqual(expected);
 };
 
 /** Number of chunks the splitter cuts `size` bytes into. */

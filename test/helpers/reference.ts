@@ -1,5 +1,5 @@
 /**
- * Single-pass reference implementations of the built-in ops, written from DESIGN.md alone:
+ * Single-pass reference implementations of the built-in ops, written from docs/design.md alone:
  * they read a whole file at once (no chunking, no record alignment, no merging), so a
  * difference between them and the engine points at the engine. Numbers use exact rational
  * arithmetic with BigInt (every finite double is a dyadic rational), not the engine's
@@ -10,7 +10,7 @@ const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 const NL = 0x0a;
 const CR = 0x0d;
 
-/** ASCII whitespace as DESIGN.md defines it: space, \t, \n, \v, \f, \r. */
+/** ASCII whitespace as docs/design.md defines it: space, \t, \n, \v, \f, \r. */
 const isSpace = (c: number): boolean => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0b || c === 0x0c || c === 0x0d;
 
 export interface RefRecord {
@@ -225,3 +225,64 @@ export const refHistogramOf = (xs: readonly number[], bins: number, min: number,
 
 export const refHistogram = (file: Buffer, bins: number, min: number, max: number): RefHistogram =>
   refHistogramOf(numbersOf(file), bins, min, max);
+
+// ---- one entry point by op name ----------------------------------------------------------
+
+/** A param as job specs (numbers, booleans) and `--param k=v` (text) give it. */
+export type RefParam = string | number | boolean;
+
+/** Each op's params, with README.md's defaults; an op or param not listed here is refused. */
+const PARAMS: Readonly<Record<string, Readonly<Record<string, RefParam | undefined>>>> = {
+  count: {},
+  stats: {},
+  wordcount: { k: 10 },
+  grep: { pattern: undefined, k: 10, ignoreCase: false },
+  histogram: { bins: 10, min: undefined, max: undefined },
+};
+
+const paramsOf = (op: string, given: Readonly<Record<string, RefParam>>): Record<string, RefParam> => {
+  const known = PARAMS[op];
+  if (!known) throw new Error(`reference: no reference for op ${JSON.stringify(op)}`);
+  for (const name of Object.keys(given)) if (!(name in known)) throw new Error(`reference: ${op} has no param ${JSON.stringify(name)}`);
+  const out: Record<string, RefParam> = {};
+  for (const [name, fallback] of Object.entries(known)) {
+    const v = given[name] ?? fallback;
+    if (v === undefined) throw new Error(`reference: ${op} needs param ${name}`);
+    out[name] = v;
+  }
+  return out;
+};
+
+const num = (v: RefParam | undefined): number => {
+  const n = typeof v === "number" ? v : Number(v);
+  if (typeof v === "boolean" || v === "" || !Number.isFinite(n)) throw new Error(`reference: not a number: ${JSON.stringify(v)}`);
+  return n;
+};
+
+const bool = (v: RefParam | undefined): boolean => {
+  if (v === true || v === "true") return true;
+  if (v === false || v === "false") return false;
+  throw new Error(`reference: not a boolean: ${JSON.stringify(v)}`);
+};
+
+/**
+ * The result of a built-in op over one input in its default format (lines for count, wordcount
+ * and grep; numbers for stats and histogram), by op name and params.
+ */
+export const refResult = (op: string, params: Readonly<Record<string, RefParam>>, file: Buffer): unknown => {
+  const p = paramsOf(op, params);
+  switch (op) {
+    case "count":
+      return refCount(file);
+    case "stats":
+      return refStats(file);
+    case "wordcount":
+      return refWordcount(file, num(p["k"]));
+    case "grep":
+      return refGrep(file, String(p["pattern"]), num(p["k"]), bool(p["ignoreCase"]));
+    case "histogram":
+      return refHistogram(file, num(p["bins"]), num(p["min"]), num(p["max"]));
+    default:
+      throw new Error(`reference: no reference for op ${JSON.stringify(op)}`);
+  }
+};

@@ -1,14 +1,54 @@
 /**
- * The stack hands each function and the worker exactly the variables the code reads:
- * ROLE_ENV (lib/config/constants.ts) is the single definition both sides import.
+ * The stack hands each function and the worker exactly the variables its code reads. The
+ * expectation is written out here, not taken from ROLE_ENV or ENV (the constants the stack
+ * builds the environment from, so comparing with them proves nothing): each role's own config
+ * reader (lib/aws/env.ts) is given the synthesized environment, must read every variable the
+ * stack sets and no other the stack could have set, and must recover the stack's resources and
+ * settings. A name spelled differently on the two sides fails here.
  */
-import { beforeAll, describe, expect, it } from "vitest";
+import { Duration } from "aws-cdk-lib";
 import type { Template } from "aws-cdk-lib/assertions";
-import { DEFAULTS, ENV, ROLE_ENV, type Role } from "../../lib/core/constants.js";
+import { beforeAll, describe, expect, it } from "vitest";
 import { readDeadLetterConfig, readReducerConfig, readSplitterConfig, readWorkerConfig } from "../../lib/aws/env.js";
 import { LAB_CONTEXT, SPOT_CONTEXT, resource, synth } from "./synth.js";
 
 type Env = Record<string, unknown>;
+type Role = "splitter" | "worker" | "reducer" | "deadLetters";
+const ROLES: readonly Role[] = ["splitter", "worker", "reducer", "deadLetters"];
+
+/** The variables each role's code reads, as the stack must set them. */
+const NAMES: Readonly<Record<Role, readonly string[]>> = {
+  splitter: [
+    "CLOUDMILL_OUTPUT_BUCKET",
+    "CLOUDMILL_TASK_QUEUE_URL",
+    "CLOUDMILL_DEFAULT_CHUNK_SIZE",
+    "CLOUDMILL_MAX_ATTEMPTS",
+    "CLOUDMILL_JOB_DEADLINE_SECONDS",
+    "POWERTOOLS_LOG_LEVEL",
+    "POWERTOOLS_SERVICE_NAME",
+  ],
+  worker: [
+    "CLOUDMILL_OUTPUT_BUCKET",
+    "CLOUDMILL_TASK_QUEUE_URL",
+    "CLOUDMILL_VISIBILITY_TIMEOUT_SECONDS",
+    "CLOUDMILL_WORKER_CONCURRENCY",
+    "POWERTOOLS_LOG_LEVEL",
+    "POWERTOOLS_SERVICE_NAME",
+  ],
+  reducer: ["CLOUDMILL_OUTPUT_BUCKET", "POWERTOOLS_LOG_LEVEL", "POWERTOOLS_SERVICE_NAME"],
+  deadLetters: ["CLOUDMILL_OUTPUT_BUCKET", "POWERTOOLS_LOG_LEVEL", "POWERTOOLS_SERVICE_NAME"],
+};
+
+/** Read by the code but never the stack's to set: the emulator's endpoint (`cloudmill dev`), and the URI the ECS agent gives every task. */
+const SET_ELSEWHERE = ["AWS_ENDPOINT_URL", "ECS_AGENT_URI"];
+
+/** The reader each role's entry calls on process.env (functions/<role>.ts, lib/aws/runWorker.ts). */
+const READERS: Readonly<Record<Role, (env: Readonly<Record<string, string | undefined>>) => Record<string, unknown>>> = {
+  splitter: readSplitterConfig,
+  worker: readWorkerConfig,
+  reducer: readReducerConfig,
+  deadLetters: readDeadLetterConfig,
+};
 
 const functionEnv = (t: Template, prefix: string): Env =>
   (resource(t, "AWS::Lambda::Function", prefix).resource.Properties!["Environment"] as { Variables: Env }).Variables;
@@ -26,70 +66,102 @@ const envOf = (t: Template, role: Role): Env =>
 const asProcessEnv = (env: Env): Record<string, string> =>
   Object.fromEntries(Object.entries(env).map(([k, v]) => [k, typeof v === "string" ? v : `resolved:${JSON.stringify(v)}`]));
 
+/** The role's config from the stack's environment, and every variable name its reader looked up. */
+const read = (t: Template, role: Role): { config: Record<string, unknown>; looked: Set<string> } => {
+  const looked = new Set<string>();
+  const env = new Proxy(asProcessEnv(envOf(t, role)), {
+    get(target, key, receiver) {
+      if (typeof key === "string") looked.add(key);
+      return Reflect.get(target, key, receiver) as unknown;
+    },
+    has(target, key) {
+      if (typeof key === "string") looked.add(key);
+      return Reflect.has(target, key);
+    },
+  });
+  return { config: READERS[role](env), looked };
+};
+
+/** The placeholder a process sees for a `{ Ref }` to this resource. */
+const refTo = (t: Template, type: string, prefix: string): string => `resolved:${JSON.stringify({ Ref: resource(t, type, prefix).id })}`;
+
+const MiB = 1024 * 1024;
+
 describe("environment variables", () => {
-  let template: Template;
+  let lab: Template;
   let spot: Template;
+  /** Every setting the environment carries away from its default, so a variable the code does not get shows as a default. */
+  let custom: Template;
+  let all: Template[];
   beforeAll(() => {
-    template = synth(LAB_CONTEXT).template;
+    lab = synth(LAB_CONTEXT).template;
     spot = synth(SPOT_CONTEXT).template;
+    custom = synth({ ...SPOT_CONTEXT, workerVcpus: "1" }, { visibilityTimeout: Duration.seconds(345), jobDeadline: Duration.seconds(4321) }).template;
+    all = [lab, spot, custom];
   });
 
-  it.each(Object.keys(ROLE_ENV) as Role[])("%s gets exactly the variables ROLE_ENV says it reads", (role) => {
-    for (const t of [template, spot]) expect(Object.keys(envOf(t, role)).sort()).toEqual([...ROLE_ENV[role]].sort());
+  it.each(ROLES)("%s gets exactly the variables its code reads", (role) => {
+    for (const t of all) expect(Object.keys(envOf(t, role)).sort()).toEqual([...NAMES[role]].sort());
   });
 
-  it("points every role at the output bucket, and the splitter and worker at the task queue", () => {
-    const output = { Ref: resource(template, "AWS::S3::Bucket", "PipelineOutputBucket").id };
-    const queue = { Ref: resource(template, "AWS::SQS::Queue", "PipelineTaskQueue").id };
-    for (const role of Object.keys(ROLE_ENV) as Role[]) {
-      expect(envOf(template, role)[ENV.OUTPUT_BUCKET]).toEqual(output);
-      expect(envOf(template, role)[ENV.SERVICE_NAME]).toBe(`cloudmill-${role}`);
-      expect(envOf(template, role)[ENV.LOG_LEVEL]).toBe("INFO");
-      expect(envOf(spot, role)[ENV.LOG_LEVEL]).toBe("DEBUG");
+  it.each(ROLES)("%s: its config reader reads every variable the stack sets, and no other but the emulator's and the ECS agent's", (role) => {
+    for (const t of all) {
+      const set = Object.keys(envOf(t, role));
+      const { looked } = read(t, role);
+      for (const name of set) expect(looked, `${role} never reads ${name}, which the stack sets`).toContain(name);
+      for (const name of looked) expect([...set, ...SET_ELSEWHERE], `${role} reads ${name}, which the stack does not set`).toContain(name);
     }
-    expect(envOf(template, "splitter")[ENV.TASK_QUEUE_URL]).toEqual(queue);
-    expect(envOf(template, "worker")[ENV.TASK_QUEUE_URL]).toEqual(queue);
+  });
+
+  it("points every role at the output bucket, and the splitter and worker at the task queue (as the readers see them)", () => {
+    for (const t of all) {
+      const output = refTo(t, "AWS::S3::Bucket", "PipelineOutputBucket");
+      const queue = refTo(t, "AWS::SQS::Queue", "PipelineTaskQueue");
+      for (const role of ROLES) expect(read(t, role).config["outputBucket"], role).toBe(output);
+      expect(read(t, "splitter").config["taskQueueUrl"]).toBe(queue);
+      expect(read(t, "worker").config["taskQueueUrl"]).toBe(queue);
+      // Deployed, nothing points the SDK at an emulator.
+      for (const role of ROLES) expect(read(t, role).config["endpoint"], role).toBeUndefined();
+    }
+  });
+
+  it("names each role's logs after it, at the lab's log level", () => {
+    const SERVICES: Readonly<Record<Role, string>> = {
+      splitter: "cloudmill-splitter",
+      worker: "cloudmill-worker",
+      reducer: "cloudmill-reducer",
+      deadLetters: "cloudmill-dead-letters",
+    };
+    for (const role of ROLES) {
+      const service = SERVICES[role];
+      expect(read(lab, role).config).toMatchObject({ serviceName: service, logLevel: "INFO" });
+      expect(read(spot, role).config).toMatchObject({ serviceName: service, logLevel: "DEBUG" });
+      expect(read(custom, role).config).toMatchObject({ serviceName: service, logLevel: "DEBUG" });
+    }
   });
 
   it("gives the splitter the chunk size in bytes, the attempts the queue redrives after, and the job deadline", () => {
-    expect(envOf(template, "splitter")).toMatchObject({
-      [ENV.DEFAULT_CHUNK_SIZE]: String(DEFAULTS.chunkSize),
-      [ENV.MAX_ATTEMPTS]: String(DEFAULTS.maxAttempts),
-      [ENV.JOB_DEADLINE_SECONDS]: String(DEFAULTS.jobDeadlineSeconds),
-    });
-    const taskQueue = resource(spot, "AWS::SQS::Queue", "PipelineTaskQueue").resource.Properties!;
-    expect(envOf(spot, "splitter")).toMatchObject({
-      [ENV.DEFAULT_CHUNK_SIZE]: String(64 * 1024 * 1024),
-      [ENV.MAX_ATTEMPTS]: String((taskQueue["RedrivePolicy"] as { maxReceiveCount: number }).maxReceiveCount),
-    });
-  });
-
-  it("gives the worker the task queue's visibility timeout and the vCPUs of its task", () => {
-    for (const t of [template, spot]) {
-      const visibility = resource(t, "AWS::SQS::Queue", "PipelineTaskQueue").resource.Properties!["VisibilityTimeout"];
-      const td = resource(t, "AWS::ECS::TaskDefinition", "PipelineWorkersWorkerTask").resource.Properties!;
-      const cpu = (td["ContainerDefinitions"] as { Cpu: number }[])[0]!.Cpu;
-      expect(envOf(t, "worker")).toMatchObject({
-        [ENV.VISIBILITY_TIMEOUT_SECONDS]: String(visibility),
-        [ENV.WORKER_CONCURRENCY]: String(cpu / 1024),
-      });
+    // cdk.json's defaults (README: chunkSize 16MiB, maxAttempts 3) and a 6-hour deadline.
+    expect(read(lab, "splitter").config).toMatchObject({ defaultChunkSize: 16 * MiB, maxAttempts: 3, jobDeadlineSeconds: 6 * 60 * 60 });
+    expect(read(spot, "splitter").config).toMatchObject({ defaultChunkSize: 64 * MiB, maxAttempts: 5, jobDeadlineSeconds: 6 * 60 * 60 });
+    expect(read(custom, "splitter").config).toMatchObject({ defaultChunkSize: 64 * MiB, maxAttempts: 5, jobDeadlineSeconds: 4321 });
+    // A chunk is given up after as many attempts as the task queue delivers it before dead-lettering.
+    for (const t of all) {
+      const taskQueue = resource(t, "AWS::SQS::Queue", "PipelineTaskQueue").resource.Properties!;
+      expect(read(t, "splitter").config["maxAttempts"]).toBe((taskQueue["RedrivePolicy"] as { maxReceiveCount: number }).maxReceiveCount);
     }
   });
 
-  it("is accepted by the code's own readers (lib/config/env.ts), which recover the stack's values", () => {
-    expect(readSplitterConfig(asProcessEnv(envOf(template, "splitter")))).toMatchObject({
-      defaultChunkSize: DEFAULTS.chunkSize,
-      maxAttempts: DEFAULTS.maxAttempts,
-      jobDeadlineSeconds: DEFAULTS.jobDeadlineSeconds,
-      serviceName: "cloudmill-splitter",
-      logLevel: "INFO",
-    });
-    expect(readWorkerConfig(asProcessEnv(envOf(template, "worker")))).toMatchObject({
-      visibilitySeconds: DEFAULTS.visibilityTimeoutSeconds,
-      concurrency: 2,
-      serviceName: "cloudmill-worker",
-    });
-    expect(readReducerConfig(asProcessEnv(envOf(template, "reducer")))).toMatchObject({ serviceName: "cloudmill-reducer" });
-    expect(readDeadLetterConfig(asProcessEnv(envOf(spot, "deadLetters")))).toMatchObject({ serviceName: "cloudmill-dead-letters", logLevel: "DEBUG" });
+  it("gives the worker the task queue's visibility timeout and the vCPUs of its task", () => {
+    // m7g.large (the default, and the smallest of the spot lab's types) has 2 vCPUs.
+    expect(read(lab, "worker").config).toMatchObject({ visibilitySeconds: 120, concurrency: 2 });
+    expect(read(spot, "worker").config).toMatchObject({ visibilitySeconds: 120, concurrency: 2 });
+    expect(read(custom, "worker").config).toMatchObject({ visibilitySeconds: 345, concurrency: 1 });
+    for (const t of all) {
+      const visibility = resource(t, "AWS::SQS::Queue", "PipelineTaskQueue").resource.Properties!["VisibilityTimeout"];
+      const td = resource(t, "AWS::ECS::TaskDefinition", "PipelineWorkersWorkerTask").resource.Properties!;
+      const cpu = (td["ContainerDefinitions"] as { Cpu: number }[])[0]!.Cpu;
+      expect(read(t, "worker").config).toMatchObject({ visibilitySeconds: visibility, concurrency: cpu / 1024 });
+    }
   });
 });

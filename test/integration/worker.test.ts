@@ -5,7 +5,7 @@
  * stop a task) makes an idle worker exit 0 at once.
  */
 import { describe, expect, it } from "vitest";
-import { chunksOf, linesOf, requireBuild, spawnWorker, startFakeEcsAgent, textOf, useDevCloud, waitFor } from "../helpers/devCloud.js";
+import { chunksOf, expectMatchesReference, linesOf, requireBuild, spawnWorker, startFakeEcsAgent, textOf, useDevCloud, waitFor } from "../helpers/devCloud.js";
 
 const KiB = 1024;
 const CHUNK = 4 * KiB;
@@ -32,6 +32,7 @@ describe("a worker process", () => {
       expect(chunks).toBe(3);
       await c.put(key, bytes);
       expect(await c.waitForEnd(`${key}/status.json`)).toMatchObject({ state: "succeeded", chunks, done: chunks });
+      expectMatchesReference("count", {}, bytes, await c.getJson(c.output, `${key}/result.json`));
       await waitFor("protection released after the last chunk", () => (agent.requests.length >= 2 * chunks ? true : undefined), 30_000);
 
       // One worker, one chunk at a time: enable before each chunk (its part not there yet),
