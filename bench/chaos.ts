@@ -43,7 +43,12 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 /**
  * Polls fn until it returns something other than undefined; fails naming `what` after timeoutMs.
  */
-export const waitFor = async <T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 90_000, intervalMs = 200): Promise<T> => {
+export const waitFor = async <T>(
+  what: string,
+  fn: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 90_000,
+  intervalMs = 200,
+): Promise<T> => {
   const until = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -53,7 +58,8 @@ export const waitFor = async <T>(what: string, fn: () => Promise<T | undefined> 
     } catch (err) {
       last = err;
     }
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ""}`);
+    if (Date.now() > until)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ""}`);
     await sleep(intervalMs);
   }
 };
@@ -192,7 +198,11 @@ export const startChaosCloud = async (options: ChaosCloudOptions): Promise<Chaos
         AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
       }),
     );
-    return Number(a["ApproximateNumberOfMessages"] ?? 0) + Number(a["ApproximateNumberOfMessagesNotVisible"] ?? 0) + Number(a["ApproximateNumberOfMessagesDelayed"] ?? 0);
+    return (
+      Number(a["ApproximateNumberOfMessages"] ?? 0) +
+      Number(a["ApproximateNumberOfMessagesNotVisible"] ?? 0) +
+      Number(a["ApproximateNumberOfMessagesDelayed"] ?? 0)
+    );
   };
   return {
     cloud,
@@ -327,7 +337,14 @@ class Series {
   done(): RssSeries {
     const v = this.values;
     const at = (f: number): number => v[Math.min(v.length - 1, Math.floor(f * v.length))] ?? 0;
-    return { startKiB: at(0), quarterKiB: at(0.25), halfKiB: at(0.5), peakKiB: Math.max(0, ...v), endKiB: v.at(-1) ?? 0, samples: v.length };
+    return {
+      startKiB: at(0),
+      quarterKiB: at(0.25),
+      halfKiB: at(0.5),
+      peakKiB: Math.max(0, ...v),
+      endKiB: v.at(-1) ?? 0,
+      samples: v.length,
+    };
   }
 }
 
@@ -345,7 +362,8 @@ export const numberedLines = (chunks: number, chunkSize: number): { bytes: Buffe
     n++;
   }
   const bytes = Buffer.from(parts.join(""));
-  if (Math.ceil(bytes.length / chunkSize) !== chunks) throw new Error(`cannot cut ${chunks} chunks of ${chunkSize} bytes from numbered lines`);
+  if (Math.ceil(bytes.length / chunkSize) !== chunks)
+    throw new Error(`cannot cut ${chunks} chunks of ${chunkSize} bytes from numbered lines`);
   return { bytes, n };
 };
 
@@ -404,8 +422,16 @@ export const runChaos = async (s: ChaosScenario): Promise<ChaosReport> => {
   // The rogue reducers and the checks use their own clients: faulty like the roles', so a
   // reducer racing the dev cloud's also meets throttling and resets.
   const rogueClients = faultyClients({ endpoint: c.cloud.endpoint }, { rate: s.faultRate, seed: s.seed + 2, stream: "rogue" });
-  const rogueDeps = cloudDeps({ outputBucket: c.outputBucket }, jsonLogger(() => undefined), rogueClients);
-  const checkDeps = cloudDeps({ outputBucket: c.outputBucket }, jsonLogger(() => undefined), c.clients);
+  const rogueDeps = cloudDeps(
+    { outputBucket: c.outputBucket },
+    jsonLogger(() => undefined),
+    rogueClients,
+  );
+  const checkDeps = cloudDeps(
+    { outputBucket: c.outputBucket },
+    jsonLogger(() => undefined),
+    c.clients,
+  );
 
   const rss = { workers: new Map<string, Series>(), host: new Series(), heap: new Series() };
   const sampleRss = (): void => {
@@ -438,13 +464,25 @@ export const runChaos = async (s: ChaosScenario): Promise<ChaosReport> => {
     await waitFor("worker processes", () => (c.cloud.workerPids().every((p) => p > 0) ? true : undefined), 30_000);
     const input = `_inputs/chaos-${s.seed}.txt`;
     await c.clients.s3.send(new PutObjectCommand({ Bucket: c.inputBucket, Key: input, Body: bytes }));
-    const spec = { op: "stats", inputs: [`s3://${c.inputBucket}/${input}`], chunkSize: s.chunkSize, maxAttempts: s.maxAttempts, deadlineSeconds: s.deadlineSeconds };
+    const spec = {
+      op: "stats",
+      inputs: [`s3://${c.inputBucket}/${input}`],
+      chunkSize: s.chunkSize,
+      maxAttempts: s.maxAttempts,
+      deadlineSeconds: s.deadlineSeconds,
+    };
     await c.clients.s3.send(new PutObjectCommand({ Bucket: c.inputBucket, Key: `_jobs/${jobId}.json`, Body: JSON.stringify(spec) }));
-    say(`job ${jobId}: ${s.chunks} chunks of ${s.chunkSize} B (${bytes.length} B, ${n} numbers), ${s.workers} workers × ${s.workerConcurrency}, faults ${s.faultRate * 100}% (seed ${s.seed})`);
-    const manifest = await waitFor("the manifest", async () => {
-      const b = await getBytes(c, c.outputBucket, manifestKey(jobId));
-      return b && Manifest.parse(JSON.parse(b.toString("utf8")));
-    }, 120_000);
+    say(
+      `job ${jobId}: ${s.chunks} chunks of ${s.chunkSize} B (${bytes.length} B, ${n} numbers), ${s.workers} workers × ${s.workerConcurrency}, faults ${s.faultRate * 100}% (seed ${s.seed})`,
+    );
+    const manifest = await waitFor(
+      "the manifest",
+      async () => {
+        const b = await getBytes(c, c.outputBucket, manifestKey(jobId));
+        return b && Manifest.parse(JSON.parse(b.toString("utf8")));
+      },
+      120_000,
+    );
 
     // Seeded points of progress (fractions of the chunks mapped) for kills, duplicates and outages.
     const at = (k: number): number[] => Array.from({ length: k }, () => 0.05 + random() * 0.85).sort((a, b) => a - b);
@@ -452,7 +490,8 @@ export const runChaos = async (s: ChaosScenario): Promise<ChaosReport> => {
     const outageAt = at(s.outages);
     const duplicateAt = 0.1 + random() * 0.3;
     const plan = planChunks(manifest.inputs, manifest.chunkSize);
-    const taskBody = (i: number): string => JSON.stringify({ v: 1, jobId, chunk: plan.chunkAt(i), job: manifest.job } satisfies TaskMessage);
+    const taskBody = (i: number): string =>
+      JSON.stringify({ v: 1, jobId, chunk: plan.chunkAt(i), job: manifest.job } satisfies TaskMessage);
 
     if (s.rogueReducers > 0) {
       background.push(
@@ -479,43 +518,48 @@ export const runChaos = async (s: ChaosScenario): Promise<ChaosReport> => {
     const progress = (): number => mapped.size / s.chunks;
     let duplicated = false;
     let lastSay = 0;
-    const status = await waitFor(`job ${jobId} to end`, async () => {
-      const p = progress();
-      while (killAt.length && p >= killAt[0]!) {
-        killAt.shift();
-        const slot = Math.floor(random() * s.workers);
-        c.cloud.killWorker(slot, "SIGKILL");
-        kills++;
-        say(`  ${(p * 100).toFixed(0)}%: SIGKILL worker ${slot}`);
-      }
-      while (outageAt.length && p >= outageAt[0]!) {
-        outageAt.shift();
-        outages++;
-        say(`  ${(p * 100).toFixed(0)}%: endpoint outage for ${s.outageMs} ms`);
-        background.push(c.proxy!.outage(s.outageMs));
-      }
-      if (!duplicated && p >= duplicateAt) {
-        duplicated = true;
-        const chosen = Array.from({ length: s.chunks }, (_, i) => i).filter(() => random() < s.duplicateFraction);
-        for (let i = 0; i < chosen.length; i += 10) {
-          const entries = chosen.slice(i, i + 10).map((index, j) => {
-            const delay = random() < 0.5 ? Math.floor(random() * 6) : 0;
-            if (delay > 0) delayedDuplicates++;
-            return { Id: String(j), MessageBody: taskBody(index), DelaySeconds: delay };
-          });
-          await c.clients.sqs.send(new SendMessageBatchCommand({ QueueUrl: c.cloud.taskQueueUrl, Entries: entries }));
+    const status = await waitFor(
+      `job ${jobId} to end`,
+      async () => {
+        const p = progress();
+        while (killAt.length && p >= killAt[0]!) {
+          killAt.shift();
+          const slot = Math.floor(random() * s.workers);
+          c.cloud.killWorker(slot, "SIGKILL");
+          kills++;
+          say(`  ${(p * 100).toFixed(0)}%: SIGKILL worker ${slot}`);
         }
-        duplicates = chosen.length;
-        say(`  ${(p * 100).toFixed(0)}%: ${duplicates} task messages duplicated (${delayedDuplicates} delayed up to 5 s)`);
-      }
-      if (Date.now() - lastSay > 15_000) {
-        lastSay = Date.now();
-        say(`  ${((Date.now() - started) / 1000).toFixed(0)} s: ${mapped.size}/${s.chunks} chunks mapped`);
-      }
-      const b = await getBytes(c, c.outputBucket, manifest.output.status);
-      const st = b && JobStatus.parse(JSON.parse(b.toString("utf8")));
-      return st && st.state !== "running" ? st : undefined;
-    }, s.timeoutMs, 250);
+        while (outageAt.length && p >= outageAt[0]!) {
+          outageAt.shift();
+          outages++;
+          say(`  ${(p * 100).toFixed(0)}%: endpoint outage for ${s.outageMs} ms`);
+          background.push(c.proxy!.outage(s.outageMs));
+        }
+        if (!duplicated && p >= duplicateAt) {
+          duplicated = true;
+          const chosen = Array.from({ length: s.chunks }, (_, i) => i).filter(() => random() < s.duplicateFraction);
+          for (let i = 0; i < chosen.length; i += 10) {
+            const entries = chosen.slice(i, i + 10).map((index, j) => {
+              const delay = random() < 0.5 ? Math.floor(random() * 6) : 0;
+              if (delay > 0) delayedDuplicates++;
+              return { Id: String(j), MessageBody: taskBody(index), DelaySeconds: delay };
+            });
+            await c.clients.sqs.send(new SendMessageBatchCommand({ QueueUrl: c.cloud.taskQueueUrl, Entries: entries }));
+          }
+          duplicates = chosen.length;
+          say(`  ${(p * 100).toFixed(0)}%: ${duplicates} task messages duplicated (${delayedDuplicates} delayed up to 5 s)`);
+        }
+        if (Date.now() - lastSay > 15_000) {
+          lastSay = Date.now();
+          say(`  ${((Date.now() - started) / 1000).toFixed(0)} s: ${mapped.size}/${s.chunks} chunks mapped`);
+        }
+        const b = await getBytes(c, c.outputBucket, manifest.output.status);
+        const st = b && JobStatus.parse(JSON.parse(b.toString("utf8")));
+        return st && st.state !== "running" ? st : undefined;
+      },
+      s.timeoutMs,
+      250,
+    );
     const elapsedMs = Date.now() - started;
     stopRogues = true;
     say(`job ${status.state} after ${(elapsedMs / 1000).toFixed(1)} s`);
@@ -525,7 +569,12 @@ export const runChaos = async (s: ChaosScenario): Promise<ChaosReport> => {
     const result = resultBytes && (JSON.parse(resultBytes.toString("utf8")) as unknown);
 
     // Late duplicates and more concurrent reducers must change nothing.
-    await waitFor("every queue to drain", async () => ((await c.idle()) ? true : undefined), Math.max(60_000, s.visibilitySeconds * 4000 + 30_000), 500);
+    await waitFor(
+      "every queue to drain",
+      async () => ((await c.idle()) ? true : undefined),
+      Math.max(60_000, s.visibilitySeconds * 4000 + 30_000),
+      500,
+    );
     const concurrent = await Promise.all(
       Array.from({ length: 8 }, async () => {
         try {
@@ -642,7 +691,10 @@ export const describeReport = (r: ChaosReport): string[] => {
     const longest = w.reduce<RssSeries | undefined>((a, b) => (!a || b.samples > a.samples ? b : a), undefined);
     const curve = (x: RssSeries): string =>
       `start ${mib(x.startKiB)}, at 1/4 ${mib(x.quarterKiB)}, at 1/2 ${mib(x.halfKiB)}, end ${mib(x.endKiB)}, peak ${mib(x.peakKiB)}`;
-    if (longest) lines.push(`RSS of the longest-lived worker (MiB, ${longest.samples} samples): ${curve(longest)}; peak of any worker ${mib(Math.max(...w.map((s) => s.peakKiB)))}`);
+    if (longest)
+      lines.push(
+        `RSS of the longest-lived worker (MiB, ${longest.samples} samples): ${curve(longest)}; peak of any worker ${mib(Math.max(...w.map((s) => s.peakKiB)))}`,
+      );
     lines.push(`RSS of the host: emulator (holding every object and message) + splitter + reducer (MiB): ${curve(r.rss.host)}`);
     lines.push(`heap used by the host (MiB): ${curve(r.rss.hostHeapUsed)}`);
   }

@@ -40,14 +40,21 @@ export const splitterRequests = async (): Promise<string[]> => {
     const clients = awsClients({ endpoint: emulator.endpoint });
     const res = await createDevResources(clients, { taskQueue: "bench-split", deadLetterQueue: "bench-split-dlq" });
     const counts = countRequests(clients);
-    const deps = { ...cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, clients), queue: new SqsTaskQueue(clients.sqs, res.taskQueueUrl) };
+    const deps = {
+      ...cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, clients),
+      queue: new SqsTaskQueue(clients.sqs, res.taskQueueUrl),
+    };
     const rows = ["| object size | chunks (64 KiB) | S3 requests | SQS requests (batches of 10) |", "|---|---|---|---|"];
     for (const size of [1024, 1024 ** 2, 16 * 1024 ** 2, 64 * 1024 ** 2]) {
       const key = `count/bench-${size}.txt`;
       await clients.s3.send(new PutObjectCommand({ Bucket: DEV_BUCKETS.input, Key: key, Body: Buffer.alloc(size, "a\n") }));
       counts.s3 = 0;
       counts.sqs = 0;
-      const out = await handleObjectCreated(deps, { defaultChunkSize: 64 * 1024, maxAttempts: 3, jobDeadlineSeconds: 3600 }, { bucket: DEV_BUCKETS.input, key });
+      const out = await handleObjectCreated(
+        deps,
+        { defaultChunkSize: 64 * 1024, maxAttempts: 3, jobDeadlineSeconds: 3600 },
+        { bucket: DEV_BUCKETS.input, key },
+      );
       const chunks = "chunks" in out ? out.chunks : 0;
       rows.push(`| ${size.toLocaleString("en")} B | ${chunks} | ${counts.s3} | ${counts.sqs} |`);
     }
@@ -80,7 +87,11 @@ const queueBaseline = async (clients: AwsClients, url: string, n: number): Promi
 export const tasksPerSecond = async (chunks: number, workers: number): Promise<string[]> => {
   const cloud = await startDevCloud({ workers, workerConcurrency: 4, chunkSize: 1024, log: silentLogger, visibilitySeconds: 60 });
   try {
-    const base = await queueBaseline(cloud.clients, (await createDevResources(cloud.clients, { taskQueue: "bench-baseline", deadLetterQueue: "bench-baseline-dlq" })).taskQueueUrl, chunks);
+    const base = await queueBaseline(
+      cloud.clients,
+      (await createDevResources(cloud.clients, { taskQueue: "bench-baseline", deadLetterQueue: "bench-baseline-dlq" })).taskQueueUrl,
+      chunks,
+    );
     const line = "x".repeat(63) + "\n";
     const body = Buffer.from(line.repeat((chunks * 1024) / line.length));
     const key = "count/tiny-chunks.txt";

@@ -17,7 +17,14 @@ const registry = new OpRegistry();
 const baseline = async (): Promise<unknown> => {
   const op = registry.get(opName);
   const params = op.parseParams({});
-  const ctx: MapContext = { inputIndex: 0, inputName: file, format: op.formats[0]!, bad: (e) => { throw e; } };
+  const ctx: MapContext = {
+    inputIndex: 0,
+    inputName: file,
+    format: op.formats[0]!,
+    bad: (e) => {
+      throw e;
+    },
+  };
   const mapper = op.mapper(params, ctx);
   let carry: Buffer = Buffer.alloc(0);
   let offset = 0;
@@ -60,7 +67,12 @@ const naive = async (): Promise<unknown> => {
     return { total, distinct: counts.size, top };
   }
   // stats: Welford's running mean and variance.
-  let n = 0, mean = 0, m2 = 0, sum = 0, min = Infinity, max = -Infinity;
+  let n = 0,
+    mean = 0,
+    m2 = 0,
+    sum = 0,
+    min = Infinity,
+    max = -Infinity;
   for await (const line of lines) {
     const t = line.trim();
     if (!t) continue;

@@ -44,7 +44,10 @@ interface Measurement {
 }
 
 const once = (mode: string, op: string, file: string, chunk = CHUNK): Measurement => {
-  const out = execFileSync(process.execPath, [path.join(here, "measure.js"), mode, op, file, String(WORKERS), chunk], { encoding: "utf8", maxBuffer: 1 << 26 });
+  const out = execFileSync(process.execPath, [path.join(here, "measure.js"), mode, op, file, String(WORKERS), chunk], {
+    encoding: "utf8",
+    maxBuffer: 1 << 26,
+  });
   return JSON.parse(out) as Measurement;
 };
 
@@ -61,7 +64,9 @@ const bytesOf = (size: string): number => {
  */
 const twoHalves = async (op: string, halves: readonly [string, string]): Promise<number> => {
   const run = promisify(execFile);
-  const outs = await Promise.all(halves.map((f) => run(process.execPath, [path.join(here, "measure.js"), "baseline", op, f], { encoding: "utf8", maxBuffer: 1 << 26 })));
+  const outs = await Promise.all(
+    halves.map((f) => run(process.execPath, [path.join(here, "measure.js"), "baseline", op, f], { encoding: "utf8", maxBuffer: 1 << 26 })),
+  );
   return Math.max(...outs.map((o) => (JSON.parse(o.stdout) as Measurement).ms));
 };
 
@@ -76,7 +81,12 @@ const halvesOf = async (file: string): Promise<[string, string]> => {
     const { bytesRead: n } = await src.read(buf, 0, 1 << 20, Math.floor(size / 2));
     const nl = buf.subarray(0, n).indexOf(0x0a);
     const cut = nl < 0 ? size : Math.floor(size / 2) + nl + 1;
-    for (const [i, [start, end]] of ([[0, cut], [cut, size]] as const).entries()) {
+    for (const [i, [start, end]] of (
+      [
+        [0, cut],
+        [cut, size],
+      ] as const
+    ).entries()) {
       const out = await open(`${halves[i]}.tmp`, "w");
       for (let at = start; at < end; ) {
         const { bytesRead } = await src.read(buf, 0, Math.min(buf.length, end - at), at);
@@ -115,7 +125,13 @@ const startUp = (tiny: string): string[] => {
   }
   const b = median(bare);
   const row = (what: string, xs: number[]) => `| ${what} | ${median(xs).toFixed(0)} | ${(median(xs) / b).toFixed(1)}× |`;
-  return ["| command | wall (ms, median) | ÷ bare Node start |", "|---|---|---|", row("`node -e 0` (bare Node)", bare), row("`cloudmill --version` (CLI loaded)", version), row(`\`cloudmill run tiny.txt --op wordcount --workers ${WORKERS}\``, run)];
+  return [
+    "| command | wall (ms, median) | ÷ bare Node start |",
+    "|---|---|---|",
+    row("`node -e 0` (bare Node)", bare),
+    row("`cloudmill --version` (CLI loaded)", version),
+    row(`\`cloudmill run tiny.txt --op wordcount --workers ${WORKERS}\``, run),
+  ];
 };
 
 interface NaiveStats {
@@ -172,14 +188,24 @@ const main = async (): Promise<void> => {
   const chunkBytes = bytesOf(CHUNK);
 
   const rows: string[] = [];
-  rows.push(`machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`);
-  rows.push(`workers: ${WORKERS}, chunk size: ${CHUNK}, ${REPEATS} alternating runs of the baseline and cloudmill (medians; speed-up: median of the pairs' ratios [lowest–highest])\n`);
+  rows.push(
+    `machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`,
+  );
+  rows.push(
+    `workers: ${WORKERS}, chunk size: ${CHUNK}, ${REPEATS} alternating runs of the baseline and cloudmill (medians; speed-up: median of the pairs' ratios [lowest–highest])\n`,
+  );
   rows.push(
     "| op | input | naive readline (MB/s) | single-process baseline (MB/s) | cloudmill run (MB/s) | speed-up vs baseline | machine's ceiling: two baselines at once on halves | peak RSS (MB) | RSS above fixed overhead, per worker ÷ chunk size |",
   );
   rows.push("|---|---|---|---|---|---|---|---|---|");
   let ok = true;
-  for (const [op, file] of ([["count", text], ["wordcount", text], ["stats", numbers]] as const).filter(([op]) => OPS.includes(op))) {
+  for (const [op, file] of (
+    [
+      ["count", text],
+      ["wordcount", text],
+      ["stats", numbers],
+    ] as const
+  ).filter(([op]) => OPS.includes(op))) {
     const size = (await stat(file)).size;
     const rate = (ms: number) => size / 1e6 / (ms / 1000);
     process.stderr.write(`${op}: naive…`);
@@ -199,7 +225,9 @@ const main = async (): Promise<void> => {
       const wrong = differences(op, e.result, naive.result);
       if (wrong.length) {
         ok = false;
-        process.stderr.write(`MISMATCH for ${op} (${wrong.join(", ")}): engine ${JSON.stringify(e.result)} vs naive ${JSON.stringify(naive.result)}\n`);
+        process.stderr.write(
+          `MISMATCH for ${op} (${wrong.join(", ")}): engine ${JSON.stringify(e.result)} vs naive ${JSON.stringify(naive.result)}\n`,
+        );
       }
       if (!isDeepStrictEqual(e.result, base[0]!.result)) {
         ok = false;
@@ -216,7 +244,9 @@ const main = async (): Promise<void> => {
         `${median(ceilings).toFixed(2)}× [${Math.min(...ceilings).toFixed(2)}–${Math.max(...ceilings).toFixed(2)}] | ${peak.toFixed(0)} | ${perWorker.toFixed(2)}× |`,
     );
   }
-  rows.push(`\nFixed overhead (cloudmill on a tiny input, ${WORKERS} threads started): ${fixed.toFixed(0)} MB peak RSS. Results of cloudmill ${ok ? "agree" : "DISAGREE"} with the naive program's (stats: to 1e-9 of scale) and the baseline's for every op and run.`);
+  rows.push(
+    `\nFixed overhead (cloudmill on a tiny input, ${WORKERS} threads started): ${fixed.toFixed(0)} MB peak RSS. Results of cloudmill ${ok ? "agree" : "DISAGREE"} with the naive program's (stats: to 1e-9 of scale) and the baseline's for every op and run.`,
+  );
   process.stderr.write("start-up…\n");
   rows.push(`\nStart-up, whole commands (${REPEATS} alternating runs each):\n`, ...startUp(tiny));
 
@@ -229,12 +259,17 @@ const main = async (): Promise<void> => {
     process.stderr.write(`wordcount at ${chunk} chunks…\n`);
     const m = once("engine", "wordcount", text, chunk);
     const above = (m.maxRssMB - fixed) / WORKERS;
-    rows.push(`| ${chunk} | ${Math.ceil(textSize / bytesOf(chunk))} | ${m.maxRssMB.toFixed(0)} | ${above.toFixed(0)} | ${(above / (bytesOf(chunk) / MiB)).toFixed(2)}× |`);
+    rows.push(
+      `| ${chunk} | ${Math.ceil(textSize / bytesOf(chunk))} | ${m.maxRssMB.toFixed(0)} | ${above.toFixed(0)} | ${(above / (bytesOf(chunk) / MiB)).toFixed(2)}× |`,
+    );
   }
   if (process.env.BENCH_CLOUD !== "0") {
     process.stderr.write("emulated cloud: splitter requests, tasks/s…\n");
     rows.push("\nSplitter requests per object (emulated cloud, real SDK):\n", ...(await splitterRequests()));
-    rows.push("\nTasks per second through the emulated cloud (count op, tiny chunks):\n", ...(await tasksPerSecond(Number(process.env.BENCH_TASKS ?? 2000), WORKERS)));
+    rows.push(
+      "\nTasks per second through the emulated cloud (count op, tiny chunks):\n",
+      ...(await tasksPerSecond(Number(process.env.BENCH_TASKS ?? 2000), WORKERS)),
+    );
   }
   process.stdout.write(`${rows.join("\n")}\n`);
   if (!ok) process.exitCode = 1;

@@ -42,7 +42,12 @@ const stamp = (): string => `[${((Date.now() - started) / 1000).toFixed(0).padSt
 const say = (line: string): void => void process.stdout.write(`${stamp()} ${line}\n`);
 
 say(`cloudmill soak: ${JSON.stringify(settings)}`);
-say(`machine: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? "?"}), ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB, load ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}; node ${process.version}`);
+say(
+  `machine: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? "?"}), ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB, load ${os
+    .loadavg()
+    .map((l) => l.toFixed(1))
+    .join(" ")}; node ${process.version}`,
+);
 
 const reports: ChaosReport[] = [];
 for (let run = 0; run < settings.runs; run++) {

@@ -243,7 +243,8 @@ export class CloudmillPipeline extends Construct {
     acknowledge(
       fn,
       "AwsSolutions-L1",
-      "Node.js 22 is pinned on purpose: it matches the worker image (node:22) and the runtime the code is tested on, and is in AWS standard support until April 2027; moving to a newer runtime is a deliberate, tested change.",
+      "Node.js 22 is pinned on purpose: it matches the worker image (node:22) and the runtime the code is tested on, and is in AWS " +
+        "standard support until April 2027; moving to a newer runtime is a deliberate, tested change.",
     );
     return fn;
   }
@@ -251,7 +252,9 @@ export class CloudmillPipeline extends Construct {
   /** Least privilege, by role: no `*` action, data resources narrowed to the keys each role touches. */
   private grantDataAccess(): void {
     const stack = Stack.of(this);
-    const extraBuckets = this.config.extraInputBuckets.map((name) => stack.formatArn({ service: "s3", region: "", account: "", resource: name }));
+    const extraBuckets = this.config.extraInputBuckets.map((name) =>
+      stack.formatArn({ service: "s3", region: "", account: "", resource: name }),
+    );
     const inputObjects = [this.inputBucket.arnForObjects("*"), ...extraBuckets.map((arn) => `${arn}/*`)];
     const inputBuckets = [this.inputBucket.bucketArn, ...extraBuckets];
     const jobObjects = JOB_OUTPUT_KEYS.map((k) => this.outputBucket.arnForObjects(k));
@@ -262,24 +265,39 @@ export class CloudmillPipeline extends Construct {
     const reasons = new Map<string, string>([
       [
         this.inputBucket.arnForObjects("*"),
-        "Any object in the input bucket can be a job's input (uploads under <op>/, specs under _jobs/); the bucket is the boundary and only GetObject is allowed.",
+        "Any object in the input bucket can be a job's input (uploads under <op>/, specs under _jobs/); the bucket is the boundary and " +
+          "only GetObject is allowed.",
       ],
-      [workObjects, "Intermediate state lives under _work/<jobId>/ for job ids made at run time; the _work/ prefix is the narrowest fixed scope."],
-      [this.outputBucket.arnForObjects(`${JOBS_PREFIX}*`), "Job-spec results and statuses go under _jobs/<jobId>/ for job ids made at run time."],
+      [
+        workObjects,
+        "Intermediate state lives under _work/<jobId>/ for job ids made at run time; the _work/ prefix is the narrowest fixed scope.",
+      ],
+      [
+        this.outputBucket.arnForObjects(`${JOBS_PREFIX}*`),
+        "Job-spec results and statuses go under _jobs/<jobId>/ for job ids made at run time.",
+      ],
       [
         this.outputBucket.arnForObjects(`*/${RESULT_FILE}`),
-        "An upload's result is written beside its input key (<op>/<any/path>/result.json, docs/design.md); the pattern admits result.json keys only.",
+        "An upload's result is written beside its input key (<op>/<any/path>/result.json, docs/design.md); the pattern admits " +
+          "result.json keys only.",
       ],
       [
         this.outputBucket.arnForObjects(`*/${STATUS_FILE}`),
-        "An upload's status is written beside its input key (<op>/<any/path>/status.json, docs/design.md); the pattern admits status.json keys only.",
+        "An upload's status is written beside its input key (<op>/<any/path>/status.json, docs/design.md); the pattern admits " +
+          "status.json keys only.",
       ],
       ...extraBuckets.map((arn, i): [string, string] => [
         `${arn}/*`,
         `SDK jobs may name inputs in ${this.config.extraInputBuckets[i]} (the extraInputBuckets prop): read-only access to its objects.`,
       ]),
     ]);
-    const allow = (grantee: iam.IGrantable, sid: string, actions: string[], resources: string[], conditions?: Record<string, unknown>): void => {
+    const allow = (
+      grantee: iam.IGrantable,
+      sid: string,
+      actions: string[],
+      resources: string[],
+      conditions?: Record<string, unknown>,
+    ): void => {
       grantee.grantPrincipal.addToPrincipalPolicy(new iam.PolicyStatement({ sid, actions, resources, conditions }));
       for (const resource of resources.filter((r) => r.includes("*"))) {
         const reason = reasons.get(resource);
@@ -332,7 +350,8 @@ export class CloudmillPipeline extends Construct {
       acknowledge(
         role,
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
-        "CDK's S3 bucket-notifications handler (a deploy-time custom resource, not part of the data path) uses the basic execution policy for its own logs.",
+        "CDK's S3 bucket-notifications handler (a deploy-time custom resource, not part of the data path) uses the basic execution " +
+          "policy for its own logs.",
       );
     }
   }

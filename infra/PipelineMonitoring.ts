@@ -76,7 +76,9 @@ export class PipelineMonitoring extends Construct {
 
     const oldest = props.taskQueue.metricApproximateAgeOfOldestMessage({ period: MINUTE, statistic: "Maximum" });
     this.oldestTaskAlarm = new cloudwatch.Alarm(this, "OldestTaskAlarm", {
-      alarmDescription: `cloudmill ${lab}: a chunk has waited more than ${config.oldestTaskAlarmAge.toHumanString()}; the fleet is not keeping up or cannot start`,
+      alarmDescription:
+        `cloudmill ${lab}: a chunk has waited more than ${config.oldestTaskAlarmAge.toHumanString()}; the fleet is not ` +
+        `keeping up or cannot start`,
       metric: oldest,
       threshold: config.oldestTaskAlarmAge.toSeconds(),
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -93,14 +95,23 @@ export class PipelineMonitoring extends Construct {
         evaluationPeriods: 1,
         treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
       });
-    this.partsDeadLetterAlarm = notEmpty("PartsDeadLetterAlarm", props.partsDeadLetterQueue, "the reducer failed on a part event on every attempt");
-    this.splitterDeadLetterAlarm = notEmpty("SplitterDeadLetterAlarm", props.splitterDeadLetterQueue, "the splitter failed on an upload after its retries");
+    this.partsDeadLetterAlarm = notEmpty(
+      "PartsDeadLetterAlarm",
+      props.partsDeadLetterQueue,
+      "the reducer failed on a part event on every attempt",
+    );
+    this.splitterDeadLetterAlarm = notEmpty(
+      "SplitterDeadLetterAlarm",
+      props.splitterDeadLetterQueue,
+      "the splitter failed on an upload after its retries",
+    );
 
     const alarms = [this.deadLetterAlarm, this.oldestTaskAlarm, this.partsDeadLetterAlarm, this.splitterDeadLetterAlarm];
     for (const alarm of alarms) alarm.addAlarmAction(notify);
 
     this.dashboard = this.createDashboard(props, alarms);
-    if (config.budget !== undefined && config.alertEmail !== undefined) this.budget = this.createBudget(config, config.budget, config.alertEmail);
+    if (config.budget !== undefined && config.alertEmail !== undefined)
+      this.budget = this.createBudget(config, config.budget, config.alertEmail);
   }
 
   private createDashboard(props: PipelineMonitoringProps, alarms: cloudwatch.IAlarm[]): cloudwatch.Dashboard {
@@ -121,7 +132,8 @@ export class PipelineMonitoring extends Construct {
     });
     dashboard.addWidgets(
       new cloudwatch.TextWidget({
-        markdown: `# cloudmill — ${props.config.labName}\nStack \`${stack.stackName}\`. Chunks flow: task queue → workers → parts → reducer.`,
+        markdown:
+          `# cloudmill — ${props.config.labName}\nStack \`${stack.stackName}\`. Chunks flow: task queue → workers → parts → ` + `reducer.`,
         width: 24,
         height: 2,
       }),

@@ -107,7 +107,11 @@ export class WorkerFleet extends Construct {
       blockDevices: [
         {
           deviceName: "/dev/xvda",
-          volume: ec2.BlockDeviceVolume.ebs(ROOT_VOLUME_GIB, { encrypted: true, volumeType: ec2.EbsDeviceVolumeType.GP3, deleteOnTermination: true }),
+          volume: ec2.BlockDeviceVolume.ebs(ROOT_VOLUME_GIB, {
+            encrypted: true,
+            volumeType: ec2.EbsDeviceVolumeType.GP3,
+            deleteOnTermination: true,
+          }),
         },
       ],
     });
@@ -312,13 +316,15 @@ export class WorkerFleet extends Construct {
     acknowledge(
       this.taskDefinition,
       "AwsSolutions-ECS2",
-      "The worker's environment holds only resource names and tunables from ROLE_ENV (bucket name, queue URL, timeouts, concurrency, log level); it carries no secrets, so Secrets Manager would add cost and nothing else.",
+      "The worker's environment holds only resource names and tunables from ROLE_ENV (bucket name, queue URL, timeouts, concurrency, " +
+        "log level); it carries no secrets, so Secrets Manager would add cost and nothing else.",
     );
     const taskPolicy = this.taskRole.node.findChild("DefaultPolicy");
     acknowledge(
       taskPolicy,
       wildcardResourceFinding(this, tasksArn),
-      "ecs:UpdateTaskProtection/GetTaskProtection are scoped to tasks of this cluster only; a worker does not know its own task id until it runs, so the task part of the ARN is a wildcard.",
+      "ecs:UpdateTaskProtection/GetTaskProtection are scoped to tasks of this cluster only; a worker does not know its own task id " +
+        "until it runs, so the task part of the ARN is a wildcard.",
     );
     const instancePolicy = this.instanceRole.node.findChild("DefaultPolicy");
     acknowledge(
@@ -329,31 +335,36 @@ export class WorkerFleet extends Construct {
     acknowledge(
       instancePolicy,
       "AwsSolutions-IAM5[Resource::*]",
-      "Added by aws-ecs for the ECS agent: ecs:Poll/StartTelemetrySession (conditioned on this cluster), ecs:DiscoverPollEndpoint and ecr:GetAuthorizationToken, which support no resource-level permissions, and agent log writes.",
+      "Added by aws-ecs for the ECS agent: ecs:Poll/StartTelemetrySession (conditioned on this cluster), ecs:DiscoverPollEndpoint and " +
+        "ecr:GetAuthorizationToken, which support no resource-level permissions, and agent log writes.",
     );
     const executionRole = this.taskDefinition.obtainExecutionRole();
     acknowledge(
       executionRole.node.findChild("DefaultPolicy"),
       "AwsSolutions-IAM5[Resource::*]",
-      "ecr:GetAuthorizationToken, which ECS needs to pull the worker image, supports no resource-level permissions; image pulls themselves are scoped to the asset repository.",
+      "ecr:GetAuthorizationToken, which ECS needs to pull the worker image, supports no resource-level permissions; image pulls " +
+        "themselves are scoped to the asset repository.",
     );
     acknowledge(
       this.autoScalingGroup,
       "AwsSolutions-AS3",
-      "Scaling events are routine (the fleet returns to zero after every job) and e-mailing each would bury real alarms; fleet size is on the dashboard and every event is in the group's activity history.",
+      "Scaling events are routine (the fleet returns to zero after every job) and e-mailing each would bury real alarms; fleet size is " +
+        "on the dashboard and every event is in the group's activity history.",
     );
     if (config.spot) {
       acknowledge(
         instancePolicy,
         wildcardResourceFinding(this, this.containerInstancesArn()),
-        "Spot draining lets the ECS agent set its own container instance to DRAINING; instance ids are unknown until launch, so the ARN is scoped to this cluster's container instances.",
+        "Spot draining lets the ECS agent set its own container instance to DRAINING; instance ids are unknown until launch, so the " +
+          "ARN is scoped to this cluster's container instances.",
       );
     }
     if (this.usesMixedInstances(config)) {
       acknowledge(
         this.autoScalingGroup,
         "AwsSolutions-EC26",
-        "The rule cannot follow a launch template inside a MixedInstancesPolicy; the template's only block device is an encrypted gp3 volume (asserted in test/infra/fleet.test.ts).",
+        "The rule cannot follow a launch template inside a MixedInstancesPolicy; the template's only block device is an encrypted gp3 " +
+          "volume (asserted in test/infra/fleet.test.ts).",
       );
     }
   }

@@ -16,14 +16,34 @@ export const DEFAULT_LAB = "default";
 const RETENTION_DAYS = Object.values(RetentionDays).filter((v): v is RetentionDays => typeof v === "number" && v > 0);
 
 const bool = z.union([z.boolean(), z.enum(["true", "false"]).transform((v) => v === "true")]);
-const whole = z.union([z.number(), z.string().regex(/^\s*\d+\s*$/).transform(Number)]).pipe(z.number().int().nonnegative());
-const amount = z.union([z.number(), z.string().regex(/^\s*\d+(?:\.\d+)?\s*$/).transform(Number)]).pipe(z.number().nonnegative());
+const whole = z
+  .union([
+    z.number(),
+    z
+      .string()
+      .regex(/^\s*\d+\s*$/)
+      .transform(Number),
+  ])
+  .pipe(z.number().int().nonnegative());
+const amount = z
+  .union([
+    z.number(),
+    z
+      .string()
+      .regex(/^\s*\d+(?:\.\d+)?\s*$/)
+      .transform(Number),
+  ])
+  .pipe(z.number().nonnegative());
 /** A list from cdk.json (`["a","b"]`) or from `-c` (`a,b` or `["a","b"]`). */
 const list = z.union([
   z.array(z.string()),
   z.string().transform((s, ctx) => {
     const t = s.trim();
-    if (!t.startsWith("[")) return t.split(",").map((x) => x.trim()).filter((x) => x !== "");
+    if (!t.startsWith("["))
+      return t
+        .split(",")
+        .map((x) => x.trim())
+        .filter((x) => x !== "");
     try {
       return z.array(z.string()).parse(JSON.parse(t));
     } catch {
@@ -37,7 +57,10 @@ const optionalText = z.string().transform((s) => (s.trim() === "" ? undefined : 
 
 /** Each context key, what it accepts, and how a refusal describes it. */
 const KEYS = {
-  lab: { schema: z.string().regex(LAB_NAME_PATTERN), expected: "1 to 32 lowercase letters, digits or '-', starting and ending with a letter or digit" },
+  lab: {
+    schema: z.string().regex(LAB_NAME_PATTERN),
+    expected: "1 to 32 lowercase letters, digits or '-', starting and ending with a letter or digit",
+  },
   instanceTypes: { schema: list, expected: "a list of instance types, e.g. m7g.large,c7g.large" },
   spot: { schema: bool, expected: "true or false" },
   maxInstances: { schema: whole, expected: "a whole number" },
@@ -101,10 +124,13 @@ export const readCloudmillContext = (get: (key: string) => unknown): CloudmillCo
   if (budgetLimitUsd !== undefined && c.alertEmail === undefined) {
     if (!preview) {
       throw new CloudmillConfigError(
-        `context "alertEmail" is required with a budget (budgetLimitUsd=${budgetLimitUsd}): pass -c alertEmail=<address>, or -c budgetLimitUsd=0 for no budget`,
+        `context "alertEmail" is required with a budget (budgetLimitUsd=${budgetLimitUsd}): pass -c alertEmail=<address>, or -c ` +
+          `budgetLimitUsd=0 for no budget`,
       );
     }
-    warnings.push(`preview of lab "${DEFAULT_LAB}" without alertEmail: no budget is created; deploy with -c lab=<name> -c alertEmail=<address>`);
+    warnings.push(
+      `preview of lab "${DEFAULT_LAB}" without alertEmail: no budget is created; deploy with -c lab=<name> -c alertEmail=<address>`,
+    );
     budgetLimitUsd = undefined;
   }
   if (preview) warnings.push(`lab "${DEFAULT_LAB}" is a preview of the template; deploy with -c lab=<name>`);

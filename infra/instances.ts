@@ -8,8 +8,7 @@ const GRAVITON = /^(?:a1|[a-z]+\d+[a-z-]*g[a-z-]*)\.[a-z0-9]+$/;
 const WELL_FORMED = /^[a-z][a-z0-9-]*\.[a-z0-9]+$/;
 
 /** True when `instanceType` names an ARM64 (Graviton) instance type, e.g. `m7g.large`. */
-export const isArm64InstanceType = (instanceType: string): boolean =>
-  WELL_FORMED.test(instanceType) && GRAVITON.test(instanceType);
+export const isArm64InstanceType = (instanceType: string): boolean => WELL_FORMED.test(instanceType) && GRAVITON.test(instanceType);
 
 /**
  * vCPUs implied by an instance size, or undefined when the size does not say (e.g. `metal`, `nano`).

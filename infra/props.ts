@@ -209,7 +209,9 @@ const wholeNumber = (name: string, value: number, min: number, max: number): num
 
 const checkInstanceTypes = (types: readonly string[], spot: boolean): void => {
   if (types.length === 0) {
-    throw new CloudmillConfigError(spot ? "spot needs at least one instance type in instanceTypes" : "instanceTypes must name at least one instance type");
+    throw new CloudmillConfigError(
+      spot ? "spot needs at least one instance type in instanceTypes" : "instanceTypes must name at least one instance type",
+    );
   }
   for (const t of types) {
     if (!isArm64InstanceType(t)) {
@@ -225,7 +227,9 @@ const resolveWorkerVcpus = (types: readonly string[], explicit: number | undefin
     for (const t of types) {
       const vcpus = vcpusOfSize(t);
       if (vcpus !== undefined && explicit > vcpus) {
-        throw new CloudmillConfigError(`workerVcpus (${explicit}) exceeds the ${vcpus} vCPUs of ${t}; a worker must fit on every instance type`);
+        throw new CloudmillConfigError(
+          `workerVcpus (${explicit}) exceeds the ${vcpus} vCPUs of ${t}; a worker must fit on every instance type`,
+        );
       }
     }
     return explicit;
@@ -243,7 +247,8 @@ const resolveWorkerVcpus = (types: readonly string[], explicit: number | undefin
 export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineConfig => {
   if (!LAB_NAME_PATTERN.test(props.labName)) {
     throw new CloudmillConfigError(
-      `labName must be 1 to 32 lowercase letters, digits or '-', starting and ending with a letter or digit; got ${JSON.stringify(props.labName)}`,
+      `labName must be 1 to 32 lowercase letters, digits or '-', starting and ending with a letter or digit; got ` +
+        `${JSON.stringify(props.labName)}`,
     );
   }
   const spot = props.spot ?? false;
@@ -255,14 +260,20 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
   const perInstance = Math.max(...instanceTypes.map((t) => Math.max(1, Math.floor((vcpusOfSize(t) ?? workerVcpus) / workerVcpus))));
   const maxWorkers = wholeNumber("maxWorkers", props.maxWorkers ?? maxInstances * perInstance, 1, 1000);
 
-  const defaultChunkSize = wholeNumber("defaultChunkSize", props.defaultChunkSize ?? DEFAULTS.chunkSize, DEFAULTS.minChunkSize, DEFAULTS.maxChunkSize);
+  const defaultChunkSize = wholeNumber(
+    "defaultChunkSize",
+    props.defaultChunkSize ?? DEFAULTS.chunkSize,
+    DEFAULTS.minChunkSize,
+    DEFAULTS.maxChunkSize,
+  );
   const maxAttempts = wholeNumber("maxAttempts", props.maxAttempts ?? DEFAULTS.maxAttempts, 1, 1000);
 
   const visibilityTimeout = props.visibilityTimeout ?? Duration.seconds(DEFAULTS.visibilityTimeoutSeconds);
   const minVisibility = 2 * DEFAULTS.heartbeatSeconds;
   if (!isWhole(visibilityTimeout.toSeconds(), minVisibility, 43_200)) {
     throw new CloudmillConfigError(
-      `visibilityTimeout must be from ${minVisibility} to 43200 seconds (at least twice the worker heartbeat of ${DEFAULTS.heartbeatSeconds}s), got ${visibilityTimeout.toSeconds()}`,
+      `visibilityTimeout must be from ${minVisibility} to 43200 seconds (at least twice the worker heartbeat of ` +
+        `${DEFAULTS.heartbeatSeconds}s), got ${visibilityTimeout.toSeconds()}`,
     );
   }
   const jobDeadline = props.jobDeadline ?? Duration.seconds(DEFAULTS.jobDeadlineSeconds);
@@ -273,7 +284,8 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
   }
 
   const alertEmail = props.alertEmail;
-  if (alertEmail !== undefined && !EMAIL.test(alertEmail)) throw new CloudmillConfigError(`alertEmail must be an email address, got ${JSON.stringify(alertEmail)}`);
+  if (alertEmail !== undefined && !EMAIL.test(alertEmail))
+    throw new CloudmillConfigError(`alertEmail must be an email address, got ${JSON.stringify(alertEmail)}`);
   let budget: PipelineConfig["budget"];
   if (props.budgetLimitUsd !== undefined) {
     if (!(Number.isFinite(props.budgetLimitUsd) && props.budgetLimitUsd > 0)) {
@@ -288,7 +300,8 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
   const workRetentionDays = wholeNumber("workRetentionDays", props.workRetentionDays ?? 7, 1, 3650);
   const extraInputBuckets = props.extraInputBuckets ?? [];
   for (const b of extraInputBuckets) {
-    if (!BUCKET_NAME.test(b) || b.includes("..")) throw new CloudmillConfigError(`extraInputBuckets: ${JSON.stringify(b)} is not an S3 bucket name`);
+    if (!BUCKET_NAME.test(b) || b.includes(".."))
+      throw new CloudmillConfigError(`extraInputBuckets: ${JSON.stringify(b)} is not an S3 bucket name`);
   }
   const scaleIn = props.scaleInAfterIdle ?? Duration.minutes(5);
   const scaleInAfterIdleMinutes = scaleIn.toSeconds() / 60;
@@ -296,7 +309,8 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
     throw new CloudmillConfigError(`scaleInAfterIdle must be a whole number of minutes from 1 to 60, got ${scaleIn.toSeconds()} seconds`);
   }
   const oldestTaskAlarmAge = props.oldestTaskAlarmAge ?? Duration.hours(1);
-  if (oldestTaskAlarmAge.toSeconds() < 60) throw new CloudmillConfigError(`oldestTaskAlarmAge must be at least 60 seconds, got ${oldestTaskAlarmAge.toSeconds()}`);
+  if (oldestTaskAlarmAge.toSeconds() < 60)
+    throw new CloudmillConfigError(`oldestTaskAlarmAge must be at least 60 seconds, got ${oldestTaskAlarmAge.toSeconds()}`);
 
   return {
     labName: props.labName,

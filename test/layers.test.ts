@@ -1,7 +1,9 @@
 /**
- * The folders are the layers (docs/design.md, "Layers"): arrows point down only. Every import
- * of every source file is read with TypeScript's own pre-processor (static, type-only and
- * dynamic imports alike) and checked against the table below.
+ * The house rules a linter cannot state. The folders are the layers (docs/design.md, "Layers"):
+ * arrows point down only. Every import of every source file is read with TypeScript's own
+ * pre-processor (static, type-only and dynamic imports alike) and checked against the table
+ * below. And no shipped line is longer than the formatter's width: Biome wraps code, but not
+ * comments or string literals.
  */
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
@@ -88,6 +90,20 @@ const sourcesOf = async (dirs: readonly string[]): Promise<SourceFile[]> => {
   return files;
 };
 
+describe("line length", () => {
+  it("no line of lib/, infra/, functions/ or worker/ is longer than biome.json's lineWidth", async () => {
+    const { formatter } = JSON.parse(await readFile(path.join(packageRoot, "biome.json"), "utf8")) as { formatter: { lineWidth: number } };
+    expect(formatter.lineWidth).toBeGreaterThanOrEqual(80);
+    const long: string[] = [];
+    for (const { file, text } of await sourcesOf(["lib", "infra", "functions", "worker"])) {
+      text.split("\n").forEach((line, i) => {
+        if ([...line].length > formatter.lineWidth) long.push(`${file}:${i + 1} (${[...line].length})`);
+      });
+    }
+    expect(long).toEqual([]);
+  });
+});
+
 describe("the layering rule", () => {
   it("holds for every source file", async () => {
     const files = await sourcesOf(["lib", "functions", "worker", "infra"]);
@@ -103,12 +119,27 @@ describe("the layering rule", () => {
   it.each([
     ["core importing an AWS adapter", "lib/core/pipeline/x.ts", 'import { s3Uri } from "../../aws/clients.js";', "core may not import aws"],
     ["core importing the AWS SDK", "lib/core/x.ts", 'import { S3Client } from "@aws-sdk/client-s3";', "core may not import this package"],
-    ["core loading a module by type only", "lib/core/x.ts", 'import type { DevCloud } from "../dev/devCloud.js";', "core may not import dev"],
+    [
+      "core loading a module by type only",
+      "lib/core/x.ts",
+      'import type { DevCloud } from "../dev/devCloud.js";',
+      "core may not import dev",
+    ],
     ["aws importing the local engine", "lib/aws/x.ts", 'const m = await import("../local/localEngine.js");', "aws may not import local"],
-    ["aws importing fault injection", "lib/aws/x.ts", 'export { faultyClients } from "../dev/faultInjection.js";', "aws may not import dev"],
+    [
+      "aws importing fault injection",
+      "lib/aws/x.ts",
+      'export { faultyClients } from "../dev/faultInjection.js";',
+      "aws may not import dev",
+    ],
     ["the worker entry importing the dev cloud", "worker/main.ts", 'import "../lib/dev/faultyWorker.js";', "worker may not import dev"],
     ["a function importing the SDK", "functions/x.ts", 'import { Cloudmill } from "../lib/sdk/index.js";', "functions may not import sdk"],
-    ["lib importing test helpers", "lib/local/x.ts", 'import { refResult } from "../../test/helpers/reference.js";', "imports test or bench tooling"],
+    [
+      "lib importing test helpers",
+      "lib/local/x.ts",
+      'import { refResult } from "../../test/helpers/reference.js";',
+      "imports test or bench tooling",
+    ],
     ["lib importing vitest", "lib/sdk/x.ts", 'import { expect } from "vitest";', "imports test tooling"],
     ["infra importing the SDK", "infra/x.ts", 'import { Cloudmill } from "../lib/sdk/Cloudmill.js";', "infra may not import sdk"],
   ])("catches %s", (_what, file, text, why) => {

@@ -1,11 +1,5 @@
 import type { Readable } from "node:stream";
-import {
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  PutObjectCommand,
-  paginateListObjectsV2,
-} from "@aws-sdk/client-s3";
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, paginateListObjectsV2 } from "@aws-sdk/client-s3";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { DEFAULTS, MiB } from "../core/constants.js";
@@ -46,10 +40,9 @@ export class S3BlobStore implements BlobStore {
     // S3 clamps an end past the object; a start at or past it is 416 (handled below).
     const range = start === 0 && end === undefined ? undefined : `bytes=${start}-${end === undefined ? "" : end - 1}`;
     try {
-      const res = await this.client.send(
-        new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range, IfMatch: options.etag }),
-        { abortSignal: options.signal },
-      );
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range, IfMatch: options.etag }), {
+        abortSignal: options.signal,
+      });
       // In Node the body is an http.IncomingMessage: an async iterable of Buffers, destroyed
       // (socket released) when a consumer breaks out of the loop.
       const body = res.Body as Readable | undefined;

@@ -194,8 +194,7 @@ export class SqsTaskQueue implements TaskQueue {
 }
 
 /** The SQS error code; errors not in the model arrive named with their query-protocol code. */
-const errName = (err: unknown): string =>
-  err instanceof Error ? err.name.replace(/^AWS\.SimpleQueueService\./, "") : String(err);
+const errName = (err: unknown): string => (err instanceof Error ? err.name.replace(/^AWS\.SimpleQueueService\./, "") : String(err));
 
 /** Worth another try after the SDK's own retries: server faults, throttling, broken connections. */
 const isTransient = (err: unknown): boolean => {

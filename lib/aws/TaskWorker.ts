@@ -54,7 +54,10 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   constructor(options: TaskWorkerOptions) {
     super();
     if (options.heartbeatSeconds >= options.visibilitySeconds) {
-      throw new CloudmillError(ErrorCode.INVALID_SPEC, `heartbeat (${options.heartbeatSeconds}s) must be shorter than the visibility timeout (${options.visibilitySeconds}s)`);
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        `heartbeat (${options.heartbeatSeconds}s) must be shorter than the visibility timeout (${options.visibilitySeconds}s)`,
+      );
     }
     this.#options = options;
   }
@@ -149,12 +152,20 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       if (next.action === "fail-job") {
         try {
           const manifest = await readJsonIfExists(deps.output, manifestKey(task.jobId), Manifest);
-          if (manifest) await failJob(deps, { jobId: task.jobId, output: manifest.output, chunks: manifest.chunks, done: 0, startedAt: manifest.createdAt }, err);
+          if (manifest)
+            await failJob(
+              deps,
+              { jobId: task.jobId, output: manifest.output, chunks: manifest.chunks, done: 0, startedAt: manifest.createdAt },
+              err,
+            );
           await queue.delete(message.receiptHandle);
         } catch (e2) {
           // S3 or SQS failed us while failing the job: the message comes back and the next
           // attempt meets the same error and tries again.
-          log.warn("chunk failed, but the job could not be marked failed yet; will retry", { ...logFieldsOf(err), cause: logFieldsOf(toCloudmillError(e2)) });
+          log.warn("chunk failed, but the job could not be marked failed yet; will retry", {
+            ...logFieldsOf(err),
+            cause: logFieldsOf(toCloudmillError(e2)),
+          });
           await queue.changeVisibility(message.receiptHandle, retryDelaySeconds(message.receiveCount)).catch(() => undefined);
           this.emit("task_failed", task, err, true);
           return;

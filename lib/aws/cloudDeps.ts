@@ -12,7 +12,11 @@ export interface CloudConfig {
   readonly endpoint?: string | undefined;
 }
 
-export const cloudDeps = (config: CloudConfig, log: Logger, clients: AwsClients = awsClients(config.endpoint ? { endpoint: config.endpoint } : {})): PipelineDeps & { clients: AwsClients } => {
+export const cloudDeps = (
+  config: CloudConfig,
+  log: Logger,
+  clients: AwsClients = awsClients(config.endpoint ? { endpoint: config.endpoint } : {}),
+): PipelineDeps & { clients: AwsClients } => {
   const stores = new Map<string, BlobStore>();
   const inputStore = (bucket: string): BlobStore => {
     let s = stores.get(bucket);

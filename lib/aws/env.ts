@@ -20,7 +20,8 @@ const intOf = (env: Env, name: string, fallback: number, min = 1): number => {
   const raw = env[name];
   if (raw === undefined || raw === "") return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new CloudmillError(ErrorCode.ENVIRONMENT, `${name}: expected a whole number ≥ ${min}, got ${JSON.stringify(raw)}`);
+  if (!Number.isInteger(n) || n < min)
+    throw new CloudmillError(ErrorCode.ENVIRONMENT, `${name}: expected a whole number ≥ ${min}, got ${JSON.stringify(raw)}`);
   return n;
 };
 
@@ -39,7 +40,8 @@ const common = (env: Env) => ({
 export const readSplitterConfig = (env: Env) => {
   const chunk = env[ENV.DEFAULT_CHUNK_SIZE];
   const chunkSize = chunk ? parseSize(chunk) : DEFAULTS.chunkSize;
-  if (chunkSize === undefined || chunkSize < 1) throw new CloudmillError(ErrorCode.ENVIRONMENT, `${ENV.DEFAULT_CHUNK_SIZE}: expected a size, got ${JSON.stringify(chunk)}`);
+  if (chunkSize === undefined || chunkSize < 1)
+    throw new CloudmillError(ErrorCode.ENVIRONMENT, `${ENV.DEFAULT_CHUNK_SIZE}: expected a size, got ${JSON.stringify(chunk)}`);
   return {
     ...common(env),
     taskQueueUrl: required(env, ENV.TASK_QUEUE_URL),

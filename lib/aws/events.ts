@@ -20,12 +20,14 @@ export const decodeEventKey = (key: string): string => decodeURIComponent(key.re
 /** Created objects named by a notification (test events and other event types name none). */
 export const createdObjects = (event: unknown): { bucket: string; key: string; etag?: string; versionId?: string }[] => {
   if (S3TestEvent.safeParse(event).success) return [];
-  return S3Notification.parse(event).Records.filter((r) => r.eventName.startsWith("ObjectCreated")).map((r) => ({
-    bucket: r.s3.bucket.name,
-    key: decodeEventKey(r.s3.object.key),
-    ...(r.s3.object.eTag ? { etag: r.s3.object.eTag } : {}),
-    ...(r.s3.object.versionId ? { versionId: r.s3.object.versionId } : {}),
-  }));
+  return S3Notification.parse(event)
+    .Records.filter((r) => r.eventName.startsWith("ObjectCreated"))
+    .map((r) => ({
+      bucket: r.s3.bucket.name,
+      key: decodeEventKey(r.s3.object.key),
+      ...(r.s3.object.eTag ? { etag: r.s3.object.eTag } : {}),
+      ...(r.s3.object.versionId ? { versionId: r.s3.object.versionId } : {}),
+    }));
 };
 
 const SqsRecord = z.object({

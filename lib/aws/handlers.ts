@@ -12,66 +12,76 @@ import { createdObjects, SqsEvent, type SqsBatchResponse } from "./events.js";
 import { handleObjectCreated, type TriggerConfig, type TriggerOutcome } from "../core/pipeline/trigger.js";
 
 /** The splitter: every created object of the notification, in order. */
-export const splitterHandler = (deps: SplitDeps, config: TriggerConfig) => async (event: unknown): Promise<TriggerOutcome[]> => {
-  const outcomes: TriggerOutcome[] = [];
-  for (const obj of createdObjects(event)) {
-    const outcome = await handleObjectCreated(deps, config, obj);
-    // A failed outcome's message may quote the job spec: it is in status.json, not in the log.
-    const { error: _withheld, ...fields } = outcome as TriggerOutcome & { error?: string };
-    deps.log.info("object created", { bucket: obj.bucket, key: obj.key, ...fields });
-    outcomes.push(outcome);
-  }
-  return outcomes;
-};
+export const splitterHandler =
+  (deps: SplitDeps, config: TriggerConfig) =>
+  async (event: unknown): Promise<TriggerOutcome[]> => {
+    const outcomes: TriggerOutcome[] = [];
+    for (const obj of createdObjects(event)) {
+      const outcome = await handleObjectCreated(deps, config, obj);
+      // A failed outcome's message may quote the job spec: it is in status.json, not in the log.
+      const { error: _withheld, ...fields } = outcome as TriggerOutcome & { error?: string };
+      deps.log.info("object created", { bucket: obj.bucket, key: obj.key, ...fields });
+      outcomes.push(outcome);
+    }
+    return outcomes;
+  };
 
 /**
  * The reducer: a batch of part-created notifications (S3 → SQS). Each job named in the
  * batch is reduced once; a job whose reduce throws reports its records as failed, so SQS
  * redelivers just those.
  */
-export const reducerHandler = (deps: PipelineDeps) => async (event: unknown): Promise<SqsBatchResponse> => {
-  const { Records } = SqsEvent.parse(event);
-  const byJob = new Map<string, string[]>();
-  for (const record of Records) {
-    let objects: { key: string }[] = [];
-    try {
-      objects = createdObjects(JSON.parse(record.body));
-    } catch {
-      deps.log.warn("not an S3 notification; dropped", { messageId: record.messageId });
+export const reducerHandler =
+  (deps: PipelineDeps) =>
+  async (event: unknown): Promise<SqsBatchResponse> => {
+    const { Records } = SqsEvent.parse(event);
+    const byJob = new Map<string, string[]>();
+    for (const record of Records) {
+      let objects: { key: string }[] = [];
+      try {
+        objects = createdObjects(JSON.parse(record.body));
+      } catch {
+        deps.log.warn("not an S3 notification; dropped", { messageId: record.messageId });
+      }
+      for (const { key } of objects) {
+        const part = parsePartKey(key);
+        if (!part) continue;
+        const ids = byJob.get(part.jobId) ?? [];
+        ids.push(record.messageId);
+        byJob.set(part.jobId, ids);
+      }
     }
-    for (const { key } of objects) {
-      const part = parsePartKey(key);
-      if (!part) continue;
-      const ids = byJob.get(part.jobId) ?? [];
-      ids.push(record.messageId);
-      byJob.set(part.jobId, ids);
+    const failures: { itemIdentifier: string }[] = [];
+    for (const [jobId, messageIds] of byJob) {
+      try {
+        const outcome = await reduceJob(deps, jobId);
+        deps.log.info("reduce", {
+          jobId,
+          outcome: outcome.kind,
+          ...(outcome.kind === "incomplete" ? { done: outcome.done, chunks: outcome.chunks } : {}),
+        });
+      } catch (err) {
+        deps.log.error("reduce failed; will retry", { ...logFieldsOf(toCloudmillError(err)), jobId });
+        failures.push(...[...new Set(messageIds)].map((itemIdentifier) => ({ itemIdentifier })));
+      }
     }
-  }
-  const failures: { itemIdentifier: string }[] = [];
-  for (const [jobId, messageIds] of byJob) {
-    try {
-      const outcome = await reduceJob(deps, jobId);
-      deps.log.info("reduce", { jobId, outcome: outcome.kind, ...(outcome.kind === "incomplete" ? { done: outcome.done, chunks: outcome.chunks } : {}) });
-    } catch (err) {
-      deps.log.error("reduce failed; will retry", { ...logFieldsOf(toCloudmillError(err)), jobId });
-      failures.push(...[...new Set(messageIds)].map((itemIdentifier) => ({ itemIdentifier })));
-    }
-  }
-  return { batchItemFailures: failures };
-};
+    return { batchItemFailures: failures };
+  };
 
 /** The dead-letter handler: each message is a task that failed every attempt. */
-export const deadLetterHandler = (deps: PipelineDeps) => async (event: unknown): Promise<SqsBatchResponse> => {
-  const { Records } = SqsEvent.parse(event);
-  const failures: { itemIdentifier: string }[] = [];
-  for (const record of Records) {
-    try {
-      const count = Number(record.attributes?.ApproximateReceiveCount ?? "") || undefined;
-      await handleDeadLetter(deps, record.body, count);
-    } catch (err) {
-      deps.log.error("dead letter not handled; will retry", { messageId: record.messageId, ...logFieldsOf(toCloudmillError(err)) });
-      failures.push({ itemIdentifier: record.messageId });
+export const deadLetterHandler =
+  (deps: PipelineDeps) =>
+  async (event: unknown): Promise<SqsBatchResponse> => {
+    const { Records } = SqsEvent.parse(event);
+    const failures: { itemIdentifier: string }[] = [];
+    for (const record of Records) {
+      try {
+        const count = Number(record.attributes?.ApproximateReceiveCount ?? "") || undefined;
+        await handleDeadLetter(deps, record.body, count);
+      } catch (err) {
+        deps.log.error("dead letter not handled; will retry", { messageId: record.messageId, ...logFieldsOf(toCloudmillError(err)) });
+        failures.push({ itemIdentifier: record.messageId });
+      }
     }
-  }
-  return { batchItemFailures: failures };
-};
+    return { batchItemFailures: failures };
+  };

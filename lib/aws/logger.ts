@@ -10,7 +10,10 @@ const wrap = (pt: PowertoolsLogger): Logger => ({
   child: (fields: LogFields) => wrap(pt.createChild({ persistentKeys: { ...fields } })),
 });
 
-export const powertoolsLogger = (serviceName: string, logLevel: "DEBUG" | "INFO" | "WARN" | "ERROR"): { logger: Logger; powertools: PowertoolsLogger } => {
+export const powertoolsLogger = (
+  serviceName: string,
+  logLevel: "DEBUG" | "INFO" | "WARN" | "ERROR",
+): { logger: Logger; powertools: PowertoolsLogger } => {
   const powertools = new PowertoolsLogger({ serviceName, logLevel });
   return { logger: wrap(powertools), powertools };
 };

@@ -39,7 +39,11 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     heartbeatSeconds: config.heartbeatSeconds,
     protection: config.ecsAgentUri ? ecsTaskProtection(config.ecsAgentUri, logger) : noProtection,
   }).start();
-  logger.info("worker started", { concurrency: config.concurrency, visibilitySeconds: config.visibilitySeconds, queue: config.taskQueueUrl });
+  logger.info("worker started", {
+    concurrency: config.concurrency,
+    visibilitySeconds: config.visibilitySeconds,
+    queue: config.taskQueueUrl,
+  });
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       logger.info("stopping: finishing chunks in progress", { signal });

@@ -17,9 +17,15 @@ export const CLOUD_ENV = {
 } as const;
 
 export const CloudFlags = z.object({
-  stack: z.string().regex(/^[A-Za-z][A-Za-z0-9-]{0,127}$/, { error: "a CloudFormation stack name, e.g. Cloudmill-mylab" }).optional(),
+  stack: z
+    .string()
+    .regex(/^[A-Za-z][A-Za-z0-9-]{0,127}$/, { error: "a CloudFormation stack name, e.g. Cloudmill-mylab" })
+    .optional(),
   endpoint: z.url({ protocol: /^https?$/, error: "a URL like http://127.0.0.1:4566" }).optional(),
-  region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, { error: "a region like eu-west-1" }).optional(),
+  region: z
+    .string()
+    .regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, { error: "a region like eu-west-1" })
+    .optional(),
   inputBucket: z.string().min(3).optional(),
   outputBucket: z.string().min(3).optional(),
 });
@@ -89,5 +95,6 @@ export const usingCloudmill = async <T>(raw: Record<string, unknown>, io: CliIO,
 export const stoppedWaiting = (jobIds: readonly string[]): CloudmillError =>
   new CloudmillError(
     ErrorCode.CANCELLED,
-    `stopped waiting; ${jobIds.length === 1 ? `job ${jobIds[0]} goes on (\`cloudmill cancel ${jobIds[0]}\` stops it)` : `${jobIds.length} jobs go on`}`,
+    `stopped waiting; ` +
+      `${jobIds.length === 1 ? `job ${jobIds[0]} goes on (\`cloudmill cancel ${jobIds[0]}\` stops it)` : `${jobIds.length} jobs go on`}`,
   );

@@ -21,9 +21,22 @@ export const buildProgram = (io: CliIO): Command => {
     .showHelpAfterError("(add --help for usage)")
     .configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) })
     .exitOverride();
-  const cloud = [submitCommand(io), statusCommand(io), waitCommand(io), resultCommand(io), jobsCommand(io), cancelCommand(io), fleetCommand(io)];
+  const cloud = [
+    submitCommand(io),
+    statusCommand(io),
+    waitCommand(io),
+    resultCommand(io),
+    jobsCommand(io),
+    cancelCommand(io),
+    fleetCommand(io),
+  ];
   for (const cmd of [runCommand(io), devCommand(io), opsCommand(io), ...cloud]) {
-    program.addCommand(cmd.exitOverride().configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) }).showHelpAfterError("(add --help for usage)"));
+    program.addCommand(
+      cmd
+        .exitOverride()
+        .configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) })
+        .showHelpAfterError("(add --help for usage)"),
+    );
   }
   return program;
 };
@@ -35,7 +48,11 @@ export const runCli = async (argv: readonly string[], io: CliIO): Promise<number
     await program.parseAsync([...argv], { from: "user" });
     return 0;
   } catch (err) {
-    if (err instanceof CommanderError && (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help")) return 0;
+    if (
+      err instanceof CommanderError &&
+      (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help")
+    )
+      return 0;
     return handleError(err, io);
   }
 };

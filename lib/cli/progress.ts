@@ -69,7 +69,7 @@ const eta = (p: Progress): string => {
 };
 
 export const describeProgress = (p: Progress): string => {
-  const rate = p.elapsedMs > 0 ? (p.bytesDone / 1e6) / (p.elapsedMs / 1000) : 0;
+  const rate = p.elapsedMs > 0 ? p.bytesDone / 1e6 / (p.elapsedMs / 1000) : 0;
   return `${p.chunksDone}/${p.chunks} chunks  ${mb(p.bytesDone)}/${mb(p.bytes)} MB  ${rate.toFixed(1)} MB/s  ETA ${eta(p)}`;
 };
 
@@ -85,7 +85,10 @@ export const progressView = (io: CliIO, enabled = true): ProgressView => {
   return {
     update(p) {
       const text = describeProgress(p);
-      out.show(tty ? `${bar(p.chunksDone / Math.max(1, p.chunks), barWidth(io, 60))} ${text}` : `progress: ${text}`, p.chunksDone === p.chunks);
+      out.show(
+        tty ? `${bar(p.chunksDone / Math.max(1, p.chunks), barWidth(io, 60))} ${text}` : `progress: ${text}`,
+        p.chunksDone === p.chunks,
+      );
     },
     done: () => out.done(),
   };

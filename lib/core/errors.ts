@@ -77,8 +77,7 @@ export interface SerializedError {
 export const invalidSpec = (message: string, field?: string): CloudmillError =>
   new CloudmillError(ErrorCode.INVALID_SPEC, message, field === undefined ? {} : { field });
 
-export const badRecord = (message: string, offset: number): CloudmillError =>
-  new CloudmillError(ErrorCode.BAD_RECORD, message, { offset });
+export const badRecord = (message: string, offset: number): CloudmillError => new CloudmillError(ErrorCode.BAD_RECORD, message, { offset });
 
 /** `input:line (byte offset) ` / `input (bytes a-b) ` / `` — the prefix of a one-line error. */
 export const locate = (c: ErrorContext): string => {

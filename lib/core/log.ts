@@ -22,16 +22,18 @@ const LEVELS = { debug: 10, info: 20, warn: 30, error: 40 } as const;
 export type LogLevel = keyof typeof LEVELS;
 
 /** One JSON object per line on the given stream (the worker's and dev's format). */
-export const jsonLogger = (
-  write: (line: string) => void,
-  level: LogLevel = "info",
-  base: LogFields = {},
-): Logger => {
+export const jsonLogger = (write: (line: string) => void, level: LogLevel = "info", base: LogFields = {}): Logger => {
   const at = (l: LogLevel) => (message: string, fields?: LogFields) => {
     if (LEVELS[l] < LEVELS[level]) return;
     write(`${JSON.stringify({ level: l.toUpperCase(), timestamp: new Date().toISOString(), message, ...base, ...fields })}\n`);
   };
-  return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error"), child: (f) => jsonLogger(write, level, { ...base, ...f }) };
+  return {
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    child: (f) => jsonLogger(write, level, { ...base, ...f }),
+  };
 };
 
 /** Plain `warning:` lines for warnings, nothing else (the CLI's quiet mode). */

@@ -110,7 +110,12 @@ const pollIntoHandler = (
           messages.push(...more);
         }
         const event = {
-          Records: messages.map((m) => ({ messageId: m.id, receiptHandle: m.receiptHandle, body: m.body, attributes: { ApproximateReceiveCount: String(m.receiveCount) } })),
+          Records: messages.map((m) => ({
+            messageId: m.id,
+            receiptHandle: m.receiptHandle,
+            body: m.body,
+            attributes: { ApproximateReceiveCount: String(m.receiveCount) },
+          })),
         };
         const { batchItemFailures } = await handler(event);
         const failed = new Set(batchItemFailures.map((f) => f.itemIdentifier));
@@ -186,7 +191,9 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
 
   // Worker processes: the container's entry file, configured as the stack configures it.
   const workerEnv: Record<string, string> = {
-    ...Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !e[0].startsWith("CLOUDMILL_"))),
+    ...Object.fromEntries(
+      Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !e[0].startsWith("CLOUDMILL_")),
+    ),
     [ENV.OUTPUT_BUCKET]: outputBucket,
     [ENV.TASK_QUEUE_URL]: resources.taskQueueUrl,
     [ENV.VISIBILITY_TIMEOUT_SECONDS]: String(visibilitySeconds),

@@ -129,9 +129,11 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
         const run: Promise<void> = Promise.resolve()
           .then(() => listener({ Records: [record] }))
           .catch((err: unknown) => {
-            process.stderr.write(`cloudmill emulator: S3 event listener failed for s3://${record.s3.bucket.name}/${record.s3.object.key}: ${
-              err instanceof Error ? (err.stack ?? err.message) : String(err)
-            }\n`);
+            process.stderr.write(
+              `cloudmill emulator: S3 event listener failed for s3://${record.s3.bucket.name}/${record.s3.object.key}: ${
+                err instanceof Error ? (err.stack ?? err.message) : String(err)
+              }\n`,
+            );
           })
           .finally(() => running.delete(run));
         running.add(run);
@@ -169,7 +171,11 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
 export const encodeEventKey = (key: string): string =>
   key
     .split("/")
-    .map((seg) => encodeURIComponent(seg).replace(/[!'()~]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`).replace(/%20/g, "+"))
+    .map((seg) =>
+      encodeURIComponent(seg)
+        .replace(/[!'()~]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
+        .replace(/%20/g, "+"),
+    )
     .join("/");
 
 export interface DevResourceOptions {
@@ -267,11 +273,7 @@ const loadStores = async (): Promise<Stores> => {
 const byteCompare = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b));
 
 /** S3's ListObjects semantics in UTF-8 byte order, over fauxqs's full (locale-sorted) listing. */
-const listInByteOrder = (
-  localeList: S3Store["listObjects"],
-  bucket: string,
-  opts: S3ListOptions = {},
-): S3ListResult => {
+const listInByteOrder = (localeList: S3Store["listObjects"], bucket: string, opts: S3ListOptions = {}): S3ListResult => {
   const prefix = opts.prefix ?? "";
   const after = opts.startAfter || opts.marker || "";
   const maxKeys = opts.maxKeys ?? 1000;

@@ -148,14 +148,27 @@ const describeS3 = (request: HttpRequest): RequestInfo => {
       operation = key === undefined ? "HeadBucket" : "HeadObject";
       break;
     case "GET":
-      operation = key !== undefined ? "GetObject" : has("list-type") ? "ListObjectsV2" : has("uploads") ? "ListMultipartUploads" : "ListObjects";
+      operation =
+        key !== undefined ? "GetObject" : has("list-type") ? "ListObjectsV2" : has("uploads") ? "ListMultipartUploads" : "ListObjects";
       break;
     case "PUT":
       operation =
-        key === undefined ? "CreateBucket" : has("partNumber") ? "UploadPart" : header(request, "x-amz-copy-source") ? "CopyObject" : "PutObject";
+        key === undefined
+          ? "CreateBucket"
+          : has("partNumber")
+            ? "UploadPart"
+            : header(request, "x-amz-copy-source")
+              ? "CopyObject"
+              : "PutObject";
       break;
     case "POST":
-      operation = has("uploads") ? "CreateMultipartUpload" : has("uploadId") ? "CompleteMultipartUpload" : has("delete") ? "DeleteObjects" : "PostObject";
+      operation = has("uploads")
+        ? "CreateMultipartUpload"
+        : has("uploadId")
+          ? "CompleteMultipartUpload"
+          : has("delete")
+            ? "DeleteObjects"
+            : "PostObject";
       break;
     case "DELETE":
       operation = key === undefined ? "DeleteBucket" : has("uploadId") ? "AbortMultipartUpload" : "DeleteObject";
@@ -179,7 +192,12 @@ const describeSqs = (request: HttpRequest): RequestInfo => {
   const operation = target.includes(".") ? target.slice(target.lastIndexOf(".") + 1) : target || "Unknown";
   let queueUrl: string | undefined;
   const body: unknown = request.body;
-  const text = typeof body === "string" ? body : body instanceof Uint8Array ? Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8") : undefined;
+  const text =
+    typeof body === "string"
+      ? body
+      : body instanceof Uint8Array
+        ? Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8")
+        : undefined;
   if (text !== undefined) {
     const m = /"QueueUrl"\s*:\s*"([^"]+)"/.exec(text);
     if (m) queueUrl = m[1]!;
@@ -207,7 +225,8 @@ const s3Error = (method: string, status: number, code: string, message: string):
   return response(
     status,
     headers,
-    `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message><RequestId>${id}</RequestId><HostId>${id}/fault</HostId></Error>`,
+    `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message>` +
+      `<RequestId>${id}</RequestId><HostId>${id}/fault</HostId></Error>`,
   );
 };
 
@@ -392,6 +411,9 @@ export const faultyClients = (
   faults: FaultInjectionOptions,
 ): AwsClients & { readonly injectors: { readonly s3: FaultInjectingHandler; readonly sqs: FaultInjectingHandler } } => {
   const injectors: Partial<Record<FaultService, FaultInjectingHandler>> = {};
-  const clients = awsClients({ ...options, wrapHandler: (service, handler) => (injectors[service] = new FaultInjectingHandler(handler, service, faults)) });
+  const clients = awsClients({
+    ...options,
+    wrapHandler: (service, handler) => (injectors[service] = new FaultInjectingHandler(handler, service, faults)),
+  });
   return { ...clients, injectors: { s3: injectors.s3!, sqs: injectors.sqs! } };
 };

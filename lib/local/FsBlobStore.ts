@@ -157,10 +157,7 @@ const checkedStat = async (fh: FileHandle, path: string, etag: string | undefine
   const st = await fh.stat({ bigint: true });
   if (!st.isFile()) throw notFound(path);
   if (etag !== undefined && etagOf(st) !== etag) {
-    throw new CloudmillError(
-      ErrorCode.INPUT_CHANGED,
-      `${path} changed while the job ran (expected ETag ${etag}, found ${etagOf(st)})`,
-    );
+    throw new CloudmillError(ErrorCode.INPUT_CHANGED, `${path} changed while the job ran (expected ETag ${etag}, found ${etagOf(st)})`);
   }
   return st;
 };

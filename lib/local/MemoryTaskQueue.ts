@@ -74,7 +74,10 @@ export class MemoryTaskQueue implements TaskQueue {
       }
     }
     if (refused > 0) {
-      throw new CloudmillError(ErrorCode.ENVIRONMENT, `could not send ${refused} of ${bodies.length} messages to queue ${this.name}: ${why}`);
+      throw new CloudmillError(
+        ErrorCode.ENVIRONMENT,
+        `could not send ${refused} of ${bodies.length} messages to queue ${this.name}: ${why}`,
+      );
     }
   }
 

@@ -17,7 +17,8 @@ interface Running {
 }
 
 /** The outcome without its partial: what crosses back from a thread stays small. */
-export const withoutPartial = (outcome: TaskOutcome): TaskOutcome => (outcome.kind === "done" ? { ...outcome, partial: undefined } : outcome);
+export const withoutPartial = (outcome: TaskOutcome): TaskOutcome =>
+  outcome.kind === "done" ? { ...outcome, partial: undefined } : outcome;
 
 export class Accumulators {
   readonly #byJob = new Map<string, Running>();

@@ -117,7 +117,12 @@ class TaskThread {
 
   async run(task: TaskMessage, options: RunOptions): Promise<TaskOutcome> {
     this.#worker ??= this.#start();
-    const reply = await this.#request(this.#worker, { kind: "run", task, accumulate: options.accumulate ?? false, writePart: writesPart(options) });
+    const reply = await this.#request(this.#worker, {
+      kind: "run",
+      task,
+      accumulate: options.accumulate ?? false,
+      writePart: writesPart(options),
+    });
     if (!("outcome" in reply)) throw new CloudmillError(ErrorCode.INTERNAL, "worker thread answered a task with no outcome");
     return reply.outcome;
   }

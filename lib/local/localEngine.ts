@@ -73,14 +73,23 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   const workers = options.workers ?? os.availableParallelism();
   const root = new FsBlobStore("/");
   const inputs = await resolveLocalInputs(spec.inputs, root);
-  const job = taskJobOf(spec, registry, inputs.map((i) => i.name));
-  const jobId = spec.id ?? `local-${digest(job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag]))}`;
+  const job = taskJobOf(
+    spec,
+    registry,
+    inputs.map((i) => i.name),
+  );
+  const jobId =
+    spec.id ?? `local-${digest(job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag]))}`;
 
   const workDir = options.workDir ?? (await mkdtemp(path.join(os.tmpdir(), "cloudmill-")));
   const output = new FsBlobStore(workDir);
   const deadLetters = new MemoryTaskQueue({ name: "dead-letters" });
   // Crashes are seen directly (a thread's exit), so the visibility timeout only guards against hangs.
-  const queue = new MemoryTaskQueue({ name: "tasks", visibilitySeconds: 3600, deadLetter: { queue: deadLetters, maxReceiveCount: spec.maxAttempts } });
+  const queue = new MemoryTaskQueue({
+    name: "tasks",
+    visibilitySeconds: 3600,
+    deadLetter: { queue: deadLetters, maxReceiveCount: spec.maxAttempts },
+  });
   const deps: SplitDeps = { output, queue, inputStore: () => root, registry, log };
   const executor: TaskExecutor =
     workers > 0 ? threadExecutor(workers, { outputRoot: workDir, opsModules: options.opsModules ?? [] }) : inlineExecutor(deps);
@@ -96,7 +105,8 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
       trigger: "cli",
       deadlineSeconds: deadlineSecondsOf(spec),
     });
-    if (manifest.chunks > 0) await mapAndReduce({ deps, manifest, deadLetters, executor, concurrency: Math.max(1, workers), options, inputs, root });
+    if (manifest.chunks > 0)
+      await mapAndReduce({ deps, manifest, deadLetters, executor, concurrency: Math.max(1, workers), options, inputs, root });
     const status = await readJson(output, STATUS_KEY, JobStatusSchema);
     if (status.state !== "succeeded") {
       const e = status.error;
@@ -155,11 +165,20 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
   const target = { jobId: manifest.jobId, output: manifest.output, chunks: manifest.chunks };
   // Set when the deadline fails the job: a round of mapping again waits for it, and ends.
   let failedByDeadline: Promise<void> | undefined;
-  const deadline = setTimeout(() => {
-    failedByDeadline = failJob(deps, { ...target, done: done.size }, new CloudmillError(ErrorCode.DEADLINE, `job did not finish within ${Math.round((manifest.deadline - started) / 1000)}s`, { jobId: manifest.jobId }))
-      .catch((e: unknown) => deps.log.error("could not record the deadline's failure", { error: toCloudmillError(e).describe() }))
-      .then(() => finish("failed"));
-  }, Math.max(0, manifest.deadline - started));
+  const deadline = setTimeout(
+    () => {
+      failedByDeadline = failJob(
+        deps,
+        { ...target, done: done.size },
+        new CloudmillError(ErrorCode.DEADLINE, `job did not finish within ${Math.round((manifest.deadline - started) / 1000)}s`, {
+          jobId: manifest.jobId,
+        }),
+      )
+        .catch((e: unknown) => deps.log.error("could not record the deadline's failure", { error: toCloudmillError(e).describe() }))
+        .then(() => finish("failed"));
+    },
+    Math.max(0, manifest.deadline - started),
+  );
   deadline.unref();
 
   const fail = async (err: CloudmillError) => {

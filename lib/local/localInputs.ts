@@ -31,7 +31,8 @@ export const resolveLocalInputs = async (inputs: readonly string[], root: BlobSt
     const st = await stat(absolute).catch(() => undefined);
     if (!st) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such file or directory", { input: given });
     const files = st.isDirectory() ? await walk(absolute) : [absolute];
-    if (st.isDirectory() && files.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "directory holds no files", { input: given });
+    if (st.isDirectory() && files.length === 0)
+      throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "directory holds no files", { input: given });
     for (const file of files) {
       const key = localKey(file);
       const info = await root.head(key);

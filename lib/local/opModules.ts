@@ -13,7 +13,9 @@ export const loadOpsModule = async (specifier: string, registry: OpRegistry): Pr
   try {
     mod = (await import(url)) as Record<string, unknown>;
   } catch (err) {
-    throw new CloudmillError(ErrorCode.INVALID_SPEC, `--ops ${specifier}: cannot load (${(err as Error).message.split("\n")[0]})`, { field: "ops" });
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `--ops ${specifier}: cannot load (${(err as Error).message.split("\n")[0]})`, {
+      field: "ops",
+    });
   }
   const found = new Set<AnyOp>();
   for (const value of Object.values(mod)) {

@@ -82,7 +82,8 @@ export class Cloudmill {
     if (!options.stack && !options.endpoint && !(options.inputBucket && options.outputBucket)) {
       throw new CloudmillError(
         ErrorCode.INVALID_SPEC,
-        "say which pipeline: { stack: \"Cloudmill-<lab>\" }, { endpoint: \"http://127.0.0.1:4566\" } for cloudmill dev, or { inputBucket, outputBucket }",
+        'say which pipeline: { stack: "Cloudmill-<lab>" }, { endpoint: "http://127.0.0.1:4566" } for cloudmill dev, or { inputBucket, ' +
+          "outputBucket }",
       );
     }
     this.#options = options;
@@ -203,12 +204,23 @@ export class Cloudmill {
     return new JobFuture<ResultOf<O>>(id, this.#backend, { submitted, abort });
   }
 
-  async #write(id: string, given: JobSpecInput, chunkSize: number, chunkSizeGiven: boolean, options: SubmitOptions, signal: AbortSignal): Promise<void> {
+  async #write(
+    id: string,
+    given: JobSpecInput,
+    chunkSize: number,
+    chunkSizeGiven: boolean,
+    options: SubmitOptions,
+    signal: AbortSignal,
+  ): Promise<void> {
     const conn = await this.#connect();
     const staged = await planInputs(conn.target.inputBucket, id, given.inputs);
     for (const upload of staged.uploads) {
       signal.throwIfAborted();
-      await withAws(this.#aws(`upload ${upload.file} to ${s3Uri(conn.target.inputBucket, upload.key)}`), () => uploadFile(conn.s3, conn.target.inputBucket, upload, options.onUpload, signal), signal);
+      await withAws(
+        this.#aws(`upload ${upload.file} to ${s3Uri(conn.target.inputBucket, upload.key)}`),
+        () => uploadFile(conn.s3, conn.target.inputBucket, upload, options.onUpload, signal),
+        signal,
+      );
     }
     signal.throwIfAborted();
     // Only what the caller gave: the deployment's defaults fill the rest, as for any spec upload.
@@ -226,7 +238,12 @@ export class Cloudmill {
    */
   map<const O extends string>(op: O, inputs: readonly string[], params?: JobParams, options?: MapOptions): JobFuture<ResultOf<O>>[];
   map<P, A, R>(op: UserOp<P, A, R>, inputs: readonly string[], params?: JobParams, options?: MapOptions): JobFuture<R>[];
-  map(op: string | { readonly name: string }, inputs: readonly string[], params?: JobParams, options: MapOptions = {}): JobFuture<unknown>[] {
+  map(
+    op: string | { readonly name: string },
+    inputs: readonly string[],
+    params?: JobParams,
+    options: MapOptions = {},
+  ): JobFuture<unknown>[] {
     const name = typeof op === "string" ? op : op.name;
     const { onUpload, ...rest } = options;
     return inputs.map((input) =>
@@ -245,16 +262,20 @@ export class Cloudmill {
   async jobs(options: { readonly limit?: number; readonly signal?: AbortSignal } = {}): Promise<JobSummary[]> {
     const conn = await this.#connect();
     const limit = options.limit ?? DEFAULT_JOBS_LIMIT;
-    const found = await withAws(this.#aws(`list jobs in s3://${conn.target.outputBucket}/${JOBS_PREFIX}`), async () => {
-      const out: { jobId: string; key: string; updatedAt?: Date }[] = [];
-      for await (const page of paginateListObjectsV2({ client: conn.s3 }, { Bucket: conn.target.outputBucket, Prefix: JOBS_PREFIX })) {
-        for (const o of page.Contents ?? []) {
-          const m = o.Key ? /^_jobs\/([^/]+)\/status\.json$/.exec(o.Key) : null;
-          if (m && o.Key) out.push({ jobId: m[1]!, key: o.Key, ...(o.LastModified ? { updatedAt: o.LastModified } : {}) });
+    const found = await withAws(
+      this.#aws(`list jobs in s3://${conn.target.outputBucket}/${JOBS_PREFIX}`),
+      async () => {
+        const out: { jobId: string; key: string; updatedAt?: Date }[] = [];
+        for await (const page of paginateListObjectsV2({ client: conn.s3 }, { Bucket: conn.target.outputBucket, Prefix: JOBS_PREFIX })) {
+          for (const o of page.Contents ?? []) {
+            const m = o.Key ? /^_jobs\/([^/]+)\/status\.json$/.exec(o.Key) : null;
+            if (m && o.Key) out.push({ jobId: m[1]!, key: o.Key, ...(o.LastModified ? { updatedAt: o.LastModified } : {}) });
+          }
         }
-      }
-      return out;
-    }, options.signal);
+        return out;
+      },
+      options.signal,
+    );
     found.sort((a, b) => (b.updatedAt?.getTime() ?? 0) - (a.updatedAt?.getTime() ?? 0) || (a.jobId < b.jobId ? 1 : -1));
     const newest = found.slice(0, limit);
     const summaries = await Promise.all(
@@ -287,7 +308,9 @@ export class Cloudmill {
     const ec2 = (this.#extra.ec2 ??= new EC2Client(config));
     const view = await describeFleet({ ecs, ec2 }, { cluster, service, region, ...(endpoint ? { endpoint } : {}) });
     if (!conn.target.taskQueueUrl) return view;
-    const queue = await withAws(this.#aws("read the task queue's depth"), () => new SqsTaskQueue(conn.sqs, conn.target.taskQueueUrl!).depth());
+    const queue = await withAws(this.#aws("read the task queue's depth"), () =>
+      new SqsTaskQueue(conn.sqs, conn.target.taskQueueUrl!).depth(),
+    );
     return { ...view, queue };
   }
 
@@ -321,17 +344,23 @@ export class Cloudmill {
    * splitter has run (is the spec there?), or to see a cancel that the splitter's first
    * status may have hidden.
    */
-  async #readStatus(conn: Connected, jobId: string, options: { readonly signal?: AbortSignal; readonly known: boolean }): Promise<JobStatus> {
+  async #readStatus(
+    conn: Connected,
+    jobId: string,
+    options: { readonly signal?: AbortSignal; readonly known: boolean },
+  ): Promise<JobStatus> {
     const { signal } = options;
     const out = conn.target.outputBucket;
     const status = await this.#getJson(conn.output, jobSpecOutputKeys(jobId).status, StoredJobStatus, signal);
     if (!status) {
       const cancelled = await this.#getJson(conn.output, cancelKey(jobId), z.object({ at: z.string() }), signal);
       if (cancelled) return { jobId, state: "cancelled", chunks: 0, done: 0, finishedAt: cancelled.at };
-      if (options.known || (await this.#exists(conn.input, jobSpecKey(jobId), signal))) return { jobId, state: "pending", chunks: 0, done: 0 };
+      if (options.known || (await this.#exists(conn.input, jobSpecKey(jobId), signal)))
+        return { jobId, state: "pending", chunks: 0, done: 0 };
       throw new CloudmillError(
         ErrorCode.INPUT_NOT_FOUND,
-        `no job ${jobId}: neither ${s3Uri(out, `${JOBS_PREFIX}${jobId}/${STATUS_FILE}`)} nor its spec exists (\`cloudmill jobs\` lists recent jobs)`,
+        `no job ${jobId}: neither ${s3Uri(out, `${JOBS_PREFIX}${jobId}/${STATUS_FILE}`)} nor its spec exists (\`cloudmill jobs\` lists ` +
+          `recent jobs)`,
         { jobId },
       );
     }
@@ -350,15 +379,19 @@ export class Cloudmill {
         const conn = await this.#connect();
         const key = jobSpecOutputKeys(jobId).result;
         const result = await this.#getJson(conn.output, key, ANY_JSON, signal);
-        if (result === undefined) throw new CloudmillError(ErrorCode.INTERNAL, `job ${jobId} succeeded but ${s3Uri(conn.target.outputBucket, key)} is missing`, { jobId });
+        if (result === undefined)
+          throw new CloudmillError(ErrorCode.INTERNAL, `job ${jobId} succeeded but ${s3Uri(conn.target.outputBucket, key)} is missing`, {
+            jobId,
+          });
         return result;
       },
       cancel: async (jobId) => {
         const conn = await this.#connect();
-        const outcome = await withAws(this.#aws(`cancel job ${jobId}`), () => cancelJob({ output: conn.output, log: this.#log }, jobId, jobSpecOutputKeys(jobId)));
+        const outcome = await withAws(this.#aws(`cancel job ${jobId}`), () =>
+          cancelJob({ output: conn.output, log: this.#log }, jobId, jobSpecOutputKeys(jobId)),
+        );
         return outcome.status;
       },
     };
   }
-
 }

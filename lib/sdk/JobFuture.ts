@@ -134,7 +134,9 @@ export class JobFuture<R = unknown> {
    */
   async cancel(): Promise<JobStatus> {
     this.#cancelRequested = true;
-    this.#abortSubmit?.abort(new CloudmillError(ErrorCode.CANCELLED, `job ${this.id} was cancelled before it was submitted`, { jobId: this.id }));
+    this.#abortSubmit?.abort(
+      new CloudmillError(ErrorCode.CANCELLED, `job ${this.id} was cancelled before it was submitted`, { jobId: this.id }),
+    );
     await this.#submitted.catch(() => undefined);
     return this.#backend.cancel(this.id);
   }

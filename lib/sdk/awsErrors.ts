@@ -16,7 +16,14 @@ export interface AwsTarget {
 
 const CREDENTIAL_NAMES = new Set(["CredentialsProviderError", "TokenProviderError"]);
 const EXPIRED = new Set(["ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"]);
-const REJECTED = new Set(["InvalidClientTokenId", "UnrecognizedClientException", "InvalidAccessKeyId", "SignatureDoesNotMatch", "IncompleteSignature", "AuthFailure"]);
+const REJECTED = new Set([
+  "InvalidClientTokenId",
+  "UnrecognizedClientException",
+  "InvalidAccessKeyId",
+  "SignatureDoesNotMatch",
+  "IncompleteSignature",
+  "AuthFailure",
+]);
 const DENIED = new Set(["AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Forbidden", "AllAccessDisabled"]);
 const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "ETIMEDOUT", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH"]);
 
@@ -69,20 +76,27 @@ export const awsError = (err: unknown, target: AwsTarget): CloudmillError => {
 
   const net = networkCode(inner);
   if (net && target.endpoint) {
-    return env(`cannot ${target.action}: nothing answers at ${target.endpoint} (${net}); start it with \`npx cloudmill dev\`, or check --endpoint`);
+    return env(
+      `cannot ${target.action}: nothing answers at ${target.endpoint} (${net}); start it with \`npx cloudmill dev\`, or check --endpoint`,
+    );
   }
   if (net) return env(`cannot ${target.action}: AWS is unreachable (${net}); check the network and any proxy settings`);
   if (CREDENTIAL_NAMES.has(name) || /could not load credentials|credentials? (is|are) missing|unable to find credentials/i.test(message)) {
     return env(
-      `cannot ${target.action}: no AWS credentials found; run \`aws configure\` or \`aws sso login\`, or set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)`,
+      `cannot ${target.action}: no AWS credentials found; run \`aws configure\` or \`aws sso login\`, or set AWS_PROFILE (or ` +
+        `AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)`,
     );
   }
-  if (/region is missing/i.test(message)) return env("no AWS region configured: set AWS_REGION, run `aws configure`, or pass --region (SDK: { region })");
+  if (/region is missing/i.test(message))
+    return env("no AWS region configured: set AWS_REGION, run `aws configure`, or pass --region (SDK: { region })");
   if (EXPIRED.has(code) || /token .*expired|expired token/i.test(message)) {
     return env(`cannot ${target.action}: your AWS credentials have expired; run \`aws sso login\` (or refresh them) and try again`);
   }
   if (REJECTED.has(code)) {
-    return env(`cannot ${target.action}: AWS rejected the credentials (${code}); check AWS_PROFILE or the access keys in use (\`aws sts get-caller-identity\`)`);
+    return env(
+      `cannot ${target.action}: AWS rejected the credentials (${code}); check AWS_PROFILE or the access keys in use (\`aws sts ` +
+        `get-caller-identity\`)`,
+    );
   }
   const noStack = /Stack with id (.+) does not exist/.exec(message);
   if (noStack || (name === "ValidationError" && target.stack && /does not exist/.test(message))) {
@@ -93,13 +107,15 @@ export const awsError = (err: unknown, target: AwsTarget): CloudmillError => {
     );
   }
   if (DENIED.has(code) || (httpStatusOf(inner) === 403 && !REJECTED.has(code))) {
-    return env(`cannot ${target.action}: access denied (${code || "403"}); ask your lab's AWS admin for access, or use a profile that has it (AWS_PROFILE)`);
+    return env(
+      `cannot ${target.action}: access denied (${code || "403"}); ask your lab's AWS admin for access, or use a profile that has it ` +
+        `(AWS_PROFILE)`,
+    );
   }
   if (code === "NoSuchBucket") {
     const bucket = fieldOf(inner, "BucketName");
-    return env(
-      `cannot ${target.action}: bucket ${bucket ?? ""}${bucket ? " " : ""}does not exist${target.endpoint ? " (is `cloudmill dev` running at " + target.endpoint + "?)" : "; check --stack or the bucket names"}`.replace(/\s+/g, " "),
-    );
+    const hint = target.endpoint ? ` (is \`cloudmill dev\` running at ${target.endpoint}?)` : "; check --stack or the bucket names";
+    return env(`cannot ${target.action}: bucket ${bucket ? `${bucket} ` : ""}does not exist${hint}`);
   }
   if (err instanceof CloudmillError) return err;
   return env(`cannot ${target.action}: ${name || "error"}${message && message !== name ? `: ${message}` : ""}`);

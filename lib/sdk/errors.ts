@@ -25,12 +25,15 @@ export class JobFailedError extends CloudmillError {
 
 /** The job was cancelled (code CANCELLED). */
 export const cancelledError = (status: JobStatus): CloudmillError =>
-  new CloudmillError(ErrorCode.CANCELLED, `job ${status.jobId} was cancelled (${status.done} of ${status.chunks} chunks done)`, { jobId: status.jobId });
+  new CloudmillError(ErrorCode.CANCELLED, `job ${status.jobId} was cancelled (${status.done} of ${status.chunks} chunks done)`, {
+    jobId: status.jobId,
+  });
 
 /** result() gave up waiting (code DEADLINE); the job itself goes on. */
 export const waitTimeoutError = (jobId: string, timeoutMs: number, last: JobStatus | undefined): CloudmillError =>
   new CloudmillError(
     ErrorCode.DEADLINE,
-    `job ${jobId} had not ended after ${timeoutMs / 1000}s (${last ? `${last.state}, ${last.done}/${last.chunks} chunks` : "no status yet"}); it goes on: wait again, or cancel it`,
+    `job ${jobId} had not ended after ${timeoutMs / 1000}s ` +
+      `(${last ? `${last.state}, ${last.done}/${last.chunks} chunks` : "no status yet"}); it goes on: wait again, or cancel it`,
     { jobId },
   );

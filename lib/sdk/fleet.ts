@@ -71,7 +71,9 @@ export const describeFleet = async ({ ecs, ec2 }: FleetClients, target: FleetTar
     ...(target.region ? { region: target.region } : {}),
   });
 
-  const described = await withAws(aws(`describe ECS service ${service}`), () => ecs.send(new DescribeServicesCommand({ cluster, services: [service] })));
+  const described = await withAws(aws(`describe ECS service ${service}`), () =>
+    ecs.send(new DescribeServicesCommand({ cluster, services: [service] })),
+  );
   const svc = described.services?.[0];
   if (!svc) {
     const why = described.failures?.[0]?.reason ?? "not found";
@@ -96,7 +98,9 @@ export const describeFleet = async ({ ecs, ec2 }: FleetClients, target: FleetTar
   }
   const containerInstances: ContainerInstance[] = [];
   for (const batch of chunks(instanceArns, 100)) {
-    const res = await withAws(aws("describe container instances"), () => ecs.send(new DescribeContainerInstancesCommand({ cluster, containerInstances: batch })));
+    const res = await withAws(aws("describe container instances"), () =>
+      ecs.send(new DescribeContainerInstancesCommand({ cluster, containerInstances: batch })),
+    );
     containerInstances.push(...(res.containerInstances ?? []));
   }
 

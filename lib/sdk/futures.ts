@@ -46,14 +46,23 @@ export const waitAll = async <F extends readonly JobFuture<unknown>[]>(futures: 
  * then `await future.result()` gives its result or error without another request. Breaking
  * out of the loop stops the polling; a timeout or abort throws from the loop.
  */
-export async function* asCompleted<R>(futures: readonly JobFuture<R>[], options: WaitOptions = {}): AsyncGenerator<JobFuture<R>, void, undefined> {
+export async function* asCompleted<R>(
+  futures: readonly JobFuture<R>[],
+  options: WaitOptions = {},
+): AsyncGenerator<JobFuture<R>, void, undefined> {
   let left = futures.length;
   const deadline = deadlineSignal(options.signal, options.timeoutMs, () => timeoutError(left, options.timeoutMs!));
   const stop = new AbortController();
   const signal = AbortSignal.any([deadline.signal, stop.signal]);
   const pending = new Map<number, Promise<number>>();
   futures.forEach((f, i) => {
-    pending.set(i, f.result({ signal }).then(() => i, () => i));
+    pending.set(
+      i,
+      f.result({ signal }).then(
+        () => i,
+        () => i,
+      ),
+    );
   });
   try {
     while (pending.size > 0) {

@@ -2,6 +2,9 @@
 import { randomBytes } from "node:crypto";
 
 export const newJobId = (now: Date = new Date()): string => {
-  const t = now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "");
+  const t = now
+    .toISOString()
+    .replace(/[-:]/g, "")
+    .replace(/\.\d+Z$/, "");
   return `job-${t}-${randomBytes(4).toString("hex")}`;
 };

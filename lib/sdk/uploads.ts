@@ -17,7 +17,6 @@ import { walk } from "../local/localInputs.js";
 
 export const isS3Uri = (input: string): boolean => input.startsWith("s3://");
 
-
 interface PlannedUpload {
   readonly file: string;
   readonly key: string;
@@ -45,7 +44,8 @@ export const planInputs = async (bucket: string, jobId: string, inputs: readonly
     }
     const absolute = path.resolve(given);
     const st = await stat(absolute).catch(() => undefined);
-    if (!st || !(st.isFile() || st.isDirectory())) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such file or directory", { input: given });
+    if (!st || !(st.isFile() || st.isDirectory()))
+      throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such file or directory", { input: given });
     let name = path.basename(absolute) || "input";
     if (used.has(name)) name = `${i}-${name}`;
     used.add(name);

@@ -22,7 +22,11 @@ export const devCommand = (io: CliIO): Command =>
     .option("-w, --workers <n>", "worker processes", "2")
     .option("-c, --chunk-size <size>", "chunk size for uploads", "16MiB")
     .option("-v, --verbose", "log every step of the handlers and workers")
-    .addHelpText("after", `\nExample:\n  $ cloudmill dev --port 4566 --workers 2\n  $ aws --endpoint-url http://127.0.0.1:4566 s3 cp data.txt s3://cloudmill-input/wordcount/data.txt`)
+    .addHelpText(
+      "after",
+      `\nExample:\n  $ cloudmill dev --port 4566 --workers 2\n  $ aws --endpoint-url http://127.0.0.1:4566 s3 cp data.txt ` +
+        `s3://cloudmill-input/wordcount/data.txt`,
+    )
     .action(async (raw: Record<string, unknown>) => {
       const parsed = DevFlags.safeParse(raw);
       if (!parsed.success) throw new CloudmillError(ErrorCode.INVALID_SPEC, `--${describeZodError(parsed.error, "").message}`);
@@ -39,7 +43,8 @@ export const devCommand = (io: CliIO): Command =>
         ...(flags.verbose ? { onWorkerOutput: (i: number, line: string) => write(`[worker ${i}] ${line}\n`) } : {}),
       }).catch((err: unknown) => {
         const code = (err as { code?: string }).code;
-        if (code === "EADDRINUSE") throw new CloudmillError(ErrorCode.ENVIRONMENT, `port ${flags.port} is in use: try --port 0 or another port`);
+        if (code === "EADDRINUSE")
+          throw new CloudmillError(ErrorCode.ENVIRONMENT, `port ${flags.port} is in use: try --port 0 or another port`);
         throw err;
       });
       const e = cloud.endpoint;

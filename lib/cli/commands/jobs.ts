@@ -9,7 +9,14 @@ import type { CliIO } from "../io.js";
 /** Rows padded into columns. */
 export const table = (rows: readonly (readonly string[])[]): string => {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd()).join("\n");
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
 };
 
 const short = (inputs: readonly string[] | undefined): string => {
@@ -26,7 +33,12 @@ export const jobsTable = (jobs: readonly JobSummary[]): string =>
       j.state,
       `${j.state === "succeeded" ? j.chunks : j.done}/${j.chunks}`,
       j.op ?? "-",
-      j.updatedAt ? j.updatedAt.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z") : "-",
+      j.updatedAt
+        ? j.updatedAt
+            .toISOString()
+            .replace("T", " ")
+            .replace(/\.\d+Z$/, "Z")
+        : "-",
       short(j.inputs),
     ]),
   ]);

@@ -42,4 +42,8 @@ export const resultCommand = (io: CliIO): Command =>
 
 /** Shown when a job has not ended. */
 export const notEnded = (s: JobStatus): CloudmillError =>
-  new CloudmillError(ErrorCode.DEADLINE, `job ${s.jobId} is ${s.state} (${s.done}/${s.chunks} chunks): \`cloudmill wait ${s.jobId}\` waits for it`, { jobId: s.jobId });
+  new CloudmillError(
+    ErrorCode.DEADLINE,
+    `job ${s.jobId} is ${s.state} (${s.done}/${s.chunks} chunks): \`cloudmill wait ${s.jobId}\` waits for it`,
+    { jobId: s.jobId },
+  );

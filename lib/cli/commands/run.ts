@@ -28,7 +28,13 @@ const RunFlags = z.object({
 });
 
 /** Spec fields as the flags that set them: `--chunk-size: must be ...` rather than `chunkSize: ...`. */
-const FLAG_OF_FIELD: Readonly<Record<string, string>> = { chunkSize: "--chunk-size", maxAttempts: "--max-attempts", format: "--format", op: "--op", inputs: "inputs" };
+const FLAG_OF_FIELD: Readonly<Record<string, string>> = {
+  chunkSize: "--chunk-size",
+  maxAttempts: "--max-attempts",
+  format: "--format",
+  op: "--op",
+  inputs: "inputs",
+};
 
 const withFlagNames = <T>(parse: () => T): T => {
   try {
@@ -73,23 +79,28 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
       const parsed = RunFlags.safeParse(raw);
       if (!parsed.success) {
         const { field, message } = describeZodError(parsed.error, "");
-        throw new CloudmillError(ErrorCode.INVALID_SPEC, `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}${message.slice(field.length)}`);
+        throw new CloudmillError(
+          ErrorCode.INVALID_SPEC,
+          `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}${message.slice(field.length)}`,
+        );
       }
       const flags = parsed.data;
       const registry = new OpRegistry();
       for (const m of flags.ops) await loadOpsModule(m, registry);
-      const spec = withFlagNames(() => parseJobSpec(
-        {
-          op: flags.op,
-          inputs,
-          params: flags.param,
-          ...(flags.format ? { format: flags.format } : {}),
-          ...(flags.chunkSize ? { chunkSize: flags.chunkSize } : {}),
-          ...(flags.maxAttempts ? { maxAttempts: flags.maxAttempts } : {}),
-          onBadRecord: flags.skipBadRecords ? "skip" : "fail",
-        },
-        "",
-      ));
+      const spec = withFlagNames(() =>
+        parseJobSpec(
+          {
+            op: flags.op,
+            inputs,
+            params: flags.param,
+            ...(flags.format ? { format: flags.format } : {}),
+            ...(flags.chunkSize ? { chunkSize: flags.chunkSize } : {}),
+            ...(flags.maxAttempts ? { maxAttempts: flags.maxAttempts } : {}),
+            onBadRecord: flags.skipBadRecords ? "skip" : "fail",
+          },
+          "",
+        ),
+      );
       const view = progressView(io, flags.progress);
       // Quietly, only warnings: the CLI reports a failure itself, in one line.
       const log = flags.verbose ? jsonLogger((l) => io.stderr.write(l), "debug") : warningsOnly((l) => io.stderr.write(l));

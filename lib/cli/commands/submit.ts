@@ -92,7 +92,8 @@ Without --wait it prints the job id(s), one per line: \`cloudmill wait <job>\` f
         }
         if (!flags.wait) {
           io.stdout.write(`${futures.map((f) => f.id).join("\n")}\n`);
-          if (flags.progress) io.stderr.write(`submitted; \`cloudmill wait ${futures[0]!.id}\` follows ${futures.length > 1 ? "one" : "it"}\n`);
+          if (flags.progress)
+            io.stderr.write(`submitted; \`cloudmill wait ${futures[0]!.id}\` follows ${futures.length > 1 ? "one" : "it"}\n`);
           return;
         }
         const timeout = flags.timeout !== undefined ? { timeoutMs: flags.timeout * 1000 } : {};

@@ -17,7 +17,8 @@ const clock = (ms: number): string => {
 /** One line of a job's progress: `[#####-----] 12/40 chunks  30%  running  1m02s`. */
 export const describeJobProgress = (s: JobStatus, elapsedMs: number, width = 30): string => {
   const fraction = s.state === "succeeded" ? 1 : s.chunks > 0 ? Math.min(1, s.done / s.chunks) : 0;
-  return `${bar(fraction, width)} ${s.state === "succeeded" ? s.chunks : s.done}/${s.chunks} chunks  ${Math.round(fraction * 100)}%  ${s.state}  ${clock(elapsedMs)}`;
+  const done = s.state === "succeeded" ? s.chunks : s.done;
+  return `${bar(fraction, width)} ${done}/${s.chunks} chunks  ${Math.round(fraction * 100)}%  ${s.state}  ${clock(elapsedMs)}`;
 };
 
 export interface JobProgressView {
@@ -40,7 +41,11 @@ export const jobProgressView = (io: CliIO, label: string, enabled = true): JobPr
 };
 
 /** Waits for one job with a progress view, mapping Ctrl-C to "stopped waiting". */
-export const waitWithProgress = async <R>(future: JobFuture<R>, io: CliIO, options: { progress: boolean; timeoutMs?: number }): Promise<R> => {
+export const waitWithProgress = async <R>(
+  future: JobFuture<R>,
+  io: CliIO,
+  options: { progress: boolean; timeoutMs?: number },
+): Promise<R> => {
   const view = jobProgressView(io, future.id, options.progress);
   try {
     return await future.result({

@@ -22,26 +22,22 @@ export const ParamName = z
   .regex(/^[A-Za-z][A-Za-z0-9_-]{0,63}$/, { error: "param names are letters, digits, '_' or '-', starting with a letter" });
 export const ParamValue = z.union([z.string().max(4096), z.number(), z.boolean()]);
 export type ParamValue = z.infer<typeof ParamValue>;
-export const Params = z
-  .record(ParamName, ParamValue)
-  .refine((p) => Object.keys(p).length <= 32, { error: "at most 32 params" });
+export const Params = z.record(ParamName, ParamValue).refine((p) => Object.keys(p).length <= 32, { error: "at most 32 params" });
 export type Params = Readonly<Record<string, ParamValue>>;
 
 /** Bytes, from a number or a size like `16MiB`. */
-export const ChunkSize = z
-  .union([z.number(), z.string()])
-  .transform((v, ctx) => {
-    const bytes = typeof v === "number" ? v : parseSize(v);
-    if (bytes === undefined || !Number.isSafeInteger(bytes)) {
-      ctx.addIssue({ code: "custom", message: `expected a whole number of bytes or a size like 16MiB, got ${JSON.stringify(v)}` });
-      return z.NEVER;
-    }
-    if (bytes < DEFAULTS.minChunkSize || bytes > DEFAULTS.maxChunkSize) {
-      ctx.addIssue({ code: "custom", message: `must be between ${DEFAULTS.minChunkSize} byte and 1GiB, got ${bytes}` });
-      return z.NEVER;
-    }
-    return bytes;
-  });
+export const ChunkSize = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const bytes = typeof v === "number" ? v : parseSize(v);
+  if (bytes === undefined || !Number.isSafeInteger(bytes)) {
+    ctx.addIssue({ code: "custom", message: `expected a whole number of bytes or a size like 16MiB, got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  if (bytes < DEFAULTS.minChunkSize || bytes > DEFAULTS.maxChunkSize) {
+    ctx.addIssue({ code: "custom", message: `must be between ${DEFAULTS.minChunkSize} byte and 1GiB, got ${bytes}` });
+    return z.NEVER;
+  }
+  return bytes;
+});
 
 export const JobId = z
   .string()
@@ -62,7 +58,12 @@ export const JobSpecSchema = z.strictObject({
   maxAttempts: z.number().int().min(1).max(20).default(DEFAULTS.maxAttempts),
   /** `fail` (default): a bad record fails the job, naming file and line; `skip`: count and skip it. */
   onBadRecord: OnBadRecord.default("fail"),
-  deadlineSeconds: z.number().int().min(1).max(7 * 24 * 3600).optional(),
+  deadlineSeconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(7 * 24 * 3600)
+    .optional(),
 });
 
 export type JobSpecInput = z.input<typeof JobSpecSchema>;
@@ -73,7 +74,8 @@ export const describeZodError = (error: z.ZodError, what: string): { message: st
   const issue = error.issues[0]!;
   const field = issue.path.map(String).join(".");
   let message = issue.message;
-  if (issue.code === "unrecognized_keys") message = `unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}`;
+  if (issue.code === "unrecognized_keys")
+    message = `unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}`;
   return { message: `${what ? `${what}: ` : ""}${field ? `${field}: ` : ""}${message}`, field };
 };
 

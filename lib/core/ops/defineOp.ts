@@ -61,14 +61,17 @@ export type UserOp<P, A, R> = Op<UserParams<P>, Wrapped<A>, R | A | undefined> &
 
 export const defineOp = <P = Record<string, never>, A = unknown, R = A | undefined>(def: OpDefinition<P, A, R>): UserOp<P, A, R> => {
   const name = OpName.safeParse(def.name);
-  if (!name.success) throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp: name ${JSON.stringify(def.name)}: ${name.error.issues[0]!.message}`);
+  if (!name.success)
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp: name ${JSON.stringify(def.name)}: ${name.error.issues[0]!.message}`);
   const formats = (Array.isArray(def.format) ? def.format : [def.format]) as readonly Format[];
   if (formats.length === 0 || !formats.every((f) => Format.safeParse(f).success)) {
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp ${def.name}: format must be one of ${Format.options.join(", ")}`);
   }
   const schema = (def.params ?? z.strictObject({})) as z.ZodType<P>;
   const formatSchema = z.strictObject(formatParamsShape);
-  const join = (params: P) => (acc: Wrapped<A>, v: A): Wrapped<A> => ({ some: true, value: acc.some ? def.combine(acc.value, v, params) : v });
+  const join =
+    (params: P) =>
+    (acc: Wrapped<A>, v: A): Wrapped<A> => ({ some: true, value: acc.some ? def.combine(acc.value, v, params) : v });
   return {
     [OP_BRAND]: true,
     name: def.name,
@@ -109,5 +112,4 @@ export const defineOp = <P = Record<string, never>, A = unknown, R = A | undefin
   };
 };
 
-export const isOp = (v: unknown): v is AnyOp =>
-  typeof v === "object" && v !== null && (v as { [OP_BRAND]?: unknown })[OP_BRAND] === true;
+export const isOp = (v: unknown): v is AnyOp => typeof v === "object" && v !== null && (v as { [OP_BRAND]?: unknown })[OP_BRAND] === true;

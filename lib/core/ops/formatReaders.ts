@@ -121,7 +121,8 @@ export const forEachRecord = (
         guarded(ctx, offset, () => {
           const fields = parseCsvLine(text, offset, csvOptions(options));
           if (!names) return fn(fields, offset);
-          if (fields.length !== names.length) throw badRecord(`expected ${names.length} fields (as in the header), got ${fields.length}`, offset);
+          if (fields.length !== names.length)
+            throw badRecord(`expected ${names.length} fields (as in the header), got ${fields.length}`, offset);
           const row: Record<string, string> = Object.create(null) as Record<string, string>;
           for (const [i, n] of names.entries()) row[n] = fields[i]!;
           fn(row, offset);
@@ -170,14 +171,18 @@ const getPath = (value: unknown, path: readonly string[]): unknown => {
 const columnIndex = (options: ValueOptions, header: readonly string[] | undefined, inputName: string): number => {
   const column = options.column;
   if (column === undefined) {
-    throw new CloudmillError(ErrorCode.INVALID_SPEC, "csv input needs --param column=NAME (or a 1-based index)", { field: "params.column" });
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, "csv input needs --param column=NAME (or a 1-based index)", {
+      field: "params.column",
+    });
   }
   if (typeof column === "number" || /^\d+$/.test(column)) return Number(column) - 1;
   const i = header?.indexOf(column) ?? -1;
   if (i < 0) {
     throw new CloudmillError(
       ErrorCode.INVALID_SPEC,
-      header ? `no column ${JSON.stringify(column)} in the header (columns: ${header.join(", ")})` : `column ${JSON.stringify(column)} is a name but the input has no header`,
+      header
+        ? `no column ${JSON.stringify(column)} in the header (columns: ${header.join(", ")})`
+        : `column ${JSON.stringify(column)} is a name but the input has no header`,
       { field: "params.column", input: inputName },
     );
   }
@@ -185,7 +190,11 @@ const columnIndex = (options: ValueOptions, header: readonly string[] | undefine
 };
 
 /** Returns a function that calls fn with each number of a block (numbers, csv column or jsonl field). */
-export const numberReader = (format: Format, options: ValueOptions, ctx: MapContext): ((block: RecordBlock, fn: (x: number) => void) => void) => {
+export const numberReader = (
+  format: Format,
+  options: ValueOptions,
+  ctx: MapContext,
+): ((block: RecordBlock, fn: (x: number) => void) => void) => {
   switch (format) {
     case "numbers":
     case "lines":

@@ -46,7 +46,11 @@ export const grep: Op<Params, GrepPartial, GrepResult> = {
   orderFreeMerge: true,
   description: "lines matching a regular expression, with the first k as samples",
   formats: ["lines"],
-  paramsHelp: ["pattern=REGEX      JavaScript regular expression (required)", "k=10               how many matching lines to sample", "ignoreCase=false   match case-insensitively"],
+  paramsHelp: [
+    "pattern=REGEX      JavaScript regular expression (required)",
+    "k=10               how many matching lines to sample",
+    "ignoreCase=false   match case-insensitively",
+  ],
   parseParams: (raw) => parseOpParams("grep", Params, raw),
   mapper(params, ctx) {
     const p: GrepPartial = { matches: 0, samples: [] };
@@ -77,7 +81,9 @@ export const grep: Op<Params, GrepPartial, GrepResult> = {
     const many = ctx.inputs.length > 1;
     return {
       matches: p.matches,
-      samples: p.samples.map((s) => (many ? { line: s.line, offset: s.offset, input: ctx.inputs[s.input] ?? String(s.input) } : { line: s.line, offset: s.offset })),
+      samples: p.samples.map((s) =>
+        many ? { line: s.line, offset: s.offset, input: ctx.inputs[s.input] ?? String(s.input) } : { line: s.line, offset: s.offset },
+      ),
     };
   },
 };

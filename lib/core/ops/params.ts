@@ -12,7 +12,8 @@ const REQUIRED_OR = (expected: string) => (issue: { input?: unknown }) => (issue
 
 const toNumber = (v: unknown): unknown => (typeof v === "string" && NUMERIC.test(v) ? Number(v) : v);
 
-export const numberParam = () => z.preprocess(toNumber, z.number({ error: REQUIRED_OR("expected a number") }).finite({ error: "expected a finite number" }));
+export const numberParam = () =>
+  z.preprocess(toNumber, z.number({ error: REQUIRED_OR("expected a number") }).finite({ error: "expected a finite number" }));
 
 export const intParam = (min: number, max: number) =>
   z.preprocess(
@@ -32,7 +33,11 @@ export const boolParam = () =>
     z.boolean({ error: REQUIRED_OR("expected true or false") }),
   );
 
-export const stringParam = (max = 1000) => z.string({ error: REQUIRED_OR("expected text") }).min(1, { error: "must not be empty" }).max(max);
+export const stringParam = (max = 1000) =>
+  z
+    .string({ error: REQUIRED_OR("expected text") })
+    .min(1, { error: "must not be empty" })
+    .max(max);
 
 /**
  * Parses an op's params with a strict zod object; the first problem becomes one line:

@@ -29,7 +29,9 @@ export class OpRegistry {
   get(name: string): AnyOp {
     const op = this.#ops.get(name);
     if (!op) {
-      throw new CloudmillError(ErrorCode.UNKNOWN_OP, `unknown op ${JSON.stringify(name)} (known: ${this.names().join(", ")})`, { field: "op" });
+      throw new CloudmillError(ErrorCode.UNKNOWN_OP, `unknown op ${JSON.stringify(name)} (known: ${this.names().join(", ")})`, {
+        field: "op",
+      });
     }
     return op;
   }

@@ -189,18 +189,23 @@ export class WordCounts {
       }
       const count = counts[k];
       if (i === s || i === n || typeof count !== "number") {
-        throw new CloudmillError(ErrorCode.INTERNAL, `word counts do not match their words (word ${k + 1} of ${counts.length}, at byte ${s} of ${n})`);
+        throw new CloudmillError(
+          ErrorCode.INTERNAL,
+          `word counts do not match their words (word ${k + 1} of ${counts.length}, at byte ${s} of ${n})`,
+        );
       }
       this.#bump(dict.intern(b, s, i, h), count);
       k++;
       i++;
     }
-    if (k !== counts.length) throw new CloudmillError(ErrorCode.INTERNAL, `word counts do not match their words (${k} words, ${counts.length} counts)`);
+    if (k !== counts.length)
+      throw new CloudmillError(ErrorCode.INTERNAL, `word counts do not match their words (${k} words, ${counts.length} counts)`);
   }
 
   /** Adds the counts of other, made over the same dictionary (in this thread): by index, no hashing. */
   addCounts(other: WordCounts): void {
-    if (other.dict !== this.dict) throw new CloudmillError(ErrorCode.INTERNAL, "word counts over another dictionary are added by their words");
+    if (other.dict !== this.dict)
+      throw new CloudmillError(ErrorCode.INTERNAL, "word counts over another dictionary are added by their words");
     const seen = other.#seen;
     const count = other.#count;
     for (let i = 0; i < other.#distinct; i++) {

@@ -76,8 +76,7 @@ export interface WordcountResult {
 const Params = z.strictObject({ k: intParam(0, 100_000).default(10) });
 type Params = z.output<typeof Params>;
 
-const byCountThenWord = (a: [string, number], b: [string, number]): number =>
-  b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
+const byCountThenWord = (a: [string, number], b: [string, number]): number => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
 
 export const wordcount: Op<Params, WordcountPartial, WordcountResult> = {
   name: "wordcount",

@@ -18,7 +18,8 @@ export const readBytes = async (store: BlobStore, key: string, signal?: AbortSig
   for (let attempt = 1; ; attempt++) {
     try {
       const parts: Buffer[] = [];
-      for await (const chunk of await store.get(key, signal ? { signal } : {})) parts.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      for await (const chunk of await store.get(key, signal ? { signal } : {}))
+        parts.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
       return Buffer.concat(parts);
     } catch (err) {
       if (attempt >= READ_ATTEMPTS || signal?.aborted || !(err instanceof CloudmillError && err.code === ErrorCode.ENVIRONMENT)) throw err;
@@ -32,7 +33,12 @@ export const readJson = async <S extends z.ZodType>(store: BlobStore, key: strin
   parseJsonWith((await readBytes(store, key, signal)).toString("utf8"), schema, `${store.name}/${key}`, ErrorCode.INTERNAL);
 
 /** Like readJson, but undefined when the object does not exist. */
-export const readJsonIfExists = async <S extends z.ZodType>(store: BlobStore, key: string, schema: S, signal?: AbortSignal): Promise<z.output<S> | undefined> => {
+export const readJsonIfExists = async <S extends z.ZodType>(
+  store: BlobStore,
+  key: string,
+  schema: S,
+  signal?: AbortSignal,
+): Promise<z.output<S> | undefined> => {
   try {
     return await readJson(store, key, schema, signal);
   } catch (err) {

@@ -36,7 +36,8 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
     finishedAt: at,
     error: statusError,
   };
-  if (!(await superseded(deps, target.output.status, target.jobId, target.startedAt))) await writeJson(deps.output, target.output.status, status);
+  if (!(await superseded(deps, target.output.status, target.jobId, target.startedAt)))
+    await writeJson(deps.output, target.output.status, status);
   deps.log.error("job failed", { ...logFieldsOf(error), jobId: target.jobId });
   return status;
 };
@@ -66,7 +67,8 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
     ? new CloudmillError(ErrorCode.CHUNK_FAILED, `chunk ${chunk.index} failed after ${recorded.attempt} attempts: ${last}`, where)
     : new CloudmillError(
         ErrorCode.CHUNK_FAILED,
-        `chunk ${chunk.index} failed ${receiveCount ? `${receiveCount} times ` : ""}without reporting an error (worker killed or out of memory?)`,
+        `chunk ${chunk.index} failed ${receiveCount ? `${receiveCount} times ` : ""}without reporting an error (worker killed or out ` +
+          `of memory?)`,
         where,
       );
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);

@@ -6,7 +6,12 @@ import { ErrorCode, type CloudmillError } from "../errors.js";
  * JSON, an op's own exception. Their messages go to status.json (the user's own bucket), never
  * to logs.
  */
-const QUOTES_DATA: ReadonlySet<string> = new Set([ErrorCode.BAD_RECORD, ErrorCode.INVALID_SPEC, ErrorCode.INTERNAL, ErrorCode.CHUNK_FAILED]);
+const QUOTES_DATA: ReadonlySet<string> = new Set([
+  ErrorCode.BAD_RECORD,
+  ErrorCode.INVALID_SPEC,
+  ErrorCode.INTERNAL,
+  ErrorCode.CHUNK_FAILED,
+]);
 
 /**
  * An error as log fields: its code and where it is, always; its message only when it cannot

@@ -119,7 +119,8 @@ export class OrderedPartMerge {
       fill();
       const i = this.#next;
       if (part) {
-        if (part.jobId !== this.#jobId || part.index !== i) throw new CloudmillError(ErrorCode.INTERNAL, `part ${i} of job ${this.#jobId} holds job ${part.jobId} chunk ${part.index}`);
+        if (part.jobId !== this.#jobId || part.index !== i)
+          throw new CloudmillError(ErrorCode.INTERNAL, `part ${i} of job ${this.#jobId} holds job ${part.jobId} chunk ${part.index}`);
         if (this.#loneSeed) this.#merger.add(this.#loneSeed.partial);
         this.#loneSeed = undefined;
         this.#merger.add(part.partial);
@@ -130,4 +131,3 @@ export class OrderedPartMerge {
     }
   }
 }
-

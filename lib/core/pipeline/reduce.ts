@@ -49,11 +49,13 @@ export const reduceJob = async (deps: PipelineDeps, jobId: string, merged?: Orde
   const done = merged ? merged.covered(parts) : parts.size;
   if (done < manifest.chunks) {
     if (nowOf(deps) > manifest.deadline) {
-      await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done, startedAt: manifest.createdAt }, new CloudmillError(
-        ErrorCode.DEADLINE,
-        `job did not finish before its deadline (${done} of ${manifest.chunks} chunks done)`,
-        { jobId },
-      ));
+      await failJob(
+        deps,
+        { jobId, output: manifest.output, chunks: manifest.chunks, done, startedAt: manifest.createdAt },
+        new CloudmillError(ErrorCode.DEADLINE, `job did not finish before its deadline (${done} of ${manifest.chunks} chunks done)`, {
+          jobId,
+        }),
+      );
       return { kind: "ended" };
     }
     await writeProgress(deps, manifest, done);

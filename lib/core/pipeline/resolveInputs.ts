@@ -11,7 +11,9 @@ export const resolveS3Inputs = async (deps: PipelineDeps, uris: readonly string[
   const out: InputObject[] = [];
   for (const uri of uris) {
     if (!uri.startsWith("s3://")) {
-      throw new CloudmillError(ErrorCode.INVALID_SPEC, `inputs of a job in the cloud must be s3:// URIs, got ${JSON.stringify(uri)}`, { field: "inputs" });
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `inputs of a job in the cloud must be s3:// URIs, got ${JSON.stringify(uri)}`, {
+        field: "inputs",
+      });
     }
     const { bucket, key } = parseS3Uri(uri);
     const store = deps.inputStore(bucket);

@@ -43,7 +43,9 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
   const op = registry.get(spec.op);
   const format = spec.format ?? inferFormat(inputNames, op.formats) ?? op.formats[0]!;
   if (!op.formats.includes(format)) {
-    throw new CloudmillError(ErrorCode.INVALID_SPEC, `op ${op.name} does not read ${format} (it reads: ${op.formats.join(", ")})`, { field: "format" });
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `op ${op.name} does not read ${format} (it reads: ${op.formats.join(", ")})`, {
+      field: "format",
+    });
   }
   op.parseParams(spec.params); // fail now, not in every task
   return { op: op.name, params: spec.params, format, onBadRecord: spec.onBadRecord, maxAttempts: spec.maxAttempts };
@@ -105,13 +107,17 @@ export const startJob = async (deps: SplitDeps, plan: JobPlan): Promise<StartedJ
   await writeProgress(deps, manifest, 0);
   log.info("job started", { op: plan.job.op, inputs: plan.inputs.length, chunks: manifest.chunks, chunkSize: plan.chunkSize });
 
-  await enqueueTasks(deps.queue, (function* () {
-    for (const chunk of plannedChunks.chunks()) yield { v: 1, jobId: plan.jobId, chunk, job } satisfies TaskMessage;
-  })());
+  await enqueueTasks(
+    deps.queue,
+    (function* () {
+      for (const chunk of plannedChunks.chunks()) yield { v: 1, jobId: plan.jobId, chunk, job } satisfies TaskMessage;
+    })(),
+  );
   await writeJson(deps.output, enqueuedKey(plan.jobId), { at: new Date(nowOf(deps)).toISOString(), chunks: manifest.chunks });
   // A job with no chunks (only empty inputs) is done already.
   if (manifest.chunks === 0) await reduceJob(deps, plan.jobId);
   return { manifest, duplicate: false };
 };
 
-export const deadlineSecondsOf = (spec: JobSpec, fallback: number = DEFAULTS.jobDeadlineSeconds): number => spec.deadlineSeconds ?? fallback;
+export const deadlineSecondsOf = (spec: JobSpec, fallback: number = DEFAULTS.jobDeadlineSeconds): number =>
+  spec.deadlineSeconds ?? fallback;

@@ -118,7 +118,8 @@ const mapChunk = async (deps: PipelineDeps, task: TaskMessage, writePart: boolea
     }
     const part: Part = { v: 1, jobId, index: chunk.index, partial: mapper.finish(), skipped };
     if (writePart) await writeJson(output, key, part);
-    if (firstSkipped) deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped.withContext(chunkContext(jobId, chunk))), skipped });
+    if (firstSkipped)
+      deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped.withContext(chunkContext(jobId, chunk))), skipped });
     return { kind: "done", bytes: chunk.end - chunk.start, skipped, partial: part.partial };
   } catch (err) {
     throw toCloudmillError(err).withContext(chunkContext(jobId, chunk));
@@ -127,7 +128,11 @@ const mapChunk = async (deps: PipelineDeps, task: TaskMessage, writePart: boolea
 
 /** Records a chunk's latest error, so the job's failure can name it (the dead-letter handler reads it). */
 export const recordChunkError = async (deps: PipelineDeps, task: TaskMessage, error: CloudmillError, attempt: number): Promise<void> => {
-  await writeJson(deps.output, chunkErrorKey(task.jobId, task.chunk.index), { attempt, at: new Date().toISOString(), error: statusErrorOf(error) });
+  await writeJson(deps.output, chunkErrorKey(task.jobId, task.chunk.index), {
+    attempt,
+    at: new Date().toISOString(),
+    error: statusErrorOf(error),
+  });
 };
 
 /** What follows a failed attempt at a chunk. */
@@ -141,7 +146,12 @@ export type AfterFailure =
  * The rule the fleet's worker and the local engine share for a failed attempt: record the
  * chunk's error (best effort: a failure to record must not hide the error itself), then decide.
  */
-export const afterFailedAttempt = async (deps: PipelineDeps, task: TaskMessage, error: CloudmillError, attempt: number): Promise<AfterFailure> => {
+export const afterFailedAttempt = async (
+  deps: PipelineDeps,
+  task: TaskMessage,
+  error: CloudmillError,
+  attempt: number,
+): Promise<AfterFailure> => {
   await recordChunkError(deps, task, error, attempt).catch(() => undefined);
   return isDeterministic(error) ? { action: "fail-job" } : { action: "retry", last: attempt >= task.job.maxAttempts };
 };

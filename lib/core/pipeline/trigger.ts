@@ -65,15 +65,22 @@ const startUploadJob = async (deps: SplitDeps, config: TriggerConfig, obj: Creat
   const op = slash > 0 ? key.slice(0, slash) : "";
   const info = await deps.inputStore(bucket).head(key);
   if (!info) return { kind: "ignored", reason: "object no longer exists" };
-  if (obj.etag && unquote(obj.etag) !== unquote(info.etag)) return { kind: "ignored", reason: "overwritten since; the newer upload starts its own job" };
+  if (obj.etag && unquote(obj.etag) !== unquote(info.etag))
+    return { kind: "ignored", reason: "overwritten since; the newer upload starts its own job" };
   // The job id leads with the op's name only when it is one (`file:x`, `a b` are not), so every
   // id, and the status that names it, stays readable by the JobId schema.
   const jobId = uploadJobId(OpName.safeParse(op).success ? op : "invalid", bucket, key, obj.versionId ?? unquote(info.etag));
   try {
     if (!op) {
-      throw new CloudmillError(ErrorCode.INVALID_SPEC, `uploads go under a folder named after the op, e.g. wordcount/${key} (ops: ${deps.registry.names().join(", ")})`);
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        `uploads go under a folder named after the op, e.g. wordcount/${key} (ops: ${deps.registry.names().join(", ")})`,
+      );
     }
-    const spec = parseJobSpec({ op, inputs: [s3Uri(bucket, key)], chunkSize: config.defaultChunkSize, maxAttempts: config.maxAttempts }, `upload ${key}`);
+    const spec = parseJobSpec(
+      { op, inputs: [s3Uri(bucket, key)], chunkSize: config.defaultChunkSize, maxAttempts: config.maxAttempts },
+      `upload ${key}`,
+    );
     const job = taskJobOf(spec, deps.registry, [key]);
     const started = await startJob(deps, {
       jobId,
@@ -99,17 +106,26 @@ const startSpecJob = async (deps: SplitDeps, config: TriggerConfig, obj: Created
   const output = jobSpecOutputKeys(jobId);
   const store = deps.inputStore(bucket);
   try {
-    if (!id.success) throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec file name ${JSON.stringify(name)}: ${id.error.issues[0]!.message}`);
+    if (!id.success)
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec file name ${JSON.stringify(name)}: ${id.error.issues[0]!.message}`);
     const info = await store.head(key);
     if (!info) return { kind: "ignored", reason: "job spec no longer exists" };
-    if (info.size > DEFAULTS.maxJobSpecBytes) throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec ${key}: larger than ${DEFAULTS.maxJobSpecBytes} bytes`);
+    if (info.size > DEFAULTS.maxJobSpecBytes)
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec ${key}: larger than ${DEFAULTS.maxJobSpecBytes} bytes`);
     const spec = parseJobSpecJson((await readBytes(store, key)).toString("utf8"), `job spec ${key}`, {
       chunkSize: config.defaultChunkSize,
       maxAttempts: config.maxAttempts,
     });
-    if (spec.id !== undefined && spec.id !== jobId) throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec ${key}: id ${JSON.stringify(spec.id)} differs from its file name`, { field: "id" });
+    if (spec.id !== undefined && spec.id !== jobId)
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec ${key}: id ${JSON.stringify(spec.id)} differs from its file name`, {
+        field: "id",
+      });
     const inputs = await resolveS3Inputs(deps, spec.inputs);
-    const job = taskJobOf(spec, deps.registry, inputs.map((i) => i.key));
+    const job = taskJobOf(
+      spec,
+      deps.registry,
+      inputs.map((i) => i.key),
+    );
     const started = await startJob(deps, {
       jobId,
       job,

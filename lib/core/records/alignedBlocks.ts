@@ -34,11 +34,7 @@ const UTF8_BOM = [0xef, 0xbb, 0xbf] as const;
  * A UTF-8 byte-order mark at byte 0 is dropped. A block's bytes are valid only until the
  * next block is asked for: the store reads on into the same memory.
  */
-export async function* ownedRecordBlocks(
-  store: BlobStore,
-  range: OwnedRange,
-  signal?: AbortSignal,
-): AsyncGenerator<RecordBlock> {
+export async function* ownedRecordBlocks(store: BlobStore, range: OwnedRange, signal?: AbortSignal): AsyncGenerator<RecordBlock> {
   const { key, size, etag } = range;
   const start = Math.min(range.start, size);
   const end = Math.min(range.end, size);

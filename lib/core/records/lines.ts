@@ -63,8 +63,7 @@ type Latin1Sliceable = { latin1Slice(start: number, end: number): string };
  * fast map key for arbitrary bytes (decoded as UTF-8 only for output).
  * `latin1Slice` is Buffer's own fast path behind toString("latin1") (Node ≥ 0.x, not in the typings).
  */
-export const latin1 = (b: Buffer, start: number, end: number): string =>
-  (b as unknown as Latin1Sliceable).latin1Slice(start, end);
+export const latin1 = (b: Buffer, start: number, end: number): string => (b as unknown as Latin1Sliceable).latin1Slice(start, end);
 
 /** A latin1 "byte string" back to text, decoding its bytes as UTF-8. */
 export const bytesToUtf8 = (s: string): string => Buffer.from(s, "latin1").toString("utf8");
