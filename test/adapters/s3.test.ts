@@ -1,4 +1,10 @@
-import { CopyObjectCommand, CreateMultipartUploadCommand, PutObjectCommand, UploadPartCommand, CompleteMultipartUploadCommand } from "@aws-sdk/client-s3";
+import {
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  PutObjectCommand,
+  UploadPartCommand,
+  CompleteMultipartUploadCommand,
+} from "@aws-sdk/client-s3";
 import type { S3Event } from "aws-lambda";
 import { describe, expect, it, vi } from "vitest";
 import { S3BlobStore } from "../../lib/aws/S3BlobStore.js";
@@ -13,20 +19,41 @@ const aws = useEmulator();
 
 describeBlobStoreContract("S3BlobStore (emulated)", async () => ({ store: new S3BlobStore(aws.s3, await aws.freshBucket()) }));
 
-/** Collects the emulator's S3 events until the returned stop() is called. */
-const recordEvents = (): { events: S3Event[]; stop: () => void; next: (n?: number) => Promise<S3Event[]> } => {
+/** A limit to give up waiting for an event at, not a bound on how soon it comes. */
+const EVENT_WAIT_MS = 20_000;
+
+/**
+ * Collects the emulator's S3 events for these buckets (other tests' writes are not ours)
+ * until the returned stop() is called.
+ */
+const recordEvents = (
+  ...buckets: string[]
+): { events: S3Event[]; stop: () => void; next: (n?: number) => Promise<S3Event[]>; barrier: (bucket: string) => Promise<S3Event[]> } => {
   const events: S3Event[] = [];
   const stop = aws.emulator.onObjectCreated((e) => {
-    events.push(e);
+    if (e.Records.some((r) => buckets.includes(r.s3.bucket.name))) events.push(e);
   });
   const next = async (n = 1): Promise<S3Event[]> => {
-    await vi.waitFor(() => expect(events.length).toBeGreaterThanOrEqual(n), { timeout: 2_000, interval: 10 });
+    await vi.waitFor(() => expect(events.length).toBeGreaterThanOrEqual(n), { timeout: EVENT_WAIT_MS, interval: 10 });
     return events;
   };
-  return { events, stop, next };
+  /**
+   * Instead of waiting a while to see that nothing more comes: writes one more object and waits
+   * for its event. The emulator emits events in the order its requests complete, so any event
+   * of an earlier request arrives before this one; the events are returned with it removed.
+   */
+  const barrier = async (bucket: string): Promise<S3Event[]> => {
+    const key = `barrier-${events.length}`;
+    await aws.s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: "b" }));
+    const isBarrier = (e: S3Event): boolean => e.Records.some((r) => r.s3.bucket.name === bucket && r.s3.object.key === key);
+    await vi.waitFor(() => expect(events.some(isBarrier)).toBe(true), { timeout: EVENT_WAIT_MS, interval: 10 });
+    const at = events.findIndex(isBarrier);
+    // Nothing arrives after the barrier either: its own event is the last.
+    expect(at).toBe(events.length - 1);
+    return events.slice(0, at);
+  };
+  return { events, stop, next, barrier };
 };
-
-const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
 
 describe("S3BlobStore", () => {
   it("maps AWS failures to one-line ENVIRONMENT errors naming bucket, key and AWS error", async () => {
@@ -43,7 +70,9 @@ describe("S3BlobStore", () => {
     const bucket = await aws.freshBucket();
     const store = new S3BlobStore(aws.s3, bucket);
     await store.put("in.txt", "one");
-    await expect(store.get("in.txt", { etag: '"stale"' })).rejects.toThrow(`s3://${bucket}/in.txt changed while the job ran (expected ETag "stale")`);
+    await expect(store.get("in.txt", { etag: '"stale"' })).rejects.toThrow(
+      `s3://${bucket}/in.txt changed while the job ran (expected ETag "stale")`,
+    );
   });
 
   it("uses multipart above the threshold (the ETag shows the part count)", async () => {
@@ -96,10 +125,11 @@ describe("emulator", () => {
 
   it("emits ObjectCreated:Put with the URL-encoded key, size and unquoted ETag", async () => {
     const bucket = await aws.freshBucket();
-    const rec = recordEvents();
+    const rec = recordEvents(bucket);
     try {
       await aws.s3.send(new PutObjectCommand({ Bucket: bucket, Key: "a b+c/ü%.txt", Body: "hello" }));
       const [event] = await rec.next();
+      expect(await rec.barrier(bucket)).toHaveLength(1); // one event per PUT
       expect(event!.Records).toHaveLength(1);
       const r = event!.Records[0]!;
       const head = await new S3BlobStore(aws.s3, bucket).head("a b+c/ü%.txt");
@@ -121,12 +151,11 @@ describe("emulator", () => {
 
   it("emits ObjectCreated:CompleteMultipartUpload once for a multipart upload", async () => {
     const bucket = await aws.freshBucket();
-    const rec = recordEvents();
+    const rec = recordEvents(bucket);
     try {
       await new S3BlobStore(aws.s3, bucket).put("a b+c/ü%.txt", Buffer.alloc(9 * 1024 * 1024, 1));
       const [event] = await rec.next();
-      await settle();
-      expect(rec.events).toHaveLength(1);
+      expect(await rec.barrier(bucket)).toHaveLength(1); // none for the parts, none twice
       expect(event!.Records[0]).toMatchObject({
         eventName: "ObjectCreated:CompleteMultipartUpload",
         s3: { object: { key: "a+b%2Bc/%C3%BC%25.txt", size: 9 * 1024 * 1024 } },
@@ -139,11 +168,12 @@ describe("emulator", () => {
 
   it("emits ObjectCreated:Copy for a copy, with increasing sequencers", async () => {
     const bucket = await aws.freshBucket();
-    const rec = recordEvents();
+    const rec = recordEvents(bucket);
     try {
       await aws.s3.send(new PutObjectCommand({ Bucket: bucket, Key: "src.txt", Body: "copy me" }));
       await aws.s3.send(new CopyObjectCommand({ Bucket: bucket, Key: "dst.txt", CopySource: `${bucket}/src.txt` }));
-      const events = await rec.next(2);
+      await rec.next(2);
+      const events = await rec.barrier(bucket); // these two and no other
       expect(events.map((e) => e.Records[0]!.eventName)).toEqual(["ObjectCreated:Put", "ObjectCreated:Copy"]);
       expect(events[1]!.Records[0]!.s3.object).toMatchObject({ key: "dst.txt", size: 7 });
       const [a, b] = events.map((e) => e.Records[0]!.s3.object.sequencer);
@@ -157,7 +187,7 @@ describe("emulator", () => {
     const bucket = await aws.freshBucket();
     const store = new S3BlobStore(aws.s3, bucket);
     await store.put("exists.txt", "x");
-    const rec = recordEvents();
+    const rec = recordEvents(bucket, "missing-bucket");
     try {
       await expect(aws.s3.send(new PutObjectCommand({ Bucket: "missing-bucket", Key: "k", Body: "x" }))).rejects.toThrow();
       await expect(
@@ -175,8 +205,7 @@ describe("emulator", () => {
       await collect(await store.get("exists.txt"));
       await store.head("exists.txt");
       await store.delete("exists.txt");
-      await settle();
-      expect(rec.events).toEqual([]);
+      expect(await rec.barrier(bucket)).toEqual([]);
     } finally {
       rec.stop();
     }
@@ -188,12 +217,14 @@ describe("emulator", () => {
     const off = aws.emulator.onObjectCreated(() => {
       throw new Error("listener boom");
     });
-    const rec = recordEvents();
+    const rec = recordEvents(bucket);
     try {
       await aws.s3.send(new PutObjectCommand({ Bucket: bucket, Key: "k1", Body: "1" }));
       await aws.s3.send(new PutObjectCommand({ Bucket: bucket, Key: "k2", Body: "2" }));
       await rec.next(2);
-      await vi.waitFor(() => expect(stderr.mock.calls.map((c) => String(c[0])).join("")).toContain("listener boom"));
+      await vi.waitFor(() => expect(stderr.mock.calls.map((c) => String(c[0])).join("")).toContain("listener boom"), {
+        timeout: EVENT_WAIT_MS,
+      });
     } finally {
       off();
       rec.stop();

@@ -14,8 +14,8 @@ export type MakeTaskQueue = (
   options: MakeQueueOptions,
 ) => Promise<{ queue: TaskQueue; deadLetter: TaskQueue; cleanup?: () => Promise<void> }>;
 
-/** Receives until `n` messages have arrived or `ms` have passed, deleting none. */
-const receiveAtLeast = async (queue: TaskQueue, n: number, ms = 5_000): Promise<QueueMessage[]> => {
+/** Receives until `n` messages have arrived or `ms` have passed (a limit to give up at, not a bound), deleting none. */
+const receiveAtLeast = async (queue: TaskQueue, n: number, ms = 30_000): Promise<QueueMessage[]> => {
   const got: QueueMessage[] = [];
   const until = Date.now() + ms;
   while (got.length < n && Date.now() < until) {
@@ -24,9 +24,23 @@ const receiveAtLeast = async (queue: TaskQueue, n: number, ms = 5_000): Promise<
   return got;
 };
 
+/** Sleeps until about time t (ms since the epoch); callers leave margins far above a timer's jitter. */
+const sleepUntil = (t: number): Promise<void> => sleep(Math.max(0, t - Date.now()) + 2);
+
+/**
+ * The longest long poll SQS allows. A test that says a long poll ended early (on a message,
+ * a timeout or an abort) asserts it ended well within this, never within a narrow window:
+ * the machine may be loaded, and a poll that waited its full time would take all of it.
+ */
+const LONG_POLL = 20;
+const WELL_WITHIN_LONG_POLL_MS = (LONG_POLL * 1000) / 2;
+
 /**
  * The TaskQueue contract (lib/ports.ts): SQS semantics that every adapter must show.
  * Each test gets its own queue, so the tests run concurrently (several wait on timeouts).
+ * Visibility timeouts are checked from both sides without narrow windows: a message comes
+ * back no earlier than its timeout allows (a lower bound on the clock, measured from before
+ * the receive that hid it), and a check that it is still hidden is made with seconds to spare.
  */
 export const describeTaskQueueContract = (name: string, makeQueue: MakeTaskQueue): void => {
   describe.concurrent(`TaskQueue contract: ${name}`, () => {
@@ -73,14 +87,16 @@ export const describeTaskQueueContract = (name: string, makeQueue: MakeTaskQueue
     });
 
     it("redelivers after the visibility timeout with receiveCount + 1 and a new handle", async (ctx) => {
-      const { queue } = await fresh(ctx, { visibilitySeconds: 1 });
+      // 3 s: the check that it is hidden right after the receive has seconds to spare.
+      const { queue } = await fresh(ctx, { visibilitySeconds: 3 });
       await queue.sendBatch(["again"]);
+      const asked = Date.now();
       const [first] = await queue.receive({ waitSeconds: 1 });
       expect(first!.receiveCount).toBe(1);
       expect(await queue.receive()).toEqual([]); // hidden while in flight
-      const t0 = Date.now();
-      const [second] = await queue.receive({ waitSeconds: 5 });
-      expect(Date.now() - t0).toBeLessThan(3_000);
+      const [second] = await queue.receive({ waitSeconds: LONG_POLL });
+      // Not before the timeout (it started after `asked`), and back within one long poll.
+      expect(Date.now() - asked).toBeGreaterThanOrEqual(3_000);
       expect(second).toMatchObject({ id: first!.id, body: "again", receiveCount: 2 });
       expect(second!.receiptHandle).not.toBe(first!.receiptHandle);
     });
@@ -88,8 +104,11 @@ export const describeTaskQueueContract = (name: string, makeQueue: MakeTaskQueue
     it("honours a per-receive visibility timeout", async (ctx) => {
       const { queue } = await fresh(ctx, { visibilitySeconds: 60 });
       await queue.sendBatch(["short"]);
+      const asked = Date.now();
       await queue.receive({ waitSeconds: 1, visibilitySeconds: 1 });
-      const [again] = await queue.receive({ waitSeconds: 5 });
+      const [again] = await queue.receive({ waitSeconds: LONG_POLL });
+      // Back after the receive's 1 s, long before the queue's 60 s.
+      expect(Date.now() - asked).toBeGreaterThanOrEqual(1_000);
       expect(again).toMatchObject({ body: "short", receiveCount: 2 });
     });
 
@@ -103,14 +122,22 @@ export const describeTaskQueueContract = (name: string, makeQueue: MakeTaskQueue
     });
 
     it("keeps a message hidden while a heartbeat extends its visibility", async (ctx) => {
+      // The queue hides a message for 1 s; each heartbeat hides it for 5 s from when it is sent.
+      // Each check comes after the previous hiding has surely ended (so only the latest heartbeat
+      // can be what hides it) and seconds before the latest one ends (so a loaded machine's
+      // delays cannot make it visible for real).
       const { queue } = await fresh(ctx, { visibilitySeconds: 1 });
       await queue.sendBatch(["busy"]);
       const [msg] = await queue.receive({ waitSeconds: 1 });
-      for (let beat = 0; beat < 3; beat++) {
-        await sleep(500);
-        await queue.changeVisibility(msg!.receiptHandle, 1);
-        expect(await queue.receive()).toEqual([]);
-      }
+      const received = Date.now(); // the queue's own 1 s ends by received + 1 s
+      await queue.changeVisibility(msg!.receiptHandle, 5);
+      const firstBeat = Date.now(); // the first heartbeat's 5 s end by firstBeat + 5 s
+      await sleepUntil(received + 1_500);
+      expect(await queue.receive()).toEqual([]); // past the queue's timeout: the heartbeat hides it
+      await sleepUntil(firstBeat + 2_500);
+      await queue.changeVisibility(msg!.receiptHandle, 5);
+      await sleepUntil(firstBeat + 5_500);
+      expect(await queue.receive()).toEqual([]); // past the first heartbeat's 5 s: the second hides it
       expect(await queue.depth()).toEqual({ visible: 0, inFlight: 1 });
       await queue.delete(msg!.receiptHandle);
       expect(await queue.depth()).toEqual({ visible: 0, inFlight: 0 });
@@ -118,23 +145,25 @@ export const describeTaskQueueContract = (name: string, makeQueue: MakeTaskQueue
 
     it("returns from a long poll as soon as a message arrives", async (ctx) => {
       const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
-      const t0 = Date.now();
-      const polling = queue.receive({ waitSeconds: 10 });
-      await sleep(200);
+      const polling = queue.receive({ waitSeconds: LONG_POLL });
+      await sleep(200); // the poll is waiting (or, on a slow machine, finds the message at once)
+      const sent = Date.now();
       await queue.sendBatch(["wake"]);
       const got = await polling;
       expect(got.map((m) => m.body)).toEqual(["wake"]);
-      expect(Date.now() - t0).toBeLessThan(2_000);
+      expect(Date.now() - sent).toBeLessThan(WELL_WITHIN_LONG_POLL_MS);
     });
 
     it("returns from a long poll when an in-flight message times out", async (ctx) => {
       const { queue } = await fresh(ctx, { visibilitySeconds: 1 });
       await queue.sendBatch(["back"]);
+      const asked = Date.now();
       await queue.receive();
-      const t0 = Date.now();
-      const got = await queue.receive({ waitSeconds: 10 });
+      const got = await queue.receive({ waitSeconds: LONG_POLL });
       expect(got.map((m) => m.body)).toEqual(["back"]);
-      expect(Date.now() - t0).toBeLessThan(3_000);
+      const took = Date.now() - asked;
+      expect(took).toBeGreaterThanOrEqual(1_000); // not before the timeout
+      expect(took).toBeLessThan(WELL_WITHIN_LONG_POLL_MS); // woken by it, not by the poll's end
     });
 
     it("waits the full long poll, then returns nothing", async (ctx) => {
@@ -147,16 +176,16 @@ export const describeTaskQueueContract = (name: string, makeQueue: MakeTaskQueue
     it("ends a long poll promptly when its signal aborts, losing no message", async (ctx) => {
       const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
       const ac = new AbortController();
-      const t0 = Date.now();
-      const polling = queue.receive({ waitSeconds: 20, signal: ac.signal });
+      const polling = queue.receive({ waitSeconds: LONG_POLL, signal: ac.signal });
       await sleep(100);
+      const aborted = Date.now();
       ac.abort();
       expect(await polling).toEqual([]);
-      expect(Date.now() - t0).toBeLessThan(1_000);
+      expect(Date.now() - aborted).toBeLessThan(WELL_WITHIN_LONG_POLL_MS);
       // The abandoned poll must not swallow the next message.
       await queue.sendBatch(["after abort"]);
       await sleep(100);
-      const [msg] = await queue.receive({ waitSeconds: 2 });
+      const [msg] = await queue.receive({ waitSeconds: LONG_POLL });
       expect(msg).toMatchObject({ body: "after abort", receiveCount: 1 });
     });
 
@@ -174,7 +203,7 @@ export const describeTaskQueueContract = (name: string, makeQueue: MakeTaskQueue
       const bodies = Array.from({ length: 25 }, (_, i) => `task-${i}`);
       await queue.sendBatch(bodies);
       const seen: string[] = [];
-      const until = Date.now() + 10_000;
+      const until = Date.now() + 30_000; // a limit to give up at, not a bound
       while (seen.length < 25 && Date.now() < until) {
         const got = await queue.receive({ maxMessages: 10, waitSeconds: 1 });
         expect(got.length).toBeLessThanOrEqual(10);
@@ -198,7 +227,7 @@ export const describeTaskQueueContract = (name: string, makeQueue: MakeTaskQueue
       }
       expect(await queue.receive()).toEqual([]);
       expect(await queue.depth()).toEqual({ visible: 0, inFlight: 0 });
-      const [dead] = await deadLetter.receive({ waitSeconds: 1 });
+      const [dead] = await deadLetter.receive({ waitSeconds: LONG_POLL });
       expect(dead!.body).toBe('{"poison":true,"note":"ü"}');
     });
 
