@@ -135,7 +135,9 @@ describe("SqsTaskQueue", () => {
       const err = await new SqsTaskQueue(client, url, { maxSendRetries: 2 }).sendBatch(bodies25).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(CloudmillError);
       expect((err as CloudmillError).code).toBe(ErrorCode.ENVIRONMENT);
-      expect((err as CloudmillError).message).toMatch(/^could not send 2 of 25 messages to SQS queue test-.*: InternalError: injected failure \(3 attempts\)$/);
+      expect((err as CloudmillError).message).toMatch(
+        /^could not send 2 of 25 messages to SQS queue test-.*: InternalError: injected failure \(3 attempts\)$/,
+      );
       expect((await drain(new SqsTaskQueue(aws.sqs, url))).length).toBe(23);
     } finally {
       client.destroy();
@@ -156,7 +158,10 @@ describe("SqsTaskQueue", () => {
 
   it("retries whole requests that fail on the wire", async () => {
     const { url } = await aws.freshQueue();
-    const handler = new FaultyHandler(() => "pass", (n) => n <= 2);
+    const handler = new FaultyHandler(
+      () => "pass",
+      (n) => n <= 2,
+    );
     const client = faultyClient(handler);
     try {
       await new SqsTaskQueue(client, url, { sendConcurrency: 1 }).sendBatch(bodies25);
@@ -170,7 +175,10 @@ describe("SqsTaskQueue", () => {
   it("reports a missing queue as ENVIRONMENT with the AWS error name", async () => {
     const { url } = await aws.freshQueue();
     const queue = new SqsTaskQueue(aws.sqs, `${url}-gone`);
-    await expect(queue.depth()).rejects.toMatchObject({ code: ErrorCode.ENVIRONMENT, message: expect.stringContaining("QueueDoesNotExist") });
+    await expect(queue.depth()).rejects.toMatchObject({
+      code: ErrorCode.ENVIRONMENT,
+      message: expect.stringContaining("QueueDoesNotExist"),
+    });
     await expect(queue.sendBatch(["x"])).rejects.toThrow(/could not send 1 of 1 .*QueueDoesNotExist.*\(1 attempt\)/);
   });
 });

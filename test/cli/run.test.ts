@@ -20,9 +20,9 @@ const ROOT = path.resolve(import.meta.dirname, "../..");
 const BIN = path.join(ROOT, "bin/cloudmill.js");
 const EXAMPLES = ["words.txt", "numbers.txt", "access.log", "measurements.csv", "events.jsonl"];
 
-
 /** Runs the real bin: `node bin/cloudmill.js ...args` from the repository root. */
-const cli = (args: readonly string[], cwd = ROOT): Promise<Ran> => runProcess(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, CLOUDMILL_DEBUG: "" } });
+const cli = (args: readonly string[], cwd = ROOT): Promise<Ran> =>
+  runProcess(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, CLOUDMILL_DEBUG: "" } });
 
 /** A shell tool's output, in a UTF-8 locale (in the C locale GNU wc skips words of non-ASCII bytes). */
 const tool = (cmd: string, args: readonly string[]): string => {
@@ -39,7 +39,6 @@ const oneErrorLine = (r: Ran): string => {
   return lines[0]!;
 };
 
-
 /** An injected CliIO that captures what the CLI writes. */
 const capture = () => {
   let stdout = "";
@@ -50,7 +49,8 @@ const capture = () => {
 
 let dir: string;
 beforeAll(async () => {
-  if (!existsSync(path.join(ROOT, "dist/lib/cli/main.js"))) throw new Error("the bin runs dist/: build first (npx tsc -p tsconfig.build.json)");
+  if (!existsSync(path.join(ROOT, "dist/lib/cli/main.js")))
+    throw new Error("the bin runs dist/: build first (npx tsc -p tsconfig.build.json)");
   dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-cli-"));
 });
 afterAll(async () => {
@@ -143,7 +143,9 @@ describe("cloudmill run (the bin)", () => {
     it("bad --chunk-size → 2, saying what a size looks like", async () => {
       const r = await cli(["run", "examples/words.txt", "--op", "count", "--chunk-size", "16XB"]);
       expect(r.code).toBe(2);
-      expect(oneErrorLine(r)).toMatch(/^cloudmill: (chunkSize|--chunk-size): expected a whole number of bytes or a size like 16MiB, got "16XB"$/);
+      expect(oneErrorLine(r)).toMatch(
+        /^cloudmill: (chunkSize|--chunk-size): expected a whole number of bytes or a size like 16MiB, got "16XB"$/,
+      );
     });
   });
 
@@ -153,7 +155,18 @@ describe("cloudmill run (the bin)", () => {
     const io: CliIO = { stdout: { write: () => true }, stderr: { write: () => true }, env: {} };
     const flags = runCommand(io).options.map((o) => o.long!);
     expect(flags.length).toBeGreaterThanOrEqual(10);
-    for (const flag of [...flags, "--op", "--param", "--workers", "--chunk-size", "--out", "--ops", "--format", "--skip-bad-records", "--help"]) {
+    for (const flag of [
+      ...flags,
+      "--op",
+      "--param",
+      "--workers",
+      "--chunk-size",
+      "--out",
+      "--ops",
+      "--format",
+      "--skip-bad-records",
+      "--help",
+    ]) {
       expect(r.stdout, flag).toMatch(new RegExp(`${flag}\\b`));
     }
     expect(r.stdout).toContain("Examples:");
@@ -210,7 +223,9 @@ describe("cloudmill run (the bin)", () => {
     it("fails with exit 7 when the file cannot be written", async () => {
       const out = path.join(dir, "no-such-dir", "result.json");
       const c = capture();
-      expect(await runCli(["run", path.join(ROOT, "examples/words.txt"), "--op", "count", "--out", out, "--no-progress", "-w", "0"], c.io)).toBe(7);
+      expect(
+        await runCli(["run", path.join(ROOT, "examples/words.txt"), "--op", "count", "--out", out, "--no-progress", "-w", "0"], c.io),
+      ).toBe(7);
       expect(c.out()).toBe("");
       expect(c.err()).toMatch(new RegExp(`^cloudmill: cannot write ${out.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: .*\n$`));
     });
@@ -245,7 +260,9 @@ export const longest = defineOp({ name: "longest-line", format: "lines", map: (l
     expect(listed.stdout).toMatch(/^longest-line {2}\(lines\)$/m);
     for (const op of ["count", "grep", "histogram", "stats", "wordcount"]) expect(listed.stdout).toMatch(new RegExp(`^${op} `, "m"));
     const c = capture();
-    expect(await runCli(["run", path.join(ROOT, "examples/access.log"), "--ops", path.join(dir, "missing.mjs"), "--op", "count"], c.io)).toBe(2);
+    expect(
+      await runCli(["run", path.join(ROOT, "examples/access.log"), "--ops", path.join(dir, "missing.mjs"), "--op", "count"], c.io),
+    ).toBe(2);
     expect(c.err()).toMatch(/^cloudmill: --ops .*missing\.mjs: cannot load/);
   });
 });
@@ -269,12 +286,20 @@ describe("runCli in process", () => {
     [[...W, "--op", "wordcount", "-p", "k=1", "-p", "k=2"], 2, /^cloudmill: --param k given twice\n$/],
     [[...W, "--op", "grep"], 2, /^cloudmill: grep: param pattern: is required\n$/],
     [[...W, "--op", "grep", "-p", "pattern=a("], 2, /^cloudmill: grep: param pattern: not a valid regular expression/],
-    [[...W, "--op", "histogram", "-p", "min=1", "-p", "max=0"], 2, /^cloudmill: histogram: param max: min must be less than max \(got "0"\)\n$/],
+    [
+      [...W, "--op", "histogram", "-p", "min=1", "-p", "max=0"],
+      2,
+      /^cloudmill: histogram: param max: min must be less than max \(got "0"\)\n$/,
+    ],
     [[...W, "--op", "count", "-p", "bins=3"], 2, /^cloudmill: count: unknown param "bins" \(known: header, separator\)\n$/],
     [[...W, "--op", "wordcount", "--format", "csv"], 2, /^cloudmill: op wordcount does not read csv \(it reads: lines\)\n$/],
     [[...W, "--op", "count", "-c", "0"], 2, /^cloudmill: (chunkSize|--chunk-size): must be between 1 byte and 1GiB, got 0\n$/],
     [[...W, "--op", "count", "-c", "2GiB"], 2, /^cloudmill: (chunkSize|--chunk-size): must be between 1 byte and 1GiB, got 2147483648\n$/],
-    [[...W, "--op", "count", "-c", "abc"], 2, /^cloudmill: (chunkSize|--chunk-size): expected a whole number of bytes or a size like 16MiB, got "abc"\n$/],
+    [
+      [...W, "--op", "count", "-c", "abc"],
+      2,
+      /^cloudmill: (chunkSize|--chunk-size): expected a whole number of bytes or a size like 16MiB, got "abc"\n$/,
+    ],
     [[...W, "--op", "count", "--workers", "two"], 2, /^cloudmill: --workers: expected a whole number\n$/],
     [[...W, "--op", "count", "--workers", "-1"], 2, /^cloudmill: --workers: /],
     [[...W, "--op", "count", "--max-attempts", "0"], 2, /^cloudmill: --max-attempts: /],

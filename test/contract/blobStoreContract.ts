@@ -21,8 +21,7 @@ const keysOf = async (store: BlobStore, prefix: string): Promise<string[]> => {
   return keys;
 };
 
-const byteSorted = (keys: readonly string[]): string[] =>
-  [...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+const byteSorted = (keys: readonly string[]): string[] => [...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
 
 /** Rejects with a CloudmillError of this code whose message mentions `mention`. */
 const expectCode = async (p: Promise<unknown>, code: ErrorCode, mention?: string): Promise<void> => {

@@ -95,7 +95,9 @@ const tieFile = fc
     fc.constantFrom("\n", "\r\n"),
   )
   .chain(([big, small, tiny, eol]) =>
-    fc.shuffledSubarray([big, ...small, ...tiny], { minLength: small.length + tiny.length + 1 }).map((xs) => Buffer.from(xs.map(String).join(eol))),
+    fc
+      .shuffledSubarray([big, ...small, ...tiny], { minLength: small.length + tiny.length + 1 })
+      .map((xs) => Buffer.from(xs.map(String).join(eol))),
   );
 
 const numbersFile = fc
@@ -115,7 +117,10 @@ const withChunkSize = <T extends Buffer>(file: fc.Arbitrary<T>) =>
   file.chain((bytes) =>
     fc.tuple(
       fc.constant(bytes),
-      fc.oneof({ weight: 1, arbitrary: fc.integer({ min: 1, max: 4 }) }, { weight: 3, arbitrary: fc.integer({ min: 1, max: bytes.length + 10 }) }),
+      fc.oneof(
+        { weight: 1, arbitrary: fc.integer({ min: 1, max: 4 }) },
+        { weight: 3, arbitrary: fc.integer({ min: 1, max: bytes.length + 10 }) },
+      ),
     ),
   );
 
@@ -143,9 +148,14 @@ describe("every built-in op gives the reference result for any chunk size", () =
   it("grep, with a few fixed patterns", async () => {
     const patterns = ["^$", "a", "é|€", "𝄞", "\\s$", "^\\S+$", "^The", "x\ry"];
     await fc.assert(
-      fc.asyncProperty(withChunkSize(textFile), fc.constantFrom(...patterns), fc.integer({ min: 0, max: 5 }), async ([bytes, chunk], pattern, k) => {
-        expect(await engine(bytes, "grep", chunk, { pattern, k: String(k) })).toEqual(refGrep(bytes, pattern, k));
-      }),
+      fc.asyncProperty(
+        withChunkSize(textFile),
+        fc.constantFrom(...patterns),
+        fc.integer({ min: 0, max: 5 }),
+        async ([bytes, chunk], pattern, k) => {
+          expect(await engine(bytes, "grep", chunk, { pattern, k: String(k) })).toEqual(refGrep(bytes, pattern, k));
+        },
+      ),
       options(60),
     );
   });
@@ -312,7 +322,12 @@ describe("ownedRecordBlocks", () => {
     const chunk = 1000;
     const got: { offset: number; bytes: string }[] = [];
     for (let start = 0; start < bytes.length; start += chunk) {
-      for await (const block of ownedRecordBlocks(store, { key: "k", size: bytes.length, start, end: Math.min(bytes.length, start + chunk) })) {
+      for await (const block of ownedRecordBlocks(store, {
+        key: "k",
+        size: bytes.length,
+        start,
+        end: Math.min(bytes.length, start + chunk),
+      })) {
         got.push(...recordsOfBlock(block));
       }
     }

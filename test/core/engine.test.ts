@@ -82,12 +82,21 @@ describe("worker threads", () => {
     const numbers = await readFile(example("numbers.txt"));
     const threads = { workers: 2 };
     expect((await run({ op: "count", inputs: [example("words.txt")], chunkSize: 1000 }, threads)).result).toEqual(refCount(words));
-    expect((await run({ op: "wordcount", inputs: [example("words.txt")], chunkSize: 1000, params: { k: "12" } }, threads)).result).toEqual(refWordcount(words, 12));
-    expect((await run({ op: "grep", inputs: [example("access.log")], chunkSize: 999, params: { pattern: " 404 ", k: "4" } }, threads)).result).toEqual(refGrep(log, " 404 ", 4));
-    expect((await run({ op: "stats", inputs: [example("numbers.txt")], chunkSize: 777 }, threads)).result).toEqual(refStats(numbers));
-    expect((await run({ op: "histogram", inputs: [example("numbers.txt")], chunkSize: 777, params: { bins: "9", min: "0", max: "700" } }, threads)).result).toEqual(
-      refHistogram(numbers, 9, 0, 700),
+    expect((await run({ op: "wordcount", inputs: [example("words.txt")], chunkSize: 1000, params: { k: "12" } }, threads)).result).toEqual(
+      refWordcount(words, 12),
     );
+    expect(
+      (await run({ op: "grep", inputs: [example("access.log")], chunkSize: 999, params: { pattern: " 404 ", k: "4" } }, threads)).result,
+    ).toEqual(refGrep(log, " 404 ", 4));
+    expect((await run({ op: "stats", inputs: [example("numbers.txt")], chunkSize: 777 }, threads)).result).toEqual(refStats(numbers));
+    expect(
+      (
+        await run(
+          { op: "histogram", inputs: [example("numbers.txt")], chunkSize: 777, params: { bins: "9", min: "0", max: "700" } },
+          threads,
+        )
+      ).result,
+    ).toEqual(refHistogram(numbers, 9, 0, 700));
   });
 
   it("fail a job with a bad record naming file and line, as inline does", async () => {
@@ -101,7 +110,10 @@ describe("worker threads", () => {
 
   it("report progress up to every chunk and byte", async () => {
     const seen: Progress[] = [];
-    const { status } = await run({ op: "count", inputs: [example("words.txt")], chunkSize: "8KiB" }, { workers: 2, onProgress: (p) => seen.push(p) });
+    const { status } = await run(
+      { op: "count", inputs: [example("words.txt")], chunkSize: "8KiB" },
+      { workers: 2, onProgress: (p) => seen.push(p) },
+    );
     const last = seen[seen.length - 1]!;
     expect(seen).toHaveLength(status.chunks);
     expect(last.chunksDone).toBe(status.chunks);
@@ -194,7 +206,14 @@ describe("inputs", () => {
       expect(result).toEqual({ records: 0 });
       expect(status).toMatchObject({ state: "succeeded", chunks: 0 });
     }
-    expect((await run({ op: "stats", inputs: [empty] })).result).toEqual({ count: 0, sum: 0, min: null, max: null, mean: null, variance: null });
+    expect((await run({ op: "stats", inputs: [empty] })).result).toEqual({
+      count: 0,
+      sum: 0,
+      min: null,
+      max: null,
+      mean: null,
+      variance: null,
+    });
     expect((await run({ op: "wordcount", inputs: [empty] })).result).toEqual({ total: 0, distinct: 0, top: [] });
   });
 
@@ -347,7 +366,14 @@ export const firsts = defineOp({
     const f = await write(`ops/${op}.txt`, Array.from({ length: lines }, (_, i) => `line ${i}\n`).join(""));
     const spec = parseJobSpec({ op, inputs: [f], chunkSize: "1KiB" });
     const warnings: string[] = [];
-    const run = await runLocal({ spec, registry, opsModules: [modulePath], workers: 2, ...(workDir ? { workDir } : {}), log: warningsOnly((l) => warnings.push(l)) });
+    const run = await runLocal({
+      spec,
+      registry,
+      opsModules: [modulePath],
+      workers: 2,
+      ...(workDir ? { workDir } : {}),
+      log: warningsOnly((l) => warnings.push(l)),
+    });
     const again = warnings.map((w) => /mapping them again \{"chunks":(\d+)\}/.exec(w)?.[1]).find(Boolean);
     return { ...run, again: Number(again ?? 0) };
   };
@@ -389,10 +415,14 @@ export const firsts = defineOp({
       const noHeader = parseJobSpec({ op: "first-fields", inputs: [f], params: { separator: ";", header: "false" }, chunkSize: 3 });
       expect((await runLocal({ spec: noHeader, registry, opsModules: [modulePath], workers })).result).toEqual(["a", "b;1", "k"]);
     }
-    const e = await failure(runLocal({ spec: parseJobSpec({ op: "first-fields", inputs: [f], params: { separator: "" } }), registry, workers: 0 }));
+    const e = await failure(
+      runLocal({ spec: parseJobSpec({ op: "first-fields", inputs: [f], params: { separator: "" } }), registry, workers: 0 }),
+    );
     expect(e.code).toBe(ErrorCode.INVALID_SPEC);
     expect(e.message).toMatch(/^first-fields: param separator: /);
-    const unknown = await failure(runLocal({ spec: parseJobSpec({ op: "longest-line", inputs: [f], params: { k: "1" } }), registry, workers: 0 }));
+    const unknown = await failure(
+      runLocal({ spec: parseJobSpec({ op: "longest-line", inputs: [f], params: { k: "1" } }), registry, workers: 0 }),
+    );
     expect(unknown.message).toBe('longest-line: unknown param "k" (it takes none)');
   });
 

@@ -55,7 +55,7 @@ const failure = async (spec: Omit<JobSpecInput, "inputs"> & { inputs: string[] }
 };
 
 describe("csv", () => {
-  const measurements = "station,temp,note\nnorth,1.5,ok\n\"south, east\",2.25,\"said \"\"hi\"\"\"\nwest,-0.75,\n";
+  const measurements = 'station,temp,note\nnorth,1.5,ok\n"south, east",2.25,"said ""hi"""\nwest,-0.75,\n';
 
   it("reads a column by header name or by 1-based index, skipping the header", async () => {
     const f = await file("m.csv", measurements);
@@ -79,7 +79,10 @@ describe("csv", () => {
 
   it("takes another separator, and no header (rows as arrays, columns by index)", async () => {
     const f = await file("semi.csv", 'name;"weird;col";value\n"a;b";"say ""x"";y";1.5\nc;plain;2.5\n');
-    expect((await run({ op: "stats", inputs: [f], params: { separator: ";", column: "value" } })).result).toMatchObject({ count: 2, sum: 4 });
+    expect((await run({ op: "stats", inputs: [f], params: { separator: ";", column: "value" } })).result).toMatchObject({
+      count: 2,
+      sum: 4,
+    });
     expect((await run({ op: "rows", inputs: [f], params: { separator: ";" } })).result).toEqual([
       { name: "a;b", "weird;col": 'say "x";y', value: "1.5" },
       { name: "c", "weird;col": "plain", value: "2.5" },
@@ -124,12 +127,15 @@ describe("csv", () => {
 });
 
 describe("jsonl", () => {
-  const events = '{"id":1,"latency":{"ms":12.5}}\n\n{"id":2,"latency":{"ms":"7.5"}}\n{"id":3}\n{"id":4,"latency":{"ms":null}}\n{"id":5,"latency":{"ms":-2}}\n';
+  const events =
+    '{"id":1,"latency":{"ms":12.5}}\n\n{"id":2,"latency":{"ms":"7.5"}}\n{"id":3}\n{"id":4,"latency":{"ms":null}}\n{"id":5,"latency":{"ms":-2}}\n';
 
   it("reads a dotted field path; missing and null fields contribute nothing; numeric strings count", async () => {
     const f = await file("e.jsonl", events);
     for (const chunkSize of [1, 16, 4096]) {
-      expect((await run({ op: "stats", inputs: [f], params: { field: "latency.ms" }, chunkSize })).result).toEqual(refStatsOf([12.5, 7.5, -2]));
+      expect((await run({ op: "stats", inputs: [f], params: { field: "latency.ms" }, chunkSize })).result).toEqual(
+        refStatsOf([12.5, 7.5, -2]),
+      );
     }
     expect((await run({ op: "stats", inputs: [f], params: { field: "id" } })).result).toMatchObject({ count: 5, sum: 15 });
     expect((await run({ op: "count", inputs: [f] })).result).toEqual({ records: 5 }); // .jsonl: non-blank lines
@@ -164,7 +170,9 @@ describe("numbers", () => {
     for (const chunkSize of [1, 4, 100]) {
       const e = await failure({ op: "stats", inputs: [f], chunkSize });
       expect(e.code).toBe(ErrorCode.BAD_RECORD);
-      expect(e.describe()).toMatch(new RegExp(`^${f.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:(4|6) \\(byte \\d+\\): expected a number, got "(three|5,5)"$`));
+      expect(e.describe()).toMatch(
+        new RegExp(`^${f.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:(4|6) \\(byte \\d+\\): expected a number, got "(three|5,5)"$`),
+      );
     }
     // One chunk: the first bad record in file order.
     expect((await failure({ op: "stats", inputs: [f] })).describe()).toBe(`${f}:4 (byte 5): expected a number, got "three"`);
@@ -199,7 +207,9 @@ describe("bytes that are not text", () => {
     for (let chunkSize = 1; chunkSize <= bytes.length + 1; chunkSize += 3) {
       expect((await run({ op: "count", inputs: [f], chunkSize })).result).toEqual(refCount(bytes));
       expect((await run({ op: "wordcount", inputs: [f], chunkSize, params: { k: "20" } })).result).toEqual(refWordcount(bytes, 20));
-      expect((await run({ op: "grep", inputs: [f], chunkSize, params: { pattern: "\u0000|\ufffd" } })).result).toEqual(refGrep(bytes, "\u0000|\ufffd"));
+      expect((await run({ op: "grep", inputs: [f], chunkSize, params: { pattern: "\u0000|\ufffd" } })).result).toEqual(
+        refGrep(bytes, "\u0000|\ufffd"),
+      );
     }
   });
 

@@ -85,7 +85,13 @@ const cases: { op: AnyOp; raw: Record<string, string>; bytes: Buffer; format: Fo
   { op: wordcount, raw: { k: "4" }, bytes: sampleText, format: "lines", reference: refWordcount(sampleText, 4) },
   { op: grep, raw: { pattern: "cat|é", k: "2" }, bytes: sampleText, format: "lines", reference: refGrep(sampleText, "cat|é", 2) },
   { op: stats, raw: {}, bytes: sampleNumbers, format: "numbers", reference: refStats(sampleNumbers) },
-  { op: histogram, raw: { bins: "4", min: "-1", max: "3" }, bytes: sampleNumbers, format: "numbers", reference: refHistogram(sampleNumbers, 4, -1, 3) },
+  {
+    op: histogram,
+    raw: { bins: "4", min: "-1", max: "3" },
+    bytes: sampleNumbers,
+    format: "numbers",
+    reference: refHistogram(sampleNumbers, 4, -1, 3),
+  },
 ];
 
 describe("merge", () => {
@@ -109,7 +115,9 @@ describe("merge", () => {
           for (const p of shuffled.slice(0, half)) left.add(p);
           const right = c.op.merger(params);
           for (const p of shuffled.slice(half)) right.add(p);
-          expect(merged(c.op, params, [JSON.parse(JSON.stringify(right.value())), JSON.parse(JSON.stringify(left.value()))])).toEqual(c.reference);
+          expect(merged(c.op, params, [JSON.parse(JSON.stringify(right.value())), JSON.parse(JSON.stringify(left.value()))])).toEqual(
+            c.reference,
+          );
         }),
         { seed: SEED, numRuns: 150 },
       );
@@ -267,7 +275,17 @@ describe("grep", () => {
     expect(merged(grep, params, [p0[1], p1[0], p0[0]], ["a.txt", "b.txt"])).toEqual(want);
     // With k beyond a's matches, b's follow in b's order.
     const all = grep.parseParams({ pattern: "x", k: "10" });
-    const samples = (merged(grep, all, [...partialsOf(grep, all, [{ bytes: b, offset: 0, first: true }], "lines", 1), ...partialsOf(grep, all, blocksOf(a, [1, 3]), "lines", 0)], ["a.txt", "b.txt"]) as { samples: { line: string }[] }).samples;
+    const samples = (
+      merged(
+        grep,
+        all,
+        [
+          ...partialsOf(grep, all, [{ bytes: b, offset: 0, first: true }], "lines", 1),
+          ...partialsOf(grep, all, blocksOf(a, [1, 3]), "lines", 0),
+        ],
+        ["a.txt", "b.txt"],
+      ) as { samples: { line: string }[] }
+    ).samples;
     expect(samples.map((s) => s.line)).toEqual(["x1", "x2", "x3", "x4", "x5"]);
   });
 
@@ -375,13 +393,23 @@ describe("histogram", () => {
   const hist = (raw: Record<string, string>, values: readonly number[]) => runOp(histogram, raw, values.join("\n"));
 
   it("bins by floor((x-min)/(max-min)*bins); min in the first bin, max in the last", () => {
-    expect(hist({ bins: "5", min: "0", max: "10" }, [0, 1.999, 2, 3.9999, 4, 9.99, 10])).toEqual({ min: 0, max: 10, bins: [2, 2, 1, 0, 2] });
+    expect(hist({ bins: "5", min: "0", max: "10" }, [0, 1.999, 2, 3.9999, 4, 9.99, 10])).toEqual({
+      min: 0,
+      max: 10,
+      bins: [2, 2, 1, 0, 2],
+    });
     expect(hist({ bins: "1", min: "-1", max: "1" }, [-1, 0, 1])).toEqual({ min: -1, max: 1, bins: [3] });
     expect(hist({ bins: "3", min: "-3", max: "0" }, [-3, -2, -1e-9, 0])).toEqual({ min: -3, max: 0, bins: [1, 1, 2] });
   });
 
   it("counts values outside [min, max] as below / above, shown only when nonzero", () => {
-    expect(hist({ bins: "2", min: "0", max: "1" }, [-0.5, -1e-300, 0.5, 1.0000001, 2, 3])).toEqual({ min: 0, max: 1, bins: [0, 1], below: 2, above: 3 });
+    expect(hist({ bins: "2", min: "0", max: "1" }, [-0.5, -1e-300, 0.5, 1.0000001, 2, 3])).toEqual({
+      min: 0,
+      max: 1,
+      bins: [0, 1],
+      below: 2,
+      above: 3,
+    });
     expect(hist({ bins: "2", min: "0", max: "1" }, [-1])).toEqual({ min: 0, max: 1, bins: [0, 0], below: 1 });
     expect(hist({ bins: "2", min: "0", max: "1" }, [7])).toEqual({ min: 0, max: 1, bins: [0, 0], above: 1 });
   });

@@ -26,7 +26,6 @@ import { prng } from "../../lib/dev/prng.js";
 import { waitFor as pollUntil } from "../../bench/chaos.js";
 import { refResult } from "./reference.js";
 
-
 export const ROOT = path.resolve(import.meta.dirname, "../..");
 export const WORKER_MAIN = path.join(ROOT, "dist/worker/main.js");
 export const BIN = path.join(ROOT, "bin/cloudmill.js");
@@ -39,14 +38,17 @@ export const requireBuild = (): void => {
 /** Set CLOUDMILL_TEST_VERBOSE=1 to see the dev cloud's and workers' logs on stderr. */
 const VERBOSE = process.env["CLOUDMILL_TEST_VERBOSE"] === "1";
 
-
 /**
  * Polls fn until it returns something other than undefined; fails naming `what` after timeoutMs.
  * The last value or error seen is in the failure message.
  */
 /** Polls fn until it gives a value (bench/chaos.ts's waitFor, polling a little faster). */
-export const waitFor = <T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 90_000, intervalMs = 150): Promise<T> =>
-  pollUntil(what, fn, timeoutMs, intervalMs);
+export const waitFor = <T>(
+  what: string,
+  fn: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 90_000,
+  intervalMs = 150,
+): Promise<T> => pollUntil(what, fn, timeoutMs, intervalMs);
 
 /** One line a worker process printed; `json` when it is a JSON object (Powertools logs). */
 export interface WorkerLine {
@@ -191,21 +193,30 @@ export const startTestCloud = async (options: TestCloudOptions = {}): Promise<Te
       return keys;
     },
     async waitForEnd(statusKey, timeoutMs = 90_000) {
-      return waitFor(`a final status at s3://${cloud.outputBucket}/${statusKey}`, async () => {
-        const raw = await getJson(cloud.outputBucket, statusKey);
-        if (raw === undefined) return undefined;
-        const status = JobStatus.parse(raw);
-        return status.state === "running" ? undefined : status;
-      }, timeoutMs);
+      return waitFor(
+        `a final status at s3://${cloud.outputBucket}/${statusKey}`,
+        async () => {
+          const raw = await getJson(cloud.outputBucket, statusKey);
+          if (raw === undefined) return undefined;
+          const status = JobStatus.parse(raw);
+          return status.state === "running" ? undefined : status;
+        },
+        timeoutMs,
+      );
     },
     async waitForIdle(timeoutMs = 60_000) {
-      await waitFor("the task, parts and dead-letter queues to be empty", async () => {
-        for (const url of [cloud.taskQueueUrl, partsQueueUrl!, cloud.deadLetterQueueUrl]) {
-          const d = await queueDepth(sqs, url);
-          if (d.visible + d.inFlight + d.delayed > 0) return undefined;
-        }
-        return true;
-      }, timeoutMs, 250);
+      await waitFor(
+        "the task, parts and dead-letter queues to be empty",
+        async () => {
+          for (const url of [cloud.taskQueueUrl, partsQueueUrl!, cloud.deadLetterQueueUrl]) {
+            const d = await queueDepth(sqs, url);
+            if (d.visible + d.inFlight + d.delayed > 0) return undefined;
+          }
+          return true;
+        },
+        timeoutMs,
+        250,
+      );
     },
     taskDepth,
     stop: () => cloud.stop(),
@@ -241,7 +252,9 @@ export const useDevCloud = (options: TestCloudOptions | (() => TestCloudOptions)
  */
 export const expectMatchesReference = (op: string, params: Params, bytes: Uint8Array | string, result: unknown): void => {
   const expected = JSON.parse(JSON.stringify(refResult(op, params, Buffer.from(bytes)))) as unknown;
-  expect(result, `${op} ${JSON.stringify(params)} over ${Buffer.byteLength(bytes)} bytes: not the reference's answer`).toStrictEqual(expected);
+  expect(result, `${op} ${JSON.stringify(params)} over ${Buffer.byteLength(bytes)} bytes: not the reference's answer`).toStrictEqual(
+    expected,
+  );
 };
 
 /** Number of chunks the splitter cuts `size` bytes into. */
@@ -268,7 +281,11 @@ export interface Child {
   waitForLine(match: (line: string) => boolean, timeoutMs?: number): Promise<string>;
 }
 
-export const spawnChild = (command: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; name?: string } = {}): Child => {
+export const spawnChild = (
+  command: string,
+  args: readonly string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; name?: string } = {},
+): Child => {
   const child = spawn(command, args, { cwd: options.cwd ?? ROOT, env: options.env ?? process.env, stdio: ["ignore", "pipe", "pipe"] });
   const stdout: string[] = [];
   const stderr: string[] = [];
@@ -308,7 +325,9 @@ export const spawnChild = (command: string, args: readonly string[], options: { 
           if (!waiters.has(waiter)) return;
           clearTimeout(timer);
           waiters.delete(waiter);
-          reject(new Error(`exited (${code ?? signal}) before a matching line; stdout:\n${stdout.join("\n")}\nstderr:\n${stderr.join("\n")}`));
+          reject(
+            new Error(`exited (${code ?? signal}) before a matching line; stdout:\n${stdout.join("\n")}\nstderr:\n${stderr.join("\n")}`),
+          );
         });
       });
     },
@@ -402,8 +421,25 @@ export const startFakeEcsAgent = async (): Promise<FakeEcsAgent> => {
 
 // --- Deterministic test data ---------------------------------------------------------------
 
-
-const WORDS = ["the", "mill", "grinds", "über", "naïve", "日本語", "a+b", "100%", "data", "chunk", "The", "MILL", "🚀", "x", "reduce", "map", "foo-bar"];
+const WORDS = [
+  "the",
+  "mill",
+  "grinds",
+  "über",
+  "naïve",
+  "日本語",
+  "a+b",
+  "100%",
+  "data",
+  "chunk",
+  "The",
+  "MILL",
+  "🚀",
+  "x",
+  "reduce",
+  "map",
+  "foo-bar",
+];
 const SPACES = [" ", " ", " ", "  ", "\t", " \v ", "\f"];
 
 /**
@@ -439,7 +475,15 @@ export const numbersOf = (bytes: number, seed = 2): Buffer => {
     const roll = r();
     const x = r() * 120 - 10; // some below 0 and above 100 for the histogram
     const line =
-      roll < 0.03 ? "" : roll < 0.3 ? String(Math.round(x)) : roll < 0.35 ? `${(x / 10).toFixed(2)}e1` : roll < 0.4 ? `+${Math.abs(x).toFixed(1)}` : x.toFixed(3);
+      roll < 0.03
+        ? ""
+        : roll < 0.3
+          ? String(Math.round(x))
+          : roll < 0.35
+            ? `${(x / 10).toFixed(2)}e1`
+            : roll < 0.4
+              ? `+${Math.abs(x).toFixed(1)}`
+              : x.toFixed(3);
     lines.push(line);
     size += line.length + 1;
   }

@@ -79,9 +79,7 @@ export const useEmulator = (): EmulatorFixture => {
       const dlq = await sqs.send(new CreateQueueCommand({ QueueName: `${name}-dlq` }));
       const attributes: Record<string, string> = { VisibilityTimeout: String(options.visibilitySeconds ?? 30) };
       if (options.maxReceiveCount !== undefined) {
-        const { Attributes } = await sqs.send(
-          new GetQueueAttributesCommand({ QueueUrl: dlq.QueueUrl, AttributeNames: ["QueueArn"] }),
-        );
+        const { Attributes } = await sqs.send(new GetQueueAttributesCommand({ QueueUrl: dlq.QueueUrl, AttributeNames: ["QueueArn"] }));
         attributes["RedrivePolicy"] = JSON.stringify({
           deadLetterTargetArn: Attributes?.["QueueArn"],
           maxReceiveCount: options.maxReceiveCount,

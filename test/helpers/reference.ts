@@ -169,7 +169,11 @@ export const roundScaled = (num: bigint, scale: number): number => {
 };
 
 /** The correctly rounded sum of doubles. */
-export const exactSum = (xs: readonly number[]): number => roundScaled(xs.reduce((s, x) => s + scaled(x), 0n), SCALE);
+export const exactSum = (xs: readonly number[]): number =>
+  roundScaled(
+    xs.reduce((s, x) => s + scaled(x), 0n),
+    SCALE,
+  );
 
 export interface RefStats {
   count: number;

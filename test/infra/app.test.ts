@@ -32,9 +32,13 @@ describe("infra/app.ts (what `npx cdk synth` runs)", () => {
 
   it("synthesizes Cloudmill-<lab> with no credentials, the AwsSolutions checks passing", async () => {
     const outdir = await runApp({ lab: "genomics", alertEmail: "pi@lab.example.org" });
-    const template = JSON.parse(readFileSync(path.join(outdir, "Cloudmill-genomics.template.json"), "utf8")) as { Outputs: Record<string, unknown> };
+    const template = JSON.parse(readFileSync(path.join(outdir, "Cloudmill-genomics.template.json"), "utf8")) as {
+      Outputs: Record<string, unknown>;
+    };
     expect(Object.keys(template.Outputs).sort()).toEqual(Object.values(STACK_OUTPUTS).sort());
-    const report = JSON.parse(readFileSync(path.join(outdir, "validation-report.json"), "utf8")) as { pluginReports: { violations?: unknown[] }[] };
+    const report = JSON.parse(readFileSync(path.join(outdir, "validation-report.json"), "utf8")) as {
+      pluginReports: { violations?: unknown[] }[];
+    };
     expect(report.pluginReports.flatMap((r) => r.violations ?? [])).toEqual([]);
   });
 
@@ -47,7 +51,9 @@ describe("infra/app.ts (what `npx cdk synth` runs)", () => {
     await expect(runApp({ lab: "genomics" })).rejects.toBe(exited);
     expect(exit).toHaveBeenCalledWith(1);
     expect(error.mock.calls).toEqual([
-      ['cloudmill: context "alertEmail" is required with a budget (budgetLimitUsd=100): pass -c alertEmail=<address>, or -c budgetLimitUsd=0 for no budget'],
+      [
+        'cloudmill: context "alertEmail" is required with a budget (budgetLimitUsd=100): pass -c alertEmail=<address>, or -c budgetLimitUsd=0 for no budget',
+      ],
     ]);
   });
 });

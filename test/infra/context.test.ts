@@ -65,8 +65,14 @@ describe("context (cdk.json, -c key=value)", () => {
   });
 
   it.each([
-    [{ lab: "genomics" }, 'cloudmill: context "alertEmail" is required with a budget (budgetLimitUsd=100): pass -c alertEmail=<address>, or -c budgetLimitUsd=0 for no budget'],
-    [{ lab: "Genomics Lab" }, `cloudmill: context "lab" must be 1 to 32 lowercase letters, digits or '-', starting and ending with a letter or digit, got "Genomics Lab"`],
+    [
+      { lab: "genomics" },
+      'cloudmill: context "alertEmail" is required with a budget (budgetLimitUsd=100): pass -c alertEmail=<address>, or -c budgetLimitUsd=0 for no budget',
+    ],
+    [
+      { lab: "Genomics Lab" },
+      `cloudmill: context "lab" must be 1 to 32 lowercase letters, digits or '-', starting and ending with a letter or digit, got "Genomics Lab"`,
+    ],
     [{ maxInstances: "four" }, 'cloudmill: context "maxInstances" must be a whole number, got "four"'],
     [{ spot: "yes" }, 'cloudmill: context "spot" must be true or false, got "yes"'],
     [{ chunkSize: "2GiB" }, 'cloudmill: context "chunkSize" must be a size from 1 byte to 1GiB, e.g. 16MiB, got "2GiB"'],
@@ -103,15 +109,30 @@ describe("CloudmillPipeline props", () => {
     [{ budgetLimitUsd: 100 }, "cloudmill: budgetLimitUsd needs alertEmail: a budget alert must go to someone"],
     [{ budgetLimitUsd: -5, alertEmail: "a@b.org" }, "cloudmill: budgetLimitUsd must be a positive amount of USD, got -5"],
     [{ alertEmail: "not-an-email" }, 'cloudmill: alertEmail must be an email address, got "not-an-email"'],
-    [{ instanceTypes: ["m7i.large"] }, 'cloudmill: instance type "m7i.large" is not ARM64 (Graviton); workers run the ARM64 ECS-optimized AMI'],
+    [
+      { instanceTypes: ["m7i.large"] },
+      'cloudmill: instance type "m7i.large" is not ARM64 (Graviton); workers run the ARM64 ECS-optimized AMI',
+    ],
     [{ instanceTypes: ["m7g.metal"] }, 'cloudmill: cannot tell the vCPUs of "m7g.metal" from its name; set workerVcpus'],
-    [{ instanceTypes: ["m7g.large"], workerVcpus: 4 }, "cloudmill: workerVcpus (4) exceeds the 2 vCPUs of m7g.large; a worker must fit on every instance type"],
+    [
+      { instanceTypes: ["m7g.large"], workerVcpus: 4 },
+      "cloudmill: workerVcpus (4) exceeds the 2 vCPUs of m7g.large; a worker must fit on every instance type",
+    ],
     [{ maxInstances: 0 }, "cloudmill: maxInstances must be a whole number from 1 to 100, got 0"],
     [{ maxAttempts: 1001 }, "cloudmill: maxAttempts must be a whole number from 1 to 1000, got 1001"],
-    [{ visibilityTimeout: Duration.seconds(30) }, "cloudmill: visibilityTimeout must be from 60 to 43200 seconds (at least twice the worker heartbeat of 30s), got 30"],
-    [{ jobDeadline: Duration.days(5) }, "cloudmill: jobDeadline must be from 60 to 345600 seconds (the task queue's retention), got 432000"],
+    [
+      { visibilityTimeout: Duration.seconds(30) },
+      "cloudmill: visibilityTimeout must be from 60 to 43200 seconds (at least twice the worker heartbeat of 30s), got 30",
+    ],
+    [
+      { jobDeadline: Duration.days(5) },
+      "cloudmill: jobDeadline must be from 60 to 345600 seconds (the task queue's retention), got 432000",
+    ],
     [{ extraInputBuckets: ["Not_A_Bucket"] }, 'cloudmill: extraInputBuckets: "Not_A_Bucket" is not an S3 bucket name'],
-    [{ labName: "-lab" }, `cloudmill: labName must be 1 to 32 lowercase letters, digits or '-', starting and ending with a letter or digit; got "-lab"`],
+    [
+      { labName: "-lab" },
+      `cloudmill: labName must be 1 to 32 lowercase letters, digits or '-', starting and ending with a letter or digit; got "-lab"`,
+    ],
   ])("refuses %j with an exact message", (props, message) => {
     expect(() => resolve(props)).toThrow(new CloudmillConfigError(message.replace(/^cloudmill: /, "")));
   });

@@ -96,7 +96,10 @@ describe("environment variables", () => {
   beforeAll(() => {
     lab = synth(LAB_CONTEXT).template;
     spot = synth(SPOT_CONTEXT).template;
-    custom = synth({ ...SPOT_CONTEXT, workerVcpus: "1" }, { visibilityTimeout: Duration.seconds(345), jobDeadline: Duration.seconds(4321) }).template;
+    custom = synth(
+      { ...SPOT_CONTEXT, workerVcpus: "1" },
+      { visibilityTimeout: Duration.seconds(345), jobDeadline: Duration.seconds(4321) },
+    ).template;
     all = [lab, spot, custom];
   });
 
@@ -104,14 +107,18 @@ describe("environment variables", () => {
     for (const t of all) expect(Object.keys(envOf(t, role)).sort()).toEqual([...NAMES[role]].sort());
   });
 
-  it.each(ROLES)("%s: its config reader reads every variable the stack sets, and no other but the emulator's and the ECS agent's", (role) => {
-    for (const t of all) {
-      const set = Object.keys(envOf(t, role));
-      const { looked } = read(t, role);
-      for (const name of set) expect(looked, `${role} never reads ${name}, which the stack sets`).toContain(name);
-      for (const name of looked) expect([...set, ...SET_ELSEWHERE], `${role} reads ${name}, which the stack does not set`).toContain(name);
-    }
-  });
+  it.each(ROLES)(
+    "%s: its config reader reads every variable the stack sets, and no other but the emulator's and the ECS agent's",
+    (role) => {
+      for (const t of all) {
+        const set = Object.keys(envOf(t, role));
+        const { looked } = read(t, role);
+        for (const name of set) expect(looked, `${role} never reads ${name}, which the stack sets`).toContain(name);
+        for (const name of looked)
+          expect([...set, ...SET_ELSEWHERE], `${role} reads ${name}, which the stack does not set`).toContain(name);
+      }
+    },
+  );
 
   it("points every role at the output bucket, and the splitter and worker at the task queue (as the readers see them)", () => {
     for (const t of all) {

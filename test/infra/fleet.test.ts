@@ -29,19 +29,25 @@ describe("worker fleet", () => {
     it("lets instances accept no inbound traffic and send only HTTPS", () => {
       const sg = props(template, "AWS::EC2::SecurityGroup", "PipelineWorkersInstanceSecurityGroup");
       expect(sg["SecurityGroupIngress"]).toBeUndefined();
-      expect(sg["SecurityGroupEgress"]).toEqual([expect.objectContaining({ CidrIp: "0.0.0.0/0", IpProtocol: "tcp", FromPort: 443, ToPort: 443 })]);
+      expect(sg["SecurityGroupEgress"]).toEqual([
+        expect.objectContaining({ CidrIp: "0.0.0.0/0", IpProtocol: "tcp", FromPort: 443, ToPort: 443 }),
+      ]);
       template.resourceCountIs("AWS::EC2::SecurityGroupIngress", 0);
     });
 
     it("logs VPC flows to the log bucket", () => {
       const logBucket = resource(template, "AWS::S3::Bucket", "PipelineLogBucket").id;
-      expect(flat(props(template, "AWS::EC2::FlowLog", "PipelineWorkersVpcFlowLog")["LogDestination"])).toBe(`<${logBucket}>/vpc-flow-logs/`);
+      expect(flat(props(template, "AWS::EC2::FlowLog", "PipelineWorkersVpcFlowLog")["LogDestination"])).toBe(
+        `<${logBucket}>/vpc-flow-logs/`,
+      );
     });
   });
 
   describe("instances", () => {
     it("boot the ECS-optimized Amazon Linux 2023 ARM64 AMI (resolved at deploy time)", () => {
-      const imageId = (props(template, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate")["LaunchTemplateData"] as { ImageId: { Ref: string } }).ImageId.Ref;
+      const imageId = (
+        props(template, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate")["LaunchTemplateData"] as { ImageId: { Ref: string } }
+      ).ImageId.Ref;
       expect(template.toJSON().Parameters[imageId]).toMatchObject({
         Type: "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
         Default: "/aws/service/ecs/optimized-ami/amazon-linux-2023/arm64/recommended/image_id",
@@ -77,7 +83,9 @@ describe("worker fleet", () => {
       const asg = props(template, "AWS::AutoScaling::AutoScalingGroup", "PipelineWorkers");
       expect(asg["MixedInstancesPolicy"]).toBeUndefined();
       expect(asg["LaunchTemplate"]).toBeDefined();
-      expect(props(template, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate")["LaunchTemplateData"]).toMatchObject({ InstanceType: "m7g.large" });
+      expect(props(template, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate")["LaunchTemplateData"]).toMatchObject({
+        InstanceType: "m7g.large",
+      });
     });
 
     it("run on spot over every listed type, price-capacity-optimized, rebalancing, with ECS spot draining, when spot is on", () => {
@@ -85,7 +93,11 @@ describe("worker fleet", () => {
       expect(asg).toMatchObject({
         CapacityRebalance: true,
         MixedInstancesPolicy: {
-          InstancesDistribution: { OnDemandBaseCapacity: 0, OnDemandPercentageAboveBaseCapacity: 0, SpotAllocationStrategy: "price-capacity-optimized" },
+          InstancesDistribution: {
+            OnDemandBaseCapacity: 0,
+            OnDemandPercentageAboveBaseCapacity: 0,
+            SpotAllocationStrategy: "price-capacity-optimized",
+          },
           LaunchTemplate: { Overrides: [{ InstanceType: "m7g.large" }, { InstanceType: "c7g.xlarge" }] },
         },
       });
@@ -120,7 +132,10 @@ describe("worker fleet", () => {
     it("runs the worker service on that capacity provider, starting at zero tasks, after the provider is associated", () => {
       const service = resource(template, "AWS::ECS::Service", "PipelineWorkersService");
       const cp = resource(template, "AWS::ECS::CapacityProvider", "PipelineWorkersCapacityProvider").id;
-      expect(service.resource.Properties).toMatchObject({ DesiredCount: 0, CapacityProviderStrategy: [{ CapacityProvider: { Ref: cp }, Weight: 1 }] });
+      expect(service.resource.Properties).toMatchObject({
+        DesiredCount: 0,
+        CapacityProviderStrategy: [{ CapacityProvider: { Ref: cp }, Weight: 1 }],
+      });
       const association = resource(template, "AWS::ECS::ClusterCapacityProviderAssociations", "PipelineWorkersCluster").id;
       expect(service.resource.DependsOn).toContain(association);
     });
@@ -149,15 +164,21 @@ describe("worker fleet", () => {
       expect(images).toHaveLength(1);
       expect(images[0]!.source).toMatchObject({ dockerFile: "worker/Dockerfile", platform: "linux/arm64" });
       const staged = readdirSync(path.join(app.outdir, images[0]!.source.directory));
-      expect(staged).toEqual(expect.arrayContaining(["package.json", "package-lock.json", "tsconfig.build.json", "lib", "worker", "functions"]));
-      for (const excluded of ["node_modules", "dist", "cdk.out", ".git", "coverage", ".bench", "test", "docs"]) expect(staged).not.toContain(excluded);
+      expect(staged).toEqual(
+        expect.arrayContaining(["package.json", "package-lock.json", "tsconfig.build.json", "lib", "worker", "functions"]),
+      );
+      for (const excluded of ["node_modules", "dist", "cdk.out", ".git", "coverage", ".bench", "test", "docs"])
+        expect(staged).not.toContain(excluded);
     });
 
     it("gives a worker all vCPUs of the smallest type, and lets the fleet hold as many as fit", () => {
       const td = props(spot, "AWS::ECS::TaskDefinition", "PipelineWorkersWorkerTask");
       expect((td["ContainerDefinitions"] as unknown[])[0]).toMatchObject({ Cpu: 2048, Memory: 3072 });
       // 3 instances × (4 vCPUs of c7g.xlarge / 2 per worker)
-      expect(props(spot, "AWS::ApplicationAutoScaling::ScalableTarget", "PipelineWorkersWorkerCount")).toMatchObject({ MinCapacity: 0, MaxCapacity: 6 });
+      expect(props(spot, "AWS::ApplicationAutoScaling::ScalableTarget", "PipelineWorkersWorkerCount")).toMatchObject({
+        MinCapacity: 0,
+        MaxCapacity: 6,
+      });
     });
   });
 
@@ -212,7 +233,10 @@ describe("worker fleet", () => {
     it("goes back to zero only when nothing is visible or in flight for five minutes", () => {
       const scaleIn = policy("PipelineWorkersScaleIn");
       expect(scaleIn.resource.Properties).toMatchObject({
-        StepScalingPolicyConfiguration: { AdjustmentType: "ExactCapacity", StepAdjustments: [{ MetricIntervalUpperBound: 0, ScalingAdjustment: 0 }] },
+        StepScalingPolicyConfiguration: {
+          AdjustmentType: "ExactCapacity",
+          StepAdjustments: [{ MetricIntervalUpperBound: 0, ScalingAdjustment: 0 }],
+        },
       });
       const a = alarm("PipelineWorkersScaleInAlarm");
       expect(a).toMatchObject({
@@ -223,7 +247,11 @@ describe("worker fleet", () => {
         TreatMissingData: "notBreaching",
         AlarmActions: [{ Ref: scaleIn.id }],
       });
-      const metrics = a["Metrics"] as { Id: string; Expression?: string; MetricStat?: { Metric: { MetricName: string; Dimensions: unknown } } }[];
+      const metrics = a["Metrics"] as {
+        Id: string;
+        Expression?: string;
+        MetricStat?: { Metric: { MetricName: string; Dimensions: unknown } };
+      }[];
       expect(metrics.find((m) => m.Expression)?.Expression).toBe("FILL(visible, 0) + FILL(inFlight, 0)");
       expect(metrics.filter((m) => m.MetricStat).map((m) => [m.Id, m.MetricStat!.Metric.MetricName])).toEqual([
         ["visible", "ApproximateNumberOfMessagesVisible"],

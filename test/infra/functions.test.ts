@@ -23,11 +23,16 @@ describe("functions", () => {
     const { resource: f } = fn(name);
     expect(f.Properties).toMatchObject({ Runtime: "nodejs22.x", Architectures: ["arm64"], Handler: "index.handler" });
     const logGroup = (f.Properties!["LoggingConfig"] as { LogGroup: { Ref: string } }).LogGroup.Ref;
-    expect(template.toJSON().Resources[logGroup]).toMatchObject({ Type: "AWS::Logs::LogGroup", Properties: { RetentionInDays: 30 }, DeletionPolicy: "Delete" });
+    expect(template.toJSON().Resources[logGroup]).toMatchObject({
+      Type: "AWS::Logs::LogGroup",
+      Properties: { RetentionInDays: 30 },
+      DeletionPolicy: "Delete",
+    });
   });
 
   it("keeps logs as long as asked", () => {
-    for (const lg of Object.values(spot.findResources("AWS::Logs::LogGroup"))) expect(lg["Properties"]).toMatchObject({ RetentionInDays: 14 });
+    for (const lg of Object.values(spot.findResources("AWS::Logs::LogGroup")))
+      expect(lg["Properties"]).toMatchObject({ RetentionInDays: 14 });
   });
 
   it.each(FUNCTIONS)("%s is an esbuild ESM bundle with the createRequire banner, exporting handler", (name) => {
@@ -68,7 +73,14 @@ describe("functions", () => {
         QueueConfigurations: [
           {
             Events: ["s3:ObjectCreated:*"],
-            Filter: { Key: { FilterRules: Match.arrayEquals([{ Name: "suffix", Value: PART_SUFFIX }, { Name: "prefix", Value: WORK_PREFIX }]) } },
+            Filter: {
+              Key: {
+                FilterRules: Match.arrayEquals([
+                  { Name: "suffix", Value: PART_SUFFIX },
+                  { Name: "prefix", Value: WORK_PREFIX },
+                ]),
+              },
+            },
             QueueArn: { "Fn::GetAtt": [parts, "Arn"] },
           },
         ],
@@ -121,7 +133,8 @@ describe("least privilege", () => {
 
   it("grants no wildcard action and no s3:* or sqs:* anywhere", () => {
     for (const policy of Object.values(template.findResources("AWS::IAM::Policy"))) {
-      for (const s of (policy["Properties"] as { PolicyDocument: { Statement: Parameters<typeof actionsOf>[0][] } }).PolicyDocument.Statement) {
+      for (const s of (policy["Properties"] as { PolicyDocument: { Statement: Parameters<typeof actionsOf>[0][] } }).PolicyDocument
+        .Statement) {
         for (const action of actionsOf(s)) {
           expect(action).not.toBe("*");
           expect(action).not.toMatch(/^(s3|sqs|ecs|logs|lambda|iam):\*$/);
@@ -166,8 +179,16 @@ describe("least privilege", () => {
     // Unconditioned: a HEAD or GET carries no s3:prefix, and a 404 (not 403) needs ListBucket.
     expect(grants["s3:ListBucket"]).toEqual([output]);
     expect(grants["sqs:ReceiveMessage"]).toEqual([q(template, "PipelinePartsQueue")]);
-    expect(Object.keys(grants).filter((a) => a.startsWith("s3:")).sort()).toEqual(["s3:GetObject", "s3:ListBucket", "s3:PutObject"]);
-    expect(Object.keys(grants).filter((a) => a.startsWith("sqs:")).every((a) => grants[a]!.every((r) => r === q(template, "PipelinePartsQueue")))).toBe(true);
+    expect(
+      Object.keys(grants)
+        .filter((a) => a.startsWith("s3:"))
+        .sort(),
+    ).toEqual(["s3:GetObject", "s3:ListBucket", "s3:PutObject"]);
+    expect(
+      Object.keys(grants)
+        .filter((a) => a.startsWith("sqs:"))
+        .every((a) => grants[a]!.every((r) => r === q(template, "PipelinePartsQueue"))),
+    ).toBe(true);
   });
 
   it("dead letters: read/write job state, list the output bucket, consume the dead-letter queue", () => {
@@ -175,15 +196,28 @@ describe("least privilege", () => {
     expect(grants["s3:GetObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
     expect(grants["s3:PutObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
     expect(grants["s3:ListBucket"]).toEqual([output]);
-    expect(Object.keys(grants).filter((a) => a.startsWith("s3:")).sort()).toEqual(["s3:GetObject", "s3:ListBucket", "s3:PutObject"]);
-    expect(Object.keys(grants).filter((a) => a.startsWith("sqs:")).every((a) => grants[a]!.every((r) => r === q(template, "PipelineDeadLetterQueue")))).toBe(true);
+    expect(
+      Object.keys(grants)
+        .filter((a) => a.startsWith("s3:"))
+        .sort(),
+    ).toEqual(["s3:GetObject", "s3:ListBucket", "s3:PutObject"]);
+    expect(
+      Object.keys(grants)
+        .filter((a) => a.startsWith("sqs:"))
+        .every((a) => grants[a]!.every((r) => r === q(template, "PipelineDeadLetterQueue"))),
+    ).toBe(true);
   });
 
   it("no role but the splitter may send tasks, and no function may touch the input bucket except the splitter", () => {
     for (const role of ["PipelineReducerRole", "PipelineDeadLettersRole", "PipelineWorkersTaskRole"]) {
       const grants = grantsOf(template, role);
       expect(grants["sqs:SendMessage"]).toBeUndefined();
-      if (role !== "PipelineWorkersTaskRole") expect(Object.values(grants).flat().some((r) => r.startsWith(input))).toBe(false);
+      if (role !== "PipelineWorkersTaskRole")
+        expect(
+          Object.values(grants)
+            .flat()
+            .some((r) => r.startsWith(input)),
+        ).toBe(false);
     }
   });
 
@@ -194,6 +228,10 @@ describe("least privilege", () => {
     expect(splitter["s3:ListBucket"]).toContain(extra);
     const worker = grantsOf(spot, "PipelineWorkersTaskRole");
     expect(worker["s3:GetObject"]).toContain(`${extra}/*`);
-    expect(Object.values(worker).flat().filter((r) => r.startsWith(extra))).toEqual([`${extra}/*`]);
+    expect(
+      Object.values(worker)
+        .flat()
+        .filter((r) => r.startsWith(extra)),
+    ).toEqual([`${extra}/*`]);
   });
 });

@@ -24,7 +24,13 @@ const acknowledgements = (root: IConstruct): Acknowledgement[] =>
     .flatMap((c) =>
       c.node.metadata
         .filter((m) => m.type === Validations.ACKNOWLEDGED_RULES_METADATA_KEY)
-        .flatMap((m) => Object.entries(m.data as Record<string, string>).map(([id, reason]) => ({ path: c.node.path, id: id.replace(/^annotation::/i, ""), reason }))),
+        .flatMap((m) =>
+          Object.entries(m.data as Record<string, string>).map(([id, reason]) => ({
+            path: c.node.path,
+            id: id.replace(/^annotation::/i, ""),
+            reason,
+          })),
+        ),
     )
     .filter((a) => a.id.startsWith("AwsSolutions-"));
 
@@ -60,16 +66,28 @@ describe.each([
   });
 
   it("passes CDK's validation during synth: the report has no violation", () => {
-    const report = JSON.parse(readFileSync(path.join(assemblyDir, "validation-report.json"), "utf8")) as { pluginReports: { violations?: unknown[] }[] };
+    const report = JSON.parse(readFileSync(path.join(assemblyDir, "validation-report.json"), "utf8")) as {
+      pluginReports: { violations?: unknown[] }[];
+    };
     expect(report.pluginReports.flatMap((r) => r.violations ?? [])).toEqual([]);
   });
 
   it("acknowledges only findings that exist, each on the resource (or an ancestor) it concerns", () => {
-    const raw = rawFindings(app).violations.flatMap((v) => v.violatingResources.map((r) => ({ id: v.ruleName, path: r.constructPath ?? "" })));
+    const raw = rawFindings(app).violations.flatMap((v) =>
+      v.violatingResources.map((r) => ({ id: v.ruleName, path: r.constructPath ?? "" })),
+    );
     expect(raw.length).toBeGreaterThan(0);
     const acks = acknowledgements(app);
-    for (const f of raw) expect(acks.some((a) => a.id === f.id && (f.path === a.path || f.path.startsWith(`${a.path}/`))), `${f.id} at ${f.path}`).toBe(true);
-    for (const a of acks) expect(raw.some((f) => f.id === a.id && (f.path === a.path || f.path.startsWith(`${a.path}/`))), `stale: ${a.id} at ${a.path}`).toBe(true);
+    for (const f of raw)
+      expect(
+        acks.some((a) => a.id === f.id && (f.path === a.path || f.path.startsWith(`${a.path}/`))),
+        `${f.id} at ${f.path}`,
+      ).toBe(true);
+    for (const a of acks)
+      expect(
+        raw.some((f) => f.id === a.id && (f.path === a.path || f.path.startsWith(`${a.path}/`))),
+        `stale: ${a.id} at ${a.path}`,
+      ).toBe(true);
   });
 
   it("gives every acknowledgement a specific reason", () => {

@@ -20,7 +20,11 @@ describe("operations", () => {
     it("fire when a chunk reaches the dead-letter queue, even though the dead-letter function drains it at once", () => {
       const a = alarm("PipelineMonitoringDeadLetterAlarm");
       expect(a).toMatchObject({ Threshold: 1, ComparisonOperator: "GreaterThanOrEqualToThreshold", AlarmActions: [{ Ref: topic() }] });
-      const metrics = a["Metrics"] as { Id: string; Expression?: string; MetricStat?: { Metric: { MetricName: string; Dimensions: unknown } } }[];
+      const metrics = a["Metrics"] as {
+        Id: string;
+        Expression?: string;
+        MetricStat?: { Metric: { MetricName: string; Dimensions: unknown } };
+      }[];
       expect(metrics.find((m) => m.Expression)?.Expression).toBe("FILL(visible, 0) + FILL(inFlight, 0) + FILL(received, 0)");
       const dlq = { Name: "QueueName", Value: { "Fn::GetAtt": [queue("PipelineDeadLetterQueue"), "QueueName"] } };
       expect(metrics.filter((m) => m.MetricStat).map((m) => [m.MetricStat!.Metric.MetricName, m.MetricStat!.Metric.Dimensions])).toEqual([
@@ -55,14 +59,20 @@ describe("operations", () => {
     });
 
     it("email the lab through a TLS-only topic", () => {
-      template.hasResourceProperties("AWS::SNS::Subscription", { Protocol: "email", Endpoint: LAB_CONTEXT.alertEmail, TopicArn: { Ref: topic() } });
+      template.hasResourceProperties("AWS::SNS::Subscription", {
+        Protocol: "email",
+        Endpoint: LAB_CONTEXT.alertEmail,
+        TopicArn: { Ref: topic() },
+      });
       const policy = JSON.stringify(resource(template, "AWS::SNS::TopicPolicy", "PipelineMonitoringAlarmTopic").resource.Properties);
       expect(policy).toContain('"aws:SecureTransport":"false"');
     });
   });
 
   it("has a dashboard of backlog, throughput, fleet size and errors", () => {
-    const body = JSON.stringify(resource(template, "AWS::CloudWatch::Dashboard", "PipelineMonitoringDashboard").resource.Properties!["DashboardBody"]);
+    const body = JSON.stringify(
+      resource(template, "AWS::CloudWatch::Dashboard", "PipelineMonitoringDashboard").resource.Properties!["DashboardBody"],
+    );
     for (const title of ["Backlog (chunks)", "Throughput (per minute)", "Fleet size", "Errors"]) expect(body).toContain(title);
     for (const metric of [
       "ApproximateNumberOfMessagesVisible",
@@ -94,7 +104,12 @@ describe("operations", () => {
             Subscribers: [{ SubscriptionType: "EMAIL", Address: LAB_CONTEXT.alertEmail }],
           },
           {
-            Notification: { NotificationType: "FORECASTED", ComparisonOperator: "GREATER_THAN", Threshold: 100, ThresholdType: "PERCENTAGE" },
+            Notification: {
+              NotificationType: "FORECASTED",
+              ComparisonOperator: "GREATER_THAN",
+              Threshold: 100,
+              ThresholdType: "PERCENTAGE",
+            },
             Subscribers: [{ SubscriptionType: "EMAIL", Address: LAB_CONTEXT.alertEmail }],
           },
         ],
@@ -116,7 +131,9 @@ describe("operations", () => {
     expect(outputs["TaskQueueUrl"]!.Value).toEqual({ Ref: queue("PipelineTaskQueue") });
     expect(outputs["DeadLetterQueueUrl"]!.Value).toEqual({ Ref: queue("PipelineDeadLetterQueue") });
     expect(outputs["ClusterName"]!.Value).toEqual({ Ref: resource(template, "AWS::ECS::Cluster", "PipelineWorkersCluster").id });
-    expect(outputs["ServiceName"]!.Value).toEqual({ "Fn::GetAtt": [resource(template, "AWS::ECS::Service", "PipelineWorkersService").id, "Name"] });
+    expect(outputs["ServiceName"]!.Value).toEqual({
+      "Fn::GetAtt": [resource(template, "AWS::ECS::Service", "PipelineWorkersService").id, "Name"],
+    });
   });
 
   it("tags every taggable resource with the lab, for cost allocation", () => {
@@ -130,11 +147,16 @@ describe("operations", () => {
     }
     expect(tagged).toBeGreaterThan(30);
     // Instances and volumes the fleet launches carry it too.
-    const lt = resource(template, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate").resource.Properties!["LaunchTemplateData"] as {
+    const lt = resource(template, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate").resource.Properties![
+      "LaunchTemplateData"
+    ] as {
       TagSpecifications: { ResourceType: string; Tags: { Key: string; Value: string }[] }[];
     };
     expect(lt.TagSpecifications.map((s) => s.ResourceType).sort()).toEqual(["instance", "volume"]);
     for (const spec of lt.TagSpecifications) expect(spec.Tags).toContainEqual({ Key: LAB_TAG_KEY, Value: "genomics" });
-    expect(resource(template, "AWS::ECS::Service", "PipelineWorkersService").resource.Properties).toMatchObject({ PropagateTags: "SERVICE", EnableECSManagedTags: true });
+    expect(resource(template, "AWS::ECS::Service", "PipelineWorkersService").resource.Properties).toMatchObject({
+      PropagateTags: "SERVICE",
+      EnableECSManagedTags: true,
+    });
   });
 });

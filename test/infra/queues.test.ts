@@ -28,7 +28,12 @@ describe("queues", () => {
         Queues: [{ Ref: id }],
         PolicyDocument: {
           Statement: Match.arrayWith([
-            Match.objectLike({ Effect: "Deny", Principal: { AWS: "*" }, Action: "sqs:*", Condition: { Bool: { "aws:SecureTransport": "false" } } }),
+            Match.objectLike({
+              Effect: "Deny",
+              Principal: { AWS: "*" },
+              Action: "sqs:*",
+              Condition: { Bool: { "aws:SecureTransport": "false" } },
+            }),
           ]),
         },
       });

@@ -20,7 +20,12 @@ describe("storage", () => {
   it.each(BUCKETS)("%s blocks public access, enforces ownership and encrypts at rest", (prefix) => {
     const { resource: bucket } = resource(template, "AWS::S3::Bucket", prefix);
     expect(bucket.Properties).toMatchObject({
-      PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
       OwnershipControls: { Rules: [{ ObjectOwnership: "BucketOwnerEnforced" }] },
       BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: "AES256" } }] },
     });
@@ -32,8 +37,18 @@ describe("storage", () => {
       Bucket: { Ref: id },
       PolicyDocument: {
         Statement: Match.arrayWith([
-          Match.objectLike({ Effect: "Deny", Principal: { AWS: "*" }, Action: "s3:*", Condition: { Bool: { "aws:SecureTransport": "false" } } }),
-          Match.objectLike({ Effect: "Deny", Principal: { AWS: "*" }, Action: "s3:*", Condition: { NumericLessThan: { "s3:TlsVersion": 1.2 } } }),
+          Match.objectLike({
+            Effect: "Deny",
+            Principal: { AWS: "*" },
+            Action: "s3:*",
+            Condition: { Bool: { "aws:SecureTransport": "false" } },
+          }),
+          Match.objectLike({
+            Effect: "Deny",
+            Principal: { AWS: "*" },
+            Action: "s3:*",
+            Condition: { NumericLessThan: { "s3:TlsVersion": 1.2 } },
+          }),
         ]),
       },
     });
@@ -52,24 +67,34 @@ describe("storage", () => {
   it("aborts incomplete multipart uploads in both data buckets", () => {
     for (const prefix of ["PipelineInputBucket", "PipelineOutputBucket"]) {
       expect(resource(template, "AWS::S3::Bucket", prefix).resource.Properties!["LifecycleConfiguration"]).toEqual({
-        Rules: expect.arrayContaining([{ Id: "abort-incomplete-uploads", AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: "Enabled" }]),
+        Rules: expect.arrayContaining([
+          { Id: "abort-incomplete-uploads", AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: "Enabled" },
+        ]),
       });
     }
   });
 
   it("logs requests to both data buckets into the log bucket, which expires logs after logRetentionDays", () => {
     const logs = resource(template, "AWS::S3::Bucket", "PipelineLogBucket");
-    for (const [prefix, logPrefix] of [["PipelineInputBucket", "s3/input/"], ["PipelineOutputBucket", "s3/output/"]] as const) {
+    for (const [prefix, logPrefix] of [
+      ["PipelineInputBucket", "s3/input/"],
+      ["PipelineOutputBucket", "s3/output/"],
+    ] as const) {
       expect(resource(template, "AWS::S3::Bucket", prefix).resource.Properties!["LoggingConfiguration"]).toEqual({
         DestinationBucketName: { Ref: logs.id },
         LogFilePrefix: logPrefix,
       });
     }
-    expect(logs.resource.Properties!["LifecycleConfiguration"]).toEqual({ Rules: [{ Id: "expire-logs", ExpirationInDays: 30, Status: "Enabled" }] });
+    expect(logs.resource.Properties!["LifecycleConfiguration"]).toEqual({
+      Rules: [{ Id: "expire-logs", ExpirationInDays: 30, Status: "Enabled" }],
+    });
   });
 
   it("retains the output and log buckets by default and empties and deletes the input bucket", () => {
-    expect(resource(template, "AWS::S3::Bucket", "PipelineOutputBucket").resource).toMatchObject({ DeletionPolicy: "Retain", UpdateReplacePolicy: "Retain" });
+    expect(resource(template, "AWS::S3::Bucket", "PipelineOutputBucket").resource).toMatchObject({
+      DeletionPolicy: "Retain",
+      UpdateReplacePolicy: "Retain",
+    });
     expect(resource(template, "AWS::S3::Bucket", "PipelineLogBucket").resource).toMatchObject({ DeletionPolicy: "Retain" });
     const input = resource(template, "AWS::S3::Bucket", "PipelineInputBucket");
     expect(input.resource).toMatchObject({ DeletionPolicy: "Delete" });

@@ -70,7 +70,11 @@ export const buildApp = (
 const cache = new Map<string, Synthesized>();
 
 /** Synthesizes once per distinct input in this test file's process; later calls share the result. */
-export const synth = (overrides: Record<string, string> = {}, props: Partial<CloudmillPipelineProps> = {}, options: SynthOptions = {}): Synthesized => {
+export const synth = (
+  overrides: Record<string, string> = {},
+  props: Partial<CloudmillPipelineProps> = {},
+  options: SynthOptions = {},
+): Synthesized => {
   const key = JSON.stringify([overrides, props, options]);
   let hit = cache.get(key);
   if (hit === undefined) {
@@ -81,12 +85,19 @@ export const synth = (overrides: Record<string, string> = {}, props: Partial<Clo
   return hit;
 };
 
-type Resource = { Type: string; Properties?: Record<string, unknown>; DependsOn?: string[]; DeletionPolicy?: string; UpdateReplacePolicy?: string };
+type Resource = {
+  Type: string;
+  Properties?: Record<string, unknown>;
+  DependsOn?: string[];
+  DeletionPolicy?: string;
+  UpdateReplacePolicy?: string;
+};
 
 /** The one resource of `type` whose logical id starts with `prefix`. */
 export const resource = (template: Template, type: string, prefix: string): { id: string; resource: Resource } => {
   const found = Object.entries(template.findResources(type) as Record<string, Resource>).filter(([id]) => id.startsWith(prefix));
-  if (found.length !== 1) throw new Error(`expected one ${type} starting with ${prefix}, found ${found.map(([id]) => id).join(", ") || "none"}`);
+  if (found.length !== 1)
+    throw new Error(`expected one ${type} starting with ${prefix}, found ${found.map(([id]) => id).join(", ") || "none"}`);
   return { id: found[0]![0], resource: found[0]![1] };
 };
 

@@ -13,7 +13,18 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BIN, chunksOf, expectMatchesReference, freePort, requireBuild, ROOT, spawnChild, textOf, waitFor, type Child } from "../helpers/devCloud.js";
+import {
+  BIN,
+  chunksOf,
+  expectMatchesReference,
+  freePort,
+  requireBuild,
+  ROOT,
+  spawnChild,
+  textOf,
+  waitFor,
+  type Child,
+} from "../helpers/devCloud.js";
 
 const run = promisify(execFile);
 const AWS = "/usr/bin/aws";
@@ -76,46 +87,62 @@ afterAll(async () => {
 });
 
 describe("cloudmill dev driven by the AWS CLI", () => {
-  it("aws s3 cp data.txt s3://cloudmill-input/wordcount/data.txt gives the reference's wordcount, as cloudmill run --op wordcount does", async () => {
-    const data = textOf(200 * 1024, 31);
-    const chunks = chunksOf(data.length, 64 * 1024);
-    expect(chunks).toBeGreaterThan(1);
-    await writeFile(path.join(dir, "data.txt"), data);
+  it(
+    "aws s3 cp data.txt s3://cloudmill-input/wordcount/data.txt gives the reference's wordcount, as cloudmill run --op wordcount does",
+    async () => {
+      const data = textOf(200 * 1024, 31);
+      const chunks = chunksOf(data.length, 64 * 1024);
+      expect(chunks).toBeGreaterThan(1);
+      await writeFile(path.join(dir, "data.txt"), data);
 
-    const port = await freePort();
-    dev = spawnChild(process.execPath, [BIN, "dev", "--port", String(port), "--workers", "2", "--chunk-size", "64KiB"], { name: "cloudmill dev" });
-    const banner = await dev.waitForLine((l) => l.includes("emulated S3 and SQS at"), 60_000);
-    endpoint = `http://127.0.0.1:${port}`;
-    expect(banner).toContain(endpoint);
+      const port = await freePort();
+      dev = spawnChild(process.execPath, [BIN, "dev", "--port", String(port), "--workers", "2", "--chunk-size", "64KiB"], {
+        name: "cloudmill dev",
+      });
+      const banner = await dev.waitForLine((l) => l.includes("emulated S3 and SQS at"), 60_000);
+      endpoint = `http://127.0.0.1:${port}`;
+      expect(banner).toContain(endpoint);
 
-    await aws("s3", "cp", "data.txt", "s3://cloudmill-input/wordcount/data.txt");
+      await aws("s3", "cp", "data.txt", "s3://cloudmill-input/wordcount/data.txt");
 
-    const status = await waitFor("a final status.json via aws s3 cp", async () => {
-      const text = await aws("s3", "cp", "s3://cloudmill-output/wordcount/data.txt/status.json", "-").catch(() => undefined);
-      if (text === undefined) return undefined;
-      const s = JSON.parse(text) as { state: string; chunks: number; done: number };
-      return s.state === "running" ? undefined : s;
-    }, 90_000, 500);
-    expect(status).toMatchObject({ state: "succeeded", chunks, done: chunks });
+      const status = await waitFor(
+        "a final status.json via aws s3 cp",
+        async () => {
+          const text = await aws("s3", "cp", "s3://cloudmill-output/wordcount/data.txt/status.json", "-").catch(() => undefined);
+          if (text === undefined) return undefined;
+          const s = JSON.parse(text) as { state: string; chunks: number; done: number };
+          return s.state === "running" ? undefined : s;
+        },
+        90_000,
+        500,
+      );
+      expect(status).toMatchObject({ state: "succeeded", chunks, done: chunks });
 
-    const listing = await aws("s3", "ls", "s3://cloudmill-output/wordcount/data.txt/");
-    expect(listing).toMatch(/ result\.json$/m);
-    expect(listing).toMatch(/ status\.json$/m);
+      const listing = await aws("s3", "ls", "s3://cloudmill-output/wordcount/data.txt/");
+      expect(listing).toMatch(/ result\.json$/m);
+      expect(listing).toMatch(/ status\.json$/m);
 
-    const fromCloud = JSON.parse(await aws("s3", "cp", "s3://cloudmill-output/wordcount/data.txt/result.json", "-")) as unknown;
-    expectMatchesReference("wordcount", {}, data, fromCloud);
-    // The local engine agrees, checked against the same reference (not used as the expectation).
-    const { stdout } = await run(process.execPath, [BIN, "run", path.join(dir, "data.txt"), "--op", "wordcount"], { cwd: ROOT });
-    expectMatchesReference("wordcount", {}, data, JSON.parse(stdout));
+      const fromCloud = JSON.parse(await aws("s3", "cp", "s3://cloudmill-output/wordcount/data.txt/result.json", "-")) as unknown;
+      expectMatchesReference("wordcount", {}, data, fromCloud);
+      // The local engine agrees, checked against the same reference (not used as the expectation).
+      const { stdout } = await run(process.execPath, [BIN, "run", path.join(dir, "data.txt"), "--op", "wordcount"], { cwd: ROOT });
+      expectMatchesReference("wordcount", {}, data, JSON.parse(stdout));
 
-    // Ctrl-C: the dev process stops its workers and exits 0, promptly, leaving no process behind.
-    const workers = await childrenOf(dev.child.pid!);
-    expect(workers.length).toBe(2);
-    const sent = Date.now();
-    dev.child.kill("SIGINT");
-    const exit = await Promise.race([dev.exited, new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 20_000))]);
-    expect(exit, dev.stderr.join("\n")).toEqual({ code: 0, signal: null });
-    expect(Date.now() - sent).toBeLessThan(15_000);
-    await waitFor("the worker processes to be gone", async () => ((await Promise.all(workers.map(alive))).some(Boolean) ? undefined : true), 5_000, 100);
-  }, TIMEOUT);
+      // Ctrl-C: the dev process stops its workers and exits 0, promptly, leaving no process behind.
+      const workers = await childrenOf(dev.child.pid!);
+      expect(workers.length).toBe(2);
+      const sent = Date.now();
+      dev.child.kill("SIGINT");
+      const exit = await Promise.race([dev.exited, new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 20_000))]);
+      expect(exit, dev.stderr.join("\n")).toEqual({ code: 0, signal: null });
+      expect(Date.now() - sent).toBeLessThan(15_000);
+      await waitFor(
+        "the worker processes to be gone",
+        async () => ((await Promise.all(workers.map(alive))).some(Boolean) ? undefined : true),
+        5_000,
+        100,
+      );
+    },
+    TIMEOUT,
+  );
 });

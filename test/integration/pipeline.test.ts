@@ -10,7 +10,16 @@ import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Params } from "../../lib/core/job/spec.js";
-import { chunksOf, expectMatchesReference, linesOf, numbersOf, requireBuild, textOf, useDevCloud, type TestCloud } from "../helpers/devCloud.js";
+import {
+  chunksOf,
+  expectMatchesReference,
+  linesOf,
+  numbersOf,
+  requireBuild,
+  textOf,
+  useDevCloud,
+  type TestCloud,
+} from "../helpers/devCloud.js";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -53,25 +62,33 @@ describe("uploads and job specs (PutObject, 8 KiB chunks, 2 workers)", () => {
     ["wordcount", "wordcount/日本 words/fall + winter.txt", text],
   ];
 
-  it.each(uploads)("%s: an upload to s3://cloudmill-input/%s gives result.json equal to the reference's", async (op, key, bytes) => {
-    const c = cloud();
-    await c.put(key, bytes);
-    const chunks = chunksOf(bytes.length, chunkSize);
-    expect(chunks).toBeGreaterThan(4);
-    expectMatchesReference(op, {}, bytes, await expectSucceeded(c, key, chunks));
-    // Every chunk was mapped by a worker process.
-    const jobId = ((await c.getJson(c.output, `${key}/status.json`)) as { jobId: string }).jobId;
-    const mapped = new Set(linesOf(c.lines, "chunk done", { jobId }).map((l) => l.json!["chunk"]));
-    expect(mapped.size).toBe(chunks);
-  }, TIMEOUT);
+  it.each(uploads)(
+    "%s: an upload to s3://cloudmill-input/%s gives result.json equal to the reference's",
+    async (op, key, bytes) => {
+      const c = cloud();
+      await c.put(key, bytes);
+      const chunks = chunksOf(bytes.length, chunkSize);
+      expect(chunks).toBeGreaterThan(4);
+      expectMatchesReference(op, {}, bytes, await expectSucceeded(c, key, chunks));
+      // Every chunk was mapped by a worker process.
+      const jobId = ((await c.getJson(c.output, `${key}/status.json`)) as { jobId: string }).jobId;
+      const mapped = new Set(linesOf(c.lines, "chunk done", { jobId }).map((l) => l.json!["chunk"]));
+      expect(mapped.size).toBe(chunks);
+    },
+    TIMEOUT,
+  );
 
-  it("histogram uploaded without params ends failed: param min is required", async () => {
-    const c = cloud();
-    await c.put("histogram/values 1.txt", numbers);
-    const error = await expectFailedBeforeStart(c, "histogram/values 1.txt/status.json");
-    expect(error.code).toBe("INVALID_SPEC");
-    expect(error.message).toContain("param min: is required");
-  }, TIMEOUT);
+  it(
+    "histogram uploaded without params ends failed: param min is required",
+    async () => {
+      const c = cloud();
+      await c.put("histogram/values 1.txt", numbers);
+      const error = await expectFailedBeforeStart(c, "histogram/values 1.txt/status.json");
+      expect(error.code).toBe("INVALID_SPEC");
+      expect(error.message).toContain("param min: is required");
+    },
+    TIMEOUT,
+  );
 
   const specs: [op: string, jobId: string, input: string, bytes: Buffer, params: Params][] = [
     ["histogram", "hist-1", "data/x.txt", numbers, { min: 0, max: 100, bins: 5 }],
@@ -80,55 +97,75 @@ describe("uploads and job specs (PutObject, 8 KiB chunks, 2 workers)", () => {
     ["wordcount", "wc-k3", "_inputs/words ü+%.txt", text, { k: 3 }],
   ];
 
-  it.each(specs)("%s through a job spec _jobs/%s.json: result at _jobs/<jobId>/result.json equals the reference's", async (op, jobId, input, bytes, params) => {
-    const c = cloud();
-    await c.put(input, bytes);
-    await c.put(`_jobs/${jobId}.json`, JSON.stringify({ op, inputs: [`s3://${c.input}/${input}`], params }));
-    const result = await expectSucceeded(c, `_jobs/${jobId}`, chunksOf(bytes.length, chunkSize));
-    expectMatchesReference(op, params, bytes, result);
-    expect(((await c.getJson(c.output, `_jobs/${jobId}/status.json`)) as { jobId: string }).jobId).toBe(jobId);
-    if (input.startsWith("_")) expect(await c.keys(c.output, input)).toEqual([]);
-  }, TIMEOUT);
+  it.each(specs)(
+    "%s through a job spec _jobs/%s.json: result at _jobs/<jobId>/result.json equals the reference's",
+    async (op, jobId, input, bytes, params) => {
+      const c = cloud();
+      await c.put(input, bytes);
+      await c.put(`_jobs/${jobId}.json`, JSON.stringify({ op, inputs: [`s3://${c.input}/${input}`], params }));
+      const result = await expectSucceeded(c, `_jobs/${jobId}`, chunksOf(bytes.length, chunkSize));
+      expectMatchesReference(op, params, bytes, result);
+      expect(((await c.getJson(c.output, `_jobs/${jobId}/status.json`)) as { jobId: string }).jobId).toBe(jobId);
+      if (input.startsWith("_")) expect(await c.keys(c.output, input)).toEqual([]);
+    },
+    TIMEOUT,
+  );
 
-  it("an upload at the bucket root ends failed, saying uploads go under an op folder", async () => {
-    const c = cloud();
-    await c.put("loose file.txt", text);
-    const error = await expectFailedBeforeStart(c, "loose file.txt/status.json");
-    expect(error.code).toBe("INVALID_SPEC");
-    expect(error.message).toContain("uploads go under a folder named after the op, e.g. wordcount/loose file.txt");
-    expect(error.message).toContain("count, grep, histogram, stats, wordcount");
-  }, TIMEOUT);
+  it(
+    "an upload at the bucket root ends failed, saying uploads go under an op folder",
+    async () => {
+      const c = cloud();
+      await c.put("loose file.txt", text);
+      const error = await expectFailedBeforeStart(c, "loose file.txt/status.json");
+      expect(error.code).toBe("INVALID_SPEC");
+      expect(error.message).toContain("uploads go under a folder named after the op, e.g. wordcount/loose file.txt");
+      expect(error.message).toContain("count, grep, histogram, stats, wordcount");
+    },
+    TIMEOUT,
+  );
 
-  it("an upload under an unknown op ends failed, listing the known ops", async () => {
-    const c = cloud();
-    await c.put("nosuchop/some data.txt", text);
-    const error = await expectFailedBeforeStart(c, "nosuchop/some data.txt/status.json");
-    expect(error.code).toBe("UNKNOWN_OP");
-    expect(error.message).toBe('unknown op "nosuchop" (known: count, grep, histogram, stats, wordcount)');
-  }, TIMEOUT);
+  it(
+    "an upload under an unknown op ends failed, listing the known ops",
+    async () => {
+      const c = cloud();
+      await c.put("nosuchop/some data.txt", text);
+      const error = await expectFailedBeforeStart(c, "nosuchop/some data.txt/status.json");
+      expect(error.code).toBe("UNKNOWN_OP");
+      expect(error.message).toBe('unknown op "nosuchop" (known: count, grep, histogram, stats, wordcount)');
+    },
+    TIMEOUT,
+  );
 });
 
 describe("a multipart upload (@aws-sdk/lib-storage, 5 MiB parts, 4 MiB chunks)", () => {
   const chunkSize = 4 * MiB;
   const cloud = useDevCloud({ chunkSize, workers: 2 });
 
-  it("a file over 10 MiB uploaded in parts gives the same wordcount as the reference", async () => {
-    const c = cloud();
-    const bytes = textOf(10 * MiB + 700 * KiB, 21);
-    const key = "wordcount/big files/large ü+% file.txt";
-    const upload = new Upload({ client: c.s3, params: { Bucket: c.input, Key: key, Body: bytes }, partSize: 5 * MiB, queueSize: 2 });
-    const done = await upload.done();
-    // It really was a multipart upload of three parts (S3's ETag says so).
-    expect(done.ETag).toMatch(/-3"?$/);
-    const result = await expectSucceeded(c, key, chunksOf(bytes.length, chunkSize));
-    expectMatchesReference("wordcount", {}, bytes, result);
-  }, TIMEOUT);
+  it(
+    "a file over 10 MiB uploaded in parts gives the same wordcount as the reference",
+    async () => {
+      const c = cloud();
+      const bytes = textOf(10 * MiB + 700 * KiB, 21);
+      const key = "wordcount/big files/large ü+% file.txt";
+      const upload = new Upload({ client: c.s3, params: { Bucket: c.input, Key: key, Body: bytes }, partSize: 5 * MiB, queueSize: 2 });
+      const done = await upload.done();
+      // It really was a multipart upload of three parts (S3's ETag says so).
+      expect(done.ETag).toMatch(/-3"?$/);
+      const result = await expectSucceeded(c, key, chunksOf(bytes.length, chunkSize));
+      expectMatchesReference("wordcount", {}, bytes, result);
+    },
+    TIMEOUT,
+  );
 
-  it("an upload of an empty file succeeds with zero chunks", async () => {
-    const c = cloud();
-    await c.s3.send(new PutObjectCommand({ Bucket: c.input, Key: "count/empty file.txt", Body: new Uint8Array(0) }));
-    const result = await expectSucceeded(c, "count/empty file.txt", 0);
-    expect(result).toEqual({ records: 0 });
-    expectMatchesReference("count", {}, new Uint8Array(0), result);
-  }, TIMEOUT);
+  it(
+    "an upload of an empty file succeeds with zero chunks",
+    async () => {
+      const c = cloud();
+      await c.s3.send(new PutObjectCommand({ Bucket: c.input, Key: "count/empty file.txt", Body: new Uint8Array(0) }));
+      const result = await expectSucceeded(c, "count/empty file.txt", 0);
+      expect(result).toEqual({ records: 0 });
+      expectMatchesReference("count", {}, new Uint8Array(0), result);
+    },
+    TIMEOUT,
+  );
 });

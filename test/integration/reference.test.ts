@@ -51,7 +51,10 @@ afterAll(async () => {
 /** `cloudmill run <file> ...args` through the bin, on 2 worker threads and 4 KiB chunks; its parsed stdout. */
 const cloudmillRun = async (file: string, args: readonly string[]): Promise<unknown> => {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("CLOUDMILL_")));
-  const r = await runProcess(process.execPath, [BIN, "run", file, ...args, "-w", "2", "--chunk-size", "4KiB", "--no-progress"], { cwd: ROOT, env });
+  const r = await runProcess(process.execPath, [BIN, "run", file, ...args, "-w", "2", "--chunk-size", "4KiB", "--no-progress"], {
+    cwd: ROOT,
+    env,
+  });
   expect(r.code, r.stderr).toBe(0);
   return JSON.parse(r.stdout);
 };

@@ -5,7 +5,17 @@
  * stop a task) makes an idle worker exit 0 at once.
  */
 import { describe, expect, it } from "vitest";
-import { chunksOf, expectMatchesReference, linesOf, requireBuild, spawnWorker, startFakeEcsAgent, textOf, useDevCloud, waitFor } from "../helpers/devCloud.js";
+import {
+  chunksOf,
+  expectMatchesReference,
+  linesOf,
+  requireBuild,
+  spawnWorker,
+  startFakeEcsAgent,
+  textOf,
+  useDevCloud,
+  waitFor,
+} from "../helpers/devCloud.js";
 
 const KiB = 1024;
 const CHUNK = 4 * KiB;
@@ -16,62 +26,70 @@ describe("a worker process", () => {
   // No workers of the dev cloud's own: each test runs its own.
   const cloud = useDevCloud({ chunkSize: CHUNK, workers: 0 });
 
-  it("holds ECS task scale-in protection while a chunk runs, and releases it after", async () => {
-    const c = cloud();
-    const agent = await startFakeEcsAgent();
-    // What the agent sees when asked: how many parts exist. The worker waits for the answer
-    // before mapping its chunk, so this is the state just before the chunk ran (enable) or
-    // just after it ended (disable).
-    const parts = async () => (await c.keys(c.output, "_work/")).filter((k) => k.endsWith(".part.json")).length;
-    agent.onRequest = () => parts();
-    const worker = spawnWorker(c.cloud, { ECS_AGENT_URI: agent.uri, POWERTOOLS_LOG_LEVEL: "DEBUG" });
-    try {
-      const key = "count/protected.txt";
-      const bytes = textOf(11 * KiB, 51);
-      const chunks = chunksOf(bytes.length, CHUNK);
-      expect(chunks).toBe(3);
-      await c.put(key, bytes);
-      expect(await c.waitForEnd(`${key}/status.json`)).toMatchObject({ state: "succeeded", chunks, done: chunks });
-      expectMatchesReference("count", {}, bytes, await c.getJson(c.output, `${key}/result.json`));
-      await waitFor("protection released after the last chunk", () => (agent.requests.length >= 2 * chunks ? true : undefined), 30_000);
+  it(
+    "holds ECS task scale-in protection while a chunk runs, and releases it after",
+    async () => {
+      const c = cloud();
+      const agent = await startFakeEcsAgent();
+      // What the agent sees when asked: how many parts exist. The worker waits for the answer
+      // before mapping its chunk, so this is the state just before the chunk ran (enable) or
+      // just after it ended (disable).
+      const parts = async () => (await c.keys(c.output, "_work/")).filter((k) => k.endsWith(".part.json")).length;
+      agent.onRequest = () => parts();
+      const worker = spawnWorker(c.cloud, { ECS_AGENT_URI: agent.uri, POWERTOOLS_LOG_LEVEL: "DEBUG" });
+      try {
+        const key = "count/protected.txt";
+        const bytes = textOf(11 * KiB, 51);
+        const chunks = chunksOf(bytes.length, CHUNK);
+        expect(chunks).toBe(3);
+        await c.put(key, bytes);
+        expect(await c.waitForEnd(`${key}/status.json`)).toMatchObject({ state: "succeeded", chunks, done: chunks });
+        expectMatchesReference("count", {}, bytes, await c.getJson(c.output, `${key}/result.json`));
+        await waitFor("protection released after the last chunk", () => (agent.requests.length >= 2 * chunks ? true : undefined), 30_000);
 
-      // One worker, one chunk at a time: enable before each chunk (its part not there yet),
-      // disable after it (its part written), and nothing else.
-      expect(agent.requests.map((r) => r.path)).toEqual(Array(2 * chunks).fill("/task-protection/v1/state"));
-      expect(agent.requests.map((r) => r.body)).toEqual(
-        Array.from({ length: chunks }, () => [{ ProtectionEnabled: true, ExpiresInMinutes: 120 }, { ProtectionEnabled: false }]).flat(),
-      );
-      expect(agent.requests.map((r) => r.note)).toEqual(Array.from({ length: chunks }, (_, i) => [i, i + 1]).flat());
-      // The worker's own account agrees: each chunk was received, then done.
-      const jobId = ((await c.getJson(c.output, `${key}/status.json`)) as { jobId: string }).jobId;
-      const log = worker.stdout.map((raw) => (raw.startsWith("{") ? (JSON.parse(raw) as Record<string, unknown>) : {}));
-      const lines = log.map((json) => ({ worker: 0, raw: "", json }));
-      expect(linesOf(lines, "chunk received", { jobId }).length).toBe(chunks);
-      expect(linesOf(lines, "chunk done", { jobId, outcome: "done" }).length).toBe(chunks);
-      expect(agent.requests.at(-1)!.body).toEqual({ ProtectionEnabled: false });
-    } finally {
-      worker.child.kill("SIGTERM");
-      await worker.exited;
-      await agent.close();
-    }
-  }, TIMEOUT);
+        // One worker, one chunk at a time: enable before each chunk (its part not there yet),
+        // disable after it (its part written), and nothing else.
+        expect(agent.requests.map((r) => r.path)).toEqual(Array(2 * chunks).fill("/task-protection/v1/state"));
+        expect(agent.requests.map((r) => r.body)).toEqual(
+          Array.from({ length: chunks }, () => [{ ProtectionEnabled: true, ExpiresInMinutes: 120 }, { ProtectionEnabled: false }]).flat(),
+        );
+        expect(agent.requests.map((r) => r.note)).toEqual(Array.from({ length: chunks }, (_, i) => [i, i + 1]).flat());
+        // The worker's own account agrees: each chunk was received, then done.
+        const jobId = ((await c.getJson(c.output, `${key}/status.json`)) as { jobId: string }).jobId;
+        const log = worker.stdout.map((raw) => (raw.startsWith("{") ? (JSON.parse(raw) as Record<string, unknown>) : {}));
+        const lines = log.map((json) => ({ worker: 0, raw: "", json }));
+        expect(linesOf(lines, "chunk received", { jobId }).length).toBe(chunks);
+        expect(linesOf(lines, "chunk done", { jobId, outcome: "done" }).length).toBe(chunks);
+        expect(agent.requests.at(-1)!.body).toEqual({ ProtectionEnabled: false });
+      } finally {
+        worker.child.kill("SIGTERM");
+        await worker.exited;
+        await agent.close();
+      }
+    },
+    TIMEOUT,
+  );
 
-  it("exits 0 within a few seconds of SIGTERM while idle (long-polling an empty queue)", async () => {
-    const c = cloud();
-    const worker = spawnWorker(c.cloud);
-    try {
-      await worker.waitForLine((l) => l.includes('"worker started"'), 60_000);
-      // Let it settle into its 20 s long poll.
-      await new Promise((r) => setTimeout(r, 1000));
-      expect(await c.taskDepth()).toEqual({ visible: 0, inFlight: 0, delayed: 0 });
-      const sent = Date.now();
-      worker.child.kill("SIGTERM");
-      const exit = await Promise.race([worker.exited, new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 15_000))]);
-      expect(exit, worker.stderr.join("\n")).toEqual({ code: 0, signal: null });
-      expect(Date.now() - sent).toBeLessThan(5_000);
-      expect(worker.stdout.some((l) => l.includes('"worker stopped"'))).toBe(true);
-    } finally {
-      if (worker.child.exitCode === null && worker.child.signalCode === null) worker.child.kill("SIGKILL");
-    }
-  }, TIMEOUT);
+  it(
+    "exits 0 within a few seconds of SIGTERM while idle (long-polling an empty queue)",
+    async () => {
+      const c = cloud();
+      const worker = spawnWorker(c.cloud);
+      try {
+        await worker.waitForLine((l) => l.includes('"worker started"'), 60_000);
+        // Let it settle into its 20 s long poll.
+        await new Promise((r) => setTimeout(r, 1000));
+        expect(await c.taskDepth()).toEqual({ visible: 0, inFlight: 0, delayed: 0 });
+        const sent = Date.now();
+        worker.child.kill("SIGTERM");
+        const exit = await Promise.race([worker.exited, new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 15_000))]);
+        expect(exit, worker.stderr.join("\n")).toEqual({ code: 0, signal: null });
+        expect(Date.now() - sent).toBeLessThan(5_000);
+        expect(worker.stdout.some((l) => l.includes('"worker stopped"'))).toBe(true);
+      } finally {
+        if (worker.child.exitCode === null && worker.child.signalCode === null) worker.child.kill("SIGKILL");
+      }
+    },
+    TIMEOUT,
+  );
 });

@@ -64,7 +64,15 @@ describe("chaos over the emulated cloud", () => {
     expect(report.state).toBe("succeeded");
     expect(report.verified.result).toEqual(report.verified.expected);
     expect(report.verified.exact).toBe(true);
-    expect(report.verified).toMatchObject({ parts: 300, lost: 0, duplicateParts: 0, misplacedParts: 0, statusDone: 300, resultUnchangedAfterLateDuplicates: true, queuesDrained: true });
+    expect(report.verified).toMatchObject({
+      parts: 300,
+      lost: 0,
+      duplicateParts: 0,
+      misplacedParts: 0,
+      statusDone: 300,
+      resultUnchangedAfterLateDuplicates: true,
+      queuesDrained: true,
+    });
     expect(report.verified.concurrentReducersAfterwards.every((k) => k === "already-succeeded")).toBe(true);
   }, 300_000);
 
@@ -84,15 +92,26 @@ describe("chaos over the emulated cloud", () => {
     it("fails the job with CHUNK_FAILED naming the chunk, its range and the throttling; no result, nothing left queued", async () => {
       const key = "_inputs/throttled.txt";
       await putObject(c, key, "one\ntwo\nthree\nfour\n".repeat(200));
-      await putObject(c, "_jobs/throttled-1.json", JSON.stringify({ op: "count", inputs: [`s3://${c.inputBucket}/${key}`], chunkSize: 2048, maxAttempts: 2 }));
-      const status = await waitFor("the throttled job to end", async () => {
-        const s = await statusAt(c, "_jobs/throttled-1/status.json");
-        return s && s.state !== "running" ? s : undefined;
-      }, 150_000, 500);
+      await putObject(
+        c,
+        "_jobs/throttled-1.json",
+        JSON.stringify({ op: "count", inputs: [`s3://${c.inputBucket}/${key}`], chunkSize: 2048, maxAttempts: 2 }),
+      );
+      const status = await waitFor(
+        "the throttled job to end",
+        async () => {
+          const s = await statusAt(c, "_jobs/throttled-1/status.json");
+          return s && s.state !== "running" ? s : undefined;
+        },
+        150_000,
+        500,
+      );
       expect(status.state).toBe("failed");
       expect(status.error).toMatchObject({ code: "CHUNK_FAILED", input: `s3://${c.inputBucket}/${key}` });
       expect(status.error!.range).toHaveLength(2);
-      expect(status.error!.message).toMatch(/chunk \d+ failed after 2 attempts: GetObject s3:\/\/cloudmill-input\/_inputs\/throttled\.txt failed: SlowDown: Please reduce your request rate\./);
+      expect(status.error!.message).toMatch(
+        /chunk \d+ failed after 2 attempts: GetObject s3:\/\/cloudmill-input\/_inputs\/throttled\.txt failed: SlowDown: Please reduce your request rate\./,
+      );
       expect(await getObject(c, c.outputBucket, "_jobs/throttled-1/result.json")).toBeUndefined();
       await waitFor("the queues to drain", async () => ((await c.idle()) ? true : undefined), 60_000, 500);
       const faults = c.lines.filter((l) => l.json?.["message"] === "fault injected").length;

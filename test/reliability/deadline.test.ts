@@ -69,10 +69,15 @@ const work = async (deps: SplitDeps, queue: MemoryTaskQueue): Promise<{ failed: 
   worker.on("task_done", (_t, outcome) => done.push(outcome.kind));
   worker.start();
   try {
-    await waitFor("the queue to empty", async () => {
-      const d = await queue.depth();
-      return d.visible + d.inFlight === 0 ? true : undefined;
-    }, 30_000, 50);
+    await waitFor(
+      "the queue to empty",
+      async () => {
+        const d = await queue.depth();
+        return d.visible + d.inFlight === 0 ? true : undefined;
+      },
+      30_000,
+      50,
+    );
   } finally {
     await worker.stop(5_000);
     await queue.close();
@@ -93,7 +98,10 @@ describe("the worker", () => {
     const { failed, done } = await work(deps, queue);
 
     expect(failed).toHaveLength(1);
-    expect(failed[0]).toMatchObject({ code: "DEADLINE", message: `job did not finish before its deadline (${new Date(manifest.deadline).toISOString()})` });
+    expect(failed[0]).toMatchObject({
+      code: "DEADLINE",
+      message: `job did not finish before its deadline (${new Date(manifest.deadline).toISOString()})`,
+    });
     // Every other task of the job is dropped as the job has ended; nothing was mapped.
     expect(done.length).toBe(manifest.chunks - 1);
     expect(new Set(done)).toEqual(new Set(["job-ended"]));
@@ -114,7 +122,9 @@ describe("the worker", () => {
       delete: (k) => store.delete(k),
       get: async (_key, options) =>
         (async function* () {
-          await new Promise((_, reject) => options?.signal?.addEventListener("abort", () => reject(options.signal!.reason as Error), { once: true }));
+          await new Promise((_, reject) =>
+            options?.signal?.addEventListener("abort", () => reject(options.signal!.reason as Error), { once: true }),
+          );
           yield new Uint8Array();
         })(),
     });
@@ -139,7 +149,11 @@ describe("through the emulated cloud", () => {
   it("a job with no progress ends failed with DEADLINE once its deadline passes and a worker meets one of its tasks", async () => {
     const input = "_inputs/no progress.txt";
     await putObject(c, input, "x\n".repeat(5000));
-    await putObject(c, "_jobs/no-progress-1.json", JSON.stringify({ op: "count", inputs: [`s3://${c.inputBucket}/${input}`], chunkSize: 1024, deadlineSeconds: 2 }));
+    await putObject(
+      c,
+      "_jobs/no-progress-1.json",
+      JSON.stringify({ op: "count", inputs: [`s3://${c.inputBucket}/${input}`], chunkSize: 1024, deadlineSeconds: 2 }),
+    );
     const running = await waitFor("the job to start", () => statusAt(c, "_jobs/no-progress-1/status.json"), 60_000);
     expect(running).toMatchObject({ state: "running", done: 0, chunks: 10 });
     await new Promise((r) => setTimeout(r, 3_000));
@@ -161,10 +175,15 @@ describe("through the emulated cloud", () => {
     const out: string[] = [];
     for (const stream of [worker.stdout!, worker.stderr!]) stream.on("data", (b: Buffer) => out.push(b.toString("utf8")));
     try {
-      const status = await waitFor("the job to fail", async () => {
-        const s = await statusAt(c, "_jobs/no-progress-1/status.json");
-        return s && s.state !== "running" ? s : undefined;
-      }, 90_000, 250);
+      const status = await waitFor(
+        "the job to fail",
+        async () => {
+          const s = await statusAt(c, "_jobs/no-progress-1/status.json");
+          return s && s.state !== "running" ? s : undefined;
+        },
+        90_000,
+        250,
+      );
       expect(status).toMatchObject({ state: "failed", error: { code: "DEADLINE" } });
       expect(status.error!.message).toMatch(/^job did not finish before its deadline \(\d{4}-\d\d-\d\dT/);
       await waitFor("the task queue to drain", async () => ((await c.idle()) ? true : undefined), 60_000, 250);
@@ -193,7 +212,12 @@ export const slow = defineOp({ name: "slow", format: "lines", map() { Atomics.wa
     const registry = new OpRegistry();
     await loadOpsModule(opFile, registry);
     const started = Date.now();
-    const err = await runLocal({ spec: parseJobSpec({ op: "slow", inputs: [input], chunkSize: 8, deadlineSeconds: 1 }), registry, opsModules: [opFile], workers: 1 }).then(
+    const err = await runLocal({
+      spec: parseJobSpec({ op: "slow", inputs: [input], chunkSize: 8, deadlineSeconds: 1 }),
+      registry,
+      opsModules: [opFile],
+      workers: 1,
+    }).then(
       () => undefined,
       (e: unknown) => e,
     );

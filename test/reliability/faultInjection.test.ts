@@ -18,7 +18,14 @@ import { awsClients, type AwsClients } from "../../lib/aws/clients.js";
 import { createDevResources, startEmulator, type Emulator } from "../../lib/dev/emulator.js";
 import { CloudmillError } from "../../lib/core/errors.js";
 import { packageRoot } from "../../lib/local/paths.js";
-import { describeRequest, FaultInjectingHandler, faultyClients, parseFaultConfig, type FaultInjectionOptions, type InjectedFault } from "../../lib/dev/faultInjection.js";
+import {
+  describeRequest,
+  FaultInjectingHandler,
+  faultyClients,
+  parseFaultConfig,
+  type FaultInjectionOptions,
+  type InjectedFault,
+} from "../../lib/dev/faultInjection.js";
 
 let emulator: Emulator;
 let plain: AwsClients;
@@ -29,7 +36,11 @@ const opened: AwsClients[] = [];
 beforeAll(async () => {
   emulator = await startEmulator();
   plain = awsClients({ endpoint: emulator.endpoint });
-  ({ taskQueueUrl: queueUrl } = await createDevResources(plain, { taskQueue: "fi-tasks", deadLetterQueue: "fi-dlq", visibilitySeconds: 30 }));
+  ({ taskQueueUrl: queueUrl } = await createDevResources(plain, {
+    taskQueue: "fi-tasks",
+    deadLetterQueue: "fi-dlq",
+    visibilitySeconds: 30,
+  }));
   await plain.s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: "fi/object.txt", Body: Buffer.alloc(256 * 1024, "abcdefgh\n") }));
 }, 60_000);
 
@@ -67,11 +78,24 @@ describe("decisions", () => {
     destroy: () => {},
   } as unknown as NodeHttpHandler;
   const request = (i: number) =>
-    ({ method: "GET", protocol: "http:", hostname: "127.0.0.1", port: 4566, path: `/b/k${i}`, query: {}, headers: {} }) as unknown as Parameters<NodeHttpHandler["handle"]>[0];
+    ({
+      method: "GET",
+      protocol: "http:",
+      hostname: "127.0.0.1",
+      port: 4566,
+      path: `/b/k${i}`,
+      query: {},
+      headers: {},
+    }) as unknown as Parameters<NodeHttpHandler["handle"]>[0];
 
   const run = async (options: FaultInjectionOptions, n = 4000): Promise<InjectedFault[]> => {
     const injected: InjectedFault[] = [];
-    const h = new FaultInjectingHandler(okInner, "s3", { ...options, kinds: options.kinds ?? ["delay"], delayMs: 0, onInject: (f) => injected.push(f) });
+    const h = new FaultInjectingHandler(okInner, "s3", {
+      ...options,
+      kinds: options.kinds ?? ["delay"],
+      delayMs: 0,
+      onInject: (f) => injected.push(f),
+    });
     for (let i = 0; i < n; i++) await h.handle(request(i));
     expect(h.stats()).toMatchObject({ requests: n, injected: injected.length });
     return injected;
@@ -91,7 +115,13 @@ describe("decisions", () => {
 
   it("draw every kind asked for, only on the operations asked for, and stop at the limit", async () => {
     const injected: InjectedFault[] = [];
-    const h = new FaultInjectingHandler(okInner, "s3", { rate: 1, seed: 3, kinds: ["throttle", "server-error"], operations: ["GetObject"], onInject: (f) => injected.push(f) });
+    const h = new FaultInjectingHandler(okInner, "s3", {
+      rate: 1,
+      seed: 3,
+      kinds: ["throttle", "server-error"],
+      operations: ["GetObject"],
+      onInject: (f) => injected.push(f),
+    });
     for (let i = 0; i < 200; i++) await h.handle(request(i));
     await h.handle(Object.assign(request(0), { method: "HEAD" }));
     expect(new Set(injected.map((f) => f.kind))).toEqual(new Set(["throttle", "server-error"]));
@@ -102,16 +132,41 @@ describe("decisions", () => {
 
   it("name the S3 operation, bucket and key of path-style and virtual-hosted requests, and the SQS operation and queue", () => {
     const r = (over: Record<string, unknown>) => ({ ...request(0), ...over }) as Parameters<NodeHttpHandler["handle"]>[0];
-    expect(describeRequest(r({ path: "/b/a%20b/c%2Bd.txt" }), "s3")).toEqual({ service: "s3", operation: "GetObject", bucket: "b", key: "a b/c+d.txt" });
-    expect(describeRequest(r({ method: "HEAD", hostname: "my-bucket.s3.us-east-1.amazonaws.com", path: "/_work/j/parts/0000001.part.json" }), "s3")).toEqual({
+    expect(describeRequest(r({ path: "/b/a%20b/c%2Bd.txt" }), "s3")).toEqual({
+      service: "s3",
+      operation: "GetObject",
+      bucket: "b",
+      key: "a b/c+d.txt",
+    });
+    expect(
+      describeRequest(
+        r({ method: "HEAD", hostname: "my-bucket.s3.us-east-1.amazonaws.com", path: "/_work/j/parts/0000001.part.json" }),
+        "s3",
+      ),
+    ).toEqual({
       service: "s3",
       operation: "HeadObject",
       bucket: "my-bucket",
       key: "_work/j/parts/0000001.part.json",
     });
-    expect(describeRequest(r({ path: "/b", query: { "list-type": "2", prefix: "_work/" } }), "s3")).toMatchObject({ operation: "ListObjectsV2", bucket: "b" });
-    expect(describeRequest(r({ method: "PUT", path: "/b/k", query: { partNumber: "1", uploadId: "u" } }), "s3")).toMatchObject({ operation: "UploadPart" });
-    expect(describeRequest(r({ method: "POST", path: "/", headers: { "X-Amz-Target": "AmazonSQS.SendMessageBatch" }, body: '{"QueueUrl":"http://q/1/tasks","Entries":[]}' }), "sqs")).toEqual({
+    expect(describeRequest(r({ path: "/b", query: { "list-type": "2", prefix: "_work/" } }), "s3")).toMatchObject({
+      operation: "ListObjectsV2",
+      bucket: "b",
+    });
+    expect(describeRequest(r({ method: "PUT", path: "/b/k", query: { partNumber: "1", uploadId: "u" } }), "s3")).toMatchObject({
+      operation: "UploadPart",
+    });
+    expect(
+      describeRequest(
+        r({
+          method: "POST",
+          path: "/",
+          headers: { "X-Amz-Target": "AmazonSQS.SendMessageBatch" },
+          body: '{"QueueUrl":"http://q/1/tasks","Entries":[]}',
+        }),
+        "sqs",
+      ),
+    ).toEqual({
       service: "sqs",
       operation: "SendMessageBatch",
       queueUrl: "http://q/1/tasks",
@@ -143,7 +198,9 @@ describe("through the SDK", () => {
 
   it("SQS throttling is RequestThrottled (JSON 1.0, query-compatible) the SDK classifies as a throttle and retries", async () => {
     const once = faulty({ rate: 1, limit: 1, kinds: ["throttle"] });
-    const out = await once.sqs.send(new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: [{ Id: "0", MessageBody: "throttled once" }] }));
+    const out = await once.sqs.send(
+      new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: [{ Id: "0", MessageBody: "throttled once" }] }),
+    );
     expect(out.$metadata.attempts).toBe(2);
     expect(out.Successful).toHaveLength(1);
 
@@ -161,7 +218,9 @@ describe("through the SDK", () => {
   it("a lost response is carried out and then retried: a SendMessageBatch delivers its messages twice", async () => {
     await drainQueue();
     const once = faulty({ rate: 1, limit: 1, kinds: ["lost-response"] });
-    const out = await once.sqs.send(new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: [{ Id: "0", MessageBody: "sent once, delivered twice" }] }));
+    const out = await once.sqs.send(
+      new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: [{ Id: "0", MessageBody: "sent once, delivered twice" }] }),
+    );
     expect(out.$metadata.attempts).toBe(2);
     expect((await drainQueue()).filter((b) => b === "sent once, delivered twice")).toHaveLength(2);
   });
@@ -179,7 +238,9 @@ describe("through the SDK", () => {
     })();
     expect(err).toBeInstanceOf(CloudmillError);
     expect(err).toMatchObject({ code: "ENVIRONMENT" });
-    expect((err as Error).message).toMatch(/^GetObject s3:\/\/cloudmill-input\/fi\/object\.txt failed: .*ECONNRESET.*\(while reading the body\)$/);
+    expect((err as Error).message).toMatch(
+      /^GetObject s3:\/\/cloudmill-input\/fi\/object\.txt failed: .*ECONNRESET.*\(while reading the body\)$/,
+    );
     expect(got).toBeLessThan(256 * 1024);
     // The next read is whole.
     let whole = 0;
@@ -189,7 +250,10 @@ describe("through the SDK", () => {
 
   it("retries the SDK gives up on reach the adapters as CloudmillError ENVIRONMENT naming the operation", async () => {
     const c = faulty({ rate: 1, kinds: ["throttle"] });
-    await expect(new S3BlobStore(c.s3, BUCKET).head("fi/object.txt")).rejects.toMatchObject({ code: "ENVIRONMENT", message: expect.stringMatching(/^HeadObject s3:\/\/cloudmill-input\/fi\/object\.txt failed/) });
+    await expect(new S3BlobStore(c.s3, BUCKET).head("fi/object.txt")).rejects.toMatchObject({
+      code: "ENVIRONMENT",
+      message: expect.stringMatching(/^HeadObject s3:\/\/cloudmill-input\/fi\/object\.txt failed/),
+    });
     await expect(new SqsTaskQueue(c.sqs, queueUrl).receive({ waitSeconds: 0 })).rejects.toMatchObject({
       code: "ENVIRONMENT",
       message: expect.stringMatching(/^ReceiveMessage on SQS queue fi-tasks failed: RequestThrottled/),
@@ -205,7 +269,9 @@ describe("through the SDK", () => {
     const slow = faulty({ rate: 1, kinds: ["delay"], delayMs: 30_000 });
     const abort = new AbortController();
     const t0 = performance.now();
-    const pending = errorOf(slow.sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 0 }), { abortSignal: abort.signal }));
+    const pending = errorOf(
+      slow.sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 0 }), { abortSignal: abort.signal }),
+    );
     setTimeout(() => abort.abort(), 100);
     expect((await pending).name).toBe("AbortError");
     expect(performance.now() - t0).toBeLessThan(5_000);
@@ -239,7 +305,9 @@ describe("the fault configuration handed to a dev-cloud worker", () => {
     ["an unknown kind", '{"rate":0.1,"kinds":["meteor"]}', /^--faults: kinds\.0: /],
     ["an unknown field", '{"rate":0.1,"sead":7}', /^--faults: value: /],
   ])("refuses %s with an error naming where it came from", (_what, value, message) => {
-    expect(() => parseFaultConfig(value, "--faults")).toThrow(expect.objectContaining({ code: "ENVIRONMENT", message: expect.stringMatching(message) }));
+    expect(() => parseFaultConfig(value, "--faults")).toThrow(
+      expect.objectContaining({ code: "ENVIRONMENT", message: expect.stringMatching(message) }),
+    );
   });
 });
 

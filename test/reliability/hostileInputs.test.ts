@@ -61,7 +61,11 @@ interface DataRow {
   readonly uploadKey?: string;
 }
 
-const slug = (name: string): string => name.replace(/[^a-z0-9]+/gi, "-").replace(/^-|-$/g, "").toLowerCase();
+const slug = (name: string): string =>
+  name
+    .replace(/[^a-z0-9]+/gi, "-")
+    .replace(/^-|-$/g, "")
+    .toLowerCase();
 const s3 = (key: string): string => `s3://cloudmill-input/${key}`;
 const long = "x".repeat(5 * CHUNK);
 
@@ -73,31 +77,116 @@ const DATA: readonly DataRow[] = [
     spec: { op: "stats" },
     expected: { result: { count: 0, sum: 0, min: null, max: null, mean: null, variance: null } },
   },
-  { name: "CRLF line endings", bytes: "a b\r\nc\r\n\r\nd\r\n", spec: { op: "wordcount" }, expected: { result: { total: 4, distinct: 4, top: [["a", 1], ["b", 1], ["c", 1], ["d", 1]] } } },
+  {
+    name: "CRLF line endings",
+    bytes: "a b\r\nc\r\n\r\nd\r\n",
+    spec: { op: "wordcount" },
+    expected: {
+      result: {
+        total: 4,
+        distinct: 4,
+        top: [
+          ["a", 1],
+          ["b", 1],
+          ["c", 1],
+          ["d", 1],
+        ],
+      },
+    },
+  },
   { name: "CRLF lines counted", bytes: "a b\r\nc\r\n\r\n", spec: { op: "count" }, expected: { result: { records: 3 } } },
   { name: "no final newline", bytes: "one\ntwo\nthree", spec: { op: "count" }, expected: { result: { records: 3 } } },
-  { name: "a UTF-8 byte-order mark before numbers", bytes: "\uFEFF1\n2\n3\n", spec: { op: "stats" }, expected: { result: { count: 3, sum: 6, min: 1, max: 3, mean: 2, variance: 2 / 3 } } },
-  { name: "a UTF-8 byte-order mark before words", bytes: "\uFEFFhello world hello", spec: { op: "wordcount" }, expected: { result: { total: 3, distinct: 2, top: [["hello", 2], ["world", 1]] } } },
+  {
+    name: "a UTF-8 byte-order mark before numbers",
+    bytes: "\uFEFF1\n2\n3\n",
+    spec: { op: "stats" },
+    expected: { result: { count: 3, sum: 6, min: 1, max: 3, mean: 2, variance: 2 / 3 } },
+  },
+  {
+    name: "a UTF-8 byte-order mark before words",
+    bytes: "\uFEFFhello world hello",
+    spec: { op: "wordcount" },
+    expected: {
+      result: {
+        total: 3,
+        distinct: 2,
+        top: [
+          ["hello", 2],
+          ["world", 1],
+        ],
+      },
+    },
+  },
   {
     name: "a record five times longer than the chunk",
     bytes: `${long}\nshort\n${long}\nshort\n`,
     spec: { op: "wordcount", chunkSize: CHUNK },
-    expected: { result: { total: 4, distinct: 2, top: [["short", 2], [long, 2]] } },
+    expected: {
+      result: {
+        total: 4,
+        distinct: 2,
+        top: [
+          ["short", 2],
+          [long, 2],
+        ],
+      },
+    },
   },
-  { name: "a record longer than the chunk, counted", bytes: `a\n${long}\nb\n${long}`, spec: { op: "count", chunkSize: CHUNK }, expected: { result: { records: 4 } } },
+  {
+    name: "a record longer than the chunk, counted",
+    bytes: `a\n${long}\nb\n${long}`,
+    spec: { op: "count", chunkSize: CHUNK },
+    expected: { result: { records: 4 } },
+  },
   {
     name: "invalid UTF-8",
     bytes: Buffer.from([0x66, 0x6f, 0xff, 0xfe, 0x20, 0x62, 0x61, 0x72, 0x0a, 0xc3, 0x28, 0x0a]),
     spec: { op: "wordcount" },
-    expected: { result: { total: 3, distinct: 3, top: [["bar", 1], ["fo\uFFFD\uFFFD", 1], ["\uFFFD(", 1]] } },
+    expected: {
+      result: {
+        total: 3,
+        distinct: 3,
+        top: [
+          ["bar", 1],
+          ["fo\uFFFD\uFFFD", 1],
+          ["\uFFFD(", 1],
+        ],
+      },
+    },
   },
-  { name: "invalid UTF-8, counted", bytes: Buffer.from([0xff, 0x0a, 0xfe, 0xfe, 0x0a, 0x80]), spec: { op: "count" }, expected: { result: { records: 3 } } },
-  { name: "NUL bytes", bytes: "a\0b c\n\0\n", spec: { op: "wordcount" }, expected: { result: { total: 3, distinct: 3, top: [["\0", 1], ["a\0b", 1], ["c", 1]] } } },
+  {
+    name: "invalid UTF-8, counted",
+    bytes: Buffer.from([0xff, 0x0a, 0xfe, 0xfe, 0x0a, 0x80]),
+    spec: { op: "count" },
+    expected: { result: { records: 3 } },
+  },
+  {
+    name: "NUL bytes",
+    bytes: "a\0b c\n\0\n",
+    spec: { op: "wordcount" },
+    expected: {
+      result: {
+        total: 3,
+        distinct: 3,
+        top: [
+          ["\0", 1],
+          ["a\0b", 1],
+          ["c", 1],
+        ],
+      },
+    },
+  },
   {
     name: "a CSV with an unbalanced quote",
     bytes: `k,v\n"${DATA_CANARY},1\nb,2\n`,
     spec: { op: "stats", format: "csv", params: { column: "v" } },
-    expected: { code: "BAD_RECORD", cloud: /\(byte 4\): unterminated quoted field/, local: /:2 \(byte 4\): unterminated quoted field/, line: 2, offset: 4 },
+    expected: {
+      code: "BAD_RECORD",
+      cloud: /\(byte 4\): unterminated quoted field/,
+      local: /:2 \(byte 4\): unterminated quoted field/,
+      line: 2,
+      offset: 4,
+    },
   },
   {
     name: "a CSV with an unbalanced quote, skipped on request",
@@ -109,7 +198,13 @@ const DATA: readonly DataRow[] = [
     name: "a malformed number",
     bytes: `1\n2\n${DATA_CANARY}3\n4\n`,
     spec: { op: "stats" },
-    expected: { code: "BAD_RECORD", cloud: new RegExp(`\\(byte 4\\): expected a number, got "${DATA_CANARY}3"$`), local: new RegExp(`:3 \\(byte 4\\): expected a number, got "${DATA_CANARY}3"$`), line: 3, offset: 4 },
+    expected: {
+      code: "BAD_RECORD",
+      cloud: new RegExp(`\\(byte 4\\): expected a number, got "${DATA_CANARY}3"$`),
+      local: new RegExp(`:3 \\(byte 4\\): expected a number, got "${DATA_CANARY}3"$`),
+      line: 3,
+      offset: 4,
+    },
   },
   {
     name: "malformed numbers, counted and skipped on request",
@@ -140,7 +235,18 @@ const DATA: readonly DataRow[] = [
     name: "words named __proto__, constructor and toString",
     bytes: "__proto__ constructor __proto__ toString hasOwnProperty\n",
     spec: { op: "wordcount" },
-    expected: { result: { total: 5, distinct: 4, top: [["__proto__", 2], ["constructor", 1], ["hasOwnProperty", 1], ["toString", 1]] } },
+    expected: {
+      result: {
+        total: 5,
+        distinct: 4,
+        top: [
+          ["__proto__", 2],
+          ["constructor", 1],
+          ["hasOwnProperty", 1],
+          ["toString", 1],
+        ],
+      },
+    },
   },
   {
     name: "a CSV header naming __proto__ and constructor",
@@ -168,7 +274,12 @@ interface SpecRow {
 }
 
 const SPECS: readonly SpecRow[] = [
-  { name: "a job spec that is not JSON", text: `{op: count, "${DATA_CANARY}"`, code: "INVALID_SPEC", message: /^job spec _jobs\/[^ ]+\.json: not valid JSON/ },
+  {
+    name: "a job spec that is not JSON",
+    text: `{op: count, "${DATA_CANARY}"`,
+    code: "INVALID_SPEC",
+    message: /^job spec _jobs\/[^ ]+\.json: not valid JSON/,
+  },
   {
     name: "a job spec larger than 256 KiB",
     text: (uri) => JSON.stringify({ op: "count", inputs: [uri], id: undefined, pad: DATA_CANARY.repeat(30_000) }),
@@ -182,7 +293,13 @@ const SPECS: readonly SpecRow[] = [
     message: /^unknown op "nope" \(known: count, grep, histogram, stats, wordcount\)$/,
     field: "op",
   },
-  { name: "an upload under an unknown op", text: "", uploadKey: "constructor/data.txt", code: "UNKNOWN_OP", message: /^unknown op "constructor"/ },
+  {
+    name: "an upload under an unknown op",
+    text: "",
+    uploadKey: "constructor/data.txt",
+    code: "UNKNOWN_OP",
+    message: /^unknown op "constructor"/,
+  },
   {
     name: "a negative chunk size",
     text: (uri) => JSON.stringify({ op: "count", inputs: [uri], chunkSize: -5 }),
@@ -211,7 +328,13 @@ const SPECS: readonly SpecRow[] = [
     message: /op: must be a lowercase name like `wordcount`/,
     field: "op",
   },
-  { name: "an upload whose op is a file URL", text: "", uploadKey: "file:evil/data.txt", code: "INVALID_SPEC", message: /op: must be a lowercase name like `wordcount`/ },
+  {
+    name: "an upload whose op is a file URL",
+    text: "",
+    uploadKey: "file:evil/data.txt",
+    code: "INVALID_SPEC",
+    message: /op: must be a lowercase name like `wordcount`/,
+  },
   {
     name: "a job spec naming code to load",
     text: (uri) => JSON.stringify({ op: "count", inputs: [uri], ops: "file:///tmp/evil.mjs" }),
@@ -240,62 +363,82 @@ const SPECS: readonly SpecRow[] = [
 
 /** The terminal status at `key`, and the keys of the job's outputs. */
 const waitForEnd = async (statusKey: string) =>
-  waitFor(`a final status at ${statusKey}`, async () => {
-    const s = await statusAt(c, statusKey);
-    return s && s.state !== "running" ? s : undefined;
-  }, 120_000, 300);
+  waitFor(
+    `a final status at ${statusKey}`,
+    async () => {
+      const s = await statusAt(c, statusKey);
+      return s && s.state !== "running" ? s : undefined;
+    },
+    120_000,
+    300,
+  );
 
 describe.concurrent("hostile data, through the emulated cloud and the local engine", () => {
-  it.each(DATA)("$name", async (row) => {
-    const id = `hostile-${slug(row.name)}`;
-    // Through the emulated cloud: an upload under <op>/ when the row needs no params, else a job spec.
-    let statusKey: string;
-    let resultKey: string;
-    if (row.uploadKey || (!row.spec.params && !row.spec.format && !row.spec.onBadRecord && !row.spec.chunkSize)) {
-      const key = row.uploadKey ?? `${row.spec.op}/hostile/${slug(row.name)}.txt`;
-      await putObject(c, key, row.bytes);
-      statusKey = `${key}/status.json`;
-      resultKey = `${key}/result.json`;
-    } else {
-      const input = `_inputs/${slug(row.name)}.txt`;
-      await putObject(c, input, row.bytes);
-      await putObject(c, `_jobs/${id}.json`, JSON.stringify({ ...row.spec, inputs: [s3(input)], chunkSize: row.spec.chunkSize ?? CHUNK }));
-      statusKey = `_jobs/${id}/status.json`;
-      resultKey = `_jobs/${id}/result.json`;
-    }
-    const status = await waitForEnd(statusKey);
-    const result = await getObject(c, c.outputBucket, resultKey);
+  it.each(DATA)(
+    "$name",
+    async (row) => {
+      const id = `hostile-${slug(row.name)}`;
+      // Through the emulated cloud: an upload under <op>/ when the row needs no params, else a job spec.
+      let statusKey: string;
+      let resultKey: string;
+      if (row.uploadKey || (!row.spec.params && !row.spec.format && !row.spec.onBadRecord && !row.spec.chunkSize)) {
+        const key = row.uploadKey ?? `${row.spec.op}/hostile/${slug(row.name)}.txt`;
+        await putObject(c, key, row.bytes);
+        statusKey = `${key}/status.json`;
+        resultKey = `${key}/result.json`;
+      } else {
+        const input = `_inputs/${slug(row.name)}.txt`;
+        await putObject(c, input, row.bytes);
+        await putObject(
+          c,
+          `_jobs/${id}.json`,
+          JSON.stringify({ ...row.spec, inputs: [s3(input)], chunkSize: row.spec.chunkSize ?? CHUNK }),
+        );
+        statusKey = `_jobs/${id}/status.json`;
+        resultKey = `_jobs/${id}/result.json`;
+      }
+      const status = await waitForEnd(statusKey);
+      const result = await getObject(c, c.outputBucket, resultKey);
 
-    // The same bytes through the local engine.
-    const file = path.join(dir, `${slug(row.name)}.txt`);
-    await writeFile(file, row.bytes);
-    const local = await runLocal({ spec: parseJobSpec({ ...row.spec, inputs: [file], chunkSize: row.spec.chunkSize ?? CHUNK }), registry: new OpRegistry(), workers: 0 }).then(
-      (r) => ({ ok: true as const, ...r }),
-      (e: unknown) => ({ ok: false as const, error: e }),
-    );
+      // The same bytes through the local engine.
+      const file = path.join(dir, `${slug(row.name)}.txt`);
+      await writeFile(file, row.bytes);
+      const local = await runLocal({
+        spec: parseJobSpec({ ...row.spec, inputs: [file], chunkSize: row.spec.chunkSize ?? CHUNK }),
+        registry: new OpRegistry(),
+        workers: 0,
+      }).then(
+        (r) => ({ ok: true as const, ...r }),
+        (e: unknown) => ({ ok: false as const, error: e }),
+      );
 
-    if ("result" in row.expected) {
-      expect(status, JSON.stringify(status.error)).toMatchObject({ state: "succeeded", ...(row.expected.skipped ? { skipped: row.expected.skipped } : {}) });
-      expect(JSON.parse(result!.toString("utf8"))).toEqual(row.expected.result);
-      expect(local.ok && local.result).toEqual(row.expected.result);
-      if (local.ok && row.expected.skipped) expect(local.status.skipped).toBe(row.expected.skipped);
-    } else {
-      const e = row.expected;
-      expect(status.state).toBe("failed");
-      expect(status.error).toMatchObject({ code: e.code, ...(e.offset !== undefined ? { offset: e.offset } : {}) });
-      expect(status.error!.message).toMatch(e.cloud);
-      expect(status.error!.input).toMatch(/^s3:\/\/cloudmill-input\//);
-      expect(result).toBeUndefined(); // no half-written result
-      expect(local.ok).toBe(false);
-      const err = (local as { error: unknown }).error;
-      expect(err).toBeInstanceOf(CloudmillError);
-      expect(err).toMatchObject({ code: e.code });
-      // The local engine names the file and the line (and the byte offset).
-      expect((err as CloudmillError).describe()).toMatch(e.local ?? e.cloud);
-      if (e.line !== undefined) expect((err as CloudmillError).describe()).toContain(`${file}:${e.line} `);
-      expect((err as CloudmillError).describe().startsWith(`${file}:`)).toBe(true);
-    }
-  }, 180_000);
+      if ("result" in row.expected) {
+        expect(status, JSON.stringify(status.error)).toMatchObject({
+          state: "succeeded",
+          ...(row.expected.skipped ? { skipped: row.expected.skipped } : {}),
+        });
+        expect(JSON.parse(result!.toString("utf8"))).toEqual(row.expected.result);
+        expect(local.ok && local.result).toEqual(row.expected.result);
+        if (local.ok && row.expected.skipped) expect(local.status.skipped).toBe(row.expected.skipped);
+      } else {
+        const e = row.expected;
+        expect(status.state).toBe("failed");
+        expect(status.error).toMatchObject({ code: e.code, ...(e.offset !== undefined ? { offset: e.offset } : {}) });
+        expect(status.error!.message).toMatch(e.cloud);
+        expect(status.error!.input).toMatch(/^s3:\/\/cloudmill-input\//);
+        expect(result).toBeUndefined(); // no half-written result
+        expect(local.ok).toBe(false);
+        const err = (local as { error: unknown }).error;
+        expect(err).toBeInstanceOf(CloudmillError);
+        expect(err).toMatchObject({ code: e.code });
+        // The local engine names the file and the line (and the byte offset).
+        expect((err as CloudmillError).describe()).toMatch(e.local ?? e.cloud);
+        if (e.line !== undefined) expect((err as CloudmillError).describe()).toContain(`${file}:${e.line} `);
+        expect((err as CloudmillError).describe().startsWith(`${file}:`)).toBe(true);
+      }
+    },
+    180_000,
+  );
 });
 
 describe.concurrent("hostile job specs and op names, through the emulated cloud", () => {
@@ -304,29 +447,33 @@ describe.concurrent("hostile job specs and op names, through the emulated cloud"
     await putObject(c, "_inputs/big.txt", Buffer.alloc(1_200_000, "a"));
   });
 
-  it.each(SPECS)("$name", async (row) => {
-    const id = `spec-${slug(row.name)}`;
-    let statusKey: string;
-    let resultKey: string;
-    if (row.uploadKey) {
-      await putObject(c, row.uploadKey, "a\nb\n");
-      statusKey = `${row.uploadKey}/status.json`;
-      resultKey = `${row.uploadKey}/result.json`;
-    } else {
-      const text = typeof row.text === "function" ? row.text(s3("_inputs/spec-input.txt")) : row.text;
-      await putObject(c, `_jobs/${id}.json`, text);
-      statusKey = `_jobs/${id}/status.json`;
-      resultKey = `_jobs/${id}/result.json`;
-    }
-    const status = await waitForEnd(statusKey);
-    expect(status.state).toBe("failed");
-    expect(status.error).toMatchObject({ code: row.code });
-    expect(status.error!.message).toMatch(row.message);
-    // Refused before any work: no tasks, no result.
-    expect(status.chunks).toBe(0);
-    expect(await getObject(c, c.outputBucket, resultKey)).toBeUndefined();
-    expect(await listKeys(c, c.outputBucket, `_work/${status.jobId}/parts/`)).toEqual([]);
-  }, 180_000);
+  it.each(SPECS)(
+    "$name",
+    async (row) => {
+      const id = `spec-${slug(row.name)}`;
+      let statusKey: string;
+      let resultKey: string;
+      if (row.uploadKey) {
+        await putObject(c, row.uploadKey, "a\nb\n");
+        statusKey = `${row.uploadKey}/status.json`;
+        resultKey = `${row.uploadKey}/result.json`;
+      } else {
+        const text = typeof row.text === "function" ? row.text(s3("_inputs/spec-input.txt")) : row.text;
+        await putObject(c, `_jobs/${id}.json`, text);
+        statusKey = `_jobs/${id}/status.json`;
+        resultKey = `_jobs/${id}/result.json`;
+      }
+      const status = await waitForEnd(statusKey);
+      expect(status.state).toBe("failed");
+      expect(status.error).toMatchObject({ code: row.code });
+      expect(status.error!.message).toMatch(row.message);
+      // Refused before any work: no tasks, no result.
+      expect(status.chunks).toBe(0);
+      expect(await getObject(c, c.outputBucket, resultKey)).toBeUndefined();
+      expect(await listKeys(c, c.outputBucket, `_work/${status.jobId}/parts/`)).toEqual([]);
+    },
+    180_000,
+  );
 });
 
 describe("prototype pollution through params", () => {
@@ -342,8 +489,12 @@ describe("prototype pollution through params", () => {
     await putObject(c, "_jobs/spec-proto-params.json", text);
     const status = await waitForEnd("_jobs/spec-proto-params/status.json");
     expect(status.state).toBe("succeeded");
-    expect(JSON.parse((await getObject(c, c.outputBucket, "_jobs/spec-proto-params/result.json"))!.toString("utf8"))).toEqual({ records: 2 });
-    const manifest = JSON.parse((await getObject(c, c.outputBucket, `_work/${status.jobId}/manifest.json`))!.toString("utf8")) as { job: { params: object } };
+    expect(JSON.parse((await getObject(c, c.outputBucket, "_jobs/spec-proto-params/result.json"))!.toString("utf8"))).toEqual({
+      records: 2,
+    });
+    const manifest = JSON.parse((await getObject(c, c.outputBucket, `_work/${status.jobId}/manifest.json`))!.toString("utf8")) as {
+      job: { params: object };
+    };
     expect(manifest.job.params).toEqual({});
   }, 180_000);
 });

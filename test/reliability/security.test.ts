@@ -58,7 +58,11 @@ beforeAll(() => {
   const cdkJson = JSON.parse(readFileSync(path.join(packageRoot, "cdk.json"), "utf8")) as { context: Record<string, unknown> };
   const app = new App({ context: { ...cdkJson.context, "aws:cdk:bundling-stacks": [] } });
   const stack = new CloudmillStack(app, "SecurityReview", {
-    pipeline: { labName: "security", alertEmail: "pi@lab.example.org", workerImage: ecs.ContainerImage.fromRegistry("cloudmill-worker:review") },
+    pipeline: {
+      labName: "security",
+      alertEmail: "pi@lab.example.org",
+      workerImage: ecs.ContainerImage.fromRegistry("cloudmill-worker:review"),
+    },
   });
   template = Template.fromStack(stack);
   resources = template.toJSON()["Resources"] as Record<string, Resource>;
@@ -79,7 +83,8 @@ const statementsOf = (roleId: string): Statement[] =>
     .flatMap(([, p]) => (p.Properties?.["PolicyDocument"] as { Statement: Statement[] } | undefined)?.Statement ?? []);
 
 const isPublic = (principal: unknown): boolean =>
-  principal === "*" || (typeof principal === "object" && principal !== null && list((principal as { AWS?: unknown }).AWS).some((p) => p === "*"));
+  principal === "*" ||
+  (typeof principal === "object" && principal !== null && list((principal as { AWS?: unknown }).AWS).some((p) => p === "*"));
 
 describe("no data resource is reachable without TLS or from the public", () => {
   it("every bucket blocks public access and is encrypted, and its policy denies any request without TLS (1.2+)", () => {
@@ -87,16 +92,30 @@ describe("no data resource is reachable without TLS or from the public", () => {
     expect(buckets.length).toBeGreaterThanOrEqual(2);
     const policies = ofType("AWS::S3::BucketPolicy").map(([, p]) => p.Properties!);
     for (const [id, bucket] of buckets) {
-      expect(bucket.Properties?.["PublicAccessBlockConfiguration"], id).toEqual({ BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true });
+      expect(bucket.Properties?.["PublicAccessBlockConfiguration"], id).toEqual({
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      });
       expect(bucket.Properties?.["BucketEncryption"], id).toBeDefined();
       const policy = policies.find((p) => (p["Bucket"] as { Ref?: string }).Ref === id);
       expect(policy, `${id} has no bucket policy`).toBeDefined();
       const statements = (policy!["PolicyDocument"] as { Statement: Statement[] }).Statement;
-      const denyPlain = statements.find((s) => s.Effect === "Deny" && isPublic(s.Principal) && list(s.Action).includes("s3:*") && s.Condition?.["Bool"]?.["aws:SecureTransport"] === "false");
+      const denyPlain = statements.find(
+        (s) =>
+          s.Effect === "Deny" &&
+          isPublic(s.Principal) &&
+          list(s.Action).includes("s3:*") &&
+          s.Condition?.["Bool"]?.["aws:SecureTransport"] === "false",
+      );
       expect(denyPlain, `${id} does not deny requests without TLS`).toBeDefined();
       // The deny covers the bucket and every object in it.
       expect(list(denyPlain!.Resource).map(flat).sort()).toEqual([`<${id}>`, `<${id}>/*`]);
-      expect(statements.some((s) => s.Effect === "Deny" && s.Condition?.["NumericLessThan"]?.["s3:TlsVersion"] === 1.2), `${id} accepts TLS < 1.2`).toBe(true);
+      expect(
+        statements.some((s) => s.Effect === "Deny" && s.Condition?.["NumericLessThan"]?.["s3:TlsVersion"] === 1.2),
+        `${id} accepts TLS < 1.2`,
+      ).toBe(true);
     }
   });
 
@@ -110,7 +129,13 @@ describe("no data resource is reachable without TLS or from the public", () => {
       expect(policy, `${id} has no queue policy`).toBeDefined();
       const statements = (policy!["PolicyDocument"] as { Statement: Statement[] }).Statement;
       expect(
-        statements.some((s) => s.Effect === "Deny" && isPublic(s.Principal) && list(s.Action).includes("sqs:*") && s.Condition?.["Bool"]?.["aws:SecureTransport"] === "false"),
+        statements.some(
+          (s) =>
+            s.Effect === "Deny" &&
+            isPublic(s.Principal) &&
+            list(s.Action).includes("sqs:*") &&
+            s.Condition?.["Bool"]?.["aws:SecureTransport"] === "false",
+        ),
         `${id} does not deny requests without TLS`,
       ).toBe(true);
     }
@@ -119,19 +144,21 @@ describe("no data resource is reachable without TLS or from the public", () => {
   it("no policy anywhere allows the public, no function has a URL, and no security group admits traffic", () => {
     const documents: [string, Statement[]][] = [];
     for (const [id, r] of Object.entries(resources)) {
-      const doc = (r.Properties?.["PolicyDocument"] ?? r.Properties?.["AssumeRolePolicyDocument"]) as { Statement?: Statement[] } | undefined;
+      const doc = (r.Properties?.["PolicyDocument"] ?? r.Properties?.["AssumeRolePolicyDocument"]) as
+        | { Statement?: Statement[] }
+        | undefined;
       if (doc?.Statement) documents.push([id, doc.Statement]);
     }
     expect(documents.length).toBeGreaterThan(5);
     for (const [id, statements] of documents) {
-      for (const s of statements) expect(s.Effect === "Allow" && isPublic(s.Principal), `${id} allows the public: ${JSON.stringify(s)}`).toBe(false);
+      for (const s of statements)
+        expect(s.Effect === "Allow" && isPublic(s.Principal), `${id} allows the public: ${JSON.stringify(s)}`).toBe(false);
     }
     expect(ofType("AWS::Lambda::Url")).toEqual([]);
     for (const [id, p] of ofType("AWS::Lambda::Permission")) expect(p.Properties?.["Principal"], id).not.toBe("*");
     for (const [id, sg] of ofType("AWS::EC2::SecurityGroup")) expect(sg.Properties?.["SecurityGroupIngress"] ?? [], id).toEqual([]);
     expect(ofType("AWS::EC2::SecurityGroupIngress")).toEqual([]);
   });
-
 });
 
 // ── What each role does, recorded at the SDK's request handler ─────────────────────────────
@@ -163,7 +190,10 @@ describe("each role may do exactly what its code does", () => {
     await put("_inputs/dir/a.txt", "one two\n".repeat(30));
     await put("_inputs/dir/b.txt", "three\n".repeat(30));
     await put("stats/bad.txt", `${"1\n".repeat(60)}x\n`);
-    await put("_jobs/review-spec-1.json", JSON.stringify({ op: "wordcount", inputs: [`s3://${DEV_BUCKETS.input}/_inputs/dir/`], chunkSize: 64 }));
+    await put(
+      "_jobs/review-spec-1.json",
+      JSON.stringify({ op: "wordcount", inputs: [`s3://${DEV_BUCKETS.input}/_inputs/dir/`], chunkSize: 64 }),
+    );
     await put("_jobs/review-bad-1.json", "{not json");
 
     const config: TriggerConfig = { defaultChunkSize: 64, maxAttempts: 3, jobDeadlineSeconds: 3600 };
@@ -175,30 +205,50 @@ describe("each role may do exactly what its code does", () => {
     // A job whose tasks are lost: its dead letters go to the dead-letter role.
     const dead = await created("count/dead letters.txt");
     const lost: string[] = [];
-    await waitFor("the lost job's tasks", async () => {
-      for (const m of await queue.receive({ maxMessages: 10 })) {
-        lost.push(m.body);
-        await queue.delete(m.receiptHandle);
-      }
-      return lost.length >= (dead as { chunks: number }).chunks ? true : undefined;
-    }, 30_000, 50);
+    await waitFor(
+      "the lost job's tasks",
+      async () => {
+        for (const m of await queue.receive({ maxMessages: 10 })) {
+          lost.push(m.body);
+          await queue.delete(m.receiptHandle);
+        }
+        return lost.length >= (dead as { chunks: number }).chunks ? true : undefined;
+      },
+      30_000,
+      50,
+    );
     const reduce = reducerHandler(cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, clientsOf("reducer")));
     const partEvents = (jobId: string, indexes: number[]) => ({
       Records: indexes.map((i) => ({
         messageId: `${jobId}-${i}`,
-        body: JSON.stringify({ Records: [{ eventName: "ObjectCreated:Put", s3: { bucket: { name: DEV_BUCKETS.output }, object: { key: encodeEventKey(partKey(jobId, i)) } } }] }),
+        body: JSON.stringify({
+          Records: [
+            {
+              eventName: "ObjectCreated:Put",
+              s3: { bucket: { name: DEV_BUCKETS.output }, object: { key: encodeEventKey(partKey(jobId, i)) } },
+            },
+          ],
+        }),
       })),
     });
-    await put("_jobs/review-lost-2.json", JSON.stringify({ op: "count", inputs: [`s3://${DEV_BUCKETS.input}/count/dead letters.txt`], chunkSize: 64 }));
+    await put(
+      "_jobs/review-lost-2.json",
+      JSON.stringify({ op: "count", inputs: [`s3://${DEV_BUCKETS.input}/count/dead letters.txt`], chunkSize: 64 }),
+    );
     const deadSpec = await created("_jobs/review-lost-2.json");
     const lostSpec: string[] = [];
-    await waitFor("the lost spec job's tasks", async () => {
-      for (const m of await queue.receive({ maxMessages: 10 })) {
-        lostSpec.push(m.body);
-        await queue.delete(m.receiptHandle);
-      }
-      return lostSpec.length >= (deadSpec as { chunks: number }).chunks ? true : undefined;
-    }, 30_000, 50);
+    await waitFor(
+      "the lost spec job's tasks",
+      async () => {
+        for (const m of await queue.receive({ maxMessages: 10 })) {
+          lostSpec.push(m.body);
+          await queue.delete(m.receiptHandle);
+        }
+        return lostSpec.length >= (deadSpec as { chunks: number }).chunks ? true : undefined;
+      },
+      30_000,
+      50,
+    );
     const deadJob = (dead as { jobId: string }).jobId;
     await reduce(partEvents(deadJob, [0])); // incomplete: progress only
     const deadLetters = deadLetterHandler(cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, clientsOf("deadLetters")));
@@ -207,7 +257,13 @@ describe("each role may do exactly what its code does", () => {
 
     // Jobs that run: an upload (and its duplicate event), a spec over a prefix, a bad record; and refusals.
     await put("count/review empty.txt", "");
-    const started = [await created("count/review empty.txt"), await created("count/review data.txt"), await created("count/review data.txt"), await created("_jobs/review-spec-1.json"), await created("stats/bad.txt")];
+    const started = [
+      await created("count/review empty.txt"),
+      await created("count/review data.txt"),
+      await created("count/review data.txt"),
+      await created("_jobs/review-spec-1.json"),
+      await created("stats/bad.txt"),
+    ];
     await created("_jobs/review-bad-1.json");
     await created("nope/x.txt");
 
@@ -215,11 +271,23 @@ describe("each role may do exactly what its code does", () => {
     const workerClients = clientsOf("worker", { rate: 1, limit: 1, kinds: ["reset-body"], operations: ["GetObject"] });
     const workerDeps: PipelineDeps = cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, workerClients);
     const runWorker = async () => {
-      const worker = new TaskWorker({ queue: new SqsTaskQueue(workerClients.sqs, taskQueueUrl), deps: workerDeps, concurrency: 2, visibilitySeconds: 30, heartbeatSeconds: 1, waitSeconds: 1 }).start();
-      await waitFor("the task queue to empty", async () => {
-        const d = await queue.depth();
-        return d.visible + d.inFlight === 0 ? true : undefined;
-      }, 60_000, 200);
+      const worker = new TaskWorker({
+        queue: new SqsTaskQueue(workerClients.sqs, taskQueueUrl),
+        deps: workerDeps,
+        concurrency: 2,
+        visibilitySeconds: 30,
+        heartbeatSeconds: 1,
+        waitSeconds: 1,
+      }).start();
+      await waitFor(
+        "the task queue to empty",
+        async () => {
+          const d = await queue.depth();
+          return d.visible + d.inFlight === 0 ? true : undefined;
+        },
+        60_000,
+        200,
+      );
       await worker.stop(5_000);
     };
     await runWorker();
@@ -230,7 +298,10 @@ describe("each role may do exactly what its code does", () => {
     for (const outcome of started) {
       if (!("jobId" in outcome)) continue;
       const indexes: number[] = [];
-      for await (const _part of cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, plain).output.list(partsPrefix(outcome.jobId))) indexes.push(indexes.length);
+      for await (const _part of cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, plain).output.list(
+        partsPrefix(outcome.jobId),
+      ))
+        indexes.push(indexes.length);
       await reduce(partEvents(outcome.jobId, indexes.length ? indexes : [0]));
       await reduce(partEvents(outcome.jobId, [0])); // again: already succeeded (or ended)
     }
@@ -271,7 +342,8 @@ describe("each role may do exactly what its code does", () => {
             case "GetObject":
               needs.push({ role, action: "s3:GetObject", resource: object, context: {}, why });
               // S3 answers 404 for a missing key only to those who may list the bucket; others get 403.
-              if (r.status === 404) needs.push({ role, action: "s3:ListBucket", resource: bucket, context: {}, why: `${why} (404 needs s3:ListBucket)` });
+              if (r.status === 404)
+                needs.push({ role, action: "s3:ListBucket", resource: bucket, context: {}, why: `${why} (404 needs s3:ListBucket)` });
               break;
             case "PutObject":
             case "CreateMultipartUpload":
@@ -289,7 +361,9 @@ describe("each role may do exactly what its code does", () => {
               throw new Error(`no IAM mapping for S3 ${r.operation}`);
           }
         } else {
-          const action = { SendMessageBatch: "sqs:SendMessage", SendMessage: "sqs:SendMessage", DeleteMessageBatch: "sqs:DeleteMessage" }[r.operation] ?? `sqs:${r.operation}`;
+          const action =
+            { SendMessageBatch: "sqs:SendMessage", SendMessage: "sqs:SendMessage", DeleteMessageBatch: "sqs:DeleteMessage" }[r.operation] ??
+            `sqs:${r.operation}`;
           expect(r.queueUrl).toBe(taskQueueUrl);
           needs.push({ role, action, resource: `<${queueId}>`, context: {}, why });
         }
@@ -298,7 +372,13 @@ describe("each role may do exactly what its code does", () => {
     return needs;
   };
 
-  const glob = (pattern: string): RegExp => new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".")}$`);
+  const glob = (pattern: string): RegExp =>
+    new RegExp(
+      `^${pattern
+        .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+        .replace(/\*/g, ".*")
+        .replace(/\?/g, ".")}$`,
+    );
   const conditionHolds = (condition: Statement["Condition"], context: Readonly<Record<string, string>>): boolean =>
     Object.entries(condition ?? {}).every(([operator, tests]) =>
       Object.entries(tests).every(([key, values]) => {
@@ -310,7 +390,12 @@ describe("each role may do exactly what its code does", () => {
       }),
     );
   const allows = (s: Statement, need: Need): boolean =>
-    s.Effect === "Allow" && list(s.Action).some((a) => glob(a).test(need.action)) && list(s.Resource).map(flat).some((r) => glob(r).test(need.resource)) && conditionHolds(s.Condition, need.context);
+    s.Effect === "Allow" &&
+    list(s.Action).some((a) => glob(a).test(need.action)) &&
+    list(s.Resource)
+      .map(flat)
+      .some((r) => glob(r).test(need.resource)) &&
+    conditionHolds(s.Condition, need.context);
 
   const roleIds = (): Record<RoleName, string> => ({
     splitter: one("AWS::IAM::Role", "PipelineSplitterRole"),
@@ -321,8 +406,12 @@ describe("each role may do exactly what its code does", () => {
 
   it("every role exercised the code paths under review", () => {
     const ops = (role: RoleName) => new Set(recorded.get(role)!.map((r) => r.operation));
-    expect([...ops("splitter")].sort()).toEqual(expect.arrayContaining(["GetObject", "HeadObject", "ListObjectsV2", "PutObject", "SendMessageBatch"]));
-    expect([...ops("worker")].sort()).toEqual(expect.arrayContaining(["ChangeMessageVisibility", "DeleteMessage", "GetObject", "HeadObject", "PutObject", "ReceiveMessage"]));
+    expect([...ops("splitter")].sort()).toEqual(
+      expect.arrayContaining(["GetObject", "HeadObject", "ListObjectsV2", "PutObject", "SendMessageBatch"]),
+    );
+    expect([...ops("worker")].sort()).toEqual(
+      expect.arrayContaining(["ChangeMessageVisibility", "DeleteMessage", "GetObject", "HeadObject", "PutObject", "ReceiveMessage"]),
+    );
     expect([...ops("reducer")].sort()).toEqual(expect.arrayContaining(["GetObject", "ListObjectsV2", "PutObject"]));
     expect([...ops("deadLetters")].sort()).toEqual(expect.arrayContaining(["GetObject", "HeadObject", "PutObject"]));
   });
@@ -357,7 +446,10 @@ describe("each role may do exactly what its code does", () => {
             // Queues a Lambda event source or dead-letter target uses on the function's behalf are not the code's.
             const data = action.startsWith("s3:") || (action.startsWith("sqs:") && resource === taskQueue);
             if (!data) continue;
-            const used = needs.some((n) => n.role === role && glob(action).test(n.action) && glob(resource).test(n.resource) && conditionHolds(s.Condition, n.context));
+            const used = needs.some(
+              (n) =>
+                n.role === role && glob(action).test(n.action) && glob(resource).test(n.resource) && conditionHolds(s.Condition, n.context),
+            );
             if (!used) unused.push(`${role}: ${action} on ${resource}`);
           }
         }
@@ -396,7 +488,10 @@ describe("uploads cannot choose code, only a registered op", () => {
   it("task messages naming a module, a path or a file URL are refused without loading anything", async () => {
     const marker = path.join(dir, "evil-ran");
     const evil = path.join(dir, "evil.mjs");
-    await writeFile(evil, `import { writeFileSync } from "node:fs"; writeFileSync(${JSON.stringify(marker)}, "ran"); export const op = {};\n`);
+    await writeFile(
+      evil,
+      `import { writeFileSync } from "node:fs"; writeFileSync(${JSON.stringify(marker)}, "ran"); export const op = {};\n`,
+    );
     const store = new FsBlobStore(path.join(dir, "store"));
     await store.put("data.txt", "a\nb\n");
     const info = (await store.head("data.txt"))!;
@@ -413,20 +508,37 @@ describe("uploads cannot choose code, only a registered op", () => {
     ];
     const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
     await queue.sendBatch(hostile.map((t) => JSON.stringify(t)));
-    const deps: PipelineDeps = { output: new FsBlobStore(path.join(dir, "out")), inputStore: () => store, registry: new OpRegistry(), log: silentLogger };
+    const deps: PipelineDeps = {
+      output: new FsBlobStore(path.join(dir, "out")),
+      inputStore: () => store,
+      registry: new OpRegistry(),
+      log: silentLogger,
+    };
     const refused: string[] = [];
     const worker = new TaskWorker({ queue, deps, concurrency: 1, visibilitySeconds: 30, heartbeatSeconds: 10, waitSeconds: 1 });
     worker.on("task_failed", (task, err) => refused.push(`${task?.jobId ?? "not a task"}: ${err.code}`));
     worker.on("task_done", (task) => refused.push(`${task.jobId}: DONE`));
     worker.start();
-    await waitFor("every hostile message handled", async () => {
-      const d = await queue.depth();
-      return d.visible + d.inFlight === 0 ? true : undefined;
-    }, 30_000, 50);
+    await waitFor(
+      "every hostile message handled",
+      async () => {
+        const d = await queue.depth();
+        return d.visible + d.inFlight === 0 ? true : undefined;
+      },
+      30_000,
+      50,
+    );
     await worker.stop(5_000);
     queue.close();
     expect(existsSync(marker)).toBe(false);
     // Not task messages at all (an op that is no name, an unknown field), or an op no registry holds.
-    expect(refused.sort()).toEqual(["evil-5: INVALID_SPEC", "evil-6: UNKNOWN_OP", "not a task: INVALID_SPEC", "not a task: INVALID_SPEC", "not a task: INVALID_SPEC", "not a task: INVALID_SPEC"]);
+    expect(refused.sort()).toEqual([
+      "evil-5: INVALID_SPEC",
+      "evil-6: UNKNOWN_OP",
+      "not a task: INVALID_SPEC",
+      "not a task: INVALID_SPEC",
+      "not a task: INVALID_SPEC",
+      "not a task: INVALID_SPEC",
+    ]);
   });
 });

@@ -46,7 +46,15 @@ afterEach(async () => {
 
 const startRunning = async (done: number): Promise<void> => {
   await writeJson(store, manifestKey(JOB), manifest);
-  await writeJson(store, out.status, { jobId: JOB, state: "running", chunks: 10, done, op: "count", inputs: ["s3://in/data.txt"], startedAt: manifest.createdAt });
+  await writeJson(store, out.status, {
+    jobId: JOB,
+    state: "running",
+    chunks: 10,
+    done,
+    op: "count",
+    inputs: ["s3://in/data.txt"],
+    startedAt: manifest.createdAt,
+  });
 };
 
 describe("cancelJob", () => {
@@ -72,7 +80,12 @@ describe("cancelJob", () => {
   it("makes every later task of the job a no-op", async () => {
     await startRunning(0);
     await cancelJob(deps(), JOB, out);
-    const task = { v: 1 as const, jobId: JOB, job: manifest.job, chunk: { index: 3, inputIndex: 0, input: manifest.inputs[0]!, start: 30, end: 40 } };
+    const task = {
+      v: 1 as const,
+      jobId: JOB,
+      job: manifest.job,
+      chunk: { index: 3, inputIndex: 0, input: manifest.inputs[0]!, start: 30, end: 40 },
+    };
     await expect(runTask({ ...deps(), inputStore: () => store, registry: new OpRegistry() }, task)).resolves.toEqual({ kind: "job-ended" });
   });
 

@@ -40,7 +40,9 @@ afterEach(() => {
 
 describe("JobFuture.result", () => {
   it("polls status once per poll, backing off from 250 ms to 5 s: a 200-chunk job of 60 s costs under 20 reads", async () => {
-    const backend = scripted((t) => (t >= 60_000 ? { state: "succeeded", chunks: 200, done: 200 } : running(Math.floor(t / 300))), { records: 7 });
+    const backend = scripted((t) => (t >= 60_000 ? { state: "succeeded", chunks: 200, done: 200 } : running(Math.floor(t / 300))), {
+      records: 7,
+    });
     const future = new JobFuture("job-a", backend);
     const result = future.result();
     await vi.advanceTimersByTimeAsync(70_000);
@@ -54,7 +56,12 @@ describe("JobFuture.result", () => {
   });
 
   it("settles once: after the job ended, result() answers without reading again", async () => {
-    const backend = scripted(() => ({ state: "failed", chunks: 3, done: 1, error: { code: "BAD_RECORD", message: "data.txt:3 (byte 9): expected a number, got \"x\"", chunk: 1 } }));
+    const backend = scripted(() => ({
+      state: "failed",
+      chunks: 3,
+      done: 1,
+      error: { code: "BAD_RECORD", message: 'data.txt:3 (byte 9): expected a number, got "x"', chunk: 1 },
+    }));
     const future = new JobFuture("job-b", backend);
     const first = await future.result().catch((e: unknown) => e);
     expect(first).toBeInstanceOf(CloudmillError);
@@ -91,12 +98,18 @@ describe("JobFuture.result", () => {
   });
 
   it("rejects a cancelled job with CANCELLED", async () => {
-    const future = new JobFuture("job-e", scripted(() => ({ state: "cancelled", chunks: 10, done: 4 })));
+    const future = new JobFuture(
+      "job-e",
+      scripted(() => ({ state: "cancelled", chunks: 10, done: 4 })),
+    );
     await expect(future.result()).rejects.toMatchObject({ code: "CANCELLED", message: "job job-e was cancelled (4 of 10 chunks done)" });
   });
 
   it("progress() is chunks done of total", async () => {
-    const future = new JobFuture("job-f", scripted(() => running(50, 200)));
+    const future = new JobFuture(
+      "job-f",
+      scripted(() => running(50, 200)),
+    );
     await expect(future.progress()).resolves.toEqual({ state: "running", done: 50, total: 200, fraction: 0.25 });
   });
 });
@@ -104,7 +117,9 @@ describe("JobFuture.result", () => {
 describe("waitAll and asCompleted", () => {
   it("waitAll rejects with the first failure and stops polling the others", async () => {
     const slow = scripted(() => running());
-    const failing = scripted((t) => (t < 1_000 ? running() : { state: "failed", chunks: 2, done: 0, error: { code: "CHUNK_FAILED", message: "chunk 0 failed" } }));
+    const failing = scripted((t) =>
+      t < 1_000 ? running() : { state: "failed", chunks: 2, done: 0, error: { code: "CHUNK_FAILED", message: "chunk 0 failed" } },
+    );
     const outcome = waitAll([new JobFuture("slow", slow), new JobFuture("failing", failing)]).catch((e: unknown) => e);
     await vi.advanceTimersByTimeAsync(3_000);
     expect(await outcome).toMatchObject({ code: "CHUNK_FAILED" });
@@ -115,15 +130,24 @@ describe("waitAll and asCompleted", () => {
   });
 
   it("waitAll gives results in the futures' order, whatever order they end in", async () => {
-    const a = new JobFuture("a", scripted((t) => (t > 4_000 ? { state: "succeeded", chunks: 1, done: 1 } : running()), "A"));
-    const b = new JobFuture("b", scripted(() => ({ state: "succeeded", chunks: 1, done: 1 }), "B"));
+    const a = new JobFuture(
+      "a",
+      scripted((t) => (t > 4_000 ? { state: "succeeded", chunks: 1, done: 1 } : running()), "A"),
+    );
+    const b = new JobFuture(
+      "b",
+      scripted(() => ({ state: "succeeded", chunks: 1, done: 1 }), "B"),
+    );
     const outcome = waitAll([a, b]);
     await vi.advanceTimersByTimeAsync(10_000);
     await expect(outcome).resolves.toEqual(["A", "B"]);
   });
 
   it("asCompleted stops polling when the loop breaks", async () => {
-    const fast = new JobFuture("fast", scripted(() => ({ state: "succeeded", chunks: 1, done: 1 })));
+    const fast = new JobFuture(
+      "fast",
+      scripted(() => ({ state: "succeeded", chunks: 1, done: 1 })),
+    );
     const never = scripted(() => running());
     const seen: string[] = [];
     const loop = (async () => {
@@ -143,7 +167,16 @@ describe("waitAll and asCompleted", () => {
 
   it("asCompleted throws a DEADLINE after its timeout", async () => {
     const outcome = (async () => {
-      for await (const f of asCompleted([new JobFuture("never", scripted(() => running()))], { timeoutMs: 2_000 })) void f;
+      for await (const f of asCompleted(
+        [
+          new JobFuture(
+            "never",
+            scripted(() => running()),
+          ),
+        ],
+        { timeoutMs: 2_000 },
+      ))
+        void f;
     })().catch((e: unknown) => e);
     await vi.advanceTimersByTimeAsync(2_000);
     expect(await outcome).toMatchObject({ code: "DEADLINE", message: expect.stringMatching(/1 job\(s\) had not ended after 2s/) });

@@ -3,7 +3,12 @@ import { S3Client } from "@aws-sdk/client-s3";
 
 /** An S3 client for an emulator that counts the commands it sends, by name. */
 export const countingS3 = (endpoint: string): { s3: S3Client; counts: Map<string, number>; total(): number } => {
-  const s3 = new S3Client({ endpoint, region: "us-east-1", forcePathStyle: true, credentials: { accessKeyId: "test", secretAccessKey: "test" } });
+  const s3 = new S3Client({
+    endpoint,
+    region: "us-east-1",
+    forcePathStyle: true,
+    credentials: { accessKeyId: "test", secretAccessKey: "test" },
+  });
   const counts = new Map<string, number>();
   s3.middlewareStack.add(
     (next, context) => async (args) => {
