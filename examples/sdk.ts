@@ -6,7 +6,7 @@
  *   npx tsx examples/sdk.ts --stack Cloudmill-mylab              # your lab's AWS (default credentials and region)
  */
 import { parseArgs } from "node:util";
-import { asCompleted, Cloudmill, CloudmillError, waitAll } from "cloudmill";
+import { asCompleted, Cloudmill, CloudmillError, waitAll } from "cloudmill/sdk";
 
 const { values } = parseArgs({ options: { stack: { type: "string" }, endpoint: { type: "string" } } });
 
@@ -42,8 +42,13 @@ try {
 // 4. The worker fleet (ECS on EC2) of a deployed stack.
 if (values.stack) {
   const fleet = await mill.fleet();
-  console.log(`workers: ${fleet.desired} desired, ${fleet.running} running, ${fleet.pending} pending on ${fleet.instances.length} instance(s)`);
-  for (const i of fleet.instances) console.log(`  ${i.instanceId} ${i.type} ${i.market} since ${i.launchTime?.toISOString()}: CPU ${Math.round(i.cpu.fraction * 100)}% reserved`);
+  console.log(
+    `workers: ${fleet.desired} desired, ${fleet.running} running, ${fleet.pending} pending on ${fleet.instances.length} instance(s)`,
+  );
+  for (const i of fleet.instances)
+    console.log(
+      `  ${i.instanceId} ${i.type} ${i.market} since ${i.launchTime?.toISOString()}: CPU ${Math.round(i.cpu.fraction * 100)}% reserved`,
+    );
 }
 
 mill.close();

@@ -1,17 +1,17 @@
 /**
- * cloudmill's package root: the SDK (`Cloudmill`, futures and helpers), user ops
- * (`defineOp`), the embedded engine (`runLocal`), errors and types. Re-exports only.
+ * cloudmill's package root, light on purpose: it loads no AWS client. User ops (`defineOp`),
+ * the embedded engine (`runLocal`), the op registry, job specs, errors and result types.
+ * The SDK is `cloudmill/sdk`; the CDK construct is `cloudmill/cdk`.
  *
  * ```ts
- * import { Cloudmill, waitAll } from "cloudmill";
- * const mill = new Cloudmill({ stack: "Cloudmill-mylab" });
- * console.log(await waitAll(mill.map("wordcount", ["a.txt", "b.txt", "s3://lab-data/c.txt"])));
+ * import { defineOp } from "cloudmill";
+ * export const longest = defineOp({ name: "longest-line", format: "lines", map: (l: string) => l.length, combine: Math.max });
  * ```
  */
-export * from "./sdk/index.js";
 export { defineOp, type OpDefinition, type RecordMeta, type UserOp } from "./core/ops/defineOp.js";
 export { runLocal, type LocalRunOptions, type LocalRunResult, type Progress } from "./local/localEngine.js";
 export { OpRegistry } from "./core/ops/registry.js";
+export { loadOpsModule } from "./local/opModules.js";
 export { parseJobSpec, type JobSpec, type JobSpecInput, type Format, type OnBadRecord, type ParamValue } from "./core/job/spec.js";
 export { CloudmillError, ErrorCode, type ErrorContext } from "./core/errors.js";
 export { jsonLogger, silentLogger, type Logger } from "./core/log.js";

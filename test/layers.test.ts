@@ -90,6 +90,37 @@ const sourcesOf = async (dirs: readonly string[]): Promise<SourceFile[]> => {
   return files;
 };
 
+/** Every package the module graph from `entry` reaches, following relative imports through the sources. */
+const packagesReachedFrom = (files: readonly SourceFile[], entry: string): Set<string> => {
+  const byFile = new Map(files.map((f) => [f.file, f.text]));
+  const seen = new Set<string>();
+  const packages = new Set<string>();
+  const visit = (file: string): void => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    const text = byFile.get(file);
+    if (text === undefined) throw new Error(`${file}: not a source file`);
+    for (const { fileName: spec } of ts.preProcessFile(text, true, true).importedFiles) {
+      if (spec.startsWith(".")) visit(path.posix.normalize(path.posix.join(path.posix.dirname(file), spec)).replace(/\.js$/, ".ts"));
+      else packages.add(spec);
+    }
+  };
+  visit(entry);
+  return packages;
+};
+
+describe("the package root", () => {
+  it('loads no AWS client, emulator or CDK: `import { defineOp } from "cloudmill"` stays light', async () => {
+    const files = await sourcesOf(["lib"]);
+    const reached = [...packagesReachedFrom(files, "lib/index.ts")];
+    expect(reached.filter((p) => /^(@aws-sdk|@smithy|@aws-lambda-powertools|fauxqs|aws-cdk-lib|constructs|cdk-nag)(\/|$)/.test(p))).toEqual(
+      [],
+    );
+    // The SDK subpath is where the AWS clients are.
+    expect([...packagesReachedFrom(files, "lib/sdk/index.ts")]).toContain("@aws-sdk/client-s3");
+  });
+});
+
 describe("line length", () => {
   it("no line of lib/, infra/, functions/ or worker/ is longer than biome.json's lineWidth", async () => {
     const { formatter } = JSON.parse(await readFile(path.join(packageRoot, "biome.json"), "utf8")) as { formatter: { lineWidth: number } };

@@ -3,6 +3,7 @@ export { Cloudmill, type CloudmillTarget, type JobParams, type MapOptions } from
 export { JobFuture } from "./JobFuture.js";
 export { asCompleted, waitAll, type WaitOptions } from "./futures.js";
 export { JobFailedError } from "./errors.js";
+export { CloudmillError, ErrorCode, type ErrorContext } from "../core/errors.js";
 export { STACK_OUTPUTS, stackNameOf } from "../core/stack.js";
 export { describeFleet, type FleetClients, type FleetTarget } from "./fleet.js";
 export type {

@@ -17,7 +17,7 @@ import { partsPrefix } from "../../lib/core/keys.js";
 import { startDevCloud, type DevCloud } from "../../lib/dev/devCloud.js";
 import { CloudmillError } from "../../lib/core/errors.js";
 import { silentLogger } from "../../lib/core/log.js";
-import { asCompleted, Cloudmill, JobFailedError, waitAll, type JobFuture } from "../../lib/index.js";
+import { asCompleted, Cloudmill, JobFailedError, waitAll, type JobFuture } from "../../lib/sdk/index.js";
 import { chunksOf, expectMatchesReference } from "../helpers/devCloud.js";
 import { countingS3 } from "./support.js";
 

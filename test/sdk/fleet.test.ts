@@ -20,7 +20,7 @@ import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CliIO } from "../../lib/cli/io.js";
 import { runCli } from "../../lib/cli/main.js";
-import { Cloudmill, CloudmillError, STACK_OUTPUTS } from "../../lib/index.js";
+import { Cloudmill, CloudmillError, STACK_OUTPUTS } from "../../lib/sdk/index.js";
 import { startMoto, type Moto } from "./support.js";
 
 const started: Moto | undefined = await startMoto();
@@ -72,8 +72,19 @@ beforeAll(async () => {
     // Two instances: one on demand, one spot; both registered with the cluster.
     const { Images } = await ec2.send(new DescribeImagesCommand({}));
     const ami = Images![0]!.ImageId!;
-    onDemand = (await ec2.send(new RunInstancesCommand({ ImageId: ami, MinCount: 1, MaxCount: 1, InstanceType: "c7g.xlarge" }))).Instances![0]!;
-    spot = (await ec2.send(new RunInstancesCommand({ ImageId: ami, MinCount: 1, MaxCount: 1, InstanceType: "m7g.large", InstanceMarketOptions: { MarketType: "spot" } }))).Instances![0]!;
+    onDemand = (await ec2.send(new RunInstancesCommand({ ImageId: ami, MinCount: 1, MaxCount: 1, InstanceType: "c7g.xlarge" })))
+      .Instances![0]!;
+    spot = (
+      await ec2.send(
+        new RunInstancesCommand({
+          ImageId: ami,
+          MinCount: 1,
+          MaxCount: 1,
+          InstanceType: "m7g.large",
+          InstanceMarketOptions: { MarketType: "spot" },
+        }),
+      )
+    ).Instances![0]!;
     await ecs.send(new CreateClusterCommand({ clusterName: CLUSTER }));
     for (const i of [onDemand, spot]) {
       await ecs.send(
@@ -88,7 +99,12 @@ beforeAll(async () => {
       );
     }
     await ecs.send(
-      new RegisterTaskDefinitionCommand({ family: "worker", cpu: "1024", memory: "2048", containerDefinitions: [{ name: "worker", image: "cloudmill-worker", cpu: 1024, memory: 2048 }] }),
+      new RegisterTaskDefinitionCommand({
+        family: "worker",
+        cpu: "1024",
+        memory: "2048",
+        containerDefinitions: [{ name: "worker", image: "cloudmill-worker", cpu: 1024, memory: 2048 }],
+      }),
     );
     await ecs.send(new CreateServiceCommand({ cluster: CLUSTER, serviceName: SERVICE, taskDefinition: "worker", desiredCount: 3 }));
     // Three worker tasks: two on the on-demand instance, one on the spot instance.
@@ -101,12 +117,25 @@ beforeAll(async () => {
     const a = await arnOf(onDemand.InstanceId!);
     const b = await arnOf(spot.InstanceId!);
     for (const target of [a, a, b]) {
-      await ecs.send(new StartTaskCommand({ cluster: CLUSTER, taskDefinition: "worker", containerInstances: [target], group: `service:${SERVICE}`, startedBy: "ecs-svc/1" }));
+      await ecs.send(
+        new StartTaskCommand({
+          cluster: CLUSTER,
+          taskDefinition: "worker",
+          containerInstances: [target],
+          group: `service:${SERVICE}`,
+          startedBy: "ecs-svc/1",
+        }),
+      );
     }
     // A backlog of three chunks.
     const { GetQueueUrlCommand } = await import("@aws-sdk/client-sqs");
     queueUrl = (await sqs.send(new GetQueueUrlCommand({ QueueName: "testlab-tasks" }))).QueueUrl!;
-    await sqs.send(new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: [0, 1, 2].map((i) => ({ Id: String(i), MessageBody: `{"chunk":${i}}` })) }));
+    await sqs.send(
+      new SendMessageBatchCommand({
+        QueueUrl: queueUrl,
+        Entries: [0, 1, 2].map((i) => ({ Id: String(i), MessageBody: `{"chunk":${i}}` })),
+      }),
+    );
   } finally {
     ec2.destroy();
     cfn.destroy();
@@ -146,13 +175,23 @@ describe("against moto (ECS, EC2, CloudFormation, S3, SQS wire protocols)", () =
       const view = await mill.fleet();
       const svc = (await ecs.send(new DescribeServicesCommand({ cluster: CLUSTER, services: [SERVICE] }))).services![0]!;
       expect(view).toMatchObject({ cluster: CLUSTER, service: SERVICE, desired: 3, running: svc.runningCount, pending: svc.pendingCount });
-      expect(view.instances.map((i) => [i.instanceId, i.type, i.market, i.launchTime?.toISOString()])).toEqual([
-        [onDemand.InstanceId, "c7g.xlarge", "on-demand", onDemand.LaunchTime!.toISOString()],
-        [spot.InstanceId, "m7g.large", "spot", spot.LaunchTime!.toISOString()],
-      ].sort((x, y) => String(x[3]).localeCompare(String(y[3])) || String(x[0]).localeCompare(String(y[0]))));
+      expect(view.instances.map((i) => [i.instanceId, i.type, i.market, i.launchTime?.toISOString()])).toEqual(
+        [
+          [onDemand.InstanceId, "c7g.xlarge", "on-demand", onDemand.LaunchTime!.toISOString()],
+          [spot.InstanceId, "m7g.large", "spot", spot.LaunchTime!.toISOString()],
+        ].sort((x, y) => String(x[3]).localeCompare(String(y[3])) || String(x[0]).localeCompare(String(y[0]))),
+      );
       const byId = new Map(view.instances.map((i) => [i.instanceId, i]));
-      expect(byId.get(onDemand.InstanceId!)).toMatchObject({ runningTasks: 2, cpu: { registered: 4096, reserved: 2048, fraction: 0.5 }, memoryMiB: { reserved: 4096 } });
-      expect(byId.get(spot.InstanceId!)).toMatchObject({ runningTasks: 1, cpu: { registered: 4096, reserved: 1024, fraction: 0.25 }, memoryMiB: { reserved: 2048 } });
+      expect(byId.get(onDemand.InstanceId!)).toMatchObject({
+        runningTasks: 2,
+        cpu: { registered: 4096, reserved: 2048, fraction: 0.5 },
+        memoryMiB: { reserved: 4096 },
+      });
+      expect(byId.get(spot.InstanceId!)).toMatchObject({
+        runningTasks: 1,
+        cpu: { registered: 4096, reserved: 1024, fraction: 0.25 },
+        memoryMiB: { reserved: 2048 },
+      });
       expect(view.reservation.cpu).toEqual({ registered: 8192, reserved: 3072, fraction: 3072 / 8192 });
       expect(view.tasks.map((t) => t.instanceId).sort()).toEqual([onDemand.InstanceId, onDemand.InstanceId, spot.InstanceId].sort());
       expect(view.queue).toEqual({ visible: 3, inFlight: 0 });
@@ -164,7 +203,9 @@ describe("against moto (ECS, EC2, CloudFormation, S3, SQS wire protocols)", () =
   it("`cloudmill fleet --stack` prints the service line, the backlog and one row per instance", async () => {
     const r = await cli(["fleet", "--stack", STACK, "--endpoint", moto.endpoint]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(new RegExp(`^service ${SERVICE} in cluster ${CLUSTER}: 3 desired, \\d+ running, \\d+ pending worker task\\(s\\)`));
+    expect(r.stdout).toMatch(
+      new RegExp(`^service ${SERVICE} in cluster ${CLUSTER}: 3 desired, \\d+ running, \\d+ pending worker task\\(s\\)`),
+    );
     expect(r.stdout).toContain("task queue: 3 chunk(s) waiting, 0 in flight");
     expect(r.stdout).toMatch(new RegExp(`${onDemand.InstanceId}\\s+c7g\\.xlarge\\s+on-demand\\s+.*\\s2\\s+2048/4096 50%`));
     expect(r.stdout).toMatch(new RegExp(`${spot.InstanceId}\\s+m7g\\.large\\s+spot\\s+.*\\s1\\s+1024/4096 25%`));
@@ -173,9 +214,15 @@ describe("against moto (ECS, EC2, CloudFormation, S3, SQS wire protocols)", () =
   it("a stack that does not exist is one line that says how to deploy it", async () => {
     const err = await Cloudmill.connect({ stack: "Cloudmill-nolab", endpoint: moto.endpoint }, {}).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CloudmillError);
-    expect(err).toMatchObject({ code: "ENVIRONMENT", message: "no stack Cloudmill-nolab in us-east-1: deploy it with `npx cdk deploy -c lab=nolab`, or check the stack name and AWS_REGION" });
+    expect(err).toMatchObject({
+      code: "ENVIRONMENT",
+      message:
+        "no stack Cloudmill-nolab in us-east-1: deploy it with `npx cdk deploy -c lab=nolab`, or check the stack name and AWS_REGION",
+    });
     const r = await cli(["jobs", "--stack", "Cloudmill-nolab", "--endpoint", moto.endpoint]);
     expect(r.code).toBe(7);
-    expect(r.stderr).toBe("cloudmill: no stack Cloudmill-nolab in us-east-1: deploy it with `npx cdk deploy -c lab=nolab`, or check the stack name and AWS_REGION\n");
+    expect(r.stderr).toBe(
+      "cloudmill: no stack Cloudmill-nolab in us-east-1: deploy it with `npx cdk deploy -c lab=nolab`, or check the stack name and AWS_REGION\n",
+    );
   });
 });

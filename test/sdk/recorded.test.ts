@@ -13,12 +13,15 @@ import { EC2Client } from "@aws-sdk/client-ec2";
 import { ECSClient } from "@aws-sdk/client-ecs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { describeFleetView } from "../../lib/cli/commands/fleet.js";
-import { Cloudmill, CloudmillError, describeFleet } from "../../lib/index.js";
+import { Cloudmill, CloudmillError, describeFleet } from "../../lib/sdk/index.js";
 import { runProcess } from "../helpers/processes.js";
 import { childEnv } from "./support.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
-const ecsRecorded = JSON.parse(readFileSync(path.join(import.meta.dirname, "recorded/ecs.json"), "utf8")) as Record<string, { tasks?: { taskArn: string }[] }>;
+const ecsRecorded = JSON.parse(readFileSync(path.join(import.meta.dirname, "recorded/ecs.json"), "utf8")) as Record<
+  string,
+  { tasks?: { taskArn: string }[] }
+>;
 const ec2Recorded = readFileSync(path.join(import.meta.dirname, "recorded/ec2-describe-instances.xml"), "utf8");
 
 interface Seen {
@@ -33,12 +36,18 @@ const recordedAws = (): { server: Server; seen: Seen[]; errors: Map<string, { st
   const body = (req: IncomingMessage): Promise<string> =>
     new Promise((resolve) => {
       let s = "";
-      req.setEncoding("utf8").on("data", (c: string) => (s += c)).on("end", () => resolve(s));
+      req
+        .setEncoding("utf8")
+        .on("data", (c: string) => (s += c))
+        .on("end", () => resolve(s));
     });
   const server = createServer(async (req, res) => {
     const text = await body(req);
     const amzTarget = req.headers["x-amz-target"];
-    const action = typeof amzTarget === "string" ? amzTarget.split(".").pop()! : (/(?:^|&)Action=([^&]+)/.exec(text)?.[1] ?? `S3 ${req.method} ${req.url}`);
+    const action =
+      typeof amzTarget === "string"
+        ? amzTarget.split(".").pop()!
+        : (/(?:^|&)Action=([^&]+)/.exec(text)?.[1] ?? `S3 ${req.method} ${req.url}`);
     seen.push({ target: action, body: text });
     const error = errors.get(action) ?? errors.get("*");
     if (error) {
@@ -78,7 +87,12 @@ afterAll(async () => {
   await new Promise((r) => aws.server.close(r));
 });
 
-const clientConfig = () => ({ endpoint, region: "eu-west-1", credentials: { accessKeyId: "test", secretAccessKey: "test" }, maxAttempts: 1 });
+const clientConfig = () => ({
+  endpoint,
+  region: "eu-west-1",
+  credentials: { accessKeyId: "test", secretAccessKey: "test" },
+  maxAttempts: 1,
+});
 
 describe("fleet view over recorded AWS responses", () => {
   it("parses ECS and EC2 into desired/running/pending, tasks per instance, spot or on-demand, and reservations", async () => {
@@ -95,9 +109,32 @@ describe("fleet view over recorded AWS responses", () => {
         running: 2,
         pending: 2,
         tasks: [
-          { taskArn: expect.stringMatching(/0b69d5c0/), lastStatus: "RUNNING", desiredStatus: "RUNNING", instanceId: "i-0a1b2c3d4e5f60001", startedAt: new Date(1795252381250), cpu: 1024, memoryMiB: 2048 },
-          { taskArn: expect.stringMatching(/1fb4d7d1/), lastStatus: "RUNNING", desiredStatus: "RUNNING", instanceId: "i-0a1b2c3d4e5f60001", startedAt: new Date(1795252383750), cpu: 1024, memoryMiB: 2048 },
-          { taskArn: expect.stringMatching(/2b4f8e9a/), lastStatus: "PENDING", desiredStatus: "RUNNING", instanceId: "i-0f9e8d7c6b5a40002", cpu: 1024, memoryMiB: 2048 },
+          {
+            taskArn: expect.stringMatching(/0b69d5c0/),
+            lastStatus: "RUNNING",
+            desiredStatus: "RUNNING",
+            instanceId: "i-0a1b2c3d4e5f60001",
+            startedAt: new Date(1795252381250),
+            cpu: 1024,
+            memoryMiB: 2048,
+          },
+          {
+            taskArn: expect.stringMatching(/1fb4d7d1/),
+            lastStatus: "RUNNING",
+            desiredStatus: "RUNNING",
+            instanceId: "i-0a1b2c3d4e5f60001",
+            startedAt: new Date(1795252383750),
+            cpu: 1024,
+            memoryMiB: 2048,
+          },
+          {
+            taskArn: expect.stringMatching(/2b4f8e9a/),
+            lastStatus: "PENDING",
+            desiredStatus: "RUNNING",
+            instanceId: "i-0f9e8d7c6b5a40002",
+            cpu: 1024,
+            memoryMiB: 2048,
+          },
           { taskArn: expect.stringMatching(/3c5a9f0b/), lastStatus: "PROVISIONING", desiredStatus: "RUNNING", cpu: 1024, memoryMiB: 2048 },
         ],
         instances: [
@@ -138,7 +175,15 @@ describe("fleet view over recorded AWS responses", () => {
         },
       });
       // Six requests for the whole fleet: one per call, plus the second ListTasks page.
-      expect(aws.seen.map((s) => s.target)).toEqual(["DescribeServices", "ListTasks", "ListTasks", "ListContainerInstances", "DescribeTasks", "DescribeContainerInstances", "DescribeInstances"]);
+      expect(aws.seen.map((s) => s.target)).toEqual([
+        "DescribeServices",
+        "ListTasks",
+        "ListTasks",
+        "ListContainerInstances",
+        "DescribeTasks",
+        "DescribeContainerInstances",
+        "DescribeInstances",
+      ]);
       expect(aws.seen.at(-1)!.body).toContain("InstanceId.1=i-0a1b2c3d4e5f60001&InstanceId.2=i-0f9e8d7c6b5a40002");
 
       const text = describeFleetView(view, Date.parse("2026-11-21T11:12:44Z"));
@@ -162,7 +207,10 @@ describe("fleet view over recorded AWS responses", () => {
     aws.errors.set("DescribeServices", {
       status: 400,
       type: "application/x-amz-json-1.1",
-      body: JSON.stringify({ __type: "AccessDeniedException", message: "User: arn:aws:iam::123456789012:user/ana is not authorized to perform: ecs:DescribeServices" }),
+      body: JSON.stringify({
+        __type: "AccessDeniedException",
+        message: "User: arn:aws:iam::123456789012:user/ana is not authorized to perform: ecs:DescribeServices",
+      }),
     });
     const ecs = new ECSClient(clientConfig());
     const ec2 = new EC2Client(clientConfig());
@@ -189,10 +237,14 @@ describe("AWS errors as one line that says what to do", () => {
     });
     const mill = new Cloudmill({ endpoint, region: "eu-west-1", inputBucket: "lab-in", outputBucket: "lab-out" }, {});
     try {
-      const err = await mill.job("job-20261121T101500-0badcafe").status().catch((e: unknown) => e);
+      const err = await mill
+        .job("job-20261121T101500-0badcafe")
+        .status()
+        .catch((e: unknown) => e);
       expect(err).toMatchObject({
         code: "ENVIRONMENT",
-        message: "cannot read s3://lab-out/_jobs/job-20261121T101500-0badcafe/status.json: access denied (AccessDenied); ask your lab's AWS admin for access, or use a profile that has it (AWS_PROFILE)",
+        message:
+          "cannot read s3://lab-out/_jobs/job-20261121T101500-0badcafe/status.json: access denied (AccessDenied); ask your lab's AWS admin for access, or use a profile that has it (AWS_PROFILE)",
       });
     } finally {
       aws.errors.clear();
@@ -234,8 +286,16 @@ describe("AWS errors as one line that says what to do", () => {
   it("no credentials anywhere (the SDK's default chain, in a clean environment) is one line and exit code 7", async () => {
     const home = await mkdtemp(path.join(os.tmpdir(), "cloudmill-nocreds-"));
     try {
-      const env = childEnv({ HOME: home, AWS_REGION: "eu-west-1", AWS_CONFIG_FILE: path.join(home, "none"), AWS_SHARED_CREDENTIALS_FILE: path.join(home, "none") });
-      const r = await runProcess(process.execPath, [path.join(ROOT, "bin/cloudmill.js"), "jobs", "--stack", "Cloudmill-mylab"], { cwd: ROOT, env });
+      const env = childEnv({
+        HOME: home,
+        AWS_REGION: "eu-west-1",
+        AWS_CONFIG_FILE: path.join(home, "none"),
+        AWS_SHARED_CREDENTIALS_FILE: path.join(home, "none"),
+      });
+      const r = await runProcess(process.execPath, [path.join(ROOT, "bin/cloudmill.js"), "jobs", "--stack", "Cloudmill-mylab"], {
+        cwd: ROOT,
+        env,
+      });
       expect(r.code).toBe(7);
       expect(r.stdout).toBe("");
       expect(r.stderr).toBe(
