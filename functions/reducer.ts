@@ -1,9 +1,10 @@
 // Lambda: part-created notifications (S3 → SQS) → merge once all parts exist (lib/core/pipeline/reduce.ts).
-import { powertoolsLogger } from "../lib/aws/logger.js";
 import { cloudDeps } from "../lib/aws/cloudDeps.js";
 import { readReducerConfig } from "../lib/aws/env.js";
 import { reducerHandler } from "../lib/aws/handlers.js";
+import { powertoolsLogger } from "../lib/aws/logger.js";
+import { opsRegistry } from "../lib/core/ops/opModules.js";
 
 const config = readReducerConfig(process.env);
 const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
-export const handler = reducerHandler(cloudDeps(config, logger));
+export const handler = reducerHandler({ ...cloudDeps(config, logger), registry: await opsRegistry(config.opsModules) });

@@ -1,16 +1,20 @@
 import { ROLE_ENV, type EnvName, type Role } from "../lib/core/constants.js";
 
-/** A value for every environment variable cloudmill defines; each role picks its own from it. */
-export type EnvValues = Readonly<Record<Exclude<EnvName, "POWERTOOLS_SERVICE_NAME">, string>>;
+/** Variables the stack does not set: CLOUDMILL_OPS_MODULES until it bundles a lab's ops (deployed roles run the built-ins). */
+type UnsetByStack = "CLOUDMILL_OPS_MODULES";
+
+/** A value for every environment variable the stack sets; each role picks its own from it. */
+export type EnvValues = Readonly<Record<Exclude<EnvName, "POWERTOOLS_SERVICE_NAME" | UnsetByStack>, string>>;
 
 /** The Powertools service name a role logs under, in kebab case: `cloudmill-dead-letters`. */
 export const serviceName = (role: Role): string => `cloudmill-${role.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 
 /**
  * Exactly the variables `role` reads (ROLE_ENV), no more: the stack hands each function and the
- * worker container this map, and test/infra/environment.test.ts feeds the synthesized one to each role's reader.
+ * worker container this map; test/infra/environment.test.ts feeds the synthesized one to each
+ * role's reader.
  */
 export const roleEnvironment = (role: Role, values: EnvValues): Record<string, string> => {
-  const all: Record<EnvName, string> = { ...values, POWERTOOLS_SERVICE_NAME: serviceName(role) };
+  const all: Record<Exclude<EnvName, UnsetByStack>, string> = { ...values, POWERTOOLS_SERVICE_NAME: serviceName(role) };
   return Object.fromEntries(ROLE_ENV[role].map((name) => [name, all[name]]));
 };

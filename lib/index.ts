@@ -11,7 +11,7 @@
 export { defineOp, type OpDefinition, type RecordMeta, type UserOp } from "./core/ops/defineOp.js";
 export { runLocal, type LocalRunOptions, type LocalRunResult, type Progress } from "./local/localEngine.js";
 export { OpRegistry } from "./core/ops/registry.js";
-export { loadOpsModule } from "./local/opModules.js";
+export { loadOpsModule } from "./core/ops/opModules.js";
 export { parseJobSpec, type JobSpec, type JobSpecInput, type Format, type OnBadRecord, type ParamValue } from "./core/job/spec.js";
 export { CloudmillError, ErrorCode, type ErrorContext } from "./core/errors.js";
 export { jsonLogger, silentLogger, type Logger } from "./core/log.js";

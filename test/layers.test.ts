@@ -30,7 +30,8 @@ const MAY_IMPORT: Readonly<Record<Layer, readonly Layer[]>> = {
 
 /** Packages a layer may import; anything else is refused. Core is pure: no AWS, no I/O library. */
 const PACKAGES: Readonly<Partial<Record<Layer, RegExp>>> = {
-  core: /^(zod|node:crypto)$/,
+  // Pure helpers only: hashing, and path/URL arithmetic for the one module loader.
+  core: /^(zod|node:crypto|node:path|node:url)$/,
   local: /^(zod|node:.*)$/,
   infra: /^(aws-cdk-lib(\/.*)?|constructs|cdk-nag|zod|node:.*)$/,
 };

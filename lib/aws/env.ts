@@ -5,6 +5,7 @@
 import os from "node:os";
 import { z } from "zod";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
+import { parseJsonWith } from "../core/parseJson.js";
 import { parseSize } from "../core/job/size.js";
 import { DEFAULTS, ENV } from "../core/constants.js";
 
@@ -37,6 +38,12 @@ const common = (env: Env) => ({
   endpoint: endpointOf(env),
 });
 
+/** The op modules the lab deployed, for the roles that need the op registry (unset: built-ins only). */
+const opsModulesOf = (env: Env): string[] => {
+  const raw = env[ENV.OPS_MODULES];
+  return raw === undefined || raw === "" ? [] : parseJsonWith(raw, z.array(z.string().min(1)), ENV.OPS_MODULES, ErrorCode.ENVIRONMENT);
+};
+
 export const readSplitterConfig = (env: Env) => {
   const chunk = env[ENV.DEFAULT_CHUNK_SIZE];
   const chunkSize = chunk ? parseSize(chunk) : DEFAULTS.chunkSize;
@@ -44,6 +51,7 @@ export const readSplitterConfig = (env: Env) => {
     throw new CloudmillError(ErrorCode.ENVIRONMENT, `${ENV.DEFAULT_CHUNK_SIZE}: expected a size, got ${JSON.stringify(chunk)}`);
   return {
     ...common(env),
+    opsModules: opsModulesOf(env),
     taskQueueUrl: required(env, ENV.TASK_QUEUE_URL),
     defaultChunkSize: chunkSize,
     maxAttempts: intOf(env, ENV.MAX_ATTEMPTS, DEFAULTS.maxAttempts),
@@ -56,6 +64,7 @@ export const readWorkerConfig = (env: Env) => {
   const visibilitySeconds = intOf(env, ENV.VISIBILITY_TIMEOUT_SECONDS, DEFAULTS.visibilityTimeoutSeconds, 2);
   return {
     ...common(env),
+    opsModules: opsModulesOf(env),
     taskQueueUrl: required(env, ENV.TASK_QUEUE_URL),
     visibilitySeconds,
     // A heartbeat well inside the visibility timeout, so a slow chunk is never handed out twice.
@@ -67,5 +76,5 @@ export const readWorkerConfig = (env: Env) => {
 };
 export type WorkerConfig = ReturnType<typeof readWorkerConfig>;
 
-export const readReducerConfig = (env: Env) => common(env);
+export const readReducerConfig = (env: Env) => ({ ...common(env), opsModules: opsModulesOf(env) });
 export const readDeadLetterConfig = (env: Env) => common(env);

@@ -3,6 +3,7 @@
  * SQS and S3, and a graceful stop on SIGTERM (ECS sends it, then SIGKILL after stopTimeout).
  */
 import type { Logger } from "../core/log.js";
+import { opsRegistry } from "../core/ops/opModules.js";
 import { awsClients, destroyClients, type AwsClientOptions } from "./clients.js";
 import { cloudDeps } from "./cloudDeps.js";
 import { readWorkerConfig } from "./env.js";
@@ -30,7 +31,7 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     ...(config.endpoint ? { endpoint: config.endpoint } : {}),
     ...(hooks.wrapHandler ? { wrapHandler: hooks.wrapHandler(logger) } : {}),
   });
-  const deps = cloudDeps(config, logger, clients);
+  const deps = { ...cloudDeps(config, logger, clients), registry: await opsRegistry(config.opsModules) };
   const worker = new TaskWorker({
     queue: new SqsTaskQueue(clients.sqs, config.taskQueueUrl),
     deps,

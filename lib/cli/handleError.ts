@@ -6,6 +6,7 @@ import type { CliIO } from "./io.js";
 export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
   INVALID_SPEC: 2,
   UNKNOWN_OP: 2,
+  OP_MISMATCH: 2,
   INPUT_NOT_FOUND: 3,
   BAD_RECORD: 4,
   INPUT_CHANGED: 5,

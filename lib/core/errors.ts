@@ -11,6 +11,8 @@ export const ErrorCode = {
   INPUT_NOT_FOUND: "INPUT_NOT_FOUND",
   /** The op named is not registered. */
   UNKNOWN_OP: "UNKNOWN_OP",
+  /** The op's code differs from the code the job was started with (or the client holds). */
+  OP_MISMATCH: "OP_MISMATCH",
   /** A record could not be parsed (malformed number, broken JSON line, bad CSV). */
   BAD_RECORD: "BAD_RECORD",
   /** An input changed while its job ran (ETag no longer matches). */

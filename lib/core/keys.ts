@@ -12,6 +12,9 @@ export const STATUS_FILE = "status.json";
 /** Parts end in this suffix, so an S3 notification filter can select exactly them. */
 export const PART_SUFFIX = ".part.json";
 
+/** The deployed ops, with their code digests, in the output bucket (written where the registry is set up). */
+export const OPS_LISTING_KEY = "_ops/registry.json";
+
 /** Key of a job spec in the input bucket. */
 export const jobSpecKey = (jobId: string): string => `${JOBS_PREFIX}${jobId}.json`;
 

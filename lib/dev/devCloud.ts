@@ -6,6 +6,8 @@
  * container's entry file, restarted if they die, as ECS would.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
 import type { S3Event } from "aws-lambda";
 import { SqsTaskQueue } from "../aws/SqsTaskQueue.js";
 import { awsClients, destroyClients, type AwsClients } from "../aws/clients.js";
@@ -15,6 +17,8 @@ import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES, ENV } from "../core/constants.js";
 import { parsePartKey } from "../core/keys.js";
 import { toCloudmillError } from "../core/errors.js";
 import { sleep } from "../core/sleep.js";
+import { opsRegistry } from "../core/ops/opModules.js";
+import { publishRegistry } from "../core/ops/registryListing.js";
 import type { Logger } from "../core/log.js";
 import { compiledFile } from "../local/paths.js";
 import type { TaskQueue } from "../core/ports.js";
@@ -47,6 +51,11 @@ export interface DevCloudOptions {
   readonly chunkSize?: number;
   readonly maxAttempts?: number;
   readonly visibilitySeconds?: number;
+  /**
+   * Op modules served beside the built-ins (`cloudmill dev --ops`): the roles here and every
+   * worker process load them, as a lab's deployed functions and image would.
+   */
+  readonly opsModules?: readonly string[];
   /** Extra environment for worker processes. */
   readonly workerEnv?: Readonly<Record<string, string>>;
   /**
@@ -130,6 +139,9 @@ const pollIntoHandler = (
 
 export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud> => {
   const log = options.log;
+  // Absolute file URLs, so workers started elsewhere load the same files; a bad module fails here.
+  const opsModules = (options.opsModules ?? []).map((m) => (m.startsWith("file:") ? m : pathToFileURL(path.resolve(m)).href));
+  const registry = await opsRegistry(opsModules);
   const emulator: Emulator = await startEmulator({ port: options.port ?? 0 });
   const clients = awsClients({ endpoint: emulator.endpoint });
   const maxAttempts = options.maxAttempts ?? DEFAULTS.maxAttempts;
@@ -141,7 +153,8 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
 
   // The roles' own clients (faulty when asked); the plumbing below keeps the reliable ones.
   const roleClients = options.roleFaults ? faultyClients({ endpoint: emulator.endpoint }, options.roleFaults) : clients;
-  const deps = cloudDeps({ outputBucket, endpoint: emulator.endpoint }, log, roleClients);
+  const deps = { ...cloudDeps({ outputBucket, endpoint: emulator.endpoint }, log, roleClients), registry };
+  await publishRegistry(deps.output, registry);
   const splitDeps = { ...deps, queue: new SqsTaskQueue(roleClients.sqs, resources.taskQueueUrl) };
   const split = splitterHandler(splitDeps, {
     defaultChunkSize: options.chunkSize ?? DEFAULTS.chunkSize,
@@ -199,6 +212,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     [ENV.VISIBILITY_TIMEOUT_SECONDS]: String(visibilitySeconds),
     [ENV.WORKER_CONCURRENCY]: String(options.workerConcurrency ?? 1),
     [ENV.SERVICE_NAME]: "cloudmill-worker",
+    ...(opsModules.length > 0 ? { [ENV.OPS_MODULES]: JSON.stringify(opsModules) } : {}),
     AWS_ENDPOINT_URL: emulator.endpoint,
     AWS_REGION: "us-east-1",
     ...options.workerEnv,

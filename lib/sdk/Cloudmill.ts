@@ -18,12 +18,14 @@ import { S3BlobStore } from "../aws/S3BlobStore.js";
 import { awsClients, EMULATOR_CREDENTIALS } from "../aws/clients.js";
 import { s3Uri } from "../core/s3Uri.js";
 import { DEV_BUCKETS } from "../core/constants.js";
-import { cancelKey, JOBS_PREFIX, jobSpecKey, jobSpecOutputKeys, STATUS_FILE } from "../core/keys.js";
+import { cancelKey, JOBS_PREFIX, jobSpecKey, jobSpecOutputKeys, OPS_LISTING_KEY, STATUS_FILE } from "../core/keys.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { JobStatus as StoredJobStatus } from "../core/job/manifest.js";
 import { JobId, parseJobSpec, type JobSpecInput } from "../core/job/spec.js";
 import { silentLogger, type Logger } from "../core/log.js";
 import type { UserOp } from "../core/ops/defineOp.js";
+import { checkAgainstDeployed, readRegistryListing, type OpsListing } from "../core/ops/registryListing.js";
+import type { AnyOp } from "../core/ops/types.js";
 import { exists, readJsonIfExists } from "../core/pipeline/blobJson.js";
 import { cancelJob } from "../core/pipeline/cancel.js";
 import { withAws, type AwsTarget } from "./awsErrors.js";
@@ -186,6 +188,11 @@ export class Cloudmill {
    * throws here (INVALID_SPEC); upload and AWS errors reject the future's promises.
    */
   submit<const O extends string>(spec: SubmitSpec & { readonly op: O }, options: SubmitOptions = {}): JobFuture<ResultOf<O>> {
+    return this.#submit(spec, options);
+  }
+
+  /** `localOp`: the caller's own op object; its code must be the deployed one (checked before any upload). */
+  #submit<R>(spec: SubmitSpec, options: SubmitOptions, localOp?: AnyOp): JobFuture<R> {
     const id = newJobId();
     const given: JobSpecInput = {
       id,
@@ -200,8 +207,8 @@ export class Cloudmill {
     };
     const parsed = parseJobSpec(given, "");
     const abort = new AbortController();
-    const submitted = this.#write(id, given, parsed.chunkSize, spec.chunkSize !== undefined, options, abort.signal);
-    return new JobFuture<ResultOf<O>>(id, this.#backend, { submitted, abort });
+    const submitted = this.#write(id, given, parsed.chunkSize, spec.chunkSize !== undefined, options, abort.signal, localOp);
+    return new JobFuture<R>(id, this.#backend, { submitted, abort });
   }
 
   async #write(
@@ -211,8 +218,15 @@ export class Cloudmill {
     chunkSizeGiven: boolean,
     options: SubmitOptions,
     signal: AbortSignal,
+    localOp: AnyOp | undefined,
   ): Promise<void> {
     const conn = await this.#connect();
+    if (localOp) {
+      const listing = await this.#opsListing(conn, signal);
+      if (listing) checkAgainstDeployed(localOp, listing);
+      else
+        this.#log.warn("the pipeline publishes no op listing: cannot check that your op's code is the deployed one", { op: localOp.name });
+    }
     const staged = await planInputs(conn.target.inputBucket, id, given.inputs);
     for (const upload of staged.uploads) {
       signal.throwIfAborted();
@@ -238,17 +252,29 @@ export class Cloudmill {
    */
   map<const O extends string>(op: O, inputs: readonly string[], params?: JobParams, options?: MapOptions): JobFuture<ResultOf<O>>[];
   map<P, A, R>(op: UserOp<P, A, R>, inputs: readonly string[], params?: JobParams, options?: MapOptions): JobFuture<R>[];
-  map(
-    op: string | { readonly name: string },
-    inputs: readonly string[],
-    params?: JobParams,
-    options: MapOptions = {},
-  ): JobFuture<unknown>[] {
+  map(op: string | AnyOp, inputs: readonly string[], params?: JobParams, options: MapOptions = {}): JobFuture<unknown>[] {
     const name = typeof op === "string" ? op : op.name;
+    const localOp = typeof op === "string" ? undefined : op;
     const { onUpload, ...rest } = options;
     return inputs.map((input) =>
-      this.submit({ ...rest, op: name, inputs: [input], ...(params !== undefined ? { params } : {}) }, onUpload ? { onUpload } : {}),
+      this.#submit(
+        { ...rest, op: name, inputs: [input], ...(params !== undefined ? { params } : {}) },
+        onUpload ? { onUpload } : {},
+        localOp,
+      ),
     );
+  }
+
+  /**
+   * The ops the pipeline runs, each with its code digest, as its registry published them
+   * (`_ops/registry.json` in the output bucket); undefined when it published none.
+   */
+  async ops(options: { readonly signal?: AbortSignal } = {}): Promise<OpsListing | undefined> {
+    return this.#opsListing(await this.#connect(), options.signal);
+  }
+
+  #opsListing(conn: Connected, signal?: AbortSignal): Promise<OpsListing | undefined> {
+    return withAws(this.#aws(`read ${s3Uri(conn.output.name, OPS_LISTING_KEY)}`), () => readRegistryListing(conn.output, signal), signal);
   }
 
   /** A future for a job submitted before (by id), e.g. from another process or the CLI. */

@@ -5,6 +5,7 @@ export { asCompleted, waitAll, type WaitOptions } from "./futures.js";
 export { JobFailedError } from "./errors.js";
 export { CloudmillError, ErrorCode, type ErrorContext } from "../core/errors.js";
 export { STACK_OUTPUTS, stackNameOf } from "../core/stack.js";
+export type { DeployedOp, OpsListing } from "../core/ops/registryListing.js";
 export { describeFleet, type FleetClients, type FleetTarget } from "./fleet.js";
 export type {
   BuiltinResults,

@@ -257,7 +257,7 @@ export const longest = defineOp({ name: "longest-line", format: "lines", map: (l
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual(want);
     expect(listed.code).toBe(0);
-    expect(listed.stdout).toMatch(/^longest-line {2}\(lines\)$/m);
+    expect(listed.stdout).toMatch(/^longest-line {2}\(lines\) {2}code [0-9a-f]{16}$/m);
     for (const op of ["count", "grep", "histogram", "stats", "wordcount"]) expect(listed.stdout).toMatch(new RegExp(`^${op} `, "m"));
     const c = capture();
     expect(

@@ -14,7 +14,7 @@ import { runLocal, type LocalRunOptions, type Progress } from "../../lib/local/l
 import { ErrorCode, isSerializedError, toCloudmillError, type CloudmillError } from "../../lib/core/errors.js";
 import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
-import { loadOpsModule } from "../../lib/local/opModules.js";
+import { loadOpsModule } from "../../lib/core/ops/opModules.js";
 import { warningsOnly } from "../../lib/core/log.js";
 import { refCount, refGrep, refHistogram, refStats, refStatsOf, refWordcount } from "../helpers/reference.js";
 

@@ -39,8 +39,12 @@ const NAMES: Readonly<Record<Role, readonly string[]>> = {
   deadLetters: ["CLOUDMILL_OUTPUT_BUCKET", "POWERTOOLS_LOG_LEVEL", "POWERTOOLS_SERVICE_NAME"],
 };
 
-/** Read by the code but never the stack's to set: the emulator's endpoint (`cloudmill dev`), and the URI the ECS agent gives every task. */
-const SET_ELSEWHERE = ["AWS_ENDPOINT_URL", "ECS_AGENT_URI"];
+/**
+ * Read by the code but not set by the stack: the emulator's endpoint (`cloudmill dev`), the URI
+ * the ECS agent gives every task, and the lab's op modules (set by `cloudmill dev --ops`; the
+ * stack does not bundle a lab's ops yet, so deployed roles run the built-ins).
+ */
+const SET_ELSEWHERE = ["AWS_ENDPOINT_URL", "ECS_AGENT_URI", "CLOUDMILL_OPS_MODULES"];
 
 /** The reader each role's entry calls on process.env (functions/<role>.ts, lib/aws/runWorker.ts). */
 const READERS: Readonly<Record<Role, (env: Readonly<Record<string, string | undefined>>) => Record<string, unknown>>> = {

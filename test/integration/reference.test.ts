@@ -6,9 +6,7 @@
  * The comparison also refuses ops and params it has no reference for, so no test passes by
  * comparing against nothing.
  *
- * The dev cloud's worker processes cannot load user ops yet. Once they can, this check belongs
- * in pipeline.test.ts: the wrong op run through a job spec under _jobs/ and its result.json
- * rejected, as the uploads there are accepted.
+ * The same wrong op run by the dev cloud's worker processes is rejected in userOps.test.ts.
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";

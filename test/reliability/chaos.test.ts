@@ -15,7 +15,7 @@ import { describeReport, runChaos } from "../../bench/chaos.js";
 import { runLocal } from "../../lib/local/localEngine.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
-import { loadOpsModule } from "../../lib/local/opModules.js";
+import { loadOpsModule } from "../../lib/core/ops/opModules.js";
 import { compiledFile } from "../../lib/local/paths.js";
 import { getObject, listKeys, putObject, requireBuild, startCloud, statusAt, VERBOSE, waitFor, type ChaosCloud } from "./helpers.js";
 

@@ -20,7 +20,7 @@ import { JobStatus, TaskMessage, type InputObject } from "../../lib/core/job/man
 import { parseJobSpec } from "../../lib/core/job/spec.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
-import { loadOpsModule } from "../../lib/local/opModules.js";
+import { loadOpsModule } from "../../lib/core/ops/opModules.js";
 import { compiledFile } from "../../lib/local/paths.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { readJson } from "../../lib/core/pipeline/blobJson.js";

@@ -482,7 +482,7 @@ describe("uploads cannot choose code, only a registered op", () => {
       }
     }
     // The one loader of op modules is the operator's --ops flag (CLI and worker image), never a job.
-    expect(offenders.filter((o) => !o.startsWith(path.join("lib/local/opModules.ts")))).toEqual([]);
+    expect(offenders.filter((o) => !o.startsWith(path.join("lib/core/ops/opModules.ts")))).toEqual([]);
   });
 
   it("task messages naming a module, a path or a file URL are refused without loading anything", async () => {

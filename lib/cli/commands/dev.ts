@@ -7,12 +7,14 @@ import { describeZodError } from "../../core/job/spec.js";
 import { parseSize } from "../../core/job/size.js";
 import { jsonLogger } from "../../core/log.js";
 import type { CliIO } from "../io.js";
+import { collect } from "../options.js";
 
 const DevFlags = z.object({
   port: z.coerce.number({ error: "expected a port number" }).int().min(0).max(65535),
   workers: z.coerce.number({ error: "expected a whole number" }).int().min(0).max(64),
   chunkSize: z.string().refine((s) => (parseSize(s) ?? 0) >= 1, { error: "expected a size like 16MiB" }),
   verbose: z.boolean().default(false),
+  ops: z.array(z.string()).default([]),
 });
 
 export const devCommand = (io: CliIO): Command =>
@@ -21,6 +23,7 @@ export const devCommand = (io: CliIO): Command =>
     .option("--port <port>", "port of the S3/SQS endpoint", String(DEV_DEFAULT_PORT))
     .option("-w, --workers <n>", "worker processes", "2")
     .option("-c, --chunk-size <size>", "chunk size for uploads", "16MiB")
+    .option("--ops <module>", "serve the ops a module exports (made with defineOp), repeatable", collect)
     .option("-v, --verbose", "log every step of the handlers and workers")
     .addHelpText(
       "after",
@@ -39,6 +42,7 @@ export const devCommand = (io: CliIO): Command =>
         port: flags.port,
         workers: flags.workers,
         chunkSize: parseSize(flags.chunkSize)!,
+        opsModules: flags.ops,
         log,
         ...(flags.verbose ? { onWorkerOutput: (i: number, line: string) => write(`[worker ${i}] ${line}\n`) } : {}),
       }).catch((err: unknown) => {

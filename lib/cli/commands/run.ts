@@ -7,7 +7,7 @@ import { writeResult } from "./result.js";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
 import { describeZodError, FORMATS, parseJobSpec } from "../../core/job/spec.js";
 import { OpRegistry } from "../../core/ops/registry.js";
-import { loadOpsModule } from "../../local/opModules.js";
+import { loadOpsModule } from "../../core/ops/opModules.js";
 import { jsonLogger, warningsOnly } from "../../core/log.js";
 import type { CliIO } from "../io.js";
 import { collect, collectParam } from "../options.js";

@@ -19,6 +19,8 @@ export type InputObject = z.infer<typeof InputObject>;
 /** What every task of a job needs to know to map its chunk. */
 export const TaskJob = z.strictObject({
   op: OpName,
+  /** The digest of the op's code when the job started; a worker whose op differs refuses the task. */
+  opDigest: z.string().optional(),
   params: Params,
   format: Format,
   onBadRecord: OnBadRecord,
@@ -78,6 +80,8 @@ export const JobStatus = z.object({
   chunks: z.number().int().nonnegative(),
   done: z.number().int().nonnegative(),
   op: z.string().optional(),
+  /** The digest of the op's code the job runs (see Op.digest). */
+  opDigest: z.string().optional(),
   inputs: z.array(z.string()).optional(),
   startedAt: z.string().optional(),
   finishedAt: z.string().optional(),

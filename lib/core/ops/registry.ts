@@ -3,6 +3,7 @@
  * (`--ops module`). A job can select an op, never inject code.
  */
 import { CloudmillError, ErrorCode } from "../errors.js";
+import { VERSION } from "../version.js";
 import { count } from "./count.js";
 import { OP_BRAND } from "./defineOp.js";
 import { grep } from "./grep.js";
@@ -12,6 +13,9 @@ import type { AnyOp } from "./types.js";
 import { wordcount } from "./wordcount.js";
 
 export const builtinOps: readonly AnyOp[] = [count, stats, wordcount, histogram, grep];
+
+/** An op's code digest: its own, or `builtin-<package version>` for the ops that ship with cloudmill. */
+export const opDigest = (op: AnyOp): string => op.digest ?? `builtin-${VERSION}`;
 
 export class OpRegistry {
   readonly #ops = new Map<string, AnyOp>();
@@ -34,6 +38,11 @@ export class OpRegistry {
       });
     }
     return op;
+  }
+
+  /** The digest of an op's code: its own (user ops), or the package version (built-ins). */
+  digestOf(name: string): string {
+    return opDigest(this.get(name));
   }
 
   has(name: string): boolean {

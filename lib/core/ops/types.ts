@@ -42,6 +42,11 @@ export interface FinalizeContext {
  */
 export interface Op<P = unknown, A = unknown, R = unknown> {
   readonly name: string;
+  /**
+   * A digest of the op's code: a job records it, and a worker whose op differs refuses the job's
+   * tasks. User ops get one from defineOp; built-ins are versioned with the package.
+   */
+  readonly digest?: string;
   readonly description: string;
   /** Formats the op accepts; the first is its default. */
   readonly formats: readonly Format[];

@@ -32,6 +32,7 @@ const base = (m: Manifest) => ({
   jobId: m.jobId,
   chunks: m.chunks,
   op: m.job.op,
+  ...(m.job.opDigest !== undefined ? { opDigest: m.job.opDigest } : {}),
   inputs: m.inputs.map((i) => i.name),
   startedAt: m.createdAt,
 });

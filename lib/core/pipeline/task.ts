@@ -7,6 +7,7 @@ import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import type { Chunk, TaskMessage } from "../job/manifest.js";
 import type { MapContext } from "../ops/types.js";
 import type { FormatOptions } from "../ops/formatReaders.js";
+import { opDigest } from "../ops/registry.js";
 import { ownedRecordBlocks } from "../records/alignedBlocks.js";
 import { readFirstLine } from "../records/firstRecord.js";
 import { parseCsvLine } from "../records/csv.js";
@@ -36,7 +37,8 @@ export const isDeterministic = (err: CloudmillError): boolean =>
   err.code === ErrorCode.INPUT_CHANGED ||
   err.code === ErrorCode.INPUT_NOT_FOUND ||
   err.code === ErrorCode.INVALID_SPEC ||
-  err.code === ErrorCode.UNKNOWN_OP;
+  err.code === ErrorCode.UNKNOWN_OP ||
+  err.code === ErrorCode.OP_MISMATCH;
 
 /** A job's deadline passed: it is failed rather than left running with no end. */
 export const deadlineError = (jobId: string, deadline: number): CloudmillError =>
@@ -52,20 +54,27 @@ export interface RunTaskOptions {
    * thread merging it into its running total), so it must map the chunk again if it loses it.
    */
   readonly writePart?: boolean;
+  /**
+   * false: run the op without comparing its code digest with the job's. A local run loads the
+   * same module files into every thread at once, so only a fleet's long-lived workers can hold
+   * another version (and a test runner's module transforms change function text). Default true.
+   */
+  readonly checkOpDigest?: boolean;
 }
 
 export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: RunTaskOptions = {}): Promise<TaskOutcome> => {
-  const { signal, writePart = true } = options;
+  const { signal, writePart = true, checkOpDigest = true } = options;
   const { jobId, chunk, job } = task;
   const output = deps.output;
   const key = partKey(jobId, chunk.index);
   if (await exists(output, key)) return { kind: "duplicate" };
   if ((await exists(output, failureKey(jobId))) || (await exists(output, cancelKey(jobId)))) return { kind: "job-ended" };
   const deadline = job.deadline;
-  if (deadline === undefined) return mapChunk(deps, task, writePart, signal);
+  const map = (s: AbortSignal | undefined) => mapChunk(deps, task, { writePart, checkOpDigest }, s);
+  if (deadline === undefined) return map(signal);
   const left = deadline - nowOf(deps);
   if (left <= 0) throw deadlineError(jobId, deadline);
-  if (left > MAX_TIMER_MS) return mapChunk(deps, task, writePart, signal);
+  if (left > MAX_TIMER_MS) return map(signal);
 
   // A chunk still being read when the deadline passes is abandoned, and the job failed.
   const expired = new AbortController();
@@ -74,7 +83,7 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
   signal?.addEventListener("abort", forward, { once: true });
   if (signal?.aborted) forward();
   try {
-    return await mapChunk(deps, task, writePart, expired.signal);
+    return await map(expired.signal);
   } catch (err) {
     const reason: unknown = expired.signal.reason;
     if (expired.signal.aborted && !signal?.aborted && reason instanceof CloudmillError) throw reason;
@@ -85,12 +94,26 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
   }
 };
 
-const mapChunk = async (deps: PipelineDeps, task: TaskMessage, writePart: boolean, signal?: AbortSignal): Promise<TaskOutcome> => {
+const mapChunk = async (
+  deps: PipelineDeps,
+  task: TaskMessage,
+  options: { readonly writePart: boolean; readonly checkOpDigest: boolean },
+  signal?: AbortSignal,
+): Promise<TaskOutcome> => {
+  const { writePart, checkOpDigest } = options;
   const { jobId, chunk, job } = task;
   const output = deps.output;
   const key = partKey(jobId, chunk.index);
   try {
     const op = deps.registry.get(job.op);
+    const digest = opDigest(op);
+    if (checkOpDigest && job.opDigest !== undefined && job.opDigest !== digest) {
+      throw new CloudmillError(
+        ErrorCode.OP_MISMATCH,
+        `op ${job.op}: this worker runs code ${digest}, the job was started with ${job.opDigest}; ` +
+          "a job runs on one version of its op (redeploy, then start the job again)",
+      );
+    }
     const params = op.parseParams(job.params);
     const store = deps.inputStore(chunk.input.bucket);
     const formatOptions = params as FormatOptions;

@@ -1,10 +1,13 @@
-/** Loading op modules the operator names (`--ops module`): the one place that imports user code. */
+/**
+ * Loading op modules the operator names (`--ops module`, or the modules a lab deployed): the one
+ * place that imports code. A job names an op; it never names a module.
+ */
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { CloudmillError, ErrorCode } from "../core/errors.js";
-import { isOp } from "../core/ops/defineOp.js";
-import type { OpRegistry } from "../core/ops/registry.js";
-import type { AnyOp } from "../core/ops/types.js";
+import { CloudmillError, ErrorCode } from "../errors.js";
+import { isOp } from "./defineOp.js";
+import { OpRegistry } from "./registry.js";
+import type { AnyOp } from "./types.js";
 
 /** Imports a module and registers every op it exports (made with defineOp). */
 export const loadOpsModule = async (specifier: string, registry: OpRegistry): Promise<string[]> => {
@@ -26,4 +29,11 @@ export const loadOpsModule = async (specifier: string, registry: OpRegistry): Pr
   }
   for (const op of found) registry.register(op);
   return [...found].map((o) => o.name);
+};
+
+/** The built-in ops plus every op the modules export, loaded in order. */
+export const opsRegistry = async (modules: readonly string[]): Promise<OpRegistry> => {
+  const registry = new OpRegistry();
+  for (const m of modules) await loadOpsModule(m, registry);
+  return registry;
 };

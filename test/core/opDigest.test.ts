@@ -1,0 +1,136 @@
+/**
+ * The code a job ran is known: every op has a digest of its code, a task refuses to run on
+ * code other than its job's, and a client's local op is checked against the deployed listing.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CloudmillError } from "../../lib/core/errors.js";
+import type { TaskMessage } from "../../lib/core/job/manifest.js";
+import { parseJobSpec } from "../../lib/core/job/spec.js";
+import { silentLogger } from "../../lib/core/log.js";
+import { defineOp } from "../../lib/core/ops/defineOp.js";
+import { OpRegistry, opDigest } from "../../lib/core/ops/registry.js";
+import { checkAgainstDeployed, listingOf } from "../../lib/core/ops/registryListing.js";
+import { afterFailedAttempt, runTask } from "../../lib/core/pipeline/task.js";
+import { taskJobOf } from "../../lib/core/pipeline/split.js";
+import { VERSION } from "../../lib/core/version.js";
+import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+
+const longest = () =>
+  defineOp({ name: "longest", format: "lines", map: (l: unknown) => String(l).length, combine: (a: number, b: number) => Math.max(a, b) });
+
+describe("an op's digest", () => {
+  it("is the same for the same definition, loaded twice", () => {
+    expect(opDigest(longest())).toBe(opDigest(longest()));
+    expect(opDigest(longest())).toMatch(/^[0-9a-f]{16}$/);
+  });
+
+  it("changes when any of its functions, its formats or its name changes", () => {
+    const base = opDigest(longest());
+    const variants = [
+      defineOp({
+        name: "longest",
+        format: "lines",
+        map: (l: unknown) => String(l).length + 0,
+        combine: (a: number, b: number) => Math.max(a, b),
+      }),
+      defineOp({
+        name: "longest",
+        format: "lines",
+        map: (l: unknown) => String(l).length,
+        combine: (a: number, b: number) => Math.min(a, b),
+      }),
+      defineOp({
+        name: "longest",
+        format: ["lines", "csv"],
+        map: (l: unknown) => String(l).length,
+        combine: (a: number, b: number) => Math.max(a, b),
+      }),
+      defineOp({
+        name: "longest2",
+        format: "lines",
+        map: (l: unknown) => String(l).length,
+        combine: (a: number, b: number) => Math.max(a, b),
+      }),
+      defineOp({
+        name: "longest",
+        format: "lines",
+        map: (l: unknown) => String(l).length,
+        combine: (a: number, b: number) => Math.max(a, b),
+        finalize: (m) => ({ m }),
+      }),
+    ];
+    const digests = new Set([base, ...variants.map(opDigest)]);
+    expect(digests.size).toBe(variants.length + 1);
+  });
+
+  it("of a built-in op is the package version", () => {
+    expect(new OpRegistry().digestOf("count")).toBe(`builtin-${VERSION}`);
+  });
+});
+
+describe("a task whose job ran other code", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-digest-"));
+  });
+  afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+  it("is refused with OP_MISMATCH naming both digests, and the job fails at once (no retries)", async () => {
+    const store = new FsBlobStore(dir);
+    await store.put("in.txt", "a\nbb\n");
+    const registry = new OpRegistry([longest()]);
+    const job = taskJobOf(parseJobSpec({ op: "longest", inputs: ["in.txt"] }), registry);
+    expect(job.opDigest).toBe(registry.digestOf("longest"));
+    const info = (await store.head("in.txt"))!;
+    const task: TaskMessage = {
+      v: 1,
+      jobId: "digest-job",
+      job: { ...job, opDigest: "0123456789abcdef" },
+      chunk: {
+        index: 0,
+        inputIndex: 0,
+        input: { bucket: "b", key: "in.txt", size: info.size, etag: info.etag, name: "in.txt" },
+        start: 0,
+        end: info.size,
+      },
+    };
+    const deps = { output: store, inputStore: () => store, registry, log: silentLogger };
+    const err = await runTask(deps, task).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(CloudmillError);
+    expect(err).toMatchObject({ code: "OP_MISMATCH" });
+    expect((err as Error).message).toContain("0123456789abcdef");
+    expect((err as Error).message).toContain(registry.digestOf("longest"));
+    expect(await afterFailedAttempt(deps, task, err as CloudmillError, 1)).toEqual({ action: "fail-job" });
+    // Its own digest runs.
+    await expect(runTask(deps, { ...task, jobId: "digest-job-2", job })).resolves.toMatchObject({ kind: "done" });
+  });
+});
+
+describe("a client's local op against the deployed listing", () => {
+  const listing = listingOf(new OpRegistry([longest()]));
+
+  it("passes when the digests agree", () => {
+    expect(() => checkAgainstDeployed(longest(), listing)).not.toThrow();
+  });
+
+  it("is OP_MISMATCH naming both digests and saying to redeploy when they differ", () => {
+    const edited = defineOp({ name: "longest", format: "lines", map: (l: unknown) => String(l).trim().length, combine: Math.max });
+    expect(() => checkAgainstDeployed(edited, listing)).toThrow(
+      expect.objectContaining({
+        code: "OP_MISMATCH",
+        message: expect.stringMatching(new RegExp(`your code is ${opDigest(edited)}, the deployed op is ${opDigest(longest())}; redeploy`)),
+      }),
+    );
+  });
+
+  it("is UNKNOWN_OP when the op is not deployed at all", () => {
+    const other = defineOp({ name: "other", format: "lines", map: () => 1, combine: (a: number, b: number) => a + b });
+    expect(() => checkAgainstDeployed(other, listing)).toThrow(expect.objectContaining({ code: "UNKNOWN_OP" }));
+  });
+});

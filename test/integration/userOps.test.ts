@@ -1,0 +1,178 @@
+/**
+ * A lab's own ops in the emulated cloud (`cloudmill dev --ops`): the in-process roles and every
+ * worker process load the module; a job records the op's name and code digest; the published
+ * listing names them; and the integration suite's reference check rejects a wrong op run there.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { OPS_LISTING_KEY } from "../../lib/core/keys.js";
+import { defineOp } from "../../lib/core/ops/defineOp.js";
+import { opsRegistry } from "../../lib/core/ops/opModules.js";
+import { silentLogger } from "../../lib/core/log.js";
+import { startDevCloud } from "../../lib/dev/devCloud.js";
+import { Cloudmill } from "../../lib/sdk/index.js";
+import {
+  BIN,
+  chunksOf,
+  expectMatchesReference,
+  linesOf,
+  requireBuild,
+  ROOT,
+  startTestCloud,
+  type TestCloud,
+  textOf,
+} from "../helpers/devCloud.js";
+import { runProcess } from "../helpers/processes.js";
+
+let dir: string;
+let opsModule: string;
+let cloud: TestCloud;
+
+/** This process's environment without CLOUDMILL_* settings, so a child CLI sees only its flags. */
+const withoutCloudmillEnv = (): NodeJS.ProcessEnv =>
+  Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("CLOUDMILL_")));
+
+const DEFINE_OP = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+
+beforeAll(async () => {
+  requireBuild();
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-userops-"));
+  opsModule = path.join(dir, "lab-ops.mjs");
+  await writeFile(
+    opsModule,
+    `import { defineOp } from ${JSON.stringify(DEFINE_OP)};
+// Bytes of each line without its newline, summed: wc -c minus wc -l for newline-terminated text.
+export const lineBytes = defineOp({
+  name: "line-bytes",
+  format: "lines",
+  orderFree: true,
+  map: (line) => Buffer.byteLength(line),
+  combine: (a, b) => a + b,
+  finalize: (n) => ({ bytes: n ?? 0 }),
+});
+// count, with an off-by-one: the last record is dropped.
+export const countButLast = defineOp({
+  name: "count-but-last",
+  format: "lines",
+  orderFree: true,
+  map: () => 1,
+  combine: (a, b) => a + b,
+  finalize: (n) => ({ records: Math.max(0, (n ?? 0) - 1) }),
+});
+`,
+  );
+  cloud = await startTestCloud({ chunkSize: 4096, opsModules: [opsModule] });
+}, 90_000);
+
+afterAll(async () => {
+  await cloud?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+}, 60_000);
+
+/** Runs a job spec for `op` over `bytes` uploaded at `key`; its final status and result. */
+const runJob = async (jobId: string, op: string, key: string, bytes: Buffer) => {
+  await cloud.put(key, bytes);
+  await cloud.put(`_jobs/${jobId}.json`, JSON.stringify({ op, inputs: [`s3://${cloud.input}/${key}`] }));
+  const status = await cloud.waitForEnd(`_jobs/${jobId}/status.json`);
+  return { status, result: await cloud.getJson(cloud.output, `_jobs/${jobId}/result.json`) };
+};
+
+describe("a lab's op module in cloudmill dev", () => {
+  it("runs on the worker processes over many chunks, exact against wc", async () => {
+    // Plain LF lines (a line's bytes exclude its newline), so wc gives the reference.
+    const bytes = Buffer.from(`${textOf(60_000, 11).toString("latin1").replaceAll("\r", "")}\n`, "latin1");
+    const file = path.join(dir, "text.txt");
+    await writeFile(file, bytes);
+    const wc = (flag: string) => Number(execFileSync("wc", [flag, file], { encoding: "utf8" }).trim().split(/\s+/)[0]);
+    const { status, result } = await runJob("user-op-bytes", "line-bytes", "data/text.txt", bytes);
+    expect(status).toMatchObject({ state: "succeeded", chunks: chunksOf(bytes.length, 4096), op: "line-bytes" });
+    expect(status.chunks).toBeGreaterThan(10);
+    expect(result).toEqual({ bytes: wc("-c") - wc("-l") });
+    // The workers, not the test process, mapped it: they logged its chunks.
+    expect(linesOf(cloud.lines, "chunk done", { jobId: "user-op-bytes" }).length).toBeGreaterThan(0);
+  });
+
+  it("records the op's code digest in status.json and publishes the deployed ops with theirs", async () => {
+    const local = await opsRegistry([opsModule]);
+    const { status } = await runJob("user-op-digest", "line-bytes", "data/small.txt", Buffer.from("a\nbb\n"));
+    expect(status.opDigest).toBe(local.digestOf("line-bytes"));
+    expect(status.opDigest).toMatch(/^[0-9a-f]{16}$/);
+    const listing = (await cloud.getJson(cloud.output, OPS_LISTING_KEY)) as { ops: { name: string; digest: string }[] };
+    expect(listing.ops.map((o) => o.name).sort()).toEqual([...local.names()].sort());
+    expect(listing.ops.find((o) => o.name === "count-but-last")?.digest).toBe(local.digestOf("count-but-last"));
+    expect(listing.ops.find((o) => o.name === "count")?.digest).toMatch(/^builtin-/);
+  });
+
+  it("a wrong op run by the workers is caught by the suite's reference check; the right one passes it", async () => {
+    const bytes = textOf(30_000, 12);
+    const wrong = await runJob("user-op-wrong", "count-but-last", "data/wrong.txt", bytes);
+    expect(wrong.status.state).toBe("succeeded");
+    expect(() => expectMatchesReference("count", {}, bytes, wrong.result)).toThrow(/not the reference's answer/);
+    const right = await runJob("user-op-right", "count", "data/right.txt", bytes);
+    expectMatchesReference("count", {}, bytes, right.result);
+  });
+});
+
+describe("the deployed ops, from a client", () => {
+  it("`cloudmill ops --endpoint` lists them with the digests jobs record", async () => {
+    const local = await opsRegistry([opsModule]);
+    const r = await runProcess(process.execPath, [BIN, "ops", "--endpoint", cloud.cloud.endpoint], {
+      cwd: ROOT,
+      env: withoutCloudmillEnv(),
+    });
+    expect(r.code, r.stderr).toBe(0);
+    for (const name of ["line-bytes", "count-but-last", "count"]) {
+      expect(r.stdout).toContain(`${name}  (lines)  code ${local.digestOf(name)}`);
+    }
+  });
+
+  it("an SDK map with a local op whose code differs from the deployed one fails before anything is uploaded", async () => {
+    // Same name as the deployed op; its map counts characters, not bytes.
+    const local = defineOp({
+      name: "line-bytes",
+      format: "lines",
+      map: (l: unknown) => String(l).length,
+      combine: (a: number, b: number) => a + b,
+    });
+    const file = path.join(dir, "never-uploaded.txt");
+    await writeFile(file, "x\n");
+    const before = await cloud.keys(cloud.input, "");
+    const mill = new Cloudmill({ endpoint: cloud.cloud.endpoint });
+    try {
+      const [future] = mill.map(local, [file]);
+      await expect(future!.result()).rejects.toMatchObject({
+        code: "OP_MISMATCH",
+        message: expect.stringMatching(/^op line-bytes: your code is [0-9a-f]{16}, the deployed op is [0-9a-f]{16}; redeploy/),
+      });
+      const [unknown] = mill.map(
+        defineOp({ name: "not-deployed", format: "lines", map: () => 1, combine: (a: number, b: number) => a + b }),
+        [file],
+      );
+      await expect(unknown!.result()).rejects.toMatchObject({ code: "UNKNOWN_OP" });
+    } finally {
+      mill.close();
+    }
+    expect(await cloud.keys(cloud.input, "")).toEqual(before);
+  });
+});
+
+describe("a bad op module", () => {
+  it("stops `cloudmill dev` from starting, with one error naming the module", async () => {
+    const broken = path.join(dir, "broken.mjs");
+    await writeFile(broken, 'throw new Error("the lab forgot a file");\n');
+    await expect(startDevCloud({ log: silentLogger, workers: 0, opsModules: [broken] })).rejects.toMatchObject({
+      code: "INVALID_SPEC",
+      message: expect.stringMatching(/^--ops file:\S+broken\.mjs: cannot load \(the lab forgot a file\)$/),
+    });
+    const empty = path.join(dir, "empty.mjs");
+    await writeFile(empty, "export const nothing = 1;\n");
+    await expect(startDevCloud({ log: silentLogger, workers: 0, opsModules: [empty] })).rejects.toMatchObject({
+      code: "INVALID_SPEC",
+      message: expect.stringContaining("exports no op"),
+    });
+  });
+});
