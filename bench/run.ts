@@ -14,6 +14,7 @@
  * bit, with the single-process baseline's (the same op code in one pass: chunking and merging
  * must change nothing).
  */
+import type { StatsResult } from "../lib/core/ops/stats.js";
 import { execFile, execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { open, rename } from "node:fs/promises";
@@ -134,15 +135,6 @@ const startUp = (tiny: string): string[] => {
   ];
 };
 
-interface NaiveStats {
-  count: number;
-  sum: number;
-  min: number | null;
-  max: number | null;
-  mean: number | null;
-  variance: number | null;
-}
-
 /**
  * How the engine's result differs from the naive program's; empty when they agree. Counts,
  * words, min and max must be equal. The naive stats add in plain doubles (Welford) where the
@@ -152,8 +144,8 @@ interface NaiveStats {
  */
 const differences = (op: string, engine: unknown, naive: unknown): string[] => {
   if (op !== "stats") return isDeepStrictEqual(engine, naive) ? [] : ["result"];
-  const e = engine as NaiveStats;
-  const n = naive as NaiveStats;
+  const e = engine as StatsResult;
+  const n = naive as StatsResult;
   const out: string[] = (["count", "min", "max"] as const).filter((k) => e[k] !== n[k]);
   if (Object.keys(e).sort().join() !== Object.keys(n).sort().join()) out.push("fields");
   const M = Math.max(Math.abs(n.min ?? 0), Math.abs(n.max ?? 0));

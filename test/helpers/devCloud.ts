@@ -12,6 +12,7 @@ import { existsSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { GetQueueAttributesCommand, GetQueueUrlCommand } from "@aws-sdk/client-sqs";
@@ -256,6 +257,21 @@ export const expectMatchesReference = (op: string, params: Params, bytes: Uint8A
     expected,
   );
 };
+
+/**
+ * The source of a test-only op module: `count` with an off-by-one (the last record is dropped),
+ * as `count-but-last`. The suite's reference check must reject what it computes.
+ */
+export const WRONG_COUNT_OP = `import { defineOp } from ${JSON.stringify(pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href)};
+export const countButLast = defineOp({
+  name: "count-but-last",
+  format: "lines",
+  orderFree: true,
+  map: () => 1,
+  combine: (a, b) => a + b,
+  finalize: (n) => ({ records: Math.max(0, (n ?? 0) - 1) }),
+});
+`;
 
 /** Number of chunks the splitter cuts `size` bytes into. */
 export const chunksOf = (size: number, chunkSize: number): number => Math.ceil(size / chunkSize);

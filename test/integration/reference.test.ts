@@ -11,9 +11,8 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BIN, expectMatchesReference, requireBuild, ROOT, textOf } from "../helpers/devCloud.js";
+import { BIN, expectMatchesReference, requireBuild, ROOT, textOf, WRONG_COUNT_OP } from "../helpers/devCloud.js";
 import { runProcess } from "../helpers/processes.js";
 import { refCount } from "../helpers/reference.js";
 
@@ -26,20 +25,7 @@ beforeAll(async () => {
   requireBuild();
   dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-reference-"));
   opsModule = path.join(dir, "wrong-ops.mjs");
-  await writeFile(
-    opsModule,
-    `import { defineOp } from ${JSON.stringify(pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href)};
-// count, with an off-by-one: the last record is dropped.
-export const countButLast = defineOp({
-  name: "count-but-last",
-  format: "lines",
-  orderFree: true,
-  map: () => 1,
-  combine: (a, b) => a + b,
-  finalize: (n) => ({ records: Math.max(0, (n ?? 0) - 1) }),
-});
-`,
-  );
+  await writeFile(opsModule, WRONG_COUNT_OP);
 });
 
 afterAll(async () => {

@@ -25,11 +25,13 @@ import {
   startTestCloud,
   type TestCloud,
   textOf,
+  WRONG_COUNT_OP,
 } from "../helpers/devCloud.js";
 import { runProcess } from "../helpers/processes.js";
 
 let dir: string;
 let opsModule: string;
+let wrongModule: string;
 let cloud: TestCloud;
 
 /** This process's environment without CLOUDMILL_* settings, so a child CLI sees only its flags. */
@@ -54,18 +56,11 @@ export const lineBytes = defineOp({
   combine: (a, b) => a + b,
   finalize: (n) => ({ bytes: n ?? 0 }),
 });
-// count, with an off-by-one: the last record is dropped.
-export const countButLast = defineOp({
-  name: "count-but-last",
-  format: "lines",
-  orderFree: true,
-  map: () => 1,
-  combine: (a, b) => a + b,
-  finalize: (n) => ({ records: Math.max(0, (n ?? 0) - 1) }),
-});
 `,
   );
-  cloud = await startTestCloud({ chunkSize: 4096, opsModules: [opsModule] });
+  wrongModule = path.join(dir, "wrong-ops.mjs");
+  await writeFile(wrongModule, WRONG_COUNT_OP);
+  cloud = await startTestCloud({ chunkSize: 4096, opsModules: [opsModule, wrongModule] });
 }, 90_000);
 
 afterAll(async () => {
@@ -97,7 +92,7 @@ describe("a lab's op module in cloudmill dev", () => {
   });
 
   it("records the op's code digest in status.json and publishes the deployed ops with theirs", async () => {
-    const local = await opsRegistry([opsModule]);
+    const local = await opsRegistry([opsModule, wrongModule]);
     const { status } = await runJob("user-op-digest", "line-bytes", "data/small.txt", Buffer.from("a\nbb\n"));
     expect(status.opDigest).toBe(local.digestOf("line-bytes"));
     expect(status.opDigest).toMatch(/^[0-9a-f]{16}$/);
@@ -119,7 +114,7 @@ describe("a lab's op module in cloudmill dev", () => {
 
 describe("the deployed ops, from a client", () => {
   it("`cloudmill ops --endpoint` lists them with the digests jobs record", async () => {
-    const local = await opsRegistry([opsModule]);
+    const local = await opsRegistry([opsModule, wrongModule]);
     const r = await runProcess(process.execPath, [BIN, "ops", "--endpoint", cloud.cloud.endpoint], {
       cwd: ROOT,
       env: withoutCloudmillEnv(),
