@@ -133,7 +133,7 @@ export class PipelineMonitoring extends Construct {
     dashboard.addWidgets(
       new cloudwatch.TextWidget({
         markdown:
-          `# cloudmill — ${props.config.labName}\nStack \`${stack.stackName}\`. Chunks flow: task queue → workers → parts → ` + `reducer.`,
+          `# cloudmill — ${props.config.labName}\n` + `Stack \`${stack.stackName}\`. Chunks flow: task queue → workers → parts → reducer.`,
         width: 24,
         height: 2,
       }),

@@ -1,4 +1,5 @@
 import { ROLE_ENV, type EnvName, type Role } from "../lib/core/constants.js";
+import { kebabCase } from "../lib/core/kebabCase.js";
 
 /** Variables the stack does not set: CLOUDMILL_OPS_MODULES until it bundles a lab's ops (deployed roles run the built-ins). */
 type UnsetByStack = "CLOUDMILL_OPS_MODULES";
@@ -7,7 +8,7 @@ type UnsetByStack = "CLOUDMILL_OPS_MODULES";
 export type EnvValues = Readonly<Record<Exclude<EnvName, "POWERTOOLS_SERVICE_NAME" | UnsetByStack>, string>>;
 
 /** The Powertools service name a role logs under, in kebab case: `cloudmill-dead-letters`. */
-export const serviceName = (role: Role): string => `cloudmill-${role.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+export const serviceName = (role: Role): string => `cloudmill-${kebabCase(role)}`;
 
 /**
  * Exactly the variables `role` reads (ROLE_ENV), no more: the stack hands each function and the

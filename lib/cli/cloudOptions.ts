@@ -7,6 +7,7 @@ import type { Command } from "commander";
 import { z } from "zod";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { describeZodError } from "../core/job/spec.js";
+import { kebabCase } from "../core/kebabCase.js";
 import type { Cloudmill } from "../sdk/Cloudmill.js";
 import type { CliIO } from "./io.js";
 
@@ -40,14 +41,12 @@ export const withCloudOptions = (cmd: Command): Command =>
     .option("--input-bucket <name>", "input bucket (default: the stack's, or cloudmill-input with --endpoint)")
     .option("--output-bucket <name>", "output bucket (default: the stack's, or cloudmill-output with --endpoint)");
 
-const kebab = (field: string): string => field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-
 /** Parses a command's flags with a zod schema; an invalid flag is one INVALID_SPEC line naming it. */
 export const parseFlags = <S extends z.ZodType>(schema: S, raw: unknown): z.output<S> => {
   const parsed = schema.safeParse(raw);
   if (parsed.success) return parsed.data;
   const { field, message } = describeZodError(parsed.error, "");
-  throw new CloudmillError(ErrorCode.INVALID_SPEC, field ? `--${kebab(field)}${message.slice(field.length)}` : message, { field });
+  throw new CloudmillError(ErrorCode.INVALID_SPEC, field ? `--${kebabCase(field)}${message.slice(field.length)}` : message, { field });
 };
 
 /**

@@ -60,7 +60,8 @@ export const bar = (fraction: number, width: number): string => {
 /** Bar width that leaves `reserved` columns of the terminal for the rest of the line. */
 export const barWidth = (io: CliIO, reserved: number): number => Math.max(10, Math.min(40, (io.stderr.columns ?? 80) - reserved));
 
-const mb = (bytes: number): string => (bytes / 1e6).toFixed(1);
+/** Bytes as decimal megabytes, one decimal: `12.3`. */
+export const mb = (bytes: number): string => (bytes / 1e6).toFixed(1);
 
 const eta = (p: Progress): string => {
   if (p.bytesDone === 0) return "?";

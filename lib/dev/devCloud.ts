@@ -9,6 +9,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import type { S3Event } from "aws-lambda";
+import { S3BlobStore } from "../aws/S3BlobStore.js";
 import { SqsTaskQueue } from "../aws/SqsTaskQueue.js";
 import { awsClients, destroyClients, type AwsClients } from "../aws/clients.js";
 import { faultyClients, type FaultConfigInput, type FaultInjectionOptions } from "./faultInjection.js";
@@ -146,7 +147,16 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   const clients = awsClients({ endpoint: emulator.endpoint });
   const maxAttempts = options.maxAttempts ?? DEFAULTS.maxAttempts;
   const visibilitySeconds = options.visibilitySeconds ?? 30;
-  const resources = await createDevResources(clients, { partsQueue: DEV_QUEUES.parts, maxReceiveCount: maxAttempts, visibilitySeconds });
+  let resources: Awaited<ReturnType<typeof createDevResources>>;
+  try {
+    resources = await createDevResources(clients, { partsQueue: DEV_QUEUES.parts, maxReceiveCount: maxAttempts, visibilitySeconds });
+    // The ops this cloud serves, with their digests, for clients to list and check against.
+    await publishRegistry(new S3BlobStore(clients.s3, DEV_BUCKETS.output), registry);
+  } catch (err) {
+    destroyClients(clients);
+    await emulator.stop();
+    throw err;
+  }
   const stop = new AbortController();
   const outputBucket = DEV_BUCKETS.output;
   const inputBucket = DEV_BUCKETS.input;
@@ -154,7 +164,6 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   // The roles' own clients (faulty when asked); the plumbing below keeps the reliable ones.
   const roleClients = options.roleFaults ? faultyClients({ endpoint: emulator.endpoint }, options.roleFaults) : clients;
   const deps = { ...cloudDeps({ outputBucket, endpoint: emulator.endpoint }, log, roleClients), registry };
-  await publishRegistry(deps.output, registry);
   const splitDeps = { ...deps, queue: new SqsTaskQueue(roleClients.sqs, resources.taskQueueUrl) };
   const split = splitterHandler(splitDeps, {
     defaultChunkSize: options.chunkSize ?? DEFAULTS.chunkSize,

@@ -24,7 +24,8 @@ import { JobStatus as StoredJobStatus } from "../core/job/manifest.js";
 import { JobId, parseJobSpec, type JobSpecInput } from "../core/job/spec.js";
 import { silentLogger, type Logger } from "../core/log.js";
 import type { UserOp } from "../core/ops/defineOp.js";
-import { checkAgainstDeployed, readRegistryListing, type OpsListing } from "../core/ops/registryListing.js";
+import { OpRegistry } from "../core/ops/registry.js";
+import { checkAgainstDeployed, listingOf, readRegistryListing, type OpsListing } from "../core/ops/registryListing.js";
 import type { AnyOp } from "../core/ops/types.js";
 import { exists, readJsonIfExists } from "../core/pipeline/blobJson.js";
 import { cancelJob } from "../core/pipeline/cancel.js";
@@ -191,8 +192,8 @@ export class Cloudmill {
     return this.#submit(spec, options);
   }
 
-  /** `localOp`: the caller's own op object; its code must be the deployed one (checked before any upload). */
-  #submit<R>(spec: SubmitSpec, options: SubmitOptions, localOp?: AnyOp): JobFuture<R> {
+  /** `opChecked`: settles once the caller's own op is known to be the deployed code (before any upload). */
+  #submit<R>(spec: SubmitSpec, options: SubmitOptions, opChecked?: Promise<void>): JobFuture<R> {
     const id = newJobId();
     const given: JobSpecInput = {
       id,
@@ -207,7 +208,7 @@ export class Cloudmill {
     };
     const parsed = parseJobSpec(given, "");
     const abort = new AbortController();
-    const submitted = this.#write(id, given, parsed.chunkSize, spec.chunkSize !== undefined, options, abort.signal, localOp);
+    const submitted = this.#write(id, given, parsed.chunkSize, spec.chunkSize !== undefined, options, abort.signal, opChecked);
     return new JobFuture<R>(id, this.#backend, { submitted, abort });
   }
 
@@ -218,15 +219,10 @@ export class Cloudmill {
     chunkSizeGiven: boolean,
     options: SubmitOptions,
     signal: AbortSignal,
-    localOp: AnyOp | undefined,
+    opChecked: Promise<void> | undefined,
   ): Promise<void> {
+    await opChecked;
     const conn = await this.#connect();
-    if (localOp) {
-      const listing = await this.#opsListing(conn, signal);
-      if (listing) checkAgainstDeployed(localOp, listing);
-      else
-        this.#log.warn("the pipeline publishes no op listing: cannot check that your op's code is the deployed one", { op: localOp.name });
-    }
     const staged = await planInputs(conn.target.inputBucket, id, given.inputs);
     for (const upload of staged.uploads) {
       signal.throwIfAborted();
@@ -254,13 +250,15 @@ export class Cloudmill {
   map<P, A, R>(op: UserOp<P, A, R>, inputs: readonly string[], params?: JobParams, options?: MapOptions): JobFuture<R>[];
   map(op: string | AnyOp, inputs: readonly string[], params?: JobParams, options: MapOptions = {}): JobFuture<unknown>[] {
     const name = typeof op === "string" ? op : op.name;
-    const localOp = typeof op === "string" ? undefined : op;
+    // One check for all the inputs; each future rejects with its failure.
+    const opChecked = typeof op === "string" ? undefined : this.#checkDeployed(op);
+    opChecked?.catch(() => undefined);
     const { onUpload, ...rest } = options;
     return inputs.map((input) =>
       this.#submit(
         { ...rest, op: name, inputs: [input], ...(params !== undefined ? { params } : {}) },
         onUpload ? { onUpload } : {},
-        localOp,
+        opChecked,
       ),
     );
   }
@@ -271,6 +269,15 @@ export class Cloudmill {
    */
   async ops(options: { readonly signal?: AbortSignal } = {}): Promise<OpsListing | undefined> {
     return this.#opsListing(await this.#connect(), options.signal);
+  }
+
+  /**
+   * Refuses a local op whose code the pipeline does not run. A pipeline that publishes no
+   * listing runs the built-in ops only (deployed stacks do not bundle a lab's ops yet).
+   */
+  async #checkDeployed(local: AnyOp): Promise<void> {
+    const listing = (await this.ops()) ?? listingOf(new OpRegistry());
+    checkAgainstDeployed(local, listing);
   }
 
   #opsListing(conn: Connected, signal?: AbortSignal): Promise<OpsListing | undefined> {

@@ -78,7 +78,7 @@ describe("a task whose job ran other code", () => {
   });
   afterAll(async () => rm(dir, { recursive: true, force: true }));
 
-  it("is refused with OP_MISMATCH naming both digests, and the job fails at once (no retries)", async () => {
+  it("is refused with OP_MISMATCH naming both digests, and retried (another worker may run the job's code)", async () => {
     const store = new FsBlobStore(dir);
     await store.put("in.txt", "a\nbb\n");
     const registry = new OpRegistry([longest()]);
@@ -106,7 +106,8 @@ describe("a task whose job ran other code", () => {
     expect(err).toMatchObject({ code: "OP_MISMATCH" });
     expect((err as Error).message).toContain("0123456789abcdef");
     expect((err as Error).message).toContain(registry.digestOf("longest"));
-    expect(await afterFailedAttempt(deps, task, err as CloudmillError, 1)).toEqual({ action: "fail-job" });
+    expect(await afterFailedAttempt(deps, task, err as CloudmillError, 1)).toEqual({ action: "retry", last: false });
+    expect(await afterFailedAttempt(deps, task, err as CloudmillError, job.maxAttempts)).toEqual({ action: "retry", last: true });
     // Its own digest runs.
     await expect(runTask(deps, { ...task, jobId: "digest-job-2", job })).resolves.toMatchObject({ kind: "done" });
   });
@@ -124,7 +125,7 @@ describe("a client's local op against the deployed listing", () => {
     expect(() => checkAgainstDeployed(edited, listing)).toThrow(
       expect.objectContaining({
         code: "OP_MISMATCH",
-        message: expect.stringMatching(new RegExp(`your code is ${opDigest(edited)}, the deployed op is ${opDigest(longest())}; redeploy`)),
+        message: expect.stringMatching(new RegExp(`your code is ${opDigest(edited)}, the deployed op is ${opDigest(longest())}; restart`)),
       }),
     );
   });

@@ -87,7 +87,7 @@ export const refGrep = (
     const line = lineBytes(r).toString("utf8");
     if (!re.test(line)) continue;
     matches++;
-    // Samples are cut to 1000 characters (lib/ops/grep.ts documents the cap).
+    // Samples are cut to 1000 characters (lib/core/ops/grep.ts documents the cap).
     if (samples.length < k) samples.push({ line: line.slice(0, 1000), offset: r.offset });
   }
   return { matches, samples };

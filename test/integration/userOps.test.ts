@@ -141,7 +141,7 @@ describe("the deployed ops, from a client", () => {
       const [future] = mill.map(local, [file]);
       await expect(future!.result()).rejects.toMatchObject({
         code: "OP_MISMATCH",
-        message: expect.stringMatching(/^op line-bytes: your code is [0-9a-f]{16}, the deployed op is [0-9a-f]{16}; redeploy/),
+        message: expect.stringMatching(/^op line-bytes: your code is [0-9a-f]{16}, the deployed op is [0-9a-f]{16}; restart/),
       });
       const [unknown] = mill.map(
         defineOp({ name: "not-deployed", format: "lines", map: () => 1, combine: (a: number, b: number) => a + b }),

@@ -1,5 +1,5 @@
 /**
- * The fault injector (lib/testing/faultInjection.ts) against the in-process emulator, through
+ * The fault injector (lib/dev/faultInjection.ts) against the in-process emulator, through
  * the real AWS SDK: each kind of fault has the shape the SDK expects of S3 and SQS (so its
  * own retry strategy classifies and retries it), decisions are seeded, and what the SDK gives
  * up on reaches cloudmill's adapters as a CloudmillError ENVIRONMENT.

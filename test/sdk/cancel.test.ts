@@ -1,4 +1,4 @@
-/** The cancel role (lib/pipeline/cancel.ts) over the filesystem BlobStore: markers, statuses, races. */
+/** The cancel role (lib/core/pipeline/cancel.ts) over the filesystem BlobStore: markers, statuses, races. */
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";

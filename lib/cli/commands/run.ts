@@ -2,6 +2,7 @@
 import os from "node:os";
 import { Command, Option } from "commander";
 import { z } from "zod";
+import { kebabCase } from "../../core/kebabCase.js";
 import { runLocal } from "../../local/localEngine.js";
 import { writeResult } from "./result.js";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
@@ -79,10 +80,7 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
       const parsed = RunFlags.safeParse(raw);
       if (!parsed.success) {
         const { field, message } = describeZodError(parsed.error, "");
-        throw new CloudmillError(
-          ErrorCode.INVALID_SPEC,
-          `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}${message.slice(field.length)}`,
-        );
+        throw new CloudmillError(ErrorCode.INVALID_SPEC, `--${kebabCase(field)}${message.slice(field.length)}`);
       }
       const flags = parsed.data;
       const registry = new OpRegistry();

@@ -11,7 +11,7 @@ import type { JobFuture } from "../../sdk/JobFuture.js";
 import type { SubmitSpec, UploadProgress } from "../../sdk/types.js";
 import { parseFlags, stoppedWaiting, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
-import { statusLine } from "../progress.js";
+import { mb, statusLine } from "../progress.js";
 import { collectParam } from "../options.js";
 import { writeResult } from "./result.js";
 import { waitWithProgress } from "./wait.js";
@@ -29,8 +29,6 @@ const SubmitFlags = z.object({
   out: z.string().optional(),
   progress: z.boolean().default(true),
 });
-
-const mb = (n: number): string => (n / 1e6).toFixed(1);
 
 /** Upload progress on stderr: redrawn on a TTY, a line per finished file otherwise. */
 const uploadView = (io: CliIO, enabled: boolean): { update(p: UploadProgress): void; done(): void } => {

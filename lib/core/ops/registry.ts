@@ -5,7 +5,6 @@
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { VERSION } from "../version.js";
 import { count } from "./count.js";
-import { OP_BRAND } from "./defineOp.js";
 import { grep } from "./grep.js";
 import { histogram } from "./histogram.js";
 import { stats } from "./stats.js";
@@ -57,5 +56,3 @@ export class OpRegistry {
     return this.names().map((n) => this.#ops.get(n)!);
   }
 }
-
-export { OP_BRAND };

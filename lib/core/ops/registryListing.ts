@@ -50,7 +50,7 @@ export const checkAgainstDeployed = (local: AnyOp, listing: OpsListing): void =>
     throw new CloudmillError(
       ErrorCode.UNKNOWN_OP,
       `op ${local.name} is not deployed (deployed: ${listing.ops.map((o) => o.name).join(", ")}): ` +
-        "add its module to the stack's ops and redeploy",
+        "serve its module (`cloudmill dev --ops <module>`) and submit again",
       { field: "op" },
     );
   }
@@ -59,7 +59,7 @@ export const checkAgainstDeployed = (local: AnyOp, listing: OpsListing): void =>
     throw new CloudmillError(
       ErrorCode.OP_MISMATCH,
       `op ${local.name}: your code is ${digest}, the deployed op is ${deployed.digest}; ` +
-        "redeploy (npx cdk deploy) so the fleet runs your code",
+        "restart `cloudmill dev --ops <module>` so the workers run your code",
       { field: "op" },
     );
   }

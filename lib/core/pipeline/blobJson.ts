@@ -23,7 +23,7 @@ export const readBytes = async (store: BlobStore, key: string, signal?: AbortSig
       return Buffer.concat(parts);
     } catch (err) {
       if (attempt >= READ_ATTEMPTS || signal?.aborted || !(err instanceof CloudmillError && err.code === ErrorCode.ENVIRONMENT)) throw err;
-      await sleep(backoffMs(READ_BACKOFF, attempt));
+      await sleep(backoffMs(READ_BACKOFF, attempt), signal);
     }
   }
 };

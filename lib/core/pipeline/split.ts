@@ -9,7 +9,7 @@ import { CloudmillError, ErrorCode } from "../errors.js";
 import { Manifest, type InputObject, type TaskJob, type TaskMessage } from "../job/manifest.js";
 import { planChunks } from "../job/planner.js";
 import type { Format, JobSpec } from "../job/spec.js";
-import { opDigest, type OpRegistry } from "../ops/registry.js";
+import type { OpRegistry } from "../ops/registry.js";
 import type { TaskQueue } from "../ports.js";
 import { nowOf, type SplitDeps } from "./deps.js";
 import { exists, writeJson } from "./blobJson.js";
@@ -48,7 +48,16 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
     });
   }
   op.parseParams(spec.params); // fail now, not in every task
-  return { op: op.name, opDigest: opDigest(op), params: spec.params, format, onBadRecord: spec.onBadRecord, maxAttempts: spec.maxAttempts };
+  // Only a lab's op carries a digest in its tasks: built-ins are the image's own code, and older
+  // workers (which know no digest field) never meet a task that names one.
+  return {
+    op: op.name,
+    ...(op.digest !== undefined ? { opDigest: op.digest } : {}),
+    params: spec.params,
+    format,
+    onBadRecord: spec.onBadRecord,
+    maxAttempts: spec.maxAttempts,
+  };
 };
 
 /** How many task messages to build at once (bounds memory for million-chunk jobs). */

@@ -30,15 +30,18 @@ export const chunkContext = (jobId: string, chunk: Chunk) => ({
   range: [chunk.start, chunk.end] as const,
 });
 
-/** Errors that would recur on every attempt: retrying them only delays the failure. */
-export const isDeterministic = (err: CloudmillError): boolean =>
+/**
+ * Errors that would recur on every attempt: retrying them only delays the failure. Not
+ * OP_MISMATCH: another worker may still run the job's code, and after the last attempt the
+ * dead-letter handler fails the job with it.
+ */
+const isDeterministic = (err: CloudmillError): boolean =>
   err.code === ErrorCode.DEADLINE ||
   err.code === ErrorCode.BAD_RECORD ||
   err.code === ErrorCode.INPUT_CHANGED ||
   err.code === ErrorCode.INPUT_NOT_FOUND ||
   err.code === ErrorCode.INVALID_SPEC ||
-  err.code === ErrorCode.UNKNOWN_OP ||
-  err.code === ErrorCode.OP_MISMATCH;
+  err.code === ErrorCode.UNKNOWN_OP;
 
 /** A job's deadline passed: it is failed rather than left running with no end. */
 export const deadlineError = (jobId: string, deadline: number): CloudmillError =>
@@ -111,7 +114,7 @@ const mapChunk = async (
       throw new CloudmillError(
         ErrorCode.OP_MISMATCH,
         `op ${job.op}: this worker runs code ${digest}, the job was started with ${job.opDigest}; ` +
-          "a job runs on one version of its op (redeploy, then start the job again)",
+          "a job runs on one version of its op: start it again once every worker runs the new code",
       );
     }
     const params = op.parseParams(job.params);
@@ -150,7 +153,7 @@ const mapChunk = async (
 };
 
 /** Records a chunk's latest error, so the job's failure can name it (the dead-letter handler reads it). */
-export const recordChunkError = async (deps: PipelineDeps, task: TaskMessage, error: CloudmillError, attempt: number): Promise<void> => {
+const recordChunkError = async (deps: PipelineDeps, task: TaskMessage, error: CloudmillError, attempt: number): Promise<void> => {
   await writeJson(deps.output, chunkErrorKey(task.jobId, task.chunk.index), {
     attempt,
     at: new Date().toISOString(),
