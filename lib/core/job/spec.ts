@@ -5,6 +5,7 @@
 import { z } from "zod";
 import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
+import { parseJsonWith } from "../parseJson.js";
 import { parseSize } from "./size.js";
 
 export const FORMATS = ["lines", "numbers", "csv", "jsonl"] as const;
@@ -97,12 +98,7 @@ export const parseJobSpecJson = (text: string, what = "job spec", defaults: { ch
   if (Buffer.byteLength(text) > DEFAULTS.maxJobSpecBytes) {
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `${what}: larger than ${DEFAULTS.maxJobSpecBytes} bytes`);
   }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new CloudmillError(ErrorCode.INVALID_SPEC, `${what}: not valid JSON (${(err as Error).message})`);
-  }
+  let value = parseJsonWith(text, z.unknown(), what, ErrorCode.INVALID_SPEC);
   if (typeof value === "object" && value !== null && !Array.isArray(value)) value = { ...defaults, ...value };
   return parseJobSpec(value, what);
 };
