@@ -9,6 +9,14 @@
  * ```
  */
 export { defineOp, type OpDefinition, type RecordMeta, type UserOp } from "./core/ops/defineOp.js";
+export {
+  defineTask,
+  type TaskContext,
+  type TaskDefinition,
+  type TaskResult,
+  type ItemError,
+  type OnItemError,
+} from "./core/ops/defineTask.js";
 export { runLocal, type LocalRunOptions, type LocalRunResult, type Progress } from "./local/localEngine.js";
 export { OpRegistry } from "./core/ops/registry.js";
 export { loadOpsModule } from "./core/ops/opModules.js";

@@ -11,16 +11,18 @@ import ts from "typescript";
 import { describe, expect, it } from "vitest";
 import { packageRoot } from "../lib/local/paths.js";
 
-type Layer = "core" | "local" | "aws" | "dev" | "sdk" | "cli" | "root" | "functions" | "worker" | "infra";
+type Layer = "core" | "sandbox" | "local" | "aws" | "dev" | "sdk" | "cli" | "root" | "functions" | "worker" | "infra";
 
 /** Which layers each layer may import (itself included where listed). */
 const MAY_IMPORT: Readonly<Record<Layer, readonly Layer[]>> = {
   core: ["core"],
-  local: ["core", "local"],
-  aws: ["core", "aws"],
-  dev: ["core", "local", "aws", "dev"],
+  // Threads that run a lab's task items under limits: for every role that maps chunks.
+  sandbox: ["core", "sandbox"],
+  local: ["core", "sandbox", "local"],
+  aws: ["core", "sandbox", "aws"],
+  dev: ["core", "sandbox", "local", "aws", "dev"],
   sdk: ["core", "local", "aws", "sdk"],
-  cli: ["core", "local", "aws", "dev", "sdk", "cli"],
+  cli: ["core", "sandbox", "local", "aws", "dev", "sdk", "cli"],
   root: ["core", "local", "sdk"],
   // What a deployed role runs: never the dev cloud, the CLI or the SDK.
   functions: ["core", "aws"],
@@ -32,8 +34,10 @@ const MAY_IMPORT: Readonly<Record<Layer, readonly Layer[]>> = {
 const PACKAGES: Readonly<Partial<Record<Layer, RegExp>>> = {
   // Pure helpers only: hashing, and path/URL arithmetic for the one module loader.
   core: /^(zod|node:crypto|node:path|node:url)$/,
+  sandbox: /^node:.*$/,
   local: /^(zod|node:.*)$/,
-  infra: /^(aws-cdk-lib(\/.*)?|constructs|cdk-nag|zod|node:.*)$/,
+  // esbuild: bundles a lab's ops (and cloudmill's roles, from sources) at synth; an optional peer dependency.
+  infra: /^(aws-cdk-lib(\/.*)?|constructs|cdk-nag|esbuild|zod|node:.*)$/,
 };
 
 /** Test tooling nothing shipped may import. */
@@ -43,7 +47,7 @@ const layerOf = (file: string): Layer | undefined => {
   const [top, second] = file.split("/");
   if (top === "lib") {
     if (second === "index.ts") return "root";
-    return (["core", "local", "aws", "dev", "sdk", "cli"] as const).find((l) => l === second);
+    return (["core", "sandbox", "local", "aws", "dev", "sdk", "cli"] as const).find((l) => l === second);
   }
   return (["functions", "worker", "infra"] as const).find((l) => l === top);
 };

@@ -4,6 +4,7 @@
  */
 import type { Logger } from "../core/log.js";
 import { opsRegistry } from "../core/ops/opModules.js";
+import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
 import { awsClients, destroyClients, type AwsClientOptions } from "./clients.js";
 import { cloudDeps } from "./cloudDeps.js";
 import { readWorkerConfig } from "./env.js";
@@ -31,7 +32,8 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     ...(config.endpoint ? { endpoint: config.endpoint } : {}),
     ...(hooks.wrapHandler ? { wrapHandler: hooks.wrapHandler(logger) } : {}),
   });
-  const deps = { ...cloudDeps(config, logger, clients), registry: await opsRegistry(config.opsModules) };
+  const items = new ThreadItemRunner({ opsModules: config.opsModules });
+  const deps = { ...cloudDeps(config, logger, clients), registry: await opsRegistry(config.opsModules), items };
   const worker = new TaskWorker({
     queue: new SqsTaskQueue(clients.sqs, config.taskQueueUrl),
     deps,
@@ -53,6 +55,7 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     proc.once("SIGTERM", () => stop("SIGTERM"));
     proc.once("SIGINT", () => stop("SIGINT"));
   });
+  await items.close();
   destroyClients(clients);
   logger.info("worker stopped");
   return logger;

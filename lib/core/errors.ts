@@ -19,6 +19,12 @@ export const ErrorCode = {
   INPUT_CHANGED: "INPUT_CHANGED",
   /** A chunk failed on every attempt. */
   CHUNK_FAILED: "CHUNK_FAILED",
+  /** A task's item threw (a task job fails with it under onItemError: fail). */
+  ITEM_FAILED: "ITEM_FAILED",
+  /** A task's item ran past the task's timeoutSeconds. */
+  ITEM_TIMEOUT: "ITEM_TIMEOUT",
+  /** A task's item used more heap than the task's memoryMiB. */
+  ITEM_OUT_OF_MEMORY: "ITEM_OUT_OF_MEMORY",
   /** A job did not finish before its deadline. */
   DEADLINE: "DEADLINE",
   /** A job was cancelled. */

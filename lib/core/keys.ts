@@ -36,6 +36,12 @@ export const jobSpecOutputKeys = (jobId: string): OutputKeys => ({
   status: `${JOBS_PREFIX}${jobId}/${STATUS_FILE}`,
 });
 
+/** Objects a task's items store with ctx.put: `_jobs/<jobId>/files/<name>`. */
+export const jobFilesPrefix = (jobId: string): string => `${JOBS_PREFIX}${jobId}/files/`;
+/** An item's output too large to travel in its part, stored on its own; the result refers to it. */
+export const itemResultKey = (jobId: string, input: number, offset: number): string =>
+  `${JOBS_PREFIX}${jobId}/results/${input}-${offset}.json`;
+
 export const workPrefix = (jobId: string): string => `${WORK_PREFIX}${jobId}/`;
 export const manifestKey = (jobId: string): string => `${workPrefix(jobId)}manifest.json`;
 export const partsPrefix = (jobId: string): string => `${workPrefix(jobId)}parts/`;

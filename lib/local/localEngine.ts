@@ -22,6 +22,9 @@ import { reduceJob } from "../core/pipeline/reduce.js";
 import { deadlineSecondsOf, enqueueTasks, startJob, taskJobOf, tasksOf } from "../core/pipeline/split.js";
 import { afterFailedAttempt } from "../core/pipeline/task.js";
 import { lineNumberAt } from "../core/records/lineNumber.js";
+import { isTaskOp } from "../core/ops/defineTask.js";
+import { resolveStoredResult } from "../core/pipeline/items.js";
+import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
 import { inlineExecutor, threadExecutor, type TaskExecutor } from "./executor.js";
 import { resolveLocalInputs } from "./localInputs.js";
 
@@ -90,7 +93,8 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     visibilitySeconds: 3600,
     deadLetter: { queue: deadLetters, maxReceiveCount: spec.maxAttempts },
   });
-  const deps: SplitDeps = { output, queue, inputStore: () => root, registry, log };
+  const items = new ThreadItemRunner({ opsModules: options.opsModules ?? [] });
+  const deps: SplitDeps = { output, queue, inputStore: () => root, registry, log, items };
   const executor: TaskExecutor =
     workers > 0 ? threadExecutor(workers, { outputRoot: workDir, opsModules: options.opsModules ?? [] }) : inlineExecutor(deps);
   executor.warm(inputs.reduce((n, i) => n + chunksOf(i.size, spec.chunkSize), 0));
@@ -112,9 +116,12 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
       const e = status.error;
       throw new CloudmillError((e?.code as ErrorCode | undefined) ?? ErrorCode.INTERNAL, e?.message ?? `job ${status.state}`, { jobId });
     }
-    const result: unknown = JSON.parse((await readBytes(output, RESULT_KEY)).toString("utf8"));
+    const stored: unknown = JSON.parse((await readBytes(output, RESULT_KEY)).toString("utf8"));
+    // Item outputs stored on their own are read back before the work directory goes.
+    const result = isTaskOp(registry.get(job.op)) ? await resolveStoredResult(output, stored) : stored;
     return { jobId, result, status };
   } finally {
+    await items.close();
     await executor.close();
     await queue.close();
     await deadLetters.close();

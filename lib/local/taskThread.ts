@@ -6,6 +6,7 @@ import { silentLogger } from "../core/log.js";
 import { OpRegistry } from "../core/ops/registry.js";
 import { loadOpsModule } from "../core/ops/opModules.js";
 import { runTask } from "../core/pipeline/task.js";
+import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
 import { Accumulators, withoutPartial } from "./accumulate.js";
 import type { ThreadData, ThreadReply, ThreadRequest } from "./executor.js";
 
@@ -15,7 +16,8 @@ const ready = (async () => {
   for (const m of data.opsModules) await loadOpsModule(m, registry);
 })();
 const root = new FsBlobStore("/");
-const deps = { output: new FsBlobStore(data.outputRoot), inputStore: () => root, registry, log: silentLogger };
+const items = new ThreadItemRunner({ opsModules: data.opsModules });
+const deps = { output: new FsBlobStore(data.outputRoot), inputStore: () => root, registry, log: silentLogger, items };
 const accumulators = new Accumulators(registry);
 
 const handle = async (request: ThreadRequest): Promise<ThreadReply> => {

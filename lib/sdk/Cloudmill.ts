@@ -29,8 +29,10 @@ import { checkAgainstDeployed, listingOf, readRegistryListing, type OpsListing }
 import type { AnyOp } from "../core/ops/types.js";
 import { exists, readJsonIfExists } from "../core/pipeline/blobJson.js";
 import { cancelJob } from "../core/pipeline/cancel.js";
+import { batchSizeFor, itemsChunkSize, itemsJsonl, resolveStoredResult } from "../core/pipeline/items.js";
+import type { OnItemError, TaskOp, TaskResult } from "../core/ops/defineTask.js";
 import { withAws, type AwsTarget } from "./awsErrors.js";
-import { DEFAULT_JOBS_LIMIT } from "./constants.js";
+import { DEFAULT_JOBS_LIMIT, UPLOADS_PREFIX } from "./constants.js";
 import { describeFleet } from "./fleet.js";
 import { JobFuture, type JobBackend } from "./JobFuture.js";
 import { newJobId } from "./jobId.js";
@@ -63,6 +65,23 @@ export type MapOptions = Omit<SubmitSpec, "op" | "inputs" | "params"> & SubmitOp
 
 /** Params of a job: values as the CLI would pass them (strings) or typed. */
 export type JobParams = SubmitSpec["params"];
+
+/** Settings of a mapItems job. */
+export interface MapItemsOptions {
+  /** The task's own params. */
+  readonly params?: JobParams;
+  /**
+   * Items per task message (a worker runs a message's items one after another).
+   * Default: 1 up to 1,000 items, then as many as keep the job at 1,000 messages.
+   */
+  readonly batchSize?: number;
+  /** `collect` (default): failed items are listed in the result's errors; `fail`: the first fails the job. */
+  readonly onItemError?: OnItemError;
+  /** Tries per message. Default: the deployment's (3). */
+  readonly maxAttempts?: number;
+  /** Fail the job if not finished after this long. */
+  readonly deadlineSeconds?: number;
+}
 
 const ANY_JSON = z.unknown();
 
@@ -264,6 +283,51 @@ export class Cloudmill {
   }
 
   /**
+   * Runs a task once per item, like Cloudknot's `Knot.map` and MyCloud's `cluster.map`: the
+   * items (any JSON values) are written as one JSONL object, many items per task message, and
+   * one future resolves to `{ items, results, errors, files }`, results in item order. `task` is
+   * a name or a task made with defineTask (checked against the deployed code before anything
+   * is uploaded). An item that is not JSON throws here, naming its index.
+   */
+  mapItems<I, O, P>(task: TaskOp<I, O, P>, items: Iterable<I>, options?: MapItemsOptions): JobFuture<TaskResult<O>>;
+  mapItems<O = unknown>(task: string, items: Iterable<unknown>, options?: MapItemsOptions): JobFuture<TaskResult<O>>;
+  mapItems(task: string | TaskOp, items: Iterable<unknown>, options: MapItemsOptions = {}): JobFuture<TaskResult> {
+    const name = typeof task === "string" ? task : task.name;
+    const { body, count } = itemsJsonl(items);
+    const batchSize = batchSizeFor(count, options.batchSize);
+    const id = newJobId();
+    const given: JobSpecInput = {
+      id,
+      op: name,
+      inputs: ["s3://placeholder/items.jsonl"],
+      format: "jsonl",
+      chunkSize: itemsChunkSize(Buffer.byteLength(body), count, batchSize),
+      params: { ...options.params, ...(options.onItemError ? { onItemError: options.onItemError } : {}) },
+      ...(options.maxAttempts !== undefined ? { maxAttempts: options.maxAttempts } : {}),
+      ...(options.deadlineSeconds !== undefined ? { deadlineSeconds: options.deadlineSeconds } : {}),
+    };
+    parseJobSpec(given, "");
+    const opChecked = typeof task === "string" ? undefined : this.#checkDeployed(task);
+    const abort = new AbortController();
+    const submitted = (async () => {
+      await opChecked;
+      const conn = await this.#connect();
+      const key = `${UPLOADS_PREFIX}${id}/items.jsonl`;
+      abort.signal.throwIfAborted();
+      await withAws(this.#aws(`upload items to ${s3Uri(conn.target.inputBucket, key)}`), () =>
+        conn.input.put(key, body, { contentType: "application/x-ndjson" }),
+      );
+      abort.signal.throwIfAborted();
+      const spec = { ...given, inputs: [s3Uri(conn.target.inputBucket, key)] };
+      await withAws(this.#aws(`write job spec ${s3Uri(conn.target.inputBucket, jobSpecKey(id))}`), () =>
+        conn.input.put(jobSpecKey(id), JSON.stringify(spec), { contentType: "application/json" }),
+      );
+      this.#log.info("items submitted", { jobId: id, items: count, batchSize });
+    })();
+    return new JobFuture<TaskResult>(id, this.#backend, { submitted, abort });
+  }
+
+  /**
    * The ops the pipeline runs, each with its code digest, as its registry published them
    * (`_ops/registry.json` in the output bucket); undefined when it published none.
    */
@@ -416,7 +480,8 @@ export class Cloudmill {
           throw new CloudmillError(ErrorCode.INTERNAL, `job ${jobId} succeeded but ${s3Uri(conn.target.outputBucket, key)} is missing`, {
             jobId,
           });
-        return result;
+        // A task's item outputs too large for its part were stored on their own: read them back.
+        return withAws(this.#aws(`read item results of job ${jobId}`), () => resolveStoredResult(conn.output, result, signal), signal);
       },
       cancel: async (jobId) => {
         const conn = await this.#connect();

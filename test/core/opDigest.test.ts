@@ -2,9 +2,13 @@
  * The code a job ran is known: every op has a digest of its code, a task refuses to run on
  * code other than its job's, and a client's local op is checked against the deployed listing.
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
+import * as esbuild from "esbuild";
+import ts from "typescript";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CloudmillError } from "../../lib/core/errors.js";
 import type { TaskMessage } from "../../lib/core/job/manifest.js";
@@ -17,6 +21,7 @@ import { afterFailedAttempt, runTask } from "../../lib/core/pipeline/task.js";
 import { taskJobOf } from "../../lib/core/pipeline/split.js";
 import { VERSION } from "../../lib/core/version.js";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { requireBuild, ROOT } from "../helpers/devCloud.js";
 
 const longest = () =>
   defineOp({ name: "longest", format: "lines", map: (l: unknown) => String(l).length, combine: (a: number, b: number) => Math.max(a, b) });
@@ -133,5 +138,99 @@ describe("a client's local op against the deployed listing", () => {
   it("is UNKNOWN_OP when the op is not deployed at all", () => {
     const other = defineOp({ name: "other", format: "lines", map: () => 1, combine: (a: number, b: number) => a + b });
     expect(() => checkAgainstDeployed(other, listing)).toThrow(expect.objectContaining({ code: "UNKNOWN_OP" }));
+  });
+});
+
+/**
+ * The lab's process loads its module as written (tsx, or tsc's output); the deployed roles load
+ * the esbuild bundle of it. Each printing is loaded in its own Node process, so no test runner
+ * transform touches the function text.
+ */
+describe("an op's digest across the tools that print its module", () => {
+  const SOURCE = `import { defineOp } from "cloudmill";
+import { z } from "zod";
+
+const Reading = z.object({ station: z.string(), celsius: z.number() });
+type Acc = { n: number; total: number };
+
+/** Mean temperature of the valid readings. */
+export const meanTemp = defineOp({
+  name: 'mean-temp',
+  format: "jsonl",
+  map: (record: unknown): Acc | undefined => {
+    const r = Reading.safeParse(record); // skip the bad ones
+    if (!r.success) return undefined;
+    return { n: 1, total: r.data.celsius * 1_000 };
+  },
+  combine: (a: Acc, b: Acc): Acc => ({ n: a.n + b.n, total: a.total + b.total, }),
+  finalize: (acc) => ({ mean: acc ? acc.total / acc.n / 1e3 : null, label: 'it\\'s "mean"' }),
+});
+`;
+  let dir: string;
+
+  /** The digest a fresh Node process computes for the module's `meanTemp`. */
+  const digestIn = (file: string): string =>
+    execFileSync(
+      process.execPath,
+      [
+        "--input-type=module",
+        "-e",
+        `const m = await import(${JSON.stringify(pathToFileURL(file).href)});\nprocess.stdout.write(m.meanTemp.digest);`,
+      ],
+      {
+        encoding: "utf8",
+      },
+    );
+
+  beforeAll(async () => {
+    requireBuild();
+    // Inside the package, so `cloudmill` and `zod` resolve as in a lab project.
+    await mkdir(path.join(ROOT, "node_modules/.cache"), { recursive: true });
+    dir = await mkdtemp(path.join(ROOT, "node_modules/.cache/digest-"));
+  });
+  afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+  it("is the same through tsc, through tsx's per-file transform and through an esbuild bundle, and changes with the code", async () => {
+    const write = async (name: string, text: string): Promise<string> => {
+      const file = path.join(dir, name);
+      await writeFile(file, text);
+      return file;
+    };
+    const tsc = await write(
+      "tsc.mjs",
+      ts.transpileModule(SOURCE, { compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 } }).outputText,
+    );
+    const tsx = await write("tsx.mjs", (await esbuild.transform(SOURCE, { loader: "ts", format: "esm", target: "node20" })).code);
+    const entry = await write("entry.ts", SOURCE);
+    const bundled = path.join(dir, "bundle.mjs");
+    await esbuild.build({
+      entryPoints: [entry],
+      bundle: true,
+      format: "esm",
+      platform: "node",
+      target: "node22",
+      outfile: bundled,
+      logLevel: "silent",
+    });
+    const edited = await write("edited.ts", SOURCE.replace("a.n + b.n", "a.n + b.n + 1"));
+    const editedBundle = path.join(dir, "edited.mjs");
+    await esbuild.build({
+      entryPoints: [edited],
+      bundle: true,
+      format: "esm",
+      platform: "node",
+      outfile: editedBundle,
+      logLevel: "silent",
+    });
+
+    // The printings really differ: quotes, separators, comments and layout.
+    const texts = await Promise.all([tsc, tsx, bundled].map((f) => readFile(f, "utf8")));
+    expect(new Set(texts.map((t) => t.slice(t.indexOf("defineOp({"))).map((t) => t.slice(0, t.indexOf("});")))).size).toBe(3);
+
+    const digest = digestIn(tsc);
+    expect(digest).toMatch(/^[0-9a-f]{16}$/);
+    expect(digestIn(tsx)).toBe(digest);
+    expect(digestIn(bundled)).toBe(digest);
+    expect(digestIn(editedBundle)).not.toBe(digest);
   });
 });

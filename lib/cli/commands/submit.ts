@@ -5,7 +5,10 @@
  */
 import { Command, Option } from "commander";
 import { z } from "zod";
+import { readFile } from "node:fs/promises";
+import { CloudmillError, ErrorCode, invalidSpec } from "../../core/errors.js";
 import { FORMATS } from "../../core/job/spec.js";
+import { ON_ITEM_ERROR } from "../../core/ops/defineTask.js";
 import { waitAll } from "../../sdk/futures.js";
 import type { JobFuture } from "../../sdk/JobFuture.js";
 import type { SubmitSpec, UploadProgress } from "../../sdk/types.js";
@@ -28,7 +31,30 @@ const SubmitFlags = z.object({
   timeout: z.coerce.number({ error: "expected seconds" }).positive({ error: "expected seconds > 0" }).optional(),
   out: z.string().optional(),
   progress: z.boolean().default(true),
+  items: z.string().optional(),
+  batchSize: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).optional(),
+  onItemError: z.enum(ON_ITEM_ERROR).optional(),
 });
+
+/** The items of a JSONL file, one JSON value per non-blank line; a bad line is refused, naming it. */
+const readItemsFile = async (file: string): Promise<unknown[]> => {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch {
+    throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such file", { input: file });
+  }
+  const items: unknown[] = [];
+  for (const [i, line] of text.split("\n").entries()) {
+    if (line.trim() === "") continue;
+    try {
+      items.push(JSON.parse(line));
+    } catch (err) {
+      throw new CloudmillError(ErrorCode.BAD_RECORD, `not JSON (${(err as Error).message})`, { input: file, line: i + 1 });
+    }
+  }
+  return items;
+};
 
 /** Upload progress on stderr: redrawn on a TTY, a line per finished file otherwise. */
 const uploadView = (io: CliIO, enabled: boolean): { update(p: UploadProgress): void; done(): void } => {
@@ -43,7 +69,7 @@ export const submitCommand = (io: CliIO): Command =>
   withCloudOptions(
     new Command("submit")
       .description("submit a job to the lab's pipeline (or cloudmill dev): local files are uploaded, s3:// URIs used in place")
-      .argument("<inputs...>", "local files or directories, s3://bucket/key objects or s3://bucket/prefix/ prefixes")
+      .argument("[inputs...]", "local files or directories, s3://bucket/key objects or s3://bucket/prefix/ prefixes")
       .requiredOption("--op <name>", "the op to run: count, stats, wordcount, histogram, grep, or one built into the workers")
       .option("-p, --param <name=value>", "an op param, repeatable (e.g. --param k=20)", collectParam)
       .addOption(new Option("--format <format>", "record format (default: the op's own)").choices(FORMATS))
@@ -51,6 +77,13 @@ export const submitCommand = (io: CliIO): Command =>
       .option("--max-attempts <n>", "tries per chunk before the job fails (default: the deployment's)")
       .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")
       .option("--each", "one job per input (like the SDK's map) instead of one job over all inputs")
+      .option("--items <file>", "run a task (defineTask) once per line of this JSONL file, instead of an op over inputs")
+      .option("--batch-size <n>", "with --items: items per task message (default: 1, or enough for at most 1,000 messages)")
+      .addOption(
+        new Option("--on-item-error <mode>", "with --items: list failed items in the result (collect) or fail the job").choices(
+          ON_ITEM_ERROR,
+        ),
+      )
       .option("--wait", "wait for the result (progress on stderr) and print it")
       .option("--timeout <seconds>", "with --wait: give up waiting after this long (the job goes on)")
       .option("-o, --out <file>", "with --wait: write the result JSON here instead of stdout")
@@ -63,6 +96,7 @@ Examples:
   $ cloudmill submit examples/words.txt --op wordcount -p k=5 --endpoint http://127.0.0.1:4566 --wait
   $ cloudmill submit s3://lab-data/runs/ --op stats --stack Cloudmill-mylab
   $ cloudmill submit a.txt b.txt --op count --each --stack Cloudmill-mylab
+  $ cloudmill submit --items sweep.jsonl --op simulate --batch-size 50 --stack Cloudmill-mylab --wait
 
 Without --wait it prints the job id(s), one per line: \`cloudmill wait <job>\` follows one.`,
     )
@@ -76,12 +110,24 @@ Without --wait it prints the job id(s), one per line: \`cloudmill wait <job>\` f
         ...(flags.maxAttempts ? { maxAttempts: flags.maxAttempts } : {}),
         ...(flags.skipBadRecords ? { onBadRecord: "skip" as const } : {}),
       };
+      if ((flags.items === undefined) === (inputs.length === 0))
+        throw invalidSpec(flags.items === undefined ? "give inputs, or --items <file>" : "give inputs or --items, not both", "inputs");
+      const items = flags.items === undefined ? undefined : await readItemsFile(flags.items);
       await usingCloudmill(raw, io, async (mill) => {
         const uploads = uploadView(io, flags.progress);
         const options = { onUpload: (p: UploadProgress) => uploads.update(p) };
-        const futures: JobFuture<unknown>[] = flags.each
-          ? inputs.map((input) => mill.submit({ ...spec, inputs: [input] }, options))
-          : [mill.submit({ ...spec, inputs }, options)];
+        const futures: JobFuture<unknown>[] = items
+          ? [
+              mill.mapItems(flags.op, items, {
+                params: flags.param,
+                ...(flags.batchSize ? { batchSize: flags.batchSize } : {}),
+                ...(flags.onItemError ? { onItemError: flags.onItemError } : {}),
+                ...(flags.maxAttempts ? { maxAttempts: flags.maxAttempts } : {}),
+              }),
+            ]
+          : flags.each
+            ? inputs.map((input) => mill.submit({ ...spec, inputs: [input] }, options))
+            : [mill.submit({ ...spec, inputs }, options)];
         try {
           // Sequentially, so their upload progress lines do not interleave.
           for (const f of futures) await f.submitted;

@@ -13,11 +13,11 @@
  * ```
  * `combine` must be associative and commutative; partials must be JSON values.
  */
-import { createHash } from "node:crypto";
 import { z } from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { Format, OpName, type Params } from "../job/spec.js";
 import type { AnyOp, Op } from "./types.js";
+import { codeDigest } from "./codeDigest.js";
 import { parseOpParams } from "./params.js";
 import { forEachRecord, formatParamsShape, type FormatOptions } from "./formatReaders.js";
 
@@ -61,26 +61,13 @@ export interface UserParams<P> extends FormatOptions {
 export type UserOp<P, A, R> = Op<UserParams<P>, Wrapped<A>, R | A | undefined> & { readonly [OP_BRAND]: true };
 
 /**
- * The digest of an op's definition: its name, formats and the source text of its functions.
- * Two processes that load the same op module get the same digest; an edit to any of its
- * functions changes it. (Code the functions call into is not covered: bump the op's name or
- * description when only a dependency changes.)
+ * The digest of an op's definition: its name, formats and the code of its functions (printer
+ * choices aside, see codeDigest.ts). A module loaded as written and the same module bundled for
+ * a deploy get the same digest; an edit to any of its functions changes it. (Code the functions
+ * call into is not covered: bump the op's name or description when only a dependency changes.)
  */
 const definitionDigest = (def: OpDefinition<never, never, never>, formats: readonly Format[]): string =>
-  createHash("sha256")
-    .update(
-      JSON.stringify([
-        def.name,
-        def.description ?? "",
-        formats,
-        def.orderFree === true,
-        String(def.map),
-        String(def.combine),
-        def.finalize ? String(def.finalize) : null,
-      ]),
-    )
-    .digest("hex")
-    .slice(0, 16);
+  codeDigest([def.name, def.description ?? "", formats, def.orderFree === true, def.map, def.combine, def.finalize ?? null]);
 
 export const defineOp = <P = Record<string, never>, A = unknown, R = A | undefined>(def: OpDefinition<P, A, R>): UserOp<P, A, R> => {
   const name = OpName.safeParse(def.name);

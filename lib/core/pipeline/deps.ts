@@ -2,6 +2,7 @@
 import type { Logger } from "../log.js";
 import type { OpRegistry } from "../ops/registry.js";
 import type { BlobStore, TaskQueue } from "../ports.js";
+import type { ItemRunner } from "./items.js";
 
 export interface PipelineDeps {
   /** The output bucket: manifests, parts, results and statuses. */
@@ -10,6 +11,8 @@ export interface PipelineDeps {
   inputStore(bucket: string): BlobStore;
   readonly registry: OpRegistry;
   readonly log: Logger;
+  /** Runs the items of task jobs (defineTask); roles that map chunks have one. */
+  readonly items?: ItemRunner;
   /** Clock (ms since epoch); tests move it. */
   readonly now?: () => number;
 }

@@ -7,6 +7,7 @@ import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import type { Chunk, TaskMessage } from "../job/manifest.js";
 import type { MapContext } from "../ops/types.js";
 import type { FormatOptions } from "../ops/formatReaders.js";
+import { isTaskOp } from "../ops/defineTask.js";
 import { opDigest } from "../ops/registry.js";
 import { ownedRecordBlocks } from "../records/alignedBlocks.js";
 import { readFirstLine } from "../records/firstRecord.js";
@@ -16,6 +17,7 @@ import { exists, writeJson } from "./blobJson.js";
 import type { Part } from "./part.js";
 import { statusErrorOf } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
+import { readItems, runItems } from "./items.js";
 
 export type TaskOutcome =
   | { readonly kind: "done"; readonly bytes: number; readonly skipped: number; readonly partial: unknown }
@@ -41,7 +43,10 @@ const isDeterministic = (err: CloudmillError): boolean =>
   err.code === ErrorCode.INPUT_CHANGED ||
   err.code === ErrorCode.INPUT_NOT_FOUND ||
   err.code === ErrorCode.INVALID_SPEC ||
-  err.code === ErrorCode.UNKNOWN_OP;
+  err.code === ErrorCode.UNKNOWN_OP ||
+  err.code === ErrorCode.ITEM_FAILED ||
+  err.code === ErrorCode.ITEM_TIMEOUT ||
+  err.code === ErrorCode.ITEM_OUT_OF_MEMORY;
 
 /** A job's deadline passed: it is failed rather than left running with no end. */
 export const deadlineError = (jobId: string, deadline: number): CloudmillError =>
@@ -63,17 +68,19 @@ export interface RunTaskOptions {
    * another version (and a test runner's module transforms change function text). Default true.
    */
   readonly checkOpDigest?: boolean;
+  /** Aborted when the worker starts to stop (SIGTERM): a task's items see it as ctx.signal. */
+  readonly drain?: AbortSignal;
 }
 
 export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: RunTaskOptions = {}): Promise<TaskOutcome> => {
-  const { signal, writePart = true, checkOpDigest = true } = options;
+  const { signal, writePart = true, checkOpDigest = true, drain } = options;
   const { jobId, chunk, job } = task;
   const output = deps.output;
   const key = partKey(jobId, chunk.index);
   if (await exists(output, key)) return { kind: "duplicate" };
   if ((await exists(output, failureKey(jobId))) || (await exists(output, cancelKey(jobId)))) return { kind: "job-ended" };
   const deadline = job.deadline;
-  const map = (s: AbortSignal | undefined) => mapChunk(deps, task, { writePart, checkOpDigest }, s);
+  const map = (s: AbortSignal | undefined) => mapChunk(deps, task, { writePart, checkOpDigest, ...(drain ? { drain } : {}) }, s);
   if (deadline === undefined) return map(signal);
   const left = deadline - nowOf(deps);
   if (left <= 0) throw deadlineError(jobId, deadline);
@@ -100,10 +107,10 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
 const mapChunk = async (
   deps: PipelineDeps,
   task: TaskMessage,
-  options: { readonly writePart: boolean; readonly checkOpDigest: boolean },
+  options: { readonly writePart: boolean; readonly checkOpDigest: boolean; readonly drain?: AbortSignal },
   signal?: AbortSignal,
 ): Promise<TaskOutcome> => {
-  const { writePart, checkOpDigest } = options;
+  const { writePart, checkOpDigest, drain } = options;
   const { jobId, chunk, job } = task;
   const output = deps.output;
   const key = partKey(jobId, chunk.index);
@@ -138,11 +145,17 @@ const mapChunk = async (
         firstSkipped ??= error;
       },
     };
-    const mapper = op.mapper(params, ctx);
-    for await (const block of ownedRecordBlocks(store, { ...chunk.input, start: chunk.start, end: chunk.end }, signal)) {
-      mapper.block(block);
+    let partial: unknown;
+    if (isTaskOp(op)) {
+      partial = await runItems(deps, task, op, await readItems(deps, task, ctx, signal), { signal, drain });
+    } else {
+      const mapper = op.mapper(params, ctx);
+      for await (const block of ownedRecordBlocks(store, { ...chunk.input, start: chunk.start, end: chunk.end }, signal)) {
+        mapper.block(block);
+      }
+      partial = mapper.finish();
     }
-    const part: Part = { v: 1, jobId, index: chunk.index, partial: mapper.finish(), skipped };
+    const part: Part = { v: 1, jobId, index: chunk.index, partial, skipped };
     if (writePart) await writeJson(output, key, part);
     if (firstSkipped)
       deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped.withContext(chunkContext(jobId, chunk))), skipped });

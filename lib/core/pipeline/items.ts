@@ -1,0 +1,213 @@
+/**
+ * A task's chunk: its items (the JSONL records the chunk owns) go to an item runner, which
+ * runs each under the task's limits on a thread of its own (lib/sandbox), and come back as one
+ * outcome per item. The part holds the outcomes; the reducer numbers them in item order.
+ */
+import { z } from "zod";
+import { CloudmillError, ErrorCode } from "../errors.js";
+import type { Params } from "../job/spec.js";
+import type { TaskMessage } from "../job/manifest.js";
+import { itemResultKey, jobFilesPrefix } from "../keys.js";
+import type { Logger } from "../log.js";
+import type { ItemEntry, TaskLimits, TaskOp, TaskResult } from "../ops/defineTask.js";
+import type { BlobStore } from "../ports.js";
+import { readBytes } from "./blobJson.js";
+import { forEachRecord } from "../ops/formatReaders.js";
+import type { MapContext } from "../ops/types.js";
+import { ownedRecordBlocks } from "../records/alignedBlocks.js";
+import type { PipelineDeps } from "./deps.js";
+
+/** One item, located by its byte offset in the chunk's input. */
+export interface Item {
+  readonly offset: number;
+  readonly value: unknown;
+}
+
+export type ItemOutcome = { readonly files: readonly string[] } & (
+  | { readonly ok: true; readonly value: unknown }
+  | { readonly ok: false; readonly code: string; readonly message: string }
+);
+
+export interface ItemBatch {
+  readonly task: string;
+  /** The job's params, raw: the runner's thread parses them with the task's own schema. */
+  readonly params: Params;
+  readonly limits: TaskLimits;
+  readonly items: readonly Item[];
+  /** Stop after the first failed item (onItemError: fail); the outcomes end there. */
+  readonly stopOnError: boolean;
+  /** Ends the batch at once (its threads too): the chunk is released, not failed. */
+  readonly signal?: AbortSignal;
+  /** The worker is stopping: items see ctx.signal abort, and an item that fails after it releases the chunk. */
+  readonly drain?: AbortSignal;
+  readonly log: Logger;
+  /** Stores an object an item put (ctx.put); resolves with its key in the output bucket. */
+  put(name: string, body: Uint8Array): Promise<string>;
+}
+
+/**
+ * Runs a task's items: one outcome per item, in order. A failed item is an outcome, never a
+ * rejection; the promise rejects only when the signal aborts or the runner itself breaks.
+ */
+export interface ItemRunner {
+  run(batch: ItemBatch): Promise<ItemOutcome[]>;
+  /** Ends the runner's threads. */
+  close(): Promise<void>;
+}
+
+/** An item's output larger than this is stored as its own object (as Lithops cannot: its results travel in the invocation). */
+export const LARGE_ITEM_RESULT_BYTES = 256 * 1024;
+
+/** Names ctx.put accepts: relative paths of plain segments. */
+const FILE_NAME = /^(?!.*(?:^|\/)\.\.?(?:\/|$))[A-Za-z0-9._-]+(?:\/[A-Za-z0-9._-]+)*$/;
+
+const putName = (task: string, name: string): string => {
+  if (name.length > 512 || !FILE_NAME.test(name)) {
+    throw new CloudmillError(
+      ErrorCode.ITEM_FAILED,
+      `task ${task}: ctx.put name ${JSON.stringify(name)} must be a relative path of letters, digits, '.', '_' or '-' segments`,
+    );
+  }
+  return name;
+};
+
+/** The items of a chunk: its JSONL records, each with its byte offset. Bad lines follow onBadRecord. */
+export const readItems = async (deps: PipelineDeps, task: TaskMessage, ctx: MapContext, signal?: AbortSignal): Promise<Item[]> => {
+  const { chunk } = task;
+  const items: Item[] = [];
+  const store = deps.inputStore(chunk.input.bucket);
+  for await (const block of ownedRecordBlocks(store, { ...chunk.input, start: chunk.start, end: chunk.end }, signal)) {
+    forEachRecord(block, "jsonl", {}, ctx, (value, offset) => items.push({ offset, value }));
+  }
+  return items;
+};
+
+/** Runs a chunk's items and returns the part's partial; under onItemError: fail, the first failed item throws. */
+export const runItems = async (
+  deps: PipelineDeps,
+  task: TaskMessage,
+  op: TaskOp,
+  items: readonly Item[],
+  { signal, drain }: { readonly signal?: AbortSignal | undefined; readonly drain?: AbortSignal | undefined } = {},
+): Promise<{ items: ItemEntry[] }> => {
+  const runner = deps.items;
+  if (!runner) throw new CloudmillError(ErrorCode.INTERNAL, `task ${op.name}: this role has no item runner`);
+  const { jobId, job, chunk } = task;
+  const stopOnError = op.parseParams(job.params).onItemError === "fail";
+  const outcomes = await runner.run({
+    task: op.name,
+    params: job.params,
+    limits: op.limits,
+    items,
+    stopOnError,
+    ...(signal ? { signal } : {}),
+    ...(drain ? { drain } : {}),
+    log: deps.log.child({ jobId, chunk: chunk.index, task: op.name }),
+    put: async (name, body) => {
+      const key = `${jobFilesPrefix(jobId)}${putName(op.name, name)}`;
+      await deps.output.put(key, body);
+      return key;
+    },
+  });
+  const entries: ItemEntry[] = [];
+  for (const [i, outcome] of outcomes.entries()) {
+    const at = { input: chunk.inputIndex, offset: items[i]!.offset, ...(outcome.files.length > 0 ? { files: outcome.files } : {}) };
+    if (!outcome.ok) {
+      if (stopOnError) {
+        throw new CloudmillError(outcome.code as ErrorCode, `task ${op.name}: item failed: ${outcome.message}`, {
+          input: chunk.input.name,
+          offset: at.offset,
+        });
+      }
+      entries.push({ ...at, error: { code: outcome.code, message: outcome.message } });
+      continue;
+    }
+    const text = JSON.stringify(outcome.value ?? null);
+    if (Buffer.byteLength(text) <= LARGE_ITEM_RESULT_BYTES) {
+      entries.push({ ...at, value: outcome.value ?? null });
+      continue;
+    }
+    const key = itemResultKey(jobId, chunk.inputIndex, at.offset);
+    await deps.output.put(key, text, { contentType: "application/json" });
+    entries.push({ ...at, value: { [RESULT_REF]: key } });
+  }
+  return { items: entries };
+};
+
+/** The field of a stand-in for an item output stored on its own: `{ "$cloudmill:result": "<key>" }`. */
+export const RESULT_REF = "$cloudmill:result";
+
+const refOf = (v: unknown): string | undefined => {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return undefined;
+  const keys = Object.keys(v);
+  const ref = (v as Record<string, unknown>)[RESULT_REF];
+  return keys.length === 1 && typeof ref === "string" ? ref : undefined;
+};
+
+/** Item outputs read back at once, at most. */
+const RESOLVE_CONCURRENCY = 8;
+
+/** A task job's result with every output that was stored on its own read back in its place. */
+export const resolveItemResults = async (store: BlobStore, result: TaskResult, signal?: AbortSignal): Promise<TaskResult> => {
+  const results = [...result.results];
+  const refs = results.flatMap((v, i) => {
+    const key = refOf(v);
+    return key === undefined ? [] : [{ i, key }];
+  });
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < refs.length) {
+      const { i, key } = refs[next++]!;
+      results[i] = JSON.parse((await readBytes(store, key, signal)).toString("utf8")) as unknown;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(RESOLVE_CONCURRENCY, refs.length) }, worker));
+  return { ...result, results };
+};
+
+/** Messages a mapItems job makes at most when the caller names no batch size. */
+export const DEFAULT_ITEM_MESSAGES = 1000;
+
+/** Items per task message: as given, or as few as keep the job within DEFAULT_ITEM_MESSAGES. */
+export const batchSizeFor = (items: number, given?: number): number => {
+  if (given !== undefined && (!Number.isInteger(given) || given < 1))
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `batchSize: expected a whole number ≥ 1, got ${given}`, { field: "batchSize" });
+  return given ?? Math.max(1, Math.ceil(items / DEFAULT_ITEM_MESSAGES));
+};
+
+/**
+ * The chunk size that gives at most ⌈items ÷ batchSize⌉ chunks of a JSONL body: a chunk owns
+ * the records that start in it, so ⌈bytes ÷ chunkSize⌉ chunks hold every item.
+ */
+export const itemsChunkSize = (bytes: number, items: number, batchSize: number): number =>
+  Math.max(1, Math.ceil(bytes / Math.max(1, Math.ceil(items / batchSize))));
+
+/** Items as a JSONL body, one per line; an item JSON cannot hold is refused, naming its index. */
+export const itemsJsonl = (items: Iterable<unknown>): { body: string; count: number } => {
+  const lines: string[] = [];
+  for (const item of items) {
+    let line: string | undefined;
+    try {
+      line = JSON.stringify(item);
+    } catch (err) {
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `item ${lines.length}: not JSON (${(err as Error).message})`, { field: "items" });
+    }
+    if (line === undefined)
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `item ${lines.length}: ${typeof item} is not a JSON value`, { field: "items" });
+    lines.push(line);
+  }
+  return { body: lines.length > 0 ? `${lines.join("\n")}\n` : "", count: lines.length };
+};
+
+const TaskResultShape = z.object({
+  items: z.number(),
+  results: z.array(z.unknown()),
+  errors: z.array(z.object({ index: z.number(), code: z.string(), message: z.string() })),
+  files: z.array(z.string()),
+});
+
+/** A job's result as stored, with item outputs stored on their own read back if it is a task's. */
+export const resolveStoredResult = async (store: BlobStore, result: unknown, signal?: AbortSignal): Promise<unknown> => {
+  const task = TaskResultShape.safeParse(result);
+  return task.success ? resolveItemResults(store, task.data as TaskResult, signal) : result;
+};

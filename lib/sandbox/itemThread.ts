@@ -1,0 +1,92 @@
+/**
+ * An item thread: loads the process's op modules, then runs one item at a time of whichever
+ * task it is sent. Its heap is capped by the runner (the task's memoryMiB); the runner ends it
+ * when an item overruns its time.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { parentPort, workerData } from "node:worker_threads";
+import { ErrorCode, toCloudmillError } from "../core/errors.js";
+import { isTaskOp, type TaskContext } from "../core/ops/defineTask.js";
+import { opsRegistry } from "../core/ops/opModules.js";
+import type { FromThread, ItemThreadData, ToThread } from "./protocol.js";
+
+const port = parentPort!;
+const data = workerData as ItemThreadData;
+const registry = opsRegistry(data.opsModules);
+const send = (message: FromThread, transfer: ArrayBuffer[] = []): void => port.postMessage(message, transfer);
+
+let abort = new AbortController();
+/** Set once the worker starts to stop: every later item starts with its signal aborted. */
+let stopping: Error | undefined;
+let nextPut = 0;
+const puts = new Map<number, { resolve: (key: string) => void; reject: (e: Error) => void }>();
+
+const put = (name: string, body: Uint8Array | string): Promise<string> => {
+  const id = nextPut++;
+  const bytes = typeof body === "string" ? new TextEncoder().encode(body) : new Uint8Array(body);
+  return new Promise((resolve, reject) => {
+    puts.set(id, { resolve, reject });
+    send({ kind: "put", id, name, body: bytes }, [bytes.buffer as ArrayBuffer]);
+  });
+};
+
+/** The output as JSON, or why it is not JSON. */
+const asJson = (value: unknown): unknown => JSON.parse(JSON.stringify(value ?? null) ?? "null") as unknown;
+
+const runItem = async (message: Extract<ToThread, { kind: "item" }>): Promise<FromThread> => {
+  const op = (await registry).get(message.task);
+  if (!isTaskOp(op)) return { kind: "done", ok: false, code: ErrorCode.UNKNOWN_OP, message: `${message.task} is an op, not a task` };
+  abort = new AbortController();
+  if (stopping) abort.abort(stopping);
+  const scratch = await mkdtemp(path.join(os.tmpdir(), `cloudmill-${message.task}-`));
+  const fields = { offset: message.offset };
+  const ctx: TaskContext = {
+    offset: message.offset,
+    scratch,
+    signal: abort.signal,
+    put,
+    log: {
+      info: (m, f) => send({ kind: "log", level: "info", message: m, fields: { ...fields, ...f } }),
+      warn: (m, f) => send({ kind: "log", level: "warn", message: m, fields: { ...fields, ...f } }),
+      error: (m, f) => send({ kind: "log", level: "error", message: m, fields: { ...fields, ...f } }),
+    },
+  };
+  try {
+    const value = await op.runItem(message.value, ctx, op.parseParams(message.params));
+    try {
+      return { kind: "done", ok: true, value: asJson(value) };
+    } catch (err) {
+      return { kind: "done", ok: false, code: ErrorCode.ITEM_FAILED, message: `output is not JSON (${(err as Error).message})` };
+    }
+  } catch (err) {
+    const e = toCloudmillError(err);
+    const code = e.code === ErrorCode.INTERNAL || e.code === ErrorCode.ENVIRONMENT ? ErrorCode.ITEM_FAILED : e.code;
+    return { kind: "done", ok: false, code, message: err instanceof Error ? err.message : String(err) };
+  } finally {
+    await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
+  }
+};
+
+port.on("message", (message: ToThread) => {
+  switch (message.kind) {
+    case "item":
+      void runItem(message).then(send, (err: unknown) =>
+        send({ kind: "done", ok: false, code: ErrorCode.ITEM_FAILED, message: toCloudmillError(err).message }),
+      );
+      return;
+    case "put-done":
+      puts.get(message.id)?.resolve(message.key);
+      puts.delete(message.id);
+      return;
+    case "put-failed":
+      puts.get(message.id)?.reject(new Error(message.message));
+      puts.delete(message.id);
+      return;
+    case "abort":
+      stopping = new Error(message.reason);
+      abort.abort(stopping);
+      return;
+  }
+});

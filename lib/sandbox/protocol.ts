@@ -1,0 +1,27 @@
+/** Messages between an item runner and its item thread. */
+import type { Params } from "../core/job/spec.js";
+import type { LogFields } from "../core/log.js";
+
+export interface ItemThreadData {
+  /** The op modules the process loaded: the thread loads the same ones to find the task. */
+  readonly opsModules: readonly string[];
+}
+
+export type ToThread =
+  | {
+      readonly kind: "item";
+      readonly task: string;
+      readonly params: Params;
+      readonly offset: number;
+      readonly value: unknown;
+    }
+  | { readonly kind: "put-done"; readonly id: number; readonly key: string }
+  | { readonly kind: "put-failed"; readonly id: number; readonly message: string }
+  /** The worker is stopping: the item's ctx.signal aborts. */
+  | { readonly kind: "abort"; readonly reason: string };
+
+export type FromThread =
+  | { readonly kind: "done"; readonly ok: true; readonly value: unknown }
+  | { readonly kind: "done"; readonly ok: false; readonly code: string; readonly message: string }
+  | { readonly kind: "put"; readonly id: number; readonly name: string; readonly body: Uint8Array }
+  | { readonly kind: "log"; readonly level: "info" | "warn" | "error"; readonly message: string; readonly fields?: LogFields };

@@ -1,0 +1,203 @@
+/**
+ * Tasks (defineTask): one call per item, under per-item limits, on item threads. Run through
+ * the local engine over JSONL items; expected values come from Python over the same file.
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CloudmillError } from "../../lib/core/errors.js";
+import { parseJobSpec } from "../../lib/core/job/spec.js";
+import { silentLogger } from "../../lib/core/log.js";
+import { defineTask, type TaskResult } from "../../lib/core/ops/defineTask.js";
+import { opsRegistry } from "../../lib/core/ops/opModules.js";
+import type { OpRegistry } from "../../lib/core/ops/registry.js";
+import { batchSizeFor, itemsChunkSize, itemsJsonl, LARGE_ITEM_RESULT_BYTES } from "../../lib/core/pipeline/items.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+import { ThreadItemRunner } from "../../lib/sandbox/ThreadItemRunner.js";
+import { requireBuild } from "../helpers/devCloud.js";
+import { TASKS_MODULE } from "../helpers/tasks.js";
+
+let dir: string;
+let module: string;
+let registry: OpRegistry;
+
+beforeAll(async () => {
+  requireBuild();
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-tasks-"));
+  module = path.join(dir, "tasks.mjs");
+  await writeFile(module, TASKS_MODULE);
+  registry = await opsRegistry([module]);
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+const writeItems = async (name: string, items: readonly unknown[]): Promise<string> => {
+  const file = path.join(dir, name);
+  await writeFile(file, items.map((i) => JSON.stringify(i)).join("\n") + "\n");
+  return file;
+};
+
+const runItems = async (file: string, params: Record<string, string> = {}, extra: { workDir?: string; chunkSize?: number } = {}) =>
+  runLocal({
+    spec: parseJobSpec({ op: "affine", inputs: [file], params, chunkSize: extra.chunkSize ?? 512 }),
+    registry,
+    opsModules: [module],
+    workers: 2,
+    log: silentLogger,
+    ...(extra.workDir ? { workDir: extra.workDir } : {}),
+  });
+
+/** Python's answer over the items file: outputs of the items that do not fail, and the indexes that do. */
+const pythonReference = (file: string): { results: number[]; failing: number[] } =>
+  JSON.parse(
+    execFileSync(
+      "python3",
+      [
+        "-c",
+        "import json,sys\n" +
+          "items=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]\n" +
+          "bad=[i for i,x in enumerate(items) if set(x)-{'n'}]\n" +
+          "print(json.dumps({'results':[3*x['n']+1 for x in items if not set(x)-{'n'}],'failing':bad}))",
+        file,
+      ],
+      { encoding: "utf8" },
+    ),
+  ) as { results: number[]; failing: number[] };
+
+describe("a task over items", () => {
+  it("runs once per item across many chunks: outputs in item order, thrown errors listed by index", async () => {
+    const items = Array.from({ length: 3000 }, (_, n) => (n % 797 === 13 ? { n, fail: true } : { n }));
+    const file = await writeItems("plain.jsonl", items);
+    const { result, status } = await runItems(file);
+    const r = result as TaskResult<number>;
+    const ref = pythonReference(file);
+    expect(status.chunks).toBeGreaterThan(20);
+    expect(r.items).toBe(3000);
+    expect(r.results).toEqual(ref.results);
+    expect(r.errors.map((e) => e.index)).toEqual(ref.failing);
+    expect(r.errors).toHaveLength(4);
+    for (const e of r.errors) expect(e).toEqual({ index: e.index, code: "ITEM_FAILED", message: `refused item ${e.index}` });
+  });
+
+  it("an item that never returns, sync or async, fails alone with ITEM_TIMEOUT naming its index", async () => {
+    const items = [{ n: 0 }, { n: 1, hang: "sync" }, { n: 2 }, { n: 3, hang: "async" }, { n: 4 }];
+    const file = await writeItems("hang.jsonl", items);
+    const r = (await runItems(file, {}, { chunkSize: 10_000 })).result as TaskResult<number>;
+    expect(r.results).toEqual(pythonReference(file).results);
+    expect(r.errors).toEqual([
+      { index: 1, code: "ITEM_TIMEOUT", message: "did not finish within 3 s (timeoutSeconds)" },
+      { index: 3, code: "ITEM_TIMEOUT", message: "did not finish within 3 s (timeoutSeconds)" },
+    ]);
+  });
+
+  it("an item that allocates past its memory, or exits, fails alone; the process and later items go on", async () => {
+    const items = [{ n: 0 }, { n: 1, hog: true }, { n: 2 }, { n: 3, exit: true }, { n: 4 }];
+    const file = await writeItems("hog.jsonl", items);
+    const r = (await runItems(file, {}, { chunkSize: 10_000 })).result as TaskResult<number>;
+    expect(r.results).toEqual(pythonReference(file).results);
+    expect(r.errors).toEqual([
+      { index: 1, code: "ITEM_OUT_OF_MEMORY", message: "used more than its 64 MiB of heap (memoryMiB)" },
+      { index: 3, code: "ITEM_FAILED", message: "its thread exited (code 3)" },
+    ]);
+  });
+
+  it("onItemError=fail ends the job with the item's error, naming the task, the input and the byte offset", async () => {
+    const items = [{ n: 0 }, { n: 1 }, { n: 2, fail: true }, { n: 3 }];
+    const file = await writeItems("fail.jsonl", items);
+    const offset = readFileSync(file, "utf8").indexOf('{"n":2');
+    const err = await runItems(file, { onItemError: "fail" }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(CloudmillError);
+    expect((err as CloudmillError).code).toBe("ITEM_FAILED");
+    expect((err as CloudmillError).describe()).toContain(`(byte ${offset})`);
+    expect((err as CloudmillError).message).toContain("task affine: item failed: refused item 2");
+  });
+
+  it("ctx.put stores an item's objects, listed in the result; an output over 256 KiB is stored alone and read back", async () => {
+    const big = LARGE_ITEM_RESULT_BYTES + 10;
+    const items = [{ n: 0, put: "out/zero.txt" }, { n: 1, big }, { n: 2 }, { n: 3, put: "../escape" }];
+    const file = await writeItems("put.jsonl", items);
+    const workDir = await mkdtemp(path.join(dir, "work-"));
+    const { result, jobId } = await runItems(file, {}, { workDir, chunkSize: 10_000 });
+    const r = result as TaskResult;
+    const key = `_jobs/${jobId}/files/out/zero.txt`;
+    expect(r.files).toEqual([key]);
+    expect(readFileSync(path.join(workDir, key), "utf8")).toBe("item 0");
+    expect(r.results).toEqual([{ stored: key }, "x".repeat(big), 7]);
+    expect(existsSync(path.join(workDir, `_jobs/${jobId}/results`))).toBe(true);
+    expect(r.errors).toEqual([{ index: 3, code: "ITEM_FAILED", message: expect.stringContaining('ctx.put name "../escape"') }]);
+  });
+});
+
+describe("an item thread", () => {
+  it("aborts ctx.signal when the worker starts to stop; an item that then ends still returns", async () => {
+    const runner = new ThreadItemRunner({ opsModules: [module] });
+    const drain = new AbortController();
+    try {
+      const outcomes = await runner.run({
+        task: "affine",
+        params: {},
+        limits: { timeoutMs: 30_000, memoryMiB: 64 },
+        items: [{ offset: 0, value: { n: 0, wait: true } }],
+        stopOnError: false,
+        drain: drain.signal,
+        log: { ...silentLogger, info: (m: string) => m === "waiting" && drain.abort() },
+        put: () => Promise.reject(new Error("no puts")),
+      });
+      expect(outcomes).toEqual([{ ok: true, value: { aborted: true }, files: [] }]);
+    } finally {
+      await runner.close();
+    }
+  });
+});
+
+describe("items as task messages", () => {
+  it("⌈items ÷ batchSize⌉ chunks at most, for any item sizes", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 1, max: 5000 }), { minLength: 1, maxLength: 3000 }),
+        fc.integer({ min: 1, max: 500 }),
+        (sizes, batch) => {
+          const bytes = sizes.reduce((a, b) => a + b, 0);
+          const chunkSize = itemsChunkSize(bytes, sizes.length, batch);
+          expect(Math.ceil(bytes / chunkSize)).toBeLessThanOrEqual(Math.ceil(sizes.length / batch));
+        },
+      ),
+    );
+  });
+
+  it("defaults to one item per message up to 1,000 items, then to at most 1,000 messages", () => {
+    expect(batchSizeFor(10)).toBe(1);
+    expect(batchSizeFor(1000)).toBe(1);
+    expect(batchSizeFor(100_000)).toBe(100);
+    expect(batchSizeFor(100_001)).toBe(101);
+    expect(batchSizeFor(5, 3)).toBe(3);
+    expect(() => batchSizeFor(5, 0)).toThrow("batchSize: expected a whole number ≥ 1, got 0");
+  });
+
+  it("refuses an item JSON cannot hold, naming its index", () => {
+    expect(itemsJsonl([{ a: 1 }, "b"]).body).toBe('{"a":1}\n"b"\n');
+    expect(() => itemsJsonl([1, undefined])).toThrow("item 1: undefined is not a JSON value");
+    expect(() => itemsJsonl([1, 2, 3n])).toThrow(/^item 2: not JSON/);
+  });
+});
+
+describe("defineTask", () => {
+  it("refuses a bad name or limit with one line", () => {
+    expect(() => defineTask({ name: "Bad Name", run: () => 1 })).toThrow(/^defineTask: name "Bad Name": must be a lowercase name/);
+    expect(() => defineTask({ name: "t", timeoutSeconds: 0, run: () => 1 })).toThrow(/^defineTask t: timeoutSeconds: /);
+    expect(() => defineTask({ name: "t", memoryMiB: 1.5, run: () => 1 })).toThrow(/^defineTask t: memoryMiB: /);
+  });
+
+  it("refuses an unknown onItemError or param of its own", () => {
+    const t = defineTask({ name: "t", run: () => 1 });
+    expect(() => t.parseParams({ onItemError: "ignore" })).toThrow(/^t: param onItemError: /);
+    expect(() => t.parseParams({ k: "1" })).toThrow('t: unknown param "k" (it takes none)');
+    expect(t.parseParams({})).toEqual({ onItemError: "collect", own: {} });
+  });
+});

@@ -1,0 +1,38 @@
+/**
+ * A lab's task module for the tests, as source text: each test writes it to a file, since item
+ * threads load modules by path. Its tasks misbehave on purpose on items that ask them to.
+ */
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { ROOT } from "./devCloud.js";
+
+const DEFINE_TASK = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineTask.js")).href;
+
+/**
+ * `affine`: { n } → 3n + 1; throws on { fail: true }; { hang: "sync" | "async" } never returns;
+ * { hog: true } allocates without end; { exit: true } exits its thread; { big: k } returns a string
+ * of k "x"; { put: name } stores "item <n>" as an object; { wait: true } logs "waiting" then
+ * resolves with whether its signal aborted, once it has.
+ */
+export const TASKS_MODULE = `import { defineTask } from ${JSON.stringify(DEFINE_TASK)};
+export const affine = defineTask({
+  name: "affine",
+  timeoutSeconds: 3,
+  memoryMiB: 64,
+  run: async (item, ctx) => {
+    if (item.fail) throw new Error("refused item " + item.n);
+    if (item.hang === "sync") for (;;) {}
+    if (item.hang === "async") await new Promise(() => {});
+    if (item.hog) { const kept = []; for (;;) kept.push(new Array(100000).fill(item.n)); }
+    if (item.exit) process.exit(3);
+    if (item.big) return "x".repeat(item.big);
+    if (item.put) return { stored: await ctx.put(item.put, "item " + item.n) };
+    if (item.wait) {
+      ctx.log.info("waiting");
+      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+      return { aborted: ctx.signal.aborted };
+    }
+    return 3 * item.n + 1;
+  },
+});
+`;
