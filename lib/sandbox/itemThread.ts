@@ -3,7 +3,8 @@
  * task it is sent. Its heap is capped by the runner (the task's memoryMiB); the runner ends it
  * when an item overruns its time.
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtempSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parentPort, workerData } from "node:worker_threads";
@@ -40,11 +41,15 @@ const runItem = async (message: Extract<ToThread, { kind: "item" }>): Promise<Fr
   if (!isTaskOp(op)) return { kind: "done", ok: false, code: ErrorCode.UNKNOWN_OP, message: `${message.task} is an op, not a task` };
   abort = new AbortController();
   if (stopping) abort.abort(stopping);
-  const scratch = await mkdtemp(path.join(os.tmpdir(), `cloudmill-${message.task}-`));
+  // Made on first use: most items never touch it, and a directory per item costs more than the item.
+  let scratch: string | undefined;
   const fields = { offset: message.offset };
   const ctx: TaskContext = {
     offset: message.offset,
-    scratch,
+    get scratch() {
+      scratch ??= mkdtempSync(path.join(os.tmpdir(), `cloudmill-${message.task}-`));
+      return scratch;
+    },
     signal: abort.signal,
     put,
     log: {
@@ -65,7 +70,7 @@ const runItem = async (message: Extract<ToThread, { kind: "item" }>): Promise<Fr
     const code = e.code === ErrorCode.INTERNAL || e.code === ErrorCode.ENVIRONMENT ? ErrorCode.ITEM_FAILED : e.code;
     return { kind: "done", ok: false, code, message: err instanceof Error ? err.message : String(err) };
   } finally {
-    await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
+    if (scratch !== undefined) await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
   }
 };
 

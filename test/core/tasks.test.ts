@@ -18,7 +18,8 @@ import type { OpRegistry } from "../../lib/core/ops/registry.js";
 import { batchSizeFor, itemsChunkSize, itemsJsonl, LARGE_ITEM_RESULT_BYTES } from "../../lib/core/pipeline/items.js";
 import { runLocal } from "../../lib/local/localEngine.js";
 import { ThreadItemRunner } from "../../lib/sandbox/ThreadItemRunner.js";
-import { requireBuild } from "../helpers/devCloud.js";
+import { BIN, requireBuild } from "../helpers/devCloud.js";
+import { runProcess } from "../helpers/processes.js";
 import { TASKS_MODULE } from "../helpers/tasks.js";
 
 let dir: string;
@@ -131,6 +132,26 @@ describe("a task over items", () => {
     expect(r.results).toEqual([{ stored: key }, "x".repeat(big), 7]);
     expect(existsSync(path.join(workDir, `_jobs/${jobId}/results`))).toBe(true);
     expect(r.errors).toEqual([{ index: 3, code: "ITEM_FAILED", message: expect.stringContaining('ctx.put name "../escape"') }]);
+  });
+});
+
+describe("`cloudmill run` with a task", () => {
+  it("runs the items file in --batch-size items per chunk, exact against Python", async () => {
+    const items = Array.from({ length: 1000 }, (_, n) => (n === 500 ? { n, fail: true } : { n }));
+    const file = await writeItems("cli.jsonl", items);
+    const r = await runProcess(
+      process.execPath,
+      [BIN, "run", file, "--op", "affine", "--ops", module, "--batch-size", "40", "--no-progress", "--verbose"],
+      { cwd: dir, env: process.env },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const result = JSON.parse(r.stdout) as TaskResult<number>;
+    const ref = pythonReference(file);
+    expect(result.results).toEqual(ref.results);
+    expect(result.errors.map((e) => e.index)).toEqual(ref.failing);
+    const planned = /"chunks":(\d+)/.exec(r.stderr);
+    expect(Number(planned?.[1])).toBeLessThanOrEqual(1000 / 40);
+    expect(Number(planned?.[1])).toBeGreaterThan(20);
   });
 });
 
