@@ -68,20 +68,15 @@ class ItemThread {
     this.#onEnd?.(why);
   }
 
-  /** Runs one item; resolves with the thread's answer or with how the thread ended. */
-  run(message: ToThread, onMessage: (m: FromThread) => void): Promise<Ended | undefined> {
-    return new Promise((resolve) => {
-      if (this.#ended) return resolve(this.#ended);
-      this.#onMessage = (m) => {
-        if (m.kind === "done") resolve(undefined);
-        onMessage(m);
-      };
-      this.#onEnd = (e) => resolve(e);
-      this.worker.postMessage(message);
-    }).finally(() => {
+  /** Listens to the thread until `stop` is called: its messages, and how it ended if it does. */
+  listen(onMessage: (m: FromThread) => void, onEnd: (e: Ended) => void): () => void {
+    this.#onMessage = onMessage;
+    this.#onEnd = onEnd;
+    if (this.#ended) onEnd(this.#ended);
+    return () => {
       this.#onMessage = undefined;
       this.#onEnd = undefined;
-    }) as Promise<Ended | undefined>;
+    };
   }
 
   post(message: ToThread): void {
@@ -120,76 +115,123 @@ export class ThreadItemRunner implements ItemRunner {
     this.#idle.push(thread);
   }
 
+  /**
+   * Sends the items to a thread in one message and follows them as it reports each start and
+   * end. When the thread dies, the item it was running fails with the reason, and the rest go
+   * to a fresh thread.
+   */
   async run(batch: ItemBatch): Promise<ItemOutcome[]> {
     const outcomes: ItemOutcome[] = [];
-    let thread: ItemThread | undefined;
-    const stopped = (): never => {
-      throw toCloudmillError(batch.signal?.reason ?? new CloudmillError(ErrorCode.CANCELLED, "stopped"));
-    };
-    try {
-      for (const item of batch.items) {
-        if (batch.signal?.aborted) stopped();
-        thread ??= this.#acquire(batch.limits.memoryMiB);
-        const outcome = await this.#runOne(thread, batch, item.offset, item.value);
-        if (!thread.alive) {
-          this.#busy.delete(thread);
-          thread = undefined;
+    while (outcomes.length < batch.items.length) {
+      if (batch.signal?.aborted) throw this.#stopped(batch);
+      const thread = this.#acquire(batch.limits.memoryMiB);
+      try {
+        const failed = await this.#runOn(thread, batch, outcomes);
+        if (failed && batch.stopOnError) {
+          if (outcomes.length < batch.items.length)
+            await thread.terminate({ code: ErrorCode.CANCELLED, message: "stopped at a failed item" });
+          break;
         }
-        if (batch.signal?.aborted) stopped();
-        if (!outcome.ok && batch.drain?.aborted) {
-          // Most likely the item gave up because the worker is stopping: another worker runs the chunk.
-          throw new CloudmillError(ErrorCode.CANCELLED, `task ${batch.task}: an item ended while the worker was stopping; chunk released`);
-        }
-        outcomes.push(outcome);
-        if (!outcome.ok && batch.stopOnError) break;
+      } finally {
+        this.#release(thread);
       }
-    } finally {
-      if (thread) this.#release(thread);
     }
+    if (batch.signal?.aborted) throw this.#stopped(batch);
     return outcomes;
   }
 
-  async #runOne(thread: ItemThread, batch: ItemBatch, offset: number, value: unknown): Promise<ItemOutcome> {
-    const files: string[] = [];
-    let answer: ItemOutcome | undefined;
+  #stopped(batch: ItemBatch): CloudmillError {
+    return toCloudmillError(batch.signal?.reason ?? new CloudmillError(ErrorCode.CANCELLED, "stopped"));
+  }
+
+  /**
+   * Runs items from `outcomes.length` on, appending an outcome per item. Resolves true at a failed
+   * item when the batch stops at one, at the end of the batch, or once the thread has died.
+   */
+  #runOn(thread: ItemThread, batch: ItemBatch, outcomes: ItemOutcome[]): Promise<boolean> {
+    const first = outcomes.length;
     const seconds = batch.limits.timeoutMs / 1000;
-    const timer = setTimeout(() => {
-      void thread.terminate({ code: ErrorCode.ITEM_TIMEOUT, message: `did not finish within ${seconds} s (timeoutSeconds)` });
-    }, batch.limits.timeoutMs);
-    const onAbort = (): void => {
-      thread.post({ kind: "abort", reason: "the worker is stopping" });
-      void thread.terminate({ code: ErrorCode.CANCELLED, message: "the worker stopped" });
-    };
-    batch.signal?.addEventListener("abort", onAbort, { once: true });
-    const onDrain = (): void => thread.post({ kind: "abort", reason: "the worker is stopping" });
-    if (batch.drain?.aborted) onDrain();
-    batch.drain?.addEventListener("abort", onDrain, { once: true });
-    try {
-      const ended = await thread.run({ kind: "item", task: batch.task, params: batch.params, offset, value }, (m) => {
-        switch (m.kind) {
-          case "done":
-            answer = m.ok ? { ok: true, value: m.value, files } : { ok: false, code: m.code, message: m.message, files };
-            return;
-          case "put":
-            batch.put(m.name, m.body).then(
-              (key) => {
-                files.push(key);
-                thread.post({ kind: "put-done", id: m.id, key });
-              },
-              (err: unknown) => thread.post({ kind: "put-failed", id: m.id, message: toCloudmillError(err).message }),
-            );
-            return;
-          case "log":
-            batch.log[m.level](m.message, m.fields);
-            return;
+    let files: string[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    let settled = false;
+    return new Promise<boolean>((resolve, reject) => {
+      const settle = (): void => {
+        settled = true;
+        clearTimeout(timer);
+        stop();
+        batch.signal?.removeEventListener("abort", onAbort);
+        batch.drain?.removeEventListener("abort", onDrain);
+      };
+      const record = (outcome: ItemOutcome): void => {
+        if (!outcome.ok && batch.drain?.aborted) {
+          // Most likely the item gave up because the worker is stopping: another worker runs the chunk.
+          settle();
+          reject(
+            new CloudmillError(ErrorCode.CANCELLED, `task ${batch.task}: an item ended while the worker was stopping; chunk released`),
+          );
+          return;
         }
-      });
-      return answer ?? { ok: false, code: ended!.code, message: ended!.message, files };
-    } finally {
-      clearTimeout(timer);
-      batch.signal?.removeEventListener("abort", onAbort);
-      batch.drain?.removeEventListener("abort", onDrain);
-    }
+        outcomes.push(outcome);
+        files = [];
+        if ((!outcome.ok && batch.stopOnError) || outcomes.length === batch.items.length) {
+          settle();
+          resolve(!outcome.ok);
+        }
+      };
+      const stop = thread.listen(
+        (m) => {
+          switch (m.kind) {
+            case "start":
+              clearTimeout(timer);
+              timer = setTimeout(() => {
+                void thread.terminate({ code: ErrorCode.ITEM_TIMEOUT, message: `did not finish within ${seconds} s (timeoutSeconds)` });
+              }, batch.limits.timeoutMs);
+              return;
+            case "done":
+              clearTimeout(timer);
+              record(m.ok ? { ok: true, value: m.value, files } : { ok: false, code: m.code, message: m.message, files });
+              return;
+            case "put": {
+              const owner = files;
+              batch.put(m.name, m.body).then(
+                (key) => {
+                  owner.push(key);
+                  thread.post({ kind: "put-done", id: m.id, key });
+                },
+                (err: unknown) => thread.post({ kind: "put-failed", id: m.id, message: toCloudmillError(err).message }),
+              );
+              return;
+            }
+            case "log":
+              batch.log[m.level](m.message, m.fields);
+              return;
+          }
+        },
+        (ended) => {
+          if (batch.signal?.aborted) {
+            settle();
+            reject(this.#stopped(batch));
+            return;
+          }
+          // The item it was running (or, if it died between items, the next one) fails with the reason.
+          record({ ok: false, code: ended.code, message: ended.message, files });
+          if (!settled) {
+            settle();
+            resolve(false);
+          }
+        },
+      );
+      const onAbort = (): void => {
+        thread.post({ kind: "abort", reason: "the worker is stopping" });
+        void thread.terminate({ code: ErrorCode.CANCELLED, message: "the worker stopped" });
+      };
+      const onDrain = (): void => thread.post({ kind: "abort", reason: "the worker is stopping" });
+      batch.signal?.addEventListener("abort", onAbort, { once: true });
+      if (batch.drain?.aborted) onDrain();
+      batch.drain?.addEventListener("abort", onDrain, { once: true });
+      const items = batch.items.slice(first).map((i) => ({ offset: i.offset, value: i.value }));
+      thread.post({ kind: "items", task: batch.task, params: batch.params, items });
+    });
   }
 
   async close(): Promise<void> {

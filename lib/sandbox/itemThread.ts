@@ -11,6 +11,7 @@ import { parentPort, workerData } from "node:worker_threads";
 import { ErrorCode, toCloudmillError } from "../core/errors.js";
 import { isTaskOp, type TaskContext } from "../core/ops/defineTask.js";
 import { opsRegistry } from "../core/ops/opModules.js";
+import type { Params } from "../core/job/spec.js";
 import type { FromThread, ItemThreadData, ToThread } from "./protocol.js";
 
 const port = parentPort!;
@@ -36,18 +37,20 @@ const put = (name: string, body: Uint8Array | string): Promise<string> => {
 /** The output as JSON, or why it is not JSON. */
 const asJson = (value: unknown): unknown => JSON.parse(JSON.stringify(value ?? null) ?? "null") as unknown;
 
-const runItem = async (message: Extract<ToThread, { kind: "item" }>): Promise<FromThread> => {
-  const op = (await registry).get(message.task);
-  if (!isTaskOp(op)) return { kind: "done", ok: false, code: ErrorCode.UNKNOWN_OP, message: `${message.task} is an op, not a task` };
+type Done = Extract<FromThread, { kind: "done" }>;
+
+const runItem = async (task: string, params: Params, index: number, offset: number, value: unknown): Promise<Done> => {
+  const op = (await registry).get(task);
+  if (!isTaskOp(op)) return { kind: "done", index, ok: false, code: ErrorCode.UNKNOWN_OP, message: `${task} is an op, not a task` };
   abort = new AbortController();
   if (stopping) abort.abort(stopping);
   // Made on first use: most items never touch it, and a directory per item costs more than the item.
   let scratch: string | undefined;
-  const fields = { offset: message.offset };
+  const fields = { offset };
   const ctx: TaskContext = {
-    offset: message.offset,
+    offset,
     get scratch() {
-      scratch ??= mkdtempSync(path.join(os.tmpdir(), `cloudmill-${message.task}-`));
+      scratch ??= mkdtempSync(path.join(os.tmpdir(), `cloudmill-${task}-`));
       return scratch;
     },
     signal: abort.signal,
@@ -59,27 +62,35 @@ const runItem = async (message: Extract<ToThread, { kind: "item" }>): Promise<Fr
     },
   };
   try {
-    const value = await op.runItem(message.value, ctx, op.parseParams(message.params));
+    const output = await op.runItem(value, ctx, op.parseParams(params));
     try {
-      return { kind: "done", ok: true, value: asJson(value) };
+      return { kind: "done", index, ok: true, value: asJson(output) };
     } catch (err) {
-      return { kind: "done", ok: false, code: ErrorCode.ITEM_FAILED, message: `output is not JSON (${(err as Error).message})` };
+      return { kind: "done", index, ok: false, code: ErrorCode.ITEM_FAILED, message: `output is not JSON (${(err as Error).message})` };
     }
   } catch (err) {
     const e = toCloudmillError(err);
     const code = e.code === ErrorCode.INTERNAL || e.code === ErrorCode.ENVIRONMENT ? ErrorCode.ITEM_FAILED : e.code;
-    return { kind: "done", ok: false, code, message: err instanceof Error ? err.message : String(err) };
+    return { kind: "done", index, ok: false, code, message: err instanceof Error ? err.message : String(err) };
   } finally {
     if (scratch !== undefined) await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
   }
 };
 
+const runItems = async (message: Extract<ToThread, { kind: "items" }>): Promise<void> => {
+  for (const [index, item] of message.items.entries()) {
+    send({ kind: "start", index });
+    const done = await runItem(message.task, message.params, index, item.offset, item.value).catch(
+      (err: unknown): Done => ({ kind: "done", index, ok: false, code: ErrorCode.ITEM_FAILED, message: toCloudmillError(err).message }),
+    );
+    send(done);
+  }
+};
+
 port.on("message", (message: ToThread) => {
   switch (message.kind) {
-    case "item":
-      void runItem(message).then(send, (err: unknown) =>
-        send({ kind: "done", ok: false, code: ErrorCode.ITEM_FAILED, message: toCloudmillError(err).message }),
-      );
+    case "items":
+      void runItems(message);
       return;
     case "put-done":
       puts.get(message.id)?.resolve(message.key);

@@ -8,12 +8,12 @@ export interface ItemThreadData {
 }
 
 export type ToThread =
+  /** Items to run one after another; the thread reports each one's start and end. */
   | {
-      readonly kind: "item";
+      readonly kind: "items";
       readonly task: string;
       readonly params: Params;
-      readonly offset: number;
-      readonly value: unknown;
+      readonly items: readonly { readonly offset: number; readonly value: unknown }[];
     }
   | { readonly kind: "put-done"; readonly id: number; readonly key: string }
   | { readonly kind: "put-failed"; readonly id: number; readonly message: string }
@@ -21,7 +21,9 @@ export type ToThread =
   | { readonly kind: "abort"; readonly reason: string };
 
 export type FromThread =
-  | { readonly kind: "done"; readonly ok: true; readonly value: unknown }
-  | { readonly kind: "done"; readonly ok: false; readonly code: string; readonly message: string }
+  /** Item `index` of the last batch started: its time starts now. */
+  | { readonly kind: "start"; readonly index: number }
+  | { readonly kind: "done"; readonly index: number; readonly ok: true; readonly value: unknown }
+  | { readonly kind: "done"; readonly index: number; readonly ok: false; readonly code: string; readonly message: string }
   | { readonly kind: "put"; readonly id: number; readonly name: string; readonly body: Uint8Array }
   | { readonly kind: "log"; readonly level: "info" | "warn" | "error"; readonly message: string; readonly fields?: LogFields };
