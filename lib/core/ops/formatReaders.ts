@@ -68,6 +68,8 @@ const forEachTextLine = (
   });
 };
 
+const QUOTE_BYTE = 0x22;
+
 const isBlank = (b: Buffer, s: number, e: number): boolean => {
   const [ts, te] = trimRange(b, s, e);
   return ts === te;
@@ -145,12 +147,24 @@ export const countRecords = (block: RecordBlock, format: Format, options: Format
   if (format === "csv" || format === "jsonl") {
     const skipHeader = format === "csv" && (options.header ?? true);
     let skip = skipHeader && block.first;
-    forEachLine(block, (s, e) => {
+    forEachLine(block, (s, e, offset) => {
       if (skip) {
         skip = false;
         return;
       }
-      if (!isBlank(block.bytes, s, e)) n++;
+      if (isBlank(block.bytes, s, e)) return;
+      // A line with a quote is parsed, as every other op parses it: a quoted field left open
+      // (a newline inside quotes) is refused, never counted as two records.
+      const quote = format === "csv" ? block.bytes.indexOf(QUOTE_BYTE, s) : -1;
+      if (quote !== -1 && quote < e) {
+        let ok = false;
+        guarded(ctx, offset, () => {
+          parseCsvLine(block.bytes.toString("utf8", s, e), offset, csvOptions(options));
+          ok = true;
+        });
+        if (!ok) return;
+      }
+      n++;
     });
     return n;
   }

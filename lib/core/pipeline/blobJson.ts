@@ -2,7 +2,7 @@
 import type { z } from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { parseJsonWith } from "../parseJson.js";
-import type { BlobStore } from "../ports.js";
+import type { BlobStore, GetOptions } from "../ports.js";
 import { backoffMs, sleep, type Backoff } from "../sleep.js";
 
 /** Attempts of a whole read (the SDK retries requests, but not a body that fails part-way). */
@@ -10,15 +10,20 @@ const READ_ATTEMPTS = 3;
 const READ_BACKOFF: Backoff = { baseMs: 50, factor: 4, capMs: 10_000, jitter: "half" };
 
 /**
- * A whole object. A read that fails part-way (a reset connection: ENVIRONMENT) is tried again,
+ * A whole object (or the range of it asked for). A read that fails part-way (a reset connection: ENVIRONMENT) is tried again,
  * since a reader that needs many objects in one go (the reducer reads every part) would
  * otherwise fail with a likelihood that grows with their number.
  */
-export const readBytes = async (store: BlobStore, key: string, signal?: AbortSignal): Promise<Buffer> => {
+export const readBytes = async (
+  store: BlobStore,
+  key: string,
+  signal?: AbortSignal,
+  range: Pick<GetOptions, "start" | "end" | "etag"> = {},
+): Promise<Buffer> => {
   for (let attempt = 1; ; attempt++) {
     try {
       const parts: Buffer[] = [];
-      for await (const chunk of await store.get(key, signal ? { signal } : {}))
+      for await (const chunk of await store.get(key, { ...range, ...(signal ? { signal } : {}) }))
         parts.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
       return Buffer.concat(parts);
     } catch (err) {

@@ -15,6 +15,7 @@ import { readBytes } from "./blobJson.js";
 import { forEachRecord } from "../ops/formatReaders.js";
 import type { MapContext } from "../ops/types.js";
 import { ownedRecordBlocks } from "../records/alignedBlocks.js";
+import { refusingCompressed } from "../records/compressed.js";
 import type { PipelineDeps } from "./deps.js";
 
 /** One item, located by its byte offset in the chunk's input. */
@@ -76,7 +77,8 @@ export const readItems = async (deps: PipelineDeps, task: TaskMessage, ctx: MapC
   const { chunk } = task;
   const items: Item[] = [];
   const store = deps.inputStore(chunk.input.bucket);
-  for await (const block of ownedRecordBlocks(store, { ...chunk.input, start: chunk.start, end: chunk.end }, signal)) {
+  const range = { ...chunk.input, start: chunk.start, end: chunk.end };
+  for await (const block of refusingCompressed(ownedRecordBlocks(store, range, signal), chunk.input.name)) {
     forEachRecord(block, "jsonl", {}, ctx, (value, offset) => items.push({ offset, value }));
   }
   return items;

@@ -10,6 +10,7 @@ import type { FormatOptions } from "../ops/formatReaders.js";
 import { isTaskOp } from "../ops/defineTask.js";
 import { opDigest } from "../ops/registry.js";
 import { ownedRecordBlocks } from "../records/alignedBlocks.js";
+import { refusingCompressed } from "../records/compressed.js";
 import { readFirstLine } from "../records/firstRecord.js";
 import { parseCsvLine } from "../records/csv.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
@@ -150,7 +151,8 @@ const mapChunk = async (
       partial = await runItems(deps, task, op, await readItems(deps, task, ctx, signal), { signal, drain });
     } else {
       const mapper = op.mapper(params, ctx);
-      for await (const block of ownedRecordBlocks(store, { ...chunk.input, start: chunk.start, end: chunk.end }, signal)) {
+      const range = { ...chunk.input, start: chunk.start, end: chunk.end };
+      for await (const block of refusingCompressed(ownedRecordBlocks(store, range, signal), chunk.input.name)) {
         mapper.block(block);
       }
       partial = mapper.finish();

@@ -1,0 +1,52 @@
+/**
+ * Compressed and archive inputs, known by their first bytes. They are not read yet, and read
+ * as text they give a wrong answer with no warning (the records of the compressed bytes), so
+ * the first chunk of such an input fails its job instead, saying what the input is.
+ */
+import { CloudmillError, ErrorCode } from "../errors.js";
+import type { RecordBlock } from "./alignedBlocks.js";
+
+const SIGNATURES: readonly { readonly name: string; readonly what: string; readonly bytes: readonly number[]; readonly fix: string }[] = [
+  { name: "gzip", what: "gzip-compressed data", bytes: [0x1f, 0x8b], fix: "gunzip it" },
+  { name: "zstd", what: "zstd-compressed data", bytes: [0x28, 0xb5, 0x2f, 0xfd], fix: "zstd -d it" },
+  { name: "xz", what: "xz-compressed data", bytes: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], fix: "xz -d it" },
+  { name: "bzip2", what: "bzip2-compressed data", bytes: [0x42, 0x5a, 0x68], fix: "bunzip2 it" },
+  { name: "zip", what: "a zip archive", bytes: [0x50, 0x4b, 0x03, 0x04], fix: "unzip it" },
+];
+
+/** The compression or archive format `bytes` start with, if any. bzip2 needs its block magic too, so text starting "BZh" passes. */
+export const compressionOf = (bytes: Uint8Array): { name: string; what: string; fix: string } | undefined =>
+  SIGNATURES.find(({ name, bytes: sig }) => {
+    if (bytes.length < sig.length || !sig.every((b, i) => bytes[i] === b)) return false;
+    // "BZh" + level 1-9 + the block magic 0x314159265359.
+    return name !== "bzip2" || (bytes[3]! >= 0x31 && bytes[3]! <= 0x39 && bytes[4] === 0x31 && bytes[5] === 0x41 && bytes[6] === 0x59);
+  });
+
+/** Bytes that tell every format above. */
+export const SIGNATURE_BYTES = 8;
+
+/** The refusal of an input whose first bytes are a compressed or archive format, if they are. */
+export const compressedInputError = (first: Uint8Array, input: string): CloudmillError | undefined => {
+  const found = compressionOf(first);
+  return found
+    ? new CloudmillError(
+        ErrorCode.BAD_RECORD,
+        `${found.what}: compressed and archive inputs are not read yet, and read as text they would give a ` +
+          `wrong answer; ${found.fix} first`,
+        { input, offset: 0 },
+      )
+    : undefined;
+};
+
+/**
+ * Passes the blocks on, refusing an input whose first bytes are a compressed or archive format.
+ * This catches an input of one chunk; the splitter reads the first bytes of bigger ones, so
+ * that every chunk's job fails with this error rather than with a garbled record.
+ */
+export async function* refusingCompressed(blocks: AsyncIterable<RecordBlock>, input: string): AsyncGenerator<RecordBlock> {
+  for await (const block of blocks) {
+    const error = block.offset === 0 ? compressedInputError(block.bytes, input) : undefined;
+    if (error) throw error;
+    yield block;
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * Inputs cloudmill does not read yet are refused, never answered wrongly: compressed and archive
+ * files (read as text they would give the records of the compressed bytes), and CSV records
+ * with a newline inside quotes (counted by lines they would be two records).
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { CloudmillError } from "../../lib/core/errors.js";
+import { parseJobSpec } from "../../lib/core/job/spec.js";
+import { OpRegistry } from "../../lib/core/ops/registry.js";
+import { compressionOf } from "../../lib/core/records/compressed.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+
+let dir: string;
+const plain = Array.from({ length: 8503 }, (_, i) => `${i + 1}`).join("\n") + "\n";
+
+/** Compressed copies of `plain` made by the real tools (Python's modules for zip, bzip2 and xz; the zstd CLI). */
+const compressed: Record<string, string> = {};
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-refusals-"));
+  const source = path.join(dir, "n.txt");
+  await writeFile(source, plain);
+  execFileSync("gzip", ["-k", source]);
+  execFileSync("zstd", ["-q", source, "-o", `${source}.zst`]);
+  execFileSync("python3", [
+    "-c",
+    "import bz2,lzma,sys,zipfile\n" +
+      "d=open(sys.argv[1],'rb').read()\n" +
+      "open(sys.argv[1]+'.bz2','wb').write(bz2.compress(d))\n" +
+      "open(sys.argv[1]+'.xz','wb').write(lzma.compress(d))\n" +
+      "with zipfile.ZipFile(sys.argv[1]+'.zip','w',zipfile.ZIP_DEFLATED) as z: z.write(sys.argv[1],'n.txt')",
+    source,
+  ]);
+  for (const ext of ["gz", "zst", "bz2", "xz", "zip"]) compressed[ext] = `${source}.${ext}`;
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+const run = (input: string, op: string, chunkSize: number | string, extra: Record<string, unknown> = {}) =>
+  runLocal({ spec: parseJobSpec({ op, inputs: [input], chunkSize, ...extra }), registry: new OpRegistry(), workers: 2 }).then(
+    (r) => ({ ok: true as const, result: r.result }),
+    (e: unknown) => ({ ok: false as const, error: e }),
+  );
+
+describe("a compressed or archive input", () => {
+  const cases = [
+    ["gz", "gzip-compressed data", "gunzip"],
+    ["zst", "zstd-compressed data", "zstd -d"],
+    ["bz2", "bzip2-compressed data", "bunzip2"],
+    ["xz", "xz-compressed data", "xz -d"],
+    ["zip", "a zip archive", "unzip"],
+  ] as const;
+
+  it.each(cases)(".%s fails its job with one line naming the file and what it is, for every op and chunk size", async (ext, what, fix) => {
+    for (const [op, params] of [
+      ["count", {}],
+      ["wordcount", {}],
+      ["stats", { format: "lines" }],
+    ] as const) {
+      for (const chunkSize of [64, 4096, "16MiB"]) {
+        const r = await run(compressed[ext]!, op, chunkSize, op === "stats" ? {} : params);
+        expect(r.ok, `${op} at ${chunkSize}`).toBe(false);
+        const err = (r as { error: CloudmillError }).error;
+        expect(err.code).toBe("BAD_RECORD");
+        expect(err.describe()).toMatch(
+          new RegExp(
+            `^${compressed[ext]!.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(:1)? \\(byte 0\\): ${what}: compressed and archive inputs are not read yet`,
+          ),
+        );
+        expect(err.message).toContain(`${fix} it first`);
+      }
+    }
+  });
+
+  it("is told from text by its signature: text that merely starts like one passes", async () => {
+    expect(compressionOf(Buffer.from("BZh, said the bee\n"))).toBeUndefined();
+    expect(compressionOf(Buffer.from("PK is a column\n"))).toBeUndefined();
+    expect(compressionOf(Buffer.from([0x1f]))).toBeUndefined();
+    const bzhText = path.join(dir, "bzh.txt");
+    await writeFile(bzhText, "BZh9 is not bzip2\nsecond line\n");
+    expect(await run(bzhText, "count", 4)).toEqual({ ok: true, result: { records: 2 } });
+    // The uncompressed data itself is counted as usual (seq's lines, counted by wc).
+    const wc = Number(
+      execFileSync("wc", ["-l", path.join(dir, "n.txt")], { encoding: "utf8" })
+        .trim()
+        .split(/\s+/)[0],
+    );
+    expect(await run(path.join(dir, "n.txt"), "count", 1024)).toEqual({ ok: true, result: { records: wc } });
+  });
+});
+
+describe("`count` over CSV", () => {
+  /** Python's csv module's count of data rows (after the header). */
+  const pythonRows = (file: string): number =>
+    Number(
+      execFileSync("python3", ["-c", "import csv,sys\nprint(sum(1 for r in csv.reader(open(sys.argv[1],newline='')) if r)-1)", file], {
+        encoding: "utf8",
+      }).trim(),
+    );
+
+  it("counts the rows Python's csv module reads when quotes hold separators and doubled quotes, at any chunk size", async () => {
+    const rows = ["id,note", ...Array.from({ length: 100 }, (_, i) => `${i},"a, ""quoted"" note ${i}"`)];
+    const file = path.join(dir, "quoted.csv");
+    await writeFile(file, `${rows.join("\n")}\n`);
+    for (const chunkSize of [2, 7, 1024]) {
+      expect(await run(file, "count", chunkSize, { format: "csv" })).toEqual({ ok: true, result: { records: pythonRows(file) } });
+    }
+  });
+
+  it("refuses a newline inside quotes, naming line and byte, rather than counting the record twice", async () => {
+    const file = path.join(dir, "multiline.csv");
+    const text = 'a,b\n1,"x\ny"\n2,z\n';
+    await writeFile(file, text);
+    expect(pythonRows(file)).toBe(2);
+    for (const chunkSize of [1, 5, 1024]) {
+      const r = await run(file, "count", chunkSize, { format: "csv" });
+      expect(r.ok, `chunk size ${chunkSize}`).toBe(false);
+      expect((r as { error: CloudmillError }).error.describe()).toBe(
+        `${file}:2 (byte ${text.indexOf("1,")}): unterminated quoted field: a quoted field may not contain a newline (one record per line)`,
+      );
+    }
+  });
+});
