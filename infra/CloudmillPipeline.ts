@@ -3,33 +3,45 @@
  * input bucket ─ObjectCreated→ splitter ─→ task queue ─→ workers ─→ `_work/…/*.part.json`
  * ─ObjectCreated→ parts queue ─→ reducer ─→ result.json + status.json; task DLQ ─→ dead-letter function.
  */
-import { fileURLToPath } from "node:url";
-import * as path from "node:path";
-import { Duration, IgnoreMode, RemovalPolicy, Stack, Tags } from "aws-cdk-lib";
+import { createHash } from "node:crypto";
+import { Duration, Names, RemovalPolicy, Stack, Stage, Tags } from "aws-cdk-lib";
 import * as ecrAssets from "aws-cdk-lib/aws-ecr-assets";
 import * as ecs from "aws-cdk-lib/aws-ecs";
 import * as iam from "aws-cdk-lib/aws-iam";
 import * as lambda from "aws-cdk-lib/aws-lambda";
 import { SqsEventSource } from "aws-cdk-lib/aws-lambda-event-sources";
-import * as nodejs from "aws-cdk-lib/aws-lambda-nodejs";
 import * as logs from "aws-cdk-lib/aws-logs";
 import * as s3 from "aws-cdk-lib/aws-s3";
 import * as s3n from "aws-cdk-lib/aws-s3-notifications";
 import * as sqs from "aws-cdk-lib/aws-sqs";
+import * as cr from "aws-cdk-lib/custom-resources";
 import { Construct } from "constructs";
 import { DEFAULTS, type Role } from "../lib/core/constants.js";
-import { JOBS_PREFIX, PART_SUFFIX, RESULT_FILE, STATUS_FILE, WORK_PREFIX } from "../lib/core/keys.js";
+import {
+  ITEM_OUTPUT_PATTERNS,
+  JOBS_PREFIX,
+  OPS_LISTING_KEY,
+  PART_SUFFIX,
+  RESULT_FILE,
+  STATUS_FILE,
+  WORK_PREFIX,
+} from "../lib/core/keys.js";
+import type { OpsListing } from "../lib/core/ops/registryListing.js";
+import {
+  LAMBDA_TASK_ROOT,
+  WORKER_APP_DIR,
+  freshStagingDir,
+  functionCode,
+  opsModulePaths,
+  stageOps,
+  stageWorkerContext,
+  type StagedOps,
+} from "./assets.js";
 import { roleEnvironment, type EnvValues } from "./environment.js";
 import { acknowledge, wildcardResourceFinding } from "./nag.js";
 import { PipelineMonitoring } from "./PipelineMonitoring.js";
 import { LAB_TAG_KEY, QUEUE_RETENTION, resolvePipelineConfig, type CloudmillPipelineProps, type PipelineConfig } from "./props.js";
 import { WorkerFleet } from "./WorkerFleet.js";
-
-/** The repository root: Lambda entry points, the lock file and worker/Dockerfile are found from here. */
-export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-
-/** ESM bundles still meet CommonJS dependencies that call `require`. */
-const ESM_REQUIRE_BANNER = "import { createRequire } from 'module'; const require = createRequire(import.meta.url);";
 
 /** How each function is sized. A function's queue keeps a message hidden six times its timeout. */
 const FUNCTION_SIZING = {
@@ -62,9 +74,18 @@ export class CloudmillPipeline extends Construct {
   public readonly partsDeadLetterQueue: sqs.Queue;
   /** Upload events the splitter failed on after Lambda's asynchronous retries. */
   public readonly splitterDeadLetterQueue: sqs.Queue;
-  public readonly splitter: nodejs.NodejsFunction;
-  public readonly reducer: nodejs.NodejsFunction;
-  public readonly deadLetters: nodejs.NodejsFunction;
+  public readonly splitter: lambda.Function;
+  public readonly reducer: lambda.Function;
+  public readonly deadLetters: lambda.Function;
+  /**
+   * The ops this pipeline deploys (built-ins and `ops`), with the code digests jobs record: what
+   * `_ops/registry.json` in the output bucket holds after a deploy.
+   */
+  public readonly opsListing: OpsListing;
+  /** Writes `opsListing` to `_ops/registry.json` in the output bucket at deploy. */
+  public readonly opsListingPublisher: cr.AwsCustomResource;
+  /** The worker image's build context, staged at synth (undefined with `workerImage`). */
+  public readonly workerContextDir?: string;
   public readonly fleet: WorkerFleet;
   public readonly monitoring: PipelineMonitoring;
 
@@ -73,6 +94,13 @@ export class CloudmillPipeline extends Construct {
     const config = resolvePipelineConfig(props);
     this.config = config;
     Tags.of(this).add(LAB_TAG_KEY, config.labName);
+
+    // ── Code: the lab's ops bundled and described; the roles' code staged from the package ──
+    const stage = Stage.of(this);
+    if (stage === undefined) throw new Error("cloudmill: CloudmillPipeline must be inside an App or Stage");
+    const staging = freshStagingDir(stage.assetOutdir, Names.uniqueId(this));
+    const ops = stageOps(staging, config.ops, props.ops ?? []);
+    this.opsListing = ops.listing;
 
     // ── Storage ──────────────────────────────────────────────────────────────
     this.logBucket = this.createBucket("LogBucket", config.outputRemovalPolicy, {
@@ -120,15 +148,17 @@ export class CloudmillPipeline extends Construct {
       CLOUDMILL_JOB_DEADLINE_SECONDS: String(config.jobDeadline.toSeconds()),
       CLOUDMILL_VISIBILITY_TIMEOUT_SECONDS: String(config.visibilityTimeout.toSeconds()),
       CLOUDMILL_WORKER_CONCURRENCY: String(config.workerVcpus),
+      CLOUDMILL_OPS_MODULES: JSON.stringify(opsModulePaths(LAMBDA_TASK_ROOT, ops)),
       POWERTOOLS_LOG_LEVEL: config.logLevel,
     };
-    this.splitter = this.createFunction("splitter", "Splitter", env, {
+    const code = (role: Exclude<Role, "worker">): lambda.Code => functionCode(staging, role, role === "deadLetters" ? undefined : ops);
+    this.splitter = this.createFunction("splitter", "Splitter", code("splitter"), env, {
       deadLetterQueue: this.splitterDeadLetterQueue,
       retryAttempts: 2,
       maxEventAge: Duration.hours(6),
     });
-    this.reducer = this.createFunction("reducer", "Reducer", env);
-    this.deadLetters = this.createFunction("deadLetters", "DeadLetters", env);
+    this.reducer = this.createFunction("reducer", "Reducer", code("reducer"), env);
+    this.deadLetters = this.createFunction("deadLetters", "DeadLetters", code("deadLetters"), env);
 
     // ── Wiring (docs/design.md): uploads → splitter; parts → parts queue → reducer; dead letters → dead-letter function
     this.inputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.LambdaDestination(this.splitter));
@@ -149,23 +179,27 @@ export class CloudmillPipeline extends Construct {
     );
 
     // ── Worker fleet ─────────────────────────────────────────────────────────
+    let image = props.workerImage;
+    if (image === undefined) {
+      this.workerContextDir = stageWorkerContext(staging, ops, {
+        bundle: Stack.of(this).bundlingRequired,
+        workerDockerfile: config.workerDockerfile,
+        outdir: stage.outdir,
+      });
+      image = ecs.ContainerImage.fromAsset(this.workerContextDir, { file: "Dockerfile", platform: ecrAssets.Platform.LINUX_ARM64 });
+    }
     this.fleet = new WorkerFleet(this, "Workers", {
       config,
       taskQueue: this.taskQueue,
-      environment: roleEnvironment("worker", env),
-      image:
-        props.workerImage ??
-        ecs.ContainerImage.fromAsset(REPO_ROOT, {
-          file: "worker/Dockerfile",
-          platform: ecrAssets.Platform.LINUX_ARM64,
-          ignoreMode: IgnoreMode.DOCKER,
-        }),
+      environment: roleEnvironment("worker", { ...env, CLOUDMILL_OPS_MODULES: JSON.stringify(opsModulePaths(WORKER_APP_DIR, ops)) }),
+      image,
       flowLogBucket: this.logBucket,
       vpc: props.vpc,
       vpcSubnets: props.vpcSubnets,
     });
 
     this.grantDataAccess();
+    this.opsListingPublisher = this.publishOpsListing(ops);
 
     this.monitoring = new PipelineMonitoring(this, "Monitoring", {
       config,
@@ -206,9 +240,10 @@ export class CloudmillPipeline extends Construct {
   private createFunction(
     role: Exclude<Role, "worker">,
     id: string,
+    code: lambda.Code,
     env: EnvValues,
-    extra: Partial<nodejs.NodejsFunctionProps> = {},
-  ): nodejs.NodejsFunction {
+    extra: Partial<lambda.FunctionProps> = {},
+  ): lambda.Function {
     const logGroup = new logs.LogGroup(this, `${id}Logs`, { retention: this.config.logRetention, removalPolicy: RemovalPolicy.DESTROY });
     // An explicit role: no AWS managed policy, log writes to this function's own log group only.
     const executionRole = new iam.Role(this, `${id}Role`, {
@@ -216,27 +251,16 @@ export class CloudmillPipeline extends Construct {
       description: `cloudmill ${role} function`,
     });
     logGroup.grantWrite(executionRole);
-    const fn = new nodejs.NodejsFunction(this, id, {
-      entry: path.join(REPO_ROOT, "functions", `${role}.ts`),
-      handler: "handler",
+    // Prebuilt single-file ESM bundles (assets.ts): `index.mjs`, every dependency inside.
+    const fn = new lambda.Function(this, id, {
+      code,
+      handler: "index.handler",
       runtime: lambda.Runtime.NODEJS_22_X,
       architecture: lambda.Architecture.ARM_64,
       ...FUNCTION_SIZING[role],
       role: executionRole,
       logGroup,
       environment: roleEnvironment(role, env),
-      depsLockFilePath: path.join(REPO_ROOT, "package-lock.json"),
-      projectRoot: REPO_ROOT,
-      bundling: {
-        format: nodejs.OutputFormat.ESM,
-        banner: ESM_REQUIRE_BANNER,
-        target: "node22",
-        mainFields: ["module", "main"],
-        bundleAwsSDK: true,
-        minify: false,
-        sourceMap: false,
-        forceDockerBundling: false,
-      },
       description: `cloudmill ${role} (${this.config.labName})`,
       ...extra,
     });
@@ -260,6 +284,7 @@ export class CloudmillPipeline extends Construct {
     const jobObjects = JOB_OUTPUT_KEYS.map((k) => this.outputBucket.arnForObjects(k));
     const workObjects = this.outputBucket.arnForObjects(`${WORK_PREFIX}*`);
     const statusObjects = this.outputBucket.arnForObjects(`*/${STATUS_FILE}`);
+    const itemOutputs = ITEM_OUTPUT_PATTERNS.map((k) => this.outputBucket.arnForObjects(k));
 
     // Why each wildcard resource is as narrow as it can be; `allow` refuses a wildcard without a reason.
     const reasons = new Map<string, string>([
@@ -271,6 +296,14 @@ export class CloudmillPipeline extends Construct {
       [
         workObjects,
         "Intermediate state lives under _work/<jobId>/ for job ids made at run time; the _work/ prefix is the narrowest fixed scope.",
+      ],
+      [
+        itemOutputs[0]!,
+        "A task's items store their own objects (ctx.put) under _jobs/<jobId>/files/ for job ids made at run time; only that folder.",
+      ],
+      [
+        itemOutputs[1]!,
+        "An item's output over 256 KiB is stored under _jobs/<jobId>/results/ for job ids made at run time; only that folder.",
       ],
       [
         this.outputBucket.arnForObjects(`${JOBS_PREFIX}*`),
@@ -327,6 +360,8 @@ export class CloudmillPipeline extends Construct {
     allow(this.fleet.taskRole, "ReadInputs", ["s3:GetObject"], inputObjects);
     allow(this.fleet.taskRole, "ReadWorkAndStatus", ["s3:GetObject"], stateObjects);
     allow(this.fleet.taskRole, "WritePartsAndStatus", ["s3:PutObject"], stateObjects);
+    // Tasks (defineTask): the objects items store and the outputs too large for a part.
+    allow(this.fleet.taskRole, "WriteItemOutputs", ["s3:PutObject"], itemOutputs);
     allow(this.fleet.taskRole, "ListWork", ["s3:ListBucket"], outputBucket);
 
     // Reducer: list and read parts and job state, write results and statuses (a status of a
@@ -341,6 +376,37 @@ export class CloudmillPipeline extends Construct {
     allow(this.deadLetters, "ListJobState", ["s3:ListBucket"], outputBucket);
   }
 
+  /**
+   * Publishes the deployed listing to `_ops/registry.json` at deploy (so `cloudmill ops --stack`
+   * and SDK clients see what runs): one PutObject on exactly that key, made again whenever the
+   * listing changes (the physical id is the listing's digest, and the body is a property).
+   */
+  private publishOpsListing(ops: StagedOps): cr.AwsCustomResource {
+    const body = JSON.stringify(ops.listing);
+    const digest = createHash("sha256").update(body).digest("hex").slice(0, 16);
+    const put: cr.AwsSdkCall = {
+      service: "S3",
+      action: "putObject",
+      parameters: { Bucket: this.outputBucket.bucketName, Key: OPS_LISTING_KEY, Body: body, ContentType: "application/json" },
+      physicalResourceId: cr.PhysicalResourceId.of(`cloudmill-ops-${digest}`),
+    };
+    const publisher = new cr.AwsCustomResource(this, "OpsListing", {
+      resourceType: "Custom::CloudmillOpsListing",
+      onCreate: put,
+      onUpdate: put,
+      policy: cr.AwsCustomResourcePolicy.fromStatements([
+        new iam.PolicyStatement({
+          sid: "PublishOpsListing",
+          actions: ["s3:PutObject"],
+          resources: [this.outputBucket.arnForObjects(OPS_LISTING_KEY)],
+        }),
+      ]),
+      installLatestAwsSdk: false,
+      logGroup: new logs.LogGroup(this, "OpsListingLogs", { retention: this.config.logRetention, removalPolicy: RemovalPolicy.DESTROY }),
+    });
+    return publisher;
+  }
+
   /** Findings on the Lambda-backed provider CDK adds to configure S3 notifications at deploy time. */
   private acknowledgeCdkProviders(): void {
     const stack = Stack.of(this);
@@ -352,6 +418,16 @@ export class CloudmillPipeline extends Construct {
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
         "CDK's S3 bucket-notifications handler (a deploy-time custom resource, not part of the data path) uses the basic execution " +
           "policy for its own logs.",
+      );
+    }
+    // The AwsCustomResource provider (one per stack) behind opsListingPublisher.
+    const sdkCalls = stack.node.tryFindChild("AWS679f53fac002430cb0da5b7982bd2287");
+    if (sdkCalls !== undefined) {
+      acknowledge(
+        sdkCalls.node.findChild("ServiceRole"),
+        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+        "CDK's AwsCustomResource provider (a deploy-time call that publishes _ops/registry.json, not part of the data path) uses " +
+          "the basic execution policy for its own logs; its one data permission is s3:PutObject on that single object.",
       );
     }
   }

@@ -3,6 +3,8 @@
  * Values from `-c` arrive as strings, values from cdk.json as JSON; both are accepted.
  * A bad value is refused with one line naming the key, what was expected, and what was given.
  */
+import { existsSync } from "node:fs";
+import * as path from "node:path";
 import { RemovalPolicy } from "aws-cdk-lib";
 import { RetentionDays } from "aws-cdk-lib/aws-logs";
 import { z } from "zod";
@@ -81,6 +83,8 @@ const KEYS = {
   outputRemoval: { schema: removal, expected: "retain or destroy" },
   extraInputBuckets: { schema: list, expected: "a list of bucket names" },
   logLevel: { schema: z.enum(LOG_LEVELS), expected: `one of ${LOG_LEVELS.join(", ")}` },
+  ops: { schema: list, expected: "a list of op module paths, e.g. ./ops/index.ts,./ops/more.ts" },
+  workerDockerfile: { schema: optionalText, expected: "the path of a Dockerfile stage starting FROM cloudmill-worker" },
 } as const;
 
 export type ContextKey = keyof typeof KEYS;
@@ -134,6 +138,16 @@ export const readCloudmillContext = (get: (key: string) => unknown): CloudmillCo
     budgetLimitUsd = undefined;
   }
   if (preview) warnings.push(`lab "${DEFAULT_LAB}" is a preview of the template; deploy with -c lab=<name>`);
+  // Paths are relative to where the app runs (the directory of cdk.json).
+  for (const [key, files] of [
+    ["ops", c.ops ?? []],
+    ["workerDockerfile", c.workerDockerfile === undefined ? [] : [c.workerDockerfile]],
+  ] as const) {
+    for (const file of files) {
+      if (!existsSync(path.resolve(file)))
+        throw new CloudmillConfigError(`context "${key}": no file at ${JSON.stringify(file)} (resolved to ${path.resolve(file)})`);
+    }
+  }
 
   const props: CloudmillPipelineProps = {
     labName: lab,
@@ -154,6 +168,8 @@ export const readCloudmillContext = (get: (key: string) => unknown): CloudmillCo
     outputRemovalPolicy: removalPolicy(c.outputRemoval),
     extraInputBuckets: c.extraInputBuckets,
     logLevel: c.logLevel,
+    ops: c.ops,
+    workerDockerfile: c.workerDockerfile,
   };
   return { lab, stackName: stackNameOf(lab), preview, props, warnings };
 };

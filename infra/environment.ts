@@ -1,11 +1,11 @@
 import { ROLE_ENV, type EnvName, type Role } from "../lib/core/constants.js";
 import { kebabCase } from "../lib/core/kebabCase.js";
 
-/** Variables the stack does not set: CLOUDMILL_OPS_MODULES until it bundles a lab's ops (deployed roles run the built-ins). */
-type UnsetByStack = "CLOUDMILL_OPS_MODULES";
-
-/** A value for every environment variable the stack sets; each role picks its own from it. */
-export type EnvValues = Readonly<Record<Exclude<EnvName, "POWERTOOLS_SERVICE_NAME" | UnsetByStack>, string>>;
+/**
+ * A value for every environment variable the stack sets; each role picks its own from it.
+ * CLOUDMILL_OPS_MODULES differs by where a role's code lives (/var/task in Lambda, /app in the worker image).
+ */
+export type EnvValues = Readonly<Record<Exclude<EnvName, "POWERTOOLS_SERVICE_NAME">, string>>;
 
 /** The Powertools service name a role logs under, in kebab case: `cloudmill-dead-letters`. */
 export const serviceName = (role: Role): string => `cloudmill-${kebabCase(role)}`;
@@ -16,6 +16,6 @@ export const serviceName = (role: Role): string => `cloudmill-${kebabCase(role)}
  * role's reader.
  */
 export const roleEnvironment = (role: Role, values: EnvValues): Record<string, string> => {
-  const all: Record<Exclude<EnvName, UnsetByStack>, string> = { ...values, POWERTOOLS_SERVICE_NAME: serviceName(role) };
+  const all: Record<EnvName, string> = { ...values, POWERTOOLS_SERVICE_NAME: serviceName(role) };
   return Object.fromEntries(ROLE_ENV[role].map((name) => [name, all[name]]));
 };

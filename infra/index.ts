@@ -1,4 +1,5 @@
-export { CloudmillPipeline, REPO_ROOT } from "./CloudmillPipeline.js";
+export { CloudmillPipeline } from "./CloudmillPipeline.js";
+export { WORKER_BASE_STAGE } from "./assets.js";
 export { CloudmillStack, type CloudmillStackProps } from "./CloudmillStack.js";
 export { STACK_OUTPUTS, stackNameOf } from "../lib/core/stack.js";
 export { PipelineMonitoring, BUDGET_THRESHOLDS, type PipelineMonitoringProps } from "./PipelineMonitoring.js";

@@ -2,6 +2,8 @@
  * The props of `CloudmillPipeline`, their defaults, and the checks that refuse a bad
  * combination at synth time with one exact line (tests match these messages).
  */
+import { statSync } from "node:fs";
+import * as path from "node:path";
 import { Duration, RemovalPolicy } from "aws-cdk-lib";
 import type * as ec2 from "aws-cdk-lib/aws-ec2";
 import type * as ecs from "aws-cdk-lib/aws-ecs";
@@ -146,8 +148,26 @@ export interface CloudmillPipelineProps {
    */
   readonly reducerMaxConcurrency?: number;
   /**
-   * The worker image.
-   * @default - built from worker/Dockerfile at the repository root, for linux/arm64
+   * The lab's own op modules (each exporting ops made with `defineOp`), relative to the CDK app's
+   * working directory or absolute. Each is bundled with esbuild at synth (its npm dependencies
+   * included; esbuild must be installed) into the worker image and the splitter's and reducer's
+   * code, and loaded beside the built-ins. The deployed listing, with each op's code digest, is
+   * published to `_ops/registry.json` in the output bucket.
+   * @default - none: the built-in ops only
+   */
+  readonly ops?: readonly string[];
+  /**
+   * A Dockerfile stage appended to the worker image, for native tools an op runs: it must start
+   * `FROM cloudmill-worker` (e.g. `USER root`, `RUN apt-get install -y imagemagick`, `USER node`).
+   * Its folder is in the build context as `lab/` (`COPY lab/...`), without node_modules, cdk.out
+   * and .git. Relative to the CDK app's working directory, or absolute.
+   * @default - the worker image as cloudmill builds it
+   */
+  readonly workerDockerfile?: string;
+  /**
+   * The worker image, instead of the one cloudmill builds (which holds the prebuilt worker and
+   * the lab's `ops`); cannot be combined with `ops` or `workerDockerfile`.
+   * @default - built at synth from worker/Dockerfile and the prebuilt worker bundle, for linux/arm64
    */
   readonly workerImage?: ecs.ContainerImage;
   /**
@@ -195,10 +215,27 @@ export interface PipelineConfig {
   readonly oldestTaskAlarmAge: Duration;
   readonly scaleInAfterIdleMinutes: number;
   readonly reducerMaxConcurrency: number;
+  /** Absolute paths of the lab's op modules, in the order given. */
+  readonly ops: readonly string[];
+  /** Absolute path of the lab's worker Dockerfile stage. */
+  readonly workerDockerfile?: string;
 }
 
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
 const MEMORY_PER_VCPU_MIB = 1536;
+
+/** An absolute path for a file the lab names (relative to the app's working directory), or a refusal naming it. */
+const existingFile = (what: string, file: string): string => {
+  const absolute = path.resolve(file);
+  let isFile = false;
+  try {
+    isFile = statSync(absolute).isFile();
+  } catch {
+    // missing: refused below
+  }
+  if (!isFile) throw new CloudmillConfigError(`${what}: no file at ${JSON.stringify(file)} (resolved to ${absolute})`);
+  return absolute;
+};
 
 const isWhole = (n: number, min: number, max: number): boolean => Number.isInteger(n) && n >= min && n <= max;
 
@@ -312,6 +349,14 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
   if (oldestTaskAlarmAge.toSeconds() < 60)
     throw new CloudmillConfigError(`oldestTaskAlarmAge must be at least 60 seconds, got ${oldestTaskAlarmAge.toSeconds()}`);
 
+  const ops = (props.ops ?? []).map((m) => existingFile("ops", m));
+  const workerDockerfile = props.workerDockerfile === undefined ? undefined : existingFile("workerDockerfile", props.workerDockerfile);
+  if (props.workerImage !== undefined && (ops.length > 0 || workerDockerfile !== undefined)) {
+    throw new CloudmillConfigError(
+      "workerImage cannot be combined with ops or workerDockerfile: those build on the image cloudmill builds; drop workerImage",
+    );
+  }
+
   return {
     labName: props.labName,
     instanceTypes,
@@ -335,5 +380,7 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
     oldestTaskAlarmAge,
     scaleInAfterIdleMinutes,
     reducerMaxConcurrency: wholeNumber("reducerMaxConcurrency", props.reducerMaxConcurrency ?? 10, 2, 1000),
+    ops,
+    workerDockerfile,
   };
 };

@@ -36,6 +36,9 @@ export const jobSpecOutputKeys = (jobId: string): OutputKeys => ({
   status: `${JOBS_PREFIX}${jobId}/${STATUS_FILE}`,
 });
 
+/** What a task's items write (ctx.put and large outputs), for any job: the worker may write these and no other `_jobs/` keys. */
+export const ITEM_OUTPUT_PATTERNS = [`${JOBS_PREFIX}*/files/*`, `${JOBS_PREFIX}*/results/*`] as const;
+
 /** Objects a task's items store with ctx.put: `_jobs/<jobId>/files/<name>`. */
 export const jobFilesPrefix = (jobId: string): string => `${JOBS_PREFIX}${jobId}/files/`;
 /** An item's output too large to travel in its part, stored on its own; the result refers to it. */

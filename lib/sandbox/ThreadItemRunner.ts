@@ -6,16 +6,21 @@
  * kept for the next batch.
  */
 import { existsSync } from "node:fs";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import type { ItemBatch, ItemOutcome, ItemRunner } from "../core/pipeline/items.js";
 import type { FromThread, ItemThreadData, ToThread } from "./protocol.js";
 
-/** The thread's entry beside this file, compiled: from sources (vitest, tsx), the build in dist/. */
+/**
+ * The thread's entry: beside this file, compiled. From sources (vitest, tsx) that is the build in
+ * dist/; in the worker image's bundle (worker/main.mjs), the bundled itemThread.mjs beside it.
+ */
 const defaultEntry = (): string => {
   const here = fileURLToPath(import.meta.url);
-  const beside = here.replace(/\.ts$/, ".js").replace(/ThreadItemRunner\.js$/, "itemThread.js");
+  if (here.endsWith(".mjs")) return path.join(path.dirname(here), "itemThread.mjs");
+  const beside = path.join(path.dirname(here), "itemThread.js");
   if (!here.endsWith(".ts")) return beside;
   const compiled = beside.replace(/([\\/])lib([\\/])sandbox([\\/])/, "$1dist$1lib$2sandbox$3");
   if (!existsSync(compiled)) throw new CloudmillError(ErrorCode.INTERNAL, `item thread not built: ${compiled} (npm run build)`);

@@ -1,5 +1,7 @@
 /** Configuration: cdk.json and `-c` context → props, and the exact one-line refusals of bad values. */
+import * as path from "node:path";
 import { App, CfnResource, Duration, RemovalPolicy, Stack } from "aws-cdk-lib";
+import { ContainerImage } from "aws-cdk-lib/aws-ecs";
 import { RetentionDays } from "aws-cdk-lib/aws-logs";
 import { describe, expect, it } from "vitest";
 import { DEFAULTS } from "../../lib/core/constants.js";
@@ -60,6 +62,13 @@ describe("context (cdk.json, -c key=value)", () => {
     });
   });
 
+  it("takes ops as a list, from -c or cdk.json, relative to where the app runs", () => {
+    const fixture = "./test/fixtures/lab-ops/index.ts";
+    expect(read({ ops: `${fixture}, ${fixture}` }).props.ops).toEqual([fixture, fixture]);
+    expect(read({ ops: [fixture] }).props.ops).toEqual([fixture]);
+    expect(read().props.ops).toBeUndefined();
+  });
+
   it("lets a named lab opt out of the budget with budgetLimitUsd=0", () => {
     expect(read({ lab: "genomics", budgetLimitUsd: "0" }).props.budgetLimitUsd).toBeUndefined();
   });
@@ -79,6 +88,15 @@ describe("context (cdk.json, -c key=value)", () => {
     [{ logRetentionDays: 31 }, 'cloudmill: context "logRetentionDays" must be one of CloudWatch Logs\' retention periods'],
     [{ budgetScope: "team" }, 'cloudmill: context "budgetScope" must be one of lab, account, got "team"'],
     [{ outputRemoval: "keep" }, 'cloudmill: context "outputRemoval" must be retain or destroy, got "keep"'],
+    [
+      { ops: "./test/fixtures/lab-ops/index.ts,./ops/missing.ts" },
+      `cloudmill: context "ops": no file at "./ops/missing.ts" (resolved to ${path.resolve("ops/missing.ts")})`,
+    ],
+    [{ ops: "[1]" }, 'cloudmill: context "ops" must be a list of op module paths, e.g. ./ops/index.ts,./ops/more.ts, got "[1]"'],
+    [
+      { workerDockerfile: "worker.Dockerfile" },
+      `cloudmill: context "workerDockerfile": no file at "worker.Dockerfile" (resolved to ${path.resolve("worker.Dockerfile")})`,
+    ],
   ])("refuses %j with one line", (overrides, message) => {
     expect(() => read(overrides)).toThrow(CloudmillConfigError);
     expect(() => read(overrides)).toThrow(message);
@@ -129,6 +147,11 @@ describe("CloudmillPipeline props", () => {
       "cloudmill: jobDeadline must be from 60 to 345600 seconds (the task queue's retention), got 432000",
     ],
     [{ extraInputBuckets: ["Not_A_Bucket"] }, 'cloudmill: extraInputBuckets: "Not_A_Bucket" is not an S3 bucket name'],
+    [{ ops: ["./nowhere/ops.ts"] }, `cloudmill: ops: no file at "./nowhere/ops.ts" (resolved to ${path.resolve("nowhere/ops.ts")})`],
+    [
+      { workerImage: ContainerImage.fromRegistry("lab/worker"), ops: ["./test/fixtures/lab-ops/index.ts"] },
+      "cloudmill: workerImage cannot be combined with ops or workerDockerfile: those build on the image cloudmill builds; drop workerImage",
+    ],
     [
       { labName: "-lab" },
       `cloudmill: labName must be 1 to 32 lowercase letters, digits or '-', starting and ending with a letter or digit; got "-lab"`,

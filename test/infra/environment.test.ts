@@ -24,6 +24,7 @@ const NAMES: Readonly<Record<Role, readonly string[]>> = {
     "CLOUDMILL_DEFAULT_CHUNK_SIZE",
     "CLOUDMILL_MAX_ATTEMPTS",
     "CLOUDMILL_JOB_DEADLINE_SECONDS",
+    "CLOUDMILL_OPS_MODULES",
     "POWERTOOLS_LOG_LEVEL",
     "POWERTOOLS_SERVICE_NAME",
   ],
@@ -32,19 +33,16 @@ const NAMES: Readonly<Record<Role, readonly string[]>> = {
     "CLOUDMILL_TASK_QUEUE_URL",
     "CLOUDMILL_VISIBILITY_TIMEOUT_SECONDS",
     "CLOUDMILL_WORKER_CONCURRENCY",
+    "CLOUDMILL_OPS_MODULES",
     "POWERTOOLS_LOG_LEVEL",
     "POWERTOOLS_SERVICE_NAME",
   ],
-  reducer: ["CLOUDMILL_OUTPUT_BUCKET", "POWERTOOLS_LOG_LEVEL", "POWERTOOLS_SERVICE_NAME"],
+  reducer: ["CLOUDMILL_OUTPUT_BUCKET", "CLOUDMILL_OPS_MODULES", "POWERTOOLS_LOG_LEVEL", "POWERTOOLS_SERVICE_NAME"],
   deadLetters: ["CLOUDMILL_OUTPUT_BUCKET", "POWERTOOLS_LOG_LEVEL", "POWERTOOLS_SERVICE_NAME"],
 };
 
-/**
- * Read by the code but not set by the stack: the emulator's endpoint (`cloudmill dev`), the URI
- * the ECS agent gives every task, and the lab's op modules (set by `cloudmill dev --ops`; the
- * stack does not bundle a lab's ops yet, so deployed roles run the built-ins).
- */
-const SET_ELSEWHERE = ["AWS_ENDPOINT_URL", "ECS_AGENT_URI", "CLOUDMILL_OPS_MODULES"];
+/** Read by the code but not set by the stack: the emulator's endpoint (`cloudmill dev`) and the URI the ECS agent gives every task. */
+const SET_ELSEWHERE = ["AWS_ENDPOINT_URL", "ECS_AGENT_URI"];
 
 /** The reader each role's entry calls on process.env (functions/<role>.ts, lib/aws/runWorker.ts). */
 const READERS: Readonly<Record<Role, (env: Readonly<Record<string, string | undefined>>) => Record<string, unknown>>> = {

@@ -156,12 +156,12 @@ describe("least privilege", () => {
     });
   });
 
-  it("worker: read inputs, read and write _work/ and status.json (never result.json), consume the task queue, protect its own task", () => {
+  it("worker: read inputs, read and write _work/ and status.json (never result.json), write items' own outputs, consume the task queue, protect its own task", () => {
     const grants = grantsOf(template, "PipelineWorkersTaskRole");
     const cluster = resource(template, "AWS::ECS::Cluster", "PipelineWorkersCluster").id;
     expect(grants).toEqual({
       "s3:GetObject": [`${input}/*`, `${output}/*/status.json`, `${output}/_work/*`],
-      "s3:PutObject": [`${output}/*/status.json`, `${output}/_work/*`],
+      "s3:PutObject": [`${output}/*/status.json`, `${output}/_jobs/*/files/*`, `${output}/_jobs/*/results/*`, `${output}/_work/*`],
       // S3 answers a missing part or marker with 404 only to a role that may list the bucket.
       "s3:ListBucket": [output],
       "sqs:ReceiveMessage": [q(template, "PipelineTaskQueue")],
@@ -194,7 +194,12 @@ describe("least privilege", () => {
   it("dead letters: read/write job state, list the output bucket, consume the dead-letter queue", () => {
     const grants = grantsOf(template, "PipelineDeadLettersRole");
     expect(grants["s3:GetObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
-    expect(grants["s3:PutObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
+    expect(grants["s3:PutObject"]).toEqual([
+      `${output}/*/status.json`,
+      `${output}/_jobs/*/files/*`,
+      `${output}/_jobs/*/results/*`,
+      `${output}/_work/*`,
+    ]);
     expect(grants["s3:ListBucket"]).toEqual([output]);
     expect(
       Object.keys(grants)

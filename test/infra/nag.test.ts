@@ -106,6 +106,7 @@ describe("the reviewed list of acknowledged findings (a named lab)", () => {
       [
         "AwsSolutions-AS3 @ Pipeline/Workers/AutoScalingGroup",
         "AwsSolutions-ECS2 @ Pipeline/Workers/WorkerTask",
+        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole] @ AWS679f53fac002430cb0da5b7982bd2287/ServiceRole",
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole] @ BucketNotificationsHandler050a0587b7544547bf325f094a3db834/Role",
         "AwsSolutions-IAM5[Action::ecs:Submit*] @ Pipeline/Workers/InstanceRole/DefaultPolicy",
         "AwsSolutions-IAM5[Resource::*] @ Pipeline/Workers/InstanceRole/DefaultPolicy",

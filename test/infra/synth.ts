@@ -6,10 +6,12 @@ import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { App } from "aws-cdk-lib";
 import { Template } from "aws-cdk-lib/assertions";
-import { REPO_ROOT } from "../../infra/CloudmillPipeline.js";
 import { CloudmillStack } from "../../infra/CloudmillStack.js";
 import { readCloudmillContext } from "../../infra/context.js";
 import type { CloudmillPipelineProps } from "../../infra/props.js";
+
+/** This repository (cdk.json, test fixtures). */
+export const REPO_ROOT = path.resolve(import.meta.dirname, "../..");
 
 /** The context cdk.json gives every synth (defaults and feature flags). */
 export const cdkJsonContext = (): Record<string, unknown> =>
