@@ -43,6 +43,9 @@ import { PipelineMonitoring } from "./PipelineMonitoring.js";
 import { LAB_TAG_KEY, QUEUE_RETENTION, resolvePipelineConfig, type CloudmillPipelineProps, type PipelineConfig } from "./props.js";
 import { WorkerFleet } from "./WorkerFleet.js";
 
+/** The feature flag that has S3 server access logs delivered under a bucket policy rather than an ACL. */
+const S3_LOGS_BY_POLICY = "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy";
+
 /** How each function is sized. A function's queue keeps a message hidden six times its timeout. */
 const FUNCTION_SIZING = {
   splitter: { memorySize: 512, timeout: Duration.minutes(5) },
@@ -91,6 +94,9 @@ export class CloudmillPipeline extends Construct {
 
   public constructor(scope: Construct, id: string, props: CloudmillPipelineProps) {
     super(scope, id);
+    // Access logs are delivered under a bucket policy, never an ACL (the buckets enforce bucket-owner
+    // ownership, which forbids ACLs). Set here, so a lab's app works without `cdk init`'s flags.
+    this.node.setContext(S3_LOGS_BY_POLICY, true);
     const config = resolvePipelineConfig(props);
     this.config = config;
     Tags.of(this).add(LAB_TAG_KEY, config.labName);

@@ -14,7 +14,7 @@
  * (cheap), so the listing and a bad module are known on every synth.
  */
 import { execFileSync } from "node:child_process";
-import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { AssetHashType, DockerImage, type BundlingOptions, type ILocalBundling } from "aws-cdk-lib";
 import * as lambda from "aws-cdk-lib/aws-lambda";
@@ -138,6 +138,20 @@ export const functionCode = (
   return lambda.Code.fromAsset(sourceDir, { assetHashType: AssetHashType.OUTPUT, bundling });
 };
 
+/**
+ * Copies a folder's files, leaving out NOT_COPIED names and the folders in `skip` (the cloud
+ * assembly, which may lie inside the lab's folder and holds the very context being written).
+ */
+const copyTree = (from: string, to: string, skip: readonly string[]): void => {
+  mkdirSync(to, { recursive: true });
+  for (const entry of readdirSync(from, { withFileTypes: true })) {
+    const src = path.join(from, entry.name);
+    if (NOT_COPIED.has(entry.name) || skip.includes(src)) continue;
+    if (entry.isDirectory()) copyTree(src, path.join(to, entry.name), skip);
+    else if (entry.isFile()) copyFileSync(src, path.join(to, entry.name));
+  }
+};
+
 /** A lab's Dockerfile stage, checked: its first instruction must be `FROM cloudmill-worker`. */
 const labStage = (file: string): string => {
   if (!existsSync(file)) throw new CloudmillConfigError(`workerDockerfile: no file at ${file}`);
@@ -175,11 +189,7 @@ export const stageWorkerContext = (staging: string, ops: StagedOps, options: Wor
     dockerfile +=
       `\n# ── the lab's stage, from ${path.basename(options.workerDockerfile)}; its folder is in the context as lab/ ──\n` +
       labStage(options.workerDockerfile);
-    const outdir = path.resolve(options.outdir);
-    cpSync(labDir, path.join(context, "lab"), {
-      recursive: true,
-      filter: (src) => !NOT_COPIED.has(path.basename(src)) && src !== outdir && !src.startsWith(`${outdir}${path.sep}`),
-    });
+    copyTree(labDir, path.join(context, "lab"), [path.resolve(options.outdir), path.resolve(staging)]);
   }
   writeFileSync(path.join(context, "Dockerfile"), dockerfile);
   for (const f of ops.files) copyFileSync(path.join(staging, f), path.join(context, f));

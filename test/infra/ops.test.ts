@@ -258,6 +258,20 @@ describe("the workerDockerfile escape hatch", () => {
     expect(dockerfile.match(/^# syntax=/gm)).toHaveLength(1);
     expect(readdirSync(path.join(image.directory, "lab")).sort()).toEqual(["ops", "policy.xml", "worker.Dockerfile"]);
   });
+
+  it("leaves the cloud assembly out when the lab's Dockerfile sits in the folder that holds it", () => {
+    const root = mkdtempSync(path.join(dir, "lab-root-"));
+    writeFileSync(path.join(root, "worker.Dockerfile"), "FROM cloudmill-worker\nRUN true\n");
+    writeFileSync(path.join(root, "notes.txt"), "kept\n");
+    const app = new App({ outdir: path.join(root, "cdk.out"), context: { ...cdkJsonContext(), "aws:cdk:bundling-stacks": [] } });
+    new CloudmillPipeline(new Stack(app, "Lab"), "Pipeline", { labName: "lab", workerDockerfile: path.join(root, "worker.Dockerfile") });
+    const assembly = app.synth();
+    const manifest = JSON.parse(readFileSync(path.join(assembly.directory, "Lab.assets.json"), "utf8")) as {
+      dockerImages: Record<string, { source: { directory: string } }>;
+    };
+    const context = path.join(assembly.directory, Object.values(manifest.dockerImages)[0]!.source.directory);
+    expect(readdirSync(path.join(context, "lab")).sort()).toEqual(["notes.txt", "worker.Dockerfile"]);
+  });
 });
 
 describe("the staged code, run as Lambda and the image would run it, against the emulator", () => {

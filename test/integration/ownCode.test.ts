@@ -8,6 +8,8 @@ import { execFileSync } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { GetObjectCommand } from "@aws-sdk/client-s3";
+import { OPS_LISTING_KEY } from "../../lib/core/keys.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { startDevCloud, type DevCloud } from "../../lib/dev/devCloud.js";
 import { BIN, requireBuild, ROOT } from "../helpers/devCloud.js";
@@ -27,9 +29,9 @@ const SECTION = ((text: string) => {
 const blocks = (md: string): { info: string; text: string }[] =>
   [...md.matchAll(/^```(\w*)\n([\s\S]*?)^```$/gm)].map((m) => ({ info: m[1]!, text: m[2]! }));
 
-/** Code blocks whose first line names their file: `// ops/index.mjs`. */
+/** Code blocks whose first line names their file: `// ops/index.mjs`, `# worker.Dockerfile`. */
 const files = blocks(SECTION).flatMap((b) => {
-  const m = /^\/\/ (\S+)\n/.exec(b.text);
+  const m = /^(?:\/\/|#) (\S+)\n/.exec(b.text);
   return m ? [{ file: m[1]!, text: b.text }] : [];
 });
 const commands = blocks(SECTION)
@@ -98,7 +100,7 @@ afterAll(async () => {
 
 describe("README: Your own code", () => {
   it("shows the module, the four commands and the SDK script", () => {
-    expect(files.map((f) => f.file)).toEqual(["ops/index.mjs", "sweep.mjs"]);
+    expect(files.map((f) => f.file)).toEqual(["ops/index.mjs", "sweep.mjs", "infra/app.mjs", "docker/worker.Dockerfile"]);
     expect(commands.map((c) => c.slice(2, 3).join(" "))).toEqual(["run", "run", "dev", "submit"]);
   });
 
@@ -136,5 +138,35 @@ describe("README: Your own code", () => {
     expect(r.code, r.stderr).toBe(0);
     const walks = pythonWalks(Array.from({ length: 2000 }, (_, seed) => ({ seed, steps: 5000 })));
     expect(r.stdout.trim()).toBe(`2000 0 ${Math.max(...walks.map((w) => w.farthest))}`);
+  }, 180_000);
+
+  it("the lab's CDK app bundles the module into the worker image and the functions, with the digests the dev cloud serves", async () => {
+    // As `npx cdk deploy --app "node infra/app.mjs"` runs it: the CLI names the output folder.
+    const outdir = path.join(lab, "cdk.out");
+    const r = await runProcess(process.execPath, ["infra/app.mjs"], { cwd: lab, env: { ...env(), CDK_OUTDIR: outdir } });
+    expect(r.code, r.stderr).toBe(0);
+    const assets = JSON.parse(await readFile(path.join(outdir, "Cloudmill-genomics.assets.json"), "utf8")) as {
+      dockerImages: Record<string, { source: { directory: string } }>;
+    };
+    const [image] = Object.values(assets.dockerImages);
+    const context = path.join(outdir, image!.source.directory);
+    const dockerfile = await readFile(path.join(context, "Dockerfile"), "utf8");
+    expect(dockerfile).toMatch(/^FROM node:\S+ AS cloudmill-worker$/m);
+    expect(dockerfile.trimEnd().endsWith(files.find((f) => f.file === "docker/worker.Dockerfile")!.text.trimEnd())).toBe(true);
+    expect(await readFile(path.join(context, "lab", "worker.Dockerfile"), "utf8")).toContain("imagemagick");
+    // The deployed listing: the code digests of the bundles equal the ones of the module as written.
+    const deployed = JSON.parse(await readFile(path.join(context, "ops", "registry.json"), "utf8")) as {
+      ops: { name: string; digest: string }[];
+    };
+    const served = JSON.parse(
+      await (
+        await cloud.clients.s3.send(new GetObjectCommand({ Bucket: cloud.outputBucket, Key: OPS_LISTING_KEY }))
+      ).Body!.transformToString(),
+    ) as { ops: { name: string; digest: string }[] };
+    for (const name of ["longest-line", "walk"]) {
+      const digest = deployed.ops.find((o) => o.name === name)?.digest;
+      expect(digest, name).toMatch(/^[0-9a-f]{16}$/);
+      expect(digest, name).toBe(served.ops.find((o) => o.name === name)?.digest);
+    }
   }, 180_000);
 });
