@@ -6,7 +6,8 @@
  * ceiling in the same rounds: two baseline processes at once, each on half the input.
  * Env: BENCH_MB (default 512), BENCH_SEED (default 42), BENCH_WORKERS (default 2),
  * BENCH_REPEATS, BENCH_CHUNK (default 16MiB), BENCH_OPS (default count,wordcount,stats),
- * BENCH_CLOUD=0 to skip the emulated cloud. Also: start-up of whole CLI commands, against a
+ * BENCH_CLOUD=0 to skip the emulated cloud, BENCH_ITEMS (default 20000) for a lab's task over items
+ * against a plain loop. Also: start-up of whole CLI commands, against a
  * bare Node start.
  *
  * Correctness: every cloudmill result must agree with the naive readline program's
@@ -149,6 +150,71 @@ export const lines = defineOp({ name: "user-lines", format: "lines", orderFree: 
   ];
 };
 
+/** Items of the task benchmark (BENCH_ITEMS) and the steps of each item's walk. */
+const ITEMS = Number(process.env.BENCH_ITEMS ?? 20_000);
+const WALK_STEPS = 20_000;
+
+/**
+ * A lab's task (one random walk per item) over ITEMS items: `cloudmill run` on WORKERS threads,
+ * items on item threads under their limits, against one plain Node process that calls the same
+ * function over the same items in a loop, in alternation. Both answers must be equal.
+ */
+const taskThroughput = async (dir: string): Promise<string[]> => {
+  const cli = path.join(root, "bin", "cloudmill.js");
+  const module = path.join(dir, "walk-task.mjs");
+  await writeFile(
+    module,
+    `import { defineTask } from ${JSON.stringify(pathToFileURL(path.join(root, "dist/lib/index.js")).href)};
+export const walkOf = ({ seed, steps }) => {
+  let x = seed + 1, position = 0, farthest = 0;
+  for (let i = 0; i < steps; i++) {
+    x = (x * 48271) % 2147483647;
+    position += x % 2 === 0 ? 1 : -1;
+    farthest = Math.max(farthest, Math.abs(position));
+  }
+  return { seed, position, farthest };
+};
+export const walk = defineTask({ name: "walk", run: walkOf });
+`,
+  );
+  const items = path.join(dir, "walk-items.jsonl");
+  await writeFile(items, Array.from({ length: ITEMS }, (_, seed) => `${JSON.stringify({ seed, steps: WALK_STEPS })}\n`).join(""));
+  const loop = path.join(dir, "walk-loop.mjs");
+  await writeFile(
+    loop,
+    `import { readFileSync, writeFileSync } from "node:fs";
+import { walkOf } from ${JSON.stringify(pathToFileURL(module).href)};
+const items = readFileSync(process.argv[2], "utf8").split("\\n").filter((l) => l !== "").map((l) => JSON.parse(l));
+writeFileSync(process.argv[3], JSON.stringify(items.map(walkOf)));
+`,
+  );
+  const loopOut = path.join(dir, "walk-loop.json");
+  const runOut = path.join(dir, "walk-run.json");
+  const plain: number[] = [];
+  const mill: number[] = [];
+  for (let i = 0; i < REPEATS; i++) {
+    plain.push(wallMs([loop, items, loopOut]));
+    mill.push(wallMs([cli, "run", items, "--ops", module, "--op", "walk", "--workers", String(WORKERS), "--no-progress", "--out", runOut]));
+  }
+  const { readFile } = await import("node:fs/promises");
+  const expected = JSON.parse(await readFile(loopOut, "utf8")) as unknown[];
+  const got = JSON.parse(await readFile(runOut, "utf8")) as { results: unknown[]; errors: unknown[] };
+  const agree = isDeepStrictEqual(got.results, expected) && got.errors.length === 0;
+  if (!agree) process.exitCode = 1;
+  const ratios = plain.map((p, k) => p / mill[k]!);
+  const perItemUs = (ms: number): string => ((ms * 1000) / ITEMS).toFixed(0);
+  return [
+    `| run | wall (ms, median) | µs per item |`,
+    "|---|---|---|",
+    `| one Node process, a plain loop over the items | ${median(plain).toFixed(0)} | ${perItemUs(median(plain))} |`,
+    `| \`cloudmill run items.jsonl --op walk --workers ${WORKERS}\` | ${median(mill).toFixed(0)} | ${perItemUs(median(mill))} |`,
+    "",
+    `Speed-up over the plain loop: ${median(ratios).toFixed(2)}× [${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}] ` +
+      `(${ITEMS} items of a ${WALK_STEPS}-step walk; each item on an item thread under its time and heap limits). ` +
+      `Results ${agree ? "agree" : "DISAGREE"} with the loop's.`,
+  ];
+};
+
 /**
  * How the engine's result differs from the naive program's; empty when they agree. Counts,
  * words, min and max must be equal. The naive stats add in plain doubles (Welford) where the
@@ -255,6 +321,8 @@ const main = async (): Promise<void> => {
   );
   process.stderr.write("start-up…\n");
   rows.push(`\nStart-up, whole commands (${REPEATS} alternating runs each):\n`, ...(await startUp(tiny)));
+  process.stderr.write("a task over items…\n");
+  rows.push(`\nA lab's task over ${ITEMS} items (${REPEATS} alternating runs each):\n`, ...(await taskThroughput(path.dirname(tiny))));
 
   // Memory follows neither the input's size nor the chunk size: chunks are streamed in blocks.
   rows.push(`\nwordcount peak RSS by chunk size (same input, ${WORKERS} workers, one run each):\n`);

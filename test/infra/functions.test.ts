@@ -194,12 +194,7 @@ describe("least privilege", () => {
   it("dead letters: read/write job state, list the output bucket, consume the dead-letter queue", () => {
     const grants = grantsOf(template, "PipelineDeadLettersRole");
     expect(grants["s3:GetObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
-    expect(grants["s3:PutObject"]).toEqual([
-      `${output}/*/status.json`,
-      `${output}/_jobs/*/files/*`,
-      `${output}/_jobs/*/results/*`,
-      `${output}/_work/*`,
-    ]);
+    expect(grants["s3:PutObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
     expect(grants["s3:ListBucket"]).toEqual([output]);
     expect(
       Object.keys(grants)

@@ -35,6 +35,9 @@ import { handleObjectCreated, type TriggerConfig } from "../../lib/core/pipeline
 import type { PipelineDeps } from "../../lib/core/pipeline/deps.js";
 import { faultyClients, type CompletedRequest, type FaultInjectionOptions } from "../../lib/dev/faultInjection.js";
 import { TaskWorker } from "../../lib/aws/TaskWorker.js";
+import { opsRegistry } from "../../lib/core/ops/opModules.js";
+import { ThreadItemRunner } from "../../lib/sandbox/ThreadItemRunner.js";
+import { TASKS_MODULE } from "../helpers/tasks.js";
 import { flat } from "../infra/synth.js";
 import { waitFor } from "./helpers.js";
 
@@ -179,7 +182,16 @@ describe("each role may do exactly what its code does", () => {
     return c;
   };
 
+  let tasksDir: string;
+  let items: ThreadItemRunner | undefined;
+
   beforeAll(async () => {
+    // A lab's task too, whose items store an object (ctx.put) and an output too big for a part.
+    tasksDir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-review-tasks-"));
+    const tasksModule = path.join(tasksDir, "tasks.mjs");
+    await writeFile(tasksModule, TASKS_MODULE);
+    const registry = await opsRegistry([tasksModule]);
+    items = new ThreadItemRunner({ opsModules: [tasksModule] });
     emulator = await startEmulator();
     plain = awsClients({ endpoint: emulator.endpoint });
     opened.push(plain);
@@ -195,10 +207,11 @@ describe("each role may do exactly what its code does", () => {
       JSON.stringify({ op: "wordcount", inputs: [`s3://${DEV_BUCKETS.input}/_inputs/dir/`], chunkSize: 64 }),
     );
     await put("_jobs/review-bad-1.json", "{not json");
+    await put("affine/review items.jsonl", '{"n":0,"put":"out/a.txt"}\n{"n":1,"big":300000}\n{"n":2}\n');
 
     const config: TriggerConfig = { defaultChunkSize: 64, maxAttempts: 3, jobDeadlineSeconds: 3600 };
     const splitClients = clientsOf("splitter");
-    const split = cloudSplitDeps({ outputBucket: DEV_BUCKETS.output, taskQueueUrl }, silentLogger, splitClients);
+    const split = { ...cloudSplitDeps({ outputBucket: DEV_BUCKETS.output, taskQueueUrl }, silentLogger, splitClients), registry };
     const created = (key: string) => handleObjectCreated(split, config, { bucket: DEV_BUCKETS.input, key });
     const queue = new SqsTaskQueue(plain.sqs, taskQueueUrl);
 
@@ -217,7 +230,7 @@ describe("each role may do exactly what its code does", () => {
       30_000,
       50,
     );
-    const reduce = reducerHandler(cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, clientsOf("reducer")));
+    const reduce = reducerHandler({ ...cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, clientsOf("reducer")), registry });
     const partEvents = (jobId: string, indexes: number[]) => ({
       Records: indexes.map((i) => ({
         messageId: `${jobId}-${i}`,
@@ -263,13 +276,14 @@ describe("each role may do exactly what its code does", () => {
       await created("count/review data.txt"),
       await created("_jobs/review-spec-1.json"),
       await created("stats/bad.txt"),
+      await created("affine/review items.jsonl"),
     ];
     await created("_jobs/review-bad-1.json");
     await created("nope/x.txt");
 
     // The worker, whose first range read is cut part-way (so it also takes the retry path).
     const workerClients = clientsOf("worker", { rate: 1, limit: 1, kinds: ["reset-body"], operations: ["GetObject"] });
-    const workerDeps: PipelineDeps = cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, workerClients);
+    const workerDeps: PipelineDeps = { ...cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, workerClients), registry, items };
     const runWorker = async () => {
       const worker = new TaskWorker({
         queue: new SqsTaskQueue(workerClients.sqs, taskQueueUrl),
@@ -308,6 +322,8 @@ describe("each role may do exactly what its code does", () => {
   }, 180_000);
 
   afterAll(async () => {
+    await items?.close();
+    if (tasksDir) await rm(tasksDir, { recursive: true, force: true });
     for (const c of opened) {
       c.s3.destroy();
       c.sqs.destroy();
