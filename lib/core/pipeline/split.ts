@@ -12,8 +12,7 @@ import type { Format, JobSpec } from "../job/spec.js";
 import type { OpRegistry } from "../ops/registry.js";
 import type { TaskQueue } from "../ports.js";
 import { nowOf, type SplitDeps } from "./deps.js";
-import { exists, readBytes, writeJson } from "./blobJson.js";
-import { compressedInputError, SIGNATURE_BYTES } from "../records/compressed.js";
+import { exists, writeJson } from "./blobJson.js";
 import { reduceJob } from "./reduce.js";
 import { writeProgress } from "./status.js";
 
@@ -89,34 +88,7 @@ export const tasksOf = (manifest: Manifest, indexes: readonly number[]): TaskMes
   return indexes.map((i) => ({ v: 1, jobId: manifest.jobId, chunk: plan.chunkAt(i), job: manifest.job }));
 };
 
-/** Inputs whose first bytes are read at once, at most. */
-const SIGNATURE_READS = 8;
-
-/**
- * Refuses a compressed or archive input of more than one chunk before any task is sent: its
- * chunks past the first would otherwise fail on garbled records first. (A one-chunk input is
- * refused by its task, with no request here.)
- */
-const refuseCompressedInputs = async (deps: SplitDeps, inputs: readonly InputObject[], chunkSize: number): Promise<void> => {
-  const big = inputs.filter((i) => i.size > chunkSize);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < big.length) {
-      const input = big[next++]!;
-      const first = await readBytes(deps.inputStore(input.bucket), input.key, undefined, {
-        start: 0,
-        end: SIGNATURE_BYTES,
-        etag: input.etag,
-      });
-      const error = compressedInputError(first, input.name);
-      if (error) throw error;
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(SIGNATURE_READS, big.length) }, worker));
-};
-
 export const startJob = async (deps: SplitDeps, plan: JobPlan): Promise<StartedJob> => {
-  await refuseCompressedInputs(deps, plan.inputs, plan.chunkSize);
   const plannedChunks = planChunks(plan.inputs, plan.chunkSize);
   const now = nowOf(deps);
   const deadline = now + plan.deadlineSeconds * 1000;

@@ -10,11 +10,11 @@ import type { FormatOptions } from "../ops/formatReaders.js";
 import { isTaskOp } from "../ops/defineTask.js";
 import { opDigest } from "../ops/registry.js";
 import { ownedRecordBlocks } from "../records/alignedBlocks.js";
-import { refusingCompressed } from "../records/compressed.js";
+import { compressedInputError, refusingCompressed, SIGNATURE_BYTES } from "../records/compressed.js";
 import { readFirstLine } from "../records/firstRecord.js";
 import { parseCsvLine } from "../records/csv.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
-import { exists, writeJson } from "./blobJson.js";
+import { exists, readBytes, writeJson } from "./blobJson.js";
 import type { Part } from "./part.js";
 import { statusErrorOf } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
@@ -163,8 +163,19 @@ const mapChunk = async (
       deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped.withContext(chunkContext(jobId, chunk))), skipped });
     return { kind: "done", bytes: chunk.end - chunk.start, skipped, partial: part.partial };
   } catch (err) {
-    throw toCloudmillError(err).withContext(chunkContext(jobId, chunk));
+    const error = toCloudmillError(err);
+    // Garbled records past an input's first chunk may be compressed data: say so, not "bad number".
+    const compressed = error.code === ErrorCode.BAD_RECORD && chunk.start > 0 ? await compressedInputOf(deps, task, signal) : undefined;
+    throw (compressed ?? error).withContext(chunkContext(jobId, chunk));
   }
+};
+
+/** The refusal of the chunk's input if its first bytes are a compressed or archive format (best effort). */
+const compressedInputOf = async (deps: PipelineDeps, task: TaskMessage, signal?: AbortSignal): Promise<CloudmillError | undefined> => {
+  const { input } = task.chunk;
+  const range = { start: 0, end: SIGNATURE_BYTES, etag: input.etag };
+  const first = await readBytes(deps.inputStore(input.bucket), input.key, signal, range).catch(() => undefined);
+  return first && compressedInputError(first, input.name);
 };
 
 /** Records a chunk's latest error, so the job's failure can name it (the dead-letter handler reads it). */

@@ -39,9 +39,9 @@ export const compressedInputError = (first: Uint8Array, input: string): Cloudmil
 };
 
 /**
- * Passes the blocks on, refusing an input whose first bytes are a compressed or archive format.
- * This catches an input of one chunk; the splitter reads the first bytes of bigger ones, so
- * that every chunk's job fails with this error rather than with a garbled record.
+ * Passes the blocks on, refusing an input whose first bytes are a compressed or archive format:
+ * the check of an input's first chunk. (A later chunk that meets a garbled record checks the
+ * input's first bytes then, so its error is this one too; see task.ts.)
  */
 export async function* refusingCompressed(blocks: AsyncIterable<RecordBlock>, input: string): AsyncGenerator<RecordBlock> {
   for await (const block of blocks) {
