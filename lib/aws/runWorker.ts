@@ -2,6 +2,7 @@
  * The container's main, as a function: configuration from the environment, the loop over
  * SQS and S3, and a graceful stop on SIGTERM (ECS sends it, then SIGKILL after stopTimeout).
  */
+import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
 import type { Logger } from "../core/log.js";
 import { opsRegistry } from "../core/ops/opModules.js";
 import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
@@ -27,6 +28,7 @@ export interface WorkerHooks {
 export const runWorker = async (env: Readonly<Record<string, string | undefined>>, hooks: WorkerHooks = {}): Promise<Logger> => {
   const proc = hooks.proc ?? process;
   const config = readWorkerConfig(env);
+  enableLinearRegExp();
   const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
   const clients = awsClients({
     ...(config.endpoint ? { endpoint: config.endpoint } : {}),

@@ -3,6 +3,7 @@
  * local adapters — files for blobs, an in-process queue with SQS semantics — with tasks on
  * worker threads. Memory is bounded by chunk size × workers, not by input size.
  */
+import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -71,6 +72,7 @@ const withLineNumber = async (err: CloudmillError, inputs: readonly InputObject[
 };
 
 export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult> => {
+  enableLinearRegExp();
   const { spec, registry } = options;
   const log = options.log ?? silentLogger;
   const workers = options.workers ?? os.availableParallelism();

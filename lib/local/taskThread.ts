@@ -1,4 +1,5 @@
 /** A worker thread of the local engine: runs tasks sent by the main thread, one at a time. */
+import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
 import { parentPort, workerData } from "node:worker_threads";
 import { FsBlobStore } from "./FsBlobStore.js";
 import { toCloudmillError } from "../core/errors.js";
@@ -10,6 +11,7 @@ import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
 import { Accumulators, withoutPartial } from "./accumulate.js";
 import type { ThreadData, ThreadReply, ThreadRequest } from "./executor.js";
 
+enableLinearRegExp();
 const data = workerData as ThreadData;
 const registry = new OpRegistry();
 const ready = (async () => {

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { forEachLine } from "../records/lines.js";
+import { compileLinePattern } from "../records/linearPattern.js";
 import type { Op } from "./types.js";
 import { boolParam, intParam, parseOpParams, stringParam } from "./params.js";
 
@@ -12,9 +13,9 @@ const Params = z
   .strictObject({ pattern: stringParam(1000), k: intParam(0, 10_000).default(10), ignoreCase: boolParam().default(false) })
   .transform((p, ctx) => {
     try {
-      return { ...p, regex: new RegExp(p.pattern, p.ignoreCase ? "i" : "") };
+      return { ...p, regex: compileLinePattern(p.pattern, p.ignoreCase) };
     } catch (err) {
-      ctx.addIssue({ code: "custom", message: `not a valid regular expression (${(err as Error).message})`, path: ["pattern"] });
+      ctx.addIssue({ code: "custom", message: (err as Error).message, path: ["pattern"] });
       return z.NEVER;
     }
   });
@@ -47,7 +48,7 @@ export const grep: Op<Params, GrepPartial, GrepResult> = {
   description: "lines matching a regular expression, with the first k as samples",
   formats: ["lines"],
   paramsHelp: [
-    "pattern=REGEX      JavaScript regular expression (required)",
+    "pattern=REGEX      regular expression, JavaScript syntax, run in linear time (no backreferences or lookaround)",
     "k=10               how many matching lines to sample",
     "ignoreCase=false   match case-insensitively",
   ],

@@ -1,0 +1,102 @@
+/**
+ * Patterns from a job run in linear time: the classic exponential-backtracking cases end at
+ * once on long inputs, with both engines; RE2 agrees with JavaScript's RegExp on random patterns
+ * and lines wherever both accept the pattern; what RE2 cannot express is refused in one line.
+ */
+import fc from "fast-check";
+import { beforeAll, describe, expect, it } from "vitest";
+import { CloudmillError } from "../../lib/core/errors.js";
+import { compileLinePattern } from "../../lib/core/records/linearPattern.js";
+import { grep } from "../../lib/core/ops/grep.js";
+import { enableLinearRegExp } from "../../lib/sandbox/linearRegExp.js";
+
+beforeAll(() => enableLinearRegExp());
+
+/** Patterns that take a backtracking engine exponential time on the input beside them, and the true answer. */
+const EVIL: readonly [pattern: string, line: string, matches: boolean][] = [
+  ["^(a+)+$", `${"a".repeat(5000)}b`, false],
+  ["^(a|aa)+$", `${"a".repeat(5000)}b`, false],
+  ["^(a|a?)+$", `${"a".repeat(5000)}b`, false],
+  ["^(\\w+\\s?)*$", `${"word ".repeat(2000)}!`, false],
+  ["(x+x+)+y", "x".repeat(5000), false],
+  ["^(a+)+$", "a".repeat(5000), true],
+];
+
+describe("a pattern from a job", () => {
+  it.each(EVIL)("%s ends at once on a long line, with V8's linear fallback and with RE2", (pattern, line, matches) => {
+    expect(compileLinePattern(pattern).test(line)).toBe(matches);
+    expect(compileLinePattern(pattern, false, "re2").test(line)).toBe(matches);
+    expect(compileLinePattern(pattern, true).test(line.toUpperCase())).toBe(matches);
+  });
+
+  it("runs on V8 where V8's linear engine takes it, on RE2 otherwise (case-insensitive, large counts)", () => {
+    expect(compileLinePattern("^(a+)+$").engine).toBe("v8");
+    expect(compileLinePattern("abc", true).engine).toBe("re2");
+    expect(compileLinePattern("x{1000}").engine).toBe("re2");
+  });
+
+  it("is refused in one line when it cannot run in linear time, or is not a pattern", () => {
+    for (const p of ["(a)\\1", "a(?=b)", "a(?!b)", "(?<=x)y", "(?<!x)y", "(?<n>a)\\k<n>", "(a)(b)\\2"]) {
+      expect(() => compileLinePattern(p), p).toThrow(CloudmillError);
+      expect(() => compileLinePattern(p), p).toThrow(
+        /^cannot run in linear time: backreferences, lookahead and lookbehind are not supported \((backreference \\\d|named backreference|lookahead|lookbehind) at \d+\)$/,
+      );
+    }
+    expect(() => compileLinePattern("(")).toThrow(/^not a valid regular expression/);
+    // Inside a class or escaped, the same characters are plain text.
+    expect(compileLinePattern("[(?=]").test("=")).toBe(true);
+    expect(compileLinePattern("\\(\\?=").test("(?=")).toBe(true);
+    expect(() => grep.parseParams({ pattern: "(a)\\1" })).toThrow(/^grep: param pattern: cannot run in linear time/);
+  });
+});
+
+/** Random patterns over a small alphabet: literals, classes, groups (two deep), alternation, quantifiers, anchors. */
+const basic = fc.constantFrom("a", "b", "c", ".", "[ab]", "[^a]", "\\w", "\\s", "\\d", " ", "A");
+const quantifier = fc.constantFrom("", "", "*", "+", "?", "{2}", "{1,3}", "*?", "+?");
+const join = (parts: readonly string[], sep = ""): string => parts.join(sep);
+const simpleSeq = fc
+  .array(
+    fc.tuple(basic, quantifier).map(([a, q]) => a + q),
+    { minLength: 1, maxLength: 3 },
+  )
+  .map((p) => join(p));
+const group = fc
+  .tuple(fc.array(simpleSeq, { minLength: 1, maxLength: 3 }), fc.boolean())
+  .map(([alts, capture]) => `(${capture ? "" : "?:"}${join(alts, "|")})`);
+const seq = fc
+  .array(
+    fc.tuple(fc.oneof(basic, group), quantifier).map(([a, q]) => a + q),
+    { minLength: 1, maxLength: 4 },
+  )
+  .map((p) => join(p));
+const patternArb = fc
+  .tuple(fc.array(seq, { minLength: 1, maxLength: 2 }), fc.constantFrom("", "^"), fc.constantFrom("", "$"))
+  .map(([alts, start, end]) => `${start}${join(alts, "|")}${end}`);
+
+describe("RE2 and JavaScript's RegExp", () => {
+  it("agree on random patterns and lines wherever both accept the pattern", () => {
+    fc.assert(
+      fc.property(
+        patternArb,
+        fc.array(fc.string({ unit: fc.constantFrom("a", "b", "c", "A", " ", "1", "é") }), { minLength: 1, maxLength: 8 }),
+        fc.boolean(),
+        (pattern, lines, ignoreCase) => {
+          let js: RegExp;
+          try {
+            js = new RegExp(pattern, ignoreCase ? "i" : "");
+          } catch {
+            return;
+          }
+          let re2: ReturnType<typeof compileLinePattern>;
+          try {
+            re2 = compileLinePattern(pattern, ignoreCase, "re2");
+          } catch {
+            return;
+          }
+          for (const line of lines) expect(re2.test(line), `${pattern} on ${JSON.stringify(line)}`).toBe(js.test(line));
+        },
+      ),
+      { numRuns: 1000 },
+    );
+  });
+});
