@@ -16,6 +16,7 @@ export const enableLinearRegExp = (): void => {
   v8.setFlagsFromString("--enable-experimental-regexp-engine-on-excessive-backtracks");
   try {
     // The `l` flag parses only with the engine on: proof the flags took in this Node.
+    // biome-ignore lint/complexity/useRegexLiterals: a literal with the `l` flag would not even parse without the flag.
     new RegExp("a", "l");
   } catch {
     return;
