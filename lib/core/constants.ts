@@ -77,6 +77,12 @@ export const DEFAULTS = {
   multipartThreshold: 8 * MiB,
   /** Bytes read past a range's end, per request, to finish its last record. */
   overreadBytes: 64 * 1024,
+  /**
+   * Longest record a reader assembles: a longer one is a BAD_RECORD (or skipped), never read
+   * until the worker runs out of memory. A worker holds about this much per chunk in progress,
+   * so 64 MiB is a twenty-fourth of a worker's 1.5 GiB per vCPU.
+   */
+  maxRecordBytes: 64 * MiB,
   /** Size of the blocks a range is streamed in. */
   readBlockBytes: MiB,
 } as const;

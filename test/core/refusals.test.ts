@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CloudmillError } from "../../lib/core/errors.js";
+import { DEFAULTS } from "../../lib/core/constants.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
 import { compressionOf } from "../../lib/core/records/compressed.js";
@@ -121,6 +122,47 @@ describe("`count` over CSV", () => {
       expect((r as { error: CloudmillError }).error.describe()).toBe(
         `${file}:2 (byte ${text.indexOf("1,")}): unterminated quoted field: a quoted field may not contain a newline (one record per line)`,
       );
+    }
+  });
+});
+
+describe("a record longer than maxRecordBytes (64 MiB)", () => {
+  let file: string;
+  const long = DEFAULTS.maxRecordBytes + 1024 * 1024;
+  beforeAll(async () => {
+    file = path.join(dir, "one-long-line.txt");
+    const out = Buffer.alloc(10 + long + 1 + 18, "x");
+    out.write("short one\n", 0);
+    out[10 + long] = 0x0a;
+    out.write("after it\nand more\n", 10 + long + 1);
+    await writeFile(file, out);
+  });
+
+  it("fails the job with BAD_RECORD naming its line and byte, whatever the chunk size, never read into memory", async () => {
+    for (const chunkSize of ["1MiB", "16MiB", "128MiB"]) {
+      const r = await run(file, "count", chunkSize);
+      expect(r.ok, `chunk size ${chunkSize}`).toBe(false);
+      expect((r as { error: CloudmillError }).error.describe()).toBe(
+        `${file}:2 (byte 10): record longer than ${DEFAULTS.maxRecordBytes} bytes (maxRecordBytes): it is not read into memory`,
+      );
+    }
+  });
+
+  it("is skipped with onBadRecord: skip, the rest counted exactly (wc and Python agree)", async () => {
+    const lines = Number(execFileSync("wc", ["-l", file], { encoding: "utf8" }).trim().split(/\s+/)[0]);
+    const words = Number(
+      execFileSync(
+        "python3",
+        ["-c", "import sys\nprint(sum(len(l.split()) for l in open(sys.argv[1],'rb') if len(l) <= 64*2**20))", file],
+        {
+          encoding: "utf8",
+        },
+      ).trim(),
+    );
+    for (const chunkSize of ["1MiB", "16MiB", "128MiB"]) {
+      expect(await run(file, "count", chunkSize, { onBadRecord: "skip" })).toEqual({ ok: true, result: { records: lines - 1 } });
+      const w = await run(file, "wordcount", chunkSize, { onBadRecord: "skip" });
+      expect((w as { result: { total: number } }).result.total).toBe(words);
     }
   });
 });

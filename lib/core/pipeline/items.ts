@@ -17,6 +17,7 @@ import type { MapContext } from "../ops/types.js";
 import { ownedRecordBlocks } from "../records/alignedBlocks.js";
 import { refusingCompressed } from "../records/compressed.js";
 import type { PipelineDeps } from "./deps.js";
+import { recordLimitsOf } from "./recordLimits.js";
 
 /** One item, located by its byte offset in the chunk's input. */
 export interface Item {
@@ -78,7 +79,7 @@ export const readItems = async (deps: PipelineDeps, task: TaskMessage, ctx: MapC
   const items: Item[] = [];
   const store = deps.inputStore(chunk.input.bucket);
   const range = { ...chunk.input, start: chunk.start, end: chunk.end };
-  for await (const block of refusingCompressed(ownedRecordBlocks(store, range, signal), chunk.input.name)) {
+  for await (const block of refusingCompressed(ownedRecordBlocks(store, range, signal, recordLimitsOf(ctx)), chunk.input.name)) {
     forEachRecord(block, "jsonl", {}, ctx, (value, offset) => items.push({ offset, value }));
   }
   return items;

@@ -10,6 +10,7 @@ import type { FormatOptions } from "../ops/formatReaders.js";
 import { isTaskOp } from "../ops/defineTask.js";
 import { opDigest } from "../ops/registry.js";
 import { ownedRecordBlocks } from "../records/alignedBlocks.js";
+import { recordLimitsOf } from "./recordLimits.js";
 import { compressedInputError, refusingCompressed, SIGNATURE_BYTES } from "../records/compressed.js";
 import { readFirstLine } from "../records/firstRecord.js";
 import { parseCsvLine } from "../records/csv.js";
@@ -152,7 +153,8 @@ const mapChunk = async (
     } else {
       const mapper = op.mapper(params, ctx);
       const range = { ...chunk.input, start: chunk.start, end: chunk.end };
-      for await (const block of refusingCompressed(ownedRecordBlocks(store, range, signal), chunk.input.name)) {
+      const blocks = ownedRecordBlocks(store, range, signal, recordLimitsOf(ctx));
+      for await (const block of refusingCompressed(blocks, chunk.input.name)) {
         mapper.block(block);
       }
       partial = mapper.finish();

@@ -6,6 +6,7 @@
  * it never splits a character, whatever the range boundaries.
  */
 import { DEFAULTS } from "../constants.js";
+import { badRecord, type CloudmillError } from "../errors.js";
 import type { BlobStore } from "../ports.js";
 
 const NL = 0x0a;
@@ -28,14 +29,43 @@ export interface OwnedRange {
 
 const UTF8_BOM = [0xef, 0xbb, 0xbf] as const;
 
+export interface RecordLimits {
+  /**
+   * Longest record to assemble. Default DEFAULTS.maxRecordBytes. Checked where a record is joined
+   * across the store's blocks, so it must be at least their size (1 MiB or less for every store).
+   */
+  readonly maxRecordBytes?: number;
+  /**
+   * Called with a longer record's offset: throw to fail the read (the default does, with
+   * BAD_RECORD), or return to have the record skipped, read past without being kept.
+   */
+  readonly onOversized?: (offset: number, maxRecordBytes: number) => void;
+}
+
+/** A record longer than the reader assembles, by its offset. */
+export const oversizedRecord = (offset: number, maxRecordBytes: number): CloudmillError =>
+  badRecord(`record longer than ${maxRecordBytes} bytes (maxRecordBytes): it is not read into memory`, offset);
+
 /**
  * Yields the owned records of [start, end) as blocks that each end on a record boundary.
- * Memory: one source block plus the longest record that straddles a block boundary.
+ * Memory: one source block plus the longest record that straddles a block boundary, at most
+ * `maxRecordBytes`: a longer record goes to `onOversized` and is never assembled.
  * A UTF-8 byte-order mark at byte 0 is dropped. A block's bytes are valid only until the
  * next block is asked for: the store reads on into the same memory.
  */
-export async function* ownedRecordBlocks(store: BlobStore, range: OwnedRange, signal?: AbortSignal): AsyncGenerator<RecordBlock> {
+export async function* ownedRecordBlocks(
+  store: BlobStore,
+  range: OwnedRange,
+  signal?: AbortSignal,
+  limits: RecordLimits = {},
+): AsyncGenerator<RecordBlock> {
   const { key, size, etag } = range;
+  const max = limits.maxRecordBytes ?? DEFAULTS.maxRecordBytes;
+  const oversized =
+    limits.onOversized ??
+    ((offset: number): void => {
+      throw oversizedRecord(offset, max);
+    });
   const start = Math.min(range.start, size);
   const end = Math.min(range.end, size);
   if (start >= end) return;
@@ -47,6 +77,16 @@ export async function* ownedRecordBlocks(store: BlobStore, range: OwnedRange, si
   let pendingOffset = start;
   let pendingLength = 0;
   let lastByte = -1;
+  /** Reading past a record too long to keep, until its newline. */
+  let dropping = false;
+
+  /** The pending record is too long: report it (which may throw), forget it, and skip to its end. */
+  const drop = (): void => {
+    oversized(pendingOffset, max);
+    pending = [];
+    pendingLength = 0;
+    dropping = true;
+  };
 
   /**
    * `bytes` are owned bytes beginning at absolute offset `at`: yields the records they
@@ -54,18 +94,34 @@ export async function* ownedRecordBlocks(store: BlobStore, range: OwnedRange, si
    * the rest of `bytes` is yielded in place, so a block is never copied whole.
    */
   function* take(bytes: Buffer, at: number): Generator<RecordBlock> {
+    if (dropping) {
+      const nl = bytes.indexOf(NL);
+      if (nl < 0) return;
+      dropping = false;
+      bytes = bytes.subarray(nl + 1);
+      at += nl + 1;
+      if (bytes.length === 0) {
+        pendingOffset = at;
+        return;
+      }
+    }
     const lastNl = bytes.lastIndexOf(NL);
     if (lastNl < 0) {
       if (pendingLength === 0) pendingOffset = at;
+      if (pendingLength + bytes.length > max) return drop();
       pending.push(Buffer.from(bytes)); // a copy: the store reads on into the same memory
       pendingLength += bytes.length;
       return;
     }
     let from = 0;
+    // Records inside one source block are shorter than it; only one joined across blocks can be too long.
     if (pendingLength > 0) {
       from = bytes.indexOf(NL) + 1;
-      const tail = bytes.subarray(0, from);
-      yield { bytes: Buffer.concat([...pending, tail], pendingLength + from), offset: pendingOffset, first: pendingOffset === 0 };
+      if (pendingLength + from > max) oversized(pendingOffset, max);
+      else {
+        const tail = bytes.subarray(0, from);
+        yield { bytes: Buffer.concat([...pending, tail], pendingLength + from), offset: pendingOffset, first: pendingOffset === 0 };
+      }
     }
     if (from <= lastNl) yield { bytes: bytes.subarray(from, lastNl + 1), offset: at + from, first: at + from === 0 };
     const rest = bytes.subarray(lastNl + 1);
@@ -94,7 +150,8 @@ export async function* ownedRecordBlocks(store: BlobStore, range: OwnedRange, si
   if (skipping) return; // no record starts inside this range
 
   // The last owned record may run past `end`: read on until its newline or the end of the file.
-  if (pendingLength > 0 && lastByte !== NL && end < size) {
+  // (A record being dropped is already reported: nothing past `end` is read for it.)
+  if (pendingLength > 0 && !dropping && lastByte !== NL && end < size) {
     let step = DEFAULTS.overreadBytes;
     let at = end;
     while (at < size) {
@@ -104,14 +161,18 @@ export async function* ownedRecordBlocks(store: BlobStore, range: OwnedRange, si
       for await (const chunk of more) {
         const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
         const nl = buf.indexOf(NL);
-        if (nl >= 0) {
-          pending.push(buf.subarray(0, nl + 1));
-          pendingLength += nl + 1;
+        const len = nl >= 0 ? nl + 1 : buf.length;
+        if (pendingLength + len > max) {
+          drop();
           found = true;
           break;
         }
-        pending.push(buf);
-        pendingLength += buf.length;
+        pending.push(nl >= 0 ? buf.subarray(0, nl + 1) : buf);
+        pendingLength += len;
+        if (nl >= 0) {
+          found = true;
+          break;
+        }
         at += buf.length;
       }
       if (found) break;
@@ -119,7 +180,7 @@ export async function* ownedRecordBlocks(store: BlobStore, range: OwnedRange, si
       step *= 2;
     }
   }
-  if (pendingLength > 0) {
+  if (pendingLength > 0 && !dropping) {
     const bytes = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingLength);
     const last = withoutBom({ bytes, offset: pendingOffset, first: pendingOffset === 0 });
     // A file that is only a BOM holds no record (an empty block would count as one line).
