@@ -154,6 +154,7 @@ export class CloudmillPipeline extends Construct {
       CLOUDMILL_JOB_DEADLINE_SECONDS: String(config.jobDeadline.toSeconds()),
       CLOUDMILL_VISIBILITY_TIMEOUT_SECONDS: String(config.visibilityTimeout.toSeconds()),
       CLOUDMILL_WORKER_CONCURRENCY: String(config.workerVcpus),
+      CLOUDMILL_TASK_TIMEOUT_SECONDS: String(config.taskTimeout.toSeconds()),
       CLOUDMILL_OPS_MODULES: JSON.stringify(opsModulePaths(LAMBDA_TASK_ROOT, ops)),
       POWERTOOLS_LOG_LEVEL: config.logLevel,
     };

@@ -195,7 +195,7 @@ export const stageWorkerContext = (staging: string, ops: StagedOps, options: Wor
   for (const f of ops.files) copyFileSync(path.join(staging, f), path.join(context, f));
   // What this image runs, with the digests jobs record (also published to _ops/registry.json).
   writeFileSync(path.join(context, "ops", "registry.json"), `${JSON.stringify(ops.listing, null, 2)}\n`);
-  for (const name of ["worker", "itemThread"] as const) {
+  for (const name of ["worker", "itemThread", "mapperThread"] as const) {
     const file = path.join(context, BUNDLES[name].file);
     if (options.bundle) writeRoleCode(name, file);
     else {

@@ -36,6 +36,8 @@ export const BUNDLES = {
   worker: { entry: "worker/main.ts", file: "worker/main.mjs" },
   /** The worker's item threads (lib/sandbox), started from the file beside the worker bundle. */
   itemThread: { entry: "lib/sandbox/itemThread.ts", file: "worker/itemThread.mjs" },
+  /** The worker's op mapper threads (lib/sandbox), beside the worker bundle too. */
+  mapperThread: { entry: "lib/sandbox/mapperThread.ts", file: "worker/mapperThread.mjs" },
   /** Imports op bundles and prints their listing (infra/describeOps.ts); run at synth, never deployed. */
   describeOps: { entry: "infra/describeOps.ts", file: "describeOps/describeOps.mjs" },
 } as const;

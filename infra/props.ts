@@ -81,6 +81,12 @@ export interface CloudmillPipelineProps {
    */
   readonly visibilityTimeout?: Duration;
   /**
+   * Longest a worker maps one chunk: an op still running then is ended with its thread, the
+   * attempt fails with TASK_TIMEOUT, and the chunk is tried again (then fails its job).
+   * @default Duration.seconds(DEFAULTS.taskTimeoutSeconds) (15 minutes)
+   */
+  readonly taskTimeout?: Duration;
+  /**
    * A job not finished after this long is marked failed.
    * @default Duration.seconds(DEFAULTS.jobDeadlineSeconds) (6 hours)
    */
@@ -203,6 +209,7 @@ export interface PipelineConfig {
   readonly defaultChunkSize: number;
   readonly maxAttempts: number;
   readonly visibilityTimeout: Duration;
+  readonly taskTimeout: Duration;
   readonly jobDeadline: Duration;
   readonly budget?: { readonly limitUsd: number; readonly scope: BudgetScope };
   readonly alertEmail?: string;
@@ -313,6 +320,10 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
         `${DEFAULTS.heartbeatSeconds}s), got ${visibilityTimeout.toSeconds()}`,
     );
   }
+  const taskTimeout = props.taskTimeout ?? Duration.seconds(DEFAULTS.taskTimeoutSeconds);
+  if (!isWhole(taskTimeout.toSeconds(), 1, 86_400)) {
+    throw new CloudmillConfigError(`taskTimeout must be from 1 to 86400 seconds, got ${taskTimeout.toSeconds()}`);
+  }
   const jobDeadline = props.jobDeadline ?? Duration.seconds(DEFAULTS.jobDeadlineSeconds);
   if (!isWhole(jobDeadline.toSeconds(), 60, QUEUE_RETENTION.toSeconds())) {
     throw new CloudmillConfigError(
@@ -368,6 +379,7 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
     defaultChunkSize,
     maxAttempts,
     visibilityTimeout,
+    taskTimeout,
     jobDeadline,
     budget,
     alertEmail,

@@ -70,6 +70,7 @@ export const readWorkerConfig = (env: Env) => {
     // A heartbeat well inside the visibility timeout, so a slow chunk is never handed out twice.
     heartbeatSeconds: Math.max(1, Math.min(DEFAULTS.heartbeatSeconds, Math.floor(visibilitySeconds / 3))),
     concurrency: intOf(env, ENV.WORKER_CONCURRENCY, os.availableParallelism()),
+    taskTimeoutSeconds: intOf(env, ENV.TASK_TIMEOUT_SECONDS, DEFAULTS.taskTimeoutSeconds),
     /** Set by the ECS agent: where task scale-in protection is requested. */
     ecsAgentUri: env["ECS_AGENT_URI"] || undefined,
   };

@@ -6,6 +6,7 @@ import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
 import type { Logger } from "../core/log.js";
 import { opsRegistry } from "../core/ops/opModules.js";
 import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
+import { ThreadMapperHost } from "../sandbox/ThreadMapperHost.js";
 import { awsClients, destroyClients, type AwsClientOptions } from "./clients.js";
 import { cloudDeps } from "./cloudDeps.js";
 import { readWorkerConfig } from "./env.js";
@@ -35,7 +36,8 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     ...(hooks.wrapHandler ? { wrapHandler: hooks.wrapHandler(logger) } : {}),
   });
   const items = new ThreadItemRunner({ opsModules: config.opsModules });
-  const deps = { ...cloudDeps(config, logger, clients), registry: await opsRegistry(config.opsModules), items };
+  const mappers = new ThreadMapperHost({ opsModules: config.opsModules, taskTimeoutSeconds: config.taskTimeoutSeconds });
+  const deps = { ...cloudDeps(config, logger, clients), registry: await opsRegistry(config.opsModules), items, mappers };
   const worker = new TaskWorker({
     queue: new SqsTaskQueue(clients.sqs, config.taskQueueUrl),
     deps,
@@ -58,6 +60,7 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     proc.once("SIGINT", () => stop("SIGINT"));
   });
   await items.close();
+  await mappers.close();
   destroyClients(clients);
   logger.info("worker stopped");
   return logger;

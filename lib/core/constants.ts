@@ -15,6 +15,7 @@ export const ENV = {
   WORKER_CONCURRENCY: "CLOUDMILL_WORKER_CONCURRENCY",
   /** The op modules a lab deployed (JSON array of paths or file URLs), loaded beside the built-ins. */
   OPS_MODULES: "CLOUDMILL_OPS_MODULES",
+  TASK_TIMEOUT_SECONDS: "CLOUDMILL_TASK_TIMEOUT_SECONDS",
   LOG_LEVEL: "POWERTOOLS_LOG_LEVEL",
   SERVICE_NAME: "POWERTOOLS_SERVICE_NAME",
 } as const;
@@ -41,6 +42,7 @@ export const ROLE_ENV = {
     ENV.TASK_QUEUE_URL,
     ENV.VISIBILITY_TIMEOUT_SECONDS,
     ENV.WORKER_CONCURRENCY,
+    ENV.TASK_TIMEOUT_SECONDS,
     ENV.OPS_MODULES,
     ENV.LOG_LEVEL,
     ENV.SERVICE_NAME,
@@ -83,6 +85,8 @@ export const DEFAULTS = {
    * so 64 MiB is a twenty-fourth of a worker's 1.5 GiB per vCPU.
    */
   maxRecordBytes: 64 * MiB,
+  /** Longest a worker maps one chunk before it ends the op's thread (TASK_TIMEOUT, a failed attempt). */
+  taskTimeoutSeconds: 15 * 60,
   /** Size of the blocks a range is streamed in. */
   readBlockBytes: MiB,
 } as const;

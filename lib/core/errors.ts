@@ -19,6 +19,8 @@ export const ErrorCode = {
   INPUT_CHANGED: "INPUT_CHANGED",
   /** A chunk failed on every attempt. */
   CHUNK_FAILED: "CHUNK_FAILED",
+  /** A chunk's mapping ran past the worker's task time limit (taskTimeoutSeconds). */
+  TASK_TIMEOUT: "TASK_TIMEOUT",
   /** A task's item threw (a task job fails with it under onItemError: fail). */
   ITEM_FAILED: "ITEM_FAILED",
   /** A task's item ran past the task's timeoutSeconds. */

@@ -4,6 +4,7 @@
  * Either way a task may also be merged into its thread's running total (accumulate.ts).
  */
 import { Worker } from "node:worker_threads";
+import { DEFAULTS } from "../core/constants.js";
 import { CloudmillError, ErrorCode, toCloudmillError, type SerializedError } from "../core/errors.js";
 import type { TaskMessage } from "../core/job/manifest.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
@@ -78,8 +79,13 @@ const threadEntry = (): string => compiledFile("lib/local/taskThread.js");
 class TaskThread {
   #worker: Worker | undefined;
   #pending: { resolve: (r: ThreadReply & { ok: true }) => void; reject: (e: unknown) => void } | undefined;
+  /** Why the thread is being ended on purpose (a task past its time): what its pending request fails with. */
+  #ending: CloudmillError | undefined;
 
-  constructor(private readonly data: ThreadData) {}
+  constructor(
+    private readonly data: ThreadData,
+    private readonly taskTimeoutSeconds: number,
+  ) {}
 
   #start(): Worker {
     const worker = new Worker(threadEntry(), { workerData: this.data });
@@ -96,7 +102,8 @@ class TaskThread {
       this.#worker = undefined;
       const p = this.#pending;
       this.#pending = undefined;
-      p?.reject(new CloudmillError(ErrorCode.ENVIRONMENT, `worker thread ${why}`));
+      p?.reject(this.#ending ?? new CloudmillError(ErrorCode.ENVIRONMENT, `worker thread ${why}`));
+      this.#ending = undefined;
     };
     worker.on("error", (err) => die(`crashed: ${err.message}`));
     worker.on("exit", (code) => die(`exited with code ${code}`));
@@ -116,13 +123,26 @@ class TaskThread {
   }
 
   async run(task: TaskMessage, options: RunOptions): Promise<TaskOutcome> {
-    this.#worker ??= this.#start();
-    const reply = await this.#request(this.#worker, {
-      kind: "run",
-      task,
-      accumulate: options.accumulate ?? false,
-      writePart: writesPart(options),
-    });
+    const worker = (this.#worker ??= this.#start());
+    // Past its time the task's thread is ended (an op that never returns cannot be interrupted).
+    const timer = setTimeout(() => {
+      this.#ending = new CloudmillError(
+        ErrorCode.TASK_TIMEOUT,
+        `the chunk did not finish within ${this.taskTimeoutSeconds} s (taskTimeoutSeconds)`,
+      );
+      void worker.terminate();
+    }, this.taskTimeoutSeconds * 1000);
+    let reply: ThreadReply & { ok: true };
+    try {
+      reply = await this.#request(worker, {
+        kind: "run",
+        task,
+        accumulate: options.accumulate ?? false,
+        writePart: writesPart(options),
+      });
+    } finally {
+      clearTimeout(timer);
+    }
     if (!("outcome" in reply)) throw new CloudmillError(ErrorCode.INTERNAL, "worker thread answered a task with no outcome");
     return reply.outcome;
   }
@@ -152,9 +172,12 @@ class TaskThread {
   }
 }
 
-/** A pool of `size` threads; callers never run more than `size` tasks at once. */
-export const threadExecutor = (size: number, data: ThreadData): TaskExecutor => {
-  const idle: TaskThread[] = Array.from({ length: size }, () => new TaskThread(data));
+/**
+ * A pool of `size` threads; callers never run more than `size` tasks at once. A task past
+ * `taskTimeoutSeconds` ends its thread and fails with TASK_TIMEOUT (a failed attempt).
+ */
+export const threadExecutor = (size: number, data: ThreadData, taskTimeoutSeconds: number = DEFAULTS.taskTimeoutSeconds): TaskExecutor => {
+  const idle: TaskThread[] = Array.from({ length: size }, () => new TaskThread(data, taskTimeoutSeconds));
   const all = [...idle];
   return {
     warm: (tasks) => {

@@ -50,6 +50,11 @@ export interface LocalRunOptions {
   /** Where intermediate state goes; default a fresh temp directory, removed afterwards. */
   readonly workDir?: string;
   readonly keepWork?: boolean;
+  /**
+   * Longest one chunk may take on a worker thread: past it the thread is ended and the attempt
+   * fails with TASK_TIMEOUT. Default DEFAULTS.taskTimeoutSeconds (15 minutes); none with 0 workers.
+   */
+  readonly taskTimeoutSeconds?: number;
 }
 
 export interface LocalRunResult {
@@ -98,7 +103,9 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   const items = new ThreadItemRunner({ opsModules: options.opsModules ?? [] });
   const deps: SplitDeps = { output, queue, inputStore: () => root, registry, log, items };
   const executor: TaskExecutor =
-    workers > 0 ? threadExecutor(workers, { outputRoot: workDir, opsModules: options.opsModules ?? [] }) : inlineExecutor(deps);
+    workers > 0
+      ? threadExecutor(workers, { outputRoot: workDir, opsModules: options.opsModules ?? [] }, options.taskTimeoutSeconds)
+      : inlineExecutor(deps);
   executor.warm(inputs.reduce((n, i) => n + chunksOf(i.size, spec.chunkSize), 0));
 
   try {

@@ -5,27 +5,11 @@
  * otherwise fails its item (ITEM_FAILED). The next item gets a fresh thread; idle threads are
  * kept for the next batch.
  */
-import { existsSync } from "node:fs";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import type { ItemBatch, ItemOutcome, ItemRunner } from "../core/pipeline/items.js";
 import type { FromThread, ItemThreadData, ToThread } from "./protocol.js";
-
-/**
- * The thread's entry: beside this file, compiled. From sources (vitest, tsx) that is the build in
- * dist/; in the worker image's bundle (worker/main.mjs), the bundled itemThread.mjs beside it.
- */
-const defaultEntry = (): string => {
-  const here = fileURLToPath(import.meta.url);
-  if (here.endsWith(".mjs")) return path.join(path.dirname(here), "itemThread.mjs");
-  const beside = path.join(path.dirname(here), "itemThread.js");
-  if (!here.endsWith(".ts")) return beside;
-  const compiled = beside.replace(/([\\/])lib([\\/])sandbox([\\/])/, "$1dist$1lib$2sandbox$3");
-  if (!existsSync(compiled)) throw new CloudmillError(ErrorCode.INTERNAL, `item thread not built: ${compiled} (npm run build)`);
-  return compiled;
-};
+import { threadEntry } from "./threadEntry.js";
 
 export interface ThreadItemRunnerOptions {
   /** The op modules the process loaded (the threads load the same). */
@@ -102,7 +86,7 @@ export class ThreadItemRunner implements ItemRunner {
 
   constructor(options: ThreadItemRunnerOptions) {
     this.#data = { opsModules: [...options.opsModules] };
-    this.#entry = options.entry ?? defaultEntry();
+    this.#entry = options.entry ?? threadEntry(import.meta.url, "itemThread");
   }
 
   #acquire(memoryMiB: number): ItemThread {

@@ -33,6 +33,7 @@ const NAMES: Readonly<Record<Role, readonly string[]>> = {
     "CLOUDMILL_TASK_QUEUE_URL",
     "CLOUDMILL_VISIBILITY_TIMEOUT_SECONDS",
     "CLOUDMILL_WORKER_CONCURRENCY",
+    "CLOUDMILL_TASK_TIMEOUT_SECONDS",
     "CLOUDMILL_OPS_MODULES",
     "POWERTOOLS_LOG_LEVEL",
     "POWERTOOLS_SERVICE_NAME",
@@ -100,7 +101,7 @@ describe("environment variables", () => {
     spot = synth(SPOT_CONTEXT).template;
     custom = synth(
       { ...SPOT_CONTEXT, workerVcpus: "1" },
-      { visibilityTimeout: Duration.seconds(345), jobDeadline: Duration.seconds(4321) },
+      { visibilityTimeout: Duration.seconds(345), jobDeadline: Duration.seconds(4321), taskTimeout: Duration.seconds(678) },
     ).template;
     all = [lab, spot, custom];
   });
@@ -161,11 +162,11 @@ describe("environment variables", () => {
     }
   });
 
-  it("gives the worker the task queue's visibility timeout and the vCPUs of its task", () => {
+  it("gives the worker the task queue's visibility timeout, the vCPUs of its task and the chunk time limit", () => {
     // m7g.large (the default, and the smallest of the spot lab's types) has 2 vCPUs.
-    expect(read(lab, "worker").config).toMatchObject({ visibilitySeconds: 120, concurrency: 2 });
-    expect(read(spot, "worker").config).toMatchObject({ visibilitySeconds: 120, concurrency: 2 });
-    expect(read(custom, "worker").config).toMatchObject({ visibilitySeconds: 345, concurrency: 1 });
+    expect(read(lab, "worker").config).toMatchObject({ visibilitySeconds: 120, concurrency: 2, taskTimeoutSeconds: 15 * 60 });
+    expect(read(spot, "worker").config).toMatchObject({ visibilitySeconds: 120, concurrency: 2, taskTimeoutSeconds: 15 * 60 });
+    expect(read(custom, "worker").config).toMatchObject({ visibilitySeconds: 345, concurrency: 1, taskTimeoutSeconds: 678 });
     for (const t of all) {
       const visibility = resource(t, "AWS::SQS::Queue", "PipelineTaskQueue").resource.Properties!["VisibilityTimeout"];
       const td = resource(t, "AWS::ECS::TaskDefinition", "PipelineWorkersWorkerTask").resource.Properties!;

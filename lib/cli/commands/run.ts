@@ -32,6 +32,7 @@ const RunFlags = z.object({
   progress: z.boolean().default(true),
   verbose: z.boolean().default(false),
   batchSize: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).optional(),
+  taskTimeout: z.coerce.number({ error: "expected seconds" }).int({ error: "expected whole seconds" }).min(1).max(86_400).optional(),
 });
 
 /** Chunks per worker thread a local task run aims for by default: enough to even out uneven items. */
@@ -89,6 +90,7 @@ export const runCommand = (io: CliIO): Command =>
     .option("-o, --out <file>", "write the result JSON here instead of stdout")
     .option("--ops <module>", "load user ops from a module (exports made with defineOp), repeatable", collect)
     .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")
+    .option("--task-timeout <seconds>", "longest one chunk may take before its thread is ended and the attempt fails (default 900)")
     .option("--no-progress", "no progress on stderr")
     .option("-v, --verbose", "log each step as JSON lines on stderr")
     .addHelpText(
@@ -139,6 +141,7 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
           registry,
           opsModules: flags.ops,
           ...(flags.workers !== undefined ? { workers: flags.workers } : {}),
+          ...(flags.taskTimeout !== undefined ? { taskTimeoutSeconds: flags.taskTimeout } : {}),
           log,
           onProgress: (p) => view.update(p),
           ...(io.signal ? { signal: io.signal } : {}),

@@ -63,8 +63,10 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
   // The recorded message already names the chunk's input and range (it is a described error).
   const prefix = locate(where);
   const last = recorded?.error.message.startsWith(prefix) ? recorded.error.message.slice(prefix.length) : recorded?.error.message;
+  // A chunk out of time on every attempt says so by its code; any other last error is CHUNK_FAILED's.
+  const code = recorded?.error.code === ErrorCode.TASK_TIMEOUT ? ErrorCode.TASK_TIMEOUT : ErrorCode.CHUNK_FAILED;
   const error = recorded
-    ? new CloudmillError(ErrorCode.CHUNK_FAILED, `chunk ${chunk.index} failed after ${recorded.attempt} attempts: ${last}`, where)
+    ? new CloudmillError(code, `chunk ${chunk.index} failed after ${recorded.attempt} attempts: ${last}`, where)
     : new CloudmillError(
         ErrorCode.CHUNK_FAILED,
         `chunk ${chunk.index} failed ${receiveCount ? `${receiveCount} times ` : ""}without reporting an error (worker killed or out ` +

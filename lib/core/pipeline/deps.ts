@@ -3,6 +3,7 @@ import type { Logger } from "../log.js";
 import type { OpRegistry } from "../ops/registry.js";
 import type { BlobStore, TaskQueue } from "../ports.js";
 import type { ItemRunner } from "./items.js";
+import type { MapperHost } from "./mappers.js";
 
 export interface PipelineDeps {
   /** The output bucket: manifests, parts, results and statuses. */
@@ -13,6 +14,8 @@ export interface PipelineDeps {
   readonly log: Logger;
   /** Runs the items of task jobs (defineTask); roles that map chunks have one. */
   readonly items?: ItemRunner;
+  /** Runs ops' mappers off the main thread, under a time limit (the fleet's worker); unset: in process. */
+  readonly mappers?: MapperHost;
   /** Clock (ms since epoch); tests move it. */
   readonly now?: () => number;
 }

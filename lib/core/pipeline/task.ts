@@ -151,13 +151,36 @@ const mapChunk = async (
     if (isTaskOp(op)) {
       partial = await runItems(deps, task, op, await readItems(deps, task, ctx, signal), { signal, drain });
     } else {
-      const mapper = op.mapper(params, ctx);
       const range = { ...chunk.input, start: chunk.start, end: chunk.end };
-      const blocks = ownedRecordBlocks(store, range, signal, recordLimitsOf(ctx));
-      for await (const block of refusingCompressed(blocks, chunk.input.name)) {
-        mapper.block(block);
+      const blocks = refusingCompressed(ownedRecordBlocks(store, range, signal, recordLimitsOf(ctx)), chunk.input.name);
+      if (deps.mappers) {
+        // On a thread of its own: the chunk's time limit can end an op that never returns.
+        const remote = deps.mappers.open({
+          op: job.op,
+          params: job.params,
+          ctx: {
+            inputIndex: chunk.inputIndex,
+            inputName: chunk.input.name,
+            format: job.format,
+            onBadRecord: job.onBadRecord,
+            ...(header ? { header } : {}),
+          },
+          ...(signal ? { signal } : {}),
+        });
+        try {
+          for await (const block of blocks) await remote.block(block);
+          const mapped = await remote.finish();
+          partial = mapped.partial;
+          skipped += mapped.skipped;
+          if (mapped.firstSkipped) firstSkipped ??= toCloudmillError(mapped.firstSkipped);
+        } finally {
+          remote.close();
+        }
+      } else {
+        const mapper = op.mapper(params, ctx);
+        for await (const block of blocks) mapper.block(block);
+        partial = mapper.finish();
       }
-      partial = mapper.finish();
     }
     const part: Part = { v: 1, jobId, index: chunk.index, partial, skipped };
     if (writePart) await writeJson(output, key, part);

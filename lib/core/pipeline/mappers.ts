@@ -1,0 +1,46 @@
+/**
+ * Where an op's mapper runs. In process by default; a worker process hands it to a mapper host
+ * (lib/sandbox/ThreadMapperHost.ts) that runs it on a thread of its own, so that a lab's op that
+ * never returns is ended at the chunk's time limit (TASK_TIMEOUT) while the worker's own loop,
+ * its heartbeats and its reads stay on the main thread.
+ */
+import type { SerializedError } from "../errors.js";
+import type { Format, OnBadRecord, Params } from "../job/spec.js";
+import type { RecordBlock } from "../records/alignedBlocks.js";
+
+/** What a mapper on another thread needs to know of its chunk. */
+export interface RemoteMapContext {
+  readonly inputIndex: number;
+  readonly inputName: string;
+  readonly format: Format;
+  readonly header?: readonly string[];
+  readonly onBadRecord: OnBadRecord;
+}
+
+export interface RemoteMapperRequest {
+  readonly op: string;
+  /** The job's params, raw: parsed again by the op on the mapper's thread. */
+  readonly params: Params;
+  readonly ctx: RemoteMapContext;
+  readonly signal?: AbortSignal;
+}
+
+export interface RemoteMapped {
+  readonly partial: unknown;
+  readonly skipped: number;
+  readonly firstSkipped?: SerializedError;
+}
+
+/** One chunk's mapper on another thread: blocks go in one at a time, the partial comes back. */
+export interface RemoteMapper {
+  /** Rejects with the op's error (a bad record under onBadRecord: fail), or TASK_TIMEOUT. */
+  block(block: RecordBlock): Promise<void>;
+  finish(): Promise<RemoteMapped>;
+  /** Gives the thread back (or ends it, if the chunk did not finish). */
+  close(): void;
+}
+
+export interface MapperHost {
+  open(request: RemoteMapperRequest): RemoteMapper;
+  close(): Promise<void>;
+}

@@ -1,0 +1,134 @@
+/**
+ * Runs ops' mappers on threads, one chunk at a time per thread, for a worker whose main thread
+ * must stay free: it reads the chunk and hands the blocks over, keeps the chunk's heartbeat, and
+ * ends the thread when the chunk is past its time limit (TASK_TIMEOUT) or the worker is stopped.
+ * Threads that finished their chunk are kept for the next one.
+ */
+import { Worker } from "node:worker_threads";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
+import type { MapperHost, RemoteMapped, RemoteMapper, RemoteMapperRequest } from "../core/pipeline/mappers.js";
+import type { RecordBlock } from "../core/records/alignedBlocks.js";
+import type { MapperReply, MapperRequest, MapperThreadData } from "./mapperProtocol.js";
+import { threadEntry } from "./threadEntry.js";
+
+export interface ThreadMapperHostOptions {
+  /** The op modules the process loaded (the threads load the same). */
+  readonly opsModules: readonly string[];
+  /** Longest one chunk's mapping may take. */
+  readonly taskTimeoutSeconds: number;
+  /** The thread entry file. Default: mapperThread.js beside this module. */
+  readonly entry?: string;
+}
+
+/** One thread, asked one thing at a time. */
+class MapperThread {
+  readonly worker: Worker;
+  #pending: { resolve: (r: MapperReply) => void; reject: (e: CloudmillError) => void } | undefined;
+  #ended: CloudmillError | undefined;
+
+  constructor(entry: string, data: MapperThreadData) {
+    this.worker = new Worker(entry, { workerData: data });
+    this.worker.on("message", (reply: MapperReply) => {
+      const p = this.#pending;
+      this.#pending = undefined;
+      p?.resolve(reply);
+    });
+    this.worker.on("error", (err) => this.end(new CloudmillError(ErrorCode.ENVIRONMENT, `the op's thread crashed: ${err.message}`)));
+    this.worker.on("exit", (code) => this.end(new CloudmillError(ErrorCode.ENVIRONMENT, `the op's thread exited (code ${code})`)));
+  }
+
+  get alive(): boolean {
+    return this.#ended === undefined;
+  }
+
+  /** Ends the thread; a request in progress rejects with `why`. */
+  end(why: CloudmillError): void {
+    if (this.#ended) return;
+    this.#ended = why;
+    const p = this.#pending;
+    this.#pending = undefined;
+    p?.reject(why);
+    void this.worker.terminate();
+  }
+
+  async call(request: MapperRequest, transfer: ArrayBuffer[] = []): Promise<MapperReply> {
+    if (this.#ended) throw this.#ended;
+    const reply = await new Promise<MapperReply>((resolve, reject) => {
+      this.#pending = { resolve, reject };
+      this.worker.postMessage(request, transfer);
+    });
+    if (reply.kind === "error") throw toCloudmillError(reply.error);
+    return reply;
+  }
+}
+
+export class ThreadMapperHost implements MapperHost {
+  readonly #data: MapperThreadData;
+  readonly #entry: string;
+  readonly #timeoutMs: number;
+  readonly #idle: MapperThread[] = [];
+  readonly #all = new Set<MapperThread>();
+
+  constructor(options: ThreadMapperHostOptions) {
+    this.#data = { opsModules: [...options.opsModules] };
+    this.#entry = options.entry ?? threadEntry(import.meta.url, "mapperThread");
+    this.#timeoutMs = options.taskTimeoutSeconds * 1000;
+  }
+
+  #acquire(): MapperThread {
+    let thread = this.#idle.pop();
+    while (thread && !thread.alive) thread = this.#idle.pop();
+    if (!thread) {
+      thread = new MapperThread(this.#entry, this.#data);
+      this.#all.add(thread);
+    }
+    thread.worker.ref();
+    return thread;
+  }
+
+  open(request: RemoteMapperRequest): RemoteMapper {
+    const thread = this.#acquire();
+    const seconds = this.#timeoutMs / 1000;
+    const timer = setTimeout(
+      () => thread.end(new CloudmillError(ErrorCode.TASK_TIMEOUT, `the chunk did not finish within ${seconds} s (taskTimeoutSeconds)`)),
+      this.#timeoutMs,
+    );
+    const onAbort = (): void => thread.end(toCloudmillError(request.signal!.reason));
+    request.signal?.addEventListener("abort", onAbort, { once: true });
+    const opened = thread.call({ kind: "open", op: request.op, params: request.params, ctx: request.ctx });
+    opened.catch(() => undefined);
+    let finished = false;
+    return {
+      block: async (block: RecordBlock): Promise<void> => {
+        await opened;
+        // A copy the thread can own: the store reads on into the block's memory.
+        const bytes = new Uint8Array(block.bytes.length);
+        bytes.set(block.bytes);
+        await thread.call({ kind: "block", bytes, offset: block.offset, first: block.first }, [bytes.buffer]);
+      },
+      finish: async (): Promise<RemoteMapped> => {
+        await opened;
+        const reply = await thread.call({ kind: "finish" });
+        if (reply.kind !== "finished") throw new CloudmillError(ErrorCode.INTERNAL, "mapper thread: finish was not answered");
+        finished = true;
+        return reply;
+      },
+      close: (): void => {
+        clearTimeout(timer);
+        request.signal?.removeEventListener("abort", onAbort);
+        if (!finished) thread.end(new CloudmillError(ErrorCode.CANCELLED, "the chunk ended before its mapper finished"));
+        if (thread.alive) {
+          thread.worker.unref();
+          this.#idle.push(thread);
+        } else this.#all.delete(thread);
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.#all];
+    this.#all.clear();
+    this.#idle.length = 0;
+    await Promise.all(all.map((t) => t.worker.terminate()));
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * A lab's op that never returns cannot hold a worker: the worker maps each chunk on a thread of
+ * its own, ends it at the chunk's time limit, and counts a failed attempt; after the last, the
+ * job fails with TASK_TIMEOUT naming the chunk, nothing is left queued, and the same worker
+ * processes take the next job. The local engine ends a task thread past its time the same way.
+ */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ENV } from "../../lib/core/constants.js";
+import type { CloudmillError } from "../../lib/core/errors.js";
+import { parseJobSpec } from "../../lib/core/job/spec.js";
+import { opsRegistry } from "../../lib/core/ops/opModules.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+import { requireBuild, ROOT, startTestCloud, type TestCloud, textOf, expectMatchesReference } from "../helpers/devCloud.js";
+
+let dir: string;
+let cloud: TestCloud;
+let module: string;
+
+beforeAll(async () => {
+  requireBuild();
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-timeout-"));
+  module = path.join(dir, "stuck-ops.mjs");
+  const defineOp = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+  await writeFile(
+    module,
+    `import { defineOp } from ${JSON.stringify(defineOp)};
+// Never returns on a line that says so: a loop no timer on its thread can interrupt.
+export const stuck = defineOp({
+  name: "stuck",
+  format: "lines",
+  map: (line) => { if (line === "spin") for (;;) {} return 1; },
+  combine: (a, b) => a + b,
+});
+`,
+  );
+  cloud = await startTestCloud({
+    chunkSize: 64,
+    maxAttempts: 2,
+    opsModules: [module],
+    workerEnv: { [ENV.TASK_TIMEOUT_SECONDS]: "2" },
+  });
+}, 90_000);
+
+afterAll(async () => {
+  await cloud?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+}, 60_000);
+
+describe("a chunk past its time limit", () => {
+  it("fails its job with TASK_TIMEOUT after every attempt; the workers live on and take the next job", async () => {
+    const pids = cloud.cloud.workerPids();
+    const lines = Array.from({ length: 40 }, (_, i) => (i === 25 ? "spin" : `line ${i}`));
+    await cloud.put("_inputs/stuck.txt", `${lines.join("\n")}\n`);
+    await cloud.put("_jobs/stuck-1.json", JSON.stringify({ op: "stuck", inputs: [`s3://${cloud.input}/_inputs/stuck.txt`] }));
+    const status = await cloud.waitForEnd("_jobs/stuck-1/status.json", 120_000);
+    expect(status.state).toBe("failed");
+    expect(status.error).toMatchObject({
+      code: "TASK_TIMEOUT",
+      message: expect.stringContaining("did not finish within 2 s (taskTimeoutSeconds)"),
+    });
+    expect(status.error?.message).toMatch(/stuck\.txt \(bytes \d+-\d+\)/);
+    await cloud.waitForIdle();
+    expect(cloud.cloud.workerPids()).toEqual(pids);
+
+    const bytes = textOf(5_000, 3);
+    await cloud.put("_inputs/next.txt", bytes);
+    await cloud.put(
+      "_jobs/next-1.json",
+      JSON.stringify({ op: "count", inputs: [`s3://${cloud.input}/_inputs/next.txt`], chunkSize: 4096 }),
+    );
+    expect((await cloud.waitForEnd("_jobs/next-1/status.json")).state).toBe("succeeded");
+    expectMatchesReference("count", {}, bytes, await cloud.getJson(cloud.output, "_jobs/next-1/result.json"));
+  }, 180_000);
+});
+
+describe("on this machine", () => {
+  it("a chunk past --task-timeout ends its thread, is retried, then fails the job with TASK_TIMEOUT; the next run is exact", async () => {
+    const registry = await opsRegistry([module]);
+    const file = path.join(dir, "stuck.txt");
+    await writeFile(file, "a\nb\nspin\nc\n");
+    const run = (input: string, op: string) =>
+      runLocal({
+        spec: parseJobSpec({ op, inputs: [input], maxAttempts: 2 }),
+        registry,
+        opsModules: [module],
+        workers: 2,
+        taskTimeoutSeconds: 1,
+      });
+    const err = await run(file, "stuck").then(
+      () => undefined,
+      (e: unknown) => e as CloudmillError,
+    );
+    expect(err?.code).toBe("TASK_TIMEOUT");
+    expect(err?.describe()).toBe(
+      `${file} (bytes 0-11): chunk 0 failed after 2 attempts: the chunk did not finish within 1 s (taskTimeoutSeconds)`,
+    );
+    const bytes = textOf(3_000, 5);
+    const ok = path.join(dir, "ok.txt");
+    await writeFile(ok, bytes);
+    expectMatchesReference("count", {}, bytes, (await run(ok, "count")).result);
+  }, 60_000);
+});
