@@ -7,7 +7,7 @@
  */
 import { Worker } from "node:worker_threads";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
-import type { ItemBatch, ItemOutcome, ItemRunner } from "../core/pipeline/items.js";
+import type { ItemBatch, ItemOutcome, ItemRunner } from "../core/pipeline/itemRunner.js";
 import type { FromThread, ItemThreadData, ToThread } from "./protocol.js";
 import { threadEntry } from "./threadEntry.js";
 

@@ -2,7 +2,7 @@
 import type { Logger } from "../log.js";
 import type { OpRegistry } from "../ops/registry.js";
 import type { BlobStore, TaskQueue } from "../ports.js";
-import type { ItemRunner } from "./items.js";
+import type { ItemRunner } from "./itemRunner.js";
 import type { MapperHost } from "./mappers.js";
 
 export interface PipelineDeps {
