@@ -167,7 +167,7 @@ describe("worker fleet", () => {
       // Staged in the cloud assembly, not taken from a repository: no sources, lock file or node_modules to send Docker.
       expect(path.relative(app.outdir, context).startsWith("..")).toBe(false);
       expect(readdirSync(context).sort()).toEqual(["Dockerfile", "ops", "worker"]);
-      expect(readdirSync(path.join(context, "worker")).sort()).toEqual(["itemThread.mjs", "main.mjs"]);
+      expect(readdirSync(path.join(context, "worker")).sort()).toEqual(["itemThread.mjs", "main.mjs", "mapperThread.mjs"]);
       expect(readdirSync(path.join(context, "ops"))).toEqual(["registry.json"]);
       expect(readFileSync(path.join(context, "Dockerfile"), "utf8")).toBe(readFileSync(path.join(REPO_ROOT, "worker/Dockerfile"), "utf8"));
     });

@@ -115,11 +115,12 @@ describe("Cloudmill against cloudmill dev", () => {
   }, 120_000);
 
   it("asCompleted yields futures in the order their jobs end, not the order given", async () => {
-    // early: fails at once in the splitter (no such object); small: one chunk; large: 17 chunks, submitted last.
+    // early: fails at once in the splitter (no such object); small: one chunk; large: 17 chunks, submitted after small ended.
     const early = mill.submit({ op: "count", inputs: [`s3://${cloud.inputBucket}/_fixtures/missing.txt`] });
     await expect(early.result({ timeoutMs: 30_000 })).rejects.toMatchObject({ code: "INPUT_NOT_FOUND" });
     const small = mill.submit({ op: "count", inputs: [path.join(ROOT, "examples/numbers.txt")], chunkSize: "1MiB" });
-    await small.submitted;
+    // The large job starts once the small one has ended: which ends first is then a fact, not a race.
+    await small.result({ timeoutMs: 60_000 });
     const large = mill.submit({ op: "count", inputs: [path.join(ROOT, "examples/words.txt")], chunkSize: "4KiB" });
 
     const order: JobFuture<unknown>[] = [];
