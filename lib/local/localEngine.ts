@@ -127,7 +127,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     }
     const stored: unknown = JSON.parse((await readBytes(output, RESULT_KEY)).toString("utf8"));
     // Item outputs stored on their own are read back before the work directory goes.
-    const result = isTaskOp(registry.get(job.op)) ? await resolveStoredResult(output, stored) : stored;
+    const result = isTaskOp(registry.get(job.op)) ? await resolveStoredResult(output, stored, jobId) : stored;
     return { jobId, result, status };
   } finally {
     await items.close();

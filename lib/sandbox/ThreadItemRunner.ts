@@ -78,6 +78,24 @@ class ItemThread {
   }
 }
 
+/** Most items, and bytes of them (a fraction of the thread's heap), sent to a thread at once. */
+const SLICE_ITEMS = 64;
+const SLICE_HEAP_FRACTION = 16;
+
+/** The items from `start` that go to the thread in one message: at least one. */
+const sliceFrom = (batch: ItemBatch, start: number): { offset: number; value: unknown }[] => {
+  const budget = (batch.limits.memoryMiB * 1024 * 1024) / SLICE_HEAP_FRACTION;
+  const slice: { offset: number; value: unknown }[] = [];
+  let bytes = 0;
+  for (let i = start; i < batch.items.length && slice.length < SLICE_ITEMS; i++) {
+    const item = batch.items[i]!;
+    bytes += JSON.stringify(item.value)?.length ?? 0;
+    if (slice.length > 0 && bytes > budget) break;
+    slice.push({ offset: item.offset, value: item.value });
+  }
+  return slice;
+};
+
 export class ThreadItemRunner implements ItemRunner {
   readonly #data: ItemThreadData;
   readonly #entry: string;
@@ -151,13 +169,23 @@ export class ThreadItemRunner implements ItemRunner {
         batch.signal?.removeEventListener("abort", onAbort);
         batch.drain?.removeEventListener("abort", onDrain);
       };
+      /** Ends the batch without an outcome for the item: the thread (which holds later items) ends too. */
+      const release = (error: CloudmillError): void => {
+        settle();
+        void thread.terminate({ code: error.code, message: error.message });
+        reject(error);
+      };
       const record = (outcome: ItemOutcome): void => {
         if (!outcome.ok && batch.drain?.aborted) {
           // Most likely the item gave up because the worker is stopping: another worker runs the chunk.
-          settle();
-          reject(
+          release(
             new CloudmillError(ErrorCode.CANCELLED, `task ${batch.task}: an item ended while the worker was stopping; chunk released`),
           );
+          return;
+        }
+        if (!outcome.ok && outcome.code === ErrorCode.ENVIRONMENT) {
+          // S3 failed the item (a ctx.put throttled): not the item's fault, so the chunk is tried again.
+          release(new CloudmillError(ErrorCode.ENVIRONMENT, `task ${batch.task}: ${outcome.message}`));
           return;
         }
         outcomes.push(outcome);
@@ -165,7 +193,9 @@ export class ThreadItemRunner implements ItemRunner {
         if ((!outcome.ok && batch.stopOnError) || outcomes.length === batch.items.length) {
           settle();
           resolve(!outcome.ok);
+          return;
         }
+        if (outcomes.length === sent) sendMore();
       };
       const stop = thread.listen(
         (m) => {
@@ -187,7 +217,10 @@ export class ThreadItemRunner implements ItemRunner {
                   owner.push(key);
                   thread.post({ kind: "put-done", id: m.id, key });
                 },
-                (err: unknown) => thread.post({ kind: "put-failed", id: m.id, message: toCloudmillError(err).message }),
+                (err: unknown) => {
+                  const e = toCloudmillError(err);
+                  thread.post({ kind: "put-failed", id: m.id, code: e.code, message: e.message });
+                },
               );
               return;
             }
@@ -218,8 +251,14 @@ export class ThreadItemRunner implements ItemRunner {
       batch.signal?.addEventListener("abort", onAbort, { once: true });
       if (batch.drain?.aborted) onDrain();
       batch.drain?.addEventListener("abort", onDrain, { once: true });
-      const items = batch.items.slice(first).map((i) => ({ offset: i.offset, value: i.value }));
-      thread.post({ kind: "items", task: batch.task, params: batch.params, items });
+      // Items go over in slices: the thread's heap holds a slice, not the whole batch, beside the item it runs.
+      let sent = first;
+      const sendMore = (): void => {
+        const slice = sliceFrom(batch, sent);
+        thread.post({ kind: "items", task: batch.task, params: batch.params, base: sent, items: slice });
+        sent += slice.length;
+      };
+      sendMore();
     });
   }
 

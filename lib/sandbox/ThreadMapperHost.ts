@@ -89,16 +89,22 @@ export class ThreadMapperHost implements MapperHost {
   open(request: RemoteMapperRequest): RemoteMapper {
     const thread = this.#acquire();
     const seconds = this.#timeoutMs / 1000;
+    const ended = new AbortController();
+    const end = (why: CloudmillError): void => {
+      thread.end(why);
+      ended.abort(why);
+    };
     const timer = setTimeout(
-      () => thread.end(new CloudmillError(ErrorCode.TASK_TIMEOUT, `the chunk did not finish within ${seconds} s (taskTimeoutSeconds)`)),
+      () => end(new CloudmillError(ErrorCode.TASK_TIMEOUT, `the chunk did not finish within ${seconds} s (taskTimeoutSeconds)`)),
       this.#timeoutMs,
     );
-    const onAbort = (): void => thread.end(toCloudmillError(request.signal!.reason));
+    const onAbort = (): void => end(toCloudmillError(request.signal!.reason));
     request.signal?.addEventListener("abort", onAbort, { once: true });
     const opened = thread.call({ kind: "open", op: request.op, params: request.params, ctx: request.ctx });
     opened.catch(() => undefined);
     let finished = false;
     return {
+      signal: ended.signal,
       block: async (block: RecordBlock): Promise<void> => {
         await opened;
         // A copy the thread can own: the store reads on into the block's memory.

@@ -8,7 +8,7 @@ import { rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parentPort, workerData } from "node:worker_threads";
-import { ErrorCode, toCloudmillError } from "../core/errors.js";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import { isTaskOp, type TaskContext } from "../core/ops/defineTask.js";
 import { opsRegistry } from "../core/ops/opModules.js";
 import type { Params } from "../core/job/spec.js";
@@ -27,7 +27,11 @@ const puts = new Map<number, { resolve: (key: string) => void; reject: (e: Error
 
 const put = (name: string, body: Uint8Array | string): Promise<string> => {
   const id = nextPut++;
-  const bytes = typeof body === "string" ? new TextEncoder().encode(body) : new Uint8Array(body);
+  // A copy of the bytes themselves, whatever view they come in (a Float32Array too).
+  const bytes =
+    typeof body === "string"
+      ? new TextEncoder().encode(body)
+      : new Uint8Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength));
   return new Promise((resolve, reject) => {
     puts.set(id, { resolve, reject });
     send({ kind: "put", id, name, body: bytes }, [bytes.buffer as ArrayBuffer]);
@@ -70,15 +74,31 @@ const runItem = async (task: string, params: Params, index: number, offset: numb
     }
   } catch (err) {
     const e = toCloudmillError(err);
-    const code = e.code === ErrorCode.INTERNAL || e.code === ErrorCode.ENVIRONMENT ? ErrorCode.ITEM_FAILED : e.code;
+    // ENVIRONMENT (a ctx.put that S3 failed) stays so: the runner then has the chunk tried again.
+    const code = e.code === ErrorCode.INTERNAL ? ErrorCode.ITEM_FAILED : e.code;
     return { kind: "done", index, ok: false, code, message: err instanceof Error ? err.message : String(err) };
   } finally {
     if (scratch !== undefined) await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
   }
 };
 
+/** Slices of items waiting, run one after another by one loop. */
+const queue: Extract<ToThread, { kind: "items" }>[] = [];
+let running = false;
+
+const drainQueue = async (): Promise<void> => {
+  if (running) return;
+  running = true;
+  try {
+    for (let next = queue.shift(); next; next = queue.shift()) await runItems(next);
+  } finally {
+    running = false;
+  }
+};
+
 const runItems = async (message: Extract<ToThread, { kind: "items" }>): Promise<void> => {
-  for (const [index, item] of message.items.entries()) {
+  for (const [i, item] of message.items.entries()) {
+    const index = message.base + i;
     send({ kind: "start", index });
     const done = await runItem(message.task, message.params, index, item.offset, item.value).catch(
       (err: unknown): Done => ({ kind: "done", index, ok: false, code: ErrorCode.ITEM_FAILED, message: toCloudmillError(err).message }),
@@ -90,14 +110,15 @@ const runItems = async (message: Extract<ToThread, { kind: "items" }>): Promise<
 port.on("message", (message: ToThread) => {
   switch (message.kind) {
     case "items":
-      void runItems(message);
+      queue.push(message);
+      void drainQueue();
       return;
     case "put-done":
       puts.get(message.id)?.resolve(message.key);
       puts.delete(message.id);
       return;
     case "put-failed":
-      puts.get(message.id)?.reject(new Error(message.message));
+      puts.get(message.id)?.reject(new CloudmillError(message.code as ErrorCode, message.message));
       puts.delete(message.id);
       return;
     case "abort":

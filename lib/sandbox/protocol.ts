@@ -13,10 +13,12 @@ export type ToThread =
       readonly kind: "items";
       readonly task: string;
       readonly params: Params;
+      /** The position of the first of these items in the runner's batch: what `start` and `done` report. */
+      readonly base: number;
       readonly items: readonly { readonly offset: number; readonly value: unknown }[];
     }
   | { readonly kind: "put-done"; readonly id: number; readonly key: string }
-  | { readonly kind: "put-failed"; readonly id: number; readonly message: string }
+  | { readonly kind: "put-failed"; readonly id: number; readonly code: string; readonly message: string }
   /** The worker is stopping: the item's ctx.signal aborts. */
   | { readonly kind: "abort"; readonly reason: string };
 

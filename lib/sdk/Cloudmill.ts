@@ -481,7 +481,11 @@ export class Cloudmill {
             jobId,
           });
         // A task's item outputs too large for its part were stored on their own: read them back.
-        return withAws(this.#aws(`read item results of job ${jobId}`), () => resolveStoredResult(conn.output, result, signal), signal);
+        return withAws(
+          this.#aws(`read item results of job ${jobId}`),
+          () => resolveStoredResult(conn.output, result, jobId, signal),
+          signal,
+        );
       },
       cancel: async (jobId) => {
         const conn = await this.#connect();

@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CloudmillError } from "../../lib/core/errors.js";
@@ -18,7 +19,7 @@ import type { OpRegistry } from "../../lib/core/ops/registry.js";
 import { batchSizeFor, itemsChunkSize, itemsJsonl, LARGE_ITEM_RESULT_BYTES } from "../../lib/core/pipeline/items.js";
 import { runLocal } from "../../lib/local/localEngine.js";
 import { ThreadItemRunner } from "../../lib/sandbox/ThreadItemRunner.js";
-import { BIN, requireBuild } from "../helpers/devCloud.js";
+import { BIN, requireBuild, ROOT } from "../helpers/devCloud.js";
 import { runProcess } from "../helpers/processes.js";
 import { TASKS_MODULE } from "../helpers/tasks.js";
 
@@ -171,6 +172,94 @@ describe("an item thread", () => {
         put: () => Promise.reject(new Error("no puts")),
       });
       expect(outcomes).toEqual([{ ok: true, value: { aborted: true }, files: [] }]);
+    } finally {
+      await runner.close();
+    }
+  });
+});
+
+describe("an item runner under stress", () => {
+  let runnerModule: string;
+  beforeAll(async () => {
+    runnerModule = path.join(dir, "runner-tasks.mjs");
+    await writeFile(
+      runnerModule,
+      `import { defineTask } from ${JSON.stringify(pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineTask.js")).href)};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export const slow = defineTask({
+  name: "slow",
+  run: async (item, ctx) => {
+    if (item.giveUpOnStop) {
+      ctx.log.info("waiting");
+      while (!ctx.signal.aborted) await sleep(10);
+      throw new Error("gave up on stop");
+    }
+    await sleep(item.ms);
+    return { from: item.id };
+  },
+});
+export const size = defineTask({ name: "size", memoryMiB: 32, run: (item) => item.s.length });
+export const store = defineTask({ name: "store", run: async (item, ctx) => ctx.put("x.txt", "x") });
+`,
+    );
+  });
+  const base = { params: {}, stopOnError: false, log: silentLogger, put: () => Promise.resolve("k") };
+
+  it("a batch released at a drain ends its thread: the next chunk's items are its own", async () => {
+    const runner = new ThreadItemRunner({ opsModules: [runnerModule] });
+    const drain = new AbortController();
+    try {
+      const released = runner.run({
+        ...base,
+        task: "slow",
+        limits: { timeoutMs: 30_000, memoryMiB: 64 },
+        drain: drain.signal,
+        log: { ...silentLogger, info: (m: string) => m === "waiting" && drain.abort() },
+        items: [
+          { offset: 0, value: { giveUpOnStop: true } },
+          { offset: 1, value: { id: "A1", ms: 200 } },
+          { offset: 2, value: { id: "A2", ms: 200 } },
+        ],
+      });
+      await expect(released).rejects.toMatchObject({ code: "CANCELLED" });
+      const next = await runner.run({
+        ...base,
+        task: "slow",
+        limits: { timeoutMs: 30_000, memoryMiB: 64 },
+        items: [
+          { offset: 100, value: { id: "B0", ms: 400 } },
+          { offset: 101, value: { id: "B1", ms: 400 } },
+        ],
+      });
+      expect(next.map((o) => (o.ok ? o.value : o.code))).toEqual([{ from: "B0" }, { from: "B1" }]);
+    } finally {
+      await runner.close();
+    }
+  });
+
+  it("a batch larger than an item's heap runs: items go to the thread in slices", async () => {
+    const runner = new ThreadItemRunner({ opsModules: [runnerModule] });
+    try {
+      const items = Array.from({ length: 100 }, (_, i) => ({ offset: i, value: { s: "ab".repeat(250_000) } }));
+      const outcomes = await runner.run({ ...base, task: "size", limits: { timeoutMs: 60_000, memoryMiB: 32 }, items });
+      expect(outcomes.filter((o) => !o.ok)).toEqual([]);
+      expect(outcomes.map((o) => (o.ok ? o.value : null))).toEqual(items.map(() => 500_000));
+    } finally {
+      await runner.close();
+    }
+  });
+
+  it("an item whose ctx.put S3 failed fails the chunk (tried again), not the item", async () => {
+    const runner = new ThreadItemRunner({ opsModules: [runnerModule] });
+    try {
+      const throttled = runner.run({
+        ...base,
+        task: "store",
+        limits: { timeoutMs: 30_000, memoryMiB: 64 },
+        items: [{ offset: 0, value: {} }],
+        put: () => Promise.reject(new CloudmillError("ENVIRONMENT", "PutObject failed: SlowDown")),
+      });
+      await expect(throttled).rejects.toMatchObject({ code: "ENVIRONMENT", message: expect.stringContaining("SlowDown") });
     } finally {
       await runner.close();
     }

@@ -6,7 +6,7 @@
 import { z } from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { TaskMessage } from "../job/manifest.js";
-import { itemResultKey, jobFilesPrefix } from "../keys.js";
+import { itemResultKey, jobFilesPrefix, JOBS_PREFIX } from "../keys.js";
 import type { ItemEntry, TaskOp, TaskResult } from "../ops/defineTask.js";
 import type { BlobStore } from "../ports.js";
 import { readBytes } from "./blobJson.js";
@@ -112,11 +112,18 @@ const refOf = (v: unknown): string | undefined => {
 const RESOLVE_CONCURRENCY = 8;
 
 /** A task job's result with every output that was stored on its own read back in its place. */
-export const resolveItemResults = async (store: BlobStore, result: TaskResult, signal?: AbortSignal): Promise<TaskResult> => {
+export const resolveItemResults = async (
+  store: BlobStore,
+  result: TaskResult,
+  jobId: string,
+  signal?: AbortSignal,
+): Promise<TaskResult> => {
   const results = [...result.results];
+  // Only this job's own stored outputs: an item's output that merely looks like a reference stays as it is.
+  const own = `${JOBS_PREFIX}${jobId}/results/`;
   const refs = results.flatMap((v, i) => {
     const key = refOf(v);
-    return key === undefined ? [] : [{ i, key }];
+    return key === undefined || !key.startsWith(own) ? [] : [{ i, key }];
   });
   let next = 0;
   const worker = async (): Promise<void> => {
@@ -171,7 +178,7 @@ const TaskResultShape = z.object({
 });
 
 /** A job's result as stored, with item outputs stored on their own read back if it is a task's. */
-export const resolveStoredResult = async (store: BlobStore, result: unknown, signal?: AbortSignal): Promise<unknown> => {
+export const resolveStoredResult = async (store: BlobStore, result: unknown, jobId: string, signal?: AbortSignal): Promise<unknown> => {
   const task = TaskResultShape.safeParse(result);
-  return task.success ? resolveItemResults(store, task.data as TaskResult, signal) : result;
+  return task.success ? resolveItemResults(store, task.data as TaskResult, jobId, signal) : result;
 };

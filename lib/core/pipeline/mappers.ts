@@ -33,6 +33,8 @@ export interface RemoteMapped {
 
 /** One chunk's mapper on another thread: blocks go in one at a time, the partial comes back. */
 export interface RemoteMapper {
+  /** Aborted when the chunk is past its time limit (with TASK_TIMEOUT) or stopped: the chunk's reads end too. */
+  readonly signal: AbortSignal;
   /** Rejects with the op's error (a bad record under onBadRecord: fail), or TASK_TIMEOUT. */
   block(block: RecordBlock): Promise<void>;
   finish(): Promise<RemoteMapped>;

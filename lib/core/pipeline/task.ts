@@ -152,7 +152,8 @@ const mapChunk = async (
       partial = await runItems(deps, task, op, await readItems(deps, task, ctx, signal), { signal, drain });
     } else {
       const range = { ...chunk.input, start: chunk.start, end: chunk.end };
-      const blocks = refusingCompressed(ownedRecordBlocks(store, range, signal, recordLimitsOf(ctx)), chunk.input.name);
+      const blocksOf = (s: AbortSignal | undefined) =>
+        refusingCompressed(ownedRecordBlocks(store, range, s, recordLimitsOf(ctx)), chunk.input.name);
       if (deps.mappers) {
         // On a thread of its own: the chunk's time limit can end an op that never returns.
         const remote = deps.mappers.open({
@@ -168,7 +169,13 @@ const mapChunk = async (
           ...(signal ? { signal } : {}),
         });
         try {
-          for await (const block of blocks) await remote.block(block);
+          // The time limit ends a read that stalls, too.
+          const reads = signal ? AbortSignal.any([signal, remote.signal]) : remote.signal;
+          try {
+            for await (const block of blocksOf(reads)) await remote.block(block);
+          } catch (err) {
+            throw remote.signal.aborted ? remote.signal.reason : err;
+          }
           const mapped = await remote.finish();
           partial = mapped.partial;
           skipped += mapped.skipped;
@@ -178,7 +185,7 @@ const mapChunk = async (
         }
       } else {
         const mapper = op.mapper(params, ctx);
-        for await (const block of blocks) mapper.block(block);
+        for await (const block of blocksOf(signal)) mapper.block(block);
         partial = mapper.finish();
       }
     }
