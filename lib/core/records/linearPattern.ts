@@ -27,7 +27,7 @@ export const useV8LinearFallback = (): void => {
 const refusal = (why: string): CloudmillError =>
   new CloudmillError(
     ErrorCode.INVALID_SPEC,
-    `cannot run in linear time: backreferences, lookahead and lookbehind are not supported (${why})`,
+    `not supported (${why}): patterns run in linear time, without backreferences or lookaround, in JavaScript's syntax`,
     { field: "params.pattern" },
   );
 
@@ -35,26 +35,59 @@ const refusal = (why: string): CloudmillError =>
  * The first construct of a JavaScript pattern that has no linear-time form, if any. Found here,
  * not left to RE2's translation of JavaScript syntax, which reads `\k<n>` as the text `k<n>`.
  */
-export const nonLinearConstruct = (pattern: string): string | undefined => {
+export const nonLinearConstruct = (pattern: string): string | undefined => scan(pattern).refused;
+
+/** What JavaScript's `\s` matches (and RE2's does not all of): its whitespace and line terminators. */
+const JS_SPACE = "\\t\\n\\v\\f\\r \\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}\\x{feff}";
+/** What JavaScript's `.` matches without the `s` flag: anything but its line terminators. */
+const JS_DOT = "[^\\n\\r\\x{2028}\\x{2029}]";
+/** Letter escapes JavaScript gives a meaning; any other (`\A`, `\p`, `\z`) is the letter itself there and something else in RE2. */
+const JS_LETTER_ESCAPES = new Set(["d", "D", "w", "W", "s", "S", "b", "B", "n", "r", "t", "v", "f", "c", "x", "u"]);
+
+/**
+ * One pass over a JavaScript pattern: the first construct refused (no linear-time form, or read
+ * otherwise by RE2), and the pattern rewritten in RE2 syntax with JavaScript's meaning of `.`,
+ * `\s` and `\S` (RE2's leave out no-break and other Unicode spaces, and its `.` takes `\r`).
+ */
+const scan = (pattern: string): { refused?: string; re2: string } => {
+  let out = "";
   let inClass = false;
   for (let i = 0; i < pattern.length; i++) {
     const c = pattern[i]!;
     if (c === "\\") {
       const next = pattern[i + 1] ?? "";
-      if (!inClass && /[1-9]/.test(next)) return `backreference \\${next} at ${i}`;
-      if (!inClass && next === "k" && pattern[i + 2] === "<") return `named backreference at ${i}`;
+      if (!inClass && /[1-9]/.test(next)) return { refused: `backreference \\${next} at ${i}`, re2: out };
+      if (!inClass && next === "k" && pattern[i + 2] === "<") return { refused: `named backreference at ${i}`, re2: out };
+      if (/[A-Za-z]/.test(next) && !JS_LETTER_ESCAPES.has(next))
+        return { refused: `escape \\${next} at ${i}, read otherwise by RE2`, re2: out };
+      if (next === "u" && pattern[i + 2] === "{") return { refused: `escape \\u{ at ${i}, read otherwise by RE2`, re2: out };
+      if (next === "s") out += inClass ? JS_SPACE : `[${JS_SPACE}]`;
+      else if (next === "S") {
+        if (inClass) return { refused: `\\S inside a class at ${i}`, re2: out };
+        out += `[^${JS_SPACE}]`;
+      } else out += c + next;
       i++;
     } else if (inClass) {
+      if (c === "[" && pattern[i + 1] === ":") return { refused: `[: inside a class at ${i}, a POSIX class in RE2`, re2: out };
       if (c === "]") inClass = false;
+      out += c;
     } else if (c === "[") {
       inClass = true;
-    } else if (c === "(" && pattern[i + 1] === "?") {
-      const kind = pattern.slice(i + 2, i + 4);
-      if (kind.startsWith("=") || kind.startsWith("!")) return `lookahead at ${i}`;
-      if (kind === "<=" || kind === "<!") return `lookbehind at ${i}`;
+      out += c;
+      // A leading `]` or `^]` is a character of the class in RE2 but closes an empty class in JavaScript.
+      if (pattern[i + 1] === "]" || (pattern[i + 1] === "^" && pattern[i + 2] === "]")) return { refused: `empty class at ${i}`, re2: out };
+    } else if (c === ".") {
+      out += JS_DOT;
+    } else {
+      if (c === "(" && pattern[i + 1] === "?") {
+        const kind = pattern.slice(i + 2, i + 4);
+        if (kind.startsWith("=") || kind.startsWith("!")) return { refused: `lookahead at ${i}`, re2: out };
+        if (kind === "<=" || kind === "<!") return { refused: `lookbehind at ${i}`, re2: out };
+      }
+      out += c;
     }
   }
-  return undefined;
+  return { re2: out };
 };
 
 /** Compiles a JavaScript-syntax pattern for line tests; INVALID_SPEC when it is not valid or not linear. */
@@ -67,11 +100,11 @@ export const compileLinePattern = (pattern: string, ignoreCase = false, engine?:
       field: "params.pattern",
     });
   }
-  const construct = nonLinearConstruct(pattern);
-  if (construct !== undefined) throw refusal(construct);
+  const scanned = scan(pattern);
+  if (scanned.refused !== undefined) throw refusal(scanned.refused);
   let re2: RE2JS;
   try {
-    re2 = RE2JS.compile(RE2JS.translateRegExp(pattern), ignoreCase ? RE2JS.CASE_INSENSITIVE : 0);
+    re2 = RE2JS.compile(RE2JS.translateRegExp(scanned.re2), ignoreCase ? RE2JS.CASE_INSENSITIVE : 0);
   } catch (err) {
     throw refusal(`RE2: ${(err as Error).message.split("\n")[0]}`);
   }
