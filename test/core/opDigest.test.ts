@@ -16,6 +16,7 @@ import { parseJobSpec } from "../../lib/core/job/spec.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { defineOp } from "../../lib/core/ops/defineOp.js";
 import { OpRegistry, opDigest } from "../../lib/core/ops/registry.js";
+import { canonicalCode, codeDigest } from "../../lib/core/ops/codeDigest.js";
 import { checkAgainstDeployed, listingOf } from "../../lib/core/ops/registryListing.js";
 import { afterFailedAttempt, runTask } from "../../lib/core/pipeline/task.js";
 import { taskJobOf } from "../../lib/core/pipeline/split.js";
@@ -118,6 +119,30 @@ describe("a task whose job ran other code", () => {
   });
 });
 
+describe("canonical code", () => {
+  const digest = (f: unknown): string => codeDigest([f]);
+  it("tells apart code that differs only in grouping, a property's digits, or a literal's type", () => {
+    const pairs: [unknown, unknown][] = [
+      [(a: number, b: number, c: number) => (a + b) * c, (a: number, b: number, c: number) => a + b * c],
+      [(a: number, b: number, c: number) => a - (b - c), (a: number, b: number, c: number) => a - b - c],
+      [(s: string) => /(ab)+/.test(s), (s: string) => /ab+/.test(s)],
+      [(x: number) => Math.log2(x), (x: number) => Math.log10(x)],
+      [(r: { col1: number; col2: number }) => r.col1 - r.col2, (r: { col1: number; col2: number }) => r.col2 - r.col1],
+      [() => 10n, () => 10],
+    ];
+    for (const [a, b] of pairs) expect(digest(a), `${String(a)} vs ${String(b)}`).not.toBe(digest(b));
+  });
+
+  it("is the same for the same code printed otherwise: quotes, escapes, parentheses, void 0, renamed bindings", () => {
+    expect(canonicalCode("(x) => { return 'a\\t' + x; }")).toBe(
+      canonicalCode('x => "a\\u0009" + x'.replace("x =>", "(x) => {return").concat(";}")),
+    );
+    expect(canonicalCode("(record) => record.n")).toBe(canonicalCode("(record2) => record2.n"));
+    expect(canonicalCode("() => void 0")).toBe(canonicalCode("() => undefined"));
+    expect(canonicalCode("map(r) { return r; }")).toBe(canonicalCode("map(row) { return row }"));
+  });
+});
+
 describe("a client's local op against the deployed listing", () => {
   const listing = listingOf(new OpRegistry([longest()]));
 
@@ -163,7 +188,11 @@ export const meanTemp = defineOp({
     return { n: 1, total: r.data.celsius * 1_000 };
   },
   combine: (a: Acc, b: Acc): Acc => ({ n: a.n + b.n, total: a.total + b.total, }),
-  finalize: (acc) => ({ mean: acc ? acc.total / acc.n / 1e3 : null, label: 'it\\'s "mean"' }),
+  finalize: (acc) => ({
+    mean: acc ? acc.total / acc.n / 1e3 : null,
+    label: \`it's \${acc ? acc['n'] : "é\\t"} "mean"\`.replace(/'/g, "’"),
+    big: 10n,
+  }),
 });
 `;
   let dir: string;

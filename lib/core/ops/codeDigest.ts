@@ -1,68 +1,110 @@
 /**
  * A digest of a function's code that is the same whichever tool printed it. The deployed roles
  * load a lab's module as esbuild bundled it; the lab's own process loads it as written, through
- * tsx or as tsc compiled it. Those print the same code with other whitespace, comments, quotes,
- * semicolons, parentheses, trailing commas, number spellings and `void 0`, and a bundle renames an
- * identifier that collides with another module's by appending digits. All of that is dropped
- * before hashing; any change to what the code does still changes the digest.
+ * tsx or as tsc compiled it. Those print the same code with other layout, comments, quotes,
+ * escapes, parentheses, number spellings and `void 0` for `undefined`, and a bundle renames a
+ * module-level name that collides with another module's by appending digits. So the digest is
+ * taken over the function's syntax tree (acorn), where none of that shows: literals by value,
+ * grouping by structure, the function's own bindings by the order they are bound, and free names
+ * (a bundle may rename those too) without trailing digits.
+ * Any change to what the code does changes the tree.
  */
 import { createHash } from "node:crypto";
+import { parse, type Node } from "acorn";
 
-const isIdentifierChar = (c: string | undefined): boolean => c !== undefined && /[\p{ID_Continue}$]/u.test(c);
-const isDigit = (c: string | undefined): boolean => c !== undefined && c >= "0" && c <= "9";
+type AnyNode = Node & Record<string, unknown>;
 
-/** The value of a '…' or "…" literal's body, for the escapes printers choose between. */
-const unescapeQuoted = (body: string): string => body.replace(/\\(['"\\])/g, "$1");
+/** Fields that say where a node is, or how its literal was spelled: not what the code does. */
+const LAYOUT = new Set(["start", "end", "loc", "range", "raw", "sourceType", "shorthand"]);
 
-/** The canonical text of `source`: comments, layout and printer choices removed (see above). */
-export const canonicalCode = (source: string): string => {
-  let out = "";
-  let i = 0;
-  const n = source.length;
-  while (i < n) {
-    const c = source[i]!;
-    const next = source[i + 1];
-    if (c === "/" && next === "/") {
-      while (i < n && source[i] !== "\n") i++;
-    } else if (c === "/" && next === "*") {
-      const end = source.indexOf("*/", i + 2);
-      i = end === -1 ? n : end + 2;
-    } else if (c === "'" || c === '"') {
-      let j = i + 1;
-      while (j < n && source[j] !== c) j += source[j] === "\\" ? 2 : 1;
-      out += JSON.stringify(unescapeQuoted(source.slice(i + 1, j)));
-      i = j + 1;
-    } else if (c === "`") {
-      let j = i + 1;
-      while (j < n && source[j] !== "`") j += source[j] === "\\" ? 2 : 1;
-      const body = source.slice(i + 1, j);
-      // A template without substitutions is a plain string, which a printer may quote either way.
-      out += body.includes("${") ? source.slice(i, j + 1) : JSON.stringify(body.replace(/\\([`'"\\])/g, "$1"));
-      i = j + 1;
-    } else if (isDigit(c) || (c === "." && isDigit(next))) {
-      let j = i;
-      while (j < n && (/[\w.]/.test(source[j]!) || (/[+-]/.test(source[j]!) && /[eE]/.test(source[j - 1]!)))) j++;
-      const raw = source.slice(i, j);
-      const value = Number(raw.replace(/_/g, "").replace(/n$/, ""));
-      out += Number.isNaN(value) ? raw : String(value);
-      i = j;
-    } else if (isIdentifierChar(c)) {
-      let j = i;
-      while (j < n && isIdentifierChar(source[j])) j++;
-      // A bundle renames `parse` to `parse2` when another module has a `parse` too.
-      out += `${source.slice(i, j).replace(/(?<=\D)\d+$/, "")} `;
-      i = j;
-    } else if (c === "," && /^\s*[)\]}]/.test(source.slice(i + 1, i + 64))) {
-      i++;
-    } else if (/[\s;()]/.test(c)) {
-      i++;
-    } else {
-      out += c;
-      i++;
+const isNode = (v: unknown): v is AnyNode => typeof v === "object" && v !== null && typeof (v as { type?: unknown }).type === "string";
+
+/** The function's source as a tree: an expression, or an object's method (`map(r) { … }`). */
+const treeOf = (source: string): AnyNode | undefined => {
+  for (const wrapped of [`(${source})`, `({${source}})`]) {
+    try {
+      return parse(wrapped, { ecmaVersion: "latest", sourceType: "module" }) as unknown as AnyNode;
+    } catch {
+      // not this shape: try the next
     }
   }
-  // esbuild prints `undefined` as `void 0`.
-  return out.replaceAll("void 0", "undefined ");
+  return undefined;
+};
+
+/**
+ * Every name the function binds itself (params, variables, functions, classes, catch clauses),
+ * numbered in the order they are first bound: a bundle renames bindings too (`record` becomes
+ * `record2` beside a dependency's `record`), so bound names are compared by that number.
+ */
+const boundNames = (root: AnyNode): Map<string, string> => {
+  const names = new Map<string, string>();
+  const pattern = (p: unknown): void => {
+    if (!isNode(p)) return;
+    if (p.type === "Identifier") {
+      const name = p["name"] as string;
+      if (!names.has(name)) names.set(name, `$${names.size}`);
+    } else if (p.type === "ObjectPattern")
+      for (const prop of p["properties"] as AnyNode[]) pattern(prop.type === "RestElement" ? prop["argument"] : prop["value"]);
+    else if (p.type === "ArrayPattern") for (const e of p["elements"] as unknown[]) pattern(e);
+    else if (p.type === "RestElement") pattern(p["argument"]);
+    else if (p.type === "AssignmentPattern") pattern(p["left"]);
+  };
+  const walk = (v: unknown): void => {
+    if (Array.isArray(v)) {
+      for (const x of v) walk(x);
+      return;
+    }
+    if (!isNode(v)) return;
+    if (v.type === "VariableDeclarator") pattern(v["id"]);
+    if (/Function|ArrowFunction/.test(v.type)) for (const p of v["params"] as unknown[]) pattern(p);
+    if ((/Function/.test(v.type) || /Class/.test(v.type)) && v["id"]) pattern(v["id"]);
+    if (v.type === "CatchClause") pattern(v["param"]);
+    for (const [k, child] of Object.entries(v)) if (!LAYOUT.has(k)) walk(child);
+  };
+  walk(root);
+  return names;
+};
+
+/** The canonical form of a tree: JSON of its structure and values, layout and spelling left out. */
+const canonicalTree = (root: AnyNode): string => {
+  const bound = boundNames(root);
+  const visit = (v: unknown, key?: string): unknown => {
+    if (Array.isArray(v)) return v.map((x) => visit(x));
+    if (!isNode(v)) return typeof v === "bigint" ? `${v}n` : v;
+    // esbuild prints `undefined` as `void 0`.
+    if (v.type === "UnaryExpression" && v["operator"] === "void" && isNode(v["argument"]) && v["argument"]["value"] === 0) {
+      return { id: "undefined" };
+    }
+    if (v.type === "Literal") {
+      const regex = v["regex"] as { pattern: string; flags: string } | undefined;
+      return regex ? { regex } : { value: typeof v["value"] === "bigint" ? `${v["value"]}n` : (v["value"] ?? null) };
+    }
+    // A template with nothing substituted is a string, which a printer may quote either way.
+    if (v.type === "TemplateLiteral" && (v["expressions"] as unknown[]).length === 0) {
+      return { value: ((v["quasis"] as AnyNode[])[0]!["value"] as { cooked: string }).cooked };
+    }
+    if (v.type === "TemplateElement") return { cooked: (v["value"] as { cooked: string | null }).cooked };
+    if (v.type === "Identifier") {
+      const name = v["name"] as string;
+      // A property's name is no binding; a bound name is its number; a free one may carry a bundle's collision digits.
+      if (key === "property" || key === "key") return { id: name };
+      return { id: bound.get(name) ?? name.replace(/(?<=\D)\d+$/, "") };
+    }
+    const out: Record<string, unknown> = {};
+    for (const [k, child] of Object.entries(v)) {
+      if (LAYOUT.has(k)) continue;
+      const computed = v["computed"] === true;
+      out[k] = visit(child, (k === "property" || k === "key") && computed ? undefined : k);
+    }
+    return out;
+  };
+  return JSON.stringify(visit(root));
+};
+
+/** The canonical text of a function's source (see above); the source itself if no parser takes it. */
+export const canonicalCode = (source: string): string => {
+  const tree = treeOf(source);
+  return tree ? canonicalTree(tree) : source;
 };
 
 /** The first 16 hex digits of a SHA-256 over JSON `parts`, with functions as their canonical code. */
