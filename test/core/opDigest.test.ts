@@ -139,6 +139,8 @@ describe("canonical code", () => {
     );
     expect(canonicalCode("(record) => record.n")).toBe(canonicalCode("(record2) => record2.n"));
     expect(canonicalCode("() => void 0")).toBe(canonicalCode("() => undefined"));
+    // vitest's transform adds an empty statement after a loop with an empty body.
+    expect(canonicalCode("(l) => { for (;;) {} return 1; }")).toBe(canonicalCode("(l) => { for (;;) {}; return 1; }"));
     expect(canonicalCode("map(r) { return r; }")).toBe(canonicalCode("map(row) { return row }"));
   });
 });
