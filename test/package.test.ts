@@ -112,15 +112,7 @@ describe("npm pack", () => {
 
 describe("a lab project that depends on the tarball", () => {
   it("runs its own op, which imports the lab's own npm dependency, through the installed `cloudmill run`", async () => {
-    const lines = [
-      '{"station":"north","celsius":-3.5}',
-      '{"station":"north","celsius":"n/a"}',
-      '{"station":"south","celsius":21}',
-      '{"celsius":4}',
-      '{"station":"east","celsius":0}',
-    ];
-    const rows = Array.from({ length: 4000 }, (_, i) => lines[i % lines.length]!);
-    await writeFile(path.join(lab, "readings.jsonl"), `${rows.join("\n")}\n`);
+    await writeReadings(path.join(lab, "readings.jsonl"));
     // Independent reference: the same validity rule, in Python.
     const expected = Number(
       execFileSync(
@@ -177,7 +169,7 @@ console.log(JSON.stringify({ root: Object.keys(root).sort(), sdk: typeof sdk.Clo
   });
 });
 
-/** The lab's readings: 4000 lines, 2400 of which pass the op's schema (Python counts them in the test above). */
+/** The lab's readings: 4000 lines, 2400 of which pass the op's schema (Python counts them in the first test). */
 const writeReadings = async (file: string): Promise<void> => {
   const lines = [
     '{"station":"north","celsius":-3.5}',
