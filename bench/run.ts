@@ -6,7 +6,8 @@
  * ceiling in the same rounds: two baseline processes at once, each on half the input.
  * Env: BENCH_MB (default 512), BENCH_SEED (default 42), BENCH_WORKERS (default 2),
  * BENCH_REPEATS, BENCH_CHUNK (default 16MiB), BENCH_OPS (default count,wordcount,stats),
- * BENCH_CLOUD=0 to skip the emulated cloud, BENCH_ITEMS (default 20000) for a lab's task over items
+ * BENCH_CLOUD=0 to skip the emulated cloud, BENCH_ITEMS (default 20000) for a lab's task over items,
+ * BENCH_CSV_MB (default 128) for CSV with quoted newlines against the same data without them
  * against a plain loop. Also: start-up of whole CLI commands, against a
  * bare Node start.
  *
@@ -27,6 +28,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { isDeepStrictEqual } from "node:util";
 import { parseSize } from "../lib/core/job/size.js";
 import { splitterRequests, tasksPerSecond } from "./cloud.js";
+import { csvMultiline } from "./csv.js";
 import { generateNumbers, generateText } from "./generate.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -323,6 +325,19 @@ const main = async (): Promise<void> => {
   rows.push(`\nStart-up, whole commands (${REPEATS} alternating runs each):\n`, ...(await startUp(tiny)));
   process.stderr.write("a task over items…\n");
   rows.push(`\nA lab's task over ${ITEMS} items (${REPEATS} alternating runs each):\n`, ...(await taskThroughput(path.dirname(tiny))));
+  process.stderr.write("csv with quoted newlines…\n");
+  rows.push(
+    `\nCSV whose quoted fields hold newlines, against the same data without them (${REPEATS} alternating runs each):\n`,
+    ...(await csvMultiline({
+      dir,
+      cli: path.join(root, "bin", "cloudmill.js"),
+      mb: Number(process.env.BENCH_CSV_MB ?? 128),
+      seed: SEED,
+      workers: WORKERS,
+      repeats: REPEATS,
+      chunk: CHUNK,
+    })),
+  );
 
   // Memory follows neither the input's size nor the chunk size: chunks are streamed in blocks.
   rows.push(`\nwordcount peak RSS by chunk size (same input, ${WORKERS} workers, one run each):\n`);

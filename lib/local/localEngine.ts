@@ -19,6 +19,7 @@ import type { SplitDeps } from "../core/pipeline/deps.js";
 import { failJob, handleDeadLetter } from "../core/pipeline/deadLetter.js";
 import { readBytes, readJson } from "../core/pipeline/blobJson.js";
 import { OrderedPartMerge, type MergedParts } from "../core/pipeline/partMerge.js";
+import { speculatesOnQuotes } from "../core/pipeline/part.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
 import { deadlineSecondsOf, enqueueTasks, startJob, taskJobOf, tasksOf } from "../core/pipeline/split.js";
 import { afterFailedAttempt } from "../core/pipeline/task.js";
@@ -160,7 +161,9 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
   let bytesDone = 0;
   // An op whose merge ignores order is merged by each task thread as it maps (no part is read
   // back); any other is merged here in chunk order while the threads map later chunks.
-  const orderFree = deps.registry.get(manifest.job.op).orderFreeMerge === true;
+  const op = deps.registry.get(manifest.job.op);
+  // A multiline CSV chunk's reading is chosen by the chunks before it: such parts merge in order.
+  const orderFree = op.orderFreeMerge === true && !speculatesOnQuotes(manifest.job.format, op.parseParams(manifest.job.params));
   const inOrder = orderFree ? undefined : new OrderedPartMerge(deps, manifest);
   // Only a chunk's first attempt joins its thread's total, so no chunk can be in two totals.
   // Such a chunk writes no part (unless work is kept): its thread's total alone holds it. A
@@ -276,7 +279,10 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
     options.signal?.removeEventListener("abort", onAbort);
   }
   if (ended === "aborted") throw new CloudmillError(ErrorCode.CANCELLED, "interrupted", { jobId: manifest.jobId });
-  if (ended === "complete") await reduceJob(deps, manifest.jobId, inOrder ?? new OrderedPartMerge(deps, manifest, totals));
+  if (ended === "complete") {
+    const merged = inOrder ?? new OrderedPartMerge(deps, manifest, totals);
+    await reduceJob(deps, manifest.jobId, merged, (err) => withLineNumber(err, inputs, root));
+  }
 };
 
 /** Chunks held only in a thread's total that is in none of `totals` (its thread died). */

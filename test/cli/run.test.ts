@@ -291,7 +291,7 @@ describe("runCli in process", () => {
       2,
       /^cloudmill: histogram: param max: min must be less than max \(got "0"\)\n$/,
     ],
-    [[...W, "--op", "count", "-p", "bins=3"], 2, /^cloudmill: count: unknown param "bins" \(known: header, separator\)\n$/],
+    [[...W, "--op", "count", "-p", "bins=3"], 2, /^cloudmill: count: unknown param "bins" \(known: header, separator, multiline\)\n$/],
     [[...W, "--op", "wordcount", "--format", "csv"], 2, /^cloudmill: op wordcount does not read csv \(it reads: lines\)\n$/],
     [[...W, "--op", "count", "-c", "0"], 2, /^cloudmill: (chunkSize|--chunk-size): must be between 1 byte and 1GiB, got 0\n$/],
     [[...W, "--op", "count", "-c", "2GiB"], 2, /^cloudmill: (chunkSize|--chunk-size): must be between 1 byte and 1GiB, got 2147483648\n$/],

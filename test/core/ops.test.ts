@@ -153,7 +153,7 @@ describe("count", () => {
   it("takes no op params besides the format's", () => {
     const e = errorOf(() => count.parseParams({ k: "3" }));
     expect(e.code).toBe(ErrorCode.INVALID_SPEC);
-    expect(e.message).toBe('count: unknown param "k" (known: header, separator)');
+    expect(e.message).toBe('count: unknown param "k" (known: header, separator, multiline)');
   });
 });
 
@@ -383,7 +383,9 @@ describe("stats", () => {
   });
 
   it("takes format params only", () => {
-    expect(errorOf(() => stats.parseParams({ k: "1" })).message).toBe('stats: unknown param "k" (known: header, separator, column, field)');
+    expect(errorOf(() => stats.parseParams({ k: "1" })).message).toBe(
+      'stats: unknown param "k" (known: header, separator, multiline, column, field)',
+    );
   });
 });
 

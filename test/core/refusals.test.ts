@@ -111,16 +111,28 @@ describe("`count` over CSV", () => {
     }
   });
 
-  it("refuses a newline inside quotes, naming line and byte, rather than counting the record twice", async () => {
+  it("counts a record whose quoted field holds a newline once, as Python does, at any chunk size", async () => {
+    const file = path.join(dir, "multiline.csv");
+    const text = 'a,b\n1,"x\ny"\n2,z\n';
+    await writeFile(file, text);
+    for (const chunkSize of [1, 5, 1024]) {
+      expect(await run(file, "count", chunkSize, { format: "csv" }), `chunk size ${chunkSize}`).toEqual({
+        ok: true,
+        result: { records: pythonRows(file) },
+      });
+    }
+  });
+
+  it("with multiline=false refuses a newline inside quotes, naming line and byte, rather than counting the record twice", async () => {
     const file = path.join(dir, "multiline.csv");
     const text = 'a,b\n1,"x\ny"\n2,z\n';
     await writeFile(file, text);
     expect(pythonRows(file)).toBe(2);
     for (const chunkSize of [1, 5, 1024]) {
-      const r = await run(file, "count", chunkSize, { format: "csv" });
+      const r = await run(file, "count", chunkSize, { format: "csv", params: { multiline: "false" } });
       expect(r.ok, `chunk size ${chunkSize}`).toBe(false);
       expect((r as { error: CloudmillError }).error.describe()).toBe(
-        `${file}:2 (byte ${text.indexOf("1,")}): unterminated quoted field: a quoted field may not contain a newline (one record per line)`,
+        `${file}:2 (byte ${text.indexOf('"x')}): unterminated quoted field (column 2): with multiline=false a quoted field may not hold a newline`,
       );
     }
   });

@@ -189,9 +189,22 @@ const DATA: readonly DataRow[] = [
     },
   },
   {
-    name: "a CSV with an unbalanced quote, skipped on request",
+    // Skipping would drop every record after the open quote: a quote that never closes fails the job.
+    name: "a CSV with an unbalanced quote, even with skipping asked for",
     bytes: `k,v\n"${DATA_CANARY},1\nb,2\n`,
     spec: { op: "stats", format: "csv", params: { column: "v" }, onBadRecord: "skip" },
+    expected: {
+      code: "BAD_RECORD",
+      cloud: /\(byte 4\): unterminated quoted field/,
+      local: /:2 \(byte 4\): unterminated quoted field/,
+      line: 2,
+      offset: 4,
+    },
+  },
+  {
+    name: "a CSV with an unbalanced quote, one record per line, skipped on request",
+    bytes: `k,v\n"${DATA_CANARY},1\nb,2\n`,
+    spec: { op: "stats", format: "csv", params: { column: "v", multiline: false }, onBadRecord: "skip" },
     expected: { result: { count: 1, sum: 2, min: 2, max: 2, mean: 2, variance: 0 }, skipped: 1 },
   },
   {

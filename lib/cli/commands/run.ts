@@ -148,6 +148,8 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
         });
         view.done();
         if (status.skipped) io.stderr.write(`cloudmill: skipped ${status.skipped} bad record(s)\n`);
+        for (const { input, separator } of status.csv ?? [])
+          io.stderr.write(`cloudmill: ${input}: separator ${JSON.stringify(separator)} (sniffed)\n`);
         await writeResult(io, result, flags.out);
       } finally {
         view.done();

@@ -87,6 +87,8 @@ export const JobStatus = z.object({
   finishedAt: z.string().optional(),
   /** Records skipped as bad (only with onBadRecord: skip). */
   skipped: z.number().int().nonnegative().optional(),
+  /** The separator `separator=auto` chose for each CSV input. */
+  csv: z.array(z.object({ input: z.string(), separator: z.string() })).optional(),
   error: z
     .object({
       code: z.string(),

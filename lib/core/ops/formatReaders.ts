@@ -6,7 +6,8 @@ import { z } from "zod";
 import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import type { Format } from "../job/spec.js";
 import type { RecordBlock } from "../records/alignedBlocks.js";
-import { parseCsvLine } from "../records/csv.js";
+import { forEachCsvRecord, parseCsvRecord, type CsvOptions } from "../records/csv.js";
+import { checkHeaderNames } from "../records/csvDialect.js";
 import { forEachLine, trimRange } from "../records/lines.js";
 import { parseNumberAt, parseNumberText } from "../records/numbers.js";
 import type { MapContext } from "./types.js";
@@ -18,11 +19,14 @@ export const formatParamsShape = {
   header: boolParam().optional(),
   /** CSV: field separator (default `,`). */
   separator: z.string().min(1).max(4).optional(),
+  /** CSV: quoted fields may hold newlines (default true); false reads one record per line. */
+  multiline: boolParam().optional(),
 };
 
 export const formatParamsHelp = [
   "header=true|false   csv: the first line names the columns (default true)",
   "separator=,         csv: field separator (default ,)",
+  "multiline=true|false csv: quoted fields may hold newlines (default true); false: one record per line",
 ];
 
 /** Params of ops that read one number per record. */
@@ -43,6 +47,7 @@ export const valueParamsHelp = [
 export interface FormatOptions {
   readonly header?: boolean | undefined;
   readonly separator?: string | undefined;
+  readonly multiline?: boolean | undefined;
 }
 
 export interface ValueOptions extends FormatOptions {
@@ -50,16 +55,18 @@ export interface ValueOptions extends FormatOptions {
   readonly field?: string | undefined;
 }
 
-const csvOptions = (o: FormatOptions) => ({ separator: o.separator ?? ",", quote: '"' });
+/** How a job's params read CSV: RFC 4180 with quoted newlines unless `multiline=false`. */
+export const csvOptions = (o: FormatOptions): CsvOptions => ({ separator: o.separator ?? ",", quote: '"', multiline: o.multiline ?? true });
 
-/** Calls fn for each line, decoding it as UTF-8, skipping the CSV header line. */
-const forEachTextLine = (
+/** Calls fn for each CSV record's text, skipping the header record. */
+const forEachCsvText = (
   block: RecordBlock,
-  skipFirstLine: boolean,
+  csv: CsvOptions,
+  skipHeader: boolean,
   fn: (text: string, offset: number, bytes: Buffer, start: number, end: number) => void,
 ): void => {
-  let skip = skipFirstLine && block.first;
-  forEachLine(block, (s, e, offset) => {
+  let skip = skipHeader && block.first;
+  forEachCsvRecord(block, csv.multiline === true, (s, e, offset) => {
     if (skip) {
       skip = false;
       return;
@@ -67,6 +74,10 @@ const forEachTextLine = (
     fn(block.bytes.toString("utf8", s, e), offset, block.bytes, s, e);
   });
 };
+
+/** Calls fn for each line, decoding it as UTF-8. */
+const forEachTextLine = (block: RecordBlock, fn: (text: string, offset: number, bytes: Buffer, start: number, end: number) => void): void =>
+  forEachLine(block, (s, e, offset) => fn(block.bytes.toString("utf8", s, e), offset, block.bytes, s, e));
 
 const QUOTE_BYTE = 0x22;
 
@@ -105,7 +116,7 @@ export const forEachRecord = (
 ): void => {
   switch (format) {
     case "lines":
-      forEachTextLine(block, false, (text, offset) => fn(text, offset));
+      forEachTextLine(block, (text, offset) => fn(text, offset));
       return;
     case "numbers":
       forEachLine(block, (s, e, offset) =>
@@ -118,10 +129,13 @@ export const forEachRecord = (
     case "csv": {
       const header = options.header ?? true;
       const names = header ? ctx.header : undefined;
-      forEachTextLine(block, header, (text, offset, b, s, e) => {
+      // Records become objects keyed by the names: two columns of one name would lose a value.
+      if (names) checkHeaderNames(names);
+      const csv = csvOptions(options);
+      forEachCsvText(block, csv, header, (text, offset, b, s, e) => {
         if (isBlank(b, s, e)) return;
         guarded(ctx, offset, () => {
-          const fields = parseCsvLine(text, offset, csvOptions(options));
+          const fields = parseCsvRecord(text, offset, csv);
           if (!names) return fn(fields, offset);
           if (fields.length !== names.length)
             throw badRecord(`expected ${names.length} fields (as in the header), got ${fields.length}`, offset);
@@ -133,7 +147,7 @@ export const forEachRecord = (
       return;
     }
     case "jsonl":
-      forEachTextLine(block, false, (text, offset, b, s, e) => {
+      forEachTextLine(block, (text, offset, b, s, e) => {
         if (isBlank(b, s, e)) return;
         guarded(ctx, offset, () => fn(JSON.parse(text) as unknown, offset));
       });
@@ -144,27 +158,33 @@ export const forEachRecord = (
 /** Counts records the way forEachRecord sees them, without decoding more than needed. */
 export const countRecords = (block: RecordBlock, format: Format, options: FormatOptions, ctx: MapContext): number => {
   let n = 0;
-  if (format === "csv" || format === "jsonl") {
-    const skipHeader = format === "csv" && (options.header ?? true);
-    let skip = skipHeader && block.first;
-    forEachLine(block, (s, e, offset) => {
+  if (format === "csv") {
+    const csv = csvOptions(options);
+    let skip = (options.header ?? true) && block.first;
+    forEachCsvRecord(block, csv.multiline === true, (s, e, offset) => {
       if (skip) {
         skip = false;
         return;
       }
       if (isBlank(block.bytes, s, e)) return;
-      // A line with a quote is parsed, as every other op parses it: a quoted field left open
-      // (a newline inside quotes) is refused, never counted as two records.
-      const quote = format === "csv" ? block.bytes.indexOf(QUOTE_BYTE, s) : -1;
+      // A record with a quote is parsed, as every other op parses it: one whose quotes do not
+      // pair up is refused (or skipped), never counted as some other number of records.
+      const quote = block.bytes.indexOf(QUOTE_BYTE, s);
       if (quote !== -1 && quote < e) {
         let ok = false;
         guarded(ctx, offset, () => {
-          parseCsvLine(block.bytes.toString("utf8", s, e), offset, csvOptions(options));
+          parseCsvRecord(block.bytes.toString("utf8", s, e), offset, csv);
           ok = true;
         });
         if (!ok) return;
       }
       n++;
+    });
+    return n;
+  }
+  if (format === "jsonl") {
+    forEachLine(block, (s, e) => {
+      if (!isBlank(block.bytes, s, e)) n++;
     });
     return n;
   }
@@ -191,6 +211,9 @@ const columnIndex = (options: ValueOptions, header: readonly string[] | undefine
   }
   if (typeof column === "number" || /^\d+$/.test(column)) return Number(column) - 1;
   const i = header?.indexOf(column) ?? -1;
+  const again = i >= 0 ? header!.indexOf(column, i + 1) : -1;
+  if (again >= 0)
+    throw badRecord(`header: columns ${i + 1} and ${again + 1} are both named ${JSON.stringify(column)}: name it by index`, 0);
   if (i < 0) {
     throw new CloudmillError(
       ErrorCode.INVALID_SPEC,
@@ -224,10 +247,10 @@ export const numberReader = (
       const index = columnIndex(options, header ? ctx.header : undefined, ctx.inputName);
       const csv = csvOptions(options);
       return (block, fn) =>
-        forEachTextLine(block, header, (text, offset, b, s, e) => {
+        forEachCsvText(block, csv, header, (text, offset, b, s, e) => {
           if (isBlank(b, s, e)) return;
           guarded(ctx, offset, () => {
-            const fields = parseCsvLine(text, offset, csv);
+            const fields = parseCsvRecord(text, offset, csv);
             if (index >= fields.length) throw badRecord(`no column ${index + 1} (the row has ${fields.length})`, offset);
             const v = parseNumberText(fields[index]!, offset);
             if (v !== undefined) fn(v);
@@ -240,7 +263,7 @@ export const numberReader = (
       }
       const path = options.field.split(".");
       return (block, fn) =>
-        forEachTextLine(block, false, (text, offset, b, s, e) => {
+        forEachTextLine(block, (text, offset, b, s, e) => {
           if (isBlank(b, s, e)) return;
           guarded(ctx, offset, () => {
             const v = getPath(JSON.parse(text) as unknown, path);

@@ -5,7 +5,7 @@ import type { Manifest } from "../job/manifest.js";
 import type { AnyOp, Merger } from "../ops/types.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJson } from "./blobJson.js";
-import { Part } from "./part.js";
+import { Part, pickReading, type SniffedSeparator } from "./part.js";
 
 /** Parts merged elsewhere already (the local engine's task threads): their chunks and merged partial. */
 export interface MergedParts {
@@ -20,8 +20,9 @@ const READ_AHEAD = 16;
 /**
  * Merges a job's parts strictly in chunk order (so the result's bytes never depend on
  * which chunk finished first), reading a few parts ahead and holding at most READ_AHEAD
- * at once. The local engine tells it of each part as its chunk finishes, so merging
- * overlaps mapping; or, for an order-free op, seeds it with what its task threads merged
+ * at once. Going in order, it knows each CSV chunk's quote state and picks its reading.
+ * The local engine tells it of each part as its chunk finishes, so merging overlaps
+ * mapping; or, for an order-free op, seeds it with what its task threads merged
  * themselves, which is merged first. reduceJob merges whatever is still left.
  */
 export class OrderedPartMerge {
@@ -43,6 +44,10 @@ export class OrderedPartMerge {
   #loneSeed: { readonly partial: unknown } | undefined;
   #next = 0;
   #skipped = 0;
+  /** A CSV input's quote state before the next part's first byte (see QuoteSpeculation). */
+  #insideQuotes = false;
+  /** Separators `separator=auto` chose, by input. */
+  readonly #sniffed: SniffedSeparator[] = [];
   #merging: Promise<void> = Promise.resolve();
 
   constructor(deps: PipelineDeps, manifest: Manifest, seed: readonly MergedParts[] = []) {
@@ -71,12 +76,14 @@ export class OrderedPartMerge {
   }
 
   /** Merges every remaining part of `parts` (all of the job's), and reads out the merged partial. */
-  async complete(parts: ReadonlyMap<number, string>): Promise<{ readonly partial: unknown; readonly skipped: number }> {
+  async complete(
+    parts: ReadonlyMap<number, string>,
+  ): Promise<{ readonly partial: unknown; readonly skipped: number; readonly sniffed: readonly SniffedSeparator[] }> {
     for (const [index, key] of parts) if (index >= this.#next) this.#ready.set(index, key);
     this.#schedule();
     await this.#merging;
     if (this.#next !== this.#chunks) throw new CloudmillError(ErrorCode.INTERNAL, `part ${this.#next} of job ${this.#jobId} is missing`);
-    return { partial: this.#loneSeed ? this.#loneSeed.partial : this.#merger.value(), skipped: this.#skipped };
+    return { partial: this.#loneSeed ? this.#loneSeed.partial : this.#merger.value(), skipped: this.#skipped, sniffed: this.#sniffed };
   }
 
   /** How many chunks are merged already or have a part in `parts`. */
@@ -121,10 +128,13 @@ export class OrderedPartMerge {
       if (part) {
         if (part.jobId !== this.#jobId || part.index !== i)
           throw new CloudmillError(ErrorCode.INTERNAL, `part ${i} of job ${this.#jobId} holds job ${part.jobId} chunk ${part.index}`);
+        const { reading, insideAfter } = pickReading(part, this.#insideQuotes);
+        this.#insideQuotes = insideAfter;
         if (this.#loneSeed) this.#merger.add(this.#loneSeed.partial);
         this.#loneSeed = undefined;
-        this.#merger.add(part.partial);
-        this.#skipped += part.skipped;
+        this.#merger.add(reading.partial);
+        this.#skipped += reading.skipped;
+        if (part.sniffed) this.#sniffed.push(part.sniffed);
       }
       this.#ready.delete(i);
       this.#next = i + 1;

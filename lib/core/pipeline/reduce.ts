@@ -30,8 +30,16 @@ const listParts = async (deps: PipelineDeps, jobId: string): Promise<Map<number,
   return parts;
 };
 
-/** `merged`: parts already merged as they arrived (the local engine); the rest are read here. */
-export const reduceJob = async (deps: PipelineDeps, jobId: string, merged?: OrderedPartMerge): Promise<ReduceOutcome> => {
+/**
+ * `merged`: parts already merged as they arrived (the local engine); the rest are read here.
+ * `locate`: adds what the caller can tell of where a merge's error is (a local file's line number).
+ */
+export const reduceJob = async (
+  deps: PipelineDeps,
+  jobId: string,
+  merged?: OrderedPartMerge,
+  locate: (err: CloudmillError) => Promise<CloudmillError> = async (err) => err,
+): Promise<ReduceOutcome> => {
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
   if (!manifest) return { kind: "unknown-job" };
   const log = deps.log.child({ jobId });
@@ -64,10 +72,11 @@ export const reduceJob = async (deps: PipelineDeps, jobId: string, merged?: Orde
 
   try {
     const merge = merged ?? new OrderedPartMerge(deps, manifest);
-    const { partial, skipped } = await merge.complete(parts);
+    const { partial, skipped, sniffed } = await merge.complete(parts);
     const { op, params } = merge;
-    const result = op.finalize(partial, params, { inputs: manifest.inputs.map((i) => i.name) });
-    const status = succeededStatus(manifest, skipped, nowOf(deps));
+    // JSON has no undefined: an op with nothing to say (a lab op over no records) answers null.
+    const result = op.finalize(partial, params, { inputs: manifest.inputs.map((i) => i.name) }) ?? null;
+    const status = succeededStatus(manifest, skipped, nowOf(deps), sniffed);
     if (await superseded(deps, manifest.output.status, jobId, manifest.createdAt)) {
       await writeJson(deps.output, succeededKey(jobId), status);
       log.info("job succeeded but a later job owns its output; result not written", { chunks: manifest.chunks });
@@ -85,7 +94,8 @@ export const reduceJob = async (deps: PipelineDeps, jobId: string, merged?: Orde
     // the reducer's event is retried (SQS redelivers it), rather than failing an exact job.
     if (error.code === ErrorCode.ENVIRONMENT) throw error;
     log.error("reduce failed", logFieldsOf(error));
-    await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done, startedAt: manifest.createdAt }, error);
+    const located = await locate(error);
+    await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done, startedAt: manifest.createdAt }, located);
     return { kind: "ended" };
   }
 };

@@ -26,7 +26,13 @@ export interface JobPlan {
   readonly deadlineSeconds: number;
 }
 
-const FORMAT_OF_EXTENSION: Readonly<Record<string, Format>> = { ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl" };
+const FORMAT_OF_EXTENSION: Readonly<Record<string, Format>> = {
+  ".csv": "csv",
+  ".tsv": "csv",
+  ".tab": "csv",
+  ".jsonl": "jsonl",
+  ".ndjson": "jsonl",
+};
 
 /** The format named by the inputs' common extension (`.csv`, `.jsonl`), if the op reads it. */
 const inferFormat = (names: readonly string[], formats: readonly Format[]): Format | undefined => {

@@ -39,12 +39,18 @@ const base = (m: Manifest) => ({
 
 export const runningStatus = (m: Manifest, done: number): JobStatus => ({ ...base(m), state: "running", done });
 
-export const succeededStatus = (m: Manifest, skipped: number, now: number): JobStatus => ({
+export const succeededStatus = (
+  m: Manifest,
+  skipped: number,
+  now: number,
+  sniffed: readonly { input: string; separator: string }[] = [],
+): JobStatus => ({
   ...base(m),
   state: "succeeded",
   done: m.chunks,
   finishedAt: new Date(now).toISOString(),
   ...(skipped ? { skipped } : {}),
+  ...(sniffed.length ? { csv: [...sniffed] } : {}),
 });
 
 /** The status the terminal markers imply, if any: succeeded, then failed, then cancelled. */

@@ -4,19 +4,25 @@
  */
 import { cancelKey, chunkErrorKey, failureKey, partKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
-import type { Chunk, TaskMessage } from "../job/manifest.js";
+import type { Chunk, InputObject, TaskMessage } from "../job/manifest.js";
 import type { MapContext } from "../ops/types.js";
-import type { FormatOptions } from "../ops/formatReaders.js";
+import { csvOptions, type FormatOptions } from "../ops/formatReaders.js";
+import type { AnyOp } from "../ops/types.js";
+import type { RemoteMapped } from "./mappers.js";
 import { isTaskOp } from "../ops/defineTask.js";
 import { opDigest } from "../ops/registry.js";
-import { ownedRecordBlocks } from "../records/alignedBlocks.js";
+import { ownedRecordLanes, RecordCutter, type RecordBlock } from "../records/alignedBlocks.js";
+import { CsvRecordEnds, lineEnds } from "../records/recordEnds.js";
 import { recordLimitsOf } from "./recordLimits.js";
-import { compressedInputError, refusingCompressed, SIGNATURE_BYTES } from "../records/compressed.js";
+import { compressedInputError, SIGNATURE_BYTES } from "../records/compressed.js";
 import { readFirstLine } from "../records/firstRecord.js";
-import { parseCsvLine } from "../records/csv.js";
+import { parseCsvRecord } from "../records/csv.js";
+import { defaultSeparator, SNIFF_BYTES, sniffSeparator } from "../records/csvDialect.js";
+import type { BlobStore } from "../ports.js";
+import type { Params } from "../job/spec.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readBytes, writeJson } from "./blobJson.js";
-import type { Part } from "./part.js";
+import { keptErrorOf, type Part, type Reading } from "./part.js";
 import { statusErrorOf } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
 import { readItems, runItems } from "./items.js";
@@ -126,80 +132,234 @@ const mapChunk = async (
           "a job runs on one version of its op: start it again once every worker runs the new code",
       );
     }
-    const params = op.parseParams(job.params);
     const store = deps.inputStore(chunk.input.bucket);
+    // The separator this input is read with (a .tsv's tab, or sniffed) goes to the op as its param.
+    const dialect = job.format === "csv" ? await csvDialectOf(store, chunk.input, job.params, signal) : undefined;
+    const rawParams = dialect?.params ?? job.params;
+    const params = op.parseParams(rawParams);
     const formatOptions = params as FormatOptions;
+    const csv = job.format === "csv" ? csvOptions(formatOptions) : undefined;
+    const multiline = csv?.multiline === true;
     let header: string[] | undefined;
-    if (job.format === "csv" && (formatOptions.header ?? true)) {
-      const line = await readFirstLine(store, chunk.input, signal);
-      header = line === undefined ? [] : parseCsvLine(line, 0, { separator: formatOptions.separator ?? ",", quote: '"' });
+    if (csv && (formatOptions.header ?? true)) {
+      const text = await readFirstLine(store, chunk.input, signal, multiline ? new CsvRecordEnds(false, csv.separator) : lineEnds());
+      header = text === undefined ? [] : parseCsvRecord(text, 0, csv);
     }
-    let skipped = 0;
-    let firstSkipped: CloudmillError | undefined;
-    const ctx: MapContext = {
-      inputIndex: chunk.inputIndex,
-      inputName: chunk.input.name,
-      format: job.format,
-      ...(header ? { header } : {}),
-      bad(error) {
-        if (job.onBadRecord === "fail") throw error;
-        skipped++;
-        firstSkipped ??= error;
-      },
-    };
-    let partial: unknown;
+    const mapCtx = { inputIndex: chunk.inputIndex, inputName: chunk.input.name, format: job.format, ...(header ? { header } : {}) };
+    let part: Part;
     if (isTaskOp(op)) {
-      partial = await runItems(deps, task, op, await readItems(deps, task, ctx, signal), { signal, drain });
+      let skipped = 0;
+      let firstSkipped: CloudmillError | undefined;
+      const ctx: MapContext = {
+        ...mapCtx,
+        bad(error) {
+          if (job.onBadRecord === "fail") throw error;
+          skipped++;
+          firstSkipped ??= error;
+        },
+      };
+      const partial = await runItems(deps, task, op, await readItems(deps, task, ctx, signal), { signal, drain });
+      part = { v: 1, jobId, index: chunk.index, partial, skipped };
+      if (firstSkipped)
+        deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped.withContext(chunkContext(jobId, chunk))), skipped });
     } else {
-      const range = { ...chunk.input, start: chunk.start, end: chunk.end };
-      const blocksOf = (s: AbortSignal | undefined) =>
-        refusingCompressed(ownedRecordBlocks(store, range, s, recordLimitsOf(ctx)), chunk.input.name);
-      if (deps.mappers) {
-        // On a thread of its own: the chunk's time limit can end an op that never returns.
-        const remote = deps.mappers.open({
-          op: job.op,
-          params: job.params,
-          ctx: {
-            inputIndex: chunk.inputIndex,
-            inputName: chunk.input.name,
-            format: job.format,
-            onBadRecord: job.onBadRecord,
-            ...(header ? { header } : {}),
-          },
-          ...(signal ? { signal } : {}),
-        });
-        try {
-          // The time limit ends a read that stalls, too.
-          const reads = signal ? AbortSignal.any([signal, remote.signal]) : remote.signal;
-          try {
-            for await (const block of blocksOf(reads)) await remote.block(block);
-          } catch (err) {
-            throw remote.signal.aborted ? remote.signal.reason : err;
-          }
-          const mapped = await remote.finish();
-          partial = mapped.partial;
-          skipped += mapped.skipped;
-          if (mapped.firstSkipped) firstSkipped ??= toCloudmillError(mapped.firstSkipped);
-        } finally {
-          remote.close();
-        }
-      } else {
-        const mapper = op.mapper(params, ctx);
-        for await (const block of blocksOf(signal)) mapper.block(block);
-        partial = mapper.finish();
-      }
+      part = await mapRecords(deps, task, { op, params, rawParams, mapCtx, multiline, separator: csv?.separator ?? "," }, signal);
+      if (dialect?.sniffed !== undefined && chunk.start === 0)
+        part = { ...part, sniffed: { input: chunk.input.name, separator: dialect.sniffed } };
     }
-    const part: Part = { v: 1, jobId, index: chunk.index, partial, skipped };
     if (writePart) await writeJson(output, key, part);
-    if (firstSkipped)
-      deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped.withContext(chunkContext(jobId, chunk))), skipped });
-    return { kind: "done", bytes: chunk.end - chunk.start, skipped, partial: part.partial };
+    return { kind: "done", bytes: chunk.end - chunk.start, skipped: part.skipped, partial: part.partial };
   } catch (err) {
     const error = toCloudmillError(err);
     // Garbled records past an input's first chunk may be compressed data: say so, not "bad number".
     const compressed = error.code === ErrorCode.BAD_RECORD && chunk.start > 0 ? await compressedInputOf(deps, task, signal) : undefined;
     throw (compressed ?? error).withContext(chunkContext(jobId, chunk));
   }
+};
+
+/** One reading of a chunk's records by the op: a mapper on this thread or on a mapper host's. */
+interface Lane {
+  readonly cutter: RecordCutter;
+  /** Where records end, for a multiline CSV (its quote state gives the chunk's parity). */
+  readonly quotes?: CsvRecordEnds;
+  readonly mapper: {
+    block(block: RecordBlock): Promise<void> | void;
+    finish(): Promise<RemoteMapped> | RemoteMapped;
+    close(): void;
+    readonly signal?: AbortSignal;
+  };
+  error?: CloudmillError;
+}
+
+interface RecordJob {
+  readonly op: AnyOp;
+  readonly params: unknown;
+  /** The params as the op parses them (a mapper thread parses them again). */
+  readonly rawParams: Params;
+  readonly mapCtx: Omit<MapContext, "bad">;
+  /** CSV read with quoted newlines: records end at newlines outside quotes. */
+  readonly multiline: boolean;
+  readonly separator: string;
+}
+
+/**
+ * Maps the chunk's records to a part. A multiline CSV chunk past its input's start is read
+ * both ways (as if it began outside quotes, and inside), from one read of its bytes, and
+ * the part keeps both readings and the chunk's quote parity for the merge to choose
+ * (QuoteSpeculation in part.ts). A reading the wrong guess made usually ends at its first
+ * record, on a quote that cannot pair up; its error is kept, raised only if it is chosen.
+ */
+const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob, signal?: AbortSignal): Promise<Part> => {
+  const { jobId, chunk } = task;
+  const { onBadRecord } = task.job;
+  const store = deps.inputStore(chunk.input.bucket);
+  const range = { ...chunk.input, start: chunk.start, end: chunk.end };
+  const speculate = job.multiline && chunk.start > 0;
+  const where = chunkContext(jobId, chunk);
+
+  const openLane = (inside: boolean): Lane => {
+    let skipped = 0;
+    let firstSkipped: CloudmillError | undefined;
+    const ctx: MapContext = {
+      ...job.mapCtx,
+      bad(error) {
+        if (onBadRecord === "fail") throw error;
+        skipped++;
+        firstSkipped ??= error;
+      },
+    };
+    const quotes = job.multiline ? new CsvRecordEnds(inside, job.separator) : undefined;
+    const cutter = new RecordCutter(quotes ?? lineEnds(), Math.min(chunk.start, chunk.input.size), recordLimitsOf(ctx));
+    if (deps.mappers) {
+      // On a thread of its own: the chunk's time limit can end an op that never returns.
+      const remote = deps.mappers.open({
+        op: task.job.op,
+        params: job.rawParams,
+        ctx: { ...job.mapCtx, onBadRecord },
+        ...(signal ? { signal } : {}),
+      });
+      const reader = {
+        signal: remote.signal,
+        block: (b: RecordBlock) => remote.block(b),
+        close: () => remote.close(),
+        finish: async (): Promise<RemoteMapped> => {
+          const mapped = await remote.finish();
+          // The reader's own skips (records too long to read) add to the mapper's.
+          return {
+            partial: mapped.partial,
+            skipped: mapped.skipped + skipped,
+            ...(mapped.firstSkipped ? { firstSkipped: mapped.firstSkipped } : firstSkipped ? { firstSkipped: firstSkipped.toJSON() } : {}),
+          };
+        },
+      };
+      return { cutter, ...(quotes ? { quotes } : {}), mapper: reader };
+    }
+    const mapper = job.op.mapper(job.params, ctx);
+    return {
+      cutter,
+      ...(quotes ? { quotes } : {}),
+      mapper: {
+        block: (b) => mapper.block(b),
+        close: () => undefined,
+        finish: () => ({ partial: mapper.finish(), skipped, ...(firstSkipped ? { firstSkipped: firstSkipped.toJSON() } : {}) }),
+      },
+    };
+  };
+
+  const lanes = speculate ? [openLane(false), openLane(true)] : [openLane(false)];
+  try {
+    const stops = lanes.flatMap((l) => (l.mapper.signal ? [l.mapper.signal] : []));
+    /** Aborted when a lane's thread is past the chunk's time limit: the read ends too. */
+    const stopped = (): AbortSignal | undefined => stops.find((s) => s.aborted);
+    const reads = stops.length === 0 ? signal : AbortSignal.any(signal ? [signal, ...stops] : stops);
+    let odd = false;
+    const parity = lanes[0]!.quotes;
+    // The quotes before the chunk's last byte, counted from the byte before it (the outside reading starts at even).
+    const mark = parity ? { offset: Math.min(chunk.end, chunk.input.size) - 1, reached: () => void (odd = parity.inside) } : undefined;
+    /** A lane's error: the chunk's own unless the chunk is read two ways. */
+    const laneFailed = (lane: Lane, err: unknown): void => {
+      const timedOut = stopped();
+      if (timedOut) throw timedOut.reason;
+      if (!speculate) throw err;
+      lane.error = toCloudmillError(err).withContext(where);
+    };
+    try {
+      for await (const read of ownedRecordLanes(
+        store,
+        range,
+        lanes.map((l) => l.cutter),
+        { ...(reads ? { signal: reads } : {}), ...(mark ? { mark } : {}) },
+      )) {
+        const lane = lanes[read.lane]!;
+        if (lane.error) continue;
+        if (read.block === undefined) {
+          laneFailed(lane, read.error);
+        } else {
+          const refused = read.block.offset === 0 ? compressedInputError(read.block.bytes, chunk.input.name) : undefined;
+          if (refused) throw refused;
+          try {
+            await lane.mapper.block(read.block);
+          } catch (err) {
+            laneFailed(lane, err);
+          }
+        }
+        if (lanes.every((l) => l.error)) break;
+      }
+    } catch (err) {
+      throw stopped()?.reason ?? err;
+    }
+    const readings: Reading[] = [];
+    for (const lane of lanes) {
+      if (!lane.error) {
+        try {
+          const mapped = await lane.mapper.finish();
+          readings.push({ partial: mapped.partial, skipped: mapped.skipped });
+          if (!speculate && mapped.firstSkipped) {
+            const first = toCloudmillError(mapped.firstSkipped).withContext(where);
+            deps.log.warn("bad records skipped", { ...logFieldsOf(first), skipped: mapped.skipped });
+          }
+          continue;
+        } catch (err) {
+          laneFailed(lane, err);
+        }
+      }
+      readings.push({ partial: null, skipped: 0, error: keptErrorOf(lane.error!) });
+    }
+    const [out, inside] = readings as [Reading, Reading | undefined];
+    return {
+      v: 1,
+      jobId,
+      index: chunk.index,
+      partial: out.partial,
+      skipped: out.skipped,
+      ...(job.multiline
+        ? { quotes: { first: !speculate, odd, ...(out.error ? { error: out.error } : {}), ...(inside ? { inside } : {}) } }
+        : {}),
+    };
+  } finally {
+    for (const lane of lanes) lane.mapper.close();
+  }
+};
+
+/**
+ * The job's params with the separator this CSV input is read with: tab for `.tsv` when none
+ * is named, `tab` spelled out, or sniffed from the input's first bytes for `auto`.
+ */
+const csvDialectOf = async (
+  store: BlobStore,
+  input: InputObject,
+  params: Params,
+  signal?: AbortSignal,
+): Promise<{ readonly params: Params; readonly sniffed?: string }> => {
+  const named = params.separator;
+  if (named === "auto") {
+    const sample = await readBytes(store, input.key, signal, { start: 0, end: Math.min(input.size, SNIFF_BYTES), etag: input.etag });
+    const separator = sniffSeparator(sample, input.name);
+    return { params: { ...params, separator }, sniffed: separator };
+  }
+  if (named === "tab") return { params: { ...params, separator: "\t" } };
+  if (named === undefined) return { params: { ...params, separator: defaultSeparator(input.name) } };
+  return { params };
 };
 
 /** The refusal of the chunk's input if its first bytes are a compressed or archive format (best effort). */

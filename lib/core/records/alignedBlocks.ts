@@ -1,15 +1,15 @@
 /**
  * Reads the records a byte range owns, Hadoop-style: a range [start, end) owns every
  * record that *starts* inside it. It skips the partial record at its start (unless it
- * starts at byte 0 or just after a newline) and reads past its end to finish its last
+ * starts at byte 0 or just after a record's end) and reads past its end to finish its last
  * record. Newline (0x0A) never occurs inside a multi-byte UTF-8 character, so cutting on
- * it never splits a character, whatever the range boundaries.
+ * it never splits a character, whatever the range boundaries. Which newlines end records
+ * is the RecordEnds' call (every one for lines; those outside quotes for CSV).
  */
 import { DEFAULTS } from "../constants.js";
 import { badRecord, type CloudmillError } from "../errors.js";
 import type { BlobStore } from "../ports.js";
-
-const NL = 0x0a;
+import { lineEnds, type RecordEnds } from "./recordEnds.js";
 
 /** A run of whole records: `bytes` starts at absolute file offset `offset`. */
 export interface RecordBlock {
@@ -47,144 +47,229 @@ export const oversizedRecord = (offset: number, maxRecordBytes: number): Cloudmi
   badRecord(`record longer than ${maxRecordBytes} bytes (maxRecordBytes): it is not read into memory`, offset);
 
 /**
- * Yields the owned records of [start, end) as blocks that each end on a record boundary.
- * Memory: one source block plus the longest record that straddles a block boundary, at most
- * `maxRecordBytes`: a longer record goes to `onOversized` and is never assembled.
+ * Cuts one reading of a range into whole-record blocks. Bytes are pushed in order; the
+ * record left open at the end of one push is kept (copied) and joined with the tail that
+ * finishes it, and the rest of each push is yielded in place, so a block is never copied whole.
+ */
+export class RecordCutter {
+  readonly #ends: RecordEnds;
+  readonly #max: number;
+  readonly #oversized: (offset: number, max: number) => void;
+  /** Before the first record this range owns (a range past byte 0 starts inside someone else's). */
+  #skipping: boolean;
+  /** Reading past a record too long to keep, until its end. */
+  #dropping = false;
+  #pending: Buffer[] = [];
+  #pendingLength = 0;
+  #pendingOffset: number;
+
+  constructor(ends: RecordEnds, start: number, limits: RecordLimits = {}) {
+    this.#ends = ends;
+    this.#max = limits.maxRecordBytes ?? DEFAULTS.maxRecordBytes;
+    this.#oversized =
+      limits.onOversized ??
+      ((offset: number, max: number): void => {
+        throw oversizedRecord(offset, max);
+      });
+    this.#skipping = start > 0;
+    this.#pendingOffset = start;
+  }
+
+  /** A record is begun and not finished: the range's reader must read on past its end. */
+  get open(): boolean {
+    return this.#pendingLength > 0 && !this.#dropping && !this.#skipping;
+  }
+
+  /** The pending record is too long: report it (which may throw), forget it, and skip to its end. */
+  #drop(): void {
+    this.#oversized(this.#pendingOffset, this.#max);
+    this.#pending = [];
+    this.#pendingLength = 0;
+    this.#dropping = true;
+  }
+
+  #keep(bytes: Buffer, at: number): void {
+    if (this.#pendingLength === 0) this.#pendingOffset = at;
+    if (this.#pendingLength + bytes.length > this.#max) {
+      this.#drop();
+      return;
+    }
+    this.#pending.push(Buffer.from(bytes)); // a copy: the store reads on into the same memory
+    this.#pendingLength += bytes.length;
+  }
+
+  /** Bytes that follow those pushed before; bytes[0] is at absolute offset `at`. Yields the records they complete. */
+  *push(bytes: Buffer, at: number): Generator<RecordBlock> {
+    const ends = this.#ends;
+    ends.scan(bytes, 0, at);
+    const { first, last } = ends;
+    let from = 0;
+    if (this.#skipping || this.#dropping) {
+      if (first < 0) return;
+      this.#skipping = false;
+      this.#dropping = false;
+      from = first + 1;
+    } else if (this.#pendingLength > 0 && first >= 0) {
+      // Records inside one push are shorter than it; only one joined across pushes can be too long.
+      from = first + 1;
+      if (this.#pendingLength + from > this.#max) this.#oversized(this.#pendingOffset, this.#max);
+      else {
+        const bytesOf = Buffer.concat([...this.#pending, bytes.subarray(0, from)], this.#pendingLength + from);
+        yield { bytes: bytesOf, offset: this.#pendingOffset, first: this.#pendingOffset === 0 };
+      }
+      this.#pending = [];
+      this.#pendingLength = 0;
+    }
+    if (last >= from) {
+      yield { bytes: bytes.subarray(from, last + 1), offset: at + from, first: at + from === 0 };
+      from = last + 1;
+    }
+    if (from < bytes.length) this.#keep(bytes.subarray(from), at + from);
+  }
+
+  /**
+   * Bytes past the range's end: they finish the open record and nothing more (the records
+   * after it belong to the next range).
+   */
+  *pushPast(bytes: Buffer, at: number): Generator<RecordBlock> {
+    if (!this.open) return;
+    const ends = this.#ends;
+    ends.scan(bytes, 0, at);
+    if (ends.first < 0) {
+      this.#keep(bytes, at);
+      return;
+    }
+    const len = ends.first + 1;
+    if (this.#pendingLength + len > this.#max) {
+      this.#drop();
+      return;
+    }
+    const record = Buffer.concat([...this.#pending, bytes.subarray(0, len)], this.#pendingLength + len);
+    this.#pending = [];
+    this.#pendingLength = 0;
+    yield { bytes: record, offset: this.#pendingOffset, first: this.#pendingOffset === 0 };
+  }
+
+  /** The input ended: the last record, if one is open, or the error that its end is. */
+  *finish(): Generator<RecordBlock> {
+    if (!this.open) return;
+    const bytes = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending, this.#pendingLength);
+    const unfinished = this.#ends.unfinished(bytes, this.#pendingOffset);
+    if (unfinished) throw unfinished;
+    this.#pending = [];
+    this.#pendingLength = 0;
+    yield { bytes, offset: this.#pendingOffset, first: this.#pendingOffset === 0 };
+  }
+}
+
+/** What reading one range with several cutters gives: a lane's next block, or the error that ended the lane. */
+export type LaneBlock =
+  | { readonly lane: number; readonly block: RecordBlock; readonly error?: undefined }
+  | { readonly lane: number; readonly error: unknown; readonly block?: undefined };
+
+export interface LaneOptions {
+  readonly signal?: AbortSignal;
+  /** Called once every byte before absolute offset `offset` is pushed, and none after it. */
+  readonly mark?: { readonly offset: number; reached(): void };
+}
+
+/**
+ * Reads [start, end) once and cuts it with each of `lanes` (the same bytes under different
+ * guesses of where records end): yields each lane's blocks as they complete, lane by lane.
+ * A lane whose cutter throws yields the error and is fed no more. Memory: one source block
+ * plus, per lane, the record that straddles a block boundary (at most maxRecordBytes).
  * A UTF-8 byte-order mark at byte 0 is dropped. A block's bytes are valid only until the
  * next block is asked for: the store reads on into the same memory.
+ */
+export async function* ownedRecordLanes(
+  store: BlobStore,
+  range: OwnedRange,
+  lanes: readonly RecordCutter[],
+  options: LaneOptions = {},
+): AsyncGenerator<LaneBlock> {
+  const { key, size, etag } = range;
+  const { signal, mark } = options;
+  const start = Math.min(range.start, size);
+  const end = Math.min(range.end, size);
+  const live = lanes.map(() => true);
+  if (start >= end) {
+    mark?.reached();
+    return;
+  }
+  const feed = function* (cuts: (cutter: RecordCutter) => Generator<RecordBlock>): Generator<LaneBlock> {
+    for (const [lane, cutter] of lanes.entries()) {
+      if (!live[lane]) continue;
+      try {
+        for (const block of cuts(cutter)) {
+          const b = withoutBom(block);
+          // A file that is only a BOM holds no record (an empty block would count as one line).
+          if (b.bytes.length > 0) yield { lane, block: b };
+        }
+      } catch (error) {
+        live[lane] = false;
+        yield { lane, error };
+      }
+    }
+  };
+  // Reading from start-1 tells whether a record begins exactly at `start`.
+  let pos = start > 0 ? start - 1 : 0;
+  let marked = mark === undefined;
+  const body = await store.get(key, { start: pos, end, reuseBuffers: true, ...(etag ? { etag } : {}), ...(signal ? { signal } : {}) });
+  for await (const chunk of body) {
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const at = pos;
+    pos += buf.length;
+    if (buf.length === 0) continue;
+    if (!marked && mark!.offset < pos) {
+      const cut = Math.max(0, mark!.offset - at);
+      if (cut > 0) yield* feed((c) => c.push(buf.subarray(0, cut), at));
+      marked = true;
+      mark!.reached();
+      if (cut < buf.length) yield* feed((c) => c.push(buf.subarray(cut), at + cut));
+      continue;
+    }
+    yield* feed((c) => c.push(buf, at));
+  }
+  if (!marked) mark!.reached();
+
+  // A lane's last record may run past `end`: read on until it ends or the file does.
+  const open = () => lanes.some((c, lane) => live[lane] && c.open);
+  let step = DEFAULTS.overreadBytes;
+  let at = end;
+  while (at < size && open()) {
+    const stop = Math.min(size, at + step);
+    const more = await store.get(key, { start: at, end: stop, ...(etag ? { etag } : {}), ...(signal ? { signal } : {}) });
+    for await (const chunk of more) {
+      const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      const from = at;
+      at += buf.length;
+      yield* feed((c) => c.pushPast(buf, from));
+      if (!open()) break;
+    }
+    at = stop;
+    step *= 2;
+  }
+  yield* feed((c) => (at >= size ? c.finish() : noBlocks()));
+}
+
+function* noBlocks(): Generator<RecordBlock> {}
+
+/**
+ * Yields the owned records of [start, end) as blocks that each end on a record boundary:
+ * ownedRecordLanes with one lane, whose errors are thrown. `ends` says where records end
+ * (default: every newline).
  */
 export async function* ownedRecordBlocks(
   store: BlobStore,
   range: OwnedRange,
   signal?: AbortSignal,
   limits: RecordLimits = {},
+  ends: RecordEnds = lineEnds(),
 ): AsyncGenerator<RecordBlock> {
-  const { key, size, etag } = range;
-  const max = limits.maxRecordBytes ?? DEFAULTS.maxRecordBytes;
-  const oversized =
-    limits.onOversized ??
-    ((offset: number): void => {
-      throw oversizedRecord(offset, max);
-    });
-  const start = Math.min(range.start, size);
-  const end = Math.min(range.end, size);
-  if (start >= end) return;
-
-  // Reading from start-1 tells whether a record begins exactly at `start`.
-  let pos = start > 0 ? start - 1 : 0;
-  let skipping = start > 0;
-  let pending: Buffer[] = [];
-  let pendingOffset = start;
-  let pendingLength = 0;
-  let lastByte = -1;
-  /** Reading past a record too long to keep, until its newline. */
-  let dropping = false;
-
-  /** The pending record is too long: report it (which may throw), forget it, and skip to its end. */
-  const drop = (): void => {
-    oversized(pendingOffset, max);
-    pending = [];
-    pendingLength = 0;
-    dropping = true;
-  };
-
-  /**
-   * `bytes` are owned bytes beginning at absolute offset `at`: yields the records they
-   * complete. The record left pending from earlier reads is joined with its tail alone, and
-   * the rest of `bytes` is yielded in place, so a block is never copied whole.
-   */
-  function* take(bytes: Buffer, at: number): Generator<RecordBlock> {
-    if (dropping) {
-      const nl = bytes.indexOf(NL);
-      if (nl < 0) return;
-      dropping = false;
-      bytes = bytes.subarray(nl + 1);
-      at += nl + 1;
-      if (bytes.length === 0) {
-        pendingOffset = at;
-        return;
-      }
-    }
-    const lastNl = bytes.lastIndexOf(NL);
-    if (lastNl < 0) {
-      if (pendingLength === 0) pendingOffset = at;
-      if (pendingLength + bytes.length > max) return drop();
-      pending.push(Buffer.from(bytes)); // a copy: the store reads on into the same memory
-      pendingLength += bytes.length;
-      return;
-    }
-    let from = 0;
-    // Records inside one source block are shorter than it; only one joined across blocks can be too long.
-    if (pendingLength > 0) {
-      from = bytes.indexOf(NL) + 1;
-      if (pendingLength + from > max) oversized(pendingOffset, max);
-      else {
-        const tail = bytes.subarray(0, from);
-        yield { bytes: Buffer.concat([...pending, tail], pendingLength + from), offset: pendingOffset, first: pendingOffset === 0 };
-      }
-    }
-    if (from <= lastNl) yield { bytes: bytes.subarray(from, lastNl + 1), offset: at + from, first: at + from === 0 };
-    const rest = bytes.subarray(lastNl + 1);
-    pending = rest.length ? [Buffer.from(rest)] : [];
-    pendingLength = rest.length;
-    pendingOffset = at + lastNl + 1;
-  }
-
-  const body = await store.get(key, { start: pos, end, reuseBuffers: true, ...(etag ? { etag } : {}), ...(signal ? { signal } : {}) });
-  for await (const chunk of body) {
-    let buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    let at = pos;
-    pos += buf.length;
-    if (buf.length === 0) continue;
-    lastByte = buf[buf.length - 1]!;
-    if (skipping) {
-      const nl = buf.indexOf(NL);
-      if (nl < 0) continue;
-      skipping = false;
-      buf = buf.subarray(nl + 1);
-      at += nl + 1;
-      if (buf.length === 0) continue;
-    }
-    for (const block of take(buf, at)) yield withoutBom(block);
-  }
-  if (skipping) return; // no record starts inside this range
-
-  // The last owned record may run past `end`: read on until its newline or the end of the file.
-  // (A record being dropped is already reported: nothing past `end` is read for it.)
-  if (pendingLength > 0 && !dropping && lastByte !== NL && end < size) {
-    let step = DEFAULTS.overreadBytes;
-    let at = end;
-    while (at < size) {
-      const stop = Math.min(size, at + step);
-      const more = await store.get(key, { start: at, end: stop, ...(etag ? { etag } : {}), ...(signal ? { signal } : {}) });
-      let found = false;
-      for await (const chunk of more) {
-        const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-        const nl = buf.indexOf(NL);
-        const len = nl >= 0 ? nl + 1 : buf.length;
-        if (pendingLength + len > max) {
-          drop();
-          found = true;
-          break;
-        }
-        pending.push(nl >= 0 ? buf.subarray(0, nl + 1) : buf);
-        pendingLength += len;
-        if (nl >= 0) {
-          found = true;
-          break;
-        }
-        at += buf.length;
-      }
-      if (found) break;
-      at = stop;
-      step *= 2;
-    }
-  }
-  if (pendingLength > 0 && !dropping) {
-    const bytes = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingLength);
-    const last = withoutBom({ bytes, offset: pendingOffset, first: pendingOffset === 0 });
-    // A file that is only a BOM holds no record (an empty block would count as one line).
-    if (last.bytes.length > 0) yield last;
+  const cutter = new RecordCutter(ends, Math.min(range.start, range.size), limits);
+  for await (const read of ownedRecordLanes(store, range, [cutter], signal ? { signal } : {})) {
+    if (read.block) yield read.block;
+    else throw read.error;
   }
 }
 

@@ -25,8 +25,22 @@ export const compressionOf = (bytes: Uint8Array): { name: string; what: string; 
 /** Bytes that tell every format above. */
 export const SIGNATURE_BYTES = 8;
 
-/** The refusal of an input whose first bytes are a compressed or archive format, if they are. */
+/** Byte-order marks of UTF-16 text (Excel's "Unicode text"): read as UTF-8 its records and fields are garbage. */
+const UTF16_BOMS: readonly (readonly [number, number, string])[] = [
+  [0xff, 0xfe, "UTF-16LE"],
+  [0xfe, 0xff, "UTF-16BE"],
+];
+
+/** The refusal of an input whose first bytes are a compressed or archive format, or UTF-16 text, if they are. */
 export const compressedInputError = (first: Uint8Array, input: string): CloudmillError | undefined => {
+  const utf16 = UTF16_BOMS.find(([a, b]) => first[0] === a && first[1] === b);
+  if (utf16) {
+    return new CloudmillError(
+      ErrorCode.BAD_RECORD,
+      `${utf16[2]} text (its byte-order mark): inputs are read as UTF-8; convert it first (iconv -f UTF-16 -t UTF-8)`,
+      { input, offset: 0 },
+    );
+  }
   const found = compressionOf(first);
   return found
     ? new CloudmillError(

@@ -1,31 +1,58 @@
 /**
- * CSV records, one per line (RFC 4180 fields: separator, quotes, doubled quotes).
- * A quoted field may hold separators and quotes but not a newline: records are cut on
- * newlines so that any byte range can be read on its own. A quote still open at the end
- * of a line is a BAD_RECORD error naming its offset, never a silent merge of lines.
+ * CSV records (RFC 4180 fields: separator, quotes, doubled quotes). Two readings:
+ * - multiline (the default): a record ends at a newline outside quotes, so a quoted field may
+ *   hold newlines; where records end is found by quote parity (recordEnds.ts), and the parser
+ *   here refuses any record whose quotes do not pair up as parity assumed.
+ * - one record per line (`multiline=false`): a quote still open at the end of a line is a
+ *   BAD_RECORD naming its offset, never a silent merge of lines.
  */
 import { badRecord } from "../errors.js";
+import type { RecordBlock } from "./alignedBlocks.js";
+import { forEachLine } from "./lines.js";
 
 export interface CsvOptions {
   readonly separator: string;
   readonly quote: string;
+  /** Quoted fields may hold newlines (records end at newlines outside quotes). */
+  readonly multiline?: boolean;
 }
 
-export const parseCsvLine = (line: string, offset: number, { separator, quote }: CsvOptions): string[] => {
+const NL = 0x0a;
+const CR = 0x0d;
+const QUOTE = 0x22;
+
+/** Byte offset of the character at `index` of a record's text that starts at byte `offset`. */
+const byteAt = (text: string, index: number, offset: number): number => offset + Buffer.byteLength(text.slice(0, index));
+
+/**
+ * The fields of one record's text (without its line ending). `offset` is the record's byte
+ * offset, for errors. A quote inside an unquoted field is kept as a character.
+ */
+export const parseCsvRecord = (text: string, offset: number, { separator, quote, multiline = false }: CsvOptions): string[] => {
   const fields: string[] = [];
   let i = 0;
-  const n = line.length;
+  const n = text.length;
+  /** Index of the first quote kept inside an unquoted field: a multiline record's quotes may not pair up after it. */
+  let stray = -1;
+  let strayColumn = 0;
   for (;;) {
-    if (line.startsWith(quote, i)) {
+    if (text.startsWith(quote, i)) {
+      const opened = i;
       let value = "";
       let j = i + 1;
       for (;;) {
-        const q = line.indexOf(quote, j);
+        const q = text.indexOf(quote, j);
         if (q < 0) {
-          throw badRecord("unterminated quoted field: a quoted field may not contain a newline (one record per line)", offset);
+          const at = byteAt(text, opened, offset);
+          throw badRecord(
+            multiline
+              ? `unterminated quoted field: the quote that opens column ${fields.length + 1} is never closed`
+              : `unterminated quoted field (column ${fields.length + 1}): with multiline=false a quoted field may not hold a newline`,
+            at,
+          );
         }
-        value += line.slice(j, q);
-        if (line.startsWith(quote, q + 1)) {
+        value += text.slice(j, q);
+        if (text.startsWith(quote, q + 1)) {
           value += quote;
           j = q + 2;
           continue;
@@ -35,18 +62,84 @@ export const parseCsvLine = (line: string, offset: number, { separator, quote }:
       }
       fields.push(value);
       if (i === n) return fields;
-      if (!line.startsWith(separator, i)) {
-        throw badRecord(`unexpected character ${JSON.stringify(line[i])} after a closing quote (column ${i + 1})`, offset);
+      if (!text.startsWith(separator, i)) {
+        throw badRecord(
+          `unexpected character ${JSON.stringify(text[i])} after the closing quote of column ${fields.length}`,
+          byteAt(text, i, offset),
+        );
       }
       i += separator.length;
     } else {
-      const s = line.indexOf(separator, i);
-      if (s < 0) {
-        fields.push(line.slice(i));
-        return fields;
+      const s = text.indexOf(separator, i);
+      const e = s < 0 ? n : s;
+      if (multiline) {
+        const q = text.indexOf(quote, i);
+        if (q >= 0 && q < e && stray < 0) {
+          stray = q;
+          strayColumn = fields.length + 1;
+        }
+        const nl = text.indexOf("\n", i);
+        if (nl >= 0 && nl < e) {
+          // Parity took this newline for one inside quotes: only a kept quote can have made it so.
+          const at = stray >= 0 ? stray : i;
+          throw badRecord(
+            `a quote inside an unquoted field (column ${stray >= 0 ? strayColumn : fields.length + 1}) leaves the quotes unpaired: ` +
+              "quote the whole field and double the quote (RFC 4180), or read with multiline=false",
+            byteAt(text, at, offset),
+          );
+        }
       }
-      fields.push(line.slice(i, s));
+      fields.push(text.slice(i, e));
+      if (s < 0) return fields;
       i = s + separator.length;
     }
   }
+};
+
+/** One record per line: parseCsvRecord without multiline. */
+export const parseCsvLine = (line: string, offset: number, options: CsvOptions): string[] =>
+  parseCsvRecord(line, offset, { ...options, multiline: false });
+
+/**
+ * Calls fn(start, end, offset) for each CSV record of a block of whole records: [start, end)
+ * indexes into block.bytes without the record's line ending; with multiline, a record ends at
+ * a newline outside quotes (the block starts outside quotes: it starts a record).
+ */
+export const forEachCsvRecord = (
+  block: RecordBlock,
+  multiline: boolean,
+  fn: (start: number, end: number, offset: number) => void,
+): void => {
+  const b = block.bytes;
+  const q = multiline ? b.indexOf(QUOTE) : -1;
+  if (q < 0) {
+    forEachLine(block, fn);
+    return;
+  }
+  const n = b.length;
+  let s = 0;
+  // Lines before the first quote need no parity.
+  let nl = b.indexOf(NL);
+  while (nl >= 0 && nl < q) {
+    fn(s, nl > s && b[nl - 1] === CR ? nl - 1 : nl, block.offset + s);
+    s = nl + 1;
+    nl = b.indexOf(NL, s);
+  }
+  let i = q;
+  while (i < n) {
+    const c = b[i];
+    if (c === QUOTE) {
+      // Inside quotes only the closing quote matters: found natively.
+      const close = b.indexOf(QUOTE, i + 1);
+      if (close < 0) break;
+      i = close + 1;
+      continue;
+    }
+    if (c === NL) {
+      fn(s, i > s && b[i - 1] === CR ? i - 1 : i, block.offset + s);
+      s = i + 1;
+    }
+    i++;
+  }
+  if (s < n) fn(s, n > s && b[n - 1] === CR ? n - 1 : n, block.offset + s);
 };

@@ -1,0 +1,127 @@
+/**
+ * The CSV dialects labs meet: separators sniffed (`separator=auto`) or named by the file
+ * (`.tsv`), CRLF, headers whose names cannot key a record, and UTF-16 files. Expected values
+ * come from Python's csv module told the true separator.
+ */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { CloudmillError } from "../../lib/core/errors.js";
+import { parseJobSpec } from "../../lib/core/job/spec.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+import { pythonCsvRows, registryWithRows } from "../helpers/csv.js";
+
+let dir: string;
+let n = 0;
+const registry = registryWithRows();
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-dialects-"));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const run = async (file: string, op: string, chunkSize: number, params: Record<string, unknown> = {}, format?: string) => {
+  const spec = parseJobSpec({ op, inputs: [file], params, chunkSize, ...(format ? { format } : {}) });
+  try {
+    const { result, status } = await runLocal({ spec, registry, workers: 0, workDir: path.join(dir, `work-${n++}`) });
+    return { ok: true as const, result, status };
+  } catch (error) {
+    return { ok: false as const, error: error as CloudmillError };
+  }
+};
+
+const write = async (name: string, text: string): Promise<string> => {
+  const file = path.join(dir, name);
+  await writeFile(file, text);
+  return file;
+};
+
+describe("separator=auto", () => {
+  /** A survey export whose quoted notes hold every other candidate separator, and newlines. */
+  const survey = (sep: string): string => {
+    const lines = [["site", "value", "note"].join(sep)];
+    for (let i = 0; i < 60; i++)
+      lines.push([`s${i % 7}`, `${i * 3}.${i % 10}`, `"a, b; c\td|e ""${i}""${i % 5 === 0 ? "\r\nmore" : ""}"`].join(sep));
+    return `${lines.join("\r\n")}\r\n`;
+  };
+
+  it.each([",", ";", "\t", "|"])("finds %j from the header and a sample, reads as Python does, and says what it chose", async (sep) => {
+    const file = await write(`survey-${sep.charCodeAt(0)}.txt`, survey(sep));
+    const expected = pythonCsvRows(file, sep).map((r) => Number(r[1]));
+    for (const chunkSize of [7, 100, 1 << 20]) {
+      const r = await run(file, "stats", chunkSize, { separator: "auto", column: "value" }, "csv");
+      expect(r.ok, JSON.stringify(r)).toBe(true);
+      if (!r.ok) return;
+      expect(r.result).toMatchObject({ count: expected.length, min: Math.min(...expected), max: Math.max(...expected) });
+      expect(r.status.csv).toEqual([{ input: file, separator: sep }]);
+    }
+  });
+
+  it("refuses a sample that no candidate splits evenly, naming the file", async () => {
+    const file = await write("ragged.csv", "a,b;c\n1,2\n3;4;5;6\n");
+    const r = await run(file, "count", 1 << 20, { separator: "auto" });
+    expect(r.ok).toBe(false);
+    expect(!r.ok && r.error.describe()).toBe(
+      `${file}:1 (byte 0): separator=auto: none of comma, semicolon, tab or pipe splits every record of the first 3 into the header's fields; ` +
+        "name it with --param separator=…",
+    );
+  });
+});
+
+describe("a .tsv input", () => {
+  it("is CSV separated by tabs, with no params, and `separator=tab` says the same of any file", async () => {
+    const text = 'id\tname\tscore\r\n1\t"Smith, J."\t4.5\r\n2\t"multi\r\nline"\t-2\r\n3\tplain\t7\r\n';
+    const tsv = await write("scores.tsv", text);
+    const txt = await write("scores.txt", text);
+    const expected = pythonCsvRows(tsv, "\t");
+    const objects = expected.map(([id, name, score]) => ({ id, name, score }));
+    for (const chunkSize of [1, 9, 1 << 20]) {
+      expect(await run(tsv, "rows", chunkSize)).toMatchObject({ ok: true, result: objects });
+      expect(await run(txt, "rows", chunkSize, { separator: "tab" }, "csv")).toMatchObject({ ok: true, result: objects });
+    }
+    expect(await run(tsv, "stats", 5, { column: "score" })).toMatchObject({ ok: true, result: { count: 3, sum: 9.5 } });
+  });
+});
+
+describe("a header whose names cannot key a record", () => {
+  it("is refused, naming both columns, where records are keyed by name; counted as usual where they are not", async () => {
+    const file = await write("dup.csv", "id,,value,value,\r\n1,a,2,3,b\r\n4,c,5,6,d\r\n");
+    const keyed = await run(file, "rows", 1 << 20);
+    expect(!keyed.ok && keyed.error.describe()).toBe(
+      `${file}:1 (byte 0): header: columns 2 and 5 have no name; columns 3 and 4 are named "value": rename them, or read with header=false`,
+    );
+    const byName = await run(file, "stats", 1 << 20, { column: "value" });
+    expect(!byName.ok && byName.error.describe()).toBe(
+      `${file}:1 (byte 0): header: columns 3 and 4 are both named "value": name it by index`,
+    );
+    expect(await run(file, "stats", 4, { column: 4 })).toMatchObject({ ok: true, result: { count: 2, sum: 9 } });
+    expect(await run(file, "count", 3)).toEqual(
+      expect.objectContaining({ ok: true, result: { records: pythonCsvRows(file, ",").length } }),
+    );
+    expect(await run(file, "rows", 3, { header: false })).toMatchObject({
+      ok: true,
+      result: [["id", "", "value", "value", ""], ...pythonCsvRows(file, ",")],
+    });
+  });
+});
+
+describe("a UTF-16 file (Excel's Unicode text)", () => {
+  it.each([
+    ["UTF-16LE", Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from("a\tb\r\n1\t2\r\n", "utf16le")])],
+    ["UTF-16BE", Buffer.concat([Buffer.from([0xfe, 0xff]), Buffer.from("a\tb\r\n1\t2\r\n", "utf16le").swap16()])],
+  ])("%s is refused with one line saying how to convert it, at any chunk size, never read as UTF-8", async (name, bytes) => {
+    const file = path.join(dir, `excel-${name}.txt`);
+    await writeFile(file, bytes);
+    for (const chunkSize of [1, 5, 1 << 20]) {
+      for (const op of ["count", "rows"]) {
+        const r = await run(file, op, chunkSize, {}, "csv");
+        expect(!r.ok && r.error.describe(), `${op} at ${chunkSize}`).toBe(
+          `${file}:1 (byte 0): ${name} text (its byte-order mark): inputs are read as UTF-8; convert it first (iconv -f UTF-16 -t UTF-8)`,
+        );
+      }
+    }
+  });
+});
