@@ -72,6 +72,11 @@ export type ThreadReply =
   | { ok: true; collected: MergedParts[] }
   | { ok: false; error: SerializedError };
 
+/** What a thread says unasked: its modules (and the job's op modules) are loaded. */
+export interface ThreadReady {
+  readonly ready: true;
+}
+
 /** The compiled thread entry (under vitest, too, the build in dist/ is what runs). */
 const threadEntry = (): string => compiledFile("lib/local/taskThread.js");
 
@@ -87,9 +92,16 @@ class TaskThread {
     private readonly taskTimeoutSeconds: number,
   ) {}
 
+  /** Settles once the current thread has loaded its modules (or died trying). */
+  #booted: Promise<void> = Promise.resolve();
+
   #start(): Worker {
     const worker = new Worker(threadEntry(), { workerData: this.data });
-    worker.on("message", (reply: ThreadReply) => {
+    let booted!: () => void;
+    this.#booted = new Promise((resolve) => (booted = resolve));
+    worker.once("exit", () => booted());
+    worker.on("message", (reply: ThreadReply | ThreadReady) => {
+      if ("ready" in reply) return booted();
       const p = this.#pending;
       this.#pending = undefined;
       if (!p) return;
@@ -124,14 +136,14 @@ class TaskThread {
 
   async run(task: TaskMessage, options: RunOptions): Promise<TaskOutcome> {
     const worker = (this.#worker ??= this.#start());
-    // Past its time the task's thread is ended (an op that never returns cannot be interrupted).
+    // Past its time (the job's own, else the run's) the task's thread is ended: an op that never returns cannot be interrupted.
+    // The time counts from the thread's boot: loading modules on a busy machine is not the chunk's time.
+    const seconds = task.job.taskTimeoutSeconds ?? this.taskTimeoutSeconds;
+    await Promise.race([this.#booted, new Promise<void>((resolve) => setTimeout(resolve, seconds * 1000).unref())]);
     const timer = setTimeout(() => {
-      this.#ending = new CloudmillError(
-        ErrorCode.TASK_TIMEOUT,
-        `the chunk did not finish within ${this.taskTimeoutSeconds} s (taskTimeoutSeconds)`,
-      );
+      this.#ending = new CloudmillError(ErrorCode.TASK_TIMEOUT, `the chunk did not finish within ${seconds} s (taskTimeoutSeconds)`);
       void worker.terminate();
-    }, this.taskTimeoutSeconds * 1000);
+    }, seconds * 1000);
     let reply: ThreadReply & { ok: true };
     try {
       reply = await this.#request(worker, {

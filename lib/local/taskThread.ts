@@ -9,7 +9,7 @@ import { loadOpsModule } from "../core/ops/opModules.js";
 import { runTask } from "../core/pipeline/task.js";
 import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
 import { Accumulators, withoutPartial } from "./accumulate.js";
-import type { ThreadData, ThreadReply, ThreadRequest } from "./executor.js";
+import type { ThreadData, ThreadReady, ThreadReply, ThreadRequest } from "./executor.js";
 
 enableLinearRegExp();
 const data = workerData as ThreadData;
@@ -17,6 +17,11 @@ const registry = new OpRegistry();
 const ready = (async () => {
   for (const m of data.opsModules) await loadOpsModule(m, registry);
 })();
+// The engine starts a task's clock once its thread is ready (a module that fails to load is told by the task).
+void ready.then(
+  () => parentPort!.postMessage({ ready: true } satisfies ThreadReady),
+  () => parentPort!.postMessage({ ready: true } satisfies ThreadReady),
+);
 const root = new FsBlobStore("/");
 const items = new ThreadItemRunner({ opsModules: data.opsModules });
 const deps = { output: new FsBlobStore(data.outputRoot), inputStore: () => root, registry, log: silentLogger, items };

@@ -88,7 +88,7 @@ export class ThreadMapperHost implements MapperHost {
 
   open(request: RemoteMapperRequest): RemoteMapper {
     const thread = this.#acquire();
-    const seconds = this.#timeoutMs / 1000;
+    const seconds = request.timeoutSeconds ?? this.#timeoutMs / 1000;
     const ended = new AbortController();
     const end = (why: CloudmillError): void => {
       thread.end(why);
@@ -96,7 +96,7 @@ export class ThreadMapperHost implements MapperHost {
     };
     const timer = setTimeout(
       () => end(new CloudmillError(ErrorCode.TASK_TIMEOUT, `the chunk did not finish within ${seconds} s (taskTimeoutSeconds)`)),
-      this.#timeoutMs,
+      seconds * 1000,
     );
     const onAbort = (): void => end(toCloudmillError(request.signal!.reason));
     request.signal?.addEventListener("abort", onAbort, { once: true });

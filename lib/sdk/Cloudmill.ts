@@ -224,6 +224,8 @@ export class Cloudmill {
       ...(spec.maxAttempts !== undefined ? { maxAttempts: spec.maxAttempts } : {}),
       ...(spec.onBadRecord !== undefined ? { onBadRecord: spec.onBadRecord } : {}),
       ...(spec.deadlineSeconds !== undefined ? { deadlineSeconds: spec.deadlineSeconds } : {}),
+      ...(spec.taskTimeoutSeconds !== undefined ? { taskTimeoutSeconds: spec.taskTimeoutSeconds } : {}),
+      ...(spec.maxRecordBytes !== undefined ? { maxRecordBytes: spec.maxRecordBytes } : {}),
     };
     const parsed = parseJobSpec(given, "");
     const abort = new AbortController();

@@ -68,6 +68,10 @@ export interface SubmitSpec {
   readonly onBadRecord?: OnBadRecord;
   /** Fail the job if not finished after this long. */
   readonly deadlineSeconds?: number;
+  /** Longest one chunk may take before its attempt fails with TASK_TIMEOUT. Default: the deployment's (15 min). */
+  readonly taskTimeoutSeconds?: number;
+  /** Longest record to read, as a number or a size like `256MiB`; a longer one is a bad record. Default 64 MiB. */
+  readonly maxRecordBytes?: number | string;
 }
 
 /** Options of one submit or map call. */

@@ -7,6 +7,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { pythonCsvRows } from "../helpers/csv.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CloudmillError } from "../../lib/core/errors.js";
 import { DEFAULTS } from "../../lib/core/constants.js";
@@ -135,6 +136,34 @@ describe("`count` over CSV", () => {
         `${file}:2 (byte ${text.indexOf('"x')}): unterminated quoted field (column 2): with multiline=false a quoted field may not hold a newline`,
       );
     }
+  });
+});
+
+describe("a job's own maxRecordBytes", () => {
+  it("refuses a longer record of a CSV, naming its line and byte; skips it on request, the rest read as Python reads them", async () => {
+    const file = path.join(dir, "long-note.csv");
+    const note = "n".repeat(1536 * 1024);
+    const text = `id,v,note\n1,2,a\n2,5,"${note}"\n3,4,b\n`;
+    await writeFile(file, text);
+    for (const chunkSize of ["64KiB", "16MiB"]) {
+      const r = await run(file, "stats", chunkSize, { format: "csv", params: { column: "v" }, maxRecordBytes: "1MiB" });
+      expect(r.ok || (r.error as CloudmillError).describe(), `chunk size ${chunkSize}`).toBe(
+        `${file}:3 (byte 16): record longer than 1048576 bytes (maxRecordBytes): it is not read into memory`,
+      );
+      const skipped = await run(file, "stats", chunkSize, {
+        format: "csv",
+        params: { column: "v" },
+        maxRecordBytes: "1MiB",
+        onBadRecord: "skip",
+      });
+      expect(skipped).toMatchObject({ ok: true, result: { count: 2, sum: 6 } });
+    }
+    // The default (64 MiB) reads it, as Python does.
+    expect(await run(file, "count", "64KiB", { format: "csv" })).toEqual({ ok: true, result: { records: pythonCsvRows(file).length } });
+  });
+
+  it("is at least 1 MiB, the most a store reads at once", () => {
+    expect(() => parseJobSpec({ op: "count", inputs: ["x"], maxRecordBytes: "512KiB" })).toThrow(/maxRecordBytes: must be at least 1MiB/);
   });
 });
 

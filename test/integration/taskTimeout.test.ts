@@ -75,6 +75,18 @@ describe("a chunk past its time limit", () => {
     expect((await cloud.waitForEnd("_jobs/next-1/status.json")).state).toBe("succeeded");
     expectMatchesReference("count", {}, bytes, await cloud.getJson(cloud.output, "_jobs/next-1/result.json"));
   }, 180_000);
+
+  it("a job's own taskTimeoutSeconds is the limit its chunks meet on the workers", async () => {
+    await cloud.put("_inputs/stuck-own.txt", "a\nspin\nb\n");
+    const spec = { op: "stuck", inputs: [`s3://${cloud.input}/_inputs/stuck-own.txt`], taskTimeoutSeconds: 1, maxAttempts: 1 };
+    await cloud.put("_jobs/stuck-own.json", JSON.stringify(spec));
+    const status = await cloud.waitForEnd("_jobs/stuck-own/status.json", 60_000);
+    expect(status.error).toMatchObject({
+      code: "TASK_TIMEOUT",
+      message: expect.stringContaining("did not finish within 1 s (taskTimeoutSeconds)"),
+    });
+    await cloud.waitForIdle();
+  }, 90_000);
 });
 
 describe("on this machine", () => {
@@ -102,5 +114,17 @@ describe("on this machine", () => {
     const ok = path.join(dir, "ok.txt");
     await writeFile(ok, bytes);
     expectMatchesReference("count", {}, bytes, (await run(ok, "count")).result);
+  }, 60_000);
+
+  it("a job's own taskTimeoutSeconds wins over the run's", async () => {
+    const registry = await opsRegistry([module]);
+    const file = path.join(dir, "stuck-own.txt");
+    await writeFile(file, "a\nspin\n");
+    const spec = parseJobSpec({ op: "stuck", inputs: [file], maxAttempts: 1, taskTimeoutSeconds: 1 });
+    const err = await runLocal({ spec, registry, opsModules: [module], workers: 2, taskTimeoutSeconds: 600 }).then(
+      () => undefined,
+      (e: unknown) => e as CloudmillError,
+    );
+    expect(err?.describe()).toMatch(/did not finish within 1 s \(taskTimeoutSeconds\)$/);
   }, 60_000);
 });

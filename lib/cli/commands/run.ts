@@ -33,6 +33,7 @@ const RunFlags = z.object({
   verbose: z.boolean().default(false),
   batchSize: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).optional(),
   taskTimeout: z.coerce.number({ error: "expected seconds" }).int({ error: "expected whole seconds" }).min(1).max(86_400).optional(),
+  maxRecordBytes: z.string().optional(),
 });
 
 /** Chunks per worker thread a local task run aims for by default: enough to even out uneven items. */
@@ -60,6 +61,7 @@ const taskChunkSize = async (inputs: readonly string[], batchSize: number | unde
 const FLAG_OF_FIELD: Readonly<Record<string, string>> = {
   chunkSize: "--chunk-size",
   maxAttempts: "--max-attempts",
+  maxRecordBytes: "--max-record-bytes",
   format: "--format",
   op: "--op",
   inputs: "inputs",
@@ -91,6 +93,7 @@ export const runCommand = (io: CliIO): Command =>
     .option("--ops <module>", "load user ops from a module (exports made with defineOp), repeatable", collect)
     .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")
     .option("--task-timeout <seconds>", "longest one chunk may take before its thread is ended and the attempt fails (default 900)")
+    .option("--max-record-bytes <size>", "longest record to read, e.g. 256MiB; a longer one is a bad record (default 64MiB)")
     .option("--no-progress", "no progress on stderr")
     .option("-v, --verbose", "log each step as JSON lines on stderr")
     .addHelpText(
@@ -127,6 +130,7 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
             ...(flags.format ? { format: flags.format } : {}),
             ...(chunkSize !== undefined ? { chunkSize } : {}),
             ...(flags.maxAttempts ? { maxAttempts: flags.maxAttempts } : {}),
+            ...(flags.maxRecordBytes !== undefined ? { maxRecordBytes: flags.maxRecordBytes } : {}),
             onBadRecord: flags.skipBadRecords ? "skip" : "fail",
           },
           "",

@@ -27,6 +27,10 @@ export const TaskJob = z.strictObject({
   maxAttempts: z.number().int().min(1),
   /** Epoch milliseconds after which the job is failed (DEADLINE) by whichever worker meets one of its tasks. */
   deadline: z.number().optional(),
+  /** The job's own time limit per chunk (else the worker's). */
+  taskTimeoutSeconds: z.number().int().positive().optional(),
+  /** The job's own longest record (else DEFAULTS.maxRecordBytes). */
+  maxRecordBytes: z.number().int().positive().optional(),
 });
 export type TaskJob = z.infer<typeof TaskJob>;
 

@@ -40,6 +40,9 @@ export const ChunkSize = z.union([z.number(), z.string()]).transform((v, ctx) =>
   return bytes;
 });
 
+/** The smallest maxRecordBytes: records are measured where they are joined across a store's reads (1 MiB at most). */
+export const MIN_MAX_RECORD_BYTES = 1024 * 1024;
+
 export const JobId = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, { error: "job ids are letters, digits, '.', '_' or '-' (at most 128)" });
@@ -65,6 +68,18 @@ export const JobSpecSchema = z.strictObject({
     .min(1)
     .max(7 * 24 * 3600)
     .optional(),
+  /** Longest one chunk's mapping may take before it is abandoned (TASK_TIMEOUT); default: the worker's (15 min). */
+  taskTimeoutSeconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(24 * 3600)
+    .optional(),
+  /**
+   * Longest record a reader assembles; a longer one is a BAD_RECORD (skipped with onBadRecord: skip).
+   * Default 64 MiB; at least 1 MiB, the most a store reads at once (records are measured where joined).
+   */
+  maxRecordBytes: ChunkSize.refine((n) => n >= MIN_MAX_RECORD_BYTES, { error: "must be at least 1MiB" }).optional(),
 });
 
 export type JobSpecInput = z.input<typeof JobSpecSchema>;

@@ -17,7 +17,7 @@ import { boolParam } from "./params.js";
 export const formatParamsShape = {
   /** CSV: the first line is a header (default true). */
   header: boolParam().optional(),
-  /** CSV: field separator (default `,`). */
+  /** CSV: field separator; `tab`; or `auto`, sniffed from the input (default `,`, tab for `.tsv`). */
   separator: z.string().min(1).max(4).optional(),
   /** CSV: quoted fields may hold newlines (default true); false reads one record per line. */
   multiline: boolParam().optional(),
@@ -25,7 +25,7 @@ export const formatParamsShape = {
 
 export const formatParamsHelp = [
   "header=true|false   csv: the first line names the columns (default true)",
-  "separator=,         csv: field separator (default ,)",
+  "separator=,         csv: field separator, tab or auto (sniffed; default , or tab for .tsv)",
   "multiline=true|false csv: quoted fields may hold newlines (default true); false: one record per line",
 ];
 

@@ -40,7 +40,7 @@ export const readItems = async (deps: PipelineDeps, task: TaskMessage, ctx: MapC
   const items: Item[] = [];
   const store = deps.inputStore(chunk.input.bucket);
   const range = { ...chunk.input, start: chunk.start, end: chunk.end };
-  for await (const block of refusingCompressed(ownedRecordBlocks(store, range, signal, recordLimitsOf(ctx)), chunk.input.name)) {
+  for await (const block of refusingCompressed(ownedRecordBlocks(store, range, signal, recordLimitsOf(ctx, task.job)), chunk.input.name)) {
     forEachRecord(block, "jsonl", {}, ctx, (value, offset) => items.push({ offset, value }));
   }
   return items;

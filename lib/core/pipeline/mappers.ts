@@ -23,6 +23,8 @@ export interface RemoteMapperRequest {
   readonly params: Params;
   readonly ctx: RemoteMapContext;
   readonly signal?: AbortSignal;
+  /** The job's own time limit for the chunk; default the host's. */
+  readonly timeoutSeconds?: number;
 }
 
 export interface RemoteMapped {

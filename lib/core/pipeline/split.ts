@@ -63,6 +63,8 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
     format,
     onBadRecord: spec.onBadRecord,
     maxAttempts: spec.maxAttempts,
+    ...(spec.taskTimeoutSeconds !== undefined ? { taskTimeoutSeconds: spec.taskTimeoutSeconds } : {}),
+    ...(spec.maxRecordBytes !== undefined ? { maxRecordBytes: spec.maxRecordBytes } : {}),
   };
 };
 

@@ -4,7 +4,7 @@
  */
 import { cancelKey, chunkErrorKey, failureKey, partKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
-import type { Chunk, InputObject, TaskMessage } from "../job/manifest.js";
+import type { Chunk, TaskMessage } from "../job/manifest.js";
 import type { MapContext } from "../ops/types.js";
 import { csvOptions, type FormatOptions } from "../ops/formatReaders.js";
 import type { AnyOp } from "../ops/types.js";
@@ -15,11 +15,10 @@ import { ownedRecordLanes, RecordCutter, type RecordBlock } from "../records/ali
 import { CsvRecordEnds, lineEnds } from "../records/recordEnds.js";
 import { recordLimitsOf } from "./recordLimits.js";
 import { compressedInputError, SIGNATURE_BYTES } from "../records/compressed.js";
-import { readFirstLine } from "../records/firstRecord.js";
-import { parseCsvRecord } from "../records/csv.js";
-import { defaultSeparator, SNIFF_BYTES, sniffSeparator } from "../records/csvDialect.js";
-import type { BlobStore } from "../ports.js";
 import type { Params } from "../job/spec.js";
+import { decodeUtf16Block, Utf16RecordEnds, utf16Of, type Utf16 } from "../records/utf16.js";
+import type { RecordEnds } from "../records/recordEnds.js";
+import { readCsvInput } from "./csvInput.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readBytes, writeJson } from "./blobJson.js";
 import { keptErrorOf, type Part, type Reading } from "./part.js";
@@ -134,17 +133,12 @@ const mapChunk = async (
     }
     const store = deps.inputStore(chunk.input.bucket);
     // The separator this input is read with (a .tsv's tab, or sniffed) goes to the op as its param.
-    const dialect = job.format === "csv" ? await csvDialectOf(store, chunk.input, job.params, signal) : undefined;
-    const rawParams = dialect?.params ?? job.params;
+    const csvInput = job.format === "csv" ? await readCsvInput(store, chunk.input, op, job.params, signal) : undefined;
+    const rawParams = csvInput?.params ?? job.params;
     const params = op.parseParams(rawParams);
-    const formatOptions = params as FormatOptions;
-    const csv = job.format === "csv" ? csvOptions(formatOptions) : undefined;
+    const csv = csvInput ? csvOptions(params as FormatOptions) : undefined;
     const multiline = csv?.multiline === true;
-    let header: string[] | undefined;
-    if (csv && (formatOptions.header ?? true)) {
-      const text = await readFirstLine(store, chunk.input, signal, multiline ? new CsvRecordEnds(false, csv.separator) : lineEnds());
-      header = text === undefined ? [] : parseCsvRecord(text, 0, csv);
-    }
+    const header = csvInput?.header;
     const mapCtx = { inputIndex: chunk.inputIndex, inputName: chunk.input.name, format: job.format, ...(header ? { header } : {}) };
     let part: Part;
     if (isTaskOp(op)) {
@@ -163,9 +157,11 @@ const mapChunk = async (
       if (firstSkipped)
         deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped.withContext(chunkContext(jobId, chunk))), skipped });
     } else {
-      part = await mapRecords(deps, task, { op, params, rawParams, mapCtx, multiline, separator: csv?.separator ?? "," }, signal);
-      if (dialect?.sniffed !== undefined && chunk.start === 0)
-        part = { ...part, sniffed: { input: chunk.input.name, separator: dialect.sniffed } };
+      const encoding = csvInput?.encoding;
+      const recordJob = { op, params, rawParams, mapCtx, multiline, separator: csv?.separator ?? ",", ...(encoding ? { encoding } : {}) };
+      part = await mapRecords(deps, task, recordJob, signal);
+      if (csvInput?.sniffed !== undefined && chunk.start === 0)
+        part = { ...part, sniffed: { input: chunk.input.name, separator: csvInput.sniffed } };
     }
     if (writePart) await writeJson(output, key, part);
     return { kind: "done", bytes: chunk.end - chunk.start, skipped: part.skipped, partial: part.partial };
@@ -180,8 +176,8 @@ const mapChunk = async (
 /** One reading of a chunk's records by the op: a mapper on this thread or on a mapper host's. */
 interface Lane {
   readonly cutter: RecordCutter;
-  /** Where records end, for a multiline CSV (its quote state gives the chunk's parity). */
-  readonly quotes?: CsvRecordEnds;
+  /** Where records end, for a multiline CSV or UTF-16 text (a CSV's quote state gives the chunk's parity). */
+  readonly quotes?: RecordEnds & { readonly inside: boolean };
   readonly mapper: {
     block(block: RecordBlock): Promise<void> | void;
     finish(): Promise<RemoteMapped> | RemoteMapped;
@@ -200,6 +196,8 @@ interface RecordJob {
   /** CSV read with quoted newlines: records end at newlines outside quotes. */
   readonly multiline: boolean;
   readonly separator: string;
+  /** UTF-16 text: cut on its units, decoded to UTF-8 block by block for the op. */
+  readonly encoding?: Utf16;
 }
 
 /**
@@ -213,8 +211,11 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
   const { jobId, chunk } = task;
   const { onBadRecord } = task.job;
   const store = deps.inputStore(chunk.input.bucket);
-  const range = { ...chunk.input, start: chunk.start, end: chunk.end };
-  const speculate = job.multiline && chunk.start > 0;
+  // UTF-16 units sit at even offsets: both ends move to the next even offset, as the neighbours' do.
+  const unit = job.encoding ? 2 : 1;
+  const align = (at: number): number => Math.min(chunk.input.size, at + (at % unit));
+  const range = { ...chunk.input, start: align(chunk.start), end: align(chunk.end) };
+  const speculate = job.multiline && range.start > 0;
   const where = chunkContext(jobId, chunk);
 
   const openLane = (inside: boolean): Lane => {
@@ -228,8 +229,9 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
         firstSkipped ??= error;
       },
     };
-    const quotes = job.multiline ? new CsvRecordEnds(inside, job.separator) : undefined;
-    const cutter = new RecordCutter(quotes ?? lineEnds(), Math.min(chunk.start, chunk.input.size), recordLimitsOf(ctx));
+    const csv = job.multiline ? { inside, separator: job.separator } : undefined;
+    const quotes = job.encoding ? new Utf16RecordEnds(job.encoding, csv) : csv ? new CsvRecordEnds(inside, job.separator) : undefined;
+    const cutter = new RecordCutter(quotes ?? lineEnds(), range.start, recordLimitsOf(ctx, task.job));
     if (deps.mappers) {
       // On a thread of its own: the chunk's time limit can end an op that never returns.
       const remote = deps.mappers.open({
@@ -237,6 +239,7 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
         params: job.rawParams,
         ctx: { ...job.mapCtx, onBadRecord },
         ...(signal ? { signal } : {}),
+        ...(task.job.taskTimeoutSeconds !== undefined ? { timeoutSeconds: task.job.taskTimeoutSeconds } : {}),
       });
       const reader = {
         signal: remote.signal,
@@ -273,9 +276,9 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
     const stopped = (): AbortSignal | undefined => stops.find((s) => s.aborted);
     const reads = stops.length === 0 ? signal : AbortSignal.any(signal ? [signal, ...stops] : stops);
     let odd = false;
-    const parity = lanes[0]!.quotes;
-    // The quotes before the chunk's last byte, counted from the byte before it (the outside reading starts at even).
-    const mark = parity ? { offset: Math.min(chunk.end, chunk.input.size) - 1, reached: () => void (odd = parity.inside) } : undefined;
+    const parity = job.multiline ? lanes[0]!.quotes : undefined;
+    // The quotes before the chunk's last unit, counted from the unit before it (the outside reading starts at even).
+    const mark = parity ? { offset: range.end - unit, reached: () => void (odd = parity.inside) } : undefined;
     /** A lane's error: the chunk's own unless the chunk is read two ways. */
     const laneFailed = (lane: Lane, err: unknown): void => {
       const timedOut = stopped();
@@ -288,19 +291,20 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
         store,
         range,
         lanes.map((l) => l.cutter),
-        { ...(reads ? { signal: reads } : {}), ...(mark ? { mark } : {}) },
+        { lookBehind: unit, ...(reads ? { signal: reads } : {}), ...(mark ? { mark } : {}) },
       )) {
         const lane = lanes[read.lane]!;
         if (lane.error) continue;
         if (read.block === undefined) {
           laneFailed(lane, read.error);
         } else {
-          const refused = read.block.offset === 0 ? compressedInputError(read.block.bytes, chunk.input.name) : undefined;
+          const refused = read.block.offset === 0 && !job.encoding ? compressedInputError(read.block.bytes, chunk.input.name) : undefined;
           if (refused) throw refused;
+          const decoded = job.encoding ? decodeUtf16Block(read.block, job.encoding) : undefined;
           try {
-            await lane.mapper.block(read.block);
+            await lane.mapper.block(decoded ?? read.block);
           } catch (err) {
-            laneFailed(lane, err);
+            laneFailed(lane, decoded ? decoded.fileOffset(toCloudmillError(err)) : err);
           }
         }
         if (lanes.every((l) => l.error)) break;
@@ -341,33 +345,14 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
   }
 };
 
-/**
- * The job's params with the separator this CSV input is read with: tab for `.tsv` when none
- * is named, `tab` spelled out, or sniffed from the input's first bytes for `auto`.
- */
-const csvDialectOf = async (
-  store: BlobStore,
-  input: InputObject,
-  params: Params,
-  signal?: AbortSignal,
-): Promise<{ readonly params: Params; readonly sniffed?: string }> => {
-  const named = params.separator;
-  if (named === "auto") {
-    const sample = await readBytes(store, input.key, signal, { start: 0, end: Math.min(input.size, SNIFF_BYTES), etag: input.etag });
-    const separator = sniffSeparator(sample, input.name);
-    return { params: { ...params, separator }, sniffed: separator };
-  }
-  if (named === "tab") return { params: { ...params, separator: "\t" } };
-  if (named === undefined) return { params: { ...params, separator: defaultSeparator(input.name) } };
-  return { params };
-};
-
 /** The refusal of the chunk's input if its first bytes are a compressed or archive format (best effort). */
 const compressedInputOf = async (deps: PipelineDeps, task: TaskMessage, signal?: AbortSignal): Promise<CloudmillError | undefined> => {
   const { input } = task.chunk;
   const range = { start: 0, end: SIGNATURE_BYTES, etag: input.etag };
   const first = await readBytes(deps.inputStore(input.bucket), input.key, signal, range).catch(() => undefined);
-  return first && compressedInputError(first, input.name);
+  // CSV in UTF-16 is read (decoded): its bad records are its own.
+  if (!first || (task.job.format === "csv" && utf16Of(first))) return undefined;
+  return compressedInputError(first, input.name);
 };
 
 /** Records a chunk's latest error, so the job's failure can name it (the dead-letter handler reads it). */

@@ -169,6 +169,8 @@ export type LaneBlock =
 
 export interface LaneOptions {
   readonly signal?: AbortSignal;
+  /** Bytes read before `start` to tell whether a record begins there: 1, or 2 for UTF-16 (default 1). */
+  readonly lookBehind?: number;
   /** Called once every byte before absolute offset `offset` is pushed, and none after it. */
   readonly mark?: { readonly offset: number; reached(): void };
 }
@@ -211,8 +213,8 @@ export async function* ownedRecordLanes(
       }
     }
   };
-  // Reading from start-1 tells whether a record begins exactly at `start`.
-  let pos = start > 0 ? start - 1 : 0;
+  // Reading from start-1 (the unit before it) tells whether a record begins exactly at `start`.
+  let pos = start > 0 ? start - (options.lookBehind ?? 1) : 0;
   let marked = mark === undefined;
   const body = await store.get(key, { start: pos, end, reuseBuffers: true, ...(etag ? { etag } : {}), ...(signal ? { signal } : {}) });
   for await (const chunk of body) {

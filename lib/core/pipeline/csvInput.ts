@@ -1,0 +1,85 @@
+/**
+ * What a task must know of a CSV input before reading its chunk, from the input's first bytes:
+ * its encoding (UTF-8, or UTF-16 by its byte-order mark), the separator (named by the job, a
+ * `.tsv`'s tab, or sniffed), and the header's names. Every chunk of the input reads the same
+ * first bytes, so every chunk decides the same.
+ */
+import type { InputObject } from "../job/manifest.js";
+import type { Params } from "../job/spec.js";
+import { csvOptions, type FormatOptions } from "../ops/formatReaders.js";
+import type { AnyOp } from "../ops/types.js";
+import type { BlobStore } from "../ports.js";
+import { ownedRecordBlocks } from "../records/alignedBlocks.js";
+import { parseCsvRecord } from "../records/csv.js";
+import { defaultSeparator, SNIFF_BYTES, sniffSeparator } from "../records/csvDialect.js";
+import { readFirstLine } from "../records/firstRecord.js";
+import { CsvRecordEnds, lineEnds } from "../records/recordEnds.js";
+import { decodeUtf16Block, Utf16RecordEnds, utf16Of, type Utf16 } from "../records/utf16.js";
+import { readBytes } from "./blobJson.js";
+
+export interface CsvInput {
+  /** The job's params with the separator this input is read with. */
+  readonly params: Params;
+  /** The separator `separator=auto` chose. */
+  readonly sniffed?: string;
+  /** Set for UTF-16 text: records are decoded to UTF-8 for the op. */
+  readonly encoding?: Utf16;
+  /** The header's names, when the header is on. */
+  readonly header?: string[];
+}
+
+export const readCsvInput = async (
+  store: BlobStore,
+  input: InputObject,
+  op: AnyOp,
+  params: Params,
+  signal?: AbortSignal,
+): Promise<CsvInput> => {
+  const named = params.separator;
+  const want = named === "auto" ? SNIFF_BYTES : 4;
+  const head = await readBytes(store, input.key, signal, { start: 0, end: Math.min(input.size, want), etag: input.etag });
+  const encoding = utf16Of(head);
+  let separator: string;
+  let sniffed: string | undefined;
+  if (named === "auto") {
+    const sample = encoding
+      ? decodeUtf16Block({ bytes: head.subarray(0, head.length & ~1), offset: 0, first: true }, encoding).bytes
+      : head;
+    separator = sniffed = sniffSeparator(sample, input.name);
+  } else if (named === "tab") separator = "\t";
+  else if (typeof named === "string") separator = named;
+  else separator = defaultSeparator(input.name);
+  const resolved: Params = { ...params, separator };
+  const options = op.parseParams(resolved) as FormatOptions;
+  const csv = csvOptions(options);
+  let header: string[] | undefined;
+  if (options.header ?? true) {
+    const text = encoding
+      ? await firstUtf16Record(store, input, encoding, csv.multiline === true ? csv.separator : undefined, signal)
+      : await readFirstLine(store, input, signal, csv.multiline === true ? new CsvRecordEnds(false, csv.separator) : lineEnds());
+    header = text === undefined ? [] : parseCsvRecord(text, 0, csv);
+  }
+  return {
+    params: resolved,
+    ...(sniffed !== undefined ? { sniffed } : {}),
+    ...(encoding ? { encoding } : {}),
+    ...(header ? { header } : {}),
+  };
+};
+
+/** The first record of a UTF-16 input, decoded, without its line ending. `separator` set: quoted newlines stay inside. */
+const firstUtf16Record = async (
+  store: BlobStore,
+  input: InputObject,
+  encoding: Utf16,
+  separator: string | undefined,
+  signal?: AbortSignal,
+): Promise<string | undefined> => {
+  const ends = new Utf16RecordEnds(encoding, separator === undefined ? undefined : { inside: false, separator });
+  for await (const block of ownedRecordBlocks(store, { ...input, start: 0, end: 1 }, signal, {}, ends)) {
+    return decodeUtf16Block(block, encoding)
+      .bytes.toString("utf8")
+      .replace(/\r?\n$/, "");
+  }
+  return undefined;
+};
