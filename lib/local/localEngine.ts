@@ -19,7 +19,7 @@ import type { SplitDeps } from "../core/pipeline/deps.js";
 import { failJob, handleDeadLetter } from "../core/pipeline/deadLetter.js";
 import { readBytes, readJson } from "../core/pipeline/blobJson.js";
 import { OrderedPartMerge, type MergedParts } from "../core/pipeline/partMerge.js";
-import { speculatesOnQuotes } from "../core/pipeline/part.js";
+import { partsCarryReadings } from "../core/pipeline/part.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
 import { deadlineSecondsOf, enqueueTasks, startJob, taskJobOf, tasksOf } from "../core/pipeline/split.js";
 import { afterFailedAttempt } from "../core/pipeline/task.js";
@@ -62,6 +62,8 @@ export interface LocalRunResult {
   readonly jobId: string;
   readonly result: unknown;
   readonly status: JobStatus;
+  /** Where the chunks were mapped: on this thread (a small job of a built-in op) or on task threads. */
+  readonly ranOn: "inline" | "threads";
 }
 
 const RESULT_KEY = "result.json";
@@ -81,7 +83,6 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   enableLinearRegExp();
   const { spec, registry } = options;
   const log = options.log ?? silentLogger;
-  const workers = options.workers ?? os.availableParallelism();
   const root = new FsBlobStore("/");
   const inputs = await resolveLocalInputs(spec.inputs, root);
   const job = taskJobOf(
@@ -89,6 +90,13 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     registry,
     inputs.map((i) => i.name),
   );
+  const chunks = inputs.reduce((n, i) => n + chunksOf(i.size, spec.chunkSize), 0);
+  // A job of one chunk gains nothing from threads but their start-up. Only a built-in op runs
+  // inline unasked: it ends in linear time, where a lab's op may need the task time limit a
+  // thread gives.
+  const op = registry.get(job.op);
+  const inline = options.workers === 0 || (options.workers === undefined && chunks <= 1 && op.digest === undefined && !isTaskOp(op));
+  const workers = inline ? 0 : (options.workers ?? os.availableParallelism());
   const jobId =
     spec.id ?? `local-${digest(job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag]))}`;
 
@@ -107,7 +115,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     workers > 0
       ? threadExecutor(workers, { outputRoot: workDir, opsModules: options.opsModules ?? [] }, options.taskTimeoutSeconds)
       : inlineExecutor(deps);
-  executor.warm(inputs.reduce((n, i) => n + chunksOf(i.size, spec.chunkSize), 0));
+  executor.warm(chunks);
 
   try {
     const { manifest } = await startJob(deps, {
@@ -129,7 +137,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     const stored: unknown = JSON.parse((await readBytes(output, RESULT_KEY)).toString("utf8"));
     // Item outputs stored on their own are read back before the work directory goes.
     const result = isTaskOp(registry.get(job.op)) ? await resolveStoredResult(output, stored, jobId) : stored;
-    return { jobId, result, status };
+    return { jobId, result, status, ranOn: workers > 0 ? "threads" : "inline" };
   } finally {
     await items.close();
     await executor.close();
@@ -162,8 +170,9 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
   // An op whose merge ignores order is merged by each task thread as it maps (no part is read
   // back); any other is merged here in chunk order while the threads map later chunks.
   const op = deps.registry.get(manifest.job.op);
-  // A multiline CSV chunk's reading is chosen by the chunks before it: such parts merge in order.
-  const orderFree = op.orderFreeMerge === true && !speculatesOnQuotes(manifest.job.format, op.parseParams(manifest.job.params));
+  // A multiline CSV chunk's reading is chosen by the chunks before it, and a sniffed separator is
+  // reported from a part: such parts are written and merged in order.
+  const orderFree = op.orderFreeMerge === true && !partsCarryReadings(manifest.job.format, op.parseParams(manifest.job.params));
   const inOrder = orderFree ? undefined : new OrderedPartMerge(deps, manifest);
   // Only a chunk's first attempt joins its thread's total, so no chunk can be in two totals.
   // Such a chunk writes no part (unless work is kept): its thread's total alone holds it. A

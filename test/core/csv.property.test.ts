@@ -110,6 +110,33 @@ describe("CSV with quoted newlines, separators and doubled quotes", () => {
     );
   }, 240_000);
 
+  it("keeps counting a chunk's quotes after its wrong reading fails on a record too long", async () => {
+    // Chunk 2 starts inside a quoted newline. Read as if outside, it meets a quote at once and
+    // takes the next 2 MiB for one record, past maxRecordBytes: that reading fails, and the quote
+    // that opens a field across the next boundary must still count toward chunk 3's state.
+    const C = 4 * 1024 * 1024;
+    const fill = (parts: string[], upto: number): void => {
+      const n = upto - parts.reduce((k, p) => k + p.length, 0);
+      const pad = n % 4;
+      if (pad) parts.push(`1,${"2".repeat(pad + 1)}\n`);
+      parts.push("1,2\n".repeat((n - (pad ? pad + 4 : 0)) / 4));
+    };
+    const parts = ["a,b\n"];
+    fill(parts, C - 7);
+    parts.push('3,"xxxx', '\nY",5\n');
+    fill(parts, 2 * C - 7);
+    parts.push('4,"pppp', 'q",6\n');
+    fill(parts, 2 * C + 4000);
+    const file = path.join(dir, "long-wrong-reading.csv");
+    await writeFile(file, parts.join(""));
+    const expected = pythonCsvRows(file).length;
+    for (const workers of [0, 2]) {
+      const spec = parseJobSpec({ op: "count", inputs: [file], format: "csv", chunkSize: C, maxRecordBytes: "1MiB" });
+      const { result } = await runLocal({ spec, registry, workers, workDir: path.join(dir, `work-${fileNo++}`) });
+      expect(result, `${workers} workers`).toEqual({ records: expected });
+    }
+  }, 120_000);
+
   it("gives the same on the engine's task threads", async () => {
     const [bytes] = fc.sample(
       csvFile.filter((b) => b.includes('\n"') || b.includes('\n",')),

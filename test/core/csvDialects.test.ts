@@ -60,6 +60,17 @@ describe("separator=auto", () => {
     }
   });
 
+  it("says what it chose when records are read one per line too, and refuses a header longer than what it sniffs", async () => {
+    const file = await write("semi-lines.csv", "a;b\n1;2\n3;4\n");
+    const r = await run(file, "count", 1 << 20, { separator: "auto", multiline: false });
+    expect(r.ok && r.status.csv).toEqual([{ input: file, separator: ";" }]);
+    const wide = await write("wide.csv", `${Array.from({ length: 9000 }, (_, i) => `column${i}`).join(";")}\n1;2\n`);
+    const w = await run(wide, "count", 1 << 20, { separator: "auto" });
+    expect(!w.ok && w.error.describe()).toBe(
+      `${wide}:1 (byte 0): separator=auto: the header is longer than the 65536 bytes sniffed; name it with --param separator=…`,
+    );
+  });
+
   it("refuses a sample that no candidate splits evenly, naming the file", async () => {
     const file = await write("ragged.csv", "a,b;c\n1,2\n3;4;5;6\n");
     const r = await run(file, "count", 1 << 20, { separator: "auto" });

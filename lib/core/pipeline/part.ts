@@ -47,9 +47,12 @@ export const QuoteSpeculation = z.object({
 });
 export type QuoteSpeculation = z.infer<typeof QuoteSpeculation>;
 
-/** Whether a job's parts carry QuoteSpeculation: they can then be merged only in chunk order. */
-export const speculatesOnQuotes = (format: Format, params: unknown): boolean =>
-  format === "csv" && csvOptions(params as FormatOptions).multiline === true;
+/**
+ * Whether a job's parts carry more than a partial (QuoteSpeculation, a sniffed separator): they
+ * must then be written and merged in chunk order.
+ */
+export const partsCarryReadings = (format: Format, params: unknown): boolean =>
+  format === "csv" && (csvOptions(params as FormatOptions).multiline === true || (params as FormatOptions).separator === "auto");
 
 export const SniffedSeparator = z.object({ input: z.string(), separator: z.string() });
 export type SniffedSeparator = z.infer<typeof SniffedSeparator>;

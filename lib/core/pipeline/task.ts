@@ -269,8 +269,10 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
     };
   };
 
-  const lanes = speculate ? [openLane(false), openLane(true)] : [openLane(false)];
+  const lanes: Lane[] = [];
   try {
+    lanes.push(openLane(false));
+    if (speculate) lanes.push(openLane(true));
     const stops = lanes.flatMap((l) => (l.mapper.signal ? [l.mapper.signal] : []));
     /** Aborted when a lane's thread is past the chunk's time limit: the read ends too. */
     const stopped = (): AbortSignal | undefined => stops.find((s) => s.aborted);
@@ -279,12 +281,19 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
     const parity = job.multiline ? lanes[0]!.quotes : undefined;
     // The quotes before the chunk's last unit, counted from the unit before it (the outside reading starts at even).
     const mark = parity ? { offset: range.end - unit, reached: () => void (odd = parity.inside) } : undefined;
-    /** A lane's error: the chunk's own unless the chunk is read two ways. */
+    /**
+     * A lane's error: the chunk's own unless the chunk is read two ways. Then it is the reading's,
+     * kept for the merge, unless the environment failed (a crashed thread, a failed read): that
+     * attempt fails, to be retried.
+     */
     const laneFailed = (lane: Lane, err: unknown): void => {
       const timedOut = stopped();
       if (timedOut) throw timedOut.reason;
-      if (!speculate) throw err;
-      lane.error = toCloudmillError(err).withContext(where);
+      const error = toCloudmillError(err);
+      if (!speculate || error.code === ErrorCode.ENVIRONMENT) throw error;
+      lane.error = error.withContext(where);
+      // Read no further for it (its quotes are still counted).
+      lane.cutter.stop();
     };
     try {
       for await (const read of ownedRecordLanes(

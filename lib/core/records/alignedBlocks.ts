@@ -75,9 +75,19 @@ export class RecordCutter {
     this.#pendingOffset = start;
   }
 
+  /** Cut no more: later pushes only scan (a reading whose op failed still tells where quotes stand). */
+  #stopped = false;
+
   /** A record is begun and not finished: the range's reader must read on past its end. */
   get open(): boolean {
-    return this.#pendingLength > 0 && !this.#dropping && !this.#skipping;
+    return this.#pendingLength > 0 && !this.#dropping && !this.#skipping && !this.#stopped;
+  }
+
+  /** Ends this reading: no more records, no reading past the range for it; its RecordEnds still scan what is pushed. */
+  stop(): void {
+    this.#stopped = true;
+    this.#pending = [];
+    this.#pendingLength = 0;
   }
 
   /** The pending record is too long: report it (which may throw), forget it, and skip to its end. */
@@ -102,6 +112,7 @@ export class RecordCutter {
   *push(bytes: Buffer, at: number): Generator<RecordBlock> {
     const ends = this.#ends;
     ends.scan(bytes, 0, at);
+    if (this.#stopped) return;
     const { first, last } = ends;
     let from = 0;
     if (this.#skipping || this.#dropping) {
@@ -178,7 +189,7 @@ export interface LaneOptions {
 /**
  * Reads [start, end) once and cuts it with each of `lanes` (the same bytes under different
  * guesses of where records end): yields each lane's blocks as they complete, lane by lane.
- * A lane whose cutter throws yields the error and is fed no more. Memory: one source block
+ * A lane whose cutter throws yields the error and is stopped (see RecordCutter.stop). Memory: one source block
  * plus, per lane, the record that straddles a block boundary (at most maxRecordBytes).
  * A UTF-8 byte-order mark at byte 0 is dropped. A block's bytes are valid only until the
  * next block is asked for: the store reads on into the same memory.
@@ -193,14 +204,13 @@ export async function* ownedRecordLanes(
   const { signal, mark } = options;
   const start = Math.min(range.start, size);
   const end = Math.min(range.end, size);
-  const live = lanes.map(() => true);
   if (start >= end) {
     mark?.reached();
     return;
   }
+  // A lane that throws is stopped: it yields nothing more, but its RecordEnds go on scanning.
   const feed = function* (cuts: (cutter: RecordCutter) => Generator<RecordBlock>): Generator<LaneBlock> {
     for (const [lane, cutter] of lanes.entries()) {
-      if (!live[lane]) continue;
       try {
         for (const block of cuts(cutter)) {
           const b = withoutBom(block);
@@ -208,7 +218,7 @@ export async function* ownedRecordLanes(
           if (b.bytes.length > 0) yield { lane, block: b };
         }
       } catch (error) {
-        live[lane] = false;
+        cutter.stop();
         yield { lane, error };
       }
     }
@@ -235,7 +245,7 @@ export async function* ownedRecordLanes(
   if (!marked) mark!.reached();
 
   // A lane's last record may run past `end`: read on until it ends or the file does.
-  const open = () => lanes.some((c, lane) => live[lane] && c.open);
+  const open = () => lanes.some((c) => c.open);
   let step = DEFAULTS.overreadBytes;
   let at = end;
   while (at < size && open()) {

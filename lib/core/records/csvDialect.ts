@@ -30,8 +30,16 @@ export const sniffSeparator = (sample: Buffer, inputName: string): string => {
   forEachCsvRecord({ bytes: sample, offset: 0, first: true }, true, (s, e) => {
     if (texts.length <= SNIFF_RECORDS && e > s) texts.push(sample.toString("utf8", s, e).replace(/^\uFEFF/, ""));
   });
-  const complete = sample.length < SNIFF_BYTES ? texts : texts.slice(0, -1);
+  const whole = sample.length < SNIFF_BYTES;
+  const complete = whole ? texts : texts.slice(0, -1);
   const header = complete[0];
+  if (header === undefined && !whole) {
+    throw new CloudmillError(
+      ErrorCode.BAD_RECORD,
+      `separator=auto: the header is longer than the ${SNIFF_BYTES} bytes sniffed; name it with --param separator=…`,
+      { input: inputName, offset: 0 },
+    );
+  }
   if (header === undefined) return ",";
   let best: { separator: string; fields: number } | undefined;
   for (const separator of SNIFFED_SEPARATORS) {
