@@ -28,6 +28,9 @@ export interface CsvInput {
   readonly header?: string[];
 }
 
+/** What one request reads of an input's start: the encoding, the sniffing sample and, almost always, the header. */
+const HEAD_BYTES = SNIFF_BYTES;
+
 export const readCsvInput = async (
   store: BlobStore,
   input: InputObject,
@@ -36,8 +39,7 @@ export const readCsvInput = async (
   signal?: AbortSignal,
 ): Promise<CsvInput> => {
   const named = params.separator;
-  const want = named === "auto" ? SNIFF_BYTES : 4;
-  const head = await readBytes(store, input.key, signal, { start: 0, end: Math.min(input.size, want), etag: input.etag });
+  const head = await readBytes(store, input.key, signal, { start: 0, end: Math.min(input.size, HEAD_BYTES), etag: input.etag });
   const encoding = utf16Of(head);
   let separator: string;
   let sniffed: string | undefined;
@@ -54,9 +56,12 @@ export const readCsvInput = async (
   const csv = csvOptions(options);
   let header: string[] | undefined;
   if (options.header ?? true) {
-    const text = encoding
-      ? await firstUtf16Record(store, input, encoding, csv.multiline === true ? csv.separator : undefined, signal)
-      : await readFirstLine(store, input, signal, csv.multiline === true ? new CsvRecordEnds(false, csv.separator) : lineEnds());
+    const quoted = csv.multiline === true ? csv.separator : undefined;
+    const text =
+      firstRecordIn(head, input.size, encoding, quoted) ??
+      (encoding
+        ? await firstUtf16Record(store, input, encoding, quoted, signal)
+        : await readFirstLine(store, input, signal, quoted === undefined ? lineEnds() : new CsvRecordEnds(false, quoted)));
     header = text === undefined ? [] : parseCsvRecord(text, 0, csv);
   }
   return {
@@ -65,6 +70,23 @@ export const readCsvInput = async (
     ...(encoding ? { encoding } : {}),
     ...(header ? { header } : {}),
   };
+};
+
+/**
+ * The first record's text if `head` holds all of it (without its line ending or a byte-order
+ * mark), or undefined when it runs past `head` or the input is empty. `separator` set: quoted
+ * newlines stay inside the record.
+ */
+const firstRecordIn = (head: Buffer, size: number, encoding: Utf16 | undefined, separator: string | undefined): string | undefined => {
+  const quotes = separator === undefined ? undefined : { inside: false, separator };
+  const ends = encoding ? new Utf16RecordEnds(encoding, quotes) : quotes ? new CsvRecordEnds(false, quotes.separator) : lineEnds();
+  ends.scan(head, 0, 0);
+  if (ends.first < 0 && (head.length < size || head.length === 0)) return undefined;
+  const bytes = ends.first < 0 ? head : head.subarray(0, ends.first + 1);
+  const text = encoding ? decodeUtf16Block({ bytes, offset: 0, first: true }, encoding).bytes.toString("utf8") : bytes.toString("utf8");
+  const record = text.replace(/^\uFEFF/, "").replace(/\r?\n$/, "");
+  // A file that is only a byte-order mark holds no record.
+  return ends.first < 0 && record === "" ? undefined : record;
 };
 
 /** The first record of a UTF-16 input, decoded, without its line ending. `separator` set: quoted newlines stay inside. */
