@@ -20,6 +20,32 @@ const NL = 0x0a;
 const QUOTE = 0x22;
 
 /**
+ * A stream's UTF-16 code units, buffer by buffer: units start at even absolute offsets, and a
+ * unit cut in two by a buffer's end is finished by the next.
+ */
+export class Utf16Units {
+  readonly #le: boolean;
+  /** The first byte of a unit that the previous buffer cut in two. */
+  #carry = -1;
+
+  constructor(encoding: Utf16) {
+    this.#le = encoding === "utf-16le";
+  }
+
+  /** Calls fn(unit, index of its second byte in `bytes`) for each unit that ends in bytes[from..]; bytes[from] is at offset `at`. */
+  each(bytes: Buffer, from: number, at: number, fn: (unit: number, end: number) => void): void {
+    const n = bytes.length;
+    let i = (at + from) % 2 === 0 ? from : from - 1;
+    for (; i + 1 < n; i += 2) {
+      const b0 = i < 0 ? this.#carry : bytes[i]!;
+      const b1 = bytes[i + 1]!;
+      fn(this.#le ? b0 | (b1 << 8) : (b0 << 8) | b1, i + 1);
+    }
+    this.#carry = i < n ? bytes[i]! : -1;
+  }
+}
+
+/**
  * Record ends in UTF-16 bytes: the index of a newline unit's *second* byte, so the record
  * after it starts one past. With `csv`, only newlines outside quotes count (quote parity).
  */
@@ -30,12 +56,12 @@ export class Utf16RecordEnds implements RecordEnds {
   readonly #le: boolean;
   readonly #csv: boolean;
   readonly #separator: string;
-  /** The first byte of a unit that the previous buffer cut in two. */
-  #carry = -1;
+  readonly #units: Utf16Units;
   #openedAt = -1;
 
   constructor(encoding: Utf16, csv: { readonly inside: boolean; readonly separator: string } | undefined) {
     this.#le = encoding === "utf-16le";
+    this.#units = new Utf16Units(encoding);
     this.#csv = csv !== undefined;
     this.inside = csv?.inside ?? false;
     this.#separator = csv?.separator ?? ",";
@@ -45,22 +71,15 @@ export class Utf16RecordEnds implements RecordEnds {
     let first = -1;
     let last = -1;
     let inside = this.inside;
-    const n = bytes.length;
-    // Units start at even absolute offsets; -1 stands for the byte carried from the last buffer.
-    let i = (at + from) % 2 === 0 ? from : from - 1;
-    for (; i + 1 < n; i += 2) {
-      const b0 = i < 0 ? this.#carry : bytes[i]!;
-      const b1 = bytes[i + 1]!;
-      const unit = this.#le ? b0 | (b1 << 8) : (b0 << 8) | b1;
+    this.#units.each(bytes, from, at, (unit, end) => {
       if (unit === QUOTE && this.#csv) {
         inside = !inside;
-        if (inside) this.#openedAt = at + i;
+        if (inside) this.#openedAt = at + end - 1;
       } else if (unit === NL && !inside) {
-        if (first < 0) first = i + 1;
-        last = i + 1;
+        if (first < 0) first = end;
+        last = end;
       }
-    }
-    this.#carry = i < n ? bytes[i]! : -1;
+    });
     this.inside = inside;
     this.first = first;
     this.last = last;
