@@ -29,6 +29,7 @@ import { isDeepStrictEqual } from "node:util";
 import { parseSize } from "../lib/core/job/size.js";
 import { splitterRequests, tasksPerSecond } from "./cloud.js";
 import { csvMultiline } from "./csv.js";
+import { compressedInputs } from "./compressed.js";
 import { generateNumbers, generateText } from "./generate.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -336,6 +337,19 @@ const main = async (): Promise<void> => {
       workers: WORKERS,
       repeats: REPEATS,
       chunk: CHUNK,
+    })),
+  );
+
+  process.stderr.write("compressed inputs…\n");
+  rows.push(
+    `\nCompressed inputs: count over the same text as gzip, zstd and BGZF:\n`,
+    ...(await compressedInputs({
+      dir,
+      cli: path.join(root, "bin", "cloudmill.js"),
+      mb: Number(process.env.BENCH_COMPRESSED_MB ?? 1024),
+      seed: SEED,
+      workers: WORKERS,
+      repeats: Math.min(REPEATS, 3),
     })),
   );
 

@@ -32,8 +32,9 @@ const MAY_IMPORT: Readonly<Record<Layer, readonly Layer[]>> = {
 
 /** Packages a layer may import; anything else is refused. Core is pure: no AWS, no I/O library. */
 const PACKAGES: Readonly<Partial<Record<Layer, RegExp>>> = {
-  // Pure helpers only: hashing, path/URL arithmetic for the module loader, a linear-time regex engine, a JS parser (digests).
-  core: /^(zod|re2js|acorn|node:crypto|node:path|node:url)$/,
+  // Pure helpers only: hashing, path/URL arithmetic for the module loader, a linear-time regex engine, a JS parser (digests),
+  // and decoders of compressed bytes (zlib through its streams, fzstd, xxhash-wasm for zstd's checksums).
+  core: /^(zod|re2js|acorn|node:crypto|node:path|node:url|node:zlib|node:stream|node:stream\/promises|fzstd|xxhash-wasm)$/,
   sandbox: /^node:.*$/,
   local: /^(zod|node:.*)$/,
   // esbuild: bundles a lab's ops (and cloudmill's roles, from sources) at synth; an optional peer dependency.

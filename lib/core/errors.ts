@@ -45,6 +45,10 @@ export interface ErrorContext {
   readonly input?: string;
   readonly line?: number;
   readonly offset?: number;
+  /** The offset counts the input's decoded bytes (it is compressed). */
+  readonly decoded?: boolean;
+  /** The offset counts from the start of the decoded BGZF block at this compressed byte. */
+  readonly block?: number;
   readonly range?: readonly [number, number];
   readonly chunk?: number;
   readonly field?: string;
@@ -95,7 +99,8 @@ export const locate = (c: ErrorContext): string => {
   let where = c.input ?? "";
   if (c.line !== undefined) where += `${where ? ":" : "line "}${c.line}`;
   if (where) parts.push(where);
-  if (c.offset !== undefined) parts.push(`(byte ${c.offset})`);
+  if (c.offset !== undefined && c.block !== undefined) parts.push(`(byte ${c.offset} of the BGZF block at compressed byte ${c.block})`);
+  else if (c.offset !== undefined) parts.push(c.decoded ? `(byte ${c.offset} decompressed)` : `(byte ${c.offset})`);
   else if (c.range) parts.push(`(bytes ${c.range[0]}-${c.range[1]})`);
   return parts.length ? `${parts.join(" ")}: ` : "";
 };

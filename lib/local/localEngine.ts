@@ -23,7 +23,9 @@ import { partsCarryReadings } from "../core/pipeline/part.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
 import { deadlineSecondsOf, enqueueTasks, startJob, taskJobOf, tasksOf } from "../core/pipeline/split.js";
 import { afterFailedAttempt } from "../core/pipeline/task.js";
-import { lineNumberAt } from "../core/records/lineNumber.js";
+import { lineNumberAt, lineNumberIn } from "../core/records/lineNumber.js";
+import { inputRangeBytes } from "../core/records/inputBytes.js";
+import type { Span } from "../core/records/alignedBlocks.js";
 import { isTaskOp } from "../core/ops/defineTask.js";
 import { resolveStoredResult } from "../core/pipeline/items.js";
 import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
@@ -69,13 +71,22 @@ export interface LocalRunResult {
 const RESULT_KEY = "result.json";
 const STATUS_KEY = "status.json";
 
+async function* bytesOf(spans: AsyncIterable<Span>): AsyncGenerator<Uint8Array> {
+  for await (const span of spans) yield span.bytes;
+}
+
 /** Adds the line number to a bad-record error, reading the input up to its offset. */
 const withLineNumber = async (err: CloudmillError, inputs: readonly InputObject[], root: FsBlobStore): Promise<CloudmillError> => {
   const { offset, input } = err.context;
   if (err.code !== ErrorCode.BAD_RECORD || offset === undefined || err.context.line !== undefined) return err;
   const obj = inputs.find((i) => i.name === input);
   if (!obj) return err;
-  const line = await lineNumberAt(root, obj.key, offset).catch(() => undefined);
+  // A BGZF block's offset has no line without decoding the blocks before it.
+  if (err.context.block !== undefined) return err;
+  const line = await (err.context.decoded
+    ? lineNumberIn(bytesOf(inputRangeBytes(root, obj, { start: 0, end: obj.size }).owned()), offset)
+    : lineNumberAt(root, obj.key, offset)
+  ).catch(() => undefined);
   return line === undefined ? err : err.withContext({ line });
 };
 

@@ -3,6 +3,7 @@
  * status object users read. All three cross a process boundary, so all three have schemas.
  */
 import { z } from "zod";
+import { CODECS } from "../records/codecs.js";
 import { Format, JobId, OnBadRecord, OpName, Params } from "./spec.js";
 
 /** One input object as the splitter saw it: its ETag pins every read of the job. */
@@ -13,6 +14,8 @@ export const InputObject = z.strictObject({
   etag: z.string(),
   /** How users name it in messages (`data.txt`, `s3://b/k`). */
   name: z.string(),
+  /** How it is compressed, for an input of more than one chunk (a smaller one's task sees for itself). */
+  codec: z.enum(CODECS).optional(),
 });
 export type InputObject = z.infer<typeof InputObject>;
 
@@ -100,6 +103,10 @@ export const JobStatus = z.object({
       input: z.string().optional(),
       range: z.tuple([z.number(), z.number()]).optional(),
       offset: z.number().optional(),
+      /** `offset` counts decoded bytes of a compressed input. */
+      decoded: z.boolean().optional(),
+      /** `offset` counts from the decoded start of the BGZF block at this compressed byte. */
+      block: z.number().optional(),
       line: z.number().optional(),
       chunk: z.number().optional(),
     })

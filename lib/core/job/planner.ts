@@ -9,6 +9,10 @@ import type { Chunk, InputObject } from "./manifest.js";
 
 export const chunksOf = (size: number, chunkSize: number): number => Math.ceil(size / chunkSize);
 
+/** A gzip or zstd stream is read from its start to its end, by one task; BGZF splits at its blocks. */
+const chunksOfInput = (input: InputObject, chunkSize: number): number =>
+  input.codec === "gzip" || input.codec === "zstd" ? Math.min(1, input.size) : chunksOf(input.size, chunkSize);
+
 export interface ChunkPlan {
   readonly total: number;
   chunkAt(index: number): Chunk;
@@ -22,7 +26,7 @@ export const planChunks = (inputs: readonly InputObject[], chunkSize: number): C
   let total = 0;
   for (const input of inputs) {
     firstIndex.push(total);
-    total += chunksOf(input.size, chunkSize);
+    total += chunksOfInput(input, chunkSize);
   }
   if (total > DEFAULTS.maxChunks) {
     throw new CloudmillError(
@@ -46,7 +50,8 @@ export const planChunks = (inputs: readonly InputObject[], chunkSize: number): C
     while (lo + 1 < inputs.length && firstIndex[lo + 1]! <= index) lo++;
     const input = inputs[lo]!;
     const start = (index - firstIndex[lo]!) * chunkSize;
-    return { index, inputIndex: lo, input, start, end: Math.min(input.size, start + chunkSize) };
+    const whole = input.codec === "gzip" || input.codec === "zstd";
+    return { index, inputIndex: lo, input, start, end: whole ? input.size : Math.min(input.size, start + chunkSize) };
   };
   return {
     total,

@@ -24,7 +24,7 @@ import { forEachRecord, formatParamsShape, type FormatOptions } from "./formatRe
 export const OP_BRAND: unique symbol = Symbol.for("cloudmill.op") as never;
 
 export interface RecordMeta {
-  /** Absolute byte offset of the record in its input. */
+  /** Byte offset of the record in its input: in the decoded bytes of a gzip or zstd input, a virtual offset in a BGZF one. */
   readonly offset: number;
   /** How users name the input. */
   readonly input: string;

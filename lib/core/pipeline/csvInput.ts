@@ -9,13 +9,13 @@ import type { Params } from "../job/spec.js";
 import { csvOptions, type FormatOptions } from "../ops/formatReaders.js";
 import type { AnyOp } from "../ops/types.js";
 import type { BlobStore } from "../ports.js";
-import { ownedRecordBlocks } from "../records/alignedBlocks.js";
+import { rangeRecordBlocks } from "../records/alignedBlocks.js";
+import type { Codec } from "../records/codecs.js";
+import { inputHead, inputRangeBytes } from "../records/inputBytes.js";
 import { parseCsvRecord } from "../records/csv.js";
 import { defaultSeparator, SNIFF_BYTES, sniffSeparator } from "../records/csvDialect.js";
-import { readFirstLine } from "../records/firstRecord.js";
-import { CsvRecordEnds, lineEnds } from "../records/recordEnds.js";
+import { CsvRecordEnds, lineEnds, type RecordEnds } from "../records/recordEnds.js";
 import { decodeUtf16Block, Utf16RecordEnds, utf16Of, type Utf16 } from "../records/utf16.js";
-import { readBytes } from "./blobJson.js";
 
 export interface CsvInput {
   /** The job's params with the separator this input is read with. */
@@ -26,6 +26,8 @@ export interface CsvInput {
   readonly encoding?: Utf16;
   /** The header's names, when the header is on. */
   readonly header?: string[];
+  /** How the input is compressed, read from its first bytes. */
+  readonly codec?: Codec;
 }
 
 /** What one request reads of an input's start: the encoding, the sniffing sample and, almost always, the header. */
@@ -39,7 +41,9 @@ export const readCsvInput = async (
   signal?: AbortSignal,
 ): Promise<CsvInput> => {
   const named = params.separator;
-  const head = await readBytes(store, input.key, signal, { start: 0, end: Math.min(input.size, HEAD_BYTES), etag: input.etag });
+  const { bytes: head, codec } = await inputHead(store, input, HEAD_BYTES, signal);
+  // A compressed head's decoded bytes are not all of the input, whatever their length.
+  const size = codec ? Number.POSITIVE_INFINITY : input.size;
   const encoding = utf16Of(head);
   let separator: string;
   let sniffed: string | undefined;
@@ -57,14 +61,16 @@ export const readCsvInput = async (
   let header: string[] | undefined;
   if (options.header ?? true) {
     const quoted = csv.multiline === true ? csv.separator : undefined;
-    const text =
-      firstRecordIn(head, input.size, encoding, quoted) ??
-      (encoding
-        ? await firstUtf16Record(store, input, encoding, quoted, signal)
-        : await readFirstLine(store, input, signal, quoted === undefined ? lineEnds() : new CsvRecordEnds(false, quoted)));
+    const ends = encoding
+      ? new Utf16RecordEnds(encoding, quoted === undefined ? undefined : { inside: false, separator: quoted })
+      : quoted === undefined
+        ? lineEnds()
+        : new CsvRecordEnds(false, quoted);
+    const text = firstRecordIn(head, size, encoding, quoted) ?? (await firstRecord(store, input, codec, ends, encoding, signal));
     header = text === undefined ? [] : parseCsvRecord(text, 0, csv);
   }
   return {
+    ...(codec ? { codec } : {}),
     params: resolved,
     ...(sniffed !== undefined ? { sniffed } : {}),
     ...(encoding ? { encoding } : {}),
@@ -89,19 +95,25 @@ const firstRecordIn = (head: Buffer, size: number, encoding: Utf16 | undefined, 
   return ends.first < 0 && record === "" ? undefined : record;
 };
 
-/** The first record of a UTF-16 input, decoded, without its line ending. `separator` set: quoted newlines stay inside. */
-const firstUtf16Record = async (
+/** The first record of an input, decoded, without its line ending (a header longer than the head read). */
+const firstRecord = async (
   store: BlobStore,
   input: InputObject,
-  encoding: Utf16,
-  separator: string | undefined,
+  codec: Codec | undefined,
+  ends: RecordEnds,
+  encoding: Utf16 | undefined,
   signal?: AbortSignal,
 ): Promise<string | undefined> => {
-  const ends = new Utf16RecordEnds(encoding, separator === undefined ? undefined : { inside: false, separator });
-  for await (const block of ownedRecordBlocks(store, { ...input, start: 0, end: 1 }, signal, {}, ends)) {
-    return decodeUtf16Block(block, encoding)
-      .bytes.toString("utf8")
-      .replace(/\r?\n$/, "");
+  // BGZF is read here as the gzip it also is: [0, 1) then owns exactly the first record.
+  const source = inputRangeBytes(
+    store,
+    input,
+    { start: 0, end: 1 },
+    { codec: codec === "bgzf" ? "gzip" : (codec ?? null), ...(signal ? { signal } : {}) },
+  );
+  for await (const block of rangeRecordBlocks(source, {}, ends)) {
+    const bytes = encoding ? decodeUtf16Block(block, encoding).bytes : block.bytes;
+    return bytes.toString("utf8").replace(/\r?\n$/, "");
   }
   return undefined;
 };

@@ -12,7 +12,8 @@ import type { BlobStore } from "../ports.js";
 import { readBytes } from "./blobJson.js";
 import { forEachRecord } from "../ops/formatReaders.js";
 import type { MapContext } from "../ops/types.js";
-import { ownedRecordBlocks } from "../records/alignedBlocks.js";
+import { rangeRecordBlocks } from "../records/alignedBlocks.js";
+import { inputRangeBytes } from "../records/inputBytes.js";
 import { refusingCompressed } from "../records/compressed.js";
 import type { PipelineDeps } from "./deps.js";
 import type { Item } from "./itemRunner.js";
@@ -39,8 +40,8 @@ export const readItems = async (deps: PipelineDeps, task: TaskMessage, ctx: MapC
   const { chunk } = task;
   const items: Item[] = [];
   const store = deps.inputStore(chunk.input.bucket);
-  const range = { ...chunk.input, start: chunk.start, end: chunk.end };
-  for await (const block of refusingCompressed(ownedRecordBlocks(store, range, signal, recordLimitsOf(ctx, task.job)), chunk.input.name)) {
+  const source = inputRangeBytes(store, chunk.input, chunk, signal ? { signal } : {});
+  for await (const block of refusingCompressed(rangeRecordBlocks(source, recordLimitsOf(ctx, task.job)), chunk.input.name)) {
     forEachRecord(block, "jsonl", {}, ctx, (value, offset) => items.push({ offset, value }));
   }
   return items;

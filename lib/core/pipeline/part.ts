@@ -14,6 +14,8 @@ const KeptError = z.object({
       input: z.string(),
       line: z.number(),
       offset: z.number(),
+      decoded: z.boolean(),
+      block: z.number(),
       range: z.tuple([z.number(), z.number()]),
       chunk: z.number(),
       field: z.string(),

@@ -14,6 +14,7 @@ import type { TaskQueue } from "../ports.js";
 import { nowOf, type SplitDeps } from "./deps.js";
 import { exists, writeJson } from "./blobJson.js";
 import { reduceJob } from "./reduce.js";
+import { withCodecs } from "./inputCodecs.js";
 import { writeProgress } from "./status.js";
 
 export interface JobPlan {
@@ -96,7 +97,8 @@ export const tasksOf = (manifest: Manifest, indexes: readonly number[]): TaskMes
   return indexes.map((i) => ({ v: 1, jobId: manifest.jobId, chunk: plan.chunkAt(i), job: manifest.job }));
 };
 
-export const startJob = async (deps: SplitDeps, plan: JobPlan): Promise<StartedJob> => {
+export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<StartedJob> => {
+  const plan = { ...given, inputs: await withCodecs(deps, given.inputs, given.chunkSize) };
   const plannedChunks = planChunks(plan.inputs, plan.chunkSize);
   const now = nowOf(deps);
   const deadline = now + plan.deadlineSeconds * 1000;

@@ -23,6 +23,8 @@ export const statusErrorOf = (err: CloudmillError): StatusError => {
     ...(c.input !== undefined ? { input: c.input } : {}),
     ...(c.range ? { range: [c.range[0], c.range[1]] as [number, number] } : {}),
     ...(c.offset !== undefined ? { offset: c.offset } : {}),
+    ...(c.decoded ? { decoded: true } : {}),
+    ...(c.block !== undefined ? { block: c.block } : {}),
     ...(c.line !== undefined ? { line: c.line } : {}),
     ...(c.chunk !== undefined ? { chunk: c.chunk } : {}),
   };

@@ -12,6 +12,8 @@ import type { RemoteMapped } from "./mappers.js";
 import { isTaskOp } from "../ops/defineTask.js";
 import { opDigest } from "../ops/registry.js";
 import { ownedRecordLanes, RecordCutter, type RecordBlock } from "../records/alignedBlocks.js";
+import type { Codec } from "../records/codecs.js";
+import { inputRangeBytes } from "../records/inputBytes.js";
 import { CsvRecordEnds, lineEnds } from "../records/recordEnds.js";
 import { recordLimitsOf } from "./recordLimits.js";
 import { compressedInputError, SIGNATURE_BYTES } from "../records/compressed.js";
@@ -158,7 +160,17 @@ const mapChunk = async (
         deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped.withContext(chunkContext(jobId, chunk))), skipped });
     } else {
       const encoding = csvInput?.encoding;
-      const recordJob = { op, params, rawParams, mapCtx, multiline, separator: csv?.separator ?? ",", ...(encoding ? { encoding } : {}) };
+      const codec = csvInput ? { codec: csvInput.codec ?? null } : {};
+      const recordJob = {
+        op,
+        params,
+        rawParams,
+        mapCtx,
+        multiline,
+        separator: csv?.separator ?? ",",
+        ...(encoding ? { encoding } : {}),
+        ...codec,
+      };
       part = await mapRecords(deps, task, recordJob, signal);
       if (csvInput?.sniffed !== undefined && chunk.start === 0)
         part = { ...part, sniffed: { input: chunk.input.name, separator: csvInput.sniffed } };
@@ -198,6 +210,8 @@ interface RecordJob {
   readonly separator: string;
   /** UTF-16 text: cut on its units, decoded to UTF-8 block by block for the op. */
   readonly encoding?: Utf16;
+  /** How the input is compressed, when its CSV head was read (null: not at all); unset: the task finds out. */
+  readonly codec?: Codec | null;
 }
 
 /**
@@ -217,6 +231,14 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
   const range = { ...chunk.input, start: align(chunk.start), end: align(chunk.end) };
   const speculate = job.multiline && range.start > 0;
   const where = chunkContext(jobId, chunk);
+  if (job.encoding && (job.codec === "bgzf" || chunk.input.codec === "bgzf")) {
+    // Its blocks may cut a code unit in two, and its positions jump at each block.
+    throw new CloudmillError(
+      ErrorCode.BAD_RECORD,
+      "UTF-16 text in a BGZF file is not read: convert it to UTF-8 (iconv -f UTF-16 -t UTF-8), or compress it with gzip",
+      { input: chunk.input.name },
+    );
+  }
 
   const openLane = (inside: boolean): Lane => {
     let skipped = 0;
@@ -270,6 +292,8 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
   };
 
   const lanes: Lane[] = [];
+  /** Where an error's offset is in a compressed input (decoded bytes, or a BGZF block's). */
+  let located = (err: CloudmillError): CloudmillError => err;
   try {
     lanes.push(openLane(false));
     if (speculate) lanes.push(openLane(true));
@@ -280,7 +304,7 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
     let odd = false;
     const parity = job.multiline ? lanes[0]!.quotes : undefined;
     // The quotes before the chunk's last unit, counted from the unit before it (the outside reading starts at even).
-    const mark = parity ? { offset: range.end - unit, reached: () => void (odd = parity.inside) } : undefined;
+    const mark = parity ? { unit, reached: () => void (odd = parity.inside) } : undefined;
     /**
      * A lane's error: the chunk's own unless the chunk is read two ways. Then it is the reading's,
      * kept for the merge, unless the environment failed (a crashed thread, a failed read): that
@@ -289,18 +313,27 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
     const laneFailed = (lane: Lane, err: unknown): void => {
       const timedOut = stopped();
       if (timedOut) throw timedOut.reason;
-      const error = toCloudmillError(err);
+      const error = located(toCloudmillError(err));
       if (!speculate || error.code === ErrorCode.ENVIRONMENT) throw error;
       lane.error = error.withContext(where);
       // Read no further for it (its quotes are still counted).
       lane.cutter.stop();
     };
+    const source = inputRangeBytes(store, chunk.input, range, {
+      lookBehind: unit,
+      ...(reads ? { signal: reads } : {}),
+      ...(job.codec !== undefined ? { codec: job.codec } : {}),
+    });
+    located = (err) => {
+      const offset = err.context.offset;
+      // Once: an error located in the lane is thrown on through the read's catch.
+      return offset !== undefined && source.codec() && !err.context.decoded ? err.withContext(source.where(offset)) : err;
+    };
     try {
       for await (const read of ownedRecordLanes(
-        store,
-        range,
+        source,
         lanes.map((l) => l.cutter),
-        { lookBehind: unit, ...(reads ? { signal: reads } : {}), ...(mark ? { mark } : {}) },
+        mark ? { mark } : {},
       )) {
         const lane = lanes[read.lane]!;
         if (lane.error) continue;
@@ -319,7 +352,7 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
         if (lanes.every((l) => l.error)) break;
       }
     } catch (err) {
-      throw stopped()?.reason ?? err;
+      throw stopped()?.reason ?? located(toCloudmillError(err));
     }
     const readings: Reading[] = [];
     for (const lane of lanes) {
@@ -357,6 +390,8 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
 /** The refusal of the chunk's input if its first bytes are a compressed or archive format (best effort). */
 const compressedInputOf = async (deps: PipelineDeps, task: TaskMessage, signal?: AbortSignal): Promise<CloudmillError | undefined> => {
   const { input } = task.chunk;
+  // A compressed input's first bytes say what its codec is, not what the data is.
+  if (input.codec) return undefined;
   const range = { start: 0, end: SIGNATURE_BYTES, etag: input.etag };
   const first = await readBytes(deps.inputStore(input.bucket), input.key, signal, range).catch(() => undefined);
   // CSV in UTF-16 is read (decoded): its bad records are its own.

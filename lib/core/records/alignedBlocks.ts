@@ -179,35 +179,79 @@ export type LaneBlock =
   | { readonly lane: number; readonly error: unknown; readonly block?: undefined };
 
 export interface LaneOptions {
-  readonly signal?: AbortSignal;
-  /** Bytes read before `start` to tell whether a record begins there: 1, or 2 for UTF-16 (default 1). */
-  readonly lookBehind?: number;
-  /** Called once every byte before absolute offset `offset` is pushed, and none after it. */
-  readonly mark?: { readonly offset: number; reached(): void };
+  /** Called once every owned byte but the last `unit` is pushed, and none after them (a CSV chunk's quote parity). */
+  readonly mark?: { readonly unit: number; reached(): void };
+}
+
+/** Bytes of an input and the position of their first. */
+export interface Span {
+  readonly bytes: Uint8Array;
+  readonly at: number;
 }
 
 /**
- * Reads [start, end) once and cuts it with each of `lanes` (the same bytes under different
+ * The bytes one reading of a range pushes, in order: from just before the range's start (to
+ * tell whether a record begins there) to its end, then on past it while a record is open.
+ * Positions are absolute offsets for a plain input and decoded offsets for a gzip or zstd
+ * one; a BGZF input's are virtual offsets, which jump at each block (see inputBytes.ts), so a
+ * span never crosses a gap in them.
+ */
+export interface RangeBytes {
+  /** Position of the range's first byte: a reading skips the record it starts inside unless it is 0. */
+  readonly start: number;
+  /** Spans from just before the range's start to its end. A span's bytes may be reused once the next is asked for. */
+  owned(): AsyncIterable<Span>;
+  /** The spans after the range's end to the input's end; the reader stops asking once no record is open. */
+  past(): AsyncIterable<Span>;
+  /** Releases a read `owned` left open for `past`; the reader calls it once it is done. */
+  close?(): Promise<void>;
+}
+
+const bufferOf = (chunk: Uint8Array): Buffer =>
+  Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+
+/** Spans of a stream of bytes that starts at position `at`. */
+export async function* spansOf(chunks: AsyncIterable<Uint8Array>, at: number): AsyncGenerator<Span> {
+  for await (const bytes of chunks) {
+    yield { bytes, at };
+    at += bytes.length;
+  }
+}
+
+/** The bytes of [start, end) of a plain object: one ranged read, then growing reads past the end. */
+export const plainRangeBytes = (store: BlobStore, range: OwnedRange, lookBehind = 1, signal?: AbortSignal): RangeBytes => {
+  const { key, size, etag } = range;
+  const start = Math.min(range.start, size);
+  const end = Math.max(start, Math.min(range.end, size));
+  const from = start > 0 ? Math.max(0, start - lookBehind) : 0;
+  const pinned = { ...(etag ? { etag } : {}), ...(signal ? { signal } : {}) };
+  return {
+    start,
+    async *owned() {
+      if (start < end) yield* spansOf(await store.get(key, { start: from, end, reuseBuffers: true, ...pinned }), from);
+    },
+    async *past() {
+      let step = DEFAULTS.overreadBytes;
+      for (let at = end; at < size; at += step, step *= 2)
+        yield* spansOf(await store.get(key, { start: at, end: Math.min(size, at + step), ...pinned }), at);
+    },
+  };
+};
+
+/**
+ * Reads a range once and cuts it with each of `lanes` (the same bytes under different
  * guesses of where records end): yields each lane's blocks as they complete, lane by lane.
  * A lane whose cutter throws yields the error and is stopped (see RecordCutter.stop). Memory: one source block
  * plus, per lane, the record that straddles a block boundary (at most maxRecordBytes).
  * A UTF-8 byte-order mark at byte 0 is dropped. A block's bytes are valid only until the
- * next block is asked for: the store reads on into the same memory.
+ * next block is asked for: the source reads on into the same memory.
  */
 export async function* ownedRecordLanes(
-  store: BlobStore,
-  range: OwnedRange,
+  source: RangeBytes,
   lanes: readonly RecordCutter[],
   options: LaneOptions = {},
 ): AsyncGenerator<LaneBlock> {
-  const { key, size, etag } = range;
-  const { signal, mark } = options;
-  const start = Math.min(range.start, size);
-  const end = Math.min(range.end, size);
-  if (start >= end) {
-    mark?.reached();
-    return;
-  }
+  const { mark } = options;
   // A lane that throws is stopped: it yields nothing more, but its RecordEnds go on scanning.
   const feed = function* (cuts: (cutter: RecordCutter) => Generator<RecordBlock>): Generator<LaneBlock> {
     for (const [lane, cutter] of lanes.entries()) {
@@ -223,48 +267,44 @@ export async function* ownedRecordLanes(
       }
     }
   };
-  // Reading from start-1 (the unit before it) tells whether a record begins exactly at `start`.
-  let pos = start > 0 ? start - (options.lookBehind ?? 1) : 0;
-  let marked = mark === undefined;
-  const body = await store.get(key, { start: pos, end, reuseBuffers: true, ...(etag ? { etag } : {}), ...(signal ? { signal } : {}) });
-  for await (const chunk of body) {
-    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    const at = pos;
-    pos += buf.length;
-    if (buf.length === 0) continue;
-    if (!marked && mark!.offset < pos) {
-      const cut = Math.max(0, mark!.offset - at);
-      if (cut > 0) yield* feed((c) => c.push(buf.subarray(0, cut), at));
-      marked = true;
-      mark!.reached();
-      if (cut < buf.length) yield* feed((c) => c.push(buf.subarray(cut), at + cut));
-      continue;
+  try {
+    // The last `unit` bytes seen are held back (copied) until the next span shows they are not the range's last.
+    const unit = mark?.unit ?? 0;
+    let held = Buffer.alloc(0);
+    let heldAt = 0;
+    for await (const span of source.owned()) {
+      const buf = bufferOf(span.bytes);
+      if (buf.length === 0) continue;
+      // Push all but the last `unit` bytes of held + buf; hold those.
+      const pushed = held.length + buf.length - Math.min(unit, held.length + buf.length);
+      const fromHeld = Math.min(held.length, pushed);
+      if (fromHeld > 0) yield* feed((c) => c.push(held.subarray(0, fromHeld), heldAt));
+      if (pushed > fromHeld) yield* feed((c) => c.push(buf.subarray(0, pushed - fromHeld), span.at));
+      if (unit === 0) continue;
+      if (buf.length >= unit) {
+        held = Buffer.from(buf.subarray(buf.length - unit));
+        heldAt = span.at + buf.length - unit;
+      } else {
+        // A span shorter than a unit: only a plain input's, whose positions run on.
+        held = Buffer.concat([held.subarray(fromHeld), buf]);
+        heldAt = span.at + buf.length - held.length;
+      }
     }
-    yield* feed((c) => c.push(buf, at));
-  }
-  if (!marked) mark!.reached();
+    mark?.reached();
+    if (held.length > 0) yield* feed((c) => c.push(held, heldAt));
 
-  // A lane's last record may run past `end`: read on until it ends or the file does.
-  const open = () => lanes.some((c) => c.open);
-  let step = DEFAULTS.overreadBytes;
-  let at = end;
-  while (at < size && open()) {
-    const stop = Math.min(size, at + step);
-    const more = await store.get(key, { start: at, end: stop, ...(etag ? { etag } : {}), ...(signal ? { signal } : {}) });
-    for await (const chunk of more) {
-      const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-      const from = at;
-      at += buf.length;
-      yield* feed((c) => c.pushPast(buf, from));
-      if (!open()) break;
+    // A lane's last record may run past the range's end: read on until it ends or the input does.
+    if (lanes.some((c) => c.open)) {
+      for await (const span of source.past()) {
+        yield* feed((c) => c.pushPast(bufferOf(span.bytes), span.at));
+        if (!lanes.some((c) => c.open)) return;
+      }
     }
-    at = stop;
-    step *= 2;
+    yield* feed((c) => c.finish());
+  } finally {
+    await source.close?.();
   }
-  yield* feed((c) => (at >= size ? c.finish() : noBlocks()));
 }
-
-function* noBlocks(): Generator<RecordBlock> {}
 
 /**
  * Yields the owned records of [start, end) as blocks that each end on a record boundary:
@@ -278,8 +318,18 @@ export async function* ownedRecordBlocks(
   limits: RecordLimits = {},
   ends: RecordEnds = lineEnds(),
 ): AsyncGenerator<RecordBlock> {
-  const cutter = new RecordCutter(ends, Math.min(range.start, range.size), limits);
-  for await (const read of ownedRecordLanes(store, range, [cutter], signal ? { signal } : {})) {
+  const source = plainRangeBytes(store, range, 1, signal);
+  yield* rangeRecordBlocks(source, limits, ends);
+}
+
+/** ownedRecordBlocks over any source of a range's bytes (a decoded input's, say). */
+export async function* rangeRecordBlocks(
+  source: RangeBytes,
+  limits: RecordLimits = {},
+  ends: RecordEnds = lineEnds(),
+): AsyncGenerator<RecordBlock> {
+  const cutter = new RecordCutter(ends, source.start, limits);
+  for await (const read of ownedRecordLanes(source, [cutter])) {
     if (read.block) yield read.block;
     else throw read.error;
   }

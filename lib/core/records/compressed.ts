@@ -1,29 +1,36 @@
 /**
- * Compressed and archive inputs, known by their first bytes. They are not read yet, and read
- * as text they give a wrong answer with no warning (the records of the compressed bytes), so
- * the first chunk of such an input fails its job instead, saying what the input is.
+ * Compressed and archive formats cloudmill does not read (gzip, BGZF and zstd are decoded; see
+ * codecs.ts), known by their first bytes. Read as text they give a wrong answer with no warning
+ * (the records of the compressed bytes), so the first chunk of such an input fails its job
+ * instead, saying what the input is. So does data compressed twice.
  */
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { RecordBlock } from "./alignedBlocks.js";
+import { CODEC_NAMES, codecOf } from "./codecs.js";
 
 const SIGNATURES: readonly { readonly name: string; readonly what: string; readonly bytes: readonly number[]; readonly fix: string }[] = [
-  { name: "gzip", what: "gzip-compressed data", bytes: [0x1f, 0x8b], fix: "gunzip it" },
-  { name: "zstd", what: "zstd-compressed data", bytes: [0x28, 0xb5, 0x2f, 0xfd], fix: "zstd -d it" },
   { name: "xz", what: "xz-compressed data", bytes: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], fix: "xz -d it" },
   { name: "bzip2", what: "bzip2-compressed data", bytes: [0x42, 0x5a, 0x68], fix: "bunzip2 it" },
   { name: "zip", what: "a zip archive", bytes: [0x50, 0x4b, 0x03, 0x04], fix: "unzip it" },
 ];
 
-/** The compression or archive format `bytes` start with, if any. bzip2 needs its block magic too, so text starting "BZh" passes. */
+/** A tar archive's magic, `ustar`, 257 bytes into its first header. */
+const TAR_MAGIC_AT = 257;
+const isTar = (b: Uint8Array): boolean =>
+  b.length >= TAR_MAGIC_AT + 5 && Buffer.from(b.subarray(TAR_MAGIC_AT, TAR_MAGIC_AT + 5)).toString("latin1") === "ustar";
+
+/** The unread compression or archive format `bytes` start with, if any. bzip2 needs its block magic too, so text starting "BZh" passes. */
 export const compressionOf = (bytes: Uint8Array): { name: string; what: string; fix: string } | undefined =>
-  SIGNATURES.find(({ name, bytes: sig }) => {
-    if (bytes.length < sig.length || !sig.every((b, i) => bytes[i] === b)) return false;
-    // "BZh" + level 1-9 + the block magic 0x314159265359.
-    return name !== "bzip2" || (bytes[3]! >= 0x31 && bytes[3]! <= 0x39 && bytes[4] === 0x31 && bytes[5] === 0x41 && bytes[6] === 0x59);
-  });
+  isTar(bytes)
+    ? { name: "tar", what: "a tar archive", fix: "extract it (tar -x)" }
+    : SIGNATURES.find(({ name, bytes: sig }) => {
+        if (bytes.length < sig.length || !sig.every((b, i) => bytes[i] === b)) return false;
+        // "BZh" + level 1-9 + the block magic 0x314159265359.
+        return name !== "bzip2" || (bytes[3]! >= 0x31 && bytes[3]! <= 0x39 && bytes[4] === 0x31 && bytes[5] === 0x41 && bytes[6] === 0x59);
+      });
 
 /** Bytes that tell every format above. */
-export const SIGNATURE_BYTES = 8;
+export const SIGNATURE_BYTES = TAR_MAGIC_AT + 5;
 
 /** Byte-order marks of UTF-16 text (Excel's "Unicode text"): read as UTF-8 its records and fields are garbage. */
 const UTF16_BOMS: readonly (readonly [number, number, string])[] = [
@@ -41,12 +48,19 @@ export const compressedInputError = (first: Uint8Array, input: string): Cloudmil
       { input, offset: 0 },
     );
   }
+  const twice = codecOf(first);
+  if (twice) {
+    return new CloudmillError(
+      ErrorCode.BAD_RECORD,
+      `${CODEC_NAMES[twice]} data inside compressed data: it is compressed twice; decompress it once first`,
+      { input, offset: 0 },
+    );
+  }
   const found = compressionOf(first);
   return found
     ? new CloudmillError(
         ErrorCode.BAD_RECORD,
-        `${found.what}: compressed and archive inputs are not read yet, and read as text they would give a ` +
-          `wrong answer; ${found.fix} first`,
+        `${found.what}: ${found.name} inputs are not read yet, and read as text they would give a ` + `wrong answer; ${found.fix} first`,
         { input, offset: 0 },
       )
     : undefined;

@@ -1,0 +1,207 @@
+/**
+ * Whole compressed streams decoded as they are read, in bounded memory: gzip (and BGZF, which
+ * is gzip in many members) by zlib, zstd by fzstd with every frame's checksum verified.
+ * Corrupt or truncated data ends the stream with an error naming the compressed byte.
+ */
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import { Decompress } from "fzstd";
+import xxhash from "xxhash-wasm";
+import { CloudmillError } from "../errors.js";
+import { corruptInput, type Codec } from "./codecs.js";
+
+/** The decoded bytes of a whole compressed stream. Breaking out of the loop stops the read. */
+export const decodedStream = (codec: Codec, compressed: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncIterable<Uint8Array> =>
+  codec === "zstd" ? unzstd(compressed) : gunzip(codec, compressed);
+
+async function* gunzip(codec: Codec, compressed: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const inflater = createGunzip();
+  const done = pipeline(Readable.from(compressed, { objectMode: false }), inflater).catch((err: unknown) => err);
+  try {
+    for await (const chunk of inflater) yield chunk as Buffer;
+  } catch (err) {
+    throw gunzipError(codec, err, inflater.bytesWritten);
+  }
+  const failed = await done;
+  if (failed) throw gunzipError(codec, failed, inflater.bytesWritten);
+}
+
+const gunzipError = (codec: Codec, err: unknown, at: number): unknown => {
+  if (err instanceof CloudmillError) return err;
+  const code = (err as { code?: unknown }).code;
+  if (code === "Z_BUF_ERROR") return corruptInput(codec, at, "the data ends inside a gzip member");
+  if (typeof code === "string" && code.startsWith("Z_")) return corruptInput(codec, at, (err as Error).message);
+  return err;
+};
+
+/** Compressed bytes pushed to fzstd at once: bounds what one push can decode. */
+const ZSTD_SLICE = 16 * 1024;
+
+/** The XXH64 module, instantiated once per thread (a WebAssembly instance). */
+let hasher: ReturnType<typeof xxhash> | undefined;
+
+async function* unzstd(compressed: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  hasher ??= xxhash();
+  const { create64 } = await hasher;
+  const out: Uint8Array[] = [];
+  const frames = new ZstdFrames();
+  let hash = create64(0n);
+  const decoder = new Decompress((data) => {
+    out.push(data);
+    hash.update(data);
+  });
+  let at = 0;
+  const push = (bytes: Uint8Array, final: boolean): void => {
+    try {
+      decoder.push(bytes, final);
+    } catch (err) {
+      throw corruptInput("zstd", at, err instanceof Error ? err.message : String(err));
+    }
+  };
+  for await (const chunk of compressed) {
+    for (let i = 0; i < chunk.length; ) {
+      // A push never spans two frames, so a frame's decoded bytes are all out once its last byte is pushed.
+      const { walked, ended } = frames.walk(chunk, i, ZSTD_SLICE, at);
+      push(chunk.subarray(i, i + walked), false);
+      at += walked;
+      i += walked;
+      if (ended) {
+        if (ended.checksum !== undefined && Number(hash.digest() & 0xffffffffn) !== ended.checksum)
+          throw corruptInput("zstd", at, "a frame's checksum does not match its decoded data");
+        hash = create64(0n);
+      }
+      yield* out;
+      out.length = 0;
+    }
+  }
+  if (!frames.atFrameStart()) throw corruptInput("zstd", at, "the data ends inside a zstd frame");
+  push(new Uint8Array(0), true);
+  yield* out;
+}
+
+const ZSTD_MAGIC = 0xfd2fb528;
+
+/** A frame that ended, with the checksum of its decoded bytes if it stores one (the low 32 bits of their XXH64). */
+interface FrameEnd {
+  readonly checksum?: number;
+}
+
+type FrameState = "magic" | "skipSize" | "frameHeader" | "blockHeader" | "body" | "checksum";
+
+/**
+ * Walks the frames of a zstd stream by their headers alone (block sizes are in the clear), so
+ * each frame's end, and the checksum stored there, are known without decoding.
+ */
+class ZstdFrames {
+  /** What the next bytes are: a header gathered byte by byte, or a body skipped. */
+  #state: FrameState = "magic";
+  #header: number[] = [];
+  #need = 4;
+  #skip = 0;
+  /** The body being skipped is a skippable frame's (it ends the frame). */
+  #skippable = false;
+  #hasChecksum = false;
+  #lastBlock = false;
+
+  atFrameStart(): boolean {
+    return this.#state === "magic" && this.#header.length === 0;
+  }
+
+  /** Walks at most `max` bytes of `bytes` from `i` (at compressed byte `at`), stopping just after a frame's end. */
+  walk(bytes: Uint8Array, i: number, max: number, at: number): { walked: number; ended?: FrameEnd } {
+    const stop = Math.min(bytes.length, i + max);
+    let j = i;
+    while (j < stop) {
+      let ended: FrameEnd | undefined;
+      if (this.#state === "body") {
+        const n = Math.min(this.#skip, stop - j);
+        this.#skip -= n;
+        j += n;
+        if (this.#skip > 0) break;
+        ended = this.#afterBody();
+      } else {
+        this.#header.push(bytes[j]!);
+        j++;
+        if (this.#header.length === this.#need) ended = this.#parse(at + (j - i));
+      }
+      if (ended) return { walked: j - i, ended };
+    }
+    return { walked: j - i };
+  }
+
+  #to(state: FrameState, need: number): void {
+    this.#state = state;
+    this.#need = need;
+    this.#header = [];
+  }
+
+  #body(size: number, skippable: boolean): FrameEnd | undefined {
+    this.#state = "body";
+    this.#skip = size;
+    this.#skippable = skippable;
+    return size === 0 ? this.#afterBody() : undefined;
+  }
+
+  #afterBody(): FrameEnd | undefined {
+    if (this.#skippable) {
+      this.#to("magic", 4);
+      return {};
+    }
+    if (!this.#lastBlock) this.#to("blockHeader", 3);
+    else if (this.#hasChecksum) this.#to("checksum", 4);
+    else {
+      this.#to("magic", 4);
+      return {};
+    }
+    return undefined;
+  }
+
+  #parse(at: number): FrameEnd | undefined {
+    const h = this.#header;
+    const u32 = (): number => (h[0]! | (h[1]! << 8) | (h[2]! << 16) | (h[3]! << 24)) >>> 0;
+    switch (this.#state) {
+      case "magic": {
+        const magic = u32();
+        if (magic === ZSTD_MAGIC) this.#to("frameHeader", 1);
+        else if ((magic & 0xfffffff0) === 0x184d2a50) this.#to("skipSize", 4);
+        else throw corruptInput("zstd", at - 4, "not the start of a zstd frame");
+        return undefined;
+      }
+      case "skipSize":
+        return this.#body(u32(), true);
+      case "frameHeader": {
+        if (h.length === 1) {
+          const fhd = h[0]!;
+          if ((fhd & 8) !== 0) throw corruptInput("zstd", at - 1, "a frame header with its reserved bit set");
+          const single = (fhd & 0x20) !== 0;
+          const did = [0, 1, 2, 4][fhd & 3]!;
+          const fcs = [single ? 1 : 0, 2, 4, 8][fhd >> 6]!;
+          this.#hasChecksum = (fhd & 4) !== 0;
+          const rest = (single ? 0 : 1) + did + fcs;
+          if (rest > 0) {
+            this.#need = 1 + rest;
+            return undefined;
+          }
+        }
+        this.#to("blockHeader", 3);
+        return undefined;
+      }
+      case "blockHeader": {
+        const v = h[0]! | (h[1]! << 8) | (h[2]! << 16);
+        this.#lastBlock = (v & 1) !== 0;
+        const type = (v >> 1) & 3;
+        if (type === 3) throw corruptInput("zstd", at - 3, "a block of the reserved type");
+        // An RLE block is one byte repeated: its size field counts decoded bytes.
+        return this.#body(type === 1 ? 1 : v >>> 3, false);
+      }
+      case "checksum": {
+        const checksum = u32();
+        this.#to("magic", 4);
+        return { checksum };
+      }
+      default:
+        return undefined;
+    }
+  }
+}

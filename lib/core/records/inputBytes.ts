@@ -1,0 +1,394 @@
+/**
+ * The bytes a chunk reads of its input, decoded when the input is compressed. A chunk that is
+ * a whole input reads it in one stream and decodes whatever its first bytes say it is; a
+ * chunk of a BGZF input decodes the blocks that start inside its byte range, so one big
+ * bgzipped file spreads over many tasks with each record read exactly once.
+ *
+ * Positions (the record offsets ops and errors see) are decoded offsets for gzip and zstd.
+ * A BGZF chunk cannot know how many decoded bytes precede it, so a BGZF input's positions
+ * are virtual offsets, as htslib's: the compressed offset of the block × 65536 + the byte in
+ * the block. They order records as the file does, at every chunk size.
+ */
+import { DEFAULTS } from "../constants.js";
+import { CloudmillError, ErrorCode, type ErrorContext } from "../errors.js";
+import type { InputObject } from "../job/manifest.js";
+import type { BlobStore } from "../ports.js";
+import { plainRangeBytes, spansOf, type RangeBytes, type Span } from "./alignedBlocks.js";
+import { BGZF_MAX_BLOCK, bgzfBlockSize, CODEC_SNIFF_BYTES, codecOf, corruptInput, inflateBgzfBlock, type Codec } from "./codecs.js";
+import { decodedStream } from "./decode.js";
+
+/** A range's bytes, and where a position among them is in the input (for messages). */
+export interface InputRange extends RangeBytes {
+  /** The codec the input is decoded with; known once `owned` has begun. */
+  codec(): Codec | undefined;
+  where(position: number): Pick<ErrorContext, "offset" | "block" | "decoded">;
+}
+
+export interface InputRangeOptions {
+  /** Bytes read before the range to tell whether a record begins at its start (default 1). */
+  readonly lookBehind?: number;
+  readonly signal?: AbortSignal;
+  /**
+   * How the input is compressed, when the caller knows (null: not at all). Unset: the input's
+   * planned codec, or, for a whole input, whatever its first bytes say.
+   */
+  readonly codec?: Codec | null;
+}
+
+type Range = { readonly start: number; readonly end: number };
+
+/** The virtual offset of byte `within` of the BGZF block at compressed byte `block`. */
+const virtual = (block: number, within: number): number => block * BGZF_MAX_BLOCK + within;
+
+/** Where a position is: a BGZF input's virtual offset names its block. */
+const whereIn = (codec: Codec | undefined, position: number): Pick<ErrorContext, "offset" | "block" | "decoded"> =>
+  codec === "bgzf"
+    ? { block: Math.floor(position / BGZF_MAX_BLOCK), offset: position % BGZF_MAX_BLOCK, decoded: true }
+    : { offset: position, ...(codec ? { decoded: true } : {}) };
+
+/** The bytes of `range` of `input` for a record reader; see the module comment. */
+export const inputRangeBytes = (store: BlobStore, input: InputObject, range: Range, options: InputRangeOptions = {}): InputRange => {
+  const { signal, lookBehind = 1 } = options;
+  const whole = range.start <= 0 && range.end >= input.size;
+  const codec = options.codec === undefined ? input.codec : (options.codec ?? undefined);
+  if (codec === "bgzf") return bgzfRange(store, input, range, lookBehind, signal);
+  if (codec) {
+    if (range.start > 0)
+      throw new CloudmillError(ErrorCode.INTERNAL, `a ${codec} input is read from its start, not from byte ${range.start}`);
+    return streamRange(store, input, whole ? Number.POSITIVE_INFINITY : range.end, codec, signal);
+  }
+  if (whole && options.codec === undefined) return streamRange(store, input, Number.POSITIVE_INFINITY, undefined, signal);
+  const plain = plainRangeBytes(store, { ...input, ...range }, lookBehind, signal);
+  return { ...plain, codec: () => undefined, where: (offset) => ({ offset }) };
+};
+
+/**
+ * Up to `n` decoded bytes of the input's start, from one read of its first `n` bytes (a
+ * compressed input's first `n` bytes decode to at least that many, nearly always).
+ */
+export const inputHead = async (
+  store: BlobStore,
+  input: InputObject,
+  n: number,
+  signal?: AbortSignal,
+): Promise<{ readonly bytes: Buffer; readonly codec?: Codec }> => {
+  const raw = await readRaw(store, input, 0, Math.min(input.size, n), signal);
+  const codec = codecOf(raw);
+  if (!codec) return { bytes: raw };
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  try {
+    for await (const part of decodedStream(codec === "bgzf" ? "gzip" : codec, [raw])) {
+      parts.push(part);
+      length += part.length;
+      if (length >= n) break;
+    }
+  } catch (err) {
+    // Only the head was read: a stream cut short there is not an error of the input.
+    if (raw.length >= input.size) throw err;
+  }
+  return { bytes: Buffer.concat(parts).subarray(0, n), codec };
+};
+
+const readRaw = async (store: BlobStore, input: InputObject, start: number, end: number, signal?: AbortSignal): Promise<Buffer> => {
+  const parts: Buffer[] = [];
+  for await (const c of await store.get(input.key, { start, end, etag: input.etag, ...(signal ? { signal } : {}) }))
+    parts.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
+  return Buffer.concat(parts);
+};
+
+/**
+ * The input read from its start in one stream, decoded with `known` (or the codec its first
+ * bytes name, when `known` is unset); the first `owned` decoded bytes are the range's, the
+ * rest come past it.
+ */
+const streamRange = (store: BlobStore, input: InputObject, owned: number, known: Codec | undefined, signal?: AbortSignal): InputRange => {
+  let codec: Codec | undefined = known;
+  let rest: AsyncIterator<Span> | undefined;
+  let spill: Span | undefined;
+  const open = async function* (): AsyncGenerator<Span> {
+    // A plain input may be read into reused memory; bytes fed to a decoder must stay as they are.
+    const body = await store.get(input.key, {
+      start: 0,
+      end: input.size,
+      etag: input.etag,
+      reuseBuffers: !known,
+      ...(signal ? { signal } : {}),
+    });
+    if (known) {
+      yield* spansOf(decodedStream(known, body), 0);
+      return;
+    }
+    const it = body[Symbol.asyncIterator]();
+    const head: Buffer[] = [];
+    let length = 0;
+    let ended = false;
+    try {
+      while (length < CODEC_SNIFF_BYTES) {
+        const next = await it.next();
+        if (next.done) {
+          ended = true;
+          break;
+        }
+        head.push(Buffer.from(next.value)); // a copy: the store reads on into the same memory
+        length += next.value.length;
+      }
+      codec = codecOf(Buffer.concat(head, length));
+      const compressed = async function* (): AsyncGenerator<Uint8Array> {
+        yield* head;
+        if (ended) return;
+        for (let next = await it.next(); !next.done; next = await it.next()) yield codec ? Buffer.from(next.value) : next.value;
+      };
+      if (codec === "bgzf") yield* blockSpans(bgzfBlocks(compressed()[Symbol.asyncIterator](), 0, Buffer.alloc(0)));
+      else yield* spansOf(codec ? decodedStream(codec, compressed()) : compressed(), 0);
+    } finally {
+      if (!ended) await it.return?.(undefined);
+    }
+  };
+  return {
+    start: 0,
+    codec: () => codec,
+    where: (position) => whereIn(codec, position),
+    async *owned() {
+      const it = open()[Symbol.asyncIterator]();
+      rest = it;
+      let handedOn = false;
+      try {
+        for (let next = await it.next(); !next.done; next = await it.next()) {
+          const { bytes, at } = next.value;
+          if (at + bytes.length > owned) {
+            const cut = Math.max(0, owned - at);
+            spill = { bytes: bytes.subarray(cut), at: at + cut };
+            handedOn = true;
+            if (cut > 0) yield { bytes: bytes.subarray(0, cut), at };
+            return;
+          }
+          yield next.value;
+        }
+        handedOn = true;
+      } finally {
+        // A reader that stops early (a line count, a failed op) releases the read.
+        if (!handedOn) await it.return?.(undefined);
+      }
+    },
+    async *past() {
+      if (!rest) return;
+      if (spill) yield spill;
+      for (let next = await rest.next(); !next.done; next = await rest.next()) yield next.value;
+    },
+    async close() {
+      await rest?.return?.(undefined);
+    },
+  };
+};
+
+/** One BGZF block: where it starts in the compressed input, and its decoded bytes. */
+interface Block {
+  readonly at: number;
+  readonly data: Buffer;
+}
+
+/** Each block's bytes at its virtual offset. */
+async function* blockSpans(blocks: AsyncIterable<Block>): AsyncGenerator<Span> {
+  for await (const block of blocks) yield { bytes: block.data, at: virtual(block.at, 0) };
+}
+
+/** Bytes queued in the pieces they came in: a run that lies inside one piece is taken without a copy. */
+class ByteQueue {
+  #parts: Buffer[] = [];
+  #length = 0;
+
+  get length(): number {
+    return this.#length;
+  }
+
+  push(bytes: Buffer): void {
+    if (bytes.length === 0) return;
+    this.#parts.push(bytes);
+    this.#length += bytes.length;
+  }
+
+  /** The first `n` bytes (n ≤ length), left queued. */
+  peek(n: number): Buffer {
+    const first = this.#parts[0]!;
+    return first.length >= n ? first.subarray(0, n) : Buffer.concat(this.#parts, this.#length).subarray(0, n);
+  }
+
+  /** The first `n` bytes (n ≤ length), removed: only a run across pieces is copied. */
+  take(n: number): Buffer {
+    const first = this.#parts[0]!;
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let copied = 0;
+      for (const part of this.#parts) {
+        const k = Math.min(part.length, n - copied);
+        part.copy(out, copied, 0, k);
+        copied += k;
+        if (copied === n) break;
+      }
+    }
+    this.#length -= n;
+    let left = n;
+    while (left > 0) {
+      const head = this.#parts[0]!;
+      if (head.length > left) {
+        this.#parts[0] = head.subarray(left);
+        break;
+      }
+      left -= head.length;
+      this.#parts.shift();
+    }
+    return out;
+  }
+}
+
+/** The blocks of a BGZF input from compressed byte `at` on: `seed` (the bytes at `at`), then `compressed`. */
+async function* bgzfBlocks(compressed: AsyncIterator<Uint8Array>, at: number, seed: Buffer): AsyncGenerator<Block> {
+  const queue = new ByteQueue();
+  queue.push(seed);
+  /** Reads until `n` bytes are queued or the input ends. */
+  const fill = async (n: number): Promise<void> => {
+    while (queue.length < n) {
+      const more = await compressed.next();
+      if (more.done) return;
+      queue.push(Buffer.from(more.value.buffer, more.value.byteOffset, more.value.byteLength));
+    }
+  };
+  try {
+    for (;;) {
+      await fill(CODEC_SNIFF_BYTES);
+      if (queue.length === 0) return;
+      const size = queue.length < CODEC_SNIFF_BYTES ? -1 : bgzfBlockSize(queue.peek(CODEC_SNIFF_BYTES), 0);
+      if (size < 0) {
+        throw corruptInput(
+          "bgzf",
+          at,
+          queue.length < CODEC_SNIFF_BYTES ? "the data ends inside a block header" : "expected a BGZF block header",
+        );
+      }
+      await fill(size);
+      if (queue.length < size) throw corruptInput("bgzf", at, "the data ends inside a block");
+      if (!Number.isSafeInteger(virtual(at, BGZF_MAX_BLOCK))) throw corruptInput("bgzf", at, "BGZF files past 128 GiB are not read");
+      yield { at, data: inflateBgzfBlock(queue.take(size), at) };
+      at += size;
+    }
+  } finally {
+    await compressed.return?.(undefined);
+  }
+}
+
+/** The compressed bytes from `from` on, in growing ranges (the first reaching `firstEnd`). */
+async function* compressedFrom(
+  store: BlobStore,
+  input: InputObject,
+  from: number,
+  firstEnd: number,
+  signal?: AbortSignal,
+): AsyncGenerator<Uint8Array> {
+  let step = Math.max(BGZF_MAX_BLOCK, firstEnd - from);
+  for (let next = from; next < input.size; ) {
+    const end = Math.min(input.size, next + step);
+    yield* await store.get(input.key, { start: next, end, etag: input.etag, ...(signal ? { signal } : {}) });
+    next = end;
+    step = Math.max(DEFAULTS.overreadBytes, BGZF_MAX_BLOCK) * 2;
+  }
+}
+
+/**
+ * The block starts in `window` (which starts at compressed byte `base`): the first offset from
+ * which BGZF headers chain, each block's size leading to the next header, to the window's end
+ * (or exactly to the input's end). Compressed data that happens to look like a header does not
+ * chain, and every block used is checked against its CRC besides.
+ */
+const blockStarts = (window: Buffer, base: number, size: number): number[] | undefined => {
+  const atEnd = base + window.length >= size;
+  for (let p = 0; p + CODEC_SNIFF_BYTES <= window.length; p++) {
+    if (bgzfBlockSize(window, p) < 0) continue;
+    const chain: number[] = [];
+    let q = p;
+    let s = 0;
+    while (q + CODEC_SNIFF_BYTES <= window.length && (s = bgzfBlockSize(window, q)) > 0) {
+      chain.push(q);
+      q += s;
+    }
+    const chained = q + CODEC_SNIFF_BYTES > window.length && (atEnd ? q === window.length : chain.length >= 2);
+    if (chained) return chain.map((c) => base + c);
+  }
+  return undefined;
+};
+
+/**
+ * The decoded blocks that start in [start, end) of a BGZF input, after the last bytes of the
+ * block before them (the look-behind), and past them the blocks that finish the last record.
+ */
+const bgzfRange = (store: BlobStore, input: InputObject, range: Range, lookBehind: number, signal?: AbortSignal): InputRange => {
+  const start = Math.min(range.start, input.size);
+  const end = Math.min(range.end, input.size);
+  let blocks: AsyncGenerator<Block> | undefined;
+  let first: Block | undefined;
+  let behind: Span | undefined;
+
+  const setUp = async (): Promise<void> => {
+    const firstEnd = Math.min(input.size, end + BGZF_MAX_BLOCK);
+    if (start === 0) {
+      blocks = bgzfBlocks(compressedFrom(store, input, 0, firstEnd, signal), 0, Buffer.alloc(0));
+      return;
+    }
+    // The block before the first that starts in the range begins at most 64 KiB before the range.
+    const ws = Math.max(0, start - BGZF_MAX_BLOCK);
+    const window = await readRaw(store, input, ws, Math.min(input.size, start + 2 * BGZF_MAX_BLOCK + CODEC_SNIFF_BYTES), signal);
+    const starts = blockStarts(window, ws, input.size);
+    if (!starts) throw corruptInput("bgzf", start, "no chain of BGZF blocks found near this byte");
+    const b0 = starts.find((s) => s >= start);
+    if (b0 === undefined || b0 >= end) return; // no block starts in this range: it owns no record
+    // The look-behind: the last bytes of the last block before b0 that holds any.
+    const before = starts.filter((s) => s < b0);
+    for (let i = before.length - 1; i >= 0 && !behind; i--) {
+      const at = before[i]!;
+      const data = inflateBgzfBlock(window.subarray(at - ws, (before[i + 1] ?? b0) - ws), at);
+      const keep = Math.min(lookBehind, data.length);
+      if (keep > 0) behind = { bytes: data.subarray(data.length - keep), at: virtual(at, data.length - keep) };
+    }
+    if (!behind) throw corruptInput("bgzf", b0, "no data in the blocks before this one");
+    const rest = compressedFrom(store, input, ws + window.length, firstEnd, signal);
+    blocks = bgzfBlocks(rest, b0, window.subarray(b0 - ws));
+  };
+
+  return {
+    start: virtual(start, 0),
+    codec: () => "bgzf",
+    where: (position) => whereIn("bgzf", position),
+    async *owned() {
+      if (start >= end) return;
+      await setUp();
+      if (!blocks) return;
+      if (behind) yield behind;
+      // Not for-await: leaving that loop would close the blocks that past() reads on.
+      let handedOn = false;
+      try {
+        for (let next = await blocks.next(); !next.done; next = await blocks.next()) {
+          if (next.value.at >= end) {
+            first = next.value;
+            handedOn = true;
+            return;
+          }
+          yield { bytes: next.value.data, at: virtual(next.value.at, 0) };
+        }
+        handedOn = true;
+      } finally {
+        if (!handedOn) await blocks.return(undefined);
+      }
+    },
+    async *past() {
+      if (!blocks) return;
+      if (first) yield { bytes: first.data, at: virtual(first.at, 0) };
+      yield* blockSpans({ [Symbol.asyncIterator]: () => blocks! });
+    },
+    async close() {
+      await blocks?.return(undefined);
+    },
+  };
+};

@@ -1,0 +1,303 @@
+/**
+ * Compressed inputs read as their contents: gzip and zstd streams, and BGZF split at its
+ * blocks over many tasks. Files are compressed by the real tools (gzip, zstd, bgzip); expected
+ * values come from the reference ops over the uncompressed bytes and from Python's csv module.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { CloudmillError } from "../../lib/core/errors.js";
+import { parseJobSpec } from "../../lib/core/job/spec.js";
+import { OpRegistry } from "../../lib/core/ops/registry.js";
+import { bgzfBlockSize, codecOf } from "../../lib/core/records/codecs.js";
+import { prng } from "../../lib/dev/prng.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+import { pythonCsvRows, registryWithRows } from "../helpers/csv.js";
+import { refCount, refResult, refWordcount } from "../helpers/reference.js";
+
+let dir: string;
+let n = 0;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-codecs-"));
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+const sh = (cmd: string): string => execFileSync("sh", ["-c", cmd], { encoding: "utf8", maxBuffer: 1 << 30 });
+
+/** `file` compressed by each tool: gzip, bgzip (BGZF), zstd, and zstd as two concatenated frames. */
+const compressAll = (file: string): Record<string, string> => {
+  sh(`gzip -kf '${file}'`);
+  sh(`bgzip -c '${file}' > '${file}.bgz'`);
+  sh(`zstd -qf '${file}' -o '${file}.zst'`);
+  sh(`head -c 100000 '${file}' | zstd -q > '${file}.2.zst' && tail -c +100001 '${file}' | zstd -q >> '${file}.2.zst'`);
+  return { gzip: `${file}.gz`, bgzf: `${file}.bgz`, zstd: `${file}.zst`, "zstd, two frames": `${file}.2.zst` };
+};
+
+const run = async (file: string, op: string, chunkSize: number | string, params: Record<string, unknown> = {}, workers = 0) => {
+  const spec = parseJobSpec({ op, inputs: [file], params, chunkSize });
+  try {
+    const registry = registryWithRows();
+    const { result, status } = await runLocal({ spec, registry, workers, workDir: path.join(dir, `work-${n++}`) });
+    return { ok: true as const, result, status };
+  } catch (error) {
+    return { ok: false as const, error: error as CloudmillError };
+  }
+};
+
+/** Text whose lines cross BGZF's 64 KiB blocks in every way: empty, CRLF, a line of 200 KB, no final newline. */
+const text = (): Buffer => {
+  const rand = prng(13);
+  const words = ["alpha", "beta", "γάμμα", "delta", "3.25", "-7", "1e3", "x"];
+  const lines: string[] = [];
+  for (let i = 0; i < 40_000; i++) {
+    const r = rand();
+    if (r < 0.05) lines.push("");
+    else if (i === 20_000) lines.push("long ".repeat(40_000));
+    else
+      lines.push(
+        Array.from({ length: Math.floor(rand() * 9) }, () => words[Math.floor(rand() * words.length)]).join(" ") + (r < 0.1 ? "\r" : ""),
+      );
+  }
+  return Buffer.from(`${lines.join("\n")}\nlast line without newline`);
+};
+
+describe("compressed inputs", () => {
+  let plain: Buffer;
+  let files: Record<string, string>;
+  beforeAll(async () => {
+    plain = text();
+    const file = path.join(dir, "words.txt");
+    await writeFile(file, plain);
+    files = compressAll(file);
+  });
+
+  it("are told by their first bytes, not their names", async () => {
+    expect(codecOf(await readFile(files.gzip!))).toBe("gzip");
+    expect(codecOf(await readFile(files.bgzf!))).toBe("bgzf");
+    expect(codecOf(await readFile(files.zstd!))).toBe("zstd");
+    expect(codecOf(plain)).toBeUndefined();
+    // A renamed file is read for what it is.
+    const renamed = path.join(dir, "words.dat");
+    sh(`cp '${files.bgzf}' '${renamed}'`);
+    expect(await run(renamed, "count", 50_000)).toMatchObject({ ok: true, result: refCount(plain) });
+  });
+
+  it.each(["gzip", "bgzf", "zstd", "zstd, two frames"])(
+    "%s gives count and wordcount of the data uncompressed, at every chunk size",
+    async (codec) => {
+      const file = files[codec]!;
+      for (const chunkSize of [997, 65_536, 100_000, "16MiB"]) {
+        expect(await run(file, "count", chunkSize), `count at ${chunkSize}`).toMatchObject({ ok: true, result: refCount(plain) });
+        expect(await run(file, "wordcount", chunkSize), `wordcount at ${chunkSize}`).toMatchObject({
+          ok: true,
+          result: refWordcount(plain),
+        });
+      }
+    },
+  );
+
+  it("a BGZF file is split at its blocks over many tasks, and a gzip or zstd file is one task", async () => {
+    const bgzf = await run(files.bgzf!, "count", 65_536, {}, 2);
+    const size = (await readFile(files.bgzf!)).length;
+    expect(bgzf).toMatchObject({ ok: true, result: refCount(plain), status: { chunks: Math.ceil(size / 65_536) } });
+    expect(Math.ceil(size / 65_536)).toBeGreaterThan(2);
+    expect(await run(files.gzip!, "count", 65_536, {}, 2)).toMatchObject({ ok: true, status: { chunks: 1 } });
+    expect(await run(files.zstd!, "count", 65_536, {}, 2)).toMatchObject({ ok: true, status: { chunks: 1 } });
+  });
+
+  it("stats and grep over a bgzipped file of numbers equal the reference's over the plain file", async () => {
+    const rand = prng(5);
+    const nums = Buffer.from(
+      `${Array.from({ length: 60_000 }, () => (rand() * 2000 - 1000).toFixed(Math.floor(rand() * 4))).join("\n")}\n`,
+    );
+    const file = path.join(dir, "nums.txt");
+    await writeFile(file, nums);
+    const { bgzf } = compressAll(file);
+    const blocks = await bgzfBlocksOf(bgzf!);
+    const grep = refResult("grep", { pattern: "^-?99" }, nums) as { samples: { offset: number }[] };
+    for (const chunkSize of [4096, 70_000, "16MiB"]) {
+      expect(await run(bgzf!, "stats", chunkSize)).toMatchObject({ ok: true, result: refResult("stats", {}, nums) });
+      const r = await run(bgzf!, "grep", chunkSize, { pattern: "^-?99" });
+      expect(r.ok).toBe(true);
+      // A BGZF input's offsets are virtual offsets: mapped through the file's blocks, they are the reference's.
+      const result = (r as { result: { samples: { offset: number }[] } }).result;
+      const samples = result.samples.map((s) => ({ ...s, offset: decodedOffset(blocks, s.offset) }));
+      expect({ ...result, samples }).toEqual(grep);
+    }
+  });
+
+  it("CSV with quoted newlines, bgzipped, gives Python's rows at chunk sizes that cut inside quotes", async () => {
+    const rand = prng(21);
+    const rows = ["id,note,n"];
+    for (let i = 0; i < 20_000; i++) {
+      const note = rand() < 0.3 ? `"line one\nline ""two"", and ${i}\nthree"` : `plain ${i}`;
+      rows.push(`${i},${note},${Math.floor(rand() * 100)}`);
+    }
+    const file = path.join(dir, "notes.csv");
+    await writeFile(file, `${rows.join("\n")}\n`);
+    const { bgzf, gzip } = compressAll(file);
+    const expected = pythonCsvRows(file).length;
+    for (const chunkSize of [1500, 65_536, 80_000]) {
+      const r = await runCsv(bgzf!, chunkSize);
+      expect(r, `bgzf at ${chunkSize}`).toMatchObject({ ok: true, result: { records: expected } });
+    }
+    expect(await runCsv(gzip!, 1500)).toMatchObject({ ok: true, result: { records: expected } });
+  });
+
+  it("a bgzipped file whose stored data holds fake block headers is still split exactly", async () => {
+    // Level 0 stores the bytes as they are: a line that spells a BGZF header appears in the compressed file.
+    const fake = Buffer.from([0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 0x06, 0, 0x42, 0x43, 0x02, 0, 0x1b, 0]);
+    const lines: Buffer[] = [];
+    for (let i = 0; i < 30_000; i++) lines.push(Buffer.from(`row ${i} `), fake, Buffer.from("\n"));
+    const data = Buffer.concat(lines);
+    const file = path.join(dir, "fake.txt");
+    await writeFile(file, data);
+    sh(`bgzip -l 0 -c '${file}' > '${file}.bgz'`);
+    const compressed = await readFile(`${file}.bgz`);
+    expect(compressed.indexOf(fake)).toBeGreaterThan(0);
+    expect(bgzfBlockSize(compressed, compressed.indexOf(fake))).toBeGreaterThan(0);
+    for (const chunkSize of [5000, 65_536, 100_003]) {
+      expect(await run(`${file}.bgz`, "count", chunkSize), `at ${chunkSize}`).toMatchObject({ ok: true, result: refCount(data) });
+    }
+  });
+});
+
+/** A BGZF file's blocks by the format's spec: [compressed offset, decoded offset] of each (its BSIZE and ISIZE fields). */
+const bgzfBlocksOf = async (file: string): Promise<Map<number, number>> => {
+  const d = await readFile(file);
+  const out = new Map<number, number>();
+  let decoded = 0;
+  for (let p = 0; p < d.length; ) {
+    out.set(p, decoded);
+    const size = d.readUInt16LE(p + 16) + 1;
+    decoded += d.readUInt32LE(p + size - 4);
+    p += size;
+  }
+  return out;
+};
+
+/** The decoded offset of a virtual offset (compressed block offset × 65536 + byte in the block). */
+const decodedOffset = (blocks: Map<number, number>, virtual: number): number => {
+  const start = blocks.get(Math.floor(virtual / 65536));
+  if (start === undefined) throw new Error(`no BGZF block at ${Math.floor(virtual / 65536)}`);
+  return start + (virtual % 65536);
+};
+
+const runCsv = async (file: string, chunkSize: number) => {
+  const spec = parseJobSpec({ op: "count", inputs: [file], chunkSize, format: "csv" });
+  try {
+    const { result } = await runLocal({ spec, registry: new OpRegistry(), workers: 0, workDir: path.join(dir, `work-${n++}`) });
+    return { ok: true as const, result };
+  } catch (error) {
+    return { ok: false as const, error: error as CloudmillError };
+  }
+};
+
+describe("a corrupt or truncated compressed input", () => {
+  let plain: Buffer;
+  let files: Record<string, string>;
+  beforeAll(async () => {
+    plain = Buffer.from(`${Array.from({ length: 50_000 }, (_, i) => `${i} ${i * 7}`).join("\n")}\n`);
+    const file = path.join(dir, "bad.txt");
+    await writeFile(file, plain);
+    files = compressAll(file);
+  });
+
+  const cut = async (file: string, keep: number): Promise<string> => {
+    const bytes = await readFile(file);
+    const out = `${file}.cut${n++}`;
+    await writeFile(out, bytes.subarray(0, keep));
+    return out;
+  };
+
+  /** A copy with one byte flipped at `at` (from the end when negative). */
+  const flip = async (file: string, at: number): Promise<string> => {
+    const bytes = Buffer.from(await readFile(file));
+    const i = at < 0 ? bytes.length + at : at;
+    bytes[i] = bytes[i]! ^ 0x55;
+    const out = `${file}.flip${n++}`;
+    await writeFile(out, bytes);
+    return out;
+  };
+
+  const expectFailure = (r: Awaited<ReturnType<typeof run>>, file: string, what: RegExp): void => {
+    expect(r.ok).toBe(false);
+    const err = (r as { error: CloudmillError }).error;
+    expect(err.code).toBe("BAD_RECORD");
+    expect(err.describe()).toMatch(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} .*compressed byte \\d+`));
+    expect(err.describe()).toMatch(what);
+    expect(err.describe()).not.toContain("\n");
+  };
+
+  it("truncated gzip, zstd and BGZF fail their job naming the file and the compressed byte", async () => {
+    for (const [codec, what] of [
+      ["gzip", /gzip data is corrupt or truncated .*ends inside a gzip member/],
+      ["zstd", /zstd data is corrupt or truncated .*ends inside a zstd frame/],
+      ["bgzf", /BGZF \(bgzip\) data is corrupt or truncated/],
+    ] as const) {
+      const size = (await readFile(files[codec]!)).length;
+      const file = await cut(files[codec]!, Math.floor(size * 0.6));
+      for (const chunkSize of [10_000, "16MiB"]) expectFailure(await run(file, "count", chunkSize), file, what);
+    }
+  });
+
+  it("a flipped byte fails the job: gzip's CRC, zstd's frame checksum, a BGZF block's CRC", async () => {
+    for (const [codec, at, what] of [
+      ["gzip", -6, /gzip data is corrupt/],
+      ["zstd", -2, /zstd data is corrupt .*checksum/],
+      // The CRC-32 of the BGZF block before the empty end-of-file block.
+      ["bgzf", -28 - 6, /BGZF \(bgzip\) data is corrupt .*CRC-32/],
+    ] as const) {
+      const file = await flip(files[codec]!, at);
+      for (const chunkSize of [10_000, "16MiB"]) expectFailure(await run(file, "count", chunkSize), file, what);
+    }
+  });
+
+  it("a gzip bomb (300 MB of zeros from 300 KB) ends at maxRecordBytes, not in memory", async () => {
+    const file = path.join(dir, "bomb.gz");
+    sh(`head -c 300000000 /dev/zero | gzip -1 > '${file}'`);
+    expect((await readFile(file)).length).toBeLessThan(2_000_000);
+    const spec = parseJobSpec({ op: "count", inputs: [file], maxRecordBytes: 1024 * 1024 });
+    const r = await runLocal({ spec, registry: new OpRegistry(), workers: 0, workDir: path.join(dir, `work-${n++}`) }).catch(
+      (e: unknown) => e,
+    );
+    expect((r as CloudmillError).code).toBe("BAD_RECORD");
+    expect((r as CloudmillError).describe()).toMatch(/bomb\.gz.*\(byte 0 decompressed\): record longer than 1048576 bytes/);
+  });
+
+  it("a bad record is located in the decoded data: by line in a gzip file, by block in a split BGZF file", async () => {
+    const file = path.join(dir, "numbers.txt");
+    const lines = Array.from({ length: 30_000 }, (_, i) => String(i));
+    lines[25_000] = "not-a-number";
+    await writeFile(file, `${lines.join("\n")}\n`);
+    const { gzip, bgzf } = compressAll(file);
+    const byLine = await run(gzip!, "stats", "16MiB");
+    expect(byLine.ok).toBe(false);
+    const offset = Buffer.byteLength(`${lines.slice(0, 25_000).join("\n")}\n`);
+    expect((byLine as { error: CloudmillError }).error.describe()).toMatch(
+      new RegExp(`numbers\\.txt\\.gz:25001 \\(byte ${offset} decompressed\\): .*not-a-number`),
+    );
+    const byBlock = await run(bgzf!, "stats", 8192);
+    expect(byBlock.ok).toBe(false);
+    const described = (byBlock as { error: CloudmillError }).error.describe();
+    const m = /\(byte (\d+) of the BGZF block at compressed byte (\d+)\): .*not-a-number/.exec(described);
+    expect(m, described).not.toBeNull();
+    // The block's decoded start plus the byte in it is the record's offset.
+    expect(decodedOffset(await bgzfBlocksOf(bgzf!), Number(m![2]) * 65536 + Number(m![1]))).toBe(offset);
+
+    // CSV read both ways per chunk keeps a reading's error in its part: raised by the merge, it still names the block.
+    const csv = path.join(dir, "numbers.csv");
+    await writeFile(csv, `n,note\n${lines.map((l, i) => `${l},"note ${i}"`).join("\n")}\n`);
+    const { bgzf: csvBgzf } = compressAll(csv);
+    const spec = parseJobSpec({ op: "stats", inputs: [csvBgzf!], chunkSize: 8192, format: "csv", params: { column: "n" } });
+    const kept = await runLocal({ spec, registry: new OpRegistry(), workers: 0, workDir: path.join(dir, `work-${n++}`) }).catch(
+      (e: unknown) => e,
+    );
+    expect((kept as CloudmillError).describe()).toMatch(
+      /numbers\.csv\.bgz \(byte \d+ of the BGZF block at compressed byte \d+\): .*not-a-number/,
+    );
+  });
+});
