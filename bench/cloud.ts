@@ -1,9 +1,11 @@
 /**
  * Cloud-path figures, through the emulated cloud and the real AWS SDK:
  *  - the splitter's requests per object, for objects of growing size (must not grow);
+ *  - a prefix of many small objects as one job: tasks, and requests per object and per task;
  *  - tasks per second with tiny chunks, against the emulator's own queue throughput
  *    (a bare send + receive + delete loop) measured in the same run.
  */
+import { pathToFileURL } from "node:url";
 import { GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { SqsTaskQueue } from "../lib/aws/SqsTaskQueue.js";
 import { awsClients, type AwsClients } from "../lib/aws/clients.js";
@@ -121,3 +123,64 @@ export const tasksPerSecond = async (chunks: number, workers: number): Promise<s
     await cloud.stop();
   }
 };
+
+/**
+ * A prefix of `n` small objects (about 1 KB each) as one count job: the requests the emulated
+ * AWS served from the spec's upload to the job's end, counted by the emulator itself.
+ */
+export const manyObjects = async (n: number, workers: number): Promise<string[]> => {
+  const cloud = await startDevCloud({ workers, workerConcurrency: 2, log: silentLogger });
+  try {
+    const line = "cell 17 area 512 intensity 0.25\n";
+    const body = Buffer.from(line.repeat(32));
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 32 }, async () => {
+        while (next < n) {
+          const i = next++;
+          const Key = `_inputs/many/obj-${String(i).padStart(7, "0")}.txt`;
+          await cloud.clients.s3.send(new PutObjectCommand({ Bucket: cloud.inputBucket, Key, Body: body }));
+        }
+      }),
+    );
+    const before = cloud.requests();
+    const started = performance.now();
+    const spec = JSON.stringify({ op: "count", inputs: [`s3://${cloud.inputBucket}/_inputs/many/`] });
+    await cloud.clients.s3.send(new PutObjectCommand({ Bucket: cloud.inputBucket, Key: "_jobs/many.json", Body: spec }));
+    let status: { state: string; chunks: number };
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 500));
+      try {
+        const r = await cloud.clients.s3.send(new GetObjectCommand({ Bucket: cloud.outputBucket, Key: "_jobs/many/status.json" }));
+        status = JSON.parse(await r.Body!.transformToString()) as { state: string; chunks: number };
+        if (status.state === "succeeded") break;
+        if (status.state !== "running") throw new Error(`bench job ${status.state}`);
+      } catch (err) {
+        if ((err as Error).name !== "NoSuchKey") throw err;
+      }
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const after = cloud.requests();
+    const gets = after.s3Get - before.s3Get;
+    const other = after.s3Other - before.s3Other;
+    const tasks = status.chunks;
+    return [
+      "| objects | tasks | objects per task | job wall time | objects/s | S3 GETs per object | other S3 requests per object | S3 requests per task beyond one GET per object |",
+      "|---|---|---|---|---|---|---|---|",
+      `| ${n.toLocaleString("en")} | ${tasks} | ${(n / tasks).toFixed(0)} | ${seconds.toFixed(1)} s | ${(n / seconds).toFixed(0)} | ` +
+        `${(gets / n).toFixed(3)} | ${(other / n).toFixed(4)} | ${((gets - n + other) / tasks).toFixed(1)} |`,
+      "",
+      `${workers} worker processes × 2 tasks at once. Requests counted by the emulated S3 itself over every client ` +
+        "(splitter, workers, reducer, status polls of this benchmark), from the spec's upload to the job's end; " +
+        "the poll of status.json every 0.5 s is among the GETs.",
+    ];
+  } finally {
+    await cloud.stop();
+  }
+};
+
+// `node dist/bench/cloud.js`: the many-small-objects figure alone (npm run bench runs every cloud figure).
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const rows = await manyObjects(Number(process.env.BENCH_OBJECTS ?? 100_000), Number(process.env.BENCH_WORKERS ?? 2));
+  process.stdout.write(`${rows.join("\n")}\n`);
+}

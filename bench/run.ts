@@ -27,7 +27,7 @@ import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { isDeepStrictEqual } from "node:util";
 import { parseSize } from "../lib/core/job/size.js";
-import { splitterRequests, tasksPerSecond } from "./cloud.js";
+import { manyObjects, splitterRequests, tasksPerSecond } from "./cloud.js";
 import { csvMultiline } from "./csv.js";
 import { compressedInputs } from "./compressed.js";
 import { generateNumbers, generateText } from "./generate.js";
@@ -369,6 +369,11 @@ const main = async (): Promise<void> => {
   if (process.env.BENCH_CLOUD !== "0") {
     process.stderr.write("emulated cloud: splitter requests, tasks/s…\n");
     rows.push("\nSplitter requests per object (emulated cloud, real SDK):\n", ...(await splitterRequests()));
+    process.stderr.write("emulated cloud: a prefix of many small objects…\n");
+    rows.push(
+      "\nA prefix of many small objects as one job (emulated cloud):\n",
+      ...(await manyObjects(Number(process.env.BENCH_OBJECTS ?? 100_000), WORKERS)),
+    );
     rows.push(
       "\nTasks per second through the emulated cloud (count op, tiny chunks):\n",
       ...(await tasksPerSecond(Number(process.env.BENCH_TASKS ?? 2000), WORKERS)),

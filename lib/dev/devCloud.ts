@@ -25,7 +25,7 @@ import { compiledFile } from "../local/paths.js";
 import type { TaskQueue } from "../core/ports.js";
 import { decodeEventKey, type SqsBatchResponse } from "../aws/events.js";
 import { deadLetterHandler, reducerHandler, splitterHandler } from "../aws/handlers.js";
-import { createDevResources, startEmulator, type Emulator } from "./emulator.js";
+import { createDevResources, startEmulator, type Emulator, type RequestCounts } from "./emulator.js";
 
 /** Calls onLine with each complete line a text stream carries (without its newline). */
 export const onLines = (stream: NodeJS.ReadableStream, onLine: (line: string) => void): void => {
@@ -86,6 +86,8 @@ export interface DevCloud {
   workerPids(): number[];
   /** Kills a worker process with the signal (tests: SIGKILL mid-chunk); it is replaced. */
   killWorker(index: number, signal?: NodeJS.Signals): void;
+  /** Requests the emulated AWS served so far, by kind (every client's: roles, workers, uploads). */
+  requests(): RequestCounts;
   stop(): Promise<void>;
 }
 
@@ -252,6 +254,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     clients,
     workerPids: () => workers.map((w) => w?.pid ?? -1),
     killWorker: (i, signal = "SIGKILL") => void workers[i]?.kill(signal),
+    requests: () => emulator.requests(),
     async stop() {
       stop.abort();
       await Promise.all(

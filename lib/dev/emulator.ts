@@ -35,9 +35,27 @@ export interface Emulator {
   readonly port: number;
   /** Calls listener with one record per object created; returns a function that unsubscribes. */
   onObjectCreated(listener: ObjectCreatedListener): () => void;
+  /** Requests served so far, by kind: what a job costs in requests, as AWS would bill them. */
+  requests(): RequestCounts;
   /** Closes the server and waits for listeners already called. */
   stop(): Promise<void>;
 }
+
+export interface RequestCounts {
+  /** GetObject (whole or ranged). */
+  readonly s3Get: number;
+  /** Every other S3 request: HEAD, PUT, LIST, DELETE, multipart. */
+  readonly s3Other: number;
+  readonly sqs: number;
+}
+
+/** What a request is, by its wire form: SQS's JSON or query protocol, else S3 (path style). */
+const requestKind = (method: string, url: string, target: unknown): keyof RequestCounts => {
+  if ((typeof target === "string" && target.startsWith("AmazonSQS")) || /[?&]Action=/.test(url)) return "sqs";
+  const [path = "", query = ""] = url.split("?");
+  const isObject = path.split("/").filter(Boolean).length >= 2;
+  return method === "GET" && isObject && !/(^|&)(uploadId|uploads|list-type|tagging|acl)(=|&|$)/.test(query) ? "s3Get" : "s3Other";
+};
 
 export interface EmulatorOptions {
   /** Default 0: any free port. `cloudmill dev` uses DEV_DEFAULT_PORT. */
@@ -122,7 +140,9 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
     done(null, payload);
   });
 
+  const counts = { s3Get: 0, s3Other: 0, sqs: 0 };
   app.addHook("onResponse", (request, reply, done) => {
+    counts[requestKind(request.method, request.url, request.headers["x-amz-target"])]++;
     const record = created.get(request);
     if (record && reply.statusCode === 200) {
       for (const listener of listeners) {
@@ -150,6 +170,7 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
   return {
     endpoint: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
     port,
+    requests: () => ({ ...counts }),
     onObjectCreated(listener) {
       listeners.add(listener);
       return () => {

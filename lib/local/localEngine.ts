@@ -10,8 +10,15 @@ import path from "node:path";
 import { FsBlobStore } from "./FsBlobStore.js";
 import { MemoryTaskQueue } from "./MemoryTaskQueue.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
-import { JobStatus as JobStatusSchema, TaskMessage, type InputObject, type JobStatus, type Manifest } from "../core/job/manifest.js";
-import { chunksOf, digest } from "../core/job/planner.js";
+import {
+  chunkBytes,
+  JobStatus as JobStatusSchema,
+  TaskMessage,
+  type InputObject,
+  type JobStatus,
+  type Manifest,
+} from "../core/job/manifest.js";
+import { digest, planChunks } from "../core/job/planner.js";
 import type { JobSpec } from "../core/job/spec.js";
 import { silentLogger, type Logger } from "../core/log.js";
 import type { OpRegistry } from "../core/ops/registry.js";
@@ -101,7 +108,8 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     registry,
     inputs.map((i) => i.name),
   );
-  const chunks = inputs.reduce((n, i) => n + chunksOf(i.size, spec.chunkSize), 0);
+  // Before the splitter reads compressed inputs' first bytes: a big gzip file is one chunk, not many.
+  const chunks = planChunks(inputs, spec.chunkSize).total;
   // A job of one chunk gains nothing from threads but their start-up. Only a built-in op runs
   // inline unasked: it ends in linear time, where a lab's op may need the task time limit a
   // thread gives.
@@ -241,7 +249,7 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
         if (!done.has(task.chunk.index)) {
           done.add(task.chunk.index);
           inOrder?.ready(task.chunk.index);
-          bytesDone += task.chunk.end - task.chunk.start;
+          bytesDone += chunkBytes(task.chunk);
           options.onProgress?.({ chunksDone: done.size, chunks: manifest.chunks, bytesDone, bytes, elapsedMs: Date.now() - started });
         }
         if (done.size === manifest.chunks) finish("complete");
@@ -281,7 +289,7 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
       for (const t of again) {
         done.delete(t.chunk.index);
         heldOnlyInTotals.delete(t.chunk.index);
-        bytesDone -= t.chunk.end - t.chunk.start;
+        bytesDone -= chunkBytes(t.chunk);
       }
       // A deadline or an interrupt met while ended was "complete" went unheard: hear it now.
       ended = undefined;

@@ -196,6 +196,86 @@ const runCsv = async (file: string, chunkSize: number) => {
   }
 };
 
+describe("compressed inputs as other tools write them", () => {
+  const lines = (n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => `${i} hello world\n`).join(""));
+
+  it("pzstd's frames (each after a skippable frame) are read as zstd", async () => {
+    const plain = lines(100_000);
+    const file = path.join(dir, "p.txt");
+    await writeFile(file, plain);
+    sh(`pzstd -q -p 2 -c '${file}' > '${file}.zst'`);
+    expect(await run(`${file}.zst`, "count", "16MiB")).toMatchObject({ ok: true, result: refCount(plain) });
+  });
+
+  it("a BGZF file whose first block is empty: the header is still the first record, and a chunk after it owns it", async () => {
+    const csv = path.join(dir, "h.csv");
+    await writeFile(csv, "name,val\n\uFEFFa,1\nb,2\n");
+    sh(`printf '' | bgzip -c > '${csv}.empty' && bgzip -c '${csv}' > '${csv}.part' && cat '${csv}.empty' '${csv}.part' > '${csv}.bgz'`);
+    for (const chunkSize of [20, 28, 29, 40, 1000]) {
+      expect(await runCsv(`${csv}.bgz`, chunkSize), `at ${chunkSize}`).toMatchObject({ ok: true, result: { records: 2 } });
+    }
+    const bom = path.join(dir, "bom.txt");
+    await writeFile(bom, "\uFEFFhello world\n");
+    sh(`bgzip -c '${bom}' > '${bom}.part' && cat '${csv}.empty' '${bom}.part' > '${bom}.bgz'`);
+    expect(await run(`${bom}.bgz`, "wordcount", 30)).toMatchObject({ ok: true, result: refWordcount(Buffer.from("hello world\n")) });
+  });
+
+  it("a gzip member followed by zero padding is read; data after the padding fails the job instead of being dropped", async () => {
+    const a = path.join(dir, "pad.txt");
+    await writeFile(a, lines(1000));
+    sh(`gzip -c '${a}' > '${a}.gz' && head -c 512 /dev/zero >> '${a}.gz'`);
+    expect(await run(`${a}.gz`, "count", "16MiB")).toMatchObject({ ok: true, result: { records: 1000 } });
+    sh(`gzip -c '${a}' >> '${a}.gz'`);
+    const r = await run(`${a}.gz`, "count", "16MiB");
+    expect(r.ok).toBe(false);
+    expect((r as { error: CloudmillError }).error.describe()).toMatch(/data follows the end of the compressed data, after zero bytes/);
+  });
+
+  it("a BGZF file cut at a block boundary fails (its end-of-file block is missing), at every chunk size", async () => {
+    const file = path.join(dir, "cut.txt");
+    await writeFile(file, lines(60_000));
+    sh(`bgzip -c '${file}' > '${file}.bgz'`);
+    const blocks = [...(await bgzfBlocksOf(`${file}.bgz`)).keys()];
+    const cut = await readFile(`${file}.bgz`);
+    await writeFile(`${file}.cut.bgz`, cut.subarray(0, blocks[5]));
+    for (const chunkSize of [10_000, "16MiB"]) {
+      const r = await run(`${file}.cut.bgz`, "count", chunkSize);
+      expect(r.ok, `at ${chunkSize}`).toBe(false);
+      expect((r as { error: CloudmillError }).error.describe()).toMatch(/ends without BGZF's end-of-file block/);
+    }
+  });
+
+  it("a zstd frame asking for a window past 128 MiB is refused before anything is allocated", async () => {
+    const file = path.join(dir, "long.txt");
+    await writeFile(file, lines(1000));
+    // From a pipe the size is unknown, so the frame names its window (not its content size).
+    sh(`cat '${file}' | zstd -q --long=30 -c > '${file}.zst'`);
+    const r = await run(`${file}.zst`, "count", "16MiB");
+    expect(r.ok).toBe(false);
+    expect((r as { error: CloudmillError }).error.describe()).toMatch(/needs a 1024 MiB window, past the 128 MiB/);
+  });
+
+  it("a stored (bgzip -l 0) file whose text spells a header chaining into the real blocks is split exactly", async () => {
+    const text = Buffer.from("hello world line\n".repeat(15_360));
+    const at = 65_100;
+    const fake = Buffer.from([0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 0x06, 0, 0x42, 0x43, 0x02, 0, 0, 0]);
+    fake.copy(text, at);
+    const file = path.join(dir, "fakechain.txt");
+    await writeFile(file, text);
+    sh(`bgzip -l 0 -c '${file}' > '${file}.bgz'`);
+    // Point the fake header's size at the real second block, so that its chain joins the real one.
+    const compressed = await readFile(`${file}.bgz`);
+    const fakeAt = compressed.indexOf(fake);
+    const second = [...(await bgzfBlocksOf(`${file}.bgz`)).keys()].find((b) => b > fakeAt)!;
+    text.writeUInt16LE(second - fakeAt - 1, at + 16);
+    await writeFile(file, text);
+    sh(`bgzip -l 0 -c '${file}' > '${file}.bgz'`);
+    for (const chunkSize of [65_536, 65_600, 100_000]) {
+      expect(await run(`${file}.bgz`, "count", chunkSize), `at ${chunkSize}`).toMatchObject({ ok: true, result: refCount(text) });
+    }
+  });
+});
+
 describe("a corrupt or truncated compressed input", () => {
   let plain: Buffer;
   let files: Record<string, string>;

@@ -58,7 +58,14 @@ export const Manifest = z.strictObject({
 });
 export type Manifest = z.infer<typeof Manifest>;
 
-/** One chunk: a byte range of one input. */
+/** A whole input read by a chunk after its first (small objects are packed many per task). */
+export const PackedInput = z.strictObject({
+  inputIndex: z.number().int().nonnegative(),
+  input: InputObject,
+});
+export type PackedInput = z.infer<typeof PackedInput>;
+
+/** One chunk: a byte range of one input, or several whole small inputs. */
 export const Chunk = z.strictObject({
   index: z.number().int().nonnegative(),
   /** Position of the input in the job's input list. */
@@ -66,8 +73,22 @@ export const Chunk = z.strictObject({
   input: InputObject,
   start: z.number().int().nonnegative(),
   end: z.number().int().nonnegative(),
+  /** The whole inputs that follow `input` in this chunk, in input order; `input` is then whole too. */
+  more: z.array(PackedInput).optional(),
 });
 export type Chunk = z.infer<typeof Chunk>;
+
+/** The input bytes a chunk covers. */
+export const chunkBytes = (chunk: Chunk): number => chunk.end - chunk.start + (chunk.more ?? []).reduce((n, m) => n + m.input.size, 0);
+
+/** A chunk's inputs, each as a chunk of its own (whole, for a packed chunk): the chunk itself otherwise. */
+export const chunkParts = (chunk: Chunk): Chunk[] =>
+  chunk.more
+    ? [
+        { index: chunk.index, inputIndex: chunk.inputIndex, input: chunk.input, start: 0, end: chunk.input.size },
+        ...chunk.more.map((m) => ({ index: chunk.index, inputIndex: m.inputIndex, input: m.input, start: 0, end: m.input.size })),
+      ]
+    : [chunk];
 
 /** The body of one task message: self-contained, so a worker never reads the manifest. */
 export const TaskMessage = z.strictObject({

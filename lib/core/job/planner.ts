@@ -1,6 +1,9 @@
 /**
  * Planning needs no scan of the data: chunks are byte ranges cut from object sizes alone,
- * and a chunk's range is a pure function of (inputs, chunk size, index).
+ * and a chunk's range is a pure function of (inputs, chunk size, index). Small objects are
+ * packed: consecutive inputs that fit together in a chunk's bytes go to one task, up to a
+ * number of objects and a message size, so a prefix of a million small files is thousands of
+ * tasks, not a million.
  */
 import { createHash } from "node:crypto";
 import { DEFAULTS } from "../constants.js";
@@ -10,8 +13,13 @@ import type { Chunk, InputObject } from "./manifest.js";
 export const chunksOf = (size: number, chunkSize: number): number => Math.ceil(size / chunkSize);
 
 /** A gzip or zstd stream is read from its start to its end, by one task; BGZF splits at its blocks. */
+const isStream = (input: InputObject): boolean => input.codec === "gzip" || input.codec === "zstd";
+
 const chunksOfInput = (input: InputObject, chunkSize: number): number =>
-  input.codec === "gzip" || input.codec === "zstd" ? Math.min(1, input.size) : chunksOf(input.size, chunkSize);
+  isStream(input) ? Math.min(1, input.size) : chunksOf(input.size, chunkSize);
+
+/** How many objects one task reads at most, and how much of its message they may take. */
+export const PACK_LIMITS = { objects: 256, messageBytes: 96 * 1024 } as const;
 
 export interface ChunkPlan {
   readonly total: number;
@@ -20,13 +28,57 @@ export interface ChunkPlan {
   chunks(): Generator<Chunk>;
 }
 
-export const planChunks = (inputs: readonly InputObject[], chunkSize: number): ChunkPlan => {
-  // firstIndex[i] = index of input i's first chunk.
-  const firstIndex: number[] = [];
+export interface PlanOptions {
+  /** Pack small inputs many per chunk (default true; a task op's items are one input per chunk). */
+  readonly pack?: boolean;
+}
+
+/**
+ * A run of chunks: one input cut into `chunks` ranges, or the `count` whole inputs from
+ * `first` packed into one chunk.
+ */
+interface Segment {
+  readonly firstChunk: number;
+  readonly first: number;
+  readonly count: number;
+  readonly chunks: number;
+}
+
+/** Bytes an input adds to a task message (its JSON, with room for the index). */
+const messageBytes = (input: InputObject): number => JSON.stringify(input).length + 32;
+
+export const planChunks = (inputs: readonly InputObject[], chunkSize: number, options: PlanOptions = {}): ChunkPlan => {
+  const pack = options.pack ?? true;
+  const segments: Segment[] = [];
   let total = 0;
-  for (const input of inputs) {
-    firstIndex.push(total);
-    total += chunksOfInput(input, chunkSize);
+  for (let i = 0; i < inputs.length; ) {
+    const input = inputs[i]!;
+    const n = chunksOfInput(input, chunkSize);
+    if (!pack || n !== 1 || input.size > chunkSize) {
+      if (n > 0) segments.push({ firstChunk: total, first: i, count: 1, chunks: n });
+      total += n;
+      i++;
+      continue;
+    }
+    // Whole small inputs, packed while they fit (empty ones are read by nobody: they hold no record).
+    let bytes = input.size;
+    let message = 0;
+    let last = i;
+    let objects = 1;
+    let j = i + 1;
+    for (; j < inputs.length && objects < PACK_LIMITS.objects; j++) {
+      const next = inputs[j]!;
+      if (next.size === 0) continue;
+      if (chunksOfInput(next, chunkSize) !== 1 || next.size > chunkSize || bytes + next.size > chunkSize) break;
+      if (message + messageBytes(next) > PACK_LIMITS.messageBytes) break;
+      bytes += next.size;
+      message += messageBytes(next);
+      last = j;
+      objects++;
+    }
+    segments.push({ firstChunk: total, first: i, count: last - i + 1, chunks: 1 });
+    total += 1;
+    i = last + 1;
   }
   if (total > DEFAULTS.maxChunks) {
     throw new CloudmillError(
@@ -40,18 +92,22 @@ export const planChunks = (inputs: readonly InputObject[], chunkSize: number): C
       throw new CloudmillError(ErrorCode.INTERNAL, `chunk ${index} out of range (0..${total - 1})`);
     }
     let lo = 0;
-    let hi = inputs.length - 1;
+    let hi = segments.length - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >>> 1;
-      if (firstIndex[mid]! <= index) lo = mid;
+      if (segments[mid]!.firstChunk <= index) lo = mid;
       else hi = mid - 1;
     }
-    // Skip empty inputs that share a first index with the next one.
-    while (lo + 1 < inputs.length && firstIndex[lo + 1]! <= index) lo++;
-    const input = inputs[lo]!;
-    const start = (index - firstIndex[lo]!) * chunkSize;
-    const whole = input.codec === "gzip" || input.codec === "zstd";
-    return { index, inputIndex: lo, input, start, end: whole ? input.size : Math.min(input.size, start + chunkSize) };
+    const seg = segments[lo]!;
+    const input = inputs[seg.first]!;
+    if (seg.count > 1) {
+      const more = inputs
+        .slice(seg.first + 1, seg.first + seg.count)
+        .flatMap((m, k) => (m.size > 0 ? [{ inputIndex: seg.first + 1 + k, input: m }] : []));
+      return { index, inputIndex: seg.first, input, start: 0, end: input.size, more };
+    }
+    const start = (index - seg.firstChunk) * chunkSize;
+    return { index, inputIndex: seg.first, input, start, end: isStream(input) ? input.size : Math.min(input.size, start + chunkSize) };
   };
   return {
     total,

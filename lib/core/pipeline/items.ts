@@ -35,14 +35,21 @@ const putName = (task: string, name: string): string => {
   return name;
 };
 
-/** The items of a chunk: its JSONL records, each with its byte offset. Bad lines follow onBadRecord. */
-export const readItems = async (deps: PipelineDeps, task: TaskMessage, ctx: MapContext, signal?: AbortSignal): Promise<Item[]> => {
+/** An item and the input it is read from (a packed chunk's items come from several). */
+export interface ChunkItem extends Item {
+  readonly inputIndex: number;
+  readonly inputName: string;
+}
+
+/** The items of a chunk of one input: its JSONL records, each with its byte offset. Bad lines follow onBadRecord. */
+export const readItems = async (deps: PipelineDeps, task: TaskMessage, ctx: MapContext, signal?: AbortSignal): Promise<ChunkItem[]> => {
   const { chunk } = task;
-  const items: Item[] = [];
+  const items: ChunkItem[] = [];
+  const from = { inputIndex: chunk.inputIndex, inputName: chunk.input.name };
   const store = deps.inputStore(chunk.input.bucket);
   const source = inputRangeBytes(store, chunk.input, chunk, signal ? { signal } : {});
   for await (const block of refusingCompressed(rangeRecordBlocks(source, recordLimitsOf(ctx, task.job)), chunk.input.name)) {
-    forEachRecord(block, "jsonl", {}, ctx, (value, offset) => items.push({ offset, value }));
+    forEachRecord(block, "jsonl", {}, ctx, (value, offset) => items.push({ offset, value, ...from }));
   }
   return items;
 };
@@ -52,7 +59,7 @@ export const runItems = async (
   deps: PipelineDeps,
   task: TaskMessage,
   op: TaskOp,
-  items: readonly Item[],
+  items: readonly ChunkItem[],
   { signal, drain }: { readonly signal?: AbortSignal | undefined; readonly drain?: AbortSignal | undefined } = {},
 ): Promise<{ items: ItemEntry[] }> => {
   const runner = deps.items;
@@ -63,7 +70,7 @@ export const runItems = async (
     task: op.name,
     params: job.params,
     limits: op.limits,
-    items,
+    items: items.map(({ offset, value }) => ({ offset, value })),
     stopOnError,
     ...(signal ? { signal } : {}),
     ...(drain ? { drain } : {}),
@@ -76,11 +83,12 @@ export const runItems = async (
   });
   const entries: ItemEntry[] = [];
   for (const [i, outcome] of outcomes.entries()) {
-    const at = { input: chunk.inputIndex, offset: items[i]!.offset, ...(outcome.files.length > 0 ? { files: outcome.files } : {}) };
+    const item = items[i]!;
+    const at = { input: item.inputIndex, offset: item.offset, ...(outcome.files.length > 0 ? { files: outcome.files } : {}) };
     if (!outcome.ok) {
       if (stopOnError) {
         throw new CloudmillError(outcome.code as ErrorCode, `task ${op.name}: item failed: ${outcome.message}`, {
-          input: chunk.input.name,
+          input: item.inputName,
           offset: at.offset,
         });
       }
@@ -92,7 +100,7 @@ export const runItems = async (
       entries.push({ ...at, value: outcome.value ?? null });
       continue;
     }
-    const key = itemResultKey(jobId, chunk.inputIndex, at.offset);
+    const key = itemResultKey(jobId, item.inputIndex, at.offset);
     await deps.output.put(key, text, { contentType: "application/json" });
     entries.push({ ...at, value: { [RESULT_REF]: key } });
   }

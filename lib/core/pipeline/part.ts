@@ -69,7 +69,8 @@ export const Part = z.object({
   skipped: z.number().int().nonnegative(),
   quotes: QuoteSpeculation.optional(),
   /** The separator `separator=auto` chose for this chunk's input (on the input's first chunk). */
-  sniffed: SniffedSeparator.optional(),
+  /** The separators `separator=auto` chose: the input's, or (a packed chunk's) each object's. */
+  sniffed: z.union([SniffedSeparator, z.array(SniffedSeparator)]).optional(),
 });
 
 export type Part = z.infer<typeof Part>;

@@ -134,7 +134,7 @@ export class OrderedPartMerge {
         this.#loneSeed = undefined;
         this.#merger.add(reading.partial);
         this.#skipped += reading.skipped;
-        if (part.sniffed) this.#sniffed.push(part.sniffed);
+        if (part.sniffed) this.#sniffed.push(...[part.sniffed].flat());
       }
       this.#ready.delete(i);
       this.#next = i + 1;

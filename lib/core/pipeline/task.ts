@@ -4,7 +4,8 @@
  */
 import { cancelKey, chunkErrorKey, failureKey, partKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
-import type { Chunk, TaskMessage } from "../job/manifest.js";
+import { chunkBytes, chunkParts, type Chunk, type TaskMessage } from "../job/manifest.js";
+import { mapInOrder } from "../mapInOrder.js";
 import type { MapContext } from "../ops/types.js";
 import { csvOptions, type FormatOptions } from "../ops/formatReaders.js";
 import type { AnyOp } from "../ops/types.js";
@@ -26,7 +27,7 @@ import { exists, readBytes, writeJson } from "./blobJson.js";
 import { keptErrorOf, type Part, type Reading } from "./part.js";
 import { statusErrorOf } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
-import { readItems, runItems } from "./items.js";
+import { readItems, runItems, type ChunkItem } from "./items.js";
 
 export type TaskOutcome =
   | { readonly kind: "done"; readonly bytes: number; readonly skipped: number; readonly partial: unknown }
@@ -113,6 +114,9 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
   }
 };
 
+/** Objects of a packed chunk read at once. */
+const PACK_READS = 4;
+
 const mapChunk = async (
   deps: PipelineDeps,
   task: TaskMessage,
@@ -121,8 +125,16 @@ const mapChunk = async (
 ): Promise<TaskOutcome> => {
   const { writePart, checkOpDigest, drain } = options;
   const { jobId, chunk, job } = task;
-  const output = deps.output;
   const key = partKey(jobId, chunk.index);
+  /** A packed chunk's error names the object it is in; a range's gets the chunk's context below. */
+  const inObject = async <T>(sub: Chunk, fn: () => Promise<T>): Promise<T> => {
+    if (!chunk.more) return fn();
+    try {
+      return await fn();
+    } catch (err) {
+      throw toCloudmillError(err).withContext(chunkContext(jobId, sub));
+    }
+  };
   try {
     const op = deps.registry.get(job.op);
     const digest = opDigest(op);
@@ -133,56 +145,91 @@ const mapChunk = async (
           "a job runs on one version of its op: start it again once every worker runs the new code",
       );
     }
-    const store = deps.inputStore(chunk.input.bucket);
-    // The separator this input is read with (a .tsv's tab, or sniffed) goes to the op as its param.
-    const csvInput = job.format === "csv" ? await readCsvInput(store, chunk.input, op, job.params, signal) : undefined;
-    const rawParams = csvInput?.params ?? job.params;
-    const params = op.parseParams(rawParams);
-    const csv = csvInput ? csvOptions(params as FormatOptions) : undefined;
-    const multiline = csv?.multiline === true;
-    const header = csvInput?.header;
-    const mapCtx = { inputIndex: chunk.inputIndex, inputName: chunk.input.name, format: job.format, ...(header ? { header } : {}) };
+    const objects = chunkParts(chunk);
     let part: Part;
     if (isTaskOp(op)) {
       let skipped = 0;
       let firstSkipped: CloudmillError | undefined;
-      const ctx: MapContext = {
-        ...mapCtx,
-        bad(error) {
-          if (job.onBadRecord === "fail") throw error;
-          skipped++;
-          firstSkipped ??= error;
-        },
-      };
-      const partial = await runItems(deps, task, op, await readItems(deps, task, ctx, signal), { signal, drain });
+      const items: ChunkItem[] = [];
+      for (const sub of objects) {
+        const ctx: MapContext = {
+          inputIndex: sub.inputIndex,
+          inputName: sub.input.name,
+          format: job.format,
+          bad(error) {
+            if (job.onBadRecord === "fail") throw error;
+            skipped++;
+            firstSkipped ??= error.withContext(chunkContext(jobId, sub));
+          },
+        };
+        items.push(...(await inObject(sub, () => readItems(deps, { ...task, chunk: sub }, ctx, signal))));
+      }
+      const partial = await runItems(deps, task, op, items, { signal, drain });
       part = { v: 1, jobId, index: chunk.index, partial, skipped };
-      if (firstSkipped)
-        deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped.withContext(chunkContext(jobId, chunk))), skipped });
+      if (firstSkipped) deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped), skipped });
     } else {
-      const encoding = csvInput?.encoding;
-      const codec = csvInput ? { codec: csvInput.codec ?? null } : {};
-      const recordJob = {
-        op,
-        params,
-        rawParams,
-        mapCtx,
-        multiline,
-        separator: csv?.separator ?? ",",
-        ...(encoding ? { encoding } : {}),
-        ...codec,
-      };
-      part = await mapRecords(deps, task, recordJob, signal);
-      if (csvInput?.sniffed !== undefined && chunk.start === 0)
-        part = { ...part, sniffed: { input: chunk.input.name, separator: csvInput.sniffed } };
+      const parts = await mapInOrder(objects, PACK_READS, (sub) =>
+        inObject(sub, () => mapObject(deps, { ...task, chunk: sub }, op, signal)),
+      );
+      part = parts.length === 1 ? parts[0]! : packedPart(task, op, parts);
     }
-    if (writePart) await writeJson(output, key, part);
-    return { kind: "done", bytes: chunk.end - chunk.start, skipped: part.skipped, partial: part.partial };
+    if (writePart) await writeJson(deps.output, key, part);
+    return { kind: "done", bytes: chunkBytes(chunk), skipped: part.skipped, partial: part.partial };
   } catch (err) {
     const error = toCloudmillError(err);
+    if (chunk.more) throw error.withContext({ jobId, chunk: chunk.index });
     // Garbled records past an input's first chunk may be compressed data: say so, not "bad number".
     const compressed = error.code === ErrorCode.BAD_RECORD && chunk.start > 0 ? await compressedInputOf(deps, task, signal) : undefined;
     throw (compressed ?? error).withContext(chunkContext(jobId, chunk));
   }
+};
+
+/** The part of one input's range (a packed chunk's object, read whole, or a chunk of its own). */
+const mapObject = async (deps: PipelineDeps, task: TaskMessage, op: AnyOp, signal?: AbortSignal): Promise<Part> => {
+  const { chunk, job } = task;
+  const store = deps.inputStore(chunk.input.bucket);
+  // The separator this input is read with (a .tsv's tab, or sniffed) goes to the op as its param.
+  const csvInput = job.format === "csv" ? await readCsvInput(store, chunk.input, op, job.params, signal) : undefined;
+  const rawParams = csvInput?.params ?? job.params;
+  const params = op.parseParams(rawParams);
+  const csv = csvInput ? csvOptions(params as FormatOptions) : undefined;
+  const header = csvInput?.header;
+  const mapCtx = { inputIndex: chunk.inputIndex, inputName: chunk.input.name, format: job.format, ...(header ? { header } : {}) };
+  const encoding = csvInput?.encoding;
+  const recordJob: RecordJob = {
+    op,
+    params,
+    rawParams,
+    mapCtx,
+    multiline: csv?.multiline === true,
+    separator: csv?.separator ?? ",",
+    ...(encoding ? { encoding } : {}),
+    ...(csvInput ? { codec: csvInput.codec ?? null } : {}),
+  };
+  const part = await mapRecords(deps, task, recordJob, signal);
+  return csvInput?.sniffed !== undefined && chunk.start === 0
+    ? { ...part, sniffed: { input: chunk.input.name, separator: csvInput.sniffed } }
+    : part;
+};
+
+/**
+ * One part for a packed chunk: its objects' partials merged in input order (the reducer merges
+ * parts the same way). Each object was read whole, from its first byte, so a CSV's quote state
+ * starts afresh after it, as it does at the next input.
+ */
+const packedPart = (task: TaskMessage, op: AnyOp, parts: readonly Part[]): Part => {
+  const merger = op.merger(op.parseParams(task.job.params));
+  for (const p of parts) merger.add(p.partial);
+  const sniffed = parts.flatMap((p) => (p.sniffed === undefined ? [] : [p.sniffed].flat()));
+  return {
+    v: 1,
+    jobId: task.jobId,
+    index: task.chunk.index,
+    partial: merger.value(),
+    skipped: parts.reduce((n, p) => n + p.skipped, 0),
+    ...(parts.some((p) => p.quotes) ? { quotes: { first: true, odd: false } } : {}),
+    ...(sniffed.length > 0 ? { sniffed } : {}),
+  };
 };
 
 /** One reading of a chunk's records by the op: a mapper on this thread or on a mapper host's. */
@@ -340,7 +387,7 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
         if (read.block === undefined) {
           laneFailed(lane, read.error);
         } else {
-          const refused = read.block.offset === 0 && !job.encoding ? compressedInputError(read.block.bytes, chunk.input.name) : undefined;
+          const refused = read.block.first && !job.encoding ? compressedInputError(read.block.bytes, chunk.input.name) : undefined;
           if (refused) throw refused;
           const decoded = job.encoding ? decodeUtf16Block(read.block, job.encoding) : undefined;
           try {

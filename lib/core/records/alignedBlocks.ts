@@ -72,7 +72,26 @@ export class RecordCutter {
         throw oversizedRecord(offset, max);
       });
     this.#skipping = start > 0;
+    this.#first = start === 0;
     this.#pendingOffset = start;
+  }
+
+  /** The next block yielded begins with the input's first record (a CSV header, say). */
+  #first: boolean;
+
+  #takeFirst(): boolean {
+    const first = this.#first;
+    this.#first = false;
+    return first;
+  }
+
+  /**
+   * Nothing but empty data comes before this reading's first byte (a BGZF input's first blocks
+   * may hold none): it owns the record starting there, and that record is the input's first.
+   */
+  startInput(): void {
+    this.#skipping = false;
+    this.#first = true;
   }
 
   /** Cut no more: later pushes only scan (a reading whose op failed still tells where quotes stand). */
@@ -126,13 +145,13 @@ export class RecordCutter {
       if (this.#pendingLength + from > this.#max) this.#oversized(this.#pendingOffset, this.#max);
       else {
         const bytesOf = Buffer.concat([...this.#pending, bytes.subarray(0, from)], this.#pendingLength + from);
-        yield { bytes: bytesOf, offset: this.#pendingOffset, first: this.#pendingOffset === 0 };
+        yield { bytes: bytesOf, offset: this.#pendingOffset, first: this.#takeFirst() };
       }
       this.#pending = [];
       this.#pendingLength = 0;
     }
     if (last >= from) {
-      yield { bytes: bytes.subarray(from, last + 1), offset: at + from, first: at + from === 0 };
+      yield { bytes: bytes.subarray(from, last + 1), offset: at + from, first: this.#takeFirst() };
       from = last + 1;
     }
     if (from < bytes.length) this.#keep(bytes.subarray(from), at + from);
@@ -158,7 +177,7 @@ export class RecordCutter {
     const record = Buffer.concat([...this.#pending, bytes.subarray(0, len)], this.#pendingLength + len);
     this.#pending = [];
     this.#pendingLength = 0;
-    yield { bytes: record, offset: this.#pendingOffset, first: this.#pendingOffset === 0 };
+    yield { bytes: record, offset: this.#pendingOffset, first: this.#takeFirst() };
   }
 
   /** The input ended: the last record, if one is open, or the error that its end is. */
@@ -169,7 +188,7 @@ export class RecordCutter {
     if (unfinished) throw unfinished;
     this.#pending = [];
     this.#pendingLength = 0;
-    yield { bytes, offset: this.#pendingOffset, first: this.#pendingOffset === 0 };
+    yield { bytes, offset: this.#pendingOffset, first: this.#takeFirst() };
   }
 }
 
@@ -205,6 +224,8 @@ export interface RangeBytes {
   past(): AsyncIterable<Span>;
   /** Releases a read `owned` left open for `past`; the reader calls it once it is done. */
   close?(): Promise<void>;
+  /** True, once `owned` has yielded, when only empty data precedes the range (see RecordCutter.startInput). */
+  startsInput?(): boolean;
 }
 
 const bufferOf = (chunk: Uint8Array): Buffer =>
@@ -272,9 +293,14 @@ export async function* ownedRecordLanes(
     const unit = mark?.unit ?? 0;
     let held = Buffer.alloc(0);
     let heldAt = 0;
+    let begun = false;
     for await (const span of source.owned()) {
       const buf = bufferOf(span.bytes);
       if (buf.length === 0) continue;
+      if (!begun) {
+        begun = true;
+        if (source.startsInput?.()) for (const c of lanes) c.startInput();
+      }
       // Push all but the last `unit` bytes of held + buf; hold those.
       const pushed = held.length + buf.length - Math.min(unit, held.length + buf.length);
       const fromHeld = Math.min(held.length, pushed);
@@ -338,8 +364,8 @@ export async function* rangeRecordBlocks(
 /** The first record of a file may start with a BOM; it is not part of the data. */
 const withoutBom = (block: RecordBlock): RecordBlock => {
   const b = block.bytes;
-  if (block.offset === 0 && b.length >= 3 && b[0] === UTF8_BOM[0] && b[1] === UTF8_BOM[1] && b[2] === UTF8_BOM[2]) {
-    return { bytes: b.subarray(3), offset: 3, first: true };
+  if (block.first && b.length >= 3 && b[0] === UTF8_BOM[0] && b[1] === UTF8_BOM[1] && b[2] === UTF8_BOM[2]) {
+    return { bytes: b.subarray(3), offset: block.offset + 3, first: true };
   }
   return block;
 };

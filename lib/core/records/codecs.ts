@@ -9,7 +9,7 @@ import { CloudmillError, ErrorCode } from "../errors.js";
 export const CODECS = ["gzip", "bgzf", "zstd"] as const;
 export type Codec = (typeof CODECS)[number];
 
-/** Bytes that tell every codec apart: a BGZF block's header is 18. */
+/** Bytes that tell every codec apart: a BGZF block's header is 18, pzstd's skippable frame and the zstd magic after it 16. */
 export const CODEC_SNIFF_BYTES = 18;
 
 /** Largest BGZF block, compressed or decoded (its sizes are 16-bit). */
@@ -32,10 +32,23 @@ export const bgzfBlockSize = (b: Uint8Array, at: number): number => {
   return size >= 12 + xlen + 2 + 8 ? size : -1;
 };
 
+const isZstdMagic = (b: Uint8Array, at: number): boolean =>
+  b[at] === 0x28 && b[at + 1] === 0xb5 && b[at + 2] === 0x2f && b[at + 3] === 0xfd;
+
+/** A zstd (or lz4) skippable frame's magic, 0x184D2A50-5F little-endian: pzstd starts every frame with one. */
+export const isSkippableFrame = (b: Uint8Array, at = 0): boolean =>
+  (b[at]! & 0xf0) === 0x50 && b[at + 1] === 0x2a && b[at + 2] === 0x4d && b[at + 3] === 0x18;
+
 /** The codec `first` (an input's first bytes) is compressed with, if any. */
 export const codecOf = (first: Uint8Array): Codec | undefined => {
   if (first[0] === 0x1f && first[1] === 0x8b) return bgzfBlockSize(first, 0) > 0 ? "bgzf" : "gzip";
-  if (first[0] === 0x28 && first[1] === 0xb5 && first[2] === 0x2f && first[3] === 0xfd) return "zstd";
+  if (isZstdMagic(first, 0)) return "zstd";
+  // A skippable frame followed by a zstd frame (pzstd's layout) is zstd; one followed by
+  // anything else (lz4 uses the same frames) is refused as unknown (compressed.ts).
+  if (isSkippableFrame(first) && first.length >= 8) {
+    const next = 8 + ((first[4]! | (first[5]! << 8) | (first[6]! << 16)) >>> 0) + first[7]! * 2 ** 24;
+    if (next + 4 <= first.length && isZstdMagic(first, next)) return "zstd";
+  }
   return undefined;
 };
 

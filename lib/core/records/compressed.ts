@@ -6,12 +6,13 @@
  */
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { RecordBlock } from "./alignedBlocks.js";
-import { CODEC_NAMES, codecOf } from "./codecs.js";
+import { CODEC_NAMES, codecOf, isSkippableFrame } from "./codecs.js";
 
 const SIGNATURES: readonly { readonly name: string; readonly what: string; readonly bytes: readonly number[]; readonly fix: string }[] = [
   { name: "xz", what: "xz-compressed data", bytes: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], fix: "xz -d it" },
   { name: "bzip2", what: "bzip2-compressed data", bytes: [0x42, 0x5a, 0x68], fix: "bunzip2 it" },
   { name: "zip", what: "a zip archive", bytes: [0x50, 0x4b, 0x03, 0x04], fix: "unzip it" },
+  { name: "lz4", what: "lz4-compressed data", bytes: [0x04, 0x22, 0x4d, 0x18], fix: "lz4 -d it" },
 ];
 
 /** A tar archive's magic, `ustar`, 257 bytes into its first header. */
@@ -23,11 +24,15 @@ const isTar = (b: Uint8Array): boolean =>
 export const compressionOf = (bytes: Uint8Array): { name: string; what: string; fix: string } | undefined =>
   isTar(bytes)
     ? { name: "tar", what: "a tar archive", fix: "extract it (tar -x)" }
-    : SIGNATURES.find(({ name, bytes: sig }) => {
-        if (bytes.length < sig.length || !sig.every((b, i) => bytes[i] === b)) return false;
-        // "BZh" + level 1-9 + the block magic 0x314159265359.
-        return name !== "bzip2" || (bytes[3]! >= 0x31 && bytes[3]! <= 0x39 && bytes[4] === 0x31 && bytes[5] === 0x41 && bytes[6] === 0x59);
-      });
+    : isSkippableFrame(bytes)
+      ? { name: "skippable-frame", what: "a zstd or lz4 skippable frame not followed by zstd data", fix: "decompress it" }
+      : SIGNATURES.find(({ name, bytes: sig }) => {
+          if (bytes.length < sig.length || !sig.every((b, i) => bytes[i] === b)) return false;
+          // "BZh" + level 1-9 + the block magic 0x314159265359.
+          return (
+            name !== "bzip2" || (bytes[3]! >= 0x31 && bytes[3]! <= 0x39 && bytes[4] === 0x31 && bytes[5] === 0x41 && bytes[6] === 0x59)
+          );
+        });
 
 /** Bytes that tell every format above. */
 export const SIGNATURE_BYTES = TAR_MAGIC_AT + 5;
@@ -73,7 +78,7 @@ export const compressedInputError = (first: Uint8Array, input: string): Cloudmil
  */
 export async function* refusingCompressed(blocks: AsyncIterable<RecordBlock>, input: string): AsyncGenerator<RecordBlock> {
   for await (const block of blocks) {
-    const error = block.offset === 0 ? compressedInputError(block.bytes, input) : undefined;
+    const error = block.first ? compressedInputError(block.bytes, input) : undefined;
     if (error) throw error;
     yield block;
   }

@@ -8,14 +8,20 @@ import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { Decompress } from "fzstd";
 import xxhash from "xxhash-wasm";
-import { CloudmillError } from "../errors.js";
+import { CloudmillError, ErrorCode } from "../errors.js";
 import { corruptInput, type Codec } from "./codecs.js";
 
-/** The decoded bytes of a whole compressed stream. Breaking out of the loop stops the read. */
-export const decodedStream = (codec: Codec, compressed: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncIterable<Uint8Array> =>
-  codec === "zstd" ? unzstd(compressed) : gunzip(codec, compressed);
+type Compressed = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 
-async function* gunzip(codec: Codec, compressed: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+/**
+ * The decoded bytes of a whole compressed stream. Breaking out of the loop stops the read.
+ * `ended` is told how many compressed bytes the data took, once it has all come out: zlib ends
+ * a gzip stream at a zero byte after a member (tape padding), so bytes may be left over.
+ */
+export const decodedStream = (codec: Codec, compressed: Compressed, ended?: (consumed: number) => void): AsyncIterable<Uint8Array> =>
+  codec === "zstd" ? unzstd(compressed, ended) : gunzip(codec, compressed, ended);
+
+async function* gunzip(codec: Codec, compressed: Compressed, ended?: (consumed: number) => void): AsyncGenerator<Uint8Array> {
   const inflater = createGunzip();
   const done = pipeline(Readable.from(compressed, { objectMode: false }), inflater).catch((err: unknown) => err);
   try {
@@ -24,7 +30,10 @@ async function* gunzip(codec: Codec, compressed: AsyncIterable<Uint8Array> | Ite
     throw gunzipError(codec, err, inflater.bytesWritten);
   }
   const failed = await done;
-  if (failed) throw gunzipError(codec, failed, inflater.bytesWritten);
+  // zlib ended the stream with input left (writes after its end fail the pipeline): the caller judges what is left.
+  const code = (failed as { code?: unknown } | undefined)?.code;
+  if (typeof code === "string" && code.startsWith("Z_")) throw gunzipError(codec, failed, inflater.bytesWritten);
+  ended?.(inflater.bytesWritten);
 }
 
 const gunzipError = (codec: Codec, err: unknown, at: number): unknown => {
@@ -41,7 +50,7 @@ const ZSTD_SLICE = 16 * 1024;
 /** The XXH64 module, instantiated once per thread (a WebAssembly instance). */
 let hasher: ReturnType<typeof xxhash> | undefined;
 
-async function* unzstd(compressed: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+async function* unzstd(compressed: Compressed, ended?: (consumed: number) => void): AsyncGenerator<Uint8Array> {
   hasher ??= xxhash();
   const { create64 } = await hasher;
   const out: Uint8Array[] = [];
@@ -78,9 +87,28 @@ async function* unzstd(compressed: AsyncIterable<Uint8Array> | Iterable<Uint8Arr
   if (!frames.atFrameStart()) throw corruptInput("zstd", at, "the data ends inside a zstd frame");
   push(new Uint8Array(0), true);
   yield* out;
+  ended?.(at);
 }
 
 const ZSTD_MAGIC = 0xfd2fb528;
+
+/** Largest window decoded, as libzstd's default limit: fzstd allocates whatever a frame header asks. */
+const ZSTD_MAX_WINDOW = 128 * 2 ** 20;
+
+/** The window a zstd frame header (descriptor byte and what follows) asks for: its window descriptor, or its content size. */
+const windowOf = (h: readonly number[]): number => {
+  const fhd = h[0]!;
+  if ((fhd & 0x20) === 0) {
+    const wd = h[1]!;
+    const base = 2 ** (10 + (wd >> 3));
+    return base + (base / 8) * (wd & 7);
+  }
+  const did = [0, 1, 2, 4][fhd & 3]!;
+  const size = [1, 2, 4, 8][fhd >> 6]!;
+  let fcs = 0;
+  for (let i = size - 1; i >= 0; i--) fcs = fcs * 256 + h[1 + did + i]!;
+  return size === 2 ? fcs + 256 : fcs;
+};
 
 /** A frame that ended, with the checksum of its decoded bytes if it stores one (the low 32 bits of their XXH64). */
 interface FrameEnd {
@@ -183,6 +211,15 @@ class ZstdFrames {
             this.#need = 1 + rest;
             return undefined;
           }
+        }
+        const window = windowOf(h);
+        if (window > ZSTD_MAX_WINDOW) {
+          throw new CloudmillError(
+            ErrorCode.BAD_RECORD,
+            `zstd frame at compressed byte ${at - h.length} needs a ${Math.ceil(window / 2 ** 20)} MiB window, past the ` +
+              `${ZSTD_MAX_WINDOW / 2 ** 20} MiB cloudmill decodes (zstd's own default; it was written with --long): ` +
+              "recompress it without --long",
+          );
         }
         this.#to("blockHeader", 3);
         return undefined;

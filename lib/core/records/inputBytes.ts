@@ -115,8 +115,11 @@ const streamRange = (store: BlobStore, input: InputObject, owned: number, known:
       reuseBuffers: !known,
       ...(signal ? { signal } : {}),
     });
+    let consumed = input.size;
+    const took = (n: number): void => void (consumed = n);
     if (known) {
-      yield* spansOf(decodedStream(known, body), 0);
+      yield* spansOf(decodedStream(known, body, took), 0);
+      await onlyZerosAfter(store, input, known, consumed, signal);
       return;
     }
     const it = body[Symbol.asyncIterator]();
@@ -140,7 +143,10 @@ const streamRange = (store: BlobStore, input: InputObject, owned: number, known:
         for (let next = await it.next(); !next.done; next = await it.next()) yield codec ? Buffer.from(next.value) : next.value;
       };
       if (codec === "bgzf") yield* blockSpans(bgzfBlocks(compressed()[Symbol.asyncIterator](), 0, Buffer.alloc(0)));
-      else yield* spansOf(codec ? decodedStream(codec, compressed()) : compressed(), 0);
+      else if (codec) {
+        yield* spansOf(decodedStream(codec, compressed(), took), 0);
+        await onlyZerosAfter(store, input, codec, consumed, signal);
+      } else yield* spansOf(compressed(), 0);
     } finally {
       if (!ended) await it.return?.(undefined);
     }
@@ -180,6 +186,26 @@ const streamRange = (store: BlobStore, input: InputObject, owned: number, known:
       await rest?.return?.(undefined);
     },
   };
+};
+
+/**
+ * The bytes of a compressed input past where its data ended must be zeros (padding zlib stops
+ * at); anything else is data that would be silently dropped.
+ */
+const onlyZerosAfter = async (
+  store: BlobStore,
+  input: InputObject,
+  codec: Codec,
+  consumed: number,
+  signal?: AbortSignal,
+): Promise<void> => {
+  let at = consumed;
+  if (at >= input.size) return;
+  for await (const chunk of await store.get(input.key, { start: at, end: input.size, etag: input.etag, ...(signal ? { signal } : {}) })) {
+    const i = chunk.findIndex((b) => b !== 0);
+    if (i >= 0) throw corruptInput(codec, at + i, "data follows the end of the compressed data, after zero bytes");
+    at += chunk.length;
+  }
 };
 
 /** One BGZF block: where it starts in the compressed input, and its decoded bytes. */
@@ -257,10 +283,19 @@ async function* bgzfBlocks(compressed: AsyncIterator<Uint8Array>, at: number, se
       queue.push(Buffer.from(more.value.buffer, more.value.byteOffset, more.value.byteLength));
     }
   };
+  /** BGZF ends with an empty block: without it, a file cut at a block boundary would read as whole. */
+  let lastEmpty = false;
   try {
     for (;;) {
       await fill(CODEC_SNIFF_BYTES);
-      if (queue.length === 0) return;
+      if (queue.length === 0) {
+        if (lastEmpty) return;
+        throw corruptInput(
+          "bgzf",
+          at,
+          "the file ends without BGZF's end-of-file block, so it may be truncated (bgzip -t checks it; bgzip -d | bgzip rewrites it)",
+        );
+      }
       const size = queue.length < CODEC_SNIFF_BYTES ? -1 : bgzfBlockSize(queue.peek(CODEC_SNIFF_BYTES), 0);
       if (size < 0) {
         throw corruptInput(
@@ -272,7 +307,9 @@ async function* bgzfBlocks(compressed: AsyncIterator<Uint8Array>, at: number, se
       await fill(size);
       if (queue.length < size) throw corruptInput("bgzf", at, "the data ends inside a block");
       if (!Number.isSafeInteger(virtual(at, BGZF_MAX_BLOCK))) throw corruptInput("bgzf", at, "BGZF files past 128 GiB are not read");
-      yield { at, data: inflateBgzfBlock(queue.take(size), at) };
+      const data = inflateBgzfBlock(queue.take(size), at);
+      lastEmpty = data.length === 0;
+      yield { at, data };
       at += size;
     }
   } finally {
@@ -298,12 +335,12 @@ async function* compressedFrom(
 }
 
 /**
- * The block starts in `window` (which starts at compressed byte `base`): the first offset from
- * which BGZF headers chain, each block's size leading to the next header, to the window's end
- * (or exactly to the input's end). Compressed data that happens to look like a header does not
- * chain, and every block used is checked against its CRC besides.
+ * Candidate block starts in `window` (which starts at compressed byte `base`): from each offset
+ * where BGZF headers chain, each block's size leading to the next header, to the window's end
+ * (or exactly to the input's end). Compressed bytes that happen to look like a header rarely
+ * chain; the caller checks the blocks it uses against their CRC and tries the next candidate.
  */
-const blockStarts = (window: Buffer, base: number, size: number): number[] | undefined => {
+function* blockChains(window: Buffer, base: number, size: number): Generator<number[]> {
   const atEnd = base + window.length >= size;
   for (let p = 0; p + CODEC_SNIFF_BYTES <= window.length; p++) {
     if (bgzfBlockSize(window, p) < 0) continue;
@@ -315,10 +352,9 @@ const blockStarts = (window: Buffer, base: number, size: number): number[] | und
       q += s;
     }
     const chained = q + CODEC_SNIFF_BYTES > window.length && (atEnd ? q === window.length : chain.length >= 2);
-    if (chained) return chain.map((c) => base + c);
+    if (chained) yield chain.map((c) => base + c);
   }
-  return undefined;
-};
+}
 
 /**
  * The decoded blocks that start in [start, end) of a BGZF input, after the last bytes of the
@@ -330,6 +366,7 @@ const bgzfRange = (store: BlobStore, input: InputObject, range: Range, lookBehin
   let blocks: AsyncGenerator<Block> | undefined;
   let first: Block | undefined;
   let behind: Span | undefined;
+  let beginsInput = false;
 
   const setUp = async (): Promise<void> => {
     const firstEnd = Math.min(input.size, end + BGZF_MAX_BLOCK);
@@ -340,27 +377,42 @@ const bgzfRange = (store: BlobStore, input: InputObject, range: Range, lookBehin
     // The block before the first that starts in the range begins at most 64 KiB before the range.
     const ws = Math.max(0, start - BGZF_MAX_BLOCK);
     const window = await readRaw(store, input, ws, Math.min(input.size, start + 2 * BGZF_MAX_BLOCK + CODEC_SNIFF_BYTES), signal);
-    const starts = blockStarts(window, ws, input.size);
-    if (!starts) throw corruptInput("bgzf", start, "no chain of BGZF blocks found near this byte");
-    const b0 = starts.find((s) => s >= start);
-    if (b0 === undefined || b0 >= end) return; // no block starts in this range: it owns no record
-    // The look-behind: the last bytes of the last block before b0 that holds any.
-    const before = starts.filter((s) => s < b0);
-    for (let i = before.length - 1; i >= 0 && !behind; i--) {
-      const at = before[i]!;
-      const data = inflateBgzfBlock(window.subarray(at - ws, (before[i + 1] ?? b0) - ws), at);
-      const keep = Math.min(lookBehind, data.length);
-      if (keep > 0) behind = { bytes: data.subarray(data.length - keep), at: virtual(at, data.length - keep) };
+    const inflateAt = (starts: readonly number[], i: number): Buffer => {
+      const at = starts[i]!;
+      return inflateBgzfBlock(window.subarray(at - ws, (starts[i + 1] ?? ws + window.length) - ws), at);
+    };
+    for (const starts of blockChains(window, ws, input.size)) {
+      const i0 = starts.findIndex((s) => s >= start);
+      // A chain is taken once the blocks around the range's start inflate to their CRCs.
+      try {
+        if (i0 > 0) inflateAt(starts, i0 - 1);
+        if (i0 >= 0) inflateAt(starts, i0);
+      } catch {
+        continue;
+      }
+      const b0 = i0 < 0 ? undefined : starts[i0]!;
+      if (b0 === undefined || b0 >= end) return; // no block starts in this range: it owns no record
+      // The look-behind: the last bytes of the last block before b0 that holds any.
+      for (let i = i0 - 1; i >= 0 && !behind; i--) {
+        const data = inflateAt(starts, i);
+        const keep = Math.min(lookBehind, data.length);
+        if (keep > 0) behind = { bytes: data.subarray(data.length - keep), at: virtual(starts[i]!, data.length - keep) };
+      }
+      // Only empty blocks from the input's start: the range owns the input's first record.
+      if (!behind && ws === 0 && starts[0] === 0) beginsInput = true;
+      else if (!behind) throw corruptInput("bgzf", b0, "64 KiB of blocks before this one hold no data");
+      const rest = compressedFrom(store, input, ws + window.length, firstEnd, signal);
+      blocks = bgzfBlocks(rest, b0, window.subarray(b0 - ws));
+      return;
     }
-    if (!behind) throw corruptInput("bgzf", b0, "no data in the blocks before this one");
-    const rest = compressedFrom(store, input, ws + window.length, firstEnd, signal);
-    blocks = bgzfBlocks(rest, b0, window.subarray(b0 - ws));
+    throw corruptInput("bgzf", start, "no chain of BGZF blocks found near this byte");
   };
 
   return {
     start: virtual(start, 0),
     codec: () => "bgzf",
     where: (position) => whereIn("bgzf", position),
+    startsInput: () => beginsInput,
     async *owned() {
       if (start >= end) return;
       await setUp();

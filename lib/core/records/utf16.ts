@@ -110,7 +110,7 @@ export interface DecodedBlock extends RecordBlock {
 export const decodeUtf16Block = (block: RecordBlock, encoding: Utf16): DecodedBlock => {
   const raw = encoding === "utf-16le" ? block.bytes : Buffer.from(block.bytes).swap16();
   let text = raw.toString("utf16le");
-  const skip = block.offset === 0 && text.startsWith("\uFEFF") ? 1 : 0;
+  const skip = block.first && text.startsWith("\uFEFF") ? 1 : 0;
   if (skip) text = text.slice(1);
   const bytes = Buffer.from(text, "utf8");
   const base = block.offset + skip * 2;
