@@ -8,7 +8,7 @@ import {
 import type { SQSClient, SendMessageBatchRequestEntry } from "@aws-sdk/client-sqs";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import type { QueueMessage, ReceiveOptions, TaskQueue } from "../core/ports.js";
-import { validateReceive, validateVisibility } from "../core/queueLimits.js";
+import { sendBatches, validateReceive, validateVisibility } from "../core/queueLimits.js";
 import { backoffMs, sleep, type Backoff } from "../core/sleep.js";
 
 export interface SqsTaskQueueOptions {
@@ -18,7 +18,6 @@ export interface SqsTaskQueueOptions {
   readonly maxSendRetries?: number;
 }
 
-const BATCH = 10;
 const SEND_BACKOFF: Backoff = { baseMs: 50, factor: 2, capMs: 2_000, jitter: "full" };
 
 /** Why some entries of a batch were not sent: the reason, and whether trying again may help. */
@@ -44,8 +43,8 @@ export class SqsTaskQueue implements TaskQueue {
   }
 
   async sendBatch(bodies: readonly string[], options: { signal?: AbortSignal } = {}): Promise<void> {
-    const batches: string[][] = [];
-    for (let i = 0; i < bodies.length; i += BATCH) batches.push(bodies.slice(i, i + BATCH));
+    // A batch is at most 10 messages and at most 1 MiB in all (a packed chunk's message may be 100 KiB).
+    const batches = sendBatches(bodies);
     let next = 0;
     let unsent = 0;
     let firstReason: string | undefined;

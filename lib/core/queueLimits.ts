@@ -41,7 +41,7 @@ export const validateReceive = (
 /** Characters SQS accepts in a message body. */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: SQS admits exactly these characters; the rest must be named.
 const INVALID_BODY_CHAR = /[^\x09\x0A\x0D\x20-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/u;
-/** SQS's largest message body, in UTF-8 bytes. */
+/** SQS's largest message body, and largest SendMessageBatch (all its bodies together), in UTF-8 bytes. */
 const MAX_BODY_BYTES = 1024 * 1024;
 
 /** Why SQS would refuse this body, or undefined if it would take it. */
@@ -49,4 +49,23 @@ export const invalidBody = (body: string): string | undefined => {
   if (INVALID_BODY_CHAR.test(body)) return "InvalidMessageContents: characters outside SQS's allowed set";
   if (Buffer.byteLength(body) > MAX_BODY_BYTES) return `InvalidParameterValue: message longer than ${MAX_BODY_BYTES} bytes`;
   return undefined;
+};
+
+/** Bodies grouped as SendMessageBatch takes them: at most 10 per batch, at most MAX_BODY_BYTES together, in order. */
+export const sendBatches = (bodies: readonly string[]): string[][] => {
+  const batches: string[][] = [];
+  let batch: string[] = [];
+  let bytes = 0;
+  for (const body of bodies) {
+    const size = Buffer.byteLength(body);
+    if (batch.length > 0 && (batch.length === QUEUE_LIMITS.maxMessages || bytes + size > MAX_BODY_BYTES)) {
+      batches.push(batch);
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(body);
+    bytes += size;
+  }
+  if (batch.length > 0) batches.push(batch);
+  return batches;
 };

@@ -108,7 +108,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     registry,
     inputs.map((i) => i.name),
   );
-  // Before the splitter reads compressed inputs' first bytes: a big gzip file is one chunk, not many.
+  // An estimate (packs counted; a big gzip file still as many chunks, not one, before the splitter reads its first bytes).
   const chunks = planChunks(inputs, spec.chunkSize).total;
   // A job of one chunk gains nothing from threads but their start-up. Only a built-in op runs
   // inline unasked: it ends in linear time, where a lab's op may need the task time limit a

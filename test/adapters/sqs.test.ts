@@ -127,6 +127,37 @@ describe("SqsTaskQueue", () => {
     }
   });
 
+  it("keeps each SendMessageBatch within SQS's 1 MiB for all its messages together (packed chunks make big ones)", async () => {
+    const { url } = await aws.freshQueue();
+    let largest = 0;
+    const handler = new FaultyHandler((e) => {
+      return e.MessageBody.length > 0 ? "pass" : "fail";
+    });
+    const inner = handler.handle.bind(handler);
+    handler.handle = async (request, options) => {
+      if (request.headers["x-amz-target"] === "AmazonSQS.SendMessageBatch") {
+        const entries = (JSON.parse(Buffer.from(request.body as string | Uint8Array).toString()) as { Entries: BatchEntry[] }).Entries;
+        largest = Math.max(
+          largest,
+          entries.reduce((n, e) => n + Buffer.byteLength(e.MessageBody), 0),
+        );
+      }
+      return inner(request, options);
+    };
+    const client = faultyClient(handler);
+    // Ten messages of 200 KB in three-byte characters: 600 KB each in UTF-8.
+    const bodies = Array.from({ length: 10 }, (_, i) => `${i}:${"€".repeat(200_000)}`);
+    try {
+      await new SqsTaskQueue(client, url).sendBatch(bodies);
+      expect(largest).toBeGreaterThan(500_000);
+      expect(largest).toBeLessThanOrEqual(1024 * 1024);
+      expect(handler.batchRequests).toBe(10);
+      expect((await drain(new SqsTaskQueue(aws.sqs, url))).sort()).toEqual([...bodies].sort());
+    } finally {
+      client.destroy();
+    }
+  });
+
   it("rejects with one line saying how many could not be sent and why, having sent the rest", async () => {
     const { url } = await aws.freshQueue();
     const handler = new FaultyHandler((e) => (e.MessageBody === "task-3" || e.MessageBody === "task-17" ? "fail" : "pass"));

@@ -9,8 +9,13 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { CloudmillError } from "../../lib/core/errors.js";
-import { chunkBytes, chunkParts, TaskMessage, type InputObject } from "../../lib/core/job/manifest.js";
+import { chunkBytes, chunkParts, Manifest, TaskMessage, type InputObject, type JobStatus } from "../../lib/core/job/manifest.js";
+import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
+import { manifestKey } from "../../lib/core/keys.js";
+import { silentLogger } from "../../lib/core/log.js";
+import { handleDeadLetter } from "../../lib/core/pipeline/deadLetter.js";
+import { afterFailedAttempt, chunkContext } from "../../lib/core/pipeline/task.js";
+import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
 import { PACK_LIMITS, planChunks } from "../../lib/core/job/planner.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
@@ -184,5 +189,49 @@ describe("a directory of many small files", () => {
     // Each file's sniffed separator is reported, in input order.
     const sniffed = (r as { status: { csv?: { input: string; separator: string }[] } }).status.csv ?? [];
     expect(sniffed.filter((s) => s.separator === ";").length).toBe(100);
+  });
+});
+
+describe("a packed chunk that fails on every attempt", () => {
+  it("is named by the object its last error was in, or by its first object and how many more", async () => {
+    const output = new FsBlobStore(await mkdtemp(path.join(dir, "dead-")));
+    const deps = { output, inputStore: () => output, registry: new OpRegistry(), log: silentLogger };
+    const inputs = [object(0, 10), object(1, 20), object(2, 30)];
+    const chunk = planChunks(inputs, 1 << 20).chunkAt(0);
+    expect(chunk.more).toHaveLength(2);
+    const job = { op: "count", params: {}, format: "lines" as const, onBadRecord: "fail" as const, maxAttempts: 3 };
+    const start = async (jobId: string) => {
+      const manifest = Manifest.parse({
+        v: 1,
+        jobId,
+        job,
+        inputs,
+        chunkSize: 1 << 20,
+        chunks: 1,
+        output: { result: `${jobId}/result.json`, status: `${jobId}/status.json` },
+        createdAt: new Date().toISOString(),
+        deadline: Date.now() + 60_000,
+        trigger: "cli",
+      });
+      await output.put(manifestKey(jobId), JSON.stringify(manifest));
+      return { v: 1 as const, jobId, chunk, job };
+    };
+
+    // The worker recorded the second object's error (as mapChunk locates it) on the last attempt.
+    const task = await start("packed-1");
+    const failure = new CloudmillError(ErrorCode.ENVIRONMENT, "GetObject failed: SlowDown").withContext(
+      chunkContext("packed-1", chunkParts(chunk)[1]!),
+    );
+    await afterFailedAttempt(deps, task, failure, 3);
+    expect(await handleDeadLetter(deps, JSON.stringify(task))).toBe("failed");
+    const status = JSON.parse((await readFile(path.join(output.name, "packed-1/status.json"))).toString()) as JobStatus;
+    expect(status.error).toMatchObject({ code: "CHUNK_FAILED", input: "s3://b/k/000001", range: [0, 20] });
+    expect(status.error?.message).toBe("s3://b/k/000001 (bytes 0-20): chunk 0 failed after 3 attempts: GetObject failed: SlowDown");
+
+    // Nothing recorded (a killed worker): the chunk names its first object and how many more.
+    const silent = await start("packed-2");
+    await handleDeadLetter(deps, JSON.stringify(silent), 3);
+    const quiet = JSON.parse((await readFile(path.join(output.name, "packed-2/status.json"))).toString()) as JobStatus;
+    expect(quiet.error?.message).toMatch(/^s3:\/\/b\/k\/000000 and 2 more objects: chunk 0 failed 3 times without reporting an error/);
   });
 });

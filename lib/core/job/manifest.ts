@@ -66,16 +66,20 @@ export const PackedInput = z.strictObject({
 export type PackedInput = z.infer<typeof PackedInput>;
 
 /** One chunk: a byte range of one input, or several whole small inputs. */
-export const Chunk = z.strictObject({
-  index: z.number().int().nonnegative(),
-  /** Position of the input in the job's input list. */
-  inputIndex: z.number().int().nonnegative(),
-  input: InputObject,
-  start: z.number().int().nonnegative(),
-  end: z.number().int().nonnegative(),
-  /** The whole inputs that follow `input` in this chunk, in input order; `input` is then whole too. */
-  more: z.array(PackedInput).optional(),
-});
+export const Chunk = z
+  .strictObject({
+    index: z.number().int().nonnegative(),
+    /** Position of the input in the job's input list. */
+    inputIndex: z.number().int().nonnegative(),
+    input: InputObject,
+    start: z.number().int().nonnegative(),
+    end: z.number().int().nonnegative(),
+    /** The whole inputs that follow `input` in this chunk, in input order; `input` is then whole too. */
+    more: z.array(PackedInput).min(1).optional(),
+  })
+  .refine((c) => c.more === undefined || (c.start === 0 && c.end === c.input.size), {
+    message: "a packed chunk reads its first input whole",
+  });
 export type Chunk = z.infer<typeof Chunk>;
 
 /** The input bytes a chunk covers. */

@@ -18,7 +18,7 @@ const isStream = (input: InputObject): boolean => input.codec === "gzip" || inpu
 const chunksOfInput = (input: InputObject, chunkSize: number): number =>
   isStream(input) ? Math.min(1, input.size) : chunksOf(input.size, chunkSize);
 
-/** How many objects one task reads at most, and how much of its message they may take. */
+/** How many objects one task reads at most, and how many bytes of its message they may take (SQS takes 1 MiB). */
 export const PACK_LIMITS = { objects: 256, messageBytes: 96 * 1024 } as const;
 
 export interface ChunkPlan {
@@ -26,11 +26,6 @@ export interface ChunkPlan {
   chunkAt(index: number): Chunk;
   /** All chunks in order, generated lazily (a job may have a million). */
   chunks(): Generator<Chunk>;
-}
-
-export interface PlanOptions {
-  /** Pack small inputs many per chunk (default true; a task op's items are one input per chunk). */
-  readonly pack?: boolean;
 }
 
 /**
@@ -44,17 +39,16 @@ interface Segment {
   readonly chunks: number;
 }
 
-/** Bytes an input adds to a task message (its JSON, with room for the index). */
-const messageBytes = (input: InputObject): number => JSON.stringify(input).length + 32;
+/** UTF-8 bytes an input adds to a task message (SQS counts bytes): its JSON, with room for its index. */
+const messageBytes = (input: InputObject): number => Buffer.byteLength(JSON.stringify(input)) + 32;
 
-export const planChunks = (inputs: readonly InputObject[], chunkSize: number, options: PlanOptions = {}): ChunkPlan => {
-  const pack = options.pack ?? true;
+export const planChunks = (inputs: readonly InputObject[], chunkSize: number): ChunkPlan => {
   const segments: Segment[] = [];
   let total = 0;
   for (let i = 0; i < inputs.length; ) {
     const input = inputs[i]!;
     const n = chunksOfInput(input, chunkSize);
-    if (!pack || n !== 1 || input.size > chunkSize) {
+    if (n !== 1 || input.size > chunkSize) {
       if (n > 0) segments.push({ firstChunk: total, first: i, count: 1, chunks: n });
       total += n;
       i++;
@@ -62,7 +56,7 @@ export const planChunks = (inputs: readonly InputObject[], chunkSize: number, op
     }
     // Whole small inputs, packed while they fit (empty ones are read by nobody: they hold no record).
     let bytes = input.size;
-    let message = 0;
+    let message = messageBytes(input);
     let last = i;
     let objects = 1;
     let j = i + 1;

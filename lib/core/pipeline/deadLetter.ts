@@ -5,11 +5,11 @@
 import { z } from "zod";
 import type { OutputKeys } from "../keys.js";
 import { chunkErrorKey, failureKey, manifestKey, partKey, succeededKey } from "../keys.js";
-import { CloudmillError, ErrorCode, locate } from "../errors.js";
+import { CloudmillError, ErrorCode, locate, type ErrorContext } from "../errors.js";
 import { Manifest, TaskMessage, type JobStatus } from "../job/manifest.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
-import { StatusError, statusErrorOf, superseded } from "./status.js";
+import { StatusError, statusContext, statusErrorOf, superseded } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
 import { chunkContext } from "./task.js";
 
@@ -59,7 +59,12 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
   const { jobId, chunk } = task;
   if (await exists(deps.output, partKey(jobId, chunk.index))) return "ignored";
   const recorded = await readJsonIfExists(deps.output, chunkErrorKey(jobId, chunk.index), ChunkErrorRecord);
-  const where = chunkContext(jobId, chunk);
+  // A packed chunk's recorded error names its own object; without one, the chunk names its first and how many more.
+  const where: ErrorContext = !chunk.more
+    ? chunkContext(jobId, chunk)
+    : recorded
+      ? { ...statusContext(recorded.error), jobId, chunk: chunk.index }
+      : { jobId, chunk: chunk.index, input: `${chunk.input.name} and ${chunk.more.length} more objects` };
   // The recorded message already names the chunk's input and range (it is a described error).
   const prefix = locate(where);
   const last = recorded?.error.message.startsWith(prefix) ? recorded.error.message.slice(prefix.length) : recorded?.error.message;

@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { cancelKey, failureKey, succeededKey } from "../keys.js";
-import type { CloudmillError } from "../errors.js";
+import type { CloudmillError, ErrorContext } from "../errors.js";
 import { JobStatus, type Manifest } from "../job/manifest.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJsonIfExists, writeJson } from "./blobJson.js";
@@ -29,6 +29,16 @@ export const statusErrorOf = (err: CloudmillError): StatusError => {
     ...(c.chunk !== undefined ? { chunk: c.chunk } : {}),
   };
 };
+
+/** Where a stored error is, as an error context (statusErrorOf's location fields read back). */
+export const statusContext = (e: StatusError): ErrorContext => ({
+  ...(e.input !== undefined ? { input: e.input } : {}),
+  ...(e.range ? { range: e.range } : {}),
+  ...(e.offset !== undefined ? { offset: e.offset } : {}),
+  ...(e.decoded ? { decoded: true } : {}),
+  ...(e.block !== undefined ? { block: e.block } : {}),
+  ...(e.line !== undefined ? { line: e.line } : {}),
+});
 
 const base = (m: Manifest) => ({
   jobId: m.jobId,
