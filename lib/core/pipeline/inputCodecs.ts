@@ -7,26 +7,19 @@ import type { InputObject } from "../job/manifest.js";
 import { CODEC_SNIFF_BYTES, codecOf } from "../records/codecs.js";
 import type { PipelineDeps } from "./deps.js";
 import { readBytes } from "./blobJson.js";
+import { mapInOrder } from "../mapInOrder.js";
 
 /** First-bytes reads in flight at once. */
 const PARALLEL = 16;
 
-export const withCodecs = async (deps: PipelineDeps, inputs: readonly InputObject[], chunkSize: number): Promise<InputObject[]> => {
-  const out = [...inputs];
-  const big = out.flatMap((input, i) => (input.size > chunkSize && input.codec === undefined ? [i] : []));
-  for (let s = 0; s < big.length; s += PARALLEL) {
-    await Promise.all(
-      big.slice(s, s + PARALLEL).map(async (i) => {
-        const input = out[i]!;
-        const first = await readBytes(deps.inputStore(input.bucket), input.key, undefined, {
-          start: 0,
-          end: CODEC_SNIFF_BYTES,
-          etag: input.etag,
-        });
-        const codec = codecOf(first);
-        if (codec) out[i] = { ...input, codec };
-      }),
-    );
-  }
-  return out;
-};
+export const withCodecs = async (deps: PipelineDeps, inputs: readonly InputObject[], chunkSize: number): Promise<InputObject[]> =>
+  mapInOrder(inputs, PARALLEL, async (input) => {
+    if (input.size <= chunkSize || input.codec !== undefined) return input;
+    const first = await readBytes(deps.inputStore(input.bucket), input.key, undefined, {
+      start: 0,
+      end: CODEC_SNIFF_BYTES,
+      etag: input.etag,
+    });
+    const codec = codecOf(first);
+    return codec ? { ...input, codec } : input;
+  });

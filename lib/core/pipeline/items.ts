@@ -10,6 +10,7 @@ import { itemResultKey, jobFilesPrefix, JOBS_PREFIX } from "../keys.js";
 import type { ItemEntry, TaskOp, TaskResult } from "../ops/defineTask.js";
 import type { BlobStore } from "../ports.js";
 import { readBytes } from "./blobJson.js";
+import { mapInOrder } from "../mapInOrder.js";
 import { forEachRecord } from "../ops/formatReaders.js";
 import type { MapContext } from "../ops/types.js";
 import { rangeRecordBlocks } from "../records/alignedBlocks.js";
@@ -134,14 +135,9 @@ export const resolveItemResults = async (
     const key = refOf(v);
     return key === undefined || !key.startsWith(own) ? [] : [{ i, key }];
   });
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < refs.length) {
-      const { i, key } = refs[next++]!;
-      results[i] = JSON.parse((await readBytes(store, key, signal)).toString("utf8")) as unknown;
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(RESOLVE_CONCURRENCY, refs.length) }, worker));
+  await mapInOrder(refs, RESOLVE_CONCURRENCY, async ({ i, key }) => {
+    results[i] = JSON.parse((await readBytes(store, key, signal)).toString("utf8")) as unknown;
+  });
   return { ...result, results };
 };
 

@@ -16,6 +16,7 @@ import type { BlobStore } from "../ports.js";
 import { plainRangeBytes, spansOf, type RangeBytes, type Span } from "./alignedBlocks.js";
 import { BGZF_MAX_BLOCK, bgzfBlockSize, CODEC_SNIFF_BYTES, codecOf, corruptInput, inflateBgzfBlock, type Codec } from "./codecs.js";
 import { decodedStream } from "./decode.js";
+import { readBytes } from "../pipeline/blobJson.js";
 
 /** A range's bytes, and where a position among them is in the input (for messages). */
 export interface InputRange extends RangeBytes {
@@ -90,12 +91,9 @@ export const inputHead = async (
   return { bytes: Buffer.concat(parts).subarray(0, n), codec };
 };
 
-const readRaw = async (store: BlobStore, input: InputObject, start: number, end: number, signal?: AbortSignal): Promise<Buffer> => {
-  const parts: Buffer[] = [];
-  for await (const c of await store.get(input.key, { start, end, etag: input.etag, ...(signal ? { signal } : {}) }))
-    parts.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
-  return Buffer.concat(parts);
-};
+/** Bytes [start, end) of the input as they are stored (a failed read is tried again, as readBytes does). */
+const readRaw = (store: BlobStore, input: InputObject, start: number, end: number, signal?: AbortSignal): Promise<Buffer> =>
+  readBytes(store, input.key, signal, { start, end, etag: input.etag });
 
 /**
  * The input read from its start in one stream, decoded with `known` (or the codec its first
