@@ -1,5 +1,5 @@
 // Lambda: part-created notifications (S3 → SQS) → merge once all parts exist (lib/core/pipeline/reduce.ts).
-import { cloudDeps } from "../lib/aws/cloudDeps.js";
+import { cloudSplitDeps } from "../lib/aws/cloudDeps.js";
 import { readReducerConfig } from "../lib/aws/env.js";
 import { reducerHandler } from "../lib/aws/handlers.js";
 import { powertoolsLogger } from "../lib/aws/logger.js";
@@ -7,4 +7,4 @@ import { opsRegistry } from "../lib/core/ops/opModules.js";
 
 const config = readReducerConfig(process.env);
 const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
-export const handler = reducerHandler({ ...cloudDeps(config, logger), registry: await opsRegistry(config.opsModules) });
+export const handler = reducerHandler({ ...cloudSplitDeps(config, logger), registry: await opsRegistry(config.opsModules) });

@@ -19,6 +19,8 @@ import { Construct } from "constructs";
 import { DEFAULTS, type Role } from "../lib/core/constants.js";
 import {
   ITEM_OUTPUT_PATTERNS,
+  OUTPUT_PART_PATTERN,
+  SPILL_PATTERN,
   JOBS_PREFIX,
   OPS_LISTING_KEY,
   PART_SUFFIX,
@@ -292,6 +294,8 @@ export class CloudmillPipeline extends Construct {
     const workObjects = this.outputBucket.arnForObjects(`${WORK_PREFIX}*`);
     const statusObjects = this.outputBucket.arnForObjects(`*/${STATUS_FILE}`);
     const itemOutputs = ITEM_OUTPUT_PATTERNS.map((k) => this.outputBucket.arnForObjects(k));
+    const keyedParts = this.outputBucket.arnForObjects(OUTPUT_PART_PATTERN);
+    const spilledRuns = this.outputBucket.arnForObjects(SPILL_PATTERN);
 
     // Why each wildcard resource is as narrow as it can be; `allow` refuses a wildcard without a reason.
     const reasons = new Map<string, string>([
@@ -312,6 +316,11 @@ export class CloudmillPipeline extends Construct {
         itemOutputs[1]!,
         "An item's output over 256 KiB is stored under _jobs/<jobId>/results/ for job ids made at run time; only that folder.",
       ],
+      [
+        keyedParts,
+        "A keyed job's reduce tasks write its parts as _jobs/<jobId>/part-NNNNN.jsonl for job ids made at run time; only such keys.",
+      ],
+      [spilledRuns, "A reduce task removes the runs it spilled under _work/<jobId>/spill/ for job ids made at run time; only that folder."],
       [
         this.outputBucket.arnForObjects(`${JOBS_PREFIX}*`),
         "Job-spec results and statuses go under _jobs/<jobId>/ for job ids made at run time.",
@@ -369,6 +378,9 @@ export class CloudmillPipeline extends Construct {
     allow(this.fleet.taskRole, "WritePartsAndStatus", ["s3:PutObject"], stateObjects);
     // Tasks (defineTask): the objects items store and the outputs too large for a part.
     allow(this.fleet.taskRole, "WriteItemOutputs", ["s3:PutObject"], itemOutputs);
+    // Keyed ops: reduce tasks write the job's parts, and remove the runs they spilled under _work/.
+    allow(this.fleet.taskRole, "WriteKeyedParts", ["s3:PutObject"], [keyedParts]);
+    allow(this.fleet.taskRole, "RemoveSpilledRuns", ["s3:DeleteObject"], [spilledRuns]);
     allow(this.fleet.taskRole, "ListWork", ["s3:ListBucket"], outputBucket);
 
     // Reducer: list and read parts and job state, write results and statuses (a status of a
@@ -376,6 +388,8 @@ export class CloudmillPipeline extends Construct {
     allow(this.reducer, "ReadWork", ["s3:GetObject"], stateObjects);
     allow(this.reducer, "ListWork", ["s3:ListBucket"], outputBucket);
     allow(this.reducer, "WriteResults", ["s3:PutObject"], jobObjects);
+    // A keyed job's reduce tasks are enqueued by the reducer once its chunks are mapped.
+    allow(this.reducer, "QueueReduceTasks", ["sqs:SendMessage"], [this.taskQueue.queueArn]);
 
     // Dead letters: read the job's state, mark it failed. (Consuming the dead-letter queue is granted by its event source.)
     allow(this.deadLetters, "ReadJobState", ["s3:GetObject"], stateObjects);

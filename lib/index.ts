@@ -8,7 +8,14 @@
  * export const longest = defineOp({ name: "longest-line", format: "lines", map: (l: string) => l.length, combine: Math.max });
  * ```
  */
-export { defineOp, type OpDefinition, type RecordMeta, type UserOp } from "./core/ops/defineOp.js";
+export {
+  defineOp,
+  type KeyedOpDefinition,
+  type OpDefinition,
+  type RecordMeta,
+  type UserKeyedOp,
+  type UserOp,
+} from "./core/ops/defineOp.js";
 export {
   defineTask,
   type TaskContext,

@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from "node:events";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
-import { TaskMessage } from "../core/job/manifest.js";
+import { isReduceTask, TaskMessage } from "../core/job/manifest.js";
 import type { TaskQueue, QueueMessage } from "../core/ports.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
 import { failJob } from "../core/pipeline/deadLetter.js";
@@ -124,9 +124,16 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       this.emit("task_failed", undefined, new CloudmillError(ErrorCode.INVALID_SPEC, "message is not a task"), false);
       return;
     }
-    const log = deps.log.child({ jobId: task.jobId, chunk: task.chunk.index });
+    const log = deps.log.child(
+      isReduceTask(task) ? { jobId: task.jobId, partition: task.reduce.partition } : { jobId: task.jobId, chunk: task.chunk.index },
+    );
     this.emit("message_received", task, message);
-    log.debug("chunk received", { attempt: message.receiveCount, input: task.chunk.input.name, range: [task.chunk.start, task.chunk.end] });
+    if (!isReduceTask(task))
+      log.debug("chunk received", {
+        attempt: message.receiveCount,
+        input: task.chunk.input.name,
+        range: [task.chunk.start, task.chunk.end],
+      });
     await protection.acquire();
     const heartbeat = setInterval(() => {
       queue.changeVisibility(message.receiptHandle, this.#options.visibilitySeconds).then(

@@ -77,5 +77,10 @@ export const readWorkerConfig = (env: Env) => {
 };
 export type WorkerConfig = ReturnType<typeof readWorkerConfig>;
 
-export const readReducerConfig = (env: Env) => ({ ...common(env), opsModules: opsModulesOf(env) });
+/** The reducer enqueues a keyed job's reduce tasks once its chunks are mapped. */
+export const readReducerConfig = (env: Env) => ({
+  ...common(env),
+  opsModules: opsModulesOf(env),
+  taskQueueUrl: required(env, ENV.TASK_QUEUE_URL),
+});
 export const readDeadLetterConfig = (env: Env) => common(env);

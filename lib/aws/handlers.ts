@@ -28,11 +28,12 @@ export const splitterHandler =
 
 /**
  * The reducer: a batch of part-created notifications (S3 → SQS). Each job named in the
- * batch is reduced once; a job whose reduce throws reports its records as failed, so SQS
- * redelivers just those.
+ * batch is reduced once (for a keyed job whose chunks are all mapped, that enqueues its
+ * reduce tasks); a job whose reduce throws reports its records as failed, so SQS redelivers
+ * just those.
  */
 export const reducerHandler =
-  (deps: PipelineDeps) =>
+  (deps: SplitDeps) =>
   async (event: unknown): Promise<SqsBatchResponse> => {
     const { Records } = SqsEvent.parse(event);
     const byJob = new Map<string, string[]>();

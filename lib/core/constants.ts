@@ -47,7 +47,7 @@ export const ROLE_ENV = {
     ENV.LOG_LEVEL,
     ENV.SERVICE_NAME,
   ],
-  reducer: [ENV.OUTPUT_BUCKET, ENV.OPS_MODULES, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
+  reducer: [ENV.OUTPUT_BUCKET, ENV.TASK_QUEUE_URL, ENV.OPS_MODULES, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
   deadLetters: [ENV.OUTPUT_BUCKET, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
 } as const satisfies Record<string, readonly EnvName[]>;
 
@@ -89,6 +89,13 @@ export const DEFAULTS = {
   taskTimeoutSeconds: 15 * 60,
   /** Size of the blocks a range is streamed in. */
   readBlockBytes: MiB,
+  /**
+   * A reduce task holds about this many bytes of pairs in memory before it spills a sorted run
+   * to disk (a JS map takes a few times its pairs' text: a few hundred MiB of a worker's 1.5 GiB).
+   */
+  reduceSpillBytes: 64 * MiB,
+  /** A keyed job's default partitions: one per this many bytes of input. */
+  bytesPerPartition: 256 * MiB,
 } as const;
 
 /** Names of the buckets `cloudmill dev` creates. */

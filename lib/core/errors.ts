@@ -51,6 +51,8 @@ export interface ErrorContext {
   readonly block?: number;
   readonly range?: readonly [number, number];
   readonly chunk?: number;
+  /** A keyed job's partition (its reduce task). */
+  readonly partition?: number;
   readonly field?: string;
 }
 
@@ -99,6 +101,7 @@ export const locate = (c: ErrorContext): string => {
   let where = c.input ?? "";
   if (c.line !== undefined) where += `${where ? ":" : "line "}${c.line}`;
   if (where) parts.push(where);
+  if (c.partition !== undefined) parts.push(`partition ${c.partition}`);
   if (c.offset !== undefined && c.block !== undefined) parts.push(`(byte ${c.offset} of the BGZF block at compressed byte ${c.block})`);
   else if (c.offset !== undefined) parts.push(c.decoded ? `(byte ${c.offset} decompressed)` : `(byte ${c.offset})`);
   else if (c.range) parts.push(`(bytes ${c.range[0]}-${c.range[1]})`);

@@ -65,6 +65,24 @@ const pad = (index: number): string => String(index).padStart(7, "0");
 export const partKey = (jobId: string, index: number): string => `${partsPrefix(jobId)}${pad(index)}${PART_SUFFIX}`;
 export const chunkErrorKey = (jobId: string, index: number): string => `${errorsPrefix(jobId)}${pad(index)}.json`;
 
+/** A map task's shuffle output for one reading of its chunk (0: as read; 1: as if inside CSV quotes). */
+export const shuffleKey = (jobId: string, index: number, reading: number): string =>
+  `${workPrefix(jobId)}shuffle/${pad(index)}-${reading}.jsonl`;
+/** The shuffle segments a reduce task merges, written when the map stage is done. */
+export const reducePlanKey = (jobId: string, partition: number): string => `${workPrefix(jobId)}reduce/${pad(partition)}.plan.json`;
+/** Written once a keyed job's reduce tasks are enqueued. */
+export const reduceEnqueuedKey = (jobId: string): string => `${workPrefix(jobId)}reduce/enqueued.json`;
+/** Where a reduce task may spill runs (an output store used as scratch); `attempt` keeps two attempts apart. */
+export const spillPrefix = (jobId: string, partition: number, attempt: string): string =>
+  `${workPrefix(jobId)}spill/${pad(partition)}/${attempt}/`;
+/** Every spilled run, for the worker's permission to remove them. */
+export const SPILL_PATTERN = `${WORK_PREFIX}*/spill/*`;
+/** One partition of a keyed job's output: `_jobs/<jobId>/part-00000.jsonl`. */
+export const outputPartKey = (jobId: string, partition: number): string =>
+  `${JOBS_PREFIX}${jobId}/part-${String(partition).padStart(5, "0")}.jsonl`;
+/** What a keyed job's reduce tasks write (the worker may write these `_jobs/` keys too). */
+export const OUTPUT_PART_PATTERN = `${JOBS_PREFIX}*/part-*.jsonl`;
+
 /** The chunk index a part key names, or undefined when the key is not a part key. */
 export const parsePartKey = (key: string): { jobId: string; index: number } | undefined => {
   const m = /^_work\/([^/]+)\/parts\/(\d{7,})\.part\.json$/.exec(key);

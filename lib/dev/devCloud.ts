@@ -209,7 +209,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   });
 
   const pollers = [
-    pollIntoHandler(partsQueue, reducerHandler(deps), stop.signal, log, REDUCER_BATCH),
+    pollIntoHandler(partsQueue, reducerHandler(splitDeps), stop.signal, log, REDUCER_BATCH),
     pollIntoHandler(deadLetters, deadLetterHandler(deps), stop.signal, log, DEAD_LETTER_BATCH),
   ];
 

@@ -4,7 +4,7 @@
  * worker threads. Memory is bounded by chunk size × workers, not by input size.
  */
 import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
-import { mkdtemp, rm } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, rename, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { FsBlobStore } from "./FsBlobStore.js";
@@ -12,6 +12,9 @@ import { MemoryTaskQueue } from "./MemoryTaskQueue.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import {
   chunkBytes,
+  isReduceTask,
+  taskCount,
+  taskIndex,
   JobStatus as JobStatusSchema,
   TaskMessage,
   type InputObject,
@@ -28,7 +31,8 @@ import { readBytes, readJson } from "../core/pipeline/blobJson.js";
 import { OrderedPartMerge, type MergedParts } from "../core/pipeline/partMerge.js";
 import { partsCarryReadings } from "../core/pipeline/part.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
-import { deadlineSecondsOf, enqueueTasks, startJob, taskJobOf, tasksOf } from "../core/pipeline/split.js";
+import { deadlineSecondsOf, startJob, taskJobOf, tasksOf } from "../core/pipeline/split.js";
+import { enqueueTasks } from "../core/pipeline/enqueue.js";
 import { afterFailedAttempt } from "../core/pipeline/task.js";
 import { lineNumberAt, lineNumberIn } from "../core/records/lineNumber.js";
 import { inputRangeBytes } from "../core/records/inputBytes.js";
@@ -65,6 +69,11 @@ export interface LocalRunOptions {
    * fails with TASK_TIMEOUT. Default DEFAULTS.taskTimeoutSeconds (15 minutes); none with 0 workers.
    */
   readonly taskTimeoutSeconds?: number;
+  /**
+   * Where a keyed op's parts go (`part-00000.jsonl`, …); the result's keys are their paths.
+   * Default `cloudmill-out/<jobId>` under the working directory.
+   */
+  readonly outDir?: string;
 }
 
 export interface LocalRunResult {
@@ -154,8 +163,13 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
       throw new CloudmillError((e?.code as ErrorCode | undefined) ?? ErrorCode.INTERNAL, e?.message ?? `job ${status.state}`, { jobId });
     }
     const stored: unknown = JSON.parse((await readBytes(output, RESULT_KEY)).toString("utf8"));
-    // Item outputs stored on their own are read back before the work directory goes.
-    const result = isTaskOp(registry.get(job.op)) ? await resolveStoredResult(output, stored, jobId) : stored;
+    // Item outputs stored on their own are read back before the work directory goes; a keyed
+    // job's parts move to the output directory.
+    const result = isTaskOp(op)
+      ? await resolveStoredResult(output, stored, jobId)
+      : op.keyed
+        ? await moveParts(workDir, stored, path.resolve(options.outDir ?? path.join("cloudmill-out", jobId)))
+        : stored;
     return { jobId, result, status, ranOn: workers > 0 ? "threads" : "inline" };
   } finally {
     await items.close();
@@ -164,6 +178,30 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     await deadLetters.close();
     if (!options.keepWork && !options.workDir) await rm(workDir, { recursive: true, force: true });
   }
+};
+
+/**
+ * Moves a keyed job's parts from the work directory to `outDir` and names them by path there.
+ * Parts an earlier run left in `outDir` are removed first, so the directory holds this result only.
+ */
+const moveParts = async (workDir: string, stored: unknown, outDir: string): Promise<unknown> => {
+  const result = stored as { records: number; partitions: number; parts: { key: string; records: number; bytes: number }[] };
+  await mkdir(outDir, { recursive: true });
+  for (const name of await readdir(outDir)) if (/^part-\d{5,}\.jsonl$/.test(name)) await rm(path.join(outDir, name), { force: true });
+  const parts = [];
+  for (const part of result.parts) {
+    const key = /_jobs\/[^/]+\/part-\d+\.jsonl$/.exec(part.key)?.[0];
+    if (!key) throw new CloudmillError(ErrorCode.INTERNAL, `part ${part.key} is not a job's output part`);
+    const to = path.join(outDir, path.basename(key));
+    const from = path.join(workDir, key);
+    await rename(from, to).catch(async (err: NodeJS.ErrnoException) => {
+      // Another filesystem (a temp dir on tmpfs): copy instead.
+      if (err.code !== "EXDEV") throw err;
+      await copyFile(from, to);
+    });
+    parts.push({ ...part, key: to });
+  }
+  return { ...result, parts };
 };
 
 /** What mapAndReduce runs a started job with. */
@@ -184,6 +222,10 @@ interface JobRun {
 const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency, options, inputs, root }: JobRun): Promise<void> => {
   const started = Date.now();
   const bytes = inputs.reduce((s, i) => s + i.size, 0);
+  /** Tasks in all: a keyed job's reduce tasks run once its chunks are mapped. */
+  const tasks = taskCount(manifest);
+  /** Tasks done when the current stage is: the chunks, then (a keyed job) every task. */
+  let goal = manifest.chunks;
   const done = new Set<number>();
   let bytesDone = 0;
   // An op whose merge ignores order is merged by each task thread as it maps (no part is read
@@ -239,20 +281,24 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
       const [msg] = await deps.queue.receive({ maxMessages: 1, waitSeconds: 1, signal: stop.signal });
       if (!msg || ended) continue;
       const task = TaskMessage.parse(JSON.parse(msg.body));
+      const index = taskIndex(task);
+      const chunk = isReduceTask(task) ? undefined : task.chunk;
       try {
-        const accumulate = orderFree && !attempted.has(task.chunk.index);
-        attempted.add(task.chunk.index);
+        const accumulate = orderFree && !attempted.has(index);
+        attempted.add(index);
         const outcome = await executor.run(task, { signal: stop.signal, accumulate, writePart: writeParts });
         await deps.queue.delete(msg.receiptHandle);
         if (outcome.kind === "job-ended") continue;
-        if (outcome.kind === "done" && accumulate && !writeParts) heldOnlyInTotals.add(task.chunk.index);
-        if (!done.has(task.chunk.index)) {
-          done.add(task.chunk.index);
-          inOrder?.ready(task.chunk.index);
-          bytesDone += chunkBytes(task.chunk);
-          options.onProgress?.({ chunksDone: done.size, chunks: manifest.chunks, bytesDone, bytes, elapsedMs: Date.now() - started });
+        if (outcome.kind === "done" && accumulate && !writeParts) heldOnlyInTotals.add(index);
+        if (!done.has(index)) {
+          done.add(index);
+          if (chunk) {
+            inOrder?.ready(index);
+            bytesDone += chunkBytes(chunk);
+          }
+          options.onProgress?.({ chunksDone: done.size, chunks: tasks, bytesDone, bytes, elapsedMs: Date.now() - started });
         }
-        if (done.size === manifest.chunks) finish("complete");
+        if (done.size === goal) finish("complete");
       } catch (e) {
         const err = toCloudmillError(e);
         if (ended) break;
@@ -260,7 +306,7 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
           await deps.queue.delete(msg.receiptHandle);
           await fail(err);
         } else {
-          deps.log.warn("chunk failed; will retry", { chunk: task.chunk.index, attempt: msg.receiveCount, error: err.describe() });
+          deps.log.warn("task failed; will retry", { task: index, attempt: msg.receiveCount, error: err.describe() });
           await deps.queue.changeVisibility(msg.receiptHandle, 0);
         }
       }
@@ -309,7 +355,22 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
   if (ended === "aborted") throw new CloudmillError(ErrorCode.CANCELLED, "interrupted", { jobId: manifest.jobId });
   if (ended === "complete") {
     const merged = inOrder ?? new OrderedPartMerge(deps, manifest, totals);
-    await reduceJob(deps, manifest.jobId, merged, (err) => withLineNumber(err, inputs, root));
+    const outcome = await reduceJob(deps, manifest.jobId, merged, (err) => withLineNumber(err, inputs, root));
+    // A keyed job's map stage is done: reduceJob enqueued its reduce tasks; run them, then reduce again.
+    if (outcome.kind === "incomplete" && tasks > manifest.chunks) {
+      goal = tasks;
+      ended = undefined;
+      stop = new AbortController();
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+      if (options.signal?.aborted) finish("aborted");
+      try {
+        await Promise.all([...Array.from({ length: concurrency }, taskLoop), deadLetterLoop()]);
+      } finally {
+        options.signal?.removeEventListener("abort", onAbort);
+      }
+      if (ended === "aborted") throw new CloudmillError(ErrorCode.CANCELLED, "interrupted", { jobId: manifest.jobId });
+      if (ended === "complete") await reduceJob(deps, manifest.jobId);
+    }
   }
 };
 

@@ -446,13 +446,13 @@ describe("histogram", () => {
 // ---- the registry ----------------------------------------------------------------------------
 
 describe("registry", () => {
-  it("holds the five built-ins and names the known ops for an unknown one", () => {
+  it("holds the built-ins and names the known ops for an unknown one", () => {
     const r = new OpRegistry();
-    expect(r.names()).toEqual(["count", "grep", "histogram", "stats", "wordcount"]);
+    expect(r.names()).toEqual(["count", "distinct", "grep", "groupby", "histogram", "stats", "wordcount"]);
     expect(builtinOps.map((o) => o.name).sort()).toEqual(r.names());
     const e = errorOf(() => r.get("wordcnt"));
     expect(e.code).toBe(ErrorCode.UNKNOWN_OP);
-    expect(e.message).toBe('unknown op "wordcnt" (known: count, grep, histogram, stats, wordcount)');
+    expect(e.message).toBe('unknown op "wordcnt" (known: count, distinct, grep, groupby, histogram, stats, wordcount)');
   });
 
   it("refuses to register a name twice", () => {

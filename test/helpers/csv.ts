@@ -34,3 +34,55 @@ export const registryWithRows = (): OpRegistry => {
   registry.register(rowsOp);
   return registry;
 };
+
+/** What Python makes of one group: the count of rows, and (with a value column) exact stats of its numbers. */
+export interface PythonGroup {
+  readonly count: number;
+  readonly values?: number;
+  readonly sum?: number;
+  readonly min?: number | null;
+  readonly max?: number | null;
+  readonly mean?: number | null;
+  readonly variance?: number | null;
+}
+
+/**
+ * Python's GROUP BY over a CSV file with a header: per tuple of key columns, the row count and,
+ * with `value`, the numbers' count, math.fsum, min, max, mean and population variance (its
+ * numerator n·Σx² − (Σx)² in exact rationals, rounded once). Keyed by JSON.stringify of the key values.
+ */
+export const pythonGroupby = (file: string, keys: readonly string[], value?: string): Map<string, PythonGroup> => {
+  const script = `
+import csv, json, math, sys
+from fractions import Fraction
+f, keys, val = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+rows = [x for x in csv.reader(open(f, newline='', encoding='utf-8-sig')) if x]
+h = rows[0]
+ki = [h.index(k) for k in keys]
+vi = h.index(val) if val else None
+g = {}
+for x in rows[1:]:
+    e = g.setdefault(tuple(x[i] for i in ki), [0, []])
+    e[0] += 1
+    if vi is not None and x[vi].strip() != '':
+        e[1].append(float(x[vi]))
+out = []
+for k, (c, vs) in g.items():
+    o = {'count': c}
+    if vi is not None:
+        n = len(vs)
+        o['values'] = n
+        if n:
+            s = math.fsum(vs)
+            num = n * sum(Fraction(v) ** 2 for v in vs) - sum(Fraction(v) for v in vs) ** 2
+            o.update(sum=s, min=min(vs), max=max(vs), mean=s / n, variance=float(num) / (n * n))
+        else:
+            o.update(sum=0, min=None, max=None, mean=None, variance=None)
+    out.append([list(k), o])
+print(json.dumps(out))
+`;
+  const out = JSON.parse(
+    execFileSync("python3", ["-c", script, file, JSON.stringify(keys), value ?? ""], { encoding: "utf8", maxBuffer: 1 << 30 }),
+  ) as [string[], PythonGroup][];
+  return new Map(out.map(([k, g]) => [JSON.stringify(k), g]));
+};

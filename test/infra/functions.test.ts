@@ -156,12 +156,20 @@ describe("least privilege", () => {
     });
   });
 
-  it("worker: read inputs, read and write _work/ and status.json (never result.json), write items' own outputs, consume the task queue, protect its own task", () => {
+  it("worker: read inputs, read and write _work/ and status.json (never result.json), write items' own outputs and keyed parts, consume the task queue, protect its own task", () => {
     const grants = grantsOf(template, "PipelineWorkersTaskRole");
     const cluster = resource(template, "AWS::ECS::Cluster", "PipelineWorkersCluster").id;
     expect(grants).toEqual({
       "s3:GetObject": [`${input}/*`, `${output}/*/status.json`, `${output}/_work/*`],
-      "s3:PutObject": [`${output}/*/status.json`, `${output}/_jobs/*/files/*`, `${output}/_jobs/*/results/*`, `${output}/_work/*`],
+      "s3:PutObject": [
+        `${output}/*/status.json`,
+        `${output}/_jobs/*/files/*`,
+        `${output}/_jobs/*/part-*.jsonl`,
+        `${output}/_jobs/*/results/*`,
+        `${output}/_work/*`,
+      ],
+      // A reduce task removes the runs it spilled; nothing else is ever deleted.
+      "s3:DeleteObject": [`${output}/_work/*/spill/*`],
       // S3 answers a missing part or marker with 404 only to a role that may list the bucket.
       "s3:ListBucket": [output],
       "sqs:ReceiveMessage": [q(template, "PipelineTaskQueue")],
@@ -172,13 +180,15 @@ describe("least privilege", () => {
     });
   });
 
-  it("reducer: list the output bucket, read job state, write job state and results, consume the parts queue", () => {
+  it("reducer: list the output bucket, read job state, write job state and results, consume the parts queue, enqueue reduce tasks", () => {
     const grants = grantsOf(template, "PipelineReducerRole");
     expect(grants["s3:GetObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
     expect(grants["s3:PutObject"]).toEqual(jobKeys());
     // Unconditioned: a HEAD or GET carries no s3:prefix, and a 404 (not 403) needs ListBucket.
     expect(grants["s3:ListBucket"]).toEqual([output]);
     expect(grants["sqs:ReceiveMessage"]).toEqual([q(template, "PipelinePartsQueue")]);
+    // A keyed job's reduce tasks, once its chunks are mapped: send only, to the task queue only.
+    expect(grants["sqs:SendMessage"]).toEqual([q(template, "PipelineTaskQueue")]);
     expect(
       Object.keys(grants)
         .filter((a) => a.startsWith("s3:"))
@@ -186,7 +196,7 @@ describe("least privilege", () => {
     ).toEqual(["s3:GetObject", "s3:ListBucket", "s3:PutObject"]);
     expect(
       Object.keys(grants)
-        .filter((a) => a.startsWith("sqs:"))
+        .filter((a) => a.startsWith("sqs:") && a !== "sqs:SendMessage")
         .every((a) => grants[a]!.every((r) => r === q(template, "PipelinePartsQueue"))),
     ).toBe(true);
   });
@@ -208,8 +218,8 @@ describe("least privilege", () => {
     ).toBe(true);
   });
 
-  it("no role but the splitter may send tasks, and no function may touch the input bucket except the splitter", () => {
-    for (const role of ["PipelineReducerRole", "PipelineDeadLettersRole", "PipelineWorkersTaskRole"]) {
+  it("no role but the splitter and the reducer may send tasks, and no function may touch the input bucket except the splitter", () => {
+    for (const role of ["PipelineDeadLettersRole", "PipelineWorkersTaskRole"]) {
       const grants = grantsOf(template, role);
       expect(grants["sqs:SendMessage"]).toBeUndefined();
       if (role !== "PipelineWorkersTaskRole")

@@ -56,6 +56,14 @@ export const lineBytes = defineOp({
   combine: (a, b) => a + b,
   finalize: (n) => ({ bytes: n ?? 0 }),
 });
+// Keyed: how many lines have each length in bytes, one part line per length.
+export const lineLengths = defineOp({
+  name: "line-lengths",
+  format: "lines",
+  pairs: (line, emit) => emit(String(Buffer.byteLength(line)), 1),
+  combine: (a, b) => a + b,
+  row: (length, lines) => ({ length: Number(length), lines }),
+});
 `,
   );
   wrongModule = path.join(dir, "wrong-ops.mjs");
@@ -89,6 +97,37 @@ describe("a lab's op module in cloudmill dev", () => {
     expect(result).toEqual({ bytes: wc("-c") - wc("-l") });
     // The workers, not the test process, mapped it: they logged its chunks.
     expect(linesOf(cloud.lines, "chunk done", { jobId: "user-op-bytes" }).length).toBeGreaterThan(0);
+  });
+
+  it("a keyed op (defineOp with pairs) runs its reduce tasks on the workers: parts equal awk's count per line length", async () => {
+    const bytes = Buffer.from(`${textOf(50_000, 13).toString("latin1").replaceAll("\r", "")}\n`, "latin1");
+    const file = path.join(dir, "lengths.txt");
+    await writeFile(file, bytes);
+    const awk = execFileSync("sh", ["-c", `LC_ALL=C awk '{ c[length($0)]++ } END { for (k in c) print k, c[k] }' "$1"`, "sh", file], {
+      encoding: "utf8",
+    });
+    const expected = new Map(
+      awk
+        .trim()
+        .split("\n")
+        .map((l) => l.split(" ").map(Number) as [number, number]),
+    );
+    await cloud.put("data/lengths.txt", bytes);
+    const spec = { op: "line-lengths", inputs: [`s3://${cloud.input}/data/lengths.txt`], partitions: 2 };
+    await cloud.put("_jobs/user-op-keyed.json", JSON.stringify(spec));
+    const status = await cloud.waitForEnd("_jobs/user-op-keyed/status.json");
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    const result = (await cloud.getJson(cloud.output, "_jobs/user-op-keyed/result.json")) as { records: number; parts: { key: string }[] };
+    const got = new Map<number, number>();
+    for (const part of result.parts) {
+      const body = (await cloud.get(cloud.output, part.key.replace(`s3://${cloud.output}/`, "")))!.toString("utf8");
+      for (const line of body.split("\n").filter((l) => l !== "")) {
+        const row = JSON.parse(line) as { length: number; lines: number };
+        got.set(row.length, row.lines);
+      }
+    }
+    expect(result.records).toBe(expected.size);
+    expect(got).toEqual(expected);
   });
 
   it("records the op's code digest in status.json and publishes the deployed ops with theirs", async () => {

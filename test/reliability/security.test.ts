@@ -13,7 +13,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { PutObjectCommand } from "@aws-sdk/client-s3";
+import { GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { App } from "aws-cdk-lib";
 import { Template } from "aws-cdk-lib/assertions";
 import * as ecs from "aws-cdk-lib/aws-ecs";
@@ -202,6 +202,8 @@ describe("each role may do exactly what its code does", () => {
     await put("_inputs/dir/a.txt", "one two\n".repeat(30));
     await put("_inputs/dir/b.txt", "three\n".repeat(30));
     await put("stats/bad.txt", `${"1\n".repeat(60)}x\n`);
+    // A keyed job: its reduce tasks (enqueued by the reducer) write parts and spill, then remove the runs.
+    await put("distinct/review words.txt", "pear\napple\nfig\napple\n".repeat(40));
     await put(
       "_jobs/review-spec-1.json",
       JSON.stringify({ op: "wordcount", inputs: [`s3://${DEV_BUCKETS.input}/_inputs/dir/`], chunkSize: 64 }),
@@ -230,7 +232,10 @@ describe("each role may do exactly what its code does", () => {
       30_000,
       50,
     );
-    const reduce = reducerHandler({ ...cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, clientsOf("reducer")), registry });
+    const reduce = reducerHandler({
+      ...cloudSplitDeps({ outputBucket: DEV_BUCKETS.output, taskQueueUrl }, silentLogger, clientsOf("reducer")),
+      registry,
+    });
     const partEvents = (jobId: string, indexes: number[]) => ({
       Records: indexes.map((i) => ({
         messageId: `${jobId}-${i}`,
@@ -277,13 +282,20 @@ describe("each role may do exactly what its code does", () => {
       await created("_jobs/review-spec-1.json"),
       await created("stats/bad.txt"),
       await created("affine/review items.jsonl"),
+      await created("distinct/review words.txt"),
     ];
     await created("_jobs/review-bad-1.json");
     await created("nope/x.txt");
 
     // The worker, whose first range read is cut part-way (so it also takes the retry path).
     const workerClients = clientsOf("worker", { rate: 1, limit: 1, kinds: ["reset-body"], operations: ["GetObject"] });
-    const workerDeps: PipelineDeps = { ...cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, workerClients), registry, items };
+    // A spill threshold of a few pairs: the keyed job's reduce tasks spill runs to S3 and remove them.
+    const workerDeps: PipelineDeps = {
+      ...cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, workerClients),
+      registry,
+      items,
+      spillBytes: 100,
+    };
     const runWorker = async () => {
       const worker = new TaskWorker({
         queue: new SqsTaskQueue(workerClients.sqs, taskQueueUrl),
@@ -319,6 +331,12 @@ describe("each role may do exactly what its code does", () => {
       await reduce(partEvents(outcome.jobId, indexes.length ? indexes : [0]));
       await reduce(partEvents(outcome.jobId, [0])); // again: already succeeded (or ended)
     }
+    // The keyed job's reduce tasks, which the reducer enqueued once its chunks were mapped; then its result.
+    const keyed = started.at(-1) as { jobId: string };
+    await runWorker();
+    await reduce(partEvents(keyed.jobId, [0]));
+    const status = await plain.s3.send(new GetObjectCommand({ Bucket: DEV_BUCKETS.output, Key: "distinct/review words.txt/status.json" }));
+    expect(JSON.parse(await status.Body!.transformToString())).toMatchObject({ state: "succeeded" });
   }, 180_000);
 
   afterAll(async () => {
@@ -426,9 +444,17 @@ describe("each role may do exactly what its code does", () => {
       expect.arrayContaining(["GetObject", "HeadObject", "ListObjectsV2", "PutObject", "SendMessageBatch"]),
     );
     expect([...ops("worker")].sort()).toEqual(
-      expect.arrayContaining(["ChangeMessageVisibility", "DeleteMessage", "GetObject", "HeadObject", "PutObject", "ReceiveMessage"]),
+      expect.arrayContaining([
+        "ChangeMessageVisibility",
+        "DeleteMessage",
+        "DeleteObject",
+        "GetObject",
+        "HeadObject",
+        "PutObject",
+        "ReceiveMessage",
+      ]),
     );
-    expect([...ops("reducer")].sort()).toEqual(expect.arrayContaining(["GetObject", "ListObjectsV2", "PutObject"]));
+    expect([...ops("reducer")].sort()).toEqual(expect.arrayContaining(["GetObject", "ListObjectsV2", "PutObject", "SendMessageBatch"]));
     expect([...ops("deadLetters")].sort()).toEqual(expect.arrayContaining(["GetObject", "HeadObject", "PutObject"]));
   });
 

@@ -34,6 +34,8 @@ const RunFlags = z.object({
   batchSize: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).optional(),
   taskTimeout: z.coerce.number({ error: "expected seconds" }).int({ error: "expected whole seconds" }).min(1).max(86_400).optional(),
   maxRecordBytes: z.string().optional(),
+  outDir: z.string().optional(),
+  partitions: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).optional(),
 });
 
 /** Chunks per worker thread a local task run aims for by default: enough to even out uneven items. */
@@ -62,6 +64,7 @@ const FLAG_OF_FIELD: Readonly<Record<string, string>> = {
   chunkSize: "--chunk-size",
   maxAttempts: "--max-attempts",
   maxRecordBytes: "--max-record-bytes",
+  partitions: "--partitions",
   format: "--format",
   op: "--op",
   inputs: "inputs",
@@ -82,7 +85,7 @@ export const runCommand = (io: CliIO): Command =>
   new Command("run")
     .description("run a job on this machine's cores (no AWS needed)")
     .argument("<inputs...>", "files or directories (directories are read recursively)")
-    .requiredOption("--op <name>", "the op to run: count, stats, wordcount, histogram, grep, or one from --ops")
+    .requiredOption("--op <name>", "the op to run: count, stats, wordcount, histogram, grep, groupby, distinct, or one from --ops")
     .option("-p, --param <name=value>", "an op param, repeatable (e.g. --param k=20)", collectParam)
     .addOption(new Option("--format <format>", "record format (default: the op's own)").choices(FORMATS))
     .option("-w, --workers <n>", `worker threads (default: all ${os.availableParallelism()} cores; 0 runs on the main thread)`)
@@ -90,6 +93,8 @@ export const runCommand = (io: CliIO): Command =>
     .option("--batch-size <n>", "for a task (defineTask): items per chunk (default: 8 chunks per worker thread)")
     .option("--max-attempts <n>", "tries per chunk before the job fails", "3")
     .option("-o, --out <file>", "write the result JSON here instead of stdout")
+    .option("--out-dir <dir>", "keyed ops (groupby, distinct): where the parts go (default cloudmill-out/<job id>)")
+    .option("--partitions <n>", "keyed ops: how many parts (and reduce tasks); default one per 256MiB of input")
     .option("--ops <module>", "load user ops from a module (exports made with defineOp), repeatable", collect)
     .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")
     .option("--task-timeout <seconds>", "longest one chunk may take before its thread is ended and the attempt fails (default 900)")
@@ -106,6 +111,7 @@ Examples:
   $ cloudmill run examples/access.log --op grep -p pattern=" 5[0-9][0-9] " -p k=3
   $ cloudmill run examples/measurements.csv --op stats -p column=temperature
   $ cloudmill run data/ --op count --out counts.json
+  $ cloudmill run examples/measurements.csv --op groupby -p key=station -p value=temperature --out-dir by-station
 
 The result JSON alone goes to stdout (or --out); progress and logs go to stderr.`,
     )
@@ -131,6 +137,7 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
             ...(chunkSize !== undefined ? { chunkSize } : {}),
             ...(flags.maxAttempts ? { maxAttempts: flags.maxAttempts } : {}),
             ...(flags.maxRecordBytes !== undefined ? { maxRecordBytes: flags.maxRecordBytes } : {}),
+            ...(flags.partitions !== undefined ? { partitions: flags.partitions } : {}),
             onBadRecord: flags.skipBadRecords ? "skip" : "fail",
           },
           "",
@@ -146,6 +153,7 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
           opsModules: flags.ops,
           ...(flags.workers !== undefined ? { workers: flags.workers } : {}),
           ...(flags.taskTimeout !== undefined ? { taskTimeoutSeconds: flags.taskTimeout } : {}),
+          ...(flags.outDir !== undefined ? { outDir: flags.outDir } : {}),
           log,
           onProgress: (p) => view.update(p),
           ...(io.signal ? { signal: io.signal } : {}),

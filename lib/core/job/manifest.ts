@@ -34,6 +34,8 @@ export const TaskJob = z.strictObject({
   taskTimeoutSeconds: z.number().int().positive().optional(),
   /** The job's own longest record (else DEFAULTS.maxRecordBytes). */
   maxRecordBytes: z.number().int().positive().optional(),
+  /** A keyed op's partition count: its map tasks split their pairs this many ways. */
+  partitions: z.number().int().positive().optional(),
 });
 export type TaskJob = z.infer<typeof TaskJob>;
 
@@ -94,14 +96,44 @@ export const chunkParts = (chunk: Chunk): Chunk[] =>
       ]
     : [chunk];
 
-/** The body of one task message: self-contained, so a worker never reads the manifest. */
-export const TaskMessage = z.strictObject({
+/** A map task: one chunk. Self-contained, so a worker never reads the manifest. */
+export const MapTask = z.strictObject({
   v: z.literal(1),
   jobId: JobId,
   chunk: Chunk,
   job: TaskJob,
 });
+export type MapTask = z.infer<typeof MapTask>;
+
+/**
+ * A keyed job's reduce task: one partition, once every map task is done. Its part has index
+ * `chunks + partition`, beside the map parts, so one listing counts both stages and the
+ * reducer hears of both.
+ */
+export const ReduceTask = z.strictObject({
+  v: z.literal(1),
+  jobId: JobId,
+  reduce: z.strictObject({
+    partition: z.number().int().nonnegative(),
+    /** The job's map chunks. */
+    chunks: z.number().int().nonnegative(),
+  }),
+  job: TaskJob,
+});
+export type ReduceTask = z.infer<typeof ReduceTask>;
+
+/** The body of one task message. */
+export const TaskMessage = z.union([MapTask, ReduceTask]);
 export type TaskMessage = z.infer<typeof TaskMessage>;
+
+export const isReduceTask = (task: TaskMessage): task is ReduceTask => "reduce" in task;
+
+/** The index of a task's part: its chunk's, or (a reduce task) chunks + partition. */
+export const taskIndex = (task: TaskMessage): number =>
+  isReduceTask(task) ? task.reduce.chunks + task.reduce.partition : task.chunk.index;
+
+/** A keyed job's tasks: its chunks and then a reduce task per partition. */
+export const taskCount = (m: { readonly chunks: number; readonly job: TaskJob }): number => m.chunks + (m.job.partitions ?? 0);
 
 export const JobState = z.enum(["running", "succeeded", "failed", "cancelled"]);
 export type JobState = z.infer<typeof JobState>;
@@ -134,6 +166,7 @@ export const JobStatus = z.object({
       block: z.number().optional(),
       line: z.number().optional(),
       chunk: z.number().optional(),
+      partition: z.number().optional(),
     })
     .optional(),
 });

@@ -43,6 +43,9 @@ export const ChunkSize = z.union([z.number(), z.string()]).transform((v, ctx) =>
 /** The smallest maxRecordBytes: records are measured where they are joined across a store's reads (1 MiB at most). */
 export const MIN_MAX_RECORD_BYTES = 1024 * 1024;
 
+/** Most partitions a keyed job may have (each is a reduce task, and a segment in every map part). */
+export const MAX_PARTITIONS = 10_000;
+
 export const JobId = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, { error: "job ids are letters, digits, '.', '_' or '-' (at most 128)" });
@@ -80,6 +83,8 @@ export const JobSpecSchema = z.strictObject({
    * Default 64 MiB; at least 1 MiB, the most a store reads at once (records are measured where joined).
    */
   maxRecordBytes: ChunkSize.refine((n) => n >= MIN_MAX_RECORD_BYTES, { error: "must be at least 1MiB" }).optional(),
+  /** A keyed op's partitions: its output parts, and its reduce tasks. Default: one per 256 MiB of input. */
+  partitions: z.number().int().min(1).max(MAX_PARTITIONS).optional(),
 });
 
 export type JobSpecInput = z.input<typeof JobSpecSchema>;

@@ -12,14 +12,28 @@
  * });
  * ```
  * `combine` must be associative and commutative; partials must be JSON values.
+ *
+ * The keyed form emits (key, value) pairs instead, any number per record; cloudmill combines
+ * each key's values (map-side too), partitions keys over reduce tasks and writes one line per
+ * key, `row(key, value)`, to the job's parts (`part-00000.jsonl`, …):
+ * ```ts
+ * export const bytesPerUser = defineOp({
+ *   name: "bytes-per-user",
+ *   format: "jsonl",
+ *   pairs: (event: { user: string; bytes: number }, emit) => emit(event.user, event.bytes),
+ *   combine: (a: number, b: number) => a + b,
+ *   row: (user, bytes) => ({ user, bytes }),
+ * });
+ * ```
  */
 import { z } from "zod";
-import { CloudmillError, ErrorCode } from "../errors.js";
+import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import { Format, OpName, type Params } from "../job/spec.js";
 import type { AnyOp, Op } from "./types.js";
 import { codeDigest } from "./codeDigest.js";
 import { parseOpParams } from "./params.js";
 import { forEachRecord, formatParamsShape, type FormatOptions } from "./formatReaders.js";
+import { keyedOp } from "./keyedOp.js";
 
 export const OP_BRAND: unique symbol = Symbol.for("cloudmill.op") as never;
 
@@ -50,6 +64,20 @@ export interface OpDefinition<P, A, R> {
   finalize?(partial: A | undefined, params: P): R;
 }
 
+/** A keyed op: pairs out of each record, values of a key combined, one output line per key. */
+export interface KeyedOpDefinition<P, V> {
+  readonly name: string;
+  readonly description?: string;
+  readonly format: Format | readonly Format[];
+  readonly params?: z.ZodType<P>;
+  /** Calls emit with each of the record's pairs (none, one or many). Keys are strings. */
+  pairs(record: unknown, emit: (key: string, value: V) => void, params: P, meta: RecordMeta): void;
+  /** Merges two values of one key; must be associative and commutative. */
+  combine(a: V, b: V, params: P): V;
+  /** The output line (a JSON value) of a key; default `{ key, value }`. */
+  row?(key: string, value: V, params: P): unknown;
+}
+
 /** Internally a user op's partial says whether it holds anything. */
 type Wrapped<A> = { some: false } | { some: true; value: A };
 
@@ -69,7 +97,11 @@ export type UserOp<P, A, R> = Op<UserParams<P>, Wrapped<A>, R | A | undefined> &
 const definitionDigest = (def: OpDefinition<never, never, never>, formats: readonly Format[]): string =>
   codeDigest([def.name, def.description ?? "", formats, def.orderFree === true, def.map, def.combine, def.finalize ?? null]);
 
-export const defineOp = <P = Record<string, never>, A = unknown, R = A | undefined>(def: OpDefinition<P, A, R>): UserOp<P, A, R> => {
+/** A keyed op as defineOp makes it. */
+export type UserKeyedOp<P> = Op<UserParams<P>, unknown, never> & { readonly [OP_BRAND]: true };
+
+/** Name and formats of a definition, checked. */
+const checkedFormats = (def: { readonly name: string; readonly format: Format | readonly Format[] }): readonly Format[] => {
   const name = OpName.safeParse(def.name);
   if (!name.success)
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp: name ${JSON.stringify(def.name)}: ${name.error.issues[0]!.message}`);
@@ -77,8 +109,59 @@ export const defineOp = <P = Record<string, never>, A = unknown, R = A | undefin
   if (formats.length === 0 || !formats.every((f) => Format.safeParse(f).success)) {
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp ${def.name}: format must be one of ${Format.options.join(", ")}`);
   }
+  return formats;
+};
+
+/** A user op's params: format options (csv header, separator) are the engine's; the op sees only its own. */
+const userParams =
+  <P>(name: string, schema: z.ZodType<P>) =>
+  (raw: Params): UserParams<P> => {
+    const own: Record<string, unknown> = {};
+    const format: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(raw)) (k in formatParamsShape ? format : own)[k] = v;
+    const formatOptions: FormatOptions = parseOpParams(name, z.strictObject(formatParamsShape), format as Params);
+    return { ...formatOptions, own: parseOpParams(name, schema, own as Params) };
+  };
+
+export function defineOp<P = Record<string, never>, V = unknown>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P>;
+export function defineOp<P = Record<string, never>, A = unknown, R = A | undefined>(def: OpDefinition<P, A, R>): UserOp<P, A, R>;
+export function defineOp<P, A, R>(def: OpDefinition<P, A, R> | KeyedOpDefinition<P, A>): UserOp<P, A, R> | UserKeyedOp<P> {
+  return "pairs" in def ? defineKeyedOp(def) : defineMapOp(def);
+}
+
+const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
+  const formats = checkedFormats(def);
+  const parseParams = userParams(def.name, (def.params ?? z.strictObject({})) as z.ZodType<P>);
+  const op = keyedOp<UserParams<P>>({
+    name: def.name,
+    description: def.description ?? "user op (keyed)",
+    formats,
+    paramsHelp: [],
+    parseParams,
+    pairs({ own: params, ...formatOptions }, ctx) {
+      return (block, emit) =>
+        forEachRecord(block, ctx.format, formatOptions, ctx, (record, offset) => {
+          def.pairs(
+            record,
+            (key, value) => {
+              if (typeof key !== "string") throw badRecord(`${def.name}: keys must be strings, got ${typeof key}`, offset);
+              emit(key, value);
+            },
+            params,
+            { offset, input: ctx.inputName },
+          );
+        });
+    },
+    combine: (a, b, { own }) => def.combine(a as V, b as V, own),
+    row: (key, value, { own }) => (def.row ? def.row(key, value as V, own) : { key, value }),
+  });
+  const digest = codeDigest([def.name, def.description ?? "", formats, "keyed", def.pairs, def.combine, def.row ?? null]);
+  return { ...op, [OP_BRAND]: true, digest };
+};
+
+const defineMapOp = <P = Record<string, never>, A = unknown, R = A | undefined>(def: OpDefinition<P, A, R>): UserOp<P, A, R> => {
+  const formats = checkedFormats(def);
   const schema = (def.params ?? z.strictObject({})) as z.ZodType<P>;
-  const formatSchema = z.strictObject(formatParamsShape);
   const join =
     (params: P) =>
     (acc: Wrapped<A>, v: A): Wrapped<A> => ({ some: true, value: acc.some ? def.combine(acc.value, v, params) : v });
@@ -90,14 +173,7 @@ export const defineOp = <P = Record<string, never>, A = unknown, R = A | undefin
     formats,
     paramsHelp: [],
     ...(def.orderFree ? { orderFreeMerge: true } : {}),
-    parseParams: (raw: Params): UserParams<P> => {
-      // Format options (csv header, separator) are the engine's; the op sees only its own.
-      const own: Record<string, unknown> = {};
-      const format: Record<string, unknown> = {};
-      for (const [k, v] of Object.entries(raw)) (k in formatParamsShape ? format : own)[k] = v;
-      const formatOptions: FormatOptions = parseOpParams(def.name, formatSchema, format as Params);
-      return { ...formatOptions, own: parseOpParams(def.name, schema, own as Params) };
-    },
+    parseParams: userParams(def.name, schema),
     mapper({ own: params, ...formatOptions }, ctx) {
       let acc: Wrapped<A> = { some: false };
       const add = join(params);

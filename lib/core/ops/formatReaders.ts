@@ -192,7 +192,8 @@ export const countRecords = (block: RecordBlock, format: Format, options: Format
   return n;
 };
 
-const getPath = (value: unknown, path: readonly string[]): unknown => {
+/** The value at a dotted path's segments in a JSON value, or undefined. */
+export const getPath = (value: unknown, path: readonly string[]): unknown => {
   let v = value;
   for (const p of path) {
     if (typeof v !== "object" || v === null || !Object.hasOwn(v, p)) return undefined;

@@ -10,8 +10,10 @@ import { histogram } from "./histogram.js";
 import { stats } from "./stats.js";
 import type { AnyOp } from "./types.js";
 import { wordcount } from "./wordcount.js";
+import { groupby } from "./groupby.js";
+import { distinct } from "./distinct.js";
 
-export const builtinOps: readonly AnyOp[] = [count, stats, wordcount, histogram, grep];
+export const builtinOps: readonly AnyOp[] = [count, stats, wordcount, histogram, grep, groupby, distinct];
 
 /** An op's code digest: its own, or `builtin-<package version>` for the ops that ship with cloudmill. */
 export const opDigest = (op: AnyOp): string => op.digest ?? `builtin-${VERSION}`;

@@ -66,22 +66,25 @@ export const stats: Op<ValueOptions, StatsPartial, StatsResult> = {
       value: () => acc,
     };
   },
-  finalize(p) {
-    const n = p.count;
-    const sum = roundExpansion(p.sum);
-    if (n === 0) return { count: 0, sum: 0, min: null, max: null, mean: null, variance: null };
-    // n·Σx² − (Σx)², exactly.
-    const numerator: number[] = [];
-    for (const x of p.squares) {
-      const [hi, lo] = twoProduct(x, n);
-      addTo(numerator, hi);
-      if (lo !== 0) addTo(numerator, lo);
-    }
-    for (const x of multiply(p.sum, p.sum)) addTo(numerator, -x);
-    const variance = roundExpansion(numerator) / (n * n);
-    if (!Number.isFinite(sum) || !Number.isFinite(variance)) {
-      throw new CloudmillError(ErrorCode.BAD_RECORD, "stats: the sum or variance overflows a double (values beyond ±1e150?)");
-    }
-    return { count: n, sum, min: p.min, max: p.max, mean: sum / n, variance };
-  },
+  finalize: (p) => statsResultOf(p),
+};
+
+/** The result of merged stats partials; throws BAD_RECORD when the sum or variance overflows. */
+export const statsResultOf = (p: StatsPartial): StatsResult => {
+  const n = p.count;
+  const sum = roundExpansion(p.sum);
+  if (n === 0) return { count: 0, sum: 0, min: null, max: null, mean: null, variance: null };
+  // n·Σx² − (Σx)², exactly.
+  const numerator: number[] = [];
+  for (const x of p.squares) {
+    const [hi, lo] = twoProduct(x, n);
+    addTo(numerator, hi);
+    if (lo !== 0) addTo(numerator, lo);
+  }
+  for (const x of multiply(p.sum, p.sum)) addTo(numerator, -x);
+  const variance = roundExpansion(numerator) / (n * n);
+  if (!Number.isFinite(sum) || !Number.isFinite(variance)) {
+    throw new CloudmillError(ErrorCode.BAD_RECORD, "stats: the sum or variance overflows a double (values beyond ±1e150?)");
+  }
+  return { count: n, sum, min: p.min, max: p.max, mean: sum / n, variance };
 };

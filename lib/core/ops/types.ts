@@ -63,6 +63,20 @@ export interface Op<P = unknown, A = unknown, R = unknown> {
    */
   readonly orderFreeMerge?: boolean;
   finalize(partial: A, params: P, ctx: FinalizeContext): R;
+  /**
+   * Set on a keyed op (keyedOp.ts): its mapper's partial is a table of pairs, which the map task
+   * writes to the shuffle partitioned by key; reduce tasks then combine each key's values and
+   * write one line per key to the job's parts. `finalize` is never called.
+   */
+  readonly keyed?: KeyedReduce<P>;
+}
+
+/** The reduce side of a keyed op. */
+export interface KeyedReduce<P> {
+  /** Combines two values of one key; associative and commutative. */
+  combine(a: unknown, b: unknown, params: P): unknown;
+  /** The output line (a JSON value) of a key once all its values are combined. */
+  row(key: string, value: unknown, params: P): unknown;
 }
 
 /** An op with its types erased, as the registry holds it (methods are bivariant, so any Op fits). */

@@ -6,7 +6,7 @@ import { z } from "zod";
 import type { OutputKeys } from "../keys.js";
 import { chunkErrorKey, failureKey, manifestKey, partKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, locate, type ErrorContext } from "../errors.js";
-import { Manifest, TaskMessage, type JobStatus } from "../job/manifest.js";
+import { isReduceTask, Manifest, TaskMessage, taskIndex, type JobStatus } from "../job/manifest.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { StatusError, statusContext, statusErrorOf, superseded } from "./status.js";
@@ -56,9 +56,29 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
     deps.log.error("dead letter is not a task message; dropped", { bytes: body.length });
     return "ignored";
   }
-  const { jobId, chunk } = task;
-  if (await exists(deps.output, partKey(jobId, chunk.index))) return "ignored";
-  const recorded = await readJsonIfExists(deps.output, chunkErrorKey(jobId, chunk.index), ChunkErrorRecord);
+  const { jobId } = task;
+  const index = taskIndex(task);
+  if (await exists(deps.output, partKey(jobId, index))) return "ignored";
+  const recorded = await readJsonIfExists(deps.output, chunkErrorKey(jobId, index), ChunkErrorRecord);
+  const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
+  if (!manifest) return "ignored";
+  const target = { jobId, output: manifest.output, chunks: manifest.chunks, done: 0, startedAt: manifest.createdAt };
+  if (isReduceTask(task)) {
+    const { partition } = task.reduce;
+    const what = `partition ${partition}'s reduce task failed`;
+    const error = recorded
+      ? new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} after ${recorded.attempt} attempts: ${recorded.error.message}`, {
+          jobId,
+          partition,
+        })
+      : new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} without reporting an error (worker killed or out of memory?)`, {
+          jobId,
+          partition,
+        });
+    await failJob(deps, target, error);
+    return "failed";
+  }
+  const { chunk } = task;
   // A packed chunk's recorded error names its own object; without one, the chunk names its first and how many more.
   const where: ErrorContext = !chunk.more
     ? chunkContext(jobId, chunk)
@@ -78,8 +98,6 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
           `of memory?)`,
         where,
       );
-  const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
-  if (!manifest) return "ignored";
-  await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done: 0, startedAt: manifest.createdAt }, error);
+  await failJob(deps, target, error);
   return "failed";
 };

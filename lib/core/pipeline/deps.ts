@@ -16,6 +16,10 @@ export interface PipelineDeps {
   readonly items?: ItemRunner;
   /** Runs ops' mappers off the main thread, under a time limit (the fleet's worker); unset: in process. */
   readonly mappers?: MapperHost;
+  /** Where a reduce task spills runs (the worker's local disk); default: the output store. */
+  readonly scratch?: BlobStore;
+  /** Bytes a reduce task holds before it spills (default DEFAULTS.reduceSpillBytes). */
+  readonly spillBytes?: number;
   /** Clock (ms since epoch); tests move it. */
   readonly now?: () => number;
 }

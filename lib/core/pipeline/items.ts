@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
-import type { TaskMessage } from "../job/manifest.js";
+import type { MapTask } from "../job/manifest.js";
 import { itemResultKey, jobFilesPrefix, JOBS_PREFIX } from "../keys.js";
 import type { ItemEntry, TaskOp, TaskResult } from "../ops/defineTask.js";
 import type { BlobStore } from "../ports.js";
@@ -43,7 +43,7 @@ export interface ChunkItem extends Item {
 }
 
 /** The items of a chunk of one input: its JSONL records, each with its byte offset. Bad lines follow onBadRecord. */
-export const readItems = async (deps: PipelineDeps, task: TaskMessage, ctx: MapContext, signal?: AbortSignal): Promise<ChunkItem[]> => {
+export const readItems = async (deps: PipelineDeps, task: MapTask, ctx: MapContext, signal?: AbortSignal): Promise<ChunkItem[]> => {
   const { chunk } = task;
   const items: ChunkItem[] = [];
   const from = { inputIndex: chunk.inputIndex, inputName: chunk.input.name };
@@ -58,7 +58,7 @@ export const readItems = async (deps: PipelineDeps, task: TaskMessage, ctx: MapC
 /** Runs a chunk's items and returns the part's partial; under onItemError: fail, the first failed item throws. */
 export const runItems = async (
   deps: PipelineDeps,
-  task: TaskMessage,
+  task: MapTask,
   op: TaskOp,
   items: readonly ChunkItem[],
   { signal, drain }: { readonly signal?: AbortSignal | undefined; readonly drain?: AbortSignal | undefined } = {},

@@ -5,7 +5,12 @@
  */
 import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
-import { JobStatus, Manifest } from "../job/manifest.js";
+import { JobStatus, Manifest, taskCount } from "../job/manifest.js";
+import type { ShuffleRefs } from "../ops/keyedOp.js";
+import type { TaskQueue } from "../ports.js";
+import { s3Uri } from "../s3Uri.js";
+import type { SniffedSeparator } from "./part.js";
+import { keyedResult, reduceStarted, startReduce } from "./reduceTask.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { failJob } from "./deadLetter.js";
@@ -35,7 +40,7 @@ const listParts = async (deps: PipelineDeps, jobId: string): Promise<Map<number,
  * `locate`: adds what the caller can tell of where a merge's error is (a local file's line number).
  */
 export const reduceJob = async (
-  deps: PipelineDeps,
+  deps: PipelineDeps & { readonly queue?: TaskQueue },
   jobId: string,
   merged?: OrderedPartMerge,
   locate: (err: CloudmillError) => Promise<CloudmillError> = async (err) => err,
@@ -52,30 +57,53 @@ export const reduceJob = async (
   }
   if ((await exists(deps.output, failureKey(jobId))) || (await exists(deps.output, cancelKey(jobId)))) return { kind: "ended" };
 
-  const parts = await listParts(deps, jobId);
+  const listed = await listParts(deps, jobId);
+  const partitions = manifest.job.partitions;
+  // A keyed job's reduce parts follow its map parts (ReduceTask).
+  const parts = partitions === undefined ? listed : new Map([...listed].filter(([i]) => i < manifest.chunks));
+  const reduced = listed.size - parts.size;
   // Chunks merged on the local engine's task threads may have no part.
   const done = merged ? merged.covered(parts) : parts.size;
-  if (done < manifest.chunks) {
+  const target = { jobId, output: manifest.output, chunks: taskCount(manifest), done: done + reduced, startedAt: manifest.createdAt };
+  if (done < manifest.chunks || (partitions !== undefined && reduced < partitions)) {
     if (nowOf(deps) > manifest.deadline) {
-      await failJob(
-        deps,
-        { jobId, output: manifest.output, chunks: manifest.chunks, done, startedAt: manifest.createdAt },
-        new CloudmillError(ErrorCode.DEADLINE, `job did not finish before its deadline (${done} of ${manifest.chunks} chunks done)`, {
-          jobId,
-        }),
-      );
+      const of = `${done + reduced} of ${taskCount(manifest)} tasks done`;
+      await failJob(deps, target, new CloudmillError(ErrorCode.DEADLINE, `job did not finish before its deadline (${of})`, { jobId }));
       return { kind: "ended" };
     }
+  }
+  if (done < manifest.chunks) {
     await writeProgress(deps, manifest, done);
-    return { kind: "incomplete", done, chunks: manifest.chunks };
+    return { kind: "incomplete", done, chunks: taskCount(manifest) };
   }
 
   try {
-    const merge = merged ?? new OrderedPartMerge(deps, manifest);
-    const { partial, skipped, sniffed } = await merge.complete(parts);
-    const { op, params } = merge;
-    // JSON has no undefined: an op with nothing to say (a lab op over no records) answers null.
-    const result = op.finalize(partial, params, { inputs: manifest.inputs.map((i) => i.name) }) ?? null;
+    let result: unknown;
+    let skipped: number;
+    let sniffed: readonly SniffedSeparator[];
+    if (partitions !== undefined) {
+      let started = await reduceStarted(deps, jobId);
+      if (!started) {
+        if (!deps.queue) throw new CloudmillError(ErrorCode.INTERNAL, `job ${jobId}: this reducer cannot enqueue reduce tasks`);
+        const merge = merged ?? new OrderedPartMerge(deps, manifest);
+        const stage = await merge.complete(parts);
+        await startReduce({ ...deps, queue: deps.queue }, manifest, stage.partial as ShuffleRefs, stage);
+        started = { at: "", skipped: stage.skipped, sniffed: [...stage.sniffed] };
+        log.info("map stage done; reduce tasks enqueued", { chunks: manifest.chunks, partitions });
+      }
+      if (reduced < partitions) {
+        await writeProgress(deps, manifest, done + reduced);
+        return { kind: "incomplete", done: done + reduced, chunks: taskCount(manifest) };
+      }
+      result = await keyedResult(deps, manifest, (key) => s3Uri(deps.output.name, key));
+      ({ skipped, sniffed } = started);
+    } else {
+      const merge = merged ?? new OrderedPartMerge(deps, manifest);
+      const stage = await merge.complete(parts);
+      ({ skipped, sniffed } = stage);
+      // JSON has no undefined: an op with nothing to say (a lab op over no records) answers null.
+      result = merge.op.finalize(stage.partial, merge.params, { inputs: manifest.inputs.map((i) => i.name) }) ?? null;
+    }
     const status = succeededStatus(manifest, skipped, nowOf(deps), sniffed);
     if (await superseded(deps, manifest.output.status, jobId, manifest.createdAt)) {
       await writeJson(deps.output, succeededKey(jobId), status);
@@ -95,7 +123,7 @@ export const reduceJob = async (
     if (error.code === ErrorCode.ENVIRONMENT) throw error;
     log.error("reduce failed", logFieldsOf(error));
     const located = await locate(error);
-    await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done, startedAt: manifest.createdAt }, located);
+    await failJob(deps, target, located);
     return { kind: "ended" };
   }
 };

@@ -6,15 +6,15 @@
 import { DEFAULTS } from "../constants.js";
 import { enqueuedKey, manifestKey, type OutputKeys } from "../keys.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
-import { Manifest, type InputObject, type TaskJob, type TaskMessage } from "../job/manifest.js";
+import { Manifest, type InputObject, type MapTask, type TaskJob } from "../job/manifest.js";
 import { planChunks } from "../job/planner.js";
-import type { Format, JobSpec } from "../job/spec.js";
+import { MAX_PARTITIONS, type Format, type JobSpec } from "../job/spec.js";
 import type { OpRegistry } from "../ops/registry.js";
-import type { TaskQueue } from "../ports.js";
 import { nowOf, type SplitDeps } from "./deps.js";
 import { exists, writeJson } from "./blobJson.js";
 import { reduceJob } from "./reduce.js";
 import { withCodecs } from "./inputCodecs.js";
+import { enqueueTasks } from "./enqueue.js";
 import { writeProgress } from "./status.js";
 
 export interface JobPlan {
@@ -55,6 +55,10 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
     });
   }
   op.parseParams(spec.params); // fail now, not in every task
+  if (spec.partitions !== undefined && !op.keyed)
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `partitions: op ${op.name} is not keyed (it has one result, not parts)`, {
+      field: "partitions",
+    });
   // Only a lab's op carries a digest in its tasks: built-ins are the image's own code, and older
   // workers (which know no digest field) never meet a task that names one.
   return {
@@ -66,11 +70,16 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
     maxAttempts: spec.maxAttempts,
     ...(spec.taskTimeoutSeconds !== undefined ? { taskTimeoutSeconds: spec.taskTimeoutSeconds } : {}),
     ...(spec.maxRecordBytes !== undefined ? { maxRecordBytes: spec.maxRecordBytes } : {}),
+    ...(op.keyed && spec.partitions !== undefined ? { partitions: spec.partitions } : {}),
   };
 };
 
-/** How many task messages to build at once (bounds memory for million-chunk jobs). */
-const ENQUEUE_SLICE = 1000;
+/** A keyed job's partitions: as asked, or one per DEFAULTS.bytesPerPartition of input. */
+const withPartitions = (job: TaskJob, registry: OpRegistry, inputs: readonly InputObject[]): TaskJob => {
+  if (!registry.get(job.op).keyed || job.partitions !== undefined) return job;
+  const bytes = inputs.reduce((n, i) => n + i.size, 0);
+  return { ...job, partitions: Math.min(MAX_PARTITIONS, Math.max(1, Math.ceil(bytes / DEFAULTS.bytesPerPartition))) };
+};
 
 export interface StartedJob {
   readonly manifest: Manifest;
@@ -78,21 +87,8 @@ export interface StartedJob {
   readonly duplicate: boolean;
 }
 
-/** Sends task messages, a slice at a time (a job may have a million). */
-export const enqueueTasks = async (queue: TaskQueue, tasks: Iterable<TaskMessage>): Promise<void> => {
-  let batch: string[] = [];
-  for (const task of tasks) {
-    batch.push(JSON.stringify(task));
-    if (batch.length === ENQUEUE_SLICE) {
-      await queue.sendBatch(batch);
-      batch = [];
-    }
-  }
-  if (batch.length) await queue.sendBatch(batch);
-};
-
 /** The task messages of these chunks of a started job, as startJob sent them. */
-export const tasksOf = (manifest: Manifest, indexes: readonly number[]): TaskMessage[] => {
+export const tasksOf = (manifest: Manifest, indexes: readonly number[]): MapTask[] => {
   const plan = planChunks(manifest.inputs, manifest.chunkSize);
   return indexes.map((i) => ({ v: 1, jobId: manifest.jobId, chunk: plan.chunkAt(i), job: manifest.job }));
 };
@@ -103,7 +99,7 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
   const now = nowOf(deps);
   const deadline = now + plan.deadlineSeconds * 1000;
   // Every task carries the deadline, so a worker that meets a task of an overdue job fails the job.
-  const job: TaskJob = { ...plan.job, deadline };
+  const job: TaskJob = { ...withPartitions(plan.job, deps.registry, plan.inputs), deadline };
   const manifest: Manifest = Manifest.parse({
     v: 1,
     jobId: plan.jobId,
@@ -129,7 +125,7 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
   await enqueueTasks(
     deps.queue,
     (function* () {
-      for (const chunk of plannedChunks.chunks()) yield { v: 1, jobId: plan.jobId, chunk, job } satisfies TaskMessage;
+      for (const chunk of plannedChunks.chunks()) yield { v: 1, jobId: plan.jobId, chunk, job } satisfies MapTask;
     })(),
   );
   await writeJson(deps.output, enqueuedKey(plan.jobId), { at: new Date(nowOf(deps)).toISOString(), chunks: manifest.chunks });

@@ -6,7 +6,7 @@
 import { z } from "zod";
 import { cancelKey, failureKey, succeededKey } from "../keys.js";
 import type { CloudmillError, ErrorContext } from "../errors.js";
-import { JobStatus, type Manifest } from "../job/manifest.js";
+import { JobStatus, taskCount, type Manifest } from "../job/manifest.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJsonIfExists, writeJson } from "./blobJson.js";
 
@@ -27,6 +27,7 @@ export const statusErrorOf = (err: CloudmillError): StatusError => {
     ...(c.block !== undefined ? { block: c.block } : {}),
     ...(c.line !== undefined ? { line: c.line } : {}),
     ...(c.chunk !== undefined ? { chunk: c.chunk } : {}),
+    ...(c.partition !== undefined ? { partition: c.partition } : {}),
   };
 };
 
@@ -42,7 +43,7 @@ export const statusContext = (e: StatusError): ErrorContext => ({
 
 const base = (m: Manifest) => ({
   jobId: m.jobId,
-  chunks: m.chunks,
+  chunks: taskCount(m),
   op: m.job.op,
   ...(m.job.opDigest !== undefined ? { opDigest: m.job.opDigest } : {}),
   inputs: m.inputs.map((i) => i.name),
@@ -59,7 +60,7 @@ export const succeededStatus = (
 ): JobStatus => ({
   ...base(m),
   state: "succeeded",
-  done: m.chunks,
+  done: taskCount(m),
   finishedAt: new Date(now).toISOString(),
   ...(skipped ? { skipped } : {}),
   ...(sniffed.length ? { csv: [...sniffed] } : {}),

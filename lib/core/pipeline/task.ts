@@ -4,7 +4,7 @@
  */
 import { cancelKey, chunkErrorKey, failureKey, partKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
-import { chunkBytes, chunkParts, type Chunk, type TaskMessage } from "../job/manifest.js";
+import { chunkBytes, chunkParts, isReduceTask, taskIndex, type Chunk, type MapTask, type TaskMessage } from "../job/manifest.js";
 import { mapInOrder } from "../mapInOrder.js";
 import type { MapContext } from "../ops/types.js";
 import { csvOptions, type FormatOptions } from "../ops/formatReaders.js";
@@ -28,6 +28,10 @@ import { keptErrorOf, type Part, type Reading } from "./part.js";
 import { statusErrorOf } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
 import { readItems, runItems, type ChunkItem } from "./items.js";
+import { reducePartition, shufflePart } from "./reduceTask.js";
+import { mergeTables } from "../ops/keyedOp.js";
+import type { KeyedTable } from "../shuffle/shuffleRun.js";
+import type { ReduceTask } from "../job/manifest.js";
 
 export type TaskOutcome =
   | { readonly kind: "done"; readonly bytes: number; readonly skipped: number; readonly partial: unknown }
@@ -84,13 +88,16 @@ export interface RunTaskOptions {
 
 export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: RunTaskOptions = {}): Promise<TaskOutcome> => {
   const { signal, writePart = true, checkOpDigest = true, drain } = options;
-  const { jobId, chunk, job } = task;
+  const { jobId, job } = task;
   const output = deps.output;
-  const key = partKey(jobId, chunk.index);
+  const key = partKey(jobId, taskIndex(task));
   if (await exists(output, key)) return { kind: "duplicate" };
   if ((await exists(output, failureKey(jobId))) || (await exists(output, cancelKey(jobId)))) return { kind: "job-ended" };
   const deadline = job.deadline;
-  const map = (s: AbortSignal | undefined) => mapChunk(deps, task, { writePart, checkOpDigest, ...(drain ? { drain } : {}) }, s);
+  const map = (s: AbortSignal | undefined): Promise<TaskOutcome> =>
+    isReduceTask(task)
+      ? reduceTaskOutcome(deps, task, s)
+      : mapChunk(deps, task, { writePart, checkOpDigest, ...(drain ? { drain } : {}) }, s);
   if (deadline === undefined) return map(signal);
   const left = deadline - nowOf(deps);
   if (left <= 0) throw deadlineError(jobId, deadline);
@@ -117,9 +124,19 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
 /** Objects of a packed chunk read at once. */
 const PACK_READS = 4;
 
+/** A reduce task of a keyed job (reduceTask.ts); its errors name the job and partition. */
+const reduceTaskOutcome = async (deps: PipelineDeps, task: ReduceTask, signal?: AbortSignal): Promise<TaskOutcome> => {
+  try {
+    const { bytes, partial } = await reducePartition(deps, task, signal ? { signal } : {});
+    return { kind: "done", bytes, skipped: 0, partial };
+  } catch (err) {
+    throw toCloudmillError(err).withContext({ jobId: task.jobId, partition: task.reduce.partition });
+  }
+};
+
 const mapChunk = async (
   deps: PipelineDeps,
-  task: TaskMessage,
+  task: MapTask,
   options: { readonly writePart: boolean; readonly checkOpDigest: boolean; readonly drain?: AbortSignal },
   signal?: AbortSignal,
 ): Promise<TaskOutcome> => {
@@ -173,6 +190,12 @@ const mapChunk = async (
       );
       part = parts.length === 1 ? parts[0]! : packedPart(task, op, parts);
     }
+    if (op.keyed) {
+      const partitions = job.partitions;
+      if (partitions === undefined)
+        throw new CloudmillError(ErrorCode.INTERNAL, `op ${op.name} is keyed, but the task names no partitions`);
+      part = await shufflePart(deps, jobId, partitions, part);
+    }
     if (writePart) await writeJson(deps.output, key, part);
     return { kind: "done", bytes: chunkBytes(chunk), skipped: part.skipped, partial: part.partial };
   } catch (err) {
@@ -185,7 +208,7 @@ const mapChunk = async (
 };
 
 /** The part of one input's range (a packed chunk's object, read whole, or a chunk of its own). */
-const mapObject = async (deps: PipelineDeps, task: TaskMessage, op: AnyOp, signal?: AbortSignal): Promise<Part> => {
+const mapObject = async (deps: PipelineDeps, task: MapTask, op: AnyOp, signal?: AbortSignal): Promise<Part> => {
   const { chunk, job } = task;
   const store = deps.inputStore(chunk.input.bucket);
   // The separator this input is read with (a .tsv's tab, or sniffed) goes to the op as its param.
@@ -217,15 +240,26 @@ const mapObject = async (deps: PipelineDeps, task: TaskMessage, op: AnyOp, signa
  * parts the same way). Each object was read whole, from its first byte, so a CSV's quote state
  * starts afresh after it, as it does at the next input.
  */
-const packedPart = (task: TaskMessage, op: AnyOp, parts: readonly Part[]): Part => {
-  const merger = op.merger(op.parseParams(task.job.params));
-  for (const p of parts) merger.add(p.partial);
+const packedPart = (task: MapTask, op: AnyOp, parts: readonly Part[]): Part => {
+  const params = op.parseParams(task.job.params);
+  let partial: unknown;
+  if (op.keyed)
+    partial = mergeTables(
+      op,
+      params,
+      parts.map((p) => p.partial as KeyedTable),
+    );
+  else {
+    const merger = op.merger(params);
+    for (const p of parts) merger.add(p.partial);
+    partial = merger.value();
+  }
   const sniffed = parts.flatMap((p) => (p.sniffed === undefined ? [] : [p.sniffed].flat()));
   return {
     v: 1,
     jobId: task.jobId,
     index: task.chunk.index,
-    partial: merger.value(),
+    partial,
     skipped: parts.reduce((n, p) => n + p.skipped, 0),
     ...(parts.some((p) => p.quotes) ? { quotes: { first: true, odd: false } } : {}),
     ...(sniffed.length > 0 ? { sniffed } : {}),
@@ -268,7 +302,7 @@ interface RecordJob {
  * (QuoteSpeculation in part.ts). A reading the wrong guess made usually ends at its first
  * record, on a quote that cannot pair up; its error is kept, raised only if it is chosen.
  */
-const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob, signal?: AbortSignal): Promise<Part> => {
+const mapRecords = async (deps: PipelineDeps, task: MapTask, job: RecordJob, signal?: AbortSignal): Promise<Part> => {
   const { jobId, chunk } = task;
   const { onBadRecord } = task.job;
   const store = deps.inputStore(chunk.input.bucket);
@@ -435,7 +469,7 @@ const mapRecords = async (deps: PipelineDeps, task: TaskMessage, job: RecordJob,
 };
 
 /** The refusal of the chunk's input if its first bytes are a compressed or archive format (best effort). */
-const compressedInputOf = async (deps: PipelineDeps, task: TaskMessage, signal?: AbortSignal): Promise<CloudmillError | undefined> => {
+const compressedInputOf = async (deps: PipelineDeps, task: MapTask, signal?: AbortSignal): Promise<CloudmillError | undefined> => {
   const { input } = task.chunk;
   // A compressed input's first bytes say what its codec is, not what the data is.
   if (input.codec) return undefined;
@@ -448,7 +482,7 @@ const compressedInputOf = async (deps: PipelineDeps, task: TaskMessage, signal?:
 
 /** Records a chunk's latest error, so the job's failure can name it (the dead-letter handler reads it). */
 const recordChunkError = async (deps: PipelineDeps, task: TaskMessage, error: CloudmillError, attempt: number): Promise<void> => {
-  await writeJson(deps.output, chunkErrorKey(task.jobId, task.chunk.index), {
+  await writeJson(deps.output, chunkErrorKey(task.jobId, taskIndex(task)), {
     attempt,
     at: new Date().toISOString(),
     error: statusErrorOf(error),

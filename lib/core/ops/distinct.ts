@@ -1,0 +1,43 @@
+/**
+ * `distinct`: every distinct key and how many records have it, all of them (not a top k): a
+ * line of text, or one or more CSV columns / JSONL fields. One JSON line per key in the job's parts.
+ */
+import { z } from "zod";
+import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
+import { forEachLine, previewText } from "../records/lines.js";
+import { forEachRecord, formatParamsHelp, formatParamsShape, type FormatOptions } from "./formatReaders.js";
+import { keyedOp } from "./keyedOp.js";
+import { parseOpParams, stringParam } from "./params.js";
+import { fieldList, fieldReader, keyOfFields, keyValue } from "./recordFields.js";
+
+export interface DistinctParams extends FormatOptions {
+  readonly key?: string | undefined;
+}
+
+const REPLACEMENT = "\uFFFD";
+
+export const distinct = keyedOp<DistinctParams>({
+  name: "distinct",
+  description: "every distinct line (or csv/jsonl key) with its count, all of them; one JSON line per key",
+  formats: ["lines", "csv", "jsonl"],
+  paramsHelp: [...formatParamsHelp, "key=COL[,COL]       csv/jsonl: the column(s) or field(s) that make the key (lines: the line)"],
+  parseParams: (raw) => parseOpParams("distinct", z.strictObject({ ...formatParamsShape, key: stringParam(1000).optional() }), raw),
+  pairs(params, ctx) {
+    if (ctx.format === "lines") {
+      return (block, emit) =>
+        forEachLine(block, (s, e, offset) => {
+          const text = block.bytes.toString("utf8", s, e);
+          // Two lines whose bytes differ must not meet as one key: bytes that are not UTF-8 are refused.
+          if (text.includes(REPLACEMENT) && !Buffer.from(text, "utf8").equals(block.bytes.subarray(s, e)))
+            return ctx.bad(badRecord(`line is not valid UTF-8: ${JSON.stringify(previewText(block.bytes, s, e))}`, offset));
+          emit(text, 1);
+        });
+    }
+    if (params.key === undefined)
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `distinct of ${ctx.format} records needs key=COL[,COL]`, { field: "params.key" });
+    const keyOf = keyOfFields(fieldList(params.key).map((name) => fieldReader(name, "key", ctx.format, ctx)));
+    return (block, emit) => forEachRecord(block, ctx.format, params, ctx, (record, offset) => emit(keyOf(record, offset), 1));
+  },
+  combine: (a, b) => (a as number) + (b as number),
+  row: (key, value, params) => ({ key: params.key === undefined ? key : keyValue(key), count: value as number }),
+});

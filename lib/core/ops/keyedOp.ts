@@ -1,0 +1,59 @@
+/**
+ * Keyed ops: a map that emits (key, value) pairs, an associative `combine` of one key's values
+ * and a `row` per key. The pipeline combines pairs map-side, partitions them by key into the
+ * shuffle, and reduce tasks on the fleet write one JSON line per key to the job's parts.
+ */
+import { CloudmillError, ErrorCode } from "../errors.js";
+import type { Format, Params } from "../job/spec.js";
+import type { RecordBlock } from "../records/alignedBlocks.js";
+import { ShuffleRef, type KeyedTable } from "../shuffle/shuffleRun.js";
+import type { AnyOp, MapContext, Op } from "./types.js";
+
+export interface KeyedOpDefinition<P> {
+  readonly name: string;
+  readonly description: string;
+  readonly formats: readonly Format[];
+  readonly paramsHelp: readonly string[];
+  parseParams(raw: Params): P;
+  /** A reader of a chunk's blocks that calls emit with each record's pairs. */
+  pairs(params: P, ctx: MapContext): (block: RecordBlock, emit: (key: string, value: unknown) => void) => void;
+  combine(a: unknown, b: unknown, params: P): unknown;
+  row(key: string, value: unknown, params: P): unknown;
+}
+
+/** What the map stage of a keyed job merges to: each chunk's shuffle output, in chunk order. */
+export type ShuffleRefs = ShuffleRef[];
+
+export const keyedOp = <P>(def: KeyedOpDefinition<P>): Op<P, unknown, never> => ({
+  name: def.name,
+  description: def.description,
+  formats: def.formats,
+  paramsHelp: def.paramsHelp,
+  parseParams: def.parseParams,
+  keyed: { combine: def.combine, row: def.row },
+  mapper(params, ctx) {
+    const table = new Map<string, unknown>();
+    const read = def.pairs(params, ctx);
+    const emit = (key: string, value: unknown): void => {
+      table.set(key, table.has(key) ? def.combine(table.get(key), value, params) : value);
+    };
+    return { block: (block) => read(block, emit), finish: (): KeyedTable => [...table] };
+  },
+  merger() {
+    const refs: ShuffleRefs = [];
+    return { add: (p) => void refs.push(ShuffleRef.parse(p)), value: () => refs };
+  },
+  finalize() {
+    throw new CloudmillError(ErrorCode.INTERNAL, `${def.name}: a keyed op's result is written by its reduce tasks`);
+  },
+});
+
+export const isKeyedOp = (op: AnyOp): boolean => op.keyed !== undefined;
+
+/** Several tables (a packed chunk's objects) as one, values of a key combined in table order. */
+export const mergeTables = (op: AnyOp, params: unknown, tables: readonly KeyedTable[]): KeyedTable => {
+  if (tables.length === 1) return tables[0]!;
+  const merged = new Map<string, unknown>();
+  for (const table of tables) for (const [k, v] of table) merged.set(k, merged.has(k) ? op.keyed!.combine(merged.get(k), v, params) : v);
+  return [...merged];
+};

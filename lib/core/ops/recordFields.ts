@@ -1,0 +1,71 @@
+/**
+ * Naming a field of a record, for ops that key or aggregate by column: a CSV column by name
+ * (with a header) or 1-based index, a JSONL field by dotted path.
+ */
+import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
+import type { Format } from "../job/spec.js";
+import { getPath } from "./formatReaders.js";
+import type { MapContext } from "./types.js";
+
+/** Reads one field of a record as forEachRecord hands it over; undefined when the record has none. */
+export type FieldReader = (record: unknown, offset: number) => string | number | boolean | null | undefined;
+
+/** `a,b` → the names; a name or index per entry, none empty. */
+export const fieldList = (param: string): string[] => param.split(",").map((s) => s.trim());
+
+/** A reader of one named field (`param`: the op param it came from, for messages). */
+export const fieldReader = (name: string, param: string, format: Format, ctx: MapContext): FieldReader => {
+  if (name === "") throw new CloudmillError(ErrorCode.INVALID_SPEC, `param ${param}: empty field name`, { field: `params.${param}` });
+  if (format === "jsonl") {
+    const path = name.split(".");
+    return (record) => {
+      const v = getPath(record, path);
+      if (v === undefined || v === null || typeof v === "string" || typeof v === "number" || typeof v === "boolean") return v;
+      return JSON.stringify(v);
+    };
+  }
+  if (format !== "csv") throw new CloudmillError(ErrorCode.INVALID_SPEC, `param ${param}: only csv and jsonl records have fields`);
+  const header = ctx.header;
+  const byIndex = /^\d+$/.test(name) ? Number(name) - 1 : undefined;
+  if (byIndex !== undefined && byIndex < 0) throw new CloudmillError(ErrorCode.INVALID_SPEC, `param ${param}: columns count from 1`);
+  if (!header) {
+    if (byIndex === undefined)
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        `param ${param}: column ${JSON.stringify(name)} is a name but the input has no header`,
+        {
+          field: `params.${param}`,
+          input: ctx.inputName,
+        },
+      );
+    return (record, offset) => {
+      const fields = record as string[];
+      if (byIndex >= fields.length) throw badRecord(`no column ${byIndex + 1} (the row has ${fields.length})`, offset);
+      return fields[byIndex]!;
+    };
+  }
+  const column = byIndex !== undefined && !header.includes(name) ? header[byIndex] : name;
+  if (column === undefined || !header.includes(column)) {
+    throw new CloudmillError(
+      ErrorCode.INVALID_SPEC,
+      `param ${param}: no column ${JSON.stringify(name)} in the header (columns: ${header.join(", ")})`,
+      { field: `params.${param}`, input: ctx.inputName },
+    );
+  }
+  return (record) => (record as Record<string, string>)[column]!;
+};
+
+/**
+ * A key from several fields: the JSON array of their values, so that every combination of
+ * values (a missing one as null) is a key of its own, whatever characters the values hold.
+ */
+export const keyOfFields = (readers: readonly FieldReader[]): ((record: unknown, offset: number) => string) =>
+  readers.length === 1
+    ? (record, offset) => JSON.stringify([readers[0]!(record, offset) ?? null])
+    : (record, offset) => JSON.stringify(readers.map((r) => r(record, offset) ?? null));
+
+/** A key made by keyOfFields, as the output shows it: the value, or the array of values. */
+export const keyValue = (key: string): unknown => {
+  const values = JSON.parse(key) as unknown[];
+  return values.length === 1 ? values[0] : values;
+};

@@ -1,0 +1,203 @@
+/**
+ * A keyed job's second stage. Once every map part exists, the reducer writes each partition's
+ * plan (the shuffle segments it merges) and enqueues one reduce task per partition; a reduce
+ * task on the fleet merges its segments in bounded memory (RunMerge) and writes its partition
+ * of the output, one JSON line per key in key order, then its part. Keys of everything it
+ * writes are pure functions of (job, partition), and its bytes of the shuffle alone, so a
+ * duplicated or repeated reduce task writes the very same objects.
+ */
+import { randomUUID } from "node:crypto";
+import { z } from "zod";
+import { DEFAULTS } from "../constants.js";
+import { CloudmillError, ErrorCode } from "../errors.js";
+import { outputPartKey, partKey, reduceEnqueuedKey, reducePlanKey, shuffleKey, spillPrefix } from "../keys.js";
+import { mapInOrder } from "../mapInOrder.js";
+import type { Manifest, ReduceTask } from "../job/manifest.js";
+import { encodeShuffle, type KeyedTable, type ShuffleRef } from "../shuffle/shuffleRun.js";
+import { RunMerge } from "../shuffle/runMerge.js";
+import type { AnyOp } from "../ops/types.js";
+import type { BlobStore, TaskQueue } from "../ports.js";
+import { nowOf, type PipelineDeps } from "./deps.js";
+import { readBytes, readJson, readJsonIfExists, writeJson } from "./blobJson.js";
+import type { Part, Reading } from "./part.js";
+import { SniffedSeparator } from "./part.js";
+import { enqueueTasks } from "./enqueue.js";
+
+/** The segments one reduce task merges: [shuffle object, start, end], in chunk order. */
+export const ReducePlan = z.strictObject({
+  v: z.literal(1),
+  jobId: z.string(),
+  partition: z.number().int().nonnegative(),
+  segments: z.array(z.tuple([z.string(), z.number().int().nonnegative(), z.number().int().nonnegative()])),
+});
+export type ReducePlan = z.infer<typeof ReducePlan>;
+
+/** What a reduce task's part holds: its output object and what is in it. */
+export const ReducedPartition = z.strictObject({
+  key: z.string(),
+  records: z.number().int().nonnegative(),
+  bytes: z.number().int().nonnegative(),
+  /** Bytes the merge wrote to scratch (0: it fit in memory). */
+  spilledBytes: z.number().int().nonnegative(),
+});
+export type ReducedPartition = z.infer<typeof ReducedPartition>;
+
+/** Written once a keyed job's reduce tasks are enqueued: what the map stage's merge learnt. */
+export const ReduceStarted = z.strictObject({
+  at: z.string(),
+  skipped: z.number().int().nonnegative(),
+  sniffed: z.array(SniffedSeparator),
+});
+export type ReduceStarted = z.infer<typeof ReduceStarted>;
+
+/** A keyed job's result: where its parts are. */
+export interface KeyedResult {
+  readonly records: number;
+  readonly partitions: number;
+  readonly parts: readonly { readonly key: string; readonly records: number; readonly bytes: number }[];
+}
+
+/** Shuffle objects and plans written at once. */
+const WRITES_AT_ONCE = 16;
+/** Segments a reduce task reads ahead of the one it merges. */
+const READ_AHEAD = 4;
+
+/**
+ * A keyed op's part: each reading's table written to the shuffle (partitioned and sorted by
+ * key), and in its place the reference a reduce task follows.
+ */
+export const shufflePart = async (deps: PipelineDeps, jobId: string, partitions: number, part: Part): Promise<Part> => {
+  const write = async (table: unknown, reading: number): Promise<ShuffleRef> => {
+    const key = shuffleKey(jobId, part.index, reading);
+    const { bytes, segments } = encodeShuffle(table as KeyedTable, partitions);
+    await deps.output.put(key, bytes);
+    return { key, segments };
+  };
+  const q = part.quotes;
+  const inside = q?.inside;
+  const [outRef, insideRef] = await Promise.all([
+    // A reading that ended in an error has no table (its partial is null): it is never chosen.
+    part.partial === null ? Promise.resolve(null) : write(part.partial, 0),
+    inside && !inside.error ? write(inside.partial, 1) : Promise.resolve(undefined),
+  ]);
+  const insideReading: Reading | undefined = inside ? { ...inside, partial: insideRef ?? null } : undefined;
+  return { ...part, partial: outRef, ...(q ? { quotes: { ...q, ...(insideReading ? { inside: insideReading } : {}) } } : {}) };
+};
+
+/**
+ * Writes each partition's plan and enqueues the reduce tasks, then marks them enqueued (so a
+ * later call does nothing). Two reducers may both get this far: their tasks are duplicates,
+ * which find their part written and stop.
+ */
+export const startReduce = async (
+  deps: PipelineDeps & { readonly queue: TaskQueue },
+  manifest: Manifest,
+  refs: readonly ShuffleRef[],
+  merged: { readonly skipped: number; readonly sniffed: readonly SniffedSeparator[] },
+): Promise<void> => {
+  const { jobId, job } = manifest;
+  const partitions = job.partitions!;
+  const plans: ReducePlan[] = Array.from({ length: partitions }, (_, partition) => ({ v: 1, jobId, partition, segments: [] }));
+  for (const ref of refs) for (const [p, start, end] of ref.segments) plans[p]!.segments.push([ref.key, start, end]);
+  await mapInOrder(plans, WRITES_AT_ONCE, (plan) => writeJson(deps.output, reducePlanKey(jobId, plan.partition), plan));
+  await enqueueTasks(
+    deps.queue,
+    plans.map((plan): ReduceTask => ({ v: 1, jobId, reduce: { partition: plan.partition, chunks: manifest.chunks }, job })),
+  );
+  const started: ReduceStarted = { at: new Date(nowOf(deps)).toISOString(), skipped: merged.skipped, sniffed: [...merged.sniffed] };
+  await writeJson(deps.output, reduceEnqueuedKey(jobId), started);
+};
+
+export interface ReduceOptions {
+  readonly signal?: AbortSignal;
+}
+
+/** Where a reduce task spills, and past how many bytes: the worker's local disk, or else the output store. */
+export interface SpillConfig {
+  readonly scratch?: BlobStore;
+  readonly spillBytes?: number;
+}
+
+const keyedOf = (op: AnyOp) => {
+  if (!op.keyed) throw new CloudmillError(ErrorCode.INTERNAL, `op ${op.name} is not keyed, but a reduce task names it`);
+  return op.keyed;
+};
+
+/** Runs one reduce task: merges its partition's segments and writes its output part, then its part. */
+export const reducePartition = async (
+  deps: PipelineDeps & SpillConfig,
+  task: ReduceTask,
+  options: ReduceOptions = {},
+): Promise<{ readonly bytes: number; readonly partial: ReducedPartition }> => {
+  const { signal } = options;
+  const { jobId, job } = task;
+  const { partition, chunks } = task.reduce;
+  const op = deps.registry.get(job.op);
+  const keyed = keyedOf(op);
+  const params = op.parseParams(job.params);
+  const plan = await readJson(deps.output, reducePlanKey(jobId, partition), ReducePlan, signal);
+  const merge = new RunMerge({
+    combine: (a, b) => keyed.combine(a, b, params),
+    spillBytes: deps.spillBytes ?? DEFAULTS.reduceSpillBytes,
+    scratch: deps.scratch ?? deps.output,
+    prefix: spillPrefix(jobId, partition, randomUUID()),
+    ...(signal ? { signal } : {}),
+  });
+  let read = 0;
+  const segments = plan.segments;
+  const fetch = (i: number) => {
+    const [key, start, end] = segments[i]!;
+    const p = readBytes(deps.output, key, signal, { start, end });
+    p.catch(() => undefined);
+    return p;
+  };
+  const ahead: Promise<Buffer>[] = [];
+  for (let i = 0; i < Math.min(READ_AHEAD, segments.length); i++) ahead.push(fetch(i));
+  for (let i = 0; i < segments.length; i++) {
+    const bytes = await ahead.shift()!;
+    if (i + READ_AHEAD < segments.length) ahead.push(fetch(i + READ_AHEAD));
+    read += bytes.length;
+    await merge.addRun(bytes, `${segments[i]![0]} bytes ${segments[i]![1]}-${segments[i]![2]}`);
+  }
+  const pieces: Buffer[] = [];
+  let text = "";
+  let records = 0;
+  const { spilledBytes } = await merge.finish((key, value) => {
+    text += `${JSON.stringify(keyed.row(key, value, params))}\n`;
+    records++;
+    if (text.length >= 1 << 20) {
+      pieces.push(Buffer.from(text, "utf8"));
+      text = "";
+    }
+  });
+  pieces.push(Buffer.from(text, "utf8"));
+  const body = Buffer.concat(pieces);
+  const key = outputPartKey(jobId, partition);
+  await deps.output.put(key, body, { contentType: "application/x-ndjson" });
+  const partial: ReducedPartition = { key, records, bytes: body.length, spilledBytes };
+  const part: Part = { v: 1, jobId, index: chunks + partition, partial, skipped: 0 };
+  await writeJson(deps.output, partKey(jobId, chunks + partition), part);
+  return { bytes: read, partial };
+};
+
+/** A keyed job's result once every reduce part exists: its parts, in partition order. */
+export const keyedResult = async (deps: PipelineDeps, manifest: Manifest, uri: (key: string) => string): Promise<KeyedResult> => {
+  const partitions = manifest.job.partitions!;
+  const parts = await mapInOrder(
+    Array.from({ length: partitions }, (_, p) => p),
+    WRITES_AT_ONCE,
+    async (p) => {
+      const part = await readJson(deps.output, partKey(manifest.jobId, manifest.chunks + p), z.object({ partial: ReducedPartition }));
+      return part.partial;
+    },
+  );
+  return {
+    records: parts.reduce((n, p) => n + p.records, 0),
+    partitions,
+    parts: parts.map((p) => ({ key: uri(p.key), records: p.records, bytes: p.bytes })),
+  };
+};
+
+/** Whether the reduce tasks are enqueued, and what the map stage's merge learnt. */
+export const reduceStarted = (deps: PipelineDeps, jobId: string): Promise<ReduceStarted | undefined> =>
+  readJsonIfExists(deps.output, reduceEnqueuedKey(jobId), ReduceStarted);

@@ -1,0 +1,226 @@
+/**
+ * A reduce task's merge, in bounded memory. Pairs are combined by key in memory until they
+ * hold `spillBytes`; then they are sorted and written out as a run (to the worker's local disk,
+ * or wherever `scratch` is), and memory starts afresh. At the end the runs, and what is still
+ * in memory, are merged by key in one streaming pass (several, when there are more runs than
+ * `fanIn`), so memory holds at most the spill threshold plus one read buffer per run.
+ */
+import { CloudmillError, ErrorCode } from "../errors.js";
+import type { BlobStore } from "../ports.js";
+import { compareKeys } from "./keyOrder.js";
+import { forEachPair, pairLine, sortTable, type KeyedTable } from "./shuffleRun.js";
+
+export interface RunMergeOptions {
+  combine(a: unknown, b: unknown): unknown;
+  /** Bytes of pairs (as their JSON lines) held in memory before they are spilled. */
+  readonly spillBytes: number;
+  /** Where spilled runs go; each merge writes under its own prefix and removes what it wrote. */
+  readonly scratch: BlobStore;
+  readonly prefix: string;
+  /** Most runs merged at once. */
+  readonly fanIn?: number;
+  readonly signal?: AbortSignal;
+}
+
+/** What a merge cost: bytes and runs written to scratch. */
+export interface MergeStats {
+  readonly spilledBytes: number;
+  readonly runs: number;
+}
+
+/** Rough bytes a key costs in a Map beyond its line. */
+const ENTRY_OVERHEAD = 64;
+
+/** Pairs from a sorted run, a read at a time. */
+interface Cursor {
+  readonly key: string;
+  readonly value: unknown;
+  /** Moves to the next pair; false at the run's end. */
+  advance(): Promise<boolean>;
+}
+
+const memoryCursor = async (table: KeyedTable): Promise<Cursor | undefined> => {
+  let i = 0;
+  if (table.length === 0) return undefined;
+  const c = {
+    key: table[0]![0],
+    value: table[0]![1],
+    advance: async () => {
+      if (++i >= table.length) return false;
+      c.key = table[i]![0];
+      c.value = table[i]![1];
+      return true;
+    },
+  };
+  return c;
+};
+
+const storedCursor = async (store: BlobStore, key: string, signal?: AbortSignal): Promise<Cursor | undefined> => {
+  const reads = (await store.get(key, signal ? { signal } : {}))[Symbol.asyncIterator]();
+  let pending: Buffer = Buffer.alloc(0);
+  let batch: KeyedTable = [];
+  let i = 0;
+  /** Reads until at least one whole line is held; false at the end. */
+  const fill = async (): Promise<boolean> => {
+    for (;;) {
+      const last = pending.lastIndexOf(0x0a);
+      if (last !== -1) {
+        batch = [];
+        forEachPair(pending.subarray(0, last), `spilled run ${key}`, (k, v) => batch.push([k, v]));
+        pending = pending.subarray(last + 1);
+        i = 0;
+        if (batch.length > 0) return true;
+      }
+      const next = await reads.next();
+      if (next.done) {
+        if (pending.length > 0) throw new CloudmillError(ErrorCode.INTERNAL, `spilled run ${key} ends mid-line`);
+        return false;
+      }
+      pending = pending.length === 0 ? Buffer.from(next.value) : Buffer.concat([pending, next.value]);
+    }
+  };
+  if (!(await fill())) return undefined;
+  const c = {
+    key: batch[0]![0],
+    value: batch[0]![1],
+    advance: async () => {
+      if (++i >= batch.length && !(await fill())) return false;
+      c.key = batch[i]![0];
+      c.value = batch[i]![1];
+      return true;
+    },
+  };
+  return c;
+};
+
+/** Merges sorted cursors by key, combining equal keys, and hands each key once to emit, in key order. */
+const mergeCursors = async (
+  cursors: Cursor[],
+  combine: (a: unknown, b: unknown) => unknown,
+  emit: (key: string, value: unknown) => void | Promise<void>,
+): Promise<void> => {
+  // A binary heap on the cursors' current keys.
+  const heap = cursors;
+  const less = (a: number, b: number): boolean => compareKeys(heap[a]!.key, heap[b]!.key) < 0;
+  const swap = (a: number, b: number): void => {
+    const t = heap[a]!;
+    heap[a] = heap[b]!;
+    heap[b] = t;
+  };
+  const down = (at: number): void => {
+    let i = at;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < heap.length && less(l, m)) m = l;
+      if (r < heap.length && less(r, m)) m = r;
+      if (m === i) return;
+      swap(i, m);
+      i = m;
+    }
+  };
+  for (let i = (heap.length >> 1) - 1; i >= 0; i--) down(i);
+  let key: string | undefined;
+  let value: unknown;
+  while (heap.length > 0) {
+    const top = heap[0]!;
+    if (key === top.key) value = combine(value, top.value);
+    else {
+      if (key !== undefined) await emit(key, value);
+      key = top.key;
+      value = top.value;
+    }
+    if (!(await top.advance())) {
+      heap[0] = heap[heap.length - 1]!;
+      heap.pop();
+    }
+    down(0);
+  }
+  if (key !== undefined) await emit(key, value);
+};
+
+export class RunMerge {
+  readonly #options: RunMergeOptions;
+  #held = new Map<string, unknown>();
+  #heldBytes = 0;
+  readonly #runs: string[] = [];
+  #spilledBytes = 0;
+  #written = 0;
+
+  constructor(options: RunMergeOptions) {
+    if (!(options.spillBytes > 0)) throw new CloudmillError(ErrorCode.INTERNAL, "spillBytes must be positive");
+    this.#options = options;
+  }
+
+  /** Adds one run's bytes (`[key, value]` lines); spills when memory holds the threshold. */
+  async addRun(bytes: Buffer, where: string): Promise<void> {
+    const { combine } = this.#options;
+    forEachPair(bytes, where, (key, value) => {
+      if (this.#held.has(key)) this.#held.set(key, combine(this.#held.get(key), value));
+      else {
+        this.#held.set(key, value);
+        this.#heldBytes += key.length * 2 + ENTRY_OVERHEAD;
+      }
+    });
+    // Values grow as they combine: count the run's bytes too, so a few hot keys still spill.
+    this.#heldBytes += bytes.length >> 2;
+    if (this.#heldBytes >= this.#options.spillBytes) await this.#spill();
+  }
+
+  async #spill(): Promise<void> {
+    const table = sortTable([...this.#held]);
+    this.#held = new Map();
+    this.#heldBytes = 0;
+    await this.#writeRun(async (write) => {
+      for (const [k, v] of table) await write(pairLine(k, v));
+    });
+  }
+
+  /** Writes a run from what `fill` writes, in pieces of about a MiB joined into one object. */
+  async #writeRun(fill: (write: (line: string) => Promise<void>) => Promise<void>): Promise<string> {
+    const key = `${this.#options.prefix}run-${String(this.#written++).padStart(5, "0")}`;
+    const pieces: Buffer[] = [];
+    let text = "";
+    await fill(async (line) => {
+      text += line;
+      if (text.length >= 1 << 20) {
+        pieces.push(Buffer.from(text, "utf8"));
+        text = "";
+      }
+    });
+    pieces.push(Buffer.from(text, "utf8"));
+    const bytes = Buffer.concat(pieces);
+    await this.#options.scratch.put(key, bytes);
+    this.#spilledBytes += bytes.length;
+    this.#runs.push(key);
+    return key;
+  }
+
+  /** Hands every key, combined, to emit in key order; removes the runs it wrote. */
+  async finish(emit: (key: string, value: unknown) => void | Promise<void>): Promise<MergeStats> {
+    const { scratch, combine, signal } = this.#options;
+    const fanIn = Math.max(2, this.#options.fanIn ?? 64);
+    try {
+      const inMemory = sortTable([...this.#held]);
+      this.#held = new Map();
+      const open = async (keys: readonly string[]): Promise<Cursor[]> =>
+        (await Promise.all(keys.map((k) => storedCursor(scratch, k, signal)))).filter((c): c is Cursor => c !== undefined);
+      // Too many runs to read at once: merge them a fan-in at a time into longer runs first.
+      let pending = [...this.#runs];
+      while (pending.length + 1 > fanIn) {
+        const group = pending.slice(0, fanIn);
+        pending = pending.slice(fanIn);
+        const cursors = await open(group);
+        pending.push(await this.#writeRun((write) => mergeCursors(cursors, combine, (k, v) => write(pairLine(k, v)))));
+      }
+      const cursors = await open(pending);
+      const memory = await memoryCursor(inMemory);
+      if (memory) cursors.push(memory);
+      await mergeCursors(cursors, combine, emit);
+      return { spilledBytes: this.#spilledBytes, runs: this.#runs.length };
+    } finally {
+      await Promise.all(this.#runs.map((k) => scratch.delete(k).catch(() => undefined)));
+    }
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * Keyed ops on the local engine: `groupby` equals Python's GROUP BY over the same CSV (exact
+ * sums and variances) at several chunk sizes, partition counts and thread counts, chunk
+ * boundaries falling inside quoted newlines; `distinct` equals `LC_ALL=C sort | uniq -c`, each
+ * part in byte order; a reduce task run again, spilling, rewrites the same bytes; and bad input
+ * is refused.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
+import { Manifest, type ReduceTask } from "../../lib/core/job/manifest.js";
+import { manifestKey, outputPartKey, partKey } from "../../lib/core/keys.js";
+import { silentLogger } from "../../lib/core/log.js";
+import { runTask } from "../../lib/core/pipeline/task.js";
+import type { KeyedResult } from "../../lib/core/pipeline/reduceTask.js";
+import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { OpRegistry } from "../../lib/core/ops/registry.js";
+import { prng } from "../../lib/dev/prng.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+import { pythonGroupby } from "../helpers/csv.js";
+
+let dir: string;
+let csvFile: string;
+let linesFile: string;
+
+const STATIONS = ["north", "south", "east field", "a,b", 'quoted "x"', "ünïcode", "日本", "rocket 🚀", ""];
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-keyed-"));
+  const next = prng(42);
+  const quote = (s: string): string => (/[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s);
+  const rows = ["station,site,temperature,note"];
+  for (let i = 0; i < 3000; i++) {
+    const station = STATIONS[Math.floor(next() * STATIONS.length)]!;
+    const site = `s${Math.floor(next() * 40)}`;
+    // Blank values count as rows, not numbers; some are large, some tiny, to exercise exact sums.
+    const t = next() < 0.05 ? "" : next() < 0.02 ? "1e15" : (next() * 80 - 20).toFixed(2);
+    const note = i % 7 === 0 ? `multi\nline ${i}, "q"` : i % 5 === 0 ? "" : `n${i}`;
+    rows.push([quote(station), site, t, quote(note)].join(","));
+  }
+  csvFile = path.join(dir, "readings.csv");
+  await writeFile(csvFile, `${rows.join("\n")}\n`);
+
+  // Lines whose byte order differs from UTF-16 order, duplicates, an empty line, CRLF.
+  const words = ["alpha", "beta", "\uff01bang", "😀smile", "Zeta", "", "tab\there", "alpha", "ω"];
+  const lines = Array.from({ length: 5000 }, (_, i) => `${words[Math.floor(next() * words.length)]}${i % 13}`);
+  linesFile = path.join(dir, "words.txt");
+  await writeFile(linesFile, `${lines.join("\n")}\n`);
+}, 30_000);
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const run = (spec: Omit<JobSpecInput, "inputs"> & { inputs?: string[] }, options: { workers?: number; outDir: string }) =>
+  runLocal({
+    spec: parseJobSpec({ inputs: [csvFile], ...spec }),
+    registry: new OpRegistry(),
+    ...(options.workers !== undefined ? { workers: options.workers } : {}),
+    outDir: options.outDir,
+  });
+
+const readRows = async (manifest: KeyedResult): Promise<Record<string, unknown>[][]> =>
+  Promise.all(
+    manifest.parts.map(async (p) =>
+      (await readFile(p.key, "utf8"))
+        .split("\n")
+        .filter((l) => l !== "")
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+    ),
+  );
+
+describe("groupby on the local engine", () => {
+  it.each([
+    { chunkSize: 997, partitions: 7, workers: 2 },
+    { chunkSize: 4096, partitions: 2, workers: 0 },
+    { chunkSize: 16 * 1024, partitions: 3, workers: 2 },
+    { chunkSize: 1 << 24, partitions: 1, workers: 0 },
+  ])("equals Python's GROUP BY: chunks of $chunkSize bytes, $partitions partitions, $workers threads", async (c) => {
+    const outDir = path.join(dir, `groupby-${c.chunkSize}-${c.partitions}`);
+    const { result } = await run(
+      { op: "groupby", params: { key: "station", value: "temperature" }, chunkSize: c.chunkSize, partitions: c.partitions },
+      { workers: c.workers, outDir },
+    );
+    const manifest = result as KeyedResult;
+    const expected = pythonGroupby(csvFile, ["station"], "temperature");
+    expect(manifest.partitions).toBe(c.partitions);
+    expect(manifest.parts.map((p) => path.basename(p.key))).toEqual(
+      Array.from({ length: c.partitions }, (_, i) => `part-${String(i).padStart(5, "0")}.jsonl`),
+    );
+    const parts = await readRows(manifest);
+    const got = new Map<string, unknown>();
+    for (const [i, rows] of parts.entries()) {
+      expect(rows.length).toBe(manifest.parts[i]!.records);
+      for (const { key, ...rest } of rows) {
+        // A key is in one part only.
+        expect(got.has(JSON.stringify([key]))).toBe(false);
+        got.set(JSON.stringify([key]), rest);
+      }
+    }
+    expect(manifest.records).toBe(expected.size);
+    expect(got).toEqual(expected);
+  });
+
+  it("groups by two columns, counting rows, with no value column", async () => {
+    const outDir = path.join(dir, "groupby-two");
+    const { result } = await run(
+      { op: "groupby", params: { key: "station,site" }, chunkSize: 2048, partitions: 4 },
+      { workers: 2, outDir },
+    );
+    const expected = pythonGroupby(csvFile, ["station", "site"]);
+    const got = new Map<string, unknown>();
+    for (const rows of await readRows(result as KeyedResult)) for (const { key, ...rest } of rows) got.set(JSON.stringify(key), rest);
+    expect(got).toEqual(expected);
+  });
+
+  it("refuses a key column the header does not have, naming the columns", async () => {
+    await expect(run({ op: "groupby", params: { key: "stationn" } }, { workers: 0, outDir: path.join(dir, "bad") })).rejects.toThrow(
+      /no column "stationn" in the header \(columns: station, site, temperature, note\)/,
+    );
+  });
+
+  it("refuses a value that is not a number, naming file and line", async () => {
+    const file = path.join(dir, "bad.csv");
+    await writeFile(file, "k,v\na,1\nb,two\n");
+    await expect(
+      run({ op: "groupby", inputs: [file], params: { key: "k", value: "v" } }, { workers: 0, outDir: path.join(dir, "bad2") }),
+    ).rejects.toThrow(/bad\.csv:3 \(byte 8\): expected a number, got "two"/);
+  });
+
+  it("refuses partitions for an op that is not keyed", async () => {
+    await expect(run({ op: "count", partitions: 3 }, { workers: 0, outDir: path.join(dir, "bad3") })).rejects.toThrow(
+      /partitions: op count is not keyed/,
+    );
+  });
+});
+
+describe("a reduce task run again", () => {
+  it("rewrites its part byte for byte, whether it held everything in memory or spilled hundreds of runs", async () => {
+    const workDir = path.join(dir, "work-again");
+    const outDir = path.join(dir, "again");
+    const { jobId, result } = await runLocal({
+      spec: parseJobSpec({ op: "distinct", inputs: [linesFile], chunkSize: 4096, partitions: 2 }),
+      registry: new OpRegistry(),
+      workers: 0,
+      workDir,
+      outDir,
+    });
+    const manifest = Manifest.parse(JSON.parse(await readFile(path.join(workDir, manifestKey(jobId)), "utf8")));
+    const deps = {
+      output: new FsBlobStore(workDir),
+      inputStore: () => new FsBlobStore("/"),
+      registry: new OpRegistry(),
+      log: silentLogger,
+    };
+    for (const partition of [0, 1]) {
+      // As if its first run's part had never been written: the task runs in full again.
+      await rm(path.join(workDir, partKey(jobId, manifest.chunks + partition)));
+      const task: ReduceTask = { v: 1, jobId, reduce: { partition, chunks: manifest.chunks }, job: manifest.job };
+      const outcome = await runTask({ ...deps, spillBytes: 300 }, task);
+      expect(outcome.kind).toBe("done");
+      expect((outcome as { partial: { spilledBytes: number } }).partial.spilledBytes).toBeGreaterThan(0);
+      const first = await readFile((result as KeyedResult).parts[partition]!.key);
+      expect((await readFile(path.join(workDir, outputPartKey(jobId, partition)))).equals(first)).toBe(true);
+    }
+  });
+});
+
+describe("distinct on the local engine", () => {
+  it("equals LC_ALL=C sort | uniq -c, every part in byte order", async () => {
+    const outDir = path.join(dir, "distinct");
+    const { result } = await run({ op: "distinct", inputs: [linesFile], chunkSize: 3001, partitions: 3 }, { workers: 2, outDir });
+    const uniq = execFileSync("sh", ["-c", `LC_ALL=C sort "$1" | LC_ALL=C uniq -c`, "sh", linesFile], { encoding: "utf8" });
+    const expected = new Map(
+      uniq
+        .split("\n")
+        .filter((l) => l !== "")
+        .map((l) => {
+          const m = /^\s*(\d+) (.*)$/s.exec(l)!;
+          return [m[2]!, Number(m[1])] as const;
+        }),
+    );
+    const got = new Map<string, number>();
+    for (const rows of await readRows(result as KeyedResult)) {
+      const keys = rows.map((r) => r["key"] as string);
+      // Byte order, as `LC_ALL=C sort` orders the same keys.
+      expect(keys).toEqual([...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
+      for (const r of rows) got.set(r["key"] as string, r["count"] as number);
+    }
+    expect(got).toEqual(expected);
+  });
+
+  it("refuses a line that is not UTF-8, naming its byte offset", async () => {
+    const file = path.join(dir, "latin1.txt");
+    await writeFile(file, Buffer.concat([Buffer.from("ok\ncaf"), Buffer.from([0xe9]), Buffer.from("\n")]));
+    await expect(run({ op: "distinct", inputs: [file] }, { workers: 0, outDir: path.join(dir, "bad4") })).rejects.toThrow(
+      /latin1\.txt:2 \(byte 3\): line is not valid UTF-8/,
+    );
+  });
+});

@@ -1,0 +1,108 @@
+/**
+ * Keyed ops on the emulated fleet: map tasks write the shuffle, the reducer enqueues one reduce
+ * task per partition once every chunk is mapped, the worker processes run them, and the result
+ * is a manifest of parts whose lines equal Python's GROUP BY and `sort | uniq -c`.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseS3Uri } from "../../lib/core/s3Uri.js";
+import { prng } from "../../lib/dev/prng.js";
+import { pythonGroupby } from "../helpers/csv.js";
+import { useDevCloud } from "../helpers/devCloud.js";
+
+const CHUNK = 4096;
+const cloud = useDevCloud({ chunkSize: CHUNK, workers: 2 });
+let dir: string;
+
+interface KeyedManifest {
+  readonly records: number;
+  readonly partitions: number;
+  readonly parts: readonly { readonly key: string; readonly records: number; readonly bytes: number }[];
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-keyed-cloud-"));
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+/** Every line of every part, read from the output bucket through the manifest's keys. */
+const partRows = async (manifest: KeyedManifest): Promise<Record<string, unknown>[]> => {
+  const rows: Record<string, unknown>[] = [];
+  for (const part of manifest.parts) {
+    const { bucket, key } = parseS3Uri(part.key);
+    const body = (await cloud().get(bucket, key))!.toString("utf8");
+    const lines = body.split("\n").filter((l) => l !== "");
+    expect(lines.length).toBe(part.records);
+    expect(Buffer.byteLength(body)).toBe(part.bytes);
+    rows.push(...lines.map((l) => JSON.parse(l) as Record<string, unknown>));
+  }
+  return rows;
+};
+
+describe("keyed ops on the emulated fleet", () => {
+  it("groupby over a CSV job spec: reduce tasks on the workers, parts equal to Python's GROUP BY", async () => {
+    const next = prng(17);
+    const rows = ["sensor,reading,comment"];
+    for (let i = 0; i < 4000; i++) {
+      const sensor = `sensor-${Math.floor(next() * 300)}${i % 11 === 0 ? ", spare" : ""}`;
+      rows.push(`"${sensor}",${(next() * 1000 - 500).toFixed(3)},${i % 9 === 0 ? '"two\nlines"' : "ok"}`);
+    }
+    const file = path.join(dir, "sensors.csv");
+    const bytes = Buffer.from(`${rows.join("\n")}\n`);
+    await writeFile(file, bytes);
+    await cloud().put("_inputs/sensors.csv", bytes);
+    const spec = {
+      op: "groupby",
+      inputs: [`s3://${cloud().input}/_inputs/sensors.csv`],
+      params: { key: "sensor", value: "reading" },
+      partitions: 3,
+    };
+    await cloud().put("_jobs/groupby-sensors.json", JSON.stringify(spec));
+    const status = await cloud().waitForEnd("_jobs/groupby-sensors/status.json");
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    const chunks = Math.ceil(bytes.length / CHUNK);
+    // Its tasks: a map task per chunk and a reduce task per partition.
+    expect([status.chunks, status.done]).toEqual([chunks + 3, chunks + 3]);
+
+    const manifest = (await cloud().getJson(cloud().output, "_jobs/groupby-sensors/result.json")) as KeyedManifest;
+    expect(manifest.partitions).toBe(3);
+    expect(manifest.parts.map((p) => p.key)).toEqual(
+      [0, 1, 2].map((p) => `s3://${cloud().output}/_jobs/groupby-sensors/part-0000${p}.jsonl`),
+    );
+    const got = new Map((await partRows(manifest)).map(({ key, ...rest }) => [JSON.stringify([key]), rest]));
+    const expected = pythonGroupby(file, ["sensor"], "reading");
+    expect(manifest.records).toBe(expected.size);
+    expect(got).toEqual(expected);
+    // The reduce tasks ran on the worker processes.
+    const reduced = cloud().lines.filter(
+      (l) => l.json?.["message"] === "chunk done" && l.json?.["jobId"] === "groupby-sensors" && l.json?.["partition"] !== undefined,
+    );
+    expect(new Set(reduced.map((l) => l.json?.["partition"]))).toEqual(new Set([0, 1, 2]));
+  }, 120_000);
+
+  it("distinct of an uploaded text file: the upload alone starts it, and the parts equal sort | uniq -c", async () => {
+    const next = prng(23);
+    const lines = Array.from({ length: 20_000 }, () => `w${Math.floor(next() ** 2 * 5000)}`);
+    const file = path.join(dir, "tokens.txt");
+    await writeFile(file, `${lines.join("\n")}\n`);
+    await cloud().put("distinct/tokens.txt", `${lines.join("\n")}\n`);
+    const status = await cloud().waitForEnd("distinct/tokens.txt/status.json");
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    const manifest = (await cloud().getJson(cloud().output, "distinct/tokens.txt/result.json")) as KeyedManifest;
+    // Under 256 MiB of input: one partition.
+    expect(manifest.partitions).toBe(1);
+    const uniq = execFileSync("sh", ["-c", `LC_ALL=C sort "$1" | LC_ALL=C uniq -c`, "sh", file], { encoding: "utf8" });
+    const expected = uniq
+      .split("\n")
+      .filter((l) => l !== "")
+      .map((l) => {
+        const m = /^\s*(\d+) (.*)$/.exec(l)!;
+        return { key: m[2]!, count: Number(m[1]) };
+      });
+    // One partition: the part is the whole answer, in byte order, as sort prints it.
+    expect(await partRows(manifest)).toEqual(expected);
+  }, 120_000);
+});
