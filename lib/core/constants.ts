@@ -96,6 +96,11 @@ export const DEFAULTS = {
   reduceSpillBytes: 64 * MiB,
   /** A keyed job's default partitions: one per this many bytes of input. */
   bytesPerPartition: 256 * MiB,
+  /**
+   * Most shuffle segments (chunks × partitions) a keyed job may have: the reducer reads each
+   * chunk's segment list and writes them out as per-partition plans, about 25 bytes apiece.
+   */
+  maxShuffleSegments: 4_000_000,
 } as const;
 
 /** Names of the buckets `cloudmill dev` creates. */

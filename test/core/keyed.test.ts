@@ -131,6 +131,19 @@ describe("groupby on the local engine", () => {
     ).rejects.toThrow(/bad\.csv:3 \(byte 8\): expected a number, got "two"/);
   });
 
+  it("refuses more shuffle segments (chunks × partitions) than the reducer gathers, saying how many partitions fit", async () => {
+    const file = path.join(dir, "small.csv");
+    await writeFile(file, `k\n${"a\n".repeat(600)}`);
+    await expect(
+      run(
+        { op: "groupby", inputs: [file], params: { key: "k" }, chunkSize: 1, partitions: 10_000 },
+        { workers: 0, outDir: path.join(dir, "bad5") },
+      ),
+    ).rejects.toThrow(
+      /^partitions: 10000 partitions of 1202 chunks is more shuffle segments than 4000000; ask for at most 3327 \(or larger chunks\)$/,
+    );
+  });
+
   it("refuses partitions for an op that is not keyed", async () => {
     await expect(run({ op: "count", partitions: 3 }, { workers: 0, outDir: path.join(dir, "bad3") })).rejects.toThrow(
       /partitions: op count is not keyed/,

@@ -74,11 +74,25 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
   };
 };
 
-/** A keyed job's partitions: as asked, or one per DEFAULTS.bytesPerPartition of input. */
-const withPartitions = (job: TaskJob, registry: OpRegistry, inputs: readonly InputObject[]): TaskJob => {
-  if (!registry.get(job.op).keyed || job.partitions !== undefined) return job;
+/**
+ * A keyed job's partitions: as asked, or one per DEFAULTS.bytesPerPartition of input, but no
+ * more than keep chunks × partitions (the shuffle segments the reducer gathers into plans)
+ * within DEFAULTS.maxShuffleSegments: past that, fewer and larger partitions (reduce tasks spill).
+ */
+const withPartitions = (job: TaskJob, registry: OpRegistry, inputs: readonly InputObject[], chunks: number): TaskJob => {
+  if (!registry.get(job.op).keyed) return job;
+  const most = Math.max(1, Math.floor(DEFAULTS.maxShuffleSegments / Math.max(1, chunks)));
+  if (job.partitions !== undefined) {
+    if (job.partitions <= most) return job;
+    throw new CloudmillError(
+      ErrorCode.INVALID_SPEC,
+      `partitions: ${job.partitions} partitions of ${chunks} chunks is more shuffle segments than ${DEFAULTS.maxShuffleSegments}; ` +
+        `ask for at most ${most} (or larger chunks)`,
+      { field: "partitions" },
+    );
+  }
   const bytes = inputs.reduce((n, i) => n + i.size, 0);
-  return { ...job, partitions: Math.min(MAX_PARTITIONS, Math.max(1, Math.ceil(bytes / DEFAULTS.bytesPerPartition))) };
+  return { ...job, partitions: Math.min(MAX_PARTITIONS, most, Math.max(1, Math.ceil(bytes / DEFAULTS.bytesPerPartition))) };
 };
 
 export interface StartedJob {
@@ -99,7 +113,7 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
   const now = nowOf(deps);
   const deadline = now + plan.deadlineSeconds * 1000;
   // Every task carries the deadline, so a worker that meets a task of an overdue job fails the job.
-  const job: TaskJob = { ...withPartitions(plan.job, deps.registry, plan.inputs), deadline };
+  const job: TaskJob = { ...withPartitions(plan.job, deps.registry, plan.inputs, plannedChunks.total), deadline };
   const manifest: Manifest = Manifest.parse({
     v: 1,
     jobId: plan.jobId,
