@@ -30,6 +30,7 @@ import { parseSize } from "../lib/core/job/size.js";
 import { manyObjects, splitterRequests, tasksPerSecond } from "./cloud.js";
 import { csvMultiline } from "./csv.js";
 import { compressedInputs } from "./compressed.js";
+import { sortNumbers } from "./sort.js";
 import { generateNumbers, generateText } from "./generate.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -326,31 +327,24 @@ const main = async (): Promise<void> => {
   rows.push(`\nStart-up, whole commands (${REPEATS} alternating runs each):\n`, ...(await startUp(tiny)));
   process.stderr.write("a task over items…\n");
   rows.push(`\nA lab's task over ${ITEMS} items (${REPEATS} alternating runs each):\n`, ...(await taskThroughput(path.dirname(tiny))));
+  /** What the sections that run the CLI against a tool share. */
+  const cliBench = { dir, cli: path.join(root, "bin", "cloudmill.js"), seed: SEED, workers: WORKERS };
   process.stderr.write("csv with quoted newlines…\n");
   rows.push(
     `\nCSV whose quoted fields hold newlines, against the same data without them (${REPEATS} alternating runs each):\n`,
-    ...(await csvMultiline({
-      dir,
-      cli: path.join(root, "bin", "cloudmill.js"),
-      mb: Number(process.env.BENCH_CSV_MB ?? 128),
-      seed: SEED,
-      workers: WORKERS,
-      repeats: REPEATS,
-      chunk: CHUNK,
-    })),
+    ...(await csvMultiline({ ...cliBench, mb: Number(process.env.BENCH_CSV_MB ?? 128), repeats: REPEATS, chunk: CHUNK })),
   );
 
   process.stderr.write("compressed inputs…\n");
   rows.push(
     `\nCompressed inputs: count over the same text as gzip, zstd and BGZF:\n`,
-    ...(await compressedInputs({
-      dir,
-      cli: path.join(root, "bin", "cloudmill.js"),
-      mb: Number(process.env.BENCH_COMPRESSED_MB ?? 1024),
-      seed: SEED,
-      workers: WORKERS,
-      repeats: Math.min(REPEATS, 3),
-    })),
+    ...(await compressedInputs({ ...cliBench, mb: Number(process.env.BENCH_COMPRESSED_MB ?? 1024), repeats: Math.min(REPEATS, 3) })),
+  );
+
+  process.stderr.write("sort of numbers…\n");
+  rows.push(
+    "\nsort of numbers against GNU sort -g (one run each):\n",
+    ...(await sortNumbers({ ...cliBench, mb: Number(process.env.BENCH_SORT_MB ?? 1024) })),
   );
 
   // Memory follows neither the input's size nor the chunk size: chunks are streamed in blocks.

@@ -318,7 +318,8 @@ export class CloudmillPipeline extends Construct {
       ],
       [
         keyedParts,
-        "A keyed job's reduce tasks write its parts as _jobs/<jobId>/part-NNNNN.jsonl for job ids made at run time; only such keys.",
+        "A keyed job's reduce tasks write its parts as _jobs/<jobId>/part-NNNNN.jsonl (.txt for sort) for job ids made at run " +
+          "time; only such keys.",
       ],
       [spilledRuns, "A reduce task removes the runs it spilled under _work/<jobId>/spill/ for job ids made at run time; only that folder."],
       [

@@ -1,4 +1,4 @@
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, paginateListObjectsV2 } from "@aws-sdk/client-s3";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
@@ -69,11 +69,17 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  async put(key: string, body: Uint8Array | string, options: PutOptions = {}): Promise<void> {
+  async put(key: string, body: Uint8Array | string | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<void> {
     const bytes = typeof body === "string" ? Buffer.from(body) : body;
-    const params = { Bucket: this.bucket, Key: key, Body: bytes, ContentType: options.contentType };
+    // A stream of unknown length: multipart as it comes (one PutObject if it fits one part).
+    const params = {
+      Bucket: this.bucket,
+      Key: key,
+      Body: bytes instanceof Uint8Array ? bytes : Readable.from(bytes),
+      ContentType: options.contentType,
+    };
     try {
-      if (bytes.length <= DEFAULTS.multipartThreshold) {
+      if (bytes instanceof Uint8Array && bytes.length <= DEFAULTS.multipartThreshold) {
         await this.client.send(new PutObjectCommand({ ...params, ContentLength: bytes.length }));
       } else {
         await new Upload({
@@ -85,6 +91,8 @@ export class S3BlobStore implements BlobStore {
         }).done();
       }
     } catch (err) {
+      // A streamed body's own error (the pieces' producer failed) is not S3's.
+      if (err instanceof CloudmillError) throw err;
       throw this.awsError("PutObject", key, err);
     }
   }

@@ -77,11 +77,11 @@ export const spillPrefix = (jobId: string, partition: number, attempt: string): 
   `${workPrefix(jobId)}spill/${pad(partition)}/${attempt}/`;
 /** Every spilled run, for the worker's permission to remove them. */
 export const SPILL_PATTERN = `${WORK_PREFIX}*/spill/*`;
-/** One partition of a keyed job's output: `_jobs/<jobId>/part-00000.jsonl`. */
-export const outputPartKey = (jobId: string, partition: number): string =>
-  `${JOBS_PREFIX}${jobId}/part-${String(partition).padStart(5, "0")}.jsonl`;
+/** One partition of a keyed job's output: `_jobs/<jobId>/part-00000.jsonl` (JSON lines), or `.txt` (a sort's lines). */
+export const outputPartKey = (jobId: string, partition: number, extension: ".jsonl" | ".txt" = ".jsonl"): string =>
+  `${JOBS_PREFIX}${jobId}/part-${String(partition).padStart(5, "0")}${extension}`;
 /** What a keyed job's reduce tasks write (the worker may write these `_jobs/` keys too). */
-export const OUTPUT_PART_PATTERN = `${JOBS_PREFIX}*/part-*.jsonl`;
+export const OUTPUT_PART_PATTERN = `${JOBS_PREFIX}*/part-*`;
 
 /** The chunk index a part key names, or undefined when the key is not a part key. */
 export const parsePartKey = (key: string): { jobId: string; index: number } | undefined => {

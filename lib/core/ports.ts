@@ -55,9 +55,10 @@ export interface BlobStore {
   get(key: string, options?: GetOptions): Promise<AsyncIterable<Uint8Array>>;
   /**
    * Writes a whole object atomically: readers see the old bytes or the new, never a mix.
-   * A string is written as UTF-8. Every put gives the object a new ETag.
+   * A string is written as UTF-8; a stream of pieces is written as it comes, in bounded memory
+   * (a reduce task's output), and nothing is left if it fails. Every put gives the object a new ETag.
    */
-  put(key: string, body: Uint8Array | string, options?: PutOptions): Promise<void>;
+  put(key: string, body: Uint8Array | string | AsyncIterable<Uint8Array>, options?: PutOptions): Promise<void>;
   /** Every object whose key starts with prefix, in ascending key order (UTF-8 byte order). */
   list(prefix: string): AsyncIterable<BlobInfo>;
   /** Removes an object; removing a missing object is not an error. */

@@ -62,13 +62,15 @@ export class FsBlobStore implements BlobStore {
     return readRange(path, start, end, seen, options.signal, options.reuseBuffers ?? false);
   }
 
-  async put(key: string, body: Uint8Array | string, _options?: PutOptions): Promise<void> {
+  async put(key: string, body: Uint8Array | string | AsyncIterable<Uint8Array>, _options?: PutOptions): Promise<void> {
     const path = this.pathOf(key);
     const dir = path.slice(0, path.lastIndexOf("/"));
     try {
       await mkdir(dir, { recursive: true });
       await writeFileAtomically(path, body);
     } catch (err) {
+      // A streamed body's own error (the pieces' producer failed) is not the filesystem's.
+      if (err instanceof CloudmillError) throw err;
       throw fsError("put", path, err);
     }
   }

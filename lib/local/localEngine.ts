@@ -38,6 +38,7 @@ import { lineNumberAt, lineNumberIn } from "../core/records/lineNumber.js";
 import { inputRangeBytes } from "../core/records/inputBytes.js";
 import type { Span } from "../core/records/alignedBlocks.js";
 import { isTaskOp } from "../core/ops/defineTask.js";
+import { isShuffled } from "../core/ops/types.js";
 import { resolveStoredResult } from "../core/pipeline/items.js";
 import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
 import { inlineExecutor, threadExecutor, type TaskExecutor } from "./executor.js";
@@ -155,7 +156,8 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
       trigger: "cli",
       deadlineSeconds: deadlineSecondsOf(spec),
     });
-    if (manifest.chunks > 0)
+    // A keyed job of empty inputs has no chunks, but still its reduce tasks (empty parts).
+    if (taskCount(manifest) > 0)
       await mapAndReduce({ deps, manifest, deadLetters, executor, concurrency: Math.max(1, workers), options, inputs, root });
     const status = await readJson(output, STATUS_KEY, JobStatusSchema);
     if (status.state !== "succeeded") {
@@ -167,7 +169,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     // job's parts move to the output directory.
     const result = isTaskOp(op)
       ? await resolveStoredResult(output, stored, jobId)
-      : op.keyed
+      : isShuffled(op)
         ? await moveParts(workDir, stored, path.resolve(options.outDir ?? path.join("cloudmill-out", jobId)))
         : stored;
     return { jobId, result, status, ranOn: workers > 0 ? "threads" : "inline" };
@@ -187,10 +189,10 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
 const moveParts = async (workDir: string, stored: unknown, outDir: string): Promise<unknown> => {
   const result = stored as { records: number; partitions: number; parts: { key: string; records: number; bytes: number }[] };
   await mkdir(outDir, { recursive: true });
-  for (const name of await readdir(outDir)) if (/^part-\d{5,}\.jsonl$/.test(name)) await rm(path.join(outDir, name), { force: true });
+  for (const name of await readdir(outDir)) if (/^part-\d{5,}\.(jsonl|txt)$/.test(name)) await rm(path.join(outDir, name), { force: true });
   const parts = [];
   for (const part of result.parts) {
-    const key = /_jobs\/[^/]+\/part-\d+\.jsonl$/.exec(part.key)?.[0];
+    const key = /_jobs\/[^/]+\/part-\d+\.(jsonl|txt)$/.exec(part.key)?.[0];
     if (!key) throw new CloudmillError(ErrorCode.INTERNAL, `part ${part.key} is not a job's output part`);
     const to = path.join(outDir, path.basename(key));
     const from = path.join(workDir, key);
@@ -323,6 +325,8 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
   };
 
   const totals: MergedParts[] = [];
+  // No chunks to map (a keyed job of empty inputs): its reduce tasks are queued already.
+  if (goal === 0) finish("complete");
   try {
     for (;;) {
       await Promise.all([...Array.from({ length: concurrency }, taskLoop), deadLetterLoop()]);

@@ -118,7 +118,9 @@ describe("cloudmill run (the bin)", () => {
     it("unknown op → 2, listing the known ops", async () => {
       const r = await cli(["run", "examples/words.txt", "--op", "wordcnt"]);
       expect(r.code).toBe(2);
-      expect(oneErrorLine(r)).toBe('cloudmill: unknown op "wordcnt" (known: count, distinct, grep, groupby, histogram, stats, wordcount)');
+      expect(oneErrorLine(r)).toBe(
+        'cloudmill: unknown op "wordcnt" (known: count, distinct, grep, groupby, histogram, sort, stats, wordcount)',
+      );
     });
 
     it("malformed number → 4, naming file:line (found on a worker thread, in the 4th of many chunks)", async () => {
@@ -258,7 +260,7 @@ export const longest = defineOp({ name: "longest-line", format: "lines", map: (l
     expect(JSON.parse(r.stdout)).toEqual(want);
     expect(listed.code).toBe(0);
     expect(listed.stdout).toMatch(/^longest-line {2}\(lines\) {2}code [0-9a-f]{16}$/m);
-    for (const op of ["count", "distinct", "grep", "groupby", "histogram", "stats", "wordcount"])
+    for (const op of ["count", "distinct", "grep", "groupby", "histogram", "sort", "stats", "wordcount"])
       expect(listed.stdout).toMatch(new RegExp(`^${op} `, "m"));
     const c = capture();
     expect(
@@ -281,7 +283,11 @@ describe("runCli in process", () => {
   const W = ["run", "examples/words.txt"];
   it.each([
     [["run", "examples/nope.txt", "--op", "count"], 3, /^cloudmill: examples\/nope\.txt: no such file or directory\n$/],
-    [[...W, "--op", "nope"], 2, /^cloudmill: unknown op "nope" \(known: count, distinct, grep, groupby, histogram, stats, wordcount\)\n$/],
+    [
+      [...W, "--op", "nope"],
+      2,
+      /^cloudmill: unknown op "nope" \(known: count, distinct, grep, groupby, histogram, sort, stats, wordcount\)\n$/,
+    ],
     [[...W, "--op", "stats", "-w", "0"], 4, /^cloudmill: examples\/words\.txt:1 \(byte 0\): expected a number, got "It was/],
     [[...W, "--op", "wordcount", "-p", "k=-1"], 2, /^cloudmill: wordcount: param k: must be at least 0 \(got "-1"\)\n$/],
     [[...W, "--op", "wordcount", "-p", "k=1", "-p", "k=2"], 2, /^cloudmill: --param k given twice\n$/],

@@ -80,6 +80,36 @@ export const describeBlobStoreContract = (name: string, makeStore: MakeBlobStore
       expect((await store.head("text.txt"))!.size).toBe(Buffer.byteLength("héllo ✓\n"));
     });
 
+    it("writes a stream of pieces whole, small or past a multipart part, and an empty stream as an empty object", async () => {
+      const store = await fresh();
+      const pieces = (n: number, size: number) =>
+        (async function* () {
+          for (let i = 0; i < n; i++) yield Buffer.alloc(size, 97 + (i % 26));
+        })();
+      await store.put("stream/small.txt", pieces(3, 10));
+      expect((await collect(await store.get("stream/small.txt"))).toString()).toBe(`${"a".repeat(10)}${"b".repeat(10)}${"c".repeat(10)}`);
+      // 10 MiB in 1 MiB pieces: past one 8 MiB multipart part.
+      await store.put("stream/large.bin", pieces(10, 1 << 20));
+      const large = await collect(await store.get("stream/large.bin"));
+      expect(large.length).toBe(10 << 20);
+      for (let i = 0; i < 10; i++) expect(large[i << 20]).toBe(97 + i);
+      await store.put("stream/empty", pieces(0, 1));
+      expect(await store.head("stream/empty")).toMatchObject({ size: 0 });
+    });
+
+    it("a stream that fails part-way fails the put with its own error and leaves no object", async () => {
+      const store = await fresh();
+      const failing = (async function* () {
+        yield Buffer.alloc(1 << 20, 120);
+        throw new CloudmillError(ErrorCode.BAD_RECORD, "the producer failed");
+      })();
+      await expect(store.put("stream/failed.bin", failing)).rejects.toMatchObject({
+        code: ErrorCode.BAD_RECORD,
+        message: "the producer failed",
+      });
+      expect(await store.head("stream/failed.bin")).toBeUndefined();
+    });
+
     it("round-trips an empty object; any range of it is empty", async () => {
       const store = await fresh();
       await store.put("empty", new Uint8Array(0));

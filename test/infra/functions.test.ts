@@ -164,7 +164,7 @@ describe("least privilege", () => {
       "s3:PutObject": [
         `${output}/*/status.json`,
         `${output}/_jobs/*/files/*`,
-        `${output}/_jobs/*/part-*.jsonl`,
+        `${output}/_jobs/*/part-*`,
         `${output}/_jobs/*/results/*`,
         `${output}/_work/*`,
       ],

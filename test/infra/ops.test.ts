@@ -171,7 +171,16 @@ describe("ops: a lab's module bundled into the deploy", () => {
   it("publishes the built-ins when the lab has no ops, and sets CLOUDMILL_OPS_MODULES to []", () => {
     const none = synth(LAB_CONTEXT);
     const { listing } = publishedCall(none);
-    expect(listing.ops.map((o) => o.name).sort()).toEqual(["count", "distinct", "grep", "groupby", "histogram", "stats", "wordcount"]);
+    expect(listing.ops.map((o) => o.name).sort()).toEqual([
+      "count",
+      "distinct",
+      "grep",
+      "groupby",
+      "histogram",
+      "sort",
+      "stats",
+      "wordcount",
+    ]);
     for (const o of listing.ops) expect(o.digest).toMatch(/^builtin-/);
     expect(functionEnv(none, "Reducer")["CLOUDMILL_OPS_MODULES"]).toBe("[]");
     expect(workerEnv(none)["CLOUDMILL_OPS_MODULES"]).toBe("[]");

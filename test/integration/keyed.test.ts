@@ -1,7 +1,7 @@
 /**
  * Keyed ops on the emulated fleet: map tasks write the shuffle, the reducer enqueues one reduce
  * task per partition once every chunk is mapped, the worker processes run them, and the result
- * is a manifest of parts whose lines equal Python's GROUP BY and `sort | uniq -c`.
+ * is a manifest of parts whose lines equal Python's GROUP BY, `sort | uniq -c` and `sort -g`.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -81,6 +81,24 @@ describe("keyed ops on the emulated fleet", () => {
       (l) => l.json?.["message"] === "chunk done" && l.json?.["jobId"] === "groupby-sensors" && l.json?.["partition"] !== undefined,
     );
     expect(new Set(reduced.map((l) => l.json?.["partition"]))).toEqual(new Set([0, 1, 2]));
+  }, 120_000);
+
+  it("sort over a job spec: the parts, concatenated in order, are sort -g of the input", async () => {
+    const next = prng(29);
+    const lines = Array.from({ length: 30_000 }, (_, i) => (i % 97 === 0 ? "" : String(Math.round((next() - 0.5) * 1e7) / 100)));
+    const file = path.join(dir, "values.txt");
+    await writeFile(file, `${lines.join("\n")}\n`);
+    await cloud().put("_inputs/values.txt", `${lines.join("\n")}\n`);
+    const spec = { op: "sort", inputs: [`s3://${cloud().input}/_inputs/values.txt`], partitions: 3 };
+    await cloud().put("_jobs/sort-values.json", JSON.stringify(spec));
+    const status = await cloud().waitForEnd("_jobs/sort-values/status.json");
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    const manifest = (await cloud().getJson(cloud().output, "_jobs/sort-values/result.json")) as KeyedManifest;
+    expect(manifest.parts.map((p) => p.key)).toEqual([0, 1, 2].map((p) => `s3://${cloud().output}/_jobs/sort-values/part-0000${p}.txt`));
+    const parts = await Promise.all(manifest.parts.map(async (p) => (await cloud().get(cloud().output, parseS3Uri(p.key).key))!));
+    const expected = execFileSync("sh", ["-c", `LC_ALL=C sort -g "$1"`, "sh", file], { maxBuffer: 1 << 30 });
+    expect(Buffer.concat(parts).equals(expected)).toBe(true);
+    expect(manifest.records).toBe(lines.length);
   }, 120_000);
 
   it("distinct of an uploaded text file: the upload alone starts it, and the parts equal sort | uniq -c", async () => {

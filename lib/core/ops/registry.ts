@@ -12,8 +12,9 @@ import type { AnyOp } from "./types.js";
 import { wordcount } from "./wordcount.js";
 import { groupby } from "./groupby.js";
 import { distinct } from "./distinct.js";
+import { sort } from "./sort.js";
 
-export const builtinOps: readonly AnyOp[] = [count, stats, wordcount, histogram, grep, groupby, distinct];
+export const builtinOps: readonly AnyOp[] = [count, stats, wordcount, histogram, grep, groupby, distinct, sort];
 
 /** An op's code digest: its own, or `builtin-<package version>` for the ops that ship with cloudmill. */
 export const opDigest = (op: AnyOp): string => op.digest ?? `builtin-${VERSION}`;

@@ -69,7 +69,15 @@ export interface Op<P = unknown, A = unknown, R = unknown> {
    * write one line per key to the job's parts. `finalize` is never called.
    */
   readonly keyed?: KeyedReduce<P>;
+  /**
+   * Set on `sort`: its mapper's partial is its chunk's lines sorted (sortRun.ts), written to the
+   * shuffle as one run; reduce tasks merge key ranges chosen from the runs' samples.
+   */
+  readonly sorts?: boolean;
 }
+
+/** Ops whose result is partitioned into parts by reduce tasks: keyed ones and `sort`. */
+export const isShuffled = (op: AnyOp): boolean => op.keyed !== undefined || op.sorts === true;
 
 /** The reduce side of a keyed op. */
 export interface KeyedReduce<P> {

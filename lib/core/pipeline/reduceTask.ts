@@ -13,7 +13,8 @@ import { CloudmillError, ErrorCode } from "../errors.js";
 import { outputPartKey, partKey, reduceEnqueuedKey, reducePlanKey, shuffleKey, spillPrefix } from "../keys.js";
 import { mapInOrder } from "../mapInOrder.js";
 import type { Manifest, ReduceTask } from "../job/manifest.js";
-import { encodeShuffle, type KeyedTable, type ShuffleRef } from "../shuffle/shuffleRun.js";
+import { encodeShuffle, type KeyedTable, type ShuffleRef, type SortRef } from "../shuffle/shuffleRun.js";
+import { sortedPieces, sortFormatOf, sortPlans } from "./sortStage.js";
 import { RunMerge } from "../shuffle/runMerge.js";
 import type { AnyOp } from "../ops/types.js";
 import type { BlobStore, TaskQueue } from "../ports.js";
@@ -24,11 +25,14 @@ import { SniffedSeparator } from "./part.js";
 import { enqueueTasks } from "./enqueue.js";
 
 /** The segments one reduce task merges: [shuffle object, start, end], in chunk order. */
+const SortKeySchema = z.tuple([z.union([z.literal(0), z.literal(1)]), z.number(), z.string()]);
 export const ReducePlan = z.strictObject({
   v: z.literal(1),
   jobId: z.string(),
   partition: z.number().int().nonnegative(),
   segments: z.array(z.tuple([z.string(), z.number().int().nonnegative(), z.number().int().nonnegative()])),
+  /** A sort's key range [lo, hi) (null: unbounded); its segments bracket it, and the merge keeps exactly it. */
+  range: z.strictObject({ lo: SortKeySchema.nullable(), hi: SortKeySchema.nullable() }).optional(),
 });
 export type ReducePlan = z.infer<typeof ReducePlan>;
 
@@ -92,13 +96,15 @@ export const shufflePart = async (deps: PipelineDeps, jobId: string, partitions:
 export const startReduce = async (
   deps: PipelineDeps & { readonly queue: TaskQueue },
   manifest: Manifest,
-  refs: readonly ShuffleRef[],
+  refs: readonly (ShuffleRef | SortRef)[],
   merged: { readonly skipped: number; readonly sniffed: readonly SniffedSeparator[] },
 ): Promise<void> => {
   const { jobId, job } = manifest;
   const partitions = job.partitions!;
-  const plans: ReducePlan[] = Array.from({ length: partitions }, (_, partition) => ({ v: 1, jobId, partition, segments: [] }));
-  for (const ref of refs) for (const [p, start, end] of ref.segments) plans[p]!.segments.push([ref.key, start, end]);
+  const plans: ReducePlan[] = deps.registry.get(job.op).sorts
+    ? sortPlans(refs as SortRef[], partitions).map((plan, partition) => ({ v: 1, jobId, partition, ...plan }))
+    : Array.from({ length: partitions }, (_, partition) => ({ v: 1, jobId, partition, segments: [] }));
+  for (const ref of refs) if ("segments" in ref) for (const [p, start, end] of ref.segments) plans[p]!.segments.push([ref.key, start, end]);
   await mapInOrder(plans, WRITES_AT_ONCE, (plan) => writeJson(deps.output, reducePlanKey(jobId, plan.partition), plan));
   await enqueueTasks(
     deps.queue,
@@ -129,13 +135,61 @@ export const reducePartition = async (
   task: ReduceTask,
   options: ReduceOptions = {},
 ): Promise<{ readonly bytes: number; readonly partial: ReducedPartition }> => {
-  const { signal } = options;
   const { jobId, job } = task;
   const { partition, chunks } = task.reduce;
+  const plan = await readJson(deps.output, reducePlanKey(jobId, partition), ReducePlan, options.signal);
+  const { bytes, partial } = deps.registry.get(job.op).sorts
+    ? await sortPartition(deps, task, plan, options)
+    : await combinePartition(deps, task, plan, options);
+  const part: Part = { v: 1, jobId, index: chunks + partition, partial, skipped: 0 };
+  await writeJson(deps.output, partKey(jobId, chunks + partition), part);
+  return { bytes, partial };
+};
+
+/** Merges one partition's plan into its output part: the input bytes read, and what the part holds. */
+type PartitionReducer = (
+  deps: PipelineDeps & SpillConfig,
+  task: ReduceTask,
+  plan: ReducePlan,
+  options: ReduceOptions,
+) => Promise<{ readonly bytes: number; readonly partial: ReducedPartition }>;
+
+/** A sort's partition: its key range of every run, merged in order, as its output part's lines. */
+const sortPartition: PartitionReducer = async (deps, task, plan, { signal }) => {
+  const { jobId, job } = task;
+  const { partition } = task.reduce;
+  if (!plan.range) throw new CloudmillError(ErrorCode.INTERNAL, `the plan of partition ${partition} has no key range`);
+  const spill = { prefix: spillPrefix(jobId, partition, randomUUID()), written: [] as string[] };
+  const scratch = deps.scratch ?? deps.output;
+  try {
+    const pieces = await sortedPieces(deps, sortFormatOf(job.format), { range: plan.range, segments: plan.segments }, spill, signal);
+    let records = 0;
+    let bytes = 0;
+    const counted = async function* (): AsyncGenerator<Buffer> {
+      for await (const piece of pieces) {
+        for (let i = piece.indexOf(0x0a); i !== -1; i = piece.indexOf(0x0a, i + 1)) records++;
+        bytes += piece.length;
+        yield piece;
+      }
+    };
+    const key = outputPartKey(jobId, partition, ".txt");
+    await deps.output.put(key, counted(), { contentType: "text/plain" });
+    let spilledBytes = 0;
+    for (const k of spill.written) spilledBytes += (await scratch.head(k))?.size ?? 0;
+    const read = plan.segments.reduce((n, [, start, end]) => n + end - start, 0);
+    return { bytes: read, partial: { key, records, bytes, spilledBytes } };
+  } finally {
+    await Promise.all(spill.written.map((k) => scratch.delete(k).catch(() => undefined)));
+  }
+};
+
+/** A keyed op's partition: its segments' pairs combined by key, one line per key in key order. */
+const combinePartition: PartitionReducer = async (deps, task, plan, { signal }) => {
+  const { jobId, job } = task;
+  const { partition } = task.reduce;
   const op = deps.registry.get(job.op);
   const keyed = keyedOf(op);
   const params = op.parseParams(job.params);
-  const plan = await readJson(deps.output, reducePlanKey(jobId, partition), ReducePlan, signal);
   const merge = new RunMerge({
     combine: (a, b) => keyed.combine(a, b, params),
     spillBytes: deps.spillBytes ?? DEFAULTS.reduceSpillBytes,
@@ -174,10 +228,7 @@ export const reducePartition = async (
   const body = Buffer.concat(pieces);
   const key = outputPartKey(jobId, partition);
   await deps.output.put(key, body, { contentType: "application/x-ndjson" });
-  const partial: ReducedPartition = { key, records, bytes: body.length, spilledBytes };
-  const part: Part = { v: 1, jobId, index: chunks + partition, partial, skipped: 0 };
-  await writeJson(deps.output, partKey(jobId, chunks + partition), part);
-  return { bytes: read, partial };
+  return { bytes: read, partial: { key, records, bytes: body.length, spilledBytes } };
 };
 
 /** A keyed job's result once every reduce part exists: its parts, in partition order. */

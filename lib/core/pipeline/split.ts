@@ -10,6 +10,7 @@ import { Manifest, type InputObject, type MapTask, type TaskJob } from "../job/m
 import { planChunks } from "../job/planner.js";
 import { MAX_PARTITIONS, type Format, type JobSpec } from "../job/spec.js";
 import type { OpRegistry } from "../ops/registry.js";
+import { isShuffled } from "../ops/types.js";
 import { nowOf, type SplitDeps } from "./deps.js";
 import { exists, writeJson } from "./blobJson.js";
 import { reduceJob } from "./reduce.js";
@@ -55,7 +56,7 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
     });
   }
   op.parseParams(spec.params); // fail now, not in every task
-  if (spec.partitions !== undefined && !op.keyed)
+  if (spec.partitions !== undefined && !isShuffled(op))
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `partitions: op ${op.name} is not keyed (it has one result, not parts)`, {
       field: "partitions",
     });
@@ -70,7 +71,7 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
     maxAttempts: spec.maxAttempts,
     ...(spec.taskTimeoutSeconds !== undefined ? { taskTimeoutSeconds: spec.taskTimeoutSeconds } : {}),
     ...(spec.maxRecordBytes !== undefined ? { maxRecordBytes: spec.maxRecordBytes } : {}),
-    ...(op.keyed && spec.partitions !== undefined ? { partitions: spec.partitions } : {}),
+    ...(isShuffled(op) && spec.partitions !== undefined ? { partitions: spec.partitions } : {}),
   };
 };
 
@@ -80,7 +81,7 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
  * within DEFAULTS.maxShuffleSegments: past that, fewer and larger partitions (reduce tasks spill).
  */
 const withPartitions = (job: TaskJob, registry: OpRegistry, inputs: readonly InputObject[], chunks: number): TaskJob => {
-  if (!registry.get(job.op).keyed) return job;
+  if (!isShuffled(registry.get(job.op))) return job;
   const most = Math.max(1, Math.floor(DEFAULTS.maxShuffleSegments / Math.max(1, chunks)));
   if (job.partitions !== undefined) {
     if (job.partitions <= most) return job;

@@ -29,6 +29,8 @@ import { statusErrorOf } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
 import { readItems, runItems, type ChunkItem } from "./items.js";
 import { reducePartition, shufflePart } from "./reduceTask.js";
+import { sortedRunPart } from "./sortStage.js";
+import { mergeSortedRuns, type SortedRun, type SortFormat } from "../shuffle/sortRun.js";
 import { mergeTables } from "../ops/keyedOp.js";
 import type { KeyedTable } from "../shuffle/shuffleRun.js";
 import type { ReduceTask } from "../job/manifest.js";
@@ -195,7 +197,7 @@ const mapChunk = async (
       if (partitions === undefined)
         throw new CloudmillError(ErrorCode.INTERNAL, `op ${op.name} is keyed, but the task names no partitions`);
       part = await shufflePart(deps, jobId, partitions, part);
-    }
+    } else if (op.sorts) part = await sortedRunPart(deps, jobId, part);
     if (writePart) await writeJson(deps.output, key, part);
     return { kind: "done", bytes: chunkBytes(chunk), skipped: part.skipped, partial: part.partial };
   } catch (err) {
@@ -248,6 +250,11 @@ const packedPart = (task: MapTask, op: AnyOp, parts: readonly Part[]): Part => {
       op,
       params,
       parts.map((p) => p.partial as KeyedTable),
+    );
+  else if (op.sorts)
+    partial = mergeSortedRuns(
+      task.job.format as SortFormat,
+      parts.map((p) => p.partial as SortedRun),
     );
   else {
     const merger = op.merger(params);

@@ -7,6 +7,7 @@
  */
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { BlobStore } from "../ports.js";
+import { heapify, popTop, siftDown } from "./heap.js";
 import { compareKeys } from "./keyOrder.js";
 import { forEachPair, pairLine, sortTable, type KeyedTable } from "./shuffleRun.js";
 
@@ -99,28 +100,9 @@ const mergeCursors = async (
   combine: (a: unknown, b: unknown) => unknown,
   emit: (key: string, value: unknown) => void | Promise<void>,
 ): Promise<void> => {
-  // A binary heap on the cursors' current keys.
   const heap = cursors;
-  const less = (a: number, b: number): boolean => compareKeys(heap[a]!.key, heap[b]!.key) < 0;
-  const swap = (a: number, b: number): void => {
-    const t = heap[a]!;
-    heap[a] = heap[b]!;
-    heap[b] = t;
-  };
-  const down = (at: number): void => {
-    let i = at;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      if (l < heap.length && less(l, m)) m = l;
-      if (r < heap.length && less(r, m)) m = r;
-      if (m === i) return;
-      swap(i, m);
-      i = m;
-    }
-  };
-  for (let i = (heap.length >> 1) - 1; i >= 0; i--) down(i);
+  const before = (a: Cursor, b: Cursor): boolean => compareKeys(a.key, b.key) < 0;
+  heapify(heap, before);
   let key: string | undefined;
   let value: unknown;
   while (heap.length > 0) {
@@ -131,11 +113,8 @@ const mergeCursors = async (
       key = top.key;
       value = top.value;
     }
-    if (!(await top.advance())) {
-      heap[0] = heap[heap.length - 1]!;
-      heap.pop();
-    }
-    down(0);
+    if (await top.advance()) siftDown(heap, 0, before);
+    else popTop(heap, before);
   }
   if (key !== undefined) await emit(key, value);
 };

@@ -23,6 +23,16 @@ export const ShuffleRef = z.strictObject({
 });
 export type ShuffleRef = z.infer<typeof ShuffleRef>;
 
+/** A sort map task's run, as its part records it: where it is, and its samples (sortRun.ts). */
+export const SortRef = z.strictObject({
+  key: z.string(),
+  bytes: z.number().int().nonnegative(),
+  lines: z.number().int().nonnegative(),
+  step: z.number().int().positive(),
+  samples: z.array(z.tuple([z.tuple([z.union([z.literal(0), z.literal(1)]), z.number(), z.string()]), z.number().int().nonnegative()])),
+});
+export type SortRef = z.infer<typeof SortRef>;
+
 export const pairLine = (key: string, value: unknown): string => `${JSON.stringify([key, value])}\n`;
 
 /** Sorts a table's entries by key (byte order) in place. */

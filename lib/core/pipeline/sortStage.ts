@@ -1,0 +1,105 @@
+/**
+ * `sort` through the shuffle stage (reduceTask.ts): each map task writes its chunk's sorted
+ * run; the plans cut all runs at splitters chosen from their samples; each reduce task merges
+ * its key range of every run into its part, streaming, a fan-in of runs at a time.
+ */
+import { CloudmillError, ErrorCode } from "../errors.js";
+import type { Format } from "../job/spec.js";
+import { shuffleKey } from "../keys.js";
+import type { BlobStore } from "../ports.js";
+import type { SortRef } from "../shuffle/shuffleRun.js";
+import {
+  bracket,
+  chooseSplitters,
+  lineCursor,
+  mergeLines,
+  type LineCursor,
+  type SortedRun,
+  type SortFormat,
+  type SortKey,
+} from "../shuffle/sortRun.js";
+import type { PipelineDeps } from "./deps.js";
+import type { Part } from "./part.js";
+
+/** A sort's part: its run written to the shuffle, and in its place where it is and its samples. */
+export const sortedRunPart = async (deps: PipelineDeps, jobId: string, part: Part): Promise<Part> => {
+  const run = part.partial as SortedRun;
+  const key = shuffleKey(jobId, part.index, 0);
+  // From a mapper thread the run's bytes arrive as a plain Uint8Array.
+  await deps.output.put(key, Buffer.from(run.bytes.buffer, run.bytes.byteOffset, run.bytes.byteLength));
+  const ref: SortRef = { key, bytes: run.bytes.byteLength, lines: run.lines, step: run.step, samples: run.samples };
+  return { ...part, partial: ref };
+};
+
+/** One partition's share of a sort: its key range, and the bracketing byte range of each run. */
+export interface SortPlan {
+  readonly range: { readonly lo: SortKey | null; readonly hi: SortKey | null };
+  readonly segments: [string, number, number][];
+}
+
+/** The plans of all partitions, from every run's samples. */
+export const sortPlans = (refs: readonly SortRef[], partitions: number): SortPlan[] => {
+  const splitters = chooseSplitters(refs, partitions);
+  return Array.from({ length: partitions }, (_, p) => {
+    // Fewer distinct keys than partitions: the last partitions are empty.
+    const lo = p === 0 ? null : (splitters[p - 1] ?? undefined);
+    const hi = p < splitters.length ? splitters[p]! : null;
+    if (lo === undefined) return { range: { lo: null, hi: null }, segments: [] };
+    const segments: [string, number, number][] = [];
+    for (const ref of refs) {
+      const [start, end] = bracket(ref, lo, hi);
+      if (end > start) segments.push([ref.key, start, end]);
+    }
+    return { range: { lo, hi }, segments };
+  });
+};
+
+/** Runs merged at once; more are merged a fan-in at a time into longer runs first. */
+const SORT_FAN_IN = 64;
+
+export const sortFormatOf = (format: Format): SortFormat => {
+  if (format !== "numbers" && format !== "lines")
+    throw new CloudmillError(ErrorCode.INTERNAL, `sort reads numbers or lines, not ${format}`);
+  return format;
+};
+
+/**
+ * The pieces of a partition's output: its range of every segment, merged. Past the fan-in,
+ * groups of segments are first merged into runs under `spill` (removed by the caller).
+ */
+export const sortedPieces = async (
+  deps: PipelineDeps & { readonly scratch?: BlobStore },
+  format: SortFormat,
+  plan: SortPlan,
+  spill: { readonly prefix: string; readonly written: string[] },
+  signal?: AbortSignal,
+): Promise<AsyncGenerator<Buffer>> => {
+  const scratch = deps.scratch ?? deps.output;
+  const open = async (store: BlobStore, segments: readonly [string, number, number][], ranged: boolean): Promise<LineCursor[]> => {
+    const cursors: LineCursor[] = [];
+    for (const [key, start, end] of segments) {
+      const reads = await store.get(key, { start, end, ...(signal ? { signal } : {}) });
+      const c = await lineCursor(format, reads, key, ranged ? plan.range.lo : null, ranged ? plan.range.hi : null);
+      if (c) cursors.push(c);
+    }
+    return cursors;
+  };
+  let runs: { store: BlobStore; segments: [string, number, number][]; ranged: boolean } = {
+    store: deps.output,
+    segments: plan.segments,
+    ranged: true,
+  };
+  while (runs.segments.length > SORT_FAN_IN) {
+    const next: [string, number, number][] = [];
+    for (let i = 0; i < runs.segments.length; i += SORT_FAN_IN) {
+      const key = `${spill.prefix}run-${String(spill.written.length).padStart(5, "0")}`;
+      spill.written.push(key);
+      const cursors = await open(runs.store, runs.segments.slice(i, i + SORT_FAN_IN), runs.ranged);
+      await scratch.put(key, mergeLines(cursors));
+      const info = await scratch.head(key);
+      next.push([key, 0, info?.size ?? 0]);
+    }
+    runs = { store: scratch, segments: next, ranged: false };
+  }
+  return mergeLines(await open(runs.store, runs.segments, runs.ranged));
+};

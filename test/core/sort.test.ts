@@ -1,0 +1,120 @@
+/**
+ * `sort` on the local engine: the parts concatenated in order equal GNU `sort -g` (numbers) or
+ * `LC_ALL=C sort` (lines) of the same files, byte for byte, at chunk sizes from a few runs to
+ * more runs than one merge takes at once; partitions hold about equal shares; bad input is refused.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
+import { OpRegistry } from "../../lib/core/ops/registry.js";
+import type { KeyedResult } from "../../lib/core/pipeline/reduceTask.js";
+import { prng } from "../../lib/dev/prng.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+
+let dir: string;
+let numbers: string;
+let text: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-sort-"));
+  const next = prng(99);
+  // Numbers as people write them: integers, decimals, exponents, signs, ties spelled two ways
+  // (1.5 and 1.50, 0 and -0), blank lines, CRLF endings, and a last line with no newline.
+  const lines: string[] = [];
+  for (let i = 0; i < 30_000; i++) {
+    const r = next();
+    lines.push(
+      r < 0.01
+        ? ""
+        : r < 0.02
+          ? (["-0", "0", "+0", "0.0"] as const)[i % 4]
+          : r < 0.03
+            ? (["1.5", "1.50", " 1.5", "15e-1"] as const)[i % 4]
+            : r < 0.05
+              ? `${(next() * 1e300).toExponential(6)}\r`
+              : r < 0.5
+                ? String(Math.floor(next() * 2000) - 1000)
+                : String((next() - 0.5) * 1e6),
+    );
+  }
+  numbers = path.join(dir, "numbers.txt");
+  await writeFile(numbers, lines.join("\n"));
+  // Text whose byte order differs from UTF-16 order, duplicates, CRLF and empty lines.
+  const words = ["apple", "Apple", "é", "\uff01", "😀", "", "a\tb", "zeta\r", "日本"];
+  text = path.join(dir, "text.txt");
+  await writeFile(text, `${Array.from({ length: 20_000 }, (_, i) => `${words[Math.floor(next() * words.length)]}${i % 7}`).join("\n")}\n`);
+}, 30_000);
+
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+const sorted = (file: string, numeric: boolean): Buffer =>
+  execFileSync("sh", ["-c", `LC_ALL=C sort ${numeric ? "-g " : ""}"$1"`, "sh", file], { maxBuffer: 1 << 30 });
+
+const runSort = async (spec: Omit<JobSpecInput, "op">, workers: number, outDir: string) => {
+  const { result, status } = await runLocal({ spec: parseJobSpec({ op: "sort", ...spec }), registry: new OpRegistry(), workers, outDir });
+  const manifest = result as KeyedResult;
+  const parts = await Promise.all(manifest.parts.map((p) => readFile(p.key)));
+  return { manifest, parts, status };
+};
+
+describe("sort on the local engine", () => {
+  it.each([
+    { chunkSize: 1 << 20, partitions: 1, workers: 0 },
+    { chunkSize: 16 * 1024, partitions: 4, workers: 2 },
+    // About 250 runs: merged 64 at a time into longer runs first.
+    { chunkSize: 1024, partitions: 3, workers: 2 },
+  ])("numbers: the parts in order are sort -g's output (chunks of $chunkSize bytes, $partitions partitions)", async (c) => {
+    const outDir = path.join(dir, `numbers-${c.chunkSize}`);
+    const { manifest, parts, status } = await runSort(
+      { inputs: [numbers], chunkSize: c.chunkSize, partitions: c.partitions },
+      c.workers,
+      outDir,
+    );
+    expect(status.state).toBe("succeeded");
+    expect(manifest.parts.map((p) => path.basename(p.key))).toEqual(
+      Array.from({ length: c.partitions }, (_, i) => `part-${String(i).padStart(5, "0")}.txt`),
+    );
+    const whole = Buffer.concat(parts);
+    expect(whole.equals(sorted(numbers, true))).toBe(true);
+    expect(manifest.records).toBe(30_000);
+    for (const [i, p] of manifest.parts.entries()) expect(p.bytes).toBe(parts[i]!.length);
+    // Splitters at the samples' quantiles: every partition within a fifth of an equal share.
+    for (const p of manifest.parts) expect(Math.abs(p.records - 30_000 / c.partitions)).toBeLessThan(30_000 / c.partitions / 5);
+  });
+
+  it("lines: the parts in order are LC_ALL=C sort's output, multibyte and CRLF lines included", async () => {
+    const { parts } = await runSort({ inputs: [text], format: "lines", chunkSize: 8192, partitions: 5 }, 2, path.join(dir, "text-out"));
+    expect(Buffer.concat(parts).equals(sorted(text, false))).toBe(true);
+  });
+
+  it("many inputs, small ones packed into one task each, sort as one", async () => {
+    const files: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      const f = path.join(dir, `small-${i}.txt`);
+      await writeFile(f, `${Array.from({ length: 50 }, (_, j) => String((i * 7919 + j * 104729) % 1000)).join("\n")}\n`);
+      files.push(f);
+    }
+    const { parts } = await runSort({ inputs: files, chunkSize: 4096, partitions: 2 }, 0, path.join(dir, "packed-out"));
+    const expected = execFileSync("sh", ["-c", 'cat "$@" | LC_ALL=C sort -g', "sh", ...files], { maxBuffer: 1 << 30 });
+    expect(Buffer.concat(parts).equals(expected)).toBe(true);
+  });
+
+  it("refuses a line that is not a number, naming file and line", async () => {
+    const file = path.join(dir, "bad.txt");
+    await writeFile(file, "3\n1\nabc\n2\n");
+    await expect(runSort({ inputs: [file] }, 0, path.join(dir, "bad-out"))).rejects.toThrow(
+      /bad\.txt:3 \(byte 4\): expected a number, got "abc"/,
+    );
+  });
+
+  it("an empty input gives empty parts", async () => {
+    const file = path.join(dir, "empty.txt");
+    await writeFile(file, "");
+    const { manifest, parts } = await runSort({ inputs: [file], partitions: 2 }, 0, path.join(dir, "empty-out"));
+    expect(manifest.records).toBe(0);
+    expect(parts.map((p) => p.length)).toEqual([0, 0]);
+  });
+});
