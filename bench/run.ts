@@ -342,9 +342,15 @@ const main = async (): Promise<void> => {
   );
 
   process.stderr.write("sort of numbers…\n");
+  const sorted = await sortNumbers({ ...cliBench, mb: Number(process.env.BENCH_SORT_MB ?? 1024) });
+  rows.push("\nsort of numbers against GNU sort -g (one run each):\n", ...sorted.rows);
+  process.stderr.write("the 1 TB study…\n");
   rows.push(
-    "\nsort of numbers against GNU sort -g (one run each):\n",
-    ...(await sortNumbers({ ...cliBench, mb: Number(process.env.BENCH_SORT_MB ?? 1024) })),
+    "\nA 1 TB sort on the stack, modelled from the code's constants and this run's sort throughput (docs/scale.md):\n",
+    execFileSync(process.execPath, ["--max-old-space-size=8192", path.join(here, "scale.js"), String(sorted.cpuSecondsPerMiB)], {
+      encoding: "utf8",
+      maxBuffer: 1 << 24,
+    }),
   );
 
   // Memory follows neither the input's size nor the chunk size: chunks are streamed in blocks.

@@ -5,7 +5,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { mkdirSync, rmSync } from "node:fs";
-import { readdir, stat } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { generateNumbers } from "./generate.js";
 
@@ -29,7 +29,8 @@ const timed = (cmd: string): { seconds: number; rssMB: number } => {
   return { seconds: seconds!, rssMB: kib! / 1024 };
 };
 
-export const sortNumbers = async (o: SortBenchOptions): Promise<string[]> => {
+/** The comparison's table, and the CPU seconds per MiB the sort took (wall × threads: an upper bound). */
+export const sortNumbers = async (o: SortBenchOptions): Promise<{ rows: string[]; cpuSecondsPerMiB: number }> => {
   const file = await generateNumbers(o.dir, o.mb * MiB, o.seed);
   const lines = Number(execFileSync("wc", ["-l", file], { encoding: "utf8" }).trim().split(/\s+/)[0]);
   const outDir = path.join(o.dir, "sort-parts");
@@ -37,7 +38,11 @@ export const sortNumbers = async (o: SortBenchOptions): Promise<string[]> => {
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
   const gnu = timed(`LC_ALL=C sort -g --parallel=2 -S 50% '${file}' > '${gnuOut}'`);
-  const mill = timed(`node '${o.cli}' run '${file}' --op sort --workers ${o.workers} --out-dir '${outDir}' --no-progress`);
+  const result = path.join(o.dir, "sort-result.json");
+  const mill = timed(
+    `node '${o.cli}' run '${file}' --op sort --workers ${o.workers} --out-dir '${outDir}' --no-progress --out '${result}'`,
+  );
+  const { spilledBytes, partitions } = JSON.parse(await readFile(result, "utf8")) as { spilledBytes: number; partitions: number };
   const parts = (await readdir(outDir)).filter((f) => f.startsWith("part-")).sort();
   const same =
     execFileSync(
@@ -51,11 +56,14 @@ export const sortNumbers = async (o: SortBenchOptions): Promise<string[]> => {
   rmSync(outDir, { recursive: true, force: true });
   rmSync(gnuOut, { force: true });
   if (!same) process.exitCode = 1;
-  return [
-    `${(size / MiB).toFixed(0)} MiB, ${lines.toLocaleString("en")} lines; ${parts.length} parts; output ${same ? "identical to" : "DIFFERENT from"} GNU sort's`,
+  const cpuSecondsPerMiB = (mill.seconds * o.workers) / (size / MiB);
+  const rows = [
+    `${(size / MiB).toFixed(0)} MiB, ${lines.toLocaleString("en")} lines; ${partitions} partitions, ${(spilledBytes / MiB).toFixed(0)} MiB spilled; ` +
+      `output ${same ? "identical to" : "DIFFERENT from"} GNU sort's`,
     "| | wall (s) | × GNU sort | peak RSS (MB) |",
     "|---|---|---|---|",
     `| GNU sort -g --parallel=2 -S 50% | ${gnu.seconds.toFixed(1)} | 1.00 | ${gnu.rssMB.toFixed(0)} |`,
     `| cloudmill run --op sort (${o.workers} threads) | ${mill.seconds.toFixed(1)} | ${(mill.seconds / gnu.seconds).toFixed(2)} | ${mill.rssMB.toFixed(0)} |`,
   ];
+  return { rows, cpuSecondsPerMiB };
 };

@@ -58,6 +58,8 @@ export type ReduceStarted = z.infer<typeof ReduceStarted>;
 export interface KeyedResult {
   readonly records: number;
   readonly partitions: number;
+  /** Bytes the reduce tasks wrote to scratch and read back (0: every partition merged in memory). */
+  readonly spilledBytes: number;
   readonly parts: readonly { readonly key: string; readonly records: number; readonly bytes: number }[];
 }
 
@@ -245,6 +247,7 @@ export const keyedResult = async (deps: PipelineDeps, manifest: Manifest, uri: (
   return {
     records: parts.reduce((n, p) => n + p.records, 0),
     partitions,
+    spilledBytes: parts.reduce((n, p) => n + p.spilledBytes, 0),
     parts: parts.map((p) => ({ key: uri(p.key), records: p.records, bytes: p.bytes })),
   };
 };

@@ -75,31 +75,31 @@ export const sortedPieces = async (
   signal?: AbortSignal,
 ): Promise<AsyncGenerator<Buffer>> => {
   const scratch = deps.scratch ?? deps.output;
-  const open = async (store: BlobStore, segments: readonly [string, number, number][], ranged: boolean): Promise<LineCursor[]> => {
+  /** A run to merge: a plan's segment (kept to the key range), or a run merged on scratch. */
+  interface Source {
+    readonly store: BlobStore;
+    readonly key: string;
+    readonly start: number;
+    readonly end: number;
+    readonly ranged: boolean;
+  }
+  const open = async (sources: readonly Source[]): Promise<LineCursor[]> => {
     const cursors: LineCursor[] = [];
-    for (const [key, start, end] of segments) {
-      const reads = await store.get(key, { start, end, ...(signal ? { signal } : {}) });
-      const c = await lineCursor(format, reads, key, ranged ? plan.range.lo : null, ranged ? plan.range.hi : null);
+    for (const s of sources) {
+      const reads = await s.store.get(s.key, { start: s.start, end: s.end, ...(signal ? { signal } : {}) });
+      const c = await lineCursor(format, reads, s.key, s.ranged ? plan.range.lo : null, s.ranged ? plan.range.hi : null);
       if (c) cursors.push(c);
     }
     return cursors;
   };
-  let runs: { store: BlobStore; segments: [string, number, number][]; ranged: boolean } = {
-    store: deps.output,
-    segments: plan.segments,
-    ranged: true,
-  };
-  while (runs.segments.length > SORT_FAN_IN) {
-    const next: [string, number, number][] = [];
-    for (let i = 0; i < runs.segments.length; i += SORT_FAN_IN) {
-      const key = `${spill.prefix}run-${String(spill.written.length).padStart(5, "0")}`;
-      spill.written.push(key);
-      const cursors = await open(runs.store, runs.segments.slice(i, i + SORT_FAN_IN), runs.ranged);
-      await scratch.put(key, mergeLines(cursors));
-      const info = await scratch.head(key);
-      next.push([key, 0, info?.size ?? 0]);
-    }
-    runs = { store: scratch, segments: next, ranged: false };
+  let sources: Source[] = plan.segments.map(([key, start, end]) => ({ store: deps.output, key, start, end, ranged: true }));
+  while (sources.length > SORT_FAN_IN) {
+    // Merge just enough runs that the rest and the merged one fit one merge (65 runs: 2, not 64).
+    const take = Math.min(SORT_FAN_IN, sources.length - SORT_FAN_IN + 1);
+    const key = `${spill.prefix}run-${String(spill.written.length).padStart(5, "0")}`;
+    spill.written.push(key);
+    await scratch.put(key, mergeLines(await open(sources.slice(0, take))));
+    sources = [...sources.slice(take), { store: scratch, key, start: 0, end: (await scratch.head(key))?.size ?? 0, ranged: false }];
   }
-  return mergeLines(await open(runs.store, runs.segments, runs.ranged));
+  return mergeLines(await open(sources));
 };

@@ -82,7 +82,7 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
  */
 const withPartitions = (job: TaskJob, registry: OpRegistry, inputs: readonly InputObject[], chunks: number): TaskJob => {
   if (!isShuffled(registry.get(job.op))) return job;
-  const most = Math.max(1, Math.floor(DEFAULTS.maxShuffleSegments / Math.max(1, chunks)));
+  const most = mostPartitions(chunks);
   if (job.partitions !== undefined) {
     if (job.partitions <= most) return job;
     throw new CloudmillError(
@@ -92,9 +92,21 @@ const withPartitions = (job: TaskJob, registry: OpRegistry, inputs: readonly Inp
       { field: "partitions" },
     );
   }
-  const bytes = inputs.reduce((n, i) => n + i.size, 0);
-  return { ...job, partitions: Math.min(MAX_PARTITIONS, most, Math.max(1, Math.ceil(bytes / DEFAULTS.bytesPerPartition))) };
+  return {
+    ...job,
+    partitions: defaultPartitions(
+      inputs.reduce((n, i) => n + i.size, 0),
+      chunks,
+    ),
+  };
 };
+
+/** Most partitions a job of this many chunks may have. */
+const mostPartitions = (chunks: number): number => Math.max(1, Math.floor(DEFAULTS.maxShuffleSegments / Math.max(1, chunks)));
+
+/** A keyed job's partitions when it asks for none. */
+export const defaultPartitions = (bytes: number, chunks: number): number =>
+  Math.min(MAX_PARTITIONS, mostPartitions(chunks), Math.max(1, Math.ceil(bytes / DEFAULTS.bytesPerPartition)));
 
 export interface StartedJob {
   readonly manifest: Manifest;

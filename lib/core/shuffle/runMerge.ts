@@ -188,8 +188,10 @@ export class RunMerge {
       // Too many runs to read at once: merge them a fan-in at a time into longer runs first.
       let pending = [...this.#runs];
       while (pending.length + 1 > fanIn) {
-        const group = pending.slice(0, fanIn);
-        pending = pending.slice(fanIn);
+        // Merge just enough runs that the rest, the merged one and memory fit one merge.
+        const take = Math.min(fanIn, pending.length + 2 - fanIn);
+        const group = pending.slice(0, take);
+        pending = pending.slice(take);
         const cursors = await open(group);
         pending.push(await this.#writeRun((write) => mergeCursors(cursors, combine, (k, v) => write(pairLine(k, v)))));
       }

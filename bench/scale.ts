@@ -1,0 +1,149 @@
+/**
+ * The 1 TB study (docs/scale.md): what a job of 1 TB in 16 MiB chunks asks of AWS, from the
+ * code's own constants (the planner, the partition default, queue and part limits), and a
+ * simulation of the one step that holds the whole job in one place: the reducer choosing a
+ * sort's splitters and writing its plans from every chunk's samples, timed and measured here.
+ */
+import { pathToFileURL } from "node:url";
+import { DEFAULTS, MiB } from "../lib/core/constants.js";
+import { planChunks } from "../lib/core/job/planner.js";
+import { defaultPartitions } from "../lib/core/pipeline/split.js";
+import { sortPlans } from "../lib/core/pipeline/sortStage.js";
+import { prng } from "../lib/dev/prng.js";
+import type { SortRef } from "../lib/core/shuffle/shuffleRun.js";
+
+/** List prices assumed (us-east-1, as of 2026-12; check current ones): dollars. */
+export const PRICES = {
+  date: "2026-12",
+  s3PutPer1000: 0.005,
+  s3GetPer1000: 0.0004,
+  s3GbMonth: 0.023,
+  sqsPerMillion: 0.4,
+  lambdaArmGbSecond: 0.0000133334,
+  /** m7g.large, the stack's default instance type: 2 vCPUs, 8 GiB, up to 12.5 Gbit/s (0.937 baseline). */
+  m7gLargeHour: 0.0816,
+  m7gLargeSpotHour: 0.031,
+  m7gLargeBaselineMBps: 117,
+} as const;
+
+const S3_PART = 8 * MiB;
+const fmt = (n: number): string => (n >= 100 || Number.isInteger(n) ? Math.round(n).toLocaleString("en") : n.toFixed(n >= 10 ? 1 : 2));
+
+export interface SortStudy {
+  readonly bytes: number;
+  readonly chunks: number;
+  readonly partitions: number;
+  /** CPU seconds per MiB of input for both stages of a sort, as measured by bench/sort.ts on this machine. */
+  readonly cpuSecondsPerMiB: number;
+  readonly instances: number;
+}
+
+/** Requests, messages, bytes and dollars of a 1 TB sort, stage by stage. */
+export const sortStudy = (s: SortStudy): string[] => {
+  const M = s.chunks;
+  const R = s.partitions;
+  const chunk = s.bytes / M;
+  const partition = s.bytes / R;
+  // Map task: 3 marker HEADs, a ranged GET and its look-behind, the run (multipart past 8 MiB) and the part.
+  const runPuts = chunk > DEFAULTS.multipartThreshold ? 2 + Math.ceil(chunk / S3_PART) : 1;
+  const map = { get: 5 * M, put: (runPuts + 1) * M, sqs: 2 * M };
+  // Reducer: a batch of ≤ 100 part events per call, each listing every part (1,000 per page).
+  const calls = Math.ceil((M + R) / 100);
+  const reducer = { list: calls * Math.ceil((M + R) / 1000), get: calls * 6 + M + R, put: calls + R + 2, sqs: Math.ceil(R / 10) + calls };
+  // Reduce task: its plan, one ranged GET per run, merge passes through scratch (S3 on the fleet), its part.
+  const passes = Math.max(0, Math.ceil(Math.log(M) / Math.log(64)) - 1);
+  const spillBytes = passes * s.bytes;
+  const reduce = {
+    get: R * (4 + M) + (passes > 0 ? R * Math.ceil(M / 64) : 0),
+    put: R * (Math.ceil(partition / S3_PART) + 2) + Math.ceil(spillBytes / S3_PART) + R,
+    sqs: 2 * R,
+  };
+  const splitter = { sqs: Math.ceil(M / 10), put: 3, get: 2 };
+  const gets = map.get + reducer.get + reduce.get + splitter.get;
+  const puts = map.put + reducer.put + reduce.put + splitter.put + reducer.list;
+  const sqs = map.sqs + reducer.sqs + reduce.sqs + splitter.sqs + M; // + the part events S3 sends
+  const moved = s.bytes * (3 + 2 * passes) + s.bytes; // input, run write, run read, spill write+read per pass, output
+  const cpuHours = (s.cpuSecondsPerMiB * (s.bytes / MiB)) / 3600;
+  const vcpus = s.instances * 2;
+  const mapWall = (s.cpuSecondsPerMiB * 0.5 * (s.bytes / MiB)) / vcpus;
+  // A reduce task's bytes through one instance's baseline network, shared by its two task slots.
+  const reduceTaskBytes = partition * (2 + 2 * passes);
+  const reduceWall = (reduceTaskBytes / 1e6 / (PRICES.m7gLargeBaselineMBps / 2)) * Math.ceil(R / vcpus);
+  const hours = (mapWall + reduceWall) / 3600;
+  const instance = s.instances * hours * PRICES.m7gLargeHour;
+  const spot = s.instances * hours * PRICES.m7gLargeSpotHour;
+  const requests = (puts / 1000) * PRICES.s3PutPer1000 + (gets / 1000) * PRICES.s3GetPer1000;
+  const storage = ((s.bytes * (2 + (passes > 0 ? 1 : 0))) / 1e9) * PRICES.s3GbMonth * (hours / 730);
+  const queue = (sqs / 1e6) * PRICES.sqsPerMillion;
+  const tb = s.bytes / 1e12;
+  return [
+    `${fmt(s.bytes / 1e12)} TB in ${fmt(M)} chunks of ${fmt(chunk / MiB)} MiB, ${R} partitions of ${fmt(partition / 1e9)} GB (the default), ` +
+      `${s.instances} m7g.large (${vcpus} vCPUs); merge passes through scratch per reduce task: ${passes}`,
+    "",
+    "| | S3 GET/HEAD | S3 PUT/LIST | SQS requests |",
+    "|---|---|---|---|",
+    `| splitter | ${fmt(splitter.get)} | ${fmt(splitter.put)} | ${fmt(splitter.sqs)} |`,
+    `| map tasks | ${fmt(map.get)} | ${fmt(map.put)} | ${fmt(map.sqs)} |`,
+    `| reducer (Lambda, ${fmt(calls)} calls) | ${fmt(reducer.get)} | ${fmt(reducer.put + reducer.list)} | ${fmt(reducer.sqs)} |`,
+    `| reduce tasks | ${fmt(reduce.get)} | ${fmt(reduce.put)} | ${fmt(reduce.sqs)} |`,
+    `| total | ${fmt(gets)} | ${fmt(puts)} | ${fmt(sqs)} (with ${fmt(M)} part events) |`,
+    "",
+    `Bytes moved between S3 and the fleet: ${fmt(moved / 1e12)} TB. CPU: ${fmt(cpuHours)} vCPU-hours at ${s.cpuSecondsPerMiB.toFixed(3)} s/MiB.`,
+    `Wall: map stage ${fmt(mapWall / 60)} min, reduce stage ${fmt(reduceWall / 60)} min (a reduce task moves ${fmt(reduceTaskBytes / 1e9)} GB ` +
+      `through half of a ${PRICES.m7gLargeBaselineMBps} MB/s baseline NIC).`,
+    "",
+    `| dollars per TB (prices of ${PRICES.date}) | on-demand | spot |`,
+    "|---|---|---|",
+    `| instances | ${(instance / tb).toFixed(2)} | ${(spot / tb).toFixed(2)} |`,
+    `| S3 requests | ${(requests / tb).toFixed(2)} | ${(requests / tb).toFixed(2)} |`,
+    `| S3 storage while it runs | ${(storage / tb).toFixed(2)} | ${(storage / tb).toFixed(2)} |`,
+    `| SQS | ${(queue / tb).toFixed(2)} | ${(queue / tb).toFixed(2)} |`,
+    `| total | ${((instance + requests + storage + queue) / tb).toFixed(2)} | ${((spot + requests + storage + queue) / tb).toFixed(2)} |`,
+  ];
+};
+
+/**
+ * The reducer's step at the stage boundary, simulated at full size: every chunk's samples
+ * (256 keys each, as map tasks keep them), splitters chosen and every partition's plan cut.
+ */
+export const simulateSortPlans = (chunks: number, partitions: number): string[] => {
+  const next = prng(5);
+  const started = performance.now();
+  const heapBefore = process.memoryUsage().heapUsed;
+  const refs: SortRef[] = [];
+  for (let c = 0; c < chunks; c++) {
+    const values = Array.from({ length: 256 }, () => (next() - 0.5) * 1e6).sort((a, b) => a - b);
+    refs.push({
+      key: `_work/job/shuffle/${String(c).padStart(7, "0")}-0.jsonl`,
+      bytes: 16 * MiB,
+      lines: 1_800_000,
+      step: 7032,
+      samples: values.map((v, i) => [[1, v, String(v)], i * 65_536]),
+    });
+  }
+  const partsBytes = refs.reduce((n, r) => n + JSON.stringify(r).length, 0);
+  const plans = sortPlans(refs, partitions);
+  const planBytes = plans.reduce((n, p) => n + JSON.stringify(p).length, 0);
+  const heapMB = (process.memoryUsage().heapUsed - heapBefore) / MiB;
+  return [
+    `${fmt(chunks)} chunks × 256 samples, ${partitions} partitions: parts to read ${fmt(partsBytes / MiB)} MiB of JSON, plans ${fmt(planBytes / MiB)} MiB, ` +
+      `heap grown ${fmt(heapMB)} MiB, ${fmt((performance.now() - started) / 1000)} s on this machine (the reducer Lambda has 1,024 MB).`,
+  ];
+};
+
+export const scaleStudy = (cpuSecondsPerMiB: number): string[] => {
+  const bytes = 1e12;
+  const chunks = planChunks([{ bucket: "b", key: "k", size: bytes, etag: "e", name: "k" }], DEFAULTS.chunkSize).total;
+  const partitions = defaultPartitions(bytes, chunks);
+  return [
+    ...sortStudy({ bytes, chunks, partitions, cpuSecondsPerMiB, instances: 100 }),
+    "",
+    "Simulated: the reducer's stage boundary of that sort (splitters and plans from every run's samples):",
+    ...simulateSortPlans(chunks, partitions),
+  ];
+};
+
+// `node --max-old-space-size=8192 dist/bench/scale.js <cpu s/MiB>`: the simulation holds a 1 TB job's samples.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  process.stdout.write(`${scaleStudy(Number(process.argv[2] ?? 0.36)).join("\n")}\n`);
+}
