@@ -14,6 +14,7 @@ import { DEV_BUCKETS } from "../lib/core/constants.js";
 import { startDevCloud } from "../lib/dev/devCloud.js";
 import { createDevResources, startEmulator } from "../lib/dev/emulator.js";
 import { silentLogger } from "../lib/core/log.js";
+import { vmRssKiB } from "./chaos.js";
 import { handleObjectCreated } from "../lib/core/pipeline/trigger.js";
 
 /** Counts requests per service by a middleware on each client. */
@@ -175,6 +176,76 @@ export const manyObjects = async (n: number, workers: number): Promise<string[]>
         "the poll of status.json every 0.5 s is among the GETs.",
     ];
   } finally {
+    await cloud.stop();
+  }
+};
+
+/**
+ * A wordcount-like keyed job at the size where one reducer would have held everything: `distinct`
+ * over `keys` distinct tokens in about `chunks` tasks on the emulated fleet. Workers' peak RSS
+ * is sampled from /proc; the host's heap holds the emulator's S3 (all data, in memory) and the
+ * reducer's merge of the map stage. The result is checked: every key once, every line counted.
+ */
+export const keyedAtScale = async (chunks: number, keys: number, workers: number): Promise<string[]> => {
+  const lines = keys * 2;
+  const text = Buffer.from(Array.from({ length: lines }, (_, i) => `k${String((i * 7919) % keys).padStart(7, "0")}\n`).join(""));
+  const chunkSize = Math.ceil(text.length / chunks);
+  const partitions = 8;
+  const cloud = await startDevCloud({ workers, workerConcurrency: 2, log: silentLogger, chunkSize });
+  const peaks = new Map<number, number>();
+  let hostHeap = 0;
+  const sampler = setInterval(() => {
+    for (const pid of cloud.workerPids()) {
+      const kib = vmRssKiB(pid);
+      if (kib !== undefined) peaks.set(pid, Math.max(peaks.get(pid) ?? 0, kib));
+    }
+    hostHeap = Math.max(hostHeap, process.memoryUsage().heapUsed);
+  }, 200);
+  try {
+    await cloud.clients.s3.send(new PutObjectCommand({ Bucket: cloud.inputBucket, Key: "_inputs/tokens.txt", Body: text }));
+    const started = performance.now();
+    const spec = JSON.stringify({ op: "distinct", inputs: [`s3://${cloud.inputBucket}/_inputs/tokens.txt`], partitions });
+    await cloud.clients.s3.send(new PutObjectCommand({ Bucket: cloud.inputBucket, Key: "_jobs/keyed-scale.json", Body: spec }));
+    const read = async (key: string): Promise<string | undefined> => {
+      try {
+        const r = await cloud.clients.s3.send(new GetObjectCommand({ Bucket: cloud.outputBucket, Key: key }));
+        return await r.Body!.transformToString();
+      } catch (err) {
+        if ((err as Error).name === "NoSuchKey") return undefined;
+        throw err;
+      }
+    };
+    let status: { state: string; chunks: number };
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 1000));
+      const body = await read("_jobs/keyed-scale/status.json");
+      if (!body) continue;
+      status = JSON.parse(body) as { state: string; chunks: number };
+      if (status.state === "succeeded") break;
+      if (status.state !== "running") throw new Error(`bench job ${status.state}: ${body}`);
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const result = JSON.parse((await read("_jobs/keyed-scale/result.json"))!) as { records: number; parts: { key: string }[] };
+    let counted = 0;
+    for (const part of result.parts) {
+      for (const line of (await read(part.key.replace(`s3://${cloud.outputBucket}/`, "")))!.split("\n")) {
+        if (line !== "") counted += (JSON.parse(line) as { count: number }).count;
+      }
+    }
+    const exact = result.records === keys && counted === lines;
+    if (!exact) process.exitCode = 1;
+    const workerPeak = Math.max(...peaks.values()) / 1024;
+    return [
+      "| lines | distinct keys | map tasks | reduce tasks | job wall time | peak RSS of any worker process | host heap peak (emulator + roles) | exact |",
+      "|---|---|---|---|---|---|---|---|",
+      `| ${lines.toLocaleString("en")} | ${keys.toLocaleString("en")} | ${status.chunks - partitions} | ${partitions} | ${seconds.toFixed(1)} s | ` +
+        `${workerPeak.toFixed(0)} MB | ${(hostHeap / 1024 / 1024).toFixed(0)} MB | ${exact ? "yes" : "NO"} |`,
+      "",
+      `${workers} worker processes × 2 tasks at once, ${chunkSize} B chunks. The reducer merges ${status.chunks - partitions} parts of ` +
+        `shuffle references, not ${keys.toLocaleString("en")} keys; each reduce task holds one partition's keys (a spill past 64 MiB).`,
+    ];
+  } finally {
+    clearInterval(sampler);
     await cloud.stop();
   }
 };

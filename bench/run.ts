@@ -27,7 +27,7 @@ import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { isDeepStrictEqual } from "node:util";
 import { parseSize } from "../lib/core/job/size.js";
-import { manyObjects, splitterRequests, tasksPerSecond } from "./cloud.js";
+import { keyedAtScale, manyObjects, splitterRequests, tasksPerSecond } from "./cloud.js";
 import { csvMultiline } from "./csv.js";
 import { compressedInputs } from "./compressed.js";
 import { sortNumbers } from "./sort.js";
@@ -373,6 +373,11 @@ const main = async (): Promise<void> => {
     rows.push(
       "\nA prefix of many small objects as one job (emulated cloud):\n",
       ...(await manyObjects(Number(process.env.BENCH_OBJECTS ?? 100_000), WORKERS)),
+    );
+    process.stderr.write("emulated cloud: a keyed job of many chunks and keys…\n");
+    rows.push(
+      "\nA keyed job (distinct) of many chunks and a million keys (emulated cloud):\n",
+      ...(await keyedAtScale(Number(process.env.BENCH_KEYED_CHUNKS ?? 10_000), Number(process.env.BENCH_KEYED_KEYS ?? 1_000_000), WORKERS)),
     );
     rows.push(
       "\nTasks per second through the emulated cloud (count op, tiny chunks):\n",

@@ -71,6 +71,65 @@ class Lines {
   }
 }
 
+const identity = (n: number): Uint32Array => {
+  const order = new Uint32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+  return order;
+};
+
+/**
+ * Lines in (class, value, bytes) order: an LSD radix sort on the doubles' bits made monotone
+ * (negative ones inverted, positive ones with the sign bit set; -0 as 0; a line with no number
+ * below them all), 16 bits a pass, then each run of equal values sorted by its lines' bytes.
+ */
+const numberOrder = (n: number, cls: Uint8Array, values: Float64Array, byBytes: (i: number, j: number) => number): Uint32Array => {
+  const hi = new Uint32Array(n);
+  const lo = new Uint32Array(n);
+  const f = new Float64Array(1);
+  const u = new Uint32Array(f.buffer);
+  const little = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+  const [l, h] = little ? [0, 1] : [1, 0];
+  for (let i = 0; i < n; i++) {
+    if (cls[i] === 0) continue;
+    f[0] = values[i] === 0 ? 0 : values[i]!;
+    if (u[h]! & 0x80000000) {
+      hi[i] = ~u[h]! >>> 0;
+      lo[i] = ~u[l]! >>> 0;
+    } else {
+      hi[i] = (u[h]! | 0x80000000) >>> 0;
+      lo[i] = u[l]!;
+    }
+  }
+  let order: Uint32Array = identity(n);
+  let next: Uint32Array = new Uint32Array(n);
+  const count = new Uint32Array(65537);
+  for (const [keys, shift] of [
+    [lo, 0],
+    [lo, 16],
+    [hi, 0],
+    [hi, 16],
+  ] as const) {
+    count.fill(0);
+    for (let k = 0; k < n; k++) count[((keys[order[k]!]! >>> shift) & 0xffff) + 1]!++;
+    // Every line has the same digit here: this pass would change nothing.
+    if (count.some((c) => c === n)) continue;
+    for (let d = 1; d <= 65536; d++) count[d]! += count[d - 1]!;
+    for (let k = 0; k < n; k++) {
+      const i = order[k]!;
+      next[count[(keys[i]! >>> shift) & 0xffff]!++] = i;
+    }
+    [order, next] = [next, order];
+  }
+  // Equal values (and the lines with no number) in their bytes' order.
+  for (let a = 0; a < n; ) {
+    let b = a + 1;
+    while (b < n && hi[order[b]!] === hi[order[a]!] && lo[order[b]!] === lo[order[a]!]) b++;
+    if (b - a > 1) order.subarray(a, b).sort(byBytes);
+    a = b;
+  }
+  return order;
+};
+
 /** A map task's output for `sort`: its chunk's lines sorted, and keys sampled from them. */
 export interface SortedRun {
   /** The lines in order, each ending in `\n`. */
@@ -121,11 +180,8 @@ export class RunBuilder {
     const data = this.#blocks.length === 1 ? this.#blocks[0]! : Buffer.concat(this.#blocks, this.#size);
     this.#blocks.length = 0;
     const { cls, values, starts, ends, n } = this.#lines;
-    const order = new Uint32Array(n);
-    for (let i = 0; i < n; i++) order[i] = i;
-    order.sort(
-      (i, j) => cls[i]! - cls[j]! || values[i]! - values[j]! || compareRanges(data, starts[i]!, ends[i]!, data, starts[j]!, ends[j]!),
-    );
+    const byBytes = (i: number, j: number): number => compareRanges(data, starts[i]!, ends[i]!, data, starts[j]!, ends[j]!);
+    const order = this.#format === "numbers" ? numberOrder(n, cls, values, byBytes) : identity(n).sort(byBytes);
     let total = 0;
     for (let i = 0; i < n; i++) total += ends[i]! - starts[i]! + 1;
     const out = Buffer.allocUnsafe(total);
