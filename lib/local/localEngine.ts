@@ -4,7 +4,7 @@
  * worker threads. Memory is bounded by chunk size × workers, not by input size.
  */
 import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
-import { copyFile, mkdir, mkdtemp, readdir, rename, rm } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, rename, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { FsBlobStore } from "./FsBlobStore.js";
@@ -129,6 +129,8 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   const jobId =
     spec.id ?? `local-${digest(job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag]))}`;
 
+  const outDir = path.resolve(options.outDir ?? path.join("cloudmill-out", jobId));
+  if (isShuffled(op)) await refuseOutDirInInputs(outDir, spec.inputs);
   const workDir = options.workDir ?? (await mkdtemp(path.join(os.tmpdir(), "cloudmill-")));
   const output = new FsBlobStore(workDir);
   const deadLetters = new MemoryTaskQueue({ name: "dead-letters" });
@@ -170,7 +172,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     const result = isTaskOp(op)
       ? await resolveStoredResult(output, stored, jobId)
       : isShuffled(op)
-        ? await moveParts(workDir, stored, path.resolve(options.outDir ?? path.join("cloudmill-out", jobId)))
+        ? await moveParts(workDir, stored, outDir)
         : stored;
     return { jobId, result, status, ranOn: workers > 0 ? "threads" : "inline" };
   } finally {
@@ -179,6 +181,21 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     await queue.close();
     await deadLetters.close();
     if (!options.keepWork && !options.workDir) await rm(workDir, { recursive: true, force: true });
+  }
+};
+
+/** Parts written inside an input directory would be read as input by the next run (and replaced by this one). */
+const refuseOutDirInInputs = async (outDir: string, inputs: readonly string[]): Promise<void> => {
+  for (const input of inputs) {
+    const dir = path.resolve(input);
+    if (!(await stat(dir).catch(() => undefined))?.isDirectory()) continue;
+    if (outDir === dir || outDir.startsWith(`${dir}${path.sep}`)) {
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        `the parts would go to ${outDir}, inside input ${input}, and be read as input next time: give --out-dir outside it`,
+        { field: "outDir" },
+      );
+    }
   }
 };
 

@@ -6,7 +6,7 @@
  * is refused.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -141,6 +141,52 @@ describe("groupby on the local engine", () => {
       ),
     ).rejects.toThrow(
       /^partitions: 10000 partitions of 1202 chunks is more shuffle segments than 4000000; ask for at most 3327 \(or larger chunks\)$/,
+    );
+  });
+
+  it.each([
+    [
+      "a jsonl value past double range",
+      "v.jsonl",
+      '{"k":"a","v":5}\n{"k":"a","v":-1e400}\n',
+      { key: "k", value: "v" },
+      /v\.jsonl:2 \(byte 16\): field v: number out of range/,
+    ],
+    [
+      "a jsonl key past 2^53",
+      "big.jsonl",
+      '{"k":9007199254740993}\n',
+      { key: "k" },
+      /big\.jsonl:1 \(byte 0\): key 9007199254740992 is an integer past 2\^53/,
+    ],
+    [
+      "a jsonl key that is an object",
+      "obj.jsonl",
+      '{"k":"x"}\n{"k":{"a":1}}\n',
+      { key: "k" },
+      /obj\.jsonl:2 \(byte 10\): field k: expected a string, number, boolean or null, got an object/,
+    ],
+    [
+      "a csv key that is not UTF-8",
+      "latin1.csv",
+      Buffer.from("k\ncaf\xe9\n", "latin1"),
+      { key: "k" },
+      /latin1\.csv:2 \(byte 2\): key holds U\+FFFD/,
+    ],
+  ] as const)("refuses %s rather than merging keys or values", async (_what, name, body, params, message) => {
+    const file = path.join(dir, name);
+    await writeFile(file, body);
+    await expect(run({ op: "groupby", inputs: [file], params }, { workers: 0, outDir: path.join(dir, `bad-${name}`) })).rejects.toThrow(
+      message,
+    );
+  });
+
+  it("refuses an output directory inside an input directory (the next run would read the parts)", async () => {
+    const input = path.join(dir, "indir");
+    await mkdir(input, { recursive: true });
+    await writeFile(path.join(input, "a.txt"), "x\ny\n");
+    await expect(run({ op: "distinct", inputs: [input] }, { workers: 0, outDir: path.join(input, "out") })).rejects.toThrow(
+      /inside input .*indir, and be read as input next time: give --out-dir outside it/,
     );
   });
 

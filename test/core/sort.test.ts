@@ -112,6 +112,14 @@ describe("sort on the local engine", () => {
     );
   });
 
+  it("refuses a number a double cannot hold (it would sort as 0 or infinity), naming its line", async () => {
+    const file = path.join(dir, "tiny.txt");
+    await writeFile(file, "1\n1e-400\n");
+    await expect(runSort({ inputs: [file] }, 0, path.join(dir, "tiny-out"))).rejects.toThrow(
+      /tiny\.txt:2 \(byte 2\): number out of range: "1e-400"/,
+    );
+  });
+
   it("an empty input gives empty parts", async () => {
     const file = path.join(dir, "empty.txt");
     await writeFile(file, "");

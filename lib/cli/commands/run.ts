@@ -35,7 +35,11 @@ const RunFlags = z.object({
   taskTimeout: z.coerce.number({ error: "expected seconds" }).int({ error: "expected whole seconds" }).min(1).max(86_400).optional(),
   maxRecordBytes: z.string().optional(),
   outDir: z.string().optional(),
-  partitions: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).optional(),
+  partitions: z.coerce
+    .number({ error: "expected a whole number" })
+    .int({ error: "expected a whole number" })
+    .min(1, { error: "must be at least 1" })
+    .optional(),
 });
 
 /** Chunks per worker thread a local task run aims for by default: enough to even out uneven items. */
@@ -85,7 +89,7 @@ export const runCommand = (io: CliIO): Command =>
   new Command("run")
     .description("run a job on this machine's cores (no AWS needed)")
     .argument("<inputs...>", "files or directories (directories are read recursively)")
-    .requiredOption("--op <name>", "the op to run: count, stats, wordcount, histogram, grep, groupby, distinct, or one from --ops")
+    .requiredOption("--op <name>", "the op to run: count, stats, wordcount, histogram, grep, groupby, distinct, sort, or one from --ops")
     .option("-p, --param <name=value>", "an op param, repeatable (e.g. --param k=20)", collectParam)
     .addOption(new Option("--format <format>", "record format (default: the op's own)").choices(FORMATS))
     .option("-w, --workers <n>", `worker threads (default: all ${os.availableParallelism()} cores; 0 runs on the main thread)`)
@@ -93,7 +97,7 @@ export const runCommand = (io: CliIO): Command =>
     .option("--batch-size <n>", "for a task (defineTask): items per chunk (default: 8 chunks per worker thread)")
     .option("--max-attempts <n>", "tries per chunk before the job fails", "3")
     .option("-o, --out <file>", "write the result JSON here instead of stdout")
-    .option("--out-dir <dir>", "keyed ops (groupby, distinct): where the parts go (default cloudmill-out/<job id>)")
+    .option("--out-dir <dir>", "keyed ops (groupby, distinct, sort): where the parts go (default cloudmill-out/<job id>)")
     .option("--partitions <n>", "keyed ops: how many parts (and reduce tasks); default one per 256MiB of input")
     .option("--ops <module>", "load user ops from a module (exports made with defineOp), repeatable", collect)
     .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")

@@ -74,7 +74,7 @@ export interface KeyedOpDefinition<P, V> {
   pairs(record: unknown, emit: (key: string, value: V) => void, params: P, meta: RecordMeta): void;
   /** Merges two values of one key; must be associative and commutative. */
   combine(a: V, b: V, params: P): V;
-  /** The output line (a JSON value) of a key; default `{ key, value }`. */
+  /** The output line (a JSON value, never undefined) of a key; default `{ key, value }`. Values must be JSON values. */
   row?(key: string, value: V, params: P): unknown;
 }
 
@@ -145,6 +145,9 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
             record,
             (key, value) => {
               if (typeof key !== "string") throw badRecord(`${def.name}: keys must be strings, got ${typeof key}`, offset);
+              // Values travel as JSON between tasks: what JSON cannot hold would arrive changed.
+              if (value === undefined || (typeof value === "number" && !Number.isFinite(value)))
+                throw badRecord(`${def.name}: values must be JSON values, got ${String(value)} for key ${JSON.stringify(key)}`, offset);
               emit(key, value);
             },
             params,
@@ -153,7 +156,12 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
         });
     },
     combine: (a, b, { own }) => def.combine(a as V, b as V, own),
-    row: (key, value, { own }) => (def.row ? def.row(key, value as V, own) : { key, value }),
+    row: (key, value, { own }) => {
+      const row = def.row ? def.row(key, value as V, own) : { key, value };
+      if (row === undefined)
+        throw new CloudmillError(ErrorCode.INVALID_SPEC, `${def.name}: row() returned undefined for key ${JSON.stringify(key)}`);
+      return row;
+    },
   });
   const digest = codeDigest([def.name, def.description ?? "", formats, "keyed", def.pairs, def.combine, def.row ?? null]);
   return { ...op, [OP_BRAND]: true, digest };

@@ -30,8 +30,8 @@ interface Group {
 const finite = (x: number | null): number => (x !== null && Number.isFinite(x) ? x : NaN);
 
 const combineStats = (a: StatsPartial, b: StatsPartial): StatsPartial => {
-  const sum = [...a.sum];
-  const squares = [...a.squares];
+  const sum = a.sum.map(finite);
+  const squares = a.squares.map(finite);
   // A stored overflowed term (±Infinity, NaN) is JSON null: keep it non-finite, never 0.
   for (const x of b.sum) addTo(sum, finite(x));
   for (const x of b.squares) addTo(squares, finite(x));
@@ -68,6 +68,8 @@ export const groupby = keyedOp<GroupbyParams>({
                   ? parseNumberText(raw, offset)
                   : undefined;
           if (typeof raw === "boolean") throw badRecord(`value ${params.value}: expected a number, got ${raw}`, offset);
+          // JSON's 1e400 parses to Infinity: out of range, as stats says too.
+          if (x !== undefined && !Number.isFinite(x)) throw badRecord(`value ${params.value}: number out of range`, offset);
           const v: StatsPartial = { count: 0, sum: [], squares: [], min: null, max: null };
           if (x !== undefined) {
             v.count = 1;

@@ -18,10 +18,18 @@ export const fieldReader = (name: string, param: string, format: Format, ctx: Ma
   if (name === "") throw new CloudmillError(ErrorCode.INVALID_SPEC, `param ${param}: empty field name`, { field: `params.${param}` });
   if (format === "jsonl") {
     const path = name.split(".");
-    return (record) => {
+    return (record, offset) => {
       const v = getPath(record, path);
-      if (v === undefined || v === null || typeof v === "string" || typeof v === "number" || typeof v === "boolean") return v;
-      return JSON.stringify(v);
+      if (v === undefined || v === null || typeof v === "string" || typeof v === "boolean") return v;
+      // JSON's 1e400 parses to Infinity.
+      if (typeof v === "number") {
+        if (Number.isFinite(v)) return v;
+        throw badRecord(`field ${name}: number out of range`, offset);
+      }
+      throw badRecord(
+        `field ${name}: expected a string, number, boolean or null, got ${Array.isArray(v) ? "an array" : "an object"}`,
+        offset,
+      );
     };
   }
   if (format !== "csv") throw new CloudmillError(ErrorCode.INVALID_SPEC, `param ${param}: only csv and jsonl records have fields`);
@@ -59,10 +67,28 @@ export const fieldReader = (name: string, param: string, format: Format, ctx: Ma
  * A key from several fields: the JSON array of their values, so that every combination of
  * values (a missing one as null) is a key of its own, whatever characters the values hold.
  */
-export const keyOfFields = (readers: readonly FieldReader[]): ((record: unknown, offset: number) => string) =>
-  readers.length === 1
-    ? (record, offset) => JSON.stringify([readers[0]!(record, offset) ?? null])
-    : (record, offset) => JSON.stringify(readers.map((r) => r(record, offset) ?? null));
+export const keyOfFields = (readers: readonly FieldReader[]): ((record: unknown, offset: number) => string) => {
+  const keyOf =
+    readers.length === 1
+      ? (record: unknown, offset: number) => JSON.stringify([readers[0]!(record, offset) ?? null])
+      : (record: unknown, offset: number) => JSON.stringify(readers.map((r) => r(record, offset) ?? null));
+  return (record, offset) => {
+    const key = keyOf(record, offset);
+    // An integer JSON.parse rounded (past 2^53) would meet its neighbours as one key.
+    if (/\d{16}/.test(key)) {
+      for (const v of JSON.parse(key) as unknown[]) {
+        if (typeof v === "number" && Number.isInteger(v) && !Number.isSafeInteger(v))
+          throw badRecord(`key ${v} is an integer past 2^53, which JSON numbers round: quote it as a string`, offset);
+      }
+    }
+    // Records are decoded as UTF-8: bytes that are not become U+FFFD, and two different keys would meet as one.
+    if (key.includes(REPLACEMENT))
+      throw badRecord("key holds U+FFFD: bytes that are not UTF-8? (convert the input, e.g. iconv -f LATIN1 -t UTF-8)", offset);
+    return key;
+  };
+};
+
+const REPLACEMENT = "\uFFFD";
 
 /** A key made by keyOfFields, as the output shows it: the value, or the array of values. */
 export const keyValue = (key: string): unknown => {

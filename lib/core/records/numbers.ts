@@ -4,6 +4,9 @@ import { latin1, previewText, trimRange } from "./lines.js";
 
 const NUMBER = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
 
+/** A double holds it: finite, and not a non-zero number that rounded to 0 (1e-400), which would sum and sort as 0. */
+const inRange = (v: number, text: string): boolean => Number.isFinite(v) && (v !== 0 || !/[1-9]/.test(text.split(/[eE]/)[0]!));
+
 /**
  * The number on bytes [start, end), surrounding whitespace ignored; `undefined` for a
  * blank line. Anything else (hex, `NaN`, `1,5`, out of double range) is a BAD_RECORD
@@ -15,7 +18,7 @@ export const parseNumberAt = (b: Buffer, start: number, end: number, offset: num
   const text = latin1(b, s, e);
   if (NUMBER.test(text)) {
     const v = Number(text);
-    if (Number.isFinite(v)) return v;
+    if (inRange(v, text)) return v;
     throw badRecord(`number out of range: ${JSON.stringify(text)}`, offset + (s - start));
   }
   throw badRecord(`expected a number, got ${JSON.stringify(previewText(b, s, e))}`, offset + (s - start));
@@ -27,7 +30,7 @@ export const parseNumberText = (text: string, offset: number): number | undefine
   if (t === "") return undefined;
   if (NUMBER.test(t)) {
     const v = Number(t);
-    if (Number.isFinite(v)) return v;
+    if (inRange(v, t)) return v;
   }
   throw badRecord(`expected a number, got ${JSON.stringify(t.length > 60 ? `${t.slice(0, 60)}…` : t)}`, offset);
 };
