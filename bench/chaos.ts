@@ -183,6 +183,7 @@ export const startChaosCloud = async (options: ChaosCloudOptions): Promise<Chaos
   const proxy = useProxy ? new OutageProxy() : undefined;
   await proxy?.listen();
   const cloud = await startDevCloud({
+    inlineMaxBytes: 0,
     ...devOptions,
     port: 0,
     log: jsonLogger((l) => take(parseLine("host", l.trimEnd())), hostLogLevel),

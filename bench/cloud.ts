@@ -88,7 +88,14 @@ const queueBaseline = async (clients: AwsClients, url: string, n: number): Promi
 };
 
 export const tasksPerSecond = async (chunks: number, workers: number): Promise<string[]> => {
-  const cloud = await startDevCloud({ workers, workerConcurrency: 4, chunkSize: 1024, log: silentLogger, visibilitySeconds: 60 });
+  const cloud = await startDevCloud({
+    inlineMaxBytes: 0,
+    workers,
+    workerConcurrency: 4,
+    chunkSize: 1024,
+    log: silentLogger,
+    visibilitySeconds: 60,
+  });
   try {
     const base = await queueBaseline(
       cloud.clients,
@@ -130,7 +137,7 @@ export const tasksPerSecond = async (chunks: number, workers: number): Promise<s
  * AWS served from the spec's upload to the job's end, counted by the emulator itself.
  */
 export const manyObjects = async (n: number, workers: number): Promise<string[]> => {
-  const cloud = await startDevCloud({ workers, workerConcurrency: 2, log: silentLogger });
+  const cloud = await startDevCloud({ inlineMaxBytes: 0, workers, workerConcurrency: 2, log: silentLogger });
   try {
     const line = "cell 17 area 512 intensity 0.25\n";
     const body = Buffer.from(line.repeat(32));
@@ -191,7 +198,7 @@ export const keyedAtScale = async (chunks: number, keys: number, workers: number
   const text = Buffer.from(Array.from({ length: lines }, (_, i) => `k${String((i * 7919) % keys).padStart(7, "0")}\n`).join(""));
   const chunkSize = Math.ceil(text.length / chunks);
   const partitions = 8;
-  const cloud = await startDevCloud({ workers, workerConcurrency: 2, log: silentLogger, chunkSize });
+  const cloud = await startDevCloud({ inlineMaxBytes: 0, workers, workerConcurrency: 2, log: silentLogger, chunkSize });
   const peaks = new Map<number, number>();
   let hostHeap = 0;
   const sampler = setInterval(() => {
@@ -255,3 +262,74 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   const rows = await manyObjects(Number(process.env.BENCH_OBJECTS ?? 100_000), Number(process.env.BENCH_WORKERS ?? 2));
   process.stdout.write(`${rows.join("\n")}\n`);
 }
+
+/**
+ * Time to first result: upload to result in `cloudmill dev` (its defaults: small jobs mapped by
+ * the splitter, bigger ones on worker processes), against `cloudmill run` on the same file in
+ * the same run. The answer is checked against `LC_ALL=C.UTF-8 wc -w` (wordcount's total).
+ */
+export const uploadToResult = async (files: readonly { readonly file: string; readonly label: string }[], workers: number) => {
+  const { execFileSync } = await import("node:child_process");
+  const { readFile } = await import("node:fs/promises");
+  const bin = new URL("../../bin/cloudmill.js", import.meta.url).pathname;
+  const cloud = await startDevCloud({ workers, workerConcurrency: 1, log: silentLogger });
+  const rows = [
+    "| file | ran on | upload → result, `cloudmill dev` | `cloudmill run` | ratio | exact (vs `wc -w`) |",
+    "|---|---|---|---|---|---|",
+  ];
+  try {
+    for (const [i, { file, label }] of files.entries()) {
+      const words = Number(
+        execFileSync("wc", ["-w"], { input: await readFile(file), env: { LC_ALL: "C.UTF-8" }, encoding: "utf8" }).trim(),
+      );
+      const runStarted = performance.now();
+      const local = JSON.parse(execFileSync(process.execPath, [bin, "run", file, "--op", "wordcount"], { encoding: "utf8" })) as {
+        total: number;
+      };
+      const runMs = performance.now() - runStarted;
+      const key = `wordcount/first-result/${i}-${label}.txt`;
+      await cloud.clients.s3.send(new PutObjectCommand({ Bucket: cloud.inputBucket, Key: key, Body: await readFile(file) }));
+      const uploaded = performance.now();
+      let status: { state: string; ranOn?: string };
+      for (;;) {
+        try {
+          const r = await cloud.clients.s3.send(new GetObjectCommand({ Bucket: cloud.outputBucket, Key: `${key}/status.json` }));
+          status = JSON.parse(await r.Body!.transformToString()) as { state: string; ranOn?: string };
+          if (status.state !== "running") break;
+        } catch (err) {
+          if ((err as Error).name !== "NoSuchKey") throw err;
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const devMs = performance.now() - uploaded;
+      const result = JSON.parse(
+        await (
+          await cloud.clients.s3.send(new GetObjectCommand({ Bucket: cloud.outputBucket, Key: `${key}/result.json` }))
+        ).Body!.transformToString(),
+      ) as { total: number };
+      const exact = status.state === "succeeded" && result.total === words && local.total === words;
+      if (!exact) process.exitCode = 1;
+      rows.push(
+        `| ${label} | ${status.ranOn ?? status.state} | ${(devMs / 1000).toFixed(2)} s | ${(runMs / 1000).toFixed(2)} s | ` +
+          `${(devMs / runMs).toFixed(2)}× | ${exact ? "yes" : "NO"} |`,
+      );
+    }
+    rows.push(
+      "",
+      `From the upload's end to status.json saying succeeded (polled every 50 ms); ${workers} worker processes already running. ` +
+        "`cloudmill run` is the whole command, node's start included.",
+    );
+    return rows;
+  } finally {
+    await cloud.stop();
+  }
+};
+
+/** The first lines of `file`, about `bytes` of them (cut after a newline), as a file beside it. */
+export const headOf = async (file: string, bytes: number): Promise<string> => {
+  const { readFile, writeFile } = await import("node:fs/promises");
+  const out = file.replace(/\.txt$/, `-head-${bytes}.txt`);
+  const text = await readFile(file);
+  await writeFile(out, text.subarray(0, text.indexOf(0x0a, bytes) + 1));
+  return out;
+};

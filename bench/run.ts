@@ -27,7 +27,7 @@ import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { isDeepStrictEqual } from "node:util";
 import { parseSize } from "../lib/core/job/size.js";
-import { keyedAtScale, manyObjects, splitterRequests, tasksPerSecond } from "./cloud.js";
+import { headOf, keyedAtScale, manyObjects, splitterRequests, tasksPerSecond, uploadToResult } from "./cloud.js";
 import { csvMultiline } from "./csv.js";
 import { compressedInputs } from "./compressed.js";
 import { sortNumbers } from "./sort.js";
@@ -378,6 +378,19 @@ const main = async (): Promise<void> => {
     rows.push(
       "\nA keyed job (distinct) of many chunks and a million keys (emulated cloud):\n",
       ...(await keyedAtScale(Number(process.env.BENCH_KEYED_CHUNKS ?? 10_000), Number(process.env.BENCH_KEYED_KEYS ?? 1_000_000), WORKERS)),
+    );
+    process.stderr.write("emulated cloud: upload to result, 1 MB and 100 MB…\n");
+    const large = await generateText(dir, 100_000_000, SEED + 11);
+    const small = await headOf(large, 1_000_000);
+    rows.push(
+      "\nUpload to result in the emulated cloud (wordcount), against `cloudmill run` on the same file:\n",
+      ...(await uploadToResult(
+        [
+          { file: small, label: "1 MB" },
+          { file: large, label: "100 MB" },
+        ],
+        WORKERS,
+      )),
     );
     rows.push(
       "\nTasks per second through the emulated cloud (count op, tiny chunks):\n",

@@ -1,5 +1,7 @@
 // Lambda: S3 ObjectCreated in the input bucket → a job (lib/core/pipeline/trigger.ts does the work).
+import { ECSClient } from "@aws-sdk/client-ecs";
 import { cloudSplitDeps } from "../lib/aws/cloudDeps.js";
+import { EcsFleetWaker } from "../lib/aws/EcsFleetWaker.js";
 import { readSplitterConfig } from "../lib/aws/env.js";
 import { splitterHandler } from "../lib/aws/handlers.js";
 import { powertoolsLogger } from "../lib/aws/logger.js";
@@ -7,4 +9,6 @@ import { opsRegistry } from "../lib/core/ops/opModules.js";
 
 const config = readSplitterConfig(process.env);
 const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
-export const handler = splitterHandler({ ...cloudSplitDeps(config, logger), registry: await opsRegistry(config.opsModules) }, config);
+const fleet = config.fleet && new EcsFleetWaker(new ECSClient({}), config.fleet);
+const deps = { ...cloudSplitDeps(config, logger), registry: await opsRegistry(config.opsModules), ...(fleet ? { fleet } : {}) };
+export const handler = splitterHandler(deps, config);

@@ -50,7 +50,8 @@ const S3_LOGS_BY_POLICY = "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy";
 
 /** How each function is sized. A function's queue keeps a message hidden six times its timeout. */
 const FUNCTION_SIZING = {
-  splitter: { memorySize: 512, timeout: Duration.minutes(5) },
+  // One full vCPU (1,769 MB): small jobs are mapped here (inline.ts), and CPU scales with memory.
+  splitter: { memorySize: 1769, timeout: Duration.minutes(5) },
   reducer: { memorySize: 1024, timeout: Duration.minutes(5) },
   deadLetters: { memorySize: 256, timeout: Duration.minutes(1) },
 } as const satisfies Record<Exclude<Role, "worker">, { memorySize: number; timeout: Duration }>;
@@ -147,18 +148,45 @@ export class CloudmillPipeline extends Construct {
     });
     this.splitterDeadLetterQueue = this.createQueue("SplitterDeadLetterQueue", { retentionPeriod: DEAD_LETTER_RETENTION });
 
-    // ── Functions ────────────────────────────────────────────────────────────
-    const env: EnvValues = {
+    // ── Worker fleet ─────────────────────────────────────────────────────────
+    const workerEnv = {
       CLOUDMILL_OUTPUT_BUCKET: this.outputBucket.bucketName,
       CLOUDMILL_TASK_QUEUE_URL: this.taskQueue.queueUrl,
-      CLOUDMILL_DEFAULT_CHUNK_SIZE: String(config.defaultChunkSize),
-      CLOUDMILL_MAX_ATTEMPTS: String(config.maxAttempts),
-      CLOUDMILL_JOB_DEADLINE_SECONDS: String(config.jobDeadline.toSeconds()),
       CLOUDMILL_VISIBILITY_TIMEOUT_SECONDS: String(config.visibilityTimeout.toSeconds()),
       CLOUDMILL_WORKER_CONCURRENCY: String(config.workerVcpus),
       CLOUDMILL_TASK_TIMEOUT_SECONDS: String(config.taskTimeout.toSeconds()),
-      CLOUDMILL_OPS_MODULES: JSON.stringify(opsModulePaths(LAMBDA_TASK_ROOT, ops)),
       POWERTOOLS_LOG_LEVEL: config.logLevel,
+    };
+    let image = props.workerImage;
+    if (image === undefined) {
+      this.workerContextDir = stageWorkerContext(staging, ops, {
+        bundle: Stack.of(this).bundlingRequired,
+        workerDockerfile: config.workerDockerfile,
+        outdir: stage.outdir,
+      });
+      image = ecs.ContainerImage.fromAsset(this.workerContextDir, { file: "Dockerfile", platform: ecrAssets.Platform.LINUX_ARM64 });
+    }
+    this.fleet = new WorkerFleet(this, "Workers", {
+      config,
+      taskQueue: this.taskQueue,
+      environment: roleEnvironment("worker", { ...workerEnv, CLOUDMILL_OPS_MODULES: JSON.stringify(opsModulePaths(WORKER_APP_DIR, ops)) }),
+      image,
+      flowLogBucket: this.logBucket,
+      vpc: props.vpc,
+      vpcSubnets: props.vpcSubnets,
+    });
+
+    // ── Functions ────────────────────────────────────────────────────────────
+    const env: EnvValues = {
+      ...workerEnv,
+      CLOUDMILL_OPS_MODULES: JSON.stringify(opsModulePaths(LAMBDA_TASK_ROOT, ops)),
+      CLOUDMILL_DEFAULT_CHUNK_SIZE: String(config.defaultChunkSize),
+      CLOUDMILL_MAX_ATTEMPTS: String(config.maxAttempts),
+      CLOUDMILL_JOB_DEADLINE_SECONDS: String(config.jobDeadline.toSeconds()),
+      CLOUDMILL_INLINE_MAX_BYTES: String(config.inlineMaxBytes),
+      CLOUDMILL_WORKER_CLUSTER: this.fleet.cluster.clusterName,
+      CLOUDMILL_WORKER_SERVICE: this.fleet.service.serviceName,
+      CLOUDMILL_MAX_WORKERS: String(config.maxWorkers),
     };
     const code = (role: Exclude<Role, "worker">): lambda.Code => functionCode(staging, role, role === "deadLetters" ? undefined : ops);
     this.splitter = this.createFunction("splitter", "Splitter", code("splitter"), env, {
@@ -186,26 +214,6 @@ export class CloudmillPipeline extends Construct {
     this.deadLetters.addEventSource(
       new SqsEventSource(this.deadLetterQueue, { batchSize: 10, reportBatchItemFailures: true, maxConcurrency: 2 }),
     );
-
-    // ── Worker fleet ─────────────────────────────────────────────────────────
-    let image = props.workerImage;
-    if (image === undefined) {
-      this.workerContextDir = stageWorkerContext(staging, ops, {
-        bundle: Stack.of(this).bundlingRequired,
-        workerDockerfile: config.workerDockerfile,
-        outdir: stage.outdir,
-      });
-      image = ecs.ContainerImage.fromAsset(this.workerContextDir, { file: "Dockerfile", platform: ecrAssets.Platform.LINUX_ARM64 });
-    }
-    this.fleet = new WorkerFleet(this, "Workers", {
-      config,
-      taskQueue: this.taskQueue,
-      environment: roleEnvironment("worker", { ...env, CLOUDMILL_OPS_MODULES: JSON.stringify(opsModulePaths(WORKER_APP_DIR, ops)) }),
-      image,
-      flowLogBucket: this.logBucket,
-      vpc: props.vpc,
-      vpcSubnets: props.vpcSubnets,
-    });
 
     this.grantDataAccess();
     this.opsListingPublisher = this.publishOpsListing(ops);
@@ -370,6 +378,9 @@ export class CloudmillPipeline extends Construct {
     allow(this.splitter, "WriteJobState", ["s3:PutObject"], jobObjects);
     allow(this.splitter, "ListJobState", ["s3:ListBucket"], outputBucket);
     allow(this.splitter, "QueueChunks", ["sqs:SendMessage"], [this.taskQueue.queueArn]);
+    // A small job is mapped where it starts: the splitter writes its parts (under _work/, above).
+    // An idle fleet is woken at once: this stack's worker service, and no other.
+    allow(this.splitter, "WakeFleet", ["ecs:DescribeServices", "ecs:UpdateService"], [this.fleet.service.serviceArn]);
 
     // Worker: ranged GETs of inputs; HEAD of its part and the job's cancel/failure markers and
     // PUT of parts and chunk errors under _work/; a bad record fails the job at once, so it

@@ -139,6 +139,20 @@ export class WorkerFleet extends Construct {
       groupMetrics: [autoscaling.GroupMetrics.all()],
     });
 
+    if (config.warmPool > 0) {
+      // Stopped instances, prepared once (booted, image pulled, then stopped): a woken fleet starts
+      // one rather than launching one. The agent must not register a warm instance while it is prepared.
+      this.autoScalingGroup.addUserData("echo ECS_WARM_POOLS_CHECK=true >> /etc/ecs/ecs.config");
+      this.autoScalingGroup.addWarmPool({
+        minSize: config.warmPool,
+        maxGroupPreparedCapacity: config.warmPool,
+        poolState: autoscaling.PoolState.STOPPED,
+        reuseOnScaleIn: true,
+      });
+    }
+    // The image stays cached on an instance: a task started again there does not pull it anew.
+    this.autoScalingGroup.addUserData("echo ECS_IMAGE_PULL_BEHAVIOR=prefer-cached >> /etc/ecs/ecs.config");
+
     this.cluster = new ecs.Cluster(this, "Cluster", {
       vpc: this.vpc,
       containerInsightsV2: ecs.ContainerInsights.ENHANCED,

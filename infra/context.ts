@@ -9,6 +9,7 @@ import { RemovalPolicy } from "aws-cdk-lib";
 import { RetentionDays } from "aws-cdk-lib/aws-logs";
 import { z } from "zod";
 import { ChunkSize } from "../lib/core/job/spec.js";
+import { parseSize } from "../lib/core/job/size.js";
 import { stackNameOf } from "../lib/core/stack.js";
 import { BUDGET_SCOPES, CloudmillConfigError, LAB_NAME_PATTERN, LOG_LEVELS, type CloudmillPipelineProps } from "./props.js";
 
@@ -36,6 +37,15 @@ const amount = z
       .transform(Number),
   ])
   .pipe(z.number().nonnegative());
+/** A byte count: a whole number or a size (`64MiB`); 0 allowed. */
+const bytes = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const n = typeof v === "number" ? v : v.trim() === "0" ? 0 : parseSize(v);
+  if (n === undefined || !Number.isInteger(n) || n < 0) {
+    ctx.addIssue({ code: "custom", message: "not a size" });
+    return z.NEVER;
+  }
+  return n;
+});
 /** A list from cdk.json (`["a","b"]`) or from `-c` (`a,b` or `["a","b"]`). */
 const list = z.union([
   z.array(z.string()),
@@ -67,6 +77,8 @@ const KEYS = {
   spot: { schema: bool, expected: "true or false" },
   maxInstances: { schema: whole, expected: "a whole number" },
   maxWorkers: { schema: whole, expected: "a whole number" },
+  warmPool: { schema: whole, expected: "a whole number of instances (0 for none)" },
+  inlineMaxBytes: { schema: bytes, expected: "a size, e.g. 64MiB (0 to map no job in the splitter)" },
   workerVcpus: { schema: whole, expected: "a whole number" },
   workerMemoryMiB: { schema: whole, expected: "a whole number of MiB" },
   chunkSize: { schema: ChunkSize, expected: "a size from 1 byte to 1GiB, e.g. 16MiB" },
@@ -155,6 +167,8 @@ export const readCloudmillContext = (get: (key: string) => unknown): CloudmillCo
     spot: c.spot,
     maxInstances: c.maxInstances,
     maxWorkers: c.maxWorkers,
+    warmPool: c.warmPool,
+    inlineMaxBytes: c.inlineMaxBytes,
     workerVcpus: c.workerVcpus,
     workerMemoryMiB: c.workerMemoryMiB,
     defaultChunkSize: c.chunkSize,

@@ -15,7 +15,10 @@ export const serviceName = (role: Role): string => `cloudmill-${kebabCase(role)}
  * worker container this map; test/infra/environment.test.ts feeds the synthesized one to each
  * role's reader.
  */
-export const roleEnvironment = (role: Role, values: EnvValues): Record<string, string> => {
-  const all: Record<EnvName, string> = { ...values, POWERTOOLS_SERVICE_NAME: serviceName(role) };
-  return Object.fromEntries(ROLE_ENV[role].map((name) => [name, all[name]]));
+export const roleEnvironment = <R extends Role>(role: R, values: RoleEnvValues<R>): Record<string, string> => {
+  const all = { ...values, POWERTOOLS_SERVICE_NAME: serviceName(role) } as Readonly<Record<EnvName, string>>;
+  return Object.fromEntries(ROLE_ENV[role].map((name: EnvName) => [name, all[name]]));
 };
+
+/** A value for each variable one role reads. */
+export type RoleEnvValues<R extends Role> = Readonly<Record<Exclude<(typeof ROLE_ENV)[R][number], "POWERTOOLS_SERVICE_NAME">, string>>;

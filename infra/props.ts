@@ -8,7 +8,7 @@ import { Duration, RemovalPolicy } from "aws-cdk-lib";
 import type * as ec2 from "aws-cdk-lib/aws-ec2";
 import type * as ecs from "aws-cdk-lib/aws-ecs";
 import { RetentionDays } from "aws-cdk-lib/aws-logs";
-import { DEFAULTS } from "../lib/core/constants.js";
+import { DEFAULTS, MiB } from "../lib/core/constants.js";
 import { isArm64InstanceType, vcpusOfSize } from "./instances.js";
 import { BUCKET_NAME } from "../lib/core/s3Uri.js";
 
@@ -48,6 +48,19 @@ export interface CloudmillPipelineProps {
    * @default 4
    */
   readonly maxInstances?: number;
+  /**
+   * Stopped instances an Auto Scaling warm pool keeps ready, so a woken fleet starts one in
+   * seconds rather than booting it; they cost only their EBS volumes while stopped. 0 turns it off.
+   * @default 1
+   */
+  readonly warmPool?: number;
+  /**
+   * Jobs of at most this many input bytes are mapped in the splitter function where they start
+   * (seconds from upload to result), when their op is cheap enough: built-ins, and lab ops that
+   * set `inline`. What the function's time cannot cover goes to the fleet. 0 turns it off.
+   * @default 64 MiB
+   */
+  readonly inlineMaxBytes?: number;
   /**
    * Most worker tasks at once.
    * @default - `maxInstances` times the workers that fit on the largest instance type
@@ -204,6 +217,8 @@ export interface PipelineConfig {
   readonly spot: boolean;
   readonly maxInstances: number;
   readonly maxWorkers: number;
+  readonly warmPool: number;
+  readonly inlineMaxBytes: number;
   readonly workerVcpus: number;
   readonly workerMemoryMiB: number;
   readonly defaultChunkSize: number;
@@ -303,6 +318,15 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
   const workerMemoryMiB = wholeNumber("workerMemoryMiB", props.workerMemoryMiB ?? workerVcpus * MEMORY_PER_VCPU_MIB, 512, 1_048_576);
   const perInstance = Math.max(...instanceTypes.map((t) => Math.max(1, Math.floor((vcpusOfSize(t) ?? workerVcpus) / workerVcpus))));
   const maxWorkers = wholeNumber("maxWorkers", props.maxWorkers ?? maxInstances * perInstance, 1, 1000);
+  // EC2 Auto Scaling keeps no warm pool for a group of mixed instances (spot, or several types).
+  const mixed = spot || instanceTypes.length > 1;
+  const warmPool = wholeNumber("warmPool", props.warmPool ?? (mixed ? 0 : 1), 0, maxInstances);
+  if (warmPool > 0 && mixed)
+    throw new CloudmillConfigError(
+      "warmPool needs a single on-demand instance type: EC2 Auto Scaling keeps no warm pool for spot or mixed instance types; " +
+        "set warmPool: 0",
+    );
+  const inlineMaxBytes = wholeNumber("inlineMaxBytes", props.inlineMaxBytes ?? DEFAULTS.inlineMaxBytes, 0, 1024 * MiB);
 
   const defaultChunkSize = wholeNumber(
     "defaultChunkSize",
@@ -374,6 +398,8 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
     spot,
     maxInstances,
     maxWorkers,
+    warmPool,
+    inlineMaxBytes,
     workerVcpus,
     workerMemoryMiB,
     defaultChunkSize,

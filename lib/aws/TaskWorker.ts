@@ -142,7 +142,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       );
     }, this.#options.heartbeatSeconds * 1000);
     try {
-      const outcome = await runTask(deps, task, { signal: this.#kill.signal, drain: this.#stop.signal });
+      const outcome = await runTask(deps, task, { signal: this.#kill.signal, drain: this.#stop.signal, ranOn: "fleet" });
       await queue.delete(message.receiptHandle);
       log.info("chunk done", { outcome: outcome.kind, ...(outcome.kind === "done" ? { bytes: outcome.bytes } : {}) });
       this.emit("task_done", task, outcome);

@@ -44,6 +44,19 @@ const opsModulesOf = (env: Env): string[] => {
   return raw === undefined || raw === "" ? [] : parseJsonWith(raw, z.array(z.string().min(1)), ENV.OPS_MODULES, ErrorCode.ENVIRONMENT);
 };
 
+/** The worker service to wake, if the stack names one. */
+const fleetOf = (env: Env) => {
+  const cluster = env[ENV.WORKER_CLUSTER];
+  const service = env[ENV.WORKER_SERVICE];
+  if (!cluster || !service) return undefined;
+  return {
+    cluster,
+    service,
+    maxWorkers: intOf(env, ENV.MAX_WORKERS, 1),
+    tasksPerWorker: intOf(env, ENV.WORKER_CONCURRENCY, 1),
+  };
+};
+
 export const readSplitterConfig = (env: Env) => {
   const chunk = env[ENV.DEFAULT_CHUNK_SIZE];
   const chunkSize = chunk ? parseSize(chunk) : DEFAULTS.chunkSize;
@@ -56,6 +69,8 @@ export const readSplitterConfig = (env: Env) => {
     defaultChunkSize: chunkSize,
     maxAttempts: intOf(env, ENV.MAX_ATTEMPTS, DEFAULTS.maxAttempts),
     jobDeadlineSeconds: intOf(env, ENV.JOB_DEADLINE_SECONDS, DEFAULTS.jobDeadlineSeconds),
+    inlineMaxBytes: intOf(env, ENV.INLINE_MAX_BYTES, DEFAULTS.inlineMaxBytes, 0),
+    fleet: fleetOf(env),
   };
 };
 export type SplitterConfig = ReturnType<typeof readSplitterConfig>;

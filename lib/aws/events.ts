@@ -1,8 +1,10 @@
 /** The shapes AWS delivers to the handlers (S3 notifications, SQS batches), parsed with zod at the edge. */
 import { z } from "zod";
+import type { CreatedObject } from "../core/pipeline/trigger.js";
 
 const S3Record = z.object({
   eventName: z.string(),
+  eventTime: z.string().optional(),
   s3: z.object({
     bucket: z.object({ name: z.string() }),
     object: z.object({ key: z.string(), eTag: z.string().optional(), versionId: z.string().optional(), size: z.number().optional() }),
@@ -18,7 +20,7 @@ const S3TestEvent = z.object({ Event: z.literal("s3:TestEvent") }).loose();
 export const decodeEventKey = (key: string): string => decodeURIComponent(key.replace(/\+/g, " "));
 
 /** Created objects named by a notification (test events and other event types name none). */
-export const createdObjects = (event: unknown): { bucket: string; key: string; etag?: string; versionId?: string }[] => {
+export const createdObjects = (event: unknown): CreatedObject[] => {
   if (S3TestEvent.safeParse(event).success) return [];
   return S3Notification.parse(event)
     .Records.filter((r) => r.eventName.startsWith("ObjectCreated"))
@@ -27,6 +29,7 @@ export const createdObjects = (event: unknown): { bucket: string; key: string; e
       key: decodeEventKey(r.s3.object.key),
       ...(r.s3.object.eTag ? { etag: r.s3.object.eTag } : {}),
       ...(r.s3.object.versionId ? { versionId: r.s3.object.versionId } : {}),
+      ...(r.eventTime ? { eventTime: r.eventTime } : {}),
     }));
 };
 

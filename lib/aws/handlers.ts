@@ -11,13 +11,21 @@ import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { createdObjects, SqsEvent, type SqsBatchResponse } from "./events.js";
 import { handleObjectCreated, type TriggerConfig, type TriggerOutcome } from "../core/pipeline/trigger.js";
 
-/** The splitter: every created object of the notification, in order. */
+/** What Lambda's context offers that the handlers use. */
+export interface LambdaContext {
+  getRemainingTimeInMillis(): number;
+}
+
+/** The splitter: every created object of the notification, in order; small jobs mapped here while time allows. */
 export const splitterHandler =
   (deps: SplitDeps, config: TriggerConfig) =>
-  async (event: unknown): Promise<TriggerOutcome[]> => {
+  async (event: unknown, context?: LambdaContext): Promise<TriggerOutcome[]> => {
     const outcomes: TriggerOutcome[] = [];
+    // Without Lambda's clock (a caller that passes none), nothing is mapped inline.
+    const invocation =
+      typeof context?.getRemainingTimeInMillis === "function" ? { remainingMs: () => context.getRemainingTimeInMillis() } : undefined;
     for (const obj of createdObjects(event)) {
-      const outcome = await handleObjectCreated(deps, config, obj);
+      const outcome = await handleObjectCreated(deps, config, obj, invocation);
       // A failed outcome's message may quote the job spec: it is in status.json, not in the log.
       const { error: _withheld, ...fields } = outcome as TriggerOutcome & { error?: string };
       deps.log.info("object created", { bucket: obj.bucket, key: obj.key, ...fields });

@@ -55,6 +55,8 @@ export const failureKey = (jobId: string): string => `${workPrefix(jobId)}failur
 export const succeededKey = (jobId: string): string => `${workPrefix(jobId)}succeeded.json`;
 /** Written when the splitter has enqueued every task: a duplicate trigger then does nothing. */
 export const enqueuedKey = (jobId: string): string => `${workPrefix(jobId)}enqueued.json`;
+/** Written when the splitter begins mapping a small job itself (inline.ts). */
+export const inlineKey = (jobId: string): string => `${workPrefix(jobId)}inline.json`;
 /** Written when a job is cancelled. */
 export const cancelKey = (jobId: string): string => `${workPrefix(jobId)}cancelled.json`;
 

@@ -113,3 +113,12 @@ export interface TaskQueue {
   /** Approximate counts, for progress and autoscaling views. */
   depth(): Promise<{ readonly visible: number; readonly inFlight: number }>;
 }
+
+/** The worker fleet as the splitter sees it: woken the moment work arrives, not when a metric says so. */
+export interface FleetWaker {
+  /**
+   * Asks for workers at once if none are running or starting: enough for `tasks` tasks, within
+   * the fleet's maximum. Resolves to how many it asked for (0: the fleet was awake already).
+   */
+  wake(tasks: number): Promise<number>;
+}

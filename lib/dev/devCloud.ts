@@ -22,7 +22,8 @@ import { opsRegistry } from "../core/ops/opModules.js";
 import { publishRegistry } from "../core/ops/registryListing.js";
 import type { Logger } from "../core/log.js";
 import { compiledFile } from "../local/paths.js";
-import type { TaskQueue } from "../core/ports.js";
+import type { FleetWaker, TaskQueue } from "../core/ports.js";
+import { dyingAfterParts } from "./dyingInvocation.js";
 import { decodeEventKey, type SqsBatchResponse } from "../aws/events.js";
 import { deadLetterHandler, reducerHandler, splitterHandler } from "../aws/handlers.js";
 import { createDevResources, startEmulator, type Emulator, type RequestCounts } from "./emulator.js";
@@ -72,6 +73,21 @@ export interface DevCloudOptions {
    * The emulated AWS plumbing (S3 notifications, Lambda's pollers) is left reliable.
    */
   readonly roleFaults?: FaultInjectionOptions;
+  /** Jobs of at most this many input bytes are mapped by the splitter, as the stack's is. Default DEFAULTS.inlineMaxBytes. */
+  readonly inlineMaxBytes?: number;
+  /** The splitter's time limit per invocation, as its Lambda function has one. Default 5 minutes, as the stack's. */
+  readonly splitterTimeoutMs?: number;
+  /**
+   * Most worker processes an idle fleet is woken to when the splitter enqueues, as the stack's
+   * splitter raises the worker service's count. Default `workers`: with `workers: 0`, nothing wakes
+   * and tasks wait for `startWorkers`.
+   */
+  readonly maxWorkers?: number;
+  /**
+   * Tests only: the splitter's first invocation for an upload dies (its function timed out) once
+   * it has written this many parts of a job it maps inline; Lambda then invokes it again.
+   */
+  readonly splitterDiesAfterParts?: number;
 }
 
 export interface DevCloud {
@@ -84,6 +100,10 @@ export interface DevCloud {
   readonly clients: AwsClients;
   /** Worker processes by slot; a dead one is replaced. */
   workerPids(): number[];
+  /** Starts this many more worker processes (a fleet that was idle, or scaled out by hand). */
+  startWorkers(count: number): void;
+  /** Worker processes started when the splitter woke the idle fleet, so far. */
+  woken(): number;
   /** Kills a worker process with the signal (tests: SIGKILL mid-chunk); it is replaced. */
   killWorker(index: number, signal?: NodeJS.Signals): void;
   /** Requests the emulated AWS served so far, by kind (every client's: roles, workers, uploads). */
@@ -167,11 +187,36 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   const roleClients = options.roleFaults ? faultyClients({ endpoint: emulator.endpoint }, options.roleFaults) : clients;
   const deps = { ...cloudDeps({ outputBucket, endpoint: emulator.endpoint }, log, roleClients), registry };
   const splitDeps = { ...deps, queue: new SqsTaskQueue(roleClients.sqs, resources.taskQueueUrl) };
-  const split = splitterHandler(splitDeps, {
+  const maxWorkers = options.maxWorkers ?? options.workers ?? 2;
+  let woken = 0;
+  // The fleet as the splitter wakes it: worker processes, started only when none run.
+  const fleet: FleetWaker = {
+    wake: async (tasks) => {
+      if (workers.some((w) => w !== undefined) || maxWorkers === 0) return 0;
+      const count = Math.max(1, Math.min(maxWorkers, Math.ceil(tasks / (options.workerConcurrency ?? 1))));
+      for (let i = 0; i < count; i++) startWorker(workers.length);
+      woken += count;
+      return count;
+    },
+  };
+  const triggerConfig = {
     defaultChunkSize: options.chunkSize ?? DEFAULTS.chunkSize,
     maxAttempts,
     jobDeadlineSeconds: DEFAULTS.jobDeadlineSeconds,
-  });
+    inlineMaxBytes: options.inlineMaxBytes ?? DEFAULTS.inlineMaxBytes,
+  };
+  const timeoutMs = options.splitterTimeoutMs ?? 5 * 60_000;
+  const diedOnce = new Set<string>();
+  // One invocation as Lambda makes it: a clock that runs out, and (tests) a death after N parts.
+  const split = (event: S3Event): Promise<unknown> => {
+    const ends = Date.now() + timeoutMs;
+    const context = { getRemainingTimeInMillis: () => Math.max(0, ends - Date.now()) };
+    const key = event.Records[0]?.s3.object.key ?? "";
+    const dies = options.splitterDiesAfterParts;
+    if (dies === undefined || diedOnce.has(key)) return splitterHandler({ ...splitDeps, fleet }, triggerConfig)(event, context);
+    diedOnce.add(key);
+    return splitterHandler(dyingAfterParts({ ...splitDeps, fleet }, dies), triggerConfig)(event, context);
+  };
   const partsQueue = new SqsTaskQueue(clients.sqs, resources.partsQueueUrl!);
   const deadLetters = new SqsTaskQueue(clients.sqs, resources.deadLetterQueueUrl);
 
@@ -253,6 +298,10 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     deadLetterQueueUrl: resources.deadLetterQueueUrl,
     clients,
     workerPids: () => workers.map((w) => w?.pid ?? -1),
+    startWorkers: (count) => {
+      for (let i = 0; i < count; i++) startWorker(workers.length);
+    },
+    woken: () => woken,
     killWorker: (i, signal = "SIGKILL") => void workers[i]?.kill(signal),
     requests: () => emulator.requests(),
     async stop() {

@@ -136,6 +136,8 @@ export const startTestCloud = async (options: TestCloudOptions = {}): Promise<Te
     port: 0,
     workers: 2,
     visibilitySeconds: 30,
+    // The fleet's own tests: every chunk goes to the workers unless a test asks for inline runs.
+    inlineMaxBytes: 0,
     ...options,
     chunkSize,
     log: jsonLogger((l) => void (VERBOSE && process.stderr.write(`[dev] ${l}`)), "info"),

@@ -112,6 +112,56 @@ describe("worker fleet", () => {
     });
   });
 
+  describe("ready fast from idle", () => {
+    const userData = (t: Template): string =>
+      JSON.stringify(props(t, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate")["LaunchTemplateData"]);
+
+    it("keeps a warm pool of one stopped, prepared instance by default, reused on scale-in, which the agent leaves alone", () => {
+      const pool = props(template, "AWS::AutoScaling::WarmPool", "PipelineWorkers");
+      expect(pool).toMatchObject({
+        MinSize: 1,
+        MaxGroupPreparedCapacity: 1,
+        PoolState: "Stopped",
+        InstanceReusePolicy: { ReuseOnScaleIn: true },
+      });
+      expect(flat(pool["AutoScalingGroupName"])).toBe(
+        `<${resource(template, "AWS::AutoScaling::AutoScalingGroup", "PipelineWorkers").id}>`,
+      );
+      expect(userData(template)).toContain("ECS_WARM_POOLS_CHECK=true");
+    });
+
+    it("sizes the warm pool as configured, and has none at 0 or on spot", () => {
+      expect(props(synth({ ...LAB_CONTEXT, warmPool: "3" }).template, "AWS::AutoScaling::WarmPool", "PipelineWorkers")).toMatchObject({
+        MinSize: 3,
+        MaxGroupPreparedCapacity: 3,
+      });
+      const none = synth({ ...LAB_CONTEXT, warmPool: "0" }).template;
+      none.resourceCountIs("AWS::AutoScaling::WarmPool", 0);
+      expect(userData(none)).not.toContain("ECS_WARM_POOLS_CHECK");
+      spot.resourceCountIs("AWS::AutoScaling::WarmPool", 0);
+      expect(() => synth({ ...SPOT_CONTEXT, warmPool: "1" })).toThrow(/warmPool needs a single on-demand instance type/);
+    });
+
+    it("keeps a pulled image cached on the instance", () => {
+      for (const t of [template, spot]) expect(userData(t)).toContain("ECS_IMAGE_PULL_BEHAVIOR=prefer-cached");
+    });
+
+    it("lets the splitter wake only its own worker service, sized by the stack's maximum", () => {
+      const service = resource(template, "AWS::ECS::Service", "PipelineWorkersService").id;
+      const cluster = resource(template, "AWS::ECS::Cluster", "PipelineWorkersCluster").id;
+      const splitter = props(template, "AWS::Lambda::Function", "PipelineSplitter");
+      const env = (splitter["Environment"] as { Variables: Record<string, unknown> }).Variables;
+      expect(flat(env["CLOUDMILL_WORKER_CLUSTER"])).toBe(`<${cluster}>`);
+      expect(flat(env["CLOUDMILL_WORKER_SERVICE"])).toContain(service);
+      const scalable = props(template, "AWS::ApplicationAutoScaling::ScalableTarget", "PipelineWorkersWorkerCount");
+      expect(env["CLOUDMILL_MAX_WORKERS"]).toBe(String(scalable["MaxCapacity"]));
+      const grants = grantsOf(template, "PipelineSplitterRole");
+      expect(grants["ecs:UpdateService"]).toEqual([`<${service}>`]);
+      expect(grants["ecs:DescribeServices"]).toEqual([`<${service}>`]);
+      for (const [action, resources] of Object.entries(grants)) if (action.startsWith("ecs:")) expect(resources).toEqual([`<${service}>`]);
+    });
+  });
+
   describe("cluster and service", () => {
     it("turns on Container Insights with enhanced observability (per-container CPU, memory, disk, network)", () => {
       template.hasResourceProperties("AWS::ECS::Cluster", { ClusterSettings: [{ Name: "containerInsights", Value: "enhanced" }] });

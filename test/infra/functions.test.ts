@@ -145,8 +145,11 @@ describe("least privilege", () => {
     }
   });
 
-  it("splitter: read inputs and specs, list inputs, read/write job state, queue chunks", () => {
+  it("splitter: read inputs and specs, list inputs, read/write job state, queue chunks, wake only its own worker service", () => {
+    const service = `<${resource(template, "AWS::ECS::Service", "PipelineWorkersService").id}>`;
     expect(grantsOf(template, "PipelineSplitterRole")).toEqual({
+      "ecs:DescribeServices": [service],
+      "ecs:UpdateService": [service],
       "logs:CreateLogStream": [`<${resource(template, "AWS::Logs::LogGroup", "PipelineSplitterLogs").id}>`],
       "logs:PutLogEvents": [`<${resource(template, "AWS::Logs::LogGroup", "PipelineSplitterLogs").id}>`],
       "s3:GetObject": [`${input}/*`, `${output}/*/status.json`, `${output}/_work/*`].sort(),

@@ -17,7 +17,8 @@ import { OPS_LISTING_KEY, manifestKey } from "../../lib/core/keys.js";
 import { CloudmillPipeline } from "../../infra/CloudmillPipeline.js";
 import { WORKER_BASE_STAGE } from "../../infra/assets.js";
 import { ESM_REQUIRE_BANNER } from "../../infra/bundling.js";
-import { spawnChild, waitFor } from "../helpers/devCloud.js";
+import { spawnChild, textOf, waitFor } from "../helpers/devCloud.js";
+import { refWordcount } from "../helpers/reference.js";
 import { useEmulator } from "../helpers/emulator.js";
 import { runProcess } from "../helpers/processes.js";
 import { LAB_CONTEXT, REPO_ROOT, cdkJsonContext, flat, grantsOf, resource, synth, type Synthesized } from "./synth.js";
@@ -311,14 +312,18 @@ describe("the staged code, run as Lambda and the image would run it, against the
     const queueRef = resource(s.template, "AWS::SQS::Queue", "PipelineTaskQueue").id;
     /** The stack's environment for a role, references to the emulator's resources, its code root to where the copy is. */
     const envFor = (env: Env, root: string, copy: string): NodeJS.ProcessEnv => {
+      // The emulator has no ECS: the splitter runs without a fleet to wake (the backlog alone scales it).
+      const fleetNames = new Set(["CLOUDMILL_WORKER_CLUSTER", "CLOUDMILL_WORKER_SERVICE"]);
       const values = Object.fromEntries(
-        Object.entries(env).map(([k, v]) => {
-          const ref = (v as { Ref?: string }).Ref;
-          if (ref === outputRef) return [k, output];
-          if (ref === queueRef) return [k, tasks.url];
-          expect(typeof v, k).toBe("string");
-          return [k, k === "CLOUDMILL_OPS_MODULES" ? (v as string).split(`${root}/`).join(`${copy}/`) : (v as string)];
-        }),
+        Object.entries(env)
+          .filter(([k]) => !fleetNames.has(k))
+          .map(([k, v]) => {
+            const ref = (v as { Ref?: string }).Ref;
+            if (ref === outputRef) return [k, output];
+            if (ref === queueRef) return [k, tasks.url];
+            expect(typeof v, k).toBe("string");
+            return [k, k === "CLOUDMILL_OPS_MODULES" ? (v as string).split(`${root}/`).join(`${copy}/`) : (v as string)];
+          }),
       );
       return {
         PATH: process.env["PATH"],
@@ -337,7 +342,10 @@ describe("the staged code, run as Lambda and the image would run it, against the
         'import { writeFileSync } from "node:fs";\n' +
         "const [file, event, out] = process.argv.slice(2);\n" +
         "const { handler } = await import(pathToFileURL(file).href);\n" +
-        "writeFileSync(out, JSON.stringify((await handler(JSON.parse(event), {})) ?? null));\n",
+        // Lambda's context: the function's five minutes, counting down.
+        "const ends = Date.now() + 300000;\n" +
+        "const context = { getRemainingTimeInMillis: () => ends - Date.now() };\n" +
+        "writeFileSync(out, JSON.stringify((await handler(JSON.parse(event), context)) ?? null));\n",
     );
     const invoke = async (dir: string, env: NodeJS.ProcessEnv, event: unknown): Promise<unknown> => {
       // The handler's logs go to stdout, as in Lambda; its return value to a file.
@@ -448,6 +456,21 @@ describe("the staged code, run as Lambda and the image would run it, against the
     expect(task.items).toBe(3000);
     expect(task.results).toEqual(python.results);
     expect(task.errors.map((e) => [e.index, e.code])).toEqual(python.bad.map((i) => [i, "ITEM_FAILED"]));
+
+    // A small upload of a built-in op: the staged splitter maps it where it starts (no worker runs
+    // now), writing the parts a worker would; the reducer ends it. The reference agrees.
+    const smallKey = "wordcount/site-a/notes.txt";
+    const notes = textOf(40_000, 21);
+    await emu.s3.send(new PutObjectCommand({ Bucket: input, Key: smallKey, Body: notes }));
+    const smallEvent = {
+      Records: [{ eventName: "ObjectCreated:Put", s3: { bucket: { name: input }, object: { key: smallKey, size: notes.length } } }],
+    };
+    const smallJob = ((await invoke(splitterDir, splitEnv, smallEvent)) as { jobId: string }[])[0]!.jobId;
+    const smallParts = (await emu.s3.send(new ListObjectsV2Command({ Bucket: output, Prefix: `_work/${smallJob}/parts/` }))).Contents!;
+    expect(smallParts.length).toBe((await read(manifestKey(smallJob)))["chunks"]);
+    expect(await reduce(smallParts.at(-1)!.Key!)).toEqual({ batchItemFailures: [] });
+    expect(await read(`${smallKey}/status.json`)).toMatchObject({ state: "succeeded", ranOn: "lambda" });
+    expect(await read(`${smallKey}/result.json`)).toEqual(refWordcount(notes));
     expect(existsSync(path.join(work, "node_modules"))).toBe(false);
   }, 240_000);
 });

@@ -145,4 +145,48 @@ describe("cloudmill dev driven by the AWS CLI", () => {
     },
     TIMEOUT,
   );
+
+  it(
+    "an idle lab: cloudmill dev --workers 0 answers a small upload from the splitter alone, and wakes a worker for a large one",
+    async () => {
+      const small = textOf(150 * 1024, 32);
+      const large = textOf(400 * 1024, 33);
+      await writeFile(path.join(dir, "small.txt"), small);
+      await writeFile(path.join(dir, "large.txt"), large);
+      const port = await freePort();
+      const args = ["dev", "--port", String(port), "--workers", "0", "--max-workers", "1", "--chunk-size", "64KiB"];
+      const idle = spawnChild(process.execPath, [BIN, ...args, "--inline-max-bytes", "256KiB"], { name: "cloudmill dev (idle)" });
+      try {
+        await idle.waitForLine((l) => l.includes("emulated S3 and SQS at"), 60_000);
+        endpoint = `http://127.0.0.1:${port}`;
+        const finalStatus = (key: string) =>
+          waitFor(
+            `a final status of ${key}`,
+            async () => {
+              const text = await aws("s3", "cp", `s3://cloudmill-output/${key}/status.json`, "-").catch(() => undefined);
+              const status = text === undefined ? undefined : (JSON.parse(text) as { state: string; ranOn?: string });
+              return status?.state === "running" ? undefined : status;
+            },
+            90_000,
+            250,
+          );
+        const resultOf = async (key: string) =>
+          JSON.parse(await aws("s3", "cp", `s3://cloudmill-output/${key}/result.json`, "-")) as unknown;
+
+        await aws("s3", "cp", "small.txt", "s3://cloudmill-input/wordcount/small.txt");
+        expect(await finalStatus("wordcount/small.txt")).toMatchObject({ state: "succeeded", ranOn: "lambda" });
+        expectMatchesReference("wordcount", {}, small, await resultOf("wordcount/small.txt"));
+        expect(await childrenOf(idle.child.pid!)).toEqual([]);
+
+        await aws("s3", "cp", "large.txt", "s3://cloudmill-input/wordcount/large.txt");
+        expect(await finalStatus("wordcount/large.txt")).toMatchObject({ state: "succeeded", ranOn: "fleet" });
+        expectMatchesReference("wordcount", {}, large, await resultOf("wordcount/large.txt"));
+        expect((await childrenOf(idle.child.pid!)).length).toBe(1);
+      } finally {
+        idle.child.kill("SIGINT");
+        await idle.exited;
+      }
+    },
+    TIMEOUT,
+  );
 });

@@ -163,6 +163,8 @@ beforeAll(async () => {
   cloud = await startDevCloud({
     port: 0,
     workers: 2,
+    // As the README's session starts it: every chunk to the workers (README: "--inline-max-bytes 0").
+    inlineMaxBytes: 0,
     chunkSize: 64 * 1024,
     log: silentLogger,
     onWorkerOutput: (_, line) => workerLines.push(line),
@@ -222,7 +224,11 @@ describe("the README's SDK section against cloudmill dev", () => {
           continue;
         }
         expect(argv.slice(0, 2)).toEqual(["npx", "cloudmill"]);
-        if (argv[2] === "dev") continue; // the test's own dev cloud stands in for it
+        if (argv[2] === "dev") {
+          // The test's own dev cloud stands in for it, started with the same flags.
+          expect(argv.slice(3)).toEqual(["--inline-max-bytes", "0", "&"]);
+          continue;
+        }
         const args = argv.slice(2).map((a) => a.replace(JOB_ID, lastJob));
         const shown = session.lines.slice(i + 1, session.lines.findIndex((l, j) => j > i && l.startsWith("$ ")) >>> 0);
         // The job the session cancels must not be able to end first: no worker runs until it is cancelled.

@@ -15,6 +15,7 @@ import {
   RegisterContainerInstanceCommand,
   RegisterTaskDefinitionCommand,
   StartTaskCommand,
+  UpdateServiceCommand,
 } from "@aws-sdk/client-ecs";
 import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -22,6 +23,7 @@ import type { CliIO } from "../../lib/cli/io.js";
 import { runCli } from "../../lib/cli/main.js";
 import { Cloudmill, CloudmillError, STACK_OUTPUTS } from "../../lib/sdk/index.js";
 import { startMoto, type Moto } from "./support.js";
+import { EcsFleetWaker } from "../../lib/aws/EcsFleetWaker.js";
 
 const started: Moto | undefined = await startMoto();
 if (!started) throw new Error("moto is required for the fleet tests (python3 -c 'import moto'); it ships on the node machine image");
@@ -224,5 +226,29 @@ describe("against moto (ECS, EC2, CloudFormation, S3, SQS wire protocols)", () =
     expect(r.stderr).toBe(
       "cloudmill: no stack Cloudmill-nolab in us-east-1: deploy it with `npx cdk deploy -c lab=nolab`, or check the stack name and AWS_REGION\n",
     );
+  });
+});
+
+describe("waking an idle fleet (the splitter's EcsFleetWaker), against moto's ECS", () => {
+  const IDLE = "cloudmill-testlab-idle";
+  const desired = async (): Promise<number> =>
+    (await ecs.send(new DescribeServicesCommand({ cluster: CLUSTER, services: [IDLE] }))).services![0]!.desiredCount!;
+
+  it("raises an idle service to one worker per tasksPerWorker tasks, within the maximum, and leaves an awake one alone", async () => {
+    await ecs.send(new CreateServiceCommand({ cluster: CLUSTER, serviceName: IDLE, taskDefinition: "worker", desiredCount: 0 }));
+    const waker = new EcsFleetWaker(ecs, { cluster: CLUSTER, service: IDLE, maxWorkers: 3, tasksPerWorker: 2 });
+    expect(await waker.wake(3)).toBe(2);
+    expect(await desired()).toBe(2);
+    // Awake now: the backlog alarm's policy owns the count.
+    expect(await waker.wake(100)).toBe(0);
+    expect(await desired()).toBe(2);
+    await ecs.send(new UpdateServiceCommand({ cluster: CLUSTER, service: IDLE, desiredCount: 0 }));
+    expect(await waker.wake(100)).toBe(3);
+    expect(await desired()).toBe(3);
+  });
+
+  it("a service that is not there is an ENVIRONMENT error naming it (the splitter logs it and the job waits for the backlog alarm)", async () => {
+    const waker = new EcsFleetWaker(ecs, { cluster: CLUSTER, service: "no-such-service", maxWorkers: 3, tasksPerWorker: 1 });
+    await expect(waker.wake(1)).rejects.toMatchObject({ code: "ENVIRONMENT", message: expect.stringContaining("no-such-service") });
   });
 });

@@ -12,6 +12,8 @@ import { collect } from "../options.js";
 const DevFlags = z.object({
   port: z.coerce.number({ error: "expected a port number" }).int().min(0).max(65535),
   workers: z.coerce.number({ error: "expected a whole number" }).int().min(0).max(64),
+  maxWorkers: z.coerce.number({ error: "expected a whole number" }).int().min(0).max(64).optional(),
+  inlineMaxBytes: z.string().refine((s) => s.trim() === "0" || parseSize(s) !== undefined, { error: "expected a size like 64MiB, or 0" }),
   chunkSize: z.string().refine((s) => (parseSize(s) ?? 0) >= 1, { error: "expected a size like 16MiB" }),
   verbose: z.boolean().default(false),
   ops: z.array(z.string()).default([]),
@@ -21,14 +23,18 @@ export const devCommand = (io: CliIO): Command =>
   new Command("dev")
     .description("serve an emulated AWS (S3 + SQS) on 127.0.0.1 with the whole pipeline running locally")
     .option("--port <port>", "port of the S3/SQS endpoint", String(DEV_DEFAULT_PORT))
-    .option("-w, --workers <n>", "worker processes", "2")
+    .option("-w, --workers <n>", "worker processes running from the start", "2")
+    .option("--max-workers <n>", "worker processes an idle fleet is woken to when work arrives (default: --workers)")
+    .option("--inline-max-bytes <size>", "jobs up to this size are mapped by the splitter, as the stack's are (0: none)", "64MiB")
     .option("-c, --chunk-size <size>", "chunk size for uploads", "16MiB")
     .option("--ops <module>", "serve the ops a module exports (made with defineOp), repeatable", collect)
     .option("-v, --verbose", "log every step of the handlers and workers")
     .addHelpText(
       "after",
       `\nExample:\n  $ cloudmill dev --port 4566 --workers 2\n  $ aws --endpoint-url http://127.0.0.1:4566 s3 cp data.txt ` +
-        `s3://cloudmill-input/wordcount/data.txt`,
+        `s3://cloudmill-input/wordcount/data.txt\n\n` +
+        `An idle lab, as deployed: no worker until work arrives, small jobs mapped where they start:\n` +
+        `  $ cloudmill dev --workers 0 --max-workers 2`,
     )
     .action(async (raw: Record<string, unknown>) => {
       const parsed = DevFlags.safeParse(raw);
@@ -41,6 +47,8 @@ export const devCommand = (io: CliIO): Command =>
       const cloud = await startDevCloud({
         port: flags.port,
         workers: flags.workers,
+        ...(flags.maxWorkers !== undefined ? { maxWorkers: flags.maxWorkers } : {}),
+        inlineMaxBytes: flags.inlineMaxBytes.trim() === "0" ? 0 : parseSize(flags.inlineMaxBytes)!,
         chunkSize: parseSize(flags.chunkSize)!,
         opsModules: flags.ops,
         log,

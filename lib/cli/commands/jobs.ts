@@ -3,6 +3,7 @@ import { Command } from "commander";
 import { z } from "zod";
 import { DEFAULT_JOBS_LIMIT } from "../../sdk/constants.js";
 import type { JobSummary } from "../../sdk/types.js";
+import type { JobStatus } from "../../core/job/manifest.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 
@@ -25,14 +26,24 @@ const short = (inputs: readonly string[] | undefined): string => {
   return inputs.length > 1 ? `${first} +${inputs.length - 1}` : first;
 };
 
+/** From the upload (or the job's start) to its first chunk's start, and where that ran: `1.8s lambda`. */
+export const firstChunkAfter = (j: Pick<JobStatus, "triggeredAt" | "startedAt" | "firstChunk">): string => {
+  const from = Date.parse(j.triggeredAt ?? j.startedAt ?? "");
+  const to = Date.parse(j.firstChunk?.at ?? "");
+  if (!Number.isFinite(from) || !Number.isFinite(to)) return "-";
+  const s = Math.max(0, to - from) / 1000;
+  return `${s < 10 ? s.toFixed(1) : Math.round(s)}s ${j.firstChunk!.on}`;
+};
+
 export const jobsTable = (jobs: readonly JobSummary[]): string =>
   table([
-    ["JOB", "STATE", "CHUNKS", "OP", "UPDATED", "INPUTS"],
+    ["JOB", "STATE", "CHUNKS", "OP", "FIRST CHUNK", "UPDATED", "INPUTS"],
     ...jobs.map((j) => [
       j.jobId,
       j.state,
       `${j.state === "succeeded" ? j.chunks : j.done}/${j.chunks}`,
       j.op ?? "-",
+      firstChunkAfter(j),
       j.updatedAt
         ? j.updatedAt
             .toISOString()

@@ -57,6 +57,8 @@ export const Manifest = z.strictObject({
   deadline: z.number(),
   /** What triggered the job (`s3://bucket/key`, `cli`, `sdk`). */
   trigger: z.string(),
+  /** When the object that triggered the job was created (the S3 event's time), if known. */
+  triggeredAt: z.string().optional(),
 });
 export type Manifest = z.infer<typeof Manifest>;
 
@@ -138,6 +140,14 @@ export const taskCount = (m: { readonly chunks: number; readonly job: TaskJob })
 export const JobState = z.enum(["running", "succeeded", "failed", "cancelled"]);
 export type JobState = z.infer<typeof JobState>;
 
+/** Where a task ran: in the splitter's function (a small job, inline) or on the worker fleet. */
+export const RanOn = z.enum(["lambda", "fleet"]);
+export type RanOn = z.infer<typeof RanOn>;
+
+/** When and where a task started. */
+export const TaskStart = z.object({ on: RanOn, at: z.string() });
+export type TaskStart = z.infer<typeof TaskStart>;
+
 export const JobStatus = z.object({
   jobId: JobId,
   state: JobState,
@@ -148,6 +158,12 @@ export const JobStatus = z.object({
   opDigest: z.string().optional(),
   inputs: z.array(z.string()).optional(),
   startedAt: z.string().optional(),
+  /** When the upload or job spec that started the job was created. */
+  triggeredAt: z.string().optional(),
+  /** The first task to start (while running: the first to finish's start), and where it ran. */
+  firstChunk: TaskStart.optional(),
+  /** Where the job's tasks ran (once it succeeded): `lambda`, `fleet`, or `lambda+fleet`. */
+  ranOn: z.enum(["lambda", "fleet", "lambda+fleet"]).optional(),
   finishedAt: z.string().optional(),
   /** Records skipped as bad (only with onBadRecord: skip). */
   skipped: z.number().int().nonnegative().optional(),

@@ -60,6 +60,12 @@ export interface OpDefinition<P, A, R> {
    * sorted set union): on a local run each task thread then merges its own chunks as they finish.
    */
   readonly orderFree?: boolean;
+  /**
+   * Set when the op is cheap enough to map a small job in the splitter's function, where the
+   * job starts (seconds, not the minutes a cold fleet takes): linear in its input, and needing
+   * nothing that only the worker image holds.
+   */
+  readonly inline?: boolean;
   /** Turns the merged partial (undefined when there were no records) into the result. */
   finalize?(partial: A | undefined, params: P): R;
 }
@@ -181,6 +187,7 @@ const defineMapOp = <P = Record<string, never>, A = unknown, R = A | undefined>(
     formats,
     paramsHelp: [],
     ...(def.orderFree ? { orderFreeMerge: true } : {}),
+    ...(def.inline ? { inline: true } : {}),
     parseParams: userParams(def.name, schema),
     mapper({ own: params, ...formatOptions }, ctx) {
       let acc: Wrapped<A> = { some: false };

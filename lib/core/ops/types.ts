@@ -74,6 +74,11 @@ export interface Op<P = unknown, A = unknown, R = unknown> {
    * shuffle as one run; reduce tasks merge key ranges chosen from the runs' samples.
    */
   readonly sorts?: boolean;
+  /**
+   * A lab op sets this when it is cheap enough (linear in its input, no dependency of the image
+   * alone) to map a small job in the splitter's function, where the job starts. Built-ins are.
+   */
+  readonly inline?: boolean;
 }
 
 /** Ops whose result is partitioned into parts by reduce tasks: keyed ones and `sort`. */

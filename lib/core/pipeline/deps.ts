@@ -1,7 +1,7 @@
 /** What the pipeline roles run against: ports, the op registry and a logger. */
 import type { Logger } from "../log.js";
 import type { OpRegistry } from "../ops/registry.js";
-import type { BlobStore, TaskQueue } from "../ports.js";
+import type { BlobStore, FleetWaker, TaskQueue } from "../ports.js";
 import type { ItemRunner } from "./itemRunner.js";
 import type { MapperHost } from "./mappers.js";
 
@@ -26,6 +26,8 @@ export interface PipelineDeps {
 
 export interface SplitDeps extends PipelineDeps {
   readonly queue: TaskQueue;
+  /** Woken when tasks are enqueued (unset: the fleet scales on its backlog alone). */
+  readonly fleet?: FleetWaker;
 }
 
 export const nowOf = (deps: PipelineDeps): number => (deps.now ? deps.now() : Date.now());

@@ -2,6 +2,7 @@
 import { z } from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { Format } from "../job/spec.js";
+import { TaskStart } from "../job/manifest.js";
 import { csvOptions, type FormatOptions } from "../ops/formatReaders.js";
 
 /** An error kept in a part, to be raised only if the reading it ended is the one chosen. */
@@ -68,9 +69,10 @@ export const Part = z.object({
   /** Bad records skipped (onBadRecord: skip). */
   skipped: z.number().int().nonnegative(),
   quotes: QuoteSpeculation.optional(),
-  /** The separator `separator=auto` chose for this chunk's input (on the input's first chunk). */
   /** The separators `separator=auto` chose: the input's, or (a packed chunk's) each object's. */
   sniffed: z.union([SniffedSeparator, z.array(SniffedSeparator)]).optional(),
+  /** When and where the task that wrote the part started (the job's status reports the first). */
+  ran: TaskStart.optional(),
 });
 
 export type Part = z.infer<typeof Part>;

@@ -6,6 +6,7 @@ import type { AnyOp, Merger } from "../ops/types.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJson } from "./blobJson.js";
 import { Part, pickReading, type SniffedSeparator } from "./part.js";
+import { TaskStarts, type WhereRan } from "./status.js";
 
 /** Parts merged elsewhere already (the local engine's task threads): their chunks and merged partial. */
 export interface MergedParts {
@@ -48,6 +49,7 @@ export class OrderedPartMerge {
   #insideQuotes = false;
   /** Separators `separator=auto` chose, by input. */
   readonly #sniffed: SniffedSeparator[] = [];
+  readonly #starts = new TaskStarts();
   #merging: Promise<void> = Promise.resolve();
 
   constructor(deps: PipelineDeps, manifest: Manifest, seed: readonly MergedParts[] = []) {
@@ -76,14 +78,22 @@ export class OrderedPartMerge {
   }
 
   /** Merges every remaining part of `parts` (all of the job's), and reads out the merged partial. */
-  async complete(
-    parts: ReadonlyMap<number, string>,
-  ): Promise<{ readonly partial: unknown; readonly skipped: number; readonly sniffed: readonly SniffedSeparator[] }> {
+  async complete(parts: ReadonlyMap<number, string>): Promise<{
+    readonly partial: unknown;
+    readonly skipped: number;
+    readonly sniffed: readonly SniffedSeparator[];
+    readonly ran: WhereRan;
+  }> {
     for (const [index, key] of parts) if (index >= this.#next) this.#ready.set(index, key);
     this.#schedule();
     await this.#merging;
     if (this.#next !== this.#chunks) throw new CloudmillError(ErrorCode.INTERNAL, `part ${this.#next} of job ${this.#jobId} is missing`);
-    return { partial: this.#loneSeed ? this.#loneSeed.partial : this.#merger.value(), skipped: this.#skipped, sniffed: this.#sniffed };
+    return {
+      partial: this.#loneSeed ? this.#loneSeed.partial : this.#merger.value(),
+      skipped: this.#skipped,
+      sniffed: this.#sniffed,
+      ran: this.#starts.summary(),
+    };
   }
 
   /** How many chunks are merged already or have a part in `parts`. */
@@ -135,6 +145,7 @@ export class OrderedPartMerge {
         this.#merger.add(reading.partial);
         this.#skipped += reading.skipped;
         if (part.sniffed) this.#sniffed.push(...[part.sniffed].flat());
+        if (part.ran) this.#starts.add(part.ran);
       }
       this.#ready.delete(i);
       this.#next = i + 1;

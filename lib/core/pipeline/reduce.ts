@@ -5,17 +5,17 @@
  */
 import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
-import { JobStatus, Manifest, taskCount } from "../job/manifest.js";
+import { JobStatus, Manifest, taskCount, type TaskStart } from "../job/manifest.js";
 import type { ShuffleRefs } from "../ops/keyedOp.js";
 import type { TaskQueue } from "../ports.js";
 import { s3Uri } from "../s3Uri.js";
-import type { SniffedSeparator } from "./part.js";
+import { Part, type SniffedSeparator } from "./part.js";
 import { keyedResult, reduceStarted, startReduce } from "./reduceTask.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { failJob } from "./deadLetter.js";
 import { OrderedPartMerge } from "./partMerge.js";
-import { succeededStatus, superseded, writeProgress } from "./status.js";
+import { succeededStatus, superseded, writeProgress, type WhereRan } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
 
 export type ReduceOutcome =
@@ -33,6 +33,15 @@ const listParts = async (deps: PipelineDeps, jobId: string): Promise<Map<number,
     if (p && p.jobId === jobId) parts.set(p.index, info.key);
   }
   return parts;
+};
+
+/** The start a job's first part records: the lowest chunk's, a good sign of when the job began. */
+const firstPartStart = async (deps: PipelineDeps, parts: ReadonlyMap<number, string>): Promise<TaskStart | undefined> => {
+  let lowest: number | undefined;
+  for (const i of parts.keys()) if (lowest === undefined || i < lowest) lowest = i;
+  if (lowest === undefined) return undefined;
+  const key = parts.get(lowest)!;
+  return (await readJsonIfExists(deps.output, key, Part).catch(() => undefined))?.ran;
 };
 
 /**
@@ -73,7 +82,7 @@ export const reduceJob = async (
     }
   }
   if (done < manifest.chunks) {
-    await writeProgress(deps, manifest, done);
+    await writeProgress(deps, manifest, done, () => firstPartStart(deps, parts));
     return { kind: "incomplete", done, chunks: taskCount(manifest) };
   }
 
@@ -81,14 +90,14 @@ export const reduceJob = async (
     let result: unknown;
     let skipped: number;
     let sniffed: readonly SniffedSeparator[];
+    let ran: WhereRan;
     if (partitions !== undefined) {
       let started = await reduceStarted(deps, jobId);
       if (!started) {
         if (!deps.queue) throw new CloudmillError(ErrorCode.INTERNAL, `job ${jobId}: this reducer cannot enqueue reduce tasks`);
         const merge = merged ?? new OrderedPartMerge(deps, manifest);
         const stage = await merge.complete(parts);
-        await startReduce({ ...deps, queue: deps.queue }, manifest, stage.partial as ShuffleRefs, stage);
-        started = { at: "", skipped: stage.skipped, sniffed: [...stage.sniffed] };
+        started = await startReduce({ ...deps, queue: deps.queue }, manifest, stage.partial as ShuffleRefs, stage);
         log.info("map stage done; reduce tasks enqueued", { chunks: manifest.chunks, partitions });
       }
       if (reduced < partitions) {
@@ -97,14 +106,15 @@ export const reduceJob = async (
       }
       result = await keyedResult(deps, manifest, (key) => s3Uri(deps.output.name, key));
       ({ skipped, sniffed } = started);
+      ran = { ...(started.firstChunk ? { firstChunk: started.firstChunk } : {}), ...(started.ranOn ? { ranOn: started.ranOn } : {}) };
     } else {
       const merge = merged ?? new OrderedPartMerge(deps, manifest);
       const stage = await merge.complete(parts);
-      ({ skipped, sniffed } = stage);
+      ({ skipped, sniffed, ran } = stage);
       // JSON has no undefined: an op with nothing to say (a lab op over no records) answers null.
       result = merge.op.finalize(stage.partial, merge.params, { inputs: manifest.inputs.map((i) => i.name) }) ?? null;
     }
-    const status = succeededStatus(manifest, skipped, nowOf(deps), sniffed);
+    const status = succeededStatus(manifest, skipped, nowOf(deps), sniffed, ran);
     if (await superseded(deps, manifest.output.status, jobId, manifest.createdAt)) {
       await writeJson(deps.output, succeededKey(jobId), status);
       log.info("job succeeded but a later job owns its output; result not written", { chunks: manifest.chunks });

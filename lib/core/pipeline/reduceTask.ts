@@ -12,7 +12,7 @@ import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { outputPartKey, partKey, reduceEnqueuedKey, reducePlanKey, shuffleKey, spillPrefix } from "../keys.js";
 import { mapInOrder } from "../mapInOrder.js";
-import type { Manifest, ReduceTask } from "../job/manifest.js";
+import { JobStatus, TaskStart, type Manifest, type ReduceTask } from "../job/manifest.js";
 import { encodeShuffle, type KeyedTable, type ShuffleRef, type SortRef } from "../shuffle/shuffleRun.js";
 import { sortedPieces, sortFormatOf, sortPlans } from "./sortStage.js";
 import { RunMerge } from "../shuffle/runMerge.js";
@@ -23,6 +23,7 @@ import { readBytes, readJson, readJsonIfExists, writeJson } from "./blobJson.js"
 import type { Part, Reading } from "./part.js";
 import { SniffedSeparator } from "./part.js";
 import { enqueueTasks } from "./enqueue.js";
+import type { WhereRan } from "./status.js";
 
 /** The segments one reduce task merges: [shuffle object, start, end], in chunk order. */
 const SortKeySchema = z.tuple([z.union([z.literal(0), z.literal(1)]), z.number(), z.string()]);
@@ -51,6 +52,9 @@ export const ReduceStarted = z.strictObject({
   at: z.string(),
   skipped: z.number().int().nonnegative(),
   sniffed: z.array(SniffedSeparator),
+  /** The map stage's first task and where its tasks ran. */
+  firstChunk: TaskStart.optional(),
+  ranOn: JobStatus.shape.ranOn,
 });
 export type ReduceStarted = z.infer<typeof ReduceStarted>;
 
@@ -99,8 +103,8 @@ export const startReduce = async (
   deps: PipelineDeps & { readonly queue: TaskQueue },
   manifest: Manifest,
   refs: readonly (ShuffleRef | SortRef)[],
-  merged: { readonly skipped: number; readonly sniffed: readonly SniffedSeparator[] },
-): Promise<void> => {
+  merged: { readonly skipped: number; readonly sniffed: readonly SniffedSeparator[]; readonly ran: WhereRan },
+): Promise<ReduceStarted> => {
   const { jobId, job } = manifest;
   const partitions = job.partitions!;
   const plans: ReducePlan[] = deps.registry.get(job.op).sorts
@@ -112,8 +116,14 @@ export const startReduce = async (
     deps.queue,
     plans.map((plan): ReduceTask => ({ v: 1, jobId, reduce: { partition: plan.partition, chunks: manifest.chunks }, job })),
   );
-  const started: ReduceStarted = { at: new Date(nowOf(deps)).toISOString(), skipped: merged.skipped, sniffed: [...merged.sniffed] };
+  const started: ReduceStarted = {
+    at: new Date(nowOf(deps)).toISOString(),
+    skipped: merged.skipped,
+    sniffed: [...merged.sniffed],
+    ...merged.ran,
+  };
   await writeJson(deps.output, reduceEnqueuedKey(jobId), started);
+  return started;
 };
 
 export interface ReduceOptions {

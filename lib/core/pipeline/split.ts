@@ -1,11 +1,12 @@
 /**
  * The splitter role: validate, plan chunks from sizes alone, write manifest and status,
- * enqueue one task per chunk. O(1) requests per input plus one message per chunk.
+ * enqueue one task per chunk (waking an idle fleet first). O(1) requests per input plus one
+ * message per chunk. A small job is mapped here instead, while time allows (inline.ts).
  * A repeated trigger (same job id) finds the `enqueued` marker and does nothing.
  */
 import { DEFAULTS } from "../constants.js";
-import { enqueuedKey, manifestKey, type OutputKeys } from "../keys.js";
-import { CloudmillError, ErrorCode } from "../errors.js";
+import { enqueuedKey, manifestKey, parsePartKey, partsPrefix, type OutputKeys } from "../keys.js";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { Manifest, type InputObject, type MapTask, type TaskJob } from "../job/manifest.js";
 import { planChunks } from "../job/planner.js";
 import { MAX_PARTITIONS, type Format, type JobSpec } from "../job/spec.js";
@@ -17,6 +18,8 @@ import { reduceJob } from "./reduce.js";
 import { withCodecs } from "./inputCodecs.js";
 import { enqueueTasks } from "./enqueue.js";
 import { writeProgress } from "./status.js";
+import { inlineBegun, mapInline, runsInline, type InlineOptions } from "./inline.js";
+import { logFieldsOf } from "./logFields.js";
 
 export interface JobPlan {
   readonly jobId: string;
@@ -25,7 +28,11 @@ export interface JobPlan {
   readonly chunkSize: number;
   readonly output: OutputKeys;
   readonly trigger: string;
+  /** When the object that triggered the job was created. */
+  readonly triggeredAt?: string;
   readonly deadlineSeconds: number;
+  /** Map a small job here rather than on the fleet (the splitter's function sets it). */
+  readonly inline?: InlineOptions;
 }
 
 const FORMAT_OF_EXTENSION: Readonly<Record<string, Format>> = {
@@ -138,27 +145,75 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
     createdAt: new Date(now).toISOString(),
     deadline,
     trigger: plan.trigger,
+    ...(plan.triggeredAt !== undefined ? { triggeredAt: plan.triggeredAt } : {}),
   });
-  const log = deps.log.child({ jobId: plan.jobId });
-  if (await exists(deps.output, enqueuedKey(plan.jobId))) {
+  const { jobId } = plan;
+  const log = deps.log.child({ jobId });
+  if (await exists(deps.output, enqueuedKey(jobId))) {
     log.info("duplicate trigger: job already started", { trigger: plan.trigger });
     return { manifest, duplicate: true };
   }
-  await writeJson(deps.output, manifestKey(plan.jobId), manifest);
+  // An earlier invocation that began the job inline and died (its function timed out) left
+  // the chunks it mapped as parts: this one hands the others to the fleet.
+  const handOff = plan.inline !== undefined && (await inlineBegun(deps, jobId));
+  await writeJson(deps.output, manifestKey(jobId), manifest);
   // Through writeProgress: a job cancelled before this trigger ran stays cancelled.
   await writeProgress(deps, manifest, 0);
   log.info("job started", { op: plan.job.op, inputs: plan.inputs.length, chunks: manifest.chunks, chunkSize: plan.chunkSize });
 
-  await enqueueTasks(
-    deps.queue,
-    (function* () {
-      for (const chunk of plannedChunks.chunks()) yield { v: 1, jobId: plan.jobId, chunk, job } satisfies MapTask;
-    })(),
-  );
-  await writeJson(deps.output, enqueuedKey(plan.jobId), { at: new Date(nowOf(deps)).toISOString(), chunks: manifest.chunks });
-  // A job with no chunks (only empty inputs) is done already.
-  if (manifest.chunks === 0) await reduceJob(deps, plan.jobId);
+  const tasks = function* (skip: (index: number) => boolean): Generator<MapTask> {
+    for (const chunk of plannedChunks.chunks()) if (!skip(chunk.index)) yield { v: 1, jobId, chunk, job };
+  };
+  let mapped = 0;
+  let left = manifest.chunks;
+  let pending = tasks(() => false);
+  const bytes = plan.inputs.reduce((n, i) => n + i.size, 0);
+  if (handOff) {
+    const done = await mappedChunks(deps, jobId);
+    mapped = done.size;
+    left = manifest.chunks - mapped;
+    pending = tasks((i) => done.has(i));
+    log.info("an earlier invocation began the job inline; the fleet takes the rest", { mapped });
+  } else if (plan.inline && manifest.chunks > 0 && runsInline(deps.registry.get(job.op), bytes, plan.inline.maxBytes)) {
+    const run = await mapInline(
+      deps,
+      tasks(() => false),
+      plan.inline,
+    );
+    mapped = run.mapped;
+    // A job that ended (a chunk failed it, or it was cancelled) needs no fleet.
+    left = run.ended ? 0 : manifest.chunks - mapped;
+    pending = run.ended ? tasks(() => true) : tasks((i) => i < run.mapped);
+    log.info("mapped inline", { mapped, of: manifest.chunks, ...(run.ended ? { ended: true } : {}) });
+  }
+  if (left > 0 && deps.fleet) {
+    // A fleet that could not be woken still scales on its backlog: the job waits, it does not fail.
+    await deps.fleet.wake(left).then(
+      (asked) => asked > 0 && log.info("woke the fleet", { workers: asked, tasks: left }),
+      (err: unknown) => log.warn("could not wake the fleet; it scales on its backlog", logFieldsOf(toCloudmillError(err))),
+    );
+  }
+  await enqueueTasks(deps.queue, pending);
+  await writeJson(deps.output, enqueuedKey(jobId), {
+    at: new Date(nowOf(deps)).toISOString(),
+    chunks: manifest.chunks,
+    ...(mapped > 0 ? { inline: mapped } : {}),
+  });
+  // A job with no chunks (only empty inputs) is done already; one mapped here whole is reduced
+  // here too, rather than after the reducer's batching window (the reducer, if it runs as well,
+  // writes the same bytes).
+  if (mapped === manifest.chunks) await reduceJob(deps, jobId);
   return { manifest, duplicate: false };
+};
+
+/** Chunks of a job that have a part. */
+const mappedChunks = async (deps: SplitDeps, jobId: string): Promise<Set<number>> => {
+  const done = new Set<number>();
+  for await (const info of deps.output.list(partsPrefix(jobId))) {
+    const part = parsePartKey(info.key);
+    if (part?.jobId === jobId) done.add(part.index);
+  }
+  return done;
 };
 
 export const deadlineSecondsOf = (spec: JobSpec, fallback: number = DEFAULTS.jobDeadlineSeconds): number =>

@@ -6,7 +6,7 @@
 import { z } from "zod";
 import { cancelKey, failureKey, succeededKey } from "../keys.js";
 import type { CloudmillError, ErrorContext } from "../errors.js";
-import { JobStatus, taskCount, type Manifest } from "../job/manifest.js";
+import { JobStatus, taskCount, type Manifest, type TaskStart } from "../job/manifest.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJsonIfExists, writeJson } from "./blobJson.js";
 
@@ -41,6 +41,28 @@ export const statusContext = (e: StatusError): ErrorContext => ({
   ...(e.line !== undefined ? { line: e.line } : {}),
 });
 
+/** Where a job's tasks ran, as its status reports it. */
+export interface WhereRan {
+  readonly firstChunk?: TaskStart;
+  readonly ranOn?: JobStatus["ranOn"];
+}
+
+/** Gathers the starts parts record: the earliest, and the places tasks ran. */
+export class TaskStarts {
+  #first: TaskStart | undefined;
+  readonly #places = new Set<TaskStart["on"]>();
+
+  add(start: TaskStart): void {
+    if (this.#first === undefined || start.at < this.#first.at) this.#first = start;
+    this.#places.add(start.on);
+  }
+
+  summary(): WhereRan {
+    const ranOn = this.#places.size === 2 ? "lambda+fleet" : [...this.#places][0];
+    return { ...(this.#first ? { firstChunk: this.#first } : {}), ...(ranOn ? { ranOn } : {}) };
+  }
+}
+
 const base = (m: Manifest) => ({
   jobId: m.jobId,
   chunks: taskCount(m),
@@ -48,19 +70,27 @@ const base = (m: Manifest) => ({
   ...(m.job.opDigest !== undefined ? { opDigest: m.job.opDigest } : {}),
   inputs: m.inputs.map((i) => i.name),
   startedAt: m.createdAt,
+  ...(m.triggeredAt !== undefined ? { triggeredAt: m.triggeredAt } : {}),
 });
 
-export const runningStatus = (m: Manifest, done: number): JobStatus => ({ ...base(m), state: "running", done });
+export const runningStatus = (m: Manifest, done: number, firstChunk?: TaskStart): JobStatus => ({
+  ...base(m),
+  state: "running",
+  done,
+  ...(firstChunk ? { firstChunk } : {}),
+});
 
 export const succeededStatus = (
   m: Manifest,
   skipped: number,
   now: number,
   sniffed: readonly { input: string; separator: string }[] = [],
+  ran: WhereRan = {},
 ): JobStatus => ({
   ...base(m),
   state: "succeeded",
   done: taskCount(m),
+  ...ran,
   finishedAt: new Date(now).toISOString(),
   ...(skipped ? { skipped } : {}),
   ...(sniffed.length ? { csv: [...sniffed] } : {}),
@@ -77,21 +107,39 @@ export const terminalStatus = async (deps: PipelineDeps, m: Manifest, done: numb
   return undefined;
 };
 
+const readStatus = (deps: PipelineDeps, statusKey: string): Promise<JobStatus | undefined> =>
+  readJsonIfExists(deps.output, statusKey, JobStatus).catch(() => undefined);
+
+const isSuperseded = (current: JobStatus | undefined, jobId: string, startedAt: string | undefined): boolean =>
+  startedAt !== undefined &&
+  current !== undefined &&
+  current.jobId !== jobId &&
+  current.startedAt !== undefined &&
+  current.startedAt > startedAt;
+
 /**
  * True when the status at `statusKey` belongs to a job started later than this one (the
  * same upload key overwritten): an older job must then leave result and status alone.
  */
-export const superseded = async (deps: PipelineDeps, statusKey: string, jobId: string, startedAt: string | undefined): Promise<boolean> => {
-  if (startedAt === undefined) return false;
-  const current = await readJsonIfExists(deps.output, statusKey, JobStatus).catch(() => undefined);
-  return current !== undefined && current.jobId !== jobId && current.startedAt !== undefined && current.startedAt > startedAt;
-};
+export const superseded = async (deps: PipelineDeps, statusKey: string, jobId: string, startedAt: string | undefined): Promise<boolean> =>
+  startedAt !== undefined && isSuperseded(await readStatus(deps, statusKey), jobId, startedAt);
 
-/** Writes a progress status unless the job has ended; repairs it if the job ended meanwhile. */
-export const writeProgress = async (deps: PipelineDeps, m: Manifest, done: number): Promise<void> => {
+/**
+ * Writes a progress status unless the job has ended; repairs it if the job ended meanwhile.
+ * `firstStart` tells when the first task started, asked only until a status records it.
+ */
+export const writeProgress = async (
+  deps: PipelineDeps,
+  m: Manifest,
+  done: number,
+  firstStart?: () => Promise<TaskStart | undefined>,
+): Promise<void> => {
   if (await terminalStatus(deps, m, done)) return;
-  if (await superseded(deps, m.output.status, m.jobId, m.createdAt)) return;
-  await writeJson(deps.output, m.output.status, runningStatus(m, done));
+  const current = await readStatus(deps, m.output.status);
+  if (isSuperseded(current, m.jobId, m.createdAt)) return;
+  const known = current?.jobId === m.jobId ? current.firstChunk : undefined;
+  const firstChunk = known ?? (done > 0 ? await firstStart?.() : undefined);
+  await writeJson(deps.output, m.output.status, runningStatus(m, done, firstChunk));
   const after = await terminalStatus(deps, m, done);
   if (after) await writeJson(deps.output, m.output.status, after);
 };

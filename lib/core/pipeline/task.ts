@@ -4,7 +4,17 @@
  */
 import { cancelKey, chunkErrorKey, failureKey, partKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
-import { chunkBytes, chunkParts, isReduceTask, taskIndex, type Chunk, type MapTask, type TaskMessage } from "../job/manifest.js";
+import {
+  chunkBytes,
+  chunkParts,
+  isReduceTask,
+  taskIndex,
+  type Chunk,
+  type MapTask,
+  type RanOn,
+  type TaskMessage,
+  type TaskStart,
+} from "../job/manifest.js";
 import { mapInOrder } from "../mapInOrder.js";
 import type { MapContext } from "../ops/types.js";
 import { csvOptions, type FormatOptions } from "../ops/formatReaders.js";
@@ -86,11 +96,14 @@ export interface RunTaskOptions {
   readonly checkOpDigest?: boolean;
   /** Aborted when the worker starts to stop (SIGTERM): a task's items see it as ctx.signal. */
   readonly drain?: AbortSignal;
+  /** Where this runs: a map task's part then records it and when the task started. */
+  readonly ranOn?: RanOn;
 }
 
 export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: RunTaskOptions = {}): Promise<TaskOutcome> => {
-  const { signal, writePart = true, checkOpDigest = true, drain } = options;
+  const { signal, writePart = true, checkOpDigest = true, drain, ranOn } = options;
   const { jobId, job } = task;
+  const ran: TaskStart | undefined = ranOn ? { on: ranOn, at: new Date(nowOf(deps)).toISOString() } : undefined;
   const output = deps.output;
   const key = partKey(jobId, taskIndex(task));
   if (await exists(output, key)) return { kind: "duplicate" };
@@ -99,7 +112,7 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
   const map = (s: AbortSignal | undefined): Promise<TaskOutcome> =>
     isReduceTask(task)
       ? reduceTaskOutcome(deps, task, s)
-      : mapChunk(deps, task, { writePart, checkOpDigest, ...(drain ? { drain } : {}) }, s);
+      : mapChunk(deps, task, { writePart, checkOpDigest, ...(drain ? { drain } : {}), ...(ran ? { ran } : {}) }, s);
   if (deadline === undefined) return map(signal);
   const left = deadline - nowOf(deps);
   if (left <= 0) throw deadlineError(jobId, deadline);
@@ -139,10 +152,10 @@ const reduceTaskOutcome = async (deps: PipelineDeps, task: ReduceTask, signal?: 
 const mapChunk = async (
   deps: PipelineDeps,
   task: MapTask,
-  options: { readonly writePart: boolean; readonly checkOpDigest: boolean; readonly drain?: AbortSignal },
+  options: { readonly writePart: boolean; readonly checkOpDigest: boolean; readonly drain?: AbortSignal; readonly ran?: TaskStart },
   signal?: AbortSignal,
 ): Promise<TaskOutcome> => {
-  const { writePart, checkOpDigest, drain } = options;
+  const { writePart, checkOpDigest, drain, ran } = options;
   const { jobId, chunk, job } = task;
   const key = partKey(jobId, chunk.index);
   /** A packed chunk's error names the object it is in; a range's gets the chunk's context below. */
@@ -198,7 +211,7 @@ const mapChunk = async (
         throw new CloudmillError(ErrorCode.INTERNAL, `op ${op.name} is keyed, but the task names no partitions`);
       part = await shufflePart(deps, jobId, partitions, part);
     } else if (op.sorts) part = await sortedRunPart(deps, jobId, part);
-    if (writePart) await writeJson(deps.output, key, part);
+    if (writePart) await writeJson(deps.output, key, ran ? { ...part, ran } : part);
     return { kind: "done", bytes: chunkBytes(chunk), skipped: part.skipped, partial: part.partial };
   } catch (err) {
     const error = toCloudmillError(err);

@@ -14,12 +14,32 @@ import { failJob } from "./deadLetter.js";
 import { readBytes } from "./blobJson.js";
 import { resolveS3Inputs } from "./resolveInputs.js";
 import { deadlineSecondsOf, startJob, taskJobOf } from "./split.js";
+import type { InlineOptions } from "./inline.js";
 
 export interface TriggerConfig {
   readonly defaultChunkSize: number;
   readonly maxAttempts: number;
   readonly jobDeadlineSeconds: number;
+  /** Jobs of at most this many input bytes are mapped in the splitter's function (0 or unset: none). */
+  readonly inlineMaxBytes?: number;
+  /** Time an inline run keeps back to hand the rest to the fleet. Default DEFAULTS.inlineReserveMs. */
+  readonly inlineReserveMs?: number;
 }
+
+/** The function invocation handling an event. */
+export interface Invocation {
+  /** Milliseconds it has left before it is stopped. */
+  remainingMs(): number;
+}
+
+const inlineOf = (config: TriggerConfig, invocation: Invocation | undefined): InlineOptions | undefined =>
+  invocation && config.inlineMaxBytes
+    ? {
+        maxBytes: config.inlineMaxBytes,
+        remainingMs: () => invocation.remainingMs(),
+        reserveMs: config.inlineReserveMs ?? DEFAULTS.inlineReserveMs,
+      }
+    : undefined;
 
 /** One created object, as an S3 event names it (key already URL-decoded). */
 export interface CreatedObject {
@@ -28,12 +48,16 @@ export interface CreatedObject {
   /** ETag from the event (S3 sends it without quotes). */
   readonly etag?: string;
   readonly versionId?: string;
+  /** When S3 created it (the event's time). */
+  readonly eventTime?: string;
 }
 
 export type TriggerOutcome =
   | { readonly kind: "ignored"; readonly reason: string }
   | { readonly kind: "started" | "duplicate"; readonly jobId: string; readonly chunks: number }
   | { readonly kind: "failed"; readonly jobId: string; readonly error: string };
+
+const optionalInline = (inline: InlineOptions | undefined): { inline?: InlineOptions } => (inline ? { inline } : {});
 
 const unquote = (etag: string): string => etag.replace(/^W\//, "").replace(/^"|"$/g, "");
 
@@ -46,19 +70,29 @@ const failEarly = async (deps: SplitDeps, jobId: string, output: OutputKeys, err
   return { kind: "failed", jobId, error: error.describe() };
 };
 
-export const handleObjectCreated = async (deps: SplitDeps, config: TriggerConfig, obj: CreatedObject): Promise<TriggerOutcome> => {
+export const handleObjectCreated = async (
+  deps: SplitDeps,
+  config: TriggerConfig,
+  obj: CreatedObject,
+  invocation?: Invocation,
+): Promise<TriggerOutcome> => {
   const { key } = obj;
   if (key.endsWith("/")) return { kind: "ignored", reason: "folder marker" };
   if (key.startsWith(JOBS_PREFIX)) {
     return key.endsWith(".json") && !key.slice(JOBS_PREFIX.length).includes("/")
-      ? startSpecJob(deps, config, obj)
+      ? startSpecJob(deps, config, obj, invocation)
       : { kind: "ignored", reason: "not a job spec" };
   }
   if (key.startsWith("_")) return { kind: "ignored", reason: "reserved prefix" };
-  return startUploadJob(deps, config, obj);
+  return startUploadJob(deps, config, obj, invocation);
 };
 
-const startUploadJob = async (deps: SplitDeps, config: TriggerConfig, obj: CreatedObject): Promise<TriggerOutcome> => {
+const startUploadJob = async (
+  deps: SplitDeps,
+  config: TriggerConfig,
+  obj: CreatedObject,
+  invocation?: Invocation,
+): Promise<TriggerOutcome> => {
   const { bucket, key } = obj;
   const output = uploadOutputKeys(key);
   const slash = key.indexOf("/");
@@ -89,6 +123,8 @@ const startUploadJob = async (deps: SplitDeps, config: TriggerConfig, obj: Creat
       chunkSize: spec.chunkSize,
       output,
       trigger: s3Uri(bucket, key),
+      ...(obj.eventTime !== undefined ? { triggeredAt: obj.eventTime } : {}),
+      ...optionalInline(inlineOf(config, invocation)),
       deadlineSeconds: config.jobDeadlineSeconds,
     });
     return { kind: started.duplicate ? "duplicate" : "started", jobId, chunks: started.manifest.chunks };
@@ -97,7 +133,12 @@ const startUploadJob = async (deps: SplitDeps, config: TriggerConfig, obj: Creat
   }
 };
 
-const startSpecJob = async (deps: SplitDeps, config: TriggerConfig, obj: CreatedObject): Promise<TriggerOutcome> => {
+const startSpecJob = async (
+  deps: SplitDeps,
+  config: TriggerConfig,
+  obj: CreatedObject,
+  invocation?: Invocation,
+): Promise<TriggerOutcome> => {
   const { bucket, key } = obj;
   const name = key.slice(JOBS_PREFIX.length, -".json".length);
   const id = JobId.safeParse(name);
@@ -133,6 +174,8 @@ const startSpecJob = async (deps: SplitDeps, config: TriggerConfig, obj: Created
       chunkSize: spec.chunkSize,
       output,
       trigger: s3Uri(bucket, key),
+      ...(obj.eventTime !== undefined ? { triggeredAt: obj.eventTime } : {}),
+      ...optionalInline(inlineOf(config, invocation)),
       deadlineSeconds: deadlineSecondsOf(spec, config.jobDeadlineSeconds),
     });
     return { kind: started.duplicate ? "duplicate" : "started", jobId, chunks: started.manifest.chunks };

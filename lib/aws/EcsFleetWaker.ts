@@ -1,0 +1,45 @@
+/**
+ * Wakes an idle ECS worker service the moment the splitter enqueues, instead of waiting a
+ * minute or more for the backlog alarm (SQS metrics arrive per minute, later for a queue idle
+ * for hours). The backlog alarms stay the steady-state policy: they scale further out, and in
+ * to zero after the idle period, as before.
+ */
+import { DescribeServicesCommand, UpdateServiceCommand, type ECSClient } from "@aws-sdk/client-ecs";
+import { CloudmillError, ErrorCode } from "../core/errors.js";
+import type { FleetWaker } from "../core/ports.js";
+
+export interface EcsFleetOptions {
+  readonly cluster: string;
+  readonly service: string;
+  /** The service's most workers (the stack's maxWorkers). */
+  readonly maxWorkers: number;
+  /** Tasks one worker runs at once. */
+  readonly tasksPerWorker: number;
+}
+
+/** Workers to ask for: one per `tasksPerWorker` tasks, at least one, at most the fleet's maximum. */
+export const workersFor = (tasks: number, options: Pick<EcsFleetOptions, "maxWorkers" | "tasksPerWorker">): number =>
+  Math.max(1, Math.min(options.maxWorkers, Math.ceil(tasks / Math.max(1, options.tasksPerWorker))));
+
+export class EcsFleetWaker implements FleetWaker {
+  readonly #ecs: ECSClient;
+  readonly #options: EcsFleetOptions;
+
+  constructor(ecs: ECSClient, options: EcsFleetOptions) {
+    this.#ecs = ecs;
+    this.#options = options;
+  }
+
+  async wake(tasks: number): Promise<number> {
+    const { cluster, service } = this.#options;
+    if (tasks <= 0) return 0;
+    const { services } = await this.#ecs.send(new DescribeServicesCommand({ cluster, services: [service] }));
+    const current = services?.[0];
+    if (!current) throw new CloudmillError(ErrorCode.ENVIRONMENT, `worker service ${service} not found in cluster ${cluster}`);
+    // Awake, or waking: the backlog alarm's policy owns the count from here.
+    if ((current.desiredCount ?? 0) > 0 || (current.runningCount ?? 0) > 0 || (current.pendingCount ?? 0) > 0) return 0;
+    const desiredCount = workersFor(tasks, this.#options);
+    await this.#ecs.send(new UpdateServiceCommand({ cluster, service, desiredCount }));
+    return desiredCount;
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * Small jobs run where they start. A job under the stack's inline limit is mapped by the
+ * splitter itself, chunk by chunk, with the task code a worker runs and the parts a worker
+ * would write, so the reducer cannot tell the difference. Whatever the function's time
+ * cannot cover goes to the queue. Parts are deterministic, so a chunk mapped twice (inline,
+ * then again on the fleet after a timeout) rewrites what was there.
+ */
+import { z } from "zod";
+import { inlineKey, manifestKey } from "../keys.js";
+import { toCloudmillError } from "../errors.js";
+import { Manifest, type MapTask } from "../job/manifest.js";
+import { isTaskOp } from "../ops/defineTask.js";
+import { isShuffled, type AnyOp } from "../ops/types.js";
+import { nowOf, type SplitDeps } from "./deps.js";
+import { readJsonIfExists, writeJson } from "./blobJson.js";
+import { failJob } from "./deadLetter.js";
+import { logFieldsOf } from "./logFields.js";
+import { afterFailedAttempt, runTask } from "./task.js";
+
+export interface InlineOptions {
+  /** Jobs of at most this many input bytes run inline (0: none). */
+  readonly maxBytes: number;
+  /** Milliseconds this invocation has left (Lambda's `context.getRemainingTimeInMillis`). */
+  readonly remainingMs: () => number;
+  /** Time kept back to hand the remaining chunks to the fleet. */
+  readonly reserveMs: number;
+}
+
+/** Written before the first inline chunk: a later invocation that finds it knows an earlier one died. */
+export const InlineMarker = z.object({ at: z.string() });
+
+/**
+ * Whether a job may run inline: small enough, one stage (a keyed op's reduce tasks need the
+ * fleet), no item tasks (they run a lab's code in threads of the image), and an op that is
+ * cheap enough: a built-in, or a lab op that says so.
+ */
+export const runsInline = (op: AnyOp, bytes: number, maxBytes: number): boolean =>
+  bytes <= maxBytes && !isShuffled(op) && !isTaskOp(op) && (op.digest === undefined || op.inline === true);
+
+/** True when an earlier invocation began this job inline and did not finish handing it on. */
+export const inlineBegun = async (deps: SplitDeps, jobId: string): Promise<boolean> =>
+  (await readJsonIfExists(deps.output, inlineKey(jobId), InlineMarker)) !== undefined;
+
+export interface InlineRun {
+  /** Chunks mapped here, from the first: the fleet gets the rest. */
+  readonly mapped: number;
+  /** The job ended meanwhile (a chunk failed it, or it was cancelled): nothing more to enqueue. */
+  readonly ended: boolean;
+}
+
+/**
+ * Maps the job's chunks in order while the time left covers the slowest chunk so far twice
+ * over plus the reserve. A chunk whose error would recur anywhere fails the job, as on the
+ * fleet; any other error stops the inline run, and the fleet retries that chunk.
+ */
+export const mapInline = async (deps: SplitDeps, tasks: Iterable<MapTask>, options: InlineOptions): Promise<InlineRun> => {
+  let mapped = 0;
+  let slowest = 0;
+  for (const task of tasks) {
+    if (options.remainingMs() < options.reserveMs + 2 * slowest) break;
+    if (mapped === 0) await writeJson(deps.output, inlineKey(task.jobId), { at: new Date(nowOf(deps)).toISOString() });
+    const began = nowOf(deps);
+    try {
+      const outcome = await runTask(deps, task, { ranOn: "lambda" });
+      if (outcome.kind === "job-ended") return { mapped, ended: true };
+    } catch (err) {
+      const error = toCloudmillError(err);
+      if ((await afterFailedAttempt(deps, task, error, 1)).action === "fail-job") {
+        const manifest = await readJsonIfExists(deps.output, manifestKey(task.jobId), Manifest);
+        if (manifest)
+          await failJob(
+            deps,
+            { jobId: task.jobId, output: manifest.output, chunks: manifest.chunks, done: mapped, startedAt: manifest.createdAt },
+            error,
+          );
+        return { mapped, ended: true };
+      }
+      deps.log.warn("inline chunk failed; the fleet takes it from here", logFieldsOf(error));
+      break;
+    }
+    slowest = Math.max(slowest, nowOf(deps) - began);
+    mapped++;
+  }
+  return { mapped, ended: false };
+};
