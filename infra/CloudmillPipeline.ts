@@ -380,7 +380,12 @@ export class CloudmillPipeline extends Construct {
     allow(this.splitter, "QueueChunks", ["sqs:SendMessage"], [this.taskQueue.queueArn]);
     // A small job is mapped where it starts: the splitter writes its parts (under _work/, above).
     // An idle fleet is woken at once: this stack's worker service, and no other.
-    allow(this.splitter, "WakeFleet", ["ecs:DescribeServices", "ecs:UpdateService"], [this.fleet.service.serviceArn]);
+    allow(this.splitter, "WakeFleet", ["ecs:DescribeServices"], [this.fleet.service.serviceArn]);
+    // Its count only: an update that names another task definition or turns on ECS Exec is denied.
+    allow(this.splitter, "WakeFleetCount", ["ecs:UpdateService"], [this.fleet.service.serviceArn], {
+      StringEqualsIfExists: { "ecs:task-definition": this.fleet.taskDefinition.taskDefinitionArn },
+      BoolIfExists: { "ecs:enable-execute-command": "false" },
+    });
 
     // Worker: ranged GETs of inputs; HEAD of its part and the job's cancel/failure markers and
     // PUT of parts and chunk errors under _work/; a bad record fails the job at once, so it

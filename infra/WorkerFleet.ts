@@ -279,8 +279,24 @@ export class WorkerFleet extends Construct {
     });
     this.scaleOutAlarm.addAlarmAction(new cwActions.ApplicationScalingAction(scaleOut));
 
-    // In: to zero, only when nothing is visible or in flight for the whole idle period. Missing data
-    // never counts as idle. Workers protect themselves from scale-in while they hold a chunk.
+    // In: to zero, only when workers are wanted yet nothing is visible or in flight for the whole
+    // idle period. With no worker wanted the alarm stays OK (the expression is 1), so a service the
+    // splitter just woke is not set back to zero by an alarm still in ALARM from the last idle spell
+    // (Application Auto Scaling re-applies a step policy while its alarm stays in ALARM). Workers
+    // protect themselves from scale-in while they hold a chunk.
+    const desired = new cloudwatch.Metric({
+      namespace: "ECS/ContainerInsights",
+      metricName: "DesiredTaskCount",
+      dimensionsMap: { ClusterName: this.cluster.clusterName, ServiceName: this.service.serviceName },
+      period: Duration.minutes(1),
+      statistic: "Maximum",
+    });
+    const idleWhileWanted = new cloudwatch.MathExpression({
+      expression: "IF(FILL(desired, 0) > 0, FILL(visible, 0) + FILL(inFlight, 0), 1)",
+      usingMetrics: { visible, inFlight, desired },
+      label: "Chunks queued or in flight while workers are wanted (1: none wanted)",
+      period: Duration.minutes(1),
+    });
     const scaleIn = new appscaling.StepScalingAction(this, "ScaleIn", {
       scalingTarget: this.scalableTarget,
       adjustmentType: appscaling.AdjustmentType.EXACT_CAPACITY,
@@ -288,8 +304,8 @@ export class WorkerFleet extends Construct {
     });
     scaleIn.addAdjustment({ upperBound: 0, adjustment: 0 });
     this.scaleInAlarm = new cloudwatch.Alarm(this, "ScaleInAlarm", {
-      alarmDescription: "cloudmill: no chunk queued or in flight; stop all workers",
-      metric: this.backlogMetric,
+      alarmDescription: "cloudmill: workers are wanted but no chunk is queued or in flight; stop all workers",
+      metric: idleWhileWanted,
       threshold: 0,
       comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD,
       evaluationPeriods: config.scaleInAfterIdleMinutes,

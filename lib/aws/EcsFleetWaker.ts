@@ -33,13 +33,22 @@ export class EcsFleetWaker implements FleetWaker {
   async wake(tasks: number): Promise<number> {
     const { cluster, service } = this.#options;
     if (tasks <= 0) return 0;
-    const { services } = await this.#ecs.send(new DescribeServicesCommand({ cluster, services: [service] }));
-    const current = services?.[0];
-    if (!current) throw new CloudmillError(ErrorCode.ENVIRONMENT, `worker service ${service} not found in cluster ${cluster}`);
+    const current = await this.#describe();
     // Awake, or waking: the backlog alarm's policy owns the count from here.
     if ((current.desiredCount ?? 0) > 0 || (current.runningCount ?? 0) > 0 || (current.pendingCount ?? 0) > 0) return 0;
     const desiredCount = workersFor(tasks, this.#options);
     await this.#ecs.send(new UpdateServiceCommand({ cluster, service, desiredCount }));
+    // Two jobs starting at once both find the service idle: the smaller count must not win.
+    if (((await this.#describe()).desiredCount ?? 0) < desiredCount)
+      await this.#ecs.send(new UpdateServiceCommand({ cluster, service, desiredCount }));
     return desiredCount;
+  }
+
+  async #describe() {
+    const { cluster, service } = this.#options;
+    const { services } = await this.#ecs.send(new DescribeServicesCommand({ cluster, services: [service] }));
+    const found = services?.[0];
+    if (!found) throw new CloudmillError(ErrorCode.ENVIRONMENT, `worker service ${service} not found in cluster ${cluster}`);
+    return found;
   }
 }

@@ -18,6 +18,7 @@ import { silentLogger } from "../../lib/core/log.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { defineOp } from "../../lib/core/ops/defineOp.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
+import type { BlobStore } from "../../lib/core/ports.js";
 import { readJson, readJsonIfExists } from "../../lib/core/pipeline/blobJson.js";
 import { Part } from "../../lib/core/pipeline/part.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
@@ -62,12 +63,6 @@ const setUp = async (name: string, body: Buffer = TEXT): Promise<Setup> => {
   const deps: SplitDeps = { output, queue, inputStore: () => inputs, registry, log: silentLogger, fleet };
   const object: InputObject = { bucket: "in", key: "data.txt", size: info.size, etag: info.etag, name: "data.txt" };
   return { deps, queue, output, wakes, object };
-};
-
-/** A clock for the invocation: `left` ms for the first `calls` questions, then none. */
-const clock = (calls: number, left = 60_000) => {
-  let asked = 0;
-  return () => (asked++ < calls ? left : 0);
 };
 
 const start = (s: Setup, op: string, remainingMs: () => number, options: { maxBytes?: number; params?: Params } = {}) =>
@@ -116,9 +111,35 @@ describe("the splitter maps a small job where it starts", () => {
     expect(Date.parse(status.firstChunk!.at)).toBeLessThanOrEqual(Date.parse(status.finishedAt!));
   });
 
-  it("stops when the time left would not cover another chunk, and hands the rest to the fleet it wakes", async () => {
+  it("stops when the time left would not cover twice its slowest chunk plus the reserve, and wakes the fleet for the rest", async () => {
     const s = await setUp("budget");
-    await start(s, "stats", clock(4));
+    // Each chunk takes 50 s of the function's 300 s (the clock moves as its part is written); the
+    // reserve is 20 s. Before chunk k, 300 - 50k - 20 must exceed 2 × 50: chunks 0 to 3 run here.
+    const begin = Date.now();
+    let now = begin;
+    const output = s.deps.output;
+    const slow: BlobStore = {
+      name: output.name,
+      head: (k) => output.head(k),
+      get: (k, o) => output.get(k, o),
+      list: (p) => output.list(p),
+      delete: (k) => output.delete(k),
+      put: async (k, body, o) => {
+        if (k.includes("/parts/")) now += 50_000;
+        return output.put(k, body, o);
+      },
+    };
+    const timed = { ...s, deps: { ...s.deps, output: slow, now: () => now } };
+    await startJob(timed.deps, {
+      jobId: "job-stats",
+      job: taskJobOf(parseJobSpec({ op: "stats", inputs: ["data.txt"] }), registry),
+      inputs: [s.object],
+      chunkSize: CHUNK,
+      output: { result: "out/result.json", status: "out/status.json" },
+      trigger: "test",
+      deadlineSeconds: 3600,
+      inline: { maxBytes: 64 * 1024 * 1024, remainingMs: () => 300_000 - (now - begin), reserveMs: 20_000 },
+    });
     const mapped = [0, 1, 2, 3];
     for (const i of mapped) expect((await partOf(s, "job-stats", i))?.ran?.on).toBe("lambda");
     expect(await partOf(s, "job-stats", 4)).toBeUndefined();
@@ -127,6 +148,36 @@ describe("the splitter maps a small job where it starts", () => {
     expect(await readJson(s.output, "out/result.json", z.unknown())).toEqual(refStats(TEXT));
     const status = await readJson(s.output, "out/status.json", JobStatus);
     expect(status).toMatchObject({ state: "succeeded", ranOn: "lambda+fleet", firstChunk: { on: "lambda" } });
+  });
+
+  it("abandons a chunk still running when only the reserve is left, and hands it and the rest to the fleet", async () => {
+    const s = await setUp("outran");
+    const input = s.deps.inputStore("in");
+    // The first read of a chunk never ends by itself: only the splitter's budget stops it. (The
+    // splitter's own sniff of the input's first bytes, with no signal, reads as usual.)
+    let stalled = false;
+    const stalling: BlobStore = {
+      ...input,
+      name: input.name,
+      head: (k) => input.head(k),
+      list: (p) => input.list(p),
+      put: (k, b, o) => input.put(k, b, o),
+      delete: (k) => input.delete(k),
+      get: (k, o) => {
+        if (stalled || !o?.signal) return input.get(k, o);
+        stalled = true;
+        return new Promise((_, reject) => o?.signal?.addEventListener("abort", () => reject(o.signal!.reason), { once: true }));
+      },
+    };
+    const deps = { ...s.deps, inputStore: () => stalling };
+    await start({ ...s, deps }, "count", () => 1_050, {});
+    expect(stalled).toBe(true);
+    expect(await partOf(s, "job-count", 0)).toBeUndefined();
+    expect((await s.queue.depth()).visible).toBe(CHUNKS);
+    expect(s.wakes).toEqual([CHUNKS]);
+    expect(await drain(s, "job-count")).toEqual(Array.from({ length: CHUNKS }, (_, i) => i));
+    expect(await readJson(s.output, "out/result.json", z.unknown())).toEqual(refCount(TEXT));
+    expect(await readJson(s.output, "out/status.json", JobStatus)).toMatchObject({ state: "succeeded", ranOn: "fleet" });
   });
 
   it("hands a job to the fleet untouched when it is over the limit, keyed, or a lab op that does not say it is cheap", async () => {

@@ -2,7 +2,18 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { readFileSync, readdirSync } from "node:fs";
 import * as path from "node:path";
 import type { Template } from "aws-cdk-lib/assertions";
-import { LAB_CONTEXT, REPO_ROOT, SPOT_CONTEXT, flat, grantsOf, resource, synth, type Synthesized } from "./synth.js";
+import {
+  LAB_CONTEXT,
+  REPO_ROOT,
+  SPOT_CONTEXT,
+  actionsOf,
+  flat,
+  grantsOf,
+  resource,
+  statementsOf,
+  synth,
+  type Synthesized,
+} from "./synth.js";
 
 describe("worker fleet", () => {
   let lab: Synthesized;
@@ -159,6 +170,13 @@ describe("worker fleet", () => {
       expect(grants["ecs:UpdateService"]).toEqual([`<${service}>`]);
       expect(grants["ecs:DescribeServices"]).toEqual([`<${service}>`]);
       for (const [action, resources] of Object.entries(grants)) if (action.startsWith("ecs:")) expect(resources).toEqual([`<${service}>`]);
+      // Its count only: no other task definition, no ECS Exec.
+      const update = statementsOf(template, "PipelineSplitterRole").find((st) => actionsOf(st).includes("ecs:UpdateService"))!;
+      const taskDefinition = resource(template, "AWS::ECS::TaskDefinition", "PipelineWorkersWorkerTask").id;
+      expect(update.Condition).toEqual({
+        StringEqualsIfExists: { "ecs:task-definition": { Ref: taskDefinition } },
+        BoolIfExists: { "ecs:enable-execute-command": "false" },
+      });
     });
   });
 
@@ -281,7 +299,7 @@ describe("worker fleet", () => {
       });
     });
 
-    it("goes back to zero only when nothing is visible or in flight for five minutes", () => {
+    it("goes back to zero only when workers are wanted and nothing is visible or in flight for five minutes", () => {
       const scaleIn = policy("PipelineWorkersScaleIn");
       expect(scaleIn.resource.Properties).toMatchObject({
         StepScalingPolicyConfiguration: {
@@ -303,14 +321,24 @@ describe("worker fleet", () => {
         Expression?: string;
         MetricStat?: { Metric: { MetricName: string; Dimensions: unknown } };
       }[];
-      expect(metrics.find((m) => m.Expression)?.Expression).toBe("FILL(visible, 0) + FILL(inFlight, 0)");
+      // With no worker wanted the expression is 1: an idle fleet's alarm is OK, so it cannot undo a wake.
+      expect(metrics.find((m) => m.Expression)?.Expression).toBe("IF(FILL(desired, 0) > 0, FILL(visible, 0) + FILL(inFlight, 0), 1)");
       expect(metrics.filter((m) => m.MetricStat).map((m) => [m.Id, m.MetricStat!.Metric.MetricName])).toEqual([
         ["visible", "ApproximateNumberOfMessagesVisible"],
         ["inFlight", "ApproximateNumberOfMessagesNotVisible"],
+        ["desired", "DesiredTaskCount"],
       ]);
-      for (const m of metrics.filter((x) => x.MetricStat)) {
+      for (const m of metrics.filter((x) => x.MetricStat && x.Id !== "desired")) {
         expect(m.MetricStat!.Metric.Dimensions).toEqual([{ Name: "QueueName", Value: { "Fn::GetAtt": [taskQueue(), "QueueName"] } }]);
       }
+      const service = resource(template, "AWS::ECS::Service", "PipelineWorkersService").id;
+      const cluster = resource(template, "AWS::ECS::Cluster", "PipelineWorkersCluster").id;
+      expect(flat(metrics.find((m) => m.Id === "desired")!.MetricStat!.Metric.Dimensions)).toBe(
+        flat([
+          { Name: "ClusterName", Value: { Ref: cluster } },
+          { Name: "ServiceName", Value: { "Fn::GetAtt": [service, "Name"] } },
+        ]),
+      );
     });
   });
 });

@@ -24,7 +24,7 @@ export const devCommand = (io: CliIO): Command =>
     .description("serve an emulated AWS (S3 + SQS) on 127.0.0.1 with the whole pipeline running locally")
     .option("--port <port>", "port of the S3/SQS endpoint", String(DEV_DEFAULT_PORT))
     .option("-w, --workers <n>", "worker processes running from the start", "2")
-    .option("--max-workers <n>", "worker processes an idle fleet is woken to when work arrives (default: --workers)")
+    .option("--max-workers <n>", "worker processes an idle fleet is woken to (default: --workers; 2 with --workers 0)")
     .option("--inline-max-bytes <size>", "jobs up to this size are mapped by the splitter, as the stack's are (0: none)", "64MiB")
     .option("-c, --chunk-size <size>", "chunk size for uploads", "16MiB")
     .option("--ops <module>", "serve the ops a module exports (made with defineOp), repeatable", collect)
@@ -47,7 +47,8 @@ export const devCommand = (io: CliIO): Command =>
       const cloud = await startDevCloud({
         port: flags.port,
         workers: flags.workers,
-        ...(flags.maxWorkers !== undefined ? { maxWorkers: flags.maxWorkers } : {}),
+        // An idle lab (--workers 0) wakes workers when a job needs the fleet, as a deployed one does.
+        maxWorkers: flags.maxWorkers ?? (flags.workers === 0 ? 2 : flags.workers),
         inlineMaxBytes: flags.inlineMaxBytes.trim() === "0" ? 0 : parseSize(flags.inlineMaxBytes)!,
         chunkSize: parseSize(flags.chunkSize)!,
         opsModules: flags.ops,

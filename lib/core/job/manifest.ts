@@ -44,7 +44,8 @@ export const OutputLocation = z.strictObject({
   status: z.string(),
 });
 
-export const Manifest = z.strictObject({
+/** Read loosely (unknown fields kept out, not refused), so a newer splitter's manifest stays readable. */
+export const Manifest = z.object({
   v: z.literal(1),
   jobId: JobId,
   job: TaskJob,

@@ -8,7 +8,7 @@
 import { z } from "zod";
 import { inlineKey, manifestKey } from "../keys.js";
 import { toCloudmillError } from "../errors.js";
-import { Manifest, type MapTask } from "../job/manifest.js";
+import { Manifest, type InputObject, type MapTask } from "../job/manifest.js";
 import { isTaskOp } from "../ops/defineTask.js";
 import { isShuffled, type AnyOp } from "../ops/types.js";
 import { nowOf, type SplitDeps } from "./deps.js";
@@ -34,8 +34,13 @@ export const InlineMarker = z.object({ at: z.string() });
  * fleet), no item tasks (they run a lab's code in threads of the image), and an op that is
  * cheap enough: a built-in, or a lab op that says so.
  */
-export const runsInline = (op: AnyOp, bytes: number, maxBytes: number): boolean =>
-  bytes <= maxBytes && !isShuffled(op) && !isTaskOp(op) && (op.digest === undefined || op.inline === true);
+export const runsInline = (op: AnyOp, inputs: readonly InputObject[], maxBytes: number): boolean =>
+  inputs.reduce((n, i) => n + i.size, 0) <= maxBytes &&
+  // A compressed input of several chunks may decode to far more than its size says.
+  !inputs.some((i) => i.codec !== undefined) &&
+  !isShuffled(op) &&
+  !isTaskOp(op) &&
+  (op.digest === undefined || op.inline === true);
 
 /** True when an earlier invocation began this job inline and did not finish handing it on. */
 export const inlineBegun = async (deps: SplitDeps, jobId: string): Promise<boolean> =>
@@ -50,20 +55,28 @@ export interface InlineRun {
 
 /**
  * Maps the job's chunks in order while the time left covers the slowest chunk so far twice
- * over plus the reserve. A chunk whose error would recur anywhere fails the job, as on the
- * fleet; any other error stops the inline run, and the fleet retries that chunk.
+ * over plus the reserve; a chunk still running when only the reserve is left is abandoned.
+ * A chunk whose error would recur anywhere fails the job, as on the fleet; any other error,
+ * or an abandoned chunk, stops the inline run, and the fleet takes that chunk and the rest.
  */
 export const mapInline = async (deps: SplitDeps, tasks: Iterable<MapTask>, options: InlineOptions): Promise<InlineRun> => {
   let mapped = 0;
   let slowest = 0;
   for (const task of tasks) {
-    if (options.remainingMs() < options.reserveMs + 2 * slowest) break;
+    const spare = options.remainingMs() - options.reserveMs;
+    if (spare <= 2 * slowest) break;
     if (mapped === 0) await writeJson(deps.output, inlineKey(task.jobId), { at: new Date(nowOf(deps)).toISOString() });
     const began = nowOf(deps);
+    const budget = new AbortController();
+    const timer = setTimeout(() => budget.abort(new Error("the splitter's time is nearly up")), spare);
     try {
-      const outcome = await runTask(deps, task, { ranOn: "lambda" });
+      const outcome = await runTask(deps, task, { ranOn: "lambda", signal: budget.signal });
       if (outcome.kind === "job-ended") return { mapped, ended: true };
     } catch (err) {
+      if (budget.signal.aborted) {
+        deps.log.info("inline chunk outran the splitter's time; the fleet takes it from here", { chunk: task.chunk.index });
+        break;
+      }
       const error = toCloudmillError(err);
       if ((await afterFailedAttempt(deps, task, error, 1)).action === "fail-job") {
         const manifest = await readJsonIfExists(deps.output, manifestKey(task.jobId), Manifest);
@@ -77,6 +90,8 @@ export const mapInline = async (deps: SplitDeps, tasks: Iterable<MapTask>, optio
       }
       deps.log.warn("inline chunk failed; the fleet takes it from here", logFieldsOf(error));
       break;
+    } finally {
+      clearTimeout(timer);
     }
     slowest = Math.max(slowest, nowOf(deps) - began);
     mapped++;

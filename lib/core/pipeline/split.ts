@@ -167,14 +167,13 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
   let mapped = 0;
   let left = manifest.chunks;
   let pending = tasks(() => false);
-  const bytes = plan.inputs.reduce((n, i) => n + i.size, 0);
   if (handOff) {
     const done = await mappedChunks(deps, jobId);
     mapped = done.size;
     left = manifest.chunks - mapped;
     pending = tasks((i) => done.has(i));
     log.info("an earlier invocation began the job inline; the fleet takes the rest", { mapped });
-  } else if (plan.inline && manifest.chunks > 0 && runsInline(deps.registry.get(job.op), bytes, plan.inline.maxBytes)) {
+  } else if (plan.inline && manifest.chunks > 0 && runsInline(deps.registry.get(job.op), plan.inputs, plan.inline.maxBytes)) {
     const run = await mapInline(
       deps,
       tasks(() => false),
@@ -201,7 +200,7 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
   });
   // A job with no chunks (only empty inputs) is done already; one mapped here whole is reduced
   // here too, rather than after the reducer's batching window (the reducer, if it runs as well,
-  // writes the same bytes).
+  // writes the same result).
   if (mapped === manifest.chunks) await reduceJob(deps, jobId);
   return { manifest, duplicate: false };
 };
