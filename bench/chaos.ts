@@ -519,13 +519,19 @@ export const runChaos = async (s: ChaosScenario): Promise<ChaosReport> => {
     const progress = (): number => mapped.size / s.chunks;
     let duplicated = false;
     let lastSay = 0;
+    const killedPids = new Set<number>();
     const status = await waitFor(
       `job ${jobId} to end`,
       async () => {
         const p = progress();
         while (killAt.length && p >= killAt[0]!) {
-          killAt.shift();
           const slot = Math.floor(random() * s.workers);
+          // A worker still going down from an earlier kill is not killed again (that would be one
+          // restart for two kills): the kill waits for the next poll, when its replacement runs.
+          const pid = c.cloud.workerPids()[slot];
+          if (pid === undefined || pid < 0 || killedPids.has(pid)) break;
+          killAt.shift();
+          killedPids.add(pid);
           c.cloud.killWorker(slot, "SIGKILL");
           kills++;
           say(`  ${(p * 100).toFixed(0)}%: SIGKILL worker ${slot}`);

@@ -7,4 +7,5 @@ import { opsRegistry } from "../lib/core/ops/opModules.js";
 
 const config = readReducerConfig(process.env);
 const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
-export const handler = reducerHandler({ ...cloudSplitDeps(config, logger), registry: await opsRegistry(config.opsModules) });
+const deps = { ...cloudSplitDeps(config, logger), registry: await opsRegistry(config.opsModules) };
+export const handler = reducerHandler(config.instanceType ? { ...deps, instanceType: config.instanceType } : deps);

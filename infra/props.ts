@@ -311,7 +311,7 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
     );
   }
   const spot = props.spot ?? false;
-  const instanceTypes = props.instanceTypes ?? ["m7g.large"];
+  const instanceTypes = props.instanceTypes ?? [DEFAULTS.instanceType];
   checkInstanceTypes(instanceTypes, spot);
   const maxInstances = wholeNumber("maxInstances", props.maxInstances ?? 4, 1, 100);
   const workerVcpus = resolveWorkerVcpus(instanceTypes, props.workerVcpus);

@@ -4,6 +4,7 @@
  * in-flight chunks finish or are released within a bounded grace period.
  */
 import { EventEmitter } from "node:events";
+import os from "node:os";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import { isReduceTask, TaskMessage } from "../core/job/manifest.js";
 import type { TaskQueue, QueueMessage } from "../core/ports.js";
@@ -16,6 +17,9 @@ import { Manifest } from "../core/job/manifest.js";
 import { manifestKey } from "../core/keys.js";
 import { backoffMs, sleep, type Backoff } from "../core/sleep.js";
 import { noProtection, type TaskProtection } from "./taskProtection.js";
+
+/** This process, as task records name it: in a container, its hostname is the container's id. */
+const WORKER_ID = `${os.hostname()}/${process.pid}`;
 
 export interface TaskWorkerOptions {
   readonly queue: TaskQueue;
@@ -142,7 +146,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       );
     }, this.#options.heartbeatSeconds * 1000);
     try {
-      const outcome = await runTask(deps, task, { signal: this.#kill.signal, drain: this.#stop.signal, ranOn: "fleet" });
+      const outcome = await runTask(deps, task, { signal: this.#kill.signal, drain: this.#stop.signal, ranOn: "fleet", worker: WORKER_ID });
       await queue.delete(message.receiptHandle);
       log.info("chunk done", { outcome: outcome.kind, ...(outcome.kind === "done" ? { bytes: outcome.bytes } : {}) });
       this.emit("task_done", task, outcome);

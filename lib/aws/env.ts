@@ -97,5 +97,6 @@ export const readReducerConfig = (env: Env) => ({
   ...common(env),
   opsModules: opsModulesOf(env),
   taskQueueUrl: required(env, ENV.TASK_QUEUE_URL),
+  instanceType: env[ENV.INSTANCE_TYPE] || undefined,
 });
 export const readDeadLetterConfig = (env: Env) => common(env);

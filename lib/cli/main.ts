@@ -6,6 +6,7 @@ import { fleetCommand } from "./commands/fleet.js";
 import { jobsCommand } from "./commands/jobs.js";
 import { opsCommand } from "./commands/ops.js";
 import { resultCommand } from "./commands/result.js";
+import { reportCommand } from "./commands/report.js";
 import { runCommand } from "./commands/run.js";
 import { statusCommand } from "./commands/status.js";
 import { submitCommand } from "./commands/submit.js";
@@ -26,6 +27,7 @@ export const buildProgram = (io: CliIO): Command => {
     statusCommand(io),
     waitCommand(io),
     resultCommand(io),
+    reportCommand(io),
     jobsCommand(io),
     cancelCommand(io),
     fleetCommand(io),

@@ -22,6 +22,8 @@ export const ENV = {
   WORKER_CLUSTER: "CLOUDMILL_WORKER_CLUSTER",
   WORKER_SERVICE: "CLOUDMILL_WORKER_SERVICE",
   MAX_WORKERS: "CLOUDMILL_MAX_WORKERS",
+  /** The fleet's instance type, priced in job reports. */
+  INSTANCE_TYPE: "CLOUDMILL_INSTANCE_TYPE",
   LOG_LEVEL: "POWERTOOLS_LOG_LEVEL",
   SERVICE_NAME: "POWERTOOLS_SERVICE_NAME",
 } as const;
@@ -58,7 +60,7 @@ export const ROLE_ENV = {
     ENV.LOG_LEVEL,
     ENV.SERVICE_NAME,
   ],
-  reducer: [ENV.OUTPUT_BUCKET, ENV.TASK_QUEUE_URL, ENV.OPS_MODULES, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
+  reducer: [ENV.OUTPUT_BUCKET, ENV.TASK_QUEUE_URL, ENV.OPS_MODULES, ENV.INSTANCE_TYPE, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
   deadLetters: [ENV.OUTPUT_BUCKET, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
 } as const satisfies Record<string, readonly EnvName[]>;
 
@@ -69,6 +71,8 @@ export const MiB = 1024 * 1024;
 /** Defaults shared by the local engine, the handlers and the stack. */
 export const DEFAULTS = {
   chunkSize: 16 * MiB,
+  /** The fleet's instance type when a lab names none. */
+  instanceType: "m7g.large",
   /** Smallest chunk a job spec may ask for (1 byte: tests use it to stress alignment). */
   minChunkSize: 1,
   /** Largest chunk: bounded so worker memory stays bounded. */

@@ -40,6 +40,8 @@ export const jobSpecOutputKeys = (jobId: string): OutputKeys => ({
 export const ITEM_OUTPUT_PATTERNS = [`${JOBS_PREFIX}*/files/*`, `${JOBS_PREFIX}*/results/*`] as const;
 
 /** Objects a task's items store with ctx.put: `_jobs/<jobId>/files/<name>`. */
+/** A finished job's report (report.ts), beside a spec job's result. */
+export const reportKey = (jobId: string): string => `${JOBS_PREFIX}${jobId}/report.json`;
 export const jobFilesPrefix = (jobId: string): string => `${JOBS_PREFIX}${jobId}/files/`;
 /** An item's output too large to travel in its part, stored on its own; the result refers to it. */
 export const itemResultKey = (jobId: string, input: number, offset: number): string =>

@@ -185,7 +185,12 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
 
   // The roles' own clients (faulty when asked); the plumbing below keeps the reliable ones.
   const roleClients = options.roleFaults ? faultyClients({ endpoint: emulator.endpoint }, options.roleFaults) : clients;
-  const deps = { ...cloudDeps({ outputBucket, endpoint: emulator.endpoint }, log, roleClients), registry };
+  // Reports price the work as the stack's default instance type would.
+  const deps = {
+    ...cloudDeps({ outputBucket, endpoint: emulator.endpoint }, log, roleClients),
+    registry,
+    instanceType: DEFAULTS.instanceType,
+  };
   const splitDeps = { ...deps, queue: new SqsTaskQueue(roleClients.sqs, resources.taskQueueUrl) };
   const maxWorkers = options.maxWorkers ?? options.workers ?? 2;
   let woken = 0;

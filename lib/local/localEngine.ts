@@ -42,6 +42,7 @@ import { isShuffled } from "../core/ops/types.js";
 import { resolveStoredResult } from "../core/pipeline/items.js";
 import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
 import { inlineExecutor, threadExecutor, type TaskExecutor } from "./executor.js";
+import { buildReport, RunLog, type JobReport } from "../core/report/jobReport.js";
 import { resolveLocalInputs } from "./localInputs.js";
 
 export interface Progress {
@@ -61,6 +62,8 @@ export interface LocalRunOptions {
   readonly workers?: number;
   readonly log?: Logger;
   readonly onProgress?: (p: Progress) => void;
+  /** Record each task's run and build the job's report (LocalRunResult.report). */
+  readonly report?: boolean;
   readonly signal?: AbortSignal;
   /** Where intermediate state goes; default a fresh temp directory, removed afterwards. */
   readonly workDir?: string;
@@ -83,6 +86,8 @@ export interface LocalRunResult {
   readonly status: JobStatus;
   /** Where the chunks were mapped: on this thread (a small job of a built-in op) or on task threads. */
   readonly ranOn: "inline" | "threads";
+  /** Every map task's timing, per task slot, when asked for (`cloudmill run --report`). */
+  readonly report?: JobReport;
 }
 
 const RESULT_KEY = "result.json";
@@ -159,8 +164,10 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
       deadlineSeconds: deadlineSecondsOf(spec),
     });
     // A keyed job of empty inputs has no chunks, but still its reduce tasks (empty parts).
+    const runs = options.report ? new RunLog() : undefined;
+    const concurrency = Math.max(1, workers);
     if (taskCount(manifest) > 0)
-      await mapAndReduce({ deps, manifest, deadLetters, executor, concurrency: Math.max(1, workers), options, inputs, root });
+      await mapAndReduce({ deps, manifest, deadLetters, executor, concurrency, options, inputs, root, ...(runs ? { runs } : {}) });
     const status = await readJson(output, STATUS_KEY, JobStatusSchema);
     if (status.state !== "succeeded") {
       const e = status.error;
@@ -174,7 +181,17 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
       : isShuffled(op)
         ? await moveParts(workDir, stored, outDir)
         : stored;
-    return { jobId, result, status, ranOn: workers > 0 ? "threads" : "inline" };
+    const report =
+      runs &&
+      buildReport({
+        jobId,
+        op: manifest.job.op,
+        inputs: manifest.inputs.map((i) => i.name),
+        finishedAt: status.finishedAt ?? new Date().toISOString(),
+        runs,
+        result,
+      });
+    return { jobId, result, status, ranOn: workers > 0 ? "threads" : "inline", ...(report ? { report } : {}) };
   } finally {
     await items.close();
     await executor.close();
@@ -235,10 +252,12 @@ interface JobRun {
   readonly inputs: readonly InputObject[];
   /** The store the inputs are read from, for a bad record's line number. */
   readonly root: FsBlobStore;
+  /** Each map task's run, filled in as they finish, for the job's report (unset: no report asked for). */
+  readonly runs?: RunLog;
 }
 
 /** Runs every task of the job to completion or failure, merging parts as they come, then reduces. */
-const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency, options, inputs, root }: JobRun): Promise<void> => {
+const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency, options, inputs, root, runs }: JobRun): Promise<void> => {
   const started = Date.now();
   const bytes = inputs.reduce((s, i) => s + i.size, 0);
   /** Tasks in all: a keyed job's reduce tasks run once its chunks are mapped. */
@@ -295,7 +314,7 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
   };
 
   /** One task at a time from the queue, until the job ends. */
-  const taskLoop = async () => {
+  const taskLoop = async (_: unknown, slot: number) => {
     while (!ended) {
       const [msg] = await deps.queue.receive({ maxMessages: 1, waitSeconds: 1, signal: stop.signal });
       if (!msg || ended) continue;
@@ -305,9 +324,19 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
       try {
         const accumulate = orderFree && !attempted.has(index);
         attempted.add(index);
+        const began = Date.now();
         const outcome = await executor.run(task, { signal: stop.signal, accumulate, writePart: writeParts });
+        const ms = Date.now() - began;
         await deps.queue.delete(msg.receiptHandle);
         if (outcome.kind === "job-ended") continue;
+        if (chunk && outcome.kind === "done")
+          runs?.add(index, {
+            on: "local",
+            at: new Date(began).toISOString(),
+            ms,
+            worker: `task slot ${slot + 1}`,
+            bytes: chunkBytes(chunk),
+          });
         if (outcome.kind === "done" && accumulate && !writeParts) heldOnlyInTotals.add(index);
         if (!done.has(index)) {
           done.add(index);

@@ -18,7 +18,8 @@ import { S3BlobStore } from "../aws/S3BlobStore.js";
 import { awsClients, EMULATOR_CREDENTIALS } from "../aws/clients.js";
 import { s3Uri } from "../core/s3Uri.js";
 import { DEV_BUCKETS } from "../core/constants.js";
-import { cancelKey, JOBS_PREFIX, jobSpecKey, jobSpecOutputKeys, OPS_LISTING_KEY, STATUS_FILE } from "../core/keys.js";
+import { cancelKey, JOBS_PREFIX, jobSpecKey, jobSpecOutputKeys, OPS_LISTING_KEY, reportKey, STATUS_FILE } from "../core/keys.js";
+import { JobReport } from "../core/report/jobReport.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { JobStatus as StoredJobStatus } from "../core/job/manifest.js";
 import { JobId, parseJobSpec, type JobSpecInput } from "../core/job/spec.js";
@@ -384,6 +385,17 @@ export class Cloudmill {
       }),
     );
     return summaries;
+  }
+
+  /**
+   * A finished job's report (`_jobs/<jobId>/report.json`): its tasks' timings per worker,
+   * stragglers, throughput and cost. Undefined until the job has succeeded (the reducer writes it).
+   */
+  async report(jobId: string, options: { readonly signal?: AbortSignal } = {}): Promise<JobReport | undefined> {
+    const id = JobId.safeParse(jobId);
+    if (!id.success) throw new CloudmillError(ErrorCode.INVALID_SPEC, `job id ${JSON.stringify(jobId)}: ${id.error.issues[0]!.message}`);
+    const conn = await this.#connect();
+    return this.#getJson(conn.output, reportKey(jobId), JobReport, options.signal);
   }
 
   /**

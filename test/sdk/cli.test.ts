@@ -201,7 +201,7 @@ describe("the README's SDK section against cloudmill dev", () => {
     expectMatchesReference("wordcount", { k: 3 }, await exampleBytes("events.jsonl"), printed[1]);
   }, 60_000);
 
-  it("the CLI session runs as shown: submit --wait, submit, status, wait, result, jobs, cancel", async () => {
+  it("the CLI session runs as shown: submit --wait, submit, status, wait, result, report, jobs, cancel", async () => {
     const session = blocks(README).find((b) => b.info === "console" && b.lines.some((l) => l.includes("cloudmill dev")))!;
     expect(session).toBeDefined();
     const env = childEnv({ CLOUDMILL_ENDPOINT: cloud.endpoint });
@@ -277,6 +277,18 @@ describe("the README's SDK section against cloudmill dev", () => {
               JSON.parse(await readFile(path.join(cwd, "stats.json"), "utf8")),
             );
             break;
+          case "report": {
+            const line = (job: string) =>
+              new RegExp(
+                `^job ${job}: ${lastChunks} tasks on [12] worker\\(s\\) in \\d+\\.\\d s; ` +
+                  "(no stragglers|\\d+ straggler\\(s\\), .*); task-time cost \\$\\d+\\.\\d{6} \\(m7g\\.large on-demand list prices of \\d{4}-\\d{2}\\)$",
+              );
+            expect(shown[0]).toMatch(line("job-\\S+"));
+            expect(r.stdout.split("\n")[0]).toMatch(line(lastJob));
+            expect(r.stdout).toContain("\nwrote report.html\n");
+            expect(await readFile(path.join(cwd, "report.html"), "utf8")).toMatch(/^<!doctype html>/);
+            break;
+          }
           case "jobs":
             expect(r.stdout.split("\n")[0]).toBe(shown[0]);
             expect(r.stdout).toMatch(new RegExp(`\\n${submitted[0]}  succeeded  ${lastChunks}/${lastChunks} +stats `));
@@ -296,7 +308,7 @@ describe("the README's SDK section against cloudmill dev", () => {
     } finally {
       resume?.();
     }
-    expect(steps).toEqual(["submit", "submit", "status", "wait", "result", "jobs", "submit", "cancel"]);
+    expect(steps).toEqual(["submit", "submit", "status", "wait", "result", "report", "jobs", "submit", "cancel"]);
   }, 180_000);
 
   it("examples/sdk.ts runs against cloudmill dev", async () => {

@@ -19,8 +19,7 @@ import {
 } from "@aws-sdk/client-ecs";
 import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { CliIO } from "../../lib/cli/io.js";
-import { runCli } from "../../lib/cli/main.js";
+import { cli } from "../helpers/cli.js";
 import { Cloudmill, CloudmillError, STACK_OUTPUTS } from "../../lib/sdk/index.js";
 import { startMoto, type Moto } from "./support.js";
 import { EcsFleetWaker } from "../../lib/aws/EcsFleetWaker.js";
@@ -37,14 +36,6 @@ let ecs: ECSClient;
 let onDemand: Instance;
 let spot: Instance;
 let queueUrl: string;
-
-const cli = async (args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
-  let stdout = "";
-  let stderr = "";
-  const io: CliIO = { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s) }, env: {} };
-  const code = await runCli(args, io);
-  return { code, stdout, stderr };
-};
 
 beforeAll(async () => {
   ecs = new ECSClient(config());

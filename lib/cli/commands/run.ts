@@ -1,5 +1,7 @@
 /** `cloudmill run`: the embedded default — the whole pipeline on this machine's cores. */
 import os from "node:os";
+import path from "node:path";
+import { constants } from "node:fs";
 import { Command, Option } from "commander";
 import { z } from "zod";
 import { kebabCase } from "../../core/kebabCase.js";
@@ -9,13 +11,14 @@ import { CloudmillError, ErrorCode } from "../../core/errors.js";
 import { describeZodError, FORMATS, parseJobSpec } from "../../core/job/spec.js";
 import { OpRegistry } from "../../core/ops/registry.js";
 import { loadOpsModule } from "../../core/ops/opModules.js";
-import { readFile } from "node:fs/promises";
+import { access, readFile } from "node:fs/promises";
 import { isTaskOp } from "../../core/ops/defineTask.js";
 import { batchSizeFor, itemsChunkSize } from "../../core/pipeline/items.js";
 import { FsBlobStore } from "../../local/FsBlobStore.js";
 import { resolveLocalInputs } from "../../local/localInputs.js";
 import { jsonLogger, warningsOnly } from "../../core/log.js";
 import type { CliIO } from "../io.js";
+import { reportLine, writeReportHtml } from "./report.js";
 import { collect, collectParam } from "../options.js";
 import { progressView } from "../progress.js";
 
@@ -35,6 +38,7 @@ const RunFlags = z.object({
   taskTimeout: z.coerce.number({ error: "expected seconds" }).int({ error: "expected whole seconds" }).min(1).max(86_400).optional(),
   maxRecordBytes: z.string().optional(),
   outDir: z.string().optional(),
+  report: z.string().optional(),
   partitions: z.coerce
     .number({ error: "expected a whole number" })
     .int({ error: "expected a whole number" })
@@ -103,6 +107,7 @@ export const runCommand = (io: CliIO): Command =>
     .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")
     .option("--task-timeout <seconds>", "longest one chunk may take before its thread is ended and the attempt fails (default 900)")
     .option("--max-record-bytes <size>", "longest record to read, e.g. 256MiB; a longer one is a bad record (default 64MiB)")
+    .option("--report <file>", "write the job's report (tasks per thread, stragglers, throughput) as one HTML page")
     .option("--no-progress", "no progress on stderr")
     .option("-v, --verbose", "log each step as JSON lines on stderr")
     .addHelpText(
@@ -147,17 +152,25 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
           "",
         ),
       );
+      // A report nowhere to go is found now, not after the job has run.
+      if (flags.report) {
+        const folder = path.dirname(path.resolve(flags.report));
+        await access(folder, constants.W_OK).catch(() => {
+          throw new CloudmillError(ErrorCode.ENVIRONMENT, `--report ${flags.report}: cannot write in ${folder}`);
+        });
+      }
       const view = progressView(io, flags.progress);
       // Quietly, only warnings: the CLI reports a failure itself, in one line.
       const log = flags.verbose ? jsonLogger((l) => io.stderr.write(l), "debug") : warningsOnly((l) => io.stderr.write(l));
       try {
-        const { result, status } = await runLocal({
+        const { result, status, report } = await runLocal({
           spec,
           registry,
           opsModules: flags.ops,
           ...(flags.workers !== undefined ? { workers: flags.workers } : {}),
           ...(flags.taskTimeout !== undefined ? { taskTimeoutSeconds: flags.taskTimeout } : {}),
           ...(flags.outDir !== undefined ? { outDir: flags.outDir } : {}),
+          ...(flags.report !== undefined ? { report: true } : {}),
           log,
           onProgress: (p) => view.update(p),
           ...(io.signal ? { signal: io.signal } : {}),
@@ -167,6 +180,10 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
         for (const { input, separator } of status.csv ?? [])
           io.stderr.write(`cloudmill: ${input}: separator ${JSON.stringify(separator)} (sniffed)\n`);
         await writeResult(io, result, flags.out);
+        if (flags.report && report) {
+          await writeReportHtml(flags.report, report);
+          io.stderr.write(`cloudmill: ${reportLine(report)}; wrote ${flags.report}\n`);
+        }
       } finally {
         view.done();
       }

@@ -8,6 +8,7 @@ import { parseFlags, stoppedWaiting, usingCloudmill, withCloudOptions } from "..
 import type { CliIO } from "../io.js";
 import { bar, barWidth, statusLine } from "../progress.js";
 import { writeResult } from "./result.js";
+import { reportLine } from "./report.js";
 
 const clock = (ms: number): string => {
   const s = Math.floor(ms / 1000);
@@ -84,6 +85,9 @@ export const waitCommand = (io: CliIO): Command =>
           progress: flags.progress,
           ...(flags.timeout !== undefined ? { timeoutMs: flags.timeout * 1000 } : {}),
         });
+        // One line of what the job took: its report, when the reducer has written it.
+        const report = flags.progress ? await mill.report(jobId).catch(() => undefined) : undefined;
+        if (report) io.stderr.write(`${reportLine(report)}\n`);
         await writeResult(io, result, flags.out);
       });
     });

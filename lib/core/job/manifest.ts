@@ -141,13 +141,25 @@ export const taskCount = (m: { readonly chunks: number; readonly job: TaskJob })
 export const JobState = z.enum(["running", "succeeded", "failed", "cancelled"]);
 export type JobState = z.infer<typeof JobState>;
 
-/** Where a task ran: in the splitter's function (a small job, inline) or on the worker fleet. */
-export const RanOn = z.enum(["lambda", "fleet"]);
+/** Where a task ran: in the splitter's function (a small job, inline), on the worker fleet, or on this machine (`cloudmill run`). */
+export const RanOn = z.enum(["lambda", "fleet", "local"]);
 export type RanOn = z.infer<typeof RanOn>;
 
 /** When and where a task started. */
 export const TaskStart = z.object({ on: RanOn, at: z.string() });
 export type TaskStart = z.infer<typeof TaskStart>;
+
+/** What a task's part records of its run: where, when, for how long, on which worker, over how many bytes. */
+export const TaskRun = TaskStart.extend({
+  ms: z.number().nonnegative().optional(),
+  /** The process that ran it: `<host>/<pid>` on the fleet, `splitter` for an inline run. */
+  worker: z.string().optional(),
+  /** Input bytes the task read (its chunk's range or objects). */
+  bytes: z.number().int().nonnegative().optional(),
+  /** Objects it read, when more than one (a packed chunk). */
+  objects: z.number().int().positive().optional(),
+});
+export type TaskRun = z.infer<typeof TaskRun>;
 
 export const JobStatus = z.object({
   jobId: JobId,
@@ -164,7 +176,7 @@ export const JobStatus = z.object({
   /** The first task to start (while running: the first to finish's start), and where it ran. */
   firstChunk: TaskStart.optional(),
   /** Where the job's tasks ran (once it succeeded): `lambda`, `fleet`, or `lambda+fleet`. */
-  ranOn: z.enum(["lambda", "fleet", "lambda+fleet"]).optional(),
+  ranOn: z.enum(["lambda", "fleet", "lambda+fleet", "local"]).optional(),
   finishedAt: z.string().optional(),
   /** Records skipped as bad (only with onBadRecord: skip). */
   skipped: z.number().int().nonnegative().optional(),

@@ -20,6 +20,8 @@ export interface PipelineDeps {
   readonly scratch?: BlobStore;
   /** Bytes a reduce task holds before it spills (default DEFAULTS.reduceSpillBytes). */
   readonly spillBytes?: number;
+  /** The fleet's instance type, for the dollars of a job's report (unset: none counted). */
+  readonly instanceType?: string;
   /** Clock (ms since epoch); tests move it. */
   readonly now?: () => number;
 }

@@ -70,7 +70,7 @@ export const mapInline = async (deps: SplitDeps, tasks: Iterable<MapTask>, optio
     const budget = new AbortController();
     const timer = setTimeout(() => budget.abort(new Error("the splitter's time is nearly up")), spare);
     try {
-      const outcome = await runTask(deps, task, { ranOn: "lambda", signal: budget.signal });
+      const outcome = await runTask(deps, task, { ranOn: "lambda", worker: "splitter", signal: budget.signal });
       if (outcome.kind === "job-ended") return { mapped, ended: true };
     } catch (err) {
       if (budget.signal.aborted) {

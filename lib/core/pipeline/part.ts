@@ -2,7 +2,7 @@
 import { z } from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { Format } from "../job/spec.js";
-import { TaskStart } from "../job/manifest.js";
+import { TaskRun } from "../job/manifest.js";
 import { csvOptions, type FormatOptions } from "../ops/formatReaders.js";
 
 /** An error kept in a part, to be raised only if the reading it ended is the one chosen. */
@@ -71,8 +71,8 @@ export const Part = z.object({
   quotes: QuoteSpeculation.optional(),
   /** The separators `separator=auto` chose: the input's, or (a packed chunk's) each object's. */
   sniffed: z.union([SniffedSeparator, z.array(SniffedSeparator)]).optional(),
-  /** When and where the task that wrote the part started (the job's status reports the first). */
-  ran: TaskStart.optional(),
+  /** Where, when and for how long the task that wrote the part ran (status.json and report.json read it). */
+  ran: TaskRun.optional(),
 });
 
 export type Part = z.infer<typeof Part>;

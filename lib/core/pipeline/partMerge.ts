@@ -2,6 +2,7 @@
 import { partKey } from "../keys.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { Manifest } from "../job/manifest.js";
+import { RunLog } from "../report/jobReport.js";
 import type { AnyOp, Merger } from "../ops/types.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJson } from "./blobJson.js";
@@ -50,6 +51,8 @@ export class OrderedPartMerge {
   /** Separators `separator=auto` chose, by input. */
   readonly #sniffed: SniffedSeparator[] = [];
   readonly #starts = new TaskStarts();
+  /** Each part's run, for the job's report. */
+  readonly #runs = new RunLog();
   #merging: Promise<void> = Promise.resolve();
 
   constructor(deps: PipelineDeps, manifest: Manifest, seed: readonly MergedParts[] = []) {
@@ -83,6 +86,7 @@ export class OrderedPartMerge {
     readonly skipped: number;
     readonly sniffed: readonly SniffedSeparator[];
     readonly ran: WhereRan;
+    readonly runs: RunLog;
   }> {
     for (const [index, key] of parts) if (index >= this.#next) this.#ready.set(index, key);
     this.#schedule();
@@ -93,6 +97,7 @@ export class OrderedPartMerge {
       skipped: this.#skipped,
       sniffed: this.#sniffed,
       ran: this.#starts.summary(),
+      runs: this.#runs,
     };
   }
 
@@ -145,7 +150,10 @@ export class OrderedPartMerge {
         this.#merger.add(reading.partial);
         this.#skipped += reading.skipped;
         if (part.sniffed) this.#sniffed.push(...[part.sniffed].flat());
-        if (part.ran) this.#starts.add(part.ran);
+        if (part.ran) {
+          this.#starts.add(part.ran);
+          this.#runs.add(i, part.ran);
+        }
       }
       this.#ready.delete(i);
       this.#next = i + 1;

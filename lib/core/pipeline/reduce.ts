@@ -3,9 +3,10 @@
  * result.json, then the final status. Deterministic, so two reducers finishing at once
  * write the same bytes; repeated or concurrent calls are harmless.
  */
-import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, succeededKey } from "../keys.js";
+import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, reportKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { JobStatus, Manifest, taskCount, type TaskStart } from "../job/manifest.js";
+import { buildReport, type RunLog } from "../report/jobReport.js";
 import type { ShuffleRefs } from "../ops/keyedOp.js";
 import type { TaskQueue } from "../ports.js";
 import { s3Uri } from "../s3Uri.js";
@@ -35,13 +36,31 @@ const listParts = async (deps: PipelineDeps, jobId: string): Promise<Map<number,
   return parts;
 };
 
+/** Writes `_jobs/<jobId>/report.json` from the runs the job's parts recorded. */
+const writeReport = async (deps: PipelineDeps, manifest: Manifest, runs: RunLog, result: unknown): Promise<void> =>
+  writeJson(
+    deps.output,
+    reportKey(manifest.jobId),
+    buildReport({
+      jobId: manifest.jobId,
+      op: manifest.job.op,
+      inputs: manifest.inputs.map((i) => i.name),
+      ...(manifest.triggeredAt !== undefined ? { triggeredAt: manifest.triggeredAt } : {}),
+      finishedAt: new Date(nowOf(deps)).toISOString(),
+      runs,
+      ...(deps.instanceType !== undefined ? { instanceType: deps.instanceType } : {}),
+      result,
+    }),
+  );
+
 /** The start a job's first part records: the lowest chunk's, a good sign of when the job began. */
 const firstPartStart = async (deps: PipelineDeps, parts: ReadonlyMap<number, string>): Promise<TaskStart | undefined> => {
   let lowest: number | undefined;
   for (const i of parts.keys()) if (lowest === undefined || i < lowest) lowest = i;
   if (lowest === undefined) return undefined;
   const key = parts.get(lowest)!;
-  return (await readJsonIfExists(deps.output, key, Part).catch(() => undefined))?.ran;
+  const ran = (await readJsonIfExists(deps.output, key, Part).catch(() => undefined))?.ran;
+  return ran && { on: ran.on, at: ran.at };
 };
 
 /**
@@ -91,6 +110,7 @@ export const reduceJob = async (
     let skipped: number;
     let sniffed: readonly SniffedSeparator[];
     let ran: WhereRan;
+    let report: (() => Promise<void>) | undefined;
     if (partitions !== undefined) {
       let started = await reduceStarted(deps, jobId);
       if (!started) {
@@ -113,6 +133,8 @@ export const reduceJob = async (
       ({ skipped, sniffed, ran } = stage);
       // JSON has no undefined: an op with nothing to say (a lab op over no records) answers null.
       result = merge.op.finalize(stage.partial, merge.params, { inputs: manifest.inputs.map((i) => i.name) }) ?? null;
+      const finalResult = result;
+      if (stage.runs.size > 0) report = () => writeReport(deps, manifest, stage.runs, finalResult);
     }
     const status = succeededStatus(manifest, skipped, nowOf(deps), sniffed, ran);
     if (await superseded(deps, manifest.output.status, jobId, manifest.createdAt)) {
@@ -120,8 +142,10 @@ export const reduceJob = async (
       log.info("job succeeded but a later job owns its output; result not written", { chunks: manifest.chunks });
       return { kind: "succeeded", result, status };
     }
-    // Result first: whoever sees the succeeded marker may rely on result.json being there.
+    // Result first: whoever sees the succeeded marker may rely on result.json being there, and
+    // on the report. The report is a view of the parts: a failure to write it leaves the job as it is.
     await writeJson(deps.output, manifest.output.result, result);
+    await report?.().catch((err: unknown) => log.warn("report not written", logFieldsOf(toCloudmillError(err))));
     await writeJson(deps.output, succeededKey(jobId), status);
     await writeJson(deps.output, manifest.output.status, status);
     log.info("job succeeded", { chunks: manifest.chunks, skipped });

@@ -53,7 +53,7 @@ export class TaskStarts {
   readonly #places = new Set<TaskStart["on"]>();
 
   add(start: TaskStart): void {
-    if (this.#first === undefined || start.at < this.#first.at) this.#first = start;
+    if (this.#first === undefined || start.at < this.#first.at) this.#first = { on: start.on, at: start.at };
     this.#places.add(start.on);
   }
 

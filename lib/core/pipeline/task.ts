@@ -13,6 +13,7 @@ import {
   type MapTask,
   type RanOn,
   type TaskMessage,
+  type TaskRun,
   type TaskStart,
 } from "../job/manifest.js";
 import { mapInOrder } from "../mapInOrder.js";
@@ -96,14 +97,23 @@ export interface RunTaskOptions {
   readonly checkOpDigest?: boolean;
   /** Aborted when the worker starts to stop (SIGTERM): a task's items see it as ctx.signal. */
   readonly drain?: AbortSignal;
-  /** Where this runs: a map task's part then records it and when the task started. */
+  /** Where this runs: a map task's part then records it, when the task started and how long it took. */
   readonly ranOn?: RanOn;
+  /** Which process runs it (`<host>/<pid>`), recorded with `ranOn`. */
+  readonly worker?: string;
 }
 
 export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: RunTaskOptions = {}): Promise<TaskOutcome> => {
-  const { signal, writePart = true, checkOpDigest = true, drain, ranOn } = options;
+  const { signal, writePart = true, checkOpDigest = true, drain, ranOn, worker } = options;
   const { jobId, job } = task;
   const ran: TaskStart | undefined = ranOn ? { on: ranOn, at: new Date(nowOf(deps)).toISOString() } : undefined;
+  const done = (start: TaskStart, bytes: number, objects: number): TaskRun => ({
+    ...start,
+    ms: Math.max(0, nowOf(deps) - Date.parse(start.at)),
+    ...(worker !== undefined ? { worker } : {}),
+    bytes,
+    ...(objects > 1 ? { objects } : {}),
+  });
   const output = deps.output;
   const key = partKey(jobId, taskIndex(task));
   if (await exists(output, key)) return { kind: "duplicate" };
@@ -112,7 +122,12 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
   const map = (s: AbortSignal | undefined): Promise<TaskOutcome> =>
     isReduceTask(task)
       ? reduceTaskOutcome(deps, task, s)
-      : mapChunk(deps, task, { writePart, checkOpDigest, ...(drain ? { drain } : {}), ...(ran ? { ran } : {}) }, s);
+      : mapChunk(
+          deps,
+          task,
+          { writePart, checkOpDigest, ...(drain ? { drain } : {}), ...(ran ? { ran: (b, o) => done(ran, b, o) } : {}) },
+          s,
+        );
   if (deadline === undefined) return map(signal);
   const left = deadline - nowOf(deps);
   if (left <= 0) throw deadlineError(jobId, deadline);
@@ -152,7 +167,13 @@ const reduceTaskOutcome = async (deps: PipelineDeps, task: ReduceTask, signal?: 
 const mapChunk = async (
   deps: PipelineDeps,
   task: MapTask,
-  options: { readonly writePart: boolean; readonly checkOpDigest: boolean; readonly drain?: AbortSignal; readonly ran?: TaskStart },
+  options: {
+    readonly writePart: boolean;
+    readonly checkOpDigest: boolean;
+    readonly drain?: AbortSignal;
+    /** The run to record in the part, given the bytes and objects read. */
+    readonly ran?: (bytes: number, objects: number) => TaskRun;
+  },
   signal?: AbortSignal,
 ): Promise<TaskOutcome> => {
   const { writePart, checkOpDigest, drain, ran } = options;
@@ -211,7 +232,7 @@ const mapChunk = async (
         throw new CloudmillError(ErrorCode.INTERNAL, `op ${op.name} is keyed, but the task names no partitions`);
       part = await shufflePart(deps, jobId, partitions, part);
     } else if (op.sorts) part = await sortedRunPart(deps, jobId, part);
-    if (writePart) await writeJson(deps.output, key, ran ? { ...part, ran } : part);
+    if (writePart) await writeJson(deps.output, key, ran ? { ...part, ran: ran(chunkBytes(chunk), objects.length) } : part);
     return { kind: "done", bytes: chunkBytes(chunk), skipped: part.skipped, partial: part.partial };
   } catch (err) {
     const error = toCloudmillError(err);

@@ -1,0 +1,60 @@
+/** `cloudmill report <job>`: a finished job's report, as one line, JSON, or a self-contained HTML page. */
+import { Command } from "commander";
+import { z } from "zod";
+import { CloudmillError, ErrorCode } from "../../core/errors.js";
+import type { JobReport } from "../../core/report/jobReport.js";
+import { reportHtml } from "../../core/report/html.js";
+import { writeFileAtomically } from "../../local/atomicFile.js";
+import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
+import type { CliIO } from "../io.js";
+
+/** One line: tasks, workers, wall time, stragglers and cost. */
+export const reportLine = (r: JobReport): string => {
+  const wall = (Date.parse(r.finishedAt) - Date.parse(r.startedAt)) / 1000;
+  const slowest = r.stragglers[0];
+  const stragglers = slowest
+    ? `${r.straggling} straggler(s), slowest chunk ${slowest.index} on ${slowest.worker} at ${slowest.timesMedian}× the median`
+    : "no stragglers";
+  const cost = r.cost.fleetPriced
+    ? `task-time cost $${r.cost.total.toFixed(6)} (${r.cost.instanceType ?? "no instance"} on-demand list prices of ${r.cost.pricesAsOf})`
+    : `fleet time unpriced (${r.cost.instanceType} is not in the price table)`;
+  return (
+    `job ${r.jobId}: ${r.taskCount} tasks on ${r.workers.length} worker(s) in ${wall.toFixed(1)} s; ${stragglers}; ` +
+    (r.workers.every((w) => w.on === "local") ? "on this machine (no AWS cost)" : cost)
+  );
+};
+
+/** Writes the page atomically; an unwritable path is one clear line. */
+export const writeReportHtml = async (file: string, report: JobReport): Promise<void> => {
+  try {
+    await writeFileAtomically(file, reportHtml(report));
+  } catch (err) {
+    throw new CloudmillError(ErrorCode.ENVIRONMENT, `cannot write ${file}: ${(err as Error).message}`);
+  }
+};
+
+const ReportFlags = z.object({ html: z.string().optional(), json: z.boolean().default(false) });
+
+export const reportCommand = (io: CliIO): Command =>
+  withCloudOptions(
+    new Command("report")
+      .description("a finished job's report: tasks per worker, stragglers, throughput and cost")
+      .argument("<job>", "the job id")
+      .option("--html <file>", "write it as one self-contained HTML page (no script, no fetch)")
+      .option("--json", "print report.json"),
+  ).action(async (jobId: string, raw: Record<string, unknown>) => {
+    const flags = parseFlags(ReportFlags, raw);
+    await usingCloudmill(raw, io, async (mill) => {
+      const report = await mill.report(jobId, io.signal ? { signal: io.signal } : {});
+      if (!report) {
+        throw new CloudmillError(
+          ErrorCode.INPUT_NOT_FOUND,
+          `job ${jobId} has no report yet: the reducer writes one when a job succeeds (\`cloudmill wait ${jobId}\`)`,
+          { jobId },
+        );
+      }
+      if (flags.html) await writeReportHtml(flags.html, report);
+      if (flags.json) io.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+      else io.stdout.write(`${reportLine(report)}${flags.html ? `\nwrote ${flags.html}` : ""}\n`);
+    });
+  });

@@ -1,0 +1,273 @@
+/**
+ * A finished job's report (`_jobs/<jobId>/report.json`): every task's run as its part recorded
+ * it, the workers and how busy they were, the stragglers, throughput over time, and what the
+ * task time cost at list prices. Built from the parts alone, so it is a pure function of them.
+ */
+import { z } from "zod";
+import { RanOn, type TaskRun } from "../job/manifest.js";
+import { PRICES, vcpuSecondUsd } from "./prices.js";
+
+/** Tasks a report lists one by one; a bigger job's report keeps its totals and its slowest tasks. */
+export const MAX_REPORT_TASKS = 20_000;
+/** Stragglers a report lists (the slowest); `straggling` counts them all. */
+export const MAX_REPORT_STRAGGLERS = 1_000;
+/** A task is a straggler past this many times the median task time. */
+export const STRAGGLER_FACTOR = 3;
+/** Points of the throughput series. */
+const THROUGHPUT_POINTS = 60;
+/** The splitter function's memory (infra sizes it at 1,769 MB: one vCPU), in GB as Lambda bills it. */
+export const SPLITTER_GB = 1769 / 1024;
+
+export const TaskRecord = z.object({
+  index: z.number().int().nonnegative(),
+  on: RanOn,
+  worker: z.string(),
+  /** Milliseconds from the job's first task start. */
+  start: z.number(),
+  ms: z.number().nonnegative(),
+  bytes: z.number().int().nonnegative(),
+});
+export type TaskRecord = z.infer<typeof TaskRecord>;
+
+export const JobReport = z.object({
+  v: z.literal(1),
+  jobId: z.string(),
+  op: z.string(),
+  inputs: z.array(z.string()),
+  /** The first task's start, ISO; task `start`s count from it. */
+  startedAt: z.string(),
+  finishedAt: z.string(),
+  triggeredAt: z.string().optional(),
+  /** Tasks whose parts recorded their run (older workers' parts do not). */
+  taskCount: z.number().int().nonnegative(),
+  /** The tasks, by index: all of them, or past MAX_REPORT_TASKS the slowest (`omittedTasks` are not listed). */
+  tasks: z.array(TaskRecord),
+  omittedTasks: z.number().int().nonnegative(),
+  workers: z.array(
+    z.object({ worker: z.string(), on: RanOn, tasks: z.number().int(), busyMs: z.number(), bytes: z.number(), firstStart: z.number() }),
+  ),
+  medianMs: z.number(),
+  /** The slowest tasks past STRAGGLER_FACTOR × the median, at most MAX_REPORT_STRAGGLERS; `straggling` counts all. */
+  stragglers: z.array(z.object({ index: z.number().int(), worker: z.string(), ms: z.number(), timesMedian: z.number() })),
+  straggling: z.number().int().nonnegative(),
+  /** Input bytes per second over the job, in equal steps from the first task's start. */
+  throughput: z.array(z.object({ at: z.number(), bytesPerSecond: z.number() })),
+  taskSeconds: z.object({ fleet: z.number(), lambda: z.number(), local: z.number() }),
+  /** What the tasks' own time cost at on-demand list prices (not idle or scaling time, not the reducer). */
+  cost: z.object({
+    currency: z.literal("USD"),
+    pricesAsOf: z.string(),
+    instanceType: z.string().optional(),
+    /** False when the instance type's family is not in the price table: `fleet` is then 0 and unknown. */
+    fleetPriced: z.boolean(),
+    fleet: z.number(),
+    lambda: z.number(),
+    s3Requests: z.number(),
+    sqs: z.number(),
+    total: z.number(),
+    basis: z.string(),
+  }),
+  /** The result, when it charts (histogram bins). */
+  chart: z.object({ kind: z.literal("histogram"), min: z.number(), max: z.number(), bins: z.array(z.number()) }).optional(),
+});
+export type JobReport = z.infer<typeof JobReport>;
+
+const ON: readonly RanOn[] = RanOn.options;
+
+/**
+ * Task runs in a few flat arrays (about fifty bytes a task), so a reducer can hold a
+ * million-chunk job's runs; worker names are kept once each.
+ */
+export class RunLog {
+  readonly #index: number[] = [];
+  readonly #start: number[] = [];
+  readonly #ms: number[] = [];
+  readonly #bytes: number[] = [];
+  readonly #objects: number[] = [];
+  readonly #worker: number[] = [];
+  readonly #on: number[] = [];
+  readonly #workers: string[] = [];
+  readonly #workerIds = new Map<string, number>();
+
+  /** Records a task's run; one without a duration (an older worker's part) is left out. */
+  add(index: number, run: TaskRun): void {
+    const start = Date.parse(run.at);
+    if (run.ms === undefined || !Number.isFinite(start)) return;
+    const name = run.worker ?? run.on;
+    let id = this.#workerIds.get(name);
+    if (id === undefined) this.#workerIds.set(name, (id = this.#workers.push(name) - 1));
+    this.#index.push(index);
+    this.#start.push(start);
+    this.#ms.push(run.ms);
+    this.#bytes.push(run.bytes ?? 0);
+    this.#objects.push(run.objects ?? 1);
+    this.#worker.push(id);
+    this.#on.push(ON.indexOf(run.on));
+  }
+
+  get size(): number {
+    return this.#index.length;
+  }
+
+  /** Each task as a record (starts counted from t0), one at a time. */
+  *records(t0: number): Generator<TaskRecord & { readonly objects: number }> {
+    for (let i = 0; i < this.#index.length; i++) {
+      yield {
+        index: this.#index[i]!,
+        on: ON[this.#on[i]!]!,
+        worker: this.#workers[this.#worker[i]!]!,
+        start: this.#start[i]! - t0,
+        ms: this.#ms[i]!,
+        bytes: this.#bytes[i]!,
+        objects: this.#objects[i]!,
+      };
+    }
+  }
+
+  firstStart(): number | undefined {
+    let t0: number | undefined;
+    for (const s of this.#start) t0 = t0 === undefined ? s : Math.min(t0, s);
+    return t0;
+  }
+
+  durations(): Float64Array {
+    return Float64Array.from(this.#ms);
+  }
+}
+
+export interface ReportInput {
+  readonly jobId: string;
+  readonly op: string;
+  readonly inputs: readonly string[];
+  readonly triggeredAt?: string;
+  readonly finishedAt: string;
+  readonly runs: RunLog;
+  /** The fleet's instance type, for its price (unset: no fleet price, e.g. a local run). */
+  readonly instanceType?: string;
+  readonly result?: unknown;
+}
+
+const median = (sorted: Float64Array): number => {
+  if (sorted.length === 0) return 0;
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+/** How many of the ascending `sorted` are greater than `x`. */
+const countAbove = (sorted: Float64Array, x: number): number => {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[mid]! > x) hi = mid;
+    else lo = mid + 1;
+  }
+  return sorted.length - lo;
+};
+
+/**
+ * A test, met in one pass, that picks exactly the `limit` longest durations (ties at the cut by
+ * first come): what a report keeps of a job with more tasks than it lists.
+ */
+const longest = (sorted: Float64Array, limit: number): ((ms: number) => boolean) => {
+  if (limit >= sorted.length) return () => true;
+  const cut = sorted[sorted.length - limit]!;
+  let ties = limit - countAbove(sorted, cut);
+  return (ms) => ms > cut || (ms === cut && ties-- > 0);
+};
+
+const Histogram = z.object({ min: z.number(), max: z.number(), bins: z.array(z.number()) });
+
+export const buildReport = (input: ReportInput): JobReport => {
+  const { runs } = input;
+  const t0 = runs.firstStart() ?? Date.parse(input.finishedAt);
+  const sorted = runs.durations().sort();
+  const med = median(sorted);
+  const straggling = med > 0 ? countAbove(sorted, STRAGGLER_FACTOR * med) : 0;
+  const listed = longest(sorted, MAX_REPORT_TASKS);
+  const slowStragglers = longest(sorted, MAX_REPORT_STRAGGLERS);
+
+  const workers = new Map<string, JobReport["workers"][number]>();
+  const seconds = { fleet: 0, lambda: 0, local: 0 };
+  let span = 1;
+  let cloudTasks = 0;
+  let cloudObjects = 0;
+  let fleetTasks = 0;
+  const stragglers: JobReport["stragglers"] = [];
+  const tasks: TaskRecord[] = [];
+  for (const { objects, ...t } of runs.records(t0)) {
+    const w = workers.get(t.worker) ?? { worker: t.worker, on: t.on, tasks: 0, busyMs: 0, bytes: 0, firstStart: t.start };
+    w.tasks++;
+    w.busyMs += t.ms;
+    w.bytes += t.bytes;
+    w.firstStart = Math.min(w.firstStart, t.start);
+    workers.set(t.worker, w);
+    seconds[t.on] += t.ms / 1000;
+    span = Math.max(span, t.start + t.ms);
+    if (t.on !== "local") {
+      cloudTasks++;
+      cloudObjects += objects;
+    }
+    if (t.on === "fleet") fleetTasks++;
+    if (listed(t.ms)) tasks.push(t);
+    if (med > 0 && t.ms > STRAGGLER_FACTOR * med && (straggling <= MAX_REPORT_STRAGGLERS || slowStragglers(t.ms)))
+      stragglers.push({ index: t.index, worker: t.worker, ms: t.ms, timesMedian: Math.round((t.ms / med) * 10) / 10 });
+  }
+  stragglers.sort((a, b) => b.ms - a.ms || a.index - b.index);
+
+  // Each task's bytes spread evenly over its run, summed per step.
+  const step = span / THROUGHPUT_POINTS;
+  const per = new Array<number>(THROUGHPUT_POINTS).fill(0);
+  for (const t of runs.records(t0)) {
+    const end = t.start + Math.max(t.ms, 1);
+    for (let i = Math.min(THROUGHPUT_POINTS - 1, Math.floor(t.start / step)); i < THROUGHPUT_POINTS && i * step < end; i++) {
+      const overlap = Math.min(end, (i + 1) * step) - Math.max(t.start, i * step);
+      if (overlap > 0) per[i]! += (t.bytes * overlap) / Math.max(t.ms, 1);
+    }
+  }
+  const throughput = per.map((bytes, i) => ({ at: Math.round(i * step), bytesPerSecond: Math.round(bytes / (step / 1000)) }));
+
+  const perVcpu = input.instanceType ? vcpuSecondUsd(input.instanceType) : undefined;
+  const fleet = seconds.fleet * (perVcpu ?? 0);
+  const lambda = seconds.lambda * SPLITTER_GB * PRICES.lambdaGbSecond;
+  // Per task: HEADs of its part and the job's end markers plus a GET per object it read, the PUT
+  // of its part; receive, heartbeat and delete of its message plus a tenth of a batched send.
+  const s3Requests = ((cloudTasks * 3 + cloudObjects) * PRICES.s3Get1000) / 1000 + (cloudTasks * PRICES.s3Put1000) / 1000;
+  const sqs = fleetTasks * 3.1 * (PRICES.sqsMillion / 1e6);
+  const round = (usd: number): number => Math.round(usd * 1e6) / 1e6;
+  const histogram = input.op === "histogram" ? Histogram.safeParse(input.result) : undefined;
+  return {
+    v: 1,
+    jobId: input.jobId,
+    op: input.op,
+    inputs: [...input.inputs],
+    startedAt: new Date(t0).toISOString(),
+    finishedAt: input.finishedAt,
+    ...(input.triggeredAt !== undefined ? { triggeredAt: input.triggeredAt } : {}),
+    taskCount: runs.size,
+    tasks: tasks.sort((a, b) => a.index - b.index),
+    omittedTasks: runs.size - tasks.length,
+    workers: [...workers.values()].sort((a, b) => a.firstStart - b.firstStart || a.worker.localeCompare(b.worker)),
+    medianMs: med,
+    stragglers,
+    straggling,
+    throughput,
+    taskSeconds: seconds,
+    cost: {
+      currency: "USD",
+      pricesAsOf: PRICES.asOf,
+      ...(input.instanceType !== undefined ? { instanceType: input.instanceType } : {}),
+      fleetPriced: seconds.fleet === 0 || perVcpu !== undefined,
+      fleet: round(fleet),
+      lambda: round(lambda),
+      s3Requests: round(s3Requests),
+      sqs: round(sqs),
+      total: round(fleet + lambda + s3Requests + sqs),
+      basis:
+        `the tasks' own time, not idle or scaling instance time: task-seconds × the ${input.instanceType ?? "(none)"} on-demand ` +
+        `price per vCPU (a task holds one vCPU; spot costs less); inline tasks × ${SPLITTER_GB.toFixed(3)} GB of Lambda on ARM; ` +
+        `per task 3 S3 HEADs, a GET per object and a PUT, and 3 SQS requests; ${PRICES.region} list prices as of ${PRICES.asOf}`,
+    },
+    ...(histogram?.success ? { chart: { kind: "histogram" as const, ...histogram.data } } : {}),
+  };
+};

@@ -1,0 +1,40 @@
+/**
+ * The list prices a job report and an estimate price work with: on-demand Linux prices of the
+ * Graviton types the stack supports, Lambda on ARM, S3 requests and SQS, in us-east-1, as
+ * published when this table was written. Spot is cheaper (typically 60–70 % off) and varies.
+ */
+import { vcpusOfSize } from "../instanceTypes.js";
+
+export const PRICES = {
+  asOf: "2025-01",
+  region: "us-east-1",
+  /**
+   * USD per vCPU-hour, on demand, by instance family: within a family the price is linear in
+   * the vCPUs (m7g.large, 2 vCPUs, is $0.0816 an hour). Families not listed are unpriced.
+   */
+  vcpuHour: {
+    m6g: 0.0385,
+    c6g: 0.034,
+    r6g: 0.0504,
+    m7g: 0.0408,
+    c7g: 0.03625,
+    r7g: 0.05355,
+    m8g: 0.04488,
+    c8g: 0.03988,
+    r8g: 0.0589,
+  } as Readonly<Record<string, number>>,
+  /** USD per GB-second of Lambda on ARM, and per invocation. */
+  lambdaGbSecond: 0.0000133334,
+  lambdaRequest: 0.0000002,
+  /** USD per 1,000 S3 GET/HEAD and PUT/LIST requests (S3 Standard). */
+  s3Get1000: 0.0004,
+  s3Put1000: 0.005,
+  /** USD per million SQS requests (standard queue). */
+  sqsMillion: 0.4,
+} as const;
+
+/** USD per vCPU-second of an instance type, on demand; undefined for a family the table lacks. */
+export const vcpuSecondUsd = (instanceType: string): number | undefined => {
+  const hour = PRICES.vcpuHour[instanceType.split(".")[0] ?? ""];
+  return hour === undefined || vcpusOfSize(instanceType) === undefined ? undefined : hour / 3600;
+};

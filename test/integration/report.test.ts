@@ -1,0 +1,225 @@
+/**
+ * The job report: every task's run as its part recorded it, per worker, with stragglers,
+ * throughput and cost; `cloudmill report <job> --html` for a dev-cloud job and
+ * `cloudmill run --report` for a local one, each one self-contained page that headless
+ * Chromium opens with no console error and no request but its own file, with one timeline row
+ * per worker and one bar per task. The dollars are checked against hand-computed figures.
+ */
+import { readFile, mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cli } from "../helpers/cli.js";
+import { JobReport, MAX_REPORT_TASKS, RunLog, buildReport } from "../../lib/core/report/jobReport.js";
+import { reportHtml } from "../../lib/core/report/html.js";
+import { reportLine } from "../../lib/cli/commands/report.js";
+import { reportKey } from "../../lib/core/keys.js";
+import type { TaskRun } from "../../lib/core/job/manifest.js";
+import { openPage } from "../helpers/chromium.js";
+import { chunksOf, numbersOf, requireBuild, useDevCloud } from "../helpers/devCloud.js";
+import { refHistogram } from "../helpers/reference.js";
+
+requireBuild();
+const CHUNK = 16 * 1024;
+const PARAMS = { min: 0, max: 100, bins: 8 };
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-report-"));
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+/** What the timeline must show: its rows in order, and each row's bars (chunk indexes). */
+interface Timeline {
+  readonly workers: readonly string[];
+  readonly bars: ReadonlyMap<string, readonly number[]>;
+}
+
+const timelineOf = (report: JobReport): Timeline => ({
+  workers: report.workers.map((w) => w.worker),
+  bars: new Map(report.workers.map((w) => [w.worker, report.tasks.filter((t) => t.worker === w.worker).map((t) => t.index)])),
+});
+
+/** Opens the page as a person would and checks what the report promises of it. */
+const checkPage = async (file: string, expected: Timeline): Promise<Buffer> => {
+  const url = pathToFileURL(file).href;
+  const page = await openPage(url);
+  try {
+    expect(page.errors).toEqual([]);
+    expect(page.requests).toEqual([url]);
+    const rows = await page.evaluate<{ worker: string; bars: number[] }[]>(
+      `[...document.querySelectorAll("svg.timeline g.worker-row")].map((g) => ({ worker: g.dataset.worker, ` +
+        `bars: [...g.querySelectorAll("rect.task")].map((r) => Number(r.dataset.index)) }))`,
+    );
+    expect(rows.map((r) => r.worker)).toEqual(expected.workers);
+    for (const row of rows) expect(row.bars.sort((a, b) => a - b)).toEqual(expected.bars.get(row.worker));
+    const png = await page.screenshot();
+    expect(png.subarray(1, 4).toString("latin1")).toBe("PNG");
+    expect(png.readUInt32BE(16)).toBe(1000); // IHDR width: the viewport's
+    return png;
+  } finally {
+    await page.close();
+  }
+};
+
+describe("a dev-cloud job's report", () => {
+  const cloud = useDevCloud({ workers: 2, workerConcurrency: 2, chunkSize: CHUNK });
+
+  it("lists every chunk once on the worker that ran it, charts the histogram, and renders as one self-contained page", async () => {
+    const t = cloud();
+    const body = numbersOf(220 * 1024, 7);
+    await t.put("_inputs/values.txt", body);
+    const jobId = "report-hist-1";
+    await t.put(`_jobs/${jobId}.json`, JSON.stringify({ op: "histogram", inputs: [`s3://${t.input}/_inputs/values.txt`], params: PARAMS }));
+    expect(await t.waitForEnd(`_jobs/${jobId}/status.json`)).toMatchObject({ state: "succeeded", ranOn: "fleet" });
+
+    const report = JobReport.parse(await t.getJson(t.output, reportKey(jobId)));
+    const chunks = chunksOf(body.length, CHUNK);
+    expect(report.tasks.map((task) => task.index)).toEqual(Array.from({ length: chunks }, (_, i) => i));
+    expect(report.tasks.reduce((n, task) => n + task.bytes, 0)).toBe(body.length);
+    expect(new Set(report.tasks.map((task) => task.on))).toEqual(new Set(["fleet"]));
+    // Worker processes, named <host>/<pid>: at most the two the cloud runs, each task on one of them.
+    expect(report.workers.length).toBeGreaterThanOrEqual(1);
+    expect(report.workers.length).toBeLessThanOrEqual(2);
+    const pids = new Set(t.cloud.workerPids().map(String));
+    for (const w of report.workers) expect(pids.has(w.worker.split("/").at(-1)!)).toBe(true);
+    expect(report.workers.reduce((n, w) => n + w.tasks, 0)).toBe(chunks);
+    const ref = refHistogram(body, PARAMS.bins, PARAMS.min, PARAMS.max);
+    expect(report.chart).toEqual({ kind: "histogram", min: ref.min, max: ref.max, bins: ref.bins });
+    expect(report.cost.instanceType).toBe("m7g.large");
+
+    const html = path.join(dir, "cloud.html");
+    const r = await cli(["report", jobId, "--html", html, "--endpoint", t.cloud.endpoint]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^job ${jobId}: ${chunks} tasks on ${report.workers.length} worker\\(s\\) in \\d+\\.\\d s; `));
+    expect(r.stdout).toContain(`wrote ${html}`);
+    const png = await checkPage(html, timelineOf(report));
+    if (process.env["CLOUDMILL_REPORT_PNG"]) await writeFile(process.env["CLOUDMILL_REPORT_PNG"], png);
+  });
+
+  it("a job with no report yet is one clear line", async () => {
+    const r = await cli(["report", "no-such-job", "--endpoint", cloud().cloud.endpoint]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/^cloudmill: job no-such-job has no report yet: the reducer writes one when a job succeeds/);
+  });
+});
+
+describe("a local run's report (cloudmill run --report)", () => {
+  it("has one row per task slot and one bar per chunk, and opens cleanly", async () => {
+    const file = path.join(dir, "values.txt");
+    const body = numbersOf(300 * 1024, 8);
+    await writeFile(file, body);
+    const html = path.join(dir, "local.html");
+    const args = ["run", file, "--op", "histogram", "-p", "min=0", "-p", "max=100", "-p", "bins=8"];
+    const r = await cli([...args, "--chunk-size", "32KiB", "--workers", "2", "--report", html, "--no-progress"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual(refHistogram(body, 8, 0, 100));
+    const chunks = chunksOf(body.length, 32 * 1024);
+    expect(r.stderr).toMatch(new RegExp(`cloudmill: job \\S+: ${chunks} tasks on [12] worker\\(s\\) in \\d+\\.\\d s; .*on this machine`));
+    const page = await readFile(html, "utf8");
+    expect(page).not.toMatch(/<script|https?:\/\//);
+    // The page's own data: one bar per chunk, rows named by task slot.
+    const bars = [...page.matchAll(/<rect class="task local[^"]*" data-index="(\d+)"/g)].map((m) => Number(m[1]));
+    expect(bars.sort((a, b) => a - b)).toEqual(Array.from({ length: chunks }, (_, i) => i));
+    const rows = [...page.matchAll(/<g class="worker-row" data-worker="([^"]+)">(.*?)<\/g>/g)].map((m) => ({
+      worker: m[1]!,
+      bars: [...m[2]!.matchAll(/data-index="(\d+)"/g)].map((b) => Number(b[1])).sort((a, b) => a - b),
+    }));
+    expect(rows.every((row) => /^task slot [12]$/.test(row.worker))).toBe(true);
+    await checkPage(html, { workers: rows.map((row) => row.worker), bars: new Map(rows.map((row) => [row.worker, row.bars])) });
+  });
+});
+
+describe("the report's arithmetic", () => {
+  const at = (ms: number) => new Date(Date.UTC(2026, 11, 3, 10, 0, 0) + ms).toISOString();
+  const logOf = (runs: readonly [number, TaskRun][]): RunLog => {
+    const log = new RunLog();
+    for (const [index, run] of runs) log.add(index, run);
+    return log;
+  };
+
+  it("prices task-seconds, inline seconds and requests at the table's list prices, and names the stragglers", () => {
+    const runs = logOf([
+      [0, { on: "lambda", at: at(0), ms: 500, worker: "splitter", bytes: 1000 }],
+      [1, { on: "fleet", at: at(600), ms: 1000, worker: "ip-10-0-0-1/7", bytes: 2000 }],
+      [2, { on: "fleet", at: at(600), ms: 1000, worker: "ip-10-0-0-2/7", bytes: 2000, objects: 3 }],
+      [3, { on: "fleet", at: at(1700), ms: 1000, worker: "ip-10-0-0-1/7", bytes: 2000 }],
+      [4, { on: "fleet", at: at(1700), ms: 10_000, worker: "ip-10-0-0-2/7", bytes: 2000 }],
+    ]);
+    const r = buildReport({ jobId: "j", op: "count", inputs: ["a"], finishedAt: at(12_000), runs, instanceType: "m7g.large" });
+    expect(r.medianMs).toBe(1000);
+    expect(r.stragglers).toEqual([{ index: 4, worker: "ip-10-0-0-2/7", ms: 10_000, timesMedian: 10 }]);
+    expect(r.straggling).toBe(1);
+    expect(r.taskSeconds).toEqual({ fleet: 13, lambda: 0.5, local: 0 });
+    // m7g: $0.0408 per vCPU-hour (m7g.large, 2 vCPUs, $0.0816); 13 task-seconds → 13 × 0.0408 / 3600 = 0.000147333…
+    expect(r.cost.fleet).toBe(0.000147);
+    // 0.5 s × 1769/1024 GB × $0.0000133334 = 0.0000115170…
+    expect(r.cost.lambda).toBe(0.000012);
+    // 5 tasks: (5 × 3 HEADs + 7 objects) GETs × $0.0004 + 5 PUTs × $0.005, per 1,000 = 0.0000088 + 0.000025
+    expect(r.cost.s3Requests).toBe(0.000034);
+    // 4 fleet tasks × 3.1 requests × $0.40 / 1e6 = 0.00000496
+    expect(r.cost.sqs).toBe(0.000005);
+    // 0.000147333 + 0.000011517 + 0.0000338 + 0.00000496 = 0.00019761
+    expect(r.cost.total).toBe(0.000198);
+    expect(r.cost.fleetPriced).toBe(true);
+    expect(r.workers.map((w) => [w.worker, w.tasks, w.busyMs])).toEqual([
+      ["splitter", 1, 500],
+      ["ip-10-0-0-1/7", 2, 2000],
+      ["ip-10-0-0-2/7", 2, 11_000],
+    ]);
+    // Bytes land where their tasks ran: the last step holds only the 10 s task, 2,000 B over 10 s.
+    const last = r.throughput.at(-1)!;
+    expect(last.bytesPerSecond).toBe(200);
+    const step = r.throughput[1]!.at - r.throughput[0]!.at;
+    const carried = r.throughput.reduce((n, p) => n + (p.bytesPerSecond * step) / 1000, 0);
+    expect(Math.abs(carried - 9000) / 9000).toBeLessThan(0.02);
+  });
+
+  it("says an instance type it has no price for is unpriced, rather than free", () => {
+    const runs = logOf([[0, { on: "fleet", at: at(0), ms: 1000, worker: "w/1", bytes: 10 }]]);
+    const r = buildReport({ jobId: "j", op: "count", inputs: [], finishedAt: at(2000), runs, instanceType: "x9g.large" });
+    expect(r.cost).toMatchObject({ fleetPriced: false, fleet: 0 });
+    expect(reportLine(r)).toContain("fleet time unpriced (x9g.large is not in the price table)");
+    expect(reportHtml(r)).toContain("unpriced (not in the price table)");
+  });
+
+  it("a job of more tasks than it lists keeps every figure over all of them and lists the slowest", () => {
+    const n = MAX_REPORT_TASKS + 5000;
+    // Task i takes 1 + (i % 1000) ms: the slowest listed are those with the largest i % 1000.
+    const runs = logOf(
+      Array.from({ length: n }, (_, i): [number, TaskRun] => [
+        i,
+        { on: "fleet", at: at(i), ms: 1 + (i % 1000), worker: `w/${i % 4}`, bytes: 1 },
+      ]),
+    );
+    const r = buildReport({ jobId: "j", op: "count", inputs: [], finishedAt: at(n + 2000), runs, instanceType: "m7g.large" });
+    expect(r.taskCount).toBe(n);
+    expect(r.tasks.length).toBe(MAX_REPORT_TASKS);
+    expect(r.omittedTasks).toBe(5000);
+    const fastestListed = Math.min(...r.tasks.map((t) => t.ms));
+    let faster = 0;
+    for (let i = 0; i < n; i++) if (1 + (i % 1000) < fastestListed) faster++;
+    expect(faster).toBeLessThanOrEqual(5000);
+    expect(r.workers.reduce((k, w) => k + w.tasks, 0)).toBe(n);
+    let ms = 0;
+    for (let i = 0; i < n; i++) ms += 1 + (i % 1000);
+    expect(r.taskSeconds.fleet).toBeCloseTo(ms / 1000, 6);
+  });
+
+  it("escapes every name it shows: a hostile input key or worker name is text, and the page still fetches nothing", async () => {
+    const hostile = `"><img src=http://127.0.0.1:1/x onerror=alert(1)><script>fetch("http://127.0.0.1:1/y")</script>`;
+    const runs = logOf([[0, { on: "fleet", at: at(0), ms: 1000, worker: hostile, bytes: 10 }]]);
+    const r = buildReport({ jobId: "j", op: hostile, inputs: [hostile], finishedAt: at(2000), runs, instanceType: "m7g.large" });
+    const file = path.join(dir, "hostile.html");
+    await writeFile(file, reportHtml(r));
+    await checkPage(file, { workers: [hostile], bars: new Map([[hostile, [0]]]) });
+    const page = await openPage(pathToFileURL(file).href);
+    try {
+      expect(await page.evaluate<number>(`document.querySelectorAll("img, script").length`)).toBe(0);
+      expect(await page.evaluate<string>(`document.querySelector("h1").textContent`)).toContain(hostile);
+    } finally {
+      await page.close();
+    }
+  });
+});
