@@ -10,5 +10,10 @@ import { opsRegistry } from "../lib/core/ops/opModules.js";
 const config = readSplitterConfig(process.env);
 const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
 const fleet = config.fleet && new EcsFleetWaker(new ECSClient({}), config.fleet);
-const deps = { ...cloudSplitDeps(config, logger), registry: await opsRegistry(config.opsModules), ...(fleet ? { fleet } : {}) };
+const deps = {
+  ...cloudSplitDeps(config, logger),
+  registry: await opsRegistry(config.opsModules),
+  ...(fleet ? { fleet } : {}),
+  ...(config.instanceType ? { instanceType: config.instanceType } : {}),
+};
 export const handler = splitterHandler(deps, config);

@@ -71,6 +71,7 @@ export const readSplitterConfig = (env: Env) => {
     jobDeadlineSeconds: intOf(env, ENV.JOB_DEADLINE_SECONDS, DEFAULTS.jobDeadlineSeconds),
     inlineMaxBytes: intOf(env, ENV.INLINE_MAX_BYTES, DEFAULTS.inlineMaxBytes, 0),
     fleet: fleetOf(env),
+    instanceType: env[ENV.INSTANCE_TYPE] || undefined,
   };
 };
 export type SplitterConfig = ReturnType<typeof readSplitterConfig>;

@@ -16,6 +16,7 @@ export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
   ITEM_TIMEOUT: 6,
   ITEM_OUT_OF_MEMORY: 6,
   DEADLINE: 6,
+  COST_LIMIT: 8,
   ENVIRONMENT: 7,
   CANCELLED: 130,
   INTERNAL: 70,

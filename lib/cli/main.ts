@@ -7,6 +7,7 @@ import { jobsCommand } from "./commands/jobs.js";
 import { opsCommand } from "./commands/ops.js";
 import { resultCommand } from "./commands/result.js";
 import { reportCommand } from "./commands/report.js";
+import { estimateCommand } from "./commands/estimate.js";
 import { runCommand } from "./commands/run.js";
 import { statusCommand } from "./commands/status.js";
 import { submitCommand } from "./commands/submit.js";
@@ -28,6 +29,7 @@ export const buildProgram = (io: CliIO): Command => {
     waitCommand(io),
     resultCommand(io),
     reportCommand(io),
+    estimateCommand(io),
     jobsCommand(io),
     cancelCommand(io),
     fleetCommand(io),

@@ -31,6 +31,8 @@ export const ErrorCode = {
   DEADLINE: "DEADLINE",
   /** A job was cancelled. */
   CANCELLED: "CANCELLED",
+  /** A job's estimated cost is over its maxCostUsd. */
+  COST_LIMIT: "COST_LIMIT",
   /** Something in the environment (AWS, the filesystem) failed. */
   ENVIRONMENT: "ENVIRONMENT",
   /** A bug: an invariant of cloudmill itself did not hold. */

@@ -72,6 +72,8 @@ export interface SubmitSpec {
   readonly taskTimeoutSeconds?: number;
   /** Longest record to read, as a number or a size like `256MiB`; a longer one is a bad record. Default 64 MiB. */
   readonly maxRecordBytes?: number | string;
+  /** The most the job may cost at list prices: a job estimated over it is refused with COST_LIMIT before any task. */
+  readonly maxCostUsd?: number;
 }
 
 /** Options of one submit or map call. */

@@ -98,6 +98,26 @@ describe("a dev-cloud job's report", () => {
     if (process.env["CLOUDMILL_REPORT_PNG"]) await writeFile(process.env["CLOUDMILL_REPORT_PNG"], png);
   });
 
+  it("refuses a job whose estimate is over its maxCostUsd before any task, naming the estimate; a job under it runs", async () => {
+    const t = cloud();
+    const body = numbersOf(200 * 1024, 9);
+    await t.put("_inputs/costly.txt", body);
+    const spec = (maxCostUsd: number) =>
+      JSON.stringify({ op: "stats", inputs: [`s3://${t.input}/_inputs/costly.txt`], chunkSize: "16KiB", maxCostUsd });
+    // 13 chunks of 16 KiB: about $0.00004 of requests alone, so a ceiling of a millionth of a dollar is over.
+    await t.put("_jobs/too-dear.json", spec(0.000001));
+    const refused = await t.waitForEnd("_jobs/too-dear/status.json");
+    expect(refused).toMatchObject({ state: "failed", error: { code: "COST_LIMIT" } });
+    const chunks = chunksOf(body.length, 16 * 1024);
+    expect(refused.error!.message).toMatch(new RegExp(`estimated \\$0\\.\\d{6} is over maxCostUsd \\$0\\.000001 \\(${chunks} chunks, `));
+    // Nothing but the failure: no manifest, no part, no task.
+    expect(await t.keys(t.output, "_work/too-dear/")).toEqual(["_work/too-dear/failure.json"]);
+    expect(await t.taskDepth()).toMatchObject({ visible: 0, inFlight: 0 });
+
+    await t.put("_jobs/affordable.json", spec(1));
+    expect(await t.waitForEnd("_jobs/affordable/status.json")).toMatchObject({ state: "succeeded" });
+  });
+
   it("a job with no report yet is one clear line", async () => {
     const r = await cli(["report", "no-such-job", "--endpoint", cloud().cloud.endpoint]);
     expect(r.code).not.toBe(0);

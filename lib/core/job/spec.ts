@@ -83,6 +83,11 @@ export const JobSpecSchema = z.strictObject({
    * Default 64 MiB; at least 1 MiB, the most a store reads at once (records are measured where joined).
    */
   maxRecordBytes: ChunkSize.refine((n) => n >= MIN_MAX_RECORD_BYTES, { error: "must be at least 1MiB" }).optional(),
+  /**
+   * The most the job may cost, in USD at list prices: a job whose estimate (from its input sizes
+   * and its op's default rate) is over it is refused with COST_LIMIT before any task is queued.
+   */
+  maxCostUsd: z.number().positive().max(1_000_000).optional(),
   /** A keyed op's partitions: its output parts, and its reduce tasks. Default: one per 256 MiB of input. */
   partitions: z.number().int().min(1).max(MAX_PARTITIONS).optional(),
 });

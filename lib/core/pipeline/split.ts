@@ -20,6 +20,7 @@ import { enqueueTasks } from "./enqueue.js";
 import { writeProgress } from "./status.js";
 import { inlineBegun, mapInline, runsInline, type InlineOptions } from "./inline.js";
 import { logFieldsOf } from "./logFields.js";
+import { estimateJob } from "../report/estimate.js";
 
 export interface JobPlan {
   readonly jobId: string;
@@ -33,6 +34,8 @@ export interface JobPlan {
   readonly deadlineSeconds: number;
   /** Map a small job here rather than on the fleet (the splitter's function sets it). */
   readonly inline?: InlineOptions;
+  /** The job's ceiling: refused with COST_LIMIT when its estimate is over it. */
+  readonly maxCostUsd?: number;
 }
 
 const FORMAT_OF_EXTENSION: Readonly<Record<string, Format>> = {
@@ -130,6 +133,7 @@ export const tasksOf = (manifest: Manifest, indexes: readonly number[]): MapTask
 export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<StartedJob> => {
   const plan = { ...given, inputs: await withCodecs(deps, given.inputs, given.chunkSize) };
   const plannedChunks = planChunks(plan.inputs, plan.chunkSize);
+  if (plan.maxCostUsd !== undefined) refuseOverCeiling(deps, plan, plan.maxCostUsd);
   const now = nowOf(deps);
   const deadline = now + plan.deadlineSeconds * 1000;
   // Every task carries the deadline, so a worker that meets a task of an overdue job fails the job.
@@ -203,6 +207,35 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
   // writes the same result).
   if (mapped === manifest.chunks) await reduceJob(deps, jobId);
   return { manifest, duplicate: false };
+};
+
+/**
+ * Refuses a job whose estimate is over its ceiling, before anything is written or queued. The
+ * splitter knows sizes, not speed: it prices the op's default rate, as `cloudmill estimate`
+ * does without a sample, on the fleet's instance type (the stack's first, on demand).
+ */
+const refuseOverCeiling = (deps: SplitDeps, plan: JobPlan, ceiling: number): void => {
+  const instanceType = deps.instanceType ?? DEFAULTS.instanceType;
+  const estimate = estimateJob({
+    op: plan.job.op,
+    sizes: plan.inputs.map((i) => i.size),
+    chunkSize: plan.chunkSize,
+    instanceType,
+    workers: 1,
+    vcpusPerWorker: 1,
+    maxWorkers: 1,
+    inlineMaxBytes: plan.inline?.maxBytes ?? 0,
+  });
+  if (estimate.cost.total > ceiling) {
+    const c = estimate.cost;
+    throw new CloudmillError(
+      ErrorCode.COST_LIMIT,
+      `estimated $${c.total.toFixed(6)} is over maxCostUsd $${ceiling} (${estimate.chunks} chunks, ` +
+        `${(estimate.bytes / 1e6).toFixed(1)} MB at ${estimate.rate.mbPerSecondPerVcpu} MB/s per vCPU: $${c.instances.toFixed(6)} of ` +
+        `${instanceType} on demand, $${(c.lambda + c.s3Requests + c.sqs + c.logs).toFixed(6)} of Lambda, requests and logs)`,
+      { field: "maxCostUsd" },
+    );
+  }
 };
 
 /** Chunks of a job that have a part. */

@@ -176,6 +176,7 @@ const startSpecJob = async (
       trigger: s3Uri(bucket, key),
       ...(obj.eventTime !== undefined ? { triggeredAt: obj.eventTime } : {}),
       ...optionalInline(inlineOf(config, invocation)),
+      ...(spec.maxCostUsd !== undefined ? { maxCostUsd: spec.maxCostUsd } : {}),
       deadlineSeconds: deadlineSecondsOf(spec, config.jobDeadlineSeconds),
     });
     return { kind: started.duplicate ? "duplicate" : "started", jobId, chunks: started.manifest.chunks };

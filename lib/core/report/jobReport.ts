@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { RanOn, type TaskRun } from "../job/manifest.js";
-import { PRICES, vcpuSecondUsd } from "./prices.js";
+import { PRICES, requestUsd, vcpuSecondUsd } from "./prices.js";
 
 /** Tasks a report lists one by one; a bigger job's report keeps its totals and its slowest tasks. */
 export const MAX_REPORT_TASKS = 20_000;
@@ -230,10 +230,7 @@ export const buildReport = (input: ReportInput): JobReport => {
   const perVcpu = input.instanceType ? vcpuSecondUsd(input.instanceType) : undefined;
   const fleet = seconds.fleet * (perVcpu ?? 0);
   const lambda = seconds.lambda * SPLITTER_GB * PRICES.lambdaGbSecond;
-  // Per task: HEADs of its part and the job's end markers plus a GET per object it read, the PUT
-  // of its part; receive, heartbeat and delete of its message plus a tenth of a batched send.
-  const s3Requests = ((cloudTasks * 3 + cloudObjects) * PRICES.s3Get1000) / 1000 + (cloudTasks * PRICES.s3Put1000) / 1000;
-  const sqs = fleetTasks * 3.1 * (PRICES.sqsMillion / 1e6);
+  const { s3: s3Requests, sqs } = requestUsd(cloudTasks, cloudObjects, fleetTasks);
   const round = (usd: number): number => Math.round(usd * 1e6) / 1e6;
   const histogram = input.op === "histogram" ? Histogram.safeParse(input.result) : undefined;
   return {

@@ -38,3 +38,14 @@ export const vcpuSecondUsd = (instanceType: string): number | undefined => {
   const hour = PRICES.vcpuHour[instanceType.split(".")[0] ?? ""];
   return hour === undefined || vcpusOfSize(instanceType) === undefined ? undefined : hour / 3600;
 };
+
+/** Requests per task beyond one GET per object it reads: HEADs of its part and the job's end markers. */
+export const S3_HEADS_PER_TASK = 3;
+/** SQS requests per fleet task: receive, heartbeat, delete, and a tenth of a batched send. */
+export const SQS_PER_TASK = 3.1;
+
+/** USD of the S3 and SQS requests of `tasks` cloud tasks reading `objects` objects, `fleetTasks` of them through the queue. */
+export const requestUsd = (tasks: number, objects: number, fleetTasks: number): { readonly s3: number; readonly sqs: number } => ({
+  s3: ((tasks * S3_HEADS_PER_TASK + objects) * PRICES.s3Get1000) / 1000 + (tasks * PRICES.s3Put1000) / 1000,
+  sqs: fleetTasks * SQS_PER_TASK * (PRICES.sqsMillion / 1e6),
+});

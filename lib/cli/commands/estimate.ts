@@ -1,0 +1,151 @@
+/**
+ * `cloudmill estimate <inputs...> --op X`: what a job would take and cost on the fleet, before
+ * anything runs: sizes from the filesystem (listed, not read), the op's rate calibrated on a
+ * sample of the first input (or its default), priced as job reports are.
+ */
+import { mkdtemp, open, rm, stat, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { Command } from "commander";
+import { z } from "zod";
+import { DEFAULTS, MiB } from "../../core/constants.js";
+import { CloudmillError, ErrorCode } from "../../core/errors.js";
+import { vcpusOfSize } from "../../core/instanceTypes.js";
+import { parseSize } from "../../core/job/size.js";
+import { parseJobSpec } from "../../core/job/spec.js";
+import { silentLogger } from "../../core/log.js";
+import { loadOpsModule } from "../../core/ops/opModules.js";
+import { OpRegistry } from "../../core/ops/registry.js";
+import { estimateJob, type Estimate } from "../../core/report/estimate.js";
+import { walk } from "../../local/localInputs.js";
+import { runLocal } from "../../local/localEngine.js";
+import { collect, collectParam } from "../options.js";
+import { parseFlags } from "../cloudOptions.js";
+import type { CliIO } from "../io.js";
+
+/** Bytes of the first input a calibration maps (cut after a newline). */
+const SAMPLE_BYTES = 8 * MiB;
+
+const EstimateFlags = z.object({
+  op: z.string(),
+  param: z.record(z.string(), z.string()).default({}),
+  chunkSize: z.string().optional(),
+  workers: z.coerce.number({ error: "expected a whole number" }).int().min(1).max(1000).default(1),
+  maxWorkers: z.coerce.number({ error: "expected a whole number" }).int().min(1).max(1000).default(4),
+  instanceType: z.string().default(DEFAULTS.instanceType),
+  inlineMaxBytes: z.string().default("64MiB"),
+  calibrate: z.boolean().default(true),
+  ops: z.array(z.string()).default([]),
+  json: z.boolean().default(false),
+});
+
+/** Sizes of the files the inputs name (directories walked), in order. */
+const sizesOf = async (inputs: readonly string[]): Promise<{ file: string; size: number }[]> => {
+  const out: { file: string; size: number }[] = [];
+  for (const input of inputs) {
+    if (input.startsWith("s3://"))
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `${input}: estimate lists local files; S3 inputs are not estimated yet`);
+    const info = await stat(input).catch(() => undefined);
+    if (!info) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `${input}: no such file or directory`);
+    if (info.isDirectory()) for (const file of await walk(input)) out.push({ file, size: (await stat(file)).size });
+    else out.push({ file: input, size: info.size });
+  }
+  return out;
+};
+
+/** MB/s per core of the op on the first SAMPLE_BYTES of `file`, mapped on this thread. */
+const calibrate = async (
+  file: string,
+  spec: { op: string; params: Record<string, string> },
+  registry: OpRegistry,
+): Promise<{ rate: number; bytes: number }> => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-estimate-"));
+  try {
+    const handle = await open(file);
+    const buf = Buffer.alloc(SAMPLE_BYTES);
+    const { bytesRead } = await handle.read(buf, 0, SAMPLE_BYTES, 0).finally(() => handle.close());
+    const cut = bytesRead < SAMPLE_BYTES ? bytesRead : buf.lastIndexOf(0x0a, bytesRead - 1) + 1 || bytesRead;
+    const sample = path.join(dir, `sample${path.extname(file)}`);
+    await writeFile(sample, buf.subarray(0, cut));
+    const job = parseJobSpec({ op: spec.op, inputs: [sample], params: spec.params, chunkSize: Math.max(cut, DEFAULTS.minChunkSize) });
+    const { report } = await runLocal({ spec: job, registry, workers: 0, report: true, log: silentLogger });
+    const seconds = Math.max(report?.taskSeconds.local ?? 0, 0.001);
+    return { rate: cut / 1e6 / seconds, bytes: cut };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+};
+
+const dollars = (x: number): string => `$${x < 0.01 ? x.toFixed(6) : x.toFixed(2)}`;
+const duration = (s: number): string =>
+  s < 120 ? `${s.toFixed(1)} s` : s < 7200 ? `${(s / 60).toFixed(1)} min` : `${(s / 3600).toFixed(1)} h`;
+
+/** The estimate as a few lines for a person. */
+export const estimateText = (e: Estimate, calibratedOn?: { file: string; bytes: number }): string => {
+  const c = e.cost;
+  const rate = calibratedOn
+    ? `calibrated on ${(calibratedOn.bytes / 1e6).toFixed(1)} MB of ${calibratedOn.file}`
+    : "the op's default; --calibrate off or nothing to sample";
+  return [
+    `estimate: ${e.op} over ${(e.bytes / 1e6).toFixed(1)} MB in ${e.chunks} chunk(s)`,
+    `rate: ${e.rate.mbPerSecondPerVcpu.toFixed(1)} MB/s per vCPU (${rate})`,
+    `runs on: ${e.runsOn === "lambda" ? "the splitter function, where the job starts (under the inline limit)" : `the fleet`}` +
+      (e.runsOn === "fleet" ? ` (${c.instanceType})` : ""),
+    `task time: ${duration(e.taskSeconds)} (${e.workerHours.toFixed(4)} worker-hours)`,
+    `wall time: ${duration(e.wallSeconds.atWorkers)} at ${e.wallSeconds.workers} worker(s), ${duration(e.wallSeconds.atMost)} at ` +
+      `${e.wallSeconds.maxWorkers} (the most)`,
+    `cost: ${c.fleetPriced ? dollars(c.total) : "unpriced"}: instances ${c.fleetPriced ? dollars(c.instances) : "unpriced"}, ` +
+      `Lambda ${dollars(c.lambda)}, S3 requests ${dollars(c.s3Requests)}, SQS ${dollars(c.sqs)}, logs ${dollars(c.logs)} ` +
+      `(on-demand list prices of ${c.pricesAsOf})`,
+  ].join("\n");
+};
+
+export const estimateCommand = (io: CliIO): Command =>
+  new Command("estimate")
+    .description("what a job would take and cost on the fleet, from input sizes and a calibration on a sample")
+    .argument("<inputs...>", "files or directories")
+    .requiredOption("--op <name>", "the op")
+    .option("-p, --param <name=value>", "an op param, repeatable", collectParam)
+    .option("-c, --chunk-size <size>", "bytes per chunk (default 16MiB)")
+    .option("-w, --workers <n>", "worker tasks to estimate the wall time at", "1")
+    .option("--max-workers <n>", "the fleet's most worker tasks (the stack's maxWorkers)", "4")
+    .option("--instance-type <type>", "the fleet's instance type, for its price and vCPUs per worker", DEFAULTS.instanceType)
+    .option("--inline-max-bytes <size>", "the stack's inline limit (0: none)", "64MiB")
+    .option("--no-calibrate", "use the op's default rate instead of mapping a sample")
+    .option("--ops <module>", "load user ops from a module, repeatable", collect)
+    .option("--json", "print the estimate as JSON")
+    .action(async (inputs: string[], raw: Record<string, unknown>) => {
+      const flags = parseFlags(EstimateFlags, raw);
+      const registry = new OpRegistry();
+      for (const m of flags.ops) await loadOpsModule(m, registry);
+      registry.get(flags.op);
+      const chunkSize = flags.chunkSize ? parseSize(flags.chunkSize) : DEFAULTS.chunkSize;
+      const inlineMaxBytes = flags.inlineMaxBytes.trim() === "0" ? 0 : parseSize(flags.inlineMaxBytes);
+      if (chunkSize === undefined || chunkSize < 1)
+        throw new CloudmillError(ErrorCode.INVALID_SPEC, "--chunk-size: expected a size like 16MiB");
+      if (inlineMaxBytes === undefined)
+        throw new CloudmillError(ErrorCode.INVALID_SPEC, "--inline-max-bytes: expected a size like 64MiB, or 0");
+      const vcpus = vcpusOfSize(flags.instanceType);
+      if (vcpus === undefined)
+        throw new CloudmillError(ErrorCode.INVALID_SPEC, `--instance-type ${flags.instanceType}: not an instance type`);
+      const files = await sizesOf(inputs);
+      const first = files.find((f) => f.size > 0);
+      const calibrated =
+        flags.calibrate && first ? await calibrate(first.file, { op: flags.op, params: flags.param }, registry) : undefined;
+      const estimate = estimateJob({
+        op: flags.op,
+        sizes: files.map((f) => f.size),
+        chunkSize,
+        ...(calibrated ? { mbPerSecond: calibrated.rate } : {}),
+        instanceType: flags.instanceType,
+        workers: flags.workers,
+        vcpusPerWorker: vcpus,
+        maxWorkers: flags.maxWorkers,
+        inlineMaxBytes,
+      });
+      io.stdout.write(
+        flags.json
+          ? `${JSON.stringify(estimate, null, 2)}\n`
+          : `${estimateText(estimate, calibrated && first ? { file: first.file, bytes: calibrated.bytes } : undefined)}\n`,
+      );
+    });

@@ -1,0 +1,117 @@
+/**
+ * What a job will take and cost, before anything is queued: from input sizes (listed, not read)
+ * and a mapping rate (calibrated on a sample of the real input, or the op's default), the
+ * chunks, task time, wall time at N workers and at the fleet's most, and the dollars, priced as
+ * job reports price a finished job (prices.ts), so the two can be compared.
+ */
+import { z } from "zod";
+import { PRICES, requestUsd, vcpuSecondUsd } from "./prices.js";
+import { SPLITTER_GB } from "./jobReport.js";
+
+/**
+ * Mapping rates per vCPU (MB/s) when none is calibrated: about the slowest each built-in op
+ * showed in docs/benchmarks.md on one core of a 2-core x86 machine; a lab's op gets the last.
+ */
+export const DEFAULT_MB_PER_SECOND: Readonly<Record<string, number>> = {
+  count: 150,
+  grep: 60,
+  wordcount: 25,
+  stats: 20,
+  histogram: 20,
+  distinct: 15,
+  groupby: 12,
+  sort: 8,
+};
+export const LAB_OP_MB_PER_SECOND = 10;
+/** Time a task spends on its requests and start, beyond its bytes. */
+export const TASK_OVERHEAD_SECONDS = 0.05;
+/** Log bytes a task writes (a few JSON lines), and CloudWatch Logs' price per GB ingested. */
+const LOG_BYTES_PER_TASK = 1000;
+const LOGS_USD_PER_GB = 0.5;
+
+export const Estimate = z.object({
+  op: z.string(),
+  bytes: z.number(),
+  chunks: z.number().int(),
+  rate: z.object({ mbPerSecondPerVcpu: z.number(), source: z.enum(["calibrated", "default"]) }),
+  /** Where it would run: the splitter maps a job under its inline limit itself. */
+  runsOn: z.enum(["lambda", "fleet"]),
+  taskSeconds: z.number(),
+  workerHours: z.number(),
+  wallSeconds: z.object({ atWorkers: z.number(), workers: z.number(), atMost: z.number(), maxWorkers: z.number() }),
+  cost: z.object({
+    currency: z.literal("USD"),
+    pricesAsOf: z.string(),
+    instanceType: z.string(),
+    fleetPriced: z.boolean(),
+    instances: z.number(),
+    lambda: z.number(),
+    s3Requests: z.number(),
+    sqs: z.number(),
+    logs: z.number(),
+    total: z.number(),
+  }),
+});
+export type Estimate = z.infer<typeof Estimate>;
+
+export interface EstimateInput {
+  readonly op: string;
+  /** Each input's size in bytes. */
+  readonly sizes: readonly number[];
+  readonly chunkSize: number;
+  /** Calibrated MB/s per vCPU; unset: the op's default. */
+  readonly mbPerSecond?: number;
+  readonly instanceType: string;
+  /** Worker tasks at once, and the vCPUs (tasks at once) of each. */
+  readonly workers: number;
+  readonly vcpusPerWorker: number;
+  readonly maxWorkers: number;
+  /** Jobs this small are mapped by the splitter (0: none). */
+  readonly inlineMaxBytes: number;
+}
+
+export const defaultRate = (op: string): number => DEFAULT_MB_PER_SECOND[op] ?? LAB_OP_MB_PER_SECOND;
+
+export const estimateJob = (input: EstimateInput): Estimate => {
+  const bytes = input.sizes.reduce((n, s) => n + s, 0);
+  const chunks = input.sizes.reduce((n, s) => n + (s === 0 ? 0 : Math.ceil(s / input.chunkSize)), 0);
+  const rate = input.mbPerSecond ?? defaultRate(input.op);
+  const taskSeconds = bytes / (rate * 1e6) + chunks * TASK_OVERHEAD_SECONDS;
+  const inline = input.inlineMaxBytes > 0 && bytes <= input.inlineMaxBytes;
+  // Waves of tasks, each as long as a full chunk: the last wave may be short, the first is not.
+  const chunkSeconds = Math.min(input.chunkSize, bytes) / (rate * 1e6) + TASK_OVERHEAD_SECONDS;
+  const wall = (workers: number): number => Math.ceil(chunks / Math.max(1, workers * input.vcpusPerWorker)) * chunkSeconds;
+  const perVcpu = vcpuSecondUsd(input.instanceType);
+  const instances = inline ? 0 : taskSeconds * (perVcpu ?? 0);
+  const lambda = inline ? taskSeconds * SPLITTER_GB * PRICES.lambdaGbSecond : 0;
+  const requests = requestUsd(chunks, chunks, inline ? 0 : chunks);
+  const logs = ((chunks * LOG_BYTES_PER_TASK) / 1e9) * LOGS_USD_PER_GB;
+  const round = (usd: number): number => Math.round(usd * 1e6) / 1e6;
+  return {
+    op: input.op,
+    bytes,
+    chunks,
+    rate: { mbPerSecondPerVcpu: rate, source: input.mbPerSecond === undefined ? "default" : "calibrated" },
+    runsOn: inline ? "lambda" : "fleet",
+    taskSeconds,
+    workerHours: taskSeconds / input.vcpusPerWorker / 3600,
+    wallSeconds: {
+      atWorkers: inline ? taskSeconds : wall(input.workers),
+      workers: input.workers,
+      atMost: inline ? taskSeconds : wall(input.maxWorkers),
+      maxWorkers: input.maxWorkers,
+    },
+    cost: {
+      currency: "USD",
+      pricesAsOf: PRICES.asOf,
+      instanceType: input.instanceType,
+      fleetPriced: inline || perVcpu !== undefined,
+      instances: round(instances),
+      lambda: round(lambda),
+      s3Requests: round(requests.s3),
+      sqs: round(requests.sqs),
+      logs: round(logs),
+      total: round(instances + lambda + requests.s3 + requests.sqs + logs),
+    },
+  };
+};

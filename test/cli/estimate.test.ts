@@ -1,0 +1,75 @@
+/**
+ * `cloudmill estimate`: chunks, task and wall time and dollars from input sizes and a rate,
+ * checked against arithmetic done by hand from the price table; a calibration maps a sample
+ * of the real input. (The splitter's refusal of a job over its maxCostUsd is in
+ * test/integration/report.test.ts, against the emulated cloud.)
+ */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Estimate } from "../../lib/core/report/estimate.js";
+import { cli } from "../helpers/cli.js";
+import { textOf } from "../helpers/devCloud.js";
+
+let dir: string;
+let file: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-estimate-"));
+  file = path.join(dir, "notes.txt");
+  await writeFile(file, textOf(5_000_000, 41).subarray(0, 5_000_000));
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+describe("cloudmill estimate", () => {
+  it("prices a fleet job from sizes and the op's default rate, as worked out by hand", async () => {
+    const r = await cli([
+      "estimate",
+      file,
+      "--op",
+      "wordcount",
+      "--chunk-size",
+      "1MiB",
+      "--inline-max-bytes",
+      "0",
+      "--no-calibrate",
+      "--json",
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const e = Estimate.parse(JSON.parse(r.stdout));
+    // 5,000,000 B in 1 MiB chunks: 5 chunks; wordcount's default 25 MB/s per vCPU; 0.05 s per task.
+    expect(e).toMatchObject({ bytes: 5_000_000, chunks: 5, runsOn: "fleet", rate: { mbPerSecondPerVcpu: 25, source: "default" } });
+    expect(e.taskSeconds).toBeCloseTo(0.2 + 0.25, 9);
+    // m7g.large: 2 vCPUs a worker. 1 worker: 3 waves of 2; 4 workers: 1 wave; a wave is 1 MiB at 25 MB/s + 0.05 s.
+    expect(e.wallSeconds.atWorkers).toBeCloseTo(3 * (1_048_576 / 25e6 + 0.05), 9);
+    expect(e.wallSeconds.atMost).toBeCloseTo(1_048_576 / 25e6 + 0.05, 9);
+    // 0.45 s × $0.0408 per vCPU-hour / 3600 = 0.0000051; (5 × 3 HEADs + 5 GETs) × $0.0004 + 5 PUTs × $0.005, per
+    // 1,000 = 0.000033; 5 × 3.1 × $0.40 / 1e6 = 0.0000062; 5 × 1 KB of logs × $0.50 per GB = 0.0000025.
+    expect(e.cost).toMatchObject({ instances: 0.000005, s3Requests: 0.000033, sqs: 0.000006, logs: 0.000003, lambda: 0 });
+    expect(e.cost.total).toBe(0.000047);
+  });
+
+  it("says a job under the inline limit runs in the splitter, and prices its Lambda seconds", async () => {
+    const r = await cli(["estimate", file, "--op", "count", "--no-calibrate", "--json"]);
+    const e = Estimate.parse(JSON.parse(r.stdout));
+    expect(e.runsOn).toBe("lambda");
+    // 1 chunk: 5 MB at count's 150 MB/s + 0.05 s = 0.0833 s × 1769/1024 GB × $0.0000133334 = 0.0000019…
+    expect(e.cost.lambda).toBe(0.000002);
+    expect(e.cost.instances).toBe(0);
+  });
+
+  it("calibrates the rate by mapping a sample of the first input", async () => {
+    const r = await cli(["estimate", file, "--op", "wordcount"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^estimate: wordcount over 5\.0 MB in 1 chunk\(s\)\nrate: \d+\.\d MB\/s per vCPU \(calibrated on 5\.0 MB of /);
+    expect(r.stdout).toMatch(/\ncost: \$\d\.\d{6}: instances \$0\.000000, Lambda \$\d\.\d{6}, /);
+  });
+
+  it("refuses what it cannot estimate, in one line", async () => {
+    const r = await cli(["estimate", "s3://bucket/key", "--op", "count"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe("cloudmill: s3://bucket/key: estimate lists local files; S3 inputs are not estimated yet\n");
+    const missing = await cli(["estimate", path.join(dir, "nope.txt"), "--op", "count"]);
+    expect(missing.code).toBe(3);
+  });
+});
