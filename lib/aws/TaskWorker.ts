@@ -9,12 +9,9 @@ import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import { isReduceTask, TaskMessage } from "../core/job/manifest.js";
 import type { TaskQueue, QueueMessage } from "../core/ports.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
-import { failJob } from "../core/pipeline/deadLetter.js";
-import { readJsonIfExists } from "../core/pipeline/blobJson.js";
+import { failJobOfTask } from "../core/pipeline/deadLetter.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { afterFailedAttempt, runTask, type TaskOutcome } from "../core/pipeline/task.js";
-import { Manifest } from "../core/job/manifest.js";
-import { manifestKey } from "../core/keys.js";
 import { backoffMs, sleep, type Backoff } from "../core/sleep.js";
 import { noProtection, type TaskProtection } from "./taskProtection.js";
 
@@ -162,13 +159,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       const next = await afterFailedAttempt(deps, task, err, message.receiveCount);
       if (next.action === "fail-job") {
         try {
-          const manifest = await readJsonIfExists(deps.output, manifestKey(task.jobId), Manifest);
-          if (manifest)
-            await failJob(
-              deps,
-              { jobId: task.jobId, output: manifest.output, chunks: manifest.chunks, done: 0, startedAt: manifest.createdAt },
-              err,
-            );
+          await failJobOfTask(deps, task.jobId, err);
           await queue.delete(message.receiptHandle);
         } catch (e2) {
           // S3 or SQS failed us while failing the job: the message comes back and the next

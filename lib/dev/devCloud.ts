@@ -24,6 +24,7 @@ import type { Logger } from "../core/log.js";
 import { compiledFile } from "../local/paths.js";
 import type { FleetWaker, TaskQueue } from "../core/ports.js";
 import { dyingAfterParts } from "./dyingInvocation.js";
+import { workersFor } from "../aws/EcsFleetWaker.js";
 import { decodeEventKey, type SqsBatchResponse } from "../aws/events.js";
 import { deadLetterHandler, reducerHandler, splitterHandler } from "../aws/handlers.js";
 import { createDevResources, startEmulator, type Emulator, type RequestCounts } from "./emulator.js";
@@ -198,8 +199,8 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   const fleet: FleetWaker = {
     wake: async (tasks) => {
       if (workers.some((w) => w !== undefined) || maxWorkers === 0) return 0;
-      const count = Math.max(1, Math.min(maxWorkers, Math.ceil(tasks / (options.workerConcurrency ?? 1))));
-      for (let i = 0; i < count; i++) startWorker(workers.length);
+      const count = workersFor(tasks, { maxWorkers, tasksPerWorker: options.workerConcurrency ?? 1 });
+      startWorkers(count);
       woken += count;
       return count;
     },
@@ -293,6 +294,10 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     });
   };
   for (let i = 0; i < (options.workers ?? 2); i++) startWorker(i);
+  /** More worker processes, in new slots. */
+  function startWorkers(count: number): void {
+    for (let i = 0; i < count; i++) startWorker(workers.length);
+  }
 
   return {
     endpoint: emulator.endpoint,
@@ -303,9 +308,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     deadLetterQueueUrl: resources.deadLetterQueueUrl,
     clients,
     workerPids: () => workers.map((w) => w?.pid ?? -1),
-    startWorkers: (count) => {
-      for (let i = 0; i < count; i++) startWorker(workers.length);
-    },
+    startWorkers,
     woken: () => woken,
     killWorker: (i, signal = "SIGKILL") => void workers[i]?.kill(signal),
     requests: () => emulator.requests(),

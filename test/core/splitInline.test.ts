@@ -59,7 +59,12 @@ const setUp = async (name: string, body: Buffer = TEXT): Promise<Setup> => {
   const info = (await inputs.head("data.txt"))!;
   const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
   const wakes: number[] = [];
-  const fleet = { wake: async (tasks: number) => (wakes.push(tasks), 1) };
+  const fleet = {
+    wake: async (tasks: number) => {
+      wakes.push(tasks);
+      return 1;
+    },
+  };
   const deps: SplitDeps = { output, queue, inputStore: () => inputs, registry, log: silentLogger, fleet };
   const object: InputObject = { bucket: "in", key: "data.txt", size: info.size, etag: info.etag, name: "data.txt" };
   return { deps, queue, output, wakes, object };

@@ -108,7 +108,8 @@ export const openPage = async (url: string, viewport = { width: 1000, height: 90
       child.kill("SIGKILL");
       await exited;
     }
-    await rm(profile, { recursive: true, force: true });
+    // Chromium's helper processes outlive the browser by a moment, still writing to the profile.
+    await rm(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   };
 
   const errors: string[] = [];

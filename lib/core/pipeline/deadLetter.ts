@@ -42,6 +42,13 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
   return status;
 };
 
+/** Fails the job of a task whose error would recur on every attempt (a job not yet planned has nothing to fail). */
+export const failJobOfTask = async (deps: PipelineDeps, jobId: string, error: CloudmillError, done = 0): Promise<void> => {
+  const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
+  if (manifest)
+    await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done, startedAt: manifest.createdAt }, error);
+};
+
 const ChunkErrorRecord = z.object({ attempt: z.number(), error: StatusError });
 
 /**

@@ -2,18 +2,18 @@
  * Small jobs run where they start. A job under the stack's inline limit is mapped by the
  * splitter itself, chunk by chunk, with the task code a worker runs and the parts a worker
  * would write, so the reducer cannot tell the difference. Whatever the function's time
- * cannot cover goes to the queue. Parts are deterministic, so a chunk mapped twice (inline,
- * then again on the fleet after a timeout) rewrites what was there.
+ * cannot cover goes to the queue. Parts are keyed by chunk, so a chunk mapped twice (inline,
+ * then again on the fleet after a timeout) is counted once.
  */
 import { z } from "zod";
-import { inlineKey, manifestKey } from "../keys.js";
+import { inlineKey } from "../keys.js";
 import { toCloudmillError } from "../errors.js";
-import { Manifest, type InputObject, type MapTask } from "../job/manifest.js";
+import type { InputObject, MapTask } from "../job/manifest.js";
 import { isTaskOp } from "../ops/defineTask.js";
 import { isShuffled, type AnyOp } from "../ops/types.js";
 import { nowOf, type SplitDeps } from "./deps.js";
 import { readJsonIfExists, writeJson } from "./blobJson.js";
-import { failJob } from "./deadLetter.js";
+import { failJobOfTask } from "./deadLetter.js";
 import { logFieldsOf } from "./logFields.js";
 import { afterFailedAttempt, runTask } from "./task.js";
 
@@ -79,13 +79,7 @@ export const mapInline = async (deps: SplitDeps, tasks: Iterable<MapTask>, optio
       }
       const error = toCloudmillError(err);
       if ((await afterFailedAttempt(deps, task, error, 1)).action === "fail-job") {
-        const manifest = await readJsonIfExists(deps.output, manifestKey(task.jobId), Manifest);
-        if (manifest)
-          await failJob(
-            deps,
-            { jobId: task.jobId, output: manifest.output, chunks: manifest.chunks, done: mapped, startedAt: manifest.createdAt },
-            error,
-          );
+        await failJobOfTask(deps, task.jobId, error, mapped);
         return { mapped, ended: true };
       }
       deps.log.warn("inline chunk failed; the fleet takes it from here", logFieldsOf(error));

@@ -110,7 +110,7 @@ export const reduceJob = async (
     let skipped: number;
     let sniffed: readonly SniffedSeparator[];
     let ran: WhereRan;
-    let report: (() => Promise<void>) | undefined;
+    let runs: RunLog | undefined;
     if (partitions !== undefined) {
       let started = await reduceStarted(deps, jobId);
       if (!started) {
@@ -133,8 +133,7 @@ export const reduceJob = async (
       ({ skipped, sniffed, ran } = stage);
       // JSON has no undefined: an op with nothing to say (a lab op over no records) answers null.
       result = merge.op.finalize(stage.partial, merge.params, { inputs: manifest.inputs.map((i) => i.name) }) ?? null;
-      const finalResult = result;
-      if (stage.runs.size > 0) report = () => writeReport(deps, manifest, stage.runs, finalResult);
+      runs = stage.runs;
     }
     const status = succeededStatus(manifest, skipped, nowOf(deps), sniffed, ran);
     if (await superseded(deps, manifest.output.status, jobId, manifest.createdAt)) {
@@ -145,7 +144,10 @@ export const reduceJob = async (
     // Result first: whoever sees the succeeded marker may rely on result.json being there, and
     // on the report. The report is a view of the parts: a failure to write it leaves the job as it is.
     await writeJson(deps.output, manifest.output.result, result);
-    await report?.().catch((err: unknown) => log.warn("report not written", logFieldsOf(toCloudmillError(err))));
+    if (runs?.size)
+      await writeReport(deps, manifest, runs, result).catch((err: unknown) =>
+        log.warn("report not written", logFieldsOf(toCloudmillError(err))),
+      );
     await writeJson(deps.output, succeededKey(jobId), status);
     await writeJson(deps.output, manifest.output.status, status);
     log.info("job succeeded", { chunks: manifest.chunks, skipped });
