@@ -295,8 +295,14 @@ export const fragile = defineOp({
   orderFree: true,
   map: (_line, _params, meta) => {
     if (meta.offset >= ${CRASH_AT} && !existsSync(${JSON.stringify(crashMarker)})) {
-      writeFileSync(${JSON.stringify(crashMarker)}, "");
-      process.exit(3); // in a worker thread: ends the thread, as a crash would
+      // Created exclusively: two threads past the offset at once must not both crash.
+      let first = true;
+      try {
+        writeFileSync(${JSON.stringify(crashMarker)}, "", { flag: "wx" });
+      } catch {
+        first = false;
+      }
+      if (first) process.exit(3); // in a worker thread: ends the thread, as a crash would
     }
     return 1;
   },
