@@ -13,6 +13,7 @@ import { failJobOfTask } from "../core/pipeline/deadLetter.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { afterFailedAttempt, runTask, type TaskOutcome } from "../core/pipeline/task.js";
 import { backoffMs, sleep, type Backoff } from "../core/sleep.js";
+import type { MemoryUse } from "./containerMemory.js";
 import { noProtection, type TaskProtection } from "./taskProtection.js";
 
 /** This process, as task records name it: in a container, its hostname is the container's id. */
@@ -28,13 +29,22 @@ export interface TaskWorkerOptions {
   /** Long-poll wait. Default 20. */
   readonly waitSeconds?: number;
   readonly protection?: TaskProtection;
+  /** The container's memory use; past MEMORY_HIGH_WATER of its limit no chunk is taken. Default: not watched. */
+  readonly memory?: () => Promise<MemoryUse | undefined>;
 }
+
+/** Share of the container's memory past which the worker takes no new chunk (the OOM killer acts at the limit). */
+export const MEMORY_HIGH_WATER = 0.9;
+/** How often a worker whose memory is full looks again. */
+const MEMORY_RECHECK_MS = 1000;
 
 export interface TaskWorkerEvents {
   message_received: [task: TaskMessage, message: QueueMessage];
   task_done: [task: TaskMessage, outcome: TaskOutcome];
   task_failed: [task: TaskMessage | undefined, error: CloudmillError, willRetry: boolean];
   heartbeat: [task: TaskMessage];
+  /** Memory passed the high-water mark: the worker takes no chunk until it falls back. */
+  memory_full: [use: MemoryUse];
   stopped: [];
 }
 
@@ -51,6 +61,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   /** Aborts tasks still running when the grace period ends. */
   readonly #kill = new AbortController();
   #loops: Promise<void>[] = [];
+  #memoryFull = false;
 
   constructor(options: TaskWorkerOptions) {
     super();
@@ -89,6 +100,10 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   async #receiveLoop(): Promise<void> {
     const { queue, deps } = this.#options;
     while (!this.stopping) {
+      if (await this.#memoryIsFull()) {
+        await sleep(MEMORY_RECHECK_MS, this.#stop.signal).catch(() => undefined);
+        continue;
+      }
       let messages: QueueMessage[];
       try {
         messages = await queue.receive({ maxMessages: 1, waitSeconds: this.#options.waitSeconds ?? 20, signal: this.#stop.signal });
@@ -110,6 +125,18 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         }
       }
     }
+  }
+
+  /** True while the container is near its memory limit (said once per episode); a failed read never stops work. */
+  async #memoryIsFull(): Promise<boolean> {
+    const use = await this.#options.memory?.().catch(() => undefined);
+    const full = use !== undefined && use.used >= MEMORY_HIGH_WATER * use.limit;
+    if (full && !this.#memoryFull) {
+      this.#options.deps.log.warn("memory nearly full: taking no new chunk until it falls", { used: use.used, limit: use.limit });
+      this.emit("memory_full", use);
+    } else if (!full && this.#memoryFull) this.#options.deps.log.info("memory below the high-water mark again: taking chunks");
+    this.#memoryFull = full;
+    return full;
   }
 
   async #handle(message: QueueMessage): Promise<void> {

@@ -2,6 +2,7 @@
  * The container's main, as a function: configuration from the environment, the loop over
  * SQS and S3, and a graceful stop on SIGTERM (ECS sends it, then SIGKILL after stopTimeout).
  */
+import os from "node:os";
 import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
 import type { Logger } from "../core/log.js";
 import { opsRegistry } from "../core/ops/opModules.js";
@@ -9,6 +10,7 @@ import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
 import { ThreadMapperHost } from "../sandbox/ThreadMapperHost.js";
 import { awsClients, destroyClients, type AwsClientOptions } from "./clients.js";
 import { cloudDeps } from "./cloudDeps.js";
+import { containerMemory, mapperHeap } from "./containerMemory.js";
 import { readWorkerConfig } from "./env.js";
 import { powertoolsLogger } from "./logger.js";
 import { SqsTaskQueue } from "./SqsTaskQueue.js";
@@ -36,7 +38,13 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     ...(hooks.wrapHandler ? { wrapHandler: hooks.wrapHandler(logger) } : {}),
   });
   const items = new ThreadItemRunner({ opsModules: config.opsModules });
-  const mappers = new ThreadMapperHost({ opsModules: config.opsModules, taskTimeoutSeconds: config.taskTimeoutSeconds });
+  const memory = containerMemory();
+  const limit = (await memory())?.limit ?? os.totalmem();
+  const mappers = new ThreadMapperHost({
+    opsModules: config.opsModules,
+    taskTimeoutSeconds: config.taskTimeoutSeconds,
+    ...mapperHeap(limit, config.concurrency),
+  });
   const deps = { ...cloudDeps(config, logger, clients), registry: await opsRegistry(config.opsModules), items, mappers };
   const worker = new TaskWorker({
     queue: new SqsTaskQueue(clients.sqs, config.taskQueueUrl),
@@ -45,10 +53,12 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     visibilitySeconds: config.visibilitySeconds,
     heartbeatSeconds: config.heartbeatSeconds,
     protection: config.ecsAgentUri ? ecsTaskProtection(config.ecsAgentUri, logger) : noProtection,
+    memory,
   }).start();
   logger.info("worker started", {
     concurrency: config.concurrency,
     visibilitySeconds: config.visibilitySeconds,
+    mapperHeapMiB: mapperHeap(limit, config.concurrency).memoryMiB,
     queue: config.taskQueueUrl,
   });
   await new Promise<void>((resolve) => {

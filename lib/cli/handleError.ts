@@ -12,6 +12,7 @@ export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
   INPUT_CHANGED: 5,
   CHUNK_FAILED: 6,
   TASK_TIMEOUT: 6,
+  OUT_OF_MEMORY: 6,
   ITEM_FAILED: 6,
   ITEM_TIMEOUT: 6,
   ITEM_OUT_OF_MEMORY: 6,

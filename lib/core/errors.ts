@@ -21,6 +21,8 @@ export const ErrorCode = {
   CHUNK_FAILED: "CHUNK_FAILED",
   /** A chunk's mapping ran past the worker's task time limit (taskTimeoutSeconds). */
   TASK_TIMEOUT: "TASK_TIMEOUT",
+  /** A chunk's mapping used more heap than its limit (taskMemoryMiB, else the worker's share of its container). */
+  OUT_OF_MEMORY: "OUT_OF_MEMORY",
   /** A task's item threw (a task job fails with it under onItemError: fail). */
   ITEM_FAILED: "ITEM_FAILED",
   /** A task's item ran past the task's timeoutSeconds. */

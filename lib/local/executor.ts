@@ -9,6 +9,7 @@ import { CloudmillError, ErrorCode, toCloudmillError, type SerializedError } fro
 import type { TaskMessage } from "../core/job/manifest.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
 import { runTask, type TaskOutcome } from "../core/pipeline/task.js";
+import { heapLimits, outOfMemory } from "../sandbox/heapLimits.js";
 import { compiledFile } from "./paths.js";
 import type { MergedParts } from "../core/pipeline/partMerge.js";
 import { Accumulators, withoutPartial } from "./accumulate.js";
@@ -60,6 +61,8 @@ export const inlineExecutor = (deps: PipelineDeps): TaskExecutor => {
 export interface ThreadData {
   readonly outputRoot: string;
   readonly opsModules: readonly string[];
+  /** The job's heap limit per thread (taskMemoryMiB); past it V8 ends the thread and its task fails with OUT_OF_MEMORY. */
+  readonly memoryMiB?: number;
 }
 
 export type ThreadRequest =
@@ -96,7 +99,11 @@ class TaskThread {
   #booted: Promise<void> = Promise.resolve();
 
   #start(): Worker {
-    const worker = new Worker(threadEntry(), { workerData: this.data });
+    const memoryMiB = this.data.memoryMiB;
+    const worker = new Worker(threadEntry(), {
+      workerData: this.data,
+      ...(memoryMiB !== undefined ? { resourceLimits: heapLimits(memoryMiB) } : {}),
+    });
     let booted!: () => void;
     this.#booted = new Promise((resolve) => (booted = resolve));
     worker.once("exit", () => booted());
@@ -108,16 +115,18 @@ class TaskThread {
       if (reply.ok) p.resolve(reply);
       else p.reject(toCloudmillError(reply.error));
     });
-    const die = (why: string) => {
+    const die = (why: string, cause?: CloudmillError) => {
       // An "error" is followed by an "exit": only the first, of the current worker, counts.
       if (this.#worker !== worker) return;
       this.#worker = undefined;
       const p = this.#pending;
       this.#pending = undefined;
-      p?.reject(this.#ending ?? new CloudmillError(ErrorCode.ENVIRONMENT, `worker thread ${why}`));
+      p?.reject(this.#ending ?? cause ?? new CloudmillError(ErrorCode.ENVIRONMENT, `worker thread ${why}`));
       this.#ending = undefined;
     };
-    worker.on("error", (err) => die(`crashed: ${err.message}`));
+    worker.on("error", (err: Error & { code?: string }) =>
+      die(`crashed: ${err.message}`, err.code === "ERR_WORKER_OUT_OF_MEMORY" ? outOfMemory(memoryMiB, "taskMemoryMiB") : undefined),
+    );
     worker.on("exit", (code) => die(`exited with code ${code}`));
     return worker;
   }

@@ -129,7 +129,10 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   // inline unasked: it ends in linear time, where a lab's op may need the task time limit a
   // thread gives.
   const op = registry.get(job.op);
-  const inline = options.workers === 0 || (options.workers === undefined && chunks <= 1 && op.digest === undefined && !isTaskOp(op));
+  // A job that sets its own time or heap limit gets a thread too: only a thread can keep them.
+  const ownLimits = spec.taskTimeoutSeconds !== undefined || spec.taskMemoryMiB !== undefined || options.taskTimeoutSeconds !== undefined;
+  const inline =
+    options.workers === 0 || (options.workers === undefined && chunks <= 1 && op.digest === undefined && !isTaskOp(op) && !ownLimits);
   const workers = inline ? 0 : (options.workers ?? os.availableParallelism());
   const jobId =
     spec.id ?? `local-${digest(job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag]))}`;
@@ -149,7 +152,15 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   const deps: SplitDeps = { output, queue, inputStore: () => root, registry, log, items };
   const executor: TaskExecutor =
     workers > 0
-      ? threadExecutor(workers, { outputRoot: workDir, opsModules: options.opsModules ?? [] }, options.taskTimeoutSeconds)
+      ? threadExecutor(
+          workers,
+          {
+            outputRoot: workDir,
+            opsModules: options.opsModules ?? [],
+            ...(spec.taskMemoryMiB !== undefined ? { memoryMiB: spec.taskMemoryMiB } : {}),
+          },
+          options.taskTimeoutSeconds,
+        )
       : inlineExecutor(deps);
   executor.warm(chunks);
 

@@ -9,6 +9,7 @@ import { Worker } from "node:worker_threads";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import type { ItemBatch, ItemOutcome, ItemRunner } from "../core/pipeline/itemRunner.js";
 import type { FromThread, ItemThreadData, ToThread } from "./protocol.js";
+import { heapLimits } from "./heapLimits.js";
 import { threadEntry } from "./threadEntry.js";
 
 export interface ThreadItemRunnerOptions {
@@ -34,7 +35,7 @@ class ItemThread {
   ) {
     this.worker = new Worker(entry, {
       workerData: data,
-      resourceLimits: { maxOldGenerationSizeMb: memoryMiB, maxYoungGenerationSizeMb: Math.min(64, Math.max(4, memoryMiB / 8)) },
+      resourceLimits: heapLimits(memoryMiB),
     });
     this.worker.on("message", (m: FromThread) => this.#onMessage?.(m));
     this.worker.on("error", (err: Error & { code?: string }) =>

@@ -9,6 +9,7 @@ import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import type { MapperHost, RemoteMapped, RemoteMapper, RemoteMapperRequest } from "../core/pipeline/mappers.js";
 import type { RecordBlock } from "../core/records/alignedBlocks.js";
 import type { MapperReply, MapperRequest, MapperThreadData } from "./mapperProtocol.js";
+import { heapLimits, outOfMemory } from "./heapLimits.js";
 import { threadEntry } from "./threadEntry.js";
 
 export interface ThreadMapperHostOptions {
@@ -16,6 +17,10 @@ export interface ThreadMapperHostOptions {
   readonly opsModules: readonly string[];
   /** Longest one chunk's mapping may take. */
   readonly taskTimeoutSeconds: number;
+  /** Heap one chunk's thread may use, in MiB. Default: V8's own limit. */
+  readonly memoryMiB?: number;
+  /** The most heap a job may ask a thread for (its taskMemoryMiB is capped here). Default: no cap. */
+  readonly maxMemoryMiB?: number;
   /** The thread entry file. Default: mapperThread.js beside this module. */
   readonly entry?: string;
 }
@@ -26,14 +31,25 @@ class MapperThread {
   #pending: { resolve: (r: MapperReply) => void; reject: (e: CloudmillError) => void } | undefined;
   #ended: CloudmillError | undefined;
 
-  constructor(entry: string, data: MapperThreadData) {
-    this.worker = new Worker(entry, { workerData: data });
+  constructor(
+    entry: string,
+    data: MapperThreadData,
+    readonly memoryMiB: number | undefined,
+    readonly of: string,
+  ) {
+    this.worker = new Worker(entry, { workerData: data, ...(memoryMiB !== undefined ? { resourceLimits: heapLimits(memoryMiB) } : {}) });
     this.worker.on("message", (reply: MapperReply) => {
       const p = this.#pending;
       this.#pending = undefined;
       p?.resolve(reply);
     });
-    this.worker.on("error", (err) => this.end(new CloudmillError(ErrorCode.ENVIRONMENT, `the op's thread crashed: ${err.message}`)));
+    this.worker.on("error", (err: Error & { code?: string }) =>
+      this.end(
+        err.code === "ERR_WORKER_OUT_OF_MEMORY"
+          ? outOfMemory(memoryMiB, of)
+          : new CloudmillError(ErrorCode.ENVIRONMENT, `the op's thread crashed: ${err.message}`),
+      ),
+    );
     this.worker.on("exit", (code) => this.end(new CloudmillError(ErrorCode.ENVIRONMENT, `the op's thread exited (code ${code})`)));
   }
 
@@ -66,6 +82,8 @@ export class ThreadMapperHost implements MapperHost {
   readonly #data: MapperThreadData;
   readonly #entry: string;
   readonly #timeoutMs: number;
+  readonly #memoryMiB: number | undefined;
+  readonly #maxMemoryMiB: number | undefined;
   readonly #idle: MapperThread[] = [];
   readonly #all = new Set<MapperThread>();
 
@@ -73,13 +91,19 @@ export class ThreadMapperHost implements MapperHost {
     this.#data = { opsModules: [...options.opsModules] };
     this.#entry = options.entry ?? threadEntry(import.meta.url, "mapperThread");
     this.#timeoutMs = options.taskTimeoutSeconds * 1000;
+    this.#memoryMiB = options.memoryMiB;
+    this.#maxMemoryMiB = options.maxMemoryMiB;
   }
 
-  #acquire(): MapperThread {
-    let thread = this.#idle.pop();
-    while (thread && !thread.alive) thread = this.#idle.pop();
+  /** A live idle thread of this heap limit, else a new one. */
+  #acquire(asked: number | undefined): MapperThread {
+    const memoryMiB = asked === undefined ? this.#memoryMiB : Math.min(asked, this.#maxMemoryMiB ?? asked);
+    const of = asked === undefined ? "the worker's share of its container" : "taskMemoryMiB";
+    for (let i = this.#idle.length - 1; i >= 0; i--) if (!this.#idle[i]!.alive) this.#idle.splice(i, 1);
+    const at = this.#idle.findLastIndex((t) => t.memoryMiB === memoryMiB && t.of === of);
+    let thread = at >= 0 ? this.#idle.splice(at, 1)[0] : undefined;
     if (!thread) {
-      thread = new MapperThread(this.#entry, this.#data);
+      thread = new MapperThread(this.#entry, this.#data, memoryMiB, of);
       this.#all.add(thread);
     }
     thread.worker.ref();
@@ -87,7 +111,7 @@ export class ThreadMapperHost implements MapperHost {
   }
 
   open(request: RemoteMapperRequest): RemoteMapper {
-    const thread = this.#acquire();
+    const thread = this.#acquire(request.memoryMiB);
     const seconds = request.timeoutSeconds ?? this.#timeoutMs / 1000;
     const ended = new AbortController();
     const end = (why: CloudmillError): void => {

@@ -226,6 +226,7 @@ export class Cloudmill {
       ...(spec.onBadRecord !== undefined ? { onBadRecord: spec.onBadRecord } : {}),
       ...(spec.deadlineSeconds !== undefined ? { deadlineSeconds: spec.deadlineSeconds } : {}),
       ...(spec.taskTimeoutSeconds !== undefined ? { taskTimeoutSeconds: spec.taskTimeoutSeconds } : {}),
+      ...(spec.taskMemoryMiB !== undefined ? { taskMemoryMiB: spec.taskMemoryMiB } : {}),
       ...(spec.maxCostUsd !== undefined ? { maxCostUsd: spec.maxCostUsd } : {}),
       ...(spec.maxRecordBytes !== undefined ? { maxRecordBytes: spec.maxRecordBytes } : {}),
     };

@@ -70,6 +70,8 @@ export interface SubmitSpec {
   readonly deadlineSeconds?: number;
   /** Longest one chunk may take before its attempt fails with TASK_TIMEOUT. Default: the deployment's (15 min). */
   readonly taskTimeoutSeconds?: number;
+  /** Heap one chunk's mapping may use, in MiB, before its attempt fails with OUT_OF_MEMORY. Default: the worker's share. */
+  readonly taskMemoryMiB?: number;
   /** Longest record to read, as a number or a size like `256MiB`; a longer one is a bad record. Default 64 MiB. */
   readonly maxRecordBytes?: number | string;
   /** The most the job may cost at list prices: a job estimated over it is refused with COST_LIMIT before any task. */

@@ -36,6 +36,7 @@ const RunFlags = z.object({
   verbose: z.boolean().default(false),
   batchSize: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).optional(),
   taskTimeout: z.coerce.number({ error: "expected seconds" }).int({ error: "expected whole seconds" }).min(1).max(86_400).optional(),
+  taskMemory: z.coerce.number({ error: "expected MiB" }).int({ error: "expected whole MiB" }).min(64).max(65_536).optional(),
   maxRecordBytes: z.string().optional(),
   outDir: z.string().optional(),
   report: z.string().optional(),
@@ -106,6 +107,7 @@ export const runCommand = (io: CliIO): Command =>
     .option("--ops <module>", "load user ops from a module (exports made with defineOp), repeatable", collect)
     .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")
     .option("--task-timeout <seconds>", "longest one chunk may take before its thread is ended and the attempt fails (default 900)")
+    .option("--task-memory <MiB>", "heap one chunk may use before its thread is ended and the attempt fails with OUT_OF_MEMORY")
     .option("--max-record-bytes <size>", "longest record to read, e.g. 256MiB; a longer one is a bad record (default 64MiB)")
     .option("--report <file>", "write the job's report (tasks per thread, stragglers, throughput) as one HTML page")
     .option("--no-progress", "no progress on stderr")
@@ -146,6 +148,7 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
             ...(chunkSize !== undefined ? { chunkSize } : {}),
             ...(flags.maxAttempts ? { maxAttempts: flags.maxAttempts } : {}),
             ...(flags.maxRecordBytes !== undefined ? { maxRecordBytes: flags.maxRecordBytes } : {}),
+            ...(flags.taskMemory !== undefined ? { taskMemoryMiB: flags.taskMemory } : {}),
             ...(flags.partitions !== undefined ? { partitions: flags.partitions } : {}),
             onBadRecord: flags.skipBadRecords ? "skip" : "fail",
           },

@@ -32,6 +32,8 @@ export const TaskJob = z.strictObject({
   deadline: z.number().optional(),
   /** The job's own time limit per chunk (else the worker's). */
   taskTimeoutSeconds: z.number().int().positive().optional(),
+  /** The job's own heap limit per chunk, in MiB (else the worker's). */
+  taskMemoryMiB: z.number().int().positive().optional(),
   /** The job's own longest record (else DEFAULTS.maxRecordBytes). */
   maxRecordBytes: z.number().int().positive().optional(),
   /** A keyed op's partition count: its map tasks split their pairs this many ways. */

@@ -79,6 +79,11 @@ export const JobSpecSchema = z.strictObject({
     .max(24 * 3600)
     .optional(),
   /**
+   * Heap one chunk's mapping may use, in MiB; past it the attempt fails with OUT_OF_MEMORY.
+   * Default: the worker's share of its container (locally, V8's own limit).
+   */
+  taskMemoryMiB: z.number().int().min(64).max(65_536).optional(),
+  /**
    * Longest record a reader assembles; a longer one is a BAD_RECORD (skipped with onBadRecord: skip).
    * Default 64 MiB; at least 1 MiB, the most a store reads at once (records are measured where joined).
    */

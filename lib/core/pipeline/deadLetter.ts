@@ -95,8 +95,9 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
   // The recorded message already names the chunk's input and range (it is a described error).
   const prefix = locate(where);
   const last = recorded?.error.message.startsWith(prefix) ? recorded.error.message.slice(prefix.length) : recorded?.error.message;
-  // A chunk out of time on every attempt says so by its code; any other last error is CHUNK_FAILED's.
-  const code = recorded?.error.code === ErrorCode.TASK_TIMEOUT ? ErrorCode.TASK_TIMEOUT : ErrorCode.CHUNK_FAILED;
+  // A chunk out of time or memory on every attempt says so by its code; any other last error is CHUNK_FAILED's.
+  const kept: readonly string[] = [ErrorCode.TASK_TIMEOUT, ErrorCode.OUT_OF_MEMORY];
+  const code = recorded && kept.includes(recorded.error.code) ? (recorded.error.code as ErrorCode) : ErrorCode.CHUNK_FAILED;
   const error = recorded
     ? new CloudmillError(code, `chunk ${chunk.index} failed after ${recorded.attempt} attempts: ${last}`, where)
     : new CloudmillError(

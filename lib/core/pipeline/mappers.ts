@@ -2,7 +2,8 @@
  * Where an op's mapper runs. In process by default; a worker process hands it to a mapper host
  * (lib/sandbox/ThreadMapperHost.ts) that runs it on a thread of its own, so that a lab's op that
  * never returns is ended at the chunk's time limit (TASK_TIMEOUT) while the worker's own loop,
- * its heartbeats and its reads stay on the main thread.
+ * its heartbeats and its reads stay on the main thread, and one that allocates without bound
+ * fails its chunk with OUT_OF_MEMORY instead of taking the worker down.
  */
 import type { SerializedError } from "../errors.js";
 import type { Format, OnBadRecord, Params } from "../job/spec.js";
@@ -25,6 +26,8 @@ export interface RemoteMapperRequest {
   readonly signal?: AbortSignal;
   /** The job's own time limit for the chunk; default the host's. */
   readonly timeoutSeconds?: number;
+  /** The job's own heap limit for the chunk, in MiB; default the host's. */
+  readonly memoryMiB?: number;
 }
 
 export interface RemoteMapped {
@@ -35,7 +38,7 @@ export interface RemoteMapped {
 
 /** One chunk's mapper on another thread: blocks go in one at a time, the partial comes back. */
 export interface RemoteMapper {
-  /** Aborted when the chunk is past its time limit (with TASK_TIMEOUT) or stopped: the chunk's reads end too. */
+  /** Aborted when the chunk is past its time or heap limit (TASK_TIMEOUT, OUT_OF_MEMORY) or stopped: the chunk's reads end too. */
   readonly signal: AbortSignal;
   /** Rejects with the op's error (a bad record under onBadRecord: fail), or TASK_TIMEOUT. */
   block(block: RecordBlock): Promise<void>;

@@ -81,6 +81,7 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
     maxAttempts: spec.maxAttempts,
     ...(spec.taskTimeoutSeconds !== undefined ? { taskTimeoutSeconds: spec.taskTimeoutSeconds } : {}),
     ...(spec.maxRecordBytes !== undefined ? { maxRecordBytes: spec.maxRecordBytes } : {}),
+    ...(spec.taskMemoryMiB !== undefined ? { taskMemoryMiB: spec.taskMemoryMiB } : {}),
     ...(isShuffled(op) && spec.partitions !== undefined ? { partitions: spec.partitions } : {}),
   };
 };

@@ -384,6 +384,7 @@ const mapRecords = async (deps: PipelineDeps, task: MapTask, job: RecordJob, sig
         ctx: { ...job.mapCtx, onBadRecord },
         ...(signal ? { signal } : {}),
         ...(task.job.taskTimeoutSeconds !== undefined ? { timeoutSeconds: task.job.taskTimeoutSeconds } : {}),
+        ...(task.job.taskMemoryMiB !== undefined ? { memoryMiB: task.job.taskMemoryMiB } : {}),
       });
       const reader = {
         signal: remote.signal,
