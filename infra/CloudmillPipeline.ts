@@ -18,6 +18,8 @@ import * as cr from "aws-cdk-lib/custom-resources";
 import { Construct } from "constructs";
 import { DEFAULTS, type Role } from "../lib/core/constants.js";
 import {
+  cancelKey,
+  failureKey,
   ITEM_OUTPUT_PATTERNS,
   OUTPUT_PART_PATTERN,
   SPILL_PATTERN,
@@ -330,6 +332,16 @@ export class CloudmillPipeline extends Construct {
         "A keyed job's reduce tasks write its parts as _jobs/<jobId>/part-NNNNN.jsonl (.txt for sort) for job ids made at run " +
           "time; only such keys.",
       ],
+      [
+        this.outputBucket.arnForObjects(failureKey("*")),
+        "A retry (cloudmill retry) resumes a failed job by removing its failure marker, _work/<jobId>/failure.json, for job ids " +
+          "made at run time; that key only (the failure itself is kept under _work/<jobId>/retries/ first).",
+      ],
+      [
+        this.outputBucket.arnForObjects(cancelKey("*")),
+        "A retry resumes a cancelled job by removing its marker, _work/<jobId>/cancelled.json, for job ids made at run time; " +
+          "that key only.",
+      ],
       [spilledRuns, "A reduce task removes the runs it spilled under _work/<jobId>/spill/ for job ids made at run time; only that folder."],
       [
         this.outputBucket.arnForObjects(`${JOBS_PREFIX}*`),
@@ -379,6 +391,13 @@ export class CloudmillPipeline extends Construct {
     allow(this.splitter, "WriteJobState", ["s3:PutObject"], jobObjects);
     allow(this.splitter, "ListJobState", ["s3:ListBucket"], outputBucket);
     allow(this.splitter, "QueueChunks", ["sqs:SendMessage"], [this.taskQueue.queueArn]);
+    // A retry request (_retries/<jobId>.json) resumes a failed or cancelled job: its end marker goes.
+    allow(
+      this.splitter,
+      "ResumeJobs",
+      ["s3:DeleteObject"],
+      [failureKey("*"), cancelKey("*")].map((k) => this.outputBucket.arnForObjects(k)),
+    );
     // A small job is mapped where it starts: the splitter writes its parts (under _work/, above).
     // An idle fleet is woken at once: this stack's worker service, and no other.
     allow(this.splitter, "WakeFleet", ["ecs:DescribeServices"], [this.fleet.service.serviceArn]);

@@ -8,6 +8,7 @@ import { opsCommand } from "./commands/ops.js";
 import { resultCommand } from "./commands/result.js";
 import { reportCommand } from "./commands/report.js";
 import { estimateCommand } from "./commands/estimate.js";
+import { retryCommand } from "./commands/retry.js";
 import { runCommand } from "./commands/run.js";
 import { statusCommand } from "./commands/status.js";
 import { submitCommand } from "./commands/submit.js";
@@ -32,6 +33,7 @@ export const buildProgram = (io: CliIO): Command => {
     estimateCommand(io),
     jobsCommand(io),
     cancelCommand(io),
+    retryCommand(io),
     fleetCommand(io),
   ];
   for (const cmd of [runCommand(io), devCommand(io), opsCommand(io), ...cloud]) {

@@ -15,6 +15,10 @@ export const PART_SUFFIX = ".part.json";
 /** The deployed ops, with their code digests, in the output bucket (written where the registry is set up). */
 export const OPS_LISTING_KEY = "_ops/registry.json";
 
+/** Input bucket: `_retries/<jobId>.json` asks the splitter to resume a failed or cancelled job (docs/reliability.md). */
+export const RETRIES_PREFIX = "_retries/";
+export const retryRequestKey = (jobId: string): string => `${RETRIES_PREFIX}${jobId}.json`;
+
 /** Key of a job spec in the input bucket. */
 export const jobSpecKey = (jobId: string): string => `${JOBS_PREFIX}${jobId}.json`;
 
@@ -61,6 +65,8 @@ export const enqueuedKey = (jobId: string): string => `${workPrefix(jobId)}enque
 export const inlineKey = (jobId: string): string => `${workPrefix(jobId)}inline.json`;
 /** Written when a job is cancelled. */
 export const cancelKey = (jobId: string): string => `${workPrefix(jobId)}cancelled.json`;
+/** The end a resumed job had before its `retry`-th resume (its failure or cancel marker, kept). */
+export const pastEndKey = (jobId: string, retry: number): string => `${workPrefix(jobId)}retries/${pad(retry)}.json`;
 
 /** Chunk indexes are zero-padded so that keys sort in chunk order. */
 const pad = (index: number): string => String(index).padStart(7, "0");

@@ -18,11 +18,21 @@ import { S3BlobStore } from "../aws/S3BlobStore.js";
 import { awsClients, EMULATOR_CREDENTIALS } from "../aws/clients.js";
 import { s3Uri } from "../core/s3Uri.js";
 import { DEV_BUCKETS } from "../core/constants.js";
-import { cancelKey, JOBS_PREFIX, jobSpecKey, jobSpecOutputKeys, OPS_LISTING_KEY, reportKey, STATUS_FILE } from "../core/keys.js";
+import {
+  cancelKey,
+  JOBS_PREFIX,
+  jobSpecKey,
+  jobSpecOutputKeys,
+  manifestKey,
+  OPS_LISTING_KEY,
+  reportKey,
+  retryRequestKey,
+  STATUS_FILE,
+} from "../core/keys.js";
 import { JobReport } from "../core/report/jobReport.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
-import { JobStatus as StoredJobStatus } from "../core/job/manifest.js";
-import { JobId, parseJobSpec, type JobSpecInput } from "../core/job/spec.js";
+import { Manifest, JobStatus as StoredJobStatus } from "../core/job/manifest.js";
+import { JobId, MaxRecordBytes, parseJobSpec, type JobSpecInput } from "../core/job/spec.js";
 import { silentLogger, type Logger } from "../core/log.js";
 import type { UserOp } from "../core/ops/defineOp.js";
 import { OpRegistry } from "../core/ops/registry.js";
@@ -30,15 +40,18 @@ import { checkAgainstDeployed, listingOf, readRegistryListing, type OpsListing }
 import type { AnyOp } from "../core/ops/types.js";
 import { exists, readJsonIfExists } from "../core/pipeline/blobJson.js";
 import { cancelJob } from "../core/pipeline/cancel.js";
+import { RetryRequest } from "../core/pipeline/resume.js";
 import { batchSizeFor, itemsChunkSize, itemsJsonl, resolveStoredResult } from "../core/pipeline/items.js";
 import type { OnItemError, TaskOp, TaskResult } from "../core/ops/defineTask.js";
 import { withAws, type AwsTarget } from "./awsErrors.js";
+import { backoff, deadlineSignal } from "./poll.js";
+import { sleep } from "../core/sleep.js";
 import { DEFAULT_JOBS_LIMIT, UPLOADS_PREFIX } from "./constants.js";
 import { describeFleet } from "./fleet.js";
 import { JobFuture, type JobBackend } from "./JobFuture.js";
 import { newJobId } from "./jobId.js";
 import { readStackOutputs, type StackOutputs } from "./stack.js";
-import type { CloudmillOptions, FleetView, JobStatus, JobSummary, ResultOf, SubmitOptions, SubmitSpec } from "./types.js";
+import type { CloudmillOptions, FleetView, JobStatus, JobSummary, ResultOf, RetryOptions, SubmitOptions, SubmitSpec } from "./types.js";
 import { planInputs, uploadFile } from "./uploads.js";
 
 /** Where the client ended up connected: what the options and the stack's outputs say. */
@@ -484,6 +497,57 @@ export class Cloudmill {
     return status;
   }
 
+  /**
+   * Writes `_retries/<jobId>.json` for the splitter, which resumes the job with its own rights
+   * (the caller needs none on the queue), then waits until the job's manifest counts the resume.
+   */
+  async #retry(conn: Connected, jobId: string, options: RetryOptions): Promise<JobStatus> {
+    const { signal } = options;
+    const where = `retry job ${jobId}`;
+    const manifest = await this.#getJson(conn.output, manifestKey(jobId), Manifest, signal);
+    if (!manifest) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `no job ${jobId} has started: nothing to retry`, { jobId });
+    const ended = await this.#readStatus(conn, jobId, { ...(signal ? { signal } : {}), known: true });
+    if (ended.state !== "failed" && ended.state !== "cancelled")
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `job ${jobId} is ${ended.state}: only a failed or cancelled job can be retried`, {
+        jobId,
+      });
+    const maxRecordBytes = options.maxRecordBytes === undefined ? undefined : MaxRecordBytes.parse(options.maxRecordBytes);
+    const request = RetryRequest.parse({
+      after: manifest.retries ?? 0,
+      ...(options.taskTimeoutSeconds !== undefined ? { taskTimeoutSeconds: options.taskTimeoutSeconds } : {}),
+      ...(options.taskMemoryMiB !== undefined ? { taskMemoryMiB: options.taskMemoryMiB } : {}),
+      ...(maxRecordBytes !== undefined ? { maxRecordBytes } : {}),
+      ...(options.maxAttempts !== undefined ? { maxAttempts: options.maxAttempts } : {}),
+      ...(options.deadlineSeconds !== undefined ? { deadlineSeconds: options.deadlineSeconds } : {}),
+    });
+    await withAws(this.#aws(where), () =>
+      conn.input.put(retryRequestKey(jobId), JSON.stringify(request), { contentType: "application/json" }),
+    );
+    const timeoutMs = options.timeoutMs ?? 120_000;
+    const deadline = deadlineSignal(
+      signal,
+      timeoutMs,
+      () =>
+        new CloudmillError(
+          ErrorCode.DEADLINE,
+          `job ${jobId}: the stack did not take the retry within ${timeoutMs} ms (see the splitter's log)`,
+          {
+            jobId,
+          },
+        ),
+    );
+    try {
+      const delay = backoff(this.#options.poll ?? {});
+      for (;;) {
+        const now = await this.#getJson(conn.output, manifestKey(jobId), Manifest, deadline.signal);
+        if ((now?.retries ?? 0) > request.after) return this.#readStatus(conn, jobId, { signal: deadline.signal, known: true });
+        await sleep(delay(), deadline.signal);
+      }
+    } finally {
+      deadline.dispose();
+    }
+  }
+
   #backendFor(known: boolean): JobBackend {
     return {
       poll: this.#options.poll ?? {},
@@ -503,6 +567,7 @@ export class Cloudmill {
           signal,
         );
       },
+      retry: async (jobId, options) => this.#retry(await this.#connect(), jobId, options),
       cancel: async (jobId) => {
         const conn = await this.#connect();
         const outcome = await withAws(this.#aws(`cancel job ${jobId}`), () =>

@@ -8,7 +8,7 @@ import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { cancelledError, JobFailedError, waitTimeoutError } from "./errors.js";
 import { sleep } from "../core/sleep.js";
 import { backoff, deadlineSignal } from "./poll.js";
-import type { JobProgress, JobStatus, PollOptions, ResultOptions } from "./types.js";
+import type { JobProgress, JobStatus, PollOptions, ResultOptions, RetryOptions } from "./types.js";
 
 /** What a future needs from its client. */
 export interface JobBackend {
@@ -16,6 +16,8 @@ export interface JobBackend {
   readStatus(jobId: string, options: { readonly signal?: AbortSignal; readonly known: boolean }): Promise<JobStatus>;
   readResult(jobId: string, signal?: AbortSignal): Promise<unknown>;
   cancel(jobId: string): Promise<JobStatus>;
+  /** Asks the stack to resume a failed or cancelled job; resolves once it has (the status then says running). */
+  retry(jobId: string, options: RetryOptions): Promise<JobStatus>;
   readonly poll: PollOptions;
 }
 
@@ -139,6 +141,20 @@ export class JobFuture<R = unknown> {
     );
     await this.#submitted.catch(() => undefined);
     return this.#backend.cancel(this.id);
+  }
+
+  /**
+   * Resumes a failed or cancelled job: only its tasks with no part run again, with the limits
+   * given (a longer taskTimeoutSeconds, more taskMemoryMiB); every part already written is kept,
+   * so the result is what a clean run gives. Resolves with the running status; result() then
+   * waits for the resumed job.
+   */
+  async retry(options: RetryOptions = {}): Promise<JobStatus> {
+    await this.#submitted.catch(() => undefined);
+    const status = await this.#backend.retry(this.id, options);
+    this.#ended = undefined;
+    this.#cancelRequested = false;
+    return status;
   }
 
   /** The job id (so futures print as their ids). */

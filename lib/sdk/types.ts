@@ -78,6 +78,20 @@ export interface SubmitSpec {
   readonly maxCostUsd?: number;
 }
 
+/** What `future.retry()` may change before the job resumes; the rest of the job is as it was. */
+export interface RetryOptions {
+  readonly taskTimeoutSeconds?: number;
+  readonly taskMemoryMiB?: number;
+  /** As a number or a size like `256MiB`. */
+  readonly maxRecordBytes?: number | string;
+  readonly maxAttempts?: number;
+  /** A new deadline, counted from the resume. Default: the deployment's. */
+  readonly deadlineSeconds?: number;
+  /** How long to wait for the stack to take the request. Default 120 s. */
+  readonly timeoutMs?: number;
+  readonly signal?: AbortSignal;
+}
+
 /** Options of one submit or map call. */
 export interface SubmitOptions {
   /** Called as local files upload (multipart for big files). */

@@ -145,11 +145,13 @@ describe("least privilege", () => {
     }
   });
 
-  it("splitter: read inputs and specs, list inputs, read/write job state, queue chunks, wake only its own worker service", () => {
+  it("splitter: read inputs and specs, list inputs, read/write job state, queue chunks, wake only its own worker service, resume jobs", () => {
     const service = `<${resource(template, "AWS::ECS::Service", "PipelineWorkersService").id}>`;
     expect(grantsOf(template, "PipelineSplitterRole")).toEqual({
       "ecs:DescribeServices": [service],
       "ecs:UpdateService": [service],
+      // A retry removes a failed or cancelled job's end marker; nothing else is ever deleted.
+      "s3:DeleteObject": [`${output}/_work/*/cancelled.json`, `${output}/_work/*/failure.json`],
       "logs:CreateLogStream": [`<${resource(template, "AWS::Logs::LogGroup", "PipelineSplitterLogs").id}>`],
       "logs:PutLogEvents": [`<${resource(template, "AWS::Logs::LogGroup", "PipelineSplitterLogs").id}>`],
       "s3:GetObject": [`${input}/*`, `${output}/*/status.json`, `${output}/_work/*`].sort(),

@@ -3,6 +3,7 @@
  * its own, ends it at the chunk's time limit, and counts a failed attempt; after the last, the
  * job fails with TASK_TIMEOUT naming the chunk, nothing is left queued, and the same worker
  * processes take the next job. The local engine ends a task thread past its time the same way.
+ * Such a job, resumed with a longer limit (`cloudmill retry`), maps only its chunks with no part.
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -14,6 +15,7 @@ import type { CloudmillError } from "../../lib/core/errors.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
 import { opsRegistry } from "../../lib/core/ops/opModules.js";
 import { runLocal } from "../../lib/local/localEngine.js";
+import { cli } from "../helpers/cli.js";
 import { requireBuild, ROOT, startTestCloud, type TestCloud, textOf, expectMatchesReference } from "../helpers/devCloud.js";
 
 let dir: string;
@@ -33,6 +35,13 @@ export const stuck = defineOp({
   name: "stuck",
   format: "lines",
   map: (line) => { if (line === "spin") for (;;) {} return 1; },
+  combine: (a, b) => a + b,
+});
+// Takes 3 s on a line that says so (a chunk that needs more time than its job first gave it).
+export const slow = defineOp({
+  name: "slow",
+  format: "lines",
+  map: (line) => { if (line === "slow") { const end = Date.now() + 3000; while (Date.now() < end) {} } return 1; },
   combine: (a, b) => a + b,
 });
 `,
@@ -87,6 +96,46 @@ describe("a chunk past its time limit", () => {
     });
     await cloud.waitForIdle();
   }, 90_000);
+});
+
+describe("resume instead of rerun", () => {
+  it("cloudmill retry --task-timeout maps only the chunks with no part, keeps the others, and ends exact", async () => {
+    const lines = Array.from({ length: 60 }, (_, i) => (i === 20 ? "slow" : `line ${i}`));
+    await cloud.put("_inputs/slow.txt", `${lines.join("\n")}\n`);
+    const spec = { op: "slow", inputs: [`s3://${cloud.input}/_inputs/slow.txt`], taskTimeoutSeconds: 1, maxAttempts: 1 };
+    await cloud.put("_jobs/slow-1.json", JSON.stringify(spec));
+    const failed = await cloud.waitForEnd("_jobs/slow-1/status.json", 60_000);
+    expect(failed.error?.code).toBe("TASK_TIMEOUT");
+    await cloud.waitForIdle();
+    const before = new Map<string, string>();
+    for (const key of await cloud.keys(cloud.output, "_work/slow-1/parts/"))
+      before.set(key, (await cloud.get(cloud.output, key))!.toString());
+    expect(before.size).toBeLessThan(failed.chunks);
+
+    const retried = await cli(["retry", "slow-1", "--task-timeout", "60", "--endpoint", cloud.cloud.endpoint]);
+    expect(retried).toMatchObject({ code: 0, stderr: "" });
+    const rerun = failed.chunks - before.size;
+    expect(retried.stdout).toBe(
+      `job slow-1 resumed: ${rerun} of ${failed.chunks} tasks to run again (${before.size} kept); \`cloudmill wait slow-1\` waits for it\n`,
+    );
+    const status = await cloud.waitForEnd("_jobs/slow-1/status.json", 60_000);
+    expect(status).toMatchObject({ state: "succeeded", retries: 1, resumed: { tasks: rerun } });
+    expect(await cloud.getJson(cloud.output, "_jobs/slow-1/result.json")).toBe(lines.length);
+    // The parts written before the retry are byte for byte the same; exactly the others were mapped since.
+    const after = await cloud.keys(cloud.output, "_work/slow-1/parts/");
+    expect(after.length).toBe(failed.chunks);
+    for (const [key, body] of before) expect((await cloud.get(cloud.output, key))!.toString()).toBe(body);
+    let mappedSince = 0;
+    for (const key of after) {
+      const part = (await cloud.getJson(cloud.output, key)) as { ran: { at: string } };
+      if (part.ran.at >= status.resumed!.at) mappedSince++;
+    }
+    expect(mappedSince).toBe(rerun);
+    await cloud.waitForIdle();
+
+    const again = await cli(["retry", "slow-1", "--endpoint", cloud.cloud.endpoint]);
+    expect(again).toMatchObject({ code: 2, stderr: "cloudmill: job slow-1 is succeeded: only a failed or cancelled job can be retried\n" });
+  }, 120_000);
 });
 
 describe("on this machine", () => {

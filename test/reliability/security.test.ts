@@ -25,7 +25,7 @@ import { SqsTaskQueue } from "../../lib/aws/SqsTaskQueue.js";
 import { awsClients, type AwsClients } from "../../lib/aws/clients.js";
 import { cloudDeps, cloudSplitDeps } from "../../lib/aws/cloudDeps.js";
 import { DEV_BUCKETS } from "../../lib/core/constants.js";
-import { partKey, partsPrefix } from "../../lib/core/keys.js";
+import { partKey, partsPrefix, retryRequestKey } from "../../lib/core/keys.js";
 import { createDevResources, encodeEventKey, startEmulator, type Emulator } from "../../lib/dev/emulator.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
@@ -272,6 +272,9 @@ describe("each role may do exactly what its code does", () => {
     const deadLetters = deadLetterHandler(cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, clientsOf("deadLetters")));
     await deadLetters({ Records: [{ messageId: "dl-1", body: lost[0]!, attributes: { ApproximateReceiveCount: "3" } }] });
     await deadLetters({ Records: [{ messageId: "dl-2", body: lostSpec[0]!, attributes: { ApproximateReceiveCount: "3" } }] });
+    // The failed job resumed (cloudmill retry): its failure marker goes, its missing chunks are queued again.
+    await put(retryRequestKey(deadJob), JSON.stringify({ after: 0, taskTimeoutSeconds: 60 }));
+    expect(await created(retryRequestKey(deadJob))).toMatchObject({ kind: "resumed", jobId: deadJob });
 
     // Jobs that run: an upload (and its duplicate event), a spec over a prefix, a bad record; and refusals.
     await put("count/review empty.txt", "");
@@ -441,7 +444,7 @@ describe("each role may do exactly what its code does", () => {
   it("every role exercised the code paths under review", () => {
     const ops = (role: RoleName) => new Set(recorded.get(role)!.map((r) => r.operation));
     expect([...ops("splitter")].sort()).toEqual(
-      expect.arrayContaining(["GetObject", "HeadObject", "ListObjectsV2", "PutObject", "SendMessageBatch"]),
+      expect.arrayContaining(["DeleteObject", "GetObject", "HeadObject", "ListObjectsV2", "PutObject", "SendMessageBatch"]),
     );
     expect([...ops("worker")].sort()).toEqual(
       expect.arrayContaining([

@@ -26,6 +26,9 @@ const scripted = (script: (t: number) => Omit<JobStatus, "jobId">, result: unkno
     },
     readResult: async () => result,
     cancel: async (jobId) => ({ jobId, state: "cancelled", chunks: 0, done: 0 }),
+    retry: async () => {
+      throw new Error("not scripted");
+    },
   };
 };
 

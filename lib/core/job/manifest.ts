@@ -62,6 +62,10 @@ export const Manifest = z.object({
   trigger: z.string(),
   /** When the object that triggered the job was created (the S3 event's time), if known. */
   triggeredAt: z.string().optional(),
+  /** Times the job was resumed after it failed or was cancelled (`cloudmill retry`). */
+  retries: z.number().int().positive().optional(),
+  /** When it was last resumed, and how many of its tasks that resume queued. */
+  resumed: z.object({ at: z.string(), tasks: z.number().int().nonnegative() }).optional(),
 });
 export type Manifest = z.infer<typeof Manifest>;
 
@@ -175,6 +179,9 @@ export const JobStatus = z.object({
   startedAt: z.string().optional(),
   /** When the upload or job spec that started the job was created. */
   triggeredAt: z.string().optional(),
+  /** Times the job was resumed after it failed or was cancelled, and when last, with the tasks that resume queued. */
+  retries: z.number().int().positive().optional(),
+  resumed: z.object({ at: z.string(), tasks: z.number().int().nonnegative() }).optional(),
   /** The first task to start (while running: the first to finish's start), and where it ran. */
   firstChunk: TaskStart.optional(),
   /** Where the job's tasks ran (once it succeeded): `lambda`, `fleet`, or `lambda+fleet`. */

@@ -42,6 +42,8 @@ export const ChunkSize = z.union([z.number(), z.string()]).transform((v, ctx) =>
 
 /** The smallest maxRecordBytes: records are measured where they are joined across a store's reads (1 MiB at most). */
 export const MIN_MAX_RECORD_BYTES = 1024 * 1024;
+/** A record bound: a size (`256MiB` or bytes), at least MIN_MAX_RECORD_BYTES. */
+export const MaxRecordBytes = ChunkSize.refine((n) => n >= MIN_MAX_RECORD_BYTES, { error: "must be at least 1MiB" });
 
 /** Most partitions a keyed job may have (each is a reduce task, and a segment in every map part). */
 export const MAX_PARTITIONS = 10_000;
@@ -87,7 +89,7 @@ export const JobSpecSchema = z.strictObject({
    * Longest record a reader assembles; a longer one is a BAD_RECORD (skipped with onBadRecord: skip).
    * Default 64 MiB; at least 1 MiB, the most a store reads at once (records are measured where joined).
    */
-  maxRecordBytes: ChunkSize.refine((n) => n >= MIN_MAX_RECORD_BYTES, { error: "must be at least 1MiB" }).optional(),
+  maxRecordBytes: MaxRecordBytes.optional(),
   /**
    * The most the job may cost, in USD at list prices: a job whose estimate (from its input sizes
    * and its op's default rate) is over it is refused with COST_LIMIT before any task is queued.

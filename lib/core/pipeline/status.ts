@@ -71,6 +71,8 @@ const base = (m: Manifest) => ({
   inputs: m.inputs.map((i) => i.name),
   startedAt: m.createdAt,
   ...(m.triggeredAt !== undefined ? { triggeredAt: m.triggeredAt } : {}),
+  ...(m.retries !== undefined ? { retries: m.retries } : {}),
+  ...(m.resumed !== undefined ? { resumed: m.resumed } : {}),
 });
 
 export const runningStatus = (m: Manifest, done: number, firstChunk?: TaskStart): JobStatus => ({

@@ -1,10 +1,11 @@
 /**
  * What an ObjectCreated event in the input bucket means: an upload under `<op>/...` starts a
- * job for that object; `_jobs/<jobId>.json` starts the job it describes. Anything invalid
- * ends as a `failed` status beside where the result would have been, with no tasks.
+ * job for that object; `_jobs/<jobId>.json` starts the job it describes; `_retries/<jobId>.json`
+ * resumes that job if it failed or was cancelled. Anything invalid ends as a `failed` status
+ * beside where the result would have been, with no tasks.
  */
 import { s3Uri } from "../s3Uri.js";
-import { JOBS_PREFIX, jobSpecOutputKeys, uploadOutputKeys, type OutputKeys } from "../keys.js";
+import { JOBS_PREFIX, jobSpecOutputKeys, RETRIES_PREFIX, uploadOutputKeys, type OutputKeys } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { digest, uploadJobId } from "../job/planner.js";
 import { JobId, OpName, parseJobSpec, parseJobSpecJson } from "../job/spec.js";
@@ -15,6 +16,7 @@ import { readBytes } from "./blobJson.js";
 import { resolveS3Inputs } from "./resolveInputs.js";
 import { deadlineSecondsOf, startJob, taskJobOf } from "./split.js";
 import type { InlineOptions } from "./inline.js";
+import { parseRetryRequest, resumeJob, type RetryRequest } from "./resume.js";
 
 export interface TriggerConfig {
   readonly defaultChunkSize: number;
@@ -55,6 +57,7 @@ export interface CreatedObject {
 export type TriggerOutcome =
   | { readonly kind: "ignored"; readonly reason: string }
   | { readonly kind: "started" | "duplicate"; readonly jobId: string; readonly chunks: number }
+  | { readonly kind: "resumed"; readonly jobId: string; readonly tasks: number }
   | { readonly kind: "failed"; readonly jobId: string; readonly error: string };
 
 const optionalInline = (inline: InlineOptions | undefined): { inline?: InlineOptions } => (inline ? { inline } : {});
@@ -83,6 +86,7 @@ export const handleObjectCreated = async (
       ? startSpecJob(deps, config, obj, invocation)
       : { kind: "ignored", reason: "not a job spec" };
   }
+  if (key.startsWith(RETRIES_PREFIX)) return resume(deps, config, obj);
   if (key.startsWith("_")) return { kind: "ignored", reason: "reserved prefix" };
   return startUploadJob(deps, config, obj, invocation);
 };
@@ -183,4 +187,26 @@ const startSpecJob = async (
   } catch (err) {
     return failEarly(deps, jobId, output, err);
   }
+};
+
+/** A retry request: the job resumes with the limits it names, or the log says why not (the job's own status is left alone). */
+const resume = async (deps: SplitDeps, config: TriggerConfig, obj: CreatedObject): Promise<TriggerOutcome> => {
+  const { bucket, key } = obj;
+  const jobId = key.slice(RETRIES_PREFIX.length, -".json".length);
+  if (!key.endsWith(".json") || !JobId.safeParse(jobId).success) return { kind: "ignored", reason: "not a retry request" };
+  const store = deps.inputStore(bucket);
+  const info = await store.head(key);
+  if (!info) return { kind: "ignored", reason: "retry request no longer exists" };
+  if (info.size > DEFAULTS.maxJobSpecBytes)
+    return { kind: "ignored", reason: `retry request larger than ${DEFAULTS.maxJobSpecBytes} bytes` };
+  let request: RetryRequest;
+  try {
+    request = parseRetryRequest((await readBytes(store, key)).toString("utf8"), `retry request ${key}`);
+  } catch (err) {
+    return { kind: "ignored", reason: toCloudmillError(err).describe() };
+  }
+  const outcome = await resumeJob(deps, jobId, request, config);
+  return outcome.kind === "resumed"
+    ? { kind: "resumed", jobId, tasks: outcome.tasks }
+    : { kind: "ignored", reason: `job ${jobId} not resumed: ${outcome.reason}` };
 };

@@ -1,0 +1,53 @@
+/** `cloudmill retry <job>`: resume a failed or cancelled job; only its tasks with no part run again. */
+import { Command } from "commander";
+import { z } from "zod";
+import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
+import type { CliIO } from "../io.js";
+
+const whole = (what: string) => z.coerce.number({ error: `expected ${what}` }).int({ error: `expected whole ${what}` });
+
+const RetryFlags = z.object({
+  taskTimeout: whole("seconds").min(1).max(86_400).optional(),
+  taskMemory: whole("MiB").min(64).max(65_536).optional(),
+  maxRecordBytes: z.string().optional(),
+  maxAttempts: whole("attempts").min(1).max(20).optional(),
+  deadline: whole("seconds")
+    .min(1)
+    .max(7 * 86_400)
+    .optional(),
+});
+
+export const retryCommand = (io: CliIO): Command =>
+  withCloudOptions(
+    new Command("retry")
+      .description("resume a failed or cancelled job: only its chunks with no part run again, every part written is kept")
+      .argument("<job>", "the job id")
+      .option("--task-timeout <seconds>", "a new time limit per chunk")
+      .option("--task-memory <MiB>", "a new heap limit per chunk")
+      .option("--max-record-bytes <size>", "a new longest record, e.g. 256MiB")
+      .option("--max-attempts <n>", "tries per chunk from now on")
+      .option("--deadline <seconds>", "a new deadline for the job, counted from now (default: the stack's)")
+      .addHelpText(
+        "after",
+        `
+Examples:
+  $ cloudmill retry 20261203-ab12cd --task-timeout 3600
+  $ cloudmill retry 20261203-ab12cd --task-memory 4096 && cloudmill wait 20261203-ab12cd`,
+      ),
+  ).action(async (jobId: string, raw: Record<string, unknown>) => {
+    const flags = parseFlags(RetryFlags, raw);
+    await usingCloudmill(raw, io, async (mill) => {
+      const s = await mill.job(jobId).retry({
+        ...(flags.taskTimeout !== undefined ? { taskTimeoutSeconds: flags.taskTimeout } : {}),
+        ...(flags.taskMemory !== undefined ? { taskMemoryMiB: flags.taskMemory } : {}),
+        ...(flags.maxRecordBytes !== undefined ? { maxRecordBytes: flags.maxRecordBytes } : {}),
+        ...(flags.maxAttempts !== undefined ? { maxAttempts: flags.maxAttempts } : {}),
+        ...(flags.deadline !== undefined ? { deadlineSeconds: flags.deadline } : {}),
+      });
+      const tasks = s.resumed?.tasks ?? 0;
+      io.stdout.write(
+        `job ${jobId} resumed: ${tasks} of ${s.chunks} tasks to run again (${s.chunks - tasks} kept); ` +
+          `\`cloudmill wait ${jobId}\` waits for it\n`,
+      );
+    });
+  });

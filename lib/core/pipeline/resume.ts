@@ -1,0 +1,129 @@
+/**
+ * The resume role (`cloudmill retry`): a failed or cancelled job runs again from where it
+ * stopped. Every part already written is kept (parts are a pure function of job and chunk, so
+ * they are what a clean run writes); only the tasks with no part are queued, with the limits
+ * the request gives. The old end is kept under `_work/<id>/retries/`, then its marker removed,
+ * so workers and the reducer treat the job as running again.
+ */
+import { z } from "zod";
+import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, pastEndKey, succeededKey } from "../keys.js";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
+import { Manifest, taskCount, type ReduceTask, type TaskMessage } from "../job/manifest.js";
+import { MIN_MAX_RECORD_BYTES } from "../job/spec.js";
+import type { SplitDeps } from "./deps.js";
+import { nowOf } from "./deps.js";
+import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
+import { enqueueTasks } from "./enqueue.js";
+import { logFieldsOf } from "./logFields.js";
+import { reduceJob } from "./reduce.js";
+import { reduceStarted } from "./reduceTask.js";
+import { tasksOf } from "./split.js";
+import { FailureRecord, writeProgress } from "./status.js";
+
+/** What a retry may change: the limits a job failed on. Everything else is the job's own. */
+export const RetryRequest = z.strictObject({
+  /** The resumes the job had when this was asked: a request seen twice (S3 may send an event twice) resumes once. */
+  after: z.number().int().nonnegative(),
+  taskTimeoutSeconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(24 * 3600)
+    .optional(),
+  taskMemoryMiB: z.number().int().min(64).max(65_536).optional(),
+  maxRecordBytes: z.number().int().min(MIN_MAX_RECORD_BYTES).optional(),
+  maxAttempts: z.number().int().min(1).max(20).optional(),
+  /** A new deadline, counted from the resume. Default: the deployment's. */
+  deadlineSeconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(7 * 24 * 3600)
+    .optional(),
+});
+export type RetryRequest = z.infer<typeof RetryRequest>;
+
+export type ResumeOutcome =
+  | { readonly kind: "resumed"; readonly tasks: number; readonly of: number }
+  | { readonly kind: "refused"; readonly reason: string };
+
+/** Indexes of the tasks that have a part. */
+const tasksWithParts = async (deps: SplitDeps, jobId: string): Promise<Set<number>> => {
+  const done = new Set<number>();
+  for await (const info of deps.output.list(partsPrefix(jobId))) {
+    const part = parsePartKey(info.key);
+    if (part?.jobId === jobId) done.add(part.index);
+  }
+  return done;
+};
+
+/** The tasks of a job that have no part: map tasks first; a keyed job's reduce tasks once its map stage is whole. */
+const missingTasks = async (deps: SplitDeps, manifest: Manifest): Promise<TaskMessage[]> => {
+  const done = await tasksWithParts(deps, manifest.jobId);
+  const chunks = Array.from({ length: manifest.chunks }, (_, i) => i).filter((i) => !done.has(i));
+  if (chunks.length > 0) return tasksOf(manifest, chunks);
+  const partitions = taskCount(manifest) - manifest.chunks;
+  if (partitions === 0 || !(await reduceStarted(deps, manifest.jobId))) return [];
+  return Array.from({ length: partitions }, (_, partition) => partition)
+    .filter((p) => !done.has(manifest.chunks + p))
+    .map((partition): ReduceTask => ({ v: 1, jobId: manifest.jobId, reduce: { partition, chunks: manifest.chunks }, job: manifest.job }));
+};
+
+export const resumeJob = async (
+  deps: SplitDeps,
+  jobId: string,
+  request: RetryRequest,
+  defaults: { readonly jobDeadlineSeconds: number },
+): Promise<ResumeOutcome> => {
+  const log = deps.log.child({ jobId });
+  const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
+  if (!manifest) return { kind: "refused", reason: "no such job (it never started)" };
+  const retries = manifest.retries ?? 0;
+  if (request.after < retries) return { kind: "refused", reason: `already resumed (${retries} times)` };
+  if (await exists(deps.output, succeededKey(jobId))) return { kind: "refused", reason: "it succeeded" };
+  const failure = await readJsonIfExists(deps.output, failureKey(jobId), FailureRecord);
+  const cancelled = await readJsonIfExists(deps.output, cancelKey(jobId), z.object({ at: z.string() }));
+  if (!failure && !cancelled) return { kind: "refused", reason: "it is still running" };
+
+  const now = nowOf(deps);
+  const deadline = now + (request.deadlineSeconds ?? defaults.jobDeadlineSeconds) * 1000;
+  const { after: _, deadlineSeconds: __, ...limits } = request;
+  const job = { ...manifest.job, ...limits, deadline };
+  const draft: Manifest = { ...manifest, job, deadline, retries: retries + 1 };
+  const tasks = (await missingTasks(deps, draft)).map((t) => ({ ...t, job }));
+  const resumed: Manifest = { ...draft, resumed: { at: new Date(now).toISOString(), tasks: tasks.length } };
+
+  // The old end first, so that no history is lost if this stops part-way; then the new plan;
+  // then the markers go, and the job is running again.
+  await writeJson(deps.output, pastEndKey(jobId, retries + 1), { ...(failure ? { failure } : {}), ...(cancelled ? { cancelled } : {}) });
+  await writeJson(deps.output, manifestKey(jobId), resumed);
+  await deps.output.delete(failureKey(jobId));
+  await deps.output.delete(cancelKey(jobId));
+  const done = taskCount(resumed) - tasks.length;
+  await writeProgress(deps, resumed, done);
+  log.info("job resumed", { tasks: tasks.length, of: taskCount(resumed), retries: retries + 1, ...limits });
+
+  if (tasks.length > 0 && deps.fleet) {
+    await deps.fleet.wake(tasks.length).catch((err: unknown) => log.warn("could not wake the fleet", logFieldsOf(toCloudmillError(err))));
+  }
+  await enqueueTasks(deps.queue, tasks);
+  // Nothing left to map: the merge (or a keyed job's reduce stage) is what failed or was cut short.
+  if (tasks.length === 0) await reduceJob(deps, jobId);
+  return { kind: "resumed", tasks: tasks.length, of: taskCount(resumed) };
+};
+
+/** A retry request's body, parsed: one line naming the field on a bad one. */
+export const parseRetryRequest = (text: string, where: string): RetryRequest => {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `${where}: not JSON`);
+  }
+  const parsed = RetryRequest.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `${where}: ${issue.path.join(".") || "request"}: ${issue.message}`);
+  }
+  return parsed.data;
+};

@@ -1,0 +1,145 @@
+/**
+ * Resume instead of rerun: a cancelled or failed job resumed by the splitter queues only its
+ * tasks with no part, with the limits the request gives; the parts already written are left
+ * as they are, and the result is the reference's. A request seen twice resumes once; a job
+ * that succeeded, or is still running, is not resumed.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cancelKey, failureKey, partKey, pastEndKey } from "../../lib/core/keys.js";
+import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
+import { JobStatus, Manifest, MapTask, type InputObject } from "../../lib/core/job/manifest.js";
+import { parseJobSpec } from "../../lib/core/job/spec.js";
+import { silentLogger } from "../../lib/core/log.js";
+import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
+import { exists, readBytes, readJson } from "../../lib/core/pipeline/blobJson.js";
+import { cancelJob } from "../../lib/core/pipeline/cancel.js";
+import { failJob } from "../../lib/core/pipeline/deadLetter.js";
+import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
+import { reduceJob } from "../../lib/core/pipeline/reduce.js";
+import { resumeJob } from "../../lib/core/pipeline/resume.js";
+import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
+import { runTask } from "../../lib/core/pipeline/task.js";
+import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
+import { expectMatchesReference, textOf } from "../helpers/devCloud.js";
+import { z } from "zod";
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-resume-"));
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+const TEXT = textOf(12_000, 9);
+const CHUNK = 1000;
+const CHUNKS = Math.ceil(TEXT.length / CHUNK);
+const registry = new OpRegistry(builtinOps);
+const OUTPUT = { result: "out/result.json", status: "out/status.json" };
+
+const setUp = async (name: string) => {
+  const inputs = new FsBlobStore(path.join(dir, name, "in"));
+  const output = new FsBlobStore(path.join(dir, name, "out"));
+  await inputs.put("data.txt", TEXT);
+  const info = (await inputs.head("data.txt"))!;
+  const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
+  const deps: SplitDeps = { output, queue, inputStore: () => inputs, registry, log: silentLogger };
+  const object: InputObject = { bucket: "in", key: "data.txt", size: info.size, etag: info.etag, name: "data.txt" };
+  const jobId = `${name}-1`;
+  await startJob(deps, {
+    jobId,
+    job: taskJobOf(parseJobSpec({ op: "wordcount", inputs: ["data.txt"], params: { k: "0" } }), registry),
+    inputs: [object],
+    chunkSize: CHUNK,
+    output: OUTPUT,
+    trigger: "test",
+    deadlineSeconds: 3600,
+  });
+  return { deps, queue, output, jobId };
+};
+
+/** Takes every queued task; runs the first `run` of them as a worker would, drops the others. */
+const work = async (s: Awaited<ReturnType<typeof setUp>>, run = Number.POSITIVE_INFINITY): Promise<MapTask[]> => {
+  const ran: MapTask[] = [];
+  for (;;) {
+    const [message] = await s.queue.receive({ maxMessages: 1, waitSeconds: 0 });
+    if (!message) break;
+    const task = MapTask.parse(JSON.parse(message.body));
+    if (ran.length < run) {
+      await runTask(s.deps, task, { checkOpDigest: false });
+      ran.push(task);
+    }
+    await s.queue.delete(message.receiptHandle);
+  }
+  return ran;
+};
+
+describe("resuming a job", () => {
+  it("a cancelled job queues only its chunks with no part, keeps the parts written, and ends exact", async () => {
+    const s = await setUp("cancelled");
+    expect(CHUNKS).toBeGreaterThan(8);
+    const first = await work(s, 5);
+    const kept = await Promise.all(first.map((t) => readBytes(s.output, partKey(s.jobId, t.chunk.index))));
+    await cancelJob(s.deps, s.jobId, OUTPUT);
+
+    const outcome = await resumeJob(s.deps, s.jobId, { after: 0, taskTimeoutSeconds: 120 }, { jobDeadlineSeconds: 600 });
+    expect(outcome).toEqual({ kind: "resumed", tasks: CHUNKS - 5, of: CHUNKS });
+    expect(await exists(s.output, cancelKey(s.jobId))).toBe(false);
+    expect(await readJson(s.output, pastEndKey(s.jobId, 1), JobStatus.partial().loose())).toHaveProperty("cancelled");
+    const status = await readJson(s.output, OUTPUT.status, JobStatus);
+    expect(status).toMatchObject({ state: "running", done: 5, retries: 1, resumed: { tasks: CHUNKS - 5 } });
+
+    // The same request again (S3 may deliver an event twice) changes nothing.
+    expect(await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).toMatchObject({ kind: "refused" });
+    const again = await work(s);
+    expect(again.map((t) => t.chunk.index).sort((a, b) => a - b)).toEqual(
+      Array.from({ length: CHUNKS }, (_, i) => i).filter((i) => !first.some((t) => t.chunk.index === i)),
+    );
+    expect(again.every((t) => t.job.taskTimeoutSeconds === 120)).toBe(true);
+    for (const [i, t] of first.entries()) expect(await readBytes(s.output, partKey(s.jobId, t.chunk.index))).toEqual(kept[i]);
+
+    await reduceJob(s.deps, s.jobId);
+    expect(await readJson(s.output, OUTPUT.status, JobStatus)).toMatchObject({ state: "succeeded" });
+    expectMatchesReference("wordcount", { k: "0" }, TEXT, await readJson(s.output, OUTPUT.result, z.unknown()));
+    expect(await resumeJob(s.deps, s.jobId, { after: 1 }, { jobDeadlineSeconds: 600 })).toEqual({
+      kind: "refused",
+      reason: "it succeeded",
+    });
+  });
+
+  it("a failed job loses its failure marker (kept under retries/), and only a job that ended is resumed", async () => {
+    const s = await setUp("failed");
+    expect(await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).toEqual({
+      kind: "refused",
+      reason: "it is still running",
+    });
+    await work(s, 3);
+    const manifest = await readJson(s.output, `_work/${s.jobId}/manifest.json`, Manifest);
+    await failJob(
+      s.deps,
+      { jobId: s.jobId, output: OUTPUT, chunks: CHUNKS, done: 3, startedAt: manifest.createdAt },
+      new CloudmillError(ErrorCode.TASK_TIMEOUT, "the chunk did not finish within 1 s (taskTimeoutSeconds)"),
+    );
+    const outcome = await resumeJob(s.deps, s.jobId, { after: 0, taskMemoryMiB: 512, maxAttempts: 5 }, { jobDeadlineSeconds: 600 });
+    expect(outcome).toEqual({ kind: "resumed", tasks: CHUNKS - 3, of: CHUNKS });
+    expect(await exists(s.output, failureKey(s.jobId))).toBe(false);
+    const past = await readJson(s.output, pastEndKey(s.jobId, 1), JobStatus.partial().loose());
+    expect(past).toMatchObject({ failure: { error: { code: "TASK_TIMEOUT" } } });
+    const resumed = await readJson(s.output, `_work/${s.jobId}/manifest.json`, Manifest);
+    expect(resumed.job).toMatchObject({ taskMemoryMiB: 512, maxAttempts: 5 });
+    expect(resumed.deadline).toBeGreaterThan(manifest.deadline - 3600_000 + 500_000);
+    expect((await work(s)).length).toBe(CHUNKS - 3);
+    await reduceJob(s.deps, s.jobId);
+    expect(await readJson(s.output, OUTPUT.status, JobStatus)).toMatchObject({ state: "succeeded", done: CHUNKS });
+  });
+
+  it("a job that never started is not resumed", async () => {
+    const s = await setUp("unknown");
+    expect(await resumeJob(s.deps, "no-such-job", { after: 0 }, { jobDeadlineSeconds: 600 })).toEqual({
+      kind: "refused",
+      reason: "no such job (it never started)",
+    });
+  });
+});
