@@ -27,6 +27,7 @@ import {
   OPS_LISTING_KEY,
   PART_SUFFIX,
   RESULT_FILE,
+  RUNNING_SUFFIX,
   STATUS_FILE,
   WORK_PREFIX,
 } from "../lib/core/keys.js";
@@ -205,6 +206,11 @@ export class CloudmillPipeline extends Construct {
     this.outputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.SqsDestination(this.partsQueue), {
       prefix: WORK_PREFIX,
       suffix: PART_SUFFIX,
+    });
+    // A long chunk's running marker wakes the reducer too: it looks for stragglers to back up.
+    this.outputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.SqsDestination(this.partsQueue), {
+      prefix: WORK_PREFIX,
+      suffix: RUNNING_SUFFIX,
     });
     this.reducer.addEventSource(
       new SqsEventSource(this.partsQueue, {

@@ -6,7 +6,10 @@
 import { EventEmitter } from "node:events";
 import os from "node:os";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
-import { isReduceTask, TaskMessage } from "../core/job/manifest.js";
+import { isReduceTask, TaskMessage, type MapTask } from "../core/job/manifest.js";
+import { partKey } from "../core/keys.js";
+import { markRunning } from "../core/pipeline/backups.js";
+import { exists } from "../core/pipeline/blobJson.js";
 import type { TaskQueue, QueueMessage } from "../core/ports.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
 import { failJobOfTask } from "../core/pipeline/deadLetter.js";
@@ -127,6 +130,17 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     }
   }
 
+  /**
+   * A chunk past its first heartbeat is long: at beats 1, 2, 4, 8, … its running marker wakes
+   * the reducer to look for stragglers (backups.ts); from the second beat on, a part written by
+   * its other copy stops this one, freeing the worker.
+   */
+  async #longChunk(task: MapTask, beat: number, startedAt: string, lost: AbortController): Promise<void> {
+    const { deps } = this.#options;
+    if ((beat & (beat - 1)) === 0) await markRunning(deps, task, startedAt, WORKER_ID);
+    if (beat >= 2 && (await exists(deps.output, partKey(task.jobId, task.chunk.index)))) lost.abort();
+  }
+
   /** True while the container is near its memory limit (said once per episode); a failed read never stops work. */
   async #memoryIsFull(): Promise<boolean> {
     const use = await this.#options.memory?.().catch(() => undefined);
@@ -163,19 +177,37 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         range: [task.chunk.start, task.chunk.end],
       });
     await protection.acquire();
+    const startedAt = new Date().toISOString();
+    /** Aborted when another copy of this chunk (its backup, or the original) has written the part. */
+    const lost = new AbortController();
+    let beats = 0;
     const heartbeat = setInterval(() => {
+      beats++;
       queue.changeVisibility(message.receiptHandle, this.#options.visibilitySeconds).then(
         () => this.emit("heartbeat", task),
         (err: unknown) => log.warn("heartbeat failed", logFieldsOf(toCloudmillError(err))),
       );
+      if (!isReduceTask(task)) void this.#longChunk(task, beats, startedAt, lost).catch(() => undefined);
     }, this.#options.heartbeatSeconds * 1000);
     try {
-      const outcome = await runTask(deps, task, { signal: this.#kill.signal, drain: this.#stop.signal, ranOn: "fleet", worker: WORKER_ID });
+      const outcome = await runTask(deps, task, {
+        signal: AbortSignal.any([this.#kill.signal, lost.signal]),
+        drain: this.#stop.signal,
+        ranOn: "fleet",
+        worker: WORKER_ID,
+        mayHaveBackup: () => beats > 0,
+      });
       await queue.delete(message.receiptHandle);
       log.info("chunk done", { outcome: outcome.kind, ...(outcome.kind === "done" ? { bytes: outcome.bytes } : {}) });
       this.emit("task_done", task, outcome);
     } catch (e) {
       const err = toCloudmillError(e);
+      if (lost.signal.aborted && !this.#kill.signal.aborted) {
+        await queue.delete(message.receiptHandle).catch(() => undefined);
+        log.info("chunk done by its other copy; this one stopped");
+        this.emit("task_done", task, { kind: "duplicate" });
+        return;
+      }
       if (this.#kill.signal.aborted) {
         // Stopped mid-chunk: hand it back now rather than after the visibility timeout.
         await queue.changeVisibility(message.receiptHandle, 0).catch(() => undefined);

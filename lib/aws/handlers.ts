@@ -2,11 +2,12 @@
  * The Lambda handlers' cores over the events AWS delivers (events.ts): functions/* are
  * one-line wrappers over these, and the dev cloud calls them as Lambda would.
  */
-import { parsePartKey } from "../core/keys.js";
+import { parsePartKey, parseRunningKey } from "../core/keys.js";
 import { toCloudmillError } from "../core/errors.js";
 import type { PipelineDeps, SplitDeps } from "../core/pipeline/deps.js";
 import { handleDeadLetter } from "../core/pipeline/deadLetter.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
+import { launchBackups } from "../core/pipeline/backups.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { createdObjects, SqsEvent, type SqsBatchResponse } from "./events.js";
 import { handleObjectCreated, type TriggerConfig, type TriggerOutcome } from "../core/pipeline/trigger.js";
@@ -53,7 +54,8 @@ export const reducerHandler =
         deps.log.warn("not an S3 notification; dropped", { messageId: record.messageId });
       }
       for (const { key } of objects) {
-        const part = parsePartKey(key);
+        // A part, or a long chunk's running marker (the straggler check).
+        const part = parsePartKey(key) ?? parseRunningKey(key);
         if (!part) continue;
         const ids = byJob.get(part.jobId) ?? [];
         ids.push(record.messageId);
@@ -69,6 +71,7 @@ export const reducerHandler =
           outcome: outcome.kind,
           ...(outcome.kind === "incomplete" ? { done: outcome.done, chunks: outcome.chunks } : {}),
         });
+        if (outcome.kind === "incomplete" && outcome.mapping) await launchBackups(deps, outcome.mapping.manifest, outcome.mapping.parts);
       } catch (err) {
         deps.log.error("reduce failed; will retry", { ...logFieldsOf(toCloudmillError(err)), jobId });
         failures.push(...[...new Set(messageIds)].map((itemIdentifier) => ({ itemIdentifier })));

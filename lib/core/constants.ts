@@ -101,6 +101,13 @@ export const DEFAULTS = {
    * so 64 MiB is a twenty-fourth of a worker's 1.5 GiB per vCPU.
    */
   maxRecordBytes: 64 * MiB,
+  /**
+   * Speculative execution, as Hadoop and Spark do it: once three quarters of a job's chunks are
+   * mapped, a chunk running longer than 3× their median, and longer than this, is queued once more.
+   */
+  backupAfterSeconds: 60,
+  backupMultiple: 3,
+  backupQuantile: 0.75,
   /** Longest a worker maps one chunk before it ends the op's thread (TASK_TIMEOUT, a failed attempt). */
   taskTimeoutSeconds: 15 * 60,
   /** Size of the blocks a range is streamed in. */

@@ -68,6 +68,21 @@ export const cancelKey = (jobId: string): string => `${workPrefix(jobId)}cancell
 /** The end a resumed job had before its `retry`-th resume (its failure or cancel marker, kept). */
 export const pastEndKey = (jobId: string, retry: number): string => `${workPrefix(jobId)}retries/${pad(retry)}.json`;
 
+/** A long chunk's running marker: written by its worker's heartbeat, it wakes the reducer to look for stragglers. */
+export const RUNNING_SUFFIX = ".running.json";
+export const runningPrefix = (jobId: string): string => `${workPrefix(jobId)}running/`;
+export const runningKey = (jobId: string, index: number): string => `${runningPrefix(jobId)}${pad(index)}${RUNNING_SUFFIX}`;
+/** The job a running marker belongs to, or undefined when the key is not one. */
+export const parseRunningKey = (key: string): { jobId: string; index: number } | undefined => {
+  const m = /^_work\/([^/]+)\/running\/(\d{7,})\.running\.json$/.exec(key);
+  return m ? { jobId: m[1]!, index: Number(m[2]) } : undefined;
+};
+/** Written once when a straggling chunk's backup is queued: at most one backup per chunk, and the job's count. */
+export const backupsPrefix = (jobId: string): string => `${workPrefix(jobId)}backups/`;
+export const backupKey = (jobId: string, index: number): string => `${backupsPrefix(jobId)}${pad(index)}.json`;
+/** Written by a backup that found its chunk's part not yet written, just before it writes it: the backup won. */
+export const backupWonKey = (jobId: string, index: number): string => `${backupsPrefix(jobId)}${pad(index)}.won.json`;
+
 /** Chunk indexes are zero-padded so that keys sort in chunk order. */
 const pad = (index: number): string => String(index).padStart(7, "0");
 

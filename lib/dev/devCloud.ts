@@ -15,7 +15,7 @@ import { awsClients, destroyClients, type AwsClients } from "../aws/clients.js";
 import { faultyClients, type FaultConfigInput, type FaultInjectionOptions } from "./faultInjection.js";
 import { cloudDeps } from "../aws/cloudDeps.js";
 import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES, ENV } from "../core/constants.js";
-import { parsePartKey } from "../core/keys.js";
+import { parsePartKey, parseRunningKey } from "../core/keys.js";
 import { toCloudmillError } from "../core/errors.js";
 import { sleep } from "../core/sleep.js";
 import { opsRegistry } from "../core/ops/opModules.js";
@@ -241,7 +241,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     }
   };
 
-  // S3 → Lambda for the input bucket; S3 → SQS for parts, as the stack's notifications do.
+  // S3 → Lambda for the input bucket; S3 → SQS for parts and running markers, as the stack's notifications do.
   const pendingSplits = new Set<Promise<unknown>>();
   emulator.onObjectCreated(async (event: S3Event) => {
     for (const record of event.Records) {
@@ -253,7 +253,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
         );
         pendingSplits.add(p);
         void p.finally(() => pendingSplits.delete(p));
-      } else if (bucket === outputBucket && parsePartKey(decodeEventKey(key))) {
+      } else if (bucket === outputBucket && (parsePartKey(decodeEventKey(key)) ?? parseRunningKey(decodeEventKey(key)))) {
         await partsQueue.sendBatch([JSON.stringify({ Records: [record] })]);
       }
     }

@@ -153,6 +153,14 @@ class TaskThread {
       this.#ending = new CloudmillError(ErrorCode.TASK_TIMEOUT, `the chunk did not finish within ${seconds} s (taskTimeoutSeconds)`);
       void worker.terminate();
     }, seconds * 1000);
+    // Stopped (the job ended, or another copy of the chunk finished first): the thread goes with
+    // its total, whose chunks the engine maps again if it needs them.
+    const stop = (): void => {
+      this.#ending = new CloudmillError(ErrorCode.CANCELLED, "the task was stopped");
+      void worker.terminate();
+    };
+    options.signal?.addEventListener("abort", stop, { once: true });
+    if (options.signal?.aborted) stop();
     let reply: ThreadReply & { ok: true };
     try {
       reply = await this.#request(worker, {
@@ -163,6 +171,7 @@ class TaskThread {
       });
     } finally {
       clearTimeout(timer);
+      options.signal?.removeEventListener("abort", stop);
     }
     if (!("outcome" in reply)) throw new CloudmillError(ErrorCode.INTERNAL, "worker thread answered a task with no outcome");
     return reply.outcome;

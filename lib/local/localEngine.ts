@@ -17,6 +17,8 @@ import {
   taskIndex,
   JobStatus as JobStatusSchema,
   TaskMessage,
+  type Chunk,
+  type MapTask,
   type InputObject,
   type JobStatus,
   type Manifest,
@@ -27,7 +29,10 @@ import { silentLogger, type Logger } from "../core/log.js";
 import type { OpRegistry } from "../core/ops/registry.js";
 import type { SplitDeps } from "../core/pipeline/deps.js";
 import { failJob, handleDeadLetter } from "../core/pipeline/deadLetter.js";
-import { readBytes, readJson } from "../core/pipeline/blobJson.js";
+import { readBytes, readJson, writeJson } from "../core/pipeline/blobJson.js";
+import { median, stragglerAfterMs, stragglers } from "../core/pipeline/backups.js";
+import { backupKey } from "../core/keys.js";
+import { DEFAULTS } from "../core/constants.js";
 import { OrderedPartMerge, type MergedParts } from "../core/pipeline/partMerge.js";
 import { partsCarryReadings } from "../core/pipeline/part.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
@@ -201,6 +206,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
         finishedAt: status.finishedAt ?? new Date().toISOString(),
         runs,
         result,
+        ...(status.backups ? { backups: status.backups } : {}),
       });
     return { jobId, result, status, ranOn: workers > 0 ? "threads" : "inline", ...(report ? { report } : {}) };
   } finally {
@@ -324,43 +330,115 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
     finish("failed");
   };
 
-  /** One task at a time from the queue, until the job ends. */
+  /** Map tasks in progress, by chunk: when they began, and how to stop each copy (the first to finish stops the other). */
+  const mapping = new Map<number, { readonly task: MapTask; readonly began: number; readonly copies: AbortController[] }>();
+  /** How long mapped chunks took, for the straggler rule. */
+  const times: number[] = [];
+  const backedUp = new Set<number>();
+
+  /** A chunk is done: count it once, merge it, say so, and end the stage with its last. */
+  const finished = (index: number, chunk: Chunk | undefined, run?: { began: number; ms: number; slot: number; backup?: true }) => {
+    if (done.has(index)) return;
+    done.add(index);
+    if (chunk) {
+      inOrder?.ready(index);
+      bytesDone += chunkBytes(chunk);
+      if (run) {
+        times.push(run.ms);
+        const copies = mapping.get(index)?.copies ?? [];
+        for (const copy of copies) copy.abort();
+        runs?.add(index, {
+          on: "local",
+          at: new Date(run.began).toISOString(),
+          ms: run.ms,
+          worker: `task slot ${run.slot + 1}`,
+          bytes: chunkBytes(chunk),
+          ...(run.backup ? { backup: run.backup } : {}),
+        });
+      }
+    }
+    options.onProgress?.({ chunksDone: done.size, chunks: tasks, bytesDone, bytes, elapsedMs: Date.now() - started });
+    if (done.size === goal) finish("complete");
+  };
+
+  /** A chunk on another thread that is a straggler now (backups.ts), with no backup yet. */
+  const straggler = (): { readonly index: number; readonly afterMs: number } | undefined => {
+    const rule = {
+      chunks: manifest.chunks,
+      done: times.length,
+      medianMs: median(times),
+      afterSeconds: manifest.job.backupAfterSeconds ?? DEFAULTS.backupAfterSeconds,
+      now: Date.now(),
+    };
+    const afterMs = stragglerAfterMs(rule);
+    if (afterMs === undefined) return undefined;
+    const running = [...mapping].filter(([i]) => !backedUp.has(i) && !done.has(i)).map(([index, m]) => ({ index, startedAt: m.began }));
+    const index = stragglers(rule, running)[0];
+    return index === undefined ? undefined : { index, afterMs };
+  };
+
+  /** Maps a straggler's backup on this idle slot, writing its part; the first copy to finish stops the other. */
+  const backUp = async ({ index, afterMs }: { index: number; afterMs: number }, slot: number) => {
+    const primary = mapping.get(index)!;
+    backedUp.add(index);
+    const began = Date.now();
+    await writeJson(deps.output, backupKey(manifest.jobId, index), {
+      at: new Date(began).toISOString(),
+      elapsedMs: began - primary.began,
+      afterMs,
+    });
+    deps.log.info("straggling chunk backed up", { chunk: index, runningMs: began - primary.began, afterMs });
+    const copy = new AbortController();
+    primary.copies.push(copy);
+    try {
+      const outcome = await executor.run(
+        { ...primary.task, backup: true },
+        { signal: AbortSignal.any([stop.signal, copy.signal]), writePart: true },
+      );
+      if (outcome.kind === "done") finished(index, primary.task.chunk, { began, ms: Date.now() - began, slot, backup: true });
+    } catch (e) {
+      // A backup that fails or is stopped changes nothing: its chunk's first copy still runs.
+      deps.log.debug("backup ended without its part", { chunk: index, error: toCloudmillError(e).describe() });
+    }
+  };
+
+  /** One task at a time from the queue, until the job ends; an idle slot backs up a straggler. */
   const taskLoop = async (_: unknown, slot: number) => {
     while (!ended) {
       const [msg] = await deps.queue.receive({ maxMessages: 1, waitSeconds: 1, signal: stop.signal });
-      if (!msg || ended) continue;
+      if (ended) continue;
+      if (!msg) {
+        const late = straggler();
+        if (late) await backUp(late, slot);
+        continue;
+      }
       const task = TaskMessage.parse(JSON.parse(msg.body));
       const index = taskIndex(task);
       const chunk = isReduceTask(task) ? undefined : task.chunk;
+      const copy = new AbortController();
+      const began = Date.now();
+      if (!isReduceTask(task)) mapping.set(index, { task, began, copies: [copy] });
       try {
         const accumulate = orderFree && !attempted.has(index);
         attempted.add(index);
-        const began = Date.now();
-        const outcome = await executor.run(task, { signal: stop.signal, accumulate, writePart: writeParts });
+        const outcome = await executor.run(task, {
+          signal: AbortSignal.any([stop.signal, copy.signal]),
+          accumulate,
+          writePart: writeParts,
+        });
         const ms = Date.now() - began;
         await deps.queue.delete(msg.receiptHandle);
         if (outcome.kind === "job-ended") continue;
-        if (chunk && outcome.kind === "done")
-          runs?.add(index, {
-            on: "local",
-            at: new Date(began).toISOString(),
-            ms,
-            worker: `task slot ${slot + 1}`,
-            bytes: chunkBytes(chunk),
-          });
         if (outcome.kind === "done" && accumulate && !writeParts) heldOnlyInTotals.add(index);
-        if (!done.has(index)) {
-          done.add(index);
-          if (chunk) {
-            inOrder?.ready(index);
-            bytesDone += chunkBytes(chunk);
-          }
-          options.onProgress?.({ chunksDone: done.size, chunks: tasks, bytesDone, bytes, elapsedMs: Date.now() - started });
-        }
-        if (done.size === goal) finish("complete");
+        finished(index, chunk, outcome.kind === "done" ? { began, ms, slot } : undefined);
       } catch (e) {
         const err = toCloudmillError(e);
         if (ended) break;
+        if (copy.signal.aborted) {
+          // Its backup finished first.
+          await deps.queue.delete(msg.receiptHandle);
+          continue;
+        }
         if ((await afterFailedAttempt(deps, task, err, msg.receiveCount)).action === "fail-job") {
           await deps.queue.delete(msg.receiptHandle);
           await fail(err);
@@ -368,6 +446,8 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
           deps.log.warn("task failed; will retry", { task: index, attempt: msg.receiveCount, error: err.describe() });
           await deps.queue.changeVisibility(msg.receiptHandle, 0);
         }
+      } finally {
+        if (mapping.get(index)?.copies[0] === copy) mapping.delete(index);
       }
     }
   };

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { Match, type Template } from "aws-cdk-lib/assertions";
-import { PART_SUFFIX, WORK_PREFIX } from "../../lib/core/keys.js";
+import { PART_SUFFIX, RUNNING_SUFFIX, WORK_PREFIX } from "../../lib/core/keys.js";
 import { LAB_CONTEXT, SPOT_CONTEXT, actionsOf, grantsOf, resource, synth, type Synthesized } from "./synth.js";
 
 const FUNCTIONS = ["Splitter", "Reducer", "DeadLetters"] as const;
@@ -64,7 +64,7 @@ describe("functions", () => {
     });
   });
 
-  it("sends part objects created in the output bucket, and nothing else, to the parts queue", () => {
+  it("sends part objects and long chunks' running markers created in the output bucket, and nothing else, to the parts queue", () => {
     const output = resource(template, "AWS::S3::Bucket", "PipelineOutputBucket").id;
     const parts = resource(template, "AWS::SQS::Queue", "PipelinePartsQueue").id;
     template.hasResourceProperties("Custom::S3BucketNotifications", {
@@ -77,6 +77,18 @@ describe("functions", () => {
               Key: {
                 FilterRules: Match.arrayEquals([
                   { Name: "suffix", Value: PART_SUFFIX },
+                  { Name: "prefix", Value: WORK_PREFIX },
+                ]),
+              },
+            },
+            QueueArn: { "Fn::GetAtt": [parts, "Arn"] },
+          },
+          {
+            Events: ["s3:ObjectCreated:*"],
+            Filter: {
+              Key: {
+                FilterRules: Match.arrayEquals([
+                  { Name: "suffix", Value: RUNNING_SUFFIX },
                   { Name: "prefix", Value: WORK_PREFIX },
                 ]),
               },

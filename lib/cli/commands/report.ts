@@ -15,11 +15,12 @@ export const reportLine = (r: JobReport): string => {
   const stragglers = slowest
     ? `${r.straggling} straggler(s), slowest chunk ${slowest.index} on ${slowest.worker} at ${slowest.timesMedian}× the median`
     : "no stragglers";
+  const backups = r.backups ? ` (${r.backups.launched} backed up, ${r.backups.won} of them finished first)` : "";
   const cost = r.cost.fleetPriced
     ? `task-time cost $${r.cost.total.toFixed(6)} (${r.cost.instanceType ?? "no instance"} on-demand list prices of ${r.cost.pricesAsOf})`
     : `fleet time unpriced (${r.cost.instanceType} is not in the price table)`;
   return (
-    `job ${r.jobId}: ${r.taskCount} tasks on ${r.workers.length} worker(s) in ${wall.toFixed(1)} s; ${stragglers}; ` +
+    `job ${r.jobId}: ${r.taskCount} tasks on ${r.workers.length} worker(s) in ${wall.toFixed(1)} s; ${stragglers}${backups}; ` +
     (r.workers.every((w) => w.on === "local") ? "on this machine (no AWS cost)" : cost)
   );
 };

@@ -32,6 +32,8 @@ export const TaskJob = z.strictObject({
   deadline: z.number().optional(),
   /** The job's own time limit per chunk (else the worker's). */
   taskTimeoutSeconds: z.number().int().positive().optional(),
+  /** A chunk running this long and 3× the median is given a backup (0: never). Else DEFAULTS.backupAfterSeconds. */
+  backupAfterSeconds: z.number().int().nonnegative().optional(),
   /** The job's own heap limit per chunk, in MiB (else the worker's). */
   taskMemoryMiB: z.number().int().positive().optional(),
   /** The job's own longest record (else DEFAULTS.maxRecordBytes). */
@@ -111,6 +113,8 @@ export const MapTask = z.strictObject({
   jobId: JobId,
   chunk: Chunk,
   job: TaskJob,
+  /** A second copy of a straggling chunk (backups.ts): whichever copy writes the part first wins. */
+  backup: z.literal(true).optional(),
 });
 export type MapTask = z.infer<typeof MapTask>;
 
@@ -164,6 +168,8 @@ export const TaskRun = TaskStart.extend({
   bytes: z.number().int().nonnegative().optional(),
   /** Objects it read, when more than one (a packed chunk). */
   objects: z.number().int().positive().optional(),
+  /** The run was a straggler's backup, and its part won. */
+  backup: z.literal(true).optional(),
 });
 export type TaskRun = z.infer<typeof TaskRun>;
 
@@ -189,6 +195,8 @@ export const JobStatus = z.object({
   finishedAt: z.string().optional(),
   /** Records skipped as bad (only with onBadRecord: skip). */
   skipped: z.number().int().nonnegative().optional(),
+  /** Backups queued for straggling chunks, and how many of them wrote the chunk's part first. */
+  backups: z.object({ launched: z.number().int().nonnegative(), won: z.number().int().nonnegative() }).optional(),
   /** The separator `separator=auto` chose for each CSV input. */
   csv: z.array(z.object({ input: z.string(), separator: z.string() })).optional(),
   error: z

@@ -81,6 +81,16 @@ export const JobSpecSchema = z.strictObject({
     .max(24 * 3600)
     .optional(),
   /**
+   * A chunk running longer than this (and 3× the median of those mapped, once three quarters
+   * are) is queued once more; the first copy to finish wins. 0: no backups. Default 60.
+   */
+  backupAfterSeconds: z
+    .number()
+    .int()
+    .min(0)
+    .max(24 * 3600)
+    .optional(),
+  /**
    * Heap one chunk's mapping may use, in MiB; past it the attempt fails with OUT_OF_MEMORY.
    * Default: the worker's share of its container (locally, V8's own limit).
    */

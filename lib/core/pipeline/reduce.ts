@@ -18,9 +18,16 @@ import { failJob } from "./deadLetter.js";
 import { OrderedPartMerge } from "./partMerge.js";
 import { succeededStatus, superseded, writeProgress, type WhereRan } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
+import { backupCounts } from "./backups.js";
 
 export type ReduceOutcome =
-  | { readonly kind: "incomplete"; readonly done: number; readonly chunks: number }
+  | {
+      readonly kind: "incomplete";
+      readonly done: number;
+      readonly chunks: number;
+      /** While chunks are still mapping: the job and its parts so far (for the straggler check). */
+      readonly mapping?: { readonly manifest: Manifest; readonly parts: ReadonlyMap<number, string> };
+    }
   | { readonly kind: "succeeded"; readonly result: unknown; readonly status: JobStatus }
   | { readonly kind: "already-succeeded"; readonly status: JobStatus }
   | { readonly kind: "ended" }
@@ -37,7 +44,13 @@ const listParts = async (deps: PipelineDeps, jobId: string): Promise<Map<number,
 };
 
 /** Writes `_jobs/<jobId>/report.json` from the runs the job's parts recorded. */
-const writeReport = async (deps: PipelineDeps, manifest: Manifest, runs: RunLog, result: unknown): Promise<void> =>
+const writeReport = async (
+  deps: PipelineDeps,
+  manifest: Manifest,
+  runs: RunLog,
+  result: unknown,
+  backups: { launched: number; won: number },
+): Promise<void> =>
   writeJson(
     deps.output,
     reportKey(manifest.jobId),
@@ -50,6 +63,7 @@ const writeReport = async (deps: PipelineDeps, manifest: Manifest, runs: RunLog,
       runs,
       ...(deps.instanceType !== undefined ? { instanceType: deps.instanceType } : {}),
       result,
+      backups,
     }),
   );
 
@@ -102,7 +116,7 @@ export const reduceJob = async (
   }
   if (done < manifest.chunks) {
     await writeProgress(deps, manifest, done, () => firstPartStart(deps, parts));
-    return { kind: "incomplete", done, chunks: taskCount(manifest) };
+    return { kind: "incomplete", done, chunks: taskCount(manifest), mapping: { manifest, parts } };
   }
 
   try {
@@ -135,7 +149,8 @@ export const reduceJob = async (
       result = merge.op.finalize(stage.partial, merge.params, { inputs: manifest.inputs.map((i) => i.name) }) ?? null;
       runs = stage.runs;
     }
-    const status = succeededStatus(manifest, skipped, nowOf(deps), sniffed, ran);
+    const backups = await backupCounts(deps, jobId);
+    const status = { ...succeededStatus(manifest, skipped, nowOf(deps), sniffed, ran), ...(backups.launched ? { backups } : {}) };
     if (await superseded(deps, manifest.output.status, jobId, manifest.createdAt)) {
       await writeJson(deps.output, succeededKey(jobId), status);
       log.info("job succeeded but a later job owns its output; result not written", { chunks: manifest.chunks });
@@ -145,7 +160,7 @@ export const reduceJob = async (
     // on the report. The report is a view of the parts: a failure to write it leaves the job as it is.
     await writeJson(deps.output, manifest.output.result, result);
     if (runs?.size)
-      await writeReport(deps, manifest, runs, result).catch((err: unknown) =>
+      await writeReport(deps, manifest, runs, result, backups).catch((err: unknown) =>
         log.warn("report not written", logFieldsOf(toCloudmillError(err))),
       );
     await writeJson(deps.output, succeededKey(jobId), status);

@@ -82,6 +82,7 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
     ...(spec.taskTimeoutSeconds !== undefined ? { taskTimeoutSeconds: spec.taskTimeoutSeconds } : {}),
     ...(spec.maxRecordBytes !== undefined ? { maxRecordBytes: spec.maxRecordBytes } : {}),
     ...(spec.taskMemoryMiB !== undefined ? { taskMemoryMiB: spec.taskMemoryMiB } : {}),
+    ...(spec.backupAfterSeconds !== undefined ? { backupAfterSeconds: spec.backupAfterSeconds } : {}),
     ...(isShuffled(op) && spec.partitions !== undefined ? { partitions: spec.partitions } : {}),
   };
 };

@@ -2,7 +2,7 @@
  * The map role: one chunk in, one part out. The part's key is a pure function of
  * (job id, chunk index), so a repeated task rewrites identical bytes.
  */
-import { cancelKey, chunkErrorKey, failureKey, partKey } from "../keys.js";
+import { backupWonKey, cancelKey, chunkErrorKey, failureKey, partKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import {
   chunkBytes,
@@ -101,10 +101,17 @@ export interface RunTaskOptions {
   readonly ranOn?: RanOn;
   /** Which process runs it (`<host>/<pid>`), recorded with `ranOn`. */
   readonly worker?: string;
+  /**
+   * True when another copy of the chunk may have written its part (this one has run long enough
+   * to get a backup): the part is then written only if absent, so the first copy's stands.
+   * A backup itself always checks.
+   */
+  readonly mayHaveBackup?: () => boolean;
 }
 
 export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: RunTaskOptions = {}): Promise<TaskOutcome> => {
-  const { signal, writePart = true, checkOpDigest = true, drain, ranOn, worker } = options;
+  const { signal, writePart = true, checkOpDigest = true, drain, ranOn, worker, mayHaveBackup } = options;
+  const backup = !isReduceTask(task) && task.backup === true;
   const { jobId, job } = task;
   const ran: TaskStart | undefined = ranOn ? { on: ranOn, at: new Date(nowOf(deps)).toISOString() } : undefined;
   const done = (start: TaskStart, bytes: number, objects: number): TaskRun => ({
@@ -113,6 +120,7 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
     ...(worker !== undefined ? { worker } : {}),
     bytes,
     ...(objects > 1 ? { objects } : {}),
+    ...(backup ? { backup: true as const } : {}),
   });
   const output = deps.output;
   const key = partKey(jobId, taskIndex(task));
@@ -125,7 +133,13 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
       : mapChunk(
           deps,
           task,
-          { writePart, checkOpDigest, ...(drain ? { drain } : {}), ...(ran ? { ran: (b, o) => done(ran, b, o) } : {}) },
+          {
+            writePart,
+            checkOpDigest,
+            ...(drain ? { drain } : {}),
+            ...(ran ? { ran: (b, o) => done(ran, b, o) } : {}),
+            firstCopyWins: () => backup || (mayHaveBackup?.() ?? false),
+          },
           s,
         );
   if (deadline === undefined) return map(signal);
@@ -173,10 +187,12 @@ const mapChunk = async (
     readonly drain?: AbortSignal;
     /** The run to record in the part, given the bytes and objects read. */
     readonly ran?: (bytes: number, objects: number) => TaskRun;
+    /** True: another copy may have written the part; it is then left as it is. */
+    readonly firstCopyWins?: () => boolean;
   },
   signal?: AbortSignal,
 ): Promise<TaskOutcome> => {
-  const { writePart, checkOpDigest, drain, ran } = options;
+  const { writePart, checkOpDigest, drain, ran, firstCopyWins } = options;
   const { jobId, chunk, job } = task;
   const key = partKey(jobId, chunk.index);
   /** A packed chunk's error names the object it is in; a range's gets the chunk's context below. */
@@ -232,6 +248,9 @@ const mapChunk = async (
         throw new CloudmillError(ErrorCode.INTERNAL, `op ${op.name} is keyed, but the task names no partitions`);
       part = await shufflePart(deps, jobId, partitions, part);
     } else if (op.sorts) part = await sortedRunPart(deps, jobId, part);
+    if (writePart && firstCopyWins?.() && (await exists(deps.output, key))) return { kind: "duplicate" };
+    if (writePart && task.backup)
+      await writeJson(deps.output, backupWonKey(jobId, chunk.index), { at: new Date(nowOf(deps)).toISOString() });
     if (writePart) await writeJson(deps.output, key, ran ? { ...part, ran: ran(chunkBytes(chunk), objects.length) } : part);
     return { kind: "done", bytes: chunkBytes(chunk), skipped: part.skipped, partial: part.partial };
   } catch (err) {

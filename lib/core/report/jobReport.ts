@@ -50,6 +50,8 @@ export const JobReport = z.object({
   /** The slowest tasks past STRAGGLER_FACTOR × the median, at most MAX_REPORT_STRAGGLERS; `straggling` counts all. */
   stragglers: z.array(z.object({ index: z.number().int(), worker: z.string(), ms: z.number(), timesMedian: z.number() })),
   straggling: z.number().int().nonnegative(),
+  /** Backups queued for straggling chunks (speculative execution), and how many finished first. */
+  backups: z.object({ launched: z.number().int().nonnegative(), won: z.number().int().nonnegative() }).optional(),
   /** Input bytes per second over the job, in equal steps from the first task's start. */
   throughput: z.array(z.object({ at: z.number(), bytesPerSecond: z.number() })),
   taskSeconds: z.object({ fleet: z.number(), lambda: z.number(), local: z.number() }),
@@ -145,6 +147,8 @@ export interface ReportInput {
   /** The fleet's instance type, for its price (unset: no fleet price, e.g. a local run). */
   readonly instanceType?: string;
   readonly result?: unknown;
+  /** Backups the job queued for straggling chunks, and how many finished first. */
+  readonly backups?: { readonly launched: number; readonly won: number };
 }
 
 const median = (sorted: Float64Array): number => {
@@ -248,6 +252,7 @@ export const buildReport = (input: ReportInput): JobReport => {
     medianMs: med,
     stragglers,
     straggling,
+    ...(input.backups?.launched ? { backups: input.backups } : {}),
     throughput,
     taskSeconds: seconds,
     cost: {

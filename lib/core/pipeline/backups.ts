@@ -1,0 +1,124 @@
+/**
+ * Backups for straggling chunks (speculative execution, as Hadoop and Spark do it). Once most of
+ * a job's chunks are mapped, a chunk that has run far longer than their median (a slow or
+ * overloaded worker, a bad disk) is queued once more; whichever copy writes the part first
+ * wins, and the part key, a pure function of job and chunk, makes the other harmless.
+ *
+ * On the fleet, a chunk's worker writes a running marker at its heartbeats (1st, 2nd, 4th, 8th,
+ * …). Each write wakes the reducer, which decides here; so a straggler itself keeps the check
+ * going, and a job of short chunks pays nothing. The local engine decides the same way, from
+ * the tasks its own threads run.
+ */
+import { z } from "zod";
+import { DEFAULTS } from "../constants.js";
+import { backupKey, backupsPrefix, parseRunningKey, runningKey, runningPrefix } from "../keys.js";
+import type { Manifest, MapTask } from "../job/manifest.js";
+import type { SplitDeps } from "./deps.js";
+import { nowOf } from "./deps.js";
+import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
+import { enqueueTasks } from "./enqueue.js";
+import { Part } from "./part.js";
+import { tasksOf } from "./split.js";
+
+/** A chunk in progress, and when its current copy started (epoch ms). */
+export interface RunningChunk {
+  readonly index: number;
+  readonly startedAt: number;
+}
+
+export interface StragglerRule {
+  readonly chunks: number;
+  /** Chunks mapped. */
+  readonly done: number;
+  /** Median time of the mapped chunks, if any were timed. */
+  readonly medianMs: number | undefined;
+  /** The job's backupAfterSeconds (0: never). */
+  readonly afterSeconds: number;
+  readonly now: number;
+}
+
+/** How long a chunk may run before it is a straggler, or undefined while too few are mapped to tell. */
+export const stragglerAfterMs = (rule: StragglerRule): number | undefined => {
+  if (rule.afterSeconds === 0 || rule.medianMs === undefined) return undefined;
+  if (rule.done < Math.ceil(DEFAULTS.backupQuantile * rule.chunks)) return undefined;
+  return Math.max(DEFAULTS.backupMultiple * rule.medianMs, rule.afterSeconds * 1000);
+};
+
+/** The chunks of `running` that are stragglers now, by the rule. */
+export const stragglers = (rule: StragglerRule, running: readonly RunningChunk[]): number[] => {
+  const after = stragglerAfterMs(rule);
+  return after === undefined ? [] : running.filter((r) => rule.now - r.startedAt > after).map((r) => r.index);
+};
+
+export const median = (values: readonly number[]): number | undefined => {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+export const RunningMarker = z.object({ at: z.string(), worker: z.string().optional() });
+export const BackupMarker = z.object({ at: z.string(), elapsedMs: z.number(), afterMs: z.number() });
+
+/** A chunk's worker says it is still mapping it, since `at`. */
+export const markRunning = (deps: Pick<SplitDeps, "output">, task: MapTask, at: string, worker: string): Promise<void> =>
+  writeJson(deps.output, runningKey(task.jobId, task.chunk.index), { at, worker });
+
+/** Parts read to time a job's chunks: enough for a median, few enough for every reducer call. */
+const TIMING_SAMPLE = 16;
+
+/** The median run time of up to TIMING_SAMPLE parts, spread over the job. */
+const sampledMedianMs = async (deps: SplitDeps, parts: ReadonlyMap<number, string>): Promise<number | undefined> => {
+  const keys = [...parts.values()];
+  const step = Math.max(1, Math.floor(keys.length / TIMING_SAMPLE));
+  const times: number[] = [];
+  for (let i = 0; i < keys.length && times.length < TIMING_SAMPLE; i += step) {
+    const ms = (await readJsonIfExists(deps.output, keys[i]!, Part).catch(() => undefined))?.ran?.ms;
+    if (ms !== undefined) times.push(ms);
+  }
+  return median(times);
+};
+
+/**
+ * The reducer's check, on a job still mapping: queues a backup of each straggler that has none
+ * yet. `parts`: the job's map parts by chunk. Returns how many it queued.
+ */
+export const launchBackups = async (deps: SplitDeps, manifest: Manifest, parts: ReadonlyMap<number, string>): Promise<number> => {
+  const { jobId } = manifest;
+  const afterSeconds = manifest.job.backupAfterSeconds ?? DEFAULTS.backupAfterSeconds;
+  const now = nowOf(deps);
+  const early = { chunks: manifest.chunks, done: parts.size, medianMs: 0, afterSeconds, now };
+  if (stragglerAfterMs(early) === undefined) return 0;
+  const running: RunningChunk[] = [];
+  for await (const info of deps.output.list(runningPrefix(jobId))) {
+    const chunk = parseRunningKey(info.key);
+    if (!chunk || chunk.jobId !== jobId || chunk.index >= manifest.chunks || parts.has(chunk.index)) continue;
+    const marker = await readJsonIfExists(deps.output, info.key, RunningMarker).catch(() => undefined);
+    if (marker) running.push({ index: chunk.index, startedAt: Date.parse(marker.at) });
+  }
+  if (running.length === 0) return 0;
+  const rule = { ...early, medianMs: await sampledMedianMs(deps, parts) };
+  const afterMs = stragglerAfterMs(rule)!;
+  const launched: MapTask[] = [];
+  for (const index of stragglers(rule, running)) {
+    if (await exists(deps.output, backupKey(jobId, index))) continue;
+    const startedAt = running.find((r) => r.index === index)!.startedAt;
+    await writeJson(deps.output, backupKey(jobId, index), { at: new Date(now).toISOString(), elapsedMs: now - startedAt, afterMs });
+    launched.push(...tasksOf(manifest, [index]).map((t): MapTask => ({ ...t, backup: true })));
+  }
+  await enqueueTasks(deps.queue, launched);
+  if (launched.length)
+    deps.log.info("backups queued for straggling chunks", { jobId, chunks: launched.map((t) => t.chunk.index), afterMs });
+  return launched.length;
+};
+
+/** How many backups a job queued, and how many of them wrote their chunk's part first (its markers, one listing). */
+export const backupCounts = async (deps: Pick<SplitDeps, "output">, jobId: string): Promise<{ launched: number; won: number }> => {
+  let launched = 0;
+  let won = 0;
+  for await (const { key } of deps.output.list(backupsPrefix(jobId))) {
+    if (key.endsWith(".won.json")) won++;
+    else launched++;
+  }
+  return { launched, won };
+};
