@@ -5,7 +5,8 @@
 import { parsePartKey, parseRunningKey } from "../core/keys.js";
 import { toCloudmillError } from "../core/errors.js";
 import type { PipelineDeps, SplitDeps } from "../core/pipeline/deps.js";
-import { handleDeadLetter } from "../core/pipeline/deadLetter.js";
+import { failJobOfTask, handleDeadLetter } from "../core/pipeline/deadLetter.js";
+import { costCeilingError } from "../core/pipeline/costCeiling.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
 import { launchBackups } from "../core/pipeline/backups.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
@@ -71,7 +72,12 @@ export const reducerHandler =
           outcome: outcome.kind,
           ...(outcome.kind === "incomplete" ? { done: outcome.done, chunks: outcome.chunks } : {}),
         });
-        if (outcome.kind === "incomplete" && outcome.mapping) await launchBackups(deps, outcome.mapping.manifest, outcome.mapping.parts);
+        if (outcome.kind === "incomplete" && outcome.mapping) {
+          const { manifest, parts } = outcome.mapping;
+          const over = await costCeilingError(deps, manifest, parts);
+          if (over) await failJobOfTask(deps, jobId, over, parts.size);
+          else await launchBackups(deps, manifest, parts);
+        }
       } catch (err) {
         deps.log.error("reduce failed; will retry", { ...logFieldsOf(toCloudmillError(err)), jobId });
         failures.push(...[...new Set(messageIds)].map((itemIdentifier) => ({ itemIdentifier })));

@@ -8,6 +8,7 @@
  * ```
  */
 import { CloudFormationClient } from "@aws-sdk/client-cloudformation";
+import { ApplicationAutoScalingClient } from "@aws-sdk/client-application-auto-scaling";
 import { EC2Client } from "@aws-sdk/client-ec2";
 import { ECSClient } from "@aws-sdk/client-ecs";
 import { paginateListObjectsV2, type S3Client } from "@aws-sdk/client-s3";
@@ -47,11 +48,22 @@ import { withAws, type AwsTarget } from "./awsErrors.js";
 import { backoff, deadlineSignal } from "./poll.js";
 import { sleep } from "../core/sleep.js";
 import { DEFAULT_JOBS_LIMIT, UPLOADS_PREFIX } from "./constants.js";
-import { describeFleet } from "./fleet.js";
+import { describeFleet, type FleetTarget } from "./fleet.js";
+import { holdFleet, readHold, stopFleet, type HoldClients } from "./fleetHold.js";
 import { JobFuture, type JobBackend } from "./JobFuture.js";
 import { newJobId } from "./jobId.js";
 import { readStackOutputs, type StackOutputs } from "./stack.js";
-import type { CloudmillOptions, FleetView, JobStatus, JobSummary, ResultOf, RetryOptions, SubmitOptions, SubmitSpec } from "./types.js";
+import type {
+  CloudmillOptions,
+  FleetHold,
+  FleetView,
+  JobStatus,
+  JobSummary,
+  ResultOf,
+  RetryOptions,
+  SubmitOptions,
+  SubmitSpec,
+} from "./types.js";
 import { planInputs, uploadFile } from "./uploads.js";
 
 /** Where the client ended up connected: what the options and the stack's outputs say. */
@@ -104,7 +116,7 @@ export class Cloudmill {
   readonly #env: Readonly<Record<string, string | undefined>>;
   readonly #log: Logger;
   #connected: Promise<Connected> | undefined;
-  #extra: { ecs?: ECSClient; ec2?: EC2Client; cfn?: CloudFormationClient } = {};
+  #extra: { ecs?: ECSClient; ec2?: EC2Client; cfn?: CloudFormationClient; scaling?: ApplicationAutoScalingClient } = {};
   #closed = false;
   /** What futures of submitted jobs read through. */
   readonly #backend: JobBackend;
@@ -420,6 +432,36 @@ export class Cloudmill {
    */
   async fleet(): Promise<FleetView> {
     const conn = await this.#connect();
+    const target = this.#fleetTarget(conn);
+    const config = this.#clientConfig(target.region);
+    const ecs = (this.#extra.ecs ??= new ECSClient(config));
+    const ec2 = (this.#extra.ec2 ??= new EC2Client(config));
+    const view = await describeFleet({ ecs, ec2 }, target);
+    // A stack deployed before holds existed may have no scaling range to read: the view goes without.
+    const hold = await readHold(this.#holdClients(target), target).catch(() => undefined);
+    const queue = conn.target.taskQueueUrl
+      ? await withAws(this.#aws("read the task queue's depth"), () => new SqsTaskQueue(conn.sqs, conn.target.taskQueueUrl!).depth())
+      : undefined;
+    return { ...view, ...(queue ? { queue } : {}), ...(hold ? { hold } : {}) };
+  }
+
+  /**
+   * Holds `workers` warm workers (the service's scaling minimum, and ECS asked for them now), for
+   * `forMs` if given, else until stopFleet(). The backlog alarm still adds workers above it.
+   */
+  async scaleFleet(workers: number, options: { readonly forMs?: number } = {}): Promise<FleetHold> {
+    const target = this.#fleetTarget(await this.#connect());
+    const until = options.forMs === undefined ? undefined : new Date(Date.now() + options.forMs);
+    return holdFleet(this.#holdClients(target), target, workers, until);
+  }
+
+  /** Ends any hold and scales the fleet to zero: idle workers stop now, busy ones after their chunks. */
+  async stopFleet(): Promise<FleetHold> {
+    const target = this.#fleetTarget(await this.#connect());
+    return stopFleet(this.#holdClients(target), target);
+  }
+
+  #fleetTarget(conn: Connected): FleetTarget & { readonly region: string } {
     const { cluster, service, region, endpoint } = conn.target;
     if (!cluster || !service) {
       throw new CloudmillError(
@@ -429,15 +471,15 @@ export class Cloudmill {
           : `no worker fleet known: stack ${conn.target.stack ?? "?"} has no ClusterName/ServiceName outputs (pass cluster and service)`,
       );
     }
-    const config = this.#clientConfig(region);
-    const ecs = (this.#extra.ecs ??= new ECSClient(config));
-    const ec2 = (this.#extra.ec2 ??= new EC2Client(config));
-    const view = await describeFleet({ ecs, ec2 }, { cluster, service, region, ...(endpoint ? { endpoint } : {}) });
-    if (!conn.target.taskQueueUrl) return view;
-    const queue = await withAws(this.#aws("read the task queue's depth"), () =>
-      new SqsTaskQueue(conn.sqs, conn.target.taskQueueUrl!).depth(),
-    );
-    return { ...view, queue };
+    return { cluster, service, region, ...(endpoint ? { endpoint } : {}) };
+  }
+
+  #holdClients(target: FleetTarget & { readonly region: string }): HoldClients {
+    const config = this.#clientConfig(target.region);
+    return {
+      ecs: (this.#extra.ecs ??= new ECSClient(config)),
+      scaling: (this.#extra.scaling ??= new ApplicationAutoScalingClient(config)),
+    };
   }
 
   /** Releases the client's sockets. Futures of this client stop working. */
@@ -518,6 +560,7 @@ export class Cloudmill {
       ...(options.taskMemoryMiB !== undefined ? { taskMemoryMiB: options.taskMemoryMiB } : {}),
       ...(maxRecordBytes !== undefined ? { maxRecordBytes } : {}),
       ...(options.maxAttempts !== undefined ? { maxAttempts: options.maxAttempts } : {}),
+      ...(options.maxCostUsd !== undefined ? { maxCostUsd: options.maxCostUsd } : {}),
       ...(options.deadlineSeconds !== undefined ? { deadlineSeconds: options.deadlineSeconds } : {}),
     });
     await withAws(this.#aws(where), () =>

@@ -85,6 +85,8 @@ export interface RetryOptions {
   /** As a number or a size like `256MiB`. */
   readonly maxRecordBytes?: number | string;
   readonly maxAttempts?: number;
+  /** A new price ceiling: a job that failed with COST_LIMIT resumes under it. */
+  readonly maxCostUsd?: number;
   /** A new deadline, counted from the resume. Default: the deployment's. */
   readonly deadlineSeconds?: number;
   /** How long to wait for the stack to take the request. Default 120 s. */
@@ -164,6 +166,15 @@ export interface FleetView {
   readonly reservation: { readonly cpu: Reservation; readonly memoryMiB: Reservation };
   /** Chunks waiting in the task queue and in flight, when the queue is known. */
   readonly queue?: { readonly visible: number; readonly inFlight: number };
+  /** The service's scaling range: its minimum is a hold (`fleet --scale`), 0 when none. */
+  readonly hold?: FleetHold;
+}
+
+/** Workers held warm (the scaling minimum), the most allowed, and when the hold ends (unset: when stopped). */
+export interface FleetHold {
+  readonly workers: number;
+  readonly maxWorkers: number;
+  readonly until?: Date;
 }
 
 export interface FleetTask {

@@ -18,6 +18,12 @@ import {
   UpdateServiceCommand,
 } from "@aws-sdk/client-ecs";
 import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs";
+import {
+  ApplicationAutoScalingClient,
+  DescribeScalableTargetsCommand,
+  DescribeScheduledActionsCommand,
+  RegisterScalableTargetCommand,
+} from "@aws-sdk/client-application-auto-scaling";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cli } from "../helpers/cli.js";
 import { Cloudmill, CloudmillError, STACK_OUTPUTS } from "../../lib/sdk/index.js";
@@ -241,5 +247,87 @@ describe("waking an idle fleet (the splitter's EcsFleetWaker), against moto's EC
   it("a service that is not there is an ENVIRONMENT error naming it (the splitter logs it and the job waits for the backlog alarm)", async () => {
     const waker = new EcsFleetWaker(ecs, { cluster: CLUSTER, service: "no-such-service", maxWorkers: 3, tasksPerWorker: 1 });
     await expect(waker.wake(1)).rejects.toMatchObject({ code: "ENVIRONMENT", message: expect.stringContaining("no-such-service") });
+  });
+});
+
+describe("holding the fleet warm (cloudmill fleet --scale / --stop), against moto's Application Auto Scaling and ECS", () => {
+  const scaling = () => new ApplicationAutoScalingClient(config());
+  const target = {
+    ServiceNamespace: "ecs",
+    ScalableDimension: "ecs:service:DesiredCount",
+    ResourceId: `service/${CLUSTER}/${SERVICE}`,
+  } as const;
+  const range = async (): Promise<[number | undefined, number | undefined]> => {
+    const c = scaling();
+    try {
+      const t = (await c.send(new DescribeScalableTargetsCommand({ ...target, ResourceIds: [target.ResourceId] }))).ScalableTargets![0]!;
+      return [t.MinCapacity, t.MaxCapacity];
+    } finally {
+      c.destroy();
+    }
+  };
+  const holdEnd = async () => {
+    const c = scaling();
+    try {
+      return (await c.send(new DescribeScheduledActionsCommand({ ServiceNamespace: "ecs", ResourceId: target.ResourceId })))
+        .ScheduledActions!;
+    } finally {
+      c.destroy();
+    }
+  };
+  const desired = async (): Promise<number> =>
+    (await ecs.send(new DescribeServicesCommand({ cluster: CLUSTER, services: [SERVICE] }))).services![0]!.desiredCount!;
+  const run = (...args: string[]) => cli(["fleet", ...args, "--stack", STACK, "--endpoint", moto.endpoint]);
+
+  beforeAll(async () => {
+    // As the stack registers it: from 0 to maxWorkers.
+    const c = scaling();
+    try {
+      await c.send(new RegisterScalableTargetCommand({ ...target, MinCapacity: 0, MaxCapacity: 20 }));
+    } finally {
+      c.destroy();
+    }
+  });
+
+  it("--scale 4 --for 30m sets the scaling minimum, asks ECS for 4, and schedules the minimum back to 0 in 30 minutes", async () => {
+    const before = Date.now();
+    const r = await run("--scale", "4", "--for", "30m");
+    expect(r.code, r.stderr).toBe(0);
+    expect(await range()).toEqual([4, 20]);
+    expect(await desired()).toBe(4);
+    const [end] = await holdEnd();
+    expect(end).toMatchObject({
+      ScheduledActionName: "cloudmill-fleet-hold-end",
+      ScalableTargetAction: { MinCapacity: 0, MaxCapacity: 20 },
+    });
+    const at = Date.parse(`${/^at\((.+)\)$/.exec(end!.Schedule!)![1]}Z`);
+    expect(at).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000 + 30 * 60_000);
+    expect(at).toBeLessThanOrEqual(Date.now() + 30 * 60_000);
+    expect(r.stdout).toBe(`held at 4 warm worker(s) (at most 20) until ${new Date(at).toISOString().slice(0, 16).replace("T", " ")}Z\n`);
+    // The fleet view says so.
+    const view = await run();
+    expect(view.stdout).toContain(
+      `held at 4 warm worker(s) (at most 20) until ${new Date(at).toISOString().slice(0, 16).replace("T", " ")}Z`,
+    );
+  });
+
+  it("--scale without --for holds until stopped (no scheduled end); more than maxWorkers is refused", async () => {
+    expect((await run("--scale", "2")).stdout).toBe("held at 2 warm worker(s) (at most 20) until `cloudmill fleet --stop`\n");
+    expect(await range()).toEqual([2, 20]);
+    expect(await holdEnd()).toEqual([]);
+    const over = await run("--scale", "21");
+    expect(over).toMatchObject({ code: 2, stderr: "cloudmill: --scale 21: the stack allows at most 20 workers (its maxWorkers)\n" });
+    expect(await run("--for", "30m")).toMatchObject({ code: 2, stderr: "cloudmill: --for: --for needs --scale N\n" });
+    expect(await run("--scale", "2", "--for", "5x")).toMatchObject({ code: 2 });
+  });
+
+  it("--stop ends the hold and asks for no workers", async () => {
+    await run("--scale", "3", "--for", "2h");
+    const r = await run("--stop");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^fleet stopped: no hold;/);
+    expect(await range()).toEqual([0, 20]);
+    expect(await holdEnd()).toEqual([]);
+    expect(await desired()).toBe(0);
   });
 });

@@ -1,7 +1,7 @@
 /** `cloudmill fleet`: the worker fleet — tasks wanted, running and pending; instances and their reservation. */
 import { Command } from "commander";
 import { z } from "zod";
-import type { FleetView, Reservation } from "../../sdk/types.js";
+import type { FleetHold, FleetView, Reservation } from "../../sdk/types.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 import { table } from "./jobs.js";
@@ -14,6 +14,7 @@ export const describeFleetView = (f: FleetView, now = Date.now()): string => {
     `service ${f.service} in cluster ${f.cluster}: ${f.desired} desired, ${f.running} running, ${f.pending} pending worker task(s)`,
   ];
   if (f.queue) lines.push(`task queue: ${f.queue.visible} chunk(s) waiting, ${f.queue.inFlight} in flight`);
+  if (f.hold && f.hold.workers > 0) lines.push(holdLine(f.hold));
   if (f.instances.length === 0) {
     lines.push("no instances (the fleet scales to zero when the queue is empty)");
     return lines.join("\n");
@@ -44,7 +45,35 @@ export const describeFleetView = (f: FleetView, now = Date.now()): string => {
   return lines.join("\n");
 };
 
-const FleetFlags = z.object({ json: z.boolean().default(false) });
+/** `held at 3 warm workers (at most 20) until 2026-12-03 23:00Z`. */
+export const holdLine = (h: FleetHold): string =>
+  `held at ${h.workers} warm worker(s) (at most ${h.maxWorkers})${
+    h.until
+      ? ` until ${h.until
+          .toISOString()
+          .replace("T", " ")
+          .replace(/:\d\d\.\d+Z$/, "Z")}`
+      : " until `cloudmill fleet --stop`"
+  }`;
+
+const SECONDS_OF = { s: 1, m: 60, h: 3600 } as const;
+
+/** `90s`, `30m`, `2h`: seconds, from one minute to a week. */
+const Duration = z
+  .string()
+  .regex(/^\d+[smh]$/, { error: "expected a duration like 30m, 2h or 90s" })
+  .transform((d) => Number(d.slice(0, -1)) * SECONDS_OF[d.at(-1) as keyof typeof SECONDS_OF])
+  .refine((s) => s >= 60 && s <= 7 * 86_400, { error: "must be from 1 minute to 7 days" });
+
+const FleetFlags = z
+  .object({
+    json: z.boolean().default(false),
+    scale: z.coerce.number({ error: "expected a number of workers" }).int({ error: "expected whole workers" }).min(1).optional(),
+    for: Duration.optional(),
+    stop: z.boolean().default(false),
+  })
+  .refine((f) => !(f.stop && f.scale !== undefined), { error: "--stop and --scale: give one", path: ["stop"] })
+  .refine((f) => f.for === undefined || f.scale !== undefined, { error: "--for needs --scale N", path: ["for"] });
 
 export const fleetCommand = (io: CliIO): Command =>
   withCloudOptions(
@@ -52,10 +81,26 @@ export const fleetCommand = (io: CliIO): Command =>
       .description(
         "show the worker fleet: desired, running and pending tasks; instances, spot or on-demand, and their CPU and memory reservation",
       )
-      .option("--json", "print the view as JSON"),
+      .option("--json", "print the view as JSON")
+      .option("--scale <n>", "hold n warm workers (the scaling minimum; the backlog still adds more)")
+      .option("--for <duration>", "with --scale: end the hold after this long, e.g. 30m or 2h (default: until --stop)")
+      .option("--stop", "end any hold and scale to zero: idle workers stop now, busy ones after their chunks"),
   ).action(async (raw: Record<string, unknown>) => {
     const flags = parseFlags(FleetFlags, raw);
     await usingCloudmill(raw, io, async (mill) => {
+      if (flags.scale !== undefined || flags.stop) {
+        const hold = flags.stop
+          ? await mill.stopFleet()
+          : await mill.scaleFleet(flags.scale!, flags.for === undefined ? {} : { forMs: flags.for * 1000 });
+        io.stdout.write(
+          flags.json
+            ? `${JSON.stringify(hold, null, 2)}\n`
+            : hold.workers > 0
+              ? `${holdLine(hold)}\n`
+              : "fleet stopped: no hold; idle workers stop now, busy ones once their chunks are done (queued work starts them again)\n",
+        );
+        return;
+      }
       const view = await mill.fleet();
       io.stdout.write(flags.json ? `${JSON.stringify(view, null, 2)}\n` : `${describeFleetView(view)}\n`);
     });

@@ -38,6 +38,8 @@ export const TaskJob = z.strictObject({
   taskMemoryMiB: z.number().int().positive().optional(),
   /** The job's own longest record (else DEFAULTS.maxRecordBytes). */
   maxRecordBytes: z.number().int().positive().optional(),
+  /** The job's price ceiling: the reducer fails it with COST_LIMIT once what it has done costs more. */
+  maxCostUsd: z.number().positive().optional(),
   /** A keyed op's partition count: its map tasks split their pairs this many ways. */
   partitions: z.number().int().positive().optional(),
 });

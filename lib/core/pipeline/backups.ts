@@ -5,7 +5,7 @@
  * wins, and the part key, a pure function of job and chunk, makes the other harmless.
  *
  * On the fleet, a chunk's worker writes a running marker at its heartbeats (1st, 2nd, 4th, 8th,
- * …). Each write wakes the reducer, which decides here; so a straggler itself keeps the check
+ * …). Each write wakes the reducer, which decides here (timing the job on a sample of its parts); so a straggler itself keeps the check
  * going, and a job of short chunks pays nothing. The local engine decides the same way, from
  * the tasks its own threads run.
  */
@@ -17,7 +17,7 @@ import type { SplitDeps } from "./deps.js";
 import { nowOf } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { enqueueTasks } from "./enqueue.js";
-import { Part } from "./part.js";
+import { sampleRuns } from "./partSample.js";
 import { tasksOf } from "./split.js";
 
 /** A chunk in progress, and when its current copy started (epoch ms). */
@@ -64,21 +64,6 @@ export const BackupMarker = z.object({ at: z.string(), elapsedMs: z.number(), af
 export const markRunning = (deps: Pick<SplitDeps, "output">, task: MapTask, at: string, worker: string): Promise<void> =>
   writeJson(deps.output, runningKey(task.jobId, task.chunk.index), { at, worker });
 
-/** Parts read to time a job's chunks: enough for a median, few enough for every reducer call. */
-const TIMING_SAMPLE = 16;
-
-/** The median run time of up to TIMING_SAMPLE parts, spread over the job. */
-const sampledMedianMs = async (deps: SplitDeps, parts: ReadonlyMap<number, string>): Promise<number | undefined> => {
-  const keys = [...parts.values()];
-  const step = Math.max(1, Math.floor(keys.length / TIMING_SAMPLE));
-  const times: number[] = [];
-  for (let i = 0; i < keys.length && times.length < TIMING_SAMPLE; i += step) {
-    const ms = (await readJsonIfExists(deps.output, keys[i]!, Part).catch(() => undefined))?.ran?.ms;
-    if (ms !== undefined) times.push(ms);
-  }
-  return median(times);
-};
-
 /**
  * The reducer's check, on a job still mapping: queues a backup of each straggler that has none
  * yet. `parts`: the job's map parts by chunk. Returns how many it queued.
@@ -97,7 +82,7 @@ export const launchBackups = async (deps: SplitDeps, manifest: Manifest, parts: 
     if (marker) running.push({ index: chunk.index, startedAt: Date.parse(marker.at) });
   }
   if (running.length === 0) return 0;
-  const rule = { ...early, medianMs: await sampledMedianMs(deps, parts) };
+  const rule = { ...early, medianMs: median((await sampleRuns(deps, parts)).flatMap((r) => (r.ms === undefined ? [] : [r.ms]))) };
   const afterMs = stragglerAfterMs(rule)!;
   const launched: MapTask[] = [];
   for (const index of stragglers(rule, running)) {

@@ -33,6 +33,8 @@ export const RetryRequest = z.strictObject({
   taskMemoryMiB: z.number().int().min(64).max(65_536).optional(),
   maxRecordBytes: z.number().int().min(MIN_MAX_RECORD_BYTES).optional(),
   maxAttempts: z.number().int().min(1).max(20).optional(),
+  /** A new price ceiling (a job that failed with COST_LIMIT resumes under a higher one). */
+  maxCostUsd: z.number().positive().max(1_000_000).optional(),
   /** A new deadline, counted from the resume. Default: the deployment's. */
   deadlineSeconds: z
     .number()

@@ -83,6 +83,7 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
     ...(spec.maxRecordBytes !== undefined ? { maxRecordBytes: spec.maxRecordBytes } : {}),
     ...(spec.taskMemoryMiB !== undefined ? { taskMemoryMiB: spec.taskMemoryMiB } : {}),
     ...(spec.backupAfterSeconds !== undefined ? { backupAfterSeconds: spec.backupAfterSeconds } : {}),
+    ...(spec.maxCostUsd !== undefined ? { maxCostUsd: spec.maxCostUsd } : {}),
     ...(isShuffled(op) && spec.partitions !== undefined ? { partitions: spec.partitions } : {}),
   };
 };

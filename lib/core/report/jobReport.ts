@@ -18,6 +18,20 @@ const THROUGHPUT_POINTS = 60;
 /** The splitter function's memory (infra sizes it at 1,769 MB: one vCPU), in GB as Lambda bills it. */
 export const SPLITTER_GB = 1769 / 1024;
 
+/**
+ * What one task's run cost at list prices, as a report prices it: its time on its instance's
+ * vCPU (fleet) or in the splitter (Lambda), and its requests. Undefined when its fleet type is unpriced.
+ */
+export const runCostUsd = (run: TaskRun, instanceType: string): number | undefined => {
+  const seconds = (run.ms ?? 0) / 1000;
+  const perVcpu = vcpuSecondUsd(instanceType);
+  if (run.on === "fleet" && perVcpu === undefined) return undefined;
+  const compute = run.on === "fleet" ? seconds * perVcpu! : run.on === "lambda" ? seconds * SPLITTER_GB * PRICES.lambdaGbSecond : 0;
+  const cloud = run.on === "local" ? 0 : 1;
+  const { s3, sqs } = requestUsd(cloud, cloud * (run.objects ?? 1), run.on === "fleet" ? 1 : 0);
+  return compute + s3 + sqs;
+};
+
 export const TaskRecord = z.object({
   index: z.number().int().nonnegative(),
   on: RanOn,
