@@ -20,6 +20,7 @@ import { DEFAULTS, type Role } from "../lib/core/constants.js";
 import {
   cancelKey,
   failureKey,
+  FLEET_PREFIX,
   ITEM_OUTPUT_PATTERNS,
   OUTPUT_PART_PATTERN,
   SPILL_PATTERN,
@@ -128,6 +129,8 @@ export class CloudmillPipeline extends Construct {
       serverAccessLogsPrefix: "s3/output/",
       lifecycleRules: [
         { id: "expire-work", prefix: WORK_PREFIX, expiration: Duration.days(config.workRetentionDays) },
+        // Workers' usage reports: a gone worker's last one lingers a day at most.
+        { id: "expire-usage", prefix: FLEET_PREFIX, expiration: Duration.days(1) },
         { id: "abort-incomplete-uploads", abortIncompleteMultipartUploadAfter: Duration.days(1) },
       ],
     });
@@ -158,6 +161,7 @@ export class CloudmillPipeline extends Construct {
       CLOUDMILL_VISIBILITY_TIMEOUT_SECONDS: String(config.visibilityTimeout.toSeconds()),
       CLOUDMILL_WORKER_CONCURRENCY: String(config.workerVcpus),
       CLOUDMILL_TASK_TIMEOUT_SECONDS: String(config.taskTimeout.toSeconds()),
+      CLOUDMILL_USAGE_REPORT_SECONDS: String(DEFAULTS.usageReportSeconds),
       POWERTOOLS_LOG_LEVEL: config.logLevel,
     };
     let image = props.workerImage;
@@ -313,6 +317,7 @@ export class CloudmillPipeline extends Construct {
     const itemOutputs = ITEM_OUTPUT_PATTERNS.map((k) => this.outputBucket.arnForObjects(k));
     const keyedParts = this.outputBucket.arnForObjects(OUTPUT_PART_PATTERN);
     const spilledRuns = this.outputBucket.arnForObjects(SPILL_PATTERN);
+    const usageReports = this.outputBucket.arnForObjects(`${FLEET_PREFIX}*`);
 
     // Why each wildcard resource is as narrow as it can be; `allow` refuses a wildcard without a reason.
     const reasons = new Map<string, string>([
@@ -347,6 +352,10 @@ export class CloudmillPipeline extends Construct {
         this.outputBucket.arnForObjects(cancelKey("*")),
         "A retry resumes a cancelled job by removing its marker, _work/<jobId>/cancelled.json, for job ids made at run time; " +
           "that key only.",
+      ],
+      [
+        usageReports,
+        "Each worker writes its usage report as _fleet/<task id>.json (task ids made at run time); only that folder, kept a day.",
       ],
       [spilledRuns, "A reduce task removes the runs it spilled under _work/<jobId>/spill/ for job ids made at run time; only that folder."],
       [
@@ -421,6 +430,8 @@ export class CloudmillPipeline extends Construct {
     allow(this.fleet.taskRole, "WritePartsAndStatus", ["s3:PutObject"], stateObjects);
     // Tasks (defineTask): the objects items store and the outputs too large for a part.
     allow(this.fleet.taskRole, "WriteItemOutputs", ["s3:PutObject"], itemOutputs);
+    // Each worker's usage report (CPU, memory, network, disk) for `cloudmill fleet`.
+    allow(this.fleet.taskRole, "ReportUsage", ["s3:PutObject"], [usageReports]);
     // Keyed ops: reduce tasks write the job's parts, and remove the runs they spilled under _work/.
     allow(this.fleet.taskRole, "WriteKeyedParts", ["s3:PutObject"], [keyedParts]);
     allow(this.fleet.taskRole, "RemoveSpilledRuns", ["s3:DeleteObject"], [spilledRuns]);

@@ -20,7 +20,7 @@ import type { MemoryUse } from "./containerMemory.js";
 import { noProtection, type TaskProtection } from "./taskProtection.js";
 
 /** This process, as task records name it: in a container, its hostname is the container's id. */
-const WORKER_ID = `${os.hostname()}/${process.pid}`;
+export const WORKER_ID = `${os.hostname()}/${process.pid}`;
 
 export interface TaskWorkerOptions {
   readonly queue: TaskQueue;
@@ -65,6 +65,8 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   readonly #kill = new AbortController();
   #loops: Promise<void>[] = [];
   #memoryFull = false;
+  #running = 0;
+  #done = 0;
 
   constructor(options: TaskWorkerOptions) {
     super();
@@ -79,6 +81,11 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
 
   get stopping(): boolean {
     return this.#stop.signal.aborted;
+  }
+
+  /** Chunks in progress now, and done since the worker started (for its usage reports). */
+  get chunks(): { running: number; done: number } {
+    return { running: this.#running, done: this.#done };
   }
 
   start(): this {
@@ -177,6 +184,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         range: [task.chunk.start, task.chunk.end],
       });
     await protection.acquire();
+    this.#running++;
     const startedAt = new Date().toISOString();
     /** Aborted when another copy of this chunk (its backup, or the original) has written the part. */
     const lost = new AbortController();
@@ -199,6 +207,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       });
       await queue.delete(message.receiptHandle);
       log.info("chunk done", { outcome: outcome.kind, ...(outcome.kind === "done" ? { bytes: outcome.bytes } : {}) });
+      if (outcome.kind === "done") this.#done++;
       this.emit("task_done", task, outcome);
     } catch (e) {
       const err = toCloudmillError(e);
@@ -241,6 +250,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       }
     } finally {
       clearInterval(heartbeat);
+      this.#running--;
       await protection.release();
     }
   }

@@ -87,6 +87,9 @@ export const readWorkerConfig = (env: Env) => {
     heartbeatSeconds: Math.max(1, Math.min(DEFAULTS.heartbeatSeconds, Math.floor(visibilitySeconds / 3))),
     concurrency: intOf(env, ENV.WORKER_CONCURRENCY, os.availableParallelism()),
     taskTimeoutSeconds: intOf(env, ENV.TASK_TIMEOUT_SECONDS, DEFAULTS.taskTimeoutSeconds),
+    usageReportSeconds: intOf(env, ENV.USAGE_REPORT_SECONDS, DEFAULTS.usageReportSeconds, 0),
+    /** Set by ECS: where the task's metadata (its id) is read. */
+    ecsMetadataUri: env["ECS_CONTAINER_METADATA_URI_V4"] || undefined,
     /** Set by the ECS agent: where task scale-in protection is requested. */
     ecsAgentUri: env["ECS_AGENT_URI"] || undefined,
   };

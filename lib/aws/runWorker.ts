@@ -15,7 +15,8 @@ import { readWorkerConfig } from "./env.js";
 import { powertoolsLogger } from "./logger.js";
 import { SqsTaskQueue } from "./SqsTaskQueue.js";
 import { ecsTaskProtection, noProtection } from "./taskProtection.js";
-import { TaskWorker } from "./TaskWorker.js";
+import { TaskWorker, WORKER_ID } from "./TaskWorker.js";
+import { startUsageReports } from "./usage.js";
 
 /** Time to finish in-flight chunks after SIGTERM; ECS's stopTimeout (120 s) leaves a margin. */
 export const STOP_GRACE_MS = 100_000;
@@ -55,6 +56,17 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     protection: config.ecsAgentUri ? ecsTaskProtection(config.ecsAgentUri, logger) : noProtection,
     memory,
   }).start();
+  const usage =
+    config.usageReportSeconds > 0
+      ? startUsageReports({
+          store: deps.output,
+          everySeconds: config.usageReportSeconds,
+          worker: WORKER_ID,
+          memory,
+          chunks: () => worker.chunks,
+          ...(config.ecsMetadataUri ? { metadataUri: config.ecsMetadataUri } : {}),
+        })
+      : undefined;
   logger.info("worker started", {
     concurrency: config.concurrency,
     visibilitySeconds: config.visibilitySeconds,
@@ -69,6 +81,7 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     proc.once("SIGTERM", () => stop("SIGTERM"));
     proc.once("SIGINT", () => stop("SIGINT"));
   });
+  await usage?.stop();
   await items.close();
   await mappers.close();
   destroyClients(clients);

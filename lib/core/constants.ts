@@ -16,6 +16,8 @@ export const ENV = {
   /** The op modules a lab deployed (JSON array of paths or file URLs), loaded beside the built-ins. */
   OPS_MODULES: "CLOUDMILL_OPS_MODULES",
   TASK_TIMEOUT_SECONDS: "CLOUDMILL_TASK_TIMEOUT_SECONDS",
+  /** How often a worker writes its usage report (`_fleet/`); 0: never. */
+  USAGE_REPORT_SECONDS: "CLOUDMILL_USAGE_REPORT_SECONDS",
   /** Jobs of at most this many input bytes are mapped in the splitter's function (0: none). */
   INLINE_MAX_BYTES: "CLOUDMILL_INLINE_MAX_BYTES",
   /** The worker service the splitter wakes: its cluster, name and most workers. */
@@ -57,6 +59,7 @@ export const ROLE_ENV = {
     ENV.VISIBILITY_TIMEOUT_SECONDS,
     ENV.WORKER_CONCURRENCY,
     ENV.TASK_TIMEOUT_SECONDS,
+    ENV.USAGE_REPORT_SECONDS,
     ENV.OPS_MODULES,
     ENV.LOG_LEVEL,
     ENV.SERVICE_NAME,
@@ -108,6 +111,8 @@ export const DEFAULTS = {
   backupAfterSeconds: 60,
   backupMultiple: 3,
   backupQuantile: 0.75,
+  /** A worker's usage report (CPU, memory, network, disk) is this often. */
+  usageReportSeconds: 60,
   /** Longest a worker maps one chunk before it ends the op's thread (TASK_TIMEOUT, a failed attempt). */
   taskTimeoutSeconds: 15 * 60,
   /** Size of the blocks a range is streamed in. */

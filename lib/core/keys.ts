@@ -15,6 +15,10 @@ export const PART_SUFFIX = ".part.json";
 /** The deployed ops, with their code digests, in the output bucket (written where the registry is set up). */
 export const OPS_LISTING_KEY = "_ops/registry.json";
 
+/** Output bucket: each worker's latest usage report (lib/aws/usage.ts), by ECS task id or host and pid. */
+export const FLEET_PREFIX = "_fleet/";
+export const usageKey = (worker: string): string => `${FLEET_PREFIX}${worker.replace(/[^A-Za-z0-9._-]/g, "-")}.json`;
+
 /** Input bucket: `_retries/<jobId>.json` asks the splitter to resume a failed or cancelled job (docs/reliability.md). */
 export const RETRIES_PREFIX = "_retries/";
 export const retryRequestKey = (jobId: string): string => `${RETRIES_PREFIX}${jobId}.json`;

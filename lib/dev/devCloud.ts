@@ -274,6 +274,8 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     [ENV.VISIBILITY_TIMEOUT_SECONDS]: String(visibilitySeconds),
     [ENV.WORKER_CONCURRENCY]: String(options.workerConcurrency ?? 1),
     [ENV.SERVICE_NAME]: "cloudmill-worker",
+    // Usage reports more often than a deployed worker's minute: `cloudmill fleet --endpoint` shows them.
+    [ENV.USAGE_REPORT_SECONDS]: "5",
     ...(opsModules.length > 0 ? { [ENV.OPS_MODULES]: JSON.stringify(opsModules) } : {}),
     AWS_ENDPOINT_URL: emulator.endpoint,
     AWS_REGION: "us-east-1",

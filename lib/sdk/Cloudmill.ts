@@ -21,6 +21,7 @@ import { s3Uri } from "../core/s3Uri.js";
 import { DEV_BUCKETS } from "../core/constants.js";
 import {
   cancelKey,
+  FLEET_PREFIX,
   JOBS_PREFIX,
   jobSpecKey,
   jobSpecOutputKeys,
@@ -42,6 +43,11 @@ import type { AnyOp } from "../core/ops/types.js";
 import { exists, readJsonIfExists } from "../core/pipeline/blobJson.js";
 import { cancelJob } from "../core/pipeline/cancel.js";
 import { RetryRequest } from "../core/pipeline/resume.js";
+import { WorkerUsage } from "../aws/usage.js";
+
+/** A usage report older than this many of its intervals (plus a grace) is a worker gone. */
+const USAGE_FRESH_INTERVALS = 3;
+const USAGE_GRACE_MS = 30_000;
 import { batchSizeFor, itemsChunkSize, itemsJsonl, resolveStoredResult } from "../core/pipeline/items.js";
 import type { OnItemError, TaskOp, TaskResult } from "../core/ops/defineTask.js";
 import { withAws, type AwsTarget } from "./awsErrors.js";
@@ -442,7 +448,25 @@ export class Cloudmill {
     const queue = conn.target.taskQueueUrl
       ? await withAws(this.#aws("read the task queue's depth"), () => new SqsTaskQueue(conn.sqs, conn.target.taskQueueUrl!).depth())
       : undefined;
-    return { ...view, ...(queue ? { queue } : {}), ...(hold ? { hold } : {}) };
+    const usage = await this.workerUsage();
+    return { ...view, ...(queue ? { queue } : {}), ...(hold ? { hold } : {}), ...(usage.length ? { usage } : {}) };
+  }
+
+  /**
+   * The workers' latest usage reports (`_fleet/` in the output bucket): CPU, memory, network and
+   * disk of each worker that reported within the last three intervals. Works with `cloudmill dev` too.
+   */
+  async workerUsage(): Promise<WorkerUsage[]> {
+    const conn = await this.#connect();
+    const now = Date.now();
+    return withAws(this.#aws("read the workers' usage reports"), async () => {
+      const reports: WorkerUsage[] = [];
+      for await (const { key } of conn.output.list(FLEET_PREFIX)) {
+        const r = await readJsonIfExists(conn.output, key, WorkerUsage).catch(() => undefined);
+        if (r && now - Date.parse(r.at) <= USAGE_FRESH_INTERVALS * r.intervalSeconds * 1000 + USAGE_GRACE_MS) reports.push(r);
+      }
+      return reports.sort((a, b) => (a.taskId ?? a.worker).localeCompare(b.taskId ?? b.worker));
+    });
   }
 
   /**

@@ -168,7 +168,12 @@ export interface FleetView {
   readonly queue?: { readonly visible: number; readonly inFlight: number };
   /** The service's scaling range: its minimum is a hold (`fleet --scale`), 0 when none. */
   readonly hold?: FleetHold;
+  /** Each live worker's latest usage report (CPU, memory, network, disk), joined to its task by id. */
+  readonly usage?: readonly WorkerUsage[];
 }
+
+export type { WorkerUsage } from "../aws/usage.js";
+import type { WorkerUsage } from "../aws/usage.js";
 
 /** Workers held warm (the scaling minimum), the most allowed, and when the hold ends (unset: when stopped). */
 export interface FleetHold {

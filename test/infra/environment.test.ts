@@ -40,6 +40,7 @@ const NAMES: Readonly<Record<Role, readonly string[]>> = {
     "CLOUDMILL_VISIBILITY_TIMEOUT_SECONDS",
     "CLOUDMILL_WORKER_CONCURRENCY",
     "CLOUDMILL_TASK_TIMEOUT_SECONDS",
+    "CLOUDMILL_USAGE_REPORT_SECONDS",
     "CLOUDMILL_OPS_MODULES",
     "POWERTOOLS_LOG_LEVEL",
     "POWERTOOLS_SERVICE_NAME",
@@ -55,8 +56,8 @@ const NAMES: Readonly<Record<Role, readonly string[]>> = {
   deadLetters: ["CLOUDMILL_OUTPUT_BUCKET", "POWERTOOLS_LOG_LEVEL", "POWERTOOLS_SERVICE_NAME"],
 };
 
-/** Read by the code but not set by the stack: the emulator's endpoint (`cloudmill dev`) and the URI the ECS agent gives every task. */
-const SET_ELSEWHERE = ["AWS_ENDPOINT_URL", "ECS_AGENT_URI"];
+/** Read by the code but not set by the stack: the emulator's endpoint (`cloudmill dev`) and the URIs the ECS agent gives every task. */
+const SET_ELSEWHERE = ["AWS_ENDPOINT_URL", "ECS_AGENT_URI", "ECS_CONTAINER_METADATA_URI_V4"];
 
 /** The reader each role's entry calls on process.env (functions/<role>.ts, lib/aws/runWorker.ts). */
 const READERS: Readonly<Record<Role, (env: Readonly<Record<string, string | undefined>>) => Record<string, unknown>>> = {

@@ -173,13 +173,14 @@ describe("least privilege", () => {
     });
   });
 
-  it("worker: read inputs, read and write _work/ and status.json (never result.json), write items' own outputs and keyed parts, consume the task queue, protect its own task", () => {
+  it("worker: read inputs, read and write _work/ and status.json (never result.json), write items' own outputs, keyed parts and its usage report, consume the task queue, protect its own task", () => {
     const grants = grantsOf(template, "PipelineWorkersTaskRole");
     const cluster = resource(template, "AWS::ECS::Cluster", "PipelineWorkersCluster").id;
     expect(grants).toEqual({
       "s3:GetObject": [`${input}/*`, `${output}/*/status.json`, `${output}/_work/*`],
       "s3:PutObject": [
         `${output}/*/status.json`,
+        `${output}/_fleet/*`,
         `${output}/_jobs/*/files/*`,
         `${output}/_jobs/*/part-*`,
         `${output}/_jobs/*/results/*`,

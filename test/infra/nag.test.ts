@@ -119,6 +119,7 @@ describe("the reviewed list of acknowledged findings (a named lab)", () => {
         "AwsSolutions-IAM5[Resource::<PipelineOutputBucket.Arn>/*/status.json] @ Pipeline/ReducerRole",
         "AwsSolutions-IAM5[Resource::<PipelineOutputBucket.Arn>/*/status.json] @ Pipeline/SplitterRole",
         "AwsSolutions-IAM5[Resource::<PipelineOutputBucket.Arn>/*/status.json] @ Pipeline/Workers/TaskRole",
+        "AwsSolutions-IAM5[Resource::<PipelineOutputBucket.Arn>/_fleet/*] @ Pipeline/Workers/TaskRole",
         "AwsSolutions-IAM5[Resource::<PipelineOutputBucket.Arn>/_jobs/*/files/*] @ Pipeline/Workers/TaskRole",
         "AwsSolutions-IAM5[Resource::<PipelineOutputBucket.Arn>/_jobs/*/part-*] @ Pipeline/Workers/TaskRole",
         "AwsSolutions-IAM5[Resource::<PipelineOutputBucket.Arn>/_jobs/*/results/*] @ Pipeline/Workers/TaskRole",

@@ -35,6 +35,7 @@ import { handleObjectCreated, type TriggerConfig } from "../../lib/core/pipeline
 import type { PipelineDeps } from "../../lib/core/pipeline/deps.js";
 import { faultyClients, type CompletedRequest, type FaultInjectionOptions } from "../../lib/dev/faultInjection.js";
 import { TaskWorker } from "../../lib/aws/TaskWorker.js";
+import { startUsageReports } from "../../lib/aws/usage.js";
 import { opsRegistry } from "../../lib/core/ops/opModules.js";
 import { ThreadItemRunner } from "../../lib/sandbox/ThreadItemRunner.js";
 import { TASKS_MODULE } from "../helpers/tasks.js";
@@ -317,6 +318,10 @@ describe("each role may do exactly what its code does", () => {
         60_000,
         200,
       );
+      // Its usage report (cloudmill fleet), as runWorker writes one each minute.
+      const usage = startUsageReports({ store: workerDeps.output, everySeconds: 3600, worker: "review/1", chunks: () => worker.chunks });
+      await usage.report();
+      await usage.stop();
       await worker.stop(5_000);
     };
     await runWorker();

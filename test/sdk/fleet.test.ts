@@ -18,6 +18,7 @@ import {
   UpdateServiceCommand,
 } from "@aws-sdk/client-ecs";
 import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import {
   ApplicationAutoScalingClient,
   DescribeScalableTargetsCommand,
@@ -329,5 +330,55 @@ describe("holding the fleet warm (cloudmill fleet --scale / --stop), against mot
     expect(await range()).toEqual([0, 20]);
     expect(await holdEnd()).toEqual([]);
     expect(await desired()).toBe(0);
+  });
+});
+
+describe("per-worker use in `cloudmill fleet`, from the workers' reports in the output bucket", () => {
+  it("joins each live task's latest report: CPU, memory, network, disk and chunks; a stale one is left out", async () => {
+    const { ListTasksCommand } = await import("@aws-sdk/client-ecs");
+    const taskIds = (await ecs.send(new ListTasksCommand({ cluster: CLUSTER, serviceName: SERVICE }))).taskArns!.map(
+      (a) => a.split("/").at(-1)!,
+    );
+    expect(taskIds.length).toBeGreaterThan(1);
+    const s3 = new S3Client({ ...config(), forcePathStyle: true });
+    const report = (taskId: string, at: Date, cpuPercent: number) => ({
+      v: 1,
+      worker: `ip-10-0-0-1/${taskIds.indexOf(taskId) + 7}`,
+      taskId,
+      at: at.toISOString(),
+      intervalSeconds: 60,
+      cpuPercent,
+      rssBytes: 150e6,
+      memory: { used: 900e6, limit: 3840e6 },
+      network: { rxBytes: 2.5e9, txBytes: 4e6 },
+      disk: { readBytes: 0, writeBytes: 1.2e6 },
+      chunks: { running: 2, done: 41 },
+    });
+    try {
+      await s3.send(
+        new PutObjectCommand({
+          Bucket: "testlab-output",
+          Key: `_fleet/${taskIds[0]}.json`,
+          Body: JSON.stringify(report(taskIds[0]!, new Date(), 187.5)),
+        }),
+      );
+      // An hour old: its worker is gone.
+      await s3.send(
+        new PutObjectCommand({
+          Bucket: "testlab-output",
+          Key: `_fleet/${taskIds[1]}.json`,
+          Body: JSON.stringify(report(taskIds[1]!, new Date(Date.now() - 3600_000), 50)),
+        }),
+      );
+    } finally {
+      s3.destroy();
+    }
+    const r = await cli(["fleet", "--stack", STACK, "--endpoint", moto.endpoint]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain("use over the last report interval, per worker:");
+    expect(r.stdout).toMatch(
+      new RegExp(`${taskIds[0]}\\s+187\\.5%\\s+900\\.0/3840\\.0\\s+2500\\.0/4\\.0\\s+0\\.0/1\\.2\\s+2/41\\s+\\d+s ago`),
+    );
+    expect(r.stdout).not.toContain(taskIds[1]!);
   });
 });

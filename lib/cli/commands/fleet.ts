@@ -1,7 +1,7 @@
 /** `cloudmill fleet`: the worker fleet — tasks wanted, running and pending; instances and their reservation. */
 import { Command } from "commander";
 import { z } from "zod";
-import type { FleetHold, FleetView, Reservation } from "../../sdk/types.js";
+import type { FleetHold, FleetView, Reservation, WorkerUsage } from "../../sdk/types.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 import { table } from "./jobs.js";
@@ -42,8 +42,26 @@ export const describeFleetView = (f: FleetView, now = Date.now()): string => {
     ]),
   );
   lines.push(`in all: CPU ${share(f.reservation.cpu)}, memory ${share(f.reservation.memoryMiB, " MiB")} reserved`);
+  if (f.usage?.length) lines.push("use over the last report interval, per worker:", usageTable(f.usage, now));
   return lines.join("\n");
 };
+
+const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(1)}`;
+
+/** One row per worker's latest usage report: CPU, memory, network and disk, chunks. */
+export const usageTable = (usage: readonly WorkerUsage[], now = Date.now()): string =>
+  table([
+    ["WORKER", "CPU", "MEMORY MB", "NET IN/OUT MB", "DISK R/W MB", "CHUNKS NOW/DONE", "REPORTED"],
+    ...usage.map((u) => [
+      u.taskId ?? u.worker,
+      `${u.cpuPercent}%`,
+      u.memory ? `${mb(u.memory.used)}/${mb(u.memory.limit)}` : `${mb(u.rssBytes)} rss`,
+      u.network ? `${mb(u.network.rxBytes)}/${mb(u.network.txBytes)}` : "-",
+      u.disk ? `${mb(u.disk.readBytes)}/${mb(u.disk.writeBytes)}` : "-",
+      `${u.chunks.running}/${u.chunks.done}`,
+      `${Math.max(0, Math.round((now - Date.parse(u.at)) / 1000))}s ago`,
+    ]),
+  ]);
 
 /** `held at 3 warm workers (at most 20) until 2026-12-03 23:00Z`. */
 export const holdLine = (h: FleetHold): string =>
@@ -98,6 +116,18 @@ export const fleetCommand = (io: CliIO): Command =>
             : hold.workers > 0
               ? `${holdLine(hold)}\n`
               : "fleet stopped: no hold; idle workers stop now, busy ones once their chunks are done (queued work starts them again)\n",
+        );
+        return;
+      }
+      // cloudmill dev: no ECS service, its workers are local processes; their reports are the view.
+      if (!(await mill.target()).cluster) {
+        const usage = await mill.workerUsage();
+        io.stdout.write(
+          flags.json
+            ? `${JSON.stringify({ usage }, null, 2)}\n`
+            : usage.length
+              ? `${usage.length} worker(s) reporting (local processes):\n${usageTable(usage)}\n`
+              : "no worker has reported its use yet (workers report every minute)\n",
         );
         return;
       }
