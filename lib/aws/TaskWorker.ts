@@ -14,7 +14,7 @@ import type { TaskQueue, QueueMessage } from "../core/ports.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
 import { failJobOfTask } from "../core/pipeline/deadLetter.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
-import { afterFailedAttempt, runTask, type TaskOutcome } from "../core/pipeline/task.js";
+import { afterFailedAttempt, isStaleTask, runTask, type TaskOutcome } from "../core/pipeline/task.js";
 import { backoffMs, sleep, type Backoff } from "../core/sleep.js";
 import type { MemoryUse } from "./containerMemory.js";
 import { noProtection, type TaskProtection } from "./taskProtection.js";
@@ -225,6 +225,13 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         return;
       }
       const next = await afterFailedAttempt(deps, task, err, message.receiveCount);
+      if (next.action === "fail-job" && (await isStaleTask(deps, task).catch(() => false))) {
+        // Queued before its job was resumed: its limits and deadline are the earlier run's.
+        await queue.delete(message.receiptHandle).catch(() => undefined);
+        log.info("stale task of a resumed job dropped", logFieldsOf(err));
+        this.emit("task_done", task, { kind: "job-ended" });
+        return;
+      }
       if (next.action === "fail-job") {
         try {
           await failJobOfTask(deps, task.jobId, err);

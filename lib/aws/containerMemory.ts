@@ -51,9 +51,11 @@ const MIN_THREAD_MIB = 128;
 
 /**
  * Heap limits for the worker's mapper threads, in MiB, from the container's memory (or the
- * machine's): each chunk in progress gets an equal share, and no job may ask for more than all of it.
+ * machine's): each chunk in progress gets an equal share, and a job may ask for less, not more
+ * (its chunks run beside others). A CSV chunk read two ways has two threads of that share.
  */
 export const mapperHeap = (limitBytes: number, concurrency: number): { readonly memoryMiB: number; readonly maxMemoryMiB: number } => {
   const usable = Math.max(MIN_THREAD_MIB, Math.floor(limitBytes / 2 ** 20) - RESERVED_MIB);
-  return { memoryMiB: Math.max(MIN_THREAD_MIB, Math.floor(usable / Math.max(1, concurrency))), maxMemoryMiB: usable };
+  const share = Math.max(MIN_THREAD_MIB, Math.floor(usable / Math.max(1, concurrency)));
+  return { memoryMiB: share, maxMemoryMiB: share };
 };

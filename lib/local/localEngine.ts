@@ -32,7 +32,6 @@ import { failJob, handleDeadLetter } from "../core/pipeline/deadLetter.js";
 import { readBytes, readJson, writeJson } from "../core/pipeline/blobJson.js";
 import { median, stragglerAfterMs, stragglers } from "../core/pipeline/backups.js";
 import { backupKey } from "../core/keys.js";
-import { DEFAULTS } from "../core/constants.js";
 import { OrderedPartMerge, type MergedParts } from "../core/pipeline/partMerge.js";
 import { partsCarryReadings } from "../core/pipeline/part.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
@@ -361,13 +360,18 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
     if (done.size === goal) finish("complete");
   };
 
+  // A task's items may have effects outside their output (ctx.put, a lab's own calls): never run twice on purpose.
+  const backupsAsked = manifest.job.backupAfterSeconds !== undefined && !isTaskOp(op);
+
   /** A chunk on another thread that is a straggler now (backups.ts), with no backup yet. */
   const straggler = (): { readonly index: number; readonly afterMs: number } | undefined => {
     const rule = {
       chunks: manifest.chunks,
       done: times.length,
       medianMs: median(times),
-      afterSeconds: manifest.job.backupAfterSeconds ?? DEFAULTS.backupAfterSeconds,
+      // On one machine a slow chunk is nearly always a heavy one, not a slow worker, and stopping
+      // the losing copy loses its thread's running total: backups only when the job asks.
+      afterSeconds: backupsAsked ? manifest.job.backupAfterSeconds! : 0,
       now: Date.now(),
     };
     const afterMs = stragglerAfterMs(rule);

@@ -98,11 +98,21 @@ export class ThreadMapperHost implements MapperHost {
   /** A live idle thread of this heap limit, else a new one. */
   #acquire(asked: number | undefined): MapperThread {
     const memoryMiB = asked === undefined ? this.#memoryMiB : Math.min(asked, this.#maxMemoryMiB ?? asked);
-    const of = asked === undefined ? "the worker's share of its container" : "taskMemoryMiB";
+    const of =
+      asked === undefined
+        ? "the worker's share of its container"
+        : memoryMiB === asked
+          ? "taskMemoryMiB"
+          : `taskMemoryMiB ${asked}, capped at the worker's share of its container`;
     for (let i = this.#idle.length - 1; i >= 0; i--) if (!this.#idle[i]!.alive) this.#idle.splice(i, 1);
     const at = this.#idle.findLastIndex((t) => t.memoryMiB === memoryMiB && t.of === of);
     let thread = at >= 0 ? this.#idle.splice(at, 1)[0] : undefined;
     if (!thread) {
+      // Idle threads of other limits would only pile up (and count against the container's memory).
+      for (const idle of this.#idle.splice(0)) {
+        this.#all.delete(idle);
+        void idle.worker.terminate();
+      }
       thread = new MapperThread(this.#entry, this.#data, memoryMiB, of);
       this.#all.add(thread);
     }

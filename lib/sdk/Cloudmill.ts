@@ -583,7 +583,6 @@ export class Cloudmill {
       ...(options.taskTimeoutSeconds !== undefined ? { taskTimeoutSeconds: options.taskTimeoutSeconds } : {}),
       ...(options.taskMemoryMiB !== undefined ? { taskMemoryMiB: options.taskMemoryMiB } : {}),
       ...(maxRecordBytes !== undefined ? { maxRecordBytes } : {}),
-      ...(options.maxAttempts !== undefined ? { maxAttempts: options.maxAttempts } : {}),
       ...(options.maxCostUsd !== undefined ? { maxCostUsd: options.maxCostUsd } : {}),
       ...(options.deadlineSeconds !== undefined ? { deadlineSeconds: options.deadlineSeconds } : {}),
     });

@@ -84,7 +84,6 @@ export interface RetryOptions {
   readonly taskMemoryMiB?: number;
   /** As a number or a size like `256MiB`. */
   readonly maxRecordBytes?: number | string;
-  readonly maxAttempts?: number;
   /** A new price ceiling: a job that failed with COST_LIMIT resumes under it. */
   readonly maxCostUsd?: number;
   /** A new deadline, counted from the resume. Default: the deployment's. */

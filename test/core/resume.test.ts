@@ -16,7 +16,8 @@ import { silentLogger } from "../../lib/core/log.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { exists, readBytes, readJson } from "../../lib/core/pipeline/blobJson.js";
 import { cancelJob } from "../../lib/core/pipeline/cancel.js";
-import { failJob } from "../../lib/core/pipeline/deadLetter.js";
+import { failJob, handleDeadLetter } from "../../lib/core/pipeline/deadLetter.js";
+import { TaskWorker } from "../../lib/aws/TaskWorker.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { resumeJob } from "../../lib/core/pipeline/resume.js";
@@ -24,7 +25,7 @@ import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
-import { expectMatchesReference, textOf } from "../helpers/devCloud.js";
+import { expectMatchesReference, textOf, waitFor } from "../helpers/devCloud.js";
 import { z } from "zod";
 
 let dir: string;
@@ -39,18 +40,18 @@ const CHUNKS = Math.ceil(TEXT.length / CHUNK);
 const registry = new OpRegistry(builtinOps);
 const OUTPUT = { result: "out/result.json", status: "out/status.json" };
 
-const setUp = async (name: string) => {
+const setUp = async (name: string, now: () => number = Date.now, onBadRecord: "fail" | "skip" = "fail") => {
   const inputs = new FsBlobStore(path.join(dir, name, "in"));
   const output = new FsBlobStore(path.join(dir, name, "out"));
   await inputs.put("data.txt", TEXT);
   const info = (await inputs.head("data.txt"))!;
   const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
-  const deps: SplitDeps = { output, queue, inputStore: () => inputs, registry, log: silentLogger };
+  const deps: SplitDeps = { output, queue, inputStore: () => inputs, registry, log: silentLogger, now };
   const object: InputObject = { bucket: "in", key: "data.txt", size: info.size, etag: info.etag, name: "data.txt" };
   const jobId = `${name}-1`;
   await startJob(deps, {
     jobId,
-    job: taskJobOf(parseJobSpec({ op: "wordcount", inputs: ["data.txt"], params: { k: "0" } }), registry),
+    job: taskJobOf(parseJobSpec({ op: "wordcount", inputs: ["data.txt"], params: { k: "0" }, onBadRecord }), registry),
     inputs: [object],
     chunkSize: CHUNK,
     output: OUTPUT,
@@ -122,17 +123,115 @@ describe("resuming a job", () => {
       { jobId: s.jobId, output: OUTPUT, chunks: CHUNKS, done: 3, startedAt: manifest.createdAt },
       new CloudmillError(ErrorCode.TASK_TIMEOUT, "the chunk did not finish within 1 s (taskTimeoutSeconds)"),
     );
-    const outcome = await resumeJob(s.deps, s.jobId, { after: 0, taskMemoryMiB: 512, maxAttempts: 5 }, { jobDeadlineSeconds: 600 });
+    const outcome = await resumeJob(s.deps, s.jobId, { after: 0, taskMemoryMiB: 512, taskTimeoutSeconds: 30 }, { jobDeadlineSeconds: 600 });
     expect(outcome).toEqual({ kind: "resumed", tasks: CHUNKS - 3, of: CHUNKS });
     expect(await exists(s.output, failureKey(s.jobId))).toBe(false);
     const past = await readJson(s.output, pastEndKey(s.jobId, 1), JobStatus.partial().loose());
     expect(past).toMatchObject({ failure: { error: { code: "TASK_TIMEOUT" } } });
     const resumed = await readJson(s.output, `_work/${s.jobId}/manifest.json`, Manifest);
-    expect(resumed.job).toMatchObject({ taskMemoryMiB: 512, maxAttempts: 5 });
+    expect(resumed.job).toMatchObject({ taskMemoryMiB: 512, taskTimeoutSeconds: 30, generation: 1 });
     expect(resumed.deadline).toBeGreaterThan(manifest.deadline - 3600_000 + 500_000);
     expect((await work(s)).length).toBe(CHUNKS - 3);
     await reduceJob(s.deps, s.jobId);
     expect(await readJson(s.output, OUTPUT.status, JobStatus)).toMatchObject({ state: "succeeded", done: CHUNKS });
+  });
+
+  it("tasks queued before the resume are stale: past their old deadline, or in the dead-letter queue, they fail nothing", async () => {
+    let clock = Date.now();
+    const s = await setUp("stale", () => clock);
+    await cancelJob(s.deps, s.jobId, OUTPUT);
+    // Every first-run task is still queued when the job is resumed, an hour and a half later.
+    const old = (await s.queue.receive({ maxMessages: 1, waitSeconds: 0 }))[0]!;
+    await s.queue.changeVisibility(old.receiptHandle, 0);
+    clock += 90 * 60_000;
+    const outcome = await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 3600 });
+    expect(outcome).toEqual({ kind: "resumed", tasks: CHUNKS, of: CHUNKS });
+    expect(await handleDeadLetter(s.deps, old.body, 3)).toBe("ignored");
+    const worker = new TaskWorker({
+      queue: s.queue,
+      deps: s.deps,
+      concurrency: 1,
+      visibilitySeconds: 30,
+      heartbeatSeconds: 10,
+      waitSeconds: 1,
+    });
+    let stale = 0;
+    worker.on("task_done", (_t, o) => void (o.kind === "job-ended" && stale++));
+    worker.start();
+    try {
+      await waitFor(
+        "the queue to drain",
+        async () => {
+          const d = await s.queue.depth();
+          return d.visible + d.inFlight === 0 ? true : undefined;
+        },
+        20_000,
+        20,
+      );
+    } finally {
+      await worker.stop(5_000);
+    }
+    // The old copies met their deadline (an hour after the first run began) and were dropped.
+    expect(stale).toBe(CHUNKS);
+    await reduceJob(s.deps, s.jobId);
+    expect(await readJson(s.output, OUTPUT.status, JobStatus)).toMatchObject({ state: "succeeded", retries: 1 });
+    expectMatchesReference("wordcount", { k: "0" }, TEXT, await readJson(s.output, OUTPUT.result, z.unknown()));
+  });
+
+  it("a resume cut short (the queue failed it) is finished by the next invocation of the same request", async () => {
+    const s = await setUp("cut-short");
+    await work(s, 4);
+    await cancelJob(s.deps, s.jobId, OUTPUT);
+    const send = s.queue.sendBatch.bind(s.queue);
+    let failures = 1;
+    s.queue.sendBatch = async (bodies, options) => {
+      if (failures-- > 0) throw new CloudmillError(ErrorCode.ENVIRONMENT, "SendMessageBatch failed: throttled");
+      return send(bodies, options);
+    };
+    await expect(resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).rejects.toMatchObject({ code: "ENVIRONMENT" });
+    // Lambda's retry of the same event: the end marker is gone, but the resume is finished, once.
+    expect(await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).toEqual({
+      kind: "resumed",
+      tasks: CHUNKS - 4,
+      of: CHUNKS,
+    });
+    expect(await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).toMatchObject({ kind: "refused" });
+    expect((await work(s)).length).toBe(CHUNKS - 4);
+    await reduceJob(s.deps, s.jobId);
+    expectMatchesReference("wordcount", { k: "0" }, TEXT, await readJson(s.output, OUTPUT.result, z.unknown()));
+  });
+
+  it("a merge that failed on a chunk's kept part maps that chunk again, replacing its part", async () => {
+    const s = await setUp("redo");
+    await work(s);
+    const manifest = await readJson(s.output, `_work/${s.jobId}/manifest.json`, Manifest);
+    // As if the merge had met a kept reading's error in chunk 2 (a CSV record past maxRecordBytes).
+    const stale = `${(await readBytes(s.output, partKey(s.jobId, 2))).toString("utf8").slice(0, -1)},"stale":true}`;
+    await s.output.put(partKey(s.jobId, 2), stale);
+    await failJob(
+      s.deps,
+      { jobId: s.jobId, output: OUTPUT, chunks: CHUNKS, done: CHUNKS, startedAt: manifest.createdAt },
+      new CloudmillError(ErrorCode.BAD_RECORD, "record longer than 1048576 bytes (maxRecordBytes)", { chunk: 2, input: "data.txt" }),
+    );
+    expect(await resumeJob(s.deps, s.jobId, { after: 0, maxRecordBytes: 4 * 1024 * 1024 }, { jobDeadlineSeconds: 600 })).toEqual({
+      kind: "resumed",
+      tasks: 1,
+      of: CHUNKS,
+    });
+    const [redo] = await work(s);
+    expect(redo).toMatchObject({ chunk: { index: 2 }, redo: true, job: { maxRecordBytes: 4 * 1024 * 1024, generation: 1 } });
+    expect((await readBytes(s.output, partKey(s.jobId, 2))).toString("utf8")).not.toContain("stale");
+    await reduceJob(s.deps, s.jobId);
+    expect(await readJson(s.output, OUTPUT.status, JobStatus)).toMatchObject({ state: "succeeded" });
+  });
+
+  it("a job that skips bad records keeps its record bound: a new one would mix two answers", async () => {
+    const s = await setUp("skip", Date.now, "skip");
+    await cancelJob(s.deps, s.jobId, OUTPUT);
+    expect(await resumeJob(s.deps, s.jobId, { after: 0, maxRecordBytes: 4 * 1024 * 1024 }, { jobDeadlineSeconds: 600 })).toEqual({
+      kind: "refused",
+      reason: "a job that skips bad records keeps its old maxRecordBytes: start it again to change it",
+    });
   });
 
   it("a job that never started is not resumed", async () => {

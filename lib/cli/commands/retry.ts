@@ -10,7 +10,6 @@ const RetryFlags = z.object({
   taskTimeout: whole("seconds").min(1).max(86_400).optional(),
   taskMemory: whole("MiB").min(64).max(65_536).optional(),
   maxRecordBytes: z.string().optional(),
-  maxAttempts: whole("attempts").min(1).max(20).optional(),
   maxCostUsd: z.coerce.number({ error: "expected dollars" }).positive().max(1_000_000).optional(),
   deadline: whole("seconds")
     .min(1)
@@ -26,7 +25,6 @@ export const retryCommand = (io: CliIO): Command =>
       .option("--task-timeout <seconds>", "a new time limit per chunk")
       .option("--task-memory <MiB>", "a new heap limit per chunk")
       .option("--max-record-bytes <size>", "a new longest record, e.g. 256MiB")
-      .option("--max-attempts <n>", "tries per chunk from now on")
       .option("--max-cost-usd <dollars>", "a new price ceiling (for a job that stopped with COST_LIMIT)")
       .option("--deadline <seconds>", "a new deadline for the job, counted from now (default: the stack's)")
       .addHelpText(
@@ -43,7 +41,6 @@ Examples:
         ...(flags.taskTimeout !== undefined ? { taskTimeoutSeconds: flags.taskTimeout } : {}),
         ...(flags.taskMemory !== undefined ? { taskMemoryMiB: flags.taskMemory } : {}),
         ...(flags.maxRecordBytes !== undefined ? { maxRecordBytes: flags.maxRecordBytes } : {}),
-        ...(flags.maxAttempts !== undefined ? { maxAttempts: flags.maxAttempts } : {}),
         ...(flags.maxCostUsd !== undefined ? { maxCostUsd: flags.maxCostUsd } : {}),
         ...(flags.deadline !== undefined ? { deadlineSeconds: flags.deadline } : {}),
       });

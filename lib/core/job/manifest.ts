@@ -38,6 +38,8 @@ export const TaskJob = z.strictObject({
   taskMemoryMiB: z.number().int().positive().optional(),
   /** The job's own longest record (else DEFAULTS.maxRecordBytes). */
   maxRecordBytes: z.number().int().positive().optional(),
+  /** How many times the job had been resumed when this task was queued: a task of an earlier run is stale (resume.ts). */
+  generation: z.number().int().positive().optional(),
   /** The job's price ceiling: the reducer fails it with COST_LIMIT once what it has done costs more. */
   maxCostUsd: z.number().positive().optional(),
   /** A keyed op's partition count: its map tasks split their pairs this many ways. */
@@ -117,6 +119,8 @@ export const MapTask = z.strictObject({
   job: TaskJob,
   /** A second copy of a straggling chunk (backups.ts): whichever copy writes the part first wins. */
   backup: z.literal(true).optional(),
+  /** Map the chunk even though it has a part, and replace it (a resumed job's chunk whose kept reading failed it). */
+  redo: z.literal(true).optional(),
 });
 export type MapTask = z.infer<typeof MapTask>;
 

@@ -19,6 +19,7 @@ import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { enqueueTasks } from "./enqueue.js";
 import { sampleRuns } from "./partSample.js";
 import { tasksOf } from "./split.js";
+import { isTaskOp } from "../ops/defineTask.js";
 
 /** A chunk in progress, and when its current copy started (epoch ms). */
 export interface RunningChunk {
@@ -70,7 +71,11 @@ export const markRunning = (deps: Pick<SplitDeps, "output">, task: MapTask, at: 
  */
 export const launchBackups = async (deps: SplitDeps, manifest: Manifest, parts: ReadonlyMap<number, string>): Promise<number> => {
   const { jobId } = manifest;
+  // A task's items may have effects outside their output (ctx.put, a lab's own calls): never run twice on purpose.
+  if (isTaskOp(deps.registry.get(manifest.job.op))) return 0;
   const afterSeconds = manifest.job.backupAfterSeconds ?? DEFAULTS.backupAfterSeconds;
+  // Markers of an earlier run of a resumed job say nothing of this one's copies.
+  const since = manifest.resumed ? Date.parse(manifest.resumed.at) : 0;
   const now = nowOf(deps);
   const early = { chunks: manifest.chunks, done: parts.size, medianMs: 0, afterSeconds, now };
   if (stragglerAfterMs(early) === undefined) return 0;
@@ -79,7 +84,7 @@ export const launchBackups = async (deps: SplitDeps, manifest: Manifest, parts: 
     const chunk = parseRunningKey(info.key);
     if (!chunk || chunk.jobId !== jobId || chunk.index >= manifest.chunks || parts.has(chunk.index)) continue;
     const marker = await readJsonIfExists(deps.output, info.key, RunningMarker).catch(() => undefined);
-    if (marker) running.push({ index: chunk.index, startedAt: Date.parse(marker.at) });
+    if (marker && Date.parse(marker.at) >= since) running.push({ index: chunk.index, startedAt: Date.parse(marker.at) });
   }
   if (running.length === 0) return 0;
   const rule = { ...early, medianMs: median((await sampleRuns(deps, parts)).flatMap((r) => (r.ms === undefined ? [] : [r.ms]))) };

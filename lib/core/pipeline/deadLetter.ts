@@ -11,7 +11,7 @@ import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { StatusError, statusContext, statusErrorOf, superseded } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
-import { chunkContext } from "./task.js";
+import { chunkContext, isStaleTask } from "./task.js";
 
 export interface FailTarget {
   readonly jobId: string;
@@ -66,6 +66,10 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
   const { jobId } = task;
   const index = taskIndex(task);
   if (await exists(deps.output, partKey(jobId, index))) return "ignored";
+  // A straggler's backup that failed leaves its original running; a task queued before its job
+  // was resumed carried the earlier run's limits.
+  if (!isReduceTask(task) && task.backup) return "ignored";
+  if (await isStaleTask(deps, task)) return "ignored";
   const recorded = await readJsonIfExists(deps.output, chunkErrorKey(jobId, index), ChunkErrorRecord);
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
   if (!manifest) return "ignored";

@@ -8,7 +8,7 @@
 import { z } from "zod";
 import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, pastEndKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
-import { Manifest, taskCount, type ReduceTask, type TaskMessage } from "../job/manifest.js";
+import { isReduceTask, Manifest, taskCount, type MapTask, type ReduceTask, type TaskMessage } from "../job/manifest.js";
 import { MIN_MAX_RECORD_BYTES } from "../job/spec.js";
 import type { SplitDeps } from "./deps.js";
 import { nowOf } from "./deps.js";
@@ -32,7 +32,6 @@ export const RetryRequest = z.strictObject({
     .optional(),
   taskMemoryMiB: z.number().int().min(64).max(65_536).optional(),
   maxRecordBytes: z.number().int().min(MIN_MAX_RECORD_BYTES).optional(),
-  maxAttempts: z.number().int().min(1).max(20).optional(),
   /** A new price ceiling (a job that failed with COST_LIMIT resumes under a higher one). */
   maxCostUsd: z.number().positive().max(1_000_000).optional(),
   /** A new deadline, counted from the resume. Default: the deployment's. */
@@ -44,6 +43,9 @@ export const RetryRequest = z.strictObject({
     .optional(),
 });
 export type RetryRequest = z.infer<typeof RetryRequest>;
+
+/** The end a job had before a resume: `_work/<jobId>/retries/<n>.json`. */
+const PastEnd = z.object({ failure: FailureRecord.optional(), cancelled: z.object({ at: z.string() }).optional() });
 
 export type ResumeOutcome =
   | { readonly kind: "resumed"; readonly tasks: number; readonly of: number }
@@ -81,37 +83,52 @@ export const resumeJob = async (
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
   if (!manifest) return { kind: "refused", reason: "no such job (it never started)" };
   const retries = manifest.retries ?? 0;
+  const generation = retries + 1;
   if (request.after < retries) return { kind: "refused", reason: `already resumed (${retries} times)` };
   if (await exists(deps.output, succeededKey(jobId))) return { kind: "refused", reason: "it succeeded" };
   const failure = await readJsonIfExists(deps.output, failureKey(jobId), FailureRecord);
   const cancelled = await readJsonIfExists(deps.output, cancelKey(jobId), z.object({ at: z.string() }));
-  if (!failure && !cancelled) return { kind: "refused", reason: "it is still running" };
+  // An earlier invocation that stopped part-way (its end record written, the manifest not yet) is finished here.
+  const pastEnd = await readJsonIfExists(deps.output, pastEndKey(jobId, generation), PastEnd);
+  if (!failure && !cancelled && !pastEnd) return { kind: "refused", reason: "it is still running" };
+  if (request.maxRecordBytes !== undefined && manifest.job.onBadRecord === "skip") {
+    // Parts kept from before skipped records by the old bound: a new one would mix two answers.
+    return { kind: "refused", reason: "a job that skips bad records keeps its old maxRecordBytes: start it again to change it" };
+  }
+  const ended = pastEnd ?? { ...(failure ? { failure } : {}), ...(cancelled ? { cancelled } : {}) };
 
   const now = nowOf(deps);
   const deadline = now + (request.deadlineSeconds ?? defaults.jobDeadlineSeconds) * 1000;
   const { after: _, deadlineSeconds: __, ...limits } = request;
-  const job = { ...manifest.job, ...limits, deadline };
-  const draft: Manifest = { ...manifest, job, deadline, retries: retries + 1 };
+  const job = { ...manifest.job, ...limits, deadline, generation };
+  const draft: Manifest = { ...manifest, job, deadline, retries: generation };
+  // A merge that failed on a chunk's kept reading (a CSV record past maxRecordBytes, say) would
+  // fail again from the same part: that chunk is mapped again, its part replaced.
+  const failedChunk = ended.failure?.error.chunk;
   const tasks = (await missingTasks(deps, draft)).map((t) => ({ ...t, job }));
-  const resumed: Manifest = { ...draft, resumed: { at: new Date(now).toISOString(), tasks: tasks.length } };
+  const redo =
+    failedChunk !== undefined && failedChunk < manifest.chunks && !tasks.some((t) => !isReduceTask(t) && t.chunk.index === failedChunk)
+      ? tasksOf(draft, [failedChunk]).map((t): MapTask => ({ ...t, redo: true }))
+      : [];
+  const queued = [...tasks, ...redo];
+  const resumed: Manifest = { ...draft, resumed: { at: new Date(now).toISOString(), tasks: queued.length } };
 
-  // The old end first, so that no history is lost if this stops part-way; then the new plan;
-  // then the markers go, and the job is running again.
-  await writeJson(deps.output, pastEndKey(jobId, retries + 1), { ...(failure ? { failure } : {}), ...(cancelled ? { cancelled } : {}) });
-  await writeJson(deps.output, manifestKey(jobId), resumed);
+  // Each step may be redone by a later invocation: the old end is kept first, then the markers
+  // go (workers then take the job's tasks again), then the tasks are queued, and the manifest,
+  // which clients watch, counts the resume last, after the status says running.
+  await writeJson(deps.output, pastEndKey(jobId, generation), ended);
   await deps.output.delete(failureKey(jobId));
   await deps.output.delete(cancelKey(jobId));
-  const done = taskCount(resumed) - tasks.length;
-  await writeProgress(deps, resumed, done);
-  log.info("job resumed", { tasks: tasks.length, of: taskCount(resumed), retries: retries + 1, ...limits });
-
-  if (tasks.length > 0 && deps.fleet) {
-    await deps.fleet.wake(tasks.length).catch((err: unknown) => log.warn("could not wake the fleet", logFieldsOf(toCloudmillError(err))));
+  if (queued.length > 0 && deps.fleet) {
+    await deps.fleet.wake(queued.length).catch((err: unknown) => log.warn("could not wake the fleet", logFieldsOf(toCloudmillError(err))));
   }
-  await enqueueTasks(deps.queue, tasks);
+  await enqueueTasks(deps.queue, queued);
+  await writeProgress(deps, resumed, taskCount(resumed) - queued.length);
+  await writeJson(deps.output, manifestKey(jobId), resumed);
+  log.info("job resumed", { tasks: queued.length, of: taskCount(resumed), retries: generation, ...limits });
   // Nothing left to map: the merge (or a keyed job's reduce stage) is what failed or was cut short.
-  if (tasks.length === 0) await reduceJob(deps, jobId);
-  return { kind: "resumed", tasks: tasks.length, of: taskCount(resumed) };
+  if (queued.length === 0) await reduceJob(deps, jobId);
+  return { kind: "resumed", tasks: queued.length, of: taskCount(resumed) };
 };
 
 /** A retry request's body, parsed: one line naming the field on a bad one. */

@@ -2,7 +2,7 @@
  * The map role: one chunk in, one part out. The part's key is a pure function of
  * (job id, chunk index), so a repeated task rewrites identical bytes.
  */
-import { backupWonKey, cancelKey, chunkErrorKey, failureKey, partKey } from "../keys.js";
+import { backupWonKey, cancelKey, chunkErrorKey, failureKey, partKey, pastEndKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import {
   chunkBytes,
@@ -124,7 +124,8 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
   });
   const output = deps.output;
   const key = partKey(jobId, taskIndex(task));
-  if (await exists(output, key)) return { kind: "duplicate" };
+  const redo = !isReduceTask(task) && task.redo === true;
+  if (!redo && (await exists(output, key))) return { kind: "duplicate" };
   if ((await exists(output, failureKey(jobId))) || (await exists(output, cancelKey(jobId)))) return { kind: "job-ended" };
   const deadline = job.deadline;
   const map = (s: AbortSignal | undefined): Promise<TaskOutcome> =>
@@ -242,13 +243,14 @@ const mapChunk = async (
       );
       part = parts.length === 1 ? parts[0]! : packedPart(task, op, parts);
     }
+    // The other copy's part stands: this one writes nothing, not even its shuffle output.
+    if (writePart && firstCopyWins?.() && (await exists(deps.output, key))) return { kind: "duplicate" };
     if (op.keyed) {
       const partitions = job.partitions;
       if (partitions === undefined)
         throw new CloudmillError(ErrorCode.INTERNAL, `op ${op.name} is keyed, but the task names no partitions`);
       part = await shufflePart(deps, jobId, partitions, part);
     } else if (op.sorts) part = await sortedRunPart(deps, jobId, part);
-    if (writePart && firstCopyWins?.() && (await exists(deps.output, key))) return { kind: "duplicate" };
     if (writePart && task.backup)
       await writeJson(deps.output, backupWonKey(jobId, chunk.index), { at: new Date(nowOf(deps)).toISOString() });
     if (writePart) await writeJson(deps.output, key, ran ? { ...part, ran: ran(chunkBytes(chunk), objects.length) } : part);
@@ -456,7 +458,8 @@ const mapRecords = async (deps: PipelineDeps, task: MapTask, job: RecordJob, sig
       const timedOut = stopped();
       if (timedOut) throw timedOut.reason;
       const error = located(toCloudmillError(err));
-      if (!speculate || error.code === ErrorCode.ENVIRONMENT) throw error;
+      // The environment or the thread's limits failed the attempt, not the data: retried, never kept.
+      if (!speculate || error.code === ErrorCode.ENVIRONMENT || error.code === ErrorCode.OUT_OF_MEMORY) throw error;
       lane.error = error.withContext(where);
       // Read no further for it (its quotes are still counted).
       lane.cutter.stop();
@@ -570,3 +573,11 @@ export const afterFailedAttempt = async (
   await recordChunkError(deps, task, error, attempt).catch(() => undefined);
   return isDeterministic(error) ? { action: "fail-job" } : { action: "retry", last: attempt >= task.job.maxAttempts };
 };
+
+/**
+ * True when the task was queued before its job's latest resume (resume.ts): a stale copy whose
+ * limits and deadline are the earlier run's. Its failure must not fail the resumed job. One HEAD,
+ * made only on the way to failing a job.
+ */
+export const isStaleTask = async (deps: Pick<PipelineDeps, "output">, task: TaskMessage): Promise<boolean> =>
+  exists(deps.output, pastEndKey(task.jobId, (task.job.generation ?? 0) + 1));
