@@ -8,7 +8,7 @@
  * BENCH_REPEATS, BENCH_CHUNK (default 16MiB), BENCH_OPS (default count,wordcount,stats),
  * BENCH_CLOUD=0 to skip the emulated cloud, BENCH_ITEMS (default 20000) for a lab's task over items,
  * BENCH_CSV_MB (default 128) for CSV with quoted newlines against the same data without them
- * against a plain loop. Also: start-up of whole CLI commands, against a
+ * against a plain loop, BENCH_ESTIMATE_MB (default "100,1024") for the estimate's accuracy. Also: start-up of whole CLI commands, against a
  * bare Node start.
  *
  * Correctness: every cloudmill result must agree with the naive readline program's
@@ -31,6 +31,7 @@ import { headOf, keyedAtScale, manyObjects, splitterRequests, tasksPerSecond, up
 import { csvMultiline } from "./csv.js";
 import { compressedInputs } from "./compressed.js";
 import { sortNumbers } from "./sort.js";
+import { estimateAccuracy, formatRow as formatEstimateRow } from "./estimate.js";
 import { generateNumbers, generateText } from "./generate.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -339,6 +340,17 @@ const main = async (): Promise<void> => {
   rows.push(
     `\nCompressed inputs: count over the same text as gzip, zstd and BGZF:\n`,
     ...(await compressedInputs({ ...cliBench, mb: Number(process.env.BENCH_COMPRESSED_MB ?? 1024), repeats: Math.min(REPEATS, 3) })),
+  );
+
+  process.stderr.write("estimate accuracy…\n");
+  const estimated = await estimateAccuracy({
+    root,
+    dir,
+    sizesMB: (process.env.BENCH_ESTIMATE_MB ?? "100,1024").split(",").map(Number),
+  });
+  rows.push(
+    "\ncloudmill estimate's wall time for a local run against cloudmill run's (calibrated on 8 MiB; goal within 30 %):\n",
+    ...estimated.map(formatEstimateRow),
   );
 
   process.stderr.write("sort of numbers…\n");

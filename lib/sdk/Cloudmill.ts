@@ -18,7 +18,7 @@ import { SqsTaskQueue } from "../aws/SqsTaskQueue.js";
 import { S3BlobStore } from "../aws/S3BlobStore.js";
 import { awsClients, EMULATOR_CREDENTIALS } from "../aws/clients.js";
 import { s3Uri } from "../core/s3Uri.js";
-import { DEV_BUCKETS } from "../core/constants.js";
+import { DEFAULTS, DEV_BUCKETS } from "../core/constants.js";
 import {
   cancelKey,
   FLEET_PREFIX,
@@ -37,13 +37,17 @@ import { Manifest, JobStatus as StoredJobStatus } from "../core/job/manifest.js"
 import { JobId, MaxRecordBytes, parseJobSpec, type JobSpecInput } from "../core/job/spec.js";
 import { silentLogger, type Logger } from "../core/log.js";
 import type { UserOp } from "../core/ops/defineOp.js";
-import { OpRegistry } from "../core/ops/registry.js";
+import { builtinOps, OpRegistry } from "../core/ops/registry.js";
 import { checkAgainstDeployed, listingOf, readRegistryListing, type OpsListing } from "../core/ops/registryListing.js";
 import type { AnyOp } from "../core/ops/types.js";
-import { exists, readJsonIfExists } from "../core/pipeline/blobJson.js";
+import { exists, readBytes, readJsonIfExists } from "../core/pipeline/blobJson.js";
 import { cancelJob } from "../core/pipeline/cancel.js";
 import { RetryRequest } from "../core/pipeline/resume.js";
 import { WorkerUsage } from "../aws/usage.js";
+import { resolveS3Inputs } from "../core/pipeline/resolveInputs.js";
+import { estimateJob, type Estimate } from "../core/report/estimate.js";
+import { vcpusOfSize } from "../core/instanceTypes.js";
+import { calibrateOn, SAMPLE_BYTES } from "../local/calibrate.js";
 
 /** A usage report older than this many of its intervals (plus a grace) is a worker gone. */
 const USAGE_FRESH_INTERVALS = 3;
@@ -61,6 +65,7 @@ import { newJobId } from "./jobId.js";
 import { readStackOutputs, type StackOutputs } from "./stack.js";
 import type {
   CloudmillOptions,
+  EstimateSpec,
   FleetHold,
   FleetView,
   JobStatus,
@@ -450,6 +455,46 @@ export class Cloudmill {
       : undefined;
     const usage = await this.workerUsage();
     return { ...view, ...(queue ? { queue } : {}), ...(hold ? { hold } : {}), ...(usage.length ? { usage } : {}) };
+  }
+
+  /**
+   * What a job would take and cost on the fleet, before anything is queued: the inputs' sizes
+   * (listed, not read), the op's rate measured here on the first 8 MiB of the first input (or its
+   * default), priced as job reports are. The same figures as `cloudmill estimate`.
+   */
+  async estimate(spec: EstimateSpec): Promise<Estimate> {
+    const conn = await this.#connect();
+    const stores = new Map<string, S3BlobStore>();
+    const inputStore = (bucket: string): S3BlobStore => {
+      let store = stores.get(bucket);
+      if (!store) stores.set(bucket, (store = new S3BlobStore(conn.s3, bucket)));
+      return store;
+    };
+    const inputs = await withAws(this.#aws("list the job's inputs"), () => resolveS3Inputs({ inputStore }, spec.inputs));
+    const first = inputs.find((i) => i.size > 0);
+    let rate: number | undefined;
+    // A lab's op is not here to run: it is priced at the default rate for lab ops.
+    const registry = new OpRegistry(builtinOps);
+    if (first && spec.calibrate !== false && registry.has(spec.op)) {
+      const sample = await withAws(this.#aws(`read a sample of ${first.name}`), () =>
+        readBytes(inputStore(first.bucket), first.key, undefined, { start: 0, end: SAMPLE_BYTES }),
+      );
+      rate = (await calibrateOn(sample, first.key, { op: spec.op, params: spec.params ?? {} }, registry)).rate;
+    }
+    const instanceType = spec.instanceType ?? DEFAULTS.instanceType;
+    const vcpus = vcpusOfSize(instanceType);
+    if (vcpus === undefined) throw new CloudmillError(ErrorCode.INVALID_SPEC, `instanceType ${instanceType}: not an instance type`);
+    return estimateJob({
+      op: spec.op,
+      sizes: inputs.map((i) => i.size),
+      chunkSize: spec.chunkSize ?? DEFAULTS.chunkSize,
+      ...(rate !== undefined ? { mbPerSecond: rate } : {}),
+      instanceType,
+      workers: spec.workers ?? 1,
+      vcpusPerWorker: vcpus,
+      maxWorkers: spec.maxWorkers ?? 4,
+      inlineMaxBytes: spec.inlineMaxBytes ?? DEFAULTS.inlineMaxBytes,
+    });
   }
 
   /**

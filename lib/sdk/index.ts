@@ -11,6 +11,8 @@ export { describeFleet, type FleetClients, type FleetTarget } from "./fleet.js";
 export type {
   BuiltinResults,
   CloudmillOptions,
+  EstimateSpec,
+  FleetHold,
   FleetInstance,
   FleetTask,
   FleetView,
@@ -23,7 +25,10 @@ export type {
   Reservation,
   ResultOf,
   ResultOptions,
+  RetryOptions,
   SubmitOptions,
   SubmitSpec,
   UploadProgress,
+  WorkerUsage,
 } from "./types.js";
+export type { Estimate } from "../core/report/estimate.js";

@@ -78,6 +78,25 @@ export interface SubmitSpec {
   readonly maxCostUsd?: number;
 }
 
+/** What `mill.estimate()` prices: a job's op and inputs, and the fleet it would run on. */
+export interface EstimateSpec {
+  readonly op: string;
+  /** `s3://bucket/key` objects or `s3://bucket/prefix/` prefixes (listed, not read). */
+  readonly inputs: readonly string[];
+  readonly params?: Readonly<Record<string, string>>;
+  /** Default 16 MiB. */
+  readonly chunkSize?: number;
+  /** Worker tasks to give the wall time at (default 1), and the fleet's most (default 4). */
+  readonly workers?: number;
+  readonly maxWorkers?: number;
+  /** Default the stack's default type, m7g.large. */
+  readonly instanceType?: string;
+  /** The stack's inline limit: a job this small maps in the splitter. Default 64 MiB; 0: none. */
+  readonly inlineMaxBytes?: number;
+  /** Map the first 8 MiB of the first input here to measure the op's rate (default true); false: its default rate. */
+  readonly calibrate?: boolean;
+}
+
 /** What `future.retry()` may change before the job resumes; the rest of the job is as it was. */
 export interface RetryOptions {
   readonly taskTimeoutSeconds?: number;

@@ -66,9 +66,9 @@ describe("cloudmill estimate", () => {
   });
 
   it("refuses what it cannot estimate, in one line", async () => {
-    const r = await cli(["estimate", "s3://bucket/key", "--op", "count"]);
+    const r = await cli(["estimate", file, "s3://bucket/key", "--op", "count"]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe("cloudmill: s3://bucket/key: estimate lists local files; S3 inputs are not estimated yet\n");
+    expect(r.stderr).toBe("cloudmill: s3://bucket/key: give only s3:// inputs (listed in the lab's buckets) or only local files\n");
     const missing = await cli(["estimate", path.join(dir, "nope.txt"), "--op", "count"]);
     expect(missing.code).toBe(3);
   });

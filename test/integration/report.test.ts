@@ -18,6 +18,7 @@ import { reportKey } from "../../lib/core/keys.js";
 import type { TaskRun } from "../../lib/core/job/manifest.js";
 import { openPage } from "../helpers/chromium.js";
 import { chunksOf, numbersOf, requireBuild, useDevCloud } from "../helpers/devCloud.js";
+import { Estimate } from "../../lib/core/report/estimate.js";
 import { refHistogram } from "../helpers/reference.js";
 
 requireBuild();
@@ -116,6 +117,22 @@ describe("a dev-cloud job's report", () => {
 
     await t.put("_jobs/affordable.json", spec(1));
     expect(await t.waitForEnd("_jobs/affordable/status.json")).toMatchObject({ state: "succeeded" });
+  });
+
+  it("estimates a job over S3 inputs (cloudmill estimate --endpoint, mill.estimate): listed there, calibrated on a sample here", async () => {
+    const t = cloud();
+    const body = numbersOf(300 * 1024, 11);
+    await t.put("_inputs/estimate/a.txt", body);
+    await t.put("_inputs/estimate/b.txt", body.subarray(0, 1000));
+    const args = ["estimate", `s3://${t.input}/_inputs/estimate/`, "--op", "stats", "--chunk-size", "64KiB", "--inline-max-bytes", "0"];
+    const r = await cli([...args, "--json", "--endpoint", t.cloud.endpoint]);
+    expect(r.code, r.stderr).toBe(0);
+    const e = Estimate.parse(JSON.parse(r.stdout));
+    // Both objects under the prefix, by their sizes: 5 chunks of 64 KiB for the first, 1 for the second.
+    expect(e).toMatchObject({ op: "stats", bytes: body.length + 1000, chunks: chunksOf(body.length, 64 * 1024) + 1, runsOn: "fleet" });
+    expect(e.rate.source).toBe("calibrated");
+    const text = await cli([...args, "--endpoint", t.cloud.endpoint]);
+    expect(text.stdout).toMatch(/\(calibrated here on the first 8 MiB of the first input\)/);
   });
 
   it("a job with no report yet is one clear line", async () => {

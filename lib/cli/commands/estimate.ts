@@ -1,30 +1,23 @@
 /**
  * `cloudmill estimate <inputs...> --op X`: what a job would take and cost on the fleet, before
- * anything runs: sizes from the filesystem (listed, not read), the op's rate calibrated on a
+ * anything runs: sizes from the filesystem or the lab's buckets (listed, not read), the op's rate calibrated on a
  * sample of the first input (or its default), priced as job reports are.
  */
-import { mkdtemp, open, rm, stat, writeFile } from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
+import { stat } from "node:fs/promises";
 import { Command } from "commander";
 import { z } from "zod";
-import { DEFAULTS, MiB } from "../../core/constants.js";
+import { DEFAULTS } from "../../core/constants.js";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
 import { vcpusOfSize } from "../../core/instanceTypes.js";
 import { parseSize } from "../../core/job/size.js";
-import { parseJobSpec } from "../../core/job/spec.js";
-import { silentLogger } from "../../core/log.js";
 import { loadOpsModule } from "../../core/ops/opModules.js";
 import { OpRegistry } from "../../core/ops/registry.js";
 import { estimateJob, type Estimate } from "../../core/report/estimate.js";
 import { walk } from "../../local/localInputs.js";
-import { runLocal } from "../../local/localEngine.js";
+import { calibrate } from "../../local/calibrate.js";
 import { collect, collectParam } from "../options.js";
-import { parseFlags } from "../cloudOptions.js";
+import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
-
-/** Bytes of the first input a calibration maps (cut after a newline). */
-const SAMPLE_BYTES = 8 * MiB;
 
 const EstimateFlags = z.object({
   op: z.string(),
@@ -44,36 +37,16 @@ const sizesOf = async (inputs: readonly string[]): Promise<{ file: string; size:
   const out: { file: string; size: number }[] = [];
   for (const input of inputs) {
     if (input.startsWith("s3://"))
-      throw new CloudmillError(ErrorCode.INVALID_SPEC, `${input}: estimate lists local files; S3 inputs are not estimated yet`);
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        `${input}: give only s3:// inputs (listed in the lab's buckets) or only local files`,
+      );
     const info = await stat(input).catch(() => undefined);
     if (!info) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `${input}: no such file or directory`);
     if (info.isDirectory()) for (const file of await walk(input)) out.push({ file, size: (await stat(file)).size });
     else out.push({ file: input, size: info.size });
   }
   return out;
-};
-
-/** MB/s per core of the op on the first SAMPLE_BYTES of `file`, mapped on this thread. */
-const calibrate = async (
-  file: string,
-  spec: { op: string; params: Record<string, string> },
-  registry: OpRegistry,
-): Promise<{ rate: number; bytes: number }> => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-estimate-"));
-  try {
-    const handle = await open(file);
-    const buf = Buffer.alloc(SAMPLE_BYTES);
-    const { bytesRead } = await handle.read(buf, 0, SAMPLE_BYTES, 0).finally(() => handle.close());
-    const cut = bytesRead < SAMPLE_BYTES ? bytesRead : buf.lastIndexOf(0x0a, bytesRead - 1) + 1 || bytesRead;
-    const sample = path.join(dir, `sample${path.extname(file)}`);
-    await writeFile(sample, buf.subarray(0, cut));
-    const job = parseJobSpec({ op: spec.op, inputs: [sample], params: spec.params, chunkSize: Math.max(cut, DEFAULTS.minChunkSize) });
-    const { report } = await runLocal({ spec: job, registry, workers: 0, report: true, log: silentLogger });
-    const seconds = Math.max(report?.taskSeconds.local ?? 0, 0.001);
-    return { rate: cut / 1e6 / seconds, bytes: cut };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
 };
 
 const dollars = (x: number): string => `$${x < 0.01 ? x.toFixed(6) : x.toFixed(2)}`;
@@ -85,7 +58,9 @@ export const estimateText = (e: Estimate, calibratedOn?: { file: string; bytes: 
   const c = e.cost;
   const rate = calibratedOn
     ? `calibrated on ${(calibratedOn.bytes / 1e6).toFixed(1)} MB of ${calibratedOn.file}`
-    : "the op's default; --calibrate off or nothing to sample";
+    : e.rate.source === "calibrated"
+      ? "calibrated here on the first 8 MiB of the first input"
+      : "the op's default; --no-calibrate, a lab's op, or nothing to sample";
   return [
     `estimate: ${e.op} over ${(e.bytes / 1e6).toFixed(1)} MB in ${e.chunks} chunk(s)`,
     `rate: ${e.rate.mbPerSecondPerVcpu.toFixed(1)} MB/s per vCPU (${rate})`,
@@ -101,7 +76,7 @@ export const estimateText = (e: Estimate, calibratedOn?: { file: string; bytes: 
 };
 
 export const estimateCommand = (io: CliIO): Command =>
-  new Command("estimate")
+  withCloudOptions(new Command("estimate"))
     .description("what a job would take and cost on the fleet, from input sizes and a calibration on a sample")
     .argument("<inputs...>", "files or directories")
     .requiredOption("--op <name>", "the op")
@@ -128,6 +103,24 @@ export const estimateCommand = (io: CliIO): Command =>
       const vcpus = vcpusOfSize(flags.instanceType);
       if (vcpus === undefined)
         throw new CloudmillError(ErrorCode.INVALID_SPEC, `--instance-type ${flags.instanceType}: not an instance type`);
+      if (inputs.every((i) => i.startsWith("s3://"))) {
+        // In the lab's buckets (--stack, or --endpoint for cloudmill dev): listed there, a sample read from the first.
+        await usingCloudmill(raw, io, async (mill) => {
+          const estimate = await mill.estimate({
+            op: flags.op,
+            inputs,
+            params: flags.param,
+            chunkSize,
+            workers: flags.workers,
+            maxWorkers: flags.maxWorkers,
+            instanceType: flags.instanceType,
+            inlineMaxBytes,
+            calibrate: flags.calibrate,
+          });
+          io.stdout.write(flags.json ? `${JSON.stringify(estimate, null, 2)}\n` : `${estimateText(estimate)}\n`);
+        });
+        return;
+      }
       const files = await sizesOf(inputs);
       const first = files.find((f) => f.size > 0);
       const calibrated =

@@ -7,7 +7,7 @@ import type { PipelineDeps } from "./deps.js";
 /** Objects a prefix listing skips: folder markers and cloudmill's own state. */
 const skippable = (key: string, size: number): boolean => (key.endsWith("/") && size === 0) || key.split("/").some((s) => s === "_work");
 
-export const resolveS3Inputs = async (deps: PipelineDeps, uris: readonly string[]): Promise<InputObject[]> => {
+export const resolveS3Inputs = async (deps: Pick<PipelineDeps, "inputStore">, uris: readonly string[]): Promise<InputObject[]> => {
   const out: InputObject[] = [];
   for (const uri of uris) {
     if (!uri.startsWith("s3://")) {

@@ -1,0 +1,146 @@
+/**
+ * How good `cloudmill estimate` is: for every built-in op, the wall time it predicts for a local
+ * run at 1 and 2 workers (its rate calibrated on the input's first 8 MiB, as the CLI does)
+ * against `cloudmill run`'s measured wall time, a fresh process each. The goal is within 30 %.
+ * Env: BENCH_ESTIMATE_MB (default "100,1024"), BENCH_ESTIMATE_OPS (default: every built-in).
+ */
+import { execFileSync } from "node:child_process";
+import { createWriteStream, existsSync, mkdirSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { DEFAULTS } from "../lib/core/constants.js";
+import { builtinOps, OpRegistry } from "../lib/core/ops/registry.js";
+import { estimateJob } from "../lib/core/report/estimate.js";
+import { calibrate } from "../lib/local/calibrate.js";
+import { generateNumbers, generateText } from "./generate.js";
+
+interface Case {
+  readonly op: string;
+  readonly input: "text" | "numbers" | "csv";
+  readonly params: Readonly<Record<string, string>>;
+}
+
+const CASES: readonly Case[] = [
+  { op: "count", input: "text", params: {} },
+  { op: "grep", input: "text", params: { pattern: "the" } },
+  { op: "wordcount", input: "text", params: {} },
+  { op: "distinct", input: "text", params: {} },
+  { op: "stats", input: "numbers", params: {} },
+  { op: "histogram", input: "numbers", params: { bins: "20", min: "0", max: "200" } },
+  { op: "sort", input: "numbers", params: {} },
+  { op: "groupby", input: "csv", params: { key: "site", value: "score" } },
+];
+
+/** A CSV of `bytes` (cached): id, a score, one of 50 sites. */
+const generateCsv = async (dir: string, bytes: number, seed: number): Promise<string> => {
+  const file = path.join(dir, `sites-${seed}-${bytes}.csv`);
+  if (existsSync(file)) return file;
+  const out = createWriteStream(file);
+  let x = seed + 1;
+  const next = (): number => (x = (x * 48271) % 2147483647);
+  let written = 0;
+  let batch = "id,score,site\n";
+  for (let i = 0; written + batch.length < bytes; i++) {
+    batch += `${i},${next() % 1000}.${next() % 100},site-${next() % 50}\n`;
+    if (batch.length > 1 << 20) {
+      written += batch.length;
+      if (!out.write(batch)) await new Promise<void>((r) => out.once("drain", () => r()));
+      batch = "";
+    }
+  }
+  out.end(batch);
+  await new Promise<void>((r) => out.once("finish", () => r()));
+  return file;
+};
+
+export interface EstimateRow {
+  readonly op: string;
+  readonly mb: number;
+  readonly workers: number;
+  readonly estimatedSeconds: number;
+  readonly measuredSeconds: number;
+  readonly ratio: number;
+}
+
+export const estimateAccuracy = async (o: {
+  root: string;
+  dir: string;
+  sizesMB: readonly number[];
+  ops?: readonly string[];
+}): Promise<EstimateRow[]> => {
+  const registry = new OpRegistry(builtinOps);
+  const rows: EstimateRow[] = [];
+  const bin = path.join(o.root, "bin/cloudmill.js");
+  for (const mb of o.sizesMB) {
+    const bytes = mb * 1e6;
+    const files = {
+      text: await generateText(o.dir, bytes, 42),
+      numbers: await generateNumbers(o.dir, bytes, 42),
+      csv: await generateCsv(o.dir, bytes, 42),
+    };
+    for (const c of CASES.filter((c) => !o.ops || o.ops.includes(c.op))) {
+      const file = files[c.input];
+      const { rate } = await calibrate(file, { op: c.op, params: c.params }, registry);
+      for (const workers of [1, 2]) {
+        const estimate = estimateJob({
+          op: c.op,
+          sizes: [bytes],
+          chunkSize: DEFAULTS.chunkSize,
+          mbPerSecond: rate,
+          instanceType: DEFAULTS.instanceType,
+          workers,
+          vcpusPerWorker: 1,
+          maxWorkers: workers,
+          inlineMaxBytes: 0,
+        });
+        const out = path.join(o.dir, `estimate-out-${c.op}`);
+        const args = [
+          bin,
+          "run",
+          file,
+          "--op",
+          c.op,
+          "--workers",
+          String(workers),
+          "--no-progress",
+          "--out-dir",
+          out,
+          "--out",
+          `${out}.json`,
+        ];
+        for (const [k, v] of Object.entries(c.params)) args.push("-p", `${k}=${v}`);
+        const t0 = performance.now();
+        execFileSync(process.execPath, args, { stdio: ["ignore", "ignore", "inherit"] });
+        const measured = (performance.now() - t0) / 1000;
+        const row = {
+          op: c.op,
+          mb,
+          workers,
+          estimatedSeconds: estimate.wallSeconds.atWorkers,
+          measuredSeconds: measured,
+          ratio: estimate.wallSeconds.atWorkers / measured,
+        };
+        rows.push(row);
+        process.stderr.write(`  ${formatRow(row)}\n`);
+      }
+    }
+  }
+  return rows;
+};
+
+export const formatRow = (r: EstimateRow): string =>
+  `${r.op.padEnd(10)} ${String(r.mb).padStart(5)} MB  ${r.workers} worker(s): estimated ${r.estimatedSeconds.toFixed(2)} s, ` +
+  `measured ${r.measuredSeconds.toFixed(2)} s, ratio ${r.ratio.toFixed(2)}${Math.abs(r.ratio - 1) <= 0.3 ? "" : "  (outside 30 %)"}`;
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+  const dir = path.join(root, ".bench");
+  mkdirSync(dir, { recursive: true });
+  const sizesMB = (process.env["BENCH_ESTIMATE_MB"] ?? "100,1024").split(",").map(Number);
+  const ops = process.env["BENCH_ESTIMATE_OPS"]?.split(",");
+  process.stderr.write(`estimate accuracy on ${os.cpus().length} cores:\n`);
+  const rows = await estimateAccuracy({ root, dir, sizesMB, ...(ops ? { ops } : {}) });
+  const within = rows.filter((r) => Math.abs(r.ratio - 1) <= 0.3).length;
+  process.stdout.write(`${rows.map(formatRow).join("\n")}\n${within} of ${rows.length} within 30 %\n`);
+}

@@ -1,0 +1,50 @@
+/**
+ * An op's mapping rate on this machine, measured on a sample of the real input: its first
+ * SAMPLE_BYTES (cut after a newline) mapped on this thread, as one chunk. What `cloudmill
+ * estimate` and the SDK's estimate scale to the whole job.
+ */
+import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { DEFAULTS, MiB } from "../core/constants.js";
+import { parseJobSpec } from "../core/job/spec.js";
+import { silentLogger } from "../core/log.js";
+import type { OpRegistry } from "../core/ops/registry.js";
+import { runLocal } from "./localEngine.js";
+
+/** Bytes of the first input a calibration maps. */
+export const SAMPLE_BYTES = 8 * MiB;
+
+/** MB/s per core of the op on `sample` (bytes from the start of an input named like `name`). */
+export const calibrateOn = async (
+  sample: Uint8Array,
+  name: string,
+  spec: { readonly op: string; readonly params: Readonly<Record<string, string>> },
+  registry: OpRegistry,
+): Promise<{ rate: number; bytes: number }> => {
+  const buf = Buffer.from(sample.buffer, sample.byteOffset, sample.byteLength);
+  const cut = buf.length < SAMPLE_BYTES ? buf.length : buf.lastIndexOf(0x0a, buf.length - 1) + 1 || buf.length;
+  const dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-calibrate-"));
+  try {
+    const file = path.join(dir, `sample${path.extname(name)}`);
+    await writeFile(file, buf.subarray(0, cut));
+    const job = parseJobSpec({ op: spec.op, inputs: [file], params: { ...spec.params }, chunkSize: Math.max(cut, DEFAULTS.minChunkSize) });
+    const { report } = await runLocal({ spec: job, registry, workers: 0, report: true, log: silentLogger });
+    const seconds = Math.max(report?.taskSeconds.local ?? 0, 0.001);
+    return { rate: cut / 1e6 / seconds, bytes: cut };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+};
+
+/** MB/s per core of the op on the first SAMPLE_BYTES of a local file. */
+export const calibrate = async (
+  file: string,
+  spec: { readonly op: string; readonly params: Readonly<Record<string, string>> },
+  registry: OpRegistry,
+): Promise<{ rate: number; bytes: number }> => {
+  const handle = await open(file);
+  const buf = Buffer.alloc(SAMPLE_BYTES);
+  const { bytesRead } = await handle.read(buf, 0, SAMPLE_BYTES, 0).finally(() => handle.close());
+  return calibrateOn(buf.subarray(0, bytesRead), file, spec, registry);
+};
