@@ -1,11 +1,12 @@
 /**
  * How good `cloudmill estimate` is: for every built-in op, the wall time it predicts for a local
- * run at 1 and 2 workers (its rate calibrated on the input's first 8 MiB, as the CLI does)
+ * run at 1 and 2 workers (its rates calibrated on the input's first 8 MiB, as the CLI does, plus
+ * the fixed start-up of a run measured here on a one-line file)
  * against `cloudmill run`'s measured wall time, a fresh process each. The goal is within 30 %.
  * Env: BENCH_ESTIMATE_MB (default "100,1024"), BENCH_ESTIMATE_OPS (default: every built-in).
  */
 import { execFileSync } from "node:child_process";
-import { createWriteStream, existsSync, mkdirSync } from "node:fs";
+import { createWriteStream, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -72,6 +73,22 @@ export const estimateAccuracy = async (o: {
   const registry = new OpRegistry(builtinOps);
   const rows: EstimateRow[] = [];
   const bin = path.join(o.root, "bin/cloudmill.js");
+  // What `cloudmill run` takes on a file of one line, at 1 and 2 workers: the median of 5.
+  const tiny = path.join(o.dir, "estimate-tiny.txt");
+  writeFileSync(tiny, "one line\n");
+  const start: Record<number, number> = {};
+  for (const workers of [1, 2]) {
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      execFileSync(process.execPath, [bin, "run", tiny, "--op", "count", "--workers", String(workers), "--no-progress"], {
+        stdio: "ignore",
+      });
+      times.push((performance.now() - t0) / 1000);
+    }
+    start[workers] = times.sort((a, b) => a - b)[2]!;
+    process.stderr.write(`  start-up at ${workers} worker(s): ${start[workers]!.toFixed(2)} s\n`);
+  }
   for (const mb of o.sizesMB) {
     const bytes = mb * 1e6;
     const files = {
@@ -81,13 +98,17 @@ export const estimateAccuracy = async (o: {
     };
     for (const c of CASES.filter((c) => !o.ops || o.ops.includes(c.op))) {
       const file = files[c.input];
-      const { rate } = await calibrate(file, { op: c.op, params: c.params }, registry);
+      const { rate, reduceRate } = await calibrate(file, { op: c.op, params: c.params }, registry);
       for (const workers of [1, 2]) {
         const estimate = estimateJob({
           op: c.op,
           sizes: [bytes],
           chunkSize: DEFAULTS.chunkSize,
           mbPerSecond: rate,
+          ...(reduceRate ? { reduceMbPerSecond: reduceRate } : {}),
+          // A local run's fixed cost, measured in this run: the process and its threads.
+          startSeconds: start[workers]!,
+          taskOverheadSeconds: 0,
           instanceType: DEFAULTS.instanceType,
           workers,
           vcpusPerWorker: 1,

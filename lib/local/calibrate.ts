@@ -10,18 +10,29 @@ import { DEFAULTS, MiB } from "../core/constants.js";
 import { parseJobSpec } from "../core/job/spec.js";
 import { silentLogger } from "../core/log.js";
 import type { OpRegistry } from "../core/ops/registry.js";
+import { isShuffled } from "../core/ops/types.js";
 import { runLocal } from "./localEngine.js";
 
 /** Bytes of the first input a calibration maps. */
 export const SAMPLE_BYTES = 8 * MiB;
 
-/** MB/s per core of the op on `sample` (bytes from the start of an input named like `name`). */
+/** A calibration: MB/s per core of the map stage, and of a keyed op's reduce stage (per reduce task). */
+export interface Calibration {
+  readonly rate: number;
+  readonly reduceRate?: number;
+  readonly bytes: number;
+}
+
+/**
+ * Rates of the op on `sample` (bytes from the start of an input named like `name`). The sample is
+ * mapped twice and the second run counts: a long job runs on code the JIT has warmed.
+ */
 export const calibrateOn = async (
   sample: Uint8Array,
   name: string,
   spec: { readonly op: string; readonly params: Readonly<Record<string, string>> },
   registry: OpRegistry,
-): Promise<{ rate: number; bytes: number }> => {
+): Promise<Calibration> => {
   const buf = Buffer.from(sample.buffer, sample.byteOffset, sample.byteLength);
   const cut = buf.length < SAMPLE_BYTES ? buf.length : buf.lastIndexOf(0x0a, buf.length - 1) + 1 || buf.length;
   const dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-calibrate-"));
@@ -29,9 +40,24 @@ export const calibrateOn = async (
     const file = path.join(dir, `sample${path.extname(name)}`);
     await writeFile(file, buf.subarray(0, cut));
     const job = parseJobSpec({ op: spec.op, inputs: [file], params: { ...spec.params }, chunkSize: Math.max(cut, DEFAULTS.minChunkSize) });
-    const { report } = await runLocal({ spec: job, registry, workers: 0, report: true, log: silentLogger });
-    const seconds = Math.max(report?.taskSeconds.local ?? 0, 0.001);
-    return { rate: cut / 1e6 / seconds, bytes: cut };
+    const once = async () => {
+      const t0 = performance.now();
+      const { report } = await runLocal({
+        spec: job,
+        registry,
+        workers: 0,
+        report: true,
+        log: silentLogger,
+        outDir: path.join(dir, "out"),
+      });
+      const wall = (performance.now() - t0) / 1000;
+      return { map: Math.max(report?.taskSeconds.local ?? 0, 0.001), wall };
+    };
+    await once();
+    const { map, wall } = await once();
+    const shuffled = isShuffled(registry.get(spec.op));
+    const reduce = Math.max(wall - map, 0.001);
+    return { rate: cut / 1e6 / map, ...(shuffled ? { reduceRate: cut / 1e6 / reduce } : {}), bytes: cut };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -42,7 +68,7 @@ export const calibrate = async (
   file: string,
   spec: { readonly op: string; readonly params: Readonly<Record<string, string>> },
   registry: OpRegistry,
-): Promise<{ rate: number; bytes: number }> => {
+): Promise<Calibration> => {
   const handle = await open(file);
   const buf = Buffer.alloc(SAMPLE_BYTES);
   const { bytesRead } = await handle.read(buf, 0, SAMPLE_BYTES, 0).finally(() => handle.close());

@@ -473,13 +473,14 @@ export class Cloudmill {
     const inputs = await withAws(this.#aws("list the job's inputs"), () => resolveS3Inputs({ inputStore }, spec.inputs));
     const first = inputs.find((i) => i.size > 0);
     let rate: number | undefined;
+    let reduceRate: number | undefined;
     // A lab's op is not here to run: it is priced at the default rate for lab ops.
     const registry = new OpRegistry(builtinOps);
     if (first && spec.calibrate !== false && registry.has(spec.op)) {
       const sample = await withAws(this.#aws(`read a sample of ${first.name}`), () =>
         readBytes(inputStore(first.bucket), first.key, undefined, { start: 0, end: SAMPLE_BYTES }),
       );
-      rate = (await calibrateOn(sample, first.key, { op: spec.op, params: spec.params ?? {} }, registry)).rate;
+      ({ rate, reduceRate } = await calibrateOn(sample, first.key, { op: spec.op, params: spec.params ?? {} }, registry));
     }
     const instanceType = spec.instanceType ?? DEFAULTS.instanceType;
     const vcpus = vcpusOfSize(instanceType);
@@ -489,6 +490,7 @@ export class Cloudmill {
       sizes: inputs.map((i) => i.size),
       chunkSize: spec.chunkSize ?? DEFAULTS.chunkSize,
       ...(rate !== undefined ? { mbPerSecond: rate } : {}),
+      ...(reduceRate !== undefined ? { reduceMbPerSecond: reduceRate } : {}),
       instanceType,
       workers: spec.workers ?? 1,
       vcpusPerWorker: vcpus,

@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Estimate } from "../../lib/core/report/estimate.js";
+import { Estimate, estimateJob } from "../../lib/core/report/estimate.js";
 import { cli } from "../helpers/cli.js";
 import { textOf } from "../helpers/devCloud.js";
 
@@ -63,6 +63,32 @@ describe("cloudmill estimate", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^estimate: wordcount over 5\.0 MB in 1 chunk\(s\)\nrate: \d+\.\d MB\/s per vCPU \(calibrated on 5\.0 MB of /);
     expect(r.stdout).toMatch(/\ncost: \$\d\.\d{6}: instances \$0\.000000, Lambda \$\d\.\d{6}, /);
+  });
+
+  it("adds a keyed op's reduce stage, a local run's start-up, and a task overhead of its own, as worked out by hand", () => {
+    // 600 MB of distinct in 16 MiB chunks: 36 chunks; 3 partitions (one per 256 MiB); map at 50 MB/s,
+    // reduce at 20 MB/s per reduce task; 0.3 s of start-up; no task overhead.
+    const e = estimateJob({
+      op: "distinct",
+      sizes: [600e6],
+      chunkSize: 16 * 1024 * 1024,
+      mbPerSecond: 50,
+      reduceMbPerSecond: 20,
+      startSeconds: 0.3,
+      taskOverheadSeconds: 0,
+      instanceType: "m7g.large",
+      workers: 2,
+      vcpusPerWorker: 1,
+      maxWorkers: 4,
+      inlineMaxBytes: 0,
+    });
+    expect(e.chunks).toBe(36);
+    // Task time: 600/50 = 12 s of mapping and 600/20 = 30 s of reducing.
+    expect(e.taskSeconds).toBeCloseTo(42, 9);
+    const chunk = (16 * 1024 * 1024) / 50e6;
+    // 2 slots: 18 waves of a chunk, and the 3 partitions' 30 s over 2 at once; 4 slots: 9 waves, 30 s over 3.
+    expect(e.wallSeconds.atWorkers).toBeCloseTo(0.3 + 18 * chunk + 30 / 2, 9);
+    expect(e.wallSeconds.atMost).toBeCloseTo(0.3 + 9 * chunk + 30 / 3, 9);
   });
 
   it("refuses what it cannot estimate, in one line", async () => {

@@ -2,6 +2,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { readFileSync, readdirSync } from "node:fs";
 import * as path from "node:path";
 import type { Template } from "aws-cdk-lib/assertions";
+import { STACK_OUTPUTS } from "../../lib/core/stack.js";
 import {
   LAB_CONTEXT,
   REPO_ROOT,
@@ -263,6 +264,20 @@ describe("worker fleet", () => {
         ScalableDimension: "ecs:service:DesiredCount",
         ServiceNamespace: "ecs",
       });
+    });
+
+    it("names the service as fleet --scale holds it: service/<cluster>/<service>, its minimum 0 until a hold raises it", () => {
+      const scalable = props(template, "AWS::ApplicationAutoScaling::ScalableTarget", "PipelineWorkersWorkerCount");
+      const cluster = resource(template, "AWS::ECS::Cluster", "PipelineWorkersCluster").id;
+      const service = resource(template, "AWS::ECS::Service", "PipelineWorkersService").id;
+      // The hold (lib/sdk/fleetHold.ts) registers the same target by this id, from the stack's ClusterName and ServiceName outputs.
+      expect(flat(scalable["ResourceId"])).toBe(`service/<${cluster}>/<${service}>`);
+      const outputs = template.toJSON()["Outputs"] as Record<string, { Value: unknown }>;
+      expect(flat(outputs[STACK_OUTPUTS.cluster]!.Value)).toBe(`<${cluster}>`);
+      expect(flat(outputs[STACK_OUTPUTS.service]!.Value)).toBe(`<${service}>`);
+      expect(scalable["MinCapacity"]).toBe(0);
+      // No scheduled action in the template: a hold's end is put by the CLI at run time.
+      expect(scalable["ScheduledActions"]).toBeUndefined();
     });
 
     it("never scales on CPU: two step policies, no target tracking", () => {

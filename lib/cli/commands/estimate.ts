@@ -130,6 +130,7 @@ export const estimateCommand = (io: CliIO): Command =>
         sizes: files.map((f) => f.size),
         chunkSize,
         ...(calibrated ? { mbPerSecond: calibrated.rate } : {}),
+        ...(calibrated?.reduceRate ? { reduceMbPerSecond: calibrated.reduceRate } : {}),
         instanceType: flags.instanceType,
         workers: flags.workers,
         vcpusPerWorker: vcpus,

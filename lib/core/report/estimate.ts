@@ -7,6 +7,7 @@
 import { z } from "zod";
 import { PRICES, requestUsd, vcpuSecondUsd } from "./prices.js";
 import { SPLITTER_GB } from "./jobReport.js";
+import { DEFAULTS } from "../constants.js";
 
 /**
  * Mapping rates per vCPU (MB/s) when none is calibrated: about the slowest each built-in op
@@ -61,6 +62,15 @@ export interface EstimateInput {
   readonly chunkSize: number;
   /** Calibrated MB/s per vCPU; unset: the op's default. */
   readonly mbPerSecond?: number;
+  /**
+   * A keyed op's reduce stage, in input MB per second of one reduce task (calibrated with the
+   * map rate): its partitions (one per 256 MiB) run side by side, at most one per vCPU.
+   */
+  readonly reduceMbPerSecond?: number;
+  /** Fixed time before the first task (a local run's process and threads); default 0. */
+  readonly startSeconds?: number;
+  /** Time a task spends beyond its bytes: its requests on the fleet. Default TASK_OVERHEAD_SECONDS; a local run's is about 0. */
+  readonly taskOverheadSeconds?: number;
   readonly instanceType: string;
   /** Worker tasks at once, and the vCPUs (tasks at once) of each. */
   readonly workers: number;
@@ -76,11 +86,17 @@ export const estimateJob = (input: EstimateInput): Estimate => {
   const bytes = input.sizes.reduce((n, s) => n + s, 0);
   const chunks = input.sizes.reduce((n, s) => n + (s === 0 ? 0 : Math.ceil(s / input.chunkSize)), 0);
   const rate = input.mbPerSecond ?? defaultRate(input.op);
-  const taskSeconds = bytes / (rate * 1e6) + chunks * TASK_OVERHEAD_SECONDS;
+  const overhead = input.taskOverheadSeconds ?? TASK_OVERHEAD_SECONDS;
+  const reduceSeconds = input.reduceMbPerSecond ? bytes / (input.reduceMbPerSecond * 1e6) : 0;
+  const taskSeconds = bytes / (rate * 1e6) + chunks * overhead + reduceSeconds;
   const inline = input.inlineMaxBytes > 0 && bytes <= input.inlineMaxBytes;
   // Waves of tasks, each as long as a full chunk: the last wave may be short, the first is not.
-  const chunkSeconds = Math.min(input.chunkSize, bytes) / (rate * 1e6) + TASK_OVERHEAD_SECONDS;
-  const wall = (workers: number): number => Math.ceil(chunks / Math.max(1, workers * input.vcpusPerWorker)) * chunkSeconds;
+  const chunkSeconds = Math.min(input.chunkSize, bytes) / (rate * 1e6) + overhead;
+  const partitions = Math.max(1, Math.ceil(bytes / DEFAULTS.bytesPerPartition));
+  const wall = (workers: number): number => {
+    const slots = Math.max(1, workers * input.vcpusPerWorker);
+    return (input.startSeconds ?? 0) + Math.ceil(chunks / slots) * chunkSeconds + reduceSeconds / Math.min(partitions, slots);
+  };
   const perVcpu = vcpuSecondUsd(input.instanceType);
   const instances = inline ? 0 : taskSeconds * (perVcpu ?? 0);
   const lambda = inline ? taskSeconds * SPLITTER_GB * PRICES.lambdaGbSecond : 0;
