@@ -9,7 +9,7 @@ import { z } from "zod";
 import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, pastEndKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { isReduceTask, Manifest, taskCount, type MapTask, type ReduceTask, type TaskMessage } from "../job/manifest.js";
-import { MIN_MAX_RECORD_BYTES } from "../job/spec.js";
+import { JobSpecSchema } from "../job/spec.js";
 import type { SplitDeps } from "./deps.js";
 import { nowOf } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
@@ -20,29 +20,21 @@ import { reduceStarted } from "./reduceTask.js";
 import { tasksOf } from "./split.js";
 import { FailureRecord, writeProgress } from "./status.js";
 
-/** What a retry may change: the limits a job failed on. Everything else is the job's own. */
-export const RetryRequest = z.strictObject({
+/**
+ * What a retry may change: the limits a job failed on, checked as a job spec checks them (a new
+ * deadline counts from the resume). Everything else is the job's own.
+ */
+export const RetryRequest = JobSpecSchema.pick({
+  taskTimeoutSeconds: true,
+  taskMemoryMiB: true,
+  maxRecordBytes: true,
+  maxCostUsd: true,
+  deadlineSeconds: true,
+}).extend({
   /** The resumes the job had when this was asked: a request seen twice (S3 may send an event twice) resumes once. */
   after: z.number().int().nonnegative(),
-  taskTimeoutSeconds: z
-    .number()
-    .int()
-    .min(1)
-    .max(24 * 3600)
-    .optional(),
-  taskMemoryMiB: z.number().int().min(64).max(65_536).optional(),
-  maxRecordBytes: z.number().int().min(MIN_MAX_RECORD_BYTES).optional(),
-  /** A new price ceiling (a job that failed with COST_LIMIT resumes under a higher one). */
-  maxCostUsd: z.number().positive().max(1_000_000).optional(),
-  /** A new deadline, counted from the resume. Default: the deployment's. */
-  deadlineSeconds: z
-    .number()
-    .int()
-    .min(1)
-    .max(7 * 24 * 3600)
-    .optional(),
 });
-export type RetryRequest = z.infer<typeof RetryRequest>;
+export type RetryRequest = z.output<typeof RetryRequest>;
 
 /** The end a job had before a resume: `_work/<jobId>/retries/<n>.json`. */
 const PastEnd = z.object({ failure: FailureRecord.optional(), cancelled: z.object({ at: z.string() }).optional() });
