@@ -145,7 +145,8 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   async #longChunk(task: MapTask, beat: number, startedAt: string, lost: AbortController): Promise<void> {
     const { deps } = this.#options;
     if ((beat & (beat - 1)) === 0) await markRunning(deps, task, startedAt, WORKER_ID);
-    if (beat >= 2 && (await exists(deps.output, partKey(task.jobId, task.chunk.index)))) lost.abort();
+    // A redo is there to replace the part it would find.
+    if (beat >= 2 && !task.redo && (await exists(deps.output, partKey(task.jobId, task.chunk.index)))) lost.abort();
   }
 
   /** True while the container is near its memory limit (said once per episode); a failed read never stops work. */

@@ -139,7 +139,8 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
             checkOpDigest,
             ...(drain ? { drain } : {}),
             ...(ran ? { ran: (b, o) => done(ran, b, o) } : {}),
-            firstCopyWins: () => backup || (mayHaveBackup?.() ?? false),
+            // A redo replaces the part it finds: the part there is the one to replace.
+            firstCopyWins: () => !redo && (backup || (mayHaveBackup?.() ?? false)),
           },
           s,
         );
