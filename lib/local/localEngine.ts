@@ -23,7 +23,7 @@ import {
   type JobStatus,
   type Manifest,
 } from "../core/job/manifest.js";
-import { digest, planChunks } from "../core/job/planner.js";
+import { digest, planChunks, planOptionsOf } from "../core/job/planner.js";
 import type { JobSpec } from "../core/job/spec.js";
 import { silentLogger, type Logger } from "../core/log.js";
 import type { OpRegistry } from "../core/ops/registry.js";
@@ -109,7 +109,8 @@ const withLineNumber = async (err: CloudmillError, inputs: readonly InputObject[
   if (!obj) return err;
   // A BGZF block's offset has no line without decoding the blocks before it.
   if (err.context.block !== undefined) return err;
-  const line = await (err.context.decoded
+  // A zip entry's offsets count its decoded bytes, as a compressed input's do.
+  const line = await (err.context.decoded || obj.member
     ? lineNumberIn(bytesOf(inputRangeBytes(root, obj, { start: 0, end: obj.size }).owned()), offset)
     : lineNumberAt(root, obj.key, offset)
   ).catch(() => undefined);
@@ -128,7 +129,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     inputs.map((i) => i.name),
   );
   // An estimate (packs counted; a big gzip file still as many chunks, not one, before the splitter reads its first bytes).
-  const chunks = planChunks(inputs, spec.chunkSize).total;
+  const chunks = planChunks(inputs, spec.chunkSize, planOptionsOf(job.format)).total;
   // A job of one chunk gains nothing from threads but their start-up. Only a built-in op runs
   // inline unasked: it ends in linear time, where a lab's op may need the task time limit a
   // thread gives.

@@ -119,7 +119,7 @@ describe("cloudmill run (the bin)", () => {
       const r = await cli(["run", "examples/words.txt", "--op", "wordcnt"]);
       expect(r.code).toBe(2);
       expect(oneErrorLine(r)).toBe(
-        'cloudmill: unknown op "wordcnt" (known: count, distinct, grep, groupby, histogram, sort, stats, wordcount)',
+        'cloudmill: unknown op "wordcnt" (known: checksum, count, distinct, grep, groupby, histogram, sort, stats, wordcount)',
       );
     });
 
@@ -260,7 +260,7 @@ export const longest = defineOp({ name: "longest-line", format: "lines", map: (l
     expect(JSON.parse(r.stdout)).toEqual(want);
     expect(listed.code).toBe(0);
     expect(listed.stdout).toMatch(/^longest-line {2}\(lines\) {2}code [0-9a-f]{16}$/m);
-    for (const op of ["count", "distinct", "grep", "groupby", "histogram", "sort", "stats", "wordcount"])
+    for (const op of ["checksum", "count", "distinct", "grep", "groupby", "histogram", "sort", "stats", "wordcount"])
       expect(listed.stdout).toMatch(new RegExp(`^${op} `, "m"));
     const c = capture();
     expect(
@@ -286,7 +286,7 @@ describe("runCli in process", () => {
     [
       [...W, "--op", "nope"],
       2,
-      /^cloudmill: unknown op "nope" \(known: count, distinct, grep, groupby, histogram, sort, stats, wordcount\)\n$/,
+      /^cloudmill: unknown op "nope" \(known: checksum, count, distinct, grep, groupby, histogram, sort, stats, wordcount\)\n$/,
     ],
     [[...W, "--op", "stats", "-w", "0"], 4, /^cloudmill: examples\/words\.txt:1 \(byte 0\): expected a number, got "It was/],
     [[...W, "--op", "wordcount", "-p", "k=-1"], 2, /^cloudmill: wordcount: param k: must be at least 0 \(got "-1"\)\n$/],

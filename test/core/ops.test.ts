@@ -448,11 +448,11 @@ describe("histogram", () => {
 describe("registry", () => {
   it("holds the built-ins and names the known ops for an unknown one", () => {
     const r = new OpRegistry();
-    expect(r.names()).toEqual(["count", "distinct", "grep", "groupby", "histogram", "sort", "stats", "wordcount"]);
+    expect(r.names()).toEqual(["checksum", "count", "distinct", "grep", "groupby", "histogram", "sort", "stats", "wordcount"]);
     expect(builtinOps.map((o) => o.name).sort()).toEqual(r.names());
     const e = errorOf(() => r.get("wordcnt"));
     expect(e.code).toBe(ErrorCode.UNKNOWN_OP);
-    expect(e.message).toBe('unknown op "wordcnt" (known: count, distinct, grep, groupby, histogram, sort, stats, wordcount)');
+    expect(e.message).toBe('unknown op "wordcnt" (known: checksum, count, distinct, grep, groupby, histogram, sort, stats, wordcount)');
   });
 
   it("refuses to register a name twice", () => {

@@ -53,7 +53,6 @@ describe("a compressed or archive input cloudmill does not decode", () => {
   const cases = [
     ["bz2", "bzip2-compressed data: bzip2 inputs are not read yet", "bunzip2"],
     ["xz", "xz-compressed data: xz inputs are not read yet", "xz -d"],
-    ["zip", "a zip archive: zip inputs are not read yet", "unzip"],
     // Decoded, a .tar.gz is a tar archive; a .gz of a .gz is gzip again.
     ["tar.gz", "a tar archive: tar inputs are not read yet", "extract"],
     ["gz.gz", "gzip data inside compressed data: it is compressed twice", "decompress it once"],
@@ -75,6 +74,12 @@ describe("a compressed or archive input cloudmill does not decode", () => {
         expect(err.message).toContain(fix);
       }
     }
+  });
+
+  it("a .zip is read as its entries, not refused: its count is wc's of the file it holds, at every chunk size", async () => {
+    const wc = Number(execFileSync("sh", ["-c", `wc -l < '${path.join(dir, "n.txt")}'`], { encoding: "utf8" }).trim());
+    for (const chunkSize of [64, 4096, "16MiB"])
+      expect(await run(compressed.zip!, "count", chunkSize)).toEqual({ ok: true, result: { records: wc } });
   });
 
   it("is told from text by its signature: text that merely starts like one passes", async () => {

@@ -173,6 +173,7 @@ describe("ops: a lab's module bundled into the deploy", () => {
     const none = synth(LAB_CONTEXT);
     const { listing } = publishedCall(none);
     expect(listing.ops.map((o) => o.name).sort()).toEqual([
+      "checksum",
       "count",
       "distinct",
       "grep",

@@ -119,7 +119,7 @@ describe("uploads and job specs (PutObject, 8 KiB chunks, 2 workers)", () => {
       const error = await expectFailedBeforeStart(c, "loose file.txt/status.json");
       expect(error.code).toBe("INVALID_SPEC");
       expect(error.message).toContain("uploads go under a folder named after the op, e.g. wordcount/loose file.txt");
-      expect(error.message).toContain("count, distinct, grep, groupby, histogram, sort, stats, wordcount");
+      expect(error.message).toContain("checksum, count, distinct, grep, groupby, histogram, sort, stats, wordcount");
     },
     TIMEOUT,
   );
@@ -131,7 +131,9 @@ describe("uploads and job specs (PutObject, 8 KiB chunks, 2 workers)", () => {
       await c.put("nosuchop/some data.txt", text);
       const error = await expectFailedBeforeStart(c, "nosuchop/some data.txt/status.json");
       expect(error.code).toBe("UNKNOWN_OP");
-      expect(error.message).toBe('unknown op "nosuchop" (known: count, distinct, grep, groupby, histogram, sort, stats, wordcount)');
+      expect(error.message).toBe(
+        'unknown op "nosuchop" (known: checksum, count, distinct, grep, groupby, histogram, sort, stats, wordcount)',
+      );
     },
     TIMEOUT,
   );

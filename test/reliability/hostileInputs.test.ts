@@ -303,7 +303,7 @@ const SPECS: readonly SpecRow[] = [
     name: "an unknown op",
     text: (uri) => JSON.stringify({ op: "nope", inputs: [uri] }),
     code: "UNKNOWN_OP",
-    message: /^unknown op "nope" \(known: count, distinct, grep, groupby, histogram, sort, stats, wordcount\)$/,
+    message: /^unknown op "nope" \(known: checksum, count, distinct, grep, groupby, histogram, sort, stats, wordcount\)$/,
     field: "op",
   },
   {

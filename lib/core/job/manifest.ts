@@ -16,6 +16,21 @@ export const InputObject = z.strictObject({
   name: z.string(),
   /** How it is compressed, for an input of more than one chunk (a smaller one's task sees for itself). */
   codec: z.enum(CODECS).optional(),
+  /**
+   * An entry of a zip archive (`key` is the archive's, `size` the entry's compressed bytes): read
+   * by range from its local header at `at`, decoded, checked against `size` and `crc32`.
+   */
+  member: z
+    .strictObject({
+      at: z.number().int().nonnegative(),
+      method: z.enum(["stored", "deflate"]),
+      crc32: z.number().int().nonnegative(),
+      /** Decoded bytes. */
+      size: z.number().int().nonnegative(),
+      nameBytes: z.number().int().nonnegative(),
+      archiveSize: z.number().int().nonnegative(),
+    })
+    .optional(),
 });
 export type InputObject = z.infer<typeof InputObject>;
 

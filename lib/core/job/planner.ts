@@ -9,14 +9,26 @@ import { createHash } from "node:crypto";
 import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { Chunk, InputObject } from "./manifest.js";
+import type { Format } from "./spec.js";
 
 export const chunksOf = (size: number, chunkSize: number): number => Math.ceil(size / chunkSize);
 
-/** A gzip or zstd stream is read from its start to its end, by one task; BGZF splits at its blocks. */
-const isStream = (input: InputObject): boolean => input.codec === "gzip" || input.codec === "zstd";
+/** A gzip or zstd stream, or a zip entry, is read from its start to its end by one task; BGZF splits at its blocks. */
+const isStream = (input: InputObject): boolean => input.codec === "gzip" || input.codec === "zstd" || input.member !== undefined;
 
-const chunksOfInput = (input: InputObject, chunkSize: number): number =>
-  isStream(input) ? Math.min(1, input.size) : chunksOf(input.size, chunkSize);
+export interface PlanOptions {
+  /**
+   * Each input is one record, read whole (the blob format): never cut into ranges, and an
+   * empty one is read too (it is a record, of no bytes).
+   */
+  readonly whole?: boolean;
+}
+
+/** How a job's inputs are planned: the blob format reads each whole. */
+export const planOptionsOf = (format: Format): PlanOptions => ({ whole: format === "blob" });
+
+const chunksOfInput = (input: InputObject, chunkSize: number, whole: boolean): number =>
+  whole ? 1 : isStream(input) ? Math.min(1, input.size) : chunksOf(input.size, chunkSize);
 
 /** How many objects one task reads at most, and how many bytes of its message they may take (SQS takes 1 MiB). */
 export const PACK_LIMITS = { objects: 256, messageBytes: 96 * 1024 } as const;
@@ -42,12 +54,15 @@ interface Segment {
 /** UTF-8 bytes an input adds to a task message (SQS counts bytes): its JSON, with room for its index. */
 const messageBytes = (input: InputObject): number => Buffer.byteLength(JSON.stringify(input)) + 32;
 
-export const planChunks = (inputs: readonly InputObject[], chunkSize: number): ChunkPlan => {
+export const planChunks = (inputs: readonly InputObject[], chunkSize: number, options: PlanOptions = {}): ChunkPlan => {
+  const whole = options.whole === true;
+  /** Whether a packed chunk reads this input: an empty one holds no record, unless each input is one. */
+  const read = (input: InputObject): boolean => whole || input.size > 0;
   const segments: Segment[] = [];
   let total = 0;
   for (let i = 0; i < inputs.length; ) {
     const input = inputs[i]!;
-    const n = chunksOfInput(input, chunkSize);
+    const n = chunksOfInput(input, chunkSize, whole);
     if (n !== 1 || input.size > chunkSize) {
       if (n > 0) segments.push({ firstChunk: total, first: i, count: 1, chunks: n });
       total += n;
@@ -62,8 +77,8 @@ export const planChunks = (inputs: readonly InputObject[], chunkSize: number): C
     let j = i + 1;
     for (; j < inputs.length && objects < PACK_LIMITS.objects; j++) {
       const next = inputs[j]!;
-      if (next.size === 0) continue;
-      if (chunksOfInput(next, chunkSize) !== 1 || next.size > chunkSize || bytes + next.size > chunkSize) break;
+      if (!read(next)) continue;
+      if (chunksOfInput(next, chunkSize, whole) !== 1 || next.size > chunkSize || bytes + next.size > chunkSize) break;
       if (message + messageBytes(next) > PACK_LIMITS.messageBytes) break;
       bytes += next.size;
       message += messageBytes(next);
@@ -97,11 +112,12 @@ export const planChunks = (inputs: readonly InputObject[], chunkSize: number): C
     if (seg.count > 1) {
       const more = inputs
         .slice(seg.first + 1, seg.first + seg.count)
-        .flatMap((m, k) => (m.size > 0 ? [{ inputIndex: seg.first + 1 + k, input: m }] : []));
+        .flatMap((m, k) => (read(m) ? [{ inputIndex: seg.first + 1 + k, input: m }] : []));
       return { index, inputIndex: seg.first, input, start: 0, end: input.size, more };
     }
     const start = (index - seg.firstChunk) * chunkSize;
-    return { index, inputIndex: seg.first, input, start, end: isStream(input) ? input.size : Math.min(input.size, start + chunkSize) };
+    const end = whole || isStream(input) ? input.size : Math.min(input.size, start + chunkSize);
+    return { index, inputIndex: seg.first, input, start, end };
   };
   return {
     total,

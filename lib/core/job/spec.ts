@@ -8,7 +8,8 @@ import { CloudmillError, ErrorCode } from "../errors.js";
 import { parseJsonWith } from "../parseJson.js";
 import { parseSize } from "./size.js";
 
-export const FORMATS = ["lines", "numbers", "csv", "jsonl"] as const;
+/** Record formats; `blob` is each input object whole, as one record of bytes (images, PDFs, archives' files). */
+export const FORMATS = ["lines", "numbers", "csv", "jsonl", "blob"] as const;
 export const Format = z.enum(FORMATS);
 export type Format = z.infer<typeof Format>;
 

@@ -29,7 +29,7 @@
 import { z } from "zod";
 import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import { Format, OpName, type Params } from "../job/spec.js";
-import type { AnyOp, Op } from "./types.js";
+import type { AnyOp, MapContext, Op } from "./types.js";
 import { codeDigest } from "./codeDigest.js";
 import { parseOpParams } from "./params.js";
 import { forEachRecord, formatParamsShape, type FormatOptions } from "./formatReaders.js";
@@ -42,7 +42,13 @@ export interface RecordMeta {
   readonly offset: number;
   /** How users name the input. */
   readonly input: string;
+  /** The blob format: the object's size in bytes (the record is the whole object). */
+  readonly size?: number;
 }
+
+/** What a record's meta says: its offset and input, and a blob's size. */
+const metaOf = (record: unknown, offset: number, ctx: MapContext): RecordMeta =>
+  ctx.format === "blob" ? { offset, input: ctx.inputName, size: (record as Buffer).length } : { offset, input: ctx.inputName };
 
 export interface OpDefinition<P, A, R> {
   readonly name: string;
@@ -157,7 +163,7 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
               emit(key, value);
             },
             params,
-            { offset, input: ctx.inputName },
+            metaOf(record, offset, ctx),
           );
         });
     },
@@ -195,7 +201,7 @@ const defineMapOp = <P = Record<string, never>, A = unknown, R = A | undefined>(
       return {
         block(block) {
           forEachRecord(block, ctx.format, formatOptions, ctx, (record, offset) => {
-            const v = def.map(record, params, { offset, input: ctx.inputName });
+            const v = def.map(record, params, metaOf(record, offset, ctx));
             if (v !== undefined) acc = add(acc, v);
           });
         },

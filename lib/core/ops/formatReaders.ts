@@ -105,7 +105,7 @@ const guarded = (ctx: MapContext, offset: number, fn: () => void): void => {
  * Calls fn with each record of the block as a value of its format:
  * lines → string; numbers → number (blank lines skipped); csv → string[] or, with a
  * header, an object of column → string (the header line itself is not a record);
- * jsonl → the parsed JSON value (blank lines skipped).
+ * jsonl → the parsed JSON value (blank lines skipped); blob → the object's bytes, a Buffer.
  */
 export const forEachRecord = (
   block: RecordBlock,
@@ -151,6 +151,10 @@ export const forEachRecord = (
         if (isBlank(b, s, e)) return;
         guarded(ctx, offset, () => fn(JSON.parse(text) as unknown, offset));
       });
+      return;
+    case "blob":
+      // The task hands a blob op each object whole, as one block (task.ts).
+      guarded(ctx, block.offset, () => fn(block.bytes, block.offset));
       return;
   }
 };
@@ -279,5 +283,7 @@ export const numberReader = (
           });
         });
     }
+    case "blob":
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, "a blob (a whole object of bytes) holds no numbers to read", { field: "format" });
   }
 };

@@ -13,8 +13,9 @@ import { wordcount } from "./wordcount.js";
 import { groupby } from "./groupby.js";
 import { distinct } from "./distinct.js";
 import { sort } from "./sort.js";
+import { checksum } from "./checksum.js";
 
-export const builtinOps: readonly AnyOp[] = [count, stats, wordcount, histogram, grep, groupby, distinct, sort];
+export const builtinOps: readonly AnyOp[] = [count, stats, wordcount, histogram, grep, groupby, distinct, sort, checksum];
 
 /** An op's code digest: its own, or `builtin-<package version>` for the ops that ship with cloudmill. */
 export const opDigest = (op: AnyOp): string => op.digest ?? `builtin-${VERSION}`;

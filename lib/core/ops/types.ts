@@ -75,6 +75,12 @@ export interface Op<P = unknown, A = unknown, R = unknown> {
    */
   readonly sorts?: boolean;
   /**
+   * Set on an op of the blob format that reads an object in the pieces it arrives in (a hash):
+   * its mapper's `block` is called with each piece, so an object of any size is read in bounded
+   * memory. Otherwise a blob op gets each object whole, as one block of at most maxRecordBytes.
+   */
+  readonly streamsBlobs?: boolean;
+  /**
    * A lab op sets this when it is cheap enough (linear in its input, no dependency of the image
    * alone) to map a small job in the splitter's function, where the job starts. Built-ins are.
    */

@@ -1,25 +1,41 @@
 /**
- * How each input that spans more than one chunk is compressed, from its first bytes: a gzip or
- * zstd stream must be read by one task, a BGZF file splits at its blocks. A smaller input is
- * one chunk whatever it holds, and its task sees its first bytes anyway, so it costs no read here.
+ * What each input holds, where planning needs to know. A zip archive (named `.zip`, or found
+ * by its first bytes) becomes its entries. An input that spans more than one chunk is told
+ * apart by its first bytes: a gzip or zstd stream must be read by one task, a BGZF file
+ * splits at its blocks. A smaller input is one chunk whatever it holds, and its task sees its
+ * first bytes anyway, so it costs no read here.
  */
 import type { InputObject } from "../job/manifest.js";
 import { CODEC_SNIFF_BYTES, codecOf } from "../records/codecs.js";
+import { isZipMagic, isZipName } from "../records/zip.js";
 import type { PipelineDeps } from "./deps.js";
 import { readBytes } from "./blobJson.js";
 import { mapInOrder } from "../mapInOrder.js";
+import { zipEntriesOf } from "./zipInputs.js";
 
 /** First-bytes reads in flight at once. */
 const PARALLEL = 16;
 
-export const withCodecs = async (deps: PipelineDeps, inputs: readonly InputObject[], chunkSize: number): Promise<InputObject[]> =>
-  mapInOrder(inputs, PARALLEL, async (input) => {
-    if (input.size <= chunkSize || input.codec !== undefined) return input;
-    const first = await readBytes(deps.inputStore(input.bucket), input.key, undefined, {
-      start: 0,
-      end: CODEC_SNIFF_BYTES,
-      etag: input.etag,
-    });
-    const codec = codecOf(first);
-    return codec ? { ...input, codec } : input;
+export interface InputSniffOptions {
+  /** The job reads its inputs' bytes as stored (the blob format): no codec is needed. */
+  readonly raw?: boolean;
+}
+
+export const withCodecs = async (
+  deps: Pick<PipelineDeps, "inputStore">,
+  inputs: readonly InputObject[],
+  chunkSize: number,
+  options: InputSniffOptions = {},
+): Promise<InputObject[]> => {
+  const found = await mapInOrder(inputs, PARALLEL, async (input): Promise<InputObject[]> => {
+    if (input.codec !== undefined || input.member !== undefined) return [input];
+    const store = deps.inputStore(input.bucket);
+    if (isZipName(input.name)) return zipEntriesOf(store, input);
+    if (input.size <= chunkSize) return [input];
+    const first = await readBytes(store, input.key, undefined, { start: 0, end: CODEC_SNIFF_BYTES, etag: input.etag });
+    if (isZipMagic(first)) return zipEntriesOf(store, input);
+    const codec = options.raw ? undefined : codecOf(first);
+    return [codec ? { ...input, codec } : input];
   });
+  return found.flat();
+};

@@ -8,7 +8,7 @@ import { DEFAULTS } from "../constants.js";
 import { enqueuedKey, manifestKey, parsePartKey, partsPrefix, type OutputKeys } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { Manifest, type InputObject, type MapTask, type TaskJob } from "../job/manifest.js";
-import { planChunks } from "../job/planner.js";
+import { planChunks, planOptionsOf } from "../job/planner.js";
 import { MAX_PARTITIONS, type Format, type JobSpec } from "../job/spec.js";
 import type { OpRegistry } from "../ops/registry.js";
 import { isShuffled } from "../ops/types.js";
@@ -129,13 +129,14 @@ export interface StartedJob {
 
 /** The task messages of these chunks of a started job, as startJob sent them. */
 export const tasksOf = (manifest: Manifest, indexes: readonly number[]): MapTask[] => {
-  const plan = planChunks(manifest.inputs, manifest.chunkSize);
+  const plan = planChunks(manifest.inputs, manifest.chunkSize, planOptionsOf(manifest.job.format));
   return indexes.map((i) => ({ v: 1, jobId: manifest.jobId, chunk: plan.chunkAt(i), job: manifest.job }));
 };
 
 export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<StartedJob> => {
-  const plan = { ...given, inputs: await withCodecs(deps, given.inputs, given.chunkSize) };
-  const plannedChunks = planChunks(plan.inputs, plan.chunkSize);
+  const raw = given.job.format === "blob";
+  const plan = { ...given, inputs: await withCodecs(deps, given.inputs, given.chunkSize, { raw }) };
+  const plannedChunks = planChunks(plan.inputs, plan.chunkSize, planOptionsOf(given.job.format));
   if (plan.maxCostUsd !== undefined) refuseOverCeiling(deps, plan, plan.maxCostUsd);
   const now = nowOf(deps);
   const deadline = now + plan.deadlineSeconds * 1000;

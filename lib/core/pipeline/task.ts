@@ -10,6 +10,7 @@ import {
   isReduceTask,
   taskIndex,
   type Chunk,
+  type InputObject,
   type MapTask,
   type RanOn,
   type TaskMessage,
@@ -23,7 +24,8 @@ import type { AnyOp } from "../ops/types.js";
 import type { RemoteMapped } from "./mappers.js";
 import { isTaskOp } from "../ops/defineTask.js";
 import { opDigest } from "../ops/registry.js";
-import { ownedRecordLanes, RecordCutter, type RecordBlock } from "../records/alignedBlocks.js";
+import { ownedRecordLanes, RecordCutter, type RangeBytes, type RecordBlock, type RecordLimits } from "../records/alignedBlocks.js";
+import { DEFAULTS } from "../constants.js";
 import type { Codec } from "../records/codecs.js";
 import { inputRangeBytes } from "../records/inputBytes.js";
 import { CsvRecordEnds, lineEnds } from "../records/recordEnds.js";
@@ -285,7 +287,8 @@ const mapObject = async (deps: PipelineDeps, task: MapTask, op: AnyOp, signal?: 
     multiline: csv?.multiline === true,
     separator: csv?.separator ?? ",",
     ...(encoding ? { encoding } : {}),
-    ...(csvInput ? { codec: csvInput.codec ?? null } : {}),
+    // A blob is its bytes as stored: a .gz image is checksummed, not decoded.
+    ...(csvInput ? { codec: csvInput.codec ?? null } : job.format === "blob" ? { codec: null } : {}),
   };
   const part = await mapRecords(deps, task, recordJob, signal);
   return csvInput?.sniffed !== undefined && chunk.start === 0
@@ -332,6 +335,8 @@ const packedPart = (task: MapTask, op: AnyOp, parts: readonly Part[]): Part => {
 /** One reading of a chunk's records by the op: a mapper on this thread or on a mapper host's. */
 interface Lane {
   readonly cutter: RecordCutter;
+  /** What the reading does with a record too long to read (fail, or skip it). */
+  readonly limits: RecordLimits;
   /** Where records end, for a multiline CSV or UTF-16 text (a CSV's quote state gives the chunk's parity). */
   readonly quotes?: RecordEnds & { readonly inside: boolean };
   readonly mapper: {
@@ -397,7 +402,8 @@ const mapRecords = async (deps: PipelineDeps, task: MapTask, job: RecordJob, sig
     };
     const csv = job.multiline ? { inside, separator: job.separator } : undefined;
     const quotes = job.encoding ? new Utf16RecordEnds(job.encoding, csv) : csv ? new CsvRecordEnds(inside, job.separator) : undefined;
-    const cutter = new RecordCutter(quotes ?? lineEnds(), range.start, recordLimitsOf(ctx, task.job));
+    const limits = recordLimitsOf(ctx, task.job);
+    const cutter = new RecordCutter(quotes ?? lineEnds(), range.start, limits);
     if (deps.mappers) {
       // On a thread of its own: the chunk's time limit can end an op that never returns.
       const remote = deps.mappers.open({
@@ -422,11 +428,12 @@ const mapRecords = async (deps: PipelineDeps, task: MapTask, job: RecordJob, sig
           };
         },
       };
-      return { cutter, ...(quotes ? { quotes } : {}), mapper: reader };
+      return { cutter, limits, ...(quotes ? { quotes } : {}), mapper: reader };
     }
     const mapper = job.op.mapper(job.params, ctx);
     return {
       cutter,
+      limits,
       ...(quotes ? { quotes } : {}),
       mapper: {
         block: (b) => mapper.block(b),
@@ -476,27 +483,29 @@ const mapRecords = async (deps: PipelineDeps, task: MapTask, job: RecordJob, sig
       return offset !== undefined && source.codec() && !err.context.decoded ? err.withContext(source.where(offset)) : err;
     };
     try {
-      for await (const read of ownedRecordLanes(
-        source,
-        lanes.map((l) => l.cutter),
-        mark ? { mark } : {},
-      )) {
-        const lane = lanes[read.lane]!;
-        if (lane.error) continue;
-        if (read.block === undefined) {
-          laneFailed(lane, read.error);
-        } else {
-          const refused = read.block.first && !job.encoding ? compressedInputError(read.block.bytes, chunk.input.name) : undefined;
-          if (refused) throw refused;
-          const decoded = job.encoding ? decodeUtf16Block(read.block, job.encoding) : undefined;
-          try {
-            await lane.mapper.block(decoded ?? read.block);
-          } catch (err) {
-            laneFailed(lane, decoded ? decoded.fileOffset(toCloudmillError(err)) : err);
+      if (job.mapCtx.format === "blob") await mapBlob(source, chunk.input, lanes[0]!, job.op, task.job.maxRecordBytes);
+      else
+        for await (const read of ownedRecordLanes(
+          source,
+          lanes.map((l) => l.cutter),
+          mark ? { mark } : {},
+        )) {
+          const lane = lanes[read.lane]!;
+          if (lane.error) continue;
+          if (read.block === undefined) {
+            laneFailed(lane, read.error);
+          } else {
+            const refused = read.block.first && !job.encoding ? compressedInputError(read.block.bytes, chunk.input.name) : undefined;
+            if (refused) throw refused;
+            const decoded = job.encoding ? decodeUtf16Block(read.block, job.encoding) : undefined;
+            try {
+              await lane.mapper.block(decoded ?? read.block);
+            } catch (err) {
+              laneFailed(lane, decoded ? decoded.fileOffset(toCloudmillError(err)) : err);
+            }
           }
+          if (lanes.every((l) => l.error)) break;
         }
-        if (lanes.every((l) => l.error)) break;
-      }
     } catch (err) {
       throw stopped()?.reason ?? located(toCloudmillError(err));
     }
@@ -531,6 +540,31 @@ const mapRecords = async (deps: PipelineDeps, task: MapTask, job: RecordJob, sig
   } finally {
     for (const lane of lanes) lane.mapper.close();
   }
+};
+
+/**
+ * Hands an object to a blob op: whole, as one block (at most maxRecordBytes; a longer one is a
+ * bad record), or, to an op that streams blobs, in the pieces it is read in. Either way the
+ * mapper sees at least one block, so an empty object is a record too.
+ */
+const mapBlob = async (source: RangeBytes, input: InputObject, lane: Lane, op: AnyOp, maxRecordBytes?: number): Promise<void> => {
+  const size = input.member?.size ?? input.size;
+  const limit = maxRecordBytes ?? DEFAULTS.maxRecordBytes;
+  if (!op.streamsBlobs && size > limit) {
+    lane.limits.onOversized?.(0, limit);
+    return;
+  }
+  const pieces: Buffer[] = [];
+  let at = 0;
+  for await (const span of source.owned()) {
+    const bytes = Buffer.isBuffer(span.bytes) ? span.bytes : Buffer.from(span.bytes.buffer, span.bytes.byteOffset, span.bytes.byteLength);
+    if (op.streamsBlobs) await lane.mapper.block({ bytes, offset: span.at, first: span.at === 0 });
+    // A copy: the store reads on into the same memory.
+    else pieces.push(Buffer.from(bytes));
+    at = span.at + bytes.length;
+  }
+  if (!op.streamsBlobs) await lane.mapper.block({ bytes: Buffer.concat(pieces), offset: 0, first: true });
+  else if (at === 0) await lane.mapper.block({ bytes: Buffer.alloc(0), offset: 0, first: true });
 };
 
 /** The refusal of the chunk's input if its first bytes are a compressed or archive format (best effort). */

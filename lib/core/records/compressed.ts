@@ -62,6 +62,14 @@ export const compressedInputError = (first: Uint8Array, input: string): Cloudmil
     );
   }
   const found = compressionOf(first);
+  if (found?.name === "zip") {
+    // Archives are opened at planning, by name or (past a chunk) by their first bytes: this one was neither.
+    return new CloudmillError(
+      ErrorCode.BAD_RECORD,
+      "a zip archive whose name does not end in .zip: name it .zip to have its entries read (as text it would give a wrong answer)",
+      { input, offset: 0 },
+    );
+  }
   return found
     ? new CloudmillError(
         ErrorCode.BAD_RECORD,

@@ -17,6 +17,7 @@ import { plainRangeBytes, spansOf, type RangeBytes, type Span } from "./alignedB
 import { BGZF_MAX_BLOCK, bgzfBlockSize, CODEC_SNIFF_BYTES, codecOf, corruptInput, inflateBgzfBlock, type Codec } from "./codecs.js";
 import { decodedStream } from "./decode.js";
 import { readBytes } from "../pipeline/blobJson.js";
+import { memberBytes } from "./zipMember.js";
 
 /** A range's bytes, and where a position among them is in the input (for messages). */
 export interface InputRange extends RangeBytes {
@@ -51,6 +52,17 @@ const whereIn = (codec: Codec | undefined, position: number): Pick<ErrorContext,
 export const inputRangeBytes = (store: BlobStore, input: InputObject, range: Range, options: InputRangeOptions = {}): InputRange => {
   const { signal, lookBehind = 1 } = options;
   const whole = range.start <= 0 && range.end >= input.size;
+  const { member } = input;
+  if (member) {
+    if (range.start > 0) throw new CloudmillError(ErrorCode.INTERNAL, `a zip entry is read from its start, not from byte ${range.start}`);
+    return {
+      start: 0,
+      codec: () => undefined,
+      where: (offset) => ({ offset, decoded: true }),
+      owned: () => spansOf(memberBytes(store, input, member, signal), 0),
+      async *past() {},
+    };
+  }
   const codec = options.codec === undefined ? input.codec : (options.codec ?? undefined);
   if (codec === "bgzf") return bgzfRange(store, input, range, lookBehind, signal);
   if (codec) {
@@ -73,6 +85,16 @@ export const inputHead = async (
   n: number,
   signal?: AbortSignal,
 ): Promise<{ readonly bytes: Buffer; readonly codec?: Codec }> => {
+  if (input.member) {
+    const parts: Buffer[] = [];
+    let length = 0;
+    for await (const part of memberBytes(store, input, input.member, signal)) {
+      parts.push(Buffer.from(part));
+      length += part.length;
+      if (length >= n) break;
+    }
+    return { bytes: Buffer.concat(parts).subarray(0, n) };
+  }
   const raw = await readRaw(store, input, 0, Math.min(input.size, n), signal);
   const codec = codecOf(raw);
   if (!codec) return { bytes: raw };

@@ -1,0 +1,53 @@
+/**
+ * `checksum`: the size and hash of every object, a lab's check that an upload arrived whole.
+ * One JSON line per object in the job's parts, `{ "name", "size", "sha256" }`, the same hash
+ * `sha256sum` prints. Objects are read as stored (a .gz is hashed, not decoded), in the pieces
+ * they arrive in, so an object of any size is hashed in bounded memory.
+ */
+import { createHash } from "node:crypto";
+import { z } from "zod";
+import { keyedOp } from "./keyedOp.js";
+import { parseOpParams } from "./params.js";
+import type { AnyOp } from "./types.js";
+
+export const CHECKSUM_ALGORITHMS = ["sha256", "sha1", "sha512", "md5"] as const;
+type Algorithm = (typeof CHECKSUM_ALGORITHMS)[number];
+
+export interface ChecksumParams {
+  readonly algorithm: Algorithm;
+}
+
+interface Checked {
+  readonly size: number;
+  readonly hash: string;
+}
+
+const keyed = keyedOp<ChecksumParams>({
+  name: "checksum",
+  description: "size and SHA-256 (or algorithm=sha1|sha512|md5) of every object; one JSON line per object",
+  formats: ["blob"],
+  paramsHelp: ["algorithm=sha256    sha256 (default), sha1, sha512 or md5 (a single-part upload's S3 ETag)"],
+  parseParams: (raw) =>
+    parseOpParams("checksum", z.strictObject({ algorithm: z.enum(CHECKSUM_ALGORITHMS).default("sha256") }), raw) as ChecksumParams,
+  // Never called: the mapper below reads each object's pieces itself.
+  pairs: () => () => undefined,
+  // One name listed twice is one object (its ETag pins its bytes); either copy is the same.
+  combine: (a, b) => ((a as Checked).hash <= (b as Checked).hash ? a : b),
+  row: (name, value, params) => ({ name, size: (value as Checked).size, [params.algorithm]: (value as Checked).hash }),
+});
+
+export const checksum: AnyOp = {
+  ...keyed,
+  streamsBlobs: true,
+  mapper(params, ctx) {
+    const hash = createHash((params as ChecksumParams).algorithm);
+    let size = 0;
+    return {
+      block(block) {
+        hash.update(block.bytes);
+        size += block.bytes.length;
+      },
+      finish: () => [[ctx.inputName, { size, hash: hash.digest("hex") } satisfies Checked]],
+    };
+  },
+};

@@ -1,0 +1,235 @@
+/**
+ * Zip archives, read the way S3 lets us: the central directory from the archive's tail, then
+ * each entry by range, never the whole archive. Each entry becomes an input of its own.
+ *
+ * What a hostile archive can try, and what stops it:
+ * - a name that climbs out of the archive (`../x`, `/etc/x`, `C:\x`): the archive is refused;
+ * - entries that share bytes (a non-recursive zip bomb): refused when their ranges overlap;
+ * - an entry that inflates past its declared size: its read fails at that byte (zipMember.ts);
+ * - a wrong CRC-32, a truncated entry or directory: the read fails, naming the byte.
+ */
+import { CloudmillError, ErrorCode } from "../errors.js";
+
+/** What the end of an archive holds at most: the end record with the longest comment, and the zip64 locator before it. */
+export const ZIP_TAIL_BYTES = 22 + 0xffff + 20;
+
+/** A zip archive's first four bytes (a local file header), or those of an empty archive (an end record). */
+export const isZipMagic = (b: Uint8Array): boolean =>
+  b.length >= 4 && b[0] === 0x50 && b[1] === 0x4b && ((b[2] === 3 && b[3] === 4) || (b[2] === 5 && b[3] === 6));
+
+/** Names that say "zip" (`.zip`, any case). */
+export const isZipName = (name: string): boolean => /\.zip$/i.test(name);
+
+const SIG = { local: 0x04034b50, central: 0x02014b50, end: 0x06054b50, end64: 0x06064b50, locator64: 0x07064b50 } as const;
+
+/** Compression methods read: stored and deflate. Others are named in the refusal. */
+const METHODS: Readonly<Record<number, "stored" | "deflate">> = { 0: "stored", 8: "deflate" };
+const METHOD_NAMES: Readonly<Record<number, string>> = { 9: "deflate64", 12: "bzip2", 14: "LZMA", 93: "zstd", 95: "xz", 99: "AES" };
+
+/** Fixed bytes of a local file header, before its name and extra field. */
+export const LOCAL_HEADER_BYTES = 30;
+
+/** One entry as the central directory records it. */
+export interface ZipEntry {
+  readonly name: string;
+  readonly method: "stored" | "deflate";
+  readonly crc32: number;
+  readonly compressedSize: number;
+  readonly size: number;
+  /** Where its local header starts in the archive. */
+  readonly at: number;
+  /** Bytes of its name as stored (the local header repeats them). */
+  readonly nameBytes: number;
+}
+
+/** Where the central directory is, from the end record (and the zip64 one, for a big archive). */
+export interface ZipDirectory {
+  readonly at: number;
+  readonly bytes: number;
+  readonly entries: number;
+}
+
+/** A refusal of an archive's structure, naming the archive and the byte. */
+export const zipError = (archive: string, at: number, what: string): CloudmillError =>
+  new CloudmillError(ErrorCode.BAD_RECORD, `zip archive: ${what}`, { input: archive, offset: at });
+
+const view = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength);
+
+/** An unsigned 64-bit field as a number; past 2^53 it cannot be an offset into a real object. */
+const u64 = (d: DataView, at: number, archive: string, where: number): number => {
+  const v = d.getBigUint64(at, true);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw zipError(archive, where, `a 64-bit size or offset (${v}) is past any real object`);
+  return Number(v);
+};
+
+/**
+ * Finds the end record in `tail`, the archive's last bytes (starting at archive byte `tailAt`).
+ * Returns the directory, or where the zip64 end record is when the archive needs one (the
+ * caller reads those 56 bytes and calls `zip64Directory`).
+ */
+export const findZipDirectory = (
+  tail: Uint8Array,
+  tailAt: number,
+  archiveSize: number,
+  archive: string,
+): ZipDirectory | { readonly zip64At: number } => {
+  const d = view(tail);
+  // The end record is 22 bytes plus its comment; search backwards for one whose comment reaches the end.
+  for (let i = tail.length - 22; i >= 0; i--) {
+    if (d.getUint32(i, true) !== SIG.end || i + 22 + d.getUint16(i + 20, true) !== tail.length) continue;
+    const entries = d.getUint16(i + 10, true);
+    const bytes = d.getUint32(i + 12, true);
+    const at = d.getUint32(i + 16, true);
+    if (entries === 0xffff || bytes === 0xffffffff || at === 0xffffffff) {
+      const loc = i - 20;
+      if (loc < 0 || d.getUint32(loc, true) !== SIG.locator64)
+        throw zipError(archive, tailAt + i, "its end record asks for zip64, but no zip64 locator precedes it");
+      return { zip64At: u64(d, loc + 8, archive, tailAt + loc) };
+    }
+    return checkedDirectory({ at, bytes, entries }, tailAt + i, archive);
+  }
+  throw zipError(archive, archiveSize, "no end-of-central-directory record in its last bytes: it is truncated, or not a zip archive");
+};
+
+/** The directory a zip64 end record (its 56 bytes, read at `at`) names. */
+export const zip64Directory = (record: Uint8Array, at: number, archiveSize: number, archive: string): ZipDirectory => {
+  const d = view(record);
+  if (record.length < 56 || d.getUint32(0, true) !== SIG.end64) throw zipError(archive, at, "no zip64 end record where its locator points");
+  return checkedDirectory(
+    { entries: u64(d, 32, archive, at), bytes: u64(d, 40, archive, at), at: u64(d, 48, archive, at) },
+    Math.min(at, archiveSize),
+    archive,
+  );
+};
+
+const checkedDirectory = (dir: ZipDirectory, endAt: number, archive: string): ZipDirectory => {
+  if (dir.at + dir.bytes > endAt) throw zipError(archive, dir.at, `its central directory (${dir.bytes} bytes) runs past its end record`);
+  // Each directory entry takes at least 46 bytes: more entries than that cannot be real.
+  if (dir.entries * 46 > dir.bytes) throw zipError(archive, dir.at, `${dir.entries} entries do not fit in ${dir.bytes} bytes of directory`);
+  return dir;
+};
+
+/**
+ * Whether a name stays inside the archive once extracted: relative, no `..` segment, no drive
+ * letter or backslash (Windows separators), no control characters.
+ */
+const unsafeName = (name: string): string | undefined => {
+  if (name.length === 0) return "an empty name";
+  if (name.startsWith("/")) return "an absolute path";
+  if (/^[A-Za-z]:/.test(name) || name.includes("\\")) return "a Windows path";
+  if (name.split("/").some((s) => s === "..")) return "a '..' segment (extracted, it would land outside its folder)";
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it looks for
+  if (/[\u0000-\u001f]/.test(name)) return "a control character";
+  return undefined;
+};
+
+/** Entries that hold no data of the archive's own: folders, and macOS's resource forks (`__MACOSX/`). */
+const isMetadata = (name: string): boolean => name.endsWith("/") || name.startsWith("__MACOSX/");
+
+/**
+ * The entries of a central directory (`bytes`, read at `dir.at`), in directory order, folders
+ * and macOS metadata left out. Refuses what the module comment lists.
+ */
+export const parseZipDirectory = (bytes: Uint8Array, dir: ZipDirectory, archiveSize: number, archive: string): ZipEntry[] => {
+  const d = view(bytes);
+  const decoder = new TextDecoder("utf-8", { fatal: false });
+  const entries: ZipEntry[] = [];
+  let p = 0;
+  for (let n = 0; n < dir.entries; n++) {
+    const where = dir.at + p;
+    if (p + 46 > bytes.length || d.getUint32(p, true) !== SIG.central)
+      throw zipError(archive, where, `central directory entry ${n + 1} of ${dir.entries} is missing or corrupt`);
+    const flags = d.getUint16(p + 8, true);
+    const methodCode = d.getUint16(p + 10, true);
+    const crc32 = d.getUint32(p + 16, true);
+    let compressedSize = d.getUint32(p + 20, true);
+    let size = d.getUint32(p + 24, true);
+    const nameBytes = d.getUint16(p + 28, true);
+    const extraBytes = d.getUint16(p + 30, true);
+    const commentBytes = d.getUint16(p + 32, true);
+    let at = d.getUint32(p + 42, true);
+    const next = p + 46 + nameBytes + extraBytes + commentBytes;
+    if (next > bytes.length) throw zipError(archive, where, `central directory entry ${n + 1} runs past the directory`);
+    const name = decoder.decode(bytes.subarray(p + 46, p + 46 + nameBytes));
+    // zip64: the 32-bit fields at their maximum are in the extra field's 0x0001 record, in this order.
+    if (size === 0xffffffff || compressedSize === 0xffffffff || at === 0xffffffff) {
+      let e = p + 46 + nameBytes;
+      const end = e + extraBytes;
+      let found = false;
+      while (e + 4 <= end) {
+        const id = d.getUint16(e, true);
+        const len = d.getUint16(e + 2, true);
+        if (id === 1) {
+          let f = e + 4;
+          const take = (): number => {
+            if (f + 8 > e + 4 + len) throw zipError(archive, where, `entry ${JSON.stringify(name)}: its zip64 field is too short`);
+            const v = u64(d, f, archive, where);
+            f += 8;
+            return v;
+          };
+          if (size === 0xffffffff) size = take();
+          if (compressedSize === 0xffffffff) compressedSize = take();
+          if (at === 0xffffffff) at = take();
+          found = true;
+          break;
+        }
+        e += 4 + len;
+      }
+      if (!found) throw zipError(archive, where, `entry ${JSON.stringify(name)} needs a zip64 field and has none`);
+    }
+    p = next;
+    const unsafe = unsafeName(name);
+    if (unsafe) throw zipError(archive, where, `entry ${JSON.stringify(name)} has ${unsafe}; the archive is refused`);
+    if (isMetadata(name)) continue;
+    if (flags & 1) throw zipError(archive, where, `entry ${JSON.stringify(name)} is encrypted; decrypt the archive first`);
+    const method = METHODS[methodCode];
+    if (!method) {
+      const known = METHOD_NAMES[methodCode];
+      throw zipError(
+        archive,
+        where,
+        `entry ${JSON.stringify(name)} is compressed with method ${methodCode}${known ? ` (${known})` : ""}; ` +
+          "entries are read when stored or deflated (zip -Z deflate)",
+      );
+    }
+    if (method === "stored" && size !== compressedSize)
+      throw zipError(archive, where, `entry ${JSON.stringify(name)} is stored, yet its sizes differ (${compressedSize} and ${size})`);
+    if (at + LOCAL_HEADER_BYTES + nameBytes + compressedSize > dir.at)
+      throw zipError(archive, at, `entry ${JSON.stringify(name)} runs past the start of the central directory (truncated?)`);
+    entries.push({ name, method, crc32, compressedSize, size, at, nameBytes });
+  }
+  refuseOverlaps(entries, archive);
+  if (archiveSize < dir.at + dir.bytes) throw zipError(archive, archiveSize, "the archive ends inside its central directory");
+  return entries;
+};
+
+/** Two entries whose bytes overlap are how a small archive claims petabytes: refused. */
+const refuseOverlaps = (entries: readonly ZipEntry[], archive: string): void => {
+  const sorted = [...entries].sort((a, b) => a.at - b.at);
+  for (let i = 1; i < sorted.length; i++) {
+    const prev = sorted[i - 1]!;
+    const cur = sorted[i]!;
+    if (prev.at + LOCAL_HEADER_BYTES + prev.nameBytes + prev.compressedSize > cur.at) {
+      throw zipError(
+        archive,
+        cur.at,
+        `entries ${JSON.stringify(prev.name)} and ${JSON.stringify(cur.name)} share bytes ` +
+          "(an overlapping-entry zip bomb?); the archive is refused",
+      );
+    }
+  }
+};
+
+/** The local header at the start of `head` (an entry's first bytes): where its data starts, past its name and extra field. */
+export const localDataOffset = (head: Uint8Array, entry: Pick<ZipEntry, "nameBytes" | "name" | "at">, archive: string): number => {
+  const d = view(head);
+  if (head.length < LOCAL_HEADER_BYTES || d.getUint32(0, true) !== SIG.local)
+    throw zipError(archive, entry.at, `entry ${JSON.stringify(entry.name)}: no local header where the directory says`);
+  const nameBytes = d.getUint16(26, true);
+  if (nameBytes !== entry.nameBytes)
+    throw zipError(archive, entry.at, `entry ${JSON.stringify(entry.name)}: its local header names another file`);
+  return LOCAL_HEADER_BYTES + nameBytes + d.getUint16(28, true);
+};
+
+/** How users name an entry: the archive's name, `!/`, the entry's path (as a jar URL does). */
+export const entryName = (archive: string, entry: string): string => `${archive}!/${entry}`;

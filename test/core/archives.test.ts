@@ -1,0 +1,343 @@
+/**
+ * Zip archives and whole objects on the local engine. Archives are written by the real `zip`
+ * tool (Info-ZIP) and, for the shapes it will not write (zip64, hostile archives), by Python's
+ * zipfile; expected values come from the reference ops over the entries' plain bytes, from
+ * Python's hashlib over the entries, and from `sha256sum` over files.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { CloudmillError } from "../../lib/core/errors.js";
+import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
+import { defineOp } from "../../lib/core/ops/defineOp.js";
+import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
+import type { KeyedResult } from "../../lib/core/pipeline/reduceTask.js";
+import { prng } from "../../lib/dev/prng.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+import { pythonCsvRows } from "../helpers/csv.js";
+import { refCount, refStats, refWordcount } from "../helpers/reference.js";
+
+let dir: string;
+let n = 0;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-archives-"));
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+const sh = (cmd: string, cwd = dir): string => execFileSync("sh", ["-c", cmd], { cwd, encoding: "utf8", maxBuffer: 1 << 30 });
+const py = (script: string): string => execFileSync("python3", ["-c", script], { cwd: dir, encoding: "utf8" });
+
+/** Sums bytes of every object whole: a lab's blob op, as defineOp makes it. */
+const byteSums = defineOp({
+  name: "byte-sums",
+  format: "blob",
+  map: (bytes: unknown, _params, meta) => {
+    const b = bytes as Buffer;
+    let sum = 0;
+    for (const x of b) sum += x;
+    return { objects: 1, bytes: meta.size ?? -1, sum, first: [[meta.input, b.length]] as [string, number][] };
+  },
+  combine: (a, b) => ({ objects: a.objects + b.objects, bytes: a.bytes + b.bytes, sum: a.sum + b.sum, first: [...a.first, ...b.first] }),
+});
+
+const registry = (): OpRegistry => new OpRegistry([...builtinOps, byteSums]);
+
+const run = async (spec: JobSpecInput, workers = 0) => {
+  try {
+    const outDir = path.join(dir, `out-${n}`);
+    const r = await runLocal({ spec: parseJobSpec(spec), registry: registry(), workers, workDir: path.join(dir, `work-${n++}`), outDir });
+    return { ok: true as const, ...r, outDir };
+  } catch (error) {
+    return { ok: false as const, error: error as CloudmillError };
+  }
+};
+
+const rowsOf = async (result: unknown): Promise<Record<string, unknown>[]> => {
+  const rows: Record<string, unknown>[] = [];
+  for (const p of (result as KeyedResult).parts)
+    for (const line of (await readFile(p.key, "utf8")).split("\n")) if (line) rows.push(JSON.parse(line) as Record<string, unknown>);
+  return rows;
+};
+
+/** Text files of varied sizes (one larger than the small chunks below), each ending in a newline. */
+const textFiles = (): Record<string, Buffer> => {
+  const rand = prng(7);
+  const words = ["alpha", "beta", "γάμμα", "delta", "42", "x"];
+  const file = (lines: number): Buffer =>
+    Buffer.from(
+      `${Array.from({ length: lines }, () => Array.from({ length: Math.floor(rand() * 7) }, () => words[Math.floor(rand() * 6)]).join(" ")).join("\n")}\n`,
+    );
+  return { "a.txt": file(3), "notes/b.txt": file(2000), "notes/deep/c.txt": file(40_000), "empty.txt": Buffer.alloc(0) };
+};
+
+describe("zip archives: each entry is an input", () => {
+  let files: Record<string, Buffer>;
+  let archive: string;
+  let stored: string;
+  beforeAll(async () => {
+    files = textFiles();
+    const src = path.join(dir, "src");
+    for (const [name, bytes] of Object.entries(files)) {
+      await mkdir(path.dirname(path.join(src, name)), { recursive: true });
+      await writeFile(path.join(src, name), bytes);
+    }
+    // Folders are entries too (zip -r adds them); a macOS resource fork is metadata, not data.
+    await mkdir(path.join(src, "__MACOSX"), { recursive: true });
+    await writeFile(path.join(src, "__MACOSX", "._a.txt"), Buffer.from([0, 5, 22, 7, 0, 2, 0, 0, 0xff, 0xfe]));
+    archive = path.join(dir, "texts.zip");
+    stored = path.join(dir, "stored.zip");
+    sh(`zip -qr '${archive}' .`, src);
+    sh(`zip -qr0 '${stored}' . -x '__MACOSX/*'`, src);
+  });
+
+  it.each([256, 4096, 1 << 20])("count and wordcount equal the reference over the entries, chunks of %i bytes", async (chunkSize) => {
+    const plain = Buffer.concat(Object.values(files));
+    const records = Object.values(files).reduce((sum, b) => sum + refCount(b).records, 0);
+    for (const file of [archive, stored]) {
+      const counted = await run({ op: "count", inputs: [file], chunkSize }, 2);
+      expect(counted.ok && counted.result, file).toEqual({ records });
+      const words = await run({ op: "wordcount", inputs: [file], chunkSize });
+      expect(words.ok && words.result, file).toEqual(refWordcount(plain));
+    }
+  });
+
+  it("a CSV entry with quoted newlines gives Python's rows; numbers give the reference's stats", async () => {
+    const rows = ["id,note,score"];
+    for (let i = 0; i < 3000; i++) rows.push(`${i},${i % 3 === 0 ? `"two\nlines, ""${i}"""` : `n${i}`},${(i % 97) / 4}`);
+    const csv = path.join(dir, "notes.csv");
+    await writeFile(csv, `${rows.join("\n")}\n`);
+    const numbers = Buffer.from(`${Array.from({ length: 5000 }, (_, i) => ((i * 7919) % 1000) / 8 - 60).join("\n")}\n`);
+    await writeFile(path.join(dir, "numbers.txt"), numbers);
+    sh("zip -q csv-only.zip notes.csv && zip -q numbers-only.zip numbers.txt");
+    const csvCount = await run({ op: "count", inputs: [path.join(dir, "csv-only.zip")], format: "csv", chunkSize: 1024 });
+    expect(csvCount.ok && csvCount.result).toEqual({ records: pythonCsvRows(csv).length });
+    const stats = await run({ op: "stats", inputs: [path.join(dir, "numbers-only.zip")], chunkSize: 1024 });
+    expect(stats.ok && stats.result).toEqual(refStats(numbers));
+  });
+
+  it("a zip64 archive (zip -fz: 64-bit sizes in every entry and end record) reads as its entries", async () => {
+    const bytes = files["notes/deep/c.txt"]!;
+    await writeFile(path.join(dir, "c.txt"), bytes);
+    sh("zip -q -fz z64.zip c.txt");
+    // The zip64 end record is there, and the entry's 32-bit sizes say "see the zip64 field".
+    expect((await readFile(path.join(dir, "z64.zip"))).includes(Buffer.from([0x50, 0x4b, 0x06, 0x06]))).toBe(true);
+    const r = await run({ op: "count", inputs: [path.join(dir, "z64.zip")], chunkSize: 4096 });
+    expect(r.ok && r.result).toEqual(refCount(bytes));
+  });
+
+  it("an input named otherwise is still read as a zip when its first bytes say so and it spans chunks", async () => {
+    const renamed = path.join(dir, "texts.bin");
+    sh(`cp '${archive}' '${renamed}'`);
+    const records = Object.values(files).reduce((sum, b) => sum + refCount(b).records, 0);
+    const r = await run({ op: "count", inputs: [renamed], chunkSize: 256 });
+    expect(r.ok && r.result).toEqual({ records });
+  });
+});
+
+describe("whole objects: the blob format", () => {
+  let blobs: string;
+  beforeAll(async () => {
+    blobs = path.join(dir, "blobs");
+    const rand = prng(11);
+    await mkdir(path.join(blobs, "raw"), { recursive: true });
+    for (let i = 0; i < 30; i++) {
+      const size = i === 0 ? 0 : i === 1 ? 1_500_000 : Math.floor(rand() * 5000);
+      await writeFile(
+        path.join(blobs, "raw", `img-${String(i).padStart(2, "0")}.bin`),
+        Buffer.from(Array.from({ length: size }, () => Math.floor(rand() * 256))),
+      );
+    }
+    // A gzip file is a blob too, hashed as stored, not decoded.
+    await writeFile(path.join(blobs, "log.txt"), "a log line\n".repeat(500));
+    sh(`gzip -k '${path.join(blobs, "log.txt")}'`);
+  });
+
+  /** `sha256sum` of every file under the folder, by path. */
+  const sha256sum = (folder: string): Map<string, string> =>
+    new Map(
+      sh(`find '${folder}' -type f -print0 | xargs -0 sha256sum`)
+        .trim()
+        .split("\n")
+        .map((l) => {
+          const [hash, ...name] = l.split("  ");
+          return [name.join("  "), hash!] as const;
+        }),
+    );
+
+  it.each([
+    { chunkSize: 4096, workers: 0 },
+    { chunkSize: 1 << 20, workers: 2 },
+  ])("checksum equals sha256sum of every file, empty and larger-than-a-chunk ones too ($chunkSize, $workers threads)", async (c) => {
+    const r = await run({ op: "checksum", inputs: [blobs], chunkSize: c.chunkSize }, c.workers);
+    expect(r.ok, r.ok ? "" : r.error.describe()).toBe(true);
+    const rows = await rowsOf(r.ok && r.result);
+    const expected = sha256sum(blobs);
+    expect(rows.length).toBe(expected.size);
+    for (const row of rows) {
+      expect(row.sha256, String(row.name)).toBe(expected.get(String(row.name)));
+      expect(row.size).toBe((await stat(String(row.name))).size);
+    }
+  });
+
+  it("checksum of a zip archive lists its entries, as Python's hashlib hashes them", async () => {
+    const zip = path.join(dir, "texts.zip");
+    const r = await run({ op: "checksum", inputs: [zip], params: { algorithm: "md5" } });
+    const got = new Map((await rowsOf(r.ok && r.result)).map((row) => [row.name, row.md5]));
+    const expected = JSON.parse(
+      py(`
+import zipfile, hashlib, json
+z = zipfile.ZipFile('texts.zip')
+print(json.dumps({'${zip}!/' + i.filename: hashlib.md5(z.read(i)).hexdigest() for i in z.infolist() if not i.is_dir() and not i.filename.startswith('__MACOSX/')}))
+`),
+    ) as Record<string, string>;
+    expect(Object.fromEntries(got)).toEqual(expected);
+  });
+
+  it("a lab's blob op gets each object whole, once, with its name", async () => {
+    const r = await run({ op: "byte-sums", inputs: [path.join(blobs, "raw")], chunkSize: 8192 });
+    expect(r.ok, r.ok ? "" : r.error.describe()).toBe(true);
+    const got = r.ok ? (r.result as { objects: number; bytes: number; sum: number; first: [string, number][] }) : undefined;
+    let bytes = 0;
+    let sum = 0;
+    const names = sh(`ls '${path.join(blobs, "raw")}'`)
+      .trim()
+      .split("\n");
+    for (const name of names) {
+      const b = await readFile(path.join(blobs, "raw", name));
+      bytes += b.length;
+      for (const x of b) sum += x;
+    }
+    expect(got).toMatchObject({ objects: names.length, bytes, sum });
+    expect(new Set(got!.first.map(([name]) => path.basename(name)))).toEqual(new Set(names));
+  });
+
+  it("an object longer than maxRecordBytes is refused, naming it, before it is read; skip leaves it out", async () => {
+    const failed = await run({ op: "byte-sums", inputs: [path.join(blobs, "raw")], maxRecordBytes: 1 << 20 });
+    expect(failed.ok).toBe(false);
+    const message = failed.ok ? "" : failed.error.describe();
+    expect(message).toMatch(/img-01\.bin.*record longer than 1048576 bytes \(maxRecordBytes\)/);
+    expect(message).not.toContain("\n");
+    const skipped = await run({ op: "byte-sums", inputs: [path.join(blobs, "raw")], maxRecordBytes: 1 << 20, onBadRecord: "skip" });
+    expect(skipped.ok && skipped.status.skipped).toBe(1);
+    expect(skipped.ok && (skipped.result as { objects: number }).objects).toBe(29);
+  });
+});
+
+describe("hostile archives end in clear errors", () => {
+  /** Runs count over the archive Python's script writes to `name`; the job must fail, and write no result. */
+  const refused = async (name: string, script: string): Promise<string> => {
+    py(script);
+    const r = await run({ op: "count", inputs: [path.join(dir, name)], chunkSize: 1024 });
+    expect(r.ok, `${name} was read`).toBe(false);
+    const message = r.ok ? "" : r.error.describe();
+    expect(message).not.toContain("\n");
+    expect(message).toContain(name);
+    return message;
+  };
+
+  it("names that climb out of the archive (zip slip) refuse it", async () => {
+    for (const [i, evil] of ["../../etc/passwd", "/etc/passwd", "ok/../../x", "C:\\\\win.ini"].entries()) {
+      const message = await refused(
+        `slip-${i}.zip`,
+        `
+import zipfile
+with zipfile.ZipFile('slip-${i}.zip', 'w') as z:
+    z.writestr('fine.txt', 'a\\n')
+    info = zipfile.ZipInfo('placeholder')
+    info.filename = ${JSON.stringify(evil)}
+    z.writestr(info, 'b\\n')
+`,
+      );
+      expect(message).toMatch(/zip archive: entry .* has (an absolute path|a '\.\.' segment|a Windows path)/);
+    }
+  });
+
+  it("entries that share their bytes (an overlapping zip bomb) refuse the archive", async () => {
+    const message = await refused(
+      "overlap.zip",
+      `
+import zipfile, struct
+with zipfile.ZipFile('overlap.zip', 'w', zipfile.ZIP_DEFLATED) as z:
+    z.writestr('kernel.txt', 'x' * 100000 + '\\n')
+data = bytearray(open('overlap.zip', 'rb').read())
+end = data.rindex(b'PK\\x05\\x06')
+cd_size, cd_at = struct.unpack('<II', data[end + 12:end + 20])
+entry = bytes(data[cd_at:cd_at + cd_size])
+copies = [entry.replace(b'kernel.txt', b'kern%02d.txt' % i) for i in range(3)]
+cd = b''.join(copies)
+tail = bytearray(data[end:])
+struct.pack_into('<HHI', tail, 8, 3, 3, len(cd))
+open('overlap.zip', 'wb').write(bytes(data[:cd_at]) + cd + bytes(tail))
+`,
+    );
+    expect(message).toMatch(/share bytes \(an overlapping-entry zip bomb\?\)/);
+  });
+
+  it("an entry that inflates past its declared size is stopped there (a lying bomb)", async () => {
+    const message = await refused(
+      "liar.zip",
+      `
+import zipfile, struct
+with zipfile.ZipFile('liar.zip', 'w', zipfile.ZIP_DEFLATED) as z:
+    z.writestr('zeros.txt', '0' * 5000000)
+data = bytearray(open('liar.zip', 'rb').read())
+end = data.rindex(b'PK\\x05\\x06')
+cd_at = struct.unpack('<I', data[end + 16:end + 20])[0]
+struct.pack_into('<I', data, cd_at + 24, 1000)
+struct.pack_into('<I', data, 22, 1000)
+open('liar.zip', 'wb').write(bytes(data))
+`,
+    );
+    expect(message).toMatch(/inflates past the 1000 bytes its directory declares/);
+  });
+
+  it("a flipped byte in an entry fails its CRC-32; a truncated archive has no directory", async () => {
+    const crc = await refused(
+      "flipped.zip",
+      `
+import zipfile
+with zipfile.ZipFile('flipped.zip', 'w', zipfile.ZIP_STORED) as z:
+    z.writestr('a.txt', 'hello world\\n' * 100)
+data = bytearray(open('flipped.zip', 'rb').read())
+data[30 + len('a.txt') + 50] ^= 0x20
+open('flipped.zip', 'wb').write(bytes(data))
+`,
+    );
+    expect(crc).toMatch(/flipped\.zip!\/a\.txt.*CRC-32 does not match/);
+    const cut = await refused(
+      "cut.zip",
+      `
+import zipfile
+with zipfile.ZipFile('whole.zip', 'w', zipfile.ZIP_DEFLATED) as z:
+    z.writestr('a.txt', 'hello world\\n' * 1000)
+data = open('whole.zip', 'rb').read()
+open('cut.zip', 'wb').write(data[:len(data) // 2])
+`,
+    );
+    expect(cut).toMatch(/no end-of-central-directory record.*truncated, or not a zip archive/);
+  });
+
+  it("encrypted entries and unread methods are refused, naming the entry", async () => {
+    sh("printf 'secret\\n' > secret.txt && zip -q -P pass enc.zip secret.txt");
+    const enc = await run({ op: "count", inputs: [path.join(dir, "enc.zip")] });
+    expect(enc.ok ? "" : enc.error.describe()).toMatch(/enc\.zip.*entry "secret\.txt" is encrypted/);
+    const bz = await refused(
+      "bz.zip",
+      `
+import zipfile
+with zipfile.ZipFile('bz.zip', 'w', zipfile.ZIP_BZIP2) as z:
+    z.writestr('a.txt', 'hello\\n')
+`,
+    );
+    expect(bz).toMatch(/entry "a\.txt" is compressed with method 12 \(bzip2\)/);
+  });
+
+  it("a small zip not named .zip is refused by its task, never read as text", async () => {
+    sh("printf 'one\\ntwo\\n' > two.txt && zip -q small.zip two.txt && cp small.zip small.dat");
+    const r = await run({ op: "count", inputs: [path.join(dir, "small.dat")] });
+    expect(r.ok ? "" : r.error.describe()).toMatch(/small\.dat.*a zip archive.*name it \.zip/);
+  });
+});
