@@ -7,6 +7,8 @@
  *   the response is sent.
  * - Body limit: raised from 11 MiB to 1 GiB, so single PUTs (e.g. `aws s3 cp` of a large
  *   part) are not refused. Everything is held in memory, so keep dev data modest.
+ * - Bodies are bytes: a PUT sent as `application/x-www-form-urlencoded` (curl's default for
+ *   `--data-binary`, common with presigned URLs) is stored as sent, not parsed as a form.
  * - Listing order: fauxqs sorts keys with localeCompare (so `B` < `a` fails, and pages can
  *   skip keys); S3 lists in UTF-8 byte order, which this emulator restores.
  * - Message bodies: fauxqs refuses characters beyond U+FFFF (emoji) that SQS accepts; fixed.
@@ -57,6 +59,10 @@ const requestKind = (method: string, url: string, target: unknown): keyof Reques
   return method === "GET" && isObject && !/(^|&)(uploadId|uploads|list-type|tagging|acl)(=|&|$)/.test(query) ? "s3Get" : "s3Other";
 };
 
+/** A request whose body is S3 data (an object, a part, a multipart or delete listing), not query-protocol fields. */
+const isS3Body = (method: string, url: string): boolean =>
+  method === "PUT" || (method === "POST" && /[?&](uploads|uploadId|delete)(=|&|$)/.test(url.split("?")[1] ?? ""));
+
 export interface EmulatorOptions {
   /** Default 0: any free port. `cloudmill dev` uses DEV_DEFAULT_PORT. */
   readonly port?: number;
@@ -84,6 +90,17 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
   app.removeContentTypeParser("*");
   app.addContentTypeParser("*", { parseAs: "buffer", bodyLimit: BODY_LIMIT }, (_req, body, done) => {
     done(null, body);
+  });
+
+  // (c) An S3 body is bytes whatever its Content-Type: curl's --data-binary to a presigned URL
+  // sends application/x-www-form-urlencoded, which fauxqs parses as SQS/SNS's query protocol
+  // (into an object, and the PUT fails). Only a POST without an S3 subresource is that protocol.
+  app.removeContentTypeParser("application/x-www-form-urlencoded");
+  app.addContentTypeParser("application/x-www-form-urlencoded", { parseAs: "buffer", bodyLimit: BODY_LIMIT }, (req, body, done) => {
+    if (isS3Body(req.method, req.url)) return done(null, body);
+    const fields: Record<string, string> = {};
+    for (const [k, v] of new URLSearchParams((body as Buffer).toString("utf8"))) fields[k] = v;
+    done(null, fields);
   });
 
   // (a) S3 events. onSend runs in the same tick as the handler's send(), so the store still

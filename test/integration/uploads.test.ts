@@ -1,0 +1,118 @@
+/**
+ * Uploads from clients other than the AWS SDK for JavaScript start jobs as `aws s3 cp` does:
+ * Debian's boto3 (a multipart upload, and presigned URLs in both signature versions) and curl
+ * (a PUT to a presigned URL with curl's own form Content-Type, and a header-signed SigV4 PUT).
+ * Each upload fires one event, and its job's count equals `wc -l` of the file.
+ */
+import { execFile, execFileSync } from "node:child_process";
+import { promisify } from "node:util";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { prng } from "../../lib/dev/prng.js";
+import { useDevCloud } from "../helpers/devCloud.js";
+
+/** Debian's python3 with its python3-boto3: a client of its own, not this repository's SDK. */
+const PYTHON = "/usr/bin/python3";
+const cloud = useDevCloud({ workers: 1 });
+let dir: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-uploads-"));
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+const run = promisify(execFile);
+
+/**
+ * Runs a boto3 script with `s3` a client of the emulated cloud; resolves with its stdout. Never
+ * a synchronous child: the emulator answers from this process's event loop.
+ */
+const boto3 = async (script: string, signature = "s3v4"): Promise<string> =>
+  (
+    await run(
+      PYTHON,
+      [
+        "-c",
+        `
+import boto3, sys
+from botocore.config import Config
+from boto3.s3.transfer import TransferConfig
+s3 = boto3.client('s3', endpoint_url=${JSON.stringify(cloud().cloud.endpoint)}, region_name='us-east-1',
+    aws_access_key_id='test', aws_secret_access_key='test',
+    config=Config(signature_version='${signature}', s3={'addressing_style': 'path'}))
+${script}
+`,
+      ],
+      { cwd: dir, encoding: "utf8" },
+    )
+  ).stdout;
+
+const curl = async (...args: string[]): Promise<string> =>
+  (await run("curl", ["-sS", "--fail-with-body", ...args], { cwd: dir, encoding: "utf8", maxBuffer: 1 << 26 })).stdout;
+
+/** A file of lines, and `wc -l`'s count of them. */
+const lines = async (name: string, count: number, seed: number): Promise<number> => {
+  const rand = prng(seed);
+  const words = ["alpha", "beta", "gamma", "δέλτα", "42"];
+  const text = Array.from({ length: count }, () => Array.from({ length: 6 }, () => words[Math.floor(rand() * 5)]).join(" ")).join("\n");
+  await writeFile(path.join(dir, name), `${text}\n`);
+  return Number(execFileSync("sh", ["-c", `wc -l < '${name}'`], { cwd: dir, encoding: "utf8" }).trim());
+};
+
+const counted = async (key: string): Promise<unknown> => {
+  const status = await cloud().waitForEnd(`${key}/status.json`);
+  expect(status.state, `${key}: ${JSON.stringify(status.error)}`).toBe("succeeded");
+  return cloud().getJson(cloud().output, `${key}/result.json`);
+};
+
+describe("uploads from any S3 client", () => {
+  it("boto3's multipart upload (5 MiB parts) starts one job, on the completed object", async () => {
+    const expected = await lines("multi.txt", 400_000, 1);
+    await boto3(
+      `s3.upload_file('multi.txt', ${JSON.stringify(cloud().input)}, 'count/multi.txt',
+    Config=TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024))
+print(s3.head_object(Bucket=${JSON.stringify(cloud().input)}, Key='count/multi.txt')['ETag'])`,
+    );
+    expect(await counted("count/multi.txt")).toEqual({ records: expected });
+    // One job: the parts were not objects of their own.
+    expect(await cloud().keys(cloud().output, "count/multi.txt/")).toContain("count/multi.txt/result.json");
+  });
+
+  it.each(["s3v4", "s3"])(
+    "curl PUTs to a presigned URL (%s signatures) with its own form Content-Type; the body is stored as bytes",
+    async (signature) => {
+      const name = `presigned-${signature}.txt`;
+      const expected = await lines(name, 5_000, signature.length);
+      const url = (
+        await boto3(
+          `print(s3.generate_presigned_url('put_object', Params={'Bucket': ${JSON.stringify(cloud().input)}, 'Key': 'count/${name}'}, ExpiresIn=600))`,
+          signature,
+        )
+      ).trim();
+      expect(url).toMatch(signature === "s3v4" ? /X-Amz-Signature=/ : /Signature=/);
+      // --data-binary sends application/x-www-form-urlencoded unless told otherwise, as many upload scripts do.
+      await curl("-X", "PUT", "--data-binary", `@${name}`, url);
+      expect(await counted(`count/${name}`)).toEqual({ records: expected });
+      const stored = await cloud().get(cloud().input, `count/${name}`);
+      expect(stored?.equals(execFileSync("cat", [name], { cwd: dir }))).toBe(true);
+    },
+  );
+
+  it("curl's own SigV4 header signing (--aws-sigv4) uploads like any SDK", async () => {
+    const expected = await lines("signed.txt", 3_000, 9);
+    await curl(
+      "--aws-sigv4",
+      "aws:amz:us-east-1:s3",
+      "--user",
+      "test:test",
+      "-H",
+      "Content-Type: text/plain",
+      "-T",
+      "signed.txt",
+      `${cloud().cloud.endpoint}/${cloud().input}/count/signed.txt`,
+    );
+    expect(await counted("count/signed.txt")).toEqual({ records: expected });
+  });
+});
