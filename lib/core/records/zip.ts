@@ -102,7 +102,16 @@ export const zip64Directory = (record: Uint8Array, at: number, archiveSize: numb
   );
 };
 
+/** Largest central directory read: about two million entries of typical names. */
+const MAX_DIRECTORY_BYTES = 256 * 1024 * 1024;
+
 const checkedDirectory = (dir: ZipDirectory, endAt: number, archive: string): ZipDirectory => {
+  if (dir.bytes > MAX_DIRECTORY_BYTES)
+    throw zipError(
+      archive,
+      dir.at,
+      `its central directory is ${dir.bytes} bytes, more than the ${MAX_DIRECTORY_BYTES} read; split the archive`,
+    );
   if (dir.at + dir.bytes > endAt) throw zipError(archive, dir.at, `its central directory (${dir.bytes} bytes) runs past its end record`);
   // Each directory entry takes at least 46 bytes: more entries than that cannot be real.
   if (dir.entries * 46 > dir.bytes) throw zipError(archive, dir.at, `${dir.entries} entries do not fit in ${dir.bytes} bytes of directory`);
@@ -162,7 +171,8 @@ export const parseZipDirectory = (bytes: Uint8Array, dir: ZipDirectory, archiveS
         if (id === 1) {
           let f = e + 4;
           const take = (): number => {
-            if (f + 8 > e + 4 + len) throw zipError(archive, where, `entry ${JSON.stringify(name)}: its zip64 field is too short`);
+            if (f + 8 > Math.min(e + 4 + len, end))
+              throw zipError(archive, where, `entry ${JSON.stringify(name)}: its zip64 field is too short`);
             const v = u64(d, f, archive, where);
             f += 8;
             return v;
@@ -192,6 +202,8 @@ export const parseZipDirectory = (bytes: Uint8Array, dir: ZipDirectory, archiveS
           "entries are read when stored or deflated (zip -Z deflate)",
       );
     }
+    if (method === "deflate" && compressedSize === 0 && size > 0)
+      throw zipError(archive, where, `entry ${JSON.stringify(name)} declares ${size} bytes from no compressed data`);
     if (method === "stored" && size !== compressedSize)
       throw zipError(archive, where, `entry ${JSON.stringify(name)} is stored, yet its sizes differ (${compressedSize} and ${size})`);
     if (at + LOCAL_HEADER_BYTES + nameBytes + compressedSize > dir.at)
