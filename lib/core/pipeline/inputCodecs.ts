@@ -1,9 +1,9 @@
 /**
  * What each input holds, where planning needs to know. A zip archive (named `.zip`, or found
- * by its first bytes) becomes its entries, except in the blob format, which reads objects as stored. An input that spans more than one chunk is told
- * apart by its first bytes: a gzip or zstd stream must be read by one task, a BGZF file
- * splits at its blocks. A smaller input is one chunk whatever it holds, and its task sees its
- * first bytes anyway, so it costs no read here.
+ * by its first bytes) becomes its entries, except in the blob format, which reads objects as
+ * stored. An input that spans more than one chunk is told apart by its first bytes: a gzip or
+ * zstd stream must be read by one task, a BGZF file splits at its blocks. A smaller input is
+ * one chunk whatever it holds, and its task sees its first bytes anyway, so it costs no read here.
  */
 import type { InputObject } from "../job/manifest.js";
 import { CODEC_SNIFF_BYTES, codecOf } from "../records/codecs.js";
