@@ -368,13 +368,24 @@ export const numberedLines = (chunks: number, chunkSize: number): { bytes: Buffe
   return { bytes, n };
 };
 
-/** What `stats` must answer for 1..n, computed in exact integer arithmetic. */
+/** What `stats` must answer for 1..n, computed in exact integer arithmetic and rounded once. */
 export const expectedStats = (n: number): Record<string, number> => {
   const N = BigInt(n);
   const sum = (N * (N + 1n)) / 2n;
   const squares = (N * (N + 1n) * (2n * N + 1n)) / 6n;
   const numerator = N * squares - sum * sum;
-  return { count: n, sum: Number(sum), min: 1, max: n, mean: Number(sum) / n, variance: Number(numerator) / (n * n) };
+  return { count: n, sum: Number(sum), min: 1, max: n, mean: nearestRatio(sum, N), variance: nearestRatio(numerator, N * N) };
+};
+
+/**
+ * p / q (both positive) rounded once to the nearest double: a quotient of at least 70 bits, plus
+ * a sticky bit for a nonzero remainder, which Number() then rounds correctly.
+ */
+const nearestRatio = (p: bigint, q: bigint): number => {
+  const k = Math.max(0, 70 - (p.toString(2).length - q.toString(2).length));
+  const scaled = p << BigInt(k);
+  const sticky = scaled % q === 0n ? 0n : 1n;
+  return Number(((scaled / q) << 1n) | sticky) * 2 ** -(k + 1);
 };
 
 export const runChaos = async (s: ChaosScenario): Promise<ChaosReport> => {

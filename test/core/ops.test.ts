@@ -15,7 +15,7 @@ import { stats } from "../../lib/core/ops/stats.js";
 import type { AnyOp, MapContext } from "../../lib/core/ops/types.js";
 import { wordcount } from "../../lib/core/ops/wordcount.js";
 import type { RecordBlock } from "../../lib/core/records/alignedBlocks.js";
-import { exactSum, refCount, refGrep, refHistogram, refStats, refStatsOf, refWordcount } from "../helpers/reference.js";
+import { exactSum, refCount, refGrep, refHistogram, refStats, refStatsOf, refWordcount, roundRatio } from "../helpers/reference.js";
 
 const SEED = 4242;
 
@@ -316,7 +316,7 @@ describe("stats", () => {
     return merged(stats, params, partialsOf(stats, params, blocksOf(bytes, cuts), "numbers"));
   };
 
-  it("sums exactly: 0.1+0.2+0.3 is 0.6 in every order and chunking (naive sums give 0.6000000000000001)", () => {
+  it("sums the numbers as written: 0.1+0.2+0.3 is 0.6 in every order and chunking (naive sums give 0.6000000000000001)", () => {
     expect(0.1 + 0.2 + 0.3).not.toBe(0.3 + 0.2 + 0.1); // why exactness matters
     const orders = [
       ["0.1", "0.2", "0.3"],
@@ -325,7 +325,10 @@ describe("stats", () => {
     ];
     const results = orders.flatMap((o) => [[], [1], [2], [1, 2]].map((cuts) => statsOf(o, cuts)));
     for (const r of results) expect(r).toEqual(results[0]);
-    expect(results[0]).toEqual({ count: 3, sum: 0.6, min: 0.1, max: 0.3, mean: 0.6 / 3, variance: refStatsOf([0.1, 0.2, 0.3]).variance });
+    // By hand: mean 0.6 / 3 = 0.2 exactly; variance (0.01 + 0.04 + 0.09) / 3 − 0.2² = 0.02 / 3 = 1 / 150.
+    expect(results[0]).toEqual({ count: 3, sum: 0.6, min: 0.1, max: 0.3, mean: 0.2, variance: roundRatio(1n, 150n) });
+    // Summing the doubles exactly (math.fsum) would give 0.30000000000000004 here: 0.1 and 0.2 are not what they print as.
+    expect(statsOf(["0.1", "0.2"])).toEqual({ count: 2, sum: 0.3, min: 0.1, max: 0.2, mean: 0.15, variance: 0.0025 });
   });
 
   it("rounds the exact sum once: 2^53 + 1 + 2^-60 is 2^53 + 2 (a tie broken by the tiny term)", () => {
@@ -351,7 +354,7 @@ describe("stats", () => {
     const r = statsOf(xs.map(String), [1, 2]);
     expect(r).toEqual(refStatsOf(xs));
     expect((r as { variance: number }).variance).toBeCloseTo(0.0125, 6);
-    expect(exactSum(xs)).toBe((r as { sum: number }).sum);
+    expect(r).toMatchObject({ sum: 400000001, mean: 100000000.25 });
   });
 
   it("ignores blank lines and surrounding whitespace; empty input has count 0 and null statistics", () => {
@@ -368,18 +371,27 @@ describe("stats", () => {
     }
   });
 
-  it("refuses to return an overflowed variance, also after the partials went through JSON (Infinity → null)", () => {
-    // Σx = 0 but Σx² overflows: a null read back as 0 would give variance 0.
+  it("refuses to return a variance past the double range, and computes one whose squares are past it", () => {
+    // Σx = 0 but the variance is past the range: never a silent 0 or Infinity.
     for (const [lines, cuts] of [
       [["1e300", "-1e300"], []],
       [["1e300", "-1e300"], [1]],
-      [["1.3e154", "1.3e154"], []], // each square fits, their sum does not
-      [["1.3e154", "1.3e154"], [1]],
+      [["1.4e154", "-1.4e154"], []], // each square fits a double, the variance (1.96e308) does not
+      [["1.4e154", "-1.4e154"], [1]],
     ] as const) {
       const e = errorOf(() => statsOf(lines, cuts));
       expect(e.code, lines.join()).toBe(ErrorCode.BAD_RECORD);
       expect(e.message).toMatch(/overflow/);
     }
+    // Σx² (3.38e308) is past the double range, but the variance is exactly 0: exact arithmetic gets it.
+    expect(statsOf(["1.3e154", "1.3e154"], [1])).toEqual({
+      count: 2,
+      sum: 2.6e154,
+      min: 1.3e154,
+      max: 1.3e154,
+      mean: 1.3e154,
+      variance: 0,
+    });
   });
 
   it("takes format params only", () => {

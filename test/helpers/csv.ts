@@ -48,12 +48,13 @@ export interface PythonGroup {
 
 /**
  * Python's GROUP BY over a CSV file with a header: per tuple of key columns, the row count and,
- * with `value`, the numbers' count, math.fsum, min, max, mean and population variance (its
- * numerator n·Σx² − (Σx)² in exact rationals, rounded once). Keyed by JSON.stringify of the key values.
+ * with `value`, the numbers' count, sum, min, max, mean and population variance, each computed
+ * exactly over the numbers as written (Fraction of the text) and rounded once. Keyed by
+ * JSON.stringify of the key values.
  */
 export const pythonGroupby = (file: string, keys: readonly string[], value?: string): Map<string, PythonGroup> => {
   const script = `
-import csv, json, math, sys
+import csv, json, sys
 from fractions import Fraction
 f, keys, val = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 rows = [x for x in csv.reader(open(f, newline='', encoding='utf-8-sig')) if x]
@@ -65,7 +66,7 @@ for x in rows[1:]:
     e = g.setdefault(tuple(x[i] for i in ki), [0, []])
     e[0] += 1
     if vi is not None and x[vi].strip() != '':
-        e[1].append(float(x[vi]))
+        e[1].append(Fraction(x[vi].strip()))
 out = []
 for k, (c, vs) in g.items():
     o = {'count': c}
@@ -73,9 +74,9 @@ for k, (c, vs) in g.items():
         n = len(vs)
         o['values'] = n
         if n:
-            s = math.fsum(vs)
-            num = n * sum(Fraction(v) ** 2 for v in vs) - sum(Fraction(v) for v in vs) ** 2
-            o.update(sum=s, min=min(vs), max=max(vs), mean=s / n, variance=float(num) / (n * n))
+            s = sum(vs)
+            num = n * sum(v * v for v in vs) - s * s
+            o.update(sum=float(s), min=float(min(vs)), max=float(max(vs)), mean=float(s / n), variance=float(num / (n * n)))
         else:
             o.update(sum=0, min=None, max=None, mean=None, variance=None)
     out.append([list(k), o])

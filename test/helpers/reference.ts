@@ -93,9 +93,9 @@ export const refGrep = (
   return { matches, samples };
 };
 
-/** The numbers of a numbers-format file, in order; blank lines skipped. Throws on anything else. */
-export const numbersOf = (file: Buffer): number[] => {
-  const out: number[] = [];
+/** The number texts of a numbers-format file, in order, trimmed; blank lines skipped. Throws on anything else. */
+export const numberTextsOf = (file: Buffer): string[] => {
+  const out: string[] = [];
   for (const r of recordsOf(file)) {
     const b = lineBytes(r);
     let s = 0;
@@ -105,10 +105,13 @@ export const numbersOf = (file: Buffer): number[] => {
     if (s === e) continue;
     const text = b.toString("latin1", s, e);
     if (!/^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/.test(text)) throw new Error(`reference: not a number: ${JSON.stringify(text)}`);
-    out.push(Number(text));
+    out.push(text);
   }
   return out;
 };
+
+/** The numbers of a numbers-format file, as doubles. */
+export const numbersOf = (file: Buffer): number[] => numberTextsOf(file).map(Number);
 
 // ---- exact arithmetic on doubles ---------------------------------------------------------
 
@@ -184,27 +187,66 @@ export interface RefStats {
   variance: number | null;
 }
 
-/** stats over these numbers: exact sum; variance = round(n·Σx² − (Σx)²) / n², mean = sum / n. */
-export const refStatsOf = (xs: readonly number[]): RefStats => {
+/** A decimal text as an exact fraction: numerator and a power of ten. */
+const fractionOf = (text: string): { num: bigint; tens: number } => {
+  const match = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(text);
+  if (!match) throw new Error(`reference: not a decimal: ${JSON.stringify(text)}`);
+  const [, sign, whole = "", frac = "", exp = "0"] = match;
+  let num = BigInt(`${whole}${frac}` || "0") * (sign === "-" ? -1n : 1n);
+  let tens = frac.length - Number(exp);
+  if (tens < 0) {
+    num *= 10n ** BigInt(-tens);
+    tens = 0;
+  }
+  return { num, tens };
+};
+
+/** The double nearest to p / q (q > 0), by long division to far more bits than a double holds, with a sticky bit. */
+export const roundRatio = (p: bigint, q: bigint): number => {
+  const bits = 1200 + bitLength(q);
+  const shifted = (p < 0n ? -p : p) << BigInt(bits);
+  let t = (shifted / q) << 1n;
+  if (shifted % q !== 0n) t |= 1n;
+  return roundScaled(p < 0n ? -t : t, bits + 1);
+};
+
+/**
+ * stats over these numbers, exact over each number as written (a string is its text; a number
+ * is String(x), its shortest decimal): sum, mean = Σx/n and variance = (n·Σx² − (Σx)²)/n², each
+ * rounded once.
+ */
+export const refStatsOf = (xs: readonly (number | string)[]): RefStats => {
   const n = xs.length;
   if (n === 0) return { count: 0, sum: 0, min: null, max: null, mean: null, variance: null };
+  const fractions = xs.map((x) => fractionOf(typeof x === "number" ? String(x) : x.trim()));
+  const tens = Math.max(...fractions.map((f) => f.tens));
   let s = 0n;
   let q = 0n;
+  for (const f of fractions) {
+    const v = f.num * 10n ** BigInt(tens - f.tens);
+    s += v;
+    q += v * v;
+  }
   let min = Infinity;
   let max = -Infinity;
   for (const x of xs) {
-    const v = scaled(x);
-    s += v;
-    q += v * v;
-    if (x < min) min = x;
-    if (x > max) max = x;
+    const v = typeof x === "number" ? x : Number(x);
+    if (v < min) min = v;
+    if (v > max) max = v;
   }
-  const sum = roundScaled(s, SCALE);
-  const numerator = roundScaled(BigInt(n) * q - s * s, 2 * SCALE);
-  return { count: n, sum, min, max, mean: sum / n, variance: numerator / (n * n) };
+  const unit = 10n ** BigInt(tens);
+  const count = BigInt(n);
+  return {
+    count: n,
+    sum: roundRatio(s, unit),
+    min,
+    max,
+    mean: roundRatio(s, count * unit),
+    variance: roundRatio(count * q - s * s, count * count * unit * unit),
+  };
 };
 
-export const refStats = (file: Buffer): RefStats => refStatsOf(numbersOf(file));
+export const refStats = (file: Buffer): RefStats => refStatsOf(numberTextsOf(file));
 
 export interface RefHistogram {
   min: number;

@@ -7,9 +7,11 @@ import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import type { Format } from "../job/spec.js";
 import type { RecordBlock } from "../records/alignedBlocks.js";
 import { forEachCsvRecord, parseCsvRecord, type CsvOptions } from "../records/csv.js";
+import { scanCsvColumn } from "../records/csvColumn.js";
 import { checkHeaderNames } from "../records/csvDialect.js";
 import { forEachLine, trimRange } from "../records/lines.js";
-import { parseNumberAt, parseNumberText } from "../records/numbers.js";
+import { parseNumberAt } from "../records/numbers.js";
+import { decimalAt, decimalOfText, decimalText, scanNumberLines, type DecimalSink } from "../records/decimal.js";
 import type { MapContext } from "./types.js";
 import { boolParam } from "./params.js";
 
@@ -231,54 +233,58 @@ const columnIndex = (options: ValueOptions, header: readonly string[] | undefine
   return i;
 };
 
-/** Returns a function that calls fn with each number of a block (numbers, csv column or jsonl field). */
-export const numberReader = (
-  format: Format,
-  options: ValueOptions,
-  ctx: MapContext,
-): ((block: RecordBlock, fn: (x: number) => void) => void) => {
+/** A JSON number as the decimal it was written as (its shortest form: what JSON writers write). */
+export const jsonNumber = (x: number, sink: DecimalSink): void => {
+  const { m, scale } = decimalOfText(String(x));
+  sink.big(x, m, scale);
+};
+
+/**
+ * Returns a function that hands each number of a block (numbers, csv column or jsonl field) to
+ * a sink, as a double and as the exact decimal it is written as. Numbers and plain CSV columns
+ * are read from the bytes in place (records/decimal.ts); a record the fast path cannot take
+ * whole (quotes, a multi-byte separator, an unusual number, an error) is read the general way.
+ */
+export const numberReader = (format: Format, options: ValueOptions, ctx: MapContext): ((block: RecordBlock, sink: DecimalSink) => void) => {
   switch (format) {
     case "numbers":
     case "lines":
-      return (block, fn) =>
-        forEachLine(block, (s, e, offset) =>
-          guarded(ctx, offset, () => {
-            const v = parseNumberAt(block.bytes, s, e, offset);
-            if (v !== undefined) fn(v);
-          }),
-        );
+      return (block, sink) =>
+        scanNumberLines(block, sink, (s, e, offset) => guarded(ctx, offset, () => void decimalAt(block.bytes, s, e, offset, sink)));
     case "csv": {
       const header = options.header ?? true;
       const index = columnIndex(options, header ? ctx.header : undefined, ctx.inputName);
       const csv = csvOptions(options);
-      return (block, fn) =>
-        forEachCsvText(block, csv, header, (text, offset, b, s, e) => {
-          if (isBlank(b, s, e)) return;
-          guarded(ctx, offset, () => {
-            const fields = parseCsvRecord(text, offset, csv);
-            if (index >= fields.length) throw badRecord(`no column ${index + 1} (the row has ${fields.length})`, offset);
-            const v = parseNumberText(fields[index]!, offset);
-            if (v !== undefined) fn(v);
-          });
+      const separator = csv.separator.length === 1 && csv.separator.charCodeAt(0) < 0x80 ? csv.separator.charCodeAt(0) : -1;
+      const general = (b: Buffer, s: number, e: number, offset: number, sink: DecimalSink): void => {
+        if (isBlank(b, s, e)) return;
+        guarded(ctx, offset, () => {
+          const fields = parseCsvRecord(b.toString("utf8", s, e), offset, csv);
+          if (index >= fields.length) throw badRecord(`no column ${index + 1} (the row has ${fields.length})`, offset);
+          decimalText(fields[index]!, offset, sink);
         });
+      };
+      if (separator < 0)
+        return (block, sink) => forEachCsvRecord(block, csv.multiline === true, (s, e, offset) => general(block.bytes, s, e, offset, sink));
+      const multiline = csv.multiline === true;
+      return (block, sink) =>
+        scanCsvColumn(block, { separator, index, multiline, skipFirst: header && block.first }, sink, (s, e, offset) =>
+          general(block.bytes, s, e, offset, sink),
+        );
     }
     case "jsonl": {
       if (options.field === undefined) {
         throw new CloudmillError(ErrorCode.INVALID_SPEC, "jsonl input needs --param field=NAME (a dotted path)", { field: "params.field" });
       }
       const path = options.field.split(".");
-      return (block, fn) =>
+      return (block, sink) =>
         forEachTextLine(block, (text, offset, b, s, e) => {
           if (isBlank(b, s, e)) return;
           guarded(ctx, offset, () => {
             const v = getPath(JSON.parse(text) as unknown, path);
             if (v === undefined || v === null) return;
-            if (typeof v === "number" && Number.isFinite(v)) return fn(v);
-            if (typeof v === "string") {
-              const n = parseNumberText(v, offset);
-              if (n !== undefined) fn(n);
-              return;
-            }
+            if (typeof v === "number" && Number.isFinite(v)) return jsonNumber(v, sink);
+            if (typeof v === "string") return void decimalText(v, offset, sink);
             throw badRecord(`field ${options.field}: expected a number, got ${JSON.stringify(v).slice(0, 60)}`, offset);
           });
         });

@@ -6,9 +6,9 @@
  */
 import { z } from "zod";
 import { badRecord } from "../errors.js";
-import { parseNumberText } from "../records/numbers.js";
-import { addSquareTo, addTo } from "./exactSum.js";
-import { forEachRecord, formatParamsHelp, formatParamsShape, type FormatOptions } from "./formatReaders.js";
+import { decimalText, type DecimalSink } from "../records/decimal.js";
+import { atCommonScale, decimalFromJson, decimalToJson } from "./exactDecimal.js";
+import { forEachRecord, formatParamsHelp, formatParamsShape, jsonNumber, type FormatOptions } from "./formatReaders.js";
 import { keyedOp } from "./keyedOp.js";
 import { parseOpParams, stringParam } from "./params.js";
 import { fieldList, fieldReader, keyOfFields, keyValue } from "./recordFields.js";
@@ -27,18 +27,31 @@ interface Group {
   v?: StatsPartial;
 }
 
-const finite = (x: number | null): number => (x !== null && Number.isFinite(x) ? x : NaN);
-
 const combineStats = (a: StatsPartial, b: StatsPartial): StatsPartial => {
-  const sum = a.sum.map(finite);
-  const squares = a.squares.map(finite);
-  // A stored overflowed term (±Infinity, NaN) is JSON null: keep it non-finite, never 0.
-  for (const x of b.sum) addTo(sum, finite(x));
-  for (const x of b.squares) addTo(squares, finite(x));
-  const min = a.min === null ? b.min : b.min === null ? a.min : Math.min(a.min, b.min);
-  const max = a.max === null ? b.max : b.max === null ? a.max : Math.max(a.max, b.max);
-  return { count: a.count + b.count, sum, squares, min, max };
+  if (a.count === 0) return b;
+  if (b.count === 0) return a;
+  const sum = atCommonScale(decimalFromJson(a.sum), decimalFromJson(b.sum));
+  const squares = atCommonScale(decimalFromJson(a.squares), decimalFromJson(b.squares));
+  return {
+    count: a.count + b.count,
+    sum: decimalToJson({ m: sum.a + sum.b, scale: sum.scale }),
+    squares: decimalToJson({ m: squares.a + squares.b, scale: squares.scale }),
+    min: Math.min(a.min!, b.min!),
+    max: Math.max(a.max!, b.max!),
+  };
 };
+
+/** No number (a blank value): a record that counts, with no value. */
+const NO_VALUE: StatsPartial = { count: 0, sum: "0e-0", squares: "0e-0", min: null, max: null };
+
+/** The stats of one number. */
+const statsOfOne = (x: number, m: bigint, scale: number): StatsPartial => ({
+  count: 1,
+  sum: decimalToJson({ m, scale }),
+  squares: decimalToJson({ m: m * m, scale: 2 * scale }),
+  min: x,
+  max: x,
+});
 
 export const groupby = keyedOp<GroupbyParams>({
   name: "groupby",
@@ -59,25 +72,16 @@ export const groupby = keyedOp<GroupbyParams>({
         const group: Group = { c: 1 };
         if (value) {
           const raw = value(record, offset);
-          const x =
-            raw === undefined || raw === null
-              ? undefined
-              : typeof raw === "number"
-                ? raw
-                : typeof raw === "string"
-                  ? parseNumberText(raw, offset)
-                  : undefined;
           if (typeof raw === "boolean") throw badRecord(`value ${params.value}: expected a number, got ${raw}`, offset);
           // JSON's 1e400 parses to Infinity: out of range, as stats says too.
-          if (x !== undefined && !Number.isFinite(x)) throw badRecord(`value ${params.value}: number out of range`, offset);
-          const v: StatsPartial = { count: 0, sum: [], squares: [], min: null, max: null };
-          if (x !== undefined) {
-            v.count = 1;
-            addTo(v.sum, x);
-            addSquareTo(v.squares, x);
-            v.min = x;
-            v.max = x;
-          }
+          if (typeof raw === "number" && !Number.isFinite(raw)) throw badRecord(`value ${params.value}: number out of range`, offset);
+          let v = NO_VALUE;
+          const one: DecimalSink = {
+            small: (x, m, scale) => void (v = statsOfOne(x, BigInt(m), scale)),
+            big: (x, m, scale) => void (v = statsOfOne(x, m, scale)),
+          };
+          if (typeof raw === "number") jsonNumber(raw, one);
+          else if (typeof raw === "string") decimalText(raw, offset, one);
           group.v = v;
         }
         emit(keyOf(record, offset), group);

@@ -4,6 +4,7 @@
  * in the result only when non-zero, so nothing is dropped silently.
  */
 import { z } from "zod";
+import { doubleSink } from "../records/decimal.js";
 import type { Op } from "./types.js";
 import { intParam, numberParam, parseOpParams } from "./params.js";
 import { numberReader, valueParamsHelp, valueParamsShape } from "./formatReaders.js";
@@ -39,12 +40,14 @@ export const histogram: Op<Params, HistogramPartial, HistogramResult> = {
     const p: HistogramPartial = { bins: new Array<number>(params.bins).fill(0), below: 0, above: 0 };
     const { min, max, bins } = params;
     const width = max - min;
+    const counts = p.bins;
     const add = (x: number): void => {
       if (x < min) p.below++;
       else if (x > max) p.above++;
-      else p.bins[Math.min(bins - 1, Math.floor(((x - min) / width) * bins))]!++;
+      else counts[Math.min(bins - 1, Math.floor(((x - min) / width) * bins))]!++;
     };
-    return { block: (block) => read(block, add), finish: () => p };
+    const sink = doubleSink(add);
+    return { block: (block) => read(block, sink), finish: () => p };
   },
   merger(params) {
     const acc: HistogramPartial = { bins: new Array<number>(params.bins).fill(0), below: 0, above: 0 };

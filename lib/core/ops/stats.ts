@@ -1,20 +1,22 @@
 /**
  * `stats`: count, sum, min, max, mean and population variance of numbers.
- * Sums are exact (see exactSum.ts), so the result is the same bits for any chunking and
- * any merge order; variance = (n·Σx² − (Σx)²) / n², its numerator computed exactly.
+ * Arithmetic is exact over the numbers as written (see exactDecimal.ts): Σx and Σx² are exact
+ * decimals, so the result is the same bits for any chunking and merge order, and 0.1 + 0.2 is
+ * 0.3. Sum, mean and variance = (n·Σx² − (Σx)²) / n² are each rounded to a double once.
  */
 import { z } from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
-import { addSquareTo, addTo, multiply, roundExpansion, twoProduct } from "./exactSum.js";
+import type { DecimalSink } from "../records/decimal.js";
+import { DecimalSum, decimalFromJson, decimalToJson, ratioToDouble } from "./exactDecimal.js";
 import type { Op } from "./types.js";
 import { parseOpParams } from "./params.js";
 import { numberReader, valueParamsHelp, valueParamsShape, type ValueOptions } from "./formatReaders.js";
 
-/** Partial: exact Σx and Σx² as expansions, plus count, min and max. */
+/** Partial: exact Σx and Σx² as decimals (decimalToJson), plus count, min and max. */
 export interface StatsPartial {
   count: number;
-  sum: number[];
-  squares: number[];
+  sum: string;
+  squares: string;
   min: number | null;
   max: number | null;
 }
@@ -28,6 +30,52 @@ export interface StatsResult {
   variance: number | null;
 }
 
+/** Running stats: a sink for numberReader, and a partial at any point. */
+export class StatsAccumulator implements DecimalSink {
+  private count = 0;
+  private min = Infinity;
+  private max = -Infinity;
+  private readonly sum = new DecimalSum();
+  private readonly squares = new DecimalSum();
+
+  small(x: number, m: number, scale: number): void {
+    this.count++;
+    this.sum.add(m, scale);
+    this.squares.addSquare(m, 2 * scale);
+    if (x < this.min) this.min = x;
+    if (x > this.max) this.max = x;
+  }
+
+  big(x: number, m: bigint, scale: number): void {
+    this.count++;
+    this.sum.addBig(m, scale);
+    this.squares.addBig(m * m, 2 * scale);
+    if (x < this.min) this.min = x;
+    if (x > this.max) this.max = x;
+  }
+
+  /** Adds another partial. */
+  merge(p: StatsPartial): void {
+    if (p.count === 0) return;
+    this.count += p.count;
+    this.sum.addDecimal(decimalFromJson(p.sum));
+    this.squares.addDecimal(decimalFromJson(p.squares));
+    if (p.min !== null && p.min < this.min) this.min = p.min;
+    if (p.max !== null && p.max > this.max) this.max = p.max;
+  }
+
+  partial(): StatsPartial {
+    const n = this.count;
+    return {
+      count: n,
+      sum: decimalToJson(this.sum.value()),
+      squares: decimalToJson(this.squares.value()),
+      min: n ? this.min : null,
+      max: n ? this.max : null,
+    };
+  }
+}
+
 export const stats: Op<ValueOptions, StatsPartial, StatsResult> = {
   name: "stats",
   orderFreeMerge: true,
@@ -37,54 +85,32 @@ export const stats: Op<ValueOptions, StatsPartial, StatsResult> = {
   parseParams: (raw) => parseOpParams("stats", z.strictObject(valueParamsShape), raw),
   mapper(params, ctx) {
     const read = numberReader(ctx.format, params, ctx);
-    const p: StatsPartial = { count: 0, sum: [], squares: [], min: null, max: null };
-    let min = Infinity;
-    let max = -Infinity;
-    const add = (x: number): void => {
-      p.count++;
-      addTo(p.sum, x);
-      addSquareTo(p.squares, x);
-      if (x < min) min = x;
-      if (x > max) max = x;
-    };
-    return {
-      block: (block) => read(block, add),
-      finish: () => ({ ...p, min: p.count ? min : null, max: p.count ? max : null }),
-    };
+    const acc = new StatsAccumulator();
+    return { block: (block) => read(block, acc), finish: () => acc.partial() };
   },
   merger() {
-    const acc: StatsPartial = { count: 0, sum: [], squares: [], min: null, max: null };
-    return {
-      add(p) {
-        acc.count += p.count;
-        // A part stores an overflowed term (±Infinity, NaN) as JSON null: keep it non-finite, never 0.
-        for (const x of p.sum) addTo(acc.sum, Number.isFinite(x) ? x : NaN);
-        for (const x of p.squares) addTo(acc.squares, Number.isFinite(x) ? x : NaN);
-        if (p.min !== null && (acc.min === null || p.min < acc.min)) acc.min = p.min;
-        if (p.max !== null && (acc.max === null || p.max > acc.max)) acc.max = p.max;
-      },
-      value: () => acc,
-    };
+    const acc = new StatsAccumulator();
+    return { add: (p) => acc.merge(p), value: () => acc.partial() };
   },
   finalize: (p) => statsResultOf(p),
 };
 
-/** The result of merged stats partials; throws BAD_RECORD when the sum or variance overflows. */
+/** The result of merged stats partials; throws BAD_RECORD when the sum or variance overflows a double. */
 export const statsResultOf = (p: StatsPartial): StatsResult => {
   const n = p.count;
-  const sum = roundExpansion(p.sum);
   if (n === 0) return { count: 0, sum: 0, min: null, max: null, mean: null, variance: null };
-  // n·Σx² − (Σx)², exactly.
-  const numerator: number[] = [];
-  for (const x of p.squares) {
-    const [hi, lo] = twoProduct(x, n);
-    addTo(numerator, hi);
-    if (lo !== 0) addTo(numerator, lo);
+  const sum = decimalFromJson(p.sum);
+  const squares = decimalFromJson(p.squares);
+  // Σx at scale k and Σx² at scale 2k, as integers s and q: variance = (n·q − s²) / (n² · 10^2k).
+  const k = Math.max(sum.scale, Math.ceil(squares.scale / 2));
+  const s = sum.m * 10n ** BigInt(k - sum.scale);
+  const q = squares.m * 10n ** BigInt(2 * k - squares.scale);
+  const unit = 10n ** BigInt(k);
+  const count = BigInt(n);
+  const total = ratioToDouble(s, unit);
+  const variance = ratioToDouble(count * q - s * s, count * count * unit * unit);
+  if (!Number.isFinite(total) || !Number.isFinite(variance)) {
+    throw new CloudmillError(ErrorCode.BAD_RECORD, "stats: the sum or variance overflows a double (values beyond ±1e154?)");
   }
-  for (const x of multiply(p.sum, p.sum)) addTo(numerator, -x);
-  const variance = roundExpansion(numerator) / (n * n);
-  if (!Number.isFinite(sum) || !Number.isFinite(variance)) {
-    throw new CloudmillError(ErrorCode.BAD_RECORD, "stats: the sum or variance overflows a double (values beyond ±1e150?)");
-  }
-  return { count: n, sum, min: p.min, max: p.max, mean: sum / n, variance };
+  return { count: n, sum: total, min: p.min, max: p.max, mean: ratioToDouble(s, count * unit), variance };
 };

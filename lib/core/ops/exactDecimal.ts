@@ -1,0 +1,167 @@
+/**
+ * Exact decimal sums. Numbers are summed as what they are written as (m / 10^scale, see
+ * records/decimal.ts), so 0.1 + 0.2 is 0.3, and the total is the same for any order or
+ * chunking. Each scale keeps one integer, held in two doubles (units of 1 and of 2^52) while it
+ * fits and in a bigint past that: adding a number is a few double operations, no allocation.
+ * A result is rounded to a double once, at the very end (ratioToDouble).
+ */
+
+const TWO52 = 2 ** 52;
+const BIG52 = 52n;
+const SPLITTER = 134217729; // 2^27 + 1, Dekker's split
+/** 2^26: an integer below it has a square below 2^52. */
+const SQUARE_FITS = 2 ** 26;
+/** Scales the double lanes cover: the fast path's scales (≤ 22) and their squares'. */
+const LANES = 45;
+
+/** An exact decimal: m / 10^scale. */
+export interface Decimal {
+  readonly m: bigint;
+  readonly scale: number;
+}
+
+export class DecimalSum {
+  /** Per scale: units of 1, |lo| < 2^52. */
+  private readonly lo = new Float64Array(LANES);
+  /** Per scale: units of 2^52, |hi| < 2^52. */
+  private readonly hi = new Float64Array(LANES);
+  /** Per scale, past the lanes: any integer. */
+  private readonly big = new Map<number, bigint>();
+
+  /** Adds m / 10^scale: m an integer with |m| < 2^52, 0 ≤ scale < 45. */
+  add(m: number, scale: number): void {
+    let t = this.lo[scale]! + m;
+    if (t >= TWO52) {
+      t -= TWO52;
+      this.carry(scale, 1);
+    } else if (t <= -TWO52) {
+      t += TWO52;
+      this.carry(scale, -1);
+    }
+    this.lo[scale] = t;
+  }
+
+  /** Adds m² / 10^scale exactly, m as add takes it. */
+  addSquare(m: number, scale: number): void {
+    const a = Math.abs(m);
+    if (a < SQUARE_FITS) {
+      this.add(a * a, scale);
+      return;
+    }
+    // a² = p + err exactly (Dekker); p's part above 2^52 goes to the units of 2^52.
+    const p = a * a;
+    const c = SPLITTER * a;
+    const ah = c - (c - a);
+    const al = a - ah;
+    const err = ah * ah - p + 2 * ah * al + al * al;
+    const units = Math.floor(p / TWO52);
+    this.add(p - units * TWO52, scale);
+    this.add(err, scale);
+    this.carry(scale, units);
+  }
+
+  /** Adds m / 10^scale for any integer m and scale ≥ 0. */
+  addBig(m: bigint, scale: number): void {
+    if (m !== 0n) this.big.set(scale, (this.big.get(scale) ?? 0n) + m);
+  }
+
+  addDecimal(d: Decimal): void {
+    this.addBig(d.m, d.scale);
+  }
+
+  private carry(scale: number, units: number): void {
+    let h = this.hi[scale]! + units;
+    if (h >= TWO52 || h <= -TWO52) {
+      this.addBig(BigInt(h) << BIG52, scale);
+      h = 0;
+    }
+    this.hi[scale] = h;
+  }
+
+  /** The exact total, with no trailing zero in its scale. */
+  value(): Decimal {
+    const parts: Decimal[] = [];
+    for (let s = 0; s < LANES; s++) {
+      if (this.lo[s] !== 0 || this.hi[s] !== 0) parts.push({ m: (BigInt(this.hi[s]!) << BIG52) + BigInt(this.lo[s]!), scale: s });
+    }
+    for (const [scale, m] of this.big) parts.push({ m, scale });
+    const top = Math.max(0, ...parts.map((p) => p.scale));
+    let m = 0n;
+    for (const p of parts) m += p.m * 10n ** BigInt(top - p.scale);
+    return normalized({ m, scale: top });
+  }
+}
+
+const normalized = ({ m, scale }: Decimal): Decimal => {
+  if (m === 0n) return { m, scale: 0 };
+  let s = scale;
+  let v = m;
+  while (s > 0 && v % 10n === 0n) {
+    v /= 10n;
+    s--;
+  }
+  return { m: v, scale: s };
+};
+
+/** A decimal as partials carry it in JSON: `"<m>e-<scale>"`, e.g. `"-12345e-4"`. */
+export const decimalToJson = (d: Decimal): string => `${d.m}e-${d.scale}`;
+
+const DECIMAL_JSON = /^(-?\d+)e-(\d+)$/;
+
+/** The decimal of decimalToJson's text; throws on anything else (a partial is ours, never input). */
+export const decimalFromJson = (text: string): Decimal => {
+  const match = DECIMAL_JSON.exec(text);
+  if (!match) throw new Error(`not an exact decimal: ${JSON.stringify(text.slice(0, 60))}`);
+  return { m: BigInt(match[1]!), scale: Number(match[2]) };
+};
+
+/** Both decimals at the scale of the finer, as integers. */
+export const atCommonScale = (a: Decimal, b: Decimal): { a: bigint; b: bigint; scale: number } => {
+  const scale = Math.max(a.scale, b.scale);
+  return { a: a.m * 10n ** BigInt(scale - a.scale), b: b.m * 10n ** BigInt(scale - b.scale), scale };
+};
+
+const bitLength = (x: bigint): number => x.toString(2).length;
+
+/** x · 2^k, in steps that are exact whenever the result is a normal double (or overflows). */
+const scaleByPowerOfTwo = (x: number, k: number): number => {
+  let v = x;
+  let e = k;
+  while (e !== 0) {
+    const step = Math.max(-1000, Math.min(1000, e));
+    v *= 2 ** step;
+    e -= step;
+  }
+  return v;
+};
+
+/** p / q rounded once to the nearest double (ties to even); q > 0. ±Infinity past the double range. */
+export const ratioToDouble = (p: bigint, q: bigint): number => {
+  if (q <= 0n) throw new RangeError("ratioToDouble: the denominator must be positive");
+  if (p === 0n) return 0;
+  const negative = p < 0n;
+  const a = negative ? -p : p;
+  // A quotient of at least 55 bits: 53 for the double, one to round by, one spare.
+  const shift = 55 - (bitLength(a) - bitLength(q));
+  const num = shift >= 0 ? a << BigInt(shift) : a;
+  const den = shift >= 0 ? q : q << BigInt(-shift);
+  const quotient = num / den;
+  const exact = num % den === 0n;
+  const exponent = bitLength(quotient) - 1 - shift;
+  let v: number;
+  if (exponent > 1023) v = Infinity;
+  else if (exponent >= -1022) {
+    // The remainder as a sticky bit below the quotient: Number() then rounds correctly.
+    v = scaleByPowerOfTwo(Number((quotient << 1n) | (exact ? 0n : 1n)), -(shift + 1));
+  } else {
+    // Subnormal: round at 2^-1074 ourselves, from two more bits and the sticky remainder.
+    const scaled = a << 1076n;
+    const units = scaled / q;
+    const sticky = scaled % q !== 0n;
+    let m = units >> 2n;
+    const low = units & 3n;
+    if (low > 2n || (low === 2n && (sticky || (m & 1n) === 1n))) m += 1n;
+    v = Number(m) * 2 ** -1074;
+  }
+  return negative ? -v : v;
+};
