@@ -9,7 +9,7 @@
  * BENCH_CLOUD=0 to skip the emulated cloud, BENCH_ITEMS (default 20000) for a lab's task over items,
  * BENCH_CSV_MB (default 128) for CSV with quoted newlines against the same data without them
  * against a plain loop, BENCH_ESTIMATE_MB (default "100,1024") for the estimate's accuracy. Also: start-up of whole CLI commands, against a
- * bare Node start.
+ * bare Node start; and the kernels against `wc`, `mawk` and DuckDB (anchors.ts).
  *
  * Correctness: every cloudmill result must agree with the naive readline program's
  * (measure.ts), which shares no code with the engine's ops (see `differences`); and, bit for
@@ -28,6 +28,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { isDeepStrictEqual } from "node:util";
 import { parseSize } from "../lib/core/job/size.js";
 import { headOf, keyedAtScale, manyObjects, splitterRequests, tasksPerSecond, uploadToResult } from "./cloud.js";
+import { kernelsAgainstAnchors } from "./anchors.js";
 import { csvMultiline } from "./csv.js";
 import { compressedInputs } from "./compressed.js";
 import { sortNumbers } from "./sort.js";
@@ -324,6 +325,16 @@ const main = async (): Promise<void> => {
   rows.push(
     `\nFixed overhead (cloudmill on a tiny input, ${WORKERS} threads started): ${fixed.toFixed(0)} MB peak RSS. Results of cloudmill ${ok ? "agree" : "DISAGREE"} with the naive program's (stats: to 1e-9 of scale) and the baseline's for every op and run.`,
   );
+  process.stderr.write("kernels against wc, mawk and DuckDB…");
+  const kernels = await kernelsAgainstAnchors({
+    cli: path.join(root, "bin", "cloudmill.js"),
+    workers: WORKERS,
+    repeats: REPEATS,
+    text,
+    numbers,
+  });
+  if (!kernels.ok) ok = false;
+  rows.push(`\nKernels against the tools labs trust, whole commands (${REPEATS} rounds, alternating):\n`, ...kernels.rows);
   process.stderr.write("start-up…\n");
   rows.push(`\nStart-up, whole commands (${REPEATS} alternating runs each):\n`, ...(await startUp(tiny)));
   process.stderr.write("a task over items…\n");

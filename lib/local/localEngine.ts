@@ -130,14 +130,13 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   );
   // An estimate (packs counted; a big gzip file still as many chunks, not one, before the splitter reads its first bytes).
   const chunks = planChunks(inputs, spec.chunkSize, planOptionsOf(job.format)).total;
-  // A job of one chunk gains nothing from threads but their start-up. Only a built-in op runs
-  // inline unasked: it ends in linear time, where a lab's op may need the task time limit a
-  // thread gives.
+  // A job of one chunk gains nothing from threads but their start-up, however many were asked
+  // for. Only a built-in op runs inline: it ends in linear time, where a lab's op may need the
+  // task time limit a thread gives.
   const op = registry.get(job.op);
   // A job that sets its own time or heap limit gets a thread too: only a thread can keep them.
   const ownLimits = spec.taskTimeoutSeconds !== undefined || spec.taskMemoryMiB !== undefined || options.taskTimeoutSeconds !== undefined;
-  const inline =
-    options.workers === 0 || (options.workers === undefined && chunks <= 1 && op.digest === undefined && !isTaskOp(op) && !ownLimits);
+  const inline = options.workers === 0 || (chunks <= 1 && op.digest === undefined && !isTaskOp(op) && !ownLimits);
   const workers = inline ? 0 : (options.workers ?? os.availableParallelism());
   const jobId =
     spec.id ?? `local-${digest(job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag]))}`;

@@ -206,15 +206,19 @@ describe("exact decimal sums", () => {
 });
 
 /** Python's stats over the file's numbers, with Fraction of each text: exact, rounded once. */
-const pythonStats = async (file: string, column?: number): Promise<unknown> => {
+const pythonStats = async (file: string, column?: number, separator = ","): Promise<unknown> => {
   const script = `
 import csv, json, sys
 from fractions import Fraction
-f, col = sys.argv[1], int(sys.argv[2])
+if hasattr(sys, 'set_int_max_str_digits'): sys.set_int_max_str_digits(0)
+f, col, sep = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 if col < 0:
     texts = [l.strip(' \\t\\r\\v\\f') for l in open(f, encoding='latin-1').read().split('\\n')]
 else:
-    rows = list(csv.reader(open(f, newline='', encoding='utf-8')))[1:]
+    if len(sep) == 1:
+        rows = list(csv.reader(open(f, newline='', encoding='utf-8'), delimiter=sep))[1:]
+    else:
+        rows = [l.split(sep) for l in open(f, encoding='utf-8').read().split('\\n')[1:] if l != '']
     texts = [r[col].strip() for r in rows if any(c.strip() for c in r)]
 xs = [Fraction(t) for t in texts if t != '']
 n = len(xs)
@@ -226,7 +230,7 @@ else:
     print(json.dumps({'count': n, 'sum': float(s), 'min': float(min(xs)), 'max': float(max(xs)),
                       'mean': float(s / n), 'variance': float((n * q - s * s) / (n * n))}))
 `;
-  const { stdout } = await run("python3", ["-c", script, file, String(column ?? -1)], { maxBuffer: 1 << 26 });
+  const { stdout } = await run("python3", ["-c", script, file, String(column ?? -1), separator], { maxBuffer: 1 << 26 });
   return JSON.parse(stdout);
 };
 
@@ -280,6 +284,37 @@ describe("stats against Python's Fraction", () => {
       expect(await statsOf(file, chunkSize, { column: "value" }), `chunk ${chunkSize}`).toEqual(want);
       expect(await statsOf(file, chunkSize, { column: "2" }), `chunk ${chunkSize}`).toEqual(want);
     }
+  });
+
+  it("equals Python with tab, space and two-byte separators, empty fields included, at many chunk sizes", async () => {
+    const values = numberLines(13, 600).map((v) => v.trim());
+    for (const [name, separator] of [
+      ["tab", "\t"],
+      ["space", " "],
+      ["colons", "::"],
+    ] as const) {
+      const rows = [["id", "value", "note"].join(separator)];
+      // Empty ids, values and notes beside each other: an empty field must never read its neighbour.
+      for (const [i, v] of values.entries()) rows.push([i % 5 === 0 ? "" : String(i), v, i % 3 === 0 ? "" : String(i * 7)].join(separator));
+      const file = path.join(dir, `values-${name}.csv`);
+      await writeFile(file, `${rows.join("\n")}\n`);
+      for (const column of [0, 1, 2]) {
+        const want = await pythonStats(file, column, separator);
+        for (const chunkSize of [89, 1 << 20]) {
+          const got = await statsOf(file, chunkSize, { column: String(column + 1), separator });
+          expect(got, `${name}, column ${column + 1}, chunk ${chunkSize}`).toEqual(want);
+        }
+      }
+    }
+  });
+
+  it("reads a long spelling of a small number at once, and refuses more digits than any double needs", async () => {
+    const file = path.join(dir, "long.txt");
+    await writeFile(file, `1${"0".repeat(200_000)}e-200000\n2.5\n`);
+    expect(await statsOf(file, 1 << 20)).toEqual(await pythonStats(file));
+    const tooLong = path.join(dir, "too-long.txt");
+    await writeFile(tooLong, `1\n0.${"3".repeat(1101)}\n`);
+    await expect(statsOf(tooLong, 1 << 20)).rejects.toThrow(/too-long\.txt:2 \(byte 2\): a number with more than 1100 significant digits/);
   });
 
   it("names the CSV line and byte of a value that is not a number, and of a row without the column", async () => {

@@ -1,7 +1,8 @@
 /**
  * A small job runs where it starts: a job of one chunk with a built-in op maps on the calling
- * thread (no task thread to start), and gives the reference's answer; a bigger job, or a lab's
- * op (which may need the task time limit only a thread gives), runs on task threads.
+ * thread (no task thread to start, however many were asked for), and gives the reference's
+ * answer; a bigger job, a job with its own time limit, or a lab's op (which may need the task
+ * time limit only a thread gives), runs on task threads.
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -29,18 +30,20 @@ afterAll(async () => {
 });
 
 describe("where a local job's chunks are mapped", () => {
-  it("one chunk of a built-in op: inline, with the reference's answer", async () => {
+  it("one chunk of a built-in op: inline, with the reference's answer, even with threads asked for", async () => {
     const run = await runLocal({ spec: parseJobSpec({ op: "wordcount", inputs: [file] }), registry: new OpRegistry() });
     expect(run.ranOn).toBe("inline");
     expect(run.result).toEqual(refWordcount(text));
+    const asked = await runLocal({ spec: parseJobSpec({ op: "count", inputs: [file] }), registry: new OpRegistry(), workers: 2 });
+    expect([asked.ranOn, asked.result]).toEqual(["inline", refCount(text)]);
   });
 
-  it("more chunks, workers asked for, or a lab's op: on task threads", async () => {
+  it("more chunks, a task time limit, or a lab's op: on task threads", async () => {
     const registry = new OpRegistry();
-    const many = await runLocal({ spec: parseJobSpec({ op: "count", inputs: [file], chunkSize: 512 }), registry });
+    const many = await runLocal({ spec: parseJobSpec({ op: "count", inputs: [file], chunkSize: 512 }), registry, workers: 2 });
     expect([many.ranOn, many.result]).toEqual(["threads", refCount(text)]);
-    const asked = await runLocal({ spec: parseJobSpec({ op: "count", inputs: [file] }), registry, workers: 1 });
-    expect([asked.ranOn, asked.result]).toEqual(["threads", refCount(text)]);
+    const limited = await runLocal({ spec: parseJobSpec({ op: "count", inputs: [file], taskTimeoutSeconds: 60 }), registry, workers: 1 });
+    expect([limited.ranOn, limited.result]).toEqual(["threads", refCount(text)]);
     const module = path.join(dir, "lab-ops.mjs");
     const defineOp = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
     await writeFile(

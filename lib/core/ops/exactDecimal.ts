@@ -5,6 +5,7 @@
  * fits and in a bigint past that: adding a number is a few double operations, no allocation.
  * A result is rounded to a double once, at the very end (ratioToDouble).
  */
+import { CloudmillError, ErrorCode } from "../errors.js";
 
 const TWO52 = 2 ** 52;
 const BIG52 = 52n;
@@ -92,15 +93,14 @@ export class DecimalSum {
   }
 }
 
+/** Without trailing zeros while the scale is positive: by its digits, not a division per zero. */
 const normalized = ({ m, scale }: Decimal): Decimal => {
   if (m === 0n) return { m, scale: 0 };
-  let s = scale;
-  let v = m;
-  while (s > 0 && v % 10n === 0n) {
-    v /= 10n;
-    s--;
-  }
-  return { m: v, scale: s };
+  if (scale === 0 || m % 10n !== 0n) return { m, scale };
+  const text = m.toString();
+  let zeros = 0;
+  while (zeros < scale && text.charCodeAt(text.length - 1 - zeros) === 0x30) zeros++;
+  return { m: BigInt(text.slice(0, text.length - zeros)), scale: scale - zeros };
 };
 
 /** A decimal as partials carry it in JSON: `"<m>e-<scale>"`, e.g. `"-12345e-4"`. */
@@ -111,7 +111,13 @@ const DECIMAL_JSON = /^(-?\d+)e-(\d+)$/;
 /** The decimal of decimalToJson's text; throws on anything else (a partial is ours, never input). */
 export const decimalFromJson = (text: string): Decimal => {
   const match = DECIMAL_JSON.exec(text);
-  if (!match) throw new Error(`not an exact decimal: ${JSON.stringify(text.slice(0, 60))}`);
+  if (!match) {
+    throw new CloudmillError(
+      ErrorCode.INTERNAL,
+      `a partial holds ${JSON.stringify(String(text).slice(0, 60))} where an exact decimal belongs ` +
+        "(a part from another cloudmill version?)",
+    );
+  }
   return { m: BigInt(match[1]!), scale: Number(match[2]) };
 };
 

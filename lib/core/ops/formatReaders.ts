@@ -235,7 +235,8 @@ const columnIndex = (options: ValueOptions, header: readonly string[] | undefine
 
 /** A JSON number as the decimal it was written as (its shortest form: what JSON writers write). */
 export const jsonNumber = (x: number, sink: DecimalSink): void => {
-  const { m, scale } = decimalOfText(String(x));
+  // A double's shortest text has at most 17 digits and 340 places: always within the limit.
+  const { m, scale } = decimalOfText(String(x))!;
   sink.big(x, m, scale);
 };
 
@@ -264,8 +265,15 @@ export const numberReader = (format: Format, options: ValueOptions, ctx: MapCont
           decimalText(fields[index]!, offset, sink);
         });
       };
-      if (separator < 0)
-        return (block, sink) => forEachCsvRecord(block, csv.multiline === true, (s, e, offset) => general(block.bytes, s, e, offset, sink));
+      if (separator < 0) {
+        return (block, sink) => {
+          let skip = header && block.first;
+          forEachCsvRecord(block, csv.multiline === true, (s, e, offset) => {
+            if (skip) skip = false;
+            else general(block.bytes, s, e, offset, sink);
+          });
+        };
+      }
       const multiline = csv.multiline === true;
       return (block, sink) =>
         scanCsvColumn(block, { separator, index, multiline, skipFirst: header && block.first }, sink, (s, e, offset) =>

@@ -6,7 +6,7 @@
  */
 import type { RecordBlock } from "./alignedBlocks.js";
 import { forEachCsvRecord } from "./csv.js";
-import { FAST, fast, fastNumber, type DecimalSink } from "./decimal.js";
+import { FAST, fast, fastNumber, isBlankByte, type DecimalSink } from "./decimal.js";
 
 const NL = 0x0a;
 const CR = 0x0d;
@@ -33,6 +33,14 @@ export const scanCsvColumn = (
   const b = block.bytes;
   const n = b.length;
   const { separator, index } = scan;
+  // fastNumber skips blanks around a number: with a tab or space separator it would skip an empty
+  // field into the next one, so the field is cut at its separator first.
+  const blankSeparator = isBlankByte(separator);
+  const fieldEnd = (at: number, limit: number): number => {
+    if (!blankSeparator) return limit;
+    while (at < limit && b[at] !== separator && b[at] !== NL) at++;
+    return at;
+  };
   // The next quote at or after the record being read (-1: none left).
   let quote = b.indexOf(QUOTE);
 
@@ -45,7 +53,7 @@ export const scanCsvColumn = (
       if (at >= e) return false;
       if (b[at] === separator) k++;
     }
-    const stop = fastNumber(b, at, e);
+    const stop = fastNumber(b, at, fieldEnd(at, e));
     if (stop !== e && b[stop] !== separator) return false;
     if (fast.status === FAST.ok) sink.small(fast.x, fast.m, fast.scale);
     return fast.status !== FAST.slow;
@@ -70,7 +78,7 @@ export const scanCsvColumn = (
         at++;
       }
       if (k === index) {
-        const stop = fastNumber(b, at, n);
+        const stop = fastNumber(b, at, fieldEnd(at, n));
         const c = stop < n ? b[stop] : NL;
         if (fast.status !== FAST.slow && (c === NL || c === separator)) {
           if (fast.status === FAST.ok) sink.small(fast.x, fast.m, fast.scale);

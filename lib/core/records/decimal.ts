@@ -31,6 +31,9 @@ const CR = 0x0d;
 const BLANK = new Uint8Array(256);
 for (const c of [0x20, 0x09, 0x0b, 0x0c, 0x0d]) BLANK[c] = 1;
 
+/** Whether c is a byte trimmed around a number. */
+export const isBlankByte = (c: number): boolean => BLANK[c] === 1;
+
 /** What the last fastNumber call found. */
 export const FAST = { ok: 1, blank: 2, slow: 3 } as const;
 /** Results of the last fastNumber call that returned FAST.ok (module state: no allocation per number). */
@@ -120,19 +123,29 @@ export const fastNumber = (b: Uint8Array, start: number, end: number): number =>
   return i;
 };
 
-/** The exact decimal of a number's text that NUMBER accepts: m / 10^scale with scale ≥ 0, no trailing zero in the scale. */
-export const decimalOfText = (text: string): { m: bigint; scale: number } => {
+/**
+ * The most significant digits or decimal places a number may have: every double's text needs
+ * fewer (17 digits, 1074 places), and past it exact sums of squares grow without use.
+ */
+export const MAX_EXACT_DIGITS = 1100;
+
+/**
+ * The exact decimal of a number's text that NUMBER accepts: m / 10^scale with scale ≥ 0 and no
+ * trailing zero while the scale is positive; undefined past MAX_EXACT_DIGITS.
+ */
+export const decimalOfText = (text: string): { m: bigint; scale: number } | undefined => {
   const [, sign, whole = "", fraction = "", exponent = "0"] = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(text)!;
-  const frac = fraction.replace(/0+$/, "");
-  let m = BigInt(`${whole}${frac}` || "0");
-  if (m === 0n) return { m, scale: 0 };
-  let scale = frac.length - Number(exponent);
-  if (scale < 0) {
-    m *= 10n ** BigInt(-scale);
-    scale = 0;
-  }
-  return { m: sign === "-" ? -m : m, scale };
+  const all = `${whole}${fraction}`.replace(/^0+/, "");
+  const digits = all.replace(/0+$/, "");
+  if (digits === "") return { m: 0n, scale: 0 };
+  const scale = fraction.length - Number(exponent) - (all.length - digits.length);
+  if (digits.length > MAX_EXACT_DIGITS || scale > MAX_EXACT_DIGITS) return undefined;
+  const m = scale < 0 ? BigInt(digits) * 10n ** BigInt(-scale) : BigInt(digits);
+  return { m: sign === "-" ? -m : m, scale: Math.max(0, scale) };
 };
+
+const tooLong = (offset: number) =>
+  badRecord(`a number with more than ${MAX_EXACT_DIGITS} significant digits or decimal places (sums are exact: round it first)`, offset);
 
 /**
  * Hands the number of text to the sink, or throws BAD_RECORD at `offset` as parseNumberText
@@ -144,8 +157,9 @@ export const decimalText = (text: string, offset: number, sink: DecimalSink): bo
   if (NUMBER.test(t)) {
     const x = Number(t);
     if (numberInRange(x, t)) {
-      const { m, scale } = decimalOfText(t);
-      sink.big(x, m, scale);
+      const d = decimalOfText(t);
+      if (d === undefined) throw tooLong(offset);
+      sink.big(x, d.m, d.scale);
       return true;
     }
   }
@@ -169,8 +183,9 @@ export const decimalAt = (b: Buffer, start: number, end: number, offset: number,
   if (NUMBER.test(text)) {
     const x = Number(text);
     if (numberInRange(x, text)) {
-      const { m, scale } = decimalOfText(text);
-      sink.big(x, m, scale);
+      const d = decimalOfText(text);
+      if (d === undefined) throw tooLong(offset + (s - start));
+      sink.big(x, d.m, d.scale);
       return true;
     }
     throw badRecord(`number out of range: ${JSON.stringify(text)}`, offset + (s - start));
