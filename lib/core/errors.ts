@@ -51,6 +51,8 @@ export interface ErrorContext {
   readonly offset?: number;
   /** The offset counts the input's decoded bytes (it is compressed). */
   readonly decoded?: boolean;
+  /** The offset is a byte of binary structure (a zip archive's headers): it has no line. */
+  readonly binary?: boolean;
   /** The offset counts from the start of the decoded BGZF block at this compressed byte. */
   readonly block?: number;
   readonly range?: readonly [number, number];

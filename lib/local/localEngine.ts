@@ -104,7 +104,7 @@ async function* bytesOf(spans: AsyncIterable<Span>): AsyncGenerator<Uint8Array> 
 /** Adds the line number to a bad-record error, reading the input up to its offset. */
 const withLineNumber = async (err: CloudmillError, inputs: readonly InputObject[], root: FsBlobStore): Promise<CloudmillError> => {
   const { offset, input } = err.context;
-  if (err.code !== ErrorCode.BAD_RECORD || offset === undefined || err.context.line !== undefined) return err;
+  if (err.code !== ErrorCode.BAD_RECORD || offset === undefined || err.context.line !== undefined || err.context.binary) return err;
   const obj = inputs.find((i) => i.name === input);
   if (!obj) return err;
   // A BGZF block's offset has no line without decoding the blocks before it.

@@ -270,6 +270,59 @@ open('overlap.zip', 'wb').write(bytes(data[:cd_at]) + cd + bytes(tail))
     expect(message).toMatch(/share bytes \(an overlapping-entry zip bomb\?\)/);
   });
 
+  it("an entry whose local extra field moves its data into the next entry's is refused, though its CRC holds", async () => {
+    // Two entries of the same bytes; the first's local header claims an extra field that ends where
+    // the second's data starts, so its read would reuse the second's data (and pass its CRC).
+    const message = await refused(
+      "slack.zip",
+      `
+import zipfile, struct
+with zipfile.ZipFile('slack.zip', 'w', zipfile.ZIP_STORED) as z:
+    z.writestr('a.txt', 'same line\\n' * 50)
+    z.writestr('b.txt', 'same line\\n' * 50)
+data = bytearray(open('slack.zip', 'rb').read())
+b_at = data.index(b'PK\\x03\\x04', 1)
+b_data = b_at + 30 + len('b.txt') + struct.unpack('<H', data[b_at + 28:b_at + 30])[0]
+struct.pack_into('<H', data, 28, b_data - (30 + len('a.txt')))
+open('slack.zip', 'wb').write(bytes(data))
+`,
+    );
+    expect(message).toMatch(
+      /slack\.zip \(byte 0\): zip archive: entry "a\.txt": past its local header's \d+-byte extra field, its data runs into/,
+    );
+  });
+
+  it("a local header that names another file than the directory is refused, naming the archive", async () => {
+    const message = await refused(
+      "names.zip",
+      `
+import zipfile
+with zipfile.ZipFile('names.zip', 'w', zipfile.ZIP_STORED) as z:
+    z.writestr('a.txt', 'one\\n')
+data = bytearray(open('names.zip', 'rb').read())
+data[30:35] = b'x.txt'
+open('names.zip', 'wb').write(bytes(data))
+`,
+    );
+    expect(message).toMatch(/names\.zip \(byte 0\): zip archive: entry "a\.txt": its local header names another file/);
+  });
+
+  it("a zip inside a zip is refused as nested, not read as text", async () => {
+    const message = await refused(
+      "outer.zip",
+      `
+import zipfile, io
+inner = io.BytesIO()
+with zipfile.ZipFile(inner, 'w') as z:
+    z.writestr('data.txt', 'a\\nb\\n')
+with zipfile.ZipFile('outer.zip', 'w') as z:
+    z.writestr('inner.zip', inner.getvalue())
+    z.writestr('plain.txt', 'c\\n')
+`,
+    );
+    expect(message).toMatch(/outer\.zip!\/inner\.zip.*a zip archive inside a zip archive: archives are opened one level deep/);
+  });
+
   it("an entry that inflates past its declared size is stopped there (a lying bomb)", async () => {
     const message = await refused(
       "liar.zip",

@@ -28,6 +28,10 @@ export const InputObject = z.strictObject({
       /** Decoded bytes. */
       size: z.number().int().nonnegative(),
       nameBytes: z.number().int().nonnegative(),
+      /** The entry's name as the directory has it: its local header must repeat it. */
+      entry: z.string(),
+      /** Where the next entry's local header (or the central directory) starts: the entry's data must end by then. */
+      end: z.number().int().nonnegative(),
       archiveSize: z.number().int().nonnegative(),
     })
     .optional(),

@@ -62,6 +62,15 @@ export const chunkContext = (jobId: string, chunk: Chunk) => ({
 });
 
 /**
+ * An error with its chunk's whereabouts. An input the error names itself is kept: a zip entry's
+ * local header is the archive's, and its offset is the archive's, not a byte of the entry.
+ */
+const inChunk = (err: CloudmillError, jobId: string, chunk: Chunk): CloudmillError => {
+  const where = chunkContext(jobId, chunk);
+  return err.withContext(err.context.input === undefined ? where : { ...where, input: err.context.input });
+};
+
+/**
  * Errors that would recur on every attempt: retrying them only delays the failure. Not
  * OP_MISMATCH: another worker may still run the job's code, and after the last attempt the
  * dead-letter handler fails the job with it.
@@ -205,7 +214,7 @@ const mapChunk = async (
     try {
       return await fn();
     } catch (err) {
-      throw toCloudmillError(err).withContext(chunkContext(jobId, sub));
+      throw inChunk(toCloudmillError(err), jobId, sub);
     }
   };
   try {
@@ -232,7 +241,7 @@ const mapChunk = async (
           bad(error) {
             if (job.onBadRecord === "fail") throw error;
             skipped++;
-            firstSkipped ??= error.withContext(chunkContext(jobId, sub));
+            firstSkipped ??= inChunk(error, jobId, sub);
           },
         };
         items.push(...(await inObject(sub, () => readItems(deps, { ...task, chunk: sub }, ctx, signal))));
@@ -263,7 +272,7 @@ const mapChunk = async (
     if (chunk.more) throw error.withContext({ jobId, chunk: chunk.index });
     // Garbled records past an input's first chunk may be compressed data: say so, not "bad number".
     const compressed = error.code === ErrorCode.BAD_RECORD && chunk.start > 0 ? await compressedInputOf(deps, task, signal) : undefined;
-    throw (compressed ?? error).withContext(chunkContext(jobId, chunk));
+    throw inChunk(compressed ?? error, jobId, chunk);
   }
 };
 
@@ -495,7 +504,10 @@ const mapRecords = async (deps: PipelineDeps, task: MapTask, job: RecordJob, sig
           if (read.block === undefined) {
             laneFailed(lane, read.error);
           } else {
-            const refused = read.block.first && !job.encoding ? compressedInputError(read.block.bytes, chunk.input.name) : undefined;
+            const refused =
+              read.block.first && !job.encoding
+                ? compressedInputError(read.block.bytes, chunk.input.name, chunk.input.member !== undefined)
+                : undefined;
             if (refused) throw refused;
             const decoded = job.encoding ? decodeUtf16Block(read.block, job.encoding) : undefined;
             try {
@@ -570,8 +582,9 @@ const mapBlob = async (source: RangeBytes, input: InputObject, lane: Lane, op: A
 /** The refusal of the chunk's input if its first bytes are a compressed or archive format (best effort). */
 const compressedInputOf = async (deps: PipelineDeps, task: MapTask, signal?: AbortSignal): Promise<CloudmillError | undefined> => {
   const { input } = task.chunk;
-  // A compressed input's first bytes say what its codec is, not what the data is.
-  if (input.codec) return undefined;
+  // A compressed input's first bytes say what its codec is, not what the data is; a zip entry's
+  // key is its archive's, and its own first bytes were checked as its one chunk began.
+  if (input.codec || input.member) return undefined;
   const range = { start: 0, end: SIGNATURE_BYTES, etag: input.etag };
   const first = await readBytes(deps.inputStore(input.bucket), input.key, signal, range).catch(() => undefined);
   // CSV in UTF-16 is read (decoded): its bad records are its own.

@@ -26,6 +26,15 @@ export const zipEntriesOf = async (store: BlobStore, archive: InputObject, signa
     etag,
     size: e.compressedSize,
     name: entryName(name, e.name),
-    member: { at: e.at, method: e.method, crc32: e.crc32, size: e.size, nameBytes: e.nameBytes, archiveSize: size },
+    member: {
+      at: e.at,
+      method: e.method,
+      crc32: e.crc32,
+      size: e.size,
+      nameBytes: e.nameBytes,
+      entry: e.name,
+      end: e.end,
+      archiveSize: size,
+    },
   }));
 };

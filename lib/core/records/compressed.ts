@@ -43,8 +43,11 @@ const UTF16_BOMS: readonly (readonly [number, number, string])[] = [
   [0xfe, 0xff, "UTF-16BE"],
 ];
 
-/** The refusal of an input whose first bytes are a compressed or archive format, or UTF-16 text, if they are. */
-export const compressedInputError = (first: Uint8Array, input: string): CloudmillError | undefined => {
+/**
+ * The refusal of an input whose first bytes are a compressed or archive format, or UTF-16 text,
+ * if they are. `inArchive`: the input is an entry of a zip archive.
+ */
+export const compressedInputError = (first: Uint8Array, input: string, inArchive = false): CloudmillError | undefined => {
   const utf16 = UTF16_BOMS.find(([a, b]) => first[0] === a && first[1] === b);
   if (utf16) {
     return new CloudmillError(
@@ -62,6 +65,13 @@ export const compressedInputError = (first: Uint8Array, input: string): Cloudmil
     );
   }
   const found = compressionOf(first);
+  if (found?.name === "zip" && inArchive) {
+    return new CloudmillError(
+      ErrorCode.BAD_RECORD,
+      "a zip archive inside a zip archive: archives are opened one level deep; extract the inner one and upload it as an input",
+      { input, offset: 0 },
+    );
+  }
   if (found?.name === "zip") {
     // Archives are opened at planning, by name or (past a chunk) by their first bytes: this one was neither.
     return new CloudmillError(

@@ -4,7 +4,9 @@
  *
  * What a hostile archive can try, and what stops it:
  * - a name that climbs out of the archive (`../x`, `/etc/x`, `C:\x`): the archive is refused;
- * - entries that share bytes (a non-recursive zip bomb): refused when their ranges overlap;
+ * - entries that share bytes (a non-recursive zip bomb): refused when their ranges overlap, and
+ *   when a long local extra field moves an entry's data into the next entry (zipMember.ts);
+ * - a local header that names another file than the directory: the read fails;
  * - an entry that inflates past its declared size: its read fails at that byte (zipMember.ts);
  * - a wrong CRC-32, a truncated entry or directory: the read fails, naming the byte.
  */
@@ -40,6 +42,8 @@ export interface ZipEntry {
   readonly at: number;
   /** Bytes of its name as stored (the local header repeats them). */
   readonly nameBytes: number;
+  /** Where the next entry's local header, or the central directory, starts: its data ends by then. */
+  readonly end: number;
 }
 
 /** Where the central directory is, from the end record (and the zip64 one, for a big archive). */
@@ -49,9 +53,12 @@ export interface ZipDirectory {
   readonly entries: number;
 }
 
-/** A refusal of an archive's structure, naming the archive and the byte. */
-export const zipError = (archive: string, at: number, what: string): CloudmillError =>
-  new CloudmillError(ErrorCode.BAD_RECORD, `zip archive: ${what}`, { input: archive, offset: at });
+/**
+ * A refusal of an archive's structure, naming the archive and the byte. `decoded`: the input is an
+ * entry and `at` a byte of its decoded data (a line can be counted there), not of the archive.
+ */
+export const zipError = (input: string, at: number, what: string, decoded = false): CloudmillError =>
+  new CloudmillError(ErrorCode.BAD_RECORD, `zip archive: ${what}`, { input, offset: at, ...(decoded ? {} : { binary: true }) });
 
 const view = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength);
 
@@ -208,40 +215,55 @@ export const parseZipDirectory = (bytes: Uint8Array, dir: ZipDirectory, archiveS
       throw zipError(archive, where, `entry ${JSON.stringify(name)} is stored, yet its sizes differ (${compressedSize} and ${size})`);
     if (at + LOCAL_HEADER_BYTES + nameBytes + compressedSize > dir.at)
       throw zipError(archive, at, `entry ${JSON.stringify(name)} runs past the start of the central directory (truncated?)`);
-    entries.push({ name, method, crc32, compressedSize, size, at, nameBytes });
+    entries.push({ name, method, crc32, compressedSize, size, at, nameBytes, end: dir.at });
   }
-  refuseOverlaps(entries, archive);
   if (archiveSize < dir.at + dir.bytes) throw zipError(archive, archiveSize, "the archive ends inside its central directory");
-  return entries;
+  return boundedEntries(entries, archive, dir.at);
 };
 
-/** Two entries whose bytes overlap are how a small archive claims petabytes: refused. */
-const refuseOverlaps = (entries: readonly ZipEntry[], archive: string): void => {
+/**
+ * Two entries whose bytes overlap are how a small archive claims petabytes: refused here as the
+ * directory sees them, and each entry's `end` is where the next one starts, so that its read
+ * refuses data that, past a long local extra field, would reach into the next (zipMember.ts).
+ * Returns the entries in directory order.
+ */
+const boundedEntries = (entries: readonly ZipEntry[], archive: string, directoryAt: number): ZipEntry[] => {
   const sorted = [...entries].sort((a, b) => a.at - b.at);
-  for (let i = 1; i < sorted.length; i++) {
-    const prev = sorted[i - 1]!;
+  const ends = new Map<ZipEntry, number>();
+  for (let i = 0; i < sorted.length; i++) {
     const cur = sorted[i]!;
-    if (prev.at + LOCAL_HEADER_BYTES + prev.nameBytes + prev.compressedSize > cur.at) {
+    const next = sorted[i + 1];
+    if (next && cur.at + LOCAL_HEADER_BYTES + cur.nameBytes + cur.compressedSize > next.at) {
       throw zipError(
         archive,
-        cur.at,
-        `entries ${JSON.stringify(prev.name)} and ${JSON.stringify(cur.name)} share bytes ` +
+        next.at,
+        `entries ${JSON.stringify(cur.name)} and ${JSON.stringify(next.name)} share bytes ` +
           "(an overlapping-entry zip bomb?); the archive is refused",
       );
     }
+    ends.set(cur, next ? next.at : directoryAt);
   }
+  return entries.map((e) => ({ ...e, end: ends.get(e)! }));
 };
 
-/** The local header at the start of `head` (an entry's first bytes): where its data starts, past its name and extra field. */
+/**
+ * The local header at the start of `head` (an entry's first bytes, its name included): where its
+ * data starts, past its name and extra field. Errors name the archive and an archive offset.
+ */
 export const localDataOffset = (head: Uint8Array, entry: Pick<ZipEntry, "nameBytes" | "name" | "at">, archive: string): number => {
   const d = view(head);
   if (head.length < LOCAL_HEADER_BYTES || d.getUint32(0, true) !== SIG.local)
     throw zipError(archive, entry.at, `entry ${JSON.stringify(entry.name)}: no local header where the directory says`);
   const nameBytes = d.getUint16(26, true);
-  if (nameBytes !== entry.nameBytes)
+  const local =
+    head.length >= LOCAL_HEADER_BYTES + nameBytes ? head.subarray(LOCAL_HEADER_BYTES, LOCAL_HEADER_BYTES + nameBytes) : undefined;
+  if (nameBytes !== entry.nameBytes || (local && new TextDecoder("utf-8", { fatal: false }).decode(local) !== entry.name))
     throw zipError(archive, entry.at, `entry ${JSON.stringify(entry.name)}: its local header names another file`);
   return LOCAL_HEADER_BYTES + nameBytes + d.getUint16(28, true);
 };
+
+/** The archive's name in an entry's (`archive.zip!/dir/file.csv`, see entryName). */
+export const archiveOfEntry = (name: string, entry: string): string => name.slice(0, name.length - entry.length - 2);
 
 /** How users name an entry: the archive's name, `!/`, the entry's path (as a jar URL does). */
 export const entryName = (archive: string, entry: string): string => `${archive}!/${entry}`;

@@ -9,7 +9,7 @@ import { pipeline } from "node:stream/promises";
 import { createInflateRaw, crc32 } from "node:zlib";
 import type { InputObject } from "../job/manifest.js";
 import type { BlobStore } from "../ports.js";
-import { LOCAL_HEADER_BYTES, localDataOffset, zipError } from "./zip.js";
+import { archiveOfEntry, LOCAL_HEADER_BYTES, localDataOffset, zipError } from "./zip.js";
 
 export type ZipMember = NonNullable<InputObject["member"]>;
 
@@ -21,7 +21,23 @@ const bufferOf = (b: Uint8Array): Buffer => (Buffer.isBuffer(b) ? b : Buffer.fro
 /** The entry's stored (compressed) bytes, from one ranged read in the common case. */
 async function* storedBytes(store: BlobStore, input: InputObject, member: ZipMember, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
   const pinned = { etag: input.etag, ...(signal ? { signal } : {}) };
-  const guess = Math.min(member.archiveSize, member.at + LOCAL_HEADER_BYTES + member.nameBytes + EXTRA_SLACK + input.size);
+  // The local header is the archive's, not the entry's: its errors name the archive and an archive offset.
+  const archive = archiveOfEntry(input.name, member.entry);
+  const guess = Math.min(member.end, member.at + LOCAL_HEADER_BYTES + member.nameBytes + EXTRA_SLACK + input.size);
+  /** Where the entry's data starts, once its local header is read; refused if the data would run into the next entry. */
+  const dataAt = (head: Buffer): number => {
+    const skip = localDataOffset(head, { name: member.entry, nameBytes: member.nameBytes, at: member.at }, archive);
+    if (member.at + skip + input.size > member.end) {
+      const extra = skip - LOCAL_HEADER_BYTES - member.nameBytes;
+      throw zipError(
+        archive,
+        member.at,
+        `entry ${JSON.stringify(member.entry)}: past its local header's ${extra}-byte extra field, ` +
+          "its data runs into the next entry (an overlapping-entry zip bomb?); the archive is refused",
+      );
+    }
+    return skip;
+  };
   const body = await store.get(input.key, { start: member.at, end: guess, ...pinned });
   const head: Buffer[] = [];
   let headLength = 0;
@@ -32,9 +48,9 @@ async function* storedBytes(store: BlobStore, input: InputObject, member: ZipMem
     if (skip < 0) {
       head.push(Buffer.from(bytes));
       headLength += bytes.length;
-      if (headLength < LOCAL_HEADER_BYTES) continue;
+      if (headLength < Math.min(LOCAL_HEADER_BYTES + member.nameBytes, guess - member.at)) continue;
       bytes = Buffer.concat(head, headLength);
-      skip = localDataOffset(bytes, { name: input.name, nameBytes: member.nameBytes, at: member.at }, input.name);
+      skip = dataAt(bytes);
     }
     if (skip > 0) {
       const cut = Math.min(skip, bytes.length);
@@ -49,12 +65,13 @@ async function* storedBytes(store: BlobStore, input: InputObject, member: ZipMem
   }
   if (skip !== 0 || left > 0) {
     // A long extra field (or a header cut short): read what the first range missed.
-    if (skip < 0) throw zipError(input.name, member.at, "the archive ends inside an entry's local header");
+    if (skip < 0) throw zipError(archive, member.at, `entry ${JSON.stringify(member.entry)}: the archive ends inside its local header`);
     const from = guess + skip;
-    if (from + left > member.archiveSize) throw zipError(input.name, member.archiveSize, "the archive ends inside an entry's data");
     for await (const piece of await store.get(input.key, { start: from, end: from + left, ...pinned })) {
-      left -= piece.length;
-      yield piece;
+      // Never more than the compressed size, whatever the store hands back.
+      const take = piece.subarray(0, left);
+      left -= take.length;
+      if (take.length) yield take;
     }
   }
 }
@@ -66,7 +83,12 @@ export async function* memberBytes(store: BlobStore, input: InputObject, member:
   let length = 0;
   const check = (bytes: Buffer): Buffer => {
     if (length + bytes.length > member.size)
-      throw zipError(input.name, member.size, `the entry inflates past the ${member.size} bytes its directory declares (a zip bomb?)`);
+      throw zipError(
+        input.name,
+        member.size,
+        `the entry inflates past the ${member.size} bytes its directory declares (a zip bomb?)`,
+        true,
+      );
     length += bytes.length;
     crc = crc32(bytes, crc);
     return bytes;
@@ -87,8 +109,8 @@ export async function* memberBytes(store: BlobStore, input: InputObject, member:
     if (failed) throw inflateError(input.name, length, failed);
   }
   if (length !== member.size)
-    throw zipError(input.name, length, `the entry holds ${length} bytes, its directory declares ${member.size} (truncated?)`);
-  if (crc >>> 0 !== member.crc32) throw zipError(input.name, length, "the entry's CRC-32 does not match its data");
+    throw zipError(input.name, length, `the entry holds ${length} bytes, its directory declares ${member.size} (truncated?)`, true);
+  if (crc >>> 0 !== member.crc32) throw zipError(input.name, length, "the entry's CRC-32 does not match its data", true);
 }
 
 const inflateError = (name: string, at: number, err: unknown): unknown => {
@@ -98,5 +120,6 @@ const inflateError = (name: string, at: number, err: unknown): unknown => {
     name,
     at,
     code === "Z_BUF_ERROR" ? "the entry's deflate data ends early" : `the entry does not inflate (${(err as Error).message})`,
+    true,
   );
 };
