@@ -10,9 +10,11 @@
  */
 export {
   defineOp,
+  type CombiningOpDefinition,
   type KeyedOpDefinition,
   type OpDefinition,
   type RecordMeta,
+  type ReducingOpDefinition,
   type UserKeyedOp,
   type UserOp,
 } from "./core/ops/defineOp.js";

@@ -2,13 +2,15 @@
  * Keyed ops on the local engine: `groupby` equals Python's GROUP BY over the same CSV (exact
  * sums and variances) at several chunk sizes, partition counts and thread counts, chunk
  * boundaries falling inside quoted newlines; `distinct` equals `LC_ALL=C sort | uniq -c`, each
- * part in byte order; a reduce task run again, spilling, rewrites the same bytes; and bad input
- * is refused.
+ * part in byte order; a reduce task run again, spilling, rewrites the same bytes; a lab's
+ * reduce(key, values) gets each key's values at once, in input order, as Python lists them; and
+ * bad input is refused.
  */
 import { execFileSync } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
 import { Manifest, type ReduceTask } from "../../lib/core/job/manifest.js";
@@ -18,9 +20,11 @@ import { runTask } from "../../lib/core/pipeline/task.js";
 import type { KeyedResult } from "../../lib/core/pipeline/reduceTask.js";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
+import { opsRegistry } from "../../lib/core/ops/opModules.js";
 import { prng } from "../../lib/dev/prng.js";
 import { runLocal } from "../../lib/local/localEngine.js";
 import { pythonGroupby } from "../helpers/csv.js";
+import { ROOT } from "../helpers/devCloud.js";
 
 let dir: string;
 let csvFile: string;
@@ -258,5 +262,69 @@ describe("distinct on the local engine", () => {
     await expect(run({ op: "distinct", inputs: [file] }, { workers: 0, outDir: path.join(dir, "bad4") })).rejects.toThrow(
       /latin1\.txt:2 \(byte 3\): line is not valid UTF-8/,
     );
+  });
+});
+
+describe("a lab's reduce(key, values) on the local engine", () => {
+  /** Each station's temperatures as written, in file order, with their median: Python's csv and statistics. */
+  const pythonPerStation = (): Map<string, { n: number; first: string; last: string; median: number }> => {
+    const script = `
+import csv, json, statistics, sys
+per = {}
+for row in csv.DictReader(open(sys.argv[1], newline='', encoding='utf-8')):
+    if row['temperature'] != '':
+        per.setdefault(row['station'], []).append(row['temperature'])
+print(json.dumps({k: {'n': len(v), 'first': v[0], 'last': v[-1], 'median': statistics.median([float(t) for t in v])} for k, v in per.items()}))
+`;
+    const out = JSON.parse(execFileSync("python3", ["-c", script, csvFile], { encoding: "utf8" })) as Record<string, never>;
+    return new Map(Object.entries(out));
+  };
+
+  let module: string;
+  beforeAll(async () => {
+    module = path.join(dir, "reduce-ops.mjs");
+    const defineOp = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+    await writeFile(
+      module,
+      `import { defineOp } from ${JSON.stringify(defineOp)};
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+export const perStation = defineOp({
+  name: "temps-per-station",
+  format: "csv",
+  pairs: (row, emit) => { if (row.temperature !== "") emit(row.station, row.temperature); },
+  reduce: (station, ts) => ({ station, n: ts.length, first: ts[0], last: ts[ts.length - 1], median: median(ts.map(Number)) }),
+});
+`,
+    );
+  });
+
+  it.each([
+    { chunkSize: 997, partitions: 3, workers: 2 },
+    { chunkSize: 4096, partitions: 1, workers: 0 },
+    { chunkSize: 1 << 24, partitions: 2, workers: 0 },
+  ])("gets every value of a key at once, in input order: chunks of $chunkSize bytes, $partitions partitions", async (c) => {
+    const outDir = path.join(dir, `reduce-${c.chunkSize}-${c.partitions}`);
+    const { result } = await runLocal({
+      spec: parseJobSpec({ op: "temps-per-station", inputs: [csvFile], chunkSize: c.chunkSize, partitions: c.partitions }),
+      registry: await opsRegistry([module]),
+      opsModules: [module],
+      workers: c.workers,
+      outDir,
+    });
+    const got = new Map<string, unknown>();
+    for (const rows of await readRows(result as KeyedResult)) for (const { station, ...rest } of rows) got.set(station as string, rest);
+    expect(got).toEqual(pythonPerStation());
+  });
+
+  it("refuses a keyed op with both combine and reduce, or neither", async () => {
+    const { defineOp } = await import("../../lib/core/ops/defineOp.js");
+    const pairs = (_: unknown, emit: (k: string, v: number) => void) => emit("k", 1);
+    const both = { name: "both", format: "lines", pairs, combine: (a: number, b: number) => a + b, reduce: () => 1 } as never;
+    expect(() => defineOp(both)).toThrow(/defineOp both: a keyed op needs combine \(with row\) or reduce, one of them/);
+    expect(() => defineOp({ name: "neither", format: "lines", pairs } as never)).toThrow(/needs combine \(with row\) or reduce/);
   });
 });

@@ -119,4 +119,30 @@ describe("the reduce merge", () => {
     for await (const o of scratch.list("")) left.push(o.key);
     expect(left).toEqual([]);
   });
+
+  it.each([
+    { what: "in memory", spillBytes: 1 << 30, fanIn: 64 },
+    { what: "spilling, merged in one pass", spillBytes: 20_000, fanIn: 64 },
+    { what: "spilling, merged in several passes (fan-in 3)", spillBytes: 4_000, fanIn: 3 },
+  ])("hands a non-commutative combine each key's values in the order the runs came: $what", async ({ spillBytes, fanIn }) => {
+    // Each value is a list [run, position]; combine appends, so the result shows the order it was given.
+    const next = prng(9);
+    const input = Array.from({ length: 40 }, (_, run) => {
+      const table = new Map<string, [number, number][]>();
+      for (let i = 0; i < 200; i++) {
+        const key = randomKey(next, 3);
+        table.set(key, [...(table.get(key) ?? []), [run, i]]);
+      }
+      return encodeShuffle([...table], 1).bytes;
+    });
+    const expected = new Map<string, unknown[]>();
+    for (const b of input) forEachPair(b, "run", (k, v) => expected.set(k, [...(expected.get(k) ?? []), ...(v as unknown[])]));
+    const scratch = new FsBlobStore(path.join(dir, `ordered-${spillBytes}`));
+    const append = (a: unknown, b: unknown) => [...(a as unknown[]), ...(b as unknown[])];
+    const merge = new RunMerge({ combine: append, spillBytes, fanIn, scratch, prefix: "job/p0/" });
+    for (const [i, b] of input.entries()) await merge.addRun(b, `run ${i}`);
+    const got = new Map<string, unknown>();
+    await merge.finish((k, v) => void got.set(k, v));
+    expect(got).toEqual(expected);
+  });
 });

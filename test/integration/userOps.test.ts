@@ -64,6 +64,13 @@ export const lineLengths = defineOp({
   combine: (a, b) => a + b,
   row: (length, lines) => ({ length: Number(length), lines }),
 });
+// Keyed with reduce: each length's lines handed over at once, in input order.
+export const firstOfLength = defineOp({
+  name: "first-of-length",
+  format: "lines",
+  pairs: (line, emit) => emit(String(Buffer.byteLength(line)), line),
+  reduce: (length, lines) => ({ length: Number(length), first: lines[0], last: lines[lines.length - 1], lines: lines.length }),
+});
 `,
   );
   wrongModule = path.join(dir, "wrong-ops.mjs");
@@ -127,6 +134,49 @@ describe("a lab's op module in cloudmill dev", () => {
       }
     }
     expect(result.records).toBe(expected.size);
+    expect(got).toEqual(expected);
+  });
+
+  it("a keyed op with reduce(key, values) gets each key's lines in input order across chunks: awk's first and last line per length", async () => {
+    const bytes = Buffer.from(`${textOf(30_000, 17).toString("latin1").replaceAll("\r", "")}\n`, "latin1");
+    const file = path.join(dir, "firsts.txt");
+    await writeFile(file, bytes);
+    const awk = execFileSync(
+      "sh",
+      [
+        "-c",
+        `LC_ALL=C awk '{ n = length($0); if (!(n in f)) f[n] = $0; l[n] = $0; c[n]++ } END { for (n in c) print n "\\001" c[n] "\\001" f[n] "\\001" l[n] }' "$1"`,
+        "sh",
+        file,
+      ],
+      { encoding: "latin1" },
+    );
+    const expected = new Map(
+      awk
+        .split("\n")
+        .filter((l) => l !== "")
+        .map((l) => {
+          const [n, c, first, last] = l.split("\x01") as [string, string, string, string];
+          return [
+            Number(n),
+            { first: Buffer.from(first, "latin1").toString("utf8"), last: Buffer.from(last, "latin1").toString("utf8"), lines: Number(c) },
+          ];
+        }),
+    );
+    await cloud.put("data/firsts.txt", bytes);
+    const spec = { op: "first-of-length", inputs: [`s3://${cloud.input}/data/firsts.txt`], partitions: 2, chunkSize: 2048 };
+    await cloud.put("_jobs/user-op-reduce.json", JSON.stringify(spec));
+    const status = await cloud.waitForEnd("_jobs/user-op-reduce/status.json");
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    const result = (await cloud.getJson(cloud.output, "_jobs/user-op-reduce/result.json")) as { records: number; parts: { key: string }[] };
+    const got = new Map<number, unknown>();
+    for (const part of result.parts) {
+      const body = (await cloud.get(cloud.output, part.key.replace(`s3://${cloud.output}/`, "")))!.toString("utf8");
+      for (const line of body.split("\n").filter((l) => l !== "")) {
+        const { length, ...rest } = JSON.parse(line) as { length: number };
+        got.set(length, rest);
+      }
+    }
     expect(got).toEqual(expected);
   });
 

@@ -25,6 +25,16 @@
  *   row: (user, bytes) => ({ user, bytes }),
  * });
  * ```
+ * Or, where a key's values cannot be combined two at a time (a median, a distinct list), `reduce`
+ * gets them all at once, in input order, and returns the key's line:
+ * ```ts
+ * export const medianPerStation = defineOp({
+ *   name: "median-per-station",
+ *   format: "csv",
+ *   pairs: (row: { station: string; t: string }, emit) => emit(row.station, Number(row.t)),
+ *   reduce: (station, ts: number[]) => ({ station, median: median(ts) }),
+ * });
+ * ```
  */
 import { z } from "zod";
 import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
@@ -76,19 +86,45 @@ export interface OpDefinition<P, A, R> {
   finalize?(partial: A | undefined, params: P): R;
 }
 
-/** A keyed op: pairs out of each record, values of a key combined, one output line per key. */
-export interface KeyedOpDefinition<P, V> {
+interface KeyedOpBase<P, V> {
   readonly name: string;
   readonly description?: string;
   readonly format: Format | readonly Format[];
   readonly params?: z.ZodType<P>;
-  /** Calls emit with each of the record's pairs (none, one or many). Keys are strings. */
+  /** Calls emit with each of the record's pairs (none, one or many). Keys are strings; values must be JSON values. */
   pairs(record: unknown, emit: (key: string, value: V) => void, params: P, meta: RecordMeta): void;
+}
+
+/** Values of a key combined two at a time (map-side too), one output line per key. */
+export interface CombiningOpDefinition<P, V> extends KeyedOpBase<P, V> {
   /** Merges two values of one key; must be associative and commutative. */
   combine(a: V, b: V, params: P): V;
-  /** The output line (a JSON value, never undefined) of a key; default `{ key, value }`. Values must be JSON values. */
+  /** The output line (a JSON value, never undefined) of a key; default `{ key, value }`. */
   row?(key: string, value: V, params: P): unknown;
+  readonly reduce?: never;
 }
+
+/**
+ * Every value of a key handed over at once, in input order, for its output line. The values of
+ * one key are held in memory on its reduce task; the shuffle carries every pair (nothing to
+ * combine map-side).
+ */
+export interface ReducingOpDefinition<P, V> extends KeyedOpBase<P, V> {
+  /** The output line (a JSON value, never undefined) of a key, from all its values. */
+  reduce(key: string, values: V[], params: P): unknown;
+  readonly combine?: never;
+  readonly row?: never;
+}
+
+/** A keyed op: pairs out of each record, then `combine` (and `row`) or `reduce` per key. */
+export type KeyedOpDefinition<P, V> = CombiningOpDefinition<P, V> | ReducingOpDefinition<P, V>;
+
+/** A reducing op's values travel as lists: one per pair, appended in input order as runs merge. */
+const appendValues = (a: unknown, b: unknown): unknown => {
+  const list = a as unknown[];
+  for (const v of b as unknown[]) list.push(v);
+  return list;
+};
 
 /** Internally a user op's partial says whether it holds anything. */
 type Wrapped<A> = { some: false } | { some: true; value: A };
@@ -143,6 +179,17 @@ export function defineOp<P, A, R>(def: OpDefinition<P, A, R> | KeyedOpDefinition
 
 const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
   const formats = checkedFormats(def);
+  const { reduce, combine } = def;
+  if ((reduce === undefined) === (combine === undefined))
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp ${def.name}: a keyed op needs combine (with row) or reduce, one of them`);
+  const checked = (key: string, row: unknown): unknown => {
+    if (row === undefined)
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        `${def.name}: ${reduce ? "reduce" : "row"}() returned undefined for key ${JSON.stringify(key)}`,
+      );
+    return row;
+  };
   const parseParams = userParams(def.name, (def.params ?? z.strictObject({})) as z.ZodType<P>);
   const op = keyedOp<UserParams<P>>({
     name: def.name,
@@ -160,22 +207,24 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
               // Values travel as JSON between tasks: what JSON cannot hold would arrive changed.
               if (value === undefined || (typeof value === "number" && !Number.isFinite(value)))
                 throw badRecord(`${def.name}: values must be JSON values, got ${String(value)} for key ${JSON.stringify(key)}`, offset);
-              emit(key, value);
+              emit(key, reduce ? [value] : value);
             },
             params,
             metaOf(record, offset, ctx),
           );
         });
     },
-    combine: (a, b, { own }) => def.combine(a as V, b as V, own),
+    combine: reduce ? appendValues : (a, b, { own }) => combine!(a as V, b as V, own),
     row: (key, value, { own }) => {
-      const row = def.row ? def.row(key, value as V, own) : { key, value };
-      if (row === undefined)
-        throw new CloudmillError(ErrorCode.INVALID_SPEC, `${def.name}: row() returned undefined for key ${JSON.stringify(key)}`);
-      return row;
+      if (reduce) return checked(key, reduce(key, value as V[], own));
+      return checked(key, def.row ? def.row(key, value as V, own) : { key, value });
     },
   });
-  const digest = codeDigest([def.name, def.description ?? "", formats, "keyed", def.pairs, def.combine, def.row ?? null]);
+  const digest = codeDigest(
+    reduce
+      ? [def.name, def.description ?? "", formats, "keyed", def.pairs, "reduce", reduce]
+      : [def.name, def.description ?? "", formats, "keyed", def.pairs, combine!, def.row ?? null],
+  );
   return { ...op, [OP_BRAND]: true, digest };
 };
 

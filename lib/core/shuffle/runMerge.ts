@@ -94,14 +94,22 @@ const storedCursor = async (store: BlobStore, key: string, signal?: AbortSignal)
   return c;
 };
 
-/** Merges sorted cursors by key, combining equal keys, and hands each key once to emit, in key order. */
+/**
+ * Merges sorted cursors by key, combining equal keys, and hands each key once to emit, in key
+ * order. Equal keys combine in the cursors' order, so values reach `combine` in the order their
+ * runs were added (a reduce op's lists keep input order).
+ */
 const mergeCursors = async (
   cursors: Cursor[],
   combine: (a: unknown, b: unknown) => unknown,
   emit: (key: string, value: unknown) => void | Promise<void>,
 ): Promise<void> => {
-  const heap = cursors;
-  const before = (a: Cursor, b: Cursor): boolean => compareKeys(a.key, b.key) < 0;
+  const order = new Map(cursors.map((c, i) => [c, i]));
+  const heap = [...cursors];
+  const before = (a: Cursor, b: Cursor): boolean => {
+    const c = compareKeys(a.key, b.key);
+    return c < 0 || (c === 0 && order.get(a)! < order.get(b)!);
+  };
   heapify(heap, before);
   let key: string | undefined;
   let value: unknown;
@@ -191,9 +199,12 @@ export class RunMerge {
         // Merge just enough runs that the rest, the merged one and memory fit one merge.
         const take = Math.min(fanIn, pending.length + 2 - fanIn);
         const group = pending.slice(0, take);
-        pending = pending.slice(take);
         const cursors = await open(group);
-        pending.push(await this.#writeRun((write) => mergeCursors(cursors, combine, (k, v) => write(pairLine(k, v)))));
+        // The merged run takes its group's place: runs stay in the order they were added.
+        pending = [
+          await this.#writeRun((write) => mergeCursors(cursors, combine, (k, v) => write(pairLine(k, v)))),
+          ...pending.slice(take),
+        ];
       }
       const cursors = await open(pending);
       const memory = await memoryCursor(inMemory);
