@@ -494,28 +494,38 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
       await enqueueTasks(deps.queue, again);
     }
   } finally {
-    clearTimeout(deadline);
     options.signal?.removeEventListener("abort", onAbort);
+    // A keyed job's deadline covers its reduce stage too; any other job's ends with its map stage.
+    if (!(ended === "complete" && tasks > manifest.chunks)) clearTimeout(deadline);
   }
-  if (ended === "aborted") throw new CloudmillError(ErrorCode.CANCELLED, "interrupted", { jobId: manifest.jobId });
-  if (ended === "complete") {
+  try {
+    if (ended === "aborted") throw new CloudmillError(ErrorCode.CANCELLED, "interrupted", { jobId: manifest.jobId });
+    if (ended !== "complete") return;
     const merged = inOrder ?? new OrderedPartMerge(deps, manifest, totals);
     const outcome = await reduceJob(deps, manifest.jobId, merged, (err) => withLineNumber(err, inputs, root));
     // A keyed job's map stage is done: reduceJob enqueued its reduce tasks; run them, then reduce again.
-    if (outcome.kind === "incomplete" && tasks > manifest.chunks) {
-      goal = tasks;
-      ended = undefined;
-      stop = new AbortController();
-      options.signal?.addEventListener("abort", onAbort, { once: true });
-      if (options.signal?.aborted) finish("aborted");
-      try {
-        await Promise.all([...Array.from({ length: concurrency }, taskLoop), deadLetterLoop()]);
-      } finally {
-        options.signal?.removeEventListener("abort", onAbort);
-      }
-      if (ended === "aborted") throw new CloudmillError(ErrorCode.CANCELLED, "interrupted", { jobId: manifest.jobId });
-      if (ended === "complete") await reduceJob(deps, manifest.jobId);
+    if (outcome.kind !== "incomplete" || tasks <= manifest.chunks) return;
+    goal = tasks;
+    ended = undefined;
+    stop = new AbortController();
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    if (options.signal?.aborted) finish("aborted");
+    // The deadline may have passed while the stage ended: it failed the job, so no reduce task runs.
+    if (failedByDeadline) {
+      await failedByDeadline;
+      finish("failed");
     }
+    try {
+      if (!ended) await Promise.all([...Array.from({ length: concurrency }, taskLoop), deadLetterLoop()]);
+    } finally {
+      options.signal?.removeEventListener("abort", onAbort);
+    }
+    if (ended === "aborted") throw new CloudmillError(ErrorCode.CANCELLED, "interrupted", { jobId: manifest.jobId });
+    if (ended !== "complete") return;
+    clearTimeout(deadline);
+    await reduceJob(deps, manifest.jobId);
+  } finally {
+    clearTimeout(deadline);
   }
 };
 

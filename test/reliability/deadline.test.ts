@@ -5,7 +5,7 @@
  * the job (the reducer does the same when a part arrives late; the local engine keeps a timer).
  */
 import { spawn } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -228,6 +228,42 @@ export const slow = defineOp({ name: "slow", format: "lines", map() { Atomics.wa
     expect(err).toBeInstanceOf(CloudmillError);
     expect(err).toMatchObject({ code: "DEADLINE" });
     expect(Date.now() - started).toBeLessThan(30_000);
+  }, 60_000);
+
+  it("covers a keyed job's reduce stage: a reduce still running at the deadline fails the job, no part is published", async () => {
+    const opFile = path.join(dir, "slow-reduce.mjs");
+    await writeFile(
+      opFile,
+      `import { defineOp } from ${JSON.stringify(pathToFileURL(compiledFile("lib/core/ops/defineOp.js")).href)};
+const pause = new Int32Array(new SharedArrayBuffer(4));
+export const slowReduce = defineOp({
+  name: "slow-reduce",
+  format: "lines",
+  pairs: (line, emit) => emit(line, 1),
+  reduce(key, ones) { Atomics.wait(pause, 0, 0, 400); return { key, n: ones.length }; },
+});
+`,
+    );
+    // 40 keys at 0.4 s each in one partition: a 16 s reduce task, begun before a 3 s deadline.
+    const input = path.join(dir, "keys.txt");
+    await writeFile(input, Array.from({ length: 40 }, (_, i) => `key${i}\n`).join(""));
+    const registry = new OpRegistry();
+    await loadOpsModule(opFile, registry);
+    const outDir = path.join(dir, "slow-reduce-out");
+    const err = await runLocal({
+      spec: parseJobSpec({ op: "slow-reduce", inputs: [input], partitions: 1, deadlineSeconds: 3 }),
+      registry,
+      opsModules: [opFile],
+      workers: 1,
+      outDir,
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(CloudmillError);
+    expect(err).toMatchObject({ code: "DEADLINE" });
+    // The one reduce task began before the deadline; the job still ends at it, with no part out.
+    expect((await readdir(outDir).catch(() => [])).filter((f) => f.startsWith("part-"))).toEqual([]);
   }, 60_000);
 });
 
