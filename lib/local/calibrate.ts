@@ -11,6 +11,7 @@ import { parseJobSpec } from "../core/job/spec.js";
 import { silentLogger } from "../core/log.js";
 import type { OpRegistry } from "../core/ops/registry.js";
 import { isShuffled } from "../core/ops/types.js";
+import { type CalibrationCache, calibrationKey } from "./calibrationCache.js";
 import { runLocal } from "./localEngine.js";
 
 /** Bytes of the first input a calibration maps. */
@@ -63,14 +64,28 @@ export const calibrateOn = async (
   }
 };
 
-/** MB/s per core of the op on the first SAMPLE_BYTES of a local file. */
+/**
+ * MB/s per core of the op on the first SAMPLE_BYTES of a local file; with a cache, the rate
+ * stored for the same op code, params, sample bytes and machine type (then `cachedAt` says when),
+ * unless `fresh` asks for a new measurement (which replaces it).
+ */
 export const calibrate = async (
   file: string,
   spec: { readonly op: string; readonly params: Readonly<Record<string, string>> },
   registry: OpRegistry,
-): Promise<Calibration> => {
+  cache?: { readonly store: CalibrationCache; readonly fresh?: boolean },
+): Promise<Calibration & { readonly cachedAt?: string }> => {
   const handle = await open(file);
   const buf = Buffer.alloc(SAMPLE_BYTES);
   const { bytesRead } = await handle.read(buf, 0, SAMPLE_BYTES, 0).finally(() => handle.close());
-  return calibrateOn(buf.subarray(0, bytesRead), file, spec, registry);
+  const sample = buf.subarray(0, bytesRead);
+  const key = cache && calibrationKey({ op: spec.op, digest: registry.digestOf(spec.op), params: spec.params, name: file, sample });
+  const cached = key && !cache.fresh ? await cache.store.get(key) : undefined;
+  if (cached) {
+    const { at, ...calibration } = cached;
+    return { ...calibration, cachedAt: at };
+  }
+  const calibration = await calibrateOn(sample, file, spec, registry);
+  if (key) await cache.store.set(key, calibration);
+  return calibration;
 };

@@ -1,14 +1,15 @@
 /**
  * `cloudmill estimate`: chunks, task and wall time and dollars from input sizes and a rate,
  * checked against arithmetic done by hand from the price table; a calibration maps a sample
- * of the real input. (The splitter's refusal of a job over its maxCostUsd is in
+ * of the real input, kept for the next estimate of the same sample. (The splitter's refusal of a job over its maxCostUsd is in
  * test/integration/report.test.ts, against the emulated cloud.)
  */
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Estimate, estimateJob } from "../../lib/core/report/estimate.js";
+import { CACHE_DIR_ENV, CalibrationCache } from "../../lib/local/calibrationCache.js";
 import { cli } from "../helpers/cli.js";
 import { textOf } from "../helpers/devCloud.js";
 
@@ -63,6 +64,51 @@ describe("cloudmill estimate", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^estimate: wordcount over 5\.0 MB in 1 chunk\(s\)\nrate: \d+\.\d MB\/s per vCPU \(calibrated on 5\.0 MB of /);
     expect(r.stdout).toMatch(/\ncost: \$\d\.\d{6}: instances \$0\.000000, Lambda \$\d\.\d{6}, /);
+  });
+
+  it("reuses a calibration for the same sample, op and machine; measures again for another sample or op, or with --fresh", async () => {
+    const env = { [CACHE_DIR_ENV]: path.join(dir, "cache") };
+    const cacheFile = path.join(dir, "cache", "calibrations.json");
+    const rateOf = (out: string): string => /\nrate: (\d+\.\d) MB\/s per vCPU \(([^)]*)\)/.exec(out)!.slice(1).join(" | ");
+    const sample = path.join(dir, "sample.txt");
+    await writeFile(sample, textOf(300_000, 7));
+    const first = await cli(["estimate", sample, "--op", "wordcount"], env);
+    expect(first.code, first.stderr).toBe(0);
+    expect(rateOf(first.stdout)).not.toContain("cached");
+    const again = await cli(["estimate", sample, "--op", "wordcount"], env);
+    const [rate] = rateOf(first.stdout).split(" | ");
+    expect(rateOf(again.stdout)).toMatch(
+      new RegExp(`^${rate!.replace(".", "\\.")} \\| calibrated on 0\\.3 MB of .*, cached \\d{4}-\\d\\d-\\d\\dT`),
+    );
+    expect(Object.keys(JSON.parse(await readFile(cacheFile, "utf8")).entries)).toHaveLength(1);
+    // Another op, another sample, --fresh: measured, each a new entry (--fresh replaces its own).
+    expect(rateOf((await cli(["estimate", sample, "--op", "count"], env)).stdout)).not.toContain("cached");
+    await writeFile(sample, textOf(300_000, 8));
+    expect(rateOf((await cli(["estimate", sample, "--op", "wordcount"], env)).stdout)).not.toContain("cached");
+    expect(rateOf((await cli(["estimate", sample, "--op", "wordcount", "--fresh"], env)).stdout)).not.toContain("cached");
+    expect(rateOf((await cli(["estimate", sample, "--op", "wordcount"], env)).stdout)).toContain("cached");
+    expect(Object.keys(JSON.parse(await readFile(cacheFile, "utf8")).entries)).toHaveLength(3);
+    // A damaged cache is an empty one, written anew.
+    await writeFile(cacheFile, "{ not json");
+    const damaged = await cli(["estimate", sample, "--op", "wordcount"], env);
+    expect(damaged.code, damaged.stderr).toBe(0);
+    expect(rateOf(damaged.stdout)).not.toContain("cached");
+    expect(Object.keys(JSON.parse(await readFile(cacheFile, "utf8")).entries)).toHaveLength(1);
+  });
+
+  it("keeps calibrations 30 days, and the newest 256", async () => {
+    let now = Date.parse("2026-12-01T00:00:00Z");
+    const cache = new CalibrationCache(path.join(dir, "cache-limits"), () => now);
+    for (let i = 0; i < 300; i++) {
+      now += 1000;
+      await cache.set(`k${i}`, { rate: i + 1, bytes: 10 });
+    }
+    expect(await cache.get("k43")).toBeUndefined();
+    expect(await cache.get("k44")).toMatchObject({ rate: 45 });
+    expect(await cache.get("k299")).toMatchObject({ rate: 300, at: new Date(now).toISOString() });
+    now += 30 * 24 * 3600 * 1000 - 500;
+    expect(await cache.get("k299")).toBeDefined();
+    expect(await cache.get("k298")).toBeUndefined();
   });
 
   it("adds a keyed op's reduce stage, a local run's start-up, and a task overhead of its own, as worked out by hand", () => {

@@ -15,6 +15,7 @@ import { OpRegistry } from "../../core/ops/registry.js";
 import { estimateJob, type Estimate } from "../../core/report/estimate.js";
 import { walk } from "../../local/localInputs.js";
 import { calibrate } from "../../local/calibrate.js";
+import { CalibrationCache, calibrationCacheDir } from "../../local/calibrationCache.js";
 import { collect, collectParam } from "../options.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
@@ -28,6 +29,7 @@ const EstimateFlags = z.object({
   instanceType: z.string().default(DEFAULTS.instanceType),
   inlineMaxBytes: z.string().default("64MiB"),
   calibrate: z.boolean().default(true),
+  fresh: z.boolean().default(false),
   ops: z.array(z.string()).default([]),
   json: z.boolean().default(false),
 });
@@ -54,10 +56,11 @@ const duration = (s: number): string =>
   s < 120 ? `${s.toFixed(1)} s` : s < 7200 ? `${(s / 60).toFixed(1)} min` : `${(s / 3600).toFixed(1)} h`;
 
 /** The estimate as a few lines for a person. */
-export const estimateText = (e: Estimate, calibratedOn?: { file: string; bytes: number }): string => {
+export const estimateText = (e: Estimate, calibratedOn?: { file: string; bytes: number; cachedAt?: string }): string => {
   const c = e.cost;
   const rate = calibratedOn
-    ? `calibrated on ${(calibratedOn.bytes / 1e6).toFixed(1)} MB of ${calibratedOn.file}`
+    ? `calibrated on ${(calibratedOn.bytes / 1e6).toFixed(1)} MB of ${calibratedOn.file}` +
+      (calibratedOn.cachedAt ? `, cached ${calibratedOn.cachedAt} (--fresh measures again)` : "")
     : e.rate.source === "calibrated"
       ? "calibrated here on the first 8 MiB of the first input"
       : "the op's default; --no-calibrate, a lab's op, or nothing to sample";
@@ -87,6 +90,7 @@ export const estimateCommand = (io: CliIO): Command =>
     .option("--instance-type <type>", "the fleet's instance type, for its price and vCPUs per worker", DEFAULTS.instanceType)
     .option("--inline-max-bytes <size>", "the stack's inline limit (0: none)", "64MiB")
     .option("--no-calibrate", "use the op's default rate instead of mapping a sample")
+    .option("--fresh", "measure the rate again instead of using the one cached for this sample, op and machine")
     .option("--ops <module>", "load user ops from a module, repeatable", collect)
     .option("--json", "print the estimate as JSON")
     .action(async (inputs: string[], raw: Record<string, unknown>) => {
@@ -123,8 +127,10 @@ export const estimateCommand = (io: CliIO): Command =>
       }
       const files = await sizesOf(inputs);
       const first = files.find((f) => f.size > 0);
+      const cacheDir = calibrationCacheDir(io.env);
+      const cache = cacheDir ? { store: new CalibrationCache(cacheDir), fresh: flags.fresh } : undefined;
       const calibrated =
-        flags.calibrate && first ? await calibrate(first.file, { op: flags.op, params: flags.param }, registry) : undefined;
+        flags.calibrate && first ? await calibrate(first.file, { op: flags.op, params: flags.param }, registry, cache) : undefined;
       const estimate = estimateJob({
         op: flags.op,
         sizes: files.map((f) => f.size),
@@ -140,6 +146,11 @@ export const estimateCommand = (io: CliIO): Command =>
       io.stdout.write(
         flags.json
           ? `${JSON.stringify(estimate, null, 2)}\n`
-          : `${estimateText(estimate, calibrated && first ? { file: first.file, bytes: calibrated.bytes } : undefined)}\n`,
+          : `${estimateText(
+              estimate,
+              calibrated && first
+                ? { file: first.file, bytes: calibrated.bytes, ...(calibrated.cachedAt ? { cachedAt: calibrated.cachedAt } : {}) }
+                : undefined,
+            )}\n`,
       );
     });
