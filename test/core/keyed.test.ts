@@ -229,6 +229,16 @@ describe("a reduce task run again", () => {
       const first = await readFile((result as KeyedResult).parts[partition]!.key);
       expect((await readFile(path.join(workDir, outputPartKey(jobId, partition)))).equals(first)).toBe(true);
     }
+    // A reduce task of a job started with other code of its op is refused, as a map task is: its
+    // map stage wrote values in that code's shape.
+    await rm(path.join(workDir, partKey(jobId, manifest.chunks)));
+    const other: ReduceTask = {
+      v: 1,
+      jobId,
+      reduce: { partition: 0, chunks: manifest.chunks },
+      job: { ...manifest.job, opDigest: "other" },
+    };
+    await expect(runTask(deps, other)).rejects.toMatchObject({ code: "OP_MISMATCH" });
   });
 });
 
@@ -326,5 +336,10 @@ export const perStation = defineOp({
     const both = { name: "both", format: "lines", pairs, combine: (a: number, b: number) => a + b, reduce: () => 1 } as never;
     expect(() => defineOp(both)).toThrow(/defineOp both: a keyed op needs combine \(with row\) or reduce, one of them/);
     expect(() => defineOp({ name: "neither", format: "lines", pairs } as never)).toThrow(/needs combine \(with row\) or reduce/);
+    expect(() => defineOp({ name: "nulls", format: "lines", pairs, combine: null } as never)).toThrow(
+      /needs combine \(with row\) or reduce/,
+    );
+    const withRow = { name: "with-row", format: "lines", pairs, reduce: () => 1, row: () => 2 } as never;
+    expect(() => defineOp(withRow)).toThrow(/defineOp with-row: reduce returns each key's line itself; drop row/);
   });
 });

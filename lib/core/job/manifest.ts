@@ -28,10 +28,10 @@ export const InputObject = z.strictObject({
       /** Decoded bytes. */
       size: z.number().int().nonnegative(),
       nameBytes: z.number().int().nonnegative(),
-      /** The entry's name as the directory has it: its local header must repeat it. */
-      entry: z.string(),
-      /** Where the next entry's local header (or the central directory) starts: the entry's data must end by then. */
-      end: z.number().int().nonnegative(),
+      /** The entry's name as the directory has it: its local header must repeat it (absent in jobs planned by 0.1). */
+      entry: z.string().optional(),
+      /** Where the next entry's local header (or the central directory) starts: its data must end by then (0.1: absent). */
+      end: z.number().int().nonnegative().optional(),
       archiveSize: z.number().int().nonnegative(),
     })
     .optional(),

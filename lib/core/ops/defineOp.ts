@@ -180,8 +180,12 @@ export function defineOp<P, A, R>(def: OpDefinition<P, A, R> | KeyedOpDefinition
 const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
   const formats = checkedFormats(def);
   const { reduce, combine } = def;
-  if ((reduce === undefined) === (combine === undefined))
-    throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp ${def.name}: a keyed op needs combine (with row) or reduce, one of them`);
+  // Checked at run time too: a lab's .mjs module has no types to stop it.
+  const { name } = def;
+  if ((typeof reduce === "function") === (typeof combine === "function"))
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp ${name}: a keyed op needs combine (with row) or reduce, one of them`);
+  if (typeof reduce === "function" && def.row !== undefined)
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp ${name}: reduce returns each key's line itself; drop row`);
   const checked = (key: string, row: unknown): unknown => {
     if (row === undefined)
       throw new CloudmillError(
@@ -215,6 +219,7 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
         });
     },
     combine: reduce ? appendValues : (a, b, { own }) => combine!(a as V, b as V, own),
+    ...(reduce ? { gathers: true } : {}),
     row: (key, value, { own }) => {
       if (reduce) return checked(key, reduce(key, value as V[], own));
       return checked(key, def.row ? def.row(key, value as V, own) : { key, value });

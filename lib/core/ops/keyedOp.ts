@@ -19,6 +19,8 @@ export interface KeyedOpDefinition<P> {
   pairs(params: P, ctx: MapContext): (block: RecordBlock, emit: (key: string, value: unknown) => void) => void;
   combine(a: unknown, b: unknown, params: P): unknown;
   row(key: string, value: unknown, params: P): unknown;
+  /** Combining keeps every value (see KeyedReduce). */
+  readonly gathers?: boolean;
 }
 
 /** What the map stage of a keyed job merges to: each chunk's shuffle output, in chunk order. */
@@ -30,7 +32,7 @@ export const keyedOp = <P>(def: KeyedOpDefinition<P>): Op<P, unknown, never> => 
   formats: def.formats,
   paramsHelp: def.paramsHelp,
   parseParams: def.parseParams,
-  keyed: { combine: def.combine, row: def.row },
+  keyed: { combine: def.combine, row: def.row, ...(def.gathers ? { gathers: true } : {}) },
   mapper(params, ctx) {
     const table = new Map<string, unknown>();
     const read = def.pairs(params, ctx);

@@ -96,6 +96,8 @@ export interface KeyedReduce<P> {
   combine(a: unknown, b: unknown, params: P): unknown;
   /** The output line (a JSON value) of a key once all its values are combined. */
   row(key: string, value: unknown, params: P): unknown;
+  /** Combining keeps every value (a lab's `reduce`): held values grow by all they read. */
+  readonly gathers?: boolean;
 }
 
 /** An op with its types erased, as the registry holds it (methods are bivariant, so any Op fits). */

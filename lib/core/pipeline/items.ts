@@ -49,7 +49,11 @@ export const readItems = async (deps: PipelineDeps, task: MapTask, ctx: MapConte
   const from = { inputIndex: chunk.inputIndex, inputName: chunk.input.name };
   const store = deps.inputStore(chunk.input.bucket);
   const source = inputRangeBytes(store, chunk.input, chunk, signal ? { signal } : {});
-  for await (const block of refusingCompressed(rangeRecordBlocks(source, recordLimitsOf(ctx, task.job)), chunk.input.name)) {
+  for await (const block of refusingCompressed(
+    rangeRecordBlocks(source, recordLimitsOf(ctx, task.job)),
+    chunk.input.name,
+    chunk.input.member !== undefined,
+  )) {
     forEachRecord(block, "jsonl", {}, ctx, (value, offset) => items.push({ offset, value, ...from }));
   }
   return items;

@@ -204,6 +204,7 @@ const combinePartition: PartitionReducer = async (deps, task, plan, { signal }) 
   const params = op.parseParams(job.params);
   const merge = new RunMerge({
     combine: (a, b) => keyed.combine(a, b, params),
+    ...(keyed.gathers ? { gathers: true } : {}),
     spillBytes: deps.spillBytes ?? DEFAULTS.reduceSpillBytes,
     scratch: deps.scratch ?? deps.output,
     prefix: spillPrefix(jobId, partition, randomUUID()),

@@ -46,7 +46,7 @@ import { sortedRunPart } from "./sortStage.js";
 import { mergeSortedRuns, type SortedRun, type SortFormat } from "../shuffle/sortRun.js";
 import { mergeTables } from "../ops/keyedOp.js";
 import type { KeyedTable } from "../shuffle/shuffleRun.js";
-import type { ReduceTask } from "../job/manifest.js";
+import type { ReduceTask, TaskJob } from "../job/manifest.js";
 
 export type TaskOutcome =
   | { readonly kind: "done"; readonly bytes: number; readonly skipped: number; readonly partial: unknown }
@@ -141,7 +141,7 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
   const deadline = job.deadline;
   const map = (s: AbortSignal | undefined): Promise<TaskOutcome> =>
     isReduceTask(task)
-      ? reduceTaskOutcome(deps, task, s)
+      ? reduceTaskOutcome(deps, task, checkOpDigest, s)
       : mapChunk(
           deps,
           task,
@@ -178,12 +178,31 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
   }
 };
 
+/** A task of a job started with other code of its op is refused: a job runs on one version of it. */
+const refuseOtherOpCode = (job: TaskJob, op: AnyOp): void => {
+  const digest = opDigest(op);
+  if (job.opDigest !== undefined && job.opDigest !== digest) {
+    throw new CloudmillError(
+      ErrorCode.OP_MISMATCH,
+      `op ${job.op}: this worker runs code ${digest}, the job was started with ${job.opDigest}; ` +
+        "a job runs on one version of its op: start it again once every worker runs the new code",
+    );
+  }
+};
+
 /** Objects of a packed chunk read at once. */
 const PACK_READS = 4;
 
 /** A reduce task of a keyed job (reduceTask.ts); its errors name the job and partition. */
-const reduceTaskOutcome = async (deps: PipelineDeps, task: ReduceTask, signal?: AbortSignal): Promise<TaskOutcome> => {
+const reduceTaskOutcome = async (
+  deps: PipelineDeps,
+  task: ReduceTask,
+  checkOpDigest: boolean,
+  signal?: AbortSignal,
+): Promise<TaskOutcome> => {
   try {
+    // The map stage wrote values in its op's shape: another version of the op may read them otherwise.
+    if (checkOpDigest) refuseOtherOpCode(task.job, deps.registry.get(task.job.op));
     const { bytes, partial } = await reducePartition(deps, task, signal ? { signal } : {});
     return { kind: "done", bytes, skipped: 0, partial };
   } catch (err) {
@@ -219,14 +238,7 @@ const mapChunk = async (
   };
   try {
     const op = deps.registry.get(job.op);
-    const digest = opDigest(op);
-    if (checkOpDigest && job.opDigest !== undefined && job.opDigest !== digest) {
-      throw new CloudmillError(
-        ErrorCode.OP_MISMATCH,
-        `op ${job.op}: this worker runs code ${digest}, the job was started with ${job.opDigest}; ` +
-          "a job runs on one version of its op: start it again once every worker runs the new code",
-      );
-    }
+    if (checkOpDigest) refuseOtherOpCode(job, op);
     const objects = chunkParts(chunk);
     let part: Part;
     if (isTaskOp(op)) {

@@ -94,9 +94,13 @@ export const compressedInputError = (first: Uint8Array, input: string, inArchive
  * the check of an input's first chunk. (A later chunk that meets a garbled record checks the
  * input's first bytes then, so its error is this one too; see task.ts.)
  */
-export async function* refusingCompressed(blocks: AsyncIterable<RecordBlock>, input: string): AsyncGenerator<RecordBlock> {
+export async function* refusingCompressed(
+  blocks: AsyncIterable<RecordBlock>,
+  input: string,
+  inArchive = false,
+): AsyncGenerator<RecordBlock> {
   for await (const block of blocks) {
-    const error = block.first ? compressedInputError(block.bytes, input) : undefined;
+    const error = block.first ? compressedInputError(block.bytes, input, inArchive) : undefined;
     if (error) throw error;
     yield block;
   }

@@ -250,15 +250,21 @@ const boundedEntries = (entries: readonly ZipEntry[], archive: string, directory
  * The local header at the start of `head` (an entry's first bytes, its name included): where its
  * data starts, past its name and extra field. Errors name the archive and an archive offset.
  */
-export const localDataOffset = (head: Uint8Array, entry: Pick<ZipEntry, "nameBytes" | "name" | "at">, archive: string): number => {
+export const localDataOffset = (
+  head: Uint8Array,
+  entry: Pick<ZipEntry, "nameBytes" | "at"> & { readonly name: string | undefined },
+  archive: string,
+): number => {
   const d = view(head);
+  const which = entry.name === undefined ? "an entry" : `entry ${JSON.stringify(entry.name)}`;
   if (head.length < LOCAL_HEADER_BYTES || d.getUint32(0, true) !== SIG.local)
-    throw zipError(archive, entry.at, `entry ${JSON.stringify(entry.name)}: no local header where the directory says`);
+    throw zipError(archive, entry.at, `${which}: no local header where the directory says`);
   const nameBytes = d.getUint16(26, true);
   const local =
     head.length >= LOCAL_HEADER_BYTES + nameBytes ? head.subarray(LOCAL_HEADER_BYTES, LOCAL_HEADER_BYTES + nameBytes) : undefined;
-  if (nameBytes !== entry.nameBytes || (local && new TextDecoder("utf-8", { fatal: false }).decode(local) !== entry.name))
-    throw zipError(archive, entry.at, `entry ${JSON.stringify(entry.name)}: its local header names another file`);
+  // A name to check (jobs planned by 0.1 carry none) must be the one the directory gave.
+  const named = entry.name === undefined || !local || new TextDecoder("utf-8", { fatal: false }).decode(local) === entry.name;
+  if (nameBytes !== entry.nameBytes || !named) throw zipError(archive, entry.at, `${which}: its local header names another file`);
   return LOCAL_HEADER_BYTES + nameBytes + d.getUint16(28, true);
 };
 

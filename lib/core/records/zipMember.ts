@@ -22,17 +22,20 @@ const bufferOf = (b: Uint8Array): Buffer => (Buffer.isBuffer(b) ? b : Buffer.fro
 async function* storedBytes(store: BlobStore, input: InputObject, member: ZipMember, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
   const pinned = { etag: input.etag, ...(signal ? { signal } : {}) };
   // The local header is the archive's, not the entry's: its errors name the archive and an archive offset.
-  const archive = archiveOfEntry(input.name, member.entry);
-  const guess = Math.min(member.end, member.at + LOCAL_HEADER_BYTES + member.nameBytes + EXTRA_SLACK + input.size);
+  // Jobs planned by 0.1 carry neither the entry's name nor its bound: the input's name, the archive's end.
+  const archive = member.entry === undefined ? input.name : archiveOfEntry(input.name, member.entry);
+  const end = member.end ?? member.archiveSize;
+  const which = member.entry === undefined ? "an entry" : `entry ${JSON.stringify(member.entry)}`;
+  const guess = Math.min(end, member.at + LOCAL_HEADER_BYTES + member.nameBytes + EXTRA_SLACK + input.size);
   /** Where the entry's data starts, once its local header is read; refused if the data would run into the next entry. */
   const dataAt = (head: Buffer): number => {
     const skip = localDataOffset(head, { name: member.entry, nameBytes: member.nameBytes, at: member.at }, archive);
-    if (member.at + skip + input.size > member.end) {
+    if (member.at + skip + input.size > end) {
       const extra = skip - LOCAL_HEADER_BYTES - member.nameBytes;
       throw zipError(
         archive,
         member.at,
-        `entry ${JSON.stringify(member.entry)}: past its local header's ${extra}-byte extra field, ` +
+        `${which}: past its local header's ${extra}-byte extra field, ` +
           "its data runs into the next entry (an overlapping-entry zip bomb?); the archive is refused",
       );
     }
@@ -65,7 +68,7 @@ async function* storedBytes(store: BlobStore, input: InputObject, member: ZipMem
   }
   if (skip !== 0 || left > 0) {
     // A long extra field (or a header cut short): read what the first range missed.
-    if (skip < 0) throw zipError(archive, member.at, `entry ${JSON.stringify(member.entry)}: the archive ends inside its local header`);
+    if (skip < 0) throw zipError(archive, member.at, `${which}: the archive ends inside its local header`);
     const from = guess + skip;
     for await (const piece of await store.get(input.key, { start: from, end: from + left, ...pinned })) {
       // Never more than the compressed size, whatever the store hands back.

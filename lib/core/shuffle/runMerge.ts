@@ -18,6 +18,8 @@ export interface RunMergeOptions {
   /** Where spilled runs go; each merge writes under its own prefix and removes what it wrote. */
   readonly scratch: BlobStore;
   readonly prefix: string;
+  /** Combining keeps every value (a reduce op's lists): memory grows by all of each run, not a share. */
+  readonly gathers?: boolean;
   /** Most runs merged at once. */
   readonly fanIn?: number;
   readonly signal?: AbortSignal;
@@ -151,7 +153,7 @@ export class RunMerge {
       }
     });
     // Values grow as they combine: count the run's bytes too, so a few hot keys still spill.
-    this.#heldBytes += bytes.length >> 2;
+    this.#heldBytes += this.#options.gathers ? bytes.length : bytes.length >> 2;
     if (this.#heldBytes >= this.#options.spillBytes) await this.#spill();
   }
 
