@@ -7,7 +7,7 @@
  * bad input is refused.
  */
 import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -328,6 +328,37 @@ export const perStation = defineOp({
     const got = new Map<string, unknown>();
     for (const rows of await readRows(result as KeyedResult)) for (const { station, ...rest } of rows) got.set(station as string, rest);
     expect(got).toEqual(pythonPerStation());
+  });
+
+  it("a reduce that fails after megabytes of output publishes no part and leaves no temporary file", async () => {
+    const failing = path.join(dir, "failing-reduce.mjs");
+    const defineOp = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+    await writeFile(
+      failing,
+      `import { defineOp } from ${JSON.stringify(defineOp)};
+export const late = defineOp({
+  name: "fails-late",
+  format: "lines",
+  pairs: (line, emit) => emit(line, line.length),
+  reduce: (key, values) => {
+    if (key === "k150000") throw new Error("no reading for " + key);
+    return { key, n: values.length, pad: "x".repeat(40) };
+  },
+});
+`,
+    );
+    const input = path.join(dir, "many-keys.txt");
+    await writeFile(input, Array.from({ length: 200_000 }, (_, i) => `k${String(i).padStart(6, "0")}\n`).join(""));
+    const outDir = path.join(dir, "fails-late-out");
+    const run = runLocal({
+      spec: parseJobSpec({ op: "fails-late", inputs: [input], partitions: 1 }),
+      registry: await opsRegistry([failing]),
+      opsModules: [failing],
+      workers: 1,
+      outDir,
+    });
+    await expect(run).rejects.toThrow(/no reading for k150000/);
+    expect(await readdir(outDir).catch(() => [])).toEqual([]);
   });
 
   it("refuses a keyed op with both combine and reduce, or neither", async () => {

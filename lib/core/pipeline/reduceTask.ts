@@ -7,6 +7,8 @@
  * duplicated or repeated reduce task writes the very same objects.
  */
 import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { PassThrough } from "node:stream";
 import { z } from "zod";
 import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
@@ -226,23 +228,42 @@ const combinePartition: PartitionReducer = async (deps, task, plan, { signal }) 
     read += bytes.length;
     await merge.addRun(bytes, `${segments[i]![0]} bytes ${segments[i]![1]}-${segments[i]![2]}`);
   }
-  const pieces: Buffer[] = [];
-  let text = "";
-  let records = 0;
-  const { spilledBytes } = await merge.finish((key, value) => {
-    text += `${JSON.stringify(keyed.row(key, value, params))}\n`;
-    records++;
-    if (text.length >= 1 << 20) {
-      pieces.push(Buffer.from(text, "utf8"));
-      text = "";
-    }
-  });
-  pieces.push(Buffer.from(text, "utf8"));
-  const body = Buffer.concat(pieces);
+  // The part streams out as the merge emits it: memory holds a piece of it, not the partition's output.
   const key = outputPartKey(jobId, partition);
-  await deps.output.put(key, body, { contentType: "application/x-ndjson" });
-  return { bytes: read, partial: { key, records, bytes: body.length, spilledBytes } };
+  const out = new PassThrough();
+  let records = 0;
+  let bytes = 0;
+  let text = "";
+  const flush = async (): Promise<void> => {
+    const piece = Buffer.from(text, "utf8");
+    text = "";
+    bytes += piece.length;
+    if (!out.write(piece)) await once(out, "drain");
+  };
+  const merged = merge
+    .finish(async (k, value) => {
+      text += `${JSON.stringify(keyed.row(k, value, params))}\n`;
+      records++;
+      if (text.length >= PIECE_CHARS) await flush();
+    })
+    .then(async (stats) => {
+      await flush();
+      out.end();
+      return stats;
+    });
+  // A failed merge fails the upload (nothing is published), and a failed upload stops the merge.
+  merged.catch((err: unknown) => out.destroy(err as Error));
+  const [{ spilledBytes }] = await Promise.all([merged, deps.output.put(key, out, { contentType: "application/x-ndjson" })]).catch(
+    (err: unknown) => {
+      out.destroy(err as Error);
+      throw err;
+    },
+  );
+  return { bytes: read, partial: { key, records, bytes, spilledBytes } };
 };
+
+/** Characters of output lines gathered before they are written on. */
+const PIECE_CHARS = 1 << 20;
 
 /** A keyed job's result once every reduce part exists: its parts, in partition order. */
 export const keyedResult = async (deps: PipelineDeps, manifest: Manifest, uri: (key: string) => string): Promise<KeyedResult> => {
