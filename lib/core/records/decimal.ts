@@ -8,8 +8,8 @@
  */
 import { badRecord } from "../errors.js";
 import type { RecordBlock } from "./alignedBlocks.js";
-import { latin1, previewText, trimRange } from "./lines.js";
-import { NUMBER, numberInRange } from "./numbers.js";
+import { latin1, trimRange } from "./lines.js";
+import { parseNumberAt, parseNumberText } from "./numbers.js";
 
 /** Receives each number: its nearest double, and its exact decimal value. */
 export interface DecimalSink {
@@ -130,8 +130,9 @@ export const fastNumber = (b: Uint8Array, start: number, end: number): number =>
 export const MAX_EXACT_DIGITS = 1100;
 
 /**
- * The exact decimal of a number's text that NUMBER accepts: m / 10^scale with scale ≥ 0 and no
- * trailing zero while the scale is positive; undefined past MAX_EXACT_DIGITS.
+ * The exact decimal of a number's text that the strict reader (numbers.ts) accepts:
+ * m / 10^scale with scale ≥ 0 and no trailing zero while the scale is positive; undefined past
+ * MAX_EXACT_DIGITS.
  */
 export const decimalOfText = (text: string): { m: bigint; scale: number } | undefined => {
   const [, sign, whole = "", fraction = "", exponent = "0"] = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(text)!;
@@ -152,18 +153,12 @@ const tooLong = (offset: number) =>
  * does; returns false for a blank text. Offsets are the caller's: the text is a field or value.
  */
 export const decimalText = (text: string, offset: number, sink: DecimalSink): boolean => {
-  const t = text.trim();
-  if (t === "") return false;
-  if (NUMBER.test(t)) {
-    const x = Number(t);
-    if (numberInRange(x, t)) {
-      const d = decimalOfText(t);
-      if (d === undefined) throw tooLong(offset);
-      sink.big(x, d.m, d.scale);
-      return true;
-    }
-  }
-  throw badRecord(`expected a number, got ${JSON.stringify(t.length > 60 ? `${t.slice(0, 60)}…` : t)}`, offset);
+  const x = parseNumberText(text, offset);
+  if (x === undefined) return false;
+  const d = decimalOfText(text.trim());
+  if (d === undefined) throw tooLong(offset);
+  sink.big(x, d.m, d.scale);
+  return true;
 };
 
 /**
@@ -177,20 +172,14 @@ export const decimalAt = (b: Buffer, start: number, end: number, offset: number,
     return true;
   }
   if (fast.status === FAST.blank && stop === end) return false;
+  // The strict reader's acceptance, refusals and offsets; then the exact value of the same text.
+  const x = parseNumberAt(b, start, end, offset);
+  if (x === undefined) return false;
   const [s, e] = trimRange(b, start, end);
-  if (s === e) return false;
-  const text = latin1(b, s, e);
-  if (NUMBER.test(text)) {
-    const x = Number(text);
-    if (numberInRange(x, text)) {
-      const d = decimalOfText(text);
-      if (d === undefined) throw tooLong(offset + (s - start));
-      sink.big(x, d.m, d.scale);
-      return true;
-    }
-    throw badRecord(`number out of range: ${JSON.stringify(text)}`, offset + (s - start));
-  }
-  throw badRecord(`expected a number, got ${JSON.stringify(previewText(b, s, e))}`, offset + (s - start));
+  const d = decimalOfText(latin1(b, s, e));
+  if (d === undefined) throw tooLong(offset + (s - start));
+  sink.big(x, d.m, d.scale);
+  return true;
 };
 
 /** A sink that wants only the double (histogram, sort). */

@@ -2,11 +2,10 @@
 import { badRecord } from "../errors.js";
 import { latin1, previewText, trimRange } from "./lines.js";
 
-/** The grammar of a number: what `stats`, `histogram` and numeric sort accept. */
-export const NUMBER = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
+const NUMBER = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
 
 /** A double holds it: finite, and not a non-zero number that rounded to 0 (1e-400), which would sum and sort as 0. */
-export const numberInRange = (v: number, text: string): boolean => Number.isFinite(v) && (v !== 0 || !/[1-9]/.test(text.split(/[eE]/)[0]!));
+const inRange = (v: number, text: string): boolean => Number.isFinite(v) && (v !== 0 || !/[1-9]/.test(text.split(/[eE]/)[0]!));
 
 /**
  * The number on bytes [start, end), surrounding whitespace ignored; `undefined` for a
@@ -19,7 +18,7 @@ export const parseNumberAt = (b: Buffer, start: number, end: number, offset: num
   const text = latin1(b, s, e);
   if (NUMBER.test(text)) {
     const v = Number(text);
-    if (numberInRange(v, text)) return v;
+    if (inRange(v, text)) return v;
     throw badRecord(`number out of range: ${JSON.stringify(text)}`, offset + (s - start));
   }
   throw badRecord(`expected a number, got ${JSON.stringify(previewText(b, s, e))}`, offset + (s - start));
@@ -31,7 +30,7 @@ export const parseNumberText = (text: string, offset: number): number | undefine
   if (t === "") return undefined;
   if (NUMBER.test(t)) {
     const v = Number(t);
-    if (numberInRange(v, t)) return v;
+    if (inRange(v, t)) return v;
   }
   throw badRecord(`expected a number, got ${JSON.stringify(t.length > 60 ? `${t.slice(0, 60)}…` : t)}`, offset);
 };
