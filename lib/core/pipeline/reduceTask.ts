@@ -7,7 +7,6 @@
  * duplicated or repeated reduce task writes the very same objects.
  */
 import { randomUUID } from "node:crypto";
-import { once } from "node:events";
 import { PassThrough } from "node:stream";
 import { z } from "zod";
 import { DEFAULTS } from "../constants.js";
@@ -238,7 +237,7 @@ const combinePartition: PartitionReducer = async (deps, task, plan, { signal }) 
     const piece = Buffer.from(text, "utf8");
     text = "";
     bytes += piece.length;
-    if (!out.write(piece)) await once(out, "drain");
+    if (!out.write(piece)) await drained(out);
   };
   const merged = merge
     .finish(async (k, value) => {
@@ -264,6 +263,22 @@ const combinePartition: PartitionReducer = async (deps, task, plan, { signal }) 
 
 /** Characters of output lines gathered before they are written on. */
 const PIECE_CHARS = 1 << 20;
+
+/** Resolves when the stream wants more, rejects when it fails (its reader failed, or it was destroyed). */
+const drained = (stream: PassThrough): Promise<void> =>
+  new Promise((resolve, reject) => {
+    if (stream.destroyed) return reject(stream.errored ?? new CloudmillError(ErrorCode.INTERNAL, "the output part's stream was closed"));
+    const onDrain = (): void => {
+      stream.off("error", onError);
+      resolve();
+    };
+    const onError = (err: Error): void => {
+      stream.off("drain", onDrain);
+      reject(err);
+    };
+    stream.once("drain", onDrain);
+    stream.once("error", onError);
+  });
 
 /** A keyed job's result once every reduce part exists: its parts, in partition order. */
 export const keyedResult = async (deps: PipelineDeps, manifest: Manifest, uri: (key: string) => string): Promise<KeyedResult> => {
