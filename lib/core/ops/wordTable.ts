@@ -2,7 +2,9 @@
  * Counts words by their bytes without making a JS string per occurrence. This is
  * wordcount's hot loop.
  *
- * A WordDictionary interns byte strings: an open-addressing hash table over an arena that
+ * A WordDictionary interns byte strings in a WebAssembly kernel (wordKernel.wat): it finds
+ * word boundaries 64 bytes at a time with SIMD, hashes each word 16 bytes at a time and
+ * counts it in an open-addressing table in the kernel's memory, next to an arena that
  * keeps every distinct word followed by "\n", each with a dense index. WordCounts counts
  * over a dictionary's indexes. One dictionary serves every chunk a thread maps, so a chunk
  * inserts only words the thread has not met before, and counts made in one thread merge
@@ -10,123 +12,266 @@
  */
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { latin1, WHITESPACE } from "../records/lines.js";
+import { WORD_KERNEL_WASM } from "./wordKernelWasm.js";
 
-const FNV_OFFSET = 0x811c9dc5;
-const FNV_PRIME = 0x01000193;
 const NL = 0x0a;
-/** Words shorter than this are copied byte by byte: Buffer#copy costs more per call. */
-const COPY_LOOP_MAX = 64;
+const SPACE = 0x20;
+/** Input bytes per kernel call: the kernel's input region holds one slice. */
+const SLICE = 1 << 20;
+/** Spaces after a slice: the kernel reads up to 64 + 16 bytes past its end. */
+const PAD = 128;
+const INITIAL_CAP = 1 << 13;
+const INITIAL_ARENA = 1 << 18;
+/** Readable bytes the kernel needs past the arena's end (16-byte compares). */
+const ARENA_SLACK = 16;
+const SLOT_BYTES = 16;
 
-/** Copies len bytes of src at s to dst at at. */
-const copyBytes = (src: Uint8Array, s: number, dst: Buffer, at: number, len: number): void => {
-  if (len > COPY_LOOP_MAX) dst.set(src.subarray(s, s + len), at);
-  else for (let j = 0; j < len; j++) dst[at + j] = src[s + j]!;
-};
+/** What this module uses of WebAssembly (the compiler's Node types do not declare it). */
+interface WasmGlobal {
+  value: number;
+}
+interface WasmApi {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: unknown };
+}
+const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+
+/** The kernel's exports (wordKernel.wat documents the layout). */
+interface Kernel {
+  memory: { readonly buffer: ArrayBuffer; grow(pages: number): number };
+  scan(at: number, end: number): number;
+  rehash(from: number, count: number): void;
+  drain(indexes: number, counts: number): number;
+  slots: WasmGlobal;
+  mask: WasmGlobal;
+  ents: WasmGlobal;
+  size: WasmGlobal;
+  cap: WasmGlobal;
+  seen: WasmGlobal;
+  seenN: WasmGlobal;
+  arena: WasmGlobal;
+  used: WasmGlobal;
+  arenaCap: WasmGlobal;
+  words: WasmGlobal;
+  out: WasmGlobal;
+  outN: WasmGlobal;
+}
+
+/** Pending counts are drained before they could pass the table's 31-bit counters. */
+const MAX_PENDING_WORDS = 2 ** 30;
+
+/** Where a dictionary hands counts: counts[i] more of the word at indexes[i]. */
+export interface CountSink {
+  take(indexes: Int32Array, counts: Int32Array): void;
+}
+
+let compiled: object | undefined;
+const kernelModule = (): object => (compiled ??= new wasm.Module(Buffer.from(WORD_KERNEL_WASM, "base64")));
 
 export class WordDictionary {
-  #arena = Buffer.allocUnsafe(1 << 16);
-  #arenaUsed = 0;
-  #slots = new Int32Array(1 << 12); // index + 1; 0 = empty
-  #mask = (1 << 12) - 1;
-  #start = new Int32Array(1 << 11);
-  #length = new Int32Array(1 << 11);
-  #hash = new Int32Array(1 << 11);
-  #size = 0;
+  readonly #k: Kernel;
+  /** Next free byte of the kernel's memory: regions are never freed, a grown one is placed anew. */
+  #top = 16;
+  #input = 0;
+  #inputCap = 0;
+  #out = 0;
+  #outCap = 0;
+  /** The sink whose counts the table holds, and how many words they add up to. */
+  #pending: CountSink | undefined;
+  #pendingWords = 0;
+  /** Where drain() writes indexes and counts: cap of each. */
+  #drained = 0;
+
+  constructor() {
+    this.#k = new wasm.Instance(kernelModule(), {}).exports as unknown as Kernel;
+    this.#growTable(INITIAL_CAP);
+    this.#growArena(INITIAL_ARENA);
+  }
 
   /** Distinct words interned. */
   get size(): number {
-    return this.#size;
+    return this.#k.size.value;
   }
 
   /** Bytes the words take (with their separators). */
   get bytes(): number {
-    return this.#arenaUsed;
+    return this.#k.used.value;
   }
 
-  /** The index of the word b[s, e) whose FNV-1a hash is h, interning it if new. */
-  intern(b: Uint8Array, s: number, e: number, h: number): number {
-    const len = e - s;
-    const arena = this.#arena;
-    let slot = h & this.#mask;
-    for (;;) {
-      const entry = this.#slots[slot]!;
-      if (entry === 0) break;
-      const k = entry - 1;
-      if (this.#hash[k] === h && this.#length[k] === len) {
-        const at = this.#start[k]!;
-        let j = 0;
-        while (j < len && arena[at + j] === b[s + j]) j++;
-        if (j === len) return k;
+  /**
+   * Counts every word (run of non-whitespace bytes) of b for sink; returns how many words.
+   * The counts stay in the kernel's table until `flush(sink)`, or until another sink counts
+   * or the table grows: a block's distinct words are handed over per sink, not per block.
+   */
+  count(b: Uint8Array, sink: CountSink): number {
+    if (this.#pending !== sink || this.#pendingWords + b.length / 2 + 1 > MAX_PENDING_WORDS) this.#drain();
+    this.#pending = sink;
+    let words = 0;
+    this.#slices(b, (at, end) => {
+      const k = this.#k;
+      k.words.value = 0;
+      this.#scan(at, end);
+      words += k.words.value;
+    });
+    this.#pendingWords += words;
+    return words;
+  }
+
+  /** Hands sink its counts still held in the kernel's table. */
+  flush(sink: CountSink): void {
+    if (this.#pending === sink) this.#drain();
+  }
+
+  /** The index of every word of b, in order, interning the new ones. */
+  indexesOf(b: Uint8Array): Int32Array {
+    let indexes = new Int32Array(64);
+    let n = 0;
+    this.#slices(b, (at, end) => {
+      const k = this.#k;
+      const most = ((end - at) >> 1) + 1;
+      if (most > this.#outCap) {
+        this.#outCap = Math.max(most, this.#outCap * 2);
+        this.#out = this.#alloc(this.#outCap * 4);
       }
-      slot = (slot + 1) & this.#mask;
-    }
-    return this.#insert(b, s, len, h, slot);
+      k.out.value = this.#out;
+      k.outN.value = 0;
+      try {
+        this.#scan(at, end);
+      } finally {
+        k.out.value = 0;
+      }
+      const found = k.outN.value;
+      if (n + found > indexes.length) {
+        const bigger = new Int32Array(Math.max(indexes.length * 2, n + found));
+        bigger.set(indexes.subarray(0, n));
+        indexes = bigger;
+      }
+      indexes.set(new Int32Array(k.memory.buffer, this.#out, found), n);
+      n += found;
+    });
+    return indexes.subarray(0, n);
   }
 
   /** The words at indexes[0, n), each as latin1 bytes followed by "\n". */
   wordsAt(indexes: Int32Array, n: number): string {
+    const k = this.#k;
+    const ents = new Int32Array(k.memory.buffer, k.ents.value, 2 * k.size.value);
     let bytes = 0;
-    for (let i = 0; i < n; i++) bytes += this.#length[indexes[i]!]! + 1;
+    for (let i = 0; i < n; i++) bytes += ents[2 * indexes[i]! + 1]! + 1;
     const out = Buffer.allocUnsafe(bytes);
-    const arena = this.#arena;
+    const arena = new Uint8Array(k.memory.buffer, k.arena.value, k.used.value);
     let o = 0;
     for (let i = 0; i < n; i++) {
-      const k = indexes[i]!;
-      const at = this.#start[k]!;
-      const len = this.#length[k]! + 1;
-      copyBytes(arena, at, out, o, len);
+      const e = 2 * indexes[i]!;
+      const at = ents[e]!;
+      const len = ents[e + 1]! + 1;
+      out.set(arena.subarray(at, at + len), o);
       o += len;
     }
     return latin1(out, 0, bytes);
   }
 
-  #insert(b: Uint8Array, s: number, len: number, h: number, slot: number): number {
-    if (this.#arenaUsed + len + 1 > this.#arena.length) {
-      const bigger = Buffer.allocUnsafe(Math.max(this.#arena.length * 2, this.#arenaUsed + len + 1));
-      this.#arena.copy(bigger, 0, 0, this.#arenaUsed);
-      this.#arena = bigger;
+  /**
+   * Copies b into the kernel's input region a slice at a time, each cut after whitespace
+   * (or past a word longer than a slice), with spaces after it, and calls each(at, end).
+   */
+  #slices(b: Uint8Array, each: (at: number, end: number) => void): void {
+    const n = b.length;
+    let from = 0;
+    while (from < n) {
+      let to = Math.min(n, from + SLICE);
+      if (to < n) {
+        let cut = to;
+        while (cut > from && WHITESPACE[b[cut - 1]!] !== 1) cut--;
+        if (cut > from) to = cut;
+        else while (to < n && WHITESPACE[b[to]!] !== 1) to++;
+      }
+      const len = to - from;
+      if (len + PAD > this.#inputCap) {
+        this.#inputCap = Math.max(SLICE, len) + PAD;
+        this.#input = this.#alloc(this.#inputCap);
+      }
+      const memory = new Uint8Array(this.#k.memory.buffer);
+      memory.set(b.subarray(from, to), this.#input);
+      memory.fill(SPACE, this.#input + len, this.#input + len + PAD);
+      each(this.#input, this.#input + len);
+      from = to;
     }
-    const k = this.#size++;
-    if (k === this.#start.length) this.#growEntries();
-    const arena = this.#arena;
-    const at = this.#arenaUsed;
-    copyBytes(b, s, arena, at, len);
-    arena[at + len] = NL;
-    this.#start[k] = at;
-    this.#length[k] = len;
-    this.#hash[k] = h;
-    this.#arenaUsed = at + len + 1;
-    this.#slots[slot] = k + 1;
-    if (this.#size * 2 > this.#slots.length) this.#rehash();
-    return k;
   }
 
-  #growEntries(): void {
-    const grow = (a: Int32Array<ArrayBuffer>): Int32Array<ArrayBuffer> => {
-      const bigger = new Int32Array(a.length * 2);
-      bigger.set(a);
-      return bigger;
-    };
-    this.#start = grow(this.#start);
-    this.#length = grow(this.#length);
-    this.#hash = grow(this.#hash);
+  /** Scans [at, end) of the input region, growing the table or arena each time the kernel stops for room. */
+  #scan(at: number, end: number): void {
+    const k = this.#k;
+    for (;;) {
+      const stopped = k.scan(at, end);
+      if (stopped >= end) return;
+      // Slots move when the table grows, and the seen list names slots.
+      this.#drain();
+      const size = k.size.value;
+      const cap = k.cap.value;
+      if (size >= cap) this.#growTable(cap * 2);
+      else this.#growArena(Math.max(k.arenaCap.value * 2, k.used.value + (end - stopped) + 1));
+      at = stopped;
+    }
   }
 
-  #rehash(): void {
-    const slots = new Int32Array(this.#slots.length * 2);
-    const mask = slots.length - 1;
-    for (let k = 0; k < this.#size; k++) {
-      let slot = this.#hash[k]! & mask;
-      while (slots[slot] !== 0) slot = (slot + 1) & mask;
-      slots[slot] = k + 1;
-    }
-    this.#slots = slots;
-    this.#mask = mask;
+  /** Hands the pending sink the counts of the words it met since the last drain, and zeroes them. */
+  #drain(): void {
+    const k = this.#k;
+    const n = k.seenN.value;
+    const sink = this.#pending;
+    this.#pendingWords = 0;
+    if (n === 0 || sink === undefined) return;
+    const cap = k.cap.value;
+    k.drain(this.#drained, this.#drained + 4 * cap);
+    sink.take(new Int32Array(k.memory.buffer, this.#drained, n), new Int32Array(k.memory.buffer, this.#drained + 4 * cap, n));
+  }
+
+  /** Places bytes of fresh (zeroed) memory and returns where. */
+  #alloc(bytes: number): number {
+    const at = this.#top;
+    const end = at + bytes;
+    const memory = this.#k.memory;
+    const have = memory.buffer.byteLength;
+    if (end > have) memory.grow(Math.ceil((end - have) / 65536));
+    this.#top = (end + 15) & ~15;
+    return at;
+  }
+
+  /** Room for cap words: slots rehashed (counts move with them), entries copied. */
+  #growTable(cap: number): void {
+    const k = this.#k;
+    const size = k.size.value;
+    const oldSlots = k.slots.value;
+    const oldCount = size === 0 ? 0 : k.mask.value + 1;
+    const oldEnts = k.ents.value;
+    const slots = this.#alloc(cap * 2 * SLOT_BYTES);
+    const ents = this.#alloc(cap * 8);
+    const seen = this.#alloc(cap * 4);
+    this.#drained = this.#alloc(cap * 8);
+    new Int32Array(k.memory.buffer).copyWithin(ents >> 2, oldEnts >> 2, (oldEnts >> 2) + 2 * size);
+    k.slots.value = slots;
+    k.mask.value = cap * 2 - 1;
+    k.rehash(oldSlots, oldCount);
+    k.ents.value = ents;
+    k.seen.value = seen;
+    k.cap.value = cap;
+  }
+
+  /** Room for cap bytes of words. */
+  #growArena(cap: number): void {
+    const k = this.#k;
+    const arena = this.#alloc(cap + ARENA_SLACK);
+    const used = k.used.value;
+    const old = k.arena.value;
+    new Uint8Array(k.memory.buffer).copyWithin(arena, old, old + used);
+    k.arena.value = arena;
+    k.arenaCap.value = cap;
   }
 }
 
 /** Word counts over a dictionary's indexes, with the words met listed in first-seen order. */
-export class WordCounts {
+export class WordCounts implements CountSink {
   readonly dict: WordDictionary;
   #count: Float64Array; // by dictionary index
   #seen: Int32Array; // indexes met, first-seen order
@@ -143,30 +288,13 @@ export class WordCounts {
   }
 
   get distinct(): number {
+    this.dict.flush(this);
     return this.#distinct;
   }
 
   /** Counts every word (run of non-whitespace bytes) of b. */
   addWords(b: Buffer): void {
-    const n = b.length;
-    const ws = WHITESPACE;
-    const dict = this.dict;
-    let i = 0;
-    while (i < n) {
-      while (i < n && ws[b[i]!] === 1) i++;
-      if (i >= n) break;
-      const s = i;
-      let h = FNV_OFFSET;
-      while (i < n) {
-        const c = b[i]!;
-        // Every whitespace byte is ≤ 0x20: one compare settles most bytes without a table load.
-        if (c <= 0x20 && ws[c] === 1) break;
-        h = Math.imul(h ^ c, FNV_PRIME);
-        i++;
-      }
-      this.total++;
-      this.#bump(dict.intern(b, s, i, h), 1);
-    }
+    this.total += this.dict.count(b, this);
   }
 
   /**
@@ -175,38 +303,27 @@ export class WordCounts {
    */
   addCounted(words: string, counts: readonly number[]): void {
     const b = Buffer.from(words, "latin1");
-    const n = b.length;
-    const dict = this.dict;
-    let i = 0;
-    let k = 0;
-    while (i < n) {
-      const s = i;
-      let h = FNV_OFFSET;
-      while (i < n) {
-        const c = b[i]!;
-        if (c === NL) break;
-        h = Math.imul(h ^ c, FNV_PRIME);
-        i++;
-      }
-      const count = counts[k];
-      if (i === s || i === n || typeof count !== "number") {
-        throw new CloudmillError(
-          ErrorCode.INTERNAL,
-          `word counts do not match their words (word ${k + 1} of ${counts.length}, at byte ${s} of ${n})`,
-        );
-      }
-      this.#bump(dict.intern(b, s, i, h), count);
-      k++;
-      i++;
+    if (b.length > 0 && b[b.length - 1] !== NL)
+      throw new CloudmillError(ErrorCode.INTERNAL, `word counts do not match their words (no "\\n" after the last word)`);
+    const indexes = this.dict.indexesOf(b);
+    if (indexes.length !== counts.length)
+      throw new CloudmillError(
+        ErrorCode.INTERNAL,
+        `word counts do not match their words (${indexes.length} words, ${counts.length} counts)`,
+      );
+    for (let i = 0; i < indexes.length; i++) {
+      const count = counts[i];
+      if (typeof count !== "number")
+        throw new CloudmillError(ErrorCode.INTERNAL, `word counts do not match their words (count ${i + 1} is not a number)`);
+      this.#bump(indexes[i]!, count);
     }
-    if (k !== counts.length)
-      throw new CloudmillError(ErrorCode.INTERNAL, `word counts do not match their words (${k} words, ${counts.length} counts)`);
   }
 
   /** Adds the counts of other, made over the same dictionary (in this thread): by index, no hashing. */
   addCounts(other: WordCounts): void {
     if (other.dict !== this.dict)
       throw new CloudmillError(ErrorCode.INTERNAL, "word counts over another dictionary are added by their words");
+    this.dict.flush(other);
     const seen = other.#seen;
     const count = other.#count;
     for (let i = 0; i < other.#distinct; i++) {
@@ -217,14 +334,20 @@ export class WordCounts {
 
   /** Every word met, in first-seen order, as latin1 bytes each followed by "\n". */
   words(): string {
+    this.dict.flush(this);
     return this.dict.wordsAt(this.#seen, this.#distinct);
   }
 
   /** The count of every word met, in the order of `words()`. */
   counts(): number[] {
+    this.dict.flush(this);
     const out = new Array<number>(this.#distinct);
     for (let i = 0; i < this.#distinct; i++) out[i] = this.#count[this.#seen[i]!]!;
     return out;
+  }
+
+  take(indexes: Int32Array, counts: Int32Array): void {
+    for (let i = 0; i < indexes.length; i++) this.#bump(indexes[i]!, counts[i]!);
   }
 
   #bump(k: number, by: number): void {
