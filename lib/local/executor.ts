@@ -10,7 +10,7 @@ import type { TaskMessage } from "../core/job/manifest.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
 import { runTask, type TaskOutcome } from "../core/pipeline/task.js";
 import { heapLimits, outOfMemory } from "../sandbox/heapLimits.js";
-import { compiledFile } from "./paths.js";
+import { threadEntry } from "../sandbox/threadEntry.js";
 import type { MergedParts } from "../core/pipeline/partMerge.js";
 import { Accumulators, withoutPartial } from "./accumulate.js";
 
@@ -80,9 +80,6 @@ export interface ThreadReady {
   readonly ready: true;
 }
 
-/** The compiled thread entry (under vitest, too, the build in dist/ is what runs). */
-const threadEntry = (): string => compiledFile("lib/local/taskThread.js");
-
 /** One worker thread that handles one request at a time. */
 class TaskThread {
   #worker: Worker | undefined;
@@ -100,7 +97,7 @@ class TaskThread {
 
   #start(): Worker {
     const memoryMiB = this.data.memoryMiB;
-    const worker = new Worker(threadEntry(), {
+    const worker = new Worker(threadEntry(import.meta.url, "taskThread"), {
       workerData: this.data,
       ...(memoryMiB !== undefined ? { resourceLimits: heapLimits(memoryMiB) } : {}),
     });

@@ -1,0 +1,66 @@
+/**
+ * bin/cloudmill.js runs the CLI's bundle (dist/assets/cli/, written by `npm run build`), and
+ * the bundle carries everything a local run loads, its threads too: copied alone with the bin
+ * into a folder with no dist/lib/ and no node_modules/ of its own, it still runs a threaded
+ * wordcount and a lab's op module. Expected values come from Python.
+ */
+import { execFile, execFileSync } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, describe, expect, it } from "vitest";
+import { ROOT } from "../helpers/devCloud.js";
+
+const dir = mkdtempSync(path.join(tmpdir(), "cloudmill-bundle-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const alone = path.join(dir, "alone");
+mkdirSync(path.join(alone, "dist/assets"), { recursive: true });
+cpSync(path.join(ROOT, "package.json"), path.join(alone, "package.json"));
+cpSync(path.join(ROOT, "bin"), path.join(alone, "bin"), { recursive: true });
+cpSync(path.join(ROOT, "dist/assets/cli"), path.join(alone, "dist/assets/cli"), { recursive: true });
+
+const run = async (args: string[], cwd = alone): Promise<string> =>
+  (await promisify(execFile)(process.execPath, [path.join(alone, "bin/cloudmill.js"), ...args], { cwd, maxBuffer: 1 << 26 })).stdout;
+
+describe("the CLI's bundle", () => {
+  it("runs a wordcount on two threads with no compiled modules beside it", async () => {
+    const words = ["alpha", "beta", "gamma", "delta", "épsilon", "z"];
+    const lines = Array.from({ length: 40_000 }, (_, i) => `${words[i % 6]} ${words[(i * 7) % 5]}\t${words[(i * 3) % 4]}${i % 11}`);
+    const input = path.join(dir, "words.txt");
+    writeFileSync(input, `${lines.join("\n")}\n`);
+    const got = JSON.parse(
+      await run(["run", input, "--op", "wordcount", "-p", "k=5", "--workers", "2", "--chunk-size", "64KiB", "--no-progress"]),
+    );
+    const python = [
+      "import collections, json, sys",
+      "c = collections.Counter(open(sys.argv[1], 'rb').read().split())",
+      "top = sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:5]",
+      "print(json.dumps({'total': sum(c.values()), 'distinct': len(c), 'top': [[w.decode(), n] for w, n in top]}))",
+    ].join("\n");
+    expect(got).toEqual(JSON.parse(execFileSync("python3", ["-c", python, input], { encoding: "utf8" })));
+  });
+
+  it("loads a lab's op module that imports cloudmill from its own node_modules", async () => {
+    const lab = path.join(dir, "lab");
+    mkdirSync(path.join(lab, "node_modules"), { recursive: true });
+    symlinkSync(ROOT, path.join(lab, "node_modules/cloudmill"), "dir");
+    writeFileSync(
+      path.join(lab, "ops.mjs"),
+      `import { defineOp } from "cloudmill";
+export const longest = defineOp({ name: "longest-line", format: "lines", map: (l) => l.length, combine: (a, b) => Math.max(a, b), finalize: (m) => ({ longest: m ?? 0 }) });
+`,
+    );
+    const input = path.join(dir, "lines.txt");
+    const lines = Array.from({ length: 5000 }, (_, i) => "x".repeat((i * 7919) % 301));
+    writeFileSync(input, `${lines.join("\n")}\n`);
+    const got = JSON.parse(
+      await run(["run", input, "--ops", "./ops.mjs", "--op", "longest-line", "-w", "2", "--chunk-size", "16KiB", "--no-progress"], lab),
+    );
+    const want = execFileSync("python3", ["-c", "import sys; print(max(len(l) for l in open(sys.argv[1]).read().split('\\n')))", input], {
+      encoding: "utf8",
+    });
+    expect(got).toEqual({ longest: Number(want) });
+  });
+});
