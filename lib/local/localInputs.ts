@@ -1,8 +1,12 @@
-/** Local inputs: files and directories (walked recursively, in path order) as input objects. */
-import { readdir, stat } from "node:fs/promises";
+/**
+ * Local inputs: files and directories (walked recursively, in path order) as input objects, and
+ * manifests (`manifest:list.txt`: a path per line, from the list's folder) as the inputs they list.
+ */
+import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import type { InputObject } from "../core/job/manifest.js";
+import { isManifestInput, listEntries, manifestKind, manifestLocation } from "../core/pipeline/inputManifests.js";
 import type { BlobStore } from "../core/ports.js";
 
 /** The bucket name local inputs use: the filesystem store rooted at `/`. */
@@ -24,9 +28,44 @@ export const walk = async (dir: string): Promise<string[]> => {
   return files;
 };
 
+/**
+ * The inputs with each local manifest replaced by the paths it lists (relative ones from the
+ * manifest's folder), in order. A manifest in S3 (`manifest:s3://…`) stays as it is.
+ */
+export const expandLocalManifests = async (inputs: readonly string[]): Promise<string[]> => {
+  const out: string[] = [];
+  for (const given of inputs) {
+    const where = manifestLocation(given);
+    if (!isManifestInput(given) || where.startsWith("s3://")) {
+      out.push(given);
+      continue;
+    }
+    if (manifestKind(where) !== "list")
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        "a local manifest lists paths, one per line (CSV and inventory manifests are read in S3)",
+        {
+          input: where,
+        },
+      );
+    const text = await readFile(where, "utf8").catch(() => {
+      throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such manifest file", { input: where });
+    });
+    for (const { line, text: entry } of listEntries(text)) {
+      if (isManifestInput(entry) || entry.startsWith("s3://"))
+        throw new CloudmillError(ErrorCode.INVALID_SPEC, `${entry}: a local manifest lists local paths`, { input: where, line });
+      const listed = path.resolve(path.dirname(where), entry);
+      if (!(await stat(listed).catch(() => undefined)))
+        throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `${entry}: no such file or directory`, { input: where, line });
+      out.push(listed);
+    }
+  }
+  return out;
+};
+
 export const resolveLocalInputs = async (inputs: readonly string[], root: BlobStore): Promise<InputObject[]> => {
   const out: InputObject[] = [];
-  for (const given of inputs) {
+  for (const given of await expandLocalManifests(inputs)) {
     const absolute = path.resolve(given);
     const st = await stat(absolute).catch(() => undefined);
     if (!st) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such file or directory", { input: given });

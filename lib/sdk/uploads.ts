@@ -13,9 +13,8 @@ import { parseS3Uri, s3Uri } from "../core/s3Uri.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { UPLOAD_CONCURRENCY, UPLOAD_PART_BYTES, UPLOADS_PREFIX } from "./constants.js";
 import type { UploadProgress } from "./types.js";
-import { walk } from "../local/localInputs.js";
-
-export const isS3Uri = (input: string): boolean => input.startsWith("s3://");
+import { expandLocalManifests, walk } from "../local/localInputs.js";
+import { isManifestInput, isS3Input, manifestLocation } from "../core/pipeline/inputManifests.js";
 
 interface PlannedUpload {
   readonly file: string;
@@ -36,9 +35,10 @@ export const planInputs = async (bucket: string, jobId: string, inputs: readonly
   const uploads: PlannedUpload[] = [];
   const used = new Set<string>();
   const base = `${UPLOADS_PREFIX}${jobId}/`;
-  for (const [i, given] of inputs.entries()) {
-    if (isS3Uri(given)) {
-      parseS3Uri(given);
+  // A local manifest's files are uploaded as if named one by one.
+  for (const [i, given] of (await expandLocalManifests(inputs)).entries()) {
+    if (isS3Input(given)) {
+      parseS3Uri(isManifestInput(given) ? manifestLocation(given) : given);
       uris.push(given);
       continue;
     }

@@ -13,7 +13,8 @@ import { parseSize } from "../../core/job/size.js";
 import { loadOpsModule } from "../../core/ops/opModules.js";
 import { OpRegistry } from "../../core/ops/registry.js";
 import { estimateJob, type Estimate } from "../../core/report/estimate.js";
-import { walk } from "../../local/localInputs.js";
+import { expandLocalManifests, walk } from "../../local/localInputs.js";
+import { isS3Input } from "../../core/pipeline/inputManifests.js";
 import { calibrate } from "../../local/calibrate.js";
 import { CalibrationCache, calibrationCacheDir } from "../../local/calibrationCache.js";
 import { collect, collectParam } from "../options.js";
@@ -37,8 +38,8 @@ const EstimateFlags = z.object({
 /** Sizes of the files the inputs name (directories walked), in order. */
 const sizesOf = async (inputs: readonly string[]): Promise<{ file: string; size: number }[]> => {
   const out: { file: string; size: number }[] = [];
-  for (const input of inputs) {
-    if (input.startsWith("s3://"))
+  for (const input of await expandLocalManifests(inputs)) {
+    if (isS3Input(input))
       throw new CloudmillError(
         ErrorCode.INVALID_SPEC,
         `${input}: give only s3:// inputs (listed in the lab's buckets) or only local files`,
@@ -81,7 +82,7 @@ export const estimateText = (e: Estimate, calibratedOn?: { file: string; bytes: 
 export const estimateCommand = (io: CliIO): Command =>
   withCloudOptions(new Command("estimate"))
     .description("what a job would take and cost on the fleet, from input sizes and a calibration on a sample")
-    .argument("<inputs...>", "files or directories")
+    .argument("<inputs...>", "files or directories, s3:// inputs, or manifest:<list>")
     .requiredOption("--op <name>", "the op")
     .option("-p, --param <name=value>", "an op param, repeatable", collectParam)
     .option("-c, --chunk-size <size>", "bytes per chunk (default 16MiB)")
@@ -107,7 +108,7 @@ export const estimateCommand = (io: CliIO): Command =>
       const vcpus = vcpusOfSize(flags.instanceType);
       if (vcpus === undefined)
         throw new CloudmillError(ErrorCode.INVALID_SPEC, `--instance-type ${flags.instanceType}: not an instance type`);
-      if (inputs.every((i) => i.startsWith("s3://"))) {
+      if (inputs.every(isS3Input)) {
         // In the lab's buckets (--stack, or --endpoint for cloudmill dev): listed there, a sample read from the first.
         await usingCloudmill(raw, io, async (mill) => {
           const estimate = await mill.estimate({

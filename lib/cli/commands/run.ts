@@ -93,7 +93,7 @@ const withFlagNames = <T>(parse: () => T): T => {
 export const runCommand = (io: CliIO): Command =>
   new Command("run")
     .description("run a job on this machine's cores (no AWS needed)")
-    .argument("<inputs...>", "files or directories (directories are read recursively)")
+    .argument("<inputs...>", "files or directories (read recursively), or manifest:<list> for the paths a list names")
     .requiredOption("--op <name>", "the op to run: count, stats, wordcount, histogram, grep, groupby, distinct, sort, or one from --ops")
     .option("-p, --param <name=value>", "an op param, repeatable (e.g. --param k=20)", collectParam)
     .addOption(new Option("--format <format>", "record format (default: the op's own)").choices(FORMATS))

@@ -69,7 +69,7 @@ export const submitCommand = (io: CliIO): Command =>
   withCloudOptions(
     new Command("submit")
       .description("submit a job to the lab's pipeline (or cloudmill dev): local files are uploaded, s3:// URIs used in place")
-      .argument("[inputs...]", "local files or directories, s3://bucket/key objects or s3://bucket/prefix/ prefixes")
+      .argument("[inputs...]", "local files or directories, s3://bucket/key objects, s3://bucket/prefix/ prefixes, or manifest:<list>")
       .requiredOption("--op <name>", "the op to run: count, stats, wordcount, histogram, grep, or one built into the workers")
       .option("-p, --param <name=value>", "an op param, repeatable (e.g. --param k=20)", collectParam)
       .addOption(new Option("--format <format>", "record format (default: the op's own)").choices(FORMATS))

@@ -1,35 +1,120 @@
-/** S3 inputs of a job: object URIs as they are, prefixes (`s3://b/dir/`) as every object under them. */
+/**
+ * S3 inputs of a job: object URIs as they are, prefixes (`s3://b/dir/`) as every object under
+ * them, and manifests (`manifest:s3://b/list.txt`, inputManifests.ts) as every input they list.
+ */
 import { parseS3Uri, s3Uri } from "../s3Uri.js";
-import { CloudmillError, ErrorCode } from "../errors.js";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import type { InputObject } from "../job/manifest.js";
+import { mapInOrder } from "../mapInOrder.js";
 import type { PipelineDeps } from "./deps.js";
+import { readBytes } from "./blobJson.js";
+import {
+  batchCsvObjects,
+  inventoryObjects,
+  inventoryReport,
+  isManifestInput,
+  listEntries,
+  manifestKind,
+  manifestLocation,
+  type ListedObject,
+} from "./inputManifests.js";
 
-/** Objects a prefix listing skips: folder markers and cloudmill's own state. */
+type Stores = Pick<PipelineDeps, "inputStore">;
+
+/** Objects a listing skips: folder markers and cloudmill's own state. */
 const skippable = (key: string, size: number): boolean => (key.endsWith("/") && size === 0) || key.split("/").some((s) => s === "_work");
 
-export const resolveS3Inputs = async (deps: Pick<PipelineDeps, "inputStore">, uris: readonly string[]): Promise<InputObject[]> => {
+/** HEAD requests (and reads of inventory data files) at once while a manifest is resolved. */
+const MANIFEST_CONCURRENCY = 32;
+
+const notS3 = (uri: string, field = "inputs"): CloudmillError =>
+  new CloudmillError(ErrorCode.INVALID_SPEC, `inputs of a job in the cloud must be s3:// URIs, got ${JSON.stringify(uri)}`, { field });
+
+/** One input URI: the object, or every object under the prefix. */
+const resolveUri = async (deps: Stores, uri: string): Promise<InputObject[]> => {
+  const { bucket, key } = parseS3Uri(uri);
+  const store = deps.inputStore(bucket);
+  const info = key.endsWith("/") ? undefined : await store.head(key);
+  if (info) return [{ bucket, key, size: info.size, etag: info.etag, name: uri }];
+  const prefix = key.endsWith("/") ? key : `${key}/`;
+  const out: InputObject[] = [];
+  for await (const o of store.list(prefix)) {
+    if (!skippable(o.key, o.size)) out.push({ bucket, key: o.key, size: o.size, etag: o.etag, name: s3Uri(bucket, o.key) });
+  }
+  if (out.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such object or prefix", { input: uri });
+  return out;
+};
+
+/** An error about what a manifest's line names, told as that line's. */
+const atLine = (err: unknown, manifest: string, line: number, named: string): CloudmillError => {
+  const e = toCloudmillError(err);
+  if (e.code === ErrorCode.ENVIRONMENT) return e;
+  return new CloudmillError(e.code, `${named}: ${e.message}`, { input: manifest, line });
+};
+
+/** A listed object as an input: with the size and ETag its listing gave, or those of a HEAD. */
+const resolveListed = async (deps: Stores, manifest: string, o: ListedObject): Promise<InputObject[]> => {
+  const uri = s3Uri(o.bucket, o.key);
+  if (skippable(o.key, o.size ?? 1)) return [];
+  if (o.size !== undefined && o.etag !== undefined) return [{ bucket: o.bucket, key: o.key, size: o.size, etag: o.etag, name: uri }];
+  const info = await deps
+    .inputStore(o.bucket)
+    .head(o.key)
+    .catch((err: unknown) => {
+      throw atLine(err, manifest, o.line, uri);
+    });
+  if (!info) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `${uri}: no such object`, { input: manifest, line: o.line });
+  return [{ bucket: o.bucket, key: o.key, size: info.size, etag: info.etag, name: uri }];
+};
+
+/** Every input a manifest in S3 lists, in its order. */
+const resolveManifest = async (deps: Stores, input: string): Promise<InputObject[]> => {
+  const where = manifestLocation(input);
+  if (!where.startsWith("s3://")) throw notS3(where);
+  const { bucket, key } = parseS3Uri(where);
+  const read = (b: string, k: string): Promise<Buffer> =>
+    readBytes(deps.inputStore(b), k).catch((err: unknown) => {
+      const e = toCloudmillError(err);
+      throw e.code === ErrorCode.ENVIRONMENT ? e : new CloudmillError(e.code, e.message, { input: s3Uri(b, k) });
+    });
+  const text = (await read(bucket, key)).toString("utf8");
+  const flat = (lists: InputObject[][]): InputObject[] => lists.flat();
+  switch (manifestKind(where)) {
+    case "list":
+      return flat(
+        await mapInOrder(listEntries(text), MANIFEST_CONCURRENCY, async ({ line, text: entry }) => {
+          if (isManifestInput(entry))
+            throw new CloudmillError(ErrorCode.INVALID_SPEC, "a manifest may not list manifests", { input: where, line });
+          const uri = entry.startsWith("s3://") ? entry : s3Uri(bucket, entry);
+          return resolveUri(deps, uri).catch((err: unknown) => {
+            throw atLine(err, where, line, uri);
+          });
+        }),
+      );
+    case "batch-csv":
+      return flat(await mapInOrder(batchCsvObjects(text, where), MANIFEST_CONCURRENCY, (o) => resolveListed(deps, where, o)));
+    case "inventory": {
+      const report = inventoryReport(text, where);
+      const files = await mapInOrder(report.files, MANIFEST_CONCURRENCY, async (file) =>
+        inventoryObjects(await read(report.bucket, file), report.columns, s3Uri(report.bucket, file)),
+      );
+      const out: InputObject[] = [];
+      for (const [i, objects] of files.entries()) {
+        const file = s3Uri(report.bucket, report.files[i]!);
+        out.push(...flat(await mapInOrder(objects, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, file, o))));
+      }
+      if (out.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "the inventory lists no current objects", { input: where });
+      return out;
+    }
+  }
+};
+
+export const resolveS3Inputs = async (deps: Stores, uris: readonly string[]): Promise<InputObject[]> => {
   const out: InputObject[] = [];
   for (const uri of uris) {
-    if (!uri.startsWith("s3://")) {
-      throw new CloudmillError(ErrorCode.INVALID_SPEC, `inputs of a job in the cloud must be s3:// URIs, got ${JSON.stringify(uri)}`, {
-        field: "inputs",
-      });
-    }
-    const { bucket, key } = parseS3Uri(uri);
-    const store = deps.inputStore(bucket);
-    const info = key.endsWith("/") ? undefined : await store.head(key);
-    if (info) {
-      out.push({ bucket, key, size: info.size, etag: info.etag, name: uri });
-      continue;
-    }
-    const prefix = key.endsWith("/") ? key : `${key}/`;
-    let found = 0;
-    for await (const o of store.list(prefix)) {
-      if (skippable(o.key, o.size)) continue;
-      out.push({ bucket, key: o.key, size: o.size, etag: o.etag, name: s3Uri(bucket, o.key) });
-      found++;
-    }
-    if (found === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such object or prefix", { input: uri });
+    if (isManifestInput(uri)) out.push(...(await resolveManifest(deps, uri)));
+    else if (!uri.startsWith("s3://")) throw notS3(uri);
+    else out.push(...(await resolveUri(deps, uri)));
   }
   return out;
 };

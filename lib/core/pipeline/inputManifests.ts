@@ -1,0 +1,172 @@
+/**
+ * Inputs listed in a file instead of named one by one: `manifest:<where>` as an input.
+ *
+ * - A plain list (any other name): one input per line, as an input is written (an `s3://` URI
+ *   of an object or a prefix, or, for a manifest in S3, a key of the manifest's own bucket;
+ *   for a local run, a path from the manifest's folder). Blank lines and `#` comments skipped.
+ * - `.csv`: an S3 Batch Operations manifest, `bucket,key` per row, keys URL-encoded.
+ * - `manifest.json`: an S3 Inventory report's manifest (CSV inventories): its listed data
+ *   files are read, objects' size and ETag taken from them where the report has those
+ *   columns, delete markers and noncurrent versions left out.
+ *
+ * Parsing is pure; resolveInputs.ts reads the files and the objects.
+ */
+import { gunzipSync } from "node:zlib";
+import { z } from "zod";
+import { CloudmillError, ErrorCode } from "../errors.js";
+import { parseCsvRecord } from "../records/csv.js";
+
+export const MANIFEST_SCHEME = "manifest:";
+
+export const isManifestInput = (input: string): boolean => input.startsWith(MANIFEST_SCHEME);
+
+/** Where a manifest input's file is: what follows `manifest:`. */
+export const manifestLocation = (input: string): string => input.slice(MANIFEST_SCHEME.length);
+
+/** An input read where it is in S3: an object or prefix URI, or a manifest in S3. */
+export const isS3Input = (input: string): boolean =>
+  input.startsWith("s3://") || (isManifestInput(input) && manifestLocation(input).startsWith("s3://"));
+
+export type ManifestKind = "list" | "batch-csv" | "inventory";
+
+export const manifestKind = (location: string): ManifestKind =>
+  location.endsWith("manifest.json") ? "inventory" : location.toLowerCase().endsWith(".csv") ? "batch-csv" : "list";
+
+/** One input a manifest names, with the line that names it (1-based, for messages). */
+export interface ListedEntry {
+  readonly line: number;
+  /** As written: a URI, a key or a path. */
+  readonly text: string;
+}
+
+const refuse = (where: string, line: number | undefined, message: string): CloudmillError =>
+  new CloudmillError(ErrorCode.INVALID_SPEC, message, { input: where, ...(line !== undefined ? { line } : {}) });
+
+/** A plain list's entries: one per line, trimmed, blank lines and `#` comments skipped. */
+export const listEntries = (text: string): ListedEntry[] => {
+  const out: ListedEntry[] = [];
+  const lines = text.split("\n");
+  for (const [i, raw] of lines.entries()) {
+    const entry = raw.trim();
+    if (entry !== "" && !entry.startsWith("#")) out.push({ line: i + 1, text: entry });
+  }
+  return out;
+};
+
+/** An object a manifest names by bucket and key, with what the manifest says of it. */
+export interface ListedObject {
+  readonly line: number;
+  readonly bucket: string;
+  readonly key: string;
+  readonly size?: number;
+  readonly etag?: string;
+}
+
+const decodeKey = (encoded: string, plusIsSpace: boolean, where: string, line: number): string => {
+  try {
+    return decodeURIComponent(plusIsSpace ? encoded.replaceAll("+", " ") : encoded);
+  } catch {
+    throw refuse(where, line, `the key ${JSON.stringify(encoded)} is not URL-encoded`);
+  }
+};
+
+const CSV = { separator: ",", quote: '"' } as const;
+
+/** Rows of an S3 Batch Operations CSV manifest: `bucket,key` (a third column, a version, is refused). */
+export const batchCsvObjects = (text: string, where: string): ListedObject[] => {
+  const out: ListedObject[] = [];
+  let offset = 0;
+  for (const [i, raw] of text.split("\n").entries()) {
+    const line = i + 1;
+    const row = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    const at = offset;
+    offset += raw.length + 1;
+    if (row.trim() === "") continue;
+    const fields = parseCsvRecord(row, at, CSV);
+    if (fields.length > 2 && fields[2] !== "") throw refuse(where, line, "object versions are not supported: list bucket,key only");
+    const [bucket, key] = fields;
+    if (!bucket || !key) throw refuse(where, line, `expected bucket,key, got ${JSON.stringify(row.slice(0, 80))}`);
+    out.push({ line, bucket, key: decodeKey(key, false, where, line) });
+  }
+  return out;
+};
+
+const InventoryManifest = z.looseObject({
+  sourceBucket: z.string().min(1),
+  destinationBucket: z.string().min(1),
+  fileFormat: z.string(),
+  fileSchema: z.string(),
+  files: z.array(z.looseObject({ key: z.string().min(1) })),
+});
+
+/** What an inventory report's manifest.json says: where its data files are and their columns. */
+export interface InventoryReport {
+  /** The bucket the data files are in (the report's destination). */
+  readonly bucket: string;
+  readonly files: readonly string[];
+  readonly columns: readonly string[];
+}
+
+export const inventoryReport = (json: string, where: string): InventoryReport => {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch {
+    throw refuse(where, undefined, "an S3 Inventory manifest.json must be JSON");
+  }
+  const m = InventoryManifest.safeParse(parsed);
+  if (!m.success)
+    throw refuse(where, undefined, "not an S3 Inventory manifest (needs sourceBucket, destinationBucket, fileFormat, fileSchema, files)");
+  if (m.data.fileFormat !== "CSV") {
+    throw refuse(where, undefined, `an inventory in ${m.data.fileFormat} cannot be read: configure the report's format as CSV`);
+  }
+  const columns = m.data.fileSchema.split(",").map((c) => c.trim());
+  for (const needed of ["Bucket", "Key"]) {
+    if (!columns.includes(needed))
+      throw refuse(where, undefined, `the inventory has no ${needed} column (fileSchema: ${m.data.fileSchema})`);
+  }
+  // arn:aws:s3:::bucket, or a bare name.
+  const bucket = m.data.destinationBucket.replace(/^arn:[^:]*:s3:::/, "");
+  return { bucket, files: m.data.files.map((f) => f.key), columns };
+};
+
+/**
+ * The current objects of one inventory data file (gzip CSV, no header, keys URL-encoded
+ * with `+` for a space): delete markers and noncurrent versions are left out.
+ */
+export const inventoryObjects = (gzipped: Buffer, columns: readonly string[], where: string): ListedObject[] => {
+  let text: string;
+  try {
+    text = gunzipSync(gzipped).toString("utf8");
+  } catch (err) {
+    throw new CloudmillError(ErrorCode.BAD_RECORD, `an inventory data file must be gzip CSV: ${(err as Error).message}`, { input: where });
+  }
+  const at = (name: string): number => columns.indexOf(name);
+  const [bucketAt, keyAt, sizeAt, etagAt, latestAt, deletedAt] = ["Bucket", "Key", "Size", "ETag", "IsLatest", "IsDeleteMarker"].map(at);
+  const out: ListedObject[] = [];
+  let offset = 0;
+  for (const [i, raw] of text.split("\n").entries()) {
+    const line = i + 1;
+    const row = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    const rowAt = offset;
+    offset += raw.length + 1;
+    if (row === "") continue;
+    const fields = parseCsvRecord(row, rowAt, CSV);
+    if (fields.length < columns.length) throw refuse(where, line, `expected ${columns.length} columns, got ${fields.length}`);
+    if (deletedAt! >= 0 && fields[deletedAt!] === "true") continue;
+    if (latestAt! >= 0 && fields[latestAt!] === "false") continue;
+    const size = sizeAt! >= 0 && fields[sizeAt!] !== "" ? Number(fields[sizeAt!]) : undefined;
+    if (size !== undefined && !(Number.isSafeInteger(size) && size >= 0))
+      throw refuse(where, line, `bad Size ${JSON.stringify(fields[sizeAt!])}`);
+    const etag = etagAt! >= 0 && fields[etagAt!] ? fields[etagAt!]! : undefined;
+    out.push({
+      line,
+      bucket: fields[bucketAt!]!,
+      key: decodeKey(fields[keyAt!]!, true, where, line),
+      ...(size !== undefined ? { size } : {}),
+      // S3 quotes the ETags it returns; inventories do not.
+      ...(etag !== undefined ? { etag: etag.startsWith('"') ? etag : `"${etag}"` } : {}),
+    });
+  }
+  return out;
+};

@@ -1,0 +1,145 @@
+/**
+ * Manifest inputs, read without any cloud: the plain list's lines, S3 Batch Operations CSV rows,
+ * and S3 Inventory reports (manifest.json and gzip CSV data files built here as S3 writes them:
+ * no header, every field quoted, keys URL-encoded with `+` for a space).
+ */
+import { gzipSync } from "node:zlib";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CloudmillError } from "../../lib/core/errors.js";
+import {
+  batchCsvObjects,
+  inventoryObjects,
+  inventoryReport,
+  isS3Input,
+  listEntries,
+  manifestKind,
+} from "../../lib/core/pipeline/inputManifests.js";
+import { planInputs } from "../../lib/sdk/uploads.js";
+import { cli } from "../helpers/cli.js";
+
+const thrown = (fn: () => unknown): CloudmillError => {
+  try {
+    fn();
+  } catch (err) {
+    return err as CloudmillError;
+  }
+  throw new Error("expected a throw");
+};
+
+describe("manifest inputs", () => {
+  it("tell their kind by name, and S3 manifests from local ones", () => {
+    expect(manifestKind("s3://b/inv/src/cfg/2026-12-01T00-00Z/manifest.json")).toBe("inventory");
+    expect(manifestKind("s3://b/keys.CSV")).toBe("batch-csv");
+    expect(manifestKind("s3://b/keys.txt")).toBe("list");
+    expect([isS3Input("s3://b/k"), isS3Input("manifest:s3://b/k.txt"), isS3Input("manifest:k.txt"), isS3Input("k.txt")]).toEqual([
+      true,
+      true,
+      false,
+      false,
+    ]);
+  });
+
+  it("read a plain list line by line: blank lines and comments skipped, CRLF and spaces trimmed", () => {
+    expect(listEntries("# picks\r\ndata/a.txt\r\n\r\n  s3://b/c d.txt  \n#x\ndir/\n")).toEqual([
+      { line: 2, text: "data/a.txt" },
+      { line: 4, text: "s3://b/c d.txt" },
+      { line: 6, text: "dir/" },
+    ]);
+  });
+
+  it("read Batch Operations CSV rows, keys URL-decoded, and refuse versions and short rows", () => {
+    expect(batchCsvObjects('lab,data/site%20a/log%203.txt\r\n"lab","x%2By,z.txt"\n\n', "s3://lab/m.csv")).toEqual([
+      { line: 1, bucket: "lab", key: "data/site a/log 3.txt" },
+      { line: 2, bucket: "lab", key: "x+y,z.txt" },
+    ]);
+    const version = thrown(() => batchCsvObjects("lab,a.txt,3HL4kqtJlcpXroDTDmJ", "s3://lab/m.csv"));
+    expect([version.code, version.context.line, version.message]).toEqual(["INVALID_SPEC", 1, expect.stringMatching(/versions/)]);
+    expect(thrown(() => batchCsvObjects("a.txt\nlab,b\nonly", "s3://lab/m.csv")).context.line).toBe(1);
+    expect(thrown(() => batchCsvObjects("lab,bad%zzkey", "s3://lab/m.csv")).message).toMatch(/not URL-encoded/);
+  });
+
+  const report = (fileFormat = "CSV", fileSchema = "Bucket, Key, Size, LastModifiedDate, ETag, IsLatest, IsDeleteMarker") =>
+    JSON.stringify({
+      sourceBucket: "lab",
+      destinationBucket: "arn:aws:s3:::lab-inventory",
+      version: "2016-11-30",
+      creationTimestamp: "1764547200000",
+      fileFormat,
+      fileSchema,
+      files: [{ key: "inv/lab/cfg/data/a.csv.gz", size: 100, MD5checksum: "f11166069f1990abeb9c97ace9cdfabc" }],
+    });
+
+  it("read an inventory report's manifest.json: the data files' bucket from the destination ARN", () => {
+    expect(inventoryReport(report(), "s3://lab-inventory/m/manifest.json")).toEqual({
+      bucket: "lab-inventory",
+      files: ["inv/lab/cfg/data/a.csv.gz"],
+      columns: ["Bucket", "Key", "Size", "LastModifiedDate", "ETag", "IsLatest", "IsDeleteMarker"],
+    });
+    expect(thrown(() => inventoryReport(report("Parquet"), "m")).message).toMatch(
+      /Parquet cannot be read: configure the report's format as CSV/,
+    );
+    expect(thrown(() => inventoryReport(report("CSV", "Bucket, Size"), "m")).message).toMatch(/no Key column/);
+    expect(thrown(() => inventoryReport('{"files": []}', "m")).message).toMatch(/not an S3 Inventory manifest/);
+  });
+
+  it("read an inventory's current objects: keys decoded, ETags quoted as S3 returns them", () => {
+    const columns = inventoryReport(report(), "m").columns;
+    const rows = [
+      '"lab","site+a/log+3.txt","12","2026-11-30T00:00:00.000Z","0cc175b9c0f1b6a831c399e269772661","true","false"',
+      '"lab","x%2By.txt","7","2026-11-30T00:00:00.000Z","92eb5ffee6ae2fec3ad71c777531578f","true","false"',
+      '"lab","gone.txt","","2026-11-30T00:00:00.000Z","","true","true"',
+      '"lab","old.txt","5","2026-11-29T00:00:00.000Z","4a8a08f09d37b73795649038408b5f33","false","false"',
+    ];
+    expect(inventoryObjects(gzipSync(`${rows.join("\n")}\n`), columns, "s3://lab-inventory/a.csv.gz")).toEqual([
+      { line: 1, bucket: "lab", key: "site a/log 3.txt", size: 12, etag: '"0cc175b9c0f1b6a831c399e269772661"' },
+      { line: 2, bucket: "lab", key: "x+y.txt", size: 7, etag: '"92eb5ffee6ae2fec3ad71c777531578f"' },
+    ]);
+    expect(thrown(() => inventoryObjects(Buffer.from("not gzip"), columns, "s3://i/a.csv.gz")).message).toMatch(/gzip CSV/);
+    expect(thrown(() => inventoryObjects(gzipSync('"lab","a.txt"\n'), columns, "s3://i/a.csv.gz")).message).toMatch(
+      /expected 7 columns, got 2/,
+    );
+  });
+});
+
+describe("a local run over a manifest", () => {
+  let dir: string;
+  const lines = (n: number, tag: string) => Array.from({ length: n }, (_, i) => `${tag} ${i}\n`).join("");
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-manifest-"));
+    await writeFile(path.join(dir, "a.txt"), lines(5, "a"));
+    await writeFile(path.join(dir, "b c.txt"), lines(7, "b"));
+    await writeFile(path.join(dir, "unlisted.txt"), lines(100, "u"));
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+
+  it("counts the lines of the files it lists (relative paths from its folder), and no others", async () => {
+    await writeFile(path.join(dir, "list.txt"), `# two of three\na.txt\n\n${path.join(dir, "b c.txt")}\n`);
+    const r = await cli(["run", `manifest:${path.join(dir, "list.txt")}`, "--op", "count", "--no-progress"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ records: 12 });
+  });
+
+  it("uploads the files a local list names when submitted, and leaves a list in S3 where it is", async () => {
+    await writeFile(path.join(dir, "up.txt"), "a.txt\nb c.txt\n");
+    const planned = await planInputs("lab-input", "job-1", [`manifest:${path.join(dir, "up.txt")}`, "manifest:s3://lab/keys.txt"]);
+    expect(planned.uploads.map((u) => [path.basename(u.file), u.key])).toEqual([
+      ["a.txt", "_uploads/job-1/a.txt"],
+      ["b c.txt", "_uploads/job-1/b c.txt"],
+    ]);
+    expect(planned.uris).toEqual([
+      "s3://lab-input/_uploads/job-1/a.txt",
+      "s3://lab-input/_uploads/job-1/b c.txt",
+      "manifest:s3://lab/keys.txt",
+    ]);
+  });
+
+  it("names the manifest and line of a path that is not there", async () => {
+    await writeFile(path.join(dir, "bad.txt"), "a.txt\nmissing.txt\n");
+    const r = await cli(["run", `manifest:${path.join(dir, "bad.txt")}`, "--op", "count", "--no-progress"]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(`${path.join(dir, "bad.txt")}:2: missing.txt: no such file or directory`);
+  });
+});

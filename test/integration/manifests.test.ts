@@ -1,0 +1,117 @@
+/**
+ * Manifest inputs on the emulated cloud: a job over `manifest:s3://…` reads exactly the objects
+ * the manifest lists (a plain list, an S3 Batch Operations CSV, an S3 Inventory report), and
+ * its count equals the lines this test wrote into those objects. An inventory's ETag pins the
+ * object it describes, and a listed object that is not there fails the job naming the line.
+ */
+import { HeadObjectCommand } from "@aws-sdk/client-s3";
+import { gzipSync } from "node:zlib";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestCloud, type TestCloud } from "../helpers/devCloud.js";
+
+let cloud: TestCloud;
+/** Each object's key and how many lines it holds. */
+const objects = new Map<string, number>();
+
+const KEYS = ["data/log-0.txt", "data/log-1.txt", "data/site a/log 2.txt", "data/site a/log 3.txt", "data/x+y.txt", "data/other.txt"];
+
+beforeAll(async () => {
+  cloud = await startTestCloud({ chunkSize: 4096 });
+  for (const [i, key] of KEYS.entries()) {
+    const n = 40 + i * 17;
+    objects.set(key, n);
+    await cloud.put(key, Array.from({ length: n }, (_, j) => `${key} line ${j}\n`).join(""));
+  }
+}, 90_000);
+
+afterAll(async () => {
+  await cloud?.stop();
+}, 60_000);
+
+const linesOf = (...keys: string[]): number => keys.reduce((sum, k) => sum + objects.get(k)!, 0);
+
+/** Submits a count over `inputs` as job `id`; resolves to its final status and result. */
+const count = async (id: string, inputs: string[]) => {
+  await cloud.put(`_jobs/${id}.json`, JSON.stringify({ op: "count", inputs }));
+  const status = await cloud.waitForEnd(`_jobs/${id}/status.json`);
+  const result = status.state === "succeeded" ? await cloud.getJson(cloud.output, `_jobs/${id}/result.json`) : undefined;
+  return { status, result };
+};
+
+const etagOf = async (key: string): Promise<string> =>
+  (await cloud.s3.send(new HeadObjectCommand({ Bucket: cloud.input, Key: key }))).ETag!.replaceAll('"', "");
+
+/** S3 Inventory's CSV key encoding: form-encoded, `+` for a space. */
+const inventoryKey = (key: string): string => encodeURIComponent(key).replaceAll("%2F", "/").replaceAll("%20", "+");
+
+describe("manifest inputs on the emulated cloud", () => {
+  it("reads the objects a plain list names: keys of its bucket, full URIs and prefixes", async () => {
+    await cloud.put(
+      "lists/picks.txt",
+      ["# the lab's picks", "data/log-0.txt", "", `s3://${cloud.input}/data/x+y.txt`, "data/site a/"].join("\r\n"),
+    );
+    const { status, result } = await count("from-list", [`manifest:s3://${cloud.input}/lists/picks.txt`]);
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    expect(result).toEqual({ records: linesOf("data/log-0.txt", "data/x+y.txt", "data/site a/log 2.txt", "data/site a/log 3.txt") });
+  });
+
+  it("reads the rows of a Batch Operations CSV, keys URL-encoded", async () => {
+    await cloud.put("lists/picks.csv", `${cloud.input},data/site%20a/log%203.txt\n"${cloud.input}","data/x%2By.txt"\n`);
+    const { status, result } = await count("from-csv", [`manifest:s3://${cloud.input}/lists/picks.csv`]);
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    expect(result).toEqual({ records: linesOf("data/site a/log 3.txt", "data/x+y.txt") });
+  });
+
+  it("reads an inventory report's current objects, sized and pinned by the report", async () => {
+    const row = async (key: string, latest = true, deleted = false) =>
+      [
+        cloud.input,
+        inventoryKey(key),
+        deleted ? "" : String((await cloud.get(cloud.input, key))?.length ?? 0),
+        deleted ? "" : await etagOf(key),
+        String(latest),
+        String(deleted),
+      ]
+        .map((f) => `"${f}"`)
+        .join(",");
+    const prefix = `inventory/${cloud.input}/daily`;
+    await cloud.put(
+      `${prefix}/data/a.csv.gz`,
+      gzipSync(`${[await row("data/log-1.txt"), await row("data/site a/log 2.txt")].join("\n")}\n`),
+    );
+    await cloud.put(
+      `${prefix}/data/b.csv.gz`,
+      gzipSync(`${[await row("data/other.txt"), await row("data/log-0.txt", false)].join("\n")}\n`),
+    );
+    await cloud.put(
+      `${prefix}/2026-12-01T00-00Z/manifest.json`,
+      JSON.stringify({
+        sourceBucket: cloud.input,
+        destinationBucket: `arn:aws:s3:::${cloud.input}`,
+        version: "2016-11-30",
+        fileFormat: "CSV",
+        fileSchema: "Bucket, Key, Size, ETag, IsLatest, IsDeleteMarker",
+        files: [{ key: `${prefix}/data/a.csv.gz` }, { key: `${prefix}/data/b.csv.gz` }],
+      }),
+    );
+    const manifest = `manifest:s3://${cloud.input}/${prefix}/2026-12-01T00-00Z/manifest.json`;
+    const { status, result } = await count("from-inventory", [manifest]);
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    expect(result).toEqual({ records: linesOf("data/log-1.txt", "data/site a/log 2.txt", "data/other.txt") });
+
+    // An object rewritten since the report was taken is not read as the report described it.
+    await cloud.put("data/other.txt", "rewritten\n");
+    const stale = await count("from-stale-inventory", [manifest]);
+    expect(stale.status.state).toBe("failed");
+    expect(stale.status.error?.code).toBe("INPUT_CHANGED");
+  });
+
+  it("fails a job whose list names a missing object, naming the manifest's line", async () => {
+    await cloud.put("lists/bad.txt", "data/log-0.txt\ndata/nope.txt\n");
+    const { status } = await count("from-bad-list", [`manifest:s3://${cloud.input}/lists/bad.txt`]);
+    expect(status.state).toBe("failed");
+    expect(status.error?.code).toBe("INPUT_NOT_FOUND");
+    expect(JSON.stringify(status.error)).toContain(`s3://${cloud.input}/data/nope.txt`);
+    expect(JSON.stringify(status.error)).toMatch(/lists\/bad\.txt:2/);
+  });
+});
