@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CloudmillError } from "../../lib/core/errors.js";
+import type { CloudmillError } from "../../lib/core/errors.js";
 import {
   batchCsvObjects,
   inventoryObjects,

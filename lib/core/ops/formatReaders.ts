@@ -12,6 +12,7 @@ import { checkHeaderNames } from "../records/csvDialect.js";
 import { forEachLine, trimRange } from "../records/lines.js";
 import { parseNumberAt } from "../records/numbers.js";
 import { decimalAt, decimalOfText, decimalText, scanNumberLines, type DecimalSink } from "../records/decimal.js";
+import { jsonNumberText, mayHoldLongNumber } from "../records/jsonNumberText.js";
 import type { MapContext } from "./types.js";
 import { boolParam } from "./params.js";
 
@@ -114,7 +115,8 @@ export const forEachRecord = (
   format: Format,
   options: FormatOptions,
   ctx: MapContext,
-  fn: (value: unknown, offset: number) => void,
+  /** `text`: a jsonl record's line as written (the others' is their value). */
+  fn: (value: unknown, offset: number, text?: string) => void,
 ): void => {
   switch (format) {
     case "lines":
@@ -151,7 +153,7 @@ export const forEachRecord = (
     case "jsonl":
       forEachTextLine(block, (text, offset, b, s, e) => {
         if (isBlank(b, s, e)) return;
-        guarded(ctx, offset, () => fn(JSON.parse(text) as unknown, offset));
+        guarded(ctx, offset, () => fn(JSON.parse(text) as unknown, offset, text));
       });
       return;
     case "blob":
@@ -233,8 +235,14 @@ const columnIndex = (options: ValueOptions, header: readonly string[] | undefine
   return i;
 };
 
-/** A JSON number as the decimal it was written as (its shortest form: what JSON writers write). */
-export const jsonNumber = (x: number, sink: DecimalSink): void => {
+/**
+ * A JSON number x (at `path` in the record's line `text`) as the decimal it is written as: a
+ * number of up to 15 significant digits is exactly the shortest decimal of its double; a longer
+ * one JSON.parse rounded, so its text is read from the line (records/jsonNumberText.ts).
+ */
+export const jsonNumber = (x: number, sink: DecimalSink, offset: number, text?: string, path?: readonly string[]): void => {
+  const written = text !== undefined && path !== undefined && mayHoldLongNumber(text) ? jsonNumberText(text, path) : undefined;
+  if (written !== undefined) return void decimalText(written, offset, sink);
   // A double's shortest text has at most 17 digits and 340 places: always within the limit.
   const { m, scale } = decimalOfText(String(x))!;
   sink.big(x, m, scale);
@@ -291,7 +299,7 @@ export const numberReader = (format: Format, options: ValueOptions, ctx: MapCont
           guarded(ctx, offset, () => {
             const v = getPath(JSON.parse(text) as unknown, path);
             if (v === undefined || v === null) return;
-            if (typeof v === "number" && Number.isFinite(v)) return jsonNumber(v, sink);
+            if (typeof v === "number" && Number.isFinite(v)) return jsonNumber(v, sink, offset, text, path);
             if (typeof v === "string") return void decimalText(v, offset, sink);
             throw badRecord(`field ${options.field}: expected a number, got ${JSON.stringify(v).slice(0, 60)}`, offset);
           });

@@ -67,8 +67,9 @@ export const groupby = keyedOp<GroupbyParams>({
   pairs(params, ctx) {
     const keyOf = keyOfFields(fieldList(params.key).map((name) => fieldReader(name, "key", ctx.format, ctx)));
     const value = params.value === undefined ? undefined : fieldReader(params.value, "value", ctx.format, ctx);
+    const valuePath = ctx.format === "jsonl" ? params.value?.split(".") : undefined;
     return (block, emit) =>
-      forEachRecord(block, ctx.format, params, ctx, (record, offset) => {
+      forEachRecord(block, ctx.format, params, ctx, (record, offset, text) => {
         const group: Group = { c: 1 };
         if (value) {
           const raw = value(record, offset);
@@ -80,7 +81,7 @@ export const groupby = keyedOp<GroupbyParams>({
             small: (x, m, scale) => void (v = statsOfOne(x, BigInt(m), scale)),
             big: (x, m, scale) => void (v = statsOfOne(x, m, scale)),
           };
-          if (typeof raw === "number") jsonNumber(raw, one);
+          if (typeof raw === "number") jsonNumber(raw, one, offset, text, valuePath);
           else if (typeof raw === "string") decimalText(raw, offset, one);
           group.v = v;
         }
