@@ -7,16 +7,18 @@ import { EventEmitter } from "node:events";
 import os from "node:os";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import { isReduceTask, TaskMessage, type MapTask } from "../core/job/manifest.js";
-import { partKey } from "../core/keys.js";
+import { partKey, succeededKey } from "../core/keys.js";
 import { markRunning } from "../core/pipeline/backups.js";
 import { exists } from "../core/pipeline/blobJson.js";
 import type { TaskQueue, QueueMessage } from "../core/ports.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
 import { failJobOfTask } from "../core/pipeline/deadLetter.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
-import { afterFailedAttempt, isStaleTask, runTask, type TaskOutcome } from "../core/pipeline/task.js";
+import { cachedJobEnds, type JobEnds } from "../core/pipeline/jobEnds.js";
+import { afterFailedAttempt, isStaleTask, jobEndedMarkers, runTask, type TaskOutcome } from "../core/pipeline/task.js";
 import { backoffMs, sleep, type Backoff } from "../core/sleep.js";
 import type { MemoryUse } from "./containerMemory.js";
+import { SharedReceive } from "./sharedReceive.js";
 import { noProtection, type TaskProtection } from "./taskProtection.js";
 
 /** This process, as task records name it: in a container, its hostname is the container's id. */
@@ -51,6 +53,12 @@ export interface TaskWorkerEvents {
   stopped: [];
 }
 
+/** How long a worker believes a job is still running: an ended job's tasks stop within this of its end. */
+export const JOB_END_RECHECK_MS = 5000;
+
+/** A run of a job: a resumed job (retry) is a new run, whose tasks an end of the last does not stop. */
+const jobRun = (task: TaskMessage): string => `${task.jobId}#${task.job.generation ?? 0}`;
+
 /** Pause after a failed receive. */
 const RECEIVE_BACKOFF_MS = 1000;
 
@@ -65,6 +73,10 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   readonly #kill = new AbortController();
   #loops: Promise<void>[] = [];
   #memoryFull = false;
+  /** Which jobs have ended, asked once per job per JOB_END_RECHECK_MS rather than per task. */
+  readonly #jobEnds: JobEnds;
+  /** The slots' shared long poll. */
+  readonly #received: SharedReceive;
   #running = 0;
   #done = 0;
 
@@ -77,6 +89,15 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       );
     }
     this.#options = options;
+    // A job that succeeded has ended too: a late copy of one of its tasks (a first delivery,
+    // which no longer looks for its part) is dropped rather than mapped again.
+    this.#jobEnds = cachedJobEnds(async (run) => {
+      const jobId = run.slice(0, run.lastIndexOf("#"));
+      return (await jobEndedMarkers(options.deps.output, jobId)) || (await exists(options.deps.output, succeededKey(jobId)));
+    }, JOB_END_RECHECK_MS);
+    this.#received = new SharedReceive((maxMessages) =>
+      options.queue.receive({ maxMessages, waitSeconds: options.waitSeconds ?? 20, signal: this.#stop.signal }),
+    );
   }
 
   get stopping(): boolean {
@@ -108,15 +129,15 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   }
 
   async #receiveLoop(): Promise<void> {
-    const { queue, deps } = this.#options;
+    const { deps } = this.#options;
     while (!this.stopping) {
       if (await this.#memoryIsFull()) {
         await sleep(MEMORY_RECHECK_MS, this.#stop.signal).catch(() => undefined);
         continue;
       }
-      let messages: QueueMessage[];
+      let message: QueueMessage | undefined;
       try {
-        messages = await queue.receive({ maxMessages: 1, waitSeconds: this.#options.waitSeconds ?? 20, signal: this.#stop.signal });
+        message = await this.#received.next();
       } catch (err) {
         if (this.stopping) break;
         deps.log.warn("receive failed; backing off", logFieldsOf(toCloudmillError(err)));
@@ -125,14 +146,13 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         await sleep(RECEIVE_BACKOFF_MS, this.#stop.signal).catch(() => undefined);
         continue;
       }
-      for (const message of messages) {
-        try {
-          await this.#handle(message);
-        } catch (err) {
-          // #handle settles every path itself; should anything still escape, this loop must
-          // keep receiving (a dead loop is a worker that looks alive and does nothing).
-          deps.log.error("chunk handling failed; the message returns after its visibility timeout", logFieldsOf(toCloudmillError(err)));
-        }
+      if (message === undefined) continue;
+      try {
+        await this.#handle(message);
+      } catch (err) {
+        // #handle settles every path itself; should anything still escape, this loop must
+        // keep receiving (a dead loop is a worker that looks alive and does nothing).
+        deps.log.error("chunk handling failed; the message returns after its visibility timeout", logFieldsOf(toCloudmillError(err)));
       }
     }
   }
@@ -205,6 +225,8 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         ranOn: "fleet",
         worker: WORKER_ID,
         mayHaveBackup: () => beats > 0,
+        firstDelivery: message.receiveCount === 1,
+        jobEnded: (t) => this.#jobEnds.ended(jobRun(t)),
       });
       await queue.delete(message.receiptHandle);
       log.info("chunk done", { outcome: outcome.kind, ...(outcome.kind === "done" ? { bytes: outcome.bytes } : {}) });
@@ -236,6 +258,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       if (next.action === "fail-job") {
         try {
           await failJobOfTask(deps, task.jobId, err);
+          this.#jobEnds.markEnded(jobRun(task));
           await queue.delete(message.receiptHandle);
         } catch (e2) {
           // S3 or SQS failed us while failing the job: the message comes back and the next

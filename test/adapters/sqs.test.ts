@@ -91,6 +91,20 @@ const faultyClient = (handler: FaultyHandler): SQSClient =>
     maxAttempts: 1, // so our own retries are what is under test
   });
 
+/** A handler that fails nothing and notes each SQS request's action. */
+class CountingHandler extends FaultyHandler {
+  readonly targets: string[] = [];
+
+  constructor() {
+    super(() => "pass");
+  }
+
+  override handle(request: HttpRequest, options?: Parameters<NodeHttpHandler["handle"]>[1]): Promise<HandleResult> {
+    this.targets.push(String(request.headers["x-amz-target"]));
+    return super.handle(request, options);
+  }
+}
+
 /** Receives and deletes everything, returning the bodies. */
 const drain = async (queue: SqsTaskQueue): Promise<string[]> => {
   const bodies: string[] = [];
@@ -107,6 +121,24 @@ const drain = async (queue: SqsTaskQueue): Promise<string[]> => {
 const bodies25 = Array.from({ length: 25 }, (_, i) => `task-${i}`);
 
 describe("SqsTaskQueue", () => {
+  it("deletes made together go in DeleteMessageBatch requests of up to 10, a stale handle among them", async () => {
+    const { url } = await aws.freshQueue();
+    const queue = new SqsTaskQueue(aws.sqs, url);
+    await queue.sendBatch(bodies25);
+    const received = [];
+    while (received.length < 25) received.push(...(await queue.receive({ maxMessages: 10 })));
+    const counted = new CountingHandler();
+    const client = faultyClient(counted);
+    try {
+      const deleting = new SqsTaskQueue(client, url);
+      await Promise.all([...received.map((m) => deleting.delete(m.receiptHandle)), deleting.delete(received[0]!.receiptHandle)]);
+      expect(counted.targets).toEqual(["AmazonSQS.DeleteMessageBatch", "AmazonSQS.DeleteMessageBatch", "AmazonSQS.DeleteMessageBatch"]);
+      expect(await queue.depth()).toEqual({ visible: 0, inFlight: 0 });
+    } finally {
+      client.destroy();
+    }
+  });
+
   it("retries only the entries SQS failed, so each message arrives exactly once", async () => {
     const { url } = await aws.freshQueue();
     const attempts = new Map<string, number>();

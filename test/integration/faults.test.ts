@@ -233,11 +233,13 @@ describe("duplicates, bad records and overwrites (1 worker, 30 s visibility)", (
       const statusBytes = await c.get(c.output, `${key}/status.json`);
       expectMatchesReference("count", {}, bytes, JSON.parse(resultBytes!.toString("utf8")));
 
-      // After the job: every task again, and the event again. Nothing changes.
+      // After the job: every task again, and the event again. Nothing changes. A copy is mapped
+      // again (a first delivery does not look for its part; one that finds the job ended is
+      // dropped), and writes its part again: the same partial, which the succeeded job never reads.
+      const handled = () => linesOf(c.lines, "chunk done", { jobId }).length;
+      const before = handled();
       for (const body of taskBodies) await c.sqs.send(new SendMessageCommand({ QueueUrl: c.cloud.taskQueueUrl, MessageBody: body }));
-      await waitFor("every duplicated task to be seen as a duplicate", () =>
-        linesOf(c.lines, "chunk done", { jobId, outcome: "duplicate" }).length >= chunks ? true : undefined,
-      );
+      await waitFor("every duplicated task to be handled", () => (handled() - before >= chunks ? true : undefined));
       expect(await split(event)).toEqual([{ kind: "duplicate", jobId, chunks }]);
       expect(sent).toHaveLength(chunks);
       await c.waitForIdle();

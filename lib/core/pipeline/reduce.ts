@@ -93,8 +93,10 @@ export const reduceJob = async (
 
   const succeeded = await readJsonIfExists(deps.output, succeededKey(jobId), JobStatus);
   if (succeeded) {
-    // Make sure the status users read says so (a late progress write may have raced it).
-    await writeJson(deps.output, manifest.output.status, succeeded);
+    // Make sure the status users read says so (a late progress write may have raced it); one
+    // that says so already is left as it is, byte for byte.
+    const shown = await readJsonIfExists(deps.output, manifest.output.status, JobStatus).catch(() => undefined);
+    if (shown?.state !== "succeeded") await writeJson(deps.output, manifest.output.status, succeeded);
     return { kind: "already-succeeded", status: succeeded };
   }
   if ((await exists(deps.output, failureKey(jobId))) || (await exists(deps.output, cancelKey(jobId)))) return { kind: "ended" };

@@ -118,10 +118,22 @@ export interface RunTaskOptions {
    * A backup itself always checks.
    */
   readonly mayHaveBackup?: () => boolean;
+  /**
+   * True for a queue message's first delivery: no earlier copy can have written the part (a
+   * rare duplicate delivery maps the chunk again and writes the same part), so the HEAD that
+   * skips a done chunk is spared. A backup still looks.
+   */
+  readonly firstDelivery?: boolean;
+  /** Whether the task's job (this run of it) has ended; by default two HEADs per task (a worker caches its answer). */
+  readonly jobEnded?: (task: TaskMessage) => Promise<boolean>;
 }
 
+/** Whether a job has ended in failure or cancellation: its markers. */
+export const jobEndedMarkers = async (output: PipelineDeps["output"], jobId: string): Promise<boolean> =>
+  (await exists(output, failureKey(jobId))) || (await exists(output, cancelKey(jobId)));
+
 export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: RunTaskOptions = {}): Promise<TaskOutcome> => {
-  const { signal, writePart = true, checkOpDigest = true, drain, ranOn, worker, mayHaveBackup } = options;
+  const { signal, writePart = true, checkOpDigest = true, drain, ranOn, worker, mayHaveBackup, firstDelivery = false } = options;
   const backup = !isReduceTask(task) && task.backup === true;
   const { jobId, job } = task;
   const ran: TaskStart | undefined = ranOn ? { on: ranOn, at: new Date(nowOf(deps)).toISOString() } : undefined;
@@ -136,8 +148,8 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
   const output = deps.output;
   const key = partKey(jobId, taskIndex(task));
   const redo = !isReduceTask(task) && task.redo === true;
-  if (!redo && (await exists(output, key))) return { kind: "duplicate" };
-  if ((await exists(output, failureKey(jobId))) || (await exists(output, cancelKey(jobId)))) return { kind: "job-ended" };
+  if (!redo && (backup || !firstDelivery) && (await exists(output, key))) return { kind: "duplicate" };
+  if (await (options.jobEnded ?? ((t: TaskMessage) => jobEndedMarkers(output, t.jobId)))(task)) return { kind: "job-ended" };
   const deadline = job.deadline;
   const map = (s: AbortSignal | undefined): Promise<TaskOutcome> =>
     isReduceTask(task)
