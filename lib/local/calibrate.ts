@@ -78,14 +78,24 @@ export const calibrate = async (
   const handle = await open(file);
   const buf = Buffer.alloc(SAMPLE_BYTES);
   const { bytesRead } = await handle.read(buf, 0, SAMPLE_BYTES, 0).finally(() => handle.close());
-  const sample = buf.subarray(0, bytesRead);
-  const key = cache && calibrationKey({ op: spec.op, digest: registry.digestOf(spec.op), params: spec.params, name: file, sample });
+  return calibrateSample(buf.subarray(0, bytesRead), file, spec, registry, cache);
+};
+
+/** calibrateOn, or the calibration the cache holds for the same sample, op code and machine. */
+export const calibrateSample = async (
+  sample: Uint8Array,
+  name: string,
+  spec: { readonly op: string; readonly params: Readonly<Record<string, string>> },
+  registry: OpRegistry,
+  cache?: { readonly store: CalibrationCache; readonly fresh?: boolean },
+): Promise<Calibration & { readonly cachedAt?: string }> => {
+  const key = cache && calibrationKey({ op: spec.op, digest: registry.digestOf(spec.op), params: spec.params, name, sample });
   const cached = key && !cache.fresh ? await cache.store.get(key) : undefined;
   if (cached) {
     const { at, ...calibration } = cached;
     return { ...calibration, cachedAt: at };
   }
-  const calibration = await calibrateOn(sample, file, spec, registry);
+  const calibration = await calibrateOn(sample, name, spec, registry);
   if (key) await cache.store.set(key, calibration);
   return calibration;
 };

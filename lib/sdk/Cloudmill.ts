@@ -47,7 +47,8 @@ import { WorkerUsage } from "../aws/usage.js";
 import { resolveS3Inputs } from "../core/pipeline/resolveInputs.js";
 import { estimateJob, type Estimate } from "../core/report/estimate.js";
 import { vcpusOfSize } from "../core/instanceTypes.js";
-import { calibrateOn, SAMPLE_BYTES } from "../local/calibrate.js";
+import { calibrateSample, SAMPLE_BYTES } from "../local/calibrate.js";
+import { CalibrationCache, calibrationCacheDir } from "../local/calibrationCache.js";
 
 /** A usage report older than this many of its intervals (plus a grace) is a worker gone. */
 const USAGE_FRESH_INTERVALS = 3;
@@ -65,6 +66,7 @@ import { newJobId } from "./jobId.js";
 import { readStackOutputs, type StackOutputs } from "./stack.js";
 import type {
   CloudmillOptions,
+  EstimateCalibration,
   EstimateSpec,
   FleetHold,
   FleetView,
@@ -462,7 +464,7 @@ export class Cloudmill {
    * (listed, not read), the op's rate measured here on the first 8 MiB of the first input (or its
    * default), priced as job reports are. The same figures as `cloudmill estimate`.
    */
-  async estimate(spec: EstimateSpec): Promise<Estimate> {
+  async estimate(spec: EstimateSpec): Promise<Estimate & { readonly calibration?: EstimateCalibration }> {
     const conn = await this.#connect();
     const stores = new Map<string, S3BlobStore>();
     const inputStore = (bucket: string): S3BlobStore => {
@@ -474,18 +476,24 @@ export class Cloudmill {
     const first = inputs.find((i) => i.size > 0);
     let rate: number | undefined;
     let reduceRate: number | undefined;
+    let calibration: EstimateCalibration | undefined;
     // A lab's op is not here to run: it is priced at the default rate for lab ops.
     const registry = new OpRegistry(builtinOps);
     if (first && spec.calibrate !== false && registry.has(spec.op)) {
       const sample = await withAws(this.#aws(`read a sample of ${first.name}`), () =>
         readBytes(inputStore(first.bucket), first.key, undefined, { start: 0, end: SAMPLE_BYTES }),
       );
-      ({ rate, reduceRate } = await calibrateOn(sample, first.key, { op: spec.op, params: spec.params ?? {} }, registry));
+      // The same cache as `cloudmill estimate` on local files: a sample's bytes, not its name, are its key.
+      const cacheDir = spec.cacheDir ?? calibrationCacheDir(process.env);
+      const cache = cacheDir ? { store: new CalibrationCache(cacheDir), fresh: spec.fresh ?? false } : undefined;
+      const measured = await calibrateSample(sample, first.key, { op: spec.op, params: spec.params ?? {} }, registry, cache);
+      ({ rate, reduceRate } = measured);
+      calibration = { input: first.name, bytes: measured.bytes, ...(measured.cachedAt ? { cachedAt: measured.cachedAt } : {}) };
     }
     const instanceType = spec.instanceType ?? DEFAULTS.instanceType;
     const vcpus = vcpusOfSize(instanceType);
     if (vcpus === undefined) throw new CloudmillError(ErrorCode.INVALID_SPEC, `instanceType ${instanceType}: not an instance type`);
-    return estimateJob({
+    const estimate = estimateJob({
       op: spec.op,
       sizes: inputs.map((i) => i.size),
       chunkSize: spec.chunkSize ?? DEFAULTS.chunkSize,
@@ -497,6 +505,7 @@ export class Cloudmill {
       maxWorkers: spec.maxWorkers ?? 4,
       inlineMaxBytes: spec.inlineMaxBytes ?? DEFAULTS.inlineMaxBytes,
     });
+    return calibration ? { ...estimate, calibration } : estimate;
   }
 
   /**

@@ -11,6 +11,7 @@ export { describeFleet, type FleetClients, type FleetTarget } from "./fleet.js";
 export type {
   BuiltinResults,
   CloudmillOptions,
+  EstimateCalibration,
   EstimateSpec,
   FleetHold,
   FleetInstance,

@@ -95,6 +95,21 @@ export interface EstimateSpec {
   readonly inlineMaxBytes?: number;
   /** Map the first 8 MiB of the first input here to measure the op's rate (default true); false: its default rate. */
   readonly calibrate?: boolean;
+  /**
+   * Measure again even when the calibration cache (as `cloudmill estimate` keeps it, in
+   * `$CLOUDMILL_CACHE_DIR` or the user's cache directory) holds this sample's rate. Default false.
+   */
+  readonly fresh?: boolean;
+  /** Where calibrations are cached. Default `$CLOUDMILL_CACHE_DIR`, else `$XDG_CACHE_HOME/cloudmill`, else `~/.cache/cloudmill`. */
+  readonly cacheDir?: string;
+}
+
+/** Where an estimate's rate came from: a sample of this many bytes of the input, measured here or cached. */
+export interface EstimateCalibration {
+  readonly input: string;
+  readonly bytes: number;
+  /** When the cached rate was measured; absent when it was measured now. */
+  readonly cachedAt?: string;
 }
 
 /** What `future.retry()` may change before the job resumes; the rest of the job is as it was. */

@@ -121,8 +121,16 @@ export const estimateCommand = (io: CliIO): Command =>
             instanceType: flags.instanceType,
             inlineMaxBytes,
             calibrate: flags.calibrate,
+            fresh: flags.fresh,
+            ...(calibrationCacheDir(io.env) !== undefined ? { cacheDir: calibrationCacheDir(io.env)! } : {}),
           });
-          io.stdout.write(flags.json ? `${JSON.stringify(estimate, null, 2)}\n` : `${estimateText(estimate)}\n`);
+          const { calibration, ...figures } = estimate;
+          const sampled = calibration && {
+            file: calibration.input,
+            bytes: calibration.bytes,
+            ...(calibration.cachedAt ? { cachedAt: calibration.cachedAt } : {}),
+          };
+          io.stdout.write(flags.json ? `${JSON.stringify(estimate, null, 2)}\n` : `${estimateText(figures, sampled)}\n`);
         });
         return;
       }
