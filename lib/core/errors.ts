@@ -62,9 +62,20 @@ export interface ErrorContext {
   readonly field?: string;
 }
 
+/**
+ * Every copy of this module brands its errors alike: a lab's op module imports cloudmill from
+ * its own node_modules while the CLI runs from its bundle, and an error one copy throws must
+ * still be a CloudmillError to the other (`onBadRecord: "skip"` skips it by that).
+ */
+const BRAND = Symbol.for("cloudmill.CloudmillError");
+
 export class CloudmillError extends Error {
   readonly code: ErrorCode;
   readonly context: ErrorContext;
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === "object" && value !== null && (value as { [BRAND]?: unknown })[BRAND] === true;
+  }
 
   constructor(code: ErrorCode, message: string, context: ErrorContext = {}, options?: { cause?: unknown }) {
     super(message, options);
@@ -89,6 +100,7 @@ export class CloudmillError extends Error {
     return { code: this.code, message: this.message, context: this.context };
   }
 }
+Object.defineProperty(CloudmillError.prototype, BRAND, { value: true });
 
 export interface SerializedError {
   readonly code: ErrorCode;

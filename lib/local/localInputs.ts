@@ -51,7 +51,9 @@ export const expandLocalManifests = async (inputs: readonly string[]): Promise<s
     const text = await readFile(where, "utf8").catch(() => {
       throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such manifest file", { input: where });
     });
-    for (const { line, text: entry } of listEntries(text)) {
+    const entries = listEntries(text);
+    if (entries.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "the manifest lists no inputs", { input: where });
+    for (const { line, text: entry } of entries) {
       if (isManifestInput(entry) || entry.startsWith("s3://"))
         throw new CloudmillError(ErrorCode.INVALID_SPEC, `${entry}: a local manifest lists local paths`, { input: where, line });
       const listed = path.resolve(path.dirname(where), entry);

@@ -48,8 +48,10 @@ describe("the CLI's bundle", () => {
     symlinkSync(ROOT, path.join(lab, "node_modules/cloudmill"), "dir");
     writeFileSync(
       path.join(lab, "ops.mjs"),
-      `import { defineOp } from "cloudmill";
+      `import { CloudmillError, defineOp, ErrorCode } from "cloudmill";
 export const longest = defineOp({ name: "longest-line", format: "lines", map: (l) => l.length, combine: (a, b) => Math.max(a, b), finalize: (m) => ({ longest: m ?? 0 }) });
+// Its errors are made by the lab's copy of cloudmill, not the bundle's.
+export const picky = defineOp({ name: "picky", format: "lines", map: (l) => { if (l.length % 7 === 3) throw new CloudmillError(ErrorCode.BAD_RECORD, "a length of 7k+3"); return 1; }, combine: (a, b) => a + b, finalize: (n) => ({ kept: n ?? 0 }) });
 `,
     );
     const input = path.join(dir, "lines.txt");
@@ -62,5 +64,30 @@ export const longest = defineOp({ name: "longest-line", format: "lines", map: (l
       encoding: "utf8",
     });
     expect(got).toEqual({ longest: Number(want) });
+
+    // An error the lab's own copy of cloudmill makes keeps its code and place through the bundle's.
+    const failed = await promisify(execFile)(
+      process.execPath,
+      [
+        path.join(alone, "bin/cloudmill.js"),
+        "run",
+        input,
+        "--ops",
+        "./ops.mjs",
+        "--op",
+        "picky",
+        "-w",
+        "2",
+        "--chunk-size",
+        "16KiB",
+        "--no-progress",
+      ],
+      { cwd: lab },
+    ).then(
+      () => undefined,
+      (err: { code: number; stderr: string }) => err,
+    );
+    expect(failed?.code).toBe(4);
+    expect(failed?.stderr).toMatch(/^cloudmill: \S+lines\.txt \(bytes \d+-\d+\): a length of 7k\+3\n/);
   });
 });

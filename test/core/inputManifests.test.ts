@@ -136,6 +136,13 @@ describe("a local run over a manifest", () => {
     ]);
   });
 
+  it("refuses a list that names nothing, rather than run an empty job", async () => {
+    await writeFile(path.join(dir, "none.txt"), "# nothing yet\n\n");
+    const r = await cli(["run", `manifest:${path.join(dir, "none.txt")}`, "--op", "count", "--no-progress"]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(`${path.join(dir, "none.txt")}: the manifest lists no inputs`);
+  });
+
   it("names the manifest and line of a path that is not there", async () => {
     await writeFile(path.join(dir, "bad.txt"), "a.txt\nmissing.txt\n");
     const r = await cli(["run", `manifest:${path.join(dir, "bad.txt")}`, "--op", "count", "--no-progress"]);

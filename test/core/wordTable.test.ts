@@ -121,6 +121,22 @@ describe("wordcount's kernel", () => {
     expect(dict.size).toBe(Object.keys(countsOf(counts).words).length);
   });
 
+  it("holds more than 2^24 distinct words, its memory past 2 GiB, every one counted once", () => {
+    // Distinct by construction: base-36 numerals of 0 … n-1, a million to a block.
+    const n = 17_000_000;
+    const dict = new WordDictionary();
+    const counts = new WordCounts(dict);
+    for (let from = 0; from < n; from += 1 << 20) {
+      const words = Array.from({ length: Math.min(1 << 20, n - from) }, (_, i) => (from + i).toString(36));
+      counts.addWords(Buffer.from(`${words.join(" ")} `, "latin1"));
+    }
+    expect([counts.total, counts.distinct, dict.size]).toEqual([n, n, n]);
+    expect(counts.counts().every((c) => c === 1)).toBe(true);
+    const listed = counts.words();
+    expect(listed.slice(0, 6)).toBe("0\n1\n2\n");
+    expect(listed.endsWith(`\n${(n - 1).toString(36)}\n`)).toBe(true);
+  }, 120_000);
+
   it("shares one dictionary between counters, and carries counts to another by their words", () => {
     const a = hostileText(4, 100_000);
     const b = hostileText(5, 100_000);

@@ -106,6 +106,14 @@ describe("manifest inputs on the emulated cloud", () => {
     expect(stale.status.error?.code).toBe("INPUT_CHANGED");
   });
 
+  it("fails a job whose list names nothing", async () => {
+    await cloud.put("lists/empty.txt", "# to fill in later\n");
+    const { status } = await count("from-empty-list", [`manifest:s3://${cloud.input}/lists/empty.txt`]);
+    expect(status.state).toBe("failed");
+    expect(status.error?.code).toBe("INPUT_NOT_FOUND");
+    expect(JSON.stringify(status.error)).toContain("the manifest lists no inputs");
+  });
+
   it("fails a job whose list names a missing object, naming the manifest's line", async () => {
     await cloud.put("lists/bad.txt", "data/log-0.txt\ndata/nope.txt\n");
     const { status } = await count("from-bad-list", [`manifest:s3://${cloud.input}/lists/bad.txt`]);

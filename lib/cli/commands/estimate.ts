@@ -130,7 +130,7 @@ export const estimateCommand = (io: CliIO): Command =>
             bytes: calibration.bytes,
             ...(calibration.cachedAt ? { cachedAt: calibration.cachedAt } : {}),
           };
-          io.stdout.write(flags.json ? `${JSON.stringify(estimate, null, 2)}\n` : `${estimateText(figures, sampled)}\n`);
+          io.stdout.write(flags.json ? `${JSON.stringify(figures, null, 2)}\n` : `${estimateText(figures, sampled)}\n`);
         });
         return;
       }

@@ -95,7 +95,7 @@ export class WordDictionary {
 
   /** Bytes the words take (with their separators). */
   get bytes(): number {
-    return this.#k.used.value;
+    return this.#k.used.value >>> 0;
   }
 
   /**
@@ -155,15 +155,15 @@ export class WordDictionary {
   /** The words at indexes[0, n), each as latin1 bytes followed by "\n". */
   wordsAt(indexes: Int32Array, n: number): string {
     const k = this.#k;
-    const ents = new Int32Array(k.memory.buffer, k.ents.value, 2 * k.size.value);
+    const ents = new Int32Array(k.memory.buffer, k.ents.value >>> 0, 2 * k.size.value);
     let bytes = 0;
     for (let i = 0; i < n; i++) bytes += ents[2 * indexes[i]! + 1]! + 1;
     const out = Buffer.allocUnsafe(bytes);
-    const arena = new Uint8Array(k.memory.buffer, k.arena.value, k.used.value);
+    const arena = new Uint8Array(k.memory.buffer, k.arena.value >>> 0, k.used.value >>> 0);
     let o = 0;
     for (let i = 0; i < n; i++) {
       const e = 2 * indexes[i]!;
-      const at = ents[e]!;
+      const at = ents[e]! >>> 0;
       const len = ents[e + 1]! + 1;
       out.set(arena.subarray(at, at + len), o);
       o += len;
@@ -188,7 +188,8 @@ export class WordDictionary {
       }
       const len = to - from;
       if (len + PAD > this.#inputCap) {
-        this.#inputCap = Math.max(SLICE, len) + PAD;
+        // Doubled, not fitted: regions are never freed, so a run of ever longer words costs log n of them.
+        this.#inputCap = Math.max(SLICE, len, 2 * this.#inputCap) + PAD;
         this.#input = this.#alloc(this.#inputCap);
       }
       const memory = new Uint8Array(this.#k.memory.buffer);
@@ -203,14 +204,14 @@ export class WordDictionary {
   #scan(at: number, end: number): void {
     const k = this.#k;
     for (;;) {
-      const stopped = k.scan(at, end);
+      const stopped = k.scan(at, end) >>> 0;
       if (stopped >= end) return;
       // Slots move when the table grows, and the seen list names slots.
       this.#drain();
       const size = k.size.value;
       const cap = k.cap.value;
       if (size >= cap) this.#growTable(cap * 2);
-      else this.#growArena(Math.max(k.arenaCap.value * 2, k.used.value + (end - stopped) + 1));
+      else this.#growArena(Math.max((k.arenaCap.value >>> 0) * 2, (k.used.value >>> 0) + (end - stopped) + 1));
       at = stopped;
     }
   }
@@ -233,8 +234,18 @@ export class WordDictionary {
     const end = at + bytes;
     const memory = this.#k.memory;
     const have = memory.buffer.byteLength;
-    if (end > have) memory.grow(Math.ceil((end - have) / 65536));
-    this.#top = (end + 15) & ~15;
+    if (end > have) {
+      try {
+        memory.grow(Math.ceil((end - have) / 65536));
+      } catch {
+        // A WebAssembly memory ends at 4 GiB: about 30 million distinct words in one thread.
+        throw new CloudmillError(
+          ErrorCode.OUT_OF_MEMORY,
+          `wordcount: ${this.size} distinct words fill one thread's word table (4 GiB); use smaller chunks or more threads`,
+        );
+      }
+    }
+    this.#top = Math.ceil(end / 16) * 16;
     return at;
   }
 
@@ -242,14 +253,14 @@ export class WordDictionary {
   #growTable(cap: number): void {
     const k = this.#k;
     const size = k.size.value;
-    const oldSlots = k.slots.value;
+    const oldSlots = k.slots.value >>> 0;
     const oldCount = size === 0 ? 0 : k.mask.value + 1;
-    const oldEnts = k.ents.value;
+    const oldEnts = k.ents.value >>> 0;
     const slots = this.#alloc(cap * 2 * SLOT_BYTES);
     const ents = this.#alloc(cap * 8);
     const seen = this.#alloc(cap * 4);
     this.#drained = this.#alloc(cap * 8);
-    new Int32Array(k.memory.buffer).copyWithin(ents >> 2, oldEnts >> 2, (oldEnts >> 2) + 2 * size);
+    new Int32Array(k.memory.buffer).copyWithin(ents / 4, oldEnts / 4, oldEnts / 4 + 2 * size);
     k.slots.value = slots;
     k.mask.value = cap * 2 - 1;
     k.rehash(oldSlots, oldCount);
@@ -262,8 +273,8 @@ export class WordDictionary {
   #growArena(cap: number): void {
     const k = this.#k;
     const arena = this.#alloc(cap + ARENA_SLACK);
-    const used = k.used.value;
-    const old = k.arena.value;
+    const used = k.used.value >>> 0;
+    const old = k.arena.value >>> 0;
     new Uint8Array(k.memory.buffer).copyWithin(arena, old, old + used);
     k.arena.value = arena;
     k.arenaCap.value = cap;

@@ -78,7 +78,11 @@ const resolveManifest = async (deps: Stores, input: string): Promise<InputObject
       throw e.code === ErrorCode.ENVIRONMENT ? e : new CloudmillError(e.code, e.message, { input: s3Uri(b, k) });
     });
   const text = (await read(bucket, key)).toString("utf8");
-  const flat = (lists: InputObject[][]): InputObject[] => lists.flat();
+  const flat = (lists: InputObject[][]): InputObject[] => {
+    const all = lists.flat();
+    if (all.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "the manifest lists no inputs", { input: where });
+    return all;
+  };
   switch (manifestKind(where)) {
     case "list":
       return flat(
@@ -101,7 +105,7 @@ const resolveManifest = async (deps: Stores, input: string): Promise<InputObject
       const out: InputObject[] = [];
       for (const [i, objects] of files.entries()) {
         const file = s3Uri(report.bucket, report.files[i]!);
-        out.push(...flat(await mapInOrder(objects, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, file, o))));
+        out.push(...(await mapInOrder(objects, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, file, o))).flat());
       }
       if (out.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "the inventory lists no current objects", { input: where });
       return out;

@@ -121,7 +121,7 @@ export interface RunTaskOptions {
   /**
    * True for a queue message's first delivery: no earlier copy can have written the part (a
    * rare duplicate delivery maps the chunk again and writes the same part), so the HEAD that
-   * skips a done chunk is spared. A backup still looks.
+   * skips a done chunk is spared. A backup, and any task of a keyed job, still looks.
    */
   readonly firstDelivery?: boolean;
   /** Whether the task's job (this run of it) has ended; by default two HEADs per task (a worker caches its answer). */
@@ -148,7 +148,10 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
   const output = deps.output;
   const key = partKey(jobId, taskIndex(task));
   const redo = !isReduceTask(task) && task.redo === true;
-  if (!redo && (backup || !firstDelivery) && (await exists(output, key))) return { kind: "duplicate" };
+  // A keyed job's tasks always look: two reducers may both enqueue its reduce tasks, and a map
+  // task's shuffle objects may already be named in reduce plans.
+  const looks = !firstDelivery || backup || isReduceTask(task) || job.partitions !== undefined;
+  if (!redo && looks && (await exists(output, key))) return { kind: "duplicate" };
   if (await (options.jobEnded ?? ((t: TaskMessage) => jobEndedMarkers(output, t.jobId)))(task)) return { kind: "job-ended" };
   const deadline = job.deadline;
   const map = (s: AbortSignal | undefined): Promise<TaskOutcome> =>
