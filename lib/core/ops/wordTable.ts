@@ -241,7 +241,7 @@ export class WordDictionary {
         // A WebAssembly memory ends at 4 GiB: about 30 million distinct words in one thread.
         throw new CloudmillError(
           ErrorCode.OUT_OF_MEMORY,
-          `wordcount: ${this.size} distinct words fill one thread's word table (4 GiB); use smaller chunks or more threads`,
+          `wordcount: ${this.size} distinct words fill one thread's word table (4 GiB); the keyed op distinct counts any number`,
         );
       }
     }
