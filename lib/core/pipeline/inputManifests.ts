@@ -72,17 +72,21 @@ const decodeKey = (encoded: string, plusIsSpace: boolean, where: string, line: n
 
 const CSV = { separator: ",", quote: '"' } as const;
 
-/** Rows of an S3 Batch Operations CSV manifest: `bucket,key` (a third column, a version, is refused). */
-export const batchCsvObjects = (text: string, where: string): ListedObject[] => {
-  const out: ListedObject[] = [];
+/** The fields of each non-blank row of a manifest's CSV (no quoted newlines), with its line number. */
+const csvRows = function* (text: string): Generator<{ readonly line: number; readonly row: string; readonly fields: string[] }> {
   let offset = 0;
   for (const [i, raw] of text.split("\n").entries()) {
-    const line = i + 1;
     const row = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
     const at = offset;
     offset += raw.length + 1;
-    if (row.trim() === "") continue;
-    const fields = parseCsvRecord(row, at, CSV);
+    if (row.trim() !== "") yield { line: i + 1, row, fields: parseCsvRecord(row, at, CSV) };
+  }
+};
+
+/** Rows of an S3 Batch Operations CSV manifest: `bucket,key` (a third column, a version, is refused). */
+export const batchCsvObjects = (text: string, where: string): ListedObject[] => {
+  const out: ListedObject[] = [];
+  for (const { line, row, fields } of csvRows(text)) {
     if (fields.length > 2 && fields[2] !== "") throw refuse(where, line, "object versions are not supported: list bucket,key only");
     const [bucket, key] = fields;
     if (!bucket || !key) throw refuse(where, line, `expected bucket,key, got ${JSON.stringify(row.slice(0, 80))}`);
@@ -144,14 +148,7 @@ export const inventoryObjects = (gzipped: Buffer, columns: readonly string[], wh
   const at = (name: string): number => columns.indexOf(name);
   const [bucketAt, keyAt, sizeAt, etagAt, latestAt, deletedAt] = ["Bucket", "Key", "Size", "ETag", "IsLatest", "IsDeleteMarker"].map(at);
   const out: ListedObject[] = [];
-  let offset = 0;
-  for (const [i, raw] of text.split("\n").entries()) {
-    const line = i + 1;
-    const row = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
-    const rowAt = offset;
-    offset += raw.length + 1;
-    if (row === "") continue;
-    const fields = parseCsvRecord(row, rowAt, CSV);
+  for (const { line, fields } of csvRows(text)) {
     if (fields.length < columns.length) throw refuse(where, line, `expected ${columns.length} columns, got ${fields.length}`);
     if (deletedAt! >= 0 && fields[deletedAt!] === "true") continue;
     if (latestAt! >= 0 && fields[latestAt!] === "false") continue;
