@@ -22,7 +22,7 @@ import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { GetQueueAttributesCommand, GetQueueUrlCommand, SendMessageBatchCommand } from "@aws-sdk/client-sqs";
 import { S3BlobStore } from "../lib/aws/S3BlobStore.js";
 import type { AwsClients } from "../lib/aws/clients.js";
-import { cloudDeps } from "../lib/aws/cloudDeps.js";
+import { cloudDeps, cloudSplitDeps } from "../lib/aws/cloudDeps.js";
 import { DEV_QUEUES } from "../lib/core/constants.js";
 import { manifestKey, partsPrefix, succeededKey } from "../lib/core/keys.js";
 import { startDevCloud, type DevCloud, type DevCloudOptions } from "../lib/dev/devCloud.js";
@@ -434,8 +434,9 @@ export const runChaos = async (s: ChaosScenario): Promise<ChaosReport> => {
   // The rogue reducers and the checks use their own clients: faulty like the roles', so a
   // reducer racing the dev cloud's also meets throttling and resets.
   const rogueClients = faultyClients({ endpoint: c.cloud.endpoint }, { rate: s.faultRate, seed: s.seed + 2, stream: "rogue" });
-  const rogueDeps = cloudDeps(
-    { outputBucket: c.outputBucket },
+  // They merge as the stack's reducer does: a job of many chunks in a tree of merge tasks.
+  const rogueDeps = cloudSplitDeps(
+    { outputBucket: c.outputBucket, taskQueueUrl: c.cloud.taskQueueUrl },
     jsonLogger(() => undefined),
     rogueClients,
   );
@@ -513,7 +514,7 @@ export const runChaos = async (s: ChaosScenario): Promise<ChaosReport> => {
               Array.from({ length: s.rogueReducers }, async () => {
                 rogueReduceCalls++;
                 try {
-                  await reduceJob(rogueDeps, jobId);
+                  await reduceJob(rogueDeps, jobId, { tree: true });
                 } catch (err) {
                   // Transient errors (the injected faults) are what a Lambda retry absorbs.
                   if (toCloudmillError(err).code !== "ENVIRONMENT") throw err;

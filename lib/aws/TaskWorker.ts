@@ -6,7 +6,7 @@
 import { EventEmitter } from "node:events";
 import os from "node:os";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
-import { isReduceTask, TaskMessage, type MapTask } from "../core/job/manifest.js";
+import { isMapTask, isMergeTask, isReduceTask, TaskMessage, type MapTask } from "../core/job/manifest.js";
 import { partKey, succeededKey } from "../core/keys.js";
 import { markRunning } from "../core/pipeline/backups.js";
 import { exists } from "../core/pipeline/blobJson.js";
@@ -195,10 +195,14 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       return;
     }
     const log = deps.log.child(
-      isReduceTask(task) ? { jobId: task.jobId, partition: task.reduce.partition } : { jobId: task.jobId, chunk: task.chunk.index },
+      isReduceTask(task)
+        ? { jobId: task.jobId, partition: task.reduce.partition }
+        : isMergeTask(task)
+          ? { jobId: task.jobId, merge: `${task.merge.level}-${task.merge.group}` }
+          : { jobId: task.jobId, chunk: task.chunk.index },
     );
     this.emit("message_received", task, message);
-    if (!isReduceTask(task))
+    if (isMapTask(task))
       log.debug("chunk received", {
         attempt: message.receiveCount,
         input: task.chunk.input.name,
@@ -216,7 +220,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         () => this.emit("heartbeat", task),
         (err: unknown) => log.warn("heartbeat failed", logFieldsOf(toCloudmillError(err))),
       );
-      if (!isReduceTask(task)) void this.#longChunk(task, beats, startedAt, lost).catch(() => undefined);
+      if (isMapTask(task)) void this.#longChunk(task, beats, startedAt, lost).catch(() => undefined);
     }, this.#options.heartbeatSeconds * 1000);
     try {
       const outcome = await runTask(deps, task, {
@@ -229,7 +233,10 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         jobEnded: (t) => this.#jobEnds.ended(jobRun(t)),
       });
       await queue.delete(message.receiptHandle);
-      log.info("chunk done", { outcome: outcome.kind, ...(outcome.kind === "done" ? { bytes: outcome.bytes } : {}) });
+      log.info(isMergeTask(task) ? "merge done" : "chunk done", {
+        outcome: outcome.kind,
+        ...(outcome.kind === "done" ? { bytes: outcome.bytes } : {}),
+      });
       if (outcome.kind === "done") this.#done++;
       this.emit("task_done", task, outcome);
     } catch (e) {

@@ -2,7 +2,7 @@
  * The Lambda handlers' cores over the events AWS delivers (events.ts): functions/* are
  * one-line wrappers over these, and the dev cloud calls them as Lambda would.
  */
-import { parsePartKey, parseRunningKey } from "../core/keys.js";
+import { parseMergedKey, parsePartKey, parseRunningKey } from "../core/keys.js";
 import { toCloudmillError } from "../core/errors.js";
 import type { PipelineDeps, SplitDeps } from "../core/pipeline/deps.js";
 import { failJobOfTask, handleDeadLetter } from "../core/pipeline/deadLetter.js";
@@ -55,8 +55,8 @@ export const reducerHandler =
         deps.log.warn("not an S3 notification; dropped", { messageId: record.messageId });
       }
       for (const { key } of objects) {
-        // A part, or a long chunk's running marker (the straggler check).
-        const part = parsePartKey(key) ?? parseRunningKey(key);
+        // A part, a merged part (the merge tree), or a long chunk's running marker (the straggler check).
+        const part = parsePartKey(key) ?? parseMergedKey(key) ?? parseRunningKey(key);
         if (!part) continue;
         const ids = byJob.get(part.jobId) ?? [];
         ids.push(record.messageId);
@@ -66,7 +66,7 @@ export const reducerHandler =
     const failures: { itemIdentifier: string }[] = [];
     for (const [jobId, messageIds] of byJob) {
       try {
-        const outcome = await reduceJob(deps, jobId);
+        const outcome = await reduceJob(deps, jobId, { tree: true });
         deps.log.info("reduce", {
           jobId,
           outcome: outcome.kind,

@@ -130,6 +130,11 @@ export const DEFAULTS = {
    */
   maxShuffleSegments: 4_000_000,
   /**
+   * Parts one merge reads on the fleet: a job of more chunks merges them in a tree of merge
+   * tasks, so the reducer reads at most this many partials (ln 60,000 / ln 64: three levels).
+   */
+  mergeFanIn: 64,
+  /**
    * Jobs of at most this many input bytes are mapped in the splitter's function: seconds from
    * upload to result, where a cold fleet takes minutes. At the splitter's one vCPU, 64 MiB of
    * the slowest built-in op (wordcount) takes well under a minute of its five.

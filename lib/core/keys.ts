@@ -81,6 +81,9 @@ export const parseRunningKey = (key: string): { jobId: string; index: number } |
   const m = /^_work\/([^/]+)\/running\/(\d{7,})\.running\.json$/.exec(key);
   return m ? { jobId: m[1]!, index: Number(m[2]) } : undefined;
 };
+/** Whether writing an output key wakes the reducer: the stack's notification filters (prefix _work/, these suffixes). */
+export const wakesReducer = (key: string): boolean =>
+  key.startsWith(WORK_PREFIX) && (key.endsWith(PART_SUFFIX) || key.endsWith(RUNNING_SUFFIX));
 /** Written once when a straggling chunk's backup is queued: at most one backup per chunk, and the job's count. */
 export const backupsPrefix = (jobId: string): string => `${workPrefix(jobId)}backups/`;
 export const backupKey = (jobId: string, index: number): string => `${backupsPrefix(jobId)}${pad(index)}.json`;
@@ -111,6 +114,32 @@ export const outputPartKey = (jobId: string, partition: number, extension: ".jso
   `${JOBS_PREFIX}${jobId}/part-${String(partition).padStart(5, "0")}${extension}`;
 /** What a keyed job's reduce tasks write (the worker may write these `_jobs/` keys too). */
 export const OUTPUT_PART_PATTERN = `${JOBS_PREFIX}*/part-*`;
+
+/**
+ * A fleet job of many chunks merges its parts in a tree of merge tasks (mergeTree.ts). A merged
+ * part's key is a pure function of (job, run, level, group); each run of a resumed job merges
+ * afresh under its own generation, so a part mapped again is never hidden by an older merge.
+ * It ends in PART_SUFFIX, so writing it wakes the reducer as a part does.
+ */
+export const mergedPrefix = (jobId: string, generation: number): string => `${workPrefix(jobId)}merged/${generation}/`;
+export const mergedKey = (jobId: string, generation: number, level: number, group: number): string =>
+  `${mergedPrefix(jobId, generation)}${level}-${pad(group)}${PART_SUFFIX}`;
+/** Written by the reducer once it has queued a merge task, so a later call queues it no more. */
+export const mergeQueuedKey = (jobId: string, generation: number, level: number, group: number): string =>
+  `${mergedPrefix(jobId, generation)}${level}-${pad(group)}.queued.json`;
+/** A merge task's latest error (the dead-letter handler reads it). */
+export const mergeErrorKey = (jobId: string, generation: number, level: number, group: number): string =>
+  `${errorsPrefix(jobId)}merged-${generation}-${level}-${pad(group)}.json`;
+
+/** What a merged part's key (or its queued marker's) names. */
+export const parseMergedKey = (
+  key: string,
+): { jobId: string; generation: number; level: number; group: number; queued: boolean } | undefined => {
+  const m = /^_work\/([^/]+)\/merged\/(\d+)\/(\d+)-(\d{7,})(\.part\.json|\.queued\.json)$/.exec(key);
+  return m
+    ? { jobId: m[1]!, generation: Number(m[2]), level: Number(m[3]), group: Number(m[4]), queued: m[5] === ".queued.json" }
+    : undefined;
+};
 
 /** The chunk index a part key names, or undefined when the key is not a part key. */
 export const parsePartKey = (key: string): { jobId: string; index: number } | undefined => {

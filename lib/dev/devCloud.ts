@@ -15,7 +15,7 @@ import { awsClients, destroyClients, type AwsClients } from "../aws/clients.js";
 import { faultyClients, type FaultConfigInput, type FaultInjectionOptions } from "./faultInjection.js";
 import { cloudDeps } from "../aws/cloudDeps.js";
 import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES, ENV } from "../core/constants.js";
-import { parsePartKey, parseRunningKey } from "../core/keys.js";
+import { wakesReducer } from "../core/keys.js";
 import { toCloudmillError } from "../core/errors.js";
 import { sleep } from "../core/sleep.js";
 import { opsRegistry } from "../core/ops/opModules.js";
@@ -253,7 +253,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
         );
         pendingSplits.add(p);
         void p.finally(() => pendingSplits.delete(p));
-      } else if (bucket === outputBucket && (parsePartKey(decodeEventKey(key)) ?? parseRunningKey(decodeEventKey(key)))) {
+      } else if (bucket === outputBucket && wakesReducer(decodeEventKey(key))) {
         await partsQueue.sendBatch([JSON.stringify({ Records: [record] })]);
       }
     }

@@ -4,7 +4,7 @@
  * read, no JSON parse and no third busy thread beside the mappers; and no part need be
  * written. A thread that dies loses its running total: the engine maps its chunks again.
  */
-import { isReduceTask, type TaskMessage } from "../core/job/manifest.js";
+import { isMapTask, type TaskMessage } from "../core/job/manifest.js";
 import type { OpRegistry } from "../core/ops/registry.js";
 import type { Merger } from "../core/ops/types.js";
 import type { MergedParts } from "../core/pipeline/partMerge.js";
@@ -28,7 +28,7 @@ export class Accumulators {
   /** Merges a mapped chunk's partial into its job's running total. */
   add(task: TaskMessage, outcome: TaskOutcome): void {
     // A reduce task's partial is its output part, merged by no one.
-    if (outcome.kind !== "done" || isReduceTask(task)) return;
+    if (outcome.kind !== "done" || !isMapTask(task)) return;
     let running = this.#byJob.get(task.jobId);
     if (!running) {
       const op = this.registry.get(task.job.op);

@@ -12,6 +12,7 @@ import { MemoryTaskQueue } from "./MemoryTaskQueue.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import {
   chunkBytes,
+  isMergeTask,
   isReduceTask,
   taskCount,
   taskIndex,
@@ -417,6 +418,8 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
         continue;
       }
       const task = TaskMessage.parse(JSON.parse(msg.body));
+      // Local jobs merge in their task threads and the reducer: no one queues merge tasks here.
+      if (isMergeTask(task)) throw new CloudmillError(ErrorCode.INTERNAL, `job ${task.jobId}: a merge task in the local engine`);
       const index = taskIndex(task);
       const chunk = isReduceTask(task) ? undefined : task.chunk;
       const copy = new AbortController();
@@ -502,7 +505,7 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
     if (ended === "aborted") throw new CloudmillError(ErrorCode.CANCELLED, "interrupted", { jobId: manifest.jobId });
     if (ended !== "complete") return;
     const merged = inOrder ?? new OrderedPartMerge(deps, manifest, totals);
-    const outcome = await reduceJob(deps, manifest.jobId, merged, (err) => withLineNumber(err, inputs, root));
+    const outcome = await reduceJob(deps, manifest.jobId, { merged, locate: (err) => withLineNumber(err, inputs, root) });
     // A keyed job's map stage is done: reduceJob enqueued its reduce tasks; run them, then reduce again.
     if (outcome.kind !== "incomplete" || tasks <= manifest.chunks) return;
     goal = tasks;

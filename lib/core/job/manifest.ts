@@ -63,6 +63,8 @@ export const TaskJob = z.strictObject({
   maxCostUsd: z.number().positive().optional(),
   /** A keyed op's partition count: its map tasks split their pairs this many ways. */
   partitions: z.number().int().positive().optional(),
+  /** An order-free job's merge fan-in on the fleet (mergeTree.ts); absent (a job planned by 0.2): no tree. */
+  fanIn: z.number().int().min(2).optional(),
 });
 export type TaskJob = z.infer<typeof TaskJob>;
 
@@ -160,14 +162,36 @@ export const ReduceTask = z.strictObject({
 });
 export type ReduceTask = z.infer<typeof ReduceTask>;
 
+/**
+ * A merge of consecutive parts of a job with many chunks (mergeTree.ts): at level 1 map parts
+ * `from`…`to - 1`, above it merged parts of the level below. Its output is merged part
+ * (level, group) of the job's run `job.generation`.
+ */
+export const MergeTask = z.strictObject({
+  v: z.literal(1),
+  jobId: JobId,
+  merge: z
+    .strictObject({
+      level: z.number().int().positive(),
+      group: z.number().int().nonnegative(),
+      from: z.number().int().nonnegative(),
+      to: z.number().int().positive(),
+    })
+    .refine((m) => m.from < m.to, { message: "a merge reads at least one part" }),
+  job: TaskJob,
+});
+export type MergeTask = z.infer<typeof MergeTask>;
+
 /** The body of one task message. */
-export const TaskMessage = z.union([MapTask, ReduceTask]);
+export const TaskMessage = z.union([MapTask, ReduceTask, MergeTask]);
 export type TaskMessage = z.infer<typeof TaskMessage>;
 
+export const isMapTask = (task: TaskMessage): task is MapTask => "chunk" in task;
 export const isReduceTask = (task: TaskMessage): task is ReduceTask => "reduce" in task;
+export const isMergeTask = (task: TaskMessage): task is MergeTask => "merge" in task;
 
-/** The index of a task's part: its chunk's, or (a reduce task) chunks + partition. */
-export const taskIndex = (task: TaskMessage): number =>
+/** The index of a map or reduce task's part: its chunk's, or (a reduce task) chunks + partition. */
+export const taskIndex = (task: MapTask | ReduceTask): number =>
   isReduceTask(task) ? task.reduce.chunks + task.reduce.partition : task.chunk.index;
 
 /** A keyed job's tasks: its chunks and then a reduce task per partition. */

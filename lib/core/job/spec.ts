@@ -108,6 +108,11 @@ export const JobSpecSchema = z.strictObject({
   maxCostUsd: z.number().positive().max(1_000_000).optional(),
   /** A keyed op's partitions: its output parts, and its reduce tasks. Default: one per 256 MiB of input. */
   partitions: z.number().int().min(1).max(MAX_PARTITIONS).optional(),
+  /**
+   * On the fleet, parts one merge task (and the reducer) reads: a job of more chunks merges its
+   * parts in a tree. Default 64. Not for keyed ops, whose reduce tasks merge by partition.
+   */
+  fanIn: z.number().int().min(2).max(10_000).optional(),
 });
 
 export type JobSpecInput = z.input<typeof JobSpecSchema>;

@@ -4,14 +4,14 @@
  */
 import { z } from "zod";
 import type { OutputKeys } from "../keys.js";
-import { chunkErrorKey, failureKey, manifestKey, partKey, succeededKey } from "../keys.js";
+import { failureKey, manifestKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, locate, type ErrorContext } from "../errors.js";
-import { isReduceTask, Manifest, TaskMessage, taskIndex, type JobStatus } from "../job/manifest.js";
+import { isMapTask, isMergeTask, isReduceTask, Manifest, TaskMessage, type JobStatus } from "../job/manifest.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { StatusError, statusContext, statusErrorOf, superseded } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
-import { chunkContext, isStaleTask } from "./task.js";
+import { chunkContext, isStaleTask, taskErrorKey, taskPartKey } from "./task.js";
 
 export interface FailTarget {
   readonly jobId: string;
@@ -64,16 +64,24 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
     return "ignored";
   }
   const { jobId } = task;
-  const index = taskIndex(task);
-  if (await exists(deps.output, partKey(jobId, index))) return "ignored";
+  if (await exists(deps.output, taskPartKey(task))) return "ignored";
   // A straggler's backup that failed leaves its original running; a task queued before its job
   // was resumed carried the earlier run's limits.
-  if (!isReduceTask(task) && task.backup) return "ignored";
+  if (isMapTask(task) && task.backup) return "ignored";
   if (await isStaleTask(deps, task)) return "ignored";
-  const recorded = await readJsonIfExists(deps.output, chunkErrorKey(jobId, index), ChunkErrorRecord);
+  const recorded = await readJsonIfExists(deps.output, taskErrorKey(task), ChunkErrorRecord);
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
   if (!manifest) return "ignored";
   const target = { jobId, output: manifest.output, chunks: manifest.chunks, done: 0, startedAt: manifest.createdAt };
+  if (isMergeTask(task)) {
+    const { level, group } = task.merge;
+    const what = `merge task ${group} of level ${level} failed`;
+    const error = recorded
+      ? new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} after ${recorded.attempt} attempts: ${recorded.error.message}`, { jobId })
+      : new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} without reporting an error (worker killed or out of memory?)`, { jobId });
+    await failJob(deps, target, error);
+    return "failed";
+  }
   if (isReduceTask(task)) {
     const { partition } = task.reduce;
     const what = `partition ${partition}'s reduce task failed`;

@@ -29,7 +29,7 @@ export const keptErrorOf = (err: CloudmillError): KeptError => err.toJSON() as K
 export const raiseKept = (kept: KeptError): CloudmillError => new CloudmillError(kept.code, kept.message, kept.context);
 
 /** One reading of a chunk: its partial and skipped records, or the error that ended it. */
-const Reading = z.object({ partial: z.unknown(), skipped: z.number().int().nonnegative(), error: KeptError.optional() });
+export const Reading = z.object({ partial: z.unknown(), skipped: z.number().int().nonnegative(), error: KeptError.optional() });
 export type Reading = z.infer<typeof Reading>;
 
 /**
@@ -78,17 +78,23 @@ export const Part = z.object({
 export type Part = z.infer<typeof Part>;
 
 /**
- * Picks a part's reading given whether its first byte's predecessor is inside quotes (false
- * for a part without speculation), and returns the state after its last byte's predecessor.
- * Throws the picked reading's error.
+ * A part's reading given whether its first byte's predecessor is inside quotes (false for a
+ * part without speculation), and the state after its last byte's predecessor. The reading's
+ * error is returned in it, not thrown (a merge of parts keeps it until a reading is chosen).
  */
-export const pickReading = (part: Part, insideBefore: boolean): { reading: Reading; insideAfter: boolean } => {
+export const readingOf = (part: Part, insideBefore: boolean): { reading: Reading; insideAfter: boolean } => {
   const q = part.quotes;
   if (!q) return { reading: { partial: part.partial, skipped: part.skipped }, insideAfter: false };
   const inside = q.first ? false : insideBefore;
   const reading: Reading = inside
     ? (q.inside ?? { partial: null, skipped: 0, error: keptErrorOf(new CloudmillError(ErrorCode.INTERNAL, "no inside reading")) })
     : { partial: part.partial, skipped: part.skipped, ...(q.error ? { error: q.error } : {}) };
-  if (reading.error) throw raiseKept(reading.error);
   return { reading, insideAfter: inside !== q.odd };
+};
+
+/** readingOf, throwing the picked reading's error. */
+export const pickReading = (part: Part, insideBefore: boolean): { reading: Reading; insideAfter: boolean } => {
+  const picked = readingOf(part, insideBefore);
+  if (picked.reading.error) throw raiseKept(picked.reading.error);
+  return picked;
 };

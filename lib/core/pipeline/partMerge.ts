@@ -6,7 +6,8 @@ import { RunLog } from "../report/jobReport.js";
 import type { AnyOp, Merger } from "../ops/types.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJson } from "./blobJson.js";
-import { Part, pickReading, type SniffedSeparator } from "./part.js";
+import { Part, raiseKept, type SniffedSeparator } from "./part.js";
+import { spanOfPart, type Span } from "./spans.js";
 import { TaskStarts, type WhereRan } from "./status.js";
 
 /** Parts merged elsewhere already (the local engine's task threads): their chunks and merged partial. */
@@ -19,6 +20,23 @@ export interface MergedParts {
 /** Parts read ahead of the one being merged. */
 const READ_AHEAD = 16;
 
+/** What a merge reads, in order: a job's map parts, or (a merge tree's top) its merged parts. */
+export interface SpanSource {
+  readonly count: number;
+  read(index: number, key: string): Promise<Span>;
+}
+
+/** A job's map parts, one per chunk. */
+const mapParts = (deps: PipelineDeps, manifest: Manifest): SpanSource => ({
+  count: manifest.chunks,
+  async read(index, key) {
+    const part = await readJson(deps.output, key, Part);
+    if (part.jobId !== manifest.jobId || part.index !== index)
+      throw new CloudmillError(ErrorCode.INTERNAL, `part ${index} of job ${manifest.jobId} holds job ${part.jobId} chunk ${part.index}`);
+    return spanOfPart(part);
+  },
+});
+
 /**
  * Merges a job's parts strictly in chunk order (so the result's bytes never depend on
  * which chunk finished first), reading a few parts ahead and holding at most READ_AHEAD
@@ -28,9 +46,8 @@ const READ_AHEAD = 16;
  * themselves, which is merged first. reduceJob merges whatever is still left.
  */
 export class OrderedPartMerge {
-  readonly #deps: PipelineDeps;
   readonly #jobId: string;
-  readonly #chunks: number;
+  readonly #source: SpanSource;
   readonly #op: AnyOp;
   readonly #params: unknown;
   readonly #merger: Merger<unknown>;
@@ -55,10 +72,9 @@ export class OrderedPartMerge {
   readonly #runs = new RunLog();
   #merging: Promise<void> = Promise.resolve();
 
-  constructor(deps: PipelineDeps, manifest: Manifest, seed: readonly MergedParts[] = []) {
-    this.#deps = deps;
+  constructor(deps: PipelineDeps, manifest: Manifest, seed: readonly MergedParts[] = [], source = mapParts(deps, manifest)) {
     this.#jobId = manifest.jobId;
-    this.#chunks = manifest.chunks;
+    this.#source = source;
     this.#op = deps.registry.get(manifest.job.op);
     this.#params = this.#op.parseParams(manifest.job.params);
     this.#merger = this.#op.merger(this.#params);
@@ -91,7 +107,8 @@ export class OrderedPartMerge {
     for (const [index, key] of parts) if (index >= this.#next) this.#ready.set(index, key);
     this.#schedule();
     await this.#merging;
-    if (this.#next !== this.#chunks) throw new CloudmillError(ErrorCode.INTERNAL, `part ${this.#next} of job ${this.#jobId} is missing`);
+    if (this.#next !== this.#source.count)
+      throw new CloudmillError(ErrorCode.INTERNAL, `part ${this.#next} of job ${this.#jobId} is missing`);
     return {
       partial: this.#loneSeed ? this.#loneSeed.partial : this.#merger.value(),
       skipped: this.#skipped,
@@ -124,11 +141,11 @@ export class OrderedPartMerge {
 
   async #drain(): Promise<void> {
     // A seeded chunk is merged already: its slot in the read-ahead is a settled undefined.
-    const read = async (i: number) => (this.#seeded.has(i) ? undefined : readJson(this.#deps.output, this.#ready.get(i)!, Part));
+    const read = async (i: number) => (this.#seeded.has(i) ? undefined : this.#source.read(i, this.#ready.get(i)!));
     const ahead: ReturnType<typeof read>[] = [];
     let queued = this.#next;
     const fill = (): void => {
-      while (ahead.length < READ_AHEAD && queued < this.#chunks && (this.#seeded.has(queued) || this.#ready.has(queued))) {
+      while (ahead.length < READ_AHEAD && queued < this.#source.count && (this.#seeded.has(queued) || this.#ready.has(queued))) {
         const p = read(queued++);
         // A read that fails while an earlier one is awaited must not go unhandled: it is awaited in turn.
         p.catch(() => undefined);
@@ -137,22 +154,21 @@ export class OrderedPartMerge {
     };
     fill();
     while (ahead.length > 0) {
-      const part = await ahead.shift()!;
+      const span = await ahead.shift()!;
       fill();
       const i = this.#next;
-      if (part) {
-        if (part.jobId !== this.#jobId || part.index !== i)
-          throw new CloudmillError(ErrorCode.INTERNAL, `part ${i} of job ${this.#jobId} holds job ${part.jobId} chunk ${part.index}`);
-        const { reading, insideAfter } = pickReading(part, this.#insideQuotes);
+      if (span) {
+        const { reading, insideAfter } = span.readingFrom(this.#insideQuotes);
+        if (reading.error) throw raiseKept(reading.error);
         this.#insideQuotes = insideAfter;
         if (this.#loneSeed) this.#merger.add(this.#loneSeed.partial);
         this.#loneSeed = undefined;
         this.#merger.add(reading.partial);
         this.#skipped += reading.skipped;
-        if (part.sniffed) this.#sniffed.push(...[part.sniffed].flat());
-        if (part.ran) {
-          this.#starts.add(part.ran);
-          this.#runs.add(i, part.ran);
+        this.#sniffed.push(...span.sniffed);
+        for (const [chunk, run] of span.runs) {
+          this.#starts.add(run);
+          this.#runs.add(chunk, run);
         }
       }
       this.#ready.delete(i);

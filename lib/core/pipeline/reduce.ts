@@ -19,6 +19,7 @@ import { OrderedPartMerge } from "./partMerge.js";
 import { succeededStatus, superseded, writeProgress, type WhereRan } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
 import { backupCounts } from "./backups.js";
+import { advanceMergeTree, topOfTree, treeOf } from "./mergeTree.js";
 
 export type ReduceOutcome =
   | {
@@ -77,16 +78,24 @@ const firstPartStart = async (deps: PipelineDeps, parts: ReadonlyMap<number, str
   return ran && { on: ran.on, at: ran.at };
 };
 
-/**
- * `merged`: parts already merged as they arrived (the local engine); the rest are read here.
- * `locate`: adds what the caller can tell of where a merge's error is (a local file's line number).
- */
+export interface ReduceOptions {
+  /** Parts already merged as they arrived (the local engine); the rest are read here. */
+  readonly merged?: OrderedPartMerge;
+  /** Adds what the caller can tell of where a merge's error is (a local file's line number). */
+  readonly locate?: (err: CloudmillError) => Promise<CloudmillError>;
+  /**
+   * The fleet's reducer: a job of more chunks than its fan-in is merged by merge tasks on the
+   * fleet (mergeTree.ts), and this reads only the tree's top. Elsewhere every part is read here.
+   */
+  readonly tree?: boolean;
+}
+
 export const reduceJob = async (
   deps: PipelineDeps & { readonly queue?: TaskQueue },
   jobId: string,
-  merged?: OrderedPartMerge,
-  locate: (err: CloudmillError) => Promise<CloudmillError> = async (err) => err,
+  options: ReduceOptions = {},
 ): Promise<ReduceOutcome> => {
+  const { merged, locate = async (err: CloudmillError) => err } = options;
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
   if (!manifest) return { kind: "unknown-job" };
   const log = deps.log.child({ jobId });
@@ -109,7 +118,11 @@ export const reduceJob = async (
   // Chunks merged on the local engine's task threads may have no part.
   const done = merged ? merged.covered(parts) : parts.size;
   const target = { jobId, output: manifest.output, chunks: taskCount(manifest), done: done + reduced, startedAt: manifest.createdAt };
-  if (done < manifest.chunks || (partitions !== undefined && reduced < partitions)) {
+  const tree = options.tree && deps.queue && !merged ? treeOf(manifest) : undefined;
+  // Merges are queued as their groups' parts arrive, while the rest still map.
+  const merging = tree && (await advanceMergeTree({ ...deps, queue: deps.queue! }, manifest, tree, parts));
+  if (merging && merging.queued > 0) log.info("merge tasks queued", { tasks: merging.queued, merged: merging.merged });
+  if (done < manifest.chunks || (partitions !== undefined && reduced < partitions) || (merging && !merging.top)) {
     if (nowOf(deps) > manifest.deadline) {
       const of = `${done + reduced} of ${taskCount(manifest)} tasks done`;
       await failJob(deps, target, new CloudmillError(ErrorCode.DEADLINE, `job did not finish before its deadline (${of})`, { jobId }));
@@ -120,6 +133,7 @@ export const reduceJob = async (
     await writeProgress(deps, manifest, done, () => firstPartStart(deps, parts));
     return { kind: "incomplete", done, chunks: taskCount(manifest), mapping: { manifest, parts } };
   }
+  if (merging && !merging.top) return { kind: "incomplete", done, chunks: taskCount(manifest) };
 
   try {
     let result: unknown;
@@ -144,8 +158,8 @@ export const reduceJob = async (
       ({ skipped, sniffed } = started);
       ran = { ...(started.firstChunk ? { firstChunk: started.firstChunk } : {}), ...(started.ranOn ? { ranOn: started.ranOn } : {}) };
     } else {
-      const merge = merged ?? new OrderedPartMerge(deps, manifest);
-      const stage = await merge.complete(parts);
+      const merge = merged ?? new OrderedPartMerge(deps, manifest, [], tree ? topOfTree(deps, manifest, tree.levels) : undefined);
+      const stage = await merge.complete(merging && merging.top ? merging.top : parts);
       ({ skipped, sniffed, ran } = stage);
       // JSON has no undefined: an op with nothing to say (a lab op over no records) answers null.
       result = merge.op.finalize(stage.partial, merge.params, { inputs: manifest.inputs.map((i) => i.name) }) ?? null;

@@ -8,7 +8,7 @@
 import { z } from "zod";
 import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, pastEndKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
-import { isReduceTask, Manifest, taskCount, type MapTask, type ReduceTask, type TaskMessage } from "../job/manifest.js";
+import { isMapTask, Manifest, taskCount, type MapTask, type ReduceTask, type TaskMessage } from "../job/manifest.js";
 import { JobSpecSchema } from "../job/spec.js";
 import type { SplitDeps } from "./deps.js";
 import { nowOf } from "./deps.js";
@@ -99,7 +99,7 @@ export const resumeJob = async (
   const failedChunk = ended.failure?.error.chunk;
   const tasks = (await missingTasks(deps, draft)).map((t) => ({ ...t, job }));
   const redo =
-    failedChunk !== undefined && failedChunk < manifest.chunks && !tasks.some((t) => !isReduceTask(t) && t.chunk.index === failedChunk)
+    failedChunk !== undefined && failedChunk < manifest.chunks && !tasks.some((t) => isMapTask(t) && t.chunk.index === failedChunk)
       ? tasksOf(draft, [failedChunk]).map((t): MapTask => ({ ...t, redo: true }))
       : [];
   const queued = [...tasks, ...redo];
@@ -119,7 +119,7 @@ export const resumeJob = async (
   await writeJson(deps.output, manifestKey(jobId), resumed);
   log.info("job resumed", { tasks: queued.length, of: taskCount(resumed), retries: generation, ...limits });
   // Nothing left to map: the merge (or a keyed job's reduce stage) is what failed or was cut short.
-  if (queued.length === 0) await reduceJob(deps, jobId);
+  if (queued.length === 0) await reduceJob(deps, jobId, { tree: true });
   return { kind: "resumed", tasks: queued.length, of: taskCount(resumed) };
 };
 

@@ -70,6 +70,10 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `partitions: op ${op.name} is not keyed (it has one result, not parts)`, {
       field: "partitions",
     });
+  if (spec.fanIn !== undefined && isShuffled(op))
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `fanIn: op ${op.name} is keyed (its reduce tasks merge by partition)`, {
+      field: "fanIn",
+    });
   // Only a lab's op carries a digest in its tasks: built-ins are the image's own code, and older
   // workers (which know no digest field) never meet a task that names one.
   return {
@@ -85,6 +89,8 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
     ...(spec.backupAfterSeconds !== undefined ? { backupAfterSeconds: spec.backupAfterSeconds } : {}),
     ...(spec.maxCostUsd !== undefined ? { maxCostUsd: spec.maxCostUsd } : {}),
     ...(isShuffled(op) && spec.partitions !== undefined ? { partitions: spec.partitions } : {}),
+    // Fixed when the job starts: its merge groups must not change under it (mergeTree.ts).
+    ...(isShuffled(op) ? {} : { fanIn: spec.fanIn ?? DEFAULTS.mergeFanIn }),
   };
 };
 

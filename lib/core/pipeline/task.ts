@@ -2,11 +2,13 @@
  * The map role: one chunk in, one part out. The part's key is a pure function of
  * (job id, chunk index), so a repeated task rewrites identical bytes.
  */
-import { backupWonKey, cancelKey, chunkErrorKey, failureKey, partKey, pastEndKey } from "../keys.js";
+import { backupWonKey, cancelKey, chunkErrorKey, failureKey, mergedKey, mergeErrorKey, partKey, pastEndKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import {
   chunkBytes,
   chunkParts,
+  isMapTask,
+  isMergeTask,
   isReduceTask,
   taskIndex,
   type Chunk,
@@ -46,7 +48,8 @@ import { sortedRunPart } from "./sortStage.js";
 import { mergeSortedRuns, type SortedRun, type SortFormat } from "../shuffle/sortRun.js";
 import { mergeTables } from "../ops/keyedOp.js";
 import type { KeyedTable } from "../shuffle/shuffleRun.js";
-import type { ReduceTask, TaskJob } from "../job/manifest.js";
+import type { MergeTask, ReduceTask, TaskJob } from "../job/manifest.js";
+import { runMergeTask } from "./mergeTask.js";
 
 export type TaskOutcome =
   | { readonly kind: "done"; readonly bytes: number; readonly skipped: number; readonly partial: unknown }
@@ -134,7 +137,7 @@ export const jobEndedMarkers = async (output: PipelineDeps["output"], jobId: str
 
 export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: RunTaskOptions = {}): Promise<TaskOutcome> => {
   const { signal, writePart = true, checkOpDigest = true, drain, ranOn, worker, mayHaveBackup, firstDelivery = false } = options;
-  const backup = !isReduceTask(task) && task.backup === true;
+  const backup = isMapTask(task) && task.backup === true;
   const { jobId, job } = task;
   const ran: TaskStart | undefined = ranOn ? { on: ranOn, at: new Date(nowOf(deps)).toISOString() } : undefined;
   const done = (start: TaskStart, bytes: number, objects: number): TaskRun => ({
@@ -146,30 +149,32 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
     ...(backup ? { backup: true as const } : {}),
   });
   const output = deps.output;
-  const key = partKey(jobId, taskIndex(task));
-  const redo = !isReduceTask(task) && task.redo === true;
-  // A keyed job's tasks always look: two reducers may both enqueue its reduce tasks, and a map
-  // task's shuffle objects may already be named in reduce plans.
-  const looks = !firstDelivery || backup || isReduceTask(task) || job.partitions !== undefined;
+  const key = taskPartKey(task);
+  const redo = isMapTask(task) && task.redo === true;
+  // A keyed job's tasks and merge tasks always look: two reducers may both enqueue its reduce or
+  // merge tasks, and a map task's shuffle objects may already be named in reduce plans.
+  const looks = !firstDelivery || backup || !isMapTask(task) || job.partitions !== undefined;
   if (!redo && looks && (await exists(output, key))) return { kind: "duplicate" };
   if (await (options.jobEnded ?? ((t: TaskMessage) => jobEndedMarkers(output, t.jobId)))(task)) return { kind: "job-ended" };
   const deadline = job.deadline;
   const map = (s: AbortSignal | undefined): Promise<TaskOutcome> =>
     isReduceTask(task)
       ? reduceTaskOutcome(deps, task, checkOpDigest, s)
-      : mapChunk(
-          deps,
-          task,
-          {
-            writePart,
-            checkOpDigest,
-            ...(drain ? { drain } : {}),
-            ...(ran ? { ran: (b, o) => done(ran, b, o) } : {}),
-            // A redo replaces the part it finds: the part there is the one to replace.
-            firstCopyWins: () => !redo && (backup || (mayHaveBackup?.() ?? false)),
-          },
-          s,
-        );
+      : isMergeTask(task)
+        ? mergeTaskOutcome(deps, task, checkOpDigest, ran && (() => done(ran, 0, 1)), s)
+        : mapChunk(
+            deps,
+            task,
+            {
+              writePart,
+              checkOpDigest,
+              ...(drain ? { drain } : {}),
+              ...(ran ? { ran: (b, o) => done(ran, b, o) } : {}),
+              // A redo replaces the part it finds: the part there is the one to replace.
+              firstCopyWins: () => !redo && (backup || (mayHaveBackup?.() ?? false)),
+            },
+            s,
+          );
   if (deadline === undefined) return map(signal);
   const left = deadline - nowOf(deps);
   if (left <= 0) throw deadlineError(jobId, deadline);
@@ -202,6 +207,37 @@ const refuseOtherOpCode = (job: TaskJob, op: AnyOp): void => {
       `op ${job.op}: this worker runs code ${digest}, the job was started with ${job.opDigest}; ` +
         "a job runs on one version of its op: start it again once every worker runs the new code",
     );
+  }
+};
+
+/** The key of the part a task writes: its chunk's or partition's, or (a merge task) its merged part's. */
+export const taskPartKey = (task: TaskMessage): string =>
+  isMergeTask(task)
+    ? mergedKey(task.jobId, task.job.generation ?? 0, task.merge.level, task.merge.group)
+    : partKey(task.jobId, taskIndex(task));
+
+/** Where a task's latest error is recorded. */
+export const taskErrorKey = (task: TaskMessage): string =>
+  isMergeTask(task)
+    ? mergeErrorKey(task.jobId, task.job.generation ?? 0, task.merge.level, task.merge.group)
+    : chunkErrorKey(task.jobId, taskIndex(task));
+
+/** A merge task of a job's merge tree (mergeTask.ts). */
+const mergeTaskOutcome = async (
+  deps: PipelineDeps,
+  task: MergeTask,
+  checkOpDigest: boolean,
+  ran: (() => TaskRun) | undefined,
+  signal?: AbortSignal,
+): Promise<TaskOutcome> => {
+  try {
+    const op = deps.registry.get(task.job.op);
+    // Parts hold partials in their op's shape: another version of the op may merge them otherwise.
+    if (checkOpDigest) refuseOtherOpCode(task.job, op);
+    await runMergeTask(deps, task, op, { ...(signal ? { signal } : {}), ...(ran ? { ran } : {}) });
+    return { kind: "done", bytes: 0, skipped: 0, partial: null };
+  } catch (err) {
+    throw toCloudmillError(err).withContext({ jobId: task.jobId });
   }
 };
 
@@ -621,7 +657,7 @@ const compressedInputOf = async (deps: PipelineDeps, task: MapTask, signal?: Abo
 
 /** Records a chunk's latest error, so the job's failure can name it (the dead-letter handler reads it). */
 const recordChunkError = async (deps: PipelineDeps, task: TaskMessage, error: CloudmillError, attempt: number): Promise<void> => {
-  await writeJson(deps.output, chunkErrorKey(task.jobId, taskIndex(task)), {
+  await writeJson(deps.output, taskErrorKey(task), {
     attempt,
     at: new Date().toISOString(),
     error: statusErrorOf(error),

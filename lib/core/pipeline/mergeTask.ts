@@ -1,0 +1,84 @@
+/**
+ * A merge task on the fleet (mergeTree.ts): reads its group's parts in chunk order, a few
+ * ahead, merges their readings both ways where the quote state before the group matters
+ * (spans.ts), and writes one merged part. Its key is a pure function of (job, run, level,
+ * group) and its partials of the parts it read, so a repeated merge writes the same answer.
+ */
+import { CloudmillError, ErrorCode } from "../errors.js";
+import { mergedKey, partKey } from "../keys.js";
+import type { MergeTask, TaskRun } from "../job/manifest.js";
+import type { AnyOp } from "../ops/types.js";
+import type { PipelineDeps } from "./deps.js";
+import { readJson, writeJson } from "./blobJson.js";
+import { Part, type SniffedSeparator } from "./part.js";
+import { ReadingChain, spanOfPart, type MergedPart, type Span } from "./spans.js";
+import { readMergedSpan } from "./mergeTree.js";
+
+/** Parts read ahead of the one being merged. */
+const READ_AHEAD = 8;
+
+/** The span of child `index` of a merge task's group: a map part at level 1, else a merged part of the level below. */
+const readChild = async (deps: PipelineDeps, task: MergeTask, index: number, signal?: AbortSignal): Promise<Span> => {
+  const { jobId, job, merge } = task;
+  const generation = job.generation ?? 0;
+  if (merge.level === 1) {
+    const part = await readJson(deps.output, partKey(jobId, index), Part, signal);
+    if (part.jobId !== jobId || part.index !== index)
+      throw new CloudmillError(ErrorCode.INTERNAL, `part ${index} of job ${jobId} holds job ${part.jobId} chunk ${part.index}`);
+    return spanOfPart(part);
+  }
+  return readMergedSpan(deps, { jobId, generation, level: merge.level - 1, group: index }, signal);
+};
+
+/** Merges the task's group and writes its merged part; `ran` gives the run to record in it. */
+export const runMergeTask = async (
+  deps: PipelineDeps,
+  task: MergeTask,
+  op: AnyOp,
+  options: { readonly signal?: AbortSignal; readonly ran?: () => TaskRun } = {},
+): Promise<void> => {
+  const { signal } = options;
+  const { jobId, job, merge } = task;
+  const params = op.parseParams(job.params);
+  const ahead: Promise<Span>[] = [];
+  let next = merge.from;
+  const fill = (): void => {
+    while (ahead.length < READ_AHEAD && next < merge.to) {
+      const p = readChild(deps, task, next++, signal);
+      // Awaited in turn: a read failing while an earlier one is awaited must not go unhandled.
+      p.catch(() => undefined);
+      ahead.push(p);
+    }
+  };
+  fill();
+  let outside: ReadingChain | undefined;
+  let inside: ReadingChain | undefined;
+  const sniffed: SniffedSeparator[] = [];
+  const runs: (readonly [number, TaskRun])[] = [];
+  while (ahead.length > 0) {
+    signal?.throwIfAborted();
+    const span = await ahead.shift()!;
+    fill();
+    if (!outside) {
+      outside = new ReadingChain(op.merger(params), false);
+      // The group's first part decides whether the state before the group matters.
+      if (span.dependsOnStart) inside = new ReadingChain(op.merger(params), true);
+    }
+    outside.add(span);
+    inside?.add(span);
+    sniffed.push(...span.sniffed);
+    runs.push(...span.runs);
+  }
+  const merged: MergedPart = {
+    v: 1,
+    jobId,
+    generation: job.generation ?? 0,
+    ...merge,
+    outside: outside!.reading(),
+    ...(inside ? { inside: inside.reading() } : {}),
+    sniffed,
+    runs: runs.map(([i, run]) => [i, run]),
+    ...(options.ran ? { ran: options.ran() } : {}),
+  };
+  await writeJson(deps.output, mergedKey(jobId, merged.generation, merge.level, merge.group), merged);
+};

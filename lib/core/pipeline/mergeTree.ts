@@ -1,0 +1,119 @@
+/**
+ * The merge tree of an order-free job with many chunks, on the fleet. Level 1 merges map parts
+ * in groups of `fanIn` consecutive chunks, each level above merges the one below the same way,
+ * until a level has at most `fanIn` merged parts: the reducer merges those into the result. So
+ * no function or task reads more than `fanIn` partials, and the reducer's work stays small
+ * however many chunks a job has. Groups are a pure function of (chunks, fanIn), so a merge
+ * task run twice, or queued by two reducers at once, writes the same merged part.
+ */
+import { mergedKey, mergedPrefix, mergeQueuedKey, parseMergedKey } from "../keys.js";
+import type { Manifest, MergeTask } from "../job/manifest.js";
+import type { TaskQueue } from "../ports.js";
+import { mapInOrder } from "../mapInOrder.js";
+import type { PipelineDeps } from "./deps.js";
+import { readJson, writeJson } from "./blobJson.js";
+import { CloudmillError, ErrorCode } from "../errors.js";
+import { MergedPart, spanOfMerged, type Span } from "./spans.js";
+import type { SpanSource } from "./partMerge.js";
+import { enqueueTasks } from "./enqueue.js";
+import { nowOf } from "./deps.js";
+
+export interface MergeLevel {
+  /** 1: merges map parts; n: merges level n - 1's merged parts. */
+  readonly level: number;
+  /** Merged parts this level writes. */
+  readonly groups: number;
+  /** Parts it reads: the job's chunks at level 1, else the level below's groups. */
+  readonly children: number;
+}
+
+/** The merge levels of a job of `chunks` chunks: none when the reducer can read every part. */
+export const mergeLevels = (chunks: number, fanIn: number): MergeLevel[] => {
+  const levels: MergeLevel[] = [];
+  for (let children = chunks; children > fanIn; children = Math.ceil(children / fanIn))
+    levels.push({ level: levels.length + 1, groups: Math.ceil(children / fanIn), children });
+  return levels;
+};
+
+/** The children group `group` of a level merges: [from, to). */
+export const groupRange = (level: MergeLevel, fanIn: number, group: number): { from: number; to: number } => ({
+  from: group * fanIn,
+  to: Math.min(level.children, (group + 1) * fanIn),
+});
+
+/** A job's merge levels when its reducer merges in a tree (an order-free job planned with a fan-in), else none. */
+export const treeOf = (manifest: Manifest): { readonly fanIn: number; readonly levels: MergeLevel[] } | undefined => {
+  const { fanIn, partitions } = manifest.job;
+  if (fanIn === undefined || partitions !== undefined) return undefined;
+  const levels = mergeLevels(manifest.chunks, fanIn);
+  return levels.length > 0 ? { fanIn, levels } : undefined;
+};
+
+/** Marker writes at once. */
+const WRITES_AT_ONCE = 16;
+
+/**
+ * The reducer's step of a job's merge tree: queues a merge task for each group whose parts all
+ * exist and that has no merged part and was not queued yet, then marks it queued (queued
+ * first: a reducer that dies between the two queues it again, and the copy finds its part
+ * written). Returns the top level's merged parts, by group, once every one exists.
+ */
+export const advanceMergeTree = async (
+  deps: PipelineDeps & { readonly queue: TaskQueue },
+  manifest: Manifest,
+  tree: { readonly fanIn: number; readonly levels: readonly MergeLevel[] },
+  mapParts: ReadonlyMap<number, string>,
+): Promise<{ readonly top?: ReadonlyMap<number, string>; readonly queued: number; readonly merged: number }> => {
+  const { jobId, job } = manifest;
+  const generation = job.generation ?? 0;
+  const { fanIn, levels } = tree;
+  const done = levels.map(() => new Map<number, string>());
+  const queued = levels.map(() => new Set<number>());
+  for await (const { key } of deps.output.list(mergedPrefix(jobId, generation))) {
+    const m = parseMergedKey(key);
+    if (!m || m.jobId !== jobId || m.generation !== generation || m.level > levels.length) continue;
+    if (m.queued) queued[m.level - 1]!.add(m.group);
+    else done[m.level - 1]!.set(m.group, key);
+  }
+  const tasks: MergeTask[] = [];
+  for (const level of levels) {
+    const below = level.level === 1 ? mapParts : done[level.level - 2]!;
+    for (let group = 0; group < level.groups; group++) {
+      if (done[level.level - 1]!.has(group) || queued[level.level - 1]!.has(group)) continue;
+      const { from, to } = groupRange(level, fanIn, group);
+      let ready = true;
+      for (let i = from; i < to && ready; i++) ready = below.has(i);
+      if (ready) tasks.push({ v: 1, jobId, merge: { level: level.level, group, from, to }, job });
+    }
+  }
+  if (tasks.length > 0) {
+    await enqueueTasks(deps.queue, tasks);
+    const at = new Date(nowOf(deps)).toISOString();
+    await mapInOrder(tasks, WRITES_AT_ONCE, ({ merge }) =>
+      writeJson(deps.output, mergeQueuedKey(jobId, generation, merge.level, merge.group), { at }),
+    );
+  }
+  const top = done.at(-1)!;
+  const merged = done.reduce((n, d) => n + d.size, 0);
+  return { ...(top.size === levels.at(-1)!.groups ? { top } : {}), queued: tasks.length, merged };
+};
+
+/** Merged part (level, group) of a job's run, as a span; one that names another is refused. */
+export const readMergedSpan = async (
+  deps: PipelineDeps,
+  want: { readonly jobId: string; readonly generation: number; readonly level: number; readonly group: number },
+  signal?: AbortSignal,
+): Promise<Span> => {
+  const key = mergedKey(want.jobId, want.generation, want.level, want.group);
+  const m = await readJson(deps.output, key, MergedPart, signal);
+  if (m.jobId !== want.jobId || m.generation !== want.generation || m.level !== want.level || m.group !== want.group)
+    throw new CloudmillError(ErrorCode.INTERNAL, `${key} holds job ${m.jobId} run ${m.generation} level ${m.level} group ${m.group}`);
+  return spanOfMerged(m);
+};
+
+/** The top level's merged parts of a job's tree, as the reducer merges them. */
+export const topOfTree = (deps: PipelineDeps, manifest: Manifest, levels: readonly MergeLevel[]): SpanSource => {
+  const top = levels.at(-1)!;
+  const want = { jobId: manifest.jobId, generation: manifest.job.generation ?? 0, level: top.level };
+  return { count: top.groups, read: (group) => readMergedSpan(deps, { ...want, group }) };
+};

@@ -1,0 +1,239 @@
+/**
+ * The merge tree of an order-free job with many chunks: its levels cover every chunk once, in
+ * order; merge tasks merge the parts (both ways where a CSV quote state is unknown) and the
+ * reducer reads only the tree's top, never a map part; a kept error still surfaces exactly
+ * where a flat merge would raise it; a resumed job merges afresh. Answers are the reference
+ * implementation's and Python's csv module's over the same bytes.
+ */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mergedPrefix, parseMergedKey, reportKey } from "../../lib/core/keys.js";
+import { JobStatus, TaskMessage, type InputObject, type MergeTask } from "../../lib/core/job/manifest.js";
+import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
+import { silentLogger } from "../../lib/core/log.js";
+import type { BlobStore, GetOptions } from "../../lib/core/ports.js";
+import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
+import { readJson } from "../../lib/core/pipeline/blobJson.js";
+import { cancelJob } from "../../lib/core/pipeline/cancel.js";
+import { handleDeadLetter } from "../../lib/core/pipeline/deadLetter.js";
+import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
+import { groupRange, mergeLevels } from "../../lib/core/pipeline/mergeTree.js";
+import { reduceJob } from "../../lib/core/pipeline/reduce.js";
+import { resumeJob } from "../../lib/core/pipeline/resume.js";
+import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
+import { runTask } from "../../lib/core/pipeline/task.js";
+import { JobReport } from "../../lib/core/report/jobReport.js";
+import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
+import { prng } from "../../lib/dev/prng.js";
+import { z } from "zod";
+import { pythonCsvRows } from "../helpers/csv.js";
+import { expectMatchesReference, textOf } from "../helpers/devCloud.js";
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-merge-tree-"));
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+const registry = new OpRegistry(builtinOps);
+const OUTPUT = { result: "out/result.json", status: "out/status.json" };
+
+/** An output store that remembers the keys read through it. */
+class ReadLog implements BlobStore {
+  readonly reads: string[] = [];
+  constructor(private readonly store: BlobStore) {}
+  get name() {
+    return this.store.name;
+  }
+  head = (key: string) => this.store.head(key);
+  get(key: string, options?: GetOptions) {
+    this.reads.push(key);
+    return this.store.get(key, options);
+  }
+  put: BlobStore["put"] = (key, body, options) => this.store.put(key, body, options);
+  list = (prefix: string) => this.store.list(prefix);
+  delete = (key: string) => this.store.delete(key);
+}
+
+const setUp = async (name: string, bytes: Buffer, spec: Omit<JobSpecInput, "inputs">, chunkSize: number) => {
+  const inputs = new FsBlobStore(path.join(dir, name, "in"));
+  const output = new FsBlobStore(path.join(dir, name, "out"));
+  await inputs.put("data", bytes);
+  const info = (await inputs.head("data"))!;
+  const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
+  const deps: SplitDeps = { output, queue, inputStore: () => inputs, registry, log: silentLogger };
+  const object: InputObject = { bucket: "in", key: "data", size: info.size, etag: info.etag, name: "data" };
+  const jobId = `${name}-1`;
+  const { manifest } = await startJob(deps, {
+    jobId,
+    job: taskJobOf(parseJobSpec({ ...spec, inputs: ["data"] }), registry),
+    inputs: [object],
+    chunkSize,
+    output: OUTPUT,
+    trigger: "test",
+    deadlineSeconds: 3600,
+  });
+  /** The reducer's own view of the output, to see what it reads. */
+  const reducerStore = new ReadLog(output);
+  const reducer = { ...deps, output: reducerStore };
+  return { deps, queue, output, jobId, manifest, reducer, reducerStore };
+};
+type Setup = Awaited<ReturnType<typeof setUp>>;
+
+/**
+ * Plays the fleet and the reducer until the job ends: takes the queued tasks in a shuffled
+ * order, runs each (some twice), and calls the reducer after every batch, as part events would.
+ */
+const runFleet = async (s: Setup, seed: number, stopAfterMerges = Number.POSITIVE_INFINITY): Promise<MergeTask[]> => {
+  const next = prng(seed);
+  const merges: MergeTask[] = [];
+  for (let round = 0; round < 100; round++) {
+    const batch: TaskMessage[] = [];
+    for (;;) {
+      const [message] = await s.queue.receive({ maxMessages: 1, waitSeconds: 0 });
+      if (!message) break;
+      batch.push(TaskMessage.parse(JSON.parse(message.body)));
+      await s.queue.delete(message.receiptHandle);
+    }
+    if (batch.length === 0) return merges;
+    batch.sort(() => next() - 0.5);
+    for (const task of batch) {
+      if ("merge" in task) {
+        if (merges.length >= stopAfterMerges) continue;
+        merges.push(task);
+      }
+      await runTask(s.deps, task, { checkOpDigest: false, ranOn: "fleet", worker: `w${Math.floor(next() * 3)}` });
+      // A duplicate delivery: it finds the part written.
+      if (next() < 0.2) expect(await runTask(s.deps, task, { checkOpDigest: false })).toEqual({ kind: "duplicate" });
+    }
+    const outcome = await reduceJob(s.reducer, s.jobId, { tree: true });
+    if (outcome.kind !== "incomplete") return merges;
+  }
+  throw new Error("the job did not end in 100 rounds");
+};
+
+const mergedParts = async (s: Setup, generation = 0): Promise<Map<number, number>> => {
+  const byLevel = new Map<number, number>();
+  for await (const { key } of s.output.list(mergedPrefix(s.jobId, generation))) {
+    const m = parseMergedKey(key);
+    if (m && !m.queued) byLevel.set(m.level, (byLevel.get(m.level) ?? 0) + 1);
+  }
+  return byLevel;
+};
+
+describe("merge levels", () => {
+  it("cover every chunk exactly once per level, in order, and stop once the reducer can read a level whole", () => {
+    for (const fanIn of [2, 3, 7, 64]) {
+      for (const chunks of [0, 1, fanIn - 1, fanIn, fanIn + 1, fanIn * fanIn, fanIn * fanIn + 1, 1000, 60_000]) {
+        const levels = mergeLevels(chunks, fanIn);
+        let children = chunks;
+        for (const level of levels) {
+          expect(level.children).toBe(children);
+          const covered: number[] = [];
+          for (let g = 0; g < level.groups; g++) {
+            const { from, to } = groupRange(level, fanIn, g);
+            expect(to - from).toBeGreaterThan(0);
+            expect(to - from).toBeLessThanOrEqual(fanIn);
+            for (let i = from; i < to; i++) covered.push(i);
+          }
+          expect(covered).toEqual(Array.from({ length: children }, (_, i) => i));
+          children = level.groups;
+        }
+        // The reducer reads what the last level wrote (or the parts): at most fanIn, and no level is spare.
+        expect(children).toBeLessThanOrEqual(fanIn);
+        if (levels.length > 0) expect(levels.at(-1)!.children).toBeGreaterThan(fanIn);
+        expect(levels.length).toBe(chunks <= fanIn ? 0 : Math.ceil(Math.log(chunks) / Math.log(fanIn) - 1e-9) - 1);
+      }
+    }
+  });
+});
+
+describe("a job merged in a tree", () => {
+  it("gives the reference's wordcount, and its reducer reads only the tree's top", async () => {
+    const bytes = textOf(41 * 300, 5);
+    const s = await setUp("words", bytes, { op: "wordcount", params: { k: "50" }, fanIn: 3 }, Math.ceil(bytes.length / 41));
+    expect(s.manifest.chunks).toBe(41);
+    const merges = await runFleet(s, 1);
+    // 41 parts → 14 → 5 → 2 merged parts, which the reducer reads.
+    expect(Object.fromEntries(await mergedParts(s))).toEqual({ 1: 14, 2: 5, 3: 2 });
+    expect(new Set(merges.map((m) => `${m.merge.level}-${m.merge.group}`)).size).toBe(21);
+    const status = await readJson(s.output, OUTPUT.status, JobStatus);
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    expectMatchesReference("wordcount", { k: "50" }, bytes, await readJson(s.output, OUTPUT.result, z.unknown()));
+    const partials = s.reducerStore.reads.filter((k) => k.includes("/parts/") || k.includes("/merged/"));
+    expect(partials.filter((k) => k.includes("/parts/"))).toEqual([]);
+    expect(new Set(partials)).toEqual(new Set([0, 1].map((g) => `${mergedPrefix(s.jobId, 0)}3-000000${g}.part.json`)));
+    // The runs of every map task reach the report and status through the tree.
+    const report = await readJson(s.output, reportKey(s.jobId), JobReport);
+    expect(report.taskCount).toBe(41);
+    expect(status.firstChunk?.on).toBe("fleet");
+  });
+
+  it("counts Python's CSV records through merges that start inside quoted newlines, at fan-ins 2 and 5", async () => {
+    const rows = ["id,score,note"];
+    for (let i = 0; i < 300; i++) {
+      const note = i % 4 === 0 ? `"line one of ${i}\nline two, ""quoted"", ${i}"` : i % 3 === 0 ? `"plain, ${i}"` : `n${i}`;
+      rows.push(`${i},${(i * 37) % 101}.${i % 10},${note}`);
+    }
+    const bytes = Buffer.from(`${rows.join("\r\n")}\r\n`);
+    const file = path.join(dir, "survey.csv");
+    await writeFile(file, bytes);
+    const expected = pythonCsvRows(file);
+    const tenths = expected.reduce((sum, r) => sum + Math.round(Number(r[1]) * 10), 0);
+    for (const fanIn of [2, 5]) {
+      const count = await setUp(`csv-count-${fanIn}`, bytes, { op: "count", format: "csv", fanIn }, 97);
+      expect(count.manifest.chunks).toBeGreaterThan(fanIn * fanIn);
+      await runFleet(count, fanIn);
+      expect(await readJson(count.output, OUTPUT.result, z.unknown())).toEqual({ records: expected.length });
+      expect(count.reducerStore.reads.filter((k) => k.includes("/parts/"))).toEqual([]);
+
+      const stats = await setUp(`csv-stats-${fanIn}`, bytes, { op: "stats", format: "csv", params: { column: "score" }, fanIn }, 97);
+      await runFleet(stats, fanIn + 10);
+      const result = (await readJson(stats.output, OUTPUT.result, z.unknown())) as Record<string, number>;
+      expect([result.count, result.sum]).toEqual([expected.length, tenths / 10]);
+    }
+  });
+
+  it("fails a job whose quote never closes, naming the byte where it opened, as a flat merge does", async () => {
+    const good = Buffer.from(Array.from({ length: 200 }, (_, i) => `${i},"a\nb",${i % 7}\n`).join(""));
+    const bytes = Buffer.concat([good, Buffer.from('9999,"never closed\n1,2,3\n')]);
+    const s = await setUp("csv-broken", bytes, { op: "count", format: "csv", fanIn: 3 }, 64);
+    await runFleet(s, 3);
+    const status = await readJson(s.output, OUTPUT.status, JobStatus);
+    expect(status.state).toBe("failed");
+    expect(status.error).toMatchObject({ code: "BAD_RECORD", offset: good.length + 5 });
+    expect(status.error!.message).toContain("unterminated quoted field");
+  });
+
+  it("a merge task that failed every attempt fails its job, naming the merge and its last error", async () => {
+    const s = await setUp("dead-merge", textOf(20 * 100, 2), { op: "count", fanIn: 4 }, 100);
+    const task: MergeTask = { v: 1, jobId: s.jobId, merge: { level: 1, group: 2, from: 8, to: 12 }, job: s.manifest.job };
+    await expect(runTask(s.deps, task, { checkOpDigest: false })).rejects.toThrow(/parts\/0000008/);
+    await s.output.put(
+      `_work/${s.jobId}/errors/merged-0-1-0000002.json`,
+      JSON.stringify({ attempt: 3, at: new Date().toISOString(), error: { code: "INTERNAL", message: "part 8 is missing" } }),
+    );
+    expect(await handleDeadLetter(s.deps, JSON.stringify(task), 3)).toBe("failed");
+    const status = await readJson(s.output, OUTPUT.status, JobStatus);
+    expect(status.state).toBe("failed");
+    expect(status.error!.message).toBe("merge task 2 of level 1 failed after 3 attempts: part 8 is missing");
+  });
+
+  it("a job cancelled while merging, then resumed, merges afresh under its new run and ends exact", async () => {
+    const bytes = textOf(30 * 200, 8);
+    const s = await setUp("resume", bytes, { op: "wordcount", params: { k: "5" }, fanIn: 3 }, Math.ceil(bytes.length / 30));
+    await runFleet(s, 4, 4);
+    expect((await mergedParts(s)).get(1)).toBe(4);
+    await cancelJob(s.deps, s.jobId, OUTPUT);
+    // Nothing to map: the resume queues the first level's merges of its run at once.
+    expect(await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).toEqual({ kind: "resumed", tasks: 0, of: 30 });
+    await runFleet(s, 5);
+    const status = await readJson(s.output, OUTPUT.status, JobStatus);
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    expect(Object.fromEntries(await mergedParts(s, 1))).toEqual({ 1: 10, 2: 4, 3: 2 });
+    expectMatchesReference("wordcount", { k: "5" }, bytes, await readJson(s.output, OUTPUT.result, z.unknown()));
+  });
+});

@@ -1,0 +1,55 @@
+/**
+ * The merge tree on the emulated fleet: a job of more chunks than its fan-in is merged by merge
+ * tasks on the worker processes, level by level, and the reducer merges only the top. The
+ * answer is the reference implementation's over the same bytes; every map task's run still
+ * reaches the job's report.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mergeLevels } from "../../lib/core/pipeline/mergeTree.js";
+import { expectMatchesReference, linesOf, startTestCloud, textOf, waitFor, type TestCloud } from "../helpers/devCloud.js";
+
+let cloud: TestCloud;
+const CHUNK = 1024;
+
+beforeAll(async () => {
+  cloud = await startTestCloud({ chunkSize: CHUNK, workers: 2 });
+}, 90_000);
+afterAll(async () => {
+  await cloud?.stop();
+}, 60_000);
+
+describe("a job merged in a tree on the fleet", () => {
+  it("gives the reference's wordcount through merge tasks on the workers, three levels deep", async () => {
+    const bytes = textOf(70 * CHUNK - 100, 11);
+    const chunks = Math.ceil(bytes.length / CHUNK);
+    const fanIn = 4;
+    const levels = mergeLevels(chunks, fanIn);
+    expect(levels.length).toBe(3);
+    await cloud.put("_inputs/tree.txt", bytes);
+    const spec = { op: "wordcount", inputs: [`s3://${cloud.input}/_inputs/tree.txt`], params: { k: "20" }, fanIn };
+    await cloud.put("_jobs/tree.json", JSON.stringify(spec));
+    const status = await cloud.waitForEnd("_jobs/tree/status.json");
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    expect(status.chunks).toBe(chunks);
+    expectMatchesReference("wordcount", { k: "20" }, bytes, await cloud.getJson(cloud.output, "_jobs/tree/result.json"));
+
+    const merged = (await cloud.keys(cloud.output, "_work/tree/merged/0/")).filter((k) => k.endsWith(".part.json"));
+    expect(merged.length).toBe(levels.reduce((n, l) => n + l.groups, 0));
+    const merges = await waitFor("every merge task's log line", () => {
+      const done = linesOf(cloud.lines, "merge done", { jobId: "tree", outcome: "done" });
+      return done.length >= merged.length ? done : undefined;
+    });
+    expect(new Set(merges.map((l) => l.json?.["merge"])).size).toBe(merged.length);
+    const report = (await cloud.getJson(cloud.output, "_jobs/tree/report.json")) as { taskCount: number };
+    expect(report.taskCount).toBe(chunks);
+  }, 180_000);
+
+  it("a spec asking a keyed op for a fan-in is refused, naming the field", async () => {
+    const spec = { op: "distinct", inputs: [`s3://${cloud.input}/_inputs/tree.txt`], fanIn: 8 };
+    await cloud.put("_jobs/tree-keyed.json", JSON.stringify(spec));
+    const status = await cloud.waitForEnd("_jobs/tree-keyed/status.json");
+    expect(status.state).toBe("failed");
+    expect(status.error).toMatchObject({ code: "INVALID_SPEC" });
+    expect(status.error!.message).toContain("fanIn: op distinct is keyed");
+  });
+});
