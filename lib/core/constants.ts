@@ -131,7 +131,7 @@ export const DEFAULTS = {
   maxShuffleSegments: 4_000_000,
   /**
    * Parts one merge reads on the fleet: a job of more chunks merges them in a tree of merge
-   * tasks, so the reducer reads at most this many partials (ln 60,000 / ln 64: three levels).
+   * tasks, so the reducer reads at most this many partials (60,000 chunks: two levels of merges).
    */
   mergeFanIn: 64,
   /**

@@ -124,21 +124,24 @@ export const OUTPUT_PART_PATTERN = `${JOBS_PREFIX}*/part-*`;
 export const mergedPrefix = (jobId: string, generation: number): string => `${workPrefix(jobId)}merged/${generation}/`;
 export const mergedKey = (jobId: string, generation: number, level: number, group: number): string =>
   `${mergedPrefix(jobId, generation)}${level}-${pad(group)}${PART_SUFFIX}`;
-/** Written by the reducer once it has queued a merge task, so a later call queues it no more. */
-export const mergeQueuedKey = (jobId: string, generation: number, level: number, group: number): string =>
-  `${mergedPrefix(jobId, generation)}${level}-${pad(group)}.queued.json`;
+/**
+ * Written by the reducer once it has queued a merge task, named by when (epoch ms), so a later
+ * call queues it no more until the lease runs out (a listing tells when, without a read).
+ */
+export const mergeQueuedKey = (jobId: string, generation: number, level: number, group: number, at: number): string =>
+  `${mergedPrefix(jobId, generation)}${level}-${pad(group)}.queued-${at}.json`;
 /** A merge task's latest error (the dead-letter handler reads it). */
 export const mergeErrorKey = (jobId: string, generation: number, level: number, group: number): string =>
   `${errorsPrefix(jobId)}merged-${generation}-${level}-${pad(group)}.json`;
 
-/** What a merged part's key (or its queued marker's) names. */
+/** What a merged part's key (or its queued marker's) names; `queuedAt`: a marker's time. */
 export const parseMergedKey = (
   key: string,
-): { jobId: string; generation: number; level: number; group: number; queued: boolean } | undefined => {
-  const m = /^_work\/([^/]+)\/merged\/(\d+)\/(\d+)-(\d{7,})(\.part\.json|\.queued\.json)$/.exec(key);
-  return m
-    ? { jobId: m[1]!, generation: Number(m[2]), level: Number(m[3]), group: Number(m[4]), queued: m[5] === ".queued.json" }
-    : undefined;
+): { jobId: string; generation: number; level: number; group: number; queuedAt?: number } | undefined => {
+  const m = /^_work\/([^/]+)\/merged\/(\d+)\/(\d+)-(\d{7,})(?:\.part|\.queued-(\d+))\.json$/.exec(key);
+  if (!m) return undefined;
+  const named = { jobId: m[1]!, generation: Number(m[2]), level: Number(m[3]), group: Number(m[4]) };
+  return m[5] === undefined ? named : { ...named, queuedAt: Number(m[5]) };
 };
 
 /** The chunk index a part key names, or undefined when the key is not a part key. */

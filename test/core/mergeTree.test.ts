@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mergedPrefix, parseMergedKey, reportKey } from "../../lib/core/keys.js";
+import { enqueuedKey, mergedPrefix, parseMergedKey, reportKey } from "../../lib/core/keys.js";
 import { JobStatus, TaskMessage, type InputObject, type MergeTask } from "../../lib/core/job/manifest.js";
 import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
 import { silentLogger } from "../../lib/core/log.js";
@@ -29,7 +29,7 @@ import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { prng } from "../../lib/dev/prng.js";
 import { z } from "zod";
-import { pythonCsvRows } from "../helpers/csv.js";
+import { pythonCsvRows, rowsOp } from "../helpers/csv.js";
 import { expectMatchesReference, textOf } from "../helpers/devCloud.js";
 
 let dir: string;
@@ -58,18 +58,19 @@ class ReadLog implements BlobStore {
   delete = (key: string) => this.store.delete(key);
 }
 
-const setUp = async (name: string, bytes: Buffer, spec: Omit<JobSpecInput, "inputs">, chunkSize: number) => {
+const setUp = async (name: string, bytes: Buffer, spec: Omit<JobSpecInput, "inputs">, chunkSize: number, ops = registry) => {
   const inputs = new FsBlobStore(path.join(dir, name, "in"));
   const output = new FsBlobStore(path.join(dir, name, "out"));
   await inputs.put("data", bytes);
   const info = (await inputs.head("data"))!;
   const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
-  const deps: SplitDeps = { output, queue, inputStore: () => inputs, registry, log: silentLogger };
+  const deps: SplitDeps = { output, queue, inputStore: () => inputs, registry: ops, log: silentLogger };
   const object: InputObject = { bucket: "in", key: "data", size: info.size, etag: info.etag, name: "data" };
   const jobId = `${name}-1`;
   const { manifest } = await startJob(deps, {
     jobId,
-    job: taskJobOf(parseJobSpec({ ...spec, inputs: ["data"] }), registry),
+    job: taskJobOf(parseJobSpec({ ...spec, inputs: ["data"] }), ops),
+    ...(spec.fanIn !== undefined ? { fanIn: spec.fanIn } : {}),
     inputs: [object],
     chunkSize,
     output: OUTPUT,
@@ -119,7 +120,7 @@ const mergedParts = async (s: Setup, generation = 0): Promise<Map<number, number
   const byLevel = new Map<number, number>();
   for await (const { key } of s.output.list(mergedPrefix(s.jobId, generation))) {
     const m = parseMergedKey(key);
-    if (m && !m.queued) byLevel.set(m.level, (byLevel.get(m.level) ?? 0) + 1);
+    if (m && m.queuedAt === undefined) byLevel.set(m.level, (byLevel.get(m.level) ?? 0) + 1);
   }
   return byLevel;
 };
@@ -147,6 +148,23 @@ describe("merge levels", () => {
         if (levels.length > 0) expect(levels.at(-1)!.children).toBeGreaterThan(fanIn);
         expect(levels.length).toBe(chunks <= fanIn ? 0 : Math.ceil(Math.log(chunks) / Math.log(fanIn) - 1e-9) - 1);
       }
+    }
+  });
+});
+
+describe("which jobs merge in a tree", () => {
+  it("only order-free ops: one merged in chunk order keeps its left-to-right rounding, and a fan-in for it is refused", async () => {
+    const rows = new OpRegistry(builtinOps);
+    rows.register(rowsOp);
+    expect(() => taskJobOf(parseJobSpec({ op: "rows", inputs: ["x.csv"], fanIn: 4 }), rows)).toThrow(
+      "fanIn: op rows merges its parts in chunk order, one at a time (it does not set orderFree)",
+    );
+    expect(() => taskJobOf(parseJobSpec({ op: "distinct", inputs: ["x"], fanIn: 4 }), rows)).toThrow("fanIn: op distinct is keyed");
+    const s = await setUp("plain", textOf(3000, 1), { op: "count" }, 100);
+    expect(s.manifest.fanIn).toBe(64);
+    for (const op of ["rows", "sort"]) {
+      const other = await setUp(`flat-${op}`, Buffer.from("a,b\n1,2\n"), { op }, 100, rows);
+      expect(other.manifest.fanIn).toBeUndefined();
     }
   });
 });
@@ -206,6 +224,57 @@ describe("a job merged in a tree", () => {
     expect(status.state).toBe("failed");
     expect(status.error).toMatchObject({ code: "BAD_RECORD", offset: good.length + 5 });
     expect(status.error!.message).toContain("unterminated quoted field");
+  });
+
+  it("a merge task whose message was lost is queued again once its lease runs out, and the job ends exact", async () => {
+    const bytes = textOf(20 * 150, 3);
+    const s = await setUp("lost", bytes, { op: "count", fanIn: 4 }, Math.ceil(bytes.length / 20));
+    const drain = async (): Promise<TaskMessage[]> => {
+      const tasks: TaskMessage[] = [];
+      for (
+        let m = (await s.queue.receive({ maxMessages: 1, waitSeconds: 0 }))[0];
+        m;
+        m = (await s.queue.receive({ maxMessages: 1, waitSeconds: 0 }))[0]
+      ) {
+        tasks.push(TaskMessage.parse(JSON.parse(m.body)));
+        await s.queue.delete(m.receiptHandle);
+      }
+      return tasks;
+    };
+    for (const task of await drain()) await runTask(s.deps, task, { checkOpDigest: false });
+    expect((await reduceJob(s.reducer, s.jobId, { tree: true })).kind).toBe("incomplete");
+    // The five merges of level 1 are lost (a worker of 0.2 deletes a task kind it does not know).
+    expect((await drain()).length).toBe(5);
+    expect((await reduceJob(s.reducer, s.jobId, { tree: true })).kind).toBe("incomplete");
+    expect(await drain()).toEqual([]);
+    const later = Date.now() + 11 * 60_000;
+    expect((await reduceJob({ ...s.reducer, now: () => later }, s.jobId, { tree: true })).kind).toBe("incomplete");
+    const again = await drain();
+    expect(again.map((t) => ("merge" in t ? t.merge.group : -1))).toEqual([0, 1, 2, 3, 4]);
+    for (const task of again) await runTask(s.deps, task, { checkOpDigest: false });
+    expect((await reduceJob(s.reducer, s.jobId, { tree: true })).kind).toBe("incomplete");
+    await runFleet(s, 9);
+    expect((await s.queue.receive({ maxMessages: 1, waitSeconds: 0 })).length).toBe(0);
+    expectMatchesReference("count", {}, bytes, await readJson(s.output, OUTPUT.result, z.unknown()));
+  });
+
+  it("a job the splitter mapped whole is merged flat: no merge task wakes the fleet", async () => {
+    const bytes = textOf(20 * 150, 4);
+    const s = await setUp("inline", bytes, { op: "count", fanIn: 4 }, Math.ceil(bytes.length / 20));
+    for (
+      let m = (await s.queue.receive({ maxMessages: 1, waitSeconds: 0 }))[0];
+      m;
+      m = (await s.queue.receive({ maxMessages: 1, waitSeconds: 0 }))[0]
+    ) {
+      await runTask(s.deps, TaskMessage.parse(JSON.parse(m.body)), { checkOpDigest: false });
+      await s.queue.delete(m.receiptHandle);
+    }
+    // As the splitter records a job it mapped itself.
+    await s.output.put(enqueuedKey(s.jobId), JSON.stringify({ at: new Date().toISOString(), chunks: 20, inline: 20 }));
+    expect((await reduceJob(s.reducer, s.jobId, { tree: true })).kind).toBe("succeeded");
+    expect((await s.queue.receive({ maxMessages: 1, waitSeconds: 0 })).length).toBe(0);
+    expect(await mergedParts(s)).toEqual(new Map());
+    expectMatchesReference("count", {}, bytes, await readJson(s.output, OUTPUT.result, z.unknown()));
   });
 
   it("a merge task that failed every attempt fails its job, naming the merge and its last error", async () => {

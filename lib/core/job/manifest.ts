@@ -63,8 +63,6 @@ export const TaskJob = z.strictObject({
   maxCostUsd: z.number().positive().optional(),
   /** A keyed op's partition count: its map tasks split their pairs this many ways. */
   partitions: z.number().int().positive().optional(),
-  /** An order-free job's merge fan-in on the fleet (mergeTree.ts); absent (a job planned by 0.2): no tree. */
-  fanIn: z.number().int().min(2).optional(),
 });
 export type TaskJob = z.infer<typeof TaskJob>;
 
@@ -91,6 +89,12 @@ export const Manifest = z.object({
   triggeredAt: z.string().optional(),
   /** Times the job was resumed after it failed or was cancelled (`cloudmill retry`). */
   retries: z.number().int().positive().optional(),
+  /**
+   * An order-free job's merge fan-in on the fleet (mergeTree.ts), fixed when it starts; absent (a
+   * job whose op merges in chunk order, or planned by 0.2): no tree. Not in the task job: a
+   * worker of 0.2 would refuse a task with a field it does not know.
+   */
+  fanIn: z.number().int().min(2).optional(),
   /** When it was last resumed, and how many of its tasks that resume queued. */
   resumed: z.object({ at: z.string(), tasks: z.number().int().nonnegative() }).optional(),
 });

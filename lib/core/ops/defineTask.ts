@@ -152,7 +152,10 @@ export const defineTask = <I = unknown, O = unknown, P = Record<string, never>>(
     merger() {
       const items: ItemEntry[] = [];
       return {
-        add: (p) => void items.push(...p.items),
+        // One at a time: a merged partial's items are too many to spread as arguments.
+        add: (p) => {
+          for (const item of p.items) items.push(item);
+        },
         value: () => ({ items }),
       };
     },

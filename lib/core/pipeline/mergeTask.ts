@@ -66,8 +66,9 @@ export const runMergeTask = async (
     }
     outside.add(span);
     inside?.add(span);
-    sniffed.push(...span.sniffed);
-    runs.push(...span.runs);
+    // One at a time: a spread of a level's hundreds of thousands would overflow the stack.
+    for (const s of span.sniffed) sniffed.push(s);
+    for (const r of span.runs) runs.push(r);
   }
   const merged: MergedPart = {
     v: 1,

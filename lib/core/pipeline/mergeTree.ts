@@ -6,12 +6,13 @@
  * however many chunks a job has. Groups are a pure function of (chunks, fanIn), so a merge
  * task run twice, or queued by two reducers at once, writes the same merged part.
  */
-import { mergedKey, mergedPrefix, mergeQueuedKey, parseMergedKey } from "../keys.js";
+import { z } from "zod";
+import { enqueuedKey, mergedKey, mergedPrefix, mergeQueuedKey, parseMergedKey } from "../keys.js";
 import type { Manifest, MergeTask } from "../job/manifest.js";
 import type { TaskQueue } from "../ports.js";
 import { mapInOrder } from "../mapInOrder.js";
 import type { PipelineDeps } from "./deps.js";
-import { readJson, writeJson } from "./blobJson.js";
+import { readJson, readJsonIfExists, writeJson } from "./blobJson.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { MergedPart, spanOfMerged, type Span } from "./spans.js";
 import type { SpanSource } from "./partMerge.js";
@@ -41,10 +42,15 @@ export const groupRange = (level: MergeLevel, fanIn: number, group: number): { f
   to: Math.min(level.children, (group + 1) * fanIn),
 });
 
+export interface MergeTree {
+  readonly fanIn: number;
+  readonly levels: readonly MergeLevel[];
+}
+
 /** A job's merge levels when its reducer merges in a tree (an order-free job planned with a fan-in), else none. */
-export const treeOf = (manifest: Manifest): { readonly fanIn: number; readonly levels: MergeLevel[] } | undefined => {
-  const { fanIn, partitions } = manifest.job;
-  if (fanIn === undefined || partitions !== undefined) return undefined;
+export const treeOf = (manifest: Manifest): MergeTree | undefined => {
+  const { fanIn } = manifest;
+  if (fanIn === undefined || manifest.job.partitions !== undefined) return undefined;
   const levels = mergeLevels(manifest.chunks, fanIn);
   return levels.length > 0 ? { fanIn, levels } : undefined;
 };
@@ -53,33 +59,58 @@ export const treeOf = (manifest: Manifest): { readonly fanIn: number; readonly l
 const WRITES_AT_ONCE = 16;
 
 /**
+ * A queued merge with no merged part after this long is queued again when the reducer next
+ * runs: its message was lost (a worker of 0.2, mid-deploy, deletes a task kind it does not know).
+ * A copy of a merge still running finds the part written, or writes the same.
+ */
+const MERGE_LEASE_MS = 10 * 60_000;
+
+/** `enqueued.json`, as far as the tree reads it. */
+const Enqueued = z.object({ chunks: z.number(), inline: z.number().optional() });
+
+/**
+ * A job's tree on the fleet: none for a job the splitter mapped whole (it merges the job
+ * itself, and a tree would wake a fleet for nothing), nor before the splitter has queued all
+ * of its tasks (`enqueued.json`), when it may still map the job itself.
+ */
+export const fleetTreeOf = async (deps: PipelineDeps, manifest: Manifest): Promise<MergeTree | undefined> => {
+  const tree = treeOf(manifest);
+  if (!tree) return undefined;
+  const enqueued = await readJsonIfExists(deps.output, enqueuedKey(manifest.jobId), Enqueued);
+  return enqueued && enqueued.inline !== manifest.chunks ? tree : undefined;
+};
+
+/**
  * The reducer's step of a job's merge tree: queues a merge task for each group whose parts all
- * exist and that has no merged part and was not queued yet, then marks it queued (queued
- * first: a reducer that dies between the two queues it again, and the copy finds its part
- * written). Returns the top level's merged parts, by group, once every one exists.
+ * exist and that has no merged part and was not queued yet (or whose lease ran out), then marks
+ * it queued (queued first: a reducer that dies between the two queues it again, and the copy
+ * finds its part written). `queue: false` only looks (an overdue job). Returns the top level's
+ * merged parts, by group, once every one exists.
  */
 export const advanceMergeTree = async (
   deps: PipelineDeps & { readonly queue: TaskQueue },
   manifest: Manifest,
-  tree: { readonly fanIn: number; readonly levels: readonly MergeLevel[] },
+  tree: MergeTree,
   mapParts: ReadonlyMap<number, string>,
+  options: { readonly queue: boolean } = { queue: true },
 ): Promise<{ readonly top?: ReadonlyMap<number, string>; readonly queued: number; readonly merged: number }> => {
   const { jobId, job } = manifest;
   const generation = job.generation ?? 0;
   const { fanIn, levels } = tree;
+  const now = nowOf(deps);
   const done = levels.map(() => new Map<number, string>());
-  const queued = levels.map(() => new Set<number>());
+  const queuedAt = levels.map(() => new Map<number, number>());
   for await (const { key } of deps.output.list(mergedPrefix(jobId, generation))) {
     const m = parseMergedKey(key);
     if (!m || m.jobId !== jobId || m.generation !== generation || m.level > levels.length) continue;
-    if (m.queued) queued[m.level - 1]!.add(m.group);
-    else done[m.level - 1]!.set(m.group, key);
+    if (m.queuedAt === undefined) done[m.level - 1]!.set(m.group, key);
+    else queuedAt[m.level - 1]!.set(m.group, Math.max(m.queuedAt, queuedAt[m.level - 1]!.get(m.group) ?? 0));
   }
   const tasks: MergeTask[] = [];
-  for (const level of levels) {
+  for (const level of options.queue ? levels : []) {
     const below = level.level === 1 ? mapParts : done[level.level - 2]!;
     for (let group = 0; group < level.groups; group++) {
-      if (done[level.level - 1]!.has(group) || queued[level.level - 1]!.has(group)) continue;
+      if (done[level.level - 1]!.has(group) || now - (queuedAt[level.level - 1]!.get(group) ?? -Infinity) < MERGE_LEASE_MS) continue;
       const { from, to } = groupRange(level, fanIn, group);
       let ready = true;
       for (let i = from; i < to && ready; i++) ready = below.has(i);
@@ -88,9 +119,8 @@ export const advanceMergeTree = async (
   }
   if (tasks.length > 0) {
     await enqueueTasks(deps.queue, tasks);
-    const at = new Date(nowOf(deps)).toISOString();
     await mapInOrder(tasks, WRITES_AT_ONCE, ({ merge }) =>
-      writeJson(deps.output, mergeQueuedKey(jobId, generation, merge.level, merge.group), { at }),
+      writeJson(deps.output, mergeQueuedKey(jobId, generation, merge.level, merge.group, now), {}),
     );
   }
   const top = done.at(-1)!;

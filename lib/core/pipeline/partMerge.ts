@@ -165,7 +165,7 @@ export class OrderedPartMerge {
         this.#loneSeed = undefined;
         this.#merger.add(reading.partial);
         this.#skipped += reading.skipped;
-        this.#sniffed.push(...span.sniffed);
+        for (const s of span.sniffed) this.#sniffed.push(s);
         for (const [chunk, run] of span.runs) {
           this.#starts.add(run);
           this.#runs.add(chunk, run);

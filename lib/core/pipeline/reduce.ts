@@ -3,7 +3,7 @@
  * result.json, then the final status. Deterministic, so two reducers finishing at once
  * write the same bytes; repeated or concurrent calls are harmless.
  */
-import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, reportKey, succeededKey } from "../keys.js";
+import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, pastEndKey, reportKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { JobStatus, Manifest, taskCount, type TaskStart } from "../job/manifest.js";
 import { buildReport, type RunLog } from "../report/jobReport.js";
@@ -19,7 +19,7 @@ import { OrderedPartMerge } from "./partMerge.js";
 import { succeededStatus, superseded, writeProgress, type WhereRan } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
 import { backupCounts } from "./backups.js";
-import { advanceMergeTree, topOfTree, treeOf } from "./mergeTree.js";
+import { advanceMergeTree, fleetTreeOf, topOfTree } from "./mergeTree.js";
 
 export type ReduceOutcome =
   | {
@@ -118,13 +118,15 @@ export const reduceJob = async (
   // Chunks merged on the local engine's task threads may have no part.
   const done = merged ? merged.covered(parts) : parts.size;
   const target = { jobId, output: manifest.output, chunks: taskCount(manifest), done: done + reduced, startedAt: manifest.createdAt };
-  const tree = options.tree && deps.queue && !merged ? treeOf(manifest) : undefined;
-  // Merges are queued as their groups' parts arrive, while the rest still map.
-  const merging = tree && (await advanceMergeTree({ ...deps, queue: deps.queue! }, manifest, tree, parts));
+  const overdue = nowOf(deps) > manifest.deadline;
+  const tree = options.tree && deps.queue && !merged ? await fleetTreeOf(deps, manifest) : undefined;
+  // Merges are queued as their groups' parts arrive, while the rest still map (an overdue job's are not).
+  const merging = tree && (await advanceMergeTree({ ...deps, queue: deps.queue! }, manifest, tree, parts, { queue: !overdue }));
   if (merging && merging.queued > 0) log.info("merge tasks queued", { tasks: merging.queued, merged: merging.merged });
   if (done < manifest.chunks || (partitions !== undefined && reduced < partitions) || (merging && !merging.top)) {
-    if (nowOf(deps) > manifest.deadline) {
-      const of = `${done + reduced} of ${taskCount(manifest)} tasks done`;
+    if (overdue) {
+      const still = done === manifest.chunks && merging ? ", parts still merging" : "";
+      const of = `${done + reduced} of ${taskCount(manifest)} tasks done${still}`;
       await failJob(deps, target, new CloudmillError(ErrorCode.DEADLINE, `job did not finish before its deadline (${of})`, { jobId }));
       return { kind: "ended" };
     }
@@ -133,7 +135,14 @@ export const reduceJob = async (
     await writeProgress(deps, manifest, done, () => firstPartStart(deps, parts));
     return { kind: "incomplete", done, chunks: taskCount(manifest), mapping: { manifest, parts } };
   }
-  if (merging && !merging.top) return { kind: "incomplete", done, chunks: taskCount(manifest) };
+  if (merging && !merging.top) {
+    await writeProgress(deps, manifest, done);
+    return { kind: "incomplete", done, chunks: taskCount(manifest) };
+  }
+  // A resume of this run has begun (its end is kept, the new manifest not yet written): the
+  // next run merges afresh, from the part it maps again.
+  if (merging && (await exists(deps.output, pastEndKey(jobId, (manifest.job.generation ?? 0) + 1))))
+    return { kind: "incomplete", done, chunks: taskCount(manifest) };
 
   try {
     let result: unknown;

@@ -11,7 +11,7 @@ import { Manifest, type InputObject, type MapTask, type TaskJob } from "../job/m
 import { planChunks, planOptionsOf } from "../job/planner.js";
 import { MAX_PARTITIONS, type Format, type JobSpec } from "../job/spec.js";
 import type { OpRegistry } from "../ops/registry.js";
-import { isShuffled } from "../ops/types.js";
+import { isShuffled, type AnyOp } from "../ops/types.js";
 import { nowOf, type SplitDeps } from "./deps.js";
 import { exists, writeJson } from "./blobJson.js";
 import { reduceJob } from "./reduce.js";
@@ -36,7 +36,15 @@ export interface JobPlan {
   readonly inline?: InlineOptions;
   /** The job's ceiling: refused with COST_LIMIT when its estimate is over it. */
   readonly maxCostUsd?: number;
+  /** The spec's merge fan-in on the fleet (default DEFAULTS.mergeFanIn, for an op that merges in a tree). */
+  readonly fanIn?: number;
 }
+
+/**
+ * Whether the fleet may merge an op's parts in a tree (mergeTree.ts): grouping changes no bit
+ * of an order-free op's answer, but may change a float sum's rounding in another's.
+ */
+const mergesInTree = (op: AnyOp): boolean => op.orderFreeMerge === true && !isShuffled(op);
 
 const FORMAT_OF_EXTENSION: Readonly<Record<string, Format>> = {
   ".csv": "csv",
@@ -70,10 +78,14 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `partitions: op ${op.name} is not keyed (it has one result, not parts)`, {
       field: "partitions",
     });
-  if (spec.fanIn !== undefined && isShuffled(op))
-    throw new CloudmillError(ErrorCode.INVALID_SPEC, `fanIn: op ${op.name} is keyed (its reduce tasks merge by partition)`, {
-      field: "fanIn",
-    });
+  if (spec.fanIn !== undefined && !mergesInTree(op))
+    throw new CloudmillError(
+      ErrorCode.INVALID_SPEC,
+      isShuffled(op)
+        ? `fanIn: op ${op.name} is keyed (its reduce tasks merge by partition)`
+        : `fanIn: op ${op.name} merges its parts in chunk order, one at a time (it does not set orderFree)`,
+      { field: "fanIn" },
+    );
   // Only a lab's op carries a digest in its tasks: built-ins are the image's own code, and older
   // workers (which know no digest field) never meet a task that names one.
   return {
@@ -89,8 +101,6 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
     ...(spec.backupAfterSeconds !== undefined ? { backupAfterSeconds: spec.backupAfterSeconds } : {}),
     ...(spec.maxCostUsd !== undefined ? { maxCostUsd: spec.maxCostUsd } : {}),
     ...(isShuffled(op) && spec.partitions !== undefined ? { partitions: spec.partitions } : {}),
-    // Fixed when the job starts: its merge groups must not change under it (mergeTree.ts).
-    ...(isShuffled(op) ? {} : { fanIn: spec.fanIn ?? DEFAULTS.mergeFanIn }),
   };
 };
 
@@ -160,6 +170,8 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
     deadline,
     trigger: plan.trigger,
     ...(plan.triggeredAt !== undefined ? { triggeredAt: plan.triggeredAt } : {}),
+    // Fixed when the job starts: its merge groups must not change under it.
+    ...(mergesInTree(deps.registry.get(job.op)) ? { fanIn: plan.fanIn ?? DEFAULTS.mergeFanIn } : {}),
   });
   const { jobId } = plan;
   const log = deps.log.child({ jobId });

@@ -181,6 +181,7 @@ const startSpecJob = async (
       ...(obj.eventTime !== undefined ? { triggeredAt: obj.eventTime } : {}),
       ...optionalInline(inlineOf(config, invocation)),
       ...(spec.maxCostUsd !== undefined ? { maxCostUsd: spec.maxCostUsd } : {}),
+      ...(spec.fanIn !== undefined ? { fanIn: spec.fanIn } : {}),
       deadlineSeconds: deadlineSecondsOf(spec, config.jobDeadlineSeconds),
     });
     return { kind: started.duplicate ? "duplicate" : "started", jobId, chunks: started.manifest.chunks };
