@@ -8,7 +8,9 @@ import { pathToFileURL } from "node:url";
 import { DEFAULTS, MiB } from "../lib/core/constants.js";
 import { planChunks } from "../lib/core/job/planner.js";
 import { defaultPartitions } from "../lib/core/pipeline/split.js";
-import { sortPlans } from "../lib/core/pipeline/sortStage.js";
+import { sortPlanner } from "../lib/core/pipeline/sortStage.js";
+import { sort } from "../lib/core/ops/sort.js";
+import type { SortSamples } from "../lib/core/shuffle/sortSamples.js";
 import { prng } from "../lib/dev/prng.js";
 import type { SortRef } from "../lib/core/shuffle/shuffleRun.js";
 
@@ -103,31 +105,42 @@ export const sortStudy = (s: SortStudy): string[] => {
 };
 
 /**
- * The reducer's step at the stage boundary, simulated at full size: every chunk's samples
- * (256 keys each, as map tasks keep them), splitters chosen and every partition's plan cut.
+ * The reducer's step at the stage boundary, simulated at full size as the reducer takes it:
+ * every chunk's part (256 samples, as map tasks keep them) parsed from its JSON and packed into
+ * the sort's samples, splitters chosen, and every partition's plan cut and serialized in turn.
  */
 export const simulateSortPlans = (chunks: number, partitions: number): string[] => {
   const next = prng(5);
+  // With --expose-gc, heap figures count what is held, not garbage not yet collected.
+  const gc = (globalThis as { gc?: () => void }).gc ?? (() => undefined);
+  gc();
   const started = performance.now();
   const heapBefore = process.memoryUsage().heapUsed;
-  const refs: SortRef[] = [];
+  const merger = sort.merger({});
+  let partsBytes = 0;
   for (let c = 0; c < chunks; c++) {
     const values = Array.from({ length: 256 }, () => (next() - 0.5) * 1e6).sort((a, b) => a - b);
-    refs.push({
+    const ref: SortRef = {
       key: `_work/job/shuffle/${String(c).padStart(7, "0")}-0.jsonl`,
       bytes: 16 * MiB,
       lines: 1_800_000,
       step: 7032,
       samples: values.map((v, i) => [[1, v, String(v)], i * 65_536]),
-    });
+    };
+    const json = JSON.stringify(ref);
+    partsBytes += json.length;
+    merger.add(JSON.parse(json));
   }
-  const partsBytes = refs.reduce((n, r) => n + JSON.stringify(r).length, 0);
-  const plans = sortPlans(refs, partitions);
-  const planBytes = plans.reduce((n, p) => n + JSON.stringify(p).length, 0);
+  const samples = merger.value() as SortSamples;
+  gc();
   const heapMB = (process.memoryUsage().heapUsed - heapBefore) / MiB;
+  const planOf = sortPlanner(samples, partitions);
+  let planBytes = 0;
+  for (let p = 0; p < partitions; p++) planBytes += JSON.stringify(planOf(p)).length;
   return [
     `${fmt(chunks)} chunks × 256 samples, ${partitions} partitions: parts to read ${fmt(partsBytes / MiB)} MiB of JSON, plans ${fmt(planBytes / MiB)} MiB, ` +
-      `heap grown ${fmt(heapMB)} MiB, ${fmt((performance.now() - started) / 1000)} s on this machine (the reducer Lambda has 1,024 MB).`,
+      `heap grown ${fmt(heapMB)} MiB by the packed samples, ${fmt((performance.now() - started) / 1000)} s on this machine ` +
+      "(the reducer Lambda has 1,024 MB).",
   ];
 };
 
@@ -143,7 +156,7 @@ export const scaleStudy = (cpuSecondsPerMiB: number): string[] => {
   ];
 };
 
-// `node --max-old-space-size=8192 dist/bench/scale.js <cpu s/MiB>`: the simulation holds a 1 TB job's samples.
+// `node --expose-gc --max-old-space-size=1024 dist/bench/scale.js <cpu s/MiB>`: the simulation holds a 1 TB job's samples in a reducer's heap.
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   process.stdout.write(`${scaleStudy(Number(process.argv[2] ?? 0.36)).join("\n")}\n`);
 }

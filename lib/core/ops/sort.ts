@@ -7,6 +7,7 @@ import { z } from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { RunBuilder, type SortFormat, type SortedRun } from "../shuffle/sortRun.js";
 import { SortRef } from "../shuffle/shuffleRun.js";
+import { SortSamples } from "../shuffle/sortSamples.js";
 import { parseOpParams } from "./params.js";
 import type { Op } from "./types.js";
 
@@ -24,9 +25,10 @@ export const sort: Op<Record<string, never>, unknown, never> = {
       finish: (): SortedRun => runs.finish(),
     };
   },
+  // Packed as parts arrive: a 1 TB sort's 15 million samples must fit the reducer.
   merger() {
-    const refs: SortRef[] = [];
-    return { add: (p) => void refs.push(SortRef.parse(p)), value: () => refs };
+    const samples = new SortSamples();
+    return { add: (p) => samples.add(SortRef.parse(p)), value: () => samples };
   },
   finalize() {
     throw new CloudmillError(ErrorCode.INTERNAL, "sort: its result is written by its reduce tasks");

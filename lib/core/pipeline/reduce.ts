@@ -8,6 +8,7 @@ import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { JobStatus, Manifest, taskCount, type TaskStart } from "../job/manifest.js";
 import { buildReport, type RunLog } from "../report/jobReport.js";
 import type { ShuffleRefs } from "../ops/keyedOp.js";
+import type { SortSamples } from "../shuffle/sortSamples.js";
 import type { TaskQueue } from "../ports.js";
 import { s3Uri } from "../s3Uri.js";
 import { Part, type SniffedSeparator } from "./part.js";
@@ -156,7 +157,7 @@ export const reduceJob = async (
         if (!deps.queue) throw new CloudmillError(ErrorCode.INTERNAL, `job ${jobId}: this reducer cannot enqueue reduce tasks`);
         const merge = merged ?? new OrderedPartMerge(deps, manifest);
         const stage = await merge.complete(parts);
-        started = await startReduce({ ...deps, queue: deps.queue }, manifest, stage.partial as ShuffleRefs, stage);
+        started = await startReduce({ ...deps, queue: deps.queue }, manifest, stage.partial as ShuffleRefs | SortSamples, stage);
         log.info("map stage done; reduce tasks enqueued", { chunks: manifest.chunks, partitions });
       }
       if (reduced < partitions) {

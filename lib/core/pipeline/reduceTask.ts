@@ -14,8 +14,10 @@ import { CloudmillError, ErrorCode } from "../errors.js";
 import { outputPartKey, partKey, reduceEnqueuedKey, reducePlanKey, shuffleKey, spillPrefix } from "../keys.js";
 import { mapInOrder } from "../mapInOrder.js";
 import { JobStatus, TaskStart, type Manifest, type ReduceTask } from "../job/manifest.js";
-import { encodeShuffle, type KeyedTable, type ShuffleRef, type SortRef } from "../shuffle/shuffleRun.js";
-import { sortedPieces, sortFormatOf, sortPlans } from "./sortStage.js";
+import { encodeShuffle, type KeyedTable, type ShuffleRef } from "../shuffle/shuffleRun.js";
+import { sortedPieces, sortFormatOf, sortPlanner } from "./sortStage.js";
+import type { SortSamples } from "../shuffle/sortSamples.js";
+import type { ShuffleRefs } from "../ops/keyedOp.js";
 import { RunMerge } from "../shuffle/runMerge.js";
 import type { AnyOp } from "../ops/types.js";
 import type { BlobStore, TaskQueue } from "../ports.js";
@@ -95,6 +97,19 @@ export const shufflePart = async (deps: PipelineDeps, jobId: string, partitions:
   return { ...part, partial: outRef, ...(q ? { quotes: { ...q, ...(insideReading ? { inside: insideReading } : {}) } } : {}) };
 };
 
+/** A sort's plans, cut one partition at a time from its packed samples. */
+const sortPlanOf = (samples: SortSamples, partitions: number, jobId: string): ((partition: number) => ReducePlan) => {
+  const cut = sortPlanner(samples, partitions);
+  return (partition) => ({ v: 1, jobId, partition, ...cut(partition) });
+};
+
+/** A hash-partitioned job's plans: each partition's segment of every map part, gathered once. */
+const hashPlanOf = (refs: ShuffleRefs, partitions: number, jobId: string): ((partition: number) => ReducePlan) => {
+  const plans: ReducePlan[] = Array.from({ length: partitions }, (_, partition) => ({ v: 1, jobId, partition, segments: [] }));
+  for (const ref of refs) for (const [p, start, end] of ref.segments) plans[p]!.segments.push([ref.key, start, end]);
+  return (partition) => plans[partition]!;
+};
+
 /**
  * Writes each partition's plan and enqueues the reduce tasks, then marks them enqueued (so a
  * later call does nothing). Two reducers may both get this far: their tasks are duplicates,
@@ -103,19 +118,19 @@ export const shufflePart = async (deps: PipelineDeps, jobId: string, partitions:
 export const startReduce = async (
   deps: PipelineDeps & { readonly queue: TaskQueue },
   manifest: Manifest,
-  refs: readonly (ShuffleRef | SortRef)[],
+  refs: ShuffleRefs | SortSamples,
   merged: { readonly skipped: number; readonly sniffed: readonly SniffedSeparator[]; readonly ran: WhereRan },
 ): Promise<ReduceStarted> => {
   const { jobId, job } = manifest;
   const partitions = job.partitions!;
-  const plans: ReducePlan[] = deps.registry.get(job.op).sorts
-    ? sortPlans(refs as SortRef[], partitions).map((plan, partition) => ({ v: 1, jobId, partition, ...plan }))
-    : Array.from({ length: partitions }, (_, partition) => ({ v: 1, jobId, partition, segments: [] }));
-  for (const ref of refs) if ("segments" in ref) for (const [p, start, end] of ref.segments) plans[p]!.segments.push([ref.key, start, end]);
-  await mapInOrder(plans, WRITES_AT_ONCE, (plan) => writeJson(deps.output, reducePlanKey(jobId, plan.partition), plan));
+  const planOf = deps.registry.get(job.op).sorts
+    ? sortPlanOf(refs as SortSamples, partitions, jobId)
+    : hashPlanOf(refs as ShuffleRefs, partitions, jobId);
+  const all = Array.from({ length: partitions }, (_, partition) => partition);
+  await mapInOrder(all, WRITES_AT_ONCE, (partition) => writeJson(deps.output, reducePlanKey(jobId, partition), planOf(partition)));
   await enqueueTasks(
     deps.queue,
-    plans.map((plan): ReduceTask => ({ v: 1, jobId, reduce: { partition: plan.partition, chunks: manifest.chunks }, job })),
+    all.map((partition): ReduceTask => ({ v: 1, jobId, reduce: { partition, chunks: manifest.chunks }, job })),
   );
   const started: ReduceStarted = {
     at: new Date(nowOf(deps)).toISOString(),

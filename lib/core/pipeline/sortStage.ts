@@ -8,16 +8,8 @@ import type { Format } from "../job/spec.js";
 import { shuffleKey } from "../keys.js";
 import type { BlobStore } from "../ports.js";
 import type { SortRef } from "../shuffle/shuffleRun.js";
-import {
-  bracket,
-  chooseSplitters,
-  lineCursor,
-  mergeLines,
-  type LineCursor,
-  type SortedRun,
-  type SortFormat,
-  type SortKey,
-} from "../shuffle/sortRun.js";
+import type { SortSamples } from "../shuffle/sortSamples.js";
+import { lineCursor, mergeLines, type LineCursor, type SortedRun, type SortFormat, type SortKey } from "../shuffle/sortRun.js";
 import type { PipelineDeps } from "./deps.js";
 import type { Part } from "./part.js";
 
@@ -37,21 +29,19 @@ export interface SortPlan {
   readonly segments: [string, number, number][];
 }
 
-/** The plans of all partitions, from every run's samples. */
-export const sortPlans = (refs: readonly SortRef[], partitions: number): SortPlan[] => {
-  const splitters = chooseSplitters(refs, partitions);
-  return Array.from({ length: partitions }, (_, p) => {
+/**
+ * Each partition's plan, from every run's samples: splitters chosen once, and a partition's
+ * segments cut when its plan is asked for (a 1 TB sort's plans hold 4 million segments).
+ */
+export const sortPlanner = (samples: SortSamples, partitions: number): ((partition: number) => SortPlan) => {
+  const splitters = samples.splitters(partitions);
+  return (p) => {
     // Fewer distinct keys than partitions: the last partitions are empty.
     const lo = p === 0 ? null : (splitters[p - 1] ?? undefined);
     const hi = p < splitters.length ? splitters[p]! : null;
     if (lo === undefined) return { range: { lo: null, hi: null }, segments: [] };
-    const segments: [string, number, number][] = [];
-    for (const ref of refs) {
-      const [start, end] = bracket(ref, lo, hi);
-      if (end > start) segments.push([ref.key, start, end]);
-    }
-    return { range: { lo, hi }, segments };
-  });
+    return { range: { lo, hi }, segments: samples.segments(lo, hi) };
+  };
 };
 
 /** Runs merged at once; more are merged a fan-in at a time into longer runs first. */

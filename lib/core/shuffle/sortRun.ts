@@ -210,55 +210,6 @@ export const mergeSortedRuns = (format: SortFormat, runs: readonly SortedRun[]):
   return builder.finish();
 };
 
-/** A run's samples, as the reducer gathers them. */
-export interface RunSamples {
-  readonly samples: readonly (readonly [SortKey, number])[];
-  readonly step: number;
-  readonly bytes: number;
-}
-
-/**
- * The R − 1 splitters that cut all runs' lines into R ranges of about equal size: the
- * samples' weighted quantiles (each sample stands for `step` lines of its run).
- */
-export const chooseSplitters = (runs: readonly RunSamples[], partitions: number): SortKey[] => {
-  const all: { key: SortKey; weight: number }[] = [];
-  for (const r of runs) for (const [key] of r.samples) all.push({ key, weight: r.step });
-  all.sort((a, b) => compareSortKeys(a.key, b.key));
-  const total = all.reduce((n, s) => n + s.weight, 0);
-  const splitters: SortKey[] = [];
-  let seen = 0;
-  let next = 1;
-  for (const s of all) {
-    seen += s.weight;
-    while (next < partitions && seen >= (total * next) / partitions) {
-      const last = splitters.at(-1);
-      // Equal splitters would leave a partition empty by construction: keep them increasing.
-      if (!last || compareSortKeys(last, s.key) < 0) splitters.push(s.key);
-      next++;
-    }
-  }
-  return splitters;
-};
-
-/**
- * The bytes of a run that can hold keys in [lo, hi): from the last sample below lo, to the
- * first sample at or above hi (null: unbounded). The lines outside the range that it holds
- * (fewer than a sample step at each end) are dropped by the reader.
- */
-export const bracket = (run: RunSamples, lo: SortKey | null, hi: SortKey | null): [number, number] => {
-  let start = 0;
-  let end = run.bytes;
-  for (const [key, offset] of run.samples) {
-    if (lo && compareSortKeys(key, lo) < 0) start = offset;
-    if (hi && compareSortKeys(key, hi) >= 0) {
-      end = offset;
-      break;
-    }
-  }
-  return [start, Math.max(start, end)];
-};
-
 /** One run's lines in order, from a stream of its bytes, keeping those with keys in [lo, hi). */
 export interface LineCursor {
   /** The current line: cls, value, and its bytes [start, end) in buf. */
