@@ -115,7 +115,7 @@ export const simulateSortPlans = (chunks: number, partitions: number): string[] 
   const gc = (globalThis as { gc?: () => void }).gc ?? (() => undefined);
   gc();
   const started = performance.now();
-  const heapBefore = process.memoryUsage().heapUsed;
+  const { heapUsed: heapBefore, arrayBuffers: buffersBefore } = process.memoryUsage();
   const merger = sort.merger({});
   let partsBytes = 0;
   for (let c = 0; c < chunks; c++) {
@@ -134,12 +134,13 @@ export const simulateSortPlans = (chunks: number, partitions: number): string[] 
   const samples = merger.value() as SortSamples;
   gc();
   const heapMB = (process.memoryUsage().heapUsed - heapBefore) / MiB;
+  const buffersMB = (process.memoryUsage().arrayBuffers - buffersBefore) / MiB;
   const planOf = sortPlanner(samples, partitions);
   let planBytes = 0;
   for (let p = 0; p < partitions; p++) planBytes += JSON.stringify(planOf(p)).length;
   return [
     `${fmt(chunks)} chunks × 256 samples, ${partitions} partitions: parts to read ${fmt(partsBytes / MiB)} MiB of JSON, plans ${fmt(planBytes / MiB)} MiB, ` +
-      `heap grown ${fmt(heapMB)} MiB by the packed samples, ${fmt((performance.now() - started) / 1000)} s on this machine ` +
+      `packed samples ${fmt(heapMB)} MiB of heap and ${fmt(buffersMB)} MiB of typed arrays, ${fmt((performance.now() - started) / 1000)} s on this machine ` +
       "(the reducer Lambda has 1,024 MB).",
   ];
 };

@@ -18,11 +18,15 @@ interface Run {
 }
 
 /** A run of `n` lines: numbers drawn from `distinct` values (ties), some spelled two ways, and a few blank lines. */
-const runOf = (name: string, n: number, step: number, distinct: number, next: () => number): Run => {
+const runOf = (name: string, n: number, step: number, distinct: number, next: () => number, blanks = 0.02, even = false): Run => {
   const keys: SortKey[] = [];
   for (let i = 0; i < n; i++) {
-    if (next() < 0.02) keys.push([0, 0, ""]);
-    else {
+    if (next() < blanks) keys.push([0, 0, ""]);
+    else if (even) {
+      // Spread evenly over [0, 1): the run's k-th sample sits at the k/256 quantile of all runs.
+      const v = (i + next()) / n;
+      keys.push([1, v, String(v)]);
+    } else {
       const v = Math.floor(next() * distinct) / 4;
       // The same value spelled two ways (1.5 and 1.50): equal values, ordered by their bytes.
       keys.push([1, v, next() < 0.5 ? String(v) : `${v}${Number.isInteger(v) ? ".0" : "0"}`]);
@@ -96,6 +100,14 @@ describe("a sort's samples, packed", () => {
     expect(table.samples).toBe(60 * 250);
     // 1,500 of 15,000 samples: every tenth.
     expectBalanced(check(runs, 5, 1500), 5, 0.25);
+  });
+
+  it("stay balanced when thinned to fewer levels than partitions: each run's picks start elsewhere", () => {
+    // Runs of the same data: sample k of every run sits near the same quantile, as in a big sort.
+    const next = prng(6);
+    const runs = Array.from({ length: 40 }, (_, r) => runOf(`run-${r}`, 2560, 10, 0, next, 0, true));
+    // 10,240 samples thinned to every tenth: 26 levels per run, for 60 partitions.
+    expectBalanced(check(runs, 60, 1024), 60, 0.25);
   });
 
   it("keep splitters increasing with heavy ties, and leave the partitions past the distinct keys empty", () => {

@@ -6,6 +6,7 @@
  * partition's plan is cut from every run's own samples, one partition at a time, so no plan
  * for all partitions is ever held at once.
  */
+import { CloudmillError, ErrorCode } from "../errors.js";
 import type { SortRef } from "./shuffleRun.js";
 import { compareSortKeys, type SortKey } from "./sortRun.js";
 
@@ -33,7 +34,7 @@ export class SortSamples {
   /** Per sample: class, value, byte offset in its run, and where its text ends in its run's. */
   #cls = new Uint8Array(1024);
   #values = new Float64Array(1024);
-  /** A run is at most a chunk's bytes (at most 1 GiB). */
+  /** Offsets in runs of at most 4 GiB (add refuses a longer one). */
   #offsets = new Uint32Array(1024);
   #textEnds = new Uint32Array(1024);
   #n = 0;
@@ -47,6 +48,8 @@ export class SortSamples {
   }
 
   add(ref: SortRef): void {
+    // Offsets are 32-bit: a run is a chunk's lines (the mapper's own offsets stop at 2 GiB).
+    if (ref.bytes > 0xffff_ffff) throw new CloudmillError(ErrorCode.INTERNAL, `sort run ${ref.key} has ${ref.bytes} bytes, past 4 GiB`);
     const need = this.#n + ref.samples.length;
     this.#cls = grown(this.#cls, need, (n) => new Uint8Array(n));
     this.#values = grown(this.#values, need, (n) => new Float64Array(n));
@@ -100,11 +103,21 @@ export class SortSamples {
     const every = Math.max(1, Math.ceil(this.#n / most));
     const runOf: number[] = [];
     const picked: number[] = [];
-    for (let r = 0; r < this.runs; r++)
-      for (let i = this.#first[r]!; i < this.#first[r + 1]!; i += every) {
+    /**
+     * The lines each pick stands for: `every` samples' worth. Each run starts its picks at
+     * another offset: sample k of every run sits near the same quantile of the data, and picks
+     * all at k ≡ 0 would leave gaps no splitter can fill; rotated, the picks below a key stand,
+     * on average over the runs, for the lines below it.
+     */
+    const weights: number[] = [];
+    for (let r = 0; r < this.runs; r++) {
+      const end = this.#first[r + 1]!;
+      for (let i = this.#first[r]! + (r % every); i < end; i += every) {
         runOf.push(r);
         picked.push(i);
+        weights.push(this.#steps[r]! * every);
       }
+    }
     const order = Array.from({ length: picked.length }, (_, k) => k);
     const cls = this.#cls;
     const values = this.#values;
@@ -119,12 +132,12 @@ export class SortSamples {
       return ti < tj ? -1 : ti > tj ? 1 : a - b;
     });
     let total = 0;
-    for (const k of order) total += this.#steps[runOf[k]!]! * every;
+    for (const w of weights) total += w;
     const splitters: SortKey[] = [];
     let seen = 0;
     let next = 1;
     for (const k of order) {
-      seen += this.#steps[runOf[k]!]! * every;
+      seen += weights[k]!;
       while (next < partitions && seen >= (total * next) / partitions) {
         const key = this.#key(runOf[k]!, picked[k]!);
         const last = splitters.at(-1);
