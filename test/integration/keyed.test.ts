@@ -7,6 +7,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { JobReport } from "../../lib/core/report/jobReport.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseS3Uri } from "../../lib/core/s3Uri.js";
 import { prng } from "../../lib/dev/prng.js";
@@ -81,6 +82,13 @@ describe("keyed ops on the emulated fleet", () => {
       (l) => l.json?.["message"] === "chunk done" && l.json?.["jobId"] === "groupby-sensors" && l.json?.["partition"] !== undefined,
     );
     expect(new Set(reduced.map((l) => l.json?.["partition"]))).toEqual(new Set([0, 1, 2]));
+    // Its report lists every map task and every reduce task (after the chunks), each on a worker process.
+    const report = JobReport.parse(await cloud().getJson(cloud().output, "_jobs/groupby-sensors/report.json"));
+    expect(report.taskCount).toBe(chunks + 3);
+    expect(report.tasks.map((t) => t.index)).toEqual(Array.from({ length: chunks + 3 }, (_, i) => i));
+    for (const t of report.tasks) expect([t.on, t.worker]).toEqual(["fleet", expect.stringMatching(/\/\d+$/)]);
+    // A reduce task's bytes are what it read of the shuffle: together, every map task's output.
+    expect(report.tasks.filter((t) => t.index >= chunks).every((t) => t.bytes > 0)).toBe(true);
   }, 120_000);
 
   it("sort over a job spec: the parts, concatenated in order, are sort -g of the input", async () => {

@@ -12,7 +12,7 @@ import type { SortSamples } from "../shuffle/sortSamples.js";
 import type { TaskQueue } from "../ports.js";
 import { s3Uri } from "../s3Uri.js";
 import { Part, type SniffedSeparator } from "./part.js";
-import { keyedResult, reduceStarted, startReduce } from "./reduceTask.js";
+import { keyedResult, mapStageRuns, reduceStarted, startReduce } from "./reduceTask.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { failJob } from "./deadLetter.js";
@@ -164,12 +164,14 @@ export const reduceJob = async (
         await writeProgress(deps, manifest, done + reduced);
         return { kind: "incomplete", done: done + reduced, chunks: taskCount(manifest) };
       }
-      result = await keyedResult(deps, manifest, (key) => s3Uri(deps.output.name, key));
+      // The report's runs: the map stage's, as kept when its reduce tasks were queued, and the reduce tasks'.
+      runs = await mapStageRuns(deps, jobId);
+      result = await keyedResult(deps, manifest, (key) => s3Uri(deps.output.name, key), runs);
       ({ skipped, sniffed } = started);
       ran = { ...(started.firstChunk ? { firstChunk: started.firstChunk } : {}), ...(started.ranOn ? { ranOn: started.ranOn } : {}) };
     } else {
       const merge = merged ?? new OrderedPartMerge(deps, manifest, [], tree ? topOfTree(deps, manifest, tree.levels) : undefined);
-      const stage = await merge.complete(merging && merging.top ? merging.top : parts);
+      const stage = await merge.complete(merging?.top ?? parts);
       ({ skipped, sniffed, ran } = stage);
       // JSON has no undefined: an op with nothing to say (a lab op over no records) answers null.
       result = merge.op.finalize(stage.partial, merge.params, { inputs: manifest.inputs.map((i) => i.name) }) ?? null;

@@ -11,9 +11,10 @@ import { PassThrough } from "node:stream";
 import { z } from "zod";
 import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
-import { outputPartKey, partKey, reduceEnqueuedKey, reducePlanKey, shuffleKey, spillPrefix } from "../keys.js";
+import { outputPartKey, partKey, reduceEnqueuedKey, reducePlanKey, reduceRunsKey, shuffleKey, spillPrefix } from "../keys.js";
+import { RunLog, RunLogJson } from "../report/jobReport.js";
 import { mapInOrder } from "../mapInOrder.js";
-import { JobStatus, TaskStart, type Manifest, type ReduceTask } from "../job/manifest.js";
+import { JobStatus, TaskRun, TaskStart, type Manifest, type ReduceTask } from "../job/manifest.js";
 import { encodeShuffle, type KeyedTable, type ShuffleRef } from "../shuffle/shuffleRun.js";
 import { sortedPieces, sortFormatOf, sortPlanner } from "./sortStage.js";
 import type { SortSamples } from "../shuffle/sortSamples.js";
@@ -119,7 +120,7 @@ export const startReduce = async (
   deps: PipelineDeps & { readonly queue: TaskQueue },
   manifest: Manifest,
   refs: ShuffleRefs | SortSamples,
-  merged: { readonly skipped: number; readonly sniffed: readonly SniffedSeparator[]; readonly ran: WhereRan },
+  merged: { readonly skipped: number; readonly sniffed: readonly SniffedSeparator[]; readonly ran: WhereRan; readonly runs?: RunLog },
 ): Promise<ReduceStarted> => {
   const { jobId, job } = manifest;
   const partitions = job.partitions!;
@@ -128,6 +129,8 @@ export const startReduce = async (
     : hashPlanOf(refs as ShuffleRefs, partitions, jobId);
   const all = Array.from({ length: partitions }, (_, partition) => partition);
   await mapInOrder(all, WRITES_AT_ONCE, (partition) => writeJson(deps.output, reducePlanKey(jobId, partition), planOf(partition)));
+  // The map stage's runs, which the job's report needs once its reduce tasks are done.
+  if (merged.runs?.size) await writeJson(deps.output, reduceRunsKey(jobId), merged.runs);
   await enqueueTasks(
     deps.queue,
     all.map((partition): ReduceTask => ({ v: 1, jobId, reduce: { partition, chunks: manifest.chunks }, job })),
@@ -144,6 +147,8 @@ export const startReduce = async (
 
 export interface ReduceOptions {
   readonly signal?: AbortSignal;
+  /** The run to record in the task's part, given the input bytes it read. */
+  readonly ran?: (bytes: number) => TaskRun;
 }
 
 /** Where a reduce task spills, and past how many bytes: the worker's local disk, or else the output store. */
@@ -169,7 +174,7 @@ export const reducePartition = async (
   const { bytes, partial } = deps.registry.get(job.op).sorts
     ? await sortPartition(deps, task, plan, options)
     : await combinePartition(deps, task, plan, options);
-  const part: Part = { v: 1, jobId, index: chunks + partition, partial, skipped: 0 };
+  const part: Part = { v: 1, jobId, index: chunks + partition, partial, skipped: 0, ...(options.ran ? { ran: options.ran(bytes) } : {}) };
   await writeJson(deps.output, partKey(jobId, chunks + partition), part);
   return { bytes, partial };
 };
@@ -296,22 +301,36 @@ const drained = (stream: PassThrough): Promise<void> =>
   });
 
 /** A keyed job's result once every reduce part exists: its parts, in partition order. */
-export const keyedResult = async (deps: PipelineDeps, manifest: Manifest, uri: (key: string) => string): Promise<KeyedResult> => {
+/** A keyed job's result, from its reduce tasks' parts; their runs go to `runs` (the job's report). */
+export const keyedResult = async (
+  deps: PipelineDeps,
+  manifest: Manifest,
+  uri: (key: string) => string,
+  runs?: RunLog,
+): Promise<KeyedResult> => {
   const partitions = manifest.job.partitions!;
-  const parts = await mapInOrder(
+  const read = await mapInOrder(
     Array.from({ length: partitions }, (_, p) => p),
     WRITES_AT_ONCE,
-    async (p) => {
-      const part = await readJson(deps.output, partKey(manifest.jobId, manifest.chunks + p), z.object({ partial: ReducedPartition }));
-      return part.partial;
-    },
+    async (p) =>
+      readJson(deps.output, partKey(manifest.jobId, manifest.chunks + p), z.object({ partial: ReducedPartition, ran: TaskRun.optional() })),
   );
+  read.forEach(({ ran }, p) => {
+    if (ran) runs?.add(manifest.chunks + p, ran);
+  });
+  const parts = read.map((r) => r.partial);
   return {
     records: parts.reduce((n, p) => n + p.records, 0),
     partitions,
     spilledBytes: parts.reduce((n, p) => n + p.spilledBytes, 0),
     parts: parts.map((p) => ({ key: uri(p.key), records: p.records, bytes: p.bytes })),
   };
+};
+
+/** A keyed job's map-stage runs, as its reducer kept them (empty: none kept, e.g. a job started by 0.2). */
+export const mapStageRuns = async (deps: PipelineDeps, jobId: string): Promise<RunLog> => {
+  const json = await readJsonIfExists(deps.output, reduceRunsKey(jobId), RunLogJson);
+  return json ? RunLog.fromJSON(json) : new RunLog();
 };
 
 /** Whether the reduce tasks are enqueued, and what the map stage's merge learnt. */

@@ -8,7 +8,7 @@
 import { z } from "zod";
 import { TaskRun } from "../job/manifest.js";
 import type { Merger } from "../ops/types.js";
-import { Part, Reading, readingOf, SniffedSeparator, type KeptError } from "./part.js";
+import { type Part, Reading, readingOf, SniffedSeparator, type KeptError } from "./part.js";
 
 export interface Span {
   /** The span's reading given the quote state before it, and the state after; an error is in the reading, not thrown. */

@@ -159,7 +159,7 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
   const deadline = job.deadline;
   const map = (s: AbortSignal | undefined): Promise<TaskOutcome> =>
     isReduceTask(task)
-      ? reduceTaskOutcome(deps, task, checkOpDigest, s)
+      ? reduceTaskOutcome(deps, task, checkOpDigest, ran && ((b: number) => done(ran, b, 1)), s)
       : isMergeTask(task)
         ? mergeTaskOutcome(deps, task, checkOpDigest, ran && (() => done(ran, 0, 1)), s)
         : mapChunk(
@@ -249,12 +249,13 @@ const reduceTaskOutcome = async (
   deps: PipelineDeps,
   task: ReduceTask,
   checkOpDigest: boolean,
+  ran: ((bytes: number) => TaskRun) | undefined,
   signal?: AbortSignal,
 ): Promise<TaskOutcome> => {
   try {
     // The map stage wrote values in its op's shape: another version of the op may read them otherwise.
     if (checkOpDigest) refuseOtherOpCode(task.job, deps.registry.get(task.job.op));
-    const { bytes, partial } = await reducePartition(deps, task, signal ? { signal } : {});
+    const { bytes, partial } = await reducePartition(deps, task, { ...(signal ? { signal } : {}), ...(ran ? { ran } : {}) });
     return { kind: "done", bytes, skipped: 0, partial };
   } catch (err) {
     throw toCloudmillError(err).withContext({ jobId: task.jobId, partition: task.reduce.partition });

@@ -4,6 +4,7 @@
  * task time cost at list prices. Built from the parts alone, so it is a pure function of them.
  */
 import { z } from "zod";
+import { CloudmillError, ErrorCode } from "../errors.js";
 import { RanOn, type TaskRun } from "../job/manifest.js";
 import { PRICES, requestUsd, vcpuSecondUsd } from "./prices.js";
 
@@ -90,6 +91,25 @@ export type JobReport = z.infer<typeof JobReport>;
 
 const ON: readonly RanOn[] = RanOn.options;
 
+/** A RunLog as JSON: its flat arrays (a keyed job keeps its map stage's runs for its report). */
+export const RunLogJson = z.object({
+  index: z.array(z.number().int().nonnegative()),
+  start: z.array(z.number()),
+  ms: z.array(z.number().nonnegative()),
+  bytes: z.array(z.number().int().nonnegative()),
+  objects: z.array(z.number().int().positive()),
+  worker: z.array(z.number().int().nonnegative()),
+  on: z.array(
+    z
+      .number()
+      .int()
+      .min(0)
+      .max(ON.length - 1),
+  ),
+  workers: z.array(z.string()),
+});
+export type RunLogJson = z.infer<typeof RunLogJson>;
+
 /**
  * Task runs in a few flat arrays (about fifty bytes a task), so a reducer can hold a
  * million-chunk job's runs; worker names are kept once each.
@@ -123,6 +143,40 @@ export class RunLog {
 
   get size(): number {
     return this.#index.length;
+  }
+
+  toJSON(): RunLogJson {
+    return {
+      index: this.#index,
+      start: this.#start,
+      ms: this.#ms,
+      bytes: this.#bytes,
+      objects: this.#objects,
+      worker: this.#worker,
+      on: this.#on,
+      workers: this.#workers,
+    };
+  }
+
+  /** The runs a RunLog's JSON holds (one whose arrays disagree in length is refused). */
+  static fromJSON(json: RunLogJson): RunLog {
+    const n = json.index.length;
+    const lengths = [json.start, json.ms, json.bytes, json.objects, json.worker, json.on].map((a) => a.length);
+    if (lengths.some((l) => l !== n) || json.worker.some((w) => w >= json.workers.length))
+      throw new CloudmillError(ErrorCode.INTERNAL, "a run log's arrays disagree");
+    const log = new RunLog();
+    for (let i = 0; i < n; i++) {
+      const run: TaskRun = {
+        on: ON[json.on[i]!]!,
+        at: new Date(json.start[i]!).toISOString(),
+        ms: json.ms[i]!,
+        worker: json.workers[json.worker[i]!]!,
+        bytes: json.bytes[i]!,
+        ...(json.objects[i]! > 1 ? { objects: json.objects[i]! } : {}),
+      };
+      log.add(json.index[i]!, run);
+    }
+    return log;
   }
 
   /** Each task as a record (starts counted from t0), one at a time. */
