@@ -184,9 +184,10 @@ describe("a job merged in a tree", () => {
     const partials = s.reducerStore.reads.filter((k) => k.includes("/parts/") || k.includes("/merged/"));
     expect(partials.filter((k) => k.includes("/parts/"))).toEqual([]);
     expect(new Set(partials)).toEqual(new Set([0, 1].map((g) => `${mergedPrefix(s.jobId, 0)}3-000000${g}.part.json`)));
-    // The runs of every map task reach the report and status through the tree.
+    // The runs of every map task and of every merge task reach the report (merges numbered after the chunks).
     const report = await readJson(s.output, reportKey(s.jobId), JobReport);
-    expect(report.taskCount).toBe(41);
+    expect(report.taskCount).toBe(41 + 21);
+    expect(report.tasks.map((t) => t.index)).toEqual(Array.from({ length: 62 }, (_, i) => i));
     expect(status.firstChunk?.on).toBe("fleet");
   });
 

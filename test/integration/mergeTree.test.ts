@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mergeLevels } from "../../lib/core/pipeline/mergeTree.js";
+import { JobReport } from "../../lib/core/report/jobReport.js";
 import { expectMatchesReference, linesOf, startTestCloud, textOf, waitFor, type TestCloud } from "../helpers/devCloud.js";
 
 let cloud: TestCloud;
@@ -40,8 +41,10 @@ describe("a job merged in a tree on the fleet", () => {
       return done.length >= merged.length ? done : undefined;
     });
     expect(new Set(merges.map((l) => l.json?.["merge"])).size).toBe(merged.length);
-    const report = (await cloud.getJson(cloud.output, "_jobs/tree/report.json")) as { taskCount: number };
-    expect(report.taskCount).toBe(chunks);
+    // Every map task and every merge task, each on the worker process that ran it.
+    const report = JobReport.parse(await cloud.getJson(cloud.output, "_jobs/tree/report.json"));
+    expect(report.taskCount).toBe(chunks + merged.length);
+    expect(report.tasks.filter((t) => t.index >= chunks).every((t) => t.on === "fleet" && /\/\d+$/.test(t.worker))).toBe(true);
   }, 180_000);
 
   it("a spec asking a keyed op for a fan-in is refused, naming the field", async () => {

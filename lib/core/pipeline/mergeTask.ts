@@ -11,7 +11,7 @@ import type { AnyOp } from "../ops/types.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJson, writeJson } from "./blobJson.js";
 import { Part, type SniffedSeparator } from "./part.js";
-import { ReadingChain, spanOfPart, type MergedPart, type Span } from "./spans.js";
+import { ReadingChain, spanOfPart, type MergedPart, type MergeRun, type Span } from "./spans.js";
 import { readMergedSpan } from "./mergeTree.js";
 
 /** Parts read ahead of the one being merged. */
@@ -55,6 +55,7 @@ export const runMergeTask = async (
   let inside: ReadingChain | undefined;
   const sniffed: SniffedSeparator[] = [];
   const runs: (readonly [number, TaskRun])[] = [];
+  const merges: MergeRun[] = [];
   while (ahead.length > 0) {
     signal?.throwIfAborted();
     const span = await ahead.shift()!;
@@ -69,6 +70,7 @@ export const runMergeTask = async (
     // One at a time: a spread of a level's hundreds of thousands would overflow the stack.
     for (const s of span.sniffed) sniffed.push(s);
     for (const r of span.runs) runs.push(r);
+    for (const m of span.merges) merges.push(m);
   }
   const merged: MergedPart = {
     v: 1,
@@ -79,6 +81,7 @@ export const runMergeTask = async (
     ...(inside ? { inside: inside.reading() } : {}),
     sniffed,
     runs: runs.map(([i, run]) => [i, run]),
+    ...(merges.length > 0 ? { merges } : {}),
     ...(options.ran ? { ran: options.ran() } : {}),
   };
   await writeJson(deps.output, mergedKey(jobId, merged.generation, merge.level, merge.group), merged);

@@ -47,6 +47,16 @@ export interface MergeTree {
   readonly levels: readonly MergeLevel[];
 }
 
+/**
+ * The index a merge task has in the job's report: after the chunks, level by level (the
+ * report's tasks are numbered; a keyed job's reduce tasks, numbered the same way, have no tree).
+ */
+export const mergeTaskIndex = (levels: readonly MergeLevel[], chunks: number, level: number, group: number): number => {
+  let index = chunks;
+  for (const l of levels) if (l.level < level) index += l.groups;
+  return index + group;
+};
+
 /** A job's merge levels when its reducer merges in a tree (an order-free job planned with a fan-in), else none. */
 export const treeOf = (manifest: Manifest): MergeTree | undefined => {
   const { fanIn } = manifest;

@@ -8,6 +8,7 @@ import type { PipelineDeps } from "./deps.js";
 import { readJson } from "./blobJson.js";
 import { Part, raiseKept, type SniffedSeparator } from "./part.js";
 import { spanOfPart, type Span } from "./spans.js";
+import { mergeTaskIndex, treeOf, type MergeLevel } from "./mergeTree.js";
 import { TaskStarts, type WhereRan } from "./status.js";
 
 /** Parts merged elsewhere already (the local engine's task threads): their chunks and merged partial. */
@@ -47,6 +48,9 @@ const mapParts = (deps: PipelineDeps, manifest: Manifest): SpanSource => ({
  */
 export class OrderedPartMerge {
   readonly #jobId: string;
+  readonly #chunks: number;
+  /** The job's merge levels (merge tasks' runs are numbered by them in the report). */
+  readonly #levels: readonly MergeLevel[];
   readonly #source: SpanSource;
   readonly #op: AnyOp;
   readonly #params: unknown;
@@ -74,6 +78,8 @@ export class OrderedPartMerge {
 
   constructor(deps: PipelineDeps, manifest: Manifest, seed: readonly MergedParts[] = [], source = mapParts(deps, manifest)) {
     this.#jobId = manifest.jobId;
+    this.#chunks = manifest.chunks;
+    this.#levels = treeOf(manifest)?.levels ?? [];
     this.#source = source;
     this.#op = deps.registry.get(manifest.job.op);
     this.#params = this.#op.parseParams(manifest.job.params);
@@ -170,6 +176,7 @@ export class OrderedPartMerge {
           this.#starts.add(run);
           this.#runs.add(chunk, run);
         }
+        for (const [level, group, run] of span.merges) this.#runs.add(mergeTaskIndex(this.#levels, this.#chunks, level, group), run);
       }
       this.#ready.delete(i);
       this.#next = i + 1;

@@ -18,13 +18,20 @@ export interface Span {
   readonly sniffed: readonly SniffedSeparator[];
   /** Each map part's run, by chunk (status.json and report.json read them). */
   readonly runs: readonly (readonly [number, TaskRun])[];
+  /** Each merge task's run beneath and including this span's, by (level, group), for report.json. */
+  readonly merges: readonly MergeRun[];
 }
+
+/** A merge task's run: [level, group, run]. */
+const MergeRun = z.tuple([z.number().int().positive(), z.number().int().nonnegative(), TaskRun]);
+export type MergeRun = z.infer<typeof MergeRun>;
 
 export const spanOfPart = (part: Part): Span => ({
   readingFrom: (insideBefore) => readingOf(part, insideBefore),
   dependsOnStart: part.quotes !== undefined && !part.quotes.first,
   sniffed: part.sniffed === undefined ? [] : [part.sniffed].flat(),
   runs: part.ran ? [[part.index, part.ran]] : [],
+  merges: [],
 });
 
 const MergedReading = Reading.extend({ insideAfter: z.boolean() });
@@ -45,6 +52,8 @@ export const MergedPart = z.object({
   inside: MergedReading.optional(),
   sniffed: z.array(SniffedSeparator),
   runs: z.array(z.tuple([z.number().int().nonnegative(), TaskRun])),
+  /** The runs of the merge tasks beneath it. */
+  merges: z.array(MergeRun).optional(),
   /** Where, when and for how long the merge ran. */
   ran: TaskRun.optional(),
 });
@@ -57,6 +66,7 @@ export const spanOfMerged = (m: MergedPart): Span => ({
   dependsOnStart: m.inside !== undefined,
   sniffed: m.sniffed,
   runs: m.runs,
+  merges: m.ran ? [...(m.merges ?? []), [m.level, m.group, m.ran]] : (m.merges ?? []),
 });
 
 /**
