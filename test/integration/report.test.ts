@@ -9,13 +9,17 @@ import { readFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
+import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { keyedResult } from "../../lib/core/pipeline/reduceTask.js";
+import { OpRegistry } from "../../lib/core/ops/registry.js";
+import { silentLogger } from "../../lib/core/log.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cli } from "../helpers/cli.js";
-import { JobReport, MAX_REPORT_TASKS, RunLog, buildReport } from "../../lib/core/report/jobReport.js";
+import { JobReport, MAX_REPORT_TASKS, RunLog, RunLogJson, buildReport } from "../../lib/core/report/jobReport.js";
 import { reportHtml } from "../../lib/core/report/html.js";
 import { reportLine } from "../../lib/cli/commands/report.js";
-import { reportKey } from "../../lib/core/keys.js";
-import type { TaskRun } from "../../lib/core/job/manifest.js";
+import { partKey, reportKey } from "../../lib/core/keys.js";
+import type { Manifest, TaskRun } from "../../lib/core/job/manifest.js";
 import { openPage } from "../helpers/chromium.js";
 import { chunksOf, numbersOf, requireBuild, useDevCloud } from "../helpers/devCloud.js";
 import { Estimate } from "../../lib/core/report/estimate.js";
@@ -211,6 +215,45 @@ describe("the report's arithmetic", () => {
     const step = r.throughput[1]!.at - r.throughput[0]!.at;
     const carried = r.throughput.reduce((n, p) => n + (p.bytesPerSecond * step) / 1000, 0);
     expect(Math.abs(carried - 9000) / 9000).toBeLessThan(0.02);
+  });
+
+  it("a keyed job's reduce tasks are listed and priced, but are neither stragglers nor input throughput", () => {
+    // Four map tasks of 1 s over 2,000 B each, then two reduce tasks (indexes 4 and 5) of 20 s over the shuffle.
+    const entries: [number, TaskRun][] = [0, 1, 2, 3].map((i) => [
+      i,
+      { on: "fleet", at: at(0), ms: 1000, worker: `w/${i % 2}`, bytes: 2000 },
+    ]);
+    entries.push([4, { on: "fleet", at: at(1000), ms: 20_000, worker: "w/0", bytes: 8000, objects: 4 }]);
+    entries.push([5, { on: "fleet", at: at(1000), ms: 20_000, worker: "w/1", bytes: 8000, objects: 4 }]);
+    // Through the JSON the reducer keeps between the stages, as a keyed job's runs go.
+    const runs = RunLog.fromJSON(RunLogJson.parse(JSON.parse(JSON.stringify(logOf(entries)))));
+    const r = buildReport({ jobId: "j", op: "groupby", inputs: ["a"], finishedAt: at(22_000), runs, instanceType: "m7g.large", chunks: 4 });
+    expect(r.taskCount).toBe(6);
+    expect(r.tasks.map((t) => [t.index, t.on, t.worker])).toEqual(entries.map(([i, t]) => [i, t.on, t.worker]));
+    expect([r.medianMs, r.straggling, r.stragglers]).toEqual([1000, 0, []]);
+    expect(r.taskSeconds.fleet).toBe(44);
+    // The input's 8,000 bytes, all in the first second: the shuffle's are not input.
+    const step = r.throughput[1]!.at - r.throughput[0]!.at;
+    const carried = r.throughput.reduce((n, p) => n + (p.bytesPerSecond * step) / 1000, 0);
+    expect(Math.abs(carried - 8000) / 8000).toBeLessThan(0.02);
+    // Without the chunk count, each reduce task would be a straggler at 20× the median.
+    const flat = buildReport({ jobId: "j", op: "groupby", inputs: ["a"], finishedAt: at(22_000), runs, instanceType: "m7g.large" });
+    expect(flat.straggling).toBe(2);
+  });
+
+  it("a reduce part's run another version wrote is left out of the report, never failing the job's result", async () => {
+    const output = new FsBlobStore(path.join(dir, "odd-runs"));
+    const manifest = { jobId: "odd", chunks: 3, job: { partitions: 2 } } as unknown as Manifest;
+    const partial = { key: "_jobs/odd/part-00000.jsonl", records: 1, bytes: 10, spilledBytes: 0 };
+    const good: TaskRun = { on: "fleet", at: at(0), ms: 5, worker: "w/1", bytes: 10 };
+    await output.put(partKey("odd", 3), JSON.stringify({ v: 1, jobId: "odd", index: 3, partial, skipped: 0, ran: good }));
+    await output.put(partKey("odd", 4), JSON.stringify({ v: 1, jobId: "odd", index: 4, partial, skipped: 0, ran: { on: "moon" } }));
+    const runs = new RunLog();
+    const deps = { output, inputStore: () => output, registry: new OpRegistry(), log: silentLogger };
+    expect((await keyedResult(deps, manifest, (k) => k, runs)).records).toBe(2);
+    expect([...runs.records(0)].map((t) => t.index)).toEqual([3]);
+    // A kept log that names a worker it does not hold is refused (the reducer then reports without it).
+    expect(() => RunLog.fromJSON({ ...logOf([[0, good]]).toJSON(), workers: [] })).toThrow("a run log names no such worker");
   });
 
   it("says an instance type it has no price for is unpriced, rather than free", () => {

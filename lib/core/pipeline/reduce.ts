@@ -6,7 +6,7 @@
 import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, pastEndKey, reportKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { JobStatus, Manifest, taskCount, type TaskStart } from "../job/manifest.js";
-import { buildReport, type RunLog } from "../report/jobReport.js";
+import { buildReport, RunLog } from "../report/jobReport.js";
 import type { ShuffleRefs } from "../ops/keyedOp.js";
 import type { SortSamples } from "../shuffle/sortSamples.js";
 import type { TaskQueue } from "../ports.js";
@@ -66,6 +66,7 @@ const writeReport = async (
       ...(deps.instanceType !== undefined ? { instanceType: deps.instanceType } : {}),
       result,
       backups,
+      chunks: manifest.chunks,
     }),
   );
 
@@ -164,8 +165,14 @@ export const reduceJob = async (
         await writeProgress(deps, manifest, done + reduced);
         return { kind: "incomplete", done: done + reduced, chunks: taskCount(manifest) };
       }
-      // The report's runs: the map stage's, as kept when its reduce tasks were queued, and the reduce tasks'.
-      runs = await mapStageRuns(deps, jobId);
+      // The report's runs: the map stage's, as kept when its reduce tasks were queued, and the
+      // reduce tasks'. Only the report needs them: unreadable ones cost it its map tasks, not the job.
+      runs = await mapStageRuns(deps, jobId).catch((err: unknown) => {
+        const error = toCloudmillError(err);
+        if (error.code === ErrorCode.ENVIRONMENT) throw error;
+        log.warn("the map stage's runs are unreadable; the report leaves them out", logFieldsOf(error));
+        return new RunLog();
+      });
       result = await keyedResult(deps, manifest, (key) => s3Uri(deps.output.name, key), runs);
       ({ skipped, sniffed } = started);
       ran = { ...(started.firstChunk ? { firstChunk: started.firstChunk } : {}), ...(started.ranOn ? { ranOn: started.ranOn } : {}) };

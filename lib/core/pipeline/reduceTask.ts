@@ -147,8 +147,8 @@ export const startReduce = async (
 
 export interface ReduceOptions {
   readonly signal?: AbortSignal;
-  /** The run to record in the task's part, given the input bytes it read. */
-  readonly ran?: (bytes: number) => TaskRun;
+  /** The run to record in the task's part, given the bytes and the shuffle segments it read. */
+  readonly ran?: (bytes: number, objects: number) => TaskRun;
 }
 
 /** Where a reduce task spills, and past how many bytes: the worker's local disk, or else the output store. */
@@ -174,7 +174,14 @@ export const reducePartition = async (
   const { bytes, partial } = deps.registry.get(job.op).sorts
     ? await sortPartition(deps, task, plan, options)
     : await combinePartition(deps, task, plan, options);
-  const part: Part = { v: 1, jobId, index: chunks + partition, partial, skipped: 0, ...(options.ran ? { ran: options.ran(bytes) } : {}) };
+  const part: Part = {
+    v: 1,
+    jobId,
+    index: chunks + partition,
+    partial,
+    skipped: 0,
+    ...(options.ran ? { ran: options.ran(bytes, plan.segments.length) } : {}),
+  };
   await writeJson(deps.output, partKey(jobId, chunks + partition), part);
   return { bytes, partial };
 };
@@ -300,8 +307,7 @@ const drained = (stream: PassThrough): Promise<void> =>
     stream.once("error", onError);
   });
 
-/** A keyed job's result once every reduce part exists: its parts, in partition order. */
-/** A keyed job's result, from its reduce tasks' parts; their runs go to `runs` (the job's report). */
+/** A keyed job's result once every reduce part exists: its parts, in partition order; their runs go to `runs` (the report). */
 export const keyedResult = async (
   deps: PipelineDeps,
   manifest: Manifest,
@@ -313,10 +319,12 @@ export const keyedResult = async (
     Array.from({ length: partitions }, (_, p) => p),
     WRITES_AT_ONCE,
     async (p) =>
-      readJson(deps.output, partKey(manifest.jobId, manifest.chunks + p), z.object({ partial: ReducedPartition, ran: TaskRun.optional() })),
+      readJson(deps.output, partKey(manifest.jobId, manifest.chunks + p), z.object({ partial: ReducedPartition, ran: z.unknown() })),
   );
+  // A run only the report reads: one this version cannot read is left out, never failing the job.
   read.forEach(({ ran }, p) => {
-    if (ran) runs?.add(manifest.chunks + p, ran);
+    const run = TaskRun.safeParse(ran);
+    if (run.success) runs?.add(manifest.chunks + p, run.data);
   });
   const parts = read.map((r) => r.partial);
   return {

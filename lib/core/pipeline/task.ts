@@ -159,9 +159,9 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
   const deadline = job.deadline;
   const map = (s: AbortSignal | undefined): Promise<TaskOutcome> =>
     isReduceTask(task)
-      ? reduceTaskOutcome(deps, task, checkOpDigest, ran && ((b: number) => done(ran, b, 1)), s)
+      ? reduceTaskOutcome(deps, task, checkOpDigest, ran && ((b: number, o: number) => done(ran, b, o)), s)
       : isMergeTask(task)
-        ? mergeTaskOutcome(deps, task, checkOpDigest, ran && (() => done(ran, 0, 1)), s)
+        ? mergeTaskOutcome(deps, task, checkOpDigest, ran && (() => done(ran, 0, task.merge.to - task.merge.from)), s)
         : mapChunk(
             deps,
             task,
@@ -249,7 +249,7 @@ const reduceTaskOutcome = async (
   deps: PipelineDeps,
   task: ReduceTask,
   checkOpDigest: boolean,
-  ran: ((bytes: number) => TaskRun) | undefined,
+  ran: ((bytes: number, objects: number) => TaskRun) | undefined,
   signal?: AbortSignal,
 ): Promise<TaskOutcome> => {
   try {

@@ -99,13 +99,8 @@ export const RunLogJson = z.object({
   bytes: z.array(z.number().int().nonnegative()),
   objects: z.array(z.number().int().positive()),
   worker: z.array(z.number().int().nonnegative()),
-  on: z.array(
-    z
-      .number()
-      .int()
-      .min(0)
-      .max(ON.length - 1),
-  ),
+  /** By name: another version's order of RanOn must not relabel runs. */
+  on: z.array(RanOn),
   workers: z.array(z.string()),
 });
 export type RunLogJson = z.infer<typeof RunLogJson>;
@@ -153,22 +148,25 @@ export class RunLog {
       bytes: this.#bytes,
       objects: this.#objects,
       worker: this.#worker,
-      on: this.#on,
+      on: this.#on.map((i) => ON[i]!),
       workers: this.#workers,
     };
   }
 
-  /** The runs a RunLog's JSON holds (one whose arrays disagree in length is refused). */
+  /** The runs a RunLog's JSON holds (one whose arrays disagree in length, or name no worker, is refused). */
   static fromJSON(json: RunLogJson): RunLog {
     const n = json.index.length;
     const lengths = [json.start, json.ms, json.bytes, json.objects, json.worker, json.on].map((a) => a.length);
-    if (lengths.some((l) => l !== n) || json.worker.some((w) => w >= json.workers.length))
-      throw new CloudmillError(ErrorCode.INTERNAL, "a run log's arrays disagree");
+    if (lengths.some((l) => l !== n)) throw new CloudmillError(ErrorCode.INTERNAL, "a run log's arrays differ in length");
+    if (json.worker.some((w) => w >= json.workers.length)) throw new CloudmillError(ErrorCode.INTERNAL, "a run log names no such worker");
     const log = new RunLog();
     for (let i = 0; i < n; i++) {
+      const at = new Date(json.start[i]!);
+      // A start no date can hold is a run the report cannot place: left out, as add leaves one out.
+      if (Number.isNaN(at.getTime())) continue;
       const run: TaskRun = {
-        on: ON[json.on[i]!]!,
-        at: new Date(json.start[i]!).toISOString(),
+        on: json.on[i]!,
+        at: at.toISOString(),
         ms: json.ms[i]!,
         worker: json.workers[json.worker[i]!]!,
         bytes: json.bytes[i]!,
@@ -200,8 +198,9 @@ export class RunLog {
     return t0;
   }
 
-  durations(): Float64Array {
-    return Float64Array.from(this.#ms);
+  /** The tasks' durations; with `below`, only those of tasks indexed below it (the map tasks). */
+  durations(below = Number.POSITIVE_INFINITY): Float64Array {
+    return Float64Array.from(this.#ms.filter((_, i) => this.#index[i]! < below));
   }
 }
 
@@ -217,6 +216,12 @@ export interface ReportInput {
   readonly result?: unknown;
   /** Backups the job queued for straggling chunks, and how many finished first. */
   readonly backups?: { readonly launched: number; readonly won: number };
+  /**
+   * The job's chunks: tasks of a higher index (a keyed job's reduce tasks, a merge tree's merge
+   * tasks) are listed and priced, but left out of the median, the stragglers and the input
+   * throughput, which are the map tasks'. Unset: every task is a map task.
+   */
+  readonly chunks?: number;
 }
 
 const median = (sorted: Float64Array): number => {
@@ -252,12 +257,15 @@ const Histogram = z.object({ min: z.number(), max: z.number(), bins: z.array(z.n
 
 export const buildReport = (input: ReportInput): JobReport => {
   const { runs } = input;
+  const chunks = input.chunks ?? Number.POSITIVE_INFINITY;
   const t0 = runs.firstStart() ?? Date.parse(input.finishedAt);
   const sorted = runs.durations().sort();
-  const med = median(sorted);
-  const straggling = med > 0 ? countAbove(sorted, STRAGGLER_FACTOR * med) : 0;
+  // Stragglers are map tasks slow against map tasks: a reduce task reads far more than a chunk.
+  const mapSorted = runs.durations(chunks).sort();
+  const med = median(mapSorted);
+  const straggling = med > 0 ? countAbove(mapSorted, STRAGGLER_FACTOR * med) : 0;
   const listed = longest(sorted, MAX_REPORT_TASKS);
-  const slowStragglers = longest(sorted, MAX_REPORT_STRAGGLERS);
+  const slowStragglers = longest(mapSorted, MAX_REPORT_STRAGGLERS);
 
   const workers = new Map<string, JobReport["workers"][number]>();
   const seconds = { fleet: 0, lambda: 0, local: 0 };
@@ -282,7 +290,7 @@ export const buildReport = (input: ReportInput): JobReport => {
     }
     if (t.on === "fleet") fleetTasks++;
     if (listed(t.ms)) tasks.push(t);
-    if (med > 0 && t.ms > STRAGGLER_FACTOR * med && (straggling <= MAX_REPORT_STRAGGLERS || slowStragglers(t.ms)))
+    if (t.index < chunks && med > 0 && t.ms > STRAGGLER_FACTOR * med && (straggling <= MAX_REPORT_STRAGGLERS || slowStragglers(t.ms)))
       stragglers.push({ index: t.index, worker: t.worker, ms: t.ms, timesMedian: Math.round((t.ms / med) * 10) / 10 });
   }
   stragglers.sort((a, b) => b.ms - a.ms || a.index - b.index);
@@ -291,6 +299,8 @@ export const buildReport = (input: ReportInput): JobReport => {
   const step = span / THROUGHPUT_POINTS;
   const per = new Array<number>(THROUGHPUT_POINTS).fill(0);
   for (const t of runs.records(t0)) {
+    // Input bytes: a reduce task's are the shuffle's, counted once already by the map tasks.
+    if (t.index >= chunks) continue;
     const end = t.start + Math.max(t.ms, 1);
     for (let i = Math.min(THROUGHPUT_POINTS - 1, Math.floor(t.start / step)); i < THROUGHPUT_POINTS && i * step < end; i++) {
       const overlap = Math.min(end, (i + 1) * step) - Math.max(t.start, i * step);
