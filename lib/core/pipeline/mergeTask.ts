@@ -4,15 +4,14 @@
  * (spans.ts), and writes one merged part. Its key is a pure function of (job, run, level,
  * group) and its partials of the parts it read, so a repeated merge writes the same answer.
  */
-import { CloudmillError, ErrorCode } from "../errors.js";
-import { mergedKey, partKey } from "../keys.js";
+import { mergedKey } from "../keys.js";
 import type { MergeTask, TaskRun } from "../job/manifest.js";
 import type { AnyOp } from "../ops/types.js";
 import type { PipelineDeps } from "./deps.js";
-import { readJson, writeJson } from "./blobJson.js";
-import { Part, type SniffedSeparator } from "./part.js";
-import { ReadingChain, spanOfPart, type MergedPart, type MergeRun, type Span } from "./spans.js";
-import { readMergedSpan } from "./mergeTree.js";
+import { writeJson } from "./blobJson.js";
+import type { SniffedSeparator } from "./part.js";
+import { ReadingChain, type MergedPart, type MergeRun, type Span } from "./spans.js";
+import { readMergedSpan, readPartSpan } from "./mergeTree.js";
 
 /** Parts read ahead of the one being merged. */
 const READ_AHEAD = 8;
@@ -20,14 +19,9 @@ const READ_AHEAD = 8;
 /** The span of child `index` of a merge task's group: a map part at level 1, else a merged part of the level below. */
 const readChild = async (deps: PipelineDeps, task: MergeTask, index: number, signal?: AbortSignal): Promise<Span> => {
   const { jobId, job, merge } = task;
-  const generation = job.generation ?? 0;
-  if (merge.level === 1) {
-    const part = await readJson(deps.output, partKey(jobId, index), Part, signal);
-    if (part.jobId !== jobId || part.index !== index)
-      throw new CloudmillError(ErrorCode.INTERNAL, `part ${index} of job ${jobId} holds job ${part.jobId} chunk ${part.index}`);
-    return spanOfPart(part);
-  }
-  return readMergedSpan(deps, { jobId, generation, level: merge.level - 1, group: index }, signal);
+  return merge.level === 1
+    ? readPartSpan(deps, jobId, index, undefined, signal)
+    : readMergedSpan(deps, { jobId, generation: job.generation ?? 0, level: merge.level - 1, group: index }, signal);
 };
 
 /** Merges the task's group and writes its merged part; `ran` gives the run to record in it. */
@@ -54,7 +48,7 @@ export const runMergeTask = async (
   let outside: ReadingChain | undefined;
   let inside: ReadingChain | undefined;
   const sniffed: SniffedSeparator[] = [];
-  const runs: (readonly [number, TaskRun])[] = [];
+  const runs: [number, TaskRun][] = [];
   const merges: MergeRun[] = [];
   while (ahead.length > 0) {
     signal?.throwIfAborted();
@@ -69,7 +63,7 @@ export const runMergeTask = async (
     inside?.add(span);
     // One at a time: a spread of a level's hundreds of thousands would overflow the stack.
     for (const s of span.sniffed) sniffed.push(s);
-    for (const r of span.runs) runs.push(r);
+    for (const [i, run] of span.runs) runs.push([i, run]);
     for (const m of span.merges) merges.push(m);
   }
   const merged: MergedPart = {
@@ -80,7 +74,7 @@ export const runMergeTask = async (
     outside: outside!.reading(),
     ...(inside ? { inside: inside.reading() } : {}),
     sniffed,
-    runs: runs.map(([i, run]) => [i, run]),
+    runs,
     ...(merges.length > 0 ? { merges } : {}),
     ...(options.ran ? { ran: options.ran() } : {}),
   };

@@ -7,17 +7,17 @@
  * task run twice, or queued by two reducers at once, writes the same merged part.
  */
 import { z } from "zod";
-import { enqueuedKey, mergedKey, mergedPrefix, mergeQueuedKey, parseMergedKey } from "../keys.js";
+import { enqueuedKey, mergedKey, mergedPrefix, mergeQueuedKey, parseMergedKey, partKey } from "../keys.js";
 import type { Manifest, MergeTask } from "../job/manifest.js";
 import type { TaskQueue } from "../ports.js";
 import { mapInOrder } from "../mapInOrder.js";
-import type { PipelineDeps } from "./deps.js";
+import { nowOf, type PipelineDeps } from "./deps.js";
 import { readJson, readJsonIfExists, writeJson } from "./blobJson.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
-import { MergedPart, spanOfMerged, type Span } from "./spans.js";
+import { MergedPart, spanOfMerged, spanOfPart, type Span } from "./spans.js";
+import { Part } from "./part.js";
 import type { SpanSource } from "./partMerge.js";
 import { enqueueTasks } from "./enqueue.js";
-import { nowOf } from "./deps.js";
 
 export interface MergeLevel {
   /** 1: merges map parts; n: merges level n - 1's merged parts. */
@@ -136,6 +136,20 @@ export const advanceMergeTree = async (
   const top = done.at(-1)!;
   const merged = done.reduce((n, d) => n + d.size, 0);
   return { ...(top.size === levels.at(-1)!.groups ? { top } : {}), queued: tasks.length, merged };
+};
+
+/** Map part `index` of a job, as a span; one that names another is refused. */
+export const readPartSpan = async (
+  deps: PipelineDeps,
+  jobId: string,
+  index: number,
+  key = partKey(jobId, index),
+  signal?: AbortSignal,
+): Promise<Span> => {
+  const part = await readJson(deps.output, key, Part, signal);
+  if (part.jobId !== jobId || part.index !== index)
+    throw new CloudmillError(ErrorCode.INTERNAL, `part ${index} of job ${jobId} holds job ${part.jobId} chunk ${part.index}`);
+  return spanOfPart(part);
 };
 
 /** Merged part (level, group) of a job's run, as a span; one that names another is refused. */

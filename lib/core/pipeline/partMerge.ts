@@ -5,10 +5,9 @@ import type { Manifest } from "../job/manifest.js";
 import { RunLog } from "../report/jobReport.js";
 import type { AnyOp, Merger } from "../ops/types.js";
 import type { PipelineDeps } from "./deps.js";
-import { readJson } from "./blobJson.js";
-import { Part, raiseKept, type SniffedSeparator } from "./part.js";
-import { spanOfPart, type Span } from "./spans.js";
-import { mergeTaskIndex, treeOf, type MergeLevel } from "./mergeTree.js";
+import { raiseKept, type SniffedSeparator } from "./part.js";
+import type { Span } from "./spans.js";
+import { mergeTaskIndex, readPartSpan, treeOf, type MergeLevel } from "./mergeTree.js";
 import { TaskStarts, type WhereRan } from "./status.js";
 
 /** Parts merged elsewhere already (the local engine's task threads): their chunks and merged partial. */
@@ -30,12 +29,7 @@ export interface SpanSource {
 /** A job's map parts, one per chunk. */
 const mapParts = (deps: PipelineDeps, manifest: Manifest): SpanSource => ({
   count: manifest.chunks,
-  async read(index, key) {
-    const part = await readJson(deps.output, key, Part);
-    if (part.jobId !== manifest.jobId || part.index !== index)
-      throw new CloudmillError(ErrorCode.INTERNAL, `part ${index} of job ${manifest.jobId} holds job ${part.jobId} chunk ${part.index}`);
-    return spanOfPart(part);
-  },
+  read: (index, key) => readPartSpan(deps, manifest.jobId, index, key),
 });
 
 /**
