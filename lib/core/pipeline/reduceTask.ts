@@ -319,7 +319,11 @@ export const keyedResult = async (
     Array.from({ length: partitions }, (_, p) => p),
     WRITES_AT_ONCE,
     async (p) =>
-      readJson(deps.output, partKey(manifest.jobId, manifest.chunks + p), z.object({ partial: ReducedPartition, ran: z.unknown() })),
+      readJson(
+        deps.output,
+        partKey(manifest.jobId, manifest.chunks + p),
+        z.object({ partial: ReducedPartition, ran: z.unknown().optional() }),
+      ),
   );
   // A run only the report reads: one this version cannot read is left out, never failing the job.
   read.forEach(({ ran }, p) => {
