@@ -4,23 +4,17 @@
  * answer is the reference implementation's over the same bytes; every map task's run still
  * reaches the job's report.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { mergeLevels } from "../../lib/core/pipeline/mergeTree.js";
 import { JobReport } from "../../lib/core/report/jobReport.js";
-import { expectMatchesReference, linesOf, startTestCloud, textOf, waitFor, type TestCloud } from "../helpers/devCloud.js";
+import { expectMatchesReference, linesOf, textOf, useDevCloud, waitFor } from "../helpers/devCloud.js";
 
-let cloud: TestCloud;
 const CHUNK = 1024;
-
-beforeAll(async () => {
-  cloud = await startTestCloud({ chunkSize: CHUNK, workers: 2 });
-}, 90_000);
-afterAll(async () => {
-  await cloud?.stop();
-}, 60_000);
+const dev = useDevCloud({ chunkSize: CHUNK, workers: 2 });
 
 describe("a job merged in a tree on the fleet", () => {
   it("gives the reference's wordcount through merge tasks on the workers, three levels deep", async () => {
+    const cloud = dev();
     const bytes = textOf(70 * CHUNK - 100, 11);
     const chunks = Math.ceil(bytes.length / CHUNK);
     const fanIn = 4;
@@ -48,6 +42,7 @@ describe("a job merged in a tree on the fleet", () => {
   }, 180_000);
 
   it("a spec asking a keyed op for a fan-in is refused, naming the field", async () => {
+    const cloud = dev();
     const spec = { op: "distinct", inputs: [`s3://${cloud.input}/_inputs/tree.txt`], fanIn: 8 };
     await cloud.put("_jobs/tree-keyed.json", JSON.stringify(spec));
     const status = await cloud.waitForEnd("_jobs/tree-keyed/status.json");
