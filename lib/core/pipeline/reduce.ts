@@ -80,7 +80,7 @@ const firstPartStart = async (deps: PipelineDeps, parts: ReadonlyMap<number, str
   return ran && { on: ran.on, at: ran.at };
 };
 
-export interface ReduceOptions {
+export interface ReduceJobOptions {
   /** Parts already merged as they arrived (the local engine); the rest are read here. */
   readonly merged?: OrderedPartMerge;
   /** Adds what the caller can tell of where a merge's error is (a local file's line number). */
@@ -95,7 +95,7 @@ export interface ReduceOptions {
 export const reduceJob = async (
   deps: PipelineDeps & { readonly queue?: TaskQueue },
   jobId: string,
-  options: ReduceOptions = {},
+  options: ReduceJobOptions = {},
 ): Promise<ReduceOutcome> => {
   const { merged, locate = async (err: CloudmillError) => err } = options;
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
