@@ -72,11 +72,11 @@ export const reducerHandler =
           outcome: outcome.kind,
           ...(outcome.kind === "incomplete" ? { done: outcome.done, chunks: outcome.chunks } : {}),
         });
-        if (outcome.kind === "incomplete" && outcome.mapping) {
-          const { manifest, parts } = outcome.mapping;
-          const over = await costCeilingError(deps, manifest, parts);
-          if (over) await failJobOfTask(deps, jobId, over, parts.size);
-          else await launchBackups(deps, manifest, parts);
+        if (outcome.kind === "incomplete" && outcome.progress) {
+          const { progress } = outcome;
+          const over = await costCeilingError(deps, progress);
+          if (over) await failJobOfTask(deps, jobId, over, outcome.done);
+          else if (outcome.mapping) await launchBackups(deps, progress.manifest, progress.mapParts);
         }
       } catch (err) {
         deps.log.error("reduce failed; will retry", { ...logFieldsOf(toCloudmillError(err)), jobId });

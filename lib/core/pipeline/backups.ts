@@ -87,7 +87,7 @@ export const launchBackups = async (deps: SplitDeps, manifest: Manifest, parts: 
     if (marker && Date.parse(marker.at) >= since) running.push({ index: chunk.index, startedAt: Date.parse(marker.at) });
   }
   if (running.length === 0) return 0;
-  const rule = { ...early, medianMs: median((await sampleRuns(deps, parts)).flatMap((r) => (r.ms === undefined ? [] : [r.ms]))) };
+  const rule = { ...early, medianMs: median((await sampleRuns(deps, parts.values())).flatMap((r) => (r.ms === undefined ? [] : [r.ms]))) };
   const afterMs = stragglerAfterMs(rule)!;
   const launched: MapTask[] = [];
   for (const index of stragglers(rule, running)) {

@@ -1,9 +1,10 @@
 /**
  * A job's price ceiling while it runs: the splitter refuses a job whose estimate is over its
- * `maxCostUsd`, and the reducer, as parts arrive, prices what the job has done so far (a sample
- * of its parts' recorded runs, as the report prices them, times the chunks done). Past the
- * ceiling the job fails with COST_LIMIT; workers then skip its remaining tasks, and the parts
- * written are kept, so `cloudmill retry --max-cost-usd` resumes it.
+ * `maxCostUsd`, and the reducer, as parts arrive, prices what the job has done so far: each
+ * kind of task it has run (map tasks, merge tasks of its merge tree, a keyed job's reduce
+ * tasks) by a sample of its parts' recorded runs, as the report prices them, times the tasks of
+ * that kind done. Past the ceiling the job fails with COST_LIMIT; workers then skip its
+ * remaining tasks, and the parts written are kept, so `cloudmill retry --max-cost-usd` resumes it.
  */
 import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
@@ -12,23 +13,51 @@ import { runCostUsd } from "../report/jobReport.js";
 import type { PipelineDeps } from "./deps.js";
 import { sampleRuns } from "./partSample.js";
 
-/** COST_LIMIT if what the job has done so far costs more than its ceiling; undefined otherwise (or if unpriced). */
-export const costCeilingError = async (
-  deps: PipelineDeps,
-  manifest: Manifest,
-  parts: ReadonlyMap<number, string>,
-): Promise<CloudmillError | undefined> => {
-  const ceiling = manifest.job.maxCostUsd;
-  if (ceiling === undefined || parts.size === 0) return undefined;
-  const instanceType = deps.instanceType ?? DEFAULTS.instanceType;
-  const costs = (await sampleRuns(deps, parts)).map((run) => runCostUsd(run, instanceType));
+/** What a running job has done so far: the keys of the parts each kind of its tasks wrote. */
+export interface JobProgress {
+  readonly manifest: Manifest;
+  /** Map parts, by chunk. */
+  readonly mapParts: ReadonlyMap<number, string>;
+  /** Merged parts of this run's merge tree. */
+  readonly merged: readonly string[];
+  /** A keyed job's reduce parts. */
+  readonly reduced: readonly string[];
+}
+
+/** The measured cost of the tasks that wrote `keys`: their sampled mean times their number; undefined if unpriced. */
+const spentOn = async (deps: PipelineDeps, keys: readonly string[], instanceType: string): Promise<number | undefined> => {
+  if (keys.length === 0) return 0;
+  const costs = (await sampleRuns(deps, keys)).map((run) => runCostUsd(run, instanceType));
   if (costs.length === 0 || costs.some((c) => c === undefined)) return undefined;
-  const spent = ((costs as number[]).reduce((a, b) => a + b, 0) / costs.length) * parts.size;
+  return ((costs as number[]).reduce((a, b) => a + b, 0) / costs.length) * keys.length;
+};
+
+/** COST_LIMIT if what the job has done so far costs more than its ceiling; undefined otherwise (or if unpriced). */
+export const costCeilingError = async (deps: PipelineDeps, progress: JobProgress): Promise<CloudmillError | undefined> => {
+  const { manifest, mapParts, merged, reduced } = progress;
+  const ceiling = manifest.job.maxCostUsd;
+  if (ceiling === undefined || mapParts.size + merged.length + reduced.length === 0) return undefined;
+  const instanceType = deps.instanceType ?? DEFAULTS.instanceType;
+  const kinds = [
+    { tasks: [...mapParts.values()], name: "map" },
+    { tasks: merged, name: "merge" },
+    { tasks: reduced, name: "reduce" },
+  ];
+  let spent = 0;
+  for (const { tasks } of kinds) {
+    const usd = await spentOn(deps, tasks, instanceType);
+    if (usd === undefined) return undefined;
+    spent += usd;
+  }
   if (spent <= ceiling) return undefined;
+  const done = kinds
+    .filter(({ tasks }, i) => i === 0 || tasks.length > 0)
+    .map(({ tasks, name }, i) => (i === 0 ? `${tasks.length} of ${manifest.chunks} chunks` : `${tasks.length} ${name} tasks`))
+    .join(" and ");
   return new CloudmillError(
     ErrorCode.COST_LIMIT,
-    `measured $${spent.toFixed(6)} after ${parts.size} of ${manifest.chunks} chunks is over maxCostUsd $${ceiling} ` +
-      `(task time and requests at ${instanceType} list prices, from ${costs.length} sampled parts); the parts are kept: ` +
+    `measured $${spent.toFixed(6)} after ${done} is over maxCostUsd $${ceiling} ` +
+      `(task time and requests at ${instanceType} list prices, from sampled parts); the parts are kept: ` +
       `\`cloudmill retry ${manifest.jobId} --max-cost-usd <more>\` resumes the job`,
     { jobId: manifest.jobId, field: "maxCostUsd" },
   );

@@ -95,7 +95,7 @@ export const fleetTreeOf = async (deps: PipelineDeps, manifest: Manifest): Promi
  * exist and that has no merged part and was not queued yet (or whose lease ran out), then marks
  * it queued (queued first: a reducer that dies between the two queues it again, and the copy
  * finds its part written). `queue: false` only looks (an overdue job). Returns the top level's
- * merged parts, by group, once every one exists.
+ * merged parts, by group, once every one exists, and every merged part's key.
  */
 export const advanceMergeTree = async (
   deps: PipelineDeps & { readonly queue: TaskQueue },
@@ -103,7 +103,7 @@ export const advanceMergeTree = async (
   tree: MergeTree,
   mapParts: ReadonlyMap<number, string>,
   options: { readonly queue: boolean } = { queue: true },
-): Promise<{ readonly top?: ReadonlyMap<number, string>; readonly queued: number; readonly merged: number }> => {
+): Promise<{ readonly top?: ReadonlyMap<number, string>; readonly queued: number; readonly merged: readonly string[] }> => {
   const { jobId, job } = manifest;
   const generation = job.generation ?? 0;
   const { fanIn, levels } = tree;
@@ -134,7 +134,7 @@ export const advanceMergeTree = async (
     );
   }
   const top = done.at(-1)!;
-  const merged = done.reduce((n, d) => n + d.size, 0);
+  const merged = done.flatMap((d) => [...d.values()]);
   return { ...(top.size === levels.at(-1)!.groups ? { top } : {}), queued: tasks.length, merged };
 };
 

@@ -21,14 +21,17 @@ import { succeededStatus, superseded, writeProgress, type WhereRan } from "./sta
 import { logFieldsOf } from "./logFields.js";
 import { backupCounts } from "./backups.js";
 import { advanceMergeTree, fleetTreeOf, topOfTree } from "./mergeTree.js";
+import type { JobProgress } from "./costCeiling.js";
 
 export type ReduceOutcome =
   | {
       readonly kind: "incomplete";
       readonly done: number;
       readonly chunks: number;
-      /** While chunks are still mapping: the job and its parts so far (for the straggler check). */
-      readonly mapping?: { readonly manifest: Manifest; readonly parts: ReadonlyMap<number, string> };
+      /** While the job runs (not overdue): what it has done so far, for its price ceiling. */
+      readonly progress?: JobProgress;
+      /** Chunks are still mapping (the straggler check looks for slow ones). */
+      readonly mapping?: boolean;
     }
   | { readonly kind: "succeeded"; readonly result: unknown; readonly status: JobStatus }
   | { readonly kind: "already-succeeded"; readonly status: JobStatus }
@@ -124,7 +127,13 @@ export const reduceJob = async (
   const tree = options.tree && deps.queue && !merged ? await fleetTreeOf(deps, manifest) : undefined;
   // Merges are queued as their groups' parts arrive, while the rest still map (an overdue job's are not).
   const merging = tree && (await advanceMergeTree({ ...deps, queue: deps.queue! }, manifest, tree, parts, { queue: !overdue }));
-  if (merging && merging.queued > 0) log.info("merge tasks queued", { tasks: merging.queued, merged: merging.merged });
+  if (merging && merging.queued > 0) log.info("merge tasks queued", { tasks: merging.queued, merged: merging.merged.length });
+  const progress: JobProgress = {
+    manifest,
+    mapParts: parts,
+    merged: merging?.merged ?? [],
+    reduced: [...listed].flatMap(([i, key]) => (i >= manifest.chunks ? [key] : [])),
+  };
   if (done < manifest.chunks || (partitions !== undefined && reduced < partitions) || (merging && !merging.top)) {
     if (overdue) {
       const still = done === manifest.chunks && merging ? ", parts still merging" : "";
@@ -135,11 +144,11 @@ export const reduceJob = async (
   }
   if (done < manifest.chunks) {
     await writeProgress(deps, manifest, done, () => firstPartStart(deps, parts));
-    return { kind: "incomplete", done, chunks: taskCount(manifest), mapping: { manifest, parts } };
+    return { kind: "incomplete", done, chunks: taskCount(manifest), progress, mapping: true };
   }
   if (merging && !merging.top) {
     await writeProgress(deps, manifest, done);
-    return { kind: "incomplete", done, chunks: taskCount(manifest) };
+    return { kind: "incomplete", done, chunks: taskCount(manifest), progress };
   }
   // A resume of this run has begun (its end is kept, the new manifest not yet written): the
   // next run merges afresh, from the part it maps again.
@@ -163,7 +172,7 @@ export const reduceJob = async (
       }
       if (reduced < partitions) {
         await writeProgress(deps, manifest, done + reduced);
-        return { kind: "incomplete", done: done + reduced, chunks: taskCount(manifest) };
+        return { kind: "incomplete", done: done + reduced, chunks: taskCount(manifest), progress };
       }
       // The report's runs: the map stage's, as kept when its reduce tasks were queued, and the
       // reduce tasks'. Only the report needs them: unreadable ones cost it its map tasks, not the job.
