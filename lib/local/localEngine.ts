@@ -207,6 +207,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
         runs,
         result,
         ...(status.backups ? { backups: status.backups } : {}),
+        chunks: manifest.chunks,
       });
     return { jobId, result, status, ranOn: workers > 0 ? "threads" : "inline", ...(report ? { report } : {}) };
   } finally {
@@ -336,8 +337,15 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
   const times: number[] = [];
   const backedUp = new Set<number>();
 
-  /** A chunk is done: count it once, merge it, say so, and end the stage with its last. */
-  const finished = (index: number, chunk: Chunk | undefined, run?: { began: number; ms: number; slot: number; backup?: true }) => {
+  /**
+   * A task is done: count it once, merge it (a chunk), record its run, say so, and end the stage
+   * with its last. A reduce task (no chunk) names the bytes it read.
+   */
+  const finished = (
+    index: number,
+    chunk: Chunk | undefined,
+    run?: { began: number; ms: number; slot: number; bytes: number; backup?: true },
+  ) => {
     if (done.has(index)) return;
     done.add(index);
     if (chunk) {
@@ -345,18 +353,18 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
       bytesDone += chunkBytes(chunk);
       if (run) {
         times.push(run.ms);
-        const copies = mapping.get(index)?.copies ?? [];
-        for (const copy of copies) copy.abort();
-        runs?.add(index, {
-          on: "local",
-          at: new Date(run.began).toISOString(),
-          ms: run.ms,
-          worker: `task slot ${run.slot + 1}`,
-          bytes: chunkBytes(chunk),
-          ...(run.backup ? { backup: run.backup } : {}),
-        });
+        for (const copy of mapping.get(index)?.copies ?? []) copy.abort();
       }
     }
+    if (run)
+      runs?.add(index, {
+        on: "local",
+        at: new Date(run.began).toISOString(),
+        ms: run.ms,
+        worker: `task slot ${run.slot + 1}`,
+        bytes: chunk ? chunkBytes(chunk) : run.bytes,
+        ...(run.backup ? { backup: run.backup } : {}),
+      });
     options.onProgress?.({ chunksDone: done.size, chunks: tasks, bytesDone, bytes, elapsedMs: Date.now() - started });
     if (done.size === goal) finish("complete");
   };
@@ -400,7 +408,7 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
         { ...primary.task, backup: true },
         { signal: AbortSignal.any([stop.signal, copy.signal]), writePart: true },
       );
-      if (outcome.kind === "done") finished(index, primary.task.chunk, { began, ms: Date.now() - began, slot, backup: true });
+      if (outcome.kind === "done") finished(index, primary.task.chunk, { began, ms: Date.now() - began, slot, bytes: 0, backup: true });
     } catch (e) {
       // A backup that fails or is stopped changes nothing: its chunk's first copy still runs.
       deps.log.debug("backup ended without its part", { chunk: index, error: toCloudmillError(e).describe() });
@@ -437,7 +445,7 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
         await deps.queue.delete(msg.receiptHandle);
         if (outcome.kind === "job-ended") continue;
         if (outcome.kind === "done" && accumulate && !writeParts) heldOnlyInTotals.add(index);
-        finished(index, chunk, outcome.kind === "done" ? { began, ms, slot } : undefined);
+        finished(index, chunk, outcome.kind === "done" ? { began, ms, slot, bytes: outcome.bytes } : undefined);
       } catch (e) {
         const err = toCloudmillError(e);
         if (ended) break;

@@ -11,7 +11,9 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
 import { keyedResult } from "../../lib/core/pipeline/reduceTask.js";
-import { OpRegistry } from "../../lib/core/ops/registry.js";
+import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
+import { parseJobSpec } from "../../lib/core/job/spec.js";
+import { runLocal } from "../../lib/local/localEngine.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cli } from "../helpers/cli.js";
@@ -169,6 +171,33 @@ describe("a local run's report (cloudmill run --report)", () => {
     }));
     expect(rows.every((row) => /^task slot [12]$/.test(row.worker))).toBe(true);
     await checkPage(html, { workers: rows.map((row) => row.worker), bars: new Map(rows.map((row) => [row.worker, row.bars])) });
+  });
+});
+
+describe("a local keyed run's report", () => {
+  it("lists every map task and every reduce task, each on a task slot, and reduce tasks read the shuffle", async () => {
+    const file = path.join(dir, "stations.csv");
+    const rows = Array.from({ length: 4000 }, (_, i) => `s${i % 37},${(i * 7) % 100}.${i % 10}`);
+    await writeFile(file, `station,temp\n${rows.join("\n")}\n`);
+    const chunkSize = 8 * 1024;
+    const size = (await readFile(file)).length;
+    const { report } = await runLocal({
+      spec: parseJobSpec({ op: "groupby", inputs: [file], chunkSize, partitions: 3, params: { key: "station", value: "temp" } }),
+      registry: new OpRegistry(builtinOps),
+      workers: 2,
+      outDir: path.join(dir, "stations-out"),
+      report: true,
+    });
+    const chunks = chunksOf(size, chunkSize);
+    expect(chunks).toBeGreaterThan(3);
+    expect(report!.taskCount).toBe(chunks + 3);
+    expect(report!.tasks.map((t) => t.index).sort((a, b) => a - b)).toEqual(Array.from({ length: chunks + 3 }, (_, i) => i));
+    expect(report!.tasks.every((t) => /^task slot [12]$/.test(t.worker))).toBe(true);
+    const reduces = report!.tasks.filter((t) => t.index >= chunks);
+    expect(reduces.every((t) => t.bytes > 0)).toBe(true);
+    // The map tasks read the file's bytes; reduce tasks are no stragglers of theirs.
+    expect(report!.tasks.filter((t) => t.index < chunks).reduce((n, t) => n + t.bytes, 0)).toBe(size);
+    expect(report!.stragglers.every((t) => t.index < chunks)).toBe(true);
   });
 });
 
