@@ -3,7 +3,7 @@
  * with typed getters per role. Nothing else in the code touches process.env.
  */
 import os from "node:os";
-import { z } from "zod";
+import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { parseJsonWith } from "../core/parseJson.js";
 import { parseSize } from "../core/job/size.js";

@@ -1,5 +1,5 @@
 /** The shapes AWS delivers to the handlers (S3 notifications, SQS batches), parsed with zod at the edge. */
-import { z } from "zod";
+import * as z from "zod";
 import type { CreatedObject } from "../core/pipeline/trigger.js";
 
 const S3Record = z.object({

@@ -7,7 +7,7 @@
  * endpoint); elsewhere (`cloudmill dev`) by host and pid.
  */
 import { readFile } from "node:fs/promises";
-import { z } from "zod";
+import * as z from "zod";
 import { usageKey } from "../core/keys.js";
 import type { BlobStore } from "../core/ports.js";
 import { writeJson } from "../core/pipeline/blobJson.js";

@@ -4,7 +4,7 @@
  * (cloudmill-input, cloudmill-output) are the defaults.
  */
 import type { Command } from "commander";
-import { z } from "zod";
+import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { describeZodError } from "../core/job/spec.js";
 import { kebabCase } from "../core/kebabCase.js";

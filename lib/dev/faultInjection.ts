@@ -26,7 +26,7 @@
  */
 import { Readable } from "node:stream";
 import type { NodeHttpHandler } from "@smithy/node-http-handler";
-import { z } from "zod";
+import * as z from "zod";
 import { awsClients, type AwsClientOptions, type AwsClients } from "../aws/clients.js";
 import { ErrorCode } from "../core/errors.js";
 import { parseJsonWith } from "../core/parseJson.js";

@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 import { writeFileAtomically } from "./atomicFile.js";
 
 /** Where the cache lives, when set. */

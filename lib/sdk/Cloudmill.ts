@@ -13,7 +13,7 @@ import { EC2Client } from "@aws-sdk/client-ec2";
 import { ECSClient } from "@aws-sdk/client-ecs";
 import { paginateListObjectsV2, type S3Client } from "@aws-sdk/client-s3";
 import type { SQSClient } from "@aws-sdk/client-sqs";
-import { z } from "zod";
+import * as z from "zod";
 import { SqsTaskQueue } from "../aws/SqsTaskQueue.js";
 import { S3BlobStore } from "../aws/S3BlobStore.js";
 import { awsClients, EMULATOR_CREDENTIALS } from "../aws/clients.js";

@@ -5,7 +5,7 @@
  * wordcount and a lab's op module. Expected values come from Python.
  */
 import { execFile, execFileSync } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -89,5 +89,18 @@ export const picky = defineOp({ name: "picky", format: "lines", map: (l) => { if
     );
     expect(failed?.code).toBe(4);
     expect(failed?.stderr).toMatch(/^cloudmill: \S+lines\.txt \(bytes \d+-\d+\): a length of 7k\+3\n/);
+  });
+
+  it("and every deployed asset carry zod's English messages only, not its forty other locales", () => {
+    // `import { z } from "zod"` makes the bundler keep zod's whole namespace, its locales too
+    // (about half the CLI's shared chunk): lib imports it as `import * as z`, which it can shake.
+    const assets = path.join(ROOT, "dist/assets");
+    const files = readdirSync(assets, { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".mjs"));
+    const text = (f: string) => readFileSync(path.join(assets, f), "utf8");
+    const withZod = files.filter((f) => text(f).includes("Invalid input"));
+    // The CLI, the splitter, the reducer, the dead-letter handler, the worker and its threads.
+    expect(withZod.length).toBeGreaterThanOrEqual(6);
+    // German's "Ungültige Eingabe" and Russian's "Неверный ввод", as esbuild writes them.
+    expect(files.filter((f) => /Ung\\xFCltige Eingabe|\\u041D\\u0435\\u0432\\u0435\\u0440/.test(text(f)))).toEqual([]);
   });
 });

@@ -1,6 +1,6 @@
 /** `cloudmill dev`: the emulated cloud on 127.0.0.1, until Ctrl-C. */
 import { Command } from "commander";
-import { z } from "zod";
+import * as z from "zod";
 import { DEV_DEFAULT_PORT } from "../../core/constants.js";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
 import { describeZodError } from "../../core/job/spec.js";

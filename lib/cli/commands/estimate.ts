@@ -5,7 +5,7 @@
  */
 import { stat } from "node:fs/promises";
 import { Command } from "commander";
-import { z } from "zod";
+import * as z from "zod";
 import { DEFAULTS } from "../../core/constants.js";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
 import { vcpusOfSize } from "../../core/instanceTypes.js";

@@ -1,6 +1,6 @@
 /** `cloudmill fleet`: the worker fleet — tasks wanted, running and pending; instances and their reservation. */
 import { Command } from "commander";
-import { z } from "zod";
+import * as z from "zod";
 import type { FleetHold, FleetView, Reservation, WorkerUsage } from "../../sdk/types.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";

@@ -1,6 +1,6 @@
 /** `cloudmill jobs`: recent jobs, newest first, with their states. */
 import { Command } from "commander";
-import { z } from "zod";
+import * as z from "zod";
 import { DEFAULT_JOBS_LIMIT } from "../../sdk/constants.js";
 import type { JobSummary } from "../../sdk/types.js";
 import type { JobStatus } from "../../core/job/manifest.js";

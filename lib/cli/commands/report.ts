@@ -1,6 +1,6 @@
 /** `cloudmill report <job>`: a finished job's report, as one line, JSON, or a self-contained HTML page. */
 import { Command } from "commander";
-import { z } from "zod";
+import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
 import type { JobReport } from "../../core/report/jobReport.js";
 import { reportHtml } from "../../core/report/html.js";

@@ -1,6 +1,6 @@
 /** `cloudmill result <job>`: the result JSON of a job that has ended; its error if it failed. */
 import { Command } from "commander";
-import { z } from "zod";
+import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
 import { writeFileAtomically } from "../../local/atomicFile.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";

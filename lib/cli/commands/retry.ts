@@ -1,6 +1,6 @@
 /** `cloudmill retry <job>`: resume a failed or cancelled job; only its tasks with no part run again. */
 import { Command } from "commander";
-import { z } from "zod";
+import * as z from "zod";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 

@@ -3,7 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { constants } from "node:fs";
 import { Command, Option } from "commander";
-import { z } from "zod";
+import * as z from "zod";
 import { kebabCase } from "../../core/kebabCase.js";
 import { runLocal } from "../../local/localEngine.js";
 import { writeResult } from "./result.js";

@@ -1,6 +1,6 @@
 /** `cloudmill status <job>`: where a job is, in one line (or its status JSON with --json). */
 import { Command } from "commander";
-import { z } from "zod";
+import * as z from "zod";
 import type { JobStatus } from "../../sdk/types.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";

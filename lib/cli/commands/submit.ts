@@ -4,7 +4,7 @@
  * (or, with --wait, waits with a progress bar and prints the result, like `cloudmill run`).
  */
 import { Command, Option } from "commander";
-import { z } from "zod";
+import * as z from "zod";
 import { readFile } from "node:fs/promises";
 import { CloudmillError, ErrorCode, invalidSpec } from "../../core/errors.js";
 import { FORMATS } from "../../core/job/spec.js";

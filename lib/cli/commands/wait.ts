@@ -1,6 +1,6 @@
 /** `cloudmill wait <job>`: a progress bar on stderr until the job ends, then its result on stdout. */
 import { Command } from "commander";
-import { z } from "zod";
+import * as z from "zod";
 import { CloudmillError } from "../../core/errors.js";
 import type { JobFuture } from "../../sdk/JobFuture.js";
 import type { JobStatus } from "../../sdk/types.js";

@@ -2,7 +2,7 @@
  * The manifest (what the splitter decided), the task message (one per chunk) and the
  * status object users read. All three cross a process boundary, so all three have schemas.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { CODECS } from "../records/codecs.js";
 import { Format, JobId, OnBadRecord, OpName, Params } from "./spec.js";
 

@@ -2,7 +2,7 @@
  * The job spec: what a user asks for, from the CLI, the SDK or a `_jobs/<id>.json` upload.
  * Parsed with zod at every edge; every invalid spec gets one line naming the field and why.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { parseJsonWith } from "../parseJson.js";

@@ -5,7 +5,7 @@
  * they arrive in, so an object of any size is hashed in bounded memory.
  */
 import { createHash } from "node:crypto";
-import { z } from "zod";
+import * as z from "zod";
 import { keyedOp } from "./keyedOp.js";
 import { parseOpParams } from "./params.js";
 import type { AnyOp } from "./types.js";

@@ -1,5 +1,5 @@
 /** `count`: records in the input. For lines, every line is a record, empty ones too. */
-import { z } from "zod";
+import * as z from "zod";
 import { countLines } from "../records/lines.js";
 import type { Op } from "./types.js";
 import { parseOpParams } from "./params.js";

@@ -36,7 +36,7 @@
  * });
  * ```
  */
-import { z } from "zod";
+import * as z from "zod";
 import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import { Format, OpName, type Params } from "../job/spec.js";
 import type { AnyOp, MapContext, Op } from "./types.js";

@@ -13,7 +13,7 @@
  * chunk's items run one after another on a worker thread of their own, under the task's
  * per-item time and memory limits; a thrown error is the item's, not the worker's.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { OpName, type Params } from "../job/spec.js";
 import type { LogFields } from "../log.js";

@@ -2,7 +2,7 @@
  * `distinct`: every distinct key and how many records have it, all of them (not a top k): a
  * line of text, or one or more CSV columns / JSONL fields. One JSON line per key in the job's parts.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import { forEachLine, previewText } from "../records/lines.js";
 import { forEachRecord, formatParamsHelp, formatParamsShape, type FormatOptions } from "./formatReaders.js";

@@ -2,7 +2,7 @@
  * Records of each format, decoded from whole-record blocks, and the format options ops share
  * (CSV header and separator, the CSV column or JSON field that holds a number).
  */
-import { z } from "zod";
+import * as z from "zod";
 import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import type { Format } from "../job/spec.js";
 import type { RecordBlock } from "../records/alignedBlocks.js";

@@ -3,7 +3,7 @@
  * their byte offsets. Samples are kept sorted by (input, offset), so merging in any order
  * keeps the same first k.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { forEachLine } from "../records/lines.js";
 import { compileLinePattern } from "../records/linearPattern.js";
 import type { Op } from "./types.js";

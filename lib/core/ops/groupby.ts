@@ -4,7 +4,7 @@
  * `stats` computes them: the same bits for any chunking or partitioning). One JSON line per key
  * in the job's parts.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { badRecord } from "../errors.js";
 import { decimalText, type DecimalSink } from "../records/decimal.js";
 import { atCommonScale, decimalFromJson, decimalToJson } from "./exactDecimal.js";

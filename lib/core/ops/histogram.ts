@@ -3,7 +3,7 @@
  * includes max. Values outside [min, max] are counted in `below` / `above`, which appear
  * in the result only when non-zero, so nothing is dropped silently.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { doubleSink } from "../records/decimal.js";
 import type { Op } from "./types.js";
 import { intParam, numberParam, parseOpParams } from "./params.js";

@@ -2,7 +2,7 @@
  * Param schemas for ops. Values arrive as strings from `--param k=v` and as JSON values
  * from job specs, so numbers and booleans accept both spellings.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { Params } from "../job/spec.js";
 

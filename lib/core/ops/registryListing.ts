@@ -3,7 +3,7 @@
  * `_ops/registry.json` in the output bucket. Clients read it to list the ops a pipeline runs
  * and to refuse a job whose local op differs from the deployed one before uploading anything.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { OPS_LISTING_KEY } from "../keys.js";
 import { readJsonIfExists, writeJson } from "../pipeline/blobJson.js";

@@ -3,7 +3,7 @@
  * lines (sortRun.ts). Range-partitioned: part p holds the p-th range of keys, so the parts
  * concatenated in order are the sorted input. Each line is written with its exact bytes.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { RunBuilder, type SortFormat, type SortedRun } from "../shuffle/sortRun.js";
 import { SortRef } from "../shuffle/shuffleRun.js";

@@ -4,7 +4,7 @@
  * decimals, so the result is the same bits for any chunking and merge order, and 0.1 + 0.2 is
  * 0.3. Sum, mean and variance = (n·Σx² − (Σx)²) / n² are each rounded to a double once.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { DecimalSink } from "../records/decimal.js";
 import { DecimalSum, decimalFromJson, decimalToJson, ratioToDouble } from "./exactDecimal.js";

@@ -5,7 +5,7 @@
  * result. Ties in `top` are broken by the word's bytes ascending, which is Unicode code
  * point order.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { bytesToUtf8 } from "../records/lines.js";
 import type { Op } from "./types.js";
 import { intParam, parseOpParams } from "./params.js";

@@ -9,7 +9,7 @@
  * going, and a job of short chunks pays nothing. The local engine decides the same way, from
  * the tasks its own threads run.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { DEFAULTS } from "../constants.js";
 import { backupKey, backupsPrefix, parseRunningKey, runningKey, runningPrefix } from "../keys.js";
 import type { Manifest, MapTask } from "../job/manifest.js";

@@ -8,7 +8,7 @@
  * again, so a reducer or failure handler racing this call can never leave a status that
  * disagrees with them (precedence as in status.ts: succeeded, then failed, then cancelled).
  */
-import { z } from "zod";
+import * as z from "zod";
 import { cancelKey, failureKey, manifestKey, succeededKey, type OutputKeys } from "../keys.js";
 import { JobStatus, Manifest } from "../job/manifest.js";
 import type { PipelineDeps } from "./deps.js";

@@ -2,7 +2,7 @@
  * Failing a job: a failure marker first (it wins over any later progress update), then
  * the status users read. A job that already succeeded stays succeeded: its result is exact.
  */
-import { z } from "zod";
+import * as z from "zod";
 import type { OutputKeys } from "../keys.js";
 import { failureKey, manifestKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, locate, type ErrorContext } from "../errors.js";

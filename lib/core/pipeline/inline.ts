@@ -5,7 +5,7 @@
  * cannot cover goes to the queue. Parts are keyed by chunk, so a chunk mapped twice (inline,
  * then again on the fleet after a timeout) is counted once.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { inlineKey } from "../keys.js";
 import { toCloudmillError } from "../errors.js";
 import type { InputObject, MapTask } from "../job/manifest.js";

@@ -12,7 +12,7 @@
  * Parsing is pure; resolveInputs.ts reads the files and the objects.
  */
 import { gunzipSync } from "node:zlib";
-import { z } from "zod";
+import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { parseCsvRecord } from "../records/csv.js";
 

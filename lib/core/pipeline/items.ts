@@ -3,7 +3,7 @@
  * runs each under the task's limits on a thread of its own (lib/sandbox), and come back as one
  * outcome per item. The part holds the outcomes; the reducer numbers them in item order.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { MapTask } from "../job/manifest.js";
 import { itemResultKey, jobFilesPrefix, JOBS_PREFIX } from "../keys.js";

@@ -6,7 +6,7 @@
  * however many chunks a job has. Groups are a pure function of (chunks, fanIn), so a merge
  * task run twice, or queued by two reducers at once, writes the same merged part.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { enqueuedKey, mergedKey, mergedPrefix, mergeQueuedKey, parseMergedKey, partKey } from "../keys.js";
 import type { Manifest, MergeTask } from "../job/manifest.js";
 import type { TaskQueue } from "../ports.js";

@@ -1,5 +1,5 @@
 /** A part: one chunk's partial result, as a map task writes it and the reducer reads it. */
-import { z } from "zod";
+import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { Format } from "../job/spec.js";
 import { TaskRun } from "../job/manifest.js";

@@ -1,5 +1,5 @@
 /** A few parts' recorded runs, spread over a job: what the reducer times a job by while it runs. */
-import { z } from "zod";
+import * as z from "zod";
 import { TaskRun } from "../job/manifest.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJsonIfExists } from "./blobJson.js";

@@ -8,7 +8,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { PassThrough } from "node:stream";
-import { z } from "zod";
+import * as z from "zod";
 import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { outputPartKey, partKey, reduceEnqueuedKey, reducePlanKey, reduceRunsKey, shuffleKey, spillPrefix } from "../keys.js";

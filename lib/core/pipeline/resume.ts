@@ -5,7 +5,7 @@
  * the request gives. The old end is kept under `_work/<id>/retries/`, then its marker removed,
  * so workers and the reducer treat the job as running again.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, pastEndKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { isMapTask, Manifest, taskCount, type MapTask, type ReduceTask, type TaskMessage } from "../job/manifest.js";

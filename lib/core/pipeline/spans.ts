@@ -5,7 +5,7 @@
  * a span that starts past its input's first chunk is merged both ways, as if the byte before it
  * were outside quotes and as if inside, and whoever merges it next picks one, as with a part.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { TaskRun } from "../job/manifest.js";
 import type { Merger } from "../ops/types.js";
 import { type Part, Reading, readingOf, SniffedSeparator, type KeptError } from "./part.js";

@@ -3,7 +3,7 @@
  * (result.json, _work/<id>/failure.json, _work/<id>/cancelled.json), and a progress update
  * re-checks them after writing, so a late "running" can never hide a finished job for long.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { cancelKey, failureKey, succeededKey } from "../keys.js";
 import type { CloudmillError, ErrorContext } from "../errors.js";
 import { JobStatus, taskCount, type Manifest, type TaskStart } from "../job/manifest.js";

@@ -4,7 +4,7 @@
  * chunks, task time, wall time at N workers and at the fleet's most, and the dollars, priced as
  * job reports price a finished job (prices.ts), so the two can be compared.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { PRICES, requestUsd, vcpuSecondUsd } from "./prices.js";
 import { SPLITTER_GB } from "./jobReport.js";
 import { DEFAULTS } from "../constants.js";

@@ -3,7 +3,7 @@
  * it, the workers and how busy they were, the stragglers, throughput over time, and what the
  * task time cost at list prices. Built from the parts alone, so it is a pure function of them.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { RanOn, type TaskRun } from "../job/manifest.js";
 import { PRICES, requestUsd, vcpuSecondUsd } from "./prices.js";

@@ -4,7 +4,7 @@
  * run of JSON lines `[key, value]`. Its part names the object and where each segment is, so a
  * reduce task reads only its own partition's bytes, with one ranged GET per chunk.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { compareKeys, partitionOf } from "./keyOrder.js";
 
