@@ -8,6 +8,7 @@ import type { Logger } from "../core/log.js";
 import { opsRegistry } from "../core/ops/opModules.js";
 import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
 import { ThreadMapperHost } from "../sandbox/ThreadMapperHost.js";
+import { MainThreadWatchdog } from "../sandbox/MainThreadWatchdog.js";
 import { awsClients, destroyClients, type AwsClientOptions } from "./clients.js";
 import { cloudDeps } from "./cloudDeps.js";
 import { containerMemory, mapperHeap } from "./containerMemory.js";
@@ -46,7 +47,8 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     taskTimeoutSeconds: config.taskTimeoutSeconds,
     ...mapperHeap(limit, config.concurrency),
   });
-  const deps = { ...cloudDeps(config, logger, clients), registry: await opsRegistry(config.opsModules), items, mappers };
+  const guard = new MainThreadWatchdog({ defaultLimitSeconds: config.taskTimeoutSeconds });
+  const deps = { ...cloudDeps(config, logger, clients), registry: await opsRegistry(config.opsModules), items, mappers, guard };
   const worker = new TaskWorker({
     queue: new SqsTaskQueue(clients.sqs, config.taskQueueUrl),
     deps,
@@ -84,6 +86,7 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
   await usage?.stop();
   await items.close();
   await mappers.close();
+  await guard.close();
   destroyClients(clients);
   logger.info("worker stopped");
   return logger;

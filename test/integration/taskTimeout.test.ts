@@ -44,6 +44,21 @@ export const slow = defineOp({
   map: (line) => { if (line === "slow") { const end = Date.now() + 3000; while (Date.now() < end) {} } return 1; },
   combine: (a, b) => a + b,
 });
+// Merging two chunks' counts (a merge task's work, on the worker's main thread) never returns.
+export const stuckMerge = defineOp({
+  name: "stuck-merge",
+  format: "lines",
+  orderFree: true,
+  map: () => 1,
+  combine: (a, b) => { if (a >= 8 && b >= 8) for (;;) {} return a + b; },
+});
+// A reduce task's reduce (on the worker's main thread too) never returns for one key.
+export const stuckReduce = defineOp({
+  name: "stuck-reduce",
+  format: "lines",
+  pairs: (line, emit) => emit(line.slice(-1), 1),
+  reduce: (key, values) => { if (key === "3") for (;;) {} return { key, n: values.length }; },
+});
 `,
   );
   cloud = await startTestCloud({
@@ -96,6 +111,63 @@ describe("a chunk past its time limit", () => {
     });
     await cloud.waitForIdle();
   }, 90_000);
+});
+
+describe("op code past its limit on the worker's main thread", () => {
+  let fast: TestCloud;
+  beforeAll(async () => {
+    // Tasks come back 3 s after their worker ends, so the two attempts take seconds, not minutes.
+    fast = await startTestCloud({ chunkSize: 64, maxAttempts: 2, visibilitySeconds: 3, opsModules: [module] });
+  }, 90_000);
+  afterAll(async () => fast?.stop(), 60_000);
+
+  /** Lines of 8 bytes: 8 to a 64-byte chunk. */
+  const eightByteLines = (n: number) => Array.from({ length: n }, (_, i) => `l${String(i).padStart(6, "0")}\n`).join("");
+
+  it.each([
+    {
+      op: "stuck-merge",
+      task: /^merge task [0-2] of level 1 of job stuck-merge-1$/,
+      fails: /^merge task [0-2] of level 1 failed without reporting an error/,
+      extra: { fanIn: 2 },
+    },
+    {
+      op: "stuck-reduce",
+      task: /^partition 0's reduce task of job stuck-reduce-1$/,
+      fails: /^partition 0: its reduce task failed without reporting an error/,
+      extra: { partitions: 1 },
+    },
+  ])(
+    "$op: the watchdog ends the worker, the job fails after its attempts, and new workers take the next job",
+    async (c) => {
+      const pids = fast.cloud.workerPids();
+      const seen = fast.lines.length;
+      const job = `${c.op}-1`;
+      await fast.put(`_inputs/${c.op}.txt`, eightByteLines(48));
+      const spec = { op: c.op, inputs: [`s3://${fast.input}/_inputs/${c.op}.txt`], taskTimeoutSeconds: 1, ...c.extra };
+      await fast.put(`_jobs/${job}.json`, JSON.stringify(spec));
+      const status = await fast.waitForEnd(`_jobs/${job}/status.json`, 90_000);
+      expect(status.state).toBe("failed");
+      expect(status.error?.message).toMatch(c.fails);
+      // Each attempt stopped a worker (at least the task's two; other groups' merges, and a
+      // duplicate reduce task, stop more): the watchdog said why, naming the task, and the worker was replaced.
+      const said = fast.lines
+        .slice(seen)
+        .filter((l) => String(l.json?.message ?? "").startsWith("op code ran on the worker's main thread"));
+      expect(said.length).toBeGreaterThanOrEqual(2);
+      for (const l of said) expect(String(l.json?.task)).toMatch(c.task);
+      expect(fast.cloud.workerPids().filter((pid) => pids.includes(pid)).length).toBeLessThan(pids.length);
+      await fast.waitForIdle(60_000);
+
+      const bytes = textOf(5_000, 3);
+      await fast.put(`_inputs/after-${c.op}.txt`, bytes);
+      const next = { op: "count", inputs: [`s3://${fast.input}/_inputs/after-${c.op}.txt`], chunkSize: 4096 };
+      await fast.put(`_jobs/after-${c.op}.json`, JSON.stringify(next));
+      expect((await fast.waitForEnd(`_jobs/after-${c.op}/status.json`)).state).toBe("succeeded");
+      expectMatchesReference("count", {}, bytes, await fast.getJson(fast.output, `_jobs/after-${c.op}/result.json`));
+    },
+    180_000,
+  );
 });
 
 describe("resume instead of rerun", () => {

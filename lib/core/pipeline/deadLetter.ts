@@ -84,7 +84,8 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
   }
   if (isReduceTask(task)) {
     const { partition } = task.reduce;
-    const what = `partition ${partition}'s reduce task failed`;
+    // The error's context names the partition ("partition 3: …").
+    const what = "its reduce task failed";
     const error = recorded
       ? new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} after ${recorded.attempt} attempts: ${recorded.error.message}`, {
           jobId,

@@ -4,6 +4,7 @@ import type { OpRegistry } from "../ops/registry.js";
 import type { BlobStore, FleetWaker, TaskQueue } from "../ports.js";
 import type { ItemRunner } from "./itemRunner.js";
 import type { MapperHost } from "./mappers.js";
+import type { MainThreadGuard } from "./opGuard.js";
 
 export interface PipelineDeps {
   /** The output bucket: manifests, parts, results and statuses. */
@@ -16,6 +17,8 @@ export interface PipelineDeps {
   readonly items?: ItemRunner;
   /** Runs ops' mappers off the main thread, under a time limit (the fleet's worker); unset: in process. */
   readonly mappers?: MapperHost;
+  /** Ends the process when op code on the main thread runs past its task's limit (the fleet's worker); unset: unguarded. */
+  readonly guard?: MainThreadGuard;
   /** Where a reduce task spills runs (the worker's local disk); default: the output store. */
   readonly scratch?: BlobStore;
   /** Bytes a reduce task holds before it spills (default DEFAULTS.reduceSpillBytes). */

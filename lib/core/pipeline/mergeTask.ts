@@ -12,6 +12,7 @@ import { writeJson } from "./blobJson.js";
 import type { SniffedSeparator } from "./part.js";
 import { ReadingChain, type MergedPart, type MergeRun, type Span } from "./spans.js";
 import { readMergedSpan, readPartSpan } from "./mergeTree.js";
+import { guardOf, type GuardedTask } from "./opGuard.js";
 
 /** Parts read ahead of the one being merged. */
 const READ_AHEAD = 8;
@@ -31,9 +32,27 @@ export const runMergeTask = async (
   op: AnyOp,
   options: { readonly signal?: AbortSignal; readonly ran?: () => TaskRun } = {},
 ): Promise<void> => {
-  const { signal } = options;
   const { jobId, job, merge } = task;
   const params = op.parseParams(job.params);
+  // The op's merges run on this thread: guarded, so that one that never returns ends the worker.
+  const guard = guardOf(deps, op, `merge task ${merge.group} of level ${merge.level} of job ${jobId}`, job.taskTimeoutSeconds);
+  try {
+    await mergeGroup(deps, task, op, params, guard, options);
+  } finally {
+    guard.close();
+  }
+};
+
+const mergeGroup = async (
+  deps: PipelineDeps,
+  task: MergeTask,
+  op: AnyOp,
+  params: unknown,
+  guard: GuardedTask,
+  options: { readonly signal?: AbortSignal; readonly ran?: () => TaskRun },
+): Promise<void> => {
+  const { signal } = options;
+  const { jobId, job, merge } = task;
   const ahead: Promise<Span>[] = [];
   let next = merge.from;
   const fill = (): void => {
@@ -59,8 +78,10 @@ export const runMergeTask = async (
       // The group's first part decides whether the state before the group matters.
       if (span.dependsOnStart) inside = new ReadingChain(op.merger(params), true);
     }
-    outside.add(span);
-    inside?.add(span);
+    guard.run(() => {
+      outside!.add(span);
+      inside?.add(span);
+    });
     // One at a time: a spread of a level's hundreds of thousands would overflow the stack.
     for (const s of span.sniffed) sniffed.push(s);
     for (const [i, run] of span.runs) runs.push([i, run]);
@@ -71,8 +92,8 @@ export const runMergeTask = async (
     jobId,
     generation: job.generation ?? 0,
     ...merge,
-    outside: outside!.reading(),
-    ...(inside ? { inside: inside.reading() } : {}),
+    outside: guard.run(() => outside!.reading()),
+    ...(inside ? { inside: guard.run(() => inside.reading()) } : {}),
     sniffed,
     runs,
     ...(merges.length > 0 ? { merges } : {}),

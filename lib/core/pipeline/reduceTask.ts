@@ -28,6 +28,7 @@ import type { Part, Reading } from "./part.js";
 import { SniffedSeparator } from "./part.js";
 import { enqueueTasks } from "./enqueue.js";
 import type { WhereRan } from "./status.js";
+import { guardOf, type GuardedTask } from "./opGuard.js";
 
 /** The segments one reduce task merges: [shuffle object, start, end], in chunk order. */
 const SortKeySchema = z.tuple([z.union([z.literal(0), z.literal(1)]), z.number(), z.string()]);
@@ -230,8 +231,28 @@ const combinePartition: PartitionReducer = async (deps, task, plan, { signal }) 
   const op = deps.registry.get(job.op);
   const keyed = keyedOf(op);
   const params = op.parseParams(job.params);
+  // The op's combine, reduce and row run on this thread: guarded, so that one that never returns ends the worker.
+  const guard = guardOf(deps, op, `partition ${partition}'s reduce task of job ${jobId}`, job.taskTimeoutSeconds);
+  try {
+    return await combineGuarded(deps, task, plan, { signal }, keyed, params, guard);
+  } finally {
+    guard.close();
+  }
+};
+
+const combineGuarded = async (
+  deps: PipelineDeps & SpillConfig,
+  task: ReduceTask,
+  plan: ReducePlan,
+  { signal }: ReduceOptions,
+  keyed: NonNullable<AnyOp["keyed"]>,
+  params: unknown,
+  guard: GuardedTask,
+): Promise<{ readonly bytes: number; readonly partial: ReducedPartition }> => {
+  const { jobId } = task;
+  const { partition } = task.reduce;
   const merge = new RunMerge({
-    combine: (a, b) => keyed.combine(a, b, params),
+    combine: (a, b) => guard.run(() => keyed.combine(a, b, params)),
     ...(keyed.gathers ? { gathers: true } : {}),
     spillBytes: deps.spillBytes ?? DEFAULTS.reduceSpillBytes,
     scratch: deps.scratch ?? deps.output,
@@ -268,7 +289,7 @@ const combinePartition: PartitionReducer = async (deps, task, plan, { signal }) 
   };
   const merged = merge
     .finish(async (k, value) => {
-      text += `${JSON.stringify(keyed.row(k, value, params))}\n`;
+      text += `${JSON.stringify(guard.run(() => keyed.row(k, value, params)))}\n`;
       records++;
       if (text.length >= PIECE_CHARS) await flush();
     })
