@@ -55,11 +55,16 @@ describe("manifest inputs on the emulated cloud", () => {
     expect(result).toEqual({ records: linesOf("data/log-0.txt", "data/x+y.txt", "data/site a/log 2.txt", "data/site a/log 3.txt") });
   });
 
-  it("reads the rows of a Batch Operations CSV, keys URL-encoded", async () => {
-    await cloud.put("lists/picks.csv", `${cloud.input},data/site%20a/log%203.txt\n"${cloud.input}","data/x%2By.txt"\n`);
+  it("reads the rows of a Batch Operations CSV, keys URL-encoded, each object it names", async () => {
+    // A prefix's listing leaves out a `_work` folder (cloudmill's own state); a row names its object on purpose.
+    await cloud.put("data/_work/named.txt", "one\ntwo\nthree\n");
+    await cloud.put(
+      "lists/picks.csv",
+      `${cloud.input},data/site%20a/log%203.txt\n"${cloud.input}","data/x%2By.txt"\n${cloud.input},data/_work/named.txt\n`,
+    );
     const { status, result } = await count("from-csv", [`manifest:s3://${cloud.input}/lists/picks.csv`]);
     expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
-    expect(result).toEqual({ records: linesOf("data/site a/log 3.txt", "data/x+y.txt") });
+    expect(result).toEqual({ records: linesOf("data/site a/log 3.txt", "data/x+y.txt") + 3 });
   });
 
   it("reads an inventory report's current objects, sized and pinned by the report", async () => {

@@ -52,10 +52,14 @@ const atLine = (err: unknown, manifest: string, line: number, named: string): Cl
   return new CloudmillError(e.code, `${named}: ${e.message}`, { input: manifest, line });
 };
 
-/** A listed object as an input: with the size and ETag its listing gave, or those of a HEAD. */
-const resolveListed = async (deps: Stores, manifest: string, o: ListedObject): Promise<InputObject[]> => {
+/**
+ * A listed object as an input: with the size and ETag its listing gave, or those of a HEAD. An
+ * inventory is a bucket's listing and skips what a prefix's does; a Batch Operations CSV names
+ * each object on purpose, and every one it names is read.
+ */
+const resolveListed = async (deps: Stores, manifest: string, o: ListedObject, listing: boolean): Promise<InputObject[]> => {
   const uri = s3Uri(o.bucket, o.key);
-  if (skippable(o.key, o.size ?? 1)) return [];
+  if (listing && skippable(o.key, o.size ?? 1)) return [];
   if (o.size !== undefined && o.etag !== undefined) return [{ bucket: o.bucket, key: o.key, size: o.size, etag: o.etag, name: uri }];
   const info = await deps
     .inputStore(o.bucket)
@@ -96,7 +100,7 @@ const resolveManifest = async (deps: Stores, input: string): Promise<InputObject
         }),
       );
     case "batch-csv":
-      return flat(await mapInOrder(batchCsvObjects(text, where), MANIFEST_CONCURRENCY, (o) => resolveListed(deps, where, o)));
+      return flat(await mapInOrder(batchCsvObjects(text, where), MANIFEST_CONCURRENCY, (o) => resolveListed(deps, where, o, false)));
     case "inventory": {
       const report = inventoryReport(text, where);
       const files = await mapInOrder(report.files, MANIFEST_CONCURRENCY, async (file) =>
@@ -105,7 +109,7 @@ const resolveManifest = async (deps: Stores, input: string): Promise<InputObject
       const out: InputObject[] = [];
       for (const [i, objects] of files.entries()) {
         const file = s3Uri(report.bucket, report.files[i]!);
-        out.push(...(await mapInOrder(objects, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, file, o))).flat());
+        out.push(...(await mapInOrder(objects, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, file, o, true))).flat());
       }
       if (out.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "the inventory lists no current objects", { input: where });
       return out;
