@@ -15,5 +15,6 @@ const deps = {
   registry: await opsRegistry(config.opsModules),
   ...(fleet ? { fleet } : {}),
   ...(config.instanceType ? { instanceType: config.instanceType } : {}),
+  ...(config.capacity ? { capacity: config.capacity } : {}),
 };
 export const handler = splitterHandler(deps, config);

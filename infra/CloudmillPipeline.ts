@@ -195,6 +195,7 @@ export class CloudmillPipeline extends Construct {
       CLOUDMILL_WORKER_SERVICE: this.fleet.service.serviceName,
       CLOUDMILL_MAX_WORKERS: String(config.maxWorkers),
       CLOUDMILL_INSTANCE_TYPE: config.instanceTypes[0]!,
+      CLOUDMILL_CAPACITY: config.spot ? "spot" : "on-demand",
     };
     const code = (role: Exclude<Role, "worker">): lambda.Code => functionCode(staging, role, role === "deadLetters" ? undefined : ops);
     this.splitter = this.createFunction("splitter", "Splitter", code("splitter"), env, {

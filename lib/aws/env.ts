@@ -8,6 +8,7 @@ import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { parseJsonWith } from "../core/parseJson.js";
 import { parseSize } from "../core/job/size.js";
 import { DEFAULTS, ENV } from "../core/constants.js";
+import { CAPACITIES, type Capacity } from "../core/report/prices.js";
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -57,6 +58,15 @@ const fleetOf = (env: Env) => {
   };
 };
 
+/** How the fleet's instances are bought, for prices; unset: on demand. */
+const capacityOf = (env: Env): Capacity | undefined => {
+  const value = env[ENV.CAPACITY];
+  if (!value) return undefined;
+  if (!(CAPACITIES as readonly string[]).includes(value))
+    throw new CloudmillError(ErrorCode.ENVIRONMENT, `${ENV.CAPACITY}: expected ${CAPACITIES.join(" or ")}, got ${JSON.stringify(value)}`);
+  return value as Capacity;
+};
+
 export const readSplitterConfig = (env: Env) => {
   const chunk = env[ENV.DEFAULT_CHUNK_SIZE];
   const chunkSize = chunk ? parseSize(chunk) : DEFAULTS.chunkSize;
@@ -72,6 +82,7 @@ export const readSplitterConfig = (env: Env) => {
     inlineMaxBytes: intOf(env, ENV.INLINE_MAX_BYTES, DEFAULTS.inlineMaxBytes, 0),
     fleet: fleetOf(env),
     instanceType: env[ENV.INSTANCE_TYPE] || undefined,
+    capacity: capacityOf(env),
   };
 };
 export type SplitterConfig = ReturnType<typeof readSplitterConfig>;
@@ -102,5 +113,6 @@ export const readReducerConfig = (env: Env) => ({
   opsModules: opsModulesOf(env),
   taskQueueUrl: required(env, ENV.TASK_QUEUE_URL),
   instanceType: env[ENV.INSTANCE_TYPE] || undefined,
+  capacity: capacityOf(env),
 });
 export const readDeadLetterConfig = (env: Env) => common(env);

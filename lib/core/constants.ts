@@ -26,6 +26,8 @@ export const ENV = {
   MAX_WORKERS: "CLOUDMILL_MAX_WORKERS",
   /** The fleet's instance type, priced in job reports. */
   INSTANCE_TYPE: "CLOUDMILL_INSTANCE_TYPE",
+  /** How the fleet's instances are bought (`spot` or `on-demand`), priced with them. */
+  CAPACITY: "CLOUDMILL_CAPACITY",
   LOG_LEVEL: "POWERTOOLS_LOG_LEVEL",
   SERVICE_NAME: "POWERTOOLS_SERVICE_NAME",
 } as const;
@@ -50,6 +52,7 @@ export const ROLE_ENV = {
     ENV.MAX_WORKERS,
     ENV.WORKER_CONCURRENCY,
     ENV.INSTANCE_TYPE,
+    ENV.CAPACITY,
     ENV.LOG_LEVEL,
     ENV.SERVICE_NAME,
   ],
@@ -64,7 +67,7 @@ export const ROLE_ENV = {
     ENV.LOG_LEVEL,
     ENV.SERVICE_NAME,
   ],
-  reducer: [ENV.OUTPUT_BUCKET, ENV.TASK_QUEUE_URL, ENV.OPS_MODULES, ENV.INSTANCE_TYPE, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
+  reducer: [ENV.OUTPUT_BUCKET, ENV.TASK_QUEUE_URL, ENV.OPS_MODULES, ENV.INSTANCE_TYPE, ENV.CAPACITY, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
   deadLetters: [ENV.OUTPUT_BUCKET, ENV.LOG_LEVEL, ENV.SERVICE_NAME],
 } as const satisfies Record<string, readonly EnvName[]>;
 

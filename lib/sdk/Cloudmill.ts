@@ -500,6 +500,7 @@ export class Cloudmill {
       ...(rate !== undefined ? { mbPerSecond: rate } : {}),
       ...(reduceRate !== undefined ? { reduceMbPerSecond: reduceRate } : {}),
       instanceType,
+      ...(spec.capacity !== undefined ? { capacity: spec.capacity } : {}),
       workers: spec.workers ?? 1,
       vcpusPerWorker: vcpus,
       maxWorkers: spec.maxWorkers ?? 4,

@@ -91,6 +91,8 @@ export interface EstimateSpec {
   readonly maxWorkers?: number;
   /** Default the stack's default type, m7g.large. */
   readonly instanceType?: string;
+  /** Price the instances on demand (the default) or as a spot fleet buys them (the price table's typical share). */
+  readonly capacity?: "on-demand" | "spot";
   /** The stack's inline limit: a job this small maps in the splitter. Default 64 MiB; 0: none. */
   readonly inlineMaxBytes?: number;
   /** Map the first 8 MiB of the first input here to measure the op's rate (default true); false: its default rate. */

@@ -137,6 +137,33 @@ describe("cloudmill estimate", () => {
     expect(e.wallSeconds.atMost).toBeCloseTo(0.3 + 9 * chunk + 30 / 3, 9);
   });
 
+  it("prices a spot fleet at the price table's typical share of on-demand, as worked out by hand", async () => {
+    // 25 GB of wordcount in 1 GB chunks at 25 MB/s per vCPU: 1000 s of mapping and 25 × 0.05 s of overhead.
+    const at = (instanceType: string, capacity?: "spot") =>
+      estimateJob({
+        op: "wordcount",
+        sizes: [25e9],
+        chunkSize: 1e9,
+        instanceType,
+        ...(capacity ? { capacity } : {}),
+        workers: 1,
+        vcpusPerWorker: 2,
+        maxWorkers: 4,
+        inlineMaxBytes: 0,
+      }).cost;
+    // m7g: $0.0408 per vCPU-hour on demand, spot typically 40 % of it; c7g: $0.03625, 40 %; r8g: $0.0589, 45 %.
+    expect(at("m7g.large")).toMatchObject({ capacity: "on-demand", instances: 0.011348 }); // 1001.25 × 0.0408 / 3600
+    expect(at("m7g.large", "spot")).toMatchObject({ capacity: "spot", instances: 0.004539 }); // × 0.40
+    expect(at("c7g.xlarge", "spot").instances).toBe(0.004033); // 1001.25 × 0.03625 × 0.40 / 3600
+    expect(at("r8g.large", "spot").instances).toBe(0.007372); // 1001.25 × 0.0589 × 0.45 / 3600
+    // Requests cost the same either way.
+    expect(at("m7g.large", "spot").s3Requests).toBe(at("m7g.large").s3Requests);
+
+    const r = await cli(["estimate", file, "--op", "wordcount", "--inline-max-bytes", "0", "--no-calibrate", "--spot"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/\(spot, at the price table's typical share of on-demand list prices of \d{4}-\d{2}\)$/m);
+  });
+
   it("refuses what it cannot estimate, in one line", async () => {
     const r = await cli(["estimate", file, "s3://bucket/key", "--op", "count"]);
     expect(r.code).toBe(2);

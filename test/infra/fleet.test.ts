@@ -91,6 +91,17 @@ describe("worker fleet", () => {
       expect(props(spot, "AWS::AutoScaling::AutoScalingGroup", "PipelineWorkers")).toMatchObject({ MinSize: "0", MaxSize: "3" });
     });
 
+    it("tell the splitter and the reducer how the fleet is bought, so reports and price ceilings price it so", () => {
+      for (const [t, capacity] of [
+        [template, "on-demand"],
+        [spot, "spot"],
+      ] as const)
+        for (const fn of ["PipelineSplitter", "PipelineReducer"]) {
+          const env = (props(t, "AWS::Lambda::Function", fn)["Environment"] as { Variables: Record<string, unknown> }).Variables;
+          expect(env["CLOUDMILL_CAPACITY"], fn).toBe(capacity);
+        }
+    });
+
     it("run on demand, one instance type, when spot is off", () => {
       const asg = props(template, "AWS::AutoScaling::AutoScalingGroup", "PipelineWorkers");
       expect(asg["MixedInstancesPolicy"]).toBeUndefined();

@@ -17,7 +17,7 @@ import { runLocal } from "../../lib/local/localEngine.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cli } from "../helpers/cli.js";
-import { JobReport, MAX_REPORT_TASKS, RunLog, RunLogJson, buildReport } from "../../lib/core/report/jobReport.js";
+import { JobReport, MAX_REPORT_TASKS, RunLog, RunLogJson, buildReport, runCostUsd } from "../../lib/core/report/jobReport.js";
 import { reportHtml } from "../../lib/core/report/html.js";
 import { reportLine } from "../../lib/cli/commands/report.js";
 import { partKey, reportKey } from "../../lib/core/keys.js";
@@ -283,6 +283,30 @@ describe("the report's arithmetic", () => {
     expect([...runs.records(0)].map((t) => t.index)).toEqual([3]);
     // A kept log that names a worker it does not hold is refused (the reducer then reports without it).
     expect(() => RunLog.fromJSON({ ...logOf([[0, good]]).toJSON(), workers: [] })).toThrow("a run log names no such worker");
+  });
+
+  it("prices a spot fleet's task-seconds at the price table's typical share of on-demand", () => {
+    const runs = logOf([[0, { on: "fleet", at: at(0), ms: 13_000, worker: "w/1", bytes: 10 }]]);
+    const report = (capacity?: "spot") =>
+      buildReport({
+        jobId: "j",
+        op: "count",
+        inputs: [],
+        finishedAt: at(14_000),
+        runs,
+        instanceType: "m7g.large",
+        ...(capacity ? { capacity } : {}),
+      });
+    // 13 task-seconds × $0.0408 per vCPU-hour / 3600 = 0.000147333…; on spot, × 0.40 = 0.0000589333…
+    expect(report().cost).toMatchObject({ capacity: "on-demand", fleet: 0.000147 });
+    const spot = report("spot");
+    expect(spot.cost).toMatchObject({ capacity: "spot", fleet: 0.000059 });
+    expect(spot.cost.basis).toContain("m7g.large spot price per vCPU");
+    expect(reportLine(spot)).toContain("(m7g.large spot, at the price table's typical share of on-demand list prices of ");
+    expect(
+      runCostUsd({ on: "fleet", at: at(0), ms: 13_000, bytes: 0 }, "m7g.large", "spot")! -
+        runCostUsd({ on: "fleet", at: at(0), ms: 13_000, bytes: 0 }, "m7g.large")!,
+    ).toBeCloseTo(-13 * (0.0408 / 3600) * 0.6, 12);
   });
 
   it("says an instance type it has no price for is unpriced, rather than free", () => {

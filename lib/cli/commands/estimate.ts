@@ -13,6 +13,7 @@ import { parseSize } from "../../core/job/size.js";
 import { loadOpsModule } from "../../core/ops/opModules.js";
 import { OpRegistry } from "../../core/ops/registry.js";
 import { estimateJob, type Estimate } from "../../core/report/estimate.js";
+import type { Capacity } from "../../core/report/prices.js";
 import { expandLocalManifests, walk } from "../../local/localInputs.js";
 import { isS3Input } from "../../core/pipeline/inputManifests.js";
 import { calibrate } from "../../local/calibrate.js";
@@ -28,6 +29,7 @@ const EstimateFlags = z.object({
   workers: z.coerce.number({ error: "expected a whole number" }).int().min(1).max(1000).default(1),
   maxWorkers: z.coerce.number({ error: "expected a whole number" }).int().min(1).max(1000).default(4),
   instanceType: z.string().default(DEFAULTS.instanceType),
+  spot: z.boolean().default(false),
   inlineMaxBytes: z.string().default("64MiB"),
   calibrate: z.boolean().default(true),
   fresh: z.boolean().default(false),
@@ -56,6 +58,10 @@ const dollars = (x: number): string => `$${x < 0.01 ? x.toFixed(6) : x.toFixed(2
 const duration = (s: number): string =>
   s < 120 ? `${s.toFixed(1)} s` : s < 7200 ? `${(s / 60).toFixed(1)} min` : `${(s / 3600).toFixed(1)} h`;
 
+/** What a fleet's dollars are at: list prices, or the price table's typical spot share of them. */
+export const pricedAs = (capacity: Capacity | undefined): string =>
+  capacity === "spot" ? "spot, at the price table's typical share of on-demand list prices" : "on-demand list prices";
+
 /** The estimate as a few lines for a person. */
 export const estimateText = (e: Estimate, calibratedOn?: { file: string; bytes: number; cachedAt?: string }): string => {
   const c = e.cost;
@@ -75,7 +81,7 @@ export const estimateText = (e: Estimate, calibratedOn?: { file: string; bytes: 
       `${e.wallSeconds.maxWorkers} (the most)`,
     `cost: ${c.fleetPriced ? dollars(c.total) : "unpriced"}: instances ${c.fleetPriced ? dollars(c.instances) : "unpriced"}, ` +
       `Lambda ${dollars(c.lambda)}, S3 requests ${dollars(c.s3Requests)}, SQS ${dollars(c.sqs)}, logs ${dollars(c.logs)} ` +
-      `(on-demand list prices of ${c.pricesAsOf})`,
+      `(${pricedAs(c.capacity)} of ${c.pricesAsOf})`,
   ].join("\n");
 };
 
@@ -89,6 +95,7 @@ export const estimateCommand = (io: CliIO): Command =>
     .option("-w, --workers <n>", "worker tasks to estimate the wall time at", "1")
     .option("--max-workers <n>", "the fleet's most worker tasks (the stack's maxWorkers)", "4")
     .option("--instance-type <type>", "the fleet's instance type, for its price and vCPUs per worker", DEFAULTS.instanceType)
+    .option("--spot", "price the instances as the stack's spot fleet buys them (a typical share of on-demand)")
     .option("--inline-max-bytes <size>", "the stack's inline limit (0: none)", "64MiB")
     .option("--no-calibrate", "use the op's default rate instead of mapping a sample")
     .option("--fresh", "measure the rate again instead of using the one cached for this sample, op and machine")
@@ -119,6 +126,7 @@ export const estimateCommand = (io: CliIO): Command =>
             workers: flags.workers,
             maxWorkers: flags.maxWorkers,
             instanceType: flags.instanceType,
+            ...(flags.spot ? { capacity: "spot" as const } : {}),
             inlineMaxBytes,
             calibrate: flags.calibrate,
             fresh: flags.fresh,
@@ -147,6 +155,7 @@ export const estimateCommand = (io: CliIO): Command =>
         ...(calibrated ? { mbPerSecond: calibrated.rate } : {}),
         ...(calibrated?.reduceRate ? { reduceMbPerSecond: calibrated.reduceRate } : {}),
         instanceType: flags.instanceType,
+        ...(flags.spot ? { capacity: "spot" as const } : {}),
         workers: flags.workers,
         vcpusPerWorker: vcpus,
         maxWorkers: flags.maxWorkers,

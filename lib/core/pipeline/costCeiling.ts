@@ -27,7 +27,7 @@ export interface JobProgress {
 /** The measured cost of the tasks that wrote `keys`: their sampled mean times their number; undefined if unpriced. */
 const spentOn = async (deps: PipelineDeps, keys: readonly string[], instanceType: string): Promise<number | undefined> => {
   if (keys.length === 0) return 0;
-  const costs = (await sampleRuns(deps, keys)).map((run) => runCostUsd(run, instanceType));
+  const costs = (await sampleRuns(deps, keys)).map((run) => runCostUsd(run, instanceType, deps.capacity));
   if (costs.length === 0 || costs.some((c) => c === undefined)) return undefined;
   return ((costs as number[]).reduce((a, b) => a + b, 0) / costs.length) * keys.length;
 };
@@ -57,7 +57,7 @@ export const costCeilingError = async (deps: PipelineDeps, progress: JobProgress
   return new CloudmillError(
     ErrorCode.COST_LIMIT,
     `measured $${spent.toFixed(6)} after ${done} is over maxCostUsd $${ceiling} ` +
-      `(task time and requests at ${instanceType} list prices, from sampled parts); the parts are kept: ` +
+      `(task time and requests at ${instanceType} ${deps.capacity ?? "on-demand"} prices, from sampled parts); the parts are kept: ` +
       `\`cloudmill retry ${manifest.jobId} --max-cost-usd <more>\` resumes the job`,
     { jobId: manifest.jobId, field: "maxCostUsd" },
   );

@@ -5,6 +5,7 @@ import type { BlobStore, FleetWaker, TaskQueue } from "../ports.js";
 import type { ItemRunner } from "./itemRunner.js";
 import type { MapperHost } from "./mappers.js";
 import type { MainThreadGuard } from "./opGuard.js";
+import type { Capacity } from "../report/prices.js";
 
 export interface PipelineDeps {
   /** The output bucket: manifests, parts, results and statuses. */
@@ -25,6 +26,8 @@ export interface PipelineDeps {
   readonly spillBytes?: number;
   /** The fleet's instance type, for the dollars of a job's report (unset: none counted). */
   readonly instanceType?: string;
+  /** How the fleet's instances are bought, for the same dollars (default on demand). */
+  readonly capacity?: Capacity;
   /** Clock (ms since epoch); tests move it. */
   readonly now?: () => number;
 }

@@ -67,6 +67,7 @@ const writeReport = async (
       finishedAt: new Date(nowOf(deps)).toISOString(),
       runs,
       ...(deps.instanceType !== undefined ? { instanceType: deps.instanceType } : {}),
+      ...(deps.capacity !== undefined ? { capacity: deps.capacity } : {}),
       result,
       backups,
       chunks: manifest.chunks,

@@ -243,6 +243,7 @@ const refuseOverCeiling = (deps: SplitDeps, plan: JobPlan, ceiling: number): voi
     sizes: plan.inputs.map((i) => i.size),
     chunkSize: plan.chunkSize,
     instanceType,
+    ...(deps.capacity !== undefined ? { capacity: deps.capacity } : {}),
     workers: 1,
     vcpusPerWorker: 1,
     maxWorkers: 1,
@@ -254,7 +255,7 @@ const refuseOverCeiling = (deps: SplitDeps, plan: JobPlan, ceiling: number): voi
       ErrorCode.COST_LIMIT,
       `estimated $${c.total.toFixed(6)} is over maxCostUsd $${ceiling} (${estimate.chunks} chunks, ` +
         `${(estimate.bytes / 1e6).toFixed(1)} MB at ${estimate.rate.mbPerSecondPerVcpu} MB/s per vCPU: $${c.instances.toFixed(6)} of ` +
-        `${instanceType} on demand, $${(c.lambda + c.s3Requests + c.sqs + c.logs).toFixed(6)} of Lambda, requests and logs)`,
+        `${instanceType} ${c.capacity}, $${(c.lambda + c.s3Requests + c.sqs + c.logs).toFixed(6)} of Lambda, requests and logs)`,
       { field: "maxCostUsd" },
     );
   }

@@ -5,7 +5,7 @@
  * job reports price a finished job (prices.ts), so the two can be compared.
  */
 import * as z from "zod";
-import { PRICES, requestUsd, vcpuSecondUsd } from "./prices.js";
+import { CAPACITIES, PRICES, requestUsd, vcpuSecondUsd, type Capacity } from "./prices.js";
 import { SPLITTER_GB } from "./jobReport.js";
 import { DEFAULTS } from "../constants.js";
 
@@ -44,6 +44,7 @@ export const Estimate = z.object({
     currency: z.literal("USD"),
     pricesAsOf: z.string(),
     instanceType: z.string(),
+    capacity: z.enum(CAPACITIES),
     fleetPriced: z.boolean(),
     instances: z.number(),
     lambda: z.number(),
@@ -72,6 +73,8 @@ export interface EstimateInput {
   /** Time a task spends beyond its bytes: its requests on the fleet. Default TASK_OVERHEAD_SECONDS; a local run's is about 0. */
   readonly taskOverheadSeconds?: number;
   readonly instanceType: string;
+  /** How the fleet's instances are bought (default on demand). */
+  readonly capacity?: Capacity;
   /** Worker tasks at once, and the vCPUs (tasks at once) of each. */
   readonly workers: number;
   readonly vcpusPerWorker: number;
@@ -97,7 +100,8 @@ export const estimateJob = (input: EstimateInput): Estimate => {
     const slots = Math.max(1, workers * input.vcpusPerWorker);
     return (input.startSeconds ?? 0) + Math.ceil(chunks / slots) * chunkSeconds + reduceSeconds / Math.min(partitions, slots);
   };
-  const perVcpu = vcpuSecondUsd(input.instanceType);
+  const capacity = input.capacity ?? "on-demand";
+  const perVcpu = vcpuSecondUsd(input.instanceType, capacity);
   const instances = inline ? 0 : taskSeconds * (perVcpu ?? 0);
   const lambda = inline ? taskSeconds * SPLITTER_GB * PRICES.lambdaGbSecond : 0;
   const requests = requestUsd(chunks, chunks, inline ? 0 : chunks);
@@ -121,6 +125,7 @@ export const estimateJob = (input: EstimateInput): Estimate => {
       currency: "USD",
       pricesAsOf: PRICES.asOf,
       instanceType: input.instanceType,
+      capacity,
       fleetPriced: inline || perVcpu !== undefined,
       instances: round(instances),
       lambda: round(lambda),

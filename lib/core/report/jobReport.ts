@@ -6,7 +6,7 @@
 import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { RanOn, type TaskRun } from "../job/manifest.js";
-import { PRICES, requestUsd, vcpuSecondUsd } from "./prices.js";
+import { CAPACITIES, PRICES, requestUsd, vcpuSecondUsd, type Capacity } from "./prices.js";
 
 /** Tasks a report lists one by one; a bigger job's report keeps its totals and its slowest tasks. */
 export const MAX_REPORT_TASKS = 20_000;
@@ -23,9 +23,9 @@ export const SPLITTER_GB = 1769 / 1024;
  * What one task's run cost at list prices, as a report prices it: its time on its instance's
  * vCPU (fleet) or in the splitter (Lambda), and its requests. Undefined when its fleet type is unpriced.
  */
-export const runCostUsd = (run: TaskRun, instanceType: string): number | undefined => {
+export const runCostUsd = (run: TaskRun, instanceType: string, capacity: Capacity = "on-demand"): number | undefined => {
   const seconds = (run.ms ?? 0) / 1000;
-  const perVcpu = vcpuSecondUsd(instanceType);
+  const perVcpu = vcpuSecondUsd(instanceType, capacity);
   if (run.on === "fleet" && perVcpu === undefined) return undefined;
   const compute = run.on === "fleet" ? seconds * perVcpu! : run.on === "lambda" ? seconds * SPLITTER_GB * PRICES.lambdaGbSecond : 0;
   const cloud = run.on === "local" ? 0 : 1;
@@ -75,6 +75,8 @@ export const JobReport = z.object({
     currency: z.literal("USD"),
     pricesAsOf: z.string(),
     instanceType: z.string().optional(),
+    /** How the fleet's instances were priced (absent in reports written before spot was priced: on demand). */
+    capacity: z.enum(CAPACITIES).optional(),
     /** False when the instance type's family is not in the price table: `fleet` is then 0 and unknown. */
     fleetPriced: z.boolean(),
     fleet: z.number(),
@@ -213,6 +215,8 @@ export interface ReportInput {
   readonly runs: RunLog;
   /** The fleet's instance type, for its price (unset: no fleet price, e.g. a local run). */
   readonly instanceType?: string;
+  /** How the fleet's instances are bought (default on demand). */
+  readonly capacity?: Capacity;
   readonly result?: unknown;
   /** Backups the job queued for straggling chunks, and how many finished first. */
   readonly backups?: { readonly launched: number; readonly won: number };
@@ -309,7 +313,8 @@ export const buildReport = (input: ReportInput): JobReport => {
   }
   const throughput = per.map((bytes, i) => ({ at: Math.round(i * step), bytesPerSecond: Math.round(bytes / (step / 1000)) }));
 
-  const perVcpu = input.instanceType ? vcpuSecondUsd(input.instanceType) : undefined;
+  const capacity = input.capacity ?? "on-demand";
+  const perVcpu = input.instanceType ? vcpuSecondUsd(input.instanceType, capacity) : undefined;
   const fleet = seconds.fleet * (perVcpu ?? 0);
   const lambda = seconds.lambda * SPLITTER_GB * PRICES.lambdaGbSecond;
   const { s3: s3Requests, sqs } = requestUsd(cloudTasks, cloudObjects, fleetTasks);
@@ -336,7 +341,7 @@ export const buildReport = (input: ReportInput): JobReport => {
     cost: {
       currency: "USD",
       pricesAsOf: PRICES.asOf,
-      ...(input.instanceType !== undefined ? { instanceType: input.instanceType } : {}),
+      ...(input.instanceType !== undefined ? { instanceType: input.instanceType, capacity } : {}),
       fleetPriced: seconds.fleet === 0 || perVcpu !== undefined,
       fleet: round(fleet),
       lambda: round(lambda),
@@ -344,8 +349,8 @@ export const buildReport = (input: ReportInput): JobReport => {
       sqs: round(sqs),
       total: round(fleet + lambda + s3Requests + sqs),
       basis:
-        `the tasks' own time, not idle or scaling instance time: task-seconds × the ${input.instanceType ?? "(none)"} on-demand ` +
-        `price per vCPU (a task holds one vCPU; spot costs less); inline tasks × ${SPLITTER_GB.toFixed(3)} GB of Lambda on ARM; ` +
+        `the tasks' own time, not idle or scaling instance time: task-seconds × the ${input.instanceType ?? "(none)"} ${capacity} ` +
+        `price per vCPU (a task holds one vCPU${capacity === "spot" ? "; spot at the table's typical share of on-demand" : ""}); inline tasks × ${SPLITTER_GB.toFixed(3)} GB of Lambda on ARM; ` +
         `per task 3 S3 HEADs, a GET per object and a PUT, and 3 SQS requests; ${PRICES.region} list prices as of ${PRICES.asOf}`,
     },
     ...(histogram?.success ? { chart: { kind: "histogram" as const, ...histogram.data } } : {}),

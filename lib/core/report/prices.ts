@@ -1,7 +1,8 @@
 /**
  * The list prices a job report and an estimate price work with: on-demand Linux prices of the
  * Graviton types the stack supports, Lambda on ARM, S3 requests and SQS, in us-east-1, as
- * published when this table was written. Spot is cheaper (typically 60–70 % off) and varies.
+ * published when this table was written. Spot prices move by the hour and the zone: the table
+ * keeps a typical spot price per family as a share of on-demand, for a fleet that runs on spot.
  */
 import { vcpusOfSize } from "../instanceTypes.js";
 
@@ -23,6 +24,13 @@ export const PRICES = {
     c8g: 0.03988,
     r8g: 0.0589,
   } as Readonly<Record<string, number>>,
+  /**
+   * A typical spot price as a share of on-demand, by family (us-east-1, early 2025): what a
+   * fleet with `spot` pays, roughly. `aws ec2 describe-spot-price-history` gives today's.
+   */
+  spotShare: { m6g: 0.42, c6g: 0.42, r6g: 0.4, m7g: 0.4, c7g: 0.4, r7g: 0.38, m8g: 0.48, c8g: 0.48, r8g: 0.45 } as Readonly<
+    Record<string, number>
+  >,
   /** USD per GB-second of Lambda on ARM, and per invocation. */
   lambdaGbSecond: 0.0000133334,
   lambdaRequest: 0.0000002,
@@ -33,10 +41,16 @@ export const PRICES = {
   sqsMillion: 0.4,
 } as const;
 
-/** USD per vCPU-second of an instance type, on demand; undefined for a family the table lacks. */
-export const vcpuSecondUsd = (instanceType: string): number | undefined => {
-  const hour = PRICES.vcpuHour[instanceType.split(".")[0] ?? ""];
-  return hour === undefined || vcpusOfSize(instanceType) === undefined ? undefined : hour / 3600;
+/** How the fleet's instances are bought: the stack's `spot` setting. */
+export type Capacity = "on-demand" | "spot";
+export const CAPACITIES = ["on-demand", "spot"] as const satisfies readonly Capacity[];
+
+/** USD per vCPU-second of an instance type, on demand or (typically) on spot; undefined for a family the table lacks. */
+export const vcpuSecondUsd = (instanceType: string, capacity: Capacity = "on-demand"): number | undefined => {
+  const family = instanceType.split(".")[0] ?? "";
+  const hour = PRICES.vcpuHour[family];
+  const share = capacity === "spot" ? PRICES.spotShare[family] : 1;
+  return hour === undefined || share === undefined || vcpusOfSize(instanceType) === undefined ? undefined : (hour * share) / 3600;
 };
 
 /** Requests per task beyond one GET per object it reads: HEADs of its part and the job's end markers. */
