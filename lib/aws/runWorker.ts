@@ -47,7 +47,10 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     taskTimeoutSeconds: config.taskTimeoutSeconds,
     ...mapperHeap(limit, config.concurrency),
   });
-  const guard = new MainThreadWatchdog({ defaultLimitSeconds: config.taskTimeoutSeconds });
+  const guard = new MainThreadWatchdog({
+    defaultLimitSeconds: config.taskTimeoutSeconds,
+    onError: (err) => logger.error("the main thread's watchdog failed: op code there runs unguarded", { error: err.message }),
+  });
   const deps = { ...cloudDeps(config, logger, clients), registry: await opsRegistry(config.opsModules), items, mappers, guard };
   const worker = new TaskWorker({
     queue: new SqsTaskQueue(clients.sqs, config.taskQueueUrl),

@@ -23,6 +23,8 @@ export interface MainThreadWatchdogOptions {
   readonly defaultLimitSeconds: number;
   /** How often the watchdog looks. Default 250 ms. */
   readonly pollMs?: number;
+  /** Told if the watchdog's own thread fails. */
+  readonly onError?: (err: Error) => void;
 }
 
 const WATCHDOG_SOURCE = `
@@ -47,8 +49,13 @@ setInterval(() => {
   const message =
     "op code ran on the worker's main thread past its task's limit of " + limitSeconds + "s: ending the worker, " +
     "so that its tasks run again elsewhere";
-  writeSync(2, JSON.stringify({ level: "ERROR", message, task, stuckSeconds: Math.round((now - since) / 1000), pid: process.pid }) + "\\n");
-  process.kill(process.pid, "SIGKILL");
+  try {
+    const stuckSeconds = Math.round((now - since) / 1000);
+    writeSync(2, JSON.stringify({ level: "ERROR", message, task, stuckSeconds, pid: process.pid }) + "\\n");
+  } finally {
+    // Needs an init process when node is PID 1 (ECS's initProcessEnabled; \`docker run --init\`).
+    process.kill(process.pid, "SIGKILL");
+  }
 }, workerData.pollMs);
 `;
 
@@ -66,8 +73,9 @@ export class MainThreadWatchdog implements MainThreadGuard {
       execArgv: [],
       workerData: { state: this.#state, pollMs: options.pollMs ?? 250 },
     });
-    // It watches; it does not keep the process alive.
+    // It watches; it does not keep the process alive. A watchdog that fails leaves the worker unguarded, not ended.
     this.#thread.unref();
+    this.#thread.on("error", (err) => options.onError?.(err));
   }
 
   task(label: string, limitSeconds = this.#defaultLimitSeconds): GuardedTask {

@@ -11,7 +11,9 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { reducerHandler } from "../../lib/aws/handlers.js";
-import { partKey } from "../../lib/core/keys.js";
+import { failureKey, partKey, succeededKey } from "../../lib/core/keys.js";
+import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
+import { failJob } from "../../lib/core/pipeline/deadLetter.js";
 import { JobStatus, TaskMessage, type InputObject } from "../../lib/core/job/manifest.js";
 import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
 import { silentLogger } from "../../lib/core/log.js";
@@ -178,6 +180,27 @@ describe("a price ceiling over a merge tree", () => {
   });
 });
 
+describe("a job that succeeds while it is being failed", () => {
+  it("stays succeeded: its exact result stands and its status says so", async () => {
+    const output = new FsBlobStore(path.join(dir, "race", "out"));
+    const deps = { output, inputStore: () => output, registry: new OpRegistry(builtinOps), log: silentLogger };
+    const succeeded: JobStatus = { jobId: "race-1", state: "succeeded", chunks: 2, done: 2, finishedAt: "2026-12-01T00:00:01.000Z" };
+    // Another reducer call, which found every part before the failure was recorded, finishes the job just after it is.
+    const put = output.put.bind(output);
+    output.put = async (key, body, options) => {
+      await put(key, body, options);
+      if (key === failureKey("race-1")) {
+        await put(succeededKey("race-1"), JSON.stringify(succeeded));
+        await put(OUTPUT.status, JSON.stringify(succeeded));
+      }
+    };
+    const target = { jobId: "race-1", output: OUTPUT, chunks: 2, done: 1 };
+    expect(await failJob(deps, target, new CloudmillError(ErrorCode.COST_LIMIT, "over"))).toBeUndefined();
+    expect(await readJson(output, OUTPUT.status, JobStatus)).toEqual(succeeded);
+    expect(await output.head(failureKey("race-1"))).toBeUndefined();
+  });
+});
+
 describe("a price ceiling over a keyed job's reduce stage", () => {
   it("counts the reduce tasks' time: the job fails with COST_LIMIT after its first reduce task, and a retry finishes it", async () => {
     const words = ["ants", "bees", "cats", "dogs", "eels", "foxes", "gnus", "hens", "ibis"].map((w) => w.slice(0, 4));
@@ -201,6 +224,8 @@ describe("a price ceiling over a keyed job's reduce stage", () => {
     const failed = await s.status();
     expect(failed.error?.code, JSON.stringify(failed)).toBe("COST_LIMIT");
     expect(failed.error?.message).toMatch(/ after 12 of 12 chunks and 1 reduce tasks is over maxCostUsd \$0\.0003 /);
+    // Progress counts every task of the job, its reduce tasks too: 12 map tasks and 1 of 3 reduce tasks done.
+    expect(failed).toMatchObject({ chunks: 15, done: 13 });
     // The reduce task's keys each took a minute: at least that, and no more than every task's requests on top.
     const keys = (await readJson(s.output, partKey(s.jobId, 12), z.object({ partial: z.object({ records: z.number() }) }))).partial.records;
     expect(keys).toBeGreaterThan(0);

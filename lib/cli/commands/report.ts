@@ -18,7 +18,8 @@ export const reportLine = (r: JobReport): string => {
     : "no stragglers";
   const backups = r.backups ? ` (${r.backups.launched} backed up, ${r.backups.won} of them finished first)` : "";
   const cost = r.cost.fleetPriced
-    ? `task-time cost $${r.cost.total.toFixed(6)} (${r.cost.instanceType ?? "no instance"} ${pricedAs(r.cost.capacity)} of ${r.cost.pricesAsOf})`
+    ? `task-time cost $${r.cost.total.toFixed(6)} ` +
+      `(${r.cost.instanceType ?? "no instance"} ${pricedAs(r.cost.capacity)} of ${r.cost.pricesAsOf})`
     : `fleet time unpriced (${r.cost.instanceType} is not in the price table)`;
   return (
     `job ${r.jobId}: ${r.taskCount} tasks on ${r.workers.length} worker(s) in ${wall.toFixed(1)} s; ${stragglers}${backups}; ` +

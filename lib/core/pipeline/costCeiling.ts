@@ -24,11 +24,15 @@ export interface JobProgress {
   readonly reduced: readonly string[];
 }
 
-/** The measured cost of the tasks that wrote `keys`: their sampled mean times their number; undefined if unpriced. */
+/**
+ * The measured cost of the tasks that wrote `keys`: their sampled mean times their number; 0
+ * when none recorded a run (parts of another version); undefined if the instance is unpriced.
+ */
 const spentOn = async (deps: PipelineDeps, keys: readonly string[], instanceType: string): Promise<number | undefined> => {
   if (keys.length === 0) return 0;
   const costs = (await sampleRuns(deps, keys)).map((run) => runCostUsd(run, instanceType, deps.capacity));
-  if (costs.length === 0 || costs.some((c) => c === undefined)) return undefined;
+  if (costs.some((c) => c === undefined)) return undefined;
+  if (costs.length === 0) return 0;
   return ((costs as number[]).reduce((a, b) => a + b, 0) / costs.length) * keys.length;
 };
 
@@ -43,12 +47,9 @@ export const costCeilingError = async (deps: PipelineDeps, progress: JobProgress
     { tasks: merged, name: "merge" },
     { tasks: reduced, name: "reduce" },
   ];
-  let spent = 0;
-  for (const { tasks } of kinds) {
-    const usd = await spentOn(deps, tasks, instanceType);
-    if (usd === undefined) return undefined;
-    spent += usd;
-  }
+  const usd = await Promise.all(kinds.map(({ tasks }) => spentOn(deps, tasks, instanceType)));
+  if (usd.some((u) => u === undefined)) return undefined;
+  const spent = (usd as number[]).reduce((a, b) => a + b, 0);
   if (spent <= ceiling) return undefined;
   const done = kinds
     .filter(({ tasks }, i) => i === 0 || tasks.length > 0)

@@ -6,7 +6,7 @@ import * as z from "zod";
 import type { OutputKeys } from "../keys.js";
 import { failureKey, manifestKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, locate, type ErrorContext } from "../errors.js";
-import { isMapTask, isMergeTask, isReduceTask, Manifest, TaskMessage, type JobStatus } from "../job/manifest.js";
+import { isMapTask, isMergeTask, isReduceTask, JobStatus, Manifest, TaskMessage, taskCount } from "../job/manifest.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { StatusError, statusContext, statusErrorOf, superseded } from "./status.js";
@@ -38,6 +38,15 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
   };
   if (!(await superseded(deps, target.output.status, target.jobId, target.startedAt)))
     await writeJson(deps.output, target.output.status, status);
+  // A reducer that found every part before this failure was recorded may have finished the job
+  // meanwhile: its exact result stands, and the status says so again.
+  const succeeded = await readJsonIfExists(deps.output, succeededKey(target.jobId), JobStatus).catch(() => undefined);
+  if (succeeded) {
+    await writeJson(deps.output, target.output.status, succeeded);
+    await deps.output.delete(failureKey(target.jobId));
+    deps.log.info("job succeeded while it was being failed; it stays succeeded", { jobId: target.jobId });
+    return undefined;
+  }
   deps.log.error("job failed", { ...logFieldsOf(error), jobId: target.jobId });
   return status;
 };
@@ -45,9 +54,14 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
 /** Fails the job of a task whose error would recur on every attempt (a job not yet planned has nothing to fail). */
 export const failJobOfTask = async (deps: PipelineDeps, jobId: string, error: CloudmillError, done = 0): Promise<void> => {
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
+  // Its tasks in all, as its progress counts them (a keyed job's reduce tasks too).
   if (manifest)
-    await failJob(deps, { jobId, output: manifest.output, chunks: manifest.chunks, done, startedAt: manifest.createdAt }, error);
+    await failJob(deps, { jobId, output: manifest.output, chunks: taskCount(manifest), done, startedAt: manifest.createdAt }, error);
 };
+
+/** Why a merge or reduce task may have failed every attempt with no error recorded: its worker ended mid-task. */
+const UNREPORTED =
+  "without reporting an error (worker killed, out of memory, or past its time limit in op code on the worker's main thread?)";
 
 const ChunkErrorRecord = z.object({ attempt: z.number(), error: StatusError });
 
@@ -78,7 +92,7 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
     const what = `merge task ${group} of level ${level} failed`;
     const error = recorded
       ? new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} after ${recorded.attempt} attempts: ${recorded.error.message}`, { jobId })
-      : new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} without reporting an error (worker killed or out of memory?)`, { jobId });
+      : new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} ${UNREPORTED}`, { jobId });
     await failJob(deps, target, error);
     return "failed";
   }
@@ -91,7 +105,7 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
           jobId,
           partition,
         })
-      : new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} without reporting an error (worker killed or out of memory?)`, {
+      : new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} ${UNREPORTED}`, {
           jobId,
           partition,
         });

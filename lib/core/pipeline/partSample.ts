@@ -10,14 +10,12 @@ export const RUN_SAMPLE = 16;
 /** Any part's run (a map, merged or reduce part records it the same way); the rest of the part is not checked. */
 const Ran = z.object({ ran: TaskRun.optional() });
 
-/** The runs of up to RUN_SAMPLE of the parts at `keys`, evenly spaced; parts without a run are skipped. */
+/** The runs of up to RUN_SAMPLE of the parts at `keys`, evenly spaced, read at once; parts without a run are skipped. */
 export const sampleRuns = async (deps: Pick<PipelineDeps, "output">, keys: Iterable<string>): Promise<TaskRun[]> => {
   const all = [...keys];
   const step = Math.max(1, Math.floor(all.length / RUN_SAMPLE));
-  const runs: TaskRun[] = [];
-  for (let i = 0; i < all.length && runs.length < RUN_SAMPLE; i += step) {
-    const ran = (await readJsonIfExists(deps.output, all[i]!, Ran).catch(() => undefined))?.ran;
-    if (ran) runs.push(ran);
-  }
-  return runs;
+  const picked: string[] = [];
+  for (let i = 0; i < all.length && picked.length < RUN_SAMPLE; i += step) picked.push(all[i]!);
+  const read = await Promise.all(picked.map((key) => readJsonIfExists(deps.output, key, Ran).catch(() => undefined)));
+  return read.flatMap((part) => (part?.ran ? [part.ran] : []));
 };

@@ -350,7 +350,8 @@ export const buildReport = (input: ReportInput): JobReport => {
       total: round(fleet + lambda + s3Requests + sqs),
       basis:
         `the tasks' own time, not idle or scaling instance time: task-seconds × the ${input.instanceType ?? "(none)"} ${capacity} ` +
-        `price per vCPU (a task holds one vCPU${capacity === "spot" ? "; spot at the table's typical share of on-demand" : ""}); inline tasks × ${SPLITTER_GB.toFixed(3)} GB of Lambda on ARM; ` +
+        `price per vCPU (a task holds one vCPU${capacity === "spot" ? "; spot at the table's typical share of on-demand" : ""}); ` +
+        `inline tasks × ${SPLITTER_GB.toFixed(3)} GB of Lambda on ARM; ` +
         `per task 3 S3 HEADs, a GET per object and a PUT, and 3 SQS requests; ${PRICES.region} list prices as of ${PRICES.asOf}`,
     },
     ...(histogram?.success ? { chart: { kind: "histogram" as const, ...histogram.data } } : {}),
