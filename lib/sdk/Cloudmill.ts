@@ -46,6 +46,7 @@ import { RetryRequest } from "../core/pipeline/resume.js";
 import { WorkerUsage } from "../aws/usage.js";
 import { resolveS3Inputs } from "../core/pipeline/resolveInputs.js";
 import { estimateJob, type Estimate } from "../core/report/estimate.js";
+import { checkedPrices, withPrices } from "../core/report/prices.js";
 import { vcpusOfSize } from "../core/instanceTypes.js";
 import { calibrateSample, SAMPLE_BYTES } from "../local/calibrate.js";
 import { CalibrationCache, calibrationCacheDir } from "../local/calibrationCache.js";
@@ -501,6 +502,7 @@ export class Cloudmill {
       ...(reduceRate !== undefined ? { reduceMbPerSecond: reduceRate } : {}),
       instanceType,
       ...(spec.capacity !== undefined ? { capacity: spec.capacity } : {}),
+      ...(spec.prices !== undefined ? { prices: withPrices(checkedPrices(spec.prices)) } : {}),
       workers: spec.workers ?? 1,
       vcpusPerWorker: vcpus,
       maxWorkers: spec.maxWorkers ?? 4,

@@ -93,6 +93,8 @@ export interface EstimateSpec {
   readonly instanceType?: string;
   /** Price the instances on demand (the default) or as a spot fleet buys them (the price table's typical share). */
   readonly capacity?: "on-demand" | "spot";
+  /** Prices laid over the shipped table (`asOf`, and any of `vcpuHour`, `spotShare`, …), checked as `--prices` checks a file. */
+  readonly prices?: Readonly<Record<string, unknown>>;
   /** The stack's inline limit: a job this small maps in the splitter. Default 64 MiB; 0: none. */
   readonly inlineMaxBytes?: number;
   /** Map the first 8 MiB of the first input here to measure the op's rate (default true); false: its default rate. */

@@ -4,7 +4,7 @@
  * of the real input, kept for the next estimate of the same sample. (The splitter's refusal of a job over its maxCostUsd is in
  * test/integration/report.test.ts, against the emulated cloud.)
  */
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, truncate, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -162,6 +162,32 @@ describe("cloudmill estimate", () => {
     const r = await cli(["estimate", file, "--op", "wordcount", "--inline-max-bytes", "0", "--no-calibrate", "--spot"]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/\(spot, at the price table's typical share of on-demand list prices of \d{4}-\d{2}\)$/m);
+  });
+
+  it("prices from a lab's own table laid over the shipped one, and refuses a misspelt one in one line", async () => {
+    // 25 GB, sparse: its size is listed, never read. 24 chunks of 1 GiB at wordcount's 25 MB/s per vCPU.
+    const big = path.join(dir, "big.bin");
+    await writeFile(big, "");
+    await truncate(big, 25e9);
+    const prices = path.join(dir, "prices.json");
+    await writeFile(prices, JSON.stringify({ asOf: "2026-12-04", vcpuHour: { m7g: 0.05 }, spotShare: { m7g: 0.3 } }));
+    const args = ["estimate", big, "--op", "wordcount", "--chunk-size", "1GiB", "--inline-max-bytes", "0", "--no-calibrate", "--json"];
+    const r = await cli([...args, "--spot", "--prices", prices]);
+    expect(r.code, r.stderr).toBe(0);
+    const e = Estimate.parse(JSON.parse(r.stdout));
+    expect(e.chunks).toBe(24);
+    // (1000 s + 24 × 0.05 s) × $0.05 per vCPU-hour × 0.3 / 3600 = 0.0041716…
+    expect(e.cost).toMatchObject({ pricesAsOf: "2026-12-04", capacity: "spot", instances: 0.004172 });
+    // The shipped requests' prices still apply: the same as without the file.
+    const shipped = Estimate.parse(JSON.parse((await cli([...args, "--spot"])).stdout));
+    expect(e.cost.s3Requests).toBe(shipped.cost.s3Requests);
+
+    await writeFile(prices, JSON.stringify({ asOf: "2026-12-04", vcpuHours: { m7g: 0.05 } }));
+    const bad = await cli([...args, "--prices", prices]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(
+      new RegExp(`^cloudmill: --prices ${prices.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: value: Unrecognized key: "vcpuHours"\n$`),
+    );
   });
 
   it("refuses what it cannot estimate, in one line", async () => {

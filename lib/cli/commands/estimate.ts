@@ -3,7 +3,7 @@
  * anything runs: sizes from the filesystem or the lab's buckets (listed, not read), the op's rate calibrated on a
  * sample of the first input (or its default), priced as job reports are.
  */
-import { stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { Command } from "commander";
 import * as z from "zod";
 import { DEFAULTS } from "../../core/constants.js";
@@ -13,7 +13,8 @@ import { parseSize } from "../../core/job/size.js";
 import { loadOpsModule } from "../../core/ops/opModules.js";
 import { OpRegistry } from "../../core/ops/registry.js";
 import { estimateJob, type Estimate } from "../../core/report/estimate.js";
-import type { Capacity } from "../../core/report/prices.js";
+import { PriceOverride, withPrices, type Capacity } from "../../core/report/prices.js";
+import { parseJsonWith } from "../../core/parseJson.js";
 import { expandLocalManifests, walk } from "../../local/localInputs.js";
 import { isS3Input } from "../../core/pipeline/inputManifests.js";
 import { calibrate } from "../../local/calibrate.js";
@@ -30,12 +31,21 @@ const EstimateFlags = z.object({
   maxWorkers: z.coerce.number({ error: "expected a whole number" }).int().min(1).max(1000).default(4),
   instanceType: z.string().default(DEFAULTS.instanceType),
   spot: z.boolean().default(false),
+  prices: z.string().optional(),
   inlineMaxBytes: z.string().default("64MiB"),
   calibrate: z.boolean().default(true),
   fresh: z.boolean().default(false),
   ops: z.array(z.string()).default([]),
   json: z.boolean().default(false),
 });
+
+/** A lab's price table (`--prices`), checked: one line naming the file and the first bad field. */
+const priceFile = async (file: string): Promise<PriceOverride> => {
+  const text = await readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => {
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `--prices ${file}: ${err.code === "ENOENT" ? "no such file" : err.message}`);
+  });
+  return parseJsonWith(text, PriceOverride, `--prices ${file}`, ErrorCode.INVALID_SPEC);
+};
 
 /** Sizes of the files the inputs name (directories walked), in order. */
 const sizesOf = async (inputs: readonly string[]): Promise<{ file: string; size: number }[]> => {
@@ -96,6 +106,7 @@ export const estimateCommand = (io: CliIO): Command =>
     .option("--max-workers <n>", "the fleet's most worker tasks (the stack's maxWorkers)", "4")
     .option("--instance-type <type>", "the fleet's instance type, for its price and vCPUs per worker", DEFAULTS.instanceType)
     .option("--spot", "price the instances as the stack's spot fleet buys them (a typical share of on-demand)")
+    .option("--prices <file>", "a JSON price table laid over the shipped one: asOf, and any of vcpuHour, spotShare, …")
     .option("--inline-max-bytes <size>", "the stack's inline limit (0: none)", "64MiB")
     .option("--no-calibrate", "use the op's default rate instead of mapping a sample")
     .option("--fresh", "measure the rate again instead of using the one cached for this sample, op and machine")
@@ -112,6 +123,7 @@ export const estimateCommand = (io: CliIO): Command =>
         throw new CloudmillError(ErrorCode.INVALID_SPEC, "--chunk-size: expected a size like 16MiB");
       if (inlineMaxBytes === undefined)
         throw new CloudmillError(ErrorCode.INVALID_SPEC, "--inline-max-bytes: expected a size like 64MiB, or 0");
+      const prices = flags.prices === undefined ? undefined : await priceFile(flags.prices);
       const vcpus = vcpusOfSize(flags.instanceType);
       if (vcpus === undefined)
         throw new CloudmillError(ErrorCode.INVALID_SPEC, `--instance-type ${flags.instanceType}: not an instance type`);
@@ -127,6 +139,7 @@ export const estimateCommand = (io: CliIO): Command =>
             maxWorkers: flags.maxWorkers,
             instanceType: flags.instanceType,
             ...(flags.spot ? { capacity: "spot" as const } : {}),
+            ...(prices ? { prices } : {}),
             inlineMaxBytes,
             calibrate: flags.calibrate,
             fresh: flags.fresh,
@@ -156,6 +169,7 @@ export const estimateCommand = (io: CliIO): Command =>
         ...(calibrated?.reduceRate ? { reduceMbPerSecond: calibrated.reduceRate } : {}),
         instanceType: flags.instanceType,
         ...(flags.spot ? { capacity: "spot" as const } : {}),
+        ...(prices ? { prices: withPrices(prices) } : {}),
         workers: flags.workers,
         vcpusPerWorker: vcpus,
         maxWorkers: flags.maxWorkers,

@@ -5,7 +5,7 @@
  * job reports price a finished job (prices.ts), so the two can be compared.
  */
 import * as z from "zod";
-import { CAPACITIES, PRICES, requestUsd, vcpuSecondUsd, type Capacity } from "./prices.js";
+import { CAPACITIES, PRICES, requestUsd, vcpuSecondUsd, type Capacity, type PriceTable } from "./prices.js";
 import { SPLITTER_GB } from "./jobReport.js";
 import { DEFAULTS } from "../constants.js";
 
@@ -75,6 +75,8 @@ export interface EstimateInput {
   readonly instanceType: string;
   /** How the fleet's instances are bought (default on demand). */
   readonly capacity?: Capacity;
+  /** The prices (default the shipped table). */
+  readonly prices?: PriceTable;
   /** Worker tasks at once, and the vCPUs (tasks at once) of each. */
   readonly workers: number;
   readonly vcpusPerWorker: number;
@@ -101,10 +103,11 @@ export const estimateJob = (input: EstimateInput): Estimate => {
     return (input.startSeconds ?? 0) + Math.ceil(chunks / slots) * chunkSeconds + reduceSeconds / Math.min(partitions, slots);
   };
   const capacity = input.capacity ?? "on-demand";
-  const perVcpu = vcpuSecondUsd(input.instanceType, capacity);
+  const prices = input.prices ?? PRICES;
+  const perVcpu = vcpuSecondUsd(input.instanceType, capacity, prices);
   const instances = inline ? 0 : taskSeconds * (perVcpu ?? 0);
-  const lambda = inline ? taskSeconds * SPLITTER_GB * PRICES.lambdaGbSecond : 0;
-  const requests = requestUsd(chunks, chunks, inline ? 0 : chunks);
+  const lambda = inline ? taskSeconds * SPLITTER_GB * prices.lambdaGbSecond : 0;
+  const requests = requestUsd(chunks, chunks, inline ? 0 : chunks, prices);
   const logs = ((chunks * LOG_BYTES_PER_TASK) / 1e9) * LOGS_USD_PER_GB;
   const round = (usd: number): number => Math.round(usd * 1e6) / 1e6;
   return {
@@ -123,7 +126,7 @@ export const estimateJob = (input: EstimateInput): Estimate => {
     },
     cost: {
       currency: "USD",
-      pricesAsOf: PRICES.asOf,
+      pricesAsOf: prices.asOf,
       instanceType: input.instanceType,
       capacity,
       fleetPriced: inline || perVcpu !== undefined,

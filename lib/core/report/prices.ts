@@ -4,9 +4,24 @@
  * published when this table was written. Spot prices move by the hour and the zone: the table
  * keeps a typical spot price per family as a share of on-demand, for a fleet that runs on spot.
  */
+import * as z from "zod";
+import { CloudmillError, ErrorCode } from "../errors.js";
 import { vcpusOfSize } from "../instanceTypes.js";
 
-export const PRICES = {
+/** A price table: the shipped one (PRICES), or a lab's own for today's prices (`cloudmill estimate --prices`). */
+export interface PriceTable {
+  readonly asOf: string;
+  readonly region: string;
+  readonly vcpuHour: Readonly<Record<string, number>>;
+  readonly spotShare: Readonly<Record<string, number>>;
+  readonly lambdaGbSecond: number;
+  readonly lambdaRequest: number;
+  readonly s3Get1000: number;
+  readonly s3Put1000: number;
+  readonly sqsMillion: number;
+}
+
+export const PRICES: PriceTable = {
   asOf: "2025-01",
   region: "us-east-1",
   /**
@@ -39,17 +54,56 @@ export const PRICES = {
   s3Put1000: 0.005,
   /** USD per million SQS requests (standard queue). */
   sqsMillion: 0.4,
-} as const;
+};
+
+const usd = z.number().nonnegative().finite();
+/**
+ * A lab's prices over the shipped table: its date, and any figures it gives (a family's price
+ * or spot share is added, or replaces the shipped one). Unknown fields are refused: a misspelt
+ * one would otherwise price nothing.
+ */
+export const PriceOverride = z.strictObject({
+  asOf: z.string().min(1),
+  region: z.string().min(1).optional(),
+  vcpuHour: z.record(z.string(), usd).optional(),
+  spotShare: z.record(z.string(), z.number().positive().max(1)).optional(),
+  lambdaGbSecond: usd.optional(),
+  lambdaRequest: usd.optional(),
+  s3Get1000: usd.optional(),
+  s3Put1000: usd.optional(),
+  sqsMillion: usd.optional(),
+});
+export type PriceOverride = z.infer<typeof PriceOverride>;
+
+/** A lab's prices given as a value (the SDK's `prices`), checked: INVALID_SPEC naming the first bad field. */
+export const checkedPrices = (value: unknown, what = "prices"): PriceOverride => {
+  const r = PriceOverride.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  throw new CloudmillError(ErrorCode.INVALID_SPEC, `${what}: ${issue.path.join(".") || "value"}: ${issue.message}`, { field: what });
+};
+
+/** The shipped table with a lab's override laid over it. */
+export const withPrices = (override: PriceOverride, base: PriceTable = PRICES): PriceTable => {
+  const { vcpuHour, spotShare, region, ...rest } = override;
+  return {
+    ...base,
+    ...Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)),
+    region: region ?? base.region,
+    vcpuHour: { ...base.vcpuHour, ...vcpuHour },
+    spotShare: { ...base.spotShare, ...spotShare },
+  };
+};
 
 /** How the fleet's instances are bought: the stack's `spot` setting. */
 export type Capacity = "on-demand" | "spot";
 export const CAPACITIES = ["on-demand", "spot"] as const satisfies readonly Capacity[];
 
 /** USD per vCPU-second of an instance type, on demand or (typically) on spot; undefined for a family the table lacks. */
-export const vcpuSecondUsd = (instanceType: string, capacity: Capacity = "on-demand"): number | undefined => {
+export const vcpuSecondUsd = (instanceType: string, capacity: Capacity = "on-demand", prices = PRICES): number | undefined => {
   const family = instanceType.split(".")[0] ?? "";
-  const hour = PRICES.vcpuHour[family];
-  const share = capacity === "spot" ? PRICES.spotShare[family] : 1;
+  const hour = prices.vcpuHour[family];
+  const share = capacity === "spot" ? prices.spotShare[family] : 1;
   return hour === undefined || share === undefined || vcpusOfSize(instanceType) === undefined ? undefined : (hour * share) / 3600;
 };
 
@@ -59,7 +113,12 @@ export const S3_HEADS_PER_TASK = 3;
 export const SQS_PER_TASK = 3.1;
 
 /** USD of the S3 and SQS requests of `tasks` cloud tasks reading `objects` objects, `fleetTasks` of them through the queue. */
-export const requestUsd = (tasks: number, objects: number, fleetTasks: number): { readonly s3: number; readonly sqs: number } => ({
-  s3: ((tasks * S3_HEADS_PER_TASK + objects) * PRICES.s3Get1000) / 1000 + (tasks * PRICES.s3Put1000) / 1000,
-  sqs: fleetTasks * SQS_PER_TASK * (PRICES.sqsMillion / 1e6),
+export const requestUsd = (
+  tasks: number,
+  objects: number,
+  fleetTasks: number,
+  prices = PRICES,
+): { readonly s3: number; readonly sqs: number } => ({
+  s3: ((tasks * S3_HEADS_PER_TASK + objects) * prices.s3Get1000) / 1000 + (tasks * prices.s3Put1000) / 1000,
+  sqs: fleetTasks * SQS_PER_TASK * (prices.sqsMillion / 1e6),
 });
