@@ -246,6 +246,32 @@ describe("the report's arithmetic", () => {
     expect(Math.abs(carried - 9000) / 9000).toBeLessThan(0.02);
   });
 
+  it("a run log comes back from its JSON run for run, and a start no date can hold is left out", () => {
+    const entries: [number, TaskRun][] = [
+      [0, { on: "fleet", at: at(0), ms: 1000, worker: "w/1", bytes: 2000 }],
+      [7, { on: "lambda", at: at(250), ms: 40, worker: "splitter", bytes: 10, objects: 3 }],
+      [3, { on: "fleet", at: at(900), ms: 5, worker: "w/2", bytes: 0 }],
+      [9, { on: "local", at: at(1200), ms: 12, worker: "w/1", bytes: 77 }],
+    ];
+    const json = RunLogJson.parse(JSON.parse(JSON.stringify(logOf(entries))));
+    const back = [...RunLog.fromJSON(json).records(0)];
+    expect(back).toEqual(
+      entries.map(([index, t]) => ({
+        index,
+        on: t.on,
+        worker: t.worker,
+        start: Date.parse(t.at),
+        ms: t.ms,
+        bytes: t.bytes,
+        objects: t.objects ?? 1,
+      })),
+    );
+    // Worker names are kept once each, whatever the JSON repeats.
+    expect(RunLog.fromJSON(json).toJSON().workers).toEqual(["w/1", "splitter", "w/2"]);
+    const beyond = { ...json, start: [json.start[0]!, 9e15, json.start[2]!, json.start[3]!] };
+    expect([...RunLog.fromJSON(beyond).records(0)].map((r) => r.index)).toEqual([0, 3, 9]);
+  });
+
   it("a keyed job's reduce tasks are listed and priced, but are neither stragglers nor input throughput", () => {
     // Four map tasks of 1 s over 2,000 B each, then two reduce tasks (indexes 4 and 5) of 20 s over the shuffle.
     const entries: [number, TaskRun][] = [0, 1, 2, 3].map((i) => [

@@ -92,6 +92,8 @@ export const JobReport = z.object({
 export type JobReport = z.infer<typeof JobReport>;
 
 const ON: readonly RanOn[] = RanOn.options;
+/** The furthest a JavaScript date reaches from the epoch, in ms. */
+const MAX_DATE_MS = 8.64e15;
 
 /** A RunLog as JSON: its flat arrays (a keyed job keeps its map stage's runs for its report). */
 export const RunLogJson = z.object({
@@ -126,16 +128,23 @@ export class RunLog {
   add(index: number, run: TaskRun): void {
     const start = Date.parse(run.at);
     if (run.ms === undefined || !Number.isFinite(start)) return;
-    const name = run.worker ?? run.on;
+    this.#push(index, start, run.ms, run.bytes ?? 0, run.objects ?? 1, this.#workerId(run.worker ?? run.on), ON.indexOf(run.on));
+  }
+
+  #workerId(name: string): number {
     let id = this.#workerIds.get(name);
     if (id === undefined) this.#workerIds.set(name, (id = this.#workers.push(name) - 1));
+    return id;
+  }
+
+  #push(index: number, start: number, ms: number, bytes: number, objects: number, worker: number, on: number): void {
     this.#index.push(index);
     this.#start.push(start);
-    this.#ms.push(run.ms);
-    this.#bytes.push(run.bytes ?? 0);
-    this.#objects.push(run.objects ?? 1);
-    this.#worker.push(id);
-    this.#on.push(ON.indexOf(run.on));
+    this.#ms.push(ms);
+    this.#bytes.push(bytes);
+    this.#objects.push(objects);
+    this.#worker.push(worker);
+    this.#on.push(on);
   }
 
   get size(): number {
@@ -162,19 +171,15 @@ export class RunLog {
     if (lengths.some((l) => l !== n)) throw new CloudmillError(ErrorCode.INTERNAL, "a run log's arrays differ in length");
     if (json.worker.some((w) => w >= json.workers.length)) throw new CloudmillError(ErrorCode.INTERNAL, "a run log names no such worker");
     const log = new RunLog();
+    // Copied array to array: a million-chunk job's map stage comes back in a moment, not seconds.
+    const workers = json.workers.map((name) => log.#workerId(name));
+    const on = new Map(ON.map((name, i) => [name, i]));
     for (let i = 0; i < n; i++) {
-      const at = new Date(json.start[i]!);
+      const start = json.start[i]!;
       // A start no date can hold is a run the report cannot place: left out, as add leaves one out.
-      if (Number.isNaN(at.getTime())) continue;
-      const run: TaskRun = {
-        on: json.on[i]!,
-        at: at.toISOString(),
-        ms: json.ms[i]!,
-        worker: json.workers[json.worker[i]!]!,
-        bytes: json.bytes[i]!,
-        ...(json.objects[i]! > 1 ? { objects: json.objects[i]! } : {}),
-      };
-      log.add(json.index[i]!, run);
+      if (!(Math.abs(start) <= MAX_DATE_MS)) continue;
+      const objects = json.objects[i]!;
+      log.#push(json.index[i]!, start, json.ms[i]!, json.bytes[i]!, objects, workers[json.worker[i]!]!, on.get(json.on[i]!)!);
     }
     return log;
   }
