@@ -10,11 +10,13 @@
  */
 export {
   defineOp,
+  type BlobStream,
   type CombiningOpDefinition,
   type KeyedOpDefinition,
   type OpDefinition,
   type RecordMeta,
   type ReducingOpDefinition,
+  type StreamingOpDefinition,
   type UserKeyedOp,
   type UserOp,
 } from "./core/ops/defineOp.js";

@@ -48,7 +48,25 @@ const byteSums = defineOp({
   combine: (a, b) => ({ objects: a.objects + b.objects, bytes: a.bytes + b.bytes, sum: a.sum + b.sum, first: [...a.first, ...b.first] }),
 });
 
-const registry = (): OpRegistry => new OpRegistry([...builtinOps, byteSums]);
+/** An order-sensitive hash of each object, mapped in pieces: a lab's streaming blob op. */
+const P = 2147483647;
+const rollingHashes = defineOp({
+  name: "rolling-hashes",
+  format: "blob",
+  stream: {
+    start: () => ({ h: 0 }),
+    update: (state: { h: number }, bytes: Buffer) => {
+      let h = state.h;
+      for (const x of bytes) h = (h * 31 + x) % P;
+      state.h = h;
+      return undefined;
+    },
+    finish: (state: { h: number }, _params, meta) => ({ [meta.input]: [meta.size ?? -1, state.h] }) as Record<string, [number, number]>,
+  },
+  combine: (a, b) => ({ ...a, ...b }),
+});
+
+const registry = (): OpRegistry => new OpRegistry([...builtinOps, byteSums, rollingHashes]);
 
 const run = async (spec: JobSpecInput, workers = 0) => {
   try {
@@ -210,6 +228,38 @@ describe("whole objects: the blob format", () => {
     }
     expect(got).toMatchObject({ objects: names.length, bytes, sum });
     expect(new Set(got!.first.map(([name]) => path.basename(name)))).toEqual(new Set(names));
+  });
+
+  it.each([4096, 1 << 20])(
+    "a lab's streaming blob op sees every object's bytes in order, in pieces, past maxRecordBytes too (chunks of %i)",
+    async (chunkSize) => {
+      const raw = path.join(blobs, "raw");
+      const r = await run({ op: "rolling-hashes", inputs: [raw], chunkSize, maxRecordBytes: 1 << 20 });
+      expect(r.ok, r.ok ? "" : r.error.describe()).toBe(true);
+      const expected = JSON.parse(
+        py(`
+import json, os
+out = {}
+for name in sorted(os.listdir(${JSON.stringify(raw)})):
+    p = os.path.join(${JSON.stringify(raw)}, name)
+    h = 0
+    for x in open(p, 'rb').read():
+        h = (h * 31 + x) % 2147483647
+    out[p] = [os.path.getsize(p), h]
+print(json.dumps(out))
+`),
+      ) as Record<string, [number, number]>;
+      expect(r.ok && r.result).toEqual(expected);
+      // The 1.5 MB object, past maxRecordBytes, was streamed, not refused.
+      expect(expected[path.join(raw, "img-01.bin")]![0]).toBe(1_500_000);
+    },
+  );
+
+  it("a streaming blob op is for the blob format only", () => {
+    const stream = { start: () => 0, update: () => undefined, finish: () => 1 };
+    expect(() => defineOp({ name: "lines-stream", format: "lines" as "blob", stream, combine: (a: number) => a })).toThrow(
+      "defineOp lines-stream: stream is for the blob format only, instead of map",
+    );
   });
 
   it("an object longer than maxRecordBytes is refused, naming it, before it is read; skip leaves it out", async () => {

@@ -86,6 +86,26 @@ export interface OpDefinition<P, A, R> {
   finalize?(partial: A | undefined, params: P): R;
 }
 
+/**
+ * A blob op's map, in pieces: each object's bytes arrive in order, in the pieces they are read
+ * in, so an object of any size is mapped in bounded memory (a hash, a header, a byte count).
+ */
+export interface BlobStream<P, A, S> {
+  /** A new object: the state its pieces update (`meta` names it; its size comes with `finish`). */
+  start(params: P, meta: RecordMeta): S;
+  /** The object's next bytes (reused once it returns: copy what is kept); returns the new state, or updates it in place. */
+  update(state: S, bytes: Buffer, params: P): S | undefined;
+  /** The object's partial, from its state once every byte was seen (`meta.size`: how many); undefined contributes nothing. */
+  finish(state: S, params: P, meta: RecordMeta): A | undefined;
+}
+
+/** A blob op that maps each object in pieces (`stream`) instead of whole (`map`). */
+export interface StreamingOpDefinition<P, A, R, S> extends Omit<OpDefinition<P, A, R>, "map" | "format"> {
+  readonly format: "blob";
+  readonly stream: BlobStream<P, A, S>;
+  readonly map?: never;
+}
+
 interface KeyedOpBase<P, V> {
   readonly name: string;
   readonly description?: string;
@@ -172,10 +192,66 @@ const userParams =
   };
 
 export function defineOp<P = Record<string, never>, V = unknown>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P>;
+export function defineOp<P = Record<string, never>, A = unknown, R = A | undefined, S = unknown>(
+  def: StreamingOpDefinition<P, A, R, S>,
+): UserOp<P, A, R>;
 export function defineOp<P = Record<string, never>, A = unknown, R = A | undefined>(def: OpDefinition<P, A, R>): UserOp<P, A, R>;
-export function defineOp<P, A, R>(def: OpDefinition<P, A, R> | KeyedOpDefinition<P, A>): UserOp<P, A, R> | UserKeyedOp<P> {
-  return "pairs" in def ? defineKeyedOp(def) : defineMapOp(def);
+export function defineOp<P, A, R>(
+  def: OpDefinition<P, A, R> | StreamingOpDefinition<P, A, R, unknown> | KeyedOpDefinition<P, A>,
+): UserOp<P, A, R> | UserKeyedOp<P> {
+  if ("pairs" in def) return defineKeyedOp(def);
+  return "stream" in def && def.stream !== undefined ? defineStreamingOp(def) : defineMapOp(def as OpDefinition<P, A, R>);
 }
+
+/** A streaming blob op: the map op it would be, with a mapper that feeds each object's pieces to `stream`. */
+const defineStreamingOp = <P, A, R>(def: StreamingOpDefinition<P, A, R, unknown>): UserOp<P, A, R> => {
+  const formats = checkedFormats(def);
+  const { stream } = def;
+  // Checked at run time too: a lab's .mjs module has no types to stop it.
+  if (formats.length !== 1 || formats[0] !== "blob" || (def as { map?: unknown }).map !== undefined)
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp ${def.name}: stream is for the blob format only, instead of map`);
+  for (const fn of ["start", "update", "finish"] as const)
+    if (typeof stream[fn] !== "function")
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp ${def.name}: stream.${fn} is not a function`);
+  const base = defineMapOp({ ...def, map: () => undefined } as OpDefinition<P, A, R>);
+  return {
+    ...base,
+    digest: codeDigest([
+      def.name,
+      def.description ?? "",
+      formats,
+      def.orderFree === true,
+      "stream",
+      stream.start,
+      stream.update,
+      stream.finish,
+      def.combine,
+      def.finalize ?? null,
+    ]),
+    streamsBlobs: true,
+    mapper({ own: params }, ctx) {
+      let acc: Wrapped<A> = { some: false };
+      let state: unknown;
+      let size = 0;
+      const add = (v: A): void => {
+        acc = { some: true, value: acc.some ? def.combine(acc.value, v, params) : v };
+      };
+      return {
+        block(block) {
+          if (block.first) state = stream.start(params, { offset: 0, input: ctx.inputName });
+          size += block.bytes.length;
+          const next = stream.update(state, block.bytes, params);
+          if (next !== undefined) state = next;
+        },
+        finish: () => {
+          const v = stream.finish(state, params, { offset: 0, input: ctx.inputName, size });
+          if (v !== undefined) add(v);
+          return acc;
+        },
+      };
+    },
+  };
+};
 
 const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
   const formats = checkedFormats(def);
