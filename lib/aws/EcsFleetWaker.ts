@@ -7,6 +7,7 @@
 import { DescribeServicesCommand, UpdateServiceCommand, type ECSClient } from "@aws-sdk/client-ecs";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import type { FleetWaker } from "../core/ports.js";
+import type { Preference } from "../core/job/spec.js";
 
 export interface EcsFleetOptions {
   readonly cluster: string;
@@ -17,9 +18,16 @@ export interface EcsFleetOptions {
   readonly tasksPerWorker: number;
 }
 
-/** Workers to ask for: one per `tasksPerWorker` tasks, at least one, at most the fleet's maximum. */
-export const workersFor = (tasks: number, options: Pick<EcsFleetOptions, "maxWorkers" | "tasksPerWorker">): number =>
-  Math.max(1, Math.min(options.maxWorkers, Math.ceil(tasks / Math.max(1, options.tasksPerWorker))));
+/**
+ * Workers to ask for: one per `tasksPerWorker` tasks, at least one, at most the fleet's maximum;
+ * one for a job that prefers `cheapest` (the backlog alarm adds more while the queue stays full).
+ */
+export const workersFor = (
+  tasks: number,
+  options: Pick<EcsFleetOptions, "maxWorkers" | "tasksPerWorker">,
+  prefer: Preference = "fastest",
+): number =>
+  prefer === "cheapest" ? 1 : Math.max(1, Math.min(options.maxWorkers, Math.ceil(tasks / Math.max(1, options.tasksPerWorker))));
 
 export class EcsFleetWaker implements FleetWaker {
   readonly #ecs: ECSClient;
@@ -30,13 +38,13 @@ export class EcsFleetWaker implements FleetWaker {
     this.#options = options;
   }
 
-  async wake(tasks: number): Promise<number> {
+  async wake(tasks: number, prefer?: Preference): Promise<number> {
     const { cluster, service } = this.#options;
     if (tasks <= 0) return 0;
     const current = await this.#describe();
     // Awake, or waking: the backlog alarm's policy owns the count from here.
     if ((current.desiredCount ?? 0) > 0 || (current.runningCount ?? 0) > 0 || (current.pendingCount ?? 0) > 0) return 0;
-    const desiredCount = workersFor(tasks, this.#options);
+    const desiredCount = workersFor(tasks, this.#options, prefer);
     await this.#ecs.send(new UpdateServiceCommand({ cluster, service, desiredCount }));
     // Two jobs starting at once both find the service idle: the smaller count must not win.
     if (((await this.#describe()).desiredCount ?? 0) < desiredCount)

@@ -2,6 +2,7 @@
  * The two ports every role is written against. Each has a local adapter and an AWS
  * adapter, and all adapters of a port pass one contract suite (test/contract/).
  */
+import type { Preference } from "./job/spec.js";
 
 /** What a store knows of an object without reading it. */
 export interface BlobInfo {
@@ -118,7 +119,8 @@ export interface TaskQueue {
 export interface FleetWaker {
   /**
    * Asks for workers at once if none are running or starting: enough for `tasks` tasks, within
-   * the fleet's maximum. Resolves to how many it asked for (0: the fleet was awake already).
+   * the fleet's maximum, or (a job that prefers `cheapest`) one. Resolves to how many it asked
+   * for (0: the fleet was awake already).
    */
-  wake(tasks: number): Promise<number>;
+  wake(tasks: number, prefer?: Preference): Promise<number>;
 }

@@ -197,9 +197,9 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   let woken = 0;
   // The fleet as the splitter wakes it: worker processes, started only when none run.
   const fleet: FleetWaker = {
-    wake: async (tasks) => {
+    wake: async (tasks, prefer) => {
       if (workers.some((w) => w !== undefined) || maxWorkers === 0) return 0;
-      const count = workersFor(tasks, { maxWorkers, tasksPerWorker: options.workerConcurrency ?? 1 });
+      const count = workersFor(tasks, { maxWorkers, tasksPerWorker: options.workerConcurrency ?? 1 }, prefer);
       startWorkers(count);
       woken += count;
       return count;

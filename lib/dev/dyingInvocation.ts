@@ -7,6 +7,7 @@ import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { parsePartKey } from "../core/keys.js";
 import type { SplitDeps } from "../core/pipeline/deps.js";
 import type { BlobStore, TaskQueue } from "../core/ports.js";
+import type { Preference } from "../core/job/spec.js";
 
 export const dyingAfterParts = (deps: SplitDeps, parts: number): SplitDeps => {
   let written = 0;
@@ -41,6 +42,6 @@ export const dyingAfterParts = (deps: SplitDeps, parts: number): SplitDeps => {
     output: store(deps.output),
     inputStore: (bucket) => store(deps.inputStore(bucket)),
     queue,
-    ...(fleet ? { fleet: { wake: (tasks: number) => alive(() => fleet.wake(tasks)) } } : {}),
+    ...(fleet ? { fleet: { wake: (tasks: number, prefer?: Preference) => alive(() => fleet.wake(tasks, prefer)) } } : {}),
   };
 };

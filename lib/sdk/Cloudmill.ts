@@ -268,6 +268,7 @@ export class Cloudmill {
       ...(spec.taskMemoryMiB !== undefined ? { taskMemoryMiB: spec.taskMemoryMiB } : {}),
       ...(spec.maxCostUsd !== undefined ? { maxCostUsd: spec.maxCostUsd } : {}),
       ...(spec.maxRecordBytes !== undefined ? { maxRecordBytes: spec.maxRecordBytes } : {}),
+      ...(spec.prefer !== undefined ? { prefer: spec.prefer } : {}),
     };
     const parsed = parseJobSpec(given, "");
     const abort = new AbortController();

@@ -87,3 +87,33 @@ describe("a woken fleet, and a splitter that dies halfway through an inline job"
     ]);
   });
 });
+
+describe("how far a job wakes an idle fleet: its spec's prefer", () => {
+  // No inline runs: every job goes to the fleet, which starts with no worker and may grow to 3.
+  const fastest = useDevCloud({ workers: 0, maxWorkers: 3, inlineMaxBytes: 0, chunkSize: CHUNK });
+  const cheapest = useDevCloud({ workers: 0, maxWorkers: 3, inlineMaxBytes: 0, chunkSize: CHUNK });
+
+  it.each([
+    { prefer: undefined, cloud: fastest, woken: 3 },
+    { prefer: "cheapest", cloud: cheapest, woken: 1 },
+  ])("prefer $prefer: $woken worker(s) woken for a job of many chunks, and the answer is exact", async (c) => {
+    const t = c.cloud();
+    const body = textOf(200_000, 17);
+    expect(chunksOf(body.length, CHUNK)).toBeGreaterThan(3);
+    await t.put("_inputs/wake.txt", body);
+    const spec = { op: "count", inputs: [`s3://${t.input}/_inputs/wake.txt`], ...(c.prefer ? { prefer: c.prefer } : {}) };
+    await t.put("_jobs/wake-1.json", JSON.stringify(spec));
+    const status = await t.waitForEnd("_jobs/wake-1/status.json");
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    expectMatchesReference("count", {}, body, await t.getJson(t.output, "_jobs/wake-1/result.json"));
+    expect(t.cloud.woken()).toBe(c.woken);
+    expect(t.cloud.workerPids().length).toBe(c.woken);
+  });
+
+  it("a spec with another preference is refused, naming the field", async () => {
+    const t = cheapest();
+    await t.put("_jobs/wake-bad.json", JSON.stringify({ op: "count", inputs: [`s3://${t.input}/_inputs/wake.txt`], prefer: "soonest" }));
+    const status = await t.waitForEnd("_jobs/wake-bad/status.json");
+    expect(status.error).toMatchObject({ code: "INVALID_SPEC", message: expect.stringContaining("prefer") });
+  });
+});

@@ -243,6 +243,10 @@ describe("waking an idle fleet (the splitter's EcsFleetWaker), against moto's EC
     await ecs.send(new UpdateServiceCommand({ cluster: CLUSTER, service: IDLE, desiredCount: 0 }));
     expect(await waker.wake(100)).toBe(3);
     expect(await desired()).toBe(3);
+    // A job that prefers cheapest asks for one worker, however many tasks it has.
+    await ecs.send(new UpdateServiceCommand({ cluster: CLUSTER, service: IDLE, desiredCount: 0 }));
+    expect(await waker.wake(100, "cheapest")).toBe(1);
+    expect(await desired()).toBe(1);
   });
 
   it("a service that is not there is an ENVIRONMENT error naming it (the splitter logs it and the job waits for the backlog alarm)", async () => {

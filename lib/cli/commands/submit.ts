@@ -7,7 +7,7 @@ import { Command, Option } from "commander";
 import * as z from "zod";
 import { readFile } from "node:fs/promises";
 import { CloudmillError, ErrorCode, invalidSpec } from "../../core/errors.js";
-import { FORMATS } from "../../core/job/spec.js";
+import { FORMATS, PREFERENCES } from "../../core/job/spec.js";
 import { ON_ITEM_ERROR } from "../../core/ops/defineTask.js";
 import { waitAll } from "../../sdk/futures.js";
 import type { JobFuture } from "../../sdk/JobFuture.js";
@@ -26,6 +26,7 @@ const SubmitFlags = z.object({
   chunkSize: z.string().optional(),
   maxAttempts: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).max(20).optional(),
   skipBadRecords: z.boolean().default(false),
+  prefer: z.enum(PREFERENCES).optional(),
   each: z.boolean().default(false),
   wait: z.boolean().default(false),
   timeout: z.coerce.number({ error: "expected seconds" }).positive({ error: "expected seconds > 0" }).optional(),
@@ -76,6 +77,10 @@ export const submitCommand = (io: CliIO): Command =>
       .option("-c, --chunk-size <size>", "bytes per chunk, e.g. 16MiB (default: the deployment's)")
       .option("--max-attempts <n>", "tries per chunk before the job fails (default: the deployment's)")
       .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")
+      .option(
+        "--prefer <cheapest|fastest>",
+        "wake an idle fleet with one worker (cheapest) or all it can use at once (fastest, the default)",
+      )
       .option("--each", "one job per input (like the SDK's map) instead of one job over all inputs")
       .option("--items <file>", "run a task (defineTask) once per line of this JSONL file, instead of an op over inputs")
       .option("--batch-size <n>", "with --items: items per task message (default: 1, or enough for at most 1,000 messages)")
@@ -109,6 +114,7 @@ Without --wait it prints the job id(s), one per line: \`cloudmill wait <job>\` f
         ...(flags.chunkSize ? { chunkSize: flags.chunkSize } : {}),
         ...(flags.maxAttempts ? { maxAttempts: flags.maxAttempts } : {}),
         ...(flags.skipBadRecords ? { onBadRecord: "skip" as const } : {}),
+        ...(flags.prefer ? { prefer: flags.prefer } : {}),
       };
       if ((flags.items === undefined) === (inputs.length === 0))
         throw invalidSpec(flags.items === undefined ? "give inputs, or --items <file>" : "give inputs or --items, not both", "inputs");

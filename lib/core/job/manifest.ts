@@ -4,7 +4,7 @@
  */
 import * as z from "zod";
 import { CODECS } from "../records/codecs.js";
-import { Format, JobId, OnBadRecord, OpName, Params } from "./spec.js";
+import { Format, JobId, OnBadRecord, OpName, Params, PREFERENCES } from "./spec.js";
 
 /** One input object as the splitter saw it: its ETag pins every read of the job. */
 export const InputObject = z.strictObject({
@@ -95,6 +95,8 @@ export const Manifest = z.object({
    * worker of 0.2 would refuse a task with a field it does not know.
    */
   fanIn: z.number().int().min(2).optional(),
+  /** The spec's `prefer`: how far an idle fleet is woken for the job (its resumes too). */
+  prefer: z.enum(PREFERENCES).optional(),
   /** When it was last resumed, and how many of its tasks that resume queued. */
   resumed: z.object({ at: z.string(), tasks: z.number().int().nonnegative() }).optional(),
 });

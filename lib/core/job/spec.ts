@@ -8,6 +8,10 @@ import { CloudmillError, ErrorCode } from "../errors.js";
 import { parseJsonWith } from "../parseJson.js";
 import { parseSize } from "./size.js";
 
+/** What a job asks of an idle fleet's wake: everything at once, or one worker to start. */
+export const PREFERENCES = ["cheapest", "fastest"] as const;
+export type Preference = (typeof PREFERENCES)[number];
+
 /** Record formats; `blob` is each input object whole, as one record of bytes (images, PDFs, archives' files). */
 export const FORMATS = ["lines", "numbers", "csv", "jsonl", "blob"] as const;
 export const Format = z.enum(FORMATS);
@@ -106,6 +110,13 @@ export const JobSpecSchema = z.strictObject({
    * and its op's default rate) is over it is refused with COST_LIMIT before any task is queued.
    */
   maxCostUsd: z.number().positive().max(1_000_000).optional(),
+  /**
+   * How far an idle fleet is woken for the job: `fastest` (the default) asks at once for a worker
+   * per task slot the job can fill, up to the stack's maximum; `cheapest` asks for one, and the
+   * backlog alarm adds more only while the queue stays full. Spot or on-demand is the stack's
+   * `spot` setting.
+   */
+  prefer: z.enum(PREFERENCES).optional(),
   /** A keyed op's partitions: its output parts, and its reduce tasks. Default: one per 256 MiB of input. */
   partitions: z.number().int().min(1).max(MAX_PARTITIONS).optional(),
   /**

@@ -112,7 +112,9 @@ export const resumeJob = async (
   await deps.output.delete(failureKey(jobId));
   await deps.output.delete(cancelKey(jobId));
   if (queued.length > 0 && deps.fleet) {
-    await deps.fleet.wake(queued.length).catch((err: unknown) => log.warn("could not wake the fleet", logFieldsOf(toCloudmillError(err))));
+    await deps.fleet
+      .wake(queued.length, resumed.prefer)
+      .catch((err: unknown) => log.warn("could not wake the fleet", logFieldsOf(toCloudmillError(err))));
   }
   await enqueueTasks(deps.queue, queued);
   await writeProgress(deps, resumed, taskCount(resumed) - queued.length);

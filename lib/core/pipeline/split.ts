@@ -21,6 +21,7 @@ import { writeProgress } from "./status.js";
 import { inlineBegun, mapInline, runsInline, type InlineOptions } from "./inline.js";
 import { logFieldsOf } from "./logFields.js";
 import { estimateJob } from "../report/estimate.js";
+import type { Preference } from "../job/spec.js";
 
 export interface JobPlan {
   readonly jobId: string;
@@ -38,6 +39,8 @@ export interface JobPlan {
   readonly maxCostUsd?: number;
   /** The spec's merge fan-in on the fleet (default DEFAULTS.mergeFanIn, for an op that merges in a tree). */
   readonly fanIn?: number;
+  /** How far an idle fleet is woken for the job (default: fastest). */
+  readonly prefer?: Preference;
 }
 
 /**
@@ -172,6 +175,7 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
     ...(plan.triggeredAt !== undefined ? { triggeredAt: plan.triggeredAt } : {}),
     // Fixed when the job starts: its merge groups must not change under it.
     ...(mergesInTree(deps.registry.get(job.op)) ? { fanIn: plan.fanIn ?? DEFAULTS.mergeFanIn } : {}),
+    ...(plan.prefer !== undefined ? { prefer: plan.prefer } : {}),
   });
   const { jobId } = plan;
   const log = deps.log.child({ jobId });
@@ -213,7 +217,7 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
   }
   if (left > 0 && deps.fleet) {
     // A fleet that could not be woken still scales on its backlog: the job waits, it does not fail.
-    await deps.fleet.wake(left).then(
+    await deps.fleet.wake(left, manifest.prefer).then(
       (asked) => asked > 0 && log.info("woke the fleet", { workers: asked, tasks: left }),
       (err: unknown) => log.warn("could not wake the fleet; it scales on its backlog", logFieldsOf(toCloudmillError(err))),
     );

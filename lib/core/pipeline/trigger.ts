@@ -182,6 +182,7 @@ const startSpecJob = async (
       ...optionalInline(inlineOf(config, invocation)),
       ...(spec.maxCostUsd !== undefined ? { maxCostUsd: spec.maxCostUsd } : {}),
       ...(spec.fanIn !== undefined ? { fanIn: spec.fanIn } : {}),
+      ...(spec.prefer !== undefined ? { prefer: spec.prefer } : {}),
       deadlineSeconds: deadlineSecondsOf(spec, config.jobDeadlineSeconds),
     });
     return { kind: started.duplicate ? "duplicate" : "started", jobId, chunks: started.manifest.chunks };
