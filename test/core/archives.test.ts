@@ -209,7 +209,7 @@ describe("whole objects: the blob format", () => {
     const zip = path.join(dir, "texts.zip");
     const r = await run({ op: "checksum", inputs: [zip], params: { algorithm: "md5" }, chunkSize: 256 });
     const rows = await rowsOf(r.ok && r.result);
-    expect(rows).toEqual([{ name: zip, size: (await stat(zip)).size, md5: sh(`md5sum '${zip}'`).slice(0, 32) }]);
+    expect(rows).toEqual([{ key: zip, name: zip, size: (await stat(zip)).size, md5: sh(`md5sum '${zip}'`).slice(0, 32) }]);
   });
 
   it("a lab's blob op gets each object whole, once, with its name", async () => {

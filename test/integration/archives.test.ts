@@ -93,6 +93,8 @@ describe("zip archives and blobs on the emulated fleet", () => {
     const rows = await partRows((await cloud().getJson(cloud().output, "_jobs/sums/result.json")) as KeyedManifest);
     expect(new Map(rows.map((r) => [String(r.name).slice(prefix.length), r.sha256]))).toEqual(expected);
     expect(rows.find((r) => String(r.name).endsWith("scan-001.tif"))?.size).toBe(50_000);
+    // Each line names its object by key too, as the object's listing does.
+    expect(new Set(rows.map((r) => r.key))).toEqual(new Set(names.map((n) => `_inputs/blobs/${n}`)));
   });
 
   it("a zip with a name that climbs out fails its job, naming the entry, and writes nothing of its own", async () => {

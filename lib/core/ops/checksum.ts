@@ -1,6 +1,7 @@
 /**
  * `checksum`: the size and hash of every object, a lab's check that an upload arrived whole.
- * One JSON line per object in the job's parts, `{ "name", "size", "sha256" }`, the same hash
+ * One JSON line per object in the job's parts, `{ "key", "name", "size", "sha256" }` (the
+ * object's key, and the input's name: its `s3://` URI or local path), the same hash
  * `sha256sum` prints. Objects are read as stored (a .gz is hashed, not decoded), in the pieces
  * they arrive in, so an object of any size is hashed in bounded memory.
  */
@@ -22,6 +23,9 @@ interface Checked {
   readonly hash: string;
 }
 
+/** An input's object key: an S3 URI's key, or a local file's path as given. */
+const objectKeyOf = (name: string): string => /^s3:\/\/[^/]+\/(.*)$/s.exec(name)?.[1] ?? name;
+
 const keyed = keyedOp<ChecksumParams>({
   name: "checksum",
   description: "size and SHA-256 (or algorithm=sha1|sha512|md5) of every object; one JSON line per object",
@@ -33,7 +37,12 @@ const keyed = keyedOp<ChecksumParams>({
   pairs: () => () => undefined,
   // One name listed twice is one object (its ETag pins its bytes); either copy is the same.
   combine: (a, b) => ((a as Checked).hash <= (b as Checked).hash ? a : b),
-  row: (name, value, params) => ({ name, size: (value as Checked).size, [params.algorithm]: (value as Checked).hash }),
+  row: (name, value, params) => ({
+    key: objectKeyOf(name),
+    name,
+    size: (value as Checked).size,
+    [params.algorithm]: (value as Checked).hash,
+  }),
 });
 
 export const checksum: AnyOp = {
