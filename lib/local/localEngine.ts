@@ -307,7 +307,7 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
   const onAbort = () => finish("aborted");
   options.signal?.addEventListener("abort", onAbort, { once: true });
   if (options.signal?.aborted) finish("aborted");
-  const target = { jobId: manifest.jobId, output: manifest.output, chunks: manifest.chunks };
+  const target = { jobId: manifest.jobId, output: manifest.output, chunks: tasks };
   // Set when the deadline fails the job: a round of mapping again waits for it, and ends.
   let failedByDeadline: Promise<void> | undefined;
   const deadline = setTimeout(

@@ -46,7 +46,7 @@ import { RetryRequest } from "../core/pipeline/resume.js";
 import { WorkerUsage } from "../aws/usage.js";
 import { resolveS3Inputs } from "../core/pipeline/resolveInputs.js";
 import { estimateJob, type Estimate } from "../core/report/estimate.js";
-import { checkedPrices, withPrices } from "../core/report/prices.js";
+import { CAPACITIES, checkedPrices, withPrices } from "../core/report/prices.js";
 import { vcpusOfSize } from "../core/instanceTypes.js";
 import { calibrateSample, SAMPLE_BYTES } from "../local/calibrate.js";
 import { CalibrationCache, calibrationCacheDir } from "../local/calibrationCache.js";
@@ -493,6 +493,11 @@ export class Cloudmill {
       calibration = { input: first.name, bytes: measured.bytes, ...(measured.cachedAt ? { cachedAt: measured.cachedAt } : {}) };
     }
     const instanceType = spec.instanceType ?? DEFAULTS.instanceType;
+    if (spec.capacity !== undefined && !(CAPACITIES as readonly string[]).includes(spec.capacity))
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        `capacity: expected ${CAPACITIES.join(" or ")}, got ${JSON.stringify(spec.capacity)}`,
+      );
     const vcpus = vcpusOfSize(instanceType);
     if (vcpus === undefined) throw new CloudmillError(ErrorCode.INVALID_SPEC, `instanceType ${instanceType}: not an instance type`);
     const estimate = estimateJob({

@@ -9,7 +9,7 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises"
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { CloudmillError } from "../../lib/core/errors.js";
+import { badRecord, type CloudmillError } from "../../lib/core/errors.js";
 import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
 import { defineOp } from "../../lib/core/ops/defineOp.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
@@ -66,7 +66,23 @@ const rollingHashes = defineOp({
   combine: (a, b) => ({ ...a, ...b }),
 });
 
-const registry = (): OpRegistry => new OpRegistry([...builtinOps, byteSums, rollingHashes]);
+/** The same, refusing objects over a megabyte as bad records from inside `update`. */
+const pickyHashes = defineOp({
+  name: "picky-hashes",
+  format: "blob",
+  stream: {
+    start: () => ({ n: 0 }),
+    update: (state: { n: number }, bytes: Buffer) => {
+      state.n += bytes.length;
+      if (state.n > 1_000_000) throw badRecord("over a megabyte", 0);
+      return undefined;
+    },
+    finish: (state: { n: number }, _params, meta) => ({ [meta.input]: state.n }) as Record<string, number>,
+  },
+  combine: (a, b) => ({ ...a, ...b }),
+});
+
+const registry = (): OpRegistry => new OpRegistry([...builtinOps, byteSums, rollingHashes, pickyHashes]);
 
 const run = async (spec: JobSpecInput, workers = 0) => {
   try {
@@ -255,10 +271,26 @@ print(json.dumps(out))
     },
   );
 
+  it("a streaming blob op's bad record fails the job naming the object, or is skipped: the object left out", async () => {
+    const raw = path.join(blobs, "raw");
+    const failed = await run({ op: "picky-hashes", inputs: [raw], chunkSize: 4096 });
+    expect(failed.ok).toBe(false);
+    expect(failed.ok ? "" : failed.error.describe()).toMatch(/img-01\.bin.*over a megabyte/);
+    const skipped = await run({ op: "picky-hashes", inputs: [raw], chunkSize: 4096, onBadRecord: "skip" });
+    expect(skipped.ok, skipped.ok ? "" : skipped.error.describe()).toBe(true);
+    expect(skipped.ok && skipped.status.skipped).toBe(1);
+    const names = Object.keys(skipped.ok ? (skipped.result as object) : {}).map((n) => path.basename(n));
+    expect(names.length).toBe(29);
+    expect(names).not.toContain("img-01.bin");
+  });
+
   it("a streaming blob op is for the blob format only", () => {
     const stream = { start: () => 0, update: () => undefined, finish: () => 1 };
     expect(() => defineOp({ name: "lines-stream", format: "lines" as "blob", stream, combine: (a: number) => a })).toThrow(
       "defineOp lines-stream: stream is for the blob format only, instead of map",
+    );
+    expect(() => defineOp({ name: "no-stream", format: "blob", stream: null as never, combine: (a: number) => a })).toThrow(
+      "defineOp no-stream: stream must be { start, update, finish }",
     );
   });
 

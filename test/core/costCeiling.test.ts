@@ -199,6 +199,24 @@ describe("a job that succeeds while it is being failed", () => {
     expect(await readJson(output, OUTPUT.status, JobStatus)).toEqual(succeeded);
     expect(await output.head(failureKey("race-1"))).toBeUndefined();
   });
+
+  it("leaves the status of a later job that owns the output alone", async () => {
+    const output = new FsBlobStore(path.join(dir, "race-later", "out"));
+    const deps = { output, inputStore: () => output, registry: new OpRegistry(builtinOps), log: silentLogger };
+    // Job race-2, started after race-1, writes to the same result and status.
+    const later: JobStatus = { jobId: "race-2", state: "running", chunks: 4, done: 1, startedAt: "2026-12-01T00:00:05.000Z" };
+    await output.put(OUTPUT.status, JSON.stringify(later));
+    const put = output.put.bind(output);
+    output.put = async (key, body, options) => {
+      await put(key, body, options);
+      // race-1 finishes meanwhile; as its output is race-2's now, it writes its marker only.
+      if (key === failureKey("race-1"))
+        await put(succeededKey("race-1"), JSON.stringify({ jobId: "race-1", state: "succeeded", chunks: 2, done: 2 }));
+    };
+    const target = { jobId: "race-1", output: OUTPUT, chunks: 2, done: 1, startedAt: "2026-12-01T00:00:00.000Z" };
+    expect(await failJob(deps, target, new CloudmillError(ErrorCode.COST_LIMIT, "over"))).toBeUndefined();
+    expect(await readJson(output, OUTPUT.status, JobStatus)).toEqual(later);
+  });
 });
 
 describe("a price ceiling over a keyed job's reduce stage", () => {

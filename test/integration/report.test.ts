@@ -268,6 +268,10 @@ describe("the report's arithmetic", () => {
     );
     // Worker names are kept once each, whatever the JSON repeats.
     expect(RunLog.fromJSON(json).toJSON().workers).toEqual(["w/1", "splitter", "w/2"]);
+    const repeated = { ...json, workers: [...json.workers, "w/1"], worker: json.worker.map((w, i) => (i === 3 ? json.workers.length : w)) };
+    const merged = RunLog.fromJSON(repeated);
+    expect(merged.toJSON().workers).toEqual(["w/1", "splitter", "w/2"]);
+    expect([...merged.records(0)].map((r) => r.worker)).toEqual(["w/1", "splitter", "w/2", "w/1"]);
     const beyond = { ...json, start: [json.start[0]!, 9e15, json.start[2]!, json.start[3]!] };
     expect([...RunLog.fromJSON(beyond).records(0)].map((r) => r.index)).toEqual([0, 3, 9]);
   });

@@ -42,7 +42,7 @@ import { Format, OpName, type Params } from "../job/spec.js";
 import type { AnyOp, MapContext, Op } from "./types.js";
 import { codeDigest } from "./codeDigest.js";
 import { parseOpParams } from "./params.js";
-import { forEachRecord, formatParamsShape, type FormatOptions } from "./formatReaders.js";
+import { forEachRecord, formatParamsShape, guarded, type FormatOptions } from "./formatReaders.js";
 import { keyedOp } from "./keyedOp.js";
 
 export const OP_BRAND: unique symbol = Symbol.for("cloudmill.op") as never;
@@ -101,7 +101,7 @@ export interface BlobStream<P, A, S> {
 
 /** A blob op that maps each object in pieces (`stream`) instead of whole (`map`). */
 export interface StreamingOpDefinition<P, A, R, S> extends Omit<OpDefinition<P, A, R>, "map" | "format"> {
-  readonly format: "blob";
+  readonly format: "blob" | readonly ["blob"];
   readonly stream: BlobStream<P, A, S>;
   readonly map?: never;
 }
@@ -206,25 +206,28 @@ export function defineOp<P, A, R>(
 /** A streaming blob op: the map op it would be, with a mapper that feeds each object's pieces to `stream`. */
 const defineStreamingOp = <P, A, R>(def: StreamingOpDefinition<P, A, R, unknown>): UserOp<P, A, R> => {
   const formats = checkedFormats(def);
-  const { stream } = def;
+  const { stream, name } = def;
   // Checked at run time too: a lab's .mjs module has no types to stop it.
   if (formats.length !== 1 || formats[0] !== "blob" || (def as { map?: unknown }).map !== undefined)
-    throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp ${def.name}: stream is for the blob format only, instead of map`);
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp ${name}: stream is for the blob format only, instead of map`);
+  if (typeof stream !== "object" || stream === null)
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp ${name}: stream must be { start, update, finish }`);
   for (const fn of ["start", "update", "finish"] as const)
     if (typeof stream[fn] !== "function")
-      throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp ${def.name}: stream.${fn} is not a function`);
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `defineOp ${name}: stream.${fn} is not a function`);
   const base = defineMapOp({ ...def, map: () => undefined } as OpDefinition<P, A, R>);
+  const { start, update, finish } = stream;
   return {
     ...base,
     digest: codeDigest([
-      def.name,
+      name,
       def.description ?? "",
       formats,
       def.orderFree === true,
       "stream",
-      stream.start,
-      stream.update,
-      stream.finish,
+      start,
+      update,
+      finish,
       def.combine,
       def.finalize ?? null,
     ]),
@@ -232,20 +235,47 @@ const defineStreamingOp = <P, A, R>(def: StreamingOpDefinition<P, A, R, unknown>
     mapper({ own: params }, ctx) {
       let acc: Wrapped<A> = { some: false };
       let state: unknown;
+      let started = false;
+      /** A bad record (onBadRecord: skip) leaves the object out: none of its pieces or its finish count. */
+      let skipped = false;
       let size = 0;
-      const add = (v: A): void => {
-        acc = { some: true, value: acc.some ? def.combine(acc.value, v, params) : v };
+      const meta = (): RecordMeta => ({ offset: 0, input: ctx.inputName, size });
+      // As a record of any format: a bad record fails the chunk or is skipped, and any other error fails it.
+      const safely = (offset: number, fn: () => void): void => {
+        if (skipped) return;
+        let done = false;
+        guarded(ctx, offset, () => {
+          fn();
+          done = true;
+        });
+        if (!done) skipped = true;
+      };
+      const begin = (): void => {
+        started = true;
+        safely(0, () => {
+          state = start(params, { offset: 0, input: ctx.inputName });
+        });
       };
       return {
         block(block) {
-          if (block.first) state = stream.start(params, { offset: 0, input: ctx.inputName });
+          if (!started) begin();
           size += block.bytes.length;
-          const next = stream.update(state, block.bytes, params);
-          if (next !== undefined) state = next;
+          safely(block.offset, () => {
+            const next = update(state, block.bytes, params);
+            if (typeof (next as { then?: unknown } | undefined)?.then === "function")
+              throw new CloudmillError(
+                ErrorCode.INVALID_SPEC,
+                `${name}: stream.update returned a promise; it must update the state synchronously`,
+              );
+            if (next !== undefined) state = next;
+          });
         },
         finish: () => {
-          const v = stream.finish(state, params, { offset: 0, input: ctx.inputName, size });
-          if (v !== undefined) add(v);
+          if (!started) begin();
+          safely(size, () => {
+            const v = finish(state, params, meta());
+            if (v !== undefined) acc = { some: true, value: acc.some ? def.combine(acc.value, v, params) : v };
+          });
           return acc;
         },
       };

@@ -90,7 +90,7 @@ const isBlank = (b: Buffer, s: number, e: number): boolean => {
 };
 
 /** Runs fn and hands a bad-record error (with its offset) to ctx.bad. */
-const guarded = (ctx: MapContext, offset: number, fn: () => void): void => {
+export const guarded = (ctx: MapContext, offset: number, fn: () => void): void => {
   try {
     fn();
   } catch (err) {

@@ -42,7 +42,9 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
   // meanwhile: its exact result stands, and the status says so again.
   const succeeded = await readJsonIfExists(deps.output, succeededKey(target.jobId), JobStatus).catch(() => undefined);
   if (succeeded) {
-    await writeJson(deps.output, target.output.status, succeeded);
+    // Unless a later job owns the output now (the reducer leaves its status alone then too).
+    if (!(await superseded(deps, target.output.status, target.jobId, target.startedAt)))
+      await writeJson(deps.output, target.output.status, succeeded);
     await deps.output.delete(failureKey(target.jobId));
     deps.log.info("job succeeded while it was being failed; it stays succeeded", { jobId: target.jobId });
     return undefined;
@@ -86,7 +88,7 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
   const recorded = await readJsonIfExists(deps.output, taskErrorKey(task), ChunkErrorRecord);
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
   if (!manifest) return "ignored";
-  const target = { jobId, output: manifest.output, chunks: manifest.chunks, done: 0, startedAt: manifest.createdAt };
+  const target = { jobId, output: manifest.output, chunks: taskCount(manifest), done: 0, startedAt: manifest.createdAt };
   if (isMergeTask(task)) {
     const { level, group } = task.merge;
     const what = `merge task ${group} of level ${level} failed`;

@@ -238,7 +238,7 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
 /**
  * Refuses a job whose estimate is over its ceiling, before anything is written or queued. The
  * splitter knows sizes, not speed: it prices the op's default rate, as `cloudmill estimate`
- * does without a sample, on the fleet's instance type (the stack's first, on demand).
+ * does without a sample, on the fleet's instance type (the stack's first, on demand or spot as it runs).
  */
 const refuseOverCeiling = (deps: SplitDeps, plan: JobPlan, ceiling: number): void => {
   const instanceType = deps.instanceType ?? DEFAULTS.instanceType;

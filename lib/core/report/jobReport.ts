@@ -70,7 +70,7 @@ export const JobReport = z.object({
   /** Input bytes per second over the job, in equal steps from the first task's start. */
   throughput: z.array(z.object({ at: z.number(), bytesPerSecond: z.number() })),
   taskSeconds: z.object({ fleet: z.number(), lambda: z.number(), local: z.number() }),
-  /** What the tasks' own time cost at on-demand list prices (not idle or scaling time, not the reducer). */
+  /** What the tasks' own time cost at list prices, on demand or spot (not idle or scaling time, not the reducer). */
   cost: z.object({
     currency: z.literal("USD"),
     pricesAsOf: z.string(),

@@ -102,8 +102,9 @@ export const CAPACITIES = ["on-demand", "spot"] as const satisfies readonly Capa
 /** USD per vCPU-second of an instance type, on demand or (typically) on spot; undefined for a family the table lacks. */
 export const vcpuSecondUsd = (instanceType: string, capacity: Capacity = "on-demand", prices = PRICES): number | undefined => {
   const family = instanceType.split(".")[0] ?? "";
-  const hour = prices.vcpuHour[family];
-  const share = capacity === "spot" ? prices.spotShare[family] : 1;
+  // Own entries only: a family named `constructor` has no price.
+  const hour = Object.hasOwn(prices.vcpuHour, family) ? prices.vcpuHour[family] : undefined;
+  const share = capacity === "spot" ? (Object.hasOwn(prices.spotShare, family) ? prices.spotShare[family] : undefined) : 1;
   return hour === undefined || share === undefined || vcpusOfSize(instanceType) === undefined ? undefined : (hour * share) / 3600;
 };
 
