@@ -14,19 +14,19 @@ import { reducerHandler } from "../../lib/aws/handlers.js";
 import { failureKey, partKey, succeededKey } from "../../lib/core/keys.js";
 import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { failJob } from "../../lib/core/pipeline/deadLetter.js";
-import { JobStatus, TaskMessage, type InputObject } from "../../lib/core/job/manifest.js";
-import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
+import { JobStatus, TaskMessage } from "../../lib/core/job/manifest.js";
+import type { JobSpecInput } from "../../lib/core/job/spec.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { defineOp } from "../../lib/core/ops/defineOp.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { readJson } from "../../lib/core/pipeline/blobJson.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { resumeJob } from "../../lib/core/pipeline/resume.js";
-import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
 import { runTask, type TaskOutcome } from "../../lib/core/pipeline/task.js";
 import { encodeEventKey } from "../../lib/dev/emulator.js";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
+import { OUTPUT, startJobOver } from "../helpers/jobs.js";
 
 let dir: string;
 beforeAll(async () => {
@@ -34,7 +34,6 @@ beforeAll(async () => {
 });
 afterAll(async () => rm(dir, { recursive: true, force: true }));
 
-const OUTPUT = { result: "out/result.json", status: "out/status.json" };
 const LINES_PER_CHUNK = 10;
 /** Seconds a merge of two chunk counts, or a reduce of one key, takes on the test's clock. */
 const STEP_SECONDS = 60;
@@ -78,8 +77,6 @@ const setUp = async (name: string, text: string, spec: Omit<JobSpecInput, "input
   );
   const inputs = new FsBlobStore(path.join(dir, name, "in"));
   const output = new FsBlobStore(path.join(dir, name, "out"));
-  await inputs.put("data", Buffer.from(text));
-  const info = (await inputs.head("data"))!;
   const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
   const deps: SplitDeps = {
     output,
@@ -90,18 +87,8 @@ const setUp = async (name: string, text: string, spec: Omit<JobSpecInput, "input
     now: () => clock.now,
     instanceType: "m7g.large",
   };
-  const object: InputObject = { bucket: "in", key: "data", size: info.size, etag: info.etag, name: "data" };
   const jobId = `${name}-1`;
-  const { manifest } = await startJob(deps, {
-    jobId,
-    job: taskJobOf(parseJobSpec({ ...spec, inputs: ["data"] }), ops),
-    ...(spec.fanIn !== undefined ? { fanIn: spec.fanIn } : {}),
-    inputs: [object],
-    chunkSize,
-    output: OUTPUT,
-    trigger: "test",
-    deadlineSeconds: 3600,
-  });
+  const { manifest } = await startJobOver(deps, inputs, Buffer.from(text), jobId, spec, chunkSize);
   const reducer = reducerHandler(deps);
   /** The reducer, woken as S3 wakes it when a task writes its part. */
   const wake = (key: string) =>

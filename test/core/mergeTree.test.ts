@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { enqueuedKey, mergedPrefix, parseMergedKey, reportKey } from "../../lib/core/keys.js";
-import { JobStatus, TaskMessage, type InputObject, type MergeTask } from "../../lib/core/job/manifest.js";
+import { JobStatus, TaskMessage, type MergeTask } from "../../lib/core/job/manifest.js";
 import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
 import { silentLogger } from "../../lib/core/log.js";
 import type { BlobStore, GetOptions } from "../../lib/core/ports.js";
@@ -22,7 +22,7 @@ import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { groupRange, mergeLevels } from "../../lib/core/pipeline/mergeTree.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { resumeJob } from "../../lib/core/pipeline/resume.js";
-import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
+import { taskJobOf } from "../../lib/core/pipeline/split.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
 import { JobReport } from "../../lib/core/report/jobReport.js";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
@@ -31,6 +31,7 @@ import { prng } from "../../lib/dev/prng.js";
 import { z } from "zod";
 import { pythonCsvRows, rowsOp } from "../helpers/csv.js";
 import { expectMatchesReference, textOf } from "../helpers/devCloud.js";
+import { OUTPUT, startJobOver } from "../helpers/jobs.js";
 
 let dir: string;
 beforeAll(async () => {
@@ -39,7 +40,6 @@ beforeAll(async () => {
 afterAll(async () => rm(dir, { recursive: true, force: true }));
 
 const registry = new OpRegistry(builtinOps);
-const OUTPUT = { result: "out/result.json", status: "out/status.json" };
 
 /** An output store that remembers the keys read through it. */
 class ReadLog implements BlobStore {
@@ -61,22 +61,10 @@ class ReadLog implements BlobStore {
 const setUp = async (name: string, bytes: Buffer, spec: Omit<JobSpecInput, "inputs">, chunkSize: number, ops = registry) => {
   const inputs = new FsBlobStore(path.join(dir, name, "in"));
   const output = new FsBlobStore(path.join(dir, name, "out"));
-  await inputs.put("data", bytes);
-  const info = (await inputs.head("data"))!;
   const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
   const deps: SplitDeps = { output, queue, inputStore: () => inputs, registry: ops, log: silentLogger };
-  const object: InputObject = { bucket: "in", key: "data", size: info.size, etag: info.etag, name: "data" };
   const jobId = `${name}-1`;
-  const { manifest } = await startJob(deps, {
-    jobId,
-    job: taskJobOf(parseJobSpec({ ...spec, inputs: ["data"] }), ops),
-    ...(spec.fanIn !== undefined ? { fanIn: spec.fanIn } : {}),
-    inputs: [object],
-    chunkSize,
-    output: OUTPUT,
-    trigger: "test",
-    deadlineSeconds: 3600,
-  });
+  const { manifest } = await startJobOver(deps, inputs, bytes, jobId, spec, chunkSize);
   /** The reducer's own view of the output, to see what it reads. */
   const reducerStore = new ReadLog(output);
   const reducer = { ...deps, output: reducerStore };
