@@ -182,6 +182,11 @@ describe("cloudmill estimate", () => {
     const shipped = Estimate.parse(JSON.parse((await cli([...args, "--spot"])).stdout));
     expect(e.cost.s3Requests).toBe(shipped.cost.s3Requests);
 
+    // A family priced on demand only: on spot it is unpriced, and says why.
+    await writeFile(prices, JSON.stringify({ asOf: "2026-12-04", vcpuHour: { x9g: 0.05 } }));
+    const noSpot = await cli([...args.filter((a) => a !== "--json"), "--instance-type", "x9g.large", "--spot", "--prices", prices]);
+    expect(noSpot.stdout).toContain("instances unpriced (the price table has no spot price for x9g.large)");
+
     await writeFile(prices, JSON.stringify({ asOf: "2026-12-04", vcpuHours: { m7g: 0.05 } }));
     const bad = await cli([...args, "--prices", prices]);
     expect(bad.code).toBe(2);

@@ -89,7 +89,8 @@ export const estimateText = (e: Estimate, calibratedOn?: { file: string; bytes: 
     `task time: ${duration(e.taskSeconds)} (${e.workerHours.toFixed(4)} worker-hours)`,
     `wall time: ${duration(e.wallSeconds.atWorkers)} at ${e.wallSeconds.workers} worker(s), ${duration(e.wallSeconds.atMost)} at ` +
       `${e.wallSeconds.maxWorkers} (the most)`,
-    `cost: ${c.fleetPriced ? dollars(c.total) : "unpriced"}: instances ${c.fleetPriced ? dollars(c.instances) : "unpriced"}, ` +
+    `cost: ${c.fleetPriced ? dollars(c.total) : "unpriced"}: instances ` +
+      `${c.fleetPriced ? dollars(c.instances) : `unpriced (the price table has no ${c.capacity} price for ${c.instanceType})`}, ` +
       `Lambda ${dollars(c.lambda)}, S3 requests ${dollars(c.s3Requests)}, SQS ${dollars(c.sqs)}, logs ${dollars(c.logs)} ` +
       `(${pricedAs(c.capacity)} of ${c.pricesAsOf})`,
   ].join("\n");
