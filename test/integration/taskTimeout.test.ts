@@ -144,7 +144,7 @@ describe("op code past its limit on the worker's main thread", () => {
       const seen = fast.lines.length;
       const job = `${c.op}-1`;
       await fast.put(`_inputs/${c.op}.txt`, eightByteLines(48));
-      const spec = { op: c.op, inputs: [`s3://${fast.input}/_inputs/${c.op}.txt`], taskTimeoutSeconds: 1, ...c.extra };
+      const spec = { op: c.op, inputs: [`s3://${fast.input}/_inputs/${c.op}.txt`], taskTimeoutSeconds: 2, ...c.extra };
       await fast.put(`_jobs/${job}.json`, JSON.stringify(spec));
       const status = await fast.waitForEnd(`_jobs/${job}/status.json`, 90_000);
       expect(status.state).toBe("failed");
