@@ -13,6 +13,11 @@ export const parseJsonWith = <S extends z.ZodType>(text: string, schema: S, what
   } catch (err) {
     throw new CloudmillError(code, `${what}: not valid JSON (${(err as Error).message})`);
   }
+  return parseWith(value, schema, what, code);
+};
+
+/** A value already parsed (an SDK caller's object) through a schema, failing as parseJsonWith does. */
+export const parseWith = <S extends z.ZodType>(value: unknown, schema: S, what: string, code: ErrorCode): z.output<S> => {
   const r = schema.safeParse(value);
   if (!r.success) {
     const issue = r.error.issues[0]!;

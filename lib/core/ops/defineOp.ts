@@ -149,6 +149,12 @@ const appendValues = (a: unknown, b: unknown): unknown => {
 /** Internally a user op's partial says whether it holds anything. */
 type Wrapped<A> = { some: false } | { some: true; value: A };
 
+/** Adds a value to a user op's partial with its `combine`. */
+const joinWith =
+  <P, A>(def: Pick<OpDefinition<P, A, unknown>, "combine">) =>
+  (params: P) =>
+  (acc: Wrapped<A>, v: A): Wrapped<A> => ({ some: true, value: acc.some ? def.combine(acc.value, v, params) : v });
+
 /** A user op's parsed params: its own, plus the format options the engine reads the input with. */
 export interface UserParams<P> extends FormatOptions {
   readonly own: P;
@@ -234,6 +240,7 @@ const defineStreamingOp = <P, A, R>(def: StreamingOpDefinition<P, A, R, unknown>
     streamsBlobs: true,
     mapper({ own: params }, ctx) {
       let acc: Wrapped<A> = { some: false };
+      const add = joinWith(def)(params);
       let state: unknown;
       let started = false;
       /** A bad record (onBadRecord: skip) leaves the object out: none of its pieces or its finish count. */
@@ -274,7 +281,7 @@ const defineStreamingOp = <P, A, R>(def: StreamingOpDefinition<P, A, R, unknown>
           if (!started) begin();
           safely(size, () => {
             const v = finish(state, params, meta());
-            if (v !== undefined) acc = { some: true, value: acc.some ? def.combine(acc.value, v, params) : v };
+            if (v !== undefined) acc = add(acc, v);
           });
           return acc;
         },
@@ -342,9 +349,7 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
 const defineMapOp = <P = Record<string, never>, A = unknown, R = A | undefined>(def: OpDefinition<P, A, R>): UserOp<P, A, R> => {
   const formats = checkedFormats(def);
   const schema = (def.params ?? z.strictObject({})) as z.ZodType<P>;
-  const join =
-    (params: P) =>
-    (acc: Wrapped<A>, v: A): Wrapped<A> => ({ some: true, value: acc.some ? def.combine(acc.value, v, params) : v });
+  const join = joinWith(def);
   return {
     [OP_BRAND]: true,
     name: def.name,

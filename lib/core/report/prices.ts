@@ -5,7 +5,8 @@
  * keeps a typical spot price per family as a share of on-demand, for a fleet that runs on spot.
  */
 import * as z from "zod";
-import { CloudmillError, ErrorCode } from "../errors.js";
+import { ErrorCode } from "../errors.js";
+import { parseWith } from "../parseJson.js";
 import { vcpusOfSize } from "../instanceTypes.js";
 
 /** A price table: the shipped one (PRICES), or a lab's own for today's prices (`cloudmill estimate --prices`). */
@@ -76,12 +77,8 @@ export const PriceOverride = z.strictObject({
 export type PriceOverride = z.infer<typeof PriceOverride>;
 
 /** A lab's prices given as a value (the SDK's `prices`), checked: INVALID_SPEC naming the first bad field. */
-export const checkedPrices = (value: unknown, what = "prices"): PriceOverride => {
-  const r = PriceOverride.safeParse(value);
-  if (r.success) return r.data;
-  const issue = r.error.issues[0]!;
-  throw new CloudmillError(ErrorCode.INVALID_SPEC, `${what}: ${issue.path.join(".") || "value"}: ${issue.message}`, { field: what });
-};
+export const checkedPrices = (value: unknown, what = "prices"): PriceOverride =>
+  parseWith(value, PriceOverride, what, ErrorCode.INVALID_SPEC);
 
 /** The shipped table with a lab's override laid over it. */
 export const withPrices = (override: PriceOverride, base: PriceTable = PRICES): PriceTable => {
