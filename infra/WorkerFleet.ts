@@ -140,14 +140,14 @@ export class WorkerFleet extends Construct {
     });
 
     if (config.warmPool > 0) {
-      // Stopped instances, prepared once (booted, image pulled, then stopped): a woken fleet starts
-      // one rather than launching one. The agent must not register a warm instance while it is prepared.
+      // Stopped instances, booted once and stopped: a woken fleet starts one rather than launching
+      // one. The agent must not register a warm instance while it is prepared. Not reused on
+      // scale-in: Amazon ECS does not support returning its container instances to a warm pool.
       this.autoScalingGroup.addUserData("echo ECS_WARM_POOLS_CHECK=true >> /etc/ecs/ecs.config");
       this.autoScalingGroup.addWarmPool({
         minSize: config.warmPool,
         maxGroupPreparedCapacity: config.warmPool,
         poolState: autoscaling.PoolState.STOPPED,
-        reuseOnScaleIn: true,
       });
     }
     // The image stays cached on an instance: a task started again there does not pull it anew.
