@@ -5,13 +5,16 @@ import { EcsFleetWaker } from "../lib/aws/EcsFleetWaker.js";
 import { readSplitterConfig } from "../lib/aws/env.js";
 import { splitterHandler } from "../lib/aws/handlers.js";
 import { powertoolsLogger } from "../lib/aws/logger.js";
+import { splitterMappers } from "../lib/aws/splitterMappers.js";
 import { opsRegistry } from "../lib/core/ops/opModules.js";
 
 const config = readSplitterConfig(process.env);
 const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
 const fleet = config.fleet && new EcsFleetWaker(new ECSClient({}), config.fleet);
+const mappers = splitterMappers(config);
 const deps = {
   ...cloudSplitDeps(config, logger),
+  ...(mappers ? { mappers } : {}),
   registry: await opsRegistry(config.opsModules),
   ...(fleet ? { fleet } : {}),
   ...(config.instanceType ? { instanceType: config.instanceType } : {}),

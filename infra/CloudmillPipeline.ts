@@ -54,8 +54,8 @@ const S3_LOGS_BY_POLICY = "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy";
 
 /** How each function is sized. A function's queue keeps a message hidden six times its timeout. */
 const FUNCTION_SIZING = {
-  // One full vCPU (1,769 MB): small jobs are mapped here (inline.ts), and CPU scales with memory.
-  splitter: { memorySize: 1769, timeout: Duration.minutes(5) },
+  // One full vCPU: small jobs are mapped here (inline.ts), and CPU scales with memory.
+  splitter: { memorySize: DEFAULTS.splitterMemoryMiB, timeout: Duration.minutes(5) },
   reducer: { memorySize: 1024, timeout: Duration.minutes(5) },
   deadLetters: { memorySize: 256, timeout: Duration.minutes(1) },
 } as const satisfies Record<Exclude<Role, "worker">, { memorySize: number; timeout: Duration }>;

@@ -12,10 +12,11 @@ import { markRunning } from "../core/pipeline/backups.js";
 import { exists } from "../core/pipeline/blobJson.js";
 import type { TaskQueue, QueueMessage } from "../core/ports.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
-import { failJobOfTask } from "../core/pipeline/deadLetter.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { cachedJobEnds, type JobEnds } from "../core/pipeline/jobEnds.js";
-import { afterFailedAttempt, isStaleTask, jobEndedMarkers, runTask, type TaskOutcome } from "../core/pipeline/task.js";
+import { isStaleTask, jobEndedMarkers, runTask, type TaskOutcome } from "../core/pipeline/task.js";
+import { afterFailedAttempt } from "../core/pipeline/attempts.js";
+import { failJobOfTask, handleDeadLetter } from "../core/pipeline/deadLetter.js";
 import { backoffMs, sleep, type Backoff } from "../core/sleep.js";
 import type { MemoryUse } from "./containerMemory.js";
 import { SharedReceive } from "./sharedReceive.js";
@@ -181,6 +182,18 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     return full;
   }
 
+  /** The dead-letter role, here: fails the task's job with its recorded error, then deletes it. False if that failed. */
+  async #deadLetter(message: QueueMessage): Promise<boolean> {
+    const { queue, deps } = this.#options;
+    try {
+      await handleDeadLetter(deps, message.body);
+      await queue.delete(message.receiptHandle);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   async #handle(message: QueueMessage): Promise<void> {
     const { queue, deps } = this.#options;
     const protection = this.#options.protection ?? noProtection;
@@ -280,10 +293,14 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         }
         log.error(err.code === ErrorCode.DEADLINE ? "job past its deadline; job failed" : "chunk failed; job failed", logFieldsOf(err));
         this.emit("task_failed", task, err, false);
+      } else if (next.last && next.attempt > message.receiveCount && (await this.#deadLetter(message))) {
+        // Its attempts include the splitter's inline one: the queue would deliver it again.
+        log.warn("chunk failed its last attempt; job failed", { attempt: next.attempt, of: task.job.maxAttempts, ...logFieldsOf(err) });
+        this.emit("task_failed", task, err, false);
       } else {
         // After the last attempt, make it visible now so the queue moves it to the dead-letter queue.
         await queue.changeVisibility(message.receiptHandle, next.last ? 0 : retryDelaySeconds(message.receiveCount)).catch(() => undefined);
-        log.warn("chunk failed", { attempt: message.receiveCount, of: task.job.maxAttempts, ...logFieldsOf(err) });
+        log.warn("chunk failed", { attempt: next.attempt, of: task.job.maxAttempts, ...logFieldsOf(err) });
         this.emit("task_failed", task, err, !next.last);
       }
     } finally {

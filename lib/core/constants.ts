@@ -145,6 +145,8 @@ export const DEFAULTS = {
   inlineMaxBytes: 64 * MiB,
   /** Time an inline run keeps back to hand the rest of its job to the fleet. */
   inlineReserveMs: 20_000,
+  /** The splitter function's memory, in MB: one full vCPU (Lambda's CPU scales with memory). */
+  splitterMemoryMiB: 1769,
 } as const;
 
 /** Names of the buckets `cloudmill dev` creates. */

@@ -12,6 +12,7 @@ import type { S3Event } from "aws-lambda";
 import { S3BlobStore } from "../aws/S3BlobStore.js";
 import { SqsTaskQueue } from "../aws/SqsTaskQueue.js";
 import { awsClients, destroyClients, type AwsClients } from "../aws/clients.js";
+import { splitterMappers } from "../aws/splitterMappers.js";
 import { faultyClients, type FaultConfigInput, type FaultInjectionOptions } from "./faultInjection.js";
 import { cloudDeps } from "../aws/cloudDeps.js";
 import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES, ENV } from "../core/constants.js";
@@ -192,7 +193,13 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     registry,
     instanceType: DEFAULTS.instanceType,
   };
-  const splitDeps = { ...deps, queue: new SqsTaskQueue(roleClients.sqs, resources.taskQueueUrl) };
+  // Lab ops mapped inline run on threads, as in the stack's splitter function.
+  const mappers = splitterMappers({ opsModules, memoryMiB: DEFAULTS.splitterMemoryMiB });
+  const splitDeps = {
+    ...deps,
+    queue: new SqsTaskQueue(roleClients.sqs, resources.taskQueueUrl),
+    ...(mappers ? { mappers } : {}),
+  };
   const maxWorkers = options.maxWorkers ?? options.workers ?? 2;
   let woken = 0;
   // The fleet as the splitter wakes it: worker processes, started only when none run.
@@ -329,6 +336,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
       );
       await Promise.all(pollers);
       await Promise.all(pendingSplits);
+      await mappers?.close();
       await emulator.stop();
       destroyClients(clients);
       if (roleClients !== clients) destroyClients(roleClients);

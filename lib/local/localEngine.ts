@@ -38,7 +38,7 @@ import { partsCarryReadings } from "../core/pipeline/part.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
 import { deadlineSecondsOf, startJob, taskJobOf, tasksOf } from "../core/pipeline/split.js";
 import { enqueueTasks } from "../core/pipeline/enqueue.js";
-import { afterFailedAttempt } from "../core/pipeline/task.js";
+import { afterFailedAttempt } from "../core/pipeline/attempts.js";
 import { lineNumberAt, lineNumberIn } from "../core/records/lineNumber.js";
 import { inputRangeBytes } from "../core/records/inputBytes.js";
 import type { Span } from "../core/records/alignedBlocks.js";

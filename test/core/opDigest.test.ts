@@ -18,7 +18,8 @@ import { defineOp } from "../../lib/core/ops/defineOp.js";
 import { OpRegistry, opDigest } from "../../lib/core/ops/registry.js";
 import { canonicalCode, codeDigest } from "../../lib/core/ops/codeDigest.js";
 import { checkAgainstDeployed, listingOf } from "../../lib/core/ops/registryListing.js";
-import { afterFailedAttempt, runTask } from "../../lib/core/pipeline/task.js";
+import { afterFailedAttempt } from "../../lib/core/pipeline/attempts.js";
+import { runTask } from "../../lib/core/pipeline/task.js";
 import { taskJobOf } from "../../lib/core/pipeline/split.js";
 import { VERSION } from "../../lib/core/version.js";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
@@ -112,8 +113,12 @@ describe("a task whose job ran other code", () => {
     expect(err).toMatchObject({ code: "OP_MISMATCH" });
     expect((err as Error).message).toContain("0123456789abcdef");
     expect((err as Error).message).toContain(registry.digestOf("longest"));
-    expect(await afterFailedAttempt(deps, task, err as CloudmillError, 1)).toEqual({ action: "retry", last: false });
-    expect(await afterFailedAttempt(deps, task, err as CloudmillError, job.maxAttempts)).toEqual({ action: "retry", last: true });
+    expect(await afterFailedAttempt(deps, task, err as CloudmillError, 1)).toEqual({ action: "retry", attempt: 1, last: false });
+    expect(await afterFailedAttempt(deps, task, err as CloudmillError, job.maxAttempts)).toEqual({
+      action: "retry",
+      attempt: job.maxAttempts,
+      last: true,
+    });
     // Its own digest runs.
     await expect(runTask(deps, { ...task, jobId: "digest-job-2", job })).resolves.toMatchObject({ kind: "done" });
   });

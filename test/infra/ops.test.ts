@@ -116,9 +116,13 @@ describe("ops: a lab's module bundled into the deploy", () => {
   it("puts the same bundle in the splitter's and reducer's code, and none in the dead-letter function's", () => {
     const image = imageSource(s);
     const op = readFileSync(path.join(image.directory, "ops", "0-index.mjs"));
-    for (const name of ["Splitter", "Reducer"]) {
+    for (const [name, files] of [
+      // The splitter starts a thread for a lab op it maps inline.
+      ["Splitter", ["index.mjs", "mapperThread.mjs", "ops"]],
+      ["Reducer", ["index.mjs", "ops"]],
+    ] as const) {
       const dir = functionDir(s, name);
-      expect(readdirSync(dir).sort(), name).toEqual(["index.mjs", "ops"]);
+      expect(readdirSync(dir).sort(), name).toEqual(files);
       expect(readFileSync(path.join(dir, "ops", "0-index.mjs")).equals(op), name).toBe(true);
     }
     expect(readdirSync(functionDir(s, "DeadLetters"))).toEqual(["index.mjs"]);
@@ -472,6 +476,21 @@ describe("the staged code, run as Lambda and the image would run it, against the
     expect(await reduce(smallParts.at(-1)!.Key!)).toEqual({ batchItemFailures: [] });
     expect(await read(`${smallKey}/status.json`)).toMatchObject({ state: "succeeded", ranOn: "lambda" });
     expect(await read(`${smallKey}/result.json`)).toEqual(refWordcount(notes));
+
+    // A small upload of the lab's inline op: mapped by the staged splitter on the mapper thread
+    // bundled beside its index.mjs (a thread that failed to start would hand every chunk to the fleet).
+    expect(existsSync(path.join(splitterDir, "mapperThread.mjs"))).toBe(true);
+    const nowKey = "valid-readings-now/site-a/readings.jsonl";
+    await emu.s3.send(new PutObjectCommand({ Bucket: input, Key: nowKey, Body: body }));
+    const nowEvent = {
+      Records: [{ eventName: "ObjectCreated:Put", s3: { bucket: { name: input }, object: { key: nowKey, size: body.length } } }],
+    };
+    const nowJob = ((await invoke(splitterDir, splitEnv, nowEvent)) as { jobId: string }[])[0]!.jobId;
+    const nowParts = (await emu.s3.send(new ListObjectsV2Command({ Bucket: output, Prefix: `_work/${nowJob}/parts/` }))).Contents!;
+    expect(nowParts.length).toBe((await read(manifestKey(nowJob)))["chunks"]);
+    expect(await reduce(nowParts.at(-1)!.Key!)).toEqual({ batchItemFailures: [] });
+    expect(await read(`${nowKey}/status.json`)).toMatchObject({ state: "succeeded", ranOn: "lambda" });
+    expect(await read(`${nowKey}/result.json`)).toEqual(expected);
     expect(existsSync(path.join(work, "node_modules"))).toBe(false);
   }, 240_000);
 });

@@ -2,16 +2,16 @@
  * Failing a job: a failure marker first (it wins over any later progress update), then
  * the status users read. A job that already succeeded stays succeeded: its result is exact.
  */
-import * as z from "zod";
 import type { OutputKeys } from "../keys.js";
 import { failureKey, manifestKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, locate, type ErrorContext } from "../errors.js";
 import { isMapTask, isMergeTask, isReduceTask, JobStatus, Manifest, TaskMessage, taskCount } from "../job/manifest.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
-import { StatusError, statusContext, statusErrorOf, superseded } from "./status.js";
+import { statusContext, statusErrorOf, superseded } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
-import { chunkContext, isStaleTask, taskErrorKey, taskPartKey } from "./task.js";
+import { chunkContext, isStaleTask, taskPartKey } from "./task.js";
+import { readTaskError } from "./attempts.js";
 
 export interface FailTarget {
   readonly jobId: string;
@@ -65,8 +65,6 @@ export const failJobOfTask = async (deps: PipelineDeps, jobId: string, error: Cl
 const UNREPORTED =
   "without reporting an error (worker killed, out of memory, or past its time limit in op code on the worker's main thread?)";
 
-const ChunkErrorRecord = z.object({ attempt: z.number(), error: StatusError });
-
 /**
  * The dead-letter role: a task that failed every attempt fails its job, naming the chunk's
  * last error, its input and its byte range. A task whose part exists after all is ignored.
@@ -85,7 +83,7 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
   // was resumed carried the earlier run's limits.
   if (isMapTask(task) && task.backup) return "ignored";
   if (await isStaleTask(deps, task)) return "ignored";
-  const recorded = await readJsonIfExists(deps.output, taskErrorKey(task), ChunkErrorRecord);
+  const recorded = await readTaskError(deps, task);
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
   if (!manifest) return "ignored";
   const target = { jobId, output: manifest.output, chunks: taskCount(manifest), done: 0, startedAt: manifest.createdAt };

@@ -7,15 +7,16 @@
  */
 import * as z from "zod";
 import { inlineKey } from "../keys.js";
-import { toCloudmillError } from "../errors.js";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import type { InputObject, MapTask } from "../job/manifest.js";
 import { isTaskOp } from "../ops/defineTask.js";
 import { isShuffled, type AnyOp } from "../ops/types.js";
 import { nowOf, type SplitDeps } from "./deps.js";
 import { readJsonIfExists, writeJson } from "./blobJson.js";
-import { failJobOfTask } from "./deadLetter.js";
+import { failJobOfTask, handleDeadLetter } from "./deadLetter.js";
 import { logFieldsOf } from "./logFields.js";
-import { afterFailedAttempt, runTask } from "./task.js";
+import { afterFailedAttempt, recordTaskError } from "./attempts.js";
+import { runTask } from "./task.js";
 
 export interface InlineOptions {
   /** Jobs of at most this many input bytes run inline (0: none). */
@@ -42,6 +43,20 @@ export const runsInline = (op: AnyOp, inputs: readonly InputObject[], maxBytes: 
   !isTaskOp(op) &&
   (op.digest === undefined || op.inline === true);
 
+/**
+ * After an invocation died inline (out of time or memory), counts an attempt at the chunk it
+ * had reached: the first without a part. (It may have died just before starting it: then the
+ * chunk is counted as tried once too often, never too seldom.)
+ */
+export const countDiedAttempt = (deps: SplitDeps, task: MapTask): Promise<void> =>
+  recordTaskError(
+    deps,
+    task,
+    new CloudmillError(ErrorCode.ENVIRONMENT, "the splitter ended while mapping it inline (out of time or memory?)"),
+    1,
+    1,
+  );
+
 /** True when an earlier invocation began this job inline and did not finish handing it on. */
 export const inlineBegun = async (deps: SplitDeps, jobId: string): Promise<boolean> =>
   (await readJsonIfExists(deps.output, inlineKey(jobId), InlineMarker)) !== undefined;
@@ -63,6 +78,11 @@ export const mapInline = async (deps: SplitDeps, tasks: Iterable<MapTask>, optio
   let mapped = 0;
   let slowest = 0;
   for (const task of tasks) {
+    const labOp = deps.registry.get(task.job.op).digest !== undefined;
+    // A lab's map runs on a thread (when the splitter has them), where the budget's abort ends
+    // even a map that never yields, and its heap is capped; a built-in runs here, sooner.
+    const { mappers: _, ...here } = deps;
+    const runDeps = labOp ? deps : here;
     const spare = options.remainingMs() - options.reserveMs;
     if (spare <= 2 * slowest) break;
     if (mapped === 0) await writeJson(deps.output, inlineKey(task.jobId), { at: new Date(nowOf(deps)).toISOString() });
@@ -70,7 +90,7 @@ export const mapInline = async (deps: SplitDeps, tasks: Iterable<MapTask>, optio
     const budget = new AbortController();
     const timer = setTimeout(() => budget.abort(new Error("the splitter's time is nearly up")), spare);
     try {
-      const outcome = await runTask(deps, task, { ranOn: "lambda", worker: "splitter", signal: budget.signal });
+      const outcome = await runTask(runDeps, task, { ranOn: "lambda", worker: "splitter", signal: budget.signal });
       if (outcome.kind === "job-ended") return { mapped, ended: true };
     } catch (err) {
       if (budget.signal.aborted) {
@@ -78,8 +98,14 @@ export const mapInline = async (deps: SplitDeps, tasks: Iterable<MapTask>, optio
         break;
       }
       const error = toCloudmillError(err);
-      if ((await afterFailedAttempt(deps, task, error, 1)).action === "fail-job") {
+      const next = await afterFailedAttempt(deps, task, error, 0, "inline");
+      if (next.action === "fail-job") {
         await failJobOfTask(deps, task.jobId, error, mapped);
+        return { mapped, ended: true };
+      }
+      if (next.last) {
+        // maxAttempts 1: this was the chunk's one attempt.
+        await handleDeadLetter(deps, JSON.stringify(task));
         return { mapped, ended: true };
       }
       deps.log.warn("inline chunk failed; the fleet takes it from here", logFieldsOf(error));

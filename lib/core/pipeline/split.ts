@@ -18,7 +18,7 @@ import { reduceJob } from "./reduce.js";
 import { withCodecs } from "./inputCodecs.js";
 import { enqueueTasks } from "./enqueue.js";
 import { writeProgress } from "./status.js";
-import { inlineBegun, mapInline, runsInline, type InlineOptions } from "./inline.js";
+import { countDiedAttempt, inlineBegun, mapInline, runsInline, type InlineOptions } from "./inline.js";
 import { logFieldsOf } from "./logFields.js";
 import { estimateJob } from "../report/estimate.js";
 import type { Preference } from "../job/spec.js";
@@ -202,6 +202,8 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
     mapped = done.size;
     left = manifest.chunks - mapped;
     pending = tasks((i) => done.has(i));
+    const reached = tasks((i) => done.has(i)).next();
+    if (!reached.done) await countDiedAttempt(deps, reached.value);
     log.info("an earlier invocation began the job inline; the fleet takes the rest", { mapped });
   } else if (plan.inline && manifest.chunks > 0 && runsInline(deps.registry.get(job.op), plan.inputs, plan.inline.maxBytes)) {
     const run = await mapInline(

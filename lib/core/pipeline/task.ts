@@ -40,7 +40,6 @@ import { readCsvInput } from "./csvInput.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readBytes, writeJson } from "./blobJson.js";
 import { keptErrorOf, type Part, type Reading } from "./part.js";
-import { statusErrorOf } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
 import { readItems, runItems, type ChunkItem } from "./items.js";
 import { reducePartition, shufflePart } from "./reduceTask.js";
@@ -78,7 +77,7 @@ const inChunk = (err: CloudmillError, jobId: string, chunk: Chunk): CloudmillErr
  * OP_MISMATCH: another worker may still run the job's code, and after the last attempt the
  * dead-letter handler fails the job with it.
  */
-const isDeterministic = (err: CloudmillError): boolean =>
+export const isDeterministic = (err: CloudmillError): boolean =>
   err.code === ErrorCode.DEADLINE ||
   err.code === ErrorCode.BAD_RECORD ||
   err.code === ErrorCode.INPUT_CHANGED ||
@@ -654,36 +653,6 @@ const compressedInputOf = async (deps: PipelineDeps, task: MapTask, signal?: Abo
   // CSV in UTF-16 is read (decoded): its bad records are its own.
   if (!first || (task.job.format === "csv" && utf16Of(first))) return undefined;
   return compressedInputError(first, input.name);
-};
-
-/** Records a chunk's latest error, so the job's failure can name it (the dead-letter handler reads it). */
-const recordChunkError = async (deps: PipelineDeps, task: TaskMessage, error: CloudmillError, attempt: number): Promise<void> => {
-  await writeJson(deps.output, taskErrorKey(task), {
-    attempt,
-    at: new Date().toISOString(),
-    error: statusErrorOf(error),
-  });
-};
-
-/** What follows a failed attempt at a chunk. */
-export type AfterFailure =
-  /** The error would recur on every attempt (or the deadline passed): fail the job now. */
-  | { readonly action: "fail-job" }
-  /** Try again; after the `last` attempt the queue moves the task to the dead-letter queue. */
-  | { readonly action: "retry"; readonly last: boolean };
-
-/**
- * The rule the fleet's worker and the local engine share for a failed attempt: record the
- * chunk's error (best effort: a failure to record must not hide the error itself), then decide.
- */
-export const afterFailedAttempt = async (
-  deps: PipelineDeps,
-  task: TaskMessage,
-  error: CloudmillError,
-  attempt: number,
-): Promise<AfterFailure> => {
-  await recordChunkError(deps, task, error, attempt).catch(() => undefined);
-  return isDeterministic(error) ? { action: "fail-job" } : { action: "retry", last: attempt >= task.job.maxAttempts };
 };
 
 /**

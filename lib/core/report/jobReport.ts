@@ -5,6 +5,7 @@
  */
 import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
+import { DEFAULTS } from "../constants.js";
 import { RanOn, type TaskRun } from "../job/manifest.js";
 import { CAPACITIES, PRICES, requestUsd, vcpuSecondUsd, type Capacity } from "./prices.js";
 
@@ -16,8 +17,8 @@ export const MAX_REPORT_STRAGGLERS = 1_000;
 export const STRAGGLER_FACTOR = 3;
 /** Points of the throughput series. */
 const THROUGHPUT_POINTS = 60;
-/** The splitter function's memory (infra sizes it at 1,769 MB: one vCPU), in GB as Lambda bills it. */
-export const SPLITTER_GB = 1769 / 1024;
+/** The splitter function's memory, in GB as Lambda bills it. */
+export const SPLITTER_GB = DEFAULTS.splitterMemoryMiB / 1024;
 
 /**
  * What one task's run cost at list prices, as a report prices it: its time on its instance's

@@ -1,0 +1,28 @@
+/**
+ * The splitter's mapper threads, for the lab ops it maps inline: there, as on the fleet, the
+ * chunk's time limit (here also the function's own, through the inline budget) ends a map that
+ * never yields, and one that allocates without bound fails its chunk instead of the function.
+ */
+import { DEFAULTS } from "../core/constants.js";
+import type { MapperHost } from "../core/pipeline/mappers.js";
+import { ThreadMapperHost } from "../sandbox/ThreadMapperHost.js";
+import { mapperHeap } from "./containerMemory.js";
+
+export interface SplitterMappersOptions {
+  /** The lab's op modules; none: no threads (built-ins map on the function's own thread). */
+  readonly opsModules: readonly string[];
+  /** The function's memory, in MiB (Lambda's AWS_LAMBDA_FUNCTION_MEMORY_SIZE). */
+  readonly memoryMiB: number;
+  /** The thread entry file; default the one beside the running bundle. */
+  readonly entry?: string;
+}
+
+export const splitterMappers = (options: SplitterMappersOptions): MapperHost | undefined =>
+  options.opsModules.length === 0
+    ? undefined
+    : new ThreadMapperHost({
+        opsModules: options.opsModules,
+        taskTimeoutSeconds: DEFAULTS.taskTimeoutSeconds,
+        ...mapperHeap(options.memoryMiB * 2 ** 20, 1),
+        ...(options.entry !== undefined ? { entry: options.entry } : {}),
+      });
