@@ -182,11 +182,14 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     return full;
   }
 
-  /** The dead-letter role, here: fails the task's job with its recorded error, then deletes it. False if that failed. */
-  async #deadLetter(message: QueueMessage): Promise<boolean> {
+  /**
+   * The dead-letter role, here: fails the task's job with its recorded error (unless its part
+   * exists after all, or it is a backup or a stale copy), then deletes it. False if that failed.
+   */
+  async #deadLetter(task: TaskMessage, message: QueueMessage): Promise<boolean> {
     const { queue, deps } = this.#options;
     try {
-      await handleDeadLetter(deps, message.body);
+      if ((await handleDeadLetter(deps, message.body)) === "failed") this.#jobEnds.markEnded(jobRun(task));
       await queue.delete(message.receiptHandle);
       return true;
     } catch {
@@ -293,9 +296,9 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         }
         log.error(err.code === ErrorCode.DEADLINE ? "job past its deadline; job failed" : "chunk failed; job failed", logFieldsOf(err));
         this.emit("task_failed", task, err, false);
-      } else if (next.last && next.attempt > message.receiveCount && (await this.#deadLetter(message))) {
+      } else if (next.last && next.attempt > message.receiveCount && (await this.#deadLetter(task, message))) {
         // Its attempts include the splitter's inline one: the queue would deliver it again.
-        log.warn("chunk failed its last attempt; job failed", { attempt: next.attempt, of: task.job.maxAttempts, ...logFieldsOf(err) });
+        log.warn("chunk failed its last attempt", { attempt: next.attempt, of: task.job.maxAttempts, ...logFieldsOf(err) });
         this.emit("task_failed", task, err, false);
       } else {
         // After the last attempt, make it visible now so the queue moves it to the dead-letter queue.

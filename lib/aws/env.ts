@@ -80,6 +80,8 @@ export const readSplitterConfig = (env: Env) => {
     maxAttempts: intOf(env, ENV.MAX_ATTEMPTS, DEFAULTS.maxAttempts),
     jobDeadlineSeconds: intOf(env, ENV.JOB_DEADLINE_SECONDS, DEFAULTS.jobDeadlineSeconds),
     inlineMaxBytes: intOf(env, ENV.INLINE_MAX_BYTES, DEFAULTS.inlineMaxBytes, 0),
+    /** A lab op's chunk mapped inline ends at this limit, as on the fleet. */
+    taskTimeoutSeconds: intOf(env, ENV.TASK_TIMEOUT_SECONDS, DEFAULTS.taskTimeoutSeconds),
     /** Set by Lambda: the function's memory, which caps a lab op's heap when mapped inline. */
     memoryMiB: intOf(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", Math.floor(os.totalmem() / 2 ** 20)),
     fleet: fleetOf(env),

@@ -3,7 +3,6 @@
  * chunk's time limit (here also the function's own, through the inline budget) ends a map that
  * never yields, and one that allocates without bound fails its chunk instead of the function.
  */
-import { DEFAULTS } from "../core/constants.js";
 import type { MapperHost } from "../core/pipeline/mappers.js";
 import { ThreadMapperHost } from "../sandbox/ThreadMapperHost.js";
 import { mapperHeap } from "./containerMemory.js";
@@ -13,6 +12,8 @@ export interface SplitterMappersOptions {
   readonly opsModules: readonly string[];
   /** The function's memory, in MiB (Lambda's AWS_LAMBDA_FUNCTION_MEMORY_SIZE). */
   readonly memoryMiB: number;
+  /** A chunk's time limit (the stack's taskTimeout). */
+  readonly taskTimeoutSeconds: number;
   /** The thread entry file; default the one beside the running bundle. */
   readonly entry?: string;
 }
@@ -22,7 +23,8 @@ export const splitterMappers = (options: SplitterMappersOptions): MapperHost | u
     ? undefined
     : new ThreadMapperHost({
         opsModules: options.opsModules,
-        taskTimeoutSeconds: DEFAULTS.taskTimeoutSeconds,
-        ...mapperHeap(options.memoryMiB * 2 ** 20, 1),
+        taskTimeoutSeconds: options.taskTimeoutSeconds,
+        // Two threads at most: a CSV chunk that may start inside a quoted field is read two ways.
+        ...mapperHeap(options.memoryMiB * 2 ** 20, 2),
         ...(options.entry !== undefined ? { entry: options.entry } : {}),
       });

@@ -194,7 +194,8 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     instanceType: DEFAULTS.instanceType,
   };
   // Lab ops mapped inline run on threads, as in the stack's splitter function.
-  const mappers = splitterMappers({ opsModules, memoryMiB: DEFAULTS.splitterMemoryMiB });
+  const taskTimeout = Number(options.workerEnv?.[ENV.TASK_TIMEOUT_SECONDS] ?? DEFAULTS.taskTimeoutSeconds);
+  const mappers = splitterMappers({ opsModules, memoryMiB: DEFAULTS.splitterMemoryMiB, taskTimeoutSeconds: taskTimeout });
   const splitDeps = {
     ...deps,
     queue: new SqsTaskQueue(roleClients.sqs, resources.taskQueueUrl),

@@ -26,6 +26,7 @@ const NAMES: Readonly<Record<Role, readonly string[]>> = {
     "CLOUDMILL_JOB_DEADLINE_SECONDS",
     "CLOUDMILL_OPS_MODULES",
     "CLOUDMILL_INLINE_MAX_BYTES",
+    "CLOUDMILL_TASK_TIMEOUT_SECONDS",
     "CLOUDMILL_WORKER_CLUSTER",
     "CLOUDMILL_WORKER_SERVICE",
     "CLOUDMILL_MAX_WORKERS",
@@ -59,7 +60,8 @@ const NAMES: Readonly<Record<Role, readonly string[]>> = {
 };
 
 /** Read by the code but not set by the stack: the emulator's endpoint (`cloudmill dev`) and the URIs the ECS agent gives every task. */
-const SET_ELSEWHERE = ["AWS_ENDPOINT_URL", "ECS_AGENT_URI", "ECS_CONTAINER_METADATA_URI_V4"];
+/** Set by the emulator, the ECS agent, or Lambda itself (the function's memory). */
+const SET_ELSEWHERE = ["AWS_ENDPOINT_URL", "ECS_AGENT_URI", "ECS_CONTAINER_METADATA_URI_V4", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"];
 
 /** The reader each role's entry calls on process.env (functions/<role>.ts, lib/aws/runWorker.ts). */
 const READERS: Readonly<Record<Role, (env: Readonly<Record<string, string | undefined>>) => Record<string, unknown>>> = {
@@ -127,7 +129,7 @@ describe("environment variables", () => {
   });
 
   it.each(ROLES)(
-    "%s: its config reader reads every variable the stack sets, and no other but the emulator's and the ECS agent's",
+    "%s: its config reader reads every variable the stack sets, and no other but the emulator's, the ECS agent's and Lambda's",
     (role) => {
       for (const t of all) {
         const set = Object.keys(envOf(t, role));

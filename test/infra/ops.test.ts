@@ -477,10 +477,10 @@ describe("the staged code, run as Lambda and the image would run it, against the
     expect(await read(`${smallKey}/status.json`)).toMatchObject({ state: "succeeded", ranOn: "lambda" });
     expect(await read(`${smallKey}/result.json`)).toEqual(refWordcount(notes));
 
-    // A small upload of the lab's inline op: mapped by the staged splitter on the mapper thread
-    // bundled beside its index.mjs (a thread that failed to start would hand every chunk to the fleet).
+    // A small upload of the lab's inline op, which counts the lines it maps off the main thread:
+    // the staged splitter maps every line on the mapper thread bundled beside its index.mjs.
     expect(existsSync(path.join(splitterDir, "mapperThread.mjs"))).toBe(true);
-    const nowKey = "valid-readings-now/site-a/readings.jsonl";
+    const nowKey = "lines-off-main-thread/site-a/readings.jsonl";
     await emu.s3.send(new PutObjectCommand({ Bucket: input, Key: nowKey, Body: body }));
     const nowEvent = {
       Records: [{ eventName: "ObjectCreated:Put", s3: { bucket: { name: input }, object: { key: nowKey, size: body.length } } }],
@@ -490,7 +490,7 @@ describe("the staged code, run as Lambda and the image would run it, against the
     expect(nowParts.length).toBe((await read(manifestKey(nowJob)))["chunks"]);
     expect(await reduce(nowParts.at(-1)!.Key!)).toEqual({ batchItemFailures: [] });
     expect(await read(`${nowKey}/status.json`)).toMatchObject({ state: "succeeded", ranOn: "lambda" });
-    expect(await read(`${nowKey}/result.json`)).toEqual(expected);
+    expect(await read(`${nowKey}/result.json`)).toBe(body.split("\n").length - 1);
     expect(existsSync(path.join(work, "node_modules"))).toBe(false);
   }, 240_000);
 });

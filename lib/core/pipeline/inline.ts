@@ -15,7 +15,7 @@ import { nowOf, type SplitDeps } from "./deps.js";
 import { readJsonIfExists, writeJson } from "./blobJson.js";
 import { failJobOfTask, handleDeadLetter } from "./deadLetter.js";
 import { logFieldsOf } from "./logFields.js";
-import { afterFailedAttempt, recordTaskError } from "./attempts.js";
+import { afterFailedAttempt, readTaskError, recordTaskError } from "./attempts.js";
 import { runTask } from "./task.js";
 
 export interface InlineOptions {
@@ -48,14 +48,13 @@ export const runsInline = (op: AnyOp, inputs: readonly InputObject[], maxBytes: 
  * had reached: the first without a part. (It may have died just before starting it: then the
  * chunk is counted as tried once too often, never too seldom.)
  */
-export const countDiedAttempt = (deps: SplitDeps, task: MapTask): Promise<void> =>
-  recordTaskError(
-    deps,
-    task,
-    new CloudmillError(ErrorCode.ENVIRONMENT, "the splitter ended while mapping it inline (out of time or memory?)"),
-    1,
-    1,
-  );
+export const countDiedAttempt = async (deps: SplitDeps, task: MapTask): Promise<void> => {
+  // An error the chunk met inline before the invocation died says more, and counts already.
+  const recorded = await readTaskError(deps, task).catch(() => undefined);
+  if (recorded?.inline !== undefined && recorded.generation === (task.job.generation ?? 0)) return;
+  const died = new CloudmillError(ErrorCode.ENVIRONMENT, "the splitter ended while mapping it inline (out of time or memory?)");
+  await recordTaskError(deps, task, died, 1, 1);
+};
 
 /** True when an earlier invocation began this job inline and did not finish handing it on. */
 export const inlineBegun = async (deps: SplitDeps, jobId: string): Promise<boolean> =>
@@ -77,12 +76,11 @@ export interface InlineRun {
 export const mapInline = async (deps: SplitDeps, tasks: Iterable<MapTask>, options: InlineOptions): Promise<InlineRun> => {
   let mapped = 0;
   let slowest = 0;
+  // A lab's map runs on a thread (when the splitter has them), where the budget's abort ends
+  // even a map that never yields, and its heap is capped; a built-in runs here, sooner.
+  const { mappers: _, ...here } = deps;
   for (const task of tasks) {
-    const labOp = deps.registry.get(task.job.op).digest !== undefined;
-    // A lab's map runs on a thread (when the splitter has them), where the budget's abort ends
-    // even a map that never yields, and its heap is capped; a built-in runs here, sooner.
-    const { mappers: _, ...here } = deps;
-    const runDeps = labOp ? deps : here;
+    const runDeps = deps.registry.get(task.job.op).digest !== undefined ? deps : here;
     const spare = options.remainingMs() - options.reserveMs;
     if (spare <= 2 * slowest) break;
     if (mapped === 0) await writeJson(deps.output, inlineKey(task.jobId), { at: new Date(nowOf(deps)).toISOString() });
@@ -103,11 +101,8 @@ export const mapInline = async (deps: SplitDeps, tasks: Iterable<MapTask>, optio
         await failJobOfTask(deps, task.jobId, error, mapped);
         return { mapped, ended: true };
       }
-      if (next.last) {
-        // maxAttempts 1: this was the chunk's one attempt.
-        await handleDeadLetter(deps, JSON.stringify(task));
-        return { mapped, ended: true };
-      }
+      // maxAttempts 1: this was the chunk's one attempt.
+      if (next.last && (await handleDeadLetter(deps, JSON.stringify(task))) === "failed") return { mapped, ended: true };
       deps.log.warn("inline chunk failed; the fleet takes it from here", logFieldsOf(error));
       break;
     } finally {
