@@ -276,6 +276,28 @@ describe("the report's arithmetic", () => {
     expect([...RunLog.fromJSON(beyond).records(0)].map((r) => r.index)).toEqual([0, 3, 9]);
   });
 
+  it("a run log whose JSON holds a value no run has is refused, naming the run", () => {
+    const json = RunLogJson.parse(
+      JSON.parse(JSON.stringify(logOf([[0, { on: "fleet", at: at(0), ms: 1000, worker: "w/1", bytes: 2000 }]]))),
+    );
+    expect(() => RunLog.fromJSON(json)).not.toThrow();
+    for (const bad of [
+      { index: [-1] },
+      { index: [0.5] },
+      { start: ["0"] },
+      { ms: [-3] },
+      { ms: [null] },
+      { bytes: [-1] },
+      { objects: [0] },
+      { worker: [1] },
+      { on: ["moon"] },
+    ]) {
+      const parsed = RunLogJson.parse(JSON.parse(JSON.stringify({ ...json, ...bad })));
+      expect(() => RunLog.fromJSON(parsed), JSON.stringify(bad)).toThrow(/run log's run 0 is not one/);
+    }
+    expect(RunLogJson.safeParse({ ...json, ms: "1000" }).success).toBe(false);
+  });
+
   it("a keyed job's reduce tasks are listed and priced, but are neither stragglers nor input throughput", () => {
     // Four map tasks of 1 s over 2,000 B each, then two reduce tasks (indexes 4 and 5) of 20 s over the shuffle.
     const entries: [number, TaskRun][] = [0, 1, 2, 3].map((i) => [
@@ -312,7 +334,7 @@ describe("the report's arithmetic", () => {
     expect((await keyedResult(deps, manifest, (k) => k, runs)).records).toBe(2);
     expect([...runs.records(0)].map((t) => t.index)).toEqual([3]);
     // A kept log that names a worker it does not hold is refused (the reducer then reports without it).
-    expect(() => RunLog.fromJSON({ ...logOf([[0, good]]).toJSON(), workers: [] })).toThrow("a run log names no such worker");
+    expect(() => RunLog.fromJSON({ ...logOf([[0, good]]).toJSON(), workers: [] })).toThrow("a run log's run 0 is not one");
   });
 
   it("prices a spot fleet's task-seconds at the price table's typical share of on-demand", () => {

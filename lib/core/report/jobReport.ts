@@ -96,19 +96,28 @@ const ON: readonly RanOn[] = RanOn.options;
 /** The furthest a JavaScript date reaches from the epoch, in ms. */
 const MAX_DATE_MS = 8.64e15;
 
+/**
+ * Arrays whose elements RunLog.fromJSON checks as it copies them: zod checking a million-chunk
+ * job's seven million elements one by one took longer than reading the file.
+ */
+const checkedLater = <T>() => z.custom<T[]>((v) => Array.isArray(v), { error: "expected an array" });
+
 /** A RunLog as JSON: its flat arrays (a keyed job keeps its map stage's runs for its report). */
 export const RunLogJson = z.object({
-  index: z.array(z.number().int().nonnegative()),
-  start: z.array(z.number()),
-  ms: z.array(z.number().nonnegative()),
-  bytes: z.array(z.number().int().nonnegative()),
-  objects: z.array(z.number().int().positive()),
-  worker: z.array(z.number().int().nonnegative()),
+  index: checkedLater<number>(),
+  start: checkedLater<number>(),
+  ms: checkedLater<number>(),
+  bytes: checkedLater<number>(),
+  objects: checkedLater<number>(),
+  worker: checkedLater<number>(),
   /** By name: another version's order of RanOn must not relabel runs. */
-  on: z.array(RanOn),
+  on: checkedLater<RanOn>(),
   workers: z.array(z.string()),
 });
 export type RunLogJson = z.infer<typeof RunLogJson>;
+
+/** Whole and at least `min`. */
+const whole = (v: unknown, min: number): boolean => Number.isInteger(v) && (v as number) >= min;
 
 /**
  * Task runs in a few flat arrays (about fifty bytes a task), so a reducer can hold a
@@ -165,22 +174,41 @@ export class RunLog {
     };
   }
 
-  /** The runs a RunLog's JSON holds (one whose arrays disagree in length, or name no worker, is refused). */
+  /**
+   * The runs a RunLog's JSON holds. One whose arrays disagree in length, or hold a value no run
+   * has (a negative size, a worker it does not name, an unknown place), is refused.
+   */
   static fromJSON(json: RunLogJson): RunLog {
     const n = json.index.length;
     const lengths = [json.start, json.ms, json.bytes, json.objects, json.worker, json.on].map((a) => a.length);
     if (lengths.some((l) => l !== n)) throw new CloudmillError(ErrorCode.INTERNAL, "a run log's arrays differ in length");
-    if (json.worker.some((w) => w >= json.workers.length)) throw new CloudmillError(ErrorCode.INTERNAL, "a run log names no such worker");
     const log = new RunLog();
     // Copied array to array: a million-chunk job's map stage comes back in a moment, not seconds.
     const workers = json.workers.map((name) => log.#workerId(name));
     const on = new Map(ON.map((name, i) => [name, i]));
     for (let i = 0; i < n; i++) {
-      const start = json.start[i]!;
+      const index = json.index[i];
+      const start = json.start[i];
+      const ms = json.ms[i];
+      const bytes = json.bytes[i];
+      const objects = json.objects[i];
+      const worker = json.worker[i];
+      const place = on.get(json.on[i]!);
+      if (
+        !whole(index, 0) ||
+        typeof start !== "number" ||
+        typeof ms !== "number" ||
+        !(ms >= 0) ||
+        !whole(bytes, 0) ||
+        !whole(objects, 1) ||
+        !whole(worker, 0) ||
+        worker! >= workers.length ||
+        place === undefined
+      )
+        throw new CloudmillError(ErrorCode.INTERNAL, `a run log's run ${i} is not one (task ${String(index)})`);
       // A start no date can hold is a run the report cannot place: left out, as add leaves one out.
       if (!(Math.abs(start) <= MAX_DATE_MS)) continue;
-      const objects = json.objects[i]!;
-      log.#push(json.index[i]!, start, json.ms[i]!, json.bytes[i]!, objects, workers[json.worker[i]!]!, on.get(json.on[i]!)!);
+      log.#push(index!, start, ms, bytes!, objects!, workers[worker!]!, place);
     }
     return log;
   }
