@@ -193,6 +193,11 @@ describe("cloudmill estimate", () => {
     expect(bad.stderr).toMatch(
       new RegExp(`^cloudmill: --prices ${prices.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: value: Unrecognized key: "vcpuHours"\n$`),
     );
+    // A key JSON keeps but a plain record would drop without a word (written as text: a JS literal would set the prototype).
+    await writeFile(prices, '{ "asOf": "2026-12-04", "vcpuHour": { "__proto__": 0.05 } }');
+    const dropped = await cli([...args, "--prices", prices]);
+    expect(dropped.code).toBe(2);
+    expect(dropped.stderr).toContain(`vcpuHour: key "__proto__": expected an instance family such as m7g`);
   });
 
   it("refuses what it cannot estimate, in one line", async () => {

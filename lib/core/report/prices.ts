@@ -58,6 +58,20 @@ export const PRICES: PriceTable = {
 };
 
 const usd = z.number().nonnegative().finite();
+const FAMILY = /^[a-z][a-z0-9-]*$/;
+/** The first key of an object that is no instance family's name. */
+const notFamily = (v: unknown): string | undefined =>
+  typeof v === "object" && v !== null ? Object.keys(v).find((k) => !FAMILY.test(k)) : undefined;
+/**
+ * Figures per instance family (m7g). Keys are checked on the object as given: a record's parse
+ * drops a `__proto__` key without a word, which would price nothing the lab asked for.
+ */
+const perFamily = (value: z.ZodType<number>) =>
+  z
+    .custom<Record<string, unknown>>((v) => notFamily(v) === undefined, {
+      error: (issue) => `key ${JSON.stringify(notFamily(issue.input))}: expected an instance family such as m7g`,
+    })
+    .pipe(z.record(z.string(), value));
 /**
  * A lab's prices over the shipped table: its date, and any figures it gives (a family's price
  * or spot share is added, or replaces the shipped one). Unknown fields are refused: a misspelt
@@ -66,8 +80,8 @@ const usd = z.number().nonnegative().finite();
 export const PriceOverride = z.strictObject({
   asOf: z.string().min(1),
   region: z.string().min(1).optional(),
-  vcpuHour: z.record(z.string(), usd).optional(),
-  spotShare: z.record(z.string(), z.number().positive().max(1)).optional(),
+  vcpuHour: perFamily(usd).optional(),
+  spotShare: perFamily(z.number().positive().max(1)).optional(),
   lambdaGbSecond: usd.optional(),
   lambdaRequest: usd.optional(),
   s3Get1000: usd.optional(),
