@@ -3,13 +3,17 @@ import { cloudSplitDeps } from "../lib/aws/cloudDeps.js";
 import { readReducerConfig } from "../lib/aws/env.js";
 import { reducerHandler } from "../lib/aws/handlers.js";
 import { powertoolsLogger } from "../lib/aws/logger.js";
+import { SqsWakeSender } from "../lib/aws/SqsWakeSender.js";
 import { opsRegistry } from "../lib/core/ops/opModules.js";
 
 const config = readReducerConfig(process.env);
 const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
 const deps = { ...cloudSplitDeps(config, logger), registry: await opsRegistry(config.opsModules) };
-export const handler = reducerHandler({
-  ...deps,
-  ...(config.instanceType ? { instanceType: config.instanceType } : {}),
-  ...(config.capacity ? { capacity: config.capacity } : {}),
-});
+export const handler = reducerHandler(
+  {
+    ...deps,
+    ...(config.instanceType ? { instanceType: config.instanceType } : {}),
+    ...(config.capacity ? { capacity: config.capacity } : {}),
+  },
+  config.partsQueueUrl ? { wake: new SqsWakeSender(deps.clients.sqs, config.partsQueueUrl) } : {},
+);

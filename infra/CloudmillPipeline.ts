@@ -191,6 +191,7 @@ export class CloudmillPipeline extends Construct {
       CLOUDMILL_MAX_ATTEMPTS: String(config.maxAttempts),
       CLOUDMILL_JOB_DEADLINE_SECONDS: String(config.jobDeadline.toSeconds()),
       CLOUDMILL_INLINE_MAX_BYTES: String(config.inlineMaxBytes),
+      CLOUDMILL_PARTS_QUEUE_URL: this.partsQueue.queueUrl,
       CLOUDMILL_WORKER_CLUSTER: this.fleet.cluster.clusterName,
       CLOUDMILL_WORKER_SERVICE: this.fleet.service.serviceName,
       CLOUDMILL_MAX_WORKERS: String(config.maxWorkers),
@@ -445,6 +446,8 @@ export class CloudmillPipeline extends Construct {
     allow(this.reducer, "WriteResults", ["s3:PutObject"], jobObjects);
     // A keyed job's reduce tasks are enqueued by the reducer once its chunks are mapped.
     allow(this.reducer, "QueueReduceTasks", ["sqs:SendMessage"], [this.taskQueue.queueArn]);
+    // While only merge or reduce tasks are left, the reducer wakes itself on its own queue (wake.ts).
+    allow(this.reducer, "WakeItself", ["sqs:SendMessage"], [this.partsQueue.queueArn]);
 
     // Dead letters: read the job's state, mark it failed. (Consuming the dead-letter queue is granted by its event source.)
     allow(this.deadLetters, "ReadJobState", ["s3:GetObject"], stateObjects);

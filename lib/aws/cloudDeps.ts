@@ -26,7 +26,11 @@ export const cloudDeps = (
   return { output: inputStore(config.outputBucket), inputStore, registry: new OpRegistry(), log, clients };
 };
 
-export const cloudSplitDeps = (config: CloudConfig & { taskQueueUrl: string }, log: Logger, clients?: AwsClients): SplitDeps => {
+export const cloudSplitDeps = (
+  config: CloudConfig & { taskQueueUrl: string },
+  log: Logger,
+  clients?: AwsClients,
+): SplitDeps & { clients: AwsClients } => {
   const deps = cloudDeps(config, log, clients);
   return { ...deps, queue: new SqsTaskQueue(deps.clients.sqs, config.taskQueueUrl) };
 };

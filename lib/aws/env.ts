@@ -116,6 +116,8 @@ export const readReducerConfig = (env: Env) => ({
   ...common(env),
   opsModules: opsModulesOf(env),
   taskQueueUrl: required(env, ENV.TASK_QUEUE_URL),
+  /** Where the reducer sends itself a job's wake-ups (unset: it sends none). */
+  partsQueueUrl: env[ENV.PARTS_QUEUE_URL] || undefined,
   instanceType: env[ENV.INSTANCE_TYPE] || undefined,
   capacity: capacityOf(env),
 });

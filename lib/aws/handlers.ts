@@ -8,6 +8,8 @@ import type { PipelineDeps, SplitDeps } from "../core/pipeline/deps.js";
 import { failJobOfTask, handleDeadLetter } from "../core/pipeline/deadLetter.js";
 import { costCeilingError } from "../core/pipeline/costCeiling.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
+import { MERGE_LEASE_MS } from "../core/pipeline/mergeTree.js";
+import { keepAwake, wokenJob, type WakeSender } from "../core/pipeline/wake.js";
 import { launchBackups } from "../core/pipeline/backups.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { createdObjects, SqsEvent, type SqsBatchResponse } from "./events.js";
@@ -43,30 +45,42 @@ export const splitterHandler =
  * just those.
  */
 export const reducerHandler =
-  (deps: SplitDeps) =>
+  (deps: SplitDeps, options: ReducerOptions = {}) =>
   async (event: unknown): Promise<SqsBatchResponse> => {
     const { Records } = SqsEvent.parse(event);
     const byJob = new Map<string, string[]>();
+    const add = (jobId: string, messageId: string): void => {
+      const ids = byJob.get(jobId) ?? [];
+      ids.push(messageId);
+      byJob.set(jobId, ids);
+    };
+    /** Jobs this batch has a wake-up of (wake.ts). */
+    const woken = new Set<string>();
     for (const record of Records) {
       let objects: { key: string }[] = [];
       try {
-        objects = createdObjects(JSON.parse(record.body));
+        const body: unknown = JSON.parse(record.body);
+        const jobId = wokenJob(body);
+        if (jobId !== undefined) {
+          add(jobId, record.messageId);
+          woken.add(jobId);
+          continue;
+        }
+        objects = createdObjects(body);
       } catch {
         deps.log.warn("not an S3 notification; dropped", { messageId: record.messageId });
       }
       for (const { key } of objects) {
         // A part, a merged part (the merge tree), or a long chunk's running marker (the straggler check).
         const part = parsePartKey(key) ?? parseMergedKey(key) ?? parseRunningKey(key);
-        if (!part) continue;
-        const ids = byJob.get(part.jobId) ?? [];
-        ids.push(record.messageId);
-        byJob.set(part.jobId, ids);
+        if (part) add(part.jobId, record.messageId);
       }
     }
+    const leaseMs = options.mergeLeaseMs ?? MERGE_LEASE_MS;
     const failures: { itemIdentifier: string }[] = [];
     for (const [jobId, messageIds] of byJob) {
       try {
-        const outcome = await reduceJob(deps, jobId, { tree: true });
+        const outcome = await reduceJob(deps, jobId, { tree: true, mergeLeaseMs: leaseMs });
         deps.log.info("reduce", {
           jobId,
           outcome: outcome.kind,
@@ -78,6 +92,9 @@ export const reducerHandler =
           if (over) await failJobOfTask(deps, jobId, over, outcome.done);
           else if (outcome.mapping) await launchBackups(deps, progress.manifest, progress.mapParts);
         }
+        // Only merge or reduce tasks left: nothing but this reducer re-queues a lost one.
+        if (options.wake && outcome.kind === "incomplete" && !outcome.mapping)
+          await keepAwake({ ...deps, wake: options.wake }, jobId, wakeDelayMs(leaseMs), woken.has(jobId));
       } catch (err) {
         deps.log.error("reduce failed; will retry", { ...logFieldsOf(toCloudmillError(err)), jobId });
         failures.push(...[...new Set(messageIds)].map((itemIdentifier) => ({ itemIdentifier })));
@@ -85,6 +102,16 @@ export const reducerHandler =
     }
     return { batchItemFailures: failures };
   };
+
+export interface ReducerOptions {
+  /** Sends the reducer's own delayed wake-ups (wake.ts); unset: none (a caller that polls instead). */
+  readonly wake?: WakeSender;
+  /** A merge task's lease (default MERGE_LEASE_MS); `cloudmill dev` tests shorten it. */
+  readonly mergeLeaseMs?: number;
+}
+
+/** A wake-up comes a little after the lease it waits for, so that the lease has surely run out. */
+const wakeDelayMs = (leaseMs: number): number => Math.ceil(leaseMs * 1.05) + 1000;
 
 /** The dead-letter handler: each message is a task that failed every attempt. */
 export const deadLetterHandler =

@@ -104,6 +104,8 @@ export const shuffleKey = (jobId: string, index: number, reading: number): strin
 export const reducePlanKey = (jobId: string, partition: number): string => `${workPrefix(jobId)}reduce/${pad(partition)}.plan.json`;
 /** A keyed job's map tasks' runs (a RunLog's JSON), kept for its report when its reduce tasks are enqueued. */
 export const reduceRunsKey = (jobId: string): string => `${workPrefix(jobId)}reduce/runs.json`;
+/** When the reducer's pending wake-up for a job is due (pipeline/wake.ts). */
+export const wakeKey = (jobId: string): string => `${workPrefix(jobId)}wake.json`;
 /** Written once a keyed job's reduce tasks are enqueued. */
 export const reduceEnqueuedKey = (jobId: string): string => `${workPrefix(jobId)}reduce/enqueued.json`;
 /** Where a reduce task may spill runs (an output store used as scratch); `attempt` keeps two attempts apart. */

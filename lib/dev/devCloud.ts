@@ -13,6 +13,7 @@ import { S3BlobStore } from "../aws/S3BlobStore.js";
 import { SqsTaskQueue } from "../aws/SqsTaskQueue.js";
 import { awsClients, destroyClients, type AwsClients } from "../aws/clients.js";
 import { splitterMappers } from "../aws/splitterMappers.js";
+import { SqsWakeSender } from "../aws/SqsWakeSender.js";
 import { faultyClients, type FaultConfigInput, type FaultInjectionOptions } from "./faultInjection.js";
 import { cloudDeps } from "../aws/cloudDeps.js";
 import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES, ENV } from "../core/constants.js";
@@ -90,6 +91,8 @@ export interface DevCloudOptions {
    * it has written this many parts of a job it maps inline; Lambda then invokes it again.
    */
   readonly splitterDiesAfterParts?: number;
+  /** Tests only: how long a queued merge task is left to its worker before the reducer queues it again. Default 10 minutes. */
+  readonly mergeLeaseSeconds?: number;
 }
 
 export interface DevCloud {
@@ -268,7 +271,17 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   });
 
   const pollers = [
-    pollIntoHandler(partsQueue, reducerHandler(splitDeps), stop.signal, log, REDUCER_BATCH),
+    pollIntoHandler(
+      partsQueue,
+      reducerHandler(splitDeps, {
+        // Its own wake-ups, on the parts queue, as the stack's reducer sends them.
+        wake: new SqsWakeSender(roleClients.sqs, resources.partsQueueUrl!),
+        ...(options.mergeLeaseSeconds !== undefined ? { mergeLeaseMs: options.mergeLeaseSeconds * 1000 } : {}),
+      }),
+      stop.signal,
+      log,
+      REDUCER_BATCH,
+    ),
     pollIntoHandler(deadLetters, deadLetterHandler(deps), stop.signal, log, DEAD_LETTER_BATCH),
   ];
 

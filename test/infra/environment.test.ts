@@ -48,6 +48,7 @@ const NAMES: Readonly<Record<Role, readonly string[]>> = {
     "POWERTOOLS_SERVICE_NAME",
   ],
   reducer: [
+    "CLOUDMILL_PARTS_QUEUE_URL",
     "CLOUDMILL_OUTPUT_BUCKET",
     "CLOUDMILL_TASK_QUEUE_URL",
     "CLOUDMILL_OPS_MODULES",

@@ -198,15 +198,20 @@ describe("least privilege", () => {
     });
   });
 
-  it("reducer: list the output bucket, read job state, write job state and results, consume the parts queue, enqueue reduce tasks", () => {
+  it("reducer: list the output bucket, read job state, write job state and results, consume the parts queue, enqueue reduce tasks and wake-ups", () => {
     const grants = grantsOf(template, "PipelineReducerRole");
     expect(grants["s3:GetObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
     expect(grants["s3:PutObject"]).toEqual(jobKeys());
     // Unconditioned: a HEAD or GET carries no s3:prefix, and a 404 (not 403) needs ListBucket.
     expect(grants["s3:ListBucket"]).toEqual([output]);
     expect(grants["sqs:ReceiveMessage"]).toEqual([q(template, "PipelinePartsQueue")]);
-    // A keyed job's reduce tasks, once its chunks are mapped: send only, to the task queue only.
-    expect(grants["sqs:SendMessage"]).toEqual([q(template, "PipelineTaskQueue")]);
+    // A keyed job's reduce tasks, once its chunks are mapped, to the task queue; its own wake-ups
+    // (wake.ts), to the parts queue. Send only, to those two only.
+    expect(grants["sqs:SendMessage"]?.sort()).toEqual([q(template, "PipelinePartsQueue"), q(template, "PipelineTaskQueue")].sort());
+    const env = resource(template, "AWS::Lambda::Function", "PipelineReducer").resource.Properties!["Environment"] as {
+      Variables: Record<string, unknown>;
+    };
+    expect(env.Variables["CLOUDMILL_PARTS_QUEUE_URL"]).toEqual({ Ref: resource(template, "AWS::SQS::Queue", "PipelinePartsQueue").id });
     expect(
       Object.keys(grants)
         .filter((a) => a.startsWith("s3:"))

@@ -313,8 +313,10 @@ describe("the staged code, run as Lambda and the image would run it, against the
     const input = await emu.freshBucket();
     const output = await emu.freshBucket();
     const tasks = await emu.freshQueue({ maxReceiveCount: 3 });
+    const partEvents = await emu.freshQueue({ maxReceiveCount: 3 });
     const outputRef = resource(s.template, "AWS::S3::Bucket", "PipelineOutputBucket").id;
     const queueRef = resource(s.template, "AWS::SQS::Queue", "PipelineTaskQueue").id;
+    const partsRef = resource(s.template, "AWS::SQS::Queue", "PipelinePartsQueue").id;
     /** The stack's environment for a role, references to the emulator's resources, its code root to where the copy is. */
     const envFor = (env: Env, root: string, copy: string): NodeJS.ProcessEnv => {
       // The emulator has no ECS: the splitter runs without a fleet to wake (the backlog alone scales it).
@@ -326,6 +328,7 @@ describe("the staged code, run as Lambda and the image would run it, against the
             const ref = (v as { Ref?: string }).Ref;
             if (ref === outputRef) return [k, output];
             if (ref === queueRef) return [k, tasks.url];
+            if (ref === partsRef) return [k, partEvents.url];
             expect(typeof v, k).toBe("string");
             return [k, k === "CLOUDMILL_OPS_MODULES" ? (v as string).split(`${root}/`).join(`${copy}/`) : (v as string)];
           }),

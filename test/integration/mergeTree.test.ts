@@ -2,10 +2,16 @@
  * The merge tree on the emulated fleet: a job of more chunks than its fan-in is merged by merge
  * tasks on the worker processes, level by level, and the reducer merges only the top. The
  * answer is the reference implementation's over the same bytes; every map task's run still
- * reaches the job's report.
+ * reaches the job's report. A merge task lost after the last chunk is mapped is queued again by
+ * the reducer's own delayed wake-up.
  */
 import { describe, expect, it } from "vitest";
+import { cloudDeps } from "../../lib/aws/cloudDeps.js";
+import { SqsTaskQueue } from "../../lib/aws/SqsTaskQueue.js";
+import { isMapTask, TaskMessage } from "../../lib/core/job/manifest.js";
+import { silentLogger } from "../../lib/core/log.js";
 import { mergeLevels } from "../../lib/core/pipeline/mergeTree.js";
+import { runTask } from "../../lib/core/pipeline/task.js";
 import { JobReport } from "../../lib/core/report/jobReport.js";
 import { expectMatchesReference, linesOf, textOf, useDevCloud, waitFor } from "../helpers/devCloud.js";
 
@@ -50,4 +56,46 @@ describe("a job merged in a tree on the fleet", () => {
     expect(status.error).toMatchObject({ code: "INVALID_SPEC" });
     expect(status.error!.message).toContain("fanIn: op distinct is keyed");
   });
+});
+
+describe("a merge task lost once the chunks are all mapped", () => {
+  // No worker process until the test starts one; leases of 3 s instead of 10 minutes.
+  const lossy = useDevCloud({ chunkSize: CHUNK, workers: 0, maxWorkers: 0, mergeLeaseSeconds: 3 });
+
+  it("is queued again by the reducer's own wake-up, with no part event to wake it, and the job ends exact", async () => {
+    const t = lossy();
+    const bytes = textOf(20 * CHUNK - 300, 12);
+    const chunks = Math.ceil(bytes.length / CHUNK);
+    const fanIn = 4;
+    const groups = mergeLevels(chunks, fanIn)[0]!.groups;
+    await t.put("_inputs/lost.txt", bytes);
+    await t.put("_jobs/lost.json", JSON.stringify({ op: "count", inputs: [`s3://${t.input}/_inputs/lost.txt`], fanIn }));
+    // This test maps the chunks, as a worker would, and deletes every merge task it meets, as a
+    // worker of an older version does with a task kind it does not know.
+    const deps = { ...cloudDeps({ outputBucket: t.output }, silentLogger, t.cloud.clients) };
+    const queue = new SqsTaskQueue(t.sqs, t.cloud.taskQueueUrl);
+    let mapped = 0;
+    let lost = 0;
+    await waitFor("every chunk mapped and the first level's merges lost", async () => {
+      for (const m of await queue.receive({ maxMessages: 10, waitSeconds: 1 })) {
+        const task = TaskMessage.parse(JSON.parse(m.body));
+        if (isMapTask(task)) {
+          await runTask(deps, task, { ranOn: "fleet", checkOpDigest: false });
+          mapped++;
+        } else lost++;
+        await queue.delete(m.receiptHandle);
+      }
+      return mapped === chunks && lost === groups ? true : undefined;
+    });
+    // Nothing writes a part now; only the reducer's wake-up, after the lease, can queue them again.
+    const again = await waitFor("the lost merges queued again", async () => {
+      const depth = await t.taskDepth();
+      return depth.visible >= groups ? depth : undefined;
+    });
+    expect(again.visible).toBe(groups);
+    t.cloud.startWorkers(1);
+    const status = await t.waitForEnd("_jobs/lost/status.json");
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    expectMatchesReference("count", {}, bytes, await t.getJson(t.output, "_jobs/lost/result.json"));
+  }, 120_000);
 });

@@ -73,7 +73,7 @@ const WRITES_AT_ONCE = 16;
  * runs: its message was lost (a worker of 0.2, mid-deploy, deletes a task kind it does not know).
  * A copy of a merge still running finds the part written, or writes the same.
  */
-const MERGE_LEASE_MS = 10 * 60_000;
+export const MERGE_LEASE_MS = 10 * 60_000;
 
 /** `enqueued.json`, as far as the tree reads it. */
 const Enqueued = z.object({ chunks: z.number(), inline: z.number().optional() });
@@ -102,12 +102,13 @@ export const advanceMergeTree = async (
   manifest: Manifest,
   tree: MergeTree,
   mapParts: ReadonlyMap<number, string>,
-  options: { readonly queue: boolean } = { queue: true },
+  options: { readonly queue: boolean; readonly leaseMs?: number } = { queue: true },
 ): Promise<{ readonly top?: ReadonlyMap<number, string>; readonly queued: number; readonly merged: readonly string[] }> => {
   const { jobId, job } = manifest;
   const generation = job.generation ?? 0;
   const { fanIn, levels } = tree;
   const now = nowOf(deps);
+  const lease = options.leaseMs ?? MERGE_LEASE_MS;
   const done = levels.map(() => new Map<number, string>());
   const queuedAt = levels.map(() => new Map<number, number>());
   for await (const { key } of deps.output.list(mergedPrefix(jobId, generation))) {
@@ -120,7 +121,7 @@ export const advanceMergeTree = async (
   for (const level of options.queue ? levels : []) {
     const below = level.level === 1 ? mapParts : done[level.level - 2]!;
     for (let group = 0; group < level.groups; group++) {
-      if (done[level.level - 1]!.has(group) || now - (queuedAt[level.level - 1]!.get(group) ?? -Infinity) < MERGE_LEASE_MS) continue;
+      if (done[level.level - 1]!.has(group) || now - (queuedAt[level.level - 1]!.get(group) ?? -Infinity) < lease) continue;
       const { from, to } = groupRange(level, fanIn, group);
       let ready = true;
       for (let i = from; i < to && ready; i++) ready = below.has(i);

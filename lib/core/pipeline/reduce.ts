@@ -94,6 +94,8 @@ export interface ReduceJobOptions {
    * fleet (mergeTree.ts), and this reads only the tree's top. Elsewhere every part is read here.
    */
   readonly tree?: boolean;
+  /** How long a queued merge task is left to its worker before it is queued again (default MERGE_LEASE_MS). */
+  readonly mergeLeaseMs?: number;
 }
 
 export const reduceJob = async (
@@ -127,7 +129,12 @@ export const reduceJob = async (
   const overdue = nowOf(deps) > manifest.deadline;
   const tree = options.tree && deps.queue && !merged ? await fleetTreeOf(deps, manifest) : undefined;
   // Merges are queued as their groups' parts arrive, while the rest still map (an overdue job's are not).
-  const merging = tree && (await advanceMergeTree({ ...deps, queue: deps.queue! }, manifest, tree, parts, { queue: !overdue }));
+  const merging =
+    tree &&
+    (await advanceMergeTree({ ...deps, queue: deps.queue! }, manifest, tree, parts, {
+      queue: !overdue,
+      ...(options.mergeLeaseMs !== undefined ? { leaseMs: options.mergeLeaseMs } : {}),
+    }));
   if (merging && merging.queued > 0) log.info("merge tasks queued", { tasks: merging.queued, merged: merging.merged.length });
   const progress: JobProgress = {
     manifest,
