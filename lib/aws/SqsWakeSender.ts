@@ -8,8 +8,8 @@ export class SqsWakeSender implements WakeSender {
     private readonly queueUrl: string,
   ) {}
 
-  async wakeAfter(jobId: string, seconds: number): Promise<void> {
-    const body: WakeMessage = { wake: { jobId } };
+  async wakeAfter(jobId: string, seconds: number, due: number): Promise<void> {
+    const body: WakeMessage = { wake: { jobId, due } };
     await this.sqs.send(new SendMessageCommand({ QueueUrl: this.queueUrl, MessageBody: JSON.stringify(body), DelaySeconds: seconds }));
   }
 }

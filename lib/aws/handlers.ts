@@ -9,7 +9,7 @@ import { failJobOfTask, handleDeadLetter } from "../core/pipeline/deadLetter.js"
 import { costCeilingError } from "../core/pipeline/costCeiling.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
 import { MERGE_LEASE_MS } from "../core/pipeline/mergeTree.js";
-import { keepAwake, wokenJob, type WakeSender } from "../core/pipeline/wake.js";
+import { keepAwake, wakeOf, type WakeSender } from "../core/pipeline/wake.js";
 import { launchBackups } from "../core/pipeline/backups.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { createdObjects, SqsEvent, type SqsBatchResponse } from "./events.js";
@@ -54,16 +54,17 @@ export const reducerHandler =
       ids.push(messageId);
       byJob.set(jobId, ids);
     };
-    /** Jobs this batch has a wake-up of (wake.ts). */
-    const woken = new Set<string>();
+    /** Jobs this batch has a wake-up of (wake.ts), with the time it was due. */
+    const woken = new Map<string, number>();
     for (const record of Records) {
       let objects: { key: string }[] = [];
       try {
         const body: unknown = JSON.parse(record.body);
-        const jobId = wokenJob(body);
-        if (jobId !== undefined) {
-          add(jobId, record.messageId);
-          woken.add(jobId);
+        const wake = wakeOf(body);
+        if (wake !== undefined) {
+          add(wake.jobId, record.messageId);
+          // A wake of an older reducer carries no due time: it starts its chain afresh.
+          woken.set(wake.jobId, Math.max(woken.get(wake.jobId) ?? 0, wake.due ?? Number.MAX_SAFE_INTEGER));
           continue;
         }
         objects = createdObjects(body);
@@ -91,10 +92,9 @@ export const reducerHandler =
           const over = await costCeilingError(deps, progress);
           if (over) await failJobOfTask(deps, jobId, over, outcome.done);
           else if (outcome.mapping) await launchBackups(deps, progress.manifest, progress.mapParts);
+          // Only merge or reduce tasks left, which no part event may follow: the reducer wakes itself.
+          else if (options.wake) await keepAwake({ ...deps, wake: options.wake }, jobId, wakeDelayMs(leaseMs), woken.get(jobId));
         }
-        // Only merge or reduce tasks left: nothing but this reducer re-queues a lost one.
-        if (options.wake && outcome.kind === "incomplete" && !outcome.mapping)
-          await keepAwake({ ...deps, wake: options.wake }, jobId, wakeDelayMs(leaseMs), woken.has(jobId));
       } catch (err) {
         deps.log.error("reduce failed; will retry", { ...logFieldsOf(toCloudmillError(err)), jobId });
         failures.push(...[...new Set(messageIds)].map((itemIdentifier) => ({ itemIdentifier })));

@@ -85,7 +85,7 @@ describe("a merge task lost once the chunks are all mapped", () => {
         } else lost++;
         await queue.delete(m.receiptHandle);
       }
-      return mapped === chunks && lost === groups ? true : undefined;
+      return mapped === chunks && lost >= groups ? true : undefined;
     });
     // Nothing writes a part now; only the reducer's wake-up, after the lease, can queue them again.
     const again = await waitFor("the lost merges queued again", async () => {

@@ -22,6 +22,7 @@ import { CloudmillStack } from "../../infra/CloudmillStack.js";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { SqsTaskQueue } from "../../lib/aws/SqsTaskQueue.js";
+import { SqsWakeSender } from "../../lib/aws/SqsWakeSender.js";
 import { awsClients, type AwsClients } from "../../lib/aws/clients.js";
 import { cloudDeps, cloudSplitDeps } from "../../lib/aws/cloudDeps.js";
 import { DEV_BUCKETS } from "../../lib/core/constants.js";
@@ -174,6 +175,7 @@ describe("each role may do exactly what its code does", () => {
   let emulator: Emulator;
   let plain: AwsClients;
   let taskQueueUrl: string;
+  let partsQueueUrl: string;
   const recorded = new Map<RoleName, CompletedRequest[]>(ROLES.map((r) => [r, []]));
   const opened: AwsClients[] = [];
   /** Clients that record every request of the role (and inject the faults given, if any). */
@@ -196,7 +198,14 @@ describe("each role may do exactly what its code does", () => {
     emulator = await startEmulator();
     plain = awsClients({ endpoint: emulator.endpoint });
     opened.push(plain);
-    ({ taskQueueUrl } = await createDevResources(plain, { taskQueue: "review-tasks", deadLetterQueue: "review-dlq", maxReceiveCount: 3 }));
+    const queues = await createDevResources(plain, {
+      taskQueue: "review-tasks",
+      deadLetterQueue: "review-dlq",
+      partsQueue: "review-parts",
+      maxReceiveCount: 3,
+    });
+    taskQueueUrl = queues.taskQueueUrl;
+    partsQueueUrl = queues.partsQueueUrl!;
     const put = (key: string, body: string) => plain.s3.send(new PutObjectCommand({ Bucket: DEV_BUCKETS.input, Key: key, Body: body }));
     await put("count/review data.txt", "a\nb\nc\n".repeat(40));
     await put("count/dead letters.txt", "x\n".repeat(100));
@@ -233,10 +242,12 @@ describe("each role may do exactly what its code does", () => {
       30_000,
       50,
     );
-    const reduce = reducerHandler({
-      ...cloudSplitDeps({ outputBucket: DEV_BUCKETS.output, taskQueueUrl }, silentLogger, clientsOf("reducer")),
-      registry,
-    });
+    const reducerClients = clientsOf("reducer");
+    // With its own wake-ups, which the keyed job's reduce stage sends (wake.ts).
+    const reduce = reducerHandler(
+      { ...cloudSplitDeps({ outputBucket: DEV_BUCKETS.output, taskQueueUrl }, silentLogger, reducerClients), registry },
+      { wake: new SqsWakeSender(reducerClients.sqs, partsQueueUrl) },
+    );
     const partEvents = (jobId: string, indexes: number[]) => ({
       Records: indexes.map((i) => ({
         messageId: `${jobId}-${i}`,
@@ -371,7 +382,10 @@ describe("each role may do exactly what its code does", () => {
       [DEV_BUCKETS.input]: one("AWS::S3::Bucket", "PipelineInputBucket"),
       [DEV_BUCKETS.output]: one("AWS::S3::Bucket", "PipelineOutputBucket"),
     };
-    const queueId = one("AWS::SQS::Queue", "PipelineTaskQueue");
+    const queueIds: Record<string, string> = {
+      [taskQueueUrl]: one("AWS::SQS::Queue", "PipelineTaskQueue"),
+      [partsQueueUrl]: one("AWS::SQS::Queue", "PipelinePartsQueue"),
+    };
     const needs: Need[] = [];
     for (const role of ROLES) {
       for (const r of recorded.get(role)!) {
@@ -406,8 +420,8 @@ describe("each role may do exactly what its code does", () => {
           const action =
             { SendMessageBatch: "sqs:SendMessage", SendMessage: "sqs:SendMessage", DeleteMessageBatch: "sqs:DeleteMessage" }[r.operation] ??
             `sqs:${r.operation}`;
-          expect(r.queueUrl).toBe(taskQueueUrl);
-          needs.push({ role, action, resource: `<${queueId}>`, context: {}, why });
+          expect(queueIds[r.queueUrl!], r.queueUrl).toBeDefined();
+          needs.push({ role, action, resource: `<${queueIds[r.queueUrl!]}>`, context: {}, why });
         }
       }
     }
@@ -462,7 +476,11 @@ describe("each role may do exactly what its code does", () => {
         "ReceiveMessage",
       ]),
     );
-    expect([...ops("reducer")].sort()).toEqual(expect.arrayContaining(["GetObject", "ListObjectsV2", "PutObject", "SendMessageBatch"]));
+    expect([...ops("reducer")].sort()).toEqual(
+      expect.arrayContaining(["GetObject", "ListObjectsV2", "PutObject", "SendMessage", "SendMessageBatch"]),
+    );
+    // Its wake-up went to its own queue.
+    expect(recorded.get("reducer")!.some((r) => r.operation === "SendMessage" && r.queueUrl === partsQueueUrl)).toBe(true);
     expect([...ops("deadLetters")].sort()).toEqual(expect.arrayContaining(["GetObject", "HeadObject", "PutObject"]));
   });
 

@@ -117,7 +117,7 @@ export const RunLogJson = z.object({
 export type RunLogJson = z.infer<typeof RunLogJson>;
 
 /** Whole and at least `min`. */
-const whole = (v: unknown, min: number): boolean => Number.isInteger(v) && (v as number) >= min;
+const whole = (v: unknown, min: number): boolean => Number.isSafeInteger(v) && (v as number) >= min;
 
 /**
  * Task runs in a few flat arrays (about fifty bytes a task), so a reducer can hold a
