@@ -1,7 +1,7 @@
 /**
  * How good `cloudmill estimate` is: for every built-in op, the wall time it predicts for a local
  * run at 1 and 2 workers (its rates calibrated on the input's first 8 MiB, as the CLI does, plus
- * the fixed start-up of a run measured here on a one-line file)
+ * the fixed start-up of a run measured here on a file of two tiny chunks)
  * against `cloudmill run`'s measured wall time, a fresh process each. The goal is within 30 %.
  * Env: BENCH_ESTIMATE_MB (default "100,1024"), BENCH_ESTIMATE_OPS (default: every built-in).
  */
@@ -13,7 +13,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { DEFAULTS } from "../lib/core/constants.js";
 import { builtinOps, OpRegistry } from "../lib/core/ops/registry.js";
 import { estimateJob } from "../lib/core/report/estimate.js";
-import { calibrate } from "../lib/local/calibrate.js";
+import { calibrate, calibratedRates } from "../lib/local/calibrate.js";
 import { generateNumbers, generateText } from "./generate.js";
 
 interface Case {
@@ -73,17 +73,23 @@ export const estimateAccuracy = async (o: {
   const registry = new OpRegistry(builtinOps);
   const rows: EstimateRow[] = [];
   const bin = path.join(o.root, "bin/cloudmill.js");
-  // What `cloudmill run` takes on a file of one line, at 1 and 2 workers: the median of 5.
+  // What `cloudmill run` takes on a file of a few bytes in two chunks, at 1 and 2 workers: the
+  // median of 5. Two chunks, so that its task threads start, as a long job's do (one chunk of
+  // a built-in op runs on the main thread, with no thread to start).
   const tiny = path.join(o.dir, "estimate-tiny.txt");
-  writeFileSync(tiny, "one line\n");
+  writeFileSync(tiny, "one line\ntwo line\n");
   const start: Record<number, number> = {};
   for (const workers of [1, 2]) {
     const times: number[] = [];
     for (let i = 0; i < 5; i++) {
       const t0 = performance.now();
-      execFileSync(process.execPath, [bin, "run", tiny, "--op", "count", "--workers", String(workers), "--no-progress"], {
-        stdio: "ignore",
-      });
+      execFileSync(
+        process.execPath,
+        [bin, "run", tiny, "--op", "count", "--chunk-size", "9", "--workers", String(workers), "--no-progress"],
+        {
+          stdio: "ignore",
+        },
+      );
       times.push((performance.now() - t0) / 1000);
     }
     start[workers] = times.sort((a, b) => a - b)[2]!;
@@ -98,14 +104,13 @@ export const estimateAccuracy = async (o: {
     };
     for (const c of CASES.filter((c) => !o.ops || o.ops.includes(c.op))) {
       const file = files[c.input];
-      const { rate, reduceRate } = await calibrate(file, { op: c.op, params: c.params }, registry);
+      const calibration = await calibrate(file, { op: c.op, params: c.params }, registry);
       for (const workers of [1, 2]) {
         const estimate = estimateJob({
           op: c.op,
           sizes: [bytes],
           chunkSize: DEFAULTS.chunkSize,
-          mbPerSecond: rate,
-          ...(reduceRate ? { reduceMbPerSecond: reduceRate } : {}),
+          ...calibratedRates(calibration),
           // A local run's fixed cost, measured in this run: the process and its threads.
           startSeconds: start[workers]!,
           taskOverheadSeconds: 0,

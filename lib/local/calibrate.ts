@@ -17,12 +17,29 @@ import { runLocal } from "./localEngine.js";
 /** Bytes of the first input a calibration maps. */
 export const SAMPLE_BYTES = 8 * MiB;
 
-/** A calibration: MB/s per core of the map stage, and of a keyed op's reduce stage (per reduce task). */
+/**
+ * A calibration: MB/s per core of the map stage, and of a keyed op's reduce stage (per reduce
+ * task, in input MB), both as it holds its runs in memory and as it spills them, which it does
+ * past DEFAULTS.reduceSpillBytes.
+ */
 export interface Calibration {
   readonly rate: number;
   readonly reduceRate?: number;
+  readonly spilledReduceRate?: number;
   readonly bytes: number;
 }
+
+/** A calibration's rates as an estimate takes them (estimate.ts's EstimateInput). */
+export const calibratedRates = (
+  c: Calibration | undefined,
+): { mbPerSecond?: number; reduceMbPerSecond?: number; spilledReduceMbPerSecond?: number } => ({
+  ...(c ? { mbPerSecond: c.rate } : {}),
+  ...(c?.reduceRate ? { reduceMbPerSecond: c.reduceRate } : {}),
+  ...(c?.spilledReduceRate ? { spilledReduceMbPerSecond: c.spilledReduceRate } : {}),
+});
+
+/** A calibration's spilling reduce holds this share of the sample before it spills: a few spills, as a large partition makes. */
+const SPILL_SHARE = 4;
 
 /**
  * Rates of the op on `sample` (bytes from the start of an input named like `name`). The sample is
@@ -41,8 +58,7 @@ export const calibrateOn = async (
     const file = path.join(dir, `sample${path.extname(name)}`);
     await writeFile(file, buf.subarray(0, cut));
     const job = parseJobSpec({ op: spec.op, inputs: [file], params: { ...spec.params }, chunkSize: Math.max(cut, DEFAULTS.minChunkSize) });
-    const once = async () => {
-      const t0 = performance.now();
+    const once = async (spillBytes?: number) => {
       const { report } = await runLocal({
         spec: job,
         registry,
@@ -50,15 +66,19 @@ export const calibrateOn = async (
         report: true,
         log: silentLogger,
         outDir: path.join(dir, "out"),
+        ...(spillBytes !== undefined ? { spillBytes } : {}),
       });
-      const wall = (performance.now() - t0) / 1000;
-      return { map: Math.max(report?.taskSeconds.local ?? 0, 0.001), wall };
+      // The sample is one chunk, task 0; a keyed op's reduce tasks follow it, each timed by itself.
+      const tasks = report?.tasks ?? [];
+      const seconds = (stage: (index: number) => boolean): number =>
+        Math.max(tasks.reduce((n, t) => (stage(t.index) ? n + t.ms : n), 0) / 1000, 0.001);
+      return { map: seconds((i) => i === 0), reduce: seconds((i) => i > 0) };
     };
     await once();
-    const { map, wall } = await once();
-    const shuffled = isShuffled(registry.get(spec.op));
-    const reduce = Math.max(wall - map, 0.001);
-    return { rate: cut / 1e6 / map, ...(shuffled ? { reduceRate: cut / 1e6 / reduce } : {}), bytes: cut };
+    const { map, reduce } = await once();
+    if (!isShuffled(registry.get(spec.op))) return { rate: cut / 1e6 / map, bytes: cut };
+    const spilled = await once(Math.max(1024, Math.ceil(cut / SPILL_SHARE)));
+    return { rate: cut / 1e6 / map, reduceRate: cut / 1e6 / reduce, spilledReduceRate: cut / 1e6 / spilled.reduce, bytes: cut };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

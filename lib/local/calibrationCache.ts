@@ -22,6 +22,7 @@ const MAX_AGE_MS = 30 * 24 * 3600 * 1000;
 const Entry = z.object({
   rate: z.number().positive(),
   reduceRate: z.number().positive().optional(),
+  spilledReduceRate: z.number().positive().optional(),
   bytes: z.number().int().nonnegative(),
   at: z.iso.datetime(),
 });
@@ -34,6 +35,9 @@ export const calibrationCacheDir = (env: Readonly<Record<string, string | undefi
   if (env.XDG_CACHE_HOME) return path.join(env.XDG_CACHE_HOME, "cloudmill");
   return env.HOME ? path.join(env.HOME, ".cache", "cloudmill") : undefined;
 };
+
+/** Bumped when calibrations are measured another way (2: a keyed op's reduce timed by its own task, held and spilling). */
+const CALIBRATION_METHOD = 2;
 
 /** The machine type a rate holds for: its architecture and CPU model. */
 export const machineType = (): string => `${os.arch()} ${os.cpus()[0]?.model ?? "unknown CPU"}`;
@@ -50,6 +54,8 @@ export const calibrationKey = (parts: {
 }): string =>
   sha256(
     JSON.stringify([
+      // How a calibration is measured: a rate measured otherwise is not reused.
+      CALIBRATION_METHOD,
       parts.op,
       parts.digest,
       Object.entries(parts.params).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),

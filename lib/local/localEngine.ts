@@ -78,6 +78,8 @@ export interface LocalRunOptions {
    * fails with TASK_TIMEOUT. Default DEFAULTS.taskTimeoutSeconds (15 minutes); none with 0 workers.
    */
   readonly taskTimeoutSeconds?: number;
+  /** Bytes a reduce task holds before it spills runs (default DEFAULTS.reduceSpillBytes); calibrations time a spilling reduce. */
+  readonly spillBytes?: number;
   /**
    * Where a keyed op's parts go (`part-00000.jsonl`, …); the result's keys are their paths.
    * Default `cloudmill-out/<jobId>` under the working directory.
@@ -154,7 +156,15 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     deadLetter: { queue: deadLetters, maxReceiveCount: spec.maxAttempts },
   });
   const items = new ThreadItemRunner({ opsModules: options.opsModules ?? [] });
-  const deps: SplitDeps = { output, queue, inputStore: () => root, registry, log, items };
+  const deps: SplitDeps = {
+    output,
+    queue,
+    inputStore: () => root,
+    registry,
+    log,
+    items,
+    ...(options.spillBytes !== undefined ? { spillBytes: options.spillBytes } : {}),
+  };
   const executor: TaskExecutor =
     workers > 0
       ? threadExecutor(

@@ -48,7 +48,7 @@ import { resolveS3Inputs } from "../core/pipeline/resolveInputs.js";
 import { estimateJob, type Estimate } from "../core/report/estimate.js";
 import { CAPACITIES, checkedPrices, withPrices } from "../core/report/prices.js";
 import { vcpusOfSize } from "../core/instanceTypes.js";
-import { calibrateSample, SAMPLE_BYTES } from "../local/calibrate.js";
+import { calibratedRates, calibrateSample, SAMPLE_BYTES, type Calibration } from "../local/calibrate.js";
 import { CalibrationCache, calibrationCacheDir } from "../local/calibrationCache.js";
 
 /** A usage report older than this many of its intervals (plus a grace) is a worker gone. */
@@ -476,8 +476,7 @@ export class Cloudmill {
     };
     const inputs = await withAws(this.#aws("list the job's inputs"), () => resolveS3Inputs({ inputStore }, spec.inputs));
     const first = inputs.find((i) => i.size > 0);
-    let rate: number | undefined;
-    let reduceRate: number | undefined;
+    let measured: (Calibration & { readonly cachedAt?: string }) | undefined;
     let calibration: EstimateCalibration | undefined;
     // A lab's op is not here to run: it is priced at the default rate for lab ops.
     const registry = new OpRegistry(builtinOps);
@@ -488,8 +487,7 @@ export class Cloudmill {
       // The same cache as `cloudmill estimate` on local files: a sample's bytes, not its name, are its key.
       const cacheDir = spec.cacheDir ?? calibrationCacheDir(process.env);
       const cache = cacheDir ? { store: new CalibrationCache(cacheDir), fresh: spec.fresh ?? false } : undefined;
-      const measured = await calibrateSample(sample, first.key, { op: spec.op, params: spec.params ?? {} }, registry, cache);
-      ({ rate, reduceRate } = measured);
+      measured = await calibrateSample(sample, first.key, { op: spec.op, params: spec.params ?? {} }, registry, cache);
       calibration = { input: first.name, bytes: measured.bytes, ...(measured.cachedAt ? { cachedAt: measured.cachedAt } : {}) };
     }
     const instanceType = spec.instanceType ?? DEFAULTS.instanceType;
@@ -504,8 +502,7 @@ export class Cloudmill {
       op: spec.op,
       sizes: inputs.map((i) => i.size),
       chunkSize: spec.chunkSize ?? DEFAULTS.chunkSize,
-      ...(rate !== undefined ? { mbPerSecond: rate } : {}),
-      ...(reduceRate !== undefined ? { reduceMbPerSecond: reduceRate } : {}),
+      ...calibratedRates(measured),
       instanceType,
       ...(spec.capacity !== undefined ? { capacity: spec.capacity } : {}),
       ...(spec.prices !== undefined ? { prices: withPrices(checkedPrices(spec.prices)) } : {}),

@@ -137,6 +137,30 @@ describe("cloudmill estimate", () => {
     expect(e.wallSeconds.atMost).toBeCloseTo(0.3 + 9 * chunk + 30 / 3, 9);
   });
 
+  it("takes a reduce task's spilling rate once its partition is past the spill threshold (64 MiB), as worked out by hand", () => {
+    const at = (bytes: number) =>
+      estimateJob({
+        op: "distinct",
+        sizes: [bytes],
+        chunkSize: 16 * 1024 * 1024,
+        mbPerSecond: 50,
+        reduceMbPerSecond: 20,
+        spilledReduceMbPerSecond: 10,
+        taskOverheadSeconds: 0,
+        instanceType: "m7g.large",
+        workers: 1,
+        vcpusPerWorker: 1,
+        maxWorkers: 1,
+        inlineMaxBytes: 0,
+      }).taskSeconds;
+    // 60 MB: one partition of 60 MB, under 67.1 MB: 60/50 + 60/20 = 4.2 s.
+    expect(at(60e6)).toBeCloseTo(4.2, 9);
+    // 100 MB: one partition, past it: 100/50 + 100/10 = 12 s.
+    expect(at(100e6)).toBeCloseTo(12, 9);
+    // 1 GB: four partitions of 250 MB, past it: 1000/50 + 1000/10 = 120 s.
+    expect(at(1e9)).toBeCloseTo(120, 9);
+  });
+
   it("prices a spot fleet at the price table's typical share of on-demand, as worked out by hand", async () => {
     // 25 GB of wordcount in 1 GB chunks at 25 MB/s per vCPU: 1000 s of mapping and 25 × 0.05 s of overhead.
     const at = (instanceType: string, capacity?: "spot") =>

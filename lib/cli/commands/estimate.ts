@@ -17,7 +17,7 @@ import { PriceOverride, withPrices, type Capacity } from "../../core/report/pric
 import { parseJsonWith } from "../../core/parseJson.js";
 import { expandLocalManifests, walk } from "../../local/localInputs.js";
 import { isS3Input } from "../../core/pipeline/inputManifests.js";
-import { calibrate } from "../../local/calibrate.js";
+import { calibrate, calibratedRates } from "../../local/calibrate.js";
 import { CalibrationCache, calibrationCacheDir } from "../../local/calibrationCache.js";
 import { collect, collectParam } from "../options.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
@@ -166,8 +166,7 @@ export const estimateCommand = (io: CliIO): Command =>
         op: flags.op,
         sizes: files.map((f) => f.size),
         chunkSize,
-        ...(calibrated ? { mbPerSecond: calibrated.rate } : {}),
-        ...(calibrated?.reduceRate ? { reduceMbPerSecond: calibrated.reduceRate } : {}),
+        ...calibratedRates(calibrated),
         instanceType: flags.instanceType,
         ...(flags.spot ? { capacity: "spot" as const } : {}),
         ...(prices ? { prices: withPrices(prices) } : {}),

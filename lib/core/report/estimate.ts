@@ -68,6 +68,8 @@ export interface EstimateInput {
    * map rate): its partitions (one per 256 MiB) run side by side, at most one per vCPU.
    */
   readonly reduceMbPerSecond?: number;
+  /** The same, for a reduce task whose partition is past DEFAULTS.reduceSpillBytes and spills its runs; unset: reduceMbPerSecond. */
+  readonly spilledReduceMbPerSecond?: number;
   /** Fixed time before the first task (a local run's process and threads); default 0. */
   readonly startSeconds?: number;
   /** Time a task spends beyond its bytes: its requests on the fleet. Default TASK_OVERHEAD_SECONDS; a local run's is about 0. */
@@ -92,12 +94,14 @@ export const estimateJob = (input: EstimateInput): Estimate => {
   const chunks = input.sizes.reduce((n, s) => n + (s === 0 ? 0 : Math.ceil(s / input.chunkSize)), 0);
   const rate = input.mbPerSecond ?? defaultRate(input.op);
   const overhead = input.taskOverheadSeconds ?? TASK_OVERHEAD_SECONDS;
-  const reduceSeconds = input.reduceMbPerSecond ? bytes / (input.reduceMbPerSecond * 1e6) : 0;
+  const partitions = Math.max(1, Math.ceil(bytes / DEFAULTS.bytesPerPartition));
+  const spills = bytes / partitions > DEFAULTS.reduceSpillBytes;
+  const reduceRate = spills ? (input.spilledReduceMbPerSecond ?? input.reduceMbPerSecond) : input.reduceMbPerSecond;
+  const reduceSeconds = reduceRate ? bytes / (reduceRate * 1e6) : 0;
   const taskSeconds = bytes / (rate * 1e6) + chunks * overhead + reduceSeconds;
   const inline = input.inlineMaxBytes > 0 && bytes <= input.inlineMaxBytes;
   // Waves of tasks, each as long as a full chunk: the last wave may be short, the first is not.
   const chunkSeconds = Math.min(input.chunkSize, bytes) / (rate * 1e6) + overhead;
-  const partitions = Math.max(1, Math.ceil(bytes / DEFAULTS.bytesPerPartition));
   const wall = (workers: number): number => {
     const slots = Math.max(1, workers * input.vcpusPerWorker);
     return (input.startSeconds ?? 0) + Math.ceil(chunks / slots) * chunkSeconds + reduceSeconds / Math.min(partitions, slots);
