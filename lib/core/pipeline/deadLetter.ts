@@ -62,6 +62,9 @@ export const failJobOfTask = async (deps: PipelineDeps, jobId: string, error: Cl
 };
 
 /** Why a merge or reduce task may have failed every attempt with no error recorded: its worker ended mid-task. */
+/** "1 attempt", "3 attempts". */
+const attempts = (n: number): string => (n === 1 ? "1 attempt" : `${n} attempts`);
+
 const UNREPORTED =
   "without reporting an error (worker killed, out of memory, or past its time limit in op code on the worker's main thread?)";
 
@@ -91,7 +94,7 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
     const { level, group } = task.merge;
     const what = `merge task ${group} of level ${level} failed`;
     const error = recorded
-      ? new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} after ${recorded.attempt} attempts: ${recorded.error.message}`, { jobId })
+      ? new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} after ${attempts(recorded.attempt)}: ${recorded.error.message}`, { jobId })
       : new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} ${UNREPORTED}`, { jobId });
     await failJob(deps, target, error);
     return "failed";
@@ -101,7 +104,7 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
     // The error's context names the partition ("partition 3: …").
     const what = "its reduce task failed";
     const error = recorded
-      ? new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} after ${recorded.attempt} attempts: ${recorded.error.message}`, {
+      ? new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} after ${attempts(recorded.attempt)}: ${recorded.error.message}`, {
           jobId,
           partition,
         })
@@ -126,7 +129,7 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
   const kept: readonly string[] = [ErrorCode.TASK_TIMEOUT, ErrorCode.OUT_OF_MEMORY];
   const code = recorded && kept.includes(recorded.error.code) ? (recorded.error.code as ErrorCode) : ErrorCode.CHUNK_FAILED;
   const error = recorded
-    ? new CloudmillError(code, `chunk ${chunk.index} failed after ${recorded.attempt} attempts: ${last}`, where)
+    ? new CloudmillError(code, `chunk ${chunk.index} failed after ${attempts(recorded.attempt)}: ${last}`, where)
     : new CloudmillError(
         ErrorCode.CHUNK_FAILED,
         `chunk ${chunk.index} failed ${receiveCount ? `${receiveCount} times ` : ""}without reporting an error (worker killed or out ` +
