@@ -19,8 +19,9 @@ export const SAMPLE_BYTES = 8 * MiB;
 
 /**
  * A calibration: MB/s per core of the map stage, and of a keyed op's reduce stage (per reduce
- * task, in input MB), both as it holds its runs in memory and as it spills them, which it does
- * past DEFAULTS.reduceSpillBytes.
+ * task, in input MB), both as it holds its runs in memory and as it spills them, which a
+ * combining reduce does past DEFAULTS.reduceSpillBytes (a sort's reduce streams its runs and
+ * never spills: it has the one rate).
  */
 export interface Calibration {
   readonly rate: number;
@@ -38,7 +39,7 @@ export const calibratedRates = (
   ...(c?.spilledReduceRate ? { spilledReduceMbPerSecond: c.spilledReduceRate } : {}),
 });
 
-/** A calibration's spilling reduce holds this share of the sample before it spills: a few spills, as a large partition makes. */
+/** A calibration's spilling reduce holds this share of the sample before it spills (the sample's one run spills at least once). */
 const SPILL_SHARE = 4;
 
 /**
@@ -68,7 +69,7 @@ export const calibrateOn = async (
         outDir: path.join(dir, "out"),
         ...(spillBytes !== undefined ? { spillBytes } : {}),
       });
-      // The sample is one chunk, task 0; a keyed op's reduce tasks follow it, each timed by itself.
+      // The sample is one chunk (its size is the chunk size), task 0; a keyed op's reduce tasks follow it, each timed by itself.
       const tasks = report?.tasks ?? [];
       const seconds = (stage: (index: number) => boolean): number =>
         Math.max(tasks.reduce((n, t) => (stage(t.index) ? n + t.ms : n), 0) / 1000, 0.001);
@@ -76,8 +77,13 @@ export const calibrateOn = async (
     };
     await once();
     const { map, reduce } = await once();
-    if (!isShuffled(registry.get(spec.op))) return { rate: cut / 1e6 / map, bytes: cut };
-    const spilled = await once(Math.max(1024, Math.ceil(cut / SPILL_SHARE)));
+    const op = registry.get(spec.op);
+    if (!isShuffled(op)) return { rate: cut / 1e6 / map, bytes: cut };
+    if (op.keyed === undefined) return { rate: cut / 1e6 / map, reduceRate: cut / 1e6 / reduce, bytes: cut };
+    // Spilling, twice: the second on warm spill code.
+    const spillBytes = Math.max(1024, Math.ceil(cut / SPILL_SHARE));
+    await once(spillBytes);
+    const spilled = await once(spillBytes);
     return { rate: cut / 1e6 / map, reduceRate: cut / 1e6 / reduce, spilledReduceRate: cut / 1e6 / spilled.reduce, bytes: cut };
   } finally {
     await rm(dir, { recursive: true, force: true });

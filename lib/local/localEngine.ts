@@ -78,7 +78,10 @@ export interface LocalRunOptions {
    * fails with TASK_TIMEOUT. Default DEFAULTS.taskTimeoutSeconds (15 minutes); none with 0 workers.
    */
   readonly taskTimeoutSeconds?: number;
-  /** Bytes a reduce task holds before it spills runs (default DEFAULTS.reduceSpillBytes); calibrations time a spilling reduce. */
+  /**
+   * Bytes a reduce task holds before it spills runs (default DEFAULTS.reduceSpillBytes), for a
+   * reduce on this thread (workers 0): calibrations time a spilling reduce. Task threads keep the default.
+   */
   readonly spillBytes?: number;
   /**
    * Where a keyed op's parts go (`part-00000.jsonl`, …); the result's keys are their paths.

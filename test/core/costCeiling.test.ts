@@ -26,6 +26,7 @@ import { runTask, type TaskOutcome } from "../../lib/core/pipeline/task.js";
 import { encodeEventKey } from "../../lib/dev/emulator.js";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
+import { usdOver } from "../../lib/core/report/prices.js";
 import { OUTPUT, startJobOver } from "../helpers/jobs.js";
 
 let dir: string;
@@ -127,7 +128,7 @@ const runToEnd = async (s: Awaited<ReturnType<typeof setUp>>): Promise<void> => 
 };
 
 /** The dollars the COST_LIMIT message names. */
-const measuredOf = (message: string): number => Number(/^measured \$(\d+\.\d{6}) after /.exec(message)?.[1]);
+const measuredOf = (message: string): number => Number(/^measured \$(\d+\.\d{6,}) after /.exec(message)?.[1]);
 
 describe("a price ceiling over a merge tree", () => {
   it("counts the merge tasks' time: the job fails with COST_LIMIT after its first merge, and a retry finishes it", async () => {
@@ -259,5 +260,13 @@ describe("a price ceiling over a keyed job's reduce stage", () => {
       }
     }
     expect(got).toEqual(expected);
+  });
+});
+
+describe("usdOver", () => {
+  it("gives six decimals, or as many more as it takes to read as past the ceiling", () => {
+    expect(usdOver(0.5, 0.1)).toBe("0.500000");
+    expect(usdOver(0.0002944, 0.000294)).toBe("0.0002944");
+    expect(usdOver(0.00029400001, 0.000294)).toBe("0.00029400001");
   });
 });

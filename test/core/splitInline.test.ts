@@ -42,7 +42,18 @@ const CHUNKS = Math.ceil(TEXT.length / CHUNK);
 const lateOp = defineOp({ name: "late", format: "lines", map: () => 1, combine: (a: number, b: number) => a + b });
 /** The same op, saying it is cheap enough to run where the job starts. */
 const cheapOp = defineOp({ name: "cheap", format: "lines", map: () => 1, combine: (a: number, b: number) => a + b, inline: true });
-const registry = new OpRegistry([...builtinOps, lateOp, cheapOp]);
+/** Cheap, but its first line fails it every time, as a crashing driver would (not a bad record: retried). */
+const crashOp = defineOp({
+  name: "crash",
+  format: "lines",
+  inline: true,
+  map: (line: string) => {
+    if (line === "37") throw new Error("the instrument's driver crashed");
+    return 1;
+  },
+  combine: (a: number, b: number) => a + b,
+});
+const registry = new OpRegistry([...builtinOps, lateOp, cheapOp, crashOp]);
 
 interface Setup {
   readonly deps: SplitDeps;
@@ -70,10 +81,23 @@ const setUp = async (name: string, body: Buffer = TEXT): Promise<Setup> => {
   return { deps, queue, output, wakes, object };
 };
 
-const start = (s: Setup, op: string, remainingMs: () => number, options: { maxBytes?: number; params?: Params } = {}) =>
+const start = (
+  s: Setup,
+  op: string,
+  remainingMs: () => number,
+  options: { maxBytes?: number; params?: Params; maxAttempts?: number } = {},
+) =>
   startJob(s.deps, {
     jobId: `job-${op}`,
-    job: taskJobOf(parseJobSpec({ op, inputs: ["data.txt"], params: options.params ?? {} }), registry),
+    job: taskJobOf(
+      parseJobSpec({
+        op,
+        inputs: ["data.txt"],
+        params: options.params ?? {},
+        ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}),
+      }),
+      registry,
+    ),
     inputs: [s.object],
     chunkSize: CHUNK,
     output: { result: "out/result.json", status: "out/status.json" },
@@ -214,6 +238,16 @@ describe("the splitter maps a small job where it starts", () => {
     expect(status.state).toBe("failed");
     expect(status.error).toMatchObject({ code: "BAD_RECORD", input: "data.txt" });
     expect(status.error!.message).toMatch(/twelve/);
+    expect((await s.queue.depth()).visible).toBe(0);
+    expect(s.wakes).toEqual([]);
+  });
+
+  it("a chunk failing inline with maxAttempts 1 has had its one attempt: the job fails naming it, and nothing is enqueued", async () => {
+    const s = await setUp("one-attempt");
+    await start(s, "crash", () => 60_000, { maxAttempts: 1 });
+    const status = await readJson(s.output, "out/status.json", JobStatus);
+    expect(status.state).toBe("failed");
+    expect(status.error!.message).toMatch(/chunk 0 failed after 1 attempt: .*driver crashed/);
     expect((await s.queue.depth()).visible).toBe(0);
     expect(s.wakes).toEqual([]);
   });

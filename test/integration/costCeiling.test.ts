@@ -70,7 +70,7 @@ describe("a price ceiling while the job runs", () => {
     const failed = await cloud.waitForEnd("_jobs/ticks-1/status.json", 60_000);
     expect(failed.state).toBe("failed");
     expect(failed.error?.code).toBe("COST_LIMIT");
-    const m = /^measured \$(0\.\d{6}) after (\d+) of 30 chunks is over maxCostUsd \$([\d.]+) /.exec(failed.error!.message);
+    const m = /^measured \$(0\.\d{6,}) after (\d+) of 30 chunks is over maxCostUsd \$([\d.]+) /.exec(failed.error!.message);
     expect(m, failed.error!.message).not.toBeNull();
     expect(Number(m![1])).toBeGreaterThan(ceiling);
     expect(Number(m![3])).toBe(ceiling);

@@ -10,6 +10,7 @@ import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { Manifest } from "../job/manifest.js";
 import { runCostUsd } from "../report/jobReport.js";
+import { usdOver } from "../report/prices.js";
 import type { PipelineDeps } from "./deps.js";
 import { sampleRuns } from "./partSample.js";
 
@@ -57,7 +58,7 @@ export const costCeilingError = async (deps: PipelineDeps, progress: JobProgress
     .join(" and ");
   return new CloudmillError(
     ErrorCode.COST_LIMIT,
-    `measured $${spent.toFixed(6)} after ${done} is over maxCostUsd $${ceiling} ` +
+    `measured $${usdOver(spent, ceiling)} after ${done} is over maxCostUsd $${ceiling} ` +
       `(task time and requests at ${instanceType} ${deps.capacity ?? "on-demand"} prices, from sampled parts); the parts are kept: ` +
       `\`cloudmill retry ${manifest.jobId} --max-cost-usd <more>\` resumes the job`,
     { jobId: manifest.jobId, field: "maxCostUsd" },

@@ -61,10 +61,10 @@ export const failJobOfTask = async (deps: PipelineDeps, jobId: string, error: Cl
     await failJob(deps, { jobId, output: manifest.output, chunks: taskCount(manifest), done, startedAt: manifest.createdAt }, error);
 };
 
-/** Why a merge or reduce task may have failed every attempt with no error recorded: its worker ended mid-task. */
 /** "1 attempt", "3 attempts". */
 const attempts = (n: number): string => (n === 1 ? "1 attempt" : `${n} attempts`);
 
+/** Why a merge or reduce task may have failed every attempt with no error recorded: its worker ended mid-task. */
 const UNREPORTED =
   "without reporting an error (worker killed, out of memory, or past its time limit in op code on the worker's main thread?)";
 

@@ -21,6 +21,7 @@ import { writeProgress } from "./status.js";
 import { countDiedAttempt, inlineBegun, mapInline, runsInline, type InlineOptions } from "./inline.js";
 import { logFieldsOf } from "./logFields.js";
 import { estimateJob } from "../report/estimate.js";
+import { usdOver } from "../report/prices.js";
 import type { Preference } from "../job/spec.js";
 
 export interface JobPlan {
@@ -259,7 +260,7 @@ const refuseOverCeiling = (deps: SplitDeps, plan: JobPlan, ceiling: number): voi
     const c = estimate.cost;
     throw new CloudmillError(
       ErrorCode.COST_LIMIT,
-      `estimated $${c.total.toFixed(6)} is over maxCostUsd $${ceiling} (${estimate.chunks} chunks, ` +
+      `estimated $${usdOver(c.total, ceiling)} is over maxCostUsd $${ceiling} (${estimate.chunks} chunks, ` +
         `${(estimate.bytes / 1e6).toFixed(1)} MB at ${estimate.rate.mbPerSecondPerVcpu} MB/s per vCPU: $${c.instances.toFixed(6)} of ` +
         `${instanceType} ${c.capacity}, $${(c.lambda + c.s3Requests + c.sqs + c.logs).toFixed(6)} of Lambda, requests and logs)`,
       { field: "maxCostUsd" },

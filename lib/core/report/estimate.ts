@@ -95,6 +95,9 @@ export const estimateJob = (input: EstimateInput): Estimate => {
   const rate = input.mbPerSecond ?? defaultRate(input.op);
   const overhead = input.taskOverheadSeconds ?? TASK_OVERHEAD_SECONDS;
   const partitions = Math.max(1, Math.ceil(bytes / DEFAULTS.bytesPerPartition));
+  // Input bytes per partition as a proxy for the runs its reduce task holds: about as many for
+  // an op whose map combines little (distinct), fewer for one that combines much (groupby), whose
+  // two rates then hardly differ.
   const spills = bytes / partitions > DEFAULTS.reduceSpillBytes;
   const reduceRate = spills ? (input.spilledReduceMbPerSecond ?? input.reduceMbPerSecond) : input.reduceMbPerSecond;
   const reduceSeconds = reduceRate ? bytes / (reduceRate * 1e6) : 0;

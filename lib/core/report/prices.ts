@@ -134,3 +134,13 @@ export const requestUsd = (
   s3: ((tasks * S3_HEADS_PER_TASK + objects) * prices.s3Get1000) / 1000 + (tasks * prices.s3Put1000) / 1000,
   sqs: fleetTasks * SQS_PER_TASK * (prices.sqsMillion / 1e6),
 });
+
+/**
+ * Dollars past a ceiling, to six decimals, or as many more as it takes to read as past it:
+ * "$0.000294 is over $0.000294" would say nothing.
+ */
+export const usdOver = (amount: number, ceiling: number): string => {
+  let digits = 6;
+  while (digits < 12 && Number(amount.toFixed(digits)) <= ceiling) digits++;
+  return amount.toFixed(digits);
+};
