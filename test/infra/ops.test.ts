@@ -465,35 +465,30 @@ describe("the staged code, run as Lambda and the image would run it, against the
     expect(task.results).toEqual(python.results);
     expect(task.errors.map((e) => [e.index, e.code])).toEqual(python.bad.map((i) => [i, "ITEM_FAILED"]));
 
-    // A small upload of a built-in op: the staged splitter maps it where it starts (no worker runs
-    // now), writing the parts a worker would; the reducer ends it. The reference agrees.
-    const smallKey = "wordcount/site-a/notes.txt";
+    /**
+     * A small upload the staged splitter maps where it starts (no worker runs now), writing the
+     * parts a worker would; the reducer ends it. Its status, and its result.
+     */
+    const inline = async (key: string, text: string | Buffer): Promise<{ status: unknown; result: unknown }> => {
+      await emu.s3.send(new PutObjectCommand({ Bucket: input, Key: key, Body: text }));
+      const event = { Records: [{ eventName: "ObjectCreated:Put", s3: { bucket: { name: input }, object: { key, size: text.length } } }] };
+      const job = ((await invoke(splitterDir, splitEnv, event)) as { jobId: string }[])[0]!.jobId;
+      const jobParts = (await emu.s3.send(new ListObjectsV2Command({ Bucket: output, Prefix: `_work/${job}/parts/` }))).Contents!;
+      expect(jobParts.length).toBe((await read(manifestKey(job)))["chunks"]);
+      expect(await reduce(jobParts.at(-1)!.Key!)).toEqual({ batchItemFailures: [] });
+      return { status: await read(`${key}/status.json`), result: await read(`${key}/result.json`) };
+    };
+    // A built-in op: the reference agrees.
     const notes = textOf(40_000, 21);
-    await emu.s3.send(new PutObjectCommand({ Bucket: input, Key: smallKey, Body: notes }));
-    const smallEvent = {
-      Records: [{ eventName: "ObjectCreated:Put", s3: { bucket: { name: input }, object: { key: smallKey, size: notes.length } } }],
-    };
-    const smallJob = ((await invoke(splitterDir, splitEnv, smallEvent)) as { jobId: string }[])[0]!.jobId;
-    const smallParts = (await emu.s3.send(new ListObjectsV2Command({ Bucket: output, Prefix: `_work/${smallJob}/parts/` }))).Contents!;
-    expect(smallParts.length).toBe((await read(manifestKey(smallJob)))["chunks"]);
-    expect(await reduce(smallParts.at(-1)!.Key!)).toEqual({ batchItemFailures: [] });
-    expect(await read(`${smallKey}/status.json`)).toMatchObject({ state: "succeeded", ranOn: "lambda" });
-    expect(await read(`${smallKey}/result.json`)).toEqual(refWordcount(notes));
-
-    // A small upload of the lab's inline op, which counts the lines it maps off the main thread:
-    // the staged splitter maps every line on the mapper thread bundled beside its index.mjs.
+    const small = await inline("wordcount/site-a/notes.txt", notes);
+    expect(small.status).toMatchObject({ state: "succeeded", ranOn: "lambda" });
+    expect(small.result).toEqual(refWordcount(notes));
+    // The lab's inline op, which counts the lines it maps off the main thread: the staged splitter
+    // maps every line on the mapper thread bundled beside its index.mjs.
     expect(existsSync(path.join(splitterDir, "mapperThread.mjs"))).toBe(true);
-    const nowKey = "lines-off-main-thread/site-a/readings.jsonl";
-    await emu.s3.send(new PutObjectCommand({ Bucket: input, Key: nowKey, Body: body }));
-    const nowEvent = {
-      Records: [{ eventName: "ObjectCreated:Put", s3: { bucket: { name: input }, object: { key: nowKey, size: body.length } } }],
-    };
-    const nowJob = ((await invoke(splitterDir, splitEnv, nowEvent)) as { jobId: string }[])[0]!.jobId;
-    const nowParts = (await emu.s3.send(new ListObjectsV2Command({ Bucket: output, Prefix: `_work/${nowJob}/parts/` }))).Contents!;
-    expect(nowParts.length).toBe((await read(manifestKey(nowJob)))["chunks"]);
-    expect(await reduce(nowParts.at(-1)!.Key!)).toEqual({ batchItemFailures: [] });
-    expect(await read(`${nowKey}/status.json`)).toMatchObject({ state: "succeeded", ranOn: "lambda" });
-    expect(await read(`${nowKey}/result.json`)).toBe(body.split("\n").length - 1);
+    const offMain = await inline("lines-off-main-thread/site-a/readings.jsonl", body);
+    expect(offMain.status).toMatchObject({ state: "succeeded", ranOn: "lambda" });
+    expect(offMain.result).toBe(body.split("\n").length - 1);
     expect(existsSync(path.join(work, "node_modules"))).toBe(false);
   }, 240_000);
 });
