@@ -14,8 +14,6 @@ export interface SplitterMappersOptions {
   readonly memoryMiB: number;
   /** A chunk's time limit (the stack's taskTimeout). */
   readonly taskTimeoutSeconds: number;
-  /** The thread entry file; default the one beside the running bundle. */
-  readonly entry?: string;
 }
 
 export const splitterMappers = (options: SplitterMappersOptions): MapperHost | undefined =>
@@ -26,5 +24,4 @@ export const splitterMappers = (options: SplitterMappersOptions): MapperHost | u
         taskTimeoutSeconds: options.taskTimeoutSeconds,
         // Two threads at most: a CSV chunk that may start inside a quoted field is read two ways.
         ...mapperHeap(options.memoryMiB * 2 ** 20, 2),
-        ...(options.entry !== undefined ? { entry: options.entry } : {}),
       });
