@@ -517,7 +517,7 @@ export const runChaos = async (s: ChaosScenario): Promise<ChaosReport> => {
               Array.from({ length: s.rogueReducers }, async () => {
                 rogueReduceCalls++;
                 try {
-                  await reduceJob(rogueDeps, jobId, { tree: true });
+                  await reduceJob(rogueDeps, jobId, { fleet: true });
                 } catch (err) {
                   // Transient errors (the injected faults) are what a Lambda retry absorbs.
                   if (toCloudmillError(err).code !== "ENVIRONMENT") throw err;

@@ -9,11 +9,9 @@ import { opsRegistry } from "../lib/core/ops/opModules.js";
 const config = readReducerConfig(process.env);
 const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
 const deps = { ...cloudSplitDeps(config, logger), registry: await opsRegistry(config.opsModules) };
-export const handler = reducerHandler(
-  {
-    ...deps,
-    ...(config.instanceType ? { instanceType: config.instanceType } : {}),
-    ...(config.capacity ? { capacity: config.capacity } : {}),
-  },
-  config.partsQueueUrl ? { wake: new SqsWakeSender(deps.clients.sqs, config.partsQueueUrl) } : {},
-);
+export const handler = reducerHandler({
+  ...deps,
+  ...(config.instanceType ? { instanceType: config.instanceType } : {}),
+  ...(config.capacity ? { capacity: config.capacity } : {}),
+  ...(config.partsQueueUrl ? { wake: new SqsWakeSender(deps.clients.sqs, config.partsQueueUrl) } : {}),
+});

@@ -6,18 +6,22 @@ import { readSplitterConfig } from "../lib/aws/env.js";
 import { splitterHandler } from "../lib/aws/handlers.js";
 import { powertoolsLogger } from "../lib/aws/logger.js";
 import { splitterMappers } from "../lib/aws/splitterMappers.js";
+import { SqsWakeSender } from "../lib/aws/SqsWakeSender.js";
 import { opsRegistry } from "../lib/core/ops/opModules.js";
 
 const config = readSplitterConfig(process.env);
 const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
 const fleet = config.fleet && new EcsFleetWaker(new ECSClient({}), config.fleet);
 const mappers = splitterMappers(config);
+const base = cloudSplitDeps(config, logger);
 const deps = {
-  ...cloudSplitDeps(config, logger),
+  ...base,
   ...(mappers ? { mappers } : {}),
   registry: await opsRegistry(config.opsModules),
   ...(fleet ? { fleet } : {}),
   ...(config.instanceType ? { instanceType: config.instanceType } : {}),
   ...(config.capacity ? { capacity: config.capacity } : {}),
+  // A resume that queues no chunk starts the reducer's wake-ups (wake.ts).
+  ...(config.partsQueueUrl ? { wake: new SqsWakeSender(base.clients.sqs, config.partsQueueUrl) } : {}),
 };
 export const handler = splitterHandler(deps, config);

@@ -408,6 +408,8 @@ export class CloudmillPipeline extends Construct {
     allow(this.splitter, "WriteJobState", ["s3:PutObject"], jobObjects);
     allow(this.splitter, "ListJobState", ["s3:ListBucket"], outputBucket);
     allow(this.splitter, "QueueChunks", ["sqs:SendMessage"], [this.taskQueue.queueArn]);
+    // A resume that queues no chunk sends the reducer its first wake-up (wake.ts).
+    allow(this.splitter, "WakeReducer", ["sqs:SendMessage"], [this.partsQueue.queueArn]);
     // A retry request (_retries/<jobId>.json) resumes a failed or cancelled job: its end marker goes.
     allow(
       this.splitter,

@@ -87,6 +87,8 @@ export const readSplitterConfig = (env: Env) => {
     fleet: fleetOf(env),
     instanceType: env[ENV.INSTANCE_TYPE] || undefined,
     capacity: capacityOf(env),
+    /** Where a resume that queues no chunk sends the reducer's first wake-up (unset: none). */
+    partsQueueUrl: env[ENV.PARTS_QUEUE_URL] || undefined,
   };
 };
 export type SplitterConfig = ReturnType<typeof readSplitterConfig>;

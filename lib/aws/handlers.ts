@@ -8,8 +8,7 @@ import type { PipelineDeps, SplitDeps } from "../core/pipeline/deps.js";
 import { failJobOfTask, handleDeadLetter } from "../core/pipeline/deadLetter.js";
 import { costCeilingError } from "../core/pipeline/costCeiling.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
-import { MERGE_LEASE_MS } from "../core/pipeline/mergeTree.js";
-import { keepAwake, wakeOf, type WakeSender } from "../core/pipeline/wake.js";
+import { keepAwakeForLease, wakeOf } from "../core/pipeline/wake.js";
 import { launchBackups } from "../core/pipeline/backups.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { createdObjects, SqsEvent, type SqsBatchResponse } from "./events.js";
@@ -45,7 +44,7 @@ export const splitterHandler =
  * just those.
  */
 export const reducerHandler =
-  (deps: SplitDeps, options: ReducerOptions = {}) =>
+  (deps: SplitDeps) =>
   async (event: unknown): Promise<SqsBatchResponse> => {
     const { Records } = SqsEvent.parse(event);
     const byJob = new Map<string, string[]>();
@@ -77,11 +76,10 @@ export const reducerHandler =
         if (part) add(part.jobId, record.messageId);
       }
     }
-    const leaseMs = options.mergeLeaseMs ?? MERGE_LEASE_MS;
     const failures: { itemIdentifier: string }[] = [];
     for (const [jobId, messageIds] of byJob) {
       try {
-        const outcome = await reduceJob(deps, jobId, { tree: true, mergeLeaseMs: leaseMs });
+        const outcome = await reduceJob(deps, jobId, { fleet: true });
         deps.log.info("reduce", {
           jobId,
           outcome: outcome.kind,
@@ -93,7 +91,7 @@ export const reducerHandler =
           if (over) await failJobOfTask(deps, jobId, over, outcome.done);
           else if (outcome.mapping) await launchBackups(deps, progress.manifest, progress.mapParts);
           // Only merge or reduce tasks left, which no part event may follow: the reducer wakes itself.
-          else if (options.wake) await keepAwake({ ...deps, wake: options.wake }, jobId, wakeDelayMs(leaseMs), woken.get(jobId));
+          else await keepAwakeForLease(deps, jobId, woken.get(jobId));
         }
       } catch (err) {
         deps.log.error("reduce failed; will retry", { ...logFieldsOf(toCloudmillError(err)), jobId });
@@ -102,16 +100,6 @@ export const reducerHandler =
     }
     return { batchItemFailures: failures };
   };
-
-export interface ReducerOptions {
-  /** Sends the reducer's own delayed wake-ups (wake.ts); unset: none (a caller that polls instead). */
-  readonly wake?: WakeSender;
-  /** A merge task's lease (default MERGE_LEASE_MS); `cloudmill dev` tests shorten it. */
-  readonly mergeLeaseMs?: number;
-}
-
-/** A wake-up comes a little after the lease it waits for, so that the lease has surely run out. */
-const wakeDelayMs = (leaseMs: number): number => Math.ceil(leaseMs * 1.05) + 1000;
 
 /** The dead-letter handler: each message is a task that failed every attempt. */
 export const deadLetterHandler =

@@ -108,6 +108,8 @@ export const reduceRunsKey = (jobId: string): string => `${workPrefix(jobId)}red
 export const wakeKey = (jobId: string): string => `${workPrefix(jobId)}wake.json`;
 /** Written once a keyed job's reduce tasks are enqueued. */
 export const reduceEnqueuedKey = (jobId: string): string => `${workPrefix(jobId)}reduce/enqueued.json`;
+/** When a keyed job's missing reduce tasks were last queued again (a lost task, or a resume). */
+export const reduceRequeuedKey = (jobId: string): string => `${workPrefix(jobId)}reduce/requeued.json`;
 /** Where a reduce task may spill runs (an output store used as scratch); `attempt` keeps two attempts apart. */
 export const spillPrefix = (jobId: string, partition: number, attempt: string): string =>
   `${workPrefix(jobId)}spill/${pad(partition)}/${attempt}/`;

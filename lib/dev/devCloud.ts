@@ -91,8 +91,8 @@ export interface DevCloudOptions {
    * it has written this many parts of a job it maps inline; Lambda then invokes it again.
    */
   readonly splitterDiesAfterParts?: number;
-  /** Tests only: how long a queued merge task is left to its worker before the reducer queues it again. Default 10 minutes. */
-  readonly mergeLeaseSeconds?: number;
+  /** Tests only: how long a queued merge or reduce task is left to its worker before the reducer queues it again. Default 10 minutes. */
+  readonly taskLeaseSeconds?: number;
 }
 
 export interface DevCloud {
@@ -203,6 +203,9 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     ...deps,
     queue: new SqsTaskQueue(roleClients.sqs, resources.taskQueueUrl),
     ...(mappers ? { mappers } : {}),
+    // The reducer's own wake-ups, on the parts queue, as the stack's splitter and reducer send them.
+    wake: new SqsWakeSender(roleClients.sqs, resources.partsQueueUrl!),
+    ...(options.taskLeaseSeconds !== undefined ? { taskLeaseMs: options.taskLeaseSeconds * 1000 } : {}),
   };
   const maxWorkers = options.maxWorkers ?? options.workers ?? 2;
   let woken = 0;
@@ -271,17 +274,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   });
 
   const pollers = [
-    pollIntoHandler(
-      partsQueue,
-      reducerHandler(splitDeps, {
-        // Its own wake-ups, on the parts queue, as the stack's reducer sends them.
-        wake: new SqsWakeSender(roleClients.sqs, resources.partsQueueUrl!),
-        ...(options.mergeLeaseSeconds !== undefined ? { mergeLeaseMs: options.mergeLeaseSeconds * 1000 } : {}),
-      }),
-      stop.signal,
-      log,
-      REDUCER_BATCH,
-    ),
+    pollIntoHandler(partsQueue, reducerHandler(splitDeps), stop.signal, log, REDUCER_BATCH),
     pollIntoHandler(deadLetters, deadLetterHandler(deps), stop.signal, log, DEAD_LETTER_BATCH),
   ];
 

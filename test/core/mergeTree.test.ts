@@ -98,7 +98,7 @@ const runFleet = async (s: Setup, seed: number, stopAfterMerges = Number.POSITIV
       // A duplicate delivery: it finds the part written.
       if (next() < 0.2) expect(await runTask(s.deps, task, { checkOpDigest: false })).toEqual({ kind: "duplicate" });
     }
-    const outcome = await reduceJob(s.reducer, s.jobId, { tree: true });
+    const outcome = await reduceJob(s.reducer, s.jobId, { fleet: true });
     if (outcome.kind !== "incomplete") return merges;
   }
   throw new Error("the job did not end in 100 rounds");
@@ -231,17 +231,17 @@ describe("a job merged in a tree", () => {
       return tasks;
     };
     for (const task of await drain()) await runTask(s.deps, task, { checkOpDigest: false });
-    expect((await reduceJob(s.reducer, s.jobId, { tree: true })).kind).toBe("incomplete");
+    expect((await reduceJob(s.reducer, s.jobId, { fleet: true })).kind).toBe("incomplete");
     // The five merges of level 1 are lost (a worker of 0.2 deletes a task kind it does not know).
     expect((await drain()).length).toBe(5);
-    expect((await reduceJob(s.reducer, s.jobId, { tree: true })).kind).toBe("incomplete");
+    expect((await reduceJob(s.reducer, s.jobId, { fleet: true })).kind).toBe("incomplete");
     expect(await drain()).toEqual([]);
     const later = Date.now() + 11 * 60_000;
-    expect((await reduceJob({ ...s.reducer, now: () => later }, s.jobId, { tree: true })).kind).toBe("incomplete");
+    expect((await reduceJob({ ...s.reducer, now: () => later }, s.jobId, { fleet: true })).kind).toBe("incomplete");
     const again = await drain();
     expect(again.map((t) => ("merge" in t ? t.merge.group : -1))).toEqual([0, 1, 2, 3, 4]);
     for (const task of again) await runTask(s.deps, task, { checkOpDigest: false });
-    expect((await reduceJob(s.reducer, s.jobId, { tree: true })).kind).toBe("incomplete");
+    expect((await reduceJob(s.reducer, s.jobId, { fleet: true })).kind).toBe("incomplete");
     await runFleet(s, 9);
     expect((await s.queue.receive({ maxMessages: 1, waitSeconds: 0 })).length).toBe(0);
     expectMatchesReference("count", {}, bytes, await readJson(s.output, OUTPUT.result, z.unknown()));
@@ -260,7 +260,7 @@ describe("a job merged in a tree", () => {
     }
     // As the splitter records a job it mapped itself.
     await s.output.put(enqueuedKey(s.jobId), JSON.stringify({ at: new Date().toISOString(), chunks: 20, inline: 20 }));
-    expect((await reduceJob(s.reducer, s.jobId, { tree: true })).kind).toBe("succeeded");
+    expect((await reduceJob(s.reducer, s.jobId, { fleet: true })).kind).toBe("succeeded");
     expect((await s.queue.receive({ maxMessages: 1, waitSeconds: 0 })).length).toBe(0);
     expect(await mergedParts(s)).toEqual(new Map());
     expectMatchesReference("count", {}, bytes, await readJson(s.output, OUTPUT.result, z.unknown()));

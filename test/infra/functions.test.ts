@@ -157,7 +157,7 @@ describe("least privilege", () => {
     }
   });
 
-  it("splitter: read inputs and specs, list inputs, read/write job state, queue chunks, wake only its own worker service, resume jobs", () => {
+  it("splitter: read inputs and specs, list inputs, read/write job state, queue chunks, wake only its own worker service, resume jobs (and wake the reducer)", () => {
     const service = `<${resource(template, "AWS::ECS::Service", "PipelineWorkersService").id}>`;
     expect(grantsOf(template, "PipelineSplitterRole")).toEqual({
       "ecs:DescribeServices": [service],
@@ -169,7 +169,11 @@ describe("least privilege", () => {
       "s3:GetObject": [`${input}/*`, `${output}/*/status.json`, `${output}/_work/*`].sort(),
       "s3:ListBucket": [input, output].sort(),
       "s3:PutObject": jobKeys(),
-      "sqs:SendMessage": [q(template, "PipelineSplitterDeadLetterQueue"), q(template, "PipelineTaskQueue")].sort(),
+      "sqs:SendMessage": [
+        q(template, "PipelineSplitterDeadLetterQueue"),
+        q(template, "PipelineTaskQueue"),
+        q(template, "PipelinePartsQueue"),
+      ].sort(),
     });
   });
 

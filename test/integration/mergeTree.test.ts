@@ -2,10 +2,11 @@
  * The merge tree on the emulated fleet: a job of more chunks than its fan-in is merged by merge
  * tasks on the worker processes, level by level, and the reducer merges only the top. The
  * answer is the reference implementation's over the same bytes; every map task's run still
- * reaches the job's report. A merge task lost after the last chunk is mapped is queued again by
- * the reducer's own delayed wake-up.
+ * reaches the job's report. A merge or reduce task lost after the last chunk is mapped is queued
+ * again by the reducer's own delayed wake-up.
  */
 import { describe, expect, it } from "vitest";
+import { z } from "zod";
 import { cloudDeps } from "../../lib/aws/cloudDeps.js";
 import { SqsTaskQueue } from "../../lib/aws/SqsTaskQueue.js";
 import { isMapTask, TaskMessage } from "../../lib/core/job/manifest.js";
@@ -13,6 +14,8 @@ import { silentLogger } from "../../lib/core/log.js";
 import { mergeLevels } from "../../lib/core/pipeline/mergeTree.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
 import { JobReport } from "../../lib/core/report/jobReport.js";
+import { parseS3Uri } from "../../lib/core/s3Uri.js";
+import { prng } from "../../lib/dev/prng.js";
 import { expectMatchesReference, linesOf, textOf, useDevCloud, waitFor } from "../helpers/devCloud.js";
 
 const CHUNK = 1024;
@@ -60,7 +63,7 @@ describe("a job merged in a tree on the fleet", () => {
 
 describe("a merge task lost once the chunks are all mapped", () => {
   // No worker process until the test starts one; leases of 3 s instead of 10 minutes.
-  const lossy = useDevCloud({ chunkSize: CHUNK, workers: 0, maxWorkers: 0, mergeLeaseSeconds: 3 });
+  const lossy = useDevCloud({ chunkSize: CHUNK, workers: 0, maxWorkers: 0, taskLeaseSeconds: 3 });
 
   it("is queued again by the reducer's own wake-up, with no part event to wake it, and the job ends exact", async () => {
     const t = lossy();
@@ -97,5 +100,57 @@ describe("a merge task lost once the chunks are all mapped", () => {
     const status = await t.waitForEnd("_jobs/lost/status.json");
     expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
     expectMatchesReference("count", {}, bytes, await t.getJson(t.output, "_jobs/lost/result.json"));
+  }, 120_000);
+});
+
+describe("a keyed job's reduce tasks lost once the chunks are all mapped", () => {
+  const lossy = useDevCloud({ chunkSize: CHUNK, workers: 0, maxWorkers: 0, taskLeaseSeconds: 3 });
+
+  it("are queued again by the reducer's own wake-up, and the parts equal the test's own count", async () => {
+    const t = lossy();
+    const next = prng(41);
+    const lines = Array.from({ length: 3000 }, () => `k${Math.floor(next() ** 2 * 700)}`);
+    const expected = new Map<string, number>();
+    for (const l of lines) expected.set(l, (expected.get(l) ?? 0) + 1);
+    await t.put("_inputs/keys.txt", `${lines.join("\n")}\n`);
+    const partitions = 3;
+    await t.put("_jobs/lost-keyed.json", JSON.stringify({ op: "distinct", inputs: [`s3://${t.input}/_inputs/keys.txt`], partitions }));
+    // This test maps the chunks, as a worker would, and deletes every reduce task it meets.
+    const deps = { ...cloudDeps({ outputBucket: t.output }, silentLogger, t.cloud.clients) };
+    const queue = new SqsTaskQueue(t.sqs, t.cloud.taskQueueUrl);
+    let lost = 0;
+    await waitFor("every chunk mapped and every reduce task lost", async () => {
+      for (const m of await queue.receive({ maxMessages: 10, waitSeconds: 1 })) {
+        const task = TaskMessage.parse(JSON.parse(m.body));
+        if (isMapTask(task)) await runTask(deps, task, { ranOn: "fleet", checkOpDigest: false });
+        else lost++;
+        await queue.delete(m.receiptHandle);
+      }
+      return lost >= partitions ? true : undefined;
+    });
+    const again = await waitFor("the lost reduce tasks queued again", async () => {
+      const depth = await t.taskDepth();
+      return depth.visible >= partitions ? depth : undefined;
+    });
+    expect(again.visible).toBe(partitions);
+    t.cloud.startWorkers(1);
+    const status = await t.waitForEnd("_jobs/lost-keyed/status.json");
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    const manifest = z
+      .object({ partitions: z.number(), parts: z.array(z.object({ key: z.string() })) })
+      .parse(await t.getJson(t.output, "_jobs/lost-keyed/result.json"));
+    expect(manifest.partitions).toBe(partitions);
+    const counts = new Map<string, number>();
+    for (const part of manifest.parts) {
+      const { bucket, key } = parseS3Uri(part.key);
+      for (const line of (await t.get(bucket, key))!
+        .toString("utf8")
+        .split("\n")
+        .filter((l) => l !== "")) {
+        const row = z.object({ key: z.string(), count: z.number() }).parse(JSON.parse(line));
+        counts.set(row.key, row.count);
+      }
+    }
+    expect(counts).toEqual(expected);
   }, 120_000);
 });

@@ -244,10 +244,11 @@ describe("each role may do exactly what its code does", () => {
     );
     const reducerClients = clientsOf("reducer");
     // With its own wake-ups, which the keyed job's reduce stage sends (wake.ts).
-    const reduce = reducerHandler(
-      { ...cloudSplitDeps({ outputBucket: DEV_BUCKETS.output, taskQueueUrl }, silentLogger, reducerClients), registry },
-      { wake: new SqsWakeSender(reducerClients.sqs, partsQueueUrl) },
-    );
+    const reduce = reducerHandler({
+      ...cloudSplitDeps({ outputBucket: DEV_BUCKETS.output, taskQueueUrl }, silentLogger, reducerClients),
+      registry,
+      wake: new SqsWakeSender(reducerClients.sqs, partsQueueUrl),
+    });
     const partEvents = (jobId: string, indexes: number[]) => ({
       Records: indexes.map((i) => ({
         messageId: `${jobId}-${i}`,

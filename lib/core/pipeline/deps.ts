@@ -6,6 +6,7 @@ import type { ItemRunner } from "./itemRunner.js";
 import type { MapperHost } from "./mappers.js";
 import type { MainThreadGuard } from "./opGuard.js";
 import type { Capacity } from "../report/prices.js";
+import type { WakeSender } from "./wake.js";
 
 export interface PipelineDeps {
   /** The output bucket: manifests, parts, results and statuses. */
@@ -36,6 +37,10 @@ export interface SplitDeps extends PipelineDeps {
   readonly queue: TaskQueue;
   /** Woken when tasks are enqueued (unset: the fleet scales on its backlog alone). */
   readonly fleet?: FleetWaker;
+  /** Sends the reducer's delayed wake-ups (wake.ts); unset: none (a caller that polls instead). */
+  readonly wake?: WakeSender;
+  /** How long a queued merge or reduce task is left to its worker before it is queued again (default TASK_LEASE_MS). */
+  readonly taskLeaseMs?: number;
 }
 
 export const nowOf = (deps: PipelineDeps): number => (deps.now ? deps.now() : Date.now());

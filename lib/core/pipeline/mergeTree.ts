@@ -18,6 +18,7 @@ import { MergedPart, spanOfMerged, spanOfPart, type Span } from "./spans.js";
 import { Part } from "./part.js";
 import type { SpanSource } from "./partMerge.js";
 import { enqueueTasks } from "./enqueue.js";
+import { TASK_LEASE_MS } from "./wake.js";
 
 export interface MergeLevel {
   /** 1: merges map parts; n: merges level n - 1's merged parts. */
@@ -68,13 +69,6 @@ export const treeOf = (manifest: Manifest): MergeTree | undefined => {
 /** Marker writes at once. */
 const WRITES_AT_ONCE = 16;
 
-/**
- * A queued merge with no merged part after this long is queued again when the reducer next
- * runs: its message was lost (a worker of 0.2, mid-deploy, deletes a task kind it does not know).
- * A copy of a merge still running finds the part written, or writes the same.
- */
-export const MERGE_LEASE_MS = 10 * 60_000;
-
 /** `enqueued.json`, as far as the tree reads it. */
 const Enqueued = z.object({ chunks: z.number(), inline: z.number().optional() });
 
@@ -102,13 +96,18 @@ export const advanceMergeTree = async (
   manifest: Manifest,
   tree: MergeTree,
   mapParts: ReadonlyMap<number, string>,
-  options: { readonly queue: boolean; readonly leaseMs?: number } = { queue: true },
+  options: {
+    readonly queue: boolean;
+    readonly leaseMs?: number;
+    /** Whether merges past their lease may be queued again now (default: yes); asked only when one is. */
+    readonly requeue?: () => Promise<boolean>;
+  } = { queue: true },
 ): Promise<{ readonly top?: ReadonlyMap<number, string>; readonly queued: number; readonly merged: readonly string[] }> => {
   const { jobId, job } = manifest;
   const generation = job.generation ?? 0;
   const { fanIn, levels } = tree;
   const now = nowOf(deps);
-  const lease = options.leaseMs ?? MERGE_LEASE_MS;
+  const lease = options.leaseMs ?? TASK_LEASE_MS;
   const done = levels.map(() => new Map<number, string>());
   const queuedAt = levels.map(() => new Map<number, number>());
   for await (const { key } of deps.output.list(mergedPrefix(jobId, generation))) {
@@ -118,16 +117,19 @@ export const advanceMergeTree = async (
     else queuedAt[m.level - 1]!.set(m.group, Math.max(m.queuedAt, queuedAt[m.level - 1]!.get(m.group) ?? 0));
   }
   const tasks: MergeTask[] = [];
+  const expired: MergeTask[] = [];
   for (const level of options.queue ? levels : []) {
     const below = level.level === 1 ? mapParts : done[level.level - 2]!;
     for (let group = 0; group < level.groups; group++) {
-      if (done[level.level - 1]!.has(group) || now - (queuedAt[level.level - 1]!.get(group) ?? -Infinity) < lease) continue;
+      const queued = queuedAt[level.level - 1]!.get(group);
+      if (done[level.level - 1]!.has(group) || (queued !== undefined && now - queued < lease)) continue;
       const { from, to } = groupRange(level, fanIn, group);
       let ready = true;
       for (let i = from; i < to && ready; i++) ready = below.has(i);
-      if (ready) tasks.push({ v: 1, jobId, merge: { level: level.level, group, from, to }, job });
+      if (ready) (queued === undefined ? tasks : expired).push({ v: 1, jobId, merge: { level: level.level, group, from, to }, job });
     }
   }
+  if (expired.length > 0 && (await (options.requeue?.() ?? true))) tasks.push(...expired);
   if (tasks.length > 0) {
     await enqueueTasks(deps.queue, tasks);
     await mapInOrder(tasks, WRITES_AT_ONCE, ({ merge }) =>

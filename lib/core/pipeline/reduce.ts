@@ -12,7 +12,7 @@ import type { SortSamples } from "../shuffle/sortSamples.js";
 import type { TaskQueue } from "../ports.js";
 import { s3Uri } from "../s3Uri.js";
 import { Part, type SniffedSeparator } from "./part.js";
-import { keyedResult, mapStageRuns, reduceStarted, startReduce } from "./reduceTask.js";
+import { keyedResult, mapStageRuns, reduceStarted, requeueReduceTasks, startReduce } from "./reduceTask.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { failJob } from "./deadLetter.js";
@@ -21,6 +21,7 @@ import { succeededStatus, superseded, writeProgress, type WhereRan } from "./sta
 import { logFieldsOf } from "./logFields.js";
 import { backupCounts } from "./backups.js";
 import { advanceMergeTree, fleetTreeOf, topOfTree } from "./mergeTree.js";
+import { requeueWhenIdle } from "./wake.js";
 import type { JobProgress } from "./costCeiling.js";
 
 export type ReduceOutcome =
@@ -91,15 +92,14 @@ export interface ReduceJobOptions {
   readonly locate?: (err: CloudmillError) => Promise<CloudmillError>;
   /**
    * The fleet's reducer: a job of more chunks than its fan-in is merged by merge tasks on the
-   * fleet (mergeTree.ts), and this reads only the tree's top. Elsewhere every part is read here.
+   * fleet (mergeTree.ts), and this reads only the tree's top; merge and reduce tasks past their
+   * lease are queued again. Elsewhere every part is read here.
    */
-  readonly tree?: boolean;
-  /** How long a queued merge task is left to its worker before it is queued again (default MERGE_LEASE_MS). */
-  readonly mergeLeaseMs?: number;
+  readonly fleet?: boolean;
 }
 
 export const reduceJob = async (
-  deps: PipelineDeps & { readonly queue?: TaskQueue },
+  deps: PipelineDeps & { readonly queue?: TaskQueue; readonly taskLeaseMs?: number },
   jobId: string,
   options: ReduceJobOptions = {},
 ): Promise<ReduceOutcome> => {
@@ -127,13 +127,15 @@ export const reduceJob = async (
   const done = merged ? merged.covered(parts) : parts.size;
   const target = { jobId, output: manifest.output, chunks: taskCount(manifest), done: done + reduced, startedAt: manifest.createdAt };
   const overdue = nowOf(deps) > manifest.deadline;
-  const tree = options.tree && deps.queue && !merged ? await fleetTreeOf(deps, manifest) : undefined;
+  const tree = options.fleet && deps.queue && !merged ? await fleetTreeOf(deps, manifest) : undefined;
+  const requeue = deps.queue && requeueWhenIdle(deps.queue);
   // Merges are queued as their groups' parts arrive, while the rest still map (an overdue job's are not).
   const merging =
     tree &&
     (await advanceMergeTree({ ...deps, queue: deps.queue! }, manifest, tree, parts, {
       queue: !overdue,
-      ...(options.mergeLeaseMs !== undefined ? { leaseMs: options.mergeLeaseMs } : {}),
+      ...(deps.taskLeaseMs !== undefined ? { leaseMs: deps.taskLeaseMs } : {}),
+      ...(requeue ? { requeue } : {}),
     }));
   if (merging && merging.queued > 0) log.info("merge tasks queued", { tasks: merging.queued, merged: merging.merged.length });
   const progress: JobProgress = {
@@ -179,6 +181,11 @@ export const reduceJob = async (
         log.info("map stage done; reduce tasks enqueued", { chunks: manifest.chunks, partitions });
       }
       if (reduced < partitions) {
+        // A reduce task lost past its lease (the fleet's reducer): queued again, as merges are.
+        if (options.fleet && deps.queue && requeue) {
+          const again = await requeueReduceTasks({ ...deps, queue: deps.queue }, manifest, started, listed, requeue);
+          if (again > 0) log.info("reduce tasks queued again", { tasks: again, partitions });
+        }
         await writeProgress(deps, manifest, done + reduced);
         return { kind: "incomplete", done: done + reduced, chunks: taskCount(manifest), progress };
       }

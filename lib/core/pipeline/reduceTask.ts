@@ -11,7 +11,16 @@ import { PassThrough } from "node:stream";
 import * as z from "zod";
 import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
-import { outputPartKey, partKey, reduceEnqueuedKey, reducePlanKey, reduceRunsKey, shuffleKey, spillPrefix } from "../keys.js";
+import {
+  outputPartKey,
+  partKey,
+  reduceEnqueuedKey,
+  reducePlanKey,
+  reduceRequeuedKey,
+  reduceRunsKey,
+  shuffleKey,
+  spillPrefix,
+} from "../keys.js";
 import { RunLog, RunLogJson } from "../report/jobReport.js";
 import { mapInOrder } from "../mapInOrder.js";
 import { JobStatus, TaskRun, TaskStart, type Manifest, type ReduceTask } from "../job/manifest.js";
@@ -29,6 +38,7 @@ import { SniffedSeparator } from "./part.js";
 import { enqueueTasks } from "./enqueue.js";
 import type { WhereRan } from "./status.js";
 import { guardOf, type GuardedTask } from "./opGuard.js";
+import { TASK_LEASE_MS } from "./wake.js";
 
 /** The segments one reduce task merges: [shuffle object, start, end], in chunk order. */
 const SortKeySchema = z.tuple([z.union([z.literal(0), z.literal(1)]), z.number(), z.string()]);
@@ -132,10 +142,7 @@ export const startReduce = async (
   await mapInOrder(all, WRITES_AT_ONCE, (partition) => writeJson(deps.output, reducePlanKey(jobId, partition), planOf(partition)));
   // The map stage's runs, which the job's report needs once its reduce tasks are done.
   if (merged.runs?.size) await writeJson(deps.output, reduceRunsKey(jobId), merged.runs);
-  await enqueueTasks(
-    deps.queue,
-    all.map((partition): ReduceTask => ({ v: 1, jobId, reduce: { partition, chunks: manifest.chunks }, job })),
-  );
+  await enqueueTasks(deps.queue, reduceTasksOf(manifest, all));
   const started: ReduceStarted = {
     at: new Date(nowOf(deps)).toISOString(),
     skipped: merged.skipped,
@@ -144,6 +151,40 @@ export const startReduce = async (
   };
   await writeJson(deps.output, reduceEnqueuedKey(jobId), started);
   return started;
+};
+
+/** The reduce tasks of a keyed job's partitions. */
+export const reduceTasksOf = (manifest: Manifest, partitions: readonly number[]): ReduceTask[] =>
+  partitions.map((partition) => ({ v: 1, jobId: manifest.jobId, reduce: { partition, chunks: manifest.chunks }, job: manifest.job }));
+
+/** When the reduce tasks were last queued again (ms), for their lease. */
+const Requeued = z.strictObject({ at: z.number() });
+
+/** Notes that a job's missing reduce tasks were queued again just now (their lease starts over). */
+export const noteReduceRequeued = (deps: PipelineDeps, jobId: string): Promise<void> =>
+  writeJson(deps.output, reduceRequeuedKey(jobId), { at: nowOf(deps) });
+
+/**
+ * Queues again each reduce task with no part once the lease has run out since the tasks were
+ * last queued: its message was lost (a worker of an older version deletes a task kind it does
+ * not know). Queued first, then noted: a reducer that dies between the two queues them again,
+ * and a copy finds its part written or writes the same bytes. Returns how many were queued.
+ */
+export const requeueReduceTasks = async (
+  deps: PipelineDeps & { readonly queue: TaskQueue; readonly taskLeaseMs?: number },
+  manifest: Manifest,
+  started: ReduceStarted,
+  parts: ReadonlyMap<number, string>,
+  requeue: () => Promise<boolean>,
+): Promise<number> => {
+  const requeued = await readJsonIfExists(deps.output, reduceRequeuedKey(manifest.jobId), Requeued);
+  const last = Math.max(Date.parse(started.at), requeued?.at ?? 0);
+  if (nowOf(deps) - last < (deps.taskLeaseMs ?? TASK_LEASE_MS)) return 0;
+  const partitions = Array.from({ length: manifest.job.partitions! }, (_, p) => p).filter((p) => !parts.has(manifest.chunks + p));
+  if (partitions.length === 0 || !(await requeue())) return 0;
+  await enqueueTasks(deps.queue, reduceTasksOf(manifest, partitions));
+  await noteReduceRequeued(deps, manifest.jobId);
+  return partitions.length;
 };
 
 export interface ReduceOptions {

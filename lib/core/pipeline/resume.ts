@@ -8,7 +8,7 @@
 import * as z from "zod";
 import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, pastEndKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
-import { isMapTask, Manifest, taskCount, type MapTask, type ReduceTask, type TaskMessage } from "../job/manifest.js";
+import { isMapTask, Manifest, taskCount, type MapTask, type TaskMessage } from "../job/manifest.js";
 import { JobSpecSchema } from "../job/spec.js";
 import type { SplitDeps } from "./deps.js";
 import { nowOf } from "./deps.js";
@@ -16,7 +16,8 @@ import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { enqueueTasks } from "./enqueue.js";
 import { logFieldsOf } from "./logFields.js";
 import { reduceJob } from "./reduce.js";
-import { reduceStarted } from "./reduceTask.js";
+import { noteReduceRequeued, reduceStarted, reduceTasksOf } from "./reduceTask.js";
+import { keepAwakeForLease } from "./wake.js";
 import { tasksOf } from "./split.js";
 import { FailureRecord, writeProgress } from "./status.js";
 
@@ -60,9 +61,10 @@ const missingTasks = async (deps: SplitDeps, manifest: Manifest): Promise<TaskMe
   if (chunks.length > 0) return tasksOf(manifest, chunks);
   const partitions = taskCount(manifest) - manifest.chunks;
   if (partitions === 0 || !(await reduceStarted(deps, manifest.jobId))) return [];
-  return Array.from({ length: partitions }, (_, partition) => partition)
-    .filter((p) => !done.has(manifest.chunks + p))
-    .map((partition): ReduceTask => ({ v: 1, jobId: manifest.jobId, reduce: { partition, chunks: manifest.chunks }, job: manifest.job }));
+  return reduceTasksOf(
+    manifest,
+    Array.from({ length: partitions }, (_, partition) => partition).filter((p) => !done.has(manifest.chunks + p)),
+  );
 };
 
 export const resumeJob = async (
@@ -121,7 +123,14 @@ export const resumeJob = async (
   await writeJson(deps.output, manifestKey(jobId), resumed);
   log.info("job resumed", { tasks: queued.length, of: taskCount(resumed), retries: generation, ...limits });
   // Nothing left to map: the merge (or a keyed job's reduce stage) is what failed or was cut short.
-  if (queued.length === 0) await reduceJob(deps, jobId, { tree: true });
+  if (queued.length === 0) await reduceJob(deps, jobId, { fleet: true });
+  if (!queued.some(isMapTask)) {
+    // Its lease starts now; and no chunk's part will wake the reducer, so its own wake-ups must.
+    if (queued.length > 0) await noteReduceRequeued(deps, jobId);
+    await keepAwakeForLease(deps, jobId).catch((err: unknown) =>
+      log.warn("could not send the reducer's wake-up; a lost task waits for the next event", logFieldsOf(toCloudmillError(err))),
+    );
+  }
   return { kind: "resumed", tasks: queued.length, of: taskCount(resumed) };
 };
 

@@ -2,13 +2,14 @@
  * A job's merge and reduce tasks are the fleet's, and the reducer runs only when something
  * wakes it: a part written, or a long chunk's marker. Once a job's chunks are all mapped and
  * only such tasks are left, nothing else may come. So while that lasts the reducer wakes itself:
- * a delayed message on its own queue, one chain per job, each wake queuing again a merge task
- * past its lease (a worker of an older version deletes a task kind it does not know) and sending
- * the next. A job past its deadline is failed by the same wake rather than left running. (A
- * keyed job's lost reduce task is not queued again: its job fails at its deadline.)
+ * a delayed message on its own queue, one chain per job, each wake queuing again the merge and
+ * reduce tasks past their lease (a worker of an older version deletes a task kind it does not
+ * know) and sending the next. A resume that queues no chunk starts a chain the same way. A job
+ * past its deadline is failed by the same wake rather than left running.
  */
 import * as z from "zod";
 import { wakeKey } from "../keys.js";
+import type { TaskQueue } from "../ports.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJsonIfExists, writeJson } from "./blobJson.js";
 import { nowOf } from "./deps.js";
@@ -21,6 +22,25 @@ export type WakeMessage = z.infer<typeof WakeMessage>;
 export interface WakeSender {
   wakeAfter(jobId: string, seconds: number, due: number): Promise<void>;
 }
+
+/**
+ * A queued merge or reduce task with no part after this long is queued again when the reducer
+ * next runs. A copy of a task still running finds its part written, or writes the same bytes.
+ */
+export const TASK_LEASE_MS = 10 * 60_000;
+
+/** A wake-up comes a little after the lease it waits for, so that the lease has surely run out. */
+const wakeDelayMs = (leaseMs: number): number => Math.ceil(leaseMs * 1.05) + 1000;
+
+/**
+ * Whether merge or reduce tasks past their lease may be queued again: only while no task waits
+ * on the queue. One waiting behind a backlog is not lost, and a copy would only lengthen it; once
+ * the backlog is gone, a task still missing is. The queue is asked once, and only when needed.
+ */
+export const requeueWhenIdle = (queue: TaskQueue): (() => Promise<boolean>) => {
+  let idle: Promise<boolean> | undefined;
+  return () => (idle ??= queue.depth().then((d) => d.visible === 0));
+};
 
 /** SQS's longest delay. */
 export const MAX_WAKE_DELAY_SECONDS = 15 * 60;
@@ -54,3 +74,13 @@ export const keepAwake = async (
   await writeJson(deps.output, wakeKey(jobId), { due }).catch(() => undefined);
   return true;
 };
+
+/** keepAwake for a role that may send wake-ups: the next a little past the lease of the job's tasks (no sender: none). */
+export const keepAwakeForLease = (
+  deps: PipelineDeps & { readonly wake?: WakeSender; readonly taskLeaseMs?: number },
+  jobId: string,
+  woken?: number,
+): Promise<boolean> =>
+  deps.wake
+    ? keepAwake({ ...deps, wake: deps.wake }, jobId, wakeDelayMs(deps.taskLeaseMs ?? TASK_LEASE_MS), woken)
+    : Promise.resolve(false);

@@ -1,0 +1,216 @@
+/**
+ * Stage tasks lost once every chunk is mapped (a worker of an older version deletes a task kind
+ * it does not know): the reducer queues a keyed job's missing reduce tasks again once their
+ * lease has run out, as it does merges, but never while tasks wait on the queue; a resume that
+ * queues no chunk sends the reducer's first wake-up itself. Answers are counted in the test.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { TaskMessage } from "../../lib/core/job/manifest.js";
+import { silentLogger } from "../../lib/core/log.js";
+import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
+import { readBytes, readJson } from "../../lib/core/pipeline/blobJson.js";
+import { cancelJob } from "../../lib/core/pipeline/cancel.js";
+import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
+import { reduceJob } from "../../lib/core/pipeline/reduce.js";
+import { resumeJob } from "../../lib/core/pipeline/resume.js";
+import { runTask } from "../../lib/core/pipeline/task.js";
+import type { WakeSender } from "../../lib/core/pipeline/wake.js";
+import { prng } from "../../lib/dev/prng.js";
+import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
+import { expectMatchesReference, textOf } from "../helpers/devCloud.js";
+import { OUTPUT, startJobOver } from "../helpers/jobs.js";
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-lost-tasks-"));
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+const registry = new OpRegistry(builtinOps);
+const LEASE = 60_000;
+
+/** Records the wake-ups a role sends. */
+class WakeLog implements WakeSender {
+  readonly sent: { jobId: string; seconds: number }[] = [];
+  async wakeAfter(jobId: string, seconds: number): Promise<void> {
+    this.sent.push({ jobId, seconds });
+  }
+}
+
+const setUp = async (name: string, bytes: Buffer, spec: Record<string, unknown>, chunkSize: number) => {
+  const inputs = new FsBlobStore(path.join(dir, name, "in"));
+  const output = new FsBlobStore(path.join(dir, name, "out"));
+  const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
+  const wake = new WakeLog();
+  let clock = Date.now();
+  const deps: SplitDeps = {
+    output,
+    queue,
+    inputStore: () => inputs,
+    registry,
+    log: silentLogger,
+    wake,
+    taskLeaseMs: LEASE,
+    now: () => clock,
+  };
+  const jobId = `${name}-1`;
+  await startJobOver(deps, inputs, bytes, jobId, spec as never, chunkSize);
+  /** Takes every visible task off the queue. */
+  const drain = async (): Promise<TaskMessage[]> => {
+    const tasks: TaskMessage[] = [];
+    for (
+      let [m] = await queue.receive({ maxMessages: 1, waitSeconds: 0 });
+      m;
+      [m] = await queue.receive({ maxMessages: 1, waitSeconds: 0 })
+    ) {
+      tasks.push(TaskMessage.parse(JSON.parse(m.body)));
+      await queue.delete(m.receiptHandle);
+    }
+    return tasks;
+  };
+  const run = async (tasks: readonly TaskMessage[]): Promise<void> => {
+    for (const task of tasks) await runTask(deps, task, { checkOpDigest: false });
+  };
+  const advance = (ms: number): void => {
+    clock += ms;
+  };
+  return { deps, queue, output, wake, jobId, drain, run, advance };
+};
+
+/** Lines of distinct-able text, and their counts as the test counts them. */
+const tokens = (n: number, seed: number): { bytes: Buffer; counts: Map<string, number> } => {
+  const next = prng(seed);
+  const lines = Array.from({ length: n }, () => `t${Math.floor(next() ** 2 * 400)}`);
+  const counts = new Map<string, number>();
+  for (const l of lines) counts.set(l, (counts.get(l) ?? 0) + 1);
+  return { bytes: Buffer.from(`${lines.join("\n")}\n`), counts };
+};
+
+/** Every row of a keyed job's parts, as key → count. */
+const resultCounts = async (s: Awaited<ReturnType<typeof setUp>>): Promise<Map<string, number>> => {
+  const manifest = await readJson(s.output, OUTPUT.result, z.object({ parts: z.array(z.object({ key: z.string() })) }));
+  const counts = new Map<string, number>();
+  for (const part of manifest.parts) {
+    const key = part.key.slice(`s3://${s.output.name}/`.length);
+    for (const line of (await readBytes(s.output, key)).toString("utf8").split("\n")) {
+      if (line === "") continue;
+      const row = z.object({ key: z.string(), count: z.number() }).parse(JSON.parse(line));
+      counts.set(row.key, row.count);
+    }
+  }
+  return counts;
+};
+
+describe("a keyed job's reduce tasks lost after the map stage", () => {
+  it("are queued again once their lease runs out and the queue holds nothing, and the job ends exact", async () => {
+    const { bytes, counts } = tokens(6000, 31);
+    const s = await setUp("reduce", bytes, { op: "distinct", partitions: 3 }, 2048);
+    await s.run(await s.drain());
+    expect((await reduceJob(s.deps, s.jobId, { fleet: true })).kind).toBe("incomplete");
+    const lost = await s.drain();
+    expect(lost.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([0, 1, 2]);
+
+    // Within the lease: nothing is queued again.
+    s.advance(LEASE / 2);
+    expect((await reduceJob(s.deps, s.jobId, { fleet: true })).kind).toBe("incomplete");
+    expect(await s.drain()).toEqual([]);
+    // Past it, but with a task waiting on the queue (another job's backlog): still nothing.
+    s.advance(LEASE);
+    await s.queue.sendBatch([JSON.stringify({ other: true })]);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect((await s.queue.depth()).visible).toBe(1);
+    const [other] = await s.queue.receive({ maxMessages: 1, waitSeconds: 0 });
+    await s.queue.delete(other!.receiptHandle);
+    // The backlog gone: the three are queued again, once.
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    const again = await s.drain();
+    expect(again.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([0, 1, 2]);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect(await s.drain()).toEqual([]);
+
+    await s.run(again.slice(0, 2));
+    // Partition 2's copy is lost too: after another lease, only it is queued again.
+    s.advance(LEASE + 1);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    const last = await s.drain();
+    expect(last.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([2]);
+    await s.run(last);
+    expect((await reduceJob(s.deps, s.jobId, { fleet: true })).kind).toBe("succeeded");
+    expect(await resultCounts(s)).toEqual(counts);
+  });
+});
+
+describe("merge tasks past their lease", () => {
+  it("are not queued again while tasks wait on the queue", async () => {
+    const bytes = textOf(20 * 150, 5);
+    const s = await setUp("merge", bytes, { op: "count", fanIn: 4 }, Math.ceil(bytes.length / 20));
+    await s.run(await s.drain());
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect((await s.drain()).length).toBe(5);
+    s.advance(LEASE + 1);
+    await s.queue.sendBatch([JSON.stringify({ other: true })]);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect((await s.queue.depth()).visible).toBe(1);
+    const [other] = await s.queue.receive({ maxMessages: 1, waitSeconds: 0 });
+    await s.queue.delete(other!.receiptHandle);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    const again = await s.drain();
+    expect(again.map((t) => ("merge" in t ? t.merge.group : -1))).toEqual([0, 1, 2, 3, 4]);
+    await s.run(again);
+    for (let round = 0; round < 5; round++) {
+      const outcome = await reduceJob(s.deps, s.jobId, { fleet: true });
+      if (outcome.kind === "succeeded") break;
+      await s.run(await s.drain());
+    }
+    expectMatchesReference("count", {}, bytes, await readJson(s.output, OUTPUT.result, z.unknown()));
+  });
+});
+
+describe("a resume that queues no chunk", () => {
+  it("of a keyed job cut short in its reduce stage: sends the reducer's first wake-up, and the lease starts afresh", async () => {
+    const { bytes, counts } = tokens(3000, 32);
+    const s = await setUp("resume-reduce", bytes, { op: "distinct", partitions: 2 }, 2048);
+    await s.run(await s.drain());
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect((await s.drain()).length).toBe(2);
+    await cancelJob(s.deps, s.jobId, OUTPUT);
+    s.advance(2 * LEASE);
+    expect(await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 3600 })).toEqual({
+      kind: "resumed",
+      tasks: 2,
+      of: expect.any(Number),
+    });
+    expect(s.wake.sent).toEqual([{ jobId: s.jobId, seconds: Math.ceil((LEASE * 1.05 + 1000) / 1000) }]);
+    // The resume queued them just now: the reducer does not queue them a second time.
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    const queued = await s.drain();
+    expect(queued.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([0, 1]);
+    await s.run(queued);
+    expect((await reduceJob(s.deps, s.jobId, { fleet: true })).kind).toBe("succeeded");
+    expect(await resultCounts(s)).toEqual(counts);
+  });
+
+  it("of a job cut short in its merge tree: sends the wake-up; one that maps chunks again sends none", async () => {
+    const bytes = textOf(20 * 150, 6);
+    const s = await setUp("resume-merge", bytes, { op: "count", fanIn: 4 }, Math.ceil(bytes.length / 20));
+    const maps = await s.drain();
+    await s.run(maps);
+    await cancelJob(s.deps, s.jobId, OUTPUT);
+    expect(await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 3600 })).toMatchObject({ kind: "resumed", tasks: 0 });
+    expect(s.wake.sent.map((w) => w.jobId)).toEqual([s.jobId]);
+    // The resumed run's merges, queued by the resume's own reduce.
+    expect((await s.drain()).every((t) => "merge" in t)).toBe(true);
+
+    const t = await setUp("resume-map", bytes, { op: "count", fanIn: 4 }, Math.ceil(bytes.length / 20));
+    const all = await t.drain();
+    await t.run(all.slice(1));
+    await cancelJob(t.deps, t.jobId, OUTPUT);
+    expect(await resumeJob(t.deps, t.jobId, { after: 0 }, { jobDeadlineSeconds: 3600 })).toMatchObject({ kind: "resumed", tasks: 1 });
+    expect(t.wake.sent).toEqual([]);
+  });
+});
