@@ -448,6 +448,8 @@ export class CloudmillPipeline extends Construct {
     allow(this.reducer, "WriteResults", ["s3:PutObject"], jobObjects);
     // A keyed job's reduce tasks are enqueued by the reducer once its chunks are mapped.
     allow(this.reducer, "QueueReduceTasks", ["sqs:SendMessage"], [this.taskQueue.queueArn]);
+    // A merge or reduce task past its lease is queued again only while nothing waits on its queue.
+    allow(this.reducer, "SeeTaskBacklog", ["sqs:GetQueueAttributes"], [this.taskQueue.queueArn]);
     // While only merge or reduce tasks are left, the reducer wakes itself on its own queue (wake.ts).
     allow(this.reducer, "WakeItself", ["sqs:SendMessage"], [this.partsQueue.queueArn]);
 

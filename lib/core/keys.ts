@@ -106,6 +106,8 @@ export const reducePlanKey = (jobId: string, partition: number): string => `${wo
 export const reduceRunsKey = (jobId: string): string => `${workPrefix(jobId)}reduce/runs.json`;
 /** When the reducer's pending wake-up for a job is due (pipeline/wake.ts). */
 export const wakeKey = (jobId: string): string => `${workPrefix(jobId)}wake.json`;
+/** Since when the task queue has looked idle while the job's merge or reduce tasks were past their lease (wake.ts). */
+export const idleKey = (jobId: string): string => `${workPrefix(jobId)}idle.json`;
 /** Written once a keyed job's reduce tasks are enqueued. */
 export const reduceEnqueuedKey = (jobId: string): string => `${workPrefix(jobId)}reduce/enqueued.json`;
 /** When a keyed job's missing reduce tasks were last queued again (a lost task, or a resume). */

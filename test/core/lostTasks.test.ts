@@ -33,6 +33,8 @@ afterAll(async () => rm(dir, { recursive: true, force: true }));
 
 const registry = new OpRegistry(builtinOps);
 const LEASE = 60_000;
+/** The jobs' task time limit: how long the queue must look idle before a task past its lease is queued again. */
+const TASK_TIMEOUT_MS = 10_000;
 
 /** Records the wake-ups a role sends. */
 class WakeLog implements WakeSender {
@@ -59,7 +61,7 @@ const setUp = async (name: string, bytes: Buffer, spec: Record<string, unknown>,
     now: () => clock,
   };
   const jobId = `${name}-1`;
-  await startJobOver(deps, inputs, bytes, jobId, spec as never, chunkSize);
+  await startJobOver(deps, inputs, bytes, jobId, { ...spec, taskTimeoutSeconds: TASK_TIMEOUT_MS / 1000 } as never, chunkSize);
   /** Takes every visible task off the queue. */
   const drain = async (): Promise<TaskMessage[]> => {
     const tasks: TaskMessage[] = [];
@@ -80,6 +82,13 @@ const setUp = async (name: string, bytes: Buffer, spec: Record<string, unknown>,
     clock += ms;
   };
   return { deps, queue, output, wake, jobId, drain, run, advance };
+};
+
+/** Takes another job's task off the queue. */
+const dropOther = async (s: Awaited<ReturnType<typeof setUp>>): Promise<void> => {
+  const [other] = await s.queue.receive({ maxMessages: 1, waitSeconds: 0 });
+  expect(JSON.parse(other!.body)).toEqual({ other: true });
+  await s.queue.delete(other!.receiptHandle);
 };
 
 /** Lines of distinct-able text, and their counts as the test counts them. */
@@ -124,9 +133,16 @@ describe("a keyed job's reduce tasks lost after the map stage", () => {
     await s.queue.sendBatch([JSON.stringify({ other: true })]);
     await reduceJob(s.deps, s.jobId, { fleet: true });
     expect((await s.queue.depth()).visible).toBe(1);
-    const [other] = await s.queue.receive({ maxMessages: 1, waitSeconds: 0 });
-    await s.queue.delete(other!.receiptHandle);
-    // The backlog gone: the three are queued again, once.
+    await dropOther(s);
+    // The backlog gone: the first idle sighting only starts the wait for the task time limit (a
+    // task received just before may still run).
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect(await s.drain()).toEqual([]);
+    s.advance(TASK_TIMEOUT_MS - 1);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect(await s.drain()).toEqual([]);
+    // Idle for the whole limit: the three are queued again, once.
+    s.advance(1);
     await reduceJob(s.deps, s.jobId, { fleet: true });
     const again = await s.drain();
     expect(again.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([0, 1, 2]);
@@ -134,8 +150,11 @@ describe("a keyed job's reduce tasks lost after the map stage", () => {
     expect(await s.drain()).toEqual([]);
 
     await s.run(again.slice(0, 2));
-    // Partition 2's copy is lost too: after another lease, only it is queued again.
+    // Partition 2's copy is lost too: after another lease and another idle spell, only it is queued again.
     s.advance(LEASE + 1);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect(await s.drain()).toEqual([]);
+    s.advance(TASK_TIMEOUT_MS);
     await reduceJob(s.deps, s.jobId, { fleet: true });
     const last = await s.drain();
     expect(last.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([2]);
@@ -155,9 +174,13 @@ describe("merge tasks past their lease", () => {
     s.advance(LEASE + 1);
     await s.queue.sendBatch([JSON.stringify({ other: true })]);
     await reduceJob(s.deps, s.jobId, { fleet: true });
+    s.advance(TASK_TIMEOUT_MS);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
     expect((await s.queue.depth()).visible).toBe(1);
-    const [other] = await s.queue.receive({ maxMessages: 1, waitSeconds: 0 });
-    await s.queue.delete(other!.receiptHandle);
+    await dropOther(s);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect(await s.drain()).toEqual([]);
+    s.advance(TASK_TIMEOUT_MS);
     await reduceJob(s.deps, s.jobId, { fleet: true });
     const again = await s.drain();
     expect(again.map((t) => ("merge" in t ? t.merge.group : -1))).toEqual([0, 1, 2, 3, 4]);
@@ -186,9 +209,16 @@ describe("a resume that queues no chunk", () => {
       of: expect.any(Number),
     });
     expect(s.wake.sent).toEqual([{ jobId: s.jobId, seconds: Math.ceil((LEASE * 1.05 + 1000) / 1000) }]);
-    // The resume queued them just now: the reducer does not queue them a second time.
+    // Workers take them (in flight, not visible). The resume noted them queued just now: past the
+    // old lease, and past an idle spell, the reducer still does not queue them a second time.
+    const taken = await s.queue.receive({ maxMessages: 10, waitSeconds: 0 });
+    expect(taken.length).toBe(2);
+    s.advance(LEASE / 2);
     await reduceJob(s.deps, s.jobId, { fleet: true });
-    const queued = await s.drain();
+    s.advance(TASK_TIMEOUT_MS);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect(await s.queue.depth()).toEqual({ visible: 0, inFlight: 2 });
+    const queued = taken.map((m) => TaskMessage.parse(JSON.parse(m.body)));
     expect(queued.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([0, 1]);
     await s.run(queued);
     expect((await reduceJob(s.deps, s.jobId, { fleet: true })).kind).toBe("succeeded");

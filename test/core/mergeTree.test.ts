@@ -236,8 +236,12 @@ describe("a job merged in a tree", () => {
     expect((await drain()).length).toBe(5);
     expect((await reduceJob(s.reducer, s.jobId, { fleet: true })).kind).toBe("incomplete");
     expect(await drain()).toEqual([]);
+    // Past the lease, the queue idle: once it has stayed idle for the task time limit (15 minutes).
     const later = Date.now() + 11 * 60_000;
     expect((await reduceJob({ ...s.reducer, now: () => later }, s.jobId, { fleet: true })).kind).toBe("incomplete");
+    expect(await drain()).toEqual([]);
+    const settled = later + 15 * 60_000;
+    expect((await reduceJob({ ...s.reducer, now: () => settled }, s.jobId, { fleet: true })).kind).toBe("incomplete");
     const again = await drain();
     expect(again.map((t) => ("merge" in t ? t.merge.group : -1))).toEqual([0, 1, 2, 3, 4]);
     for (const task of again) await runTask(s.deps, task, { checkOpDigest: false });

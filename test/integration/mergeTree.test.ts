@@ -72,7 +72,9 @@ describe("a merge task lost once the chunks are all mapped", () => {
     const fanIn = 4;
     const groups = mergeLevels(chunks, fanIn)[0]!.groups;
     await t.put("_inputs/lost.txt", bytes);
-    await t.put("_jobs/lost.json", JSON.stringify({ op: "count", inputs: [`s3://${t.input}/_inputs/lost.txt`], fanIn }));
+    // A task time limit of 4 s: how long the queue must look idle before a lost task is queued again.
+    const spec = { op: "count", inputs: [`s3://${t.input}/_inputs/lost.txt`], fanIn, taskTimeoutSeconds: 4 };
+    await t.put("_jobs/lost.json", JSON.stringify(spec));
     // This test maps the chunks, as a worker would, and deletes every merge task it meets, as a
     // worker of an older version does with a task kind it does not know.
     const deps = { ...cloudDeps({ outputBucket: t.output }, silentLogger, t.cloud.clients) };
@@ -114,7 +116,8 @@ describe("a keyed job's reduce tasks lost once the chunks are all mapped", () =>
     for (const l of lines) expected.set(l, (expected.get(l) ?? 0) + 1);
     await t.put("_inputs/keys.txt", `${lines.join("\n")}\n`);
     const partitions = 3;
-    await t.put("_jobs/lost-keyed.json", JSON.stringify({ op: "distinct", inputs: [`s3://${t.input}/_inputs/keys.txt`], partitions }));
+    const spec = { op: "distinct", inputs: [`s3://${t.input}/_inputs/keys.txt`], partitions, taskTimeoutSeconds: 4 };
+    await t.put("_jobs/lost-keyed.json", JSON.stringify(spec));
     // This test maps the chunks, as a worker would, and deletes every reduce task it meets.
     const deps = { ...cloudDeps({ outputBucket: t.output }, silentLogger, t.cloud.clients) };
     const queue = new SqsTaskQueue(t.sqs, t.cloud.taskQueueUrl);

@@ -243,11 +243,13 @@ describe("each role may do exactly what its code does", () => {
       50,
     );
     const reducerClients = clientsOf("reducer");
-    // With its own wake-ups, which the keyed job's reduce stage sends (wake.ts).
+    // With its own wake-ups, which the keyed job's reduce stage sends (wake.ts), and a lease of 0:
+    // it looks at the task queue's backlog before it would queue a reduce task again.
     const reduce = reducerHandler({
       ...cloudSplitDeps({ outputBucket: DEV_BUCKETS.output, taskQueueUrl }, silentLogger, reducerClients),
       registry,
       wake: new SqsWakeSender(reducerClients.sqs, partsQueueUrl),
+      taskLeaseMs: 0,
     });
     const partEvents = (jobId: string, indexes: number[]) => ({
       Records: indexes.map((i) => ({
@@ -478,7 +480,7 @@ describe("each role may do exactly what its code does", () => {
       ]),
     );
     expect([...ops("reducer")].sort()).toEqual(
-      expect.arrayContaining(["GetObject", "ListObjectsV2", "PutObject", "SendMessage", "SendMessageBatch"]),
+      expect.arrayContaining(["GetObject", "GetQueueAttributes", "ListObjectsV2", "PutObject", "SendMessage", "SendMessageBatch"]),
     );
     // Its wake-up went to its own queue.
     expect(recorded.get("reducer")!.some((r) => r.operation === "SendMessage" && r.queueUrl === partsQueueUrl)).toBe(true);

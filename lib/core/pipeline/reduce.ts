@@ -4,6 +4,7 @@
  * write the same bytes; repeated or concurrent calls are harmless.
  */
 import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, pastEndKey, reportKey, succeededKey } from "../keys.js";
+import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { JobStatus, Manifest, taskCount, type TaskStart } from "../job/manifest.js";
 import { buildReport, RunLog } from "../report/jobReport.js";
@@ -21,7 +22,7 @@ import { succeededStatus, superseded, writeProgress, type WhereRan } from "./sta
 import { logFieldsOf } from "./logFields.js";
 import { backupCounts } from "./backups.js";
 import { advanceMergeTree, fleetTreeOf, topOfTree } from "./mergeTree.js";
-import { requeueWhenIdle } from "./wake.js";
+import { requeueWhenSettled } from "./wake.js";
 import type { JobProgress } from "./costCeiling.js";
 
 export type ReduceOutcome =
@@ -128,7 +129,8 @@ export const reduceJob = async (
   const target = { jobId, output: manifest.output, chunks: taskCount(manifest), done: done + reduced, startedAt: manifest.createdAt };
   const overdue = nowOf(deps) > manifest.deadline;
   const tree = options.fleet && deps.queue && !merged ? await fleetTreeOf(deps, manifest) : undefined;
-  const requeue = deps.queue && requeueWhenIdle(deps.queue);
+  const requeue =
+    deps.queue && requeueWhenSettled({ ...deps, queue: deps.queue }, jobId, manifest.job.taskTimeoutSeconds ?? DEFAULTS.taskTimeoutSeconds);
   // Merges are queued as their groups' parts arrive, while the rest still map (an overdue job's are not).
   const merging =
     tree &&

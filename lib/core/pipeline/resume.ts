@@ -109,7 +109,8 @@ export const resumeJob = async (
 
   // Each step may be redone by a later invocation: the old end is kept first, then the markers
   // go (workers then take the job's tasks again), then the tasks are queued, and the manifest,
-  // which clients watch, counts the resume last, after the status says running.
+  // which clients watch, counts the resume last, after the status says running. Its own reduce
+  // after that is not redone by a retry; the reducer's wake-ups do it.
   await writeJson(deps.output, pastEndKey(jobId, generation), ended);
   await deps.output.delete(failureKey(jobId));
   await deps.output.delete(cancelKey(jobId));
@@ -118,19 +119,19 @@ export const resumeJob = async (
       .wake(queued.length, resumed.prefer)
       .catch((err: unknown) => log.warn("could not wake the fleet", logFieldsOf(toCloudmillError(err))));
   }
+  if (!queued.some(isMapTask)) {
+    // No chunk's part will wake the reducer: its own wake-ups must. Sent before the manifest counts
+    // the resume, so that an invocation that fails here is retried whole. The reduce tasks' lease
+    // starts now, noted before they are queued (a reducer in between must not queue them again).
+    if (queued.length > 0) await noteReduceRequeued(deps, jobId);
+    await keepAwakeForLease(deps, jobId);
+  }
   await enqueueTasks(deps.queue, queued);
   await writeProgress(deps, resumed, taskCount(resumed) - queued.length);
   await writeJson(deps.output, manifestKey(jobId), resumed);
   log.info("job resumed", { tasks: queued.length, of: taskCount(resumed), retries: generation, ...limits });
   // Nothing left to map: the merge (or a keyed job's reduce stage) is what failed or was cut short.
   if (queued.length === 0) await reduceJob(deps, jobId, { fleet: true });
-  if (!queued.some(isMapTask)) {
-    // Its lease starts now; and no chunk's part will wake the reducer, so its own wake-ups must.
-    if (queued.length > 0) await noteReduceRequeued(deps, jobId);
-    await keepAwakeForLease(deps, jobId).catch((err: unknown) =>
-      log.warn("could not send the reducer's wake-up; a lost task waits for the next event", logFieldsOf(toCloudmillError(err))),
-    );
-  }
   return { kind: "resumed", tasks: queued.length, of: taskCount(resumed) };
 };
 

@@ -8,7 +8,7 @@
  * past its deadline is failed by the same wake rather than left running.
  */
 import * as z from "zod";
-import { wakeKey } from "../keys.js";
+import { idleKey, wakeKey } from "../keys.js";
 import type { TaskQueue } from "../ports.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJsonIfExists, writeJson } from "./blobJson.js";
@@ -32,14 +32,39 @@ export const TASK_LEASE_MS = 10 * 60_000;
 /** A wake-up comes a little after the lease it waits for, so that the lease has surely run out. */
 const wakeDelayMs = (leaseMs: number): number => Math.ceil(leaseMs * 1.05) + 1000;
 
+/** Since when (ms) the task queue has looked idle while a job's merge or reduce tasks were past their lease. */
+const IdleSince = z.strictObject({ since: z.number() });
+
 /**
- * Whether merge or reduce tasks past their lease may be queued again: only while no task waits
- * on the queue. One waiting behind a backlog is not lost, and a copy would only lengthen it; once
- * the backlog is gone, a task still missing is. The queue is asked once, and only when needed.
+ * Whether a job's merge or reduce tasks past their lease may be queued again now. A task still
+ * waiting on the queue is not lost, nor is one still running; so only once the queue has shown
+ * nothing visible for the job's task time limit: a task received before that spell began has
+ * ended by then (done, or failed and visible again). The first idle sighting is noted in
+ * `_work/<jobId>/idle.json`; a backlog clears it, and so does queuing the tasks again (the copies
+ * need a spell of their own). The queue is asked once per call, and only when a task is past its lease.
  */
-export const requeueWhenIdle = (queue: TaskQueue): (() => Promise<boolean>) => {
-  let idle: Promise<boolean> | undefined;
-  return () => (idle ??= queue.depth().then((d) => d.visible === 0));
+export const requeueWhenSettled = (
+  deps: PipelineDeps & { readonly queue: TaskQueue },
+  jobId: string,
+  taskTimeoutSeconds: number,
+): (() => Promise<boolean>) => {
+  let answer: Promise<boolean> | undefined;
+  const decide = async (): Promise<boolean> => {
+    const now = nowOf(deps);
+    const key = idleKey(jobId);
+    const seen = await readJsonIfExists(deps.output, key, IdleSince);
+    if ((await deps.queue.depth()).visible > 0) {
+      if (seen) await deps.output.delete(key);
+      return false;
+    }
+    if (seen && now - seen.since >= taskTimeoutSeconds * 1000) {
+      await deps.output.delete(key);
+      return true;
+    }
+    if (!seen) await writeJson(deps.output, key, { since: now });
+    return false;
+  };
+  return () => (answer ??= decide());
 };
 
 /** SQS's longest delay. */
