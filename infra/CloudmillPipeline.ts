@@ -74,8 +74,10 @@ export class CloudmillPipeline extends Construct {
   public readonly outputBucket: s3.Bucket;
   /** Server access logs of both buckets and the VPC's flow logs. */
   public readonly logBucket: s3.Bucket;
-  /** One message per chunk. */
+  /** One message per chunk (the on-demand lane's, with `spot: "per-job"`). */
   public readonly taskQueue: sqs.Queue;
+  /** The spot lane's task queue (`spot: "per-job"`): tasks of jobs that prefer `cheapest`. */
+  public readonly spotTaskQueue?: sqs.Queue;
   /** Chunks that failed `maxAttempts` times; the dead-letter function marks their jobs failed. */
   public readonly deadLetterQueue: sqs.Queue;
   /** ObjectCreated events of part objects, feeding the reducer. */
@@ -146,6 +148,15 @@ export class CloudmillPipeline extends Construct {
       receiveMessageWaitTime: Duration.seconds(DEFAULTS.receiveWaitSeconds),
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: config.maxAttempts },
     });
+    if (config.spotLane) {
+      // Its dead letters are any task's: the same queue and function fail their jobs.
+      this.spotTaskQueue = this.createQueue("SpotTaskQueue", {
+        visibilityTimeout: config.visibilityTimeout,
+        retentionPeriod: QUEUE_RETENTION,
+        receiveMessageWaitTime: Duration.seconds(DEFAULTS.receiveWaitSeconds),
+        deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: config.maxAttempts },
+      });
+    }
     this.partsDeadLetterQueue = this.createQueue("PartsDeadLetterQueue", { retentionPeriod: DEAD_LETTER_RETENTION });
     this.partsQueue = this.createQueue("PartsQueue", {
       visibilityTimeout: Duration.seconds(6 * FUNCTION_SIZING.reducer.timeout.toSeconds()),
@@ -176,6 +187,7 @@ export class CloudmillPipeline extends Construct {
     this.fleet = new WorkerFleet(this, "Workers", {
       config,
       taskQueue: this.taskQueue,
+      ...(this.spotTaskQueue ? { spotTaskQueue: this.spotTaskQueue } : {}),
       environment: roleEnvironment("worker", { ...workerEnv, CLOUDMILL_OPS_MODULES: JSON.stringify(opsModulePaths(WORKER_APP_DIR, ops)) }),
       image,
       flowLogBucket: this.logBucket,
@@ -194,6 +206,9 @@ export class CloudmillPipeline extends Construct {
       CLOUDMILL_PARTS_QUEUE_URL: this.partsQueue.queueUrl,
       CLOUDMILL_WORKER_CLUSTER: this.fleet.cluster.clusterName,
       CLOUDMILL_WORKER_SERVICE: this.fleet.service.serviceName,
+      // Empty with one lane (lib/core/pipeline/lanes.ts).
+      CLOUDMILL_SPOT_TASK_QUEUE_URL: this.spotTaskQueue?.queueUrl ?? "",
+      CLOUDMILL_SPOT_WORKER_SERVICE: this.fleet.spotLane?.service.serviceName ?? "",
       CLOUDMILL_MAX_WORKERS: String(config.maxWorkers),
       CLOUDMILL_INSTANCE_TYPE: config.instanceTypes[0]!,
       CLOUDMILL_CAPACITY: config.spot ? "spot" : "on-demand",
@@ -236,6 +251,7 @@ export class CloudmillPipeline extends Construct {
     this.monitoring = new PipelineMonitoring(this, "Monitoring", {
       config,
       taskQueue: this.taskQueue,
+      ...(this.spotTaskQueue ? { spotTaskQueue: this.spotTaskQueue } : {}),
       deadLetterQueue: this.deadLetterQueue,
       partsQueue: this.partsQueue,
       partsDeadLetterQueue: this.partsDeadLetterQueue,
@@ -407,7 +423,8 @@ export class CloudmillPipeline extends Construct {
     allow(this.splitter, "ReadJobState", ["s3:GetObject"], stateObjects);
     allow(this.splitter, "WriteJobState", ["s3:PutObject"], jobObjects);
     allow(this.splitter, "ListJobState", ["s3:ListBucket"], outputBucket);
-    allow(this.splitter, "QueueChunks", ["sqs:SendMessage"], [this.taskQueue.queueArn]);
+    const taskQueues = [this.taskQueue.queueArn, ...(this.spotTaskQueue ? [this.spotTaskQueue.queueArn] : [])];
+    allow(this.splitter, "QueueChunks", ["sqs:SendMessage"], taskQueues);
     // A resume that queues no chunk sends the reducer its first wake-up (wake.ts).
     allow(this.splitter, "WakeReducer", ["sqs:SendMessage"], [this.partsQueue.queueArn]);
     // A retry request (_retries/<jobId>.json) resumes a failed or cancelled job: its end marker goes.
@@ -419,12 +436,20 @@ export class CloudmillPipeline extends Construct {
     );
     // A small job is mapped where it starts: the splitter writes its parts (under _work/, above).
     // An idle fleet is woken at once: this stack's worker service, and no other.
-    allow(this.splitter, "WakeFleet", ["ecs:DescribeServices"], [this.fleet.service.serviceArn]);
+    const lanes = [this.fleet, ...(this.fleet.spotLane ? [this.fleet.spotLane] : [])];
+    allow(
+      this.splitter,
+      "WakeFleet",
+      ["ecs:DescribeServices"],
+      lanes.map((l) => l.service.serviceArn),
+    );
     // Its count only: an update that names another task definition or turns on ECS Exec is denied.
-    allow(this.splitter, "WakeFleetCount", ["ecs:UpdateService"], [this.fleet.service.serviceArn], {
-      StringEqualsIfExists: { "ecs:task-definition": this.fleet.taskDefinition.taskDefinitionArn },
-      BoolIfExists: { "ecs:enable-execute-command": "false" },
-    });
+    for (const [i, lane] of lanes.entries()) {
+      allow(this.splitter, i === 0 ? "WakeFleetCount" : "WakeSpotFleetCount", ["ecs:UpdateService"], [lane.service.serviceArn], {
+        StringEqualsIfExists: { "ecs:task-definition": lane.taskDefinition.taskDefinitionArn },
+        BoolIfExists: { "ecs:enable-execute-command": "false" },
+      });
+    }
 
     // Worker: ranged GETs of inputs; HEAD of its part and the job's cancel/failure markers and
     // PUT of parts and chunk errors under _work/; a bad record fails the job at once, so it
@@ -447,9 +472,9 @@ export class CloudmillPipeline extends Construct {
     allow(this.reducer, "ListWork", ["s3:ListBucket"], outputBucket);
     allow(this.reducer, "WriteResults", ["s3:PutObject"], jobObjects);
     // A keyed job's reduce tasks are enqueued by the reducer once its chunks are mapped.
-    allow(this.reducer, "QueueReduceTasks", ["sqs:SendMessage"], [this.taskQueue.queueArn]);
+    allow(this.reducer, "QueueReduceTasks", ["sqs:SendMessage"], taskQueues);
     // A merge or reduce task past its lease is queued again only while nothing waits on its queue.
-    allow(this.reducer, "SeeTaskBacklog", ["sqs:GetQueueAttributes"], [this.taskQueue.queueArn]);
+    allow(this.reducer, "SeeTaskBacklog", ["sqs:GetQueueAttributes"], taskQueues);
     // While only merge or reduce tasks are left, the reducer wakes itself on its own queue (wake.ts).
     allow(this.reducer, "WakeItself", ["sqs:SendMessage"], [this.partsQueue.queueArn]);
 

@@ -28,16 +28,22 @@ export class CloudmillStack extends Stack {
     for (const notice of props.notices ?? []) Annotations.of(this).addWarningV2("cloudmill:notice", notice);
 
     const p = this.pipeline;
-    const outputs: Record<StackOutputField, { value: string; description: string }> = {
+    const outputs: { [K in StackOutputField]?: { value: string; description: string } } = {
       inputBucket: { value: p.inputBucket.bucketName, description: "Upload <op>/<path> here to start a job" },
       outputBucket: { value: p.outputBucket.bucketName, description: "Results: <op>/<path>/result.json and status.json" },
       taskQueueUrl: { value: p.taskQueue.queueUrl, description: "One message per chunk" },
       deadLetterQueueUrl: { value: p.deadLetterQueue.queueUrl, description: "Chunks that failed every attempt" },
       cluster: { value: p.fleet.cluster.clusterName, description: "ECS cluster of the workers" },
       service: { value: p.fleet.service.serviceName, description: "ECS service of the workers" },
+      ...(p.fleet.spotLane && p.spotTaskQueue
+        ? {
+            spotService: { value: p.fleet.spotLane.service.serviceName, description: "ECS service of the spot lane's workers" },
+            spotTaskQueueUrl: { value: p.spotTaskQueue.queueUrl, description: "Chunks of jobs that prefer cheapest" },
+          }
+        : {}),
     };
-    for (const [key, { value, description }] of Object.entries(outputs)) {
-      new CfnOutput(this, STACK_OUTPUTS[key as StackOutputField], { value, description });
+    for (const [key, output] of Object.entries(outputs)) {
+      if (output) new CfnOutput(this, STACK_OUTPUTS[key as StackOutputField], { value: output.value, description: output.description });
     }
   }
 }

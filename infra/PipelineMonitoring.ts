@@ -17,6 +17,8 @@ import type { WorkerFleet } from "./WorkerFleet.js";
 export interface PipelineMonitoringProps {
   readonly config: PipelineConfig;
   readonly taskQueue: sqs.IQueue;
+  /** The spot lane's task queue (`spot: "per-job"`): its oldest chunk is alarmed too. */
+  readonly spotTaskQueue?: sqs.IQueue;
   readonly deadLetterQueue: sqs.IQueue;
   readonly partsQueue: sqs.IQueue;
   readonly partsDeadLetterQueue: sqs.IQueue;
@@ -40,6 +42,8 @@ export class PipelineMonitoring extends Construct {
   public readonly deadLetterAlarm: cloudwatch.Alarm;
   /** The oldest queued chunk is older than `oldestTaskAlarmAge`: the fleet is not keeping up, or is not running. */
   public readonly oldestTaskAlarm: cloudwatch.Alarm;
+  /** The same for the spot lane's queue (spot capacity may be short for hours). */
+  public readonly oldestSpotTaskAlarm?: cloudwatch.Alarm;
   /** Part events the reducer failed on every attempt. */
   public readonly partsDeadLetterAlarm: cloudwatch.Alarm;
   /** Uploads the splitter failed on after its asynchronous retries. */
@@ -74,17 +78,19 @@ export class PipelineMonitoring extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
 
-    const oldest = props.taskQueue.metricApproximateAgeOfOldestMessage({ period: MINUTE, statistic: "Maximum" });
-    this.oldestTaskAlarm = new cloudwatch.Alarm(this, "OldestTaskAlarm", {
-      alarmDescription:
-        `cloudmill ${lab}: a chunk has waited more than ${config.oldestTaskAlarmAge.toHumanString()}; the fleet is not ` +
-        `keeping up or cannot start`,
-      metric: oldest,
-      threshold: config.oldestTaskAlarmAge.toSeconds(),
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      evaluationPeriods: 5,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
+    const oldestAlarm = (id: string, queue: sqs.IQueue, lane: string): cloudwatch.Alarm =>
+      new cloudwatch.Alarm(this, id, {
+        alarmDescription:
+          `cloudmill ${lab}: a chunk has waited more than ${config.oldestTaskAlarmAge.toHumanString()}${lane}; the fleet is not ` +
+          `keeping up or cannot start`,
+        metric: queue.metricApproximateAgeOfOldestMessage({ period: MINUTE, statistic: "Maximum" }),
+        threshold: config.oldestTaskAlarmAge.toSeconds(),
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluationPeriods: 5,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+    this.oldestTaskAlarm = oldestAlarm("OldestTaskAlarm", props.taskQueue, "");
+    if (props.spotTaskQueue) this.oldestSpotTaskAlarm = oldestAlarm("OldestSpotTaskAlarm", props.spotTaskQueue, " on the spot lane");
 
     const notEmpty = (alarmId: string, queue: sqs.IQueue, what: string): cloudwatch.Alarm =>
       new cloudwatch.Alarm(this, alarmId, {
@@ -106,7 +112,13 @@ export class PipelineMonitoring extends Construct {
       "the splitter failed on an upload after its retries",
     );
 
-    const alarms = [this.deadLetterAlarm, this.oldestTaskAlarm, this.partsDeadLetterAlarm, this.splitterDeadLetterAlarm];
+    const alarms = [
+      this.deadLetterAlarm,
+      this.oldestTaskAlarm,
+      ...(this.oldestSpotTaskAlarm ? [this.oldestSpotTaskAlarm] : []),
+      this.partsDeadLetterAlarm,
+      this.splitterDeadLetterAlarm,
+    ];
     for (const alarm of alarms) alarm.addAlarmAction(notify);
 
     this.dashboard = this.createDashboard(props, alarms);

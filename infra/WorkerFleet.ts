@@ -17,13 +17,16 @@ import type * as sqs from "aws-cdk-lib/aws-sqs";
 import { Construct } from "constructs";
 import { acknowledge, wildcardActionFinding, wildcardResourceFinding } from "./nag.js";
 import type { PipelineConfig } from "./props.js";
+import { ENV } from "../lib/core/constants.js";
 
 export interface WorkerFleetProps {
   /** The pipeline's resolved configuration (instance types, spot, sizes, limits). */
   readonly config: PipelineConfig;
   /** The queue the workers consume; its backlog drives scaling. */
   readonly taskQueue: sqs.IQueue;
-  /** The worker container's environment (exactly ROLE_ENV.worker). */
+  /** The spot lane's queue (`spot: "per-job"`): a second service on spot instances consumes it. */
+  readonly spotTaskQueue?: sqs.IQueue;
+  /** The worker container's environment (exactly ROLE_ENV.worker); a lane's task queue URL is its own. */
   readonly environment: Readonly<Record<string, string>>;
   /** The worker image. */
   readonly image: ecs.ContainerImage;
@@ -51,7 +54,28 @@ const ROOT_VOLUME_GIB = 30;
  */
 const SCALE_OUT_COOLDOWN = Duration.minutes(4);
 
-export class WorkerFleet extends Construct {
+/**
+ * One worker service and what it runs on: an Auto Scaling group and its capacity provider, the
+ * task definition (its own task queue in the environment), and the scaling on that queue.
+ */
+export interface WorkerLane {
+  /** The lane's own: its user data differs (spot draining). */
+  readonly launchTemplate: ec2.LaunchTemplate;
+  readonly autoScalingGroup: autoscaling.AutoScalingGroup;
+  readonly capacityProvider: ecs.AsgCapacityProvider;
+  readonly taskDefinition: ecs.Ec2TaskDefinition;
+  readonly container: ecs.ContainerDefinition;
+  readonly service: ecs.Ec2Service;
+  readonly scalableTarget: appscaling.ScalableTarget;
+  /** Adds workers while chunks are waiting (visible ≥ 1). */
+  readonly scaleOutAlarm: cloudwatch.Alarm;
+  /** Sets the worker count to zero once nothing is visible or in flight for `scaleInAfterIdle`. */
+  readonly scaleInAlarm: cloudwatch.Alarm;
+  /** Chunks waiting plus chunks in flight on the lane's task queue. */
+  readonly backlogMetric: cloudwatch.IMetric;
+}
+
+export class WorkerFleet extends Construct implements WorkerLane {
   public readonly vpc: ec2.IVpc;
   public readonly securityGroup: ec2.SecurityGroup;
   public readonly instanceRole: iam.Role;
@@ -71,14 +95,14 @@ export class WorkerFleet extends Construct {
   public readonly scaleInAlarm: cloudwatch.Alarm;
   /** Chunks waiting plus chunks in flight on the task queue. */
   public readonly backlogMetric: cloudwatch.IMetric;
+  /** The spot lane (`spot: "per-job"`), for jobs that prefer `cheapest`; the fields above are the on-demand lane's. */
+  public readonly spotLane?: WorkerLane;
 
   public constructor(scope: Construct, id: string, props: WorkerFleetProps) {
     super(scope, id);
     const { config } = props;
-    const stack = Stack.of(this);
 
     this.vpc = props.vpc ?? this.createVpc(props.flowLogBucket);
-    const vpcSubnets = props.vpcSubnets ?? { subnetType: ec2.SubnetType.PUBLIC };
 
     this.securityGroup = new ec2.SecurityGroup(this, "InstanceSecurityGroup", {
       vpc: this.vpc,
@@ -92,11 +116,82 @@ export class WorkerFleet extends Construct {
       description: "cloudmill ECS container instances: register with the cluster and nothing else",
     });
 
+    this.cluster = new ecs.Cluster(this, "Cluster", {
+      vpc: this.vpc,
+      containerInsightsV2: ecs.ContainerInsights.ENHANCED,
+    });
+    if (config.spot || config.spotLane) {
+      // A spot interruption notice drains the instance: the agent sets it DRAINING, ECS stops its tasks
+      // (SIGTERM, 120 s to release chunks) and starts replacements elsewhere.
+      this.instanceRole.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: "SpotDraining",
+          actions: ["ecs:UpdateContainerInstancesState"],
+          resources: [this.containerInstancesArn()],
+        }),
+      );
+    }
+
+    this.logGroup = new logs.LogGroup(this, "Logs", { retention: config.logRetention });
+    this.taskRole = new iam.Role(this, "TaskRole", {
+      assumedBy: new iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+      description: "cloudmill worker: read inputs, write parts, consume the task queue, protect itself from scale-in",
+    });
+    this.taskRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: "ConsumeTasks",
+        actions: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
+        resources: [props.taskQueue.queueArn, ...(props.spotTaskQueue ? [props.spotTaskQueue.queueArn] : [])],
+      }),
+    );
+    const tasksArn = this.cluster.arnForTasks("*");
+    this.taskRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: "ScaleInProtection",
+        actions: ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+        resources: [tasksArn],
+      }),
+    );
+
+    const main = this.addLane("", props, { queue: props.taskQueue, spot: config.spot, warmPool: config.warmPool });
+    this.launchTemplate = main.launchTemplate;
+    this.autoScalingGroup = main.autoScalingGroup;
+    this.capacityProvider = main.capacityProvider;
+    this.taskDefinition = main.taskDefinition;
+    this.container = main.container;
+    this.service = main.service;
+    this.scalableTarget = main.scalableTarget;
+    this.scaleOutAlarm = main.scaleOutAlarm;
+    this.scaleInAlarm = main.scaleInAlarm;
+    this.backlogMetric = main.backlogMetric;
+    if (config.spotLane) {
+      if (!props.spotTaskQueue) throw new Error("a fleet with a spot lane needs its task queue (spotTaskQueue)");
+      this.spotLane = this.addLane("Spot", props, { queue: props.spotTaskQueue, spot: true, warmPool: 0 });
+    }
+
+    this.acknowledgeFindings(config, tasksArn);
+  }
+
+  /**
+   * A lane: its Auto Scaling group, capacity provider, task definition, service and scaling. The
+   * first lane's constructs keep the ids they had before lanes existed (prefix ""), so a deployed
+   * stack updates them in place.
+   */
+  private addLane(
+    prefix: string,
+    props: WorkerFleetProps,
+    lane: { readonly queue: sqs.IQueue; readonly spot: boolean; readonly warmPool: number },
+  ): WorkerLane {
+    const { config } = props;
+    const stack = Stack.of(this);
+    const vpcSubnets = props.vpcSubnets ?? { subnetType: ec2.SubnetType.PUBLIC };
+    const mixed = this.usesMixedInstances(config);
+
     // IMDSv2 only, one hop: the ECS agent (host network) reaches it, bridge-mode containers cannot,
     // so a worker can never borrow the instance role.
-    this.launchTemplate = new ec2.LaunchTemplate(this, "LaunchTemplate", {
+    const launchTemplate = new ec2.LaunchTemplate(this, `${prefix}LaunchTemplate`, {
       machineImage: ecs.EcsOptimizedImage.amazonLinux2023(ecs.AmiHardwareType.ARM),
-      instanceType: this.usesMixedInstances(config) ? undefined : new ec2.InstanceType(config.instanceTypes[0]!),
+      instanceType: mixed ? undefined : new ec2.InstanceType(config.instanceTypes[0]!),
       userData: ec2.UserData.forLinux(),
       role: this.instanceRole,
       securityGroup: this.securityGroup,
@@ -116,130 +211,94 @@ export class WorkerFleet extends Construct {
       ],
     });
 
-    this.autoScalingGroup = new autoscaling.AutoScalingGroup(this, "AutoScalingGroup", {
+    const autoScalingGroup = new autoscaling.AutoScalingGroup(this, `${prefix}AutoScalingGroup`, {
       vpc: this.vpc,
       vpcSubnets,
       minCapacity: 0,
       maxCapacity: config.maxInstances,
-      ...(this.usesMixedInstances(config)
+      ...(mixed
         ? {
             mixedInstancesPolicy: {
-              launchTemplate: this.launchTemplate,
+              launchTemplate,
               launchTemplateOverrides: config.instanceTypes.map((t) => ({ instanceType: new ec2.InstanceType(t) })),
               instancesDistribution: {
                 onDemandBaseCapacity: 0,
-                onDemandPercentageAboveBaseCapacity: config.spot ? 0 : 100,
+                onDemandPercentageAboveBaseCapacity: lane.spot ? 0 : 100,
                 onDemandAllocationStrategy: autoscaling.OnDemandAllocationStrategy.PRIORITIZED,
-                ...(config.spot ? { spotAllocationStrategy: autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED } : {}),
+                ...(lane.spot ? { spotAllocationStrategy: autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED } : {}),
               },
             },
-            capacityRebalance: config.spot,
+            capacityRebalance: lane.spot,
           }
-        : { launchTemplate: this.launchTemplate }),
+        : { launchTemplate }),
       groupMetrics: [autoscaling.GroupMetrics.all()],
     });
 
-    if (config.warmPool > 0) {
+    if (lane.warmPool > 0) {
       // Stopped instances, booted once and stopped: a woken fleet starts one rather than launching
       // one. The agent must not register a warm instance while it is prepared. Not reused on
       // scale-in: Amazon ECS does not support returning its container instances to a warm pool.
-      this.autoScalingGroup.addUserData("echo ECS_WARM_POOLS_CHECK=true >> /etc/ecs/ecs.config");
-      this.autoScalingGroup.addWarmPool({
-        minSize: config.warmPool,
-        maxGroupPreparedCapacity: config.warmPool,
+      autoScalingGroup.addUserData("echo ECS_WARM_POOLS_CHECK=true >> /etc/ecs/ecs.config");
+      autoScalingGroup.addWarmPool({
+        minSize: lane.warmPool,
+        maxGroupPreparedCapacity: lane.warmPool,
         poolState: autoscaling.PoolState.STOPPED,
       });
     }
     // The image stays cached on an instance: a task started again there does not pull it anew.
-    this.autoScalingGroup.addUserData("echo ECS_IMAGE_PULL_BEHAVIOR=prefer-cached >> /etc/ecs/ecs.config");
+    autoScalingGroup.addUserData("echo ECS_IMAGE_PULL_BEHAVIOR=prefer-cached >> /etc/ecs/ecs.config");
 
-    this.cluster = new ecs.Cluster(this, "Cluster", {
-      vpc: this.vpc,
-      containerInsightsV2: ecs.ContainerInsights.ENHANCED,
-    });
-    this.capacityProvider = new ecs.AsgCapacityProvider(this, "CapacityProvider", {
-      autoScalingGroup: this.autoScalingGroup,
+    const capacityProvider = new ecs.AsgCapacityProvider(this, `${prefix}CapacityProvider`, {
+      autoScalingGroup,
       enableManagedScaling: true,
       enableManagedTerminationProtection: true,
       targetCapacityPercent: 100,
       machineImageType: ecs.MachineImageType.AMAZON_LINUX_2,
     });
-    this.cluster.addAsgCapacityProvider(this.capacityProvider);
-    if (config.spot) {
-      // A spot interruption notice drains the instance: the agent sets it DRAINING, ECS stops its tasks
-      // (SIGTERM, 120 s to release chunks) and starts replacements elsewhere.
-      this.autoScalingGroup.addUserData("echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> /etc/ecs/ecs.config");
-      this.instanceRole.addToPrincipalPolicy(
-        new iam.PolicyStatement({
-          sid: "SpotDraining",
-          actions: ["ecs:UpdateContainerInstancesState"],
-          resources: [this.containerInstancesArn()],
-        }),
-      );
-    }
+    this.cluster.addAsgCapacityProvider(capacityProvider);
+    if (lane.spot) autoScalingGroup.addUserData("echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> /etc/ecs/ecs.config");
 
-    this.logGroup = new logs.LogGroup(this, "Logs", { retention: config.logRetention });
-    this.taskRole = new iam.Role(this, "TaskRole", {
-      assumedBy: new iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
-      description: "cloudmill worker: read inputs, write parts, consume the task queue, protect itself from scale-in",
-    });
-    this.taskRole.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        sid: "ConsumeTasks",
-        actions: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
-        resources: [props.taskQueue.queueArn],
-      }),
-    );
-    const tasksArn = this.cluster.arnForTasks("*");
-    this.taskRole.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        sid: "ScaleInProtection",
-        actions: ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
-        resources: [tasksArn],
-      }),
-    );
-
-    this.taskDefinition = new ecs.Ec2TaskDefinition(this, "WorkerTask", {
+    const taskDefinition = new ecs.Ec2TaskDefinition(this, `${prefix}WorkerTask`, {
       networkMode: ecs.NetworkMode.BRIDGE,
       taskRole: this.taskRole,
     });
-    this.container = this.taskDefinition.addContainer("worker", {
+    const container = taskDefinition.addContainer("worker", {
       image: props.image,
       essential: true,
       cpu: config.workerVcpus * 1024,
       memoryLimitMiB: config.workerMemoryMiB,
-      environment: { ...props.environment },
+      environment: { ...props.environment, [ENV.TASK_QUEUE_URL]: lane.queue.queueUrl },
       logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: "worker" }),
       stopTimeout: WORKER_STOP_TIMEOUT,
-      linuxParameters: new ecs.LinuxParameters(this, "WorkerLinuxParameters", { initProcessEnabled: true }),
+      linuxParameters: new ecs.LinuxParameters(this, `${prefix}WorkerLinuxParameters`, { initProcessEnabled: true }),
     });
 
-    this.service = new ecs.Ec2Service(this, "Service", {
+    const service = new ecs.Ec2Service(this, `${prefix}Service`, {
       cluster: this.cluster,
-      taskDefinition: this.taskDefinition,
+      taskDefinition,
       desiredCount: 0,
       minHealthyPercent: 100,
       maxHealthyPercent: 200,
-      capacityProviderStrategies: [{ capacityProvider: this.capacityProvider.capacityProviderName, weight: 1 }],
+      capacityProviderStrategies: [{ capacityProvider: capacityProvider.capacityProviderName, weight: 1 }],
       placementStrategies: [ecs.PlacementStrategy.packedByCpu()],
       circuitBreaker: { enable: true, rollback: true },
       propagateTags: ecs.PropagatedTagSource.SERVICE,
       enableECSManagedTags: true,
     });
     // The capacity provider must be associated with the cluster before the service can use it.
-    this.service.node.addDependency(this.cluster);
+    service.node.addDependency(this.cluster);
 
     // Scaling on the queue, never on CPU: a busy worker may be idle on CPU while it waits on S3, and
     // an idle one must not be mistaken for spare capacity mid-chunk.
-    this.scalableTarget = new appscaling.ScalableTarget(this, "WorkerCount", {
+    const scalableTarget = new appscaling.ScalableTarget(this, `${prefix}WorkerCount`, {
       serviceNamespace: appscaling.ServiceNamespace.ECS,
       scalableDimension: "ecs:service:DesiredCount",
-      resourceId: `service/${this.cluster.clusterName}/${this.service.serviceName}`,
+      resourceId: `service/${this.cluster.clusterName}/${service.serviceName}`,
       minCapacity: 0,
       maxCapacity: config.maxWorkers,
       role: iam.Role.fromRoleArn(
         this,
-        "ScalingServiceLinkedRole",
+        `${prefix}ScalingServiceLinkedRole`,
         stack.formatArn({
           region: "",
           service: "iam",
@@ -248,11 +307,11 @@ export class WorkerFleet extends Construct {
         }),
       ),
     });
-    this.scalableTarget.node.addDependency(this.service);
+    scalableTarget.node.addDependency(service);
 
-    const visible = props.taskQueue.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(1), statistic: "Maximum" });
-    const inFlight = props.taskQueue.metricApproximateNumberOfMessagesNotVisible({ period: Duration.minutes(1), statistic: "Maximum" });
-    this.backlogMetric = new cloudwatch.MathExpression({
+    const visible = lane.queue.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(1), statistic: "Maximum" });
+    const inFlight = lane.queue.metricApproximateNumberOfMessagesNotVisible({ period: Duration.minutes(1), statistic: "Maximum" });
+    const backlogMetric = new cloudwatch.MathExpression({
       expression: "FILL(visible, 0) + FILL(inFlight, 0)",
       usingMetrics: { visible, inFlight },
       label: "Chunks queued or in flight",
@@ -260,8 +319,8 @@ export class WorkerFleet extends Construct {
     });
 
     // Out: from the first visible chunk. Steps are relative to the threshold of 1 visible message.
-    const scaleOut = new appscaling.StepScalingAction(this, "ScaleOut", {
-      scalingTarget: this.scalableTarget,
+    const scaleOut = new appscaling.StepScalingAction(this, `${prefix}ScaleOut`, {
+      scalingTarget: scalableTarget,
       adjustmentType: appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
       metricAggregationType: appscaling.MetricAggregationType.MAXIMUM,
       cooldown: SCALE_OUT_COOLDOWN,
@@ -269,7 +328,7 @@ export class WorkerFleet extends Construct {
     scaleOut.addAdjustment({ lowerBound: 0, upperBound: 9, adjustment: 1 });
     scaleOut.addAdjustment({ lowerBound: 9, upperBound: 99, adjustment: 2 });
     scaleOut.addAdjustment({ lowerBound: 99, adjustment: config.maxWorkers });
-    this.scaleOutAlarm = new cloudwatch.Alarm(this, "ScaleOutAlarm", {
+    const scaleOutAlarm = new cloudwatch.Alarm(this, `${prefix}ScaleOutAlarm`, {
       alarmDescription: "cloudmill: chunks are waiting; add workers",
       metric: visible,
       threshold: 1,
@@ -277,7 +336,7 @@ export class WorkerFleet extends Construct {
       evaluationPeriods: 1,
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
-    this.scaleOutAlarm.addAlarmAction(new cwActions.ApplicationScalingAction(scaleOut));
+    scaleOutAlarm.addAlarmAction(new cwActions.ApplicationScalingAction(scaleOut));
 
     // In: to zero, only when workers are wanted yet nothing is visible or in flight for the whole
     // idle period. With no worker wanted the alarm stays OK (the expression is 1), so a service the
@@ -287,7 +346,7 @@ export class WorkerFleet extends Construct {
     const desired = new cloudwatch.Metric({
       namespace: "ECS/ContainerInsights",
       metricName: "DesiredTaskCount",
-      dimensionsMap: { ClusterName: this.cluster.clusterName, ServiceName: this.service.serviceName },
+      dimensionsMap: { ClusterName: this.cluster.clusterName, ServiceName: service.serviceName },
       period: Duration.minutes(1),
       statistic: "Maximum",
     });
@@ -297,13 +356,13 @@ export class WorkerFleet extends Construct {
       label: "Chunks queued or in flight while workers are wanted (1: none wanted)",
       period: Duration.minutes(1),
     });
-    const scaleIn = new appscaling.StepScalingAction(this, "ScaleIn", {
-      scalingTarget: this.scalableTarget,
+    const scaleIn = new appscaling.StepScalingAction(this, `${prefix}ScaleIn`, {
+      scalingTarget: scalableTarget,
       adjustmentType: appscaling.AdjustmentType.EXACT_CAPACITY,
       metricAggregationType: appscaling.MetricAggregationType.MAXIMUM,
     });
     scaleIn.addAdjustment({ upperBound: 0, adjustment: 0 });
-    this.scaleInAlarm = new cloudwatch.Alarm(this, "ScaleInAlarm", {
+    const scaleInAlarm = new cloudwatch.Alarm(this, `${prefix}ScaleInAlarm`, {
       alarmDescription: "cloudmill: workers are wanted but no chunk is queued or in flight; stop all workers",
       metric: idleWhileWanted,
       threshold: 0,
@@ -312,9 +371,20 @@ export class WorkerFleet extends Construct {
       datapointsToAlarm: config.scaleInAfterIdleMinutes,
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
-    this.scaleInAlarm.addAlarmAction(new cwActions.ApplicationScalingAction(scaleIn));
+    scaleInAlarm.addAlarmAction(new cwActions.ApplicationScalingAction(scaleIn));
 
-    this.acknowledgeFindings(config, tasksArn);
+    return {
+      launchTemplate,
+      autoScalingGroup,
+      capacityProvider,
+      taskDefinition,
+      container,
+      service,
+      scalableTarget,
+      scaleOutAlarm,
+      scaleInAlarm,
+      backlogMetric,
+    };
   }
 
   /** ARNs of this cluster's container instances. */
@@ -323,7 +393,7 @@ export class WorkerFleet extends Construct {
   }
 
   private usesMixedInstances(config: PipelineConfig): boolean {
-    return config.spot || config.instanceTypes.length > 1;
+    return config.spot || config.spotLane || config.instanceTypes.length > 1;
   }
 
   private createVpc(flowLogBucket: s3.IBucket): ec2.Vpc {
@@ -343,12 +413,7 @@ export class WorkerFleet extends Construct {
   }
 
   private acknowledgeFindings(config: PipelineConfig, tasksArn: string): void {
-    acknowledge(
-      this.taskDefinition,
-      "AwsSolutions-ECS2",
-      "The worker's environment holds only resource names and tunables from ROLE_ENV (bucket name, queue URL, timeouts, concurrency, " +
-        "log level); it carries no secrets, so Secrets Manager would add cost and nothing else.",
-    );
+    const lanes: WorkerLane[] = [this, ...(this.spotLane ? [this.spotLane] : [])];
     const taskPolicy = this.taskRole.node.findChild("DefaultPolicy");
     acknowledge(
       taskPolicy,
@@ -368,20 +433,7 @@ export class WorkerFleet extends Construct {
       "Added by aws-ecs for the ECS agent: ecs:Poll/StartTelemetrySession (conditioned on this cluster), ecs:DiscoverPollEndpoint and " +
         "ecr:GetAuthorizationToken, which support no resource-level permissions, and agent log writes.",
     );
-    const executionRole = this.taskDefinition.obtainExecutionRole();
-    acknowledge(
-      executionRole.node.findChild("DefaultPolicy"),
-      "AwsSolutions-IAM5[Resource::*]",
-      "ecr:GetAuthorizationToken, which ECS needs to pull the worker image, supports no resource-level permissions; image pulls " +
-        "themselves are scoped to the asset repository.",
-    );
-    acknowledge(
-      this.autoScalingGroup,
-      "AwsSolutions-AS3",
-      "Scaling events are routine (the fleet returns to zero after every job) and e-mailing each would bury real alarms; fleet size is " +
-        "on the dashboard and every event is in the group's activity history.",
-    );
-    if (config.spot) {
+    if (config.spot || config.spotLane) {
       acknowledge(
         instancePolicy,
         wildcardResourceFinding(this, this.containerInstancesArn()),
@@ -389,13 +441,33 @@ export class WorkerFleet extends Construct {
           "ARN is scoped to this cluster's container instances.",
       );
     }
-    if (this.usesMixedInstances(config)) {
+    for (const lane of lanes) {
       acknowledge(
-        this.autoScalingGroup,
-        "AwsSolutions-EC26",
-        "The rule cannot follow a launch template inside a MixedInstancesPolicy; the template's only block device is an encrypted gp3 " +
-          "volume (asserted in test/infra/fleet.test.ts).",
+        lane.taskDefinition,
+        "AwsSolutions-ECS2",
+        "The worker's environment holds only resource names and tunables from ROLE_ENV (bucket name, queue URL, timeouts, concurrency, " +
+          "log level); it carries no secrets, so Secrets Manager would add cost and nothing else.",
       );
+      acknowledge(
+        lane.taskDefinition.obtainExecutionRole().node.findChild("DefaultPolicy"),
+        "AwsSolutions-IAM5[Resource::*]",
+        "ecr:GetAuthorizationToken, which ECS needs to pull the worker image, supports no resource-level permissions; image pulls " +
+          "themselves are scoped to the asset repository.",
+      );
+      acknowledge(
+        lane.autoScalingGroup,
+        "AwsSolutions-AS3",
+        "Scaling events are routine (the fleet returns to zero after every job) and e-mailing each would bury real alarms; fleet size " +
+          "is on the dashboard and every event is in the group's activity history.",
+      );
+      if (this.usesMixedInstances(config)) {
+        acknowledge(
+          lane.autoScalingGroup,
+          "AwsSolutions-EC26",
+          "The rule cannot follow a launch template inside a MixedInstancesPolicy; the template's only block device is an encrypted " +
+            "gp3 volume (asserted in test/infra/fleet.test.ts).",
+        );
+      }
     }
   }
 }

@@ -74,7 +74,7 @@ const KEYS = {
     expected: "1 to 32 lowercase letters, digits or '-', starting and ending with a letter or digit",
   },
   instanceTypes: { schema: list, expected: "a list of instance types, e.g. m7g.large,c7g.large" },
-  spot: { schema: bool, expected: "true or false" },
+  spot: { schema: z.union([bool, z.literal("per-job")]), expected: "true, false or per-job" },
   maxInstances: { schema: whole, expected: "a whole number" },
   maxWorkers: { schema: whole, expected: "a whole number" },
   warmPool: { schema: whole, expected: "a whole number of instances (0 for none)" },

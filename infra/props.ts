@@ -40,9 +40,12 @@ export interface CloudmillPipelineProps {
   /**
    * Run workers on spot instances (price-capacity-optimized over `instanceTypes`, with capacity
    * rebalancing and ECS spot draining). A reclaimed worker's chunks are simply received again.
+   * `"per-job"`: two worker services, each with its own task queue, one on on-demand instances and
+   * one on spot; a job that prefers `cheapest` runs on spot, every other job on demand. Each
+   * service scales from zero up to `maxWorkers` on its own backlog.
    * @default false
    */
-  readonly spot?: boolean;
+  readonly spot?: boolean | "per-job";
   /**
    * Most EC2 instances the fleet may run at once.
    * @default 4
@@ -214,7 +217,10 @@ export class CloudmillConfigError extends Error {
 export interface PipelineConfig {
   readonly labName: string;
   readonly instanceTypes: readonly string[];
+  /** Every worker is on spot (`spot: true`). */
   readonly spot: boolean;
+  /** A second worker service on spot, for jobs that prefer `cheapest` (`spot: "per-job"`); the first is on demand. */
+  readonly spotLane: boolean;
   readonly maxInstances: number;
   readonly maxWorkers: number;
   readonly warmPool: number;
@@ -310,16 +316,17 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
         `${JSON.stringify(props.labName)}`,
     );
   }
-  const spot = props.spot ?? false;
+  const spot = props.spot === true;
+  const spotLane = props.spot === "per-job";
   const instanceTypes = props.instanceTypes ?? [DEFAULTS.instanceType];
-  checkInstanceTypes(instanceTypes, spot);
+  checkInstanceTypes(instanceTypes, spot || spotLane);
   const maxInstances = wholeNumber("maxInstances", props.maxInstances ?? 4, 1, 100);
   const workerVcpus = resolveWorkerVcpus(instanceTypes, props.workerVcpus);
   const workerMemoryMiB = wholeNumber("workerMemoryMiB", props.workerMemoryMiB ?? workerVcpus * MEMORY_PER_VCPU_MIB, 512, 1_048_576);
   const perInstance = Math.max(...instanceTypes.map((t) => Math.max(1, Math.floor((vcpusOfSize(t) ?? workerVcpus) / workerVcpus))));
   const maxWorkers = wholeNumber("maxWorkers", props.maxWorkers ?? maxInstances * perInstance, 1, 1000);
   // EC2 Auto Scaling keeps no warm pool for a group of mixed instances (spot, or several types).
-  const mixed = spot || instanceTypes.length > 1;
+  const mixed = spot || spotLane || instanceTypes.length > 1;
   const warmPool = wholeNumber("warmPool", props.warmPool ?? (mixed ? 0 : 1), 0, maxInstances);
   if (warmPool > 0 && mixed)
     throw new CloudmillConfigError(
@@ -396,6 +403,7 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
     labName: props.labName,
     instanceTypes,
     spot,
+    spotLane,
     maxInstances,
     maxWorkers,
     warmPool,

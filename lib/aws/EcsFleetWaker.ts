@@ -12,6 +12,8 @@ import type { Preference } from "../core/job/spec.js";
 export interface EcsFleetOptions {
   readonly cluster: string;
   readonly service: string;
+  /** The spot lane's service (a stack with `spot: "per-job"`): a job that prefers `cheapest` wakes it instead. */
+  readonly spotService?: string;
   /** The service's most workers (the stack's maxWorkers). */
   readonly maxWorkers: number;
   /** Tasks one worker runs at once. */
@@ -39,21 +41,23 @@ export class EcsFleetWaker implements FleetWaker {
   }
 
   async wake(tasks: number, prefer?: Preference): Promise<number> {
-    const { cluster, service } = this.#options;
+    const { cluster, spotService } = this.#options;
     if (tasks <= 0) return 0;
-    const current = await this.#describe();
+    // The job's lane (lib/core/pipeline/lanes.ts): the spot service for a job that prefers `cheapest`.
+    const service = prefer === "cheapest" && spotService ? spotService : this.#options.service;
+    const current = await this.#describe(service);
     // Awake, or waking: the backlog alarm's policy owns the count from here.
     if ((current.desiredCount ?? 0) > 0 || (current.runningCount ?? 0) > 0 || (current.pendingCount ?? 0) > 0) return 0;
     const desiredCount = workersFor(tasks, this.#options, prefer);
     await this.#ecs.send(new UpdateServiceCommand({ cluster, service, desiredCount }));
     // Two jobs starting at once both find the service idle: the smaller count must not win.
-    if (((await this.#describe()).desiredCount ?? 0) < desiredCount)
+    if (((await this.#describe(service)).desiredCount ?? 0) < desiredCount)
       await this.#ecs.send(new UpdateServiceCommand({ cluster, service, desiredCount }));
     return desiredCount;
   }
 
-  async #describe() {
-    const { cluster, service } = this.#options;
+  async #describe(service: string) {
+    const { cluster } = this.#options;
     const { services } = await this.#ecs.send(new DescribeServicesCommand({ cluster, services: [service] }));
     const found = services?.[0];
     if (!found) throw new CloudmillError(ErrorCode.ENVIRONMENT, `worker service ${service} not found in cluster ${cluster}`);

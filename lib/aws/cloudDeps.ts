@@ -27,10 +27,14 @@ export const cloudDeps = (
 };
 
 export const cloudSplitDeps = (
-  config: CloudConfig & { taskQueueUrl: string },
+  config: CloudConfig & { taskQueueUrl: string; spotTaskQueueUrl?: string | undefined },
   log: Logger,
   clients?: AwsClients,
 ): SplitDeps & { clients: AwsClients } => {
   const deps = cloudDeps(config, log, clients);
-  return { ...deps, queue: new SqsTaskQueue(deps.clients.sqs, config.taskQueueUrl) };
+  return {
+    ...deps,
+    queue: new SqsTaskQueue(deps.clients.sqs, config.taskQueueUrl),
+    ...(config.spotTaskQueueUrl ? { spotQueue: new SqsTaskQueue(deps.clients.sqs, config.spotTaskQueueUrl) } : {}),
+  };
 };

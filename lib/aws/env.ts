@@ -53,6 +53,7 @@ const fleetOf = (env: Env) => {
   return {
     cluster,
     service,
+    spotService: env[ENV.SPOT_WORKER_SERVICE] || undefined,
     maxWorkers: intOf(env, ENV.MAX_WORKERS, 1),
     tasksPerWorker: intOf(env, ENV.WORKER_CONCURRENCY, 1),
   };
@@ -76,6 +77,8 @@ export const readSplitterConfig = (env: Env) => {
     ...common(env),
     opsModules: opsModulesOf(env),
     taskQueueUrl: required(env, ENV.TASK_QUEUE_URL),
+    /** The spot lane's queue (lib/core/pipeline/lanes.ts); unset: one lane. */
+    spotTaskQueueUrl: env[ENV.SPOT_TASK_QUEUE_URL] || undefined,
     defaultChunkSize: chunkSize,
     maxAttempts: intOf(env, ENV.MAX_ATTEMPTS, DEFAULTS.maxAttempts),
     jobDeadlineSeconds: intOf(env, ENV.JOB_DEADLINE_SECONDS, DEFAULTS.jobDeadlineSeconds),
@@ -118,6 +121,8 @@ export const readReducerConfig = (env: Env) => ({
   ...common(env),
   opsModules: opsModulesOf(env),
   taskQueueUrl: required(env, ENV.TASK_QUEUE_URL),
+  /** The spot lane's queue (lib/core/pipeline/lanes.ts); unset: one lane. */
+  spotTaskQueueUrl: env[ENV.SPOT_TASK_QUEUE_URL] || undefined,
   /** Where the reducer sends itself a job's wake-ups (unset: it sends none). */
   partsQueueUrl: env[ENV.PARTS_QUEUE_URL] || undefined,
   instanceType: env[ENV.INSTANCE_TYPE] || undefined,

@@ -8,6 +8,8 @@
 export const ENV = {
   OUTPUT_BUCKET: "CLOUDMILL_OUTPUT_BUCKET",
   TASK_QUEUE_URL: "CLOUDMILL_TASK_QUEUE_URL",
+  /** The spot lane's task queue (a stack with `spot: "per-job"`); empty: one lane. */
+  SPOT_TASK_QUEUE_URL: "CLOUDMILL_SPOT_TASK_QUEUE_URL",
   /** The queue that brings the reducer part events, on which it also sends itself wake-ups. */
   PARTS_QUEUE_URL: "CLOUDMILL_PARTS_QUEUE_URL",
   DEFAULT_CHUNK_SIZE: "CLOUDMILL_DEFAULT_CHUNK_SIZE",
@@ -25,10 +27,12 @@ export const ENV = {
   /** The worker service the splitter wakes: its cluster, name and most workers. */
   WORKER_CLUSTER: "CLOUDMILL_WORKER_CLUSTER",
   WORKER_SERVICE: "CLOUDMILL_WORKER_SERVICE",
+  /** The spot lane's worker service (a stack with `spot: "per-job"`); empty: one lane. */
+  SPOT_WORKER_SERVICE: "CLOUDMILL_SPOT_WORKER_SERVICE",
   MAX_WORKERS: "CLOUDMILL_MAX_WORKERS",
   /** The fleet's instance type, priced in job reports. */
   INSTANCE_TYPE: "CLOUDMILL_INSTANCE_TYPE",
-  /** How the fleet's instances are bought (`spot` or `on-demand`), priced with them. */
+  /** How the fleet's instances are bought (`spot` or `on-demand`; the default lane's, with two), priced with them. */
   CAPACITY: "CLOUDMILL_CAPACITY",
   LOG_LEVEL: "POWERTOOLS_LOG_LEVEL",
   SERVICE_NAME: "POWERTOOLS_SERVICE_NAME",
@@ -44,6 +48,7 @@ export const ROLE_ENV = {
   splitter: [
     ENV.OUTPUT_BUCKET,
     ENV.TASK_QUEUE_URL,
+    ENV.SPOT_TASK_QUEUE_URL,
     ENV.DEFAULT_CHUNK_SIZE,
     ENV.MAX_ATTEMPTS,
     ENV.JOB_DEADLINE_SECONDS,
@@ -52,6 +57,7 @@ export const ROLE_ENV = {
     ENV.TASK_TIMEOUT_SECONDS,
     ENV.WORKER_CLUSTER,
     ENV.WORKER_SERVICE,
+    ENV.SPOT_WORKER_SERVICE,
     ENV.MAX_WORKERS,
     ENV.WORKER_CONCURRENCY,
     ENV.INSTANCE_TYPE,
@@ -74,6 +80,7 @@ export const ROLE_ENV = {
   reducer: [
     ENV.OUTPUT_BUCKET,
     ENV.TASK_QUEUE_URL,
+    ENV.SPOT_TASK_QUEUE_URL,
     ENV.PARTS_QUEUE_URL,
     ENV.OPS_MODULES,
     ENV.INSTANCE_TYPE,

@@ -90,6 +90,9 @@ export interface CloudmillTarget {
   readonly taskQueueUrl?: string;
   readonly cluster?: string;
   readonly service?: string;
+  /** A stack with `spot: "per-job"`: the spot lane's service and task queue (from its outputs). */
+  readonly spotService?: string;
+  readonly spotTaskQueueUrl?: string;
 }
 
 interface Connected {
@@ -232,6 +235,8 @@ export class Cloudmill {
       ...pick("taskQueueUrl"),
       ...pick("cluster"),
       ...pick("service"),
+      ...(outputs.spotService ? { spotService: outputs.spotService } : {}),
+      ...(outputs.spotTaskQueueUrl ? { spotTaskQueueUrl: outputs.spotTaskQueueUrl } : {}),
     };
     const made = awsClients({ region, ...(o.endpoint ? { endpoint: o.endpoint } : {}), maxSockets: 16 }, this.#env as NodeJS.ProcessEnv);
     const s3 = o.s3 ?? made.s3;
@@ -454,11 +459,24 @@ export class Cloudmill {
     const view = await describeFleet({ ecs, ec2 }, target);
     // A stack deployed before holds existed may have no scaling range to read: the view goes without.
     const hold = await readHold(this.#holdClients(target), target).catch(() => undefined);
-    const queue = conn.target.taskQueueUrl
-      ? await withAws(this.#aws("read the task queue's depth"), () => new SqsTaskQueue(conn.sqs, conn.target.taskQueueUrl!).depth())
-      : undefined;
+    const depthOf = (url: string | undefined, which: string) =>
+      url ? withAws(this.#aws(`read the ${which} depth`), () => new SqsTaskQueue(conn.sqs, url).depth()) : Promise.resolve(undefined);
+    const queue = await depthOf(conn.target.taskQueueUrl, "task queue's");
     const usage = await this.workerUsage();
-    return { ...view, ...(queue ? { queue } : {}), ...(hold ? { hold } : {}), ...(usage.length ? { usage } : {}) };
+    let spotLane = view.spotLane;
+    if (spotLane && target.spotService) {
+      const spotTarget = { ...target, service: target.spotService };
+      const spotHold = await readHold(this.#holdClients(spotTarget), spotTarget).catch(() => undefined);
+      const spotQueue = await depthOf(conn.target.spotTaskQueueUrl, "spot lane's queue");
+      spotLane = { ...spotLane, ...(spotQueue ? { queue: spotQueue } : {}), ...(spotHold ? { hold: spotHold } : {}) };
+    }
+    return {
+      ...view,
+      ...(spotLane ? { spotLane } : {}),
+      ...(queue ? { queue } : {}),
+      ...(hold ? { hold } : {}),
+      ...(usage.length ? { usage } : {}),
+    };
   }
 
   /**
@@ -535,16 +553,33 @@ export class Cloudmill {
    * Holds `workers` warm workers (the service's scaling minimum, and ECS asked for them now), for
    * `forMs` if given, else until stopFleet(). The backlog alarm still adds workers above it.
    */
-  async scaleFleet(workers: number, options: { readonly forMs?: number } = {}): Promise<FleetHold> {
-    const target = this.#fleetTarget(await this.#connect());
+  async scaleFleet(workers: number, options: { readonly forMs?: number; readonly lane?: "spot" } = {}): Promise<FleetHold> {
+    const fleet = this.#fleetTarget(await this.#connect());
+    const target = options.lane === "spot" ? this.#spotLaneTarget(fleet) : fleet;
     const until = options.forMs === undefined ? undefined : new Date(Date.now() + options.forMs);
     return holdFleet(this.#holdClients(target), target, workers, until);
   }
 
-  /** Ends any hold and scales the fleet to zero: idle workers stop now, busy ones after their chunks. */
+  /**
+   * Ends any hold and scales the fleet to zero (both lanes of a stack with a spot lane): idle
+   * workers stop now, busy ones after their chunks.
+   */
   async stopFleet(): Promise<FleetHold> {
     const target = this.#fleetTarget(await this.#connect());
+    if (target.spotService) await stopFleet(this.#holdClients(target), this.#spotLaneTarget(target));
     return stopFleet(this.#holdClients(target), target);
+  }
+
+  /** The spot lane as a fleet target; refused for a stack without one. */
+  #spotLaneTarget(fleet: FleetTarget & { readonly region: string }): FleetTarget & { readonly region: string } {
+    if (!fleet.spotService)
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        "--spot: this stack has no spot lane (deploy it with -c spot=per-job for one; with spot=true every worker is on spot)",
+        { field: "spot" },
+      );
+    const { spotService: _lane, ...rest } = fleet;
+    return { ...rest, service: fleet.spotService };
   }
 
   #fleetTarget(conn: Connected): FleetTarget & { readonly region: string } {
@@ -557,7 +592,8 @@ export class Cloudmill {
           : `no worker fleet known: stack ${conn.target.stack ?? "?"} has no ClusterName/ServiceName outputs (pass cluster and service)`,
       );
     }
-    return { cluster, service, region, ...(endpoint ? { endpoint } : {}) };
+    const { spotService } = conn.target;
+    return { cluster, service, region, ...(endpoint ? { endpoint } : {}), ...(spotService ? { spotService } : {}) };
   }
 
   #holdClients(target: FleetTarget & { readonly region: string }): HoldClients {

@@ -28,6 +28,8 @@ export interface FleetClients {
 export interface FleetTarget {
   readonly cluster: string;
   readonly service: string;
+  /** The spot lane's service (a stack with `spot: "per-job"`), shown beside the first. */
+  readonly spotService?: string;
   readonly endpoint?: string;
   readonly region?: string;
 }
@@ -64,7 +66,7 @@ const numberOr = (s: string | undefined): number | undefined => {
 };
 
 export const describeFleet = async ({ ecs, ec2 }: FleetClients, target: FleetTarget): Promise<FleetView> => {
-  const { cluster, service } = target;
+  const { cluster, service, spotService } = target;
   const aws = (action: string): AwsTarget => ({
     action,
     ...(target.endpoint ? { endpoint: target.endpoint } : {}),
@@ -72,19 +74,22 @@ export const describeFleet = async ({ ecs, ec2 }: FleetClients, target: FleetTar
   });
 
   const described = await withAws(aws(`describe ECS service ${service}`), () =>
-    ecs.send(new DescribeServicesCommand({ cluster, services: [service] })),
+    ecs.send(new DescribeServicesCommand({ cluster, services: [service, ...(spotService ? [spotService] : [])] })),
   );
-  const svc = described.services?.[0];
+  const svc = described.services?.find((s) => s.serviceName === service);
+  const spotSvc = spotService ? described.services?.find((s) => s.serviceName === spotService) : undefined;
   if (!svc) {
     const why = described.failures?.[0]?.reason ?? "not found";
     throw new CloudmillError(ErrorCode.ENVIRONMENT, `no ECS service ${service} in cluster ${cluster} (${why}): is the stack deployed?`);
   }
 
-  const taskArns = await withAws(aws(`list tasks of ${service}`), async () => {
-    const arns: string[] = [];
-    for await (const page of paginateListTasks({ client: ecs }, { cluster, serviceName: service })) arns.push(...(page.taskArns ?? []));
-    return arns;
-  });
+  const tasksOf = (serviceName: string) =>
+    withAws(aws(`list tasks of ${serviceName}`), async () => {
+      const arns: string[] = [];
+      for await (const page of paginateListTasks({ client: ecs }, { cluster, serviceName })) arns.push(...(page.taskArns ?? []));
+      return arns;
+    });
+  const taskArns = [...new Set([...(await tasksOf(service)), ...(spotSvc ? await tasksOf(spotSvc.serviceName!) : [])])];
   const instanceArns = await withAws(aws(`list container instances of ${cluster}`), async () => {
     const arns: string[] = [];
     for await (const page of paginateListContainerInstances({ client: ecs }, { cluster })) arns.push(...(page.containerInstanceArns ?? []));
@@ -148,6 +153,8 @@ export const describeFleet = async ({ ecs, ec2 }: FleetClients, target: FleetTar
         ...(t.startedAt ? { startedAt: t.startedAt } : {}),
         ...(cpu !== undefined ? { cpu } : {}),
         ...(memoryMiB !== undefined ? { memoryMiB } : {}),
+        // ECS groups a service's tasks as `service:<name>`.
+        ...(spotSvc && t.group === `service:${spotSvc.serviceName}` ? { lane: "spot" as const } : {}),
       };
     })
     .sort((a, b) => a.taskArn.localeCompare(b.taskArn));
@@ -158,6 +165,16 @@ export const describeFleet = async ({ ecs, ec2 }: FleetClients, target: FleetTar
     desired: svc.desiredCount ?? 0,
     running: svc.runningCount ?? 0,
     pending: svc.pendingCount ?? 0,
+    ...(spotSvc
+      ? {
+          spotLane: {
+            service: spotSvc.serviceName!,
+            desired: spotSvc.desiredCount ?? 0,
+            running: spotSvc.runningCount ?? 0,
+            pending: spotSvc.pendingCount ?? 0,
+          },
+        }
+      : {}),
     tasks: fleetTasks,
     instances,
     reservation: { cpu: sum(instances.map((i) => i.cpu)), memoryMiB: sum(instances.map((i) => i.memoryMiB)) },

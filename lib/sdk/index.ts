@@ -15,6 +15,7 @@ export type {
   EstimateSpec,
   FleetHold,
   FleetInstance,
+  FleetLane,
   FleetTask,
   FleetView,
   InstanceMarket,

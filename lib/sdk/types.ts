@@ -199,6 +199,9 @@ export interface FleetView {
   readonly desired: number;
   readonly running: number;
   readonly pending: number;
+  /** The spot lane (a stack with `spot: "per-job"`): its service's counts, queue and hold; the fields above are the on-demand lane's. */
+  readonly spotLane?: FleetLane;
+  /** Both lanes' tasks (a spot lane's say so). */
   readonly tasks: readonly FleetTask[];
   readonly instances: readonly FleetInstance[];
   /** Sums over the instances. */
@@ -221,8 +224,20 @@ export interface FleetHold {
   readonly until?: Date;
 }
 
+/** A second worker service of the fleet: what it wants and runs, its queue and its hold. */
+export interface FleetLane {
+  readonly service: string;
+  readonly desired: number;
+  readonly running: number;
+  readonly pending: number;
+  readonly queue?: { readonly visible: number; readonly inFlight: number };
+  readonly hold?: FleetHold;
+}
+
 export interface FleetTask {
   readonly taskArn: string;
+  /** Set for a task of the spot lane's service. */
+  readonly lane?: "spot";
   /** PROVISIONING, PENDING, RUNNING, … */
   readonly lastStatus: string;
   readonly desiredStatus: string;

@@ -12,7 +12,7 @@ import { z } from "zod";
 import { TaskMessage } from "../../lib/core/job/manifest.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
-import { readBytes, readJson } from "../../lib/core/pipeline/blobJson.js";
+import { readJson } from "../../lib/core/pipeline/blobJson.js";
 import { cancelJob } from "../../lib/core/pipeline/cancel.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
@@ -23,7 +23,7 @@ import { prng } from "../../lib/dev/prng.js";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { expectMatchesReference, textOf } from "../helpers/devCloud.js";
-import { OUTPUT, startJobOver } from "../helpers/jobs.js";
+import { keyedCounts, OUTPUT, startJobOver, takeAll } from "../helpers/jobs.js";
 
 let dir: string;
 beforeAll(async () => {
@@ -62,19 +62,7 @@ const setUp = async (name: string, bytes: Buffer, spec: Record<string, unknown>,
   };
   const jobId = `${name}-1`;
   await startJobOver(deps, inputs, bytes, jobId, { ...spec, taskTimeoutSeconds: TASK_TIMEOUT_MS / 1000 } as never, chunkSize);
-  /** Takes every visible task off the queue. */
-  const drain = async (): Promise<TaskMessage[]> => {
-    const tasks: TaskMessage[] = [];
-    for (
-      let [m] = await queue.receive({ maxMessages: 1, waitSeconds: 0 });
-      m;
-      [m] = await queue.receive({ maxMessages: 1, waitSeconds: 0 })
-    ) {
-      tasks.push(TaskMessage.parse(JSON.parse(m.body)));
-      await queue.delete(m.receiptHandle);
-    }
-    return tasks;
-  };
+  const drain = (): Promise<TaskMessage[]> => takeAll(queue);
   const run = async (tasks: readonly TaskMessage[]): Promise<void> => {
     for (const task of tasks) await runTask(deps, task, { checkOpDigest: false });
   };
@@ -100,20 +88,7 @@ const tokens = (n: number, seed: number): { bytes: Buffer; counts: Map<string, n
   return { bytes: Buffer.from(`${lines.join("\n")}\n`), counts };
 };
 
-/** Every row of a keyed job's parts, as key → count. */
-const resultCounts = async (s: Awaited<ReturnType<typeof setUp>>): Promise<Map<string, number>> => {
-  const manifest = await readJson(s.output, OUTPUT.result, z.object({ parts: z.array(z.object({ key: z.string() })) }));
-  const counts = new Map<string, number>();
-  for (const part of manifest.parts) {
-    const key = part.key.slice(`s3://${s.output.name}/`.length);
-    for (const line of (await readBytes(s.output, key)).toString("utf8").split("\n")) {
-      if (line === "") continue;
-      const row = z.object({ key: z.string(), count: z.number() }).parse(JSON.parse(line));
-      counts.set(row.key, row.count);
-    }
-  }
-  return counts;
-};
+const resultCounts = (s: Awaited<ReturnType<typeof setUp>>): Promise<Map<string, number>> => keyedCounts(s.output);
 
 describe("a keyed job's reduce tasks lost after the map stage", () => {
   it("are queued again once their lease runs out and the queue holds nothing, and the job ends exact", async () => {

@@ -1,9 +1,11 @@
 /** A job started the way the splitter starts one, over one object of a test's input store. */
-import type { InputObject } from "../../lib/core/job/manifest.js";
+import * as z from "zod";
+import { TaskMessage, type InputObject } from "../../lib/core/job/manifest.js";
 import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
-import type { BlobStore } from "../../lib/core/ports.js";
+import type { BlobStore, TaskQueue } from "../../lib/core/ports.js";
+import { readBytes, readJson } from "../../lib/core/pipeline/blobJson.js";
 
 export const OUTPUT = { result: "out/result.json", status: "out/status.json" };
 
@@ -23,10 +25,39 @@ export const startJobOver = async (
     jobId,
     job: taskJobOf(parseJobSpec({ ...spec, inputs: ["data"] }), deps.registry),
     ...(spec.fanIn !== undefined ? { fanIn: spec.fanIn } : {}),
+    ...(spec.prefer !== undefined ? { prefer: spec.prefer } : {}),
     inputs: [object],
     chunkSize,
     output: OUTPUT,
     trigger: "test",
     deadlineSeconds: 3600,
   });
+};
+
+/** Every visible task on a queue, taken off it (deleted), in the order received. */
+export const takeAll = async (queue: TaskQueue): Promise<TaskMessage[]> => {
+  const tasks: TaskMessage[] = [];
+  for (
+    let [m] = await queue.receive({ maxMessages: 1, waitSeconds: 0 });
+    m;
+    [m] = await queue.receive({ maxMessages: 1, waitSeconds: 0 })
+  ) {
+    tasks.push(TaskMessage.parse(JSON.parse(m.body)));
+    await queue.delete(m.receiptHandle);
+  }
+  return tasks;
+};
+
+/** A keyed count job's result (distinct), read from its parts in `store`: key → count. */
+export const keyedCounts = async (store: BlobStore): Promise<Map<string, number>> => {
+  const manifest = await readJson(store, OUTPUT.result, z.object({ parts: z.array(z.object({ key: z.string() })) }));
+  const counts = new Map<string, number>();
+  for (const part of manifest.parts) {
+    const text = (await readBytes(store, part.key.slice(`s3://${store.name}/`.length))).toString("utf8");
+    for (const line of text.split("\n").filter((l) => l !== "")) {
+      const row = z.object({ key: z.string(), count: z.number() }).parse(JSON.parse(line));
+      counts.set(row.key, row.count);
+    }
+  }
+  return counts;
 };

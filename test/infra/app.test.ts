@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { STACK_OUTPUTS } from "../../lib/core/stack.js";
+import { oneLaneOutputs } from "../../lib/core/stack.js";
 import { cdkJsonContext } from "./synth.js";
 
 const runApp = async (context: Record<string, unknown>): Promise<string> => {
@@ -35,7 +35,7 @@ describe("infra/app.ts (what `npx cdk synth` runs)", () => {
     const template = JSON.parse(readFileSync(path.join(outdir, "Cloudmill-genomics.template.json"), "utf8")) as {
       Outputs: Record<string, unknown>;
     };
-    expect(Object.keys(template.Outputs).sort()).toEqual(Object.values(STACK_OUTPUTS).sort());
+    expect(Object.keys(template.Outputs).sort()).toEqual(oneLaneOutputs().sort());
     const report = JSON.parse(readFileSync(path.join(outdir, "validation-report.json"), "utf8")) as {
       pluginReports: { violations?: unknown[] }[];
     };

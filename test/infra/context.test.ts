@@ -83,7 +83,7 @@ describe("context (cdk.json, -c key=value)", () => {
       `cloudmill: context "lab" must be 1 to 32 lowercase letters, digits or '-', starting and ending with a letter or digit, got "Genomics Lab"`,
     ],
     [{ maxInstances: "four" }, 'cloudmill: context "maxInstances" must be a whole number, got "four"'],
-    [{ spot: "yes" }, 'cloudmill: context "spot" must be true or false, got "yes"'],
+    [{ spot: "yes" }, 'cloudmill: context "spot" must be true, false or per-job, got "yes"'],
     [{ chunkSize: "2GiB" }, 'cloudmill: context "chunkSize" must be a size from 1 byte to 1GiB, e.g. 16MiB, got "2GiB"'],
     [{ logRetentionDays: 31 }, 'cloudmill: context "logRetentionDays" must be one of CloudWatch Logs\' retention periods'],
     [{ budgetScope: "team" }, 'cloudmill: context "budgetScope" must be one of lab, account, got "team"'],

@@ -9,7 +9,7 @@ import { Validations, type App, type PolicyValidationPluginReport } from "aws-cd
 import { AwsSolutionsChecks } from "cdk-nag";
 import type { IConstruct } from "constructs";
 import { beforeAll, describe, expect, it } from "vitest";
-import { LAB_CONTEXT, SPOT_CONTEXT, buildApp } from "./synth.js";
+import { LAB_CONTEXT, PER_JOB_CONTEXT, SPOT_CONTEXT, buildApp } from "./synth.js";
 
 interface Acknowledgement {
   readonly path: string;
@@ -47,6 +47,7 @@ const unhash = (id: string): string => id.replace(/([A-Za-z]+)[0-9A-F]{8}(?=[.>]
 describe.each([
   ["a named lab", LAB_CONTEXT],
   ["a spot lab with every option", SPOT_CONTEXT],
+  ["a lab whose jobs choose spot or on demand", PER_JOB_CONTEXT],
 ])("cdk-nag AwsSolutions on %s", (_name, context) => {
   let app: App;
   let pack: AwsSolutionsChecks;

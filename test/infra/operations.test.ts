@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Template } from "aws-cdk-lib/assertions";
-import { STACK_OUTPUTS } from "../../lib/core/stack.js";
+import { oneLaneOutputs } from "../../lib/core/stack.js";
 import { LAB_TAG_KEY } from "../../infra/props.js";
 import { LAB_CONTEXT, SPOT_CONTEXT, resource, synth } from "./synth.js";
 
@@ -125,7 +125,7 @@ describe("operations", () => {
 
   it("outputs exactly the names the SDK reads, pointing at the right resources", () => {
     const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
-    expect(Object.keys(outputs).sort()).toEqual(Object.values(STACK_OUTPUTS).sort());
+    expect(Object.keys(outputs).sort()).toEqual(oneLaneOutputs().sort());
     expect(outputs["InputBucketName"]!.Value).toEqual({ Ref: resource(template, "AWS::S3::Bucket", "PipelineInputBucket").id });
     expect(outputs["OutputBucketName"]!.Value).toEqual({ Ref: resource(template, "AWS::S3::Bucket", "PipelineOutputBucket").id });
     expect(outputs["TaskQueueUrl"]!.Value).toEqual({ Ref: queue("PipelineTaskQueue") });

@@ -41,6 +41,9 @@ export const SPOT_CONTEXT = {
   logLevel: "DEBUG",
 } as const;
 
+/** A lab whose jobs choose: on-demand workers by default, spot ones for jobs that prefer `cheapest`. */
+export const PER_JOB_CONTEXT = { lab: "thrifty", alertEmail: "ops@lab.example.org", spot: "per-job" } as const;
+
 export interface Synthesized {
   readonly app: App;
   readonly stack: CloudmillStack;

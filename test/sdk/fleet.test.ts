@@ -249,6 +249,21 @@ describe("waking an idle fleet (the splitter's EcsFleetWaker), against moto's EC
     expect(await desired()).toBe(1);
   });
 
+  it("with a spot lane, wakes the spot service for a job that prefers cheapest and the on-demand one otherwise", async () => {
+    const ON_DEMAND = "cloudmill-testlab-lane-od";
+    const SPOT = "cloudmill-testlab-lane-spot";
+    for (const serviceName of [ON_DEMAND, SPOT])
+      await ecs.send(new CreateServiceCommand({ cluster: CLUSTER, serviceName, taskDefinition: "worker", desiredCount: 0 }));
+    const count = async (service: string): Promise<number> =>
+      (await ecs.send(new DescribeServicesCommand({ cluster: CLUSTER, services: [service] }))).services![0]!.desiredCount!;
+    const waker = new EcsFleetWaker(ecs, { cluster: CLUSTER, service: ON_DEMAND, spotService: SPOT, maxWorkers: 3, tasksPerWorker: 1 });
+    expect(await waker.wake(10, "cheapest")).toBe(1);
+    expect([await count(ON_DEMAND), await count(SPOT)]).toEqual([0, 1]);
+    expect(await waker.wake(10)).toBe(3);
+    expect([await count(ON_DEMAND), await count(SPOT)]).toEqual([3, 1]);
+    expect(await waker.wake(10, "fastest")).toBe(0);
+  });
+
   it("a service that is not there is an ENVIRONMENT error naming it (the splitter logs it and the job waits for the backlog alarm)", async () => {
     const waker = new EcsFleetWaker(ecs, { cluster: CLUSTER, service: "no-such-service", maxWorkers: 3, tasksPerWorker: 1 });
     await expect(waker.wake(1)).rejects.toMatchObject({ code: "ENVIRONMENT", message: expect.stringContaining("no-such-service") });
@@ -384,5 +399,125 @@ describe("per-worker use in `cloudmill fleet`, from the workers' reports in the 
       new RegExp(`${taskIds[0]}\\s+187\\.5%\\s+900\\.0/3840\\.0\\s+2500\\.0/4\\.0\\s+0\\.0/1\\.2\\s+2/41\\s+\\d+s ago`),
     );
     expect(r.stdout).not.toContain(taskIds[1]!);
+  });
+});
+
+describe('a stack with a spot lane (spot: "per-job"), against moto', () => {
+  const PER_JOB = "Cloudmill-perjob";
+  const SPOT = "cloudmill-perjob-spot";
+  const SPOT_QUEUE = "perjob-spot-tasks";
+  const scaling = () => new ApplicationAutoScalingClient(config());
+  const range = async (service: string): Promise<[number | undefined, number | undefined]> => {
+    const c = scaling();
+    try {
+      const id = `service/${CLUSTER}/${service}`;
+      const t = (
+        await c.send(
+          new DescribeScalableTargetsCommand({ ServiceNamespace: "ecs", ScalableDimension: "ecs:service:DesiredCount", ResourceIds: [id] }),
+        )
+      ).ScalableTargets![0]!;
+      return [t.MinCapacity, t.MaxCapacity];
+    } finally {
+      c.destroy();
+    }
+  };
+  const desiredOf = async (service: string): Promise<number> =>
+    (await ecs.send(new DescribeServicesCommand({ cluster: CLUSTER, services: [service] }))).services![0]!.desiredCount!;
+  const run = (...args: string[]) => cli(["fleet", ...args, "--stack", PER_JOB, "--endpoint", moto.endpoint]);
+
+  beforeAll(async () => {
+    const cfn = new CloudFormationClient(config());
+    const sqs = new SQSClient(config());
+    const c = scaling();
+    try {
+      const template = {
+        Resources: {
+          Tasks: { Type: "AWS::SQS::Queue", Properties: { QueueName: "perjob-tasks" } },
+          SpotTasks: { Type: "AWS::SQS::Queue", Properties: { QueueName: SPOT_QUEUE } },
+        },
+        Outputs: {
+          [STACK_OUTPUTS.inputBucket]: { Value: "testlab-input" },
+          [STACK_OUTPUTS.outputBucket]: { Value: "testlab-output" },
+          [STACK_OUTPUTS.taskQueueUrl]: { Value: { Ref: "Tasks" } },
+          [STACK_OUTPUTS.cluster]: { Value: CLUSTER },
+          [STACK_OUTPUTS.service]: { Value: SERVICE },
+          [STACK_OUTPUTS.spotService]: { Value: SPOT },
+          [STACK_OUTPUTS.spotTaskQueueUrl]: { Value: { Ref: "SpotTasks" } },
+        },
+      };
+      await cfn.send(new CreateStackCommand({ StackName: PER_JOB, TemplateBody: JSON.stringify(template) }));
+      await ecs.send(new CreateServiceCommand({ cluster: CLUSTER, serviceName: SPOT, taskDefinition: "worker", desiredCount: 1 }));
+      const arns = (await ecs.send(new ListContainerInstancesCommand({ cluster: CLUSTER }))).containerInstanceArns!;
+      const { DescribeContainerInstancesCommand } = await import("@aws-sdk/client-ecs");
+      const d = await ecs.send(new DescribeContainerInstancesCommand({ cluster: CLUSTER, containerInstances: arns }));
+      const onSpot = d.containerInstances!.find((ci) => ci.ec2InstanceId === spot.InstanceId)!.containerInstanceArn!;
+      await ecs.send(
+        new StartTaskCommand({
+          cluster: CLUSTER,
+          taskDefinition: "worker",
+          containerInstances: [onSpot],
+          group: `service:${SPOT}`,
+          startedBy: "ecs-svc/2",
+        }),
+      );
+      for (const service of [SERVICE, SPOT])
+        await c.send(
+          new RegisterScalableTargetCommand({
+            ServiceNamespace: "ecs",
+            ScalableDimension: "ecs:service:DesiredCount",
+            ResourceId: `service/${CLUSTER}/${service}`,
+            MinCapacity: 0,
+            MaxCapacity: 20,
+          }),
+        );
+      const { GetQueueUrlCommand } = await import("@aws-sdk/client-sqs");
+      const spotUrl = (await sqs.send(new GetQueueUrlCommand({ QueueName: SPOT_QUEUE }))).QueueUrl!;
+      await sqs.send(
+        new SendMessageBatchCommand({ QueueUrl: spotUrl, Entries: [0, 1].map((i) => ({ Id: String(i), MessageBody: `{"chunk":${i}}` })) }),
+      );
+    } finally {
+      cfn.destroy();
+      sqs.destroy();
+      c.destroy();
+    }
+  });
+
+  it("fleet() shows the spot lane's service, its queue and its task beside the on-demand lane", async () => {
+    const mill = new Cloudmill({ stack: PER_JOB, endpoint: moto.endpoint }, {});
+    try {
+      const view = await mill.fleet();
+      expect(view.service).toBe(SERVICE);
+      expect(view.spotLane).toMatchObject({ service: SPOT, desired: 1, queue: { visible: 2, inFlight: 0 } });
+      const spotTasks = view.tasks.filter((t) => t.lane === "spot");
+      expect(spotTasks.map((t) => t.instanceId)).toEqual([spot.InstanceId]);
+      const r = await run();
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`spot lane \\(jobs that prefer cheapest\\): service ${SPOT}: 1 desired`));
+      expect(r.stdout).toContain("spot task queue: 2 chunk(s) waiting, 0 in flight");
+    } finally {
+      mill.close();
+    }
+  });
+
+  it("--scale 2 --spot holds the spot lane only; --stop ends both lanes", async () => {
+    const before = await desiredOf(SERVICE);
+    const r = await run("--scale", "2", "--spot");
+    expect(r.code, r.stderr).toBe(0);
+    expect(await range(SPOT)).toEqual([2, 20]);
+    expect(await desiredOf(SPOT)).toBe(2);
+    expect(await desiredOf(SERVICE)).toBe(before);
+    expect((await run()).stdout).toContain("spot lane held at 2 warm worker(s) (at most 20)");
+    const stopped = await run("--stop");
+    expect(stopped.code, stopped.stderr).toBe(0);
+    expect([await desiredOf(SERVICE), await desiredOf(SPOT)]).toEqual([0, 0]);
+    expect(await range(SPOT)).toEqual([0, 20]);
+  });
+
+  it("--spot on a stack without a spot lane is refused in one line", async () => {
+    const r = await cli(["fleet", "--scale", "2", "--spot", "--stack", STACK, "--endpoint", moto.endpoint]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toBe(
+      "cloudmill: --spot: this stack has no spot lane (deploy it with -c spot=per-job for one; with spot=true every worker is on spot)\n",
+    );
   });
 });

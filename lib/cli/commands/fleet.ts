@@ -15,6 +15,15 @@ export const describeFleetView = (f: FleetView, now = Date.now()): string => {
   ];
   if (f.queue) lines.push(`task queue: ${f.queue.visible} chunk(s) waiting, ${f.queue.inFlight} in flight`);
   if (f.hold && f.hold.workers > 0) lines.push(holdLine(f.hold));
+  const spot = f.spotLane;
+  if (spot) {
+    lines.push(
+      `spot lane (jobs that prefer cheapest): service ${spot.service}: ${spot.desired} desired, ${spot.running} running, ` +
+        `${spot.pending} pending worker task(s)`,
+    );
+    if (spot.queue) lines.push(`spot task queue: ${spot.queue.visible} chunk(s) waiting, ${spot.queue.inFlight} in flight`);
+    if (spot.hold && spot.hold.workers > 0) lines.push(`spot lane ${holdLine(spot.hold)}`);
+  }
   if (f.instances.length === 0) {
     lines.push("no instances (the fleet scales to zero when the queue is empty)");
     return lines.join("\n");
@@ -88,10 +97,12 @@ const FleetFlags = z
     json: z.boolean().default(false),
     scale: z.coerce.number({ error: "expected a number of workers" }).int({ error: "expected whole workers" }).min(1).optional(),
     for: Duration.optional(),
+    spot: z.boolean().default(false),
     stop: z.boolean().default(false),
   })
   .refine((f) => !(f.stop && f.scale !== undefined), { error: "--stop and --scale: give one", path: ["stop"] })
-  .refine((f) => f.for === undefined || f.scale !== undefined, { error: "--for needs --scale N", path: ["for"] });
+  .refine((f) => f.for === undefined || f.scale !== undefined, { error: "--for needs --scale N", path: ["for"] })
+  .refine((f) => !f.spot || f.scale !== undefined, { error: "--spot needs --scale N", path: ["spot"] });
 
 export const fleetCommand = (io: CliIO): Command =>
   withCloudOptions(
@@ -102,14 +113,18 @@ export const fleetCommand = (io: CliIO): Command =>
       .option("--json", "print the view as JSON")
       .option("--scale <n>", "hold n warm workers (the scaling minimum; the backlog still adds more)")
       .option("--for <duration>", "with --scale: end the hold after this long, e.g. 30m or 2h (default: until --stop)")
-      .option("--stop", "end any hold and scale to zero: idle workers stop now, busy ones after their chunks"),
+      .option("--spot", "with --scale: hold the spot lane's workers (a stack deployed with -c spot=per-job)")
+      .option("--stop", "end any hold and scale to zero (both lanes): idle workers stop now, busy ones after their chunks"),
   ).action(async (raw: Record<string, unknown>) => {
     const flags = parseFlags(FleetFlags, raw);
     await usingCloudmill(raw, io, async (mill) => {
       if (flags.scale !== undefined || flags.stop) {
         const hold = flags.stop
           ? await mill.stopFleet()
-          : await mill.scaleFleet(flags.scale!, flags.for === undefined ? {} : { forMs: flags.for * 1000 });
+          : await mill.scaleFleet(flags.scale!, {
+              ...(flags.for === undefined ? {} : { forMs: flags.for * 1000 }),
+              ...(flags.spot ? { lane: "spot" as const } : {}),
+            });
         io.stdout.write(
           flags.json
             ? `${JSON.stringify(hold, null, 2)}\n`

@@ -17,6 +17,7 @@ import type { SplitDeps } from "./deps.js";
 import { nowOf } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { enqueueTasks } from "./enqueue.js";
+import { inLaneOf } from "./lanes.js";
 import { sampleRuns } from "./partSample.js";
 import { tasksOf } from "./split.js";
 import { isTaskOp } from "../ops/defineTask.js";
@@ -96,7 +97,7 @@ export const launchBackups = async (deps: SplitDeps, manifest: Manifest, parts: 
     await writeJson(deps.output, backupKey(jobId, index), { at: new Date(now).toISOString(), elapsedMs: now - startedAt, afterMs });
     launched.push(...tasksOf(manifest, [index]).map((t): MapTask => ({ ...t, backup: true })));
   }
-  await enqueueTasks(deps.queue, launched);
+  await enqueueTasks(inLaneOf(deps, manifest).queue, launched);
   if (launched.length)
     deps.log.info("backups queued for straggling chunks", { jobId, chunks: launched.map((t) => t.chunk.index), afterMs });
   return launched.length;

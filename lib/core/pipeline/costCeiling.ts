@@ -12,6 +12,7 @@ import type { Manifest } from "../job/manifest.js";
 import { runCostUsd } from "../report/jobReport.js";
 import { usdOver } from "../report/prices.js";
 import type { PipelineDeps } from "./deps.js";
+import { inLaneOf, type Lanes } from "./lanes.js";
 import { sampleRuns } from "./partSample.js";
 
 /** What a running job has done so far: the keys of the parts each kind of its tasks wrote. */
@@ -38,8 +39,9 @@ const spentOn = async (deps: PipelineDeps, keys: readonly string[], instanceType
 };
 
 /** COST_LIMIT if what the job has done so far costs more than its ceiling; undefined otherwise (or if unpriced). */
-export const costCeilingError = async (deps: PipelineDeps, progress: JobProgress): Promise<CloudmillError | undefined> => {
+export const costCeilingError = async (roleDeps: PipelineDeps & Lanes, progress: JobProgress): Promise<CloudmillError | undefined> => {
   const { manifest, mapParts, merged, reduced } = progress;
+  const deps = inLaneOf(roleDeps, manifest);
   const ceiling = manifest.job.maxCostUsd;
   if (ceiling === undefined || mapParts.size + merged.length + reduced.length === 0) return undefined;
   const instanceType = deps.instanceType ?? DEFAULTS.instanceType;

@@ -7,6 +7,7 @@ import type { MapperHost } from "./mappers.js";
 import type { MainThreadGuard } from "./opGuard.js";
 import type { Capacity } from "../report/prices.js";
 import type { WakeSender } from "./wake.js";
+import type { Lanes } from "./lanes.js";
 
 export interface PipelineDeps {
   /** The output bucket: manifests, parts, results and statuses. */
@@ -33,7 +34,8 @@ export interface PipelineDeps {
   readonly now?: () => number;
 }
 
-export interface SplitDeps extends PipelineDeps {
+export interface SplitDeps extends PipelineDeps, Lanes {
+  /** The task queue: the on-demand lane's, when the stack has two (lanes.ts). */
   readonly queue: TaskQueue;
   /** Woken when tasks are enqueued (unset: the fleet scales on its backlog alone). */
   readonly fleet?: FleetWaker;

@@ -23,6 +23,7 @@ import { logFieldsOf } from "./logFields.js";
 import { backupCounts } from "./backups.js";
 import { advanceMergeTree, fleetTreeOf, topOfTree } from "./mergeTree.js";
 import { requeueWhenSettled } from "./wake.js";
+import { inLaneOf, type Lanes } from "./lanes.js";
 import type { JobProgress } from "./costCeiling.js";
 
 export type ReduceOutcome =
@@ -100,13 +101,15 @@ export interface ReduceJobOptions {
 }
 
 export const reduceJob = async (
-  deps: PipelineDeps & { readonly queue?: TaskQueue; readonly taskLeaseMs?: number },
+  roleDeps: PipelineDeps & Lanes & { readonly queue?: TaskQueue; readonly taskLeaseMs?: number },
   jobId: string,
   options: ReduceJobOptions = {},
 ): Promise<ReduceOutcome> => {
   const { merged, locate = async (err: CloudmillError) => err } = options;
-  const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
+  const manifest = await readJsonIfExists(roleDeps.output, manifestKey(jobId), Manifest);
   if (!manifest) return { kind: "unknown-job" };
+  // The job's merge and reduce tasks go to its lane's queue; its report prices that lane.
+  const deps = inLaneOf(roleDeps, manifest);
   const log = deps.log.child({ jobId });
 
   const succeeded = await readJsonIfExists(deps.output, succeededKey(jobId), JobStatus);

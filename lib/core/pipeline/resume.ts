@@ -14,6 +14,7 @@ import type { SplitDeps } from "./deps.js";
 import { nowOf } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { enqueueTasks } from "./enqueue.js";
+import { inLaneOf } from "./lanes.js";
 import { logFieldsOf } from "./logFields.js";
 import { reduceJob } from "./reduce.js";
 import { noteReduceRequeued, reduceStarted, reduceTasksOf } from "./reduceTask.js";
@@ -126,7 +127,7 @@ export const resumeJob = async (
     if (queued.length > 0) await noteReduceRequeued(deps, jobId);
     await keepAwakeForLease(deps, jobId);
   }
-  await enqueueTasks(deps.queue, queued);
+  await enqueueTasks(inLaneOf(deps, resumed).queue, queued);
   await writeProgress(deps, resumed, taskCount(resumed) - queued.length);
   await writeJson(deps.output, manifestKey(jobId), resumed);
   log.info("job resumed", { tasks: queued.length, of: taskCount(resumed), retries: generation, ...limits });

@@ -17,6 +17,7 @@ import { exists, writeJson } from "./blobJson.js";
 import { reduceJob } from "./reduce.js";
 import { withCodecs } from "./inputCodecs.js";
 import { enqueueTasks } from "./enqueue.js";
+import { inLaneOf } from "./lanes.js";
 import { writeProgress } from "./status.js";
 import { countDiedAttempt, inlineBegun, mapInline, runsInline, type InlineOptions } from "./inline.js";
 import { logFieldsOf } from "./logFields.js";
@@ -157,7 +158,7 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
   const raw = given.job.format === "blob";
   const plan = { ...given, inputs: await withCodecs(deps, given.inputs, given.chunkSize, { raw }) };
   const plannedChunks = planChunks(plan.inputs, plan.chunkSize, planOptionsOf(given.job.format));
-  if (plan.maxCostUsd !== undefined) refuseOverCeiling(deps, plan, plan.maxCostUsd);
+  if (plan.maxCostUsd !== undefined) refuseOverCeiling(inLaneOf(deps, plan), plan, plan.maxCostUsd);
   const now = nowOf(deps);
   const deadline = now + plan.deadlineSeconds * 1000;
   // Every task carries the deadline, so a worker that meets a task of an overdue job fails the job.
@@ -225,7 +226,7 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
       (err: unknown) => log.warn("could not wake the fleet; it scales on its backlog", logFieldsOf(toCloudmillError(err))),
     );
   }
-  await enqueueTasks(deps.queue, pending);
+  await enqueueTasks(inLaneOf(deps, manifest).queue, pending);
   await writeJson(deps.output, enqueuedKey(jobId), {
     at: new Date(nowOf(deps)).toISOString(),
     chunks: manifest.chunks,
