@@ -157,6 +157,35 @@ describe("zip archives: each entry is an input", () => {
     expect(stats.ok && stats.result).toEqual(refStats(numbers));
   });
 
+  it("gzip, BGZF and zstd files inside an archive are decoded: the reference's count and wordcount over their plain bytes", async () => {
+    const src = path.join(dir, "compressed-src");
+    await mkdir(path.join(src, "logs"), { recursive: true });
+    const plain = {
+      "logs/a.log": files["notes/deep/c.txt"]!,
+      "b.vcf": files["notes/b.txt"]!,
+      "c.txt": files["a.txt"]!,
+      "d.txt": files["notes/b.txt"]!,
+    };
+    for (const [name, bytes] of Object.entries(plain)) await writeFile(path.join(src, name), bytes);
+    // gzip, bgzip (BGZF) and zstd as the tools write them; d.txt stays plain.
+    sh("gzip -n logs/a.log && bgzip b.vcf && zstd -q --rm c.txt && zip -qr ../compressed.zip .", src);
+    expect(sh("unzip -Z1 ../compressed.zip | sort", src).split("\n").filter(Boolean)).toEqual([
+      "b.vcf.gz",
+      "c.txt.zst",
+      "d.txt",
+      "logs/",
+      "logs/a.log.gz",
+    ]);
+    const all = Buffer.concat(Object.values(plain));
+    const records = Object.values(plain).reduce((sum, b) => sum + refCount(b).records, 0);
+    for (const chunkSize of [256, 1 << 20]) {
+      const counted = await run({ op: "count", inputs: [path.join(dir, "compressed.zip")], chunkSize }, 2);
+      expect(counted.ok && counted.result, String(chunkSize)).toEqual({ records });
+      const words = await run({ op: "wordcount", inputs: [path.join(dir, "compressed.zip")], chunkSize });
+      expect(words.ok && words.result, String(chunkSize)).toEqual(refWordcount(all));
+    }
+  });
+
   it("a zip64 archive (zip -fz: 64-bit sizes in every entry and end record) reads as its entries", async () => {
     const bytes = files["notes/deep/c.txt"]!;
     await writeFile(path.join(dir, "c.txt"), bytes);
@@ -429,6 +458,29 @@ with zipfile.ZipFile('outer.zip', 'w') as z:
 `,
     );
     expect(message).toMatch(/outer\.zip!\/inner\.zip.*a zip archive inside a zip archive: archives are opened one level deep/);
+  });
+
+  it("a gzip entry cut short fails naming the entry and the compressed byte; one compressed twice over is refused", async () => {
+    const cut = await refused(
+      "cut-gz.zip",
+      `
+import zipfile, gzip
+data = gzip.compress(b'line\\n' * 20000, mtime=0)
+with zipfile.ZipFile('cut-gz.zip', 'w', zipfile.ZIP_DEFLATED) as z:
+    z.writestr('logs/x.log.gz', data[: len(data) // 2])
+`,
+    );
+    expect(cut).toMatch(/cut-gz\.zip!\/logs\/x\.log\.gz.*gzip/);
+    expect(cut).toMatch(/byte \d+|ends inside a gzip member/);
+    const twice = await refused(
+      "twice-gz.zip",
+      `
+import zipfile, gzip
+with zipfile.ZipFile('twice-gz.zip', 'w') as z:
+    z.writestr('x.log.gz.gz', gzip.compress(gzip.compress(b'a\\nb\\n', mtime=0), mtime=0))
+`,
+    );
+    expect(twice).toMatch(/twice-gz\.zip!\/x\.log\.gz\.gz.*gzip data inside compressed data: it is compressed twice/);
   });
 
   it("an entry that inflates past its declared size is stopped there (a lying bomb)", async () => {

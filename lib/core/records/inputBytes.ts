@@ -55,11 +55,18 @@ export const inputRangeBytes = (store: BlobStore, input: InputObject, range: Ran
   const { member } = input;
   if (member) {
     if (range.start > 0) throw new CloudmillError(ErrorCode.INTERNAL, `a zip entry is read from its start, not from byte ${range.start}`);
+    let inner: Codec | undefined;
     return {
       start: 0,
-      codec: () => undefined,
+      codec: () => inner,
       where: (offset) => ({ offset, decoded: true }),
-      owned: () => spansOf(memberBytes(store, input, member, signal), 0),
+      owned: () =>
+        spansOf(
+          decodedEntry(memberBytes(store, input, member, signal), (c) => {
+            inner = c;
+          }),
+          0,
+        ),
       async *past() {},
     };
   }
@@ -88,12 +95,16 @@ export const inputHead = async (
   if (input.member) {
     const parts: Buffer[] = [];
     let length = 0;
-    for await (const part of memberBytes(store, input, input.member, signal)) {
+    let inner: Codec | undefined;
+    const found = (c: Codec): void => {
+      inner = c;
+    };
+    for await (const part of decodedEntry(memberBytes(store, input, input.member, signal), found)) {
       parts.push(Buffer.from(part));
       length += part.length;
       if (length >= n) break;
     }
-    return { bytes: Buffer.concat(parts).subarray(0, n) };
+    return { bytes: Buffer.concat(parts, length).subarray(0, n), ...(inner ? { codec: inner } : {}) };
   }
   const raw = await readRaw(store, input, 0, Math.min(input.size, n), signal);
   const codec = codecOf(raw);
@@ -112,6 +123,43 @@ export const inputHead = async (
   }
   return { bytes: Buffer.concat(parts).subarray(0, n), codec };
 };
+
+/**
+ * A zip entry's bytes, decoded once more when they are gzip, BGZF or zstd themselves (a `.gz`
+ * log zipped up with others): `found` is told the codec. Data compressed a third time is left
+ * as it is, for the refusal of data compressed twice.
+ */
+async function* decodedEntry(bytes: AsyncIterable<Buffer>, found: (codec: Codec) => void): AsyncGenerator<Uint8Array> {
+  const it = bytes[Symbol.asyncIterator]();
+  const head: Buffer[] = [];
+  let length = 0;
+  let ended = false;
+  try {
+    while (length < CODEC_SNIFF_BYTES) {
+      const next = await it.next();
+      if (next.done) {
+        ended = true;
+        break;
+      }
+      head.push(next.value);
+      length += next.value.length;
+    }
+    const all = async function* (): AsyncGenerator<Uint8Array> {
+      yield* head;
+      if (ended) return;
+      for (let next = await it.next(); !next.done; next = await it.next()) yield next.value;
+    };
+    const codec = codecOf(Buffer.concat(head, length));
+    if (!codec) {
+      yield* all();
+      return;
+    }
+    found(codec);
+    yield* decodedStream(codec, all());
+  } finally {
+    if (!ended) await it.return?.(undefined);
+  }
+}
 
 /** Bytes [start, end) of the input as they are stored (a failed read is tried again, as readBytes does). */
 const readRaw = (store: BlobStore, input: InputObject, start: number, end: number, signal?: AbortSignal): Promise<Buffer> =>
