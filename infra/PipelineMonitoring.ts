@@ -127,7 +127,7 @@ export class PipelineMonitoring extends Construct {
   }
 
   private createDashboard(props: PipelineMonitoringProps, alarms: cloudwatch.IAlarm[]): cloudwatch.Dashboard {
-    const { fleet, taskQueue, deadLetterQueue, partsQueue } = props;
+    const { fleet, taskQueue, spotTaskQueue, deadLetterQueue, partsQueue } = props;
     const stack = Stack.of(this);
     const max = { period: MINUTE, statistic: "Maximum" } as const;
     const sum = { period: MINUTE, statistic: "Sum" } as const;
@@ -159,8 +159,17 @@ export class PipelineMonitoring extends Construct {
           taskQueue.metricApproximateNumberOfMessagesNotVisible({ ...max, label: "In flight" }),
           deadLetterQueue.metricApproximateNumberOfMessagesVisible({ ...max, label: "Dead letters" }),
           partsQueue.metricApproximateNumberOfMessagesVisible({ ...max, label: "Part events waiting" }),
+          ...(spotTaskQueue
+            ? [
+                spotTaskQueue.metricApproximateNumberOfMessagesVisible({ ...max, label: "Queued (spot lane)" }),
+                spotTaskQueue.metricApproximateNumberOfMessagesNotVisible({ ...max, label: "In flight (spot lane)" }),
+              ]
+            : []),
         ],
-        right: [taskQueue.metricApproximateAgeOfOldestMessage({ ...max, label: "Oldest chunk (s)" })],
+        right: [
+          taskQueue.metricApproximateAgeOfOldestMessage({ ...max, label: "Oldest chunk (s)" }),
+          ...(spotTaskQueue ? [spotTaskQueue.metricApproximateAgeOfOldestMessage({ ...max, label: "Oldest chunk, spot lane (s)" })] : []),
+        ],
       }),
       new cloudwatch.GraphWidget({
         title: "Throughput (per minute)",
@@ -180,13 +189,16 @@ export class PipelineMonitoring extends Construct {
         left: [
           insights("DesiredTaskCount", "Workers wanted"),
           insights("RunningTaskCount", "Workers running"),
-          new cloudwatch.Metric({
-            namespace: "AWS/AutoScaling",
-            metricName: "GroupInServiceInstances",
-            dimensionsMap: { AutoScalingGroupName: fleet.autoScalingGroup.autoScalingGroupName },
-            label: "Instances in service",
-            ...max,
-          }),
+          ...[fleet, ...(fleet.spotLane ? [fleet.spotLane] : [])].map(
+            (lane, i) =>
+              new cloudwatch.Metric({
+                namespace: "AWS/AutoScaling",
+                metricName: "GroupInServiceInstances",
+                dimensionsMap: { AutoScalingGroupName: lane.autoScalingGroup.autoScalingGroupName },
+                label: i === 0 ? "Instances in service" : "Instances in service (spot lane)",
+                ...max,
+              }),
+          ),
         ],
       }),
       new cloudwatch.GraphWidget({
@@ -208,7 +220,14 @@ export class PipelineMonitoring extends Construct {
         left: [insights("CpuUtilized", "CPU units used"), insights("CpuReserved", "CPU units reserved")],
         right: [insights("MemoryUtilized", "Memory used (MiB)"), insights("MemoryReserved", "Memory reserved (MiB)")],
       }),
-      new cloudwatch.AlarmStatusWidget({ title: "Alarms", width: 12, alarms: [...alarms, fleet.scaleOutAlarm, fleet.scaleInAlarm] }),
+      new cloudwatch.AlarmStatusWidget({
+        title: "Alarms",
+        width: 12,
+        alarms: [
+          ...alarms,
+          ...[fleet, ...(fleet.spotLane ? [fleet.spotLane] : [])].flatMap((lane) => [lane.scaleOutAlarm, lane.scaleInAlarm]),
+        ],
+      }),
     );
     return dashboard;
   }

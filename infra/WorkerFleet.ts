@@ -59,8 +59,10 @@ const SCALE_OUT_COOLDOWN = Duration.minutes(4);
  * task definition (its own task queue in the environment), and the scaling on that queue.
  */
 export interface WorkerLane {
-  /** The lane's own: its user data differs (spot draining). */
+  /** The lane's own: its user data differs (spot draining), and its instance type when not mixed. */
   readonly launchTemplate: ec2.LaunchTemplate;
+  /** Whether its group buys instances by a mixed-instances policy (spot, or several types). */
+  readonly mixedInstances: boolean;
   readonly autoScalingGroup: autoscaling.AutoScalingGroup;
   readonly capacityProvider: ecs.AsgCapacityProvider;
   readonly taskDefinition: ecs.Ec2TaskDefinition;
@@ -80,6 +82,7 @@ export class WorkerFleet extends Construct implements WorkerLane {
   public readonly securityGroup: ec2.SecurityGroup;
   public readonly instanceRole: iam.Role;
   public readonly launchTemplate: ec2.LaunchTemplate;
+  public readonly mixedInstances: boolean;
   public readonly autoScalingGroup: autoscaling.AutoScalingGroup;
   public readonly cluster: ecs.Cluster;
   public readonly capacityProvider: ecs.AsgCapacityProvider;
@@ -155,6 +158,7 @@ export class WorkerFleet extends Construct implements WorkerLane {
 
     const main = this.addLane("", props, { queue: props.taskQueue, spot: config.spot, warmPool: config.warmPool });
     this.launchTemplate = main.launchTemplate;
+    this.mixedInstances = main.mixedInstances;
     this.autoScalingGroup = main.autoScalingGroup;
     this.capacityProvider = main.capacityProvider;
     this.taskDefinition = main.taskDefinition;
@@ -185,7 +189,8 @@ export class WorkerFleet extends Construct implements WorkerLane {
     const { config } = props;
     const stack = Stack.of(this);
     const vpcSubnets = props.vpcSubnets ?? { subnetType: ec2.SubnetType.PUBLIC };
-    const mixed = this.usesMixedInstances(config);
+    // Spot needs a mixed-instances policy (its allocation strategy); so do several types.
+    const mixed = lane.spot || config.instanceTypes.length > 1;
 
     // IMDSv2 only, one hop: the ECS agent (host network) reaches it, bridge-mode containers cannot,
     // so a worker can never borrow the instance role.
@@ -375,6 +380,7 @@ export class WorkerFleet extends Construct implements WorkerLane {
 
     return {
       launchTemplate,
+      mixedInstances: mixed,
       autoScalingGroup,
       capacityProvider,
       taskDefinition,
@@ -390,10 +396,6 @@ export class WorkerFleet extends Construct implements WorkerLane {
   /** ARNs of this cluster's container instances. */
   private containerInstancesArn(): string {
     return Stack.of(this).formatArn({ service: "ecs", resource: "container-instance", resourceName: `${this.cluster.clusterName}/*` });
-  }
-
-  private usesMixedInstances(config: PipelineConfig): boolean {
-    return config.spot || config.spotLane || config.instanceTypes.length > 1;
   }
 
   private createVpc(flowLogBucket: s3.IBucket): ec2.Vpc {
@@ -460,7 +462,7 @@ export class WorkerFleet extends Construct implements WorkerLane {
         "Scaling events are routine (the fleet returns to zero after every job) and e-mailing each would bury real alarms; fleet size " +
           "is on the dashboard and every event is in the group's activity history.",
       );
-      if (this.usesMixedInstances(config)) {
+      if (lane.mixedInstances) {
         acknowledge(
           lane.autoScalingGroup,
           "AwsSolutions-EC26",

@@ -326,7 +326,8 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
   const perInstance = Math.max(...instanceTypes.map((t) => Math.max(1, Math.floor((vcpusOfSize(t) ?? workerVcpus) / workerVcpus))));
   const maxWorkers = wholeNumber("maxWorkers", props.maxWorkers ?? maxInstances * perInstance, 1, 1000);
   // EC2 Auto Scaling keeps no warm pool for a group of mixed instances (spot, or several types).
-  const mixed = spot || spotLane || instanceTypes.length > 1;
+  // With a spot lane, the pool is the on-demand lane's.
+  const mixed = spot || instanceTypes.length > 1;
   const warmPool = wholeNumber("warmPool", props.warmPool ?? (mixed ? 0 : 1), 0, maxInstances);
   if (warmPool > 0 && mixed)
     throw new CloudmillConfigError(

@@ -179,6 +179,8 @@ export const DEV_QUEUES = {
   tasks: "cloudmill-tasks",
   deadLetters: "cloudmill-tasks-dlq",
   parts: "cloudmill-parts",
+  /** The spot lane's task queue (`cloudmill dev` with a spot lane). */
+  spotTasks: "cloudmill-spot-tasks",
 } as const;
 
 export const DEV_DEFAULT_PORT = 4566;

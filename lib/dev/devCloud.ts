@@ -91,6 +91,11 @@ export interface DevCloudOptions {
    * it has written this many parts of a job it maps inline; Lambda then invokes it again.
    */
   readonly splitterDiesAfterParts?: number;
+  /**
+   * A spot lane (a stack with `spot: "per-job"`): its own task queue and this many worker
+   * processes on it (0: woken by the first job that prefers cheapest). Unset: one lane.
+   */
+  readonly spotWorkers?: number;
   /** Tests only: how long a queued merge or reduce task is left to its worker before the reducer queues it again. Default 10 minutes. */
   readonly taskLeaseSeconds?: number;
 }
@@ -102,9 +107,13 @@ export interface DevCloud {
   readonly outputBucket: string;
   readonly taskQueueUrl: string;
   readonly deadLetterQueueUrl: string;
+  /** The spot lane's task queue, with `spotWorkers`. */
+  readonly spotTaskQueueUrl?: string;
   readonly clients: AwsClients;
   /** Worker processes by slot; a dead one is replaced. */
   workerPids(): number[];
+  /** The spot lane's worker processes by slot (their output's slots are SPOT_SLOTS + slot). */
+  spotWorkerPids(): number[];
   /** Starts this many more worker processes (a fleet that was idle, or scaled out by hand). */
   startWorkers(count: number): void;
   /** Worker processes started when the splitter woke the idle fleet, so far. */
@@ -115,6 +124,10 @@ export interface DevCloud {
   requests(): RequestCounts;
   stop(): Promise<void>;
 }
+
+type Lane = "on-demand" | "spot";
+/** Where the spot lane's worker slots start in `onWorkerOutput`. */
+export const SPOT_SLOTS = 1000;
 
 /** Invocations of the splitter per S3 event, as Lambda makes for an asynchronous invocation. */
 const SPLITTER_ATTEMPTS = 3;
@@ -176,7 +189,12 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   const visibilitySeconds = options.visibilitySeconds ?? 30;
   let resources: Awaited<ReturnType<typeof createDevResources>>;
   try {
-    resources = await createDevResources(clients, { partsQueue: DEV_QUEUES.parts, maxReceiveCount: maxAttempts, visibilitySeconds });
+    resources = await createDevResources(clients, {
+      partsQueue: DEV_QUEUES.parts,
+      ...(options.spotWorkers !== undefined ? { spotTaskQueue: DEV_QUEUES.spotTasks } : {}),
+      maxReceiveCount: maxAttempts,
+      visibilitySeconds,
+    });
     // The ops this cloud serves, with their digests, for clients to list and check against.
     await publishRegistry(new S3BlobStore(clients.s3, DEV_BUCKETS.output), registry);
   } catch (err) {
@@ -202,6 +220,8 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   const splitDeps = {
     ...deps,
     queue: new SqsTaskQueue(roleClients.sqs, resources.taskQueueUrl),
+    // A spot lane (lanes.ts): jobs that prefer cheapest are queued there, for its own workers.
+    ...(resources.spotTaskQueueUrl ? { spotQueue: new SqsTaskQueue(roleClients.sqs, resources.spotTaskQueueUrl) } : {}),
     ...(mappers ? { mappers } : {}),
     // The reducer's own wake-ups, on the parts queue, as the stack's splitter and reducer send them.
     wake: new SqsWakeSender(roleClients.sqs, resources.partsQueueUrl!),
@@ -212,9 +232,11 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   // The fleet as the splitter wakes it: worker processes, started only when none run.
   const fleet: FleetWaker = {
     wake: async (tasks, prefer) => {
-      if (workers.some((w) => w !== undefined) || maxWorkers === 0) return 0;
+      // The job's lane: the spot lane's pool for one that prefers cheapest, when there is one.
+      const lane: Lane = prefer === "cheapest" && resources.spotTaskQueueUrl ? "spot" : "on-demand";
+      if (pools[lane].some((w) => w !== undefined) || maxWorkers === 0) return 0;
       const count = workersFor(tasks, { maxWorkers, tasksPerWorker: options.workerConcurrency ?? 1 }, prefer);
-      startWorkers(count);
+      startWorkers(count, lane);
       woken += count;
       return count;
     },
@@ -298,21 +320,26 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   const workerArgs = options.workerFaults
     ? [compiledFile("lib/dev/faultyWorker.js"), JSON.stringify(options.workerFaults)]
     : [compiledFile("worker/main.js")];
-  const workers: (ChildProcess | undefined)[] = [];
-  const startWorker = (i: number): void => {
-    const child = spawn(process.execPath, workerArgs, { env: workerEnv, stdio: ["ignore", "pipe", "pipe"] });
-    workers[i] = child;
-    for (const stream of [child.stdout, child.stderr]) onLines(stream, (line) => options.onWorkerOutput?.(i, line));
+  // Worker processes by lane: the spot lane's consume its own queue (its slots are numbered after 1000 in output).
+  const pools: Record<Lane, (ChildProcess | undefined)[]> = { "on-demand": [], spot: [] };
+  const workers = pools["on-demand"];
+  const startWorker = (i: number, lane: Lane = "on-demand"): void => {
+    const env = lane === "spot" ? { ...workerEnv, [ENV.TASK_QUEUE_URL]: resources.spotTaskQueueUrl! } : workerEnv;
+    const child = spawn(process.execPath, workerArgs, { env, stdio: ["ignore", "pipe", "pipe"] });
+    pools[lane][i] = child;
+    const slot = lane === "spot" ? SPOT_SLOTS + i : i;
+    for (const stream of [child.stdout, child.stderr]) onLines(stream, (line) => options.onWorkerOutput?.(slot, line));
     child.once("exit", (code, signal) => {
       if (stop.signal.aborted) return;
-      log.warn("worker exited; starting a new one", { worker: i, code, signal });
-      startWorker(i);
+      log.warn("worker exited; starting a new one", { worker: slot, code, signal });
+      startWorker(i, lane);
     });
   };
   for (let i = 0; i < (options.workers ?? 2); i++) startWorker(i);
-  /** More worker processes, in new slots. */
-  function startWorkers(count: number): void {
-    for (let i = 0; i < count; i++) startWorker(workers.length);
+  for (let i = 0; i < (options.spotWorkers ?? 0); i++) startWorker(i, "spot");
+  /** More worker processes, in new slots of the lane. */
+  function startWorkers(count: number, lane: Lane = "on-demand"): void {
+    for (let i = 0; i < count; i++) startWorker(pools[lane].length, lane);
   }
 
   return {
@@ -321,17 +348,19 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     inputBucket,
     outputBucket,
     taskQueueUrl: resources.taskQueueUrl,
+    ...(resources.spotTaskQueueUrl ? { spotTaskQueueUrl: resources.spotTaskQueueUrl } : {}),
     deadLetterQueueUrl: resources.deadLetterQueueUrl,
     clients,
     workerPids: () => workers.map((w) => w?.pid ?? -1),
-    startWorkers,
+    spotWorkerPids: () => pools.spot.map((w) => w?.pid ?? -1),
+    startWorkers: (count) => startWorkers(count),
     woken: () => woken,
     killWorker: (i, signal = "SIGKILL") => void workers[i]?.kill(signal),
     requests: () => emulator.requests(),
     async stop() {
       stop.abort();
       await Promise.all(
-        workers.map(
+        [...workers, ...pools.spot].map(
           (w) =>
             new Promise<void>((resolve) => {
               if (!w || w.exitCode !== null || w.signalCode !== null) return resolve();

@@ -29,19 +29,20 @@ export const dyingAfterParts = (deps: SplitDeps, parts: number): SplitDeps => {
       })(),
     delete: (key) => alive(() => s.delete(key)),
   });
-  const queue: TaskQueue = {
-    sendBatch: (bodies, options) => alive(() => deps.queue.sendBatch(bodies, options)),
-    receive: (options) => alive(() => deps.queue.receive(options)),
-    delete: (handle) => alive(() => deps.queue.delete(handle)),
-    changeVisibility: (handle, seconds) => alive(() => deps.queue.changeVisibility(handle, seconds)),
-    depth: () => alive(() => deps.queue.depth()),
-  };
-  const { fleet } = deps;
+  const dying = (q: TaskQueue): TaskQueue => ({
+    sendBatch: (bodies, options) => alive(() => q.sendBatch(bodies, options)),
+    receive: (options) => alive(() => q.receive(options)),
+    delete: (handle) => alive(() => q.delete(handle)),
+    changeVisibility: (handle, seconds) => alive(() => q.changeVisibility(handle, seconds)),
+    depth: () => alive(() => q.depth()),
+  });
+  const { fleet, spotQueue } = deps;
   return {
     ...deps,
     output: store(deps.output),
     inputStore: (bucket) => store(deps.inputStore(bucket)),
-    queue,
+    queue: dying(deps.queue),
+    ...(spotQueue ? { spotQueue: dying(spotQueue) } : {}),
     ...(fleet ? { fleet: { wake: (tasks: number, prefer?: Preference) => alive(() => fleet.wake(tasks, prefer)) } } : {}),
   };
 };

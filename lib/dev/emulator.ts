@@ -223,6 +223,8 @@ export interface DevResourceOptions {
   readonly deadLetterQueue?: string;
   /** Created only when named. */
   readonly partsQueue?: string;
+  /** A spot lane's task queue, redriving to the same dead-letter queue (unset: none). */
+  readonly spotTaskQueue?: string;
   /** Receives before a task goes to the dead-letter queue. Default DEFAULTS.maxAttempts. */
   readonly maxReceiveCount?: number;
   /** Default DEFAULTS.visibilityTimeoutSeconds. */
@@ -233,6 +235,7 @@ export interface DevResources {
   readonly taskQueueUrl: string;
   readonly deadLetterQueueUrl: string;
   readonly partsQueueUrl?: string;
+  readonly spotTaskQueueUrl?: string;
 }
 
 /**
@@ -268,15 +271,22 @@ export const createDevResources = async (
   const { Attributes } = await clients.sqs.send(
     new GetQueueAttributesCommand({ QueueUrl: deadLetterQueueUrl, AttributeNames: ["QueueArn"] }),
   );
-  const taskQueueUrl = await ensureQueue(options.taskQueue ?? DEV_QUEUES.tasks, {
+  const taskQueueAttributes = {
     VisibilityTimeout: String(options.visibilitySeconds ?? DEFAULTS.visibilityTimeoutSeconds),
     RedrivePolicy: JSON.stringify({
       deadLetterTargetArn: Attributes?.["QueueArn"],
       maxReceiveCount: options.maxReceiveCount ?? DEFAULTS.maxAttempts,
     }),
-  });
+  };
+  const taskQueueUrl = await ensureQueue(options.taskQueue ?? DEV_QUEUES.tasks, taskQueueAttributes);
   const partsQueueUrl = options.partsQueue === undefined ? undefined : await ensureQueue(options.partsQueue);
-  return { taskQueueUrl, deadLetterQueueUrl, ...(partsQueueUrl === undefined ? {} : { partsQueueUrl }) };
+  const spotTaskQueueUrl = options.spotTaskQueue === undefined ? undefined : await ensureQueue(options.spotTaskQueue, taskQueueAttributes);
+  return {
+    taskQueueUrl,
+    deadLetterQueueUrl,
+    ...(partsQueueUrl === undefined ? {} : { partsQueueUrl }),
+    ...(spotTaskQueueUrl === undefined ? {} : { spotTaskQueueUrl }),
+  };
 };
 
 /**

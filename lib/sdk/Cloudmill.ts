@@ -566,8 +566,14 @@ export class Cloudmill {
    */
   async stopFleet(): Promise<FleetHold> {
     const target = this.#fleetTarget(await this.#connect());
-    if (target.spotService) await stopFleet(this.#holdClients(target), this.#spotLaneTarget(target));
-    return stopFleet(this.#holdClients(target), target);
+    // Both lanes are asked, whichever fails: a failure of one must not leave the other running.
+    const [main, spot] = await Promise.allSettled([
+      stopFleet(this.#holdClients(target), target),
+      target.spotService ? stopFleet(this.#holdClients(target), this.#spotLaneTarget(target)) : Promise.resolve(undefined),
+    ]);
+    if (main.status === "rejected") throw main.reason;
+    if (spot.status === "rejected") throw spot.reason;
+    return main.value;
   }
 
   /** The spot lane as a fleet target; refused for a stack without one. */

@@ -76,10 +76,12 @@ export const describeFleet = async ({ ecs, ec2 }: FleetClients, target: FleetTar
   const described = await withAws(aws(`describe ECS service ${service}`), () =>
     ecs.send(new DescribeServicesCommand({ cluster, services: [service, ...(spotService ? [spotService] : [])] })),
   );
-  const svc = described.services?.find((s) => s.serviceName === service);
-  const spotSvc = spotService ? described.services?.find((s) => s.serviceName === spotService) : undefined;
+  // A service may be named or given by its ARN.
+  const named = (name: string) => described.services?.find((s) => s.serviceName === name || s.serviceArn === name);
+  const svc = named(service);
+  const spotSvc = spotService ? named(spotService) : undefined;
   if (!svc) {
-    const why = described.failures?.[0]?.reason ?? "not found";
+    const why = described.failures?.find((f) => f.arn?.endsWith(`/${service}`) || f.arn === service)?.reason ?? "not found";
     throw new CloudmillError(ErrorCode.ENVIRONMENT, `no ECS service ${service} in cluster ${cluster} (${why}): is the stack deployed?`);
   }
 

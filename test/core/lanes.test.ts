@@ -25,6 +25,7 @@ import type { TaskQueue } from "../../lib/core/ports.js";
 import { prng } from "../../lib/dev/prng.js";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
+import { expectMatchesReference } from "../helpers/devCloud.js";
 import { keyedCounts, OUTPUT, startJobOver, takeAll } from "../helpers/jobs.js";
 
 let dir: string;
@@ -109,6 +110,26 @@ describe("a stack with a spot lane", () => {
       expect(await counts(s)).toEqual(expected);
       expect(await reportCapacity(s)).toBe("on-demand");
     }
+  });
+
+  it("queues a cheapest job's merge tasks (an order-free job merged in a tree) on the spot queue", async () => {
+    const inputs = new FsBlobStore(path.join(dir, "tree", "in"));
+    const output = new FsBlobStore(path.join(dir, "tree", "out"));
+    const onDemand = new MemoryTaskQueue({ visibilitySeconds: 30 });
+    const spot = new MemoryTaskQueue({ visibilitySeconds: 30 });
+    const deps: SplitDeps = { output, queue: onDemand, spotQueue: spot, inputStore: () => inputs, registry, log: silentLogger };
+    await startJobOver(deps, inputs, bytes, "tree-1", { op: "count", fanIn: 2, prefer: "cheapest" }, 1024);
+    let merges = 0;
+    for (let round = 0; round < 20; round++) {
+      expect(await takeAll(onDemand)).toEqual([]);
+      for (const task of await takeAll(spot)) {
+        if ("merge" in task) merges++;
+        await runTask(deps, task, { checkOpDigest: false });
+      }
+      if ((await reduceJob(deps, "tree-1", { fleet: true })).kind === "succeeded") break;
+    }
+    expect(merges).toBeGreaterThan(2);
+    expectMatchesReference("count", {}, bytes, await readJson(output, OUTPUT.result, z.unknown()));
   });
 
   it("resumes a cheapest job on the spot queue", async () => {

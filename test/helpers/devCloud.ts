@@ -7,6 +7,8 @@
  * Everything waits by polling with generous timeouts: the machine running the suite is small
  * and shared. Never call execFileSync/spawnSync here: the emulator shares this event loop.
  */
+import { parseS3Uri } from "../../lib/core/s3Uri.js";
+import * as z from "zod";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
@@ -211,7 +213,13 @@ export const startTestCloud = async (options: TestCloudOptions = {}): Promise<Te
       await waitFor(
         "the task, parts and dead-letter queues to be empty",
         async () => {
-          for (const url of [cloud.taskQueueUrl, partsQueueUrl!, cloud.deadLetterQueueUrl]) {
+          const queues = [
+            cloud.taskQueueUrl,
+            ...(cloud.spotTaskQueueUrl ? [cloud.spotTaskQueueUrl] : []),
+            partsQueueUrl!,
+            cloud.deadLetterQueueUrl,
+          ];
+          for (const url of queues) {
             const d = await queueDepth(sqs, url);
             // A delayed message on the parts queue is the reducer's own wake-up (pipeline/wake.ts):
             // it may outlive the job by its lease, and finds the job ended when it comes.
@@ -508,4 +516,21 @@ export const numbersOf = (bytes: number, seed = 2): Buffer => {
     size += line.length + 1;
   }
   return Buffer.from(`${lines.join("\n")}\n`);
+};
+
+/** A distinct job's result in a test cloud, read from its parts: key → count, and the partitions it has. */
+export const distinctCounts = async (t: TestCloud, resultKey: string): Promise<{ partitions: number; counts: Map<string, number> }> => {
+  const manifest = z
+    .object({ partitions: z.number(), parts: z.array(z.object({ key: z.string() })) })
+    .parse(await t.getJson(t.output, resultKey));
+  const counts = new Map<string, number>();
+  for (const part of manifest.parts) {
+    const { bucket, key } = parseS3Uri(part.key);
+    for (const line of (await t.get(bucket, key))!.toString("utf8").split("\n")) {
+      if (line === "") continue;
+      const row = z.object({ key: z.string(), count: z.number() }).parse(JSON.parse(line));
+      counts.set(row.key, row.count);
+    }
+  }
+  return { partitions: manifest.partitions, counts };
 };

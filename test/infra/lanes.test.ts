@@ -56,8 +56,11 @@ describe('a stack with spot: "per-job"', () => {
   it("buys the first lane on demand and the spot lane on spot, draining only the spot lane's instances", () => {
     const main = props(t, "AWS::AutoScaling::AutoScalingGroup", "PipelineWorkersAutoScalingGroup");
     const spot = props(t, "AWS::AutoScaling::AutoScalingGroup", "PipelineWorkersSpotAutoScalingGroup");
-    expect(main).toMatchObject({ MixedInstancesPolicy: { InstancesDistribution: { OnDemandPercentageAboveBaseCapacity: 100 } } });
-    expect(main["CapacityRebalance"]).toBe(false);
+    // One on-demand type: a plain launch template with its type, as a stack of one lane has.
+    expect(main["MixedInstancesPolicy"]).toBeUndefined();
+    expect(props(t, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate")["LaunchTemplateData"]).toMatchObject({
+      InstanceType: "m7g.large",
+    });
     expect(spot).toMatchObject({
       CapacityRebalance: true,
       MixedInstancesPolicy: {
@@ -67,8 +70,11 @@ describe('a stack with spot: "per-job"', () => {
     const userData = (prefix: string) => JSON.stringify(props(t, "AWS::EC2::LaunchTemplate", prefix)["LaunchTemplateData"]);
     expect(userData("PipelineWorkersSpotLaunchTemplate")).toContain("ECS_ENABLE_SPOT_INSTANCE_DRAINING=true");
     expect(userData("PipelineWorkersLaunchTemplate")).not.toContain("SPOT");
-    // No warm pool: EC2 Auto Scaling keeps none for a group of mixed instances.
-    t.resourceCountIs("AWS::AutoScaling::WarmPool", 0);
+    // The on-demand lane keeps its warm pool; EC2 Auto Scaling keeps none for the spot lane's mixed group.
+    t.resourceCountIs("AWS::AutoScaling::WarmPool", 1);
+    expect(props(t, "AWS::AutoScaling::WarmPool", "PipelineWorkersAutoScalingGroupWarmPool")["AutoScalingGroupName"]).toEqual(
+      ref(t, "AWS::AutoScaling::AutoScalingGroup", "PipelineWorkersAutoScalingGroup"),
+    );
   });
 
   it("scales each service on its own queue, up to maxWorkers", () => {
@@ -89,6 +95,14 @@ describe('a stack with spot: "per-job"', () => {
     expect(JSON.stringify(alarm["Dimensions"])).toContain(resource(t, "AWS::SQS::Queue", "PipelineSpotTaskQueue").id);
     expect(alarm["AlarmActions"]).toEqual(props(t, "AWS::CloudWatch::Alarm", "PipelineMonitoringOldestTaskAlarm")["AlarmActions"]);
     one.resourcePropertiesCountIs("AWS::CloudWatch::Alarm", { MetricName: "ApproximateAgeOfOldestMessage" }, 1);
+    // The dashboard graphs the spot lane's queue and group, and shows its scaling alarms.
+    const dashboard = JSON.stringify(props(t, "AWS::CloudWatch::Dashboard", "PipelineMonitoringDashboard")["DashboardBody"]);
+    for (const [type, prefix] of [
+      ["AWS::SQS::Queue", "PipelineSpotTaskQueue"],
+      ["AWS::AutoScaling::AutoScalingGroup", "PipelineWorkersSpotAutoScalingGroup"],
+      ["AWS::CloudWatch::Alarm", "PipelineWorkersSpotScaleOutAlarm"],
+    ] as const)
+      expect(dashboard).toContain(resource(t, type, prefix).id);
   });
 
   it("dead-letters the spot queue's tasks to the one dead-letter queue, after maxAttempts", () => {
@@ -148,8 +162,10 @@ describe('a stack with spot: "per-job"', () => {
     });
   });
 
-  it("refuses a warm pool: its instances are mixed", () => {
-    expect(() => buildApp({ ...PER_JOB_CONTEXT, warmPool: "1" })).toThrow(CloudmillConfigError);
-    expect(() => buildApp({ ...PER_JOB_CONTEXT, warmPool: "1" })).toThrow(/warmPool needs a single on-demand instance type/);
+  it("refuses a warm pool only where the on-demand lane's instances are mixed (several types)", () => {
+    expect(() => buildApp({ ...PER_JOB_CONTEXT, warmPool: "2" })).not.toThrow();
+    const several = { ...PER_JOB_CONTEXT, instanceTypes: "m7g.large,c7g.large", warmPool: "1" };
+    expect(() => buildApp(several)).toThrow(CloudmillConfigError);
+    expect(() => buildApp(several)).toThrow(/warmPool needs a single on-demand instance type/);
   });
 });

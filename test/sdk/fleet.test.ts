@@ -507,10 +507,16 @@ describe('a stack with a spot lane (spot: "per-job"), against moto', () => {
     expect(await desiredOf(SPOT)).toBe(2);
     expect(await desiredOf(SERVICE)).toBe(before);
     expect((await run()).stdout).toContain("spot lane held at 2 warm worker(s) (at most 20)");
+    // The on-demand lane held too, then both stopped at once.
+    expect((await run("--scale", "3")).code).toBe(0);
+    expect([await desiredOf(SERVICE), await range(SERVICE)]).toEqual([3, [3, 20]]);
     const stopped = await run("--stop");
     expect(stopped.code, stopped.stderr).toBe(0);
     expect([await desiredOf(SERVICE), await desiredOf(SPOT)]).toEqual([0, 0]);
-    expect(await range(SPOT)).toEqual([0, 20]);
+    expect([await range(SERVICE), await range(SPOT)]).toEqual([
+      [0, 20],
+      [0, 20],
+    ]);
   });
 
   it("--spot on a stack without a spot lane is refused in one line", async () => {

@@ -13,6 +13,7 @@ const DevFlags = z.object({
   port: z.coerce.number({ error: "expected a port number" }).int().min(0).max(65535),
   workers: z.coerce.number({ error: "expected a whole number" }).int().min(0).max(64),
   maxWorkers: z.coerce.number({ error: "expected a whole number" }).int().min(0).max(64).optional(),
+  spotWorkers: z.coerce.number({ error: "expected a whole number" }).int().min(0).max(64).optional(),
   inlineMaxBytes: z.string().refine((s) => s.trim() === "0" || parseSize(s) !== undefined, { error: "expected a size like 64MiB, or 0" }),
   chunkSize: z.string().refine((s) => (parseSize(s) ?? 0) >= 1, { error: "expected a size like 16MiB" }),
   verbose: z.boolean().default(false),
@@ -25,6 +26,10 @@ export const devCommand = (io: CliIO): Command =>
     .option("--port <port>", "port of the S3/SQS endpoint", String(DEV_DEFAULT_PORT))
     .option("-w, --workers <n>", "worker processes running from the start", "2")
     .option("--max-workers <n>", "worker processes an idle fleet is woken to (default: --workers; 2 with --workers 0)")
+    .option(
+      "--spot-workers <n>",
+      "a spot lane, as a stack deployed with -c spot=per-job has: its own queue and n workers (0: woken by a cheapest job)",
+    )
     .option("--inline-max-bytes <size>", "jobs up to this size are mapped by the splitter, as the stack's are (0: none)", "64MiB")
     .option("-c, --chunk-size <size>", "chunk size for uploads", "16MiB")
     .option("--ops <module>", "serve the ops a module exports (made with defineOp), repeatable", collect)
@@ -49,6 +54,7 @@ export const devCommand = (io: CliIO): Command =>
         workers: flags.workers,
         // An idle lab (--workers 0) wakes workers when a job needs the fleet, as a deployed one does.
         maxWorkers: flags.maxWorkers ?? (flags.workers === 0 ? 2 : flags.workers),
+        ...(flags.spotWorkers !== undefined ? { spotWorkers: flags.spotWorkers } : {}),
         inlineMaxBytes: flags.inlineMaxBytes.trim() === "0" ? 0 : parseSize(flags.inlineMaxBytes)!,
         chunkSize: parseSize(flags.chunkSize)!,
         opsModules: flags.ops,

@@ -129,7 +129,7 @@ export const fleetCommand = (io: CliIO): Command =>
           flags.json
             ? `${JSON.stringify(hold, null, 2)}\n`
             : hold.workers > 0
-              ? `${holdLine(hold)}\n`
+              ? `${flags.spot ? "spot lane " : ""}${holdLine(hold)}\n`
               : "fleet stopped: no hold; idle workers stop now, busy ones once their chunks are done (queued work starts them again)\n",
         );
         return;
