@@ -454,17 +454,20 @@ export class CloudmillPipeline extends Construct {
     // Worker: ranged GETs of inputs; HEAD of its part and the job's cancel/failure markers and
     // PUT of parts and chunk errors under _work/; a bad record fails the job at once, so it
     // also reads and writes status.json (never result.json).
-    allow(this.fleet.taskRole, "ReadInputs", ["s3:GetObject"], inputObjects);
-    allow(this.fleet.taskRole, "ReadWorkAndStatus", ["s3:GetObject"], stateObjects);
-    allow(this.fleet.taskRole, "WritePartsAndStatus", ["s3:PutObject"], stateObjects);
-    // Tasks (defineTask): the objects items store and the outputs too large for a part.
-    allow(this.fleet.taskRole, "WriteItemOutputs", ["s3:PutObject"], itemOutputs);
-    // Each worker's usage report (CPU, memory, network, disk) for `cloudmill fleet`.
-    allow(this.fleet.taskRole, "ReportUsage", ["s3:PutObject"], [usageReports]);
-    // Keyed ops: reduce tasks write the job's parts, and remove the runs they spilled under _work/.
-    allow(this.fleet.taskRole, "WriteKeyedParts", ["s3:PutObject"], [keyedParts]);
-    allow(this.fleet.taskRole, "RemoveSpilledRuns", ["s3:DeleteObject"], [spilledRuns]);
-    allow(this.fleet.taskRole, "ListWork", ["s3:ListBucket"], outputBucket);
+    // Every lane's workers alike (each lane's role consumes its own queue: WorkerFleet).
+    for (const worker of [this.fleet.taskRole, ...(this.fleet.spotLane ? [this.fleet.spotLane.taskRole] : [])]) {
+      allow(worker, "ReadInputs", ["s3:GetObject"], inputObjects);
+      allow(worker, "ReadWorkAndStatus", ["s3:GetObject"], stateObjects);
+      allow(worker, "WritePartsAndStatus", ["s3:PutObject"], stateObjects);
+      // Tasks (defineTask): the objects items store and the outputs too large for a part.
+      allow(worker, "WriteItemOutputs", ["s3:PutObject"], itemOutputs);
+      // Each worker's usage report (CPU, memory, network, disk) for `cloudmill fleet`.
+      allow(worker, "ReportUsage", ["s3:PutObject"], [usageReports]);
+      // Keyed ops: reduce tasks write the job's parts, and remove the runs they spilled under _work/.
+      allow(worker, "WriteKeyedParts", ["s3:PutObject"], [keyedParts]);
+      allow(worker, "RemoveSpilledRuns", ["s3:DeleteObject"], [spilledRuns]);
+      allow(worker, "ListWork", ["s3:ListBucket"], outputBucket);
+    }
 
     // Reducer: list and read parts and job state, write results and statuses (a status of a
     // newer job at the same key is left alone). (Consuming the parts queue is granted by its event source.)

@@ -59,6 +59,8 @@ const SCALE_OUT_COOLDOWN = Duration.minutes(4);
  * task definition (its own task queue in the environment), and the scaling on that queue.
  */
 export interface WorkerLane {
+  /** What the lane's workers may do: the S3 grants are the pipeline's, the same for every lane. */
+  readonly taskRole: iam.Role;
   /** The lane's own: its user data differs (spot draining), and its instance type when not mixed. */
   readonly launchTemplate: ec2.LaunchTemplate;
   /** Whether its group buys instances by a mixed-instances policy (spot, or several types). */
@@ -136,27 +138,9 @@ export class WorkerFleet extends Construct implements WorkerLane {
     }
 
     this.logGroup = new logs.LogGroup(this, "Logs", { retention: config.logRetention });
-    this.taskRole = new iam.Role(this, "TaskRole", {
-      assumedBy: new iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
-      description: "cloudmill worker: read inputs, write parts, consume the task queue, protect itself from scale-in",
-    });
-    this.taskRole.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        sid: "ConsumeTasks",
-        actions: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
-        resources: [props.taskQueue.queueArn, ...(props.spotTaskQueue ? [props.spotTaskQueue.queueArn] : [])],
-      }),
-    );
     const tasksArn = this.cluster.arnForTasks("*");
-    this.taskRole.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        sid: "ScaleInProtection",
-        actions: ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
-        resources: [tasksArn],
-      }),
-    );
-
-    const main = this.addLane("", props, { queue: props.taskQueue, spot: config.spot, warmPool: config.warmPool });
+    const main = this.addLane("", props, { queue: props.taskQueue, spot: config.spot, warmPool: config.warmPool, tasksArn });
+    this.taskRole = main.taskRole;
     this.launchTemplate = main.launchTemplate;
     this.mixedInstances = main.mixedInstances;
     this.autoScalingGroup = main.autoScalingGroup;
@@ -170,7 +154,7 @@ export class WorkerFleet extends Construct implements WorkerLane {
     this.backlogMetric = main.backlogMetric;
     if (config.spotLane) {
       if (!props.spotTaskQueue) throw new Error("a fleet with a spot lane needs its task queue (spotTaskQueue)");
-      this.spotLane = this.addLane("Spot", props, { queue: props.spotTaskQueue, spot: true, warmPool: 0 });
+      this.spotLane = this.addLane("Spot", props, { queue: props.spotTaskQueue, spot: true, warmPool: 0, tasksArn });
     }
 
     this.acknowledgeFindings(config, tasksArn);
@@ -184,9 +168,28 @@ export class WorkerFleet extends Construct implements WorkerLane {
   private addLane(
     prefix: string,
     props: WorkerFleetProps,
-    lane: { readonly queue: sqs.IQueue; readonly spot: boolean; readonly warmPool: number },
+    lane: { readonly queue: sqs.IQueue; readonly spot: boolean; readonly warmPool: number; readonly tasksArn: string },
   ): WorkerLane {
     const { config } = props;
+    // Each lane's workers consume their own queue only.
+    const taskRole = new iam.Role(this, `${prefix}TaskRole`, {
+      assumedBy: new iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+      description: "cloudmill worker: read inputs, write parts, consume the task queue, protect itself from scale-in",
+    });
+    taskRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: "ConsumeTasks",
+        actions: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
+        resources: [lane.queue.queueArn],
+      }),
+    );
+    taskRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: "ScaleInProtection",
+        actions: ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+        resources: [lane.tasksArn],
+      }),
+    );
     const stack = Stack.of(this);
     const vpcSubnets = props.vpcSubnets ?? { subnetType: ec2.SubnetType.PUBLIC };
     // Spot needs a mixed-instances policy (its allocation strategy); so do several types.
@@ -265,7 +268,7 @@ export class WorkerFleet extends Construct implements WorkerLane {
 
     const taskDefinition = new ecs.Ec2TaskDefinition(this, `${prefix}WorkerTask`, {
       networkMode: ecs.NetworkMode.BRIDGE,
-      taskRole: this.taskRole,
+      taskRole,
     });
     const container = taskDefinition.addContainer("worker", {
       image: props.image,
@@ -379,6 +382,7 @@ export class WorkerFleet extends Construct implements WorkerLane {
     scaleInAlarm.addAlarmAction(new cwActions.ApplicationScalingAction(scaleIn));
 
     return {
+      taskRole,
       launchTemplate,
       mixedInstances: mixed,
       autoScalingGroup,
@@ -416,13 +420,7 @@ export class WorkerFleet extends Construct implements WorkerLane {
 
   private acknowledgeFindings(config: PipelineConfig, tasksArn: string): void {
     const lanes: WorkerLane[] = [this, ...(this.spotLane ? [this.spotLane] : [])];
-    const taskPolicy = this.taskRole.node.findChild("DefaultPolicy");
-    acknowledge(
-      taskPolicy,
-      wildcardResourceFinding(this, tasksArn),
-      "ecs:UpdateTaskProtection/GetTaskProtection are scoped to tasks of this cluster only; a worker does not know its own task id " +
-        "until it runs, so the task part of the ARN is a wildcard.",
-    );
+
     const instancePolicy = this.instanceRole.node.findChild("DefaultPolicy");
     acknowledge(
       instancePolicy,
@@ -444,6 +442,12 @@ export class WorkerFleet extends Construct implements WorkerLane {
       );
     }
     for (const lane of lanes) {
+      acknowledge(
+        lane.taskRole.node.findChild("DefaultPolicy"),
+        wildcardResourceFinding(this, tasksArn),
+        "ecs:UpdateTaskProtection/GetTaskProtection are scoped to tasks of this cluster only; a worker does not know its own task " +
+          "id until it runs, so the task part of the ARN is a wildcard.",
+      );
       acknowledge(
         lane.taskDefinition,
         "AwsSolutions-ECS2",

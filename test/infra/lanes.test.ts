@@ -131,7 +131,15 @@ describe('a stack with spot: "per-job"', () => {
     expect(grantsOf(t, "PipelineSplitterRole")["sqs:SendMessage"]).toEqual(expect.arrayContaining(arns));
     expect(grantsOf(t, "PipelineReducerRole")["sqs:SendMessage"]).toEqual(expect.arrayContaining(arns));
     expect(grantsOf(t, "PipelineReducerRole")["sqs:GetQueueAttributes"]).toEqual(expect.arrayContaining(arns));
-    expect(grantsOf(t, "PipelineWorkersTaskRole")["sqs:ReceiveMessage"]).toEqual(arns);
+    // Each lane's workers consume their own queue only, and may do the same in S3.
+    expect(grantsOf(t, "PipelineWorkersTaskRole")["sqs:ReceiveMessage"]).toEqual([`<${queues[0]}>`]);
+    expect(grantsOf(t, "PipelineWorkersSpotTaskRole")["sqs:ReceiveMessage"]).toEqual([`<${queues[1]}>`]);
+    const s3Of = (role: string) => Object.fromEntries(Object.entries(grantsOf(t, role)).filter(([a]) => a.startsWith("s3:")));
+    expect(s3Of("PipelineWorkersSpotTaskRole")).toEqual(s3Of("PipelineWorkersTaskRole"));
+    expect(Object.keys(s3Of("PipelineWorkersTaskRole")).length).toBeGreaterThan(2);
+    expect(props(t, "AWS::ECS::TaskDefinition", "PipelineWorkersSpotWorkerTask")["TaskRoleArn"]).toEqual({
+      "Fn::GetAtt": [resource(t, "AWS::IAM::Role", "PipelineWorkersSpotTaskRole").id, "Arn"],
+    });
     // One UpdateService statement per service, each held to that service's own task definition.
     const updates = statementsOf(t, "PipelineSplitterRole").filter((s) => JSON.stringify(s.Action).includes("ecs:UpdateService"));
     expect(updates.length).toBe(2);
