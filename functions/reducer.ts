@@ -13,5 +13,6 @@ export const handler = reducerHandler({
   ...deps,
   ...(config.instanceType ? { instanceType: config.instanceType } : {}),
   ...(config.capacity ? { capacity: config.capacity } : {}),
+  taskTimeoutSeconds: config.taskTimeoutSeconds,
   ...(config.partsQueueUrl ? { wake: new SqsWakeSender(deps.clients.sqs, config.partsQueueUrl) } : {}),
 });

@@ -123,6 +123,8 @@ export const readReducerConfig = (env: Env) => ({
   taskQueueUrl: required(env, ENV.TASK_QUEUE_URL),
   /** The spot lane's queue (lib/core/pipeline/lanes.ts); unset: one lane. */
   spotTaskQueueUrl: env[ENV.SPOT_TASK_QUEUE_URL] || undefined,
+  /** The stack's task time limit: how long the queue must look idle before a lost stage task is queued again. */
+  taskTimeoutSeconds: intOf(env, ENV.TASK_TIMEOUT_SECONDS, DEFAULTS.taskTimeoutSeconds),
   /** Where the reducer sends itself a job's wake-ups (unset: it sends none). */
   partsQueueUrl: env[ENV.PARTS_QUEUE_URL] || undefined,
   instanceType: env[ENV.INSTANCE_TYPE] || undefined,

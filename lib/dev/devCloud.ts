@@ -226,6 +226,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     // The reducer's own wake-ups, on the parts queue, as the stack's splitter and reducer send them.
     wake: new SqsWakeSender(roleClients.sqs, resources.partsQueueUrl!),
     ...(options.taskLeaseSeconds !== undefined ? { taskLeaseMs: options.taskLeaseSeconds * 1000 } : {}),
+    taskTimeoutSeconds: taskTimeout,
   };
   const maxWorkers = options.maxWorkers ?? options.workers ?? 2;
   let woken = 0;

@@ -44,7 +44,8 @@ class WakeLog implements WakeSender {
   }
 }
 
-const setUp = async (name: string, bytes: Buffer, spec: Record<string, unknown>, chunkSize: number) => {
+/** `stackTimeoutSeconds`: the stack's task time limit, for a job that sets none (then the job sets none). */
+const setUp = async (name: string, bytes: Buffer, spec: Record<string, unknown>, chunkSize: number, stackTimeoutSeconds?: number) => {
   const inputs = new FsBlobStore(path.join(dir, name, "in"));
   const output = new FsBlobStore(path.join(dir, name, "out"));
   const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
@@ -59,9 +60,11 @@ const setUp = async (name: string, bytes: Buffer, spec: Record<string, unknown>,
     wake,
     taskLeaseMs: LEASE,
     now: () => clock,
+    ...(stackTimeoutSeconds !== undefined ? { taskTimeoutSeconds: stackTimeoutSeconds } : {}),
   };
   const jobId = `${name}-1`;
-  await startJobOver(deps, inputs, bytes, jobId, { ...spec, taskTimeoutSeconds: TASK_TIMEOUT_MS / 1000 } as never, chunkSize);
+  const timeout = stackTimeoutSeconds === undefined ? { taskTimeoutSeconds: TASK_TIMEOUT_MS / 1000 } : {};
+  await startJobOver(deps, inputs, bytes, jobId, { ...spec, ...timeout } as never, chunkSize);
   const drain = (): Promise<TaskMessage[]> => takeAll(queue);
   const run = async (tasks: readonly TaskMessage[]): Promise<void> => {
     for (const task of tasks) await runTask(deps, task, { checkOpDigest: false });
@@ -166,6 +169,25 @@ describe("merge tasks past their lease", () => {
       await s.run(await s.drain());
     }
     expectMatchesReference("count", {}, bytes, await readJson(s.output, OUTPUT.result, z.unknown()));
+  });
+});
+
+describe("the idle spell of a job that sets no task time limit", () => {
+  it("lasts the stack's limit, not the default's", async () => {
+    const bytes = textOf(20 * 150, 7);
+    const s = await setUp("stack-limit", bytes, { op: "count", fanIn: 4 }, Math.ceil(bytes.length / 20), 1800);
+    await s.run(await s.drain());
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect((await s.drain()).length).toBe(5);
+    s.advance(LEASE + 1);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    // Past the default's 15 minutes, within the stack's 30: nothing yet.
+    s.advance(20 * 60_000);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect(await s.drain()).toEqual([]);
+    s.advance(11 * 60_000);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect((await s.drain()).length).toBe(5);
   });
 });
 

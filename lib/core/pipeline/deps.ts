@@ -43,6 +43,8 @@ export interface SplitDeps extends PipelineDeps, Lanes {
   readonly wake?: WakeSender;
   /** How long a queued merge or reduce task is left to its worker before it is queued again (default TASK_LEASE_MS). */
   readonly taskLeaseMs?: number;
+  /** The workers' task time limit for jobs that set none (the stack's `taskTimeout`; default DEFAULTS.taskTimeoutSeconds). */
+  readonly taskTimeoutSeconds?: number;
 }
 
 export const nowOf = (deps: PipelineDeps): number => (deps.now ? deps.now() : Date.now());

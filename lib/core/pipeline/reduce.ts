@@ -101,7 +101,7 @@ export interface ReduceJobOptions {
 }
 
 export const reduceJob = async (
-  roleDeps: PipelineDeps & Lanes & { readonly queue?: TaskQueue; readonly taskLeaseMs?: number },
+  roleDeps: PipelineDeps & Lanes & { readonly queue?: TaskQueue; readonly taskLeaseMs?: number; readonly taskTimeoutSeconds?: number },
   jobId: string,
   options: ReduceJobOptions = {},
 ): Promise<ReduceOutcome> => {
@@ -133,7 +133,12 @@ export const reduceJob = async (
   const overdue = nowOf(deps) > manifest.deadline;
   const tree = options.fleet && deps.queue && !merged ? await fleetTreeOf(deps, manifest) : undefined;
   const requeue =
-    deps.queue && requeueWhenSettled({ ...deps, queue: deps.queue }, jobId, manifest.job.taskTimeoutSeconds ?? DEFAULTS.taskTimeoutSeconds);
+    deps.queue &&
+    requeueWhenSettled(
+      { ...deps, queue: deps.queue },
+      jobId,
+      manifest.job.taskTimeoutSeconds ?? deps.taskTimeoutSeconds ?? DEFAULTS.taskTimeoutSeconds,
+    );
   // Merges are queued as their groups' parts arrive, while the rest still map (an overdue job's are not).
   const merging =
     tree &&
