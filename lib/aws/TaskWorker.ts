@@ -6,9 +6,9 @@
 import { EventEmitter } from "node:events";
 import os from "node:os";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
-import { isMapTask, isMergeTask, isReduceTask, TaskMessage, type MapTask } from "../core/job/manifest.js";
+import { isMapTask, isMergeTask, isReduceTask, TaskMessage, type MapTask, type ReduceTask } from "../core/job/manifest.js";
 import { partKey, succeededKey } from "../core/keys.js";
-import { markRunning } from "../core/pipeline/backups.js";
+import { markReduceRunning, markRunning } from "../core/pipeline/backups.js";
 import { exists } from "../core/pipeline/blobJson.js";
 import type { TaskQueue, QueueMessage } from "../core/ports.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
@@ -170,6 +170,13 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     if (beat >= 2 && !task.redo && (await exists(deps.output, partKey(task.jobId, task.chunk.index)))) lost.abort();
   }
 
+  /** The same for a keyed job's reduce task: its marker lets the reducer back it up; the other copy's part stops it. */
+  async #longReduce(task: ReduceTask, beat: number, startedAt: string, lost: AbortController): Promise<void> {
+    const { deps } = this.#options;
+    if ((beat & (beat - 1)) === 0) await markReduceRunning(deps, task, startedAt, WORKER_ID);
+    if (beat >= 2 && (await exists(deps.output, partKey(task.jobId, task.reduce.chunks + task.reduce.partition)))) lost.abort();
+  }
+
   /** True while the container is near its memory limit (said once per episode); a failed read never stops work. */
   async #memoryIsFull(): Promise<boolean> {
     const use = await this.#options.memory?.().catch(() => undefined);
@@ -237,6 +244,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         (err: unknown) => log.warn("heartbeat failed", logFieldsOf(toCloudmillError(err))),
       );
       if (isMapTask(task)) void this.#longChunk(task, beats, startedAt, lost).catch(() => undefined);
+      else if (isReduceTask(task)) void this.#longReduce(task, beats, startedAt, lost).catch(() => undefined);
     }, this.#options.heartbeatSeconds * 1000);
     try {
       const outcome = await runTask(deps, task, {

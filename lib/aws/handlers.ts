@@ -9,7 +9,7 @@ import { failJobOfTask, handleDeadLetter } from "../core/pipeline/deadLetter.js"
 import { costCeilingError } from "../core/pipeline/costCeiling.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
 import { keepAwakeForLease, wakeOf } from "../core/pipeline/wake.js";
-import { launchBackups } from "../core/pipeline/backups.js";
+import { launchBackups, launchReduceBackups } from "../core/pipeline/backups.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { createdObjects, SqsEvent, type SqsBatchResponse } from "./events.js";
 import { handleObjectCreated, type TriggerConfig, type TriggerOutcome } from "../core/pipeline/trigger.js";
@@ -90,8 +90,12 @@ export const reducerHandler =
           const over = await costCeilingError(deps, progress);
           if (over) await failJobOfTask(deps, jobId, over, outcome.done);
           else if (outcome.mapping) await launchBackups(deps, progress.manifest, progress.mapParts);
-          // Only merge or reduce tasks left, which no part event may follow: the reducer wakes itself.
-          else await keepAwakeForLease(deps, jobId, woken.get(jobId));
+          else {
+            // A keyed job's reduce stage: a long reduce task's running marker brings its straggler check here.
+            if (progress.reduced.length > 0) await launchReduceBackups(deps, progress.manifest, progress.reduced);
+            // Only merge or reduce tasks left, which no part event may follow: the reducer wakes itself.
+            await keepAwakeForLease(deps, jobId, woken.get(jobId));
+          }
         }
       } catch (err) {
         deps.log.error("reduce failed; will retry", { ...logFieldsOf(toCloudmillError(err)), jobId });

@@ -1,8 +1,9 @@
 /**
- * Backups for straggling chunks (speculative execution, as Hadoop and Spark do it). Once most of
- * a job's chunks are mapped, a chunk that has run far longer than their median (a slow or
- * overloaded worker, a bad disk) is queued once more; whichever copy writes the part first
- * wins, and the part key, a pure function of job and chunk, makes the other harmless.
+ * Backups for straggling chunks and reduce tasks (speculative execution, as Hadoop and Spark do
+ * it). Once most of a job's chunks are mapped, a chunk that has run far longer than their median
+ * (a slow or overloaded worker, a bad disk) is queued once more; whichever copy writes the part
+ * first wins, and the part key, a pure function of job and chunk, makes the other harmless. A
+ * keyed job's reduce stage is checked the same way, by task index chunks + partition.
  *
  * On the fleet, a chunk's worker writes a running marker at its heartbeats (1st, 2nd, 4th, 8th,
  * …). Each write wakes the reducer, which decides here (timing the job on a sample of its parts); so a straggler itself keeps the check
@@ -11,8 +12,8 @@
  */
 import * as z from "zod";
 import { DEFAULTS } from "../constants.js";
-import { backupKey, backupsPrefix, parseRunningKey, runningKey, runningPrefix } from "../keys.js";
-import type { Manifest, MapTask } from "../job/manifest.js";
+import { backupKey, backupsPrefix, parsePartKey, parseRunningKey, runningKey, runningPrefix } from "../keys.js";
+import type { Manifest, MapTask, ReduceTask, TaskMessage } from "../job/manifest.js";
 import type { SplitDeps } from "./deps.js";
 import { nowOf } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
@@ -20,6 +21,7 @@ import { enqueueTasks } from "./enqueue.js";
 import { inLaneOf } from "./lanes.js";
 import { sampleRuns } from "./partSample.js";
 import { tasksOf } from "./split.js";
+import { reduceTasksOf } from "./reduceTask.js";
 import { isTaskOp } from "../ops/defineTask.js";
 
 /** A chunk in progress, and when its current copy started (epoch ms). */
@@ -66,40 +68,89 @@ export const BackupMarker = z.object({ at: z.string(), elapsedMs: z.number(), af
 export const markRunning = (deps: Pick<SplitDeps, "output">, task: MapTask, at: string, worker: string): Promise<void> =>
   writeJson(deps.output, runningKey(task.jobId, task.chunk.index), { at, worker });
 
+/** A keyed job's reduce task's worker says it is still merging its partition (task index chunks + partition), since `at`. */
+export const markReduceRunning = (deps: Pick<SplitDeps, "output">, task: ReduceTask, at: string, worker: string): Promise<void> =>
+  writeJson(deps.output, runningKey(task.jobId, task.reduce.chunks + task.reduce.partition), { at, worker });
+
+/** A stage of a job's tasks, as the straggler check sees it: its task indexes [from, from + count), those done, and their copies. */
+interface Stage {
+  readonly from: number;
+  readonly count: number;
+  /** Parts of the stage's done tasks, by task index. */
+  readonly parts: ReadonlyMap<number, string>;
+  readonly backupsOf: (indexes: readonly number[]) => TaskMessage[];
+  readonly what: string;
+}
+
 /**
  * The reducer's check, on a job still mapping: queues a backup of each straggler that has none
  * yet. `parts`: the job's map parts by chunk. Returns how many it queued.
  */
-export const launchBackups = async (deps: SplitDeps, manifest: Manifest, parts: ReadonlyMap<number, string>): Promise<number> => {
+export const launchBackups = (deps: SplitDeps, manifest: Manifest, parts: ReadonlyMap<number, string>): Promise<number> =>
+  backupStragglers(deps, manifest, {
+    from: 0,
+    count: manifest.chunks,
+    parts,
+    backupsOf: (indexes) => tasksOf(manifest, indexes).map((t): MapTask => ({ ...t, backup: true })),
+    what: "chunks",
+  });
+
+/**
+ * The same for a keyed job's reduce stage: a partition whose task has run far longer than the
+ * finished ones' median (a slow worker, not a big partition, is what a copy helps) is queued
+ * once more. Its output and part keys are pure functions of (job, partition), so the copy that
+ * finishes second writes the same bytes or finds the part written. `reduced`: the reduce parts' keys.
+ */
+export const launchReduceBackups = (deps: SplitDeps, manifest: Manifest, reduced: readonly string[]): Promise<number> => {
+  const parts = new Map<number, string>();
+  for (const key of reduced) {
+    const p = parsePartKey(key);
+    if (p && p.index >= manifest.chunks) parts.set(p.index, key);
+  }
+  return backupStragglers(deps, manifest, {
+    from: manifest.chunks,
+    count: manifest.job.partitions ?? 0,
+    parts,
+    backupsOf: (indexes) =>
+      reduceTasksOf(
+        manifest,
+        indexes.map((i) => i - manifest.chunks),
+      ),
+    what: "reduce tasks",
+  });
+};
+
+const backupStragglers = async (deps: SplitDeps, manifest: Manifest, stage: Stage): Promise<number> => {
   const { jobId } = manifest;
   // A task's items may have effects outside their output (ctx.put, a lab's own calls): never run twice on purpose.
-  if (isTaskOp(deps.registry.get(manifest.job.op))) return 0;
+  if (isTaskOp(deps.registry.get(manifest.job.op)) || stage.count === 0) return 0;
   const afterSeconds = manifest.job.backupAfterSeconds ?? DEFAULTS.backupAfterSeconds;
   // Markers of an earlier run of a resumed job say nothing of this one's copies.
   const since = manifest.resumed ? Date.parse(manifest.resumed.at) : 0;
   const now = nowOf(deps);
-  const early = { chunks: manifest.chunks, done: parts.size, medianMs: 0, afterSeconds, now };
+  const early = { chunks: stage.count, done: stage.parts.size, medianMs: 0, afterSeconds, now };
   if (stragglerAfterMs(early) === undefined) return 0;
   const running: RunningChunk[] = [];
   for await (const info of deps.output.list(runningPrefix(jobId))) {
-    const chunk = parseRunningKey(info.key);
-    if (!chunk || chunk.jobId !== jobId || chunk.index >= manifest.chunks || parts.has(chunk.index)) continue;
+    const task = parseRunningKey(info.key);
+    if (!task || task.jobId !== jobId || task.index < stage.from || task.index >= stage.from + stage.count) continue;
+    if (stage.parts.has(task.index)) continue;
     const marker = await readJsonIfExists(deps.output, info.key, RunningMarker).catch(() => undefined);
-    if (marker && Date.parse(marker.at) >= since) running.push({ index: chunk.index, startedAt: Date.parse(marker.at) });
+    if (marker && Date.parse(marker.at) >= since) running.push({ index: task.index, startedAt: Date.parse(marker.at) });
   }
   if (running.length === 0) return 0;
-  const rule = { ...early, medianMs: median((await sampleRuns(deps, parts.values())).flatMap((r) => (r.ms === undefined ? [] : [r.ms]))) };
+  const times = (await sampleRuns(deps, stage.parts.values())).flatMap((r) => (r.ms === undefined ? [] : [r.ms]));
+  const rule = { ...early, medianMs: median(times) };
   const afterMs = stragglerAfterMs(rule)!;
-  const launched: MapTask[] = [];
+  const launched: number[] = [];
   for (const index of stragglers(rule, running)) {
     if (await exists(deps.output, backupKey(jobId, index))) continue;
     const startedAt = running.find((r) => r.index === index)!.startedAt;
     await writeJson(deps.output, backupKey(jobId, index), { at: new Date(now).toISOString(), elapsedMs: now - startedAt, afterMs });
-    launched.push(...tasksOf(manifest, [index]).map((t): MapTask => ({ ...t, backup: true })));
+    launched.push(index);
   }
-  await enqueueTasks(inLaneOf(deps, manifest).queue, launched);
-  if (launched.length)
-    deps.log.info("backups queued for straggling chunks", { jobId, chunks: launched.map((t) => t.chunk.index), afterMs });
+  await enqueueTasks(inLaneOf(deps, manifest).queue, stage.backupsOf(launched));
+  if (launched.length) deps.log.info(`backups queued for straggling ${stage.what}`, { jobId, tasks: launched, afterMs });
   return launched.length;
 };
 

@@ -1,0 +1,127 @@
+/**
+ * Backups for a keyed job's straggling reduce task. A worker running a reduce task past its
+ * first heartbeat writes the task's running marker; the reducer, woken by it, queues one copy of
+ * a reduce task that has run far longer than the finished ones' median, once three quarters of
+ * them are done. Either copy's output is the same bytes; the first to finish wins. Answers are
+ * counted in the test.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TaskWorker } from "../../lib/aws/TaskWorker.js";
+import { reducerHandler } from "../../lib/aws/handlers.js";
+import { runningKey, workPrefix } from "../../lib/core/keys.js";
+import { silentLogger } from "../../lib/core/log.js";
+import type { BlobStore, GetOptions } from "../../lib/core/ports.js";
+import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
+import { backupCounts } from "../../lib/core/pipeline/backups.js";
+import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
+import { reduceJob } from "../../lib/core/pipeline/reduce.js";
+import { runTask } from "../../lib/core/pipeline/task.js";
+import { prng } from "../../lib/dev/prng.js";
+import { encodeEventKey } from "../../lib/dev/emulator.js";
+import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
+import { waitFor } from "../helpers/devCloud.js";
+import { keyedCounts, startJobOver, takeAll } from "../helpers/jobs.js";
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-reduce-backups-"));
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+/** An output store whose reads of the shuffle wait `delayMs` first, while `slow` says so: a slow worker's disk or network. */
+class SlowShuffle implements BlobStore {
+  slow = true;
+  constructor(
+    private readonly store: BlobStore,
+    private readonly prefix: string,
+    private readonly delayMs: number,
+  ) {}
+  get name() {
+    return this.store.name;
+  }
+  head = (key: string) => this.store.head(key);
+  async get(key: string, options?: GetOptions) {
+    if (this.slow && key.startsWith(this.prefix)) await new Promise((r) => setTimeout(r, this.delayMs));
+    return this.store.get(key, options);
+  }
+  put: BlobStore["put"] = (key, body, options) => this.store.put(key, body, options);
+  list = (prefix: string) => this.store.list(prefix);
+  delete = (key: string) => this.store.delete(key);
+}
+
+describe("a keyed job's straggling reduce task", () => {
+  it("is marked running by its worker, backed up once by the reducer, and the job ends exact", async () => {
+    const next = prng(71);
+    const lines = Array.from({ length: 4000 }, () => `k${Math.floor(next() ** 2 * 500)}`);
+    const expected = new Map<string, number>();
+    for (const l of lines) expected.set(l, (expected.get(l) ?? 0) + 1);
+    const inputs = new FsBlobStore(path.join(dir, "in"));
+    const output = new FsBlobStore(path.join(dir, "out"));
+    const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
+    const registry = new OpRegistry(builtinOps);
+    const deps: SplitDeps = { output, queue, inputStore: () => inputs, registry, log: silentLogger };
+    const jobId = "straggling-reduce-1";
+    const { manifest } = await startJobOver(
+      deps,
+      inputs,
+      Buffer.from(`${lines.join("\n")}\n`),
+      jobId,
+      { op: "distinct", partitions: 4, backupAfterSeconds: 1 },
+      2048,
+    );
+    for (const task of await takeAll(queue)) await runTask(deps, task, { checkOpDigest: false, ranOn: "fleet", worker: "w" });
+    expect((await reduceJob(deps, jobId, { fleet: true })).kind).toBe("incomplete");
+    const reduces = await takeAll(queue);
+    expect(reduces.length).toBe(4);
+    // Three partitions done quickly; the fourth goes to a worker whose shuffle reads are slow.
+    for (const task of reduces.slice(0, 3)) await runTask(deps, task, { checkOpDigest: false, ranOn: "fleet", worker: "w" });
+    const slowStore = new SlowShuffle(output, `${workPrefix(jobId)}shuffle/`, 2_000);
+    const slowDeps: SplitDeps = { ...deps, output: slowStore };
+    await queue.sendBatch([JSON.stringify(reduces[3])]);
+    const worker = new TaskWorker({ queue, deps: slowDeps, concurrency: 2, visibilitySeconds: 5, heartbeatSeconds: 1, waitSeconds: 1 });
+    worker.start();
+    try {
+      const index = manifest.chunks + 3;
+      await waitFor(
+        "the reduce task's running marker",
+        async () => ((await output.head(runningKey(jobId, index))) ? true : undefined),
+        20_000,
+        50,
+      );
+      // The reducer, woken by the marker a minute on: the copy is queued once, however often it is woken.
+      const later = { ...deps, now: () => Date.now() + 60_000 };
+      const event = {
+        Records: [0, 1].map((i) => ({
+          messageId: `m${i}`,
+          body: JSON.stringify({
+            Records: [
+              {
+                eventName: "ObjectCreated:Put",
+                s3: { bucket: { name: output.name }, object: { key: encodeEventKey(runningKey(jobId, index)) } },
+              },
+            ],
+          }),
+        })),
+      };
+      await reducerHandler(later)(event);
+      await reducerHandler(later)(event);
+      expect(await backupCounts(deps, jobId)).toEqual({ launched: 1, won: 0 });
+      // The copy runs on the same worker's second slot, as slowly: the first to finish writes the part.
+      await waitFor(
+        "the job to succeed",
+        async () => ((await reduceJob(deps, jobId, { fleet: true })).kind === "succeeded" ? true : undefined),
+        30_000,
+        100,
+      );
+      await waitFor("both copies to leave the queue", async () => ((await queue.depth()).inFlight === 0 ? true : undefined), 20_000, 50);
+    } finally {
+      await worker.stop(5_000);
+      await queue.close();
+    }
+    expect(await keyedCounts(output)).toEqual(expected);
+  }, 60_000);
+});
