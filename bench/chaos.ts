@@ -220,7 +220,8 @@ export const startChaosCloud = async (options: ChaosCloudOptions): Promise<Chaos
       return () => void listeners.delete(listener);
     },
     async idle() {
-      for (const url of [cloud.taskQueueUrl, cloud.deadLetterQueueUrl]) if ((await depth(url)) > 0) return false;
+      const tasks = [cloud.taskQueueUrl, ...(cloud.spotTaskQueueUrl ? [cloud.spotTaskQueueUrl] : []), cloud.deadLetterQueueUrl];
+      for (const url of tasks) if ((await depth(url)) > 0) return false;
       // A delayed message there is the reducer's own wake-up (pipeline/wake.ts): it may outlive the
       // job by its lease, and finds the job ended when it comes.
       return (await depth(partsQueueUrl!, false)) === 0;

@@ -21,6 +21,7 @@ const deps = {
   ...(fleet ? { fleet } : {}),
   ...(config.instanceType ? { instanceType: config.instanceType } : {}),
   ...(config.capacity ? { capacity: config.capacity } : {}),
+  taskTimeoutSeconds: config.taskTimeoutSeconds,
   // A resume that queues no chunk starts the reducer's wake-ups (wake.ts).
   ...(config.partsQueueUrl ? { wake: new SqsWakeSender(base.clients.sqs, config.partsQueueUrl) } : {}),
 };

@@ -455,7 +455,7 @@ export class CloudmillPipeline extends Construct {
     // PUT of parts and chunk errors under _work/; a bad record fails the job at once, so it
     // also reads and writes status.json (never result.json).
     // Every lane's workers alike (each lane's role consumes its own queue: WorkerFleet).
-    for (const worker of [this.fleet.taskRole, ...(this.fleet.spotLane ? [this.fleet.spotLane.taskRole] : [])]) {
+    for (const worker of this.fleet.taskRoles) {
       allow(worker, "ReadInputs", ["s3:GetObject"], inputObjects);
       allow(worker, "ReadWorkAndStatus", ["s3:GetObject"], stateObjects);
       allow(worker, "WritePartsAndStatus", ["s3:PutObject"], stateObjects);

@@ -100,6 +100,11 @@ export class WorkerFleet extends Construct implements WorkerLane {
   public readonly scaleInAlarm: cloudwatch.Alarm;
   /** Chunks waiting plus chunks in flight on the task queue. */
   public readonly backlogMetric: cloudwatch.IMetric;
+  /** Every lane's task role: what a lab's own extra access for its ops must be granted to (taskRole is the first lane's only). */
+  public get taskRoles(): iam.Role[] {
+    return [this.taskRole, ...(this.spotLane ? [this.spotLane.taskRole] : [])];
+  }
+
   /** The spot lane (`spot: "per-job"`), for jobs that prefer `cheapest`; the fields above are the on-demand lane's. */
   public readonly spotLane?: WorkerLane;
 

@@ -93,7 +93,7 @@ export interface DevCloudOptions {
   readonly splitterDiesAfterParts?: number;
   /**
    * A spot lane (a stack with `spot: "per-job"`): its own task queue and this many worker
-   * processes on it (0: woken by the first job that prefers cheapest). Unset: one lane.
+   * processes on it (0: woken by the first job that prefers cheapest, up to maxWorkers). Unset: one lane.
    */
   readonly spotWorkers?: number;
   /** Tests only: how long a queued merge or reduce task is left to its worker before the reducer queues it again. Default 10 minutes. */
