@@ -92,7 +92,11 @@ export const reducerHandler =
           else if (outcome.mapping) await launchBackups(deps, progress.manifest, progress.mapParts);
           else {
             // A keyed job's reduce stage: a long reduce task's running marker brings its straggler check here.
-            if (progress.reduced.length > 0) await launchReduceBackups(deps, progress.manifest, progress.reduced);
+            // Optional: a failed check must not cost the wake-up below.
+            if (progress.reduced.length > 0)
+              await launchReduceBackups(deps, progress.manifest, progress.reduced).catch((err: unknown) =>
+                deps.log.warn("straggler check failed; the next event tries again", { jobId, ...logFieldsOf(toCloudmillError(err)) }),
+              );
             // Only merge or reduce tasks left, which no part event may follow: the reducer wakes itself.
             await keepAwakeForLease(deps, jobId, woken.get(jobId));
           }

@@ -11,11 +11,15 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskWorker } from "../../lib/aws/TaskWorker.js";
 import { reducerHandler } from "../../lib/aws/handlers.js";
-import { runningKey, workPrefix } from "../../lib/core/keys.js";
+import { failureKey, partsPrefix, reducePlanKey, runningKey, workPrefix } from "../../lib/core/keys.js";
+import type { ReduceTask } from "../../lib/core/job/manifest.js";
+import { readBytes } from "../../lib/core/pipeline/blobJson.js";
+import { handleDeadLetter } from "../../lib/core/pipeline/deadLetter.js";
+import { ReducePlan } from "../../lib/core/pipeline/reduceTask.js";
 import { silentLogger } from "../../lib/core/log.js";
 import type { BlobStore, GetOptions } from "../../lib/core/ports.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
-import { backupCounts } from "../../lib/core/pipeline/backups.js";
+import { backupCounts, launchReduceBackups, markReduceRunning } from "../../lib/core/pipeline/backups.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
@@ -79,7 +83,7 @@ describe("a keyed job's straggling reduce task", () => {
     expect(reduces.length).toBe(4);
     // Three partitions done quickly; the fourth goes to a worker whose shuffle reads are slow.
     for (const task of reduces.slice(0, 3)) await runTask(deps, task, { checkOpDigest: false, ranOn: "fleet", worker: "w" });
-    const slowStore = new SlowShuffle(output, `${workPrefix(jobId)}shuffle/`, 2_000);
+    const slowStore = new SlowShuffle(output, `${workPrefix(jobId)}shuffle/`, 3_000);
     const slowDeps: SplitDeps = { ...deps, output: slowStore };
     await queue.sendBatch([JSON.stringify(reduces[3])]);
     const worker = new TaskWorker({ queue, deps: slowDeps, concurrency: 2, visibilitySeconds: 5, heartbeatSeconds: 1, waitSeconds: 1 });
@@ -124,4 +128,66 @@ describe("a keyed job's straggling reduce task", () => {
     }
     expect(await keyedCounts(output)).toEqual(expected);
   }, 60_000);
+
+  it("waits longer for a bigger partition: its time limit grows with its share of the input", async () => {
+    const next = prng(72);
+    const lines = Array.from({ length: 4000 }, () => `k${Math.floor(next() * 500)}`);
+    const inputs = new FsBlobStore(path.join(dir, "big-in"));
+    const output = new FsBlobStore(path.join(dir, "big-out"));
+    const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
+    let now = Date.now();
+    const deps: SplitDeps = {
+      output,
+      queue,
+      inputStore: () => inputs,
+      registry: new OpRegistry(builtinOps),
+      log: silentLogger,
+      now: () => now,
+    };
+    const jobId = "big-partition-1";
+    const spec = { op: "distinct", partitions: 4, backupAfterSeconds: 60 };
+    const { manifest } = await startJobOver(deps, inputs, Buffer.from(`${lines.join("\n")}\n`), jobId, spec, 2048);
+    for (const task of await takeAll(queue)) await runTask(deps, task, { checkOpDigest: false, ranOn: "fleet", worker: "w" });
+    await reduceJob(deps, jobId, { fleet: true });
+    const reduces = await takeAll(queue);
+    for (const task of reduces.slice(0, 3)) await runTask(deps, task, { checkOpDigest: false, ranOn: "fleet", worker: "w" });
+    // Partition 3's plan made three times the size of its others' (its segments thrice): its limit is 180 s, not 60.
+    const planKey = reducePlanKey(jobId, 3);
+    const plan = ReducePlan.parse(JSON.parse((await readBytes(output, planKey)).toString("utf8")));
+    const sizes = await Promise.all(
+      [0, 1, 2].map(async (p) => {
+        const other = ReducePlan.parse(JSON.parse((await readBytes(output, reducePlanKey(jobId, p))).toString("utf8")));
+        return other.segments.reduce((n, [, a, b]) => n + b - a, 0);
+      }),
+    );
+    const own = plan.segments.reduce((n, [, a, b]) => n + b - a, 0);
+    const medianSize = [...sizes].sort((a, b) => a - b)[1]!;
+    const factor = Math.ceil((3 * medianSize) / own);
+    await output.put(planKey, JSON.stringify({ ...plan, segments: Array.from({ length: factor }, () => plan.segments).flat() }));
+    const scale = (factor * own) / medianSize;
+    const started = now;
+    await markReduceRunning(deps, reduces[3] as ReduceTask, new Date(started).toISOString(), "w");
+    const reduced: string[] = [];
+    for await (const { key } of output.list(partsPrefix(jobId))) reduced.push(key);
+    now = started + 60_000 * scale * 0.9;
+    expect(await launchReduceBackups(deps, manifest, reduced)).toBe(0);
+    now = started + 60_000 * scale * 1.1;
+    expect(await launchReduceBackups(deps, manifest, reduced)).toBe(1);
+    const [backup] = await takeAll(queue);
+    expect(backup).toMatchObject({ reduce: { partition: 3 }, backup: true });
+  });
+
+  it("a backup copy that fails every attempt is dropped; the original's failure fails the job", async () => {
+    const inputs = new FsBlobStore(path.join(dir, "dead-in"));
+    const output = new FsBlobStore(path.join(dir, "dead-out"));
+    const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
+    const deps: SplitDeps = { output, queue, inputStore: () => inputs, registry: new OpRegistry(builtinOps), log: silentLogger };
+    const jobId = "dead-backup-1";
+    const { manifest } = await startJobOver(deps, inputs, Buffer.from("a\nb\n"), jobId, { op: "distinct", partitions: 4 }, 2048);
+    const task: ReduceTask = { v: 1, jobId, reduce: { partition: 3, chunks: manifest.chunks }, job: manifest.job };
+    expect(await handleDeadLetter(deps, JSON.stringify({ ...task, backup: true }), 3)).toBe("ignored");
+    expect(await output.head(failureKey(jobId))).toBeUndefined();
+    expect(await handleDeadLetter(deps, JSON.stringify(task), 3)).toBe("failed");
+    expect(await output.head(failureKey(jobId))).toBeDefined();
+  });
 });

@@ -165,6 +165,8 @@ export const ReduceTask = z.strictObject({
     chunks: z.number().int().nonnegative(),
   }),
   job: TaskJob,
+  /** A copy of a straggling reduce task (backups.ts): dropped if it fails, never failing its job. */
+  backup: z.literal(true).optional(),
 });
 export type ReduceTask = z.infer<typeof ReduceTask>;
 

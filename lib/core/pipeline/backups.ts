@@ -7,21 +7,21 @@
  *
  * On the fleet, a chunk's worker writes a running marker at its heartbeats (1st, 2nd, 4th, 8th,
  * …). Each write wakes the reducer, which decides here (timing the job on a sample of its parts); so a straggler itself keeps the check
- * going, and a job of short chunks pays nothing. The local engine decides the same way, from
- * the tasks its own threads run.
+ * going, and a job of short chunks pays nothing. The local engine decides the same way for
+ * chunks, from the tasks its own threads run (its reduce tasks get no backups).
  */
 import * as z from "zod";
 import { DEFAULTS } from "../constants.js";
-import { backupKey, backupsPrefix, parsePartKey, parseRunningKey, runningKey, runningPrefix } from "../keys.js";
+import { backupKey, backupsPrefix, parsePartKey, parseRunningKey, reducePlanKey, runningKey, runningPrefix } from "../keys.js";
 import type { Manifest, MapTask, ReduceTask, TaskMessage } from "../job/manifest.js";
 import type { SplitDeps } from "./deps.js";
 import { nowOf } from "./deps.js";
-import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
+import { exists, readJson, readJsonIfExists, writeJson } from "./blobJson.js";
 import { enqueueTasks } from "./enqueue.js";
 import { inLaneOf } from "./lanes.js";
 import { sampleRuns } from "./partSample.js";
 import { tasksOf } from "./split.js";
-import { reduceTasksOf } from "./reduceTask.js";
+import { ReducePlan, reduceTasksOf } from "./reduceTask.js";
 import { isTaskOp } from "../ops/defineTask.js";
 
 /** A chunk in progress, and when its current copy started (epoch ms). */
@@ -80,6 +80,11 @@ interface Stage {
   readonly parts: ReadonlyMap<number, string>;
   readonly backupsOf: (indexes: readonly number[]) => TaskMessage[];
   readonly what: string;
+  /**
+   * How much bigger than the done tasks' median a running task's input is (at least 1): its time
+   * limit grows with it. Chunks are equal; a partition is as big as its keys make it.
+   */
+  readonly sizeOf?: (index: number, medianBytes: number) => Promise<number>;
 }
 
 /**
@@ -115,8 +120,14 @@ export const launchReduceBackups = (deps: SplitDeps, manifest: Manifest, reduced
       reduceTasksOf(
         manifest,
         indexes.map((i) => i - manifest.chunks),
-      ),
+      ).map((t): ReduceTask => ({ ...t, backup: true })),
     what: "reduce tasks",
+    // A big partition is slow by its size, not its worker: a copy would start from nothing.
+    sizeOf: async (index, medianBytes) => {
+      const plan = await readJson(deps.output, reducePlanKey(manifest.jobId, index - manifest.chunks), ReducePlan);
+      const bytes = plan.segments.reduce((n, [, start, end]) => n + end - start, 0);
+      return medianBytes > 0 ? Math.max(1, bytes / medianBytes) : 1;
+    },
   });
 };
 
@@ -139,11 +150,17 @@ const backupStragglers = async (deps: SplitDeps, manifest: Manifest, stage: Stag
     if (marker && Date.parse(marker.at) >= since) running.push({ index: task.index, startedAt: Date.parse(marker.at) });
   }
   if (running.length === 0) return 0;
-  const times = (await sampleRuns(deps, stage.parts.values())).flatMap((r) => (r.ms === undefined ? [] : [r.ms]));
-  const rule = { ...early, medianMs: median(times) };
+  const runs = await sampleRuns(deps, stage.parts.values());
+  const rule = { ...early, medianMs: median(runs.flatMap((r) => (r.ms === undefined ? [] : [r.ms]))) };
   const afterMs = stragglerAfterMs(rule)!;
+  const medianBytes = median(runs.flatMap((r) => (r.bytes === undefined ? [] : [r.bytes]))) ?? 0;
+  const late: number[] = [];
+  for (const r of running) {
+    const scale = stage.sizeOf ? await stage.sizeOf(r.index, medianBytes) : 1;
+    if (now - r.startedAt > afterMs * scale) late.push(r.index);
+  }
   const launched: number[] = [];
-  for (const index of stragglers(rule, running)) {
+  for (const index of late) {
     if (await exists(deps.output, backupKey(jobId, index))) continue;
     const startedAt = running.find((r) => r.index === index)!.startedAt;
     await writeJson(deps.output, backupKey(jobId, index), { at: new Date(now).toISOString(), elapsedMs: now - startedAt, afterMs });

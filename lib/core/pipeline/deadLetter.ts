@@ -84,7 +84,7 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
   if (await exists(deps.output, taskPartKey(task))) return "ignored";
   // A straggler's backup that failed leaves its original running; a task queued before its job
   // was resumed carried the earlier run's limits.
-  if (isMapTask(task) && task.backup) return "ignored";
+  if ((isMapTask(task) || isReduceTask(task)) && task.backup) return "ignored";
   if (await isStaleTask(deps, task)) return "ignored";
   const recorded = await readTaskError(deps, task);
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);

@@ -12,6 +12,7 @@ import * as z from "zod";
 import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import {
+  backupWonKey,
   outputPartKey,
   partKey,
   reduceEnqueuedKey,
@@ -32,7 +33,7 @@ import { RunMerge } from "../shuffle/runMerge.js";
 import type { AnyOp } from "../ops/types.js";
 import type { BlobStore, TaskQueue } from "../ports.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
-import { readBytes, readJson, readJsonIfExists, writeJson } from "./blobJson.js";
+import { exists, readBytes, readJson, readJsonIfExists, writeJson } from "./blobJson.js";
 import type { Part, Reading } from "./part.js";
 import { SniffedSeparator } from "./part.js";
 import { enqueueTasks } from "./enqueue.js";
@@ -224,7 +225,12 @@ export const reducePartition = async (
     skipped: 0,
     ...(options.ran ? { ran: options.ran(bytes, plan.segments.length) } : {}),
   };
-  await writeJson(deps.output, partKey(jobId, chunks + partition), part);
+  const key = partKey(jobId, chunks + partition);
+  // The other copy (a backup, or the original) finished first: its part stands, and the output
+  // this copy wrote is the same bytes.
+  if (await exists(deps.output, key)) return { bytes, partial };
+  await writeJson(deps.output, key, part);
+  if (task.backup) await writeJson(deps.output, backupWonKey(jobId, chunks + partition), { at: new Date(nowOf(deps)).toISOString() });
   return { bytes, partial };
 };
 
