@@ -6,9 +6,9 @@
 import { EventEmitter } from "node:events";
 import os from "node:os";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
-import { isMapTask, isMergeTask, isReduceTask, TaskMessage, type MapTask, type ReduceTask } from "../core/job/manifest.js";
+import { isMapTask, isMergeTask, isReduceTask, TaskMessage, taskIndex, type MapTask, type ReduceTask } from "../core/job/manifest.js";
 import { partKey, succeededKey } from "../core/keys.js";
-import { markReduceRunning, markRunning } from "../core/pipeline/backups.js";
+import { markRunning } from "../core/pipeline/backups.js";
 import { exists } from "../core/pipeline/blobJson.js";
 import type { TaskQueue, QueueMessage } from "../core/ports.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
@@ -159,22 +159,17 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   }
 
   /**
-   * A chunk past its first heartbeat is long: at beats 1, 2, 4, 8, … its running marker wakes
-   * the reducer to look for stragglers (backups.ts); from the second beat on, a part written by
-   * its other copy stops this one, freeing the worker.
+   * A chunk (or a keyed job's reduce task) past its first heartbeat is long: at beats 1, 2, 4,
+   * 8, … its running marker wakes the reducer to look for stragglers (backups.ts); from the
+   * second beat on, a part written by its other copy stops this one, freeing the worker.
    */
-  async #longChunk(task: MapTask, beat: number, startedAt: string, lost: AbortController): Promise<void> {
+  async #longTask(task: MapTask | ReduceTask, beat: number, startedAt: string, lost: AbortController): Promise<void> {
     const { deps } = this.#options;
-    if ((beat & (beat - 1)) === 0) await markRunning(deps, task, startedAt, WORKER_ID);
+    const index = taskIndex(task);
+    if ((beat & (beat - 1)) === 0) await markRunning(deps, task.jobId, index, startedAt, WORKER_ID);
     // A redo is there to replace the part it would find.
-    if (beat >= 2 && !task.redo && (await exists(deps.output, partKey(task.jobId, task.chunk.index)))) lost.abort();
-  }
-
-  /** The same for a keyed job's reduce task: its marker lets the reducer back it up; the other copy's part stops it. */
-  async #longReduce(task: ReduceTask, beat: number, startedAt: string, lost: AbortController): Promise<void> {
-    const { deps } = this.#options;
-    if ((beat & (beat - 1)) === 0) await markReduceRunning(deps, task, startedAt, WORKER_ID);
-    if (beat >= 2 && (await exists(deps.output, partKey(task.jobId, task.reduce.chunks + task.reduce.partition)))) lost.abort();
+    const redo = isMapTask(task) && task.redo;
+    if (beat >= 2 && !redo && (await exists(deps.output, partKey(task.jobId, index)))) lost.abort();
   }
 
   /** True while the container is near its memory limit (said once per episode); a failed read never stops work. */
@@ -243,8 +238,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         () => this.emit("heartbeat", task),
         (err: unknown) => log.warn("heartbeat failed", logFieldsOf(toCloudmillError(err))),
       );
-      if (isMapTask(task)) void this.#longChunk(task, beats, startedAt, lost).catch(() => undefined);
-      else if (isReduceTask(task)) void this.#longReduce(task, beats, startedAt, lost).catch(() => undefined);
+      if (!isMergeTask(task)) void this.#longTask(task, beats, startedAt, lost).catch(() => undefined);
     }, this.#options.heartbeatSeconds * 1000);
     try {
       const outcome = await runTask(deps, task, {

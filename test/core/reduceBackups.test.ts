@@ -19,7 +19,7 @@ import { ReducePlan } from "../../lib/core/pipeline/reduceTask.js";
 import { silentLogger } from "../../lib/core/log.js";
 import type { BlobStore, GetOptions } from "../../lib/core/ports.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
-import { backupCounts, launchReduceBackups, markReduceRunning } from "../../lib/core/pipeline/backups.js";
+import { backupCounts, launchReduceBackups, markRunning } from "../../lib/core/pipeline/backups.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
@@ -166,7 +166,7 @@ describe("a keyed job's straggling reduce task", () => {
     await output.put(planKey, JSON.stringify({ ...plan, segments: Array.from({ length: factor }, () => plan.segments).flat() }));
     const scale = (factor * own) / medianSize;
     const started = now;
-    await markReduceRunning(deps, reduces[3] as ReduceTask, new Date(started).toISOString(), "w");
+    await markRunning(deps, jobId, manifest.chunks + 3, new Date(started).toISOString(), "w");
     const reduced: string[] = [];
     for await (const { key } of output.list(partsPrefix(jobId))) reduced.push(key);
     now = started + 60_000 * scale * 0.9;

@@ -64,13 +64,9 @@ export const median = (values: readonly number[]): number | undefined => {
 export const RunningMarker = z.object({ at: z.string(), worker: z.string().optional() });
 export const BackupMarker = z.object({ at: z.string(), elapsedMs: z.number(), afterMs: z.number() });
 
-/** A chunk's worker says it is still mapping it, since `at`. */
-export const markRunning = (deps: Pick<SplitDeps, "output">, task: MapTask, at: string, worker: string): Promise<void> =>
-  writeJson(deps.output, runningKey(task.jobId, task.chunk.index), { at, worker });
-
-/** A keyed job's reduce task's worker says it is still merging its partition (task index chunks + partition), since `at`. */
-export const markReduceRunning = (deps: Pick<SplitDeps, "output">, task: ReduceTask, at: string, worker: string): Promise<void> =>
-  writeJson(deps.output, runningKey(task.jobId, task.reduce.chunks + task.reduce.partition), { at, worker });
+/** A task's worker says it is still running it (a chunk, or a reduce task at index chunks + partition), since `at`. */
+export const markRunning = (deps: Pick<SplitDeps, "output">, jobId: string, index: number, at: string, worker: string): Promise<void> =>
+  writeJson(deps.output, runningKey(jobId, index), { at, worker });
 
 /** A stage of a job's tasks, as the straggler check sees it: its task indexes [from, from + count), those done, and their copies. */
 interface Stage {
