@@ -125,25 +125,33 @@ export const inputHead = async (
 };
 
 /**
+ * The first CODEC_SNIFF_BYTES (or more) of a stream, copied (a store may read on into the same
+ * memory), and whether the stream ended within them.
+ */
+const readHead = async (it: AsyncIterator<Uint8Array>): Promise<{ head: Buffer[]; length: number; ended: boolean }> => {
+  const head: Buffer[] = [];
+  let length = 0;
+  while (length < CODEC_SNIFF_BYTES) {
+    const next = await it.next();
+    if (next.done) return { head, length, ended: true };
+    head.push(Buffer.from(next.value));
+    length += next.value.length;
+  }
+  return { head, length, ended: false };
+};
+
+/**
  * A zip entry's bytes, decoded once more when they are gzip, BGZF or zstd themselves (a `.gz`
  * log zipped up with others): `found` is told the codec. Data compressed a third time is left
  * as it is, for the refusal of data compressed twice.
  */
 async function* decodedEntry(bytes: AsyncIterable<Buffer>, found: (codec: Codec) => void): AsyncGenerator<Uint8Array> {
   const it = bytes[Symbol.asyncIterator]();
-  const head: Buffer[] = [];
-  let length = 0;
   let ended = false;
   try {
-    while (length < CODEC_SNIFF_BYTES) {
-      const next = await it.next();
-      if (next.done) {
-        ended = true;
-        break;
-      }
-      head.push(next.value);
-      length += next.value.length;
-    }
+    const first = await readHead(it);
+    const { head, length } = first;
+    ended = first.ended;
     const all = async function* (): AsyncGenerator<Uint8Array> {
       yield* head;
       if (ended) return;
@@ -191,19 +199,11 @@ const streamRange = (store: BlobStore, input: InputObject, owned: number, known:
       return;
     }
     const it = body[Symbol.asyncIterator]();
-    const head: Buffer[] = [];
-    let length = 0;
     let ended = false;
     try {
-      while (length < CODEC_SNIFF_BYTES) {
-        const next = await it.next();
-        if (next.done) {
-          ended = true;
-          break;
-        }
-        head.push(Buffer.from(next.value)); // a copy: the store reads on into the same memory
-        length += next.value.length;
-      }
+      const first = await readHead(it);
+      const { head, length } = first;
+      ended = first.ended;
       codec = codecOf(Buffer.concat(head, length));
       const compressed = async function* (): AsyncGenerator<Uint8Array> {
         yield* head;
