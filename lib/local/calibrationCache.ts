@@ -23,6 +23,7 @@ const Entry = z.object({
   rate: z.number().positive(),
   reduceRate: z.number().positive().optional(),
   spilledReduceRate: z.number().positive().optional(),
+  shared: z.number().positive().max(1).optional(),
   bytes: z.number().int().nonnegative(),
   at: z.iso.datetime(),
 });
@@ -36,8 +37,11 @@ export const calibrationCacheDir = (env: Readonly<Record<string, string | undefi
   return env.HOME ? path.join(env.HOME, ".cache", "cloudmill") : undefined;
 };
 
-/** Bumped when calibrations are measured another way (2: a keyed op's reduce timed by its own task, held and spilling). */
-const CALIBRATION_METHOD = 2;
+/**
+ * Bumped when calibrations are measured another way (2: a keyed op's reduce timed by its own
+ * task, held and spilling; 3: a chunk-sized sample, and the share of its rate a task keeps beside another).
+ */
+const CALIBRATION_METHOD = 3;
 
 /** The machine type a rate holds for: its architecture and CPU model. */
 export const machineType = (): string => `${os.arch()} ${os.cpus()[0]?.model ?? "unknown CPU"}`;

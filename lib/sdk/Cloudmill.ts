@@ -48,7 +48,7 @@ import { resolveS3Inputs } from "../core/pipeline/resolveInputs.js";
 import { estimateJob, type Estimate } from "../core/report/estimate.js";
 import { CAPACITIES, checkedPrices, withPrices } from "../core/report/prices.js";
 import { vcpusOfSize } from "../core/instanceTypes.js";
-import { calibratedRates, calibrateSample, SAMPLE_BYTES, type Calibration } from "../local/calibrate.js";
+import { calibratedRates, calibrateSample, sampleBytesFor, type Calibration } from "../local/calibrate.js";
 import { CalibrationCache, calibrationCacheDir } from "../local/calibrationCache.js";
 
 /** A usage report older than this many of its intervals (plus a grace) is a worker gone. */
@@ -481,8 +481,8 @@ export class Cloudmill {
 
   /**
    * What a job would take and cost on the fleet, before anything is queued: the inputs' sizes
-   * (listed, not read), the op's rate measured here on the first 8 MiB of the first input (or its
-   * default), priced as job reports are. The same figures as `cloudmill estimate`.
+   * (listed, not read), the op's rate measured here on the first chunk of the first input (at
+   * most 16 MiB; or its default), priced as job reports are. The same figures as `cloudmill estimate`.
    */
   async estimate(spec: EstimateSpec): Promise<Estimate & { readonly calibration?: EstimateCalibration }> {
     const conn = await this.#connect();
@@ -500,7 +500,7 @@ export class Cloudmill {
     const registry = new OpRegistry(builtinOps);
     if (first && spec.calibrate !== false && registry.has(spec.op)) {
       const sample = await withAws(this.#aws(`read a sample of ${first.name}`), () =>
-        readBytes(inputStore(first.bucket), first.key, undefined, { start: 0, end: SAMPLE_BYTES }),
+        readBytes(inputStore(first.bucket), first.key, undefined, { start: 0, end: sampleBytesFor(spec.chunkSize ?? DEFAULTS.chunkSize) }),
       );
       // The same cache as `cloudmill estimate` on local files: a sample's bytes, not its name, are its key.
       const cacheDir = spec.cacheDir ?? calibrationCacheDir(process.env);

@@ -99,7 +99,7 @@ export interface EstimateSpec {
   readonly prices?: Readonly<Record<string, unknown>>;
   /** The stack's inline limit: a job this small maps in the splitter. Default 64 MiB; 0: none. */
   readonly inlineMaxBytes?: number;
-  /** Map the first 8 MiB of the first input here to measure the op's rate (default true); false: its default rate. */
+  /** Map the first chunk of the first input here (at most 16 MiB) to measure the op's rate (default true); false: its default rate. */
   readonly calibrate?: boolean;
   /**
    * Measure again even when the calibration cache (as `cloudmill estimate` keeps it, in

@@ -137,6 +137,38 @@ describe("cloudmill estimate", () => {
     expect(e.wallSeconds.atMost).toBeCloseTo(0.3 + 9 * chunk + 30 / 3, 9);
   });
 
+  it("slows each task to its shared rate wherever two or more run at once, as worked out by hand", () => {
+    // 600 MB of distinct in 16 MiB chunks: 36 chunks, 3 partitions; alone, map at 50 MB/s and reduce at 20 MB/s;
+    // beside another task, 0.8 of both: 40 and 16 MB/s.
+    const at = (workers: number, vcpusPerWorker: number) =>
+      estimateJob({
+        op: "distinct",
+        sizes: [600e6],
+        chunkSize: 16 * 1024 * 1024,
+        mbPerSecond: 50,
+        reduceMbPerSecond: 20,
+        sharedShare: 0.8,
+        taskOverheadSeconds: 0,
+        instanceType: "m7g.large",
+        workers,
+        vcpusPerWorker,
+        maxWorkers: 3,
+        inlineMaxBytes: 0,
+      });
+    const chunk = (rate: number) => (16 * 1024 * 1024) / (rate * 1e6);
+    // One task at a time: the rates alone; 36 waves and the 30 s of reducing in one.
+    const one = at(1, 1);
+    expect(one.taskSeconds).toBeCloseTo(600 / 50 + 600 / 20, 9);
+    expect(one.wallSeconds.atWorkers).toBeCloseTo(36 * chunk(50) + 600 / 20, 9);
+    expect(one.rate).toEqual({ mbPerSecondPerVcpu: 50, source: "calibrated", shared: 0.8 });
+    // Three slots at the most: 12 waves at 40 MB/s, and 600/16 = 37.5 s of reducing over 3 partitions at once.
+    expect(one.wallSeconds.atMost).toBeCloseTo(12 * chunk(40) + 37.5 / 3, 9);
+    // Fleet workers of 2 vCPUs share their instance even at one worker: task time at the shared rates.
+    const fleet = at(1, 2);
+    expect(fleet.taskSeconds).toBeCloseTo(600 / 40 + 600 / 16, 9);
+    expect(fleet.wallSeconds.atWorkers).toBeCloseTo(18 * chunk(40) + 37.5 / 2, 9);
+  });
+
   it("takes a reduce task's spilling rate once its partition is past the spill threshold (64 MiB), as worked out by hand", () => {
     const at = (bytes: number) =>
       estimateJob({

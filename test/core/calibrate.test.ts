@@ -3,10 +3,13 @@
  * task's, not what is left of the run's wall time once every task (the reduce task among
  * them) is taken off it.
  */
-import { describe, expect, it } from "vitest";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { defineOp } from "../../lib/core/ops/defineOp.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
-import { calibrateOn } from "../../lib/local/calibrate.js";
+import { calibrate, calibrateOn } from "../../lib/local/calibrate.js";
 
 /** Every line to one key; the key's reduce takes at least REDUCE_MS, the map next to nothing. */
 const REDUCE_MS = 300;
@@ -32,5 +35,33 @@ describe("calibrateOn", () => {
     // The reduce task took at least REDUCE_MS: its rate is at most the sample's MB over that.
     expect(c.reduceRate).toBeDefined();
     expect(c.bytes / 1e6 / c.reduceRate!).toBeGreaterThanOrEqual(REDUCE_MS / 1000);
+  });
+
+  let dir = "";
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-calibrate-test-"));
+  });
+  afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+  it("samples one chunk of the job's size, whole lines, and measures the share a task keeps beside another", async () => {
+    const file = path.join(dir, "lines.txt");
+    const lines = Array.from({ length: 200_000 }, (_, i) => `word${i % 5000} and line ${i}`);
+    await writeFile(file, `${lines.join("\n")}\n`);
+    const c = await calibrate(file, { op: "wordcount", params: {}, chunkSize: 1024 * 1024 }, new OpRegistry(builtinOps));
+    // 1 MiB, cut after its last whole line.
+    const whole = Buffer.from(`${lines.join("\n")}\n`).subarray(0, 1024 * 1024);
+    expect(c.bytes).toBe(whole.lastIndexOf(0x0a) + 1);
+    // Two task threads at once, where the machine has two cores (this one's tests run on two).
+    if (os.availableParallelism() >= 2) {
+      expect(c.shared).toBeGreaterThan(0);
+      expect(c.shared).toBeLessThanOrEqual(1);
+    } else expect(c.shared).toBeUndefined();
+  });
+
+  it("leaves the shared share unmeasured for a lab's op the task threads cannot load", async () => {
+    const sample = Buffer.from(Array.from({ length: 2_000 }, (_, i) => `line ${i}`).join("\n") + "\n");
+    const registry = new OpRegistry([...builtinOps, slowReduce]);
+    const c = await calibrateOn(sample, "sample.txt", { op: "slow-reduce", params: {} }, registry);
+    expect(c.shared).toBeUndefined();
   });
 });

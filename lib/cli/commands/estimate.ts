@@ -79,11 +79,12 @@ export const estimateText = (e: Estimate, calibratedOn?: { file: string; bytes: 
     ? `calibrated on ${(calibratedOn.bytes / 1e6).toFixed(1)} MB of ${calibratedOn.file}` +
       (calibratedOn.cachedAt ? `, cached ${calibratedOn.cachedAt} (--fresh measures again)` : "")
     : e.rate.source === "calibrated"
-      ? "calibrated here on the first 8 MiB of the first input"
+      ? "calibrated here on the first chunk of the first input"
       : "the op's default; --no-calibrate, a lab's op, or nothing to sample";
   return [
     `estimate: ${e.op} over ${(e.bytes / 1e6).toFixed(1)} MB in ${e.chunks} chunk(s)`,
-    `rate: ${e.rate.mbPerSecondPerVcpu.toFixed(1)} MB/s per vCPU (${rate})`,
+    `rate: ${e.rate.mbPerSecondPerVcpu.toFixed(1)} MB/s per vCPU (${rate})` +
+      (e.rate.shared !== undefined ? `; ${Math.round(e.rate.shared * 100)} % of it beside another task` : ""),
     `runs on: ${e.runsOn === "lambda" ? "the splitter function, where the job starts (under the inline limit)" : `the fleet`}` +
       (e.runsOn === "fleet" ? ` (${c.instanceType})` : ""),
     `task time: ${duration(e.taskSeconds)} (${e.workerHours.toFixed(4)} worker-hours)`,
@@ -161,7 +162,9 @@ export const estimateCommand = (io: CliIO): Command =>
       const cacheDir = calibrationCacheDir(io.env);
       const cache = cacheDir ? { store: new CalibrationCache(cacheDir), fresh: flags.fresh } : undefined;
       const calibrated =
-        flags.calibrate && first ? await calibrate(first.file, { op: flags.op, params: flags.param }, registry, cache) : undefined;
+        flags.calibrate && first
+          ? await calibrate(first.file, { op: flags.op, params: flags.param, chunkSize }, registry, cache, { opsModules: flags.ops })
+          : undefined;
       const estimate = estimateJob({
         op: flags.op,
         sizes: files.map((f) => f.size),

@@ -34,7 +34,12 @@ export const Estimate = z.object({
   op: z.string(),
   bytes: z.number(),
   chunks: z.number().int(),
-  rate: z.object({ mbPerSecondPerVcpu: z.number(), source: z.enum(["calibrated", "default"]) }),
+  rate: z.object({
+    mbPerSecondPerVcpu: z.number(),
+    source: z.enum(["calibrated", "default"]),
+    /** The share of it a task keeps beside another (EstimateInput.sharedShare), when measured. */
+    shared: z.number().optional(),
+  }),
   /** Where it would run: the splitter maps a job under its inline limit itself. */
   runsOn: z.enum(["lambda", "fleet"]),
   taskSeconds: z.number(),
@@ -70,6 +75,12 @@ export interface EstimateInput {
   readonly reduceMbPerSecond?: number;
   /** The same, for a reduce task whose partition is past DEFAULTS.reduceSpillBytes and spills its runs; unset: reduceMbPerSecond. */
   readonly spilledReduceMbPerSecond?: number;
+  /**
+   * The share of its rate a task keeps while another runs beside it on the machine (calibrated;
+   * default 1). It applies wherever more than one task runs at once: at more than one worker, and
+   * on every fleet instance of more than one vCPU.
+   */
+  readonly sharedShare?: number;
   /** Fixed time before the first task (a local run's process and threads); default 0. */
   readonly startSeconds?: number;
   /** Time a task spends beyond its bytes: its requests on the fleet. Default TASK_OVERHEAD_SECONDS; a local run's is about 0. */
@@ -92,23 +103,32 @@ export const defaultRate = (op: string): number => DEFAULT_MB_PER_SECOND[op] ?? 
 export const estimateJob = (input: EstimateInput): Estimate => {
   const bytes = input.sizes.reduce((n, s) => n + s, 0);
   const chunks = input.sizes.reduce((n, s) => n + (s === 0 ? 0 : Math.ceil(s / input.chunkSize)), 0);
-  const rate = input.mbPerSecond ?? defaultRate(input.op);
+  const aloneRate = input.mbPerSecond ?? defaultRate(input.op);
   const overhead = input.taskOverheadSeconds ?? TASK_OVERHEAD_SECONDS;
   const partitions = Math.max(1, Math.ceil(bytes / DEFAULTS.bytesPerPartition));
   // Input bytes per partition as a proxy for the runs its reduce task holds: about as many for
   // an op whose map combines little (distinct), fewer for one that combines much (groupby), whose
   // two rates then hardly differ.
   const spills = bytes / partitions > DEFAULTS.reduceSpillBytes;
-  const reduceRate = spills ? (input.spilledReduceMbPerSecond ?? input.reduceMbPerSecond) : input.reduceMbPerSecond;
-  const reduceSeconds = reduceRate ? bytes / (reduceRate * 1e6) : 0;
-  const taskSeconds = bytes / (rate * 1e6) + chunks * overhead + reduceSeconds;
+  const aloneReduceRate = spills ? (input.spilledReduceMbPerSecond ?? input.reduceMbPerSecond) : input.reduceMbPerSecond;
   const inline = input.inlineMaxBytes > 0 && bytes <= input.inlineMaxBytes;
-  // Waves of tasks, each as long as a full chunk: the last wave may be short, the first is not.
-  const chunkSeconds = Math.min(input.chunkSize, bytes) / (rate * 1e6) + overhead;
+  /** Task time at this many tasks at once: a task beside another keeps sharedShare of its rate. */
+  const stage = (slots: number) => {
+    const share = slots > 1 ? Math.min(1, input.sharedShare ?? 1) : 1;
+    const rate = aloneRate * share;
+    const reduceSeconds = aloneReduceRate ? bytes / (aloneReduceRate * share * 1e6) : 0;
+    // Waves of tasks, each as long as a full chunk: the last wave may be short, the first is not.
+    const chunkSeconds = Math.min(input.chunkSize, bytes) / (rate * 1e6) + overhead;
+    return { taskSeconds: bytes / (rate * 1e6) + chunks * overhead + reduceSeconds, chunkSeconds, reduceSeconds };
+  };
+  const slotsAt = (workers: number): number => Math.max(1, workers * input.vcpusPerWorker);
   const wall = (workers: number): number => {
-    const slots = Math.max(1, workers * input.vcpusPerWorker);
+    const slots = slotsAt(workers);
+    const { chunkSeconds, reduceSeconds } = stage(slots);
     return (input.startSeconds ?? 0) + Math.ceil(chunks / slots) * chunkSeconds + reduceSeconds / Math.min(partitions, slots);
   };
+  // Inline, the splitter maps the job alone; on the fleet, at the workers asked for.
+  const { taskSeconds } = stage(inline ? 1 : slotsAt(input.workers));
   const capacity = input.capacity ?? "on-demand";
   const prices = input.prices ?? PRICES;
   const perVcpu = vcpuSecondUsd(input.instanceType, capacity, prices);
@@ -121,7 +141,11 @@ export const estimateJob = (input: EstimateInput): Estimate => {
     op: input.op,
     bytes,
     chunks,
-    rate: { mbPerSecondPerVcpu: rate, source: input.mbPerSecond === undefined ? "default" : "calibrated" },
+    rate: {
+      mbPerSecondPerVcpu: aloneRate,
+      source: input.mbPerSecond === undefined ? "default" : "calibrated",
+      ...(input.sharedShare !== undefined ? { shared: input.sharedShare } : {}),
+    },
     runsOn: inline ? "lambda" : "fleet",
     taskSeconds,
     workerHours: taskSeconds / input.vcpusPerWorker / 3600,
