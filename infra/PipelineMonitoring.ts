@@ -131,14 +131,19 @@ export class PipelineMonitoring extends Construct {
     const stack = Stack.of(this);
     const max = { period: MINUTE, statistic: "Maximum" } as const;
     const sum = { period: MINUTE, statistic: "Sum" } as const;
-    const insights = (metricName: string, label: string): cloudwatch.Metric =>
-      new cloudwatch.Metric({
-        namespace: "ECS/ContainerInsights",
-        metricName,
-        dimensionsMap: { ClusterName: fleet.cluster.clusterName, ServiceName: fleet.service.serviceName },
-        label,
-        ...max,
-      });
+    // Each lane's worker service (one, or the on-demand and the spot lane's).
+    const lanes = [fleet, ...(fleet.spotLane ? [fleet.spotLane] : [])];
+    const insightsOf = (metricName: string, label: string): cloudwatch.Metric[] =>
+      lanes.map(
+        (lane, i) =>
+          new cloudwatch.Metric({
+            namespace: "ECS/ContainerInsights",
+            metricName,
+            dimensionsMap: { ClusterName: fleet.cluster.clusterName, ServiceName: lane.service.serviceName },
+            label: i === 0 ? label : `${label} (spot lane)`,
+            ...max,
+          }),
+      );
     const dashboard = new cloudwatch.Dashboard(this, "Dashboard", {
       defaultInterval: Duration.hours(3),
     });
@@ -187,9 +192,9 @@ export class PipelineMonitoring extends Construct {
         title: "Fleet size",
         width: 12,
         left: [
-          insights("DesiredTaskCount", "Workers wanted"),
-          insights("RunningTaskCount", "Workers running"),
-          ...[fleet, ...(fleet.spotLane ? [fleet.spotLane] : [])].map(
+          ...insightsOf("DesiredTaskCount", "Workers wanted"),
+          ...insightsOf("RunningTaskCount", "Workers running"),
+          ...lanes.map(
             (lane, i) =>
               new cloudwatch.Metric({
                 namespace: "AWS/AutoScaling",
@@ -217,16 +222,13 @@ export class PipelineMonitoring extends Construct {
       new cloudwatch.GraphWidget({
         title: "Worker CPU and memory (Container Insights)",
         width: 12,
-        left: [insights("CpuUtilized", "CPU units used"), insights("CpuReserved", "CPU units reserved")],
-        right: [insights("MemoryUtilized", "Memory used (MiB)"), insights("MemoryReserved", "Memory reserved (MiB)")],
+        left: [...insightsOf("CpuUtilized", "CPU units used"), ...insightsOf("CpuReserved", "CPU units reserved")],
+        right: [...insightsOf("MemoryUtilized", "Memory used (MiB)"), ...insightsOf("MemoryReserved", "Memory reserved (MiB)")],
       }),
       new cloudwatch.AlarmStatusWidget({
         title: "Alarms",
         width: 12,
-        alarms: [
-          ...alarms,
-          ...[fleet, ...(fleet.spotLane ? [fleet.spotLane] : [])].flatMap((lane) => [lane.scaleOutAlarm, lane.scaleInAlarm]),
-        ],
+        alarms: [...alarms, ...lanes.flatMap((lane) => [lane.scaleOutAlarm, lane.scaleInAlarm])],
       }),
     );
     return dashboard;

@@ -95,14 +95,18 @@ describe('a stack with spot: "per-job"', () => {
     expect(JSON.stringify(alarm["Dimensions"])).toContain(resource(t, "AWS::SQS::Queue", "PipelineSpotTaskQueue").id);
     expect(alarm["AlarmActions"]).toEqual(props(t, "AWS::CloudWatch::Alarm", "PipelineMonitoringOldestTaskAlarm")["AlarmActions"]);
     one.resourcePropertiesCountIs("AWS::CloudWatch::Alarm", { MetricName: "ApproximateAgeOfOldestMessage" }, 1);
-    // The dashboard graphs the spot lane's queue and group, and shows its scaling alarms.
+    // The dashboard graphs the spot lane's queue, group and service, and shows its scaling alarms.
     const dashboard = JSON.stringify(props(t, "AWS::CloudWatch::Dashboard", "PipelineMonitoringDashboard")["DashboardBody"]);
     for (const [type, prefix] of [
       ["AWS::SQS::Queue", "PipelineSpotTaskQueue"],
       ["AWS::AutoScaling::AutoScalingGroup", "PipelineWorkersSpotAutoScalingGroup"],
       ["AWS::CloudWatch::Alarm", "PipelineWorkersSpotScaleOutAlarm"],
+      ["AWS::ECS::Service", "PipelineWorkersSpotService"],
     ] as const)
       expect(dashboard).toContain(resource(t, type, prefix).id);
+    // Its workers' CPU, memory and counts, from Container Insights, as the on-demand lane's.
+    for (const label of ["CPU units used (spot lane)", "Memory used (MiB) (spot lane)", "Workers running (spot lane)"])
+      expect(dashboard).toContain(label);
   });
 
   it("dead-letters the spot queue's tasks to the one dead-letter queue, after maxAttempts", () => {

@@ -21,6 +21,7 @@ import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import {
   ApplicationAutoScalingClient,
+  DeregisterScalableTargetCommand,
   DescribeScalableTargetsCommand,
   DescribeScheduledActionsCommand,
   RegisterScalableTargetCommand,
@@ -517,6 +518,28 @@ describe('a stack with a spot lane (spot: "per-job"), against moto', () => {
       [0, 20],
       [0, 20],
     ]);
+  });
+
+  it("--stop still stops the spot lane when the on-demand lane's range cannot be read, and says which failed", async () => {
+    expect((await run("--scale", "2", "--spot")).code).toBe(0);
+    expect(await desiredOf(SPOT)).toBe(2);
+    const c = scaling();
+    const onDemand = {
+      ServiceNamespace: "ecs",
+      ScalableDimension: "ecs:service:DesiredCount",
+      ResourceId: `service/${CLUSTER}/${SERVICE}`,
+    } as const;
+    try {
+      await c.send(new DeregisterScalableTargetCommand(onDemand));
+      const stopped = await run("--stop");
+      expect(stopped.code).not.toBe(0);
+      expect(stopped.stderr).toBe(`cloudmill: service ${SERVICE} in cluster ${CLUSTER} has no scaling range: is the stack deployed?\n`);
+      // The spot lane stopped all the same.
+      expect([await desiredOf(SPOT), await range(SPOT)]).toEqual([0, [0, 20]]);
+    } finally {
+      await c.send(new RegisterScalableTargetCommand({ ...onDemand, MinCapacity: 0, MaxCapacity: 20 }));
+      c.destroy();
+    }
   });
 
   it("--spot on a stack without a spot lane is refused in one line", async () => {
