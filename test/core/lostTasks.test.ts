@@ -18,7 +18,7 @@ import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { resumeJob } from "../../lib/core/pipeline/resume.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
-import type { WakeSender } from "../../lib/core/pipeline/wake.js";
+import { BUSY_QUEUE_LIMITS, type WakeSender } from "../../lib/core/pipeline/wake.js";
 import { prng } from "../../lib/dev/prng.js";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
@@ -137,6 +137,32 @@ describe("a keyed job's reduce tasks lost after the map stage", () => {
     const last = await s.drain();
     expect(last.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([2]);
     await s.run(last);
+    expect((await reduceJob(s.deps, s.jobId, { fleet: true })).kind).toBe("succeeded");
+    expect(await resultCounts(s)).toEqual(counts);
+  });
+});
+
+describe("a lost reduce task behind a backlog that never clears", () => {
+  it("is queued again once it has been past its lease for BUSY_QUEUE_LIMITS task time limits, and the job ends exact", async () => {
+    const { bytes, counts } = tokens(4000, 33);
+    const s = await setUp("busy", bytes, { op: "distinct", partitions: 2 }, 2048);
+    await s.run(await s.drain());
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect((await s.drain()).length).toBe(2);
+    // Another job's task waits on the queue throughout.
+    await s.queue.sendBatch([JSON.stringify({ other: true })]);
+    s.advance(LEASE + 1);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    s.advance(BUSY_QUEUE_LIMITS * TASK_TIMEOUT_MS - 1);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect((await s.queue.depth()).visible).toBe(1);
+    s.advance(1);
+    await reduceJob(s.deps, s.jobId, { fleet: true });
+    expect((await s.queue.depth()).visible).toBe(3);
+    await dropOther(s);
+    const again = await s.drain();
+    expect(again.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([0, 1]);
+    await s.run(again);
     expect((await reduceJob(s.deps, s.jobId, { fleet: true })).kind).toBe("succeeded");
     expect(await resultCounts(s)).toEqual(counts);
   });
