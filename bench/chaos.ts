@@ -506,7 +506,8 @@ export const runChaos = async (s: ChaosScenario): Promise<ChaosReport> => {
     const killAt = at(s.kills);
     const outageAt = at(s.outages);
     const duplicateAt = 0.1 + random() * 0.3;
-    const plan = planChunks(manifest.inputs, manifest.chunkSize);
+    // One input: the manifest lists it (never in pieces).
+    const plan = planChunks(manifest.inputs!, manifest.chunkSize);
     const taskBody = (i: number): string =>
       JSON.stringify({ v: 1, jobId, chunk: plan.chunkAt(i), job: manifest.job } satisfies TaskMessage);
 

@@ -23,6 +23,7 @@ import {
   type InputObject,
   type JobStatus,
   type Manifest,
+  shownInputs,
 } from "../core/job/manifest.js";
 import { digest, planChunks, planOptionsOf } from "../core/job/planner.js";
 import type { JobSpec } from "../core/job/spec.js";
@@ -187,6 +188,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
       jobId,
       job,
       inputs,
+      given: spec.inputs,
       chunkSize: spec.chunkSize,
       output: { result: RESULT_KEY, status: STATUS_KEY },
       trigger: "cli",
@@ -215,7 +217,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
       buildReport({
         jobId,
         op: manifest.job.op,
-        inputs: manifest.inputs.map((i) => i.name),
+        inputs: shownInputs(manifest),
         finishedAt: status.finishedAt ?? new Date().toISOString(),
         runs,
         result,
@@ -500,7 +502,7 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
       const lost = lostChunks(heldOnlyInTotals, totals);
       if (lost.length === 0) break;
       deps.log.warn("a task thread died holding the only merge of some chunks; mapping them again", { chunks: lost.length });
-      const again = tasksOf(manifest, lost);
+      const again = await tasksOf(deps.output, manifest, lost);
       for (const t of again) {
         done.delete(t.chunk.index);
         heldOnlyInTotals.delete(t.chunk.index);

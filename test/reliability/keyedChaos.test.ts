@@ -105,7 +105,7 @@ describe("keyed chaos over the emulated cloud", () => {
       Array.from({ length: PARTITIONS }, (_, partition) =>
         JSON.stringify({ v: 1, jobId: JOB, reduce: { partition, chunks: manifest.chunks }, job: manifest.job } satisfies ReduceTask),
       );
-    const plan = planChunks(manifest.inputs, manifest.chunkSize);
+    const plan = planChunks(manifest.inputs!, manifest.chunkSize);
     const mapTasks = Array.from({ length: 10 }, (_, i) =>
       JSON.stringify({ v: 1, jobId: JOB, chunk: plan.chunkAt((i * 7) % manifest.chunks), job: manifest.job } satisfies MapTask),
     );

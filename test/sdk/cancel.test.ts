@@ -84,7 +84,7 @@ describe("cancelJob", () => {
       v: 1 as const,
       jobId: JOB,
       job: manifest.job,
-      chunk: { index: 3, inputIndex: 0, input: manifest.inputs[0]!, start: 30, end: 40 },
+      chunk: { index: 3, inputIndex: 0, input: manifest.inputs![0]!, start: 30, end: 40 },
     };
     await expect(runTask({ ...deps(), inputStore: () => store, registry: new OpRegistry() }, task)).resolves.toEqual({ kind: "job-ended" });
   });

@@ -76,7 +76,15 @@ export const Manifest = z.object({
   v: z.literal(1),
   jobId: JobId,
   job: TaskJob,
-  inputs: z.array(InputObject),
+  /**
+   * Every input, in order; absent for a job of more than fit one piece (manifestInputs.ts): they
+   * are then `inputCount` inputs in `inputPieces` objects beside the manifest.
+   */
+  inputs: z.array(InputObject).optional(),
+  inputCount: z.number().int().positive().optional(),
+  inputPieces: z.number().int().positive().optional(),
+  /** The spec's inputs as given (a prefix, a manifest list): what a job of pieces shows for its inputs. */
+  given: z.array(z.string()).optional(),
   chunkSize: z.number().int().positive(),
   chunks: z.number().int().nonnegative(),
   output: OutputLocation,
@@ -101,6 +109,16 @@ export const Manifest = z.object({
   resumed: z.object({ at: z.string(), tasks: z.number().int().nonnegative() }).optional(),
 });
 export type Manifest = z.infer<typeof Manifest>;
+
+/** Inputs a status or report names one by one: a job of more shows the spec's inputs as given, and the count. */
+export const NAMED_INPUTS = 1000;
+
+/** The inputs a job's status and report show: each input's name, or for a job of pieces, its spec's inputs as given. */
+export const shownInputs = (m: Manifest): string[] =>
+  m.inputs ? m.inputs.slice(0, NAMED_INPUTS).map((i) => i.name) : [...(m.given ?? [])];
+
+/** How many inputs a job has. */
+export const inputCountOf = (m: Manifest): number => m.inputs?.length ?? m.inputCount ?? 0;
 
 /** A whole input read by a chunk after its first (small objects are packed many per task). */
 export const PackedInput = z.strictObject({
@@ -238,7 +256,10 @@ export const JobStatus = z.object({
   op: z.string().optional(),
   /** The digest of the op's code the job runs (see Op.digest). */
   opDigest: z.string().optional(),
+  /** Its inputs' names (at most NAMED_INPUTS), or for a job of more, its spec's inputs as given (a prefix, a list). */
   inputs: z.array(z.string()).optional(),
+  /** How many inputs it has, when `inputs` does not name each. */
+  inputCount: z.number().int().nonnegative().optional(),
   startedAt: z.string().optional(),
   /** When the upload or job spec that started the job was created. */
   triggeredAt: z.string().optional(),

@@ -74,7 +74,7 @@ interface Stage {
   readonly count: number;
   /** Parts of the stage's done tasks, by task index. */
   readonly parts: ReadonlyMap<number, string>;
-  readonly backupsOf: (indexes: readonly number[]) => TaskMessage[];
+  readonly backupsOf: (indexes: readonly number[]) => TaskMessage[] | Promise<TaskMessage[]>;
   readonly what: string;
   /**
    * How much bigger than the done tasks' median a running task's input is (at least 1): its time
@@ -92,7 +92,7 @@ export const launchBackups = (deps: SplitDeps, manifest: Manifest, parts: Readon
     from: 0,
     count: manifest.chunks,
     parts,
-    backupsOf: (indexes) => tasksOf(manifest, indexes).map((t): MapTask => ({ ...t, backup: true })),
+    backupsOf: async (indexes) => (await tasksOf(deps.output, manifest, indexes)).map((t): MapTask => ({ ...t, backup: true })),
     what: "chunks",
   });
 
@@ -156,13 +156,14 @@ const backupStragglers = async (deps: SplitDeps, manifest: Manifest, stage: Stag
     if (now - r.startedAt > afterMs * scale) late.push(r.index);
   }
   const launched: number[] = [];
-  for (const index of late) {
-    if (await exists(deps.output, backupKey(jobId, index))) continue;
+  for (const index of late) if (!(await exists(deps.output, backupKey(jobId, index)))) launched.push(index);
+  // The tasks before their markers: a marker stands for a backup that is queued.
+  const backups = await stage.backupsOf(launched);
+  for (const index of launched) {
     const startedAt = running.find((r) => r.index === index)!.startedAt;
     await writeJson(deps.output, backupKey(jobId, index), { at: new Date(now).toISOString(), elapsedMs: now - startedAt, afterMs });
-    launched.push(index);
   }
-  await enqueueTasks(inLaneOf(deps, manifest).queue, stage.backupsOf(launched));
+  await enqueueTasks(inLaneOf(deps, manifest).queue, backups);
   if (launched.length) deps.log.info(`backups queued for straggling ${stage.what}`, { jobId, tasks: launched, afterMs });
   return launched.length;
 };

@@ -10,7 +10,7 @@
  */
 import * as z from "zod";
 import { cancelKey, failureKey, manifestKey, succeededKey, type OutputKeys } from "../keys.js";
-import { JobStatus, Manifest } from "../job/manifest.js";
+import { JobStatus, Manifest, shownInputs } from "../job/manifest.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJsonIfExists, writeJson } from "./blobJson.js";
 import { FailureRecord } from "./status.js";
@@ -48,7 +48,7 @@ export const cancelJob = async (deps: CancelDeps, jobId: string, output: OutputK
     state: "running",
     chunks: manifest?.chunks ?? shown?.chunks ?? 0,
     done: shown?.done ?? 0,
-    ...(manifest ? { op: manifest.job.op, inputs: manifest.inputs.map((i) => i.name), startedAt: manifest.createdAt } : {}),
+    ...(manifest ? { op: manifest.job.op, inputs: shownInputs(manifest), startedAt: manifest.createdAt } : {}),
   };
 
   const before = await endedStatus(deps, jobId, base);

@@ -45,6 +45,8 @@ export interface SplitDeps extends PipelineDeps, Lanes {
   readonly taskLeaseMs?: number;
   /** The workers' task time limit for jobs that set none (the stack's `taskTimeout`; default DEFAULTS.taskTimeoutSeconds). */
   readonly taskTimeoutSeconds?: number;
+  /** Inputs a manifest lists itself, and per piece of a longer list (default INPUTS_PER_PIECE, manifestInputs.ts). */
+  readonly inputsPerPiece?: number;
 }
 
 export const nowOf = (deps: PipelineDeps): number => (deps.now ? deps.now() : Date.now());

@@ -6,7 +6,8 @@
 import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, pastEndKey, reportKey, succeededKey } from "../keys.js";
 import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
-import { JobStatus, Manifest, taskCount, type TaskStart } from "../job/manifest.js";
+import { JobStatus, Manifest, shownInputs, taskCount, type TaskStart } from "../job/manifest.js";
+import { inputNamesOf } from "./manifestInputs.js";
 import { buildReport, RunLog } from "../report/jobReport.js";
 import type { ShuffleRefs } from "../ops/keyedOp.js";
 import type { SortSamples } from "../shuffle/sortSamples.js";
@@ -65,7 +66,7 @@ const writeReport = async (
     buildReport({
       jobId: manifest.jobId,
       op: manifest.job.op,
-      inputs: manifest.inputs.map((i) => i.name),
+      inputs: shownInputs(manifest),
       ...(manifest.triggeredAt !== undefined ? { triggeredAt: manifest.triggeredAt } : {}),
       finishedAt: new Date(nowOf(deps)).toISOString(),
       runs,
@@ -215,7 +216,7 @@ export const reduceJob = async (
       const stage = await merge.complete(merging?.top ?? parts);
       ({ skipped, sniffed, ran } = stage);
       // JSON has no undefined: an op with nothing to say (a lab op over no records) answers null.
-      result = merge.op.finalize(stage.partial, merge.params, { inputs: manifest.inputs.map((i) => i.name) }) ?? null;
+      result = merge.op.finalize(stage.partial, merge.params, { inputs: await inputNamesOf(deps.output, manifest) }) ?? null;
       runs = stage.runs;
     }
     const backups = await backupCounts(deps, jobId);

@@ -59,7 +59,7 @@ const tasksWithParts = async (deps: SplitDeps, jobId: string): Promise<Set<numbe
 const missingTasks = async (deps: SplitDeps, manifest: Manifest): Promise<TaskMessage[]> => {
   const done = await tasksWithParts(deps, manifest.jobId);
   const chunks = Array.from({ length: manifest.chunks }, (_, i) => i).filter((i) => !done.has(i));
-  if (chunks.length > 0) return tasksOf(manifest, chunks);
+  if (chunks.length > 0) return tasksOf(deps.output, manifest, chunks);
   const partitions = taskCount(manifest) - manifest.chunks;
   if (partitions === 0 || !(await reduceStarted(deps, manifest.jobId))) return [];
   return reduceTasksOf(
@@ -103,7 +103,7 @@ export const resumeJob = async (
   const tasks = (await missingTasks(deps, draft)).map((t) => ({ ...t, job }));
   const redo =
     failedChunk !== undefined && failedChunk < manifest.chunks && !tasks.some((t) => isMapTask(t) && t.chunk.index === failedChunk)
-      ? tasksOf(draft, [failedChunk]).map((t): MapTask => ({ ...t, redo: true }))
+      ? (await tasksOf(deps.output, draft, [failedChunk])).map((t): MapTask => ({ ...t, redo: true }))
       : [];
   const queued = [...tasks, ...redo];
   const resumed: Manifest = { ...draft, resumed: { at: new Date(now).toISOString(), tasks: queued.length } };

@@ -14,10 +14,12 @@ import type { OpRegistry } from "../ops/registry.js";
 import { isShuffled, type AnyOp } from "../ops/types.js";
 import { nowOf, type SplitDeps } from "./deps.js";
 import { exists, writeJson } from "./blobJson.js";
+import type { BlobStore } from "../ports.js";
 import { reduceJob } from "./reduce.js";
 import { withCodecs } from "./inputCodecs.js";
 import { enqueueTasks } from "./enqueue.js";
 import { inLaneOf } from "./lanes.js";
+import { INPUTS_PER_PIECE, inputFields, inputsOf, writeInputPieces } from "./manifestInputs.js";
 import { writeProgress } from "./status.js";
 import { countDiedAttempt, inlineBegun, mapInline, runsInline, type InlineOptions } from "./inline.js";
 import { logFieldsOf } from "./logFields.js";
@@ -29,6 +31,8 @@ export interface JobPlan {
   readonly jobId: string;
   readonly job: TaskJob;
   readonly inputs: readonly InputObject[];
+  /** The spec's inputs as given (prefixes, manifest lists), for a job of more inputs than a manifest lists itself. */
+  readonly given?: readonly string[];
   readonly chunkSize: number;
   readonly output: OutputKeys;
   readonly trigger: string;
@@ -148,9 +152,10 @@ export interface StartedJob {
   readonly duplicate: boolean;
 }
 
-/** The task messages of these chunks of a started job, as startJob sent them. */
-export const tasksOf = (manifest: Manifest, indexes: readonly number[]): MapTask[] => {
-  const plan = planChunks(manifest.inputs, manifest.chunkSize, planOptionsOf(manifest.job.format));
+/** The task messages of these chunks of a started job, as startJob sent them (its inputs read from `store` when in pieces). */
+export const tasksOf = async (store: BlobStore, manifest: Manifest, indexes: readonly number[]): Promise<MapTask[]> => {
+  if (indexes.length === 0) return [];
+  const plan = planChunks(await inputsOf(store, manifest), manifest.chunkSize, planOptionsOf(manifest.job.format));
   return indexes.map((i) => ({ v: 1, jobId: manifest.jobId, chunk: plan.chunkAt(i), job: manifest.job }));
 };
 
@@ -163,11 +168,14 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
   const deadline = now + plan.deadlineSeconds * 1000;
   // Every task carries the deadline, so a worker that meets a task of an overdue job fails the job.
   const job: TaskJob = { ...withPartitions(plan.job, deps.registry, plan.inputs, plannedChunks.total), deadline };
+  const perPiece = deps.inputsPerPiece ?? INPUTS_PER_PIECE;
+  const listed = inputFields(plan.inputs, perPiece);
   const manifest: Manifest = Manifest.parse({
     v: 1,
     jobId: plan.jobId,
     job,
-    inputs: plan.inputs,
+    ...listed,
+    ...(listed.inputPieces !== undefined && plan.given ? { given: plan.given } : {}),
     chunkSize: plan.chunkSize,
     chunks: plannedChunks.total,
     output: plan.output,
@@ -188,6 +196,8 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
   // An earlier invocation that began the job inline and died (its function timed out) left
   // the chunks it mapped as parts: this one hands the others to the fleet.
   const handOff = plan.inline !== undefined && (await inlineBegun(deps, jobId));
+  // The pieces first: a manifest never counts a piece not yet written.
+  await writeInputPieces(deps.output, jobId, plan.inputs, perPiece);
   await writeJson(deps.output, manifestKey(jobId), manifest);
   // Through writeProgress: a job cancelled before this trigger ran stays cancelled.
   await writeProgress(deps, manifest, 0);

@@ -175,6 +175,7 @@ const startSpecJob = async (
       jobId,
       job,
       inputs,
+      given: spec.inputs,
       chunkSize: spec.chunkSize,
       output,
       trigger: s3Uri(bucket, key),
