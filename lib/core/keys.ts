@@ -57,8 +57,13 @@ export const itemResultKey = (jobId: string, input: number, offset: number): str
 
 export const workPrefix = (jobId: string): string => `${WORK_PREFIX}${jobId}/`;
 export const manifestKey = (jobId: string): string => `${workPrefix(jobId)}manifest.json`;
-/** One piece of a job's input list, when it has too many inputs to list in its manifest (manifestInputs.ts). */
-export const inputPieceKey = (jobId: string, piece: number): string => `${workPrefix(jobId)}inputs/${pad(piece)}.json`;
+/**
+ * One piece of a job's input list, when it has too many inputs to list in its manifest
+ * (manifestInputs.ts), under the list's digest: two splitter runs of one job that listed
+ * different inputs never mix their pieces.
+ */
+export const inputPieceKey = (jobId: string, list: string, piece: number): string =>
+  `${workPrefix(jobId)}inputs/${list}/${pad(piece)}.json`;
 export const partsPrefix = (jobId: string): string => `${workPrefix(jobId)}parts/`;
 export const errorsPrefix = (jobId: string): string => `${workPrefix(jobId)}errors/`;
 /** Written once a job has failed; it wins over any later progress update. */

@@ -181,9 +181,10 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
           options.taskTimeoutSeconds,
         )
       : inlineExecutor(deps);
-  executor.warm(chunks);
 
   try {
+    // Inside: threads that fail to start still leave no work directory behind.
+    executor.warm(chunks);
     const { manifest } = await startJob(deps, {
       jobId,
       job,
@@ -217,7 +218,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
       buildReport({
         jobId,
         op: manifest.job.op,
-        inputs: shownInputs(manifest),
+        ...shownInputs(manifest),
         finishedAt: status.finishedAt ?? new Date().toISOString(),
         runs,
         result,

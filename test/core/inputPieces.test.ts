@@ -24,6 +24,7 @@ import { handleObjectCreated } from "../../lib/core/pipeline/trigger.js";
 import { prng } from "../../lib/dev/prng.js";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
+import { jobsTable } from "../../lib/cli/commands/jobs.js";
 import { takeAll } from "../helpers/jobs.js";
 
 let dir: string;
@@ -81,7 +82,9 @@ describe("a job of more inputs than its manifest lists", () => {
     expect(manifest).toMatchObject({ inputCount: OBJECTS, inputPieces: 3, given: ["s3://lab-in/plate/"] });
     // Pieces of 10, 10 and 5, in key order.
     const pieces = await Promise.all(
-      [0, 1, 2].map((i) => readJson(s.output, inputPieceKey("plate-count", i), z.array(z.object({ key: z.string() })))),
+      [0, 1, 2].map((i) =>
+        readJson(s.output, inputPieceKey("plate-count", manifest.inputsDigest!, i), z.array(z.object({ key: z.string() }))),
+      ),
     );
     expect(pieces.map((p) => p.map((i) => i.key))).toEqual([
       s.files.slice(0, 10).map((f) => f.key),
@@ -94,9 +97,13 @@ describe("a job of more inputs than its manifest lists", () => {
     expect((await reduceJob(s.deps, "plate-count")).kind).toBe("succeeded");
     expect(await s.resultOf("plate-count")).toEqual({ records: s.files.reduce((n, f) => n + f.lines.length, 0) });
     expect(await s.statusOf("plate-count")).toMatchObject({ state: "succeeded", inputs: ["s3://lab-in/plate/"], inputCount: OBJECTS });
-    expect(await readJson(s.output, reportKey("plate-count"), z.object({ inputs: z.array(z.string()) }))).toMatchObject({
+    expect(await readJson(s.output, reportKey("plate-count"), z.object({ inputs: z.array(z.string()), inputCount: z.number() }))).toEqual({
       inputs: ["s3://lab-in/plate/"],
+      inputCount: OBJECTS,
     });
+    // `cloudmill jobs` counts the inputs, not the prefix the status names.
+    const status = await s.statusOf("plate-count");
+    expect(jobsTable([{ ...status, updatedAt: new Date(0) }])).toContain(`s3://lab-in/plate/ (${OBJECTS} inputs)`);
   });
 
   it("names each match's object from the pieces (grep over many files)", async () => {
@@ -138,9 +145,13 @@ describe("a job of more inputs than its manifest lists", () => {
     await s.start("plate-lost", { op: "count" });
     await takeAll(s.queue);
     expect((await cancelJob(s.deps, "plate-lost", jobSpecOutputKeys("plate-lost"))).kind).toBe("cancelled");
-    await s.output.delete(inputPieceKey("plate-lost", 1));
+    const list = (await s.manifestOf("plate-lost")).inputsDigest!;
+    expect(list).toMatch(/^[0-9a-f]{24}$/);
+    await s.output.delete(inputPieceKey("plate-lost", list, 1));
     await expect(resumeJob(s.deps, "plate-lost", { after: 0 }, CONFIG)).rejects.toThrow(
-      /^job plate-lost: piece 1 of its input list \(_work\/plate-lost\/inputs\/0000001\.json\) is missing; was _work\/ expired\?$/,
+      new RegExp(
+        `^job plate-lost: piece 1 of its input list \\(_work/plate-lost/inputs/${list}/0000001\\.json\\) is missing; was _work/ expired\\?$`,
+      ),
     );
   });
 });

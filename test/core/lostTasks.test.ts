@@ -44,6 +44,16 @@ class WakeLog implements WakeSender {
   }
 }
 
+/** A store that refuses deletes, as S3 refuses the reducer's (it has no s3:DeleteObject). */
+const withoutDelete = (store: FsBlobStore): FsBlobStore =>
+  new Proxy(store, {
+    get(target, prop, receiver) {
+      if (prop === "delete") return async (key: string) => Promise.reject(new Error(`AccessDenied: the reducer may not delete ${key}`));
+      const value: unknown = Reflect.get(target, prop, receiver);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+
 /** `stackTimeoutSeconds`: the stack's task time limit, for a job that sets none (then the job sets none). */
 const setUp = async (name: string, bytes: Buffer, spec: Record<string, unknown>, chunkSize: number, stackTimeoutSeconds?: number) => {
   const inputs = new FsBlobStore(path.join(dir, name, "in"));
@@ -62,6 +72,8 @@ const setUp = async (name: string, bytes: Buffer, spec: Record<string, unknown>,
     now: () => clock,
     ...(stackTimeoutSeconds !== undefined ? { taskTimeoutSeconds: stackTimeoutSeconds } : {}),
   };
+  // The reducer's own rights: it may write job state but delete nothing (infra/CloudmillPipeline.ts).
+  const reducer: SplitDeps = { ...deps, output: withoutDelete(output) };
   const jobId = `${name}-1`;
   const timeout = stackTimeoutSeconds === undefined ? { taskTimeoutSeconds: TASK_TIMEOUT_MS / 1000 } : {};
   await startJobOver(deps, inputs, bytes, jobId, { ...spec, ...timeout } as never, chunkSize);
@@ -72,7 +84,7 @@ const setUp = async (name: string, bytes: Buffer, spec: Record<string, unknown>,
   const advance = (ms: number): void => {
     clock += ms;
   };
-  return { deps, queue, output, wake, jobId, drain, run, advance };
+  return { deps, reducer, queue, output, wake, jobId, drain, run, advance };
 };
 
 /** Takes another job's task off the queue. */
@@ -98,46 +110,46 @@ describe("a keyed job's reduce tasks lost after the map stage", () => {
     const { bytes, counts } = tokens(6000, 31);
     const s = await setUp("reduce", bytes, { op: "distinct", partitions: 3 }, 2048);
     await s.run(await s.drain());
-    expect((await reduceJob(s.deps, s.jobId, { fleet: true })).kind).toBe("incomplete");
+    expect((await reduceJob(s.reducer, s.jobId, { fleet: true })).kind).toBe("incomplete");
     const lost = await s.drain();
     expect(lost.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([0, 1, 2]);
 
     // Within the lease: nothing is queued again.
     s.advance(LEASE / 2);
-    expect((await reduceJob(s.deps, s.jobId, { fleet: true })).kind).toBe("incomplete");
+    expect((await reduceJob(s.reducer, s.jobId, { fleet: true })).kind).toBe("incomplete");
     expect(await s.drain()).toEqual([]);
-    // Past it, but with a task waiting on the queue (another job's backlog): still nothing.
-    s.advance(LEASE);
+    // Just past it, but with a task waiting on the queue (another job's backlog): still nothing.
+    s.advance(LEASE / 2 + 1);
     await s.queue.sendBatch([JSON.stringify({ other: true })]);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect((await s.queue.depth()).visible).toBe(1);
     await dropOther(s);
     // The backlog gone: the first idle sighting only starts the wait for the task time limit (a
     // task received just before may still run).
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect(await s.drain()).toEqual([]);
     s.advance(TASK_TIMEOUT_MS - 1);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect(await s.drain()).toEqual([]);
     // Idle for the whole limit: the three are queued again, once.
     s.advance(1);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     const again = await s.drain();
     expect(again.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([0, 1, 2]);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect(await s.drain()).toEqual([]);
 
     await s.run(again.slice(0, 2));
     // Partition 2's copy is lost too: after another lease and another idle spell, only it is queued again.
     s.advance(LEASE + 1);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect(await s.drain()).toEqual([]);
     s.advance(TASK_TIMEOUT_MS);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     const last = await s.drain();
     expect(last.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([2]);
     await s.run(last);
-    expect((await reduceJob(s.deps, s.jobId, { fleet: true })).kind).toBe("succeeded");
+    expect((await reduceJob(s.reducer, s.jobId, { fleet: true })).kind).toBe("succeeded");
     expect(await resultCounts(s)).toEqual(counts);
   });
 });
@@ -147,23 +159,24 @@ describe("a lost reduce task behind a backlog that never clears", () => {
     const { bytes, counts } = tokens(4000, 33);
     const s = await setUp("busy", bytes, { op: "distinct", partitions: 2 }, 2048);
     await s.run(await s.drain());
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect((await s.drain()).length).toBe(2);
     // Another job's task waits on the queue throughout.
     await s.queue.sendBatch([JSON.stringify({ other: true })]);
+    // 1 ms past the lease, then BUSY_QUEUE_LIMITS limits past it less 1 ms: nothing.
     s.advance(LEASE + 1);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
-    s.advance(BUSY_QUEUE_LIMITS * TASK_TIMEOUT_MS - 1);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
+    s.advance(BUSY_QUEUE_LIMITS * TASK_TIMEOUT_MS - 2);
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect((await s.queue.depth()).visible).toBe(1);
     s.advance(1);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect((await s.queue.depth()).visible).toBe(3);
     await dropOther(s);
     const again = await s.drain();
     expect(again.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([0, 1]);
     await s.run(again);
-    expect((await reduceJob(s.deps, s.jobId, { fleet: true })).kind).toBe("succeeded");
+    expect((await reduceJob(s.reducer, s.jobId, { fleet: true })).kind).toBe("succeeded");
     expect(await resultCounts(s)).toEqual(counts);
   });
 });
@@ -173,24 +186,24 @@ describe("merge tasks past their lease", () => {
     const bytes = textOf(20 * 150, 5);
     const s = await setUp("merge", bytes, { op: "count", fanIn: 4 }, Math.ceil(bytes.length / 20));
     await s.run(await s.drain());
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect((await s.drain()).length).toBe(5);
     s.advance(LEASE + 1);
     await s.queue.sendBatch([JSON.stringify({ other: true })]);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     s.advance(TASK_TIMEOUT_MS);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect((await s.queue.depth()).visible).toBe(1);
     await dropOther(s);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect(await s.drain()).toEqual([]);
     s.advance(TASK_TIMEOUT_MS);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     const again = await s.drain();
     expect(again.map((t) => ("merge" in t ? t.merge.group : -1))).toEqual([0, 1, 2, 3, 4]);
     await s.run(again);
     for (let round = 0; round < 5; round++) {
-      const outcome = await reduceJob(s.deps, s.jobId, { fleet: true });
+      const outcome = await reduceJob(s.reducer, s.jobId, { fleet: true });
       if (outcome.kind === "succeeded") break;
       await s.run(await s.drain());
     }
@@ -203,16 +216,16 @@ describe("the idle spell of a job that sets no task time limit", () => {
     const bytes = textOf(20 * 150, 7);
     const s = await setUp("stack-limit", bytes, { op: "count", fanIn: 4 }, Math.ceil(bytes.length / 20), 1800);
     await s.run(await s.drain());
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect((await s.drain()).length).toBe(5);
     s.advance(LEASE + 1);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     // Past the default's 15 minutes, within the stack's 30: nothing yet.
     s.advance(20 * 60_000);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect(await s.drain()).toEqual([]);
     s.advance(11 * 60_000);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect((await s.drain()).length).toBe(5);
   });
 });
@@ -222,7 +235,7 @@ describe("a resume that queues no chunk", () => {
     const { bytes, counts } = tokens(3000, 32);
     const s = await setUp("resume-reduce", bytes, { op: "distinct", partitions: 2 }, 2048);
     await s.run(await s.drain());
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect((await s.drain()).length).toBe(2);
     await cancelJob(s.deps, s.jobId, OUTPUT);
     s.advance(2 * LEASE);
@@ -237,14 +250,14 @@ describe("a resume that queues no chunk", () => {
     const taken = await s.queue.receive({ maxMessages: 10, waitSeconds: 0 });
     expect(taken.length).toBe(2);
     s.advance(LEASE / 2);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     s.advance(TASK_TIMEOUT_MS);
-    await reduceJob(s.deps, s.jobId, { fleet: true });
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
     expect(await s.queue.depth()).toEqual({ visible: 0, inFlight: 2 });
     const queued = taken.map((m) => TaskMessage.parse(JSON.parse(m.body)));
     expect(queued.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([0, 1]);
     await s.run(queued);
-    expect((await reduceJob(s.deps, s.jobId, { fleet: true })).kind).toBe("succeeded");
+    expect((await reduceJob(s.reducer, s.jobId, { fleet: true })).kind).toBe("succeeded");
     expect(await resultCounts(s)).toEqual(counts);
   });
 

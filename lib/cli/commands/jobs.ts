@@ -20,9 +20,11 @@ export const table = (rows: readonly (readonly string[])[]): string => {
     .join("\n");
 };
 
-const short = (inputs: readonly string[] | undefined): string => {
+const short = (inputs: readonly string[] | undefined, inputCount?: number): string => {
   if (!inputs?.length) return "-";
   const first = inputs[0]!.replace(/^s3:\/\/[^/]+\/_uploads\/[^/]+\//, "");
+  // A job of more inputs than its status names: the count, not what the status names less one.
+  if (inputCount !== undefined) return `${first}${inputs.length > 1 ? " …" : ""} (${inputCount} inputs)`;
   return inputs.length > 1 ? `${first} +${inputs.length - 1}` : first;
 };
 
@@ -50,7 +52,7 @@ export const jobsTable = (jobs: readonly JobSummary[]): string =>
             .replace("T", " ")
             .replace(/\.\d+Z$/, "Z")
         : "-",
-      short(j.inputs),
+      short(j.inputs, j.inputCount),
     ]),
   ]);
 

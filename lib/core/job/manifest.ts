@@ -83,6 +83,8 @@ export const Manifest = z.object({
   inputs: z.array(InputObject).optional(),
   inputCount: z.number().int().positive().optional(),
   inputPieces: z.number().int().positive().optional(),
+  /** The digest of that list: its pieces' folder. */
+  inputsDigest: z.string().optional(),
   /** The spec's inputs as given (a prefix, a manifest list): what a job of pieces shows for its inputs. */
   given: z.array(z.string()).optional(),
   chunkSize: z.number().int().positive(),
@@ -113,12 +115,17 @@ export type Manifest = z.infer<typeof Manifest>;
 /** Inputs a status or report names one by one: a job of more shows the spec's inputs as given, and the count. */
 export const NAMED_INPUTS = 1000;
 
-/** The inputs a job's status and report show: each input's name, or for a job of pieces, its spec's inputs as given. */
-export const shownInputs = (m: Manifest): string[] =>
-  m.inputs ? m.inputs.slice(0, NAMED_INPUTS).map((i) => i.name) : [...(m.given ?? [])];
-
 /** How many inputs a job has. */
 export const inputCountOf = (m: Manifest): number => m.inputs?.length ?? m.inputCount ?? 0;
+
+/**
+ * The inputs a job's status and report show: each input's name (at most NAMED_INPUTS), or for a
+ * job of pieces its spec's inputs as given; with `inputCount` wherever that is not every input.
+ */
+export const shownInputs = (m: Manifest): { inputs: string[]; inputCount?: number } => {
+  const inputs = (m.inputs ? m.inputs.map((i) => i.name) : [...(m.given ?? [])]).slice(0, NAMED_INPUTS);
+  return m.inputs && m.inputs.length <= NAMED_INPUTS ? { inputs } : { inputs, inputCount: inputCountOf(m) };
+};
 
 /** A whole input read by a chunk after its first (small objects are packed many per task). */
 export const PackedInput = z.strictObject({

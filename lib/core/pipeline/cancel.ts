@@ -48,7 +48,7 @@ export const cancelJob = async (deps: CancelDeps, jobId: string, output: OutputK
     state: "running",
     chunks: manifest?.chunks ?? shown?.chunks ?? 0,
     done: shown?.done ?? 0,
-    ...(manifest ? { op: manifest.job.op, inputs: shownInputs(manifest), startedAt: manifest.createdAt } : {}),
+    ...(manifest ? { op: manifest.job.op, ...shownInputs(manifest), startedAt: manifest.createdAt } : {}),
   };
 
   const before = await endedStatus(deps, jobId, base);

@@ -2,11 +2,13 @@
  * A job's input list, stored in pieces when it is long. A prefix of a million objects is a
  * million InputObjects (some 200 MB of JSON): in the manifest, every reader of it (the reducer,
  * on each wake-up; a cancel; a status) would pay for all of them. A job of more than
- * INPUTS_PER_PIECE inputs keeps them in `_work/<jobId>/inputs/<n>.json` instead, each piece
- * INPUTS_PER_PIECE of them in order, written before the manifest that counts them; only what
+ * INPUTS_PER_PIECE inputs keeps them in `_work/<jobId>/inputs/<digest>/<n>.json` instead, each
+ * piece INPUTS_PER_PIECE of them in order, written before the manifest that counts them and
+ * names their digest (a digest of every input's key and ETag); only what
  * plans chunks again (a resume, a straggler's backup) or names every input (an op's finalize)
  * reads them.
  */
+import { createHash } from "node:crypto";
 import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { InputObject, type Manifest } from "../job/manifest.js";
@@ -27,8 +29,21 @@ const Piece = z.array(InputObject);
 export const inputFields = (
   inputs: readonly InputObject[],
   perPiece: number = INPUTS_PER_PIECE,
-): Pick<Manifest, "inputs" | "inputCount" | "inputPieces"> =>
-  inputs.length <= perPiece ? { inputs: [...inputs] } : { inputCount: inputs.length, inputPieces: Math.ceil(inputs.length / perPiece) };
+): Pick<Manifest, "inputs" | "inputCount" | "inputPieces" | "inputsDigest"> =>
+  inputs.length <= perPiece
+    ? { inputs: [...inputs] }
+    : {
+        inputCount: inputs.length,
+        inputPieces: Math.ceil(inputs.length / perPiece),
+        inputsDigest: listDigest(inputs),
+      };
+
+/** A digest of an input list: each input's bucket, key, ETag and (a zip entry) offset, in order. */
+const listDigest = (inputs: readonly InputObject[]): string => {
+  const hash = createHash("sha256");
+  for (const i of inputs) hash.update(`${i.bucket}\u0000${i.key}\u0000${i.etag}\u0000${i.member?.at ?? ""}\u0001`);
+  return hash.digest("hex").slice(0, 24);
+};
 
 /** Writes the pieces inputFields counts (none for a list the manifest holds). */
 export const writeInputPieces = async (
@@ -37,28 +52,31 @@ export const writeInputPieces = async (
   inputs: readonly InputObject[],
   perPiece: number = INPUTS_PER_PIECE,
 ): Promise<void> => {
-  const pieces = inputFields(inputs, perPiece).inputPieces ?? 0;
+  const { inputPieces = 0, inputsDigest = "" } = inputFields(inputs, perPiece);
   await mapInOrder(
-    Array.from({ length: pieces }, (_, i) => i),
+    Array.from({ length: inputPieces }, (_, i) => i),
     PARALLEL,
-    (i) => writeJson(store, inputPieceKey(jobId, i), inputs.slice(i * perPiece, (i + 1) * perPiece)),
+    (i) => writeJson(store, inputPieceKey(jobId, inputsDigest, i), inputs.slice(i * perPiece, (i + 1) * perPiece)),
   );
 };
 
 /** Every input of a job, in order: its manifest's list, or its pieces read back and checked against the count. */
 export const inputsOf = async (store: BlobStore, manifest: Manifest): Promise<InputObject[]> => {
   if (manifest.inputs) return manifest.inputs;
-  const { jobId, inputPieces = 0, inputCount = 0 } = manifest;
+  const { jobId, inputPieces = 0, inputCount = 0, inputsDigest = "" } = manifest;
   const pieces = await mapInOrder(
     Array.from({ length: inputPieces }, (_, i) => i),
     PARALLEL,
     async (i) => {
-      const piece = await readJsonIfExists(store, inputPieceKey(jobId, i), Piece);
+      const key = inputPieceKey(jobId, inputsDigest, i);
+      const piece = await readJsonIfExists(store, key, Piece);
       if (!piece)
         throw new CloudmillError(
           ErrorCode.INTERNAL,
-          `job ${jobId}: piece ${i} of its input list (${inputPieceKey(jobId, i)}) is missing; was _work/ expired?`,
-          { jobId },
+          `job ${jobId}: piece ${i} of its input list (${key}) is missing; was _work/ expired?`,
+          {
+            jobId,
+          },
         );
       return piece;
     },

@@ -99,8 +99,8 @@ export const advanceMergeTree = async (
   options: {
     readonly queue: boolean;
     readonly leaseMs?: number;
-    /** Whether merges past their lease may be queued again now (default: yes); asked only when one is. */
-    readonly requeue?: () => Promise<boolean>;
+    /** Whether merges past their lease may be queued again now (default: yes), given when the first went past it; asked only when one is. */
+    readonly requeue?: (pastLeaseSince: number) => Promise<boolean>;
   } = { queue: true },
 ): Promise<{ readonly top?: ReadonlyMap<number, string>; readonly queued: number; readonly merged: readonly string[] }> => {
   const { jobId, job } = manifest;
@@ -129,7 +129,8 @@ export const advanceMergeTree = async (
       if (ready) (queued === undefined ? tasks : expired).push({ v: 1, jobId, merge: { level: level.level, group, from, to }, job });
     }
   }
-  if (expired.length > 0 && (await (options.requeue?.() ?? true))) tasks.push(...expired);
+  const firstPastLease = Math.min(...expired.map(({ merge }) => queuedAt[merge.level - 1]!.get(merge.group)! + lease));
+  if (expired.length > 0 && (await (options.requeue?.(firstPastLease) ?? true))) tasks.push(...expired);
   if (tasks.length > 0) {
     await enqueueTasks(deps.queue, tasks);
     await mapInOrder(tasks, WRITES_AT_ONCE, ({ merge }) =>

@@ -66,7 +66,7 @@ const writeReport = async (
     buildReport({
       jobId: manifest.jobId,
       op: manifest.job.op,
-      inputs: shownInputs(manifest),
+      ...shownInputs(manifest),
       ...(manifest.triggeredAt !== undefined ? { triggeredAt: manifest.triggeredAt } : {}),
       finishedAt: new Date(nowOf(deps)).toISOString(),
       runs,
@@ -139,6 +139,8 @@ export const reduceJob = async (
       { ...deps, queue: deps.queue },
       jobId,
       manifest.job.taskTimeoutSeconds ?? deps.taskTimeoutSeconds ?? DEFAULTS.taskTimeoutSeconds,
+      // Before its chunks are all mapped, a job's merges wait behind its own: no backlog bound.
+      { mapped: done >= manifest.chunks },
     );
   // Merges are queued as their groups' parts arrive, while the rest still map (an overdue job's are not).
   const merging =

@@ -176,13 +176,14 @@ export const requeueReduceTasks = async (
   manifest: Manifest,
   started: ReduceStarted,
   parts: ReadonlyMap<number, string>,
-  requeue: () => Promise<boolean>,
+  requeue: (pastLeaseSince: number) => Promise<boolean>,
 ): Promise<number> => {
   const requeued = await readJsonIfExists(deps.output, reduceRequeuedKey(manifest.jobId), Requeued);
   const last = Math.max(Date.parse(started.at), requeued?.at ?? 0);
-  if (nowOf(deps) - last < (deps.taskLeaseMs ?? TASK_LEASE_MS)) return 0;
+  const lease = deps.taskLeaseMs ?? TASK_LEASE_MS;
+  if (nowOf(deps) - last < lease) return 0;
   const partitions = Array.from({ length: manifest.job.partitions! }, (_, p) => p).filter((p) => !parts.has(manifest.chunks + p));
-  if (partitions.length === 0 || !(await requeue())) return 0;
+  if (partitions.length === 0 || !(await requeue(last + lease))) return 0;
   await enqueueTasks(deps.queue, reduceTasksOf(manifest, partitions));
   await noteReduceRequeued(deps, manifest.jobId);
   return partitions.length;

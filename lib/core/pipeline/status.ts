@@ -6,7 +6,7 @@
 import * as z from "zod";
 import { cancelKey, failureKey, succeededKey } from "../keys.js";
 import type { CloudmillError, ErrorContext } from "../errors.js";
-import { inputCountOf, JobStatus, NAMED_INPUTS, shownInputs, taskCount, type Manifest, type TaskStart } from "../job/manifest.js";
+import { JobStatus, shownInputs, taskCount, type Manifest, type TaskStart } from "../job/manifest.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJsonIfExists, writeJson } from "./blobJson.js";
 
@@ -68,8 +68,7 @@ const base = (m: Manifest) => ({
   chunks: taskCount(m),
   op: m.job.op,
   ...(m.job.opDigest !== undefined ? { opDigest: m.job.opDigest } : {}),
-  inputs: shownInputs(m),
-  ...(m.inputs && m.inputs.length <= NAMED_INPUTS ? {} : { inputCount: inputCountOf(m) }),
+  ...shownInputs(m),
   startedAt: m.createdAt,
   ...(m.triggeredAt !== undefined ? { triggeredAt: m.triggeredAt } : {}),
   ...(m.retries !== undefined ? { retries: m.retries } : {}),

@@ -32,53 +32,56 @@ export const TASK_LEASE_MS = 10 * 60_000;
 /** A wake-up comes a little after the lease it waits for, so that the lease has surely run out. */
 const wakeDelayMs = (leaseMs: number): number => Math.ceil(leaseMs * 1.05) + 1000;
 
-/**
- * While a job's merge or reduce tasks are past their lease: since when (ms) the task queue has
- * looked idle, and since when the reducer has seen them so (a backlog clears the first only).
- */
-const Settling = z.strictObject({ since: z.number().optional(), pastLease: z.number().optional() });
+/** Since when (ms) the task queue has looked idle while a job's merge or reduce tasks were past their lease; `{}`: not now. */
+const IdleSince = z.strictObject({ since: z.number().optional() });
 
 /** Task time limits a task may stay past its lease behind a backlog that never clears before it is queued again anyway. */
 export const BUSY_QUEUE_LIMITS = 3;
 
 /**
- * Whether a job's merge or reduce tasks past their lease may be queued again now. A task still
- * waiting on the queue is not lost, nor is one still running; so only once the queue has shown
- * nothing visible for the job's task time limit: a task received before that spell began has
- * ended by then (done, or failed and visible again). Behind a backlog that never clears (other
- * jobs' tasks), a lost task would wait for the job's deadline: past BUSY_QUEUE_LIMITS time limits
- * it is queued again all the same (a copy of a task still waiting costs its run, never a byte of
- * the output). Both sightings are noted in `_work/<jobId>/idle.json`; a backlog clears the idle
- * one, and queuing the tasks again clears both (the copies need spells of their own). The queue
- * is asked once per call, and only when a task is past its lease.
+ * Whether a job's merge or reduce tasks past their lease may be queued again now, asked with
+ * when the longest-waiting of them went past it. A task still waiting on the queue is not lost,
+ * nor is one still running; so only once the queue has shown nothing visible for the job's task
+ * time limit: a task received before that spell began has ended by then (done, or failed and
+ * visible again). Behind a backlog that never clears (other jobs' tasks), a lost task would wait
+ * for the job's deadline: once it has been past its lease for BUSY_QUEUE_LIMITS time limits it is
+ * queued again all the same (a copy of a task still waiting costs its run, never a byte of the
+ * output), but only once the job's chunks are all mapped (`mapped`): before, its merges wait
+ * behind its own chunks. The first idle sighting is noted in `_work/<jobId>/idle.json`; a backlog
+ * clears it, and so does queuing the tasks again (the copies need a spell of their own): written
+ * over, never deleted (the reducer may not delete). The queue is asked once per call, and only
+ * when a task is past its lease.
  */
 export const requeueWhenSettled = (
   deps: PipelineDeps & { readonly queue: TaskQueue },
   jobId: string,
   taskTimeoutSeconds: number,
-): (() => Promise<boolean>) => {
-  let answer: Promise<boolean> | undefined;
+  options: { readonly mapped: boolean },
+): ((pastLeaseSince: number) => Promise<boolean>) => {
   const limitMs = taskTimeoutSeconds * 1000;
-  const decide = async (): Promise<boolean> => {
-    const now = nowOf(deps);
-    const key = idleKey(jobId);
-    const seen = (await readJsonIfExists(deps.output, key, Settling)) ?? {};
-    const pastLease = seen.pastLease ?? now;
-    const settled = async (): Promise<boolean> => {
-      await deps.output.delete(key);
-      return true;
-    };
-    if (now - pastLease >= BUSY_QUEUE_LIMITS * limitMs) return settled();
-    if ((await deps.queue.depth()).visible > 0) {
-      if (seen.since !== undefined || seen.pastLease === undefined) await writeJson(deps.output, key, { pastLease });
-      return false;
-    }
-    if (seen.since !== undefined && now - seen.since >= limitMs) return settled();
-    if (seen.since === undefined || seen.pastLease === undefined)
-      await writeJson(deps.output, key, { since: seen.since ?? now, pastLease });
+  const now = nowOf(deps);
+  const key = idleKey(jobId);
+  /** The note as last read or written by this call. */
+  let since: number | undefined;
+  let backlog = false;
+  let idle: Promise<boolean> | undefined;
+  const idleSpellOver = async (): Promise<boolean> => {
+    since = (await readJsonIfExists(deps.output, key, IdleSince))?.since;
+    backlog = (await deps.queue.depth()).visible > 0;
+    if (backlog) return false;
+    if (since !== undefined && now - since >= limitMs) return true;
+    if (since === undefined) await writeJson(deps.output, key, { since: (since = now) });
     return false;
   };
-  return () => (answer ??= decide());
+  let cleared: Promise<void> | undefined;
+  const clear = () => (cleared ??= since === undefined ? Promise.resolve() : writeJson(deps.output, key, {}));
+  return async (pastLeaseSince) => {
+    const spellOver = await (idle ??= idleSpellOver());
+    const over = spellOver || (options.mapped && now - pastLeaseSince >= BUSY_QUEUE_LIMITS * limitMs);
+    // A backlog ends the idle spell; the copies about to be queued need a spell of their own.
+    if (over || backlog) await clear();
+    return over;
+  };
 };
 
 /** SQS's longest delay. */

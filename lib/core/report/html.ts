@@ -88,6 +88,14 @@ const throughput = (r: JobReport): string => {
   );
 };
 
+/** After the first three inputs a report names: how many more, or (a job of pieces, named by its prefix) how many in all. */
+const inputsMore = (r: JobReport): string =>
+  r.inputCount !== undefined
+    ? `${r.inputs.length > 3 ? " …" : ""} (${r.inputCount} inputs)`
+    : r.inputs.length > 3
+      ? ` and ${r.inputs.length - 3} more`
+      : "";
+
 /** Bars a histogram chart draws at most: more bins are summed in groups. */
 const MAX_BARS = 400;
 
@@ -147,7 +155,7 @@ export const reportHtml = (r: JobReport): string => {
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>${STYLE}</style></head>
 <body>
 <h1>${esc(r.op)} — job ${esc(r.jobId)}</h1>
-<p class="meta">${esc(r.inputs.slice(0, 3).join(", "))}${r.inputs.length > 3 ? ` and ${r.inputs.length - 3} more` : ""} ·
+<p class="meta">${esc(r.inputs.slice(0, 3).join(", "))}${inputsMore(r)} ·
 ${r.taskCount} tasks on ${r.workers.length} worker(s) · ${seconds(wall)} from first task to result ·
 median task ${seconds(r.medianMs)} · ${usd(r.cost.total)}</p>
 <h2>Tasks per worker</h2>

@@ -50,6 +50,8 @@ export const JobReport = z.object({
   jobId: z.string(),
   op: z.string(),
   inputs: z.array(z.string()),
+  /** How many inputs the job had, when `inputs` does not name each (JobStatus.inputCount). */
+  inputCount: z.number().int().nonnegative().optional(),
   /** The first task's start, ISO; task `start`s count from it. */
   startedAt: z.string(),
   finishedAt: z.string(),
@@ -244,6 +246,7 @@ export interface ReportInput {
   readonly jobId: string;
   readonly op: string;
   readonly inputs: readonly string[];
+  readonly inputCount?: number;
   readonly triggeredAt?: string;
   readonly finishedAt: string;
   readonly runs: RunLog;
@@ -359,6 +362,7 @@ export const buildReport = (input: ReportInput): JobReport => {
     jobId: input.jobId,
     op: input.op,
     inputs: [...input.inputs],
+    ...(input.inputCount !== undefined ? { inputCount: input.inputCount } : {}),
     startedAt: new Date(t0).toISOString(),
     finishedAt: input.finishedAt,
     ...(input.triggeredAt !== undefined ? { triggeredAt: input.triggeredAt } : {}),
