@@ -61,9 +61,11 @@ export const calibratedRates = (
 /** A calibration's spilling reduce holds this share of the sample before it spills (the sample's one run spills at least once). */
 const SPILL_SHARE = 4;
 
-/** Where a calibration may load the op on task threads: the modules of a lab's ops (a built-in op needs none). */
 export interface CalibrateOptions {
+  /** Where the task threads load the op: the modules of a lab's ops (a built-in op needs none). */
   readonly opsModules?: readonly string[];
+  /** The sample is the whole input: mapped as it is (a compressed file or an archive cut short would not decode). */
+  readonly whole?: boolean;
 }
 
 /** Threads of a shared measurement, and about how long each maps before it is timed (the JIT warms) and while. */
@@ -87,7 +89,7 @@ export const calibrateOn = async (
 ): Promise<Calibration> => {
   const buf = Buffer.from(sample.buffer, sample.byteOffset, sample.byteLength);
   // Whole lines: a record cut at the sample's end would be a bad record.
-  const cut = buf.lastIndexOf(0x0a, buf.length - 1) + 1 || buf.length;
+  const cut = options.whole ? buf.length : buf.lastIndexOf(0x0a, buf.length - 1) + 1 || buf.length;
   const dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-calibrate-"));
   try {
     const ext = path.extname(name);
@@ -115,7 +117,8 @@ export const calibrateOn = async (
     const { map, reduce } = await once();
     const rate = cut / 1e6 / map;
     const op = registry.get(spec.op);
-    const shared = await sharedShare();
+    // Optional: a failure here (a filesystem without hard links, say) leaves the rate alone as measured.
+    const shared = await sharedShare().catch(() => undefined);
     const withShared = <T extends object>(c: T): T & { shared?: number } => (shared === undefined ? c : { ...c, shared });
     if (!isShuffled(op)) return withShared({ rate, bytes: cut });
     if (op.keyed === undefined) return withShared({ rate, reduceRate: cut / 1e6 / reduce, bytes: cut });
@@ -189,7 +192,7 @@ export const calibrate = async (
   const handle = await open(file);
   const buf = Buffer.alloc(bytes);
   const { bytesRead } = await handle.read(buf, 0, bytes, 0).finally(() => handle.close());
-  return calibrateSample(buf.subarray(0, bytesRead), file, spec, registry, cache, options);
+  return calibrateSample(buf.subarray(0, bytesRead), file, spec, registry, cache, { ...options, whole: bytesRead < bytes });
 };
 
 /** calibrateOn, or the calibration the cache holds for the same sample, op code and machine. */

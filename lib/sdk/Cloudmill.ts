@@ -32,7 +32,7 @@ import {
   STATUS_FILE,
 } from "../core/keys.js";
 import { JobReport } from "../core/report/jobReport.js";
-import { CloudmillError, ErrorCode } from "../core/errors.js";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import { Manifest, JobStatus as StoredJobStatus } from "../core/job/manifest.js";
 import { JobId, MaxRecordBytes, parseJobSpec, type JobSpecInput } from "../core/job/spec.js";
 import { silentLogger, type Logger } from "../core/log.js";
@@ -499,14 +499,22 @@ export class Cloudmill {
     // A lab's op is not here to run: it is priced at the default rate for lab ops.
     const registry = new OpRegistry(builtinOps);
     if (first && spec.calibrate !== false && registry.has(spec.op)) {
+      const sampleBytes = sampleBytesFor(spec.chunkSize ?? DEFAULTS.chunkSize);
       const sample = await withAws(this.#aws(`read a sample of ${first.name}`), () =>
-        readBytes(inputStore(first.bucket), first.key, undefined, { start: 0, end: sampleBytesFor(spec.chunkSize ?? DEFAULTS.chunkSize) }),
+        readBytes(inputStore(first.bucket), first.key, undefined, { start: 0, end: sampleBytes }),
       );
       // The same cache as `cloudmill estimate` on local files: a sample's bytes, not its name, are its key.
       const cacheDir = spec.cacheDir ?? calibrationCacheDir(process.env);
       const cache = cacheDir ? { store: new CalibrationCache(cacheDir), fresh: spec.fresh ?? false } : undefined;
-      measured = await calibrateSample(sample, first.key, { op: spec.op, params: spec.params ?? {} }, registry, cache);
-      calibration = { input: first.name, bytes: measured.bytes, ...(measured.cachedAt ? { cachedAt: measured.cachedAt } : {}) };
+      measured = await calibrateSample(sample, first.key, { op: spec.op, params: spec.params ?? {} }, registry, cache, {
+        whole: first.size <= sampleBytes,
+      }).catch((err: unknown) => {
+        // A sample that does not map on its own (a big compressed file or archive, cut short): the op's default rate.
+        this.#log.warn("no calibration on the sample; the op's default rate", { input: first.name, error: toCloudmillError(err).message });
+        return undefined;
+      });
+      if (measured)
+        calibration = { input: first.name, bytes: measured.bytes, ...(measured.cachedAt ? { cachedAt: measured.cachedAt } : {}) };
     }
     const instanceType = spec.instanceType ?? DEFAULTS.instanceType;
     if (spec.capacity !== undefined && !(CAPACITIES as readonly string[]).includes(spec.capacity))

@@ -5,8 +5,10 @@
  * test/integration/report.test.ts, against the emulated cloud.)
  */
 import { mkdtemp, readFile, rm, truncate, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
 import os from "node:os";
 import path from "node:path";
+import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Estimate, estimateJob } from "../../lib/core/report/estimate.js";
 import { CACHE_DIR_ENV, CalibrationCache } from "../../lib/local/calibrationCache.js";
@@ -64,6 +66,21 @@ describe("cloudmill estimate", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^estimate: wordcount over 5\.0 MB in 1 chunk\(s\)\nrate: \d+\.\d MB\/s per vCPU \(calibrated on 5\.0 MB of /);
     expect(r.stdout).toMatch(/\ncost: \$\d\.\d{6}: instances \$0\.000000, Lambda \$\d\.\d{6}, /);
+  });
+
+  it("calibrates on a small gzip file whole; a big one, whose first chunk alone does not decode, falls back to the default rate", async () => {
+    const small = path.join(dir, "small.txt.gz");
+    await writeFile(small, gzipSync(textOf(50_000, 11)));
+    const r = await cli(["estimate", small, "--op", "count", "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(Estimate.parse(JSON.parse(r.stdout)).rate.source).toBe("calibrated");
+    // 3 MB of gzip sampled at a 1 MiB chunk: the sample is cut short of the stream's end.
+    const big = path.join(dir, "big.txt.gz");
+    await writeFile(big, gzipSync(randomBytes(3_000_000).toString("base64")));
+    const b = await cli(["estimate", big, "--op", "count", "--chunk-size", "1MiB", "--json"]);
+    expect(b.code, b.stderr).toBe(0);
+    expect(Estimate.parse(JSON.parse(b.stdout)).rate.source).toBe("default");
+    expect(b.stderr).toMatch(new RegExp(`^cloudmill: no calibration on ${big.replace(/[.]/g, "\\.")}: .+; the op's default rate\n$`));
   });
 
   it("reuses a calibration for the same sample, op and machine; measures again for another sample or op, or with --fresh", async () => {
@@ -140,21 +157,20 @@ describe("cloudmill estimate", () => {
   it("slows each task to its shared rate wherever two or more run at once, as worked out by hand", () => {
     // 600 MB of distinct in 16 MiB chunks: 36 chunks, 3 partitions; alone, map at 50 MB/s and reduce at 20 MB/s;
     // beside another task, 0.8 of both: 40 and 16 MB/s.
-    const at = (workers: number, vcpusPerWorker: number) =>
-      estimateJob({
-        op: "distinct",
-        sizes: [600e6],
-        chunkSize: 16 * 1024 * 1024,
-        mbPerSecond: 50,
-        reduceMbPerSecond: 20,
-        sharedShare: 0.8,
-        taskOverheadSeconds: 0,
-        instanceType: "m7g.large",
-        workers,
-        vcpusPerWorker,
-        maxWorkers: 3,
-        inlineMaxBytes: 0,
-      });
+    const input = {
+      op: "distinct",
+      sizes: [600e6],
+      chunkSize: 16 * 1024 * 1024,
+      mbPerSecond: 50,
+      reduceMbPerSecond: 20,
+      sharedShare: 0.8,
+      taskOverheadSeconds: 0,
+      instanceType: "m7g.large",
+      maxWorkers: 3,
+      inlineMaxBytes: 0,
+    };
+    const at = (workers: number, vcpusPerWorker: number) => estimateJob({ ...input, workers, vcpusPerWorker });
+    const fleetInput = { ...input, workers: 1, vcpusPerWorker: 2 };
     const chunk = (rate: number) => (16 * 1024 * 1024) / (rate * 1e6);
     // One task at a time: the rates alone; 36 waves and the 30 s of reducing in one.
     const one = at(1, 1);
@@ -167,6 +183,10 @@ describe("cloudmill estimate", () => {
     const fleet = at(1, 2);
     expect(fleet.taskSeconds).toBeCloseTo(600 / 40 + 600 / 16, 9);
     expect(fleet.wallSeconds.atWorkers).toBeCloseTo(18 * chunk(40) + 37.5 / 2, 9);
+    // 200 MB: 12 chunks side by side, but one partition, whose reduce task runs alone at its whole rate.
+    const small = estimateJob({ ...fleetInput, sizes: [200e6] });
+    expect(small.taskSeconds).toBeCloseTo(200 / 40 + 200 / 20, 9);
+    expect(small.wallSeconds.atWorkers).toBeCloseTo(6 * chunk(40) + 200 / 20, 9);
   });
 
   it("takes a reduce task's spilling rate once its partition is past the spill threshold (64 MiB), as worked out by hand", () => {

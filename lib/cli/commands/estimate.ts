@@ -7,7 +7,7 @@ import { readFile, stat } from "node:fs/promises";
 import { Command } from "commander";
 import * as z from "zod";
 import { DEFAULTS } from "../../core/constants.js";
-import { CloudmillError, ErrorCode } from "../../core/errors.js";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../../core/errors.js";
 import { vcpusOfSize } from "../../core/instanceTypes.js";
 import { parseSize } from "../../core/job/size.js";
 import { loadOpsModule } from "../../core/ops/opModules.js";
@@ -163,7 +163,13 @@ export const estimateCommand = (io: CliIO): Command =>
       const cache = cacheDir ? { store: new CalibrationCache(cacheDir), fresh: flags.fresh } : undefined;
       const calibrated =
         flags.calibrate && first
-          ? await calibrate(first.file, { op: flags.op, params: flags.param, chunkSize }, registry, cache, { opsModules: flags.ops })
+          ? await calibrate(first.file, { op: flags.op, params: flags.param, chunkSize }, registry, cache, { opsModules: flags.ops }).catch(
+              (err: unknown) => {
+                // A sample that does not map on its own (a big compressed file or archive, cut short): the op's default rate.
+                io.stderr.write(`cloudmill: no calibration on ${first.file}: ${toCloudmillError(err).message}; the op's default rate\n`);
+                return undefined;
+              },
+            )
           : undefined;
       const estimate = estimateJob({
         op: flags.op,

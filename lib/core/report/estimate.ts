@@ -112,11 +112,14 @@ export const estimateJob = (input: EstimateInput): Estimate => {
   const spills = bytes / partitions > DEFAULTS.reduceSpillBytes;
   const aloneReduceRate = spills ? (input.spilledReduceMbPerSecond ?? input.reduceMbPerSecond) : input.reduceMbPerSecond;
   const inline = input.inlineMaxBytes > 0 && bytes <= input.inlineMaxBytes;
-  /** Task time at this many tasks at once: a task beside another keeps sharedShare of its rate. */
+  /**
+   * Task time at this many slots: a task beside another keeps sharedShare of its rate (the map
+   * stage's share, taken for the reduce stage too), a stage of one task its whole rate.
+   */
   const stage = (slots: number) => {
-    const share = slots > 1 ? Math.min(1, input.sharedShare ?? 1) : 1;
-    const rate = aloneRate * share;
-    const reduceSeconds = aloneReduceRate ? bytes / (aloneReduceRate * share * 1e6) : 0;
+    const shareAt = (tasks: number): number => (Math.min(tasks, slots) > 1 ? Math.min(1, input.sharedShare ?? 1) : 1);
+    const rate = aloneRate * shareAt(chunks);
+    const reduceSeconds = aloneReduceRate ? bytes / (aloneReduceRate * shareAt(partitions) * 1e6) : 0;
     // Waves of tasks, each as long as a full chunk: the last wave may be short, the first is not.
     const chunkSeconds = Math.min(input.chunkSize, bytes) / (rate * 1e6) + overhead;
     return { taskSeconds: bytes / (rate * 1e6) + chunks * overhead + reduceSeconds, chunkSeconds, reduceSeconds };
