@@ -99,7 +99,10 @@ export const advanceMergeTree = async (
   options: {
     readonly queue: boolean;
     readonly leaseMs?: number;
-    /** Whether merges past their lease may be queued again now (default: yes), given when the first went past it; asked only when one is. */
+    /**
+     * Whether merges past their lease may be queued again now (default: yes), given when the
+     * first went past it; asked only when one is.
+     */
     readonly requeue?: (pastLeaseSince: number) => Promise<boolean>;
   } = { queue: true },
 ): Promise<{ readonly top?: ReadonlyMap<number, string>; readonly queued: number; readonly merged: readonly string[] }> => {
