@@ -45,14 +45,13 @@ const listDigest = (inputs: readonly InputObject[]): string => {
   return hash.digest("hex").slice(0, 24);
 };
 
-/** Writes the pieces inputFields counts (none for a list the manifest holds). */
+/** Writes the pieces a manifest counts (none for a manifest that lists its inputs), `perPiece` inputs each. */
 export const writeInputPieces = async (
   store: BlobStore,
-  jobId: string,
+  { jobId, inputPieces = 0, inputsDigest = "" }: Manifest,
   inputs: readonly InputObject[],
   perPiece: number = INPUTS_PER_PIECE,
 ): Promise<void> => {
-  const { inputPieces = 0, inputsDigest = "" } = inputFields(inputs, perPiece);
   await mapInOrder(
     Array.from({ length: inputPieces }, (_, i) => i),
     PARALLEL,

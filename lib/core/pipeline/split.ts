@@ -197,7 +197,7 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
   // the chunks it mapped as parts: this one hands the others to the fleet.
   const handOff = plan.inline !== undefined && (await inlineBegun(deps, jobId));
   // The pieces first: a manifest never counts a piece not yet written.
-  await writeInputPieces(deps.output, jobId, plan.inputs, perPiece);
+  await writeInputPieces(deps.output, manifest, plan.inputs, perPiece);
   await writeJson(deps.output, manifestKey(jobId), manifest);
   // Through writeProgress: a job cancelled before this trigger ran stays cancelled.
   await writeProgress(deps, manifest, 0);
