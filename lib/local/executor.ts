@@ -11,6 +11,7 @@ import type { PipelineDeps } from "../core/pipeline/deps.js";
 import { runTask, type TaskOutcome } from "../core/pipeline/task.js";
 import { heapLimits, outOfMemory } from "../sandbox/heapLimits.js";
 import { threadEntry } from "../sandbox/threadEntry.js";
+import { endThread, type ExitRequest } from "../sandbox/threadExit.js";
 import type { MergedParts } from "../core/pipeline/partMerge.js";
 import { Accumulators, withoutPartial } from "./accumulate.js";
 
@@ -68,7 +69,8 @@ export interface ThreadData {
 export type ThreadRequest =
   | { readonly kind: "run"; readonly task: TaskMessage; readonly accumulate: boolean; readonly writePart: boolean }
   /** The thread's total, with `absorb` (other threads' totals) merged into it. */
-  | { readonly kind: "collect"; readonly jobId: string; readonly absorb: readonly MergedParts[] };
+  | { readonly kind: "collect"; readonly jobId: string; readonly absorb: readonly MergedParts[] }
+  | ExitRequest;
 
 export type ThreadReply =
   | { ok: true; outcome: TaskOutcome }
@@ -148,13 +150,13 @@ class TaskThread {
     await Promise.race([this.#booted, new Promise<void>((resolve) => setTimeout(resolve, seconds * 1000).unref())]);
     const timer = setTimeout(() => {
       this.#ending = new CloudmillError(ErrorCode.TASK_TIMEOUT, `the chunk did not finish within ${seconds} s (taskTimeoutSeconds)`);
-      void worker.terminate();
+      void endThread(worker);
     }, seconds * 1000);
     // Stopped (the job ended, or another copy of the chunk finished first): the thread goes with
     // its total, whose chunks the engine maps again if it needs them.
     const stop = (): void => {
       this.#ending = new CloudmillError(ErrorCode.CANCELLED, "the task was stopped");
-      void worker.terminate();
+      void endThread(worker);
     };
     options.signal?.addEventListener("abort", stop, { once: true });
     if (options.signal?.aborted) stop();
@@ -195,7 +197,7 @@ class TaskThread {
   async close(): Promise<void> {
     const w = this.#worker;
     this.#worker = undefined;
-    if (w) await w.terminate();
+    if (w) await endThread(w);
   }
 }
 

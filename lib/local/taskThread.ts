@@ -8,6 +8,7 @@ import { OpRegistry } from "../core/ops/registry.js";
 import { loadOpsModule } from "../core/ops/opModules.js";
 import { runTask } from "../core/pipeline/task.js";
 import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
+import { isExitRequest } from "../sandbox/threadExit.js";
 import { Accumulators, withoutPartial } from "./accumulate.js";
 import type { ThreadData, ThreadReady, ThreadReply, ThreadRequest } from "./executor.js";
 
@@ -27,7 +28,7 @@ const items = new ThreadItemRunner({ opsModules: data.opsModules });
 const deps = { output: new FsBlobStore(data.outputRoot), inputStore: () => root, registry, log: silentLogger, items };
 const accumulators = new Accumulators(registry);
 
-const handle = async (request: ThreadRequest): Promise<ThreadReply> => {
+const handle = async (request: Exclude<ThreadRequest, { kind: "exit" }>): Promise<ThreadReply> => {
   if (request.kind === "collect") {
     const apart = accumulators.absorb(request.jobId, request.absorb);
     const own = accumulators.take(request.jobId);
@@ -41,6 +42,7 @@ const handle = async (request: ThreadRequest): Promise<ThreadReply> => {
 };
 
 parentPort!.on("message", (request: ThreadRequest) => {
+  if (isExitRequest(request)) process.exit(0);
   void (async () => {
     let reply: ThreadReply;
     try {

@@ -11,6 +11,7 @@ import type { ItemBatch, ItemOutcome, ItemRunner } from "../core/pipeline/itemRu
 import type { FromThread, ItemThreadData, ToThread } from "./protocol.js";
 import { heapLimits } from "./heapLimits.js";
 import { threadEntry } from "./threadEntry.js";
+import { endThread } from "./threadExit.js";
 
 export interface ThreadItemRunnerOptions {
   /** The op modules the process loaded (the threads load the same). */
@@ -75,7 +76,7 @@ class ItemThread {
 
   async terminate(why: Ended): Promise<void> {
     this.#end(why);
-    await this.worker.terminate();
+    await endThread(this.worker);
   }
 }
 

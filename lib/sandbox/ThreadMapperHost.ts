@@ -11,6 +11,7 @@ import type { RecordBlock } from "../core/records/alignedBlocks.js";
 import type { MapperReply, MapperRequest, MapperThreadData } from "./mapperProtocol.js";
 import { heapLimits, outOfMemory } from "./heapLimits.js";
 import { threadEntry } from "./threadEntry.js";
+import { endThread } from "./threadExit.js";
 
 export interface ThreadMapperHostOptions {
   /** The op modules the process loaded (the threads load the same). */
@@ -64,7 +65,7 @@ class MapperThread {
     const p = this.#pending;
     this.#pending = undefined;
     p?.reject(why);
-    void this.worker.terminate();
+    void endThread(this.worker);
   }
 
   async call(request: MapperRequest, transfer: ArrayBuffer[] = []): Promise<MapperReply> {
@@ -111,7 +112,7 @@ export class ThreadMapperHost implements MapperHost {
       // Idle threads of other limits would only pile up (and count against the container's memory).
       for (const idle of this.#idle.splice(0)) {
         this.#all.delete(idle);
-        void idle.worker.terminate();
+        void endThread(idle.worker);
       }
       thread = new MapperThread(this.#entry, this.#data, memoryMiB, of);
       this.#all.add(thread);
@@ -169,6 +170,6 @@ export class ThreadMapperHost implements MapperHost {
     const all = [...this.#all];
     this.#all.clear();
     this.#idle.length = 0;
-    await Promise.all(all.map((t) => t.worker.terminate()));
+    await Promise.all(all.map((t) => endThread(t.worker)));
   }
 }

@@ -13,6 +13,7 @@ import { isTaskOp, type TaskContext } from "../core/ops/defineTask.js";
 import { opsRegistry } from "../core/ops/opModules.js";
 import type { Params } from "../core/job/spec.js";
 import type { FromThread, ItemThreadData, ToThread } from "./protocol.js";
+import { isExitRequest, type ExitRequest } from "./threadExit.js";
 
 const port = parentPort!;
 const data = workerData as ItemThreadData;
@@ -107,7 +108,8 @@ const runItems = async (message: Extract<ToThread, { kind: "items" }>): Promise<
   }
 };
 
-port.on("message", (message: ToThread) => {
+port.on("message", (message: ToThread | ExitRequest) => {
+  if (isExitRequest(message)) process.exit(0);
   switch (message.kind) {
     case "items":
       queue.push(message);

@@ -8,6 +8,7 @@ import { toCloudmillError, type CloudmillError, type SerializedError } from "../
 import { opsRegistry } from "../core/ops/opModules.js";
 import type { ChunkMapper, MapContext } from "../core/ops/types.js";
 import { enableLinearRegExp } from "./linearRegExp.js";
+import { isExitRequest, type ExitRequest } from "./threadExit.js";
 import type { MapperThreadData, MapperReply, MapperRequest } from "./mapperProtocol.js";
 
 enableLinearRegExp();
@@ -53,7 +54,8 @@ const handle = async (request: MapperRequest): Promise<MapperReply> => {
   }
 };
 
-port.on("message", (request: MapperRequest) => {
+port.on("message", (request: MapperRequest | ExitRequest) => {
+  if (isExitRequest(request)) process.exit(0);
   void handle(request).then(
     (reply) => port.postMessage(reply),
     (err: unknown) => port.postMessage({ kind: "error", error: toCloudmillError(err).toJSON() } satisfies MapperReply),
