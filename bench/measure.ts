@@ -8,7 +8,7 @@ import { createInterface } from "node:readline";
 import { runLocal } from "../lib/local/localEngine.js";
 import { parseJobSpec } from "../lib/core/job/spec.js";
 import { OpRegistry } from "../lib/core/ops/registry.js";
-import type { MapContext } from "../lib/core/ops/types.js";
+import { type MapContext, namesContext } from "../lib/core/ops/types.js";
 
 const [mode, opName, file, workersArg, chunkSizeArg] = process.argv.slice(2) as [string, string, string, string?, string?];
 const registry = new OpRegistry();
@@ -42,7 +42,7 @@ const baseline = async (): Promise<unknown> => {
   if (carry.length) mapper.block({ bytes: carry, offset, first: offset === 0 });
   const merger = op.merger(params);
   merger.add(mapper.finish());
-  return op.finalize(merger.value(), params, { inputs: [file] });
+  return op.finalize(merger.value(), params, namesContext([file]));
 };
 
 /** What a user would write first: readline, split, a Map. */

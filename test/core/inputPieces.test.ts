@@ -2,7 +2,8 @@
  * A job of more inputs than a manifest lists itself keeps its input list in pieces beside the
  * manifest: its status names the spec's prefix and the count, not every object; the job, a
  * resume of it and an op that names inputs in its answer (grep over many files) read the pieces
- * back and stay exact; a missing piece is a clear error. Expected answers are counted in the
+ * back and stay exact, the op's end only the pieces of the inputs it names; a missing piece is a
+ * clear error. Expected answers are counted in the
  * test from the objects it wrote.
  */
 import { mkdtemp, rm } from "node:fs/promises";
@@ -120,6 +121,33 @@ describe("a job of more inputs than its manifest lists", () => {
       });
     });
     expect(await s.resultOf("plate-grep")).toEqual({ matches: expected.length, samples: expected });
+  });
+
+  it("reads at its end only the pieces holding inputs its answer names: none for a count", async () => {
+    const s = await setUp("named");
+    await s.start("plate-few", { op: "grep", params: { pattern: "^hit", k: "3" } });
+    await s.start("plate-none", { op: "count" });
+    await s.run(await takeAll(s.queue));
+    // Gone: every piece but grep's first, which holds the objects of its first three matches.
+    for (const [jobId, keep] of [
+      ["plate-few", 1],
+      ["plate-none", 0],
+    ] as const) {
+      const list = (await s.manifestOf(jobId)).inputsDigest!;
+      for (let i = keep; i < 3; i++) await s.output.delete(inputPieceKey(jobId, list, i));
+    }
+    expect((await reduceJob(s.deps, "plate-few")).kind).toBe("succeeded");
+    expect((await reduceJob(s.deps, "plate-none")).kind).toBe("succeeded");
+    const hits = s.files.flatMap((f) => {
+      let offset = 0;
+      return f.lines.flatMap((line) => {
+        const at = offset;
+        offset += Buffer.byteLength(line) + 1;
+        return line.startsWith("hit") ? [{ line, offset: at, input: `s3://lab-in/${f.key}` }] : [];
+      });
+    });
+    expect(await s.resultOf("plate-few")).toEqual({ matches: hits.length, samples: hits.slice(0, 3) });
+    expect(await s.resultOf("plate-none")).toEqual({ records: s.files.reduce((n, f) => n + f.lines.length, 0) });
   });
 
   it("plans a resume's tasks from the pieces, and refuses in one line when a piece is gone", async () => {

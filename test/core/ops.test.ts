@@ -12,7 +12,7 @@ import { grep } from "../../lib/core/ops/grep.js";
 import { histogram } from "../../lib/core/ops/histogram.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { stats } from "../../lib/core/ops/stats.js";
-import type { AnyOp, MapContext } from "../../lib/core/ops/types.js";
+import { type AnyOp, type MapContext, namesContext } from "../../lib/core/ops/types.js";
 import { wordcount } from "../../lib/core/ops/wordcount.js";
 import type { RecordBlock } from "../../lib/core/records/alignedBlocks.js";
 import { exactSum, refCount, refGrep, refHistogram, refStats, refStatsOf, refWordcount, roundRatio } from "../helpers/reference.js";
@@ -53,7 +53,7 @@ const partialsOf = (op: AnyOp, params: unknown, blocks: readonly RecordBlock[], 
 const merged = (op: AnyOp, params: unknown, partials: readonly unknown[], inputs: readonly string[] = ["in.txt"]): unknown => {
   const m = op.merger(params);
   for (const p of partials) m.add(JSON.parse(JSON.stringify(p)));
-  return JSON.parse(JSON.stringify(op.finalize(m.value(), params, { inputs })));
+  return JSON.parse(JSON.stringify(op.finalize(m.value(), params, namesContext(inputs))));
 };
 
 /** Runs op over the whole text as one chunk. */
@@ -179,12 +179,12 @@ describe("wordcount", () => {
     merger.add(fromFew);
     merger.add(JSON.parse(JSON.stringify(fromFew)) as typeof fromFew);
     const want = refWordcount(Buffer.concat([many, few, few]), 3);
-    expect(JSON.parse(JSON.stringify(wordcount.finalize(merger.value(), params, { inputs: ["in.txt"] })))).toEqual(want);
+    expect(JSON.parse(JSON.stringify(wordcount.finalize(merger.value(), params, namesContext(["in.txt"]))))).toEqual(want);
     // And a merged value merged again, in this thread and through JSON.
     const again = wordcount.merger(params);
     again.add(merger.value());
     again.add(JSON.parse(JSON.stringify(partialOf(few))) as typeof fromFew);
-    expect(JSON.parse(JSON.stringify(wordcount.finalize(again.value(), params, { inputs: ["in.txt"] })))).toEqual(
+    expect(JSON.parse(JSON.stringify(wordcount.finalize(again.value(), params, namesContext(["in.txt"]))))).toEqual(
       refWordcount(Buffer.concat([many, few, few, few]), 3),
     );
   });

@@ -12,6 +12,7 @@ import { runLocal } from "../../lib/local/localEngine.js";
 import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { Manifest } from "../../lib/core/job/manifest.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
+import { namesContext } from "../../lib/core/ops/types.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
 import type { WordcountPartial } from "../../lib/core/ops/wordcount.js";
@@ -62,7 +63,7 @@ describe("OrderedPartMerge", () => {
     for (const i of [0, 2, 3, 5]) await unlink(path.join(workDir, "work", parts.get(i)!));
     const seeded = await new OrderedPartMerge(deps(), manifest, seeds).complete(parts);
     expect(seeded.skipped).toBe(all.skipped);
-    const result = (p: unknown) => op.finalize(p, op.parseParams({ k: "5" }), { inputs: ["in.txt"] });
+    const result = (p: unknown) => op.finalize(p, op.parseParams({ k: "5" }), namesContext(["in.txt"]));
     expect(result(seeded.partial)).toEqual(result(all.partial));
     // One seed (the engine's threads merged their totals into one) joins the parts left...
     expect(result((await new OrderedPartMerge(deps(), manifest, [lone]).complete(parts)).partial)).toEqual(result(all.partial));

@@ -83,6 +83,8 @@ export const Manifest = z.object({
   inputs: z.array(InputObject).optional(),
   inputCount: z.number().int().positive().optional(),
   inputPieces: z.number().int().positive().optional(),
+  /** Inputs in each piece but the last (absent: INPUTS_PER_PIECE), so that input i is found in piece ⌊i ÷ it⌋. */
+  inputsPerPiece: z.number().int().positive().optional(),
   /** The digest of that list: its pieces' folder. */
   inputsDigest: z.string().optional(),
   /** The spec's inputs as given (a prefix, a manifest list): what a job of pieces shows for its inputs. */

@@ -78,12 +78,13 @@ export const grep: Op<Params, GrepPartial, GrepResult> = {
       value: () => acc,
     };
   },
+  namedInputs: (p) => p.samples.map((s) => s.input),
   finalize(p, _params, ctx) {
-    const many = ctx.inputs.length > 1;
+    const many = ctx.inputCount > 1;
     return {
       matches: p.matches,
       samples: p.samples.map((s) =>
-        many ? { line: s.line, offset: s.offset, input: ctx.inputs[s.input] ?? String(s.input) } : { line: s.line, offset: s.offset },
+        many ? { line: s.line, offset: s.offset, input: ctx.inputName(s.input) } : { line: s.line, offset: s.offset },
       ),
     };
   },

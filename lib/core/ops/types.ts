@@ -32,9 +32,17 @@ export interface Merger<A> {
 }
 
 export interface FinalizeContext {
-  /** Names of the job's inputs, by input index. */
-  readonly inputs: readonly string[];
+  /** How many inputs the job has. */
+  readonly inputCount: number;
+  /** The name of input `index`, for the indices the op's `namedInputs` gave (any other reads as its index). */
+  inputName(index: number): string;
 }
+
+/** A finalize context that knows every input's name (a job whose inputs are at hand). */
+export const namesContext = (names: readonly string[]): FinalizeContext => ({
+  inputCount: names.length,
+  inputName: (i) => names[i] ?? String(i),
+});
 
 /**
  * An op. Partials are plain JSON values (they are stored as part objects); merging is
@@ -63,6 +71,11 @@ export interface Op<P = unknown, A = unknown, R = unknown> {
    */
   readonly orderFreeMerge?: boolean;
   finalize(partial: A, params: P, ctx: FinalizeContext): R;
+  /**
+   * The inputs whose names `finalize` gives (grep's matches): a job of a million inputs keeps
+   * their names in pieces, and only these are read. Absent: it names none.
+   */
+  namedInputs?(partial: A): Iterable<number>;
   /**
    * Set on a keyed op (keyedOp.ts): its mapper's partial is a table of pairs, which the map task
    * writes to the shuffle partitioned by key; reduce tasks then combine each key's values and

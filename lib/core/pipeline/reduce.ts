@@ -6,8 +6,8 @@
 import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, pastEndKey, reportKey, succeededKey } from "../keys.js";
 import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
-import { JobStatus, Manifest, shownInputs, taskCount, type TaskStart } from "../job/manifest.js";
-import { inputNamesOf } from "./manifestInputs.js";
+import { inputCountOf, JobStatus, Manifest, shownInputs, taskCount, type TaskStart } from "../job/manifest.js";
+import { inputNamesAt } from "./manifestInputs.js";
 import { buildReport, RunLog } from "../report/jobReport.js";
 import type { ShuffleRefs } from "../ops/keyedOp.js";
 import type { SortSamples } from "../shuffle/sortSamples.js";
@@ -218,7 +218,9 @@ export const reduceJob = async (
       const stage = await merge.complete(merging?.top ?? parts);
       ({ skipped, sniffed, ran } = stage);
       // JSON has no undefined: an op with nothing to say (a lab op over no records) answers null.
-      result = merge.op.finalize(stage.partial, merge.params, { inputs: await inputNamesOf(deps.output, manifest) }) ?? null;
+      const named = await inputNamesAt(deps.output, manifest, merge.op.namedInputs?.(stage.partial) ?? []);
+      const ctx = { inputCount: inputCountOf(manifest), inputName: (i: number) => named.get(i) ?? String(i) };
+      result = merge.op.finalize(stage.partial, merge.params, ctx) ?? null;
       runs = stage.runs;
     }
     const backups = await backupCounts(deps, jobId);
