@@ -86,10 +86,11 @@ export const inputsOf = async (store: BlobStore, manifest: Manifest): Promise<In
   if (manifest.inputs) return manifest.inputs;
   const pieces = Array.from({ length: manifest.inputPieces ?? 0 }, (_, i) => i);
   const all = (await mapInOrder(pieces, PARALLEL, (i) => readPiece(store, manifest, i))).flat();
-  if (all.length !== inputCountOf(manifest))
+  const counted = inputCountOf(manifest);
+  if (all.length !== counted)
     throw new CloudmillError(
       ErrorCode.INTERNAL,
-      `job ${manifest.jobId}: its input list's ${pieces.length} pieces hold ${all.length} inputs, its manifest counts ${inputCountOf(manifest)}`,
+      `job ${manifest.jobId}: its input list's ${pieces.length} pieces hold ${all.length} inputs, its manifest counts ${counted}`,
       { jobId: manifest.jobId },
     );
   return all;
