@@ -24,9 +24,10 @@ export const EXIT_GRACE_MS = 2_000;
 export const endThread = (worker: Worker, graceMs: number = EXIT_GRACE_MS): Promise<void> => {
   // An exited worker has no thread id, and emits no second "exit".
   if (worker.threadId === -1) return Promise.resolve();
+  // Waiting for an idle (unref'd) thread must hold the process open, or it ends with the wait unsettled.
+  worker.ref();
   return new Promise((resolve) => {
     const timer = setTimeout(() => void worker.terminate(), graceMs);
-    timer.unref();
     worker.once("exit", () => {
       clearTimeout(timer);
       resolve();
