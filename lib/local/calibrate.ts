@@ -1,7 +1,8 @@
 /**
  * An op's mapping rate on this machine, measured on a sample of the real input: its first chunk
- * (at most MAX_SAMPLE_BYTES, cut after a newline) mapped on this thread, as one chunk, and again
- * on two threads at once. What `cloudmill estimate` and the SDK's estimate scale to the whole job.
+ * (at most MAX_SAMPLE_BYTES, cut after a newline) mapped on this thread, as one chunk, again on
+ * two threads at once, and on fresh threads (their cold first chunk). What `cloudmill estimate`
+ * and the SDK's estimate scale to the whole job.
  */
 import { link, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -33,13 +34,16 @@ export const sampleBytesFor = (chunkSize: number): number => Math.min(MAX_SAMPLE
  * combining reduce does past DEFAULTS.reduceSpillBytes (a sort's reduce streams its runs and
  * never spills: it has the one rate). `shared`: the share of its rate a task keeps while
  * another runs beside it on the machine (memory bandwidth and caches are shared; unset: not
- * measured, a machine of one core or an op the task threads cannot load).
+ * measured, a machine of one core or an op the task threads cannot load). `cold`: the seconds a
+ * task thread's first chunk takes beyond a warm one, while the JIT compiles the op's code (a
+ * fifth of a 100 MB wordcount on two threads; unset: not measured, as `shared`).
  */
 export interface Calibration {
   readonly rate: number;
   readonly reduceRate?: number;
   readonly spilledReduceRate?: number;
   readonly shared?: number;
+  readonly cold?: number;
   readonly bytes: number;
 }
 
@@ -51,11 +55,13 @@ export const calibratedRates = (
   reduceMbPerSecond?: number;
   spilledReduceMbPerSecond?: number;
   sharedShare?: number;
+  coldSeconds?: number;
 } => ({
   ...(c ? { mbPerSecond: c.rate } : {}),
   ...(c?.reduceRate ? { reduceMbPerSecond: c.reduceRate } : {}),
   ...(c?.spilledReduceRate ? { spilledReduceMbPerSecond: c.spilledReduceRate } : {}),
   ...(c?.shared ? { sharedShare: c.shared } : {}),
+  ...(c?.cold !== undefined ? { coldSeconds: c.cold } : {}),
 });
 
 /** A calibration's spilling reduce holds this share of the sample before it spills (the sample's one run spills at least once). */
@@ -119,7 +125,12 @@ export const calibrateOn = async (
     const op = registry.get(spec.op);
     // Optional: a failure here (a filesystem without hard links, say) leaves the rate alone as measured.
     const shared = await sharedShare().catch(() => undefined);
-    const withShared = <T extends object>(c: T): T & { shared?: number } => (shared === undefined ? c : { ...c, shared });
+    const cold = await coldSeconds(shared ?? 1).catch(() => undefined);
+    const withShared = <T extends object>(c: T): T & { shared?: number; cold?: number } => ({
+      ...c,
+      ...(shared !== undefined ? { shared } : {}),
+      ...(cold !== undefined ? { cold } : {}),
+    });
     if (!isShuffled(op)) return withShared({ rate, bytes: cut });
     if (op.keyed === undefined) return withShared({ rate, reduceRate: cut / 1e6 / reduce, bytes: cut });
     // Spilling, twice: the second on warm spill code.
@@ -141,14 +152,7 @@ export const calibrateOn = async (
       const spell = (seconds: number): number => Math.min(MOST_CHUNKS, Math.max(1, Math.ceil(seconds / chunkSeconds)));
       const from = SHARED_THREADS * spell(WARM_SECONDS);
       const to = from + SHARED_THREADS * spell(TIMED_SECONDS);
-      // Hard links: as many inputs as chunks, no more disk.
-      const copies = await Promise.all(
-        Array.from({ length: to + 1 }, async (_, i) => {
-          const copy = path.join(dir, `copy-${i}${ext}`);
-          await link(file, copy);
-          return copy;
-        }),
-      );
+      const copies = await copiesOfSample(to + 1);
       const ends: number[] = [];
       const stop = new AbortController();
       await runLocal({
@@ -170,6 +174,42 @@ export const calibrateOn = async (
       if (!(seconds > 0)) return undefined;
       const sharedRate = ((to - from) * cut) / 1e6 / seconds / SHARED_THREADS;
       return Math.min(1, sharedRate / rate);
+    }
+
+    /**
+     * How much longer a fresh task thread maps its first chunk than a warm one does: new threads
+     * (as many as the shared measurement's) each map one copy, timed by the job's report from the
+     * task's start (the thread's start-up is not in it), against the chunk at the rate they share.
+     */
+    async function coldSeconds(share: number): Promise<number | undefined> {
+      if (op.digest !== undefined && !options.opsModules?.length) return undefined;
+      const threads = Math.min(SHARED_THREADS, os.availableParallelism());
+      // Two chunks at least: a job of one maps it on this (warm) thread, starting none.
+      const copies = await copiesOfSample(Math.max(2, threads), "cold");
+      const { report } = await runLocal({
+        spec: parseJobSpec({ ...job, inputs: copies }),
+        registry,
+        ...(options.opsModules ? { opsModules: options.opsModules } : {}),
+        workers: threads,
+        report: true,
+        log: silentLogger,
+        outDir: path.join(dir, "cold-out"),
+      });
+      const firsts = (report?.tasks ?? []).filter((t) => t.index < copies.length).map((t) => t.ms / 1000);
+      if (firsts.length === 0) return undefined;
+      const warm = cut / 1e6 / (rate * (threads > 1 ? share : 1));
+      return Math.max(0, firsts.reduce((a, b) => a + b, 0) / firsts.length - warm);
+    }
+
+    /** `n` names of the sample: hard links, so as many inputs as chunks take no more disk. */
+    async function copiesOfSample(n: number, tag = "copy"): Promise<string[]> {
+      return Promise.all(
+        Array.from({ length: n }, async (_, i) => {
+          const copy = path.join(dir, `${tag}-${i}${ext}`);
+          await link(file, copy);
+          return copy;
+        }),
+      );
     }
   } finally {
     await rm(dir, { recursive: true, force: true });

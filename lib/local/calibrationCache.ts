@@ -39,9 +39,10 @@ export const calibrationCacheDir = (env: Readonly<Record<string, string | undefi
 
 /**
  * Bumped when calibrations are measured another way (2: a keyed op's reduce timed by its own
- * task, held and spilling; 3: a chunk-sized sample, and the share of its rate a task keeps beside another).
+ * task, held and spilling; 3: a chunk-sized sample, and the share of its rate a task keeps beside another;
+ * 4: a fresh thread's cold first chunk).
  */
-const CALIBRATION_METHOD = 3;
+const CALIBRATION_METHOD = 4;
 
 /** The machine type a rate holds for: its architecture and CPU model. */
 export const machineType = (): string => `${os.arch()} ${os.cpus()[0]?.model ?? "unknown CPU"}`;

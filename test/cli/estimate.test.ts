@@ -189,6 +189,32 @@ describe("cloudmill estimate", () => {
     expect(small.wallSeconds.atWorkers).toBeCloseTo(6 * chunk(40) + 200 / 20, 9);
   });
 
+  it("adds a fresh thread's cold first chunk once to the wall time and once per task slot to the task time, by hand", () => {
+    // 100 MB of count in 16 MiB chunks: 6 chunks at 100 MB/s; each thread's first chunk 0.4 s longer; 0.3 s to start.
+    const input = {
+      op: "count",
+      sizes: [100e6],
+      chunkSize: 16 * 1024 * 1024,
+      mbPerSecond: 100,
+      coldSeconds: 0.4,
+      startSeconds: 0.3,
+      taskOverheadSeconds: 0,
+      instanceType: "m7g.large",
+      vcpusPerWorker: 1,
+      inlineMaxBytes: 0,
+    };
+    const chunk = (16 * 1024 * 1024) / 100e6;
+    const two = estimateJob({ ...input, workers: 2, maxWorkers: 8 });
+    // Two threads: 3 waves of a chunk after the start and one cold chunk's extra; 1 s of mapping and two threads' extra.
+    expect(two.wallSeconds.atWorkers).toBeCloseTo(0.3 + 0.4 + 3 * chunk, 9);
+    expect(two.taskSeconds).toBeCloseTo(1 + 2 * 0.4, 9);
+    // Eight slots for 6 chunks: one wave, six threads started.
+    expect(two.wallSeconds.atMost).toBeCloseTo(0.3 + 0.4 + chunk, 9);
+    expect(two.rate).toEqual({ mbPerSecondPerVcpu: 100, source: "calibrated", coldSeconds: 0.4 });
+    // Nothing to map, nothing cold.
+    expect(estimateJob({ ...input, sizes: [0], workers: 2, maxWorkers: 2 }).wallSeconds.atWorkers).toBeCloseTo(0.3, 9);
+  });
+
   it("takes a reduce task's spilling rate once its partition is past the spill threshold (64 MiB), as worked out by hand", () => {
     const at = (bytes: number) =>
       estimateJob({

@@ -1,15 +1,18 @@
 /**
  * A calibration times each stage by its own tasks: a keyed op's reduce rate is the reduce
  * task's, not what is left of the run's wall time once every task (the reduce task among
- * them) is taken off it.
+ * them) is taken off it; a fresh thread's slow first chunk is its own figure, not the rate's.
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { defineOp } from "../../lib/core/ops/defineOp.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
+import { opsRegistry } from "../../lib/core/ops/opModules.js";
 import { calibrate, calibrateOn } from "../../lib/local/calibrate.js";
+import { requireBuild, ROOT } from "../helpers/devCloud.js";
 
 /** Every line to one key; the key's reduce takes at least REDUCE_MS, the map next to nothing. */
 const REDUCE_MS = 300;
@@ -56,6 +59,34 @@ describe("calibrateOn", () => {
       expect(c.shared).toBeGreaterThan(0);
       expect(c.shared).toBeLessThanOrEqual(1);
     } else expect(c.shared).toBeUndefined();
+    expect(c.cold).toBeGreaterThanOrEqual(0);
+  });
+
+  it("measures a fresh thread's first chunk apart: an op slow once per thread keeps its warm rate", async () => {
+    requireBuild();
+    // A lab's op whose first line on each thread (or process) takes COLD_MS, as code the JIT compiles would.
+    const COLD_MS = 400;
+    const module = path.join(dir, "cold-ops.mjs");
+    const defineOpUrl = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+    await writeFile(
+      module,
+      `import { defineOp } from ${JSON.stringify(defineOpUrl)};
+let warm = false;
+export const coldFirst = defineOp({
+  name: "cold-first",
+  format: "lines",
+  map: () => { if (!warm) { warm = true; const end = Date.now() + ${COLD_MS}; while (Date.now() < end) {} } return 1; },
+  combine: (a, b) => a + b,
+});
+`,
+    );
+    const sample = Buffer.from(Array.from({ length: 20_000 }, (_, i) => `line ${i}`).join("\n") + "\n");
+    const registry = await opsRegistry([module]);
+    const c = await calibrateOn(sample, "sample.txt", { op: "cold-first", params: {} }, registry, { opsModules: [module] });
+    expect(c.cold).toBeGreaterThanOrEqual((COLD_MS * 0.9) / 1000);
+    expect(c.cold).toBeLessThan((COLD_MS * 3) / 1000);
+    // The rate is the warm run's: 20,000 lines in far less than the cold line's time.
+    expect(c.bytes / 1e6 / c.rate).toBeLessThan(COLD_MS / 1000 / 2);
   });
 
   it("leaves the shared share unmeasured for a lab's op the task threads cannot load", async () => {
@@ -63,5 +94,6 @@ describe("calibrateOn", () => {
     const registry = new OpRegistry([...builtinOps, slowReduce]);
     const c = await calibrateOn(sample, "sample.txt", { op: "slow-reduce", params: {} }, registry);
     expect(c.shared).toBeUndefined();
+    expect(c.cold).toBeUndefined();
   });
 });

@@ -84,7 +84,8 @@ export const estimateText = (e: Estimate, calibratedOn?: { file: string; bytes: 
   return [
     `estimate: ${e.op} over ${(e.bytes / 1e6).toFixed(1)} MB in ${e.chunks} chunk(s)`,
     `rate: ${e.rate.mbPerSecondPerVcpu.toFixed(1)} MB/s per vCPU (${rate})` +
-      (e.rate.shared !== undefined ? `; ${Math.round(e.rate.shared * 100)} % of it beside another task` : ""),
+      (e.rate.shared !== undefined ? `; ${Math.round(e.rate.shared * 100)} % of it beside another task` : "") +
+      (e.rate.coldSeconds ? `; a fresh thread's first chunk ${e.rate.coldSeconds.toFixed(2)} s longer` : ""),
     `runs on: ${e.runsOn === "lambda" ? "the splitter function, where the job starts (under the inline limit)" : `the fleet`}` +
       (e.runsOn === "fleet" ? ` (${c.instanceType})` : ""),
     `task time: ${duration(e.taskSeconds)} (${e.workerHours.toFixed(4)} worker-hours)`,

@@ -39,6 +39,8 @@ export const Estimate = z.object({
     source: z.enum(["calibrated", "default"]),
     /** The share of it a task keeps beside another (EstimateInput.sharedShare), when measured. */
     shared: z.number().optional(),
+    /** A fresh thread's first chunk's extra seconds (EstimateInput.coldSeconds), when measured. */
+    coldSeconds: z.number().optional(),
   }),
   /** Where it would run: the splitter maps a job under its inline limit itself. */
   runsOn: z.enum(["lambda", "fleet"]),
@@ -83,6 +85,11 @@ export interface EstimateInput {
   readonly sharedShare?: number;
   /** Fixed time before the first task (a local run's process and threads); default 0. */
   readonly startSeconds?: number;
+  /**
+   * Time a fresh task thread's first chunk takes beyond a warm one, while its op code is compiled
+   * (calibrated; default 0): once in the wall time, once per task slot in the task time.
+   */
+  readonly coldSeconds?: number;
   /** Time a task spends beyond its bytes: its requests on the fleet. Default TASK_OVERHEAD_SECONDS; a local run's is about 0. */
   readonly taskOverheadSeconds?: number;
   readonly instanceType: string;
@@ -122,13 +129,15 @@ export const estimateJob = (input: EstimateInput): Estimate => {
     const reduceSeconds = aloneReduceRate ? bytes / (aloneReduceRate * shareAt(partitions) * 1e6) : 0;
     // Waves of tasks, each as long as a full chunk: the last wave may be short, the first is not.
     const chunkSeconds = Math.min(input.chunkSize, bytes) / (rate * 1e6) + overhead;
-    return { taskSeconds: bytes / (rate * 1e6) + chunks * overhead + reduceSeconds, chunkSeconds, reduceSeconds };
+    const cold = Math.min(chunks, slots) * (input.coldSeconds ?? 0);
+    return { taskSeconds: bytes / (rate * 1e6) + chunks * overhead + cold + reduceSeconds, chunkSeconds, reduceSeconds };
   };
   const slotsAt = (workers: number): number => Math.max(1, workers * input.vcpusPerWorker);
   const wall = (workers: number): number => {
     const slots = slotsAt(workers);
     const { chunkSeconds, reduceSeconds } = stage(slots);
-    return (input.startSeconds ?? 0) + Math.ceil(chunks / slots) * chunkSeconds + reduceSeconds / Math.min(partitions, slots);
+    const cold = chunks > 0 ? (input.coldSeconds ?? 0) : 0;
+    return (input.startSeconds ?? 0) + cold + Math.ceil(chunks / slots) * chunkSeconds + reduceSeconds / Math.min(partitions, slots);
   };
   // Inline, the splitter maps the job alone; on the fleet, at the workers asked for.
   const { taskSeconds } = stage(inline ? 1 : slotsAt(input.workers));
@@ -148,6 +157,7 @@ export const estimateJob = (input: EstimateInput): Estimate => {
       mbPerSecondPerVcpu: aloneRate,
       source: input.mbPerSecond === undefined ? "default" : "calibrated",
       ...(input.sharedShare !== undefined ? { shared: input.sharedShare } : {}),
+      ...(input.coldSeconds !== undefined ? { coldSeconds: input.coldSeconds } : {}),
     },
     runsOn: inline ? "lambda" : "fleet",
     taskSeconds,
