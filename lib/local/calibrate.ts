@@ -35,8 +35,9 @@ export const sampleBytesFor = (chunkSize: number): number => Math.min(MAX_SAMPLE
  * never spills: it has the one rate). `shared`: the share of its rate a task keeps while
  * another runs beside it on the machine (memory bandwidth and caches are shared; unset: not
  * measured, a machine of one core or an op the task threads cannot load). `cold`: the seconds a
- * task thread's first chunk takes beyond a warm one, while the JIT compiles the op's code (a
- * fifth of a 100 MB wordcount on two threads; unset: not measured, as `shared`).
+ * task thread's first full chunk takes beyond a warm one, while the JIT compiles the op's hot
+ * code (what any first task pays is a run's start-up, not this; unset: not measured, as
+ * `shared`, or a sample taken whole).
  */
 export interface Calibration {
   readonly rate: number;
@@ -177,17 +178,29 @@ export const calibrateOn = async (
     }
 
     /**
-     * How much longer a fresh task thread maps its first chunk than a warm one does: new threads
-     * (as many as the shared measurement's) each map one copy, timed by the job's report from the
-     * task's start (the thread's start-up is not in it), against the chunk at the rate they share.
+     * How much longer a fresh task thread maps its first chunk of the sample than a warm one
+     * does, while the JIT compiles the op. Each thread first maps a chunk of one line, which
+     * pays what any first task pays (modules, the first part written: a run's start-up, not the
+     * op's); then the sample's copies, the first of which on each thread is timed against the
+     * chunk at the rate the threads share. Not measured for a sample taken whole (a compressed
+     * file: a line of it is no input).
      */
     async function coldSeconds(share: number): Promise<number | undefined> {
+      if (options.whole) return undefined;
       if (op.digest !== undefined && !options.opsModules?.length) return undefined;
       const threads = Math.min(SHARED_THREADS, os.availableParallelism());
-      // Two chunks at least: a job of one maps it on this (warm) thread, starting none.
+      const line = buf.subarray(0, buf.indexOf(0x0a) + 1 || cut);
+      const tiny = await Promise.all(
+        Array.from({ length: threads }, async (_, i) => {
+          const one = path.join(dir, `line-${i}${ext}`);
+          await writeFile(one, line);
+          return one;
+        }),
+      );
+      // Two sample chunks at least: a job of one chunk maps it on this (warm) thread.
       const copies = await copiesOfSample(Math.max(2, threads), "cold");
       const { report } = await runLocal({
-        spec: parseJobSpec({ ...job, inputs: copies }),
+        spec: parseJobSpec({ ...job, inputs: [...tiny, ...copies] }),
         registry,
         ...(options.opsModules ? { opsModules: options.opsModules } : {}),
         workers: threads,
@@ -195,10 +208,12 @@ export const calibrateOn = async (
         log: silentLogger,
         outDir: path.join(dir, "cold-out"),
       });
-      const firsts = (report?.tasks ?? []).filter((t) => t.index < copies.length).map((t) => t.ms / 1000);
-      if (firsts.length === 0) return undefined;
+      const firstOn = new Map<string, number>();
+      for (const t of [...(report?.tasks ?? [])].sort((a, b) => a.start - b.start))
+        if (t.index >= tiny.length && t.index < tiny.length + copies.length && !firstOn.has(t.worker)) firstOn.set(t.worker, t.ms / 1000);
+      if (firstOn.size === 0) return undefined;
       const warm = cut / 1e6 / (rate * (threads > 1 ? share : 1));
-      return Math.max(0, firsts.reduce((a, b) => a + b, 0) / firsts.length - warm);
+      return Math.max(0, [...firstOn.values()].reduce((a, b) => a + b, 0) / firstOn.size - warm);
     }
 
     /** `n` names of the sample: hard links, so as many inputs as chunks take no more disk. */

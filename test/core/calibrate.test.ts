@@ -64,18 +64,19 @@ describe("calibrateOn", () => {
 
   it("measures a fresh thread's first chunk apart: an op slow once per thread keeps its warm rate", async () => {
     requireBuild();
-    // A lab's op whose first line on each thread (or process) takes COLD_MS, as code the JIT compiles would.
+    // A lab's op whose 1,000th line on each thread (or process) takes COLD_MS, as code the JIT compiles once hot would;
+    // a chunk of a few lines, as any first task's, costs nothing more.
     const COLD_MS = 400;
     const module = path.join(dir, "cold-ops.mjs");
     const defineOpUrl = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
     await writeFile(
       module,
       `import { defineOp } from ${JSON.stringify(defineOpUrl)};
-let warm = false;
+let lines = 0;
 export const coldFirst = defineOp({
   name: "cold-first",
   format: "lines",
-  map: () => { if (!warm) { warm = true; const end = Date.now() + ${COLD_MS}; while (Date.now() < end) {} } return 1; },
+  map: () => { if (++lines === 1000) { const end = Date.now() + ${COLD_MS}; while (Date.now() < end) {} } return 1; },
   combine: (a, b) => a + b,
 });
 `,
