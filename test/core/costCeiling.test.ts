@@ -20,14 +20,12 @@ import { silentLogger } from "../../lib/core/log.js";
 import { defineOp } from "../../lib/core/ops/defineOp.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { readJson } from "../../lib/core/pipeline/blobJson.js";
-import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { resumeJob } from "../../lib/core/pipeline/resume.js";
 import { runTask, type TaskOutcome } from "../../lib/core/pipeline/task.js";
 import { encodeEventKey } from "../../lib/dev/emulator.js";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
-import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { usdOver } from "../../lib/core/report/prices.js";
-import { OUTPUT, startJobOver } from "../helpers/jobs.js";
+import { localPipeline, OUTPUT, startJobOver } from "../helpers/jobs.js";
 
 let dir: string;
 beforeAll(async () => {
@@ -76,18 +74,11 @@ const setUp = async (name: string, text: string, spec: Omit<JobSpecInput, "input
       },
     }),
   );
-  const inputs = new FsBlobStore(path.join(dir, name, "in"));
-  const output = new FsBlobStore(path.join(dir, name, "out"));
-  const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
-  const deps: SplitDeps = {
-    output,
-    queue,
-    inputStore: () => inputs,
+  const { inputs, output, queue, deps } = localPipeline(path.join(dir, name), {
     registry: ops,
-    log: silentLogger,
     now: () => clock.now,
     instanceType: "m7g.large",
-  };
+  });
   const jobId = `${name}-1`;
   const { manifest } = await startJobOver(deps, inputs, Buffer.from(text), jobId, spec, chunkSize);
   const reducer = reducerHandler(deps);

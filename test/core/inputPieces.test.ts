@@ -13,20 +13,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as z from "zod";
 import { JobStatus, Manifest, isMapTask, type TaskMessage } from "../../lib/core/job/manifest.js";
 import { inputPieceKey, jobSpecOutputKeys, manifestKey, reportKey } from "../../lib/core/keys.js";
-import { silentLogger } from "../../lib/core/log.js";
-import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { readJson } from "../../lib/core/pipeline/blobJson.js";
 import { cancelJob } from "../../lib/core/pipeline/cancel.js";
-import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { resumeJob } from "../../lib/core/pipeline/resume.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
 import { handleObjectCreated } from "../../lib/core/pipeline/trigger.js";
 import { prng } from "../../lib/dev/prng.js";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
-import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { jobsTable } from "../../lib/cli/commands/jobs.js";
-import { takeAll } from "../helpers/jobs.js";
+import { localPipeline, takeAll } from "../helpers/jobs.js";
 
 let dir: string;
 beforeAll(async () => {
@@ -40,17 +35,7 @@ const CONFIG = { defaultChunkSize: 4096, maxAttempts: 3, jobDeadlineSeconds: 360
 
 /** OBJECTS small objects under `plate/`, a random number of lines each; every seventh line says "hit". */
 const setUp = async (name: string) => {
-  const inputs = new FsBlobStore(path.join(dir, name, "in"));
-  const output = new FsBlobStore(path.join(dir, name, "out"));
-  const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
-  const deps: SplitDeps = {
-    output,
-    queue,
-    inputStore: () => inputs,
-    registry: new OpRegistry(builtinOps),
-    log: silentLogger,
-    inputsPerPiece: PER_PIECE,
-  };
+  const { inputs, output, queue, deps } = localPipeline(path.join(dir, name), { inputsPerPiece: PER_PIECE });
   const next = prng(7);
   const files: { key: string; lines: string[] }[] = [];
   let n = 0;

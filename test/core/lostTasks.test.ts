@@ -10,7 +10,6 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { TaskMessage } from "../../lib/core/job/manifest.js";
-import { silentLogger } from "../../lib/core/log.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { readJson } from "../../lib/core/pipeline/blobJson.js";
 import { cancelJob } from "../../lib/core/pipeline/cancel.js";
@@ -21,9 +20,8 @@ import { runTask } from "../../lib/core/pipeline/task.js";
 import { BUSY_QUEUE_LIMITS, type WakeSender } from "../../lib/core/pipeline/wake.js";
 import { prng } from "../../lib/dev/prng.js";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
-import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { expectMatchesReference, textOf } from "../helpers/devCloud.js";
-import { keyedCounts, OUTPUT, startJobOver, takeAll } from "../helpers/jobs.js";
+import { keyedCounts, localPipeline, OUTPUT, startJobOver, takeAll } from "../helpers/jobs.js";
 
 let dir: string;
 beforeAll(async () => {
@@ -56,22 +54,15 @@ const withoutDelete = (store: FsBlobStore): FsBlobStore =>
 
 /** `stackTimeoutSeconds`: the stack's task time limit, for a job that sets none (then the job sets none). */
 const setUp = async (name: string, bytes: Buffer, spec: Record<string, unknown>, chunkSize: number, stackTimeoutSeconds?: number) => {
-  const inputs = new FsBlobStore(path.join(dir, name, "in"));
-  const output = new FsBlobStore(path.join(dir, name, "out"));
-  const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
   const wake = new WakeLog();
   let clock = Date.now();
-  const deps: SplitDeps = {
-    output,
-    queue,
-    inputStore: () => inputs,
+  const { inputs, output, queue, deps } = localPipeline(path.join(dir, name), {
     registry,
-    log: silentLogger,
     wake,
     taskLeaseMs: LEASE,
     now: () => clock,
     ...(stackTimeoutSeconds !== undefined ? { taskTimeoutSeconds: stackTimeoutSeconds } : {}),
-  };
+  });
   // The reducer's own rights: it may write job state but delete nothing (infra/CloudmillPipeline.ts).
   const reducer: SplitDeps = { ...deps, output: withoutDelete(output) };
   const jobId = `${name}-1`;

@@ -12,26 +12,22 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { enqueuedKey, mergedPrefix, parseMergedKey, reportKey } from "../../lib/core/keys.js";
 import { JobStatus, TaskMessage, type MergeTask } from "../../lib/core/job/manifest.js";
 import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
-import { silentLogger } from "../../lib/core/log.js";
 import type { BlobStore, GetOptions } from "../../lib/core/ports.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { readJson } from "../../lib/core/pipeline/blobJson.js";
 import { cancelJob } from "../../lib/core/pipeline/cancel.js";
 import { handleDeadLetter } from "../../lib/core/pipeline/deadLetter.js";
-import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { groupRange, mergeLevels } from "../../lib/core/pipeline/mergeTree.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { resumeJob } from "../../lib/core/pipeline/resume.js";
 import { taskJobOf } from "../../lib/core/pipeline/split.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
 import { JobReport } from "../../lib/core/report/jobReport.js";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
-import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { prng } from "../../lib/dev/prng.js";
 import { z } from "zod";
 import { pythonCsvRows, rowsOp } from "../helpers/csv.js";
 import { expectMatchesReference, textOf } from "../helpers/devCloud.js";
-import { OUTPUT, startJobOver } from "../helpers/jobs.js";
+import { localPipeline, OUTPUT, startJobOver } from "../helpers/jobs.js";
 
 let dir: string;
 beforeAll(async () => {
@@ -59,10 +55,7 @@ class ReadLog implements BlobStore {
 }
 
 const setUp = async (name: string, bytes: Buffer, spec: Omit<JobSpecInput, "inputs">, chunkSize: number, ops = registry) => {
-  const inputs = new FsBlobStore(path.join(dir, name, "in"));
-  const output = new FsBlobStore(path.join(dir, name, "out"));
-  const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
-  const deps: SplitDeps = { output, queue, inputStore: () => inputs, registry: ops, log: silentLogger };
+  const { inputs, output, queue, deps } = localPipeline(path.join(dir, name), { registry: ops });
   const jobId = `${name}-1`;
   const { manifest } = await startJobOver(deps, inputs, bytes, jobId, spec, chunkSize);
   /** The reducer's own view of the output, to see what it reads. */

@@ -28,7 +28,7 @@ import { encodeEventKey } from "../../lib/dev/emulator.js";
 import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { waitFor } from "../helpers/devCloud.js";
-import { keyedCounts, startJobOver, takeAll } from "../helpers/jobs.js";
+import { keyedCounts, localPipeline, startJobOver, takeAll } from "../helpers/jobs.js";
 
 let dir: string;
 beforeAll(async () => {
@@ -63,11 +63,7 @@ describe("a keyed job's straggling reduce task", () => {
     const lines = Array.from({ length: 4000 }, () => `k${Math.floor(next() ** 2 * 500)}`);
     const expected = new Map<string, number>();
     for (const l of lines) expected.set(l, (expected.get(l) ?? 0) + 1);
-    const inputs = new FsBlobStore(path.join(dir, "in"));
-    const output = new FsBlobStore(path.join(dir, "out"));
-    const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
-    const registry = new OpRegistry(builtinOps);
-    const deps: SplitDeps = { output, queue, inputStore: () => inputs, registry, log: silentLogger };
+    const { inputs, output, queue, deps } = localPipeline(dir);
     const jobId = "straggling-reduce-1";
     const { manifest } = await startJobOver(
       deps,
@@ -132,18 +128,8 @@ describe("a keyed job's straggling reduce task", () => {
   it("waits longer for a bigger partition: its time limit grows with its share of the input", async () => {
     const next = prng(72);
     const lines = Array.from({ length: 4000 }, () => `k${Math.floor(next() * 500)}`);
-    const inputs = new FsBlobStore(path.join(dir, "big-in"));
-    const output = new FsBlobStore(path.join(dir, "big-out"));
-    const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
     let now = Date.now();
-    const deps: SplitDeps = {
-      output,
-      queue,
-      inputStore: () => inputs,
-      registry: new OpRegistry(builtinOps),
-      log: silentLogger,
-      now: () => now,
-    };
+    const { inputs, output, queue, deps } = localPipeline(path.join(dir, "big"), { now: () => now });
     const jobId = "big-partition-1";
     const spec = { op: "distinct", partitions: 4, backupAfterSeconds: 60 };
     const { manifest } = await startJobOver(deps, inputs, Buffer.from(`${lines.join("\n")}\n`), jobId, spec, 2048);

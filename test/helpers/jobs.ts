@@ -1,4 +1,5 @@
 /** A job started the way the splitter starts one, over one object of a test's input store. */
+import path from "node:path";
 import * as z from "zod";
 import { TaskMessage, type InputObject } from "../../lib/core/job/manifest.js";
 import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
@@ -6,8 +7,32 @@ import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
 import type { BlobStore, TaskQueue } from "../../lib/core/ports.js";
 import { readBytes, readJson } from "../../lib/core/pipeline/blobJson.js";
+import { silentLogger } from "../../lib/core/log.js";
+import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
+import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 
 export const OUTPUT = { result: "out/result.json", status: "out/status.json" };
+
+/**
+ * The cloud's parts on this machine: an input and an output store under `root`, a task queue in
+ * memory (30 s visibility) and the built-in ops, as the splitter, workers and reducer share
+ * them; `extra` adds to or replaces any of the splitter's deps.
+ */
+export const localPipeline = (root: string, extra: Partial<SplitDeps> = {}) => {
+  const inputs = new FsBlobStore(path.join(root, "in"));
+  const output = new FsBlobStore(path.join(root, "out"));
+  const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
+  const deps: SplitDeps = {
+    output,
+    queue,
+    inputStore: () => inputs,
+    registry: new OpRegistry(builtinOps),
+    log: silentLogger,
+    ...extra,
+  };
+  return { inputs, output, queue, deps };
+};
 
 /** Writes `bytes` as object `data` of `inputs` and starts job `jobId` over it with `spec`, in chunks of `chunkSize`. */
 export const startJobOver = async (
