@@ -11,7 +11,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { reducerHandler } from "../../lib/aws/handlers.js";
-import { failureKey, partKey, succeededKey } from "../../lib/core/keys.js";
+import { backupKey, failureKey, partKey, succeededKey } from "../../lib/core/keys.js";
 import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { failJob } from "../../lib/core/pipeline/deadLetter.js";
 import { JobStatus, TaskMessage } from "../../lib/core/job/manifest.js";
@@ -19,7 +19,8 @@ import type { JobSpecInput } from "../../lib/core/job/spec.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { defineOp } from "../../lib/core/ops/defineOp.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
-import { readJson } from "../../lib/core/pipeline/blobJson.js";
+import { readJson, writeJson } from "../../lib/core/pipeline/blobJson.js";
+import { costCeilingError } from "../../lib/core/pipeline/costCeiling.js";
 import { resumeJob } from "../../lib/core/pipeline/resume.js";
 import { runTask, type TaskOutcome } from "../../lib/core/pipeline/task.js";
 import { encodeEventKey } from "../../lib/dev/emulator.js";
@@ -156,6 +157,29 @@ describe("a price ceiling over a merge tree", () => {
     await runToEnd(s);
     expect((await s.status()).state).toBe("succeeded");
     expect(await readJson(s.output, OUTPUT.result, z.unknown())).toBe(text.split("\n").length - 1);
+  });
+});
+
+describe("a price ceiling over backup copies", () => {
+  it("prices each straggler's backup as one more task of its kind: a job under its ceiling goes over with one", async () => {
+    const chunks = 4;
+    const text = Array.from({ length: chunks * LINES_PER_CHUNK }, (_, i) => `line ${String(i).padStart(4, "0")}`).join("\n") + "\n";
+    // The test's clock stands still: each map task costs its requests alone; the ceiling lies between 4 and 5 of them.
+    const s = await setUp("backups", text, { op: "count", maxCostUsd: 4.5 * requestsUsd(1) }, text.length / chunks);
+    for (const task of await s.takeAll()) expect(await s.run(task)).toMatchObject({ kind: "done" });
+    const progress = {
+      manifest: s.manifest,
+      mapParts: new Map(Array.from({ length: chunks }, (_, i) => [i, partKey(s.jobId, i)] as const)),
+      merged: [],
+      reduced: [],
+    };
+    expect(await costCeilingError(s.deps, progress)).toBeUndefined();
+    // Chunk 2 straggled and got a backup, as the reducer's check marks one it queues.
+    await writeJson(s.output, backupKey(s.jobId, 2), { at: new Date(0).toISOString(), elapsedMs: 9000, afterMs: 3000 });
+    const over = await costCeilingError(s.deps, progress);
+    expect(over?.code).toBe("COST_LIMIT");
+    expect(over?.message).toMatch(/ after 4 of 4 chunks and 1 backup copies is over maxCostUsd /);
+    expect(measuredOf(over!.message)).toBeCloseTo(5 * requestsUsd(1), 6);
   });
 });
 

@@ -168,6 +168,20 @@ const backupStragglers = async (deps: SplitDeps, manifest: Manifest, stage: Stag
   return launched.length;
 };
 
+/**
+ * The tasks a job queued backups of, by index (a chunk, or a reduce task at chunks + partition):
+ * each one ran, or runs, twice, whichever copy wins (its markers, one listing).
+ */
+export const backedUpTasks = async (deps: Pick<SplitDeps, "output">, jobId: string): Promise<number[]> => {
+  const prefix = backupsPrefix(jobId);
+  const indexes: number[] = [];
+  for await (const { key } of deps.output.list(prefix)) {
+    const index = /^(\d+)\.json$/.exec(key.slice(prefix.length))?.[1];
+    if (index !== undefined) indexes.push(Number(index));
+  }
+  return indexes;
+};
+
 /** How many backups a job queued, and how many of them wrote their chunk's part first (its markers, one listing). */
 export const backupCounts = async (deps: Pick<SplitDeps, "output">, jobId: string): Promise<{ launched: number; won: number }> => {
   let launched = 0;

@@ -3,7 +3,8 @@
  * `maxCostUsd`, and the reducer, as parts arrive, prices what the job has done so far: each
  * kind of task it has run (map tasks, merge tasks of its merge tree, a keyed job's reduce
  * tasks) by a sample of its parts' recorded runs, as the report prices them, times the tasks of
- * that kind done. Past the ceiling the job fails with COST_LIMIT; workers then skip its
+ * that kind done, and again for each backup copy of one (a straggler's copy costs a task
+ * whichever copy wins, and the loser writes no part to be sampled). Past the ceiling the job fails with COST_LIMIT; workers then skip its
  * remaining tasks, and the parts written are kept, so `cloudmill retry --max-cost-usd` resumes it.
  */
 import { DEFAULTS } from "../constants.js";
@@ -13,6 +14,7 @@ import { runCostUsd } from "../report/jobReport.js";
 import { usdOver } from "../report/prices.js";
 import type { PipelineDeps } from "./deps.js";
 import { inLaneOf, type Lanes } from "./lanes.js";
+import { backedUpTasks } from "./backups.js";
 import { sampleRuns } from "./partSample.js";
 
 /** What a running job has done so far: the keys of the parts each kind of its tasks wrote. */
@@ -27,15 +29,16 @@ export interface JobProgress {
 }
 
 /**
- * The measured cost of the tasks that wrote `keys`: their sampled mean times their number; 0
- * when none recorded a run (parts of another version); undefined if the instance is unpriced.
+ * The measured cost of the tasks that wrote `keys`, and of `copies` more of them: their sampled
+ * mean times their number; 0 when none recorded a run (parts of another version); undefined if
+ * the instance is unpriced.
  */
-const spentOn = async (deps: PipelineDeps, keys: readonly string[], instanceType: string): Promise<number | undefined> => {
+const spentOn = async (deps: PipelineDeps, keys: readonly string[], copies: number, instanceType: string): Promise<number | undefined> => {
   if (keys.length === 0) return 0;
   const costs = (await sampleRuns(deps, keys)).map((run) => runCostUsd(run, instanceType, deps.capacity));
   if (costs.some((c) => c === undefined)) return undefined;
   if (costs.length === 0) return 0;
-  return ((costs as number[]).reduce((a, b) => a + b, 0) / costs.length) * keys.length;
+  return ((costs as number[]).reduce((a, b) => a + b, 0) / costs.length) * (keys.length + copies);
 };
 
 /** COST_LIMIT if what the job has done so far costs more than its ceiling; undefined otherwise (or if unpriced). */
@@ -45,18 +48,21 @@ export const costCeilingError = async (roleDeps: PipelineDeps & Lanes, progress:
   const ceiling = manifest.job.maxCostUsd;
   if (ceiling === undefined || mapParts.size + merged.length + reduced.length === 0) return undefined;
   const instanceType = deps.instanceType ?? DEFAULTS.instanceType;
+  const backedUp = await backedUpTasks(deps, manifest.jobId);
+  const mapCopies = backedUp.filter((i) => i < manifest.chunks).length;
   const kinds = [
-    { tasks: [...mapParts.values()], name: "map" },
-    { tasks: merged, name: "merge" },
-    { tasks: reduced, name: "reduce" },
+    { tasks: [...mapParts.values()], copies: mapCopies, name: "map" },
+    { tasks: merged, copies: 0, name: "merge" },
+    { tasks: reduced, copies: backedUp.length - mapCopies, name: "reduce" },
   ];
-  const usd = await Promise.all(kinds.map(({ tasks }) => spentOn(deps, tasks, instanceType)));
+  const usd = await Promise.all(kinds.map(({ tasks, copies }) => spentOn(deps, tasks, copies, instanceType)));
   if (usd.some((u) => u === undefined)) return undefined;
   const spent = (usd as number[]).reduce((a, b) => a + b, 0);
   if (spent <= ceiling) return undefined;
   const done = kinds
     .filter(({ tasks }, i) => i === 0 || tasks.length > 0)
     .map(({ tasks, name }, i) => (i === 0 ? `${tasks.length} of ${manifest.chunks} chunks` : `${tasks.length} ${name} tasks`))
+    .concat(backedUp.length > 0 ? [`${backedUp.length} backup copies`] : [])
     .join(" and ");
   return new CloudmillError(
     ErrorCode.COST_LIMIT,
