@@ -13,6 +13,8 @@ import { parseJobSpec } from "../core/job/spec.js";
 import { silentLogger } from "../core/log.js";
 import type { OpRegistry } from "../core/ops/registry.js";
 import { isShuffled } from "../core/ops/types.js";
+import { codecOf } from "../core/records/codecs.js";
+import { isZipMagic, isZipName } from "../core/records/zip.js";
 import { type CalibrationCache, calibrationKey } from "./calibrationCache.js";
 import { runLocal } from "./localEngine.js";
 
@@ -126,7 +128,7 @@ export const calibrateOn = async (
     const op = registry.get(spec.op);
     // Optional: a failure here (a filesystem without hard links, say) leaves the rate alone as measured.
     const shared = await sharedShare().catch(() => undefined);
-    const cold = await coldSeconds(shared ?? 1).catch(() => undefined);
+    const cold = await coldSeconds().catch(() => undefined);
     const withShared = <T extends object>(c: T): T & { shared?: number; cold?: number } => ({
       ...c,
       ...(shared !== undefined ? { shared } : {}),
@@ -179,41 +181,30 @@ export const calibrateOn = async (
 
     /**
      * How much longer a fresh task thread maps its first chunk of the sample than a warm one
-     * does, while the JIT compiles the op. Each thread first maps a chunk of one line, which
-     * pays what any first task pays (modules, the first part written: a run's start-up, not the
-     * op's); then the sample's copies, the first of which on each thread is timed against the
-     * chunk at the rate the threads share. Not measured for a sample taken whole (a compressed
-     * file: a line of it is no input).
+     * does, while the JIT compiles the op. One thread maps a chunk of one line, which pays what
+     * any first task pays (modules, the first part written: a run's start-up, not the op's),
+     * then a copy of the sample (a chunk of its own: the two do not fit one), timed by the job's
+     * report against the sample's warm time. Not measured for a compressed sample, of which a
+     * line is no input.
      */
-    async function coldSeconds(share: number): Promise<number | undefined> {
-      if (options.whole) return undefined;
+    async function coldSeconds(): Promise<number | undefined> {
+      if (codecOf(buf) !== undefined || isZipMagic(buf) || isZipName(name)) return undefined;
       if (op.digest !== undefined && !options.opsModules?.length) return undefined;
-      const threads = Math.min(SHARED_THREADS, os.availableParallelism());
-      const line = buf.subarray(0, buf.indexOf(0x0a) + 1 || cut);
-      const tiny = await Promise.all(
-        Array.from({ length: threads }, async (_, i) => {
-          const one = path.join(dir, `line-${i}${ext}`);
-          await writeFile(one, line);
-          return one;
-        }),
-      );
-      // Two sample chunks at least: a job of one chunk maps it on this (warm) thread.
-      const copies = await copiesOfSample(Math.max(2, threads), "cold");
+      const line = path.join(dir, `line${ext}`);
+      await writeFile(line, buf.subarray(0, buf.indexOf(0x0a) + 1 || cut));
+      const [copy] = await copiesOfSample(1, "cold");
       const { report } = await runLocal({
-        spec: parseJobSpec({ ...job, inputs: [...tiny, ...copies] }),
+        spec: parseJobSpec({ ...job, inputs: [line, copy!] }),
         registry,
         ...(options.opsModules ? { opsModules: options.opsModules } : {}),
-        workers: threads,
+        workers: 1,
         report: true,
         log: silentLogger,
         outDir: path.join(dir, "cold-out"),
       });
-      const firstOn = new Map<string, number>();
-      for (const t of [...(report?.tasks ?? [])].sort((a, b) => a.start - b.start))
-        if (t.index >= tiny.length && t.index < tiny.length + copies.length && !firstOn.has(t.worker)) firstOn.set(t.worker, t.ms / 1000);
-      if (firstOn.size === 0) return undefined;
-      const warm = cut / 1e6 / (rate * (threads > 1 ? share : 1));
-      return Math.max(0, [...firstOn.values()].reduce((a, b) => a + b, 0) / firstOn.size - warm);
+      // Task 1 is the copy's chunk (a keyed op's reduce tasks follow it).
+      const first = report?.tasks.find((t) => t.index === 1 && t.bytes === cut);
+      return first === undefined ? undefined : Math.max(0, first.ms / 1000 - cut / 1e6 / rate);
     }
 
     /** `n` names of the sample: hard links, so as many inputs as chunks take no more disk. */

@@ -24,6 +24,7 @@ const Entry = z.object({
   reduceRate: z.number().positive().optional(),
   spilledReduceRate: z.number().positive().optional(),
   shared: z.number().positive().max(1).optional(),
+  cold: z.number().nonnegative().optional(),
   bytes: z.number().int().nonnegative(),
   at: z.iso.datetime(),
 });

@@ -11,7 +11,7 @@ import type { PipelineDeps } from "../core/pipeline/deps.js";
 import { runTask, type TaskOutcome } from "../core/pipeline/task.js";
 import { heapLimits, outOfMemory } from "../sandbox/heapLimits.js";
 import { threadEntry } from "../sandbox/threadEntry.js";
-import { endThread, type ExitRequest } from "../sandbox/threadExit.js";
+import { endThread, STUCK_GRACE_MS, type ExitRequest } from "../sandbox/threadExit.js";
 import type { MergedParts } from "../core/pipeline/partMerge.js";
 import { Accumulators, withoutPartial } from "./accumulate.js";
 
@@ -86,8 +86,6 @@ export interface ThreadReady {
 class TaskThread {
   #worker: Worker | undefined;
   #pending: { resolve: (r: ThreadReply & { ok: true }) => void; reject: (e: unknown) => void } | undefined;
-  /** Why the thread is being ended on purpose (a task past its time): what its pending request fails with. */
-  #ending: CloudmillError | undefined;
 
   constructor(
     private readonly data: ThreadData,
@@ -108,6 +106,8 @@ class TaskThread {
     worker.once("exit", () => booted());
     worker.on("message", (reply: ThreadReply | ThreadReady) => {
       if ("ready" in reply) return booted();
+      // A thread being ended may still answer the task it was ended for: that answer is no one's.
+      if (this.#worker !== worker) return;
       const p = this.#pending;
       this.#pending = undefined;
       if (!p) return;
@@ -120,8 +120,7 @@ class TaskThread {
       this.#worker = undefined;
       const p = this.#pending;
       this.#pending = undefined;
-      p?.reject(this.#ending ?? cause ?? new CloudmillError(ErrorCode.ENVIRONMENT, `worker thread ${why}`));
-      this.#ending = undefined;
+      p?.reject(cause ?? new CloudmillError(ErrorCode.ENVIRONMENT, `worker thread ${why}`));
     };
     worker.on("error", (err: Error & { code?: string }) =>
       die(`crashed: ${err.message}`, err.code === "ERR_WORKER_OUT_OF_MEMORY" ? outOfMemory(memoryMiB, "taskMemoryMiB") : undefined),
@@ -137,6 +136,19 @@ class TaskThread {
     });
   }
 
+  /**
+   * Ends `worker` on purpose: from now on it is not this slot's thread (the next request starts
+   * a fresh one, and whatever it still answers is dropped), and its request fails with `why`.
+   */
+  #end(worker: Worker, why: CloudmillError, graceMs?: number): void {
+    if (this.#worker !== worker) return;
+    this.#worker = undefined;
+    const p = this.#pending;
+    this.#pending = undefined;
+    p?.reject(why);
+    void endThread(worker, graceMs);
+  }
+
   /** Starts the thread ahead of its first task, so that its boot overlaps the job's planning. */
   warm(): void {
     this.#worker ??= this.#start();
@@ -148,18 +160,24 @@ class TaskThread {
     // The time counts from the thread's boot: loading modules on a busy machine is not the chunk's time.
     const seconds = task.job.taskTimeoutSeconds ?? this.taskTimeoutSeconds;
     await Promise.race([this.#booted, new Promise<void>((resolve) => setTimeout(resolve, seconds * 1000).unref())]);
-    const timer = setTimeout(() => {
-      this.#ending = new CloudmillError(ErrorCode.TASK_TIMEOUT, `the chunk did not finish within ${seconds} s (taskTimeoutSeconds)`);
-      void endThread(worker);
-    }, seconds * 1000);
+    if (this.#worker !== worker) throw new CloudmillError(ErrorCode.ENVIRONMENT, "worker thread exited while it started");
     // Stopped (the job ended, or another copy of the chunk finished first): the thread goes with
     // its total, whose chunks the engine maps again if it needs them.
-    const stop = (): void => {
-      this.#ending = new CloudmillError(ErrorCode.CANCELLED, "the task was stopped");
-      void endThread(worker);
-    };
+    const stop = (): void => this.#end(worker, new CloudmillError(ErrorCode.CANCELLED, "the task was stopped"));
+    if (options.signal?.aborted) {
+      stop();
+      throw new CloudmillError(ErrorCode.CANCELLED, "the task was stopped");
+    }
+    const timer = setTimeout(
+      () =>
+        this.#end(
+          worker,
+          new CloudmillError(ErrorCode.TASK_TIMEOUT, `the chunk did not finish within ${seconds} s (taskTimeoutSeconds)`),
+          STUCK_GRACE_MS,
+        ),
+      seconds * 1000,
+    );
     options.signal?.addEventListener("abort", stop, { once: true });
-    if (options.signal?.aborted) stop();
     let reply: ThreadReply & { ok: true };
     try {
       reply = await this.#request(worker, {

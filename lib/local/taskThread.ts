@@ -42,7 +42,8 @@ const handle = async (request: Exclude<ThreadRequest, { kind: "exit" }>): Promis
 };
 
 parentPort!.on("message", (request: ThreadRequest) => {
-  if (isExitRequest(request)) process.exit(0);
+  // Its item threads first: exiting ends them as terminate() would, whatever they are doing.
+  if (isExitRequest(request)) return void items.close().finally(() => process.exit(0));
   void (async () => {
     let reply: ThreadReply;
     try {

@@ -11,7 +11,7 @@ import type { ItemBatch, ItemOutcome, ItemRunner } from "../core/pipeline/itemRu
 import type { FromThread, ItemThreadData, ToThread } from "./protocol.js";
 import { heapLimits } from "./heapLimits.js";
 import { threadEntry } from "./threadEntry.js";
-import { endThread } from "./threadExit.js";
+import { endThread, STUCK_GRACE_MS } from "./threadExit.js";
 
 export interface ThreadItemRunnerOptions {
   /** The op modules the process loaded (the threads load the same). */
@@ -76,7 +76,7 @@ class ItemThread {
 
   async terminate(why: Ended): Promise<void> {
     this.#end(why);
-    await endThread(this.worker);
+    await endThread(this.worker, why.code === ErrorCode.ITEM_TIMEOUT ? STUCK_GRACE_MS : undefined);
   }
 }
 

@@ -11,7 +11,7 @@ import type { RecordBlock } from "../core/records/alignedBlocks.js";
 import type { MapperReply, MapperRequest, MapperThreadData } from "./mapperProtocol.js";
 import { heapLimits, outOfMemory } from "./heapLimits.js";
 import { threadEntry } from "./threadEntry.js";
-import { endThread } from "./threadExit.js";
+import { endThread, STUCK_GRACE_MS } from "./threadExit.js";
 
 export interface ThreadMapperHostOptions {
   /** The op modules the process loaded (the threads load the same). */
@@ -65,7 +65,7 @@ class MapperThread {
     const p = this.#pending;
     this.#pending = undefined;
     p?.reject(why);
-    void endThread(this.worker);
+    void endThread(this.worker, why.code === ErrorCode.TASK_TIMEOUT ? STUCK_GRACE_MS : undefined);
   }
 
   async call(request: MapperRequest, transfer: ArrayBuffer[] = []): Promise<MapperReply> {

@@ -17,8 +17,14 @@ export type ExitRequest = typeof EXIT_REQUEST;
 export const isExitRequest = (message: unknown): message is ExitRequest =>
   typeof message === "object" && message !== null && (message as { kind?: unknown }).kind === EXIT_REQUEST.kind;
 
-/** How long a thread asked to exit has before it is terminated. */
-export const EXIT_GRACE_MS = 2_000;
+/** How long a thread asked to exit has before it is terminated (one still loading its modules needs a while). */
+export const EXIT_GRACE_MS = 5_000;
+/**
+ * The same for a thread ended because its task overran: most likely busy in code that never
+ * yields, where the request is never read, while a thread whose event loop turns reads it in
+ * milliseconds. A stuck one should not spin (and hold its heap) beside its replacement for long.
+ */
+export const STUCK_GRACE_MS = 200;
 
 /** Ends `worker`: asks it to exit, and terminates it past `graceMs`. Settles once it has exited. */
 export const endThread = (worker: Worker, graceMs: number = EXIT_GRACE_MS): Promise<void> => {

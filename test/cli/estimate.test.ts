@@ -98,6 +98,11 @@ describe("cloudmill estimate", () => {
       new RegExp(`^${rate!.replace(".", "\\.")} \\| calibrated on 0\\.3 MB of .*, cached \\d{4}-\\d\\d-\\d\\dT`),
     );
     expect(Object.keys(JSON.parse(await readFile(cacheFile, "utf8")).entries)).toHaveLength(1);
+    // The cached calibration gives every figure the measured one did.
+    const [entry] = Object.values(JSON.parse(await readFile(cacheFile, "utf8")).entries) as { shared?: number; cold?: number }[];
+    expect(entry!.cold).toBeGreaterThanOrEqual(0);
+    const cached = Estimate.parse(JSON.parse((await cli(["estimate", sample, "--op", "wordcount", "--json"], env)).stdout)).rate;
+    expect({ shared: cached.shared, cold: cached.coldSeconds }).toEqual({ shared: entry!.shared, cold: entry!.cold });
     // Another op, another sample, --fresh: measured, each a new entry (--fresh replaces its own).
     expect(rateOf((await cli(["estimate", sample, "--op", "count"], env)).stdout)).not.toContain("cached");
     await writeFile(sample, textOf(300_000, 8));

@@ -237,6 +237,26 @@ describe("on this machine", () => {
     expectMatchesReference("count", {}, bytes, (await run(ok, "count")).result);
   }, 60_000);
 
+  it("a chunk that ends after its time has still timed out, and the next chunk on its slot runs on a fresh thread", async () => {
+    const registry = await opsRegistry([module]);
+    // Chunk 0 takes 3 s (its thread never yields); chunk 1 is quick. One thread, one attempt each.
+    const file = path.join(dir, "late.txt");
+    await writeFile(file, "slow\nb\n");
+    const err = await runLocal({
+      spec: parseJobSpec({ op: "slow", inputs: [file], maxAttempts: 1, taskTimeoutSeconds: 1, chunkSize: 5 }),
+      registry,
+      opsModules: [module],
+      workers: 1,
+    }).then(
+      () => undefined,
+      (e: unknown) => e as CloudmillError,
+    );
+    // Not a late success of chunk 0, nor chunk 1 failed with chunk 0's error.
+    expect(err?.describe()).toBe(
+      `${file} (bytes 0-5): chunk 0 failed after 1 attempt: the chunk did not finish within 1 s (taskTimeoutSeconds)`,
+    );
+  }, 60_000);
+
   it("a job's own taskTimeoutSeconds wins over the run's", async () => {
     const registry = await opsRegistry([module]);
     const file = path.join(dir, "stuck-own.txt");
