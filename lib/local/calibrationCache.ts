@@ -41,7 +41,7 @@ export const calibrationCacheDir = (env: Readonly<Record<string, string | undefi
 /**
  * Bumped when calibrations are measured another way (2: a keyed op's reduce timed by its own
  * task, held and spilling; 3: a chunk-sized sample, and the share of its rate a task keeps beside another;
- * 4: a fresh thread's cold first chunk).
+ * 4: a fresh thread's cold first chunk, and the median of three timed runs).
  */
 const CALIBRATION_METHOD = 4;
 
