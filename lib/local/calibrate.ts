@@ -77,6 +77,10 @@ export interface CalibrateOptions {
   readonly whole?: boolean;
 }
 
+/** Mapping the calibration times on this thread, at the least, in at most this many runs of the sample. */
+const MIN_TIMED_SECONDS = 1;
+const MOST_TIMED_RUNS = 15;
+
 /** Threads of a shared measurement, and about how long each maps before it is timed (the JIT warms) and while. */
 const SHARED_THREADS = 2;
 const WARM_SECONDS = 1;
@@ -86,8 +90,8 @@ const MOST_CHUNKS = 16;
 
 /**
  * Rates of the op on `sample` (bytes from the start of an input named like `name`). The sample is
- * mapped four times and the median of the last three counts: a long job runs on code the JIT has
- * warmed. Then, on a machine of two cores or more, copies of it are mapped on two threads at once
+ * mapped once, then timed three times or more (MIN_TIMED_SECONDS), and the median counts: a long
+ * job runs on code the JIT has warmed. Then, on a machine of two cores or more, copies of it are mapped on two threads at once
  * for `shared`, and one copy on a fresh thread for `cold`.
  */
 export const calibrateOn = async (
@@ -124,9 +128,11 @@ export const calibrateOn = async (
       return { map: seconds((i) => i === 0), reduce: seconds((i) => i > 0) };
     };
     await once();
-    // The median of three timed runs: a single run of a second moves by a fifth with the host's spells.
+    // The median of timed runs, three at least and as many as MIN_TIMED_SECONDS of mapping takes:
+    // one run moves by a fifth with the host's spells, and a fast op maps its sample in 15 ms.
     const timed = [await once(), await once(), await once()];
-    const middle = (of: (t: (typeof timed)[number]) => number): number => timed.map(of).sort((a, b) => a - b)[1]!;
+    while (timed.length < MOST_TIMED_RUNS && timed.reduce((n, t) => n + t.map, 0) < MIN_TIMED_SECONDS) timed.push(await once());
+    const middle = (of: (t: (typeof timed)[number]) => number): number => timed.map(of).sort((a, b) => a - b)[timed.length >> 1]!;
     const map = middle((t) => t.map);
     const reduce = middle((t) => t.reduce);
     const rate = cut / 1e6 / map;
