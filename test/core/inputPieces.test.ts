@@ -56,7 +56,17 @@ const setUp = async (name: string) => {
   const manifestOf = (jobId: string) => readJson(output, manifestKey(jobId), Manifest);
   const statusOf = (jobId: string) => readJson(output, jobSpecOutputKeys(jobId).status, JobStatus);
   const resultOf = (jobId: string) => readJson(output, jobSpecOutputKeys(jobId).result, z.unknown());
-  return { deps, inputs, output, queue, files, start, run, manifestOf, statusOf, resultOf };
+  /** Every "hit" line, in object and byte order, as grep reports a match: the reference for grep. */
+  const hits = () =>
+    files.flatMap((f) => {
+      let offset = 0;
+      return f.lines.flatMap((line) => {
+        const at = offset;
+        offset += Buffer.byteLength(line) + 1;
+        return line.startsWith("hit") ? [{ line, offset: at, input: `s3://lab-in/${f.key}` }] : [];
+      });
+    });
+  return { deps, inputs, output, queue, files, hits, start, run, manifestOf, statusOf, resultOf };
 };
 
 describe("a job of more inputs than its manifest lists", () => {
@@ -97,14 +107,7 @@ describe("a job of more inputs than its manifest lists", () => {
     await s.start("plate-grep", { op: "grep", params: { pattern: "^hit", k: "1000" } });
     await s.run(await takeAll(s.queue));
     expect((await reduceJob(s.deps, "plate-grep")).kind).toBe("succeeded");
-    const expected = s.files.flatMap((f) => {
-      let offset = 0;
-      return f.lines.flatMap((line) => {
-        const at = offset;
-        offset += Buffer.byteLength(line) + 1;
-        return line.startsWith("hit") ? [{ line, offset: at, input: `s3://lab-in/${f.key}` }] : [];
-      });
-    });
+    const expected = s.hits();
     expect(await s.resultOf("plate-grep")).toEqual({ matches: expected.length, samples: expected });
   });
 
@@ -123,14 +126,7 @@ describe("a job of more inputs than its manifest lists", () => {
     }
     expect((await reduceJob(s.deps, "plate-few")).kind).toBe("succeeded");
     expect((await reduceJob(s.deps, "plate-none")).kind).toBe("succeeded");
-    const hits = s.files.flatMap((f) => {
-      let offset = 0;
-      return f.lines.flatMap((line) => {
-        const at = offset;
-        offset += Buffer.byteLength(line) + 1;
-        return line.startsWith("hit") ? [{ line, offset: at, input: `s3://lab-in/${f.key}` }] : [];
-      });
-    });
+    const hits = s.hits();
     expect(await s.resultOf("plate-few")).toEqual({ matches: hits.length, samples: hits.slice(0, 3) });
     expect(await s.resultOf("plate-none")).toEqual({ records: s.files.reduce((n, f) => n + f.lines.length, 0) });
   });
