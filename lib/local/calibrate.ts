@@ -1,7 +1,7 @@
 /**
  * An op's mapping rate on this machine, measured on a sample of the real input: its first chunk
  * (at most MAX_SAMPLE_BYTES, cut after a newline) mapped on this thread, as one chunk, again on
- * two threads at once, and on fresh threads (their cold first chunk). What `cloudmill estimate`
+ * two threads at once, and on a fresh thread (its cold first chunk). What `cloudmill estimate`
  * and the SDK's estimate scale to the whole job.
  */
 import { link, mkdtemp, open, rm, writeFile } from "node:fs/promises";
@@ -39,7 +39,7 @@ export const sampleBytesFor = (chunkSize: number): number => Math.min(MAX_SAMPLE
  * measured, a machine of one core or an op the task threads cannot load). `cold`: the seconds a
  * task thread's first full chunk takes beyond a warm one, while the JIT compiles the op's hot
  * code (what any first task pays is a run's start-up, not this; unset: not measured, as
- * `shared`, or a sample taken whole).
+ * `shared`, or a compressed sample).
  */
 export interface Calibration {
   readonly rate: number;
@@ -91,8 +91,8 @@ const MOST_CHUNKS = 16;
 /**
  * Rates of the op on `sample` (bytes from the start of an input named like `name`). The sample is
  * mapped once, then timed three times or more (MIN_TIMED_SECONDS), and the median counts: a long
- * job runs on code the JIT has warmed. Then, on a machine of two cores or more, copies of it are mapped on two threads at once
- * for `shared`, and one copy on a fresh thread for `cold`.
+ * job runs on code the JIT has warmed. Then, on a machine of two cores or more, copies of it are
+ * mapped on two threads at once for `shared`, and one copy on a fresh thread for `cold`.
  */
 export const calibrateOn = async (
   sample: Uint8Array,
