@@ -16,14 +16,13 @@ import * as s3n from "aws-cdk-lib/aws-s3-notifications";
 import * as sqs from "aws-cdk-lib/aws-sqs";
 import * as cr from "aws-cdk-lib/custom-resources";
 import { Construct } from "constructs";
-import { DEFAULTS, type Role } from "../lib/core/constants.js";
+import { DEFAULTS, MiB, type Role } from "../lib/core/constants.js";
 import {
   cancelKey,
   failureKey,
   FLEET_PREFIX,
   ITEM_OUTPUT_PATTERNS,
   OUTPUT_PART_PATTERN,
-  SPILL_PATTERN,
   JOBS_PREFIX,
   OPS_LISTING_KEY,
   PART_SUFFIX,
@@ -173,6 +172,7 @@ export class CloudmillPipeline extends Construct {
       CLOUDMILL_WORKER_CONCURRENCY: String(config.workerVcpus),
       CLOUDMILL_TASK_TIMEOUT_SECONDS: String(config.taskTimeout.toSeconds()),
       CLOUDMILL_USAGE_REPORT_SECONDS: String(DEFAULTS.usageReportSeconds),
+      CLOUDMILL_REDUCE_SPILL_MIB: String(DEFAULTS.reduceSpillBytes / MiB),
       POWERTOOLS_LOG_LEVEL: config.logLevel,
     };
     let image = props.workerImage;
@@ -334,7 +334,6 @@ export class CloudmillPipeline extends Construct {
     const statusObjects = this.outputBucket.arnForObjects(`*/${STATUS_FILE}`);
     const itemOutputs = ITEM_OUTPUT_PATTERNS.map((k) => this.outputBucket.arnForObjects(k));
     const keyedParts = this.outputBucket.arnForObjects(OUTPUT_PART_PATTERN);
-    const spilledRuns = this.outputBucket.arnForObjects(SPILL_PATTERN);
     const usageReports = this.outputBucket.arnForObjects(`${FLEET_PREFIX}*`);
 
     // Why each wildcard resource is as narrow as it can be; `allow` refuses a wildcard without a reason.
@@ -375,7 +374,6 @@ export class CloudmillPipeline extends Construct {
         usageReports,
         "Each worker writes its usage report as _fleet/<task id>.json (task ids made at run time); only that folder, kept a day.",
       ],
-      [spilledRuns, "A reduce task removes the runs it spilled under _work/<jobId>/spill/ for job ids made at run time; only that folder."],
       [
         this.outputBucket.arnForObjects(`${JOBS_PREFIX}*`),
         "Job-spec results and statuses go under _jobs/<jobId>/ for job ids made at run time.",
@@ -463,9 +461,8 @@ export class CloudmillPipeline extends Construct {
       allow(worker, "WriteItemOutputs", ["s3:PutObject"], itemOutputs);
       // Each worker's usage report (CPU, memory, network, disk) for `cloudmill fleet`.
       allow(worker, "ReportUsage", ["s3:PutObject"], [usageReports]);
-      // Keyed ops: reduce tasks write the job's parts, and remove the runs they spilled under _work/.
+      // Keyed ops: reduce tasks write the job's parts (they spill to the container's disk, not S3).
       allow(worker, "WriteKeyedParts", ["s3:PutObject"], [keyedParts]);
-      allow(worker, "RemoveSpilledRuns", ["s3:DeleteObject"], [spilledRuns]);
       allow(worker, "ListWork", ["s3:ListBucket"], outputBucket);
     }
 

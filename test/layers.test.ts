@@ -11,18 +11,20 @@ import ts from "typescript";
 import { describe, expect, it } from "vitest";
 import { packageRoot } from "../lib/local/paths.js";
 
-type Layer = "core" | "sandbox" | "local" | "aws" | "dev" | "sdk" | "cli" | "root" | "functions" | "worker" | "infra";
+type Layer = "core" | "sandbox" | "fs" | "local" | "aws" | "dev" | "sdk" | "cli" | "root" | "functions" | "worker" | "infra";
 
 /** Which layers each layer may import (itself included where listed). */
 const MAY_IMPORT: Readonly<Record<Layer, readonly Layer[]>> = {
   core: ["core"],
   // Threads that run a lab's task items under limits: for every role that maps chunks.
   sandbox: ["core", "sandbox"],
-  local: ["core", "sandbox", "local"],
-  aws: ["core", "sandbox", "aws"],
-  dev: ["core", "sandbox", "local", "aws", "dev"],
+  // The filesystem as a BlobStore: the local engine's stores, and the worker's spill disk.
+  fs: ["core", "fs"],
+  local: ["core", "sandbox", "fs", "local"],
+  aws: ["core", "sandbox", "fs", "aws"],
+  dev: ["core", "sandbox", "fs", "local", "aws", "dev"],
   sdk: ["core", "local", "aws", "sdk"],
-  cli: ["core", "sandbox", "local", "aws", "dev", "sdk", "cli"],
+  cli: ["core", "sandbox", "fs", "local", "aws", "dev", "sdk", "cli"],
   root: ["core", "local", "sdk"],
   // What a deployed role runs: never the dev cloud, the CLI or the SDK.
   functions: ["core", "aws"],
@@ -36,6 +38,7 @@ const PACKAGES: Readonly<Partial<Record<Layer, RegExp>>> = {
   // and decoders of compressed bytes (zlib through its streams, fzstd, xxhash-wasm for zstd's checksums).
   core: /^(zod|re2js|acorn|node:crypto|node:path|node:url|node:zlib|node:stream|node:stream\/promises|fzstd|xxhash-wasm)$/,
   sandbox: /^node:.*$/,
+  fs: /^node:.*$/,
   local: /^(zod|node:.*)$/,
   // esbuild: bundles a lab's ops (and cloudmill's roles, from sources) at synth; an optional peer dependency.
   infra: /^(aws-cdk-lib(\/.*)?|constructs|cdk-nag|esbuild|zod|node:.*)$/,
@@ -48,7 +51,7 @@ const layerOf = (file: string): Layer | undefined => {
   const [top, second] = file.split("/");
   if (top === "lib") {
     if (second === "index.ts") return "root";
-    return (["core", "sandbox", "local", "aws", "dev", "sdk", "cli"] as const).find((l) => l === second);
+    return (["core", "sandbox", "fs", "local", "aws", "dev", "sdk", "cli"] as const).find((l) => l === second);
   }
   return (["functions", "worker", "infra"] as const).find((l) => l === top);
 };

@@ -1,6 +1,7 @@
 /** The reducer's delayed wake-ups (lib/core/pipeline/wake.ts), sent on the queue that brings it part events. */
 import { SendMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
-import type { WakeMessage, WakeSender } from "../core/pipeline/wake.js";
+import type { WakeMessage } from "../core/pipeline/wake.js";
+import type { WakeSender } from "../core/ports.js";
 
 export class SqsWakeSender implements WakeSender {
   constructor(

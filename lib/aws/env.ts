@@ -7,7 +7,7 @@ import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { parseJsonWith } from "../core/parseJson.js";
 import { parseSize } from "../core/job/size.js";
-import { DEFAULTS, ENV } from "../core/constants.js";
+import { DEFAULTS, ENV, MiB } from "../core/constants.js";
 import { CAPACITIES, type Capacity } from "../core/report/prices.js";
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -108,6 +108,9 @@ export const readWorkerConfig = (env: Env) => {
     concurrency: intOf(env, ENV.WORKER_CONCURRENCY, os.availableParallelism()),
     taskTimeoutSeconds: intOf(env, ENV.TASK_TIMEOUT_SECONDS, DEFAULTS.taskTimeoutSeconds),
     usageReportSeconds: intOf(env, ENV.USAGE_REPORT_SECONDS, DEFAULTS.usageReportSeconds, 0),
+    spillBytes: intOf(env, ENV.REDUCE_SPILL_MIB, DEFAULTS.reduceSpillBytes / MiB) * MiB,
+    /** Where reduce tasks spill: the container's own disk. */
+    spillRoot: env["TMPDIR"] || os.tmpdir(),
     /** Set by ECS: where the task's metadata (its id) is read. */
     ecsMetadataUri: env["ECS_CONTAINER_METADATA_URI_V4"] || undefined,
     /** Set by the ECS agent: where task scale-in protection is requested. */

@@ -2,7 +2,10 @@
  * The container's main, as a function: configuration from the environment, the loop over
  * SQS and S3, and a graceful stop on SIGTERM (ECS sends it, then SIGKILL after stopTimeout).
  */
+import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
+import path from "node:path";
+import { FsBlobStore } from "../fs/FsBlobStore.js";
 import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
 import type { Logger } from "../core/log.js";
 import { opsRegistry } from "../core/ops/opModules.js";
@@ -51,7 +54,18 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     defaultLimitSeconds: config.taskTimeoutSeconds,
     onError: (err) => logger.error("the main thread's watchdog failed: op code there runs unguarded", { error: err.message }),
   });
-  const deps = { ...cloudDeps(config, logger, clients), registry: await opsRegistry(config.opsModules), items, mappers, guard };
+  // Reduce tasks spill their sorted runs to this container's disk, not to S3: a run is read back
+  // once, by the task that wrote it, and a killed container takes its runs with it.
+  const spillDir = await mkdtemp(path.join(config.spillRoot, "cloudmill-spill-"));
+  const deps = {
+    ...cloudDeps(config, logger, clients),
+    registry: await opsRegistry(config.opsModules),
+    items,
+    mappers,
+    guard,
+    scratch: new FsBlobStore(spillDir),
+    spillBytes: config.spillBytes,
+  };
   const worker = new TaskWorker({
     queue: new SqsTaskQueue(clients.sqs, config.taskQueueUrl),
     deps,
@@ -90,6 +104,7 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
   await items.close();
   await mappers.close();
   await guard.close();
+  await rm(spillDir, { recursive: true, force: true });
   destroyClients(clients);
   logger.info("worker stopped");
   return logger;

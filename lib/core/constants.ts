@@ -22,6 +22,8 @@ export const ENV = {
   TASK_TIMEOUT_SECONDS: "CLOUDMILL_TASK_TIMEOUT_SECONDS",
   /** How often a worker writes its usage report (`_fleet/`); 0: never. */
   USAGE_REPORT_SECONDS: "CLOUDMILL_USAGE_REPORT_SECONDS",
+  /** MiB of pairs a worker's reduce task holds before it spills a sorted run to the container's disk. */
+  REDUCE_SPILL_MIB: "CLOUDMILL_REDUCE_SPILL_MIB",
   /** Jobs of at most this many input bytes are mapped in the splitter's function (0: none). */
   INLINE_MAX_BYTES: "CLOUDMILL_INLINE_MAX_BYTES",
   /** The worker service the splitter wakes: its cluster, name and most workers. */
@@ -73,6 +75,7 @@ export const ROLE_ENV = {
     ENV.WORKER_CONCURRENCY,
     ENV.TASK_TIMEOUT_SECONDS,
     ENV.USAGE_REPORT_SECONDS,
+    ENV.REDUCE_SPILL_MIB,
     ENV.OPS_MODULES,
     ENV.LOG_LEVEL,
     ENV.SERVICE_NAME,

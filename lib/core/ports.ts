@@ -124,3 +124,22 @@ export interface FleetWaker {
    */
   wake(tasks: number, prefer?: Preference): Promise<number>;
 }
+
+/** Op code on a worker's main thread, run under a time limit (pipeline/opGuard.ts; lib/sandbox/MainThreadWatchdog.ts). */
+/** One task's calls into op code on the main thread. */
+export interface GuardedTask {
+  /** Runs `fn`, a synchronous call into op code, under the task's time limit. */
+  run<T>(fn: () => T): T;
+  /** The task makes no more such calls. */
+  close(): void;
+}
+
+export interface MainThreadGuard {
+  /** A task about to call op code on the main thread; `label` names it if the guard ends the worker. */
+  task(label: string, limitSeconds?: number): GuardedTask;
+}
+
+/** Sends a job's wake-up, to arrive after a delay (SQS allows at most 15 minutes). */
+export interface WakeSender {
+  wakeAfter(jobId: string, seconds: number, due: number): Promise<void>;
+}

@@ -11,7 +11,7 @@ import { mkdir, readFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import * as z from "zod";
-import { writeFileAtomically } from "./atomicFile.js";
+import { writeFileAtomically } from "../fs/atomicFile.js";
 
 /** Where the cache lives, when set. */
 export const CACHE_DIR_ENV = "CLOUDMILL_CACHE_DIR";

@@ -7,7 +7,7 @@ import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
 import { copyFile, mkdir, mkdtemp, readdir, rename, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { FsBlobStore } from "./FsBlobStore.js";
+import { FsBlobStore } from "../fs/FsBlobStore.js";
 import { MemoryTaskQueue } from "./MemoryTaskQueue.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import {
@@ -37,7 +37,8 @@ import { backupKey } from "../core/keys.js";
 import { OrderedPartMerge, type MergedParts } from "../core/pipeline/partMerge.js";
 import { partsCarryReadings } from "../core/pipeline/part.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
-import { deadlineSecondsOf, startJob, taskJobOf, tasksOf } from "../core/pipeline/split.js";
+import { deadlineSecondsOf, startJob, taskJobOf } from "../core/pipeline/split.js";
+import { tasksOf } from "../core/pipeline/mapTasks.js";
 import { enqueueTasks } from "../core/pipeline/enqueue.js";
 import { afterFailedAttempt } from "../core/pipeline/attempts.js";
 import { lineNumberAt, lineNumberIn } from "../core/records/lineNumber.js";

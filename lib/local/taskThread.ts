@@ -1,7 +1,7 @@
 /** A worker thread of the local engine: runs tasks sent by the main thread, one at a time. */
 import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
 import { parentPort, workerData } from "node:worker_threads";
-import { FsBlobStore } from "./FsBlobStore.js";
+import { FsBlobStore } from "../fs/FsBlobStore.js";
 import { toCloudmillError } from "../core/errors.js";
 import { silentLogger } from "../core/log.js";
 import { OpRegistry } from "../core/ops/registry.js";

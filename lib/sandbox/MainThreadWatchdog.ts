@@ -10,7 +10,7 @@
  * bundle that runs the worker carries it.
  */
 import { Worker } from "node:worker_threads";
-import type { GuardedTask, MainThreadGuard } from "../core/pipeline/opGuard.js";
+import type { GuardedTask, MainThreadGuard } from "../core/ports.js";
 
 /** Slots of the shared state: a counter every enter and leave moves, calls in progress, whose call, its limit. */
 const SEQ = 0;

@@ -2,7 +2,7 @@ import { mkdtemp, rm, truncate, appendFile, writeFile, mkdir, symlink } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { collect, describeBlobStoreContract } from "../contract/blobStoreContract.js";
 

@@ -20,7 +20,7 @@ import { InputObject } from "../../lib/core/job/manifest.js";
 import { zipEntriesOf } from "../../lib/core/pipeline/zipInputs.js";
 import { parseZipDirectory } from "../../lib/core/records/zip.js";
 import { memberBytes } from "../../lib/core/records/zipMember.js";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { pythonCsvRows } from "../helpers/csv.js";
 import { refCount, refStats, refWordcount } from "../helpers/reference.js";
 

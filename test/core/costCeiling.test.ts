@@ -24,7 +24,7 @@ import { costCeilingError } from "../../lib/core/pipeline/costCeiling.js";
 import { resumeJob } from "../../lib/core/pipeline/resume.js";
 import { runTask, type TaskOutcome } from "../../lib/core/pipeline/task.js";
 import { encodeEventKey } from "../../lib/dev/emulator.js";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { usdOver } from "../../lib/core/report/prices.js";
 import { localPipeline, OUTPUT, startJobOver } from "../helpers/jobs.js";
 

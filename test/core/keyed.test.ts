@@ -18,7 +18,7 @@ import { manifestKey, outputPartKey, partKey } from "../../lib/core/keys.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
 import type { KeyedResult } from "../../lib/core/pipeline/reduceTask.js";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
 import { opsRegistry } from "../../lib/core/ops/opModules.js";
 import { prng } from "../../lib/dev/prng.js";
@@ -239,6 +239,46 @@ describe("a reduce task run again", () => {
       job: { ...manifest.job, opDigest: "other" },
     };
     await expect(runTask(deps, other)).rejects.toMatchObject({ code: "OP_MISMATCH" });
+  });
+
+  it("that fails part-way removes every run it spilled, and writes no part", async () => {
+    const workDir = path.join(dir, "work-failed");
+    const { jobId } = await runLocal({
+      spec: parseJobSpec({ op: "distinct", inputs: [linesFile], chunkSize: 1024, partitions: 1 }),
+      registry: new OpRegistry(),
+      workers: 0,
+      workDir,
+      outDir: path.join(dir, "failed"),
+    });
+    const manifest = Manifest.parse(JSON.parse(await readFile(path.join(workDir, manifestKey(jobId)), "utf8")));
+    const part = path.join(workDir, partKey(jobId, manifest.chunks));
+    await rm(part);
+    const output = new FsBlobStore(workDir);
+    // The shuffle's ranged reads fail from the 6th on (a reset connection), after runs were spilled.
+    let reads = 0;
+    const failing = Object.assign(Object.create(output) as FsBlobStore, {
+      get: async (key: string, options?: Parameters<FsBlobStore["get"]>[1]) => {
+        if (options?.start !== undefined && ++reads >= 6) throw new Error(`connection reset reading ${key}`);
+        return output.get(key, options);
+      },
+    });
+    const scratchDir = path.join(dir, "scratch-failed");
+    const scratch = new FsBlobStore(scratchDir);
+    let spilled = 0;
+    const counting = Object.assign(Object.create(scratch) as FsBlobStore, {
+      put: async (...args: Parameters<FsBlobStore["put"]>) => {
+        spilled++;
+        return scratch.put(...args);
+      },
+    });
+    const deps = { output: failing, inputStore: () => new FsBlobStore("/"), registry: new OpRegistry(), log: silentLogger };
+    const task: ReduceTask = { v: 1, jobId, reduce: { partition: 0, chunks: manifest.chunks }, job: manifest.job };
+    await expect(runTask({ ...deps, scratch: counting, spillBytes: 300 }, task)).rejects.toThrow(/connection reset/);
+    expect(reads).toBeGreaterThanOrEqual(6);
+    expect(spilled).toBeGreaterThan(0);
+    const left = (await readdir(scratchDir, { recursive: true, withFileTypes: true })).filter((e) => e.isFile());
+    expect(left.map((e) => e.name)).toEqual([]);
+    await expect(readFile(part)).rejects.toMatchObject({ code: "ENOENT" });
   });
 });
 

@@ -23,7 +23,7 @@ import { resumeJob } from "../../lib/core/pipeline/resume.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
 import type { TaskQueue } from "../../lib/core/ports.js";
 import { prng } from "../../lib/dev/prng.js";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { expectMatchesReference } from "../helpers/devCloud.js";
 import { keyedCounts, OUTPUT, startJobOver, takeAll } from "../helpers/jobs.js";

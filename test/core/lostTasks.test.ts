@@ -17,9 +17,10 @@ import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { resumeJob } from "../../lib/core/pipeline/resume.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
-import { BUSY_QUEUE_LIMITS, type WakeSender } from "../../lib/core/pipeline/wake.js";
+import { BUSY_QUEUE_LIMITS } from "../../lib/core/pipeline/wake.js";
+import type { WakeSender } from "../../lib/core/ports.js";
 import { prng } from "../../lib/dev/prng.js";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import type { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { expectMatchesReference, textOf } from "../helpers/devCloud.js";
 import { keyedCounts, localPipeline, OUTPUT, startJobOver, takeAll } from "../helpers/jobs.js";
 

@@ -22,7 +22,7 @@ import { afterFailedAttempt } from "../../lib/core/pipeline/attempts.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
 import { taskJobOf } from "../../lib/core/pipeline/split.js";
 import { VERSION } from "../../lib/core/version.js";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { requireBuild, ROOT } from "../helpers/devCloud.js";
 
 const longest = () =>

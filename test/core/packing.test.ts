@@ -16,7 +16,7 @@ import { silentLogger } from "../../lib/core/log.js";
 import { handleDeadLetter } from "../../lib/core/pipeline/deadLetter.js";
 import { afterFailedAttempt } from "../../lib/core/pipeline/attempts.js";
 import { chunkContext } from "../../lib/core/pipeline/task.js";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { PACK_LIMITS, planChunks } from "../../lib/core/job/planner.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";

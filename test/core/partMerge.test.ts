@@ -6,7 +6,7 @@ import { mkdtemp, rm, unlink } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { manifestKey, partKey } from "../../lib/core/keys.js";
 import { runLocal } from "../../lib/local/localEngine.js";
 import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";

@@ -25,7 +25,7 @@ import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
 import { prng } from "../../lib/dev/prng.js";
 import { encodeEventKey } from "../../lib/dev/emulator.js";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { waitFor } from "../helpers/devCloud.js";
 import { keyedCounts, localPipeline, startJobOver, takeAll } from "../helpers/jobs.js";

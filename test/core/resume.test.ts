@@ -23,7 +23,7 @@ import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { resumeJob } from "../../lib/core/pipeline/resume.js";
 import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { expectMatchesReference, textOf, waitFor } from "../helpers/devCloud.js";
 import { z } from "zod";

@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { prng } from "../../lib/dev/prng.js";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { compareKeys, partitionOf } from "../../lib/core/shuffle/keyOrder.js";
 import { RunMerge } from "../../lib/core/shuffle/runMerge.js";
 import { encodeShuffle, forEachPair, type KeyedTable } from "../../lib/core/shuffle/shuffleRun.js";

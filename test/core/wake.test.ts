@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { silentLogger } from "../../lib/core/log.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
 import { keepAwake, wakeOf } from "../../lib/core/pipeline/wake.js";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 
 let dir: string;
 beforeAll(async () => {

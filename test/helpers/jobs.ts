@@ -9,7 +9,7 @@ import type { BlobStore, TaskQueue } from "../../lib/core/ports.js";
 import { readBytes, readJson } from "../../lib/core/pipeline/blobJson.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 
 export const OUTPUT = { result: "out/result.json", status: "out/status.json" };

@@ -6,6 +6,7 @@
  * stack sets and no other the stack could have set, and must recover the stack's resources and
  * settings. A name spelled differently on the two sides fails here.
  */
+import os from "node:os";
 import { Duration } from "aws-cdk-lib";
 import type { Template } from "aws-cdk-lib/assertions";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -46,6 +47,7 @@ const NAMES: Readonly<Record<Role, readonly string[]>> = {
     "CLOUDMILL_WORKER_CONCURRENCY",
     "CLOUDMILL_TASK_TIMEOUT_SECONDS",
     "CLOUDMILL_USAGE_REPORT_SECONDS",
+    "CLOUDMILL_REDUCE_SPILL_MIB",
     "CLOUDMILL_OPS_MODULES",
     "POWERTOOLS_LOG_LEVEL",
     "POWERTOOLS_SERVICE_NAME",
@@ -67,7 +69,7 @@ const NAMES: Readonly<Record<Role, readonly string[]>> = {
 
 /** Read by the code but not set by the stack: the emulator's endpoint (`cloudmill dev`) and the URIs the ECS agent gives every task. */
 /** Set by the emulator, the ECS agent, or Lambda itself (the function's memory). */
-const SET_ELSEWHERE = ["AWS_ENDPOINT_URL", "ECS_AGENT_URI", "ECS_CONTAINER_METADATA_URI_V4", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"];
+const SET_ELSEWHERE = ["AWS_ENDPOINT_URL", "ECS_AGENT_URI", "ECS_CONTAINER_METADATA_URI_V4", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "TMPDIR"];
 
 /** The reader each role's entry calls on process.env (functions/<role>.ts, lib/aws/runWorker.ts). */
 const READERS: Readonly<Record<Role, (env: Readonly<Record<string, string | undefined>>) => Record<string, unknown>>> = {
@@ -191,6 +193,8 @@ describe("environment variables", () => {
     expect(read(lab, "worker").config).toMatchObject({ visibilitySeconds: 120, concurrency: 2, taskTimeoutSeconds: 15 * 60 });
     expect(read(spot, "worker").config).toMatchObject({ visibilitySeconds: 120, concurrency: 2, taskTimeoutSeconds: 15 * 60 });
     expect(read(custom, "worker").config).toMatchObject({ visibilitySeconds: 345, concurrency: 1, taskTimeoutSeconds: 678 });
+    // Reduce tasks spill past 64 MiB of pairs (docs/design.md), under the container's temporary folder.
+    for (const t of all) expect(read(t, "worker").config).toMatchObject({ spillBytes: 64 * MiB, spillRoot: os.tmpdir() });
     for (const t of all) {
       const visibility = resource(t, "AWS::SQS::Queue", "PipelineTaskQueue").resource.Properties!["VisibilityTimeout"];
       const td = resource(t, "AWS::ECS::TaskDefinition", "PipelineWorkersWorkerTask").resource.Properties!;

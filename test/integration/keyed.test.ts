@@ -4,9 +4,11 @@
  * is a manifest of parts whose lines equal Python's GROUP BY, `sort | uniq -c` and `sort -g`.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtempSync } from "node:fs";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { ENV } from "../../lib/core/constants.js";
 import { JobReport } from "../../lib/core/report/jobReport.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseS3Uri } from "../../lib/core/s3Uri.js";
@@ -15,7 +17,13 @@ import { pythonGroupby } from "../helpers/csv.js";
 import { useDevCloud } from "../helpers/devCloud.js";
 
 const CHUNK = 4096;
-const cloud = useDevCloud({ chunkSize: CHUNK, workers: 2 });
+/** The workers' TMPDIR: where their reduce tasks spill, past a MiB of pairs. */
+const spillRoot = mkdtempSync(path.join(os.tmpdir(), "cloudmill-keyed-spill-"));
+const cloud = useDevCloud({
+  chunkSize: CHUNK,
+  workers: 2,
+  workerEnv: { TMPDIR: spillRoot, [ENV.REDUCE_SPILL_MIB]: "1" },
+});
 let dir: string;
 
 interface KeyedManifest {
@@ -27,7 +35,10 @@ interface KeyedManifest {
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-keyed-cloud-"));
 });
-afterAll(async () => rm(dir, { recursive: true, force: true }));
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+  await rm(spillRoot, { recursive: true, force: true });
+});
 
 /** Every line of every part, read from the output bucket through the manifest's keys. */
 const partRows = async (manifest: KeyedManifest): Promise<Record<string, unknown>[]> => {
@@ -130,5 +141,39 @@ describe("keyed ops on the emulated fleet", () => {
       });
     // One partition: the part is the whole answer, in byte order, as sort prints it.
     expect(await partRows(manifest)).toEqual(expected);
+  }, 120_000);
+
+  it("distinct past the spill threshold: runs spill to the workers' own disks, never S3, and the part equals sort | uniq -c", async () => {
+    const next = prng(31);
+    // 60,000 distinct words, each about 90 bytes held: several MiB of pairs against a 1 MiB threshold.
+    const lines = Array.from({ length: 150_000 }, () => `word-${Math.floor(next() * 60_000)}`);
+    const file = path.join(dir, "many.txt");
+    await writeFile(file, `${lines.join("\n")}\n`);
+    await cloud().put("_inputs/many.txt", `${lines.join("\n")}\n`);
+    const spec = { op: "distinct", inputs: [`s3://${cloud().input}/_inputs/many.txt`], chunkSize: 256 * 1024, partitions: 1 };
+    await cloud().put("_jobs/distinct-spill.json", JSON.stringify(spec));
+    const status = await cloud().waitForEnd("_jobs/distinct-spill/status.json");
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    const manifest = (await cloud().getJson(cloud().output, "_jobs/distinct-spill/result.json")) as KeyedManifest & {
+      spilledBytes: number;
+    };
+    expect(manifest.spilledBytes).toBeGreaterThan(1024 * 1024);
+    const uniq = execFileSync("sh", ["-c", `LC_ALL=C sort "$1" | LC_ALL=C uniq -c`, "sh", file], { encoding: "utf8", maxBuffer: 1 << 28 });
+    const expected = uniq
+      .split("\n")
+      .filter((l) => l !== "")
+      .map((l) => {
+        const m = /^\s*(\d+) (.*)$/.exec(l)!;
+        return { key: m[2]!, count: Number(m[1]) };
+      });
+    expect(await partRows(manifest)).toEqual(expected);
+    // The runs went to a worker's spill folder (under the TMPDIR it was given), which keeps no run once the task ends.
+    const spilled = (await readdir(spillRoot, { recursive: true, withFileTypes: true })).filter((e) =>
+      path.join(e.parentPath, e.name).includes(path.join("_work", "distinct-spill", "spill")),
+    );
+    expect(spilled.some((e) => e.isDirectory())).toBe(true);
+    expect(spilled.filter((e) => e.isFile()).map((e) => e.name)).toEqual([]);
+    // And nothing of them in S3.
+    expect(await cloud().keys(cloud().output, "_work/distinct-spill/spill/")).toEqual([]);
   }, 120_000);
 });

@@ -23,7 +23,7 @@ import { readJson } from "../../lib/core/pipeline/blobJson.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { runLocal } from "../../lib/local/localEngine.js";
 import { expectMatchesReference, requireBuild, ROOT, startTestCloud, textOf, type TestCloud } from "../helpers/devCloud.js";

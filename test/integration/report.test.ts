@@ -9,7 +9,7 @@ import { readFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { keyedResult } from "../../lib/core/pipeline/reduceTask.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";

@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { FsBlobStore } from "../../lib/local/FsBlobStore.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { cancelKey, failureKey, jobSpecOutputKeys, manifestKey, succeededKey } from "../../lib/core/keys.js";
 import { JobStatus, type Manifest } from "../../lib/core/job/manifest.js";
 import { silentLogger } from "../../lib/core/log.js";

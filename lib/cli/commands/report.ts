@@ -4,7 +4,7 @@ import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
 import type { JobReport } from "../../core/report/jobReport.js";
 import { reportHtml } from "../../core/report/html.js";
-import { writeFileAtomically } from "../../local/atomicFile.js";
+import { writeFileAtomically } from "../../fs/atomicFile.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 import { pricedAs } from "./estimate.js";

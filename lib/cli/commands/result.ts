@@ -2,7 +2,7 @@
 import { Command } from "commander";
 import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
-import { writeFileAtomically } from "../../local/atomicFile.js";
+import { writeFileAtomically } from "../../fs/atomicFile.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 import type { JobStatus } from "../../sdk/types.js";

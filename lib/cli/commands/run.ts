@@ -14,7 +14,7 @@ import { loadOpsModule } from "../../core/ops/opModules.js";
 import { access, readFile } from "node:fs/promises";
 import { isTaskOp } from "../../core/ops/defineTask.js";
 import { batchSizeFor, itemsChunkSize } from "../../core/pipeline/items.js";
-import { FsBlobStore } from "../../local/FsBlobStore.js";
+import { FsBlobStore } from "../../fs/FsBlobStore.js";
 import { resolveLocalInputs } from "../../local/localInputs.js";
 import { jsonLogger, warningsOnly } from "../../core/log.js";
 import type { CliIO } from "../io.js";

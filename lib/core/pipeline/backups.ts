@@ -20,7 +20,7 @@ import { exists, readJson, readJsonIfExists, writeJson } from "./blobJson.js";
 import { enqueueTasks } from "./enqueue.js";
 import { inLaneOf } from "./lanes.js";
 import { sampleRuns } from "./partSample.js";
-import { tasksOf } from "./split.js";
+import { tasksOf } from "./mapTasks.js";
 import { ReducePlan, reduceTasksOf } from "./reduceTask.js";
 import { isTaskOp } from "../ops/defineTask.js";
 

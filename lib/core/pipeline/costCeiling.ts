@@ -13,7 +13,8 @@ import type { Manifest } from "../job/manifest.js";
 import { runCostUsd } from "../report/jobReport.js";
 import { usdOver } from "../report/prices.js";
 import type { PipelineDeps } from "./deps.js";
-import { inLaneOf, type Lanes } from "./lanes.js";
+import { inLaneOf } from "./lanes.js";
+import type { Lanes } from "./deps.js";
 import { backedUpTasks } from "./backups.js";
 import { sampleRuns } from "./partSample.js";
 

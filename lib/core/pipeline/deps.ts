@@ -1,13 +1,10 @@
 /** What the pipeline roles run against: ports, the op registry and a logger. */
 import type { Logger } from "../log.js";
 import type { OpRegistry } from "../ops/registry.js";
-import type { BlobStore, FleetWaker, TaskQueue } from "../ports.js";
+import type { BlobStore, FleetWaker, MainThreadGuard, TaskQueue, WakeSender } from "../ports.js";
 import type { ItemRunner } from "./itemRunner.js";
 import type { MapperHost } from "./mappers.js";
-import type { MainThreadGuard } from "./opGuard.js";
 import type { Capacity } from "../report/prices.js";
-import type { WakeSender } from "./wake.js";
-import type { Lanes } from "./lanes.js";
 
 export interface PipelineDeps {
   /** The output bucket: manifests, parts, results and statuses. */
@@ -32,6 +29,12 @@ export interface PipelineDeps {
   readonly capacity?: Capacity;
   /** Clock (ms since epoch); tests move it. */
   readonly now?: () => number;
+}
+
+/** What a role needs to choose a job's lane: the spot lane's queue, when the stack has one. */
+export interface Lanes {
+  /** The spot lane's task queue (a stack with `spot: "per-job"`); unset: one lane, `queue`. */
+  readonly spotQueue?: TaskQueue;
 }
 
 export interface SplitDeps extends PipelineDeps, Lanes {

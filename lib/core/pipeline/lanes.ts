@@ -7,13 +7,7 @@
  */
 import type { Preference } from "../job/spec.js";
 import type { TaskQueue } from "../ports.js";
-import type { PipelineDeps } from "./deps.js";
-
-/** What a role needs to choose a job's lane: the spot lane's queue, when the stack has one. */
-export interface Lanes {
-  /** The spot lane's task queue (a stack with `spot: "per-job"`); unset: one lane, `queue`. */
-  readonly spotQueue?: TaskQueue;
-}
+import type { Lanes, PipelineDeps } from "./deps.js";
 
 /** Whether a job that prefers `prefer` runs on the spot lane. */
 export const onSpotLane = (deps: Lanes, prefer: Preference | undefined): boolean => prefer === "cheapest" && deps.spotQueue !== undefined;

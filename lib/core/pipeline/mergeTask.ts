@@ -12,7 +12,8 @@ import { writeJson } from "./blobJson.js";
 import type { SniffedSeparator } from "./part.js";
 import { ReadingChain, type MergedPart, type MergeRun, type Span } from "./spans.js";
 import { readMergedSpan, readPartSpan } from "./mergeTree.js";
-import { guardOf, type GuardedTask } from "./opGuard.js";
+import { guardOf } from "./opGuard.js";
+import type { GuardedTask } from "../ports.js";
 
 /** Parts read ahead of the one being merged. */
 const READ_AHEAD = 8;

@@ -7,20 +7,8 @@
  * for its next attempt, and after the last the dead-letter handler fails the job.
  */
 import type { AnyOp } from "../ops/types.js";
+import type { GuardedTask } from "../ports.js";
 import type { PipelineDeps } from "./deps.js";
-
-/** One task's calls into op code on the main thread. */
-export interface GuardedTask {
-  /** Runs `fn`, a synchronous call into op code, under the task's time limit. */
-  run<T>(fn: () => T): T;
-  /** The task makes no more such calls. */
-  close(): void;
-}
-
-export interface MainThreadGuard {
-  /** A task about to call op code on the main thread; `label` names it if the guard ends the worker. */
-  task(label: string, limitSeconds?: number): GuardedTask;
-}
 
 const UNGUARDED: GuardedTask = { run: (fn) => fn(), close: () => undefined };
 

@@ -24,7 +24,8 @@ import { logFieldsOf } from "./logFields.js";
 import { backupCounts } from "./backups.js";
 import { advanceMergeTree, fleetTreeOf, topOfTree } from "./mergeTree.js";
 import { requeueWhenSettled } from "./wake.js";
-import { inLaneOf, type Lanes } from "./lanes.js";
+import { inLaneOf } from "./lanes.js";
+import type { Lanes } from "./deps.js";
 import type { JobProgress } from "./costCeiling.js";
 
 export type ReduceOutcome =

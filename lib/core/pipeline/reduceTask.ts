@@ -38,7 +38,8 @@ import type { Part, Reading } from "./part.js";
 import { SniffedSeparator } from "./part.js";
 import { enqueueTasks } from "./enqueue.js";
 import type { WhereRan } from "./status.js";
-import { guardOf, type GuardedTask } from "./opGuard.js";
+import { guardOf } from "./opGuard.js";
+import type { GuardedTask } from "../ports.js";
 import { TASK_LEASE_MS } from "./wake.js";
 
 /** The segments one reduce task merges: [shuffle object, start, end], in chunk order. */
@@ -307,54 +308,59 @@ const combineGuarded = async (
     prefix: spillPrefix(jobId, partition, randomUUID()),
     ...(signal ? { signal } : {}),
   });
-  let read = 0;
-  const segments = plan.segments;
-  const fetch = (i: number) => {
-    const [key, start, end] = segments[i]!;
-    const p = readBytes(deps.output, key, signal, { start, end });
-    p.catch(() => undefined);
-    return p;
-  };
-  const ahead: Promise<Buffer>[] = [];
-  for (let i = 0; i < Math.min(READ_AHEAD, segments.length); i++) ahead.push(fetch(i));
-  for (let i = 0; i < segments.length; i++) {
-    const bytes = await ahead.shift()!;
-    if (i + READ_AHEAD < segments.length) ahead.push(fetch(i + READ_AHEAD));
-    read += bytes.length;
-    await merge.addRun(bytes, `${segments[i]![0]} bytes ${segments[i]![1]}-${segments[i]![2]}`);
+  // A copy that fails or is abandoned part-way (a read fails, a backup wins) removes its runs too.
+  try {
+    let read = 0;
+    const segments = plan.segments;
+    const fetch = (i: number) => {
+      const [key, start, end] = segments[i]!;
+      const p = readBytes(deps.output, key, signal, { start, end });
+      p.catch(() => undefined);
+      return p;
+    };
+    const ahead: Promise<Buffer>[] = [];
+    for (let i = 0; i < Math.min(READ_AHEAD, segments.length); i++) ahead.push(fetch(i));
+    for (let i = 0; i < segments.length; i++) {
+      const bytes = await ahead.shift()!;
+      if (i + READ_AHEAD < segments.length) ahead.push(fetch(i + READ_AHEAD));
+      read += bytes.length;
+      await merge.addRun(bytes, `${segments[i]![0]} bytes ${segments[i]![1]}-${segments[i]![2]}`);
+    }
+    // The part streams out as the merge emits it: memory holds a piece of it, not the partition's output.
+    const key = outputPartKey(jobId, partition);
+    const out = new PassThrough();
+    let records = 0;
+    let bytes = 0;
+    let text = "";
+    const flush = async (): Promise<void> => {
+      const piece = Buffer.from(text, "utf8");
+      text = "";
+      bytes += piece.length;
+      if (!out.write(piece)) await drained(out);
+    };
+    const merged = merge
+      .finish(async (k, value) => {
+        text += `${JSON.stringify(guard.run(() => keyed.row(k, value, params)))}\n`;
+        records++;
+        if (text.length >= PIECE_CHARS) await flush();
+      })
+      .then(async (stats) => {
+        await flush();
+        out.end();
+        return stats;
+      });
+    // A failed merge fails the upload (nothing is published), and a failed upload stops the merge.
+    merged.catch((err: unknown) => out.destroy(err as Error));
+    const [{ spilledBytes }] = await Promise.all([merged, deps.output.put(key, out, { contentType: "application/x-ndjson" })]).catch(
+      (err: unknown) => {
+        out.destroy(err as Error);
+        throw err;
+      },
+    );
+    return { bytes: read, partial: { key, records, bytes, spilledBytes } };
+  } finally {
+    await merge.discard();
   }
-  // The part streams out as the merge emits it: memory holds a piece of it, not the partition's output.
-  const key = outputPartKey(jobId, partition);
-  const out = new PassThrough();
-  let records = 0;
-  let bytes = 0;
-  let text = "";
-  const flush = async (): Promise<void> => {
-    const piece = Buffer.from(text, "utf8");
-    text = "";
-    bytes += piece.length;
-    if (!out.write(piece)) await drained(out);
-  };
-  const merged = merge
-    .finish(async (k, value) => {
-      text += `${JSON.stringify(guard.run(() => keyed.row(k, value, params)))}\n`;
-      records++;
-      if (text.length >= PIECE_CHARS) await flush();
-    })
-    .then(async (stats) => {
-      await flush();
-      out.end();
-      return stats;
-    });
-  // A failed merge fails the upload (nothing is published), and a failed upload stops the merge.
-  merged.catch((err: unknown) => out.destroy(err as Error));
-  const [{ spilledBytes }] = await Promise.all([merged, deps.output.put(key, out, { contentType: "application/x-ndjson" })]).catch(
-    (err: unknown) => {
-      out.destroy(err as Error);
-      throw err;
-    },
-  );
-  return { bytes: read, partial: { key, records, bytes, spilledBytes } };
 };
 
 /** Characters of output lines gathered before they are written on. */

@@ -19,7 +19,7 @@ import { logFieldsOf } from "./logFields.js";
 import { reduceJob } from "./reduce.js";
 import { noteReduceRequeued, reduceStarted, reduceTasksOf } from "./reduceTask.js";
 import { keepAwakeForLease } from "./wake.js";
-import { tasksOf } from "./split.js";
+import { tasksOf } from "./mapTasks.js";
 import { FailureRecord, writeProgress } from "./status.js";
 
 /**

@@ -14,12 +14,11 @@ import type { OpRegistry } from "../ops/registry.js";
 import { isShuffled, type AnyOp } from "../ops/types.js";
 import { nowOf, type SplitDeps } from "./deps.js";
 import { exists, writeJson } from "./blobJson.js";
-import type { BlobStore } from "../ports.js";
 import { reduceJob } from "./reduce.js";
 import { withCodecs } from "./inputCodecs.js";
 import { enqueueTasks } from "./enqueue.js";
 import { inLaneOf } from "./lanes.js";
-import { INPUTS_PER_PIECE, inputFields, inputsOf, writeInputPieces } from "./manifestInputs.js";
+import { INPUTS_PER_PIECE, inputFields, writeInputPieces } from "./manifestInputs.js";
 import { writeProgress } from "./status.js";
 import { countDiedAttempt, inlineBegun, mapInline, runsInline, type InlineOptions } from "./inline.js";
 import { logFieldsOf } from "./logFields.js";
@@ -151,13 +150,6 @@ export interface StartedJob {
   /** True when this trigger had already started the job: nothing was enqueued. */
   readonly duplicate: boolean;
 }
-
-/** The task messages of these chunks of a started job, as startJob sent them (its inputs read from `store` when in pieces). */
-export const tasksOf = async (store: BlobStore, manifest: Manifest, indexes: readonly number[]): Promise<MapTask[]> => {
-  if (indexes.length === 0) return [];
-  const plan = planChunks(await inputsOf(store, manifest), manifest.chunkSize, planOptionsOf(manifest.job.format));
-  return indexes.map((i) => ({ v: 1, jobId: manifest.jobId, chunk: plan.chunkAt(i), job: manifest.job }));
-};
 
 export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<StartedJob> => {
   const raw = given.job.format === "blob";

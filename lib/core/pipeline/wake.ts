@@ -9,7 +9,7 @@
  */
 import * as z from "zod";
 import { idleKey, wakeKey } from "../keys.js";
-import type { TaskQueue } from "../ports.js";
+import type { TaskQueue, WakeSender } from "../ports.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJsonIfExists, writeJson } from "./blobJson.js";
 import { nowOf } from "./deps.js";
@@ -17,11 +17,6 @@ import { nowOf } from "./deps.js";
 /** The reducer's own wake-up for a job, on the queue that brings it part events; `due`: when it was meant to arrive (ms). */
 export const WakeMessage = z.object({ wake: z.object({ jobId: z.string().min(1), due: z.number().optional() }) });
 export type WakeMessage = z.infer<typeof WakeMessage>;
-
-/** Sends a job's wake-up, to arrive after a delay (SQS allows at most 15 minutes). */
-export interface WakeSender {
-  wakeAfter(jobId: string, seconds: number, due: number): Promise<void>;
-}
 
 /**
  * A queued merge or reduce task with no part after this long is queued again when the reducer

@@ -214,7 +214,13 @@ export class RunMerge {
       await mergeCursors(cursors, combine, emit);
       return { spilledBytes: this.#spilledBytes, runs: this.#runs.length };
     } finally {
-      await Promise.all(this.#runs.map((k) => scratch.delete(k).catch(() => undefined)));
+      await this.discard();
     }
+  }
+
+  /** Removes every run written so far: a merge that fails or is abandoned leaves none behind. */
+  async discard(): Promise<void> {
+    const runs = this.#runs.splice(0);
+    await Promise.all(runs.map((k) => this.#options.scratch.delete(k).catch(() => undefined)));
   }
 }
