@@ -32,7 +32,7 @@ import type { OpRegistry } from "../core/ops/registry.js";
 import type { SplitDeps } from "../core/pipeline/deps.js";
 import { failJob, handleDeadLetter } from "../core/pipeline/deadLetter.js";
 import { readBytes, readJson, writeJson } from "../core/pipeline/blobJson.js";
-import { median, stragglerAfterMs, stragglers } from "../core/pipeline/backups.js";
+import { backupRaces, median, stragglerAfterMs, stragglers } from "../core/pipeline/backups.js";
 import { backupKey } from "../core/keys.js";
 import { OrderedPartMerge, type MergedParts } from "../core/pipeline/partMerge.js";
 import { partsCarryReadings } from "../core/pipeline/part.js";
@@ -223,7 +223,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
         finishedAt: status.finishedAt ?? new Date().toISOString(),
         runs,
         result,
-        ...(status.backups ? { backups: status.backups } : {}),
+        ...(status.backups ? { backups: await backupRaces({ output }, jobId) } : {}),
         chunks: manifest.chunks,
       });
     return { jobId, result, status, ranOn: workers > 0 ? "threads" : "inline", ...(report ? { report } : {}) };

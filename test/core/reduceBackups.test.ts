@@ -19,7 +19,7 @@ import { ReducePlan } from "../../lib/core/pipeline/reduceTask.js";
 import { silentLogger } from "../../lib/core/log.js";
 import type { BlobStore, GetOptions } from "../../lib/core/ports.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
-import { backupCounts, launchReduceBackups, markRunning } from "../../lib/core/pipeline/backups.js";
+import { backupCounts, backupRaces, launchReduceBackups, markRunning } from "../../lib/core/pipeline/backups.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
@@ -109,7 +109,7 @@ describe("a keyed job's straggling reduce task", () => {
       };
       await reducerHandler(later)(event);
       await reducerHandler(later)(event);
-      expect(await backupCounts(deps, jobId)).toEqual({ launched: 1, won: 0 });
+      expect(backupCounts(await backupRaces(deps, jobId))).toEqual({ launched: 1, won: 0 });
       // The copy runs on the same worker's second slot, as slowly: the first to finish writes the part.
       await waitFor(
         "the job to succeed",

@@ -109,8 +109,22 @@ describe("a job with one straggling chunk", () => {
       const status = await cloud.waitForEnd("_jobs/straggle-1/status.json", 60_000);
       expect(status).toMatchObject({ state: "succeeded", chunks: 10, backups: { launched: 1, won: 1 } });
       expect(await cloud.getJson(cloud.output, "_jobs/straggle-1/result.json")).toBe(LINES.length);
-      const report = (await cloud.getJson(cloud.output, "_jobs/straggle-1/report.json")) as { backups?: unknown };
-      expect(report.backups).toEqual({ launched: 1, won: 1 });
+      const report = (await cloud.getJson(cloud.output, "_jobs/straggle-1/report.json")) as {
+        backups?: unknown;
+        cost: { lostCopies?: number };
+      };
+      // The stuck original lost: it ran from its start (the backup marker's time less its elapsed
+      // time) to the end of the winning backup's run, as its part records it.
+      const [markerKey] = (await cloud.keys(cloud.output, "_work/straggle-1/backups/")).filter((k) => /\/\d+\.json$/.test(k));
+      const backup = (await cloud.getJson(cloud.output, markerKey!)) as { at: string; elapsedMs: number };
+      const index = Number(/(\d+)\.json$/.exec(markerKey!)![1]);
+      const part = (await cloud.getJson(cloud.output, `_work/straggle-1/parts/${String(index).padStart(7, "0")}.part.json`)) as {
+        ran: { at: string; ms: number; backup?: true };
+      };
+      expect(part.ran.backup).toBe(true);
+      const lostMs = Date.parse(part.ran.at) + part.ran.ms - (Date.parse(backup.at) - backup.elapsedMs);
+      expect(report.backups).toEqual({ launched: 1, won: 1, lostSeconds: Math.round(lostMs) / 1000 });
+      expect(report.cost.lostCopies).toBeGreaterThan(0);
       // The blocked copy is stopped once the backup's part exists: nothing stays in flight.
       await cloud.waitForIdle(30_000);
     }, 90_000);

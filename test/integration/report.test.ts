@@ -361,6 +361,37 @@ describe("the report's arithmetic", () => {
     ).toBeCloseTo(-13 * (0.0408 / 3600) * 0.6, 12);
   });
 
+  it("prices each backup race's losing copy: the original from its start, or the backup from its queueing, to the winner's end", () => {
+    // Chunk 0 ran normally. Chunk 1's original began at 0 and was backed up at 9 s; the backup won
+    // (its part's run: 9.5 s to 12.5 s), so the original ran 0 → 12.5 s. Chunk 2's original began at
+    // 1 s and won (its run ends at 14 s); its backup, queued at 10 s, ran 10 → 14 s.
+    const runs = logOf([
+      [0, { on: "fleet", at: at(0), ms: 2000, worker: "w/1", bytes: 10 }],
+      [1, { on: "fleet", at: at(9500), ms: 3000, worker: "w/2", bytes: 10, backup: true }],
+      [2, { on: "fleet", at: at(1000), ms: 13_000, worker: "w/1", bytes: 10, objects: 4 }],
+    ]);
+    const t = Date.parse(at(0));
+    const races = [
+      { index: 1, backupWon: true, queuedAt: t + 9000, originalStart: t },
+      { index: 2, backupWon: false, queuedAt: t + 10_000, originalStart: t + 1000 },
+      // A backup whose marker could not be read: counted, not priced.
+      { index: 0, backupWon: false },
+    ];
+    const r = buildReport({ jobId: "j", op: "count", inputs: [], finishedAt: at(15_000), runs, instanceType: "m7g.large", backups: races });
+    expect(r.backups).toEqual({ launched: 3, won: 1, lostSeconds: 16.5 });
+    // Winners: 18 task-seconds × $0.0408 / 3600 = 0.000204; losers: 16.5 s → 0.000187.
+    expect(r.cost.fleet).toBe(0.000204);
+    // Two losing copies as two more fleet tasks: compute 16.5 × 0.0408 / 3600 = 0.000187, plus
+    // S3 ((3 HEADs + 1 object) + (3 + 4)) GETs × $0.0004 / 1000 + 2 PUTs × $0.005 / 1000 = 0.0000144,
+    // plus SQS 2 × 3.1 × $0.40 / 1e6 = 0.00000248: 0.00020388 in all.
+    expect(r.cost.lostCopies).toBe(0.000204);
+    // Winners' requests: (3 × 3 + 6) GETs → 0.000006 + 3 PUTs → 0.000015; SQS 3 × 3.1 × 0.4 / 1e6 = 0.00000372.
+    expect(r.cost.total).toBeCloseTo(0.000204 + 0.000021 + 0.00000372 + 0.00020388, 6);
+    expect(r.cost.basis).toContain("a backup race's losing copy as one more run");
+    expect(reportLine(r)).toContain("(3 backed up, 1 of them finished first, the losing copies ran 16.5 s)");
+    expect(reportHtml(r)).toContain("<tr><td>copies that lost a backup race</td>");
+  });
+
   it("says an instance type it has no price for is unpriced, rather than free", () => {
     const runs = logOf([[0, { on: "fleet", at: at(0), ms: 1000, worker: "w/1", bytes: 10 }]]);
     const r = buildReport({ jobId: "j", op: "count", inputs: [], finishedAt: at(2000), runs, instanceType: "x9g.large" });

@@ -16,7 +16,8 @@ export const reportLine = (r: JobReport): string => {
   const stragglers = slowest
     ? `${r.straggling} straggler(s), slowest chunk ${slowest.index} on ${slowest.worker} at ${slowest.timesMedian}× the median`
     : "no stragglers";
-  const backups = r.backups ? ` (${r.backups.launched} backed up, ${r.backups.won} of them finished first)` : "";
+  const lost = r.backups?.lostSeconds !== undefined ? `, the losing copies ran ${r.backups.lostSeconds.toFixed(1)} s` : "";
+  const backups = r.backups ? ` (${r.backups.launched} backed up, ${r.backups.won} of them finished first${lost})` : "";
   const cost = r.cost.fleetPriced
     ? `task-time cost $${r.cost.total.toFixed(6)} ` +
       `(${r.cost.instanceType ?? "no instance"} ${pricedAs(r.cost.capacity)} of ${r.cost.pricesAsOf})`

@@ -23,6 +23,8 @@ import { sampleRuns } from "./partSample.js";
 import { tasksOf } from "./mapTasks.js";
 import { ReducePlan, reduceTasksOf } from "./reduceTask.js";
 import { isTaskOp } from "../ops/defineTask.js";
+import { mapInOrder } from "../mapInOrder.js";
+import type { BackupRace } from "../report/jobReport.js";
 
 /** A chunk in progress, and when its current copy started (epoch ms). */
 export interface RunningChunk {
@@ -62,6 +64,7 @@ export const median = (values: readonly number[]): number | undefined => {
 };
 
 export const RunningMarker = z.object({ at: z.string(), worker: z.string().optional() });
+/** A backup is queued: at `at`, its original had run `elapsedMs`, against a straggler bar of `afterMs`. */
 export const BackupMarker = z.object({ at: z.string(), elapsedMs: z.number(), afterMs: z.number() });
 
 /** A task's worker says it is still running it (a chunk, or a reduce task at index chunks + partition), since `at`. */
@@ -182,13 +185,34 @@ export const backedUpTasks = async (deps: Pick<SplitDeps, "output">, jobId: stri
   return indexes;
 };
 
-/** How many backups a job queued, and how many of them wrote their chunk's part first (its markers, one listing). */
-export const backupCounts = async (deps: Pick<SplitDeps, "output">, jobId: string): Promise<{ launched: number; won: number }> => {
-  let launched = 0;
-  let won = 0;
-  for await (const { key } of deps.output.list(backupsPrefix(jobId))) {
-    if (key.endsWith(".won.json")) won++;
-    else launched++;
+/** Backup markers read at once for the report. */
+const MARKER_READS = 16;
+
+/**
+ * Every backup a job queued, as its markers tell it (one listing, then one read per backup): which
+ * copy wrote the part first, and when each copy began, for the report to price the one that lost.
+ */
+export const backupRaces = async (deps: Pick<SplitDeps, "output">, jobId: string): Promise<BackupRace[]> => {
+  const prefix = backupsPrefix(jobId);
+  const queued: number[] = [];
+  const won = new Set<number>();
+  for await (const { key } of deps.output.list(prefix)) {
+    const m = /^(\d+)(\.won)?\.json$/.exec(key.slice(prefix.length));
+    if (m?.[2]) won.add(Number(m[1]));
+    else if (m) queued.push(Number(m[1]));
   }
-  return { launched, won };
+  return mapInOrder(queued, MARKER_READS, async (index): Promise<BackupRace> => {
+    const race = { index, backupWon: won.has(index) };
+    // A marker that cannot be read still counts the backup; the report leaves its losing copy unpriced.
+    const marker = await readJsonIfExists(deps.output, backupKey(jobId, index), BackupMarker).catch(() => undefined);
+    const queuedAt = marker ? Date.parse(marker.at) : Number.NaN;
+    if (!marker || !Number.isFinite(queuedAt)) return race;
+    return { ...race, queuedAt, originalStart: queuedAt - marker.elapsedMs };
+  });
 };
+
+/** How many backups were queued, and how many of them wrote their task's part first. */
+export const backupCounts = (races: readonly BackupRace[]): { launched: number; won: number } => ({
+  launched: races.length,
+  won: races.filter((r) => r.backupWon).length,
+});

@@ -8,7 +8,7 @@ import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { inputCountOf, JobStatus, Manifest, shownInputs, taskCount, type TaskStart } from "../job/manifest.js";
 import { inputNamesAt } from "./manifestInputs.js";
-import { buildReport, RunLog } from "../report/jobReport.js";
+import { buildReport, RunLog, type BackupRace } from "../report/jobReport.js";
 import type { ShuffleRefs } from "../ops/keyedOp.js";
 import type { SortSamples } from "../shuffle/sortSamples.js";
 import type { TaskQueue } from "../ports.js";
@@ -21,7 +21,7 @@ import { failJob } from "./deadLetter.js";
 import { OrderedPartMerge } from "./partMerge.js";
 import { succeededStatus, superseded, writeProgress, type WhereRan } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
-import { backupCounts } from "./backups.js";
+import { backupCounts, backupRaces } from "./backups.js";
 import { advanceMergeTree, fleetTreeOf, topOfTree } from "./mergeTree.js";
 import { requeueWhenSettled } from "./wake.js";
 import { inLaneOf } from "./lanes.js";
@@ -59,7 +59,7 @@ const writeReport = async (
   manifest: Manifest,
   runs: RunLog,
   result: unknown,
-  backups: { launched: number; won: number },
+  races: readonly BackupRace[],
 ): Promise<void> =>
   writeJson(
     deps.output,
@@ -74,7 +74,7 @@ const writeReport = async (
       ...(deps.instanceType !== undefined ? { instanceType: deps.instanceType } : {}),
       ...(deps.capacity !== undefined ? { capacity: deps.capacity } : {}),
       result,
-      backups,
+      backups: races,
       chunks: manifest.chunks,
     }),
   );
@@ -224,7 +224,8 @@ export const reduceJob = async (
       result = merge.op.finalize(stage.partial, merge.params, ctx) ?? null;
       runs = stage.runs;
     }
-    const backups = await backupCounts(deps, jobId);
+    const races = await backupRaces(deps, jobId);
+    const backups = backupCounts(races);
     const status = { ...succeededStatus(manifest, skipped, nowOf(deps), sniffed, ran), ...(backups.launched ? { backups } : {}) };
     if (await superseded(deps, manifest.output.status, jobId, manifest.createdAt)) {
       await writeJson(deps.output, succeededKey(jobId), status);
@@ -235,7 +236,7 @@ export const reduceJob = async (
     // on the report. The report is a view of the parts: a failure to write it leaves the job as it is.
     await writeJson(deps.output, manifest.output.result, result);
     if (runs?.size)
-      await writeReport(deps, manifest, runs, result, backups).catch((err: unknown) =>
+      await writeReport(deps, manifest, runs, result, races).catch((err: unknown) =>
         log.warn("report not written", logFieldsOf(toCloudmillError(err))),
       );
     await writeJson(deps.output, succeededKey(jobId), status);

@@ -138,6 +138,7 @@ export const reportHtml = (r: JobReport): string => {
       ["Lambda (inline)", r.cost.lambda],
       ["S3 requests", r.cost.s3Requests],
       ["SQS", r.cost.sqs],
+      ...(r.cost.lostCopies !== undefined ? [["copies that lost a backup race", r.cost.lostCopies] as const] : []),
       ["total", r.cost.total],
     ] as const
   )

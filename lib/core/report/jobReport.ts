@@ -68,8 +68,17 @@ export const JobReport = z.object({
   /** The slowest tasks past STRAGGLER_FACTOR × the median, at most MAX_REPORT_STRAGGLERS; `straggling` counts all. */
   stragglers: z.array(z.object({ index: z.number().int(), worker: z.string(), ms: z.number(), timesMedian: z.number() })),
   straggling: z.number().int().nonnegative(),
-  /** Backups queued for straggling chunks (speculative execution), and how many finished first. */
-  backups: z.object({ launched: z.number().int().nonnegative(), won: z.number().int().nonnegative() }).optional(),
+  /**
+   * Backups queued for straggling chunks (speculative execution), how many finished first, and how
+   * long the copies that lost ran (priced in `cost.lostCopies`; absent in reports of 0.3 and before).
+   */
+  backups: z
+    .object({
+      launched: z.number().int().nonnegative(),
+      won: z.number().int().nonnegative(),
+      lostSeconds: z.number().nonnegative().optional(),
+    })
+    .optional(),
   /** Input bytes per second over the job, in equal steps from the first task's start. */
   throughput: z.array(z.object({ at: z.number(), bytesPerSecond: z.number() })),
   taskSeconds: z.object({ fleet: z.number(), lambda: z.number(), local: z.number() }),
@@ -86,6 +95,8 @@ export const JobReport = z.object({
     lambda: z.number(),
     s3Requests: z.number(),
     sqs: z.number(),
+    /** What the copies that lost a backup race cost: their time and requests (absent: none, or a report of 0.3 and before). */
+    lostCopies: z.number().optional(),
     total: z.number(),
     basis: z.string(),
   }),
@@ -242,6 +253,28 @@ export class RunLog {
   }
 }
 
+/**
+ * A backup as its markers tell it: the task, whether the backup wrote the part first, when it was
+ * queued and when its original began (ms since the epoch; absent when its marker could not be read).
+ */
+export interface BackupRace {
+  readonly index: number;
+  readonly backupWon: boolean;
+  readonly queuedAt?: number;
+  readonly originalStart?: number;
+}
+
+/**
+ * How long a race's losing copy ran: the original from its start, or the backup from when it was
+ * queued, until the winner ended (the loser stops at its next heartbeat after that). Undefined
+ * when the race's times or the winner's run are not known.
+ */
+export const lostCopyMs = (race: BackupRace, winnerEnd: number | undefined): number | undefined => {
+  const from = race.backupWon ? race.originalStart : race.queuedAt;
+  if (from === undefined || winnerEnd === undefined) return undefined;
+  return Math.max(0, winnerEnd - from);
+};
+
 export interface ReportInput {
   readonly jobId: string;
   readonly op: string;
@@ -255,8 +288,8 @@ export interface ReportInput {
   /** How the fleet's instances are bought (default on demand). */
   readonly capacity?: Capacity;
   readonly result?: unknown;
-  /** Backups the job queued for straggling chunks, and how many finished first. */
-  readonly backups?: { readonly launched: number; readonly won: number };
+  /** Backups the job queued for straggling tasks. */
+  readonly backups?: readonly BackupRace[];
   /**
    * The job's chunks: tasks of a higher index (a keyed job's reduce tasks, a merge tree's merge
    * tasks) are listed and priced, but left out of the median, the stragglers and the input
@@ -316,7 +349,12 @@ export const buildReport = (input: ReportInput): JobReport => {
   let fleetTasks = 0;
   const stragglers: JobReport["stragglers"] = [];
   const tasks: TaskRecord[] = [];
+  const races = input.backups ?? [];
+  const raced = new Set(races.map((r) => r.index));
+  /** The winning run of each raced task. */
+  const winners = new Map<number, { readonly end: number; readonly on: RanOn; readonly objects: number }>();
   for (const { objects, ...t } of runs.records(t0)) {
+    if (raced.has(t.index)) winners.set(t.index, { end: t0 + t.start + t.ms, on: t.on, objects });
     const w = workers.get(t.worker) ?? { worker: t.worker, on: t.on, tasks: 0, busyMs: 0, bytes: 0, firstStart: t.start };
     w.tasks++;
     w.busyMs += t.ms;
@@ -355,6 +393,19 @@ export const buildReport = (input: ReportInput): JobReport => {
   const fleet = seconds.fleet * (perVcpu ?? 0);
   const lambda = seconds.lambda * SPLITTER_GB * PRICES.lambdaGbSecond;
   const { s3: s3Requests, sqs } = requestUsd(cloudTasks, cloudObjects, fleetTasks);
+  // Each losing copy as one more run of its task where the winner ran: its time, and its requests.
+  let lostMs = 0;
+  let lostUsd = 0;
+  for (const race of races) {
+    const winner = winners.get(race.index);
+    const ms = lostCopyMs(race, winner?.end);
+    if (ms === undefined || !winner) continue;
+    lostMs += ms;
+    // On this machine a copy costs nothing; a backup never runs inline in the splitter.
+    if (winner.on !== "fleet") continue;
+    const requests = requestUsd(1, winner.objects, 1);
+    lostUsd += (ms / 1000) * (perVcpu ?? 0) + requests.s3 + requests.sqs;
+  }
   const round = (usd: number): number => Math.round(usd * 1e6) / 1e6;
   const histogram = input.op === "histogram" ? Histogram.safeParse(input.result) : undefined;
   return {
@@ -373,7 +424,15 @@ export const buildReport = (input: ReportInput): JobReport => {
     medianMs: med,
     stragglers,
     straggling,
-    ...(input.backups?.launched ? { backups: input.backups } : {}),
+    ...(races.length
+      ? {
+          backups: {
+            launched: races.length,
+            won: races.filter((r) => r.backupWon).length,
+            lostSeconds: Math.round(lostMs) / 1000,
+          },
+        }
+      : {}),
     throughput,
     taskSeconds: seconds,
     cost: {
@@ -385,12 +444,17 @@ export const buildReport = (input: ReportInput): JobReport => {
       lambda: round(lambda),
       s3Requests: round(s3Requests),
       sqs: round(sqs),
-      total: round(fleet + lambda + s3Requests + sqs),
+      ...(races.length ? { lostCopies: round(lostUsd) } : {}),
+      total: round(fleet + lambda + s3Requests + sqs + lostUsd),
       basis:
         `the tasks' own time, not idle or scaling instance time: task-seconds × the ${input.instanceType ?? "(none)"} ${capacity} ` +
         `price per vCPU (a task holds one vCPU${capacity === "spot" ? "; spot at the table's typical share of on-demand" : ""}); ` +
         `inline tasks × ${SPLITTER_GB.toFixed(3)} GB of Lambda on ARM; ` +
-        `per task 3 S3 HEADs, a GET per object and a PUT, and 3 SQS requests; ${PRICES.region} list prices as of ${PRICES.asOf}`,
+        `per task 3 S3 HEADs, a GET per object and a PUT, and 3 SQS requests; ` +
+        (races.length
+          ? "a backup race's losing copy as one more run, from its start (the original) or its queueing (the backup) to the winner's end; "
+          : "") +
+        `${PRICES.region} list prices as of ${PRICES.asOf}`,
     },
     ...(histogram?.success ? { chart: { kind: "histogram" as const, ...histogram.data } } : {}),
   };
