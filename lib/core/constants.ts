@@ -110,6 +110,11 @@ export const DEFAULTS = {
   maxChunkSize: 1024 * MiB,
   /** Most chunks one job may have: bounds the manifest and the reducer's work. */
   maxChunks: 1_000_000,
+  /**
+   * Most inputs one job may have. The splitter holds the list while it plans: about 500 MB a
+   * million objects (measured), so two million fit its 1,769 MB with room to spare.
+   */
+  maxInputs: 2_000_000,
   maxAttempts: 3,
   /** Seconds a received task stays invisible before another worker may take it. */
   visibilityTimeoutSeconds: 120,

@@ -50,6 +50,8 @@ export interface SplitDeps extends PipelineDeps, Lanes {
   readonly taskTimeoutSeconds?: number;
   /** Inputs a manifest lists itself, and per piece of a longer list (default INPUTS_PER_PIECE, manifestInputs.ts). */
   readonly inputsPerPiece?: number;
+  /** Inputs a job may have (default DEFAULTS.maxInputs); tests lower it. */
+  readonly maxInputs?: number;
 }
 
 export const nowOf = (deps: PipelineDeps): number => (deps.now ? deps.now() : Date.now());

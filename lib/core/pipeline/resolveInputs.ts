@@ -5,6 +5,7 @@
 import { parseS3Uri, s3Uri } from "../s3Uri.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import type { InputObject } from "../job/manifest.js";
+import { DEFAULTS } from "../constants.js";
 import { mapInOrder } from "../mapInOrder.js";
 import type { PipelineDeps } from "./deps.js";
 import { readBytes } from "./blobJson.js";
@@ -19,7 +20,34 @@ import {
   type ListedObject,
 } from "./inputManifests.js";
 
-type Stores = Pick<PipelineDeps, "inputStore">;
+type Stores = Pick<PipelineDeps, "inputStore"> & {
+  /** Inputs a job may have (default DEFAULTS.maxInputs); tests lower it. */
+  readonly maxInputs?: number;
+};
+
+/** Counts a job's inputs as they are found, and refuses the first past the limit, before more are listed. */
+class InputBudget {
+  #found = 0;
+  constructor(readonly max: number) {}
+
+  take(uri: string): void {
+    if (++this.#found > this.max) throw tooManyInputs(this.max, uri);
+  }
+
+  /** Refuses now if `count` more inputs would not fit (a manifest that lists them all at once). */
+  expect(count: number, uri: string): void {
+    if (this.#found + count > this.max) throw tooManyInputs(this.max, uri);
+  }
+}
+
+/** A job of more inputs than its splitter may hold. */
+export const tooManyInputs = (max: number, where: string): CloudmillError =>
+  new CloudmillError(
+    ErrorCode.INVALID_SPEC,
+    `more than ${max.toLocaleString("en-US")} inputs: a job may have at most that many (its splitter holds their list in memory); ` +
+      "split them across several jobs, e.g. one per sub-prefix",
+    { field: "inputs", input: where },
+  );
 
 /** Objects a listing skips: folder markers and cloudmill's own state. */
 const skippable = (key: string, size: number): boolean => (key.endsWith("/") && size === 0) || key.split("/").some((s) => s === "_work");
@@ -31,15 +59,20 @@ const notS3 = (uri: string, field = "inputs"): CloudmillError =>
   new CloudmillError(ErrorCode.INVALID_SPEC, `inputs of a job in the cloud must be s3:// URIs, got ${JSON.stringify(uri)}`, { field });
 
 /** One input URI: the object, or every object under the prefix. */
-const resolveUri = async (deps: Stores, uri: string): Promise<InputObject[]> => {
+const resolveUri = async (deps: Stores, uri: string, budget: InputBudget): Promise<InputObject[]> => {
   const { bucket, key } = parseS3Uri(uri);
   const store = deps.inputStore(bucket);
   const info = key.endsWith("/") ? undefined : await store.head(key);
-  if (info) return [{ bucket, key, size: info.size, etag: info.etag, name: uri }];
+  if (info) {
+    budget.take(uri);
+    return [{ bucket, key, size: info.size, etag: info.etag, name: uri }];
+  }
   const prefix = key.endsWith("/") ? key : `${key}/`;
   const out: InputObject[] = [];
   for await (const o of store.list(prefix)) {
-    if (!skippable(o.key, o.size)) out.push({ bucket, key: o.key, size: o.size, etag: o.etag, name: s3Uri(bucket, o.key) });
+    if (skippable(o.key, o.size)) continue;
+    budget.take(uri);
+    out.push({ bucket, key: o.key, size: o.size, etag: o.etag, name: s3Uri(bucket, o.key) });
   }
   if (out.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such object or prefix", { input: uri });
   return out;
@@ -57,9 +90,16 @@ const atLine = (err: unknown, manifest: string, line: number, named: string): Cl
  * inventory is a bucket's listing and skips what a prefix's does; a Batch Operations CSV names
  * each object on purpose, and every one it names is read.
  */
-const resolveListed = async (deps: Stores, manifest: string, o: ListedObject, listing: boolean): Promise<InputObject[]> => {
+const resolveListed = async (
+  deps: Stores,
+  manifest: string,
+  o: ListedObject,
+  listing: boolean,
+  budget: InputBudget,
+): Promise<InputObject[]> => {
   const uri = s3Uri(o.bucket, o.key);
   if (listing && skippable(o.key, o.size ?? 1)) return [];
+  budget.take(manifest);
   if (o.size !== undefined && o.etag !== undefined) return [{ bucket: o.bucket, key: o.key, size: o.size, etag: o.etag, name: uri }];
   const info = await deps
     .inputStore(o.bucket)
@@ -72,7 +112,7 @@ const resolveListed = async (deps: Stores, manifest: string, o: ListedObject, li
 };
 
 /** Every input a manifest in S3 lists, in its order. */
-const resolveManifest = async (deps: Stores, input: string): Promise<InputObject[]> => {
+const resolveManifest = async (deps: Stores, input: string, budget: InputBudget): Promise<InputObject[]> => {
   const where = manifestLocation(input);
   if (!where.startsWith("s3://")) throw notS3(where);
   const { bucket, key } = parseS3Uri(where);
@@ -94,13 +134,16 @@ const resolveManifest = async (deps: Stores, input: string): Promise<InputObject
           if (isManifestInput(entry))
             throw new CloudmillError(ErrorCode.INVALID_SPEC, "a manifest may not list manifests", { input: where, line });
           const uri = entry.startsWith("s3://") ? entry : s3Uri(bucket, entry);
-          return resolveUri(deps, uri).catch((err: unknown) => {
+          return resolveUri(deps, uri, budget).catch((err: unknown) => {
             throw atLine(err, where, line, uri);
           });
         }),
       );
-    case "batch-csv":
-      return flat(await mapInOrder(batchCsvObjects(text, where), MANIFEST_CONCURRENCY, (o) => resolveListed(deps, where, o, false)));
+    case "batch-csv": {
+      const objects = batchCsvObjects(text, where);
+      budget.expect(objects.length, where);
+      return flat(await mapInOrder(objects, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, where, o, false, budget)));
+    }
     case "inventory": {
       const report = inventoryReport(text, where);
       const files = await mapInOrder(report.files, MANIFEST_CONCURRENCY, async (file) =>
@@ -109,7 +152,7 @@ const resolveManifest = async (deps: Stores, input: string): Promise<InputObject
       const out: InputObject[] = [];
       for (const [i, objects] of files.entries()) {
         const file = s3Uri(report.bucket, report.files[i]!);
-        out.push(...(await mapInOrder(objects, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, file, o, true))).flat());
+        out.push(...(await mapInOrder(objects, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, file, o, true, budget))).flat());
       }
       if (out.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "the inventory lists no current objects", { input: where });
       return out;
@@ -119,10 +162,11 @@ const resolveManifest = async (deps: Stores, input: string): Promise<InputObject
 
 export const resolveS3Inputs = async (deps: Stores, uris: readonly string[]): Promise<InputObject[]> => {
   const out: InputObject[] = [];
+  const budget = new InputBudget(deps.maxInputs ?? DEFAULTS.maxInputs);
   for (const uri of uris) {
-    if (isManifestInput(uri)) out.push(...(await resolveManifest(deps, uri)));
+    if (isManifestInput(uri)) out.push(...(await resolveManifest(deps, uri, budget)));
     else if (!uri.startsWith("s3://")) throw notS3(uri);
-    else out.push(...(await resolveUri(deps, uri)));
+    else out.push(...(await resolveUri(deps, uri, budget)));
   }
   return out;
 };

@@ -20,6 +20,7 @@ import { enqueueTasks } from "./enqueue.js";
 import { inLaneOf } from "./lanes.js";
 import { INPUTS_PER_PIECE, inputFields, writeInputPieces } from "./manifestInputs.js";
 import { writeProgress } from "./status.js";
+import { tooManyInputs } from "./resolveInputs.js";
 import { countDiedAttempt, inlineBegun, mapInline, runsInline, type InlineOptions } from "./inline.js";
 import { logFieldsOf } from "./logFields.js";
 import { estimateJob } from "../report/estimate.js";
@@ -152,6 +153,8 @@ export interface StartedJob {
 }
 
 export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<StartedJob> => {
+  const maxInputs = deps.maxInputs ?? DEFAULTS.maxInputs;
+  if (given.inputs.length > maxInputs) throw tooManyInputs(maxInputs, given.given?.join(", ") ?? `${given.inputs.length} inputs`);
   const raw = given.job.format === "blob";
   const plan = { ...given, inputs: await withCodecs(deps, given.inputs, given.chunkSize, { raw }) };
   const plannedChunks = planChunks(plan.inputs, plan.chunkSize, planOptionsOf(given.job.format));

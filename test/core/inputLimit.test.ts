@@ -1,0 +1,113 @@
+/**
+ * A job may have at most DEFAULTS.maxInputs inputs: its splitter holds their list in memory. A
+ * prefix, a list or a Batch Operations CSV past the limit is refused with one clear line naming
+ * it, as soon as the limit is passed (no more pages listed, no HEAD of what a CSV names), and the
+ * job's status says so; nothing of the job is written or queued.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEFAULTS } from "../../lib/core/constants.js";
+import { JobStatus } from "../../lib/core/job/manifest.js";
+import { jobSpecOutputKeys, manifestKey } from "../../lib/core/keys.js";
+import { readJson } from "../../lib/core/pipeline/blobJson.js";
+import { resolveS3Inputs } from "../../lib/core/pipeline/resolveInputs.js";
+import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
+import { parseJobSpec } from "../../lib/core/job/spec.js";
+import { handleObjectCreated } from "../../lib/core/pipeline/trigger.js";
+import type { BlobStore } from "../../lib/core/ports.js";
+import { localPipeline, OUTPUT } from "../helpers/jobs.js";
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-input-limit-"));
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+const OBJECTS = 30;
+
+/** A store of OBJECTS small objects under `plate/` that counts what is listed and HEADed of it. */
+const setUp = async (name: string, maxInputs: number) => {
+  const { inputs, output, queue, deps } = localPipeline(path.join(dir, name), { maxInputs });
+  for (let i = 0; i < OBJECTS; i++) await inputs.put(`plate/img-${String(i).padStart(2, "0")}.txt`, Buffer.from(`line ${i}\n`));
+  const seen = { listed: 0, heads: 0 };
+  const counting: BlobStore = Object.assign(Object.create(inputs) as BlobStore, {
+    async *list(prefix: string) {
+      for await (const o of inputs.list(prefix)) {
+        seen.listed++;
+        yield o;
+      }
+    },
+    head(key: string) {
+      seen.heads++;
+      return inputs.head(key);
+    },
+  });
+  return { inputs, output, queue, seen, deps: { ...deps, inputStore: () => counting } };
+};
+
+describe("a job's inputs", () => {
+  it("may number up to the limit, which is two million by default", async () => {
+    expect(DEFAULTS.maxInputs).toBe(2_000_000);
+    const s = await setUp("at-limit", OBJECTS);
+    const inputs = await resolveS3Inputs(s.deps, ["s3://lab-in/plate/"]);
+    expect(inputs.map((i) => i.key)).toEqual(Array.from({ length: OBJECTS }, (_, i) => `plate/img-${String(i).padStart(2, "0")}.txt`));
+  });
+
+  it("past the limit, a prefix is refused at the first object over it, listing no further", async () => {
+    const s = await setUp("prefix", 25);
+    const err = await resolveS3Inputs(s.deps, ["s3://lab-in/plate/"]).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "INVALID_SPEC", context: { field: "inputs", input: "s3://lab-in/plate/" } });
+    expect((err as Error).message).toMatch(/^more than 25 inputs: a job may have at most that many .*split them across several jobs/);
+    expect(s.seen.listed).toBe(26);
+  });
+
+  it("counts across all of a spec's inputs, and a Batch Operations CSV past the limit is refused before any HEAD", async () => {
+    const s = await setUp("csv", 25);
+    const rows = Array.from({ length: 20 }, (_, i) => `lab-in,plate/img-${String(i).padStart(2, "0")}.txt`);
+    await s.inputs.put("lists/batch.csv", Buffer.from(`${rows.join("\n")}\n`));
+    // 10 objects by URI, then 20 rows: the CSV is what passes 25.
+    const named = Array.from({ length: 10 }, (_, i) => `s3://lab-in/plate/img-${String(20 + i)}.txt`);
+    const err = await resolveS3Inputs(s.deps, [...named, "manifest:s3://lab-in/lists/batch.csv"]).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "INVALID_SPEC", context: { input: "s3://lab-in/lists/batch.csv" } });
+    expect(s.seen.heads).toBe(10);
+  });
+
+  it("a job spec past the limit fails with that line in its status, and starts nothing", async () => {
+    const s = await setUp("spec", 25);
+    await s.inputs.put("_jobs/plate-all.json", Buffer.from(JSON.stringify({ op: "count", inputs: ["s3://lab-in/plate/"] })));
+    const config = { defaultChunkSize: 4096, maxAttempts: 3, jobDeadlineSeconds: 3600 };
+    const outcome = await handleObjectCreated(s.deps, config, { bucket: "lab-in", key: "_jobs/plate-all.json" });
+    expect(outcome).toMatchObject({ kind: "failed" });
+    const status = await readJson(s.output, jobSpecOutputKeys("plate-all").status, JobStatus);
+    expect(status.state).toBe("failed");
+    expect(status.error?.message).toMatch(/more than 25 inputs/);
+    expect(await s.output.head(manifestKey("plate-all"))).toBeUndefined();
+    expect(await s.queue.depth()).toEqual({ visible: 0, inFlight: 0 });
+  });
+
+  it("inputs handed to the splitter directly (a local run's files, the SDK's list) meet the same limit", async () => {
+    const s = await setUp("direct", 2);
+    const objects = await Promise.all(
+      [0, 1, 2].map(async (i) => {
+        const key = `plate/img-0${i}.txt`;
+        const info = (await s.inputs.head(key))!;
+        return { bucket: "lab-in", key, size: info.size, etag: info.etag, name: key };
+      }),
+    );
+    const plan = {
+      jobId: "direct-3",
+      job: taskJobOf(parseJobSpec({ op: "count", inputs: ["plate/"] }), s.deps.registry),
+      inputs: objects,
+      given: ["plate/"],
+      chunkSize: 4096,
+      output: OUTPUT,
+      trigger: "test",
+      deadlineSeconds: 3600,
+    };
+    await expect(startJob(s.deps, plan)).rejects.toThrow(/^more than 2 inputs/);
+    expect(await s.output.head(manifestKey("direct-3"))).toBeUndefined();
+    await expect(startJob({ ...s.deps, maxInputs: 3 }, plan)).resolves.toMatchObject({ manifest: { chunks: 1 } });
+  });
+});
