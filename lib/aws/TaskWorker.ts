@@ -6,15 +6,16 @@
 import { EventEmitter } from "node:events";
 import os from "node:os";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
-import { isMapTask, isMergeTask, isReduceTask, TaskMessage, taskIndex, type MapTask, type ReduceTask } from "../core/job/manifest.js";
-import { partKey, succeededKey } from "../core/keys.js";
+import { isMapTask, isMergeTask, isReduceTask, TaskMessage, taskIndex } from "../core/job/manifest.js";
+import { succeededKey } from "../core/keys.js";
 import { markRunning } from "../core/pipeline/backups.js";
 import { exists } from "../core/pipeline/blobJson.js";
 import type { TaskQueue, QueueMessage } from "../core/ports.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { cachedJobEnds, type JobEnds } from "../core/pipeline/jobEnds.js";
-import { isStaleTask, jobEndedMarkers, runTask, type TaskOutcome } from "../core/pipeline/task.js";
+import { isStaleTask, jobEndedMarkers, runTask, taskPartKey, type TaskOutcome } from "../core/pipeline/task.js";
+import { mergeIndexOf } from "../core/pipeline/mergeTree.js";
 import { afterFailedAttempt } from "../core/pipeline/attempts.js";
 import { failJobOfTask, handleDeadLetter } from "../core/pipeline/deadLetter.js";
 import { backoffMs, sleep, type Backoff } from "../core/sleep.js";
@@ -159,17 +160,16 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   }
 
   /**
-   * A chunk (or a keyed job's reduce task) past its first heartbeat is long: at beats 1, 2, 4,
-   * 8, … its running marker wakes the reducer to look for stragglers (backups.ts); from the
-   * second beat on, a part written by its other copy stops this one, freeing the worker.
+   * A task (a chunk, a keyed job's reduce task, a merge task) past its first heartbeat is long: at
+   * beats 1, 2, 4, 8, … its running marker wakes the reducer to look for stragglers (backups.ts);
+   * from the second beat on, a part written by its other copy stops this one, freeing the worker.
    */
-  async #longTask(task: MapTask | ReduceTask, beat: number, startedAt: string, lost: AbortController): Promise<void> {
+  async #longTask(task: TaskMessage, index: () => Promise<number>, beat: number, startedAt: string, lost: AbortController): Promise<void> {
     const { deps } = this.#options;
-    const index = taskIndex(task);
-    if ((beat & (beat - 1)) === 0) await markRunning(deps, task.jobId, index, startedAt, WORKER_ID);
+    if ((beat & (beat - 1)) === 0) await markRunning(deps, task.jobId, await index(), startedAt, WORKER_ID);
     // A redo is there to replace the part it would find.
     const redo = isMapTask(task) && task.redo;
-    if (beat >= 2 && !redo && (await exists(deps.output, partKey(task.jobId, index)))) lost.abort();
+    if (beat >= 2 && !redo && (await exists(deps.output, taskPartKey(task)))) lost.abort();
   }
 
   /** True while the container is near its memory limit (said once per episode); a failed read never stops work. */
@@ -231,6 +231,9 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     const startedAt = new Date().toISOString();
     /** Aborted when another copy of this chunk (its backup, or the original) has written the part. */
     const lost = new AbortController();
+    // A merge task's index comes from its job's manifest: read once, and only for a long one.
+    let mergeIndex: Promise<number> | undefined;
+    const index = (): Promise<number> => (isMergeTask(task) ? (mergeIndex ??= mergeIndexOf(deps, task)) : Promise.resolve(taskIndex(task)));
     let beats = 0;
     const heartbeat = setInterval(() => {
       beats++;
@@ -238,7 +241,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         () => this.emit("heartbeat", task),
         (err: unknown) => log.warn("heartbeat failed", logFieldsOf(toCloudmillError(err))),
       );
-      if (!isMergeTask(task)) void this.#longTask(task, beats, startedAt, lost).catch(() => undefined);
+      void this.#longTask(task, index, beats, startedAt, lost).catch(() => undefined);
     }, this.#options.heartbeatSeconds * 1000);
     try {
       const outcome = await runTask(deps, task, {

@@ -9,7 +9,7 @@ import { failJobOfTask, handleDeadLetter } from "../core/pipeline/deadLetter.js"
 import { costCeilingError } from "../core/pipeline/costCeiling.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
 import { keepAwakeForLease, wakeOf } from "../core/pipeline/wake.js";
-import { launchBackups, launchReduceBackups } from "../core/pipeline/backups.js";
+import { launchBackups, launchMergeBackups, launchReduceBackups } from "../core/pipeline/backups.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { createdObjects, SqsEvent, type SqsBatchResponse } from "./events.js";
 import { handleObjectCreated, type TriggerConfig, type TriggerOutcome } from "../core/pipeline/trigger.js";
@@ -91,12 +91,17 @@ export const reducerHandler =
           if (over) await failJobOfTask(deps, jobId, over, outcome.done);
           else if (outcome.mapping) await launchBackups(deps, progress.manifest, progress.mapParts);
           else {
-            // A keyed job's reduce stage: a long reduce task's running marker brings its straggler check here.
+            // A keyed job's reduce stage or a merge tree: a long task's running marker brings its straggler check here.
             // Optional: a failed check must not cost the wake-up below.
-            if (progress.reduced.length > 0)
-              await launchReduceBackups(deps, progress.manifest, progress.reduced).catch((err: unknown) =>
-                deps.log.warn("straggler check failed; the next event tries again", { jobId, ...logFieldsOf(toCloudmillError(err)) }),
-              );
+            const stragglers =
+              progress.reduced.length > 0
+                ? launchReduceBackups(deps, progress.manifest, progress.reduced)
+                : progress.merged.length > 0
+                  ? launchMergeBackups(deps, progress.manifest, progress.merged)
+                  : undefined;
+            await stragglers?.catch((err: unknown) =>
+              deps.log.warn("straggler check failed; the next event tries again", { jobId, ...logFieldsOf(toCloudmillError(err)) }),
+            );
             // Only merge or reduce tasks left, which no part event may follow: the reducer wakes itself.
             await keepAwakeForLease(deps, jobId, woken.get(jobId));
           }

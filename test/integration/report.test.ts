@@ -369,6 +369,8 @@ describe("the report's arithmetic", () => {
       [0, { on: "fleet", at: at(0), ms: 2000, worker: "w/1", bytes: 10 }],
       [1, { on: "fleet", at: at(9500), ms: 3000, worker: "w/2", bytes: 10, backup: true }],
       [2, { on: "fleet", at: at(1000), ms: 13_000, worker: "w/1", bytes: 10, objects: 4 }],
+      [3, { on: "fleet", at: at(3000), ms: 1000, worker: "w/2", bytes: 10 }],
+      [4, { on: "fleet", at: at(3000), ms: 1000, worker: "w/2", bytes: 10 }],
     ]);
     const t = Date.parse(at(0));
     const races = [
@@ -376,19 +378,24 @@ describe("the report's arithmetic", () => {
       { index: 2, backupWon: false, queuedAt: t + 10_000, originalStart: t + 1000 },
       // A backup whose marker could not be read: counted, not priced.
       { index: 0, backupWon: false },
+      // A race of an earlier run whose chunk was mapped again later (after a resume): the run is
+      // neither of its copies, so it is counted, not priced.
+      { index: 3, backupWon: false, queuedAt: t + 500, originalStart: t + 100 },
+      // A backup that won in a run before a resume, its chunk mapped again after (from 2.5 s): not priced either.
+      { index: 4, backupWon: true, queuedAt: t + 1500, originalStart: t + 200, before: t + 2500 },
     ];
     const r = buildReport({ jobId: "j", op: "count", inputs: [], finishedAt: at(15_000), runs, instanceType: "m7g.large", backups: races });
-    expect(r.backups).toEqual({ launched: 3, won: 1, lostSeconds: 16.5 });
-    // Winners: 18 task-seconds × $0.0408 / 3600 = 0.000204; losers: 16.5 s → 0.000187.
-    expect(r.cost.fleet).toBe(0.000204);
+    expect(r.backups).toEqual({ launched: 5, won: 2, lostSeconds: 16.5 });
+    // Winners: 20 task-seconds × $0.0408 / 3600 = 0.00022667…; losers: 16.5 s → 0.000187.
+    expect(r.cost.fleet).toBe(0.000227);
     // Two losing copies as two more fleet tasks: compute 16.5 × 0.0408 / 3600 = 0.000187, plus
     // S3 ((3 HEADs + 1 object) + (3 + 4)) GETs × $0.0004 / 1000 + 2 PUTs × $0.005 / 1000 = 0.0000144,
     // plus SQS 2 × 3.1 × $0.40 / 1e6 = 0.00000248: 0.00020388 in all.
     expect(r.cost.lostCopies).toBe(0.000204);
-    // Winners' requests: (3 × 3 + 6) GETs → 0.000006 + 3 PUTs → 0.000015; SQS 3 × 3.1 × 0.4 / 1e6 = 0.00000372.
-    expect(r.cost.total).toBeCloseTo(0.000204 + 0.000021 + 0.00000372 + 0.00020388, 6);
+    // Winners' requests: (5 × 3 + 8) GETs → 0.0000092 + 5 PUTs → 0.000025; SQS 5 × 3.1 × 0.4 / 1e6 = 0.0000062.
+    expect(r.cost.total).toBeCloseTo(0.00022667 + 0.0000342 + 0.0000062 + 0.00020388, 6);
     expect(r.cost.basis).toContain("a backup race's losing copy as one more run");
-    expect(reportLine(r)).toContain("(3 backed up, 1 of them finished first, the losing copies ran 16.5 s)");
+    expect(reportLine(r)).toContain("(5 backed up, 2 of them finished first, the losing copies ran 16.5 s)");
     expect(reportHtml(r)).toContain("<tr><td>copies that lost a backup race</td>");
   });
 

@@ -214,6 +214,8 @@ export const MergeTask = z.strictObject({
     })
     .refine((m) => m.from < m.to, { message: "a merge reads at least one part" }),
   job: TaskJob,
+  /** A copy of a straggling merge task (backups.ts): dropped if it fails, never failing its job. */
+  backup: z.literal(true).optional(),
 });
 export type MergeTask = z.infer<typeof MergeTask>;
 

@@ -12,8 +12,18 @@
  */
 import * as z from "zod";
 import { DEFAULTS } from "../constants.js";
-import { backupKey, backupsPrefix, parsePartKey, parseRunningKey, reducePlanKey, runningKey, runningPrefix } from "../keys.js";
-import type { Manifest, MapTask, ReduceTask, TaskMessage } from "../job/manifest.js";
+import {
+  backupKey,
+  backupsPrefix,
+  parseMergedKey,
+  parsePartKey,
+  parseRunningKey,
+  reducePlanKey,
+  runningKey,
+  runningPrefix,
+} from "../keys.js";
+import { groupRange, mergeTaskIndex, treeOf } from "./mergeTree.js";
+import type { Manifest, MapTask, MergeTask, ReduceTask, TaskMessage } from "../job/manifest.js";
 import type { SplitDeps } from "./deps.js";
 import { nowOf } from "./deps.js";
 import { exists, readJson, readJsonIfExists, writeJson } from "./blobJson.js";
@@ -130,6 +140,43 @@ export const launchReduceBackups = (deps: SplitDeps, manifest: Manifest, reduced
   });
 };
 
+/**
+ * The same for an order-free job's merge tree, level by level (a level's merges read equal
+ * groups of the level below, so they are measured against each other): a merge task that has run
+ * far longer than its level's finished ones is queued once more. Its merged part's key is a pure
+ * function of (job, run, level, group), and both copies write the same answer. `merged`: the keys
+ * of this run's merged parts.
+ */
+export const launchMergeBackups = async (deps: SplitDeps, manifest: Manifest, merged: readonly string[]): Promise<number> => {
+  const tree = treeOf(manifest);
+  if (!tree) return 0;
+  const done = tree.levels.map(() => new Map<number, string>());
+  for (const key of merged) {
+    const m = parseMergedKey(key);
+    if (m?.jobId === manifest.jobId && m.queuedAt === undefined && m.level <= tree.levels.length) done[m.level - 1]!.set(m.group, key);
+  }
+  let launched = 0;
+  for (const level of tree.levels) {
+    const parts = done[level.level - 1]!;
+    // A level not begun has nothing to measure against; one done has nothing to back up.
+    if (parts.size === 0 || parts.size === level.groups) continue;
+    const from = mergeTaskIndex(tree.levels, manifest.chunks, level.level, 0);
+    launched += await backupStragglers(deps, manifest, {
+      from,
+      count: level.groups,
+      parts: new Map([...parts].map(([group, key]) => [from + group, key])),
+      backupsOf: (indexes) =>
+        indexes.map((i): MergeTask => {
+          const group = i - from;
+          const merge = { level: level.level, group, ...groupRange(level, tree.fanIn, group) };
+          return { v: 1, jobId: manifest.jobId, merge, job: manifest.job, backup: true };
+        }),
+      what: `merge tasks of level ${level.level}`,
+    });
+  }
+  return launched;
+};
+
 const backupStragglers = async (deps: SplitDeps, manifest: Manifest, stage: Stage): Promise<number> => {
   const { jobId } = manifest;
   // A task's items may have effects outside their output (ctx.put, a lab's own calls): never run twice on purpose.
@@ -192,7 +239,12 @@ const MARKER_READS = 16;
  * Every backup a job queued, as its markers tell it (one listing, then one read per backup): which
  * copy wrote the part first, and when each copy began, for the report to price the one that lost.
  */
-export const backupRaces = async (deps: Pick<SplitDeps, "output">, jobId: string): Promise<BackupRace[]> => {
+export const backupRaces = async (
+  deps: Pick<SplitDeps, "output">,
+  jobId: string,
+  resumed?: { readonly at: string },
+): Promise<BackupRace[]> => {
+  const resumedAt = resumed ? Date.parse(resumed.at) : Number.NaN;
   const prefix = backupsPrefix(jobId);
   const queued: number[] = [];
   const won = new Set<number>();
@@ -207,7 +259,9 @@ export const backupRaces = async (deps: Pick<SplitDeps, "output">, jobId: string
     const marker = await readJsonIfExists(deps.output, backupKey(jobId, index), BackupMarker).catch(() => undefined);
     const queuedAt = marker ? Date.parse(marker.at) : Number.NaN;
     if (!marker || !Number.isFinite(queuedAt)) return race;
-    return { ...race, queuedAt, originalStart: queuedAt - marker.elapsedMs };
+    // A race of a run before the last resume: a task mapped again since is neither of its copies.
+    const before = queuedAt < resumedAt ? { before: resumedAt } : {};
+    return { ...race, queuedAt, originalStart: queuedAt - marker.elapsedMs, ...before };
   });
 };
 

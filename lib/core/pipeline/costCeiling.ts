@@ -51,10 +51,12 @@ export const costCeilingError = async (roleDeps: PipelineDeps & Lanes, progress:
   const instanceType = deps.instanceType ?? DEFAULTS.instanceType;
   const backedUp = await backedUpTasks(deps, manifest.jobId);
   const mapCopies = backedUp.filter((i) => i < manifest.chunks).length;
+  // Past the chunks, a job's tasks are its merge tasks or (a keyed job) its reduce tasks, never both.
+  const laterCopies = backedUp.length - mapCopies;
   const kinds = [
     { tasks: [...mapParts.values()], copies: mapCopies, name: "map" },
-    { tasks: merged, copies: 0, name: "merge" },
-    { tasks: reduced, copies: backedUp.length - mapCopies, name: "reduce" },
+    { tasks: merged, copies: manifest.job.partitions === undefined ? laterCopies : 0, name: "merge" },
+    { tasks: reduced, copies: manifest.job.partitions === undefined ? 0 : laterCopies, name: "reduce" },
   ];
   const usd = await Promise.all(kinds.map(({ tasks, copies }) => spentOn(deps, tasks, copies, instanceType)));
   if (usd.some((u) => u === undefined)) return undefined;

@@ -5,7 +5,7 @@
 import type { OutputKeys } from "../keys.js";
 import { failureKey, manifestKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, locate, type ErrorContext } from "../errors.js";
-import { isMapTask, isMergeTask, isReduceTask, JobStatus, Manifest, TaskMessage, taskCount } from "../job/manifest.js";
+import { isMergeTask, isReduceTask, JobStatus, Manifest, TaskMessage, taskCount } from "../job/manifest.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { statusContext, statusErrorOf, superseded } from "./status.js";
@@ -84,7 +84,7 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
   if (await exists(deps.output, taskPartKey(task))) return "ignored";
   // A straggler's backup that failed leaves its original running; a task queued before its job
   // was resumed carried the earlier run's limits.
-  if ((isMapTask(task) || isReduceTask(task)) && task.backup) return "ignored";
+  if (task.backup) return "ignored";
   if (await isStaleTask(deps, task)) return "ignored";
   const recorded = await readTaskError(deps, task);
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);

@@ -4,14 +4,14 @@
  * (spans.ts), and writes one merged part. Its key is a pure function of (job, run, level,
  * group) and its partials of the parts it read, so a repeated merge writes the same answer.
  */
-import { mergedKey } from "../keys.js";
+import { backupWonKey, mergedKey } from "../keys.js";
 import type { MergeTask, TaskRun } from "../job/manifest.js";
 import type { AnyOp } from "../ops/types.js";
-import type { PipelineDeps } from "./deps.js";
-import { writeJson } from "./blobJson.js";
+import { nowOf, type PipelineDeps } from "./deps.js";
+import { exists, writeJson } from "./blobJson.js";
 import type { SniffedSeparator } from "./part.js";
 import { ReadingChain, type MergedPart, type MergeRun, type Span } from "./spans.js";
-import { readMergedSpan, readPartSpan } from "./mergeTree.js";
+import { mergeIndexOf, readMergedSpan, readPartSpan } from "./mergeTree.js";
 import { guardOf } from "./opGuard.js";
 import type { GuardedTask } from "../ports.js";
 
@@ -100,5 +100,11 @@ const mergeGroup = async (
     ...(merges.length > 0 ? { merges } : {}),
     ...(options.ran ? { ran: options.ran() } : {}),
   };
-  await writeJson(deps.output, mergedKey(jobId, merged.generation, merge.level, merge.group), merged);
+  const key = mergedKey(jobId, merged.generation, merge.level, merge.group);
+  if (task.backup) {
+    // The original finished first: its merged part holds the same answer.
+    if (await exists(deps.output, key)) return;
+    await writeJson(deps.output, backupWonKey(jobId, await mergeIndexOf(deps, task)), { at: new Date(nowOf(deps)).toISOString() });
+  }
+  await writeJson(deps.output, key, merged);
 };

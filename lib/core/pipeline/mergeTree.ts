@@ -7,8 +7,8 @@
  * task run twice, or queued by two reducers at once, writes the same merged part.
  */
 import * as z from "zod";
-import { enqueuedKey, mergedKey, mergedPrefix, mergeQueuedKey, parseMergedKey, partKey } from "../keys.js";
-import type { Manifest, MergeTask } from "../job/manifest.js";
+import { enqueuedKey, manifestKey, mergedKey, mergedPrefix, mergeQueuedKey, parseMergedKey, partKey } from "../keys.js";
+import { Manifest, type MergeTask } from "../job/manifest.js";
 import type { TaskQueue } from "../ports.js";
 import { mapInOrder } from "../mapInOrder.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
@@ -64,6 +64,17 @@ export const treeOf = (manifest: Manifest): MergeTree | undefined => {
   if (fanIn === undefined || manifest.job.partitions !== undefined) return undefined;
   const levels = mergeLevels(manifest.chunks, fanIn);
   return levels.length > 0 ? { fanIn, levels } : undefined;
+};
+
+/**
+ * A merge task's index (mergeTaskIndex), from its job's manifest: its running and backup markers
+ * are keyed by it, as a chunk's are by its index.
+ */
+export const mergeIndexOf = async (deps: Pick<PipelineDeps, "output">, task: MergeTask): Promise<number> => {
+  const manifest = await readJson(deps.output, manifestKey(task.jobId), Manifest);
+  const tree = treeOf(manifest);
+  if (!tree) throw new CloudmillError(ErrorCode.INTERNAL, `job ${task.jobId} merges in no tree, but a merge task names it`);
+  return mergeTaskIndex(tree.levels, manifest.chunks, task.merge.level, task.merge.group);
 };
 
 /** Marker writes at once. */

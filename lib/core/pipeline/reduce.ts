@@ -224,7 +224,7 @@ export const reduceJob = async (
       result = merge.op.finalize(stage.partial, merge.params, ctx) ?? null;
       runs = stage.runs;
     }
-    const races = await backupRaces(deps, jobId);
+    const races = await backupRaces(deps, jobId, manifest.resumed);
     const backups = backupCounts(races);
     const status = { ...succeededStatus(manifest, skipped, nowOf(deps), sniffed, ran), ...(backups.launched ? { backups } : {}) };
     if (await superseded(deps, manifest.output.status, jobId, manifest.createdAt)) {

@@ -136,7 +136,7 @@ export const jobEndedMarkers = async (output: PipelineDeps["output"], jobId: str
 
 export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: RunTaskOptions = {}): Promise<TaskOutcome> => {
   const { signal, writePart = true, checkOpDigest = true, drain, ranOn, worker, mayHaveBackup, firstDelivery = false } = options;
-  const backup = isMapTask(task) && task.backup === true;
+  const backup = !isReduceTask(task) && task.backup === true;
   const { jobId, job } = task;
   const ran: TaskStart | undefined = ranOn ? { on: ranOn, at: new Date(nowOf(deps)).toISOString() } : undefined;
   const done = (start: TaskStart, bytes: number, objects: number): TaskRun => ({

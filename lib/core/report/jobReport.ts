@@ -262,17 +262,22 @@ export interface BackupRace {
   readonly backupWon: boolean;
   readonly queuedAt?: number;
   readonly originalStart?: number;
+  /** The race belongs to a run that ended by then (the job was resumed): a run begun since is none of its copies. */
+  readonly before?: number;
 }
 
 /**
  * How long a race's losing copy ran: the original from its start, or the backup from when it was
  * queued, until the winner ended (the loser stops at its next heartbeat after that). Undefined
- * when the race's times or the winner's run are not known.
+ * when the race's times or the winner's run are not known, or the run is not one of the race's
+ * copies (a backup starts after it is queued, an original before): a chunk mapped again after a
+ * resume, say.
  */
-export const lostCopyMs = (race: BackupRace, winnerEnd: number | undefined): number | undefined => {
-  const from = race.backupWon ? race.originalStart : race.queuedAt;
-  if (from === undefined || winnerEnd === undefined) return undefined;
-  return Math.max(0, winnerEnd - from);
+export const lostCopyMs = (race: BackupRace, winner: { readonly start: number; readonly end: number } | undefined): number | undefined => {
+  if (race.queuedAt === undefined || race.originalStart === undefined || winner === undefined) return undefined;
+  if (race.backupWon ? winner.start < race.queuedAt : winner.start > race.queuedAt) return undefined;
+  if (race.before !== undefined && winner.start >= race.before) return undefined;
+  return Math.max(0, winner.end - (race.backupWon ? race.originalStart : race.queuedAt));
 };
 
 export interface ReportInput {
@@ -352,9 +357,9 @@ export const buildReport = (input: ReportInput): JobReport => {
   const races = input.backups ?? [];
   const raced = new Set(races.map((r) => r.index));
   /** The winning run of each raced task. */
-  const winners = new Map<number, { readonly end: number; readonly on: RanOn; readonly objects: number }>();
+  const winners = new Map<number, { readonly start: number; readonly end: number; readonly on: RanOn; readonly objects: number }>();
   for (const { objects, ...t } of runs.records(t0)) {
-    if (raced.has(t.index)) winners.set(t.index, { end: t0 + t.start + t.ms, on: t.on, objects });
+    if (raced.has(t.index)) winners.set(t.index, { start: t0 + t.start, end: t0 + t.start + t.ms, on: t.on, objects });
     const w = workers.get(t.worker) ?? { worker: t.worker, on: t.on, tasks: 0, busyMs: 0, bytes: 0, firstStart: t.start };
     w.tasks++;
     w.busyMs += t.ms;
@@ -398,7 +403,7 @@ export const buildReport = (input: ReportInput): JobReport => {
   let lostUsd = 0;
   for (const race of races) {
     const winner = winners.get(race.index);
-    const ms = lostCopyMs(race, winner?.end);
+    const ms = lostCopyMs(race, winner);
     if (ms === undefined || !winner) continue;
     lostMs += ms;
     // On this machine a copy costs nothing; a backup never runs inline in the splitter.

@@ -1,0 +1,123 @@
+/**
+ * Backups for a straggling merge task of an order-free job's merge tree. A worker running a
+ * merge task past its first heartbeat writes the task's running marker (keyed by its index after
+ * the chunks, as the report numbers it); the reducer, woken by it, queues one copy of a merge that
+ * has run far longer than its level's finished ones. Both copies merge the same parts into the
+ * same answer; the first to finish wins, and the job's count is exact. The expected count is the
+ * test's own: the lines it wrote.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TaskWorker } from "../../lib/aws/TaskWorker.js";
+import { reducerHandler } from "../../lib/aws/handlers.js";
+import { backupKey, partsPrefix, runningKey } from "../../lib/core/keys.js";
+import { isMergeTask, type MergeTask } from "../../lib/core/job/manifest.js";
+import type { BlobStore, GetOptions } from "../../lib/core/ports.js";
+import { backupCounts, backupRaces } from "../../lib/core/pipeline/backups.js";
+import { readJson } from "../../lib/core/pipeline/blobJson.js";
+import { handleDeadLetter } from "../../lib/core/pipeline/deadLetter.js";
+import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
+import { mergeLevels, mergeTaskIndex } from "../../lib/core/pipeline/mergeTree.js";
+import { reduceJob } from "../../lib/core/pipeline/reduce.js";
+import { runTask } from "../../lib/core/pipeline/task.js";
+import { JobReport } from "../../lib/core/report/jobReport.js";
+import { reportKey } from "../../lib/core/keys.js";
+import { encodeEventKey } from "../../lib/dev/emulator.js";
+import { waitFor } from "../helpers/devCloud.js";
+import { localPipeline, OUTPUT, startJobOver, takeAll } from "../helpers/jobs.js";
+import * as z from "zod";
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-merge-backups-"));
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+/** An output store whose reads of map parts wait `delayMs` first: a slow worker's network. */
+const slowParts = (store: BlobStore, prefix: string, delayMs: number): BlobStore =>
+  Object.assign(Object.create(store) as BlobStore, {
+    name: store.name,
+    async get(key: string, options?: GetOptions) {
+      if (key.startsWith(prefix)) await new Promise((r) => setTimeout(r, delayMs));
+      return store.get(key, options);
+    },
+  });
+
+const eventOf = (bucket: string, key: string) => ({
+  Records: [
+    {
+      messageId: "m0",
+      body: JSON.stringify({
+        Records: [{ eventName: "ObjectCreated:Put", s3: { bucket: { name: bucket }, object: { key: encodeEventKey(key) } } }],
+      }),
+    },
+  ],
+});
+
+describe("a straggling merge task", () => {
+  it("is marked running by its worker, backed up once by the reducer, and the job's count is exact", async () => {
+    const lines = Array.from({ length: 3000 }, (_, i) => `line ${i}`);
+    const { inputs, output, queue, deps } = localPipeline(path.join(dir, "tree"));
+    const jobId = "straggling-merge-1";
+    const bytes = Buffer.from(`${lines.join("\n")}\n`);
+    // 8 chunks, fan-in 2: level 1 merges 4 pairs of parts, level 2 two pairs of those.
+    const chunkSize = Math.ceil(bytes.length / 8);
+    const { manifest } = await startJobOver(deps, inputs, bytes, jobId, { op: "count", fanIn: 2, backupAfterSeconds: 1 }, chunkSize);
+    expect(manifest.chunks).toBe(8);
+    for (const task of await takeAll(queue)) await runTask(deps, task, { checkOpDigest: false, ranOn: "fleet", worker: "w" });
+    expect((await reduceJob(deps, jobId, { fleet: true })).kind).toBe("incomplete");
+    const merges = (await takeAll(queue)).filter(isMergeTask);
+    expect(merges.map((m) => m.merge.group)).toEqual([0, 1, 2, 3]);
+    // Three merges done quickly; the fourth goes to a worker whose reads of map parts are slow.
+    for (const task of merges.slice(0, 3)) await runTask(deps, task, { checkOpDigest: false, ranOn: "fleet", worker: "w" });
+    const slowDeps: SplitDeps = { ...deps, output: slowParts(output, partsPrefix(jobId), 3_000) };
+    await queue.sendBatch([JSON.stringify(merges[3])]);
+    const worker = new TaskWorker({ queue, deps: slowDeps, concurrency: 2, visibilitySeconds: 5, heartbeatSeconds: 1, waitSeconds: 1 });
+    worker.start();
+    const index = mergeTaskIndex(mergeLevels(8, 2), 8, 1, 3);
+    expect(index).toBe(11);
+    try {
+      await waitFor(
+        "the merge task's running marker",
+        async () => ((await output.head(runningKey(jobId, index))) ? true : undefined),
+        20_000,
+        50,
+      );
+      // The reducer, woken by the marker a minute on: the copy is queued once, however often it is woken.
+      const later = { ...deps, now: () => Date.now() + 60_000 };
+      await reducerHandler(later)(eventOf(output.name, runningKey(jobId, index)));
+      await reducerHandler(later)(eventOf(output.name, runningKey(jobId, index)));
+      expect(backupCounts(await backupRaces(deps, jobId))).toEqual({ launched: 1, won: expect.any(Number) });
+      expect(await output.head(backupKey(jobId, index))).toBeDefined();
+      await waitFor(
+        "the job to succeed",
+        async () => ((await reduceJob(deps, jobId, { fleet: true })).kind === "succeeded" ? true : undefined),
+        30_000,
+        100,
+      );
+      await waitFor("both copies to leave the queue", async () => ((await queue.depth()).inFlight === 0 ? true : undefined), 20_000, 50);
+    } finally {
+      await worker.stop(5_000);
+      await queue.close();
+    }
+    expect(await readJson(output, OUTPUT.result, z.unknown())).toEqual({ records: lines.length });
+    // The report lists the merge task once, under its index, and counts its backup.
+    const report = await readJson(output, reportKey(jobId), JobReport);
+    expect(report.tasks.filter((t) => t.index === index)).toHaveLength(1);
+    expect(report.backups).toMatchObject({ launched: 1 });
+  }, 60_000);
+
+  it("a backup copy that fails every attempt is dropped; the original's failure fails the job", async () => {
+    const { inputs, queue, deps } = localPipeline(path.join(dir, "dead"));
+    const jobId = "dead-merge-backup-1";
+    const bytes = Buffer.from(Array.from({ length: 200 }, (_, i) => `l${i}\n`).join(""));
+    await startJobOver(deps, inputs, bytes, jobId, { op: "count", fanIn: 2 }, Math.ceil(bytes.length / 4));
+    await takeAll(queue);
+    const manifestJob = (await readJson(deps.output, `_work/${jobId}/manifest.json`, z.object({ job: z.unknown() }))).job;
+    const task = { v: 1, jobId, merge: { level: 1, group: 0, from: 0, to: 2 }, job: manifestJob } as MergeTask;
+    expect(await handleDeadLetter(deps, JSON.stringify({ ...task, backup: true }), 3)).toBe("ignored");
+    expect(await handleDeadLetter(deps, JSON.stringify(task), 3)).toBe("failed");
+  });
+});
