@@ -25,7 +25,8 @@ import {
   type Manifest,
   shownInputs,
 } from "../core/job/manifest.js";
-import { digest, planChunks, planOptionsOf } from "../core/job/planner.js";
+import { digestOf, planChunks, planOptionsOf } from "../core/job/planner.js";
+import { appendAll } from "../core/appendAll.js";
 import type { JobSpec } from "../core/job/spec.js";
 import { silentLogger, type Logger } from "../core/log.js";
 import type { OpRegistry } from "../core/ops/registry.js";
@@ -147,7 +148,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   const inline = options.workers === 0 || (chunks <= 1 && op.digest === undefined && !isTaskOp(op) && !ownLimits);
   const workers = inline ? 0 : (options.workers ?? os.availableParallelism());
   const jobId =
-    spec.id ?? `local-${digest(job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag]))}`;
+    spec.id ?? `local-${digestOf([job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag])])}`;
 
   const outDir = path.resolve(options.outDir ?? path.join("cloudmill-out", jobId));
   if (isShuffled(op)) await refuseOutDirInInputs(outDir, spec.inputs);
@@ -500,7 +501,7 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
     for (;;) {
       await Promise.all([...Array.from({ length: concurrency }, taskLoop), deadLetterLoop()]);
       if (ended !== "complete" || !orderFree) break;
-      totals.push(...(await executor.collect(manifest.jobId)));
+      appendAll(totals, await executor.collect(manifest.jobId));
       const lost = lostChunks(heldOnlyInTotals, totals);
       if (lost.length === 0) break;
       deps.log.warn("a task thread died holding the only merge of some chunks; mapping them again", { chunks: lost.length });

@@ -4,6 +4,7 @@
  */
 import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
+import { appendAll } from "../core/appendAll.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import type { InputObject } from "../core/job/manifest.js";
 import { isManifestInput, listEntries, manifestKind, manifestLocation } from "../core/pipeline/inputManifests.js";
@@ -22,7 +23,7 @@ export const walk = async (dir: string): Promise<string[]> => {
   const files: string[] = [];
   for (const e of entries) {
     const p = path.join(dir, e.name);
-    if (e.isDirectory()) files.push(...(await walk(p)));
+    if (e.isDirectory()) appendAll(files, await walk(p));
     else if (e.isFile()) files.push(p);
   }
   return files;

@@ -110,4 +110,42 @@ describe("a job's inputs", () => {
     expect(await s.output.head(manifestKey("direct-3"))).toBeUndefined();
     await expect(startJob({ ...s.deps, maxInputs: 3 }, plan)).resolves.toMatchObject({ manifest: { chunks: 1 } });
   });
+
+  it("a prefix of 200,000 objects resolves whole: no step passes its list as arguments, which would overflow the stack", async () => {
+    const n = 200_000;
+    const listing: BlobStore = {
+      name: "synthetic",
+      head: async () => undefined,
+      get: async () => {
+        throw new Error("not read");
+      },
+      put: async () => undefined,
+      delete: async () => undefined,
+      async *list(prefix: string) {
+        for (let i = 0; i < n; i++) yield { key: `${prefix}${String(i).padStart(6, "0")}.tif`, size: 10_000, etag: `"e${i}"` };
+      },
+    };
+    const inputs = await resolveS3Inputs({ inputStore: () => listing }, ["s3://lab-in/plate/", "s3://lab-in/more/"]);
+    expect(inputs.length).toBe(2 * n);
+    expect(inputs[n]).toEqual({
+      bucket: "lab-in",
+      key: "more/000000.tif",
+      size: 10_000,
+      etag: '"e0"',
+      name: "s3://lab-in/more/000000.tif",
+    });
+  });
+
+  it("a list manifest of more lines than the limit is refused before any line is looked up", async () => {
+    const s = await setUp("list", 25);
+    const lines = Array.from({ length: 26 }, (_, i) => `plate/img-${String(i).padStart(2, "0")}.txt`);
+    await s.inputs.put("lists/keys.txt", Buffer.from(`${lines.join("\n")}\n`));
+    const err = await resolveS3Inputs(s.deps, ["manifest:s3://lab-in/lists/keys.txt"]).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "INVALID_SPEC", context: { field: "inputs", input: "s3://lab-in/lists/keys.txt" } });
+    expect(s.seen).toEqual({ listed: 0, heads: 0 });
+    // A line that is a prefix past the limit is told at its line, and still names the field.
+    await s.inputs.put("lists/prefix.txt", Buffer.from("plate/\n"));
+    const atLine = await resolveS3Inputs(s.deps, ["manifest:s3://lab-in/lists/prefix.txt"]).catch((e: unknown) => e);
+    expect(atLine).toMatchObject({ code: "INVALID_SPEC", context: { field: "inputs", line: 1 } });
+  });
 });

@@ -129,7 +129,10 @@ export const planChunks = (inputs: readonly InputObject[], chunkSize: number, op
 };
 
 /** A short, stable digest of the parts (a job id is a pure function of its trigger). */
-export const digest = (...parts: readonly string[]): string => createHash("sha256").update(parts.join("\u0000")).digest("hex").slice(0, 24);
+export const digest = (...parts: readonly string[]): string => digestOf(parts);
+
+/** The same over a list of any length (spread into arguments, a long one would overflow the stack). */
+export const digestOf = (parts: readonly string[]): string => createHash("sha256").update(parts.join("\u0000")).digest("hex").slice(0, 24);
 
 /** Job id of an upload: same bucket, key and ETag (or version) → same job. */
 export const uploadJobId = (op: string, bucket: string, key: string, versionOrEtag: string): string =>

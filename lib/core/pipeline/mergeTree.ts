@@ -10,6 +10,7 @@ import * as z from "zod";
 import { enqueuedKey, manifestKey, mergedKey, mergedPrefix, mergeQueuedKey, parseMergedKey, partKey } from "../keys.js";
 import { Manifest, type MergeTask } from "../job/manifest.js";
 import type { TaskQueue } from "../ports.js";
+import { appendAll } from "../appendAll.js";
 import { mapInOrder } from "../mapInOrder.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { readJson, readJsonIfExists, writeJson } from "./blobJson.js";
@@ -143,8 +144,9 @@ export const advanceMergeTree = async (
       if (ready) (queued === undefined ? tasks : expired).push({ v: 1, jobId, merge: { level: level.level, group, from, to }, job });
     }
   }
-  const firstPastLease = Math.min(...expired.map(({ merge }) => queuedAt[merge.level - 1]!.get(merge.group)! + lease));
-  if (expired.length > 0 && (await (options.requeue?.(firstPastLease) ?? true))) tasks.push(...expired);
+  let firstPastLease = Number.POSITIVE_INFINITY;
+  for (const { merge } of expired) firstPastLease = Math.min(firstPastLease, queuedAt[merge.level - 1]!.get(merge.group)! + lease);
+  if (expired.length > 0 && (await (options.requeue?.(firstPastLease) ?? true))) appendAll(tasks, expired);
   if (tasks.length > 0) {
     await enqueueTasks(deps.queue, tasks);
     await mapInOrder(tasks, WRITES_AT_ONCE, ({ merge }) =>

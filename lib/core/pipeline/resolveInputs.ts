@@ -6,6 +6,7 @@ import { parseS3Uri, s3Uri } from "../s3Uri.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import type { InputObject } from "../job/manifest.js";
 import { DEFAULTS } from "../constants.js";
+import { appendAll } from "../appendAll.js";
 import { mapInOrder } from "../mapInOrder.js";
 import type { PipelineDeps } from "./deps.js";
 import { readBytes } from "./blobJson.js";
@@ -82,7 +83,8 @@ const resolveUri = async (deps: Stores, uri: string, budget: InputBudget): Promi
 const atLine = (err: unknown, manifest: string, line: number, named: string): CloudmillError => {
   const e = toCloudmillError(err);
   if (e.code === ErrorCode.ENVIRONMENT) return e;
-  return new CloudmillError(e.code, `${named}: ${e.message}`, { input: manifest, line });
+  const field = e.context["field"];
+  return new CloudmillError(e.code, `${named}: ${e.message}`, { input: manifest, line, ...(field !== undefined ? { field } : {}) });
 };
 
 /**
@@ -128,9 +130,12 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget)
     return all;
   };
   switch (manifestKind(where)) {
-    case "list":
+    case "list": {
+      // Each line is at least one input: a list that is too long is refused before any is looked up.
+      const entries = listEntries(text);
+      budget.expect(entries.length, where);
       return flat(
-        await mapInOrder(listEntries(text), MANIFEST_CONCURRENCY, async ({ line, text: entry }) => {
+        await mapInOrder(entries, MANIFEST_CONCURRENCY, async ({ line, text: entry }) => {
           if (isManifestInput(entry))
             throw new CloudmillError(ErrorCode.INVALID_SPEC, "a manifest may not list manifests", { input: where, line });
           const uri = entry.startsWith("s3://") ? entry : s3Uri(bucket, entry);
@@ -139,6 +144,7 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget)
           });
         }),
       );
+    }
     case "batch-csv": {
       const objects = batchCsvObjects(text, where);
       budget.expect(objects.length, where);
@@ -146,13 +152,14 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget)
     }
     case "inventory": {
       const report = inventoryReport(text, where);
-      const files = await mapInOrder(report.files, MANIFEST_CONCURRENCY, async (file) =>
-        inventoryObjects(await read(report.bucket, file), report.columns, s3Uri(report.bucket, file)),
-      );
       const out: InputObject[] = [];
-      for (const [i, objects] of files.entries()) {
-        const file = s3Uri(report.bucket, report.files[i]!);
-        out.push(...(await mapInOrder(objects, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, file, o, true, budget))).flat());
+      // One data file at a time: memory holds one file's rows beside the list, and the limit is met
+      // before the next file is read.
+      for (const name of report.files) {
+        const file = s3Uri(report.bucket, name);
+        const objects = inventoryObjects(await read(report.bucket, name), report.columns, file);
+        for (const listed of await mapInOrder(objects, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, file, o, true, budget)))
+          appendAll(out, listed);
       }
       if (out.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "the inventory lists no current objects", { input: where });
       return out;
@@ -164,9 +171,9 @@ export const resolveS3Inputs = async (deps: Stores, uris: readonly string[]): Pr
   const out: InputObject[] = [];
   const budget = new InputBudget(deps.maxInputs ?? DEFAULTS.maxInputs);
   for (const uri of uris) {
-    if (isManifestInput(uri)) out.push(...(await resolveManifest(deps, uri, budget)));
+    if (isManifestInput(uri)) appendAll(out, await resolveManifest(deps, uri, budget));
     else if (!uri.startsWith("s3://")) throw notS3(uri);
-    else out.push(...(await resolveUri(deps, uri, budget)));
+    else appendAll(out, await resolveUri(deps, uri, budget));
   }
   return out;
 };

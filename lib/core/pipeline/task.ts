@@ -19,6 +19,7 @@ import {
   type TaskRun,
   type TaskStart,
 } from "../job/manifest.js";
+import { appendAll } from "../appendAll.js";
 import { mapInOrder } from "../mapInOrder.js";
 import type { MapContext } from "../ops/types.js";
 import { csvOptions, type FormatOptions } from "../ops/formatReaders.js";
@@ -307,7 +308,7 @@ const mapChunk = async (
             firstSkipped ??= inChunk(error, jobId, sub);
           },
         };
-        items.push(...(await inObject(sub, () => readItems(deps, { ...task, chunk: sub }, ctx, signal))));
+        appendAll(items, await inObject(sub, () => readItems(deps, { ...task, chunk: sub }, ctx, signal)));
       }
       const partial = await runItems(deps, task, op, items, { signal, drain });
       part = { v: 1, jobId, index: chunk.index, partial, skipped };
