@@ -23,6 +23,7 @@ import {
   FLEET_PREFIX,
   ITEM_OUTPUT_PATTERNS,
   OUTPUT_PART_PATTERN,
+  SPILL_PATTERN,
   JOBS_PREFIX,
   OPS_LISTING_KEY,
   PART_SUFFIX,
@@ -334,6 +335,7 @@ export class CloudmillPipeline extends Construct {
     const statusObjects = this.outputBucket.arnForObjects(`*/${STATUS_FILE}`);
     const itemOutputs = ITEM_OUTPUT_PATTERNS.map((k) => this.outputBucket.arnForObjects(k));
     const keyedParts = this.outputBucket.arnForObjects(OUTPUT_PART_PATTERN);
+    const spilledRuns = this.outputBucket.arnForObjects(SPILL_PATTERN);
     const usageReports = this.outputBucket.arnForObjects(`${FLEET_PREFIX}*`);
 
     // Why each wildcard resource is as narrow as it can be; `allow` refuses a wildcard without a reason.
@@ -373,6 +375,11 @@ export class CloudmillPipeline extends Construct {
       [
         usageReports,
         "Each worker writes its usage report as _fleet/<task id>.json (task ids made at run time); only that folder, kept a day.",
+      ],
+      [
+        spilledRuns,
+        "A reduce task whose disk is short spills runs under _work/<jobId>/spill/ and removes them, for job ids made at run time; " +
+          "only that folder.",
       ],
       [
         this.outputBucket.arnForObjects(`${JOBS_PREFIX}*`),
@@ -461,8 +468,9 @@ export class CloudmillPipeline extends Construct {
       allow(worker, "WriteItemOutputs", ["s3:PutObject"], itemOutputs);
       // Each worker's usage report (CPU, memory, network, disk) for `cloudmill fleet`.
       allow(worker, "ReportUsage", ["s3:PutObject"], [usageReports]);
-      // Keyed ops: reduce tasks write the job's parts (they spill to the container's disk, not S3).
+      // Keyed ops: reduce tasks write the job's parts, and remove the runs they spilled to S3 when their disk was short.
       allow(worker, "WriteKeyedParts", ["s3:PutObject"], [keyedParts]);
+      allow(worker, "RemoveSpilledRuns", ["s3:DeleteObject"], [spilledRuns]);
       allow(worker, "ListWork", ["s3:ListBucket"], outputBucket);
     }
 

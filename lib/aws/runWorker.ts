@@ -2,10 +2,9 @@
  * The container's main, as a function: configuration from the environment, the loop over
  * SQS and S3, and a graceful stop on SIGTERM (ECS sends it, then SIGKILL after stopTimeout).
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, statfs } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { FsBlobStore } from "../fs/FsBlobStore.js";
 import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
 import type { Logger } from "../core/log.js";
 import { opsRegistry } from "../core/ops/opModules.js";
@@ -17,10 +16,18 @@ import { cloudDeps } from "./cloudDeps.js";
 import { containerMemory, mapperHeap } from "./containerMemory.js";
 import { readWorkerConfig } from "./env.js";
 import { powertoolsLogger } from "./logger.js";
+import { SpillStore } from "./SpillStore.js";
 import { SqsTaskQueue } from "./SqsTaskQueue.js";
 import { ecsTaskProtection, noProtection } from "./taskProtection.js";
 import { TaskWorker, WORKER_ID } from "./TaskWorker.js";
 import { startUsageReports } from "./usage.js";
+
+/**
+ * What a worker's disk keeps free of spilled runs: a share of it, at least a GiB. The instance's
+ * root volume holds its images too, and every task the worker runs at once spills there.
+ */
+const SPILL_RESERVE_SHARE = 0.15;
+const SPILL_RESERVE_MIN_BYTES = 1024 ** 3;
 
 /** Time to finish in-flight chunks after SIGTERM; ECS's stopTimeout (120 s) leaves a margin. */
 export const STOP_GRACE_MS = 100_000;
@@ -54,18 +61,18 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     defaultLimitSeconds: config.taskTimeoutSeconds,
     onError: (err) => logger.error("the main thread's watchdog failed: op code there runs unguarded", { error: err.message }),
   });
-  // Reduce tasks spill their sorted runs to this container's disk, not to S3: a run is read back
-  // once, by the task that wrote it, and a killed container takes its runs with it.
+  const cloud = cloudDeps(config, logger, clients);
+  const registry = await opsRegistry(config.opsModules);
+  // Reduce tasks spill their sorted runs to this container's disk while it has room (SpillStore):
+  // a run is read back once, by the task that wrote it, and a killed container takes its runs with it.
   const spillDir = await mkdtemp(path.join(config.spillRoot, "cloudmill-spill-"));
-  const deps = {
-    ...cloudDeps(config, logger, clients),
-    registry: await opsRegistry(config.opsModules),
-    items,
-    mappers,
-    guard,
-    scratch: new FsBlobStore(spillDir),
-    spillBytes: config.spillBytes,
-  };
+  const disk = await statfs(spillDir);
+  const scratch = new SpillStore({
+    dir: spillDir,
+    fallback: cloud.output,
+    reserveBytes: Math.max(SPILL_RESERVE_MIN_BYTES, disk.blocks * disk.bsize * SPILL_RESERVE_SHARE),
+  });
+  const deps = { ...cloud, registry, items, mappers, guard, scratch, spillBytes: config.spillBytes };
   const worker = new TaskWorker({
     queue: new SqsTaskQueue(clients.sqs, config.taskQueueUrl),
     deps,
@@ -104,7 +111,9 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
   await items.close();
   await mappers.close();
   await guard.close();
-  await rm(spillDir, { recursive: true, force: true });
+  await rm(spillDir, { recursive: true, force: true }).catch((err: unknown) =>
+    logger.warn("spill folder not removed", { dir: spillDir, error: (err as Error).message }),
+  );
   destroyClients(clients);
   logger.info("worker stopped");
   return logger;

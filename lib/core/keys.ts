@@ -119,9 +119,11 @@ export const idleKey = (jobId: string): string => `${workPrefix(jobId)}idle.json
 export const reduceEnqueuedKey = (jobId: string): string => `${workPrefix(jobId)}reduce/enqueued.json`;
 /** When a keyed job's missing reduce tasks were last queued again (a lost task, or a resume). */
 export const reduceRequeuedKey = (jobId: string): string => `${workPrefix(jobId)}reduce/requeued.json`;
-/** Where a reduce task spills runs in its scratch store (a worker's disk); `attempt` keeps two attempts apart. */
+/** Where a reduce task spills runs in its scratch store (a worker's disk, or S3); `attempt` keeps two attempts apart. */
 export const spillPrefix = (jobId: string, partition: number, attempt: string): string =>
   `${workPrefix(jobId)}spill/${pad(partition)}/${attempt}/`;
+/** Every spilled run, for the worker's permission to remove those that went to S3. */
+export const SPILL_PATTERN = `${WORK_PREFIX}*/spill/*`;
 /** One partition of a keyed job's output: `_jobs/<jobId>/part-00000.jsonl` (JSON lines), or `.txt` (a sort's lines). */
 export const outputPartKey = (jobId: string, partition: number, extension: ".jsonl" | ".txt" = ".jsonl"): string =>
   `${JOBS_PREFIX}${jobId}/part-${String(partition).padStart(5, "0")}${extension}`;

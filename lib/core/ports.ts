@@ -30,6 +30,8 @@ export interface GetOptions {
 
 export interface PutOptions {
   readonly contentType?: string;
+  /** At most this many bytes, for a streamed body whose length is not known ahead: a scratch store picks where it fits. */
+  readonly sizeAtMost?: number;
 }
 
 /**

@@ -13,6 +13,12 @@ import { OpRegistry } from "../../lib/core/ops/registry.js";
 import type { KeyedResult } from "../../lib/core/pipeline/reduceTask.js";
 import { prng } from "../../lib/dev/prng.js";
 import { runLocal } from "../../lib/local/localEngine.js";
+import { Manifest, type ReduceTask } from "../../lib/core/job/manifest.js";
+import { manifestKey, outputPartKey, partKey } from "../../lib/core/keys.js";
+import { silentLogger } from "../../lib/core/log.js";
+import { runTask } from "../../lib/core/pipeline/task.js";
+import type { BlobStore } from "../../lib/core/ports.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 
 let dir: string;
 let numbers: string;
@@ -85,6 +91,59 @@ describe("sort on the local engine", () => {
     for (const [i, p] of manifest.parts.entries()) expect(p.bytes).toBe(parts[i]!.length);
     // Splitters at the samples' quantiles: every partition within a fifth of an equal share.
     for (const p of manifest.parts) expect(Math.abs(p.records - 30_007 / c.partitions)).toBeLessThan(30_007 / c.partitions / 5);
+  });
+
+  it("a partition of more runs than one merge takes: its merged runs go when it ends, and the shuffle stays", async () => {
+    const workDir = path.join(dir, "work-passes");
+    const { jobId, result } = await runLocal({
+      spec: parseJobSpec({ op: "sort", inputs: [numbers], chunkSize: 1024, partitions: 1 }),
+      registry: new OpRegistry(),
+      workers: 0,
+      workDir,
+      outDir: path.join(dir, "passes"),
+    });
+    const output = new FsBlobStore(workDir);
+    const manifest = Manifest.parse(JSON.parse(await readFile(path.join(workDir, manifestKey(jobId)), "utf8")));
+    expect(manifest.chunks).toBeGreaterThan(3 * 64);
+    const shuffle = async () => {
+      const keys: string[] = [];
+      for await (const o of output.list(`_work/${jobId}/shuffle/`)) keys.push(`${o.key} ${o.size}`);
+      return keys;
+    };
+    const before = await shuffle();
+    // The reduce task again, its scratch a folder that counts what it holds.
+    let held = 0;
+    const scratchDir = path.join(dir, "passes-scratch");
+    const disk = new FsBlobStore(scratchDir);
+    const scratch: BlobStore = Object.assign(Object.create(disk) as BlobStore, {
+      async put(key: string, body: Parameters<BlobStore["put"]>[1], options?: Parameters<BlobStore["put"]>[2]) {
+        await disk.put(key, body, options);
+        const size = (await disk.head(key))!.size;
+        held += size;
+      },
+      async delete(key: string) {
+        // Read first: \`held -= await …\` would read held before the wait, and deletes run at once.
+        const size = (await disk.head(key))?.size ?? 0;
+        held -= size;
+        await disk.delete(key);
+      },
+    });
+    await rm(path.join(workDir, partKey(jobId, manifest.chunks)));
+    const task: ReduceTask = { v: 1, jobId, reduce: { partition: 0, chunks: manifest.chunks }, job: manifest.job };
+    const deps = { output, inputStore: () => new FsBlobStore("/"), registry: new OpRegistry(), log: silentLogger, scratch };
+    const outcome = await runTask(deps, task);
+    expect(outcome.kind).toBe("done");
+    const { spilledBytes } = (outcome as { partial: { spilledBytes: number } }).partial;
+    expect(spilledBytes).toBeGreaterThan(0);
+    expect(held).toBe(0);
+    // Its output is the first run's, byte for byte, and the shuffle it read is all still there,
+    // also when the output store itself is the scratch (as on the local engine).
+    const first = await readFile((result as KeyedResult).parts[0]!.key);
+    expect((await readFile(path.join(workDir, outputPartKey(jobId, 0, ".txt")))).equals(first)).toBe(true);
+    await rm(path.join(workDir, partKey(jobId, manifest.chunks)));
+    expect((await runTask({ ...deps, scratch: undefined }, task)).kind).toBe("done");
+    expect(await shuffle()).toEqual(before);
+    expect((await readFile(path.join(workDir, outputPartKey(jobId, 0, ".txt")))).equals(first)).toBe(true);
   });
 
   it("lines: the parts in order are LC_ALL=C sort's output, multibyte and CRLF lines included", async () => {

@@ -190,7 +190,8 @@ describe("least privilege", () => {
         `${output}/_jobs/*/results/*`,
         `${output}/_work/*`,
       ],
-      // Nothing is ever deleted: reduce tasks spill to the container's disk.
+      // A reduce task whose disk is short spills to S3 and removes those runs; nothing else is ever deleted.
+      "s3:DeleteObject": [`${output}/_work/*/spill/*`],
       // S3 answers a missing part or marker with 404 only to a role that may list the bucket.
       "s3:ListBucket": [output],
       "sqs:ReceiveMessage": [q(template, "PipelineTaskQueue")],

@@ -26,7 +26,7 @@ import { RunLog, RunLogJson } from "../report/jobReport.js";
 import { mapInOrder } from "../mapInOrder.js";
 import { JobStatus, TaskRun, TaskStart, type Manifest, type ReduceTask } from "../job/manifest.js";
 import { encodeShuffle, type KeyedTable, type ShuffleRef } from "../shuffle/shuffleRun.js";
-import { sortedPieces, sortFormatOf, sortPlanner } from "./sortStage.js";
+import { sortedPieces, sortFormatOf, sortPlanner, type SortSpill } from "./sortStage.js";
 import type { SortSamples } from "../shuffle/sortSamples.js";
 import type { ShuffleRefs } from "../ops/keyedOp.js";
 import { RunMerge } from "../shuffle/runMerge.js";
@@ -249,7 +249,7 @@ const sortPartition: PartitionReducer = async (deps, task, plan, { signal }) => 
   const { jobId, job } = task;
   const { partition } = task.reduce;
   if (!plan.range) throw new CloudmillError(ErrorCode.INTERNAL, `the plan of partition ${partition} has no key range`);
-  const spill = { prefix: spillPrefix(jobId, partition, randomUUID()), written: [] as string[] };
+  const spill: SortSpill = { prefix: spillPrefix(jobId, partition, randomUUID()), written: [], bytes: 0 };
   const scratch = deps.scratch ?? deps.output;
   try {
     const pieces = await sortedPieces(deps, sortFormatOf(job.format), { range: plan.range, segments: plan.segments }, spill, signal);
@@ -264,10 +264,8 @@ const sortPartition: PartitionReducer = async (deps, task, plan, { signal }) => 
     };
     const key = outputPartKey(jobId, partition, ".txt");
     await deps.output.put(key, counted(), { contentType: "text/plain" });
-    let spilledBytes = 0;
-    for (const k of spill.written) spilledBytes += (await scratch.head(k))?.size ?? 0;
     const read = plan.segments.reduce((n, [, start, end]) => n + end - start, 0);
-    return { bytes: read, partial: { key, records, bytes, spilledBytes } };
+    return { bytes: read, partial: { key, records, bytes, spilledBytes: spill.bytes } };
   } finally {
     await Promise.all(spill.written.map((k) => scratch.delete(k).catch(() => undefined)));
   }

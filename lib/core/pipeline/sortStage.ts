@@ -53,15 +53,23 @@ export const sortFormatOf = (format: Format): SortFormat => {
   return format;
 };
 
+/** Runs a partition's sort merged on scratch: those still there (removed by the caller), and the bytes written in all. */
+export interface SortSpill {
+  readonly prefix: string;
+  readonly written: string[];
+  bytes: number;
+}
+
 /**
  * The pieces of a partition's output: its range of every segment, merged. Past the fan-in,
- * groups of segments are first merged into runs under `spill` (removed by the caller).
+ * groups of segments are first merged into runs under `spill`; a run merged into a longer one is
+ * removed at once, so scratch holds about the partition once, not once per pass.
  */
 export const sortedPieces = async (
   deps: PipelineDeps & { readonly scratch?: BlobStore },
   format: SortFormat,
   plan: SortPlan,
-  spill: { readonly prefix: string; readonly written: string[] },
+  spill: SortSpill,
   signal?: AbortSignal,
 ): Promise<AsyncGenerator<Buffer>> => {
   const scratch = deps.scratch ?? deps.output;
@@ -83,13 +91,24 @@ export const sortedPieces = async (
     return cursors;
   };
   let sources: Source[] = plan.segments.map(([key, start, end]) => ({ store: deps.output, key, start, end, ranged: true }));
+  let runs = 0;
   while (sources.length > SORT_FAN_IN) {
     // Merge just enough runs that the rest and the merged one fit one merge (65 runs: 2, not 64).
     const take = Math.min(SORT_FAN_IN, sources.length - SORT_FAN_IN + 1);
-    const key = `${spill.prefix}run-${String(spill.written.length).padStart(5, "0")}`;
+    const key = `${spill.prefix}run-${String(runs++).padStart(5, "0")}`;
+    const group = sources.slice(0, take);
     spill.written.push(key);
-    await scratch.put(key, mergeLines(await open(sources.slice(0, take))));
-    sources = [...sources.slice(take), { store: scratch, key, start: 0, end: (await scratch.head(key))?.size ?? 0, ranged: false }];
+    await scratch.put(key, mergeLines(await open(group)), { sizeAtMost: group.reduce((n, s) => n + s.end - s.start, 0) });
+    const size = (await scratch.head(key))?.size ?? 0;
+    spill.bytes += size;
+    sources = [...sources.slice(take), { store: scratch, key, start: 0, end: size, ranged: false }];
+    // Read to their ends: gone now, so scratch holds about the partition once, not once per pass.
+    // (Never a plan's segment: scratch may be the output store, where the shuffle lives.)
+    for (const merged of group.filter((s) => !s.ranged)) {
+      await scratch.delete(merged.key);
+      const i = spill.written.indexOf(merged.key);
+      if (i >= 0) spill.written.splice(i, 1);
+    }
   }
   return mergeLines(await open(sources));
 };

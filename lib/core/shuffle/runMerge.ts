@@ -207,12 +207,14 @@ export class RunMerge {
           await this.#writeRun((write) => mergeCursors(cursors, combine, (k, v) => write(pairLine(k, v)))),
           ...pending.slice(take),
         ];
+        // Read to their ends: gone now, so scratch holds about the partition once, not once per pass.
+        await this.#remove(group);
       }
       const cursors = await open(pending);
       const memory = await memoryCursor(inMemory);
       if (memory) cursors.push(memory);
       await mergeCursors(cursors, combine, emit);
-      return { spilledBytes: this.#spilledBytes, runs: this.#runs.length };
+      return { spilledBytes: this.#spilledBytes, runs: this.#written };
     } finally {
       await this.discard();
     }
@@ -220,7 +222,14 @@ export class RunMerge {
 
   /** Removes every run written so far: a merge that fails or is abandoned leaves none behind. */
   async discard(): Promise<void> {
-    const runs = this.#runs.splice(0);
+    await this.#remove([...this.#runs]);
+  }
+
+  async #remove(runs: readonly string[]): Promise<void> {
+    for (const k of runs) {
+      const i = this.#runs.indexOf(k);
+      if (i >= 0) this.#runs.splice(i, 1);
+    }
     await Promise.all(runs.map((k) => this.#options.scratch.delete(k).catch(() => undefined)));
   }
 }
