@@ -201,6 +201,12 @@ describe("a job that succeeds while it is being failed", () => {
     expect(await failJob(deps, target, new CloudmillError(ErrorCode.COST_LIMIT, "over"))).toBeUndefined();
     expect(await readJson(output, OUTPUT.status, JobStatus)).toEqual(succeeded);
     expect(await output.head(failureKey("race-1"))).toBeUndefined();
+    // Failed again by a role that may not delete the marker (a worker): still no error, still succeeded.
+    output.delete = async () => {
+      throw new CloudmillError(ErrorCode.ENVIRONMENT, "DeleteObject: AccessDenied");
+    };
+    expect(await failJob(deps, target, new CloudmillError(ErrorCode.COST_LIMIT, "over"))).toBeUndefined();
+    expect(await readJson(output, OUTPUT.status, JobStatus)).toEqual(succeeded);
   });
 
   it("leaves the status of a later job that owns the output alone", async () => {

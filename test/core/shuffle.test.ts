@@ -160,6 +160,28 @@ describe("the reduce merge", () => {
     expect(held).toBe(0);
   });
 
+  it("a merge that fails part-way closes every run it was reading, and removes them", async () => {
+    const input = runs(5, 40);
+    const scratchDir = path.join(dir, "scratch-fails");
+    const merge = new RunMerge({
+      combine: (a, b) => (a as number) + (b as number),
+      spillBytes: 4_000,
+      fanIn: 64,
+      scratch: new FsBlobStore(scratchDir),
+      prefix: "job/p0/",
+    });
+    for (const [i, b] of input.entries()) await merge.addRun(b, `run ${i}`);
+    const openFiles = async () => (await readdir("/proc/self/fd")).length;
+    const before = await openFiles();
+    let emitted = 0;
+    const failing = merge.finish(() => {
+      if (++emitted === 10) throw new Error("the output's upload failed");
+    });
+    await expect(failing).rejects.toThrow("the output's upload failed");
+    expect(await openFiles()).toBe(before);
+    expect(await readdir(path.join(scratchDir, "job", "p0")).catch(() => [])).toEqual([]);
+  });
+
   it.each([
     { what: "in memory", spillBytes: 1 << 30, fanIn: 64 },
     { what: "spilling, merged in one pass", spillBytes: 20_000, fanIn: 64 },

@@ -45,7 +45,9 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
     // Unless a later job owns the output now (the reducer leaves its status alone then too).
     if (!(await superseded(deps, target.output.status, target.jobId, target.startedAt)))
       await writeJson(deps.output, target.output.status, succeeded);
-    await deps.output.delete(failureKey(target.jobId));
+    // Tidiness only: every reader of the markers takes succeeded first. A role that may not delete
+    // it (a worker, the reducer) leaves it, rather than retry the task into the same refusal.
+    await deps.output.delete(failureKey(target.jobId)).catch(() => undefined);
     deps.log.info("job succeeded while it was being failed; it stays succeeded", { jobId: target.jobId });
     return undefined;
   }

@@ -5,6 +5,7 @@
  * in memory, are merged by key in one streaming pass (several, when there are more runs than
  * `fanIn`), so memory holds at most the spill threshold plus one read buffer per run.
  */
+import { appendAll } from "../appendAll.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { BlobStore } from "../ports.js";
 import { heapify, popTop, siftDown } from "./heap.js";
@@ -40,6 +41,8 @@ interface Cursor {
   readonly value: unknown;
   /** Moves to the next pair; false at the run's end. */
   advance(): Promise<boolean>;
+  /** Releases its read (a file or socket) before its end: a merge that fails stops reading. */
+  close(): Promise<void>;
 }
 
 const memoryCursor = async (table: KeyedTable): Promise<Cursor | undefined> => {
@@ -54,6 +57,7 @@ const memoryCursor = async (table: KeyedTable): Promise<Cursor | undefined> => {
       c.value = table[i]![1];
       return true;
     },
+    close: async () => undefined,
   };
   return c;
 };
@@ -91,6 +95,9 @@ const storedCursor = async (store: BlobStore, key: string, signal?: AbortSignal)
       c.key = batch[i]![0];
       c.value = batch[i]![1];
       return true;
+    },
+    close: async () => {
+      await reads.return?.();
     },
   };
   return c;
@@ -190,11 +197,15 @@ export class RunMerge {
   async finish(emit: (key: string, value: unknown) => void | Promise<void>): Promise<MergeStats> {
     const { scratch, combine, signal } = this.#options;
     const fanIn = Math.max(2, this.#options.fanIn ?? 64);
+    const opened: Cursor[] = [];
     try {
       const inMemory = sortTable([...this.#held]);
       this.#held = new Map();
-      const open = async (keys: readonly string[]): Promise<Cursor[]> =>
-        (await Promise.all(keys.map((k) => storedCursor(scratch, k, signal)))).filter((c): c is Cursor => c !== undefined);
+      const open = async (keys: readonly string[]): Promise<Cursor[]> => {
+        const cursors = (await Promise.all(keys.map((k) => storedCursor(scratch, k, signal)))).filter((c): c is Cursor => c !== undefined);
+        appendAll(opened, cursors);
+        return cursors;
+      };
       // Too many runs to read at once: merge them a fan-in at a time into longer runs first.
       let pending = [...this.#runs];
       while (pending.length + 1 > fanIn) {
@@ -216,6 +227,8 @@ export class RunMerge {
       await mergeCursors(cursors, combine, emit);
       return { spilledBytes: this.#spilledBytes, runs: this.#written };
     } finally {
+      // A merge that failed part-way leaves its reads open: closed, a removed run frees its disk at once.
+      await Promise.all(opened.map((c) => c.close().catch(() => undefined)));
       await this.discard();
     }
   }
