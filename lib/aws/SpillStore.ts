@@ -44,6 +44,8 @@ export class SpillStore implements BlobStore {
   readonly #disk: FsBlobStore;
   /** Runs written to the fallback: every other key is on disk. */
   readonly #elsewhere = new Set<string>();
+  /** Bytes of disk puts under way, which the free space does not show yet (every task of the worker spills here). */
+  #pending = 0;
 
   constructor(options: SpillStoreOptions) {
     this.#options = options;
@@ -70,15 +72,18 @@ export class SpillStore implements BlobStore {
     const { fallback, reserveBytes, dir } = this.#options;
     const bytes = typeof body === "string" ? Buffer.byteLength(body) : body instanceof Uint8Array ? body.length : options?.sizeAtMost;
     const free = await (this.#options.freeBytes ?? diskFree)(dir);
-    if (bytes !== undefined && free - bytes >= reserveBytes) {
+    if (bytes !== undefined && free - this.#pending - bytes >= reserveBytes) {
+      this.#pending += bytes;
       try {
         await this.#disk.put(key, body, options);
         this.#elsewhere.delete(key);
         return;
       } catch (err) {
-        // Other tasks filled the disk meanwhile: bytes in hand can still go elsewhere; a stream is spent.
+        // Something else filled the disk meanwhile: bytes in hand can still go elsewhere; a stream is spent.
         const inHand = typeof body === "string" || body instanceof Uint8Array;
         if (!(inHand && isNoSpace(err))) throw err;
+      } finally {
+        this.#pending -= bytes;
       }
     }
     await fallback.put(key, body, options);

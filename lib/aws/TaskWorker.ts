@@ -164,9 +164,19 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
    * beats 1, 2, 4, 8, … its running marker wakes the reducer to look for stragglers (backups.ts);
    * from the second beat on, a part written by its other copy stops this one, freeing the worker.
    */
-  async #longTask(task: TaskMessage, index: () => Promise<number>, beat: number, startedAt: string, lost: AbortController): Promise<void> {
+  async #longTask(
+    task: TaskMessage,
+    index: () => Promise<number | undefined>,
+    beat: number,
+    startedAt: string,
+    lost: AbortController,
+  ): Promise<void> {
     const { deps } = this.#options;
-    if ((beat & (beat - 1)) === 0) await markRunning(deps, task.jobId, await index(), startedAt, WORKER_ID);
+    if ((beat & (beat - 1)) === 0) {
+      const i = await index();
+      // A merge of an earlier run of the job (queued before a resume) is no straggler of this one.
+      if (i !== undefined) await markRunning(deps, task.jobId, i, startedAt, WORKER_ID, task.job.generation);
+    }
     // A redo is there to replace the part it would find.
     const redo = isMapTask(task) && task.redo;
     if (beat >= 2 && !redo && (await exists(deps.output, taskPartKey(task)))) lost.abort();
@@ -231,9 +241,16 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     const startedAt = new Date().toISOString();
     /** Aborted when another copy of this chunk (its backup, or the original) has written the part. */
     const lost = new AbortController();
-    // A merge task's index comes from its job's manifest: read once, and only for a long one.
-    let mergeIndex: Promise<number> | undefined;
-    const index = (): Promise<number> => (isMergeTask(task) ? (mergeIndex ??= mergeIndexOf(deps, task)) : Promise.resolve(taskIndex(task)));
+    // A merge task's index comes from its job's manifest: read once (again after a failed read), and only for a long one.
+    let mergeIndex: Promise<number | undefined> | undefined;
+    const index = (): Promise<number | undefined> => {
+      if (!isMergeTask(task)) return Promise.resolve(taskIndex(task));
+      mergeIndex ??= mergeIndexOf(deps, task).catch((err: unknown) => {
+        mergeIndex = undefined;
+        throw err;
+      });
+      return mergeIndex;
+    };
     let beats = 0;
     const heartbeat = setInterval(() => {
       beats++;
@@ -276,6 +293,13 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         return;
       }
       const next = await afterFailedAttempt(deps, task, err, message.receiveCount);
+      if (next.action === "fail-job" && task.backup) {
+        // A backup never fails its job: its original still runs, and meets any error of the task's own.
+        await queue.delete(message.receiptHandle).catch(() => undefined);
+        log.info("backup copy failed; dropped, its original still runs", logFieldsOf(err));
+        this.emit("task_done", task, { kind: "job-ended" });
+        return;
+      }
       if (next.action === "fail-job" && (await isStaleTask(deps, task).catch(() => false))) {
         // Queued before its job was resumed: its limits and deadline are the earlier run's.
         await queue.delete(message.receiptHandle).catch(() => undefined);

@@ -65,4 +65,20 @@ describe("SpillStore", () => {
     expect(await filesUnder(join(s.root, "s3"))).toEqual([]);
     expect(await readdir(join(s.root, "disk", "_work", "j", "spill", "00000"))).toEqual([]);
   });
+
+  it("counts the disk writes under way: two runs put at once do not both take the same room", async () => {
+    // The free space a disk reports does not yet show writes in progress: here it never changes.
+    const s = await spillStore(() => 5000);
+    cleanups.push(s.cleanup);
+    const prefix = "_work/j/spill/00000/";
+    await Promise.all([
+      s.store.put(`${prefix}a/run-00000`, Buffer.alloc(3000, 1)),
+      s.store.put(`${prefix}b/run-00000`, Buffer.alloc(3000, 2)),
+    ]);
+    expect(await filesUnder(join(s.root, "disk"))).toHaveLength(1);
+    expect(await filesUnder(join(s.root, "s3"))).toHaveLength(1);
+    // Once both are written, the room is the disk's to tell again.
+    await s.store.put(`${prefix}c/run-00000`, Buffer.alloc(3000, 3));
+    expect(await filesUnder(join(s.root, "disk"))).toHaveLength(2);
+  });
 });

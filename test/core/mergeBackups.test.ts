@@ -12,10 +12,10 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskWorker } from "../../lib/aws/TaskWorker.js";
 import { reducerHandler } from "../../lib/aws/handlers.js";
-import { backupKey, partsPrefix, runningKey } from "../../lib/core/keys.js";
-import { isMergeTask, type MergeTask } from "../../lib/core/job/manifest.js";
+import { backupKey, failureKey, mergedKey, partsPrefix, runningKey } from "../../lib/core/keys.js";
+import { isMergeTask, type MergeTask, type TaskMessage } from "../../lib/core/job/manifest.js";
 import type { BlobStore, GetOptions } from "../../lib/core/ports.js";
-import { backupCounts, backupRaces } from "../../lib/core/pipeline/backups.js";
+import { backupCounts, backupRaces, launchMergeBackups, markRunning } from "../../lib/core/pipeline/backups.js";
 import { readJson } from "../../lib/core/pipeline/blobJson.js";
 import { handleDeadLetter } from "../../lib/core/pipeline/deadLetter.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
@@ -119,5 +119,100 @@ describe("a straggling merge task", () => {
     const task = { v: 1, jobId, merge: { level: 1, group: 0, from: 0, to: 2 }, job: manifestJob } as MergeTask;
     expect(await handleDeadLetter(deps, JSON.stringify({ ...task, backup: true }), 3)).toBe("ignored");
     expect(await handleDeadLetter(deps, JSON.stringify(task), 3)).toBe("failed");
+  });
+
+  it("a small level is judged once one merge is done; a copy of another run, or a second copy, changes nothing", async () => {
+    const { inputs, output, queue, deps } = localPipeline(path.join(dir, "levels"));
+    const jobId = "small-level-1";
+    const bytes = Buffer.from(Array.from({ length: 800 }, (_, i) => `l${i}\n`).join(""));
+    const { manifest } = await startJobOver(
+      deps,
+      inputs,
+      bytes,
+      jobId,
+      { op: "count", fanIn: 2, backupAfterSeconds: 1 },
+      Math.ceil(bytes.length / 8),
+    );
+    const run = async (tasks: readonly TaskMessage[]) => {
+      for (const t of tasks) await runTask(deps, t, { checkOpDigest: false, ranOn: "fleet", worker: "w" });
+    };
+    await run(await takeAll(queue));
+    for (let level = 1; level <= 2; level++) {
+      await reduceJob(deps, jobId, { fleet: true });
+      const merges = (await takeAll(queue)).filter(isMergeTask);
+      expect(merges.map((m) => m.merge.level)).toEqual(level === 1 ? [1, 1, 1, 1] : [2, 2]);
+      // Level 2 holds two merges: the first finishes, the second runs on.
+      await run(level === 1 ? merges : merges.slice(0, 1));
+    }
+    const levels = mergeLevels(8, 2);
+    const index = mergeTaskIndex(levels, 8, 2, 1);
+    const merged: string[] = [];
+    for await (const { key } of output.list(`_work/${jobId}/merged/`)) merged.push(key);
+    const started = new Date(Date.now() - 120_000).toISOString();
+    const later = { ...deps, now: () => Date.now() };
+    // Its running marker says it runs in another run of the job (queued before a resume): no backup.
+    await markRunning(deps, jobId, index, started, "w", 1);
+    expect(await launchMergeBackups(later, manifest, merged)).toBe(0);
+    // In this run, one done merge of its level is measure enough: two minutes is past 3× its time and a second.
+    await markRunning(deps, jobId, index, started, "w", 0);
+    expect(await launchMergeBackups(later, manifest, merged)).toBe(1);
+    const [backup] = (await takeAll(queue)).filter(isMergeTask);
+    expect(backup).toMatchObject({ merge: { level: 2, group: 1 }, backup: true });
+    // The original, reading slowly, is overtaken: the backup writes the merged part first, and the
+    // original, finishing later, writes nothing over it.
+    const original: MergeTask = { ...backup!, backup: undefined };
+    delete (original as { backup?: true }).backup;
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const held: BlobStore = Object.assign(Object.create(output) as BlobStore, {
+      name: output.name,
+      async get(key: string, options?: GetOptions) {
+        if (key.startsWith(`_work/${jobId}/merged/`)) await gate;
+        return output.get(key, options);
+      },
+    });
+    const late = runTask({ ...deps, output: held }, original, {
+      checkOpDigest: false,
+      ranOn: "fleet",
+      worker: "original",
+      mayHaveBackup: () => true,
+    });
+    await runTask(deps, backup!, { checkOpDigest: false, ranOn: "fleet", worker: "backup" });
+    release();
+    await late;
+    const part = await readJson(
+      output,
+      mergedKey(jobId, 0, 2, 1),
+      z.object({ ran: z.object({ worker: z.string(), backup: z.literal(true) }) }),
+    );
+    expect(part.ran).toMatchObject({ worker: "backup", backup: true });
+    expect(backupCounts(await backupRaces(deps, jobId))).toEqual({ launched: 1, won: 1 });
+  });
+
+  it("a backup whose merge cannot run (its children are not there) is dropped by the worker, never failing the job", async () => {
+    const { inputs, output, queue, deps } = localPipeline(path.join(dir, "stale"));
+    const jobId = "stale-backup-1";
+    const bytes = Buffer.from(Array.from({ length: 800 }, (_, i) => `l${i}\n`).join(""));
+    const { manifest } = await startJobOver(deps, inputs, bytes, jobId, { op: "count", fanIn: 2 }, Math.ceil(bytes.length / 8));
+    await takeAll(queue);
+    // A level-2 merge's backup, queued as a stale marker would have it: level 1 has not run.
+    const backup: MergeTask = { v: 1, jobId, merge: { level: 2, group: 0, from: 0, to: 2 }, job: manifest.job, backup: true };
+    await queue.sendBatch([JSON.stringify(backup)]);
+    const worker = new TaskWorker({ queue, deps, concurrency: 1, visibilitySeconds: 5, heartbeatSeconds: 1, waitSeconds: 1 });
+    const dropped = new Promise<void>((resolve) => {
+      worker.once("task_done", () => resolve());
+      worker.once("task_failed", () => resolve());
+    });
+    worker.start();
+    try {
+      await dropped;
+    } finally {
+      await worker.stop(5_000);
+      await queue.close();
+    }
+    expect(await output.head(failureKey(jobId))).toBeUndefined();
+    expect(await queue.depth()).toEqual({ visible: 0, inFlight: 0 });
   });
 });

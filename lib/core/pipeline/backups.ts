@@ -51,12 +51,14 @@ export interface StragglerRule {
   /** The job's backupAfterSeconds (0: never). */
   readonly afterSeconds: number;
   readonly now: number;
+  /** Share of the tasks done before any is judged (default DEFAULTS.backupQuantile). */
+  readonly quantile?: number;
 }
 
 /** How long a chunk may run before it is a straggler, or undefined while too few are mapped to tell. */
 export const stragglerAfterMs = (rule: StragglerRule): number | undefined => {
   if (rule.afterSeconds === 0 || rule.medianMs === undefined) return undefined;
-  if (rule.done < Math.ceil(DEFAULTS.backupQuantile * rule.chunks)) return undefined;
+  if (rule.done < Math.max(1, Math.ceil((rule.quantile ?? DEFAULTS.backupQuantile) * rule.chunks))) return undefined;
   return Math.max(DEFAULTS.backupMultiple * rule.medianMs, rule.afterSeconds * 1000);
 };
 
@@ -73,13 +75,20 @@ export const median = (values: readonly number[]): number | undefined => {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 };
 
-export const RunningMarker = z.object({ at: z.string(), worker: z.string().optional() });
+/** A task is running since `at`, in the job's run `generation` (absent: written by 0.3 and before, or the first run). */
+export const RunningMarker = z.object({ at: z.string(), worker: z.string().optional(), generation: z.number().int().optional() });
 /** A backup is queued: at `at`, its original had run `elapsedMs`, against a straggler bar of `afterMs`. */
 export const BackupMarker = z.object({ at: z.string(), elapsedMs: z.number(), afterMs: z.number() });
 
 /** A task's worker says it is still running it (a chunk, or a reduce task at index chunks + partition), since `at`. */
-export const markRunning = (deps: Pick<SplitDeps, "output">, jobId: string, index: number, at: string, worker: string): Promise<void> =>
-  writeJson(deps.output, runningKey(jobId, index), { at, worker });
+export const markRunning = (
+  deps: Pick<SplitDeps, "output">,
+  jobId: string,
+  index: number,
+  at: string,
+  worker: string,
+  generation = 0,
+): Promise<void> => writeJson(deps.output, runningKey(jobId, index), { at, worker, ...(generation > 0 ? { generation } : {}) });
 
 /** A stage of a job's tasks, as the straggler check sees it: its task indexes [from, from + count), those done, and their copies. */
 interface Stage {
@@ -94,6 +103,8 @@ interface Stage {
    * limit grows with it. Chunks are equal; a partition is as big as its keys make it.
    */
   readonly sizeOf?: (index: number, medianBytes: number) => Promise<number>;
+  /** Share of the stage done before any task is judged (default DEFAULTS.backupQuantile). */
+  readonly quantile?: number;
 }
 
 /**
@@ -172,6 +183,8 @@ export const launchMergeBackups = async (deps: SplitDeps, manifest: Manifest, me
           return { v: 1, jobId: manifest.jobId, merge, job: manifest.job, backup: true };
         }),
       what: `merge tasks of level ${level.level}`,
+      // A level's merges read equal groups: one done is a measure, and a tree's top levels hold a few.
+      quantile: 0,
     });
   }
   return launched;
@@ -185,7 +198,15 @@ const backupStragglers = async (deps: SplitDeps, manifest: Manifest, stage: Stag
   // Markers of an earlier run of a resumed job say nothing of this one's copies.
   const since = manifest.resumed ? Date.parse(manifest.resumed.at) : 0;
   const now = nowOf(deps);
-  const early = { chunks: stage.count, done: stage.parts.size, medianMs: 0, afterSeconds, now };
+  const early = {
+    chunks: stage.count,
+    done: stage.parts.size,
+    medianMs: 0,
+    afterSeconds,
+    now,
+    ...(stage.quantile !== undefined ? { quantile: stage.quantile } : {}),
+  };
+  const generation = manifest.job.generation ?? 0;
   if (stragglerAfterMs(early) === undefined) return 0;
   const running: RunningChunk[] = [];
   for await (const info of deps.output.list(runningPrefix(jobId))) {
@@ -193,7 +214,9 @@ const backupStragglers = async (deps: SplitDeps, manifest: Manifest, stage: Stag
     if (!task || task.jobId !== jobId || task.index < stage.from || task.index >= stage.from + stage.count) continue;
     if (stage.parts.has(task.index)) continue;
     const marker = await readJsonIfExists(deps.output, info.key, RunningMarker).catch(() => undefined);
-    if (marker && Date.parse(marker.at) >= since) running.push({ index: task.index, startedAt: Date.parse(marker.at) });
+    // A copy of another run (a task queued before a resume, still running) is not this run's straggler.
+    if (marker && Date.parse(marker.at) >= since && (marker.generation ?? 0) === generation)
+      running.push({ index: task.index, startedAt: Date.parse(marker.at) });
   }
   if (running.length === 0) return 0;
   const runs = await sampleRuns(deps, stage.parts.values());

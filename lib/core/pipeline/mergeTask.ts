@@ -26,13 +26,16 @@ const readChild = async (deps: PipelineDeps, task: MergeTask, index: number, sig
     : readMergedSpan(deps, { jobId, generation: job.generation ?? 0, level: merge.level - 1, group: index }, signal);
 };
 
-/** Merges the task's group and writes its merged part; `ran` gives the run to record in it. */
-export const runMergeTask = async (
-  deps: PipelineDeps,
-  task: MergeTask,
-  op: AnyOp,
-  options: { readonly signal?: AbortSignal; readonly ran?: () => TaskRun } = {},
-): Promise<void> => {
+export interface MergeOptions {
+  readonly signal?: AbortSignal;
+  /** The run to record in the merged part. */
+  readonly ran?: () => TaskRun;
+  /** True when another copy of the merge may have written its part (this one ran long enough to get a backup). */
+  readonly firstCopyWins?: () => boolean;
+}
+
+/** Merges the task's group and writes its merged part. */
+export const runMergeTask = async (deps: PipelineDeps, task: MergeTask, op: AnyOp, options: MergeOptions = {}): Promise<void> => {
   const { jobId, job, merge } = task;
   const params = op.parseParams(job.params);
   // The op's merges run on this thread: guarded, so that one that never returns ends the worker.
@@ -50,7 +53,7 @@ const mergeGroup = async (
   op: AnyOp,
   params: unknown,
   guard: GuardedTask,
-  options: { readonly signal?: AbortSignal; readonly ran?: () => TaskRun },
+  options: MergeOptions,
 ): Promise<void> => {
   const { signal } = options;
   const { jobId, job, merge } = task;
@@ -101,10 +104,12 @@ const mergeGroup = async (
     ...(options.ran ? { ran: options.ran() } : {}),
   };
   const key = mergedKey(jobId, merged.generation, merge.level, merge.group);
+  // Either copy of a raced merge (a backup, or an original that may have one): the first to finish
+  // wins, and the other writes nothing. Both hold the same answer, but the part's run says which ran.
+  if ((task.backup || options.firstCopyWins?.()) && (await exists(deps.output, key))) return;
   if (task.backup) {
-    // The original finished first: its merged part holds the same answer.
-    if (await exists(deps.output, key)) return;
-    await writeJson(deps.output, backupWonKey(jobId, await mergeIndexOf(deps, task)), { at: new Date(nowOf(deps)).toISOString() });
+    const index = await mergeIndexOf(deps, task);
+    if (index !== undefined) await writeJson(deps.output, backupWonKey(jobId, index), { at: new Date(nowOf(deps)).toISOString() });
   }
   await writeJson(deps.output, key, merged);
 };

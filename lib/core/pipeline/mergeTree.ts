@@ -69,10 +69,12 @@ export const treeOf = (manifest: Manifest): MergeTree | undefined => {
 
 /**
  * A merge task's index (mergeTaskIndex), from its job's manifest: its running and backup markers
- * are keyed by it, as a chunk's are by its index.
+ * are keyed by it, as a chunk's are by its index. Undefined for a task of another run of the job
+ * (queued before a resume): its merged part is not this run's, and nor are its markers.
  */
-export const mergeIndexOf = async (deps: Pick<PipelineDeps, "output">, task: MergeTask): Promise<number> => {
+export const mergeIndexOf = async (deps: Pick<PipelineDeps, "output">, task: MergeTask): Promise<number | undefined> => {
   const manifest = await readJson(deps.output, manifestKey(task.jobId), Manifest);
+  if ((manifest.job.generation ?? 0) !== (task.job.generation ?? 0)) return undefined;
   const tree = treeOf(manifest);
   if (!tree) throw new CloudmillError(ErrorCode.INTERNAL, `job ${task.jobId} merges in no tree, but a merge task names it`);
   return mergeTaskIndex(tree.levels, manifest.chunks, task.merge.level, task.merge.group);

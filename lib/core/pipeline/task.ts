@@ -49,7 +49,7 @@ import { mergeSortedRuns, type SortedRun, type SortFormat } from "../shuffle/sor
 import { mergeTables } from "../ops/keyedOp.js";
 import type { KeyedTable } from "../shuffle/shuffleRun.js";
 import type { MergeTask, ReduceTask, TaskJob } from "../job/manifest.js";
-import { runMergeTask } from "./mergeTask.js";
+import { runMergeTask, type MergeOptions } from "./mergeTask.js";
 
 export type TaskOutcome =
   | { readonly kind: "done"; readonly bytes: number; readonly skipped: number; readonly partial: unknown }
@@ -161,7 +161,11 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
     isReduceTask(task)
       ? reduceTaskOutcome(deps, task, checkOpDigest, ran && ((b: number, o: number) => done(ran, b, o)), s)
       : isMergeTask(task)
-        ? mergeTaskOutcome(deps, task, checkOpDigest, ran && (() => done(ran, 0, task.merge.to - task.merge.from)), s)
+        ? mergeTaskOutcome(deps, task, checkOpDigest, {
+            ...(ran ? { ran: () => done(ran, 0, task.merge.to - task.merge.from) } : {}),
+            ...(mayHaveBackup ? { firstCopyWins: mayHaveBackup } : {}),
+            ...(s ? { signal: s } : {}),
+          })
         : mapChunk(
             deps,
             task,
@@ -227,14 +231,13 @@ const mergeTaskOutcome = async (
   deps: PipelineDeps,
   task: MergeTask,
   checkOpDigest: boolean,
-  ran: (() => TaskRun) | undefined,
-  signal?: AbortSignal,
+  options: MergeOptions,
 ): Promise<TaskOutcome> => {
   try {
     const op = deps.registry.get(task.job.op);
     // Parts hold partials in their op's shape: another version of the op may merge them otherwise.
     if (checkOpDigest) refuseOtherOpCode(task.job, op);
-    await runMergeTask(deps, task, op, { ...(signal ? { signal } : {}), ...(ran ? { ran } : {}) });
+    await runMergeTask(deps, task, op, options);
     return { kind: "done", bytes: 0, skipped: 0, partial: null };
   } catch (err) {
     throw toCloudmillError(err).withContext({ jobId: task.jobId });

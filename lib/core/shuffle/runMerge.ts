@@ -202,8 +202,12 @@ export class RunMerge {
       const inMemory = sortTable([...this.#held]);
       this.#held = new Map();
       const open = async (keys: readonly string[]): Promise<Cursor[]> => {
-        const cursors = (await Promise.all(keys.map((k) => storedCursor(scratch, k, signal)))).filter((c): c is Cursor => c !== undefined);
+        // Every read that opened is closed at the end, even when another failed to open.
+        const settled = await Promise.allSettled(keys.map((k) => storedCursor(scratch, k, signal)));
+        const cursors = settled.flatMap((r) => (r.status === "fulfilled" && r.value ? [r.value] : []));
         appendAll(opened, cursors);
+        const failed = settled.find((r) => r.status === "rejected");
+        if (failed) throw failed.reason;
         return cursors;
       };
       // Too many runs to read at once: merge them a fan-in at a time into longer runs first.
