@@ -19,6 +19,7 @@ import { silentLogger } from "../../lib/core/log.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
 import type { BlobStore } from "../../lib/core/ports.js";
 import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
+import { sortedPieces, type SortSpill } from "../../lib/core/pipeline/sortStage.js";
 
 let dir: string;
 let numbers: string;
@@ -144,6 +145,63 @@ describe("sort on the local engine", () => {
     expect((await runTask({ ...deps, scratch: undefined }, task)).kind).toBe("done");
     expect(await shuffle()).toEqual(before);
     expect((await readFile(path.join(workDir, outputPartKey(jobId, 0, ".txt")))).equals(first)).toBe(true);
+  });
+
+  it("merging in passes, removes each pass's runs once merged, never the plan's segments", async () => {
+    // 40 sorted runs of lines, merged 3 at a time: merged runs are merged again, pass after pass.
+    const next = prng(7);
+    const store = new FsBlobStore(path.join(dir, "passes-direct"));
+    const all: string[] = [];
+    const segments: [string, number, number][] = [];
+    for (let r = 0; r < 40; r++) {
+      const lines = Array.from({ length: 200 }, () => `w${Math.floor(next() * 1e6)}`).sort((a, b) =>
+        Buffer.compare(Buffer.from(a), Buffer.from(b)),
+      );
+      all.push(...lines);
+      const body = Buffer.from(`${lines.join("\n")}\n`);
+      await store.put(`runs/${r}`, body);
+      segments.push([`runs/${r}`, 0, body.length]);
+    }
+    let held = 0;
+    let peak = 0;
+    const disk = new FsBlobStore(path.join(dir, "passes-direct-scratch"));
+    const scratch: BlobStore = Object.assign(Object.create(disk) as BlobStore, {
+      async put(key: string, body: Parameters<BlobStore["put"]>[1], options?: Parameters<BlobStore["put"]>[2]) {
+        await disk.put(key, body, options);
+        const size = (await disk.head(key))!.size;
+        held += size;
+        peak = Math.max(peak, held);
+      },
+      async delete(key: string) {
+        const size = (await disk.head(key))?.size ?? 0;
+        held -= size;
+        await disk.delete(key);
+      },
+    });
+    const deps = { output: store, inputStore: () => store, registry: new OpRegistry(), log: silentLogger, scratch };
+    const spill: SortSpill = { prefix: "spill/", written: [], bytes: 0 };
+    const pieces = await sortedPieces(deps, "lines", { range: { lo: null, hi: null }, segments }, spill, undefined, 3);
+    const out: Buffer[] = [];
+    for await (const piece of pieces) out.push(piece);
+    const expected = [...all].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+    expect(Buffer.concat(out).toString()).toBe(`${expected.join("\n")}\n`);
+    // The passes wrote several times the input; held at once, about the input plus a merge.
+    const input = segments.reduce((n, [, , end]) => n + end, 0);
+    expect(spill.bytes).toBeGreaterThan(2 * input);
+    expect(peak).toBeLessThan(1.5 * input);
+    // What is left for its caller to remove is the last pass's, and the plan's runs are all there.
+    let left = 0;
+    for (const key of spill.written) left += (await disk.head(key))!.size;
+    expect(left).toBe(held);
+    expect(spill.written.length).toBeLessThanOrEqual(3);
+    // Also where scratch is the store the plan's runs are in (the local engine's), they all stay.
+    const again: SortSpill = { prefix: "spill-again/", written: [], bytes: 0 };
+    const { scratch: _, ...unscratched } = deps;
+    const pieces2 = await sortedPieces(unscratched, "lines", { range: { lo: null, hi: null }, segments }, again, undefined, 3);
+    const out2: Buffer[] = [];
+    for await (const piece of pieces2) out2.push(piece);
+    expect(Buffer.concat(out2).equals(Buffer.concat(out))).toBe(true);
+    for (const [key, , end] of segments) expect((await store.head(key))?.size).toBe(end);
   });
 
   it("lines: the parts in order are LC_ALL=C sort's output, multibyte and CRLF lines included", async () => {

@@ -71,6 +71,7 @@ export const sortedPieces = async (
   plan: SortPlan,
   spill: SortSpill,
   signal?: AbortSignal,
+  fanIn = SORT_FAN_IN,
 ): Promise<AsyncGenerator<Buffer>> => {
   const scratch = deps.scratch ?? deps.output;
   /** A run to merge: a plan's segment (kept to the key range), or a run merged on scratch. */
@@ -92,9 +93,9 @@ export const sortedPieces = async (
   };
   let sources: Source[] = plan.segments.map(([key, start, end]) => ({ store: deps.output, key, start, end, ranged: true }));
   let runs = 0;
-  while (sources.length > SORT_FAN_IN) {
+  while (sources.length > fanIn) {
     // Merge just enough runs that the rest and the merged one fit one merge (65 runs: 2, not 64).
-    const take = Math.min(SORT_FAN_IN, sources.length - SORT_FAN_IN + 1);
+    const take = Math.min(fanIn, sources.length - fanIn + 1);
     const key = `${spill.prefix}run-${String(runs++).padStart(5, "0")}`;
     const group = sources.slice(0, take);
     spill.written.push(key);
