@@ -46,8 +46,6 @@ export interface WorkerFleetProps {
 
 /** Seconds between the worker receiving SIGTERM and SIGKILL: enough to finish or release in-flight chunks. */
 export const WORKER_STOP_TIMEOUT = Duration.seconds(120);
-/** Root volume of each instance (the AL2023 ECS AMI's default size). */
-const ROOT_VOLUME_GIB = 30;
 /**
  * Scale-out cooldown: about the time an instance needs to boot, join the cluster and start a worker.
  * Within it, repeated alarms do not add the same capacity twice.
@@ -215,7 +213,7 @@ export class WorkerFleet extends Construct implements WorkerLane {
       blockDevices: [
         {
           deviceName: "/dev/xvda",
-          volume: ec2.BlockDeviceVolume.ebs(ROOT_VOLUME_GIB, {
+          volume: ec2.BlockDeviceVolume.ebs(config.workerDiskGiB, {
             encrypted: true,
             volumeType: ec2.EbsDeviceVolumeType.GP3,
             deleteOnTermination: true,

@@ -81,6 +81,13 @@ export interface CloudmillPipelineProps {
    */
   readonly workerMemoryMiB?: number;
   /**
+   * Size of each instance's encrypted gp3 root volume, in GiB. Keyed jobs' reduce tasks spill
+   * their sorted runs there while it keeps 15 % free, and to S3 past that: a lab that sorts or
+   * groups much more than its instances' memory gains from more.
+   * @default 30 (the AL2023 ECS AMI's own size)
+   */
+  readonly workerDiskGiB?: number;
+  /**
    * Chunk size, in bytes, for jobs that do not set one.
    * @default DEFAULTS.chunkSize (16 MiB)
    */
@@ -227,6 +234,7 @@ export interface PipelineConfig {
   readonly inlineMaxBytes: number;
   readonly workerVcpus: number;
   readonly workerMemoryMiB: number;
+  readonly workerDiskGiB: number;
   readonly defaultChunkSize: number;
   readonly maxAttempts: number;
   readonly visibilityTimeout: Duration;
@@ -251,6 +259,8 @@ export interface PipelineConfig {
 
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
 const MEMORY_PER_VCPU_MIB = 1536;
+/** Root volume of each instance by default, and at least: the AL2023 ECS AMI's own size. */
+export const ROOT_VOLUME_GIB = 30;
 
 /** An absolute path for a file the lab names (relative to the app's working directory), or a refusal naming it. */
 const existingFile = (what: string, file: string): string => {
@@ -323,6 +333,8 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
   const maxInstances = wholeNumber("maxInstances", props.maxInstances ?? 4, 1, 100);
   const workerVcpus = resolveWorkerVcpus(instanceTypes, props.workerVcpus);
   const workerMemoryMiB = wholeNumber("workerMemoryMiB", props.workerMemoryMiB ?? workerVcpus * MEMORY_PER_VCPU_MIB, 512, 1_048_576);
+  // The AMI's snapshot is 30 GiB: a root volume may not be smaller. gp3 volumes reach 16 TiB.
+  const workerDiskGiB = wholeNumber("workerDiskGiB", props.workerDiskGiB ?? ROOT_VOLUME_GIB, ROOT_VOLUME_GIB, 16_384);
   const perInstance = Math.max(...instanceTypes.map((t) => Math.max(1, Math.floor((vcpusOfSize(t) ?? workerVcpus) / workerVcpus))));
   const maxWorkers = wholeNumber("maxWorkers", props.maxWorkers ?? maxInstances * perInstance, 1, 1000);
   // EC2 Auto Scaling keeps no warm pool for a group of mixed instances (spot, or several types).
@@ -411,6 +423,7 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
     inlineMaxBytes,
     workerVcpus,
     workerMemoryMiB,
+    workerDiskGiB,
     defaultChunkSize,
     maxAttempts,
     visibilityTimeout,

@@ -111,6 +111,7 @@ describe("CloudmillPipeline props", () => {
       maxInstances: 4,
       workerVcpus: 2,
       workerMemoryMiB: 3072,
+      workerDiskGiB: 30,
       maxWorkers: 4,
       defaultChunkSize: DEFAULTS.chunkSize,
       maxAttempts: DEFAULTS.maxAttempts,
@@ -124,6 +125,8 @@ describe("CloudmillPipeline props", () => {
   it.each<[Partial<CloudmillPipelineProps>, string]>([
     [{ spot: true, instanceTypes: [] }, "cloudmill: spot needs at least one instance type in instanceTypes"],
     [{ instanceTypes: [] }, "cloudmill: instanceTypes must name at least one instance type"],
+    // The AMI's snapshot is 30 GiB: a smaller root volume cannot be made.
+    [{ workerDiskGiB: 20 }, "cloudmill: workerDiskGiB must be a whole number from 30 to 16384, got 20"],
     [{ budgetLimitUsd: 100 }, "cloudmill: budgetLimitUsd needs alertEmail: a budget alert must go to someone"],
     [{ budgetLimitUsd: -5, alertEmail: "a@b.org" }, "cloudmill: budgetLimitUsd must be a positive amount of USD, got -5"],
     [{ alertEmail: "not-an-email" }, 'cloudmill: alertEmail must be an email address, got "not-an-email"'],

@@ -74,12 +74,16 @@ describe("worker fleet", () => {
       }
     });
 
-    it("encrypt their root volume", () => {
+    it("encrypt their root volume, 30 GiB unless the lab asks for more room to spill", () => {
       for (const t of [template, spot]) {
         expect(props(t, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate")["LaunchTemplateData"]).toMatchObject({
-          BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { Encrypted: true, VolumeType: "gp3" } }],
+          BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { Encrypted: true, VolumeType: "gp3", VolumeSize: 30 } }],
         });
       }
+      const roomy = synth({ workerDiskGiB: "200" }).template;
+      expect(props(roomy, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate")["LaunchTemplateData"]).toMatchObject({
+        BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { Encrypted: true, VolumeType: "gp3", VolumeSize: 200 } }],
+      });
     });
 
     it("scale from 0 to maxInstances, protected from scale-in for the capacity provider", () => {
