@@ -2,9 +2,8 @@
  * The container's main, as a function: configuration from the environment, the loop over
  * SQS and S3, and a graceful stop on SIGTERM (ECS sends it, then SIGKILL after stopTimeout).
  */
-import { mkdtemp, rm, statfs } from "node:fs/promises";
+import { rm, statfs } from "node:fs/promises";
 import os from "node:os";
-import path from "node:path";
 import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
 import type { Logger } from "../core/log.js";
 import { opsRegistry } from "../core/ops/opModules.js";
@@ -16,7 +15,7 @@ import { cloudDeps } from "./cloudDeps.js";
 import { containerMemory, mapperHeap } from "./containerMemory.js";
 import { readWorkerConfig } from "./env.js";
 import { powertoolsLogger } from "./logger.js";
-import { SpillStore } from "./SpillStore.js";
+import { SpillStore, spillFolder } from "./SpillStore.js";
 import { SqsTaskQueue } from "./SqsTaskQueue.js";
 import { ecsTaskProtection, noProtection } from "./taskProtection.js";
 import { TaskWorker, WORKER_ID } from "./TaskWorker.js";
@@ -65,7 +64,7 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
   const registry = await opsRegistry(config.opsModules);
   // Reduce tasks spill their sorted runs to this container's disk while it has room (SpillStore):
   // a run is read back once, by the task that wrote it, and a killed container takes its runs with it.
-  const spillDir = await mkdtemp(path.join(config.spillRoot, "cloudmill-spill-"));
+  const spillDir = await spillFolder(config.spillRoot);
   const disk = await statfs(spillDir);
   const scratch = new SpillStore({
     dir: spillDir,

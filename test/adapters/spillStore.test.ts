@@ -3,11 +3,12 @@
  * to the fallback (S3; here a second folder) past it. Either way it is a BlobStore like any other,
  * and reads, listings and deletes find each run where it went.
  */
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { SpillStore } from "../../lib/aws/SpillStore.js";
+import { SpillStore, spillFolder } from "../../lib/aws/SpillStore.js";
 import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { collect, describeBlobStoreContract } from "../contract/blobStoreContract.js";
 
@@ -80,5 +81,22 @@ describe("SpillStore", () => {
     // Once both are written, the room is the disk's to tell again.
     await s.store.put(`${prefix}c/run-00000`, Buffer.alloc(3000, 3));
     expect(await filesUnder(join(s.root, "disk"))).toHaveLength(2);
+  });
+
+  it("a worker's spill folder is its own, and the folders of workers that are gone are removed first", async () => {
+    const root = await tempRoot();
+    cleanups.push(() => rm(root, { recursive: true, force: true }));
+    // A worker killed without a chance to clean up: its process is gone, its runs are not.
+    const gone = spawnSync("true").pid!;
+    await mkdir(join(root, `cloudmill-spill-${gone}-abc123`, "_work", "j"), { recursive: true });
+    await writeFile(join(root, `cloudmill-spill-${gone}-abc123`, "_work", "j", "run-00000"), "x");
+    // A worker still running (this process stands in for it), and a folder that is not a worker's.
+    await mkdir(join(root, `cloudmill-spill-${process.pid}-def456`));
+    await mkdir(join(root, "cloudmill-spill-notes"));
+    const mine = await spillFolder(root);
+    expect(mine.startsWith(join(root, `cloudmill-spill-${process.pid}-`))).toBe(true);
+    expect((await readdir(root)).sort()).toEqual(
+      [`cloudmill-spill-${process.pid}-def456`, "cloudmill-spill-notes", mine.slice(root.length + 1)].sort(),
+    );
   });
 });
