@@ -26,7 +26,7 @@ import { JobReport } from "../../lib/core/report/jobReport.js";
 import { reportKey } from "../../lib/core/keys.js";
 import { encodeEventKey } from "../../lib/dev/emulator.js";
 import { waitFor } from "../helpers/devCloud.js";
-import { localPipeline, OUTPUT, startJobOver, takeAll } from "../helpers/jobs.js";
+import { localPipeline, OUTPUT, startJobOver, takeAll, untilSucceededAndDrained } from "../helpers/jobs.js";
 import * as z from "zod";
 
 let dir: string;
@@ -91,13 +91,7 @@ describe("a straggling merge task", () => {
       await reducerHandler(later)(eventOf(output.name, runningKey(jobId, index)));
       expect(backupCounts(await backupRaces(deps, jobId))).toEqual({ launched: 1, won: expect.any(Number) });
       expect(await output.head(backupKey(jobId, index))).toBeDefined();
-      await waitFor(
-        "the job to succeed",
-        async () => ((await reduceJob(deps, jobId, { fleet: true })).kind === "succeeded" ? true : undefined),
-        30_000,
-        100,
-      );
-      await waitFor("both copies to leave the queue", async () => ((await queue.depth()).inFlight === 0 ? true : undefined), 20_000, 50);
+      await untilSucceededAndDrained(deps, jobId, queue);
     } finally {
       await worker.stop(5_000);
       await queue.close();

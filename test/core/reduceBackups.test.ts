@@ -28,7 +28,7 @@ import { encodeEventKey } from "../../lib/dev/emulator.js";
 import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { waitFor } from "../helpers/devCloud.js";
-import { keyedCounts, localPipeline, startJobOver, takeAll } from "../helpers/jobs.js";
+import { keyedCounts, localPipeline, startJobOver, takeAll, untilSucceededAndDrained } from "../helpers/jobs.js";
 
 let dir: string;
 beforeAll(async () => {
@@ -111,13 +111,7 @@ describe("a keyed job's straggling reduce task", () => {
       await reducerHandler(later)(event);
       expect(backupCounts(await backupRaces(deps, jobId))).toEqual({ launched: 1, won: 0 });
       // The copy runs on the same worker's second slot, as slowly: the first to finish writes the part.
-      await waitFor(
-        "the job to succeed",
-        async () => ((await reduceJob(deps, jobId, { fleet: true })).kind === "succeeded" ? true : undefined),
-        30_000,
-        100,
-      );
-      await waitFor("both copies to leave the queue", async () => ((await queue.depth()).inFlight === 0 ? true : undefined), 20_000, 50);
+      await untilSucceededAndDrained(deps, jobId, queue);
     } finally {
       await worker.stop(5_000);
       await queue.close();

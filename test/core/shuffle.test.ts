@@ -10,7 +10,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { prng } from "../../lib/dev/prng.js";
 import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
-import type { BlobStore } from "../../lib/core/ports.js";
+import { countingStore } from "../helpers/countingStore.js";
 import { compareKeys, partitionOf } from "../../lib/core/shuffle/keyOrder.js";
 import { RunMerge } from "../../lib/core/shuffle/runMerge.js";
 import { encodeShuffle, forEachPair, type KeyedTable } from "../../lib/core/shuffle/shuffleRun.js";
@@ -124,22 +124,8 @@ describe("the reduce merge", () => {
   it("merging in passes, removes each pass's runs once merged: scratch never holds them all", async () => {
     const input = runs(5, 40);
     const disk = new FsBlobStore(path.join(dir, "scratch-passes"));
-    let held = 0;
-    let peak = 0;
-    const scratch: BlobStore = Object.assign(Object.create(disk) as BlobStore, {
-      async put(key: string, body: Parameters<BlobStore["put"]>[1], options?: Parameters<BlobStore["put"]>[2]) {
-        await disk.put(key, body, options);
-        const size = (await disk.head(key))!.size;
-        held += size;
-        peak = Math.max(peak, held);
-      },
-      async delete(key: string) {
-        // Read first: \`held -= await …\` would read held before the wait, and deletes run at once.
-        const size = (await disk.head(key))?.size ?? 0;
-        held -= size;
-        await disk.delete(key);
-      },
-    });
+    const counting = countingStore(disk);
+    const scratch = counting.store;
     const merge = new RunMerge({
       combine: (a, b) => (a as number) + (b as number),
       spillBytes: 4_000,
@@ -149,15 +135,15 @@ describe("the reduce merge", () => {
     });
     for (const [i, b] of input.entries()) await merge.addRun(b, `run ${i}`);
     const out: [string, number][] = [];
-    const spilled = held;
+    const spilled = counting.held();
     const stats = await merge.finish((k, v) => void out.push([k, v as number]));
     expect(out).toEqual(plainSums(input));
     // Every pass rewrites what it merges: kept, the passes' runs would add all they wrote (several
     // times what was spilled) to what scratch holds; removed once merged, they add about one run.
     expect(stats.runs).toBeGreaterThan(6);
     expect(stats.spilledBytes - spilled).toBeGreaterThan(2 * spilled);
-    expect(peak - spilled).toBeLessThan((stats.spilledBytes - spilled) / 4);
-    expect(held).toBe(0);
+    expect(counting.peak() - spilled).toBeLessThan((stats.spilledBytes - spilled) / 4);
+    expect(counting.held()).toBe(0);
   });
 
   it("a merge that fails part-way closes every run it was reading, and removes them", async () => {

@@ -17,7 +17,7 @@ import { Manifest, type ReduceTask } from "../../lib/core/job/manifest.js";
 import { manifestKey, outputPartKey, partKey } from "../../lib/core/keys.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
-import type { BlobStore } from "../../lib/core/ports.js";
+import { countingStore } from "../helpers/countingStore.js";
 import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { sortedPieces, type SortSpill } from "../../lib/core/pipeline/sortStage.js";
 
@@ -113,22 +113,10 @@ describe("sort on the local engine", () => {
     };
     const before = await shuffle();
     // The reduce task again, its scratch a folder that counts what it holds.
-    let held = 0;
     const scratchDir = path.join(dir, "passes-scratch");
     const disk = new FsBlobStore(scratchDir);
-    const scratch: BlobStore = Object.assign(Object.create(disk) as BlobStore, {
-      async put(key: string, body: Parameters<BlobStore["put"]>[1], options?: Parameters<BlobStore["put"]>[2]) {
-        await disk.put(key, body, options);
-        const size = (await disk.head(key))!.size;
-        held += size;
-      },
-      async delete(key: string) {
-        // Read first: \`held -= await …\` would read held before the wait, and deletes run at once.
-        const size = (await disk.head(key))?.size ?? 0;
-        held -= size;
-        await disk.delete(key);
-      },
-    });
+    const counting = countingStore(disk);
+    const scratch = counting.store;
     await rm(path.join(workDir, partKey(jobId, manifest.chunks)));
     const task: ReduceTask = { v: 1, jobId, reduce: { partition: 0, chunks: manifest.chunks }, job: manifest.job };
     const deps = { output, inputStore: () => new FsBlobStore("/"), registry: new OpRegistry(), log: silentLogger, scratch };
@@ -136,7 +124,7 @@ describe("sort on the local engine", () => {
     expect(outcome.kind).toBe("done");
     const { spilledBytes } = (outcome as { partial: { spilledBytes: number } }).partial;
     expect(spilledBytes).toBeGreaterThan(0);
-    expect(held).toBe(0);
+    expect(counting.held()).toBe(0);
     // Its output is the first run's, byte for byte, and the shuffle it read is all still there,
     // also when the output store itself is the scratch (as on the local engine).
     const first = await readFile((result as KeyedResult).parts[0]!.key);
@@ -162,22 +150,9 @@ describe("sort on the local engine", () => {
       await store.put(`runs/${r}`, body);
       segments.push([`runs/${r}`, 0, body.length]);
     }
-    let held = 0;
-    let peak = 0;
     const disk = new FsBlobStore(path.join(dir, "passes-direct-scratch"));
-    const scratch: BlobStore = Object.assign(Object.create(disk) as BlobStore, {
-      async put(key: string, body: Parameters<BlobStore["put"]>[1], options?: Parameters<BlobStore["put"]>[2]) {
-        await disk.put(key, body, options);
-        const size = (await disk.head(key))!.size;
-        held += size;
-        peak = Math.max(peak, held);
-      },
-      async delete(key: string) {
-        const size = (await disk.head(key))?.size ?? 0;
-        held -= size;
-        await disk.delete(key);
-      },
-    });
+    const counting = countingStore(disk);
+    const scratch = counting.store;
     const deps = { output: store, inputStore: () => store, registry: new OpRegistry(), log: silentLogger, scratch };
     const spill: SortSpill = { prefix: "spill/", written: [], bytes: 0 };
     const pieces = await sortedPieces(deps, "lines", { range: { lo: null, hi: null }, segments }, spill, undefined, 3);
@@ -188,11 +163,11 @@ describe("sort on the local engine", () => {
     // The passes wrote several times the input; held at once, about the input plus a merge.
     const input = segments.reduce((n, [, , end]) => n + end, 0);
     expect(spill.bytes).toBeGreaterThan(2 * input);
-    expect(peak).toBeLessThan(1.5 * input);
+    expect(counting.peak()).toBeLessThan(1.5 * input);
     // What is left for its caller to remove is the last pass's, and the plan's runs are all there.
     let left = 0;
     for (const key of spill.written) left += (await disk.head(key))!.size;
-    expect(left).toBe(held);
+    expect(left).toBe(counting.held());
     expect(spill.written.length).toBeLessThanOrEqual(3);
     // Also where scratch is the store the plan's runs are in (the local engine's), they all stay.
     const again: SortSpill = { prefix: "spill-again/", written: [], bytes: 0 };

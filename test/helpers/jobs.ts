@@ -11,6 +11,8 @@ import { silentLogger } from "../../lib/core/log.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
+import { reduceJob } from "../../lib/core/pipeline/reduce.js";
+import { waitFor } from "./devCloud.js";
 
 export const OUTPUT = { result: "out/result.json", status: "out/status.json" };
 
@@ -85,4 +87,18 @@ export const keyedCounts = async (store: BlobStore): Promise<Map<string, number>
     }
   }
   return counts;
+};
+
+/**
+ * Runs the fleet's reducer on job `jobId` until it succeeds, then waits for every copy of its tasks
+ * (a straggler and its backup) to leave the queue: a race's loser is stopped, or finds its part written.
+ */
+export const untilSucceededAndDrained = async (deps: SplitDeps, jobId: string, queue: TaskQueue): Promise<void> => {
+  await waitFor(
+    "the job to succeed",
+    async () => ((await reduceJob(deps, jobId, { fleet: true })).kind === "succeeded" ? true : undefined),
+    30_000,
+    100,
+  );
+  await waitFor("both copies to leave the queue", async () => ((await queue.depth()).inFlight === 0 ? true : undefined), 20_000, 50);
 };

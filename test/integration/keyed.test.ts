@@ -40,6 +40,16 @@ afterAll(async () => {
   await rm(spillRoot, { recursive: true, force: true });
 });
 
+/** `LC_ALL=C sort | uniq -c` of a file, as distinct's rows: the reference for distinct. */
+const uniqCounts = (file: string): { key: string; count: number }[] =>
+  execFileSync("sh", ["-c", `LC_ALL=C sort "$1" | LC_ALL=C uniq -c`, "sh", file], { encoding: "utf8", maxBuffer: 1 << 28 })
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => {
+      const m = /^\s*(\d+) (.*)$/.exec(l)!;
+      return { key: m[2]!, count: Number(m[1]) };
+    });
+
 /** Every line of every part, read from the output bucket through the manifest's keys. */
 const partRows = async (manifest: KeyedManifest): Promise<Record<string, unknown>[]> => {
   const rows: Record<string, unknown>[] = [];
@@ -131,14 +141,7 @@ describe("keyed ops on the emulated fleet", () => {
     const manifest = (await cloud().getJson(cloud().output, "distinct/tokens.txt/result.json")) as KeyedManifest;
     // Under 256 MiB of input: one partition.
     expect(manifest.partitions).toBe(1);
-    const uniq = execFileSync("sh", ["-c", `LC_ALL=C sort "$1" | LC_ALL=C uniq -c`, "sh", file], { encoding: "utf8" });
-    const expected = uniq
-      .split("\n")
-      .filter((l) => l !== "")
-      .map((l) => {
-        const m = /^\s*(\d+) (.*)$/.exec(l)!;
-        return { key: m[2]!, count: Number(m[1]) };
-      });
+    const expected = uniqCounts(file);
     // One partition: the part is the whole answer, in byte order, as sort prints it.
     expect(await partRows(manifest)).toEqual(expected);
   }, 120_000);
@@ -158,14 +161,7 @@ describe("keyed ops on the emulated fleet", () => {
       spilledBytes: number;
     };
     expect(manifest.spilledBytes).toBeGreaterThan(1024 * 1024);
-    const uniq = execFileSync("sh", ["-c", `LC_ALL=C sort "$1" | LC_ALL=C uniq -c`, "sh", file], { encoding: "utf8", maxBuffer: 1 << 28 });
-    const expected = uniq
-      .split("\n")
-      .filter((l) => l !== "")
-      .map((l) => {
-        const m = /^\s*(\d+) (.*)$/.exec(l)!;
-        return { key: m[2]!, count: Number(m[1]) };
-      });
+    const expected = uniqCounts(file);
     expect(await partRows(manifest)).toEqual(expected);
     // The runs went to a worker's spill folder (under the TMPDIR it was given), which keeps no run once the task ends.
     const spilled = (await readdir(spillRoot, { recursive: true, withFileTypes: true })).filter((e) =>
