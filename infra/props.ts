@@ -82,7 +82,7 @@ export interface CloudmillPipelineProps {
   readonly workerMemoryMiB?: number;
   /**
    * Size of each instance's encrypted gp3 root volume, in GiB. Keyed jobs' reduce tasks spill
-   * their sorted runs there while it keeps 15 % free, and to S3 past that: a lab that sorts or
+   * their sorted runs there while it keeps 15 % of it (1 to 4 GiB) free, and to S3 past that: a lab that sorts or
    * groups much more than its instances' memory gains from more.
    * @default 30 (the AL2023 ECS AMI's own size)
    */

@@ -22,11 +22,12 @@ import { TaskWorker, WORKER_ID } from "./TaskWorker.js";
 import { startUsageReports } from "./usage.js";
 
 /**
- * What a worker's disk keeps free of spilled runs: a share of it, at least a GiB. The instance's
+ * What a worker's disk keeps free of spilled runs: a share of it, from 1 to 4 GiB. The instance's
  * root volume holds its images too, and every task the worker runs at once spills there.
  */
 const SPILL_RESERVE_SHARE = 0.15;
 const SPILL_RESERVE_MIN_BYTES = 1024 ** 3;
+const SPILL_RESERVE_MAX_BYTES = 4 * 1024 ** 3;
 
 /** Time to finish in-flight chunks after SIGTERM; ECS's stopTimeout (120 s) leaves a margin. */
 export const STOP_GRACE_MS = 100_000;
@@ -69,7 +70,7 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
   const scratch = new SpillStore({
     dir: spillDir,
     fallback: cloud.output,
-    reserveBytes: Math.max(SPILL_RESERVE_MIN_BYTES, disk.blocks * disk.bsize * SPILL_RESERVE_SHARE),
+    reserveBytes: Math.min(SPILL_RESERVE_MAX_BYTES, Math.max(SPILL_RESERVE_MIN_BYTES, disk.blocks * disk.bsize * SPILL_RESERVE_SHARE)),
   });
   const deps = { ...cloud, registry, items, mappers, guard, scratch, spillBytes: config.spillBytes };
   const worker = new TaskWorker({
