@@ -75,7 +75,7 @@ export const median = (values: readonly number[]): number | undefined => {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 };
 
-/** A task is running since `at`, in the job's run `generation` (absent: written by 0.3 and before, or the first run). */
+/** A task is running since `at`, in the job's run `generation` (absent: written by 0.2 and before, or the first run). */
 export const RunningMarker = z.object({ at: z.string(), worker: z.string().optional(), generation: z.number().int().optional() });
 /** A backup is queued: at `at`, its original had run `elapsedMs`, against a straggler bar of `afterMs`. */
 export const BackupMarker = z.object({ at: z.string(), elapsedMs: z.number(), afterMs: z.number() });
