@@ -14,7 +14,7 @@ import type { TaskQueue, QueueMessage } from "../core/ports.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { cachedJobEnds, type JobEnds } from "../core/pipeline/jobEnds.js";
-import { isStaleTask, jobEndedMarkers, runTask, taskPartKey, type TaskOutcome } from "../core/pipeline/task.js";
+import { isDeterministic, isStaleTask, jobEndedMarkers, runTask, taskPartKey, type TaskOutcome } from "../core/pipeline/task.js";
 import { mergeIndexOf } from "../core/pipeline/mergeTree.js";
 import { afterFailedAttempt } from "../core/pipeline/attempts.js";
 import { failJobOfTask, handleDeadLetter } from "../core/pipeline/deadLetter.js";
@@ -292,14 +292,15 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         this.emit("task_failed", task, err, true);
         return;
       }
-      const next = await afterFailedAttempt(deps, task, err, message.receiveCount);
-      if (next.action === "fail-job" && task.backup) {
-        // A backup never fails its job: its original still runs, and meets any error of the task's own.
+      if (task.backup && isDeterministic(err)) {
+        // A backup never fails its job, nor records its error where its original's goes: the
+        // original still runs, and meets any error of the task's own.
         await queue.delete(message.receiptHandle).catch(() => undefined);
         log.info("backup copy failed; dropped, its original still runs", logFieldsOf(err));
-        this.emit("task_done", task, { kind: "job-ended" });
+        this.emit("task_done", task, { kind: "duplicate" });
         return;
       }
+      const next = await afterFailedAttempt(deps, task, err, message.receiveCount);
       if (next.action === "fail-job" && (await isStaleTask(deps, task).catch(() => false))) {
         // Queued before its job was resumed: its limits and deadline are the earlier run's.
         await queue.delete(message.receiptHandle).catch(() => undefined);

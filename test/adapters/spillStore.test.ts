@@ -3,7 +3,7 @@
  * to the fallback (S3; here a second folder) past it. Either way it is a BlobStore like any other,
  * and reads, listings and deletes find each run where it went.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -90,13 +90,15 @@ describe("SpillStore", () => {
     const gone = spawnSync("true").pid!;
     await mkdir(join(root, `cloudmill-spill-${gone}-abc123`, "_work", "j"), { recursive: true });
     await writeFile(join(root, `cloudmill-spill-${gone}-abc123`, "_work", "j", "run-00000"), "x");
-    // A worker still running (this process stands in for it), and a folder that is not a worker's.
-    await mkdir(join(root, `cloudmill-spill-${process.pid}-def456`));
+    // Another worker still running (a child process stands in for it), and a folder that is not a worker's.
+    const running = spawn("sleep", ["60"]);
+    cleanups.push(async () => void running.kill());
+    await mkdir(join(root, `cloudmill-spill-${running.pid}-def456`));
     await mkdir(join(root, "cloudmill-spill-notes"));
     const mine = await spillFolder(root);
     expect(mine.startsWith(join(root, `cloudmill-spill-${process.pid}-`))).toBe(true);
     expect((await readdir(root)).sort()).toEqual(
-      [`cloudmill-spill-${process.pid}-def456`, "cloudmill-spill-notes", mine.slice(root.length + 1)].sort(),
+      [`cloudmill-spill-${running.pid}-def456`, "cloudmill-spill-notes", mine.slice(root.length + 1)].sort(),
     );
   });
 });

@@ -12,7 +12,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskWorker } from "../../lib/aws/TaskWorker.js";
 import { reducerHandler } from "../../lib/aws/handlers.js";
-import { backupKey, failureKey, mergedKey, partsPrefix, runningKey } from "../../lib/core/keys.js";
+import { backupKey, failureKey, mergedKey, mergeErrorKey, partsPrefix, runningKey } from "../../lib/core/keys.js";
 import { isMergeTask, type MergeTask, type TaskMessage } from "../../lib/core/job/manifest.js";
 import type { BlobStore, GetOptions } from "../../lib/core/ports.js";
 import { backupCounts, backupRaces, launchMergeBackups, markRunning } from "../../lib/core/pipeline/backups.js";
@@ -207,6 +207,8 @@ describe("a straggling merge task", () => {
       await queue.close();
     }
     expect(await output.head(failureKey(jobId))).toBeUndefined();
+    // Nor is its error recorded where its original's would go: the job's failure, if any, names the original's.
+    expect(await output.head(mergeErrorKey(jobId, 0, 2, 0))).toBeUndefined();
     expect(await queue.depth()).toEqual({ visible: 0, inFlight: 0 });
   });
 });

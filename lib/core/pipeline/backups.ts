@@ -75,7 +75,7 @@ export const median = (values: readonly number[]): number | undefined => {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 };
 
-/** A task is running since `at`, in the job's run `generation` (absent: written by 0.2 and before, or the first run). */
+/** A task is running since `at`, in the job's run `generation` (absent: the first run, or a marker written before runs were named). */
 export const RunningMarker = z.object({ at: z.string(), worker: z.string().optional(), generation: z.number().int().optional() });
 /** A backup is queued: at `at`, its original had run `elapsedMs`, against a straggler bar of `afterMs`. */
 export const BackupMarker = z.object({ at: z.string(), elapsedMs: z.number(), afterMs: z.number() });
@@ -183,8 +183,9 @@ export const launchMergeBackups = async (deps: SplitDeps, manifest: Manifest, me
           return { v: 1, jobId: manifest.jobId, merge, job: manifest.job, backup: true };
         }),
       what: `merge tasks of level ${level.level}`,
-      // A level's merges read equal groups: one done is a measure, and a tree's top levels hold a few.
-      quantile: 0,
+      // A tree's top levels hold two or three merges: one done is measure enough there. A longer level
+      // waits as others do, or its short last group (done first) would set the bar alone.
+      ...(level.groups <= 3 ? { quantile: 0 } : {}),
     });
   }
   return launched;

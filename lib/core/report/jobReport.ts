@@ -70,7 +70,7 @@ export const JobReport = z.object({
   straggling: z.number().int().nonnegative(),
   /**
    * Backups queued for straggling chunks (speculative execution), how many finished first, and how
-   * long the copies that lost ran (priced in `cost.lostCopies`; absent in reports of 0.2 and before).
+   * long the copies that lost ran (priced in `cost.lostCopies`; absent in reports written before it was added).
    */
   backups: z
     .object({
@@ -95,7 +95,7 @@ export const JobReport = z.object({
     lambda: z.number(),
     s3Requests: z.number(),
     sqs: z.number(),
-    /** What the copies that lost a backup race cost: their time and requests (absent: none, or a report of 0.2 and before). */
+    /** What the copies that lost a backup race cost: their time and requests (absent: none, or a report written before it was added). */
     lostCopies: z.number().optional(),
     total: z.number(),
     basis: z.string(),
