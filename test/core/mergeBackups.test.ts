@@ -19,7 +19,7 @@ import { backupCounts, backupRaces, launchMergeBackups, markRunning } from "../.
 import { readJson } from "../../lib/core/pipeline/blobJson.js";
 import { handleDeadLetter } from "../../lib/core/pipeline/deadLetter.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
-import { mergeLevels, mergeTaskIndex } from "../../lib/core/pipeline/mergeTree.js";
+import { mergeIndexOf, mergeLevels, mergeTaskIndex } from "../../lib/core/pipeline/mergeTree.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
 import { JobReport } from "../../lib/core/report/jobReport.js";
@@ -152,6 +152,9 @@ describe("a straggling merge task", () => {
     expect(await launchMergeBackups(later, manifest, merged)).toBe(1);
     const [backup] = (await takeAll(queue)).filter(isMergeTask);
     expect(backup).toMatchObject({ merge: { level: 2, group: 1 }, backup: true });
+    // A worker knows the merge's index from the manifest; a copy of another run has none (it writes no marker).
+    expect(await mergeIndexOf(deps, backup!)).toBe(index);
+    expect(await mergeIndexOf(deps, { ...backup!, job: { ...backup!.job, generation: 1 } })).toBeUndefined();
     // The original, reading slowly, is overtaken: the backup writes the merged part first, and the
     // original, finishing later, writes nothing over it.
     const original: MergeTask = { ...backup!, backup: undefined };
