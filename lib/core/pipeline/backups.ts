@@ -242,19 +242,25 @@ const backupStragglers = async (deps: SplitDeps, manifest: Manifest, stage: Stag
   return launched.length;
 };
 
-/**
- * The tasks a job queued backups of, by index (a chunk, or a reduce task at chunks + partition):
- * each one ran, or runs, twice, whichever copy wins (its markers, one listing).
- */
-export const backedUpTasks = async (deps: Pick<SplitDeps, "output">, jobId: string): Promise<number[]> => {
+/** A job's backup markers, one listing: the tasks backed up, by index, and those whose backup wrote the part first. */
+const backupMarkers = async (deps: Pick<SplitDeps, "output">, jobId: string): Promise<{ queued: number[]; won: Set<number> }> => {
   const prefix = backupsPrefix(jobId);
-  const indexes: number[] = [];
+  const queued: number[] = [];
+  const won = new Set<number>();
   for await (const { key } of deps.output.list(prefix)) {
-    const index = /^(\d+)\.json$/.exec(key.slice(prefix.length))?.[1];
-    if (index !== undefined) indexes.push(Number(index));
+    const m = /^(\d+)(\.won)?\.json$/.exec(key.slice(prefix.length));
+    if (m?.[2]) won.add(Number(m[1]));
+    else if (m) queued.push(Number(m[1]));
   }
-  return indexes;
+  return { queued, won };
 };
+
+/**
+ * The tasks a job queued backups of, by index (a chunk, or a task after the chunks): each one
+ * ran, or runs, twice, whichever copy wins.
+ */
+export const backedUpTasks = async (deps: Pick<SplitDeps, "output">, jobId: string): Promise<number[]> =>
+  (await backupMarkers(deps, jobId)).queued;
 
 /** Backup markers read at once for the report. */
 const MARKER_READS = 16;
@@ -269,14 +275,7 @@ export const backupRaces = async (
   resumed?: { readonly at: string },
 ): Promise<BackupRace[]> => {
   const resumedAt = resumed ? Date.parse(resumed.at) : Number.NaN;
-  const prefix = backupsPrefix(jobId);
-  const queued: number[] = [];
-  const won = new Set<number>();
-  for await (const { key } of deps.output.list(prefix)) {
-    const m = /^(\d+)(\.won)?\.json$/.exec(key.slice(prefix.length));
-    if (m?.[2]) won.add(Number(m[1]));
-    else if (m) queued.push(Number(m[1]));
-  }
+  const { queued, won } = await backupMarkers(deps, jobId);
   return mapInOrder(queued, MARKER_READS, async (index): Promise<BackupRace> => {
     const race = { index, backupWon: won.has(index) };
     // A marker that cannot be read still counts the backup; the report leaves its losing copy unpriced.
