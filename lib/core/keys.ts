@@ -82,20 +82,35 @@ export const pastEndKey = (jobId: string, retry: number): string => `${workPrefi
 /** A long chunk's running marker: written by its worker's heartbeat, it wakes the reducer to look for stragglers. */
 export const RUNNING_SUFFIX = ".running.json";
 export const runningPrefix = (jobId: string): string => `${workPrefix(jobId)}running/`;
-export const runningKey = (jobId: string, index: number): string => `${runningPrefix(jobId)}${pad(index)}${RUNNING_SUFFIX}`;
-/** The job a running marker belongs to, or undefined when the key is not one. */
-export const parseRunningKey = (key: string): { jobId: string; index: number } | undefined => {
-  const m = /^_work\/([^/]+)\/running\/(\d{7,})\.running\.json$/.exec(key);
-  return m ? { jobId: m[1]!, index: Number(m[2]) } : undefined;
+/**
+ * A marker's run in its key: nothing for a job's first run, `.g<generation>` for a resumed run's.
+ * Two runs' copies of one task never write the same marker, so a copy queued before a resume
+ * and still running cannot hide the new run's copy, nor its backup stand for the new run's.
+ */
+const runSuffix = (generation = 0): string => (generation > 0 ? `.g${generation}` : "");
+export const runningKey = (jobId: string, index: number, generation = 0): string =>
+  `${runningPrefix(jobId)}${pad(index)}${runSuffix(generation)}${RUNNING_SUFFIX}`;
+/** The job, task and run a running marker belongs to, or undefined when the key is not one. */
+export const parseRunningKey = (key: string): { jobId: string; index: number; generation: number } | undefined => {
+  const m = /^_work\/([^/]+)\/running\/(\d{7,})(?:\.g(\d+))?\.running\.json$/.exec(key);
+  return m ? { jobId: m[1]!, index: Number(m[2]), generation: Number(m[3] ?? 0) } : undefined;
 };
 /** Whether writing an output key wakes the reducer: the stack's notification filters (prefix _work/, these suffixes). */
 export const wakesReducer = (key: string): boolean =>
   key.startsWith(WORK_PREFIX) && (key.endsWith(PART_SUFFIX) || key.endsWith(RUNNING_SUFFIX));
-/** Written once when a straggling chunk's backup is queued: at most one backup per chunk, and the job's count. */
+/** Written once when a straggling chunk's backup is queued: at most one backup per chunk and run, and the job's count. */
 export const backupsPrefix = (jobId: string): string => `${workPrefix(jobId)}backups/`;
-export const backupKey = (jobId: string, index: number): string => `${backupsPrefix(jobId)}${pad(index)}.json`;
+export const backupKey = (jobId: string, index: number, generation = 0): string =>
+  `${backupsPrefix(jobId)}${pad(index)}${runSuffix(generation)}.json`;
 /** Written by a backup that found its chunk's part not yet written, just before it writes it: the backup won. */
-export const backupWonKey = (jobId: string, index: number): string => `${backupsPrefix(jobId)}${pad(index)}.won.json`;
+export const backupWonKey = (jobId: string, index: number, generation = 0): string =>
+  `${backupsPrefix(jobId)}${pad(index)}${runSuffix(generation)}.won.json`;
+/** A backup marker's task and run, and whether it says the backup won; undefined for another key. */
+export const parseBackupKey = (jobId: string, key: string): { index: number; generation: number; won: boolean } | undefined => {
+  if (!key.startsWith(backupsPrefix(jobId))) return undefined;
+  const m = /^(\d{7,})(?:\.g(\d+))?(\.won)?\.json$/.exec(key.slice(backupsPrefix(jobId).length));
+  return m ? { index: Number(m[1]), generation: Number(m[2] ?? 0), won: m[3] !== undefined } : undefined;
+};
 
 /** Chunk indexes are zero-padded so that keys sort in chunk order. */
 const pad = (index: number): string => String(index).padStart(7, "0");

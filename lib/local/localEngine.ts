@@ -413,7 +413,7 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
     const primary = mapping.get(index)!;
     backedUp.add(index);
     const began = Date.now();
-    await writeJson(deps.output, backupKey(manifest.jobId, index), {
+    await writeJson(deps.output, backupKey(manifest.jobId, index, manifest.job.generation), {
       at: new Date(began).toISOString(),
       elapsedMs: began - primary.began,
       afterMs,

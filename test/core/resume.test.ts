@@ -8,9 +8,10 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cancelKey, failureKey, partKey, pastEndKey } from "../../lib/core/keys.js";
+import { cancelKey, failureKey, manifestKey, parsePartKey, partKey, partsPrefix, pastEndKey } from "../../lib/core/keys.js";
 import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
-import { JobStatus, Manifest, MapTask, type InputObject } from "../../lib/core/job/manifest.js";
+import { isMapTask, JobStatus, Manifest, MapTask, type InputObject } from "../../lib/core/job/manifest.js";
+import { backedUpTasks, backupRaces, launchBackups, markRunning } from "../../lib/core/pipeline/backups.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
@@ -26,6 +27,7 @@ import { runTask } from "../../lib/core/pipeline/task.js";
 import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { expectMatchesReference, textOf, waitFor } from "../helpers/devCloud.js";
+import { localPipeline, startJobOver, takeAll } from "../helpers/jobs.js";
 import { z } from "zod";
 
 let dir: string;
@@ -240,5 +242,66 @@ describe("resuming a job", () => {
       kind: "refused",
       reason: "no such job (it never started)",
     });
+  });
+});
+
+describe("a resumed run's stragglers", () => {
+  it("are backed up again, whatever the run before backed up, and a copy of the run before cannot hide them", async () => {
+    let clock = Date.parse("2026-12-05T10:00:00Z");
+    const root = path.join(dir, "rebackup");
+    const { inputs, output, queue, deps } = localPipeline(root, { now: () => clock });
+    const jobId = "rebackup-1";
+    const bytes = Buffer.from(Array.from({ length: 800 }, (_, i) => `line ${i}\n`).join(""));
+    const { manifest } = await startJobOver(
+      deps,
+      inputs,
+      bytes,
+      jobId,
+      { op: "count", backupAfterSeconds: 1 },
+      Math.ceil(bytes.length / 8),
+    );
+    const tasks = (await takeAll(queue)).filter(isMapTask);
+    const last = tasks.at(-1)!.chunk.index;
+    // Every chunk but the last maps; the last runs on and on, in this run and the next.
+    for (const t of tasks.slice(0, -1)) await runTask(deps, t, { checkOpDigest: false, ranOn: "fleet", worker: "w" });
+    const parts = async (): Promise<Map<number, string>> => {
+      const found = new Map<number, string>();
+      for await (const { key } of output.list(partsPrefix(jobId))) {
+        const part = parsePartKey(key);
+        if (part) found.set(part.index, key);
+      }
+      return found;
+    };
+    await markRunning(deps, jobId, last, new Date(clock).toISOString(), "slow-0", 0);
+    clock += 120_000;
+    expect(await launchBackups(deps, manifest, await parts())).toBe(1);
+    // Neither copy finishes: the job is cancelled and resumed, and the last chunk is queued again.
+    expect((await takeAll(queue)).filter(isMapTask).map((t) => t.chunk.index)).toEqual([last]);
+    await cancelJob(deps, jobId, OUTPUT);
+    clock += 1000;
+    expect(await resumeJob(deps, jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).toMatchObject({ kind: "resumed", tasks: 1 });
+    const resumed = await readJson(output, manifestKey(jobId), Manifest);
+    const [again] = (await takeAll(queue)).filter(isMapTask);
+    expect(again).toMatchObject({ chunk: { index: last }, job: { generation: 1 } });
+
+    clock += 1000;
+    await markRunning(deps, jobId, last, new Date(clock).toISOString(), "slow-1", 1);
+    // The first run's copy, still mapping, beats again after the new one.
+    clock += 1000;
+    await markRunning(deps, jobId, last, new Date(clock).toISOString(), "slow-0", 0);
+    clock += 120_000;
+    expect(await launchBackups(deps, resumed, await parts())).toBe(1);
+    const [backup] = (await takeAll(queue)).filter(isMapTask);
+    expect(backup).toMatchObject({ chunk: { index: last }, backup: true, job: { generation: 1 } });
+    // Once per run: the next wake-up queues nothing more.
+    expect(await launchBackups(deps, resumed, await parts())).toBe(0);
+    expect(await backedUpTasks(deps, jobId)).toEqual([last, last]);
+
+    // The backup wins; its run's race says so, the first run's does not.
+    await runTask(deps, backup!, { checkOpDigest: false, ranOn: "fleet", worker: "backup" });
+    const races = await backupRaces(deps, jobId, resumed.resumed);
+    expect(races.map((r) => r.backupWon).sort()).toEqual([false, true]);
+    await reduceJob(deps, jobId);
+    expect(await readJson(output, OUTPUT.result, z.object({ records: z.number() }))).toEqual({ records: 800 });
   });
 });

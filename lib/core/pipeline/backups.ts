@@ -15,6 +15,7 @@ import { DEFAULTS } from "../constants.js";
 import {
   backupKey,
   backupsPrefix,
+  parseBackupKey,
   parseMergedKey,
   parsePartKey,
   parseRunningKey,
@@ -88,7 +89,7 @@ export const markRunning = (
   at: string,
   worker: string,
   generation = 0,
-): Promise<void> => writeJson(deps.output, runningKey(jobId, index), { at, worker, ...(generation > 0 ? { generation } : {}) });
+): Promise<void> => writeJson(deps.output, runningKey(jobId, index, generation), { at, worker, ...(generation > 0 ? { generation } : {}) });
 
 /** A stage of a job's tasks, as the straggler check sees it: its task indexes [from, from + count), those done, and their copies. */
 interface Stage {
@@ -212,7 +213,9 @@ const backupStragglers = async (deps: SplitDeps, manifest: Manifest, stage: Stag
   const running: RunningChunk[] = [];
   for await (const info of deps.output.list(runningPrefix(jobId))) {
     const task = parseRunningKey(info.key);
-    if (!task || task.jobId !== jobId || task.index < stage.from || task.index >= stage.from + stage.count) continue;
+    // A key without its run is the first run's, or (written by a worker of an earlier version) says its run inside.
+    if (!task || task.jobId !== jobId || (task.generation !== generation && task.generation !== 0)) continue;
+    if (task.index < stage.from || task.index >= stage.from + stage.count) continue;
     if (stage.parts.has(task.index)) continue;
     const marker = await readJsonIfExists(deps.output, info.key, RunningMarker).catch(() => undefined);
     // A copy of another run (a task queued before a resume, still running) is not this run's straggler.
@@ -230,37 +233,46 @@ const backupStragglers = async (deps: SplitDeps, manifest: Manifest, stage: Stag
     if (now - r.startedAt > afterMs * scale) late.push(r.index);
   }
   const launched: number[] = [];
-  for (const index of late) if (!(await exists(deps.output, backupKey(jobId, index)))) launched.push(index);
+  for (const index of late) if (!(await exists(deps.output, backupKey(jobId, index, generation)))) launched.push(index);
   // The tasks before their markers: a marker stands for a backup that is queued.
   const backups = await stage.backupsOf(launched);
   for (const index of launched) {
     const startedAt = running.find((r) => r.index === index)!.startedAt;
-    await writeJson(deps.output, backupKey(jobId, index), { at: new Date(now).toISOString(), elapsedMs: now - startedAt, afterMs });
+    await writeJson(deps.output, backupKey(jobId, index, generation), {
+      at: new Date(now).toISOString(),
+      elapsedMs: now - startedAt,
+      afterMs,
+    });
   }
   await enqueueTasks(inLaneOf(deps, manifest).queue, backups);
   if (launched.length) deps.log.info(`backups queued for straggling ${stage.what}`, { jobId, tasks: launched, afterMs });
   return launched.length;
 };
 
-/** A job's backup markers, one listing: the tasks backed up, by index, and those whose backup wrote the part first. */
-const backupMarkers = async (deps: Pick<SplitDeps, "output">, jobId: string): Promise<{ queued: number[]; won: Set<number> }> => {
-  const prefix = backupsPrefix(jobId);
-  const queued: number[] = [];
-  const won = new Set<number>();
-  for await (const { key } of deps.output.list(prefix)) {
-    const m = /^(\d+)(\.won)?\.json$/.exec(key.slice(prefix.length));
-    if (m?.[2]) won.add(Number(m[1]));
-    else if (m) queued.push(Number(m[1]));
+/** One backup of a task, in one run of its job. */
+interface QueuedBackup {
+  readonly index: number;
+  readonly generation: number;
+}
+
+/** A job's backup markers, one listing: the backups queued (a task may have one in each run), and those that wrote the part first. */
+const backupMarkers = async (deps: Pick<SplitDeps, "output">, jobId: string): Promise<{ queued: QueuedBackup[]; won: Set<string> }> => {
+  const queued: QueuedBackup[] = [];
+  const won = new Set<string>();
+  for await (const { key } of deps.output.list(backupsPrefix(jobId))) {
+    const marker = parseBackupKey(jobId, key);
+    if (marker?.won) won.add(`${marker.index}.${marker.generation}`);
+    else if (marker) queued.push({ index: marker.index, generation: marker.generation });
   }
   return { queued, won };
 };
 
 /**
- * The tasks a job queued backups of, by index (a chunk, or a task after the chunks): each one
- * ran, or runs, twice, whichever copy wins.
+ * The tasks a job queued backups of, by index (a chunk, or a task after the chunks), once per
+ * backup: each one ran, or runs, twice, whichever copy wins (a task backed up in two runs is listed twice).
  */
 export const backedUpTasks = async (deps: Pick<SplitDeps, "output">, jobId: string): Promise<number[]> =>
-  (await backupMarkers(deps, jobId)).queued;
+  (await backupMarkers(deps, jobId)).queued.map((b) => b.index);
 
 /** Backup markers read at once for the report. */
 const MARKER_READS = 16;
@@ -276,10 +288,10 @@ export const backupRaces = async (
 ): Promise<BackupRace[]> => {
   const resumedAt = resumed ? Date.parse(resumed.at) : Number.NaN;
   const { queued, won } = await backupMarkers(deps, jobId);
-  return mapInOrder(queued, MARKER_READS, async (index): Promise<BackupRace> => {
-    const race = { index, backupWon: won.has(index) };
+  return mapInOrder(queued, MARKER_READS, async ({ index, generation }): Promise<BackupRace> => {
+    const race = { index, backupWon: won.has(`${index}.${generation}`) };
     // A marker that cannot be read still counts the backup; the report leaves its losing copy unpriced.
-    const marker = await readJsonIfExists(deps.output, backupKey(jobId, index), BackupMarker).catch(() => undefined);
+    const marker = await readJsonIfExists(deps.output, backupKey(jobId, index, generation), BackupMarker).catch(() => undefined);
     const queuedAt = marker ? Date.parse(marker.at) : Number.NaN;
     if (!marker || !Number.isFinite(queuedAt)) return race;
     // A race of a run before the last resume: a task mapped again since is neither of its copies.

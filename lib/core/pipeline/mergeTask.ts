@@ -109,7 +109,8 @@ const mergeGroup = async (
   if ((task.backup || options.firstCopyWins?.()) && (await exists(deps.output, key))) return;
   if (task.backup) {
     const index = await mergeIndexOf(deps, task);
-    if (index !== undefined) await writeJson(deps.output, backupWonKey(jobId, index), { at: new Date(nowOf(deps)).toISOString() });
+    if (index !== undefined)
+      await writeJson(deps.output, backupWonKey(jobId, index, task.job.generation), { at: new Date(nowOf(deps)).toISOString() });
   }
   await writeJson(deps.output, key, merged);
 };

@@ -232,7 +232,8 @@ export const reducePartition = async (
   // this copy wrote is the same bytes.
   if (await exists(deps.output, key)) return { bytes, partial };
   await writeJson(deps.output, key, part);
-  if (task.backup) await writeJson(deps.output, backupWonKey(jobId, chunks + partition), { at: new Date(nowOf(deps)).toISOString() });
+  if (task.backup)
+    await writeJson(deps.output, backupWonKey(jobId, chunks + partition, task.job.generation), { at: new Date(nowOf(deps)).toISOString() });
   return { bytes, partial };
 };
 

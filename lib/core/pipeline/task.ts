@@ -331,7 +331,7 @@ const mapChunk = async (
       part = await shufflePart(deps, jobId, partitions, part);
     } else if (op.sorts) part = await sortedRunPart(deps, jobId, part);
     if (writePart && task.backup)
-      await writeJson(deps.output, backupWonKey(jobId, chunk.index), { at: new Date(nowOf(deps)).toISOString() });
+      await writeJson(deps.output, backupWonKey(jobId, chunk.index, job.generation), { at: new Date(nowOf(deps)).toISOString() });
     if (writePart) await writeJson(deps.output, key, ran ? { ...part, ran: ran(chunkBytes(chunk), objects.length) } : part);
     return { kind: "done", bytes: chunkBytes(chunk), skipped: part.skipped, partial: part.partial };
   } catch (err) {
