@@ -44,6 +44,12 @@ export interface TaskWorkerOptions {
 export const MEMORY_HIGH_WATER = 0.9;
 /** How often a worker whose memory is full looks again. */
 const MEMORY_RECHECK_MS = 1000;
+/**
+ * How long one reading of the container's memory serves every slot: reading cgroup files before
+ * each tiny chunk cost a worker more CPU than mapping it. A chunk grows its memory over its
+ * run, not in the moments between two receives.
+ */
+const MEMORY_READING_MS = 250;
 
 export interface TaskWorkerEvents {
   message_received: [task: TaskMessage, message: QueueMessage];
@@ -75,6 +81,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   readonly #kill = new AbortController();
   #loops: Promise<void>[] = [];
   #memoryFull = false;
+  #memoryReading: { readonly at: number; readonly use: Promise<MemoryUse | undefined> } | undefined;
   /** Which jobs have ended, asked once per job per JOB_END_RECHECK_MS rather than per task. */
   readonly #jobEnds: JobEnds;
   /** The slots' shared long poll. */
@@ -184,7 +191,12 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
 
   /** True while the container is near its memory limit (said once per episode); a failed read never stops work. */
   async #memoryIsFull(): Promise<boolean> {
-    const use = await this.#options.memory?.().catch(() => undefined);
+    const { memory } = this.#options;
+    if (memory === undefined) return false;
+    const now = performance.now();
+    if (this.#memoryReading === undefined || now - this.#memoryReading.at >= MEMORY_READING_MS)
+      this.#memoryReading = { at: now, use: memory().catch(() => undefined) };
+    const use = await this.#memoryReading.use;
     const full = use !== undefined && use.used >= MEMORY_HIGH_WATER * use.limit;
     if (full && !this.#memoryFull) {
       this.#options.deps.log.warn("memory nearly full: taking no new chunk until it falls", { used: use.used, limit: use.limit });

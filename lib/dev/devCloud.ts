@@ -291,7 +291,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
         pendingSplits.add(p);
         void p.finally(() => pendingSplits.delete(p));
       } else if (bucket === outputBucket && wakesReducer(decodeEventKey(key))) {
-        await partsQueue.sendBatch([JSON.stringify({ Records: [record] })]);
+        emulator.deliver(resources.partsQueueUrl!, JSON.stringify({ Records: [record] }));
       }
     }
   });

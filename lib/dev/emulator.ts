@@ -39,6 +39,13 @@ export interface Emulator {
   onObjectCreated(listener: ObjectCreatedListener): () => void;
   /** Requests served so far, by kind: what a job costs in requests, as AWS would bill them. */
   requests(): RequestCounts;
+  /**
+   * Puts a message on a queue as an AWS service's notification does (S3 → SQS): in this process,
+   * through the SendMessage action a client's request reaches (its checks, its wake-up of long
+   * polls), counted as the SQS request AWS bills for it. No HTTP round trip: in the dev cloud
+   * that trip through the SDK cost the emulator's one thread as much CPU as a task's own requests.
+   */
+  deliver(queueUrl: string, body: string): void;
   /** Closes the server and waits for listeners already called. */
   stop(): Promise<void>;
 }
@@ -83,7 +90,7 @@ type S3ListOptions = NonNullable<Parameters<S3Store["listObjects"]>[1]>;
 
 export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emulator> => {
   const region = options.region ?? "us-east-1";
-  const stores = await loadStores();
+  const { stores, sendMessage } = await loadStores();
   const app = buildApp({ logger: false, defaultRegion: region, stores });
 
   // (b) The catch-all parser carries the 11 MiB limit; replace it with a larger one.
@@ -188,6 +195,10 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
     endpoint: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
     port,
     requests: () => ({ ...counts }),
+    deliver(queueUrl, body) {
+      sendMessage({ QueueUrl: queueUrl, MessageBody: body }, stores.sqsStore);
+      counts.sqs++;
+    },
     onObjectCreated(listener) {
       listeners.add(listener);
       return () => {
@@ -293,7 +304,10 @@ export const createDevResources = async (
  * fauxqs's stores, with S3 listing in byte order. The store classes are not exported by the
  * package, so they are loaded from beside its entry point (fauxqs is pinned at 1.9.2).
  */
-const loadStores = async (): Promise<Stores> => {
+/** fauxqs's SendMessage action, as its router calls it with a request's fields. */
+type SendMessageAction = (body: { readonly QueueUrl: string; readonly MessageBody: string }, store: SqsStore) => unknown;
+
+const loadStores = async (): Promise<{ readonly stores: Stores; readonly sendMessage: SendMessageAction }> => {
   const entry = import.meta.resolve("fauxqs");
   const load = async <T>(path: string, name: string): Promise<new () => T> => {
     const mod = (await import(new URL(path, entry).href)) as Record<string, unknown>;
@@ -301,12 +315,16 @@ const loadStores = async (): Promise<Stores> => {
     if (typeof ctor !== "function") throw new Error(`fauxqs ${path} has no ${name}: is fauxqs still 1.9.2?`);
     return ctor as new () => T;
   };
-  const [S3StoreClass, SqsStoreClass, SnsStoreClass, sqsTypes] = await Promise.all([
+  const [S3StoreClass, SqsStoreClass, SnsStoreClass, sqsTypes, sendActions] = await Promise.all([
     load<S3Store>("./s3/s3Store.js", "S3Store"),
     load<SqsStore>("./sqs/sqsStore.js", "SqsStore"),
     load<Stores["snsStore"]>("./sns/snsStore.js", "SnsStore"),
     import(new URL("./sqs/sqsTypes.js", entry).href) as Promise<{ INVALID_MESSAGE_BODY_CHAR?: unknown }>,
+    import(new URL("./sqs/actions/sendMessage.js", entry).href) as Promise<{ sendMessage?: unknown }>,
   ]);
+  if (typeof sendActions.sendMessage !== "function")
+    throw new Error("fauxqs sqs/actions/sendMessage.js has no sendMessage: is fauxqs still 1.9.2?");
+  const sendMessage = sendActions.sendMessage as SendMessageAction;
   // SQS accepts #x10000–#x10FFFF (emoji, …) in bodies; fauxqs tests UTF-16 units and refuses
   // them. Its send actions share this one RegExp object, so recompile it with the full rule.
   const invalidBodyChar = sqsTypes.INVALID_MESSAGE_BODY_CHAR;
@@ -315,7 +333,7 @@ const loadStores = async (): Promise<Stores> => {
   const s3Store = new S3StoreClass();
   const localeList = s3Store.listObjects.bind(s3Store);
   s3Store.listObjects = (bucket, opts) => listInByteOrder(localeList, bucket, opts);
-  return { s3Store, sqsStore: new SqsStoreClass(), snsStore: new SnsStoreClass() };
+  return { stores: { s3Store, sqsStore: new SqsStoreClass(), snsStore: new SnsStoreClass() }, sendMessage };
 };
 
 const byteCompare = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b));

@@ -6,7 +6,13 @@
  */
 import { Worker } from "node:worker_threads";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
-import type { MapperHost, RemoteMapped, RemoteMapper, RemoteMapperRequest } from "../core/pipeline/mappers.js";
+import {
+  taskTimeoutError,
+  type MapperHost,
+  type RemoteMapped,
+  type RemoteMapper,
+  type RemoteMapperRequest,
+} from "../core/pipeline/mappers.js";
 import type { RecordBlock } from "../core/records/alignedBlocks.js";
 import type { MapperReply, MapperRequest, MapperThreadData } from "./mapperProtocol.js";
 import { heapLimits, outOfMemory } from "./heapLimits.js";
@@ -96,6 +102,10 @@ export class ThreadMapperHost implements MapperHost {
     this.#maxMemoryMiB = options.maxMemoryMiB;
   }
 
+  get taskTimeoutSeconds(): number {
+    return this.#timeoutMs / 1000;
+  }
+
   /** A live idle thread of this heap limit, else a new one. */
   #acquire(asked: number | undefined): MapperThread {
     const memoryMiB = asked === undefined ? this.#memoryMiB : Math.min(asked, this.#maxMemoryMiB ?? asked);
@@ -129,10 +139,7 @@ export class ThreadMapperHost implements MapperHost {
       thread.end(why);
       ended.abort(why);
     };
-    const timer = setTimeout(
-      () => end(new CloudmillError(ErrorCode.TASK_TIMEOUT, `the chunk did not finish within ${seconds} s (taskTimeoutSeconds)`)),
-      seconds * 1000,
-    );
+    const timer = setTimeout(() => end(taskTimeoutError(seconds)), seconds * 1000);
     const onAbort = (): void => end(toCloudmillError(request.signal!.reason));
     request.signal?.addEventListener("abort", onAbort, { once: true });
     const opened = thread.call({ kind: "open", op: request.op, params: request.params, ctx: request.ctx });

@@ -276,4 +276,18 @@ describe("createDevResources", () => {
     const [dead] = await new SqsTaskQueue(aws.sqs, first.deadLetterQueueUrl).receive();
     expect(dead?.body).toBe("doomed");
   });
+
+  it("delivers a service's notification to a queue in process: a long poll gets it, SQS's checks apply, one request counted", async () => {
+    const { url } = await aws.freshQueue({ visibilitySeconds: 30, maxReceiveCount: 3 });
+    const queue = new SqsTaskQueue(aws.sqs, url);
+    const before = aws.emulator.requests().sqs;
+    const polled = queue.receive({ waitSeconds: 5 });
+    aws.emulator.deliver(url, '{"Records":[{"s3":{"object":{"key":"k"}}}]}');
+    const [got] = await polled;
+    expect(got?.body).toBe('{"Records":[{"s3":{"object":{"key":"k"}}}]}');
+    // The delivery and the client's one ReceiveMessage.
+    expect(aws.emulator.requests().sqs - before).toBe(2);
+    expect(() => aws.emulator.deliver(url, "bad \u0000 body")).toThrow(/Invalid characters/);
+    expect(() => aws.emulator.deliver(`${url}-missing`, "x")).toThrow();
+  });
 });

@@ -8,7 +8,7 @@
 import { createHash } from "node:crypto";
 import * as z from "zod";
 import { keyedOp } from "./keyedOp.js";
-import { parseOpParams } from "./params.js";
+import { lazySchema, parseOpParams } from "./params.js";
 import type { AnyOp } from "./types.js";
 
 export const CHECKSUM_ALGORITHMS = ["sha256", "sha1", "sha512", "md5"] as const;
@@ -31,8 +31,7 @@ const keyed = keyedOp<ChecksumParams>({
   description: "size and SHA-256 (or algorithm=sha1|sha512|md5) of every object; one JSON line per object",
   formats: ["blob"],
   paramsHelp: ["algorithm=sha256    sha256 (default), sha1, sha512 or md5 (a single-part upload's S3 ETag)"],
-  parseParams: (raw) =>
-    parseOpParams("checksum", z.strictObject({ algorithm: z.enum(CHECKSUM_ALGORITHMS).default("sha256") }), raw) as ChecksumParams,
+  parseParams: (raw) => parseOpParams("checksum", ChecksumParamsSchema(), raw) as ChecksumParams,
   // Never called: the mapper below reads each object's pieces itself.
   pairs: () => () => undefined,
   // One name listed twice is one object (its ETag pins its bytes); either copy is the same.
@@ -44,6 +43,8 @@ const keyed = keyedOp<ChecksumParams>({
     [params.algorithm]: (value as Checked).hash,
   }),
 });
+
+const ChecksumParamsSchema = lazySchema(() => z.strictObject({ algorithm: z.enum(CHECKSUM_ALGORITHMS).default("sha256") }));
 
 export const checksum: AnyOp = {
   ...keyed,

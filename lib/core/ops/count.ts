@@ -1,9 +1,8 @@
 /** `count`: records in the input. For lines, every line is a record, empty ones too. */
-import * as z from "zod";
 import { countLines } from "../records/lines.js";
 import type { Op } from "./types.js";
 import { parseOpParams } from "./params.js";
-import { countRecords, formatParamsHelp, formatParamsShape, type FormatOptions } from "./formatReaders.js";
+import { countRecords, formatParams, formatParamsHelp, type FormatOptions } from "./formatReaders.js";
 
 type CountPartial = { records: number };
 
@@ -13,7 +12,7 @@ export const count: Op<FormatOptions, CountPartial, { records: number }> = {
   description: "counts records (lines; for csv rows after the header; for numbers and jsonl non-blank lines)",
   formats: ["lines", "numbers", "csv", "jsonl"],
   paramsHelp: formatParamsHelp,
-  parseParams: (raw) => parseOpParams("count", z.strictObject(formatParamsShape), raw),
+  parseParams: (raw) => parseOpParams("count", formatParams(), raw),
   mapper(params, ctx) {
     let records = 0;
     return {

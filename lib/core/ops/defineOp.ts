@@ -42,7 +42,7 @@ import { Format, OpName, type Params } from "../job/spec.js";
 import type { AnyOp, MapContext, Op } from "./types.js";
 import { codeDigest } from "./codeDigest.js";
 import { parseOpParams } from "./params.js";
-import { forEachRecord, formatParamsShape, guarded, type FormatOptions } from "./formatReaders.js";
+import { forEachRecord, formatParams, formatParamsShape, guarded, type FormatOptions } from "./formatReaders.js";
 import { keyedOp } from "./keyedOp.js";
 
 export const OP_BRAND: unique symbol = Symbol.for("cloudmill.op") as never;
@@ -193,7 +193,7 @@ const userParams =
     const own: Record<string, unknown> = {};
     const format: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(raw)) (k in formatParamsShape ? format : own)[k] = v;
-    const formatOptions: FormatOptions = parseOpParams(name, z.strictObject(formatParamsShape), format as Params);
+    const formatOptions: FormatOptions = parseOpParams(name, formatParams(), format as Params);
     return { ...formatOptions, own: parseOpParams(name, schema, own as Params) };
   };
 

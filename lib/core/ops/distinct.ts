@@ -7,7 +7,7 @@ import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import { forEachLine, previewText } from "../records/lines.js";
 import { forEachRecord, formatParamsHelp, formatParamsShape, type FormatOptions } from "./formatReaders.js";
 import { keyedOp } from "./keyedOp.js";
-import { parseOpParams, stringParam } from "./params.js";
+import { lazySchema, parseOpParams, stringParam } from "./params.js";
 import { fieldList, fieldReader, keyOfFields, keyValue } from "./recordFields.js";
 
 export interface DistinctParams extends FormatOptions {
@@ -16,12 +16,14 @@ export interface DistinctParams extends FormatOptions {
 
 const REPLACEMENT = "\uFFFD";
 
+const DistinctParamsSchema = lazySchema(() => z.strictObject({ ...formatParamsShape, key: stringParam(1000).optional() }));
+
 export const distinct = keyedOp<DistinctParams>({
   name: "distinct",
   description: "every distinct line (or csv/jsonl key) with its count, all of them; one JSON line per key",
   formats: ["lines", "csv", "jsonl"],
   paramsHelp: [...formatParamsHelp, "key=COL[,COL]       csv/jsonl: the column(s) or field(s) that make the key (lines: the line)"],
-  parseParams: (raw) => parseOpParams("distinct", z.strictObject({ ...formatParamsShape, key: stringParam(1000).optional() }), raw),
+  parseParams: (raw) => parseOpParams("distinct", DistinctParamsSchema(), raw),
   pairs(params, ctx) {
     if (ctx.format === "lines") {
       return (block, emit) =>

@@ -14,7 +14,7 @@ import { parseNumberAt } from "../records/numbers.js";
 import { decimalAt, decimalOfText, decimalText, scanNumberLines, type DecimalSink } from "../records/decimal.js";
 import { jsonNumberText, mayHoldLongNumber } from "../records/jsonNumberText.js";
 import type { MapContext } from "./types.js";
-import { boolParam } from "./params.js";
+import { boolParam, lazySchema } from "./params.js";
 
 /** Params every op that reads CSV or JSONL takes. */
 export const formatParamsShape = {
@@ -25,6 +25,9 @@ export const formatParamsShape = {
   /** CSV: quoted fields may hold newlines (default true); false reads one record per line. */
   multiline: boolParam().optional(),
 };
+
+/** The params of an op that takes only format options. */
+export const formatParams = lazySchema(() => z.strictObject(formatParamsShape));
 
 export const formatParamsHelp = [
   "header=true|false   csv: the first line names the columns (default true)",

@@ -10,7 +10,7 @@ import { decimalText, type DecimalSink } from "../records/decimal.js";
 import { atCommonScale, decimalFromJson, decimalToJson } from "./exactDecimal.js";
 import { forEachRecord, formatParamsHelp, formatParamsShape, jsonNumber, type FormatOptions } from "./formatReaders.js";
 import { keyedOp } from "./keyedOp.js";
-import { parseOpParams, stringParam } from "./params.js";
+import { lazySchema, parseOpParams, stringParam } from "./params.js";
 import { fieldList, fieldReader, keyOfFields, keyValue } from "./recordFields.js";
 import { statsResultOf, type StatsPartial } from "./stats.js";
 
@@ -53,6 +53,10 @@ const statsOfOne = (x: number, m: bigint, scale: number): StatsPartial => ({
   max: x,
 });
 
+const GroupbyParamsSchema = lazySchema(() =>
+  z.strictObject({ ...formatParamsShape, key: stringParam(1000), value: stringParam(256).optional() }),
+);
+
 export const groupby = keyedOp<GroupbyParams>({
   name: "groupby",
   description: "per key column(s): record count and, with value=, exact sum, min, max, mean and variance; one JSON line per key",
@@ -62,8 +66,7 @@ export const groupby = keyedOp<GroupbyParams>({
     "key=COL[,COL]       the column(s) (csv: name or 1-based index) or field(s) (jsonl: dotted path) to group by",
     "value=COL           the column or field whose numbers are aggregated per key (blank values count as records only)",
   ],
-  parseParams: (raw) =>
-    parseOpParams("groupby", z.strictObject({ ...formatParamsShape, key: stringParam(1000), value: stringParam(256).optional() }), raw),
+  parseParams: (raw) => parseOpParams("groupby", GroupbyParamsSchema(), raw),
   pairs(params, ctx) {
     const keyOf = keyOfFields(fieldList(params.key).map((name) => fieldReader(name, "key", ctx.format, ctx)));
     const value = params.value === undefined ? undefined : fieldReader(params.value, "value", ctx.format, ctx);

@@ -40,6 +40,16 @@ export const stringParam = (max = 1000) =>
     .max(max);
 
 /**
+ * A schema built on first use, once: building a zod object costs more than parsing with it
+ * (a worker parsed each tiny chunk's params in a third of a millisecond), and building every
+ * op's schemas at import would slow each command's start.
+ */
+export const lazySchema = <S extends z.ZodType>(build: () => S): (() => S) => {
+  let schema: S | undefined;
+  return () => (schema ??= build());
+};
+
+/**
  * Parses an op's params with a strict zod object; the first problem becomes one line:
  * `wordcount: param k: must be at least 1 (got "0")`.
  */

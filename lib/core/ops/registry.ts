@@ -17,6 +17,9 @@ import { checksum } from "./checksum.js";
 
 export const builtinOps: readonly AnyOp[] = [count, stats, wordcount, histogram, grep, groupby, distinct, sort, checksum];
 
+/** True for an op that ships with cloudmill (trusted, linear in its input), not a lab's. */
+export const isBuiltinOp = (op: AnyOp): boolean => builtinOps.includes(op);
+
 /** An op's code digest: its own, or `builtin-<package version>` for the ops that ship with cloudmill. */
 export const opDigest = (op: AnyOp): string => op.digest ?? `builtin-${VERSION}`;
 

@@ -8,8 +8,10 @@ import { CloudmillError, ErrorCode } from "../errors.js";
 import { RunBuilder, type SortFormat, type SortedRun } from "../shuffle/sortRun.js";
 import { SortRef } from "../shuffle/shuffleRun.js";
 import { SortSamples } from "../shuffle/sortSamples.js";
-import { parseOpParams } from "./params.js";
+import { lazySchema, parseOpParams } from "./params.js";
 import type { Op } from "./types.js";
+
+const SortParamsSchema = lazySchema(() => z.strictObject({}));
 
 export const sort: Op<Record<string, never>, unknown, never> = {
   name: "sort",
@@ -17,7 +19,7 @@ export const sort: Op<Record<string, never>, unknown, never> = {
   formats: ["numbers", "lines"],
   paramsHelp: [],
   sorts: true,
-  parseParams: (raw) => parseOpParams("sort", z.strictObject({}), raw),
+  parseParams: (raw) => parseOpParams("sort", SortParamsSchema(), raw),
   mapper(_params, ctx) {
     const runs = new RunBuilder(ctx.format as SortFormat);
     return {

@@ -9,7 +9,7 @@ import { CloudmillError, ErrorCode } from "../errors.js";
 import type { DecimalSink } from "../records/decimal.js";
 import { DecimalSum, decimalFromJson, decimalToJson, ratioToDouble } from "./exactDecimal.js";
 import type { Op } from "./types.js";
-import { parseOpParams } from "./params.js";
+import { lazySchema, parseOpParams } from "./params.js";
 import { numberReader, valueParamsHelp, valueParamsShape, type ValueOptions } from "./formatReaders.js";
 
 /** Partial: exact Σx and Σx² as decimals (decimalToJson), plus count, min and max. */
@@ -76,13 +76,15 @@ export class StatsAccumulator implements DecimalSink {
   }
 }
 
+const StatsParamsSchema = lazySchema(() => z.strictObject(valueParamsShape));
+
 export const stats: Op<ValueOptions, StatsPartial, StatsResult> = {
   name: "stats",
   orderFreeMerge: true,
   description: "count, sum, min, max, mean and population variance of numbers (blank lines skipped)",
   formats: ["numbers", "csv", "jsonl"],
   paramsHelp: valueParamsHelp,
-  parseParams: (raw) => parseOpParams("stats", z.strictObject(valueParamsShape), raw),
+  parseParams: (raw) => parseOpParams("stats", StatsParamsSchema(), raw),
   mapper(params, ctx) {
     const read = numberReader(ctx.format, params, ctx);
     const acc = new StatsAccumulator();

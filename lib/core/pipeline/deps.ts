@@ -15,7 +15,10 @@ export interface PipelineDeps {
   readonly log: Logger;
   /** Runs the items of task jobs (defineTask); roles that map chunks have one. */
   readonly items?: ItemRunner;
-  /** Runs ops' mappers off the main thread, under a time limit (the fleet's worker); unset: in process. */
+  /**
+   * Runs ops' mappers off the main thread, under a time limit (the fleet's worker), all but a
+   * built-in op's small uncompressed readings (laneMapper.ts); unset: in process.
+   */
   readonly mappers?: MapperHost;
   /** Ends the process when op code on the main thread runs past its task's limit (the fleet's worker); unset: unguarded. */
   readonly guard?: MainThreadGuard;

@@ -3,9 +3,10 @@
  * (lib/sandbox/ThreadMapperHost.ts) that runs it on a thread of its own, so that a lab's op that
  * never returns is ended at the chunk's time limit (TASK_TIMEOUT) while the worker's own loop,
  * its heartbeats and its reads stay on the main thread, and one that allocates without bound
- * fails its chunk with OUT_OF_MEMORY instead of taking the worker down.
+ * fails its chunk with OUT_OF_MEMORY instead of taking the worker down. A built-in op's small
+ * uncompressed chunk maps on the main thread all the same (laneMapper.ts).
  */
-import type { SerializedError } from "../errors.js";
+import { CloudmillError, ErrorCode, type SerializedError } from "../errors.js";
 import type { Format, OnBadRecord, Params } from "../job/spec.js";
 import type { RecordBlock } from "../records/alignedBlocks.js";
 
@@ -48,6 +49,12 @@ export interface RemoteMapper {
 }
 
 export interface MapperHost {
+  /** A chunk's time limit when its job sets none, in seconds. */
+  readonly taskTimeoutSeconds: number;
   open(request: RemoteMapperRequest): RemoteMapper;
   close(): Promise<void>;
 }
+
+/** The error of a chunk past its time limit. */
+export const taskTimeoutError = (seconds: number): CloudmillError =>
+  new CloudmillError(ErrorCode.TASK_TIMEOUT, `the chunk did not finish within ${seconds} s (taskTimeoutSeconds)`);

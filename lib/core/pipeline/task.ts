@@ -25,12 +25,13 @@ import type { MapContext } from "../ops/types.js";
 import { csvOptions, type FormatOptions } from "../ops/formatReaders.js";
 import type { AnyOp } from "../ops/types.js";
 import type { RemoteMapped } from "./mappers.js";
+import { fleetLaneMapper, INLINE_MAP_BYTES } from "./laneMapper.js";
 import { isTaskOp } from "../ops/defineTask.js";
-import { opDigest } from "../ops/registry.js";
+import { isBuiltinOp, opDigest } from "../ops/registry.js";
 import { ownedRecordLanes, RecordCutter, type RangeBytes, type RecordBlock, type RecordLimits } from "../records/alignedBlocks.js";
 import { DEFAULTS } from "../constants.js";
 import type { Codec } from "../records/codecs.js";
-import { inputRangeBytes } from "../records/inputBytes.js";
+import { inputRangeBytes, type InputRange } from "../records/inputBytes.js";
 import { CsvRecordEnds, lineEnds } from "../records/recordEnds.js";
 import { recordLimitsOf } from "./recordLimits.js";
 import { compressedInputError, SIGNATURE_BYTES } from "../records/compressed.js";
@@ -419,7 +420,8 @@ interface Lane {
     block(block: RecordBlock): Promise<void> | void;
     finish(): Promise<RemoteMapped> | RemoteMapped;
     close(): void;
-    readonly signal?: AbortSignal;
+    /** On the fleet: aborted when the reading is past the chunk's time limit or its thread ended (the read ends too). */
+    readonly stop?: AbortSignal;
   };
   error?: CloudmillError;
 }
@@ -456,6 +458,18 @@ const mapRecords = async (deps: PipelineDeps, task: MapTask, job: RecordJob, sig
   const range = { ...chunk.input, start: align(chunk.start), end: align(chunk.end) };
   const speculate = job.multiline && range.start > 0;
   const where = chunkContext(jobId, chunk);
+  /** The range's bytes, once its read has begun: an object read whole knows its codec from its first block on. */
+  let source: InputRange | undefined;
+  const whole = range.start <= 0 && range.end >= chunk.input.size;
+  /** Whether a reading may map on the worker's main thread (laneMapper.ts): a built-in op's small uncompressed range. */
+  const inline = ((): boolean | (() => boolean) => {
+    if (chunk.input.member !== undefined || range.end - range.start > INLINE_MAP_BYTES || !isBuiltinOp(job.op)) return false;
+    // Its CSV head showed no compression.
+    if (job.codec === null) return true;
+    if (job.codec !== undefined || chunk.input.codec !== undefined) return false;
+    // A part of an input planned uncompressed is plain; an object read whole tells by its first bytes.
+    return whole ? () => source?.codec() === undefined : true;
+  })();
   if (job.encoding && (job.codec === "bgzf" || chunk.input.codec === "bgzf")) {
     // Its blocks may cut a code unit in two, and its positions jump at each block.
     throw new CloudmillError(
@@ -480,37 +494,29 @@ const mapRecords = async (deps: PipelineDeps, task: MapTask, job: RecordJob, sig
     const quotes = job.encoding ? new Utf16RecordEnds(job.encoding, csv) : csv ? new CsvRecordEnds(inside, job.separator) : undefined;
     const limits = recordLimitsOf(ctx, task.job);
     const cutter = new RecordCutter(quotes ?? lineEnds(), range.start, limits);
-    if (deps.mappers) {
-      // On a thread of its own: the chunk's time limit can end an op that never returns.
-      const remote = deps.mappers.open({
-        op: task.job.op,
-        params: job.rawParams,
-        ctx: { ...job.mapCtx, onBadRecord },
-        ...(signal ? { signal } : {}),
-        ...(task.job.taskTimeoutSeconds !== undefined ? { timeoutSeconds: task.job.taskTimeoutSeconds } : {}),
-        ...(task.job.taskMemoryMiB !== undefined ? { memoryMiB: task.job.taskMemoryMiB } : {}),
-      });
-      const reader = {
-        signal: remote.signal,
-        block: (b: RecordBlock) => remote.block(b),
-        close: () => remote.close(),
-        finish: async (): Promise<RemoteMapped> => {
-          const mapped = await remote.finish();
-          // The reader's own skips (records too long to read) add to the mapper's.
-          return {
-            partial: mapped.partial,
-            skipped: mapped.skipped + skipped,
-            ...(mapped.firstSkipped ? { firstSkipped: mapped.firstSkipped } : firstSkipped ? { firstSkipped: firstSkipped.toJSON() } : {}),
-          };
-        },
+    const lane = { cutter, limits, ...(quotes ? { quotes } : {}) };
+    if (deps.mappers)
+      return {
+        ...lane,
+        mapper: fleetLaneMapper({
+          host: deps.mappers,
+          request: {
+            op: task.job.op,
+            params: job.rawParams,
+            ctx: { ...job.mapCtx, onBadRecord },
+            ...(signal ? { signal } : {}),
+            ...(task.job.taskTimeoutSeconds !== undefined ? { timeoutSeconds: task.job.taskTimeoutSeconds } : {}),
+            ...(task.job.taskMemoryMiB !== undefined ? { memoryMiB: task.job.taskMemoryMiB } : {}),
+          },
+          onThisThread: (bad) => job.op.mapper(job.params, { ...job.mapCtx, bad }),
+          onBadRecord,
+          readerSkips: () => ({ skipped, first: firstSkipped }),
+          inline,
+        }),
       };
-      return { cutter, limits, ...(quotes ? { quotes } : {}), mapper: reader };
-    }
     const mapper = job.op.mapper(job.params, ctx);
     return {
-      cutter,
-      limits,
-      ...(quotes ? { quotes } : {}),
+      ...lane,
       mapper: {
         block: (b) => mapper.block(b),
         close: () => undefined,
@@ -525,8 +531,8 @@ const mapRecords = async (deps: PipelineDeps, task: MapTask, job: RecordJob, sig
   try {
     lanes.push(openLane(false));
     if (speculate) lanes.push(openLane(true));
-    const stops = lanes.flatMap((l) => (l.mapper.signal ? [l.mapper.signal] : []));
-    /** Aborted when a lane's thread is past the chunk's time limit: the read ends too. */
+    const stops = lanes.flatMap((l) => (l.mapper.stop ? [l.mapper.stop] : []));
+    /** Aborted when a lane is past the chunk's time limit, or its thread ended: the read ends too. */
     const stopped = (): AbortSignal | undefined => stops.find((s) => s.aborted);
     const reads = stops.length === 0 ? signal : AbortSignal.any(signal ? [signal, ...stops] : stops);
     let odd = false;
@@ -548,21 +554,22 @@ const mapRecords = async (deps: PipelineDeps, task: MapTask, job: RecordJob, sig
       // Read no further for it (its quotes are still counted).
       lane.cutter.stop();
     };
-    const source = inputRangeBytes(store, chunk.input, range, {
+    const bytes = inputRangeBytes(store, chunk.input, range, {
       lookBehind: unit,
       ...(reads ? { signal: reads } : {}),
       ...(job.codec !== undefined ? { codec: job.codec } : {}),
     });
+    source = bytes;
     located = (err) => {
       const offset = err.context.offset;
       // Once: an error located in the lane is thrown on through the read's catch.
-      return offset !== undefined && source.codec() && !err.context.decoded ? err.withContext(source.where(offset)) : err;
+      return offset !== undefined && bytes.codec() && !err.context.decoded ? err.withContext(bytes.where(offset)) : err;
     };
     try {
-      if (job.mapCtx.format === "blob") await mapBlob(source, chunk.input, lanes[0]!, job.op, task.job.maxRecordBytes);
+      if (job.mapCtx.format === "blob") await mapBlob(bytes, chunk.input, lanes[0]!, job.op, task.job.maxRecordBytes);
       else
         for await (const read of ownedRecordLanes(
-          source,
+          bytes,
           lanes.map((l) => l.cutter),
           mark ? { mark } : {},
         )) {
