@@ -12,7 +12,8 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskWorker } from "../../lib/aws/TaskWorker.js";
 import { reducerHandler } from "../../lib/aws/handlers.js";
-import { backupKey, failureKey, mergedKey, mergeErrorKey, partsPrefix, runningKey } from "../../lib/core/keys.js";
+import { backupKey, failureKey, manifestKey, mergedKey, mergeErrorKey, partsPrefix, runningKey } from "../../lib/core/keys.js";
+import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { isMergeTask, type MergeTask, type TaskMessage } from "../../lib/core/job/manifest.js";
 import type { BlobStore, GetOptions } from "../../lib/core/ports.js";
 import { backupCounts, backupRaces, launchMergeBackups, markRunning } from "../../lib/core/pipeline/backups.js";
@@ -101,6 +102,73 @@ describe("a straggling merge task", () => {
     const report = await readJson(output, reportKey(jobId), JobReport);
     expect(report.tasks.filter((t) => t.index === index)).toHaveLength(1);
     expect(report.backups).toMatchObject({ launched: 1 });
+  }, 60_000);
+
+  it("a worker whose read of the manifest fails at a merge's first heartbeat reads it again at the next", async () => {
+    const lines = Array.from({ length: 2000 }, (_, i) => `line ${i}`);
+    const { inputs, output, queue, deps } = localPipeline(path.join(dir, "manifest-retry"));
+    const jobId = "manifest-retry-1";
+    const bytes = Buffer.from(`${lines.join("\n")}\n`);
+    await startJobOver(deps, inputs, bytes, jobId, { op: "count", fanIn: 2 }, Math.ceil(bytes.length / 8));
+    for (const task of await takeAll(queue)) await runTask(deps, task, { checkOpDigest: false, ranOn: "fleet", worker: "w" });
+    await reduceJob(deps, jobId, { fleet: true });
+    const [merge] = (await takeAll(queue)).filter(isMergeTask);
+    // The merge's reads of its parts wait until its running marker exists; the first heartbeat's
+    // read of the manifest, made meanwhile, fails.
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let slowReads = 0;
+    let manifestReads = 0;
+    let failed = 0;
+    const flaky: BlobStore = Object.assign(Object.create(output) as BlobStore, {
+      name: output.name,
+      async get(key: string, options?: GetOptions) {
+        if (key.startsWith(partsPrefix(jobId))) {
+          slowReads++;
+          try {
+            await gate;
+          } finally {
+            slowReads--;
+          }
+        }
+        if (key === manifestKey(jobId) && slowReads > 0) {
+          manifestReads++;
+          // As many times as a read is tried (readBytes' attempts): that heartbeat's read of the manifest fails.
+          if (failed < 3) {
+            failed++;
+            throw new CloudmillError(ErrorCode.ENVIRONMENT, "S3 read failed (injected)");
+          }
+        }
+        return output.get(key, options);
+      },
+    });
+    await queue.sendBatch([JSON.stringify(merge)]);
+    const worker = new TaskWorker({
+      queue,
+      deps: { ...deps, output: flaky },
+      concurrency: 1,
+      visibilitySeconds: 5,
+      heartbeatSeconds: 1,
+      waitSeconds: 1,
+    });
+    worker.start();
+    const index = mergeTaskIndex(mergeLevels(8, 2), 8, 1, merge!.merge.group);
+    try {
+      await waitFor(
+        "the merge task's running marker",
+        async () => ((await output.head(runningKey(jobId, index))) ? true : undefined),
+        20_000,
+        50,
+      );
+    } finally {
+      release();
+      await worker.stop(10_000);
+      await queue.close();
+    }
+    expect(failed).toBe(3);
+    expect(manifestReads).toBeGreaterThanOrEqual(4);
   }, 60_000);
 
   it("a backup copy that fails every attempt is dropped; the original's failure fails the job", async () => {
