@@ -3,7 +3,7 @@
  * and S3 Inventory reports (manifest.json and gzip CSV data files built here as S3 writes them:
  * no header, every field quoted, keys URL-encoded with `+` for a space).
  */
-import { gzipSync } from "node:zlib";
+import { createGzip, gzipSync } from "node:zlib";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -19,6 +19,12 @@ import {
 } from "../../lib/core/pipeline/inputManifests.js";
 import { planInputs } from "../../lib/sdk/uploads.js";
 import { cli } from "../helpers/cli.js";
+
+const collect = async <T>(items: AsyncIterable<T>): Promise<T[]> => {
+  const out: T[] = [];
+  for await (const item of items) out.push(item);
+  return out;
+};
 
 const thrown = (fn: () => unknown): CloudmillError => {
   try {
@@ -85,7 +91,7 @@ describe("manifest inputs", () => {
     expect(thrown(() => inventoryReport('{"files": []}', "m")).message).toMatch(/not an S3 Inventory manifest/);
   });
 
-  it("read an inventory's current objects: keys decoded, ETags quoted as S3 returns them", () => {
+  it("read an inventory's current objects: keys decoded, ETags quoted as S3 returns them", async () => {
     const columns = inventoryReport(report(), "m").columns;
     const rows = [
       '"lab","site+a/log+3.txt","12","2026-11-30T00:00:00.000Z","0cc175b9c0f1b6a831c399e269772661","true","false"',
@@ -93,15 +99,39 @@ describe("manifest inputs", () => {
       '"lab","gone.txt","","2026-11-30T00:00:00.000Z","","true","true"',
       '"lab","old.txt","5","2026-11-29T00:00:00.000Z","4a8a08f09d37b73795649038408b5f33","false","false"',
     ];
-    expect(inventoryObjects(gzipSync(`${rows.join("\n")}\n`), columns, "s3://lab-inventory/a.csv.gz")).toEqual([
+    expect(await collect(inventoryObjects(gzipSync(`${rows.join("\n")}\n`), columns, "s3://lab-inventory/a.csv.gz"))).toEqual([
       { line: 1, bucket: "lab", key: "site a/log 3.txt", size: 12, etag: '"0cc175b9c0f1b6a831c399e269772661"' },
       { line: 2, bucket: "lab", key: "x+y.txt", size: 7, etag: '"92eb5ffee6ae2fec3ad71c777531578f"' },
     ]);
-    expect(thrown(() => inventoryObjects(Buffer.from("not gzip"), columns, "s3://i/a.csv.gz")).message).toMatch(/gzip CSV/);
-    expect(thrown(() => inventoryObjects(gzipSync('"lab","a.txt"\n'), columns, "s3://i/a.csv.gz")).message).toMatch(
+    // Without its last newline, and with CRLF line ends, the same rows.
+    expect(await collect(inventoryObjects(gzipSync(rows.join("\r\n")), columns, "s3://lab-inventory/a.csv.gz"))).toHaveLength(2);
+    await expect(collect(inventoryObjects(Buffer.from("not gzip"), columns, "s3://i/a.csv.gz"))).rejects.toThrow(/gzip CSV/);
+    await expect(collect(inventoryObjects(gzipSync('"lab","a.txt"\n'), columns, "s3://i/a.csv.gz"))).rejects.toThrow(
       /expected 7 columns, got 2/,
     );
   });
+
+  it("read an inventory data file that decodes to more than the longest string JavaScript holds", async () => {
+    const columns = inventoryReport(report(), "m").columns;
+    // 600 MiB of noncurrent versions (skipped; a string holds at most 2^29 - 24 characters), with
+    // one current object before them and one after.
+    const current = (key: string) => `"lab","${key}","3","2026-11-30T00:00:00.000Z","900150983cd24fb0d6963f7d28e17f72","true","false"\n`;
+    const old = `"lab","${"o".repeat(900)}","5","2026-11-29T00:00:00.000Z","4a8a08f09d37b73795649038408b5f33","false","false"\n`;
+    const gzip = createGzip({ level: 1 });
+    const compressed: Buffer[] = [];
+    gzip.on("data", (c: Buffer) => compressed.push(c));
+    const done = new Promise((resolve) => gzip.on("end", resolve));
+    const block = Buffer.from(old.repeat(Math.floor((4 << 20) / old.length)));
+    gzip.write(current("first.txt"));
+    for (let written = 0; written < 600 * 2 ** 20; written += block.length) {
+      if (!gzip.write(block)) await new Promise((r) => gzip.once("drain", r));
+    }
+    gzip.end(current("last.txt"));
+    await done;
+    const keys: string[] = [];
+    for await (const o of inventoryObjects(Buffer.concat(compressed), columns, "s3://i/big.csv.gz")) keys.push(o.key);
+    expect(keys).toEqual(["first.txt", "last.txt"]);
+  }, 120_000);
 });
 
 describe("a local run over a manifest", () => {

@@ -11,7 +11,8 @@
  *
  * Parsing is pure; resolveInputs.ts reads the files and the objects.
  */
-import { gunzipSync } from "node:zlib";
+import { Readable } from "node:stream";
+import { createGunzip } from "node:zlib";
 import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { parseCsvRecord } from "../records/csv.js";
@@ -135,20 +136,55 @@ export const inventoryReport = (json: string, where: string): InventoryReport =>
 };
 
 /**
- * The current objects of one inventory data file (gzip CSV, no header, keys URL-encoded
- * with `+` for a space): delete markers and noncurrent versions are left out.
+ * The lines of gzip-compressed text, decoded as they come: an inventory data file may decode to
+ * more than the longest string JavaScript holds (about 512 MiB), so it is never one string.
  */
-export const inventoryObjects = (gzipped: Buffer, columns: readonly string[], where: string): ListedObject[] => {
-  let text: string;
-  try {
-    text = gunzipSync(gzipped).toString("utf8");
-  } catch (err) {
-    throw new CloudmillError(ErrorCode.BAD_RECORD, `an inventory data file must be gzip CSV: ${(err as Error).message}`, { input: where });
-  }
+const gunzippedLines = async function* (
+  gzipped: Buffer,
+): AsyncGenerator<{ readonly line: number; readonly row: string; readonly at: number }> {
+  const utf8 = new TextDecoder();
+  let rest = "";
+  let line = 0;
+  let at = 0;
+  const lines = function* (text: string) {
+    let from = 0;
+    for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n", from)) {
+      const raw = text.slice(from, nl);
+      from = nl + 1;
+      line++;
+      yield { line, row: raw.endsWith("\r") ? raw.slice(0, -1) : raw, at };
+      at += raw.length + 1;
+    }
+    rest = text.slice(from);
+  };
+  for await (const piece of Readable.from([gzipped]).pipe(createGunzip()))
+    yield* lines(rest + utf8.decode(piece as Buffer, { stream: true }));
+  rest += utf8.decode();
+  if (rest !== "") yield { line: line + 1, row: rest.endsWith("\r") ? rest.slice(0, -1) : rest, at };
+};
+
+/**
+ * The current objects of one inventory data file (gzip CSV, no header, keys URL-encoded
+ * with `+` for a space), in the file's order and as they are decoded: delete markers and
+ * noncurrent versions are left out.
+ */
+export const inventoryObjects = async function* (gzipped: Buffer, columns: readonly string[], where: string): AsyncGenerator<ListedObject> {
   const at = (name: string): number => columns.indexOf(name);
   const [bucketAt, keyAt, sizeAt, etagAt, latestAt, deletedAt] = ["Bucket", "Key", "Size", "ETag", "IsLatest", "IsDeleteMarker"].map(at);
-  const out: ListedObject[] = [];
-  for (const { line, fields } of csvRows(text)) {
+  const rows = gunzippedLines(gzipped);
+  for (;;) {
+    let next: IteratorResult<{ readonly line: number; readonly row: string; readonly at: number }>;
+    try {
+      next = await rows.next();
+    } catch (err) {
+      throw new CloudmillError(ErrorCode.BAD_RECORD, `an inventory data file must be gzip CSV: ${(err as Error).message}`, {
+        input: where,
+      });
+    }
+    if (next.done) return;
+    const { line, row, at: offset } = next.value;
+    if (row.trim() === "") continue;
+    const fields = parseCsvRecord(row, offset, CSV);
     if (fields.length < columns.length) throw refuse(where, line, `expected ${columns.length} columns, got ${fields.length}`);
     if (deletedAt! >= 0 && fields[deletedAt!] === "true") continue;
     if (latestAt! >= 0 && fields[latestAt!] === "false") continue;
@@ -156,14 +192,13 @@ export const inventoryObjects = (gzipped: Buffer, columns: readonly string[], wh
     if (size !== undefined && !(Number.isSafeInteger(size) && size >= 0))
       throw refuse(where, line, `bad Size ${JSON.stringify(fields[sizeAt!])}`);
     const etag = etagAt! >= 0 && fields[etagAt!] ? fields[etagAt!]! : undefined;
-    out.push({
+    yield {
       line,
       bucket: fields[bucketAt!]!,
       key: decodeKey(fields[keyAt!]!, true, where, line),
       ...(size !== undefined ? { size } : {}),
       // S3 quotes the ETags it returns; inventories do not.
       ...(etag !== undefined ? { etag: etag.startsWith('"') ? etag : `"${etag}"` } : {}),
-    });
+    };
   }
-  return out;
 };

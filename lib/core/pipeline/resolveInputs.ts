@@ -55,6 +55,8 @@ const skippable = (key: string, size: number): boolean => (key.endsWith("/") && 
 
 /** HEAD requests (and reads of inventory data files) at once while a manifest is resolved. */
 const MANIFEST_CONCURRENCY = 32;
+/** Inventory rows resolved at a time. */
+const INVENTORY_BATCH = 4096;
 
 const notS3 = (uri: string, field = "inputs"): CloudmillError =>
   new CloudmillError(ErrorCode.INVALID_SPEC, `inputs of a job in the cloud must be s3:// URIs, got ${JSON.stringify(uri)}`, { field });
@@ -153,13 +155,21 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget)
     case "inventory": {
       const report = inventoryReport(text, where);
       const out: InputObject[] = [];
-      // One data file at a time: memory holds one file's rows beside the list, and the limit is met
-      // before the next file is read.
+      // One data file at a time, its rows taken as they are decoded: memory holds the file's
+      // compressed bytes and a batch of rows beside the list, and the limit is met as it is reached.
       for (const name of report.files) {
         const file = s3Uri(report.bucket, name);
-        const objects = inventoryObjects(await read(report.bucket, name), report.columns, file);
-        for (const listed of await mapInOrder(objects, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, file, o, true, budget)))
-          appendAll(out, listed);
+        let batch: ListedObject[] = [];
+        const resolveBatch = async (): Promise<void> => {
+          for (const listed of await mapInOrder(batch, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, file, o, true, budget)))
+            appendAll(out, listed);
+          batch = [];
+        };
+        for await (const listed of inventoryObjects(await read(report.bucket, name), report.columns, file)) {
+          batch.push(listed);
+          if (batch.length >= INVENTORY_BATCH) await resolveBatch();
+        }
+        await resolveBatch();
       }
       if (out.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "the inventory lists no current objects", { input: where });
       return out;
