@@ -148,7 +148,8 @@ export const OUTPUT_PART_PATTERN = `${JOBS_PREFIX}*/part-*`;
 /**
  * A fleet job of many chunks merges its parts in a tree of merge tasks (mergeTree.ts). A merged
  * part's key is a pure function of (job, run, level, group); each run of a resumed job merges
- * afresh under its own generation, so a part mapped again is never hidden by an older merge.
+ * under its own generation, so a part mapped again is never hidden by an older merge (a resume
+ * writes the run before's merged parts over parts that stay under the new run: carryMergedParts).
  * It ends in PART_SUFFIX, so writing it wakes the reducer as a part does.
  */
 export const mergedPrefix = (jobId: string, generation: number): string => `${workPrefix(jobId)}merged/${generation}/`;

@@ -8,9 +8,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cancelKey, failureKey, manifestKey, parsePartKey, partKey, partsPrefix, pastEndKey } from "../../lib/core/keys.js";
+import { cancelKey, failureKey, manifestKey, mergedPrefix, parsePartKey, partKey, partsPrefix, pastEndKey } from "../../lib/core/keys.js";
 import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
-import { isMapTask, JobStatus, Manifest, MapTask, type InputObject } from "../../lib/core/job/manifest.js";
+import { isMapTask, isMergeTask, JobStatus, Manifest, MapTask, type InputObject, type TaskMessage } from "../../lib/core/job/manifest.js";
 import { backedUpTasks, backupRaces, launchBackups, markRunning } from "../../lib/core/pipeline/backups.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
 import { silentLogger } from "../../lib/core/log.js";
@@ -303,5 +303,49 @@ describe("a resumed run's stragglers", () => {
     expect(races.map((r) => r.backupWon).sort()).toEqual([false, true]);
     await reduceJob(deps, jobId);
     expect(await readJson(output, OUTPUT.result, z.object({ records: z.number() }))).toEqual({ records: 800 });
+  });
+});
+
+describe("a resumed job's merge tree", () => {
+  it("keeps the merged parts over parts that stay, and merges again only above the chunks mapped anew", async () => {
+    const root = path.join(dir, "carry");
+    const { inputs, output, queue, deps } = localPipeline(root);
+    const jobId = "carry-1";
+    const lines = Array.from({ length: 800 }, (_, i) => `line ${i}`);
+    const bytes = Buffer.from(`${lines.join("\n")}\n`);
+    // 8 chunks at fan-in 2: level 1 merges pairs of parts (4 groups), level 2 pairs of those (2).
+    const { manifest } = await startJobOver(deps, inputs, bytes, jobId, { op: "count", fanIn: 2 }, Math.ceil(bytes.length / 8));
+    expect(manifest.chunks).toBe(8);
+    const run = async (tasks: readonly TaskMessage[]) => {
+      for (const t of tasks) await runTask(deps, t, { checkOpDigest: false, ranOn: "fleet", worker: "w" });
+    };
+    // Every chunk but the last maps; every merge that can be made is made.
+    await run((await takeAll(queue)).filter((t) => !(isMapTask(t) && t.chunk.index === 7)));
+    await reduceJob(deps, jobId, { fleet: true });
+    const first = (await takeAll(queue)).filter(isMergeTask);
+    expect(first.map((t) => `${t.merge.level}-${t.merge.group}`)).toEqual(["1-0", "1-1", "1-2"]);
+    await run(first);
+    await reduceJob(deps, jobId, { fleet: true });
+    const second = (await takeAll(queue)).filter(isMergeTask);
+    expect(second.map((t) => `${t.merge.level}-${t.merge.group}`)).toEqual(["2-0"]);
+    await run(second);
+
+    await cancelJob(deps, jobId, OUTPUT);
+    expect(await resumeJob(deps, jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).toMatchObject({ kind: "resumed", tasks: 1 });
+    const carried: string[] = [];
+    for await (const { key } of output.list(mergedPrefix(jobId, 1))) carried.push(key.slice(mergedPrefix(jobId, 1).length));
+    expect(carried.sort()).toEqual(["1-0000000.part.json", "1-0000001.part.json", "1-0000002.part.json", "2-0000000.part.json"]);
+    // The last chunk maps; the tree merges only its pair, then the pair above it.
+    await run((await takeAll(queue)).filter(isMapTask));
+    await reduceJob(deps, jobId, { fleet: true });
+    const third = (await takeAll(queue)).filter(isMergeTask);
+    expect(third.map((t) => `${t.merge.level}-${t.merge.group}`)).toEqual(["1-3"]);
+    await run(third);
+    await reduceJob(deps, jobId, { fleet: true });
+    const fourth = (await takeAll(queue)).filter(isMergeTask);
+    expect(fourth.map((t) => `${t.merge.level}-${t.merge.group}`)).toEqual(["2-1"]);
+    await run(fourth);
+    expect((await reduceJob(deps, jobId, { fleet: true })).kind).toBe("succeeded");
+    expect(await readJson(output, OUTPUT.result, z.object({ records: z.number() }))).toEqual({ records: lines.length });
   });
 });

@@ -160,6 +160,47 @@ export const advanceMergeTree = async (
   return { ...(top.size === levels.at(-1)!.groups ? { top } : {}), queued: tasks.length, merged };
 };
 
+/**
+ * A resumed run's merge tree starts from the run before's: each merged part whose map parts all
+ * stay as they were (none of its chunks is mapped again in the new run) is written again under
+ * the new run, its run renamed, so the reducer queues no merge for it. A merge whose chunks are
+ * mapped again, and every merge above it, is done afresh. Returns the merged parts carried.
+ */
+export const carryMergedParts = async (
+  deps: Pick<PipelineDeps, "output">,
+  manifest: Manifest,
+  generation: number,
+  remapped: ReadonlySet<number>,
+): Promise<number> => {
+  const tree = treeOf(manifest);
+  if (!tree) return 0;
+  const { jobId } = manifest;
+  const before = manifest.job.generation ?? 0;
+  const kept = tree.levels.map(() => new Set<number>());
+  for await (const { key } of deps.output.list(mergedPrefix(jobId, before))) {
+    const m = parseMergedKey(key);
+    if (m && m.jobId === jobId && m.generation === before && m.queuedAt === undefined && m.level <= tree.levels.length)
+      kept[m.level - 1]!.add(m.group);
+  }
+  // A group stays as it was while every child does: a map part not mapped again, a merged part carried.
+  const carried: { level: number; group: number }[] = [];
+  for (const level of tree.levels) {
+    const below = level.level === 1 ? undefined : kept[level.level - 2]!;
+    for (const group of [...kept[level.level - 1]!]) {
+      const { from, to } = groupRange(level, tree.fanIn, group);
+      let same = true;
+      for (let i = from; i < to && same; i++) same = below ? below.has(i) : !remapped.has(i);
+      if (same) carried.push({ level: level.level, group });
+      else kept[level.level - 1]!.delete(group);
+    }
+  }
+  await mapInOrder(carried, WRITES_AT_ONCE, async ({ level, group }) => {
+    const part = await readJson(deps.output, mergedKey(jobId, before, level, group), MergedPart);
+    await writeJson(deps.output, mergedKey(jobId, generation, level, group), { ...part, generation });
+  });
+  return carried.length;
+};
+
 /** Map part `index` of a job, as a span; one that names another is refused. */
 export const readPartSpan = async (
   deps: PipelineDeps,

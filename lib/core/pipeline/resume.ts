@@ -2,8 +2,9 @@
  * The resume role (`cloudmill retry`): a failed or cancelled job runs again from where it
  * stopped. Every part already written is kept (parts are a pure function of job and chunk, so
  * they are what a clean run writes); only the tasks with no part are queued, with the limits
- * the request gives. The old end is kept under `_work/<id>/retries/`, then its marker removed,
- * so workers and the reducer treat the job as running again.
+ * the request gives. A merge tree's merged parts over parts that stay are kept too. The old
+ * end is kept under `_work/<id>/retries/`, then its marker removed, so workers and the reducer
+ * treat the job as running again.
  */
 import * as z from "zod";
 import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, pastEndKey, succeededKey } from "../keys.js";
@@ -20,6 +21,7 @@ import { reduceJob } from "./reduce.js";
 import { noteReduceRequeued, reduceStarted, reduceTasksOf } from "./reduceTask.js";
 import { keepAwakeForLease } from "./wake.js";
 import { tasksOf } from "./mapTasks.js";
+import { carryMergedParts } from "./mergeTree.js";
 import { FailureRecord, writeProgress } from "./status.js";
 
 /**
@@ -106,6 +108,8 @@ export const resumeJob = async (
       ? (await tasksOf(deps.output, draft, [failedChunk])).map((t): MapTask => ({ ...t, redo: true }))
       : [];
   const queued = [...tasks, ...redo];
+  // Before anything else changes (a retry of this invocation carries the same parts again).
+  const carried = await carryMergedParts(deps, manifest, generation, new Set(queued.flatMap((t) => (isMapTask(t) ? [t.chunk.index] : []))));
   const resumed: Manifest = { ...draft, resumed: { at: new Date(now).toISOString(), tasks: queued.length } };
 
   // Each step may be redone by a later invocation: the old end is kept first, then the markers
@@ -130,7 +134,7 @@ export const resumeJob = async (
   await enqueueTasks(inLaneOf(deps, resumed).queue, queued);
   await writeProgress(deps, resumed, taskCount(resumed) - queued.length);
   await writeJson(deps.output, manifestKey(jobId), resumed);
-  log.info("job resumed", { tasks: queued.length, of: taskCount(resumed), retries: generation, ...limits });
+  log.info("job resumed", { tasks: queued.length, of: taskCount(resumed), retries: generation, mergesKept: carried, ...limits });
   // Nothing left to map: the merge (or a keyed job's reduce stage) is what failed or was cut short.
   if (queued.length === 0) await reduceJob(deps, jobId, { fleet: true });
   return { kind: "resumed", tasks: queued.length, of: taskCount(resumed) };
