@@ -137,4 +137,19 @@ describe("a worker's small chunks of a built-in op", () => {
     });
     await expect(run).rejects.toMatchObject({ code: ErrorCode.TASK_TIMEOUT });
   });
+
+  it("leaves no timer behind when the op refuses its params as the reading opens", async () => {
+    const { host } = countingHost();
+    const { inputs, queue, deps } = localPipeline(path.join(dir, "refused"));
+    const csv = Buffer.from(`site,value\n${Array.from({ length: 50 }, (_, i) => `s${i % 3},${i}`).join("\n")}\n`);
+    await startJobOver(deps, inputs, csv, "refused", { op: "groupby", format: "csv", params: { key: "station" } }, 256);
+    const [m] = await queue.receive({ maxMessages: 1, waitSeconds: 0 });
+    const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+    const before = timers();
+    await expect(
+      runTask({ ...deps, mappers: host }, TaskMessage.parse(JSON.parse(m!.body)), { ranOn: "fleet", checkOpDigest: false }),
+    ).rejects.toThrow(/station/);
+    // The chunk's time limit (15 minutes) would keep a stopped worker's process alive.
+    expect(timers()).toBe(before);
+  });
 });

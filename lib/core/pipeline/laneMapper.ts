@@ -54,11 +54,14 @@ export const fleetLaneMapper = (options: FleetLaneOptions): LaneMapper => {
   const { host, request, onBadRecord, readerSkips } = options;
   const stop = new AbortController();
   const seconds = request.timeoutSeconds ?? host.taskTimeoutSeconds;
+  const started = Date.now();
   const timer = setTimeout(() => stop.abort(taskTimeoutError(seconds)), seconds * 1000);
 
   let remote: RemoteMapper | undefined;
   const openRemote = (): RemoteMapper => {
-    const opened = host.open(request);
+    // A thread taken on part-way has what is left of the reading's time: its own limit ends it.
+    const left = Math.max(1, Math.ceil(seconds - (Date.now() - started) / 1000));
+    const opened = host.open(left < seconds ? { ...request, timeoutSeconds: left } : request);
     if (opened.signal.aborted) stop.abort(opened.signal.reason);
     else opened.signal.addEventListener("abort", () => stop.abort(opened.signal.reason), { once: true });
     remote = opened;
@@ -98,7 +101,15 @@ export const fleetLaneMapper = (options: FleetLaneOptions): LaneMapper => {
     else openRemote();
   };
   // Known at once: open now, so a thread starts beside the first read and an op's bad params fail here.
-  if (typeof options.inline === "boolean") decide();
+  if (typeof options.inline === "boolean") {
+    try {
+      decide();
+    } catch (err) {
+      // The lane was never handed out, so nothing would close it.
+      clearTimeout(timer);
+      throw err;
+    }
+  }
 
   const withReaderSkips = (mapped: { partial: unknown; skipped: number; first?: CloudmillError | undefined }): RemoteMapped => {
     const reader = readerSkips();
