@@ -3,12 +3,12 @@
  * and S3 Inventory reports (manifest.json and gzip CSV data files built here as S3 writes them:
  * no header, every field quoted, keys URL-encoded with `+` for a space).
  */
-import { createGzip, gzipSync } from "node:zlib";
+import { createGunzip, createGzip, gzipSync } from "node:zlib";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { CloudmillError } from "../../lib/core/errors.js";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { ErrorCode, type CloudmillError } from "../../lib/core/errors.js";
 import {
   batchCsvObjects,
   inventoryObjects,
@@ -109,6 +109,25 @@ describe("manifest inputs", () => {
     await expect(collect(inventoryObjects(gzipSync('"lab","a.txt"\n'), columns, "s3://i/a.csv.gz"))).rejects.toThrow(
       /expected 7 columns, got 2/,
     );
+  });
+
+  it("close the decoding when the reader stops early, and refuse a row no inventory has", async () => {
+    const columns = inventoryReport(report(), "m").columns;
+    const row = (i: number) => `"lab","k${i}.txt","3","2026-11-30T00:00:00.000Z","900150983cd24fb0d6963f7d28e17f72","true","false"\n`;
+    const gunzips = Object.getPrototypeOf(createGunzip()) as { destroy(): unknown };
+    const destroyed = vi.spyOn(gunzips, "destroy");
+    try {
+      const rows = gzipSync(Array.from({ length: 50_000 }, (_, i) => row(i)).join(""));
+      for await (const o of inventoryObjects(rows, columns, "s3://i/a.csv.gz")) if (o.key === "k10.txt") break;
+      expect(destroyed).toHaveBeenCalled();
+    } finally {
+      destroyed.mockRestore();
+    }
+    const long = gzipSync(`${row(0)}"lab","${"x".repeat(3 << 20)}`);
+    await expect(collect(inventoryObjects(long, columns, "s3://i/b.csv.gz"))).rejects.toMatchObject({
+      code: ErrorCode.INVALID_SPEC,
+      context: { input: "s3://i/b.csv.gz", line: 2 },
+    });
   });
 
   it("read an inventory data file that decodes to more than the longest string JavaScript holds", async () => {

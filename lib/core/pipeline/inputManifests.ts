@@ -135,48 +135,56 @@ export const inventoryReport = (json: string, where: string): InventoryReport =>
   return { bucket, files: m.data.files.map((f) => f.key), columns };
 };
 
+/** An inventory row is a few hundred bytes (a key is at most 1,024): a longer "row" is no inventory. */
+const MAX_INVENTORY_ROW = 1 << 20;
+
 /**
  * The lines of gzip-compressed text, decoded as they come: an inventory data file may decode to
  * more than the longest string JavaScript holds (about 512 MiB), so it is never one string.
  */
 const gunzippedLines = async function* (
   gzipped: Buffer,
+  where: string,
 ): AsyncGenerator<{ readonly line: number; readonly row: string; readonly at: number }> {
   const utf8 = new TextDecoder();
   let rest = "";
   let line = 0;
   let at = 0;
+  /** The lines ended in `rest` + `text`: `rest` (the last line so far) holds no newline. */
   const lines = function* (text: string) {
+    const joined = rest + text;
     let from = 0;
-    for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n", from)) {
-      const raw = text.slice(from, nl);
+    for (let nl = joined.indexOf("\n", rest.length); nl >= 0; nl = joined.indexOf("\n", from)) {
+      const raw = joined.slice(from, nl);
       from = nl + 1;
       line++;
       yield { line, row: raw.endsWith("\r") ? raw.slice(0, -1) : raw, at };
       at += raw.length + 1;
     }
-    rest = text.slice(from);
+    rest = joined.slice(from);
+    if (rest.length > MAX_INVENTORY_ROW)
+      throw refuse(where, line + 1, `a row longer than ${MAX_INVENTORY_ROW} characters: not an S3 Inventory CSV`);
   };
-  for await (const piece of Readable.from([gzipped]).pipe(createGunzip()))
-    yield* lines(rest + utf8.decode(piece as Buffer, { stream: true }));
+  // A reader that stops early returns this generator, and the loop's exit ends the stream.
+  for await (const piece of Readable.from([gzipped]).pipe(createGunzip())) yield* lines(utf8.decode(piece as Buffer, { stream: true }));
   rest += utf8.decode();
   if (rest !== "") yield { line: line + 1, row: rest.endsWith("\r") ? rest.slice(0, -1) : rest, at };
 };
 
-/**
- * The current objects of one inventory data file (gzip CSV, no header, keys URL-encoded
- * with `+` for a space), in the file's order and as they are decoded: delete markers and
- * noncurrent versions are left out.
- */
-export const inventoryObjects = async function* (gzipped: Buffer, columns: readonly string[], where: string): AsyncGenerator<ListedObject> {
+/** The current objects among an inventory's rows; see inventoryObjects. */
+const inventoryRows = async function* (
+  rows: AsyncGenerator<{ readonly line: number; readonly row: string; readonly at: number }>,
+  columns: readonly string[],
+  where: string,
+): AsyncGenerator<ListedObject> {
   const at = (name: string): number => columns.indexOf(name);
   const [bucketAt, keyAt, sizeAt, etagAt, latestAt, deletedAt] = ["Bucket", "Key", "Size", "ETag", "IsLatest", "IsDeleteMarker"].map(at);
-  const rows = gunzippedLines(gzipped);
   for (;;) {
     let next: IteratorResult<{ readonly line: number; readonly row: string; readonly at: number }>;
     try {
       next = await rows.next();
     } catch (err) {
+      if (err instanceof CloudmillError) throw err;
       throw new CloudmillError(ErrorCode.BAD_RECORD, `an inventory data file must be gzip CSV: ${(err as Error).message}`, {
         input: where,
       });
@@ -200,5 +208,19 @@ export const inventoryObjects = async function* (gzipped: Buffer, columns: reado
       // S3 quotes the ETags it returns; inventories do not.
       ...(etag !== undefined ? { etag: etag.startsWith('"') ? etag : `"${etag}"` } : {}),
     };
+  }
+};
+
+/**
+ * The current objects of one inventory data file (gzip CSV, no header, keys URL-encoded
+ * with `+` for a space), in the file's order and as they are decoded: delete markers and
+ * noncurrent versions are left out.
+ */
+export const inventoryObjects = async function* (gzipped: Buffer, columns: readonly string[], where: string): AsyncGenerator<ListedObject> {
+  const rows = gunzippedLines(gzipped, where);
+  try {
+    yield* inventoryRows(rows, columns, where);
+  } finally {
+    await rows.return(undefined);
   }
 };
