@@ -15,7 +15,7 @@ import { backedUpTasks, backupRaces, launchBackups, markRunning } from "../../li
 import { parseJobSpec } from "../../lib/core/job/spec.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
-import { exists, readBytes, readJson } from "../../lib/core/pipeline/blobJson.js";
+import { exists, readBytes, readJson, writeJson } from "../../lib/core/pipeline/blobJson.js";
 import { cancelJob } from "../../lib/core/pipeline/cancel.js";
 import { failJob, handleDeadLetter } from "../../lib/core/pipeline/deadLetter.js";
 import { TaskWorker } from "../../lib/aws/TaskWorker.js";
@@ -334,7 +334,8 @@ describe("a resumed job's merge tree", () => {
     expect(await resumeJob(deps, jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).toMatchObject({ kind: "resumed", tasks: 1 });
     const carried: string[] = [];
     for await (const { key } of output.list(mergedPrefix(jobId, 1))) carried.push(key.slice(mergedPrefix(jobId, 1).length));
-    expect(carried.sort()).toEqual(["1-0000000.part.json", "1-0000001.part.json", "1-0000002.part.json", "2-0000000.part.json"]);
+    // The highest merged part of each subtree that stays: level 2's first (over chunks 0-3), and level 1's third (4-5).
+    expect(carried.sort()).toEqual(["1-0000002.part.json", "2-0000000.part.json"]);
     // The last chunk maps; the tree merges only its pair, then the pair above it.
     await run((await takeAll(queue)).filter(isMapTask));
     await reduceJob(deps, jobId, { fleet: true });
@@ -347,5 +348,30 @@ describe("a resumed job's merge tree", () => {
     await run(fourth);
     expect((await reduceJob(deps, jobId, { fleet: true })).kind).toBe("succeeded");
     expect(await readJson(output, OUTPUT.result, z.object({ records: z.number() }))).toEqual({ records: lines.length });
+  });
+});
+
+describe("a reducer woken while a resume is under way", () => {
+  it("judges nothing by the run before's deadline once the resume has begun", async () => {
+    let clock = Date.parse("2026-12-05T10:00:00Z");
+    const root = path.join(dir, "gap");
+    const { inputs, output, queue, deps } = localPipeline(root, { now: () => clock });
+    const jobId = "gap-1";
+    const bytes = Buffer.from(Array.from({ length: 400 }, (_, i) => `line ${i}\n`).join(""));
+    await startJobOver(deps, inputs, bytes, jobId, { op: "count", fanIn: 2 }, Math.ceil(bytes.length / 8));
+    const tasks = await takeAll(queue);
+    for (const t of tasks.slice(0, 4)) await runTask(deps, t, { checkOpDigest: false });
+    // Past its deadline the job fails.
+    clock += 2 * 3600_000;
+    expect((await reduceJob(deps, jobId, { fleet: true })).kind).toBe("ended");
+    expect(await exists(output, failureKey(jobId))).toBe(true);
+    // A resume's first steps, as resumeJob takes them: the old end kept, its marker removed; the new manifest not yet written.
+    const failure = await readJson(output, failureKey(jobId), z.unknown());
+    await writeJson(output, pastEndKey(jobId, 1), { failure });
+    await output.delete(failureKey(jobId));
+    // A part event wakes the reducer in that moment: it must not fail the job by the old deadline.
+    expect((await reduceJob(deps, jobId, { fleet: true })).kind).toBe("incomplete");
+    expect(await exists(output, failureKey(jobId))).toBe(false);
+    expect((await takeAll(queue)).filter(isMergeTask)).toEqual([]);
   });
 });

@@ -14,7 +14,7 @@ import { appendAll } from "../appendAll.js";
 import { mapInOrder } from "../mapInOrder.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { readJson, readJsonIfExists, writeJson } from "./blobJson.js";
-import { CloudmillError, ErrorCode } from "../errors.js";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { MergedPart, spanOfMerged, spanOfPart, type Span } from "./spans.js";
 import { Part } from "./part.js";
 import type { SpanSource } from "./partMerge.js";
@@ -133,13 +133,19 @@ export const advanceMergeTree = async (
     if (m.queuedAt === undefined) done[m.level - 1]!.set(m.group, key);
     else queuedAt[m.level - 1]!.set(m.group, Math.max(m.queuedAt, queuedAt[m.level - 1]!.get(m.group) ?? 0));
   }
+  /** Whether a merged part above the group exists (a resume kept it: carryMergedParts): nothing under it is merged again. */
+  const covered = (level: number, group: number): boolean => {
+    for (let above = level + 1, g = Math.floor(group / fanIn); above <= levels.length; above++, g = Math.floor(g / fanIn))
+      if (done[above - 1]!.has(g)) return true;
+    return false;
+  };
   const tasks: MergeTask[] = [];
   const expired: MergeTask[] = [];
   for (const level of options.queue ? levels : []) {
     const below = level.level === 1 ? mapParts : done[level.level - 2]!;
     for (let group = 0; group < level.groups; group++) {
       const queued = queuedAt[level.level - 1]!.get(group);
-      if (done[level.level - 1]!.has(group) || (queued !== undefined && now - queued < lease)) continue;
+      if (done[level.level - 1]!.has(group) || covered(level.level, group) || (queued !== undefined && now - queued < lease)) continue;
       const { from, to } = groupRange(level, fanIn, group);
       let ready = true;
       for (let i = from; i < to && ready; i++) ready = below.has(i);
@@ -160,11 +166,17 @@ export const advanceMergeTree = async (
   return { ...(top.size === levels.at(-1)!.groups ? { top } : {}), queued: tasks.length, merged };
 };
 
+/** Merged parts a resume keeps at most: the rest are merged again (a resume must finish within its function's time). */
+const MAX_CARRIED = 10_000;
+
 /**
  * A resumed run's merge tree starts from the run before's: each merged part whose map parts all
- * stay as they were (none of its chunks is mapped again in the new run) is written again under
- * the new run, its run renamed, so the reducer queues no merge for it. A merge whose chunks are
- * mapped again, and every merge above it, is done afresh. Returns the merged parts carried.
+ * stay as they were (none of its chunks is mapped again in the new run) is kept, written again
+ * under the new run with its run renamed. Only the highest such part of each unchanged subtree
+ * is written (the reducer merges nothing under a merged part that exists: advanceMergeTree), the
+ * highest levels first, at most MAX_CARRIED; one that cannot be read as this version reads
+ * merged parts is merged again. A merge whose chunks are mapped again, and every merge above
+ * it, is done afresh. Returns the merged parts kept.
  */
 export const carryMergedParts = async (
   deps: Pick<PipelineDeps, "output">,
@@ -182,23 +194,33 @@ export const carryMergedParts = async (
     if (m && m.jobId === jobId && m.generation === before && m.queuedAt === undefined && m.level <= tree.levels.length)
       kept[m.level - 1]!.add(m.group);
   }
-  // A group stays as it was while every child does: a map part not mapped again, a merged part carried.
-  const carried: { level: number; group: number }[] = [];
+  // A group stays as it was while every child does: a map part not mapped again, a merged part kept.
   for (const level of tree.levels) {
     const below = level.level === 1 ? undefined : kept[level.level - 2]!;
     for (const group of [...kept[level.level - 1]!]) {
       const { from, to } = groupRange(level, tree.fanIn, group);
       let same = true;
       for (let i = from; i < to && same; i++) same = below ? below.has(i) : !remapped.has(i);
-      if (same) carried.push({ level: level.level, group });
-      else kept[level.level - 1]!.delete(group);
+      if (!same) kept[level.level - 1]!.delete(group);
     }
   }
-  await mapInOrder(carried, WRITES_AT_ONCE, async ({ level, group }) => {
-    const part = await readJson(deps.output, mergedKey(jobId, before, level, group), MergedPart);
+  const roots: { level: number; group: number }[] = [];
+  for (let level = tree.levels.length; level >= 1 && roots.length < MAX_CARRIED; level--)
+    for (const group of kept[level - 1]!)
+      if (level === tree.levels.length || !kept[level]!.has(Math.floor(group / tree.fanIn))) roots.push({ level, group });
+  const carried = await mapInOrder(roots.slice(0, MAX_CARRIED), WRITES_AT_ONCE, async ({ level, group }) => {
+    let part: MergedPart;
+    try {
+      part = await readJson(deps.output, mergedKey(jobId, before, level, group), MergedPart);
+    } catch (err) {
+      // S3 failing us fails the resume (its retry carries again); a part this version cannot read is merged again.
+      if (toCloudmillError(err).code === ErrorCode.ENVIRONMENT) throw err;
+      return 0;
+    }
     await writeJson(deps.output, mergedKey(jobId, generation, level, group), { ...part, generation });
+    return 1;
   });
-  return carried.length;
+  return carried.reduce<number>((a, b) => a + b, 0);
 };
 
 /** Map part `index` of a job, as a span; one that names another is refused. */

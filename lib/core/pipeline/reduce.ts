@@ -123,6 +123,10 @@ export const reduceJob = async (
     return { kind: "already-succeeded", status: succeeded };
   }
   if ((await exists(deps.output, failureKey(jobId))) || (await exists(deps.output, cancelKey(jobId)))) return { kind: "ended" };
+  // A resume of this run has begun (its end is kept, its markers may be gone, the new manifest
+  // not written yet): nothing is judged by this run's deadline and limits, nor merged for it.
+  if (await exists(deps.output, pastEndKey(jobId, (manifest.job.generation ?? 0) + 1)))
+    return { kind: "incomplete", done: 0, chunks: taskCount(manifest) };
 
   const listed = await listParts(deps, jobId);
   const partitions = manifest.job.partitions;
@@ -174,8 +178,7 @@ export const reduceJob = async (
     await writeProgress(deps, manifest, done);
     return { kind: "incomplete", done, chunks: taskCount(manifest), progress };
   }
-  // A resume of this run has begun (its end is kept, the new manifest not yet written): the
-  // next run merges afresh, from the part it maps again.
+  // A resume that began since the check above: the next run merges, from the parts it maps again.
   if (merging && (await exists(deps.output, pastEndKey(jobId, (manifest.job.generation ?? 0) + 1))))
     return { kind: "incomplete", done, chunks: taskCount(manifest) };
 
