@@ -6,7 +6,7 @@ import type { BlobStore, GetOptions } from "../ports.js";
 import { backoffMs, sleep, type Backoff } from "../sleep.js";
 
 /** Attempts of a whole read (the SDK retries requests, but not a body that fails part-way). */
-const READ_ATTEMPTS = 3;
+export const READ_ATTEMPTS = 3;
 const READ_BACKOFF: Backoff = { baseMs: 50, factor: 4, capMs: 10_000, jitter: "half" };
 
 /**
