@@ -332,10 +332,20 @@ describe("a resumed job's merge tree", () => {
 
     await cancelJob(deps, jobId, OUTPUT);
     expect(await resumeJob(deps, jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).toMatchObject({ kind: "resumed", tasks: 1 });
-    const carried: string[] = [];
-    for await (const { key } of output.list(mergedPrefix(jobId, 1))) carried.push(key.slice(mergedPrefix(jobId, 1).length));
+    const carried = async (generation: number): Promise<string[]> => {
+      const keys: string[] = [];
+      for await (const { key } of output.list(mergedPrefix(jobId, generation)))
+        keys.push(key.slice(mergedPrefix(jobId, generation).length));
+      return keys.sort();
+    };
     // The highest merged part of each subtree that stays: level 2's first (over chunks 0-3), and level 1's third (4-5).
-    expect(carried.sort()).toEqual(["1-0000002.part.json", "2-0000000.part.json"]);
+    expect(await carried(1)).toEqual(["1-0000002.part.json", "2-0000000.part.json"]);
+    // Cancelled and resumed again before the last chunk maps: the same parts are kept, though the
+    // first resume wrote no part under level 2's first.
+    await takeAll(queue);
+    await cancelJob(deps, jobId, OUTPUT);
+    expect(await resumeJob(deps, jobId, { after: 1 }, { jobDeadlineSeconds: 600 })).toMatchObject({ kind: "resumed", tasks: 1 });
+    expect(await carried(2)).toEqual(["1-0000002.part.json", "2-0000000.part.json"]);
     // The last chunk maps; the tree merges only its pair, then the pair above it.
     await run((await takeAll(queue)).filter(isMapTask));
     await reduceJob(deps, jobId, { fleet: true });

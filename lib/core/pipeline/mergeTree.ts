@@ -194,16 +194,10 @@ export const carryMergedParts = async (
     if (m && m.jobId === jobId && m.generation === before && m.queuedAt === undefined && m.level <= tree.levels.length)
       kept[m.level - 1]!.add(m.group);
   }
-  // A group stays as it was while every child does: a map part not mapped again, a merged part kept.
-  for (const level of tree.levels) {
-    const below = level.level === 1 ? undefined : kept[level.level - 2]!;
-    for (const group of [...kept[level.level - 1]!]) {
-      const { from, to } = groupRange(level, tree.fanIn, group);
-      let same = true;
-      for (let i = from; i < to && same; i++) same = below ? below.has(i) : !remapped.has(i);
-      if (!same) kept[level.level - 1]!.delete(group);
-    }
-  }
+  // A group stays as it was while none of its chunks is mapped again: level L's group g holds
+  // chunks g × fanIn^L up to (g + 1) × fanIn^L (groups are consecutive at every level).
+  for (const chunk of remapped)
+    for (const level of tree.levels) kept[level.level - 1]!.delete(Math.floor(chunk / tree.fanIn ** level.level));
   const roots: { level: number; group: number }[] = [];
   for (let level = tree.levels.length; level >= 1 && roots.length < MAX_CARRIED; level--)
     for (const group of kept[level - 1]!)
