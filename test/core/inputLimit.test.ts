@@ -16,7 +16,7 @@ import { resolveS3Inputs } from "../../lib/core/pipeline/resolveInputs.js";
 import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
 import { handleObjectCreated } from "../../lib/core/pipeline/trigger.js";
-import type { BlobStore } from "../../lib/core/ports.js";
+import type { BlobStore, GetOptions } from "../../lib/core/ports.js";
 import { localPipeline, OUTPUT } from "../helpers/jobs.js";
 
 let dir: string;
@@ -73,6 +73,28 @@ describe("a job's inputs", () => {
     expect(err).toMatchObject({ code: "INVALID_SPEC", context: { input: "s3://lab-in/lists/batch.csv" } });
     expect(s.seen.heads).toBe(10);
   });
+
+  it("a list or Batch Operations CSV past the longest string JavaScript holds is refused by the limit, unread past it", async () => {
+    const s = await setUp("huge", 25);
+    // 600 MiB of rows (a string holds at most 2^29 - 24 characters), served from memory.
+    const huge = Buffer.alloc(600 * 2 ** 20, "lab-in,plate/img-00.txt\n");
+    const store = s.deps.inputStore();
+    const serving: BlobStore = Object.assign(Object.create(store) as BlobStore, {
+      async get(key: string, options?: GetOptions) {
+        if (!key.startsWith("lists/huge")) return store.get(key, options);
+        return (async function* () {
+          yield huge;
+        })();
+      },
+    });
+    const deps = { ...s.deps, inputStore: () => serving };
+    for (const manifest of ["manifest:s3://lab-in/lists/huge.csv", "manifest:s3://lab-in/lists/huge.txt"]) {
+      const err = await resolveS3Inputs(deps, [manifest]).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: "INVALID_SPEC", context: { field: "inputs", input: manifest.slice("manifest:".length) } });
+      expect((err as Error).message).toMatch(/^more than 25 inputs/);
+    }
+    expect(s.seen.heads).toBe(0);
+  }, 60_000);
 
   it("a job spec past the limit fails with that line in its status, and starts nothing", async () => {
     const s = await setUp("spec", 25);

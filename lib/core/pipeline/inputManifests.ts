@@ -43,13 +43,32 @@ export interface ListedEntry {
 const refuse = (where: string, line: number | undefined, message: string): CloudmillError =>
   new CloudmillError(ErrorCode.INVALID_SPEC, message, { input: where, ...(line !== undefined ? { line } : {}) });
 
-/** A plain list's entries: one per line, trimmed, blank lines and `#` comments skipped. */
-export const listEntries = (text: string): ListedEntry[] => {
+/**
+ * A file's lines, each decoded alone, with its byte offset: a manifest may hold more than the
+ * longest string JavaScript holds (about 512 MiB), so it is never one string.
+ */
+const linesOf = function* (file: string | Uint8Array): Generator<{ readonly line: number; readonly row: string; readonly at: number }> {
+  const bytes = typeof file === "string" ? Buffer.from(file) : Buffer.from(file.buffer, file.byteOffset, file.byteLength);
+  let line = 0;
+  for (let from = 0; from < bytes.length; ) {
+    const nl = bytes.indexOf(0x0a, from);
+    const end = nl < 0 ? bytes.length : nl;
+    const row = bytes.toString("utf8", from, end > from && bytes[end - 1] === 0x0d ? end - 1 : end);
+    yield { line: ++line, row, at: from };
+    from = end + 1;
+  }
+};
+
+/**
+ * A plain list's entries: one per line, trimmed, blank lines and `#` comments skipped; past
+ * `max` entries the list is read no further (one more is returned, for the caller to refuse).
+ */
+export const listEntries = (file: string | Uint8Array, max = Number.POSITIVE_INFINITY): ListedEntry[] => {
   const out: ListedEntry[] = [];
-  const lines = text.split("\n");
-  for (const [i, raw] of lines.entries()) {
-    const entry = raw.trim();
-    if (entry !== "" && !entry.startsWith("#")) out.push({ line: i + 1, text: entry });
+  for (const { line, row } of linesOf(file)) {
+    const entry = row.trim();
+    if (entry !== "" && !entry.startsWith("#")) out.push({ line, text: entry });
+    if (out.length > max) break;
   }
   return out;
 };
@@ -74,20 +93,20 @@ const decodeKey = (encoded: string, plusIsSpace: boolean, where: string, line: n
 const CSV = { separator: ",", quote: '"' } as const;
 
 /** The fields of each non-blank row of a manifest's CSV (no quoted newlines), with its line number. */
-const csvRows = function* (text: string): Generator<{ readonly line: number; readonly row: string; readonly fields: string[] }> {
-  let offset = 0;
-  for (const [i, raw] of text.split("\n").entries()) {
-    const row = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
-    const at = offset;
-    offset += raw.length + 1;
-    if (row.trim() !== "") yield { line: i + 1, row, fields: parseCsvRecord(row, at, CSV) };
-  }
+const csvRows = function* (
+  file: string | Uint8Array,
+): Generator<{ readonly line: number; readonly row: string; readonly fields: string[] }> {
+  for (const { line, row, at } of linesOf(file)) if (row.trim() !== "") yield { line, row, fields: parseCsvRecord(row, at, CSV) };
 };
 
-/** Rows of an S3 Batch Operations CSV manifest: `bucket,key` (a third column, a version, is refused). */
-export const batchCsvObjects = (text: string, where: string): ListedObject[] => {
+/**
+ * Rows of an S3 Batch Operations CSV manifest: `bucket,key` (a third column, a version, is
+ * refused); past `max` rows the file is read no further (one more is returned, for the caller to refuse).
+ */
+export const batchCsvObjects = (file: string | Uint8Array, where: string, max = Number.POSITIVE_INFINITY): ListedObject[] => {
   const out: ListedObject[] = [];
-  for (const { line, row, fields } of csvRows(text)) {
+  for (const { line, row, fields } of csvRows(file)) {
+    if (out.length >= max + 1) break;
     if (fields.length > 2 && fields[2] !== "") throw refuse(where, line, "object versions are not supported: list bucket,key only");
     const [bucket, key] = fields;
     if (!bucket || !key) throw refuse(where, line, `expected bucket,key, got ${JSON.stringify(row.slice(0, 80))}`);

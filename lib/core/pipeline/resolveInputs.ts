@@ -31,6 +31,11 @@ class InputBudget {
   #found = 0;
   constructor(readonly max: number) {}
 
+  /** Inputs still to be had. */
+  get room(): number {
+    return this.max - this.#found;
+  }
+
   take(uri: string): void {
     if (++this.#found > this.max) throw tooManyInputs(this.max, uri);
   }
@@ -125,7 +130,7 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget)
       const e = toCloudmillError(err);
       throw e.code === ErrorCode.ENVIRONMENT ? e : new CloudmillError(e.code, e.message, { input: s3Uri(b, k) });
     });
-  const text = (await read(bucket, key)).toString("utf8");
+  const file = await read(bucket, key);
   const flat = (lists: InputObject[][]): InputObject[] => {
     const all = lists.flat();
     if (all.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "the manifest lists no inputs", { input: where });
@@ -134,7 +139,7 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget)
   switch (manifestKind(where)) {
     case "list": {
       // Each line is at least one input: a list that is too long is refused before any is looked up.
-      const entries = listEntries(text);
+      const entries = listEntries(file, budget.room);
       budget.expect(entries.length, where);
       return flat(
         await mapInOrder(entries, MANIFEST_CONCURRENCY, async ({ line, text: entry }) => {
@@ -148,12 +153,12 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget)
       );
     }
     case "batch-csv": {
-      const objects = batchCsvObjects(text, where);
+      const objects = batchCsvObjects(file, where, budget.room);
       budget.expect(objects.length, where);
       return flat(await mapInOrder(objects, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, where, o, false, budget)));
     }
     case "inventory": {
-      const report = inventoryReport(text, where);
+      const report = inventoryReport(file.toString("utf8"), where);
       const out: InputObject[] = [];
       // One data file at a time, its rows taken as they are decoded: memory holds the file's
       // compressed bytes and a batch of rows beside the list, and the limit is met as it is reached.
