@@ -300,13 +300,13 @@ export const createDevResources = async (
   };
 };
 
+/** fauxqs's SendMessage action, as its router calls it with a request's fields. */
+type SendMessageAction = (body: { readonly QueueUrl: string; readonly MessageBody: string }, store: SqsStore) => unknown;
+
 /**
  * fauxqs's stores, with S3 listing in byte order. The store classes are not exported by the
  * package, so they are loaded from beside its entry point (fauxqs is pinned at 1.9.2).
  */
-/** fauxqs's SendMessage action, as its router calls it with a request's fields. */
-type SendMessageAction = (body: { readonly QueueUrl: string; readonly MessageBody: string }, store: SqsStore) => unknown;
-
 const loadStores = async (): Promise<{ readonly stores: Stores; readonly sendMessage: SendMessageAction }> => {
   const entry = import.meta.resolve("fauxqs");
   const load = async <T>(path: string, name: string): Promise<new () => T> => {

@@ -163,14 +163,14 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget)
       // One data file at a time, its rows taken as they are decoded: memory holds the file's
       // compressed bytes and a batch of rows beside the list, and the limit is met as it is reached.
       for (const name of report.files) {
-        const file = s3Uri(report.bucket, name);
+        const dataFile = s3Uri(report.bucket, name);
         let batch: ListedObject[] = [];
         const resolveBatch = async (): Promise<void> => {
-          for (const listed of await mapInOrder(batch, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, file, o, true, budget)))
+          for (const listed of await mapInOrder(batch, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, dataFile, o, true, budget)))
             appendAll(out, listed);
           batch = [];
         };
-        for await (const listed of inventoryObjects(await read(report.bucket, name), report.columns, file)) {
+        for await (const listed of inventoryObjects(await read(report.bucket, name), report.columns, dataFile)) {
           batch.push(listed);
           if (batch.length >= INVENTORY_BATCH) await resolveBatch();
         }
