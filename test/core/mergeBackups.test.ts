@@ -46,6 +46,10 @@ const slowParts = (store: BlobStore, prefix: string, delayMs: number): BlobStore
     },
   });
 
+/** Waits for a task's running marker: its worker writes it at a heartbeat. */
+const untilMarkedRunning = (output: BlobStore, jobId: string, index: number): Promise<true> =>
+  waitFor("the merge task's running marker", async () => ((await output.head(runningKey(jobId, index))) ? true : undefined), 20_000, 50);
+
 const eventOf = (bucket: string, key: string) => ({
   Records: [
     {
@@ -80,12 +84,7 @@ describe("a straggling merge task", () => {
     const index = mergeTaskIndex(mergeLevels(8, 2), 8, 1, 3);
     expect(index).toBe(11);
     try {
-      await waitFor(
-        "the merge task's running marker",
-        async () => ((await output.head(runningKey(jobId, index))) ? true : undefined),
-        20_000,
-        50,
-      );
+      await untilMarkedRunning(output, jobId, index);
       // The reducer, woken by the marker a minute on: the copy is queued once, however often it is woken.
       const later = { ...deps, now: () => Date.now() + 60_000 };
       await reducerHandler(later)(eventOf(output.name, runningKey(jobId, index)));
@@ -156,12 +155,7 @@ describe("a straggling merge task", () => {
     worker.start();
     const index = mergeTaskIndex(mergeLevels(8, 2), 8, 1, merge!.merge.group);
     try {
-      await waitFor(
-        "the merge task's running marker",
-        async () => ((await output.head(runningKey(jobId, index))) ? true : undefined),
-        20_000,
-        50,
-      );
+      await untilMarkedRunning(output, jobId, index);
     } finally {
       release();
       await worker.stop(10_000);
