@@ -19,6 +19,7 @@ import { Construct } from "constructs";
 import { DEFAULTS, MiB, type Role } from "../lib/core/constants.js";
 import {
   cancelKey,
+  CHUNK_PART_PATTERN,
   failureKey,
   FLEET_PREFIX,
   ITEM_OUTPUT_PATTERNS,
@@ -373,6 +374,11 @@ export class CloudmillPipeline extends Construct {
           "that key only.",
       ],
       [
+        this.outputBucket.arnForObjects(CHUNK_PART_PATTERN),
+        "A retry of a job whose merge failed on a chunk's part maps that chunk again and first removes its part, " +
+          "_work/<jobId>/parts/<chunk>.part.json, for job ids made at run time; chunk parts only.",
+      ],
+      [
         usageReports,
         "Each worker writes its usage report as _fleet/<task id>.json (task ids made at run time); only that folder, kept a day.",
       ],
@@ -432,12 +438,13 @@ export class CloudmillPipeline extends Construct {
     allow(this.splitter, "QueueChunks", ["sqs:SendMessage"], taskQueues);
     // A resume that queues no chunk sends the reducer its first wake-up (wake.ts).
     allow(this.splitter, "WakeReducer", ["sqs:SendMessage"], [this.partsQueue.queueArn]);
-    // A retry request (_retries/<jobId>.json) resumes a failed or cancelled job: its end marker goes.
+    // A retry request (_retries/<jobId>.json) resumes a failed or cancelled job: its end marker
+    // goes, and so does the part of a chunk it maps again (a merge failed on it).
     allow(
       this.splitter,
       "ResumeJobs",
       ["s3:DeleteObject"],
-      [failureKey("*"), cancelKey("*")].map((k) => this.outputBucket.arnForObjects(k)),
+      [failureKey("*"), cancelKey("*"), CHUNK_PART_PATTERN].map((k) => this.outputBucket.arnForObjects(k)),
     );
     // A small job is mapped where it starts: the splitter writes its parts (under _work/, above).
     // An idle fleet is woken at once: this stack's worker service, and no other.

@@ -117,6 +117,8 @@ const pad = (index: number): string => String(index).padStart(7, "0");
 
 /** A part's key is a pure function of (job id, chunk index): a repeated task rewrites the same key. */
 export const partKey = (jobId: string, index: number): string => `${partsPrefix(jobId)}${pad(index)}${PART_SUFFIX}`;
+/** Every chunk's part of every job, as an IAM resource pattern. */
+export const CHUNK_PART_PATTERN = `${partsPrefix("*")}*${PART_SUFFIX}`;
 export const chunkErrorKey = (jobId: string, index: number): string => `${errorsPrefix(jobId)}${pad(index)}.json`;
 
 /** A map task's shuffle output for one reading of its chunk (0: as read; 1: as if inside CSV quotes). */

@@ -220,11 +220,43 @@ describe("resuming a job", () => {
       tasks: 1,
       of: CHUNKS,
     });
+    // A reducer woken before the redo ends (by a kept merge's event, say) must not merge the old part.
+    await reduceJob(s.deps, s.jobId);
+    expect(await exists(s.output, `_work/${s.jobId}/succeeded.json`)).toBe(false);
+    expect(await exists(s.output, failureKey(s.jobId))).toBe(false);
     const [redo] = await work(s);
     expect(redo).toMatchObject({ chunk: { index: 2 }, redo: true, job: { maxRecordBytes: 4 * 1024 * 1024, generation: 1 } });
     expect((await readBytes(s.output, partKey(s.jobId, 2))).toString("utf8")).not.toContain("stale");
     await reduceJob(s.deps, s.jobId);
     expect(await readJson(s.output, OUTPUT.status, JobStatus)).toMatchObject({ state: "succeeded" });
+    expectMatchesReference("wordcount", { k: "0" }, TEXT, await readJson(s.output, OUTPUT.result, z.unknown()));
+  });
+
+  it("a resume cut short after it removed a redone chunk's part queues that chunk when it is retried", async () => {
+    const s = await setUp("redo-cut");
+    await work(s);
+    const manifest = await readJson(s.output, manifestKey(s.jobId), Manifest);
+    await failJob(
+      s.deps,
+      { jobId: s.jobId, output: OUTPUT, chunks: CHUNKS, done: CHUNKS, startedAt: manifest.createdAt },
+      new CloudmillError(ErrorCode.BAD_RECORD, "record longer than 1048576 bytes (maxRecordBytes)", { chunk: 2, input: "data.txt" }),
+    );
+    // The first invocation dies once the part is gone, before the failure marker goes.
+    const deps: SplitDeps = {
+      ...s.deps,
+      output: Object.assign(Object.create(s.output) as FsBlobStore, {
+        delete: async (key: string) => {
+          await s.output.delete(key);
+          if (key === failureKey(s.jobId)) throw new Error("invocation timed out");
+        },
+      }),
+    };
+    await expect(resumeJob(deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).rejects.toThrow("invocation timed out");
+    expect(await exists(s.output, partKey(s.jobId, 2))).toBe(false);
+    expect(await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).toEqual({ kind: "resumed", tasks: 1, of: CHUNKS });
+    expect((await work(s)).map((t) => t.chunk.index)).toEqual([2]);
+    await reduceJob(s.deps, s.jobId);
+    expectMatchesReference("wordcount", { k: "0" }, TEXT, await readJson(s.output, OUTPUT.result, z.unknown()));
   });
 
   it("a job that skips bad records keeps its record bound: a new one would mix two answers", async () => {

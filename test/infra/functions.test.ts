@@ -162,8 +162,8 @@ describe("least privilege", () => {
     expect(grantsOf(template, "PipelineSplitterRole")).toEqual({
       "ecs:DescribeServices": [service],
       "ecs:UpdateService": [service],
-      // A retry removes a failed or cancelled job's end marker; nothing else is ever deleted.
-      "s3:DeleteObject": [`${output}/_work/*/cancelled.json`, `${output}/_work/*/failure.json`],
+      // A retry removes a failed or cancelled job's end marker, and the part of a chunk it maps again; nothing else.
+      "s3:DeleteObject": [`${output}/_work/*/cancelled.json`, `${output}/_work/*/failure.json`, `${output}/_work/*/parts/*.part.json`],
       "logs:CreateLogStream": [`<${resource(template, "AWS::Logs::LogGroup", "PipelineSplitterLogs").id}>`],
       "logs:PutLogEvents": [`<${resource(template, "AWS::Logs::LogGroup", "PipelineSplitterLogs").id}>`],
       "s3:GetObject": [`${input}/*`, `${output}/*/status.json`, `${output}/_work/*`].sort(),

@@ -128,6 +128,7 @@ describe("the reviewed list of acknowledged findings (a named lab)", () => {
         "AwsSolutions-IAM5[Resource::<PipelineOutputBucket.Arn>/_jobs/*] @ Pipeline/SplitterRole",
         "AwsSolutions-IAM5[Resource::<PipelineOutputBucket.Arn>/_work/*/cancelled.json] @ Pipeline/SplitterRole",
         "AwsSolutions-IAM5[Resource::<PipelineOutputBucket.Arn>/_work/*/failure.json] @ Pipeline/SplitterRole",
+        "AwsSolutions-IAM5[Resource::<PipelineOutputBucket.Arn>/_work/*/parts/*.part.json] @ Pipeline/SplitterRole",
         "AwsSolutions-IAM5[Resource::<PipelineOutputBucket.Arn>/_work/*/spill/*] @ Pipeline/Workers/TaskRole",
         "AwsSolutions-IAM5[Resource::<PipelineOutputBucket.Arn>/_work/*] @ Pipeline/DeadLettersRole",
         "AwsSolutions-IAM5[Resource::<PipelineOutputBucket.Arn>/_work/*] @ Pipeline/ReducerRole",

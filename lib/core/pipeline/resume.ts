@@ -7,7 +7,7 @@
  * treat the job as running again.
  */
 import * as z from "zod";
-import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, pastEndKey, succeededKey } from "../keys.js";
+import { cancelKey, failureKey, manifestKey, parsePartKey, partKey, partsPrefix, pastEndKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { isMapTask, Manifest, taskCount, type MapTask, type TaskMessage } from "../job/manifest.js";
 import { JobSpecSchema } from "../job/spec.js";
@@ -117,6 +117,10 @@ export const resumeJob = async (
   // which clients watch, counts the resume last, after the status says running. Its own reduce
   // after that is not redone by a retry; the reducer's wake-ups do it.
   await writeJson(deps.output, pastEndKey(jobId, generation), ended);
+  // The part a redo replaces goes first: a reducer woken before the redo ends (by the kept merges'
+  // events, say) then waits for the new part instead of merging the old one. A retry of this
+  // invocation finds the chunk without a part and queues it as any missing chunk.
+  for (const t of redo) await deps.output.delete(partKey(jobId, t.chunk.index));
   await deps.output.delete(failureKey(jobId));
   await deps.output.delete(cancelKey(jobId));
   if (queued.length > 0 && deps.fleet) {
