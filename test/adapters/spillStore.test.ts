@@ -7,10 +7,13 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { SpillStore, spillFolder } from "../../lib/aws/SpillStore.js";
 import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { collect, describeBlobStoreContract } from "../contract/blobStoreContract.js";
+
+const ROOT = join(import.meta.dirname, "../..");
 
 const tempRoot = (): Promise<string> => mkdtemp(join(tmpdir(), "cloudmill-spill-store-"));
 
@@ -81,6 +84,56 @@ describe("SpillStore", () => {
     // Once both are written, the room is the disk's to tell again.
     await s.store.put(`${prefix}c/run-00000`, Buffer.alloc(3000, 3));
     expect(await filesUnder(join(s.root, "disk"))).toHaveLength(2);
+  });
+
+  it("a run the disk cannot hold after all (it filled since its free space was read) goes to the fallback; a stream fails, leaving nothing", async () => {
+    const root = await tempRoot();
+    cleanups.push(() => rm(root, { recursive: true, force: true }));
+    const disk = join(root, "disk");
+    await mkdir(disk);
+    // A real full disk: a 64 KiB tmpfs in a mount namespace of its own, no privilege needed.
+    // The free space is read as 1 MiB, as a reading taken before another task filled the disk.
+    const script = join(root, "spill.mjs");
+    const dist = (m: string) => JSON.stringify(pathToFileURL(join(ROOT, "dist/lib", m)).href);
+    await writeFile(
+      script,
+      `import { readdirSync } from "node:fs";
+import { SpillStore } from ${dist("aws/SpillStore.js")};
+import { FsBlobStore } from ${dist("fs/FsBlobStore.js")};
+const [disk, s3] = process.argv.slice(2);
+const store = new SpillStore({ dir: disk, fallback: new FsBlobStore(s3), reserveBytes: 0, freeBytes: async () => 1 << 20 });
+const out = {};
+await store.put("_work/j/spill/00000/small", Buffer.alloc(1000, 1));
+await store.put("_work/j/spill/00000/big", Buffer.alloc(200 * 1024, 2));
+const chunks = [];
+for await (const c of await store.get("_work/j/spill/00000/big")) chunks.push(c);
+out.readBack = Buffer.concat(chunks).equals(Buffer.alloc(200 * 1024, 2));
+out.listed = [];
+for await (const o of store.list("_work/j/")) out.listed.push(o.key);
+const stream = async function* () { for (let i = 0; i < 100; i++) yield Buffer.alloc(4096, 3); };
+out.stream = await store.put("_work/j/spill/00001/streamed", stream(), { sizeAtMost: 100 * 4096 }).then(() => "written", (e) => e.message);
+out.onDisk = readdirSync(disk, { recursive: true }).sort();
+process.stdout.write(JSON.stringify(out));
+`,
+    );
+    const s3 = join(root, "s3");
+    const run = spawnSync(
+      "unshare",
+      ["-rm", "sh", "-c", 'mount -t tmpfs -o size=64k none "$1" && exec node "$2" "$1" "$3"', "sh", disk, script, s3],
+      {
+        encoding: "utf8",
+      },
+    );
+    expect(run.stderr).toBe("");
+    const out = JSON.parse(run.stdout) as { readBack: boolean; listed: string[]; stream: string; onDisk: string[] };
+    expect(out.readBack).toBe(true);
+    expect(out.listed).toEqual(["_work/j/spill/00000/big", "_work/j/spill/00000/small"]);
+    expect(await filesUnder(s3)).toEqual(["_work/j/spill/00000/big"]);
+    // A stream is spent once it has been written from: it cannot be sent elsewhere, so its put fails.
+    expect(out.stream).toMatch(/ENOSPC/);
+    expect(out.stream).toContain("streamed");
+    // Nothing half-written stays on the disk: only the run that fitted, and its folders.
+    expect(out.onDisk.filter((f) => !/^_work(\/j(\/spill(\/0000[01])?)?)?$/.test(f))).toEqual(["_work/j/spill/00000/small"]);
   });
 
   it("a worker's spill folder is its own, and the folders of workers that are gone are removed first", async () => {
