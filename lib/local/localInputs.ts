@@ -52,7 +52,7 @@ export const expandLocalManifests = async (inputs: readonly string[]): Promise<s
     const file = await readFile(where).catch(() => {
       throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such manifest file", { input: where });
     });
-    const entries = listEntries(file);
+    const entries = listEntries(file, where);
     if (entries.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "the manifest lists no inputs", { input: where });
     for (const { line, text: entry } of entries) {
       if (isManifestInput(entry) || entry.startsWith("s3://"))

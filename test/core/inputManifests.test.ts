@@ -49,7 +49,7 @@ describe("manifest inputs", () => {
   });
 
   it("read a plain list line by line: blank lines and comments skipped, CRLF and spaces trimmed", () => {
-    expect(listEntries("# picks\r\ndata/a.txt\r\n\r\n  s3://b/c d.txt  \n#x\ndir/\n")).toEqual([
+    expect(listEntries("# picks\r\ndata/a.txt\r\n\r\n  s3://b/c d.txt  \n#x\ndir/\n", "keys.txt")).toEqual([
       { line: 2, text: "data/a.txt" },
       { line: 4, text: "s3://b/c d.txt" },
       { line: 6, text: "dir/" },
@@ -62,9 +62,39 @@ describe("manifest inputs", () => {
       { line: 2, bucket: "lab", key: "x+y,z.txt" },
     ]);
     const version = thrown(() => batchCsvObjects("lab,a.txt,3HL4kqtJlcpXroDTDmJ", "s3://lab/m.csv"));
-    expect([version.code, version.context.line, version.message]).toEqual(["INVALID_SPEC", 1, expect.stringMatching(/versions/)]);
+    expect([version.code, version.context.line, version.message]).toEqual(["INVALID_SPEC", 1, expect.stringMatching(/an object version/)]);
     expect(thrown(() => batchCsvObjects("a.txt\nlab,b\nonly", "s3://lab/m.csv")).context.line).toBe(1);
     expect(thrown(() => batchCsvObjects("lab,bad%zzkey", "s3://lab/m.csv")).message).toMatch(/not URL-encoded/);
+  });
+
+  it("refuse a row that is not CSV, or a list that is not UTF-8, naming the manifest, the line and the byte", () => {
+    const open = thrown(() => batchCsvObjects('lab,a.txt\nlab,"b.txt\n', "s3://lab/m.csv"));
+    expect([open.code, open.context, open.message]).toEqual([
+      "INVALID_SPEC",
+      { input: "s3://lab/m.csv", line: 2, offset: 14 },
+      "not CSV: unterminated quoted field (column 2): a row must be one line",
+    ]);
+    expect(open.describe()).toContain("s3://lab/m.csv:2 (byte 14): not CSV: unterminated quoted field (column 2): a row must be one line");
+    const latin1 = Buffer.concat([Buffer.from("ok.txt\ncaf"), Buffer.from([0xe9]), Buffer.from(".txt\n")]);
+    expect(thrown(() => listEntries(latin1, "keys.txt")).context).toEqual({ input: "keys.txt", line: 2, offset: 7 });
+    const latin1Csv = Buffer.concat([Buffer.from("lab,ok.txt\nlab,caf"), Buffer.from([0xe9]), Buffer.from(".txt\n")]);
+    expect(thrown(() => batchCsvObjects(latin1Csv, "m.csv"))).toMatchObject({ message: "not UTF-8 text", context: { line: 2 } });
+  });
+
+  it("read a manifest saved with a byte order mark as if it had none", () => {
+    const bom = "\uFEFF";
+    expect(batchCsvObjects(`${bom}lab,a.txt\n`, "m.csv")).toEqual([{ line: 1, bucket: "lab", key: "a.txt" }]);
+    expect(listEntries(`${bom}s3://lab/a.txt\n`, "keys.txt")).toEqual([{ line: 1, text: "s3://lab/a.txt" }]);
+    expect(inventoryReport(`${bom}${report()}`, "m").bucket).toBe("lab-inventory");
+  });
+
+  it("read no Batch CSV row past the input limit, and refuse a row of more than three columns", () => {
+    // Row 3 is not CSV, and row 4's key not URL-encoded: past a limit of 1, neither is read.
+    expect(batchCsvObjects('lab,a\nlab,b\nlab,"c\nlab,%zz\n', "m.csv", 1)).toEqual([
+      { line: 1, bucket: "lab", key: "a" },
+      { line: 2, bucket: "lab", key: "b" },
+    ]);
+    expect(thrown(() => batchCsvObjects("lab,foo,,junk", "m.csv")).message).toMatch(/got 4 columns \(a comma in a key is written %2C/);
   });
 
   const report = (fileFormat = "CSV", fileSchema = "Bucket, Key, Size, LastModifiedDate, ETag, IsLatest, IsDeleteMarker") =>
@@ -109,6 +139,12 @@ describe("manifest inputs", () => {
     await expect(collect(inventoryObjects(gzipSync('"lab","a.txt"\n'), columns, "s3://i/a.csv.gz"))).rejects.toThrow(
       /expected 7 columns, got 2/,
     );
+    // A row that is not CSV names its data file, line and decompressed byte (é is two bytes).
+    const accented = '"lab","éé.txt","12","2026-11-30T00:00:00.000Z","0cc175b9c0f1b6a831c399e269772661","true","false"';
+    await expect(collect(inventoryObjects(gzipSync(`${accented}\n"lab","b.txt\n`), columns, "s3://i/a.csv.gz"))).rejects.toMatchObject({
+      code: ErrorCode.INVALID_SPEC,
+      context: { input: "s3://i/a.csv.gz", line: 2, offset: Buffer.byteLength(accented) + 1 + 6, decoded: true },
+    });
   });
 
   it("close the decoding when the reader stops early, and refuse a row no inventory has", async () => {

@@ -40,21 +40,43 @@ export interface ListedEntry {
   readonly text: string;
 }
 
-const refuse = (where: string, line: number | undefined, message: string): CloudmillError =>
-  new CloudmillError(ErrorCode.INVALID_SPEC, message, { input: where, ...(line !== undefined ? { line } : {}) });
+const refuse = (where: string, line: number | undefined, message: string, at?: { offset: number; decoded?: true }): CloudmillError =>
+  new CloudmillError(ErrorCode.INVALID_SPEC, message, { input: where, ...(line !== undefined ? { line } : {}), ...at });
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+const isUtf8 = (bytes: Uint8Array): boolean => {
+  try {
+    strictUtf8.decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** A UTF-8 byte order mark, as spreadsheets save "CSV UTF-8": not part of the first row. */
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 
 /**
  * A file's lines, each decoded alone, with its byte offset: a manifest may hold more than the
- * longest string JavaScript holds (about 512 MiB), so it is never one string.
+ * longest string JavaScript holds (about 512 MiB), so it is never one string. A file that is
+ * not UTF-8 is refused at its first bad line: decoded anyway, its keys would name no object.
  */
-const linesOf = function* (file: string | Uint8Array): Generator<{ readonly line: number; readonly row: string; readonly at: number }> {
+const linesOf = function* (
+  file: string | Uint8Array,
+  where: string,
+): Generator<{ readonly line: number; readonly row: string; readonly at: number }> {
   const bytes = typeof file === "string" ? Buffer.from(file) : Buffer.from(file.buffer, file.byteOffset, file.byteLength);
   let line = 0;
-  for (let from = 0; from < bytes.length; ) {
+  for (let from = bytes.subarray(0, 3).equals(BOM) ? 3 : 0; from < bytes.length; ) {
     const nl = bytes.indexOf(0x0a, from);
     const end = nl < 0 ? bytes.length : nl;
-    const row = bytes.toString("utf8", from, end > from && bytes[end - 1] === 0x0d ? end - 1 : end);
-    yield { line: ++line, row, at: from };
+    const stop = end > from && bytes[end - 1] === 0x0d ? end - 1 : end;
+    line++;
+    const row = bytes.toString("utf8", from, stop);
+    // Bytes that are not UTF-8 decode to U+FFFD; a row that holds one is checked strictly.
+    if (row.includes("\uFFFD") && !isUtf8(bytes.subarray(from, stop))) throw refuse(where, line, "not UTF-8 text", { offset: from });
+    yield { line, row, at: from };
     from = end + 1;
   }
 };
@@ -63,9 +85,9 @@ const linesOf = function* (file: string | Uint8Array): Generator<{ readonly line
  * A plain list's entries: one per line, trimmed, blank lines and `#` comments skipped; past
  * `max` entries the list is read no further (one more is returned, for the caller to refuse).
  */
-export const listEntries = (file: string | Uint8Array, max = Number.POSITIVE_INFINITY): ListedEntry[] => {
+export const listEntries = (file: string | Uint8Array, where: string, max = Number.POSITIVE_INFINITY): ListedEntry[] => {
   const out: ListedEntry[] = [];
-  for (const { line, row } of linesOf(file)) {
+  for (const { line, row } of linesOf(file, where)) {
     const entry = row.trim();
     if (entry !== "" && !entry.startsWith("#")) out.push({ line, text: entry });
     if (out.length > max) break;
@@ -92,22 +114,41 @@ const decodeKey = (encoded: string, plusIsSpace: boolean, where: string, line: n
 
 const CSV = { separator: ",", quote: '"' } as const;
 
-/** The fields of each non-blank row of a manifest's CSV (no quoted newlines), with its line number. */
-const csvRows = function* (
-  file: string | Uint8Array,
-): Generator<{ readonly line: number; readonly row: string; readonly fields: string[] }> {
-  for (const { line, row, at } of linesOf(file)) if (row.trim() !== "") yield { line, row, fields: parseCsvRecord(row, at, CSV) };
+/**
+ * One manifest row's CSV fields (a row is one line: a quoted field holds no newline); a row that
+ * is not CSV is refused naming the manifest, its line and the byte.
+ */
+const fieldsOf = (row: string, at: number, where: string, line: number, decoded?: true): string[] => {
+  try {
+    return parseCsvRecord(row, at, CSV);
+  } catch (err) {
+    if (!(err instanceof CloudmillError)) throw err;
+    const reason = err.message.replace(/: with multiline=false .*$/, ": a row must be one line");
+    throw refuse(where, line, `not CSV: ${reason}`, { offset: err.context.offset ?? at, ...(decoded ? { decoded } : {}) });
+  }
 };
 
 /**
  * Rows of an S3 Batch Operations CSV manifest: `bucket,key` (a third column, a version, is
- * refused); past `max` rows the file is read no further (one more is returned, for the caller to refuse).
+ * refused); past `max` rows the file is read no further (one more is returned, for the caller
+ * to refuse, and rows past it are not read at all).
  */
 export const batchCsvObjects = (file: string | Uint8Array, where: string, max = Number.POSITIVE_INFINITY): ListedObject[] => {
   const out: ListedObject[] = [];
-  for (const { line, row, fields } of csvRows(file)) {
+  for (const { line, row, at } of linesOf(file, where)) {
+    if (row.trim() === "") continue;
     if (out.length >= max + 1) break;
-    if (fields.length > 2 && fields[2] !== "") throw refuse(where, line, "object versions are not supported: list bucket,key only");
+    const fields = fieldsOf(row, at, where, line);
+    if (fields.length > 3) {
+      throw refuse(where, line, `expected bucket,key, got ${fields.length} columns (a comma in a key is written %2C, or the key quoted)`);
+    }
+    if (fields.length > 2 && fields[2] !== "") {
+      throw refuse(
+        where,
+        line,
+        "a third column (an object version) is not supported: list bucket,key only (a comma in a key is written %2C)",
+      );
+    }
     const [bucket, key] = fields;
     if (!bucket || !key) throw refuse(where, line, `expected bucket,key, got ${JSON.stringify(row.slice(0, 80))}`);
     out.push({ line, bucket, key: decodeKey(key, false, where, line) });
@@ -134,7 +175,7 @@ export interface InventoryReport {
 export const inventoryReport = (json: string, where: string): InventoryReport => {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(json);
+    parsed = JSON.parse(json.startsWith("\uFEFF") ? json.slice(1) : json);
   } catch {
     throw refuse(where, undefined, "an S3 Inventory manifest.json must be JSON");
   }
@@ -178,7 +219,7 @@ const gunzippedLines = async function* (
       from = nl + 1;
       line++;
       yield { line, row: raw.endsWith("\r") ? raw.slice(0, -1) : raw, at };
-      at += raw.length + 1;
+      at += Buffer.byteLength(raw) + 1;
     }
     rest = joined.slice(from);
     if (rest.length > MAX_INVENTORY_ROW)
@@ -211,7 +252,7 @@ const inventoryRows = async function* (
     if (next.done) return;
     const { line, row, at: offset } = next.value;
     if (row.trim() === "") continue;
-    const fields = parseCsvRecord(row, offset, CSV);
+    const fields = fieldsOf(row, offset, where, line, true);
     if (fields.length < columns.length) throw refuse(where, line, `expected ${columns.length} columns, got ${fields.length}`);
     if (deletedAt! >= 0 && fields[deletedAt!] === "true") continue;
     if (latestAt! >= 0 && fields[latestAt!] === "false") continue;

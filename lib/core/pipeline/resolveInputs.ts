@@ -139,7 +139,7 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget)
   switch (manifestKind(where)) {
     case "list": {
       // Each line is at least one input: a list that is too long is refused before any is looked up.
-      const entries = listEntries(file, budget.room);
+      const entries = listEntries(file, where, budget.room);
       budget.expect(entries.length, where);
       return flat(
         await mapInOrder(entries, MANIFEST_CONCURRENCY, async ({ line, text: entry }) => {
