@@ -7,7 +7,7 @@ import { EventEmitter } from "node:events";
 import os from "node:os";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import { isMapTask, isMergeTask, isReduceTask, TaskMessage, taskIndex } from "../core/job/manifest.js";
-import { succeededKey } from "../core/keys.js";
+import { pastEndKey, succeededKey } from "../core/keys.js";
 import { markRunning } from "../core/pipeline/backups.js";
 import { exists } from "../core/pipeline/blobJson.js";
 import type { TaskQueue, QueueMessage } from "../core/ports.js";
@@ -99,10 +99,18 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     }
     this.#options = options;
     // A job that succeeded has ended too: a late copy of one of its tasks (a first delivery,
-    // which no longer looks for its part) is dropped rather than mapped again.
+    // which no longer looks for its part) is dropped rather than mapped again. So has a run a
+    // resume superseded: a copy queued before the resume would write its part with the earlier
+    // run's limits, over a part the resume removed to map its chunk again.
     this.#jobEnds = cachedJobEnds(async (run) => {
-      const jobId = run.slice(0, run.lastIndexOf("#"));
-      return (await jobEndedMarkers(options.deps.output, jobId)) || (await exists(options.deps.output, succeededKey(jobId)));
+      const at = run.lastIndexOf("#");
+      const jobId = run.slice(0, at);
+      const { output } = options.deps;
+      return (
+        (await jobEndedMarkers(output, jobId)) ||
+        (await exists(output, succeededKey(jobId))) ||
+        (await exists(output, pastEndKey(jobId, Number(run.slice(at + 1)) + 1)))
+      );
     }, JOB_END_RECHECK_MS);
     this.#received = new SharedReceive((maxMessages) =>
       options.queue.receive({ maxMessages, waitSeconds: options.waitSeconds ?? 20, signal: this.#stop.signal }),

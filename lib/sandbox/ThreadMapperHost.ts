@@ -142,6 +142,8 @@ export class ThreadMapperHost implements MapperHost {
     const timer = setTimeout(() => end(taskTimeoutError(seconds)), seconds * 1000);
     const onAbort = (): void => end(toCloudmillError(request.signal!.reason));
     request.signal?.addEventListener("abort", onAbort, { once: true });
+    // Aborted before this open (a reading moved to a thread after its task was stopped): no event comes.
+    if (request.signal?.aborted) onAbort();
     const opened = thread.call({ kind: "open", op: request.op, params: request.params, ctx: request.ctx });
     opened.catch(() => undefined);
     let finished = false;

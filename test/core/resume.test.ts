@@ -24,6 +24,7 @@ import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { resumeJob } from "../../lib/core/pipeline/resume.js";
 import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
+import { tasksOf } from "../../lib/core/pipeline/mapTasks.js";
 import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { expectMatchesReference, textOf, waitFor } from "../helpers/devCloud.js";
@@ -229,6 +230,48 @@ describe("resuming a job", () => {
     expect((await readBytes(s.output, partKey(s.jobId, 2))).toString("utf8")).not.toContain("stale");
     await reduceJob(s.deps, s.jobId);
     expect(await readJson(s.output, OUTPUT.status, JobStatus)).toMatchObject({ state: "succeeded" });
+    expectMatchesReference("wordcount", { k: "0" }, TEXT, await readJson(s.output, OUTPUT.result, z.unknown()));
+  });
+
+  it("a copy of the redone chunk's task from the run before is dropped, and a judge of that run fails nothing", async () => {
+    const s = await setUp("redo-stale");
+    await work(s);
+    const manifest = await readJson(s.output, manifestKey(s.jobId), Manifest);
+    const target = { jobId: s.jobId, output: OUTPUT, chunks: CHUNKS, done: CHUNKS, startedAt: manifest.createdAt, run: 0 };
+    const kept = new CloudmillError(ErrorCode.BAD_RECORD, "record longer than 1048576 bytes (maxRecordBytes)", {
+      chunk: 2,
+      input: "data.txt",
+    });
+    await failJob(s.deps, target, kept);
+    // SQS delivers chunk 2's task of the first run once more, after the job failed.
+    const [copy] = await tasksOf(s.output, manifest, [2]);
+    await s.queue.sendBatch([JSON.stringify(copy)]);
+    expect(await resumeJob(s.deps, s.jobId, { after: 0, maxRecordBytes: 4 * 1024 * 1024 }, { jobDeadlineSeconds: 600 })).toMatchObject({
+      kind: "resumed",
+      tasks: 1,
+    });
+    // A reducer still merging the first run meets the same kept error: the resumed run is not failed by it.
+    expect(await failJob(s.deps, target, kept)).toBeUndefined();
+    expect(await exists(s.output, failureKey(s.jobId))).toBe(false);
+    const worker = new TaskWorker({
+      queue: s.queue,
+      deps: s.deps,
+      concurrency: 1,
+      visibilitySeconds: 30,
+      heartbeatSeconds: 10,
+      waitSeconds: 1,
+    });
+    const outcomes: string[] = [];
+    worker.on("task_done", (t: TaskMessage, o: { kind: string }) => void outcomes.push(`${t.job.generation ?? 0}:${o.kind}`));
+    worker.start();
+    try {
+      await waitFor("both copies", async () => (outcomes.length === 2 ? true : undefined), 20_000, 20);
+    } finally {
+      await worker.stop(5_000);
+    }
+    // The first run's copy would have mapped the chunk with that run's limits, over the part the resume removed.
+    expect(outcomes.sort()).toEqual(["0:job-ended", "1:done"]);
+    await reduceJob(s.deps, s.jobId);
     expectMatchesReference("wordcount", { k: "0" }, TEXT, await readJson(s.output, OUTPUT.result, z.unknown()));
   });
 

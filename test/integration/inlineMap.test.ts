@@ -138,6 +138,23 @@ describe("a worker's small chunks of a built-in op", () => {
     await expect(run).rejects.toMatchObject({ code: ErrorCode.TASK_TIMEOUT });
   });
 
+  it("a thread opened for a reading whose task was already stopped ends at once, as the task's signal says", async () => {
+    const stopped = new AbortController();
+    stopped.abort(new Error("the task was stopped"));
+    const mapper = threads.open({
+      op: "count",
+      params: {},
+      ctx: { inputIndex: 0, inputName: "a.txt", format: "lines", onBadRecord: "fail" },
+      signal: stopped.signal,
+    });
+    try {
+      expect(mapper.signal.aborted).toBe(true);
+      await expect(mapper.finish()).rejects.toThrow("the task was stopped");
+    } finally {
+      await mapper.close();
+    }
+  });
+
   it("leaves no timer behind when the op refuses its params as the reading opens", async () => {
     const { host } = countingHost();
     const { inputs, queue, deps } = localPipeline(path.join(dir, "refused"));

@@ -288,6 +288,9 @@ describe("each role may do exactly what its code does", () => {
     const deadLetters = deadLetterHandler(cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, clientsOf("deadLetters")));
     await deadLetters({ Records: [{ messageId: "dl-1", body: lost[0]!, attributes: { ApproximateReceiveCount: "3" } }] });
     await deadLetters({ Records: [{ messageId: "dl-2", body: lostSpec[0]!, attributes: { ApproximateReceiveCount: "3" } }] });
+    // A late copy of the failed chunk wrote its part after all: the resume maps that chunk again,
+    // and removes the part first.
+    await plain.s3.send(new PutObjectCommand({ Bucket: DEV_BUCKETS.output, Key: partKey(deadJob, 0), Body: '{"v":1}' }));
     // The failed job resumed (cloudmill retry): its failure marker goes, its missing chunks are queued again.
     await put(retryRequestKey(deadJob), JSON.stringify({ after: 0, taskTimeoutSeconds: 60 }));
     expect(await created(retryRequestKey(deadJob))).toMatchObject({ kind: "resumed", jobId: deadJob });

@@ -3,7 +3,7 @@
  * the status users read. A job that already succeeded stays succeeded: its result is exact.
  */
 import type { OutputKeys } from "../keys.js";
-import { failureKey, manifestKey, succeededKey } from "../keys.js";
+import { failureKey, manifestKey, pastEndKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, locate, type ErrorContext } from "../errors.js";
 import { isMergeTask, isReduceTask, JobStatus, Manifest, TaskMessage, taskCount } from "../job/manifest.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
@@ -20,10 +20,19 @@ export interface FailTarget {
   readonly done: number;
   /** When the job started; a status of a later job at the same key is then left alone. */
   readonly startedAt?: string;
+  /**
+   * The run of the job this failure judges (its manifest's `retries`): once a resume has begun a
+   * later run, a judge of an earlier one (a reducer still merging it, say) fails nothing.
+   */
+  readonly run?: number;
 }
 
 export const failJob = async (deps: PipelineDeps, target: FailTarget, error: CloudmillError): Promise<JobStatus | undefined> => {
   if (await exists(deps.output, succeededKey(target.jobId))) return undefined;
+  if (target.run !== undefined && (await exists(deps.output, pastEndKey(target.jobId, target.run + 1)))) {
+    deps.log.info("a resume superseded the run this failure judged; nothing failed", { jobId: target.jobId, run: target.run });
+    return undefined;
+  }
   const at = new Date(nowOf(deps)).toISOString();
   const statusError = statusErrorOf(error);
   await writeJson(deps.output, failureKey(target.jobId), { error: statusError, at });
@@ -60,7 +69,11 @@ export const failJobOfTask = async (deps: PipelineDeps, jobId: string, error: Cl
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
   // Its tasks in all, as its progress counts them (a keyed job's reduce tasks too).
   if (manifest)
-    await failJob(deps, { jobId, output: manifest.output, chunks: taskCount(manifest), done, startedAt: manifest.createdAt }, error);
+    await failJob(
+      deps,
+      { jobId, output: manifest.output, chunks: taskCount(manifest), done, startedAt: manifest.createdAt, run: manifest.retries ?? 0 },
+      error,
+    );
 };
 
 /** "1 attempt", "3 attempts". */
@@ -91,7 +104,14 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
   const recorded = await readTaskError(deps, task);
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
   if (!manifest) return "ignored";
-  const target = { jobId, output: manifest.output, chunks: taskCount(manifest), done: 0, startedAt: manifest.createdAt };
+  const target = {
+    jobId,
+    output: manifest.output,
+    chunks: taskCount(manifest),
+    done: 0,
+    startedAt: manifest.createdAt,
+    run: manifest.retries ?? 0,
+  };
   if (isMergeTask(task)) {
     const { level, group } = task.merge;
     const what = `merge task ${group} of level ${level} failed`;

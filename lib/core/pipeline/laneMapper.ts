@@ -12,7 +12,7 @@
  * mapper is a pure function of its blocks). Either way the reading has the chunk's time limit
  * from its start, as it had on a thread: a read that stalls cannot hold the worker's slot.
  */
-import type { CloudmillError } from "../errors.js";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import type { OnBadRecord } from "../job/spec.js";
 import type { ChunkMapper } from "../ops/types.js";
 import type { RecordBlock } from "../records/alignedBlocks.js";
@@ -61,7 +61,14 @@ export const fleetLaneMapper = (options: FleetLaneOptions): LaneMapper => {
   const openRemote = (): RemoteMapper => {
     // A thread taken on part-way has what is left of the reading's time: its own limit ends it.
     const left = Math.max(1, Math.ceil(seconds - (Date.now() - started) / 1000));
-    const opened = host.open(left < seconds ? { ...request, timeoutSeconds: left } : request);
+    let opened: RemoteMapper;
+    try {
+      opened = host.open(left < seconds ? { ...request, timeoutSeconds: left } : request);
+    } catch (err) {
+      // No thread could start: the machine's fault, retried, never kept as a reading's data error.
+      const e = toCloudmillError(err);
+      throw e.code === ErrorCode.INTERNAL ? new CloudmillError(ErrorCode.ENVIRONMENT, `mapper thread did not start: ${e.message}`) : e;
+    }
     if (opened.signal.aborted) stop.abort(opened.signal.reason);
     else opened.signal.addEventListener("abort", () => stop.abort(opened.signal.reason), { once: true });
     remote = opened;

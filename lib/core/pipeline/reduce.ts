@@ -135,7 +135,14 @@ export const reduceJob = async (
   const reduced = listed.size - parts.size;
   // Chunks merged on the local engine's task threads may have no part.
   const done = merged ? merged.covered(parts) : parts.size;
-  const target = { jobId, output: manifest.output, chunks: taskCount(manifest), done: done + reduced, startedAt: manifest.createdAt };
+  const target = {
+    jobId,
+    output: manifest.output,
+    chunks: taskCount(manifest),
+    done: done + reduced,
+    startedAt: manifest.createdAt,
+    run: manifest.retries ?? 0,
+  };
   const overdue = nowOf(deps) > manifest.deadline;
   const tree = options.fleet && deps.queue && !merged ? await fleetTreeOf(deps, manifest) : undefined;
   const requeue =

@@ -128,7 +128,11 @@ export interface RunTaskOptions {
    * skips a done chunk is spared. A backup, and any task of a keyed job, still looks.
    */
   readonly firstDelivery?: boolean;
-  /** Whether the task's job (this run of it) has ended; by default two HEADs per task (a worker caches its answer). */
+  /**
+   * Whether the task's job (this run of it) has ended; by default two HEADs per task. A worker
+   * caches its answer, and also counts a run a resume superseded as ended: it is asked again
+   * before a map task writes its part, so a copy still mapping across a resume writes nothing.
+   */
   readonly jobEnded?: (task: TaskMessage) => Promise<boolean>;
 }
 
@@ -177,6 +181,7 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
               ...(ran ? { ran: (b, o) => done(ran, b, o) } : {}),
               // A redo replaces the part it finds: the part there is the one to replace.
               firstCopyWins: () => !redo && (backup || (mayHaveBackup?.() ?? false)),
+              ...(options.jobEnded ? { ended: () => options.jobEnded!(task) } : {}),
             },
             s,
           );
@@ -277,10 +282,12 @@ const mapChunk = async (
     readonly ran?: (bytes: number, objects: number) => TaskRun;
     /** True: another copy may have written the part; it is then left as it is. */
     readonly firstCopyWins?: () => boolean;
+    /** Whether the task's run has ended since it began (asked before its part is written). */
+    readonly ended?: () => Promise<boolean>;
   },
   signal?: AbortSignal,
 ): Promise<TaskOutcome> => {
-  const { writePart, checkOpDigest, drain, ran, firstCopyWins } = options;
+  const { writePart, checkOpDigest, drain, ran, firstCopyWins, ended } = options;
   const { jobId, chunk, job } = task;
   const key = partKey(jobId, chunk.index);
   /** A packed chunk's error names the object it is in; a range's gets the chunk's context below. */
@@ -325,6 +332,7 @@ const mapChunk = async (
     }
     // The other copy's part stands: this one writes nothing, not even its shuffle output.
     if (writePart && firstCopyWins?.() && (await exists(deps.output, key))) return { kind: "duplicate" };
+    if (writePart && (await ended?.())) return { kind: "job-ended" };
     if (op.keyed) {
       const partitions = job.partitions;
       if (partitions === undefined)
