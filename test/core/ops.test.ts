@@ -310,6 +310,23 @@ describe("grep", () => {
 // ---- stats ---------------------------------------------------------------------------------
 
 describe("stats", () => {
+  it("sums JSON numbers below the normal doubles as written, and refuses one that underflowed to 0", () => {
+    // Python: sum(Fraction(s) for s in ["3e-324"] * 10) == Fraction("3e-323"); the double 3e-324 prints as 5e-324.
+    const tiny = runOp(stats, { field: "v" }, '{"v":3e-324}\n'.repeat(10), "jsonl") as { sum: number; count: number };
+    expect(tiny).toMatchObject({ count: 10, sum: 3e-323 });
+    const sub = runOp(stats, { field: "v" }, '{"v":1.23456789012345e-320}\n'.repeat(1000), "jsonl") as { sum: number };
+    expect(sub.sum).toBe(1.234568e-317);
+    expect(() => runOp(stats, { field: "v" }, '{"v":1}\n{"v":1e-400}\n', "jsonl")).toThrow(/number out of range: "1e-400"/);
+  });
+
+  it("reads a CSV column whose separator can be part of a number as the CSV reader splits it", () => {
+    // With sep=. the row 1.5 is two fields, 1 and 5: column 1 is 1, not 1.5 (Python: "1.5".split(".")).
+    const rows = "1.5\n2.25\n";
+    const column = (n: string) => runOp(stats, { separator: ".", header: "false", column: n }, rows, "csv");
+    expect(column("1")).toMatchObject({ count: 2, sum: 3, min: 1, max: 2 });
+    expect(column("2")).toMatchObject({ count: 2, sum: 30, min: 5, max: 25 });
+  });
+
   const statsOf = (lines: readonly string[], cuts: readonly number[] = []) => {
     const params = stats.parseParams({});
     const bytes = Buffer.from(lines.join("\n"));
@@ -432,6 +449,27 @@ describe("histogram", () => {
     const below = 1 - Number.EPSILON / 2; // (x-min)/(max-min)*bins rounds up to bins
     expect(hist({ min: "0", max: "1" }, [below, 1])).toEqual({ min: 0, max: 1, bins: [0, 0, 0, 0, 0, 0, 0, 0, 0, 2] });
     expect(refHistogram(Buffer.from(`${below}\n1`), 10, 0, 1).bins[9]).toBe(2);
+  });
+
+  it("puts a value on an edge in the bin the edge opens, judged on the numbers as written", () => {
+    const text = (xs: readonly string[]) => `${xs.join("\n")}\n`;
+    const on = (params: Record<string, string>, xs: readonly string[]) =>
+      runOp(histogram, params, text(xs), "numbers") as { bins: number[]; below?: number; above?: number };
+    // In doubles, (2.2 − 0.28) / 9.6 · 5 is 0.9999999999999999, and 29 / 100 · 100 is 28.999999999999996.
+    expect(on({ bins: "5", min: "0.28", max: "9.88" }, ["2.2"]).bins).toEqual([0, 1, 0, 0, 0]);
+    expect(on({ bins: "5", min: "-70.3", max: "-9.8" }, ["-21.9"]).bins).toEqual([0, 0, 0, 0, 1]);
+    const integers = Array.from({ length: 101 }, (_, i) => String(i));
+    expect(on({ bins: "100", min: "0", max: "100" }, integers).bins).toEqual([...Array.from({ length: 99 }, () => 1), 2]);
+    // A width past the largest double (edges at −5e307, 0 and 5e307): every value still counted, in its bin.
+    expect(on({ bins: "4", min: "-1e308", max: "1e308" }, ["-1e308", "0", "5e307", "9e307", "1e308"]).bins).toEqual([1, 0, 1, 3]);
+    // Each against the reference's exact decimals, on many values that sit on edges.
+    const edges = Array.from({ length: 400 }, (_, i) => (0.28 + (i % 41) * 0.24 * (i % 2 ? 1 : 0.5)).toFixed(2));
+    for (const [bins, min, max] of [
+      ["5", "0.28", "9.88"],
+      ["40", "0.28", "9.88"],
+      ["7", "-3.5", "10.5"],
+    ] as const)
+      expect(on({ bins, min, max }, edges)).toEqual(refHistogram(Buffer.from(text(edges)), Number(bins), Number(min), Number(max)));
   });
 
   it("validates its params in one line naming the param", () => {

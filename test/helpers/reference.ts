@@ -257,20 +257,39 @@ export interface RefHistogram {
 }
 
 /** bin = floor((x − min) / (max − min) · bins), at most the last bin (where x == max goes). */
-export const refHistogramOf = (xs: readonly number[], bins: number, min: number, max: number): RefHistogram => {
+/** A number's text as the exact fraction n / 10^s it is written as. */
+const writtenDecimal = (text: string): { n: bigint; s: number } => {
+  const [, sign, whole = "", fraction = "", exponent = "0"] = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(text.trim())!;
+  const s = fraction.length - Number(exponent);
+  const digits = BigInt(`${whole}${fraction}` || "0");
+  const n = s < 0 ? digits * 10n ** BigInt(-s) : digits;
+  return { n: sign === "-" ? -n : n, s: Math.max(0, s) };
+};
+
+/**
+ * Bins by the numbers as written, in exact arithmetic: bin k holds min + k·(max − min)/bins ≤ x <
+ * the next edge (the last bin holds max), min and max as their shortest decimals.
+ */
+export const refHistogramOf = (texts: readonly string[], bins: number, min: number, max: number): RefHistogram => {
   const counts = new Array<number>(bins).fill(0);
   let below = 0;
   let above = 0;
-  for (const x of xs) {
-    if (x < min) below++;
-    else if (x > max) above++;
-    else counts[Math.min(bins - 1, Math.floor(((x - min) / (max - min)) * bins))]!++;
+  const lo = writtenDecimal(String(min));
+  const hi = writtenDecimal(String(max));
+  for (const text of texts) {
+    const x = writtenDecimal(text);
+    const s = Math.max(x.s, lo.s, hi.s);
+    const at = (d: { n: bigint; s: number }): bigint => d.n * 10n ** BigInt(s - d.s);
+    const [v, a, b] = [at(x), at(lo), at(hi)];
+    if (v < a) below++;
+    else if (v > b) above++;
+    else counts[Math.min(bins - 1, Number(((v - a) * BigInt(bins)) / (b - a)))]!++;
   }
   return { min, max, bins: counts, ...(below ? { below } : {}), ...(above ? { above } : {}) };
 };
 
 export const refHistogram = (file: Buffer, bins: number, min: number, max: number): RefHistogram =>
-  refHistogramOf(numbersOf(file), bins, min, max);
+  refHistogramOf(numberTextsOf(file), bins, min, max);
 
 // ---- one entry point by op name ----------------------------------------------------------
 

@@ -238,13 +238,22 @@ const columnIndex = (options: ValueOptions, header: readonly string[] | undefine
   return i;
 };
 
+/** The least positive normal double: below it, doubles are too sparse to tell decimals apart. */
+const MIN_NORMAL = 2.2250738585072014e-308;
+
+/** A line that may hold a number written past -307 as its exponent, which may underflow to 0. */
+const TINY_EXPONENT = /\d[eE]-\d{3}/;
+
 /**
  * A JSON number x (at `path` in the record's line `text`) as the decimal it is written as: a
- * number of up to 15 significant digits is exactly the shortest decimal of its double; a longer
- * one JSON.parse rounded, so its text is read from the line (records/jsonNumberText.ts).
+ * normal number of up to 15 significant digits is exactly the shortest decimal of its double.
+ * JSON.parse rounded a longer one, and a subnormal or one that underflowed to 0 names no decimal
+ * of its own, so its text is read from the line (records/jsonNumberText.ts), and a non-zero
+ * number that became 0 is refused as out of range, as the numbers format refuses it.
  */
 export const jsonNumber = (x: number, sink: DecimalSink, offset: number, text?: string, path?: readonly string[]): void => {
-  const written = text !== undefined && path !== undefined && mayHoldLongNumber(text) ? jsonNumberText(text, path) : undefined;
+  const tiny = Math.abs(x) < MIN_NORMAL && (x !== 0 || (text !== undefined && TINY_EXPONENT.test(text)));
+  const written = text !== undefined && path !== undefined && (tiny || mayHoldLongNumber(text)) ? jsonNumberText(text, path) : undefined;
   if (written !== undefined) return void decimalText(written, offset, sink);
   // A double's shortest text has at most 17 digits and 340 places: always within the limit.
   const { m, scale } = decimalOfText(String(x))!;
@@ -267,7 +276,11 @@ export const numberReader = (format: Format, options: ValueOptions, ctx: MapCont
       const header = options.header ?? true;
       const index = columnIndex(options, header ? ctx.header : undefined, ctx.inputName);
       const csv = csvOptions(options);
-      const separator = csv.separator.length === 1 && csv.separator.charCodeAt(0) < 0x80 ? csv.separator.charCodeAt(0) : -1;
+      // Read in place only where the separator cannot be part of a number (`sep=.` splits 1.5 in two).
+      const separator =
+        csv.separator.length === 1 && csv.separator.charCodeAt(0) < 0x80 && !/[0-9.+\-eE]/.test(csv.separator)
+          ? csv.separator.charCodeAt(0)
+          : -1;
       const general = (b: Buffer, s: number, e: number, offset: number, sink: DecimalSink): void => {
         if (isBlank(b, s, e)) return;
         guarded(ctx, offset, () => {

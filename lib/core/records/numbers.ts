@@ -28,9 +28,11 @@ export const parseNumberAt = (b: Buffer, start: number, end: number, offset: num
 export const parseNumberText = (text: string, offset: number): number | undefined => {
   const t = text.trim();
   if (t === "") return undefined;
+  const shown = JSON.stringify(t.length > 60 ? `${t.slice(0, 60)}…` : t);
   if (NUMBER.test(t)) {
     const v = Number(t);
     if (inRange(v, t)) return v;
+    throw badRecord(`number out of range: ${shown}`, offset);
   }
-  throw badRecord(`expected a number, got ${JSON.stringify(t.length > 60 ? `${t.slice(0, 60)}…` : t)}`, offset);
+  throw badRecord(`expected a number, got ${shown}`, offset);
 };
