@@ -64,6 +64,10 @@ const setUp = async (name: string, now: () => number = Date.now, onBadRecord: "f
   return { deps, queue, output, jobId };
 };
 
+/** A fleet worker over the job's queue, one task at a time. */
+const workerOf = (s: Awaited<ReturnType<typeof setUp>>): TaskWorker =>
+  new TaskWorker({ queue: s.queue, deps: s.deps, concurrency: 1, visibilitySeconds: 30, heartbeatSeconds: 10, waitSeconds: 1 });
+
 /** Takes every queued task; runs the first `run` of them as a worker would, drops the others. */
 const work = async (s: Awaited<ReturnType<typeof setUp>>, run = Number.POSITIVE_INFINITY): Promise<MapTask[]> => {
   const ran: MapTask[] = [];
@@ -150,14 +154,7 @@ describe("resuming a job", () => {
     const outcome = await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 3600 });
     expect(outcome).toEqual({ kind: "resumed", tasks: CHUNKS, of: CHUNKS });
     expect(await handleDeadLetter(s.deps, old.body, 3)).toBe("ignored");
-    const worker = new TaskWorker({
-      queue: s.queue,
-      deps: s.deps,
-      concurrency: 1,
-      visibilitySeconds: 30,
-      heartbeatSeconds: 10,
-      waitSeconds: 1,
-    });
+    const worker = workerOf(s);
     let stale = 0;
     worker.on("task_done", (_t, o) => void (o.kind === "job-ended" && stale++));
     worker.start();
@@ -253,14 +250,7 @@ describe("resuming a job", () => {
     // A reducer still merging the first run meets the same kept error: the resumed run is not failed by it.
     expect(await failJob(s.deps, target, kept)).toBeUndefined();
     expect(await exists(s.output, failureKey(s.jobId))).toBe(false);
-    const worker = new TaskWorker({
-      queue: s.queue,
-      deps: s.deps,
-      concurrency: 1,
-      visibilitySeconds: 30,
-      heartbeatSeconds: 10,
-      waitSeconds: 1,
-    });
+    const worker = workerOf(s);
     const outcomes: string[] = [];
     worker.on("task_done", (t: TaskMessage, o: { kind: string }) => void outcomes.push(`${t.job.generation ?? 0}:${o.kind}`));
     worker.start();
