@@ -6,7 +6,7 @@
  * ceiling in the same rounds: two baseline processes at once, each on half the input.
  * Env: BENCH_MB (default 512), BENCH_SEED (default 42), BENCH_WORKERS (default 2),
  * BENCH_REPEATS, BENCH_CHUNK (default 16MiB), BENCH_OPS (default count,wordcount,stats),
- * BENCH_CLOUD=0 to skip the emulated cloud, BENCH_ITEMS (default 20000) for a lab's task over items,
+ * BENCH_CLOUD=0 to skip the emulated cloud, BENCH_FLOOD_WORDS (default 200000) words built to collide, BENCH_ITEMS (default 20000) for a lab's task over items,
  * BENCH_CSV_MB (default 128) for CSV with quoted newlines against the same data without them
  * against a plain loop, BENCH_ESTIMATE_MB (default "100,1024") for the estimate's accuracy. Also: start-up of whole CLI commands, against a
  * bare Node start; and the kernels against `wc`, `mawk` and DuckDB (anchors.ts).
@@ -31,6 +31,7 @@ import { headOf, keyedAtScale, manyObjects, splitterRequests, tasksPerSecond, up
 import { kernelsAgainstAnchors } from "./anchors.js";
 import { csvMultiline } from "./csv.js";
 import { compressedInputs } from "./compressed.js";
+import { hashFlooding } from "./hashFlood.js";
 import { sortNumbers } from "./sort.js";
 import { estimateAccuracy, formatRow as formatEstimateRow } from "./estimate.js";
 import { generateNumbers, generateText } from "./generate.js";
@@ -346,6 +347,11 @@ const main = async (): Promise<void> => {
     `\nCSV whose quoted fields hold newlines, against the same data without them (${REPEATS} alternating runs each):\n`,
     ...(await csvMultiline({ ...cliBench, mb: Number(process.env.BENCH_CSV_MB ?? 128), repeats: REPEATS, chunk: CHUNK })),
   );
+
+  process.stderr.write("words built to collide…\n");
+  const flood = await hashFlooding({ dir, cli: cliBench.cli, words: Number(process.env.BENCH_FLOOD_WORDS ?? 200_000), repeats: REPEATS });
+  if (!flood.ok) ok = false;
+  rows.push("\nwordcount over words built to share one hash (lib/core/ops/wordKernel.wat keys its hash):\n", ...flood.rows);
 
   process.stderr.write("compressed inputs…\n");
   rows.push(

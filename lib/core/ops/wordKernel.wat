@@ -40,17 +40,28 @@
   (func $prefix (param $n i32) (result v128)
     (i8x16.lt_u (v128.const i8x16 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15) (i8x16.splat (local.get $n))))
 
+  ;; The hash's key, set once per instance by the host from a random source: without it, words
+  ;; can be made to share one hash (pick the low 8 bytes, solve for the high 8), and each then
+  ;; probes past all the others, so counting them takes quadratic time.
+  (global $seed (mut i64) (i64.const 0))
+  (func (export "seed") (param $k i64) (global.set $seed (local.get $k)))
+
+  ;; Both halves of a piece pass through a multiply, the low one after the key, so that no
+  ;; difference between two pieces is known to cancel without the key.
   (func $mix (param $h i64) (param $v v128) (result i64)
     (i64.mul
       (i64.xor
-        (i64.rotl (i64.mul (i64.xor (local.get $h) (i64x2.extract_lane 0 (local.get $v))) (i64.const 0x9E3779B97F4A7C15))
-          (i64.const 29))
-        (i64x2.extract_lane 1 (local.get $v)))
+        (i64.mul
+          (i64.rotl (i64.mul (i64.xor (local.get $h) (i64x2.extract_lane 0 (local.get $v))) (i64.const 0x9E3779B97F4A7C15))
+            (i64.const 29))
+          (i64.const 0x94D049BB133111EB))
+        (i64.mul (i64x2.extract_lane 1 (local.get $v)) (i64.const 0xBF58476D1CE4E5B9)))
       (i64.const 0xC2B2AE3D27D4EB4F)))
 
   ;; The hash of [s, s + len): each 16-byte piece mixed in, the last one masked.
   (func $hash (param $s i32) (param $len i32) (result i64)
     (local $h i64)
+    (local.set $h (global.get $seed))
     (block $out
       (loop $l
         (br_if $out (i32.le_u (local.get $len) (i32.const 16)))
@@ -134,11 +145,15 @@
           (if (i32.le_u (local.get $len) (i32.const 16))
             (then
               (local.set $v (v128.and (v128.load (local.get $s)) (i8x16.lt_u (local.get $iota) (i8x16.splat (local.get $len)))))
-              ;; $mix inlined, with h = 0
+              ;; $mix inlined, with h = the key
               (local.set $h (i64.mul
                 (i64.xor
-                  (i64.rotl (i64.mul (i64x2.extract_lane 0 (local.get $v)) (i64.const 0x9E3779B97F4A7C15)) (i64.const 29))
-                  (i64x2.extract_lane 1 (local.get $v)))
+                  (i64.mul
+                    (i64.rotl
+                      (i64.mul (i64.xor (global.get $seed) (i64x2.extract_lane 0 (local.get $v))) (i64.const 0x9E3779B97F4A7C15))
+                      (i64.const 29))
+                    (i64.const 0x94D049BB133111EB))
+                  (i64.mul (i64x2.extract_lane 1 (local.get $v)) (i64.const 0xBF58476D1CE4E5B9)))
                 (i64.const 0xC2B2AE3D27D4EB4F))))
             (else (local.set $h (call $hash (local.get $s) (local.get $len)))))
           (local.set $h (i64.mul (i64.xor (local.get $h) (i64.extend_i32_u (local.get $len))) (i64.const 0x9E3779B97F4A7C15)))

@@ -10,6 +10,7 @@
  * inserts only words the thread has not met before, and counts made in one thread merge
  * there by index, with no hashing at all.
  */
+import { randomBytes } from "node:crypto";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { latin1, WHITESPACE } from "../records/lines.js";
 import { WORD_KERNEL_WASM } from "./wordKernelWasm.js";
@@ -39,6 +40,8 @@ const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 /** The kernel's exports (wordKernel.wat documents the layout). */
 interface Kernel {
   memory: { readonly buffer: ArrayBuffer; grow(pages: number): number };
+  /** Keys the word hash (wordKernel.wat): a 64-bit random value per instance. */
+  seed(key: bigint): void;
   scan(at: number, end: number): number;
   rehash(from: number, count: number): void;
   drain(indexes: number, counts: number): number;
@@ -84,6 +87,8 @@ export class WordDictionary {
 
   constructor() {
     this.#k = new wasm.Instance(kernelModule(), {}).exports as unknown as Kernel;
+    // Words are told apart by their bytes, never by their hash: the key changes where they sit, not what is counted.
+    this.#k.seed(randomBytes(8).readBigInt64LE());
     this.#growTable(INITIAL_CAP);
     this.#growArena(INITIAL_ARENA);
   }
