@@ -121,6 +121,17 @@ describe("groupby on the local engine", () => {
     expect(got).toEqual(expected);
   });
 
+  it("counts a row of spaces as a row with its key, as Python's csv module does; only an empty line is none", async () => {
+    const file = path.join(dir, "spaces.csv");
+    await writeFile(file, "k\na\n\n \n  \n \nb\n");
+    const outDir = path.join(dir, "out-spaces");
+    const { result } = await run({ op: "groupby", inputs: [file], params: { key: "k" } }, { workers: 0, outDir });
+    const got = new Map<string, unknown>();
+    for (const rows of await readRows(result as KeyedResult)) for (const { key, ...rest } of rows) got.set(JSON.stringify([key]), rest);
+    expect(got).toEqual(pythonGroupby(file, ["k"]));
+    expect(got.get('[" "]')).toEqual({ count: 2 });
+  });
+
   it("refuses a key column the header does not have, naming the columns", async () => {
     await expect(run({ op: "groupby", params: { key: "stationn" } }, { workers: 0, outDir: path.join(dir, "bad") })).rejects.toThrow(
       /no column "stationn" in the header \(columns: station, site, temperature, note\)/,
@@ -162,6 +173,13 @@ describe("groupby on the local engine", () => {
       '{"k":9007199254740993}\n',
       { key: "k" },
       /big\.jsonl:1 \(byte 0\): key 9007199254740992 is an integer past 2\^53/,
+    ],
+    [
+      "a jsonl key past 2^53 that JSON writes with an exponent",
+      "exp.jsonl",
+      '{"k":1000000000000000000001}\n{"k":1e21}\n',
+      { key: "k" },
+      /exp\.jsonl:1 \(byte 0\): key 1e\+21 is an integer past 2\^53/,
     ],
     [
       "a jsonl key that is an object",

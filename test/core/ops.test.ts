@@ -147,6 +147,8 @@ describe("count", () => {
   it("for csv counts rows after the header, for jsonl non-blank lines", () => {
     expect(runOp(count, {}, "h1,h2\n1,2\n\n3,4\n", "csv")).toEqual({ records: 2 });
     expect(runOp(count, { header: "false" }, "h1,h2\n1,2\n", "csv")).toEqual({ records: 2 });
+    // A row of spaces is a row (Python: sum(1 for r in csv.reader(["k", "a", " ", "", "b"]) if r) - 1 == 3).
+    expect(runOp(count, {}, "k\na\n \n\nb\n", "csv")).toEqual({ records: 3 });
     expect(runOp(count, {}, '{"a":1}\n\n  \n{"a":2}', "jsonl")).toEqual({ records: 2 });
   });
 

@@ -139,8 +139,10 @@ export const forEachRecord = (
       // Records become objects keyed by the names: two columns of one name would lose a value.
       if (names) checkHeaderNames(names);
       const csv = csvOptions(options);
-      forEachCsvText(block, csv, header, (text, offset, b, s, e) => {
-        if (isBlank(b, s, e)) return;
+      forEachCsvText(block, csv, header, (text, offset, _b, s, e) => {
+        // Only an empty line is no record (as Python's csv module reads it): a row of spaces, or a
+        // TSV row of a tab, holds fields, empty or not, and its key counts.
+        if (s === e) return;
         guarded(ctx, offset, () => {
           const fields = parseCsvRecord(text, offset, csv);
           if (!names) return fn(fields, offset);
@@ -177,7 +179,7 @@ export const countRecords = (block: RecordBlock, format: Format, options: Format
         skip = false;
         return;
       }
-      if (isBlank(block.bytes, s, e)) return;
+      if (s === e) return;
       // A record with a quote is parsed, as every other op parses it: one whose quotes do not
       // pair up is refused (or skipped), never counted as some other number of records.
       const quote = block.bytes.indexOf(QUOTE_BYTE, s);

@@ -74,8 +74,9 @@ export const keyOfFields = (readers: readonly FieldReader[]): ((record: unknown,
       : (record: unknown, offset: number) => JSON.stringify(readers.map((r) => r(record, offset) ?? null));
   return (record, offset) => {
     const key = keyOf(record, offset);
-    // An integer JSON.parse rounded (past 2^53) would meet its neighbours as one key.
-    if (/\d{16}/.test(key)) {
+    // An integer JSON.parse rounded (past 2^53) would meet its neighbours as one key. Past 1e21
+    // JSON.stringify writes it with an exponent (1e+21), which the digits alone would not show.
+    if (/\d{16}|\de\+/.test(key)) {
       for (const v of JSON.parse(key) as unknown[]) {
         if (typeof v === "number" && Number.isInteger(v) && !Number.isSafeInteger(v))
           throw badRecord(`key ${v} is an integer past 2^53, which JSON numbers round: quote it as a string`, offset);
