@@ -483,6 +483,49 @@ with zipfile.ZipFile('twice-gz.zip', 'w') as z:
     expect(twice).toMatch(/twice-gz\.zip!\/x\.log\.gz\.gz.*gzip data inside compressed data: it is compressed twice/);
   });
 
+  it("an entry holds to what a file of its own does: data after a gzip's zero padding, or BGZF without its end block, is refused", async () => {
+    await writeFile(path.join(dir, "pad.txt"), "kept\n".repeat(5000));
+    sh("gzip -nc pad.txt > pad.gz && head -c 8 /dev/zero >> pad.gz && printf 'lost 1\\nlost 2\\n' >> pad.gz && zip -q pad-gz.zip pad.gz");
+    const padded = await run({ op: "count", inputs: [path.join(dir, "pad-gz.zip")], chunkSize: 1024 });
+    expect(padded.ok ? padded.result : padded.error.describe()).toMatch(
+      /pad-gz\.zip!\/pad\.gz.*data follows the end of the compressed data/,
+    );
+    sh("bgzip -c pad.txt > whole.bgz && head -c -28 whole.bgz > noeof.bgz && zip -q -0 noeof-bgz.zip noeof.bgz");
+    const cut = await run({ op: "count", inputs: [path.join(dir, "noeof-bgz.zip")], chunkSize: 1024 });
+    expect(cut.ok ? cut.result : cut.error.describe()).toMatch(/noeof-bgz\.zip!\/noeof\.bgz.*without BGZF's end-of-file block/);
+    // Zero padding alone, and the end block, are what the files hold when whole.
+    sh("gzip -nc pad.txt > zeros.gz && head -c 8 /dev/zero >> zeros.gz && zip -q whole.zip zeros.gz whole.bgz");
+    const whole = await run({ op: "count", inputs: [path.join(dir, "whole.zip")], chunkSize: 1024 });
+    expect(whole.ok && whole.result).toEqual({ records: 10_000 });
+  });
+
+  it("a CSV header past 64 KiB in a deflated entry is read whole, as from the file itself", async () => {
+    const names = Array.from({ length: 12_000 }, (_, i) => `c${String(i).padStart(5, "0")}`);
+    const rows = [names.join(","), ...[1, 2, 3].map((r) => names.map((_, i) => (i * r) % 7).join(","))];
+    await writeFile(path.join(dir, "wide.csv"), `${rows.join("\n")}\n`);
+    sh("zip -q wide.zip wide.csv");
+    const last = await run({ op: "stats", inputs: [path.join(dir, "wide.zip")], format: "csv", params: { column: "c11999" } });
+    // Python: [(11999 * r) % 7 for r in (1, 2, 3)] == [1, 2, 3]
+    expect(last.ok && last.result).toMatchObject({ count: 3, sum: 6, min: 1, max: 3 });
+  });
+
+  it("an end record that counts fewer entries than its directory holds refuses the archive", async () => {
+    const message = await refused(
+      "undercount.zip",
+      `
+import zipfile
+with zipfile.ZipFile('undercount.zip', 'w') as z:
+    for name in ('a.txt', 'b.txt', 'c.txt'):
+        z.writestr(name, 'x\\n' * 100)
+data = bytearray(open('undercount.zip', 'rb').read())
+end = data.rfind(b'PK\\x05\\x06')
+data[end + 8:end + 12] = (1).to_bytes(2, 'little') * 2
+open('undercount.zip', 'wb').write(bytes(data))
+`,
+    );
+    expect(message).toMatch(/the end record counts 1 entry, but the central directory holds more/);
+  });
+
   it("an entry that inflates past its declared size is stopped there (a lying bomb)", async () => {
     const message = await refused(
       "liar.zip",

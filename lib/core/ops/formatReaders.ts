@@ -8,7 +8,7 @@ import type { Format } from "../job/spec.js";
 import type { RecordBlock } from "../records/alignedBlocks.js";
 import { forEachCsvRecord, parseCsvRecord, type CsvOptions } from "../records/csv.js";
 import { scanCsvColumn } from "../records/csvColumn.js";
-import { checkHeaderNames } from "../records/csvDialect.js";
+import { checkHeaderNames, headerNamesShown } from "../records/csvDialect.js";
 import { forEachLine, trimRange } from "../records/lines.js";
 import { parseNumberAt } from "../records/numbers.js";
 import { decimalAt, decimalOfText, decimalText, scanNumberLines, type DecimalSink } from "../records/decimal.js";
@@ -232,7 +232,7 @@ const columnIndex = (options: ValueOptions, header: readonly string[] | undefine
     throw new CloudmillError(
       ErrorCode.INVALID_SPEC,
       header
-        ? `no column ${JSON.stringify(column)} in the header (columns: ${header.join(", ")})`
+        ? `no column ${JSON.stringify(column)} in the header (columns: ${headerNamesShown(header)})`
         : `column ${JSON.stringify(column)} is a name but the input has no header`,
       { field: "params.column", input: inputName },
     );

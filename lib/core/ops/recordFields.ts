@@ -4,6 +4,7 @@
  */
 import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import type { Format } from "../job/spec.js";
+import { headerNamesShown } from "../records/csvDialect.js";
 import { getPath } from "./formatReaders.js";
 import type { MapContext } from "./types.js";
 
@@ -56,7 +57,7 @@ export const fieldReader = (name: string, param: string, format: Format, ctx: Ma
   if (column === undefined || !header.includes(column)) {
     throw new CloudmillError(
       ErrorCode.INVALID_SPEC,
-      `param ${param}: no column ${JSON.stringify(name)} in the header (columns: ${header.join(", ")})`,
+      `param ${param}: no column ${JSON.stringify(name)} in the header (columns: ${headerNamesShown(header)})`,
       { field: `params.${param}`, input: ctx.inputName },
     );
   }

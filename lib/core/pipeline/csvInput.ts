@@ -42,8 +42,9 @@ export const readCsvInput = async (
 ): Promise<CsvInput> => {
   const named = params.separator;
   const { bytes: head, codec } = await inputHead(store, input, HEAD_BYTES, signal);
-  // A compressed head's decoded bytes are not all of the input, whatever their length.
-  const size = codec ? Number.POSITIVE_INFINITY : input.size;
+  // A compressed head's decoded bytes are not all of the input, whatever their length; a zip
+  // entry's `size` is its stored bytes, its decoded length the member's.
+  const size = codec ? Number.POSITIVE_INFINITY : (input.member?.size ?? input.size);
   const encoding = utf16Of(head);
   let separator: string;
   let sniffed: string | undefined;

@@ -65,6 +65,10 @@ export const sniffSeparator = (sample: Buffer, inputName: string): string => {
   return best.separator;
 };
 
+/** A header's names for a one-line message: the first 20, then how many more. */
+export const headerNamesShown = (names: readonly string[]): string =>
+  names.length <= 20 ? names.join(", ") : `${names.slice(0, 20).join(", ")}, … (${names.length - 20} more)`;
+
 /**
  * Refuses a header whose names cannot key a record: two columns of one name (empty names
  * included) would leave one value unreachable. Names the columns, 1-based.

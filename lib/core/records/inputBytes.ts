@@ -143,19 +143,33 @@ const readHead = async (it: AsyncIterator<Uint8Array>): Promise<{ head: Buffer[]
 /**
  * A zip entry's bytes, decoded once more when they are gzip, BGZF or zstd themselves (a `.gz`
  * log zipped up with others): `found` is told the codec. Data compressed a third time is left
- * as it is, for the refusal of data compressed twice.
+ * as it is, for the refusal of data compressed twice. The entry is held to what a file of its
+ * own is: BGZF is read block by block (each block's CRC, and its end-of-file block), and past
+ * where gzip or zstd data ends only zeros may follow.
  */
 async function* decodedEntry(bytes: AsyncIterable<Buffer>, found: (codec: Codec) => void): AsyncGenerator<Uint8Array> {
   const it = bytes[Symbol.asyncIterator]();
   let ended = false;
+  /** Bytes of the entry read so far, and where its last non-zero byte is (-1: none yet). */
+  let read = 0;
+  let lastNonZero = -1;
+  const seen = (chunk: Uint8Array): Uint8Array => {
+    let i = chunk.length - 1;
+    while (i >= 0 && chunk[i] === 0) i--;
+    if (i >= 0) lastNonZero = read + i;
+    read += chunk.length;
+    return chunk;
+  };
   try {
     const first = await readHead(it);
     const { head, length } = first;
     ended = first.ended;
+    for (const chunk of head) seen(chunk);
     const all = async function* (): AsyncGenerator<Uint8Array> {
       yield* head;
       if (ended) return;
-      for (let next = await it.next(); !next.done; next = await it.next()) yield next.value;
+      for (let next = await it.next(); !next.done; next = await it.next()) yield seen(next.value);
+      ended = true;
     };
     const codec = codecOf(Buffer.concat(head, length));
     if (!codec) {
@@ -163,7 +177,17 @@ async function* decodedEntry(bytes: AsyncIterable<Buffer>, found: (codec: Codec)
       return;
     }
     found(codec);
-    yield* decodedStream(codec, all());
+    if (codec === "bgzf") {
+      for await (const block of bgzfBlocks(all()[Symbol.asyncIterator](), 0, Buffer.alloc(0))) yield block.data;
+      return;
+    }
+    let consumed = -1;
+    yield* decodedStream(codec, all(), (n) => void (consumed = n));
+    // The decoder stops where its data ends: what it left of the entry is read here.
+    if (!ended) for (let next = await it.next(); !next.done; next = await it.next()) seen(next.value);
+    ended = true;
+    if (consumed >= 0 && lastNonZero >= consumed)
+      throw corruptInput(codec, lastNonZero, "data follows the end of the compressed data, after zero bytes");
   } finally {
     if (!ended) await it.return?.(undefined);
   }

@@ -217,6 +217,15 @@ export const parseZipDirectory = (bytes: Uint8Array, dir: ZipDirectory, archiveS
       throw zipError(archive, at, `entry ${JSON.stringify(name)} runs past the start of the central directory (truncated?)`);
     entries.push({ name, method, crc32, compressedSize, size, at, nameBytes, end: dir.at });
   }
+  // A writer without zip64 stores counts past 65,535 modulo 65,536: the entries past the count
+  // would be left out without a word.
+  if (p + 4 <= bytes.length && d.getUint32(p, true) === SIG.central)
+    throw zipError(
+      archive,
+      dir.at + p,
+      `the end record counts ${dir.entries} ${dir.entries === 1 ? "entry" : "entries"}, but the central directory holds more ` +
+        "(written without zip64 past 65,535 entries?): rewrite the archive (zip -r, or 7z a -tzip)",
+    );
   if (archiveSize < dir.at + dir.bytes) throw zipError(archive, archiveSize, "the archive ends inside its central directory");
   return boundedEntries(entries, archive, dir.at);
 };
