@@ -18,7 +18,7 @@ import { prng } from "../../lib/dev/prng.js";
 import { runLocal } from "../../lib/local/localEngine.js";
 import { InputObject } from "../../lib/core/job/manifest.js";
 import { zipEntriesOf } from "../../lib/core/pipeline/zipInputs.js";
-import { parseZipDirectory } from "../../lib/core/records/zip.js";
+import { findZipDirectory, parseZipDirectory } from "../../lib/core/records/zip.js";
 import { memberBytes } from "../../lib/core/records/zipMember.js";
 import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { pythonCsvRows } from "../helpers/csv.js";
@@ -507,6 +507,21 @@ with zipfile.ZipFile('twice-gz.zip', 'w') as z:
     const last = await run({ op: "stats", inputs: [path.join(dir, "wide.zip")], format: "csv", params: { column: "c11999" } });
     // Python: [(11999 * r) % 7 for r in (1, 2, 3)] == [1, 2, 3]
     expect(last.ok && last.result).toMatchObject({ count: 3, sum: 6, min: 1, max: 3 });
+  });
+
+  it("an end record of exactly 65,535 entries with no zip64 record (as Python's zipfile writes it) is read as written", () => {
+    // The end record alone: signature, disk numbers, 0xFFFF entries twice, directory size and offset, no comment.
+    const end = Buffer.alloc(22);
+    end.writeUInt32LE(0x06054b50, 0);
+    end.writeUInt16LE(0xffff, 8);
+    end.writeUInt16LE(0xffff, 10);
+    end.writeUInt32LE(65_535 * 46, 12);
+    end.writeUInt32LE(1000, 16);
+    const tailAt = 1000 + 65_535 * 46;
+    expect(findZipDirectory(end, tailAt, tailAt + 22, "many.zip")).toEqual({ at: 1000, bytes: 65_535 * 46, entries: 65_535 });
+    // A directory offset at its maximum with no locator is still refused: it cannot be the real one.
+    end.writeUInt32LE(0xffffffff, 16);
+    expect(() => findZipDirectory(end, tailAt, tailAt + 22, "many.zip")).toThrow(/asks for zip64, but no zip64 locator precedes it/);
   });
 
   it("an end record that counts fewer entries than its directory holds refuses the archive", async () => {

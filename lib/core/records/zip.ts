@@ -89,9 +89,10 @@ export const findZipDirectory = (
     const at = d.getUint32(i + 16, true);
     if (entries === 0xffff || bytes === 0xffffffff || at === 0xffffffff) {
       const loc = i - 20;
-      if (loc < 0 || d.getUint32(loc, true) !== SIG.locator64)
+      if (loc >= 0 && d.getUint32(loc, true) === SIG.locator64) return { zip64At: u64(d, loc + 8, archive, tailAt + loc) };
+      // Python's zipfile writes exactly 65,535 entries so, with no zip64 record: the count stands.
+      if (bytes === 0xffffffff || at === 0xffffffff)
         throw zipError(archive, tailAt + i, "its end record asks for zip64, but no zip64 locator precedes it");
-      return { zip64At: u64(d, loc + 8, archive, tailAt + loc) };
     }
     return checkedDirectory({ at, bytes, entries }, tailAt + i, archive);
   }
