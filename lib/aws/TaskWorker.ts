@@ -330,7 +330,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       }
       if (next.action === "fail-job") {
         try {
-          await failJobOfTask(deps, task.jobId, err);
+          await failJobOfTask(deps, task.jobId, task.job.generation ?? 0, err);
           this.#jobEnds.markEnded(jobRun(task));
           await queue.delete(message.receiptHandle);
         } catch (e2) {

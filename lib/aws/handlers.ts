@@ -88,7 +88,7 @@ export const reducerHandler =
         if (outcome.kind === "incomplete" && outcome.progress) {
           const { progress } = outcome;
           const over = await costCeilingError(deps, progress);
-          if (over) await failJobOfTask(deps, jobId, over, outcome.done);
+          if (over) await failJobOfTask(deps, jobId, progress.manifest.retries ?? 0, over, outcome.done);
           else if (outcome.mapping) await launchBackups(deps, progress.manifest, progress.mapParts);
           else {
             // A keyed job's reduce stage or a merge tree: a long task's running marker brings its straggler check here.

@@ -464,6 +464,17 @@ describe("histogram", () => {
     expect(on({ bins: "100", min: "0", max: "100" }, integers).bins).toEqual([...Array.from({ length: 99 }, () => 1), 2]);
     // A width past the largest double (edges at −5e307, 0 and 5e307): every value still counted, in its bin.
     expect(on({ bins: "4", min: "-1e308", max: "1e308" }, ["-1e308", "0", "5e307", "9e307", "1e308"]).bins).toEqual([1, 0, 1, 3]);
+    // Subnormal edges: max = 4001 units of 2^-1074 as written (a little more than the double), and
+    // a value just below half of it, which the doubles put on the edge.
+    const unit = 2n ** 1074n;
+    const maxText = String(4001 * Number.MIN_VALUE);
+    const [mant = "", exp = "0"] = maxText.split("e");
+    const [w = "", f = ""] = mant.split(".");
+    const scale = f.length - Number(exp);
+    const places = 1100;
+    const x = (BigInt(w + f) * 10n ** BigInt(places - scale)) / 4n + (4001n * 10n ** BigInt(places)) / (4n * unit);
+    const xText = `0.${x.toString().padStart(places, "0")}`.replace(/0+$/, "");
+    expect(on({ bins: "2", min: "0", max: maxText }, [xText])).toEqual(refHistogram(Buffer.from(`${xText}\n`), 2, 0, Number(maxText)));
     // Each against the reference's exact decimals, on many values that sit on edges.
     const edges = Array.from({ length: 400 }, (_, i) => (0.28 + (i % 41) * 0.24 * (i % 2 ? 1 : 0.5)).toFixed(2));
     for (const [bins, min, max] of [

@@ -17,7 +17,7 @@ import { silentLogger } from "../../lib/core/log.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { exists, readBytes, readJson, writeJson } from "../../lib/core/pipeline/blobJson.js";
 import { cancelJob } from "../../lib/core/pipeline/cancel.js";
-import { failJob, handleDeadLetter } from "../../lib/core/pipeline/deadLetter.js";
+import { failJob, failJobOfTask, handleDeadLetter } from "../../lib/core/pipeline/deadLetter.js";
 import { TaskWorker } from "../../lib/aws/TaskWorker.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
@@ -265,6 +265,19 @@ describe("resuming a job", () => {
     expectMatchesReference("wordcount", { k: "0" }, TEXT, await readJson(s.output, OUTPUT.result, z.unknown()));
   });
 
+  it("a task of the resumed run fails its own run, even before the resume has written the manifest that counts it", async () => {
+    const s = await setUp("own-run");
+    await cancelJob(s.deps, s.jobId, OUTPUT);
+    // The resume's first step: the old end kept. The manifest still says no resume.
+    await writeJson(s.output, pastEndKey(s.jobId, 1), { cancelled: { at: new Date().toISOString() } });
+    await s.output.delete(cancelKey(s.jobId));
+    const error = new CloudmillError(ErrorCode.BAD_RECORD, "record longer than 1048576 bytes (maxRecordBytes)");
+    await failJobOfTask(s.deps, s.jobId, 0, error);
+    expect(await exists(s.output, failureKey(s.jobId))).toBe(false);
+    await failJobOfTask(s.deps, s.jobId, 1, error);
+    expect(await exists(s.output, failureKey(s.jobId))).toBe(true);
+  });
+
   it("a resume cut short after it removed a redone chunk's part queues that chunk when it is retried", async () => {
     const s = await setUp("redo-cut");
     await work(s);
@@ -274,7 +287,7 @@ describe("resuming a job", () => {
       { jobId: s.jobId, output: OUTPUT, chunks: CHUNKS, done: CHUNKS, startedAt: manifest.createdAt },
       new CloudmillError(ErrorCode.BAD_RECORD, "record longer than 1048576 bytes (maxRecordBytes)", { chunk: 2, input: "data.txt" }),
     );
-    // The first invocation dies once the part is gone, before the failure marker goes.
+    // The first invocation dies once the part is gone, as it removes the failure marker.
     const deps: SplitDeps = {
       ...s.deps,
       output: Object.assign(Object.create(s.output) as FsBlobStore, {

@@ -256,7 +256,6 @@ export interface RefHistogram {
   above?: number;
 }
 
-/** bin = floor((x − min) / (max − min) · bins), at most the last bin (where x == max goes). */
 /** A number's text as the exact fraction n / 10^s it is written as. */
 const writtenDecimal = (text: string): { n: bigint; s: number } => {
   const [, sign, whole = "", fraction = "", exponent = "0"] = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(text.trim())!;

@@ -76,7 +76,10 @@ const atScale = (m: bigint, scale: number, to: number): bigint => m * 10n ** Big
 const binSink = ({ min, max, bins }: Params, p: HistogramPartial): DecimalSink => {
   const counts = p.bins;
   const width = max - min;
-  const slack = Number.isFinite(width) ? (1e-13 * bins * (Math.abs(min) + Math.abs(max))) / width : Number.POSITIVE_INFINITY;
+  // Subnormal numbers are spaced Number.MIN_VALUE apart whatever their size: that spacing counts too.
+  const slack = Number.isFinite(width)
+    ? (1e-13 * bins * (Math.abs(min) + Math.abs(max)) + 4 * bins * Number.MIN_VALUE) / width
+    : Number.POSITIVE_INFINITY;
   const lo = decimalOfText(String(min))!;
   const hi = decimalOfText(String(max))!;
   // Integer edges whose products with `bins` stay exact in doubles.

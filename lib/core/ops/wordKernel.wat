@@ -157,6 +157,11 @@
                 (i64.const 0xC2B2AE3D27D4EB4F))))
             (else (local.set $h (call $hash (local.get $s) (local.get $len)))))
           (local.set $h (i64.mul (i64.xor (local.get $h) (i64.extend_i32_u (local.get $len))) (i64.const 0x9E3779B97F4A7C15)))
+          ;; Multiplies carry differences only upward: fold the high bits down (splitmix64's
+          ;; finalizer) so that the slot, taken from bits 32 on, depends on every bit of the word.
+          (local.set $h (i64.mul (i64.xor (local.get $h) (i64.shr_u (local.get $h) (i64.const 30))) (i64.const 0xBF58476D1CE4E5B9)))
+          (local.set $h (i64.mul (i64.xor (local.get $h) (i64.shr_u (local.get $h) (i64.const 27))) (i64.const 0x94D049BB133111EB)))
+          (local.set $h (i64.xor (local.get $h) (i64.shr_u (local.get $h) (i64.const 31))))
           (local.set $h32 (i32.wrap_i64 (i64.shr_u (local.get $h) (i64.const 32))))
           (local.set $slot (i32.and (local.get $h32) (global.get $mask)))
           (block $hit

@@ -65,15 +65,12 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
 };
 
 /** Fails the job of a task whose error would recur on every attempt (a job not yet planned has nothing to fail). */
-export const failJobOfTask = async (deps: PipelineDeps, jobId: string, error: CloudmillError, done = 0): Promise<void> => {
+/** Fails the job of a task of run `run` (its `job.generation`): nothing, once a later run has begun. */
+export const failJobOfTask = async (deps: PipelineDeps, jobId: string, run: number, error: CloudmillError, done = 0): Promise<void> => {
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
   // Its tasks in all, as its progress counts them (a keyed job's reduce tasks too).
   if (manifest)
-    await failJob(
-      deps,
-      { jobId, output: manifest.output, chunks: taskCount(manifest), done, startedAt: manifest.createdAt, run: manifest.retries ?? 0 },
-      error,
-    );
+    await failJob(deps, { jobId, output: manifest.output, chunks: taskCount(manifest), done, startedAt: manifest.createdAt, run }, error);
 };
 
 /** "1 attempt", "3 attempts". */
@@ -110,7 +107,8 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
     chunks: taskCount(manifest),
     done: 0,
     startedAt: manifest.createdAt,
-    run: manifest.retries ?? 0,
+    // The task's own run: one queued by a resume whose manifest is not written yet fails its own run.
+    run: task.job.generation ?? 0,
   };
   if (isMergeTask(task)) {
     const { level, group } = task.merge;

@@ -98,7 +98,7 @@ export const mapInline = async (deps: SplitDeps, tasks: Iterable<MapTask>, optio
       const error = toCloudmillError(err);
       const next = await afterFailedAttempt(deps, task, error, 0, "inline");
       if (next.action === "fail-job") {
-        await failJobOfTask(deps, task.jobId, error, mapped);
+        await failJobOfTask(deps, task.jobId, task.job.generation ?? 0, error, mapped);
         return { mapped, ended: true };
       }
       // maxAttempts 1: this was the chunk's one attempt.

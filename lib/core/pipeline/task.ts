@@ -130,8 +130,9 @@ export interface RunTaskOptions {
   readonly firstDelivery?: boolean;
   /**
    * Whether the task's job (this run of it) has ended; by default two HEADs per task. A worker
-   * caches its answer, and also counts a run a resume superseded as ended: it is asked again
-   * before a map task writes its part, so a copy still mapping across a resume writes nothing.
+   * caches its answer for 5 s, and also counts a run a resume superseded as ended: it is asked
+   * again before a map task writes its part, so a copy still mapping once the worker has seen the
+   * resume writes nothing.
    */
   readonly jobEnded?: (task: TaskMessage) => Promise<boolean>;
 }

@@ -186,8 +186,7 @@ async function* decodedEntry(bytes: AsyncIterable<Buffer>, found: (codec: Codec)
     // The decoder stops where its data ends: what it left of the entry is read here.
     if (!ended) for (let next = await it.next(); !next.done; next = await it.next()) seen(next.value);
     ended = true;
-    if (consumed >= 0 && lastNonZero >= consumed)
-      throw corruptInput(codec, lastNonZero, "data follows the end of the compressed data, after zero bytes");
+    if (consumed >= 0 && lastNonZero >= consumed) throw corruptInput(codec, consumed, "data follows the end of the compressed data");
   } finally {
     if (!ended) await it.return?.(undefined);
   }
