@@ -132,6 +132,22 @@ describe("groupby on the local engine", () => {
     expect(got.get('[" "]')).toEqual({ count: 2 });
   });
 
+  it("groups jsonl number keys by their value as written, as Python's Decimal does", async () => {
+    const file = path.join(dir, "numkeys.jsonl");
+    const keys = ["1.5", "1.50", "15e-1", "5e-324", "1e-300", "0", "-0", "0.0", "0.30000000000000004", "0.3", "123456789012345.6"];
+    await writeFile(file, keys.map((k) => `{"k":${k}}\n`).join(""));
+    const script = `import collections,decimal,json,sys
+c=collections.Counter(decimal.Decimal(json.loads(l, parse_float=str, parse_int=str)["k"]).normalize() for l in open(sys.argv[1]))
+print(json.dumps(sorted(c.values())))`;
+    const expected = JSON.parse(execFileSync("python3", ["-c", script, file], { encoding: "utf8" })) as number[];
+    const { result } = await run(
+      { op: "distinct", inputs: [file], params: { key: "k" } },
+      { workers: 0, outDir: path.join(dir, "out-numkeys") },
+    );
+    const counts = (await readRows(result as KeyedResult)).flat().map((r) => r.count as number);
+    expect(counts.sort((a, b) => a - b)).toEqual(expected);
+  });
+
   it("refuses a key column the header does not have, naming the columns", async () => {
     await expect(run({ op: "groupby", params: { key: "stationn" } }, { workers: 0, outDir: path.join(dir, "bad") })).rejects.toThrow(
       /no column "stationn" in the header \(columns: station, site, temperature, note\)/,
@@ -180,6 +196,27 @@ describe("groupby on the local engine", () => {
       '{"k":1000000000000000000001}\n{"k":1e21}\n',
       { key: "k" },
       /exp\.jsonl:1 \(byte 0\): key 1e\+21 is an integer past 2\^53/,
+    ],
+    [
+      "a jsonl key that underflows to 0",
+      "under.jsonl",
+      '{"k":0}\n{"k":1e-400}\n',
+      { key: "k" },
+      /under\.jsonl:2 \(byte 8\): key k: 1e-400 is not a number a double holds \(it reads as 0\)/,
+    ],
+    [
+      "a jsonl key with more digits than a double holds",
+      "digits.jsonl",
+      '{"k":0.1}\n{"k":0.1000000000000000000001}\n',
+      { key: "k" },
+      /digits\.jsonl:2 \(byte 10\): key k: 0\.1000000000000000000001 is not a number a double holds/,
+    ],
+    [
+      "a jsonl key a subnormal double cannot hold",
+      "sub.jsonl",
+      '{"k":5e-324}\n{"k":4e-324}\n',
+      { key: "k" },
+      /sub\.jsonl:2 \(byte 13\): key k: 4e-324 is not a number a double holds \(it reads as 5e-324\)/,
     ],
     [
       "a jsonl key that is an object",

@@ -88,7 +88,7 @@ export const groupby = keyedOp<GroupbyParams>({
           else if (typeof raw === "string") decimalText(raw, offset, one);
           group.v = v;
         }
-        emit(keyOf(record, offset), group);
+        emit(keyOf(record, offset, text), group);
       });
   },
   combine(a, b) {

@@ -5,11 +5,12 @@
 import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import type { Format } from "../job/spec.js";
 import { headerNamesShown } from "../records/csvDialect.js";
+import { jsonNumberText, sameDecimal } from "../records/jsonNumberText.js";
 import { getPath } from "./formatReaders.js";
 import type { MapContext } from "./types.js";
 
 /** Reads one field of a record as forEachRecord hands it over; undefined when the record has none. */
-export type FieldReader = (record: unknown, offset: number) => string | number | boolean | null | undefined;
+export type FieldReader = (record: unknown, offset: number, text?: string) => string | number | boolean | null | undefined;
 
 /** `a,b` → the names; a name or index per entry, none empty. */
 export const fieldList = (param: string): string[] => param.split(",").map((s) => s.trim());
@@ -19,13 +20,15 @@ export const fieldReader = (name: string, param: string, format: Format, ctx: Ma
   if (name === "") throw new CloudmillError(ErrorCode.INVALID_SPEC, `param ${param}: empty field name`, { field: `params.${param}` });
   if (format === "jsonl") {
     const path = name.split(".");
-    return (record, offset) => {
+    const isKey = param === "key";
+    return (record, offset, text) => {
       const v = getPath(record, path);
       if (v === undefined || v === null || typeof v === "string" || typeof v === "boolean") return v;
       // JSON's 1e400 parses to Infinity.
       if (typeof v === "number") {
-        if (Number.isFinite(v)) return v;
-        throw badRecord(`field ${name}: number out of range`, offset);
+        if (!Number.isFinite(v)) throw badRecord(`field ${name}: number out of range`, offset);
+        if (isKey && text !== undefined) keyNumberAsWritten(v, text, path, name, offset);
+        return v;
       }
       throw badRecord(
         `field ${name}: expected a string, number, boolean or null, got ${Array.isArray(v) ? "an array" : "an object"}`,
@@ -68,13 +71,13 @@ export const fieldReader = (name: string, param: string, format: Format, ctx: Ma
  * A key from several fields: the JSON array of their values, so that every combination of
  * values (a missing one as null) is a key of its own, whatever characters the values hold.
  */
-export const keyOfFields = (readers: readonly FieldReader[]): ((record: unknown, offset: number) => string) => {
+export const keyOfFields = (readers: readonly FieldReader[]): ((record: unknown, offset: number, text?: string) => string) => {
   const keyOf =
     readers.length === 1
-      ? (record: unknown, offset: number) => JSON.stringify([readers[0]!(record, offset) ?? null])
-      : (record: unknown, offset: number) => JSON.stringify(readers.map((r) => r(record, offset) ?? null));
-  return (record, offset) => {
-    const key = keyOf(record, offset);
+      ? (record: unknown, offset: number, text?: string) => JSON.stringify([readers[0]!(record, offset, text) ?? null])
+      : (record: unknown, offset: number, text?: string) => JSON.stringify(readers.map((r) => r(record, offset, text) ?? null));
+  return (record, offset, text) => {
+    const key = keyOf(record, offset, text);
     // An integer JSON.parse rounded (past 2^53) would meet its neighbours as one key. Past 1e21
     // JSON.stringify writes it with an exponent (1e+21), which the digits alone would not show.
     if (/\d{16}|\de\+/.test(key)) {
@@ -91,6 +94,25 @@ export const keyOfFields = (readers: readonly FieldReader[]): ((record: unknown,
 };
 
 const REPLACEMENT = "\uFFFD";
+
+/** A line that may hold a number JSON.parse rounds: 16 or more digits, or an exponent past -99. */
+const MAY_ROUND = /\d(?:\.?\d){15}|\d[eE]-\d{3}/;
+
+/**
+ * Refuses a JSONL key number that JSON.parse rounded (more digits than a double holds, or
+ * below the doubles, as 1e-400 becomes 0): it would meet the number it rounded to as one key.
+ */
+const keyNumberAsWritten = (v: number, text: string, path: readonly string[], name: string, offset: number): void => {
+  if (!MAY_ROUND.test(text) && (v === 0 || Math.abs(v) >= MIN_NORMAL)) return;
+  // keyOfFields refuses any integer past 2^53, with its own advice.
+  if (Number.isInteger(v) && !Number.isSafeInteger(v)) return;
+  const written = jsonNumberText(text, path);
+  if (written === undefined || sameDecimal(written, String(v))) return;
+  throw badRecord(`key ${name}: ${written} is not a number a double holds (it reads as ${v}): quote it as a string`, offset);
+};
+
+/** The least positive normal double: below it, doubles cannot tell short decimals apart. */
+const MIN_NORMAL = 2.2250738585072014e-308;
 
 /** A key made by keyOfFields, as the output shows it: the value, or the array of values. */
 export const keyValue = (key: string): unknown => {

@@ -99,3 +99,19 @@ export const jsonNumberText = (text: string, path: readonly string[]): string | 
   const written = text.slice(start, i);
   return /^-?\d/.test(written) ? written : undefined;
 };
+
+/** A decimal's significant digits and the power of ten of its first one; zero is "" at 0. */
+const decimalParts = (text: string): { negative: boolean; digits: string; lead: number } => {
+  const [, sign, whole = "", fraction = "", exponent = "0"] = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(text) ?? [];
+  const all = `${whole}${fraction}`;
+  const first = all.search(/[1-9]/);
+  if (first < 0) return { negative: false, digits: "", lead: 0 };
+  return { negative: sign === "-", digits: all.slice(first).replace(/0+$/, ""), lead: whole.length - first - 1 + Number(exponent) };
+};
+
+/** Whether two decimal texts name the same number (1.50 and 15e-1 do; -0 and 0 do). */
+export const sameDecimal = (a: string, b: string): boolean => {
+  const x = decimalParts(a);
+  const y = decimalParts(b);
+  return x.negative === y.negative && x.digits === y.digits && x.lead === y.lead;
+};
