@@ -67,7 +67,7 @@ export const readCsvInput = async (
       : quoted === undefined
         ? lineEnds()
         : new CsvRecordEnds(false, quoted);
-    const text = firstRecordIn(head, size, encoding, quoted) ?? (await firstRecord(store, input, codec, ends, encoding, signal));
+    const text = firstRecordIn(head, size, encoding, quoted) ?? (await firstRecord(store, input, codec, ends, encoding, quoted, signal));
     header = text === undefined ? [] : parseCsvRecord(text, 0, csv);
   }
   return {
@@ -103,18 +103,17 @@ const firstRecord = async (
   codec: Codec | undefined,
   ends: RecordEnds,
   encoding: Utf16 | undefined,
+  quoted: string | undefined,
   signal?: AbortSignal,
 ): Promise<string | undefined> => {
-  // BGZF is read here as the gzip it also is: [0, 1) then owns exactly the first record.
+  // BGZF is read here as the gzip it also is: [0, 1) then owns exactly the first record. A zip
+  // entry is read whole, so its first block may hold more records than the first: it is cut.
   const source = inputRangeBytes(
     store,
     input,
     { start: 0, end: 1 },
     { codec: codec === "bgzf" ? "gzip" : (codec ?? null), ...(signal ? { signal } : {}) },
   );
-  for await (const block of rangeRecordBlocks(source, {}, ends)) {
-    const bytes = encoding ? decodeUtf16Block(block, encoding).bytes : block.bytes;
-    return bytes.toString("utf8").replace(/\r?\n$/, "");
-  }
+  for await (const block of rangeRecordBlocks(source, {}, ends)) return firstRecordIn(block.bytes, block.bytes.length, encoding, quoted);
   return undefined;
 };

@@ -2,6 +2,7 @@
  * The map role: one chunk in, one part out. The part's key is a pure function of
  * (job id, chunk index), so a repeated task rewrites identical bytes.
  */
+import { withArchiveSpan } from "./archiveSpan.js";
 import { backupWonKey, cancelKey, chunkErrorKey, failureKey, mergedKey, mergeErrorKey, partKey, pastEndKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import {
@@ -304,6 +305,7 @@ const mapChunk = async (
     const op = deps.registry.get(job.op);
     if (checkOpDigest) refuseOtherOpCode(job, op);
     const objects = chunkParts(chunk);
+    const reads = await withArchiveSpan(deps, objects, signal);
     let part: Part;
     if (isTaskOp(op)) {
       let skipped = 0;
@@ -320,14 +322,14 @@ const mapChunk = async (
             firstSkipped ??= inChunk(error, jobId, sub);
           },
         };
-        appendAll(items, await inObject(sub, () => readItems(deps, { ...task, chunk: sub }, ctx, signal)));
+        appendAll(items, await inObject(sub, () => readItems(reads, { ...task, chunk: sub }, ctx, signal)));
       }
       const partial = await runItems(deps, task, op, items, { signal, drain });
       part = { v: 1, jobId, index: chunk.index, partial, skipped };
       if (firstSkipped) deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped), skipped });
     } else {
       const parts = await mapInOrder(objects, PACK_READS, (sub) =>
-        inObject(sub, () => mapObject(deps, { ...task, chunk: sub }, op, signal)),
+        inObject(sub, () => mapObject(reads, { ...task, chunk: sub }, op, signal)),
       );
       part = parts.length === 1 ? parts[0]! : packedPart(task, op, parts);
     }
