@@ -151,7 +151,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     spec.id ?? `local-${digestOf([job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag])])}`;
 
   const outDir = path.resolve(options.outDir ?? path.join("cloudmill-out", jobId));
-  if (isShuffled(op)) await refuseOutDirInInputs(outDir, spec.inputs);
+  if (isShuffled(op)) await checkOutDir(outDir, spec.inputs);
   const workDir = options.workDir ?? (await mkdtemp(path.join(os.tmpdir(), "cloudmill-")));
   const output = new FsBlobStore(workDir);
   const deadLetters = new MemoryTaskQueue({ name: "dead-letters" });
@@ -237,8 +237,22 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   }
 };
 
-/** Parts written inside an input directory would be read as input by the next run (and replaced by this one). */
-const refuseOutDirInInputs = async (outDir: string, inputs: readonly string[]): Promise<void> => {
+/**
+ * Refuses, before any work, an out dir the parts cannot go to: one that is a file or under one,
+ * or one inside an input directory (the next run would read its parts as input).
+ */
+const checkOutDir = async (outDir: string, inputs: readonly string[]): Promise<void> => {
+  for (let dir = outDir; ; dir = path.dirname(dir)) {
+    const found = await stat(dir).catch(() => undefined);
+    if (found && !found.isDirectory()) {
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        dir === outDir ? `--out-dir ${outDir} is a file, not a directory` : `--out-dir ${outDir}: ${dir} is a file, not a directory`,
+        { field: "outDir" },
+      );
+    }
+    if (found || path.dirname(dir) === dir) break;
+  }
   for (const input of inputs) {
     const dir = path.resolve(input);
     if (!(await stat(dir).catch(() => undefined))?.isDirectory()) continue;
@@ -254,26 +268,35 @@ const refuseOutDirInInputs = async (outDir: string, inputs: readonly string[]): 
 
 /**
  * Moves a keyed job's parts from the work directory to `outDir` and names them by path there.
- * Parts an earlier run left in `outDir` are removed first, so the directory holds this result only.
+ * They come in under temporary names first (a copy, across filesystems, may fail part-way:
+ * then they go and the earlier result stays whole); then the parts of an earlier run are
+ * removed, so the directory holds this result only, and the new ones renamed in place.
  */
 const moveParts = async (workDir: string, stored: unknown, outDir: string): Promise<unknown> => {
   const result = stored as { records: number; partitions: number; parts: { key: string; records: number; bytes: number }[] };
   await mkdir(outDir, { recursive: true });
-  for (const name of await readdir(outDir)) if (/^part-\d{5,}\.(jsonl|txt)$/.test(name)) await rm(path.join(outDir, name), { force: true });
-  const parts = [];
-  for (const part of result.parts) {
-    const key = /_jobs\/[^/]+\/part-\d+\.(jsonl|txt)$/.exec(part.key)?.[0];
-    if (!key) throw new CloudmillError(ErrorCode.INTERNAL, `part ${part.key} is not a job's output part`);
-    const to = path.join(outDir, path.basename(key));
-    const from = path.join(workDir, key);
-    await rename(from, to).catch(async (err: NodeJS.ErrnoException) => {
-      // Another filesystem (a temp dir on tmpfs): copy instead.
-      if (err.code !== "EXDEV") throw err;
-      await copyFile(from, to);
-    });
-    parts.push({ ...part, key: to });
+  const moves: { temp: string; to: string }[] = [];
+  try {
+    for (const part of result.parts) {
+      const key = /_jobs\/[^/]+\/part-\d+\.(jsonl|txt)$/.exec(part.key)?.[0];
+      if (!key) throw new CloudmillError(ErrorCode.INTERNAL, `part ${part.key} is not a job's output part`);
+      const to = path.join(outDir, path.basename(key));
+      const temp = path.join(outDir, `.${path.basename(key)}.${process.pid}.tmp`);
+      const from = path.join(workDir, key);
+      moves.push({ temp, to });
+      await rename(from, temp).catch(async (err: NodeJS.ErrnoException) => {
+        // Another filesystem (a temp dir on tmpfs): copy instead.
+        if (err.code !== "EXDEV") throw err;
+        await copyFile(from, temp);
+      });
+    }
+  } catch (err) {
+    await Promise.all(moves.map((m) => rm(m.temp, { force: true })));
+    throw err;
   }
-  return { ...result, parts };
+  for (const name of await readdir(outDir)) if (/^part-\d{5,}\.(jsonl|txt)$/.test(name)) await rm(path.join(outDir, name), { force: true });
+  for (const { temp, to } of moves) await rename(temp, to);
+  return { ...result, parts: result.parts.map((part, i) => ({ ...part, key: moves[i]!.to })) };
 };
 
 /** What mapAndReduce runs a started job with. */

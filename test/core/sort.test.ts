@@ -20,6 +20,7 @@ import { runTask } from "../../lib/core/pipeline/task.js";
 import { countingStore } from "../helpers/countingStore.js";
 import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { sortedPieces, type SortSpill } from "../../lib/core/pipeline/sortStage.js";
+import { RunBuilder } from "../../lib/core/shuffle/sortRun.js";
 
 let dir: string;
 let numbers: string;
@@ -210,6 +211,46 @@ describe("sort on the local engine", () => {
     await expect(runSort({ inputs: [file] }, 0, path.join(dir, "tiny-out"))).rejects.toThrow(
       /tiny\.txt:2 \(byte 2\): number out of range: "1e-400"/,
     );
+  });
+
+  it("lines longer than a sample's key, sharing long prefixes, sort as LC_ALL=C sort does; samples stay small", async () => {
+    const next = prng(5);
+    const heads = ["\x01".repeat(300), "\x01".repeat(127), "a".repeat(200), "a".repeat(128)];
+    const lines = Array.from(
+      { length: 3000 },
+      (_, i) => `${heads[i % 4]}${Math.floor(next() * 1e6)}${i % 11 === 0 ? "x".repeat(40_000) : ""}`,
+    );
+    const file = path.join(dir, "long.txt");
+    await writeFile(file, `${lines.join("\n")}\n`);
+    for (const [chunkSize, partitions] of [
+      [1 << 20, 7],
+      [64 * 1024, 3],
+    ] as const) {
+      const { parts } = await runSort({ inputs: [file], format: "lines", chunkSize, partitions }, 2, path.join(dir, `long-${chunkSize}`));
+      expect(Buffer.concat(parts).equals(sorted(file, false))).toBe(true);
+    }
+    // A run of lines of a megabyte keeps 128 bytes of each sample, not the lines.
+    const builder = new RunBuilder("lines");
+    for (let i = 0; i < 20; i++) builder.add(Buffer.from(`${"\x01".repeat(1 << 20)}${i}\n`), 0, (err) => expect.fail(err.message));
+    const run = builder.finish();
+    expect(run.samples).toHaveLength(20);
+    for (const [key] of run.samples) expect(key[2]).toHaveLength(128);
+  });
+
+  it("names a number out of range by its first 60 characters, not all million of them", async () => {
+    const file = path.join(dir, "huge.txt");
+    await writeFile(file, `1\n${"9".repeat(1_000_000)}\n`);
+    const error = await runSort({ inputs: [file] }, 0, path.join(dir, "huge-out")).catch((err: Error) => err);
+    expect((error as Error).message).toMatch(/huge\.txt:2 \(byte 2\): number out of range: "9{60}…"$/);
+  });
+
+  it("refuses an out dir that is a file, or under one, before any work, and keeps the file", async () => {
+    const file = path.join(dir, "not-a-dir");
+    await writeFile(file, "kept\n");
+    for (const outDir of [file, path.join(file, "sub", "dir")]) {
+      await expect(runSort({ inputs: [numbers] }, 0, outDir)).rejects.toThrow(/--out-dir .* is a file, not a directory/);
+    }
+    expect(await readFile(file, "utf8")).toBe("kept\n");
   });
 
   it("an empty input gives empty parts", async () => {

@@ -19,7 +19,7 @@ export const parseNumberAt = (b: Buffer, start: number, end: number, offset: num
   if (NUMBER.test(text)) {
     const v = Number(text);
     if (inRange(v, text)) return v;
-    throw badRecord(`number out of range: ${JSON.stringify(text)}`, offset + (s - start));
+    throw badRecord(`number out of range: ${JSON.stringify(previewText(b, s, e))}`, offset + (s - start));
   }
   throw badRecord(`expected a number, got ${JSON.stringify(previewText(b, s, e))}`, offset + (s - start));
 };

@@ -143,6 +143,14 @@ export interface SortedRun {
 /** Samples a run keeps: enough to balance partitions, few enough that thousands of chunks' fit one reducer. */
 const SAMPLES_PER_RUN = 256;
 
+/**
+ * Bytes of a sampled line kept as its key: lines of megabytes would make samples as big as the
+ * data. Any key serves as a splitter, and the bounds a run's segments are cut at are samples
+ * cut alike: a cut sample below a bound differs from it within the cut (a bound it begins with
+ * is itself), so its whole line is below the bound too.
+ */
+export const SAMPLE_TEXT_BYTES = 128;
+
 /** Collects a chunk's lines, block by block, and sorts them into a run. */
 export class RunBuilder {
   readonly #format: SortFormat;
@@ -190,7 +198,8 @@ export class RunBuilder {
     let at = 0;
     for (let k = 0; k < n; k++) {
       const i = order[k]!;
-      if (k % step === 0) samples.push([[cls[i] as 0 | 1, values[i]!, latin1(data, starts[i]!, ends[i]!)], at]);
+      if (k % step === 0)
+        samples.push([[cls[i] as 0 | 1, values[i]!, latin1(data, starts[i]!, Math.min(ends[i]!, starts[i]! + SAMPLE_TEXT_BYTES))], at]);
       at += data.copy(out, at, starts[i]!, ends[i]!);
       out[at++] = NL;
     }

@@ -1,8 +1,8 @@
 /**
  * Every run's samples of a `sort`, packed for the reducer's stage boundary: a 1 TB sort has
  * 60,000 runs of 256 samples, 15 million keys, which as JSON objects took 4.4 GB of heap and
- * here take about 30 bytes each (a class byte, a double, an offset, and the line's text in one
- * string per run). Splitters come from at most SPLITTER_SAMPLES of them, evenly thinned; each
+ * here take about 30 bytes each (a class byte, a double, an offset, and the line's text, at
+ * most 128 bytes of it, in one string per run). Splitters come from at most SPLITTER_SAMPLES of them, evenly thinned; each
  * partition's plan is cut from every run's own samples, one partition at a time, so no plan
  * for all partitions is ever held at once.
  */
