@@ -37,12 +37,13 @@
  * ```
  */
 import * as z from "zod";
-import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
+import { CloudmillError, ErrorCode } from "../errors.js";
 import { Format, OpName, type Params } from "../job/spec.js";
 import type { AnyOp, MapContext, Op } from "./types.js";
 import { codeDigest } from "./codeDigest.js";
 import { parseOpParams } from "./params.js";
 import { forEachRecord, formatParams, formatParamsShape, guarded, type FormatOptions } from "./formatReaders.js";
+import { jsonValueOf } from "./jsonValue.js";
 import { keyedOp } from "./keyedOp.js";
 
 export const OP_BRAND: unique symbol = Symbol.for("cloudmill.op") as never;
@@ -149,11 +150,20 @@ const appendValues = (a: unknown, b: unknown): unknown => {
 /** Internally a user op's partial says whether it holds anything. */
 type Wrapped<A> = { some: false } | { some: true; value: A };
 
-/** Adds a value to a user op's partial with its `combine`. */
+/** Adds a value to a user op's partial with its `combine` (its result's top checked on every call: see jsonValue.ts). */
 const joinWith =
-  <P, A>(def: Pick<OpDefinition<P, A, unknown>, "combine">) =>
+  <P, A>(def: Pick<OpDefinition<P, A, unknown>, "combine" | "name">) =>
   (params: P) =>
-  (acc: Wrapped<A>, v: A): Wrapped<A> => ({ some: true, value: acc.some ? def.combine(acc.value, v, params) : v });
+  (acc: Wrapped<A>, v: A): Wrapped<A> => ({
+    some: true,
+    value: acc.some ? jsonValueOf(def.name, "combine", def.combine(acc.value, v, params), false) : v,
+  });
+
+/** A partial as it leaves a task, checked whole. */
+const checkedPartial = <A>(name: string, acc: Wrapped<A>): Wrapped<A> => {
+  if (acc.some) jsonValueOf(name, "combine", acc.value);
+  return acc;
+};
 
 /** A user op's parsed params: its own, plus the format options the engine reads the input with. */
 export interface UserParams<P> extends FormatOptions {
@@ -280,10 +290,10 @@ const defineStreamingOp = <P, A, R>(def: StreamingOpDefinition<P, A, R, unknown>
         finish: () => {
           if (!started) begin();
           safely(size, () => {
-            const v = finish(state, params, meta());
+            const v = jsonValueOf(name, "stream.finish", finish(state, params, meta()));
             if (v !== undefined) acc = add(acc, v);
           });
-          return acc;
+          return checkedPartial(name, acc);
         },
       };
     },
@@ -305,7 +315,7 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
         ErrorCode.INVALID_SPEC,
         `${def.name}: ${reduce ? "reduce" : "row"}() returned undefined for key ${JSON.stringify(key)}`,
       );
-    return row;
+    return jsonValueOf(def.name, () => `${reduce ? "reduce" : "row"} for key ${JSON.stringify(key)}`, row);
   };
   const parseParams = userParams(def.name, (def.params ?? z.strictObject({})) as z.ZodType<P>);
   const op = keyedOp<UserParams<P>>({
@@ -320,10 +330,19 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
           def.pairs(
             record,
             (key, value) => {
-              if (typeof key !== "string") throw badRecord(`${def.name}: keys must be strings, got ${typeof key}`, offset);
+              // A lab's bug, not its data's: it fails the chunk whatever onBadRecord says.
+              if (typeof key !== "string")
+                throw new CloudmillError(
+                  ErrorCode.INVALID_SPEC,
+                  `op ${def.name}: emit at byte ${offset}: keys must be strings, got ${typeof key}`,
+                );
               // Values travel as JSON between tasks: what JSON cannot hold would arrive changed.
-              if (value === undefined || (typeof value === "number" && !Number.isFinite(value)))
-                throw badRecord(`${def.name}: values must be JSON values, got ${String(value)} for key ${JSON.stringify(key)}`, offset);
+              if (value === undefined)
+                throw new CloudmillError(
+                  ErrorCode.INVALID_SPEC,
+                  `op ${def.name}: emit for key ${JSON.stringify(key)} at byte ${offset}: the value is undefined`,
+                );
+              jsonValueOf(def.name, () => `emit for key ${JSON.stringify(key)} at byte ${offset}`, value);
               emit(key, reduce ? [value] : value);
             },
             params,
@@ -331,7 +350,7 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
           );
         });
     },
-    combine: reduce ? appendValues : (a, b, { own }) => combine!(a as V, b as V, own),
+    combine: reduce ? appendValues : (a, b, { own }) => jsonValueOf(def.name, "combine", combine!(a as V, b as V, own), false),
     ...(reduce ? { gathers: true } : {}),
     row: (key, value, { own }) => {
       if (reduce) return checked(key, reduce(key, value as V[], own));
@@ -366,11 +385,15 @@ const defineMapOp = <P = Record<string, never>, A = unknown, R = A | undefined>(
       return {
         block(block) {
           forEachRecord(block, ctx.format, formatOptions, ctx, (record, offset) => {
-            const v = def.map(record, params, metaOf(record, offset, ctx));
+            const v = jsonValueOf(
+              def.name,
+              () => `map of the record at byte ${offset}`,
+              def.map(record, params, metaOf(record, offset, ctx)),
+            );
             if (v !== undefined) acc = add(acc, v);
           });
         },
-        finish: () => acc,
+        finish: () => checkedPartial(def.name, acc),
       };
     },
     merger({ own: params }) {
@@ -378,10 +401,11 @@ const defineMapOp = <P = Record<string, never>, A = unknown, R = A | undefined>(
       const add = join(params);
       return {
         add: (p) => void (p.some ? (acc = add(acc, p.value)) : undefined),
-        value: () => acc,
+        value: () => checkedPartial(def.name, acc),
       };
     },
-    finalize: (p, { own: params }) => (def.finalize ? def.finalize(p.some ? p.value : undefined, params) : p.some ? p.value : undefined),
+    finalize: (p, { own: params }) =>
+      jsonValueOf(def.name, "finalize", def.finalize ? def.finalize(p.some ? p.value : undefined, params) : p.some ? p.value : undefined),
   };
 };
 

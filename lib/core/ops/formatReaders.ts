@@ -92,18 +92,28 @@ const isBlank = (b: Buffer, s: number, e: number): boolean => {
   return ts === te;
 };
 
-/** Runs fn and hands a bad-record error (with its offset) to ctx.bad. */
+/**
+ * Runs fn and hands a bad-record error (with its offset) to ctx.bad. Any other error is the
+ * op's own (a lab's SyntaxError too) and fails the chunk, whatever onBadRecord says.
+ */
 export const guarded = (ctx: MapContext, offset: number, fn: () => void): void => {
   try {
     fn();
   } catch (err) {
     if (err instanceof CloudmillError && err.code === ErrorCode.BAD_RECORD) {
       ctx.bad(err.context.offset === undefined ? err.withContext({ offset }) : err);
-    } else if (err instanceof SyntaxError) {
-      ctx.bad(badRecord(`invalid JSON: ${err.message}`, offset));
     } else {
       throw err;
     }
+  }
+};
+
+/** A jsonl record's value; a line that is not JSON is a bad record. */
+const parseJsonRecord = (text: string, offset: number): unknown => {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw badRecord(`invalid JSON: ${(err as Error).message}`, offset);
   }
 };
 
@@ -158,7 +168,7 @@ export const forEachRecord = (
     case "jsonl":
       forEachTextLine(block, (text, offset, b, s, e) => {
         if (isBlank(b, s, e)) return;
-        guarded(ctx, offset, () => fn(JSON.parse(text) as unknown, offset, text));
+        guarded(ctx, offset, () => fn(parseJsonRecord(text, offset), offset, text));
       });
       return;
     case "blob":
@@ -315,7 +325,7 @@ export const numberReader = (format: Format, options: ValueOptions, ctx: MapCont
         forEachTextLine(block, (text, offset, b, s, e) => {
           if (isBlank(b, s, e)) return;
           guarded(ctx, offset, () => {
-            const v = getPath(JSON.parse(text) as unknown, path);
+            const v = getPath(parseJsonRecord(text, offset), path);
             if (v === undefined || v === null) return;
             if (typeof v === "number" && Number.isFinite(v)) return jsonNumber(v, sink, offset, text, path);
             if (typeof v === "string") return void decimalText(v, offset, sink);

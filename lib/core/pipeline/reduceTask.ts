@@ -328,6 +328,9 @@ const combineGuarded = async (
     // The part streams out as the merge emits it: memory holds a piece of it, not the partition's output.
     const key = outputPartKey(jobId, partition);
     const out = new PassThrough();
+    // Its errors reach the caller through the merge and the upload; destroyed before the upload
+    // reads it (a row that throws at once), it would otherwise be an unhandled 'error' event.
+    out.on("error", () => undefined);
     let records = 0;
     let bytes = 0;
     let text = "";

@@ -1,0 +1,118 @@
+/**
+ * What a lab's op hands back travels as JSON between tasks, so a value JSON would change (NaN
+ * to null, a Map to {}, a promise to {}) is refused where the op gives it, naming the op and
+ * the record, at every chunk size: never an answer that depends on how the input was cut. A
+ * lab's own error (a SyntaxError of its code) fails the job; it is not the input's bad record.
+ */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseJobSpec, type JobSpecInput } from "../../lib/core/job/spec.js";
+import { defineOp } from "../../lib/core/ops/defineOp.js";
+import { OpRegistry } from "../../lib/core/ops/registry.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+
+let dir: string;
+let words: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-user-values-"));
+  words = path.join(dir, "words.txt");
+  await writeFile(words, "a\nbb\nx\nccc\nx\n");
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+const ops = [
+  defineOp({
+    name: "nan-map",
+    format: "lines",
+    map: (l: string) => (l === "x" ? Number.NaN : 1),
+    combine: (a: number, b: number) => a + b,
+  }),
+  defineOp({
+    name: "map-of-map",
+    format: "lines",
+    map: (l: string) => new Map([[l, 1]]),
+    combine: (a: Map<string, number>) => a,
+  }),
+  // A lab's .mjs module has no types: an async map is what it may well write.
+  defineOp({ name: "async-map", format: "lines", map: (l: string) => Promise.resolve(l.length), combine: (a: Promise<number>) => a }),
+  defineOp({ name: "nan-combine", format: "lines", map: () => 0, combine: (a: number, b: number) => a / b }),
+  defineOp({
+    name: "nested-nan",
+    format: "lines",
+    pairs: (l: string, emit) => emit(l, { v: l === "x" ? Number.NaN : 1 }),
+    combine: (a: { v: number }) => a,
+  }),
+  defineOp({
+    name: "bigint-row",
+    format: "lines",
+    pairs: (l: string, emit) => emit(l, 1),
+    combine: (a: number, b: number) => a + b,
+    row: (k, v: number) => ({ k, v: BigInt(v) }),
+  }),
+  defineOp({
+    name: "inner-json",
+    format: "jsonl",
+    map: (r: { payload: string }) => (JSON.parse(r.payload) as { n: number }).n,
+    combine: (a: number, b: number) => a + b,
+  }),
+  // Fields that are undefined are left out and read back as undefined: that is fine.
+  defineOp({
+    name: "optional-fields",
+    format: "lines",
+    map: (l: string) => ({ n: 1, longest: l.length > 2 ? l : undefined }),
+    combine: (a: { n: number; longest?: string }, b: { n: number; longest?: string }) => ({
+      n: a.n + b.n,
+      longest: (a.longest ?? "").length >= (b.longest ?? "").length ? a.longest : b.longest,
+    }),
+  }),
+];
+
+const run = (spec: Omit<JobSpecInput, "inputs"> & { inputs: string[] }, workers = 0) => {
+  const registry = new OpRegistry();
+  for (const op of ops) registry.register(op);
+  return runLocal({ spec: parseJobSpec(spec), registry, workers, outDir: path.join(dir, `out-${spec.op}`) });
+};
+
+const failure = (spec: Omit<JobSpecInput, "inputs"> & { inputs: string[] }, workers = 0): Promise<string> =>
+  run(spec, workers).then(
+    (r) => `succeeded: ${JSON.stringify(r.result)}`,
+    (err: Error) => err.message,
+  );
+
+describe("a lab's op that gives a value JSON cannot carry", () => {
+  it.each([
+    ["nan-map", /op nan-map: map of the record at byte 5: the value is NaN, which JSON cannot carry/],
+    ["map-of-map", /op map-of-map: map of the record at byte 0: the value is a Map, not a plain object or array/],
+    ["async-map", /op async-map: map of the record at byte 0: the value is a promise/],
+    ["nan-combine", /op nan-combine: combine: the value is NaN/],
+    ["nested-nan", /op nested-nan: emit for key "x" at byte 5: the value\.v is NaN/],
+    ["bigint-row", /op bigint-row: row for key "a": the value\.v is a BigInt \(1n\)/],
+  ])("%s is refused at every chunk size, whatever onBadRecord says", async (op, message) => {
+    for (const chunkSize of [2, 1 << 20]) {
+      expect(await failure({ op, inputs: [words], chunkSize, onBadRecord: "skip" }), `chunks of ${chunkSize}`).toMatch(message);
+    }
+  });
+
+  it("a field that is undefined is left out, as JSON leaves it, and the answer stands", async () => {
+    for (const chunkSize of [2, 1 << 20]) {
+      const r = await run({ op: "optional-fields", inputs: [words], chunkSize });
+      // words.txt: 5 lines, of which only "ccc" is longer than 2.
+      expect(r.result).toEqual({ n: 5, longest: "ccc" });
+    }
+  });
+});
+
+describe("a lab's own error", () => {
+  it("a SyntaxError of its code fails the job; a line that is not JSON is still a bad record", async () => {
+    const file = path.join(dir, "events.jsonl");
+    await writeFile(file, '{"payload":"{\\"n\\":1}"}\nnot json\n{"payload":"oops"}\n{"payload":"{\\"n\\":2}"}\n');
+    expect(await failure({ op: "inner-json", inputs: [file], onBadRecord: "skip" })).toMatch(/"oops" is not valid JSON/);
+    const fine = path.join(dir, "fine.jsonl");
+    await writeFile(fine, '{"payload":"{\\"n\\":1}"}\nnot json\n{"payload":"{\\"n\\":2}"}\n');
+    const r = await run({ op: "inner-json", inputs: [fine], onBadRecord: "skip" });
+    expect(r.result).toBe(3);
+    expect(r.status.skipped).toBe(1);
+  });
+});
