@@ -2,7 +2,7 @@
  * Local inputs: files and directories (walked recursively, in path order) as input objects, and
  * manifests (`manifest:list.txt`: a path per line, from the list's folder) as the inputs they list.
  */
-import { readdir, readFile, stat } from "node:fs/promises";
+import { readdir, readFile, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { appendAll } from "../core/appendAll.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
@@ -16,15 +16,30 @@ export const LOCAL_BUCKET = "file";
 /** Key of an absolute path in the filesystem store rooted at `/`. */
 export const localKey = (absolute: string): string => path.resolve(absolute).slice(1);
 
-/** Regular files under dir, recursively, in byte order of their paths (the SDK uploads the same). */
-export const walk = async (dir: string): Promise<string[]> => {
+/**
+ * Regular files under dir, recursively, in byte order of their paths (the SDK uploads the same).
+ * Symbolic links are followed, as the shell's `dir/*` and `find -L` follow them (a link to a folder
+ * the walk is already inside is a loop, and not walked again); a link to nothing is refused, not
+ * left out. Sockets and devices are not files.
+ */
+export const walk = async (dir: string, within: ReadonlySet<string> = new Set()): Promise<string[]> => {
+  const inside = new Set(within).add(await realpath(dir));
   const entries = await readdir(dir, { withFileTypes: true });
   entries.sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
   const files: string[] = [];
   for (const e of entries) {
     const p = path.join(dir, e.name);
-    if (e.isDirectory()) appendAll(files, await walk(p));
-    else if (e.isFile()) files.push(p);
+    let isDirectory = e.isDirectory();
+    let isFile = e.isFile();
+    if (e.isSymbolicLink()) {
+      const target = await stat(p).catch(() => {
+        throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "a symbolic link to nothing: remove it, or point it at a file", { input: p });
+      });
+      isDirectory = target.isDirectory() && !inside.has(await realpath(p));
+      isFile = target.isFile();
+    }
+    if (isDirectory) appendAll(files, await walk(p, inside));
+    else if (isFile) files.push(p);
   }
   return files;
 };

@@ -5,7 +5,8 @@
  * module run on the threads. Threads run the compiled dist/ (build first).
  */
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -147,6 +148,26 @@ describe("inputs", () => {
       });
     }
     expect((await run({ op: "count", inputs: [tree] })).result).toEqual({ records: 5 });
+  });
+
+  it("follows symbolic links in a directory as `find -L` does, a loop once; a link to nothing is refused", async () => {
+    await write("linked/real.txt", "r1\nr2\n");
+    await write("elsewhere/sub/far.txt", "f1\n");
+    const linked = path.join(dir, "linked");
+    await symlink(path.join(linked, "real.txt"), path.join(linked, "link.txt"));
+    await symlink(path.join(dir, "elsewhere"), path.join(linked, "there"));
+    await symlink(linked, path.join(linked, "loop"));
+    // find says "File system loop detected" of the loop, and exits 1 for it.
+    const found = execFileSync("sh", ["-c", 'find -L "$1" -type f 2>/dev/null; true', "sh", linked], { encoding: "utf8" })
+      .trim()
+      .split("\n")
+      .sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+    const { status, result } = await run({ op: "count", inputs: [linked] });
+    expect(status.inputs).toEqual(found);
+    expect(result).toEqual({ records: 5 });
+    await symlink(path.join(dir, "nowhere.txt"), path.join(linked, "dangling.txt"));
+    const error = await run({ op: "count", inputs: [linked] }).catch((err: unknown) => toCloudmillError(err));
+    expect((error as CloudmillError).describe()).toMatch(/dangling\.txt.*a symbolic link to nothing/);
   });
 
   it("names directory inputs relative to the path given", async () => {
