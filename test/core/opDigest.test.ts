@@ -10,6 +10,7 @@ import { pathToFileURL } from "node:url";
 import * as esbuild from "esbuild";
 import ts from "typescript";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import * as z from "zod";
 import { CloudmillError } from "../../lib/core/errors.js";
 import type { TaskMessage } from "../../lib/core/job/manifest.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
@@ -73,6 +74,27 @@ describe("an op's digest", () => {
     expect(digests.size).toBe(variants.length + 1);
   });
 
+  it("changes with its params' defaults and bounds: every worker parses a job's params itself", () => {
+    const withParams = (params: z.ZodType) =>
+      opDigest(
+        defineOp({
+          name: "top",
+          format: "lines",
+          params,
+          map: (l: unknown) => String(l).length,
+          combine: (a: number, b: number) => Math.max(a, b),
+        }),
+      );
+    const digests = [
+      withParams(z.object({ k: z.coerce.number().default(10) })),
+      withParams(z.object({ k: z.coerce.number().default(1000) })),
+      withParams(z.object({ k: z.coerce.number().max(100).default(10) })),
+      withParams(z.object({ n: z.coerce.number().default(10) })),
+    ];
+    expect(new Set(digests).size).toBe(digests.length);
+    expect(withParams(z.object({ k: z.coerce.number().default(10) }))).toBe(digests[0]);
+  });
+
   it("of a built-in op is the package version", () => {
     expect(new OpRegistry().digestOf("count")).toBe(`builtin-${VERSION}`);
   });
@@ -134,6 +156,9 @@ describe("canonical code", () => {
       [(x: number) => Math.log2(x), (x: number) => Math.log10(x)],
       [(r: { col1: number; col2: number }) => r.col1 - r.col2, (r: { col1: number; col2: number }) => r.col2 - r.col1],
       [() => 10n, () => 10],
+      // JSON writes Infinity as null (written as source: a linter refuses the literal itself).
+      [new Function("return 1e400"), new Function("return null")],
+      [new Function("return -1e400"), new Function("return 1e400")],
     ];
     for (const [a, b] of pairs) expect(digest(a), `${String(a)} vs ${String(b)}`).not.toBe(digest(b));
   });

@@ -6,8 +6,9 @@
  * module-level name that collides with another module's by appending digits. So the digest is
  * taken over the function's syntax tree (acorn), where none of that shows: literals by value,
  * grouping by structure, the function's own bindings by the order they are bound, and free names
- * (a bundle may rename those too) without trailing digits.
- * Any change to what the code does changes the tree.
+ * (a bundle may rename those too) without trailing digits: code that differs only in calling
+ * `sha1` where it called `sha256` keeps its digest (change the op's description with such an edit).
+ * Any other change to what the code does changes the tree.
  */
 import { createHash } from "node:crypto";
 import { parse, type Node } from "acorn";
@@ -78,7 +79,11 @@ const canonicalTree = (root: AnyNode): string => {
     }
     if (v.type === "Literal") {
       const regex = v["regex"] as { pattern: string; flags: string } | undefined;
-      return regex ? { regex } : { value: typeof v["value"] === "bigint" ? `${v["value"]}n` : (v["value"] ?? null) };
+      const value = v["value"];
+      if (regex) return { regex };
+      // JSON writes 1e400 (Infinity) as null: a number that is no finite double keeps its name.
+      if (typeof value === "number" && !Number.isFinite(value)) return { number: String(value) };
+      return { value: typeof value === "bigint" ? `${value}n` : (value ?? null) };
     }
     // A template with nothing substituted is a string, which a printer may quote either way.
     if (v.type === "TemplateLiteral" && (v["expressions"] as unknown[]).length === 0) {

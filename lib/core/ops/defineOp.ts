@@ -179,7 +179,31 @@ export type UserOp<P, A, R> = Op<UserParams<P>, Wrapped<A>, R | A | undefined> &
  * call into is not covered: bump the op's name or description when only a dependency changes.)
  */
 const definitionDigest = (def: OpDefinition<never, never, never>, formats: readonly Format[]): string =>
-  codeDigest([def.name, def.description ?? "", formats, def.orderFree === true, def.map, def.combine, def.finalize ?? null]);
+  codeDigest([
+    def.name,
+    def.description ?? "",
+    formats,
+    def.orderFree === true,
+    def.map,
+    def.combine,
+    def.finalize ?? null,
+    ...paramsOf(def.params),
+  ]);
+
+/**
+ * The params schema as JSON Schema, defaults and bounds included: every worker parses a job's
+ * params itself, so another default is other code. Nothing for an op without params (digests
+ * of such ops stay as they were).
+ */
+const paramsOf = (schema: z.ZodType | undefined): string[] => {
+  if (schema === undefined) return [];
+  try {
+    return [JSON.stringify(z.toJSONSchema(schema, { io: "input", unrepresentable: "any" }))];
+  } catch {
+    // A schema JSON Schema cannot show (a refinement's own code) is digested by what it can.
+    return [String(schema.def?.type ?? "params")];
+  }
+};
 
 /** A keyed op as defineOp makes it. */
 export type UserKeyedOp<P> = Op<UserParams<P>, unknown, never> & { readonly [OP_BRAND]: true };
@@ -246,6 +270,7 @@ const defineStreamingOp = <P, A, R>(def: StreamingOpDefinition<P, A, R, unknown>
       finish,
       def.combine,
       def.finalize ?? null,
+      ...paramsOf(def.params),
     ]),
     streamsBlobs: true,
     mapper({ own: params }, ctx) {
@@ -359,8 +384,8 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
   });
   const digest = codeDigest(
     reduce
-      ? [def.name, def.description ?? "", formats, "keyed", def.pairs, "reduce", reduce]
-      : [def.name, def.description ?? "", formats, "keyed", def.pairs, combine!, def.row ?? null],
+      ? [def.name, def.description ?? "", formats, "keyed", def.pairs, "reduce", reduce, ...paramsOf(def.params)]
+      : [def.name, def.description ?? "", formats, "keyed", def.pairs, combine!, def.row ?? null, ...paramsOf(def.params)],
   );
   return { ...op, [OP_BRAND]: true, digest };
 };
