@@ -3,6 +3,7 @@
  * once on long inputs, with both engines; RE2 agrees with JavaScript's RegExp on random patterns
  * and lines wherever both accept the pattern; what RE2 cannot express is refused in one line.
  */
+import { execFileSync } from "node:child_process";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { CloudmillError } from "../../lib/core/errors.js";
@@ -105,5 +106,32 @@ describe("RE2 and JavaScript's RegExp", () => {
       ),
       { numRuns: 1000 },
     );
+  });
+});
+
+describe("characters past U+FFFF", () => {
+  it("count as one character on every engine, as Python's re counts them", () => {
+    const lines = ["😀", "a", "ab", "😀😀", "x😀y", "𝔘𝔫𝔦", "b c"];
+    const patterns = ["^.$", "^.{2,3}$", "^.{2,200}$", "^[^a]$", "^\\S$", "^\\W$", "^x.y$", "^\\S{3}$"];
+    const script = `import json, re, sys
+lines, patterns = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+# ASCII: JavaScript's \\w and \\d are ASCII's (and these lines hold no space but ASCII's).
+print(json.dumps([[bool(re.search(p, l, re.ASCII)) for l in lines] for p in patterns]))`;
+    const expected = JSON.parse(
+      execFileSync("python3", ["-c", script, JSON.stringify(lines), JSON.stringify(patterns)], { encoding: "utf8" }),
+    ) as boolean[][];
+    for (const [i, pattern] of patterns.entries()) {
+      // ^.{2,200}$ is past V8's linear engine: it runs on RE2 as the splitter runs them all.
+      const v8 = compileLinePattern(pattern);
+      expect(v8.engine, pattern).toBe(pattern.includes("200") ? "re2" : "v8");
+      const re2 = compileLinePattern(pattern, false, "re2");
+      const folded = compileLinePattern(pattern, true);
+      for (const [j, line] of lines.entries()) {
+        const what = `${pattern} on ${line}`;
+        expect(v8.test(line), what).toBe(expected[i]![j]);
+        expect(re2.test(line), what).toBe(expected[i]![j]);
+        expect(folded.test(line), what).toBe(expected[i]![j]);
+      }
+    }
   });
 });

@@ -108,9 +108,16 @@ export const compileLinePattern = (pattern: string, ignoreCase = false, engine?:
   } catch (err) {
     throw refusal(`RE2: ${(err as Error).message.split("\n")[0]}`);
   }
-  if (engine !== "re2" && v8Fallback && !ignoreCase && linearInV8(pattern)) return { engine: "v8", test: (line) => js.test(line) };
-  return { engine: "re2", test: (line) => re2.test(line) };
+  const byRe2 = (line: string): boolean => re2.test(line);
+  if (engine !== "re2" && v8Fallback && !ignoreCase && linearInV8(pattern))
+    // V8 without the `u` flag (its linear engine has none) reads a character past U+FFFF as two:
+    // `^.$` would miss "😀" that RE2 matches. Lines holding one go to RE2, so every engine agrees.
+    return { engine: "v8", test: (line) => (ASTRAL.test(line) ? byRe2(line) : js.test(line)) };
+  return { engine: "re2", test: byRe2 };
 };
+
+/** A UTF-16 surrogate: the text holds a character past U+FFFF (text decoded from UTF-8 holds no lone one). */
+const ASTRAL = /[\uD800-\uDFFF]/;
 
 /** Whether V8's linear engine takes the pattern (the `l` flag, on once the fallback is). */
 const linearInV8 = (pattern: string): boolean => {
