@@ -135,3 +135,20 @@ print(json.dumps([[bool(re.search(p, l, re.ASCII)) for l in lines] for p in patt
     }
   });
 });
+
+describe("a grep sample", () => {
+  it("is cut to 1000 characters, never inside a character past U+FFFF", () => {
+    const op = grep;
+    const params = op.parseParams({ pattern: "x" });
+    for (const head of ["a".repeat(999), "a".repeat(998)]) {
+      const line = `${head}${"😀".repeat(10)}x`;
+      const mapper = op.mapper(params, { inputIndex: 0, inputName: "t.txt", format: "lines", bad: (e) => expect.fail(e.message) });
+      mapper.block({ bytes: Buffer.from(`${line}\n`), offset: 0, first: true });
+      const sample = (mapper.finish() as { samples: { line: string }[] }).samples[0]!.line;
+      // Well-formed UTF-16: it survives a round trip through UTF-8 unchanged.
+      expect(Buffer.from(sample, "utf8").toString("utf8")).toBe(sample);
+      expect(line.startsWith(sample)).toBe(true);
+      expect(sample.length).toBeGreaterThanOrEqual(999);
+    }
+  });
+});

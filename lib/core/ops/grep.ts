@@ -24,6 +24,13 @@ type Params = z.output<typeof Params>;
 /** Sample lines are cut to this many characters. */
 const MAX_SAMPLE_CHARS = 1000;
 
+/** A line cut to MAX_SAMPLE_CHARS, never between the two halves of a character past U+FFFF. */
+const sampleOf = (line: string): string => {
+  if (line.length <= MAX_SAMPLE_CHARS) return line;
+  const high = line.charCodeAt(MAX_SAMPLE_CHARS - 1);
+  return line.slice(0, high >= 0xd800 && high <= 0xdbff ? MAX_SAMPLE_CHARS - 1 : MAX_SAMPLE_CHARS);
+};
+
 export interface GrepSample {
   line: string;
   offset: number;
@@ -62,7 +69,7 @@ export const grep: Op<Params, GrepPartial, GrepResult> = {
           const line = b.toString("utf8", s, e);
           if (!params.regex.test(line)) return;
           p.matches++;
-          if (p.samples.length < params.k) p.samples.push({ line: line.slice(0, MAX_SAMPLE_CHARS), offset, input: ctx.inputIndex });
+          if (p.samples.length < params.k) p.samples.push({ line: sampleOf(line), offset, input: ctx.inputIndex });
         });
       },
       finish: () => p,
