@@ -220,6 +220,21 @@ describe("compressed inputs as other tools write them", () => {
     expect(await run(`${bom}.bgz`, "wordcount", 30)).toMatchObject({ ok: true, result: refWordcount(Buffer.from("hello world\n")) });
   });
 
+  it("files bgzipped apart and joined, with 3,000 end blocks between them, split exactly at every chunk size", async () => {
+    const a = path.join(dir, "joined-a.txt");
+    const b = path.join(dir, "joined-b.txt");
+    await writeFile(a, lines(3000));
+    await writeFile(b, lines(2000));
+    // Each end block is 28 bytes: 84 KB of blocks that hold no data, more than a block's 64 KiB.
+    const joined = path.join(dir, "joined.bgz");
+    sh(`bgzip -c '${a}' > '${a}.bgz' && bgzip -c '${b}' > '${b}.bgz' && printf '' | bgzip -c > '${a}.eof'`);
+    sh(`(cat '${a}.bgz'; for i in $(seq 3000); do cat '${a}.eof'; done; cat '${b}.bgz') > '${joined}'`);
+    const plain = Buffer.concat([await readFile(a), await readFile(b)]);
+    for (const chunkSize of [1024, 4096, 65_536, 100_000, 1 << 20]) {
+      expect(await run(joined, "count", chunkSize), `at ${chunkSize}`).toMatchObject({ ok: true, result: refCount(plain) });
+    }
+  });
+
   it("a gzip member followed by zero padding is read; data after the padding fails the job instead of being dropped", async () => {
     const a = path.join(dir, "pad.txt");
     await writeFile(a, lines(1000));

@@ -447,6 +447,9 @@ function* blockChains(window: Buffer, base: number, size: number): Generator<num
   }
 }
 
+/** How far before a chunk its look-behind may reach past empty BGZF blocks (600,000 of them). */
+const MAX_LOOK_BACK = 16 * 1024 * 1024;
+
 /**
  * The decoded blocks that start in [start, end) of a BGZF input, after the last bytes of the
  * block before them (the look-behind), and past them the blocks that finish the last record.
@@ -465,38 +468,46 @@ const bgzfRange = (store: BlobStore, input: InputObject, range: Range, lookBehin
       blocks = bgzfBlocks(compressedFrom(store, input, 0, firstEnd, signal), 0, Buffer.alloc(0));
       return;
     }
-    // The block before the first that starts in the range begins at most 64 KiB before the range.
-    const ws = Math.max(0, start - BGZF_MAX_BLOCK);
-    const window = await readRaw(store, input, ws, Math.min(input.size, start + 2 * BGZF_MAX_BLOCK + CODEC_SNIFF_BYTES), signal);
-    const inflateAt = (starts: readonly number[], i: number): Buffer => {
-      const at = starts[i]!;
-      return inflateBgzfBlock(window.subarray(at - ws, (starts[i + 1] ?? ws + window.length) - ws), at);
-    };
-    for (const starts of blockChains(window, ws, input.size)) {
-      const i0 = starts.findIndex((s) => s >= start);
-      // A chain is taken once the blocks around the range's start inflate to their CRCs.
-      try {
-        if (i0 > 0) inflateAt(starts, i0 - 1);
-        if (i0 >= 0) inflateAt(starts, i0);
-      } catch {
-        continue;
+    // The block before the first that starts in the range begins at most 64 KiB before the range;
+    // the look-behind reaches further back past empty blocks (concatenated files' end blocks).
+    for (let back = BGZF_MAX_BLOCK; ; back *= 4) {
+      const ws = Math.max(0, start - back);
+      const window = await readRaw(store, input, ws, Math.min(input.size, start + 2 * BGZF_MAX_BLOCK + CODEC_SNIFF_BYTES), signal);
+      const inflateAt = (starts: readonly number[], i: number): Buffer => {
+        const at = starts[i]!;
+        return inflateBgzfBlock(window.subarray(at - ws, (starts[i + 1] ?? ws + window.length) - ws), at);
+      };
+      let found = false;
+      for (const starts of blockChains(window, ws, input.size)) {
+        const i0 = starts.findIndex((s) => s >= start);
+        // A chain is taken once the blocks around the range's start inflate to their CRCs.
+        try {
+          if (i0 > 0) inflateAt(starts, i0 - 1);
+          if (i0 >= 0) inflateAt(starts, i0);
+        } catch {
+          continue;
+        }
+        found = true;
+        const b0 = i0 < 0 ? undefined : starts[i0]!;
+        if (b0 === undefined || b0 >= end) return; // no block starts in this range: it owns no record
+        // The look-behind: the last bytes of the last block before b0 that holds any.
+        for (let i = i0 - 1; i >= 0 && !behind; i--) {
+          const data = inflateAt(starts, i);
+          const keep = Math.min(lookBehind, data.length);
+          if (keep > 0) behind = { bytes: data.subarray(data.length - keep), at: virtual(starts[i]!, data.length - keep) };
+        }
+        // Only empty blocks from the input's start: the range owns the input's first record.
+        if (!behind && ws === 0 && starts[0] === 0) beginsInput = true;
+        else if (!behind) {
+          if (back < MAX_LOOK_BACK && ws > 0) break; // only empty blocks in the window: look further back
+          throw corruptInput("bgzf", b0, `${MAX_LOOK_BACK / (1 << 20)} MiB of blocks before this one hold no data`);
+        }
+        const rest = compressedFrom(store, input, ws + window.length, firstEnd, signal);
+        blocks = bgzfBlocks(rest, b0, window.subarray(b0 - ws));
+        return;
       }
-      const b0 = i0 < 0 ? undefined : starts[i0]!;
-      if (b0 === undefined || b0 >= end) return; // no block starts in this range: it owns no record
-      // The look-behind: the last bytes of the last block before b0 that holds any.
-      for (let i = i0 - 1; i >= 0 && !behind; i--) {
-        const data = inflateAt(starts, i);
-        const keep = Math.min(lookBehind, data.length);
-        if (keep > 0) behind = { bytes: data.subarray(data.length - keep), at: virtual(starts[i]!, data.length - keep) };
-      }
-      // Only empty blocks from the input's start: the range owns the input's first record.
-      if (!behind && ws === 0 && starts[0] === 0) beginsInput = true;
-      else if (!behind) throw corruptInput("bgzf", b0, "64 KiB of blocks before this one hold no data");
-      const rest = compressedFrom(store, input, ws + window.length, firstEnd, signal);
-      blocks = bgzfBlocks(rest, b0, window.subarray(b0 - ws));
-      return;
+      if (!found) throw corruptInput("bgzf", start, "no chain of BGZF blocks found near this byte");
     }
-    throw corruptInput("bgzf", start, "no chain of BGZF blocks found near this byte");
   };
 
   return {
