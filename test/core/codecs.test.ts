@@ -207,6 +207,32 @@ describe("compressed inputs as other tools write them", () => {
     expect(await run(`${file}.zst`, "count", "16MiB")).toMatchObject({ ok: true, result: refCount(plain) });
   });
 
+  it("zstd frames of a few bytes, alone or between others, are read whole", async () => {
+    const big = path.join(dir, "z-big.txt");
+    await writeFile(big, lines(1000));
+    sh(`cd '${dir}' && printf x | zstd -q > z-x.zst && printf '\\n\\n\\n' | zstd -q > z-nl.zst && zstd -q -c z-big.txt > z-big.zst`);
+    sh(`cd '${dir}' && cat z-big.zst z-x.zst z-nl.zst z-big.zst > z-mid.zst`);
+    for (const name of ["z-x.zst", "z-nl.zst", "z-mid.zst"]) {
+      const file = path.join(dir, name);
+      const plain = execFileSync("zstd", ["-dc", file]);
+      expect(await run(file, "count", "16MiB"), name).toMatchObject({ ok: true, result: refCount(plain) });
+    }
+  });
+
+  it("a zstd frame without its checksum is refused, naming its byte, whatever onBadRecord says: damage in it would pass unseen", async () => {
+    const file = path.join(dir, "z-nc.txt");
+    await writeFile(file, lines(1000));
+    sh(
+      `cd '${dir}' && zstd -q -c z-nc.txt > z-nc1.zst && zstd -q --no-check -c z-nc.txt > z-nc2.zst && cat z-nc1.zst z-nc2.zst > z-nc.zst`,
+    );
+    const first = (await readFile(path.join(dir, "z-nc1.zst"))).length;
+    const spec = parseJobSpec({ op: "count", inputs: [path.join(dir, "z-nc.zst")], onBadRecord: "skip" });
+    const error = await runLocal({ spec, registry: registryWithRows(), workers: 0, workDir: path.join(dir, `work-${n++}`) }).catch(
+      (err: CloudmillError) => err,
+    );
+    expect((error as CloudmillError).describe()).toMatch(new RegExp(`z-nc\\.zst.*zstd frame at compressed byte ${first} has no checksum`));
+  });
+
   it("a BGZF file whose first block is empty: the header is still the first record, and a chunk after it owns it", async () => {
     const csv = path.join(dir, "h.csv");
     await writeFile(csv, "name,val\n\uFEFFa,1\nb,2\n");

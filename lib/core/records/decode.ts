@@ -1,6 +1,6 @@
 /**
  * Whole compressed streams decoded as they are read, in bounded memory: gzip (and BGZF, which
- * is gzip in many members) by zlib, zstd by fzstd with every frame's checksum verified.
+ * is gzip in many members) by zlib, zstd by fzstd with every frame's checksum verified (a frame without one is refused).
  * Corrupt or truncated data ends the stream with an error naming the compressed byte.
  */
 import { Readable } from "node:stream";
@@ -56,10 +56,14 @@ async function* unzstd(compressed: Compressed, ended?: (consumed: number) => voi
   const out: Uint8Array[] = [];
   const frames = new ZstdFrames();
   let hash = create64(0n);
-  const decoder = new Decompress((data) => {
-    out.push(data);
-    hash.update(data);
-  });
+  // A decoder per frame: fzstd holds back a frame's last bytes when the frame is short (under
+  // 18 bytes), and only a final push lets them out.
+  const decoderOf = (): Decompress =>
+    new Decompress((data) => {
+      out.push(data);
+      hash.update(data);
+    });
+  let decoder = decoderOf();
   let at = 0;
   const push = (bytes: Uint8Array, final: boolean): void => {
     try {
@@ -76,6 +80,8 @@ async function* unzstd(compressed: Compressed, ended?: (consumed: number) => voi
       at += walked;
       i += walked;
       if (ended) {
+        push(new Uint8Array(0), true);
+        decoder = decoderOf();
         if (ended.checksum !== undefined && Number(hash.digest() & 0xffffffffn) !== ended.checksum)
           throw corruptInput("zstd", at, "a frame's checksum does not match its decoded data");
         hash = create64(0n);
@@ -85,7 +91,6 @@ async function* unzstd(compressed: Compressed, ended?: (consumed: number) => voi
     }
   }
   if (!frames.atFrameStart()) throw corruptInput("zstd", at, "the data ends inside a zstd frame");
-  push(new Uint8Array(0), true);
   yield* out;
   ended?.(at);
 }
@@ -206,6 +211,14 @@ class ZstdFrames {
           const did = [0, 1, 2, 4][fhd & 3]!;
           const fcs = [single ? 1 : 0, 2, 4, 8][fhd >> 6]!;
           this.#hasChecksum = (fhd & 4) !== 0;
+          // Without its checksum a damaged frame decodes to other bytes as often as it fails:
+          // fzstd checks far less than libzstd does, and a wrong answer must never pass as one.
+          if (!this.#hasChecksum)
+            throw new CloudmillError(
+              ErrorCode.BAD_RECORD,
+              `zstd frame at compressed byte ${at - 5} has no checksum (written with --no-check, or by a library ` +
+                "that leaves it out), so damage to its data would pass unseen: recompress it with the zstd tool, which adds one",
+            );
           const rest = (single ? 0 : 1) + did + fcs;
           if (rest > 0) {
             this.#need = 1 + rest;
