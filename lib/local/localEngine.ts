@@ -4,7 +4,7 @@
  * worker threads. Memory is bounded by chunk size × workers, not by input size.
  */
 import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
-import { copyFile, mkdir, mkdtemp, readdir, rename, rm, stat } from "node:fs/promises";
+import { copyFile, lstat, mkdir, mkdtemp, readdir, realpath, rename, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { FsBlobStore } from "../fs/FsBlobStore.js";
@@ -151,7 +151,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     spec.id ?? `local-${digestOf([job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag])])}`;
 
   const outDir = path.resolve(options.outDir ?? path.join("cloudmill-out", jobId));
-  if (isShuffled(op)) await checkOutDir(outDir, spec.inputs);
+  if (isShuffled(op)) await checkOutDir(outDir, spec.inputs, inputs);
   const workDir = options.workDir ?? (await mkdtemp(path.join(os.tmpdir(), "cloudmill-")));
   const output = new FsBlobStore(workDir);
   const deadLetters = new MemoryTaskQueue({ name: "dead-letters" });
@@ -241,9 +241,11 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
  * Refuses, before any work, an out dir the parts cannot go to: one that is a file or under one,
  * or one inside an input directory (the next run would read its parts as input).
  */
-const checkOutDir = async (outDir: string, inputs: readonly string[]): Promise<void> => {
+const checkOutDir = async (outDir: string, inputs: readonly string[], objects: readonly InputObject[]): Promise<void> => {
   for (let dir = outDir; ; dir = path.dirname(dir)) {
     const found = await stat(dir).catch(() => undefined);
+    if (!found && (await lstat(dir).catch(() => undefined))?.isSymbolicLink())
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `--out-dir ${outDir}: ${dir} is a symbolic link to nothing`, { field: "outDir" });
     if (found && !found.isDirectory()) {
       throw new CloudmillError(
         ErrorCode.INVALID_SPEC,
@@ -264,7 +266,22 @@ const checkOutDir = async (outDir: string, inputs: readonly string[]): Promise<v
       );
     }
   }
+  // An input folder may reach the out dir through a link: an earlier run's parts, read as input.
+  const realOut = await realpath(outDir).catch(() => undefined);
+  if (realOut === undefined) return;
+  for (const o of objects) {
+    const file = `/${o.key}`;
+    if (!PART_NAME.test(path.basename(file))) continue;
+    if ((await realpath(path.dirname(file)).catch(() => undefined)) === realOut)
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        `input ${o.name} is a part in --out-dir ${outDir} (through a link): the parts would be read as input: give --out-dir outside the inputs`,
+        { field: "outDir" },
+      );
+  }
 };
+
+const PART_NAME = /^part-\d{5,}\.(jsonl|txt)$/;
 
 /**
  * Moves a keyed job's parts from the work directory to `outDir` and names them by path there.
@@ -294,7 +311,7 @@ const moveParts = async (workDir: string, stored: unknown, outDir: string): Prom
     await Promise.all(moves.map((m) => rm(m.temp, { force: true })));
     throw err;
   }
-  for (const name of await readdir(outDir)) if (/^part-\d{5,}\.(jsonl|txt)$/.test(name)) await rm(path.join(outDir, name), { force: true });
+  for (const name of await readdir(outDir)) if (PART_NAME.test(name)) await rm(path.join(outDir, name), { force: true });
   for (const { temp, to } of moves) await rename(temp, to);
   return { ...result, parts: result.parts.map((part, i) => ({ ...part, key: moves[i]!.to })) };
 };

@@ -18,9 +18,9 @@ export const localKey = (absolute: string): string => path.resolve(absolute).sli
 
 /**
  * Regular files under dir, recursively, in byte order of their paths (the SDK uploads the same).
- * Symbolic links are followed, as the shell's `dir/*` and `find -L` follow them (a link to a folder
- * the walk is already inside is a loop, and not walked again); a link to nothing is refused, not
- * left out. Sockets and devices are not files.
+ * Symbolic links are followed as `find -L -type f` follows them: a link to a folder the walk is
+ * already inside is a loop, not walked again, and a link to nothing is no file. Sockets and
+ * devices are not files either.
  */
 export const walk = async (dir: string, within: ReadonlySet<string> = new Set()): Promise<string[]> => {
   const inside = new Set(within).add(await realpath(dir));
@@ -32,11 +32,10 @@ export const walk = async (dir: string, within: ReadonlySet<string> = new Set())
     let isDirectory = e.isDirectory();
     let isFile = e.isFile();
     if (e.isSymbolicLink()) {
-      const target = await stat(p).catch(() => {
-        throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "a symbolic link to nothing: remove it, or point it at a file", { input: p });
-      });
-      isDirectory = target.isDirectory() && !inside.has(await realpath(p));
-      isFile = target.isFile();
+      // A link to nothing (an editor's lock file) holds no bytes, as `find -L -type f` passes it by.
+      const target = await stat(p).catch(() => undefined);
+      isDirectory = target?.isDirectory() === true && !inside.has(await realpath(p));
+      isFile = target?.isFile() === true;
     }
     if (isDirectory) appendAll(files, await walk(p, inside));
     else if (isFile) files.push(p);

@@ -136,6 +136,18 @@ print(json.dumps([[bool(re.search(p, l, re.ASCII)) for l in lines] for p in patt
   });
 });
 
+describe("an escaped surrogate pair in a pattern", () => {
+  it("is the one character it spells, on every engine, as V8 reads it with the u flag", () => {
+    const lines = ["hello 😀 world", "😀", "plain", "a", "😁"];
+    for (const pattern of ["\\uD83D\\uDE00", "^\\ud83d\\ude00$", "^[\\uD83D\\uDE00]$", "^[a\\uD83D\\uDE00]$", "^.\\uDE00$"]) {
+      const reference = new RegExp(pattern, "u");
+      for (const compiled of [compileLinePattern(pattern), compileLinePattern(pattern, false, "re2"), compileLinePattern(pattern, true)]) {
+        for (const line of lines) expect(compiled.test(line), `${pattern} (${compiled.engine}) on ${line}`).toBe(reference.test(line));
+      }
+    }
+  });
+});
+
 describe("a grep sample", () => {
   it("is cut to 1000 characters, never inside a character past U+FFFF", () => {
     const op = grep;

@@ -4,7 +4,8 @@
  * more runs than one merge takes at once; partitions hold about equal shares; bad input is refused.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -242,6 +243,22 @@ describe("sort on the local engine", () => {
     await writeFile(file, `1\n${"9".repeat(1_000_000)}\n`);
     const error = await runSort({ inputs: [file] }, 0, path.join(dir, "huge-out")).catch((err: Error) => err);
     expect((error as Error).message).toMatch(/huge\.txt:2 \(byte 2\): number out of range: "9{60}…"$/);
+  });
+
+  it("refuses an out dir an input folder reaches through a link, or a link to nothing, before any work", async () => {
+    const data = path.join(dir, "linked-data");
+    const out = path.join(dir, "linked-out");
+    await mkdir(data, { recursive: true });
+    await mkdir(out, { recursive: true });
+    await writeFile(path.join(data, "x.txt"), "2\n1\n");
+    await symlink(out, path.join(data, "results"));
+    const first = await runSort({ inputs: [data] }, 0, out);
+    expect(Buffer.concat(first.parts).toString()).toBe("1\n2\n");
+    await expect(runSort({ inputs: [data] }, 0, out)).rejects.toThrow(/is a part in --out-dir .* \(through a link\)/);
+    expect(Buffer.concat(first.parts.map((_, i) => readFileSync(first.manifest.parts[i]!.key))).toString()).toBe("1\n2\n");
+    const dangling = path.join(dir, "dangling-out");
+    await symlink(path.join(dir, "nowhere"), dangling);
+    await expect(runSort({ inputs: [numbers] }, 0, dangling)).rejects.toThrow(/dangling-out is a symbolic link to nothing/);
   });
 
   it("refuses an out dir that is a file, or under one, before any work, and keeps the file", async () => {

@@ -61,6 +61,14 @@ const scan = (pattern: string): { refused?: string; re2: string } => {
       if (/[A-Za-z]/.test(next) && !JS_LETTER_ESCAPES.has(next))
         return { refused: `escape \\${next} at ${i}, read otherwise by RE2`, re2: out };
       if (next === "u" && pattern[i + 2] === "{") return { refused: `escape \\u{ at ${i}, read otherwise by RE2`, re2: out };
+      // An escaped surrogate pair is one character past U+FFFF in JavaScript; RE2 reads code points.
+      const pair = /^\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})/i.exec(pattern.slice(i, i + 12));
+      if (pair) {
+        const cp = 0x10000 + ((Number.parseInt(pair[1]!, 16) - 0xd800) << 10) + (Number.parseInt(pair[2]!, 16) - 0xdc00);
+        out += `\\x{${cp.toString(16)}}`;
+        i += 11;
+        continue;
+      }
       if (next === "s") out += inClass ? JS_SPACE : `[${JS_SPACE}]`;
       else if (next === "S") {
         if (inClass) return { refused: `\\S inside a class at ${i}`, re2: out };
