@@ -275,7 +275,8 @@ const checkOutDir = async (outDir: string, inputs: readonly string[], objects: r
     if ((await realpath(path.dirname(file)).catch(() => undefined)) === realOut)
       throw new CloudmillError(
         ErrorCode.INVALID_SPEC,
-        `input ${o.name} is a part in --out-dir ${outDir} (through a link): the parts would be read as input: give --out-dir outside the inputs`,
+        `input ${o.name} is a part in --out-dir ${outDir} (through a link): ` +
+          "the parts would be read as input: give --out-dir outside the inputs",
         { field: "outDir" },
       );
   }

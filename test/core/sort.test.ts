@@ -230,12 +230,35 @@ describe("sort on the local engine", () => {
       const { parts } = await runSort({ inputs: [file], format: "lines", chunkSize, partitions }, 2, path.join(dir, `long-${chunkSize}`));
       expect(Buffer.concat(parts).equals(sorted(file, false))).toBe(true);
     }
-    // A run of lines of a megabyte keeps 128 bytes of each sample, not the lines.
+    // Lines that share 130 bytes, then differ: samples set apart, partitions even.
+    const shared = Array.from({ length: 40_000 }, () => `${"/data/run/".repeat(13)}${Math.floor(next() * 1e9)}`);
+    const sharedFile = path.join(dir, "shared.txt");
+    await writeFile(sharedFile, `${shared.join("\n")}\n`);
+    // Starts of 120 to 140 bytes around the cut, so bounds begin with cut samples.
+    const around = Array.from({ length: 40_000 }, () => `${"b".repeat(120 + Math.floor(next() * 21))}${Math.floor(next() * 100)}`);
+    const aroundFile = path.join(dir, "around.txt");
+    await writeFile(aroundFile, `${around.join("\n")}\n`);
+    for (const [file, count] of [
+      [sharedFile, shared.length],
+      [aroundFile, around.length],
+    ] as const) {
+      for (const chunkSize of [64 * 1024, 1 << 20]) {
+        const { parts, manifest } = await runSort(
+          { inputs: [file], format: "lines", chunkSize, partitions: 8 },
+          2,
+          path.join(dir, `even-${chunkSize}`),
+        );
+        expect(Buffer.concat(parts).equals(sorted(file, false)), `${file} at ${chunkSize}`).toBe(true);
+        if (file === sharedFile) for (const p of manifest.parts) expect(Math.abs(p.records - count / 8)).toBeLessThan(count / 8 / 5);
+      }
+    }
+    // A run of lines of a megabyte keeps 128 bytes of a sample, or up to 4 KiB to set it apart: never the lines.
     const builder = new RunBuilder("lines");
     for (let i = 0; i < 20; i++) builder.add(Buffer.from(`${"\x01".repeat(1 << 20)}${i}\n`), 0, (err) => expect.fail(err.message));
     const run = builder.finish();
     expect(run.samples).toHaveLength(20);
-    for (const [key] of run.samples) expect(key[2]).toHaveLength(128);
+    expect(run.samples[0]![0][2]).toHaveLength(128);
+    for (const [key] of run.samples) expect(key[2].length).toBeLessThanOrEqual(4096);
   });
 
   it("names a number out of range by its first 60 characters, not all million of them", async () => {

@@ -19,7 +19,14 @@ export const sortedRunPart = async (deps: PipelineDeps, jobId: string, part: Par
   const key = shuffleKey(jobId, part.index, 0);
   // From a mapper thread the run's bytes arrive as a plain Uint8Array.
   await deps.output.put(key, Buffer.from(run.bytes.buffer, run.bytes.byteOffset, run.bytes.byteLength));
-  const ref: SortRef = { key, bytes: run.bytes.byteLength, lines: run.lines, step: run.step, samples: run.samples };
+  const ref: SortRef = {
+    key,
+    bytes: run.bytes.byteLength,
+    lines: run.lines,
+    step: run.step,
+    samples: run.samples,
+    ...(run.cut ? { cut: run.cut } : {}),
+  };
   return { ...part, partial: ref };
 };
 

@@ -30,6 +30,8 @@ export const SortRef = z.strictObject({
   lines: z.number().int().nonnegative(),
   step: z.number().int().positive(),
   samples: z.array(z.tuple([z.tuple([z.union([z.literal(0), z.literal(1)]), z.number(), z.string()]), z.number().int().nonnegative()])),
+  /** Indexes of the samples that hold only the start of their line. */
+  cut: z.array(z.number().int().nonnegative()).optional(),
 });
 export type SortRef = z.infer<typeof SortRef>;
 

@@ -138,6 +138,8 @@ export interface SortedRun {
   /** Every `step`-th line's key and byte offset in `bytes`, from the first line on. */
   readonly samples: [SortKey, number][];
   readonly step: number;
+  /** Which samples hold only the start of their line (SAMPLE_TEXT_BYTES); none: absent. */
+  readonly cut?: number[];
 }
 
 /** Samples a run keeps: enough to balance partitions, few enough that thousands of chunks' fit one reducer. */
@@ -145,11 +147,21 @@ const SAMPLES_PER_RUN = 256;
 
 /**
  * Bytes of a sampled line kept as its key: lines of megabytes would make samples as big as the
- * data. Any key serves as a splitter, and the bounds a run's segments are cut at are samples
- * cut alike: a cut sample below a bound differs from it within the cut (a bound it begins with
- * is itself), so its whole line is below the bound too.
+ * data. A longer line keeps 128 bytes, or as many as set it apart from the run's sample before
+ * it (up to 4 KiB), so that lines sharing a long start (URLs, paths) still give distinct
+ * splitters and even partitions. Any key serves as a splitter; where a run's segment starts,
+ * a cut sample that a bound begins with may stand for lines above the bound (SortSamples).
  */
 export const SAMPLE_TEXT_BYTES = 128;
+const MAX_SAMPLE_TEXT_BYTES = 4096;
+
+/** Bytes that [as, ae) of a and [bs, be) of b share from their start. */
+const commonStart = (a: Buffer, as: number, ae: number, bs: number, be: number): number => {
+  const n = Math.min(ae - as, be - bs);
+  let i = 0;
+  while (i < n && a[as + i] === a[bs + i]) i++;
+  return i;
+};
 
 /** Collects a chunk's lines, block by block, and sorts them into a run. */
 export class RunBuilder {
@@ -195,15 +207,27 @@ export class RunBuilder {
     const out = Buffer.allocUnsafe(total);
     const step = Math.max(1, Math.ceil(n / SAMPLES_PER_RUN));
     const samples: [SortKey, number][] = [];
+    const cut: number[] = [];
+    let before = -1;
     let at = 0;
     for (let k = 0; k < n; k++) {
       const i = order[k]!;
-      if (k % step === 0)
-        samples.push([[cls[i] as 0 | 1, values[i]!, latin1(data, starts[i]!, Math.min(ends[i]!, starts[i]! + SAMPLE_TEXT_BYTES))], at]);
+      if (k % step === 0) {
+        const s = starts[i]!;
+        const e = ends[i]!;
+        let keep = Math.min(e - s, SAMPLE_TEXT_BYTES);
+        if (keep < e - s && before >= 0) {
+          const common = commonStart(data, starts[before]!, ends[before]!, s, e);
+          keep = Math.min(e - s, Math.max(keep, common + 1), MAX_SAMPLE_TEXT_BYTES);
+        }
+        if (keep < e - s) cut.push(samples.length);
+        samples.push([[cls[i] as 0 | 1, values[i]!, latin1(data, s, s + keep)], at]);
+        before = i;
+      }
       at += data.copy(out, at, starts[i]!, ends[i]!);
       out[at++] = NL;
     }
-    return { bytes: out, lines: n, samples, step };
+    return { bytes: out, lines: n, samples, step, ...(cut.length > 0 ? { cut } : {}) };
   }
 }
 

@@ -2,7 +2,8 @@
  * Every run's samples of a `sort`, packed for the reducer's stage boundary: a 1 TB sort has
  * 60,000 runs of 256 samples, 15 million keys, which as JSON objects took 4.4 GB of heap and
  * here take about 30 bytes each (a class byte, a double, an offset, and the line's text, at
- * most 128 bytes of it, in one string per run). Splitters come from at most SPLITTER_SAMPLES of them, evenly thinned; each
+ * most 128 bytes of it unless more set it apart, in one string per run). Splitters come from
+ * at most SPLITTER_SAMPLES of them, evenly thinned; each
  * partition's plan is cut from every run's own samples, one partition at a time, so no plan
  * for all partitions is ever held at once.
  */
@@ -37,6 +38,8 @@ export class SortSamples {
   /** Offsets in runs of at most 4 GiB (add refuses a longer one). */
   #offsets = new Uint32Array(1024);
   #textEnds = new Uint32Array(1024);
+  /** 1: the sample holds only the start of its line. */
+  #cut = new Uint8Array(1024);
   #n = 0;
 
   get runs(): number {
@@ -55,6 +58,8 @@ export class SortSamples {
     this.#values = grown(this.#values, need, (n) => new Float64Array(n));
     this.#offsets = grown(this.#offsets, need, (n) => new Uint32Array(n));
     this.#textEnds = grown(this.#textEnds, need, (n) => new Uint32Array(n));
+    this.#cut = grown(this.#cut, need, (n) => new Uint8Array(n));
+    for (const i of ref.cut ?? []) this.#cut[this.#n + i] = 1;
     const lines: string[] = [];
     let end = 0;
     for (const [[cls, value, line], offset] of ref.samples) {
@@ -149,21 +154,31 @@ export class SortSamples {
     return splitters;
   }
 
-  /** How many of a run's samples are below `key` (its samples are in order). */
-  #below(run: number, key: SortKey): number {
+  /**
+   * How many of a run's samples are below `key` (its samples are in order). `surely`: a cut
+   * sample that `key` begins with does not count as below (its line may go on past `key`); the
+   * search moves past a sample only once it counted, so the sample the count ends after is
+   * surely below `key`, which is all a segment's start needs.
+   */
+  #below(run: number, key: SortKey, surely = false): number {
     let lo = this.#first[run]!;
     let hi = this.#first[run + 1]!;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (this.#compare(run, mid, key) < 0) lo = mid + 1;
+      if (this.#compare(run, mid, key) < 0 && !(surely && this.#mayReach(run, mid, key))) lo = mid + 1;
       else hi = mid;
     }
     return lo;
   }
 
+  /** Whether sample i, below `key`, is a cut line that `key` begins with. */
+  #mayReach(run: number, i: number, key: SortKey): boolean {
+    return this.#cut[i] === 1 && this.#cls[i] === key[0] && this.#values[i] === key[1] && key[2].startsWith(this.#text(run, i));
+  }
+
   /**
    * The bytes of each run that can hold keys in [lo, hi) (null: unbounded): from its last
-   * sample below lo to its first at or above hi. The lines outside the range that a segment
+   * sample surely below lo to its first at or above hi. The lines outside the range that a segment
    * holds (fewer than a sample step at each end) are dropped by the reader.
    */
   segments(lo: SortKey | null, hi: SortKey | null): Segments {
@@ -173,7 +188,7 @@ export class SortSamples {
       const last = this.#first[r + 1]!;
       let start = 0;
       if (lo) {
-        const i = this.#below(r, lo);
+        const i = this.#below(r, lo, true);
         if (i > first) start = this.#offsets[i - 1]!;
       }
       let end = this.#bytes[r]!;
