@@ -45,6 +45,12 @@ const ops = [
     combine: (a: { v: number }) => a,
   }),
   defineOp({
+    name: "nested-combine",
+    format: "lines",
+    pairs: (_l: string, emit) => emit("k", { n: 1, r: 0 }),
+    combine: (a: { n: number; r: number }, b: { n: number; r: number }) => ({ n: a.n + b.n, r: a.r / b.r }),
+  }),
+  defineOp({
     name: "bigint-row",
     format: "lines",
     pairs: (l: string, emit) => emit(l, 1),
@@ -89,6 +95,8 @@ describe("a lab's op that gives a value JSON cannot carry", () => {
     ["nan-combine", /op nan-combine: combine: the value is NaN/],
     ["nested-nan", /op nested-nan: emit for key "x" at byte 5: the value\.v is NaN/],
     ["bigint-row", /op bigint-row: row for key "a": the value\.v is a BigInt \(1n\)/],
+    // 0/0 inside the combined value: JSON would carry it to the reducer as null.
+    ["nested-combine", /op nested-combine: (combine|row) for key "k": the value(\.value)?\.r is NaN/],
   ])("%s is refused at every chunk size, whatever onBadRecord says", async (op, message) => {
     for (const chunkSize of [2, 1 << 20]) {
       expect(await failure({ op, inputs: [words], chunkSize, onBadRecord: "skip" }), `chunks of ${chunkSize}`).toMatch(message);

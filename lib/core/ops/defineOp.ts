@@ -381,7 +381,10 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
         });
     },
     combine: reduce ? appendValues : (a, b, { own }) => jsonValueOf(def.name, "combine", combine!(a as V, b as V, own), false),
-    ...(reduce ? { gathers: true } : {}),
+    // Emitted values were checked whole; a combined one is, as its chunk's shuffle takes it.
+    ...(reduce
+      ? { gathers: true }
+      : { checkValue: (key: string, v: unknown) => void jsonValueOf(def.name, () => `combine for key ${JSON.stringify(key)}`, v) }),
     row: (key, value, { own }) => {
       if (reduce) return checked(key, reduce(key, value as V[], own));
       return checked(key, def.row ? def.row(key, value as V, own) : { key, value });

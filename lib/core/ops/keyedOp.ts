@@ -21,6 +21,8 @@ export interface KeyedOpDefinition<P> {
   row(key: string, value: unknown, params: P): unknown;
   /** Combining keeps every value (see KeyedReduce). */
   readonly gathers?: boolean;
+  /** Checks a key's value as it leaves a map task (a lab's combine may make one JSON cannot carry). */
+  checkValue?(key: string, value: unknown): void;
 }
 
 /** What the map stage of a keyed job merges to: each chunk's shuffle output, in chunk order. */
@@ -39,7 +41,11 @@ export const keyedOp = <P>(def: KeyedOpDefinition<P>): Op<P, unknown, never> => 
     const emit = (key: string, value: unknown): void => {
       table.set(key, table.has(key) ? def.combine(table.get(key), value, params) : value);
     };
-    return { block: (block) => read(block, emit), finish: (): KeyedTable => [...table] };
+    const finish = (): KeyedTable => {
+      if (def.checkValue) for (const [k, v] of table) def.checkValue(k, v);
+      return [...table];
+    };
+    return { block: (block) => read(block, emit), finish };
   },
   merger() {
     const refs: ShuffleRefs = [];
