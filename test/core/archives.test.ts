@@ -516,6 +516,34 @@ with zipfile.ZipFile('twice-gz.zip', 'w') as z:
     expect(last.ok ? last.result : last.error.describe()).toMatchObject({ count: 3, sum: 6, min: 1, max: 3 });
   });
 
+  it("bytes after an entry's deflate data, inside its stored size, are slack as unzip reads them, small entry or large", async () => {
+    py(`
+import struct, zlib
+def entry_zip(name, data, slack):
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    stored = c.compress(data) + c.flush() + slack
+    crc = zlib.crc32(data)
+    n = name.encode()
+    local = struct.pack("<IHHHHHIIIHH", 0x04034b50, 20, 0, 8, 0, 0, crc, len(stored), len(data), len(n), 0) + n
+    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014b50, 20, 20, 0, 8, 0, 0, crc, len(stored), len(data), len(n), 0, 0, 0, 0, 0, 0) + n
+    at = len(local) + len(stored)
+    end = struct.pack("<IHHHHIIH", 0x06054b50, 0, 0, 1, 1, len(central), at, 0)
+    open(name + ".zip", "wb").write(local + stored + central + end)
+entry_zip("slack-small.txt", b"".join(b"line %d\\n" % i for i in range(10)), b"slack after the end")
+# A megabyte of slack: the stream that inflates the entry ends with much of it still to feed.
+entry_zip("slack-large.txt", b"".join(b"line %d with some more words in it\\n" % i for i in range(100000)), b"slack" * 200000)
+`);
+    for (const [name, lines] of [
+      ["slack-small.txt.zip", 10],
+      ["slack-large.txt.zip", 100_000],
+    ] as const) {
+      // Python's zipfile reads the entry whole, slack and all.
+      expect(Number(py(`import zipfile\nz = zipfile.ZipFile('${name}')\nprint(z.read(z.namelist()[0]).count(b'\\n'))`))).toBe(lines);
+      const r = await run({ op: "count", inputs: [path.join(dir, name)] });
+      expect(r.ok ? r.result : r.error.describe(), name).toEqual({ records: lines });
+    }
+  });
+
   it("a task of many small entries reads its span of the archive once, and counts what Python counts", async () => {
     // Small deflated and stored entries, with larger ones between them that other tasks read.
     py(`
