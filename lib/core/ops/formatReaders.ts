@@ -251,10 +251,10 @@ const columnIndex = (options: ValueOptions, header: readonly string[] | undefine
 };
 
 /** The least positive normal double: below it, doubles are too sparse to tell decimals apart. */
-const MIN_NORMAL = 2.2250738585072014e-308;
+export const MIN_NORMAL = 2.2250738585072014e-308;
 
 /** A line that may hold a number written past -307 as its exponent, which may underflow to 0. */
-const TINY_EXPONENT = /\d[eE]-\d{3}/;
+export const TINY_EXPONENT = /\d[eE]-\d{3}/;
 
 /**
  * A JSON number x (at `path` in the record's line `text`) as the decimal it is written as: a

@@ -5,8 +5,8 @@
 import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import type { Format } from "../job/spec.js";
 import { headerNamesShown } from "../records/csvDialect.js";
-import { jsonNumberText, sameDecimal } from "../records/jsonNumberText.js";
-import { getPath } from "./formatReaders.js";
+import { jsonNumberText, mayHoldLongNumber, sameDecimal } from "../records/jsonNumberText.js";
+import { getPath, MIN_NORMAL, TINY_EXPONENT } from "./formatReaders.js";
 import type { MapContext } from "./types.js";
 
 /** Reads one field of a record as forEachRecord hands it over; undefined when the record has none. */
@@ -95,24 +95,19 @@ export const keyOfFields = (readers: readonly FieldReader[]): ((record: unknown,
 
 const REPLACEMENT = "\uFFFD";
 
-/** A line that may hold a number JSON.parse rounds: 16 or more digits, or an exponent past -99. */
-const MAY_ROUND = /\d(?:\.?\d){15}|\d[eE]-\d{3}/;
-
 /**
  * Refuses a JSONL key number that JSON.parse rounded (more digits than a double holds, or
  * below the doubles, as 1e-400 becomes 0): it would meet the number it rounded to as one key.
  */
 const keyNumberAsWritten = (v: number, text: string, path: readonly string[], name: string, offset: number): void => {
-  if (!MAY_ROUND.test(text) && (v === 0 || Math.abs(v) >= MIN_NORMAL)) return;
+  // Only a number of 16 or more digits, or one past e-99, can have been rounded.
+  if (!mayHoldLongNumber(text) && !TINY_EXPONENT.test(text) && (v === 0 || Math.abs(v) >= MIN_NORMAL)) return;
   // keyOfFields refuses any integer past 2^53, with its own advice.
   if (Number.isInteger(v) && !Number.isSafeInteger(v)) return;
   const written = jsonNumberText(text, path);
   if (written === undefined || sameDecimal(written, String(v))) return;
   throw badRecord(`key ${name}: ${written} is not a number a double holds (it reads as ${v}): quote it as a string`, offset);
 };
-
-/** The least positive normal double: below it, doubles cannot tell short decimals apart. */
-const MIN_NORMAL = 2.2250738585072014e-308;
 
 /** A key made by keyOfFields, as the output shows it: the value, or the array of values. */
 export const keyValue = (key: string): unknown => {
