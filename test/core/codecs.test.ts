@@ -219,6 +219,36 @@ describe("compressed inputs as other tools write them", () => {
     }
   });
 
+  it("zstd files that start with skippable frames, long or several, are read whole at every chunk size", async () => {
+    const file = path.join(dir, "z-skip.txt");
+    await writeFile(file, lines(20_000));
+    sh(`zstd -q -c '${file}' > '${file}.zst'`);
+    // Skippable frames as the format has them: a magic of 0x184D2A5?, a 4-byte size, that many bytes.
+    const skippable = (bytes: Buffer, n = 0): Buffer => {
+      const header = Buffer.alloc(8);
+      header.writeUInt32LE(0x184d2a50 + n, 0);
+      header.writeUInt32LE(bytes.length, 4);
+      return Buffer.concat([header, bytes]);
+    };
+    const zst = await readFile(`${file}.zst`);
+    const shapes: [string, Buffer][] = [
+      ["past the first bytes read", Buffer.concat([skippable(Buffer.alloc(12, 1)), zst])],
+      ["two of them", Buffer.concat([skippable(Buffer.alloc(0)), skippable(Buffer.from("ab"), 5), zst])],
+      ["of 2 MB", Buffer.concat([skippable(Buffer.alloc(2_000_000, 7)), zst])],
+    ];
+    for (const [what, bytes] of shapes) {
+      const shaped = path.join(dir, `z-skip-${shapes.findIndex(([w]) => w === what)}.zst`);
+      await writeFile(shaped, bytes);
+      sh(`zstd -q -t '${shaped}'`);
+      for (const chunkSize of [100, 4096, "16MiB"]) {
+        expect(await run(shaped, "count", chunkSize), `${what} at ${chunkSize}`).toMatchObject({
+          ok: true,
+          result: refCount(await readFile(file)),
+        });
+      }
+    }
+  });
+
   it("a zstd frame without its checksum is refused, naming its byte, whatever onBadRecord says: damage in it would pass unseen", async () => {
     const file = path.join(dir, "z-nc.txt");
     await writeFile(file, lines(1000));

@@ -6,8 +6,9 @@
  * one chunk whatever it holds, and its task sees its first bytes anyway, so it costs no read here.
  */
 import type { InputObject } from "../job/manifest.js";
-import { CODEC_SNIFF_BYTES, codecOf } from "../records/codecs.js";
+import { CODEC_SNIFF_BYTES, type Codec, codecOf, isSkippableFrame, isZstdMagic, skippableFrameBytes } from "../records/codecs.js";
 import { isZipMagic, isZipName } from "../records/zip.js";
+import type { BlobStore } from "../ports.js";
 import type { PipelineDeps } from "./deps.js";
 import { readBytes } from "./blobJson.js";
 import { mapInOrder } from "../mapInOrder.js";
@@ -35,8 +36,26 @@ export const withCodecs = async (
     if (input.size <= chunkSize) return [input];
     const first = await readBytes(store, input.key, undefined, { start: 0, end: CODEC_SNIFF_BYTES, etag: input.etag });
     if (isZipMagic(first)) return zipEntriesOf(store, input);
-    const codec = codecOf(first);
+    const codec = codecOf(first) ?? (isSkippableFrame(first) ? await codecPastSkippable(store, input) : undefined);
     return [codec ? { ...input, codec } : input];
   });
   return found.flat();
+};
+
+/** Skippable frames followed at once: only a file of many leading ones costs more than this many reads. */
+const MAX_SKIPPABLE_HOPS = 16;
+
+/**
+ * zstd when the skippable frames an input starts with (metadata, or pzstd's) lead to a zstd
+ * frame: they may be longer than the first bytes read, so each next header is read where the
+ * frame before it ends.
+ */
+const codecPastSkippable = async (store: BlobStore, input: InputObject): Promise<Codec | undefined> => {
+  let at = 0;
+  for (let hop = 0; hop < MAX_SKIPPABLE_HOPS && at + 12 <= input.size; hop++) {
+    const head = await readBytes(store, input.key, undefined, { start: at, end: at + 12, etag: input.etag });
+    if (!isSkippableFrame(head)) return isZstdMagic(head, 0) ? "zstd" : undefined;
+    at += skippableFrameBytes(head, 0);
+  }
+  return undefined;
 };

@@ -32,7 +32,7 @@ export const bgzfBlockSize = (b: Uint8Array, at: number): number => {
   return size >= 12 + xlen + 2 + 8 ? size : -1;
 };
 
-const isZstdMagic = (b: Uint8Array, at: number): boolean =>
+export const isZstdMagic = (b: Uint8Array, at: number): boolean =>
   b[at] === 0x28 && b[at + 1] === 0xb5 && b[at + 2] === 0x2f && b[at + 3] === 0xfd;
 
 /** A zstd (or lz4) skippable frame's magic, 0x184D2A50-5F little-endian: pzstd starts every frame with one. */
@@ -43,13 +43,32 @@ export const isSkippableFrame = (b: Uint8Array, at = 0): boolean =>
 export const codecOf = (first: Uint8Array): Codec | undefined => {
   if (first[0] === 0x1f && first[1] === 0x8b) return bgzfBlockSize(first, 0) > 0 ? "bgzf" : "gzip";
   if (isZstdMagic(first, 0)) return "zstd";
-  // A skippable frame followed by a zstd frame (pzstd's layout) is zstd; one followed by
-  // anything else (lz4 uses the same frames) is refused as unknown (compressed.ts).
-  if (isSkippableFrame(first) && first.length >= 8) {
-    const next = 8 + ((first[4]! | (first[5]! << 8) | (first[6]! << 16)) >>> 0) + first[7]! * 2 ** 24;
+  // Skippable frames followed by a zstd frame (pzstd's layout) are zstd; followed by anything
+  // else (lz4 uses the same frames) they are refused as unknown (compressed.ts).
+  if (isSkippableFrame(first)) {
+    const next = pastSkippableFrames(first);
     if (next + 4 <= first.length && isZstdMagic(first, next)) return "zstd";
   }
   return undefined;
+};
+
+/**
+ * The codec of a stream from its first bytes `head`: as codecOf, and zstd too when skippable
+ * frames run past `head` (a frame of metadata longer than what was read): only zstd writes them
+ * ahead of its data, and one that hides other data fails as not zstd where it ends.
+ */
+export const codecOfHead = (head: Uint8Array): Codec | undefined =>
+  codecOf(head) ?? (isSkippableFrame(head) && pastSkippableFrames(head) + 4 > head.length ? "zstd" : undefined);
+
+/** The size of the skippable frame whose header (8 bytes) is at `at`, header included. */
+export const skippableFrameBytes = (b: Uint8Array, at: number): number =>
+  8 + ((b[at + 4]! | (b[at + 5]! << 8) | (b[at + 6]! << 16)) >>> 0) + b[at + 7]! * 2 ** 24;
+
+/** Where the skippable frames at the start of `b` end (past `b`'s end when they go on beyond it). */
+export const pastSkippableFrames = (b: Uint8Array): number => {
+  let at = 0;
+  while (at + 8 <= b.length && isSkippableFrame(b, at)) at += skippableFrameBytes(b, at);
+  return at;
 };
 
 /** A compressed input's bytes are not what their format says: fails the job, naming the compressed byte. */

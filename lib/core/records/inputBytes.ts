@@ -14,7 +14,7 @@ import { CloudmillError, ErrorCode, type ErrorContext } from "../errors.js";
 import type { InputObject } from "../job/manifest.js";
 import type { BlobStore } from "../ports.js";
 import { plainRangeBytes, spansOf, type RangeBytes, type Span } from "./alignedBlocks.js";
-import { BGZF_MAX_BLOCK, bgzfBlockSize, CODEC_SNIFF_BYTES, codecOf, corruptInput, inflateBgzfBlock, type Codec } from "./codecs.js";
+import { BGZF_MAX_BLOCK, bgzfBlockSize, CODEC_SNIFF_BYTES, codecOfHead, corruptInput, inflateBgzfBlock, type Codec } from "./codecs.js";
 import { decodedStream } from "./decode.js";
 import { readBytes } from "../pipeline/blobJson.js";
 import { memberBytes } from "./zipMember.js";
@@ -107,7 +107,7 @@ export const inputHead = async (
     return { bytes: Buffer.concat(parts, length).subarray(0, n), ...(inner ? { codec: inner } : {}) };
   }
   const raw = await readRaw(store, input, 0, Math.min(input.size, n), signal);
-  const codec = codecOf(raw);
+  const codec = codecOfHead(raw);
   if (!codec) return { bytes: raw };
   const parts: Uint8Array[] = [];
   let length = 0;
@@ -171,7 +171,7 @@ async function* decodedEntry(bytes: AsyncIterable<Buffer>, found: (codec: Codec)
       for (let next = await it.next(); !next.done; next = await it.next()) yield seen(next.value);
       ended = true;
     };
-    const codec = codecOf(Buffer.concat(head, length));
+    const codec = codecOfHead(Buffer.concat(head, length));
     if (!codec) {
       yield* all();
       return;
@@ -227,7 +227,7 @@ const streamRange = (store: BlobStore, input: InputObject, owned: number, known:
       const first = await readHead(it);
       const { head, length } = first;
       ended = first.ended;
-      codec = codecOf(Buffer.concat(head, length));
+      codec = codecOfHead(Buffer.concat(head, length));
       const compressed = async function* (): AsyncGenerator<Uint8Array> {
         yield* head;
         if (ended) return;
