@@ -135,6 +135,8 @@ describe("cloudmill dev driven by the AWS CLI", () => {
       dev.child.kill("SIGINT");
       const exit = await Promise.race([dev.exited, new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 20_000))]);
       expect(exit, dev.stderr.join("\n")).toEqual({ code: 0, signal: null });
+      // Nothing but cloudmill's own lines: no Node or SDK warning on a supported Node.
+      expect(dev.stderr.join("\n")).not.toMatch(/Warning/);
       expect(Date.now() - sent).toBeLessThan(15_000);
       await waitFor(
         "the worker processes to be gone",
