@@ -11,7 +11,7 @@ import { pastEndKey, succeededKey } from "../core/keys.js";
 import { markRunning } from "../core/pipeline/backups.js";
 import { exists } from "../core/pipeline/blobJson.js";
 import type { TaskQueue, QueueMessage } from "../core/ports.js";
-import type { PipelineDeps } from "../core/pipeline/deps.js";
+import { nowOf, type PipelineDeps } from "../core/pipeline/deps.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { cachedJobEnds, type JobEnds } from "../core/pipeline/jobEnds.js";
 import { isDeterministic, isStaleTask, jobEndedMarkers, runTask, taskPartKey, type TaskOutcome } from "../core/pipeline/task.js";
@@ -102,16 +102,20 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     // which no longer looks for its part) is dropped rather than mapped again. So has a run a
     // resume superseded: a copy queued before the resume would write its part with the earlier
     // run's limits, over a part the resume removed to map its chunk again.
-    this.#jobEnds = cachedJobEnds(async (run) => {
-      const at = run.lastIndexOf("#");
-      const jobId = run.slice(0, at);
-      const { output } = options.deps;
-      return (
-        (await jobEndedMarkers(output, jobId)) ||
-        (await exists(output, succeededKey(jobId))) ||
-        (await exists(output, pastEndKey(jobId, Number(run.slice(at + 1)) + 1)))
-      );
-    }, JOB_END_RECHECK_MS);
+    this.#jobEnds = cachedJobEnds(
+      async (run) => {
+        const at = run.lastIndexOf("#");
+        const jobId = run.slice(0, at);
+        const { output } = options.deps;
+        return (
+          (await jobEndedMarkers(output, jobId)) ||
+          (await exists(output, succeededKey(jobId))) ||
+          (await exists(output, pastEndKey(jobId, Number(run.slice(at + 1)) + 1)))
+        );
+      },
+      JOB_END_RECHECK_MS,
+      () => nowOf(options.deps),
+    );
     this.#received = new SharedReceive((maxMessages) =>
       options.queue.receive({ maxMessages, waitSeconds: options.waitSeconds ?? 20, signal: this.#stop.signal }),
     );

@@ -18,7 +18,7 @@ import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { exists, readBytes, readJson, writeJson } from "../../lib/core/pipeline/blobJson.js";
 import { cancelJob } from "../../lib/core/pipeline/cancel.js";
 import { failJob, failJobOfTask, handleDeadLetter } from "../../lib/core/pipeline/deadLetter.js";
-import { TaskWorker } from "../../lib/aws/TaskWorker.js";
+import { JOB_END_RECHECK_MS, TaskWorker } from "../../lib/aws/TaskWorker.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { resumeJob } from "../../lib/core/pipeline/resume.js";
@@ -261,6 +261,62 @@ describe("resuming a job", () => {
     }
     // The first run's copy would have mapped the chunk with that run's limits, over the part the resume removed.
     expect(outcomes.sort()).toEqual(["0:job-ended", "1:done"]);
+    await reduceJob(s.deps, s.jobId);
+    expectMatchesReference("wordcount", { k: "0" }, TEXT, await readJson(s.output, OUTPUT.result, z.unknown()));
+  });
+
+  it("a copy of the run before still mapping when its worker sees the resume writes no part", async () => {
+    let clock = Date.now();
+    const s = await setUp("mid-map", () => clock);
+    await work(s);
+    const manifest = await readJson(s.output, manifestKey(s.jobId), Manifest);
+    const kept = new CloudmillError(ErrorCode.BAD_RECORD, "record longer than 1048576 bytes (maxRecordBytes)", {
+      chunk: 2,
+      input: "data.txt",
+    });
+    // A late copy of chunk 2's task: its worker finds the job running and starts reading, which
+    // holds until the gate opens. Meanwhile the job fails (on chunk 2's kept reading) and is resumed.
+    const [copy] = await tasksOf(s.output, manifest, [2]);
+    await s.queue.sendBatch([JSON.stringify(copy)]);
+    const inputs = s.deps.inputStore("in");
+    let reading = false;
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const deps: SplitDeps = {
+      ...s.deps,
+      inputStore: () =>
+        Object.assign(Object.create(inputs) as typeof inputs, {
+          get: async (key: string, options?: Parameters<typeof inputs.get>[1]) => {
+            reading = true;
+            await gate;
+            return inputs.get(key, options);
+          },
+        }),
+    };
+    const worker = workerOf({ ...s, deps });
+    const outcomes: string[] = [];
+    worker.on("task_done", (t: TaskMessage, o: { kind: string }) => void outcomes.push(`${t.job.generation ?? 0}:${o.kind}`));
+    worker.start();
+    try {
+      await waitFor("the copy to start reading", async () => (reading ? true : undefined), 20_000, 20);
+      await failJob(s.deps, { jobId: s.jobId, output: OUTPUT, chunks: CHUNKS, done: CHUNKS, startedAt: manifest.createdAt }, kept);
+      expect(await resumeJob(s.deps, s.jobId, { after: 0, maxRecordBytes: 4 * 1024 * 1024 }, { jobDeadlineSeconds: 600 })).toMatchObject({
+        kind: "resumed",
+        tasks: 1,
+      });
+      expect(await exists(s.output, partKey(s.jobId, 2))).toBe(false);
+      // Past the time the worker believes its last look: it looks again before writing the part.
+      clock += JOB_END_RECHECK_MS + 1;
+      open();
+      await waitFor("the copy to end", async () => (outcomes.length > 0 ? true : undefined), 20_000, 20);
+      // The resume removed chunk 2's part to map it again with the new limits; the old copy left it removed.
+      expect(outcomes[0]).toBe("0:job-ended");
+      if (outcomes.length === 1) expect(await exists(s.output, partKey(s.jobId, 2))).toBe(false);
+      await waitFor("the redo", async () => (outcomes.length === 2 ? true : undefined), 20_000, 20);
+    } finally {
+      await worker.stop(5_000);
+    }
+    expect(outcomes).toEqual(["0:job-ended", "1:done"]);
     await reduceJob(s.deps, s.jobId);
     expectMatchesReference("wordcount", { k: "0" }, TEXT, await readJson(s.output, OUTPUT.result, z.unknown()));
   });

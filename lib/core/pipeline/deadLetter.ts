@@ -64,8 +64,10 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
   return status;
 };
 
-/** Fails the job of a task whose error would recur on every attempt (a job not yet planned has nothing to fail). */
-/** Fails the job of a task of run `run` (its `job.generation`): nothing, once a later run has begun. */
+/**
+ * Fails the job of a task whose error would recur on every attempt, of run `run` (its
+ * `job.generation`): nothing for a job not yet planned, nor once a later run has begun.
+ */
 export const failJobOfTask = async (deps: PipelineDeps, jobId: string, run: number, error: CloudmillError, done = 0): Promise<void> => {
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
   // Its tasks in all, as its progress counts them (a keyed job's reduce tasks too).
