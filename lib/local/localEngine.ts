@@ -4,7 +4,7 @@
  * worker threads. Memory is bounded by chunk size × workers, not by input size.
  */
 import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
-import { copyFile, lstat, mkdir, mkdtemp, readdir, realpath, rename, rm, stat } from "node:fs/promises";
+import { copyFile, lstat, mkdir, mkdtemp, readdir, realpath, rename, rm, rmdir, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { FsBlobStore } from "../fs/FsBlobStore.js";
@@ -151,7 +151,9 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     spec.id ?? `local-${digestOf([job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag])])}`;
 
   const outDir = path.resolve(options.outDir ?? path.join("cloudmill-out", jobId));
-  if (isShuffled(op)) await checkOutDir(outDir, spec.inputs, inputs);
+  // Made before any work, so that one that cannot be made fails now; removed again if the job fails.
+  const madeDirs = isShuffled(op) ? await makeOutDir(outDir, spec.inputs, inputs) : [];
+  let partsMoved = false;
   const workDir = options.workDir ?? (await mkdtemp(path.join(os.tmpdir(), "cloudmill-")));
   const output = new FsBlobStore(workDir);
   const deadLetters = new MemoryTaskQueue({ name: "dead-letters" });
@@ -215,6 +217,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
       : isShuffled(op)
         ? await moveParts(workDir, stored, outDir)
         : stored;
+    partsMoved = true;
     const report =
       runs &&
       buildReport({
@@ -234,16 +237,22 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     await queue.close();
     await deadLetters.close();
     if (!options.keepWork && !options.workDir) await rm(workDir, { recursive: true, force: true });
+    // rmdir, deepest first: a folder something else wrote into meanwhile stays.
+    if (!partsMoved) for (const dir of madeDirs.toReversed()) await rmdir(dir).catch(() => undefined);
   }
 };
 
 /**
  * Refuses, before any work, an out dir the parts cannot go to: one that is a file or under one,
- * or one inside an input directory (the next run would read its parts as input).
+ * one inside an input directory (the next run would read its parts as input), or one that cannot
+ * be made. Makes the folders missing on its path, one at a time (Node's recursive mkdir loops
+ * for ever under /proc), and returns them, outermost first.
  */
-const checkOutDir = async (outDir: string, inputs: readonly string[], objects: readonly InputObject[]): Promise<void> => {
+const makeOutDir = async (outDir: string, inputs: readonly string[], objects: readonly InputObject[]): Promise<string[]> => {
+  const missing: string[] = [];
   for (let dir = outDir; ; dir = path.dirname(dir)) {
     const found = await stat(dir).catch(() => undefined);
+    if (!found) missing.push(dir);
     if (!found && (await lstat(dir).catch(() => undefined))?.isSymbolicLink())
       throw new CloudmillError(ErrorCode.INVALID_SPEC, `--out-dir ${outDir}: ${dir} is a symbolic link to nothing`, { field: "outDir" });
     if (found && !found.isDirectory()) {
@@ -268,18 +277,32 @@ const checkOutDir = async (outDir: string, inputs: readonly string[], objects: r
   }
   // An input folder may reach the out dir through a link: an earlier run's parts, read as input.
   const realOut = await realpath(outDir).catch(() => undefined);
-  if (realOut === undefined) return;
-  for (const o of objects) {
-    const file = `/${o.key}`;
-    if (!PART_NAME.test(path.basename(file))) continue;
-    if ((await realpath(path.dirname(file)).catch(() => undefined)) === realOut)
-      throw new CloudmillError(
-        ErrorCode.INVALID_SPEC,
-        `input ${o.name} is a part in --out-dir ${outDir} (through a link): ` +
-          "the parts would be read as input: give --out-dir outside the inputs",
-        { field: "outDir" },
-      );
+  if (realOut !== undefined) {
+    for (const o of objects) {
+      const file = `/${o.key}`;
+      if (!PART_NAME.test(path.basename(file))) continue;
+      if ((await realpath(path.dirname(file)).catch(() => undefined)) === realOut)
+        throw new CloudmillError(
+          ErrorCode.INVALID_SPEC,
+          `input ${o.name} is a part in --out-dir ${outDir} (through a link): ` +
+            "the parts would be read as input: give --out-dir outside the inputs",
+          { field: "outDir" },
+        );
+    }
   }
+  const made: string[] = [];
+  for (const dir of missing.toReversed()) {
+    try {
+      await mkdir(dir);
+      made.push(dir);
+    } catch (err) {
+      for (const m of made.toReversed()) await rmdir(m).catch(() => undefined);
+      // "ENOENT: no such file or directory", without Node's ", mkdir '<dir>'".
+      const why = (err as Error).message.replace(/, mkdir .*$/, "");
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `--out-dir ${outDir}: cannot make ${dir}: ${why}`, { field: "outDir" });
+    }
+  }
+  return made;
 };
 
 const PART_NAME = /^part-\d{5,}\.(jsonl|txt)$/;

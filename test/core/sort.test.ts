@@ -4,7 +4,7 @@
  * more runs than one merge takes at once; partitions hold about equal shares; bad input is refused.
  */
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -291,6 +291,18 @@ describe("sort on the local engine", () => {
       await expect(runSort({ inputs: [numbers] }, 0, outDir)).rejects.toThrow(/--out-dir .* is a file, not a directory/);
     }
     expect(await readFile(file, "utf8")).toBe("kept\n");
+  });
+
+  it("refuses an out dir that cannot be made before any work, and a failed job leaves none of the folders it made", async () => {
+    // Node's own recursive mkdir never returns here (/proc refuses a new folder with ENOENT).
+    await expect(runSort({ inputs: [numbers] }, 0, "/proc/cloudmill-out/parts")).rejects.toThrow(
+      /^--out-dir \/proc\/cloudmill-out\/parts: cannot make \/proc\/cloudmill-out: ENOENT: no such file or directory$/,
+    );
+    const bad = path.join(dir, "bad-numbers.txt");
+    await writeFile(bad, "1\nabc\n");
+    const outDir = path.join(dir, "never", "made");
+    await expect(runSort({ inputs: [bad] }, 0, outDir)).rejects.toThrow(/bad-numbers\.txt:2/);
+    expect(existsSync(path.join(dir, "never"))).toBe(false);
   });
 
   it("an empty input gives empty parts", async () => {
