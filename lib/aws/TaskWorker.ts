@@ -6,10 +6,11 @@
 import { EventEmitter } from "node:events";
 import os from "node:os";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
-import { isMapTask, isMergeTask, isReduceTask, TaskMessage, taskIndex } from "../core/job/manifest.js";
-import { pastEndKey, succeededKey } from "../core/keys.js";
+import { isMapTask, isMergeTask, isReduceTask, Manifest, TaskMessage, taskIndex } from "../core/job/manifest.js";
+import { manifestKey, pastEndKey, succeededKey } from "../core/keys.js";
 import { markRunning } from "../core/pipeline/backups.js";
-import { exists } from "../core/pipeline/blobJson.js";
+import { exists, readJsonIfExists } from "../core/pipeline/blobJson.js";
+import { showEnd } from "../core/pipeline/status.js";
 import type { TaskQueue, QueueMessage } from "../core/ports.js";
 import { nowOf, type PipelineDeps } from "../core/pipeline/deps.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
@@ -106,12 +107,19 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       async (run) => {
         const at = run.lastIndexOf("#");
         const jobId = run.slice(0, at);
-        const { output } = options.deps;
-        return (
-          (await jobEndedMarkers(output, jobId)) ||
-          (await exists(output, succeededKey(jobId))) ||
-          (await exists(output, pastEndKey(jobId, Number(run.slice(at + 1)) + 1)))
-        );
+        const { deps } = options;
+        const { output } = deps;
+        if (await jobEndedMarkers(output, jobId)) {
+          // Its status may still say running (a failure handler's status write was lost after its
+          // marker), and no part will wake the reducer to show the end: this worker shows it.
+          const manifest = await readJsonIfExists(output, manifestKey(jobId), Manifest);
+          if (manifest)
+            await showEnd(deps, manifest).catch((err: unknown) =>
+              deps.log.warn("could not show the job's end", { jobId, ...logFieldsOf(toCloudmillError(err)) }),
+            );
+          return true;
+        }
+        return (await exists(output, succeededKey(jobId))) || (await exists(output, pastEndKey(jobId, Number(run.slice(at + 1)) + 1)));
       },
       JOB_END_RECHECK_MS,
       () => nowOf(options.deps),

@@ -13,6 +13,10 @@ import { cancelJob } from "../../lib/core/pipeline/cancel.js";
 import { readJson, readJsonIfExists, writeJson } from "../../lib/core/pipeline/blobJson.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
+import { reduceJob } from "../../lib/core/pipeline/reduce.js";
+import { TaskWorker } from "../../lib/aws/TaskWorker.js";
+import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
+import { waitFor } from "../helpers/devCloud.js";
 
 const AtRecord = z.object({ at: z.string() });
 const JOB = "job-20261121T101500-0badcafe";
@@ -146,5 +150,65 @@ describe("cancelJob", () => {
     const outcome = await cancelJob({ ...deps(), output: racing }, JOB, out);
     expect(outcome).toEqual({ kind: "already-ended", status: succeeded });
     expect(await readJson(store, out.status, JobStatus)).toEqual(succeeded);
+  });
+
+  it("an end whose status write was lost is shown again by a cancel, the reducer, and a worker that drops the job's task", async () => {
+    const error = { code: "BAD_RECORD", message: "s3://in/data.txt (byte 5): expected a number" };
+    const lost = async () => {
+      // The failure handler wrote its marker; its write of the status failed.
+      await startRunning(2);
+      await writeJson(store, failureKey(JOB), { error, at: "2026-11-21T10:18:00.000Z" });
+    };
+    const failed = { jobId: JOB, state: "failed", done: 2, error, finishedAt: "2026-11-21T10:18:00.000Z" };
+
+    await lost();
+    expect(await cancelJob(deps(), JOB, out)).toMatchObject({ kind: "already-ended" });
+    expect(await readJson(store, out.status, JobStatus)).toMatchObject(failed);
+
+    await lost();
+    const roleDeps = { ...deps(), inputStore: () => store, registry: new OpRegistry() };
+    expect(await reduceJob(roleDeps, JOB)).toEqual({ kind: "ended" });
+    expect(await readJson(store, out.status, JobStatus)).toMatchObject(failed);
+
+    await lost();
+    const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
+    const chunk = { index: 3, inputIndex: 0, input: manifest.inputs![0]!, start: 30, end: 40 };
+    await queue.sendBatch([JSON.stringify({ v: 1, jobId: JOB, job: manifest.job, chunk })]);
+    const worker = new TaskWorker({ queue, deps: roleDeps, concurrency: 1, visibilitySeconds: 30, heartbeatSeconds: 10, waitSeconds: 1 });
+    const outcomes: string[] = [];
+    worker.on("task_done", (_t, o: { kind: string }) => void outcomes.push(o.kind));
+    worker.start();
+    try {
+      await waitFor("the task to be dropped", async () => (outcomes.length > 0 ? true : undefined), 10_000, 10);
+    } finally {
+      await worker.stop(5_000);
+    }
+    expect(outcomes).toEqual(["job-ended"]);
+    expect(await readJson(store, out.status, JobStatus)).toMatchObject(failed);
+  });
+
+  it("never writes over a later job's status at the same key: neither an older job's cancel nor its late reducer", async () => {
+    // The upload was overwritten: job 2 started later at the same key, and has failed.
+    const later = {
+      jobId: "job-20261121T101900-0c0ffee0",
+      state: "failed",
+      chunks: 1,
+      done: 0,
+      startedAt: "2026-11-21T10:19:00.000Z",
+      finishedAt: "2026-11-21T10:19:30.000Z",
+      error: { code: "BAD_RECORD", message: "s3://in/data.txt (byte 0): expected a number" },
+    } as const;
+    await writeJson(store, manifestKey(JOB), manifest);
+    await writeJson(store, out.status, later);
+    expect(await cancelJob(deps(), JOB, out)).toMatchObject({ kind: "cancelled" });
+    expect(await readJson(store, out.status, JobStatus)).toEqual(later);
+
+    await store.delete(cancelKey(JOB));
+    await writeJson(store, succeededKey(JOB), { jobId: JOB, state: "succeeded", chunks: 10, done: 10, startedAt: manifest.createdAt });
+    const roleDeps = { ...deps(), inputStore: () => store, registry: new OpRegistry() };
+    expect(await reduceJob(roleDeps, JOB)).toMatchObject({ kind: "already-succeeded" });
+    expect(await readJson(store, out.status, JobStatus)).toEqual(later);
+    expect(await cancelJob(deps(), JOB, out)).toMatchObject({ kind: "already-ended" });
+    expect(await readJson(store, out.status, JobStatus)).toEqual(later);
   });
 });

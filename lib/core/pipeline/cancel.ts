@@ -13,7 +13,7 @@ import { cancelKey, failureKey, manifestKey, succeededKey, type OutputKeys } fro
 import { JobStatus, Manifest, shownInputs } from "../job/manifest.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJsonIfExists, writeJson } from "./blobJson.js";
-import { FailureRecord } from "./status.js";
+import { FailureRecord, isSuperseded } from "./status.js";
 
 /** What cancelling needs: the output bucket, a clock and a logger (no queue: chunks are skipped, not purged). */
 export type CancelDeps = Pick<PipelineDeps, "output" | "log" | "now">;
@@ -43,27 +43,38 @@ export const cancelJob = async (deps: CancelDeps, jobId: string, output: OutputK
   const log = deps.log.child({ jobId });
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
   const shown = await readJsonIfExists(deps.output, output.status, JobStatus);
+  const own = shown?.jobId === jobId ? shown : undefined;
   const base: JobStatus = {
     jobId,
     state: "running",
-    chunks: manifest?.chunks ?? shown?.chunks ?? 0,
-    done: shown?.done ?? 0,
+    chunks: manifest?.chunks ?? own?.chunks ?? 0,
+    done: own?.done ?? 0,
     ...(manifest ? { op: manifest.job.op, ...shownInputs(manifest), startedAt: manifest.createdAt } : {}),
   };
 
+  // A later job's status at the same key (the upload overwritten) is never written over.
+  const later = isSuperseded(shown, jobId, manifest?.createdAt);
+  const show = async (status: JobStatus): Promise<void> => {
+    if (!later) await writeJson(deps.output, output.status, status);
+  };
+
   const before = await endedStatus(deps, jobId, base);
-  if (before) return { kind: "already-ended", status: before };
+  if (before) {
+    // An end whose status write was lost is shown now.
+    if (own?.state !== before.state) await show(before);
+    return { kind: "already-ended", status: before };
+  }
 
   const existing = await readJsonIfExists(deps.output, cancelKey(jobId), CancelRecord);
   const at = existing?.at ?? new Date(deps.now ? deps.now() : Date.now()).toISOString();
   if (!existing) await writeJson(deps.output, cancelKey(jobId), { at });
   const cancelled: JobStatus = { ...base, state: "cancelled", finishedAt: at };
-  await writeJson(deps.output, output.status, cancelled);
+  await show(cancelled);
 
   // A reducer or failure that got past its own check before the marker existed wins.
   const after = await endedStatus(deps, jobId, base);
   if (after) {
-    await writeJson(deps.output, output.status, after);
+    await show(after);
     return { kind: "already-ended", status: after };
   }
   if (!existing) log.info("job cancelled", { done: cancelled.done, chunks: cancelled.chunks });

@@ -3,7 +3,7 @@
  * result.json, then the final status. Deterministic, so two reducers finishing at once
  * write the same bytes; repeated or concurrent calls are harmless.
  */
-import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, pastEndKey, reportKey, succeededKey } from "../keys.js";
+import { manifestKey, parsePartKey, partsPrefix, pastEndKey, reportKey, succeededKey } from "../keys.js";
 import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { inputCountOf, JobStatus, Manifest, shownInputs, taskCount, type TaskStart } from "../job/manifest.js";
@@ -19,7 +19,7 @@ import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { failJob } from "./deadLetter.js";
 import { OrderedPartMerge } from "./partMerge.js";
-import { succeededStatus, superseded, writeProgress, type WhereRan } from "./status.js";
+import { showEnd, succeededStatus, superseded, writeProgress, type WhereRan } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
 import { backupCounts, backupRaces } from "./backups.js";
 import { advanceMergeTree, fleetTreeOf, topOfTree } from "./mergeTree.js";
@@ -114,15 +114,12 @@ export const reduceJob = async (
   const deps = inLaneOf(roleDeps, manifest);
   const log = deps.log.child({ jobId });
 
-  const succeeded = await readJsonIfExists(deps.output, succeededKey(jobId), JobStatus);
-  if (succeeded) {
-    // Make sure the status users read says so (a late progress write may have raced it); one
-    // that says so already is left as it is, byte for byte.
-    const shown = await readJsonIfExists(deps.output, manifest.output.status, JobStatus).catch(() => undefined);
-    if (shown?.state !== "succeeded") await writeJson(deps.output, manifest.output.status, succeeded);
-    return { kind: "already-succeeded", status: succeeded };
-  }
-  if ((await exists(deps.output, failureKey(jobId))) || (await exists(deps.output, cancelKey(jobId)))) return { kind: "ended" };
+  // An end already recorded: the status users read is made to say so (a late progress write, or
+  // a lost write of the end, may have left it running); one that says so already is left as it
+  // is, byte for byte, and so is a later job's at the same key.
+  const end = await showEnd(deps, manifest);
+  if (end?.state === "succeeded") return { kind: "already-succeeded", status: end };
+  if (end) return { kind: "ended" };
   // A resume of this run has begun (its end is kept, its markers may be gone, the new manifest
   // not written yet): nothing is judged by this run's deadline and limits, nor merged for it.
   if (await exists(deps.output, pastEndKey(jobId, (manifest.job.generation ?? 0) + 1)))

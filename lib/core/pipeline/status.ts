@@ -112,7 +112,8 @@ export const terminalStatus = async (deps: PipelineDeps, m: Manifest, done: numb
 const readStatus = (deps: PipelineDeps, statusKey: string): Promise<JobStatus | undefined> =>
   readJsonIfExists(deps.output, statusKey, JobStatus).catch(() => undefined);
 
-const isSuperseded = (current: JobStatus | undefined, jobId: string, startedAt: string | undefined): boolean =>
+/** Whether `current`, the status at a job's status key, is a later job's (the same upload key overwritten). */
+export const isSuperseded = (current: JobStatus | undefined, jobId: string, startedAt: string | undefined): boolean =>
   startedAt !== undefined &&
   current !== undefined &&
   current.jobId !== jobId &&
@@ -125,6 +126,20 @@ const isSuperseded = (current: JobStatus | undefined, jobId: string, startedAt: 
  */
 export const superseded = async (deps: PipelineDeps, statusKey: string, jobId: string, startedAt: string | undefined): Promise<boolean> =>
   startedAt !== undefined && isSuperseded(await readStatus(deps, statusKey), jobId, startedAt);
+
+/**
+ * Makes the status users read show the end the job's markers record, when the write that showed
+ * it was lost (a failure handler whose status write failed after its marker; a late progress
+ * write). One that shows it already, or a later job's status at the same key, is left alone.
+ * Returns the end, if the job has one.
+ */
+export const showEnd = async (deps: PipelineDeps, m: Manifest): Promise<JobStatus | undefined> => {
+  const current = await readStatus(deps, m.output.status);
+  const own = current?.jobId === m.jobId ? current : undefined;
+  const end = await terminalStatus(deps, m, own?.done ?? 0);
+  if (end && own?.state !== end.state && !isSuperseded(current, m.jobId, m.createdAt)) await writeJson(deps.output, m.output.status, end);
+  return end;
+};
 
 /**
  * Writes a progress status unless the job has ended; repairs it if the job ended meanwhile.
