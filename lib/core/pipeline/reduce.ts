@@ -6,7 +6,7 @@
 import { manifestKey, parsePartKey, partsPrefix, pastEndKey, reportKey, succeededKey } from "../keys.js";
 import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
-import { inputCountOf, JobStatus, Manifest, shownInputs, taskCount, type TaskStart } from "../job/manifest.js";
+import { inputCountOf, type JobStatus, Manifest, shownInputs, taskCount, type TaskStart } from "../job/manifest.js";
 import { inputNamesAt } from "./manifestInputs.js";
 import { buildReport, RunLog, type BackupRace } from "../report/jobReport.js";
 import type { ShuffleRefs } from "../ops/keyedOp.js";
