@@ -46,8 +46,10 @@ export const planInputs = async (bucket: string, jobId: string, inputs: readonly
     const st = await stat(absolute).catch(() => undefined);
     if (!st || !(st.isFile() || st.isDirectory()))
       throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such file or directory", { input: given });
-    let name = path.basename(absolute) || "input";
-    if (used.has(name)) name = `${i}-${name}`;
+    const given0 = path.basename(absolute) || "input";
+    // Inputs of one name (a/x, b/x) each get a key of their own, one that no other input took.
+    let name = given0;
+    for (let n = i; used.has(name); n++) name = `${n}-${given0}`;
     used.add(name);
     if (st.isFile()) {
       uploads.push({ file: given, key: `${base}${name}`, size: st.size });

@@ -55,6 +55,14 @@ describe("a job's inputs", () => {
     expect(inputs.map((i) => i.key)).toEqual(Array.from({ length: OBJECTS }, (_, i) => `plate/img-${String(i).padStart(2, "0")}.txt`));
   });
 
+  it("take a lab's own folder named _work inside a prefix, as cloudmill run does", async () => {
+    const s = await setUp("work-folders", OBJECTS + 10);
+    await s.inputs.put("plate/_work/notes.txt", Buffer.from("kept\n"));
+    const listed = (await resolveS3Inputs(s.deps, ["s3://lab-in/plate/"])).map((i) => i.key);
+    expect(listed).toContain("plate/_work/notes.txt");
+    expect(listed).toHaveLength(OBJECTS + 1);
+  });
+
   it("past the limit, a prefix is refused at the first object over it, listing no further", async () => {
     const s = await setUp("prefix", 25);
     const err = await resolveS3Inputs(s.deps, ["s3://lab-in/plate/"]).catch((e: unknown) => e);

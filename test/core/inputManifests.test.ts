@@ -4,7 +4,7 @@
  * no header, every field quoted, keys URL-encoded with `+` for a space).
  */
 import { createGunzip, createGzip, gzipSync } from "node:zlib";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -219,6 +219,27 @@ describe("a local run over a manifest", () => {
       "s3://lab-input/_uploads/job-1/b c.txt",
       "manifest:s3://lab/keys.txt",
     ]);
+  });
+
+  it("gives inputs of one name keys of their own, none another input has", async () => {
+    // a/x and b/x share a name, and the second one's first choice (2-x) is the name of another input.
+    for (const [file, text] of [
+      ["a/x", "one\n"],
+      ["2-x", "two\n"],
+      ["b/x", "three\n"],
+    ] as const) {
+      await mkdir(path.dirname(path.join(dir, "clash", file)), { recursive: true });
+      await writeFile(path.join(dir, "clash", file), text);
+    }
+    const planned = await planInputs(
+      "lab-input",
+      "job-2",
+      ["a/x", "2-x", "b/x"].map((f) => path.join(dir, "clash", f)),
+    );
+    const keys = planned.uploads.map((u) => u.key);
+    expect(new Set(keys).size).toBe(3);
+    expect(new Set(planned.uris).size).toBe(3);
+    expect(planned.uploads.map((u) => path.relative(path.join(dir, "clash"), u.file))).toEqual(["a/x", "2-x", "b/x"]);
   });
 
   it("refuses a list that names nothing, rather than run an empty job", async () => {

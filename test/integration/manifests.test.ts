@@ -46,21 +46,26 @@ const inventoryKey = (key: string): string => encodeURIComponent(key).replaceAll
 
 describe("manifest inputs on the emulated cloud", () => {
   it("reads the objects a plain list names: keys of its bucket, full URIs and prefixes", async () => {
+    // A lab's own folder named _work is data (only the bucket's top-level _work/ is cloudmill's).
+    await cloud.put("data/site a/_work/notes.txt", "a\nb\nc\n");
+    objects.set("data/site a/_work/notes.txt", 3);
     await cloud.put(
       "lists/picks.txt",
       ["# the lab's picks", "data/log-0.txt", "", `s3://${cloud.input}/data/x+y.txt`, "data/site a/"].join("\r\n"),
     );
     const { status, result } = await count("from-list", [`manifest:s3://${cloud.input}/lists/picks.txt`]);
     expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
-    expect(result).toEqual({ records: linesOf("data/log-0.txt", "data/x+y.txt", "data/site a/log 2.txt", "data/site a/log 3.txt") });
+    expect(result).toEqual({
+      records: linesOf("data/log-0.txt", "data/x+y.txt", "data/site a/log 2.txt", "data/site a/log 3.txt", "data/site a/_work/notes.txt"),
+    });
   });
 
   it("reads the rows of a Batch Operations CSV, keys URL-encoded, each object it names", async () => {
-    // A prefix's listing leaves out a `_work` folder (cloudmill's own state); a row names its object on purpose.
-    await cloud.put("data/_work/named.txt", "one\ntwo\nthree\n");
+    // A prefix's listing leaves out the bucket's `_work/` (cloudmill's own state); a row names its object on purpose.
+    await cloud.put("_work/named.txt", "one\ntwo\nthree\n");
     await cloud.put(
       "lists/picks.csv",
-      `${cloud.input},data/site%20a/log%203.txt\n"${cloud.input}","data/x%2By.txt"\n${cloud.input},data/_work/named.txt\n`,
+      `${cloud.input},data/site%20a/log%203.txt\n"${cloud.input}","data/x%2By.txt"\n${cloud.input},_work/named.txt\n`,
     );
     const { status, result } = await count("from-csv", [`manifest:s3://${cloud.input}/lists/picks.csv`]);
     expect(status.state, JSON.stringify(status.error)).toBe("succeeded");

@@ -10,6 +10,7 @@ import { appendAll } from "../appendAll.js";
 import { mapInOrder } from "../mapInOrder.js";
 import type { PipelineDeps } from "./deps.js";
 import { readBytes } from "./blobJson.js";
+import { WORK_PREFIX } from "../keys.js";
 import {
   batchCsvObjects,
   inventoryObjects,
@@ -55,8 +56,12 @@ export const tooManyInputs = (max: number, where: string): CloudmillError =>
     { field: "inputs", input: where },
   );
 
-/** Objects a listing skips: folder markers and cloudmill's own state. */
-const skippable = (key: string, size: number): boolean => (key.endsWith("/") && size === 0) || key.split("/").some((s) => s === "_work");
+/**
+ * Objects a listing skips: folder markers and cloudmill's own state (the output bucket's
+ * `_work/`, listed when a job reads that bucket). A lab's own folder named `_work` deeper down
+ * is data, as it is to `cloudmill run`.
+ */
+const skippable = (key: string, size: number): boolean => (key.endsWith("/") && size === 0) || key.startsWith(WORK_PREFIX);
 
 /** HEAD requests (and reads of inventory data files) at once while a manifest is resolved. */
 const MANIFEST_CONCURRENCY = 32;
