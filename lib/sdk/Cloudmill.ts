@@ -42,7 +42,7 @@ import { checkAgainstDeployed, listingOf, readRegistryListing, type OpsListing }
 import type { AnyOp } from "../core/ops/types.js";
 import { exists, readBytes, readJsonIfExists } from "../core/pipeline/blobJson.js";
 import { cancelJob } from "../core/pipeline/cancel.js";
-import { RetryRequest } from "../core/pipeline/resume.js";
+import { RetryRequest, retryRefusal } from "../core/pipeline/resume.js";
 import { WorkerUsage } from "../aws/usage.js";
 import { resolveS3Inputs } from "../core/pipeline/resolveInputs.js";
 import { estimateJob, type Estimate } from "../core/report/estimate.js";
@@ -698,6 +698,8 @@ export class Cloudmill {
       ...(options.maxCostUsd !== undefined ? { maxCostUsd: options.maxCostUsd } : {}),
       ...(options.deadlineSeconds !== undefined ? { deadlineSeconds: options.deadlineSeconds } : {}),
     });
+    const refused = retryRefusal(manifest, request);
+    if (refused) throw new CloudmillError(ErrorCode.INVALID_SPEC, `job ${jobId} cannot be retried so: ${refused}`, { jobId });
     await withAws(this.#aws(where), () =>
       conn.input.put(retryRequestKey(jobId), JSON.stringify(request), { contentType: "application/json" }),
     );
@@ -748,6 +750,8 @@ export class Cloudmill {
       retry: async (jobId, options) => this.#retry(await this.#connect(), jobId, options),
       cancel: async (jobId) => {
         const conn = await this.#connect();
+        // A job named by id may not exist (a typo): cancelling it would make a cancelled one of that id.
+        if (!known) await this.#readStatus(conn, jobId, { known: false });
         const outcome = await withAws(this.#aws(`cancel job ${jobId}`), () =>
           cancelJob({ output: conn.output, log: this.#log }, jobId, jobSpecOutputKeys(jobId)),
         );

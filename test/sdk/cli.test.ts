@@ -26,7 +26,7 @@ const README = ((text: string) => {
   const end = text.indexOf("\n## ", start + 3);
   return text.slice(start, end < 0 ? undefined : end);
 })(await readFile(path.join(ROOT, "README.md"), "utf8"));
-const JOB_ID = /job-\d{8}T\d{6}-[0-9a-f]{8}/g;
+const JOB_ID = /job-\d{8}T\d{6}-[0-9a-f]{16}/g;
 
 /** The fenced blocks of a markdown text, with their info strings. */
 const blocks = (md: string): { info: string; lines: string[] }[] =>
@@ -249,7 +249,7 @@ describe("the README's SDK section against cloudmill dev", () => {
               expect(r.stderr).toMatch(new RegExp(`\\[#+\\] ${waitedChunks}/${waitedChunks} chunks {2}100% {2}succeeded`));
               expect(shown.join("\n")).toContain(`${waitedChunks}/${waitedChunks} chunks  100%  succeeded`);
             } else {
-              expect(r.stdout).toMatch(/^job-\d{8}T\d{6}-[0-9a-f]{8}\n$/);
+              expect(r.stdout).toMatch(/^job-\d{8}T\d{6}-[0-9a-f]{16}\n$/);
               lastJob = r.stdout.trim();
               lastChunks = await chunksOfCommand(args);
               submitted.push(lastJob);
@@ -338,7 +338,7 @@ describe("the README's SDK section against cloudmill dev", () => {
       );
       // The three jobs end in any order; each line is "<job id> ended: <result>".
       const ended = lines.slice(1, 4).map((l) => {
-        expect(l).toMatch(/^job-\d{8}T\d{6}-[0-9a-f]{8} ended: /);
+        expect(l).toMatch(/^job-\d{8}T\d{6}-[0-9a-f]{16} ended: /);
         return JSON.parse(l.slice(l.indexOf(" ended: ") + 8)) as Record<string, unknown>;
       });
       const asJson = (v: unknown): unknown => JSON.parse(JSON.stringify(v));

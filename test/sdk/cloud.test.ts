@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CliIO } from "../../lib/cli/io.js";
 import { runCli } from "../../lib/cli/main.js";
 import { S3BlobStore } from "../../lib/aws/S3BlobStore.js";
-import { partsPrefix } from "../../lib/core/keys.js";
+import { cancelKey, partsPrefix } from "../../lib/core/keys.js";
 import { startDevCloud, type DevCloud } from "../../lib/dev/devCloud.js";
 import { CloudmillError } from "../../lib/core/errors.js";
 import { silentLogger } from "../../lib/core/log.js";
@@ -67,7 +67,7 @@ describe("Cloudmill against cloudmill dev", () => {
     const futures = mill.map("wordcount", inputs, { k: 5 });
     expect(futures).toHaveLength(3);
     expect(new Set(futures.map((f) => f.id)).size).toBe(3);
-    for (const f of futures) expect(f.id).toMatch(/^job-\d{8}T\d{6}-[0-9a-f]{8}$/);
+    for (const f of futures) expect(f.id).toMatch(/^job-\d{8}T\d{6}-[0-9a-f]{16}$/);
 
     const results = await waitAll(futures, { timeoutMs: 90_000 });
     const files = [...local, headFile];
@@ -187,5 +187,22 @@ describe("Cloudmill against cloudmill dev", () => {
     // The CLI agrees.
     const second = await mill.job(future.id).cancel();
     expect(second.state).toBe("cancelled");
+  }, 120_000);
+
+  it("refuses at once what the stack would refuse: a retry it cannot give, a cancel of a job that does not exist", async () => {
+    const file = path.join(dir, "skipping.txt");
+    await writeFile(file, "lorem ipsum\n".repeat(100_000));
+    const future = mill.submit({ op: "count", inputs: [file], chunkSize: "4KiB", onBadRecord: "skip" });
+    for (let p = await future.progress(); p.state === "pending"; p = await future.progress()) await new Promise((r) => setTimeout(r, 100));
+    await future.cancel();
+    // The splitter keeps a skipping job's bound on records (its parts skipped by it): said here, not after a wait.
+    await expect(future.retry({ maxRecordBytes: "2MiB", timeoutMs: 30_000 })).rejects.toMatchObject({
+      code: "INVALID_SPEC",
+      message: expect.stringContaining("a job that skips bad records keeps its old maxRecordBytes"),
+    });
+
+    const typo = "job-20990101T000000-deadbeefdeadbeef";
+    await expect(mill.job(typo).cancel()).rejects.toMatchObject({ code: "INPUT_NOT_FOUND" });
+    expect(await new S3BlobStore(cloud.clients.s3, cloud.outputBucket).head(cancelKey(typo))).toBeUndefined();
   }, 120_000);
 });

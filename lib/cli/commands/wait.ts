@@ -77,7 +77,7 @@ export const waitCommand = (io: CliIO): Command =>
       .option("-o, --out <file>", "write the result JSON here instead of stdout")
       .option("--no-progress", "no progress on stderr"),
   )
-    .addHelpText("after", "\nExample:\n  $ cloudmill wait job-20261121T101500-9f1c02ab --endpoint http://127.0.0.1:4566")
+    .addHelpText("after", "\nExample:\n  $ cloudmill wait job-20261121T101500-9f1c02ab5e7d4c21 --endpoint http://127.0.0.1:4566")
     .action(async (jobId: string, raw: Record<string, unknown>) => {
       const flags = parseFlags(WaitFlags, raw);
       await usingCloudmill(raw, io, async (mill) => {

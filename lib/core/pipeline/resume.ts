@@ -70,6 +70,16 @@ const missingTasks = async (deps: SplitDeps, manifest: Manifest): Promise<TaskMe
   );
 };
 
+/**
+ * Why a retry cannot give a job what `request` asks, if it cannot: asked by the resume, and by
+ * the SDK before it writes the request (the splitter's refusal reaches only its log).
+ */
+export const retryRefusal = (manifest: Manifest, request: Pick<RetryRequest, "maxRecordBytes">): string | undefined =>
+  // Parts kept from before skipped records by the old bound: a new one would mix two answers.
+  request.maxRecordBytes !== undefined && manifest.job.onBadRecord === "skip"
+    ? "a job that skips bad records keeps its old maxRecordBytes: start it again to change it"
+    : undefined;
+
 export const resumeJob = async (
   deps: SplitDeps,
   jobId: string,
@@ -88,10 +98,8 @@ export const resumeJob = async (
   // An earlier invocation that stopped part-way (its end record written, the manifest not yet) is finished here.
   const pastEnd = await readJsonIfExists(deps.output, pastEndKey(jobId, generation), PastEnd);
   if (!failure && !cancelled && !pastEnd) return { kind: "refused", reason: "it is still running" };
-  if (request.maxRecordBytes !== undefined && manifest.job.onBadRecord === "skip") {
-    // Parts kept from before skipped records by the old bound: a new one would mix two answers.
-    return { kind: "refused", reason: "a job that skips bad records keeps its old maxRecordBytes: start it again to change it" };
-  }
+  const refused = retryRefusal(manifest, request);
+  if (refused) return { kind: "refused", reason: refused };
   const ended = pastEnd ?? { ...(failure ? { failure } : {}), ...(cancelled ? { cancelled } : {}) };
 
   const now = nowOf(deps);
