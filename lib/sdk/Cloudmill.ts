@@ -7,6 +7,7 @@
  * const [a, b] = await waitAll(mill.map("wordcount", ["a.txt", "s3://lab-data/b.txt"]));
  * ```
  */
+import { planChunks } from "../core/job/planner.js";
 import { CloudFormationClient } from "@aws-sdk/client-cloudformation";
 import { ApplicationAutoScalingClient } from "@aws-sdk/client-application-auto-scaling";
 import { EC2Client } from "@aws-sdk/client-ec2";
@@ -524,10 +525,12 @@ export class Cloudmill {
       );
     const vcpus = vcpusOfSize(instanceType);
     if (vcpus === undefined) throw new CloudmillError(ErrorCode.INVALID_SPEC, `instanceType ${instanceType}: not an instance type`);
+    const chunkSize = spec.chunkSize ?? DEFAULTS.chunkSize;
     const estimate = estimateJob({
       op: spec.op,
       sizes: inputs.map((i) => i.size),
-      chunkSize: spec.chunkSize ?? DEFAULTS.chunkSize,
+      chunkSize,
+      chunks: planChunks(inputs, chunkSize).total,
       ...calibratedRates(measured),
       instanceType,
       ...(spec.capacity !== undefined ? { capacity: spec.capacity } : {}),

@@ -14,7 +14,10 @@ import { reducerHandler } from "../../lib/aws/handlers.js";
 import { backupKey, failureKey, partKey, succeededKey } from "../../lib/core/keys.js";
 import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { failJob } from "../../lib/core/pipeline/deadLetter.js";
-import { JobStatus, TaskMessage } from "../../lib/core/job/manifest.js";
+import { JobStatus, TaskMessage, type InputObject } from "../../lib/core/job/manifest.js";
+import { parseJobSpec } from "../../lib/core/job/spec.js";
+import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
+import { cancelJob } from "../../lib/core/pipeline/cancel.js";
 import type { JobSpecInput } from "../../lib/core/job/spec.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { defineOp } from "../../lib/core/ops/defineOp.js";
@@ -289,5 +292,46 @@ describe("usdOver", () => {
     expect(usdOver(0.5, 0.1)).toBe("0.500000");
     expect(usdOver(0.0002944, 0.000294)).toBe("0.0002944");
     expect(usdOver(0.00029400001, 0.000294)).toBe("0.00029400001");
+  });
+});
+
+describe("a price ceiling before the job starts", () => {
+  /** Job `jobId` over `n` objects of `size` bytes each, under `maxCostUsd`, on a fleet of `instanceType`. */
+  const startOver = async (name: string, n: number, size: number, maxCostUsd: number, instanceType: string) => {
+    const { inputs, output, deps } = localPipeline(path.join(dir, name), { instanceType });
+    const objects: InputObject[] = [];
+    for (let i = 0; i < n; i++) {
+      const key = `plate/f${String(i).padStart(3, "0")}.txt`;
+      await inputs.put(key, Buffer.from(`${"x".repeat(size - 1)}\n`));
+      const info = (await inputs.head(key))!;
+      objects.push({ bucket: "in", key, size: info.size, etag: info.etag, name: key });
+    }
+    const job = taskJobOf(parseJobSpec({ op: "count", inputs: ["plate/"], maxCostUsd }), deps.registry);
+    const plan = { jobId: `${name}-1`, job, inputs: objects, chunkSize: 64 * 1024 * 1024, output: OUTPUT, trigger: "test" };
+    return { deps, output, plan: { ...plan, deadlineSeconds: 3600, maxCostUsd } };
+  };
+
+  it("prices small objects as the tasks they are packed into, not as a task each", async () => {
+    // 300 objects of 690 bytes: 2 packed tasks (256 objects at most in one). As 300 tasks, their
+    // requests alone (3 HEADs, a GET, a PUT, 3.1 SQS requests each) would pass $0.001.
+    expect(300 * requestsUsd(1)).toBeGreaterThan(0.001);
+    const s = await startOver("packed", 300, 690, 0.001, "m7g.large");
+    const { manifest } = await startJob(s.deps, s.plan);
+    expect(manifest.chunks).toBe(Math.ceil(300 / 256));
+  });
+
+  it("refuses a ceiling it could not keep: instances of a family the price table lacks, at the start or on a retry", async () => {
+    const s = await startOver("unpriced", 3, 10, 1, "t4g.large");
+    await expect(startJob(s.deps, s.plan)).rejects.toMatchObject({
+      code: "INVALID_SPEC",
+      message: expect.stringMatching(/^maxCostUsd cannot be kept on this stack: its instances \(t4g\.large on-demand\) have no price/),
+    });
+    const { maxCostUsd: _, ...unlimited } = s.plan;
+    await startJob(s.deps, { ...unlimited, job: { ...unlimited.job, maxCostUsd: undefined } });
+    await cancelJob(s.deps, unlimited.jobId, OUTPUT);
+    expect(await resumeJob(s.deps, unlimited.jobId, { after: 0, maxCostUsd: 1 }, { jobDeadlineSeconds: 600 })).toMatchObject({
+      kind: "refused",
+      reason: expect.stringContaining("maxCostUsd cannot be kept on this stack"),
+    });
   });
 });

@@ -404,7 +404,12 @@ describe("the report's arithmetic", () => {
     const r = buildReport({ jobId: "j", op: "count", inputs: [], finishedAt: at(2000), runs, instanceType: "x9g.large" });
     expect(r.cost).toMatchObject({ fleetPriced: false, fleet: 0 });
     expect(reportLine(r)).toContain("fleet time unpriced (x9g.large is not in the price table)");
-    expect(reportHtml(r)).toContain("unpriced (not in the price table)");
+    const html = reportHtml(r);
+    expect(html).toContain("<tr><td>instances (fleet)</td><td>unpriced (not in the price table)</td></tr>");
+    // Nor is the total the fleet's requests alone, in the table or at the top of the page.
+    expect(html).toContain("<tr><td>total</td><td>unpriced (not in the price table)</td></tr>");
+    expect(html).toMatch(/median task [^·<]+ · fleet time unpriced<\/p>/);
+    expect(html).not.toContain(`$${r.cost.total.toFixed(6)}`);
   });
 
   it("a job of more tasks than it lists keeps every figure over all of them and lists the slowest", () => {

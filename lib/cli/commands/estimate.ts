@@ -3,6 +3,7 @@
  * anything runs: sizes from the filesystem or the lab's buckets (listed, not read), the op's rate calibrated on a
  * sample of the first input (or its default), priced as job reports are.
  */
+import { planChunks } from "../../core/job/planner.js";
 import { readFile, stat } from "node:fs/promises";
 import { Command } from "commander";
 import * as z from "zod";
@@ -172,10 +173,16 @@ export const estimateCommand = (io: CliIO): Command =>
               },
             )
           : undefined;
+      // Planned as the job would be: small files packed into one task.
+      const planned = planChunks(
+        files.map((f) => ({ bucket: "local", key: f.file, size: f.size, etag: "", name: f.file })),
+        chunkSize,
+      );
       const estimate = estimateJob({
         op: flags.op,
         sizes: files.map((f) => f.size),
         chunkSize,
+        chunks: planned.total,
         ...calibratedRates(calibrated),
         instanceType: flags.instanceType,
         ...(flags.spot ? { capacity: "spot" as const } : {}),

@@ -11,12 +11,27 @@ import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { Manifest } from "../job/manifest.js";
 import { runCostUsd } from "../report/jobReport.js";
-import { usdOver } from "../report/prices.js";
+import { PRICES, usdOver, vcpuSecondUsd } from "../report/prices.js";
 import type { PipelineDeps } from "./deps.js";
 import { inLaneOf } from "./lanes.js";
 import type { Lanes } from "./deps.js";
 import { backedUpTasks } from "./backups.js";
 import { sampleRuns } from "./partSample.js";
+
+/**
+ * INVALID_SPEC when a ceiling could not be kept on this stack: its instance family has no price
+ * in the table, so the ceiling would price the job's tasks at nothing and never stop it.
+ */
+export const unpricedCeiling = (deps: Pick<PipelineDeps, "instanceType" | "capacity">): CloudmillError | undefined => {
+  const instanceType = deps.instanceType ?? DEFAULTS.instanceType;
+  if (vcpuSecondUsd(instanceType, deps.capacity) !== undefined) return undefined;
+  return new CloudmillError(
+    ErrorCode.INVALID_SPEC,
+    `maxCostUsd cannot be kept on this stack: its instances (${instanceType} ${deps.capacity ?? "on-demand"}) have no price in ` +
+      `cloudmill's table (families ${Object.keys(PRICES.vcpuHour).join(", ")}); leave maxCostUsd out, or deploy a priced family`,
+    { field: "maxCostUsd" },
+  );
+};
 
 /** What a running job has done so far: the keys of the parts each kind of its tasks wrote. */
 export interface JobProgress {

@@ -16,6 +16,7 @@ import { nowOf } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { enqueueTasks } from "./enqueue.js";
 import { inLaneOf } from "./lanes.js";
+import { unpricedCeiling } from "./costCeiling.js";
 import { logFieldsOf } from "./logFields.js";
 import { reduceJob } from "./reduce.js";
 import { noteReduceRequeued, reduceStarted, reduceTasksOf } from "./reduceTask.js";
@@ -100,6 +101,8 @@ export const resumeJob = async (
   if (!failure && !cancelled && !pastEnd) return { kind: "refused", reason: "it is still running" };
   const refused = retryRefusal(manifest, request);
   if (refused) return { kind: "refused", reason: refused };
+  const unpriced = request.maxCostUsd !== undefined ? unpricedCeiling(inLaneOf(deps, manifest)) : undefined;
+  if (unpriced) return { kind: "refused", reason: unpriced.message };
   const ended = pastEnd ?? { ...(failure ? { failure } : {}), ...(cancelled ? { cancelled } : {}) };
 
   const now = nowOf(deps);

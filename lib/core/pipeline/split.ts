@@ -25,6 +25,7 @@ import { countDiedAttempt, inlineBegun, mapInline, runsInline, type InlineOption
 import { logFieldsOf } from "./logFields.js";
 import { estimateJob } from "../report/estimate.js";
 import { usdOver } from "../report/prices.js";
+import { unpricedCeiling } from "./costCeiling.js";
 import type { Preference } from "../job/spec.js";
 
 export interface JobPlan {
@@ -158,7 +159,7 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
   const raw = given.job.format === "blob";
   const plan = { ...given, inputs: await withCodecs(deps, given.inputs, given.chunkSize, { raw }) };
   const plannedChunks = planChunks(plan.inputs, plan.chunkSize, planOptionsOf(given.job.format));
-  if (plan.maxCostUsd !== undefined) refuseOverCeiling(inLaneOf(deps, plan), plan, plan.maxCostUsd);
+  if (plan.maxCostUsd !== undefined) refuseOverCeiling(inLaneOf(deps, plan), plan, plan.maxCostUsd, plannedChunks.total);
   const now = nowOf(deps);
   const deadline = now + plan.deadlineSeconds * 1000;
   // Every task carries the deadline, so a worker that meets a task of an overdue job fails the job.
@@ -249,12 +250,15 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
  * splitter knows sizes, not speed: it prices the op's default rate, as `cloudmill estimate`
  * does without a sample, on the fleet's instance type (the stack's first, on demand or spot as it runs).
  */
-const refuseOverCeiling = (deps: SplitDeps, plan: JobPlan, ceiling: number): void => {
+const refuseOverCeiling = (deps: SplitDeps, plan: JobPlan, ceiling: number, chunks: number): void => {
   const instanceType = deps.instanceType ?? DEFAULTS.instanceType;
+  const unpriced = unpricedCeiling(deps);
+  if (unpriced) throw unpriced;
   const estimate = estimateJob({
     op: plan.job.op,
     sizes: plan.inputs.map((i) => i.size),
     chunkSize: plan.chunkSize,
+    chunks,
     instanceType,
     ...(deps.capacity !== undefined ? { capacity: deps.capacity } : {}),
     workers: 1,

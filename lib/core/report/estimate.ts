@@ -68,6 +68,11 @@ export interface EstimateInput {
   /** Each input's size in bytes. */
   readonly sizes: readonly number[];
   readonly chunkSize: number;
+  /**
+   * The tasks the job is planned as (planChunks: small inputs packed into one task); unset: each
+   * input's size over the chunk size, as if none were packed. Each piece of an input is still one GET.
+   */
+  readonly chunks?: number;
   /** Calibrated MB/s per vCPU; unset: the op's default. */
   readonly mbPerSecond?: number;
   /**
@@ -109,7 +114,8 @@ export const defaultRate = (op: string): number => DEFAULT_MB_PER_SECOND[op] ?? 
 
 export const estimateJob = (input: EstimateInput): Estimate => {
   const bytes = input.sizes.reduce((n, s) => n + s, 0);
-  const chunks = input.sizes.reduce((n, s) => n + (s === 0 ? 0 : Math.ceil(s / input.chunkSize)), 0);
+  const pieces = input.sizes.reduce((n, s) => n + (s === 0 ? 0 : Math.ceil(s / input.chunkSize)), 0);
+  const chunks = input.chunks ?? pieces;
   const aloneRate = input.mbPerSecond ?? defaultRate(input.op);
   const overhead = input.taskOverheadSeconds ?? TASK_OVERHEAD_SECONDS;
   const partitions = Math.max(1, Math.ceil(bytes / DEFAULTS.bytesPerPartition));
@@ -146,7 +152,7 @@ export const estimateJob = (input: EstimateInput): Estimate => {
   const perVcpu = vcpuSecondUsd(input.instanceType, capacity, prices);
   const instances = inline ? 0 : taskSeconds * (perVcpu ?? 0);
   const lambda = inline ? taskSeconds * SPLITTER_GB * prices.lambdaGbSecond : 0;
-  const requests = requestUsd(chunks, chunks, inline ? 0 : chunks, prices);
+  const requests = requestUsd(chunks, pieces, inline ? 0 : chunks, prices);
   const logs = ((chunks * LOG_BYTES_PER_TASK) / 1e9) * LOGS_USD_PER_GB;
   const round = (usd: number): number => Math.round(usd * 1e6) / 1e6;
   return {

@@ -139,7 +139,8 @@ export const reportHtml = (r: JobReport): string => {
       ["S3 requests", r.cost.s3Requests],
       ["SQS", r.cost.sqs],
       ...(r.cost.lostCopies !== undefined ? [["copies that lost a backup race", r.cost.lostCopies] as const] : []),
-      ["total", r.cost.total],
+      // Without the fleet's price the total would be a part passed off as the whole.
+      ["total", r.cost.fleetPriced ? r.cost.total : Number.NaN],
     ] as const
   )
     .map(([what, x]) => `<tr><td>${what}</td><td>${usd(x)}</td></tr>`)
@@ -158,7 +159,7 @@ export const reportHtml = (r: JobReport): string => {
 <h1>${esc(r.op)} — job ${esc(r.jobId)}</h1>
 <p class="meta">${esc(r.inputs.slice(0, 3).join(", "))}${inputsMore(r)} ·
 ${r.taskCount} tasks on ${r.workers.length} worker(s) · ${seconds(wall)} from first task to result ·
-median task ${seconds(r.medianMs)} · ${usd(r.cost.total)}</p>
+median task ${seconds(r.medianMs)} · ${r.cost.fleetPriced ? usd(r.cost.total) : "fleet time unpriced"}</p>
 <h2>Tasks per worker</h2>
 <p class="key"><span style="background:#3b7dd8"></span>fleet<span style="background:#e0912b"></span>inline (splitter)
 <span style="background:#7b5ea7"></span>this machine<span style="border:2px solid #c62828"></span>straggler</p>
