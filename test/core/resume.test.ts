@@ -21,6 +21,7 @@ import { failJob, failJobOfTask, handleDeadLetter } from "../../lib/core/pipelin
 import { JOB_END_RECHECK_MS, TaskWorker } from "../../lib/aws/TaskWorker.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
+import { afterFailedAttempt } from "../../lib/core/pipeline/attempts.js";
 import { resumeJob } from "../../lib/core/pipeline/resume.js";
 import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
@@ -321,6 +322,88 @@ describe("resuming a job", () => {
     expectMatchesReference("wordcount", { k: "0" }, TEXT, await readJson(s.output, OUTPUT.result, z.unknown()));
   });
 
+  it("a failure of the run before that lands while a resume begins is taken back: the resumed run goes on", async () => {
+    const s = await setUp("late-failure");
+    await work(s, 4);
+    await cancelJob(s.deps, s.jobId, OUTPUT);
+    const manifest = await readJson(s.output, manifestKey(s.jobId), Manifest);
+    // A judge of run 0 found no resume begun; its marker's write is slow, and lands after the
+    // resume kept the old end and removed the markers.
+    const slow = Object.assign(Object.create(s.output) as typeof s.output, {
+      put: async (key: string, body: Parameters<typeof s.output.put>[1], options?: Parameters<typeof s.output.put>[2]) => {
+        if (key === failureKey(s.jobId)) {
+          expect(await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).toMatchObject({ kind: "resumed" });
+        }
+        return s.output.put(key, body, options);
+      },
+    });
+    const error = new CloudmillError(ErrorCode.BAD_RECORD, "record longer than 1048576 bytes (maxRecordBytes)", { chunk: 7 });
+    const target = { jobId: s.jobId, output: OUTPUT, chunks: CHUNKS, done: 4, startedAt: manifest.createdAt, run: 0 };
+    expect(await failJob({ ...s.deps, output: slow }, target, error)).toBeUndefined();
+    expect(await exists(s.output, failureKey(s.jobId))).toBe(false);
+    expect((await work(s)).length).toBe(CHUNKS - 4);
+    await reduceJob(s.deps, s.jobId);
+    expectMatchesReference("wordcount", { k: "0" }, TEXT, await readJson(s.output, OUTPUT.result, z.unknown()));
+  });
+
+  it("a retried resume that finds the job cancelled again since it began leaves it cancelled", async () => {
+    let clock = Date.now();
+    const s = await setUp("cancelled-again", () => clock);
+    await work(s, 3);
+    await cancelJob(s.deps, s.jobId, OUTPUT);
+    const first = await readJson(s.output, cancelKey(s.jobId), z.object({ at: z.string() }));
+    // The first invocation kept the old end and removed the marker, then died before the manifest.
+    await writeJson(s.output, pastEndKey(s.jobId, 1), { cancelled: first });
+    await s.output.delete(cancelKey(s.jobId));
+    // The user cancels again; then the platform retries the resume.
+    clock += 60_000;
+    expect(await cancelJob(s.deps, s.jobId, OUTPUT)).toMatchObject({ kind: "cancelled" });
+    expect(await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).toEqual({
+      kind: "refused",
+      reason: "it was cancelled again after this resume began",
+    });
+    expect(await exists(s.output, cancelKey(s.jobId))).toBe(true);
+    expect(await readJson(s.output, OUTPUT.status, JobStatus)).toMatchObject({ state: "cancelled" });
+  });
+
+  it("a job that fails on its retry names the retried run's errors, not the run before's", async () => {
+    const s = await setUp("old-error");
+    await work(s, 4);
+    const manifest = await readJson(s.output, manifestKey(s.jobId), Manifest);
+    const [old] = await tasksOf(s.output, manifest, [6]);
+    const timeout = new CloudmillError(ErrorCode.TASK_TIMEOUT, "past its time limit of 60 s (taskTimeoutSeconds)");
+    await afterFailedAttempt(s.deps, old!, timeout, 3);
+    await failJob(s.deps, { jobId: s.jobId, output: OUTPUT, chunks: CHUNKS, done: 4, startedAt: manifest.createdAt }, timeout);
+    expect(await resumeJob(s.deps, s.jobId, { after: 0, taskTimeoutSeconds: 600 }, { jobDeadlineSeconds: 600 })).toMatchObject({
+      kind: "resumed",
+    });
+    // Chunk 6's task of the new run: its worker is killed on every attempt, recording nothing.
+    const again = (await takeAll(s.queue)).find((t) => isMapTask(t) && t.chunk.index === 6)!;
+    expect(again.job.generation).toBe(1);
+    expect(await handleDeadLetter(s.deps, JSON.stringify(again), 3)).toBe("failed");
+    const status = await readJson(s.output, OUTPUT.status, JobStatus);
+    expect(status.error).toMatchObject({ code: "CHUNK_FAILED" });
+    expect(status.error?.message).toContain("without reporting an error");
+    expect(status.error?.message).not.toContain("60 s");
+  });
+
+  it("a cancel taken while the reducer merges stands: the reducer writes no result over it", async () => {
+    const s = await setUp("cancel-mid-merge");
+    await work(s);
+    let cancelled: Awaited<ReturnType<typeof cancelJob>> | undefined;
+    // The user cancels once the reducer has begun reading the parts.
+    const reading = Object.assign(Object.create(s.output) as typeof s.output, {
+      get: async (key: string, options?: Parameters<typeof s.output.get>[1]) => {
+        if (!cancelled && parsePartKey(key)) cancelled = await cancelJob(s.deps, s.jobId, OUTPUT);
+        return s.output.get(key, options);
+      },
+    });
+    expect(await reduceJob({ ...s.deps, output: reading }, s.jobId)).toEqual({ kind: "ended" });
+    expect(cancelled).toMatchObject({ kind: "cancelled" });
+    expect(await exists(s.output, OUTPUT.result)).toBe(false);
+    expect(await readJson(s.output, OUTPUT.status, JobStatus)).toMatchObject({ state: "cancelled" });
+  });
+
   it("a task of the resumed run fails its own run, even before the resume has written the manifest that counts it", async () => {
     const s = await setUp("own-run");
     await cancelJob(s.deps, s.jobId, OUTPUT);
@@ -380,6 +463,30 @@ describe("resuming a job", () => {
 });
 
 describe("a resumed run's stragglers", () => {
+  it("a backup whose send failed is queued by the next look: no marker stands for a backup never queued", async () => {
+    let clock = Date.parse("2026-12-05T10:00:00Z");
+    const { inputs, output, queue, deps } = localPipeline(path.join(dir, "backup-send"), { now: () => clock });
+    const jobId = "backup-send-1";
+    const bytes = Buffer.from(Array.from({ length: 400 }, (_, i) => `line ${i}\n`).join(""));
+    const chunk = Math.ceil(bytes.length / 4);
+    const { manifest } = await startJobOver(deps, inputs, bytes, jobId, { op: "count", backupAfterSeconds: 1 }, chunk);
+    const tasks = (await takeAll(queue)).filter(isMapTask);
+    for (const t of tasks.slice(0, -1)) await runTask(deps, t, { checkOpDigest: false, ranOn: "fleet", worker: "w" });
+    const parts = new Map<number, string>();
+    for await (const { key } of output.list(partsPrefix(jobId))) parts.set(parsePartKey(key)!.index, key);
+    const last = tasks.at(-1)!.chunk.index;
+    await markRunning(deps, jobId, last, new Date(clock).toISOString(), "slow", 0);
+    clock += 120_000;
+    const send = queue.sendBatch.bind(queue);
+    queue.sendBatch = async () => {
+      queue.sendBatch = send;
+      throw new CloudmillError(ErrorCode.ENVIRONMENT, "SendMessageBatch failed: throttled");
+    };
+    await expect(launchBackups(deps, manifest, parts)).rejects.toMatchObject({ code: "ENVIRONMENT" });
+    expect(await launchBackups(deps, manifest, parts)).toBe(1);
+    expect((await takeAll(queue)).filter(isMapTask)).toMatchObject([{ chunk: { index: last }, backup: true }]);
+  });
+
   it("are backed up again, whatever the run before backed up, and a copy of the run before cannot hide them", async () => {
     let clock = Date.parse("2026-12-05T10:00:00Z");
     const root = path.join(dir, "rebackup");

@@ -17,13 +17,19 @@ export const TaskErrorRecord = z.object({
   error: StatusError,
   /** Attempts made inline by the splitter, counted in `attempt`. */
   inline: z.number().int().min(0).optional(),
-  /** The job run the attempts were made in (a resumed job starts counting again). */
+  /** The job run the attempts were made in (a resumed job starts counting again); absent in records of run 0 from before it was kept. */
   generation: z.number().int().min(0).optional(),
 });
 export type TaskErrorRecord = z.infer<typeof TaskErrorRecord>;
 
-export const readTaskError = (deps: Pick<PipelineDeps, "output">, task: TaskMessage): Promise<TaskErrorRecord | undefined> =>
-  readJsonIfExists(deps.output, taskErrorKey(task), TaskErrorRecord);
+/**
+ * A task's latest error in the task's own run of its job: a record of an earlier run (a chunk's
+ * key is the same in every run) says nothing of this one's attempts, which ran under new limits.
+ */
+export const readTaskError = async (deps: Pick<PipelineDeps, "output">, task: TaskMessage): Promise<TaskErrorRecord | undefined> => {
+  const record = await readJsonIfExists(deps.output, taskErrorKey(task), TaskErrorRecord);
+  return record && (record.generation ?? 0) === (task.job.generation ?? 0) ? record : undefined;
+};
 
 /** Records a task's latest error; best effort, so that a failure to record never hides the error itself. */
 export const recordTaskError = async (
@@ -37,7 +43,8 @@ export const recordTaskError = async (
     attempt,
     at: new Date().toISOString(),
     error: statusErrorOf(error),
-    ...(inline > 0 ? { inline, generation: task.job.generation ?? 0 } : {}),
+    ...(inline > 0 ? { inline } : {}),
+    generation: task.job.generation ?? 0,
   };
   await writeJson(deps.output, taskErrorKey(task), record).catch(() => undefined);
 };
@@ -45,7 +52,7 @@ export const recordTaskError = async (
 /** Attempts the splitter made at the task inline in this run of its job. */
 const inlineAttempts = async (deps: PipelineDeps, task: TaskMessage): Promise<number> => {
   const record = await readTaskError(deps, task).catch(() => undefined);
-  return record?.inline !== undefined && record.generation === (task.job.generation ?? 0) ? record.inline : 0;
+  return record?.inline ?? 0;
 };
 
 /** What follows a failed attempt at a task. */

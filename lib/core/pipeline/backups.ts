@@ -236,6 +236,8 @@ const backupStragglers = async (deps: SplitDeps, manifest: Manifest, stage: Stag
   for (const index of late) if (!(await exists(deps.output, backupKey(jobId, index, generation)))) launched.push(index);
   // The tasks before their markers: a marker stands for a backup that is queued.
   const backups = await stage.backupsOf(launched);
+  // A send that fails leaves no marker, so the next look queues the backup again.
+  await enqueueTasks(inLaneOf(deps, manifest).queue, backups);
   for (const index of launched) {
     const startedAt = running.find((r) => r.index === index)!.startedAt;
     await writeJson(deps.output, backupKey(jobId, index, generation), {
@@ -244,7 +246,6 @@ const backupStragglers = async (deps: SplitDeps, manifest: Manifest, stage: Stag
       afterMs,
     });
   }
-  await enqueueTasks(inLaneOf(deps, manifest).queue, backups);
   if (launched.length) deps.log.info(`backups queued for straggling ${stage.what}`, { jobId, tasks: launched, afterMs });
   return launched.length;
 };

@@ -8,7 +8,7 @@ import { CloudmillError, ErrorCode, locate, type ErrorContext } from "../errors.
 import { isMergeTask, isReduceTask, JobStatus, Manifest, TaskMessage, taskCount } from "../job/manifest.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
-import { statusContext, statusErrorOf, superseded } from "./status.js";
+import { FailureRecord, statusContext, statusErrorOf, superseded } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
 import { chunkContext, isStaleTask, taskPartKey } from "./task.js";
 import { readTaskError } from "./attempts.js";
@@ -36,6 +36,15 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
   const at = new Date(nowOf(deps)).toISOString();
   const statusError = statusErrorOf(error);
   await writeJson(deps.output, failureKey(target.jobId), { error: statusError, at });
+  // A resume that began while the marker was being written (past the look above) removes the
+  // marker first and then runs on: a marker landing after that removal is this run's failure,
+  // which the next run must not end on. It is taken back while it is still this one's.
+  if (target.run !== undefined && (await exists(deps.output, pastEndKey(target.jobId, target.run + 1)))) {
+    const written = await readJsonIfExists(deps.output, failureKey(target.jobId), FailureRecord);
+    if (written?.at === at && written.error.message === statusError.message) await deps.output.delete(failureKey(target.jobId));
+    deps.log.info("a resume superseded the run this failure judged; nothing failed", { jobId: target.jobId, run: target.run });
+    return undefined;
+  }
   const status: JobStatus = {
     jobId: target.jobId,
     state: "failed",

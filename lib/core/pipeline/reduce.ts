@@ -3,7 +3,7 @@
  * result.json, then the final status. Deterministic, so two reducers finishing at once
  * write the same bytes; repeated or concurrent calls are harmless.
  */
-import { manifestKey, parsePartKey, partsPrefix, pastEndKey, reportKey, succeededKey } from "../keys.js";
+import { cancelKey, failureKey, manifestKey, parsePartKey, partsPrefix, pastEndKey, reportKey, succeededKey } from "../keys.js";
 import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { inputCountOf, type JobStatus, Manifest, shownInputs, taskCount, type TaskStart } from "../job/manifest.js";
@@ -238,6 +238,13 @@ export const reduceJob = async (
       await writeJson(deps.output, succeededKey(jobId), status);
       log.info("job succeeded but a later job owns its output; result not written", { chunks: manifest.chunks });
       return { kind: "succeeded", result, status };
+    }
+    // A cancel (or failure) taken while this merged, minutes maybe, has told its caller the job
+    // ended so: no result is written over it. One that comes later loses to the succeeded marker.
+    if ((await exists(deps.output, cancelKey(jobId))) || (await exists(deps.output, failureKey(jobId)))) {
+      log.info("job ended while it was merged; result not written");
+      await showEnd(deps, manifest);
+      return { kind: "ended" };
     }
     // Result first: whoever sees the succeeded marker may rely on result.json being there, and
     // on the report. The report is a view of the parts: a failure to write it leaves the job as it is.

@@ -99,6 +99,10 @@ export const resumeJob = async (
   // An earlier invocation that stopped part-way (its end record written, the manifest not yet) is finished here.
   const pastEnd = await readJsonIfExists(deps.output, pastEndKey(jobId, generation), PastEnd);
   if (!failure && !cancelled && !pastEnd) return { kind: "refused", reason: "it is still running" };
+  // A retry of an invocation that began this resume (its old end kept) meets an end recorded
+  // since: the job was cancelled, or failed, again meanwhile, and it stays so.
+  if (pastEnd && ((failure && failure.at !== pastEnd.failure?.at) || (cancelled && cancelled.at !== pastEnd.cancelled?.at)))
+    return { kind: "refused", reason: `it was ${failure ? "failed" : "cancelled"} again after this resume began` };
   const refused = retryRefusal(manifest, request);
   if (refused) return { kind: "refused", reason: refused };
   const unpriced = request.maxCostUsd !== undefined ? unpricedCeiling(inLaneOf(deps, manifest)) : undefined;
