@@ -358,12 +358,13 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         }
         log.error(err.code === ErrorCode.DEADLINE ? "job past its deadline; job failed" : "chunk failed; job failed", logFieldsOf(err));
         this.emit("task_failed", task, err, false);
-      } else if (next.last && next.attempt > message.receiveCount && (await this.#deadLetter(task, message))) {
-        // Its attempts include the splitter's inline one: the queue would deliver it again.
+      } else if (next.last && (await this.#deadLetter(task, message))) {
+        // The job's last attempt: the queue would deliver it again if the job allows fewer attempts
+        // than the queue's own count, or if one of them was the splitter's inline attempt.
         log.warn("chunk failed its last attempt", { attempt: next.attempt, of: task.job.maxAttempts, ...logFieldsOf(err) });
         this.emit("task_failed", task, err, false);
       } else {
-        // After the last attempt, make it visible now so the queue moves it to the dead-letter queue.
+        // After the last attempt (when failing the job here failed), make it visible now so the queue moves it on.
         await queue.changeVisibility(message.receiptHandle, next.last ? 0 : retryDelaySeconds(message.receiveCount)).catch(() => undefined);
         log.warn("chunk failed", { attempt: next.attempt, of: task.job.maxAttempts, ...logFieldsOf(err) });
         this.emit("task_failed", task, err, !next.last);

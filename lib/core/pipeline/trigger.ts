@@ -161,6 +161,15 @@ const startSpecJob = async (
       chunkSize: config.defaultChunkSize,
       maxAttempts: config.maxAttempts,
     });
+    // The task queue hands a task to its dead-letter queue after the stack's attempts: a job
+    // cannot have more (fewer it can: its worker dead-letters its task itself).
+    if (spec.maxAttempts > config.maxAttempts)
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        `job spec ${key}: maxAttempts ${spec.maxAttempts} is more than this stack's ${config.maxAttempts} (its task queue gives up ` +
+          "on a task then): ask for at most that many, or deploy the stack with a higher maxAttempts",
+        { field: "maxAttempts" },
+      );
     if (spec.id !== undefined && spec.id !== jobId)
       throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec ${key}: id ${JSON.stringify(spec.id)} differs from its file name`, {
         field: "id",
