@@ -35,7 +35,7 @@ import {
 import { JobReport } from "../core/report/jobReport.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import { Manifest, JobStatus as StoredJobStatus } from "../core/job/manifest.js";
-import { JobId, MaxRecordBytes, parseJobSpec, type JobSpecInput } from "../core/job/spec.js";
+import { JobId, MaxRecordBytes, parseJobSpec, parseJobSpecJson, type JobSpecInput } from "../core/job/spec.js";
 import { silentLogger, type Logger } from "../core/log.js";
 import type { UserOp } from "../core/ops/defineOp.js";
 import { builtinOps, OpRegistry } from "../core/ops/registry.js";
@@ -294,6 +294,10 @@ export class Cloudmill {
     await opChecked;
     const conn = await this.#connect();
     const staged = await planInputs(conn.target.inputBucket, id, given.inputs);
+    // Only what the caller gave: the deployment's defaults fill the rest, as for any spec upload.
+    // Checked whole before any upload: the uploads' URIs can take a spec past its size limit.
+    const body = JSON.stringify({ ...given, inputs: staged.uris, ...(chunkSizeGiven ? { chunkSize } : {}) });
+    parseJobSpecJson(body, `job spec of ${staged.uris.length} inputs`);
     for (const upload of staged.uploads) {
       signal.throwIfAborted();
       await withAws(
@@ -303,11 +307,8 @@ export class Cloudmill {
       );
     }
     signal.throwIfAborted();
-    // Only what the caller gave: the deployment's defaults fill the rest, as for any spec upload.
-    const body = { ...given, inputs: staged.uris, ...(chunkSizeGiven ? { chunkSize } : {}) };
-    parseJobSpec(body, "");
     await withAws(this.#aws(`write job spec ${s3Uri(conn.target.inputBucket, jobSpecKey(id))}`), () =>
-      conn.input.put(jobSpecKey(id), JSON.stringify(body), { contentType: "application/json" }),
+      conn.input.put(jobSpecKey(id), body, { contentType: "application/json" }),
     );
     this.#log.info("job submitted", { jobId: id, inputs: staged.uris.length, uploaded: staged.uploads.length });
   }
@@ -713,7 +714,7 @@ export class Cloudmill {
       () =>
         new CloudmillError(
           ErrorCode.DEADLINE,
-          `job ${jobId}: the stack did not take the retry within ${timeoutMs} ms (see the splitter's log)`,
+          `job ${jobId}: the stack had not taken the retry within ${timeoutMs} ms; it may yet (\`cloudmill status\`, or the splitter's log)`,
           {
             jobId,
           },

@@ -151,10 +151,11 @@ export class JobFuture<R = unknown> {
    */
   async retry(options: RetryOptions = {}): Promise<JobStatus> {
     await this.#submitted.catch(() => undefined);
-    const status = await this.#backend.retry(this.id, options);
+    // Forgotten first: a request the stack takes after this call gave up waiting still resumes
+    // the job, and result() must then wait for the new run rather than repeat the old end.
     this.#ended = undefined;
     this.#cancelRequested = false;
-    return status;
+    return this.#backend.retry(this.id, options);
   }
 
   /** The job id (so futures print as their ids). */

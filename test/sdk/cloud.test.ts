@@ -5,7 +5,7 @@
  * rejects with its chunk's error, asCompleted yields in completion order, cancel stops a long
  * job and leaves it cancelled. Run `npm run build` first (the workers run dist/worker/main.js).
  */
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { HeadObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
@@ -204,5 +204,24 @@ describe("Cloudmill against cloudmill dev", () => {
     const typo = "job-20990101T000000-deadbeefdeadbeef";
     await expect(mill.job(typo).cancel()).rejects.toMatchObject({ code: "INPUT_NOT_FOUND" });
     expect(await new S3BlobStore(cloud.clients.s3, cloud.outputBucket).head(cancelKey(typo))).toBeUndefined();
+  }, 120_000);
+
+  it("refuses a spec that its inputs' upload URIs take past the size limit before uploading any of them", async () => {
+    const many = path.join(dir, "many-long-names");
+    await mkdir(many, { recursive: true });
+    const files: string[] = [];
+    for (let i = 0; i < 1100; i++) {
+      const file = path.join(many, `${String(i).padStart(4, "0")}-${"n".repeat(220)}.txt`);
+      await writeFile(file, "x\n");
+      files.push(file);
+    }
+    const future = mill.submit({ op: "count", inputs: files });
+    await expect(future.result({ timeoutMs: 30_000 })).rejects.toMatchObject({
+      code: "INVALID_SPEC",
+      message: expect.stringMatching(/^job spec of 1100 inputs: larger than 262144 bytes/),
+    });
+    let uploaded = 0;
+    for await (const _ of new S3BlobStore(cloud.clients.s3, cloud.inputBucket).list(`_uploads/${future.id}/`)) uploaded++;
+    expect(uploaded).toBe(0);
   }, 120_000);
 });

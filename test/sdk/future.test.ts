@@ -4,7 +4,7 @@
  * same behaviours against the emulated cloud are in cloud.test.ts and timeout.test.ts.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { CloudmillError } from "../../lib/core/errors.js";
+import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { asCompleted, waitAll } from "../../lib/sdk/futures.js";
 import { JobFuture, type JobBackend } from "../../lib/sdk/JobFuture.js";
 import type { JobStatus } from "../../lib/sdk/types.js";
@@ -106,6 +106,24 @@ describe("JobFuture.result", () => {
       scripted(() => ({ state: "cancelled", chunks: 10, done: 4 })),
     );
     await expect(future.result()).rejects.toMatchObject({ code: "CANCELLED", message: "job job-e was cancelled (4 of 10 chunks done)" });
+  });
+
+  it("after a retry that gave up waiting for the stack, waits for the resumed run instead of repeating the old end", async () => {
+    let resumed = false;
+    const backend: JobBackend = {
+      ...scripted(() => (resumed ? { state: "succeeded", chunks: 10, done: 10 } : { state: "cancelled", chunks: 10, done: 4 }), {
+        records: 9,
+      }),
+      // The stack takes the request, but only after the caller's wait ran out.
+      retry: async (jobId) => {
+        resumed = true;
+        throw new CloudmillError(ErrorCode.DEADLINE, `job ${jobId}: the stack had not taken the retry within 1 ms; it may yet`);
+      },
+    };
+    const future = new JobFuture("job-r", backend);
+    await expect(future.result()).rejects.toMatchObject({ code: "CANCELLED" });
+    await expect(future.retry({ timeoutMs: 1 })).rejects.toMatchObject({ code: "DEADLINE" });
+    await expect(future.result()).resolves.toEqual({ records: 9 });
   });
 
   it("progress() is chunks done of total", async () => {
