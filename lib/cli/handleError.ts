@@ -28,6 +28,11 @@ export const handleError = (err: unknown, io: CliIO): number => {
     // Commander has printed its message (or help) already.
     return err.exitCode === 0 ? 0 : 2;
   }
+  // Ctrl-C: what the command was doing when it was stopped (an abort, not a bug) is not the news.
+  if (io.signal?.aborted && !(err instanceof CloudmillError)) {
+    io.stderr.write("cloudmill: stopped\n");
+    return EXIT_CODES.CANCELLED;
+  }
   const e = err instanceof CloudmillError ? err : toCloudmillError(err, ErrorCode.INTERNAL);
   io.stderr.write(`cloudmill: ${e.describe()}\n`);
   if (e.code === ErrorCode.INTERNAL && io.env.CLOUDMILL_DEBUG && e.cause instanceof Error) io.stderr.write(`${e.cause.stack}\n`);

@@ -278,6 +278,9 @@ export class Cloudmill {
     };
     const parsed = parseJobSpec(given, "");
     const abort = new AbortController();
+    const { signal } = options;
+    if (signal?.aborted) abort.abort(signal.reason);
+    else signal?.addEventListener("abort", () => abort.abort(signal.reason), { once: true });
     const submitted = this.#write(id, given, parsed.chunkSize, spec.chunkSize !== undefined, options, abort.signal, opChecked);
     return new JobFuture<R>(id, this.#backend, { submitted, abort });
   }

@@ -137,6 +137,12 @@ export interface RetryOptions {
 export interface SubmitOptions {
   /** Called as local files upload (multipart for big files). */
   readonly onUpload?: (progress: UploadProgress) => void;
+  /**
+   * Stops the submission while it uploads: the uploads in flight are aborted and no spec is
+   * written, so no job starts (files already uploaded stay under `_uploads/<jobId>/`). Once the
+   * spec is written the job runs; `cancel()` stops it.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface UploadProgress {

@@ -362,3 +362,52 @@ describe("the README's SDK section against cloudmill dev", () => {
     }
   }, 180_000);
 });
+
+describe("cloudmill submit when not every job can start", () => {
+  const submit = (...args: string[]) =>
+    runProcess(process.execPath, [BIN, "submit", ...args, "--endpoint", cloud.endpoint, "--no-progress"], { cwd, env: childEnv() });
+
+  it("--each prints the ids of the jobs that started, then fails on the input that could not", async () => {
+    const r = await submit("no-such-file.txt", "examples/words.txt", "--op", "count", "--each");
+    expect(r.code).toBe(3);
+    const ids = r.stdout.trim().split("\n");
+    expect(ids).toHaveLength(1);
+    expect(ids[0]).toMatch(new RegExp(`^${JOB_ID.source}$`));
+    expect(r.stderr).toContain("1 of 2 jobs submitted (their ids above); the first that was not:");
+    expect(r.stderr).toContain("no-such-file.txt: no such file or directory");
+    await vi.waitFor(async () => expect((await statusOf(ids[0]!))["state"]).toBe("succeeded"), { timeout: 60_000, interval: 200 });
+  }, 120_000);
+
+  it("refuses flags of a job over inputs with --items, rather than drop them", async () => {
+    await writeFile(path.join(cwd, "items.jsonl"), '{"x":1}\n');
+    const r = await submit("--items", "items.jsonl", "--op", "simulate", "--prefer", "cheapest", "--each");
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--each, --prefer: not with --items/);
+  });
+
+  it("Ctrl-C while it uploads stops the uploads and starts no job", async () => {
+    const big = path.join(cwd, "big.txt");
+    await writeFile(big, Buffer.alloc(200 * 1024 * 1024, "lorem ipsum\n"));
+    const child = spawnChild(process.execPath, [BIN, "submit", big, "--op", "count", "--endpoint", cloud.endpoint], {
+      cwd,
+      env: childEnv(),
+    });
+    try {
+      // Its first upload progress line: the upload has begun.
+      await vi.waitFor(() => expect(child.stderr.some((l) => l.startsWith("uploading "))).toBe(true), { timeout: 30_000, interval: 20 });
+      const jobId = new RegExp(JOB_ID.source).exec(child.stderr.join("\n"))![0];
+      child.child.kill("SIGINT");
+      expect(await child.exited).toEqual({ code: 130, signal: null });
+      expect(child.stderr.at(-1)).toBe("cloudmill: stopped");
+      expect(child.stdout).toEqual([]);
+      const spec = await cloud.clients.s3.send(new HeadObjectCommand({ Bucket: cloud.inputBucket, Key: `_jobs/${jobId}.json` })).then(
+        () => true,
+        () => false,
+      );
+      expect(spec).toBe(false);
+    } finally {
+      child.child.kill();
+      await rm(big, { force: true });
+    }
+  }, 120_000);
+});

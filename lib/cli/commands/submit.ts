@@ -118,10 +118,18 @@ Without --wait it prints the job id(s), one per line: \`cloudmill wait <job>\` f
       };
       if ((flags.items === undefined) === (inputs.length === 0))
         throw invalidSpec(flags.items === undefined ? "give inputs, or --items <file>" : "give inputs or --items, not both", "inputs");
+      // Flags of a job over inputs would be dropped without a word: refused instead.
+      const overInputs = { "--each": flags.each, "--format": flags.format, "--chunk-size": flags.chunkSize, "--prefer": flags.prefer };
+      const unused = Object.entries({ ...overInputs, "--skip-bad-records": flags.skipBadRecords }).filter(([, v]) => v);
+      if (flags.items !== undefined && unused.length > 0)
+        throw invalidSpec(
+          `${unused.map(([name]) => name).join(", ")}: not with --items, which runs a task per item and takes none of them`,
+          "items",
+        );
       const items = flags.items === undefined ? undefined : await readItemsFile(flags.items);
       await usingCloudmill(raw, io, async (mill) => {
         const uploads = uploadView(io, flags.progress);
-        const options = { onUpload: (p: UploadProgress) => uploads.update(p) };
+        const options = { onUpload: (p: UploadProgress) => uploads.update(p), ...(io.signal ? { signal: io.signal } : {}) };
         const futures: JobFuture<unknown>[] = items
           ? [
               mill.mapItems(flags.op, items, {
@@ -134,11 +142,21 @@ Without --wait it prints the job id(s), one per line: \`cloudmill wait <job>\` f
           : flags.each
             ? inputs.map((input) => mill.submit({ ...spec, inputs: [input] }, options))
             : [mill.submit({ ...spec, inputs }, options)];
+        const failed = new Map<JobFuture<unknown>, unknown>();
         try {
-          // Sequentially, so their upload progress lines do not interleave.
-          for (const f of futures) await f.submitted;
+          // In turn, so their upload progress lines do not interleave; every one, so that the
+          // ids of the jobs that did start are printed whatever became of the others.
+          for (const f of futures) await f.submitted.catch((err: unknown) => void failed.set(f, err));
         } finally {
           uploads.done();
+        }
+        if (failed.size > 0) {
+          const submitted = futures.filter((f) => !failed.has(f)).map((f) => f.id);
+          if (submitted.length > 0) {
+            io.stdout.write(`${submitted.join("\n")}\n`);
+            io.stderr.write(`${submitted.length} of ${futures.length} jobs submitted (their ids above); the first that was not:\n`);
+          }
+          throw failed.values().next().value;
         }
         if (!flags.wait) {
           io.stdout.write(`${futures.map((f) => f.id).join("\n")}\n`);
