@@ -5,6 +5,12 @@
  * timer. The timer is ref'd: a process whose only work is this wait stays alive. (The global
  * setTimeout rather than node:timers/promises, so that tests' fake clocks drive it too.)
  */
+/**
+ * Longest timer Node keeps (about 24.8 days): a longer one fires at once. A deadline further
+ * away needs no timer yet.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
   new Promise<void>((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);

@@ -60,7 +60,8 @@ import type { OnItemError, TaskOp, TaskResult } from "../core/ops/defineTask.js"
 import { withAws, type AwsTarget } from "./awsErrors.js";
 import { backoff, deadlineSignal } from "./poll.js";
 import { sleep } from "../core/sleep.js";
-import { DEFAULT_JOBS_LIMIT, UPLOADS_PREFIX } from "./constants.js";
+import { DEFAULT_JOBS_LIMIT, FILES_AT_ONCE, UPLOADS_PREFIX } from "./constants.js";
+import { Slots } from "../core/slots.js";
 import { describeFleet, type FleetTarget } from "./fleet.js";
 import { holdFleet, readHold, stopFleet, type HoldClients } from "./fleetHold.js";
 import { JobFuture, type JobBackend } from "./JobFuture.js";
@@ -138,6 +139,8 @@ export class Cloudmill {
   #closed = false;
   /** What futures of submitted jobs read through. */
   readonly #backend: JobBackend;
+  /** Uploads of local files in progress, over every submission (FILES_AT_ONCE). */
+  readonly #uploads = new Slots(FILES_AT_ONCE);
 
   /**
    * A client for one pipeline. Connecting is lazy: the first call reads the stack's outputs
@@ -302,12 +305,14 @@ export class Cloudmill {
     const body = JSON.stringify({ ...given, inputs: staged.uris, ...(chunkSizeGiven ? { chunkSize } : {}) });
     parseJobSpecJson(body, `job spec of ${staged.uris.length} inputs`);
     for (const upload of staged.uploads) {
-      signal.throwIfAborted();
-      await withAws(
-        this.#aws(`upload ${upload.file} to ${s3Uri(conn.target.inputBucket, upload.key)}`),
-        () => uploadFile(conn.s3, conn.target.inputBucket, upload, options.onUpload, signal),
-        signal,
-      );
+      await this.#uploads.run(async () => {
+        signal.throwIfAborted();
+        await withAws(
+          this.#aws(`upload ${upload.file} to ${s3Uri(conn.target.inputBucket, upload.key)}`),
+          () => uploadFile(conn.s3, conn.target.inputBucket, upload, options.onUpload, signal),
+          signal,
+        );
+      });
     }
     signal.throwIfAborted();
     await withAws(this.#aws(`write job spec ${s3Uri(conn.target.inputBucket, jobSpecKey(id))}`), () =>

@@ -14,5 +14,10 @@ export const POLL_DEFAULTS = {
 export const UPLOAD_PART_BYTES = 8 * 1024 * 1024;
 /** Parts of one file uploaded at once. */
 export const UPLOAD_CONCURRENCY = 4;
+/**
+ * Files one client uploads at once, over all its submissions: `map()` over thousands of local
+ * files starts every future at once, and each small file is read whole before its PUT.
+ */
+export const FILES_AT_ONCE = 4;
 /** Recent jobs `jobs()` returns by default. */
 export const DEFAULT_JOBS_LIMIT = 20;

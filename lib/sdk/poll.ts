@@ -1,5 +1,5 @@
 /** Waiting politely for a job: a growing poll interval, and a deadline as a signal. */
-import { backoffMs } from "../core/sleep.js";
+import { backoffMs, MAX_TIMER_MS } from "../core/sleep.js";
 import { POLL_DEFAULTS } from "./constants.js";
 import type { PollOptions } from "./types.js";
 
@@ -25,7 +25,11 @@ export const deadlineSignal = (
   const onAbort = (): void => controller.abort(parent!.reason);
   if (parent?.aborted) controller.abort(parent.reason);
   else parent?.addEventListener("abort", onAbort, { once: true });
-  const timer = timeoutMs === undefined ? undefined : setTimeout(() => controller.abort(onTimeout()), Math.max(0, timeoutMs));
+  // A timeout past Node's longest timer would fire at once: a wait of over 24 days has none.
+  const timer =
+    timeoutMs === undefined || timeoutMs > MAX_TIMER_MS
+      ? undefined
+      : setTimeout(() => controller.abort(onTimeout()), Math.max(0, timeoutMs));
   return {
     signal: controller.signal,
     dispose() {

@@ -141,10 +141,16 @@ describe("a dev-cloud job's report", () => {
     expect(text.stdout).toMatch(new RegExp(`\\(calibrated on 0\\.3 MB of s3://${t.input}/_inputs/estimate/a\\.txt(, cached [^)]+)?\\)`));
   });
 
-  it("a job with no report yet is one clear line", async () => {
-    const r = await cli(["report", "no-such-job", "--endpoint", cloud().cloud.endpoint]);
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/^cloudmill: job no-such-job has no report yet: the reducer writes one when a job succeeds/);
+  it("a job with no report is one clear line: no such job, or one that failed and never will have one", async () => {
+    const t = cloud();
+    const none = await cli(["report", "no-such-job", "--endpoint", t.cloud.endpoint]);
+    expect(none.code).toBe(3);
+    expect(none.stderr).toMatch(/^cloudmill: no job no-such-job: neither .* nor its spec exists/);
+    await t.put("_jobs/reportless.json", JSON.stringify({ op: "count", inputs: [`s3://${t.input}/_inputs/not-there.txt`] }));
+    expect(await t.waitForEnd("_jobs/reportless/status.json")).toMatchObject({ state: "failed" });
+    const failed = await cli(["report", "reportless", "--endpoint", t.cloud.endpoint]);
+    expect(failed.code).toBe(3);
+    expect(failed.stderr).toMatch(/^cloudmill: job reportless has no report: it failed, and only a job that succeeds gets one/);
   });
 });
 

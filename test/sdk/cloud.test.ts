@@ -20,6 +20,7 @@ import { silentLogger } from "../../lib/core/log.js";
 import { asCompleted, Cloudmill, JobFailedError, waitAll, type JobFuture } from "../../lib/sdk/index.js";
 import { chunksOf, expectMatchesReference } from "../helpers/devCloud.js";
 import { countingS3 } from "./support.js";
+import { FILES_AT_ONCE } from "../../lib/sdk/constants.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const KiB = 1024;
@@ -223,5 +224,41 @@ describe("Cloudmill against cloudmill dev", () => {
     let uploaded = 0;
     for await (const _ of new S3BlobStore(cloud.clients.s3, cloud.inputBucket).list(`_uploads/${future.id}/`)) uploaded++;
     expect(uploaded).toBe(0);
+  }, 120_000);
+
+  it("map() over many local files uploads a few at a time, not every file at once", async () => {
+    const folder = path.join(dir, "many-small");
+    await mkdir(folder, { recursive: true });
+    const files: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      files.push(path.join(folder, `f${i}.txt`));
+      await writeFile(files[i]!, `${"word ".repeat(100 + i)}\n`);
+    }
+    // Uploads' PUTs in flight at once, as the client sends them.
+    const { s3 } = countingS3(cloud.endpoint);
+    let inFlight = 0;
+    let most = 0;
+    s3.middlewareStack.add(
+      (next, context) => async (args) => {
+        const key = (args.input as { Key?: string }).Key ?? "";
+        if (context.commandName !== "PutObjectCommand" || !key.startsWith("_uploads/")) return next(args);
+        most = Math.max(most, ++inFlight);
+        try {
+          return await next(args);
+        } finally {
+          inFlight--;
+        }
+      },
+      { step: "initialize", name: "inFlight" },
+    );
+    const client = new Cloudmill({ endpoint: cloud.endpoint, s3, poll: { initialMs: 100, maxMs: 1_000 } });
+    try {
+      const results = await waitAll(client.map("count", files), { timeoutMs: 90_000 });
+      expect(results).toEqual(files.map(() => ({ records: 1 })));
+    } finally {
+      client.close();
+    }
+    expect(most).toBeGreaterThan(1);
+    expect(most).toBeLessThanOrEqual(FILES_AT_ONCE);
   }, 120_000);
 });

@@ -126,6 +126,16 @@ describe("JobFuture.result", () => {
     await expect(future.result()).resolves.toEqual({ records: 9 });
   });
 
+  it("a timeout past Node's longest timer (24.8 days) does not fire at once", async () => {
+    const future = new JobFuture(
+      "job-long",
+      scripted((t) => (t >= 10_000 ? { state: "succeeded", chunks: 1, done: 1 } : running(0, 1)), { records: 1 }),
+    );
+    const result = future.result({ timeoutMs: 3_000_000 * 1000 });
+    await vi.advanceTimersByTimeAsync(15_000);
+    await expect(result).resolves.toEqual({ records: 1 });
+  });
+
   it("progress() is chunks done of total", async () => {
     const future = new JobFuture(
       "job-f",

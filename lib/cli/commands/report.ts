@@ -51,11 +51,14 @@ export const reportCommand = (io: CliIO): Command =>
     await usingCloudmill(raw, io, async (mill) => {
       const report = await mill.report(jobId, io.signal ? { signal: io.signal } : {});
       if (!report) {
-        throw new CloudmillError(
-          ErrorCode.INPUT_NOT_FOUND,
-          `job ${jobId} has no report yet: the reducer writes one when a job succeeds (\`cloudmill wait ${jobId}\`)`,
-          { jobId },
-        );
+        // Only a job that succeeds gets one: a job that ended otherwise never will.
+        const { state } = await mill.job(jobId).status();
+        const why =
+          state === "failed" || state === "cancelled"
+            ? `job ${jobId} has no report: it ${state === "failed" ? "failed" : "was cancelled"}, and only a job that succeeds gets one ` +
+              `(\`cloudmill status ${jobId}\` says why it ended)`
+            : `job ${jobId} has no report yet: the reducer writes one when the job succeeds (\`cloudmill wait ${jobId}\`)`;
+        throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, why, { jobId });
       }
       if (flags.html) await writeReportHtml(flags.html, report);
       if (flags.json) io.stdout.write(`${JSON.stringify(report, null, 2)}\n`);

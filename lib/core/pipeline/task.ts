@@ -2,6 +2,7 @@
  * The map role: one chunk in, one part out. The part's key is a pure function of
  * (job id, chunk index), so a repeated task rewrites identical bytes.
  */
+import { MAX_TIMER_MS } from "../sleep.js";
 import { withArchiveSpan } from "./archiveSpan.js";
 import { backupWonKey, cancelKey, chunkErrorKey, failureKey, mergedKey, mergeErrorKey, partKey, pastEndKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
@@ -94,9 +95,6 @@ export const isDeterministic = (err: CloudmillError): boolean =>
 /** A job's deadline passed: it is failed rather than left running with no end. */
 export const deadlineError = (jobId: string, deadline: number): CloudmillError =>
   new CloudmillError(ErrorCode.DEADLINE, `job did not finish before its deadline (${new Date(deadline).toISOString()})`, { jobId });
-
-/** Longest timer Node keeps (about 24.8 days); a deadline further away needs no timer yet. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface RunTaskOptions {
   readonly signal?: AbortSignal;
