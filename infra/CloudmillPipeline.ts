@@ -170,6 +170,9 @@ export class CloudmillPipeline extends Construct {
     const workerEnv = {
       CLOUDMILL_OUTPUT_BUCKET: this.outputBucket.bucketName,
       CLOUDMILL_TASK_QUEUE_URL: this.taskQueue.queueUrl,
+      // The task queue's maxReceiveCount: a job that allows fewer attempts has its worker fail it.
+      CLOUDMILL_MAX_ATTEMPTS: String(config.maxAttempts),
+      AWS_REGION: Stack.of(this).region,
       CLOUDMILL_VISIBILITY_TIMEOUT_SECONDS: String(config.visibilityTimeout.toSeconds()),
       CLOUDMILL_WORKER_CONCURRENCY: String(config.workerVcpus),
       CLOUDMILL_TASK_TIMEOUT_SECONDS: String(config.taskTimeout.toSeconds()),
@@ -202,7 +205,6 @@ export class CloudmillPipeline extends Construct {
       ...workerEnv,
       CLOUDMILL_OPS_MODULES: JSON.stringify(opsModulePaths(LAMBDA_TASK_ROOT, ops)),
       CLOUDMILL_DEFAULT_CHUNK_SIZE: String(config.defaultChunkSize),
-      CLOUDMILL_MAX_ATTEMPTS: String(config.maxAttempts),
       CLOUDMILL_JOB_DEADLINE_SECONDS: String(config.jobDeadline.toSeconds()),
       CLOUDMILL_INLINE_MAX_BYTES: String(config.inlineMaxBytes),
       CLOUDMILL_PARTS_QUEUE_URL: this.partsQueue.queueUrl,
@@ -366,7 +368,8 @@ export class CloudmillPipeline extends Construct {
       [
         this.outputBucket.arnForObjects(failureKey("*")),
         "A retry (cloudmill retry) resumes a failed job by removing its failure marker, _work/<jobId>/failure.json, for job ids " +
-          "made at run time; that key only (the failure itself is kept under _work/<jobId>/retries/ first).",
+          "made at run time; that key only (the failure itself is kept under _work/<jobId>/retries/ first). The roles that fail " +
+          "jobs remove a marker they wrote for a run a resume had just superseded, and that key only.",
       ],
       [
         this.outputBucket.arnForObjects(cancelKey("*")),
@@ -426,6 +429,9 @@ export class CloudmillPipeline extends Construct {
     // parts): so each role that reads the output bucket may list it.
     const outputBucket = [this.outputBucket.bucketArn];
     const stateObjects = [workObjects, statusObjects];
+    // A role that fails a job removes the marker it wrote when a resume superseded the run it
+    // judged meanwhile (deadLetter.ts failJob), or when the job succeeded meanwhile.
+    const failureMarkers = this.outputBucket.arnForObjects(failureKey("*"));
 
     // Splitter: HEAD/GET inputs and job specs, list directory-like inputs, write manifests and
     // statuses, queue chunks; a job of empty inputs is reduced at once, so it may write result.json.
@@ -478,6 +484,7 @@ export class CloudmillPipeline extends Construct {
       // Keyed ops: reduce tasks write the job's parts, and remove the runs they spilled to S3 when their disk was short.
       allow(worker, "WriteKeyedParts", ["s3:PutObject"], [keyedParts]);
       allow(worker, "RemoveSpilledRuns", ["s3:DeleteObject"], [spilledRuns]);
+      allow(worker, "TakeBackFailure", ["s3:DeleteObject"], [failureMarkers]);
       allow(worker, "ListWork", ["s3:ListBucket"], outputBucket);
     }
 
@@ -486,6 +493,7 @@ export class CloudmillPipeline extends Construct {
     allow(this.reducer, "ReadWork", ["s3:GetObject"], stateObjects);
     allow(this.reducer, "ListWork", ["s3:ListBucket"], outputBucket);
     allow(this.reducer, "WriteResults", ["s3:PutObject"], jobObjects);
+    allow(this.reducer, "TakeBackFailure", ["s3:DeleteObject"], [failureMarkers]);
     // A keyed job's reduce tasks are enqueued by the reducer once its chunks are mapped.
     allow(this.reducer, "QueueReduceTasks", ["sqs:SendMessage"], taskQueues);
     // A merge or reduce task past its lease is queued again only while nothing waits on its queue.
@@ -496,6 +504,7 @@ export class CloudmillPipeline extends Construct {
     // Dead letters: read the job's state, mark it failed. (Consuming the dead-letter queue is granted by its event source.)
     allow(this.deadLetters, "ReadJobState", ["s3:GetObject"], stateObjects);
     allow(this.deadLetters, "WriteJobState", ["s3:PutObject"], stateObjects);
+    allow(this.deadLetters, "TakeBackFailure", ["s3:DeleteObject"], [failureMarkers]);
     allow(this.deadLetters, "ListJobState", ["s3:ListBucket"], outputBucket);
   }
 

@@ -3,6 +3,7 @@
  * errors) and an AWS Budget, all reporting to the lab's email.
  */
 import { Duration, Stack } from "aws-cdk-lib";
+import * as iam from "aws-cdk-lib/aws-iam";
 import * as budgets from "aws-cdk-lib/aws-budgets";
 import * as cloudwatch from "aws-cdk-lib/aws-cloudwatch";
 import * as cwActions from "aws-cdk-lib/aws-cloudwatch-actions";
@@ -58,6 +59,22 @@ export class PipelineMonitoring extends Construct {
     const lab = config.labName;
 
     this.alarmTopic = new sns.Topic(this, "AlarmTopic", { displayName: `cloudmill ${lab} alarms`, enforceSSL: true });
+    // A topic policy (enforceSSL writes one) replaces SNS's default policy, which is what let
+    // CloudWatch publish: without this statement every alarm fails to notify ("not authorized to
+    // perform: SNS:Publish"), and says so only in its own history.
+    const { account, partition, region } = Stack.of(this);
+    this.alarmTopic.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: "AlarmsOfThisAccountPublish",
+        principals: [new iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+        actions: ["sns:Publish"],
+        resources: [this.alarmTopic.topicArn],
+        conditions: {
+          StringEquals: { "aws:SourceAccount": account },
+          ArnLike: { "aws:SourceArn": `arn:${partition}:cloudwatch:${region}:${account}:alarm:*` },
+        },
+      }),
+    );
     if (config.alertEmail !== undefined) this.alarmTopic.addSubscription(new subscriptions.EmailSubscription(config.alertEmail));
     const notify = new cwActions.SnsAction(this.alarmTopic);
 

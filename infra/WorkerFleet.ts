@@ -3,7 +3,7 @@
  * with managed scaling and managed termination protection, and a service whose task count follows
  * the task queue's backlog from zero to the maximum and back to zero.
  */
-import { Duration, Stack } from "aws-cdk-lib";
+import { Duration, RemovalPolicy, Stack } from "aws-cdk-lib";
 import * as appscaling from "aws-cdk-lib/aws-applicationautoscaling";
 import * as autoscaling from "aws-cdk-lib/aws-autoscaling";
 import * as cloudwatch from "aws-cdk-lib/aws-cloudwatch";
@@ -140,7 +140,8 @@ export class WorkerFleet extends Construct implements WorkerLane {
       );
     }
 
-    this.logGroup = new logs.LogGroup(this, "Logs", { retention: config.logRetention });
+    // Removed with the stack, as the functions' log groups are: a torn-down lab leaves nothing behind.
+    this.logGroup = new logs.LogGroup(this, "Logs", { retention: config.logRetention, removalPolicy: RemovalPolicy.DESTROY });
     const tasksArn = this.cluster.arnForTasks("*");
     const main = this.addLane("", props, { queue: props.taskQueue, spot: config.spot, warmPool: config.warmPool, tasksArn });
     this.taskRole = main.taskRole;

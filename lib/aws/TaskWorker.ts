@@ -34,6 +34,12 @@ export interface TaskWorkerOptions {
   readonly concurrency: number;
   readonly visibilitySeconds: number;
   readonly heartbeatSeconds: number;
+  /**
+   * Receives after which the queue hands a task to its dead-letter queue (the stack's maxAttempts).
+   * A job that allows fewer attempts is failed by its worker at its own last; unset: the queue's
+   * count is taken to be each job's.
+   */
+  readonly queueAttempts?: number;
   /** Long-poll wait. Default 20. */
   readonly waitSeconds?: number;
   readonly protection?: TaskProtection;
@@ -333,6 +339,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         return;
       }
       const next = await afterFailedAttempt(deps, task, err, message.receiveCount);
+      const queueAttempts = this.#options.queueAttempts ?? message.receiveCount;
       if (next.action === "fail-job" && (await isStaleTask(deps, task).catch(() => false))) {
         // Queued before its job was resumed: its limits and deadline are the earlier run's.
         await queue.delete(message.receiptHandle).catch(() => undefined);
@@ -358,9 +365,14 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         }
         log.error(err.code === ErrorCode.DEADLINE ? "job past its deadline; job failed" : "chunk failed; job failed", logFieldsOf(err));
         this.emit("task_failed", task, err, false);
-      } else if (next.last && (await this.#deadLetter(task, message))) {
-        // The job's last attempt: the queue would deliver it again if the job allows fewer attempts
-        // than the queue's own count, or if one of them was the splitter's inline attempt.
+      } else if (
+        next.last &&
+        (next.attempt > message.receiveCount || message.receiveCount < queueAttempts) &&
+        (await this.#deadLetter(task, message))
+      ) {
+        // The job's last attempt, which the queue would deliver again: one of them was the splitter's
+        // inline attempt, or the job allows fewer than the queue's own count. (At the queue's count
+        // it moves on to the dead-letter queue, whose handler fails the job and whose alarm fires.)
         log.warn("chunk failed its last attempt", { attempt: next.attempt, of: task.job.maxAttempts, ...logFieldsOf(err) });
         this.emit("task_failed", task, err, false);
       } else {

@@ -102,6 +102,10 @@ export const readWorkerConfig = (env: Env) => {
     ...common(env),
     opsModules: opsModulesOf(env),
     taskQueueUrl: required(env, ENV.TASK_QUEUE_URL),
+    /** Receives after which the task queue hands a task to its dead-letter queue (the stack's maxAttempts). */
+    queueAttempts: intOf(env, ENV.MAX_ATTEMPTS, DEFAULTS.maxAttempts),
+    /** The stack's region (unset: the SDK's environment, then us-east-1). */
+    region: env[ENV.REGION] || undefined,
     visibilitySeconds,
     // A heartbeat well inside the visibility timeout, so a slow chunk is never handed out twice.
     heartbeatSeconds: Math.max(1, Math.min(DEFAULTS.heartbeatSeconds, Math.floor(visibilitySeconds / 3))),

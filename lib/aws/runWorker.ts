@@ -47,6 +47,7 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
   const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
   const clients = awsClients({
     ...(config.endpoint ? { endpoint: config.endpoint } : {}),
+    ...(config.region ? { region: config.region } : {}),
     ...(hooks.wrapHandler ? { wrapHandler: hooks.wrapHandler(logger) } : {}),
   });
   const items = new ThreadItemRunner({ opsModules: config.opsModules });
@@ -79,6 +80,7 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     concurrency: config.concurrency,
     visibilitySeconds: config.visibilitySeconds,
     heartbeatSeconds: config.heartbeatSeconds,
+    queueAttempts: config.queueAttempts,
     protection: config.ecsAgentUri ? ecsTaskProtection(config.ecsAgentUri, logger) : noProtection,
     memory,
   }).start();

@@ -6,6 +6,11 @@
 
 /** Environment variable names read by the handlers and the worker (and set by the stack). */
 export const ENV = {
+  /**
+   * The AWS SDK's own region variable. Lambda sets it; the worker's task definition sets it too,
+   * since ECS agents older than 2026 do not, and a worker would then call us-east-1.
+   */
+  REGION: "AWS_REGION",
   OUTPUT_BUCKET: "CLOUDMILL_OUTPUT_BUCKET",
   TASK_QUEUE_URL: "CLOUDMILL_TASK_QUEUE_URL",
   /** The spot lane's task queue (a stack with `spot: "per-job"`); empty: one lane. */
@@ -71,6 +76,8 @@ export const ROLE_ENV = {
   worker: [
     ENV.OUTPUT_BUCKET,
     ENV.TASK_QUEUE_URL,
+    ENV.MAX_ATTEMPTS,
+    ENV.REGION,
     ENV.VISIBILITY_TIMEOUT_SECONDS,
     ENV.WORKER_CONCURRENCY,
     ENV.TASK_TIMEOUT_SECONDS,

@@ -309,6 +309,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     [ENV.OUTPUT_BUCKET]: outputBucket,
     [ENV.TASK_QUEUE_URL]: resources.taskQueueUrl,
     [ENV.VISIBILITY_TIMEOUT_SECONDS]: String(visibilitySeconds),
+    [ENV.MAX_ATTEMPTS]: String(maxAttempts),
     [ENV.WORKER_CONCURRENCY]: String(options.workerConcurrency ?? 1),
     [ENV.SERVICE_NAME]: "cloudmill-worker",
     // Usage reports more often than a deployed worker's minute: `cloudmill fleet --endpoint` shows them.

@@ -49,6 +49,7 @@ describe("a job's own maxAttempts on the fleet", () => {
       visibilitySeconds: 30,
       heartbeatSeconds: 10,
       waitSeconds: 1,
+      queueAttempts: STACK_ATTEMPTS,
     });
     const failures: boolean[] = [];
     worker.on("task_failed", (_t, _e, willRetry: boolean) => void failures.push(willRetry));

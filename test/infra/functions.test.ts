@@ -190,8 +190,9 @@ describe("least privilege", () => {
         `${output}/_jobs/*/results/*`,
         `${output}/_work/*`,
       ],
-      // A reduce task whose disk is short spills to S3 and removes those runs; nothing else is ever deleted.
-      "s3:DeleteObject": [`${output}/_work/*/spill/*`],
+      // A reduce task whose disk is short spills to S3 and removes those runs; a failure marker it wrote
+      // for a run a resume had just superseded is taken back. Nothing else is ever deleted.
+      "s3:DeleteObject": [`${output}/_work/*/failure.json`, `${output}/_work/*/spill/*`],
       // S3 answers a missing part or marker with 404 only to a role that may list the bucket.
       "s3:ListBucket": [output],
       "sqs:ReceiveMessage": [q(template, "PipelineTaskQueue")],
@@ -220,7 +221,9 @@ describe("least privilege", () => {
       Object.keys(grants)
         .filter((a) => a.startsWith("s3:"))
         .sort(),
-    ).toEqual(["s3:GetObject", "s3:ListBucket", "s3:PutObject"]);
+    ).toEqual(["s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject"]);
+    // Of objects, only a failure marker it wrote for a run a resume had just superseded.
+    expect(grants["s3:DeleteObject"]).toEqual([`${output}/_work/*/failure.json`]);
     // The task queue's backlog, before a merge or reduce task past its lease is queued again (wake.ts).
     expect(grants["sqs:GetQueueAttributes"]?.sort()).toEqual([q(template, "PipelinePartsQueue"), q(template, "PipelineTaskQueue")].sort());
     expect(
@@ -235,11 +238,12 @@ describe("least privilege", () => {
     expect(grants["s3:GetObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
     expect(grants["s3:PutObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
     expect(grants["s3:ListBucket"]).toEqual([output]);
+    expect(grants["s3:DeleteObject"]).toEqual([`${output}/_work/*/failure.json`]);
     expect(
       Object.keys(grants)
         .filter((a) => a.startsWith("s3:"))
         .sort(),
-    ).toEqual(["s3:GetObject", "s3:ListBucket", "s3:PutObject"]);
+    ).toEqual(["s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject"]);
     expect(
       Object.keys(grants)
         .filter((a) => a.startsWith("sqs:"))

@@ -64,8 +64,20 @@ describe("operations", () => {
         Endpoint: LAB_CONTEXT.alertEmail,
         TopicArn: { Ref: topic() },
       });
-      const policy = JSON.stringify(resource(template, "AWS::SNS::TopicPolicy", "PipelineMonitoringAlarmTopic").resource.Properties);
-      expect(policy).toContain('"aws:SecureTransport":"false"');
+      const policy = resource(template, "AWS::SNS::TopicPolicy", "PipelineMonitoringAlarmTopic").resource.Properties as {
+        PolicyDocument: { Statement: { Effect: string; Principal?: { Service?: string }; Action: string; Condition?: unknown }[] };
+      };
+      expect(JSON.stringify(policy)).toContain('"aws:SecureTransport":"false"');
+      // The policy replaces SNS's default one: CloudWatch may publish only if it says so, and for this account's alarms only.
+      const allows = policy.PolicyDocument.Statement.filter((s) => s.Effect === "Allow");
+      expect(allows).toHaveLength(1);
+      expect(allows[0]).toMatchObject({ Principal: { Service: "cloudwatch.amazonaws.com" }, Action: "sns:Publish" });
+      expect(JSON.stringify(allows[0]!.Condition)).toContain("aws:SourceAccount");
+    });
+
+    it("leave nothing behind on cdk destroy: every log group the stack makes is removed with it", () => {
+      for (const [id, group] of Object.entries(template.findResources("AWS::Logs::LogGroup")))
+        expect(group["DeletionPolicy"], id).toBe("Delete");
     });
   });
 

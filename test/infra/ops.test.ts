@@ -320,7 +320,8 @@ describe("the staged code, run as Lambda and the image would run it, against the
     /** The stack's environment for a role, references to the emulator's resources, its code root to where the copy is. */
     const envFor = (env: Env, root: string, copy: string): NodeJS.ProcessEnv => {
       // The emulator has no ECS: the splitter runs without a fleet to wake (the backlog alone scales it).
-      const fleetNames = new Set(["CLOUDMILL_WORKER_CLUSTER", "CLOUDMILL_WORKER_SERVICE"]);
+      // The region (AWS::Region) is the emulator's, set below.
+      const fleetNames = new Set(["CLOUDMILL_WORKER_CLUSTER", "CLOUDMILL_WORKER_SERVICE", "AWS_REGION"]);
       const values = Object.fromEntries(
         Object.entries(env)
           .filter(([k]) => !fleetNames.has(k))
