@@ -722,7 +722,8 @@ export class Cloudmill {
       () =>
         new CloudmillError(
           ErrorCode.DEADLINE,
-          `job ${jobId}: the stack had not taken the retry within ${timeoutMs} ms; it may yet (\`cloudmill status\`, or the splitter's log)`,
+          `job ${jobId}: the stack had not taken the retry within ${timeoutMs} ms; it may yet ` +
+            "(`cloudmill status`, or the splitter's log)",
           {
             jobId,
           },
