@@ -15,6 +15,9 @@
  * - Abandoned long polls: fauxqs keeps waiting after a client aborts a ReceiveMessage and
  *   would hand the next message to the dead connection (hidden for its visibility timeout);
  *   here such messages go straight back to the queue, their receive uncounted.
+ * - POST-policy uploads (browser forms, boto3's presigned POST) and UploadPartCopy (a large
+ *   `aws s3 cp` from one key to another), which fauxqs lacks: answered here (s3Forms.ts).
+ * - An empty PUT without a Content-Type, or one sent as SQS's JSON type, is bytes too.
  *
  * Queues are found only by the exact URL fauxqs issued: always take URLs from CreateQueue /
  * GetQueueUrl (createDevResources returns them), never build them.
@@ -28,6 +31,7 @@ import type { S3Client } from "@aws-sdk/client-s3";
 import { CreateQueueCommand, GetQueueAttributesCommand, GetQueueUrlCommand, SetQueueAttributesCommand } from "@aws-sdk/client-sqs";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES } from "../core/constants.js";
+import { escapeXml, FormError, isFormUpload, parseFormUpload, partCopySource, postResponseXml, s3ErrorXml } from "./s3Forms.js";
 
 export type ObjectCreatedListener = (event: S3Event) => void | Promise<void>;
 
@@ -110,12 +114,91 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
     done(null, fields);
   });
 
+  // (e) An S3 body sent as SQS's JSON type is bytes too; only SQS's own requests are JSON.
+  app.removeContentTypeParser("application/x-amz-json-1.0");
+  app.addContentTypeParser("application/x-amz-json-1.0", { parseAs: "buffer", bodyLimit: BODY_LIMIT }, (req, body, done) => {
+    if (isS3Body(req.method, req.url)) return done(null, body);
+    try {
+      done(null, JSON.parse((body as Buffer).toString("utf8")));
+    } catch (err) {
+      done(err as Error);
+    }
+  });
+  app.addContentTypeParser("multipart/form-data", { parseAs: "buffer", bodyLimit: BODY_LIMIT }, (_req, body, done) => done(null, body));
+
   // (a) S3 events. onSend runs in the same tick as the handler's send(), so the store still
   // holds exactly the object this request wrote; onResponse then emits after the reply is out.
   const listeners = new Set<ObjectCreatedListener>();
   const running = new Set<Promise<void>>();
   const created = new WeakMap<object, S3EventRecord>();
   let sequence = 0;
+  const recordOf = (
+    request: { readonly ip: string },
+    reply: { getHeader(name: string): unknown },
+    bucket: string,
+    key: string,
+    eventName: string,
+    obj: { readonly contentLength: number; readonly etag: string },
+  ): S3EventRecord => ({
+    eventVersion: "2.1",
+    eventSource: "aws:s3",
+    awsRegion: region,
+    eventTime: new Date().toISOString(),
+    eventName,
+    userIdentity: { principalId: "AWS:CLOUDMILLDEV" },
+    requestParameters: { sourceIPAddress: request.ip },
+    responseElements: {
+      "x-amz-request-id": String(reply.getHeader("x-amz-request-id") ?? ""),
+      "x-amz-id-2": String(reply.getHeader("x-amz-id-2") ?? ""),
+    },
+    s3: {
+      s3SchemaVersion: "1.0",
+      configurationId: "cloudmill-dev",
+      bucket: { name: bucket, ownerIdentity: { principalId: "CLOUDMILLDEV" }, arn: `arn:aws:s3:::${bucket}` },
+      object: {
+        key: encodeEventKey(key),
+        size: obj.contentLength,
+        eTag: obj.etag.replaceAll('"', ""),
+        sequencer: `${Date.now().toString(16).padStart(12, "0")}${(sequence++).toString(16).padStart(8, "0")}`.toUpperCase(),
+      },
+    },
+  });
+
+  // (f) What fauxqs lacks, before its handlers run: a form upload is stored and answered here; a
+  // part copy's source becomes the part's body; an empty PUT's missing body is empty bytes.
+  const partCopies = new WeakSet<object>();
+  app.addHook("preHandler", async (request, reply) => {
+    const params = request.params as { bucket?: string } | undefined;
+    const query = request.query as Record<string, string | undefined> | undefined;
+    try {
+      if (isFormUpload(request.method, request.routeOptions.url, request.headers["content-type"]) && params?.bucket) {
+        const upload = await parseFormUpload(request.body as Buffer, request.headers["content-type"]!);
+        const obj = stores.s3Store.putObject(params.bucket, upload.key, upload.body, upload.contentType, upload.metadata);
+        created.set(request, recordOf(request, reply, params.bucket, upload.key, "ObjectCreated:Post", obj));
+        const location = `/${params.bucket}/${upload.key.split("/").map(encodeURIComponent).join("/")}`;
+        reply.header("etag", obj.etag).header("location", location);
+        if (upload.status !== 201) return reply.status(upload.status).send();
+        return reply
+          .status(201)
+          .header("content-type", "application/xml")
+          .send(postResponseXml(location, params.bucket, upload.key, obj.etag));
+      }
+      const source = request.headers["x-amz-copy-source"];
+      if (request.method === "PUT" && query?.["uploadId"] && query["partNumber"] && typeof source === "string") {
+        const { bucket, key, range } = partCopySource(source, request.headers["x-amz-copy-source-range"] as string | undefined);
+        const obj = storedObject(stores.s3Store, bucket, key);
+        if (!obj) throw new FormError("NoSuchKey", "The specified key does not exist.", 404);
+        if (range && range[1] >= obj.body.length)
+          throw new FormError("InvalidRange", "The x-amz-copy-source-range is past the end of the source object.");
+        request.body = range ? obj.body.subarray(range[0], range[1] + 1) : obj.body;
+        partCopies.add(request);
+      } else if (request.body === undefined && isS3Body(request.method, request.url)) request.body = Buffer.alloc(0);
+    } catch (err) {
+      if (!(err instanceof FormError)) throw err;
+      return reply.status(err.status).header("content-type", "application/xml").send(s3ErrorXml(err.code, err.message));
+    }
+    return undefined;
+  });
 
   app.addHook("onSend", (request, reply, payload, done) => {
     const params = request.params as { bucket?: string; "*"?: string } | undefined;
@@ -130,32 +213,15 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
         eventName = "ObjectCreated:CompleteMultipartUpload";
       }
       const obj = eventName ? storedObject(stores.s3Store, bucket, key) : undefined;
-      if (eventName && obj) {
-        created.set(request, {
-          eventVersion: "2.1",
-          eventSource: "aws:s3",
-          awsRegion: region,
-          eventTime: new Date().toISOString(),
-          eventName,
-          userIdentity: { principalId: "AWS:CLOUDMILLDEV" },
-          requestParameters: { sourceIPAddress: request.ip },
-          responseElements: {
-            "x-amz-request-id": String(reply.getHeader("x-amz-request-id") ?? ""),
-            "x-amz-id-2": String(reply.getHeader("x-amz-id-2") ?? ""),
-          },
-          s3: {
-            s3SchemaVersion: "1.0",
-            configurationId: "cloudmill-dev",
-            bucket: { name: bucket, ownerIdentity: { principalId: "CLOUDMILLDEV" }, arn: `arn:aws:s3:::${bucket}` },
-            object: {
-              key: encodeEventKey(key),
-              size: obj.contentLength,
-              eTag: obj.etag.replaceAll('"', ""),
-              sequencer: `${Date.now().toString(16).padStart(12, "0")}${(sequence++).toString(16).padStart(8, "0")}`.toUpperCase(),
-            },
-          },
-        });
-      }
+      if (eventName && obj) created.set(request, recordOf(request, reply, bucket, key, eventName, obj));
+    }
+    if (partCopies.has(request) && reply.statusCode === 200) {
+      // UploadPartCopy answers with its part's ETag in an XML body (UploadPart, in a header).
+      reply.header("content-type", "application/xml");
+      const etag = escapeXml(String(reply.getHeader("etag") ?? ""));
+      payload =
+        `<?xml version="1.0" encoding="UTF-8"?>\n<CopyPartResult><ETag>${etag}</ETag>` +
+        `<LastModified>${new Date().toISOString()}</LastModified></CopyPartResult>`;
     }
     // (d) A long poll whose client has gone: put what it took back on the queue.
     if (request.headers["x-amz-target"] === "AmazonSQS.ReceiveMessage" && clientGone(request.raw)) {
@@ -168,7 +234,7 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
   app.addHook("onResponse", (request, reply, done) => {
     counts[requestKind(request.method, request.url, request.headers["x-amz-target"])]++;
     const record = created.get(request);
-    if (record && reply.statusCode === 200) {
+    if (record && reply.statusCode >= 200 && reply.statusCode < 300) {
       for (const listener of listeners) {
         const run: Promise<void> = Promise.resolve()
           .then(() => listener({ Records: [record] }))

@@ -6,7 +6,7 @@
  */
 import { execFile, execFileSync } from "node:child_process";
 import { promisify } from "node:util";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -114,5 +114,53 @@ print(s3.head_object(Bucket=${JSON.stringify(cloud().input)}, Key='count/multi.t
       `${cloud().cloud.endpoint}/${cloud().input}/count/signed.txt`,
     );
     expect(await counted("count/signed.txt")).toEqual({ records: expected });
+  });
+
+  it.each([204, 201])(
+    "a browser-style form POST (boto3's presigned POST, sent by curl -F) stores the file and starts its job (answer %i)",
+    async (status) => {
+      const name = `form-${status}.txt`;
+      const expected = await lines(name, 4_000, status);
+      // A file whose text looks like S3's delete listing: it is data, and deletes nothing.
+      await cloud().put("count/victim.txt", "kept\n");
+      await writeFile(path.join(dir, name), `<Delete><Object><Key>count/victim.txt</Key></Object></Delete>\n`, { flag: "a" });
+      const fields = JSON.parse(
+        await boto3(`import json
+post = s3.generate_presigned_post(${JSON.stringify(cloud().input)}, 'count/\${filename}',
+    Fields={'success_action_status': '${status}'}, Conditions=[{'success_action_status': '${status}'}], ExpiresIn=600)
+print(json.dumps(post))`),
+      ) as { url: string; fields: Record<string, string> };
+      const form = Object.entries(fields.fields).flatMap(([k, v]) => ["-F", `${k}=${v}`]);
+      const answer = await curl("-w", "%{http_code}", ...form, "-F", `file=@${name}`, fields.url);
+      expect(answer.slice(-3)).toBe(String(status));
+      if (status === 201) expect(answer).toContain(`<Key>count/${name}</Key>`);
+      expect(await counted(`count/${name}`)).toEqual({ records: expected + 1 });
+      expect((await cloud().get(cloud().input, `count/${name}`))?.equals(execFileSync("cat", [name], { cwd: dir }))).toBe(true);
+      expect((await cloud().get(cloud().input, "count/victim.txt"))?.toString()).toBe("kept\n");
+    },
+  );
+
+  it("an empty object, a body sent as SQS's JSON type, and a multipart copy (UploadPartCopy) are stored as S3 stores them", async () => {
+    await boto3(`s3.put_object(Bucket=${JSON.stringify(cloud().input)}, Key='count/empty.txt', Body=b'')`);
+    expect(await counted("count/empty.txt")).toEqual({ records: 0 });
+
+    const jsonTyped = await lines("typed.txt", 2_000, 5);
+    const url = (
+      await boto3(
+        `print(s3.generate_presigned_url('put_object', Params={'Bucket': ${JSON.stringify(cloud().input)}, 'Key': 'count/typed.txt'}))`,
+      )
+    ).trim();
+    await curl("-X", "PUT", "-H", "Content-Type: application/x-amz-json-1.0", "--data-binary", "@typed.txt", url);
+    expect(await counted("count/typed.txt")).toEqual({ records: jsonTyped });
+
+    // Copied in 5 MiB parts, each an UploadPartCopy of a range of the source, as aws s3 cp does past its threshold.
+    const big = await lines("big.txt", 600_000, 3);
+    await boto3(
+      `s3.upload_file('big.txt', ${JSON.stringify(cloud().input)}, '_staging/big.txt')
+s3.copy({'Bucket': ${JSON.stringify(cloud().input)}, 'Key': '_staging/big.txt'}, ${JSON.stringify(cloud().input)}, 'count/copied.txt',
+    Config=TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024))`,
+    );
+    expect(await counted("count/copied.txt")).toEqual({ records: big });
+    expect((await cloud().get(cloud().input, "count/copied.txt"))?.equals(await readFile(path.join(dir, "big.txt")))).toBe(true);
   });
 });
