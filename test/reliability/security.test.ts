@@ -27,12 +27,14 @@ import { SqsWakeSender } from "../../lib/aws/SqsWakeSender.js";
 import { awsClients, type AwsClients } from "../../lib/aws/clients.js";
 import { cloudDeps, cloudSplitDeps } from "../../lib/aws/cloudDeps.js";
 import { DEV_BUCKETS } from "../../lib/core/constants.js";
-import { partKey, partsPrefix, retryRequestKey } from "../../lib/core/keys.js";
+import { failureKey, jobSpecOutputKeys, partKey, partsPrefix, pastEndKey, retryRequestKey } from "../../lib/core/keys.js";
 import { createDevResources, encodeEventKey, startEmulator, type Emulator } from "../../lib/dev/emulator.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
 import { packageRoot } from "../../lib/local/paths.js";
 import { deadLetterHandler, reducerHandler } from "../../lib/aws/handlers.js";
+import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
+import { failJob } from "../../lib/core/pipeline/deadLetter.js";
 import { handleObjectCreated, type TriggerConfig } from "../../lib/core/pipeline/trigger.js";
 import type { PipelineDeps } from "../../lib/core/pipeline/deps.js";
 import { faultyClients, type CompletedRequest, type FaultInjectionOptions } from "../../lib/dev/faultInjection.js";
@@ -367,6 +369,29 @@ describe("each role may do exactly what its code does", () => {
     const keyed = started.at(-1) as { jobId: string };
     await runWorker();
     await reduce(partEvents(keyed.jobId, [0]));
+
+    // A failure that lands as a resume supersedes the run it judged is taken back (failJob): each
+    // role that fails jobs removes the marker it wrote. The resume's own first step lands while the
+    // marker's write is under way.
+    const roleOutputs = {
+      worker: workerDeps,
+      reducer: cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, reducerClients),
+      deadLetters: cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, clientsOf("deadLetters")),
+    };
+    const plainOutput = cloudDeps({ outputBucket: DEV_BUCKETS.output }, silentLogger, plain).output;
+    for (const [role, deps] of Object.entries(roleOutputs)) {
+      const jobId = `review-taken-back-${role}`;
+      const output = Object.assign(Object.create(deps.output) as typeof deps.output, {
+        put: async (key: string, body: Parameters<typeof deps.output.put>[1], options?: Parameters<typeof deps.output.put>[2]) => {
+          if (key === failureKey(jobId)) await plainOutput.put(pastEndKey(jobId, 1), "{}");
+          return deps.output.put(key, body, options);
+        },
+      });
+      const target = { jobId, output: jobSpecOutputKeys(jobId), chunks: 1, done: 0, run: 0 };
+      expect(
+        await failJob({ ...deps, output }, target, new CloudmillError(ErrorCode.BAD_RECORD, "a record of the run before")),
+      ).toBeUndefined();
+    }
     const status = await plain.s3.send(new GetObjectCommand({ Bucket: DEV_BUCKETS.output, Key: "distinct/review words.txt/status.json" }));
     expect(JSON.parse(await status.Body!.transformToString())).toMatchObject({ state: "succeeded" });
     const result = await plain.s3.send(new GetObjectCommand({ Bucket: DEV_BUCKETS.output, Key: "distinct/review words.txt/result.json" }));
