@@ -15,6 +15,8 @@ import { runTask } from "../../lib/core/pipeline/task.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { TaskWorker } from "../../lib/aws/TaskWorker.js";
+import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
+import { failJob } from "../../lib/core/pipeline/deadLetter.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { waitFor } from "../helpers/devCloud.js";
 
@@ -210,5 +212,21 @@ describe("cancelJob", () => {
     expect(await readJson(store, out.status, JobStatus)).toEqual(later);
     expect(await cancelJob(deps(), JOB, out)).toMatchObject({ kind: "already-ended" });
     expect(await readJson(store, out.status, JobStatus)).toEqual(later);
+  });
+
+  it("a failure keeps what the status said of the job: its op, its inputs and the chunks done", async () => {
+    await startRunning(7);
+    // A dead letter's judge knows no count of the chunks done.
+    const error = new CloudmillError(ErrorCode.CHUNK_FAILED, "chunk 3 failed after 3 attempts: worker killed");
+    const roleDeps = { ...deps(), inputStore: () => store, registry: new OpRegistry() };
+    await failJob(roleDeps, { jobId: JOB, output: out, chunks: 10, done: 0, startedAt: manifest.createdAt }, error);
+    expect(await readJson(store, out.status, JobStatus)).toMatchObject({
+      state: "failed",
+      done: 7,
+      op: "count",
+      inputs: ["s3://in/data.txt"],
+      startedAt: manifest.createdAt,
+      error: { code: "CHUNK_FAILED" },
+    });
   });
 });

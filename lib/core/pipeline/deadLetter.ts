@@ -35,6 +35,10 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
   }
   const at = new Date(nowOf(deps)).toISOString();
   const statusError = statusErrorOf(error);
+  // What the status said of the job is kept (its op, inputs, resumes, first chunk), and its
+  // progress: a failure judged from a dead letter knows no count of the chunks done.
+  const shown = await readJsonIfExists(deps.output, target.output.status, JobStatus).catch(() => undefined);
+  const own = shown?.jobId === target.jobId ? shown : undefined;
   await writeJson(deps.output, failureKey(target.jobId), { error: statusError, at });
   // A resume that began while the marker was being written (past the look above) removes the
   // marker first and then runs on: a marker landing after that removal is this run's failure,
@@ -46,10 +50,11 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
     return undefined;
   }
   const status: JobStatus = {
+    ...(own ? keptOf(own) : {}),
     jobId: target.jobId,
     state: "failed",
     chunks: target.chunks,
-    done: target.done,
+    done: Math.max(target.done, own?.done ?? 0),
     ...(target.startedAt ? { startedAt: target.startedAt } : {}),
     finishedAt: at,
     error: statusError,
@@ -71,6 +76,14 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
   }
   deps.log.error("job failed", { ...logFieldsOf(error), jobId: target.jobId });
   return status;
+};
+
+/** The fields of a job's status that describe the job, not its end. */
+const keptOf = (s: JobStatus): Partial<JobStatus> => {
+  const { op, opDigest, inputs, inputCount, triggeredAt, retries, resumed, firstChunk } = s;
+  return Object.fromEntries(
+    Object.entries({ op, opDigest, inputs, inputCount, triggeredAt, retries, resumed, firstChunk }).filter(([, v]) => v !== undefined),
+  );
 };
 
 /**
