@@ -10,6 +10,7 @@ import path from "node:path";
 import { parentPort, workerData } from "node:worker_threads";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import { isTaskOp, type TaskContext } from "../core/ops/defineTask.js";
+import { whyNotJson } from "../core/ops/jsonValue.js";
 import { opsRegistry } from "../core/ops/opModules.js";
 import type { Params } from "../core/job/spec.js";
 import type { FromThread, ItemThreadData, ToThread } from "./protocol.js";
@@ -39,8 +40,12 @@ const put = (name: string, body: Uint8Array | string): Promise<string> => {
   });
 };
 
-/** The output as JSON, or why it is not JSON. */
-const asJson = (value: unknown): unknown => JSON.parse(JSON.stringify(value ?? null) ?? "null") as unknown;
+/** The output as JSON; a value JSON would change (NaN as null, a Map as {}) is refused, with why. */
+const asJson = (value: unknown): unknown => {
+  const why = value === undefined ? "" : whyNotJson(value, "the output");
+  if (why) throw new Error(why);
+  return JSON.parse(JSON.stringify(value ?? null) ?? "null") as unknown;
+};
 
 type Done = Extract<FromThread, { kind: "done" }>;
 
@@ -71,7 +76,7 @@ const runItem = async (task: string, params: Params, index: number, offset: numb
     try {
       return { kind: "done", index, ok: true, value: asJson(output) };
     } catch (err) {
-      return { kind: "done", index, ok: false, code: ErrorCode.ITEM_FAILED, message: `output is not JSON (${(err as Error).message})` };
+      return { kind: "done", index, ok: false, code: ErrorCode.ITEM_FAILED, message: `output is not JSON: ${(err as Error).message}` };
     }
   } catch (err) {
     const e = toCloudmillError(err);
@@ -98,6 +103,8 @@ const drainQueue = async (): Promise<void> => {
 };
 
 const runItems = async (message: Extract<ToThread, { kind: "items" }>): Promise<void> => {
+  // The op modules load before the first item's clock starts: their load time is no item's.
+  await registry.catch(() => undefined);
   for (const [i, item] of message.items.entries()) {
     const index = message.base + i;
     send({ kind: "start", index });

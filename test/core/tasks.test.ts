@@ -95,6 +95,45 @@ describe("a task over items", () => {
     ]);
   });
 
+  it("an item whose output JSON would change (a Map, NaN, a Set, an array hole) fails, saying what of it is not JSON", async () => {
+    const items = [{ n: 0 }, { n: 1, give: "map" }, { n: 2, give: "nan" }, { n: 3, give: "set" }, { n: 4, give: "hole" }, { n: 5 }];
+    const file = await writeItems("not-json.jsonl", items);
+    const r = (await runItems(file, {}, { chunkSize: 10_000 })).result as TaskResult<number>;
+    expect(r.results).toEqual(pythonReference(file).results);
+    const failed = (index: number, why: string) => ({ index, code: "ITEM_FAILED", message: `output is not JSON: ${why}` });
+    expect(r.errors).toEqual([
+      failed(1, "the output is a Map, not a plain object or array"),
+      failed(2, "the output.x is NaN"),
+      failed(3, "the output.seen is a Set, not a plain object or array"),
+      failed(4, "the output[1] is undefined"),
+    ]);
+  });
+
+  it("a module that takes longer to load than an item may run spends none of the items' time", async () => {
+    const slow = path.join(dir, "slow-tasks.mjs");
+    await writeFile(
+      slow,
+      `import { defineTask } from ${JSON.stringify(pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineTask.js")).href)};
+await new Promise((resolve) => setTimeout(resolve, 1500));
+export const settle = defineTask({
+  name: "settle",
+  timeoutSeconds: 1,
+  run: async (item) => { await new Promise((resolve) => setTimeout(resolve, 100)); return item.n * 2; },
+});
+`,
+    );
+    const slowRegistry = await opsRegistry([slow]);
+    const file = await writeItems("slow.jsonl", [{ n: 1 }, { n: 2 }, { n: 3 }]);
+    const { result } = await runLocal({
+      spec: parseJobSpec({ op: "settle", inputs: [file], chunkSize: 10_000 }),
+      registry: slowRegistry,
+      opsModules: [slow],
+      workers: 1,
+      log: silentLogger,
+    });
+    expect(result).toMatchObject({ items: 3, results: [2, 4, 6], errors: [] });
+  });
+
   it("an item that allocates past its memory, or exits, fails alone; the process and later items go on", async () => {
     const items = [{ n: 0 }, { n: 1, hog: true }, { n: 2 }, { n: 3, exit: true }, { n: 4 }];
     const file = await writeItems("hog.jsonl", items);

@@ -53,6 +53,9 @@ const notJson = (v: unknown, at: string, path: Set<object> | undefined): string 
   return "";
 };
 
+/** Why `v` is not a value JSON carries unchanged, naming the part of it (`at`) that is not; "" when it is. */
+export const whyNotJson = (v: unknown, at = "the value"): string => notJson(v, at, new Set());
+
 /**
  * Returns `v` when JSON carries it unchanged; otherwise throws, naming the op and what gave the
  * value (`what`: "map", "combine", "emit for key \"a\""). `undefined` is refused only inside
