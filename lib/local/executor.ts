@@ -5,6 +5,7 @@
  */
 import { Worker } from "node:worker_threads";
 import { DEFAULTS } from "../core/constants.js";
+import { MAX_TIMER_MS } from "../core/sleep.js";
 import { CloudmillError, ErrorCode, toCloudmillError, type SerializedError } from "../core/errors.js";
 import type { TaskMessage } from "../core/job/manifest.js";
 import type { PipelineDeps } from "../core/pipeline/deps.js";
@@ -159,7 +160,11 @@ class TaskThread {
     // Past its time (the job's own, else the run's) the task's thread is ended: an op that never returns cannot be interrupted.
     // The time counts from the thread's boot: loading modules on a busy machine is not the chunk's time.
     const seconds = task.job.taskTimeoutSeconds ?? this.taskTimeoutSeconds;
-    await Promise.race([this.#booted, new Promise<void>((resolve) => setTimeout(resolve, seconds * 1000).unref())]);
+    // No limit (a task's chunk, whose items have their own): no timer, which past Node's longest would fire at once.
+    const limited = seconds * 1000 <= MAX_TIMER_MS;
+    await (limited
+      ? Promise.race([this.#booted, new Promise<void>((resolve) => setTimeout(resolve, seconds * 1000).unref())])
+      : this.#booted);
     if (this.#worker !== worker) throw new CloudmillError(ErrorCode.ENVIRONMENT, "worker thread exited while it started");
     // Stopped (the job ended, or another copy of the chunk finished first): the thread goes with
     // its total, whose chunks the engine maps again if it needs them.
@@ -168,15 +173,17 @@ class TaskThread {
       stop();
       throw new CloudmillError(ErrorCode.CANCELLED, "the task was stopped");
     }
-    const timer = setTimeout(
-      () =>
-        this.#end(
-          worker,
-          new CloudmillError(ErrorCode.TASK_TIMEOUT, `the chunk did not finish within ${seconds} s (taskTimeoutSeconds)`),
-          STUCK_GRACE_MS,
-        ),
-      seconds * 1000,
-    );
+    const timer = limited
+      ? setTimeout(
+          () =>
+            this.#end(
+              worker,
+              new CloudmillError(ErrorCode.TASK_TIMEOUT, `the chunk did not finish within ${seconds} s (taskTimeoutSeconds)`),
+              STUCK_GRACE_MS,
+            ),
+          seconds * 1000,
+        )
+      : undefined;
     options.signal?.addEventListener("abort", stop, { once: true });
     let reply: ThreadReply & { ok: true };
     try {

@@ -4,7 +4,7 @@
  * worker threads. Memory is bounded by chunk size × workers, not by input size.
  */
 import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
-import { copyFile, lstat, mkdir, mkdtemp, readdir, realpath, rename, rm, rmdir, stat } from "node:fs/promises";
+import { copyFile, cp, lstat, mkdir, mkdtemp, readdir, realpath, rename, rm, rmdir, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { FsBlobStore } from "../fs/FsBlobStore.js";
@@ -34,7 +34,7 @@ import type { SplitDeps } from "../core/pipeline/deps.js";
 import { failJob, handleDeadLetter } from "../core/pipeline/deadLetter.js";
 import { readBytes, readJson, writeJson } from "../core/pipeline/blobJson.js";
 import { backupRaces, median, stragglerAfterMs, stragglers } from "../core/pipeline/backups.js";
-import { backupKey } from "../core/keys.js";
+import { backupKey, JOBS_PREFIX } from "../core/keys.js";
 import { OrderedPartMerge, type MergedParts } from "../core/pipeline/partMerge.js";
 import { partsCarryReadings } from "../core/pipeline/part.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
@@ -45,7 +45,7 @@ import { afterFailedAttempt } from "../core/pipeline/attempts.js";
 import { lineNumberAt, lineNumberIn } from "../core/records/lineNumber.js";
 import { inputRangeBytes } from "../core/records/inputBytes.js";
 import type { Span } from "../core/records/alignedBlocks.js";
-import { isTaskOp } from "../core/ops/defineTask.js";
+import { isTaskOp, type TaskResult } from "../core/ops/defineTask.js";
 import { isShuffled } from "../core/ops/types.js";
 import { resolveStoredResult } from "../core/pipeline/items.js";
 import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
@@ -151,8 +151,9 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     spec.id ?? `local-${digestOf([job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag])])}`;
 
   const outDir = path.resolve(options.outDir ?? path.join("cloudmill-out", jobId));
-  // Made before any work, so that one that cannot be made fails now; removed again if the job fails.
-  const madeDirs = isShuffled(op) ? await makeOutDir(outDir, spec.inputs, inputs) : [];
+  // Made before any work, so that one that cannot be made fails now; removed again if the job
+  // fails (or, for a task, stores no object).
+  const madeDirs = isShuffled(op) || isTaskOp(op) ? await makeOutDir(outDir, spec.inputs, inputs) : [];
   let partsMoved = false;
   const workDir = options.workDir ?? (await mkdtemp(path.join(os.tmpdir(), "cloudmill-")));
   const output = new FsBlobStore(workDir);
@@ -182,7 +183,8 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
             opsModules: options.opsModules ?? [],
             ...(spec.taskMemoryMiB !== undefined ? { memoryMiB: spec.taskMemoryMiB } : {}),
           },
-          options.taskTimeoutSeconds,
+          // A task's chunk has no time limit of its own, as on the fleet: each item has its own.
+          isTaskOp(op) ? Number.POSITIVE_INFINITY : options.taskTimeoutSeconds,
         )
       : inlineExecutor(deps);
 
@@ -213,11 +215,11 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     // Item outputs stored on their own are read back before the work directory goes; a keyed
     // job's parts move to the output directory.
     const result = isTaskOp(op)
-      ? await resolveStoredResult(output, stored, jobId)
+      ? await keepFiles(workDir, (await resolveStoredResult(output, stored, jobId)) as TaskResult, jobId, outDir)
       : isShuffled(op)
         ? await moveParts(workDir, stored, outDir)
         : stored;
-    partsMoved = true;
+    partsMoved = !isTaskOp(op) || (result as TaskResult).files.length > 0;
     const report =
       runs &&
       buildReport({
@@ -306,6 +308,24 @@ const makeOutDir = async (outDir: string, inputs: readonly string[], objects: re
 };
 
 const PART_NAME = /^part-\d{5,}\.(jsonl|txt)$/;
+
+/**
+ * Moves the objects a task's items stored (ctx.put) out of the work directory, which goes when
+ * the run ends: `_jobs/<jobId>/files/<name>` to `<outDir>/files/<name>`, listed by path there.
+ */
+const keepFiles = async (workDir: string, result: TaskResult, jobId: string, outDir: string): Promise<TaskResult> => {
+  if (result.files.length === 0) return result;
+  const from = path.join(workDir, JOBS_PREFIX, jobId, "files");
+  const to = path.join(outDir, "files");
+  await rm(to, { recursive: true, force: true });
+  await rename(from, to).catch(async (err: NodeJS.ErrnoException) => {
+    // Another filesystem (a temp dir on tmpfs): copy instead.
+    if (err.code !== "EXDEV") throw err;
+    await cp(from, to, { recursive: true });
+  });
+  const prefix = `${JOBS_PREFIX}${jobId}/files/`;
+  return { ...result, files: result.files.map((key) => (key.startsWith(prefix) ? path.join(to, key.slice(prefix.length)) : key)) };
+};
 
 /**
  * Moves a keyed job's parts from the work directory to `outDir` and names them by path there.

@@ -42,7 +42,11 @@ const writeItems = async (name: string, items: readonly unknown[]): Promise<stri
   return file;
 };
 
-const runItems = async (file: string, params: Record<string, string> = {}, extra: { workDir?: string; chunkSize?: number } = {}) =>
+const runItems = async (
+  file: string,
+  params: Record<string, string> = {},
+  extra: { workDir?: string; chunkSize?: number; outDir?: string } = {},
+) =>
   runLocal({
     spec: parseJobSpec({ op: "affine", inputs: [file], params, chunkSize: extra.chunkSize ?? 512 }),
     registry,
@@ -50,6 +54,7 @@ const runItems = async (file: string, params: Record<string, string> = {}, extra
     workers: 2,
     log: silentLogger,
     ...(extra.workDir ? { workDir: extra.workDir } : {}),
+    outDir: extra.outDir ?? path.join(dir, "out", path.basename(file)),
   });
 
 /** Python's answer over the items file: outputs of the items that do not fail, and the indexes that do. */
@@ -164,11 +169,14 @@ export const settle = defineTask({
     const items = [{ n: 0, put: "out/zero.txt" }, { n: 1, big }, { n: 2 }, { n: 3, put: "../escape" }];
     const file = await writeItems("put.jsonl", items);
     const workDir = await mkdtemp(path.join(dir, "work-"));
-    const { result, jobId } = await runItems(file, {}, { workDir, chunkSize: 10_000 });
+    const outDir = path.join(dir, "put-out");
+    const { result, jobId } = await runItems(file, {}, { workDir, chunkSize: 10_000, outDir });
     const r = result as TaskResult;
     const key = `_jobs/${jobId}/files/out/zero.txt`;
-    expect(r.files).toEqual([key]);
-    expect(readFileSync(path.join(workDir, key), "utf8")).toBe("item 0");
+    // Kept when the run's work directory goes: under the out dir, as a keyed job's parts are.
+    expect(r.files).toEqual([path.join(outDir, "files/out/zero.txt")]);
+    expect(readFileSync(r.files[0]!, "utf8")).toBe("item 0");
+    expect(existsSync(path.join(workDir, key))).toBe(false);
     expect(r.results).toEqual([{ stored: key }, "x".repeat(big), 7]);
     expect(existsSync(path.join(workDir, `_jobs/${jobId}/results`))).toBe(true);
     expect(r.errors).toEqual([{ index: 3, code: "ITEM_FAILED", message: expect.stringContaining('ctx.put name "../escape"') }]);
@@ -192,6 +200,25 @@ describe("`cloudmill run` with a task", () => {
     const planned = /"chunks":(\d+)/.exec(r.stderr);
     expect(Number(planned?.[1])).toBeLessThanOrEqual(1000 / 40);
     expect(Number(planned?.[1])).toBeGreaterThan(20);
+  });
+
+  it("keeps the objects items store under --out-dir, and gives a batch no time limit but its items'", async () => {
+    // Three items of 1.2 s each in one batch, under a 2 s chunk limit: each item is within its own 3 s.
+    const file = await writeItems("kept.jsonl", [
+      { n: 0, put: "out/zero.txt" },
+      { n: 1, sleep: 1200 },
+      { n: 2, sleep: 1200 },
+      { n: 3, sleep: 1200 },
+    ]);
+    const outDir = path.join(dir, "kept-out");
+    const args = [BIN, "run", file, "--op", "affine", "--ops", module, "--batch-size", "4", "-w", "1", "--task-timeout", "2"];
+    const r = await runProcess(process.execPath, [...args, "--out-dir", outDir, "--no-progress"], { cwd: dir, env: process.env });
+    expect(r.code, r.stderr).toBe(0);
+    const result = JSON.parse(r.stdout) as TaskResult;
+    expect(result.errors).toEqual([]);
+    expect(result.results.slice(1)).toEqual([4, 7, 10]);
+    expect(result.files).toEqual([path.join(outDir, "files", "out", "zero.txt")]);
+    expect(readFileSync(result.files[0]!, "utf8")).toBe("item 0");
   });
 });
 
