@@ -168,6 +168,9 @@ export interface ChaosCloud {
   stop(): Promise<void>;
 }
 
+/** Longer than the dev cloud's poll of the parts queue (a 1 s long poll). */
+const IDLE_RECHECK_MS = 1500;
+
 export const startChaosCloud = async (options: ChaosCloudOptions): Promise<ChaosCloud> => {
   const { proxy: useProxy, verbose, keepLines = true, hostLogLevel = "info", ...devOptions } = options;
   const lines: LogLine[] = [];
@@ -221,10 +224,17 @@ export const startChaosCloud = async (options: ChaosCloudOptions): Promise<Chaos
     },
     async idle() {
       const tasks = [cloud.taskQueueUrl, ...(cloud.spotTaskQueueUrl ? [cloud.spotTaskQueueUrl] : []), cloud.deadLetterQueueUrl];
-      for (const url of tasks) if ((await depth(url)) > 0) return false;
-      // A delayed message there is the reducer's own wake-up (pipeline/wake.ts): it may outlive the
-      // job by its lease, and finds the job ended when it comes.
-      return (await depth(partsQueueUrl!, false)) === 0;
+      const empty = async (): Promise<boolean> => {
+        for (const url of tasks) if ((await depth(url)) > 0) return false;
+        // A delayed message there is the reducer's own wake-up (pipeline/wake.ts): it may outlive the
+        // job by its lease, and finds the job ended when it comes.
+        return (await depth(partsQueueUrl!, false)) === 0;
+      };
+      // Empty, and still empty a poll later: drained is a state that stays. One read alone can fall
+      // between a reducer's batch and the next part event it takes, and call busy queues drained.
+      if (!(await empty())) return false;
+      await new Promise((resolve) => setTimeout(resolve, IDLE_RECHECK_MS));
+      return empty();
     },
     async stop() {
       await cloud.stop();
