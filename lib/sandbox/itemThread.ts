@@ -3,7 +3,7 @@
  * task it is sent. Its heap is capped by the runner (the task's memoryMiB); the runner ends it
  * when an item overruns its time.
  */
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -25,6 +25,9 @@ let abort = new AbortController();
 /** Set once the worker starts to stop: every later item starts with its signal aborted. */
 let stopping: Error | undefined;
 let nextPut = 0;
+/** The item running now, and its scratch directory once made: what an exit request ends. */
+let current: number | undefined;
+let scratchNow: string | undefined;
 const puts = new Map<number, { resolve: (key: string) => void; reject: (e: Error) => void }>();
 
 const put = (name: string, body: Uint8Array | string): Promise<string> => {
@@ -61,6 +64,7 @@ const runItem = async (task: string, params: Params, index: number, offset: numb
     offset,
     get scratch() {
       scratch ??= mkdtempSync(path.join(os.tmpdir(), `cloudmill-${task}-`));
+      scratchNow = scratch;
       return scratch;
     },
     signal: abort.signal,
@@ -84,6 +88,7 @@ const runItem = async (task: string, params: Params, index: number, offset: numb
     const code = e.code === ErrorCode.INTERNAL ? ErrorCode.ITEM_FAILED : e.code;
     return { kind: "done", index, ok: false, code, message: err instanceof Error ? err.message : String(err) };
   } finally {
+    scratchNow = undefined;
     if (scratch !== undefined) await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
   }
 };
@@ -107,6 +112,7 @@ const runItems = async (message: Extract<ToThread, { kind: "items" }>): Promise<
   await registry.catch(() => undefined);
   for (const [i, item] of message.items.entries()) {
     const index = message.base + i;
+    current = index;
     send({ kind: "start", index });
     const done = await runItem(message.task, message.params, index, item.offset, item.value).catch(
       (err: unknown): Done => ({ kind: "done", index, ok: false, code: ErrorCode.ITEM_FAILED, message: toCloudmillError(err).message }),
@@ -115,8 +121,22 @@ const runItems = async (message: Extract<ToThread, { kind: "items" }>): Promise<
   }
 };
 
+// A promise an item left rejected and unawaited (a ctx.put it did not wait for) would end the
+// thread and fail whichever item runs then, losing its result: it is logged against the item
+// that was running when it surfaced, and the thread goes on.
+process.on("unhandledRejection", (reason) => {
+  const error = reason instanceof Error ? reason.message : String(reason);
+  send({ kind: "log", level: "error", message: "an item left a promise rejected that nothing awaited", fields: { item: current, error } });
+});
+
 port.on("message", (message: ToThread | ExitRequest) => {
-  if (isExitRequest(message)) process.exit(0);
+  if (isExitRequest(message)) {
+    // The item's time is up, or its worker stops: its signal aborts first, so that what it started
+    // with it (a child process) ends too, and its scratch directory goes with the thread.
+    abort.abort(stopping ?? new Error("the item's time is up"));
+    if (scratchNow !== undefined) rmSync(scratchNow, { recursive: true, force: true });
+    process.exit(0);
+  }
   switch (message.kind) {
     case "items":
       queue.push(message);

@@ -3,7 +3,7 @@
  * the local engine over JSONL items; expected values come from Python over the same file.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -112,6 +112,30 @@ describe("a task over items", () => {
       failed(3, "the output.seen is a Set, not a plain object or array"),
       failed(4, "the output[1] is undefined"),
     ]);
+  });
+
+  it("a promise an item leaves rejected is its own: the next item keeps its result", async () => {
+    const file = await writeItems("orphan.jsonl", [{ n: 0, orphan: true }, { n: 1, sleep: 300 }, { n: 2 }]);
+    const r = (await runItems(file, {}, { chunkSize: 10_000 })).result as TaskResult<number>;
+    expect(r.results).toEqual([1, 4, 7]);
+    expect(r.errors).toEqual([]);
+  });
+
+  it("an item past its time has its signal aborted first: what it started with it ends, and its scratch goes", async () => {
+    // A duration no other process here runs: its sleep is found by its arguments.
+    const seconds = "37.2468";
+    const file = await writeItems("child.jsonl", [{ n: 0, child: seconds }, { n: 1 }]);
+    const r = (await runItems(file, {}, { chunkSize: 10_000 })).result as TaskResult<number>;
+    expect(r.errors).toEqual([{ index: 0, code: "ITEM_TIMEOUT", message: "did not finish within 3 s (timeoutSeconds)" }]);
+    expect(r.results).toEqual([4]);
+    const sleeping = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })
+      .split("\n")
+      .filter((l) => l.trim() === `sleep ${seconds}`);
+    expect(sleeping).toEqual([]);
+    const scratches = readdirSync(os.tmpdir()).filter(
+      (d) => d.startsWith("cloudmill-affine-") && existsSync(path.join(os.tmpdir(), d, seconds)),
+    );
+    expect(scratches).toEqual([]);
   });
 
   it("a module that takes longer to load than an item may run spends none of the items' time", async () => {

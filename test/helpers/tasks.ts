@@ -11,7 +11,8 @@ const DEFINE_TASK = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineTask.
 /**
  * `affine`: { n } → 3n + 1; throws on { fail: true }; { hang: "sync" | "async" } never returns;
  * { hog: true } allocates without end; { exit: true } exits its thread; { big: k } returns a string
- * of k "x"; { sleep: ms } answers after ms; { give: "map" | "nan" | "set" | "hole" } returns a value JSON would change; { put: name } stores "item <n>" as an object; { wait: true } logs "waiting" then
+ * of k "x"; { sleep: ms } answers after ms; { orphan: true } leaves a promise rejected; { child: s }
+ * starts \`sleep s\` with ctx.signal, marks its scratch directory with a file named s, and never returns; { give: "map" | "nan" | "set" | "hole" } returns a value JSON would change; { put: name } stores "item <n>" as an object; { wait: true } logs "waiting" then
  * resolves with whether its signal aborted, once it has.
  */
 export const TASKS_MODULE = `import { defineTask } from ${JSON.stringify(DEFINE_TASK)};
@@ -26,6 +27,14 @@ export const affine = defineTask({
     if (item.hog) { const kept = []; for (;;) kept.push(new Array(100000).fill(item.n)); }
     if (item.exit) process.exit(3);
     if (item.big) return "x".repeat(item.big);
+    if (item.orphan) { Promise.reject(new Error("left behind by item " + item.n)); return 3 * item.n + 1; }
+    if (item.child) {
+      const { spawn } = await import("node:child_process");
+      const { writeFileSync } = await import("node:fs");
+      writeFileSync(ctx.scratch + "/" + item.child, "");
+      spawn("sleep", [item.child], { signal: ctx.signal }).on("error", () => {});
+      await new Promise(() => {});
+    }
     if (item.sleep) { await new Promise((resolve) => setTimeout(resolve, item.sleep)); return 3 * item.n + 1; }
     if (item.give === "map") return new Map([["a", 1]]);
     if (item.give === "nan") return { x: NaN };
