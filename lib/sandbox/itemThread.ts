@@ -52,6 +52,19 @@ const asJson = (value: unknown): unknown => {
 
 type Done = Extract<FromThread, { kind: "done" }>;
 
+/** What an item's failure says: an Error's message, a thrown string, else what was thrown, as JSON ("it threw undefined"). */
+const thrownMessage = (err: unknown): string => {
+  if (err instanceof Error) return err.message;
+  if (typeof err === "string") return err;
+  let shown: string;
+  try {
+    shown = JSON.stringify(err) ?? String(err);
+  } catch {
+    shown = String(err);
+  }
+  return `it threw ${shown.length > 200 ? `${shown.slice(0, 200)}…` : shown}`;
+};
+
 const runItem = async (task: string, params: Params, index: number, offset: number, value: unknown): Promise<Done> => {
   const op = (await registry).get(task);
   if (!isTaskOp(op)) return { kind: "done", index, ok: false, code: ErrorCode.UNKNOWN_OP, message: `${task} is an op, not a task` };
@@ -86,7 +99,7 @@ const runItem = async (task: string, params: Params, index: number, offset: numb
     const e = toCloudmillError(err);
     // ENVIRONMENT (a ctx.put that S3 failed) stays so: the runner then has the chunk tried again.
     const code = e.code === ErrorCode.INTERNAL ? ErrorCode.ITEM_FAILED : e.code;
-    return { kind: "done", index, ok: false, code, message: err instanceof Error ? err.message : String(err) };
+    return { kind: "done", index, ok: false, code, message: thrownMessage(err) };
   } finally {
     scratchNow = undefined;
     if (scratch !== undefined) await rm(scratch, { recursive: true, force: true }).catch(() => undefined);

@@ -114,6 +114,16 @@ describe("a task over items", () => {
     ]);
   });
 
+  it("an item that throws what is not an Error says what it threw", async () => {
+    const file = await writeItems("throws.jsonl", [{ n: 0, throws: "undefined" }, { n: 1, throws: "object" }, { n: 2 }]);
+    const r = (await runItems(file, {}, { chunkSize: 10_000 })).result as TaskResult<number>;
+    expect(r.results).toEqual([7]);
+    expect(r.errors).toEqual([
+      { index: 0, code: "ITEM_FAILED", message: "it threw undefined" },
+      { index: 1, code: "ITEM_FAILED", message: 'it threw {"code":42,"why":"a lab\'s own error object"}' },
+    ]);
+  });
+
   it("a promise an item leaves rejected is its own: the next item keeps its result", async () => {
     const file = await writeItems("orphan.jsonl", [{ n: 0, orphan: true }, { n: 1, sleep: 300 }, { n: 2 }]);
     const r = (await runItems(file, {}, { chunkSize: 10_000 })).result as TaskResult<number>;

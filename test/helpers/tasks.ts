@@ -9,7 +9,7 @@ import { ROOT } from "./devCloud.js";
 const DEFINE_TASK = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineTask.js")).href;
 
 /**
- * `affine`: { n } → 3n + 1; throws on { fail: true }; { hang: "sync" | "async" } never returns;
+ * `affine`: { n } → 3n + 1; throws on { fail: true }, and { throws: "undefined" | "object" } throws that; { hang: "sync" | "async" } never returns;
  * { hog: true } allocates without end; { exit: true } exits its thread; { big: k } returns a string
  * of k "x"; { sleep: ms } answers after ms; { orphan: true } leaves a promise rejected; { child: s }
  * starts \`sleep s\` with ctx.signal, marks its scratch directory with a file named s, and never returns; { give: "map" | "nan" | "set" | "hole" } returns a value JSON would change; { put: name } stores "item <n>" as an object; { wait: true } logs "waiting" then
@@ -22,6 +22,8 @@ export const affine = defineTask({
   memoryMiB: 64,
   run: async (item, ctx) => {
     if (item.fail) throw new Error("refused item " + item.n);
+    if (item.throws === "undefined") throw undefined;
+    if (item.throws === "object") throw { code: 42, why: "a lab's own error object" };
     if (item.hang === "sync") for (;;) {}
     if (item.hang === "async") await new Promise(() => {});
     if (item.hog) { const kept = []; for (;;) kept.push(new Array(100000).fill(item.n)); }
