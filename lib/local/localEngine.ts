@@ -151,9 +151,9 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     spec.id ?? `local-${digestOf([job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag])])}`;
 
   const outDir = path.resolve(options.outDir ?? path.join("cloudmill-out", jobId));
-  // Made before any work, so that one that cannot be made fails now; removed again if the job
-  // fails (or, for a task, stores no object).
-  const madeDirs = isShuffled(op) || isTaskOp(op) ? await makeOutDir(outDir, spec.inputs, inputs) : [];
+  // Made before any work, so that one that cannot be made fails now; removed again if the job fails.
+  // A task's is made only once its items have stored objects to keep (keepFiles).
+  const madeDirs = isShuffled(op) ? await makeOutDir(outDir, spec.inputs, inputs) : [];
   let partsMoved = false;
   const workDir = options.workDir ?? (await mkdtemp(path.join(os.tmpdir(), "cloudmill-")));
   const output = new FsBlobStore(workDir);
@@ -215,11 +215,13 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     // Item outputs stored on their own are read back before the work directory goes; a keyed
     // job's parts move to the output directory.
     const result = isTaskOp(op)
-      ? await keepFiles(workDir, (await resolveStoredResult(output, stored, jobId)) as TaskResult, jobId, outDir)
+      ? await keepFiles(workDir, (await resolveStoredResult(output, stored, jobId)) as TaskResult, jobId, outDir, () =>
+          makeOutDir(outDir, spec.inputs, inputs),
+        )
       : isShuffled(op)
         ? await moveParts(workDir, stored, outDir)
         : stored;
-    partsMoved = !isTaskOp(op) || (result as TaskResult).files.length > 0;
+    partsMoved = true;
     const report =
       runs &&
       buildReport({
@@ -310,19 +312,22 @@ const makeOutDir = async (outDir: string, inputs: readonly string[], objects: re
 const PART_NAME = /^part-\d{5,}\.(jsonl|txt)$/;
 
 /**
- * Moves the objects a task's items stored (ctx.put) out of the work directory, which goes when
+ * Copies the objects a task's items stored (ctx.put) out of the work directory, which goes when
  * the run ends: `_jobs/<jobId>/files/<name>` to `<outDir>/files/<name>`, listed by path there.
+ * The out dir is made only then; an object of the same name there is replaced, nothing else is.
  */
-const keepFiles = async (workDir: string, result: TaskResult, jobId: string, outDir: string): Promise<TaskResult> => {
+const keepFiles = async (
+  workDir: string,
+  result: TaskResult,
+  jobId: string,
+  outDir: string,
+  makeOutDir: () => Promise<unknown>,
+): Promise<TaskResult> => {
   if (result.files.length === 0) return result;
+  await makeOutDir();
   const from = path.join(workDir, JOBS_PREFIX, jobId, "files");
   const to = path.join(outDir, "files");
-  await rm(to, { recursive: true, force: true });
-  await rename(from, to).catch(async (err: NodeJS.ErrnoException) => {
-    // Another filesystem (a temp dir on tmpfs): copy instead.
-    if (err.code !== "EXDEV") throw err;
-    await cp(from, to, { recursive: true });
-  });
+  await cp(from, to, { recursive: true, force: true });
   const prefix = `${JOBS_PREFIX}${jobId}/files/`;
   return { ...result, files: result.files.map((key) => (key.startsWith(prefix) ? path.join(to, key.slice(prefix.length)) : key)) };
 };

@@ -4,7 +4,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -210,7 +210,6 @@ export const settle = defineTask({
     // Kept when the run's work directory goes: under the out dir, as a keyed job's parts are.
     expect(r.files).toEqual([path.join(outDir, "files/out/zero.txt")]);
     expect(readFileSync(r.files[0]!, "utf8")).toBe("item 0");
-    expect(existsSync(path.join(workDir, key))).toBe(false);
     expect(r.results).toEqual([{ stored: key }, "x".repeat(big), 7]);
     expect(existsSync(path.join(workDir, `_jobs/${jobId}/results`))).toBe(true);
     expect(r.errors).toEqual([{ index: 3, code: "ITEM_FAILED", message: expect.stringContaining('ctx.put name "../escape"') }]);
@@ -245,6 +244,9 @@ describe("`cloudmill run` with a task", () => {
       { n: 3, sleep: 1200 },
     ]);
     const outDir = path.join(dir, "kept-out");
+    // The lab's own file in the out dir stays: only objects of the same name are replaced.
+    await mkdir(path.join(outDir, "files"), { recursive: true });
+    await writeFile(path.join(outDir, "files", "mine.txt"), "the lab's\n");
     const args = [BIN, "run", file, "--op", "affine", "--ops", module, "--batch-size", "4", "-w", "1", "--task-timeout", "2"];
     const r = await runProcess(process.execPath, [...args, "--out-dir", outDir, "--no-progress"], { cwd: dir, env: process.env });
     expect(r.code, r.stderr).toBe(0);
@@ -253,6 +255,16 @@ describe("`cloudmill run` with a task", () => {
     expect(result.results.slice(1)).toEqual([4, 7, 10]);
     expect(result.files).toEqual([path.join(outDir, "files", "out", "zero.txt")]);
     expect(readFileSync(result.files[0]!, "utf8")).toBe("item 0");
+    expect(readFileSync(path.join(outDir, "files", "mine.txt"), "utf8")).toBe("the lab's\n");
+
+    // A task that stores nothing needs no out dir: it runs where none could be made.
+    const plain = await writeItems("plain-cwd.jsonl", [{ n: 1 }, { n: 2 }]);
+    const where = await runProcess(process.execPath, [BIN, "run", plain, "--op", "affine", "--ops", module, "--no-progress"], {
+      cwd: "/proc",
+      env: process.env,
+    });
+    expect(where.code, where.stderr).toBe(0);
+    expect((JSON.parse(where.stdout) as TaskResult).results).toEqual([4, 7]);
   });
 });
 

@@ -31,8 +31,9 @@ export const affine = defineTask({
     if (item.big) return "x".repeat(item.big);
     if (item.orphan) { Promise.reject(new Error("left behind by item " + item.n)); return 3 * item.n + 1; }
     if (item.child) {
-      const { spawn } = await import("node:child_process");
-      const { writeFileSync } = await import("node:fs");
+      // Not import(): a test runner rewrites that, which would change the code's digest between processes.
+      const { spawn } = process.getBuiltinModule("node:child_process");
+      const { writeFileSync } = process.getBuiltinModule("node:fs");
       writeFileSync(ctx.scratch + "/" + item.child, "");
       spawn("sleep", [item.child], { signal: ctx.signal }).on("error", () => {});
       await new Promise(() => {});
