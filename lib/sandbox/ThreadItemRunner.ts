@@ -18,6 +18,8 @@ export interface ThreadItemRunnerOptions {
   readonly opsModules: readonly string[];
   /** The thread entry file. Default: itemThread.js beside this module. */
   readonly entry?: string;
+  /** The least time a fresh thread has to load the modules before its first item starts. Default MODULE_LOAD_MS. */
+  readonly moduleLoadMs?: number;
 }
 
 type Ended = { readonly code: string; readonly message: string };
@@ -80,6 +82,9 @@ class ItemThread {
   }
 }
 
+/** The least time a thread has to load the lab's modules before its first item starts. */
+const MODULE_LOAD_MS = 60_000;
+
 /** Most items, and bytes of them (a fraction of the thread's heap), sent to a thread at once. */
 const SLICE_ITEMS = 64;
 const SLICE_HEAP_FRACTION = 16;
@@ -104,9 +109,12 @@ export class ThreadItemRunner implements ItemRunner {
   readonly #idle: ItemThread[] = [];
   readonly #busy = new Set<ItemThread>();
 
+  readonly #moduleLoadMs: number;
+
   constructor(options: ThreadItemRunnerOptions) {
     this.#data = { opsModules: [...options.opsModules] };
     this.#entry = options.entry ?? threadEntry(import.meta.url, "itemThread");
+    this.#moduleLoadMs = options.moduleLoadMs ?? MODULE_LOAD_MS;
   }
 
   #acquire(memoryMiB: number): ItemThread {
@@ -260,6 +268,15 @@ export class ThreadItemRunner implements ItemRunner {
         thread.post({ kind: "items", task: batch.task, params: batch.params, base: sent, items: slice });
         sent += slice.length;
       };
+      // A fresh thread loads the lab's modules before its first item's clock starts: a load that
+      // never ends is bounded too, by the longer of MODULE_LOAD_MS and the item's own limit.
+      const loadSeconds = Math.max(this.#moduleLoadMs, batch.limits.timeoutMs) / 1000;
+      timer = setTimeout(() => {
+        void thread.terminate({
+          code: ErrorCode.ITEM_TIMEOUT,
+          message: `its thread did not load the task's modules within ${loadSeconds} s`,
+        });
+      }, loadSeconds * 1000);
       sendMore();
     });
   }

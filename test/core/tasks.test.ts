@@ -269,6 +269,35 @@ describe("`cloudmill run` with a task", () => {
 });
 
 describe("an item thread", () => {
+  it("that never finishes loading the task's modules fails its item, past the load's own limit", async () => {
+    const hanging = path.join(dir, "hanging-load.mjs");
+    await writeFile(
+      hanging,
+      `import { isMainThread } from "node:worker_threads";
+import { defineTask } from ${JSON.stringify(pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineTask.js")).href)};
+if (!isMainThread) await new Promise(() => {});
+export const stuck = defineTask({ name: "stuck", timeoutSeconds: 1, run: async () => 1 });
+`,
+    );
+    const runner = new ThreadItemRunner({ opsModules: [hanging], moduleLoadMs: 2000 });
+    try {
+      const outcomes = await runner.run({
+        task: "stuck",
+        params: {},
+        limits: { timeoutMs: 1000, memoryMiB: 64 },
+        items: [{ offset: 0, value: {} }],
+        stopOnError: false,
+        log: silentLogger,
+        put: () => Promise.reject(new Error("no puts")),
+      });
+      expect(outcomes).toEqual([
+        { ok: false, code: "ITEM_TIMEOUT", message: "its thread did not load the task's modules within 2 s", files: [] },
+      ]);
+    } finally {
+      await runner.close();
+    }
+  });
+
   it("aborts ctx.signal when the worker starts to stop; an item that then ends still returns", async () => {
     const runner = new ThreadItemRunner({ opsModules: [module] });
     const drain = new AbortController();
