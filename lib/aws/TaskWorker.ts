@@ -118,11 +118,9 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         if (await jobEndedMarkers(output, jobId)) {
           // Its status may still say running (a failure handler's status write was lost after its
           // marker), and no part will wake the reducer to show the end: this worker shows it.
-          const manifest = await readJsonIfExists(output, manifestKey(jobId), Manifest);
-          if (manifest)
-            await showEnd(deps, manifest).catch((err: unknown) =>
-              deps.log.warn("could not show the job's end", { jobId, ...logFieldsOf(toCloudmillError(err)) }),
-            );
+          await readJsonIfExists(output, manifestKey(jobId), Manifest)
+            .then((manifest) => manifest && showEnd(deps, manifest))
+            .catch((err: unknown) => deps.log.warn("could not show the job's end", { jobId, ...logFieldsOf(toCloudmillError(err)) }));
           return true;
         }
         return (await exists(output, succeededKey(jobId))) || (await exists(output, pastEndKey(jobId, Number(run.slice(at + 1)) + 1)));

@@ -168,10 +168,11 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
   // part copy's source becomes the part's body; an empty PUT's missing body is empty bytes.
   const partCopies = new WeakSet<object>();
   app.addHook("preHandler", async (request, reply) => {
-    const params = request.params as { bucket?: string } | undefined;
+    const params = request.params as { bucket?: string; "*"?: string } | undefined;
     const query = request.query as Record<string, string | undefined> | undefined;
     try {
-      if (isFormUpload(request.method, request.routeOptions.url, request.headers["content-type"]) && params?.bucket) {
+      if (isFormUpload(request.method, request.routeOptions.url, params?.["*"], request.headers["content-type"]) && params?.bucket) {
+        if (!stores.s3Store.hasBucket(params.bucket)) throw new FormError("NoSuchBucket", "The specified bucket does not exist", 404);
         const upload = await parseFormUpload(request.body as Buffer, request.headers["content-type"]!);
         const obj = stores.s3Store.putObject(params.bucket, upload.key, upload.body, upload.contentType, upload.metadata);
         created.set(request, recordOf(request, reply, params.bucket, upload.key, "ObjectCreated:Post", obj));

@@ -33,9 +33,14 @@ export class FormError extends Error {
   }
 }
 
-/** Whether a request is a POST-policy upload: a POST to a bucket whose body is a form. */
-export const isFormUpload = (method: string, route: string | undefined, contentType: string | undefined): boolean =>
-  method === "POST" && route === "/:bucket" && /^multipart\/form-data\b/i.test(contentType ?? "");
+/** Whether a request is a POST-policy upload: a POST to a bucket (`/b` or `/b/`) whose body is a form. */
+export const isFormUpload = (
+  method: string,
+  route: string | undefined,
+  key: string | undefined,
+  contentType: string | undefined,
+): boolean =>
+  method === "POST" && (route === "/:bucket" || (route === "/:bucket/*" && !key)) && /^multipart\/form-data\b/i.test(contentType ?? "");
 
 /** What S3 replaces in a form's key with the uploaded file's name. */
 const FILENAME = "$" + "{filename}";

@@ -54,7 +54,8 @@ type Done = Extract<FromThread, { kind: "done" }>;
 
 /** What an item's failure says: an Error's message, a thrown string, else what was thrown, as JSON ("it threw undefined"). */
 const thrownMessage = (err: unknown): string => {
-  if (err instanceof Error) return err.message;
+  // An Error of another realm (a vm context) is no instance of this one's.
+  if (err instanceof Error || typeof (err as { message?: unknown } | null)?.message === "string") return (err as Error).message;
   if (typeof err === "string") return err;
   let shown: string;
   try {

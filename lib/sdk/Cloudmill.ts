@@ -282,9 +282,12 @@ export class Cloudmill {
     const parsed = parseJobSpec(given, "");
     const abort = new AbortController();
     const { signal } = options;
-    if (signal?.aborted) abort.abort(signal.reason);
-    else signal?.addEventListener("abort", () => abort.abort(signal.reason), { once: true });
+    const onAbort = (): void => abort.abort(signal!.reason);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
     const submitted = this.#write(id, given, parsed.chunkSize, spec.chunkSize !== undefined, options, abort.signal, opChecked);
+    // A caller's signal outlives its submissions (one for a whole notebook): its listener goes with each.
+    if (signal) void submitted.finally(() => signal.removeEventListener("abort", onAbort)).catch(() => undefined);
     return new JobFuture<R>(id, this.#backend, { submitted, abort });
   }
 

@@ -140,6 +140,21 @@ print(json.dumps(post))`),
     },
   );
 
+  it("a form POST to the bucket's URL with a trailing slash uploads too; one to a missing bucket is NoSuchBucket", async () => {
+    await writeFile(path.join(dir, "slash.txt"), "one\ntwo\n");
+    await curl("-F", `key=count/${"$"}{filename}`, "-F", "file=@slash.txt", `${cloud().cloud.endpoint}/${cloud().input}/`);
+    expect(await counted("count/slash.txt")).toEqual({ records: 2 });
+    const missing = await run(
+      "curl",
+      ["-s", "-w", "%{http_code}", "-F", "key=x", "-F", "file=@slash.txt", `${cloud().cloud.endpoint}/no-such-bucket`],
+      {
+        cwd: dir,
+        encoding: "utf8",
+      },
+    );
+    expect(missing.stdout).toMatch(/<Code>NoSuchBucket<\/Code>.*404$/s);
+  });
+
   it("an empty object, a body sent as SQS's JSON type, and a multipart copy (UploadPartCopy) are stored as S3 stores them", async () => {
     await boto3(`s3.put_object(Bucket=${JSON.stringify(cloud().input)}, Key='count/empty.txt', Body=b'')`);
     expect(await counted("count/empty.txt")).toEqual({ records: 0 });

@@ -5,11 +5,12 @@
  * rejects with its chunk's error, asCompleted yields in completion order, cancel stops a long
  * job and leaves it cancelled. Run `npm run build` first (the workers run dist/worker/main.js).
  */
+import { getEventListeners } from "node:events";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { HeadObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { CliIO } from "../../lib/cli/io.js";
 import { runCli } from "../../lib/cli/main.js";
 import { S3BlobStore } from "../../lib/aws/S3BlobStore.js";
@@ -260,5 +261,16 @@ describe("Cloudmill against cloudmill dev", () => {
     }
     expect(most).toBeGreaterThan(1);
     expect(most).toBeLessThanOrEqual(FILES_AT_ONCE);
+  }, 120_000);
+
+  it("lets go of the caller's signal once each submission is written", async () => {
+    const file = path.join(dir, "signalled.txt");
+    await writeFile(file, "a\nb\n");
+    const controller = new AbortController();
+    const futures = Array.from({ length: 3 }, () => mill.submit({ op: "count", inputs: [file] }, { signal: controller.signal }));
+    await Promise.all(futures.map((f) => f.submitted));
+    // A notebook's one signal for every submit would otherwise hold a listener (and a job's state) per job.
+    await vi.waitFor(() => expect(getEventListeners(controller.signal, "abort")).toHaveLength(0));
+    expect(await waitAll(futures, { timeoutMs: 60_000 })).toEqual([{ records: 2 }, { records: 2 }, { records: 2 }]);
   }, 120_000);
 });

@@ -57,7 +57,9 @@ export const reportCommand = (io: CliIO): Command =>
           state === "failed" || state === "cancelled"
             ? `job ${jobId} has no report: it ${state === "failed" ? "failed" : "was cancelled"}, and only a job that succeeds gets one ` +
               `(\`cloudmill status ${jobId}\` says why it ended)`
-            : `job ${jobId} has no report yet: the reducer writes one when the job succeeds (\`cloudmill wait ${jobId}\`)`;
+            : state === "succeeded"
+              ? `job ${jobId} succeeded without a report (a job of no tasks has none; see the reducer's log if it had tasks)`
+              : `job ${jobId} has no report yet: the reducer writes one when the job succeeds (\`cloudmill wait ${jobId}\`)`;
         throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, why, { jobId });
       }
       if (flags.html) await writeReportHtml(flags.html, report);
