@@ -102,11 +102,18 @@ export const runCommand = (io: CliIO): Command =>
     .option("--batch-size <n>", "for a task (defineTask): items per chunk (default: 8 chunks per worker thread)")
     .option("--max-attempts <n>", "tries per chunk before the job fails", "3")
     .option("-o, --out <file>", "write the result JSON here instead of stdout")
-    .option("--out-dir <dir>", "keyed ops (groupby, distinct, sort): where the parts go (default cloudmill-out/<job id>)")
+    .option(
+      "--out-dir <dir>",
+      "keyed ops (groupby, distinct, sort): where the parts go; tasks: where items' stored objects go, under files/ " +
+        "(default cloudmill-out/<job id>)",
+    )
     .option("--partitions <n>", "keyed ops: how many parts (and reduce tasks); default one per 256MiB of input")
     .option("--ops <module>", "load user ops from a module (exports made with defineOp), repeatable", collect)
     .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")
-    .option("--task-timeout <seconds>", "longest one chunk may take before its thread is ended and the attempt fails (default 900)")
+    .option(
+      "--task-timeout <seconds>",
+      "longest one chunk may take before its thread is ended and the attempt fails (default 900; a task's items have their own)",
+    )
     .option("--task-memory <MiB>", "heap one chunk may use before its thread is ended and the attempt fails with OUT_OF_MEMORY")
     .option("--max-record-bytes <size>", "longest record to read, e.g. 256MiB; a longer one is a bad record (default 64MiB)")
     .option("--report <file>", "write the job's report (tasks per thread, stragglers, throughput) as one HTML page")
