@@ -134,10 +134,14 @@ export const superseded = async (deps: PipelineDeps, statusKey: string, jobId: s
  * Returns the end, if the job has one.
  */
 export const showEnd = async (deps: PipelineDeps, m: Manifest): Promise<JobStatus | undefined> => {
+  // The markers first: a running job (the reducer's every wake) costs no read of its status.
+  const marked = await terminalStatus(deps, m, 0);
+  if (!marked) return undefined;
   const current = await readStatus(deps, m.output.status);
   const own = current?.jobId === m.jobId ? current : undefined;
-  const end = await terminalStatus(deps, m, own?.done ?? 0);
-  if (end && own?.state !== end.state && !isSuperseded(current, m.jobId, m.createdAt)) await writeJson(deps.output, m.output.status, end);
+  // A failure or cancel keeps the progress the status showed.
+  const end = marked.state === "succeeded" ? marked : { ...marked, done: own?.done ?? 0 };
+  if (own?.state !== end.state && !isSuperseded(current, m.jobId, m.createdAt)) await writeJson(deps.output, m.output.status, end);
   return end;
 };
 
