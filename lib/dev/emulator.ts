@@ -31,7 +31,7 @@ import type { S3Client } from "@aws-sdk/client-s3";
 import { CreateQueueCommand, GetQueueAttributesCommand, GetQueueUrlCommand, SetQueueAttributesCommand } from "@aws-sdk/client-sqs";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES } from "../core/constants.js";
-import { escapeXml, FormError, isFormUpload, parseFormUpload, partCopySource, postResponseXml, s3ErrorXml } from "./s3Forms.js";
+import { escapeXml, S3Refusal, isFormUpload, parseFormUpload, partCopySource, postResponseXml, s3ErrorXml } from "./s3Forms.js";
 
 export type ObjectCreatedListener = (event: S3Event) => void | Promise<void>;
 
@@ -172,7 +172,7 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
     const query = request.query as Record<string, string | undefined> | undefined;
     try {
       if (isFormUpload(request.method, request.routeOptions.url, params?.["*"], request.headers["content-type"]) && params?.bucket) {
-        if (!stores.s3Store.hasBucket(params.bucket)) throw new FormError("NoSuchBucket", "The specified bucket does not exist", 404);
+        if (!stores.s3Store.hasBucket(params.bucket)) throw new S3Refusal("NoSuchBucket", "The specified bucket does not exist", 404);
         const upload = await parseFormUpload(request.body as Buffer, request.headers["content-type"]!);
         const obj = stores.s3Store.putObject(params.bucket, upload.key, upload.body, upload.contentType, upload.metadata);
         created.set(request, recordOf(request, reply, params.bucket, upload.key, "ObjectCreated:Post", obj));
@@ -188,14 +188,14 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
       if (request.method === "PUT" && query?.["uploadId"] && query["partNumber"] && typeof source === "string") {
         const { bucket, key, range } = partCopySource(source, request.headers["x-amz-copy-source-range"] as string | undefined);
         const obj = storedObject(stores.s3Store, bucket, key);
-        if (!obj) throw new FormError("NoSuchKey", "The specified key does not exist.", 404);
+        if (!obj) throw new S3Refusal("NoSuchKey", "The specified key does not exist.", 404);
         if (range && range[1] >= obj.body.length)
-          throw new FormError("InvalidRange", "The x-amz-copy-source-range is past the end of the source object.");
+          throw new S3Refusal("InvalidRange", "The x-amz-copy-source-range is past the end of the source object.");
         request.body = range ? obj.body.subarray(range[0], range[1] + 1) : obj.body;
         partCopies.add(request);
       } else if (request.body === undefined && isS3Body(request.method, request.url)) request.body = Buffer.alloc(0);
     } catch (err) {
-      if (!(err instanceof FormError)) throw err;
+      if (!(err instanceof S3Refusal)) throw err;
       return reply.status(err.status).header("content-type", "application/xml").send(s3ErrorXml(err.code, err.message));
     }
     return undefined;

@@ -23,7 +23,7 @@ export interface FormUpload {
 }
 
 /** A request S3 would refuse: its error code and HTTP status. */
-export class FormError extends Error {
+export class S3Refusal extends Error {
   constructor(
     readonly code: string,
     message: string,
@@ -51,7 +51,7 @@ export const parseFormUpload = async (body: Buffer, contentType: string): Promis
   try {
     form = await new Response(body, { headers: { "content-type": contentType } }).formData();
   } catch {
-    throw new FormError("MalformedPOSTRequest", "The body of your POST request is not well-formed multipart/form-data.");
+    throw new S3Refusal("MalformedPOSTRequest", "The body of your POST request is not well-formed multipart/form-data.");
   }
   const fields = new Map<string, string>();
   let file: Blob | undefined;
@@ -59,9 +59,9 @@ export const parseFormUpload = async (body: Buffer, contentType: string): Promis
     if (name.toLowerCase() === "file") file = typeof value === "string" ? new Blob([value]) : value;
     else if (typeof value === "string") fields.set(name.toLowerCase(), value);
   }
-  if (file === undefined) throw new FormError("InvalidArgument", "POST requires exactly one file upload per request.");
+  if (file === undefined) throw new S3Refusal("InvalidArgument", "POST requires exactly one file upload per request.");
   const named = fields.get("key");
-  if (!named) throw new FormError("InvalidArgument", "Bucket POST must contain a field named 'key'.");
+  if (!named) throw new S3Refusal("InvalidArgument", "Bucket POST must contain a field named 'key'.");
   const filename = file instanceof File ? file.name : "";
   const metadata: Record<string, string> = {};
   for (const [name, value] of fields) if (name.startsWith("x-amz-meta-")) metadata[name.slice("x-amz-meta-".length)] = value;
@@ -82,10 +82,10 @@ export const partCopySource = (
 ): { readonly bucket: string; readonly key: string; readonly range?: readonly [number, number] } => {
   const path = decodeURIComponent(source.split("?")[0]!).replace(/^\//, "");
   const slash = path.indexOf("/");
-  if (slash <= 0) throw new FormError("InvalidArgument", "Invalid copy source bucket name");
+  if (slash <= 0) throw new S3Refusal("InvalidArgument", "Invalid copy source bucket name");
   const bounds = range === undefined ? undefined : /^bytes=(\d+)-(\d+)$/.exec(range);
   if (range !== undefined && (!bounds || Number(bounds[1]) > Number(bounds[2])))
-    throw new FormError("InvalidArgument", "The x-amz-copy-source-range value must be of the form bytes=first-last.");
+    throw new S3Refusal("InvalidArgument", "The x-amz-copy-source-range value must be of the form bytes=first-last.");
   return {
     bucket: path.slice(0, slash),
     key: path.slice(slash + 1),

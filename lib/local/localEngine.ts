@@ -154,7 +154,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   // Made before any work, so that one that cannot be made fails now; removed again if the job fails.
   // A task's is made only once its items have stored objects to keep (keepFiles).
   const madeDirs = isShuffled(op) ? await makeOutDir(outDir, spec.inputs, inputs) : [];
-  let partsMoved = false;
+  let succeeded = false;
   const workDir = options.workDir ?? (await mkdtemp(path.join(os.tmpdir(), "cloudmill-")));
   const output = new FsBlobStore(workDir);
   const deadLetters = new MemoryTaskQueue({ name: "dead-letters" });
@@ -215,13 +215,15 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     // Item outputs stored on their own are read back before the work directory goes; a keyed
     // job's parts move to the output directory.
     const result = isTaskOp(op)
-      ? await keepFiles(workDir, (await resolveStoredResult(output, stored, jobId)) as TaskResult, jobId, outDir, () =>
-          makeOutDir(outDir, spec.inputs, inputs),
-        )
+      ? await keepFiles(workDir, (await resolveStoredResult(output, stored, jobId)) as TaskResult, jobId, {
+          outDir,
+          inputs: spec.inputs,
+          objects: inputs,
+        })
       : isShuffled(op)
         ? await moveParts(workDir, stored, outDir)
         : stored;
-    partsMoved = true;
+    succeeded = true;
     const report =
       runs &&
       buildReport({
@@ -242,7 +244,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     await deadLetters.close();
     if (!options.keepWork && !options.workDir) await rm(workDir, { recursive: true, force: true });
     // rmdir, deepest first: a folder something else wrote into meanwhile stays.
-    if (!partsMoved) for (const dir of madeDirs.toReversed()) await rmdir(dir).catch(() => undefined);
+    if (!succeeded) for (const dir of madeDirs.toReversed()) await rmdir(dir).catch(() => undefined);
   }
 };
 
@@ -320,11 +322,11 @@ const keepFiles = async (
   workDir: string,
   result: TaskResult,
   jobId: string,
-  outDir: string,
-  makeOutDir: () => Promise<unknown>,
+  out: { readonly outDir: string; readonly inputs: readonly string[]; readonly objects: readonly InputObject[] },
 ): Promise<TaskResult> => {
   if (result.files.length === 0) return result;
-  await makeOutDir();
+  const { outDir } = out;
+  await makeOutDir(outDir, out.inputs, out.objects);
   const from = path.join(workDir, JOBS_PREFIX, jobId, "files");
   const to = path.join(outDir, "files");
   await cp(from, to, { recursive: true, force: true });
