@@ -7,7 +7,7 @@
 import { pathToFileURL } from "node:url";
 import { DEFAULTS, MiB } from "../lib/core/constants.js";
 import { planChunks } from "../lib/core/job/planner.js";
-import { defaultPartitions } from "../lib/core/pipeline/split.js";
+import { defaultPartitions } from "../lib/core/job/spec.js";
 import { sortPlanner } from "../lib/core/pipeline/sortStage.js";
 import { sort } from "../lib/core/ops/sort.js";
 import type { SortSamples } from "../lib/core/shuffle/sortSamples.js";

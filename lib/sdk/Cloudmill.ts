@@ -40,7 +40,7 @@ import { silentLogger, type Logger } from "../core/log.js";
 import type { UserOp } from "../core/ops/defineOp.js";
 import { builtinOps, OpRegistry } from "../core/ops/registry.js";
 import { checkAgainstDeployed, listingOf, readRegistryListing, type OpsListing } from "../core/ops/registryListing.js";
-import type { AnyOp } from "../core/ops/types.js";
+import { isShuffled, type AnyOp } from "../core/ops/types.js";
 import { exists, readBytes, readJsonIfExists } from "../core/pipeline/blobJson.js";
 import { cancelJob } from "../core/pipeline/cancel.js";
 import { RetryRequest, retryRefusal } from "../core/pipeline/resume.js";
@@ -543,6 +543,8 @@ export class Cloudmill {
       sizes: inputs.map((i) => i.size),
       chunkSize,
       chunks: planChunks(inputs, chunkSize).total,
+      shuffled: registry.has(spec.op) && isShuffled(registry.get(spec.op)),
+      ...(spec.partitions !== undefined ? { partitions: spec.partitions } : {}),
       ...calibratedRates(measured),
       instanceType,
       ...(spec.capacity !== undefined ? { capacity: spec.capacity } : {}),

@@ -88,6 +88,8 @@ export interface EstimateSpec {
   readonly params?: Readonly<Record<string, string>>;
   /** Default 16 MiB. */
   readonly chunkSize?: number;
+  /** A keyed op's partitions (reduce tasks), as the job would ask; default one per 256 MiB of input. */
+  readonly partitions?: number;
   /** Worker tasks to give the wall time at (default 1), and the fleet's most (default 4). */
   readonly workers?: number;
   readonly maxWorkers?: number;

@@ -46,10 +46,52 @@ describe("cloudmill estimate", () => {
     // m7g.large: 2 vCPUs a worker. 1 worker: 3 waves of 2; 4 workers: 1 wave; a wave is 1 MiB at 25 MB/s + 0.05 s.
     expect(e.wallSeconds.atWorkers).toBeCloseTo(3 * (1_048_576 / 25e6 + 0.05), 9);
     expect(e.wallSeconds.atMost).toBeCloseTo(1_048_576 / 25e6 + 0.05, 9);
-    // 0.45 s × $0.0408 per vCPU-hour / 3600 = 0.0000051; (5 × 3 HEADs + 5 GETs) × $0.0004 + 5 PUTs × $0.005, per
-    // 1,000 = 0.000033; 5 × 3.1 × $0.40 / 1e6 = 0.0000062; 5 × 1 KB of logs × $0.50 per GB = 0.0000025.
-    expect(e.cost).toMatchObject({ instances: 0.000005, s3Requests: 0.000033, sqs: 0.000006, logs: 0.000003, lambda: 0 });
-    expect(e.cost.total).toBe(0.000047);
+    // 0.45 s × $0.0408 per vCPU-hour / 3600 = 0.0000051; (5 GETs + 5 reads of the parts) × $0.0004 + 5 PUTs × $0.005,
+    // per 1,000 = 0.000029; 5 × 2.2 × $0.40 / 1e6 = 0.0000044; 5 × 1 KB of logs × $0.50 per GB = 0.0000025.
+    expect(e.cost).toMatchObject({ instances: 0.000005, s3Requests: 0.000029, sqs: 0.000004, logs: 0.000003, lambda: 0 });
+    expect(e.cost.total).toBe(0.000041);
+  });
+
+  it("prices a keyed op's shuffle and reduce stage: a ranged GET per chunk and partition", async () => {
+    const r = await cli([
+      "estimate",
+      file,
+      "--op",
+      "groupby",
+      "--chunk-size",
+      "1MiB",
+      "--partitions",
+      "2",
+      "--inline-max-bytes",
+      "0",
+      "--no-calibrate",
+      "--json",
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const e = Estimate.parse(JSON.parse(r.stdout));
+    expect(e).toMatchObject({ chunks: 5, rate: { mbPerSecondPerVcpu: 12, source: "default" } });
+    // Map: 5 MB at groupby's 12 MB/s + 5 × 0.05 s; reduce, at the map rate: 5 MB at 12 MB/s + 2 × 0.05 s.
+    expect(e.taskSeconds).toBeCloseTo(5 / 12 + 0.25 + 5 / 12 + 0.1, 9);
+    // GETs: 5 chunks + 5 parts read; 2 plans, 2 × 5 segments, 2 reduce parts read: 24 × $0.0004 / 1000 = 0.0000096.
+    // PUTs: 5 parts + 5 shuffle objects; 2 output parts + 2 reduce parts: 14 × $0.005 / 1000 = 0.00007.
+    expect(e.cost.s3Requests).toBe(0.00008);
+    // 7 fleet tasks × 2.2 × $0.40 / 1e6 = 0.00000616.
+    expect(e.cost.sqs).toBe(0.000006);
+    // Without the flag, 5 MB is one partition (one per 256 MiB): 1 plan, 5 segments, 1 part read; 5 + 5 + 1 + 1 PUTs.
+    const one = await cli([
+      "estimate",
+      file,
+      "--op",
+      "groupby",
+      "--chunk-size",
+      "1MiB",
+      "--inline-max-bytes",
+      "0",
+      "--no-calibrate",
+      "--json",
+    ]);
+    // (10 + 7) GETs × $0.0004 / 1000 + 12 PUTs × $0.005 / 1000 = 0.0000068 + 0.00006.
+    expect(Estimate.parse(JSON.parse(one.stdout)).cost.s3Requests).toBe(0.000067);
   });
 
   it("says a job under the inline limit runs in the splitter, and prices its Lambda seconds", async () => {

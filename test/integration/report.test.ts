@@ -232,12 +232,12 @@ describe("the report's arithmetic", () => {
     expect(r.cost.fleet).toBe(0.000147);
     // 0.5 s × 1769/1024 GB × $0.0000133334 = 0.0000115170…
     expect(r.cost.lambda).toBe(0.000012);
-    // 5 tasks: (5 × 3 HEADs + 7 objects) GETs × $0.0004 + 5 PUTs × $0.005, per 1,000 = 0.0000088 + 0.000025
-    expect(r.cost.s3Requests).toBe(0.000034);
-    // 4 fleet tasks × 3.1 requests × $0.40 / 1e6 = 0.00000496
-    expect(r.cost.sqs).toBe(0.000005);
-    // 0.000147333 + 0.000011517 + 0.0000338 + 0.00000496 = 0.00019761
-    expect(r.cost.total).toBe(0.000198);
+    // 5 tasks: (7 objects + 5 reads of their parts) GETs × $0.0004 + 5 PUTs × $0.005, per 1,000 = 0.0000048 + 0.000025
+    expect(r.cost.s3Requests).toBe(0.00003);
+    // 4 fleet tasks × 2.2 requests × $0.40 / 1e6 = 0.00000352
+    expect(r.cost.sqs).toBe(0.000004);
+    // 0.000147333 + 0.000011517 + 0.0000298 + 0.00000352 = 0.00019217
+    expect(r.cost.total).toBe(0.000192);
     expect(r.cost.fleetPriced).toBe(true);
     expect(r.workers.map((w) => [w.worker, w.tasks, w.busyMs])).toEqual([
       ["splitter", 1, 500],
@@ -395,11 +395,11 @@ describe("the report's arithmetic", () => {
     // Winners: 20 task-seconds × $0.0408 / 3600 = 0.00022667…; losers: 16.5 s → 0.000187.
     expect(r.cost.fleet).toBe(0.000227);
     // Two losing copies as two more fleet tasks: compute 16.5 × 0.0408 / 3600 = 0.000187, plus
-    // S3 ((3 HEADs + 1 object) + (3 + 4)) GETs × $0.0004 / 1000 + 2 PUTs × $0.005 / 1000 = 0.0000144,
-    // plus SQS 2 × 3.1 × $0.40 / 1e6 = 0.00000248: 0.00020388 in all.
-    expect(r.cost.lostCopies).toBe(0.000204);
-    // Winners' requests: (5 × 3 + 8) GETs → 0.0000092 + 5 PUTs → 0.000025; SQS 5 × 3.1 × 0.4 / 1e6 = 0.0000062.
-    expect(r.cost.total).toBeCloseTo(0.00022667 + 0.0000342 + 0.0000062 + 0.00020388, 6);
+    // S3 ((1 object + its part's read) + (4 + 1)) GETs × $0.0004 / 1000 + 2 PUTs × $0.005 / 1000 = 0.0000128,
+    // plus SQS 2 × 2.2 × $0.40 / 1e6 = 0.00000176: 0.00020156 in all.
+    expect(r.cost.lostCopies).toBe(0.000202);
+    // Winners' requests: (8 + 5) GETs → 0.0000052 + 5 PUTs → 0.000025; SQS 5 × 2.2 × 0.4 / 1e6 = 0.0000044.
+    expect(r.cost.total).toBeCloseTo(0.00022667 + 0.0000302 + 0.0000044 + 0.00020156, 6);
     expect(r.cost.basis).toContain("a backup race's losing copy as one more run");
     expect(reportLine(r)).toContain("(5 backed up, 2 of them finished first, the losing copies ran 16.5 s)");
     expect(reportHtml(r)).toContain("<tr><td>copies that lost a backup race</td>");

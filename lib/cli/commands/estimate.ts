@@ -11,8 +11,10 @@ import { DEFAULTS } from "../../core/constants.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../../core/errors.js";
 import { vcpusOfSize } from "../../core/instanceTypes.js";
 import { parseSize } from "../../core/job/size.js";
+import { MAX_PARTITIONS } from "../../core/job/spec.js";
 import { loadOpsModule } from "../../core/ops/opModules.js";
 import { OpRegistry } from "../../core/ops/registry.js";
+import { isShuffled } from "../../core/ops/types.js";
 import { estimateJob, type Estimate } from "../../core/report/estimate.js";
 import { PriceOverride, withPrices, type Capacity } from "../../core/report/prices.js";
 import { parseJsonWith } from "../../core/parseJson.js";
@@ -28,6 +30,7 @@ const EstimateFlags = z.object({
   op: z.string(),
   param: z.record(z.string(), z.string()).default({}),
   chunkSize: z.string().optional(),
+  partitions: z.coerce.number({ error: "expected a whole number" }).int().min(1).max(MAX_PARTITIONS).optional(),
   workers: z.coerce.number({ error: "expected a whole number" }).int().min(1).max(1000).default(1),
   maxWorkers: z.coerce.number({ error: "expected a whole number" }).int().min(1).max(1000).default(4),
   instanceType: z.string().default(DEFAULTS.instanceType),
@@ -106,6 +109,7 @@ export const estimateCommand = (io: CliIO): Command =>
     .requiredOption("--op <name>", "the op")
     .option("-p, --param <name=value>", "an op param, repeatable", collectParam)
     .option("-c, --chunk-size <size>", "bytes per chunk (default 16MiB)")
+    .option("--partitions <n>", "keyed ops: how many parts (and reduce tasks); default one per 256MiB of input")
     .option("-w, --workers <n>", "worker tasks to estimate the wall time at", "1")
     .option("--max-workers <n>", "the fleet's most worker tasks (the stack's maxWorkers)", "4")
     .option("--instance-type <type>", "the fleet's instance type, for its price and vCPUs per worker", DEFAULTS.instanceType)
@@ -139,6 +143,7 @@ export const estimateCommand = (io: CliIO): Command =>
             inputs,
             params: flags.param,
             chunkSize,
+            ...(flags.partitions !== undefined ? { partitions: flags.partitions } : {}),
             workers: flags.workers,
             maxWorkers: flags.maxWorkers,
             instanceType: flags.instanceType,
@@ -183,6 +188,8 @@ export const estimateCommand = (io: CliIO): Command =>
         sizes: files.map((f) => f.size),
         chunkSize,
         chunks: planned.total,
+        shuffled: isShuffled(registry.get(flags.op)),
+        ...(flags.partitions !== undefined ? { partitions: flags.partitions } : {}),
         ...calibratedRates(calibrated),
         instanceType: flags.instanceType,
         ...(flags.spot ? { capacity: "spot" as const } : {}),

@@ -53,6 +53,13 @@ export const MaxRecordBytes = ChunkSize.refine((n) => n >= MIN_MAX_RECORD_BYTES,
 /** Most partitions a keyed job may have (each is a reduce task, and a segment in every map part). */
 export const MAX_PARTITIONS = 10_000;
 
+/** Most partitions a keyed job of this many chunks may have: chunks × partitions within DEFAULTS.maxShuffleSegments. */
+export const mostPartitions = (chunks: number): number => Math.max(1, Math.floor(DEFAULTS.maxShuffleSegments / Math.max(1, chunks)));
+
+/** A keyed job's partitions when it asks for none: one per DEFAULTS.bytesPerPartition of input, within mostPartitions. */
+export const defaultPartitions = (bytes: number, chunks: number): number =>
+  Math.min(MAX_PARTITIONS, mostPartitions(chunks), Math.max(1, Math.ceil(bytes / DEFAULTS.bytesPerPartition)));
+
 export const JobId = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, { error: "job ids are letters, digits, '.', '_' or '-' (at most 128)" });

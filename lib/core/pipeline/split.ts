@@ -9,7 +9,7 @@ import { enqueuedKey, manifestKey, parsePartKey, partsPrefix, type OutputKeys } 
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { Manifest, type InputObject, type MapTask, type TaskJob } from "../job/manifest.js";
 import { planChunks, planOptionsOf } from "../job/planner.js";
-import { MAX_PARTITIONS, type Format, type JobSpec } from "../job/spec.js";
+import { defaultPartitions, mostPartitions, type Format, type JobSpec } from "../job/spec.js";
 import type { OpRegistry } from "../ops/registry.js";
 import { isShuffled, type AnyOp } from "../ops/types.js";
 import { nowOf, type SplitDeps } from "./deps.js";
@@ -140,13 +140,6 @@ const withPartitions = (job: TaskJob, registry: OpRegistry, inputs: readonly Inp
   };
 };
 
-/** Most partitions a job of this many chunks may have. */
-const mostPartitions = (chunks: number): number => Math.max(1, Math.floor(DEFAULTS.maxShuffleSegments / Math.max(1, chunks)));
-
-/** A keyed job's partitions when it asks for none. */
-export const defaultPartitions = (bytes: number, chunks: number): number =>
-  Math.min(MAX_PARTITIONS, mostPartitions(chunks), Math.max(1, Math.ceil(bytes / DEFAULTS.bytesPerPartition)));
-
 export interface StartedJob {
   readonly manifest: Manifest;
   /** True when this trigger had already started the job: nothing was enqueued. */
@@ -259,6 +252,8 @@ const refuseOverCeiling = (deps: SplitDeps, plan: JobPlan, ceiling: number, chun
     sizes: plan.inputs.map((i) => i.size),
     chunkSize: plan.chunkSize,
     chunks,
+    shuffled: isShuffled(deps.registry.get(plan.job.op)),
+    ...(plan.job.partitions !== undefined ? { partitions: plan.job.partitions } : {}),
     instanceType,
     ...(deps.capacity !== undefined ? { capacity: deps.capacity } : {}),
     workers: 1,

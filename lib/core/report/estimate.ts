@@ -5,9 +5,10 @@
  * job reports price a finished job (prices.ts), so the two can be compared.
  */
 import * as z from "zod";
-import { CAPACITIES, PRICES, requestUsd, vcpuSecondUsd, type Capacity, type PriceTable } from "./prices.js";
+import { CAPACITIES, PRICES, requestUsd, shuffleRequestUsd, vcpuSecondUsd, type Capacity, type PriceTable } from "./prices.js";
 import { SPLITTER_GB } from "./jobReport.js";
 import { DEFAULTS } from "../constants.js";
+import { defaultPartitions } from "../job/spec.js";
 
 /**
  * Mapping rates per vCPU (MB/s) when none is calibrated: about the slowest each built-in op
@@ -76,8 +77,16 @@ export interface EstimateInput {
   /** Calibrated MB/s per vCPU; unset: the op's default. */
   readonly mbPerSecond?: number;
   /**
-   * A keyed op's reduce stage, in input MB per second of one reduce task (calibrated with the
-   * map rate): its partitions (one per 256 MiB) run side by side, at most one per vCPU.
+   * The op shuffles (a keyed op, or sort): its reduce stage and the shuffle's requests are priced.
+   * Its partitions: `partitions`, or the splitter's default (one per 256 MiB, within the shuffle's
+   * segment limit).
+   */
+  readonly shuffled?: boolean;
+  readonly partitions?: number;
+  /**
+   * A shuffling op's reduce stage, in input MB per second of one reduce task (calibrated with the
+   * map rate; unset: the op's map rate, as each record is parsed again): its partitions run side
+   * by side, at most one per vCPU.
    */
   readonly reduceMbPerSecond?: number;
   /** The same, for a reduce task whose partition is past DEFAULTS.reduceSpillBytes and spills its runs; unset: reduceMbPerSecond. */
@@ -118,12 +127,14 @@ export const estimateJob = (input: EstimateInput): Estimate => {
   const chunks = input.chunks ?? pieces;
   const aloneRate = input.mbPerSecond ?? defaultRate(input.op);
   const overhead = input.taskOverheadSeconds ?? TASK_OVERHEAD_SECONDS;
-  const partitions = Math.max(1, Math.ceil(bytes / DEFAULTS.bytesPerPartition));
+  const shuffled = input.shuffled === true || input.reduceMbPerSecond !== undefined;
+  const partitions = input.partitions ?? defaultPartitions(bytes, chunks);
   // Input bytes per partition as a proxy for the runs its reduce task holds: about as many for
   // an op whose map combines little (distinct), fewer for one that combines much (groupby), whose
   // two rates then hardly differ.
   const spills = bytes / partitions > DEFAULTS.reduceSpillBytes;
-  const aloneReduceRate = spills ? (input.spilledReduceMbPerSecond ?? input.reduceMbPerSecond) : input.reduceMbPerSecond;
+  const reduceRate = input.reduceMbPerSecond ?? (shuffled ? aloneRate : undefined);
+  const aloneReduceRate = spills ? (input.spilledReduceMbPerSecond ?? reduceRate) : reduceRate;
   const inline = input.inlineMaxBytes > 0 && bytes <= input.inlineMaxBytes;
   /**
    * Task time at this many slots: a task beside another keeps sharedShare of its rate (the map
@@ -136,7 +147,8 @@ export const estimateJob = (input: EstimateInput): Estimate => {
     // Waves of tasks, each as long as a full chunk: the last wave may be short, the first is not.
     const chunkSeconds = Math.min(input.chunkSize, bytes) / (rate * 1e6) + overhead;
     const cold = Math.min(chunks, slots) * (input.coldSeconds ?? 0);
-    return { taskSeconds: bytes / (rate * 1e6) + chunks * overhead + cold + reduceSeconds, chunkSeconds, reduceSeconds };
+    const reduceOverhead = aloneReduceRate ? partitions * overhead : 0;
+    return { taskSeconds: bytes / (rate * 1e6) + chunks * overhead + cold + reduceSeconds + reduceOverhead, chunkSeconds, reduceSeconds };
   };
   const slotsAt = (workers: number): number => Math.max(1, workers * input.vcpusPerWorker);
   const wall = (workers: number): number => {
@@ -152,7 +164,9 @@ export const estimateJob = (input: EstimateInput): Estimate => {
   const perVcpu = vcpuSecondUsd(input.instanceType, capacity, prices);
   const instances = inline ? 0 : taskSeconds * (perVcpu ?? 0);
   const lambda = inline ? taskSeconds * SPLITTER_GB * prices.lambdaGbSecond : 0;
-  const requests = requestUsd(chunks, pieces, inline ? 0 : chunks, prices);
+  const mapRequests = requestUsd(chunks, pieces, inline ? 0 : chunks, prices);
+  const shuffle = shuffled ? shuffleRequestUsd(chunks, partitions, !inline, prices) : { s3: 0, sqs: 0 };
+  const requests = { s3: mapRequests.s3 + shuffle.s3, sqs: mapRequests.sqs + shuffle.sqs };
   const logs = ((chunks * LOG_BYTES_PER_TASK) / 1e9) * LOGS_USD_PER_GB;
   const round = (usd: number): number => Math.round(usd * 1e6) / 1e6;
   return {

@@ -7,7 +7,16 @@ import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { DEFAULTS } from "../constants.js";
 import { RanOn, type TaskRun } from "../job/manifest.js";
-import { CAPACITIES, PRICES, requestUsd, S3_HEADS_PER_TASK, SQS_PER_TASK, vcpuSecondUsd, type Capacity } from "./prices.js";
+import {
+  CAPACITIES,
+  PRICES,
+  requestUsd,
+  S3_GETS_PER_TASK,
+  S3_PUTS_PER_TASK,
+  SQS_PER_TASK,
+  vcpuSecondUsd,
+  type Capacity,
+} from "./prices.js";
 
 /** Tasks a report lists one by one; a bigger job's report keeps its totals and its slowest tasks. */
 export const MAX_REPORT_TASKS = 20_000;
@@ -455,7 +464,9 @@ export const buildReport = (input: ReportInput): JobReport => {
         `the tasks' own time, not idle or scaling instance time: task-seconds × the ${input.instanceType ?? "(none)"} ${capacity} ` +
         `price per vCPU (a task holds one vCPU${capacity === "spot" ? "; spot at the table's typical share of on-demand" : ""}); ` +
         `inline tasks × ${SPLITTER_GB.toFixed(3)} GB of Lambda on ARM; ` +
-        `per task ${S3_HEADS_PER_TASK} S3 HEADs, a GET per object and a PUT, and ${SQS_PER_TASK} SQS requests; ` +
+        `per task a GET per object it read (a reduce task: per shuffle segment), ` +
+        `${S3_GETS_PER_TASK} GET and ${S3_PUTS_PER_TASK} PUT of its part, ` +
+        `and on the fleet ${SQS_PER_TASK} SQS requests; ` +
         (races.length
           ? "a backup race's losing copy as one more run, from its start (the original) or its queueing (the backup) to the winner's end; "
           : "") +

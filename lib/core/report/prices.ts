@@ -119,10 +119,19 @@ export const vcpuSecondUsd = (instanceType: string, capacity: Capacity = "on-dem
   return hour === undefined || share === undefined || vcpusOfSize(instanceType) === undefined ? undefined : (hour * share) / 3600;
 };
 
-/** Requests per task beyond one GET per object it reads: HEADs of its part and the job's end markers. */
-export const S3_HEADS_PER_TASK = 3;
-/** SQS requests per fleet task: receive, heartbeat, delete, and a tenth of a batched send. */
-export const SQS_PER_TASK = 3.1;
+/**
+ * S3 GETs per task beyond one per object it reads: the reducer's (or a merge task's) read of its
+ * part. A first delivery looks for no part and a worker asks whether a job ended once per 5 s,
+ * not per task (docs/benchmarks.md, "The emulated cloud": 2.12 GETs a task with the bench's polls).
+ */
+export const S3_GETS_PER_TASK = 1;
+/** S3 PUTs per task: its part. */
+export const S3_PUTS_PER_TASK = 1;
+/**
+ * SQS requests per fleet task: shares of a batched send, a shared receive and a batched delete,
+ * and its part's event to the parts queue (2.16 measured, docs/benchmarks.md).
+ */
+export const SQS_PER_TASK = 2.2;
 
 /** USD of the S3 and SQS requests of `tasks` cloud tasks reading `objects` objects, `fleetTasks` of them through the queue. */
 export const requestUsd = (
@@ -131,9 +140,25 @@ export const requestUsd = (
   fleetTasks: number,
   prices = PRICES,
 ): { readonly s3: number; readonly sqs: number } => ({
-  s3: ((tasks * S3_HEADS_PER_TASK + objects) * prices.s3Get1000) / 1000 + (tasks * prices.s3Put1000) / 1000,
+  s3: ((tasks * S3_GETS_PER_TASK + objects) * prices.s3Get1000) / 1000 + (tasks * S3_PUTS_PER_TASK * prices.s3Put1000) / 1000,
   sqs: fleetTasks * SQS_PER_TASK * (prices.sqsMillion / 1e6),
 });
+
+/**
+ * USD of a keyed (or sorting) job's shuffle beyond its tasks' own requests (requestUsd): each map
+ * task's PUT of its shuffle object, and each reduce task's GET of its plan and one ranged GET per
+ * chunk's segment of its partition, its output part's PUT, and its own part, GET and messages.
+ * Every segment is taken as non-empty: an upper bound, reached by an op of many keys.
+ */
+export const shuffleRequestUsd = (
+  chunks: number,
+  partitions: number,
+  onFleet: boolean,
+  prices = PRICES,
+): { readonly s3: number; readonly sqs: number } => {
+  const reduce = requestUsd(partitions, partitions * (1 + chunks), onFleet ? partitions : 0, prices);
+  return { s3: reduce.s3 + ((chunks + partitions) * prices.s3Put1000) / 1000, sqs: reduce.sqs };
+};
 
 /**
  * Dollars past a ceiling, to six decimals, or as many more as it takes to read as past it:
