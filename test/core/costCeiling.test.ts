@@ -46,8 +46,8 @@ const M7G_VCPU_HOUR = 0.0408;
 const S3_GET = 0.0004 / 1000;
 const S3_PUT = 0.005 / 1000;
 const SQS = 0.4 / 1e6;
-/** A fleet task's requests as the report prices them: 3 HEADs, a GET per object read, a PUT, 3.1 SQS requests. */
-const requestsUsd = (objects: number): number => (3 + objects) * S3_GET + S3_PUT + 3.1 * SQS;
+/** A fleet task's requests as the report prices them: a GET per object read, its part's PUT and GET, 2.2 SQS requests. */
+const requestsUsd = (objects: number): number => (objects + 1) * S3_GET + S3_PUT + 2.2 * SQS;
 
 const setUp = async (name: string, text: string, spec: Omit<JobSpecInput, "inputs">, chunkSize: number) => {
   const clock = { now: Date.parse("2026-12-01T00:00:00Z") };
@@ -313,7 +313,7 @@ describe("a price ceiling before the job starts", () => {
 
   it("prices small objects as the tasks they are packed into, not as a task each", async () => {
     // 300 objects of 690 bytes: 2 packed tasks (256 objects at most in one). As 300 tasks, their
-    // requests alone (3 HEADs, a GET, a PUT, 3.1 SQS requests each) would pass $0.001.
+    // requests alone (two GETs, a PUT, 2.2 SQS requests each) would pass $0.001.
     expect(300 * requestsUsd(1)).toBeGreaterThan(0.001);
     const s = await startOver("packed", 300, 690, 0.001, "m7g.large");
     const { manifest } = await startJob(s.deps, s.plan);

@@ -2,7 +2,7 @@
  * The splitter role: validate, plan chunks from sizes alone, write manifest and status,
  * enqueue one task per chunk (waking an idle fleet first). O(1) requests per input plus one
  * message per chunk. A small job is mapped here instead, while time allows (inline.ts).
- * A repeated trigger (same job id) finds the `enqueued` marker and does nothing.
+ * A repeated trigger (same job id) finds the earlier start's manifest and queues only what it did not.
  */
 import { DEFAULTS } from "../constants.js";
 import { enqueuedKey, manifestKey, parsePartKey, partsPrefix, type OutputKeys } from "../keys.js";
@@ -13,12 +13,12 @@ import { defaultPartitions, mostPartitions, type Format, type JobSpec } from "..
 import type { OpRegistry } from "../ops/registry.js";
 import { isShuffled, type AnyOp } from "../ops/types.js";
 import { nowOf, type SplitDeps } from "./deps.js";
-import { exists, writeJson } from "./blobJson.js";
+import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { reduceJob } from "./reduce.js";
 import { withCodecs } from "./inputCodecs.js";
 import { enqueueTasks } from "./enqueue.js";
 import { inLaneOf } from "./lanes.js";
-import { INPUTS_PER_PIECE, inputFields, writeInputPieces } from "./manifestInputs.js";
+import { INPUTS_PER_PIECE, inputFields, inputsOf, writeInputPieces } from "./manifestInputs.js";
 import { writeProgress } from "./status.js";
 import { tooManyInputs } from "./resolveInputs.js";
 import { countDiedAttempt, inlineBegun, mapInline, runsInline, type InlineOptions } from "./inline.js";
@@ -147,6 +147,8 @@ export interface StartedJob {
 }
 
 export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<StartedJob> => {
+  const earlier = await earlierStart(deps, given.jobId);
+  if (earlier) return earlier;
   const maxInputs = deps.maxInputs ?? DEFAULTS.maxInputs;
   if (given.inputs.length > maxInputs) throw tooManyInputs(maxInputs, given.given?.join(", ") ?? `${given.inputs.length} inputs`);
   const raw = given.job.format === "blob";
@@ -178,13 +180,6 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
   });
   const { jobId } = plan;
   const log = deps.log.child({ jobId });
-  if (await exists(deps.output, enqueuedKey(jobId))) {
-    log.info("duplicate trigger: job already started", { trigger: plan.trigger });
-    return { manifest, duplicate: true };
-  }
-  // An earlier invocation that began the job inline and died (its function timed out) left
-  // the chunks it mapped as parts: this one hands the others to the fleet.
-  const handOff = plan.inline !== undefined && (await inlineBegun(deps, jobId));
   // The pieces first: a manifest never counts a piece not yet written.
   await writeInputPieces(deps.output, manifest, plan.inputs, perPiece);
   await writeJson(deps.output, manifestKey(jobId), manifest);
@@ -192,32 +187,94 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
   await writeProgress(deps, manifest, 0);
   log.info("job started", { op: plan.job.op, inputs: plan.inputs.length, chunks: manifest.chunks, chunkSize: plan.chunkSize });
 
-  const tasks = function* (skip: (index: number) => boolean): Generator<MapTask> {
-    for (const chunk of plannedChunks.chunks()) if (!skip(chunk.index)) yield { v: 1, jobId, chunk, job };
-  };
-  let mapped = 0;
-  let left = manifest.chunks;
-  let pending = tasks(() => false);
-  if (handOff) {
-    const done = await mappedChunks(deps, jobId);
-    mapped = done.size;
-    left = manifest.chunks - mapped;
-    pending = tasks((i) => done.has(i));
-    const reached = tasks((i) => done.has(i)).next();
-    if (!reached.done) await countDiedAttempt(deps, reached.value);
-    log.info("an earlier invocation began the job inline; the fleet takes the rest", { mapped });
-  } else if (plan.inline && manifest.chunks > 0 && runsInline(deps.registry.get(job.op), plan.inputs, plan.inline.maxBytes)) {
+  const tasks = tasksOfPlan(manifest, plannedChunks);
+  if (plan.inline && manifest.chunks > 0 && runsInline(deps.registry.get(job.op), plan.inputs, plan.inline.maxBytes)) {
     const run = await mapInline(
       deps,
       tasks(() => false),
       plan.inline,
     );
-    mapped = run.mapped;
+    log.info("mapped inline", { mapped: run.mapped, of: manifest.chunks, ...(run.ended ? { ended: true } : {}) });
     // A job that ended (a chunk failed it, or it was cancelled) needs no fleet.
-    left = run.ended ? 0 : manifest.chunks - mapped;
-    pending = run.ended ? tasks(() => true) : tasks((i) => i < run.mapped);
-    log.info("mapped inline", { mapped, of: manifest.chunks, ...(run.ended ? { ended: true } : {}) });
+    if (run.ended)
+      await queueRest(
+        deps,
+        manifest,
+        tasks(() => true),
+        0,
+        run.mapped,
+      );
+    else
+      await queueRest(
+        deps,
+        manifest,
+        tasks((i) => i < run.mapped),
+        manifest.chunks - run.mapped,
+        run.mapped,
+      );
+  } else
+    await queueRest(
+      deps,
+      manifest,
+      tasks(() => false),
+      manifest.chunks,
+      0,
+    );
+  return { manifest, duplicate: false };
+};
+
+type PlannedChunks = ReturnType<typeof planChunks>;
+
+/** The job's map tasks in chunk order, but for those `skip` names. */
+const tasksOfPlan = (manifest: Manifest, planned: PlannedChunks) =>
+  function* (skip: (index: number) => boolean): Generator<MapTask> {
+    for (const chunk of planned.chunks()) if (!skip(chunk.index)) yield { v: 1, jobId: manifest.jobId, chunk, job: manifest.job };
+  };
+
+/**
+ * A start an earlier invocation of this trigger made (Lambda retries an event whose invocation
+ * failed, and S3 may deliver one twice): undefined when there was none. Once the earlier one
+ * queued every task (`enqueued.json`), there is nothing to do. If it died after writing the
+ * manifest, its plan stands and this one queues the chunks that have no part yet: planning
+ * again could list other objects under a prefix, or read a spec rewritten since, and tasks of
+ * two plans would map the same chunk indexes over different ranges.
+ */
+export const earlierStart = async (deps: SplitDeps, jobId: string): Promise<StartedJob | undefined> => {
+  const log = deps.log.child({ jobId });
+  const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
+  if (!manifest) return undefined;
+  if (await exists(deps.output, enqueuedKey(jobId))) {
+    log.info("duplicate trigger: job already started", { trigger: manifest.trigger });
+    return { manifest, duplicate: true };
   }
+  const done = await mappedChunks(deps, jobId);
+  const tasks = tasksOfPlan(
+    manifest,
+    planChunks(await inputsOf(deps.output, manifest), manifest.chunkSize, planOptionsOf(manifest.job.format)),
+  );
+  const pending = tasks((i) => done.has(i));
+  // An invocation that began mapping inline and died (out of time) counts as an attempt of the chunk it was on.
+  if (await inlineBegun(deps, jobId)) {
+    const reached = tasks((i) => done.has(i)).next();
+    if (!reached.done) await countDiedAttempt(deps, reached.value);
+  }
+  log.info("an earlier invocation started the job and did not queue all of it; the rest is queued", {
+    mapped: done.size,
+    of: manifest.chunks,
+  });
+  await writeProgress(deps, manifest, done.size);
+  await queueRest(deps, manifest, pending, manifest.chunks - done.size, done.size);
+  return { manifest, duplicate: true };
+};
+
+/**
+ * Queues a started job's `pending` tasks (`left` of them; `mapped` chunks were mapped here),
+ * waking the fleet first, then marks the job queued. A job with no chunks (only empty inputs)
+ * is done already; one mapped here whole is reduced here too, rather than after the reducer's
+ * batching window (the reducer, if it runs as well, writes the same result).
+ */
+const queueRest = async (deps: SplitDeps, manifest: Manifest, pending: Iterable<MapTask>, left: number, mapped: number): Promise<void> => {
+  const log = deps.log.child({ jobId: manifest.jobId });
   if (left > 0 && deps.fleet) {
     // A fleet that could not be woken still scales on its backlog: the job waits, it does not fail.
     await deps.fleet.wake(left, manifest.prefer).then(
@@ -226,16 +283,12 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
     );
   }
   await enqueueTasks(inLaneOf(deps, manifest).queue, pending);
-  await writeJson(deps.output, enqueuedKey(jobId), {
+  await writeJson(deps.output, enqueuedKey(manifest.jobId), {
     at: new Date(nowOf(deps)).toISOString(),
     chunks: manifest.chunks,
     ...(mapped > 0 ? { inline: mapped } : {}),
   });
-  // A job with no chunks (only empty inputs) is done already; one mapped here whole is reduced
-  // here too, rather than after the reducer's batching window (the reducer, if it runs as well,
-  // writes the same result).
-  if (mapped === manifest.chunks) await reduceJob(deps, jobId);
-  return { manifest, duplicate: false };
+  if (mapped === manifest.chunks) await reduceJob(deps, manifest.jobId);
 };
 
 /**

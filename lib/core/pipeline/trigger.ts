@@ -14,7 +14,7 @@ import type { SplitDeps } from "./deps.js";
 import { failJob } from "./deadLetter.js";
 import { readBytes } from "./blobJson.js";
 import { resolveS3Inputs } from "./resolveInputs.js";
-import { deadlineSecondsOf, startJob, taskJobOf } from "./split.js";
+import { deadlineSecondsOf, earlierStart, startJob, taskJobOf, type StartedJob } from "./split.js";
 import type { InlineOptions } from "./inline.js";
 import { parseRetryRequest, resumeJob, type RetryRequest } from "./resume.js";
 
@@ -64,6 +64,12 @@ const optionalInline = (inline: InlineOptions | undefined): { inline?: InlineOpt
 
 const unquote = (etag: string): string => etag.replace(/^W\//, "").replace(/^"|"$/g, "");
 
+const startedOutcome = ({ manifest, duplicate }: StartedJob): TriggerOutcome => ({
+  kind: duplicate ? "duplicate" : "started",
+  jobId: manifest.jobId,
+  chunks: manifest.chunks,
+});
+
 /** Failing before a manifest exists: the status alone tells the user why. */
 const failEarly = async (deps: SplitDeps, jobId: string, output: OutputKeys, err: unknown): Promise<TriggerOutcome> => {
   const error = toCloudmillError(err);
@@ -109,6 +115,8 @@ const startUploadJob = async (
   // id, and the status that names it, stays readable by the JobId schema.
   const jobId = uploadJobId(OpName.safeParse(op).success ? op : "invalid", bucket, key, obj.versionId ?? unquote(info.etag));
   try {
+    const earlier = await earlierStart(deps, jobId);
+    if (earlier) return startedOutcome(earlier);
     if (!op) {
       throw new CloudmillError(
         ErrorCode.INVALID_SPEC,
@@ -131,7 +139,7 @@ const startUploadJob = async (
       ...optionalInline(inlineOf(config, invocation)),
       deadlineSeconds: config.jobDeadlineSeconds,
     });
-    return { kind: started.duplicate ? "duplicate" : "started", jobId, chunks: started.manifest.chunks };
+    return startedOutcome(started);
   } catch (err) {
     return failEarly(deps, jobId, output, err);
   }
@@ -153,6 +161,9 @@ const startSpecJob = async (
   try {
     if (!id.success)
       throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec file name ${JSON.stringify(name)}: ${id.error.issues[0]!.message}`);
+    // Before the spec is read: a job id names one job, whatever its spec says now.
+    const earlier = await earlierStart(deps, jobId);
+    if (earlier) return startedOutcome(earlier);
     const info = await store.head(key);
     if (!info) return { kind: "ignored", reason: "job spec no longer exists" };
     if (info.size > DEFAULTS.maxJobSpecBytes)
@@ -195,7 +206,7 @@ const startSpecJob = async (
       ...(spec.prefer !== undefined ? { prefer: spec.prefer } : {}),
       deadlineSeconds: deadlineSecondsOf(spec, config.jobDeadlineSeconds),
     });
-    return { kind: started.duplicate ? "duplicate" : "started", jobId, chunks: started.manifest.chunks };
+    return startedOutcome(started);
   } catch (err) {
     return failEarly(deps, jobId, output, err);
   }
