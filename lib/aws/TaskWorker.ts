@@ -9,6 +9,7 @@ import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import { isMapTask, isMergeTask, isReduceTask, Manifest, TaskMessage, taskIndex } from "../core/job/manifest.js";
 import { manifestKey, pastEndKey, succeededKey } from "../core/keys.js";
 import { markRunning } from "../core/pipeline/backups.js";
+import { LEASE_NOTE_EVERY_MS, noteLease } from "../core/pipeline/leases.js";
 import { exists, readJsonIfExists } from "../core/pipeline/blobJson.js";
 import { showEnd } from "../core/pipeline/status.js";
 import type { TaskQueue, QueueMessage } from "../core/ports.js";
@@ -72,6 +73,9 @@ export interface TaskWorkerEvents {
 export const JOB_END_RECHECK_MS = 5000;
 
 /** A run of a job: a resumed job (retry) is a new run, whose tasks an end of the last does not stop. */
+/** Why a long task was stopped: its job ended (else, its other copy wrote the part). */
+const JOB_ENDED = "job-ended";
+
 const jobRun = (task: TaskMessage): string => `${task.jobId}#${task.job.generation ?? 0}`;
 
 /** Pause after a failed receive. */
@@ -193,7 +197,9 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   /**
    * A task (a chunk, a keyed job's reduce task, a merge task) past its first heartbeat is long: at
    * beats 1, 2, 4, 8, … its running marker wakes the reducer to look for stragglers (backups.ts);
-   * from the second beat on, a part written by its other copy stops this one, freeing the worker.
+   * a merge or reduce task also notes its lease every LEASE_NOTE_EVERY_MS, so that the reducer
+   * does not take it for lost (leases.ts). The job's end (a cancel, a failure) stops it; from the
+   * second beat on, a part written by its other copy stops it too, freeing the worker.
    */
   async #longTask(
     task: TaskMessage,
@@ -202,11 +208,19 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     startedAt: string,
     lost: AbortController,
   ): Promise<void> {
-    const { deps } = this.#options;
-    if ((beat & (beat - 1)) === 0) {
+    const { deps, heartbeatSeconds } = this.#options;
+    if (await this.#jobEnds.ended(jobRun(task))) {
+      lost.abort(JOB_ENDED);
+      return;
+    }
+    const noteEvery = Math.max(1, Math.floor(LEASE_NOTE_EVERY_MS / (heartbeatSeconds * 1000)));
+    const marks = (beat & (beat - 1)) === 0;
+    const notes = !isMapTask(task) && (beat === 1 || beat % noteEvery === 0);
+    if (marks || notes) {
       const i = await index();
       // A merge of an earlier run of the job (queued before a resume) is no straggler of this one.
-      if (i !== undefined) await markRunning(deps, task.jobId, i, startedAt, WORKER_ID, task.job.generation);
+      if (i !== undefined && marks) await markRunning(deps, task.jobId, i, startedAt, WORKER_ID, task.job.generation);
+      if (i !== undefined && notes) await noteLease(deps, task.jobId, i, task.job.generation);
     }
     // A redo is there to replace the part it would find.
     const redo = isMapTask(task) && task.redo;
@@ -317,8 +331,9 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       const err = toCloudmillError(e);
       if (lost.signal.aborted && !this.#kill.signal.aborted) {
         await queue.delete(message.receiptHandle).catch(() => undefined);
-        log.info("chunk done by its other copy; this one stopped");
-        this.emit("task_done", task, { kind: "duplicate" });
+        const ended = lost.signal.reason === JOB_ENDED;
+        log.info(ended ? "job ended (cancelled, failed or done); its task stopped" : "chunk done by its other copy; this one stopped");
+        this.emit("task_done", task, { kind: ended ? "job-ended" : "duplicate" });
         return;
       }
       if (this.#kill.signal.aborted) {

@@ -90,6 +90,13 @@ export const runningPrefix = (jobId: string): string => `${workPrefix(jobId)}run
 const runSuffix = (generation = 0): string => (generation > 0 ? `.g${generation}` : "");
 export const runningKey = (jobId: string, index: number, generation = 0): string =>
   `${runningPrefix(jobId)}${pad(index)}${runSuffix(generation)}${RUNNING_SUFFIX}`;
+/**
+ * A long merge or reduce task's lease note, rewritten by its worker every LEASE_NOTE_EVERY_MS
+ * while it runs: while it is fresh, the task is not queued again as lost. Beside its running
+ * marker, but of another suffix, so that writing it wakes no reducer.
+ */
+export const leaseNoteKey = (jobId: string, index: number, generation = 0): string =>
+  `${runningPrefix(jobId)}${pad(index)}${runSuffix(generation)}.lease.json`;
 /** The job, task and run a running marker belongs to, or undefined when the key is not one. */
 export const parseRunningKey = (key: string): { jobId: string; index: number; generation: number } | undefined => {
   const m = /^_work\/([^/]+)\/running\/(\d{7,})(?:\.g(\d+))?\.running\.json$/.exec(key);

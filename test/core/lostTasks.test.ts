@@ -9,7 +9,9 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { TaskMessage } from "../../lib/core/job/manifest.js";
+import { Manifest, TaskMessage } from "../../lib/core/job/manifest.js";
+import { manifestKey } from "../../lib/core/keys.js";
+import { noteLease } from "../../lib/core/pipeline/leases.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { readJson } from "../../lib/core/pipeline/blobJson.js";
 import { cancelJob } from "../../lib/core/pipeline/cancel.js";
@@ -194,6 +196,65 @@ describe("merge tasks past their lease", () => {
     const again = await s.drain();
     expect(again.map((t) => ("merge" in t ? t.merge.group : -1))).toEqual([0, 1, 2, 3, 4]);
     await s.run(again);
+    for (let round = 0; round < 5; round++) {
+      const outcome = await reduceJob(s.reducer, s.jobId, { fleet: true });
+      if (outcome.kind === "succeeded") break;
+      await s.run(await s.drain());
+    }
+    expectMatchesReference("count", {}, bytes, await readJson(s.output, OUTPUT.result, z.unknown()));
+  });
+});
+
+describe("merge and reduce tasks still running past their lease", () => {
+  it("a reduce task whose worker notes its lease is not queued again; once the notes stop, it is", async () => {
+    const { bytes, counts } = tokens(6000, 35);
+    const s = await setUp("held-reduce", bytes, { op: "distinct", partitions: 3 }, 2048);
+    await s.run(await s.drain());
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
+    const { chunks } = await readJson(s.output, manifestKey(s.jobId), Manifest);
+    // All three are received; partition 1's worker runs it past the lease and notes it, as a heartbeat does.
+    const running = await s.drain();
+    expect(running.length).toBe(3);
+    const note = () => noteLease(s.deps, s.jobId, chunks + 1);
+    s.advance(LEASE + 1);
+    await note();
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
+    s.advance(TASK_TIMEOUT_MS);
+    await note();
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
+    const again = await s.drain();
+    expect(again.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([0, 2]);
+    await s.run(again);
+    // Its notes stop (the worker died): past another lease and idle spell, it is queued again.
+    s.advance(LEASE + 1);
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
+    expect(await s.drain()).toEqual([]);
+    s.advance(TASK_TIMEOUT_MS);
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
+    const last = await s.drain();
+    expect(last.map((t) => ("reduce" in t ? t.reduce.partition : -1))).toEqual([1]);
+    await s.run(last);
+    expect((await reduceJob(s.reducer, s.jobId, { fleet: true })).kind).toBe("succeeded");
+    expect(await resultCounts(s)).toEqual(counts);
+  });
+
+  it("a merge task whose worker notes its lease is not queued again", async () => {
+    const bytes = textOf(20 * 150, 7);
+    const s = await setUp("held-merge", bytes, { op: "count", fanIn: 4 }, Math.ceil(bytes.length / 20));
+    await s.run(await s.drain());
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
+    const merges = await s.drain();
+    expect(merges.length).toBe(5);
+    // Merge groups 0 … 4 of level 1 are tasks 20 … 24; group 3's worker notes its lease.
+    s.advance(LEASE + 1);
+    await noteLease(s.deps, s.jobId, 23);
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
+    s.advance(TASK_TIMEOUT_MS);
+    await noteLease(s.deps, s.jobId, 23);
+    await reduceJob(s.reducer, s.jobId, { fleet: true });
+    const again = await s.drain();
+    expect(again.map((t) => ("merge" in t ? t.merge.group : -1))).toEqual([0, 1, 2, 4]);
+    await s.run([...again, merges[3]!]);
     for (let round = 0; round < 5; round++) {
       const outcome = await reduceJob(s.reducer, s.jobId, { fleet: true });
       if (outcome.kind === "succeeded") break;

@@ -11,7 +11,8 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskWorker } from "../../lib/aws/TaskWorker.js";
 import { reducerHandler } from "../../lib/aws/handlers.js";
-import { failureKey, partsPrefix, reducePlanKey, runningKey, workPrefix } from "../../lib/core/keys.js";
+import { failureKey, leaseNoteKey, outputPartKey, partsPrefix, reducePlanKey, runningKey, workPrefix } from "../../lib/core/keys.js";
+import { cancelJob } from "../../lib/core/pipeline/cancel.js";
 import type { ReduceTask } from "../../lib/core/job/manifest.js";
 import { readBytes } from "../../lib/core/pipeline/blobJson.js";
 import { handleDeadLetter } from "../../lib/core/pipeline/deadLetter.js";
@@ -28,7 +29,7 @@ import { encodeEventKey } from "../../lib/dev/emulator.js";
 import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { waitFor } from "../helpers/devCloud.js";
-import { keyedCounts, localPipeline, startJobOver, takeAll, untilSucceededAndDrained } from "../helpers/jobs.js";
+import { keyedCounts, localPipeline, OUTPUT, startJobOver, takeAll, untilSucceededAndDrained } from "../helpers/jobs.js";
 
 let dir: string;
 beforeAll(async () => {
@@ -170,4 +171,83 @@ describe("a keyed job's straggling reduce task", () => {
     expect(await handleDeadLetter(deps, JSON.stringify(task), 3)).toBe("failed");
     expect(await output.head(failureKey(jobId))).toBeDefined();
   });
+});
+
+/** An output store whose reads under `prefix` wait until `open()` (or until their signal aborts): a reduce task held mid-merge. */
+class HeldReads implements BlobStore {
+  #open!: () => void;
+  readonly #gate = new Promise<void>((resolve) => (this.#open = resolve));
+  constructor(
+    private readonly store: BlobStore,
+    private readonly prefix: string,
+  ) {}
+  get name() {
+    return this.store.name;
+  }
+  open = () => this.#open();
+  head = (key: string) => this.store.head(key);
+  async get(key: string, options?: GetOptions) {
+    if (key.startsWith(this.prefix)) {
+      const signal = options?.signal;
+      await Promise.race([
+        this.#gate,
+        new Promise<never>((_, reject) => signal?.addEventListener("abort", () => reject(new Error("aborted")), { once: true })),
+      ]);
+    }
+    return this.store.get(key, options);
+  }
+  put: BlobStore["put"] = (key, body, options) => this.store.put(key, body, options);
+  list = (prefix: string) => this.store.list(prefix);
+  delete = (key: string) => this.store.delete(key);
+}
+
+describe("a long reduce task on a worker", () => {
+  it("notes its lease while it runs, and stops when its job is cancelled, writing no output part", async () => {
+    const lines = Array.from({ length: 3000 }, (_, i) => `k${i % 97}`);
+    const { inputs, output, queue, deps } = localPipeline(path.join(dir, "cancelled"));
+    const jobId = "cancelled-reduce-1";
+    const { manifest } = await startJobOver(
+      deps,
+      inputs,
+      Buffer.from(`${lines.join("\n")}\n`),
+      jobId,
+      { op: "distinct", partitions: 2 },
+      2048,
+    );
+    for (const task of await takeAll(queue)) await runTask(deps, task, { checkOpDigest: false, ranOn: "fleet", worker: "w" });
+    expect((await reduceJob(deps, jobId, { fleet: true })).kind).toBe("incomplete");
+    const [first] = await takeAll(queue);
+    await queue.sendBatch([JSON.stringify(first)]);
+    const held = new HeldReads(output, `${workPrefix(jobId)}shuffle/`);
+    const worker = new TaskWorker({
+      queue,
+      deps: { ...deps, output: held },
+      concurrency: 1,
+      visibilitySeconds: 5,
+      heartbeatSeconds: 1,
+      waitSeconds: 1,
+    });
+    const ended = new Promise<unknown>((resolve) => worker.on("task_done", (_task, outcome) => resolve(outcome)));
+    worker.start();
+    try {
+      const index = manifest.chunks + 0;
+      await waitFor(
+        "the reduce task's lease note",
+        async () => ((await output.head(leaseNoteKey(jobId, index))) ? true : undefined),
+        20_000,
+        50,
+      );
+      expect(await cancelJob(deps, jobId, OUTPUT)).toMatchObject({ kind: "cancelled" });
+      // Within the worker's recheck of ended jobs (5 s), the task stops: its held reads abort.
+      expect(await ended).toEqual({ kind: "job-ended" });
+      held.open();
+      await waitFor("the queue to drain", async () =>
+        (await queue.depth()).inFlight + (await queue.depth()).visible === 0 ? true : undefined,
+      );
+    } finally {
+      await worker.stop(5_000);
+      await queue.close();
+    }
+    expect(await output.head(outputPartKey(jobId, 0))).toBeUndefined();
+  }, 60_000);
 });

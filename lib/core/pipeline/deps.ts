@@ -57,4 +57,4 @@ export interface SplitDeps extends PipelineDeps, Lanes {
   readonly maxInputs?: number;
 }
 
-export const nowOf = (deps: PipelineDeps): number => (deps.now ? deps.now() : Date.now());
+export const nowOf = (deps: Pick<PipelineDeps, "now">): number => (deps.now ? deps.now() : Date.now());

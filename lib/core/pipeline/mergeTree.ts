@@ -20,6 +20,7 @@ import { Part } from "./part.js";
 import type { SpanSource } from "./partMerge.js";
 import { enqueueTasks } from "./enqueue.js";
 import { TASK_LEASE_MS } from "./wake.js";
+import { heldLeases } from "./leases.js";
 
 export interface MergeLevel {
   /** 1: merges map parts; n: merges level n - 1's merged parts. */
@@ -152,9 +153,13 @@ export const advanceMergeTree = async (
       if (ready) (queued === undefined ? tasks : expired).push({ v: 1, jobId, merge: { level: level.level, group, from, to }, job });
     }
   }
+  // A merge whose worker still notes its lease runs on: a long merge, not a lost message.
+  const indexOf = ({ merge }: MergeTask): number => mergeTaskIndex(levels, manifest.chunks, merge.level, merge.group);
+  const held = expired.length > 0 ? await heldLeases(deps, jobId, expired.map(indexOf), generation, lease) : new Set<number>();
+  const lost = expired.filter((t) => !held.has(indexOf(t)));
   let firstPastLease = Number.POSITIVE_INFINITY;
-  for (const { merge } of expired) firstPastLease = Math.min(firstPastLease, queuedAt[merge.level - 1]!.get(merge.group)! + lease);
-  if (expired.length > 0 && (await (options.requeue?.(firstPastLease) ?? true))) appendAll(tasks, expired);
+  for (const { merge } of lost) firstPastLease = Math.min(firstPastLease, queuedAt[merge.level - 1]!.get(merge.group)! + lease);
+  if (lost.length > 0 && (await (options.requeue?.(firstPastLease) ?? true))) appendAll(tasks, lost);
   if (tasks.length > 0) {
     await enqueueTasks(deps.queue, tasks);
     await mapInOrder(tasks, WRITES_AT_ONCE, ({ merge }) =>

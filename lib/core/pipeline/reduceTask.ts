@@ -41,6 +41,7 @@ import type { WhereRan } from "./status.js";
 import { guardOf } from "./opGuard.js";
 import type { GuardedTask } from "../ports.js";
 import { TASK_LEASE_MS } from "./wake.js";
+import { heldLeases } from "./leases.js";
 
 /** The segments one reduce task merges: [shuffle object, start, end], in chunk order. */
 const SortKeySchema = z.tuple([z.union([z.literal(0), z.literal(1)]), z.number(), z.string()]);
@@ -183,7 +184,17 @@ export const requeueReduceTasks = async (
   const last = Math.max(Date.parse(started.at), requeued?.at ?? 0);
   const lease = deps.taskLeaseMs ?? TASK_LEASE_MS;
   if (nowOf(deps) - last < lease) return 0;
-  const partitions = Array.from({ length: manifest.job.partitions! }, (_, p) => p).filter((p) => !parts.has(manifest.chunks + p));
+  const missing = Array.from({ length: manifest.job.partitions! }, (_, p) => p).filter((p) => !parts.has(manifest.chunks + p));
+  if (missing.length === 0) return 0;
+  // A task whose worker still notes its lease runs on: a long partition, not a lost message.
+  const held = await heldLeases(
+    deps,
+    manifest.jobId,
+    missing.map((p) => manifest.chunks + p),
+    manifest.job.generation ?? 0,
+    lease,
+  );
+  const partitions = missing.filter((p) => !held.has(manifest.chunks + p));
   if (partitions.length === 0 || !(await requeue(last + lease))) return 0;
   await enqueueTasks(deps.queue, reduceTasksOf(manifest, partitions));
   await noteReduceRequeued(deps, manifest.jobId);
