@@ -12,19 +12,20 @@ import { sortPlanner } from "../lib/core/pipeline/sortStage.js";
 import { sort } from "../lib/core/ops/sort.js";
 import type { SortSamples } from "../lib/core/shuffle/sortSamples.js";
 import { prng } from "../lib/dev/prng.js";
+import { PRICES as TABLE, vcpuSecondUsd } from "../lib/core/report/prices.js";
 import type { SortRef } from "../lib/core/shuffle/shuffleRun.js";
 
-/** List prices assumed (us-east-1, as of 2026-12; check current ones): dollars. */
+/** List prices: the shipped table's (lib/core/report/prices.ts), as reports and estimates price jobs. */
+const INSTANCE = "m7g.large";
 export const PRICES = {
-  date: "2026-12",
-  s3PutPer1000: 0.005,
-  s3GetPer1000: 0.0004,
+  date: TABLE.asOf,
+  s3PutPer1000: TABLE.s3Put1000,
+  s3GetPer1000: TABLE.s3Get1000,
   s3GbMonth: 0.023,
-  sqsPerMillion: 0.4,
-  lambdaArmGbSecond: 0.0000133334,
+  sqsPerMillion: TABLE.sqsMillion,
   /** m7g.large, the stack's default instance type: 2 vCPUs, 8 GiB, up to 12.5 Gbit/s (0.937 baseline). */
-  m7gLargeHour: 0.0816,
-  m7gLargeSpotHour: 0.031,
+  m7gLargeHour: vcpuSecondUsd(INSTANCE, "on-demand")! * 3600 * 2,
+  m7gLargeSpotHour: vcpuSecondUsd(INSTANCE, "spot")! * 3600 * 2,
   m7gLargeBaselineMBps: 117,
 } as const;
 
@@ -46,18 +47,26 @@ export const sortStudy = (s: SortStudy): string[] => {
   const R = s.partitions;
   const chunk = s.bytes / M;
   const partition = s.bytes / R;
-  // Map task: 3 marker HEADs, a ranged GET and its look-behind, the run (multipart past 8 MiB) and the part.
-  const runPuts = chunk > DEFAULTS.multipartThreshold ? 2 + Math.ceil(chunk / S3_PART) : 1;
-  const map = { get: 5 * M, put: (runPuts + 1) * M, sqs: 2 * M };
+  /** PUT requests of one object: one, or past the multipart threshold a create, its parts and a complete. */
+  const putsOf = (bytes: number): number => (bytes > DEFAULTS.multipartThreshold ? 2 + Math.ceil(bytes / S3_PART) : 1);
+  // Map task: a HEAD of its part (a keyed task looks for it), a ranged GET and its look-behind, the run and the part.
+  const map = { get: 3 * M, put: (putsOf(chunk) + 1) * M, sqs: 2 * M };
   // Reducer: a batch of ≤ 100 part events per call, each listing every part (1,000 per page).
   const calls = Math.ceil((M + R) / 100);
   const reducer = { list: calls * Math.ceil((M + R) / 1000), get: calls * 6 + M + R, put: calls + R + 2, sqs: Math.ceil(R / 10) + calls };
   // Reduce task: its plan, one ranged GET per run, merge passes through scratch (S3 on the fleet), its part.
   const passes = Math.max(0, Math.ceil(Math.log(M) / Math.log(64)) - 1);
-  const spillBytes = passes * s.bytes;
+  // Pass k writes ceil(M / 64^k) runs of the partition's bytes between them, each read back once by the next.
+  let spillPuts = 0;
+  let spillGets = 0;
+  for (let k = 1; k <= passes; k++) {
+    const runs = Math.ceil(M / 64 ** k);
+    spillPuts += runs * putsOf(partition / runs);
+    spillGets += runs;
+  }
   const reduce = {
-    get: R * (4 + M) + (passes > 0 ? R * Math.ceil(M / 64) : 0),
-    put: R * (Math.ceil(partition / S3_PART) + 2) + Math.ceil(spillBytes / S3_PART) + R,
+    get: R * (4 + M + spillGets),
+    put: R * (putsOf(partition) + 2 + spillPuts),
     sqs: 2 * R,
   };
   const splitter = { sqs: Math.ceil(M / 10), put: 3, get: 2 };
@@ -76,11 +85,13 @@ export const sortStudy = (s: SortStudy): string[] => {
   const spot = s.instances * hours * PRICES.m7gLargeSpotHour;
   const requests = (puts / 1000) * PRICES.s3PutPer1000 + (gets / 1000) * PRICES.s3GetPer1000;
   const storage = ((s.bytes * (2 + (passes > 0 ? 1 : 0))) / 1e9) * PRICES.s3GbMonth * (hours / 730);
+  const spillBytes = passes * s.bytes;
   const queue = (sqs / 1e6) * PRICES.sqsPerMillion;
   const tb = s.bytes / 1e12;
   return [
     `${fmt(s.bytes / 1e12)} TB in ${fmt(M)} chunks of ${fmt(chunk / MiB)} MiB, ${R} partitions of ${fmt(partition / 1e9)} GB (the default), ` +
-      `${s.instances} m7g.large (${vcpus} vCPUs); merge passes through scratch per reduce task: ${passes}`,
+      `${s.instances} m7g.large (${vcpus} vCPUs); merge passes through scratch per reduce task: ${passes} ` +
+      `(${fmt(spillBytes / 1e12)} TB spilled)`,
     "",
     "| | S3 GET/HEAD | S3 PUT/LIST | SQS requests |",
     "|---|---|---|---|",
