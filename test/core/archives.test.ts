@@ -373,6 +373,43 @@ describe("hostile archives end in clear errors", () => {
     return message;
   };
 
+  it("an end record forged in the comment, naming fewer entries, refuses the archive rather than hide the rest", async () => {
+    const message = await refused(
+      "forged-end.zip",
+      `
+import struct, zipfile
+with zipfile.ZipFile('forged-end.zip', 'w', zipfile.ZIP_STORED) as z:
+    z.writestr('a.txt', 'a\\n' * 10)
+    z.writestr('b.txt', 'b\\n' * 20)
+data = bytearray(open('forged-end.zip', 'rb').read())
+end = data.rfind(b'PK\\x05\\x06')
+count, size, at = struct.unpack('<HII', data[end + 10:end + 20])
+first = 46 + struct.unpack('<H', data[at + 28:at + 30])[0]
+# An end record naming a.txt's directory entry alone, as the real record's comment.
+fake = b'PK\\x05\\x06' + struct.pack('<HHHHIIH', 0, 0, 1, 1, first, at, 0)
+data[end + 20:end + 22] = struct.pack('<H', len(fake))
+open('forged-end.zip', 'wb').write(bytes(data) + fake)
+`,
+    );
+    // unzip reads both entries (30 lines); read through the forged record, the count was 10.
+    expect(sh("unzip -p forged-end.zip 2>/dev/null | wc -l").trim()).toBe("30");
+    expect(message).toMatch(/forged-end\.zip \(byte \d+\): zip archive: its central directory ends \d+ bytes before its end record/);
+  });
+
+  it("bytes put before an archive (a self-extractor's stub) are named, not taken for a corrupt entry", async () => {
+    py(`
+import zipfile
+with zipfile.ZipFile('stubbed.zip', 'w') as z:
+    z.writestr('a.txt', 'a\\n' * 10)
+data = open('stubbed.zip', 'rb').read()
+open('stubbed.zip', 'wb').write(b'#!/bin/sh\\nexit 0\\n' + data)
+`);
+    const r = await run({ op: "count", inputs: [path.join(dir, "stubbed.zip")], chunkSize: 1024 });
+    expect(r.ok ? "" : r.error.describe()).toMatch(
+      /stubbed\.zip \(byte \d+\): zip archive: its central directory ends 17 bytes before its end record: bytes were put before the archive/,
+    );
+  });
+
   it("names that climb out of the archive (zip slip) refuse it", async () => {
     for (const [i, evil] of ["../../etc/passwd", "/etc/passwd", "ok/../../x", "C:\\\\win.ini"].entries()) {
       const message = await refused(

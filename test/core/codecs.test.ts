@@ -249,6 +249,17 @@ describe("compressed inputs as other tools write them", () => {
     }
   });
 
+  it("a zstd frame written with a dictionary is refused as such, not as a checksum that does not match", async () => {
+    const file = path.join(dir, "z-dict.txt");
+    await writeFile(file, lines(1000));
+    sh(
+      `cd '${dir}' && mkdir -p z-train && for i in $(seq 1 40); do head -c $((i * 300)) z-dict.txt > z-train/$i; done && ` +
+        "zstd -q --train z-train/* -o z-dictionary && zstd -q -f -D z-dictionary z-dict.txt -o z-dict.zst",
+    );
+    const r = await run(path.join(dir, "z-dict.zst"), "count", 1024);
+    expect(r.ok ? "" : r.error.describe()).toMatch(/z-dict\.zst.*zstd frame at compressed byte 0 was written with a dictionary \(id \d+\)/);
+  });
+
   it("a zstd frame without its checksum is refused, naming its byte, whatever onBadRecord says: damage in it would pass unseen", async () => {
     const file = path.join(dir, "z-nc.txt");
     await writeFile(file, lines(1000));

@@ -212,3 +212,80 @@ describe("a record longer than maxRecordBytes (64 MiB)", () => {
     }
   });
 });
+
+describe("text cloudmill would misread", () => {
+  /** The error a local run ends with, described, or the result. */
+  const outcome = async (file: string, op: string, chunkSize: number, extra: Record<string, unknown> = {}) => {
+    const r = await run(file, op, chunkSize, extra);
+    return r.ok ? r.result : (r.error as CloudmillError).describe();
+  };
+
+  it("refuses CSV whose records end in a carriage return alone (old Mac), where Python reads rows; CR inside quotes stays", async () => {
+    const file = path.join(dir, "mac.csv");
+    await writeFile(file, "a,b\r1,2\r3,4\r");
+    // Python's csv reads two rows; read at line feeds the file would be its header alone, and count 0.
+    expect(pythonCsvRows(file).length).toBe(2);
+    for (const op of ["count", "stats"])
+      for (const chunkSize of [3, 1024])
+        expect(await outcome(file, op, chunkSize, { format: "csv", params: op === "stats" ? { column: "b" } : {} })).toMatch(
+          new RegExp(`^${file}:1 \\(byte 3\\): a record ends in a carriage return alone \\(old Mac line ends\\)`),
+        );
+    // In UTF-16 too, the offset the file's own (a byte-order mark and "a,b" before it).
+    const utf16 = path.join(dir, "mac16.csv");
+    await writeFile(utf16, Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from("a,b\r1,2\r", "utf16le")]));
+    expect(await outcome(utf16, "count", 1024, { format: "csv" })).toMatch(
+      new RegExp(`^${utf16}:1 \\(byte 8\\): a record ends in a carriage`),
+    );
+    // A carriage return inside quotes is the field's; CRLF ends records as ever.
+    const quoted = path.join(dir, "cr-quoted.csv");
+    await writeFile(quoted, 'a,b\r\n1,"x\ry"\r\n3,4\r\n');
+    expect(await outcome(quoted, "count", 4, { format: "csv" })).toEqual({ records: pythonCsvRows(quoted).length });
+  });
+
+  it("refuses UTF-32 (whose LE mark starts like UTF-16's), naming it, as lines and as CSV", async () => {
+    for (const [name, bytes] of [
+      ["le", Buffer.concat([Buffer.from([0xff, 0xfe, 0, 0]), Buffer.from("a\0\0\0,\0\0\0b\0\0\0\n\0\0\0")])],
+      ["be", Buffer.concat([Buffer.from([0, 0, 0xfe, 0xff]), Buffer.from("\0\0\0a\0\0\0,\0\0\0b\0\0\0\n")])],
+    ] as const) {
+      const file = path.join(dir, `u32${name}.csv`);
+      await writeFile(file, bytes);
+      for (const format of ["csv", "lines"])
+        expect(await outcome(file, "count", 1024, { format })).toBe(
+          `${file}:1 (byte 0): UTF-32${name.toUpperCase()} text (its byte-order mark): inputs are read as UTF-8 (CSV also as UTF-16); ` +
+            "convert it first (iconv -f UTF-32 -t UTF-8)",
+        );
+    }
+  });
+
+  it("refuses UTF-16 CSV cut short (an odd last byte) or holding a lone surrogate, where Python's decoder fails; pairs pass", async () => {
+    const bom = Buffer.from([0xff, 0xfe]);
+    const odd = path.join(dir, "odd16.csv");
+    // "a,b\n1,2" and the first byte of "3": 2 + 14 bytes before it.
+    await writeFile(odd, Buffer.concat([bom, Buffer.from("a,b\n1,2", "utf16le"), Buffer.from("3")]));
+    expect(() =>
+      execFileSync("python3", ["-c", "open(__import__('sys').argv[1],encoding='utf-16').read()", odd], { stdio: "pipe" }),
+    ).toThrow(/UnicodeDecodeError/);
+    for (const op of ["count", "stats"])
+      expect(await outcome(odd, op, 1024, { format: "csv", params: op === "stats" ? { column: "b" } : {} })).toBe(
+        `${odd}:2 (byte 16): UTF-16 text ends in half a character (an odd number of bytes): is the file cut short?`,
+      );
+    const lone = path.join(dir, "lone16.csv");
+    await writeFile(lone, Buffer.concat([bom, Buffer.from("a,b\n1,", "utf16le"), Buffer.from([0x00, 0xd8]), Buffer.from("\n", "utf16le")]));
+    expect(await outcome(lone, "count", 1024, { format: "csv" })).toBe(
+      `${lone}:2 (byte 14): a UTF-16 surrogate without its pair: not UTF-16 text`,
+    );
+    const pairs = path.join(dir, "pairs16.csv");
+    await writeFile(pairs, Buffer.concat([bom, Buffer.from("a,b\n\u{1F600},2\n3,\u{1F601}\n", "utf16le")]));
+    expect(await outcome(pairs, "count", 1024, { format: "csv" })).toEqual({ records: pythonCsvRows(pairs, ",", "utf-16").length });
+  });
+
+  it("reads text with `ustar` at byte 257 (custard) as text; a real tar (GNU tar's) is still refused", async () => {
+    const custard = path.join(dir, "custard.txt");
+    await writeFile(custard, `${"x".repeat(257)}ustard pie\n${"y\n".repeat(300)}`);
+    const wc = Number(execFileSync("sh", ["-c", `wc -l < '${custard}'`], { encoding: "utf8" }).trim());
+    expect(await outcome(custard, "count", 1024)).toEqual({ records: wc });
+    const tar = path.join(dir, "n.tar");
+    execFileSync("tar", ["-cf", tar, "-C", dir, "n.txt"]);
+    expect(await outcome(tar, "count", 1024)).toMatch(/\(byte 0\): a tar archive: tar inputs are not read yet/);
+  });
+});

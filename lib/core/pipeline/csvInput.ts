@@ -12,7 +12,8 @@ import type { BlobStore } from "../ports.js";
 import { rangeRecordBlocks } from "../records/alignedBlocks.js";
 import type { Codec } from "../records/codecs.js";
 import { inputHead, inputRangeBytes } from "../records/inputBytes.js";
-import { parseCsvRecord } from "../records/csv.js";
+import { bareCarriageReturnAt, parseCsvRecord } from "../records/csv.js";
+import { badRecord } from "../errors.js";
 import { defaultSeparator, SNIFF_BYTES, sniffSeparator } from "../records/csvDialect.js";
 import { CsvRecordEnds, lineEnds, type RecordEnds } from "../records/recordEnds.js";
 import { decodeUtf16Block, Utf16RecordEnds, utf16Of, type Utf16 } from "../records/utf16.js";
@@ -46,12 +47,11 @@ export const readCsvInput = async (
   // entry's `size` is its stored bytes, its decoded length the member's.
   const size = codec ? Number.POSITIVE_INFINITY : (input.member?.size ?? input.size);
   const encoding = utf16Of(head);
+  refuseBareCarriageReturns(head, encoding);
   let separator: string;
   let sniffed: string | undefined;
   if (named === "auto") {
-    const sample = encoding
-      ? decodeUtf16Block({ bytes: head.subarray(0, head.length & ~1), offset: 0, first: true }, encoding).bytes
-      : head;
+    const sample = encoding ? decodeUtf16Block({ bytes: wholeUnits(head, encoding), offset: 0, first: true }, encoding).bytes : head;
     separator = sniffed = sniffSeparator(sample, input.name);
   } else if (named === "tab") separator = "\t";
   else if (typeof named === "string") separator = named;
@@ -77,6 +77,27 @@ export const readCsvInput = async (
     ...(encoding ? { encoding } : {}),
     ...(header ? { header } : {}),
   };
+};
+
+/** The whole UTF-16 characters of a read of an input's start, which may end inside one. */
+const wholeUnits = (head: Buffer, encoding: Utf16): Buffer => {
+  let end = head.length & ~1;
+  const high = end >= 2 ? head[encoding === "utf-16le" ? end - 1 : end - 2]! : 0;
+  if (high >= 0xd8 && high <= 0xdb) end -= 2;
+  return head.subarray(0, end);
+};
+
+/** Refuses CSV whose records end in a carriage return alone: read at line feeds, it would be one record. */
+const refuseBareCarriageReturns = (head: Buffer, encoding: Utf16 | undefined): void => {
+  const decoded = encoding ? decodeUtf16Block({ bytes: wholeUnits(head, encoding), offset: 0, first: true }, encoding) : undefined;
+  const at = bareCarriageReturnAt(decoded?.bytes ?? head);
+  if (at < 0) return;
+  const error = badRecord(
+    "a record ends in a carriage return alone (old Mac line ends): CSV records end at line feeds, so the file would read as " +
+      "one record; convert its line ends first (tr '\\r' '\\n', or save it as CSV UTF-8)",
+    (decoded?.offset ?? 0) + at,
+  );
+  throw decoded ? decoded.fileOffset(error) : error;
 };
 
 /**

@@ -7,6 +7,7 @@
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { RecordBlock } from "./alignedBlocks.js";
 import { CODEC_NAMES, codecOf, isSkippableFrame } from "./codecs.js";
+import { isUtf32 } from "./utf16.js";
 
 const SIGNATURES: readonly { readonly name: string; readonly what: string; readonly bytes: readonly number[]; readonly fix: string }[] = [
   { name: "xz", what: "xz-compressed data", bytes: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], fix: "xz -d it" },
@@ -15,10 +16,25 @@ const SIGNATURES: readonly { readonly name: string; readonly what: string; reado
   { name: "lz4", what: "lz4-compressed data", bytes: [0x04, 0x22, 0x4d, 0x18], fix: "lz4 -d it" },
 ];
 
-/** A tar archive's magic, `ustar`, 257 bytes into its first header. */
+/** A tar archive's magic, `ustar`, 257 bytes into its first 512-byte header. */
 const TAR_MAGIC_AT = 257;
-const isTar = (b: Uint8Array): boolean =>
-  b.length >= TAR_MAGIC_AT + 5 && Buffer.from(b.subarray(TAR_MAGIC_AT, TAR_MAGIC_AT + 5)).toString("latin1") === "ustar";
+const TAR_HEADER = 512;
+/**
+ * A tar header: its magic, and its checksum (octal at bytes 148–155: the sum of the header's
+ * bytes, the checksum's own counted as spaces), so that text with "ustar" at byte 257 (a recipe
+ * with custard in it) is text.
+ */
+const isTar = (b: Uint8Array): boolean => {
+  if (b.length < TAR_HEADER || Buffer.from(b.subarray(TAR_MAGIC_AT, TAR_MAGIC_AT + 5)).toString("latin1") !== "ustar") return false;
+  const field = Buffer.from(b.subarray(148, 156))
+    .toString("latin1")
+    .replace(/[\0 ]+$/, "")
+    .trim();
+  if (!/^[0-7]{1,8}$/.test(field)) return false;
+  let sum = 0;
+  for (let i = 0; i < TAR_HEADER; i++) sum += i >= 148 && i < 156 ? 0x20 : b[i]!;
+  return Number.parseInt(field, 8) === sum;
+};
 
 /** The unread compression or archive format `bytes` start with, if any. bzip2 needs its block magic too, so text starting "BZh" passes. */
 export const compressionOf = (bytes: Uint8Array): { name: string; what: string; fix: string } | undefined =>
@@ -35,7 +51,7 @@ export const compressionOf = (bytes: Uint8Array): { name: string; what: string; 
         });
 
 /** Bytes that tell every format above. */
-export const SIGNATURE_BYTES = TAR_MAGIC_AT + 5;
+export const SIGNATURE_BYTES = TAR_HEADER;
 
 /** Byte-order marks of UTF-16 text (Excel's "Unicode text"): read as UTF-8 its records and fields are garbage. */
 const UTF16_BOMS: readonly (readonly [number, number, string])[] = [
@@ -48,6 +64,14 @@ const UTF16_BOMS: readonly (readonly [number, number, string])[] = [
  * if they are. `inArchive`: the input is an entry of a zip archive.
  */
 export const compressedInputError = (first: Uint8Array, input: string, inArchive = false): CloudmillError | undefined => {
+  if (isUtf32(first)) {
+    return new CloudmillError(
+      ErrorCode.BAD_RECORD,
+      `UTF-32${first[0] === 0 ? "BE" : "LE"} text (its byte-order mark): inputs are read as UTF-8 (CSV also as UTF-16); ` +
+        "convert it first (iconv -f UTF-32 -t UTF-8)",
+      { input, offset: 0 },
+    );
+  }
   const utf16 = UTF16_BOMS.find(([a, b]) => first[0] === a && first[1] === b);
   if (utf16) {
     return new CloudmillError(

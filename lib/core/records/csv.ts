@@ -143,3 +143,20 @@ export const forEachCsvRecord = (
   }
   if (s < n) fn(s, n > s && b[n - 1] === CR ? n - 1 : n, block.offset + s);
 };
+
+/**
+ * The offset of the first carriage return outside quotes that is not followed by a line feed
+ * (old Mac line ends: Excel's "CSV (Macintosh)"), or -1. Records end at line feeds here, so such
+ * a file would be one record: its header, and no rows. A carriage return at the sample's end
+ * may be a CRLF's first half.
+ */
+export const bareCarriageReturnAt = (bytes: Uint8Array): number => {
+  if (bytes.indexOf(CR) < 0) return -1;
+  let inside = false;
+  for (let i = 0; i < bytes.length - 1; i++) {
+    const c = bytes[i];
+    if (c === QUOTE) inside = !inside;
+    else if (c === CR && !inside && bytes[i + 1] !== NL) return i;
+  }
+  return -1;
+};

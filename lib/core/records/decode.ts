@@ -101,6 +101,16 @@ const ZSTD_MAGIC = 0xfd2fb528;
 const ZSTD_MAX_WINDOW = 128 * 2 ** 20;
 
 /** The window a zstd frame header (descriptor byte and what follows) asks for: its window descriptor, or its content size. */
+/** A zstd frame header's dictionary id (its descriptor, then the window byte unless single-segment): 0 for none. */
+const dictionaryOf = (h: readonly number[]): number => {
+  const fhd = h[0]!;
+  const bytes = [0, 1, 2, 4][fhd & 3]!;
+  const from = (fhd & 0x20) !== 0 ? 1 : 2;
+  let id = 0;
+  for (let k = bytes - 1; k >= 0; k--) id = id * 256 + h[from + k]!;
+  return id;
+};
+
 const windowOf = (h: readonly number[]): number => {
   const fhd = h[0]!;
   if ((fhd & 0x20) === 0) {
@@ -225,6 +235,13 @@ class ZstdFrames {
             return undefined;
           }
         }
+        const dictionary = dictionaryOf(h);
+        if (dictionary !== 0)
+          throw new CloudmillError(
+            ErrorCode.BAD_RECORD,
+            `zstd frame at compressed byte ${at - h.length - 4} was written with a dictionary (id ${dictionary}), which ` +
+              "cloudmill does not read: recompress it without one (zstd without -D)",
+          );
         const window = windowOf(h);
         if (window > ZSTD_MAX_WINDOW) {
           throw new CloudmillError(

@@ -14,7 +14,19 @@ export type Utf16 = "utf-16le" | "utf-16be";
 
 /** The UTF-16 byte order an input's first bytes mark, if they mark one. */
 export const utf16Of = (head: Uint8Array): Utf16 | undefined =>
-  head[0] === 0xff && head[1] === 0xfe ? "utf-16le" : head[0] === 0xfe && head[1] === 0xff ? "utf-16be" : undefined;
+  isUtf32(head)
+    ? undefined
+    : head[0] === 0xff && head[1] === 0xfe
+      ? "utf-16le"
+      : head[0] === 0xfe && head[1] === 0xff
+        ? "utf-16be"
+        : undefined;
+
+/** A UTF-32 byte-order mark (LE: FF FE 00 00, whose first two bytes are UTF-16LE's; BE: 00 00 FE FF). */
+export const isUtf32 = (head: Uint8Array): boolean =>
+  head.length >= 4 &&
+  ((head[0] === 0xff && head[1] === 0xfe && head[2] === 0 && head[3] === 0) ||
+    (head[0] === 0 && head[1] === 0 && head[2] === 0xfe && head[3] === 0xff));
 
 const NL = 0x0a;
 const QUOTE = 0x22;
@@ -107,8 +119,32 @@ export interface DecodedBlock extends RecordBlock {
  * file's first block). Offsets the op reports inside it (block.offset + a UTF-8 index) map
  * back to the UTF-16 unit they fall in.
  */
+/**
+ * The byte offset of the first code unit that is no character (a surrogate without its pair, or
+ * an odd last byte of `length`), or -1. Node's decoder would make it U+FFFD, or drop it.
+ */
+const brokenUnitAt = (le: Uint8Array, length: number): number => {
+  const units = length >> 1;
+  for (let u = 0; u < units; u++) {
+    const hi = le[2 * u + 1]!;
+    if (hi < 0xd8 || hi > 0xdf) continue;
+    const next = u + 1 < units ? le[2 * u + 3]! : -1;
+    if (hi >= 0xdc || next < 0xdc || next > 0xdf) return 2 * u;
+    u++;
+  }
+  return length & 1 ? length - 1 : -1;
+};
+
 export const decodeUtf16Block = (block: RecordBlock, encoding: Utf16): DecodedBlock => {
-  const raw = encoding === "utf-16le" ? block.bytes : Buffer.from(block.bytes).swap16();
+  const raw = encoding === "utf-16le" ? block.bytes : Buffer.from(block.bytes.subarray(0, block.bytes.length & ~1)).swap16();
+  const broken = brokenUnitAt(raw, block.bytes.length);
+  if (broken >= 0)
+    throw badRecord(
+      broken === block.bytes.length - 1
+        ? "UTF-16 text ends in half a character (an odd number of bytes): is the file cut short?"
+        : "a UTF-16 surrogate without its pair: not UTF-16 text",
+      block.offset + broken,
+    );
   let text = raw.toString("utf16le");
   const skip = block.first && text.startsWith("\uFEFF") ? 1 : 0;
   if (skip) text = text.slice(1);

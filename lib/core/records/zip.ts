@@ -94,7 +94,10 @@ export const findZipDirectory = (
       if (bytes === 0xffffffff || at === 0xffffffff)
         throw zipError(archive, tailAt + i, "its end record asks for zip64, but no zip64 locator precedes it");
     }
-    return checkedDirectory({ at, bytes, entries }, tailAt + i, archive);
+    // A zip64 end record (and its locator) may precede a classic end record whose figures fit.
+    const loc = i - 20;
+    const zip64At = loc >= 0 && d.getUint32(loc, true) === SIG.locator64 ? u64(d, loc + 8, archive, tailAt + loc) : undefined;
+    return checkedDirectory({ at, bytes, entries }, tailAt + i, archive, zip64At);
   }
   throw zipError(archive, archiveSize, "no end-of-central-directory record in its last bytes: it is truncated, or not a zip archive");
 };
@@ -113,7 +116,13 @@ export const zip64Directory = (record: Uint8Array, at: number, archiveSize: numb
 /** Largest central directory read: about two million entries of typical names. */
 const MAX_DIRECTORY_BYTES = 256 * 1024 * 1024;
 
-const checkedDirectory = (dir: ZipDirectory, endAt: number, archive: string): ZipDirectory => {
+/**
+ * A directory as its end record (at `endAt`) names it, checked: it must end where that record
+ * (or the zip64 end record at `zip64At`) begins. One that ends sooner names an archive with bytes
+ * put before it (its offsets all off by as many), or a forged end record inside the archive's
+ * comment that would hide entries.
+ */
+const checkedDirectory = (dir: ZipDirectory, endAt: number, archive: string, zip64At?: number): ZipDirectory => {
   if (dir.bytes > MAX_DIRECTORY_BYTES)
     throw zipError(
       archive,
@@ -121,6 +130,14 @@ const checkedDirectory = (dir: ZipDirectory, endAt: number, archive: string): Zi
       `its central directory is ${dir.bytes} bytes, more than the ${MAX_DIRECTORY_BYTES} read; split the archive`,
     );
   if (dir.at + dir.bytes > endAt) throw zipError(archive, dir.at, `its central directory (${dir.bytes} bytes) runs past its end record`);
+  const ends = dir.at + dir.bytes;
+  if (ends !== endAt && ends !== zip64At)
+    throw zipError(
+      archive,
+      endAt,
+      `its central directory ends ${(zip64At ?? endAt) - ends} bytes before its end record: bytes were put before the ` +
+        "archive (a self-extractor?), or the end record is forged; repair it (zip -FF) or extract and zip it again",
+    );
   // Each directory entry takes at least 46 bytes: more entries than that cannot be real.
   if (dir.entries * 46 > dir.bytes) throw zipError(archive, dir.at, `${dir.entries} entries do not fit in ${dir.bytes} bytes of directory`);
   return dir;
