@@ -19,6 +19,7 @@ export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
   DEADLINE: 6,
   COST_LIMIT: 8,
   ENVIRONMENT: 7,
+  NOT_FINISHED: 75,
   CANCELLED: 130,
   INTERNAL: 70,
 };

@@ -31,6 +31,8 @@ export const ErrorCode = {
   ITEM_OUT_OF_MEMORY: "ITEM_OUT_OF_MEMORY",
   /** A job did not finish before its deadline. */
   DEADLINE: "DEADLINE",
+  /** A job had not ended when its end was asked for (a wait that gave up, a result asked of a running job): it goes on. */
+  NOT_FINISHED: "NOT_FINISHED",
   /** A job was cancelled. */
   CANCELLED: "CANCELLED",
   /** A job's estimated cost is over its maxCostUsd. */

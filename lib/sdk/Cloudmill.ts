@@ -726,7 +726,7 @@ export class Cloudmill {
       timeoutMs,
       () =>
         new CloudmillError(
-          ErrorCode.DEADLINE,
+          ErrorCode.NOT_FINISHED,
           `job ${jobId}: the stack had not taken the retry within ${timeoutMs} ms; it may yet ` +
             "(`cloudmill status`, or the splitter's log)",
           {

@@ -29,10 +29,10 @@ export const cancelledError = (status: JobStatus): CloudmillError =>
     jobId: status.jobId,
   });
 
-/** result() gave up waiting (code DEADLINE); the job itself goes on. */
+/** result() gave up waiting (code NOT_FINISHED); the job itself goes on. */
 export const waitTimeoutError = (jobId: string, timeoutMs: number, last: JobStatus | undefined): CloudmillError =>
   new CloudmillError(
-    ErrorCode.DEADLINE,
+    ErrorCode.NOT_FINISHED,
     `job ${jobId} had not ended after ${timeoutMs / 1000}s ` +
       `(${last ? `${last.state}, ${last.done}/${last.chunks} chunks` : "no status yet"}); it goes on: wait again, or cancel it`,
     { jobId },

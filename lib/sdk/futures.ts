@@ -12,7 +12,10 @@ export interface WaitOptions {
 type ResultsOf<F extends readonly JobFuture<unknown>[]> = { -readonly [K in keyof F]: F[K] extends JobFuture<infer R> ? R : never };
 
 const timeoutError = (n: number, timeoutMs: number): CloudmillError =>
-  new CloudmillError(ErrorCode.DEADLINE, `${n} job(s) had not ended after ${timeoutMs / 1000}s; they go on: wait again, or cancel them`);
+  new CloudmillError(
+    ErrorCode.NOT_FINISHED,
+    `${n} job(s) had not ended after ${timeoutMs / 1000}s; they go on: wait again, or cancel them`,
+  );
 
 /**
  * The results of all the futures, in their order. Rejects with the first job's error (its

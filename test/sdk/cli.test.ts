@@ -363,6 +363,33 @@ describe("the README's SDK section against cloudmill dev", () => {
   }, 180_000);
 });
 
+describe("asking for the end of a job that has not ended", () => {
+  const cli = (...args: string[]) => runProcess(process.execPath, [BIN, ...args, "--endpoint", cloud.endpoint], { cwd, env: childEnv() });
+
+  it("result and wait --timeout exit 75 (NOT_FINISHED), not a failed job's code; the job goes on and ends", async () => {
+    const resume = await pauseWorkers();
+    try {
+      const submitted = await cli("submit", "examples/words.txt", "--op", "count", "--no-progress");
+      expect(submitted.code, submitted.stderr).toBe(0);
+      const jobId = submitted.stdout.trim();
+      const result = await cli("result", jobId);
+      expect(result.code).toBe(75);
+      expect(result.stderr).toMatch(
+        new RegExp(`job ${jobId} is (pending|running) \\(\\d+/\\d+ chunks\\): \`cloudmill wait ${jobId}\` waits for it`),
+      );
+      const waited = await cli("wait", jobId, "--timeout", "1", "--no-progress");
+      expect(waited.code).toBe(75);
+      expect(waited.stderr).toMatch(/had not ended after 1s .*it goes on/);
+      resume();
+      const ended = await cli("wait", jobId, "--no-progress");
+      expect(ended.code, ended.stderr).toBe(0);
+      expect(JSON.parse(ended.stdout)).toEqual(refCount(await readFile(path.join(cwd, "examples/words.txt"))));
+    } finally {
+      resume();
+    }
+  }, 120_000);
+});
+
 describe("cloudmill submit when not every job can start", () => {
   const submit = (...args: string[]) =>
     runProcess(process.execPath, [BIN, "submit", ...args, "--endpoint", cloud.endpoint, "--no-progress"], { cwd, env: childEnv() });

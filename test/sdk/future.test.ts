@@ -75,13 +75,13 @@ describe("JobFuture.result", () => {
     expect(backend.reads).toHaveLength(1);
   });
 
-  it("rejects with DEADLINE when the timeout fires mid-sleep, then reads no more and leaves no timer", async () => {
+  it("rejects with NOT_FINISHED when the timeout fires mid-sleep, then reads no more and leaves no timer", async () => {
     const backend = scripted(() => running(5));
     const future = new JobFuture("job-c", backend);
     const outcome = future.result({ timeoutMs: 1_000 }).catch((e: unknown) => e);
     await vi.advanceTimersByTimeAsync(1_000);
     const err = (await outcome) as CloudmillError;
-    expect(err.code).toBe("DEADLINE");
+    expect(err.code).toBe("NOT_FINISHED");
     expect(err.message).toMatch(/job-c had not ended after 1s \(running, 5\/200 chunks\)/);
     expect(vi.getTimerCount()).toBe(0);
     const reads = backend.reads.length;
@@ -117,12 +117,12 @@ describe("JobFuture.result", () => {
       // The stack takes the request, but only after the caller's wait ran out.
       retry: async (jobId) => {
         resumed = true;
-        throw new CloudmillError(ErrorCode.DEADLINE, `job ${jobId}: the stack had not taken the retry within 1 ms; it may yet`);
+        throw new CloudmillError(ErrorCode.NOT_FINISHED, `job ${jobId}: the stack had not taken the retry within 1 ms; it may yet`);
       },
     };
     const future = new JobFuture("job-r", backend);
     await expect(future.result()).rejects.toMatchObject({ code: "CANCELLED" });
-    await expect(future.retry({ timeoutMs: 1 })).rejects.toMatchObject({ code: "DEADLINE" });
+    await expect(future.retry({ timeoutMs: 1 })).rejects.toMatchObject({ code: "NOT_FINISHED" });
     await expect(future.result()).resolves.toEqual({ records: 9 });
   });
 
@@ -196,7 +196,7 @@ describe("waitAll and asCompleted", () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
-  it("asCompleted throws a DEADLINE after its timeout", async () => {
+  it("asCompleted throws NOT_FINISHED after its timeout", async () => {
     const outcome = (async () => {
       for await (const f of asCompleted(
         [
@@ -210,7 +210,7 @@ describe("waitAll and asCompleted", () => {
         void f;
     })().catch((e: unknown) => e);
     await vi.advanceTimersByTimeAsync(2_000);
-    expect(await outcome).toMatchObject({ code: "DEADLINE", message: expect.stringMatching(/1 job\(s\) had not ended after 2s/) });
+    expect(await outcome).toMatchObject({ code: "NOT_FINISHED", message: expect.stringMatching(/1 job\(s\) had not ended after 2s/) });
     expect(vi.getTimerCount()).toBe(0);
   });
 });

@@ -43,7 +43,7 @@ afterAll(async () => {
 });
 
 describe("waiting with a timeout or a signal", () => {
-  it("a timeout rejects with DEADLINE at the timeout, not at the next poll, then no timer is left and no request is sent", async () => {
+  it("a timeout rejects with NOT_FINISHED at the timeout, not at the next poll, then no timer is left and no request is sent", async () => {
     // Polls a minute apart: a deadline noticed only at the next poll would come a minute late.
     const slow = new Cloudmill({ endpoint: emulator.endpoint, s3: counter.s3, poll: { initialMs: 60_000 } });
     try {
@@ -56,7 +56,10 @@ describe("waiting with a timeout or a signal", () => {
       const err = await future.result({ timeoutMs: 2_000, onStatus: (s) => seen.push(s) }).catch((e: unknown) => e);
       const took = Date.now() - started;
       const sent = counter.total();
-      expect(err).toMatchObject({ code: "DEADLINE", message: expect.stringMatching(/had not ended after 2s \(pending, 0\/0 chunks\)/) });
+      expect(err).toMatchObject({
+        code: "NOT_FINISHED",
+        message: expect.stringMatching(/had not ended after 2s \(pending, 0\/0 chunks\)/),
+      });
       // One poll, then the minute's sleep the deadline cut short.
       expect(seen).toEqual([{ jobId: future.id, state: "pending", chunks: 0, done: 0 }]);
       // Not early (a timer may fire a little before Date.now() says, hence the tolerance) and

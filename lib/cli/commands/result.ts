@@ -43,7 +43,7 @@ export const resultCommand = (io: CliIO): Command =>
 /** Shown when a job has not ended. */
 export const notEnded = (s: JobStatus): CloudmillError =>
   new CloudmillError(
-    ErrorCode.DEADLINE,
+    ErrorCode.NOT_FINISHED,
     `job ${s.jobId} is ${s.state} (${s.done}/${s.chunks} chunks): \`cloudmill wait ${s.jobId}\` waits for it`,
     { jobId: s.jobId },
   );
