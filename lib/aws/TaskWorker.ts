@@ -114,27 +114,30 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     // resume superseded: a copy queued before the resume would write its part with the earlier
     // run's limits, over a part the resume removed to map its chunk again.
     this.#jobEnds = cachedJobEnds(
-      async (run) => {
-        const at = run.lastIndexOf("#");
-        const jobId = run.slice(0, at);
-        const { deps } = options;
-        const { output } = deps;
-        if (await jobEndedMarkers(output, jobId)) {
-          // Its status may still say running (a failure handler's status write was lost after its
-          // marker), and no part will wake the reducer to show the end: this worker shows it.
-          await readJsonIfExists(output, manifestKey(jobId), Manifest)
-            .then((manifest) => manifest && showEnd(deps, manifest))
-            .catch((err: unknown) => deps.log.warn("could not show the job's end", { jobId, ...logFieldsOf(toCloudmillError(err)) }));
-          return true;
-        }
-        return (await exists(output, succeededKey(jobId))) || (await exists(output, pastEndKey(jobId, Number(run.slice(at + 1)) + 1)));
-      },
+      (run) => this.#runEnded(run),
       JOB_END_RECHECK_MS,
       () => nowOf(options.deps),
     );
     this.#received = new SharedReceive((maxMessages) =>
       options.queue.receive({ maxMessages, waitSeconds: options.waitSeconds ?? 20, signal: this.#stop.signal }),
     );
+  }
+
+  /** Whether a run of a job (`<jobId>#<generation>`) has ended, asked of the store now. */
+  async #runEnded(run: string): Promise<boolean> {
+    const at = run.lastIndexOf("#");
+    const jobId = run.slice(0, at);
+    const { deps } = this.#options;
+    const { output } = deps;
+    if (await jobEndedMarkers(output, jobId)) {
+      // Its status may still say running (a failure handler's status write was lost after its
+      // marker), and no part will wake the reducer to show the end: this worker shows it.
+      await readJsonIfExists(output, manifestKey(jobId), Manifest)
+        .then((manifest) => manifest && showEnd(deps, manifest))
+        .catch((err: unknown) => deps.log.warn("could not show the job's end", { jobId, ...logFieldsOf(toCloudmillError(err)) }));
+      return true;
+    }
+    return (await exists(output, succeededKey(jobId))) || (await exists(output, pastEndKey(jobId, Number(run.slice(at + 1)) + 1)));
   }
 
   get stopping(): boolean {
@@ -207,12 +210,19 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     beat: number,
     startedAt: string,
     lost: AbortController,
+    long: { endSeen: boolean },
   ): Promise<void> {
     const { deps, heartbeatSeconds } = this.#options;
+    // Stopped once the end is seen on two beats, the second asked of the store afresh: a failure
+    // marker that a judge of an earlier run wrote and took back (failJob, after a resume) must
+    // not stop the resumed run's task.
     if (await this.#jobEnds.ended(jobRun(task))) {
-      lost.abort(JOB_ENDED);
-      return;
-    }
+      if (long.endSeen && (await this.#runEnded(jobRun(task)))) {
+        lost.abort(JOB_ENDED);
+        return;
+      }
+      long.endSeen = true;
+    } else long.endSeen = false;
     const noteEvery = Math.max(1, Math.floor(LEASE_NOTE_EVERY_MS / (heartbeatSeconds * 1000)));
     const marks = (beat & (beat - 1)) === 0;
     const notes = !isMapTask(task) && (beat === 1 || beat % noteEvery === 0);
@@ -302,13 +312,14 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       return mergeIndex;
     };
     let beats = 0;
+    const long = { endSeen: false };
     const heartbeat = setInterval(() => {
       beats++;
       queue.changeVisibility(message.receiptHandle, this.#options.visibilitySeconds).then(
         () => this.emit("heartbeat", task),
         (err: unknown) => log.warn("heartbeat failed", logFieldsOf(toCloudmillError(err))),
       );
-      void this.#longTask(task, index, beats, startedAt, lost).catch(() => undefined);
+      void this.#longTask(task, index, beats, startedAt, lost, long).catch(() => undefined);
     }, this.#options.heartbeatSeconds * 1000);
     try {
       const outcome = await runTask(deps, task, {

@@ -139,6 +139,36 @@ describe("a trigger retried after its first invocation died before queueing all 
     expect(await readJson(s.output, jobSpecOutputKeys("rest").result, z.object({ records: z.number() }))).toEqual({ records: 3000 });
   });
 
+  it("an upload deleted before the retry: the earlier start stands, its tasks are queued, and the job ends (not running for good)", async () => {
+    const s = setUp("deleted");
+    await s.inputs.put("count/data.txt", lines("d", 300));
+    const { etag } = (await s.inputs.head("count/data.txt"))!;
+    const event = { bucket: "lab-in", key: "count/data.txt", etag };
+    await expect(handleObjectCreated(s.deps, CONFIG, event)).rejects.toThrow(/SlowDown/);
+    await takeAll(s.queue);
+    await s.inputs.delete("count/data.txt");
+    const retried = await handleObjectCreated(s.deps, CONFIG, event);
+    expect(retried).toMatchObject({ kind: "duplicate" });
+    const jobId = (retried as { jobId: string }).jobId;
+    expect(await s.output.head(enqueuedKey(jobId))).toBeDefined();
+    expect((await takeAll(s.queue)).length).toBeGreaterThan(0);
+  });
+
+  it("a job cancelled before the retry: nothing is queued, and it is marked queued", async () => {
+    const s = setUp("cancelled");
+    await s.inputs.put("plate/c.txt", lines("c", 3000));
+    await s.inputs.put(
+      "_jobs/cancelled.json",
+      Buffer.from(JSON.stringify({ op: "count", inputs: ["s3://lab-in/plate/"], chunkSize: 2048 })),
+    );
+    await expect(s.trigger("cancelled")).rejects.toThrow(/SlowDown/);
+    await takeAll(s.queue);
+    await cancelJob(s.deps, "cancelled", jobSpecOutputKeys("cancelled"));
+    expect(await s.trigger("cancelled")).toMatchObject({ kind: "duplicate" });
+    expect(await takeAll(s.queue)).toEqual([]);
+    expect(await s.output.head(enqueuedKey("cancelled"))).toBeDefined();
+  });
+
   it("leaves a resumed run's manifest alone, and the resumed job ends", async () => {
     const s = setUp("resumed");
     await s.inputs.put("plate/r.txt", lines("r", 100));

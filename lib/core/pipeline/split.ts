@@ -19,7 +19,7 @@ import { withCodecs } from "./inputCodecs.js";
 import { enqueueTasks } from "./enqueue.js";
 import { inLaneOf } from "./lanes.js";
 import { INPUTS_PER_PIECE, inputFields, inputsOf, writeInputPieces } from "./manifestInputs.js";
-import { writeProgress } from "./status.js";
+import { terminalStatus, writeProgress } from "./status.js";
 import { tooManyInputs } from "./resolveInputs.js";
 import { countDiedAttempt, inlineBegun, mapInline, runsInline, type InlineOptions } from "./inline.js";
 import { logFieldsOf } from "./logFields.js";
@@ -247,33 +247,58 @@ export const earlierStart = async (deps: SplitDeps, jobId: string): Promise<Star
     log.info("duplicate trigger: job already started", { trigger: manifest.trigger });
     return { manifest, duplicate: true };
   }
-  const done = await mappedChunks(deps, jobId);
+  // Map parts only: a keyed job's reduce parts follow them.
+  const done = new Set([...(await mappedChunks(deps, jobId))].filter((i) => i < manifest.chunks));
+  const ended = await terminalStatus(deps, manifest, done.size);
+  const begun = await inlineBegun(deps, jobId);
   const tasks = tasksOfPlan(
     manifest,
     planChunks(await inputsOf(deps.output, manifest), manifest.chunkSize, planOptionsOf(manifest.job.format)),
   );
-  const pending = tasks((i) => done.has(i));
   // An invocation that began mapping inline and died (out of time) counts as an attempt of the chunk it was on.
-  if (await inlineBegun(deps, jobId)) {
+  if (begun && !ended) {
     const reached = tasks((i) => done.has(i)).next();
     if (!reached.done) await countDiedAttempt(deps, reached.value);
   }
-  log.info("an earlier invocation started the job and did not queue all of it; the rest is queued", {
+  log.info("an earlier invocation started the job and did not queue all of it", {
     mapped: done.size,
     of: manifest.chunks,
+    ...(ended ? { ended: ended.state } : {}),
   });
-  await writeProgress(deps, manifest, done.size);
-  await queueRest(deps, manifest, pending, manifest.chunks - done.size, done.size);
+  // A job that ended meanwhile (cancelled, failed) needs no fleet: it is only marked queued.
+  if (ended)
+    await queueRest(
+      deps,
+      manifest,
+      tasks(() => true),
+      0,
+      0,
+      false,
+    );
+  else {
+    await writeProgress(deps, manifest, done.size);
+    // Only chunks this splitter mapped count as mapped inline (enqueued.json's `inline`): a merge
+    // tree stays on for chunks the fleet mapped.
+    const rest = tasks((i) => done.has(i));
+    await queueRest(deps, manifest, rest, manifest.chunks - done.size, begun ? done.size : 0, done.size === manifest.chunks);
+  }
   return { manifest, duplicate: true };
 };
 
 /**
  * Queues a started job's `pending` tasks (`left` of them; `mapped` chunks were mapped here),
  * waking the fleet first, then marks the job queued. A job with no chunks (only empty inputs)
- * is done already; one mapped here whole is reduced here too, rather than after the reducer's
- * batching window (the reducer, if it runs as well, writes the same result).
+ * is done already; one mapped whole (`reduce`; by default, here) is reduced here too, rather than
+ * after the reducer's batching window (the reducer, if it runs as well, writes the same result).
  */
-const queueRest = async (deps: SplitDeps, manifest: Manifest, pending: Iterable<MapTask>, left: number, mapped: number): Promise<void> => {
+const queueRest = async (
+  deps: SplitDeps,
+  manifest: Manifest,
+  pending: Iterable<MapTask>,
+  left: number,
+  mapped: number,
+  reduce = mapped === manifest.chunks,
+): Promise<void> => {
   const log = deps.log.child({ jobId: manifest.jobId });
   if (left > 0 && deps.fleet) {
     // A fleet that could not be woken still scales on its backlog: the job waits, it does not fail.
@@ -288,7 +313,7 @@ const queueRest = async (deps: SplitDeps, manifest: Manifest, pending: Iterable<
     chunks: manifest.chunks,
     ...(mapped > 0 ? { inline: mapped } : {}),
   });
-  if (mapped === manifest.chunks) await reduceJob(deps, manifest.jobId);
+  if (reduce) await reduceJob(deps, manifest.jobId);
 };
 
 /**

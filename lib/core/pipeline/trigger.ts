@@ -107,15 +107,23 @@ const startUploadJob = async (
   const output = uploadOutputKeys(key);
   const slash = key.indexOf("/");
   const op = slash > 0 ? key.slice(0, slash) : "";
+  const idOf = (tag: string): string => uploadJobId(OpName.safeParse(op).success ? op : "invalid", bucket, key, obj.versionId ?? tag);
+  // Before the object is looked at: a start an earlier invocation made stands even if the object
+  // was deleted or overwritten since (else its job would show running for good).
+  const named = obj.versionId !== undefined || obj.etag !== undefined;
+  if (named) {
+    const earlier = await earlierStart(deps, idOf(unquote(obj.etag ?? "")));
+    if (earlier) return startedOutcome(earlier);
+  }
   const info = await deps.inputStore(bucket).head(key);
   if (!info) return { kind: "ignored", reason: "object no longer exists" };
   if (obj.etag && unquote(obj.etag) !== unquote(info.etag))
     return { kind: "ignored", reason: "overwritten since; the newer upload starts its own job" };
   // The job id leads with the op's name only when it is one (`file:x`, `a b` are not), so every
   // id, and the status that names it, stays readable by the JobId schema.
-  const jobId = uploadJobId(OpName.safeParse(op).success ? op : "invalid", bucket, key, obj.versionId ?? unquote(info.etag));
+  const jobId = idOf(unquote(info.etag));
   try {
-    const earlier = await earlierStart(deps, jobId);
+    const earlier = named ? undefined : await earlierStart(deps, jobId);
     if (earlier) return startedOutcome(earlier);
     if (!op) {
       throw new CloudmillError(
