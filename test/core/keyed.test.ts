@@ -469,3 +469,58 @@ export const late = defineOp({
     expect(() => defineOp(withRow)).toThrow(/defineOp with-row: reduce returns each key's line itself; drop row/);
   });
 });
+
+describe("columns named by digits, and keys of lines", () => {
+  it("a header name made of digits (pandas' 0,1,2) is that column for stats and groupby alike; other digits are an index", async () => {
+    const file = path.join(dir, "digits.csv");
+    await writeFile(file, "0,1,2\n10,20,30\n11,21,31\n12,21,32\n");
+    const column = (name: string) =>
+      Number(
+        execFileSync(
+          "python3",
+          ["-c", "import csv,sys\nprint(sum(int(r[sys.argv[2]]) for r in csv.DictReader(open(sys.argv[1]))))", file, name],
+          {
+            encoding: "utf8",
+          },
+        ).trim(),
+      );
+    const stats = await runLocal({
+      spec: parseJobSpec({ inputs: [file], op: "stats", params: { column: "1" } }),
+      registry: new OpRegistry(),
+    });
+    expect((stats.result as { sum: number }).sum).toBe(column("1"));
+    const expected = pythonGroupby(file, ["2"], "1");
+    const { result } = await runLocal({
+      spec: parseJobSpec({ inputs: [file], op: "groupby", params: { key: "2", value: "1" } }),
+      registry: new OpRegistry(),
+      outDir: path.join(dir, "digits-out"),
+    });
+    const rows = (await readRows(result as KeyedResult)).flat();
+    const got = rows.map((r) => [JSON.stringify([r["key"]].flat()), (r as { sum?: number }).sum] as const).sort();
+    expect(got).toEqual([...expected].map(([k, g]) => [k, g.sum] as const).sort());
+    // A column named 0 is a name, not an index that counts from 1.
+    const zero = await runLocal({
+      spec: parseJobSpec({ inputs: [file], op: "stats", params: { column: "0" } }),
+      registry: new OpRegistry(),
+    });
+    expect((zero.result as { sum: number }).sum).toBe(column("0"));
+    // Digits that name no column count from 1: column 3 is the one named "2".
+    const third = await runLocal({
+      spec: parseJobSpec({ inputs: [file], op: "stats", params: { column: "3" } }),
+      registry: new OpRegistry(),
+    });
+    expect((third.result as { sum: number }).sum).toBe(column("2"));
+  });
+
+  it("distinct of lines refuses key=, which would read each line's text as JSON at the end", async () => {
+    const file = path.join(dir, "ids.txt");
+    await writeFile(file, "9007199254740993\n9007199254740992\n1\n1.0\n");
+    await expect(
+      runLocal({
+        spec: parseJobSpec({ inputs: [file], op: "distinct", params: { key: "id" } }),
+        registry: new OpRegistry(),
+        outDir: path.join(dir, "ids-out"),
+      }),
+    ).rejects.toThrow(/distinct of lines: key= names csv or jsonl fields; a line is its own key/);
+  });
+});

@@ -52,6 +52,23 @@ describe("a pattern from a job", () => {
     for (const p of ["\\A", "\\z", "\\pL", "\\u{41}", "[[:digit:]]", "\\Qa\\E", "[\\S]"]) {
       expect(() => compileLinePattern(p), p).toThrow(/^not supported \(/);
     }
+    // An escape without its digits or letter is the letter itself in JavaScript (\x{2} is "xx",
+    // [\c] a backslash or a c); RE2 reads \x{2} as U+0002. Lines past U+FFFF went to RE2, so a
+    // job's answer depended on what else a line held: refused, as V8 and RE2 would disagree.
+    const javaScript = (p: string): RegExp => new RegExp(p);
+    expect(javaScript("\\x{2}").test("xx")).toBe(true);
+    expect(javaScript("[\\c]").test("\\")).toBe(true);
+    for (const p of ["\\x{2}", "^\\x{41}$", "[\\c]", "\\c1", "\\x4", "\\u12", "a\\u{1F600}"])
+      expect(() => compileLinePattern(p), p).toThrow(/^not supported \((escape \\[xuc]|escape \\u\{)/);
+    // With them, both engines read the character they spell.
+    for (const [p, line] of [
+      ["\\x41", "A"],
+      ["\\u00e9", "é"],
+    ] as const) {
+      const compiled = compileLinePattern(p);
+      expect(compiled.test(line), p).toBe(new RegExp(p).test(line));
+      expect(compileLinePattern(p, false, "re2").test(line), `${p} on RE2`).toBe(new RegExp(p).test(line));
+    }
   });
 });
 

@@ -236,10 +236,29 @@ describe("text cloudmill would misread", () => {
     expect(await outcome(utf16, "count", 1024, { format: "csv" })).toMatch(
       new RegExp(`^${utf16}:1 \\(byte 8\\): a record ends in a carriage`),
     );
-    // A carriage return inside quotes is the field's; CRLF ends records as ever.
+    // A carriage return inside quotes is the field's; CRLF ends records as ever, and so does
+    // \r\r\n (Python's csv writer through Windows' text mode).
     const quoted = path.join(dir, "cr-quoted.csv");
     await writeFile(quoted, 'a,b\r\n1,"x\ry"\r\n3,4\r\n');
     expect(await outcome(quoted, "count", 4, { format: "csv" })).toEqual({ records: pythonCsvRows(quoted).length });
+    const doubled = path.join(dir, "crcrlf.csv");
+    await writeFile(doubled, "a,b\r\r\n1,2\r\r\n3,4\r\r\n");
+    expect(await outcome(doubled, "count", 4, { format: "csv" })).toEqual({ records: pythonCsvRows(doubled).length });
+    // With multiline=false quotes pair up within a line: a quote kept in an unquoted field (5'10")
+    // does not make a later quoted carriage return look unquoted.
+    const inches = path.join(dir, "inches.csv");
+    await writeFile(inches, 'a,b\n5\'10",x\n1,"p\rq"\n');
+    expect(await outcome(inches, "count", 4, { format: "csv", params: { multiline: "false" } })).toEqual({
+      records: pythonCsvRows(inches).length,
+    });
+    // One alone inside an unquoted field, in a file of line feeds: Python ends a record there (3 rows, not 2).
+    const stray = path.join(dir, "stray-cr.csv");
+    await writeFile(stray, "a,b\n1,x\ry\n3,4\n");
+    expect(pythonCsvRows(stray).length).toBe(3);
+    expect(await outcome(stray, "count", 4, { format: "csv" })).toBe(
+      `${stray}:2 (byte 7): a carriage return alone outside quotes: CSV readers disagree on it (Python's ends the record there); ` +
+        "quote the field that holds it, or remove it",
+    );
   });
 
   it("refuses UTF-32 (whose LE mark starts like UTF-16's), naming it, as lines and as CSV", async () => {
@@ -277,6 +296,14 @@ describe("text cloudmill would misread", () => {
     const pairs = path.join(dir, "pairs16.csv");
     await writeFile(pairs, Buffer.concat([bom, Buffer.from("a,b\n\u{1F600},2\n3,\u{1F601}\n", "utf16le")]));
     expect(await outcome(pairs, "count", 1024, { format: "csv" })).toEqual({ records: pythonCsvRows(pairs, ",", "utf-16").length });
+  });
+
+  it("a jsonl number past a double's range is named as such, not as the null JSON.stringify would show", async () => {
+    const file = path.join(dir, "inf.jsonl");
+    await writeFile(file, '{"v":1}\n{"v":1e400}\n');
+    expect(await outcome(file, "histogram", 1024, { format: "jsonl", params: { field: "v", min: "0", max: "2" } })).toBe(
+      `${file}:2 (byte 8): field v: number out of range`,
+    );
   });
 
   it("reads text with `ustar` at byte 257 (custard) as text; a real tar (GNU tar's) is still refused", async () => {

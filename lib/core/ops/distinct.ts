@@ -26,6 +26,11 @@ export const distinct = keyedOp<DistinctParams>({
   parseParams: (raw) => parseOpParams("distinct", DistinctParamsSchema(), raw),
   pairs(params, ctx) {
     if (ctx.format === "lines") {
+      // A line is its own key: a key= would otherwise be read as a field of each key at the end.
+      if (params.key !== undefined)
+        throw new CloudmillError(ErrorCode.INVALID_SPEC, "distinct of lines: key= names csv or jsonl fields; a line is its own key", {
+          field: "params.key",
+        });
       return (block, emit) =>
         forEachLine(block, (s, e, offset) => {
           const text = block.bytes.toString("utf8", s, e);

@@ -225,7 +225,11 @@ export const getPath = (value: unknown, path: readonly string[]): unknown => {
   return v;
 };
 
-/** Resolves a CSV column (name or 1-based index) to a 0-based index, or throws INVALID_SPEC. */
+/**
+ * Resolves a CSV column (name or 1-based index) to a 0-based index, or throws INVALID_SPEC. A
+ * header name made of digits (pandas writes `0,1,2`) is that column, as for every op's fields
+ * (recordFields.ts fieldReader); digits that name no column are an index.
+ */
 const columnIndex = (options: ValueOptions, header: readonly string[] | undefined, inputName: string): number => {
   const column = options.column;
   if (column === undefined) {
@@ -233,7 +237,11 @@ const columnIndex = (options: ValueOptions, header: readonly string[] | undefine
       field: "params.column",
     });
   }
-  if (typeof column === "number" || /^\d+$/.test(column)) return Number(column) - 1;
+  if (typeof column === "number" || (/^\d+$/.test(column) && !header?.includes(column))) {
+    if (Number(column) < 1)
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, "param column: columns count from 1", { field: "params.column" });
+    return Number(column) - 1;
+  }
   const i = header?.indexOf(column) ?? -1;
   const again = i >= 0 ? header!.indexOf(column, i + 1) : -1;
   if (again >= 0)
@@ -329,6 +337,8 @@ export const numberReader = (format: Format, options: ValueOptions, ctx: MapCont
             if (v === undefined || v === null) return;
             if (typeof v === "number" && Number.isFinite(v)) return jsonNumber(v, sink, offset, text, path);
             if (typeof v === "string") return void decimalText(v, offset, sink);
+            // JSON's 1e400 parses to Infinity, which JSON.stringify would show as null.
+            if (typeof v === "number") throw badRecord(`field ${options.field}: number out of range`, offset);
             throw badRecord(`field ${options.field}: expected a number, got ${JSON.stringify(v).slice(0, 60)}`, offset);
           });
         });

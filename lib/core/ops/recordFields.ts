@@ -38,7 +38,8 @@ export const fieldReader = (name: string, param: string, format: Format, ctx: Ma
   }
   if (format !== "csv") throw new CloudmillError(ErrorCode.INVALID_SPEC, `param ${param}: only csv and jsonl records have fields`);
   const header = ctx.header;
-  const byIndex = /^\d+$/.test(name) ? Number(name) - 1 : undefined;
+  // A header name made of digits is that column; digits that name none are a 1-based index.
+  const byIndex = /^\d+$/.test(name) && !ctx.header?.includes(name) ? Number(name) - 1 : undefined;
   if (byIndex !== undefined && byIndex < 0) throw new CloudmillError(ErrorCode.INVALID_SPEC, `param ${param}: columns count from 1`);
   if (!header) {
     if (byIndex === undefined)

@@ -12,7 +12,7 @@ import type { BlobStore } from "../ports.js";
 import { rangeRecordBlocks } from "../records/alignedBlocks.js";
 import type { Codec } from "../records/codecs.js";
 import { inputHead, inputRangeBytes } from "../records/inputBytes.js";
-import { bareCarriageReturnAt, parseCsvRecord } from "../records/csv.js";
+import { bareCarriageReturn, parseCsvRecord } from "../records/csv.js";
 import { badRecord } from "../errors.js";
 import { defaultSeparator, SNIFF_BYTES, sniffSeparator } from "../records/csvDialect.js";
 import { CsvRecordEnds, lineEnds, type RecordEnds } from "../records/recordEnds.js";
@@ -47,7 +47,6 @@ export const readCsvInput = async (
   // entry's `size` is its stored bytes, its decoded length the member's.
   const size = codec ? Number.POSITIVE_INFINITY : (input.member?.size ?? input.size);
   const encoding = utf16Of(head);
-  refuseBareCarriageReturns(head, encoding);
   let separator: string;
   let sniffed: string | undefined;
   if (named === "auto") {
@@ -59,6 +58,7 @@ export const readCsvInput = async (
   const resolved: Params = { ...params, separator };
   const options = op.parseParams(resolved) as FormatOptions;
   const csv = csvOptions(options);
+  refuseBareCarriageReturns(head, encoding, csv.multiline === true);
   let header: string[] | undefined;
   if (options.header ?? true) {
     const quoted = csv.multiline === true ? csv.separator : undefined;
@@ -87,15 +87,22 @@ const wholeUnits = (head: Buffer, encoding: Utf16): Buffer => {
   return head.subarray(0, end);
 };
 
-/** Refuses CSV whose records end in a carriage return alone: read at line feeds, it would be one record. */
-const refuseBareCarriageReturns = (head: Buffer, encoding: Utf16 | undefined): void => {
+/**
+ * Refuses CSV with a carriage return outside quotes that ends nothing: old Mac line ends (the
+ * file would read as one record), or one inside an unquoted field, where readers disagree
+ * (Python's csv ends the record there; RFC 4180 allows neither).
+ */
+const refuseBareCarriageReturns = (head: Buffer, encoding: Utf16 | undefined, multiline: boolean): void => {
   const decoded = encoding ? decodeUtf16Block({ bytes: wholeUnits(head, encoding), offset: 0, first: true }, encoding) : undefined;
-  const at = bareCarriageReturnAt(decoded?.bytes ?? head);
-  if (at < 0) return;
+  const found = bareCarriageReturn(decoded?.bytes ?? head, multiline);
+  if (!found) return;
   const error = badRecord(
-    "a record ends in a carriage return alone (old Mac line ends): CSV records end at line feeds, so the file would read as " +
-      "one record; convert its line ends first (tr '\\r' '\\n', or save it as CSV UTF-8)",
-    (decoded?.offset ?? 0) + at,
+    found.first
+      ? "a record ends in a carriage return alone (old Mac line ends): CSV records end at line feeds, so the file would read as " +
+          "one record; convert its line ends first (tr '\\r' '\\n', or save it as CSV UTF-8)"
+      : "a carriage return alone outside quotes: CSV readers disagree on it (Python's ends the record there); quote the " +
+          "field that holds it, or remove it",
+    (decoded?.offset ?? 0) + found.at,
   );
   throw decoded ? decoded.fileOffset(error) : error;
 };

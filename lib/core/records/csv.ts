@@ -145,18 +145,28 @@ export const forEachCsvRecord = (
 };
 
 /**
- * The offset of the first carriage return outside quotes that is not followed by a line feed
- * (old Mac line ends: Excel's "CSV (Macintosh)"), or -1. Records end at line feeds here, so such
- * a file would be one record: its header, and no rows. A carriage return at the sample's end
- * may be a CRLF's first half.
+ * The first carriage return outside quotes that ends nothing (followed neither by a line feed
+ * nor by `\r\n`, as Windows' text mode writes after Python's csv), or undefined; and whether
+ * it ends the first record (no line feed before it): old Mac line ends (Excel's "CSV
+ * (Macintosh)"), where records end at line feeds here and the file would be one record. Quotes
+ * pair up across lines (multiline) or within a line, as the records are read. A carriage return
+ * at the sample's end may be a CRLF's first half.
  */
-export const bareCarriageReturnAt = (bytes: Uint8Array): number => {
-  if (bytes.indexOf(CR) < 0) return -1;
+export const bareCarriageReturn = (bytes: Uint8Array, multiline: boolean): { readonly at: number; readonly first: boolean } | undefined => {
+  if (bytes.indexOf(CR) < 0) return undefined;
   let inside = false;
+  let lineFeed = false;
   for (let i = 0; i < bytes.length - 1; i++) {
     const c = bytes[i];
     if (c === QUOTE) inside = !inside;
-    else if (c === CR && !inside && bytes[i + 1] !== NL) return i;
+    else if (c === NL) {
+      if (!multiline) inside = false;
+      if (!inside) lineFeed = true;
+    } else if (c === CR && !inside) {
+      const next = bytes[i + 1];
+      if (next === NL || (next === CR && (i + 2 >= bytes.length || bytes[i + 2] === NL))) continue;
+      return { at: i, first: !lineFeed };
+    }
   }
-  return -1;
+  return undefined;
 };

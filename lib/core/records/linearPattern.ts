@@ -61,6 +61,17 @@ const scan = (pattern: string): { refused?: string; re2: string } => {
       if (/[A-Za-z]/.test(next) && !JS_LETTER_ESCAPES.has(next))
         return { refused: `escape \\${next} at ${i}, read otherwise by RE2`, re2: out };
       if (next === "u" && pattern[i + 2] === "{") return { refused: `escape \\u{ at ${i}, read otherwise by RE2`, re2: out };
+      // Without its digits (or letter) JavaScript reads the escape as the letter itself (\x{2} is
+      // "xx"), where RE2 reads \x{2} as U+0002: the two engines must never disagree.
+      if (
+        (next === "x" && !/^[0-9a-f]{2}$/i.test(pattern.slice(i + 2, i + 4))) ||
+        (next === "u" && !/^[0-9a-f]{4}$/i.test(pattern.slice(i + 2, i + 6))) ||
+        (next === "c" && !/^[A-Za-z]$/.test(pattern[i + 2] ?? ""))
+      )
+        return {
+          refused: `escape \\${next} at ${i} without its ${next === "c" ? "letter" : "hex digits"}, read otherwise by RE2`,
+          re2: out,
+        };
       // An escaped surrogate pair is one character past U+FFFF in JavaScript; RE2 reads code points.
       const pair = /^\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})/i.exec(pattern.slice(i, i + 12));
       if (pair) {
