@@ -35,7 +35,7 @@ console.log("progress:", await long.progress());
 try {
   await long.result({ timeoutMs: 1_000 });
 } catch (err) {
-  if (!(err instanceof CloudmillError && err.code === "DEADLINE")) throw err;
+  if (!(err instanceof CloudmillError && err.code === "NOT_FINISHED")) throw err;
   console.log("not done after 1 s; cancelling:", (await long.cancel()).state);
 }
 

@@ -90,7 +90,7 @@ export class JobFuture<R = unknown> {
   /**
    * The job's result, once it has succeeded. Rejects with the job's error if it failed
    * (a JobFailedError whose code is the failing chunk's, e.g. BAD_RECORD), with CANCELLED if
-   * it was cancelled, with DEADLINE after `timeoutMs`, or with the signal's reason if it aborts.
+   * it was cancelled, with NOT_FINISHED after `timeoutMs`, or with the signal's reason if it aborts.
    * Giving up waiting leaves the job running and no timer behind.
    */
   async result(options: ResultOptions = {}): Promise<R> {

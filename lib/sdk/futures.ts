@@ -4,7 +4,7 @@ import { deadlineSignal } from "./poll.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 
 export interface WaitOptions {
-  /** Give up after this long (DEADLINE); the jobs go on. */
+  /** Give up after this long (NOT_FINISHED); the jobs go on. */
   readonly timeoutMs?: number;
   readonly signal?: AbortSignal;
 }

@@ -173,7 +173,7 @@ export interface JobProgress {
 }
 
 export interface ResultOptions {
-  /** Reject with a DEADLINE error if the job has not ended after this long. The job goes on. */
+  /** Reject with a NOT_FINISHED error if the job has not ended after this long. The job goes on. */
   readonly timeoutMs?: number;
   /** Stop waiting (rejects with the signal's reason). The job goes on. */
   readonly signal?: AbortSignal;

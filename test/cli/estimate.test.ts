@@ -92,6 +92,9 @@ describe("cloudmill estimate", () => {
     ]);
     // (10 + 7) GETs × $0.0004 / 1000 + 12 PUTs × $0.005 / 1000 = 0.0000068 + 0.00006.
     expect(Estimate.parse(JSON.parse(one.stdout)).cost.s3Requests).toBe(0.000067);
+    // Under the inline limit too, a keyed job runs on the fleet (the splitter maps none itself).
+    const small = await cli(["estimate", file, "--op", "groupby", "--chunk-size", "1MiB", "--no-calibrate", "--json"]);
+    expect(Estimate.parse(JSON.parse(small.stdout))).toMatchObject({ runsOn: "fleet", cost: { lambda: 0, s3Requests: 0.000067 } });
   });
 
   it("says a job under the inline limit runs in the splitter, and prices its Lambda seconds", async () => {

@@ -100,7 +100,6 @@ const ZSTD_MAGIC = 0xfd2fb528;
 /** Largest window decoded, as libzstd's default limit: fzstd allocates whatever a frame header asks. */
 const ZSTD_MAX_WINDOW = 128 * 2 ** 20;
 
-/** The window a zstd frame header (descriptor byte and what follows) asks for: its window descriptor, or its content size. */
 /** A zstd frame header's dictionary id (its descriptor, then the window byte unless single-segment): 0 for none. */
 const dictionaryOf = (h: readonly number[]): number => {
   const fhd = h[0]!;
@@ -111,6 +110,7 @@ const dictionaryOf = (h: readonly number[]): number => {
   return id;
 };
 
+/** The window a zstd frame header (descriptor byte and what follows) asks for: its window descriptor, or its content size. */
 const windowOf = (h: readonly number[]): number => {
   const fhd = h[0]!;
   if ((fhd & 0x20) === 0) {

@@ -135,7 +135,8 @@ export const estimateJob = (input: EstimateInput): Estimate => {
   const spills = bytes / partitions > DEFAULTS.reduceSpillBytes;
   const reduceRate = input.reduceMbPerSecond ?? (shuffled ? aloneRate : undefined);
   const aloneReduceRate = spills ? (input.spilledReduceMbPerSecond ?? reduceRate) : reduceRate;
-  const inline = input.inlineMaxBytes > 0 && bytes <= input.inlineMaxBytes;
+  // The splitter maps no shuffling job itself (runsInline): its reduce stage is the fleet's.
+  const inline = !shuffled && input.inlineMaxBytes > 0 && bytes <= input.inlineMaxBytes;
   /**
    * Task time at this many slots: a task beside another keeps sharedShare of its rate (the map
    * stage's share, taken for the reduce stage too), a stage of one task its whole rate.

@@ -121,8 +121,9 @@ export const vcpuSecondUsd = (instanceType: string, capacity: Capacity = "on-dem
 
 /**
  * S3 GETs per task beyond one per object it reads: the reducer's (or a merge task's) read of its
- * part. A first delivery looks for no part and a worker asks whether a job ended once per 5 s,
- * not per task (docs/benchmarks.md, "The emulated cloud": 2.12 GETs a task with the bench's polls).
+ * part. A map task's first delivery looks for no part (a keyed job's, a merge or reduce task's
+ * do: a HEAD, left out here) and a worker asks whether a job ended once per 5 s, not per task
+ * (docs/benchmarks.md, "The emulated cloud": 2.12 GETs a task with the bench's polls).
  */
 export const S3_GETS_PER_TASK = 1;
 /** S3 PUTs per task: its part. */
