@@ -8,7 +8,7 @@ import type { Format } from "../job/spec.js";
 import type { RecordBlock } from "../records/alignedBlocks.js";
 import { forEachCsvRecord, parseCsvRecord, type CsvOptions } from "../records/csv.js";
 import { scanCsvColumn } from "../records/csvColumn.js";
-import { checkHeaderNames, headerNamesShown } from "../records/csvDialect.js";
+import { checkHeaderNames, headerNamesShown, isColumnIndex } from "../records/csvDialect.js";
 import { forEachLine, trimRange } from "../records/lines.js";
 import { parseNumberAt } from "../records/numbers.js";
 import { decimalAt, decimalOfText, decimalText, scanNumberLines, type DecimalSink } from "../records/decimal.js";
@@ -225,11 +225,7 @@ export const getPath = (value: unknown, path: readonly string[]): unknown => {
   return v;
 };
 
-/**
- * Resolves a CSV column (name or 1-based index) to a 0-based index, or throws INVALID_SPEC. A
- * header name made of digits (pandas writes `0,1,2`) is that column, as for every op's fields
- * (recordFields.ts fieldReader); digits that name no column are an index.
- */
+/** Resolves a CSV column (name, or 1-based index: isColumnIndex) to a 0-based index, or throws INVALID_SPEC. */
 const columnIndex = (options: ValueOptions, header: readonly string[] | undefined, inputName: string): number => {
   const column = options.column;
   if (column === undefined) {
@@ -237,7 +233,7 @@ const columnIndex = (options: ValueOptions, header: readonly string[] | undefine
       field: "params.column",
     });
   }
-  if (typeof column === "number" || (/^\d+$/.test(column) && !header?.includes(column))) {
+  if (typeof column === "number" || isColumnIndex(column, header)) {
     if (Number(column) < 1)
       throw new CloudmillError(ErrorCode.INVALID_SPEC, "param column: columns count from 1", { field: "params.column" });
     return Number(column) - 1;

@@ -4,7 +4,7 @@
  */
 import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import type { Format } from "../job/spec.js";
-import { headerNamesShown } from "../records/csvDialect.js";
+import { headerNamesShown, isColumnIndex } from "../records/csvDialect.js";
 import { jsonNumberText, mayHoldLongNumber, sameDecimal } from "../records/jsonNumberText.js";
 import { getPath, MIN_NORMAL, TINY_EXPONENT } from "./formatReaders.js";
 import type { MapContext } from "./types.js";
@@ -38,8 +38,7 @@ export const fieldReader = (name: string, param: string, format: Format, ctx: Ma
   }
   if (format !== "csv") throw new CloudmillError(ErrorCode.INVALID_SPEC, `param ${param}: only csv and jsonl records have fields`);
   const header = ctx.header;
-  // A header name made of digits is that column; digits that name none are a 1-based index.
-  const byIndex = /^\d+$/.test(name) && !ctx.header?.includes(name) ? Number(name) - 1 : undefined;
+  const byIndex = isColumnIndex(name, ctx.header) ? Number(name) - 1 : undefined;
   if (byIndex !== undefined && byIndex < 0) throw new CloudmillError(ErrorCode.INVALID_SPEC, `param ${param}: columns count from 1`);
   if (!header) {
     if (byIndex === undefined)

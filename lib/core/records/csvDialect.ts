@@ -65,6 +65,12 @@ export const sniffSeparator = (sample: Buffer, inputName: string): string => {
   return best.separator;
 };
 
+/**
+ * Whether a column param is a 1-based index: digits that name no column of the header. A header
+ * name made of digits (pandas writes `0,1,2`) is that column, in every op.
+ */
+export const isColumnIndex = (name: string, header?: readonly string[]): boolean => /^\d+$/.test(name) && !header?.includes(name);
+
 /** A header's names for a one-line message: the first 20, then how many more. */
 export const headerNamesShown = (names: readonly string[]): string =>
   names.length <= 20 ? names.join(", ") : `${names.slice(0, 20).join(", ")}, … (${names.length - 20} more)`;
