@@ -37,20 +37,22 @@ beforeAll(async () => {
 });
 afterAll(async () => rm(dir, { recursive: true, force: true }));
 
-/** An output store whose reads of the shuffle wait `delayMs` first, while `slow` says so: a slow worker's disk or network. */
-class SlowShuffle implements BlobStore {
-  slow = true;
+/**
+ * An output store whose reads of keys under `prefix` (a job's shuffle) first await `before`: a
+ * slow worker's disk or network, or a reduce task held mid-merge.
+ */
+class DelayedShuffle implements BlobStore {
   constructor(
     private readonly store: BlobStore,
     private readonly prefix: string,
-    private readonly delayMs: number,
+    private readonly before: (signal?: AbortSignal) => Promise<void>,
   ) {}
   get name() {
     return this.store.name;
   }
   head = (key: string) => this.store.head(key);
   async get(key: string, options?: GetOptions) {
-    if (this.slow && key.startsWith(this.prefix)) await new Promise((r) => setTimeout(r, this.delayMs));
+    if (key.startsWith(this.prefix)) await this.before(options?.signal);
     return this.store.get(key, options);
   }
   put: BlobStore["put"] = (key, body, options) => this.store.put(key, body, options);
@@ -80,7 +82,7 @@ describe("a keyed job's straggling reduce task", () => {
     expect(reduces.length).toBe(4);
     // Three partitions done quickly; the fourth goes to a worker whose shuffle reads are slow.
     for (const task of reduces.slice(0, 3)) await runTask(deps, task, { checkOpDigest: false, ranOn: "fleet", worker: "w" });
-    const slowStore = new SlowShuffle(output, `${workPrefix(jobId)}shuffle/`, 3_000);
+    const slowStore = new DelayedShuffle(output, `${workPrefix(jobId)}shuffle/`, () => new Promise((r) => setTimeout(r, 3_000)));
     const slowDeps: SplitDeps = { ...deps, output: slowStore };
     await queue.sendBatch([JSON.stringify(reduces[3])]);
     const worker = new TaskWorker({ queue, deps: slowDeps, concurrency: 2, visibilitySeconds: 5, heartbeatSeconds: 1, waitSeconds: 1 });
@@ -173,33 +175,17 @@ describe("a keyed job's straggling reduce task", () => {
   });
 });
 
-/** An output store whose reads under `prefix` wait until `open()` (or until their signal aborts): a reduce task held mid-merge. */
-class HeldReads implements BlobStore {
-  #open!: () => void;
-  readonly #gate = new Promise<void>((resolve) => (this.#open = resolve));
-  constructor(
-    private readonly store: BlobStore,
-    private readonly prefix: string,
-  ) {}
-  get name() {
-    return this.store.name;
-  }
-  open = () => this.#open();
-  head = (key: string) => this.store.head(key);
-  async get(key: string, options?: GetOptions) {
-    if (key.startsWith(this.prefix)) {
-      const signal = options?.signal;
-      await Promise.race([
-        this.#gate,
-        new Promise<never>((_, reject) => signal?.addEventListener("abort", () => reject(new Error("aborted")), { once: true })),
-      ]);
-    }
-    return this.store.get(key, options);
-  }
-  put: BlobStore["put"] = (key, body, options) => this.store.put(key, body, options);
-  list = (prefix: string) => this.store.list(prefix);
-  delete = (key: string) => this.store.delete(key);
-}
+/** A gate: `until` resolves once `open()` is called, and rejects if its signal aborts first. */
+const gate = () => {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  const until = (signal?: AbortSignal): Promise<void> =>
+    Promise.race([
+      opened,
+      new Promise<never>((_, reject) => signal?.addEventListener("abort", () => reject(new Error("aborted")), { once: true })),
+    ]);
+  return { open, until };
+};
 
 describe("a long reduce task on a worker", () => {
   it("notes its lease while it runs, and stops when its job is cancelled, writing no output part", async () => {
@@ -218,10 +204,10 @@ describe("a long reduce task on a worker", () => {
     expect((await reduceJob(deps, jobId, { fleet: true })).kind).toBe("incomplete");
     const [first] = await takeAll(queue);
     await queue.sendBatch([JSON.stringify(first)]);
-    const held = new HeldReads(output, `${workPrefix(jobId)}shuffle/`);
+    const held = gate();
     const worker = new TaskWorker({
       queue,
-      deps: { ...deps, output: held },
+      deps: { ...deps, output: new DelayedShuffle(output, `${workPrefix(jobId)}shuffle/`, held.until) },
       concurrency: 1,
       visibilitySeconds: 5,
       heartbeatSeconds: 1,
