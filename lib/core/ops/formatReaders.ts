@@ -4,7 +4,7 @@
  */
 import * as z from "zod";
 import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
-import type { Format } from "../job/spec.js";
+import type { Format, Params } from "../job/spec.js";
 import type { RecordBlock } from "../records/alignedBlocks.js";
 import { forEachCsvRecord, parseCsvRecord, type CsvOptions } from "../records/csv.js";
 import { scanCsvColumn } from "../records/csvColumn.js";
@@ -28,6 +28,35 @@ export const formatParamsShape = {
 
 /** The params of an op that takes only format options. */
 export const formatParams = lazySchema(() => z.strictObject(formatParamsShape));
+
+/** The format each shared format param is for: given with another, it would be ignored unseen. */
+const FORMAT_OF_PARAM: Readonly<Record<string, Format>> = {
+  header: "csv",
+  separator: "csv",
+  multiline: "csv",
+  column: "csv",
+  field: "jsonl",
+};
+
+/**
+ * Refuses a format param (`column=`, `separator=`) the job's format does not read: its user
+ * meant another read of the input (a `.csv.gz` taken for lines). `ownNames`: the op's own
+ * params may reuse `column` and `field` (a lab's op), so only the shared format params count.
+ */
+export const refuseParamsOfOtherFormats = (params: Params, format: Format, ownNames: boolean): void => {
+  for (const name of Object.keys(params)) {
+    const wanted = FORMAT_OF_PARAM[name];
+    if (wanted === undefined || wanted === format || (ownNames && !(name in formatParamsShape))) continue;
+    throw new CloudmillError(
+      ErrorCode.INVALID_SPEC,
+      `param ${name} is for ${wanted} input, but the input is read as ${format}: ` +
+        (format === "lines" || format === "numbers"
+          ? `set format ${wanted} (--format ${wanted}): only names like x.${wanted} or x.${wanted}.gz are read as ${wanted} unasked`
+          : `drop ${name}`),
+      { field: `params.${name}` },
+    );
+  }
+};
 
 export const formatParamsHelp = [
   "header=true|false   csv: the first line names the columns (default true)",

@@ -134,14 +134,9 @@ const firstRecord = async (
   quoted: string | undefined,
   signal?: AbortSignal,
 ): Promise<string | undefined> => {
-  // BGZF is read here as the gzip it also is: [0, 1) then owns exactly the first record. A zip
+  // BGZF is read here whole, its blocks in a row: [0, 1) then owns exactly the first record. A zip
   // entry is read whole, so its first block may hold more records than the first: it is cut.
-  const source = inputRangeBytes(
-    store,
-    input,
-    { start: 0, end: 1 },
-    { codec: codec === "bgzf" ? "gzip" : (codec ?? null), ...(signal ? { signal } : {}) },
-  );
+  const source = inputRangeBytes(store, input, { start: 0, end: 1 }, { codec: codec ?? null, whole: true, ...(signal ? { signal } : {}) });
   for await (const block of rangeRecordBlocks(source, {}, ends)) return firstRecordIn(block.bytes, block.bytes.length, encoding, quoted);
   return undefined;
 };

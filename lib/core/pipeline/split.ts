@@ -26,6 +26,8 @@ import { logFieldsOf } from "./logFields.js";
 import { estimateJob } from "../report/estimate.js";
 import { usdOver } from "../report/prices.js";
 import { unpricedCeiling } from "./costCeiling.js";
+import { uncompressedName } from "../records/codecs.js";
+import { refuseParamsOfOtherFormats } from "../ops/formatReaders.js";
 import type { Preference } from "../job/spec.js";
 
 export interface JobPlan {
@@ -64,9 +66,13 @@ const FORMAT_OF_EXTENSION: Readonly<Record<string, Format>> = {
   ".ndjson": "jsonl",
 };
 
-/** The format named by the inputs' common extension (`.csv`, `.jsonl`), if the op reads it. */
+/** The format a name's extension names, under any compression extension. */
+const formatOfName = (name: string): Format | undefined =>
+  FORMAT_OF_EXTENSION[/\.[^./]+$/.exec(uncompressedName(name))?.[0]?.toLowerCase() ?? ""];
+
+/** The format named by the inputs' common extension (`.csv`, `.jsonl.gz`), if the op reads it. */
 const inferFormat = (names: readonly string[], formats: readonly Format[]): Format | undefined => {
-  const found = new Set(names.map((n) => FORMAT_OF_EXTENSION[/\.[^./]+$/.exec(n)?.[0]?.toLowerCase() ?? ""]));
+  const found = new Set(names.map(formatOfName));
   const [only] = found;
   return found.size === 1 && only && formats.includes(only) ? only : undefined;
 };
@@ -84,6 +90,7 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
     });
   }
   op.parseParams(spec.params); // fail now, not in every task
+  refuseParamsOfOtherFormats(spec.params, format, op.digest !== undefined);
   if (spec.partitions !== undefined && !isShuffled(op))
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `partitions: op ${op.name} is not keyed (it has one result, not parts)`, {
       field: "partitions",

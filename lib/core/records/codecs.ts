@@ -9,6 +9,12 @@ import { CloudmillError, ErrorCode } from "../errors.js";
 export const CODECS = ["gzip", "bgzf", "zstd"] as const;
 export type Codec = (typeof CODECS)[number];
 
+/**
+ * A name without its compression extension (`x.csv.gz` is `x.csv`), for the format and
+ * separator it names: the codec itself is still known by bytes alone.
+ */
+export const uncompressedName = (name: string): string => name.replace(/\.(?:gz|gzip|bgz|bgzf|zst|zstd)$/i, "");
+
 /** Bytes that tell every codec apart: a BGZF block's header is 18, pzstd's skippable frame and the zstd magic after it 16. */
 export const CODEC_SNIFF_BYTES = 18;
 

@@ -3,6 +3,7 @@
  * sniffed from its start (`separator=auto`), and a header whose names can key records.
  */
 import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
+import { uncompressedName } from "./codecs.js";
 import { forEachCsvRecord, parseCsvRecord } from "./csv.js";
 
 /** What `separator=auto` chooses from, in order of preference when several fit. */
@@ -15,7 +16,7 @@ export const SNIFF_BYTES = 64 * 1024;
 const SNIFF_RECORDS = 50;
 
 /** The separator an input is read with when the job names none: tab for `.tsv` and `.tab`, else comma. */
-export const defaultSeparator = (inputName: string): string => (/\.(tsv|tab)$/i.test(inputName) ? "\t" : ",");
+export const defaultSeparator = (inputName: string): string => (/\.(tsv|tab)$/i.test(uncompressedName(inputName)) ? "\t" : ",");
 
 /**
  * The separator of a CSV input from its first bytes: of the candidates found in the header,

@@ -35,6 +35,11 @@ export interface InputRangeOptions {
    * planned codec, or, for a whole input, whatever its first bytes say.
    */
   readonly codec?: Codec | null;
+  /**
+   * Read a BGZF input from its start as one stream, its blocks one after another, with decoded
+   * offsets for positions (the gzip it also is), rather than the blocks that start in the range.
+   */
+  readonly whole?: boolean;
 }
 
 type Range = { readonly start: number; readonly end: number };
@@ -71,7 +76,7 @@ export const inputRangeBytes = (store: BlobStore, input: InputObject, range: Ran
     };
   }
   const codec = options.codec === undefined ? input.codec : (options.codec ?? undefined);
-  if (codec === "bgzf") return bgzfRange(store, input, range, lookBehind, signal);
+  if (codec === "bgzf" && !options.whole) return bgzfRange(store, input, range, lookBehind, signal);
   if (codec) {
     if (range.start > 0)
       throw new CloudmillError(ErrorCode.INTERNAL, `a ${codec} input is read from its start, not from byte ${range.start}`);
@@ -112,7 +117,7 @@ export const inputHead = async (
   const parts: Uint8Array[] = [];
   let length = 0;
   try {
-    for await (const part of decodedStream(codec === "bgzf" ? "gzip" : codec, [raw])) {
+    for await (const part of codec === "bgzf" ? bgzfData(emptyStream(), raw) : decodedStream(codec, [raw])) {
       parts.push(part);
       length += part.length;
       if (length >= n) break;
@@ -178,7 +183,7 @@ async function* decodedEntry(bytes: AsyncIterable<Buffer>, found: (codec: Codec)
     }
     found(codec);
     if (codec === "bgzf") {
-      for await (const block of bgzfBlocks(all()[Symbol.asyncIterator](), 0, Buffer.alloc(0))) yield block.data;
+      yield* bgzfData(all()[Symbol.asyncIterator]());
       return;
     }
     let consumed = -1;
@@ -191,6 +196,13 @@ async function* decodedEntry(bytes: AsyncIterable<Buffer>, found: (codec: Codec)
     if (!ended) await it.return?.(undefined);
   }
 }
+
+/** A BGZF stream's decoded bytes, block after block (`seed`: its first bytes, then `compressed`), each block checked. */
+async function* bgzfData(compressed: AsyncIterator<Uint8Array>, seed: Buffer = Buffer.alloc(0)): AsyncGenerator<Buffer> {
+  for await (const block of bgzfBlocks(compressed, 0, seed)) yield block.data;
+}
+
+const emptyStream = (): AsyncIterator<Uint8Array> => (async function* () {})();
 
 /** Bytes [start, end) of the input as they are stored (a failed read is tried again, as readBytes does). */
 const readRaw = (store: BlobStore, input: InputObject, start: number, end: number, signal?: AbortSignal): Promise<Buffer> =>
@@ -216,6 +228,10 @@ const streamRange = (store: BlobStore, input: InputObject, owned: number, known:
     });
     let consumed = input.size;
     const took = (n: number): void => void (consumed = n);
+    if (known === "bgzf") {
+      yield* spansOf(bgzfData(body[Symbol.asyncIterator]()), 0);
+      return;
+    }
     if (known) {
       yield* spansOf(decodedStream(known, body, took), 0);
       await onlyZerosAfter(store, input, known, consumed, signal);
@@ -245,7 +261,8 @@ const streamRange = (store: BlobStore, input: InputObject, owned: number, known:
   return {
     start: 0,
     codec: () => codec,
-    where: (position) => whereIn(codec, position),
+    // A BGZF input known ahead is read with decoded offsets; one found by its bytes, with virtual ones.
+    where: (position) => (known === "bgzf" ? { offset: position, decoded: true } : whereIn(codec, position)),
     async *owned() {
       const it = open()[Symbol.asyncIterator]();
       rest = it;
