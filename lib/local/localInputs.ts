@@ -24,11 +24,11 @@ export const localKey = (absolute: string): string => path.resolve(absolute).sli
  */
 export const walk = async (dir: string, within: ReadonlySet<string> = new Set()): Promise<string[]> => {
   const inside = new Set(within).add(await realpath(dir));
-  const entries = await readdir(dir, { withFileTypes: true });
-  entries.sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
+  const entries = await readdir(dir, { withFileTypes: true, encoding: "buffer" });
+  entries.sort((a, b) => Buffer.compare(a.name, b.name));
   const files: string[] = [];
   for (const e of entries) {
-    const p = path.join(dir, e.name);
+    const p = path.join(dir, utf8Name(e.name, dir));
     let isDirectory = e.isDirectory();
     let isFile = e.isFile();
     if (e.isSymbolicLink()) {
@@ -41,6 +41,21 @@ export const walk = async (dir: string, within: ReadonlySet<string> = new Set())
     else if (isFile) files.push(p);
   }
   return files;
+};
+
+/**
+ * A file name as text. A name that is not UTF-8 (Latin-1 `caf\xe9.txt`) cannot be a key: read as
+ * text it would become another name (U+FFFD for the byte), even a sibling's, read in its place.
+ */
+const utf8Name = (name: Buffer, dir: string): string => {
+  const text = name.toString("utf8");
+  if (!Buffer.from(text, "utf8").equals(name))
+    throw new CloudmillError(
+      ErrorCode.INVALID_SPEC,
+      `a file name is not UTF-8 (${JSON.stringify(text)}, bytes ${name.toString("hex")}): rename it (convmv -f latin1 -t utf8)`,
+      { input: dir },
+    );
+  return text;
 };
 
 /**
@@ -85,7 +100,11 @@ export const resolveLocalInputs = async (inputs: readonly string[], root: BlobSt
   for (const given of await expandLocalManifests(inputs)) {
     const absolute = path.resolve(given);
     const st = await stat(absolute).catch(() => undefined);
-    if (!st) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such file or directory", { input: given });
+    if (!st) {
+      // A name that is not UTF-8 arrives with U+FFFD for its bytes, and names no file.
+      const why = given.includes("\uFFFD") ? " (a name that is not UTF-8 cannot be given: rename it)" : "";
+      throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `no such file or directory${why}`, { input: given });
+    }
     const files = st.isDirectory() ? await walk(absolute) : [absolute];
     if (st.isDirectory() && files.length === 0)
       throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "directory holds no files", { input: given });

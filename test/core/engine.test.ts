@@ -172,6 +172,19 @@ describe("inputs", () => {
     expect(again.result).toEqual({ records: 5 });
   });
 
+  it("refuses a file name that is not UTF-8, which as text would name another file (even a sibling)", async () => {
+    const folder = path.join(dir, "latin1");
+    await mkdir(folder, { recursive: true });
+    // caf\xe9.txt (Latin-1) holds two numbers; its sibling is named what that name reads as in UTF-8.
+    await writeFile(Buffer.concat([Buffer.from(`${folder}/caf`), Buffer.from([0xe9]), Buffer.from(".txt")]), "100\n200\n");
+    await writeFile(path.join(folder, "caf\uFFFD.txt"), "1\n");
+    expect(execFileSync("sh", ["-c", 'cat "$1"/* | wc -l', "sh", folder], { encoding: "utf8" }).trim()).toBe("3");
+    const err = await failure(run({ op: "stats", inputs: [folder] }));
+    expect(err.code).toBe(ErrorCode.INVALID_SPEC);
+    expect(err.message).toContain("a file name is not UTF-8");
+    expect(err.message).toContain("636166e92e747874");
+  });
+
   it("names directory inputs relative to the path given", async () => {
     await write("rel/sub/one.txt", "needle\n");
     const cwd = process.cwd();
