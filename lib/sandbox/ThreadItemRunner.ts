@@ -4,6 +4,11 @@
  * (ITEM_TIMEOUT), one past its heap is ended by V8 (ITEM_OUT_OF_MEMORY), a thread that dies
  * otherwise fails its item (ITEM_FAILED). The next item gets a fresh thread; idle threads are
  * kept for the next batch.
+ *
+ * Code an item leaves running (a timer, a listener) can take the thread down after the item
+ * ended. A thread that dies between items fails none of them, and one that dies under an item
+ * that was not its first (crashed, timed out, out of heap) runs that item again, once, on a fresh
+ * thread: only an end of its own there fails it.
  */
 import { Worker } from "node:worker_threads";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
@@ -30,6 +35,8 @@ class ItemThread {
   #onMessage: ((m: FromThread) => void) | undefined;
   #onEnd: ((e: Ended) => void) | undefined;
   #ended: Ended | undefined;
+  /** An item ended on this thread: what runs on it may have been left by another. */
+  ranOne = false;
 
   constructor(
     entry: string,
@@ -139,11 +146,12 @@ export class ThreadItemRunner implements ItemRunner {
    */
   async run(batch: ItemBatch): Promise<ItemOutcome[]> {
     const outcomes: ItemOutcome[] = [];
+    const rerun = new Set<number>();
     while (outcomes.length < batch.items.length) {
       if (batch.signal?.aborted) throw this.#stopped(batch);
       const thread = this.#acquire(batch.limits.memoryMiB);
       try {
-        const failed = await this.#runOn(thread, batch, outcomes);
+        const failed = await this.#runOn(thread, batch, outcomes, rerun);
         if (failed && batch.stopOnError) {
           if (outcomes.length < batch.items.length)
             await thread.terminate({ code: ErrorCode.CANCELLED, message: "stopped at a failed item" });
@@ -164,13 +172,16 @@ export class ThreadItemRunner implements ItemRunner {
   /**
    * Runs items from `outcomes.length` on, appending an outcome per item. Resolves true at a failed
    * item when the batch stops at one, at the end of the batch, or once the thread has died.
+   * `rerun`: the items already run again after a crash that may have been another's.
    */
-  #runOn(thread: ItemThread, batch: ItemBatch, outcomes: ItemOutcome[]): Promise<boolean> {
+  #runOn(thread: ItemThread, batch: ItemBatch, outcomes: ItemOutcome[], rerun: Set<number>): Promise<boolean> {
     const first = outcomes.length;
     const seconds = batch.limits.timeoutMs / 1000;
     let files: string[] = [];
     let timer: NodeJS.Timeout | undefined;
     let settled = false;
+    /** The item the thread is running (undefined between items). */
+    let running: number | undefined;
     return new Promise<boolean>((resolve, reject) => {
       const settle = (): void => {
         settled = true;
@@ -212,12 +223,19 @@ export class ThreadItemRunner implements ItemRunner {
           switch (m.kind) {
             case "start":
               clearTimeout(timer);
+              running = m.index;
               timer = setTimeout(() => {
                 void thread.terminate({ code: ErrorCode.ITEM_TIMEOUT, message: `did not finish within ${seconds} s (timeoutSeconds)` });
               }, batch.limits.timeoutMs);
               return;
             case "done":
               clearTimeout(timer);
+              running = undefined;
+              thread.ranOne = true;
+              // The next item must start in its time too: code an item left running can hold the thread.
+              timer = setTimeout(() => {
+                void thread.terminate({ code: ErrorCode.ITEM_FAILED, message: "code an item left running held its thread" });
+              }, batch.limits.timeoutMs);
               record(m.ok ? { ok: true, value: m.value, files } : { ok: false, code: m.code, message: m.message, files });
               return;
             case "put": {
@@ -245,7 +263,22 @@ export class ThreadItemRunner implements ItemRunner {
             reject(this.#stopped(batch));
             return;
           }
-          // The item it was running (or, if it died between items, the next one) fails with the reason.
+          if (settled) return;
+          const index = running ?? outcomes.length;
+          // Dead between items, or under an item after others ran on it (a crash, a timeout, a heap
+          // spent): the cause may be code an earlier item left running, so the item goes to a fresh
+          // thread, once.
+          const another = thread.ranOne && (running === undefined || !rerun.has(index));
+          if (another) {
+            if (running !== undefined) rerun.add(index);
+            batch.log.warn(`task ${batch.task}: an item thread ended (${ended.message}); item ${index} goes to a fresh thread`, {
+              item: index,
+            });
+            settle();
+            resolve(false);
+            return;
+          }
+          // The item it was running (or, if it died before one started, the next one) fails with the reason.
           record({ ok: false, code: ended.code, message: ended.message, files });
           if (!settled) {
             settle();

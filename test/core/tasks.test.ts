@@ -341,6 +341,21 @@ export const slow = defineTask({
 });
 export const size = defineTask({ name: "size", memoryMiB: 32, run: (item) => item.s.length });
 export const store = defineTask({ name: "store", run: async (item, ctx) => ctx.put("x.txt", "x") });
+// Items that leave code running when they return, and an item that the leftovers would catch.
+export const leaver = defineTask({
+  name: "leaver",
+  run: async (item) => {
+    if (item.leaveThrow) {
+      globalThis.leftBehind = true;
+      setInterval(() => { if (globalThis.bystander) throw new Error("thrown by code item " + item.n + " left"); }, 5);
+    }
+    // The loop's timer is due before the item returns, so it runs before the thread reads its next message.
+    if (item.leaveSpin) { setTimeout(() => { for (;;) {} }, 0); const due = Date.now() + 5; while (Date.now() < due); }
+    if (item.bystander && globalThis.leftBehind) { globalThis.bystander = true; await sleep(60_000); }
+    if (item.own) { setTimeout(() => { throw new Error("its own crash"); }, 0); await sleep(60_000); }
+    return { n: item.n };
+  },
+});
 `,
     );
   });
@@ -385,6 +400,46 @@ export const store = defineTask({ name: "store", run: async (item, ctx) => ctx.p
       const outcomes = await runner.run({ ...base, task: "size", limits: { timeoutMs: 60_000, memoryMiB: 32 }, items });
       expect(outcomes.filter((o) => !o.ok)).toEqual([]);
       expect(outcomes.map((o) => (o.ok ? o.value : null))).toEqual(items.map(() => 500_000));
+    } finally {
+      await runner.close();
+    }
+  });
+
+  it("code an item leaves running fails no other item: a crash under the next runs it again, on a fresh thread", async () => {
+    const runner = new ThreadItemRunner({ opsModules: [runnerModule] });
+    try {
+      const outcomes = await runner.run({
+        ...base,
+        task: "leaver",
+        limits: { timeoutMs: 30_000, memoryMiB: 64 },
+        items: [
+          { offset: 0, value: { n: 0, leaveThrow: true } },
+          { offset: 1, value: { n: 1, bystander: true } },
+          { offset: 2, value: { n: 2 } },
+          { offset: 3, value: { n: 3, own: true } },
+          { offset: 4, value: { n: 4 } },
+        ],
+      });
+      expect(outcomes.map((o) => (o.ok ? o.value : `${o.code}: ${o.message}`))).toEqual([
+        { n: 0 },
+        { n: 1 },
+        { n: 2 },
+        // A crash of its own, on a fresh thread too, fails the item.
+        "ITEM_FAILED: its thread crashed: its own crash",
+        { n: 4 },
+      ]);
+    } finally {
+      await runner.close();
+    }
+  });
+
+  it("a thread held between items by code an item left (at a slice's end) is ended: the next items run", async () => {
+    const runner = new ThreadItemRunner({ opsModules: [runnerModule] });
+    try {
+      // Items go to a thread 64 at a time: the 64th leaves a loop, which holds the thread before the next slice.
+      const items = Array.from({ length: 70 }, (_, n) => ({ offset: n, value: { n, ...(n === 63 ? { leaveSpin: true } : {}) } }));
+      const outcomes = await runner.run({ ...base, task: "leaver", limits: { timeoutMs: 2000, memoryMiB: 64 }, items });
+      expect(outcomes.map((o) => (o.ok ? o.value : `${o.code}: ${o.message}`))).toEqual(items.map((i) => ({ n: i.value.n })));
     } finally {
       await runner.close();
     }
@@ -435,6 +490,21 @@ describe("items as task messages", () => {
     expect(itemsJsonl([{ a: 1 }, "b"]).body).toBe('{"a":1}\n"b"\n');
     expect(() => itemsJsonl([1, undefined])).toThrow("item 1: undefined is not a JSON value");
     expect(() => itemsJsonl([1, 2, 3n])).toThrow(/^item 2: not JSON/);
+  });
+
+  it("refuses an item JSON would carry as another value, where the task would get what JSON.parse makes of it", () => {
+    const cases: [unknown, RegExp][] = [
+      [Number.NaN, /^item 1 is NaN, which JSON cannot carry unchanged/],
+      [new Map([[1, 2]]), /^item 1 is a Map, not a plain object/],
+      [[1, undefined], /^item 1\[1\] is undefined/],
+      [{ when: new Date(0) }, /^item 1\.when is a Date/],
+      [new Set([1]), /^item 1 is a Set/],
+    ];
+    for (const [item, message] of cases) {
+      // What JSON.parse gives back differs from the item: the reason a task must not see it.
+      expect(JSON.parse(JSON.stringify(item) ?? "null")).not.toStrictEqual(item);
+      expect(() => itemsJsonl(["ok", item])).toThrow(message);
+    }
   });
 });
 

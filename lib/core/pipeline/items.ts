@@ -19,6 +19,7 @@ import { refusingCompressed } from "../records/compressed.js";
 import type { PipelineDeps } from "./deps.js";
 import type { Item } from "./itemRunner.js";
 import { recordLimitsOf } from "./recordLimits.js";
+import { whyNotJson } from "../ops/jsonValue.js";
 
 /** An item's output larger than this is stored as its own object (as Lithops cannot: its results travel in the invocation). */
 export const LARGE_ITEM_RESULT_BYTES = 256 * 1024;
@@ -174,6 +175,9 @@ export const itemsJsonl = (items: Iterable<unknown>): { body: string; count: num
     }
     if (line === undefined)
       throw new CloudmillError(ErrorCode.INVALID_SPEC, `item ${lines.length}: ${typeof item} is not a JSON value`, { field: "items" });
+    // JSON.stringify writes NaN as null and a Map or Date as something else: the task would get another item.
+    const why = whyNotJson(item, `item ${lines.length}`);
+    if (why) throw new CloudmillError(ErrorCode.INVALID_SPEC, `${why}, which JSON cannot carry unchanged`, { field: "items" });
     lines.push(line);
   }
   return { body: lines.length > 0 ? `${lines.join("\n")}\n` : "", count: lines.length };
