@@ -7,9 +7,19 @@ export interface CliIO {
   readonly signal?: AbortSignal;
 }
 
-export const processIO = (signal?: AbortSignal): CliIO => ({
-  stdout: process.stdout,
-  stderr: process.stderr,
-  env: process.env,
-  ...(signal ? { signal } : {}),
-});
+/**
+ * The process's streams. stdout is the CLI's alone (`run > result.json`): whatever else writes
+ * there (a lab op's console.log at import or in a task thread, whose output Node pipes to
+ * process.stdout) goes to stderr instead.
+ */
+export const processIO = (signal?: AbortSignal): CliIO => {
+  const out = process.stdout;
+  const write = out.write.bind(out);
+  out.write = process.stderr.write.bind(process.stderr) as typeof out.write;
+  return {
+    stdout: { write },
+    stderr: process.stderr,
+    env: process.env,
+    ...(signal ? { signal } : {}),
+  };
+};

@@ -196,6 +196,27 @@ describe("cloudmill run (the bin)", () => {
     expect(top.out()).toMatch(/^\s+run \[options\] <inputs\.\.\.>/m);
   });
 
+  it("keeps stdout the result's alone when a lab's op writes there, at import and in its task threads", async () => {
+    const ops = path.join(dir, "chatty.mjs");
+    const defineOp = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+    await writeFile(
+      ops,
+      `import { defineOp } from ${JSON.stringify(defineOp)};
+console.log("loaded");
+export const chatty = defineOp({ name: "chatty", format: "lines", map: (l) => { console.log("saw", l); process.stdout.write("raw\\n"); return l.length; }, combine: (a, b) => Math.max(a, b), finalize: (m) => ({ longest: m ?? 0 }) });
+`,
+    );
+    const input = path.join(dir, "chatty.txt");
+    await writeFile(input, "abc\nLOG\nxyzzy\n");
+    const r = await cli(["run", input, "--ops", ops, "--op", "chatty", "-w", "2", "--no-progress"]);
+    expect(r.code, r.stderr).toBe(0);
+    const longest = Number(tool("awk", ["{ if (length($0) > m) m = length($0) } END { print m }", input]));
+    expect(JSON.parse(r.stdout)).toEqual({ longest });
+    expect(r.stderr).toContain("loaded");
+    expect(r.stderr).toContain("saw xyzzy");
+    expect(r.stderr).toContain("raw");
+  });
+
   describe("--out FILE", () => {
     it("writes the result there, and stdout stays empty", async () => {
       const out = path.join(dir, "out", "result.json");
