@@ -23,11 +23,21 @@ process.stdout.on("error", (err) => {
   throw err;
 });
 
+// Ctrl-C, `timeout`, a service manager's stop and a closed terminal all stop a command the same
+// way: what it started is stopped and its work files removed. A second signal exits at once.
 const controller = new AbortController();
-let interrupted = false;
-process.on("SIGINT", () => {
-  if (interrupted) process.exit(130);
-  interrupted = true;
-  controller.abort();
-});
-process.exitCode = await runCli(process.argv.slice(2), processIO(controller.signal));
+let stoppedBy = 0;
+for (const [signal, code] of [
+  ["SIGINT", 130],
+  ["SIGTERM", 143],
+  ["SIGHUP", 129],
+]) {
+  process.on(signal, () => {
+    if (stoppedBy) process.exit(code);
+    stoppedBy = code;
+    controller.abort();
+  });
+}
+const code = await runCli(process.argv.slice(2), processIO(controller.signal));
+// Stopped: the shell's 128 + the signal's number, as if it had ended the process.
+process.exitCode = stoppedBy && code === 130 ? stoppedBy : code;

@@ -1,4 +1,7 @@
 /** `cloudmill result <job>`: the result JSON of a job that has ended; its error if it failed. */
+import { constants } from "node:fs";
+import { access, stat } from "node:fs/promises";
+import path from "node:path";
 import { Command } from "commander";
 import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
@@ -19,6 +22,21 @@ export const writeResult = async (io: CliIO, result: unknown, out?: string): Pro
   } catch (err) {
     throw new CloudmillError(ErrorCode.ENVIRONMENT, `cannot write ${out}: ${(err as Error).message}`);
   }
+};
+
+/**
+ * Fails now if a file the command writes at its end (--out, --report) could not be written
+ * there, rather than after the job has run (and a keyed job has replaced its --out-dir parts).
+ */
+export const checkWritableFile = async (flag: string, file: string | undefined): Promise<void> => {
+  if (file === undefined) return;
+  const resolved = path.resolve(file);
+  if ((await stat(resolved).catch(() => undefined))?.isDirectory())
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `${flag} ${file}: is a directory; name a file in it`);
+  const folder = path.dirname(resolved);
+  await access(folder, constants.W_OK).catch(() => {
+    throw new CloudmillError(ErrorCode.ENVIRONMENT, `${flag} ${file}: cannot write in ${folder} (no such folder, or not writable)`);
+  });
 };
 
 const ResultFlags = z.object({ out: z.string().optional() });

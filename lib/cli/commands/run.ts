@@ -1,17 +1,15 @@
 /** `cloudmill run`: the embedded default — the whole pipeline on this machine's cores. */
 import os from "node:os";
-import path from "node:path";
-import { constants } from "node:fs";
 import { Command, Option } from "commander";
 import * as z from "zod";
 import { kebabCase } from "../../core/kebabCase.js";
 import { runLocal } from "../../local/localEngine.js";
-import { writeResult } from "./result.js";
+import { checkWritableFile, writeResult } from "./result.js";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
 import { describeZodError, FORMATS, parseJobSpec } from "../../core/job/spec.js";
 import { OpRegistry } from "../../core/ops/registry.js";
 import { loadOpsModule } from "../../core/ops/opModules.js";
-import { access, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { isTaskOp } from "../../core/ops/defineTask.js";
 import { batchSizeFor, itemsChunkSize } from "../../core/pipeline/items.js";
 import { FsBlobStore } from "../../fs/FsBlobStore.js";
@@ -162,13 +160,8 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
           "",
         ),
       );
-      // A report nowhere to go is found now, not after the job has run.
-      if (flags.report) {
-        const folder = path.dirname(path.resolve(flags.report));
-        await access(folder, constants.W_OK).catch(() => {
-          throw new CloudmillError(ErrorCode.ENVIRONMENT, `--report ${flags.report}: cannot write in ${folder}`);
-        });
-      }
+      await checkWritableFile("--out", flags.out);
+      await checkWritableFile("--report", flags.report);
       const view = progressView(io, flags.progress);
       // Quietly, only warnings: the CLI reports a failure itself, in one line.
       const log = flags.verbose ? jsonLogger((l) => io.stderr.write(l), "debug") : warningsOnly((l) => io.stderr.write(l));

@@ -16,7 +16,7 @@ import { parseFlags, stoppedWaiting, usingCloudmill, withCloudOptions } from "..
 import type { CliIO } from "../io.js";
 import { mb, statusLine } from "../progress.js";
 import { collectParam } from "../options.js";
-import { writeResult } from "./result.js";
+import { checkWritableFile, writeResult } from "./result.js";
 import { waitWithProgress } from "./wait.js";
 
 const SubmitFlags = z.object({
@@ -107,6 +107,7 @@ Without --wait it prints the job id(s), one per line: \`cloudmill wait <job>\` f
     )
     .action(async (inputs: string[], raw: Record<string, unknown>) => {
       const flags = parseFlags(SubmitFlags, raw);
+      await checkWritableFile("--out", flags.out);
       const spec: Omit<SubmitSpec, "inputs"> = {
         op: flags.op,
         params: flags.param,

@@ -7,7 +7,7 @@ import type { JobStatus } from "../../sdk/types.js";
 import { parseFlags, stoppedWaiting, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 import { bar, barWidth, statusLine } from "../progress.js";
-import { writeResult } from "./result.js";
+import { checkWritableFile, writeResult } from "./result.js";
 import { reportLine } from "./report.js";
 
 const clock = (ms: number): string => {
@@ -80,6 +80,7 @@ export const waitCommand = (io: CliIO): Command =>
     .addHelpText("after", "\nExample:\n  $ cloudmill wait job-20261121T101500-9f1c02ab5e7d4c21 --endpoint http://127.0.0.1:4566")
     .action(async (jobId: string, raw: Record<string, unknown>) => {
       const flags = parseFlags(WaitFlags, raw);
+      await checkWritableFile("--out", flags.out);
       await usingCloudmill(raw, io, async (mill) => {
         const result = await waitWithProgress(mill.job(jobId), io, {
           progress: flags.progress,
