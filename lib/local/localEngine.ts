@@ -147,8 +147,9 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   const ownLimits = spec.taskTimeoutSeconds !== undefined || spec.taskMemoryMiB !== undefined || options.taskTimeoutSeconds !== undefined;
   const inline = options.workers === 0 || (chunks <= 1 && op.digest === undefined && !isTaskOp(op) && !ownLimits);
   const workers = inline ? 0 : (options.workers ?? os.availableParallelism());
-  const jobId =
-    spec.id ?? `local-${digestOf([job.op, JSON.stringify(job.params), String(spec.chunkSize), ...inputs.flatMap((i) => [i.key, i.etag])])}`;
+  // Whatever changes the answer is in the id: two runs share a default --out-dir only if their parts are the same.
+  const given = [job.op, JSON.stringify(job.params), String(spec.chunkSize), job.format, String(spec.partitions ?? "")];
+  const jobId = spec.id ?? `local-${digestOf([...given, ...inputs.flatMap((i) => [i.key, i.etag])])}`;
 
   const outDir = path.resolve(options.outDir ?? path.join("cloudmill-out", jobId));
   // Made before any work, so that one that cannot be made fails now; removed again if the job fails.

@@ -185,6 +185,17 @@ describe("inputs", () => {
     expect(err.message).toContain("636166e92e747874");
   });
 
+  it("gives runs whose parts differ (format, partitions) their own job id, so their own default --out-dir", async () => {
+    const input = await write("ids/n.txt", "10\n9\n100\n");
+    const outDir = path.join(dir, "ids-out");
+    let runs = 0;
+    const idOf = async (extra: Partial<Spec>) =>
+      (await run({ op: "sort", inputs: [input], ...extra }, { outDir: path.join(outDir, String(runs++)) })).status.jobId;
+    const ids = [await idOf({ format: "lines" }), await idOf({ format: "numbers" }), await idOf({ format: "numbers", partitions: 3 })];
+    expect(new Set(ids).size).toBe(3);
+    expect(await idOf({ format: "lines" })).toBe(ids[0]);
+  });
+
   it("names directory inputs relative to the path given", async () => {
     await write("rel/sub/one.txt", "needle\n");
     const cwd = process.cwd();

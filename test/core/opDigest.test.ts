@@ -16,6 +16,7 @@ import type { TaskMessage } from "../../lib/core/job/manifest.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { defineOp } from "../../lib/core/ops/defineOp.js";
+import { defineTask } from "../../lib/core/ops/defineTask.js";
 import { OpRegistry, opDigest } from "../../lib/core/ops/registry.js";
 import { canonicalCode, codeDigest } from "../../lib/core/ops/codeDigest.js";
 import { checkAgainstDeployed, listingOf } from "../../lib/core/ops/registryListing.js";
@@ -96,6 +97,18 @@ describe("an op's digest", () => {
     let calls = 0;
     const since = () => withParams(z.object({ since: z.string().default(() => `call ${calls++}`) }));
     expect(since()).toBe(since());
+  });
+
+  it("of a task changes with its params' bounds too: its workers parse a job's params with that schema", () => {
+    const task = (params?: z.ZodType) =>
+      defineTask({
+        name: "scale",
+        ...(params ? { params } : {}),
+        run: (item: number, _ctx: unknown, p: { f?: number }) => item * (p.f ?? 1),
+      });
+    const digests = [task(), task(z.object({ f: z.coerce.number().max(10) })), task(z.object({ f: z.coerce.number().max(1000) }))];
+    expect(new Set(digests.map((t) => t.digest)).size).toBe(3);
+    expect(task(z.object({ f: z.coerce.number().max(10) })).digest).toBe(digests[1]!.digest);
   });
 
   it("of a built-in op is the package version", () => {

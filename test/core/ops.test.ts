@@ -494,8 +494,14 @@ describe("histogram", () => {
       [{ min: "a", max: "1" }, 'histogram: param min: expected a number (got "a")'],
       [{ min: "0", max: "1", bins: "0" }, 'histogram: param bins: must be at least 1 (got "0")'],
       [{ min: "0", max: "1", bins: "1.5" }, 'histogram: param bins: expected a whole number (got "1.5")'],
-      [{ min: "0", max: "1e999" }, "histogram: param max: expected a"],
+      [{ min: "0", max: "1e999" }, "histogram: param max: out of a double's range (it would be Infinity)"],
+      // As a double 1e-400 is 0, another bound: a 0 in the data would fall in the first bin, not below it.
+      [{ min: "1e-400", max: "1" }, "histogram: param min: out of a double's range (it would be 0)"],
+      [{ min: "-0.5", max: "-1e-330" }, "histogram: param max: out of a double's range (it would be 0)"],
     ];
+    // Zeros written otherwise are zero.
+    expect(histogram.parseParams({ min: "0.000e7", max: "1" })).toMatchObject({ min: 0 });
+    expect(histogram.parseParams({ min: "-0.0", max: "1" })).toMatchObject({ min: -0 });
     for (const [raw, message] of cases) {
       const e = errorOf(() => histogram.parseParams(raw));
       expect(e.code).toBe(ErrorCode.INVALID_SPEC);

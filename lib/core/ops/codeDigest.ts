@@ -12,6 +12,7 @@
  */
 import { createHash } from "node:crypto";
 import { parse, type Node } from "acorn";
+import * as z from "zod";
 
 type AnyNode = Node & Record<string, unknown>;
 
@@ -119,3 +120,23 @@ export const codeDigest = (parts: readonly unknown[]): string =>
     .update(JSON.stringify(parts.map((p) => (typeof p === "function" ? canonicalCode(String(p)) : p))))
     .digest("hex")
     .slice(0, 16);
+
+/**
+ * The params schema as JSON Schema (names, types, bounds): every worker parses a job's params
+ * itself, so another bound is other code. Defaults are left out: one computed when the schema
+ * parses (a date, a CPU count) differs between the processes that must agree on the digest,
+ * so a change of default alone keeps the digest (change the op's description with it).
+ * Nothing for an op without params (digests of such ops stay as they were).
+ */
+export const paramsOf = (schema: z.ZodType | undefined): string[] => {
+  if (schema === undefined) return [];
+  const withoutDefault = (ctx: { jsonSchema: Record<string, unknown> }): void => {
+    delete ctx.jsonSchema["default"];
+  };
+  try {
+    return [JSON.stringify(z.toJSONSchema(schema, { io: "input", unrepresentable: "any", override: withoutDefault }))];
+  } catch {
+    // A schema JSON Schema cannot show (a refinement's own code) is digested by what it can.
+    return [String(schema.def?.type ?? "params")];
+  }
+};

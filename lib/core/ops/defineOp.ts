@@ -40,7 +40,7 @@ import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { Format, OpName, type Params } from "../job/spec.js";
 import type { AnyOp, MapContext, Op } from "./types.js";
-import { codeDigest } from "./codeDigest.js";
+import { codeDigest, paramsOf } from "./codeDigest.js";
 import { parseOpParams } from "./params.js";
 import { forEachRecord, formatParams, formatParamsShape, guarded, type FormatOptions } from "./formatReaders.js";
 import { jsonValueOf } from "./jsonValue.js";
@@ -189,26 +189,6 @@ const definitionDigest = (def: OpDefinition<never, never, never>, formats: reado
     def.finalize ?? null,
     ...paramsOf(def.params),
   ]);
-
-/**
- * The params schema as JSON Schema (names, types, bounds): every worker parses a job's params
- * itself, so another bound is other code. Defaults are left out: one computed when the schema
- * parses (a date, a CPU count) differs between the processes that must agree on the digest,
- * so a change of default alone keeps the digest (change the op's description with it).
- * Nothing for an op without params (digests of such ops stay as they were).
- */
-const paramsOf = (schema: z.ZodType | undefined): string[] => {
-  if (schema === undefined) return [];
-  const withoutDefault = (ctx: { jsonSchema: Record<string, unknown> }): void => {
-    delete ctx.jsonSchema["default"];
-  };
-  try {
-    return [JSON.stringify(z.toJSONSchema(schema, { io: "input", unrepresentable: "any", override: withoutDefault }))];
-  } catch {
-    // A schema JSON Schema cannot show (a refinement's own code) is digested by what it can.
-    return [String(schema.def?.type ?? "params")];
-  }
-};
 
 /** A keyed op as defineOp makes it. */
 export type UserKeyedOp<P> = Op<UserParams<P>, unknown, never> & { readonly [OP_BRAND]: true };

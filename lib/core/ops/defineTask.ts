@@ -17,7 +17,7 @@ import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { OpName, type Params } from "../job/spec.js";
 import type { LogFields } from "../log.js";
-import { codeDigest } from "./codeDigest.js";
+import { codeDigest, paramsOf } from "./codeDigest.js";
 import { OP_BRAND } from "./defineOp.js";
 import { parseOpParams } from "./params.js";
 import type { Op } from "./types.js";
@@ -135,7 +135,7 @@ export const defineTask = <I = unknown, O = unknown, P = Record<string, never>>(
     [OP_BRAND]: true,
     [TASK_BRAND]: true,
     name: def.name,
-    digest: codeDigest(["task", def.name, def.description ?? "", limits.data, def.run]),
+    digest: codeDigest(["task", def.name, def.description ?? "", limits.data, def.run, ...paramsOf(def.params)]),
     description: def.description ?? "user task",
     formats: ["jsonl"],
     paramsHelp: ["onItemError=collect|fail  a failed item is listed in the result's errors (collect) or fails the job"],

@@ -12,8 +12,23 @@ const REQUIRED_OR = (expected: string) => (issue: { input?: unknown }) => (issue
 
 const toNumber = (v: unknown): unknown => (typeof v === "string" && NUMERIC.test(v) ? Number(v) : v);
 
+/**
+ * A number param as a double. Written past a double's range it is refused, as the same number
+ * in the data is: `1e-400` would be 0 and `1e400` Infinity, another bound than the one given.
+ */
 export const numberParam = () =>
-  z.preprocess(toNumber, z.number({ error: REQUIRED_OR("expected a number") }).finite({ error: "expected a finite number" }));
+  z.preprocess(
+    (v, ctx) => {
+      const n = toNumber(v);
+      const digits = typeof v === "string" ? v.replace(/[eE].*$/, "") : "";
+      if (typeof v === "string" && typeof n === "number" && (!Number.isFinite(n) || (n === 0 && /[1-9]/.test(digits)))) {
+        ctx.addIssue({ code: "custom", message: `out of a double's range (it would be ${n})` });
+        return z.NEVER;
+      }
+      return n;
+    },
+    z.number({ error: REQUIRED_OR("expected a number") }).finite({ error: "expected a finite number" }),
+  );
 
 export const intParam = (min: number, max: number) =>
   z.preprocess(
