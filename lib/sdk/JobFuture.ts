@@ -39,6 +39,11 @@ const untilAborted = <T>(promise: Promise<T>, signal: AbortSignal): Promise<T> =
     );
   });
 
+/** Status reads in a row that may fail (ENVIRONMENT) before result() rejects with the last failure. */
+const STATUS_READ_RETRIES = 3;
+
+const isTransient = (err: unknown): boolean => err instanceof CloudmillError && err.code === ErrorCode.ENVIRONMENT;
+
 export class JobFuture<R = unknown> {
   /** The job id: `_jobs/<id>.json` in the input bucket, results under `_jobs/<id>/` in the output bucket. */
   readonly id: string;
@@ -104,8 +109,19 @@ export class JobFuture<R = unknown> {
     try {
       await this.#afterSubmit(signal);
       const delay = backoff(this.#backend.poll);
+      let failedReads = 0;
       for (;;) {
-        const status = await untilAborted(this.#backend.readStatus(this.id, { signal, known: true }), signal);
+        let status: JobStatus;
+        try {
+          status = await untilAborted(this.#backend.readStatus(this.id, { signal, known: true }), signal);
+          failedReads = 0;
+        } catch (err) {
+          // A read that failed past the AWS SDK's own retries (a network blip) says nothing of the
+          // job: asCompleted would yield a running job. Only a failure that lasts is the caller's.
+          if (signal.aborted || !isTransient(err) || ++failedReads > STATUS_READ_RETRIES) throw err;
+          await sleep(delay(), signal);
+          continue;
+        }
         last = status;
         options.onStatus?.(status);
         switch (status.state) {

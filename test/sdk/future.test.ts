@@ -58,6 +58,39 @@ describe("JobFuture.result", () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
+  it("reads the status again after a read that failed (ENVIRONMENT); rejects only when reads keep failing", async () => {
+    let failures = 1;
+    const base = scripted((t) => (t >= 2000 ? { state: "succeeded", chunks: 1, done: 1 } : running()), { records: 3 });
+    const blip: JobBackend = {
+      ...base,
+      readStatus: async (jobId, options) => {
+        if (failures-- > 0) throw new CloudmillError(ErrorCode.ENVIRONMENT, "cannot read status.json: socket hang up");
+        return base.readStatus(jobId, options);
+      },
+    };
+    const future = new JobFuture("job-blip", blip);
+    const order: string[] = [];
+    const done = (async () => {
+      for await (const f of asCompleted([future])) order.push(`${f.id}: ${(await f.status()).state}`);
+    })();
+    await vi.advanceTimersByTimeAsync(10_000);
+    await done;
+    // Yielded once its job ended, not at the failed read.
+    expect(order).toEqual(["job-blip: succeeded"]);
+    await expect(future.result()).resolves.toEqual({ records: 3 });
+
+    const down: JobBackend = {
+      ...base,
+      readStatus: async () => {
+        throw new CloudmillError(ErrorCode.ENVIRONMENT, "cannot read status.json: ECONNREFUSED");
+      },
+    };
+    const lost = new JobFuture("job-down", down).result().catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(await lost).toMatchObject({ code: "ENVIRONMENT", message: expect.stringContaining("ECONNREFUSED") });
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
   it("settles once: after the job ended, result() answers without reading again", async () => {
     const backend = scripted(() => ({
       state: "failed",
