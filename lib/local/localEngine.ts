@@ -564,11 +564,14 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
           await deps.queue.delete(msg.receiptHandle);
           continue;
         }
-        if ((await afterFailedAttempt(deps, task, err, msg.receiveCount)).action === "fail-job") {
+        const next = await afterFailedAttempt(deps, task, err, msg.receiveCount);
+        if (next.action === "fail-job") {
           await deps.queue.delete(msg.receiptHandle);
           await fail(err);
         } else {
-          deps.log.warn("task failed; will retry", { task: index, attempt: msg.receiveCount, error: err.describe() });
+          // After its last attempt the task goes to the dead letters, which fail the job.
+          const what = next.last ? "task failed on its last attempt" : "task failed; will retry";
+          deps.log.warn(what, { task: index, attempt: msg.receiveCount, error: err.describe() });
           await deps.queue.changeVisibility(msg.receiptHandle, 0);
         }
       } finally {

@@ -287,6 +287,14 @@ export const stuck = defineOp({ name: "stuck", format: "lines", pairs: (l, emit)
       expect(await Promise.all(parts.map((p) => readFile(path.join(outDir, p), "utf8")))).toEqual(before);
     });
 
+    it("--out-dir is refused for an op with one result, which writes no parts there", async () => {
+      const outDir = path.join(dir, "one-result-out");
+      const r = await cli(["run", "examples/numbers.txt", "--op", "count", "--out-dir", outDir]);
+      expect(r.code).toBe(2);
+      expect(oneErrorLine(r)).toMatch(/^cloudmill: --out-dir: op count has one result and writes no parts/);
+      expect(existsSync(outDir)).toBe(false);
+    });
+
     it("leaves no file behind when the job fails", async () => {
       const outDir = path.join(dir, "out-fail");
       await mkdir(outDir, { recursive: true });

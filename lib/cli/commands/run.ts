@@ -11,6 +11,7 @@ import { OpRegistry } from "../../core/ops/registry.js";
 import { loadOpsModule } from "../../core/ops/opModules.js";
 import { readFile } from "node:fs/promises";
 import { isTaskOp } from "../../core/ops/defineTask.js";
+import { isShuffled } from "../../core/ops/types.js";
 import { batchSizeFor, itemsChunkSize } from "../../core/pipeline/items.js";
 import { FsBlobStore } from "../../fs/FsBlobStore.js";
 import { resolveLocalInputs } from "../../local/localInputs.js";
@@ -141,6 +142,11 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
       const registry = new OpRegistry();
       for (const m of flags.ops) await loadOpsModule(m, registry);
       const isTask = registry.has(flags.op) && isTaskOp(registry.get(flags.op));
+      if (flags.outDir !== undefined && registry.has(flags.op) && !isTask && !isShuffled(registry.get(flags.op)))
+        throw new CloudmillError(
+          ErrorCode.INVALID_SPEC,
+          `--out-dir: op ${flags.op} has one result and writes no parts (keyed ops and tasks do); give --out FILE for the result`,
+        );
       const chunkSize =
         flags.chunkSize ?? (isTask ? await taskChunkSize(inputs, flags.batchSize, flags.workers ?? os.availableParallelism()) : undefined);
       const spec = withFlagNames(() =>

@@ -38,12 +38,19 @@ const SubmitFlags = z.object({
 });
 
 /** The items of a JSONL file, one JSON value per non-blank line; a bad line is refused, naming it. */
-const readItemsFile = async (file: string): Promise<unknown[]> => {
-  let text: string;
+export const readItemsFile = async (file: string): Promise<unknown[]> => {
+  let bytes: Buffer;
   try {
-    text = await readFile(file, "utf8");
+    bytes = await readFile(file);
   } catch {
     throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such file", { input: file });
+  }
+  let text: string;
+  try {
+    // As `cloudmill run` reads JSONL: a starting byte-order mark is not data, and bytes that are not UTF-8 are refused, not replaced.
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new CloudmillError(ErrorCode.BAD_RECORD, "not UTF-8 text: JSON items must be UTF-8", { input: file });
   }
   const items: unknown[] = [];
   for (const [i, line] of text.split("\n").entries()) {
