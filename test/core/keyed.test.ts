@@ -121,6 +121,26 @@ describe("groupby on the local engine", () => {
     expect(got).toEqual(expected);
   });
 
+  it("keeps a U+FFFD the input holds as a key like any; refuses one made of bytes that are not UTF-8, as Python does", async () => {
+    const file = path.join(dir, "replacement.csv");
+    // U+FFFD as its own UTF-8 bytes (an earlier lossy conversion left it), beside plain keys.
+    await writeFile(file, "k,v\nsensor \uFFFD,1\nsensor \uFFFD,2.5\nplain,4\n");
+    const { result } = await run(
+      { op: "groupby", inputs: [file], params: { key: "k", value: "v" } },
+      { workers: 0, outDir: path.join(dir, "out-fffd") },
+    );
+    const got = new Map<string, unknown>();
+    for (const rows of await readRows(result as KeyedResult)) for (const { key, ...rest } of rows) got.set(JSON.stringify([key]), rest);
+    expect(got).toEqual(pythonGroupby(file, ["k"], "v"));
+
+    const latin1 = path.join(dir, "latin1.csv");
+    await writeFile(latin1, Buffer.concat([Buffer.from("k\ncaf"), Buffer.from([0xe9]), Buffer.from("\ncaf\uFFFD\n")]));
+    expect(() => pythonGroupby(latin1, ["k"])).toThrow(/UnicodeDecodeError/);
+    await expect(
+      run({ op: "groupby", inputs: [latin1], params: { key: "k" } }, { workers: 0, outDir: path.join(dir, "out-latin1") }),
+    ).rejects.toThrow(/key holds U\+FFFD where the input holds bytes that are not UTF-8/);
+  });
+
   it("counts a row of spaces as a row with its key, as Python's csv module does; only an empty line is none", async () => {
     const file = path.join(dir, "spaces.csv");
     await writeFile(file, "k\na\n\n \n  \n \nb\n");

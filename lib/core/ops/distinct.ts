@@ -42,8 +42,11 @@ export const distinct = keyedOp<DistinctParams>({
     }
     if (params.key === undefined)
       throw new CloudmillError(ErrorCode.INVALID_SPEC, `distinct of ${ctx.format} records needs key=COL[,COL]`, { field: "params.key" });
-    const keyOf = keyOfFields(fieldList(params.key).map((name) => fieldReader(name, "key", ctx.format, ctx)));
-    return (block, emit) => forEachRecord(block, ctx.format, params, ctx, (record, offset, text) => emit(keyOf(record, offset, text), 1));
+    const keysOf = keyOfFields(fieldList(params.key).map((name) => fieldReader(name, "key", ctx.format, ctx)));
+    return (block, emit) => {
+      const keyOf = keysOf(block);
+      forEachRecord(block, ctx.format, params, ctx, (record, offset, text) => emit(keyOf(record, offset, text), 1));
+    };
   },
   combine: (a, b) => (a as number) + (b as number),
   row: (key, value, params) => ({ key: params.key === undefined ? key : keyValue(key), count: value as number }),

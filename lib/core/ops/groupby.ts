@@ -68,10 +68,11 @@ export const groupby = keyedOp<GroupbyParams>({
   ],
   parseParams: (raw) => parseOpParams("groupby", GroupbyParamsSchema(), raw),
   pairs(params, ctx) {
-    const keyOf = keyOfFields(fieldList(params.key).map((name) => fieldReader(name, "key", ctx.format, ctx)));
+    const keysOf = keyOfFields(fieldList(params.key).map((name) => fieldReader(name, "key", ctx.format, ctx)));
     const value = params.value === undefined ? undefined : fieldReader(params.value, "value", ctx.format, ctx);
     const valuePath = ctx.format === "jsonl" ? params.value?.split(".") : undefined;
-    return (block, emit) =>
+    return (block, emit) => {
+      const keyOf = keysOf(block);
       forEachRecord(block, ctx.format, params, ctx, (record, offset, text) => {
         const group: Group = { c: 1 };
         if (value) {
@@ -90,6 +91,7 @@ export const groupby = keyedOp<GroupbyParams>({
         }
         emit(keyOf(record, offset, text), group);
       });
+    };
   },
   combine(a, b) {
     const x = a as Group;

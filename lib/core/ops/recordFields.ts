@@ -2,6 +2,7 @@
  * Naming a field of a record, for ops that key or aggregate by column: a CSV column by name
  * (with a header) or 1-based index, a JSONL field by dotted path.
  */
+import type { RecordBlock } from "../records/alignedBlocks.js";
 import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import type { Format } from "../job/spec.js";
 import { headerNamesShown, isColumnIndex } from "../records/csvDialect.js";
@@ -71,29 +72,47 @@ export const fieldReader = (name: string, param: string, format: Format, ctx: Ma
  * A key from several fields: the JSON array of their values, so that every combination of
  * values (a missing one as null) is a key of its own, whatever characters the values hold.
  */
-export const keyOfFields = (readers: readonly FieldReader[]): ((record: unknown, offset: number, text?: string) => string) => {
+export const keyOfFields = (
+  readers: readonly FieldReader[],
+): ((block: RecordBlock) => (record: unknown, offset: number, text?: string) => string) => {
   const keyOf =
     readers.length === 1
       ? (record: unknown, offset: number, text?: string) => JSON.stringify([readers[0]!(record, offset, text) ?? null])
       : (record: unknown, offset: number, text?: string) => JSON.stringify(readers.map((r) => r(record, offset, text) ?? null));
-  return (record, offset, text) => {
-    const key = keyOf(record, offset, text);
-    // An integer JSON.parse rounded (past 2^53) would meet its neighbours as one key. Past 1e21
-    // JSON.stringify writes it with an exponent (1e+21), which the digits alone would not show.
-    if (/\d{16}|\de\+/.test(key)) {
-      for (const v of JSON.parse(key) as unknown[]) {
-        if (typeof v === "number" && Number.isInteger(v) && !Number.isSafeInteger(v))
-          throw badRecord(`key ${v} is an integer past 2^53, which JSON numbers round: quote it as a string`, offset);
+  return (block) => {
+    let utf8: boolean | undefined;
+    return (record, offset, text) => {
+      const key = keyOf(record, offset, text);
+      // An integer JSON.parse rounded (past 2^53) would meet its neighbours as one key. Past 1e21
+      // JSON.stringify writes it with an exponent (1e+21), which the digits alone would not show.
+      if (/\d{16}|\de\+/.test(key)) {
+        for (const v of JSON.parse(key) as unknown[]) {
+          if (typeof v === "number" && Number.isInteger(v) && !Number.isSafeInteger(v))
+            throw badRecord(`key ${v} is an integer past 2^53, which JSON numbers round: quote it as a string`, offset);
+        }
       }
-    }
-    // Records are decoded as UTF-8: bytes that are not become U+FFFD, and two different keys would meet as one.
-    if (key.includes(REPLACEMENT))
-      throw badRecord("key holds U+FFFD: bytes that are not UTF-8? (convert the input, e.g. iconv -f LATIN1 -t UTF-8)", offset);
-    return key;
+      // Records are decoded as UTF-8: bytes that are not become U+FFFD, and two different keys would
+      // meet as one. A U+FFFD the input holds as such (its bytes EF BF BD) is a character like any.
+      if (key.includes(REPLACEMENT) && !(utf8 ??= isUtf8(block.bytes)))
+        throw badRecord(
+          "key holds U+FFFD where the input holds bytes that are not UTF-8 (convert it, e.g. iconv -f LATIN1 -t UTF-8)",
+          offset,
+        );
+      return key;
+    };
   };
 };
 
 const REPLACEMENT = "\uFFFD";
+
+const isUtf8 = (bytes: Uint8Array): boolean => {
+  try {
+    new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 /**
  * Refuses a JSONL key number that JSON.parse rounded (more digits than a double holds, or
