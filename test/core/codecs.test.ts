@@ -418,6 +418,41 @@ describe("a corrupt or truncated compressed input", () => {
     }
   });
 
+  it("names the exact compressed byte of what is wrong in a gzip file: appended data, a cut, a CRC, a bad second member", async () => {
+    // Layouts from the files' own sizes; Python's gzip module refuses each file too (the reference that they are bad).
+    const member = path.join(dir, "member.gz");
+    sh(`seq 1 3000 | gzip -c > '${member}'`);
+    const size = (await readFile(member)).length;
+    const python = (file: string): string =>
+      sh(
+        `python3 -c "import gzip,sys\ntry:\n  gzip.open(sys.argv[1]).read(); print('read')\nexcept Exception as e: print(type(e).__name__)" '${file}'`,
+      ).trim();
+    const cases: [string, string, number, RegExp][] = [
+      ["appended.gz", `cat '${member}'; echo trailing garbage`, size, /what follows a gzip member here is not gzip data/],
+      ["cut.gz", `head -c ${size - 3} '${member}'`, size - 8, /the data ends inside a gzip member's trailer/],
+      ["cut-deflate.gz", `head -c ${Math.floor(size / 2)} '${member}'`, Math.floor(size / 2), /the data ends inside a gzip member$/],
+      ["second.gz", `cat '${member}'; printf '\\037\\213\\011\\000'; head -c 40 /dev/zero`, size, /compression method 9/],
+      [
+        "crc.gz",
+        `head -c ${size - 8} '${member}'; printf '\\001\\002\\003\\004'; tail -c 4 '${member}'`,
+        size - 8,
+        /CRC-32 of the gzip member that starts at byte 0/,
+      ],
+    ];
+    for (const [name, make, at, what] of cases) {
+      const file = path.join(dir, name);
+      sh(`(${make}) > '${file}'`);
+      expect(python(file), name).not.toBe("read");
+      const r = await run(file, "count", "16MiB");
+      expectFailure(r, file, what);
+      expect((r as { error: CloudmillError }).error.describe(), name).toContain(`at compressed byte ${at}:`);
+    }
+    // Members in a row, then zeros (tape padding): read as gzip -d reads them.
+    const padded = path.join(dir, "padded.gz");
+    sh(`(cat '${member}'; seq 5 9 | gzip -c; head -c 100 /dev/zero) > '${padded}'`);
+    expect(await run(padded, "count", "16MiB")).toMatchObject({ ok: true, result: { records: Number(sh(`zcat '${padded}' | wc -l`)) } });
+  });
+
   it("a gzip bomb (300 MB of zeros from 300 KB) ends at maxRecordBytes, not in memory", async () => {
     const file = path.join(dir, "bomb.gz");
     sh(`head -c 300000000 /dev/zero | gzip -1 > '${file}'`);

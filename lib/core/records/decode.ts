@@ -1,48 +1,24 @@
 /**
  * Whole compressed streams decoded as they are read, in bounded memory: gzip (and BGZF, which
- * is gzip in many members) by zlib, zstd by fzstd with every frame's checksum verified (a frame without one is refused).
+ * is gzip in many members) member by member (gzipMembers.ts), zstd by fzstd with every frame's
+ * checksum verified (a frame without one is refused).
  * Corrupt or truncated data ends the stream with an error naming the compressed byte.
  */
-import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
-import { createGunzip } from "node:zlib";
 import { Decompress } from "fzstd";
 import xxhash from "xxhash-wasm";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { corruptInput, type Codec } from "./codecs.js";
+import { gzipMembers } from "./gzipMembers.js";
 
 type Compressed = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 
 /**
  * The decoded bytes of a whole compressed stream. Breaking out of the loop stops the read.
- * `ended` is told how many compressed bytes the data took, once it has all come out: zlib ends
- * a gzip stream at a zero byte after a member (tape padding), so bytes may be left over.
+ * `ended` is told how many compressed bytes the data took, once it has all come out: a gzip
+ * stream ends at a zero byte after a member (tape padding), so bytes may be left over.
  */
 export const decodedStream = (codec: Codec, compressed: Compressed, ended?: (consumed: number) => void): AsyncIterable<Uint8Array> =>
-  codec === "zstd" ? unzstd(compressed, ended) : gunzip(codec, compressed, ended);
-
-async function* gunzip(codec: Codec, compressed: Compressed, ended?: (consumed: number) => void): AsyncGenerator<Uint8Array> {
-  const inflater = createGunzip();
-  const done = pipeline(Readable.from(compressed, { objectMode: false }), inflater).catch((err: unknown) => err);
-  try {
-    for await (const chunk of inflater) yield chunk as Buffer;
-  } catch (err) {
-    throw gunzipError(codec, err, inflater.bytesWritten);
-  }
-  const failed = await done;
-  // zlib ended the stream with input left (writes after its end fail the pipeline): the caller judges what is left.
-  const code = (failed as { code?: unknown } | undefined)?.code;
-  if (typeof code === "string" && code.startsWith("Z_")) throw gunzipError(codec, failed, inflater.bytesWritten);
-  ended?.(inflater.bytesWritten);
-}
-
-const gunzipError = (codec: Codec, err: unknown, at: number): unknown => {
-  if (err instanceof CloudmillError) return err;
-  const code = (err as { code?: unknown }).code;
-  if (code === "Z_BUF_ERROR") return corruptInput(codec, at, "the data ends inside a gzip member");
-  if (typeof code === "string" && code.startsWith("Z_")) return corruptInput(codec, at, (err as Error).message);
-  return err;
-};
+  codec === "zstd" ? unzstd(compressed, ended) : gzipMembers(codec, compressed, ended);
 
 /** Compressed bytes pushed to fzstd at once: bounds what one push can decode. */
 const ZSTD_SLICE = 16 * 1024;
