@@ -268,7 +268,7 @@ export class CloudmillPipeline extends Construct {
   }
 
   private createBucket(id: string, removalPolicy: RemovalPolicy, props: s3.BucketProps): s3.Bucket {
-    return new s3.Bucket(this, id, {
+    const bucket = new s3.Bucket(this, id, {
       blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
       encryption: s3.BucketEncryption.S3_MANAGED,
       enforceSSL: true,
@@ -278,6 +278,9 @@ export class CloudmillPipeline extends Construct {
       autoDeleteObjects: removalPolicy === RemovalPolicy.DESTROY,
       ...props,
     });
+    // A bucket kept past the stack keeps its policy (TLS only, the access logs' delivery) with it.
+    bucket.policy?.applyRemovalPolicy(removalPolicy);
+    return bucket;
   }
 
   private createQueue(id: string, props: sqs.QueueProps): sqs.Queue {
@@ -416,7 +419,10 @@ export class CloudmillPipeline extends Construct {
       resources: string[],
       conditions?: Record<string, unknown>,
     ): void => {
-      grantee.grantPrincipal.addToPrincipalPolicy(new iam.PolicyStatement({ sid, actions, resources, conditions }));
+      // A PutObject of a large body is a multipart upload, which S3BlobStore aborts when it fails:
+      // PutObject does not cover the abort, and a denied abort would hide the upload's own error.
+      const all = actions.includes("s3:PutObject") ? [...actions, "s3:AbortMultipartUpload"] : actions;
+      grantee.grantPrincipal.addToPrincipalPolicy(new iam.PolicyStatement({ sid, actions: all, resources, conditions }));
       for (const resource of resources.filter((r) => r.includes("*"))) {
         const reason = reasons.get(resource);
         if (reason === undefined) throw new Error(`cloudmill: no reason recorded for wildcard resource ${resource} (${sid})`);
@@ -475,6 +481,9 @@ export class CloudmillPipeline extends Construct {
     // Every lane's workers alike (each lane's role consumes its own queue: WorkerFleet).
     for (const worker of this.fleet.taskRoles) {
       allow(worker, "ReadInputs", ["s3:GetObject"], inputObjects);
+      // So that an input deleted after its job started reads as missing (404, INPUT_NOT_FOUND, the
+      // job fails at once) rather than as denied (403, retried as the environment's fault).
+      allow(worker, "ListInputs", ["s3:ListBucket"], inputBuckets);
       allow(worker, "ReadWorkAndStatus", ["s3:GetObject"], stateObjects);
       allow(worker, "WritePartsAndStatus", ["s3:PutObject"], stateObjects);
       // Tasks (defineTask): the objects items store and the outputs too large for a part.
@@ -503,7 +512,8 @@ export class CloudmillPipeline extends Construct {
 
     // Dead letters: read the job's state, mark it failed. (Consuming the dead-letter queue is granted by its event source.)
     allow(this.deadLetters, "ReadJobState", ["s3:GetObject"], stateObjects);
-    allow(this.deadLetters, "WriteJobState", ["s3:PutObject"], stateObjects);
+    // Its failure marker and the status: no other state (a part, a manifest, a success marker).
+    allow(this.deadLetters, "WriteJobState", ["s3:PutObject"], [failureMarkers, statusObjects]);
     allow(this.deadLetters, "TakeBackFailure", ["s3:DeleteObject"], [failureMarkers]);
     allow(this.deadLetters, "ListJobState", ["s3:ListBucket"], outputBucket);
   }

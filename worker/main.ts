@@ -1,4 +1,4 @@
-// The worker container's entry (Dockerfile: node dist/worker/main.js); tests run this same file.
+// The worker container's entry (bundled as worker/main.mjs, which the Dockerfile runs); tests run this same file.
 import { runWorker } from "../lib/aws/runWorker.js";
 
 try {

@@ -169,6 +169,8 @@ describe("least privilege", () => {
       "s3:GetObject": [`${input}/*`, `${output}/*/status.json`, `${output}/_work/*`].sort(),
       "s3:ListBucket": [input, output].sort(),
       "s3:PutObject": jobKeys(),
+      // A large body goes up in parts; a failed upload is aborted.
+      "s3:AbortMultipartUpload": jobKeys(),
       "sqs:SendMessage": [
         q(template, "PipelineSplitterDeadLetterQueue"),
         q(template, "PipelineTaskQueue"),
@@ -180,21 +182,23 @@ describe("least privilege", () => {
   it("worker: read inputs, read and write _work/ and status.json (never result.json), write items' own outputs, keyed parts and its usage report, consume the task queue, protect its own task", () => {
     const grants = grantsOf(template, "PipelineWorkersTaskRole");
     const cluster = resource(template, "AWS::ECS::Cluster", "PipelineWorkersCluster").id;
+    const written = [
+      `${output}/*/status.json`,
+      `${output}/_fleet/*`,
+      `${output}/_jobs/*/files/*`,
+      `${output}/_jobs/*/part-*`,
+      `${output}/_jobs/*/results/*`,
+      `${output}/_work/*`,
+    ];
     expect(grants).toEqual({
       "s3:GetObject": [`${input}/*`, `${output}/*/status.json`, `${output}/_work/*`],
-      "s3:PutObject": [
-        `${output}/*/status.json`,
-        `${output}/_fleet/*`,
-        `${output}/_jobs/*/files/*`,
-        `${output}/_jobs/*/part-*`,
-        `${output}/_jobs/*/results/*`,
-        `${output}/_work/*`,
-      ],
+      "s3:PutObject": written,
+      "s3:AbortMultipartUpload": written,
       // A reduce task whose disk is short spills to S3 and removes those runs; a failure marker it wrote
       // for a run a resume had just superseded is taken back. Nothing else is ever deleted.
       "s3:DeleteObject": [`${output}/_work/*/failure.json`, `${output}/_work/*/spill/*`],
-      // S3 answers a missing part or marker with 404 only to a role that may list the bucket.
-      "s3:ListBucket": [output],
+      // S3 answers a missing part, marker or input with 404 only to a role that may list the bucket.
+      "s3:ListBucket": [input, output].sort(),
       "sqs:ReceiveMessage": [q(template, "PipelineTaskQueue")],
       "sqs:DeleteMessage": [q(template, "PipelineTaskQueue")],
       "sqs:ChangeMessageVisibility": [q(template, "PipelineTaskQueue")],
@@ -221,7 +225,7 @@ describe("least privilege", () => {
       Object.keys(grants)
         .filter((a) => a.startsWith("s3:"))
         .sort(),
-    ).toEqual(["s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject"]);
+    ).toEqual(["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject"]);
     // Of objects, only a failure marker it wrote for a run a resume had just superseded.
     expect(grants["s3:DeleteObject"]).toEqual([`${output}/_work/*/failure.json`]);
     // The task queue's backlog, before a merge or reduce task past its lease is queued again (wake.ts).
@@ -236,14 +240,15 @@ describe("least privilege", () => {
   it("dead letters: read/write job state, list the output bucket, consume the dead-letter queue", () => {
     const grants = grantsOf(template, "PipelineDeadLettersRole");
     expect(grants["s3:GetObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
-    expect(grants["s3:PutObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
+    // Its failure marker and the status, nothing else: not a success marker, a manifest or a part.
+    expect(grants["s3:PutObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*/failure.json`]);
     expect(grants["s3:ListBucket"]).toEqual([output]);
     expect(grants["s3:DeleteObject"]).toEqual([`${output}/_work/*/failure.json`]);
     expect(
       Object.keys(grants)
         .filter((a) => a.startsWith("s3:"))
         .sort(),
-    ).toEqual(["s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject"]);
+    ).toEqual(["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject"]);
     expect(
       Object.keys(grants)
         .filter((a) => a.startsWith("sqs:"))
@@ -264,7 +269,7 @@ describe("least privilege", () => {
     }
   });
 
-  it("extraInputBuckets: the splitter may list and read them, workers may read them", () => {
+  it("extraInputBuckets: the splitter and workers may list and read them", () => {
     const extra = "arn:<AWS::Partition>:s3:::shared-datasets";
     const splitter = grantsOf(spot, "PipelineSplitterRole");
     expect(splitter["s3:GetObject"]).toContain(`${extra}/*`);
@@ -275,6 +280,6 @@ describe("least privilege", () => {
       Object.values(worker)
         .flat()
         .filter((r) => r.startsWith(extra)),
-    ).toEqual([`${extra}/*`]);
+    ).toEqual([`${extra}/*`, extra]);
   });
 });

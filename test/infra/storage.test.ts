@@ -100,10 +100,17 @@ describe("storage", () => {
     expect(input.resource).toMatchObject({ DeletionPolicy: "Delete" });
     template.resourceCountIs("Custom::S3AutoDeleteObjects", 1);
     template.hasResourceProperties("Custom::S3AutoDeleteObjects", { BucketName: { Ref: input.id } });
+    // A kept bucket keeps its policy: TLS only, and the grant that delivers the access logs.
+    for (const bucket of ["PipelineOutputBucket", "PipelineLogBucket"])
+      expect(resource(template, "AWS::S3::BucketPolicy", `${bucket}Policy`).resource, bucket).toMatchObject({
+        DeletionPolicy: "Retain",
+        UpdateReplacePolicy: "Retain",
+      });
   });
 
   it("destroys the output bucket too when outputRemoval=destroy", () => {
     expect(resource(spot, "AWS::S3::Bucket", "PipelineOutputBucket").resource).toMatchObject({ DeletionPolicy: "Delete" });
+    expect(resource(spot, "AWS::S3::BucketPolicy", "PipelineOutputBucketPolicy").resource).toMatchObject({ DeletionPolicy: "Delete" });
     spot.resourceCountIs("Custom::S3AutoDeleteObjects", 3);
   });
 });
