@@ -138,6 +138,15 @@ export class S3BlobStore implements BlobStore {
 
   private awsError(op: string, key: string, err: unknown): CloudmillError {
     if (err instanceof CloudmillError) return err;
+    // A bucket that does not exist stays so (a typo in a spec's input): trying again would only
+    // leave the job without a status; a job fails at once on INPUT_NOT_FOUND.
+    if (name(err) === "NoSuchBucket")
+      return new CloudmillError(
+        ErrorCode.INPUT_NOT_FOUND,
+        `${op} ${s3Uri(this.bucket, key)}: no bucket ${this.bucket}`,
+        {},
+        { cause: err },
+      );
     const detail = err instanceof Error && err.message && err.message !== name(err) ? `: ${err.message}` : "";
     return new CloudmillError(
       ErrorCode.ENVIRONMENT,

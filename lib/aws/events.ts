@@ -7,7 +7,13 @@ const S3Record = z.object({
   eventTime: z.string().optional(),
   s3: z.object({
     bucket: z.object({ name: z.string() }),
-    object: z.object({ key: z.string(), eTag: z.string().optional(), versionId: z.string().optional(), size: z.number().optional() }),
+    object: z.object({
+      key: z.string(),
+      eTag: z.string().optional(),
+      versionId: z.string().optional(),
+      sequencer: z.string().optional(),
+      size: z.number().optional(),
+    }),
   }),
 });
 
@@ -29,6 +35,7 @@ export const createdObjects = (event: unknown): CreatedObject[] => {
       key: decodeEventKey(r.s3.object.key),
       ...(r.s3.object.eTag ? { etag: r.s3.object.eTag } : {}),
       ...(r.s3.object.versionId ? { versionId: r.s3.object.versionId } : {}),
+      ...(r.s3.object.sequencer ? { sequencer: r.s3.object.sequencer } : {}),
       ...(r.eventTime ? { eventTime: r.eventTime } : {}),
     }));
 };

@@ -86,6 +86,9 @@ export interface EmulatorOptions {
 /** Largest request body (a single PutObject or UploadPart). */
 const BODY_LIMIT = 1024 * 1024 * 1024;
 
+/** An object's subresources (`?tagging`, `?acl`, …) the emulator does not keep. */
+const OBJECT_SUBRESOURCES = ["tagging", "acl", "retention", "legal-hold", "torrent", "restore", "select", "attributes"] as const;
+
 type Stores = NonNullable<BuildAppOptions["stores"]>;
 type S3Store = Stores["s3Store"];
 type SqsStore = Stores["sqsStore"];
@@ -184,6 +187,11 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
           .header("content-type", "application/xml")
           .send(postResponseXml(location, params.bucket, upload.key, obj.etag));
       }
+      // fauxqs takes PUT /bucket/key?tagging as a PutObject of the tags' XML (and DELETE ?tagging as
+      // a DeleteObject): the input would be replaced, a job run on the XML. Refused, as not kept here.
+      const subresource = request.routeOptions.url === "/:bucket/*" ? OBJECT_SUBRESOURCES.find((q) => query?.[q] !== undefined) : undefined;
+      if (subresource)
+        throw new S3Refusal("NotImplemented", `cloudmill dev does not keep an object's ${subresource}: the object is left as it is`, 501);
       const source = request.headers["x-amz-copy-source"];
       if (request.method === "PUT" && query?.["uploadId"] && query["partNumber"] && typeof source === "string") {
         const { bucket, key, range } = partCopySource(source, request.headers["x-amz-copy-source-range"] as string | undefined);

@@ -45,30 +45,64 @@ export const isFormUpload = (
 /** What S3 replaces in a form's key with the uploaded file's name. */
 const FILENAME = "$" + "{filename}";
 
-/** The upload a POST-policy form asks for (field names are case-insensitive, as S3 reads them). */
-export const parseFormUpload = async (body: Buffer, contentType: string): Promise<FormUpload> => {
-  let form: FormData;
-  try {
-    form = await new Response(body, { headers: { "content-type": contentType } }).formData();
-  } catch {
-    throw new S3Refusal("MalformedPOSTRequest", "The body of your POST request is not well-formed multipart/form-data.");
+/** One part of a multipart/form-data body: its field name, file name if any, and bytes as sent. */
+interface FormPart {
+  readonly name: string;
+  readonly filename?: string;
+  readonly body: Buffer;
+}
+
+/**
+ * The parts of a multipart/form-data body, each part's bytes as sent: a file sent as a plain
+ * field (curl -F 'file=<data.gz') is bytes too, never text decoded and encoded again.
+ */
+const formParts = (body: Buffer, contentType: string): FormPart[] => {
+  const boundary = /boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType);
+  const malformed = new S3Refusal("MalformedPOSTRequest", "The body of your POST request is not well-formed multipart/form-data.");
+  if (!boundary) throw malformed;
+  const delimiter = Buffer.from(`--${boundary[1] ?? boundary[2]}`);
+  const parts: FormPart[] = [];
+  let at = body.indexOf(delimiter);
+  if (at < 0) throw malformed;
+  for (;;) {
+    at += delimiter.length;
+    if (body.subarray(at, at + 2).toString("latin1") === "--") return parts;
+    const headersEnd = body.indexOf("\r\n\r\n", at);
+    const next = body.indexOf(Buffer.concat([Buffer.from("\r\n"), delimiter]), headersEnd);
+    if (headersEnd < 0 || next < 0) throw malformed;
+    const headers = body.subarray(at, headersEnd).toString("utf8");
+    const disposition = /^content-disposition:(.*)$/im.exec(headers)?.[1] ?? "";
+    const name = /\bname="([^"]*)"/i.exec(disposition)?.[1];
+    const filename = /\bfilename="([^"]*)"/i.exec(disposition)?.[1];
+    if (name === undefined) throw malformed;
+    parts.push({ name, ...(filename !== undefined ? { filename } : {}), body: body.subarray(headersEnd + 4, next) });
+    at = next + 2;
   }
+};
+
+/**
+ * The upload a POST-policy form asks for (field names are case-insensitive, as S3 reads them).
+ * Fields after the file are ignored, as S3 ignores them.
+ */
+export const parseFormUpload = async (body: Buffer, contentType: string): Promise<FormUpload> => {
   const fields = new Map<string, string>();
-  let file: Blob | undefined;
-  for (const [name, value] of form) {
-    if (name.toLowerCase() === "file") file = typeof value === "string" ? new Blob([value]) : value;
-    else if (typeof value === "string") fields.set(name.toLowerCase(), value);
+  let file: FormPart | undefined;
+  for (const part of formParts(body, contentType)) {
+    if (part.name.toLowerCase() === "file") {
+      file = part;
+      break;
+    }
+    fields.set(part.name.toLowerCase(), part.body.toString("utf8"));
   }
   if (file === undefined) throw new S3Refusal("InvalidArgument", "POST requires exactly one file upload per request.");
   const named = fields.get("key");
   if (!named) throw new S3Refusal("InvalidArgument", "Bucket POST must contain a field named 'key'.");
-  const filename = file instanceof File ? file.name : "";
   const metadata: Record<string, string> = {};
   for (const [name, value] of fields) if (name.startsWith("x-amz-meta-")) metadata[name.slice("x-amz-meta-".length)] = value;
   const status = Number(fields.get("success_action_status"));
   return {
-    key: named.replaceAll(FILENAME, filename),
-    body: Buffer.from(await file.arrayBuffer()),
+    key: named.replaceAll(FILENAME, file.filename ?? ""),
+    body: Buffer.from(file.body),
     contentType: fields.get("content-type") ?? "binary/octet-stream",
     metadata,
     status: status === 200 || status === 201 ? status : 204,

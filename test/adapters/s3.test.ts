@@ -57,13 +57,29 @@ const recordEvents = (
 
 describe("S3BlobStore", () => {
   it("maps AWS failures to one-line ENVIRONMENT errors naming bucket, key and AWS error", async () => {
-    const store = new S3BlobStore(aws.s3, "no-such-bucket-here");
+    const store = new S3BlobStore(awsClients({ endpoint: "http://127.0.0.1:1" }, {}).s3, "lab-bucket");
     const err = await store.put("k/x.txt", "x").catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CloudmillError);
     expect((err as CloudmillError).code).toBe(ErrorCode.ENVIRONMENT);
-    expect((err as CloudmillError).message).toContain("s3://no-such-bucket-here/k/x.txt");
-    expect((err as CloudmillError).message).toContain("NoSuchBucket");
+    expect((err as CloudmillError).message).toContain("s3://lab-bucket/k/x.txt");
+    expect((err as CloudmillError).message).toContain("ECONNREFUSED");
     expect((err as CloudmillError).message).not.toContain("\n");
+  });
+
+  it("takes a bucket that does not exist for INPUT_NOT_FOUND: it stays so, and a job fails at once rather than retry", async () => {
+    const store = new S3BlobStore(aws.s3, "no-such-bucket-here");
+    for (const attempt of [
+      () => store.put("k/x.txt", "x"),
+      async () => {
+        for await (const listed of store.list("k/")) expect(listed).toBeUndefined();
+      },
+      () => store.get("k/x.txt"),
+    ]) {
+      const err = await attempt().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(CloudmillError);
+      expect((err as CloudmillError).code).toBe(ErrorCode.INPUT_NOT_FOUND);
+      expect((err as CloudmillError).message).toMatch(/s3:\/\/no-such-bucket-here\/k\/(x\.txt)?: no bucket no-such-bucket-here$/);
+    }
   });
 
   it("names the S3 URI and the expected ETag when an input changed", async () => {

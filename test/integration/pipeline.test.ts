@@ -8,7 +8,8 @@
  */
 import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import { beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it, vi } from "vitest";
+import { digest } from "../../lib/core/job/planner.js";
 import type { Params } from "../../lib/core/job/spec.js";
 import {
   chunksOf,
@@ -107,6 +108,56 @@ describe("uploads and job specs (PutObject, 8 KiB chunks, 2 workers)", () => {
       expectMatchesReference(op, params, bytes, result);
       expect(((await c.getJson(c.output, `_jobs/${jobId}/status.json`)) as { jobId: string }).jobId).toBe(jobId);
       if (input.startsWith("_")) expect(await c.keys(c.output, input)).toEqual([]);
+    },
+    TIMEOUT,
+  );
+
+  it(
+    "a job spec naming a bucket that does not exist ends failed with INPUT_NOT_FOUND, not left without a status",
+    async () => {
+      const c = cloud();
+      await c.put("_jobs/no-bucket-1.json", JSON.stringify({ op: "count", inputs: ["s3://no-such-bucket-here/x.txt"] }));
+      const error = await expectFailedBeforeStart(c, "_jobs/no-bucket-1/status.json");
+      expect(error.code).toBe("INPUT_NOT_FOUND");
+      expect(error.message).toContain("no bucket no-such-bucket-here");
+    },
+    TIMEOUT,
+  );
+
+  it(
+    "a job spec that failed before it started (a typo), uploaded again corrected, runs: its status is the new run's",
+    async () => {
+      const c = cloud();
+      await c.put("data/typo.txt", numbers);
+      await c.put(
+        "_jobs/typo-1.json",
+        JSON.stringify({ op: "histogram", inputs: [`s3://${c.input}/data/typo.txt`], params: { mn: 0, max: 100 } }),
+      );
+      const error = await expectFailedBeforeStart(c, "_jobs/typo-1/status.json");
+      expect(error.message).toContain("param min: is required");
+      const params = { min: 0, max: 100, bins: 5 };
+      await c.put("_jobs/typo-1.json", JSON.stringify({ op: "histogram", inputs: [`s3://${c.input}/data/typo.txt`], params }));
+      await vi.waitFor(
+        async () => expect(((await c.getJson(c.output, "_jobs/typo-1/status.json")) as { state: string }).state).not.toBe("failed"),
+        { timeout: 60_000, interval: 100 },
+      );
+      expectMatchesReference("histogram", params, numbers, await expectSucceeded(c, "_jobs/typo-1", chunksOf(numbers.length, chunkSize)));
+    },
+    TIMEOUT,
+  );
+
+  it(
+    "a job spec named as an upload's job would be (<op>-<24 hex digits>) is refused and writes nothing under that id",
+    async () => {
+      const c = cloud();
+      const id = "count-0123456789abcdef01234567";
+      await c.put(`_jobs/${id}.json`, JSON.stringify({ op: "count", inputs: [`s3://${c.input}/data/x.txt`] }));
+      // Reported as a spec whose name is no job id is: under an id made of its bucket and key.
+      const error = await expectFailedBeforeStart(c, `_jobs/invalid-${digest(c.input, `_jobs/${id}.json`)}/status.json`);
+      expect(error.code).toBe("INVALID_SPEC");
+      expect(error.message).toContain("ids of the form <op>-<24 hex digits> are uploads' own");
+      expect(await c.keys(c.output, `_work/${id}/`)).toEqual([]);
+      expect(await c.keys(c.output, `_jobs/${id}/`)).toEqual([]);
     },
     TIMEOUT,
   );

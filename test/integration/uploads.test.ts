@@ -9,7 +9,7 @@ import { promisify } from "node:util";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { prng } from "../../lib/dev/prng.js";
 import { useDevCloud } from "../helpers/devCloud.js";
 
@@ -139,6 +139,58 @@ print(json.dumps(post))`),
       expect((await cloud().get(cloud().input, "count/victim.txt"))?.toString()).toBe("kept\n");
     },
   );
+
+  it("a form's file sent as a field (curl -F 'file=<data.gz') is stored as its bytes, not as text", async () => {
+    const name = "field.txt";
+    const expected = await lines(name, 3_000, 9);
+    execFileSync("gzip", ["-kf", name], { cwd: dir });
+    await curl("-F", "key=count/field.txt.gz", "-F", `file=<${name}.gz`, `${cloud().cloud.endpoint}/${cloud().input}`);
+    expect((await cloud().get(cloud().input, "count/field.txt.gz"))?.equals(await readFile(path.join(dir, `${name}.gz`)))).toBe(true);
+    expect(await counted("count/field.txt.gz")).toEqual({ records: expected });
+  });
+
+  it("tagging an object, or setting its ACL, is refused and leaves the object and its answer as they were", async () => {
+    const expected = await lines("tagged.txt", 500, 11);
+    await cloud().put("count/tagged.txt", await readFile(path.join(dir, "tagged.txt")));
+    const before = (await cloud().waitForEnd("count/tagged.txt/status.json")).jobId;
+    const bucket = JSON.stringify(cloud().input);
+    const refused = await boto3(`import botocore
+for call in [lambda: s3.put_object_tagging(Bucket=${bucket}, Key='count/tagged.txt', Tagging={'TagSet': [{'Key': 'p', 'Value': 'x'}]}),
+             lambda: s3.put_object_acl(Bucket=${bucket}, Key='count/tagged.txt', ACL='private'),
+             lambda: s3.delete_object_tagging(Bucket=${bucket}, Key='count/tagged.txt')]:
+    try:
+        call(); print('taken')
+    except botocore.exceptions.ClientError as e:
+        print(e.response['Error']['Code'])`);
+    expect(refused.trim().split("\n")).toEqual(["NotImplemented", "NotImplemented", "NotImplemented"]);
+    expect((await cloud().get(cloud().input, "count/tagged.txt"))?.equals(await readFile(path.join(dir, "tagged.txt")))).toBe(true);
+    await cloud().waitForIdle();
+    expect((await cloud().waitForEnd("count/tagged.txt/status.json")).jobId).toBe(before);
+    expect(await counted("count/tagged.txt")).toEqual({ records: expected });
+  });
+
+  it("content A, then B, then A again at one key: the answer is A's again, not B's", async () => {
+    const key = "count/aba.txt";
+    const a = "1\n2\n3\n";
+    const b = "just one\n";
+    const seen: string[] = [];
+    for (const body of [a, b, a]) {
+      await cloud().put(key, body);
+      // The write's own job: another id than every earlier one, ended.
+      await vi.waitFor(
+        async () => {
+          const status = (await cloud().getJson(cloud().output, `${key}/status.json`)) as { jobId: string; state: string };
+          expect(seen).not.toContain(status.jobId);
+          expect(status.state).toBe("succeeded");
+          seen.push(status.jobId);
+        },
+        { timeout: 60_000, interval: 100 },
+      );
+      expect(await cloud().getJson(cloud().output, `${key}/result.json`)).toEqual({
+        records: Number(execFileSync("sh", ["-c", "printf '%s' \"$1\" | wc -l", "sh", body], { encoding: "utf8" })),
+      });
+    }
+  });
 
   it("a form POST to the bucket's URL with a trailing slash uploads too; one to a missing bucket is NoSuchBucket", async () => {
     await writeFile(path.join(dir, "slash.txt"), "one\ntwo\n");

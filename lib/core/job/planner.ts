@@ -134,6 +134,12 @@ export const digest = (...parts: readonly string[]): string => digestOf(parts);
 /** The same over a list of any length (spread into arguments, a long one would overflow the stack). */
 export const digestOf = (parts: readonly string[]): string => createHash("sha256").update(parts.join("\u0000")).digest("hex").slice(0, 24);
 
+/**
+ * Whether an id has the form upload ids take (`<op>-<24 hex digits>`): a job spec may not take
+ * one, or it could claim an upload's id (predictable from its bucket, key and bytes) first.
+ */
+export const isUploadJobIdForm = (id: string): boolean => /^[a-z][a-z0-9-]{0,63}-[0-9a-f]{24}$/.test(id);
+
 /** Job id of an upload: same bucket, key and ETag (or version) → same job. */
 export const uploadJobId = (op: string, bucket: string, key: string, versionOrEtag: string): string =>
   `${op}-${digest(bucket, key, versionOrEtag)}`;

@@ -5,9 +5,9 @@
  * beside where the result would have been, with no tasks.
  */
 import { s3Uri } from "../s3Uri.js";
-import { JOBS_PREFIX, jobSpecOutputKeys, RETRIES_PREFIX, uploadOutputKeys, type OutputKeys } from "../keys.js";
+import { failureKey, JOBS_PREFIX, jobSpecOutputKeys, RETRIES_PREFIX, uploadOutputKeys, type OutputKeys } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
-import { digest, uploadJobId } from "../job/planner.js";
+import { digest, isUploadJobIdForm, uploadJobId } from "../job/planner.js";
 import { JobId, OpName, parseJobSpec, parseJobSpecJson } from "../job/spec.js";
 import { DEFAULTS } from "../constants.js";
 import type { SplitDeps } from "./deps.js";
@@ -50,6 +50,11 @@ export interface CreatedObject {
   /** ETag from the event (S3 sends it without quotes). */
   readonly etag?: string;
   readonly versionId?: string;
+  /**
+   * The event's sequencer: the same for an event delivered twice, another for each write of the
+   * key (in an unversioned bucket, content A, then B, then A again has A's ETag twice).
+   */
+  readonly sequencer?: string;
   /** When S3 created it (the event's time). */
   readonly eventTime?: string;
 }
@@ -107,7 +112,10 @@ const startUploadJob = async (
   const output = uploadOutputKeys(key);
   const slash = key.indexOf("/");
   const op = slash > 0 ? key.slice(0, slash) : "";
-  const idOf = (tag: string): string => uploadJobId(OpName.safeParse(op).success ? op : "invalid", bucket, key, obj.versionId ?? tag);
+  // Each write its own job: by version where the bucket keeps them, else by the event's sequencer.
+  // The ETag alone would make A, B, A again one job twice, and leave B's answer for the file's A.
+  const write = (tag: string): string => obj.versionId ?? (obj.sequencer === undefined ? tag : `${tag}@${obj.sequencer}`);
+  const idOf = (tag: string): string => uploadJobId(OpName.safeParse(op).success ? op : "invalid", bucket, key, write(tag));
   // Before the object is looked at: a start an earlier invocation made stands even if the object
   // was deleted or overwritten since (else its job would show running for good).
   const named = obj.versionId !== undefined || obj.etag !== undefined;
@@ -162,13 +170,19 @@ const startSpecJob = async (
   const { bucket, key } = obj;
   const name = key.slice(JOBS_PREFIX.length, -".json".length);
   const id = JobId.safeParse(name);
-  // A spec whose file name is no job id has nowhere to report to but the log.
-  const jobId = id.success ? name : `invalid-${digest(bucket, key)}`;
+  // A spec whose file name is no job id has nowhere to report to but the log; nor has one named
+  // as an upload's job, whose markers it must not write.
+  const jobId = id.success && !isUploadJobIdForm(name) ? name : `invalid-${digest(bucket, key)}`;
   const output = jobSpecOutputKeys(jobId);
   const store = deps.inputStore(bucket);
   try {
     if (!id.success)
       throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec file name ${JSON.stringify(name)}: ${id.error.issues[0]!.message}`);
+    if (isUploadJobIdForm(name))
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        `job spec file name ${JSON.stringify(name)}: ids of the form <op>-<24 hex digits> are uploads' own; name the job otherwise`,
+      );
     // Before the spec is read: a job id names one job, whatever its spec says now.
     const earlier = await earlierStart(deps, jobId);
     if (earlier) return startedOutcome(earlier);
@@ -199,6 +213,9 @@ const startSpecJob = async (
       deps.registry,
       inputs.map((i) => i.key),
     );
+    // No earlier start, yet a failure: the spec failed before its job began (a typo), and this is
+    // the spec uploaded again. Nothing ran, so the job starts afresh rather than stay failed.
+    await deps.output.delete(failureKey(jobId));
     const started = await startJob(deps, {
       jobId,
       job,
