@@ -16,6 +16,8 @@ export const processIO = (signal?: AbortSignal): CliIO => {
   const out = process.stdout;
   const write = out.write.bind(out);
   out.write = process.stderr.write.bind(process.stderr) as typeof out.write;
+  // A pipe into stdout that met a full buffer waits for stdout's drain; the buffer was stderr's.
+  process.stderr.on("drain", () => out.emit("drain"));
   return {
     stdout: { write },
     stderr: process.stderr,

@@ -10,6 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { crc32, deflateRawSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
+import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { decodedStream } from "../../lib/core/records/decode.js";
 import { prng } from "../../lib/dev/prng.js";
 
@@ -55,7 +56,7 @@ const pieces = (bytes: Buffer, size: number): Buffer[] => {
   return out;
 };
 
-const decode = async (chunks: Iterable<Uint8Array>): Promise<Buffer> => {
+const decode = async (chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<Buffer> => {
   const out: Uint8Array[] = [];
   for await (const part of decodedStream("gzip", chunks)) out.push(part);
   return Buffer.concat(out);
@@ -77,6 +78,23 @@ describe("a gzip stream read member by member", () => {
     expect(expected.length).toBeGreaterThan(100_000);
     for (const size of [1, 7, 4096, 65_536, stream.length])
       expect((await decode(pieces(stream, size))).equals(expected), `pieces of ${size}`).toBe(true);
+  });
+
+  it("ends with the read's own error when the bytes stop coming part-way through a member (a reset connection)", async () => {
+    for (const cut of [5, 40_000, members[0]!.length + 3]) {
+      async function* broken(): AsyncGenerator<Uint8Array> {
+        yield stream.subarray(0, cut);
+        throw new CloudmillError(ErrorCode.ENVIRONMENT, "GetObject s3://lab/a.gz failed: socket hang up");
+      }
+      await expect(decode(broken()), `cut at ${cut}`).rejects.toThrow("socket hang up");
+    }
+  });
+
+  it("reads a file of many one-line members (gzip >> log) as Python does", async () => {
+    const lines = Array.from({ length: 5000 }, (_, i) => member(Buffer.from(`line ${i}\n`), i % 2 ? {} : { name: "log" }));
+    const many = Buffer.concat(lines);
+    const expected = python(many);
+    for (const size of [1000, 65_536]) expect((await decode(pieces(many, size))).equals(expected), `pieces of ${size}`).toBe(true);
   });
 
   it("refuses a header whose CRC does not match, naming the member's first byte", async () => {

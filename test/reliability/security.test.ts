@@ -13,7 +13,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
+import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { App } from "aws-cdk-lib";
 import { Template } from "aws-cdk-lib/assertions";
 import * as ecs from "aws-cdk-lib/aws-ecs";
@@ -299,6 +299,11 @@ describe("each role may do exactly what its code does", () => {
 
     // Jobs that run: an upload (and its duplicate event), a spec over a prefix, a bad record; and refusals.
     await put("count/review empty.txt", "");
+    // An input deleted once its job has started: the worker's read of it is answered 404 (so the job
+    // fails INPUT_NOT_FOUND at once), which S3 gives only to a role that may list the bucket.
+    await put("count/review gone.txt", "a\nb\n");
+    await created("count/review gone.txt");
+    await plain.s3.send(new DeleteObjectCommand({ Bucket: DEV_BUCKETS.input, Key: "count/review gone.txt" }));
     const started = [
       await created("count/review empty.txt"),
       await created("count/review data.txt"),
@@ -546,9 +551,12 @@ describe("each role may do exactly what its code does", () => {
             // Queues a Lambda event source or dead-letter target uses on the function's behalf are not the code's.
             const data = action.startsWith("s3:") || (action.startsWith("sqs:") && resource === taskQueue);
             if (!data) continue;
+            // A PutObject may be a multipart upload, which S3BlobStore aborts when it fails: the abort
+            // goes with every PutObject grant, used where the PutObject is.
+            const covers = (need: string): boolean =>
+              glob(action).test(need) || (action === "s3:AbortMultipartUpload" && need === "s3:PutObject");
             const used = needs.some(
-              (n) =>
-                n.role === role && glob(action).test(n.action) && glob(resource).test(n.resource) && conditionHolds(s.Condition, n.context),
+              (n) => n.role === role && covers(n.action) && glob(resource).test(n.resource) && conditionHolds(s.Condition, n.context),
             );
             if (!used) unused.push(`${role}: ${action} on ${resource}`);
           }

@@ -28,6 +28,7 @@ import { usdOver } from "../report/prices.js";
 import { unpricedCeiling } from "./costCeiling.js";
 import { uncompressedName } from "../records/codecs.js";
 import { refuseParamsOfOtherFormats } from "../ops/formatReaders.js";
+import { isTaskOp } from "../ops/defineTask.js";
 import type { Preference } from "../job/spec.js";
 
 export interface JobPlan {
@@ -90,7 +91,8 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
     });
   }
   op.parseParams(spec.params); // fail now, not in every task
-  refuseParamsOfOtherFormats(spec.params, format, op.digest !== undefined);
+  // A task's params are all its own (the engine reads its items with none).
+  if (!isTaskOp(op)) refuseParamsOfOtherFormats(spec.params, format, op.digest !== undefined);
   if (spec.partitions !== undefined && !isShuffled(op))
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `partitions: op ${op.name} is not keyed (it has one result, not parts)`, {
       field: "partitions",

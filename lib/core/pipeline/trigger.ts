@@ -114,7 +114,9 @@ const startUploadJob = async (
   const op = slash > 0 ? key.slice(0, slash) : "";
   // Each write its own job: by version where the bucket keeps them, else by the event's sequencer.
   // The ETag alone would make A, B, A again one job twice, and leave B's answer for the file's A.
-  const write = (tag: string): string => obj.versionId ?? (obj.sequencer === undefined ? tag : `${tag}@${obj.sequencer}`);
+  // A bucket whose versioning is suspended names every new write's version "null".
+  const version = obj.versionId === "null" ? undefined : obj.versionId;
+  const write = (tag: string): string => version ?? (obj.sequencer === undefined ? tag : `${tag}@${obj.sequencer}`);
   const idOf = (tag: string): string => uploadJobId(OpName.safeParse(op).success ? op : "invalid", bucket, key, write(tag));
   // Before the object is looked at: a start an earlier invocation made stands even if the object
   // was deleted or overwritten since (else its job would show running for good).

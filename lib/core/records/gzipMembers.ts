@@ -5,7 +5,7 @@
  * not gzip (data appended to the file), a truncated member, a CRC that does not match.
  * zlib's own gunzip reports none of those places.
  */
-import { crc32, createInflateRaw, type InflateRaw } from "node:zlib";
+import { crc32, createInflateRaw, inflateRawSync, type InflateRaw } from "node:zlib";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { corruptInput, type Codec } from "./codecs.js";
 
@@ -13,6 +13,14 @@ type Compressed = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 
 /** Decoded bytes out of zlib at once. */
 const OUT_CHUNK = 64 * 1024;
+
+/**
+ * A member whose data is all among the bytes already read (at most this many), and decodes to at
+ * most SYNC_MAX_OUT, is inflated in one call: a file of many small members (`gzip >>`, log
+ * shippers) would otherwise pay a stream's set-up per member.
+ */
+const SYNC_MAX_IN = 256 * 1024;
+const SYNC_MAX_OUT = 1024 * 1024;
 
 /** Header flags (FLG): a header CRC, an extra field, a name, a comment; the top three are reserved. */
 const FHCRC = 2;
@@ -54,6 +62,13 @@ class Cursor {
     this.#queued += bytes.length;
   }
 
+  /** Up to `max` of the queued bytes, left queued. */
+  peek(max: number): Buffer {
+    const first = this.#parts[0];
+    if (first && first.length >= Math.min(max, this.#queued)) return first.subarray(0, max);
+    return Buffer.concat(this.#parts, this.#queued).subarray(0, max);
+  }
+
   /** Queued byte `i` (i < what fill returned). */
   byte(i: number): number {
     for (const part of this.#parts) {
@@ -63,14 +78,30 @@ class Cursor {
     return -1;
   }
 
-  /** The first `n` queued bytes, removed (headers and trailers: a few bytes). */
+  /** The first `n` queued bytes (n ≤ queued), removed: only a run across pieces is copied. */
   take(n: number): Buffer {
-    const all = Buffer.concat(this.#parts, this.#queued);
-    const rest = all.subarray(n);
-    this.#parts = rest.length > 0 ? [rest] : [];
-    this.#queued = rest.length;
+    const first = this.#parts[0];
+    let out: Buffer;
+    if (first && first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length > n) this.#parts[0] = first.subarray(n);
+      else this.#parts.shift();
+    } else {
+      out = Buffer.concat(this.#parts, this.#queued).subarray(0, n);
+      let left = n;
+      while (left > 0) {
+        const head = this.#parts[0]!;
+        if (head.length > left) {
+          this.#parts[0] = head.subarray(left);
+          break;
+        }
+        left -= head.length;
+        this.#parts.shift();
+      }
+    }
+    this.#queued -= n;
     this.#at += n;
-    return all.subarray(0, n);
+    return out;
   }
 
   /** The next bytes: what is queued, else the input's next piece; undefined at its end. */
@@ -170,8 +201,36 @@ interface Inflated {
   readonly size: number;
 }
 
+/** The member's deflate data inflated in one call, if it is all among the bytes read and small. */
+const inflatedAtOnce = async (input: Cursor, codec: Codec, start: number): Promise<Buffer | undefined> => {
+  await input.fill(1);
+  const read = input.peek(SYNC_MAX_IN);
+  try {
+    // With `info`, zlib also tells how much input the data took (Node's types leave that out).
+    const { buffer, engine } = inflateRawSync(read, { info: true, maxOutputLength: SYNC_MAX_OUT }) as unknown as {
+      buffer: Buffer;
+      engine: { bytesWritten: number };
+    };
+    input.take(engine.bytesWritten);
+    // A few bytes out of zlib's larger output buffer: copied, so that what is kept downstream is only them.
+    return buffer.byteLength * 4 < buffer.buffer.byteLength ? Buffer.from(buffer) : buffer;
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    // Data that runs past what is read, or decodes to more: streamed instead.
+    if (code === "Z_BUF_ERROR" || code === "ERR_BUFFER_TOO_LARGE") return undefined;
+    if (typeof code === "string" && code.startsWith("Z_"))
+      throw corruptInput(codec, start, `the gzip member that starts here does not inflate (${(err as Error).message})`);
+    throw err;
+  }
+};
+
 /** Inflates a member's deflate data (zlib, raw), handing back to `input` what follows it. */
 async function* inflateMember(input: Cursor, codec: Codec, start: number): AsyncGenerator<Buffer, Inflated> {
+  const whole = await inflatedAtOnce(input, codec, start);
+  if (whole) {
+    if (whole.length > 0) yield whole;
+    return { crc: crc32(whole), size: whole.length };
+  }
   const inflater = createInflateRaw({ chunkSize: OUT_CHUNK });
   const dataStart = input.offset;
   /** Compressed bytes written, and the last piece written (the data may end inside it). */
@@ -196,10 +255,18 @@ async function* inflateMember(input: Cursor, codec: Codec, start: number): Async
       }
     }
   };
-  const fed = feed().catch((err: unknown) => err);
+  // A read that fails (a reset connection, an abort) ends the inflating too, with its own error.
+  const fed = feed().then(
+    () => undefined,
+    (err: unknown) => {
+      inflater.destroy(err instanceof Error ? err : new Error(String(err)));
+      return err;
+    },
+  );
   let crc = 0;
   let size = 0;
   let inflated = false;
+  let failed: unknown;
   try {
     for await (const out of inflater) {
       const bytes = out as Buffer;
@@ -218,9 +285,10 @@ async function* inflateMember(input: Cursor, codec: Codec, start: number): Async
     stop = true;
     // Inflated to its end, the feed has ended too (its last write is what ended the data); cut
     // short, a write may wait on the stream for ever, so it is not waited for.
-    if (inflated) await fed;
+    if (inflated) failed = await fed;
     inflater.destroy();
   }
+  if (failed !== undefined) throw failed;
   // What zlib did not take of the last piece follows the deflate data: the trailer, then more.
   const left = written - inflater.bytesWritten;
   if (last && left > 0) input.giveBack(last.subarray(last.length - left));
