@@ -277,6 +277,7 @@ export class Cloudmill {
       ...(spec.taskMemoryMiB !== undefined ? { taskMemoryMiB: spec.taskMemoryMiB } : {}),
       ...(spec.maxCostUsd !== undefined ? { maxCostUsd: spec.maxCostUsd } : {}),
       ...(spec.maxRecordBytes !== undefined ? { maxRecordBytes: spec.maxRecordBytes } : {}),
+      ...(spec.partitions !== undefined ? { partitions: spec.partitions } : {}),
       ...(spec.prefer !== undefined ? { prefer: spec.prefer } : {}),
     };
     const parsed = parseJobSpec(given, "");

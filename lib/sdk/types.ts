@@ -76,6 +76,8 @@ export interface SubmitSpec {
   readonly maxRecordBytes?: number | string;
   /** The most the job may cost at list prices: a job estimated over it is refused with COST_LIMIT before any task. */
   readonly maxCostUsd?: number;
+  /** A keyed op's partitions: its reduce tasks and output parts. Default: one per 256 MiB of input. */
+  readonly partitions?: number;
   /** How far an idle fleet is woken: `fastest` (default) all it can use at once, `cheapest` one worker to start. */
   readonly prefer?: "cheapest" | "fastest";
 }

@@ -4,7 +4,7 @@
  * the record, at every chunk size: never an answer that depends on how the input was cut. A
  * lab's own error (a SyntaxError of its code) fails the job; it is not the input's bad record.
  */
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -63,6 +63,66 @@ const ops = [
     map: (r: { payload: string }) => (JSON.parse(r.payload) as { n: number }).n,
     combine: (a: number, b: number) => a + b,
   }),
+  // A combine that forgot its return.
+  defineOp({
+    name: "no-return",
+    format: "lines",
+    pairs: (l: string, emit) => emit(l, 1),
+    combine: (a: number, b: number) => {
+      void (a + b);
+      return undefined as unknown as number;
+    },
+  }),
+  defineOp({
+    name: "no-return-map",
+    format: "lines",
+    map: () => 1,
+    combine: (a: number, b: number) => {
+      void (a + b);
+      return undefined as unknown as number;
+    },
+  }),
+  // An async pairs would emit after its chunk was written.
+  defineOp({
+    name: "async-pairs",
+    format: "lines",
+    pairs: (async (l: string, emit: (k: string, v: number) => void) => {
+      await Promise.resolve();
+      emit(l, 1);
+    }) as unknown as (l: string, emit: (k: string, v: number) => void) => void,
+    combine: (a: number, b: number) => a + b,
+  }),
+  // One array emitted under two keys, and a combine that appends into its first argument.
+  defineOp({
+    name: "shared-value",
+    format: "lines",
+    pairs: (l: string, emit) => {
+      const v = [l];
+      emit("a", v);
+      emit("b", v);
+    },
+    combine: (a: string[], b: string[]) => {
+      a.push(...b);
+      return a;
+    },
+    row: (key, v: string[]) => ({ key, n: v.length }),
+  }),
+  // One object, reused for every record.
+  defineOp({
+    name: "reused-object",
+    format: "lines",
+    map: (() => {
+      const o = { n: 0 };
+      return (l: string) => {
+        o.n = l.length;
+        return o;
+      };
+    })(),
+    combine: (a: { n: number }, b: { n: number }) => {
+      a.n += b.n;
+      return a;
+    },
+  }),
   // Fields that are undefined are left out and read back as undefined: that is fine.
   defineOp({
     name: "optional-fields",
@@ -108,6 +168,34 @@ describe("a lab's op that gives a value JSON cannot carry", () => {
       const r = await run({ op: "optional-fields", inputs: [words], chunkSize });
       // words.txt: 5 lines, of which only "ccc" is longer than 2.
       expect(r.result).toEqual({ n: 5, longest: "ccc" });
+    }
+  });
+});
+
+describe("a lab's op that breaks its own contract", () => {
+  it.each([
+    ["no-return", /op no-return: combine returned undefined \(a missing return\?\)/],
+    ["no-return-map", /op no-return-map: combine returned undefined/],
+    ["async-pairs", /op async-pairs: pairs returned a promise/],
+  ])("%s is refused, not answered with what was left", async (op, message) => {
+    for (const chunkSize of [2, 1 << 20])
+      expect(await failure({ op, inputs: [words], chunkSize }), `chunks of ${chunkSize}`).toMatch(message);
+  });
+
+  it("a value it keeps using after emit or map is the value it gave, at every chunk size", async () => {
+    // words.txt: 5 lines, of 1 + 2 + 1 + 3 + 1 characters, as wc counts them.
+    for (const chunkSize of [2, 1 << 20]) {
+      const shared = await run({ op: "shared-value", inputs: [words], chunkSize, partitions: 1 });
+      const parts = (shared.result as { parts: { key: string }[] }).parts;
+      const rows = (await readFile(parts[0]!.key, "utf8"))
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as unknown);
+      expect(rows, `chunks of ${chunkSize}`).toEqual([
+        { key: "a", n: 5 },
+        { key: "b", n: 5 },
+      ]);
+      expect((await run({ op: "reused-object", inputs: [words], chunkSize })).result, `chunks of ${chunkSize}`).toEqual({ n: 8 });
     }
   });
 });

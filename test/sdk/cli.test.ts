@@ -3,6 +3,7 @@
  * three-line example, its CLI session (each `$ npx cloudmill ...` line, run through the
  * installed bin), and examples/sdk.ts. Needs the compiled dist/ (`npm run build`).
  */
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -12,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { SqsTaskQueue } from "../../lib/aws/SqsTaskQueue.js";
 import { startDevCloud, type DevCloud } from "../../lib/dev/devCloud.js";
 import { silentLogger } from "../../lib/core/log.js";
+import { parseS3Uri } from "../../lib/core/s3Uri.js";
 import { chunksOf, expectMatchesReference, spawnChild } from "../helpers/devCloud.js";
 import { runProcess, shellWords } from "../helpers/processes.js";
 import { refCount, refGrep, refStats, refWordcount } from "../helpers/reference.js";
@@ -403,6 +405,29 @@ describe("cloudmill submit when not every job can start", () => {
     expect(r.stderr).toContain("1 of 2 jobs submitted (their ids above); the first that was not:");
     expect(r.stderr).toContain("no-such-file.txt: no such file or directory");
     await vi.waitFor(async () => expect((await statusOf(ids[0]!))["state"]).toBe("succeeded"), { timeout: 60_000, interval: 200 });
+  }, 120_000);
+
+  it("--partitions sets a keyed job's parts in the cloud too, each key counted as sort | uniq -c counts it", async () => {
+    const r = await submit("examples/words.txt", "--op", "distinct", "--partitions", "3", "--wait");
+    expect(r.code, r.stderr).toBe(0);
+    const manifest = JSON.parse(r.stdout) as { partitions: number; parts: { key: string }[] };
+    expect(manifest.partitions).toBe(3);
+    expect(manifest.parts).toHaveLength(3);
+    const counts = new Map<string, number>();
+    for (const part of manifest.parts) {
+      const { bucket, key } = parseS3Uri(part.key);
+      const body = await cloud.clients.s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+      for (const line of (await body.Body!.transformToString()).split("\n").filter(Boolean)) {
+        const row = JSON.parse(line) as { key: string; count: number };
+        counts.set(row.key, row.count);
+      }
+    }
+    const expected = execFileSync("sh", ["-c", "LC_ALL=C sort examples/words.txt | uniq -c"], { cwd, encoding: "utf8" })
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => /^\s*(\d+) (.*)$/.exec(l)!)
+      .map((m) => [m[2]!, Number(m[1])] as const);
+    expect(counts).toEqual(new Map(expected));
   }, 120_000);
 
   it("refuses flags of a job over inputs with --items, rather than drop them", async () => {

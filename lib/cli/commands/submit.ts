@@ -26,6 +26,7 @@ const SubmitFlags = z.object({
   chunkSize: z.string().optional(),
   maxAttempts: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).max(20).optional(),
   skipBadRecords: z.boolean().default(false),
+  partitions: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).optional(),
   prefer: z.enum(PREFERENCES).optional(),
   each: z.boolean().default(false),
   wait: z.boolean().default(false),
@@ -84,6 +85,7 @@ export const submitCommand = (io: CliIO): Command =>
       .option("-c, --chunk-size <size>", "bytes per chunk, e.g. 16MiB (default: the deployment's)")
       .option("--max-attempts <n>", "tries per chunk before the job fails (default: the deployment's)")
       .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")
+      .option("--partitions <n>", "a keyed op's reduce tasks and output parts (default: one per 256 MiB of input)")
       .option(
         "--prefer <cheapest|fastest>",
         "wake an idle fleet with one worker (cheapest) or all it can use at once (fastest, the default)",
@@ -122,12 +124,19 @@ Without --wait it prints the job id(s), one per line: \`cloudmill wait <job>\` f
         ...(flags.chunkSize ? { chunkSize: flags.chunkSize } : {}),
         ...(flags.maxAttempts ? { maxAttempts: flags.maxAttempts } : {}),
         ...(flags.skipBadRecords ? { onBadRecord: "skip" as const } : {}),
+        ...(flags.partitions ? { partitions: flags.partitions } : {}),
         ...(flags.prefer ? { prefer: flags.prefer } : {}),
       };
       if ((flags.items === undefined) === (inputs.length === 0))
         throw invalidSpec(flags.items === undefined ? "give inputs, or --items <file>" : "give inputs or --items, not both", "inputs");
       // Flags of a job over inputs would be dropped without a word: refused instead.
-      const overInputs = { "--each": flags.each, "--format": flags.format, "--chunk-size": flags.chunkSize, "--prefer": flags.prefer };
+      const overInputs = {
+        "--each": flags.each,
+        "--format": flags.format,
+        "--chunk-size": flags.chunkSize,
+        "--partitions": flags.partitions,
+        "--prefer": flags.prefer,
+      };
       const unused = Object.entries({ ...overInputs, "--skip-bad-records": flags.skipBadRecords }).filter(([, v]) => v);
       if (flags.items !== undefined && unused.length > 0)
         throw invalidSpec(

@@ -150,13 +150,33 @@ const appendValues = (a: unknown, b: unknown): unknown => {
 /** Internally a user op's partial says whether it holds anything. */
 type Wrapped<A> = { some: false } | { some: true; value: A };
 
+/**
+ * A value as it arrives after travelling as JSON: a copy, so that an op that reuses one object
+ * for each record, or a combine that appends into its first argument, gets the answer it would
+ * get had the value crossed a chunk boundary (which JSON copies); -0 as the 0 JSON makes it.
+ */
+const asTravelled = <T>(v: T): T => {
+  if (typeof v === "object" && v !== null) return JSON.parse(JSON.stringify(v)) as T;
+  return Object.is(v, -0) ? (0 as T) : v;
+};
+
+/** A combine's result, refused when undefined: a combine that forgot its `return` would pass as a null value. */
+const combined = <T>(name: string, v: T): T => {
+  if (v === undefined)
+    throw new CloudmillError(
+      ErrorCode.INVALID_SPEC,
+      `op ${name}: combine returned undefined (a missing return?); it must return the combined value`,
+    );
+  return jsonValueOf(name, "combine", v, false);
+};
+
 /** Adds a value to a user op's partial with its `combine` (its result's top checked on every call: see jsonValue.ts). */
 const joinWith =
   <P, A>(def: Pick<OpDefinition<P, A, unknown>, "combine" | "name">) =>
   (params: P) =>
   (acc: Wrapped<A>, v: A): Wrapped<A> => ({
     some: true,
-    value: acc.some ? jsonValueOf(def.name, "combine", def.combine(acc.value, v, params), false) : v,
+    value: acc.some ? combined(def.name, def.combine(acc.value, v, params)) : v,
   });
 
 /** A partial as it leaves a task, checked whole. */
@@ -337,7 +357,7 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
     pairs({ own: params, ...formatOptions }, ctx) {
       return (block, emit) =>
         forEachRecord(block, ctx.format, formatOptions, ctx, (record, offset) => {
-          def.pairs(
+          const returned: unknown = def.pairs(
             record,
             (key, value) => {
               // A lab's bug, not its data's: it fails the chunk whatever onBadRecord says.
@@ -353,14 +373,21 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
                   `op ${def.name}: emit for key ${JSON.stringify(key)} at byte ${offset}: the value is undefined`,
                 );
               jsonValueOf(def.name, () => `emit for key ${JSON.stringify(key)} at byte ${offset}`, value);
-              emit(key, reduce ? [value] : value);
+              const travelled = asTravelled(value);
+              emit(key, reduce ? [travelled] : travelled);
             },
             params,
             metaOf(record, offset, ctx),
           );
+          // An async pairs would emit after its chunk was written: those pairs would be lost.
+          if (typeof (returned as { then?: unknown } | undefined)?.then === "function")
+            throw new CloudmillError(
+              ErrorCode.INVALID_SPEC,
+              `op ${def.name}: pairs returned a promise; it must emit its pairs before it returns (op code runs synchronously)`,
+            );
         });
     },
-    combine: reduce ? appendValues : (a, b, { own }) => jsonValueOf(def.name, "combine", combine!(a as V, b as V, own), false),
+    combine: reduce ? appendValues : (a, b, { own }) => combined(def.name, combine!(a as V, b as V, own)),
     // Emitted values were checked whole; a combined one is, as its chunk's shuffle takes it.
     ...(reduce
       ? { gathers: true }
@@ -403,7 +430,7 @@ const defineMapOp = <P = Record<string, never>, A = unknown, R = A | undefined>(
               () => `map of the record at byte ${offset}`,
               def.map(record, params, metaOf(record, offset, ctx)),
             );
-            if (v !== undefined) acc = add(acc, v);
+            if (v !== undefined) acc = add(acc, asTravelled(v));
           });
         },
         finish: () => checkedPartial(def.name, acc),
