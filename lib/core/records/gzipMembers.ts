@@ -7,6 +7,7 @@
  */
 import { crc32, createInflateRaw, inflateRawSync, type InflateRaw } from "node:zlib";
 import { CloudmillError, ErrorCode } from "../errors.js";
+import { ByteQueue } from "./byteQueue.js";
 import { corruptInput, type Codec } from "./codecs.js";
 
 type Compressed = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
@@ -31,8 +32,7 @@ const RESERVED = 0xe0;
 
 /** The compressed bytes as a cursor: read ahead as needed, with bytes handed back to it. */
 class Cursor {
-  #parts: Buffer[] = [];
-  #queued = 0;
+  readonly #queue = new ByteQueue();
   /** The compressed offset of the first queued byte. */
   #at = 0;
   #done = false;
@@ -49,75 +49,41 @@ class Cursor {
 
   /** Reads until `n` bytes are queued or the input ends; returns how many are. */
   async fill(n: number): Promise<number> {
-    while (this.#queued < n && !this.#done) {
+    while (this.#queue.length < n && !this.#done) {
       const next = await this.#it.next();
       if (next.done) this.#done = true;
-      else if (next.value.length > 0) this.#push(Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength));
+      else this.#queue.push(Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength));
     }
-    return this.#queued;
-  }
-
-  #push(bytes: Buffer): void {
-    this.#parts.push(bytes);
-    this.#queued += bytes.length;
+    return this.#queue.length;
   }
 
   /** Up to `max` of the queued bytes, left queued. */
   peek(max: number): Buffer {
-    const first = this.#parts[0];
-    if (first && first.length >= Math.min(max, this.#queued)) return first.subarray(0, max);
-    return Buffer.concat(this.#parts, this.#queued).subarray(0, max);
+    return this.#queue.peek(Math.min(max, this.#queue.length));
   }
 
   /** Queued byte `i` (i < what fill returned). */
   byte(i: number): number {
-    for (const part of this.#parts) {
-      if (i < part.length) return part[i]!;
-      i -= part.length;
-    }
-    return -1;
+    return this.#queue.byte(i);
   }
 
-  /** The first `n` queued bytes (n ≤ queued), removed: only a run across pieces is copied. */
+  /** The first `n` queued bytes (n ≤ queued), removed. */
   take(n: number): Buffer {
-    const first = this.#parts[0];
-    let out: Buffer;
-    if (first && first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length > n) this.#parts[0] = first.subarray(n);
-      else this.#parts.shift();
-    } else {
-      out = Buffer.concat(this.#parts, this.#queued).subarray(0, n);
-      let left = n;
-      while (left > 0) {
-        const head = this.#parts[0]!;
-        if (head.length > left) {
-          this.#parts[0] = head.subarray(left);
-          break;
-        }
-        left -= head.length;
-        this.#parts.shift();
-      }
-    }
-    this.#queued -= n;
     this.#at += n;
-    return out;
+    return this.#queue.take(n);
   }
 
   /** The next bytes: what is queued, else the input's next piece; undefined at its end. */
   async next(): Promise<Buffer | undefined> {
     if ((await this.fill(1)) === 0) return undefined;
-    const first = this.#parts.shift()!;
-    this.#queued -= first.length;
+    const first = this.#queue.shift()!;
     this.#at += first.length;
     return first;
   }
 
   /** Hands back bytes taken with next() and not used: they are read again, first. */
   giveBack(bytes: Buffer): void {
-    if (bytes.length === 0) return;
-    this.#parts.unshift(bytes);
-    this.#queued += bytes.length;
+    this.#queue.unshift(bytes);
     this.#at -= bytes.length;
   }
 

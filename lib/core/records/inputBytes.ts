@@ -18,6 +18,7 @@ import { BGZF_MAX_BLOCK, bgzfBlockSize, CODEC_SNIFF_BYTES, codecOfHead, corruptI
 import { decodedStream } from "./decode.js";
 import { readBytes } from "../pipeline/blobJson.js";
 import { memberBytes } from "./zipMember.js";
+import { ByteQueue } from "./byteQueue.js";
 
 /** A range's bytes, and where a position among them is in the input (for messages). */
 export interface InputRange extends RangeBytes {
@@ -325,58 +326,6 @@ interface Block {
 /** Each block's bytes at its virtual offset. */
 async function* blockSpans(blocks: AsyncIterable<Block>): AsyncGenerator<Span> {
   for await (const block of blocks) yield { bytes: block.data, at: virtual(block.at, 0) };
-}
-
-/** Bytes queued in the pieces they came in: a run that lies inside one piece is taken without a copy. */
-class ByteQueue {
-  #parts: Buffer[] = [];
-  #length = 0;
-
-  get length(): number {
-    return this.#length;
-  }
-
-  push(bytes: Buffer): void {
-    if (bytes.length === 0) return;
-    this.#parts.push(bytes);
-    this.#length += bytes.length;
-  }
-
-  /** The first `n` bytes (n ≤ length), left queued. */
-  peek(n: number): Buffer {
-    const first = this.#parts[0]!;
-    return first.length >= n ? first.subarray(0, n) : Buffer.concat(this.#parts, this.#length).subarray(0, n);
-  }
-
-  /** The first `n` bytes (n ≤ length), removed: only a run across pieces is copied. */
-  take(n: number): Buffer {
-    const first = this.#parts[0]!;
-    let out: Buffer;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let copied = 0;
-      for (const part of this.#parts) {
-        const k = Math.min(part.length, n - copied);
-        part.copy(out, copied, 0, k);
-        copied += k;
-        if (copied === n) break;
-      }
-    }
-    this.#length -= n;
-    let left = n;
-    while (left > 0) {
-      const head = this.#parts[0]!;
-      if (head.length > left) {
-        this.#parts[0] = head.subarray(left);
-        break;
-      }
-      left -= head.length;
-      this.#parts.shift();
-    }
-    return out;
-  }
 }
 
 /** The blocks of a BGZF input from compressed byte `at` on: `seed` (the bytes at `at`), then `compressed`. */
