@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { Chunk, InputObject } from "./manifest.js";
-import type { Format } from "./spec.js";
+import { OP_NAME_PATTERN, type Format } from "./spec.js";
 
 export const chunksOf = (size: number, chunkSize: number): number => Math.ceil(size / chunkSize);
 
@@ -131,15 +131,21 @@ export const planChunks = (inputs: readonly InputObject[], chunkSize: number, op
 /** A short, stable digest of the parts (a job id is a pure function of its trigger). */
 export const digest = (...parts: readonly string[]): string => digestOf(parts);
 
+/** Hex digits of a digest in ids and keys. */
+const DIGEST_DIGITS = 24;
+
 /** The same over a list of any length (spread into arguments, a long one would overflow the stack). */
-export const digestOf = (parts: readonly string[]): string => createHash("sha256").update(parts.join("\u0000")).digest("hex").slice(0, 24);
+export const digestOf = (parts: readonly string[]): string =>
+  createHash("sha256").update(parts.join("\u0000")).digest("hex").slice(0, DIGEST_DIGITS);
+
+const UPLOAD_JOB_ID = new RegExp(`^${OP_NAME_PATTERN}-[0-9a-f]{${DIGEST_DIGITS}}$`);
 
 /**
  * Whether an id has the form upload ids take (`<op>-<24 hex digits>`): a job spec may not take
- * one, or it could claim an upload's id (predictable from its bucket, key and bytes) first.
+ * one, or it could claim an upload's id first.
  */
-export const isUploadJobIdForm = (id: string): boolean => /^[a-z][a-z0-9-]{0,63}-[0-9a-f]{24}$/.test(id);
+export const isUploadJobIdForm = (id: string): boolean => UPLOAD_JOB_ID.test(id);
 
-/** Job id of an upload: same bucket, key and ETag (or version) → same job. */
+/** Job id of an upload: same bucket, key and write (its version, or ETag and event sequencer) → same job. */
 export const uploadJobId = (op: string, bucket: string, key: string, versionOrEtag: string): string =>
   `${op}-${digest(bucket, key, versionOrEtag)}`;

@@ -18,9 +18,12 @@ export const Format = z.enum(FORMATS);
 export type Format = z.infer<typeof Format>;
 
 /** Op names are plain identifiers: an upload can select an op, never a path or code. */
+/** An op's name, without anchors: upload job ids (`<op>-<digest>`) are made of it too. */
+export const OP_NAME_PATTERN = "[a-z][a-z0-9-]{0,63}";
+
 export const OpName = z
   .string()
-  .regex(/^[a-z][a-z0-9-]{0,63}$/, { error: "must be a lowercase name like `wordcount` (letters, digits, '-')" });
+  .regex(new RegExp(`^${OP_NAME_PATTERN}$`), { error: "must be a lowercase name like `wordcount` (letters, digits, '-')" });
 
 /** Param names are identifiers (so no `__proto__`, no `constructor.prototype`). */
 export const ParamName = z

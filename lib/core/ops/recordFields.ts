@@ -3,6 +3,7 @@
  * (with a header) or 1-based index, a JSONL field by dotted path.
  */
 import type { RecordBlock } from "../records/alignedBlocks.js";
+import { isUtf8 } from "../records/utf8.js";
 import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import type { Format } from "../job/spec.js";
 import { headerNamesShown, isColumnIndex } from "../records/csvDialect.js";
@@ -104,15 +105,6 @@ export const keyOfFields = (
 };
 
 const REPLACEMENT = "\uFFFD";
-
-const isUtf8 = (bytes: Uint8Array): boolean => {
-  try {
-    new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /**
  * Refuses a JSONL key number that JSON.parse rounded (more digits than a double holds, or

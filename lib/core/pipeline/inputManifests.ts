@@ -16,6 +16,7 @@ import { createGunzip } from "node:zlib";
 import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { parseCsvRecord } from "../records/csv.js";
+import { isUtf8 } from "../records/utf8.js";
 
 export const MANIFEST_SCHEME = "manifest:";
 
@@ -42,17 +43,6 @@ export interface ListedEntry {
 
 const refuse = (where: string, line: number | undefined, message: string, at?: { offset: number; decoded?: true }): CloudmillError =>
   new CloudmillError(ErrorCode.INVALID_SPEC, message, { input: where, ...(line !== undefined ? { line } : {}), ...at });
-
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
-
-const isUtf8 = (bytes: Uint8Array): boolean => {
-  try {
-    strictUtf8.decode(bytes);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /** A UTF-8 byte order mark, as spreadsheets save "CSV UTF-8": not part of the first row. */
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
