@@ -11,6 +11,7 @@ export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
   BAD_RECORD: 4,
   INPUT_CHANGED: 5,
   CHUNK_FAILED: 6,
+  OP_FAILED: 6,
   TASK_TIMEOUT: 6,
   OUT_OF_MEMORY: 6,
   ITEM_FAILED: 6,

@@ -19,6 +19,8 @@ export const ErrorCode = {
   INPUT_CHANGED: "INPUT_CHANGED",
   /** A chunk failed on every attempt. */
   CHUNK_FAILED: "CHUNK_FAILED",
+  /** A lab op's code returned what JSON cannot carry (NaN, a promise, a Map): it would on every attempt. */
+  OP_FAILED: "OP_FAILED",
   /** A chunk's mapping ran past the worker's task time limit (taskTimeoutSeconds). */
   TASK_TIMEOUT: "TASK_TIMEOUT",
   /** A chunk's mapping used more heap than its limit (taskMemoryMiB, else the worker's share of its container). */

@@ -164,7 +164,7 @@ const asTravelled = <T>(v: T): T => {
 const combined = <T>(name: string, v: T): T => {
   if (v === undefined)
     throw new CloudmillError(
-      ErrorCode.INVALID_SPEC,
+      ErrorCode.OP_FAILED,
       `op ${name}: combine returned undefined (a missing return?); it must return the combined value`,
     );
   return jsonValueOf(name, "combine", v, false);
@@ -311,7 +311,7 @@ const defineStreamingOp = <P, A, R>(def: StreamingOpDefinition<P, A, R, unknown>
             const next = update(state, block.bytes, params);
             if (typeof (next as { then?: unknown } | undefined)?.then === "function")
               throw new CloudmillError(
-                ErrorCode.INVALID_SPEC,
+                ErrorCode.OP_FAILED,
                 `${name}: stream.update returned a promise; it must update the state synchronously`,
               );
             if (next !== undefined) state = next;
@@ -342,7 +342,7 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
   const checked = (key: string, row: unknown): unknown => {
     if (row === undefined)
       throw new CloudmillError(
-        ErrorCode.INVALID_SPEC,
+        ErrorCode.OP_FAILED,
         `${def.name}: ${reduce ? "reduce" : "row"}() returned undefined for key ${JSON.stringify(key)}`,
       );
     return jsonValueOf(def.name, () => `${reduce ? "reduce" : "row"} for key ${JSON.stringify(key)}`, row);
@@ -363,13 +363,13 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
               // A lab's bug, not its data's: it fails the chunk whatever onBadRecord says.
               if (typeof key !== "string")
                 throw new CloudmillError(
-                  ErrorCode.INVALID_SPEC,
+                  ErrorCode.OP_FAILED,
                   `op ${def.name}: emit at byte ${offset}: keys must be strings, got ${typeof key}`,
                 );
               // Values travel as JSON between tasks: what JSON cannot hold would arrive changed.
               if (value === undefined)
                 throw new CloudmillError(
-                  ErrorCode.INVALID_SPEC,
+                  ErrorCode.OP_FAILED,
                   `op ${def.name}: emit for key ${JSON.stringify(key)} at byte ${offset}: the value is undefined`,
                 );
               jsonValueOf(def.name, () => `emit for key ${JSON.stringify(key)} at byte ${offset}`, value);
@@ -382,7 +382,7 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
           // An async pairs would emit after its chunk was written: those pairs would be lost.
           if (typeof (returned as { then?: unknown } | undefined)?.then === "function")
             throw new CloudmillError(
-              ErrorCode.INVALID_SPEC,
+              ErrorCode.OP_FAILED,
               `op ${def.name}: pairs returned a promise; it must emit its pairs before it returns (op code runs synchronously)`,
             );
         });

@@ -67,7 +67,7 @@ export const jsonValueOf = <T>(op: string, what: string | (() => string), v: T, 
   const why = notJson(v, "the value", deep ? new Set() : undefined);
   if (why === "") return v;
   throw new CloudmillError(
-    ErrorCode.INVALID_SPEC,
+    ErrorCode.OP_FAILED,
     `op ${op}: ${typeof what === "string" ? what : what()}: ${why}, which JSON cannot carry (partials and values must be JSON values)`,
   );
 };

@@ -11,6 +11,7 @@ const QUOTES_DATA: ReadonlySet<string> = new Set([
   ErrorCode.INVALID_SPEC,
   ErrorCode.INTERNAL,
   ErrorCode.CHUNK_FAILED,
+  ErrorCode.OP_FAILED,
 ]);
 
 /**

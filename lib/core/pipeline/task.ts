@@ -88,6 +88,7 @@ export const isDeterministic = (err: CloudmillError): boolean =>
   err.code === ErrorCode.INPUT_NOT_FOUND ||
   err.code === ErrorCode.INVALID_SPEC ||
   err.code === ErrorCode.UNKNOWN_OP ||
+  err.code === ErrorCode.OP_FAILED ||
   err.code === ErrorCode.ITEM_FAILED ||
   err.code === ErrorCode.ITEM_TIMEOUT ||
   err.code === ErrorCode.ITEM_OUT_OF_MEMORY;
