@@ -32,6 +32,13 @@ export interface OutputKeys {
   readonly status: string;
 }
 
+/** The longest key S3 takes, in UTF-8 bytes. */
+export const S3_MAX_KEY_BYTES = 1024;
+
+const utf8 = new TextEncoder();
+/** Whether S3 takes `key`: at most S3_MAX_KEY_BYTES bytes of UTF-8. */
+export const fitsS3Key = (key: string): boolean => key.length * 3 <= S3_MAX_KEY_BYTES || utf8.encode(key).length <= S3_MAX_KEY_BYTES;
+
 /** Result and status of a job started by an upload at `inputKey` (same key, plus `/result.json`). */
 export const uploadOutputKeys = (inputKey: string): OutputKeys => ({
   result: `${inputKey}/${RESULT_FILE}`,

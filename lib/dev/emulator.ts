@@ -18,10 +18,13 @@
  * - POST-policy uploads (browser forms, boto3's presigned POST) and UploadPartCopy (a large
  *   `aws s3 cp` from one key to another), which fauxqs lacks: answered here (s3Forms.ts).
  * - An empty PUT without a Content-Type, or one sent as SQS's JSON type, is bytes too.
+ * - Refused as S3 refuses them: a key over 1,024 bytes (KeyTooLongError), and a body that does
+ *   not match its Content-MD5 (BadDigest), which fauxqs would store.
  *
  * Queues are found only by the exact URL fauxqs issued: always take URLs from CreateQueue /
  * GetQueueUrl (createDevResources returns them), never build them.
  */
+import { createHash } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { S3Event, S3EventRecord } from "aws-lambda";
 import { buildApp } from "fauxqs";
@@ -31,6 +34,7 @@ import type { S3Client } from "@aws-sdk/client-s3";
 import { CreateQueueCommand, GetQueueAttributesCommand, GetQueueUrlCommand, SetQueueAttributesCommand } from "@aws-sdk/client-sqs";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES } from "../core/constants.js";
+import { fitsS3Key } from "../core/keys.js";
 import { escapeXml, S3Refusal, isFormUpload, parseFormUpload, partCopySource, postResponseXml, s3ErrorXml } from "./s3Forms.js";
 
 export type ObjectCreatedListener = (event: S3Event) => void | Promise<void>;
@@ -85,6 +89,21 @@ export interface EmulatorOptions {
 
 /** Largest request body (a single PutObject or UploadPart). */
 const BODY_LIMIT = 1024 * 1024 * 1024;
+
+const refuseLongKey = (key: string): void => {
+  if (!fitsS3Key(key)) throw new S3Refusal("KeyTooLongError", "Your key is too long");
+};
+
+/** S3 checks a body against its Content-MD5 (an aws-chunked body is checked by its trailer, not here). */
+const checkContentMd5 = (headers: IncomingMessage["headers"], body: Buffer): void => {
+  const given = headers["content-md5"];
+  if (typeof given !== "string" || String(headers["content-encoding"] ?? "").includes("aws-chunked")) return;
+  const digest = Buffer.from(given, "base64");
+  if (digest.length !== 16 || digest.toString("base64") !== given.trim())
+    throw new S3Refusal("InvalidDigest", "The Content-MD5 you specified was invalid.");
+  if (!createHash("md5").update(body).digest().equals(digest))
+    throw new S3Refusal("BadDigest", "The Content-MD5 you specified did not match what we received.");
+};
 
 /** An object's subresources (`?tagging`, `?acl`, …) the emulator does not keep. */
 const OBJECT_SUBRESOURCES = ["tagging", "acl", "retention", "legal-hold", "torrent", "restore", "select", "attributes"] as const;
@@ -177,6 +196,7 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
       if (isFormUpload(request.method, request.routeOptions.url, params?.["*"], request.headers["content-type"]) && params?.bucket) {
         if (!stores.s3Store.hasBucket(params.bucket)) throw new S3Refusal("NoSuchBucket", "The specified bucket does not exist", 404);
         const upload = await parseFormUpload(request.body as Buffer, request.headers["content-type"]!);
+        refuseLongKey(upload.key);
         const obj = stores.s3Store.putObject(params.bucket, upload.key, upload.body, upload.contentType, upload.metadata);
         created.set(request, recordOf(request, reply, params.bucket, upload.key, "ObjectCreated:Post", obj));
         const location = `/${params.bucket}/${upload.key.split("/").map(encodeURIComponent).join("/")}`;
@@ -192,6 +212,8 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
       const subresource = request.routeOptions.url === "/:bucket/*" ? OBJECT_SUBRESOURCES.find((q) => query?.[q] !== undefined) : undefined;
       if (subresource)
         throw new S3Refusal("NotImplemented", `cloudmill dev does not keep an object's ${subresource}: the object is left as it is`, 501);
+      if (request.routeOptions.url === "/:bucket/*" && params?.["*"] !== undefined) refuseLongKey(params["*"]);
+      if (request.method === "PUT" && Buffer.isBuffer(request.body)) checkContentMd5(request.headers, request.body);
       const source = request.headers["x-amz-copy-source"];
       if (request.method === "PUT" && query?.["uploadId"] && query["partNumber"] && typeof source === "string") {
         const { bucket, key, range } = partCopySource(source, request.headers["x-amz-copy-source-range"] as string | undefined);

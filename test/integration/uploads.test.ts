@@ -169,6 +169,49 @@ for call in [lambda: s3.put_object_tagging(Bucket=${bucket}, Key='count/tagged.t
     expect(await counted("count/tagged.txt")).toEqual({ records: expected });
   });
 
+  it("a key past 1,024 bytes and a body that does not match its Content-MD5 are refused, as S3 refuses them", async () => {
+    const bucket = JSON.stringify(cloud().input);
+    // 1,025 bytes of key: 'count/' and 1,019 bytes of 'x'; and one of 1,024 bytes, which S3 takes.
+    const said = await boto3(`import botocore, base64, hashlib
+def code(call):
+    try:
+        call(); return 'taken'
+    except botocore.exceptions.ClientError as e:
+        return e.response['Error']['Code']
+print(code(lambda: s3.put_object(Bucket=${bucket}, Key='_staging/' + 'x' * 1016, Body=b'a')))
+print(code(lambda: s3.put_object(Bucket=${bucket}, Key='_staging/' + 'x' * 1015, Body=b'a')))
+md5 = base64.b64encode(hashlib.md5(b'other').digest()).decode()
+print(code(lambda: s3.put_object(Bucket=${bucket}, Key='_staging/md5.txt', Body=b'sent', ContentMD5=md5)))
+print(code(lambda: s3.head_object(Bucket=${bucket}, Key='_staging/md5.txt')))
+right = base64.b64encode(hashlib.md5(b'sent').digest()).decode()
+print(code(lambda: s3.put_object(Bucket=${bucket}, Key='_staging/md5.txt', Body=b'sent', ContentMD5=right)))`);
+    expect(said.trim().split("\n")).toEqual(["KeyTooLongError", "taken", "BadDigest", "404", "taken"]);
+  });
+
+  it("an upload whose key leaves no room for '/result.json' fails where `cloudmill jobs` lists it; one that fits runs", async () => {
+    // S3 takes input keys up to 1,024 bytes; '<key>/result.json' must fit too: 1,012 bytes of key at most.
+    const fits = `count/${"é".repeat(503)}`;
+    const over = `count/${"é".repeat(504)}`;
+    expect([Buffer.byteLength(fits), Buffer.byteLength(over)]).toEqual([1012, 1014]);
+    await cloud().put(fits, "1\n2\n3\n");
+    expect(await counted(fits)).toEqual({ records: 3 });
+    await cloud().put(over, "1\n2\n");
+    const status = await vi.waitFor(
+      async () => {
+        const keys = (await cloud().keys(cloud().output, "_jobs/")).filter(
+          (k) => k.startsWith("_jobs/count-") && k.endsWith("/status.json"),
+        );
+        const found = await Promise.all(keys.map(async (k) => (await cloud().getJson(cloud().output, k)) as Record<string, unknown>));
+        const failed = found.find((s) => s.state === "failed");
+        expect(failed).toBeDefined();
+        return failed!;
+      },
+      { timeout: 60_000, interval: 200 },
+    );
+    expect(status.error).toMatchObject({ code: "INVALID_SPEC", message: expect.stringMatching(/past S3's limit of 1024 bytes/) });
+    expect(await cloud().keys(cloud().output, "count/é")).toEqual([`${fits}/result.json`, `${fits}/status.json`]);
+  });
+
   it("content A, then B, then A again at one key: the answer is A's again, not B's", async () => {
     const key = "count/aba.txt";
     const a = "1\n2\n3\n";

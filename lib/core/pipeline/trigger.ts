@@ -5,7 +5,17 @@
  * beside where the result would have been, with no tasks.
  */
 import { s3Uri } from "../s3Uri.js";
-import { failureKey, JOBS_PREFIX, jobSpecOutputKeys, RETRIES_PREFIX, uploadOutputKeys, type OutputKeys } from "../keys.js";
+import {
+  failureKey,
+  fitsS3Key,
+  JOBS_PREFIX,
+  jobSpecOutputKeys,
+  RESULT_FILE,
+  RETRIES_PREFIX,
+  S3_MAX_KEY_BYTES,
+  uploadOutputKeys,
+  type OutputKeys,
+} from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { digest, isUploadJobIdForm, uploadJobId } from "../job/planner.js";
 import { JobId, OpName, parseJobSpec, parseJobSpecJson } from "../job/spec.js";
@@ -109,7 +119,10 @@ const startUploadJob = async (
   invocation?: Invocation,
 ): Promise<TriggerOutcome> => {
   const { bucket, key } = obj;
-  const output = uploadOutputKeys(key);
+  const beside = uploadOutputKeys(key);
+  // An input key within S3's limit may have no room for `/result.json` after it: the job fails
+  // where `cloudmill jobs` lists it, rather than dropping with no status anywhere.
+  const roomy = fitsS3Key(beside.result) && fitsS3Key(beside.status);
   const slash = key.indexOf("/");
   const op = slash > 0 ? key.slice(0, slash) : "";
   // Each write its own job: by version where the bucket keeps them, else by the event's sequencer.
@@ -132,9 +145,17 @@ const startUploadJob = async (
   // The job id leads with the op's name only when it is one (`file:x`, `a b` are not), so every
   // id, and the status that names it, stays readable by the JobId schema.
   const jobId = idOf(unquote(info.etag));
+  const output = roomy ? beside : jobSpecOutputKeys(jobId);
   try {
     const earlier = named ? undefined : await earlierStart(deps, jobId);
     if (earlier) return startedOutcome(earlier);
+    if (!roomy) {
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        `upload ${[...key].slice(0, 60).join("")}…: its result would go to the key plus "/${RESULT_FILE}", past S3's limit of ` +
+          `${S3_MAX_KEY_BYTES} bytes; upload it under a key of at most ${S3_MAX_KEY_BYTES - RESULT_FILE.length - 1} bytes`,
+      );
+    }
     if (!op) {
       throw new CloudmillError(
         ErrorCode.INVALID_SPEC,
