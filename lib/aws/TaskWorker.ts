@@ -129,7 +129,8 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     const jobId = run.slice(0, at);
     const { deps } = this.#options;
     const { output } = deps;
-    if (await jobEndedMarkers(output, jobId)) {
+    const generation = Number(run.slice(at + 1));
+    if (await jobEndedMarkers(output, jobId, generation)) {
       // Its status may still say running (a failure handler's status write was lost after its
       // marker), and no part will wake the reducer to show the end: this worker shows it.
       await readJsonIfExists(output, manifestKey(jobId), Manifest)
@@ -137,7 +138,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         .catch((err: unknown) => deps.log.warn("could not show the job's end", { jobId, ...logFieldsOf(toCloudmillError(err)) }));
       return true;
     }
-    return (await exists(output, succeededKey(jobId))) || (await exists(output, pastEndKey(jobId, Number(run.slice(at + 1)) + 1)));
+    return (await exists(output, succeededKey(jobId))) || (await exists(output, pastEndKey(jobId, generation + 1)));
   }
 
   get stopping(): boolean {
@@ -313,14 +314,22 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     };
     let beats = 0;
     const long = { endSeen: false };
+    /** The latest beat's requests: a message is handed back only after they land, or a late beat would hide it again. */
+    let beating: Promise<unknown> = Promise.resolve();
     const heartbeat = setInterval(() => {
       beats++;
-      queue.changeVisibility(message.receiptHandle, this.#options.visibilitySeconds).then(
-        () => this.emit("heartbeat", task),
-        (err: unknown) => log.warn("heartbeat failed", logFieldsOf(toCloudmillError(err))),
-      );
-      void this.#longTask(task, index, beats, startedAt, lost, long).catch(() => undefined);
+      beating = Promise.all([
+        queue.changeVisibility(message.receiptHandle, this.#options.visibilitySeconds).then(
+          () => this.emit("heartbeat", task),
+          (err: unknown) => log.warn("heartbeat failed", logFieldsOf(toCloudmillError(err))),
+        ),
+        this.#longTask(task, index, beats, startedAt, lost, long).catch(() => undefined),
+      ]);
     }, this.#options.heartbeatSeconds * 1000);
+    const stopBeating = async (): Promise<void> => {
+      clearInterval(heartbeat);
+      await beating;
+    };
     try {
       const outcome = await runTask(deps, task, {
         signal: AbortSignal.any([this.#kill.signal, lost.signal]),
@@ -330,8 +339,14 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         mayHaveBackup: () => beats > 0,
         firstDelivery: message.receiveCount === 1,
         jobEnded: (t) => this.#jobEnds.ended(jobRun(t)),
-      });
-      await queue.delete(message.receiptHandle);
+      }).finally(stopBeating);
+      // The task's work is durable: a delete that fails brings the message back, and its next
+      // delivery finds the part (or the job's end) and is dropped; it is no failed attempt.
+      await queue
+        .delete(message.receiptHandle)
+        .catch((err: unknown) =>
+          log.warn("task done, but its message was not deleted; it returns once", logFieldsOf(toCloudmillError(err))),
+        );
       log.info(isMergeTask(task) ? "merge done" : "chunk done", {
         outcome: outcome.kind,
         ...(outcome.kind === "done" ? { bytes: outcome.bytes } : {}),
@@ -347,7 +362,8 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         this.emit("task_done", task, { kind: ended ? "job-ended" : "duplicate" });
         return;
       }
-      if (this.#kill.signal.aborted) {
+      // An item runner releases its chunk when an item gives up at the stop (CANCELLED): that is no attempt.
+      if (this.#kill.signal.aborted || (this.stopping && err.code === ErrorCode.CANCELLED)) {
         // Stopped mid-chunk: hand it back now rather than after the visibility timeout.
         await queue.changeVisibility(message.receiptHandle, 0).catch(() => undefined);
         log.info("chunk released on stop");

@@ -13,7 +13,8 @@ import { JobStatus } from "../../lib/core/job/manifest.js";
 import { jobSpecOutputKeys } from "../../lib/core/keys.js";
 import { readJson, readJsonIfExists } from "../../lib/core/pipeline/blobJson.js";
 import { handleObjectCreated } from "../../lib/core/pipeline/trigger.js";
-import type { BlobStore } from "../../lib/core/ports.js";
+import type { BlobStore, TaskQueue } from "../../lib/core/ports.js";
+import { errorsPrefix } from "../../lib/core/keys.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { waitFor } from "../helpers/devCloud.js";
 import { localPipeline, OUTPUT, startJobOver } from "../helpers/jobs.js";
@@ -81,5 +82,88 @@ describe("a job's own maxAttempts on the fleet", () => {
     const status = await readJson(output, jobSpecOutputKeys("many-1").status, JobStatus);
     expect(status).toMatchObject({ state: "failed", error: { code: "INVALID_SPEC" } });
     expect(status.error?.message).toMatch(/maxAttempts 5 is more than this stack's 3/);
+  });
+});
+
+describe("a task's message after its attempt", () => {
+  it("a failed attempt is visible again after its retry delay, even with a heartbeat still in flight", async () => {
+    const queue = new MemoryTaskQueue({ visibilitySeconds: 30 });
+    const { inputs, deps } = localPipeline(path.join(dir, "late-beat"), { queue });
+    const bytes = Buffer.from("a\nb\n");
+    await startJobOver(deps, inputs, bytes, "beat-1", { op: "count", maxAttempts: 3 }, bytes.length);
+    let sent!: () => void;
+    const heartbeatSent = new Promise<void>((r) => (sent = r));
+    let handBack!: () => void;
+    const handedBack = new Promise<void>((r) => (handBack = r));
+    // A slow network: the heartbeat's request lands once the attempt has been handed back (or 3 s on).
+    const slow: TaskQueue = Object.assign(Object.create(queue) as TaskQueue, {
+      changeVisibility: async (handle: string, seconds: number) => {
+        if (seconds !== 30) {
+          await queue.changeVisibility(handle, seconds);
+          handBack();
+          return;
+        }
+        sent();
+        await Promise.race([handedBack, new Promise((r) => setTimeout(r, 3000))]);
+        await queue.changeVisibility(handle, seconds);
+      },
+    });
+    // The read fails (retryably) once the first heartbeat is on its way.
+    const failing = Object.assign(Object.create(inputs) as BlobStore, {
+      get: async () => {
+        await heartbeatSent;
+        throw new CloudmillError(ErrorCode.ENVIRONMENT, "GetObject failed: 503 Slow Down");
+      },
+    });
+    const worker = new TaskWorker({
+      queue: slow,
+      deps: { ...deps, inputStore: () => failing },
+      concurrency: 1,
+      visibilitySeconds: 30,
+      heartbeatSeconds: 1,
+      waitSeconds: 1,
+    });
+    const failed = new Promise<boolean>((r) => worker.on("task_failed", (_t, _e, willRetry: boolean) => r(willRetry)));
+    worker.start();
+    expect(await failed).toBe(true);
+    await worker.stop(5_000);
+    // Its retry delay is 1 s; a heartbeat landing after the hand-back would hide it for 30 s.
+    await waitFor("the task to be visible again", async () => ((await queue.depth()).visible === 1 ? true : undefined), 15_000, 50);
+  });
+
+  it("a done task whose delete fails is no failed attempt: its next delivery finds the part and is dropped", async () => {
+    const queue = new MemoryTaskQueue({ visibilitySeconds: 2 });
+    const { inputs, output, deps } = localPipeline(path.join(dir, "lost-delete"), { queue });
+    const bytes = Buffer.from("a\nb\n");
+    await startJobOver(deps, inputs, bytes, "delete-1", { op: "count", maxAttempts: 3 }, bytes.length);
+    let deletes = 0;
+    const flaky: TaskQueue = Object.assign(Object.create(queue) as TaskQueue, {
+      delete: async (handle: string) => {
+        if (deletes++ === 0) throw new CloudmillError(ErrorCode.ENVIRONMENT, "DeleteMessage failed: connection reset");
+        return queue.delete(handle);
+      },
+    });
+    const worker = new TaskWorker({ queue: flaky, deps, concurrency: 1, visibilitySeconds: 2, heartbeatSeconds: 1, waitSeconds: 1 });
+    const done: string[] = [];
+    const failures: boolean[] = [];
+    worker.on("task_failed", (_t, _e, willRetry: boolean) => void failures.push(willRetry));
+    const twice = new Promise<void>((r) =>
+      worker.on("task_done", (_t, outcome: { kind: string }) => {
+        done.push(outcome.kind);
+        if (done.length === 2) r();
+      }),
+    );
+    worker.start();
+    try {
+      await twice;
+    } finally {
+      await worker.stop(5_000);
+    }
+    expect(done).toEqual(["done", "duplicate"]);
+    expect(failures).toEqual([]);
+    const errors: string[] = [];
+    for await (const o of output.list(errorsPrefix("delete-1"))) errors.push(o.key);
+    expect(errors).toEqual([]);
+    expect(await queue.depth()).toEqual({ visible: 0, inFlight: 0 });
   });
 });

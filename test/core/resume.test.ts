@@ -346,6 +346,42 @@ describe("resuming a job", () => {
     expectMatchesReference("wordcount", { k: "0" }, TEXT, await readJson(s.output, OUTPUT.result, z.unknown()));
   });
 
+  it("the resumed run's tasks run while that late marker of the run before is there: none is dropped", async () => {
+    const s = await setUp("late-failure-seen");
+    await work(s, 4);
+    await cancelJob(s.deps, s.jobId, OUTPUT);
+    const manifest = await readJson(s.output, manifestKey(s.jobId), Manifest);
+    const outcomes: string[] = [];
+    const slow = Object.assign(Object.create(s.output) as typeof s.output, {
+      put: async (key: string, body: Parameters<typeof s.output.put>[1], options?: Parameters<typeof s.output.put>[2]) => {
+        if (key !== failureKey(s.jobId)) return s.output.put(key, body, options);
+        expect(await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).toMatchObject({ kind: "resumed" });
+        const written = await s.output.put(key, body, options);
+        // While the marker is there, before its judge takes it back: a fleet worker takes the
+        // resumed run's tasks. Each is this run's, which no marker of run 0 ends.
+        const worker = workerOf(s);
+        const all = new Promise<void>((resolve) =>
+          worker.on("task_done", (_task: unknown, outcome: { kind: string }) => {
+            outcomes.push(outcome.kind);
+            if (outcomes.length === CHUNKS - 4) resolve();
+          }),
+        );
+        worker.start();
+        await all;
+        await worker.stop(1000);
+        return written;
+      },
+    });
+    const error = new CloudmillError(ErrorCode.BAD_RECORD, "record longer than 1048576 bytes (maxRecordBytes)", { chunk: 7 });
+    const target = { jobId: s.jobId, output: OUTPUT, chunks: CHUNKS, done: 4, startedAt: manifest.createdAt, run: 0 };
+    expect(await failJob({ ...s.deps, output: slow }, target, error)).toBeUndefined();
+    expect(outcomes).toEqual(Array.from({ length: CHUNKS - 4 }, () => "done"));
+    expect(await readJson(s.output, OUTPUT.status, JobStatus)).toMatchObject({ state: "running" });
+    await reduceJob(s.deps, s.jobId);
+    expect(await readJson(s.output, OUTPUT.status, JobStatus)).toMatchObject({ state: "succeeded" });
+    expectMatchesReference("wordcount", { k: "0" }, TEXT, await readJson(s.output, OUTPUT.result, z.unknown()));
+  });
+
   it("a retried resume that finds the job cancelled again since it began leaves it cancelled", async () => {
     let clock = Date.now();
     const s = await setUp("cancelled-again", () => clock);

@@ -12,7 +12,11 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CloudmillError } from "../../lib/core/errors.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
-import { silentLogger } from "../../lib/core/log.js";
+import { silentLogger, type Logger } from "../../lib/core/log.js";
+import { TaskWorker } from "../../lib/aws/TaskWorker.js";
+import { errorsPrefix, failureKey } from "../../lib/core/keys.js";
+import { exists } from "../../lib/core/pipeline/blobJson.js";
+import { localPipeline, startJobOver } from "../helpers/jobs.js";
 import { defineTask, type TaskResult } from "../../lib/core/ops/defineTask.js";
 import { opsRegistry } from "../../lib/core/ops/opModules.js";
 import type { OpRegistry } from "../../lib/core/ops/registry.js";
@@ -520,5 +524,62 @@ describe("defineTask", () => {
     expect(() => t.parseParams({ onItemError: "ignore" })).toThrow(/^t: param onItemError: /);
     expect(() => t.parseParams({ k: "1" })).toThrow('t: unknown param "k" (it takes none)');
     expect(t.parseParams({})).toEqual({ onItemError: "collect", own: {} });
+  });
+});
+
+describe("a fleet worker stopping while a task's item runs", () => {
+  it("an item that gives up at the stop releases its chunk: no attempt is used, and the job goes on elsewhere", async () => {
+    const giveUp = path.join(dir, "give-up.mjs");
+    await writeFile(
+      giveUp,
+      `import { defineTask } from ${JSON.stringify(pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineTask.js")).href)};
+export const giveUp = defineTask({
+  name: "give-up",
+  run: async (item, ctx) => {
+    if (!item.wait) return 3 * item.n + 1;
+    ctx.log.info("waiting");
+    while (!ctx.signal.aborted) await new Promise((r) => setTimeout(r, 10));
+    throw new Error("gave up on stop");
+  },
+});
+`,
+    );
+    const runner = new ThreadItemRunner({ opsModules: [giveUp] });
+    let worker: TaskWorker | undefined;
+    let stopped: Promise<void> | undefined;
+    // The item's first line says it runs: the worker is told to stop then (ECS's SIGTERM), with time to spare.
+    const log: Logger = { ...silentLogger, info: (m) => void (m === "waiting" && (stopped ??= worker!.stop(60_000))), child: () => log };
+    const { inputs, output, queue, deps } = localPipeline(path.join(dir, "give-up"), {
+      registry: await opsRegistry([giveUp]),
+      items: runner,
+      log,
+    });
+    try {
+      // One attempt allowed, three by the queue: were the release counted as a failed attempt, it would fail the job.
+      await startJobOver(deps, inputs, Buffer.from('{"n":1,"wait":true}\n'), "give-up-1", { op: "give-up", maxAttempts: 1 }, 1 << 20);
+      worker = new TaskWorker({
+        queue,
+        deps,
+        concurrency: 1,
+        visibilitySeconds: 30,
+        heartbeatSeconds: 10,
+        waitSeconds: 1,
+        queueAttempts: 3,
+      });
+      const failed = new Promise<boolean>((resolve) =>
+        worker!.on("task_failed", (_t: unknown, _e: unknown, retried: boolean) => resolve(retried)),
+      );
+      worker.start();
+      expect(await failed).toBe(true);
+      await stopped;
+      // Handed back at once, for another worker; nothing recorded against the chunk or the job.
+      expect(await queue.depth()).toMatchObject({ visible: 1, inFlight: 0 });
+      const errors: string[] = [];
+      for await (const o of output.list(errorsPrefix("give-up-1"))) errors.push(o.key);
+      expect(errors).toEqual([]);
+      expect(await exists(output, failureKey("give-up-1"))).toBe(false);
+    } finally {
+      await runner.close();
+    }
   });
 });

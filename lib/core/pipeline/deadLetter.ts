@@ -39,7 +39,8 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
   // progress: a failure judged from a dead letter knows no count of the chunks done.
   const shown = await readJsonIfExists(deps.output, target.output.status, JobStatus).catch(() => undefined);
   const own = shown?.jobId === target.jobId ? shown : undefined;
-  await writeJson(deps.output, failureKey(target.jobId), { error: statusError, at });
+  const record: FailureRecord = { error: statusError, at, ...(target.run !== undefined ? { run: target.run } : {}) };
+  await writeJson(deps.output, failureKey(target.jobId), record);
   // A resume that began while the marker was being written (past the look above) removes the
   // marker first and then runs on: a marker landing after that removal is this run's failure,
   // which the next run must not end on. It is taken back while it is still this one's.

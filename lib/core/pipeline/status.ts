@@ -13,7 +13,22 @@ import { readJsonIfExists, writeJson } from "./blobJson.js";
 export const StatusError = JobStatus.shape.error.unwrap();
 export type StatusError = z.infer<typeof StatusError>;
 
-export const FailureRecord = z.object({ error: StatusError, at: z.string() });
+export const FailureRecord = z.object({
+  error: StatusError,
+  at: z.string(),
+  /** The run of the job it failed (absent: every run up to now, as a failure before any run). */
+  run: z.number().int().min(0).optional(),
+});
+export type FailureRecord = z.infer<typeof FailureRecord>;
+
+/**
+ * The job's failure marker, if it ends run `run`: a judge of an earlier run may write its marker
+ * after a resume began this one (and take it back a moment later), which is no end of this run.
+ */
+export const failureOfRun = async (output: PipelineDeps["output"], jobId: string, run: number): Promise<FailureRecord | undefined> => {
+  const failure = await readJsonIfExists(output, failureKey(jobId), FailureRecord);
+  return failure && (failure.run === undefined || failure.run >= run) ? failure : undefined;
+};
 
 export const statusErrorOf = (err: CloudmillError): StatusError => {
   const c = err.context;
@@ -102,7 +117,7 @@ export const succeededStatus = (
 export const terminalStatus = async (deps: PipelineDeps, m: Manifest, done: number): Promise<JobStatus | undefined> => {
   const succeeded = await readJsonIfExists(deps.output, succeededKey(m.jobId), JobStatus);
   if (succeeded) return succeeded;
-  const failure = await readJsonIfExists(deps.output, failureKey(m.jobId), FailureRecord);
+  const failure = await failureOfRun(deps.output, m.jobId, m.retries ?? 0);
   if (failure) return { ...base(m), state: "failed", done, finishedAt: failure.at, error: failure.error };
   const cancel = await readJsonIfExists(deps.output, cancelKey(m.jobId), z.object({ at: z.string() }));
   if (cancel) return { ...base(m), state: "cancelled", done, finishedAt: cancel.at };

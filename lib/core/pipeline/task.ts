@@ -4,7 +4,7 @@
  */
 import { MAX_TIMER_MS } from "../sleep.js";
 import { withArchiveSpan } from "./archiveSpan.js";
-import { backupWonKey, cancelKey, chunkErrorKey, failureKey, mergedKey, mergeErrorKey, partKey, pastEndKey } from "../keys.js";
+import { backupWonKey, cancelKey, chunkErrorKey, mergedKey, mergeErrorKey, partKey, pastEndKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import {
   chunkBytes,
@@ -43,6 +43,7 @@ import type { RecordEnds } from "../records/recordEnds.js";
 import { readCsvInput } from "./csvInput.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readBytes, writeJson } from "./blobJson.js";
+import { failureOfRun } from "./status.js";
 import { keptErrorOf, type Part, type Reading } from "./part.js";
 import { logFieldsOf } from "./logFields.js";
 import { readItems, runItems, type ChunkItem } from "./items.js";
@@ -137,9 +138,9 @@ export interface RunTaskOptions {
   readonly jobEnded?: (task: TaskMessage) => Promise<boolean>;
 }
 
-/** Whether a job has ended in failure or cancellation: its markers. */
-export const jobEndedMarkers = async (output: PipelineDeps["output"], jobId: string): Promise<boolean> =>
-  (await exists(output, failureKey(jobId))) || (await exists(output, cancelKey(jobId)));
+/** Whether run `run` of a job has ended in failure or cancellation: its markers. */
+export const jobEndedMarkers = async (output: PipelineDeps["output"], jobId: string, run: number): Promise<boolean> =>
+  (await failureOfRun(output, jobId, run)) !== undefined || (await exists(output, cancelKey(jobId)));
 
 export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: RunTaskOptions = {}): Promise<TaskOutcome> => {
   const { signal, writePart = true, checkOpDigest = true, drain, ranOn, worker, mayHaveBackup, firstDelivery = false } = options;
@@ -161,7 +162,8 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
   // merge tasks, and a map task's shuffle objects may already be named in reduce plans.
   const looks = !firstDelivery || backup || !isMapTask(task) || job.partitions !== undefined;
   if (!redo && looks && (await exists(output, key))) return { kind: "duplicate" };
-  if (await (options.jobEnded ?? ((t: TaskMessage) => jobEndedMarkers(output, t.jobId)))(task)) return { kind: "job-ended" };
+  if (await (options.jobEnded ?? ((t: TaskMessage) => jobEndedMarkers(output, t.jobId, t.job.generation ?? 0)))(task))
+    return { kind: "job-ended" };
   const deadline = job.deadline;
   const map = (s: AbortSignal | undefined): Promise<TaskOutcome> =>
     isReduceTask(task)
