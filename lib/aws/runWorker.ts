@@ -45,6 +45,18 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
   const config = readWorkerConfig(env);
   enableLinearRegExp();
   const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
+  // Listened for from the start, and for good: a signal while the worker starts, or a second one
+  // while it stops (ECS's SIGTERM, then a Ctrl-C), must not end the process before its chunks are released.
+  let asked: string | undefined;
+  const stopAsked = new Promise<string>((resolve) => {
+    const ask = (signal: string): void => {
+      if (asked !== undefined) return void logger.info("already stopping", { signal });
+      asked = signal;
+      resolve(signal);
+    };
+    proc.on("SIGTERM", () => ask("SIGTERM"));
+    proc.on("SIGINT", () => ask("SIGINT"));
+  });
   const clients = awsClients({
     ...(config.endpoint ? { endpoint: config.endpoint } : {}),
     ...(config.region ? { region: config.region } : {}),
@@ -101,14 +113,9 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     mapperHeapMiB: mapperHeap(limit, config.concurrency).memoryMiB,
     queue: config.taskQueueUrl,
   });
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      logger.info("stopping: finishing chunks in progress", { signal });
-      void worker.stop(STOP_GRACE_MS).then(resolve);
-    };
-    proc.once("SIGTERM", () => stop("SIGTERM"));
-    proc.once("SIGINT", () => stop("SIGINT"));
-  });
+  const signal = await stopAsked;
+  logger.info("stopping: finishing chunks in progress", { signal });
+  await worker.stop(STOP_GRACE_MS);
   await usage?.stop();
   await items.close();
   await mappers.close();
