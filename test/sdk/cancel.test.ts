@@ -83,6 +83,21 @@ describe("cancelJob", () => {
     expect(outcome.status).toEqual(status);
   });
 
+  it("a keyed job's cancel counts its reduce tasks as its progress does, and keeps what the status said of the job", async () => {
+    // 10 map chunks and 3 partitions: 13 tasks, of which 11 are done (every chunk, one reduce task).
+    const keyed: Manifest = { ...manifest, job: { ...manifest.job, op: "distinct", partitions: 3 } };
+    await writeJson(store, manifestKey(JOB), keyed);
+    const running = { jobId: JOB, state: "running", chunks: 13, done: 11, op: "distinct", startedAt: keyed.createdAt };
+    await writeJson(store, out.status, {
+      ...running,
+      inputs: ["s3://in/data.txt"],
+      firstChunk: { on: "fleet", at: "2026-11-21T10:16:00.000Z" },
+    });
+    await cancelJob(deps(), JOB, out);
+    const status = await readJson(store, out.status, JobStatus);
+    expect(status).toMatchObject({ state: "cancelled", chunks: 13, done: 11, firstChunk: { on: "fleet", at: "2026-11-21T10:16:00.000Z" } });
+  });
+
   it("makes every later task of the job a no-op", async () => {
     await startRunning(0);
     await cancelJob(deps(), JOB, out);
@@ -227,6 +242,23 @@ describe("cancelJob", () => {
       inputs: ["s3://in/data.txt"],
       startedAt: manifest.createdAt,
       error: { code: "CHUNK_FAILED" },
+    });
+  });
+
+  it("the first failure judged stands: a second chunk failing after it changes neither the error nor the end time", async () => {
+    await startRunning(2);
+    const roleDeps = { ...deps(), inputStore: () => store, registry: new OpRegistry() };
+    const target = { jobId: JOB, output: out, chunks: 10, done: 2, startedAt: manifest.createdAt, run: 0 };
+    const first = new CloudmillError(ErrorCode.BAD_RECORD, 'expected a number, got "x"', { input: "data.txt", offset: 262188 });
+    await failJob(roleDeps, target, first);
+    const reported = await readJson(store, out.status, JobStatus);
+    expect(reported.error?.message).toContain("262188");
+    const second = new CloudmillError(ErrorCode.BAD_RECORD, 'expected a number, got "y"', { input: "data.txt", offset: 0 });
+    await failJob({ ...roleDeps, now: () => NOW + 5_000 }, target, second);
+    expect(await readJson(store, out.status, JobStatus)).toEqual(reported);
+    expect(await readJson(store, failureKey(JOB), z.object({ at: z.string(), error: z.object({ message: z.string() }) }))).toMatchObject({
+      at: reported.finishedAt,
+      error: { message: reported.error?.message },
     });
   });
 });

@@ -9,11 +9,11 @@
  * disagrees with them (precedence as in status.ts: succeeded, then failed, then cancelled).
  */
 import * as z from "zod";
-import { cancelKey, failureKey, manifestKey, succeededKey, type OutputKeys } from "../keys.js";
-import { JobStatus, Manifest, shownInputs } from "../job/manifest.js";
+import { cancelKey, manifestKey, succeededKey, type OutputKeys } from "../keys.js";
+import { JobStatus, Manifest, shownInputs, taskCount } from "../job/manifest.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJsonIfExists, writeJson } from "./blobJson.js";
-import { FailureRecord, isSuperseded } from "./status.js";
+import { describingFields, failureOfRun, isSuperseded } from "./status.js";
 
 /** What cancelling needs: the output bucket, a clock and a logger (no queue: chunks are skipped, not purged). */
 export type CancelDeps = Pick<PipelineDeps, "output" | "log" | "now">;
@@ -27,10 +27,10 @@ export type CancelOutcome =
 const CancelRecord = z.object({ at: z.string() });
 
 /** The status a terminal marker implies: succeeded, then failed. Cancelled is handled by the caller. */
-const endedStatus = async (deps: CancelDeps, jobId: string, current: JobStatus): Promise<JobStatus | undefined> => {
+const endedStatus = async (deps: CancelDeps, jobId: string, current: JobStatus, run: number): Promise<JobStatus | undefined> => {
   const succeeded = await readJsonIfExists(deps.output, succeededKey(jobId), JobStatus);
   if (succeeded) return succeeded;
-  const failure = await readJsonIfExists(deps.output, failureKey(jobId), FailureRecord);
+  const failure = await failureOfRun(deps.output, jobId, run);
   if (failure) return { ...current, state: "failed", finishedAt: failure.at, error: failure.error };
   return undefined;
 };
@@ -44,10 +44,12 @@ export const cancelJob = async (deps: CancelDeps, jobId: string, output: OutputK
   const manifest = await readJsonIfExists(deps.output, manifestKey(jobId), Manifest);
   const shown = await readJsonIfExists(deps.output, output.status, JobStatus);
   const own = shown?.jobId === jobId ? shown : undefined;
+  // Counted as its progress is (a keyed job's reduce tasks too), with what the status said of the job.
   const base: JobStatus = {
+    ...(own ? describingFields(own) : {}),
     jobId,
     state: "running",
-    chunks: manifest?.chunks ?? own?.chunks ?? 0,
+    chunks: manifest ? taskCount(manifest) : (own?.chunks ?? 0),
     done: own?.done ?? 0,
     ...(manifest ? { op: manifest.job.op, ...shownInputs(manifest), startedAt: manifest.createdAt } : {}),
   };
@@ -58,7 +60,7 @@ export const cancelJob = async (deps: CancelDeps, jobId: string, output: OutputK
     if (!later) await writeJson(deps.output, output.status, status);
   };
 
-  const before = await endedStatus(deps, jobId, base);
+  const before = await endedStatus(deps, jobId, base, manifest?.retries ?? 0);
   if (before) {
     // An end whose status write was lost is shown now.
     if (own?.state !== before.state) await show(before);
@@ -72,7 +74,7 @@ export const cancelJob = async (deps: CancelDeps, jobId: string, output: OutputK
   await show(cancelled);
 
   // A reducer or failure that got past its own check before the marker existed wins.
-  const after = await endedStatus(deps, jobId, base);
+  const after = await endedStatus(deps, jobId, base, manifest?.retries ?? 0);
   if (after) {
     await show(after);
     return { kind: "already-ended", status: after };

@@ -8,7 +8,7 @@ import { CloudmillError, ErrorCode, locate, type ErrorContext } from "../errors.
 import { isMergeTask, isReduceTask, JobStatus, Manifest, TaskMessage, taskCount } from "../job/manifest.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
-import { FailureRecord, statusContext, statusErrorOf, superseded } from "./status.js";
+import { describingFields, failureOfRun, FailureRecord, statusContext, statusErrorOf, superseded } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
 import { chunkContext, isStaleTask, taskPartKey } from "./task.js";
 import { readTaskError } from "./attempts.js";
@@ -33,25 +33,28 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
     deps.log.info("a resume superseded the run this failure judged; nothing failed", { jobId: target.jobId, run: target.run });
     return undefined;
   }
-  const at = new Date(nowOf(deps)).toISOString();
-  const statusError = statusErrorOf(error);
+  // The first failure judged stands: what `wait` reported is what `status` says later. (Another
+  // chunk failing a moment after is shown as the same end, again if its status write was lost.)
+  const earlier = await failureOfRun(deps.output, target.jobId, target.run ?? 0);
+  const at = earlier?.at ?? new Date(nowOf(deps)).toISOString();
+  const statusError = earlier?.error ?? statusErrorOf(error);
   // What the status said of the job is kept (its op, inputs, resumes, first chunk), and its
   // progress: a failure judged from a dead letter knows no count of the chunks done.
   const shown = await readJsonIfExists(deps.output, target.output.status, JobStatus).catch(() => undefined);
   const own = shown?.jobId === target.jobId ? shown : undefined;
   const record: FailureRecord = { error: statusError, at, ...(target.run !== undefined ? { run: target.run } : {}) };
-  await writeJson(deps.output, failureKey(target.jobId), record);
+  if (!earlier) await writeJson(deps.output, failureKey(target.jobId), record);
   // A resume that began while the marker was being written (past the look above) removes the
   // marker first and then runs on: a marker landing after that removal is this run's failure,
   // which the next run must not end on. It is taken back while it is still this one's.
   if (target.run !== undefined && (await exists(deps.output, pastEndKey(target.jobId, target.run + 1)))) {
     const written = await readJsonIfExists(deps.output, failureKey(target.jobId), FailureRecord);
-    if (written?.at === at && written.error.message === statusError.message) await deps.output.delete(failureKey(target.jobId));
+    if (!earlier && written?.at === at && written.error.message === statusError.message) await deps.output.delete(failureKey(target.jobId));
     deps.log.info("a resume superseded the run this failure judged; nothing failed", { jobId: target.jobId, run: target.run });
     return undefined;
   }
   const status: JobStatus = {
-    ...(own ? keptOf(own) : {}),
+    ...(own ? describingFields(own) : {}),
     jobId: target.jobId,
     state: "failed",
     chunks: target.chunks,
@@ -77,14 +80,6 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
   }
   deps.log.error("job failed", { ...logFieldsOf(error), jobId: target.jobId });
   return status;
-};
-
-/** The fields of a job's status that describe the job, not its end. */
-const keptOf = (s: JobStatus): Partial<JobStatus> => {
-  const { op, opDigest, inputs, inputCount, triggeredAt, retries, resumed, firstChunk } = s;
-  return Object.fromEntries(
-    Object.entries({ op, opDigest, inputs, inputCount, triggeredAt, retries, resumed, firstChunk }).filter(([, v]) => v !== undefined),
-  );
 };
 
 /**

@@ -113,6 +113,14 @@ export const succeededStatus = (
   ...(sniffed.length ? { csv: [...sniffed] } : {}),
 });
 
+/** The fields of a job's status that describe the job, not its end: kept when its end is shown. */
+export const describingFields = (s: JobStatus): Partial<JobStatus> => {
+  const { op, opDigest, inputs, inputCount, triggeredAt, retries, resumed, firstChunk } = s;
+  return Object.fromEntries(
+    Object.entries({ op, opDigest, inputs, inputCount, triggeredAt, retries, resumed, firstChunk }).filter(([, v]) => v !== undefined),
+  );
+};
+
 /** The status the terminal markers imply, if any: succeeded, then failed, then cancelled. */
 export const terminalStatus = async (deps: PipelineDeps, m: Manifest, done: number): Promise<JobStatus | undefined> => {
   const succeeded = await readJsonIfExists(deps.output, succeededKey(m.jobId), JobStatus);
