@@ -236,6 +236,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
         result,
         ...(status.backups ? { backups: await backupRaces({ output }, jobId) } : {}),
         chunks: manifest.chunks,
+        ...(manifest.job.partitions !== undefined ? { partitions: manifest.job.partitions } : {}),
       });
     return { jobId, result, status, ranOn: workers > 0 ? "threads" : "inline", ...(report ? { report } : {}) };
   } finally {

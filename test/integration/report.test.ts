@@ -215,6 +215,27 @@ describe("the report's arithmetic", () => {
     return log;
   };
 
+  it("prices a keyed job's shuffle: each map task's shuffle object, each reduce task's plan and output part", () => {
+    const runs = logOf([
+      [0, { on: "fleet", at: at(0), ms: 1000, worker: "w/1", bytes: 2000 }],
+      [1, { on: "fleet", at: at(0), ms: 1000, worker: "w/2", bytes: 2000 }],
+      // The reduce task reads one segment of each map task's shuffle object.
+      [2, { on: "fleet", at: at(1000), ms: 1000, worker: "w/1", bytes: 500, objects: 2 }],
+    ]);
+    const input = { jobId: "j", op: "distinct", inputs: ["a"], finishedAt: at(3000), runs, instanceType: "m7g.large", chunks: 2 };
+    // Own: (4 objects + 3 part reads) GETs and 3 part PUTs; the shuffle: 2 shuffle objects, 1 plan and
+    // 1 output part PUT, 1 plan GET. 8 × $0.0004 / 1000 + 7 × $0.005 / 1000 = 0.0000032 + 0.000035.
+    expect(buildReport({ ...input, partitions: 1 }).cost.s3Requests).toBe(0.000038);
+    expect(buildReport({ ...input, partitions: 1 }).cost.basis).toContain("plan's PUT and GET");
+    // Priced as a job of one result, the shuffle would be missed: 7 GETs and 3 PUTs.
+    expect(buildReport(input).cost.s3Requests).toBe(0.000018);
+    // What the cost ceiling adds up per run agrees: 1 PUT more for a map task, 2 PUTs and a GET for a reduce task.
+    const run: TaskRun = { on: "fleet", at: at(0), ms: 1000, worker: "w/1", bytes: 2000 };
+    const more = (role: "map" | "reduce") => runCostUsd(run, "m7g.large", "on-demand", role)! - runCostUsd(run, "m7g.large")!;
+    expect(more("map")).toBeCloseTo(0.005 / 1000, 12);
+    expect(more("reduce")).toBeCloseTo((2 * 0.005 + 0.0004) / 1000, 12);
+  });
+
   it("prices task-seconds, inline seconds and requests at the table's list prices, and names the stragglers", () => {
     const runs = logOf([
       [0, { on: "lambda", at: at(0), ms: 500, worker: "splitter", bytes: 1000 }],

@@ -11,7 +11,7 @@ import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { Manifest } from "../job/manifest.js";
 import { runCostUsd } from "../report/jobReport.js";
-import { PRICES, usdOver, vcpuSecondUsd } from "../report/prices.js";
+import { PRICES, usdOver, vcpuSecondUsd, type ShuffleRole } from "../report/prices.js";
 import type { PipelineDeps } from "./deps.js";
 import { inLaneOf } from "./lanes.js";
 import type { Lanes } from "./deps.js";
@@ -49,9 +49,15 @@ export interface JobProgress {
  * mean times their number; 0 when none recorded a run (parts of another version); undefined if
  * the instance is unpriced.
  */
-const spentOn = async (deps: PipelineDeps, keys: readonly string[], copies: number, instanceType: string): Promise<number | undefined> => {
+const spentOn = async (
+  deps: PipelineDeps,
+  keys: readonly string[],
+  copies: number,
+  instanceType: string,
+  shuffle: ShuffleRole | undefined,
+): Promise<number | undefined> => {
   if (keys.length === 0) return 0;
-  const costs = (await sampleRuns(deps, keys)).map((run) => runCostUsd(run, instanceType, deps.capacity));
+  const costs = (await sampleRuns(deps, keys)).map((run) => runCostUsd(run, instanceType, deps.capacity, shuffle));
   if (costs.some((c) => c === undefined)) return undefined;
   if (costs.length === 0) return 0;
   return ((costs as number[]).reduce((a, b) => a + b, 0) / costs.length) * (keys.length + copies);
@@ -68,12 +74,13 @@ export const costCeilingError = async (roleDeps: PipelineDeps & Lanes, progress:
   const mapCopies = backedUp.filter((i) => i < manifest.chunks).length;
   // Past the chunks, a job's tasks are its merge tasks or (a keyed job) its reduce tasks, never both.
   const laterCopies = backedUp.length - mapCopies;
+  const keyed = manifest.job.partitions !== undefined;
   const kinds = [
-    { tasks: [...mapParts.values()], copies: mapCopies, name: "map" },
-    { tasks: merged, copies: manifest.job.partitions === undefined ? laterCopies : 0, name: "merge" },
-    { tasks: reduced, copies: manifest.job.partitions === undefined ? 0 : laterCopies, name: "reduce" },
+    { tasks: [...mapParts.values()], copies: mapCopies, name: "map", shuffle: keyed ? ("map" as const) : undefined },
+    { tasks: merged, copies: keyed ? 0 : laterCopies, name: "merge", shuffle: undefined },
+    { tasks: reduced, copies: keyed ? laterCopies : 0, name: "reduce", shuffle: keyed ? ("reduce" as const) : undefined },
   ];
-  const usd = await Promise.all(kinds.map(({ tasks, copies }) => spentOn(deps, tasks, copies, instanceType)));
+  const usd = await Promise.all(kinds.map(({ tasks, copies, shuffle }) => spentOn(deps, tasks, copies, instanceType, shuffle)));
   if (usd.some((u) => u === undefined)) return undefined;
   const spent = (usd as number[]).reduce((a, b) => a + b, 0);
   if (spent <= ceiling) return undefined;

@@ -76,6 +76,7 @@ const writeReport = async (
       result,
       backups: races,
       chunks: manifest.chunks,
+      ...(manifest.job.partitions !== undefined ? { partitions: manifest.job.partitions } : {}),
     }),
   );
 

@@ -13,9 +13,11 @@ import {
   requestUsd,
   S3_GETS_PER_TASK,
   S3_PUTS_PER_TASK,
+  shuffleUsd,
   SQS_PER_TASK,
   vcpuSecondUsd,
   type Capacity,
+  type ShuffleRole,
 } from "./prices.js";
 
 /** Tasks a report lists one by one; a bigger job's report keeps its totals and its slowest tasks. */
@@ -31,16 +33,23 @@ export const SPLITTER_GB = DEFAULTS.splitterMemoryMiB / 1024;
 
 /**
  * What one task's run cost at list prices, as a report prices it: its time on its instance's
- * vCPU (fleet) or in the splitter (Lambda), and its requests. Undefined when its fleet type is unpriced.
+ * vCPU (fleet) or in the splitter (Lambda), and its requests (a shuffle's too, for its `shuffle` role).
+ * Undefined when its fleet type is unpriced.
  */
-export const runCostUsd = (run: TaskRun, instanceType: string, capacity: Capacity = "on-demand"): number | undefined => {
+export const runCostUsd = (
+  run: TaskRun,
+  instanceType: string,
+  capacity: Capacity = "on-demand",
+  shuffle?: ShuffleRole,
+): number | undefined => {
   const seconds = (run.ms ?? 0) / 1000;
   const perVcpu = vcpuSecondUsd(instanceType, capacity);
   if (run.on === "fleet" && perVcpu === undefined) return undefined;
   const compute = run.on === "fleet" ? seconds * perVcpu! : run.on === "lambda" ? seconds * SPLITTER_GB * PRICES.lambdaGbSecond : 0;
   const cloud = run.on === "local" ? 0 : 1;
   const { s3, sqs } = requestUsd(cloud, cloud * (run.objects ?? 1), run.on === "fleet" ? 1 : 0);
-  return compute + s3 + sqs;
+  const shuffled = shuffle === undefined ? 0 : cloud * shuffleUsd(shuffle === "map" ? 1 : 0, shuffle === "reduce" ? 1 : 0);
+  return compute + s3 + sqs + shuffled;
 };
 
 export const TaskRecord = z.object({
@@ -310,6 +319,8 @@ export interface ReportInput {
    * throughput, which are the map tasks'. Unset: every task is a map task.
    */
   readonly chunks?: number;
+  /** A keyed or sorting job's partitions: its tasks past `chunks` are reduce tasks, and the shuffle's requests are priced. */
+  readonly partitions?: number;
 }
 
 const median = (sorted: Float64Array): number => {
@@ -360,6 +371,8 @@ export const buildReport = (input: ReportInput): JobReport => {
   let span = 1;
   let cloudTasks = 0;
   let cloudObjects = 0;
+  let cloudMapTasks = 0;
+  let cloudReduceTasks = 0;
   let fleetTasks = 0;
   const stragglers: JobReport["stragglers"] = [];
   const tasks: TaskRecord[] = [];
@@ -380,6 +393,8 @@ export const buildReport = (input: ReportInput): JobReport => {
     if (t.on !== "local") {
       cloudTasks++;
       cloudObjects += objects;
+      if (input.partitions !== undefined && t.index < chunks) cloudMapTasks++;
+      else if (input.partitions !== undefined) cloudReduceTasks++;
     }
     if (t.on === "fleet") fleetTasks++;
     if (listed(t.ms)) tasks.push(t);
@@ -406,7 +421,9 @@ export const buildReport = (input: ReportInput): JobReport => {
   const perVcpu = input.instanceType ? vcpuSecondUsd(input.instanceType, capacity) : undefined;
   const fleet = seconds.fleet * (perVcpu ?? 0);
   const lambda = seconds.lambda * SPLITTER_GB * PRICES.lambdaGbSecond;
-  const { s3: s3Requests, sqs } = requestUsd(cloudTasks, cloudObjects, fleetTasks);
+  const own = requestUsd(cloudTasks, cloudObjects, fleetTasks);
+  const s3Requests = own.s3 + shuffleUsd(cloudMapTasks, cloudReduceTasks);
+  const { sqs } = own;
   // Each losing copy as one more run of its task where the winner ran: its time, and its requests.
   let lostMs = 0;
   let lostUsd = 0;
@@ -467,6 +484,9 @@ export const buildReport = (input: ReportInput): JobReport => {
         `per task a GET per object it read (a reduce task: per shuffle segment), ` +
         `${S3_GETS_PER_TASK} GET and ${S3_PUTS_PER_TASK} PUT of its part, ` +
         `and on the fleet ${SQS_PER_TASK} SQS requests; ` +
+        (input.partitions !== undefined
+          ? "the shuffle's PUT of each map task's output, and per reduce task its plan's PUT and GET and its output part's PUT; "
+          : "") +
         (races.length
           ? "a backup race's losing copy as one more run, from its start (the original) or its queueing (the backup) to the winner's end; "
           : "") +

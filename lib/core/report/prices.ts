@@ -145,11 +145,22 @@ export const requestUsd = (
   sqs: fleetTasks * SQS_PER_TASK * (prices.sqsMillion / 1e6),
 });
 
+/** What a shuffle's task does beyond its own requests (requestUsd): a map task, or a reduce task. */
+export type ShuffleRole = "map" | "reduce";
+
 /**
- * USD of a keyed (or sorting) job's shuffle beyond its tasks' own requests (requestUsd): each map
- * task's PUT of its shuffle object, and each reduce task's GET of its plan and one ranged GET per
- * chunk's segment of its partition, its output part's PUT, and its own part, GET and messages.
- * Every segment is taken as non-empty: an upper bound, reached by an op of many keys.
+ * USD of the S3 requests a shuffle adds to its tasks' own (requestUsd, where a reduce task's
+ * objects are its segments): each map task's PUT of its shuffle object; per reduce task its
+ * plan's PUT (the reducer writes it) and GET, and its output part's PUT.
+ */
+export const shuffleUsd = (mapTasks: number, reduceTasks: number, prices = PRICES): number =>
+  ((mapTasks + 2 * reduceTasks) * prices.s3Put1000 + reduceTasks * prices.s3Get1000) / 1000;
+
+/**
+ * USD of a keyed (or sorting) job's shuffle beyond its map tasks' own requests: its reduce
+ * tasks' own (one ranged GET per chunk's segment of a partition, their parts and messages) and
+ * what shuffleUsd adds. Every segment is taken as non-empty: an upper bound, reached by an op
+ * of many keys.
  */
 export const shuffleRequestUsd = (
   chunks: number,
@@ -157,8 +168,8 @@ export const shuffleRequestUsd = (
   onFleet: boolean,
   prices = PRICES,
 ): { readonly s3: number; readonly sqs: number } => {
-  const reduce = requestUsd(partitions, partitions * (1 + chunks), onFleet ? partitions : 0, prices);
-  return { s3: reduce.s3 + ((chunks + partitions) * prices.s3Put1000) / 1000, sqs: reduce.sqs };
+  const reduce = requestUsd(partitions, partitions * chunks, onFleet ? partitions : 0, prices);
+  return { s3: reduce.s3 + shuffleUsd(chunks, partitions, prices), sqs: reduce.sqs };
 };
 
 /**
