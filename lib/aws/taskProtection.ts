@@ -6,36 +6,85 @@
 import type { Logger } from "../core/log.js";
 
 export interface TaskProtection {
-  /** Called when the first task starts; resolves once protection is requested. */
+  /** Called when a task starts; resolves once protection is held (or asking for it failed). */
   acquire(): Promise<void>;
-  /** Called when the last task ends. */
+  /** Called when a task ends. */
   release(): Promise<void>;
 }
 
 export const noProtection: TaskProtection = { acquire: async () => {}, release: async () => {} };
 
-/** Reference-counted protection through the ECS agent; failures are logged, never fatal. */
-export const ecsTaskProtection = (agentUri: string, log: Logger, expiresInMinutes = 120): TaskProtection => {
+export interface EcsTaskProtectionOptions {
+  /** How long the agent holds protection unless told again (its ExpiresInMinutes). Default 120. */
+  readonly expiresInMinutes?: number;
+  /** Idle time before protection is given up: a worker between back-to-back chunks keeps it. Default 2 s. */
+  readonly idleMs?: number;
+  /** Wait before a refused or failed request is made again. Default 15 s. */
+  readonly retryMs?: number;
+}
+
+/**
+ * Reference-counted protection through the ECS agent. Failures are logged, never fatal, and tried
+ * again until the agent knows the wanted state: a release it never took would keep an idle
+ * instance running (and billed) until protection expired. Held protection is renewed at half its
+ * expiry, so that a worker busy for longer than it is never scaled in mid-chunk.
+ */
+export const ecsTaskProtection = (agentUri: string, log: Logger, options: EcsTaskProtectionOptions = {}): TaskProtection => {
+  const expiresInMinutes = options.expiresInMinutes ?? 120;
+  const idleMs = options.idleMs ?? 2000;
+  const retryMs = options.retryMs ?? 15_000;
   let holders = 0;
+  /** Protection asked for last (true) or given up (false), whether or not the agent took it. */
+  let held = false;
   let chain: Promise<void> = Promise.resolve();
-  const set = (enabled: boolean) => {
+  let idle: NodeJS.Timeout | undefined;
+  let retry: NodeJS.Timeout | undefined;
+  let renew: NodeJS.Timeout | undefined;
+
+  const put = async (enabled: boolean): Promise<boolean> => {
+    try {
+      const res = await fetch(`${agentUri}/task-protection/v1/state`, {
+        method: "PUT",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(enabled ? { ProtectionEnabled: true, ExpiresInMinutes: expiresInMinutes } : { ProtectionEnabled: false }),
+        signal: AbortSignal.timeout(5000),
+      });
+      if (res.ok) return true;
+      log.warn("task protection request refused; will ask again", { enabled, status: res.status });
+    } catch (err) {
+      log.warn("task protection request failed; will ask again", { enabled, error: (err as Error).message });
+    }
+    return false;
+  };
+
+  /** Tells the agent `enabled`, after any request in flight; asks again later while it is still what is wanted. */
+  const tell = (enabled: boolean): Promise<void> => {
+    clearTimeout(retry);
     chain = chain.then(async () => {
-      try {
-        const res = await fetch(`${agentUri}/task-protection/v1/state`, {
-          method: "PUT",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify(enabled ? { ProtectionEnabled: true, ExpiresInMinutes: expiresInMinutes } : { ProtectionEnabled: false }),
-          signal: AbortSignal.timeout(5000),
-        });
-        if (!res.ok) log.warn("task protection request refused", { enabled, status: res.status });
-      } catch (err) {
-        log.warn("task protection request failed", { enabled, error: (err as Error).message });
-      }
+      if (held !== enabled) return;
+      if (!(await put(enabled)) && held === enabled) retry = setTimeout(() => void (held === enabled && tell(enabled)), retryMs).unref();
     });
     return chain;
   };
+
   return {
-    acquire: () => (holders++ === 0 ? set(true) : chain),
-    release: () => (--holders === 0 ? set(false) : chain),
+    acquire() {
+      holders++;
+      clearTimeout(idle);
+      if (held) return chain;
+      held = true;
+      renew = setInterval(() => void tell(true), (expiresInMinutes * 60_000) / 2).unref();
+      return tell(true);
+    },
+    async release() {
+      if (--holders > 0) return;
+      clearTimeout(idle);
+      idle = setTimeout(() => {
+        if (holders > 0 || !held) return;
+        held = false;
+        clearInterval(renew);
+        void tell(false);
+      }, idleMs).unref();
+    },
   };
 };

@@ -388,6 +388,8 @@ export interface ProtectionRequest {
   readonly body: { ProtectionEnabled?: boolean; ExpiresInMinutes?: number };
   /** Whatever the test's hook returned for it (e.g. what it saw at that moment). */
   note?: unknown;
+  /** Answered 503 (FakeEcsAgent.refusing). */
+  refused?: boolean;
 }
 
 export interface FakeEcsAgent {
@@ -400,6 +402,8 @@ export interface FakeEcsAgent {
    * before it maps its chunk). Its value is kept as the request's note.
    */
   onRequest: ((request: ProtectionRequest) => unknown) | undefined;
+  /** Requests still to refuse (answered 503, as an agent that is busy): each one refused counts it down. */
+  refusing: number;
   close(): Promise<void>;
 }
 
@@ -410,6 +414,7 @@ export const startFakeEcsAgent = async (): Promise<FakeEcsAgent> => {
     uri: "",
     requests,
     onRequest: undefined,
+    refusing: 0,
     close: async () => {},
   };
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -430,6 +435,12 @@ export const startFakeEcsAgent = async (): Promise<FakeEcsAgent> => {
           request.note = err;
         }
         if (res.destroyed) return;
+        if (agent.refusing > 0) {
+          agent.refusing--;
+          request.refused = true;
+          res.writeHead(503).end();
+          return;
+        }
         res.writeHead(200, { "content-type": "application/json" });
         res.end(JSON.stringify({ protection: { ProtectionEnabled: request.body.ProtectionEnabled ?? false } }));
       })();

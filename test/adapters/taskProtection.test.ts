@@ -1,0 +1,66 @@
+/**
+ * ECS task scale-in protection through a fake ECS agent: held across back-to-back chunks, given
+ * up once idle, asked again until the agent takes it (a release it never took would keep an idle
+ * instance billed until protection expired), and renewed while a worker stays busy.
+ */
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { silentLogger } from "../../lib/core/log.js";
+import { ecsTaskProtection } from "../../lib/aws/taskProtection.js";
+import { startFakeEcsAgent, waitFor, type FakeEcsAgent } from "../helpers/devCloud.js";
+
+let agent: FakeEcsAgent;
+beforeEach(async () => {
+  agent = await startFakeEcsAgent();
+});
+afterEach(async () => agent.close());
+
+/** What the agent was asked, in order: E (enable) or D (disable), lower case when it refused. */
+const asked = (): string =>
+  agent.requests.map((r) => (r.body.ProtectionEnabled ? "E" : "D")[r.refused ? "toLowerCase" : "toUpperCase"]()).join("");
+
+describe("ECS task protection", () => {
+  it("is held across back-to-back tasks and given up once the worker is idle", async () => {
+    const p = ecsTaskProtection(agent.uri, silentLogger, { idleMs: 300 });
+    await p.acquire();
+    await p.release();
+    await p.acquire();
+    await p.acquire();
+    await p.release();
+    await p.release();
+    await waitFor("protection given up", () => (asked() === "ED" ? true : undefined), 10_000, 20);
+    expect(agent.requests[0]!.body).toEqual({ ProtectionEnabled: true, ExpiresInMinutes: 120 });
+    expect(agent.requests[1]!.body).toEqual({ ProtectionEnabled: false });
+  });
+
+  it("a release the agent refused is asked again until it takes", async () => {
+    const p = ecsTaskProtection(agent.uri, silentLogger, { idleMs: 10, retryMs: 50 });
+    await p.acquire();
+    agent.refusing = 2;
+    await p.release();
+    await waitFor("the release taken", () => (asked() === "EddD" ? true : undefined), 10_000, 20);
+  });
+
+  it("an enable the agent refused is asked again while a task holds it, and not once it is released", async () => {
+    const p = ecsTaskProtection(agent.uri, silentLogger, { idleMs: 10, retryMs: 50 });
+    agent.refusing = 1;
+    await p.acquire();
+    await waitFor("the enable taken", () => (asked() === "eE" ? true : undefined), 10_000, 20);
+    await p.release();
+    await waitFor("the release", () => (asked() === "eED" ? true : undefined), 10_000, 20);
+    // Refused, then released before its retry: the retry is dropped, and the release is still made.
+    agent.refusing = 1;
+    await p.acquire();
+    await p.release();
+    await waitFor("the second release", () => (asked() === "eEDeD" ? true : undefined), 10_000, 20);
+  });
+
+  it("is renewed at half its expiry while a worker stays busy", async () => {
+    // 0.005 minutes (300 ms): renewed every 150 ms.
+    const p = ecsTaskProtection(agent.uri, silentLogger, { expiresInMinutes: 0.005, idleMs: 10 });
+    await p.acquire();
+    await waitFor("two renewals", () => (/^E{3,}$/.test(asked()) ? true : undefined), 10_000, 5);
+    await p.release();
+    await waitFor("the release", () => (asked().endsWith("D") ? true : undefined), 10_000, 5);
+    expect(asked()).toMatch(/^E{3,}D$/);
+  });
+});
