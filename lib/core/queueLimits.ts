@@ -8,6 +8,24 @@ export const QUEUE_LIMITS = {
   maxVisibilitySeconds: 43_200,
 } as const;
 
+/**
+ * The longest a task may run on the fleet: SQS hides a received message for at most 12 hours
+ * (heartbeats cannot extend it past that), less 10 minutes for the last beat and the part's write.
+ * A task still running then would be handed out again, a duplicate using up an attempt.
+ */
+export const FLEET_MAX_TASK_SECONDS = QUEUE_LIMITS.maxVisibilitySeconds - 600;
+
+/** INVALID_SPEC when a job asks its fleet tasks for more time than the queue can give them. */
+export const refuseTaskTimeoutPastQueue = (taskTimeoutSeconds: number | undefined, where: string): void => {
+  if (taskTimeoutSeconds !== undefined && taskTimeoutSeconds > FLEET_MAX_TASK_SECONDS)
+    throw new CloudmillError(
+      ErrorCode.INVALID_SPEC,
+      `${where}: taskTimeoutSeconds ${taskTimeoutSeconds} is more than the fleet's ${FLEET_MAX_TASK_SECONDS}: SQS hides a task ` +
+        "from other workers for at most 12 hours, and one still running then would be run again; split the work into smaller chunks",
+      { field: "taskTimeoutSeconds" },
+    );
+};
+
 const check = (ok: boolean, what: string): void => {
   if (!ok) throw new CloudmillError(ErrorCode.INTERNAL, what);
 };

@@ -13,6 +13,7 @@ import { JobStatus } from "../../lib/core/job/manifest.js";
 import { jobSpecOutputKeys } from "../../lib/core/keys.js";
 import { readJson, readJsonIfExists } from "../../lib/core/pipeline/blobJson.js";
 import { handleObjectCreated } from "../../lib/core/pipeline/trigger.js";
+import { parseRetryRequest } from "../../lib/core/pipeline/resume.js";
 import type { BlobStore, TaskQueue } from "../../lib/core/ports.js";
 import { errorsPrefix } from "../../lib/core/keys.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
@@ -82,6 +83,28 @@ describe("a job's own maxAttempts on the fleet", () => {
     const status = await readJson(output, jobSpecOutputKeys("many-1").status, JobStatus);
     expect(status).toMatchObject({ state: "failed", error: { code: "INVALID_SPEC" } });
     expect(status.error?.message).toMatch(/maxAttempts 5 is more than this stack's 3/);
+  });
+
+  it("a task time limit past what SQS can hide a task for (12 hours) is refused, for a spec and for a retry", async () => {
+    const { inputs, output, deps } = localPipeline(path.join(dir, "long"));
+    await inputs.put("data.txt", Buffer.from("a\n"));
+    const config = { defaultChunkSize: 1024, maxAttempts: STACK_ATTEMPTS, jobDeadlineSeconds: 600 };
+    // 11 h 50 min is the most: 12 h of SQS's visibility less 10 min for the last heartbeat and the part.
+    for (const [id, seconds] of [
+      ["long-1", 12 * 3600],
+      ["fits-1", 12 * 3600 - 600],
+    ] as const) {
+      const spec = { op: "count", inputs: ["s3://lab-in/data.txt"], taskTimeoutSeconds: seconds };
+      await inputs.put(`_jobs/${id}.json`, Buffer.from(JSON.stringify(spec)));
+      await handleObjectCreated(deps, config, { bucket: "lab-in", key: `_jobs/${id}.json` });
+    }
+    const long = await readJson(output, jobSpecOutputKeys("long-1").status, JobStatus);
+    expect(long).toMatchObject({ state: "failed", error: { code: "INVALID_SPEC" } });
+    expect(long.error?.message).toMatch(/taskTimeoutSeconds 43200 is more than the fleet's 42600: SQS hides a task/);
+    expect(await readJson(output, jobSpecOutputKeys("fits-1").status, JobStatus)).toMatchObject({ state: "running" });
+    expect(() => parseRetryRequest(JSON.stringify({ after: 0, taskTimeoutSeconds: 43_200 }), "retry long-1")).toThrow(
+      /retry long-1: taskTimeoutSeconds 43200 is more than the fleet's 42600/,
+    );
   });
 });
 

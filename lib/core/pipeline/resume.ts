@@ -6,6 +6,7 @@
  * end is kept under `_work/<id>/retries/`, then its marker removed, so workers and the reducer
  * treat the job as running again.
  */
+import { refuseTaskTimeoutPastQueue } from "../queueLimits.js";
 import * as z from "zod";
 import { cancelKey, failureKey, manifestKey, parsePartKey, partKey, partsPrefix, pastEndKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
@@ -172,5 +173,6 @@ export const parseRetryRequest = (text: string, where: string): RetryRequest => 
     const issue = parsed.error.issues[0]!;
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `${where}: ${issue.path.join(".") || "request"}: ${issue.message}`);
   }
+  refuseTaskTimeoutPastQueue(parsed.data.taskTimeoutSeconds, where);
   return parsed.data;
 };

@@ -20,6 +20,7 @@ import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { digest, isUploadJobIdForm, uploadJobId } from "../job/planner.js";
 import { JobId, OpName, parseJobSpec, parseJobSpecJson } from "../job/spec.js";
 import { DEFAULTS } from "../constants.js";
+import { refuseTaskTimeoutPastQueue } from "../queueLimits.js";
 import type { SplitDeps } from "./deps.js";
 import { failJob } from "./deadLetter.js";
 import { readBytes } from "./blobJson.js";
@@ -226,6 +227,7 @@ const startSpecJob = async (
           "on a task then): ask for at most that many, or deploy the stack with a higher maxAttempts",
         { field: "maxAttempts" },
       );
+    refuseTaskTimeoutPastQueue(spec.taskTimeoutSeconds, `job spec ${key}`);
     if (spec.id !== undefined && spec.id !== jobId)
       throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec ${key}: id ${JSON.stringify(spec.id)} differs from its file name`, {
         field: "id",
