@@ -119,6 +119,57 @@ describe("a header whose names cannot key a record", () => {
   });
 });
 
+describe("line ends and blank lines around records", () => {
+  it("records ending in \\r\\r\\n (Windows' text mode after Python's csv) read as Python reads them, with no \\r in a field", async () => {
+    const file = await write("crcrlf.csv", 'v,k\r\r\n1,a\r\r\n"2\r\r\nx",b\r\r\n3,a\r\r\n4,"c"\r\r\n');
+    const rows = pythonCsvRows(file, ",");
+    expect(rows.flat().some((f) => f.endsWith("\r") && !f.includes("\n"))).toBe(false);
+    for (const chunkSize of [2, 3, 5, 7, 13, 1 << 20]) {
+      const r = await run(file, "rows", chunkSize, { header: false });
+      expect(r, `chunks of ${chunkSize}`).toMatchObject({ ok: true, result: [["v", "k"], ...rows] });
+      // By name too: the header's last name is "k", not "k\r".
+      const byName = await run(file, "distinct", chunkSize, { key: "k" });
+      expect(byName.ok, `chunks of ${chunkSize}: ${!byName.ok && byName.error.message}`).toBe(true);
+    }
+  });
+
+  it("a blank line before the header is refused, not taken for the header (and the header for a record)", async () => {
+    for (const [name, text] of [
+      ["blank-lf.csv", "\ncolor\nred\nblue\nred\n"],
+      ["blank-crlf.csv", "\r\nk,v\r\na,1\r\n"],
+    ] as const) {
+      const file = await write(name, text);
+      for (const chunkSize of [1, 4, 1 << 20]) {
+        const r = await run(file, "count", chunkSize);
+        expect(!r.ok && r.error.describe(), `${name}, chunks of ${chunkSize}`).toBe(
+          `${file}:1 (byte 0): the header line is blank, and records follow it: remove the blank line(s) before the header, or pass header=false`,
+        );
+      }
+      // Without a header, the blank line is no record, as Python's csv drops it.
+      expect(await run(file, "count", 3, { header: false })).toMatchObject({
+        ok: true,
+        result: { records: pythonCsvRows(file, ",").length + 1 },
+      });
+    }
+    // A file of blank lines alone holds no record.
+    expect(await run(await write("blank.csv", "\n\r\n\n"), "count", 2)).toMatchObject({ ok: true, result: { records: 0 } });
+  });
+});
+
+describe("a column named by index", () => {
+  it("past the header's columns is a bad param, not a bad record in every row (which skipping would answer with nothing)", async () => {
+    const file = await write("digits.csv", "2,1,x\n10,20,30\n");
+    for (const column of [7, "7"]) {
+      const r = await run(file, "stats", 4, { column });
+      expect(!r.ok && r.error.code).toBe("INVALID_SPEC");
+      expect(!r.ok && r.error.message).toMatch(/: no column 7: the header has 3 \(columns: 2, 1, x\)$/);
+    }
+    // Within it, by index: column 3, whose one number is Python's csv's row 1, field 3.
+    expect(await run(file, "stats", 4, { column: 3 })).toMatchObject({ ok: true, result: { count: 1, sum: 30 } });
+    expect(Number(pythonCsvRows(file, ",")[0]![2])).toBe(30);
+  });
+});
+
 describe("a UTF-16 file (Excel's Unicode text)", () => {
   /** Tab-separated, CRLF, a quoted note spanning lines; Ċ (U+010A) and ਊ (U+0A0A) hold 0x0A bytes that are not newlines. */
   const TEXT = 'id\tname\tnote\r\n1\t"Smith, J."\t"first line\r\nsecond ""quoted"""\r\n2\tĊਊ é 𝄞\tplain\r\n3\t"ਊ\tਊ"\t"x\ny"\r\n';
@@ -140,6 +191,18 @@ describe("a UTF-16 file (Excel's Unicode text)", () => {
     for (const chunkSize of [5, 1 << 20]) {
       expect(await run(file, "count", chunkSize, { separator: "auto" }, "csv")).toMatchObject({ ok: true, result: { records: 3 } });
     }
+  });
+
+  it("longer than the sniffed head: separator=auto weighs its whole records only, as in UTF-8", async () => {
+    // 100 records of 2,000 characters: 64 KiB of UTF-16 decodes to 32 KiB, and still cuts a record.
+    const text = `a,b,c\n${Array.from({ length: 100 }, (_, i) => `${"x".repeat(2000)},${i},${2 * i}\n`).join("")}`;
+    const file = path.join(dir, "long-16.csv");
+    await writeFile(file, encode("LE", text));
+    const b = pythonCsvRows(file, ",", "utf-16").map((row) => Number(row[1]));
+    expect(await run(file, "stats", 1 << 20, { separator: "auto", column: "b" })).toMatchObject({
+      ok: true,
+      result: { count: b.length, sum: b.reduce((x, y) => x + y, 0) },
+    });
   });
 
   it("names the line and the byte of the file (not of the decoded text) where a quote never closes", async () => {

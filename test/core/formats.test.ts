@@ -112,6 +112,19 @@ describe("csv", () => {
     }
   });
 
+  it("blames a quote kept inside an unquoted field, not the later quote it left unpaired, at any chunk size", async () => {
+    // Python's csv keeps x"y as text, then reads "p\nq" as one field: readers disagree, so it is refused.
+    const text = 'k,v\nx"y,"p\nq"\n';
+    const f = await file("stray.csv", text);
+    for (const chunkSize of [1, 5, 1000]) {
+      const e = await failure({ op: "count", inputs: [f], chunkSize });
+      expect(e.describe()).toBe(
+        `${f}:2 (byte ${text.indexOf('"')}): a quote inside an unquoted field (column 1) leaves the quotes unpaired: ` +
+          "quote the whole field and double the quote (RFC 4180), or read with multiline=false",
+      );
+    }
+  });
+
   it("names the columns when a column name is not in the header; needs a column at all", async () => {
     const f = await file("cols.csv", "a,b\n1,2\n");
     const e = await failure({ op: "stats", inputs: [f], params: { column: "c" } });
@@ -120,9 +133,13 @@ describe("csv", () => {
     const none = await failure({ op: "stats", inputs: [f] });
     expect(none.code).toBe(ErrorCode.INVALID_SPEC);
     expect(none.message).toContain("--param column=");
+    // An index past the header's columns is the param's fault; without a header, the row's.
     const far = await failure({ op: "stats", inputs: [f], params: { column: "5" } });
-    expect(far.code).toBe(ErrorCode.BAD_RECORD);
-    expect(far.describe()).toContain(`${f}:2 `);
+    expect(far.code).toBe(ErrorCode.INVALID_SPEC);
+    expect(far.message).toContain("no column 5: the header has 2 (columns: a, b)");
+    const headless = await failure({ op: "stats", inputs: [f], params: { column: "5", header: "false" } });
+    expect(headless.code).toBe(ErrorCode.BAD_RECORD);
+    expect(headless.describe()).toContain(`${f}:1 `);
   });
 });
 

@@ -265,6 +265,13 @@ const columnIndex = (options: ValueOptions, header: readonly string[] | undefine
   if (typeof column === "number" || isColumnIndex(column, header)) {
     if (Number(column) < 1)
       throw new CloudmillError(ErrorCode.INVALID_SPEC, "param column: columns count from 1", { field: "params.column" });
+    // Past the header's columns, every record would be refused as bad (or, skipped, leave no number).
+    if (header !== undefined && header.length > 0 && Number(column) > header.length)
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        `no column ${column}: the header has ${header.length} (columns: ${headerNamesShown(header)})`,
+        { field: "params.column", input: inputName },
+      );
     return Number(column) - 1;
   }
   const i = header?.indexOf(column) ?? -1;

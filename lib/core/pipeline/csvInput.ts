@@ -51,7 +51,8 @@ export const readCsvInput = async (
   let sniffed: string | undefined;
   if (named === "auto") {
     const sample = encoding ? decodeUtf16Block({ bytes: wholeUnits(head, encoding), offset: 0, first: true }, encoding).bytes : head;
-    separator = sniffed = sniffSeparator(sample, input.name);
+    // Whether the read reached the input's end goes by the bytes read, not by the decoded sample.
+    separator = sniffed = sniffSeparator(sample, input.name, head.length < HEAD_BYTES);
   } else if (named === "tab") separator = "\t";
   else if (typeof named === "string") separator = named;
   else separator = defaultSeparator(input.name);
@@ -68,6 +69,7 @@ export const readCsvInput = async (
         ? lineEnds()
         : new CsvRecordEnds(false, quoted);
     const text = firstRecordIn(head, size, encoding, quoted) ?? (await firstRecord(store, input, codec, ends, encoding, quoted, signal));
+    refuseBlankHeader(text, head, head.length >= size, encoding);
     header = text === undefined ? [] : parseCsvRecord(text, 0, csv);
   }
   return {
@@ -108,6 +110,20 @@ const refuseBareCarriageReturns = (head: Buffer, encoding: Utf16 | undefined, mu
 };
 
 /**
+ * Refuses a blank first line with records after it: the blank line would be taken for the header
+ * and the header for a record. (A file of blank lines alone holds no record, and reads as none.)
+ */
+const refuseBlankHeader = (text: string | undefined, head: Buffer, whole: boolean, encoding: Utf16 | undefined): void => {
+  if (text !== "") return;
+  const decoded = encoding ? decodeUtf16Block({ bytes: wholeUnits(head, encoding), offset: 0, first: true }, encoding).bytes : head;
+  if (whole && /^[\r\n\uFEFF]*$/.test(decoded.toString("utf8"))) return;
+  throw badRecord(
+    "the header line is blank, and records follow it: remove the blank line(s) before the header, " + "or pass header=false",
+    0,
+  );
+};
+
+/**
  * The first record's text if `head` holds all of it (without its line ending or a byte-order
  * mark), or undefined when it runs past `head` or the input is empty. `separator` set: quoted
  * newlines stay inside the record.
@@ -119,7 +135,7 @@ const firstRecordIn = (head: Buffer, size: number, encoding: Utf16 | undefined, 
   if (ends.first < 0 && (head.length < size || head.length === 0)) return undefined;
   const bytes = ends.first < 0 ? head : head.subarray(0, ends.first + 1);
   const text = encoding ? decodeUtf16Block({ bytes, offset: 0, first: true }, encoding).bytes.toString("utf8") : bytes.toString("utf8");
-  const record = text.replace(/^\uFEFF/, "").replace(/\r?\n$/, "");
+  const record = text.replace(/^\uFEFF/, "").replace(/\r*\n$/, "");
   // A file that is only a byte-order mark holds no record.
   return ends.first < 0 && record === "" ? undefined : record;
 };

@@ -6,7 +6,7 @@
  * - one record per line (`multiline=false`): a quote still open at the end of a line is a
  *   BAD_RECORD naming its offset, never a silent merge of lines.
  */
-import { badRecord } from "../errors.js";
+import { badRecord, type CloudmillError } from "../errors.js";
 import type { RecordBlock } from "./alignedBlocks.js";
 import { forEachLine } from "./lines.js";
 
@@ -23,6 +23,14 @@ const QUOTE = 0x22;
 
 /** Byte offset of the character at `index` of a record's text that starts at byte `offset`. */
 const byteAt = (text: string, index: number, offset: number): number => offset + Buffer.byteLength(text.slice(0, index));
+
+/** A quote kept inside an unquoted field (at index `at`, in `column`) that leaves a record's quotes unpaired. */
+const strayQuote = (text: string, offset: number, at: number, column: number): CloudmillError =>
+  badRecord(
+    `a quote inside an unquoted field (column ${column}) leaves the quotes unpaired: ` +
+      "quote the whole field and double the quote (RFC 4180), or read with multiline=false",
+    byteAt(text, at, offset),
+  );
 
 /**
  * The fields of one record's text (without its line ending). `offset` is the record's byte
@@ -43,6 +51,8 @@ export const parseCsvRecord = (text: string, offset: number, { separator, quote,
       for (;;) {
         const q = text.indexOf(quote, j);
         if (q < 0) {
+          // A quote kept inside an earlier unquoted field made parity pair this one with a later line's: it is the cause.
+          if (multiline && stray >= 0) throw strayQuote(text, offset, stray, strayColumn);
           const at = byteAt(text, opened, offset);
           throw badRecord(
             multiline
@@ -81,12 +91,7 @@ export const parseCsvRecord = (text: string, offset: number, { separator, quote,
         const nl = text.indexOf("\n", i);
         if (nl >= 0 && nl < e) {
           // Parity took this newline for one inside quotes: only a kept quote can have made it so.
-          const at = stray >= 0 ? stray : i;
-          throw badRecord(
-            `a quote inside an unquoted field (column ${stray >= 0 ? strayColumn : fields.length + 1}) leaves the quotes unpaired: ` +
-              "quote the whole field and double the quote (RFC 4180), or read with multiline=false",
-            byteAt(text, at, offset),
-          );
+          throw stray >= 0 ? strayQuote(text, offset, stray, strayColumn) : strayQuote(text, offset, i, fields.length + 1);
         }
       }
       fields.push(text.slice(i, e));
@@ -101,6 +106,16 @@ export const parseCsvLine = (line: string, offset: number, options: CsvOptions):
   parseCsvRecord(line, offset, { ...options, multiline: false });
 
 /**
+ * Where a record's text ends before its line end: before every carriage return there. Windows'
+ * text mode writes `\r\r\n` after Python's csv; Python reads the record up to the first `\r`.
+ */
+export const endBeforeCarriageReturns = (b: Uint8Array, start: number, end: number): number => {
+  let e = end;
+  while (e > start && b[e - 1] === CR) e--;
+  return e;
+};
+
+/**
  * Calls fn(start, end, offset) for each CSV record of a block of whole records: [start, end)
  * indexes into block.bytes without the record's line ending; with multiline, a record ends at
  * a newline outside quotes (the block starts outside quotes: it starts a record).
@@ -113,7 +128,7 @@ export const forEachCsvRecord = (
   const b = block.bytes;
   const q = multiline ? b.indexOf(QUOTE) : -1;
   if (q < 0) {
-    forEachLine(block, fn);
+    forEachLine(block, b.indexOf("\r\r") < 0 ? fn : (s, e, offset) => fn(s, endBeforeCarriageReturns(b, s, e), offset));
     return;
   }
   const n = b.length;
@@ -121,7 +136,7 @@ export const forEachCsvRecord = (
   // Lines before the first quote need no parity.
   let nl = b.indexOf(NL);
   while (nl >= 0 && nl < q) {
-    fn(s, nl > s && b[nl - 1] === CR ? nl - 1 : nl, block.offset + s);
+    fn(s, endBeforeCarriageReturns(b, s, nl), block.offset + s);
     s = nl + 1;
     nl = b.indexOf(NL, s);
   }
@@ -136,12 +151,12 @@ export const forEachCsvRecord = (
       continue;
     }
     if (c === NL) {
-      fn(s, i > s && b[i - 1] === CR ? i - 1 : i, block.offset + s);
+      fn(s, endBeforeCarriageReturns(b, s, i), block.offset + s);
       s = i + 1;
     }
     i++;
   }
-  if (s < n) fn(s, n > s && b[n - 1] === CR ? n - 1 : n, block.offset + s);
+  if (s < n) fn(s, endBeforeCarriageReturns(b, s, n), block.offset + s);
 };
 
 /**

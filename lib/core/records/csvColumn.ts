@@ -5,11 +5,10 @@
  * not a plain number) goes to `general`, which reads it the full way with the same result.
  */
 import type { RecordBlock } from "./alignedBlocks.js";
-import { forEachCsvRecord } from "./csv.js";
+import { endBeforeCarriageReturns, forEachCsvRecord } from "./csv.js";
 import { FAST, fast, fastNumber, isBlankByte, type DecimalSink } from "./decimal.js";
 
 const NL = 0x0a;
-const CR = 0x0d;
 const QUOTE = 0x22;
 
 export interface CsvColumnScan {
@@ -91,7 +90,7 @@ export const scanCsvColumn = (
     const nl = b.indexOf(NL, pos);
     const end = nl < 0 ? n : nl;
     if (skip) skip = false;
-    else record(pos, end > pos && b[end - 1] === CR ? end - 1 : end);
+    else record(pos, endBeforeCarriageReturns(b, pos, end));
     pos = end + 1;
   }
   if (pos >= n) return;

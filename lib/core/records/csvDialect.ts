@@ -23,15 +23,15 @@ export const defaultSeparator = (inputName: string): string => (/\.(tsv|tab)$/i.
  * the one that splits every whole record of the sample into the header's number of fields
  * (more than one); the most fields wins, then the order of SNIFFED_SEPARATORS. Quoted
  * fields count as one whatever they hold. Deterministic in the sample, so every chunk of an
- * input, reading the same first bytes, chooses the same.
+ * input, reading the same first bytes, chooses the same. `whole`: the sample is all of the input
+ * (by default, when shorter than SNIFF_BYTES; a UTF-16 input's decoded sample is shorter anyway).
  */
-export const sniffSeparator = (sample: Buffer, inputName: string): string => {
+export const sniffSeparator = (sample: Buffer, inputName: string, whole = sample.length < SNIFF_BYTES): string => {
   // Whole records only: the sample's last one may be cut short.
   const texts: string[] = [];
   forEachCsvRecord({ bytes: sample, offset: 0, first: true }, true, (s, e) => {
     if (texts.length <= SNIFF_RECORDS && e > s) texts.push(sample.toString("utf8", s, e).replace(/^\uFEFF/, ""));
   });
-  const whole = sample.length < SNIFF_BYTES;
   const complete = whole ? texts : texts.slice(0, -1);
   const header = complete[0];
   if (header === undefined && !whole) {
