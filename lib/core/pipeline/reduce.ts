@@ -19,7 +19,7 @@ import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { failJob } from "./deadLetter.js";
 import { OrderedPartMerge } from "./partMerge.js";
-import { failureOfRun, showEnd, succeededStatus, superseded, writeProgress, type WhereRan } from "./status.js";
+import { failedInRun, showEnd, succeededStatus, superseded, writeProgress, type WhereRan } from "./status.js";
 import { logFieldsOf } from "./logFields.js";
 import { backupCounts, backupRaces } from "./backups.js";
 import { advanceMergeTree, fleetTreeOf, topOfTree } from "./mergeTree.js";
@@ -242,7 +242,7 @@ export const reduceJob = async (
     }
     // A cancel (or failure) taken while this merged, minutes maybe, has told its caller the job
     // ended so: no result is written over it. One that comes later loses to the succeeded marker.
-    if ((await exists(deps.output, cancelKey(jobId))) || (await failureOfRun(deps.output, jobId, manifest.retries ?? 0))) {
+    if ((await exists(deps.output, cancelKey(jobId))) || (await failedInRun(deps.output, jobId, manifest.retries ?? 0))) {
       log.info("job ended while it was merged; result not written");
       await showEnd(deps, manifest);
       return { kind: "ended" };

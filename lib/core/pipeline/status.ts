@@ -8,7 +8,7 @@ import { cancelKey, failureKey, succeededKey } from "../keys.js";
 import type { CloudmillError, ErrorContext } from "../errors.js";
 import { JobStatus, shownInputs, taskCount, type Manifest, type TaskStart } from "../job/manifest.js";
 import type { PipelineDeps } from "./deps.js";
-import { readJsonIfExists, writeJson } from "./blobJson.js";
+import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 
 export const StatusError = JobStatus.shape.error.unwrap();
 export type StatusError = z.infer<typeof StatusError>;
@@ -26,9 +26,15 @@ export type FailureRecord = z.infer<typeof FailureRecord>;
  * after a resume began this one (and take it back a moment later), which is no end of this run.
  */
 export const failureOfRun = async (output: PipelineDeps["output"], jobId: string, run: number): Promise<FailureRecord | undefined> => {
+  // A HEAD first: the marker is almost always absent, and a GET is the request S3 throttles first.
+  if (!(await exists(output, failureKey(jobId)))) return undefined;
   const failure = await readJsonIfExists(output, failureKey(jobId), FailureRecord);
   return failure && (failure.run === undefined || failure.run >= run) ? failure : undefined;
 };
+
+/** Whether a failure marker ends run `run`: for a run no resume began (0), its being there says so. */
+export const failedInRun = async (output: PipelineDeps["output"], jobId: string, run: number): Promise<boolean> =>
+  run === 0 ? exists(output, failureKey(jobId)) : (await failureOfRun(output, jobId, run)) !== undefined;
 
 export const statusErrorOf = (err: CloudmillError): StatusError => {
   const c = err.context;

@@ -43,7 +43,7 @@ import type { RecordEnds } from "../records/recordEnds.js";
 import { readCsvInput } from "./csvInput.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readBytes, writeJson } from "./blobJson.js";
-import { failureOfRun } from "./status.js";
+import { failedInRun } from "./status.js";
 import { keptErrorOf, type Part, type Reading } from "./part.js";
 import { logFieldsOf } from "./logFields.js";
 import { readItems, runItems, type ChunkItem } from "./items.js";
@@ -140,7 +140,7 @@ export interface RunTaskOptions {
 
 /** Whether run `run` of a job has ended in failure or cancellation: its markers. */
 export const jobEndedMarkers = async (output: PipelineDeps["output"], jobId: string, run: number): Promise<boolean> =>
-  (await failureOfRun(output, jobId, run)) !== undefined || (await exists(output, cancelKey(jobId)));
+  (await failedInRun(output, jobId, run)) || (await exists(output, cancelKey(jobId)));
 
 export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: RunTaskOptions = {}): Promise<TaskOutcome> => {
   const { signal, writePart = true, checkOpDigest = true, drain, ranOn, worker, mayHaveBackup, firstDelivery = false } = options;
