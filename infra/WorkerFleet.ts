@@ -183,7 +183,8 @@ export class WorkerFleet extends Construct implements WorkerLane {
     taskRole.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: "ConsumeTasks",
-        actions: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
+        // SendMessage: a task the worker is stopped under goes back as a fresh message (no attempt of its used).
+        actions: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:SendMessage"],
         resources: [lane.queue.queueArn],
       }),
     );

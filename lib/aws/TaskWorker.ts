@@ -256,6 +256,24 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   }
 
   /**
+   * Hands a task this worker was stopped under back to the queue as a fresh message, for another
+   * worker at once. A stop (ECS's, a spot interruption) is not the task's fault, but SQS counts
+   * every receive toward its dead-letter redrive: made visible again, a task stopped under three
+   * times would fail its job. Should the send fail, the message is made visible instead; should
+   * the delete fail, the old one comes back too, a duplicate its part makes harmless.
+   */
+  async #handBack(message: QueueMessage): Promise<void> {
+    const { queue } = this.#options;
+    try {
+      await queue.sendBatch([message.body]);
+    } catch {
+      await queue.changeVisibility(message.receiptHandle, 0).catch(() => undefined);
+      return;
+    }
+    await queue.delete(message.receiptHandle).catch(() => undefined);
+  }
+
+  /**
    * The dead-letter role, here: fails the task's job with its recorded error (unless its part
    * exists after all, or it is a backup or a stale copy), then deletes it. False if that failed.
    */
@@ -365,7 +383,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       // An item runner releases its chunk when an item gives up at the stop (CANCELLED): that is no attempt.
       if (this.#kill.signal.aborted || (this.stopping && err.code === ErrorCode.CANCELLED)) {
         // Stopped mid-chunk: hand it back now rather than after the visibility timeout.
-        await queue.changeVisibility(message.receiptHandle, 0).catch(() => undefined);
+        await this.#handBack(message);
         log.info("chunk released on stop");
         this.emit("task_failed", task, err, true);
         return;

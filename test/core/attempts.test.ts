@@ -11,11 +11,11 @@ import { TaskWorker } from "../../lib/aws/TaskWorker.js";
 import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { JobStatus } from "../../lib/core/job/manifest.js";
 import { jobSpecOutputKeys } from "../../lib/core/keys.js";
-import { readJson, readJsonIfExists } from "../../lib/core/pipeline/blobJson.js";
+import { exists, readJson, readJsonIfExists } from "../../lib/core/pipeline/blobJson.js";
 import { handleObjectCreated } from "../../lib/core/pipeline/trigger.js";
 import { parseRetryRequest } from "../../lib/core/pipeline/resume.js";
 import type { BlobStore, TaskQueue } from "../../lib/core/ports.js";
-import { errorsPrefix } from "../../lib/core/keys.js";
+import { errorsPrefix, partKey } from "../../lib/core/keys.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { waitFor } from "../helpers/devCloud.js";
 import { localPipeline, OUTPUT, startJobOver } from "../helpers/jobs.js";
@@ -188,5 +188,45 @@ describe("a task's message after its attempt", () => {
     for await (const o of output.list(errorsPrefix("delete-1"))) errors.push(o.key);
     expect(errors).toEqual([]);
     expect(await queue.depth()).toEqual({ visible: 0, inFlight: 0 });
+  });
+});
+
+describe("a task its worker is stopped under", () => {
+  it("goes back as a fresh message: a stop (ECS's, a spot interruption) uses none of its attempts", async () => {
+    // A queue that gives up on a task at its first redelivery: one counted stop would dead-letter it.
+    const deadLetters = new MemoryTaskQueue({ name: "dead-letters" });
+    const queue = new MemoryTaskQueue({ visibilitySeconds: 30, deadLetter: { queue: deadLetters, maxReceiveCount: 1 } });
+    const { inputs, output, deps } = localPipeline(path.join(dir, "stopped"), { queue });
+    const bytes = Buffer.from("a\nb\nc\n");
+    await startJobOver(deps, inputs, bytes, "stopped-1", { op: "count", maxAttempts: 1 }, bytes.length);
+    // The read hangs until the worker's stop aborts it.
+    const hanging = Object.assign(Object.create(inputs) as BlobStore, {
+      get: (_key: string, options?: { signal?: AbortSignal }) =>
+        new Promise<never>((_, reject) => options?.signal?.addEventListener("abort", () => reject(options.signal!.reason), { once: true })),
+    });
+    const stopped = new TaskWorker({
+      queue,
+      deps: { ...deps, inputStore: () => hanging },
+      concurrency: 1,
+      visibilitySeconds: 30,
+      heartbeatSeconds: 10,
+      waitSeconds: 1,
+    });
+    const received = new Promise<void>((r) => stopped.once("message_received", () => r()));
+    stopped.start();
+    await received;
+    await stopped.stop(50);
+    expect(await queue.depth()).toEqual({ visible: 1, inFlight: 0 });
+    // Another worker takes it at once and maps it: its first receive again.
+    const next = new TaskWorker({ queue, deps, concurrency: 1, visibilitySeconds: 30, heartbeatSeconds: 10, waitSeconds: 1 });
+    const done = new Promise<string>((r) => next.once("task_done", (_t, outcome: { kind: string }) => r(outcome.kind)));
+    next.start();
+    try {
+      expect(await done).toBe("done");
+    } finally {
+      await next.stop(5_000);
+    }
+    expect(await deadLetters.depth()).toEqual({ visible: 0, inFlight: 0 });
+    expect(await exists(output, partKey("stopped-1", 0))).toBe(true);
   });
 });

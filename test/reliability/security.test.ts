@@ -375,6 +375,25 @@ describe("each role may do exactly what its code does", () => {
     await runWorker();
     await reduce(partEvents(keyed.jobId, [0]));
 
+    // A worker stopped mid-task (ECS's stop, a spot interruption) hands its task back as a fresh message.
+    await put("affine/review stopped.jsonl", '{"n":1,"sleep":1500}\n');
+    await created("affine/review stopped.jsonl");
+    const stopped = new TaskWorker({
+      queue: new SqsTaskQueue(workerClients.sqs, taskQueueUrl),
+      deps: workerDeps,
+      concurrency: 1,
+      visibilitySeconds: 30,
+      heartbeatSeconds: 1,
+      waitSeconds: 1,
+    });
+    const handedBack = new Promise<void>((r) => stopped.once("task_failed", () => r()));
+    const receivedOne = new Promise<void>((r) => stopped.once("message_received", () => r()));
+    stopped.start();
+    await receivedOne;
+    await stopped.stop(50);
+    await handedBack;
+    await runWorker();
+
     // A failure that lands as a resume supersedes the run it judged is taken back (failJob): each
     // role that fails jobs removes the marker it wrote. The resume's own first step lands while the
     // marker's write is under way.
@@ -511,7 +530,15 @@ describe("each role may do exactly what its code does", () => {
       expect.arrayContaining(["DeleteObject", "GetObject", "HeadObject", "ListObjectsV2", "PutObject", "SendMessageBatch"]),
     );
     expect([...ops("worker")].sort()).toEqual(
-      expect.arrayContaining(["ChangeMessageVisibility", "DeleteMessage", "GetObject", "HeadObject", "PutObject", "ReceiveMessage"]),
+      expect.arrayContaining([
+        "ChangeMessageVisibility",
+        "DeleteMessage",
+        "GetObject",
+        "HeadObject",
+        "PutObject",
+        "ReceiveMessage",
+        "SendMessageBatch",
+      ]),
     );
     expect([...ops("reducer")].sort()).toEqual(
       expect.arrayContaining(["GetObject", "GetQueueAttributes", "ListObjectsV2", "PutObject", "SendMessage", "SendMessageBatch"]),
