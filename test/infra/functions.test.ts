@@ -202,6 +202,8 @@ describe("least privilege", () => {
       "sqs:ReceiveMessage": [q(template, "PipelineTaskQueue")],
       "sqs:DeleteMessage": [q(template, "PipelineTaskQueue")],
       "sqs:ChangeMessageVisibility": [q(template, "PipelineTaskQueue")],
+      // A task it is stopped under goes back to its own queue as a fresh message.
+      "sqs:SendMessage": [q(template, "PipelineTaskQueue")],
       "ecs:UpdateTaskProtection": [`arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/<${cluster}>/*`],
       "ecs:GetTaskProtection": [`arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/<${cluster}>/*`],
     });
@@ -256,10 +258,11 @@ describe("least privilege", () => {
     ).toBe(true);
   });
 
-  it("no role but the splitter and the reducer may send tasks, and no function may touch the input bucket except the splitter", () => {
+  it("no role but the splitter and the reducer may send tasks (workers: back to their own queue), and no function may touch the input bucket except the splitter", () => {
     for (const role of ["PipelineDeadLettersRole", "PipelineWorkersTaskRole"]) {
       const grants = grantsOf(template, role);
-      expect(grants["sqs:SendMessage"]).toBeUndefined();
+      if (role === "PipelineWorkersTaskRole") expect(grants["sqs:SendMessage"]).toEqual([q(template, "PipelineTaskQueue")]);
+      else expect(grants["sqs:SendMessage"]).toBeUndefined();
       if (role !== "PipelineWorkersTaskRole")
         expect(
           Object.values(grants)
