@@ -2,6 +2,7 @@
  * The props of `CloudmillPipeline`, their defaults, and the checks that refuse a bad
  * combination at synth time with one exact line (tests match these messages).
  */
+import { FLEET_MAX_TASK_SECONDS } from "../lib/core/queueLimits.js";
 import { statSync } from "node:fs";
 import * as path from "node:path";
 import { Duration, RemovalPolicy } from "aws-cdk-lib";
@@ -365,8 +366,12 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
     );
   }
   const taskTimeout = props.taskTimeout ?? Duration.seconds(DEFAULTS.taskTimeoutSeconds);
-  if (!isWhole(taskTimeout.toSeconds(), 1, 86_400)) {
-    throw new CloudmillConfigError(`taskTimeout must be from 1 to 86400 seconds, got ${taskTimeout.toSeconds()}`);
+  // SQS hides a received task for at most 12 hours: a longer one would be handed out again.
+  if (!isWhole(taskTimeout.toSeconds(), 1, FLEET_MAX_TASK_SECONDS)) {
+    throw new CloudmillConfigError(
+      `taskTimeout must be from 1 to ${FLEET_MAX_TASK_SECONDS} seconds (SQS hides a task for at most 12 hours), ` +
+        `got ${taskTimeout.toSeconds()}`,
+    );
   }
   const jobDeadline = props.jobDeadline ?? Duration.seconds(DEFAULTS.jobDeadlineSeconds);
   if (!isWhole(jobDeadline.toSeconds(), 60, QUEUE_RETENTION.toSeconds())) {

@@ -7,6 +7,7 @@
  * const [a, b] = await waitAll(mill.map("wordcount", ["a.txt", "s3://lab-data/b.txt"]));
  * ```
  */
+import { refuseTaskTimeoutPastQueue } from "../core/queueLimits.js";
 import { planChunks } from "../core/job/planner.js";
 import { CloudFormationClient } from "@aws-sdk/client-cloudformation";
 import { ApplicationAutoScalingClient } from "@aws-sdk/client-application-auto-scaling";
@@ -281,6 +282,8 @@ export class Cloudmill {
       ...(spec.prefer !== undefined ? { prefer: spec.prefer } : {}),
     };
     const parsed = parseJobSpec(given, "");
+    // Refused here, before anything is uploaded, as the splitter would refuse it.
+    refuseTaskTimeoutPastQueue(parsed.taskTimeoutSeconds, `job ${id}`);
     const abort = new AbortController();
     const { signal } = options;
     const onAbort = (): void => abort.abort(signal!.reason);

@@ -9,13 +9,13 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskWorker } from "../../lib/aws/TaskWorker.js";
 import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
-import { JobStatus } from "../../lib/core/job/manifest.js";
+import { JobStatus, Manifest } from "../../lib/core/job/manifest.js";
 import { jobSpecOutputKeys } from "../../lib/core/keys.js";
 import { exists, readJson, readJsonIfExists } from "../../lib/core/pipeline/blobJson.js";
 import { handleObjectCreated } from "../../lib/core/pipeline/trigger.js";
-import { parseRetryRequest } from "../../lib/core/pipeline/resume.js";
+import { parseRetryRequest, retryRefusal } from "../../lib/core/pipeline/resume.js";
 import type { BlobStore, TaskQueue } from "../../lib/core/ports.js";
-import { errorsPrefix, partKey } from "../../lib/core/keys.js";
+import { errorsPrefix, manifestKey, partKey } from "../../lib/core/keys.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { waitFor } from "../helpers/devCloud.js";
 import { localPipeline, OUTPUT, startJobOver } from "../helpers/jobs.js";
@@ -85,6 +85,20 @@ describe("a job's own maxAttempts on the fleet", () => {
     expect(status.error?.message).toMatch(/maxAttempts 5 is more than this stack's 3/);
   });
 
+  it("a refused spec uploaded again with another mistake shows the new one, not the first", async () => {
+    const { inputs, output, deps } = localPipeline(path.join(dir, "again"));
+    await inputs.put("data.txt", Buffer.from("a\n"));
+    const config = { defaultChunkSize: 1024, maxAttempts: STACK_ATTEMPTS, jobDeadlineSeconds: 600 };
+    const statusOf = async () => (await readJson(output, jobSpecOutputKeys("again-1").status, JobStatus)).error?.message;
+    await inputs.put("_jobs/again-1.json", Buffer.from(JSON.stringify({ op: "count", inputs: ["s3://lab-in/data.txt"], maxAttempts: 9 })));
+    await handleObjectCreated(deps, config, { bucket: "lab-in", key: "_jobs/again-1.json" });
+    expect(await statusOf()).toMatch(/maxAttempts 9 is more than this stack's 3/);
+    const next = { op: "count", inputs: ["s3://lab-in/data.txt"], taskTimeoutSeconds: 50_000 };
+    await inputs.put("_jobs/again-1.json", Buffer.from(JSON.stringify(next)));
+    await handleObjectCreated(deps, config, { bucket: "lab-in", key: "_jobs/again-1.json" });
+    expect(await statusOf()).toMatch(/taskTimeoutSeconds 50000 is more than the fleet's/);
+  });
+
   it("a task time limit past what SQS can hide a task for (12 hours) is refused, for a spec and for a retry", async () => {
     const { inputs, output, deps } = localPipeline(path.join(dir, "long"));
     await inputs.put("data.txt", Buffer.from("a\n"));
@@ -105,6 +119,10 @@ describe("a job's own maxAttempts on the fleet", () => {
     expect(() => parseRetryRequest(JSON.stringify({ after: 0, taskTimeoutSeconds: 43_200 }), "retry long-1")).toThrow(
       /retry long-1: taskTimeoutSeconds 43200 is more than the fleet's 42600/,
     );
+    // The SDK's retry refuses it before it writes the request, which the splitter would only log.
+    const manifest = await readJson(output, manifestKey("fits-1"), Manifest);
+    expect(retryRefusal(manifest, { taskTimeoutSeconds: 43_200 })).toMatch(/taskTimeoutSeconds 43200 is more than the fleet's 42600/);
+    expect(retryRefusal(manifest, { taskTimeoutSeconds: 42_600 })).toBeUndefined();
   });
 });
 

@@ -382,6 +382,23 @@ describe("resuming a job", () => {
     expectMatchesReference("wordcount", { k: "0" }, TEXT, await readJson(s.output, OUTPUT.result, z.unknown()));
   });
 
+  it("a marker of the run before, left by a judge that died before taking it back, does not let a running job be resumed", async () => {
+    const s = await setUp("stale-marker");
+    await work(s, 4);
+    await cancelJob(s.deps, s.jobId, OUTPUT);
+    expect(await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 600 })).toMatchObject({ kind: "resumed" });
+    // Run 1 runs; run 0's judge wrote its marker late and died.
+    await writeJson(s.output, failureKey(s.jobId), {
+      error: { code: "CHUNK_FAILED", message: "run 0's" },
+      at: new Date().toISOString(),
+      run: 0,
+    });
+    expect(await resumeJob(s.deps, s.jobId, { after: 1 }, { jobDeadlineSeconds: 600 })).toEqual({
+      kind: "refused",
+      reason: "it is still running",
+    });
+  });
+
   it("a retried resume that finds the job cancelled again since it began leaves it cancelled", async () => {
     let clock = Date.now();
     const s = await setUp("cancelled-again", () => clock);

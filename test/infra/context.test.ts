@@ -146,6 +146,10 @@ describe("CloudmillPipeline props", () => {
       "cloudmill: visibilityTimeout must be from 60 to 43200 seconds (at least twice the worker heartbeat of 30s), got 30",
     ],
     [
+      { taskTimeout: Duration.hours(12) },
+      "cloudmill: taskTimeout must be from 1 to 42600 seconds (SQS hides a task for at most 12 hours), got 43200",
+    ],
+    [
       { jobDeadline: Duration.days(5) },
       "cloudmill: jobDeadline must be from 60 to 345600 seconds (the task queue's retention), got 432000",
     ],

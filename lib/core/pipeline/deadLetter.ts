@@ -33,9 +33,10 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
     deps.log.info("a resume superseded the run this failure judged; nothing failed", { jobId: target.jobId, run: target.run });
     return undefined;
   }
-  // The first failure judged stands: what `wait` reported is what `status` says later. (Another
-  // chunk failing a moment after is shown as the same end, again if its status write was lost.)
-  const earlier = await failureOfRun(deps.output, target.jobId, target.run ?? 0);
+  // The first failure judged of a run stands: what `wait` reported is what `status` says later.
+  // (Another chunk failing a moment after is shown as the same end, again if its status write was
+  // lost.) A failure before any run (a spec's, uploaded again with another mistake) is its own.
+  const earlier = target.run === undefined ? undefined : await failureOfRun(deps.output, target.jobId, target.run);
   const at = earlier?.at ?? new Date(nowOf(deps)).toISOString();
   const statusError = earlier?.error ?? statusErrorOf(error);
   // What the status said of the job is kept (its op, inputs, resumes, first chunk), and its
@@ -78,7 +79,8 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
     deps.log.info("job succeeded while it was being failed; it stays succeeded", { jobId: target.jobId });
     return undefined;
   }
-  deps.log.error("job failed", { ...logFieldsOf(error), jobId: target.jobId });
+  if (earlier) deps.log.info("job had failed already; its first failure stands", { ...logFieldsOf(error), jobId: target.jobId });
+  else deps.log.error("job failed", { ...logFieldsOf(error), jobId: target.jobId });
   return status;
 };
 

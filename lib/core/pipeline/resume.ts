@@ -6,7 +6,7 @@
  * end is kept under `_work/<id>/retries/`, then its marker removed, so workers and the reducer
  * treat the job as running again.
  */
-import { refuseTaskTimeoutPastQueue } from "../queueLimits.js";
+import { FLEET_MAX_TASK_SECONDS, refuseTaskTimeoutPastQueue } from "../queueLimits.js";
 import * as z from "zod";
 import { cancelKey, failureKey, manifestKey, parsePartKey, partKey, partsPrefix, pastEndKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
@@ -24,7 +24,7 @@ import { noteReduceRequeued, reduceStarted, reduceTasksOf } from "./reduceTask.j
 import { keepAwakeForLease } from "./wake.js";
 import { tasksOf } from "./mapTasks.js";
 import { carryMergedParts } from "./mergeTree.js";
-import { FailureRecord, writeProgress } from "./status.js";
+import { FailureRecord, failureOfRun, writeProgress } from "./status.js";
 
 /**
  * What a retry may change: the limits a job failed on, checked as a job spec checks them (a new
@@ -76,11 +76,20 @@ const missingTasks = async (deps: SplitDeps, manifest: Manifest): Promise<TaskMe
  * Why a retry cannot give a job what `request` asks, if it cannot: asked by the resume, and by
  * the SDK before it writes the request (the splitter's refusal reaches only its log).
  */
-export const retryRefusal = (manifest: Manifest, request: Pick<RetryRequest, "maxRecordBytes">): string | undefined =>
+export const retryRefusal = (
+  manifest: Manifest,
+  request: Pick<RetryRequest, "maxRecordBytes" | "taskTimeoutSeconds">,
+): string | undefined => {
   // Parts kept from before skipped records by the old bound: a new one would mix two answers.
-  request.maxRecordBytes !== undefined && manifest.job.onBadRecord === "skip"
-    ? "a job that skips bad records keeps its old maxRecordBytes: start it again to change it"
-    : undefined;
+  if (request.maxRecordBytes !== undefined && manifest.job.onBadRecord === "skip")
+    return "a job that skips bad records keeps its old maxRecordBytes: start it again to change it";
+  if (request.taskTimeoutSeconds !== undefined && request.taskTimeoutSeconds > FLEET_MAX_TASK_SECONDS)
+    return (
+      `taskTimeoutSeconds ${request.taskTimeoutSeconds} is more than the fleet's ${FLEET_MAX_TASK_SECONDS} ` +
+      "(SQS hides a task for at most 12 hours)"
+    );
+  return undefined;
+};
 
 export const resumeJob = async (
   deps: SplitDeps,
@@ -95,7 +104,8 @@ export const resumeJob = async (
   const generation = retries + 1;
   if (request.after < retries) return { kind: "refused", reason: `already resumed (${retries} times)` };
   if (await exists(deps.output, succeededKey(jobId))) return { kind: "refused", reason: "it succeeded" };
-  const failure = await readJsonIfExists(deps.output, failureKey(jobId), FailureRecord);
+  // A marker of an earlier run, written late (and not yet taken back), is no end of this one.
+  const failure = await failureOfRun(deps.output, jobId, retries);
   const cancelled = await readJsonIfExists(deps.output, cancelKey(jobId), z.object({ at: z.string() }));
   // An earlier invocation that stopped part-way (its end record written, the manifest not yet) is finished here.
   const pastEnd = await readJsonIfExists(deps.output, pastEndKey(jobId, generation), PastEnd);
