@@ -82,6 +82,9 @@ const jobRun = (task: TaskMessage): string => `${task.jobId}#${task.job.generati
 const RECEIVE_BACKOFF_MS = 1000;
 
 /** Seconds before a failed chunk is retried: exponential, capped at a minute. */
+/** Longest a hand-back waits for a heartbeat's request still in flight (the SDK's own retries included). */
+const HEARTBEAT_LAND_MS = 10_000;
+
 export const retryDelaySeconds = (attempt: number): number => backoffMs(RETRY_BACKOFF, attempt - 1) / 1000;
 const RETRY_BACKOFF: Backoff = { baseMs: 1000, factor: 2, capMs: 60_000 };
 
@@ -176,6 +179,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         await sleep(MEMORY_RECHECK_MS, this.#stop.signal).catch(() => undefined);
         continue;
       }
+      if (this.stopping) break;
       let message: QueueMessage | undefined;
       try {
         message = await this.#received.next();
@@ -332,21 +336,33 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     };
     let beats = 0;
     const long = { endSeen: false };
-    /** The latest beat's requests: a message is handed back only after they land, or a late beat would hide it again. */
-    let beating: Promise<unknown> = Promise.resolve();
+    /**
+     * Every beat's visibility request still in flight: a message is handed back only after they
+     * land (a late one would hide it again), or after HEARTBEAT_LAND_MS, should one hang.
+     */
+    const inFlight = new Set<Promise<void>>();
     const heartbeat = setInterval(() => {
       beats++;
-      beating = Promise.all([
-        queue.changeVisibility(message.receiptHandle, this.#options.visibilitySeconds).then(
-          () => this.emit("heartbeat", task),
-          (err: unknown) => log.warn("heartbeat failed", logFieldsOf(toCloudmillError(err))),
-        ),
-        this.#longTask(task, index, beats, startedAt, lost, long).catch(() => undefined),
-      ]);
+      const beat = queue.changeVisibility(message.receiptHandle, this.#options.visibilitySeconds).then(
+        () => {
+          try {
+            this.emit("heartbeat", task);
+          } catch {
+            // A listener's fault is not the task's.
+          }
+        },
+        (err: unknown) => log.warn("heartbeat failed", logFieldsOf(toCloudmillError(err))),
+      );
+      inFlight.add(beat);
+      void beat.finally(() => inFlight.delete(beat));
+      void this.#longTask(task, index, beats, startedAt, lost, long).catch(() => undefined);
     }, this.#options.heartbeatSeconds * 1000);
     const stopBeating = async (): Promise<void> => {
       clearInterval(heartbeat);
-      await beating;
+      if (inFlight.size === 0) return;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all(inFlight), new Promise<void>((r) => (timer = setTimeout(r, HEARTBEAT_LAND_MS).unref()))]);
+      clearTimeout(timer);
     };
     try {
       const outcome = await runTask(deps, task, {

@@ -95,7 +95,9 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     queueAttempts: config.queueAttempts,
     protection: config.ecsAgentUri ? ecsTaskProtection(config.ecsAgentUri, logger) : noProtection,
     memory,
-  }).start();
+  });
+  // Told to stop while it started: it takes no task at all.
+  if (asked === undefined) worker.start();
   const usage =
     config.usageReportSeconds > 0
       ? startUsageReports({

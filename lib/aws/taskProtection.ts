@@ -14,12 +14,15 @@ export interface TaskProtection {
 
 export const noProtection: TaskProtection = { acquire: async () => {}, release: async () => {} };
 
+/** Longest wait before asking the agent again. */
+const MAX_RETRY_MS = 5 * 60_000;
+
 export interface EcsTaskProtectionOptions {
   /** How long the agent holds protection unless told again (its ExpiresInMinutes). Default 120. */
   readonly expiresInMinutes?: number;
   /** Idle time before protection is given up: a worker between back-to-back chunks keeps it. Default 2 s. */
   readonly idleMs?: number;
-  /** Wait before a refused or failed request is made again. Default 15 s. */
+  /** Wait before a failed request (5xx, 429, no answer) is made again, doubling up to 5 minutes. Default 15 s. */
   readonly retryMs?: number;
 }
 
@@ -41,7 +44,10 @@ export const ecsTaskProtection = (agentUri: string, log: Logger, options: EcsTas
   let retry: NodeJS.Timeout | undefined;
   let renew: NodeJS.Timeout | undefined;
 
-  const put = async (enabled: boolean): Promise<boolean> => {
+  /** Failed requests in a row: the wait before the next doubles with each. */
+  let failures = 0;
+  /** "taken", "again" (5xx, 429, no answer: worth asking again) or "refused" (a 4xx: it would be refused again). */
+  const put = async (enabled: boolean): Promise<"taken" | "again" | "refused"> => {
     try {
       const res = await fetch(`${agentUri}/task-protection/v1/state`, {
         method: "PUT",
@@ -49,12 +55,17 @@ export const ecsTaskProtection = (agentUri: string, log: Logger, options: EcsTas
         body: JSON.stringify(enabled ? { ProtectionEnabled: true, ExpiresInMinutes: expiresInMinutes } : { ProtectionEnabled: false }),
         signal: AbortSignal.timeout(5000),
       });
-      if (res.ok) return true;
-      log.warn("task protection request refused; will ask again", { enabled, status: res.status });
+      if (res.ok) return "taken";
+      const again = res.status >= 500 || res.status === 429;
+      log.warn(again ? "task protection request refused; will ask again" : "task protection request refused", {
+        enabled,
+        status: res.status,
+      });
+      return again ? "again" : "refused";
     } catch (err) {
       log.warn("task protection request failed; will ask again", { enabled, error: (err as Error).message });
+      return "again";
     }
-    return false;
   };
 
   /** Tells the agent `enabled`, after any request in flight; asks again later while it is still what is wanted. */
@@ -62,7 +73,12 @@ export const ecsTaskProtection = (agentUri: string, log: Logger, options: EcsTas
     clearTimeout(retry);
     chain = chain.then(async () => {
       if (held !== enabled) return;
-      if (!(await put(enabled)) && held === enabled) retry = setTimeout(() => void (held === enabled && tell(enabled)), retryMs).unref();
+      const answer = await put(enabled);
+      failures = answer === "again" ? failures + 1 : 0;
+      if (answer === "again" && held === enabled) {
+        const wait = Math.min(MAX_RETRY_MS, retryMs * 2 ** (failures - 1));
+        retry = setTimeout(() => void (held === enabled && tell(enabled)), wait).unref();
+      }
     });
     return chain;
   };

@@ -54,6 +54,18 @@ describe("ECS task protection", () => {
     await waitFor("the second release", () => (asked() === "eEDeD" ? true : undefined), 10_000, 20);
   });
 
+  it("a request refused for good (a 4xx: the role may not, the task is in no service) is not made again and again", async () => {
+    const p = ecsTaskProtection(agent.uri, silentLogger, { idleMs: 10, retryMs: 20 });
+    agent.refusing = 1;
+    agent.refusingStatus = 400;
+    await p.acquire();
+    await p.release();
+    // The release goes on as usual; the refused enable was asked once.
+    await waitFor("the release", () => (asked() === "eD" ? true : undefined), 10_000, 20);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(asked()).toBe("eD");
+  });
+
   it("is renewed at half its expiry while a worker stays busy", async () => {
     // 0.005 minutes (300 ms): renewed every 150 ms.
     const p = ecsTaskProtection(agent.uri, silentLogger, { expiresInMinutes: 0.005, idleMs: 10 });

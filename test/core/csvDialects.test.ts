@@ -5,6 +5,7 @@
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
+import { gzipSync } from "node:zlib";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CloudmillError } from "../../lib/core/errors.js";
@@ -151,8 +152,11 @@ describe("line ends and blank lines around records", () => {
         result: { records: pythonCsvRows(file, ",").length + 1 },
       });
     }
-    // A file of blank lines alone holds no record.
+    // A file of blank lines alone holds no record, compressed too.
     expect(await run(await write("blank.csv", "\n\r\n\n"), "count", 2)).toMatchObject({ ok: true, result: { records: 0 } });
+    const gz = path.join(dir, "blank.csv.gz");
+    await writeFile(gz, gzipSync("\n\r\n\n"));
+    expect(await run(gz, "count", 2)).toMatchObject({ ok: true, result: { records: 0 } });
   });
 });
 

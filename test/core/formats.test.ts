@@ -123,6 +123,15 @@ describe("csv", () => {
           "quote the whole field and double the quote (RFC 4180), or read with multiline=false",
       );
     }
+    // Two kept quotes pair up with each other: the quote that opens column 2 and never closes is the cause.
+    const paired = 'k,v\na"b"c,"x\nrest\n';
+    const g = await file("paired.csv", paired);
+    for (const chunkSize of [1, 5, 1000]) {
+      const e = await failure({ op: "count", inputs: [g], chunkSize });
+      expect(e.describe()).toBe(
+        `${g}:2 (byte ${paired.indexOf(',"') + 1}): unterminated quoted field: the quote that opens column 2 is never closed`,
+      );
+    }
   });
 
   it("names the columns when a column name is not in the header; needs a column at all", async () => {

@@ -402,8 +402,10 @@ export interface FakeEcsAgent {
    * before it maps its chunk). Its value is kept as the request's note.
    */
   onRequest: ((request: ProtectionRequest) => unknown) | undefined;
-  /** Requests still to refuse (answered 503, as an agent that is busy): each one refused counts it down. */
+  /** Requests still to refuse (answered `refusingStatus`), each one refused counting it down. */
   refusing: number;
+  /** How it refuses: 503 (busy: worth asking again, the default) or a 4xx (it would refuse again). */
+  refusingStatus: number;
   close(): Promise<void>;
 }
 
@@ -415,6 +417,7 @@ export const startFakeEcsAgent = async (): Promise<FakeEcsAgent> => {
     requests,
     onRequest: undefined,
     refusing: 0,
+    refusingStatus: 503,
     close: async () => {},
   };
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -438,7 +441,7 @@ export const startFakeEcsAgent = async (): Promise<FakeEcsAgent> => {
         if (agent.refusing > 0) {
           agent.refusing--;
           request.refused = true;
-          res.writeHead(503).end();
+          res.writeHead(agent.refusingStatus).end();
           return;
         }
         res.writeHead(200, { "content-type": "application/json" });

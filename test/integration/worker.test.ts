@@ -102,7 +102,7 @@ describe("a worker process", () => {
   );
 
   it(
-    "a second signal while it stops (ECS's SIGTERM, then a Ctrl-C) does not cut the stop short",
+    "a second signal while it stops (ECS's SIGTERM again, then a Ctrl-C) does not cut the stop short",
     async () => {
       const c = cloud();
       const worker = spawnWorker(c.cloud);
@@ -110,6 +110,7 @@ describe("a worker process", () => {
         await worker.waitForLine((l) => l.includes('"worker started"'), 60_000);
         worker.child.kill("SIGTERM");
         await worker.waitForLine((l) => l.includes('"stopping: finishing chunks in progress"'), 15_000);
+        worker.child.kill("SIGTERM");
         worker.child.kill("SIGINT");
         const exit = await Promise.race([worker.exited, new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 15_000))]);
         expect(exit, worker.stderr.join("\n")).toEqual({ code: 0, signal: null });

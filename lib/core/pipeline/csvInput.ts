@@ -69,7 +69,8 @@ export const readCsvInput = async (
         ? lineEnds()
         : new CsvRecordEnds(false, quoted);
     const text = firstRecordIn(head, size, encoding, quoted) ?? (await firstRecord(store, input, codec, ends, encoding, quoted, signal));
-    refuseBlankHeader(text, head, head.length >= size, encoding);
+    // A read shorter than asked reached the end (of a compressed input's decoded bytes too).
+    refuseBlankHeader(text, head, head.length >= size || head.length < HEAD_BYTES, encoding);
     header = text === undefined ? [] : parseCsvRecord(text, 0, csv);
   }
   return {

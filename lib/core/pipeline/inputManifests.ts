@@ -11,6 +11,7 @@
  *
  * Parsing is pure; resolveInputs.ts reads the files and the objects.
  */
+import { endBeforeCarriageReturns } from "../records/csv.js";
 import { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import * as z from "zod";
@@ -61,7 +62,7 @@ const linesOf = function* (
   for (let from = bytes.subarray(0, 3).equals(BOM) ? 3 : 0; from < bytes.length; ) {
     const nl = bytes.indexOf(0x0a, from);
     const end = nl < 0 ? bytes.length : nl;
-    const stop = end > from && bytes[end - 1] === 0x0d ? end - 1 : end;
+    const stop = endBeforeCarriageReturns(bytes, from, end);
     line++;
     const row = bytes.toString("utf8", from, stop);
     // Bytes that are not UTF-8 decode to U+FFFD; a row that holds one is checked strictly.

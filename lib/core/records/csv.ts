@@ -43,6 +43,8 @@ export const parseCsvRecord = (text: string, offset: number, { separator, quote,
   /** Index of the first quote kept inside an unquoted field: a multiline record's quotes may not pair up after it. */
   let stray = -1;
   let strayColumn = 0;
+  /** Quotes kept inside unquoted fields so far: an odd count is what unpairs the record's quotes. */
+  let strays = 0;
   for (;;) {
     if (text.startsWith(quote, i)) {
       const opened = i;
@@ -52,7 +54,7 @@ export const parseCsvRecord = (text: string, offset: number, { separator, quote,
         const q = text.indexOf(quote, j);
         if (q < 0) {
           // A quote kept inside an earlier unquoted field made parity pair this one with a later line's: it is the cause.
-          if (multiline && stray >= 0) throw strayQuote(text, offset, stray, strayColumn);
+          if (multiline && strays % 2 === 1) throw strayQuote(text, offset, stray, strayColumn);
           const at = byteAt(text, opened, offset);
           throw badRecord(
             multiline
@@ -88,6 +90,7 @@ export const parseCsvRecord = (text: string, offset: number, { separator, quote,
           stray = q;
           strayColumn = fields.length + 1;
         }
+        for (let k = q; k >= 0 && k < e; k = text.indexOf(quote, k + quote.length)) strays++;
         const nl = text.indexOf("\n", i);
         if (nl >= 0 && nl < e) {
           // Parity took this newline for one inside quotes: only a kept quote can have made it so.

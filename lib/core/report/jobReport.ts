@@ -435,7 +435,9 @@ export const buildReport = (input: ReportInput): JobReport => {
     // On this machine a copy costs nothing; a backup never runs inline in the splitter.
     if (winner.on !== "fleet") continue;
     const requests = requestUsd(1, winner.objects, 1);
-    lostUsd += (ms / 1000) * (perVcpu ?? 0) + requests.s3 + requests.sqs;
+    // A keyed job's copy writes its shuffle output too (or, a reduce task, reads its plan and writes its part).
+    const shuffled = input.partitions === undefined ? 0 : race.index < chunks ? shuffleUsd(1, 0) : shuffleUsd(0, 1);
+    lostUsd += (ms / 1000) * (perVcpu ?? 0) + requests.s3 + requests.sqs + shuffled;
   }
   const round = (usd: number): number => Math.round(usd * 1e6) / 1e6;
   const histogram = input.op === "histogram" ? Histogram.safeParse(input.result) : undefined;
