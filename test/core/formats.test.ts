@@ -167,6 +167,13 @@ describe("jsonl", () => {
     expect((await run({ op: "count", inputs: [f] })).result).toEqual({ records: 5 }); // .jsonl: non-blank lines
   });
 
+  it("reads an array's members by index only: its JavaScript `length` is no JSON member", async () => {
+    const f = await file("arrays.jsonl", '{"v":[1,2,3]}\n{"v":[10]}\n');
+    // Python's json: d["v"][1] is 2 in the first record, absent in the second; d["v"] has no "length".
+    expect((await run({ op: "stats", inputs: [f], params: { field: "v.1" } })).result).toMatchObject({ count: 1, sum: 2 });
+    expect((await run({ op: "stats", inputs: [f], params: { field: "v.length" } })).result).toMatchObject({ count: 0 });
+  });
+
   it("fails on a broken line naming the file and line", async () => {
     const f = await file("bad.jsonl", '{"v":1}\n{"v":2}\n{"v":\n{"v":4}\n');
     for (const chunkSize of [1, 9, 4096]) {

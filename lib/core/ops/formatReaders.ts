@@ -248,7 +248,8 @@ export const countRecords = (block: RecordBlock, format: Format, options: Format
 export const getPath = (value: unknown, path: readonly string[]): unknown => {
   let v = value;
   for (const p of path) {
-    if (typeof v !== "object" || v === null || !Object.hasOwn(v, p)) return undefined;
+    // JSON's own members only: an array's are its indexes (not `length`).
+    if (typeof v !== "object" || v === null || !Object.hasOwn(v, p) || (Array.isArray(v) && !/^(0|[1-9][0-9]*)$/.test(p))) return undefined;
     v = (v as Record<string, unknown>)[p];
   }
   return v;
