@@ -171,7 +171,30 @@ describe("jsonl", () => {
     const f = await file("arrays.jsonl", '{"v":[1,2,3]}\n{"v":[10]}\n');
     // Python's json: d["v"][1] is 2 in the first record, absent in the second; d["v"] has no "length".
     expect((await run({ op: "stats", inputs: [f], params: { field: "v.1" } })).result).toMatchObject({ count: 1, sum: 2 });
-    expect((await run({ op: "stats", inputs: [f], params: { field: "v.length" } })).result).toMatchObject({ count: 0 });
+    const e = await failure({ op: "stats", inputs: [f], params: { field: "v.length" } });
+    expect(e.message).toBe(
+      "field=v.length: none of the 2 records read has it (a path splits at dots: a key that holds a dot cannot be named)",
+    );
+  });
+
+  it("a field no record has (misspelt, or a key holding a dot) is refused, not answered with no numbers", async () => {
+    // Python's json: no record has d["latency"]["ms"]; both have d["latency.ms"].
+    const f = await file("dotted.jsonl", '{"latency.ms":5}\n\n{"latency.ms":7,"x":null}\n');
+    for (const chunkSize of [1, 7, 4096]) {
+      for (const [op, params] of [
+        ["stats", { field: "latency.ms" }],
+        ["histogram", { field: "latency.ms", min: "0", max: "10" }],
+      ] as const) {
+        const e = await failure({ op, inputs: [f], params, chunkSize });
+        expect(e.code, `${op}, chunks of ${chunkSize}`).toBe(ErrorCode.INVALID_SPEC);
+        expect(e.message).toMatch(/^field=latency\.ms: none of the 2 records read has it/);
+      }
+    }
+    // A field that is there but null in every record, or a job of no record, answers as before.
+    const nulls = await file("nulls.jsonl", '{"x":null}\n{"x":null}\n');
+    expect((await run({ op: "stats", inputs: [nulls], params: { field: "x" } })).result).toMatchObject({ count: 0 });
+    const empty = await file("empty.jsonl", "\n");
+    expect((await run({ op: "stats", inputs: [empty], params: { field: "v" } })).result).toMatchObject({ count: 0 });
   });
 
   it("fails on a broken line naming the file and line", async () => {

@@ -255,6 +255,21 @@ export const getPath = (value: unknown, path: readonly string[]): unknown => {
   return v;
 };
 
+/**
+ * INVALID_SPEC when no record of a job had its JSONL `field` and some had none (`absent`): a
+ * misspelt field, or a key holding a dot (paths split at dots), would otherwise answer "no numbers".
+ * Records with the field but null, and a job with no record at all, answer so as before.
+ */
+export const refuseAbsentField = (values: number, absent: number | undefined, options: ValueOptions): void => {
+  if (values > 0 || !absent || options.field === undefined) return;
+  throw new CloudmillError(
+    ErrorCode.INVALID_SPEC,
+    `field=${options.field}: none of the ${absent} records read has it (a path splits at dots: a key that holds a dot ` +
+      "cannot be named)",
+    { field: "params.field" },
+  );
+};
+
 /** Resolves a CSV column (name, or 1-based index: isColumnIndex) to a 0-based index, or throws INVALID_SPEC. */
 const columnIndex = (options: ValueOptions, header: readonly string[] | undefined, inputName: string): number => {
   const column = options.column;
@@ -367,7 +382,8 @@ export const numberReader = (format: Format, options: ValueOptions, ctx: MapCont
           if (isBlank(b, s, e)) return;
           guarded(ctx, offset, () => {
             const v = getPath(parseJsonRecord(text, offset), path);
-            if (v === undefined || v === null) return;
+            if (v === undefined) return void sink.absent?.();
+            if (v === null) return;
             if (typeof v === "number" && Number.isFinite(v)) return jsonNumber(v, sink, offset, text, path);
             if (typeof v === "string") return void decimalText(v, offset, sink);
             // JSON's 1e400 parses to Infinity, which JSON.stringify would show as null.

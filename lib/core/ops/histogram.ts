@@ -11,7 +11,7 @@ import * as z from "zod";
 import { decimalOfText, type DecimalSink } from "../records/decimal.js";
 import type { Op } from "./types.js";
 import { intParam, numberParam, parseOpParams } from "./params.js";
-import { numberReader, valueParamsHelp, valueParamsShape } from "./formatReaders.js";
+import { numberReader, refuseAbsentField, valueParamsHelp, valueParamsShape } from "./formatReaders.js";
 
 const Params = z
   .strictObject({ ...valueParamsShape, bins: intParam(1, 100_000).default(10), min: numberParam(), max: numberParam() })
@@ -22,6 +22,8 @@ export interface HistogramPartial {
   bins: number[];
   below: number;
   above: number;
+  /** JSONL records without the field (only when some were). */
+  absent?: number;
 }
 
 export interface HistogramResult {
@@ -52,11 +54,17 @@ export const histogram: Op<Params, HistogramPartial, HistogramResult> = {
         for (const [i, c] of p.bins.entries()) acc.bins[i]! += c;
         acc.below += p.below;
         acc.above += p.above;
+        if (p.absent) acc.absent = (acc.absent ?? 0) + p.absent;
       },
       value: () => acc,
     };
   },
   finalize(p, params) {
+    refuseAbsentField(
+      p.bins.reduce((n, c) => n + c, p.below + p.above),
+      p.absent,
+      params,
+    );
     const r: HistogramResult = { min: params.min, max: params.max, bins: p.bins };
     if (p.below) r.below = p.below;
     if (p.above) r.above = p.above;
@@ -126,6 +134,9 @@ const binSink = ({ min, max, bins }: Params, p: HistogramPartial): DecimalSink =
     },
     big(x, m, scale) {
       if (!roughly(x)) exactly(m, scale);
+    },
+    absent() {
+      p.absent = (p.absent ?? 0) + 1;
     },
   };
 };

@@ -10,7 +10,7 @@ import type { DecimalSink } from "../records/decimal.js";
 import { DecimalSum, decimalFromJson, decimalToJson, ratioToDouble } from "./exactDecimal.js";
 import type { Op } from "./types.js";
 import { lazySchema, parseOpParams } from "./params.js";
-import { numberReader, valueParamsHelp, valueParamsShape, type ValueOptions } from "./formatReaders.js";
+import { numberReader, refuseAbsentField, valueParamsHelp, valueParamsShape, type ValueOptions } from "./formatReaders.js";
 
 /** Partial: exact Σx and Σx² as decimals (decimalToJson), plus count, min and max. */
 export interface StatsPartial {
@@ -19,6 +19,8 @@ export interface StatsPartial {
   squares: string;
   min: number | null;
   max: number | null;
+  /** JSONL records without the field (only when some were). */
+  absent?: number;
 }
 
 export interface StatsResult {
@@ -37,6 +39,11 @@ export class StatsAccumulator implements DecimalSink {
   private max = -Infinity;
   private readonly sum = new DecimalSum();
   private readonly squares = new DecimalSum();
+  private absentRecords = 0;
+
+  absent(): void {
+    this.absentRecords++;
+  }
 
   small(x: number, m: number, scale: number): void {
     this.count++;
@@ -56,6 +63,7 @@ export class StatsAccumulator implements DecimalSink {
 
   /** Adds another partial. */
   merge(p: StatsPartial): void {
+    this.absentRecords += p.absent ?? 0;
     if (p.count === 0) return;
     this.count += p.count;
     this.sum.addDecimal(decimalFromJson(p.sum));
@@ -72,6 +80,7 @@ export class StatsAccumulator implements DecimalSink {
       squares: decimalToJson(this.squares.value()),
       min: n ? this.min : null,
       max: n ? this.max : null,
+      ...(this.absentRecords ? { absent: this.absentRecords } : {}),
     };
   }
 }
@@ -94,7 +103,10 @@ export const stats: Op<ValueOptions, StatsPartial, StatsResult> = {
     const acc = new StatsAccumulator();
     return { add: (p) => acc.merge(p), value: () => acc.partial() };
   },
-  finalize: (p) => statsResultOf(p),
+  finalize: (p, params) => {
+    refuseAbsentField(p.count, p.absent, params);
+    return statsResultOf(p);
+  },
 };
 
 /** The result of merged stats partials; throws BAD_RECORD when the sum or variance overflows a double. */

@@ -17,6 +17,8 @@ export interface DecimalSink {
   small(x: number, m: number, scale: number): void;
   /** Any other number: exactly m / 10^scale, scale ≥ 0. */
   big(x: number, m: bigint, scale: number): void;
+  /** A record without the field asked for (JSONL): none holding it is more likely a misspelt field than data. */
+  absent?(): void;
 }
 
 export const MAX_FAST_SCALE = 22;
