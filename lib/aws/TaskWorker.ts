@@ -81,10 +81,10 @@ const jobRun = (task: TaskMessage): string => `${task.jobId}#${task.job.generati
 /** Pause after a failed receive. */
 const RECEIVE_BACKOFF_MS = 1000;
 
-/** Seconds before a failed chunk is retried: exponential, capped at a minute. */
 /** Longest a hand-back waits for a heartbeat's request still in flight (the SDK's own retries included). */
 const HEARTBEAT_LAND_MS = 10_000;
 
+/** Seconds before a failed chunk is retried: exponential, capped at a minute. */
 export const retryDelaySeconds = (attempt: number): number => backoffMs(RETRY_BACKOFF, attempt - 1) / 1000;
 const RETRY_BACKOFF: Backoff = { baseMs: 1000, factor: 2, capMs: 60_000 };
 
