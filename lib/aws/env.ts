@@ -18,6 +18,10 @@ const required = (env: Env, name: string): string => {
   return v;
 };
 
+/** Not set by the stack: see `protectionIdleMs`. */
+export const PROTECTION_IDLE_MS_ENV = "CLOUDMILL_PROTECTION_IDLE_MS";
+const DEFAULT_PROTECTION_IDLE_MS = 2000;
+
 const intOf = (env: Env, name: string, fallback: number, min = 1): number => {
   const raw = env[name];
   if (raw === undefined || raw === "") return fallback;
@@ -119,6 +123,11 @@ export const readWorkerConfig = (env: Env) => {
     ecsMetadataUri: env["ECS_CONTAINER_METADATA_URI_V4"] || undefined,
     /** Set by the ECS agent: where task scale-in protection is requested. */
     ecsAgentUri: env["ECS_AGENT_URI"] || undefined,
+    /**
+     * How long an idle worker keeps scale-in protection, so that back-to-back chunks keep it; 0
+     * gives it up after each chunk (the stack sets none: tests that hold a worker per chunk do).
+     */
+    protectionIdleMs: intOf(env, PROTECTION_IDLE_MS_ENV, DEFAULT_PROTECTION_IDLE_MS, 0),
   };
 };
 export type WorkerConfig = ReturnType<typeof readWorkerConfig>;

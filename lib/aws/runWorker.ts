@@ -93,7 +93,7 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     visibilitySeconds: config.visibilitySeconds,
     heartbeatSeconds: config.heartbeatSeconds,
     queueAttempts: config.queueAttempts,
-    protection: config.ecsAgentUri ? ecsTaskProtection(config.ecsAgentUri, logger) : noProtection,
+    protection: config.ecsAgentUri ? ecsTaskProtection(config.ecsAgentUri, logger, { idleMs: config.protectionIdleMs }) : noProtection,
     memory,
   });
   // Told to stop while it started: it takes no task at all.

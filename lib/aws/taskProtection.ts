@@ -20,7 +20,7 @@ const MAX_RETRY_MS = 5 * 60_000;
 export interface EcsTaskProtectionOptions {
   /** How long the agent holds protection unless told again (its ExpiresInMinutes). Default 120. */
   readonly expiresInMinutes?: number;
-  /** Idle time before protection is given up: a worker between back-to-back chunks keeps it. Default 2 s. */
+  /** Idle time before protection is given up: a worker between back-to-back chunks keeps it. Default 2 s; 0: at once. */
   readonly idleMs?: number;
   /** Wait before a failed request (5xx, 429, no answer) is made again, doubling up to 5 minutes. Default 15 s. */
   readonly retryMs?: number;
@@ -92,15 +92,18 @@ export const ecsTaskProtection = (agentUri: string, log: Logger, options: EcsTas
       renew = setInterval(() => void tell(true), (expiresInMinutes * 60_000) / 2).unref();
       return tell(true);
     },
-    async release() {
-      if (--holders > 0) return;
+    release() {
+      if (--holders > 0) return chain;
       clearTimeout(idle);
-      idle = setTimeout(() => {
-        if (holders > 0 || !held) return;
+      const giveUp = (): Promise<void> => {
+        if (holders > 0 || !held) return chain;
         held = false;
         clearInterval(renew);
-        void tell(false);
-      }, idleMs).unref();
+        return tell(false);
+      };
+      if (idleMs === 0) return giveUp();
+      idle = setTimeout(() => void giveUp(), idleMs).unref();
+      return Promise.resolve();
     },
   };
 };

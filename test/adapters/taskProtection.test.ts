@@ -32,6 +32,15 @@ describe("ECS task protection", () => {
     expect(agent.requests[1]!.body).toEqual({ ProtectionEnabled: false });
   });
 
+  it("with no idle time, is given up after each task and asked for again by the next", async () => {
+    const p = ecsTaskProtection(agent.uri, silentLogger, { idleMs: 0 });
+    await p.acquire();
+    await p.release();
+    await p.acquire();
+    await p.release();
+    expect(asked()).toBe("EDED");
+  });
+
   it("a release the agent refused is asked again until it takes", async () => {
     const p = ecsTaskProtection(agent.uri, silentLogger, { idleMs: 10, retryMs: 50 });
     await p.acquire();

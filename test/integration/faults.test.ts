@@ -14,6 +14,7 @@ import { HeadObjectCommand, CreateBucketCommand, PutObjectCommand } from "@aws-s
 import { SendMessageCommand } from "@aws-sdk/client-sqs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SqsTaskQueue } from "../../lib/aws/SqsTaskQueue.js";
+import { PROTECTION_IDLE_MS_ENV } from "../../lib/aws/env.js";
 import { cloudDeps } from "../../lib/aws/cloudDeps.js";
 import { encodeEventKey } from "../../lib/dev/emulator.js";
 import { Manifest } from "../../lib/core/job/manifest.js";
@@ -64,7 +65,8 @@ describe("crashes (2 workers, 3 s visibility, 2 attempts)", () => {
     workers: 2,
     visibilitySeconds: 3,
     maxAttempts: 2,
-    workerEnv: { POWERTOOLS_LOG_LEVEL: "DEBUG", ECS_AGENT_URI: agent.uri },
+    // Protection given up after each chunk: each chunk asks for it again, where a test holds it.
+    workerEnv: { POWERTOOLS_LOG_LEVEL: "DEBUG", ECS_AGENT_URI: agent.uri, [PROTECTION_IDLE_MS_ENV]: "0" },
   }));
 
   it(
@@ -171,7 +173,8 @@ describe("duplicates, bad records and overwrites (1 worker, 30 s visibility)", (
     workers: 1,
     visibilitySeconds: 30,
     maxAttempts: 3,
-    workerEnv: { POWERTOOLS_LOG_LEVEL: "DEBUG", ECS_AGENT_URI: agent.uri },
+    // Protection given up after each chunk: each chunk asks for it again, where a test holds it.
+    workerEnv: { POWERTOOLS_LOG_LEVEL: "DEBUG", ECS_AGENT_URI: agent.uri, [PROTECTION_IDLE_MS_ENV]: "0" },
   }));
 
   it(

@@ -36,7 +36,12 @@ export const failJob = async (deps: PipelineDeps, target: FailTarget, error: Clo
   // The first failure judged of a run stands: what `wait` reported is what `status` says later.
   // (Another chunk failing a moment after is shown as the same end, again if its status write was
   // lost.) A failure before any run (a spec's, uploaded again with another mistake) is its own.
-  const earlier = target.run === undefined ? undefined : await failureOfRun(deps.output, target.jobId, target.run);
+  // A HEAD first: the marker is almost always absent, and a GET is what S3 throttles first (a job
+  // whose every read is throttled must still be failed).
+  const earlier =
+    target.run === undefined || !(await exists(deps.output, failureKey(target.jobId)))
+      ? undefined
+      : await failureOfRun(deps.output, target.jobId, target.run);
   const at = earlier?.at ?? new Date(nowOf(deps)).toISOString();
   const statusError = earlier?.error ?? statusErrorOf(error);
   // What the status said of the job is kept (its op, inputs, resumes, first chunk), and its

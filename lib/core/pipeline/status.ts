@@ -26,8 +26,6 @@ export type FailureRecord = z.infer<typeof FailureRecord>;
  * after a resume began this one (and take it back a moment later), which is no end of this run.
  */
 export const failureOfRun = async (output: PipelineDeps["output"], jobId: string, run: number): Promise<FailureRecord | undefined> => {
-  // A HEAD first: the marker is almost always absent, and a GET is the request S3 throttles first.
-  if (!(await exists(output, failureKey(jobId)))) return undefined;
   const failure = await readJsonIfExists(output, failureKey(jobId), FailureRecord);
   return failure && (failure.run === undefined || failure.run >= run) ? failure : undefined;
 };
