@@ -6,6 +6,7 @@
  * stack sets and no other the stack could have set, and must recover the stack's resources and
  * settings. A name spelled differently on the two sides fails here.
  */
+import { PROTECTION_IDLE_MS_ENV } from "../../lib/aws/env.js";
 import os from "node:os";
 import { Duration } from "aws-cdk-lib";
 import type { Template } from "aws-cdk-lib/assertions";
@@ -71,7 +72,15 @@ const NAMES: Readonly<Record<Role, readonly string[]>> = {
 
 /** Read by the code but not set by the stack: the emulator's endpoint (`cloudmill dev`) and the URIs the ECS agent gives every task. */
 /** Set by the emulator, the ECS agent, or Lambda itself (the function's memory). */
-const SET_ELSEWHERE = ["AWS_ENDPOINT_URL", "ECS_AGENT_URI", "ECS_CONTAINER_METADATA_URI_V4", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "TMPDIR"];
+const SET_ELSEWHERE = [
+  "AWS_ENDPOINT_URL",
+  "ECS_AGENT_URI",
+  "ECS_CONTAINER_METADATA_URI_V4",
+  "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+  "TMPDIR",
+  // Set by the fault tests, which hold a worker at each chunk's request for protection.
+  PROTECTION_IDLE_MS_ENV,
+];
 
 /** The reader each role's entry calls on process.env (functions/<role>.ts, lib/aws/runWorker.ts). */
 const READERS: Readonly<Record<Role, (env: Readonly<Record<string, string | undefined>>) => Record<string, unknown>>> = {
