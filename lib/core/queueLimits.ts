@@ -15,15 +15,17 @@ export const QUEUE_LIMITS = {
  */
 export const FLEET_MAX_TASK_SECONDS = QUEUE_LIMITS.maxVisibilitySeconds - 600;
 
+/** Why a fleet task cannot have this time limit (more than the queue can hide it for), or undefined. */
+export const taskTimeoutPastQueue = (taskTimeoutSeconds: number | undefined): string | undefined =>
+  taskTimeoutSeconds !== undefined && taskTimeoutSeconds > FLEET_MAX_TASK_SECONDS
+    ? `taskTimeoutSeconds ${taskTimeoutSeconds} is more than the fleet's ${FLEET_MAX_TASK_SECONDS}: SQS hides a task ` +
+      "from other workers for at most 12 hours, and one still running then would be run again; split the work into smaller chunks"
+    : undefined;
+
 /** INVALID_SPEC when a job asks its fleet tasks for more time than the queue can give them. */
 export const refuseTaskTimeoutPastQueue = (taskTimeoutSeconds: number | undefined, where: string): void => {
-  if (taskTimeoutSeconds !== undefined && taskTimeoutSeconds > FLEET_MAX_TASK_SECONDS)
-    throw new CloudmillError(
-      ErrorCode.INVALID_SPEC,
-      `${where}: taskTimeoutSeconds ${taskTimeoutSeconds} is more than the fleet's ${FLEET_MAX_TASK_SECONDS}: SQS hides a task ` +
-        "from other workers for at most 12 hours, and one still running then would be run again; split the work into smaller chunks",
-      { field: "taskTimeoutSeconds" },
-    );
+  const why = taskTimeoutPastQueue(taskTimeoutSeconds);
+  if (why) throw new CloudmillError(ErrorCode.INVALID_SPEC, `${where}: ${why}`, { field: "taskTimeoutSeconds" });
 };
 
 const check = (ok: boolean, what: string): void => {

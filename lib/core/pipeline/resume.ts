@@ -6,7 +6,7 @@
  * end is kept under `_work/<id>/retries/`, then its marker removed, so workers and the reducer
  * treat the job as running again.
  */
-import { FLEET_MAX_TASK_SECONDS, refuseTaskTimeoutPastQueue } from "../queueLimits.js";
+import { refuseTaskTimeoutPastQueue, taskTimeoutPastQueue } from "../queueLimits.js";
 import * as z from "zod";
 import { cancelKey, failureKey, manifestKey, parsePartKey, partKey, partsPrefix, pastEndKey, succeededKey } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
@@ -83,12 +83,7 @@ export const retryRefusal = (
   // Parts kept from before skipped records by the old bound: a new one would mix two answers.
   if (request.maxRecordBytes !== undefined && manifest.job.onBadRecord === "skip")
     return "a job that skips bad records keeps its old maxRecordBytes: start it again to change it";
-  if (request.taskTimeoutSeconds !== undefined && request.taskTimeoutSeconds > FLEET_MAX_TASK_SECONDS)
-    return (
-      `taskTimeoutSeconds ${request.taskTimeoutSeconds} is more than the fleet's ${FLEET_MAX_TASK_SECONDS} ` +
-      "(SQS hides a task for at most 12 hours)"
-    );
-  return undefined;
+  return taskTimeoutPastQueue(request.taskTimeoutSeconds);
 };
 
 export const resumeJob = async (
