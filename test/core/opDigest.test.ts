@@ -160,6 +160,32 @@ describe("a task whose job ran other code", () => {
     // Its own digest runs.
     await expect(runTask(deps, { ...task, jobId: "digest-job-2", job })).resolves.toMatchObject({ kind: "done" });
   });
+
+  it("of a built-in op started by another release is refused too (a rolling deploy never mixes two releases' partials)", async () => {
+    const store = new FsBlobStore(dir);
+    await store.put("words.txt", "a b\nb\n");
+    const registry = new OpRegistry();
+    const job = taskJobOf(parseJobSpec({ op: "wordcount", inputs: ["words.txt"] }), registry);
+    expect(job.opDigest).toBe(`builtin-${VERSION}`);
+    const info = (await store.head("words.txt"))!;
+    const task: TaskMessage = {
+      v: 1,
+      jobId: "builtin-digest-job",
+      job: { ...job, opDigest: "builtin-0.0.1" },
+      chunk: {
+        index: 0,
+        inputIndex: 0,
+        input: { bucket: "b", key: "words.txt", size: info.size, etag: info.etag, name: "words.txt" },
+        start: 0,
+        end: info.size,
+      },
+    };
+    const deps = { output: store, inputStore: () => store, registry, log: silentLogger };
+    await expect(runTask(deps, task)).rejects.toMatchObject({ code: "OP_MISMATCH", message: expect.stringContaining("builtin-0.0.1") });
+    // A task written before built-ins carried a digest still runs.
+    const { opDigest: _, ...unmarked } = job;
+    await expect(runTask(deps, { ...task, jobId: "builtin-digest-job-2", job: unmarked })).resolves.toMatchObject({ kind: "done" });
+  });
 });
 
 describe("canonical code", () => {

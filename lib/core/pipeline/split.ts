@@ -10,7 +10,7 @@ import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { Manifest, type InputObject, type MapTask, type TaskJob } from "../job/manifest.js";
 import { planChunks, planOptionsOf } from "../job/planner.js";
 import { defaultPartitions, mostPartitions, type Format, type JobSpec } from "../job/spec.js";
-import type { OpRegistry } from "../ops/registry.js";
+import { opDigest, type OpRegistry } from "../ops/registry.js";
 import { isShuffled, type AnyOp } from "../ops/types.js";
 import { nowOf, type SplitDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
@@ -105,11 +105,11 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
         : `fanIn: op ${op.name} merges its parts in chunk order, one at a time (it does not set orderFree)`,
       { field: "fanIn" },
     );
-  // Only a lab's op carries a digest in its tasks: built-ins are the image's own code, and older
-  // workers (which know no digest field) never meet a task that names one.
+  // Built-ins carry theirs too (`builtin-<version>`): during a rolling deploy of a new release,
+  // a worker still on the old one refuses the job's tasks rather than mixing two versions' partials.
   return {
     op: op.name,
-    ...(op.digest !== undefined ? { opDigest: op.digest } : {}),
+    opDigest: opDigest(op),
     params: spec.params,
     format,
     onBadRecord: spec.onBadRecord,
