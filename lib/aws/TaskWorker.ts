@@ -121,8 +121,11 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       JOB_END_RECHECK_MS,
       () => nowOf(options.deps),
     );
+    // A stop lets a poll in flight end rather than abort it: SQS would hand a message that arrives
+    // meanwhile to the connection that left, hidden for its visibility timeout, its receive counted
+    // as an attempt. What the poll brings is handed back. Only the grace's end aborts it.
     this.#received = new SharedReceive((maxMessages) =>
-      options.queue.receive({ maxMessages, waitSeconds: options.waitSeconds ?? 20, signal: this.#stop.signal }),
+      options.queue.receive({ maxMessages, waitSeconds: options.waitSeconds ?? 20, signal: this.#kill.signal }),
     );
   }
 
@@ -159,8 +162,9 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   }
 
   /**
-   * Stops receiving; waits up to graceMs for chunks in progress, then aborts them and makes
-   * their messages visible again at once, so another worker takes them without waiting.
+   * Stops receiving: a long poll in flight is let end (up to its wait), and what it brings is
+   * handed back. Waits up to graceMs for chunks in progress, then aborts them and hands their
+   * messages back at once, so another worker takes them without waiting.
    */
   async stop(graceMs: number): Promise<void> {
     this.#stop.abort();
@@ -190,6 +194,10 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         // be all that keeps the process alive (an unref'd one let the worker exit, code 13).
         await sleep(RECEIVE_BACKOFF_MS, this.#stop.signal).catch(() => undefined);
         continue;
+      }
+      if (this.stopping) {
+        if (message !== undefined) await this.#handBack(message);
+        break;
       }
       if (message === undefined) continue;
       try {

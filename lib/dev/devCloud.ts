@@ -122,6 +122,8 @@ export interface DevCloud {
   killWorker(index: number, signal?: NodeJS.Signals): void;
   /** Requests the emulated AWS served so far, by kind (every client's: roles, workers, uploads). */
   requests(): RequestCounts;
+  /** ReceiveMessage requests waiting for a message now (tests: a worker idle in its long poll). */
+  longPolls(): number;
   stop(): Promise<void>;
 }
 
@@ -359,19 +361,21 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     woken: () => woken,
     killWorker: (i, signal = "SIGKILL") => void workers[i]?.kill(signal),
     requests: () => emulator.requests(),
+    longPolls: () => emulator.longPolls(),
     async stop() {
       stop.abort();
-      await Promise.all(
-        [...workers, ...pools.spot].map(
-          (w) =>
-            new Promise<void>((resolve) => {
-              if (!w || w.exitCode !== null || w.signalCode !== null) return resolve();
-              w.once("exit", () => resolve());
-              w.kill("SIGTERM");
-              setTimeout(() => w.kill("SIGKILL"), 10_000).unref();
-            }),
-        ),
+      const exited = [...workers, ...pools.spot].map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            if (!w || w.exitCode !== null || w.signalCode !== null) return resolve();
+            w.once("exit", () => resolve());
+            w.kill("SIGTERM");
+            setTimeout(() => w.kill("SIGKILL"), 10_000).unref();
+          }),
       );
+      // Stopping workers wait for their long poll's answer: the cloud is going, so it comes now.
+      emulator.hurryLongPolls();
+      await Promise.all(exited);
       await Promise.all(pollers);
       await Promise.all(pendingSplits);
       await mappers?.close();

@@ -12,9 +12,9 @@
  * - Listing order: fauxqs sorts keys with localeCompare (so `B` < `a` fails, and pages can
  *   skip keys); S3 lists in UTF-8 byte order, which this emulator restores.
  * - Message bodies: fauxqs refuses characters beyond U+FFFF (emoji) that SQS accepts; fixed.
- * - Abandoned long polls: fauxqs keeps waiting after a client aborts a ReceiveMessage and
- *   would hand the next message to the dead connection (hidden for its visibility timeout);
- *   here such messages go straight back to the queue, their receive uncounted.
+ * - Abandoned long polls are left as SQS leaves them: a client that aborts a ReceiveMessage
+ *   may lose the next message to it (hidden for its visibility timeout, its receive counted),
+ *   so a client must not abort one it cares about. `hurryLongPolls` ends them for a teardown.
  * - POST-policy uploads (browser forms, boto3's presigned POST) and UploadPartCopy (a large
  *   `aws s3 cp` from one key to another), which fauxqs lacks: answered here (s3Forms.ts).
  * - An empty PUT without a Content-Type, or one sent as SQS's JSON type, is bytes too.
@@ -54,6 +54,14 @@ export interface Emulator {
    * that trip through the SDK cost the emulator's one thread as much CPU as a task's own requests.
    */
   deliver(queueUrl: string, body: string): void;
+  /**
+   * Ends every long poll waiting now and answers later ones at once, for tearing a dev cloud
+   * down: its workers, told to stop, wait for their poll's answer rather than abandon it (SQS
+   * would hand a message that arrives meanwhile to the client that left, hidden and counted).
+   */
+  hurryLongPolls(): void;
+  /** ReceiveMessage requests waiting for a message now, whether or not their client is still there. */
+  longPolls(): number;
   /** Closes the server and waits for listeners already called. */
   stop(): Promise<void>;
 }
@@ -189,7 +197,10 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
   // (f) What fauxqs lacks, before its handlers run: a form upload is stored and answered here; a
   // part copy's source becomes the part's body; an empty PUT's missing body is empty bytes.
   const partCopies = new WeakSet<object>();
+  let hurried = false;
   app.addHook("preHandler", async (request, reply) => {
+    if (hurried && request.headers["x-amz-target"] === "AmazonSQS.ReceiveMessage" && typeof request.body === "object" && request.body)
+      (request.body as { WaitTimeSeconds?: number }).WaitTimeSeconds = 0;
     const params = request.params as { bucket?: string; "*"?: string } | undefined;
     const query = request.query as Record<string, string | undefined> | undefined;
     try {
@@ -254,10 +265,6 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
         `<?xml version="1.0" encoding="UTF-8"?>\n<CopyPartResult><ETag>${etag}</ETag>` +
         `<LastModified>${new Date().toISOString()}</LastModified></CopyPartResult>`;
     }
-    // (d) A long poll whose client has gone: put what it took back on the queue.
-    if (request.headers["x-amz-target"] === "AmazonSQS.ReceiveMessage" && clientGone(request.raw)) {
-      returnAbandoned(stores.sqsStore, request.body, payload);
-    }
     done(null, payload);
   });
 
@@ -296,6 +303,11 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
       sendMessage({ QueueUrl: queueUrl, MessageBody: body }, stores.sqsStore);
       counts.sqs++;
     },
+    hurryLongPolls() {
+      hurried = true;
+      for (const queue of stores.sqsStore.listQueues()) queue.cancelWaiters();
+    },
+    longPolls: () => stores.sqsStore.listQueues().reduce((n, queue) => n + queue.pollWaiters.length, 0),
     onObjectCreated(listener) {
       listeners.add(listener);
       return () => {
@@ -466,32 +478,5 @@ const storedObject = (store: S3Store, bucket: string, key: string): ReturnType<S
     return store.headObject(bucket, key);
   } catch {
     return undefined;
-  }
-};
-
-/**
- * Whether the client of a request has disconnected and will never read the response. An
- * aborted client's socket is often only half-closed (not yet destroyed, but no longer writable).
- */
-const clientGone = (req: IncomingMessage): boolean => {
-  const socket = req.socket as IncomingMessage["socket"] | null;
-  return !socket || socket.destroyed || !socket.writable;
-};
-
-/** Puts back the messages of a ReceiveMessage response nobody will read, as if never received. */
-const returnAbandoned = (sqsStore: SqsStore, body: unknown, payload: unknown): void => {
-  try {
-    const queueUrl = (body as { QueueUrl?: string } | undefined)?.QueueUrl;
-    const queue = queueUrl ? sqsStore.getQueue(queueUrl) : undefined;
-    if (!queue || typeof payload !== "string") return;
-    const { Messages } = JSON.parse(payload) as { Messages?: { ReceiptHandle?: string }[] };
-    for (const m of Messages ?? []) {
-      const entry = m.ReceiptHandle ? queue.inflightMessages.get(m.ReceiptHandle) : undefined;
-      if (!entry) continue;
-      entry.message.approximateReceiveCount--;
-      queue.changeVisibility(entry.receiptHandle, 0);
-    }
-  } catch (err) {
-    process.stderr.write(`cloudmill emulator: could not return an abandoned receive: ${String(err)}\n`);
   }
 };

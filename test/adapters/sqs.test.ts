@@ -1,9 +1,11 @@
 import { Readable } from "node:stream";
-import { GetQueueAttributesCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { CreateQueueCommand, GetQueueAttributesCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { describe, expect, it } from "vitest";
 import { SqsTaskQueue } from "../../lib/aws/SqsTaskQueue.js";
-import { createDevResources } from "../../lib/dev/emulator.js";
+import { createDevResources, startEmulator } from "../../lib/dev/emulator.js";
+import { awsClients } from "../../lib/aws/clients.js";
+import { waitFor } from "../helpers/devCloud.js";
 import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { describeTaskQueueContract } from "../contract/taskQueueContract.js";
 import { useEmulator } from "../helpers/emulator.js";
@@ -289,5 +291,41 @@ describe("createDevResources", () => {
     expect(aws.emulator.requests().sqs - before).toBe(2);
     expect(() => aws.emulator.deliver(url, "bad \u0000 body")).toThrow(/Invalid characters/);
     expect(() => aws.emulator.deliver(`${url}-missing`, "x")).toThrow();
+  });
+});
+
+describe("the emulator's long polls", () => {
+  it("like SQS, give the next message to a poll whose client left: hidden for its visibility timeout, that receive counted", async () => {
+    const { url } = await aws.freshQueue({ visibilitySeconds: 2 });
+    const queue = new SqsTaskQueue(aws.sqs, url);
+    const ac = new AbortController();
+    const polling = queue.receive({ waitSeconds: 20, signal: ac.signal });
+    await waitFor("the poll to wait", () => (aws.emulator.longPolls() > 0 ? true : undefined), 10_000, 10);
+    ac.abort();
+    expect(await polling).toEqual([]);
+    await queue.sendBatch(["swallowed"]);
+    expect(await queue.depth()).toEqual({ visible: 0, inFlight: 1 });
+    const [msg] = await queue.receive({ waitSeconds: 20 });
+    expect(msg).toMatchObject({ body: "swallowed", receiveCount: 2 });
+  });
+
+  it("end at once when hurried (a dev cloud's teardown), and answer later ones without waiting", async () => {
+    const emulator = await startEmulator({ port: 0 });
+    const { sqs } = awsClients({ endpoint: emulator.endpoint, region: "us-east-1" }, {});
+    try {
+      const { QueueUrl } = await sqs.send(new CreateQueueCommand({ QueueName: "hurried" }));
+      const queue = new SqsTaskQueue(sqs, QueueUrl!);
+      const started = Date.now();
+      const polling = queue.receive({ waitSeconds: 20 });
+      await waitFor("the poll to wait", () => (emulator.longPolls() > 0 ? true : undefined), 10_000, 10);
+      emulator.hurryLongPolls();
+      expect(await polling).toEqual([]);
+      expect(await queue.receive({ waitSeconds: 20 })).toEqual([]);
+      // Well within one long poll of 20 s, never a narrow window.
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      sqs.destroy();
+      await emulator.stop();
+    }
   });
 });

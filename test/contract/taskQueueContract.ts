@@ -174,7 +174,8 @@ export const describeTaskQueueContract = (name: string, makeQueue: MakeTaskQueue
     });
 
     it("ends a long poll promptly when its signal aborts, losing no message", async (ctx) => {
-      const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
+      const visibilitySeconds = 2;
+      const { queue } = await fresh(ctx, { visibilitySeconds });
       const ac = new AbortController();
       const polling = queue.receive({ waitSeconds: LONG_POLL, signal: ac.signal });
       await sleep(100);
@@ -182,11 +183,12 @@ export const describeTaskQueueContract = (name: string, makeQueue: MakeTaskQueue
       ac.abort();
       expect(await polling).toEqual([]);
       expect(Date.now() - aborted).toBeLessThan(WELL_WITHIN_LONG_POLL_MS);
-      // The abandoned poll must not swallow the next message.
+      // SQS may hand the next message to the poll that was left (hidden for its visibility
+      // timeout, that receive counted: why a worker lets its poll end on a stop). It is not lost.
       await queue.sendBatch(["after abort"]);
-      await sleep(100);
-      const [msg] = await queue.receive({ waitSeconds: LONG_POLL });
-      expect(msg).toMatchObject({ body: "after abort", receiveCount: 1 });
+      const [msg] = await receiveAtLeast(queue, 1);
+      expect(msg).toMatchObject({ body: "after abort" });
+      expect(msg!.receiveCount).toBeLessThanOrEqual(2);
     });
 
     it("returns nothing at once for an already aborted signal", async (ctx) => {
