@@ -279,6 +279,8 @@ export class Cloudmill {
       ...(spec.maxCostUsd !== undefined ? { maxCostUsd: spec.maxCostUsd } : {}),
       ...(spec.maxRecordBytes !== undefined ? { maxRecordBytes: spec.maxRecordBytes } : {}),
       ...(spec.partitions !== undefined ? { partitions: spec.partitions } : {}),
+      ...(spec.backupAfterSeconds !== undefined ? { backupAfterSeconds: spec.backupAfterSeconds } : {}),
+      ...(spec.fanIn !== undefined ? { fanIn: spec.fanIn } : {}),
       ...(spec.prefer !== undefined ? { prefer: spec.prefer } : {}),
     };
     const parsed = parseJobSpec(given, "");

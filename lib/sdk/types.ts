@@ -78,6 +78,13 @@ export interface SubmitSpec {
   readonly maxCostUsd?: number;
   /** A keyed op's partitions: its reduce tasks and output parts. Default: one per 256 MiB of input. */
   readonly partitions?: number;
+  /**
+   * A chunk running longer than this (and 3× the median of those mapped, once three quarters are)
+   * is queued once more; the first copy to finish wins. 0: no backups. Default 60.
+   */
+  readonly backupAfterSeconds?: number;
+  /** Parts one merge task (and the reducer) reads: more chunks merge in a tree. Default 64. Not for keyed ops. */
+  readonly fanIn?: number;
   /** How far an idle fleet is woken: `fastest` (default) all it can use at once, `cheapest` one worker to start. */
   readonly prefer?: "cheapest" | "fastest";
 }

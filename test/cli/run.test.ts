@@ -143,6 +143,12 @@ describe("cloudmill run (the bin)", () => {
       expect(oneErrorLine(malformed)).toBe('cloudmill: --param "k": expected NAME=VALUE, e.g. --param k=20');
     });
 
+    it("--backup-after past a day → 2, naming the flag (it reaches the job spec's backupAfterSeconds)", async () => {
+      const r = await cli(["run", "examples/words.txt", "--op", "count", "--backup-after", "90000"]);
+      expect(r.code).toBe(2);
+      expect(oneErrorLine(r)).toMatch(/^cloudmill: --backup-after: /);
+    });
+
     it("bad --chunk-size → 2, saying what a size looks like", async () => {
       const r = await cli(["run", "examples/words.txt", "--op", "count", "--chunk-size", "16XB"]);
       expect(r.code).toBe(2);

@@ -76,10 +76,10 @@ const pickyHashes = defineOp({
   format: "blob",
   stream: {
     start: () => ({ n: 0 }),
+    // Changes the state in place and returns nothing, as the README's example does (typed void).
     update: (state: { n: number }, bytes: Buffer) => {
       state.n += bytes.length;
       if (state.n > 1_000_000) throw badRecord("over a megabyte", 0);
-      return undefined;
     },
     finish: (state: { n: number }, _params, meta) => ({ [meta.input]: state.n }) as Record<string, number>,
   },

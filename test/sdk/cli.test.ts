@@ -430,6 +430,19 @@ describe("cloudmill submit when not every job can start", () => {
     expect(counts).toEqual(new Map(expected));
   }, 120_000);
 
+  it("--fan-in and --backup-after reach the job's spec; a fan-in below 2 is refused before anything is uploaded", async () => {
+    const r = await submit("examples/words.txt", "--op", "count", "--fan-in", "2", "--backup-after", "0");
+    expect(r.code, r.stderr).toBe(0);
+    const jobId = r.stdout.trim();
+    const body = await cloud.clients.s3.send(new GetObjectCommand({ Bucket: cloud.inputBucket, Key: `_jobs/${jobId}.json` }));
+    expect(JSON.parse(await body.Body!.transformToString())).toMatchObject({ fanIn: 2, backupAfterSeconds: 0 });
+    await vi.waitFor(async () => expect((await statusOf(jobId))["state"]).toBe("succeeded"), { timeout: 60_000, interval: 200 });
+    const refused = await submit("examples/words.txt", "--op", "count", "--fan-in", "1");
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/fanIn/);
+    expect(refused.stdout).toBe("");
+  }, 120_000);
+
   it("refuses flags of a job over inputs with --items, rather than drop them", async () => {
     await writeFile(path.join(cwd, "items.jsonl"), '{"x":1}\n');
     const r = await submit("--items", "items.jsonl", "--op", "simulate", "--prefer", "cheapest", "--each");

@@ -31,8 +31,8 @@ export const retryCommand = (io: CliIO): Command =>
         "after",
         `
 Examples:
-  $ cloudmill retry 20261203-ab12cd --task-timeout 3600
-  $ cloudmill retry 20261203-ab12cd --task-memory 4096 && cloudmill wait 20261203-ab12cd`,
+  $ cloudmill retry job-20261203T101500-9f1c02ab5e7d4c21 --task-timeout 3600
+  $ cloudmill retry job-20261203T101500-9f1c02ab5e7d4c21 --task-memory 4096 && cloudmill wait job-20261203T101500-9f1c02ab5e7d4c21`,
       ),
   ).action(async (jobId: string, raw: Record<string, unknown>) => {
     const flags = parseFlags(RetryFlags, raw);

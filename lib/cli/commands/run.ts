@@ -44,6 +44,7 @@ const RunFlags = z.object({
     .int({ error: "expected a whole number" })
     .min(1, { error: "must be at least 1" })
     .optional(),
+  backupAfter: z.coerce.number({ error: "expected seconds" }).int({ error: "expected whole seconds" }).optional(),
 });
 
 /** Chunks per worker thread a local task run aims for by default: enough to even out uneven items. */
@@ -73,6 +74,7 @@ const FLAG_OF_FIELD: Readonly<Record<string, string>> = {
   maxAttempts: "--max-attempts",
   maxRecordBytes: "--max-record-bytes",
   partitions: "--partitions",
+  backupAfterSeconds: "--backup-after",
   format: "--format",
   op: "--op",
   inputs: "inputs",
@@ -93,7 +95,10 @@ export const runCommand = (io: CliIO): Command =>
   new Command("run")
     .description("run a job on this machine's cores (no AWS needed)")
     .argument("<inputs...>", "files or directories (read recursively), or manifest:<list> for the paths a list names")
-    .requiredOption("--op <name>", "the op to run: count, stats, wordcount, histogram, grep, groupby, distinct, sort, or one from --ops")
+    .requiredOption(
+      "--op <name>",
+      "the op to run: count, stats, wordcount, histogram, grep, groupby, distinct, sort, checksum, or one from --ops",
+    )
     .option("-p, --param <name=value>", "an op param, repeatable (e.g. --param k=20)", collectParam)
     .addOption(new Option("--format <format>", "record format (default: the op's own)").choices(FORMATS))
     .option("-w, --workers <n>", `worker threads (default: all ${os.availableParallelism()} cores; 0 runs on the main thread)`)
@@ -103,10 +108,14 @@ export const runCommand = (io: CliIO): Command =>
     .option("-o, --out <file>", "write the result JSON here instead of stdout")
     .option(
       "--out-dir <dir>",
-      "keyed ops (groupby, distinct, sort): where the parts go; tasks: where items' stored objects go, under files/ " +
+      "ops with parts (groupby, distinct, sort, checksum): where the parts go; tasks: where items' stored objects go, under files/ " +
         "(default cloudmill-out/<job id>)",
     )
     .option("--partitions <n>", "keyed ops: how many parts (and reduce tasks); default one per 256MiB of input")
+    .option(
+      "--backup-after <seconds>",
+      "a chunk running longer than this and 3x the median (once 3/4 are mapped) gets a backup copy on an idle thread (default: none)",
+    )
     .option("--ops <module>", "load user ops from a module (exports made with defineOp), repeatable", collect)
     .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")
     .option(
@@ -161,6 +170,7 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
             ...(flags.maxRecordBytes !== undefined ? { maxRecordBytes: flags.maxRecordBytes } : {}),
             ...(flags.taskMemory !== undefined ? { taskMemoryMiB: flags.taskMemory } : {}),
             ...(flags.partitions !== undefined ? { partitions: flags.partitions } : {}),
+            ...(flags.backupAfter !== undefined ? { backupAfterSeconds: flags.backupAfter } : {}),
             onBadRecord: flags.skipBadRecords ? "skip" : "fail",
           },
           "",

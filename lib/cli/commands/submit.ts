@@ -27,6 +27,8 @@ const SubmitFlags = z.object({
   maxAttempts: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).max(20).optional(),
   skipBadRecords: z.boolean().default(false),
   partitions: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).optional(),
+  backupAfter: z.coerce.number({ error: "expected seconds" }).int({ error: "expected whole seconds" }).optional(),
+  fanIn: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).optional(),
   prefer: z.enum(PREFERENCES).optional(),
   each: z.boolean().default(false),
   wait: z.boolean().default(false),
@@ -79,13 +81,18 @@ export const submitCommand = (io: CliIO): Command =>
     new Command("submit")
       .description("submit a job to the lab's pipeline (or cloudmill dev): local files are uploaded, s3:// URIs used in place")
       .argument("[inputs...]", "local files or directories, s3://bucket/key objects, s3://bucket/prefix/ prefixes, or manifest:<list>")
-      .requiredOption("--op <name>", "the op to run: count, stats, wordcount, histogram, grep, or one built into the workers")
+      .requiredOption(
+        "--op <name>",
+        "the op to run: count, stats, wordcount, histogram, grep, groupby, distinct, sort, checksum, or one built into the workers",
+      )
       .option("-p, --param <name=value>", "an op param, repeatable (e.g. --param k=20)", collectParam)
       .addOption(new Option("--format <format>", "record format (default: the op's own)").choices(FORMATS))
       .option("-c, --chunk-size <size>", "bytes per chunk, e.g. 16MiB (default: the deployment's)")
       .option("--max-attempts <n>", "tries per chunk before the job fails (default: the deployment's)")
       .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")
       .option("--partitions <n>", "a keyed op's reduce tasks and output parts (default: one per 256 MiB of input)")
+      .option("--backup-after <seconds>", "a chunk running longer than this and 3x the median gets a backup copy (default 60; 0: none)")
+      .option("--fan-in <n>", "parts one merge task reads: a job of more chunks merges in a tree (default 64; not keyed ops)")
       .option(
         "--prefer <cheapest|fastest>",
         "wake an idle fleet with one worker (cheapest) or all it can use at once (fastest, the default)",
@@ -125,6 +132,8 @@ Without --wait it prints the job id(s), one per line: \`cloudmill wait <job>\` f
         ...(flags.maxAttempts ? { maxAttempts: flags.maxAttempts } : {}),
         ...(flags.skipBadRecords ? { onBadRecord: "skip" as const } : {}),
         ...(flags.partitions ? { partitions: flags.partitions } : {}),
+        ...(flags.backupAfter !== undefined ? { backupAfterSeconds: flags.backupAfter } : {}),
+        ...(flags.fanIn !== undefined ? { fanIn: flags.fanIn } : {}),
         ...(flags.prefer ? { prefer: flags.prefer } : {}),
       };
       if ((flags.items === undefined) === (inputs.length === 0))
@@ -135,6 +144,8 @@ Without --wait it prints the job id(s), one per line: \`cloudmill wait <job>\` f
         "--format": flags.format,
         "--chunk-size": flags.chunkSize,
         "--partitions": flags.partitions,
+        "--backup-after": flags.backupAfter !== undefined,
+        "--fan-in": flags.fanIn !== undefined,
         "--prefer": flags.prefer,
       };
       const unused = Object.entries({ ...overInputs, "--skip-bad-records": flags.skipBadRecords }).filter(([, v]) => v);

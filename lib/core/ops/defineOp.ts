@@ -95,7 +95,8 @@ export interface BlobStream<P, A, S> {
   /** A new object: the state its pieces update (`meta` names it; its size comes with `finish`). */
   start(params: P, meta: RecordMeta): S;
   /** The object's next bytes (reused once it returns: copy what is kept); returns the new state, or updates it in place. */
-  update(state: S, bytes: Buffer, params: P): S | undefined;
+  // biome-ignore lint/suspicious/noConfusingVoidType: an update that changes the state in place and returns nothing is typed void
+  update(state: S, bytes: Buffer, params: P): S | undefined | void;
   /** The object's partial, from its state once every byte was seen (`meta.size`: how many); undefined contributes nothing. */
   finish(state: S, params: P, meta: RecordMeta): A | undefined;
 }
