@@ -7,7 +7,7 @@ import path from "node:path";
 import { appendAll } from "../core/appendAll.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import type { InputObject } from "../core/job/manifest.js";
-import { isManifestInput, listEntries, manifestKind, manifestLocation } from "../core/pipeline/inputManifests.js";
+import { isManifestInput, listEntries, manifestKind, manifestLocation, shownEntry } from "../core/pipeline/inputManifests.js";
 import type { BlobStore } from "../core/ports.js";
 
 /** The bucket name local inputs use: the filesystem store rooted at `/`. */
@@ -22,10 +22,16 @@ export const localKey = (absolute: string): string => path.resolve(absolute).sli
  * already inside is a loop, not walked again, and a link to nothing is no file. Sockets and
  * devices are not files either.
  */
-export const walk = async (dir: string, within: ReadonlySet<string> = new Set()): Promise<string[]> => {
+export const walk = async (dir: string): Promise<string[]> => {
+  const files = await walkFrom(dir, new Set());
+  // By whole paths, as S3 lists keys: `a.txt` comes before the folder `a`'s `a/x.txt` ('.' < '/').
+  const bytes = new Map(files.map((f) => [f, Buffer.from(f)]));
+  return files.sort((a, b) => Buffer.compare(bytes.get(a)!, bytes.get(b)!));
+};
+
+const walkFrom = async (dir: string, within: ReadonlySet<string>): Promise<string[]> => {
   const inside = new Set(within).add(await realpath(dir));
   const entries = await readdir(dir, { withFileTypes: true, encoding: "buffer" });
-  entries.sort((a, b) => Buffer.compare(a.name, b.name));
   const files: string[] = [];
   for (const e of entries) {
     const p = path.join(dir, utf8Name(e.name, dir));
@@ -37,7 +43,7 @@ export const walk = async (dir: string, within: ReadonlySet<string> = new Set())
       isDirectory = target?.isDirectory() === true && !inside.has(await realpath(p));
       isFile = target?.isFile() === true;
     }
-    if (isDirectory) appendAll(files, await walk(p, inside));
+    if (isDirectory) appendAll(files, await walkFrom(p, inside));
     else if (isFile) files.push(p);
   }
   return files;
@@ -88,7 +94,7 @@ export const expandLocalManifests = async (inputs: readonly string[]): Promise<s
         throw new CloudmillError(ErrorCode.INVALID_SPEC, `${entry}: a local manifest lists local paths`, { input: where, line });
       const listed = path.resolve(path.dirname(where), entry);
       if (!(await stat(listed).catch(() => undefined)))
-        throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `${entry}: no such file or directory`, { input: where, line });
+        throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `${shownEntry(entry)}: no such file or directory`, { input: where, line });
       out.push(listed);
     }
   }

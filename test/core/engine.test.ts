@@ -150,6 +150,15 @@ describe("inputs", () => {
     expect((await run({ op: "count", inputs: [tree] })).result).toEqual({ records: 5 });
   });
 
+  it("walks a directory in byte order of whole paths, as S3 lists the same files: a.txt before the folder a's a/x.txt", async () => {
+    for (const f of ["a/x.txt", "a.txt", "a-b.txt", "a/b/c.txt", "a0.txt", "a b.txt", "ab/z.txt"]) await write(`bytes/${f}`, `${f}\n`);
+    const tree = path.join(dir, "bytes");
+    const sorted = execFileSync("sh", ["-c", 'find "$1" -type f | LC_ALL=C sort', "sh", tree], { encoding: "utf8" }).trim().split("\n");
+    const { status, result } = await run({ op: "grep", inputs: [tree], params: { pattern: "txt", k: "1" } });
+    expect(status.inputs).toEqual(sorted);
+    expect(result).toMatchObject({ matches: 7, samples: [{ input: sorted[0] }] });
+  });
+
   it("follows symbolic links in a directory as `find -L -type f` does: a loop once, a link to nothing is no file", async () => {
     await write("linked/real.txt", "r1\nr2\n");
     await write("elsewhere/sub/far.txt", "f1\n");

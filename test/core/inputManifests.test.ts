@@ -3,6 +3,7 @@
  * and S3 Inventory reports (manifest.json and gzip CSV data files built here as S3 writes them:
  * no header, every field quoted, keys URL-encoded with `+` for a space).
  */
+import { execFileSync } from "node:child_process";
 import { createGunzip, createGzip, gzipSync } from "node:zlib";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -48,11 +49,11 @@ describe("manifest inputs", () => {
     ]);
   });
 
-  it("read a plain list line by line: blank lines and comments skipped, CRLF and spaces trimmed", () => {
-    expect(listEntries("# picks\r\ndata/a.txt\r\n\r\n  s3://b/c d.txt  \n#x\ndir/\n", "keys.txt")).toEqual([
+  it("read a plain list line by line: blank lines and comments skipped, CRLF dropped, spaces kept (they may be a key's)", () => {
+    expect(listEntries("# picks\r\ndata/a.txt\r\n\r\n  \t\n  s3://b/c d.txt  \n#x\ndir/\n", "keys.txt")).toEqual([
       { line: 2, text: "data/a.txt" },
-      { line: 4, text: "s3://b/c d.txt" },
-      { line: 6, text: "dir/" },
+      { line: 5, text: "  s3://b/c d.txt  " },
+      { line: 7, text: "dir/" },
     ]);
   });
 
@@ -247,6 +248,20 @@ describe("a local run over a manifest", () => {
     const r = await cli(["run", `manifest:${path.join(dir, "none.txt")}`, "--op", "count", "--no-progress"]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain(`${path.join(dir, "none.txt")}: the manifest lists no inputs`);
+  });
+
+  it("reads a listed name as written: `data.txt ` is its own file, not `data.txt`; a missing one is shown quoted", async () => {
+    await writeFile(path.join(dir, "data.txt"), lines(1, "d"));
+    await writeFile(path.join(dir, "data.txt "), lines(3, "s"));
+    await writeFile(path.join(dir, "spaced.txt"), "data.txt \n");
+    const wc = execFileSync("wc", ["-l", path.join(dir, "data.txt ")], { encoding: "utf8" });
+    const r = await cli(["run", `manifest:${path.join(dir, "spaced.txt")}`, "--op", "count", "--no-progress"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ records: Number(wc.trim().split(" ")[0]) });
+    await writeFile(path.join(dir, "typo.txt"), "a.txt  \n");
+    const typo = await cli(["run", `manifest:${path.join(dir, "typo.txt")}`, "--op", "count", "--no-progress"]);
+    expect(typo.code).toBe(3);
+    expect(typo.stderr).toContain(`${path.join(dir, "typo.txt")}:1: "a.txt  ": no such file or directory`);
   });
 
   it("names the manifest and line of a path that is not there", async () => {

@@ -116,6 +116,30 @@ describe("manifest inputs on the emulated cloud", () => {
     expect(stale.status.error?.code).toBe("INPUT_CHANGED");
   });
 
+  it("leaves an inventory's folder markers out when its report has no Size field (they are HEADed, then seen)", async () => {
+    await cloud.put("data/marked/", "");
+    const prefix = `inventory/${cloud.input}/keys-only`;
+    const rows = ["data/log-1.txt", "data/marked/", "data/log-0.txt"].map((k) => `"${cloud.input}","${inventoryKey(k)}"`);
+    await cloud.put(`${prefix}/data/a.csv.gz`, gzipSync(`${rows.join("\n")}\n`));
+    await cloud.put(
+      `${prefix}/2026-12-02T00-00Z/manifest.json`,
+      JSON.stringify({
+        sourceBucket: cloud.input,
+        destinationBucket: `arn:aws:s3:::${cloud.input}`,
+        version: "2016-11-30",
+        fileFormat: "CSV",
+        fileSchema: "Bucket, Key",
+        files: [{ key: `${prefix}/data/a.csv.gz` }],
+      }),
+    );
+    const { status, result } = await count("from-keys-only-inventory", [
+      `manifest:s3://${cloud.input}/${prefix}/2026-12-02T00-00Z/manifest.json`,
+    ]);
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    expect(status.inputs).toEqual(["data/log-1.txt", "data/log-0.txt"].map((k) => `s3://${cloud.input}/${k}`));
+    expect(result).toEqual({ records: linesOf("data/log-1.txt", "data/log-0.txt") });
+  });
+
   it("fails a job whose list names nothing", async () => {
     await cloud.put("lists/empty.txt", "# to fill in later\n");
     const { status } = await count("from-empty-list", [`manifest:s3://${cloud.input}/lists/empty.txt`]);

@@ -73,18 +73,21 @@ const linesOf = function* (
 };
 
 /**
- * A plain list's entries: one per line, trimmed, blank lines and `#` comments skipped; past
+ * A plain list's entries: one per line as written (a key may begin or end with a space, and
+ * `data.txt ` is another object than `data.txt`), blank lines and `#` comments skipped; past
  * `max` entries the list is read no further (one more is returned, for the caller to refuse).
  */
 export const listEntries = (file: string | Uint8Array, where: string, max = Number.POSITIVE_INFINITY): ListedEntry[] => {
   const out: ListedEntry[] = [];
   for (const { line, row } of linesOf(file, where)) {
-    const entry = row.trim();
-    if (entry !== "" && !entry.startsWith("#")) out.push({ line, text: entry });
+    if (row.trim() !== "" && !row.startsWith("#")) out.push({ line, text: row });
     if (out.length > max) break;
   }
   return out;
 };
+
+/** A listed name as a message shows it: quoted where spaces at its ends are part of it. */
+export const shownEntry = (text: string): string => (text.trim() === text ? text : JSON.stringify(text));
 
 /** An object a manifest names by bucket and key, with what the manifest says of it. */
 export interface ListedObject {

@@ -17,6 +17,7 @@ import {
   inventoryReport,
   isManifestInput,
   listEntries,
+  shownEntry,
   manifestKind,
   manifestLocation,
   type ListedObject,
@@ -122,6 +123,8 @@ const resolveListed = async (
       throw atLine(err, manifest, o.line, uri);
     });
   if (!info) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `${uri}: no such object`, { input: manifest, line: o.line });
+  // An inventory without its Size field: a folder marker shows only now.
+  if (listing && skippable(o.key, info.size)) return [];
   return [{ bucket: o.bucket, key: o.key, size: info.size, etag: info.etag, name: uri }];
 };
 
@@ -152,7 +155,7 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget)
             throw new CloudmillError(ErrorCode.INVALID_SPEC, "a manifest may not list manifests", { input: where, line });
           const uri = entry.startsWith("s3://") ? entry : s3Uri(bucket, entry);
           return resolveUri(deps, uri, budget).catch((err: unknown) => {
-            throw atLine(err, where, line, uri);
+            throw atLine(err, where, line, shownEntry(uri));
           });
         }),
       );
