@@ -7,6 +7,7 @@ import { CloudmillError, ErrorCode } from "../core/errors.js";
 import type { BlobInfo, BlobStore, GetOptions, PutOptions } from "../core/ports.js";
 import { s3Uri } from "../core/s3Uri.js";
 import { resolveRange } from "../core/byteRange.js";
+import { decodeUrlEncodedKey } from "./events.js";
 
 /** Multipart part size: ≥ 5 MiB (S3's minimum) and ≤ 10 MiB so it fits any emulator's body limit. */
 const PART_SIZE = 8 * MiB;
@@ -99,10 +100,12 @@ export class S3BlobStore implements BlobStore {
 
   async *list(prefix: string): AsyncIterable<BlobInfo> {
     try {
-      // S3 returns keys in ascending UTF-8 byte order, page after page.
-      for await (const page of paginateListObjectsV2({ client: this.client }, { Bucket: this.bucket, Prefix: prefix })) {
+      // S3 returns keys in ascending UTF-8 byte order, page after page. URL-encoded: XML would
+      // carry a key's carriage return as a line feed (another key's name), as botocore knows.
+      const pages = paginateListObjectsV2({ client: this.client }, { Bucket: this.bucket, Prefix: prefix, EncodingType: "url" });
+      for await (const page of pages) {
         for (const o of page.Contents ?? []) {
-          if (o.Key !== undefined) yield { key: o.Key, size: o.Size ?? 0, etag: o.ETag ?? "" };
+          if (o.Key !== undefined) yield { key: decodeUrlEncodedKey(o.Key), size: o.Size ?? 0, etag: o.ETag ?? "" };
         }
       }
     } catch (err) {

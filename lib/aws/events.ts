@@ -22,8 +22,8 @@ export const S3Notification = z.object({ Records: z.array(S3Record) });
 /** What S3 sends once when notifications are configured. */
 const S3TestEvent = z.object({ Event: z.literal("s3:TestEvent") }).loose();
 
-/** Keys in S3 events are URL-encoded, with `+` for spaces. */
-export const decodeEventKey = (key: string): string => decodeURIComponent(key.replace(/\+/g, " "));
+/** Keys in S3 events, and in listings asked for with `EncodingType: "url"`, are URL-encoded, with `+` for spaces. */
+export const decodeUrlEncodedKey = (key: string): string => decodeURIComponent(key.replace(/\+/g, " "));
 
 /** Created objects named by a notification (test events and other event types name none). */
 export const createdObjects = (event: unknown): CreatedObject[] => {
@@ -32,7 +32,7 @@ export const createdObjects = (event: unknown): CreatedObject[] => {
     .Records.filter((r) => r.eventName.startsWith("ObjectCreated"))
     .map((r) => ({
       bucket: r.s3.bucket.name,
-      key: decodeEventKey(r.s3.object.key),
+      key: decodeUrlEncodedKey(r.s3.object.key),
       ...(r.s3.object.eTag ? { etag: r.s3.object.eTag } : {}),
       ...(r.s3.object.versionId ? { versionId: r.s3.object.versionId } : {}),
       ...(r.s3.object.sequencer ? { sequencer: r.s3.object.sequencer } : {}),

@@ -27,7 +27,7 @@ import { compiledFile } from "../local/paths.js";
 import type { FleetWaker, TaskQueue } from "../core/ports.js";
 import { dyingAfterParts } from "./dyingInvocation.js";
 import { workersFor } from "../aws/EcsFleetWaker.js";
-import { decodeEventKey, type SqsBatchResponse } from "../aws/events.js";
+import { decodeUrlEncodedKey, type SqsBatchResponse } from "../aws/events.js";
 import { deadLetterHandler, reducerHandler, splitterHandler } from "../aws/handlers.js";
 import { createDevResources, startEmulator, type Emulator, type RequestCounts } from "./emulator.js";
 
@@ -292,7 +292,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
         );
         pendingSplits.add(p);
         void p.finally(() => pendingSplits.delete(p));
-      } else if (bucket === outputBucket && wakesReducer(decodeEventKey(key))) {
+      } else if (bucket === outputBucket && wakesReducer(decodeUrlEncodedKey(key))) {
         emulator.deliver(resources.partsQueueUrl!, JSON.stringify({ Records: [record] }));
       }
     }

@@ -18,6 +18,8 @@
  * - POST-policy uploads (browser forms, boto3's presigned POST) and UploadPartCopy (a large
  *   `aws s3 cp` from one key to another), which fauxqs lacks: answered here (s3Forms.ts).
  * - An empty PUT without a Content-Type, or one sent as SQS's JSON type, is bytes too.
+ * - ListObjectsV2 with `encoding-type=url`: keys and prefixes URL-encoded (a key's carriage
+ *   return would reach an XML parser as a line feed).
  * - Refused as S3 refuses them: a key over 1,024 bytes (KeyTooLongError), and a body that does
  *   not match its Content-MD5 (BadDigest), which fauxqs would store.
  *
@@ -265,6 +267,11 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
         `<?xml version="1.0" encoding="UTF-8"?>\n<CopyPartResult><ETag>${etag}</ETag>` +
         `<LastModified>${new Date().toISOString()}</LastModified></CopyPartResult>`;
     }
+    // (g) A listing asked for with encoding-type=url, which fauxqs ignores: names URL-encoded, as S3 does.
+    const listing = request.method === "GET" && query?.["list-type"] === "2" && !key;
+    if (listing && query["encoding-type"] === "url" && reply.statusCode === 200 && typeof payload === "string") {
+      payload = urlEncodedListing(payload);
+    }
     done(null, payload);
   });
 
@@ -320,6 +327,17 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
     },
   };
 };
+
+const XML_ENTITIES: Readonly<Record<string, string>> = { lt: "<", gt: ">", amp: "&", quot: '"', apos: "'" };
+const unescapeXml = (text: string): string => text.replace(/&(lt|gt|amp|quot|apos);/g, (_, name: string) => XML_ENTITIES[name]!);
+
+/** A ListObjectsV2 answer with its keys and prefixes URL-encoded, saying so. */
+const urlEncodedListing = (xml: string): string =>
+  xml
+    .replace(/<(Key|Prefix|StartAfter|Delimiter)>([^<]*)<\/\1>/g, (_, tag: string, text: string) => {
+      return `<${tag}>${escapeXml(encodeEventKey(unescapeXml(text)))}</${tag}>`;
+    })
+    .replace(/(<MaxKeys>\d+<\/MaxKeys>)/, "$1<EncodingType>url</EncodingType>");
 
 /**
  * An S3 event's key: URL-encoded as S3 does in notifications (form encoding: space → `+`,

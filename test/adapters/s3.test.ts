@@ -5,6 +5,8 @@ import {
   UploadPartCommand,
   CompleteMultipartUploadCommand,
 } from "@aws-sdk/client-s3";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import type { S3Event } from "aws-lambda";
 import { describe, expect, it, vi } from "vitest";
 import { S3BlobStore } from "../../lib/aws/S3BlobStore.js";
@@ -89,6 +91,22 @@ describe("S3BlobStore", () => {
     await expect(store.get("in.txt", { etag: '"stale"' })).rejects.toThrow(
       `s3://${bucket}/in.txt changed while the job ran (expected ETag "stale")`,
     );
+  });
+
+  it("lists keys holding a carriage return, a line feed, spaces, pluses and percents as they are (a URL-encoded listing)", async () => {
+    const bucket = await aws.freshBucket();
+    const store = new S3BlobStore(aws.s3, bucket);
+    const keys = ["d/a\rb", "d/a\nb", "d/a b+c%20.txt", "d/\u00e9\t&<x>'\""];
+    for (const [i, key] of keys.entries()) await store.put(key, `${i}\n`);
+    const listed: string[] = [];
+    for await (const o of store.list("d/")) listed.push(o.key);
+    expect(listed).toEqual([...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
+    // boto3, which asks for URL-encoded listings by itself, sees the same names in the emulator.
+    const script =
+      "import boto3,json,sys;c=boto3.client('s3',endpoint_url=sys.argv[1],region_name='us-east-1',aws_access_key_id='x',aws_secret_access_key='y');print(json.dumps([o['Key'] for o in c.list_objects_v2(Bucket=sys.argv[2],Prefix='d/')['Contents']]))";
+    // Not a sync call: the emulator answers from this process.
+    const { stdout } = await promisify(execFile)("python3", ["-c", script, aws.emulator.endpoint, bucket], { encoding: "utf8" });
+    expect(JSON.parse(stdout)).toEqual(listed);
   });
 
   it("uses multipart above the threshold (the ETag shows the part count)", async () => {
