@@ -406,6 +406,33 @@ describe("a corrupt or truncated compressed input", () => {
     }
   });
 
+  it("a BGZF file cut inside a block, or with bytes after its end, is named by the same byte at every chunk size", async () => {
+    const bgzf = files["bgzf"]!;
+    const bytes = await readFile(bgzf);
+    // Block starts read from each block's own BSIZE field, the way bgzip writes it.
+    const starts: number[] = [];
+    for (let at = 0; at < bytes.length; at += bytes.readUInt16LE(at + 16) + 1) starts.push(at);
+    expect(starts.length).toBeGreaterThan(4);
+    const keep = Math.floor(bytes.length * 0.6);
+    const cutInside = starts.filter((s) => s < keep).at(-1)!;
+    const garbage = path.join(dir, "garbage.bgz");
+    await writeFile(garbage, Buffer.concat([bytes, Buffer.from("these bytes are not BGZF at all\n")]));
+    const short = path.join(dir, "short-tail.bgz");
+    await writeFile(short, Buffer.concat([bytes, Buffer.from("tail\n")]));
+    const truncated = await cut(bgzf, keep);
+    for (const [file, at, what] of [
+      [truncated, cutInside, /the data ends inside a block$/],
+      [garbage, bytes.length, /expected a BGZF block header$/],
+      [short, bytes.length, /the data ends inside a block header$/],
+    ] as const) {
+      for (const chunkSize of [1000, 10_000, 65_536, "16MiB"]) {
+        const r = await run(file, "count", chunkSize, {}, 2);
+        expectFailure(r, file, what);
+        expect((r as { error: CloudmillError }).error.describe(), `${file} at ${chunkSize}`).toContain(`at compressed byte ${at}:`);
+      }
+    }
+  });
+
   it("a flipped byte fails the job: gzip's CRC, zstd's frame checksum, a BGZF block's CRC", async () => {
     for (const [codec, at, what] of [
       ["gzip", -6, /gzip data is corrupt/],

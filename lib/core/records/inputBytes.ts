@@ -391,13 +391,21 @@ async function* compressedFrom(
   }
 }
 
+/** Blocks that chain, and where a chain that stops short of the input's end stops, and why. */
+interface BlockChain {
+  readonly starts: number[];
+  readonly broken?: { readonly at: number; readonly reason: string };
+}
+
 /**
  * Candidate block starts in `window` (which starts at compressed byte `base`): from each offset
  * where BGZF headers chain, each block's size leading to the next header, to the window's end
  * (or exactly to the input's end). Compressed bytes that happen to look like a header rarely
  * chain; the caller checks the blocks it uses against their CRC and tries the next candidate.
+ * In a window that holds the input's end, a chain that stops short of it (a cut file, bytes that
+ * are no BGZF after it) is a candidate too, saying where it stops and why, as reading it would.
  */
-function* blockChains(window: Buffer, base: number, size: number): Generator<number[]> {
+function* blockChains(window: Buffer, base: number, size: number): Generator<BlockChain> {
   const atEnd = base + window.length >= size;
   for (let p = 0; p + CODEC_SNIFF_BYTES <= window.length; p++) {
     if (bgzfBlockSize(window, p) < 0) continue;
@@ -408,8 +416,14 @@ function* blockChains(window: Buffer, base: number, size: number): Generator<num
       chain.push(q);
       q += s;
     }
-    const chained = q + CODEC_SNIFF_BYTES > window.length && (atEnd ? q === window.length : chain.length >= 2);
-    if (chained) yield chain.map((c) => base + c);
+    const starts = chain.map((c) => base + c);
+    if (q + CODEC_SNIFF_BYTES > window.length && (atEnd ? q === window.length : chain.length >= 2)) yield { starts };
+    else if (atEnd && q > window.length && starts.length >= 2)
+      yield { starts: starts.slice(0, -1), broken: { at: starts.at(-1)!, reason: "the data ends inside a block" } };
+    else if (atEnd && q < window.length) {
+      const reason = window.length - q < CODEC_SNIFF_BYTES ? "the data ends inside a block header" : "expected a BGZF block header";
+      yield { starts, broken: { at: base + q, reason } };
+    }
   }
 }
 
@@ -441,20 +455,25 @@ const bgzfRange = (store: BlobStore, input: InputObject, range: Range, lookBehin
       const window = await readRaw(store, input, ws, Math.min(input.size, start + 2 * BGZF_MAX_BLOCK + CODEC_SNIFF_BYTES), signal);
       const inflateAt = (starts: readonly number[], i: number): Buffer => {
         const at = starts[i]!;
-        return inflateBgzfBlock(window.subarray(at - ws, (starts[i + 1] ?? ws + window.length) - ws), at);
+        return inflateBgzfBlock(window.subarray(at - ws, Math.min(at - ws + bgzfBlockSize(window, at - ws), window.length)), at);
       };
       let found = false;
-      for (const starts of blockChains(window, ws, input.size)) {
+      for (const { starts, broken } of blockChains(window, ws, input.size)) {
         const i0 = starts.findIndex((s) => s >= start);
-        // A chain is taken once the blocks around the range's start inflate to their CRCs.
+        // A chain is taken once the blocks around the range's start inflate to their CRCs; one that
+        // stops short of the input's end, once its last block does too (it is the file's own).
         try {
           if (i0 > 0) inflateAt(starts, i0 - 1);
           if (i0 >= 0) inflateAt(starts, i0);
+          if (broken) inflateAt(starts, starts.length - 1);
         } catch {
           continue;
         }
         found = true;
         const b0 = i0 < 0 ? undefined : starts[i0]!;
+        // The file stops being BGZF before this range, or inside it before any block: said as the
+        // chunk that reads up to there says it, naming the same byte.
+        if (broken && broken.at < end && (broken.at < start || b0 === undefined)) throw corruptInput("bgzf", broken.at, broken.reason);
         if (b0 === undefined || b0 >= end) return; // no block starts in this range: it owns no record
         // The look-behind: the last bytes of the last block before b0 that holds any.
         for (let i = i0 - 1; i >= 0 && !behind; i--) {
