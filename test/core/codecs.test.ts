@@ -433,6 +433,26 @@ describe("a corrupt or truncated compressed input", () => {
     }
   });
 
+  it("a gzip or zstd file cut inside its first bytes is refused, not read as a line of text; a file of just '(' is text", async () => {
+    const gz = await readFile(files["gzip"]!);
+    const zst = await readFile(files["zstd"]!);
+    for (const [name, bytes, refuses, what] of [
+      ["one.gz", gz.subarray(0, 1), "python3 -c 'import gzip,sys; gzip.open(sys.argv[1]).read()'", /ends inside a gzip member's header/],
+      ["two.gz", gz.subarray(0, 2), "python3 -c 'import gzip,sys; gzip.open(sys.argv[1]).read()'", /ends inside a gzip member's header/],
+      ["two.zst", zst.subarray(0, 2), "zstd -t -q", /zstd data is corrupt or truncated/],
+      ["three.zst", zst.subarray(0, 3), "zstd -t -q", /zstd data is corrupt or truncated/],
+    ] as const) {
+      const file = path.join(dir, name);
+      await writeFile(file, bytes);
+      // The reference refuses it too.
+      expect(() => sh(`${refuses} '${file}' 2>/dev/null`), name).toThrow();
+      expectFailure(await run(file, "count", "16MiB"), file, what);
+    }
+    const paren = path.join(dir, "paren.txt");
+    await writeFile(paren, "(");
+    expect(await run(paren, "count", "16MiB")).toMatchObject({ ok: true, result: { records: 1 } });
+  });
+
   it("a flipped byte fails the job: gzip's CRC, zstd's frame checksum, a BGZF block's CRC", async () => {
     for (const [codec, at, what] of [
       ["gzip", -6, /gzip data is corrupt/],

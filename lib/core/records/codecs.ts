@@ -63,8 +63,22 @@ export const codecOf = (first: Uint8Array): Codec | undefined => {
  * frames run past `head` (a frame of metadata longer than what was read): only zstd writes them
  * ahead of its data, and one that hides other data fails as not zstd where it ends.
  */
-export const codecOfHead = (head: Uint8Array): Codec | undefined =>
-  codecOf(head) ?? (isSkippableFrame(head) && pastSkippableFrames(head) + 4 > head.length ? "zstd" : undefined);
+export const codecOfHead = (head: Uint8Array, whole = false): Codec | undefined =>
+  codecOf(head) ??
+  (isSkippableFrame(head) && pastSkippableFrames(head) + 4 > head.length ? "zstd" : undefined) ??
+  (whole ? cutInMagic(head) : undefined);
+
+/**
+ * The codec whose magic a whole input of 1 to 3 bytes begins: a gzip or zstd file cut inside its
+ * first bytes, refused by its decoder rather than read as a line of text. Only bytes no text
+ * holds alone (0x1f, or a byte that is no UTF-8 after it): a file that is just "(" is text.
+ */
+const cutInMagic = (head: Uint8Array): Codec | undefined => {
+  const starts = (magic: readonly number[]): boolean => head.length < magic.length && head.every((b, i) => b === magic[i]);
+  if (head.length >= 1 && starts([0x1f, 0x8b, 0x08])) return "gzip";
+  if (head.length >= 2 && starts([0x28, 0xb5, 0x2f, 0xfd])) return "zstd";
+  return undefined;
+};
 
 /** The size of the skippable frame whose header (8 bytes) is at `at`, header included. */
 export const skippableFrameBytes = (b: Uint8Array, at: number): number =>

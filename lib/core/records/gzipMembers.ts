@@ -121,6 +121,7 @@ const readHeader = async (input: Cursor, codec: Codec, first: boolean): Promise<
   const ends = (what: string) => corruptInput(codec, start, `the data ends inside a gzip member's header (${what})`);
   const got = await input.fill(10);
   const magic = got >= 2 && input.byte(0) === 0x1f && input.byte(1) === 0x8b;
+  if (got === 1 && input.byte(0) === 0x1f) throw ends("its first 10 bytes");
   if (!magic) {
     throw corruptInput(
       codec,

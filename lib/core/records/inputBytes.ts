@@ -113,7 +113,7 @@ export const inputHead = async (
     return { bytes: Buffer.concat(parts, length).subarray(0, n), ...(inner ? { codec: inner } : {}) };
   }
   const raw = await readRaw(store, input, 0, Math.min(input.size, n), signal);
-  const codec = codecOfHead(raw);
+  const codec = codecOfHead(raw, raw.length === input.size);
   if (!codec) return { bytes: raw };
   const parts: Uint8Array[] = [];
   let length = 0;
@@ -177,7 +177,7 @@ async function* decodedEntry(bytes: AsyncIterable<Buffer>, found: (codec: Codec)
       for (let next = await it.next(); !next.done; next = await it.next()) yield seen(next.value);
       ended = true;
     };
-    const codec = codecOfHead(Buffer.concat(head, length));
+    const codec = codecOfHead(Buffer.concat(head, length), ended);
     if (!codec) {
       yield* all();
       return;
@@ -244,7 +244,7 @@ const streamRange = (store: BlobStore, input: InputObject, owned: number, known:
       const first = await readHead(it);
       const { head, length } = first;
       ended = first.ended;
-      codec = codecOfHead(Buffer.concat(head, length));
+      codec = codecOfHead(Buffer.concat(head, length), ended);
       const compressed = async function* (): AsyncGenerator<Uint8Array> {
         yield* head;
         if (ended) return;
