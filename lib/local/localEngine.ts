@@ -135,7 +135,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   const job = taskJobOf(
     spec,
     registry,
-    inputs.map((i) => i.name),
+    inputs.filter((i) => i.size > 0).map((i) => i.name),
   );
   // An estimate (packs counted; a big gzip file still as many chunks, not one, before the splitter reads its first bytes).
   const chunks = planChunks(inputs, spec.chunkSize, planOptionsOf(job.format)).total;

@@ -4,7 +4,7 @@
  * where it used to be ignored and the job read the CSV as lines.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -59,6 +59,19 @@ describe("a compressed input's name gives its format", () => {
     expect(stats.sum).toBe(expected.sum);
     // Read as lines, the header would be a record of its own.
     expect((await run(new OpRegistry(), file, "count")).result).toEqual({ records: expected.count });
+  });
+});
+
+describe("a folder of CSV parts beside an empty _SUCCESS marker (Spark's, Hadoop's)", () => {
+  it("is read as CSV: the marker holds no record in any format, so it does not make the parts lines", async () => {
+    const folder = path.join(dir, "spark-out");
+    await mkdir(folder, { recursive: true });
+    await writeFile(path.join(folder, "part-00000.csv"), "k,v\na,1\nb,2\n");
+    await writeFile(path.join(folder, "part-00001.csv"), "k,v\nc,3\n");
+    await writeFile(path.join(folder, "_SUCCESS"), "");
+    const expected = ["part-00000.csv", "part-00001.csv"].reduce((n, f) => n + pythonCsvRows(path.join(folder, f), ",").length, 0);
+    const { result } = await runLocal({ spec: parseJobSpec({ op: "count", inputs: [folder] }), registry: new OpRegistry(), workers: 0 });
+    expect(result).toEqual({ records: expected });
   });
 });
 

@@ -81,6 +81,8 @@ const inferFormat = (names: readonly string[], formats: readonly Format[]): Form
 /**
  * Checks op, format and params against the registry; returns what every task needs.
  * Without a format, inputs all ending in .csv or .jsonl are read as such when the op can.
+ * `inputNames`: those of the inputs that hold bytes (an empty `_SUCCESS` marker beside a
+ * folder's `part-*.csv` holds no record in any format, and must not make them lines).
  */
 export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: readonly string[] = []): TaskJob => {
   const op = registry.get(spec.op);

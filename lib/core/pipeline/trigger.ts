@@ -236,7 +236,7 @@ const startSpecJob = async (
     const job = taskJobOf(
       spec,
       deps.registry,
-      inputs.map((i) => i.key),
+      inputs.filter((i) => i.size > 0).map((i) => i.key),
     );
     // No earlier start, yet a failure: the spec failed before its job began (a typo), and this is
     // the spec uploaded again. Nothing ran, so the job starts afresh rather than stay failed.
