@@ -122,8 +122,9 @@ export const deadLetterHandler =
     const failures: { itemIdentifier: string }[] = [];
     for (const record of Records) {
       try {
-        const count = Number(record.attributes?.ApproximateReceiveCount ?? "") || undefined;
-        await handleDeadLetter(deps, record.body, count);
+        // No count: a dead letter's ApproximateReceiveCount goes on from its task queue's and
+        // counts the move (the emulator said 4 for 2 receives), so it says no number of attempts.
+        await handleDeadLetter(deps, record.body);
       } catch (err) {
         deps.log.error("dead letter not handled; will retry", { messageId: record.messageId, ...logFieldsOf(toCloudmillError(err)) });
         failures.push({ itemIdentifier: record.messageId });
