@@ -147,16 +147,14 @@ export class SqsTaskQueue implements TaskQueue {
         }),
       );
       const failed = new Map((res.Failed ?? []).map((f) => [f.Id, f]));
+      const done = new Set((res.Successful ?? []).map((s) => s.Id));
       for (const [i, d] of batch.entries()) {
         const f = failed.get(String(i));
-        if (!f || f.Code === "ReceiptHandleIsInvalid") d.resolve();
+        // An entry the answer names neither way is not known to be deleted (as sendBatch treats one).
+        const why = f ? (f.Code ?? "error") : done.has(String(i)) ? undefined : "no answer for it";
+        if (why === undefined || why === "ReceiptHandleIsInvalid") d.resolve();
         else
-          d.reject(
-            new CloudmillError(
-              ErrorCode.ENVIRONMENT,
-              `DeleteMessageBatch on SQS queue ${this.name} failed for a message: ${f.Code ?? "error"}`,
-            ),
-          );
+          d.reject(new CloudmillError(ErrorCode.ENVIRONMENT, `DeleteMessageBatch on SQS queue ${this.name} failed for a message: ${why}`));
       }
     } catch (err) {
       const error = this.awsError("DeleteMessageBatch", err);

@@ -107,6 +107,41 @@ class CountingHandler extends FaultyHandler {
   }
 }
 
+/**
+ * A handler that takes two entries out of each DeleteMessageBatch: the first it reports Failed,
+ * the second it leaves out of the answer altogether (neither Successful nor Failed).
+ */
+class TamperedDeletes extends FaultyHandler {
+  constructor() {
+    super(() => "pass");
+  }
+
+  override async handle(request: HttpRequest, options?: Parameters<NodeHttpHandler["handle"]>[1]): Promise<HandleResult> {
+    if (request.headers["x-amz-target"] !== "AmazonSQS.DeleteMessageBatch") return super.handle(request, options);
+    const input = JSON.parse(Buffer.from(request.body as string | Uint8Array).toString()) as {
+      QueueUrl: string;
+      Entries: { Id: string; ReceiptHandle: string }[];
+    };
+    // The second entry is the one left unanswered.
+    const [failed, , ...kept] = input.Entries;
+    request.body = JSON.stringify({ ...input, Entries: kept });
+    request.headers["content-length"] = String(Buffer.byteLength(request.body as string));
+    const { response } = await this.inner.handle(request, options);
+    const chunks: Buffer[] = [];
+    for await (const c of response.body as Readable) chunks.push(Buffer.from(c as Uint8Array));
+    const output = JSON.parse(Buffer.concat(chunks).toString()) as { Successful?: unknown[]; Failed?: unknown[] };
+    const Failed = [...(output.Failed ?? []), { Id: failed!.Id, SenderFault: false, Code: "InternalError", Message: "injected" }];
+    const body = Buffer.from(JSON.stringify({ ...output, Failed }));
+    return {
+      response: {
+        statusCode: 200,
+        headers: { "content-type": "application/x-amz-json-1.0", "content-length": String(body.length) },
+        body: Readable.from([body]),
+      },
+    } as HandleResult;
+  }
+}
+
 /** Receives and deletes everything, returning the bodies. */
 const drain = async (queue: SqsTaskQueue): Promise<string[]> => {
   const bodies: string[] = [];
@@ -136,6 +171,25 @@ describe("SqsTaskQueue", () => {
       await Promise.all([...received.map((m) => deleting.delete(m.receiptHandle)), deleting.delete(received[0]!.receiptHandle)]);
       expect(counted.targets).toEqual(["AmazonSQS.DeleteMessageBatch", "AmazonSQS.DeleteMessageBatch", "AmazonSQS.DeleteMessageBatch"]);
       expect(await queue.depth()).toEqual({ visible: 0, inFlight: 0 });
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it("a batched delete that SQS failed, or did not answer for, is not taken for done: its message stays", async () => {
+    const { url } = await aws.freshQueue();
+    const queue = new SqsTaskQueue(aws.sqs, url);
+    await queue.sendBatch(bodies25.slice(0, 5));
+    const received = [];
+    while (received.length < 5) received.push(...(await queue.receive({ maxMessages: 10 })));
+    const client = faultyClient(new TamperedDeletes());
+    try {
+      const deleting = new SqsTaskQueue(client, url);
+      const settled = await Promise.allSettled(received.map((m) => deleting.delete(m.receiptHandle)));
+      expect(settled.map((s) => s.status)).toEqual(["rejected", "rejected", "fulfilled", "fulfilled", "fulfilled"]);
+      expect(String((settled[0] as PromiseRejectedResult).reason)).toMatch(/DeleteMessageBatch .* InternalError/);
+      expect(String((settled[1] as PromiseRejectedResult).reason)).toMatch(/DeleteMessageBatch .* no answer/);
+      expect(await queue.depth()).toEqual({ visible: 0, inFlight: 2 });
     } finally {
       client.destroy();
     }
