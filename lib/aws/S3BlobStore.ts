@@ -55,7 +55,7 @@ export class S3BlobStore implements BlobStore {
         case "PreconditionFailed":
           throw new CloudmillError(
             ErrorCode.INPUT_CHANGED,
-            `${uri} changed while the job ran (expected ETag ${options.etag})`,
+            `${uri} changed since the job listed its inputs (expected ETag ${options.etag})`,
             {},
             { cause: err },
           );

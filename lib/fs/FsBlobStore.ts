@@ -139,7 +139,8 @@ export class FsBlobStore implements BlobStore {
       if (seg === "." || seg === "..") throw bad(`"${seg}" segment`);
       if (ATOMIC_TEMP_NAME.test(seg)) throw bad("reserved temp-file name");
     }
-    return `${this.root}/${key}`;
+    // The root "/" (local inputs) with its key is "/tmp/x", not "//tmp/x".
+    return this.root.endsWith("/") ? `${this.root}${key}` : `${this.root}/${key}`;
   }
 }
 
@@ -159,7 +160,10 @@ const checkedStat = async (fh: FileHandle, path: string, etag: string | undefine
   const st = await fh.stat({ bigint: true });
   if (!st.isFile()) throw notFound(path);
   if (etag !== undefined && etagOf(st) !== etag) {
-    throw new CloudmillError(ErrorCode.INPUT_CHANGED, `${path} changed while the job ran (expected ETag ${etag}, found ${etagOf(st)})`);
+    throw new CloudmillError(
+      ErrorCode.INPUT_CHANGED,
+      `${path} changed since the job listed its inputs (expected ETag ${etag}, found ${etagOf(st)})`,
+    );
   }
   return st;
 };
@@ -220,7 +224,7 @@ async function* readRange(
 async function* empty(): AsyncGenerator<Uint8Array> {}
 
 const changed = (path: string, etag: string): CloudmillError =>
-  new CloudmillError(ErrorCode.INPUT_CHANGED, `${path} changed while the job ran (expected ETag ${etag})`);
+  new CloudmillError(ErrorCode.INPUT_CHANGED, `${path} changed since the job listed its inputs (expected ETag ${etag})`);
 
 const notFound = (path: string): CloudmillError => new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `${path} does not exist`);
 

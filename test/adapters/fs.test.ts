@@ -36,6 +36,17 @@ describe("FsBlobStore", () => {
     },
   );
 
+  it("names a file rooted at / (local inputs) by its own path in errors: /tmp/x, not //tmp/x", async () => {
+    const { root, store } = await fresh();
+    await store.put("gone.txt", "x\n");
+    const abs = join(root, "gone.txt");
+    const slash = new FsBlobStore("/");
+    const etag = (await slash.head(abs.slice(1)))!.etag;
+    await writeFile(abs, "changed\n");
+    await expect(slash.get(abs.slice(1), { etag })).rejects.toThrow(new RegExp(`^${abs} changed since the job listed its inputs`));
+    await expect(slash.get(`${abs.slice(1)}.missing`)).rejects.toThrow(`${abs}.missing does not exist`);
+  });
+
   it("refuses a prefix that would leave the root", async () => {
     const { store } = await fresh();
     const walk = async (): Promise<void> => {

@@ -89,7 +89,7 @@ describe("S3BlobStore", () => {
     const store = new S3BlobStore(aws.s3, bucket);
     await store.put("in.txt", "one");
     await expect(store.get("in.txt", { etag: '"stale"' })).rejects.toThrow(
-      `s3://${bucket}/in.txt changed while the job ran (expected ETag "stale")`,
+      `s3://${bucket}/in.txt changed since the job listed its inputs (expected ETag "stale")`,
     );
   });
 

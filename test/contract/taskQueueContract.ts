@@ -245,14 +245,15 @@ export const describeTaskQueueContract = (name: string, makeQueue: MakeTaskQueue
       expect(await queue.depth()).toEqual({ visible: 1, inFlight: 1 });
     });
 
-    it("ignores a stale handle on delete and refuses it on changeVisibility", async (ctx) => {
+    it("takes a stale handle on delete without an error and refuses it on changeVisibility", async (ctx) => {
       const { queue } = await fresh(ctx, { visibilitySeconds: 30 });
       await queue.sendBatch(["m"]);
       const [first] = await queue.receive();
       await queue.changeVisibility(first!.receiptHandle, 0);
       const [second] = await queue.receive();
-      await queue.delete(first!.receiptHandle); // stale: deletes nothing
-      expect(await queue.depth()).toEqual({ visible: 0, inFlight: 1 });
+      // SQS says such a delete "will still succeed, but the message might not be deleted", and may
+      // delete one another consumer holds: cloudmill relies on neither (a part is written once).
+      await queue.delete(first!.receiptHandle);
       const err = await queue.changeVisibility(first!.receiptHandle, 10).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(CloudmillError);
       expect((err as CloudmillError).message).toMatch(/not in flight/);

@@ -325,7 +325,7 @@ describe("duplicates, bad records and overwrites (1 worker, 30 s visibility)", (
         });
         expect(succeeded).toBeUndefined();
         expect(failure).toMatchObject({ error: { code: "INPUT_CHANGED", input: `s3://${c.input}/${key}` } });
-        expect((failure as { error: { message: string } }).error.message).toContain("changed while the job ran");
+        expect((failure as { error: { message: string } }).error.message).toContain("changed since the job listed its inputs");
 
         // The overwrite started its own job, over the new bytes only.
         const status = await waitFor("the second job to finish", async () => {
