@@ -51,7 +51,8 @@ export const refuseParamsOfOtherFormats = (params: Params, format: Format, ownNa
       ErrorCode.INVALID_SPEC,
       `param ${name} is for ${wanted} input, but the input is read as ${format}: ` +
         (format === "lines" || format === "numbers"
-          ? `set format ${wanted} (--format ${wanted}): only names like x.${wanted} or x.${wanted}.gz are read as ${wanted} unasked`
+          ? `set format ${wanted} (--format ${wanted}): only inputs all named like x.${wanted} or x.${wanted}.gz are read as ` +
+            `${wanted} unasked (a zip archive's entries are not looked at for it)`
           : `drop ${name}`),
       { field: `params.${name}` },
     );
