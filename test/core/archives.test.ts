@@ -410,6 +410,22 @@ open('stubbed.zip', 'wb').write(b'#!/bin/sh\\nexit 0\\n' + data)
     );
   });
 
+  it("a text file Python's zipfile appended an empty archive to is refused (unzip finds no directory), not read as no records", async () => {
+    py(`
+import zipfile
+open('appended.zip', 'w').write('hello\\nworld\\n')
+with zipfile.ZipFile('appended.zip', 'a') as z:
+    pass
+with zipfile.ZipFile('empty.zip', 'w') as z:
+    pass
+`);
+    expect(() => execFileSync("unzip", ["-l", path.join(dir, "appended.zip")], { stdio: "pipe" })).toThrow();
+    const r = await run({ op: "count", inputs: [path.join(dir, "appended.zip")] });
+    expect(r.ok ? "" : r.error.describe()).toMatch(/appended\.zip \(byte 0\): zip archive: its directory lists no entries, yet 12 bytes/);
+    // An archive of nothing is still nothing.
+    expect(await run({ op: "count", inputs: [path.join(dir, "empty.zip")] })).toMatchObject({ ok: true, result: { records: 0 } });
+  });
+
   it("names that climb out of the archive (zip slip) refuse it", async () => {
     for (const [i, evil] of ["../../etc/passwd", "/etc/passwd", "ok/../../x", "C:\\\\win.ini"].entries()) {
       const message = await refused(

@@ -138,6 +138,15 @@ const checkedDirectory = (dir: ZipDirectory, endAt: number, archive: string, zip
       `its central directory ends ${(zip64At ?? endAt) - ends} bytes before its end record: bytes were put before the ` +
         "archive (a self-extractor?), or the end record is forged; repair it (zip -FF) or extract and zip it again",
     );
+  // An archive of no entries is its end record alone: bytes before one are another file's (Python's
+  // zipfile, appending to a file it could not read as a zip, writes just such a record after it).
+  if (dir.entries === 0 && dir.at > 0)
+    throw zipError(
+      archive,
+      0,
+      `its directory lists no entries, yet ${dir.at} bytes come before it: not a zip archive ` +
+        "(an empty archive appended to another file?)",
+    );
   // Each directory entry takes at least 46 bytes: more entries than that cannot be real.
   if (dir.entries * 46 > dir.bytes) throw zipError(archive, dir.at, `${dir.entries} entries do not fit in ${dir.bytes} bytes of directory`);
   return dir;
