@@ -4,7 +4,7 @@
  * and CSV records with a newline inside quotes (counted by lines they would be two records).
  */
 import { execFileSync } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { pythonCsvRows } from "../helpers/csv.js";
@@ -259,6 +259,29 @@ describe("text cloudmill would misread", () => {
       `${stray}:2 (byte 7): a carriage return alone outside quotes: CSV readers disagree on it (Python's ends the record there); ` +
         "quote the field that holds it, or remove it",
     );
+  });
+
+  it("refuses a carriage return alone past a CSV's first 64 KiB too (Mac line ends joined on), at every chunk size", async () => {
+    const head = Array.from({ length: 12_000 }, (_, i) => `${i},${i % 13}\n`).join("");
+    const tail = Array.from({ length: 50 }, (_, i) => `${i},${i % 7}\r`).join("");
+    const file = path.join(dir, "joined-mac.csv");
+    await writeFile(file, `k,v\n${head}${tail}`);
+    const bytes = await readFile(file);
+    expect(bytes.indexOf("\r")).toBeGreaterThan(64 * 1024);
+    // Python's csv ends a record at each of them: read at line feeds, 50 rows would be one.
+    expect(pythonCsvRows(file).length).toBe(12_050);
+    const at = bytes.indexOf("\r");
+    for (const op of ["count", "stats"])
+      for (const chunkSize of [4096, 100_000, 1 << 20]) {
+        const got = await outcome(file, op, chunkSize, { format: "csv", params: op === "stats" ? { column: "v" } : {} });
+        expect(got, `${op} at ${chunkSize}`).toMatch(
+          new RegExp(`^${file}:\\d+ \\(byte ${at}\\): a record ends in a carriage return alone`),
+        );
+      }
+    // CRLF throughout, and carriage returns inside quotes past 64 KiB, read as Python reads them.
+    const crlf = path.join(dir, "crlf-long.csv");
+    await writeFile(crlf, `k,v\r\n${head.replaceAll("\n", "\r\n")}1,"a\rb"\r\n`);
+    expect(await outcome(crlf, "count", 4096, { format: "csv" })).toEqual({ records: pythonCsvRows(crlf).length });
   });
 
   it("refuses UTF-32 (whose LE mark starts like UTF-16's), naming it, as lines and as CSV", async () => {

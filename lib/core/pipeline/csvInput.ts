@@ -12,7 +12,7 @@ import type { BlobStore } from "../ports.js";
 import { rangeRecordBlocks } from "../records/alignedBlocks.js";
 import type { Codec } from "../records/codecs.js";
 import { inputHead, inputRangeBytes } from "../records/inputBytes.js";
-import { bareCarriageReturn, parseCsvRecord } from "../records/csv.js";
+import { bareCarriageReturn, bareCarriageReturnReason, parseCsvRecord } from "../records/csv.js";
 import { badRecord } from "../errors.js";
 import { defaultSeparator, SNIFF_BYTES, sniffSeparator } from "../records/csvDialect.js";
 import { CsvRecordEnds, lineEnds, type RecordEnds } from "../records/recordEnds.js";
@@ -99,14 +99,7 @@ const refuseBareCarriageReturns = (head: Buffer, encoding: Utf16 | undefined, mu
   const decoded = encoding ? decodeUtf16Block({ bytes: wholeUnits(head, encoding), offset: 0, first: true }, encoding) : undefined;
   const found = bareCarriageReturn(decoded?.bytes ?? head, multiline);
   if (!found) return;
-  const error = badRecord(
-    found.first
-      ? "a record ends in a carriage return alone (old Mac line ends): CSV records end at line feeds, so the file would read as " +
-          "one record; convert its line ends first (tr '\\r' '\\n', or save it as CSV UTF-8)"
-      : "a carriage return alone outside quotes: CSV readers disagree on it (Python's ends the record there); quote the " +
-          "field that holds it, or remove it",
-    (decoded?.offset ?? 0) + found.at,
-  );
+  const error = badRecord(bareCarriageReturnReason(found.first), (decoded?.offset ?? 0) + found.at);
   throw decoded ? decoded.fileOffset(error) : error;
 };
 

@@ -121,13 +121,15 @@ export const endBeforeCarriageReturns = (b: Uint8Array, start: number, end: numb
 /**
  * Calls fn(start, end, offset) for each CSV record of a block of whole records: [start, end)
  * indexes into block.bytes without the record's line ending; with multiline, a record ends at
- * a newline outside quotes (the block starts outside quotes: it starts a record).
+ * a newline outside quotes (the block starts outside quotes: it starts a record). A block with
+ * a carriage return outside quotes that ends nothing is refused (refuseBareCarriageReturn).
  */
 export const forEachCsvRecord = (
   block: RecordBlock,
   multiline: boolean,
   fn: (start: number, end: number, offset: number) => void,
 ): void => {
+  refuseBareCarriageReturn(block, multiline);
   const b = block.bytes;
   const q = multiline ? b.indexOf(QUOTE) : -1;
   if (q < 0) {
@@ -160,6 +162,30 @@ export const forEachCsvRecord = (
     i++;
   }
   if (s < n) fn(s, endBeforeCarriageReturns(b, s, n), block.offset + s);
+};
+
+/** Why a carriage return alone outside quotes is refused; `first`: it ends the first record (see below). */
+export const bareCarriageReturnReason = (first: boolean): string =>
+  first
+    ? "a record ends in a carriage return alone (old Mac line ends): CSV records end at line feeds, so the file would read as " +
+      "one record; convert its line ends first (tr '\\r' '\\n', or save it as CSV UTF-8)"
+    : "a carriage return alone outside quotes: CSV readers disagree on it (Python's ends the record there); quote the " +
+      "field that holds it, or remove it";
+
+/**
+ * Refuses a block of whole records that holds a carriage return outside quotes that ends nothing,
+ * anywhere in a file (Python's csv ends a record there, where records here end at line feeds: read
+ * on, two records would be one). Cheap for CRLF text: only a carriage return that is not one of a
+ * line end's has the block's quotes paired up to decide.
+ */
+export const refuseBareCarriageReturn = (block: RecordBlock, multiline: boolean): void => {
+  const b = block.bytes;
+  for (let i = b.indexOf(CR); i >= 0 && i < b.length - 1; i = b.indexOf(CR, i + 1)) {
+    if (b[i + 1] === NL) continue;
+    const found = bareCarriageReturn(b, multiline);
+    if (found) throw badRecord(bareCarriageReturnReason(found.first), block.offset + found.at);
+    return;
+  }
 };
 
 /**

@@ -5,7 +5,7 @@
  * not a plain number) goes to `general`, which reads it the full way with the same result.
  */
 import type { RecordBlock } from "./alignedBlocks.js";
-import { endBeforeCarriageReturns, forEachCsvRecord } from "./csv.js";
+import { endBeforeCarriageReturns, forEachCsvRecord, refuseBareCarriageReturn } from "./csv.js";
 import { FAST, fast, fastNumber, isBlankByte, type DecimalSink } from "./decimal.js";
 
 const NL = 0x0a;
@@ -29,6 +29,7 @@ export const scanCsvColumn = (
   sink: DecimalSink,
   general: (start: number, end: number, offset: number) => void,
 ): void => {
+  refuseBareCarriageReturn(block, scan.multiline);
   const b = block.bytes;
   const n = b.length;
   const { separator, index } = scan;
