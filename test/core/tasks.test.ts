@@ -20,7 +20,15 @@ import { localPipeline, startJobOver } from "../helpers/jobs.js";
 import { defineTask, type TaskResult } from "../../lib/core/ops/defineTask.js";
 import { opsRegistry } from "../../lib/core/ops/opModules.js";
 import type { OpRegistry } from "../../lib/core/ops/registry.js";
-import { batchSizeFor, itemsChunkSize, itemsJsonl, LARGE_ITEM_RESULT_BYTES } from "../../lib/core/pipeline/items.js";
+import {
+  batchSizeFor,
+  itemsChunkSize,
+  itemsJsonl,
+  LARGE_ITEM_RESULT_BYTES,
+  RESULT_REF,
+  resolveStoredResult,
+} from "../../lib/core/pipeline/items.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { runLocal } from "../../lib/local/localEngine.js";
 import { ThreadItemRunner } from "../../lib/sandbox/ThreadItemRunner.js";
 import { BIN, requireBuild, ROOT } from "../helpers/devCloud.js";
@@ -508,6 +516,29 @@ describe("items as task messages", () => {
       // What JSON.parse gives back differs from the item: the reason a task must not see it.
       expect(JSON.parse(JSON.stringify(item) ?? "null")).not.toStrictEqual(item);
       expect(() => itemsJsonl(["ok", item])).toThrow(message);
+    }
+  });
+});
+
+describe("a stored result read back", () => {
+  it("keeps every field of a result shaped like a task's (a lab op may answer so), resolving only the job's own stored outputs", async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), "cloudmill-resolve-"));
+    try {
+      const store = new FsBlobStore(root);
+      await store.put("_jobs/j1/results/000001.json", JSON.stringify({ big: "output" }));
+      const stored = {
+        items: 2,
+        results: ["small", { [RESULT_REF]: "_jobs/j1/results/000001.json" }],
+        errors: [{ index: 3, code: "ITEM_FAILED", message: "no", line: 7 }],
+        files: [],
+        elapsed: 42,
+        note: "kept?",
+      };
+      const resolved = (await resolveStoredResult(store, stored, "j1")) as typeof stored;
+      expect(resolved).toMatchObject({ elapsed: 42, note: "kept?", errors: [{ line: 7 }], results: ["small", { big: "output" }] });
+      expect(Object.keys(resolved).sort()).toEqual(Object.keys(stored).sort());
+    } finally {
+      await rm(root, { recursive: true, force: true });
     }
   });
 });

@@ -192,6 +192,7 @@ const TaskResultShape = z.object({
 
 /** A job's result as stored, with item outputs stored on their own read back if it is a task's. */
 export const resolveStoredResult = async (store: BlobStore, result: unknown, jobId: string, signal?: AbortSignal): Promise<unknown> => {
-  const task = TaskResultShape.safeParse(result);
-  return task.success ? resolveItemResults(store, task.data as TaskResult, jobId, signal) : result;
+  // The shape is only checked: the result read on is the one stored, every field kept (zod's
+  // parse drops those it does not name, and a lab's own op may answer in this shape and more).
+  return TaskResultShape.safeParse(result).success ? resolveItemResults(store, result as TaskResult, jobId, signal) : result;
 };
