@@ -71,6 +71,14 @@ export class FsBlobStore implements BlobStore {
     } catch (err) {
       // A streamed body's own error (the pieces' producer failed) is not the filesystem's.
       if (err instanceof CloudmillError) throw err;
+      // A key a folder of files cannot hold beside the others (x, then x/y), or a name too long
+      // for it: S3 would take it, and trying again here gives the same answer.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EEXIST" || code === "ENOTDIR" || code === "EISDIR" || code === "ENAMETOOLONG")
+        throw new CloudmillError(
+          ErrorCode.INVALID_SPEC,
+          `put ${path}: ${code}: ${code === "ENAMETOOLONG" ? "a name too long for this filesystem" : "a file and a folder of one name"}`,
+        );
       throw fsError("put", path, err);
     }
   }

@@ -247,7 +247,10 @@ export class ThreadItemRunner implements ItemRunner {
                 },
                 (err: unknown) => {
                   const e = toCloudmillError(err);
-                  thread.post({ kind: "put-failed", id: m.id, code: e.code, message: e.message });
+                  // Only the store's own failure (S3 throttled) has the chunk tried again; any other
+                  // (a name the filesystem cannot hold beside another) is the item's and would recur.
+                  const code = e.code === ErrorCode.ENVIRONMENT ? e.code : ErrorCode.ITEM_FAILED;
+                  thread.post({ kind: "put-failed", id: m.id, code, message: e.message });
                 },
               );
               return;

@@ -228,6 +228,22 @@ export const settle = defineTask({
   });
 });
 
+describe("ctx.put names a folder of files cannot hold", () => {
+  it("fail their own item, not the job: x then x/y, and a segment past 255 characters", async () => {
+    // One chunk: the items run in order on one thread, so x is stored before x/y is asked for.
+    const items = [{ n: 0, put: "x" }, { n: 1, put: "x/y" }, { n: 2, put: "a".repeat(300) }, { n: 3 }];
+    const file = await writeItems("clash.jsonl", items);
+    const { result } = await runItems(file, {}, { chunkSize: 1 << 20 });
+    const r = result as TaskResult;
+    expect(r.items).toBe(4);
+    expect(r.errors).toEqual([
+      { index: 1, code: "ITEM_FAILED", message: expect.stringContaining("a file and a folder of one name") },
+      { index: 2, code: "ITEM_FAILED", message: expect.stringContaining("has a segment over 255 characters") },
+    ]);
+    expect(r.results).toHaveLength(2);
+  });
+});
+
 describe("`cloudmill run` with a task", () => {
   it("runs the items file in --batch-size items per chunk, exact against Python", async () => {
     const items = Array.from({ length: 1000 }, (_, n) => (n === 500 ? { n, fail: true } : { n }));

@@ -27,6 +27,9 @@ export const LARGE_ITEM_RESULT_BYTES = 256 * 1024;
 /** Names ctx.put accepts: relative paths of plain segments. */
 const FILE_NAME = /^(?!.*(?:^|\/)\.\.?(?:\/|$))[A-Za-z0-9._-]+(?:\/[A-Za-z0-9._-]+)*$/;
 
+/** The longest segment of a ctx.put name: what a filesystem holds in one name (`cloudmill run` keeps them as files). */
+const MAX_SEGMENT = 255;
+
 const putName = (task: string, name: string): string => {
   if (name.length > 512 || !FILE_NAME.test(name)) {
     throw new CloudmillError(
@@ -34,6 +37,11 @@ const putName = (task: string, name: string): string => {
       `task ${task}: ctx.put name ${JSON.stringify(name)} must be a relative path of letters, digits, '.', '_' or '-' segments`,
     );
   }
+  if (name.split("/").some((s) => s.length > MAX_SEGMENT))
+    throw new CloudmillError(
+      ErrorCode.ITEM_FAILED,
+      `task ${task}: ctx.put name ${JSON.stringify(name)} has a segment over ${MAX_SEGMENT} characters`,
+    );
   return name;
 };
 
