@@ -10,6 +10,10 @@
  * that was not its first (crashed, timed out, out of heap) runs that item again, once, on a fresh
  * thread: only an end of its own there fails it.
  */
+import { mkdtempSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { Worker } from "node:worker_threads";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import type { ItemBatch, ItemOutcome, ItemRunner } from "../core/pipeline/itemRunner.js";
@@ -40,13 +44,18 @@ class ItemThread {
 
   constructor(
     entry: string,
-    data: ItemThreadData,
+    opsModules: readonly string[],
     readonly memoryMiB: number,
   ) {
+    // The thread's items make their scratch in here. A thread ended mid-item (out of time in a
+    // loop, out of heap, its own process.exit) never runs its item's clean-up: this goes with it.
+    const scratchRoot = mkdtempSync(path.join(os.tmpdir(), "cloudmill-items-"));
+    const data: ItemThreadData = { opsModules, scratchRoot };
     this.worker = new Worker(entry, {
       workerData: data,
       resourceLimits: heapLimits(memoryMiB),
     });
+    this.worker.on("exit", () => void rm(scratchRoot, { recursive: true, force: true }).catch(() => undefined));
     this.worker.on("message", (m: FromThread) => this.#onMessage?.(m));
     this.worker.on("error", (err: Error & { code?: string }) =>
       this.#end(
@@ -111,7 +120,7 @@ const sliceFrom = (batch: ItemBatch, start: number): { offset: number; value: un
 };
 
 export class ThreadItemRunner implements ItemRunner {
-  readonly #data: ItemThreadData;
+  readonly #opsModules: readonly string[];
   readonly #entry: string;
   readonly #idle: ItemThread[] = [];
   readonly #busy = new Set<ItemThread>();
@@ -119,14 +128,14 @@ export class ThreadItemRunner implements ItemRunner {
   readonly #moduleLoadMs: number;
 
   constructor(options: ThreadItemRunnerOptions) {
-    this.#data = { opsModules: [...options.opsModules] };
+    this.#opsModules = [...options.opsModules];
     this.#entry = options.entry ?? threadEntry(import.meta.url, "itemThread");
     this.#moduleLoadMs = options.moduleLoadMs ?? MODULE_LOAD_MS;
   }
 
   #acquire(memoryMiB: number): ItemThread {
     const i = this.#idle.findIndex((t) => t.memoryMiB === memoryMiB && t.alive);
-    const thread = i >= 0 ? this.#idle.splice(i, 1)[0]! : new ItemThread(this.#entry, this.#data, memoryMiB);
+    const thread = i >= 0 ? this.#idle.splice(i, 1)[0]! : new ItemThread(this.#entry, this.#opsModules, memoryMiB);
     thread.worker.ref();
     this.#busy.add(thread);
     return thread;

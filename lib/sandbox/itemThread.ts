@@ -5,7 +5,6 @@
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { rm } from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { parentPort, workerData } from "node:worker_threads";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
@@ -77,7 +76,7 @@ const runItem = async (task: string, params: Params, index: number, offset: numb
   const ctx: TaskContext = {
     offset,
     get scratch() {
-      scratch ??= mkdtempSync(path.join(os.tmpdir(), `cloudmill-${task}-`));
+      scratch ??= mkdtempSync(path.join(data.scratchRoot, `${task}-`));
       scratchNow = scratch;
       return scratch;
     },

@@ -5,6 +5,8 @@ import type { LogFields } from "../core/log.js";
 export interface ItemThreadData {
   /** The op modules the process loaded: the thread loads the same ones to find the task. */
   readonly opsModules: readonly string[];
+  /** Where the thread makes its items' scratch directories: the runner removes it when the thread ends, however it ends. */
+  readonly scratchRoot: string;
 }
 
 export type ToThread =

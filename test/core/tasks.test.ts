@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { CloudmillError } from "../../lib/core/errors.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
 import { silentLogger, type Logger } from "../../lib/core/log.js";
@@ -53,6 +53,19 @@ const writeItems = async (name: string, items: readonly unknown[]): Promise<stri
   await writeFile(file, items.map((i) => JSON.stringify(i)).join("\n") + "\n");
   return file;
 };
+
+/** Item scratch directories under the system's temporary folder that hold a file of this name. */
+const scratchesHolding = (name: string): string[] =>
+  readdirSync(os.tmpdir())
+    .filter((d) => d.startsWith("cloudmill-items-"))
+    .flatMap((d) => {
+      try {
+        return readdirSync(path.join(os.tmpdir(), d)).map((s) => path.join(os.tmpdir(), d, s));
+      } catch {
+        return [];
+      }
+    })
+    .filter((s) => existsSync(path.join(s, name)));
 
 const runItems = async (
   file: string,
@@ -154,10 +167,27 @@ describe("a task over items", () => {
       .split("\n")
       .filter((l) => l.trim() === `sleep ${seconds}`);
     expect(sleeping).toEqual([]);
-    const scratches = readdirSync(os.tmpdir()).filter(
-      (d) => d.startsWith("cloudmill-affine-") && existsSync(path.join(os.tmpdir(), d, seconds)),
-    );
-    expect(scratches).toEqual([]);
+    expect(scratchesHolding(seconds)).toEqual([]);
+  });
+
+  it("an item ended in a loop, by its own process.exit or out of heap leaves no scratch directory behind", async () => {
+    const marks = ["sync", "exit", "hog"].map((how) => `mark-${how}-${process.pid}-${Date.now()}`);
+    const items = [
+      { n: 0, mark: marks[0], hang: "sync" },
+      { n: 1, mark: marks[1], exit: true },
+      { n: 2, mark: marks[2], hog: true },
+      { n: 3 },
+    ];
+    const file = await writeItems("scratch-ends.jsonl", items);
+    const r = (await runItems(file, {}, { chunkSize: 10_000 })).result as TaskResult<number>;
+    expect(r.errors.map((e) => [e.index, e.code])).toEqual([
+      [0, "ITEM_TIMEOUT"],
+      [1, "ITEM_FAILED"],
+      [2, "ITEM_OUT_OF_MEMORY"],
+    ]);
+    expect(r.results).toEqual([10]);
+    // Each item made its mark (the thread ends after), and none is left.
+    await vi.waitFor(() => expect(marks.flatMap(scratchesHolding)).toEqual([]), { timeout: 10_000 });
   });
 
   it("a module that takes longer to load than an item may run spends none of the items' time", async () => {
