@@ -123,9 +123,12 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     );
     // A stop lets a poll in flight end rather than abort it: SQS would hand a message that arrives
     // meanwhile to the connection that left, hidden for its visibility timeout, its receive counted
-    // as an attempt. What the poll brings is handed back. Only the grace's end aborts it.
+    // as an attempt. What the poll brings is handed back; no poll starts once stopping (slots
+    // still waiting get nothing). Only the grace's end aborts one.
     this.#received = new SharedReceive((maxMessages) =>
-      options.queue.receive({ maxMessages, waitSeconds: options.waitSeconds ?? 20, signal: this.#kill.signal }),
+      this.stopping
+        ? Promise.resolve([])
+        : options.queue.receive({ maxMessages, waitSeconds: options.waitSeconds ?? 20, signal: this.#kill.signal }),
     );
   }
 

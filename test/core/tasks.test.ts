@@ -604,6 +604,27 @@ describe("defineTask", () => {
   });
 });
 
+describe("a fleet worker told to stop while idle", () => {
+  it("lets the polls in flight end and starts none after, whatever its slots (more than one receive's 10)", async () => {
+    const { queue, deps } = localPipeline(path.join(dir, "idle-stop"));
+    const receives: number[] = [];
+    let stoppedAt = Number.POSITIVE_INFINITY;
+    const counted = Object.assign(Object.create(queue) as typeof queue, {
+      receive: (options: Parameters<typeof queue.receive>[0]) => {
+        receives.push(Date.now());
+        return queue.receive(options);
+      },
+    });
+    const worker = new TaskWorker({ queue: counted, deps, concurrency: 11, visibilitySeconds: 30, heartbeatSeconds: 10, waitSeconds: 2 });
+    worker.start();
+    // Every slot waits: 11 slots are two receives of at most 10.
+    await vi.waitFor(() => expect(receives.length).toBeGreaterThanOrEqual(1), { timeout: 10_000 });
+    stoppedAt = Date.now();
+    await worker.stop(60_000);
+    expect(receives.filter((t) => t >= stoppedAt)).toEqual([]);
+  });
+});
+
 describe("a fleet worker stopping while a task's item runs", () => {
   it("an item that gives up at the stop releases its chunk: no attempt is used, and the job goes on elsewhere", async () => {
     const giveUp = path.join(dir, "give-up.mjs");
