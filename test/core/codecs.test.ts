@@ -327,6 +327,24 @@ describe("compressed inputs as other tools write them", () => {
     }
   });
 
+  it("a stored (bgzip -l 0) file whose text holds a whole BGZF block near its end is split exactly", async () => {
+    // The block is valid and inflates to its CRC, but chains into nothing: the file's own chain is taken.
+    const one = path.join(dir, "one-block.txt");
+    await writeFile(one, "hi\n");
+    sh(`bgzip -c '${one}' > '${one}.bgz'`);
+    const block = (await readFile(`${one}.bgz`)).subarray(0, -28);
+    const text = Buffer.concat([Buffer.from(lines(7_000)), block, Buffer.from(`\n${lines(4_500)}`)]);
+    const file = path.join(dir, "holds-block.txt");
+    await writeFile(file, text);
+    sh(`bgzip -l 0 -c '${file}' > '${file}.bgz' && bgzip -t '${file}.bgz'`);
+    const expected = Number(sh(`wc -l < '${file}'`));
+    for (const chunkSize of [1000, 10_000, 65_536, 140_000, "16MiB"])
+      expect(await run(`${file}.bgz`, "count", chunkSize, {}, 2), `at ${chunkSize}`).toMatchObject({
+        ok: true,
+        result: { records: expected },
+      });
+  });
+
   it("a zstd frame asking for a window past 128 MiB is refused before anything is allocated", async () => {
     const file = path.join(dir, "long.txt");
     await writeFile(file, lines(1000));
@@ -419,11 +437,17 @@ describe("a corrupt or truncated compressed input", () => {
     await writeFile(garbage, Buffer.concat([bytes, Buffer.from("these bytes are not BGZF at all\n")]));
     const short = path.join(dir, "short-tail.bgz");
     await writeFile(short, Buffer.concat([bytes, Buffer.from("tail\n")]));
+    // A tail longer than any chunk's look around its start: chunks wholly inside it name its start too.
+    const long = path.join(dir, "long-tail.bgz");
+    const noise = Buffer.alloc(300_000);
+    for (let i = 0; i < noise.length; i++) noise[i] = (i * 7919 + 13) % 251;
+    await writeFile(long, Buffer.concat([bytes, noise]));
     const truncated = await cut(bgzf, keep);
     for (const [file, at, what] of [
       [truncated, cutInside, /the data ends inside a block$/],
       [garbage, bytes.length, /expected a BGZF block header$/],
       [short, bytes.length, /the data ends inside a block header$/],
+      [long, bytes.length, /expected a BGZF block header$/],
     ] as const) {
       for (const chunkSize of [1000, 10_000, 65_536, "16MiB"]) {
         const r = await run(file, "count", chunkSize, {}, 2);

@@ -402,11 +402,13 @@ interface BlockChain {
  * where BGZF headers chain, each block's size leading to the next header, to the window's end
  * (or exactly to the input's end). Compressed bytes that happen to look like a header rarely
  * chain; the caller checks the blocks it uses against their CRC and tries the next candidate.
- * In a window that holds the input's end, a chain that stops short of it (a cut file, bytes that
- * are no BGZF after it) is a candidate too, saying where it stops and why, as reading it would.
+ * Only after every such chain: those that stop short (a cut file, bytes that are no BGZF after
+ * it), saying where and why, as reading them would. A valid file's own chain always comes
+ * first, even where its stored text holds a whole block that chains no further.
  */
 function* blockChains(window: Buffer, base: number, size: number): Generator<BlockChain> {
   const atEnd = base + window.length >= size;
+  const broken: BlockChain[] = [];
   for (let p = 0; p + CODEC_SNIFF_BYTES <= window.length; p++) {
     if (bgzfBlockSize(window, p) < 0) continue;
     const chain: number[] = [];
@@ -419,12 +421,12 @@ function* blockChains(window: Buffer, base: number, size: number): Generator<Blo
     const starts = chain.map((c) => base + c);
     if (q + CODEC_SNIFF_BYTES > window.length && (atEnd ? q === window.length : chain.length >= 2)) yield { starts };
     else if (atEnd && q > window.length && starts.length >= 2)
-      yield { starts: starts.slice(0, -1), broken: { at: starts.at(-1)!, reason: "the data ends inside a block" } };
-    else if (atEnd && q < window.length) {
-      const reason = window.length - q < CODEC_SNIFF_BYTES ? "the data ends inside a block header" : "expected a BGZF block header";
-      yield { starts, broken: { at: base + q, reason } };
-    }
+      broken.push({ starts: starts.slice(0, -1), broken: { at: starts.at(-1)!, reason: "the data ends inside a block" } });
+    else if (q < window.length && q + CODEC_SNIFF_BYTES <= window.length)
+      broken.push({ starts, broken: { at: base + q, reason: "expected a BGZF block header" } });
+    else if (atEnd && q < window.length) broken.push({ starts, broken: { at: base + q, reason: "the data ends inside a block header" } });
   }
+  yield* broken;
 }
 
 /** How far before a chunk its look-behind may reach past empty BGZF blocks (600,000 of them). */
@@ -491,7 +493,11 @@ const bgzfRange = (store: BlobStore, input: InputObject, range: Range, lookBehin
         blocks = bgzfBlocks(rest, b0, window.subarray(b0 - ws));
         return;
       }
-      if (!found) throw corruptInput("bgzf", start, "no chain of BGZF blocks found near this byte");
+      if (found) continue;
+      // Bytes that are no BGZF from before this range on: the chain that ends where they begin
+      // is further back (a long tail of them after the file's end, say).
+      if (back < MAX_LOOK_BACK && ws > 0) continue;
+      throw corruptInput("bgzf", start, "no chain of BGZF blocks found near this byte");
     }
   };
 
