@@ -38,7 +38,7 @@ import { backupKey, JOBS_PREFIX } from "../core/keys.js";
 import { OrderedPartMerge, type MergedParts } from "../core/pipeline/partMerge.js";
 import { partsCarryReadings } from "../core/pipeline/part.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
-import { deadlineSecondsOf, startJob, taskJobOf } from "../core/pipeline/split.js";
+import { deadlineSecondsOf, namesForFormat, startJob, taskJobOf } from "../core/pipeline/split.js";
 import { tasksOf } from "../core/pipeline/mapTasks.js";
 import { enqueueTasks } from "../core/pipeline/enqueue.js";
 import { afterFailedAttempt } from "../core/pipeline/attempts.js";
@@ -132,11 +132,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   const log = options.log ?? silentLogger;
   const root = new FsBlobStore("/");
   const inputs = await resolveLocalInputs(spec.inputs, root);
-  const job = taskJobOf(
-    spec,
-    registry,
-    inputs.filter((i) => i.size > 0).map((i) => i.name),
-  );
+  const job = taskJobOf(spec, registry, namesForFormat(inputs));
   // An estimate (packs counted; a big gzip file still as many chunks, not one, before the splitter reads its first bytes).
   const chunks = planChunks(inputs, spec.chunkSize, planOptionsOf(job.format)).total;
   // A job of one chunk gains nothing from threads but their start-up, however many were asked

@@ -72,6 +72,16 @@ describe("a folder of CSV parts beside an empty _SUCCESS marker (Spark's, Hadoop
     const expected = ["part-00000.csv", "part-00001.csv"].reduce((n, f) => n + pythonCsvRows(path.join(folder, f), ",").length, 0);
     const { result } = await runLocal({ spec: parseJobSpec({ op: "count", inputs: [folder] }), registry: new OpRegistry(), workers: 0 });
     expect(result).toEqual({ records: expected });
+    // Inputs that are all empty are named by their names all the same: an empty .csv is CSV (no values).
+    const empty = path.join(dir, "spark-empty");
+    await mkdir(empty, { recursive: true });
+    for (const f of ["part-00000.csv", "part-00001.csv"]) await writeFile(path.join(empty, f), "");
+    const stats = await runLocal({
+      spec: parseJobSpec({ op: "stats", inputs: [empty], params: { column: "v" } }),
+      registry: new OpRegistry(),
+      workers: 0,
+    });
+    expect(stats.result).toMatchObject({ count: 0 });
   });
 });
 

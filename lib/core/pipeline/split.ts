@@ -71,6 +71,12 @@ const FORMAT_OF_EXTENSION: Readonly<Record<string, Format>> = {
 const formatOfName = (name: string): Format | undefined =>
   FORMAT_OF_EXTENSION[/\.[^./]+$/.exec(uncompressedName(name))?.[0]?.toLowerCase() ?? ""];
 
+/** The names a job's format is inferred from: those of its inputs that hold bytes, else all of them. */
+export const namesForFormat = (inputs: readonly { readonly name: string; readonly size: number }[]): string[] => {
+  const holding = inputs.filter((i) => i.size > 0);
+  return (holding.length > 0 ? holding : inputs).map((i) => i.name);
+};
+
 /** The format named by the inputs' common extension (`.csv`, `.jsonl.gz`), if the op reads it. */
 const inferFormat = (names: readonly string[], formats: readonly Format[]): Format | undefined => {
   const found = new Set(names.map(formatOfName));
@@ -81,8 +87,8 @@ const inferFormat = (names: readonly string[], formats: readonly Format[]): Form
 /**
  * Checks op, format and params against the registry; returns what every task needs.
  * Without a format, inputs all ending in .csv or .jsonl are read as such when the op can.
- * `inputNames`: those of the inputs that hold bytes (an empty `_SUCCESS` marker beside a
- * folder's `part-*.csv` holds no record in any format, and must not make them lines).
+ * `inputNames`: namesForFormat's (an empty `_SUCCESS` marker beside a folder's `part-*.csv`
+ * holds no record in any format, and must not make them lines).
  */
 export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: readonly string[] = []): TaskJob => {
   const op = registry.get(spec.op);

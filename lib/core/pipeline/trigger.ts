@@ -25,7 +25,7 @@ import type { SplitDeps } from "./deps.js";
 import { failJob } from "./deadLetter.js";
 import { readBytes } from "./blobJson.js";
 import { resolveS3Inputs } from "./resolveInputs.js";
-import { deadlineSecondsOf, earlierStart, startJob, taskJobOf, type StartedJob } from "./split.js";
+import { deadlineSecondsOf, earlierStart, namesForFormat, startJob, taskJobOf, type StartedJob } from "./split.js";
 import type { InlineOptions } from "./inline.js";
 import { parseRetryRequest, resumeJob, type RetryRequest } from "./resume.js";
 
@@ -233,11 +233,7 @@ const startSpecJob = async (
         field: "id",
       });
     const inputs = await resolveS3Inputs(deps, spec.inputs);
-    const job = taskJobOf(
-      spec,
-      deps.registry,
-      inputs.filter((i) => i.size > 0).map((i) => i.key),
-    );
+    const job = taskJobOf(spec, deps.registry, namesForFormat(inputs.map((i) => ({ name: i.key, size: i.size }))));
     // No earlier start, yet a failure: the spec failed before its job began (a typo), and this is
     // the spec uploaded again. Nothing ran, so the job starts afresh rather than stay failed.
     await deps.output.delete(failureKey(jobId));
