@@ -251,6 +251,10 @@ describe("text cloudmill would misread", () => {
     expect(await outcome(inches, "count", 4, { format: "csv", params: { multiline: "false" } })).toEqual({
       records: pythonCsvRows(inches).length,
     });
+    // With separator=auto too: the sniff reads quotes across lines, and must not refuse for them.
+    expect(await outcome(inches, "count", 4, { format: "csv", params: { multiline: "false", separator: "auto" } })).toEqual({
+      records: pythonCsvRows(inches).length,
+    });
     // One alone inside an unquoted field, in a file of line feeds: Python ends a record there (3 rows, not 2).
     const stray = path.join(dir, "stray-cr.csv");
     await writeFile(stray, "a,b\n1,x\ry\n3,4\n");

@@ -97,8 +97,13 @@ export const scanCsvColumn = (
   if (pos >= n) return;
   const from = pos;
   const rest: RecordBlock = { bytes: b.subarray(from), offset: block.offset + from, first: block.first && from === 0 };
-  forEachCsvRecord(rest, true, (s, e) => {
-    if (skip) skip = false;
-    else record(from + s, from + e);
-  });
+  forEachCsvRecord(
+    rest,
+    true,
+    (s, e) => {
+      if (skip) skip = false;
+      else record(from + s, from + e);
+    },
+    true,
+  );
 };

@@ -29,9 +29,16 @@ export const defaultSeparator = (inputName: string): string => (/\.(tsv|tab)$/i.
 export const sniffSeparator = (sample: Buffer, inputName: string, whole = sample.length < SNIFF_BYTES): string => {
   // Whole records only: the sample's last one may be cut short.
   const texts: string[] = [];
-  forEachCsvRecord({ bytes: sample, offset: 0, first: true }, true, (s, e) => {
-    if (texts.length <= SNIFF_RECORDS && e > s) texts.push(sample.toString("utf8", s, e).replace(/^\uFEFF/, ""));
-  });
+  // Not refused here for a carriage return: read with multiline as this is, a job that reads one
+  // record per line could see one outside quotes that it is not (the job's own reading refuses).
+  forEachCsvRecord(
+    { bytes: sample, offset: 0, first: true },
+    true,
+    (s, e) => {
+      if (texts.length <= SNIFF_RECORDS && e > s) texts.push(sample.toString("utf8", s, e).replace(/^\uFEFF/, ""));
+    },
+    true,
+  );
   const complete = whole ? texts : texts.slice(0, -1);
   const header = complete[0];
   if (header === undefined && !whole) {
