@@ -20,8 +20,11 @@ export const builtinOps: readonly AnyOp[] = [count, stats, wordcount, histogram,
 /** True for an op that ships with cloudmill (trusted, linear in its input), not a lab's. */
 export const isBuiltinOp = (op: AnyOp): boolean => builtinOps.includes(op);
 
+/** How a built-in op's digest begins: `builtin-<package version>`. */
+export const BUILTIN_DIGEST_PREFIX = "builtin-";
+
 /** An op's code digest: its own, or `builtin-<package version>` for the ops that ship with cloudmill. */
-export const opDigest = (op: AnyOp): string => op.digest ?? `builtin-${VERSION}`;
+export const opDigest = (op: AnyOp): string => op.digest ?? `${BUILTIN_DIGEST_PREFIX}${VERSION}`;
 
 export class OpRegistry {
   readonly #ops = new Map<string, AnyOp>();

@@ -113,8 +113,7 @@ export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: reado
         : `fanIn: op ${op.name} merges its parts in chunk order, one at a time (it does not set orderFree)`,
       { field: "fanIn" },
     );
-  // Built-ins carry theirs too (`builtin-<version>`): during a rolling deploy of a new release,
-  // a worker still on the old one refuses the job's tasks rather than mixing two versions' partials.
+  // Built-ins carry theirs too (`builtin-<version>`), which names the release that started the job.
   return {
     op: op.name,
     opDigest: opDigest(op),

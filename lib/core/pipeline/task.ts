@@ -29,7 +29,7 @@ import type { AnyOp } from "../ops/types.js";
 import type { RemoteMapped } from "./mappers.js";
 import { fleetLaneMapper, INLINE_MAP_BYTES } from "./laneMapper.js";
 import { isTaskOp } from "../ops/defineTask.js";
-import { isBuiltinOp, opDigest } from "../ops/registry.js";
+import { BUILTIN_DIGEST_PREFIX, isBuiltinOp, opDigest } from "../ops/registry.js";
 import { ownedRecordLanes, RecordCutter, type RangeBytes, type RecordBlock, type RecordLimits } from "../records/alignedBlocks.js";
 import { DEFAULTS } from "../constants.js";
 import type { Codec } from "../records/codecs.js";
@@ -211,9 +211,15 @@ export const runTask = async (deps: PipelineDeps, task: TaskMessage, options: Ru
   }
 };
 
-/** A task of a job started with other code of its op is refused: a job runs on one version of it. */
+/**
+ * A task of a job started with other code of its lab's op is refused: a job runs on one version
+ * of it. A built-in's digest names the release that started the job (shown in its status) and is
+ * not held against a worker of another: a refused task takes an attempt, so during a rolling
+ * deploy every job in flight would fail, and a retry after an upgrade could never run.
+ */
 const refuseOtherOpCode = (job: TaskJob, op: AnyOp): void => {
   const digest = opDigest(op);
+  if (isBuiltinOp(op) && job.opDigest?.startsWith(BUILTIN_DIGEST_PREFIX)) return;
   if (job.opDigest !== undefined && job.opDigest !== digest) {
     throw new CloudmillError(
       ErrorCode.OP_MISMATCH,
