@@ -50,10 +50,10 @@ describe("manifest inputs", () => {
   });
 
   it("read a plain list line by line: blank lines and comments skipped, CRLF dropped, spaces kept (they may be a key's)", () => {
-    expect(listEntries("# picks\r\ndata/a.txt\r\n\r\n  \t\n  s3://b/c d.txt  \n#x\ndir/\n", "keys.txt")).toEqual([
+    expect(listEntries("# picks\r\ndata/a.txt\r\n\r\n  \t\n  s3://b/c d.txt  \n  # indented\n#x\ndir/\n", "keys.txt")).toEqual([
       { line: 2, text: "data/a.txt" },
       { line: 5, text: "  s3://b/c d.txt  " },
-      { line: 7, text: "dir/" },
+      { line: 8, text: "dir/" },
     ]);
   });
 

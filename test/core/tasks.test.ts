@@ -275,6 +275,16 @@ describe("ctx.put names a folder of files cannot hold", () => {
 });
 
 describe("`cloudmill run` with a task", () => {
+  it("refuses --backup-after, which a task's chunks do not take (its items have their own time limit)", async () => {
+    const file = await writeItems("backup.jsonl", [{ n: 1 }]);
+    const r = await runProcess(process.execPath, [BIN, "run", file, "--op", "affine", "--ops", module, "--backup-after", "5"], {
+      cwd: dir,
+      env: process.env,
+    });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("--backup-after: not for a task");
+  });
+
   it("runs the items file in --batch-size items per chunk, exact against Python", async () => {
     const items = Array.from({ length: 1000 }, (_, n) => (n === 500 ? { n, fail: true } : { n }));
     const file = await writeItems("cli.jsonl", items);

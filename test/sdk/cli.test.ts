@@ -430,6 +430,15 @@ describe("cloudmill submit when not every job can start", () => {
     expect(counts).toEqual(new Map(expected));
   }, 120_000);
 
+  it("--wait says how many bad records a job skipped, as run does (the result alone does not show it)", async () => {
+    const lines = Array.from({ length: 400 }, (_, i) => (i % 10 === 3 ? `x${i}` : String(i)));
+    await writeFile(path.join(cwd, "skips.txt"), `${lines.join("\n")}\n`);
+    const bad = execFileSync("sh", ["-c", "grep -cv '^[0-9]*$' skips.txt"], { cwd, encoding: "utf8" }).trim();
+    const r = await submit("skips.txt", "--op", "stats", "--skip-bad-records", "--chunk-size", "500", "--wait");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`: skipped ${bad} bad record\\(s\\)`));
+  }, 120_000);
+
   it("--fan-in and --backup-after reach the job's spec; a fan-in below 2 is refused before anything is uploaded", async () => {
     const r = await submit("examples/words.txt", "--op", "count", "--fan-in", "2", "--backup-after", "0");
     expect(r.code, r.stderr).toBe(0);

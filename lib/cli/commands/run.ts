@@ -156,6 +156,8 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
           ErrorCode.INVALID_SPEC,
           `--out-dir: op ${flags.op} has one result and writes no parts (keyed ops and tasks do); give --out FILE for the result`,
         );
+      if (isTask && flags.backupAfter !== undefined)
+        throw new CloudmillError(ErrorCode.INVALID_SPEC, "--backup-after: not for a task (its items have their own time limit)");
       const chunkSize =
         flags.chunkSize ?? (isTask ? await taskChunkSize(inputs, flags.batchSize, flags.workers ?? os.availableParallelism()) : undefined);
       const spec = withFlagNames(() =>

@@ -48,12 +48,20 @@ export const waitWithProgress = async <R>(
   options: { progress: boolean; timeoutMs?: number },
 ): Promise<R> => {
   const view = jobProgressView(io, future.id, options.progress);
+  let skipped = 0;
   try {
-    return await future.result({
-      onStatus: (s) => view.update(s),
+    const result = await future.result({
+      onStatus: (s) => {
+        skipped = s.skipped ?? skipped;
+        view.update(s);
+      },
       ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
       ...(io.signal ? { signal: io.signal } : {}),
     });
+    view.done();
+    // As `cloudmill run` says it: the result alone does not show what was left out.
+    if (skipped > 0) io.stderr.write(`cloudmill: ${future.id}: skipped ${skipped} bad record(s)\n`);
+    return result;
   } catch (err) {
     if (io.signal?.aborted && !(err instanceof CloudmillError)) throw stoppedWaiting([future.id]);
     throw err;

@@ -74,13 +74,14 @@ const linesOf = function* (
 
 /**
  * A plain list's entries: one per line as written (a key may begin or end with a space, and
- * `data.txt ` is another object than `data.txt`), blank lines and `#` comments skipped; past
+ * `data.txt ` is another object than `data.txt`), blank lines and `#` comments (indented too) skipped; past
  * `max` entries the list is read no further (one more is returned, for the caller to refuse).
  */
 export const listEntries = (file: string | Uint8Array, where: string, max = Number.POSITIVE_INFINITY): ListedEntry[] => {
   const out: ListedEntry[] = [];
   for (const { line, row } of linesOf(file, where)) {
-    if (row.trim() !== "" && !row.startsWith("#")) out.push({ line, text: row });
+    const start = row.trimStart();
+    if (start !== "" && !start.startsWith("#")) out.push({ line, text: row });
     if (out.length > max) break;
   }
   return out;
