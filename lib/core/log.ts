@@ -36,13 +36,27 @@ export const jsonLogger = (write: (line: string) => void, level: LogLevel = "inf
   };
 };
 
-/** Plain `warning:` lines for warnings, nothing else (the CLI's quiet mode). */
-export const warningsOnly = (write: (line: string) => void, base: LogFields = {}): Logger => ({
-  ...silentLogger,
-  warn: (message, fields) => {
+/** Plain `warning:` lines for warnings, and `error:` lines for errors when asked, nothing else (the CLI's quiet mode). */
+export const warningsOnly = (write: (line: string) => void, base: LogFields = {}, errors = false): Logger => {
+  const line = (kind: string) => (message: string, fields?: LogFields) => {
     const all = { ...base, ...fields };
     const rest = Object.keys(all).length ? ` ${JSON.stringify(all)}` : "";
-    write(`cloudmill: warning: ${message}${rest}\n`);
-  },
-  child: (f) => warningsOnly(write, { ...base, ...f }),
-});
+    write(`cloudmill: ${kind}: ${message}${rest}\n`);
+  };
+  return {
+    ...silentLogger,
+    warn: line("warning"),
+    ...(errors ? { error: line("error") } : {}),
+    child: (f) => warningsOnly(write, { ...base, ...f }, errors),
+  };
+};
+
+/** How a process's log is passed to its threads, which cannot be handed a Logger: by what it shows. */
+export type ThreadLog = "silent" | "warnings" | LogLevel;
+
+/**
+ * A thread's own logger, writing to its standard error (the process's). With "warnings", errors
+ * show too: on a task thread they are a lab's own ctx.log.error, which the run's end says nothing of.
+ */
+export const threadLogger = (kind: ThreadLog | undefined, write: (line: string) => void): Logger =>
+  kind === undefined || kind === "silent" ? silentLogger : kind === "warnings" ? warningsOnly(write, {}, true) : jsonLogger(write, kind);

@@ -15,6 +15,7 @@ import { threadEntry } from "../sandbox/threadEntry.js";
 import { endThread, STUCK_GRACE_MS, type ExitRequest } from "../sandbox/threadExit.js";
 import type { MergedParts } from "../core/pipeline/partMerge.js";
 import { Accumulators, withoutPartial } from "./accumulate.js";
+import type { ThreadLog } from "../core/log.js";
 
 export interface RunOptions {
   readonly signal?: AbortSignal;
@@ -63,6 +64,8 @@ export const inlineExecutor = (deps: PipelineDeps): TaskExecutor => {
 export interface ThreadData {
   readonly outputRoot: string;
   readonly opsModules: readonly string[];
+  /** What the thread logs (a lab's ctx.log, the item runner's warnings): as the run's own log shows. */
+  readonly log?: ThreadLog;
   /** The job's heap limit per thread (taskMemoryMiB); past it V8 ends the thread and its task fails with OUT_OF_MEMORY. */
   readonly memoryMiB?: number;
 }

@@ -28,7 +28,7 @@ import {
 import { digestOf, planChunks, planOptionsOf } from "../core/job/planner.js";
 import { appendAll } from "../core/appendAll.js";
 import type { JobSpec } from "../core/job/spec.js";
-import { silentLogger, type Logger } from "../core/log.js";
+import { silentLogger, type Logger, type ThreadLog } from "../core/log.js";
 import type { OpRegistry } from "../core/ops/registry.js";
 import type { SplitDeps } from "../core/pipeline/deps.js";
 import { failJob, handleDeadLetter } from "../core/pipeline/deadLetter.js";
@@ -69,6 +69,8 @@ export interface LocalRunOptions {
   /** Worker threads; 0 runs tasks on this thread (tests, tiny inputs). Default: all cores. */
   readonly workers?: number;
   readonly log?: Logger;
+  /** What the worker threads log, as `log` shows it (a Logger cannot cross to them). Default silent. */
+  readonly threadLog?: ThreadLog;
   readonly onProgress?: (p: Progress) => void;
   /** Record each task's run and build the job's report (LocalRunResult.report). */
   readonly report?: boolean;
@@ -178,6 +180,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
           {
             outputRoot: workDir,
             opsModules: options.opsModules ?? [],
+            ...(options.threadLog !== undefined ? { log: options.threadLog } : {}),
             ...(spec.taskMemoryMiB !== undefined ? { memoryMiB: spec.taskMemoryMiB } : {}),
           },
           // A task's chunk has no time limit of its own, as on the fleet: each item has its own.

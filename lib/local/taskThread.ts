@@ -3,7 +3,7 @@ import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
 import { parentPort, workerData } from "node:worker_threads";
 import { FsBlobStore } from "../fs/FsBlobStore.js";
 import { toCloudmillError } from "../core/errors.js";
-import { silentLogger } from "../core/log.js";
+import { threadLogger } from "../core/log.js";
 import { OpRegistry } from "../core/ops/registry.js";
 import { loadOpsModule } from "../core/ops/opModules.js";
 import { runTask } from "../core/pipeline/task.js";
@@ -25,7 +25,8 @@ void ready.then(
 );
 const root = new FsBlobStore("/");
 const items = new ThreadItemRunner({ opsModules: data.opsModules });
-const deps = { output: new FsBlobStore(data.outputRoot), inputStore: () => root, registry, log: silentLogger, items };
+const log = threadLogger(data.log, (line) => process.stderr.write(line));
+const deps = { output: new FsBlobStore(data.outputRoot), inputStore: () => root, registry, log, items };
 const accumulators = new Accumulators(registry);
 
 const handle = async (request: Exclude<ThreadRequest, { kind: "exit" }>): Promise<ThreadReply> => {

@@ -275,6 +275,26 @@ describe("ctx.put names a folder of files cannot hold", () => {
 });
 
 describe("`cloudmill run` with a task", () => {
+  it("shows a lab's ctx.log from its task threads as the run's own log: errors always, everything with -v", async () => {
+    const file = await writeItems("say.jsonl", [
+      { n: 1, say: "one" },
+      { n: 2, say: "two" },
+    ]);
+    const run = (...extra: string[]) =>
+      runProcess(process.execPath, [BIN, "run", file, "--op", "affine", "--ops", module, "--workers", "2", "--no-progress", ...extra], {
+        cwd: dir,
+        env: process.env,
+      });
+    const quiet = await run();
+    expect(quiet.code, quiet.stderr).toBe(0);
+    expect(quiet.stderr).toMatch(/^cloudmill: error: shouted one /m);
+    expect(quiet.stderr).toMatch(/^cloudmill: error: shouted two /m);
+    expect(quiet.stderr).not.toContain("said");
+    const verbose = await run("-v");
+    const said = verbose.stderr.split("\n").filter((l) => l.includes('"message":"said '));
+    expect(said.map((l) => (JSON.parse(l) as { level: string }).level)).toEqual(["INFO", "INFO"]);
+  });
+
   it("refuses --backup-after, which a task's chunks do not take (its items have their own time limit)", async () => {
     const file = await writeItems("backup.jsonl", [{ n: 1 }]);
     const r = await runProcess(process.execPath, [BIN, "run", file, "--op", "affine", "--ops", module, "--backup-after", "5"], {

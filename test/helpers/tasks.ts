@@ -10,7 +10,7 @@ const DEFINE_TASK = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineTask.
 
 /**
  * `affine`: { n } → 3n + 1; throws on { fail: true }, and { throws: "undefined" | "object" } throws that; { hang: "sync" | "async" } never returns;
- * { mark: name } first makes a file of that name in its scratch directory; { hog: true } allocates without end; { exit: true } exits its thread; { big: k } returns a string
+ * { mark: name } first makes a file of that name in its scratch directory; { say: s } logs "said s" (info) and "shouted s" (error); { hog: true } allocates without end; { exit: true } exits its thread; { big: k } returns a string
  * of k "x"; { sleep: ms } answers after ms; { orphan: true } leaves a promise rejected; { child: s }
  * starts \`sleep s\` with ctx.signal, marks its scratch directory with a file named s, and never returns; { give: "map" | "nan" | "set" | "hole" } returns a value JSON would change; { put: name } stores "item <n>" as an object; { wait: true } logs "waiting" then
  * resolves with whether its signal aborted, once it has.
@@ -22,6 +22,7 @@ export const affine = defineTask({
   memoryMiB: 64,
   run: async (item, ctx) => {
     if (item.mark) process.getBuiltinModule("node:fs").writeFileSync(ctx.scratch + "/" + item.mark, "");
+    if (item.say) { ctx.log.info("said " + item.say); ctx.log.error("shouted " + item.say); }
     if (item.fail) throw new Error("refused item " + item.n);
     if (item.throws === "undefined") throw undefined;
     if (item.throws === "object") throw { code: 42, why: "a lab's own error object" };

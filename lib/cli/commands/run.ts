@@ -193,6 +193,7 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
           ...(flags.outDir !== undefined ? { outDir: flags.outDir } : {}),
           ...(flags.report !== undefined ? { report: true } : {}),
           log,
+          threadLog: flags.verbose ? "debug" : "warnings",
           onProgress: (p) => view.update(p),
           ...(io.signal ? { signal: io.signal } : {}),
         });
