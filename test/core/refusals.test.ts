@@ -251,9 +251,13 @@ describe("text cloudmill would misread", () => {
     expect(await outcome(inches, "count", 4, { format: "csv", params: { multiline: "false" } })).toEqual({
       records: pythonCsvRows(inches).length,
     });
-    // With separator=auto too: the sniff reads quotes across lines, and must not refuse for them.
-    expect(await outcome(inches, "count", 4, { format: "csv", params: { multiline: "false", separator: "auto" } })).toEqual({
-      records: pythonCsvRows(inches).length,
+    // With separator=auto too: the sniff reads quotes across lines, and must not refuse for them
+    // (enough plain rows first for it to choose the separator from).
+    const sniffed = path.join(dir, "inches-sniffed.csv");
+    const rows = Array.from({ length: 60 }, (_, i) => `r${i},${i}\n`).join("");
+    await writeFile(sniffed, `a,b\n${rows}5'10",x\n1,"p\rq"\n`);
+    expect(await outcome(sniffed, "count", 64, { format: "csv", params: { multiline: "false", separator: "auto" } })).toEqual({
+      records: pythonCsvRows(sniffed).length,
     });
     // One alone inside an unquoted field, in a file of line feeds: Python ends a record there (3 rows, not 2).
     const stray = path.join(dir, "stray-cr.csv");

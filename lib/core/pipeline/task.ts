@@ -333,7 +333,7 @@ const mapChunk = async (
       }
       const partial = await runItems(deps, task, op, items, { signal, drain });
       part = { v: 1, jobId, index: chunk.index, partial, skipped };
-      if (firstSkipped) deps.log.warn("bad records skipped", { ...logFieldsOf(firstSkipped), skipped });
+      if (firstSkipped) deps.log.info("bad records skipped", { ...logFieldsOf(firstSkipped), skipped });
     } else {
       const parts = await mapInOrder(objects, PACK_READS, (sub) =>
         inObject(sub, () => mapObject(reads, { ...task, chunk: sub }, op, signal)),
@@ -621,7 +621,8 @@ const mapRecords = async (deps: PipelineDeps, task: MapTask, job: RecordJob, sig
           readings.push({ partial: mapped.partial, skipped: mapped.skipped });
           if (!speculate && mapped.firstSkipped) {
             const first = toCloudmillError(mapped.firstSkipped).withContext(where);
-            deps.log.warn("bad records skipped", { ...logFieldsOf(first), skipped: mapped.skipped });
+            // Info: the job's status counts them, and `cloudmill run` says how many at its end.
+            deps.log.info("bad records skipped", { ...logFieldsOf(first), skipped: mapped.skipped });
           }
           continue;
         } catch (err) {
