@@ -123,6 +123,14 @@ const ops = [
       return a;
     },
   }),
+  // A result of 2,100 references to one 256 KiB string: over 512 MiB as JSON text.
+  defineOp({
+    name: "huge-result",
+    format: "lines",
+    map: () => 1,
+    combine: (a: number, b: number) => a + b,
+    finalize: () => new Array<string>(2100).fill("x".repeat(256 * 1024)),
+  }),
   // Fields that are undefined are left out and read back as undefined: that is fine.
   defineOp({
     name: "optional-fields",
@@ -165,6 +173,11 @@ describe("a lab's op that gives a value JSON cannot carry", () => {
       expect(said, `chunks of ${chunkSize}`).toMatch(/^OP_FAILED: /);
       expect(said).not.toMatch(/after \d+ attempts/);
     }
+  });
+
+  it("a result more than one JSON text holds fails as the op's, saying what to do, not as an internal error", async () => {
+    const said = await failure({ op: "huge-result", inputs: [words] });
+    expect(said).toMatch(/^OP_FAILED: the job's result is more than one JSON text holds \(about 512 MiB\)/);
   });
 
   it("a field that is undefined is left out, as JSON leaves it, and the answer stands", async () => {

@@ -103,6 +103,23 @@ export interface ReduceJobOptions {
   readonly fleet?: boolean;
 }
 
+/**
+ * A result as JSON text, or OP_FAILED when it is more than one string holds (about 512 MiB): a
+ * task's many mid-sized outputs, each under the size stored apart, can add up to that.
+ */
+const resultText = (result: unknown): string => {
+  try {
+    return JSON.stringify(result);
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err;
+    throw new CloudmillError(
+      ErrorCode.OP_FAILED,
+      "the job's result is more than one JSON text holds (about 512 MiB): store large outputs as objects (a task's ctx.put) " +
+        "and answer with their keys",
+    );
+  }
+};
+
 export const reduceJob = async (
   roleDeps: PipelineDeps & Lanes & { readonly queue?: TaskQueue; readonly taskLeaseMs?: number; readonly taskTimeoutSeconds?: number },
   jobId: string,
@@ -249,7 +266,7 @@ export const reduceJob = async (
     }
     // Result first: whoever sees the succeeded marker may rely on result.json being there, and
     // on the report. The report is a view of the parts: a failure to write it leaves the job as it is.
-    await writeJson(deps.output, manifest.output.result, result);
+    await deps.output.put(manifest.output.result, resultText(result), { contentType: "application/json" });
     if (runs?.size)
       await writeReport(deps, manifest, runs, result, races).catch((err: unknown) =>
         log.warn("report not written", logFieldsOf(toCloudmillError(err))),
