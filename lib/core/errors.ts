@@ -134,8 +134,20 @@ export const locate = (c: ErrorContext): string => {
 export const toCloudmillError = (err: unknown, fallback: ErrorCode = ErrorCode.INTERNAL): CloudmillError => {
   if (err instanceof CloudmillError) return err;
   if (isSerializedError(err)) return new CloudmillError(err.code, err.message, err.context);
-  const message = err instanceof Error ? err.message : String(err);
-  return new CloudmillError(fallback, message, {}, { cause: err });
+  return new CloudmillError(fallback, err instanceof Error ? err.message : shown(err), {}, { cause: err });
+};
+
+/** A thrown value as text; one that has no text (an object without a prototype) as JSON, else by its type. */
+const shown = (v: unknown): string => {
+  try {
+    return String(v);
+  } catch {
+    try {
+      return JSON.stringify(v) ?? typeof v;
+    } catch {
+      return `a thrown ${typeof v} that has no text`;
+    }
+  }
 };
 
 export const isSerializedError = (v: unknown): v is SerializedError =>

@@ -140,12 +140,15 @@ describe("a task over items", () => {
   });
 
   it("an item that throws what is not an Error says what it threw", async () => {
-    const file = await writeItems("throws.jsonl", [{ n: 0, throws: "undefined" }, { n: 1, throws: "object" }, { n: 2 }]);
+    const items = [{ n: 0, throws: "undefined" }, { n: 1, throws: "object" }, { n: 2 }, { n: 3, throws: "bare" }];
+    const file = await writeItems("throws.jsonl", items);
     const r = (await runItems(file, {}, { chunkSize: 10_000 })).result as TaskResult<number>;
     expect(r.results).toEqual([7]);
     expect(r.errors).toEqual([
       { index: 0, code: "ITEM_FAILED", message: "it threw undefined" },
       { index: 1, code: "ITEM_FAILED", message: 'it threw {"code":42,"why":"a lab\'s own error object"}' },
+      // An object with no prototype has no text of its own: its JSON says what it was.
+      { index: 3, code: "ITEM_FAILED", message: 'it threw {"why":"no prototype"}' },
     ]);
   });
 

@@ -26,6 +26,7 @@ export const affine = defineTask({
     if (item.fail) throw new Error("refused item " + item.n);
     if (item.throws === "undefined") throw undefined;
     if (item.throws === "object") throw { code: 42, why: "a lab's own error object" };
+    if (item.throws === "bare") throw Object.assign(Object.create(null), { why: "no prototype" });
     if (item.hang === "sync") for (;;) {}
     if (item.hang === "async") await new Promise(() => {});
     if (item.hog) { const kept = []; for (;;) kept.push(new Array(100000).fill(item.n)); }
