@@ -26,6 +26,25 @@ interface BatchEntry {
 /** What to do with one entry of a SendMessageBatch: pass it on, or fail it (retryable or not). */
 type Verdict = "pass" | "fail" | "sender-fault";
 
+/** A batch request's answer as SQS sent it. */
+const batchAnswer = async (response: HandleResult["response"]): Promise<{ Successful?: unknown[]; Failed?: unknown[] }> => {
+  const chunks: Buffer[] = [];
+  for await (const c of response.body as Readable) chunks.push(Buffer.from(c as Uint8Array));
+  return JSON.parse(Buffer.concat(chunks).toString()) as { Successful?: unknown[]; Failed?: unknown[] };
+};
+
+/** An answer of SQS's JSON protocol, as the handler gives it to the SDK. */
+const answered = (output: object): HandleResult => {
+  const body = Buffer.from(JSON.stringify(output));
+  return {
+    response: {
+      statusCode: 200,
+      headers: { "content-type": "application/x-amz-json-1.0", "content-length": String(body.length) },
+      body: Readable.from([body]),
+    },
+  } as HandleResult;
+};
+
 /**
  * A request handler in front of the real one that makes SQS fail some SendMessageBatch entries
  * (they are taken out of the request and reported as Failed) or whole requests.
@@ -57,18 +76,9 @@ class FaultyHandler {
       request.body = JSON.stringify({ ...input, Entries: kept });
       request.headers["content-length"] = String(Buffer.byteLength(request.body as string));
       const { response } = await this.inner.handle(request, options);
-      const chunks: Buffer[] = [];
-      for await (const c of response.body as Readable) chunks.push(Buffer.from(c as Uint8Array));
-      output = JSON.parse(Buffer.concat(chunks).toString()) as typeof output;
+      output = await batchAnswer(response);
     }
-    const body = Buffer.from(JSON.stringify({ ...output, Failed: [...(output.Failed ?? []), ...failed] }));
-    return {
-      response: {
-        statusCode: 200,
-        headers: { "content-type": "application/x-amz-json-1.0", "content-length": String(body.length) },
-        body: Readable.from([body]),
-      },
-    } as HandleResult;
+    return answered({ ...output, Failed: [...(output.Failed ?? []), ...failed] });
   }
 
   updateHttpClientConfig(key: never, value: never): void {
@@ -127,18 +137,11 @@ class TamperedDeletes extends FaultyHandler {
     request.body = JSON.stringify({ ...input, Entries: kept });
     request.headers["content-length"] = String(Buffer.byteLength(request.body as string));
     const { response } = await this.inner.handle(request, options);
-    const chunks: Buffer[] = [];
-    for await (const c of response.body as Readable) chunks.push(Buffer.from(c as Uint8Array));
-    const output = JSON.parse(Buffer.concat(chunks).toString()) as { Successful?: unknown[]; Failed?: unknown[] };
-    const Failed = [...(output.Failed ?? []), { Id: failed!.Id, SenderFault: false, Code: "InternalError", Message: "injected" }];
-    const body = Buffer.from(JSON.stringify({ ...output, Failed }));
-    return {
-      response: {
-        statusCode: 200,
-        headers: { "content-type": "application/x-amz-json-1.0", "content-length": String(body.length) },
-        body: Readable.from([body]),
-      },
-    } as HandleResult;
+    const output = await batchAnswer(response);
+    return answered({
+      ...output,
+      Failed: [...(output.Failed ?? []), { Id: failed!.Id, SenderFault: false, Code: "InternalError", Message: "injected" }],
+    });
   }
 }
 
