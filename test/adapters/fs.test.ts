@@ -103,10 +103,13 @@ describe("FsBlobStore", () => {
     expect(await store.head("dir/file")).toBeDefined();
   });
 
-  it("fails with ENVIRONMENT when a key needs a file to be a directory", async () => {
+  it("fails with INVALID_SPEC when a key needs a file to be a directory: trying again would give the same answer", async () => {
     const { store } = await fresh();
     await store.put("a", "file");
-    await expect(store.put("a/b", "x")).rejects.toMatchObject({ code: ErrorCode.ENVIRONMENT });
+    await expect(store.put("a/b", "x")).rejects.toMatchObject({
+      code: ErrorCode.INVALID_SPEC,
+      message: expect.stringContaining("a file and a folder of one name"),
+    });
   });
 
   it("streams in blocks of at most 1 MiB", async () => {
