@@ -116,6 +116,17 @@ describe("an op's digest", () => {
   });
 });
 
+/** The one task of a job over a whole file of `store`. */
+const wholeFileTask = async (store: FsBlobStore, key: string, jobId: string, job: TaskMessage["job"]): Promise<TaskMessage> => {
+  const info = (await store.head(key))!;
+  return {
+    v: 1,
+    jobId,
+    job,
+    chunk: { index: 0, inputIndex: 0, input: { bucket: "b", key, size: info.size, etag: info.etag, name: key }, start: 0, end: info.size },
+  };
+};
+
 describe("a task whose job ran other code", () => {
   let dir: string;
   beforeAll(async () => {
@@ -129,19 +140,7 @@ describe("a task whose job ran other code", () => {
     const registry = new OpRegistry([longest()]);
     const job = taskJobOf(parseJobSpec({ op: "longest", inputs: ["in.txt"] }), registry);
     expect(job.opDigest).toBe(registry.digestOf("longest"));
-    const info = (await store.head("in.txt"))!;
-    const task: TaskMessage = {
-      v: 1,
-      jobId: "digest-job",
-      job: { ...job, opDigest: "0123456789abcdef" },
-      chunk: {
-        index: 0,
-        inputIndex: 0,
-        input: { bucket: "b", key: "in.txt", size: info.size, etag: info.etag, name: "in.txt" },
-        start: 0,
-        end: info.size,
-      },
-    };
+    const task = await wholeFileTask(store, "in.txt", "digest-job", { ...job, opDigest: "0123456789abcdef" });
     const deps = { output: store, inputStore: () => store, registry, log: silentLogger };
     const err = await runTask(deps, task).then(
       () => undefined,
@@ -167,19 +166,7 @@ describe("a task whose job ran other code", () => {
     const registry = new OpRegistry();
     const job = taskJobOf(parseJobSpec({ op: "wordcount", inputs: ["words.txt"] }), registry);
     expect(job.opDigest).toBe(`builtin-${VERSION}`);
-    const info = (await store.head("words.txt"))!;
-    const task: TaskMessage = {
-      v: 1,
-      jobId: "builtin-digest-job",
-      job: { ...job, opDigest: "builtin-0.0.1" },
-      chunk: {
-        index: 0,
-        inputIndex: 0,
-        input: { bucket: "b", key: "words.txt", size: info.size, etag: info.etag, name: "words.txt" },
-        start: 0,
-        end: info.size,
-      },
-    };
+    const task = await wholeFileTask(store, "words.txt", "builtin-digest-job", { ...job, opDigest: "builtin-0.0.1" });
     const deps = { output: store, inputStore: () => store, registry, log: silentLogger };
     // Refused, it would take an attempt: every job in flight during a rolling deploy would fail.
     await expect(runTask(deps, task)).resolves.toMatchObject({ kind: "done" });

@@ -44,6 +44,22 @@ const etagOf = async (key: string): Promise<string> =>
 /** S3 Inventory's CSV key encoding: form-encoded, `+` for a space. */
 const inventoryKey = (key: string): string => encodeURIComponent(key).replaceAll("%2F", "/").replaceAll("%20", "+");
 
+/** An S3 Inventory report's manifest.json under `at`, naming its data files; the job input that reads it. */
+const putInventory = async (at: string, fileSchema: string, files: readonly string[]): Promise<string> => {
+  await cloud.put(
+    `${at}/manifest.json`,
+    JSON.stringify({
+      sourceBucket: cloud.input,
+      destinationBucket: `arn:aws:s3:::${cloud.input}`,
+      version: "2016-11-30",
+      fileFormat: "CSV",
+      fileSchema,
+      files: files.map((key) => ({ key })),
+    }),
+  );
+  return `manifest:s3://${cloud.input}/${at}/manifest.json`;
+};
+
 describe("manifest inputs on the emulated cloud", () => {
   it("reads the objects a plain list names: keys of its bucket, full URIs and prefixes", async () => {
     // A lab's own folder named _work is data (only the bucket's top-level _work/ is cloudmill's).
@@ -93,18 +109,10 @@ describe("manifest inputs on the emulated cloud", () => {
       `${prefix}/data/b.csv.gz`,
       gzipSync(`${[await row("data/other.txt"), await row("data/log-0.txt", false)].join("\n")}\n`),
     );
-    await cloud.put(
-      `${prefix}/2026-12-01T00-00Z/manifest.json`,
-      JSON.stringify({
-        sourceBucket: cloud.input,
-        destinationBucket: `arn:aws:s3:::${cloud.input}`,
-        version: "2016-11-30",
-        fileFormat: "CSV",
-        fileSchema: "Bucket, Key, Size, ETag, IsLatest, IsDeleteMarker",
-        files: [{ key: `${prefix}/data/a.csv.gz` }, { key: `${prefix}/data/b.csv.gz` }],
-      }),
-    );
-    const manifest = `manifest:s3://${cloud.input}/${prefix}/2026-12-01T00-00Z/manifest.json`;
+    const manifest = await putInventory(`${prefix}/2026-12-01T00-00Z`, "Bucket, Key, Size, ETag, IsLatest, IsDeleteMarker", [
+      `${prefix}/data/a.csv.gz`,
+      `${prefix}/data/b.csv.gz`,
+    ]);
     const { status, result } = await count("from-inventory", [manifest]);
     expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
     expect(result).toEqual({ records: linesOf("data/log-1.txt", "data/site a/log 2.txt", "data/other.txt") });
@@ -121,20 +129,8 @@ describe("manifest inputs on the emulated cloud", () => {
     const prefix = `inventory/${cloud.input}/keys-only`;
     const rows = ["data/log-1.txt", "data/marked/", "data/log-0.txt"].map((k) => `"${cloud.input}","${inventoryKey(k)}"`);
     await cloud.put(`${prefix}/data/a.csv.gz`, gzipSync(`${rows.join("\n")}\n`));
-    await cloud.put(
-      `${prefix}/2026-12-02T00-00Z/manifest.json`,
-      JSON.stringify({
-        sourceBucket: cloud.input,
-        destinationBucket: `arn:aws:s3:::${cloud.input}`,
-        version: "2016-11-30",
-        fileFormat: "CSV",
-        fileSchema: "Bucket, Key",
-        files: [{ key: `${prefix}/data/a.csv.gz` }],
-      }),
-    );
-    const { status, result } = await count("from-keys-only-inventory", [
-      `manifest:s3://${cloud.input}/${prefix}/2026-12-02T00-00Z/manifest.json`,
-    ]);
+    const manifest = await putInventory(`${prefix}/2026-12-02T00-00Z`, "Bucket, Key", [`${prefix}/data/a.csv.gz`]);
+    const { status, result } = await count("from-keys-only-inventory", [manifest]);
     expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
     expect(status.inputs).toEqual(["data/log-1.txt", "data/log-0.txt"].map((k) => `s3://${cloud.input}/${k}`));
     expect(result).toEqual({ records: linesOf("data/log-1.txt", "data/log-0.txt") });
