@@ -54,18 +54,18 @@ const writeItems = async (name: string, items: readonly unknown[]): Promise<stri
   return file;
 };
 
-/** Item scratch directories under the system's temporary folder that hold a file of this name. */
-const scratchesHolding = (name: string): string[] =>
-  readdirSync(os.tmpdir())
-    .filter((d) => d.startsWith("cloudmill-items-"))
-    .flatMap((d) => {
-      try {
-        return readdirSync(path.join(os.tmpdir(), d)).map((s) => path.join(os.tmpdir(), d, s));
-      } catch {
-        return [];
-      }
-    })
-    .filter((s) => existsSync(path.join(s, name)));
+/** Folders of cloudmill's under the system's temporary folder, or one folder down, that hold a file of this name. */
+const scratchesHolding = (name: string): string[] => {
+  const within = (d: string): string[] => {
+    try {
+      return readdirSync(d).map((s) => path.join(d, s));
+    } catch {
+      return [];
+    }
+  };
+  const tops = within(os.tmpdir()).filter((d) => path.basename(d).startsWith("cloudmill-"));
+  return [...tops, ...tops.flatMap(within)].filter((d) => existsSync(path.join(d, name)));
+};
 
 const runItems = async (
   file: string,
