@@ -2,7 +2,8 @@
  * Runs ops' mappers on threads, one chunk at a time per thread, for a worker whose main thread
  * must stay free: it reads the chunk and hands the blocks over, keeps the chunk's heartbeat, and
  * ends the thread when the chunk is past its time limit (TASK_TIMEOUT) or the worker is stopped.
- * Threads that finished their chunk are kept for the next one.
+ * A lab op's merge task merges on such a thread too, under the same limits. Threads that
+ * finished their task are kept for the next one.
  */
 import { Worker } from "node:worker_threads";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
@@ -12,7 +13,11 @@ import {
   type RemoteMapped,
   type RemoteMapper,
   type RemoteMapperRequest,
+  type RemoteMerged,
+  type RemoteMerger,
+  type RemoteMergeRequest,
 } from "../core/pipeline/mappers.js";
+import type { SpanReadings } from "../core/pipeline/spans.js";
 import type { RecordBlock } from "../core/records/alignedBlocks.js";
 import type { MapperReply, MapperRequest, MapperThreadData } from "./mapperProtocol.js";
 import { heapLimits, outOfMemory } from "./heapLimits.js";
@@ -131,7 +136,8 @@ export class ThreadMapperHost implements MapperHost {
     return thread;
   }
 
-  open(request: RemoteMapperRequest): RemoteMapper {
+  /** A thread for one task, ended at the task's time limit or when its signal aborts; `what` names the task. */
+  #session(request: Pick<RemoteMapperRequest, "signal" | "timeoutSeconds" | "memoryMiB">, what: string) {
     const thread = this.#acquire(request.memoryMiB);
     const seconds = request.timeoutSeconds ?? this.#timeoutMs / 1000;
     const ended = new AbortController();
@@ -139,16 +145,37 @@ export class ThreadMapperHost implements MapperHost {
       thread.end(why);
       ended.abort(why);
     };
-    const timer = setTimeout(() => end(taskTimeoutError(seconds)), seconds * 1000);
+    const timer = setTimeout(() => end(taskTimeoutError(seconds, what)), seconds * 1000);
     const onAbort = (): void => end(toCloudmillError(request.signal!.reason));
     request.signal?.addEventListener("abort", onAbort, { once: true });
     // Aborted before this open (a reading moved to a thread after its task was stopped): no event comes.
     if (request.signal?.aborted) onAbort();
-    const opened = thread.call({ kind: "open", op: request.op, params: request.params, ctx: request.ctx });
-    opened.catch(() => undefined);
     let finished = false;
     return {
+      thread,
       signal: ended.signal,
+      finished: (): void => {
+        finished = true;
+      },
+      close: (): void => {
+        clearTimeout(timer);
+        request.signal?.removeEventListener("abort", onAbort);
+        if (!finished) thread.end(new CloudmillError(ErrorCode.CANCELLED, `${what} ended before its thread finished`));
+        if (thread.alive) {
+          thread.worker.unref();
+          this.#idle.push(thread);
+        } else this.#all.delete(thread);
+      },
+    };
+  }
+
+  open(request: RemoteMapperRequest): RemoteMapper {
+    const session = this.#session(request, "the chunk");
+    const { thread } = session;
+    const opened = thread.call({ kind: "open", op: request.op, params: request.params, ctx: request.ctx });
+    opened.catch(() => undefined);
+    return {
+      signal: session.signal,
       block: async (block: RecordBlock): Promise<void> => {
         await opened;
         // A copy the thread can own: the store reads on into the block's memory.
@@ -160,18 +187,32 @@ export class ThreadMapperHost implements MapperHost {
         await opened;
         const reply = await thread.call({ kind: "finish" });
         if (reply.kind !== "finished") throw new CloudmillError(ErrorCode.INTERNAL, "mapper thread: finish was not answered");
-        finished = true;
+        session.finished();
         return reply;
       },
-      close: (): void => {
-        clearTimeout(timer);
-        request.signal?.removeEventListener("abort", onAbort);
-        if (!finished) thread.end(new CloudmillError(ErrorCode.CANCELLED, "the chunk ended before its mapper finished"));
-        if (thread.alive) {
-          thread.worker.unref();
-          this.#idle.push(thread);
-        } else this.#all.delete(thread);
+      close: session.close,
+    };
+  }
+
+  merge(request: RemoteMergeRequest): RemoteMerger {
+    const session = this.#session(request, "the merge task");
+    const { thread } = session;
+    const opened = thread.call({ kind: "mergeOpen", op: request.op, params: request.params, twoWays: request.twoWays });
+    opened.catch(() => undefined);
+    return {
+      signal: session.signal,
+      add: async (span: SpanReadings): Promise<void> => {
+        await opened;
+        await thread.call({ kind: "mergeAdd", span });
       },
+      finish: async (): Promise<RemoteMerged> => {
+        await opened;
+        const reply = await thread.call({ kind: "mergeFinish" });
+        if (reply.kind !== "merged") throw new CloudmillError(ErrorCode.INTERNAL, "mapper thread: mergeFinish was not answered");
+        session.finished();
+        return reply.inside ? { outside: reply.outside, inside: reply.inside } : { outside: reply.outside };
+      },
+      close: session.close,
     };
   }
 

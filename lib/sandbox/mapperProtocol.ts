@@ -2,6 +2,7 @@
 import type { SerializedError } from "../core/errors.js";
 import type { Params } from "../core/job/spec.js";
 import type { RemoteMapContext } from "../core/pipeline/mappers.js";
+import type { MergedReading, SpanReadings } from "../core/pipeline/spans.js";
 
 export interface MapperThreadData {
   readonly opsModules: readonly string[];
@@ -10,9 +11,13 @@ export interface MapperThreadData {
 export type MapperRequest =
   | { readonly kind: "open"; readonly op: string; readonly params: Params; readonly ctx: RemoteMapContext }
   | { readonly kind: "block"; readonly bytes: Uint8Array; readonly offset: number; readonly first: boolean }
-  | { readonly kind: "finish" };
+  | { readonly kind: "finish" }
+  | { readonly kind: "mergeOpen"; readonly op: string; readonly params: Params; readonly twoWays: boolean }
+  | { readonly kind: "mergeAdd"; readonly span: SpanReadings }
+  | { readonly kind: "mergeFinish" };
 
 export type MapperReply =
   | { readonly kind: "ok" }
   | { readonly kind: "finished"; readonly partial: unknown; readonly skipped: number; readonly firstSkipped?: SerializedError }
+  | { readonly kind: "merged"; readonly outside: MergedReading; readonly inside?: MergedReading }
   | { readonly kind: "error"; readonly error: SerializedError };

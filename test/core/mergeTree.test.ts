@@ -26,7 +26,11 @@ import { JobReport } from "../../lib/core/report/jobReport.js";
 import { prng } from "../../lib/dev/prng.js";
 import { z } from "zod";
 import { pythonCsvRows, rowsOp } from "../helpers/csv.js";
-import { expectMatchesReference, textOf } from "../helpers/devCloud.js";
+import { expectMatchesReference, requireBuild, ROOT, textOf } from "../helpers/devCloud.js";
+import { pathToFileURL } from "node:url";
+import { opsRegistry } from "../../lib/core/ops/opModules.js";
+import { ThreadMapperHost } from "../../lib/sandbox/ThreadMapperHost.js";
+import type { MapperHost } from "../../lib/core/pipeline/mappers.js";
 import { localPipeline, OUTPUT, startJobOver } from "../helpers/jobs.js";
 
 let dir: string;
@@ -194,6 +198,57 @@ describe("a job merged in a tree", () => {
       await runFleet(stats, fanIn + 10);
       const result = (await readJson(stats.output, OUTPUT.result, z.unknown())) as Record<string, number>;
       expect([result.count, result.sum]).toEqual([expected.length, tenths / 10]);
+    }
+  });
+
+  it("merges a lab op's spans on a mapper thread, both quote states, and matches Python's CSV records", async () => {
+    requireBuild();
+    const module = path.join(dir, "tally-ops.mjs");
+    const defineOp = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+    await writeFile(
+      module,
+      `import { defineOp } from ${JSON.stringify(defineOp)};
+export const tally = defineOp({
+  name: "tally",
+  format: "csv",
+  orderFree: true,
+  map: (row) => ({ rows: 1, tenths: Math.round(Number(row.score) * 10), notes: row.note.length }),
+  combine: (a, b) => ({ rows: a.rows + b.rows, tenths: a.tenths + b.tenths, notes: a.notes + b.notes }),
+});
+`,
+    );
+    const rows = ["id,score,note"];
+    for (let i = 0; i < 300; i++) {
+      const note = i % 4 === 0 ? `"line one of ${i}\nline two, ""quoted"", ${i}"` : i % 3 === 0 ? `"plain, ${i}"` : `n${i}`;
+      rows.push(`${i},${(i * 37) % 101}.${i % 10},${note}`);
+    }
+    const bytes = Buffer.from(`${rows.join("\r\n")}\r\n`);
+    const file = path.join(dir, "tally.csv");
+    await writeFile(file, bytes);
+    const expected = pythonCsvRows(file);
+    const threads = new ThreadMapperHost({ opsModules: [module], taskTimeoutSeconds: 60 });
+    let merges = 0;
+    const host: MapperHost = {
+      taskTimeoutSeconds: threads.taskTimeoutSeconds,
+      open: (request) => threads.open(request),
+      merge: (request) => {
+        merges++;
+        return threads.merge(request);
+      },
+      close: () => threads.close(),
+    };
+    try {
+      const s = await setUp("tally", bytes, { op: "tally", fanIn: 3 }, 97, await opsRegistry([module]));
+      expect(s.manifest.chunks).toBeGreaterThan(9);
+      await runFleet({ ...s, deps: { ...s.deps, mappers: host } }, 7);
+      expect(await readJson(s.output, OUTPUT.result, z.unknown())).toEqual({
+        rows: expected.length,
+        tenths: expected.reduce((sum, r) => sum + Math.round(Number(r[1]) * 10), 0),
+        notes: expected.reduce((sum, r) => sum + r[2]!.length, 0),
+      });
+      expect(merges).toBeGreaterThanOrEqual(mergeLevels(s.manifest.chunks, 3)[0]!.groups);
+    } finally {
+      await threads.close();
     }
   });
 

@@ -45,6 +45,7 @@ const countingHost = (): { host: MapperHost; opened: () => number } => {
         opened++;
         return threads.open(request);
       },
+      merge: (request) => threads.merge(request),
       close: () => threads.close(),
     },
     opened: () => opened,

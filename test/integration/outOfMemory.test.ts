@@ -52,6 +52,17 @@ export const hungry = defineOp({
   },
   combine: (a, b) => a + b,
 });
+// Merging two chunks' counts (a merge task's work) keeps every array it makes.
+export const hungryMerge = defineOp({
+  name: "hungry-merge",
+  format: "lines",
+  orderFree: true,
+  map: () => 1,
+  combine: (a, b) => {
+    if (a >= 8 && b >= 8) { const kept = []; for (;;) kept.push(new Array(100_000).fill(kept.length)); }
+    return a + b;
+  },
+});
 `,
   );
   cloud = await startTestCloud({ chunkSize: 64, maxAttempts: 2, opsModules: [module] });
@@ -87,6 +98,25 @@ describe("a chunk past its heap limit", () => {
     );
     expect((await cloud.waitForEnd("_jobs/after-hog/status.json")).state).toBe("succeeded");
     expectMatchesReference("count", {}, bytes, await cloud.getJson(cloud.output, "_jobs/after-hog/result.json"));
+  }, 180_000);
+
+  it("a lab op's merge task past its heap limit fails its job with OUT_OF_MEMORY; the workers live on", async () => {
+    const pids = cloud.cloud.workerPids();
+    // Lines of 8 bytes, 8 to a 64-byte chunk: each merge task of two chunks merges 8 and 8.
+    const lines = Array.from({ length: 48 }, (_, i) => `l${String(i).padStart(6, "0")}`);
+    await cloud.put("_inputs/hungry-merge.txt", `${lines.join("\n")}\n`);
+    const spec = { op: "hungry-merge", inputs: [`s3://${cloud.input}/_inputs/hungry-merge.txt`], taskMemoryMiB: 64, fanIn: 2 };
+    await cloud.put("_jobs/hungry-merge-1.json", JSON.stringify(spec));
+    const status = await cloud.waitForEnd("_jobs/hungry-merge-1/status.json", 120_000);
+    expect(status.state).toBe("failed");
+    expect(status.error).toMatchObject({
+      code: "OUT_OF_MEMORY",
+      message: expect.stringMatching(
+        /^merge task [0-2] of level 1 failed after 2 attempts: the op used more than 64 MiB of heap \(taskMemoryMiB\)$/,
+      ),
+    });
+    await cloud.waitForIdle();
+    expect(cloud.cloud.workerPids()).toEqual(pids);
   }, 180_000);
 
   it("on this machine, --task-memory ends the task's thread with OUT_OF_MEMORY; the next run is exact", async () => {

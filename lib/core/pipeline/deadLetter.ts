@@ -27,6 +27,12 @@ export interface FailTarget {
   readonly run?: number;
 }
 
+/** A task out of time or memory on its last attempt says so by its code; any other last error is CHUNK_FAILED's. */
+const failedCode = (recorded: { readonly error: { readonly code: string } }): ErrorCode =>
+  recorded.error.code === ErrorCode.TASK_TIMEOUT || recorded.error.code === ErrorCode.OUT_OF_MEMORY
+    ? recorded.error.code
+    : ErrorCode.CHUNK_FAILED;
+
 export const failJob = async (deps: PipelineDeps, target: FailTarget, error: CloudmillError): Promise<JobStatus | undefined> => {
   if (await exists(deps.output, succeededKey(target.jobId))) return undefined;
   if (target.run !== undefined && (await exists(deps.output, pastEndKey(target.jobId, target.run + 1)))) {
@@ -141,7 +147,7 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
     const { level, group } = task.merge;
     const what = `merge task ${group} of level ${level} failed`;
     const error = recorded
-      ? new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} after ${attempts(recorded.attempt)}: ${recorded.error.message}`, { jobId })
+      ? new CloudmillError(failedCode(recorded), `${what} after ${attempts(recorded.attempt)}: ${recorded.error.message}`, { jobId })
       : new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} ${UNREPORTED}`, { jobId });
     await failJob(deps, target, error);
     return "failed";
@@ -151,7 +157,7 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
     // The error's context names the partition ("partition 3: …").
     const what = "its reduce task failed";
     const error = recorded
-      ? new CloudmillError(ErrorCode.CHUNK_FAILED, `${what} after ${attempts(recorded.attempt)}: ${recorded.error.message}`, {
+      ? new CloudmillError(failedCode(recorded), `${what} after ${attempts(recorded.attempt)}: ${recorded.error.message}`, {
           jobId,
           partition,
         })
@@ -172,11 +178,8 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
   // The recorded message already names the chunk's input and range (it is a described error).
   const prefix = locate(where);
   const last = recorded?.error.message.startsWith(prefix) ? recorded.error.message.slice(prefix.length) : recorded?.error.message;
-  // A chunk out of time or memory on every attempt says so by its code; any other last error is CHUNK_FAILED's.
-  const kept: readonly string[] = [ErrorCode.TASK_TIMEOUT, ErrorCode.OUT_OF_MEMORY];
-  const code = recorded && kept.includes(recorded.error.code) ? (recorded.error.code as ErrorCode) : ErrorCode.CHUNK_FAILED;
   const error = recorded
-    ? new CloudmillError(code, `chunk ${chunk.index} failed after ${attempts(recorded.attempt)}: ${last}`, where)
+    ? new CloudmillError(failedCode(recorded), `chunk ${chunk.index} failed after ${attempts(recorded.attempt)}: ${last}`, where)
     : new CloudmillError(
         ErrorCode.CHUNK_FAILED,
         `chunk ${chunk.index} failed ${receiveCount ? `${receiveCount} times ` : ""}without reporting an error (worker killed or out ` +

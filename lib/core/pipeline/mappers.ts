@@ -9,6 +9,7 @@
 import { CloudmillError, ErrorCode, type SerializedError } from "../errors.js";
 import type { Format, OnBadRecord, Params } from "../job/spec.js";
 import type { RecordBlock } from "../records/alignedBlocks.js";
+import type { MergedReading, SpanReadings } from "./spans.js";
 
 /** What a mapper on another thread needs to know of its chunk. */
 export interface RemoteMapContext {
@@ -48,13 +49,45 @@ export interface RemoteMapper {
   close(): void;
 }
 
+/** A merge task's merge of a lab op's spans, on another thread. */
+export interface RemoteMergeRequest {
+  readonly op: string;
+  /** The job's params, raw: parsed again by the op on the merge's thread. */
+  readonly params: Params;
+  /** Merge both ways: as if the byte before the first span were outside quotes, and as if inside. */
+  readonly twoWays: boolean;
+  readonly signal?: AbortSignal;
+  /** The job's own time limit for the task; default the host's. */
+  readonly timeoutSeconds?: number;
+  /** The job's own heap limit for the task, in MiB; default the host's. */
+  readonly memoryMiB?: number;
+}
+
+export interface RemoteMerged {
+  readonly outside: MergedReading;
+  readonly inside?: MergedReading;
+}
+
+/** One merge task's merge on another thread: spans go in one at a time, in order; the readings come back. */
+export interface RemoteMerger {
+  /** Aborted when the task is past its time or heap limit (TASK_TIMEOUT, OUT_OF_MEMORY) or stopped. */
+  readonly signal: AbortSignal;
+  /** Rejects with the op's error, or TASK_TIMEOUT / OUT_OF_MEMORY. */
+  add(span: SpanReadings): Promise<void>;
+  finish(): Promise<RemoteMerged>;
+  /** Gives the thread back (or ends it, if the merge did not finish). */
+  close(): void;
+}
+
 export interface MapperHost {
   /** A chunk's time limit when its job sets none, in seconds. */
   readonly taskTimeoutSeconds: number;
   open(request: RemoteMapperRequest): RemoteMapper;
+  /** A lab op's merges, under the same limits as its mappers: a merge that never returns or grows without bound fails its task alone. */
+  merge(request: RemoteMergeRequest): RemoteMerger;
   close(): Promise<void>;
 }
 
-/** The error of a chunk past its time limit. */
-export const taskTimeoutError = (seconds: number): CloudmillError =>
-  new CloudmillError(ErrorCode.TASK_TIMEOUT, `the chunk did not finish within ${seconds} s (taskTimeoutSeconds)`);
+/** The error of a task past its time limit: a chunk's, or `what` else. */
+export const taskTimeoutError = (seconds: number, what = "the chunk"): CloudmillError =>
+  new CloudmillError(ErrorCode.TASK_TIMEOUT, `${what} did not finish within ${seconds} s (taskTimeoutSeconds)`);

@@ -10,7 +10,8 @@ import type { AnyOp } from "../ops/types.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, writeJson } from "./blobJson.js";
 import type { SniffedSeparator } from "./part.js";
-import { ReadingChain, type MergedPart, type MergeRun, type Span } from "./spans.js";
+import { ReadingChain, readingsOf, type MergedPart, type MergeRun, type Span } from "./spans.js";
+import type { RemoteMerged } from "./mappers.js";
 import { mergeIndexOf, readMergedSpan, readPartSpan } from "./mergeTree.js";
 import { guardOf } from "./opGuard.js";
 import type { GuardedTask } from "../ports.js";
@@ -37,67 +38,106 @@ export interface MergeOptions {
 /** Merges the task's group and writes its merged part. */
 export const runMergeTask = async (deps: PipelineDeps, task: MergeTask, op: AnyOp, options: MergeOptions = {}): Promise<void> => {
   const { jobId, job, merge } = task;
+  // A lab op's merges run on a mapper thread where the worker has them, under the task's time and
+  // heap limits: one that never returns or grows without bound fails its task, not the worker.
+  if (op.digest !== undefined && deps.mappers) {
+    const host = deps.mappers;
+    const merger = (twoWays: boolean): Merging => {
+      const remote = host.merge({
+        op: op.name,
+        params: job.params,
+        twoWays,
+        ...(options.signal ? { signal: options.signal } : {}),
+        ...(job.taskTimeoutSeconds !== undefined ? { timeoutSeconds: job.taskTimeoutSeconds } : {}),
+        ...(job.taskMemoryMiB !== undefined ? { memoryMiB: job.taskMemoryMiB } : {}),
+      });
+      return { signal: remote.signal, add: (span) => remote.add(readingsOf(span)), finish: () => remote.finish(), close: remote.close };
+    };
+    await mergeGroup(deps, task, merger, options);
+    return;
+  }
   const params = op.parseParams(job.params);
-  // The op's merges run on this thread: guarded, so that one that never returns ends the worker.
+  // Elsewhere on this thread: guarded, so that one that never returns ends the worker.
   const guard = guardOf(deps, op, `merge task ${merge.group} of level ${merge.level} of job ${jobId}`, job.taskTimeoutSeconds);
   try {
-    await mergeGroup(deps, task, op, params, guard, options);
+    await mergeGroup(deps, task, (twoWays) => mergingHere(op, params, twoWays, guard), options);
   } finally {
     guard.close();
   }
 };
 
+/** A group's merge, here or on another thread: spans go in in order, the readings come out. */
+interface Merging {
+  /** Aborted when the merge is past its limits (on a thread). */
+  readonly signal?: AbortSignal;
+  add(span: Span): Promise<void> | void;
+  finish(): Promise<RemoteMerged> | RemoteMerged;
+  close(): void;
+}
+
+const mergingHere = (op: AnyOp, params: unknown, twoWays: boolean, guard: GuardedTask): Merging => {
+  const outside = new ReadingChain(op.merger(params), false);
+  const inside = twoWays ? new ReadingChain(op.merger(params), true) : undefined;
+  return {
+    add: (span) =>
+      guard.run(() => {
+        outside.add(span);
+        inside?.add(span);
+      }),
+    finish: () => ({ outside: guard.run(() => outside.reading()), ...(inside ? { inside: guard.run(() => inside.reading()) } : {}) }),
+    close: () => undefined,
+  };
+};
+
 const mergeGroup = async (
   deps: PipelineDeps,
   task: MergeTask,
-  op: AnyOp,
-  params: unknown,
-  guard: GuardedTask,
+  merger: (twoWays: boolean) => Merging,
   options: MergeOptions,
 ): Promise<void> => {
-  const { signal } = options;
   const { jobId, job, merge } = task;
   const ahead: Promise<Span>[] = [];
   let next = merge.from;
+  let merging: Merging | undefined;
+  // A merge ended on its thread (past its limits) ends the reads ahead too.
+  const signal = (): AbortSignal | undefined =>
+    merging?.signal && options.signal ? AbortSignal.any([merging.signal, options.signal]) : (merging?.signal ?? options.signal);
   const fill = (): void => {
     while (ahead.length < READ_AHEAD && next < merge.to) {
-      const p = readChild(deps, task, next++, signal);
+      const p = readChild(deps, task, next++, signal());
       // Awaited in turn: a read failing while an earlier one is awaited must not go unhandled.
       p.catch(() => undefined);
       ahead.push(p);
     }
   };
-  fill();
-  let outside: ReadingChain | undefined;
-  let inside: ReadingChain | undefined;
   const sniffed: SniffedSeparator[] = [];
   const runs: [number, TaskRun][] = [];
   const merges: MergeRun[] = [];
-  while (ahead.length > 0) {
-    signal?.throwIfAborted();
-    const span = await ahead.shift()!;
+  let readings: RemoteMerged;
+  try {
     fill();
-    if (!outside) {
-      outside = new ReadingChain(op.merger(params), false);
+    while (ahead.length > 0) {
+      options.signal?.throwIfAborted();
+      const span = await ahead.shift()!;
+      fill();
       // The group's first part decides whether the state before the group matters.
-      if (span.dependsOnStart) inside = new ReadingChain(op.merger(params), true);
+      merging ??= merger(span.dependsOnStart);
+      await merging.add(span);
+      // One at a time: a spread of a level's hundreds of thousands would overflow the stack.
+      for (const s of span.sniffed) sniffed.push(s);
+      for (const [i, run] of span.runs) runs.push([i, run]);
+      for (const m of span.merges) merges.push(m);
     }
-    guard.run(() => {
-      outside!.add(span);
-      inside?.add(span);
-    });
-    // One at a time: a spread of a level's hundreds of thousands would overflow the stack.
-    for (const s of span.sniffed) sniffed.push(s);
-    for (const [i, run] of span.runs) runs.push([i, run]);
-    for (const m of span.merges) merges.push(m);
+    readings = await merging!.finish();
+  } finally {
+    merging?.close();
   }
   const merged: MergedPart = {
     v: 1,
     jobId,
     generation: job.generation ?? 0,
     ...merge,
-    outside: guard.run(() => outside!.reading()),
-    ...(inside ? { inside: guard.run(() => inside.reading()) } : {}),
+    ...readings,
     sniffed,
     runs,
     ...(merges.length > 0 ? { merges } : {}),

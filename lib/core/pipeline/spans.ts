@@ -35,7 +35,7 @@ export const spanOfPart = (part: Part): Span => ({
 });
 
 const MergedReading = Reading.extend({ insideAfter: z.boolean() });
-type MergedReading = z.infer<typeof MergedReading>;
+export type MergedReading = z.infer<typeof MergedReading>;
 
 /** A merge task's output: the merged partial of parts `from`…`to - 1` of its level's children. */
 export const MergedPart = z.object({
@@ -84,7 +84,7 @@ export class ReadingChain {
     this.#inside = insideBefore;
   }
 
-  add(span: Span): void {
+  add(span: Pick<Span, "readingFrom">): void {
     if (this.#error) return;
     const { reading, insideAfter } = span.readingFrom(this.#inside);
     if (reading.error) {
@@ -102,3 +102,25 @@ export class ReadingChain {
       : { partial: this.#merger.value(), skipped: this.#skipped, insideAfter: this.#inside };
   }
 }
+
+/** A span's reading from one quote state before it, and the state after. */
+export type SpanReading = ReturnType<Span["readingFrom"]>;
+
+/**
+ * What a merge on another thread needs of a span: its reading from outside quotes before it, and
+ * from inside where that differs. Plain data, unlike a Span, so that it crosses threads.
+ */
+export interface SpanReadings {
+  readonly outside: SpanReading;
+  readonly inside?: SpanReading;
+}
+
+export const readingsOf = (span: Span): SpanReadings => ({
+  outside: span.readingFrom(false),
+  ...(span.dependsOnStart ? { inside: span.readingFrom(true) } : {}),
+});
+
+/** The readings as a span to merge (ReadingChain.add). */
+export const spanOfReadings = (r: SpanReadings): Pick<Span, "readingFrom"> => ({
+  readingFrom: (insideBefore) => (insideBefore && r.inside ? r.inside : r.outside),
+});
