@@ -207,6 +207,8 @@ export class CloudmillPipeline extends Construct {
       CLOUDMILL_DEFAULT_CHUNK_SIZE: String(config.defaultChunkSize),
       CLOUDMILL_JOB_DEADLINE_SECONDS: String(config.jobDeadline.toSeconds()),
       CLOUDMILL_INLINE_MAX_BYTES: String(config.inlineMaxBytes),
+      // The buckets its roles may read: a spec naming another (the output bucket's `_work/`) is refused.
+      CLOUDMILL_INPUT_BUCKETS: [this.inputBucket.bucketName, ...config.extraInputBuckets].join(","),
       CLOUDMILL_PARTS_QUEUE_URL: this.partsQueue.queueUrl,
       CLOUDMILL_WORKER_CLUSTER: this.fleet.cluster.clusterName,
       CLOUDMILL_WORKER_SERVICE: this.fleet.service.serviceName,

@@ -27,7 +27,7 @@ export const cloudDeps = (
 };
 
 export const cloudSplitDeps = (
-  config: CloudConfig & { taskQueueUrl: string; spotTaskQueueUrl?: string | undefined },
+  config: CloudConfig & { taskQueueUrl: string; spotTaskQueueUrl?: string | undefined; inputBuckets?: readonly string[] | undefined },
   log: Logger,
   clients?: AwsClients,
 ): SplitDeps & { clients: AwsClients } => {
@@ -36,5 +36,6 @@ export const cloudSplitDeps = (
     ...deps,
     queue: new SqsTaskQueue(deps.clients.sqs, config.taskQueueUrl),
     ...(config.spotTaskQueueUrl ? { spotQueue: new SqsTaskQueue(deps.clients.sqs, config.spotTaskQueueUrl) } : {}),
+    ...(config.inputBuckets ? { inputBuckets: config.inputBuckets } : {}),
   };
 };

@@ -83,6 +83,8 @@ export const readSplitterConfig = (env: Env) => {
     taskQueueUrl: required(env, ENV.TASK_QUEUE_URL),
     /** The spot lane's queue (lib/core/pipeline/lanes.ts); unset: one lane. */
     spotTaskQueueUrl: env[ENV.SPOT_TASK_QUEUE_URL] || undefined,
+    /** The buckets a job may read (unset: any). */
+    inputBuckets: env[ENV.INPUT_BUCKETS] ? env[ENV.INPUT_BUCKETS]!.split(",") : undefined,
     defaultChunkSize: chunkSize,
     maxAttempts: intOf(env, ENV.MAX_ATTEMPTS, DEFAULTS.maxAttempts),
     jobDeadlineSeconds: intOf(env, ENV.JOB_DEADLINE_SECONDS, DEFAULTS.jobDeadlineSeconds),

@@ -29,6 +29,8 @@ export const ENV = {
   USAGE_REPORT_SECONDS: "CLOUDMILL_USAGE_REPORT_SECONDS",
   /** MiB of pairs a worker's reduce task holds before it spills a sorted run to the container's disk. */
   REDUCE_SPILL_MIB: "CLOUDMILL_REDUCE_SPILL_MIB",
+  /** The buckets a job may name inputs in (comma-separated): the input bucket and extraInputBuckets; unset: any. */
+  INPUT_BUCKETS: "CLOUDMILL_INPUT_BUCKETS",
   /** Jobs of at most this many input bytes are mapped in the splitter's function (0: none). */
   INLINE_MAX_BYTES: "CLOUDMILL_INLINE_MAX_BYTES",
   /** The worker service the splitter wakes: its cluster, name and most workers. */
@@ -60,6 +62,7 @@ export const ROLE_ENV = {
     ENV.MAX_ATTEMPTS,
     ENV.JOB_DEADLINE_SECONDS,
     ENV.OPS_MODULES,
+    ENV.INPUT_BUCKETS,
     ENV.INLINE_MAX_BYTES,
     ENV.TASK_TIMEOUT_SECONDS,
     ENV.WORKER_CLUSTER,

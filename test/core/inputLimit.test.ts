@@ -179,3 +179,45 @@ describe("a job's inputs", () => {
     expect(atLine).toMatchObject({ code: "INVALID_SPEC", context: { field: "inputs", line: 1 } });
   });
 });
+
+describe("a job's input buckets", () => {
+  const stacked = async (name: string) => {
+    const s = await setUp(name, OBJECTS + 10);
+    return { ...s, deps: { ...s.deps, inputBuckets: ["lab-in", "lab-shared"] } };
+  };
+
+  it("are the stack's: an object, a prefix or a manifest elsewhere (the output bucket's _work/) is refused, naming it", async () => {
+    const s = await stacked("buckets");
+    await s.inputs.put("lists/list.txt", Buffer.from("plate/img-00.txt\ns3://lab-out/_work/other-job/parts/0000000.part.json\n"));
+    await s.inputs.put("lists/batch.csv", Buffer.from("lab-in,plate/img-00.txt\nlab-out,_work/other-job/shuffle/0000000-0.jsonl\n"));
+    expect((await resolveS3Inputs(s.deps, ["s3://lab-in/plate/", "s3://lab-shared/plate/img-01.txt"])).length).toBe(OBJECTS + 1);
+    const refused = async (input: string) =>
+      (await resolveS3Inputs(s.deps, [input]).catch((e: unknown) => e)) as Error & { context: object };
+    const other =
+      /^bucket lab-out is not one this stack reads inputs from \(lab-in, lab-shared\); a bucket of your own can be added with the stack's extraInputBuckets$/;
+    for (const input of ["s3://lab-out/_work/other-job/parts/0000000.part.json", "s3://lab-out/_work/", "manifest:s3://lab-out/list.txt"]) {
+      const err = await refused(input);
+      expect(err).toMatchObject({ code: "INVALID_SPEC", context: { field: "inputs" } });
+      expect(err.message).toMatch(other);
+    }
+    const listed = await refused("manifest:s3://lab-in/lists/list.txt");
+    expect(listed).toMatchObject({ code: "INVALID_SPEC", context: { input: "s3://lab-in/lists/list.txt", line: 2 } });
+    expect(listed.message).toMatch(/^s3:\/\/lab-out\/_work\/other-job\/parts\/0000000\.part\.json: bucket lab-out is not one/);
+    const row = await refused("manifest:s3://lab-in/lists/batch.csv");
+    expect(row).toMatchObject({ code: "INVALID_SPEC", context: { input: "s3://lab-in/lists/batch.csv", line: 2 } });
+    expect(row.message).toMatch(other);
+  });
+
+  it("a spec naming another bucket fails at once with INVALID_SPEC in its status, and starts nothing", async () => {
+    const s = await stacked("bucket-spec");
+    const spec = { op: "sort", inputs: ["s3://lab-out/_work/other-job/shuffle/0000000-0.jsonl"] };
+    await s.inputs.put("_jobs/peek.json", Buffer.from(JSON.stringify(spec)));
+    const config = { defaultChunkSize: 4096, maxAttempts: 3, jobDeadlineSeconds: 3600 };
+    const outcome = await handleObjectCreated(s.deps, config, { bucket: "lab-in", key: "_jobs/peek.json" });
+    expect(outcome).toMatchObject({ kind: "failed" });
+    const status = await readJson(s.output, jobSpecOutputKeys("peek").status, JobStatus);
+    expect(status.error).toMatchObject({ code: "INVALID_SPEC", message: expect.stringContaining("bucket lab-out is not one") });
+    expect(await s.output.head(manifestKey("peek"))).toBeUndefined();
+    expect(await s.queue.depth()).toEqual({ visible: 0, inFlight: 0 });
+  });
+});

@@ -3,7 +3,7 @@ import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { Match, type Template } from "aws-cdk-lib/assertions";
 import { PART_SUFFIX, RUNNING_SUFFIX, WORK_PREFIX } from "../../lib/core/keys.js";
-import { LAB_CONTEXT, SPOT_CONTEXT, actionsOf, grantsOf, resource, synth, type Synthesized } from "./synth.js";
+import { LAB_CONTEXT, SPOT_CONTEXT, actionsOf, flat, grantsOf, resource, synth, type Synthesized } from "./synth.js";
 
 const FUNCTIONS = ["Splitter", "Reducer", "DeadLetters"] as const;
 
@@ -284,5 +284,12 @@ describe("least privilege", () => {
         .flat()
         .filter((r) => r.startsWith(extra)),
     ).toEqual([`${extra}/*`, extra]);
+  });
+
+  it("the splitter refuses inputs outside the buckets it is granted: it is told the input bucket and extraInputBuckets", () => {
+    const splitter = resource(spot, "AWS::Lambda::Function", "PipelineSplitter").resource;
+    const env = (splitter.Properties!["Environment"] as { Variables: Record<string, unknown> }).Variables;
+    const input = resource(spot, "AWS::S3::Bucket", "PipelineInputBucket").id;
+    expect(flat(env["CLOUDMILL_INPUT_BUCKETS"])).toBe(`<${input}>,shared-datasets`);
   });
 });

@@ -330,6 +330,8 @@ describe("the staged code, run as Lambda and the image would run it, against the
             if (ref === outputRef) return [k, output];
             if (ref === queueRef) return [k, tasks.url];
             if (ref === partsRef) return [k, partEvents.url];
+            // The stack's input bucket (a reference joined with extraInputBuckets, none here): the emulator's.
+            if (k === "CLOUDMILL_INPUT_BUCKETS") return [k, input];
             expect(typeof v, k).toBe("string");
             return [k, k === "CLOUDMILL_OPS_MODULES" ? (v as string).split(`${root}/`).join(`${copy}/`) : (v as string)];
           }),

@@ -55,6 +55,12 @@ export interface SplitDeps extends PipelineDeps, Lanes {
   readonly inputsPerPiece?: number;
   /** Inputs a job may have (default DEFAULTS.maxInputs); tests lower it. */
   readonly maxInputs?: number;
+  /**
+   * The buckets a job may read inputs from (the stack's input bucket and extraInputBuckets);
+   * unset: any. Others are refused, so that a spec cannot read cloudmill's own state, or
+   * another job's, through the roles' grants on the output bucket.
+   */
+  readonly inputBuckets?: readonly string[];
 }
 
 export const nowOf = (deps: Pick<PipelineDeps, "now">): number => (deps.now ? deps.now() : Date.now());

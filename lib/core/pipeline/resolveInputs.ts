@@ -8,7 +8,7 @@ import type { InputObject } from "../job/manifest.js";
 import { DEFAULTS } from "../constants.js";
 import { appendAll } from "../appendAll.js";
 import { mapInOrder } from "../mapInOrder.js";
-import type { PipelineDeps } from "./deps.js";
+import type { PipelineDeps, SplitDeps } from "./deps.js";
 import { readBytes } from "./blobJson.js";
 import { WORK_PREFIX } from "../keys.js";
 import {
@@ -23,9 +23,17 @@ import {
   type ListedObject,
 } from "./inputManifests.js";
 
-type Stores = Pick<PipelineDeps, "inputStore"> & {
-  /** Inputs a job may have (default DEFAULTS.maxInputs); tests lower it. */
-  readonly maxInputs?: number;
+type Stores = Pick<PipelineDeps, "inputStore"> & Pick<SplitDeps, "maxInputs" | "inputBuckets">;
+
+/** INVALID_SPEC unless `bucket` is one a job may read (`inputBuckets`; unset: any). */
+const refuseOtherBucket = (deps: Stores, bucket: string, input: string, line?: number): void => {
+  if (deps.inputBuckets === undefined || deps.inputBuckets.includes(bucket)) return;
+  throw new CloudmillError(
+    ErrorCode.INVALID_SPEC,
+    `bucket ${bucket} is not one this stack reads inputs from (${deps.inputBuckets.join(", ")}); ` +
+      "a bucket of your own can be added with the stack's extraInputBuckets",
+    { field: "inputs", input, ...(line !== undefined ? { line } : {}) },
+  );
 };
 
 /** Counts a job's inputs as they are found, and refuses the first past the limit, before more are listed. */
@@ -75,6 +83,7 @@ const notS3 = (uri: string, field = "inputs"): CloudmillError =>
 /** One input URI: the object, or every object under the prefix. */
 const resolveUri = async (deps: Stores, uri: string, budget: InputBudget): Promise<InputObject[]> => {
   const { bucket, key } = parseS3Uri(uri);
+  refuseOtherBucket(deps, bucket, uri);
   const store = deps.inputStore(bucket);
   const info = key.endsWith("/") ? undefined : await store.head(key);
   if (info) {
@@ -114,6 +123,7 @@ const resolveListed = async (
 ): Promise<InputObject[]> => {
   const uri = s3Uri(o.bucket, o.key);
   if (listing && skippable(o.key, o.size ?? 1)) return [];
+  refuseOtherBucket(deps, o.bucket, manifest, o.line);
   budget.take(manifest);
   if (o.size !== undefined && o.etag !== undefined) return [{ bucket: o.bucket, key: o.key, size: o.size, etag: o.etag, name: uri }];
   const info = await deps
@@ -133,6 +143,7 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget)
   const where = manifestLocation(input);
   if (!where.startsWith("s3://")) throw notS3(where);
   const { bucket, key } = parseS3Uri(where);
+  refuseOtherBucket(deps, bucket, where);
   const read = (b: string, k: string): Promise<Buffer> =>
     readBytes(deps.inputStore(b), k).catch((err: unknown) => {
       const e = toCloudmillError(err);
@@ -167,6 +178,7 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget)
     }
     case "inventory": {
       const report = inventoryReport(file.toString("utf8"), where);
+      refuseOtherBucket(deps, report.bucket, where);
       const out: InputObject[] = [];
       // One data file at a time, its rows taken as they are decoded: memory holds the file's
       // compressed bytes and a batch of rows beside the list, and the limit is met as it is reached.
