@@ -164,7 +164,11 @@ export class CloudmillPipeline extends Construct {
       retentionPeriod: QUEUE_RETENTION,
       deadLetterQueue: { queue: this.partsDeadLetterQueue, maxReceiveCount: 5 },
     });
-    this.splitterDeadLetterQueue = this.createQueue("SplitterDeadLetterQueue", { retentionPeriod: DEAD_LETTER_RETENTION });
+    // Drained by the dead-letter function too (uploads that never started a job).
+    this.splitterDeadLetterQueue = this.createQueue("SplitterDeadLetterQueue", {
+      retentionPeriod: DEAD_LETTER_RETENTION,
+      visibilityTimeout: Duration.seconds(6 * FUNCTION_SIZING.deadLetters.timeout.toSeconds()),
+    });
 
     // ── Worker fleet ─────────────────────────────────────────────────────────
     const workerEnv = {
@@ -249,6 +253,10 @@ export class CloudmillPipeline extends Construct {
     );
     this.deadLetters.addEventSource(
       new SqsEventSource(this.deadLetterQueue, { batchSize: 10, reportBatchItemFailures: true, maxConcurrency: 2 }),
+    );
+    // Uploads the splitter failed on at every try: their jobs never started, and fail with a status.
+    this.deadLetters.addEventSource(
+      new SqsEventSource(this.splitterDeadLetterQueue, { batchSize: 10, reportBatchItemFailures: true, maxConcurrency: 2 }),
     );
 
     this.grantDataAccess();

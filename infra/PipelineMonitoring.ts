@@ -78,17 +78,21 @@ export class PipelineMonitoring extends Construct {
     if (config.alertEmail !== undefined) this.alarmTopic.addSubscription(new subscriptions.EmailSubscription(config.alertEmail));
     const notify = new cwActions.SnsAction(this.alarmTopic);
 
-    const dlqVisible = props.deadLetterQueue.metricApproximateNumberOfMessagesVisible({ period: MINUTE, statistic: "Maximum" });
-    const dlqInFlight = props.deadLetterQueue.metricApproximateNumberOfMessagesNotVisible({ period: MINUTE, statistic: "Maximum" });
-    const dlqReceived = props.deadLetterQueue.metricNumberOfMessagesReceived({ period: MINUTE, statistic: "Sum" });
-    this.deadLetterAlarm = new cloudwatch.Alarm(this, "DeadLetterAlarm", {
-      alarmDescription: `cloudmill ${lab}: a chunk failed on every attempt and reached the dead-letter queue; its job is marked failed`,
-      metric: new cloudwatch.MathExpression({
+    // A dead-letter queue that a function drains: what arrived, not only what waits, or the alarm misses it.
+    const deadLetters = (queue: sqs.IQueue): cloudwatch.MathExpression =>
+      new cloudwatch.MathExpression({
         expression: "FILL(visible, 0) + FILL(inFlight, 0) + FILL(received, 0)",
-        usingMetrics: { visible: dlqVisible, inFlight: dlqInFlight, received: dlqReceived },
+        usingMetrics: {
+          visible: queue.metricApproximateNumberOfMessagesVisible({ period: MINUTE, statistic: "Maximum" }),
+          inFlight: queue.metricApproximateNumberOfMessagesNotVisible({ period: MINUTE, statistic: "Maximum" }),
+          received: queue.metricNumberOfMessagesReceived({ period: MINUTE, statistic: "Sum" }),
+        },
         label: "Dead letters",
         period: MINUTE,
-      }),
+      });
+    this.deadLetterAlarm = new cloudwatch.Alarm(this, "DeadLetterAlarm", {
+      alarmDescription: `cloudmill ${lab}: a chunk failed on every attempt and reached the dead-letter queue; its job is marked failed`,
+      metric: deadLetters(props.deadLetterQueue),
       threshold: 1,
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
       evaluationPeriods: 1,
@@ -123,11 +127,14 @@ export class PipelineMonitoring extends Construct {
       props.partsDeadLetterQueue,
       "the reducer failed on a part event on every attempt",
     );
-    this.splitterDeadLetterAlarm = notEmpty(
-      "SplitterDeadLetterAlarm",
-      props.splitterDeadLetterQueue,
-      "the splitter failed on an upload after its retries",
-    );
+    this.splitterDeadLetterAlarm = new cloudwatch.Alarm(this, "SplitterDeadLetterAlarm", {
+      alarmDescription: `cloudmill ${lab}: the splitter failed on an upload after its retries; its job is marked failed`,
+      metric: deadLetters(props.splitterDeadLetterQueue),
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
 
     const alarms = [
       this.deadLetterAlarm,

@@ -44,6 +44,8 @@ const SqsRecord = z.object({
   messageId: z.string(),
   body: z.string(),
   attributes: z.object({ ApproximateReceiveCount: z.string().optional() }).loose().optional(),
+  /** A Lambda dead letter's: the last invocation's `ErrorMessage`, among others. */
+  messageAttributes: z.record(z.string(), z.object({ stringValue: z.string().optional() }).loose()).optional(),
 });
 export const SqsEvent = z.object({ Records: z.array(SqsRecord) });
 export type SqsBatchResponse = { batchItemFailures: { itemIdentifier: string }[] };

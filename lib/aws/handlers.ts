@@ -12,7 +12,7 @@ import { keepAwakeForLease, wakeOf } from "../core/pipeline/wake.js";
 import { launchBackups, launchMergeBackups, launchReduceBackups } from "../core/pipeline/backups.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { createdObjects, SqsEvent, type SqsBatchResponse } from "./events.js";
-import { handleObjectCreated, type TriggerConfig, type TriggerOutcome } from "../core/pipeline/trigger.js";
+import { failUnsplit, handleObjectCreated, type TriggerConfig, type TriggerOutcome } from "../core/pipeline/trigger.js";
 
 /** What Lambda's context offers that the handlers use. */
 export interface LambdaContext {
@@ -114,7 +114,21 @@ export const reducerHandler =
     return { batchItemFailures: failures };
   };
 
-/** The dead-letter handler: each message is a task that failed every attempt. */
+/** An S3 notification the splitter's dead-letter queue holds (Lambda sends the event itself), else undefined. */
+const unsplitEvent = (body: string): unknown => {
+  try {
+    const parsed: unknown = JSON.parse(body);
+    return typeof parsed === "object" && parsed !== null && "Records" in parsed ? parsed : undefined;
+  } catch {
+    return undefined;
+  }
+};
+
+/**
+ * The dead-letter handler. Each message is a task that failed every attempt, or an upload's S3
+ * event the splitter failed on at every try (its own dead-letter queue): that job never
+ * started, and fails where its status goes.
+ */
 export const deadLetterHandler =
   (deps: PipelineDeps) =>
   async (event: unknown): Promise<SqsBatchResponse> => {
@@ -122,6 +136,16 @@ export const deadLetterHandler =
     const failures: { itemIdentifier: string }[] = [];
     for (const record of Records) {
       try {
+        const unsplit = unsplitEvent(record.body);
+        if (unsplit !== undefined) {
+          const reason = record.messageAttributes?.["ErrorMessage"]?.stringValue ?? "see the splitter's log";
+          for (const obj of createdObjects(unsplit)) {
+            const outcome = await failUnsplit(deps, obj, reason);
+            const { error: _withheld, ...fields } = outcome as TriggerOutcome & { error?: string };
+            deps.log.info("splitter dead letter", { bucket: obj.bucket, key: obj.key, ...fields });
+          }
+          continue;
+        }
         // No count: a dead letter's ApproximateReceiveCount goes on from its task queue's and
         // counts the move (the emulator said 4 for 2 receives), so it says no number of attempts.
         await handleDeadLetter(deps, record.body);

@@ -180,6 +180,9 @@ const pollIntoHandler = (
     }
   })();
 
+/** Deliveries of a splitter's dead letter to the dead-letter handler (the stack's queue keeps it 14 days). */
+const SPLITTER_DEAD_LETTER_ATTEMPTS = 10;
+
 export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud> => {
   const log = options.log;
   // Absolute file URLs, so workers started elsewhere load the same files; a bad module fails here.
@@ -287,9 +290,24 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
       const bucket = record.s3.bucket.name;
       const key = record.s3.object.key;
       if (bucket === inputBucket) {
-        const p = splitWithRetries({ Records: [record] }).catch((err: unknown) =>
-          log.error("splitter failed; event dropped", { key, error: toCloudmillError(err).message }),
-        );
+        // Past its retries, Lambda sends the event to the splitter's dead-letter queue, with the
+        // last error; the stack's dead-letter function fails the job that never started.
+        const p = splitWithRetries({ Records: [record] }).catch(async (err: unknown) => {
+          const message = toCloudmillError(err).message;
+          log.error("splitter failed; event sent to its dead-letter queue", { key, error: message });
+          const letter = {
+            messageId: `splitter-${Date.now()}`,
+            body: JSON.stringify({ Records: [record] }),
+            messageAttributes: { ErrorMessage: { stringValue: message, dataType: "String" } },
+          };
+          // The queue hands a letter its handler failed on back after its visibility timeout: here, after 1, 2, … s.
+          for (let attempt = 1; attempt <= SPLITTER_DEAD_LETTER_ATTEMPTS && !stop.signal.aborted; attempt++) {
+            const { batchItemFailures } = await deadLetterHandler(deps)({ Records: [letter] });
+            if (batchItemFailures.length === 0) return;
+            await sleep(attempt * 1000, stop.signal).catch(() => undefined);
+          }
+          log.error("splitter dead letter not handled", { key });
+        });
         pendingSplits.add(p);
         void p.finally(() => pendingSplits.delete(p));
       } else if (bucket === outputBucket && wakesReducer(decodeUrlEncodedKey(key))) {

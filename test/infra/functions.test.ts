@@ -111,14 +111,15 @@ describe("functions", () => {
     });
   });
 
-  it("feeds the dead-letter function from the task dead-letter queue", () => {
-    template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
-      EventSourceArn: { "Fn::GetAtt": [resource(template, "AWS::SQS::Queue", "PipelineDeadLetterQueue").id, "Arn"] },
-      FunctionName: { Ref: fn("DeadLetters").id },
-      FunctionResponseTypes: ["ReportBatchItemFailures"],
-      ScalingConfig: { MaximumConcurrency: 2 },
-    });
-    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 2);
+  it("feeds the dead-letter function from the task and the splitter's dead-letter queues", () => {
+    for (const queue of ["PipelineDeadLetterQueue", "PipelineSplitterDeadLetterQueue"])
+      template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
+        EventSourceArn: { "Fn::GetAtt": [resource(template, "AWS::SQS::Queue", queue).id, "Arn"] },
+        FunctionName: { Ref: fn("DeadLetters").id },
+        FunctionResponseTypes: ["ReportBatchItemFailures"],
+        ScalingConfig: { MaximumConcurrency: 2 },
+      });
+    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 3);
   });
 
   it("sends uploads the splitter failed on, after two retries, to its dead-letter queue", () => {
@@ -239,7 +240,7 @@ describe("least privilege", () => {
     ).toBe(true);
   });
 
-  it("dead letters: read/write job state, list the output bucket, consume the dead-letter queue", () => {
+  it("dead letters: read/write job state, list the output bucket, consume the task and splitter dead-letter queues", () => {
     const grants = grantsOf(template, "PipelineDeadLettersRole");
     expect(grants["s3:GetObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
     // Its failure marker and the status, nothing else: not a success marker, a manifest or a part.
@@ -254,7 +255,9 @@ describe("least privilege", () => {
     expect(
       Object.keys(grants)
         .filter((a) => a.startsWith("sqs:"))
-        .every((a) => grants[a]!.every((r) => r === q(template, "PipelineDeadLetterQueue"))),
+        .every((a) =>
+          grants[a]!.every((r) => [q(template, "PipelineDeadLetterQueue"), q(template, "PipelineSplitterDeadLetterQueue")].includes(r)),
+        ),
     ).toBe(true);
   });
 

@@ -17,8 +17,11 @@ describe("operations", () => {
   const queue = (prefix: string) => resource(template, "AWS::SQS::Queue", prefix).id;
 
   describe("alarms", () => {
-    it("fire when a chunk reaches the dead-letter queue, even though the dead-letter function drains it at once", () => {
-      const a = alarm("PipelineMonitoringDeadLetterAlarm");
+    it.each([
+      ["PipelineMonitoringDeadLetterAlarm", "PipelineDeadLetterQueue"],
+      ["PipelineMonitoringSplitterDeadLetterAlarm", "PipelineSplitterDeadLetterQueue"],
+    ])("%s fires when a letter reaches %s, even though the dead-letter function drains it at once", (name, q) => {
+      const a = alarm(name);
       expect(a).toMatchObject({ Threshold: 1, ComparisonOperator: "GreaterThanOrEqualToThreshold", AlarmActions: [{ Ref: topic() }] });
       const metrics = a["Metrics"] as {
         Id: string;
@@ -26,7 +29,7 @@ describe("operations", () => {
         MetricStat?: { Metric: { MetricName: string; Dimensions: unknown } };
       }[];
       expect(metrics.find((m) => m.Expression)?.Expression).toBe("FILL(visible, 0) + FILL(inFlight, 0) + FILL(received, 0)");
-      const dlq = { Name: "QueueName", Value: { "Fn::GetAtt": [queue("PipelineDeadLetterQueue"), "QueueName"] } };
+      const dlq = { Name: "QueueName", Value: { "Fn::GetAtt": [queue(q), "QueueName"] } };
       expect(metrics.filter((m) => m.MetricStat).map((m) => [m.MetricStat!.Metric.MetricName, m.MetricStat!.Metric.Dimensions])).toEqual([
         ["ApproximateNumberOfMessagesVisible", [dlq]],
         ["ApproximateNumberOfMessagesNotVisible", [dlq]],
@@ -44,11 +47,8 @@ describe("operations", () => {
       });
     });
 
-    it("fire when the parts or splitter dead-letter queues are not empty", () => {
-      for (const [a, q] of [
-        ["PipelineMonitoringPartsDeadLetterAlarm", "PipelinePartsDeadLetterQueue"],
-        ["PipelineMonitoringSplitterDeadLetterAlarm", "PipelineSplitterDeadLetterQueue"],
-      ] as const) {
+    it("fire when the parts dead-letter queue is not empty", () => {
+      for (const [a, q] of [["PipelineMonitoringPartsDeadLetterAlarm", "PipelinePartsDeadLetterQueue"]] as const) {
         expect(alarm(a)).toMatchObject({
           MetricName: "ApproximateNumberOfMessagesVisible",
           Dimensions: [{ Name: "QueueName", Value: { "Fn::GetAtt": [queue(q), "QueueName"] } }],

@@ -10,6 +10,7 @@ import {
   fitsS3Key,
   JOBS_PREFIX,
   jobSpecOutputKeys,
+  manifestKey,
   RESULT_FILE,
   RETRIES_PREFIX,
   S3_MAX_KEY_BYTES,
@@ -21,9 +22,9 @@ import { digest, isUploadJobIdForm, uploadJobId } from "../job/planner.js";
 import { JobId, OpName, parseJobSpec, parseJobSpecJson } from "../job/spec.js";
 import { DEFAULTS } from "../constants.js";
 import { refuseTaskTimeoutPastQueue } from "../queueLimits.js";
-import type { SplitDeps } from "./deps.js";
+import type { PipelineDeps, SplitDeps } from "./deps.js";
 import { failJob } from "./deadLetter.js";
-import { readBytes } from "./blobJson.js";
+import { exists, readBytes } from "./blobJson.js";
 import { resolveS3Inputs } from "./resolveInputs.js";
 import { deadlineSecondsOf, earlierStart, namesForFormat, startJob, taskJobOf, type StartedJob } from "./split.js";
 import type { InlineOptions } from "./inline.js";
@@ -113,6 +114,65 @@ export const handleObjectCreated = async (
   return startUploadJob(deps, config, obj, invocation);
 };
 
+/** The op an upload names: its first folder. */
+const uploadOp = (key: string): string => {
+  const slash = key.indexOf("/");
+  return slash > 0 ? key.slice(0, slash) : "";
+};
+
+/**
+ * An upload's job id, from its ETag (`tag`, unquoted). Each write is its own job: by version where
+ * the bucket keeps them, else by the event's sequencer. The ETag alone would make A, B, A again one
+ * job twice, and leave B's answer for the file's A. A bucket whose versioning is suspended names
+ * every new write's version "null". The id leads with the op's name only when it is one (`file:x`,
+ * `a b` are not), so every id, and the status that names it, stays readable by the JobId schema.
+ */
+const uploadJobIdOf = (obj: CreatedObject, tag: string): string => {
+  const version = obj.versionId === "null" ? undefined : obj.versionId;
+  const write = version ?? (obj.sequencer === undefined ? tag : `${tag}@${obj.sequencer}`);
+  const op = uploadOp(obj.key);
+  return uploadJobId(OpName.safeParse(op).success ? op : "invalid", obj.bucket, obj.key, write);
+};
+
+/** A spec file's job id: its name, or one of its own for a name that is no job id (or an upload's). */
+const specJobIdOf = (bucket: string, key: string): string => {
+  const name = key.slice(JOBS_PREFIX.length, -".json".length);
+  return JobId.safeParse(name).success && !isUploadJobIdForm(name) ? name : `invalid-${digest(bucket, key)}`;
+};
+
+/** The job a created object starts and where its status goes, if it starts one. */
+const jobOfCreated = (obj: CreatedObject): { jobId: string; output: OutputKeys } | undefined => {
+  const { key } = obj;
+  if (key.endsWith("/")) return undefined;
+  if (key.startsWith(JOBS_PREFIX)) {
+    if (!key.endsWith(".json") || key.slice(JOBS_PREFIX.length).includes("/")) return undefined;
+    const jobId = specJobIdOf(obj.bucket, key);
+    return { jobId, output: jobSpecOutputKeys(jobId) };
+  }
+  if (key.startsWith("_") || obj.etag === undefined) return undefined;
+  const jobId = uploadJobIdOf(obj, unquote(obj.etag));
+  const beside = uploadOutputKeys(key);
+  return { jobId, output: fitsS3Key(beside.result) && fitsS3Key(beside.status) ? beside : jobSpecOutputKeys(jobId) };
+};
+
+/**
+ * A created object the splitter failed on at every try (Lambda's retries, then its dead-letter
+ * queue, whose handler calls this): the job it would have started fails, saying so, where its
+ * status goes. Else that job would show pending for good: its deadline starts with its manifest.
+ * A job that did start is left to end as it will.
+ */
+export const failUnsplit = async (deps: PipelineDeps, obj: CreatedObject, reason: string): Promise<TriggerOutcome> => {
+  const target = jobOfCreated(obj);
+  if (!target) return { kind: "ignored", reason: "starts no job" };
+  if (await exists(deps.output, manifestKey(target.jobId))) return { kind: "ignored", reason: "its job started" };
+  const error = new CloudmillError(
+    ErrorCode.ENVIRONMENT,
+    `the splitter failed on ${s3Uri(obj.bucket, obj.key)} at every try, so the job never started: ${reason}`,
+  );
+  await failJob(deps, { jobId: target.jobId, output: target.output, chunks: 0, done: 0 }, error);
+  return { kind: "failed", jobId: target.jobId, error: error.describe() };
+};
+
 const startUploadJob = async (
   deps: SplitDeps,
   config: TriggerConfig,
@@ -124,14 +184,8 @@ const startUploadJob = async (
   // An input key within S3's limit may have no room for `/result.json` after it: the job fails
   // where `cloudmill jobs` lists it, rather than dropping with no status anywhere.
   const roomy = fitsS3Key(beside.result) && fitsS3Key(beside.status);
-  const slash = key.indexOf("/");
-  const op = slash > 0 ? key.slice(0, slash) : "";
-  // Each write its own job: by version where the bucket keeps them, else by the event's sequencer.
-  // The ETag alone would make A, B, A again one job twice, and leave B's answer for the file's A.
-  // A bucket whose versioning is suspended names every new write's version "null".
-  const version = obj.versionId === "null" ? undefined : obj.versionId;
-  const write = (tag: string): string => version ?? (obj.sequencer === undefined ? tag : `${tag}@${obj.sequencer}`);
-  const idOf = (tag: string): string => uploadJobId(OpName.safeParse(op).success ? op : "invalid", bucket, key, write(tag));
+  const op = uploadOp(key);
+  const idOf = (tag: string): string => uploadJobIdOf(obj, tag);
   // Before the object is looked at: a start an earlier invocation made stands even if the object
   // was deleted or overwritten since (else its job would show running for good).
   const named = obj.versionId !== undefined || obj.etag !== undefined;
@@ -143,8 +197,6 @@ const startUploadJob = async (
   if (!info) return { kind: "ignored", reason: "object no longer exists" };
   if (obj.etag && unquote(obj.etag) !== unquote(info.etag))
     return { kind: "ignored", reason: "overwritten since; the newer upload starts its own job" };
-  // The job id leads with the op's name only when it is one (`file:x`, `a b` are not), so every
-  // id, and the status that names it, stays readable by the JobId schema.
   const jobId = idOf(unquote(info.etag));
   const output = roomy ? beside : jobSpecOutputKeys(jobId);
   try {
@@ -194,9 +246,9 @@ const startSpecJob = async (
   const { bucket, key } = obj;
   const name = key.slice(JOBS_PREFIX.length, -".json".length);
   const id = JobId.safeParse(name);
-  // A spec whose file name is no job id has nowhere to report to but the log; nor has one named
-  // as an upload's job, whose markers it must not write.
-  const jobId = id.success && !isUploadJobIdForm(name) ? name : `invalid-${digest(bucket, key)}`;
+  // A spec whose file name is no job id reports under an id of its own; so does one named as an
+  // upload's job, whose markers it must not write.
+  const jobId = specJobIdOf(bucket, key);
   const output = jobSpecOutputKeys(jobId);
   const store = deps.inputStore(bucket);
   try {
