@@ -44,6 +44,7 @@ import { checkAgainstDeployed, listingOf, readRegistryListing, type OpsListing }
 import { isShuffled, type AnyOp } from "../core/ops/types.js";
 import { exists, readBytes, readJsonIfExists } from "../core/pipeline/blobJson.js";
 import { cancelJob } from "../core/pipeline/cancel.js";
+import { CancelRecord } from "../core/pipeline/status.js";
 import { RetryRequest, retryRefusal } from "../core/pipeline/resume.js";
 import { WorkerUsage } from "../aws/usage.js";
 import { resolveS3Inputs } from "../core/pipeline/resolveInputs.js";
@@ -680,7 +681,7 @@ export class Cloudmill {
     const out = conn.target.outputBucket;
     const status = await this.#getJson(conn.output, jobSpecOutputKeys(jobId).status, StoredJobStatus, signal);
     if (!status) {
-      const cancelled = await this.#getJson(conn.output, cancelKey(jobId), z.object({ at: z.string() }), signal);
+      const cancelled = await this.#getJson(conn.output, cancelKey(jobId), CancelRecord, signal);
       if (cancelled) return { jobId, state: "cancelled", chunks: 0, done: 0, finishedAt: cancelled.at };
       if (options.known || (await this.#exists(conn.input, jobSpecKey(jobId), signal)))
         return { jobId, state: "pending", chunks: 0, done: 0 };
@@ -692,7 +693,7 @@ export class Cloudmill {
       );
     }
     if (status.state === "running" && status.done === 0) {
-      const cancelled = await this.#getJson(conn.output, cancelKey(jobId), z.object({ at: z.string() }), signal);
+      const cancelled = await this.#getJson(conn.output, cancelKey(jobId), CancelRecord, signal);
       if (cancelled) return { ...status, state: "cancelled", finishedAt: cancelled.at };
     }
     return status;
@@ -715,6 +716,7 @@ export class Cloudmill {
     const maxRecordBytes = options.maxRecordBytes === undefined ? undefined : MaxRecordBytes.parse(options.maxRecordBytes);
     const request = RetryRequest.parse({
       after: manifest.retries ?? 0,
+      at: new Date().toISOString(),
       ...(options.taskTimeoutSeconds !== undefined ? { taskTimeoutSeconds: options.taskTimeoutSeconds } : {}),
       ...(options.taskMemoryMiB !== undefined ? { taskMemoryMiB: options.taskMemoryMiB } : {}),
       ...(maxRecordBytes !== undefined ? { maxRecordBytes } : {}),

@@ -419,6 +419,30 @@ describe("resuming a job", () => {
     expect(await readJson(s.output, OUTPUT.status, JobStatus)).toMatchObject({ state: "cancelled" });
   });
 
+  it("a cancel asked after a retry was asked, before its resume ran, keeps the job cancelled; a retry asked later resumes it", async () => {
+    let clock = Date.UTC(2026, 11, 6, 10, 0, 0);
+    const at = (): string => new Date(clock).toISOString();
+    const s = await setUp("cancel-after-retry", () => clock);
+    await work(s, 3);
+    await cancelJob(s.deps, s.jobId, OUTPUT);
+    clock += 1_000;
+    const asked = { after: 0, at: at() };
+    // The user cancels again, 5 ms after asking for the retry, whose resume has not run yet.
+    clock += 5;
+    expect(await cancelJob(s.deps, s.jobId, OUTPUT)).toMatchObject({ kind: "cancelled" });
+    expect(await resumeJob(s.deps, s.jobId, asked, { jobDeadlineSeconds: 600 })).toEqual({
+      kind: "refused",
+      reason: "it was cancelled after this retry was asked",
+    });
+    expect(await exists(s.output, cancelKey(s.jobId))).toBe(true);
+    expect(await readJson(s.output, OUTPUT.status, JobStatus)).toMatchObject({ state: "cancelled" });
+    expect(await s.queue.depth()).toEqual({ visible: 0, inFlight: 0 });
+
+    clock += 1_000;
+    expect(await resumeJob(s.deps, s.jobId, { after: 0, at: at() }, { jobDeadlineSeconds: 600 })).toMatchObject({ kind: "resumed" });
+    expect(await exists(s.output, cancelKey(s.jobId))).toBe(false);
+  });
+
   it("a job that fails on its retry names the retried run's errors, not the run before's", async () => {
     const s = await setUp("old-error");
     await work(s, 4);

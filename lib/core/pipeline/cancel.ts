@@ -8,12 +8,11 @@
  * again, so a reducer or failure handler racing this call can never leave a status that
  * disagrees with them (precedence as in status.ts: succeeded, then failed, then cancelled).
  */
-import * as z from "zod";
 import { cancelKey, manifestKey, succeededKey, type OutputKeys } from "../keys.js";
 import { JobStatus, Manifest, shownInputs, taskCount } from "../job/manifest.js";
 import type { PipelineDeps } from "./deps.js";
 import { readJsonIfExists, writeJson } from "./blobJson.js";
-import { describingFields, failureOfRun, isSuperseded } from "./status.js";
+import { CancelRecord, describingFields, failureOfRun, isSuperseded } from "./status.js";
 
 /** What cancelling needs: the output bucket, a clock and a logger (no queue: chunks are skipped, not purged). */
 export type CancelDeps = Pick<PipelineDeps, "output" | "log" | "now">;
@@ -23,8 +22,6 @@ export type CancelOutcome =
   | { readonly kind: "cancelled"; readonly status: JobStatus }
   /** The job had succeeded or failed before the cancel took effect; nothing changed. */
   | { readonly kind: "already-ended"; readonly status: JobStatus };
-
-const CancelRecord = z.object({ at: z.string() });
 
 /** The status a terminal marker implies: succeeded, then failed. Cancelled is handled by the caller. */
 const endedStatus = async (deps: CancelDeps, jobId: string, current: JobStatus, run: number): Promise<JobStatus | undefined> => {
@@ -68,8 +65,11 @@ export const cancelJob = async (deps: CancelDeps, jobId: string, output: OutputK
   }
 
   const existing = await readJsonIfExists(deps.output, cancelKey(jobId), CancelRecord);
-  const at = existing?.at ?? new Date(deps.now ? deps.now() : Date.now()).toISOString();
-  if (!existing) await writeJson(deps.output, cancelKey(jobId), { at });
+  const now = new Date(deps.now ? deps.now() : Date.now()).toISOString();
+  const at = existing?.at ?? now;
+  // Asked again, the marker says when: a retry asked before this cancel (its resume not yet
+  // run) must not resume the job and take the marker away (resume.ts).
+  await writeJson(deps.output, cancelKey(jobId), existing ? { at, asked: now } : { at });
   const cancelled: JobStatus = { ...base, state: "cancelled", finishedAt: at };
   await show(cancelled);
 

@@ -24,7 +24,7 @@ import { noteReduceRequeued, reduceStarted, reduceTasksOf } from "./reduceTask.j
 import { keepAwakeForLease } from "./wake.js";
 import { tasksOf } from "./mapTasks.js";
 import { carryMergedParts } from "./mergeTree.js";
-import { FailureRecord, failureOfRun, writeProgress } from "./status.js";
+import { CancelRecord, FailureRecord, failureOfRun, writeProgress } from "./status.js";
 
 /**
  * What a retry may change: the limits a job failed on, checked as a job spec checks them (a new
@@ -39,6 +39,8 @@ export const RetryRequest = JobSpecSchema.pick({
 }).extend({
   /** The resumes the job had when this was asked: a request seen twice (S3 may send an event twice) resumes once. */
   after: z.number().int().nonnegative(),
+  /** When it was asked (ISO 8601, UTC): a cancel asked later wins over it. */
+  at: z.iso.datetime().optional(),
 });
 export type RetryRequest = z.output<typeof RetryRequest>;
 
@@ -101,7 +103,7 @@ export const resumeJob = async (
   if (await exists(deps.output, succeededKey(jobId))) return { kind: "refused", reason: "it succeeded" };
   // A marker of an earlier run, written late (and not yet taken back), is no end of this one.
   const failure = await failureOfRun(deps.output, jobId, retries);
-  const cancelled = await readJsonIfExists(deps.output, cancelKey(jobId), z.object({ at: z.string() }));
+  const cancelled = await readJsonIfExists(deps.output, cancelKey(jobId), CancelRecord);
   // An earlier invocation that stopped part-way (its end record written, the manifest not yet) is finished here.
   const pastEnd = await readJsonIfExists(deps.output, pastEndKey(jobId, generation), PastEnd);
   if (!failure && !cancelled && !pastEnd) return { kind: "refused", reason: "it is still running" };
@@ -109,6 +111,9 @@ export const resumeJob = async (
   // since: the job was cancelled, or failed, again meanwhile, and it stays so.
   if (pastEnd && ((failure && failure.at !== pastEnd.failure?.at) || (cancelled && cancelled.at !== pastEnd.cancelled?.at)))
     return { kind: "refused", reason: `it was ${failure ? "failed" : "cancelled"} again after this resume began` };
+  // Cancelled (again) after this retry was asked: the later word stands.
+  if (cancelled && request.at !== undefined && (cancelled.asked ?? cancelled.at) > request.at)
+    return { kind: "refused", reason: "it was cancelled after this retry was asked" };
   const refused = retryRefusal(manifest, request);
   if (refused) return { kind: "refused", reason: refused };
   const unpriced = request.maxCostUsd !== undefined ? unpricedCeiling(inLaneOf(deps, manifest)) : undefined;

@@ -13,6 +13,14 @@ import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 export const StatusError = JobStatus.shape.error.unwrap();
 export type StatusError = z.infer<typeof StatusError>;
 
+/** A job's cancel marker: when it was cancelled, and when a cancel was last asked, if since. */
+export const CancelRecord = z.object({
+  at: z.string(),
+  /** A cancel asked again (of a job cancelled already): a retry asked before it does not resume the job. */
+  asked: z.string().optional(),
+});
+export type CancelRecord = z.infer<typeof CancelRecord>;
+
 export const FailureRecord = z.object({
   error: StatusError,
   at: z.string(),
@@ -131,7 +139,7 @@ export const terminalStatus = async (deps: PipelineDeps, m: Manifest, done: numb
   if (succeeded) return succeeded;
   const failure = await failureOfRun(deps.output, m.jobId, m.retries ?? 0);
   if (failure) return { ...base(m), state: "failed", done, finishedAt: failure.at, error: failure.error };
-  const cancel = await readJsonIfExists(deps.output, cancelKey(m.jobId), z.object({ at: z.string() }));
+  const cancel = await readJsonIfExists(deps.output, cancelKey(m.jobId), CancelRecord);
   if (cancel) return { ...base(m), state: "cancelled", done, finishedAt: cancel.at };
   return undefined;
 };
