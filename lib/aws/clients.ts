@@ -16,6 +16,14 @@ export interface AwsClientOptions {
   readonly region?: string;
   /** Sockets per client. Default 64: enough for a worker's concurrent range reads and long polls. */
   readonly maxSockets?: number;
+  /** How long a connection may take to open before the try fails (and is retried). Default 10 s. */
+  readonly connectionTimeoutMs?: number;
+  /**
+   * How long a request's socket may go without a byte before the try fails (and is retried).
+   * Default: none, for the roles: a reading may pause while its consumer maps, and a long poll
+   * waits 20 s. A user's client sets one, so that an endpoint that never answers is an error.
+   */
+  readonly socketTimeoutMs?: number;
   /**
    * Wraps each client's HTTP handler. Handed in from outside only (the dev cloud and tests inject
    * faults this way, lib/dev/faultInjection.ts); no configuration of a deployed role reaches it.
@@ -27,6 +35,8 @@ export interface AwsClients {
   readonly s3: S3Client;
   readonly sqs: SQSClient;
 }
+
+const DEFAULT_CONNECTION_TIMEOUT_MS = 10_000;
 
 /** Credentials for an emulator, which accepts any; used only when none are configured. */
 export const EMULATOR_CREDENTIALS = { accessKeyId: "cloudmill", secretAccessKey: "cloudmill" } as const;
@@ -48,7 +58,12 @@ export const awsClients = (options: AwsClientOptions = {}, env: NodeJS.ProcessEn
         };
   const handler = (service: AwsService): RequestHandler => {
     const agent = { keepAlive: true, maxSockets: options.maxSockets ?? 64 };
-    const base = new NodeHttpHandler({ httpAgent: new HttpAgent(agent), httpsAgent: new HttpsAgent(agent) });
+    const base = new NodeHttpHandler({
+      httpAgent: new HttpAgent(agent),
+      httpsAgent: new HttpsAgent(agent),
+      connectionTimeout: options.connectionTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUT_MS,
+      ...(options.socketTimeoutMs !== undefined ? { socketTimeout: options.socketTimeoutMs } : {}),
+    });
     return options.wrapHandler ? options.wrapHandler(service, base) : base;
   };
   return {

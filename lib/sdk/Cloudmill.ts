@@ -62,7 +62,7 @@ import type { OnItemError, TaskOp, TaskResult } from "../core/ops/defineTask.js"
 import { withAws, type AwsTarget } from "./awsErrors.js";
 import { backoff, deadlineSignal } from "./poll.js";
 import { sleep } from "../core/sleep.js";
-import { DEFAULT_JOBS_LIMIT, FILES_AT_ONCE, UPLOADS_PREFIX } from "./constants.js";
+import { DEFAULT_JOBS_LIMIT, FILES_AT_ONCE, REQUEST_TIMEOUT_MS, UPLOADS_PREFIX } from "./constants.js";
 import { Slots } from "../core/slots.js";
 import { describeFleet, type FleetTarget } from "./fleet.js";
 import { holdFleet, readHold, stopFleet, type HoldClients } from "./fleetHold.js";
@@ -244,7 +244,17 @@ export class Cloudmill {
       ...(outputs.spotService ? { spotService: outputs.spotService } : {}),
       ...(outputs.spotTaskQueueUrl ? { spotTaskQueueUrl: outputs.spotTaskQueueUrl } : {}),
     };
-    const made = awsClients({ region, ...(o.endpoint ? { endpoint: o.endpoint } : {}), maxSockets: 16 }, this.#env as NodeJS.ProcessEnv);
+    const socketTimeoutMs = o.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+    const made = awsClients(
+      {
+        region,
+        ...(o.endpoint ? { endpoint: o.endpoint } : {}),
+        maxSockets: 16,
+        socketTimeoutMs,
+        connectionTimeoutMs: Math.min(socketTimeoutMs, REQUEST_TIMEOUT_MS),
+      },
+      this.#env as NodeJS.ProcessEnv,
+    );
     const s3 = o.s3 ?? made.s3;
     if (o.s3) made.s3.destroy();
     this.#log.debug("connected", { ...target });

@@ -25,7 +25,17 @@ const REJECTED = new Set([
   "AuthFailure",
 ]);
 const DENIED = new Set(["AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Forbidden", "AllAccessDisabled"]);
-const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "ETIMEDOUT", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH"]);
+// TimeoutError: the client's own connection or socket timeout (an endpoint that takes the connection and never answers).
+const UNREACHABLE = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "ETIMEDOUT",
+  "ECONNRESET",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "TimeoutError",
+]);
 
 /** The SDK error inside: ours wrap theirs as `cause`. */
 const innermost = (err: unknown): unknown => {

@@ -19,5 +19,7 @@ export const UPLOAD_CONCURRENCY = 4;
  * files starts every future at once, and each small file is read whole before its PUT.
  */
 export const FILES_AT_ONCE = 4;
+/** How long one request may go without a byte of answer before its try fails (the SDK tries 3 times). */
+export const REQUEST_TIMEOUT_MS = 20_000;
 /** Recent jobs `jobs()` returns by default. */
 export const DEFAULT_JOBS_LIMIT = 20;

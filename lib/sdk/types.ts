@@ -33,6 +33,11 @@ export interface CloudmillOptions {
   readonly service?: string;
   /** How result() polls. Default: 250 ms, growing 1.5× per poll to 5 s. */
   readonly poll?: PollOptions;
+  /**
+   * How long one S3 or SQS request may go without a byte of answer before its try fails; the
+   * AWS SDK tries 3 times, then the call fails with "nothing answers at …". Default 20 000 ms.
+   */
+  readonly requestTimeoutMs?: number;
   /** Default: silent. */
   readonly log?: Logger;
   /**

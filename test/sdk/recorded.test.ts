@@ -283,6 +283,25 @@ describe("AWS errors as one line that says what to do", () => {
     }
   });
 
+  it("an endpoint that takes the connection and never answers is the same one line, not a hang", async () => {
+    // Takes every request and never answers it (a hung proxy, a stopped emulator's port kept open).
+    const silent = createServer(() => undefined);
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", () => r()));
+    const address = silent.address();
+    const url = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 1}`;
+    const mill = new Cloudmill({ endpoint: url, requestTimeoutMs: 500 }, {});
+    try {
+      const nothing =
+        /^cannot .*: nothing answers at http:\/\/127\.0\.0\.1:\d+ \(TimeoutError\); start it with `npx cloudmill dev`, or check --endpoint$/;
+      await expect(mill.jobs()).rejects.toMatchObject({ code: "ENVIRONMENT", message: expect.stringMatching(nothing) });
+      await expect(mill.job("job-20261206T101500-0badcafe").cancel()).rejects.toMatchObject({ message: expect.stringMatching(nothing) });
+    } finally {
+      mill.close();
+      silent.closeAllConnections();
+      await new Promise((r) => silent.close(r));
+    }
+  });
+
   it("no credentials anywhere (the SDK's default chain, in a clean environment) is one line and exit code 7", async () => {
     const home = await mkdtemp(path.join(os.tmpdir(), "cloudmill-nocreds-"));
     try {
