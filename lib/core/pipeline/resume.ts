@@ -122,7 +122,7 @@ export const resumeJob = async (
 
   const now = nowOf(deps);
   const deadline = now + (request.deadlineSeconds ?? defaults.jobDeadlineSeconds) * 1000;
-  const { after: _, deadlineSeconds: __, ...limits } = request;
+  const { after: _, deadlineSeconds: __, at: ___, ...limits } = request;
   const job = { ...manifest.job, ...limits, deadline, generation };
   const draft: Manifest = { ...manifest, job, deadline, retries: generation };
   // A merge that failed on a chunk's kept reading (a CSV record past maxRecordBytes, say) would
