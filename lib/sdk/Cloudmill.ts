@@ -352,11 +352,11 @@ export class Cloudmill {
     // One check for all the inputs; each future rejects with its failure.
     const opChecked = typeof op === "string" ? undefined : this.#checkDeployed(op);
     opChecked?.catch(() => undefined);
-    const { onUpload, ...rest } = options;
+    const { onUpload, signal, ...rest } = options;
     return inputs.map((input) =>
       this.#submit(
         { ...rest, op: name, inputs: [input], ...(params !== undefined ? { params } : {}) },
-        onUpload ? { onUpload } : {},
+        { ...(onUpload ? { onUpload } : {}), ...(signal ? { signal } : {}) },
         opChecked,
       ),
     );

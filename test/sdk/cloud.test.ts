@@ -273,4 +273,25 @@ describe("Cloudmill against cloudmill dev", () => {
     await vi.waitFor(() => expect(getEventListeners(controller.signal, "abort")).toHaveLength(0));
     expect(await waitAll(futures, { timeoutMs: 60_000 })).toEqual([{ records: 2 }, { records: 2 }, { records: 2 }]);
   }, 120_000);
+
+  it("map() heeds its signal as submit() does: aborted, no spec is written and every future says why", async () => {
+    const files = await Promise.all(
+      [0, 1, 2].map(async (i) => {
+        const file = path.join(dir, `stopped-${i}.txt`);
+        await writeFile(file, "x\n");
+        return file;
+      }),
+    );
+    const controller = new AbortController();
+    const why = new CloudmillError("CANCELLED", "the notebook cell was stopped");
+    controller.abort(why);
+    const futures = mill.map("count", files, undefined, { signal: controller.signal });
+    for (const f of futures) await expect(f.submitted).rejects.toBe(why);
+    for (const f of futures) {
+      const spec = await cloud.clients.s3
+        .send(new HeadObjectCommand({ Bucket: cloud.inputBucket, Key: `_jobs/${f.id}.json` }))
+        .catch((e: Error) => e.name);
+      expect(spec).toBe("NotFound");
+    }
+  });
 });
