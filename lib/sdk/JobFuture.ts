@@ -51,6 +51,8 @@ export class JobFuture<R = unknown> {
   readonly #submitted: Promise<void>;
   readonly #abortSubmit: AbortController | undefined;
   #cancelRequested = false;
+  /** Why the submission failed, when it failed by itself (not stopped by cancel()): no job exists. */
+  #submitFailure: unknown;
   /** The job's end, once seen: later result() calls settle from it without a request. */
   #ended: { readonly ok: true; readonly value: R } | { readonly ok: false; readonly error: unknown } | undefined;
 
@@ -61,7 +63,24 @@ export class JobFuture<R = unknown> {
     this.#submitted = submission?.submitted ?? Promise.resolve();
     this.#abortSubmit = submission?.abort;
     // Observed through status() and result(); never an unhandled rejection.
-    this.#submitted.catch(() => undefined);
+    this.#submitted.catch((err: unknown) => {
+      if (!this.#cancelRequested) this.#submitFailure = err;
+    });
+  }
+
+  /**
+   * `read` until it answers: a read that failed past the AWS SDK's own retries (a network blip)
+   * says nothing of the job, so it is tried again; only a failure that lasts is the caller's.
+   */
+  async #read<T>(read: () => Promise<T>, signal: AbortSignal, delay: () => number): Promise<T> {
+    for (let failed = 0; ; ) {
+      try {
+        return await untilAborted(read(), signal);
+      } catch (err) {
+        if (signal.aborted || !isTransient(err) || ++failed > STATUS_READ_RETRIES) throw err;
+        await sleep(delay(), signal);
+      }
+    }
   }
 
   /** Resolves once local inputs are uploaded and the job spec is written; rejects if that failed. */
@@ -109,24 +128,14 @@ export class JobFuture<R = unknown> {
     try {
       await this.#afterSubmit(signal);
       const delay = backoff(this.#backend.poll);
-      let failedReads = 0;
       for (;;) {
-        let status: JobStatus;
-        try {
-          status = await untilAborted(this.#backend.readStatus(this.id, { signal, known: true }), signal);
-          failedReads = 0;
-        } catch (err) {
-          // A read that failed past the AWS SDK's own retries (a network blip) says nothing of the
-          // job: asCompleted would yield a running job. Only a failure that lasts is the caller's.
-          if (signal.aborted || !isTransient(err) || ++failedReads > STATUS_READ_RETRIES) throw err;
-          await sleep(delay(), signal);
-          continue;
-        }
+        // A failed read is not a running job (asCompleted would yield it): it is read again.
+        const status = await this.#read(() => this.#backend.readStatus(this.id, { signal, known: true }), signal, delay);
         last = status;
         options.onStatus?.(status);
         switch (status.state) {
           case "succeeded": {
-            const value = (await untilAborted(this.#backend.readResult(this.id, signal), signal)) as R;
+            const value = (await this.#read(() => this.#backend.readResult(this.id, signal), signal, delay)) as R;
             this.#ended = { ok: true, value };
             return value;
           }
@@ -148,9 +157,12 @@ export class JobFuture<R = unknown> {
   /**
    * Cancels the job: workers skip its queued chunks and its status becomes `cancelled`
    * (result() then rejects with CANCELLED). A job that already succeeded or failed keeps its
-   * end; the status returned says which. An upload still in progress is stopped.
+   * end; the status returned says which. An upload still in progress is stopped. A future
+   * whose submission failed by itself rejects with that failure: no job was started.
    */
   async cancel(): Promise<JobStatus> {
+    // A submission that failed by itself (a missing file, say) wrote no spec: there is no job to cancel.
+    if (this.#submitFailure !== undefined) throw this.#submitFailure;
     this.#cancelRequested = true;
     this.#abortSubmit?.abort(
       new CloudmillError(ErrorCode.CANCELLED, `job ${this.id} was cancelled before it was submitted`, { jobId: this.id }),

@@ -91,6 +91,39 @@ describe("JobFuture.result", () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
+  it("reads a succeeded job's result again after a read that failed (ENVIRONMENT), as it does its status", async () => {
+    let failures = 2;
+    const base = scripted(() => ({ state: "succeeded", chunks: 1, done: 1 }), { records: 5 });
+    const blip: JobBackend = {
+      ...base,
+      readResult: async (jobId, signal) => {
+        if (failures-- > 0) throw new CloudmillError(ErrorCode.ENVIRONMENT, "cannot read result.json: SlowDown");
+        return base.readResult(jobId, signal);
+      },
+    };
+    const result = new JobFuture("job-slow", blip).result();
+    await vi.advanceTimersByTimeAsync(10_000);
+    await expect(result).resolves.toEqual({ records: 5 });
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("cancel() of a future whose submission failed by itself rejects with that failure and cancels nothing", async () => {
+    const cancels: string[] = [];
+    const backend: JobBackend = {
+      ...scripted(() => running()),
+      cancel: async (jobId) => {
+        cancels.push(jobId);
+        return { jobId, state: "cancelled", chunks: 0, done: 0 };
+      },
+    };
+    const missing = new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such file or directory", { input: "gone.txt" });
+    const future = new JobFuture("job-never", backend, { submitted: Promise.reject(missing), abort: new AbortController() });
+    await expect(future.submitted).rejects.toBe(missing);
+    await expect(future.cancel()).rejects.toBe(missing);
+    await expect(future.result()).rejects.toBe(missing);
+    expect(cancels).toEqual([]);
+  });
+
   it("settles once: after the job ended, result() answers without reading again", async () => {
     const backend = scripted(() => ({
       state: "failed",
