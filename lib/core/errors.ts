@@ -66,6 +66,9 @@ export interface ErrorContext {
   readonly field?: string;
 }
 
+/** `text` on one line: each line break, with the spaces around it, becomes one space. */
+export const oneLine = (text: string): string => text.replace(/\s*[\r\n]+\s*/g, " ").trim();
+
 /**
  * Every copy of this module brands its errors alike: a lab's op module imports cloudmill from
  * its own node_modules while the CLI runs from its bundle, and an error one copy throws must
@@ -96,8 +99,9 @@ export class CloudmillError extends Error {
   }
 
   /** One line: where, then what. `data.txt:12 (byte 345): expected a number, got "x"`. */
+  /** Where, then what: one line (a lab's message over several lines is joined), as a status and the CLI show it. */
   describe(): string {
-    return `${locate(this.context)}${this.message}`;
+    return oneLine(`${locate(this.context)}${this.message}`);
   }
 
   toJSON(): SerializedError {

@@ -3,7 +3,7 @@
  * credentials, expired or rejected credentials, no such stack, access denied, no such bucket,
  * nothing listening at an emulator's endpoint, no region.
  */
-import { CloudmillError, ErrorCode } from "../core/errors.js";
+import { CloudmillError, ErrorCode, oneLine } from "../core/errors.js";
 
 /** Where a failing call was aimed, for the message. */
 export interface AwsTarget {
@@ -68,8 +68,6 @@ const networkCode = (err: unknown): string | undefined => {
   };
   return walk(err);
 };
-
-const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, " ").trim();
 
 /**
  * Turns anything an AWS call threw into a CloudmillError. Our own errors other than

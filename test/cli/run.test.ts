@@ -224,6 +224,28 @@ export const chatty = defineOp({ name: "chatty", format: "lines", map: (l) => { 
     expect(r.stderr).toContain("raw");
   });
 
+  it("a lab op's error of several lines is told on one line", async () => {
+    const ops = path.join(dir, "wordy.mjs");
+    const defineOp = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+    await writeFile(
+      ops,
+      `import { defineOp } from ${JSON.stringify(defineOp)};
+export const wordy = defineOp({ name: "wordy", format: "lines", map: (l) => { if (l === "bad") throw new Error("parse failed\\n  at record 17\\n  in field 'when'"); return 1; }, combine: (a, b) => a + b });
+`,
+    );
+    const input = path.join(dir, "wordy.txt");
+    await writeFile(input, "good\nbad\n");
+    const r = await cli(["run", input, "--ops", ops, "--op", "wordy", "-w", "0", "--no-progress"]);
+    expect(r.code).not.toBe(0);
+    // Its retries are warned of first; each line, and the error at the end, is whole.
+    const lines = r.stderr.trimEnd().split("\n");
+    expect(
+      lines.every((l) => l.startsWith("cloudmill: ")),
+      r.stderr,
+    ).toBe(true);
+    expect(lines.at(-1)).toMatch(/^cloudmill: .*wordy\.txt.*: parse failed at record 17 in field 'when'$/);
+  });
+
   it.each([
     ["SIGTERM", 143],
     ["SIGHUP", 129],
