@@ -7,7 +7,8 @@
  * - one folder per function (`<role>/`): the ops (splitter and reducer), to which CDK's local
  *   bundling adds `index.mjs` (prebuilt, or bundled from sources when running from them).
  * - `worker-image/`: the worker image's build context: `Dockerfile` (worker/Dockerfile, plus the
- *   lab's own stage when given), `worker/main.mjs`, `ops/`, and the lab's folder as `lab/`.
+ *   lab's own stage when given), `worker/main.mjs`, `ops/`, and the lab's folder as `lab/`, less
+ *   what its .dockerignore names and files that look like secrets (`neverCopied`).
  *
  * A stack CDK does not bundle (`aws:cdk:bundling-stacks`, e.g. `cdk deploy OtherStack`) gets
  * placeholders for the roles' code, as CDK does for its own bundled assets; ops are always bundled
@@ -16,7 +17,7 @@
 import { execFileSync } from "node:child_process";
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
-import { AssetHashType, DockerImage, type BundlingOptions, type ILocalBundling } from "aws-cdk-lib";
+import { AssetHashType, DockerImage, IgnoreStrategy, type BundlingOptions, type ILocalBundling } from "aws-cdk-lib";
 import * as lambda from "aws-cdk-lib/aws-lambda";
 import { OpsListing } from "../lib/core/ops/registryListing.js";
 import { listingOf } from "../lib/core/ops/registryListing.js";
@@ -31,8 +32,23 @@ export const WORKER_APP_DIR = "/app";
 /** The base stage of worker/Dockerfile, which a lab's `workerDockerfile` must start from. */
 export const WORKER_BASE_STAGE = "cloudmill-worker";
 
-/** Folders never copied from a lab's Dockerfile folder into the image context. */
-const NOT_COPIED = new Set(["node_modules", "cdk.out", ".git"]);
+/** Folders never copied from a lab's Dockerfile folder into the image context: bulky, or holding credentials. */
+const NOT_COPIED_DIRS = new Set(["node_modules", "cdk.out", ".git", ".ssh", ".aws", ".gnupg", ".docker", ".kube"]);
+
+/**
+ * Files never copied from a lab's Dockerfile folder, at any depth, whatever its .dockerignore
+ * says: the names secrets usually go by (environment files, registry and git credentials, keys).
+ */
+const NOT_COPIED_FILES: readonly RegExp[] = [
+  /^\.env(\..*)?$/,
+  /^\.(npmrc|yarnrc\.yml|netrc|pypirc|git-credentials)$/,
+  /^id_(rsa|dsa|ecdsa|ed25519)/,
+  /\.(pem|key|p12|pfx)$/,
+];
+
+/** Whether a lab folder's entry is left out of the image context whatever the lab asks. */
+const neverCopied = (name: string, isDirectory: boolean): boolean =>
+  isDirectory ? NOT_COPIED_DIRS.has(name) : NOT_COPIED_FILES.some((re) => re.test(name));
 
 /** A lab's op modules, bundled. */
 export interface StagedOps {
@@ -142,17 +158,32 @@ export const functionCode = (
 };
 
 /**
- * Copies a folder's files, leaving out NOT_COPIED names and the folders in `skip` (the cloud
- * assembly, which may lie inside the lab's folder and holds the very context being written).
+ * Copies a folder's files, leaving out what `neverCopied` names, what `ignore` ignores (the
+ * folder's .dockerignore), and the folders in `skip` (the cloud assembly, which may lie inside
+ * the lab's folder and holds the very context being written). Symbolic links are not followed.
  */
-const copyTree = (from: string, to: string, skip: readonly string[]): void => {
+const copyTree = (from: string, to: string, skip: readonly string[], ignore: IgnoreStrategy): void => {
   mkdirSync(to, { recursive: true });
   for (const entry of readdirSync(from, { withFileTypes: true })) {
     const src = path.join(from, entry.name);
-    if (NOT_COPIED.has(entry.name) || skip.includes(src)) continue;
-    if (entry.isDirectory()) copyTree(src, path.join(to, entry.name), skip);
-    else if (entry.isFile()) copyFileSync(src, path.join(to, entry.name));
+    if (neverCopied(entry.name, entry.isDirectory()) || skip.includes(src)) continue;
+    if (entry.isDirectory()) {
+      // A folder is walked unless the patterns leave out everything under it (a later `!` may keep a file).
+      if (!ignore.completelyIgnores(src)) copyTree(src, path.join(to, entry.name), skip, ignore);
+    } else if (entry.isFile() && !ignore.ignores(src)) copyFileSync(src, path.join(to, entry.name));
   }
+};
+
+/** The patterns of a folder's .dockerignore, as Docker reads them, relative to that folder. */
+const dockerIgnoreOf = (dir: string): IgnoreStrategy => {
+  const file = path.join(dir, ".dockerignore");
+  const patterns = existsSync(file)
+    ? readFileSync(file, "utf8")
+        .split(/\r?\n/)
+        .map((l) => l.trim())
+        .filter((l) => l !== "" && !l.startsWith("#"))
+    : [];
+  return IgnoreStrategy.docker(dir, patterns);
 };
 
 /** A lab's Dockerfile stage, checked: its first instruction must be `FROM cloudmill-worker`. */
@@ -192,7 +223,7 @@ export const stageWorkerContext = (staging: string, ops: StagedOps, options: Wor
     dockerfile +=
       `\n# ── the lab's stage, from ${path.basename(options.workerDockerfile)}; its folder is in the context as lab/ ──\n` +
       labStage(options.workerDockerfile);
-    copyTree(labDir, path.join(context, "lab"), [path.resolve(options.outdir), path.resolve(staging)]);
+    copyTree(labDir, path.join(context, "lab"), [path.resolve(options.outdir), path.resolve(staging)], dockerIgnoreOf(labDir));
   }
   writeFileSync(path.join(context, "Dockerfile"), dockerfile);
   for (const f of ops.files) copyFileSync(path.join(staging, f), path.join(context, f));

@@ -189,8 +189,10 @@ export interface CloudmillPipelineProps {
   /**
    * A Dockerfile stage appended to the worker image, for native tools an op runs: it must start
    * `FROM cloudmill-worker` (e.g. `USER root`, `RUN apt-get install -y imagemagick`, `USER node`).
-   * Its folder is in the build context as `lab/` (`COPY lab/...`), without node_modules, cdk.out
-   * and .git. Relative to the CDK app's working directory, or absolute.
+   * Its folder is in the build context as `lab/` (`COPY lab/...`), less what a `.dockerignore` in
+   * it names, node_modules, cdk.out, .git, and credential folders and files (`.aws/`, `.ssh/`,
+   * `.env*`, `.npmrc`, `*.pem`, SSH keys, ...: infra/README.md): keep it in a folder of its own.
+   * Relative to the CDK app's working directory, or absolute.
    * @default - the worker image as cloudmill builds it
    */
   readonly workerDockerfile?: string;

@@ -7,7 +7,7 @@
  * expected answer comes from Python; the digest the roles record is the one the listing publishes.
  */
 import { execFileSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { type Dirent, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import * as path from "node:path";
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
@@ -286,6 +286,51 @@ describe("the workerDockerfile escape hatch", () => {
     };
     const context = path.join(assembly.directory, Object.values(manifest.dockerImages)[0]!.source.directory);
     expect(readdirSync(path.join(context, "lab")).sort()).toEqual(["notes.txt", "worker.Dockerfile"]);
+  });
+  it("leaves secret-looking files, and what the folder's .dockerignore names, out of lab/ and the whole assembly", () => {
+    const root = mkdtempSync(path.join(dir, "lab-secrets-"));
+    const lab = path.join(root, "docker");
+    const files: Record<string, string> = {
+      "worker.Dockerfile": "FROM cloudmill-worker\nCOPY lab/ /opt/lab/\n",
+      ".dockerignore": "# the lab's own\n*.csv\n!keep.csv\nscratch/\n",
+      "tool.conf": "kept\n",
+      "keep.csv": "kept\n",
+      "big.csv": "left out by .dockerignore\n",
+      "scratch/notes.txt": "left out by .dockerignore\n",
+      "nested/tool.conf": "kept\n",
+      "nested/big.csv": "kept: *.csv matches at the top only, as in Docker\n",
+      ".env": "SECRET=1\n",
+      ".env.local": "SECRET=1\n",
+      ".npmrc": "//registry.npmjs.org/:_authToken=secret\n",
+      ".netrc": "machine x login y password z\n",
+      ".aws/credentials": "[default]\naws_secret_access_key=secret\n",
+      ".ssh/config": "Host *\n",
+      id_ed25519: "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+      "nested/id_rsa": "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+      "nested/server.pem": "-----BEGIN PRIVATE KEY-----\n",
+      "nested/.env": "SECRET=1\n",
+    };
+    for (const [name, body] of Object.entries(files)) {
+      mkdirSync(path.dirname(path.join(lab, name)), { recursive: true });
+      writeFileSync(path.join(lab, name), body);
+    }
+    const app = new App({ outdir: path.join(root, "cdk.out"), context: { ...cdkJsonContext(), "aws:cdk:bundling-stacks": [] } });
+    new CloudmillPipeline(new Stack(app, "Lab"), "Pipeline", { labName: "lab", workerDockerfile: path.join(lab, "worker.Dockerfile") });
+    const assembly = app.synth();
+    const manifest = JSON.parse(readFileSync(path.join(assembly.directory, "Lab.assets.json"), "utf8")) as {
+      dockerImages: Record<string, { source: { directory: string } }>;
+    };
+    const context = path.join(assembly.directory, Object.values(manifest.dockerImages)[0]!.source.directory);
+    const listed = (readdirSync(path.join(context, "lab"), { recursive: true, withFileTypes: true }) as Dirent[])
+      .filter((e) => e.isFile())
+      .map((e) => path.relative(path.join(context, "lab"), path.join(e.parentPath, e.name)))
+      .sort();
+    expect(listed).toEqual([".dockerignore", "keep.csv", "nested/big.csv", "nested/tool.conf", "tool.conf", "worker.Dockerfile"]);
+    // Nor anywhere else in the cloud assembly (the staging folder, the asset CDK hashes).
+    const everywhere = (readdirSync(assembly.directory, { recursive: true, withFileTypes: true }) as Dirent[]).map((e) => e.name);
+    for (const secret of [".env", ".env.local", ".npmrc", ".netrc", ".aws", ".ssh", "credentials", "id_ed25519", "id_rsa", "server.pem"]) {
+      expect(everywhere).not.toContain(secret);
+    }
   });
 });
 
