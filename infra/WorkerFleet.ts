@@ -44,6 +44,15 @@ export interface WorkerFleetProps {
   readonly vpcSubnets?: ec2.SubnetSelection;
 }
 
+/**
+ * The user the worker container runs as, whatever the image says: the `node` user of
+ * cloudmill's image (node:22's uid and gid 1000), by number so that it also holds for a lab's
+ * `workerDockerfile` stage that ends as root and for a `workerImage` with no `node` user. The
+ * worker writes only under os.tmpdir() (/tmp: spilled runs, task items' scratch), which any
+ * user may write in.
+ */
+export const WORKER_USER = "1000:1000";
+
 /** Seconds between the worker receiving SIGTERM and SIGKILL: enough to finish or release in-flight chunks. */
 export const WORKER_STOP_TIMEOUT = Duration.seconds(120);
 /**
@@ -275,6 +284,11 @@ export class WorkerFleet extends Construct implements WorkerLane {
       networkMode: ecs.NetworkMode.BRIDGE,
       taskRole,
     });
+    // An init process as PID 1 (the worker's watchdog ends a stuck worker with SIGKILL, which node
+    // as PID 1 cannot receive), and no Linux capability at all: the worker needs none (it runs as
+    // a user, reads /proc/self and the cgroup, writes /tmp, and makes outbound HTTPS calls only).
+    const linuxParameters = new ecs.LinuxParameters(this, `${prefix}WorkerLinuxParameters`, { initProcessEnabled: true });
+    linuxParameters.dropCapabilities(ecs.Capability.ALL);
     const container = taskDefinition.addContainer("worker", {
       image: props.image,
       essential: true,
@@ -283,7 +297,8 @@ export class WorkerFleet extends Construct implements WorkerLane {
       environment: { ...props.environment, [ENV.TASK_QUEUE_URL]: lane.queue.queueUrl },
       logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: "worker" }),
       stopTimeout: WORKER_STOP_TIMEOUT,
-      linuxParameters: new ecs.LinuxParameters(this, `${prefix}WorkerLinuxParameters`, { initProcessEnabled: true }),
+      user: WORKER_USER,
+      linuxParameters,
     });
 
     const service = new ecs.Ec2Service(this, `${prefix}Service`, {

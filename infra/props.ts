@@ -198,7 +198,8 @@ export interface CloudmillPipelineProps {
   readonly workerDockerfile?: string;
   /**
    * The worker image, instead of the one cloudmill builds (which holds the prebuilt worker and
-   * the lab's `ops`); cannot be combined with `ops` or `workerDockerfile`.
+   * the lab's `ops`); cannot be combined with `ops` or `workerDockerfile`. It runs as uid:gid
+   * 1000:1000 with every Linux capability dropped, as cloudmill's image does.
    * @default - built at synth from worker/Dockerfile and the prebuilt worker bundle, for linux/arm64
    */
   readonly workerImage?: ecs.ContainerImage;

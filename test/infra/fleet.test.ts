@@ -2,9 +2,11 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { readFileSync, readdirSync } from "node:fs";
 import * as path from "node:path";
 import type { Template } from "aws-cdk-lib/assertions";
+import { ContainerImage } from "aws-cdk-lib/aws-ecs";
 import { STACK_OUTPUTS } from "../../lib/core/stack.js";
 import {
   LAB_CONTEXT,
+  PER_JOB_CONTEXT,
   REPO_ROOT,
   SPOT_CONTEXT,
   actionsOf,
@@ -234,6 +236,28 @@ describe("worker fleet", () => {
         LogConfiguration: { LogDriver: "awslogs" },
         Image: { "Fn::Sub": expect.stringContaining("container-assets") },
       });
+    });
+
+    it("runs the worker as node's uid 1000, never root, with every Linux capability dropped, in every lane", () => {
+      // Whatever the image's USER: a lab's stage that ends as root, or a workerImage, runs as 1000 too.
+      const perJob = synth(PER_JOB_CONTEXT).template;
+      const ownImage = synth(LAB_CONTEXT, { workerImage: ContainerImage.fromRegistry("public.ecr.aws/lab/worker:1") }).template;
+      for (const [t, lanes] of [
+        [template, ["PipelineWorkersWorkerTask"]],
+        [ownImage, ["PipelineWorkersWorkerTask"]],
+        [spot, ["PipelineWorkersWorkerTask"]],
+        [perJob, ["PipelineWorkersWorkerTask", "PipelineWorkersSpotWorkerTask"]],
+      ] as const) {
+        for (const lane of lanes) {
+          const [worker] = props(t, "AWS::ECS::TaskDefinition", lane)["ContainerDefinitions"] as Record<string, unknown>[];
+          expect(worker).toMatchObject({
+            User: "1000:1000",
+            LinuxParameters: { InitProcessEnabled: true, Capabilities: { Drop: ["ALL"] } },
+          });
+          expect(worker!["Privileged"]).toBeUndefined();
+          expect((worker!["LinuxParameters"] as { Capabilities: { Add?: unknown } }).Capabilities.Add).toBeUndefined();
+        }
+      }
     });
 
     it("builds that image for linux/arm64 from a staged context: cloudmill's Dockerfile, the worker bundle and the ops, nothing else", () => {
