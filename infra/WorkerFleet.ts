@@ -137,6 +137,34 @@ export class WorkerFleet extends Construct implements WorkerLane {
       vpc: this.vpc,
       containerInsightsV2: ecs.ContainerInsights.ENHANCED,
     });
+    // What the ECS agent needs, written here rather than left to aws-ecs: adding a capacity
+    // provider has it add these to the group's role plus logs:CreateLogStream/PutLogEvents on `*`,
+    // which nothing on the instance uses (the worker's awslogs driver writes with the task's
+    // execution role, to the worker log group only). The launch templates get the role without
+    // policy updates, so that statement goes nowhere.
+    this.instanceRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: "RegisterWithCluster",
+        actions: ["ecs:DeregisterContainerInstance", "ecs:RegisterContainerInstance", "ecs:Submit*"],
+        resources: [this.cluster.clusterArn],
+      }),
+    );
+    this.instanceRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: "PollCluster",
+        actions: ["ecs:Poll", "ecs:StartTelemetrySession"],
+        resources: ["*"],
+        conditions: { ArnEquals: { "ecs:cluster": this.cluster.clusterArn } },
+      }),
+    );
+    this.instanceRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: "FindEndpointAndRegistry",
+        // Neither supports resource-level permissions.
+        actions: ["ecs:DiscoverPollEndpoint", "ecr:GetAuthorizationToken"],
+        resources: ["*"],
+      }),
+    );
     if (config.spot || config.spotLane) {
       // A spot interruption notice drains the instance: the agent sets it DRAINING, ECS stops its tasks
       // (SIGTERM, 120 s to release chunks) and starts replacements elsewhere.
@@ -215,7 +243,8 @@ export class WorkerFleet extends Construct implements WorkerLane {
       machineImage: ecs.EcsOptimizedImage.amazonLinux2023(ecs.AmiHardwareType.ARM),
       instanceType: mixed ? undefined : new ec2.InstanceType(config.instanceTypes[0]!),
       userData: ec2.UserData.forLinux(),
-      role: this.instanceRole,
+      // Without policy updates: the instance role's statements are the ones above, not aws-ecs's.
+      role: this.instanceRole.withoutPolicyUpdates(),
       securityGroup: this.securityGroup,
       httpTokens: ec2.LaunchTemplateHttpTokens.REQUIRED,
       httpEndpoint: true,
@@ -445,13 +474,13 @@ export class WorkerFleet extends Construct implements WorkerLane {
     acknowledge(
       instancePolicy,
       wildcardActionFinding("ecs:Submit*"),
-      "Added by aws-ecs for the ECS agent (SubmitTaskStateChange, SubmitContainerStateChange, ...), scoped to this cluster's ARN.",
+      "For the ECS agent (SubmitTaskStateChange, SubmitContainerStateChange, ...), as aws-ecs grants it, scoped to this cluster's ARN.",
     );
     acknowledge(
       instancePolicy,
       "AwsSolutions-IAM5[Resource::*]",
-      "Added by aws-ecs for the ECS agent: ecs:Poll/StartTelemetrySession (conditioned on this cluster), ecs:DiscoverPollEndpoint and " +
-        "ecr:GetAuthorizationToken, which support no resource-level permissions, and agent log writes.",
+      "For the ECS agent: ecs:Poll/StartTelemetrySession (conditioned on this cluster), ecs:DiscoverPollEndpoint and " +
+        "ecr:GetAuthorizationToken, which support no resource-level permissions.",
     );
     if (config.spot || config.spotLane) {
       acknowledge(

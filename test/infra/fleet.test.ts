@@ -13,8 +13,10 @@ import {
   flat,
   grantsOf,
   resource,
+  resourcesOf,
   statementsOf,
   synth,
+  type Statement,
   type Synthesized,
 } from "./synth.js";
 
@@ -138,6 +140,60 @@ describe("worker fleet", () => {
       ]);
       expect(grantsOf(template, "PipelineWorkersInstanceRole")["ecs:UpdateContainerInstancesState"]).toBeUndefined();
       expect(JSON.stringify(props(template, "AWS::EC2::LaunchTemplate", "PipelineWorkersLaunchTemplate"))).not.toContain("SPOT");
+    });
+  });
+
+  describe("instance role", () => {
+    /** Every Allow statement of every role in `t` with Resource "*", as `<role> <actions>`. */
+    const starGrants = (t: Template): string[] =>
+      Object.values(t.findResources("AWS::IAM::Policy") as Record<string, { Properties: Record<string, unknown> }>).flatMap((p) =>
+        (p.Properties["PolicyDocument"] as { Statement: Statement[] }).Statement.filter(
+          (s) => s.Effect === "Allow" && resourcesOf(s).includes("*"),
+        ).map((s) => `${flat((p.Properties["Roles"] as unknown[])[0])} ${actionsOf(s).sort().join(",")}`),
+      );
+
+    it("lets the ECS agent register and poll this cluster, and write no logs (the execution role does)", () => {
+      const cluster = `<${resource(template, "AWS::ECS::Cluster", "PipelineWorkersCluster").id}>`;
+      for (const t of [template, spot, synth(PER_JOB_CONTEXT).template]) {
+        const statements = statementsOf(t, "PipelineWorkersInstanceRole");
+        expect(statements.flatMap(actionsOf).filter((a) => a.startsWith("logs:"))).toEqual([]);
+        const grants = grantsOf(t, "PipelineWorkersInstanceRole");
+        expect(grants).toMatchObject({
+          "ecs:RegisterContainerInstance": [cluster],
+          "ecs:DeregisterContainerInstance": [cluster],
+          "ecs:Submit*": [cluster],
+          "ecs:Poll": ["*"],
+          "ecs:StartTelemetrySession": ["*"],
+          "ecs:DiscoverPollEndpoint": ["*"],
+          "ecr:GetAuthorizationToken": ["*"],
+        });
+        expect(Object.keys(grants).sort()).toEqual(
+          [
+            "ecr:GetAuthorizationToken",
+            "ecs:DeregisterContainerInstance",
+            "ecs:DiscoverPollEndpoint",
+            "ecs:Poll",
+            "ecs:RegisterContainerInstance",
+            "ecs:StartTelemetrySession",
+            "ecs:Submit*",
+            ...(t === template ? [] : ["ecs:UpdateContainerInstancesState"]),
+          ].sort(),
+        );
+        const poll = statements.find((s) => actionsOf(s).includes("ecs:Poll"))!;
+        expect(flat((poll.Condition as { ArnEquals: Record<string, unknown> }).ArnEquals["ecs:cluster"])).toBe(cluster);
+      }
+    });
+
+    it("leaves Resource * only to actions without resource-level permissions, in every cloudmill role", () => {
+      const instanceRole = `<${resource(template, "AWS::IAM::Role", "PipelineWorkersInstanceRole").id}>`;
+      const executionRole = `<${resource(template, "AWS::IAM::Role", "PipelineWorkersWorkerTaskExecutionRole").id}>`;
+      expect(starGrants(template).sort()).toEqual(
+        [
+          `${instanceRole} ecr:GetAuthorizationToken,ecs:DiscoverPollEndpoint`,
+          `${instanceRole} ecs:Poll,ecs:StartTelemetrySession`,
+          `${executionRole} ecr:GetAuthorizationToken`,
+        ].sort(),
+      );
     });
   });
 
