@@ -344,8 +344,13 @@ export class CloudmillPipeline extends Construct {
     const extraBuckets = this.config.extraInputBuckets.map((name) =>
       stack.formatArn({ service: "s3", region: "", account: "", resource: name }),
     );
-    const inputObjects = [this.inputBucket.arnForObjects("*"), ...extraBuckets.map((arn) => `${arn}/*`)];
-    const inputBuckets = [this.inputBucket.bucketArn, ...extraBuckets];
+    const inputObjects = [this.inputBucket.arnForObjects("*")];
+    const inputBuckets = [this.inputBucket.bucketArn];
+    const extraObjects = extraBuckets.map((arn) => `${arn}/*`);
+    // A bucket name is global and reusable: one deleted and created again in another account would
+    // be read as this lab's input. The grants hold only while the bucket is owned as configured.
+    const owners = this.config.extraInputBucketOwners.length > 0 ? [...this.config.extraInputBucketOwners] : [stack.account];
+    const ownedAsConfigured = { StringEquals: { "s3:ResourceAccount": owners } };
     const jobObjects = JOB_OUTPUT_KEYS.map((k) => this.outputBucket.arnForObjects(k));
     const workObjects = this.outputBucket.arnForObjects(`${WORK_PREFIX}*`);
     const statusObjects = this.outputBucket.arnForObjects(`*/${STATUS_FILE}`);
@@ -419,7 +424,8 @@ export class CloudmillPipeline extends Construct {
       ],
       ...extraBuckets.map((arn, i): [string, string] => [
         `${arn}/*`,
-        `SDK jobs may name inputs in ${this.config.extraInputBuckets[i]} (the extraInputBuckets prop): read-only access to its objects.`,
+        `SDK jobs may name inputs in ${this.config.extraInputBuckets[i]} (the extraInputBuckets prop): read-only access to its ` +
+          "objects, while the bucket is owned by the configured account (s3:ResourceAccount).",
       ]),
     ]);
     const allow = (
@@ -453,6 +459,10 @@ export class CloudmillPipeline extends Construct {
     // statuses, queue chunks; a job of empty inputs is reduced at once, so it may write result.json.
     allow(this.splitter, "ReadInputs", ["s3:GetObject"], inputObjects);
     allow(this.splitter, "ListInputs", ["s3:ListBucket"], inputBuckets);
+    if (extraBuckets.length > 0) {
+      allow(this.splitter, "ReadExtraInputs", ["s3:GetObject"], extraObjects, ownedAsConfigured);
+      allow(this.splitter, "ListExtraInputs", ["s3:ListBucket"], extraBuckets, ownedAsConfigured);
+    }
     allow(this.splitter, "ReadJobState", ["s3:GetObject"], stateObjects);
     allow(this.splitter, "WriteJobState", ["s3:PutObject"], jobObjects);
     allow(this.splitter, "ListJobState", ["s3:ListBucket"], outputBucket);
@@ -494,6 +504,10 @@ export class CloudmillPipeline extends Construct {
       // So that an input deleted after its job started reads as missing (404, INPUT_NOT_FOUND, the
       // job fails at once) rather than as denied (403, retried as the environment's fault).
       allow(worker, "ListInputs", ["s3:ListBucket"], inputBuckets);
+      if (extraBuckets.length > 0) {
+        allow(worker, "ReadExtraInputs", ["s3:GetObject"], extraObjects, ownedAsConfigured);
+        allow(worker, "ListExtraInputs", ["s3:ListBucket"], extraBuckets, ownedAsConfigured);
+      }
       allow(worker, "ReadWorkAndStatus", ["s3:GetObject"], stateObjects);
       allow(worker, "WritePartsAndStatus", ["s3:PutObject"], stateObjects);
       // Tasks (defineTask): the objects items store and the outputs too large for a part.

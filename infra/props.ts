@@ -158,6 +158,13 @@ export interface CloudmillPipelineProps {
    */
   readonly extraInputBuckets?: readonly string[];
   /**
+   * The AWS accounts (12-digit ids) `extraInputBuckets` may belong to: their grants hold only for
+   * a bucket one of these owns (`s3:ResourceAccount`), so a bucket of that name deleted and
+   * created again in another account is not read.
+   * @default - the stack's own account
+   */
+  readonly extraInputBucketOwners?: readonly string[];
+  /**
    * POWERTOOLS_LOG_LEVEL of the functions and the worker.
    * @default "INFO"
    */
@@ -251,6 +258,8 @@ export interface PipelineConfig {
   readonly inputRemovalPolicy: RemovalPolicy;
   readonly outputRemovalPolicy: RemovalPolicy;
   readonly extraInputBuckets: readonly string[];
+  /** Accounts that may own `extraInputBuckets`; empty: the stack's own. */
+  readonly extraInputBucketOwners: readonly string[];
   readonly logLevel: LogLevel;
   readonly oldestTaskAlarmAge: Duration;
   readonly scaleInAfterIdleMinutes: number;
@@ -403,6 +412,13 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
     if (!BUCKET_NAME.test(b) || b.includes(".."))
       throw new CloudmillConfigError(`extraInputBuckets: ${JSON.stringify(b)} is not an S3 bucket name`);
   }
+  const extraInputBucketOwners = props.extraInputBucketOwners ?? [];
+  for (const a of extraInputBucketOwners) {
+    if (!/^\d{12}$/.test(a))
+      throw new CloudmillConfigError(`extraInputBucketOwners: ${JSON.stringify(a)} is not a 12-digit AWS account id`);
+  }
+  if (extraInputBucketOwners.length > 0 && extraInputBuckets.length === 0)
+    throw new CloudmillConfigError("extraInputBucketOwners needs extraInputBuckets");
   const scaleIn = props.scaleInAfterIdle ?? Duration.minutes(5);
   const scaleInAfterIdleMinutes = scaleIn.toSeconds() / 60;
   if (!isWhole(scaleInAfterIdleMinutes, 1, 60)) {
@@ -444,6 +460,7 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
     inputRemovalPolicy: props.inputRemovalPolicy ?? RemovalPolicy.DESTROY,
     outputRemovalPolicy: props.outputRemovalPolicy ?? RemovalPolicy.RETAIN,
     extraInputBuckets,
+    extraInputBucketOwners,
     logLevel: props.logLevel ?? "INFO",
     oldestTaskAlarmAge,
     scaleInAfterIdleMinutes,

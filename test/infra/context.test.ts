@@ -47,6 +47,7 @@ describe("context (cdk.json, -c key=value)", () => {
       logRetentionDays: "90",
       outputRemoval: "destroy",
       extraInputBuckets: '["a-bucket","b.bucket"]',
+      extraInputBucketOwners: "111122223333",
     });
     expect(c).toMatchObject({ lab: "genomics", stackName: "Cloudmill-genomics", preview: false, warnings: [] });
     expect(c.props).toMatchObject({
@@ -59,6 +60,7 @@ describe("context (cdk.json, -c key=value)", () => {
       logRetention: RetentionDays.THREE_MONTHS,
       outputRemovalPolicy: RemovalPolicy.DESTROY,
       extraInputBuckets: ["a-bucket", "b.bucket"],
+      extraInputBucketOwners: ["111122223333"],
     });
   });
 
@@ -154,6 +156,11 @@ describe("CloudmillPipeline props", () => {
       "cloudmill: jobDeadline must be from 60 to 345600 seconds (the task queue's retention), got 432000",
     ],
     [{ extraInputBuckets: ["Not_A_Bucket"] }, 'cloudmill: extraInputBuckets: "Not_A_Bucket" is not an S3 bucket name'],
+    [
+      { extraInputBuckets: ["a-bucket"], extraInputBucketOwners: ["1111-2222-3333"] },
+      'cloudmill: extraInputBucketOwners: "1111-2222-3333" is not a 12-digit AWS account id',
+    ],
+    [{ extraInputBucketOwners: ["111122223333"] }, "cloudmill: extraInputBucketOwners needs extraInputBuckets"],
     [{ ops: ["./nowhere/ops.ts"] }, `cloudmill: ops: no file at "./nowhere/ops.ts" (resolved to ${path.resolve("nowhere/ops.ts")})`],
     [
       { workerImage: ContainerImage.fromRegistry("lab/worker"), ops: ["./test/fixtures/lab-ops/index.ts"] },

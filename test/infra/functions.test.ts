@@ -3,7 +3,18 @@ import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { Match, type Template } from "aws-cdk-lib/assertions";
 import { PART_SUFFIX, RUNNING_SUFFIX, WORK_PREFIX } from "../../lib/core/keys.js";
-import { LAB_CONTEXT, SPOT_CONTEXT, actionsOf, flat, grantsOf, resource, synth, type Synthesized } from "./synth.js";
+import {
+  LAB_CONTEXT,
+  SPOT_CONTEXT,
+  actionsOf,
+  flat,
+  grantsOf,
+  resource,
+  resourcesOf,
+  statementsOf,
+  synth,
+  type Synthesized,
+} from "./synth.js";
 
 const FUNCTIONS = ["Splitter", "Reducer", "DeadLetters"] as const;
 
@@ -294,5 +305,29 @@ describe("least privilege", () => {
     const env = (splitter.Properties!["Environment"] as { Variables: Record<string, unknown> }).Variables;
     const input = resource(spot, "AWS::S3::Bucket", "PipelineInputBucket").id;
     expect(flat(env["CLOUDMILL_INPUT_BUCKETS"])).toBe(`<${input}>,shared-datasets`);
+  });
+
+  it("extraInputBuckets: only while the stack's account owns them (or the accounts the lab names)", () => {
+    const extra = "arn:<AWS::Partition>:s3:::shared-datasets";
+    /** The conditions of every statement of `role` that names the extra bucket. */
+    const conditionsOn = (t: Template, role: string): unknown[] =>
+      statementsOf(t, role)
+        .filter((st) => resourcesOf(st).some((r) => flat(r).startsWith(extra)))
+        .map((st) => st.Condition);
+    for (const role of ["PipelineSplitterRole", "PipelineWorkersTaskRole"]) {
+      expect(conditionsOn(spot, role)).toEqual([
+        { StringEquals: { "s3:ResourceAccount": [{ Ref: "AWS::AccountId" }] } },
+        { StringEquals: { "s3:ResourceAccount": [{ Ref: "AWS::AccountId" }] } },
+      ]);
+      // The lab's own input bucket is the stack's: its statements are not widened or narrowed.
+      expect(statementsOf(spot, role).find((st) => st.Sid === "ReadInputs")?.Condition).toBeUndefined();
+    }
+    const shared = synth(SPOT_CONTEXT, { extraInputBucketOwners: ["111122223333", "444455556666"] }).template;
+    for (const role of ["PipelineSplitterRole", "PipelineWorkersTaskRole"]) {
+      expect(conditionsOn(shared, role)).toEqual([
+        { StringEquals: { "s3:ResourceAccount": ["111122223333", "444455556666"] } },
+        { StringEquals: { "s3:ResourceAccount": ["111122223333", "444455556666"] } },
+      ]);
+    }
   });
 });
