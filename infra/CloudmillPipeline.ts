@@ -66,6 +66,29 @@ const JOB_OUTPUT_KEYS = [`${WORK_PREFIX}*`, `${JOBS_PREFIX}*`, `*/${RESULT_FILE}
 
 const DEAD_LETTER_RETENTION = Duration.days(14);
 
+/**
+ * A queue as a bucket's event destination, as s3n.SqsDestination makes it but with the queue
+ * policy AWS documents for it: S3 may send only for this bucket (aws:SourceArn) in the bucket's
+ * own account (aws:SourceAccount; an S3 ARN names no account), and may only send.
+ */
+const bucketEventsQueue = (queue: sqs.IQueue): s3.IBucketNotificationDestination => ({
+  bind: (_scope, bucket) => {
+    queue.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: "BucketEvents",
+        principals: [new iam.ServicePrincipal("s3.amazonaws.com")],
+        actions: ["sqs:SendMessage"],
+        resources: [queue.queueArn],
+        conditions: {
+          ArnLike: { "aws:SourceArn": bucket.bucketRef.bucketArn },
+          StringEquals: { "aws:SourceAccount": Stack.of(bucket).account },
+        },
+      }),
+    );
+    return { arn: queue.queueArn, type: s3.BucketNotificationDestinationType.QUEUE, dependencies: [queue] };
+  },
+});
+
 export class CloudmillPipeline extends Construct {
   /** The props with their defaults applied. */
   public readonly config: PipelineConfig;
@@ -234,12 +257,13 @@ export class CloudmillPipeline extends Construct {
 
     // ── Wiring (docs/design.md): uploads → splitter; parts → parts queue → reducer; dead letters → dead-letter function
     this.inputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.LambdaDestination(this.splitter));
-    this.outputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.SqsDestination(this.partsQueue), {
+    const partsEvents = bucketEventsQueue(this.partsQueue);
+    this.outputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, partsEvents, {
       prefix: WORK_PREFIX,
       suffix: PART_SUFFIX,
     });
     // A long chunk's running marker wakes the reducer too: it looks for stragglers to back up.
-    this.outputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.SqsDestination(this.partsQueue), {
+    this.outputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, partsEvents, {
       prefix: WORK_PREFIX,
       suffix: RUNNING_SUFFIX,
     });

@@ -1,7 +1,9 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { Match, type Template } from "aws-cdk-lib/assertions";
 import { DEFAULTS } from "../../lib/core/constants.js";
-import { LAB_CONTEXT, SPOT_CONTEXT, resource, synth } from "./synth.js";
+import { LAB_CONTEXT, SPOT_CONTEXT, resource, synth, type Statement } from "./synth.js";
+
+type Policy = { PolicyDocument: { Statement: (Statement & { Principal?: unknown })[] } };
 
 const FOUR_DAYS = 4 * 24 * 3600;
 const FOURTEEN_DAYS = 14 * 24 * 3600;
@@ -84,11 +86,24 @@ describe("queues", () => {
           Match.objectLike({
             Effect: "Allow",
             Principal: { Service: "s3.amazonaws.com" },
-            Action: ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"],
-            Condition: { ArnLike: { "aws:SourceArn": { "Fn::GetAtt": [output.id, "Arn"] } } },
+            Action: "sqs:SendMessage",
+            Condition: {
+              ArnLike: { "aws:SourceArn": { "Fn::GetAtt": [output.id, "Arn"] } },
+              StringEquals: { "aws:SourceAccount": { Ref: "AWS::AccountId" } },
+            },
           }),
         ]),
       },
     });
+    // That statement only: no grant to S3 without the account condition.
+    const policies = Object.values(template.findResources("AWS::SQS::QueuePolicy") as Record<string, { Properties: Policy }>);
+    const s3Grants = policies
+      .flatMap((p) => p.Properties.PolicyDocument.Statement)
+      .filter((st) => st.Effect === "Allow" && JSON.stringify(st.Principal).includes("s3.amazonaws.com"));
+    expect(s3Grants).toHaveLength(1);
+    expect(s3Grants[0]!.Condition).toHaveProperty(["StringEquals", "aws:SourceAccount"]);
+    // S3 checks it may send when the notification is configured: the policy must exist by then.
+    const notifications = resource(template, "Custom::S3BucketNotifications", "PipelineOutputBucketNotifications").resource;
+    expect(notifications.DependsOn).toContain(resource(template, "AWS::SQS::QueuePolicy", "PipelinePartsQueuePolicy").id);
   });
 });
