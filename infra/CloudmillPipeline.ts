@@ -4,7 +4,7 @@
  * ─ObjectCreated→ parts queue ─→ reducer ─→ result.json + status.json; task DLQ ─→ dead-letter function.
  */
 import { createHash } from "node:crypto";
-import { Duration, Names, RemovalPolicy, Stack, Stage, Tags } from "aws-cdk-lib";
+import { CfnResource, Duration, Names, RemovalPolicy, Stack, Stage, Tags } from "aws-cdk-lib";
 import * as ecrAssets from "aws-cdk-lib/aws-ecr-assets";
 import * as ecs from "aws-cdk-lib/aws-ecs";
 import * as iam from "aws-cdk-lib/aws-iam";
@@ -65,6 +65,15 @@ const FUNCTION_SIZING = {
 const JOB_OUTPUT_KEYS = [`${WORK_PREFIX}*`, `${JOBS_PREFIX}*`, `*/${RESULT_FILE}`, `*/${STATUS_FILE}`] as const;
 
 const DEAD_LETTER_RETENTION = Duration.days(14);
+
+/** CDK's Lambda-backed deploy-time handlers in a stack (provider construct id, handler's id in it), when present. */
+const CDK_HANDLERS = [
+  ["Custom::S3AutoDeleteObjectsCustomResourceProvider", "Handler"],
+  ["Custom::VpcRestrictDefaultSGCustomResourceProvider", "Handler"],
+  ["BucketNotificationsHandler050a0587b7544547bf325f094a3db834", "Resource"],
+] as const;
+/** The id of the log group given to each of CDK_HANDLERS, beside it. */
+const CDK_HANDLER_LOGS = "CloudmillLogs";
 
 /**
  * A queue as a bucket's event destination, as s3n.SqsDestination makes it but with the queue
@@ -299,6 +308,7 @@ export class CloudmillPipeline extends Construct {
     });
 
     this.acknowledgeCdkProviders();
+    this.giveCdkHandlersLogGroups();
   }
 
   private createBucket(id: string, removalPolicy: RemovalPolicy, props: s3.BucketProps): s3.Bucket {
@@ -595,6 +605,28 @@ export class CloudmillPipeline extends Construct {
       logGroup: new logs.LogGroup(this, "OpsListingLogs", { retention: this.config.logRetention, removalPolicy: RemovalPolicy.DESTROY }),
     });
     return publisher;
+  }
+
+  /**
+   * Gives CDK's deploy-time handlers (emptying a destroyed bucket, restricting the default
+   * security group, configuring bucket notifications) a log group of the stack's, removed with
+   * it, instead of the `/aws/lambda/<name>` group Lambda would create and `cdk destroy` leave
+   * behind. They are stack singletons: the first pipeline in a stack gives each its group.
+   */
+  private giveCdkHandlersLogGroups(): void {
+    const stack = Stack.of(this);
+    for (const [provider, handler] of CDK_HANDLERS) {
+      const scope = stack.node.tryFindChild(provider);
+      const fn = scope?.node.tryFindChild(handler);
+      if (scope === undefined || !(fn instanceof CfnResource) || fn.cfnResourceType !== "AWS::Lambda::Function") continue;
+      if (scope.node.tryFindChild(CDK_HANDLER_LOGS) !== undefined) continue;
+      const group = new logs.LogGroup(scope, CDK_HANDLER_LOGS, {
+        retention: this.config.logRetention,
+        removalPolicy: RemovalPolicy.DESTROY,
+      });
+      // Their roles have the basic execution policy (logs on any group), so they can write there.
+      fn.addPropertyOverride("LoggingConfig.LogGroup", group.logGroupName);
+    }
   }
 
   /** Findings on the Lambda-backed provider CDK adds to configure S3 notifications at deploy time. */

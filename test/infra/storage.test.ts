@@ -113,4 +113,30 @@ describe("storage", () => {
     expect(resource(spot, "AWS::S3::BucketPolicy", "PipelineOutputBucketPolicy").resource).toMatchObject({ DeletionPolicy: "Delete" });
     spot.resourceCountIs("Custom::S3AutoDeleteObjects", 3);
   });
+
+  it("leaves no log group behind on destroy: every function, CDK's handlers too, logs to a group of the stack's", () => {
+    for (const [t, retention] of [
+      [template, 30],
+      [spot, 14],
+    ] as const) {
+      const groups = t.findResources("AWS::Logs::LogGroup") as Record<
+        string,
+        { DeletionPolicy?: string; Properties: { RetentionInDays?: number } }
+      >;
+      const functions = Object.entries(t.findResources("AWS::Lambda::Function") as Record<string, { Properties: Record<string, unknown> }>);
+      // The three roles, the listing publisher, and CDK's: emptying buckets, the default security group, bucket notifications.
+      expect(functions.map(([id]) => id)).toEqual(
+        expect.arrayContaining([
+          expect.stringMatching(/^CustomS3AutoDeleteObjectsCustomResourceProviderHandler/),
+          expect.stringMatching(/^CustomVpcRestrictDefaultSGCustomResourceProviderHandler/),
+          expect.stringMatching(/^BucketNotificationsHandler/),
+        ]),
+      );
+      for (const [id, fn] of functions) {
+        const group = (fn.Properties["LoggingConfig"] as { LogGroup?: { Ref?: string } } | undefined)?.LogGroup?.Ref;
+        expect(group, `${id} logs to an implicit /aws/lambda group`).toBeDefined();
+        expect(groups[group!], `${id}'s log group`).toMatchObject({ DeletionPolicy: "Delete", Properties: { RetentionInDays: retention } });
+      }
+    }
+  });
 });
