@@ -122,7 +122,7 @@ export const estimateAccuracy = async (o: {
           workers,
           vcpusPerWorker: 1,
           maxWorkers: workers,
-          inlineMaxBytes: 0,
+          inline: false,
         });
         const out = path.join(o.dir, `estimate-out-${c.op}`);
         const args = [

@@ -8,7 +8,6 @@
  * ```
  */
 import { refuseTaskTimeoutPastQueue } from "../core/queueLimits.js";
-import { planChunks } from "../core/job/planner.js";
 import { CloudFormationClient } from "@aws-sdk/client-cloudformation";
 import { ApplicationAutoScalingClient } from "@aws-sdk/client-application-auto-scaling";
 import { EC2Client } from "@aws-sdk/client-ec2";
@@ -39,16 +38,17 @@ import { Manifest, JobStatus as StoredJobStatus } from "../core/job/manifest.js"
 import { JobId, MaxRecordBytes, parseJobSpec, parseJobSpecJson, type JobSpecInput } from "../core/job/spec.js";
 import { silentLogger, type Logger } from "../core/log.js";
 import type { UserOp } from "../core/ops/defineOp.js";
-import { builtinOps, OpRegistry } from "../core/ops/registry.js";
+import { builtinOps, isBuiltinOp, OpRegistry } from "../core/ops/registry.js";
 import { checkAgainstDeployed, listingOf, readRegistryListing, type OpsListing } from "../core/ops/registryListing.js";
-import { isShuffled, type AnyOp } from "../core/ops/types.js";
+import type { AnyOp } from "../core/ops/types.js";
 import { exists, readBytes, readJsonIfExists } from "../core/pipeline/blobJson.js";
 import { cancelJob } from "../core/pipeline/cancel.js";
 import { CancelRecord } from "../core/pipeline/status.js";
 import { RetryRequest, retryRefusal } from "../core/pipeline/resume.js";
 import { WorkerUsage } from "../aws/usage.js";
 import { resolveS3Inputs } from "../core/pipeline/resolveInputs.js";
-import { estimateJob, type Estimate } from "../core/report/estimate.js";
+import { withCodecs } from "../core/pipeline/inputCodecs.js";
+import { estimatedFormat, estimatedPlan, estimateJob, type Estimate } from "../core/report/estimate.js";
 import { CAPACITIES, checkedPrices, withPrices } from "../core/report/prices.js";
 import { vcpusOfSize } from "../core/instanceTypes.js";
 import { calibratedRates, calibrateSample, sampleBytesFor, type Calibration } from "../local/calibrate.js";
@@ -526,9 +526,10 @@ export class Cloudmill {
     const first = inputs.find((i) => i.size > 0);
     let measured: (Calibration & { readonly cachedAt?: string }) | undefined;
     let calibration: EstimateCalibration | undefined;
-    // A lab's op is not here to run: it is priced at the default rate for lab ops.
     const registry = new OpRegistry(builtinOps);
-    if (first && spec.calibrate !== false && registry.has(spec.op)) {
+    // A lab's op, given as itself, is planned by its shape (keyed, inline); not run here, it is priced at the lab ops' default rate.
+    const op = typeof spec.op === "string" ? registry.get(spec.op) : spec.op;
+    if (first && spec.calibrate !== false && isBuiltinOp(op)) {
       const sampleBytes = sampleBytesFor(spec.chunkSize ?? DEFAULTS.chunkSize);
       const sample = await withAws(this.#aws(`read a sample of ${first.name}`), () =>
         readBytes(inputStore(first.bucket), first.key, undefined, { start: 0, end: sampleBytes }),
@@ -536,7 +537,7 @@ export class Cloudmill {
       // The same cache as `cloudmill estimate` on local files: a sample's bytes, not its name, are its key.
       const cacheDir = spec.cacheDir ?? calibrationCacheDir(process.env);
       const cache = cacheDir ? { store: new CalibrationCache(cacheDir), fresh: spec.fresh ?? false } : undefined;
-      measured = await calibrateSample(sample, first.key, { op: spec.op, params: spec.params ?? {} }, registry, cache, {
+      measured = await calibrateSample(sample, first.key, { op: op.name, params: spec.params ?? {} }, registry, cache, {
         whole: first.size <= sampleBytes,
       }).catch((err: unknown) => {
         // A sample that does not map on its own (a big compressed file or archive, cut short): the op's default rate.
@@ -555,12 +556,14 @@ export class Cloudmill {
     const vcpus = vcpusOfSize(instanceType);
     if (vcpus === undefined) throw new CloudmillError(ErrorCode.INVALID_SPEC, `instanceType ${instanceType}: not an instance type`);
     const chunkSize = spec.chunkSize ?? DEFAULTS.chunkSize;
+    // Planned as the splitter plans the job: each input's codec found by its first bytes.
+    const sniffed = await withAws(this.#aws("read the first bytes of the job's inputs"), () =>
+      withCodecs({ inputStore }, inputs, chunkSize, { raw: estimatedFormat(op) === "blob" }),
+    );
     const estimate = estimateJob({
-      op: spec.op,
-      sizes: inputs.map((i) => i.size),
+      op: op.name,
+      ...estimatedPlan(op, sniffed, chunkSize, spec.inlineMaxBytes ?? DEFAULTS.inlineMaxBytes),
       chunkSize,
-      chunks: planChunks(inputs, chunkSize).total,
-      shuffled: registry.has(spec.op) && isShuffled(registry.get(spec.op)),
       ...(spec.partitions !== undefined ? { partitions: spec.partitions } : {}),
       ...calibratedRates(measured),
       instanceType,
@@ -569,7 +572,6 @@ export class Cloudmill {
       workers: spec.workers ?? 1,
       vcpusPerWorker: vcpus,
       maxWorkers: spec.maxWorkers ?? 4,
-      inlineMaxBytes: spec.inlineMaxBytes ?? DEFAULTS.inlineMaxBytes,
     });
     return calibration ? { ...estimate, calibration } : estimate;
   }

@@ -3,6 +3,7 @@ import type { S3Client } from "@aws-sdk/client-s3";
 import type { JobStatus as StoredJobStatus } from "../core/job/manifest.js";
 import type { Format, OnBadRecord, ParamValue } from "../core/job/spec.js";
 import type { Logger } from "../core/log.js";
+import type { AnyOp } from "../core/ops/types.js";
 import type { GrepResult } from "../core/ops/grep.js";
 import type { HistogramResult } from "../core/ops/histogram.js";
 import type { StatsResult } from "../core/ops/stats.js";
@@ -96,7 +97,8 @@ export interface SubmitSpec {
 
 /** What `mill.estimate()` prices: a job's op and inputs, and the fleet it would run on. */
 export interface EstimateSpec {
-  readonly op: string;
+  /** A built-in's name, or a lab's op itself (as `map` takes it): planned by its shape (keyed, inline), at the default rate for lab ops. */
+  readonly op: string | AnyOp;
   /** `s3://bucket/key` objects or `s3://bucket/prefix/` prefixes (listed, not read). */
   readonly inputs: readonly string[];
   readonly params?: Readonly<Record<string, string>>;

@@ -8,6 +8,7 @@ import { mkdtemp, readFile, rm, truncate, writeFile } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Estimate, estimateJob } from "../../lib/core/report/estimate.js";
@@ -15,6 +16,7 @@ import { CACHE_DIR_ENV, CalibrationCache } from "../../lib/local/calibrationCach
 import { cli } from "../helpers/cli.js";
 import { textOf } from "../helpers/devCloud.js";
 
+const ROOT = path.resolve(import.meta.dirname, "../..");
 let dir: string;
 let file: string;
 beforeAll(async () => {
@@ -106,6 +108,46 @@ describe("cloudmill estimate", () => {
     expect(e.cost.instances).toBe(0);
   });
 
+  it("plans a lab op that does not say inline: true on the fleet, as the splitter does (runsInline)", async () => {
+    const ops = path.join(dir, "plain-ops.mjs");
+    const defineOp = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+    await writeFile(
+      ops,
+      `import { defineOp } from ${JSON.stringify(defineOp)};
+export const plain = defineOp({ name: "plain", format: "lines", map: (l) => l.length, combine: (a, b) => a + b, finalize: (n) => n ?? 0 });
+`,
+    );
+    const r = await cli(["estimate", file, "--ops", ops, "--op", "plain", "--no-calibrate", "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const e = Estimate.parse(JSON.parse(r.stdout));
+    // 5 MB, far under the 64 MiB limit, but a lab op maps in the splitter only if it says so: one chunk of 16 MiB on the fleet,
+    // at the lab ops' 10 MB/s: 0.5 s + 0.05 s.
+    expect(e).toMatchObject({ chunks: 1, runsOn: "fleet", cost: { lambda: 0 } });
+    expect(e.taskSeconds).toBeCloseTo(0.5 + 0.05, 9);
+  });
+
+  it("plans a gzip input bigger than a chunk as one task on the fleet, and says it is priced as stored", async () => {
+    const gz = path.join(dir, "words.txt.gz");
+    const packed = gzipSync(textOf(12_000_000, 5));
+    await writeFile(gz, packed);
+    expect(packed.length).toBeGreaterThan(2 * 1_048_576);
+    const args = ["estimate", gz, "--op", "wordcount", "--chunk-size", "1MiB", "--no-calibrate"];
+    const r = await cli([...args, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const e = Estimate.parse(JSON.parse(r.stdout));
+    // A gzip stream is read by one task from its start to its end; with a codec it never maps in the splitter.
+    expect(e).toMatchObject({ bytes: packed.length, chunks: 1, runsOn: "fleet", compressedBytes: packed.length });
+    // The one task reads every stored byte at wordcount's 25 MB/s, and so does the wall time's one wave.
+    expect(e.taskSeconds).toBeCloseTo(packed.length / 25e6 + 0.05, 9);
+    expect(e.wallSeconds.atWorkers).toBeCloseTo(packed.length / 25e6 + 0.05, 9);
+    // It reads its object once: a GET of it and one of its part, and its part's PUT: 2 × $0.0004 / 1000 + $0.005 / 1000.
+    expect(e.cost.s3Requests).toBe(0.000006);
+    const text = await cli(args);
+    expect(text.stdout).toContain(
+      `\ncompressed: ${(packed.length / 1e6).toFixed(1)} MB of it, priced as stored (its decoded size is known only by reading it)\n`,
+    );
+  });
+
   it("calibrates the rate by mapping a sample of the first input", async () => {
     const r = await cli(["estimate", file, "--op", "wordcount"]);
     expect(r.code, r.stderr).toBe(0);
@@ -193,7 +235,7 @@ describe("cloudmill estimate", () => {
       workers: 2,
       vcpusPerWorker: 1,
       maxWorkers: 4,
-      inlineMaxBytes: 0,
+      inline: false,
     });
     expect(e.chunks).toBe(36);
     // Task time: 600/50 = 12 s of mapping and 600/20 = 30 s of reducing.
@@ -217,7 +259,7 @@ describe("cloudmill estimate", () => {
       taskOverheadSeconds: 0,
       instanceType: "m7g.large",
       maxWorkers: 3,
-      inlineMaxBytes: 0,
+      inline: false,
     };
     const at = (workers: number, vcpusPerWorker: number) => estimateJob({ ...input, workers, vcpusPerWorker });
     const fleetInput = { ...input, workers: 1, vcpusPerWorker: 2 };
@@ -251,7 +293,7 @@ describe("cloudmill estimate", () => {
       taskOverheadSeconds: 0,
       instanceType: "m7g.large",
       vcpusPerWorker: 1,
-      inlineMaxBytes: 0,
+      inline: false,
     };
     const chunk = (16 * 1024 * 1024) / 100e6;
     const two = estimateJob({ ...input, workers: 2, maxWorkers: 8 });
@@ -279,7 +321,7 @@ describe("cloudmill estimate", () => {
         workers: 1,
         vcpusPerWorker: 1,
         maxWorkers: 1,
-        inlineMaxBytes: 0,
+        inline: false,
       }).taskSeconds;
     // 60 MB: one partition of 60 MB, under 67.1 MB: 60/50 + 60/20 = 4.2 s.
     expect(at(60e6)).toBeCloseTo(4.2, 9);
@@ -301,7 +343,7 @@ describe("cloudmill estimate", () => {
         workers: 1,
         vcpusPerWorker: 2,
         maxWorkers: 4,
-        inlineMaxBytes: 0,
+        inline: false,
       }).cost;
     // m7g: $0.0408 per vCPU-hour on demand, spot typically 40 % of it; c7g: $0.03625, 40 %; r8g: $0.0589, 45 %.
     expect(at("m7g.large")).toMatchObject({ capacity: "on-demand", instances: 0.011348 }); // 1001.25 × 0.0408 / 3600

@@ -60,7 +60,7 @@ describe("a price ceiling while the job runs", () => {
       workers: 1,
       vcpusPerWorker: 1,
       maxWorkers: 1,
-      inlineMaxBytes: 0,
+      inline: false,
     });
     expect(estimate.chunks).toBe(CHUNKS);
     const ceiling = Number((estimate.cost.total * 1.1).toFixed(6));

@@ -3,14 +3,17 @@
  * sample of the first input calibrated, and that calibration cached as for local files: the
  * same sample again is not measured again, unless --fresh.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CACHE_DIR_ENV } from "../../lib/local/calibrationCache.js";
+import { Estimate } from "../../lib/core/report/estimate.js";
 import { cli } from "../helpers/cli.js";
 import { startTestCloud, textOf, type TestCloud } from "../helpers/devCloud.js";
 
+const ROOT = path.resolve(import.meta.dirname, "../..");
 let cloud: TestCloud;
 let dir: string;
 
@@ -45,5 +48,27 @@ describe("cloudmill estimate over S3 inputs", () => {
     expect(Object.keys(JSON.parse(await readFile(path.join(dir, "cache", "calibrations.json"), "utf8")).entries)).toHaveLength(1);
     const fresh = await cli([...args, "--fresh"], env);
     expect(rateOf(fresh.stdout)).not.toContain("cached");
+  });
+
+  it("plans a lab's keyed op (--ops) as keyed: on the fleet, with its shuffle's requests", async () => {
+    const ops = path.join(dir, "keyed-ops.mjs");
+    const defineOp = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+    await writeFile(
+      ops,
+      `import { defineOp } from ${JSON.stringify(defineOp)};
+export const perLine = defineOp({ name: "per-line", format: "lines", pairs: (l, emit) => emit(l, 1), reduce: (k, vs) => ({ k, n: vs.length }) });
+`,
+    );
+    await cloud.put("keyed/in.txt", textOf(100_000, 5));
+    const r = await cli(
+      ["estimate", `s3://${cloud.input}/keyed/in.txt`, "--ops", ops, "--op", "per-line", "--json", "--endpoint", cloud.cloud.endpoint],
+      { [CACHE_DIR_ENV]: path.join(dir, "cache") },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const e = Estimate.parse(JSON.parse(r.stdout));
+    // A keyed op's reduce tasks need the fleet. One chunk and one partition: the map task's 2 GETs (its chunk, the part's
+    // read) and PUT of its part; its shuffle object's PUT; the reduce task's plan PUT and GET, its segment's GET, its part's
+    // read, and its output part's and part's PUTs: 5 GETs × $0.0004 + 5 PUTs × $0.005, per 1,000 = 0.000027.
+    expect(e).toMatchObject({ chunks: 1, runsOn: "fleet", cost: { lambda: 0, s3Requests: 0.000027 } });
   });
 });

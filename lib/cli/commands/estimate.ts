@@ -3,8 +3,7 @@
  * anything runs: sizes from the filesystem or the lab's buckets (listed, not read), the op's rate calibrated on a
  * sample of the first input (or its default), priced as job reports are.
  */
-import { planChunks } from "../../core/job/planner.js";
-import { readFile, stat } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { Command } from "commander";
 import * as z from "zod";
 import { DEFAULTS } from "../../core/constants.js";
@@ -14,12 +13,15 @@ import { parseSize } from "../../core/job/size.js";
 import { MAX_PARTITIONS } from "../../core/job/spec.js";
 import { loadOpsModule } from "../../core/ops/opModules.js";
 import { OpRegistry } from "../../core/ops/registry.js";
-import { isShuffled } from "../../core/ops/types.js";
-import { estimateJob, type Estimate } from "../../core/report/estimate.js";
+import { isBuiltinOp } from "../../core/ops/registry.js";
+import { estimatedFormat, estimatedPlan, estimateJob, type Estimate } from "../../core/report/estimate.js";
 import { PriceOverride, withPrices, type Capacity } from "../../core/report/prices.js";
 import { parseJsonWith } from "../../core/parseJson.js";
-import { expandLocalManifests, walk } from "../../local/localInputs.js";
+import { expandLocalManifests, resolveLocalInputs } from "../../local/localInputs.js";
 import { isS3Input } from "../../core/pipeline/inputManifests.js";
+import { withCodecs } from "../../core/pipeline/inputCodecs.js";
+import type { InputObject } from "../../core/job/manifest.js";
+import { FsBlobStore } from "../../fs/FsBlobStore.js";
 import { calibrate, calibratedRates } from "../../local/calibrate.js";
 import { CalibrationCache, calibrationCacheDir } from "../../local/calibrationCache.js";
 import { collect, collectParam } from "../options.js";
@@ -51,21 +53,12 @@ const priceFile = async (file: string): Promise<PriceOverride> => {
   return parseJsonWith(text, PriceOverride, `--prices ${file}`, ErrorCode.INVALID_SPEC);
 };
 
-/** Sizes of the files the inputs name (directories walked), in order. */
-const sizesOf = async (inputs: readonly string[]): Promise<{ file: string; size: number }[]> => {
-  const out: { file: string; size: number }[] = [];
-  for (const input of await expandLocalManifests(inputs)) {
-    if (isS3Input(input))
-      throw new CloudmillError(
-        ErrorCode.INVALID_SPEC,
-        `${input}: give only s3:// inputs (listed in the lab's buckets) or only local files`,
-      );
-    const info = await stat(input).catch(() => undefined);
-    if (!info) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `${input}: no such file or directory`);
-    if (info.isDirectory()) for (const file of await walk(input)) out.push({ file, size: (await stat(file)).size });
-    else out.push({ file: input, size: info.size });
-  }
-  return out;
+/** The files the inputs name (directories walked), in order, as the job would list them. */
+const localInputs = async (inputs: readonly string[], root: FsBlobStore): Promise<InputObject[]> => {
+  const s3 = (await expandLocalManifests(inputs)).find(isS3Input);
+  if (s3 !== undefined)
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `${s3}: give only s3:// inputs (listed in the lab's buckets) or only local files`);
+  return resolveLocalInputs(inputs, root);
 };
 
 const dollars = (x: number): string => `$${x < 0.01 ? x.toFixed(6) : x.toFixed(2)}`;
@@ -92,6 +85,9 @@ export const estimateText = (e: Estimate, calibratedOn?: { file: string; bytes: 
       (e.rate.coldSeconds ? `; a fresh thread's first chunk ${e.rate.coldSeconds.toFixed(2)} s longer` : ""),
     `runs on: ${e.runsOn === "lambda" ? "the splitter function, where the job starts (under the inline limit)" : `the fleet`}` +
       (e.runsOn === "fleet" ? ` (${c.instanceType})` : ""),
+    ...(e.compressedBytes
+      ? [`compressed: ${(e.compressedBytes / 1e6).toFixed(1)} MB of it, priced as stored (its decoded size is known only by reading it)`]
+      : []),
     `task time: ${duration(e.taskSeconds)} (${e.workerHours.toFixed(4)} worker-hours)`,
     `wall time: ${duration(e.wallSeconds.atWorkers)} at ${e.wallSeconds.workers} worker(s), ${duration(e.wallSeconds.atMost)} at ` +
       `${e.wallSeconds.maxWorkers} (the most)`,
@@ -139,7 +135,8 @@ export const estimateCommand = (io: CliIO): Command =>
         // In the lab's buckets (--stack, or --endpoint for cloudmill dev): listed there, a sample read from the first.
         await usingCloudmill(raw, io, async (mill) => {
           const estimate = await mill.estimate({
-            op: flags.op,
+            // A lab's op as loaded (--ops): its shape (keyed, inline) decides the plan.
+            op: isBuiltinOp(registry.get(flags.op)) ? flags.op : registry.get(flags.op),
             inputs,
             params: flags.param,
             chunkSize,
@@ -164,31 +161,28 @@ export const estimateCommand = (io: CliIO): Command =>
         });
         return;
       }
-      const files = await sizesOf(inputs);
-      const first = files.find((f) => f.size > 0);
+      const root = new FsBlobStore("/");
+      const listed = await localInputs(inputs, root);
+      const first = listed.find((f) => f.size > 0);
       const cacheDir = calibrationCacheDir(io.env);
       const cache = cacheDir ? { store: new CalibrationCache(cacheDir), fresh: flags.fresh } : undefined;
       const calibrated =
         flags.calibrate && first
-          ? await calibrate(first.file, { op: flags.op, params: flags.param, chunkSize }, registry, cache, { opsModules: flags.ops }).catch(
+          ? await calibrate(first.name, { op: flags.op, params: flags.param, chunkSize }, registry, cache, { opsModules: flags.ops }).catch(
               (err: unknown) => {
                 // A sample that does not map on its own (a big compressed file or archive, cut short): the op's default rate.
-                io.stderr.write(`cloudmill: no calibration on ${first.file}: ${toCloudmillError(err).message}; the op's default rate\n`);
+                io.stderr.write(`cloudmill: no calibration on ${first.name}: ${toCloudmillError(err).message}; the op's default rate\n`);
                 return undefined;
               },
             )
           : undefined;
-      // Planned as the job would be: small files packed into one task.
-      const planned = planChunks(
-        files.map((f) => ({ bucket: "local", key: f.file, size: f.size, etag: "", name: f.file })),
-        chunkSize,
-      );
+      // Planned as the splitter plans the job: each input's codec found by its first bytes.
+      const op = registry.get(flags.op);
+      const sniffed = await withCodecs({ inputStore: () => root }, listed, chunkSize, { raw: estimatedFormat(op) === "blob" });
       const estimate = estimateJob({
         op: flags.op,
-        sizes: files.map((f) => f.size),
+        ...estimatedPlan(op, sniffed, chunkSize, inlineMaxBytes),
         chunkSize,
-        chunks: planned.total,
-        shuffled: isShuffled(registry.get(flags.op)),
         ...(flags.partitions !== undefined ? { partitions: flags.partitions } : {}),
         ...calibratedRates(calibrated),
         instanceType: flags.instanceType,
@@ -197,7 +191,6 @@ export const estimateCommand = (io: CliIO): Command =>
         workers: flags.workers,
         vcpusPerWorker: vcpus,
         maxWorkers: flags.maxWorkers,
-        inlineMaxBytes,
       });
       io.stdout.write(
         flags.json
@@ -205,7 +198,7 @@ export const estimateCommand = (io: CliIO): Command =>
           : `${estimateText(
               estimate,
               calibrated && first
-                ? { file: first.file, bytes: calibrated.bytes, ...(calibrated.cachedAt ? { cachedAt: calibrated.cachedAt } : {}) }
+                ? { file: first.name, bytes: calibrated.bytes, ...(calibrated.cachedAt ? { cachedAt: calibrated.cachedAt } : {}) }
                 : undefined,
             )}\n`,
       );

@@ -23,7 +23,7 @@ import { terminalStatus, writeProgress } from "./status.js";
 import { tooManyInputs } from "./resolveInputs.js";
 import { countDiedAttempt, inlineBegun, mapInline, runsInline, type InlineOptions } from "./inline.js";
 import { logFieldsOf } from "./logFields.js";
-import { estimateJob } from "../report/estimate.js";
+import { estimatedPlan, estimateJob } from "../report/estimate.js";
 import { usdOver } from "../report/prices.js";
 import { unpricedCeiling } from "./costCeiling.js";
 import { uncompressedName } from "../records/codecs.js";
@@ -343,17 +343,15 @@ const refuseOverCeiling = (deps: SplitDeps, plan: JobPlan, ceiling: number, chun
   if (unpriced) throw unpriced;
   const estimate = estimateJob({
     op: plan.job.op,
-    sizes: plan.inputs.map((i) => i.size),
+    ...estimatedPlan(deps.registry.get(plan.job.op), plan.inputs, plan.chunkSize, plan.inline?.maxBytes ?? 0),
     chunkSize: plan.chunkSize,
     chunks,
-    shuffled: isShuffled(deps.registry.get(plan.job.op)),
     ...(plan.job.partitions !== undefined ? { partitions: plan.job.partitions } : {}),
     instanceType,
     ...(deps.capacity !== undefined ? { capacity: deps.capacity } : {}),
     workers: 1,
     vcpusPerWorker: 1,
     maxWorkers: 1,
-    inlineMaxBytes: plan.inline?.maxBytes ?? 0,
   });
   if (estimate.cost.total > ceiling) {
     const c = estimate.cost;

@@ -8,7 +8,12 @@ import * as z from "zod";
 import { CAPACITIES, PRICES, requestUsd, shuffleRequestUsd, vcpuSecondUsd, type Capacity, type PriceTable } from "./prices.js";
 import { SPLITTER_GB } from "./jobReport.js";
 import { DEFAULTS } from "../constants.js";
-import { defaultPartitions } from "../job/spec.js";
+import type { InputObject } from "../job/manifest.js";
+import { planChunks, planOptionsOf } from "../job/planner.js";
+import { defaultPartitions, type Format } from "../job/spec.js";
+import { isShuffled, type AnyOp } from "../ops/types.js";
+import { runsInline } from "../pipeline/inline.js";
+import { uncompressedName } from "../records/codecs.js";
 
 /**
  * Mapping rates per vCPU (MB/s) when none is calibrated: about the slowest each built-in op
@@ -43,8 +48,13 @@ export const Estimate = z.object({
     /** A fresh thread's first chunk's extra seconds (EstimateInput.coldSeconds), when measured. */
     coldSeconds: z.number().optional(),
   }),
-  /** Where it would run: the splitter maps a job under its inline limit itself. */
+  /** Where it would run: the splitter maps a job itself when runsInline says so (pipeline/inline.ts). */
   runsOn: z.enum(["lambda", "fleet"]),
+  /**
+   * Bytes of compressed inputs (a codec found, or a name such as .gz): priced as stored, since
+   * their decoded size is known only by reading them, so task time may be short of the truth.
+   */
+  compressedBytes: z.number().optional(),
   taskSeconds: z.number(),
   workerHours: z.number(),
   wallSeconds: z.object({ atWorkers: z.number(), workers: z.number(), atMost: z.number(), maxWorkers: z.number() }),
@@ -74,6 +84,8 @@ export interface EstimateInput {
    * input's size over the chunk size, as if none were packed. Each piece of an input is still one GET.
    */
   readonly chunks?: number;
+  /** The objects the tasks read, a GET each (planned: a compressed stream is read once); unset: each input's pieces. */
+  readonly objects?: number;
   /** Calibrated MB/s per vCPU; unset: the op's default. */
   readonly mbPerSecond?: number;
   /**
@@ -115,9 +127,45 @@ export interface EstimateInput {
   readonly workers: number;
   readonly vcpusPerWorker: number;
   readonly maxWorkers: number;
-  /** Jobs this small are mapped by the splitter (0: none). */
-  readonly inlineMaxBytes: number;
+  /** The splitter maps the job itself (runsInline's answer, as estimatedPlan gives it). */
+  readonly inline: boolean;
+  /** The bytes of the largest task (a compressed stream is one task whatever the chunk size); unset: the chunk size. */
+  readonly taskBytes?: number;
+  /** Bytes of compressed inputs, said with the estimate. */
+  readonly compressedBytes?: number;
 }
+
+/** What an estimate takes from a job's plan: the fields of EstimateInput the splitter's own planning decides. */
+export type EstimatedPlan = Pick<EstimateInput, "sizes" | "chunks" | "objects" | "shuffled" | "inline" | "taskBytes" | "compressedBytes">;
+
+/** The format an estimate plans for: the op's default (an estimate is given no format). */
+export const estimatedFormat = (op: AnyOp): Format => op.formats[0]!;
+
+/**
+ * A job planned as the splitter plans it, from its inputs as withCodecs gives them (a gzip or
+ * zstd stream is one task, a BGZF file splits at its blocks, a zip is its entries): its tasks,
+ * the largest task's bytes, and whether the splitter would map it itself (`inlineMaxBytes`: the
+ * stack's limit, 0 for none).
+ */
+export const estimatedPlan = (op: AnyOp, inputs: readonly InputObject[], chunkSize: number, inlineMaxBytes: number): EstimatedPlan => {
+  const plan = planChunks(inputs, chunkSize, planOptionsOf(estimatedFormat(op)));
+  let taskBytes = 0;
+  let objects = 0;
+  for (const chunk of plan.chunks()) {
+    objects += 1 + (chunk.more?.length ?? 0);
+    taskBytes = Math.max(taskBytes, chunk.end - chunk.start + (chunk.more ?? []).reduce((n, m) => n + m.input.size, 0));
+  }
+  const compressed = inputs.filter((i) => i.codec !== undefined || uncompressedName(i.name) !== i.name);
+  return {
+    sizes: inputs.map((i) => i.size),
+    chunks: plan.total,
+    objects,
+    shuffled: isShuffled(op),
+    inline: plan.total > 0 && runsInline(op, inputs, inlineMaxBytes),
+    taskBytes,
+    ...(compressed.length > 0 ? { compressedBytes: compressed.reduce((n, i) => n + i.size, 0) } : {}),
+  };
+};
 
 export const defaultRate = (op: string): number => DEFAULT_MB_PER_SECOND[op] ?? LAB_OP_MB_PER_SECOND;
 
@@ -135,8 +183,7 @@ export const estimateJob = (input: EstimateInput): Estimate => {
   const spills = bytes / partitions > DEFAULTS.reduceSpillBytes;
   const reduceRate = input.reduceMbPerSecond ?? (shuffled ? aloneRate : undefined);
   const aloneReduceRate = spills ? (input.spilledReduceMbPerSecond ?? reduceRate) : reduceRate;
-  // The splitter maps no shuffling job itself (runsInline): its reduce stage is the fleet's.
-  const inline = !shuffled && input.inlineMaxBytes > 0 && bytes <= input.inlineMaxBytes;
+  const { inline } = input;
   /**
    * Task time at this many slots: a task beside another keeps sharedShare of its rate (the map
    * stage's share, taken for the reduce stage too), a stage of one task its whole rate.
@@ -146,7 +193,7 @@ export const estimateJob = (input: EstimateInput): Estimate => {
     const rate = aloneRate * shareAt(chunks);
     const reduceSeconds = aloneReduceRate ? bytes / (aloneReduceRate * shareAt(partitions) * 1e6) : 0;
     // Waves of tasks, each as long as a full chunk: the last wave may be short, the first is not.
-    const chunkSeconds = Math.min(input.chunkSize, bytes) / (rate * 1e6) + overhead;
+    const chunkSeconds = Math.min(input.taskBytes ?? input.chunkSize, bytes) / (rate * 1e6) + overhead;
     const cold = Math.min(chunks, slots) * (input.coldSeconds ?? 0);
     const reduceOverhead = aloneReduceRate ? partitions * overhead : 0;
     return { taskSeconds: bytes / (rate * 1e6) + chunks * overhead + cold + reduceSeconds + reduceOverhead, chunkSeconds, reduceSeconds };
@@ -165,7 +212,7 @@ export const estimateJob = (input: EstimateInput): Estimate => {
   const perVcpu = vcpuSecondUsd(input.instanceType, capacity, prices);
   const instances = inline ? 0 : taskSeconds * (perVcpu ?? 0);
   const lambda = inline ? taskSeconds * SPLITTER_GB * prices.lambdaGbSecond : 0;
-  const mapRequests = requestUsd(chunks, pieces, inline ? 0 : chunks, prices);
+  const mapRequests = requestUsd(chunks, input.objects ?? pieces, inline ? 0 : chunks, prices);
   const shuffle = shuffled ? shuffleRequestUsd(chunks, partitions, !inline, prices) : { s3: 0, sqs: 0 };
   const requests = { s3: mapRequests.s3 + shuffle.s3, sqs: mapRequests.sqs + shuffle.sqs };
   const logs = ((chunks * LOG_BYTES_PER_TASK) / 1e9) * LOGS_USD_PER_GB;
@@ -181,6 +228,7 @@ export const estimateJob = (input: EstimateInput): Estimate => {
       ...(input.coldSeconds !== undefined ? { coldSeconds: input.coldSeconds } : {}),
     },
     runsOn: inline ? "lambda" : "fleet",
+    ...(input.compressedBytes ? { compressedBytes: input.compressedBytes } : {}),
     taskSeconds,
     workerHours: taskSeconds / input.vcpusPerWorker / 3600,
     wallSeconds: {
