@@ -12,7 +12,7 @@ import { sortPlanner } from "../lib/core/pipeline/sortStage.js";
 import { sort } from "../lib/core/ops/sort.js";
 import type { SortSamples } from "../lib/core/shuffle/sortSamples.js";
 import { prng } from "../lib/dev/prng.js";
-import { PRICES as TABLE, vcpuSecondUsd } from "../lib/core/report/prices.js";
+import { PRICES as TABLE, putRequestsOf, vcpuSecondUsd } from "../lib/core/report/prices.js";
 import type { SortRef } from "../lib/core/shuffle/shuffleRun.js";
 
 /** List prices: the shipped table's (lib/core/report/prices.ts), as reports and estimates price jobs. */
@@ -29,7 +29,6 @@ export const PRICES = {
   m7gLargeBaselineMBps: 117,
 } as const;
 
-const S3_PART = 8 * MiB;
 const fmt = (n: number): string => (n >= 100 || Number.isInteger(n) ? Math.round(n).toLocaleString("en") : n.toFixed(n >= 10 ? 1 : 2));
 
 export interface SortStudy {
@@ -47,8 +46,8 @@ export const sortStudy = (s: SortStudy): string[] => {
   const R = s.partitions;
   const chunk = s.bytes / M;
   const partition = s.bytes / R;
-  /** PUT requests of one object: one, or past the multipart threshold a create, its parts and a complete. */
-  const putsOf = (bytes: number): number => (bytes > DEFAULTS.multipartThreshold ? 2 + Math.ceil(bytes / S3_PART) : 1);
+  // PUT requests of one object: as reports and estimates count them (one, or a multipart upload's).
+  const putsOf = putRequestsOf;
   // Map task: a HEAD of its part (a keyed task looks for it), a ranged GET and its look-behind, the run and the part.
   const map = { get: 3 * M, put: (putsOf(chunk) + 1) * M, sqs: 2 * M };
   // Reducer: a batch of ≤ 100 part events per call, each listing every part (1,000 per page).

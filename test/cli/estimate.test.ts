@@ -99,6 +99,21 @@ describe("cloudmill estimate", () => {
     expect(Estimate.parse(JSON.parse(small.stdout))).toMatchObject({ runsOn: "fleet", cost: { lambda: 0, s3Requests: 0.000072 } });
   });
 
+  it("prices a sort's runs and output parts past 8 MiB as multipart uploads, as worked out by hand", async () => {
+    // 100 MB, sparse: listed, never read. 16 MiB chunks: 5 of 16 MiB and one of 16,113,920 B; one partition.
+    const big = path.join(dir, "sorted.txt");
+    await writeFile(big, "");
+    await truncate(big, 100e6);
+    const r = await cli(["estimate", big, "--op", "sort", "--partitions", "1", "--inline-max-bytes", "0", "--no-calibrate", "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const e = Estimate.parse(JSON.parse(r.stdout));
+    expect(e.chunks).toBe(6);
+    // GETs: 6 chunks + 6 part reads; the reduce task's plan, 6 segments and its part's read: 20.
+    // PUTs: 6 parts; 6 runs past 8 MiB, each a create, 2 parts of 8 MiB and a complete (24); the plan, the reduce task's
+    // part, and its output part of 100 MB: a create, 12 parts and a complete (14): 46.
+    expect(e.cost.s3Requests).toBe(Math.round((20 * 0.0004 + 46 * 0.005) * 1e3) / 1e6);
+  });
+
   it("says a job under the inline limit runs in the splitter, and prices its Lambda seconds", async () => {
     const r = await cli(["estimate", file, "--op", "count", "--no-calibrate", "--json"]);
     const e = Estimate.parse(JSON.parse(r.stdout));

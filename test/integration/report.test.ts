@@ -236,6 +236,30 @@ describe("the report's arithmetic", () => {
     expect(more("reduce")).toBeCloseTo((2 * 0.005 + 0.0004) / 1000, 12);
   });
 
+  it("prices a sort's runs and output parts past 8 MiB as multipart uploads: a create, a part per 8 MiB, a complete", () => {
+    const MiB = 1024 * 1024;
+    const runs = logOf([
+      [0, { on: "fleet", at: at(0), ms: 0, worker: "w/1", bytes: 16 * MiB }],
+      [1, { on: "fleet", at: at(0), ms: 0, worker: "w/2", bytes: MiB }],
+      [2, { on: "fleet", at: at(0), ms: 0, worker: "w/1", bytes: 17 * MiB, objects: 2 }],
+    ]);
+    const input = { jobId: "j", inputs: ["a"], finishedAt: at(1000), runs, instanceType: "m7g.large", chunks: 2, partitions: 1 };
+    // Own: (4 objects + 3 part reads) GETs and 3 part PUTs. A sort's run holds its chunk's lines: 16 MiB is a create,
+    // 2 parts and a complete (4), 1 MiB one PUT; the plan's PUT and GET; the output part holds the partition's 17 MiB:
+    // a create, 3 parts and a complete (5). 8 GETs × $0.0004 / 1000 + (3 + 4 + 1 + 1 + 5) PUTs × $0.005 / 1000.
+    expect(buildReport({ ...input, op: "sort" }).cost.s3Requests).toBe(Math.round((8 * 0.0004 + 14 * 0.005) * 1e3) / 1e6);
+    expect(buildReport({ ...input, op: "sort" }).cost.basis).toContain("past 8 MiB a multipart upload's requests");
+    // A keyed op's tables may be any size: one PUT each, 8 GETs and 7 PUTs.
+    expect(buildReport({ ...input, op: "distinct" }).cost.s3Requests).toBe(Math.round((8 * 0.0004 + 7 * 0.005) * 1e3) / 1e6);
+    // The cost ceiling prices each run the same way: 4 PUTs more for the 16 MiB map task, the plan's PUT and GET and
+    // 5 PUTs for the reduce task.
+    const run = (bytes: number): TaskRun => ({ on: "fleet", at: at(0), ms: 0, worker: "w/1", bytes });
+    const more = (bytes: number, role: "map" | "reduce") =>
+      runCostUsd(run(bytes), "m7g.large", "on-demand", role, true)! - runCostUsd(run(bytes), "m7g.large")!;
+    expect(more(16 * MiB, "map")).toBeCloseTo((4 * 0.005) / 1000, 12);
+    expect(more(17 * MiB, "reduce")).toBeCloseTo((6 * 0.005 + 0.0004) / 1000, 12);
+  });
+
   it("prices task-seconds, inline seconds and requests at the table's list prices, and names the stragglers", () => {
     const runs = logOf([
       [0, { on: "lambda", at: at(0), ms: 500, worker: "splitter", bytes: 1000 }],

@@ -11,7 +11,7 @@ import { DEFAULTS } from "../constants.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { Manifest } from "../job/manifest.js";
 import { runCostUsd } from "../report/jobReport.js";
-import { PRICES, usdOver, vcpuSecondUsd, type ShuffleRole } from "../report/prices.js";
+import { PRICES, sizedShuffle, usdOver, vcpuSecondUsd, type ShuffleRole } from "../report/prices.js";
 import type { PipelineDeps } from "./deps.js";
 import { inLaneOf } from "./lanes.js";
 import type { Lanes } from "./deps.js";
@@ -55,9 +55,10 @@ const spentOn = async (
   copies: number,
   instanceType: string,
   shuffle: ShuffleRole | undefined,
+  sized: boolean,
 ): Promise<number | undefined> => {
   if (keys.length === 0) return 0;
-  const costs = (await sampleRuns(deps, keys)).map((run) => runCostUsd(run, instanceType, deps.capacity, shuffle));
+  const costs = (await sampleRuns(deps, keys)).map((run) => runCostUsd(run, instanceType, deps.capacity, shuffle, sized));
   if (costs.some((c) => c === undefined)) return undefined;
   if (costs.length === 0) return 0;
   return ((costs as number[]).reduce((a, b) => a + b, 0) / costs.length) * (keys.length + copies);
@@ -80,7 +81,8 @@ export const costCeilingError = async (roleDeps: PipelineDeps & Lanes, progress:
     { tasks: merged, copies: keyed ? 0 : laterCopies, name: "merge", shuffle: undefined },
     { tasks: reduced, copies: keyed ? laterCopies : 0, name: "reduce", shuffle: keyed ? ("reduce" as const) : undefined },
   ];
-  const usd = await Promise.all(kinds.map(({ tasks, copies, shuffle }) => spentOn(deps, tasks, copies, instanceType, shuffle)));
+  const sized = sizedShuffle(manifest.job.op);
+  const usd = await Promise.all(kinds.map(({ tasks, copies, shuffle }) => spentOn(deps, tasks, copies, instanceType, shuffle, sized)));
   if (usd.some((u) => u === undefined)) return undefined;
   const spent = (usd as number[]).reduce((a, b) => a + b, 0);
   if (spent <= ceiling) return undefined;

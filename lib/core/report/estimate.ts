@@ -5,7 +5,17 @@
  * job reports price a finished job (prices.ts), so the two can be compared.
  */
 import * as z from "zod";
-import { CAPACITIES, PRICES, requestUsd, shuffleRequestUsd, vcpuSecondUsd, type Capacity, type PriceTable } from "./prices.js";
+import {
+  CAPACITIES,
+  PRICES,
+  putRequestsOf,
+  requestUsd,
+  shuffleRequestUsd,
+  sizedShuffle,
+  vcpuSecondUsd,
+  type Capacity,
+  type PriceTable,
+} from "./prices.js";
 import { SPLITTER_GB } from "./jobReport.js";
 import { DEFAULTS } from "../constants.js";
 import type { InputObject } from "../job/manifest.js";
@@ -133,10 +143,18 @@ export interface EstimateInput {
   readonly taskBytes?: number;
   /** Bytes of compressed inputs, said with the estimate. */
   readonly compressedBytes?: number;
+  /**
+   * S3 requests of writes as big as each task's bytes (a sort's runs: putRequestsOf each); unset:
+   * from the sizes, each input cut in chunks.
+   */
+  readonly chunkPuts?: number;
 }
 
 /** What an estimate takes from a job's plan: the fields of EstimateInput the splitter's own planning decides. */
-export type EstimatedPlan = Pick<EstimateInput, "sizes" | "chunks" | "objects" | "shuffled" | "inline" | "taskBytes" | "compressedBytes">;
+export type EstimatedPlan = Pick<
+  EstimateInput,
+  "sizes" | "chunks" | "objects" | "shuffled" | "inline" | "taskBytes" | "compressedBytes" | "chunkPuts"
+>;
 
 /** The format an estimate plans for: the op's default (an estimate is given no format). */
 export const estimatedFormat = (op: AnyOp): Format => op.formats[0]!;
@@ -150,10 +168,13 @@ export const estimatedFormat = (op: AnyOp): Format => op.formats[0]!;
 export const estimatedPlan = (op: AnyOp, inputs: readonly InputObject[], chunkSize: number, inlineMaxBytes: number): EstimatedPlan => {
   const plan = planChunks(inputs, chunkSize, planOptionsOf(estimatedFormat(op)));
   let taskBytes = 0;
+  let chunkPuts = 0;
   let objects = 0;
   for (const chunk of plan.chunks()) {
     objects += 1 + (chunk.more?.length ?? 0);
-    taskBytes = Math.max(taskBytes, chunk.end - chunk.start + (chunk.more ?? []).reduce((n, m) => n + m.input.size, 0));
+    const bytes = chunk.end - chunk.start + (chunk.more ?? []).reduce((n, m) => n + m.input.size, 0);
+    taskBytes = Math.max(taskBytes, bytes);
+    chunkPuts += putRequestsOf(bytes);
   }
   const compressed = inputs.filter((i) => i.codec !== undefined || uncompressedName(i.name) !== i.name);
   return {
@@ -163,6 +184,7 @@ export const estimatedPlan = (op: AnyOp, inputs: readonly InputObject[], chunkSi
     shuffled: isShuffled(op),
     inline: plan.total > 0 && runsInline(op, inputs, inlineMaxBytes),
     taskBytes,
+    chunkPuts,
     ...(compressed.length > 0 ? { compressedBytes: compressed.reduce((n, i) => n + i.size, 0) } : {}),
   };
 };
@@ -213,7 +235,19 @@ export const estimateJob = (input: EstimateInput): Estimate => {
   const instances = inline ? 0 : taskSeconds * (perVcpu ?? 0);
   const lambda = inline ? taskSeconds * SPLITTER_GB * prices.lambdaGbSecond : 0;
   const mapRequests = requestUsd(chunks, input.objects ?? pieces, inline ? 0 : chunks, prices);
-  const shuffle = shuffled ? shuffleRequestUsd(chunks, partitions, !inline, prices) : { s3: 0, sqs: 0 };
+  // A sort's runs and output parts are as big as the bytes read: past the multipart threshold, several requests each.
+  const sizedPuts = () => ({
+    map:
+      input.chunkPuts ??
+      input.sizes.reduce((n, s) => {
+        const rest = s % input.chunkSize;
+        return n + Math.floor(s / input.chunkSize) * putRequestsOf(input.chunkSize) + (rest > 0 ? putRequestsOf(rest) : 0);
+      }, 0),
+    output: partitions * putRequestsOf(bytes / partitions),
+  });
+  const shuffle = shuffled
+    ? shuffleRequestUsd(chunks, partitions, !inline, prices, sizedShuffle(input.op) ? sizedPuts() : undefined)
+    : { s3: 0, sqs: 0 };
   const requests = { s3: mapRequests.s3 + shuffle.s3, sqs: mapRequests.sqs + shuffle.sqs };
   const logs = ((chunks * LOG_BYTES_PER_TASK) / 1e9) * LOGS_USD_PER_GB;
   const round = (usd: number): number => Math.round(usd * 1e6) / 1e6;

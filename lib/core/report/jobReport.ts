@@ -10,10 +10,12 @@ import { RanOn, type TaskRun } from "../job/manifest.js";
 import {
   CAPACITIES,
   PRICES,
+  putRequestsOf,
   requestUsd,
   S3_GETS_PER_TASK,
   S3_PUTS_PER_TASK,
   shuffleUsd,
+  sizedShuffle,
   SQS_PER_TASK,
   vcpuSecondUsd,
   type Capacity,
@@ -31,9 +33,17 @@ const THROUGHPUT_POINTS = 60;
 /** The splitter function's memory, in GB as Lambda bills it. */
 export const SPLITTER_GB = DEFAULTS.splitterMemoryMiB / 1024;
 
+/** PUTs of a shuffle task's shuffle object or output part: putRequestsOf its bytes read where they size it (`sized`), else one. */
+const shufflePuts = (bytes: number, sized: boolean): number => (sized ? putRequestsOf(bytes) : 1);
+
+/** USD a shuffle adds to one task's requests in its role: a map task's shuffle object, or a reduce task's plan and output part. */
+const shuffleTaskUsd = (role: ShuffleRole, bytes: number, sized: boolean): number =>
+  role === "map" ? shuffleUsd(shufflePuts(bytes, sized), 0) : shuffleUsd(0, 1, shufflePuts(bytes, sized));
+
 /**
  * What one task's run cost at list prices, as a report prices it: its time on its instance's
- * vCPU (fleet) or in the splitter (Lambda), and its requests (a shuffle's too, for its `shuffle` role).
+ * vCPU (fleet) or in the splitter (Lambda), and its requests (a shuffle's too, for its `shuffle`
+ * role; `sized`: its writes are as big as its bytes read, sizedShuffle).
  * Undefined when its fleet type is unpriced.
  */
 export const runCostUsd = (
@@ -41,6 +51,7 @@ export const runCostUsd = (
   instanceType: string,
   capacity: Capacity = "on-demand",
   shuffle?: ShuffleRole,
+  sized = false,
 ): number | undefined => {
   const seconds = (run.ms ?? 0) / 1000;
   const perVcpu = vcpuSecondUsd(instanceType, capacity);
@@ -48,7 +59,7 @@ export const runCostUsd = (
   const compute = run.on === "fleet" ? seconds * perVcpu! : run.on === "lambda" ? seconds * SPLITTER_GB * PRICES.lambdaGbSecond : 0;
   const cloud = run.on === "local" ? 0 : 1;
   const { s3, sqs } = requestUsd(cloud, cloud * (run.objects ?? 1), run.on === "fleet" ? 1 : 0);
-  const shuffled = shuffle === undefined ? 0 : cloud * shuffleUsd(shuffle === "map" ? 1 : 0, shuffle === "reduce" ? 1 : 0);
+  const shuffled = shuffle === undefined ? 0 : cloud * shuffleTaskUsd(shuffle, run.bytes ?? 0, sized);
   return compute + s3 + sqs + shuffled;
 };
 
@@ -371,17 +382,23 @@ export const buildReport = (input: ReportInput): JobReport => {
   let span = 1;
   let cloudTasks = 0;
   let cloudObjects = 0;
-  let cloudMapTasks = 0;
   let cloudReduceTasks = 0;
+  /** PUTs of the shuffle's objects (map tasks) and output parts (reduce tasks). */
+  let shuffleObjectPuts = 0;
+  let outputPartPuts = 0;
+  const sized = sizedShuffle(input.op);
   let fleetTasks = 0;
   const stragglers: JobReport["stragglers"] = [];
   const tasks: TaskRecord[] = [];
   const races = input.backups ?? [];
   const raced = new Set(races.map((r) => r.index));
   /** The winning run of each raced task. */
-  const winners = new Map<number, { readonly start: number; readonly end: number; readonly on: RanOn; readonly objects: number }>();
+  const winners = new Map<
+    number,
+    { readonly start: number; readonly end: number; readonly on: RanOn; readonly objects: number; readonly bytes: number }
+  >();
   for (const { objects, ...t } of runs.records(t0)) {
-    if (raced.has(t.index)) winners.set(t.index, { start: t0 + t.start, end: t0 + t.start + t.ms, on: t.on, objects });
+    if (raced.has(t.index)) winners.set(t.index, { start: t0 + t.start, end: t0 + t.start + t.ms, on: t.on, objects, bytes: t.bytes });
     const w = workers.get(t.worker) ?? { worker: t.worker, on: t.on, tasks: 0, busyMs: 0, bytes: 0, firstStart: t.start };
     w.tasks++;
     w.busyMs += t.ms;
@@ -393,8 +410,11 @@ export const buildReport = (input: ReportInput): JobReport => {
     if (t.on !== "local") {
       cloudTasks++;
       cloudObjects += objects;
-      if (input.partitions !== undefined && t.index < chunks) cloudMapTasks++;
-      else if (input.partitions !== undefined) cloudReduceTasks++;
+      if (input.partitions !== undefined && t.index < chunks) shuffleObjectPuts += shufflePuts(t.bytes, sized);
+      else if (input.partitions !== undefined) {
+        cloudReduceTasks++;
+        outputPartPuts += shufflePuts(t.bytes, sized);
+      }
     }
     if (t.on === "fleet") fleetTasks++;
     if (listed(t.ms)) tasks.push(t);
@@ -422,7 +442,7 @@ export const buildReport = (input: ReportInput): JobReport => {
   const fleet = seconds.fleet * (perVcpu ?? 0);
   const lambda = seconds.lambda * SPLITTER_GB * PRICES.lambdaGbSecond;
   const own = requestUsd(cloudTasks, cloudObjects, fleetTasks);
-  const s3Requests = own.s3 + shuffleUsd(cloudMapTasks, cloudReduceTasks);
+  const s3Requests = own.s3 + shuffleUsd(shuffleObjectPuts, cloudReduceTasks, outputPartPuts);
   const { sqs } = own;
   // Each losing copy as one more run of its task where the winner ran: its time, and its requests.
   let lostMs = 0;
@@ -436,7 +456,7 @@ export const buildReport = (input: ReportInput): JobReport => {
     if (winner.on !== "fleet") continue;
     const requests = requestUsd(1, winner.objects, 1);
     // A keyed job's copy writes its shuffle output too (or, a reduce task, reads its plan and writes its part).
-    const shuffled = input.partitions === undefined ? 0 : race.index < chunks ? shuffleUsd(1, 0) : shuffleUsd(0, 1);
+    const shuffled = input.partitions === undefined ? 0 : shuffleTaskUsd(race.index < chunks ? "map" : "reduce", winner.bytes, sized);
     lostUsd += (ms / 1000) * (perVcpu ?? 0) + requests.s3 + requests.sqs + shuffled;
   }
   const round = (usd: number): number => Math.round(usd * 1e6) / 1e6;
@@ -487,7 +507,10 @@ export const buildReport = (input: ReportInput): JobReport => {
         `${S3_GETS_PER_TASK} GET and ${S3_PUTS_PER_TASK} PUT of its part, ` +
         `and on the fleet ${SQS_PER_TASK} SQS requests; ` +
         (input.partitions !== undefined
-          ? "the shuffle's PUT of each map task's output, and per reduce task its plan's PUT and GET and its output part's PUT; "
+          ? "the shuffle's PUT of each map task's output, and per reduce task its plan's PUT and GET and its output part's PUT " +
+            (sized
+              ? `(past ${DEFAULTS.multipartThreshold / 2 ** 20} MiB a multipart upload's requests, as big as its task's bytes read); `
+              : "(one each: their sizes are not recorded); ")
           : "") +
         (races.length
           ? "a backup race's losing copy as one more run, from its start (the original) or its queueing (the backup) to the winner's end; "

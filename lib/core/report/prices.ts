@@ -8,6 +8,8 @@ import * as z from "zod";
 import { ErrorCode } from "../errors.js";
 import { parseWith } from "../parseJson.js";
 import { vcpusOfSize } from "../instanceTypes.js";
+import { DEFAULTS } from "../constants.js";
+import { sort } from "../ops/sort.js";
 
 /** A price table: the shipped one (PRICES), or a lab's own for today's prices (`cloudmill estimate --prices`). */
 export interface PriceTable {
@@ -145,31 +147,48 @@ export const requestUsd = (
   sqs: fleetTasks * SQS_PER_TASK * (prices.sqsMillion / 1e6),
 });
 
+/**
+ * S3 requests of a write of `bytes`, each priced as a PUT, as S3BlobStore.put makes them: one
+ * PutObject up to DEFAULTS.multipartThreshold; past it a multipart upload: its create, a part per
+ * 8 MiB (S3BlobStore's part size, the threshold's) and its complete.
+ */
+export const putRequestsOf = (bytes: number): number =>
+  bytes <= DEFAULTS.multipartThreshold ? 1 : 2 + Math.ceil(bytes / DEFAULTS.multipartThreshold);
+
+/**
+ * Whether an op's shuffle writes are as big as the bytes its tasks read, so their multipart
+ * requests can be priced: a sort's are (a map task's run holds its chunk's lines, a reduce
+ * task's part its partition's). A keyed op's tables may be any size: each is priced as one PUT.
+ */
+export const sizedShuffle = (op: string): boolean => op === sort.name;
+
 /** What a shuffle's task does beyond its own requests (requestUsd): a map task, or a reduce task. */
 export type ShuffleRole = "map" | "reduce";
 
 /**
  * USD of the S3 requests a shuffle adds to its tasks' own (requestUsd, where a reduce task's
- * objects are its segments): each map task's PUT of its shuffle object; per reduce task its
- * plan's PUT (the reducer writes it) and GET, and its output part's PUT.
+ * objects are its segments): the PUTs of the map tasks' shuffle objects (`mapPuts`: one each, or
+ * putRequestsOf each where its size is known); per reduce task its plan's PUT (the reducer
+ * writes it) and GET; and the PUTs of the reduce tasks' output parts (`outputPuts`, the same).
  */
-export const shuffleUsd = (mapTasks: number, reduceTasks: number, prices = PRICES): number =>
-  ((mapTasks + 2 * reduceTasks) * prices.s3Put1000 + reduceTasks * prices.s3Get1000) / 1000;
+export const shuffleUsd = (mapPuts: number, reduceTasks: number, outputPuts: number = reduceTasks, prices = PRICES): number =>
+  ((mapPuts + reduceTasks + outputPuts) * prices.s3Put1000 + reduceTasks * prices.s3Get1000) / 1000;
 
 /**
  * USD of a keyed (or sorting) job's shuffle beyond its map tasks' own requests: its reduce
- * tasks' own (one ranged GET per chunk's segment of a partition, their parts and messages) and
- * what shuffleUsd adds. Every segment is taken as non-empty: an upper bound, reached by an op
- * of many keys.
+ * tasks' own (a ranged GET per chunk's segment of a partition, their parts and messages) and
+ * what shuffleUsd adds, with `puts` of its shuffle objects and output parts (default one
+ * each). Every segment is taken as non-empty: an upper bound, reached by an op of many keys.
  */
 export const shuffleRequestUsd = (
   chunks: number,
   partitions: number,
   onFleet: boolean,
   prices = PRICES,
+  puts: { readonly map: number; readonly output: number } = { map: chunks, output: partitions },
 ): { readonly s3: number; readonly sqs: number } => {
   const reduce = requestUsd(partitions, partitions * chunks, onFleet ? partitions : 0, prices);
-  return { s3: reduce.s3 + shuffleUsd(chunks, partitions, prices), sqs: reduce.sqs };
+  return { s3: reduce.s3 + shuffleUsd(puts.map, partitions, puts.output, prices), sqs: reduce.sqs };
 };
 
 /**
