@@ -227,8 +227,9 @@ describe("the report's arithmetic", () => {
     // 1 output part PUT, 1 plan GET. 8 × $0.0004 / 1000 + 7 × $0.005 / 1000 = 0.0000032 + 0.000035.
     expect(buildReport({ ...input, partitions: 1 }).cost.s3Requests).toBe(0.000038);
     expect(buildReport({ ...input, partitions: 1 }).cost.basis).toContain("plan's PUT and GET");
-    // Priced as a job of one result, the shuffle would be missed: 7 GETs and 3 PUTs.
-    expect(buildReport(input).cost.s3Requests).toBe(0.000018);
+    // Priced as a job of one result, the shuffle would be missed, and task 2 taken for a merge task, whose reads are its
+    // children's parts, priced with them: 5 GETs and 3 PUTs.
+    expect(buildReport(input).cost.s3Requests).toBe(0.000017);
     // What the cost ceiling adds up per run agrees: 1 PUT more for a map task, 2 PUTs and a GET for a reduce task.
     const run: TaskRun = { on: "fleet", at: at(0), ms: 1000, worker: "w/1", bytes: 2000 };
     const more = (role: "map" | "reduce") => runCostUsd(run, "m7g.large", "on-demand", role)! - runCostUsd(run, "m7g.large")!;
@@ -258,6 +259,28 @@ describe("the report's arithmetic", () => {
       runCostUsd(run(bytes), "m7g.large", "on-demand", role, true)! - runCostUsd(run(bytes), "m7g.large")!;
     expect(more(16 * MiB, "map")).toBeCloseTo((4 * 0.005) / 1000, 12);
     expect(more(17 * MiB, "reduce")).toBeCloseTo((6 * 0.005 + 0.0004) / 1000, 12);
+  });
+
+  it("counts a merge task's reads of its children's parts once: as each child's read of its part", () => {
+    // 64 map tasks of one object each, and one merge task of all 64 parts (index 64; it records 64 objects).
+    const runs = logOf([
+      ...Array.from({ length: 64 }, (_, i): [number, TaskRun] => [i, { on: "fleet", at: at(0), ms: 0, worker: "w/1", bytes: 100 }]),
+      [64, { on: "fleet", at: at(10), ms: 0, worker: "w/1", bytes: 0, objects: 64 }],
+    ]);
+    const report = buildReport({
+      jobId: "j",
+      op: "count",
+      inputs: ["a"],
+      finishedAt: at(1000),
+      runs,
+      instanceType: "m7g.large",
+      chunks: 64,
+    });
+    // GETs: 64 inputs, 64 parts read by the merge task, its own part read by the reducer: 129. PUTs: 65 parts.
+    expect(report.cost.s3Requests).toBe(Math.round((129 * 0.0004 + 65 * 0.005) * 1e3) / 1e6);
+    // The ceiling prices a merge run alike: a GET of its part and its PUT, and its share of the queue's requests.
+    const merge: TaskRun = { on: "fleet", at: at(0), ms: 0, worker: "w/1", bytes: 0, objects: 64 };
+    expect(runCostUsd(merge, "m7g.large", "on-demand", "merge")).toBeCloseTo((0.0004 + 0.005) / 1000 + (2.2 * 0.4) / 1e6, 12);
   });
 
   it("prices task-seconds, inline seconds and requests at the table's list prices, and names the stragglers", () => {

@@ -54,11 +54,11 @@ const spentOn = async (
   keys: readonly string[],
   copies: number,
   instanceType: string,
-  shuffle: ShuffleRole | undefined,
+  role: ShuffleRole | "merge" | undefined,
   sized: boolean,
 ): Promise<number | undefined> => {
   if (keys.length === 0) return 0;
-  const costs = (await sampleRuns(deps, keys)).map((run) => runCostUsd(run, instanceType, deps.capacity, shuffle, sized));
+  const costs = (await sampleRuns(deps, keys)).map((run) => runCostUsd(run, instanceType, deps.capacity, role, sized));
   if (costs.some((c) => c === undefined)) return undefined;
   if (costs.length === 0) return 0;
   return ((costs as number[]).reduce((a, b) => a + b, 0) / costs.length) * (keys.length + copies);
@@ -77,12 +77,12 @@ export const costCeilingError = async (roleDeps: PipelineDeps & Lanes, progress:
   const laterCopies = backedUp.length - mapCopies;
   const keyed = manifest.job.partitions !== undefined;
   const kinds = [
-    { tasks: [...mapParts.values()], copies: mapCopies, name: "map", shuffle: keyed ? ("map" as const) : undefined },
-    { tasks: merged, copies: keyed ? 0 : laterCopies, name: "merge", shuffle: undefined },
-    { tasks: reduced, copies: keyed ? laterCopies : 0, name: "reduce", shuffle: keyed ? ("reduce" as const) : undefined },
+    { tasks: [...mapParts.values()], copies: mapCopies, name: "map", role: keyed ? ("map" as const) : undefined },
+    { tasks: merged, copies: keyed ? 0 : laterCopies, name: "merge", role: "merge" as const },
+    { tasks: reduced, copies: keyed ? laterCopies : 0, name: "reduce", role: keyed ? ("reduce" as const) : undefined },
   ];
   const sized = sizedShuffle(manifest.job.op);
-  const usd = await Promise.all(kinds.map(({ tasks, copies, shuffle }) => spentOn(deps, tasks, copies, instanceType, shuffle, sized)));
+  const usd = await Promise.all(kinds.map(({ tasks, copies, role }) => spentOn(deps, tasks, copies, instanceType, role, sized)));
   if (usd.some((u) => u === undefined)) return undefined;
   const spent = (usd as number[]).reduce((a, b) => a + b, 0);
   if (spent <= ceiling) return undefined;

@@ -41,16 +41,22 @@ const shuffleTaskUsd = (role: ShuffleRole, bytes: number, sized: boolean): numbe
   role === "map" ? shuffleUsd(shufflePuts(bytes, sized), 0) : shuffleUsd(0, 1, shufflePuts(bytes, sized));
 
 /**
+ * Objects a run's own GETs are priced for: those it read, but none for a merge task, whose
+ * objects are its children's parts, each priced already as its child's S3_GETS_PER_TASK.
+ */
+const pricedObjects = (objects: number, merge: boolean): number => (merge ? 0 : objects);
+
+/**
  * What one task's run cost at list prices, as a report prices it: its time on its instance's
- * vCPU (fleet) or in the splitter (Lambda), and its requests (a shuffle's too, for its `shuffle`
- * role; `sized`: its writes are as big as its bytes read, sizedShuffle).
+ * vCPU (fleet) or in the splitter (Lambda), and its requests (a merge task's, or a shuffle's too
+ * for its role; `sized`: its writes are as big as its bytes read, sizedShuffle).
  * Undefined when its fleet type is unpriced.
  */
 export const runCostUsd = (
   run: TaskRun,
   instanceType: string,
   capacity: Capacity = "on-demand",
-  shuffle?: ShuffleRole,
+  role?: ShuffleRole | "merge",
   sized = false,
 ): number | undefined => {
   const seconds = (run.ms ?? 0) / 1000;
@@ -58,8 +64,8 @@ export const runCostUsd = (
   if (run.on === "fleet" && perVcpu === undefined) return undefined;
   const compute = run.on === "fleet" ? seconds * perVcpu! : run.on === "lambda" ? seconds * SPLITTER_GB * PRICES.lambdaGbSecond : 0;
   const cloud = run.on === "local" ? 0 : 1;
-  const { s3, sqs } = requestUsd(cloud, cloud * (run.objects ?? 1), run.on === "fleet" ? 1 : 0);
-  const shuffled = shuffle === undefined ? 0 : cloud * shuffleTaskUsd(shuffle, run.bytes ?? 0, sized);
+  const { s3, sqs } = requestUsd(cloud, cloud * pricedObjects(run.objects ?? 1, role === "merge"), run.on === "fleet" ? 1 : 0);
+  const shuffled = role === undefined || role === "merge" ? 0 : cloud * shuffleTaskUsd(role, run.bytes ?? 0, sized);
   return compute + s3 + sqs + shuffled;
 };
 
@@ -409,7 +415,8 @@ export const buildReport = (input: ReportInput): JobReport => {
     span = Math.max(span, t.start + t.ms);
     if (t.on !== "local") {
       cloudTasks++;
-      cloudObjects += objects;
+      // Past the chunks, a job that does not shuffle runs merge tasks.
+      cloudObjects += pricedObjects(objects, t.index >= chunks && input.partitions === undefined);
       if (input.partitions !== undefined && t.index < chunks) shuffleObjectPuts += shufflePuts(t.bytes, sized);
       else if (input.partitions !== undefined) {
         cloudReduceTasks++;
@@ -503,7 +510,7 @@ export const buildReport = (input: ReportInput): JobReport => {
         `the tasks' own time, not idle or scaling instance time: task-seconds × the ${input.instanceType ?? "(none)"} ${capacity} ` +
         `price per vCPU (a task holds one vCPU${capacity === "spot" ? "; spot at the table's typical share of on-demand" : ""}); ` +
         `inline tasks × ${SPLITTER_GB.toFixed(3)} GB of Lambda on ARM; ` +
-        `per task a GET per object it read (a reduce task: per shuffle segment), ` +
+        `per task a GET per object it read (a reduce task: per shuffle segment; a merge task's parts are counted as their tasks' below), ` +
         `${S3_GETS_PER_TASK} GET and ${S3_PUTS_PER_TASK} PUT of its part, ` +
         `and on the fleet ${SQS_PER_TASK} SQS requests; ` +
         (input.partitions !== undefined
