@@ -1,4 +1,5 @@
-/** Flag parsing shared by commands: `--param k=v` pairs, worker counts. */
+/** Flag parsing shared by commands: `--param k=v` pairs, worker counts, numbers within a range. */
+import * as z from "zod";
 import { invalidSpec } from "../core/errors.js";
 
 /** Collects repeated `--param k=v` into an object (values stay strings; ops parse them). */
@@ -14,3 +15,34 @@ export const collectParam = (value: string, previous: Record<string, string> = {
 };
 
 export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+/** Where a number flag's value must lie: `min` or more (or over `above`), `max` or less; whole unless `fraction`. */
+export interface FlagRange {
+  readonly min?: number;
+  readonly above?: number;
+  readonly max?: number;
+  readonly fraction?: boolean;
+}
+
+/** A range as words: "from 1 to 20", "≥ 1", "> 0 and ≤ 1000000". */
+const rangeText = ({ min, above, max }: FlagRange): string => {
+  if (min !== undefined && max !== undefined) return ` from ${min} to ${max}`;
+  const bounds = [min !== undefined ? `≥ ${min}` : "", above !== undefined ? `> ${above}` : "", max !== undefined ? `≤ ${max}` : ""];
+  const said = bounds.filter((b) => b !== "").join(" and ");
+  return said ? ` ${said}` : "";
+};
+
+/**
+ * A number flag, coerced from its text (`--workers 4`). A schema-level error replaces every
+ * check's message, so the one message says the range too, whatever is wrong: a word, a
+ * fraction, or a value out of range (`--workers: expected a whole number from 1 to 1000`).
+ */
+export const numberFlag = (what: string, range: FlagRange = {}): z.ZodCoercedNumber => {
+  const error = `expected ${what}${rangeText(range)}`;
+  let schema = z.coerce.number({ error });
+  if (range.fraction !== true) schema = schema.int({ error });
+  if (range.min !== undefined) schema = schema.min(range.min, { error });
+  if (range.above !== undefined) schema = schema.gt(range.above, { error });
+  if (range.max !== undefined) schema = schema.max(range.max, { error });
+  return schema;
+};

@@ -420,7 +420,7 @@ describe("runCli in process", () => {
       2,
       /^cloudmill: (chunkSize|--chunk-size): expected a whole number of bytes or a size like 16MiB, got "abc"\n$/,
     ],
-    [[...W, "--op", "count", "--workers", "two"], 2, /^cloudmill: --workers: expected a whole number\n$/],
+    [[...W, "--op", "count", "--workers", "two"], 2, /^cloudmill: --workers: expected a whole number from 0 to 1024\n$/],
     [[...W, "--op", "count", "--workers", "-1"], 2, /^cloudmill: --workers: /],
     [[...W, "--op", "count", "--max-attempts", "0"], 2, /^cloudmill: --max-attempts: /],
     [[...W, "--op", "count", "--format", "xml"], 2, /argument 'xml' is invalid/],

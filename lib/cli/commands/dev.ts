@@ -7,13 +7,13 @@ import { describeZodError } from "../../core/job/spec.js";
 import { parseSize } from "../../core/job/size.js";
 import { jsonLogger } from "../../core/log.js";
 import type { CliIO } from "../io.js";
-import { collect } from "../options.js";
+import { collect, numberFlag } from "../options.js";
 
 const DevFlags = z.object({
-  port: z.coerce.number({ error: "expected a port number" }).int().min(0).max(65535),
-  workers: z.coerce.number({ error: "expected a whole number" }).int().min(0).max(64),
-  maxWorkers: z.coerce.number({ error: "expected a whole number" }).int().min(0).max(64).optional(),
-  spotWorkers: z.coerce.number({ error: "expected a whole number" }).int().min(0).max(64).optional(),
+  port: numberFlag("a port number", { min: 0, max: 65535 }),
+  workers: numberFlag("a whole number", { min: 0, max: 64 }),
+  maxWorkers: numberFlag("a whole number", { min: 0, max: 64 }).optional(),
+  spotWorkers: numberFlag("a whole number", { min: 0, max: 64 }).optional(),
   inlineMaxBytes: z.string().refine((s) => s.trim() === "0" || parseSize(s) !== undefined, { error: "expected a size like 64MiB, or 0" }),
   chunkSize: z.string().refine((s) => (parseSize(s) ?? 0) >= 1, { error: "expected a size like 16MiB" }),
   verbose: z.boolean().default(false),

@@ -24,7 +24,7 @@ import type { InputObject } from "../../core/job/manifest.js";
 import { FsBlobStore } from "../../fs/FsBlobStore.js";
 import { calibrate, calibratedRates } from "../../local/calibrate.js";
 import { CalibrationCache, calibrationCacheDir } from "../../local/calibrationCache.js";
-import { collect, collectParam } from "../options.js";
+import { collect, collectParam, numberFlag } from "../options.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 
@@ -32,9 +32,9 @@ const EstimateFlags = z.object({
   op: z.string(),
   param: z.record(z.string(), z.string()).default({}),
   chunkSize: z.string().optional(),
-  partitions: z.coerce.number({ error: "expected a whole number" }).int().min(1).max(MAX_PARTITIONS).optional(),
-  workers: z.coerce.number({ error: "expected a whole number" }).int().min(1).max(1000).default(1),
-  maxWorkers: z.coerce.number({ error: "expected a whole number" }).int().min(1).max(1000).default(4),
+  partitions: numberFlag("a whole number", { min: 1, max: MAX_PARTITIONS }).optional(),
+  workers: numberFlag("a whole number", { min: 1, max: 1000 }).default(1),
+  maxWorkers: numberFlag("a whole number", { min: 1, max: 1000 }).default(4),
   instanceType: z.string().default(DEFAULTS.instanceType),
   spot: z.boolean().default(false),
   prices: z.string().optional(),

@@ -3,6 +3,7 @@ import { Command } from "commander";
 import * as z from "zod";
 import type { FleetHold, FleetView, Reservation, WorkerUsage } from "../../sdk/types.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
+import { numberFlag } from "../options.js";
 import type { CliIO } from "../io.js";
 import { table } from "./jobs.js";
 
@@ -95,7 +96,7 @@ const Duration = z
 const FleetFlags = z
   .object({
     json: z.boolean().default(false),
-    scale: z.coerce.number({ error: "expected a number of workers" }).int({ error: "expected whole workers" }).min(1).optional(),
+    scale: numberFlag("a whole number of workers", { min: 1 }).optional(),
     for: Duration.optional(),
     spot: z.boolean().default(false),
     stop: z.boolean().default(false),

@@ -5,6 +5,7 @@ import { DEFAULT_JOBS_LIMIT } from "../../sdk/constants.js";
 import type { JobSummary } from "../../sdk/types.js";
 import type { JobStatus } from "../../core/job/manifest.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
+import { numberFlag } from "../options.js";
 import type { CliIO } from "../io.js";
 
 /** Rows padded into columns. */
@@ -57,7 +58,7 @@ export const jobsTable = (jobs: readonly JobSummary[]): string =>
   ]);
 
 const JobsFlags = z.object({
-  limit: z.coerce.number({ error: "expected a whole number" }).int().min(1).max(1000).default(DEFAULT_JOBS_LIMIT),
+  limit: numberFlag("a whole number", { min: 1, max: 1000 }).default(DEFAULT_JOBS_LIMIT),
   json: z.boolean().default(false),
 });
 

@@ -3,18 +3,14 @@ import { Command } from "commander";
 import * as z from "zod";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
-
-const whole = (what: string) => z.coerce.number({ error: `expected ${what}` }).int({ error: `expected whole ${what}` });
+import { numberFlag } from "../options.js";
 
 const RetryFlags = z.object({
-  taskTimeout: whole("seconds").min(1).max(86_400).optional(),
-  taskMemory: whole("MiB").min(64).max(65_536).optional(),
+  taskTimeout: numberFlag("whole seconds", { min: 1, max: 86_400 }).optional(),
+  taskMemory: numberFlag("whole MiB", { min: 64, max: 65_536 }).optional(),
   maxRecordBytes: z.string().optional(),
-  maxCostUsd: z.coerce.number({ error: "expected dollars" }).positive().max(1_000_000).optional(),
-  deadline: whole("seconds")
-    .min(1)
-    .max(7 * 86_400)
-    .optional(),
+  maxCostUsd: numberFlag("dollars", { above: 0, max: 1_000_000, fraction: true }).optional(),
+  deadline: numberFlag("whole seconds", { min: 1, max: 7 * 86_400 }).optional(),
 });
 
 export const retryCommand = (io: CliIO): Command =>

@@ -18,33 +18,29 @@ import { resolveLocalInputs } from "../../local/localInputs.js";
 import { jsonLogger, warningsOnly } from "../../core/log.js";
 import type { CliIO } from "../io.js";
 import { reportLine, writeReportHtml } from "./report.js";
-import { collect, collectParam } from "../options.js";
+import { collect, collectParam, numberFlag } from "../options.js";
 import { progressView } from "../progress.js";
 
 const RunFlags = z.object({
   op: z.string(),
   param: z.record(z.string(), z.string()).default({}),
   format: z.enum(FORMATS).optional(),
-  workers: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(0).max(1024).optional(),
+  workers: numberFlag("a whole number", { min: 0, max: 1024 }).optional(),
   chunkSize: z.string().optional(),
-  maxAttempts: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).max(20).optional(),
+  maxAttempts: numberFlag("a whole number", { min: 1, max: 20 }).optional(),
   out: z.string().optional(),
   ops: z.array(z.string()).default([]),
   skipBadRecords: z.boolean().default(false),
   progress: z.boolean().default(true),
   verbose: z.boolean().default(false),
-  batchSize: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).optional(),
-  taskTimeout: z.coerce.number({ error: "expected seconds" }).int({ error: "expected whole seconds" }).min(1).max(86_400).optional(),
-  taskMemory: z.coerce.number({ error: "expected MiB" }).int({ error: "expected whole MiB" }).min(64).max(65_536).optional(),
+  batchSize: numberFlag("a whole number", { min: 1 }).optional(),
+  taskTimeout: numberFlag("whole seconds", { min: 1, max: 86_400 }).optional(),
+  taskMemory: numberFlag("whole MiB", { min: 64, max: 65_536 }).optional(),
   maxRecordBytes: z.string().optional(),
   outDir: z.string().optional(),
   report: z.string().optional(),
-  partitions: z.coerce
-    .number({ error: "expected a whole number" })
-    .int({ error: "expected a whole number" })
-    .min(1, { error: "must be at least 1" })
-    .optional(),
-  backupAfter: z.coerce.number({ error: "expected seconds" }).int({ error: "expected whole seconds" }).optional(),
+  partitions: numberFlag("a whole number", { min: 1 }).optional(),
+  backupAfter: numberFlag("whole seconds").optional(),
 });
 
 /** Chunks per worker thread a local task run aims for by default: enough to even out uneven items. */

@@ -15,7 +15,7 @@ import type { SubmitSpec, UploadProgress } from "../../sdk/types.js";
 import { parseFlags, stoppedWaiting, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 import { mb, statusLine } from "../progress.js";
-import { collectParam } from "../options.js";
+import { collectParam, numberFlag } from "../options.js";
 import { checkWritableFile, writeResult } from "./result.js";
 import { waitWithProgress } from "./wait.js";
 
@@ -24,19 +24,19 @@ const SubmitFlags = z.object({
   param: z.record(z.string(), z.string()).default({}),
   format: z.enum(FORMATS).optional(),
   chunkSize: z.string().optional(),
-  maxAttempts: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).max(20).optional(),
+  maxAttempts: numberFlag("a whole number", { min: 1, max: 20 }).optional(),
   skipBadRecords: z.boolean().default(false),
-  partitions: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).optional(),
-  backupAfter: z.coerce.number({ error: "expected seconds" }).int({ error: "expected whole seconds" }).optional(),
-  fanIn: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).optional(),
+  partitions: numberFlag("a whole number", { min: 1 }).optional(),
+  backupAfter: numberFlag("whole seconds").optional(),
+  fanIn: numberFlag("a whole number").optional(),
   prefer: z.enum(PREFERENCES).optional(),
   each: z.boolean().default(false),
   wait: z.boolean().default(false),
-  timeout: z.coerce.number({ error: "expected seconds" }).positive({ error: "expected seconds > 0" }).optional(),
+  timeout: numberFlag("seconds", { above: 0, fraction: true }).optional(),
   out: z.string().optional(),
   progress: z.boolean().default(true),
   items: z.string().optional(),
-  batchSize: z.coerce.number({ error: "expected a whole number" }).int({ error: "expected a whole number" }).min(1).optional(),
+  batchSize: numberFlag("a whole number", { min: 1 }).optional(),
   onItemError: z.enum(ON_ITEM_ERROR).optional(),
 });
 

@@ -6,6 +6,7 @@ import type { JobFuture } from "../../sdk/JobFuture.js";
 import type { JobStatus } from "../../sdk/types.js";
 import { parseFlags, stoppedWaiting, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
+import { numberFlag } from "../options.js";
 import { bar, barWidth, statusLine } from "../progress.js";
 import { checkWritableFile, writeResult } from "./result.js";
 import { reportLine } from "./report.js";
@@ -71,7 +72,7 @@ export const waitWithProgress = async <R>(
 };
 
 const WaitFlags = z.object({
-  timeout: z.coerce.number({ error: "expected seconds" }).positive({ error: "expected seconds > 0" }).optional(),
+  timeout: numberFlag("seconds", { above: 0, fraction: true }).optional(),
   progress: z.boolean().default(true),
   out: z.string().optional(),
 });
