@@ -182,6 +182,15 @@ print(json.dumps(sorted(c.values())))`;
     ).rejects.toThrow(/bad\.csv:3 \(byte 8\): expected a number, got "two"/);
   });
 
+  it("names the key whose sum or variance overflows a double, and the op", async () => {
+    const file = path.join(dir, "overflow.csv");
+    // Python: float(sum(Fraction(x) for x in ["1e200", "-1e200"])) is 0, but the variance, 1e400, is no double.
+    await writeFile(file, "k,v\na,1e200\na,-1e200\nb,1\n");
+    await expect(
+      run({ op: "groupby", inputs: [file], params: { key: "k", value: "v" } }, { workers: 0, outDir: path.join(dir, "overflow") }),
+    ).rejects.toThrow(/groupby: key "a": the sum or variance overflows a double/);
+  });
+
   it("refuses more shuffle segments (chunks × partitions) than the reducer gathers, saying how many partitions fit", async () => {
     const file = path.join(dir, "small.csv");
     await writeFile(file, `k\n${"a\n".repeat(600)}`);

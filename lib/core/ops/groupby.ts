@@ -101,7 +101,7 @@ export const groupby = keyedOp<GroupbyParams>({
   row(key, value) {
     const g = value as Group;
     if (!g.v) return { key: keyValue(key), count: g.c };
-    const s = statsResultOf(g.v);
+    const s = statsResultOf(g.v, `groupby: key ${JSON.stringify(keyValue(key))}`);
     return { key: keyValue(key), count: g.c, values: s.count, sum: s.sum, min: s.min, max: s.max, mean: s.mean, variance: s.variance };
   },
 });

@@ -89,7 +89,11 @@ export const keyOfFields = (
       if (/\d{16}|\de\+/.test(key)) {
         for (const v of JSON.parse(key) as unknown[]) {
           if (typeof v === "number" && Number.isInteger(v) && !Number.isSafeInteger(v))
-            throw badRecord(`key ${v} is an integer past 2^53, which JSON numbers round: quote it as a string`, offset);
+            throw badRecord(
+              `key ${v} is an integer past 2^53, where JSON numbers may be rounded (neighbours would meet as one key): ` +
+                "quote it as a string",
+              offset,
+            );
         }
       }
       // Records are decoded as UTF-8: bytes that are not become U+FFFD, and two different keys would

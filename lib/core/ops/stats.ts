@@ -109,8 +109,8 @@ export const stats: Op<ValueOptions, StatsPartial, StatsResult> = {
   },
 };
 
-/** The result of merged stats partials; throws BAD_RECORD when the sum or variance overflows a double. */
-export const statsResultOf = (p: StatsPartial): StatsResult => {
+/** The result of merged stats partials; throws BAD_RECORD, naming `of`, when the sum or variance overflows a double. */
+export const statsResultOf = (p: StatsPartial, of = "stats"): StatsResult => {
   const n = p.count;
   if (n === 0) return { count: 0, sum: 0, min: null, max: null, mean: null, variance: null };
   const sum = decimalFromJson(p.sum);
@@ -124,7 +124,7 @@ export const statsResultOf = (p: StatsPartial): StatsResult => {
   const total = ratioToDouble(s, unit);
   const variance = ratioToDouble(count * q - s * s, count * count * unit * unit);
   if (!Number.isFinite(total) || !Number.isFinite(variance)) {
-    throw new CloudmillError(ErrorCode.BAD_RECORD, "stats: the sum or variance overflows a double (values beyond ±1e154?)");
+    throw new CloudmillError(ErrorCode.BAD_RECORD, `${of}: the sum or variance overflows a double (values beyond ±1e154?)`);
   }
   return { count: n, sum: total, min: p.min, max: p.max, mean: ratioToDouble(s, count * unit), variance };
 };
