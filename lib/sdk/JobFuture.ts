@@ -155,9 +155,9 @@ export class JobFuture<R = unknown> {
   }
 
   /**
-   * Cancels the job: workers skip its queued chunks and its status becomes `cancelled`
-   * (result() then rejects with CANCELLED). A job that already succeeded or failed keeps its
-   * end; the status returned says which. An upload still in progress is stopped. A future
+   * Cancels the job: its status becomes `cancelled` (result() then rejects with CANCELLED), and
+   * workers skip its queued chunks once they next look at its end, within 5 s. A job that
+   * already succeeded or failed keeps its end; the status returned says which. An upload still in progress is stopped. A future
    * whose submission failed by itself rejects with that failure: no job was started.
    */
   async cancel(): Promise<JobStatus> {
