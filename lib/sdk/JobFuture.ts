@@ -50,7 +50,8 @@ export class JobFuture<R = unknown> {
   readonly #backend: JobBackend;
   readonly #submitted: Promise<void>;
   readonly #abortSubmit: AbortController | undefined;
-  #cancelRequested = false;
+  /** What cancel() stopped the submission with, once it did. */
+  #stop: CloudmillError | undefined;
   /** Why the submission failed, when it failed by itself (not stopped by cancel()): no job exists. */
   #submitFailure: unknown;
   /** The job's end, once seen: later result() calls settle from it without a request. */
@@ -64,7 +65,7 @@ export class JobFuture<R = unknown> {
     this.#abortSubmit = submission?.abort;
     // Observed through status() and result(); never an unhandled rejection.
     this.#submitted.catch((err: unknown) => {
-      if (!this.#cancelRequested) this.#submitFailure = err;
+      if (!this.#stoppedBy(err)) this.#submitFailure = err;
     });
   }
 
@@ -88,12 +89,17 @@ export class JobFuture<R = unknown> {
     return this.#submitted;
   }
 
+  /** Whether `err` is the submission's stop by cancel(): its own reason, or the cancel an abort became. */
+  #stoppedBy(err: unknown): boolean {
+    return this.#stop !== undefined && (err === this.#stop || (err instanceof CloudmillError && err.code === ErrorCode.CANCELLED));
+  }
+
   /** Settles the submission; a submission stopped by cancel() counts as done. */
   async #afterSubmit(signal?: AbortSignal): Promise<void> {
     try {
       await (signal ? untilAborted(this.#submitted, signal) : this.#submitted);
     } catch (err) {
-      if (!(this.#cancelRequested && !signal?.aborted)) throw err;
+      if (!this.#stoppedBy(err) || signal?.aborted) throw err;
     }
   }
 
@@ -163,11 +169,14 @@ export class JobFuture<R = unknown> {
   async cancel(): Promise<JobStatus> {
     // A submission that failed by itself (a missing file, say) wrote no spec: there is no job to cancel.
     if (this.#submitFailure !== undefined) throw this.#submitFailure;
-    this.#cancelRequested = true;
-    this.#abortSubmit?.abort(
-      new CloudmillError(ErrorCode.CANCELLED, `job ${this.id} was cancelled before it was submitted`, { jobId: this.id }),
+    this.#stop ??= new CloudmillError(ErrorCode.CANCELLED, `job ${this.id} was cancelled before it was submitted`, { jobId: this.id });
+    this.#abortSubmit?.abort(this.#stop);
+    const failed = await this.#submitted.then(
+      () => undefined,
+      (err: unknown) => err,
     );
-    await this.#submitted.catch(() => undefined);
+    // Failed by itself before it saw the stop (a missing file, say): there is no job to cancel.
+    if (failed !== undefined && !this.#stoppedBy(failed)) throw failed;
     return this.#backend.cancel(this.id);
   }
 
@@ -182,7 +191,7 @@ export class JobFuture<R = unknown> {
     // Forgotten first: a request the stack takes after this call gave up waiting still resumes
     // the job, and result() must then wait for the new run rather than repeat the old end.
     this.#ended = undefined;
-    this.#cancelRequested = false;
+    this.#stop = undefined;
     return this.#backend.retry(this.id, options);
   }
 

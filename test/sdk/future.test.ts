@@ -122,6 +122,28 @@ describe("JobFuture.result", () => {
     await expect(future.cancel()).rejects.toBe(missing);
     await expect(future.result()).rejects.toBe(missing);
     expect(cancels).toEqual([]);
+
+    // The same failure arriving after cancel() was asked (the inputs are checked before the stop is looked at).
+    let fail: (err: unknown) => void = () => undefined;
+    const late = new JobFuture("job-late", backend, {
+      submitted: new Promise<void>((_, reject) => (fail = reject)),
+      abort: new AbortController(),
+    });
+    const cancelled = late.cancel();
+    const waited = late.result();
+    fail(missing);
+    await expect(cancelled).rejects.toBe(missing);
+    await expect(waited).rejects.toBe(missing);
+    expect(cancels).toEqual([]);
+
+    // A submission the cancel stopped (it rejects with the stop) is cancelled as before.
+    const stopped = new AbortController();
+    const upload = new JobFuture("job-stopped", backend, {
+      submitted: new Promise<void>((_, reject) => stopped.signal.addEventListener("abort", () => reject(stopped.signal.reason))),
+      abort: stopped,
+    });
+    await expect(upload.cancel()).resolves.toMatchObject({ state: "cancelled" });
+    expect(cancels).toEqual(["job-stopped"]);
   });
 
   it("settles once: after the job ended, result() answers without reading again", async () => {
