@@ -37,7 +37,7 @@ import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import { Manifest, JobStatus as StoredJobStatus } from "../core/job/manifest.js";
 import { JobId, MaxRecordBytes, parseJobSpec, parseJobSpecJson, type JobSpecInput } from "../core/job/spec.js";
 import { silentLogger, type Logger } from "../core/log.js";
-import type { UserOp } from "../core/ops/defineOp.js";
+import { defineOp, type UserOp } from "../core/ops/defineOp.js";
 import { builtinOps, isBuiltinOp, OpRegistry } from "../core/ops/registry.js";
 import { checkAgainstDeployed, listingOf, readRegistryListing, type OpsListing } from "../core/ops/registryListing.js";
 import type { AnyOp } from "../core/ops/types.js";
@@ -131,6 +131,9 @@ export interface MapItemsOptions {
 }
 
 const ANY_JSON = z.unknown();
+
+/** A lab op known by its name alone (deployed, not given here): an op of lines, mapped on the fleet. */
+const namedLabOp = (name: string): AnyOp => defineOp({ name, format: "lines", map: () => 0, combine: (a: number) => a });
 
 export class Cloudmill {
   readonly #options: CloudmillOptions;
@@ -528,7 +531,8 @@ export class Cloudmill {
     let calibration: EstimateCalibration | undefined;
     const registry = new OpRegistry(builtinOps);
     // A lab's op, given as itself, is planned by its shape (keyed, inline); not run here, it is priced at the lab ops' default rate.
-    const op = typeof spec.op === "string" ? registry.get(spec.op) : spec.op;
+    // Named only, it is planned as the fleet maps lines.
+    const op = typeof spec.op !== "string" ? spec.op : registry.has(spec.op) ? registry.get(spec.op) : namedLabOp(spec.op);
     if (first && spec.calibrate !== false && isBuiltinOp(op)) {
       const sampleBytes = sampleBytesFor(spec.chunkSize ?? DEFAULTS.chunkSize);
       const sample = await withAws(this.#aws(`read a sample of ${first.name}`), () =>

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CACHE_DIR_ENV } from "../../lib/local/calibrationCache.js";
 import { Estimate } from "../../lib/core/report/estimate.js";
 import { cli } from "../helpers/cli.js";
+import { Cloudmill } from "../../lib/sdk/index.js";
 import { startTestCloud, textOf, type TestCloud } from "../helpers/devCloud.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
@@ -48,6 +49,17 @@ describe("cloudmill estimate over S3 inputs", () => {
     expect(Object.keys(JSON.parse(await readFile(path.join(dir, "cache", "calibrations.json"), "utf8")).entries)).toHaveLength(1);
     const fresh = await cli([...args, "--fresh"], env);
     expect(rateOf(fresh.stdout)).not.toContain("cached");
+  });
+
+  it("prices a lab op the SDK knows by name only (deployed, not given) as lines on the fleet, at the lab ops' rate", async () => {
+    await cloud.put("data/named.txt", textOf(300_000, 5));
+    const mill = new Cloudmill({ endpoint: cloud.cloud.endpoint });
+    try {
+      const estimate = await mill.estimate({ op: "their-own-op", inputs: [`s3://${cloud.input}/data/named.txt`], calibrate: false });
+      expect(estimate).toMatchObject({ op: "their-own-op", chunks: 1, runsOn: "fleet" });
+    } finally {
+      mill.close();
+    }
   });
 
   it("plans a lab's keyed op (--ops) as keyed: on the fleet, with its shuffle's requests", async () => {
