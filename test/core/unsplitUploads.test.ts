@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { deadLetterHandler, splitterHandler } from "../../lib/aws/handlers.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../../lib/core/errors.js";
 import { JobStatus } from "../../lib/core/job/manifest.js";
-import { jobSpecOutputKeys, manifestKey, uploadOutputKeys } from "../../lib/core/keys.js";
+import { enqueuedKey, jobSpecOutputKeys, manifestKey, uploadOutputKeys } from "../../lib/core/keys.js";
 import { readJson, readJsonIfExists } from "../../lib/core/pipeline/blobJson.js";
 import type { BlobStore } from "../../lib/core/ports.js";
 import { localPipeline } from "../helpers/jobs.js";
@@ -114,10 +114,20 @@ describe("an upload the splitter failed on at every try", () => {
     expect(await readJson(s.output, jobSpecOutputKeys("ran-1").status, JobStatus)).toEqual(before);
     expect(await s.output.head(manifestKey("ran-1"))).toBeDefined();
 
+    // A splitter that died after the manifest, before its tasks were queued, started nothing that would end.
+    await s.inputs.put("_jobs/half-1.json", Buffer.from(JSON.stringify({ op: "count", inputs: ["s3://lab-in/data.txt"] })));
+    const half = notification("_jobs/half-1.json", "def");
+    expect((await splitterHandler(s.deps, CONFIG)(half))[0]).toMatchObject({ kind: "started", jobId: "half-1" });
+    await s.output.delete(enqueuedKey("half-1"));
+    await deadLetterHandler(s.deps)(deadLetter(half, "Task timed out after 60.00 seconds"));
+    const halfStatus = await readJson(s.output, jobSpecOutputKeys("half-1").status, JobStatus);
+    expect(halfStatus).toMatchObject({ state: "failed", chunks: 1, error: { code: "ENVIRONMENT" } });
+    expect(halfStatus.error?.message).toMatch(/at every try, so the job never started: Task timed out after 60\.00 seconds$/);
+
     for (const key of ["_retries/ran-1.json", "_uploads/x/data.txt", "count/folder/"])
       expect(await deadLetterHandler(s.deps)(deadLetter(notification(key, "abc"), "boom"))).toEqual({ batchItemFailures: [] });
     const written: string[] = [];
     for await (const o of s.output.list("")) written.push(o.key);
-    expect(written.filter((k) => !k.includes("ran-1"))).toEqual([]);
+    expect(written.filter((k) => !k.includes("ran-1") && !k.includes("half-1"))).toEqual([]);
   });
 });

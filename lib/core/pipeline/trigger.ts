@@ -9,6 +9,7 @@ import {
   failureKey,
   fitsS3Key,
   JOBS_PREFIX,
+  enqueuedKey,
   jobSpecOutputKeys,
   manifestKey,
   RESULT_FILE,
@@ -24,7 +25,8 @@ import { DEFAULTS } from "../constants.js";
 import { refuseTaskTimeoutPastQueue } from "../queueLimits.js";
 import type { PipelineDeps, SplitDeps } from "./deps.js";
 import { failJob } from "./deadLetter.js";
-import { exists, readBytes } from "./blobJson.js";
+import { exists, readBytes, readJsonIfExists } from "./blobJson.js";
+import { Manifest, taskCount } from "../job/manifest.js";
 import { resolveS3Inputs } from "./resolveInputs.js";
 import { deadlineSecondsOf, earlierStart, namesForFormat, startJob, taskJobOf, type StartedJob } from "./split.js";
 import type { InlineOptions } from "./inline.js";
@@ -164,12 +166,18 @@ const jobOfCreated = (obj: CreatedObject): { jobId: string; output: OutputKeys }
 export const failUnsplit = async (deps: PipelineDeps, obj: CreatedObject, reason: string): Promise<TriggerOutcome> => {
   const target = jobOfCreated(obj);
   if (!target) return { kind: "ignored", reason: "starts no job" };
-  if (await exists(deps.output, manifestKey(target.jobId))) return { kind: "ignored", reason: "its job started" };
+  // Started is queued: a splitter that died between the manifest and its tasks left a job nothing
+  // else would end (no task carries its deadline, no part wakes the reducer).
+  if (await exists(deps.output, enqueuedKey(target.jobId))) return { kind: "ignored", reason: "its job started" };
+  const manifest = await readJsonIfExists(deps.output, manifestKey(target.jobId), Manifest);
   const error = new CloudmillError(
     ErrorCode.ENVIRONMENT,
     `the splitter failed on ${s3Uri(obj.bucket, obj.key)} at every try, so the job never started: ${reason}`,
   );
-  await failJob(deps, { jobId: target.jobId, output: target.output, chunks: 0, done: 0 }, error);
+  const planned = manifest
+    ? { output: manifest.output, chunks: taskCount(manifest), startedAt: manifest.createdAt, run: manifest.retries ?? 0 }
+    : { output: target.output, chunks: 0 };
+  await failJob(deps, { jobId: target.jobId, done: 0, ...planned }, error);
   return { kind: "failed", jobId: target.jobId, error: error.describe() };
 };
 
