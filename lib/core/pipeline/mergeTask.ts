@@ -7,6 +7,7 @@
 import { backupWonKey, mergedKey } from "../keys.js";
 import type { MergeTask, TaskRun } from "../job/manifest.js";
 import type { AnyOp } from "../ops/types.js";
+import { isTaskOp } from "../ops/defineTask.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, writeJson } from "./blobJson.js";
 import type { SniffedSeparator } from "./part.js";
@@ -39,8 +40,9 @@ export interface MergeOptions {
 export const runMergeTask = async (deps: PipelineDeps, task: MergeTask, op: AnyOp, options: MergeOptions = {}): Promise<void> => {
   const { jobId, job, merge } = task;
   // A lab op's merges run on a mapper thread where the worker has them, under the task's time and
-  // heap limits: one that never returns or grows without bound fails its task, not the worker.
-  if (op.digest !== undefined && deps.mappers) {
+  // heap limits: one that never returns or grows without bound fails its task, not the worker. A
+  // task op's merge is cloudmill's own (its items' results), as a built-in op's is.
+  if (op.digest !== undefined && !isTaskOp(op) && deps.mappers) {
     const host = deps.mappers;
     const merger = (twoWays: boolean): Merging => {
       const remote = host.merge({
