@@ -235,4 +235,34 @@ describe("a packed chunk that fails on every attempt", () => {
     const quiet = JSON.parse((await readFile(path.join(output.name, "packed-2/status.json"))).toString()) as JobStatus;
     expect(quiet.error?.message).toMatch(/^s3:\/\/b\/k\/000000 and 2 more objects: chunk 0 failed 3 times without reporting an error/);
   });
+
+  it("names an object whose key holds a line break once, on one line", async () => {
+    const output = new FsBlobStore(await mkdtemp(path.join(dir, "dead-break-")));
+    const deps = { output, inputStore: () => output, registry: new OpRegistry(), log: silentLogger };
+    const inputs = [object(0, 10, "k/day 1\nday 2.txt")];
+    const chunk = planChunks(inputs, 1 << 20).chunkAt(0);
+    const job = { op: "count", params: {}, format: "lines" as const, onBadRecord: "fail" as const, maxAttempts: 3 };
+    const jobId = "broken-1";
+    const manifest = Manifest.parse({
+      v: 1,
+      jobId,
+      job,
+      inputs,
+      chunkSize: 1 << 20,
+      chunks: 1,
+      output: { result: `${jobId}/result.json`, status: `${jobId}/status.json` },
+      createdAt: new Date().toISOString(),
+      deadline: Date.now() + 60_000,
+      trigger: "cli",
+    });
+    await output.put(manifestKey(jobId), JSON.stringify(manifest));
+    const task = { v: 1 as const, jobId, chunk, job };
+    const failure = new CloudmillError(ErrorCode.ENVIRONMENT, "GetObject failed: SlowDown").withContext(chunkContext(jobId, chunk));
+    await afterFailedAttempt(deps, task, failure, 3);
+    expect(await handleDeadLetter(deps, JSON.stringify(task))).toBe("failed");
+    const status = JSON.parse((await readFile(path.join(output.name, `${jobId}/status.json`))).toString()) as JobStatus;
+    expect(status.error?.message).toBe(
+      "s3://b/k/day 1 day 2.txt (bytes 0-10): chunk 0 failed after 3 attempts: GetObject failed: SlowDown",
+    );
+  });
 });

@@ -4,7 +4,7 @@
  */
 import type { OutputKeys } from "../keys.js";
 import { failureKey, manifestKey, pastEndKey, succeededKey } from "../keys.js";
-import { CloudmillError, ErrorCode, locate, type ErrorContext } from "../errors.js";
+import { CloudmillError, ErrorCode, locate, oneLine, type ErrorContext } from "../errors.js";
 import { isMergeTask, isReduceTask, JobStatus, Manifest, TaskMessage, taskCount } from "../job/manifest.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
@@ -175,9 +175,10 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
     : recorded
       ? { ...statusContext(recorded.error), jobId, chunk: chunk.index }
       : { jobId, chunk: chunk.index, input: `${chunk.input.name} and ${chunk.more.length} more objects` };
-  // The recorded message already names the chunk's input and range (it is a described error).
-  const prefix = locate(where);
-  const last = recorded?.error.message.startsWith(prefix) ? recorded.error.message.slice(prefix.length) : recorded?.error.message;
+  // The recorded message already names the chunk's input and range (it is a described error, on one line).
+  const prefix = oneLine(locate(where));
+  const recordedMessage = recorded?.error.message;
+  const last = recordedMessage?.startsWith(prefix) ? recordedMessage.slice(prefix.length).trimStart() : recordedMessage;
   const error = recorded
     ? new CloudmillError(failedCode(recorded), `chunk ${chunk.index} failed after ${attempts(recorded.attempt)}: ${last}`, where)
     : new CloudmillError(
