@@ -13,6 +13,7 @@ import {
   type RemoteMapped,
   type RemoteMapper,
   type RemoteMapperRequest,
+  type RemoteRequest,
   type RemoteMerged,
   type RemoteMerger,
   type RemoteMergeRequest,
@@ -137,7 +138,7 @@ export class ThreadMapperHost implements MapperHost {
   }
 
   /** A thread for one task, ended at the task's time limit or when its signal aborts; `what` names the task. */
-  #session(request: Pick<RemoteMapperRequest, "signal" | "timeoutSeconds" | "memoryMiB">, what: string) {
+  #session(request: RemoteRequest, what: string) {
     const thread = this.#acquire(request.memoryMiB);
     const seconds = request.timeoutSeconds ?? this.#timeoutMs / 1000;
     const ended = new AbortController();

@@ -193,13 +193,12 @@ describe("a directory of many small files", () => {
   });
 });
 
-describe("a packed chunk that fails on every attempt", () => {
-  it("is named by the object its last error was in, or by its first object and how many more", async () => {
-    const output = new FsBlobStore(await mkdtemp(path.join(dir, "dead-")));
+describe("a chunk that fails on every attempt", () => {
+  /** A store holding the manifest of one job of one chunk over `inputs`; start(id) writes it and gives its task. */
+  const oneChunkJobs = async (name: string, inputs: InputObject[]) => {
+    const output = new FsBlobStore(await mkdtemp(path.join(dir, name)));
     const deps = { output, inputStore: () => output, registry: new OpRegistry(), log: silentLogger };
-    const inputs = [object(0, 10), object(1, 20), object(2, 30)];
     const chunk = planChunks(inputs, 1 << 20).chunkAt(0);
-    expect(chunk.more).toHaveLength(2);
     const job = { op: "count", params: {}, format: "lines" as const, onBadRecord: "fail" as const, maxAttempts: 3 };
     const start = async (jobId: string) => {
       const manifest = Manifest.parse({
@@ -217,6 +216,12 @@ describe("a packed chunk that fails on every attempt", () => {
       await output.put(manifestKey(jobId), JSON.stringify(manifest));
       return { v: 1 as const, jobId, chunk, job };
     };
+    return { output, deps, chunk, start };
+  };
+
+  it("packed, is named by the object its last error was in, or by its first object and how many more", async () => {
+    const { output, deps, chunk, start } = await oneChunkJobs("dead-", [object(0, 10), object(1, 20), object(2, 30)]);
+    expect(chunk.more).toHaveLength(2);
 
     // The worker recorded the second object's error (as mapChunk locates it) on the last attempt.
     const task = await start("packed-1");
@@ -237,26 +242,9 @@ describe("a packed chunk that fails on every attempt", () => {
   });
 
   it("names an object whose key holds a line break once, on one line", async () => {
-    const output = new FsBlobStore(await mkdtemp(path.join(dir, "dead-break-")));
-    const deps = { output, inputStore: () => output, registry: new OpRegistry(), log: silentLogger };
-    const inputs = [object(0, 10, "k/day 1\nday 2.txt")];
-    const chunk = planChunks(inputs, 1 << 20).chunkAt(0);
-    const job = { op: "count", params: {}, format: "lines" as const, onBadRecord: "fail" as const, maxAttempts: 3 };
+    const { output, deps, chunk, start } = await oneChunkJobs("dead-break-", [object(0, 10, "k/day 1\nday 2.txt")]);
     const jobId = "broken-1";
-    const manifest = Manifest.parse({
-      v: 1,
-      jobId,
-      job,
-      inputs,
-      chunkSize: 1 << 20,
-      chunks: 1,
-      output: { result: `${jobId}/result.json`, status: `${jobId}/status.json` },
-      createdAt: new Date().toISOString(),
-      deadline: Date.now() + 60_000,
-      trigger: "cli",
-    });
-    await output.put(manifestKey(jobId), JSON.stringify(manifest));
-    const task = { v: 1 as const, jobId, chunk, job };
+    const task = await start(jobId);
     const failure = new CloudmillError(ErrorCode.ENVIRONMENT, "GetObject failed: SlowDown").withContext(chunkContext(jobId, chunk));
     await afterFailedAttempt(deps, task, failure, 3);
     expect(await handleDeadLetter(deps, JSON.stringify(task))).toBe("failed");

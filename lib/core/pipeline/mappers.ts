@@ -20,16 +20,20 @@ export interface RemoteMapContext {
   readonly onBadRecord: OnBadRecord;
 }
 
-export interface RemoteMapperRequest {
+/** A task's work for another thread: the op, and the task's limits there. */
+export interface RemoteRequest {
   readonly op: string;
-  /** The job's params, raw: parsed again by the op on the mapper's thread. */
+  /** The job's params, raw: parsed again by the op on its thread. */
   readonly params: Params;
-  readonly ctx: RemoteMapContext;
   readonly signal?: AbortSignal;
-  /** The job's own time limit for the chunk; default the host's. */
+  /** The job's own time limit for the task; default the host's. */
   readonly timeoutSeconds?: number;
-  /** The job's own heap limit for the chunk, in MiB; default the host's. */
+  /** The job's own heap limit for the task, in MiB; default the host's. */
   readonly memoryMiB?: number;
+}
+
+export interface RemoteMapperRequest extends RemoteRequest {
+  readonly ctx: RemoteMapContext;
 }
 
 export interface RemoteMapped {
@@ -50,17 +54,9 @@ export interface RemoteMapper {
 }
 
 /** A merge task's merge of a lab op's spans, on another thread. */
-export interface RemoteMergeRequest {
-  readonly op: string;
-  /** The job's params, raw: parsed again by the op on the merge's thread. */
-  readonly params: Params;
+export interface RemoteMergeRequest extends RemoteRequest {
   /** Merge both ways: as if the byte before the first span were outside quotes, and as if inside. */
   readonly twoWays: boolean;
-  readonly signal?: AbortSignal;
-  /** The job's own time limit for the task; default the host's. */
-  readonly timeoutSeconds?: number;
-  /** The job's own heap limit for the task, in MiB; default the host's. */
-  readonly memoryMiB?: number;
 }
 
 export interface RemoteMerged {

@@ -107,13 +107,25 @@ export const handleObjectCreated = async (
   const { key } = obj;
   if (key.endsWith("/")) return { kind: "ignored", reason: "folder marker" };
   if (key.startsWith(JOBS_PREFIX)) {
-    return key.endsWith(".json") && !key.slice(JOBS_PREFIX.length).includes("/")
-      ? startSpecJob(deps, config, obj, invocation)
-      : { kind: "ignored", reason: "not a job spec" };
+    return isSpecKey(key) ? startSpecJob(deps, config, obj, invocation) : { kind: "ignored", reason: "not a job spec" };
   }
   if (key.startsWith(RETRIES_PREFIX)) return resume(deps, config, obj);
   if (key.startsWith("_")) return { kind: "ignored", reason: "reserved prefix" };
   return startUploadJob(deps, config, obj, invocation);
+};
+
+/** A job spec's key: `_jobs/<name>.json`, in no folder below. */
+const isSpecKey = (key: string): boolean => key.endsWith(".json") && !key.slice(JOBS_PREFIX.length).includes("/");
+
+/**
+ * Where an upload's job reports: beside the upload, or (`roomy` false: an input key within S3's
+ * limit may have no room for `/result.json` after it) under its id, where `cloudmill jobs` lists
+ * it, rather than nowhere.
+ */
+const uploadOutput = (key: string, jobId: string): { roomy: boolean; output: OutputKeys } => {
+  const beside = uploadOutputKeys(key);
+  const roomy = fitsS3Key(beside.result) && fitsS3Key(beside.status);
+  return { roomy, output: roomy ? beside : jobSpecOutputKeys(jobId) };
 };
 
 /** The op an upload names: its first folder. */
@@ -147,14 +159,13 @@ const jobOfCreated = (obj: CreatedObject): { jobId: string; output: OutputKeys }
   const { key } = obj;
   if (key.endsWith("/")) return undefined;
   if (key.startsWith(JOBS_PREFIX)) {
-    if (!key.endsWith(".json") || key.slice(JOBS_PREFIX.length).includes("/")) return undefined;
+    if (!isSpecKey(key)) return undefined;
     const jobId = specJobIdOf(obj.bucket, key);
     return { jobId, output: jobSpecOutputKeys(jobId) };
   }
   if (key.startsWith("_") || obj.etag === undefined) return undefined;
   const jobId = uploadJobIdOf(obj, unquote(obj.etag));
-  const beside = uploadOutputKeys(key);
-  return { jobId, output: fitsS3Key(beside.result) && fitsS3Key(beside.status) ? beside : jobSpecOutputKeys(jobId) };
+  return { jobId, output: uploadOutput(key, jobId).output };
 };
 
 /**
@@ -188,10 +199,6 @@ const startUploadJob = async (
   invocation?: Invocation,
 ): Promise<TriggerOutcome> => {
   const { bucket, key } = obj;
-  const beside = uploadOutputKeys(key);
-  // An input key within S3's limit may have no room for `/result.json` after it: the job fails
-  // where `cloudmill jobs` lists it, rather than dropping with no status anywhere.
-  const roomy = fitsS3Key(beside.result) && fitsS3Key(beside.status);
   const op = uploadOp(key);
   const idOf = (tag: string): string => uploadJobIdOf(obj, tag);
   // Before the object is looked at: a start an earlier invocation made stands even if the object
@@ -206,7 +213,7 @@ const startUploadJob = async (
   if (obj.etag && unquote(obj.etag) !== unquote(info.etag))
     return { kind: "ignored", reason: "overwritten since; the newer upload starts its own job" };
   const jobId = idOf(unquote(info.etag));
-  const output = roomy ? beside : jobSpecOutputKeys(jobId);
+  const { roomy, output } = uploadOutput(key, jobId);
   try {
     const earlier = named ? undefined : await earlierStart(deps, jobId);
     if (earlier) return startedOutcome(earlier);
