@@ -174,6 +174,55 @@ print(json.dumps(sorted(c.values())))`;
     );
   });
 
+  it("refuses a jsonl field no record has (misspelt, or a key holding a dot), writing no part; a sparse field stands", async () => {
+    const a = path.join(dir, "sparse-a.jsonl");
+    const b = path.join(dir, "sparse-b.jsonl");
+    const next = prng(7);
+    const line = (i: number): string => {
+      // "site" only in the second file, a null "station" now and then, and a key named with a dot.
+      const record: Record<string, unknown> = { station: next() < 0.1 ? null : `s${i % 5}`, "t.c": i % 3, t: { c: i % 4 } };
+      return JSON.stringify(record);
+    };
+    await writeFile(a, `${Array.from({ length: 400 }, (_, i) => line(i)).join("\n")}\n`);
+    await writeFile(
+      b,
+      `${Array.from({ length: 300 }, (_, i) => JSON.stringify({ ...JSON.parse(line(i)), site: `x${i % 2}` })).join("\n")}\n`,
+    );
+    const refused = async (params: Record<string, string>, op = "groupby"): Promise<string> => {
+      const outDir = path.join(dir, `absent-${Object.values(params).join("-")}`);
+      const error = await run({ op, inputs: [a, b], params, chunkSize: 2048, partitions: 3 }, { workers: 2, outDir }).then(
+        () => "succeeded",
+        (e: Error) => e.message,
+      );
+      // Refused before any reduce task: no part, no directory.
+      await expect(readdir(outDir)).rejects.toThrow(/ENOENT/);
+      return error;
+    };
+    expect(await refused({ key: "statoin" })).toBe(
+      "key=statoin: none of the 700 records read has it (a path splits at dots: a key that holds a dot cannot be named)",
+    );
+    expect(await refused({ key: "station", value: "tc" })).toMatch(/^value=tc: none of the 700 records read has it/);
+    expect(await refused({ key: "station,sight" }, "distinct")).toMatch(/^key=sight: none of the 700 records read has it/);
+    // "t.c" is the path t → c, which every record has: grouped by it, not by the dotted key.
+    // Python: the counts of each record's t.c, of its site (absent: None), and of its station (null: None).
+    const script = `import collections,json,sys
+rs=[json.loads(l) for f in sys.argv[1:] for l in open(f)]
+for k in (lambda r: r["t"]["c"], lambda r: r.get("site"), lambda r: r["station"]):
+  print(json.dumps(sorted([[json.dumps(v), n] for v, n in collections.Counter(k(r) for r in rs).items()])))`;
+    const expected = execFileSync("python3", ["-c", script, a, b], { encoding: "utf8" })
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as [string, number][]);
+    for (const [i, key] of ["t.c", "site", "station"].entries()) {
+      const { result } = await run(
+        { op: "distinct", inputs: [a, b], params: { key }, chunkSize: 2048, partitions: 3 },
+        { workers: 2, outDir: path.join(dir, `present-${key}`) },
+      );
+      const got = (await readRows(result as KeyedResult)).flat().map((r) => [JSON.stringify(r.key), r.count]);
+      expect(got.sort()).toEqual(expected[i]!.sort());
+    }
+  });
+
   it("refuses a value that is not a number, naming file and line", async () => {
     const file = path.join(dir, "bad.csv");
     await writeFile(file, "k,v\na,1\nb,two\n");

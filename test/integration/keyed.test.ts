@@ -112,6 +112,34 @@ describe("keyed ops on the emulated fleet", () => {
     expect(report.tasks.filter((t) => t.index >= chunks).every((t) => t.bytes > 0)).toBe(true);
   }, 120_000);
 
+  it("groupby of a jsonl key field no record has fails the job before its reduce tasks, writing no part", async () => {
+    // Python: how many records have "station" (none have "statoin"); the message counts them all.
+    const records = Array.from({ length: 3000 }, (_, i) => JSON.stringify({ station: `s${i % 17}`, temp: i % 40 }));
+    const body = `${records.join("\n")}\n`;
+    const file = path.join(dir, "readings.jsonl");
+    await writeFile(file, body);
+    const read = Number(
+      execFileSync("python3", ["-c", "import json,sys;print(sum(1 for l in open(sys.argv[1]) if l.strip()))", file], { encoding: "utf8" }),
+    );
+    await cloud().put("_inputs/readings.jsonl", body);
+    const spec = {
+      op: "groupby",
+      inputs: [`s3://${cloud().input}/_inputs/readings.jsonl`],
+      params: { key: "statoin", value: "temp" },
+      partitions: 3,
+    };
+    await cloud().put("_jobs/groupby-misspelt.json", JSON.stringify(spec));
+    const status = await cloud().waitForEnd("_jobs/groupby-misspelt/status.json");
+    expect(status.state).toBe("failed");
+    expect(status.error).toMatchObject({
+      code: "INVALID_SPEC",
+      message: expect.stringContaining(`key=statoin: none of the ${read} records read has it`),
+    });
+    expect(Math.ceil(body.length / CHUNK)).toBeGreaterThan(3);
+    expect(await cloud().keys(cloud().output, "_jobs/groupby-misspelt/part-")).toEqual([]);
+    expect(await cloud().keys(cloud().output, "_jobs/groupby-misspelt/result.json")).toEqual([]);
+  }, 120_000);
+
   it("sort over a job spec: the parts, concatenated in order, are sort -g of the input", async () => {
     const next = prng(29);
     const lines = Array.from({ length: 30_000 }, (_, i) => (i % 97 === 0 ? "" : String(Math.round((next() - 0.5) * 1e7) / 100)));

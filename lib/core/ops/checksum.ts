@@ -10,6 +10,7 @@ import * as z from "zod";
 import { keyedOp } from "./keyedOp.js";
 import { lazySchema, parseOpParams } from "./params.js";
 import type { AnyOp } from "./types.js";
+import type { KeyedPartial } from "../shuffle/shuffleRun.js";
 
 export const CHECKSUM_ALGORITHMS = ["sha256", "sha1", "sha512", "md5"] as const;
 type Algorithm = (typeof CHECKSUM_ALGORITHMS)[number];
@@ -57,7 +58,7 @@ export const checksum: AnyOp = {
         hash.update(block.bytes);
         size += block.bytes.length;
       },
-      finish: () => [[ctx.inputName, { size, hash: hash.digest("hex") } satisfies Checked]],
+      finish: (): KeyedPartial => ({ pairs: [[ctx.inputName, { size, hash: hash.digest("hex") } satisfies Checked]] }),
     };
   },
 };

@@ -24,7 +24,7 @@ export const distinct = keyedOp<DistinctParams>({
   formats: ["lines", "csv", "jsonl"],
   paramsHelp: [...formatParamsHelp, "key=COL[,COL]       csv/jsonl: the column(s) or field(s) that make the key (lines: the line)"],
   parseParams: (raw) => parseOpParams("distinct", DistinctParamsSchema(), raw),
-  pairs(params, ctx) {
+  pairs(params, ctx, fields) {
     if (ctx.format === "lines") {
       // A line is its own key: a key= would otherwise be read as a field of each key at the end.
       if (params.key !== undefined)
@@ -42,7 +42,7 @@ export const distinct = keyedOp<DistinctParams>({
     }
     if (params.key === undefined)
       throw new CloudmillError(ErrorCode.INVALID_SPEC, `distinct of ${ctx.format} records needs key=COL[,COL]`, { field: "params.key" });
-    const keysOf = keyOfFields(fieldList(params.key).map((name) => fieldReader(name, "key", ctx.format, ctx)));
+    const keysOf = keyOfFields(fieldList(params.key).map((name) => fieldReader(name, "key", ctx.format, ctx, fields)));
     return (block, emit) => {
       const keyOf = keysOf(block);
       forEachRecord(block, ctx.format, params, ctx, (record, offset, text) => emit(keyOf(record, offset, text), 1));

@@ -67,9 +67,9 @@ export const groupby = keyedOp<GroupbyParams>({
     "value=COL           the column or field whose numbers are aggregated per key (blank values count as records only)",
   ],
   parseParams: (raw) => parseOpParams("groupby", GroupbyParamsSchema(), raw),
-  pairs(params, ctx) {
-    const keysOf = keyOfFields(fieldList(params.key).map((name) => fieldReader(name, "key", ctx.format, ctx)));
-    const value = params.value === undefined ? undefined : fieldReader(params.value, "value", ctx.format, ctx);
+  pairs(params, ctx, fields) {
+    const keysOf = keyOfFields(fieldList(params.key).map((name) => fieldReader(name, "key", ctx.format, ctx, fields)));
+    const value = params.value === undefined ? undefined : fieldReader(params.value, "value", ctx.format, ctx, fields);
     const valuePath = ctx.format === "jsonl" ? params.value?.split(".") : undefined;
     return (block, emit) => {
       const keyOf = keysOf(block);

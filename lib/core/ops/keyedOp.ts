@@ -6,7 +6,8 @@
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { Format, Params } from "../job/spec.js";
 import type { RecordBlock } from "../records/alignedBlocks.js";
-import { ShuffleRef, type KeyedTable } from "../shuffle/shuffleRun.js";
+import { ShuffleRef, sumFieldCounts, type KeyedPartial } from "../shuffle/shuffleRun.js";
+import { FieldTally } from "./recordFields.js";
 import type { AnyOp, MapContext, Op } from "./types.js";
 
 export interface KeyedOpDefinition<P> {
@@ -15,8 +16,11 @@ export interface KeyedOpDefinition<P> {
   readonly formats: readonly Format[];
   readonly paramsHelp: readonly string[];
   parseParams(raw: Params): P;
-  /** A reader of a chunk's blocks that calls emit with each record's pairs. */
-  pairs(params: P, ctx: MapContext): (block: RecordBlock, emit: (key: string, value: unknown) => void) => void;
+  /**
+   * A reader of a chunk's blocks that calls emit with each record's pairs. Fields read by name
+   * are counted in `fields` (fieldReader), so that the job refuses a name no record has.
+   */
+  pairs(params: P, ctx: MapContext, fields: FieldTally): (block: RecordBlock, emit: (key: string, value: unknown) => void) => void;
   combine(a: unknown, b: unknown, params: P): unknown;
   row(key: string, value: unknown, params: P): unknown;
   /** Combining keeps every value (see KeyedReduce). */
@@ -37,13 +41,15 @@ export const keyedOp = <P>(def: KeyedOpDefinition<P>): Op<P, unknown, never> => 
   keyed: { combine: def.combine, row: def.row, ...(def.gathers ? { gathers: true } : {}) },
   mapper(params, ctx) {
     const table = new Map<string, unknown>();
-    const read = def.pairs(params, ctx);
+    const fields = new FieldTally();
+    const read = def.pairs(params, ctx, fields);
     const emit = (key: string, value: unknown): void => {
       table.set(key, table.has(key) ? def.combine(table.get(key), value, params) : value);
     };
-    const finish = (): KeyedTable => {
+    const finish = (): KeyedPartial => {
       if (def.checkValue) for (const [k, v] of table) def.checkValue(k, v);
-      return [...table];
+      const counts = fields.counts();
+      return { pairs: [...table], ...(counts ? { fields: counts } : {}) };
     };
     return { block: (block) => read(block, emit), finish };
   },
@@ -58,10 +64,12 @@ export const keyedOp = <P>(def: KeyedOpDefinition<P>): Op<P, unknown, never> => 
 
 export const isKeyedOp = (op: AnyOp): boolean => op.keyed !== undefined;
 
-/** Several tables (a packed chunk's objects) as one, values of a key combined in table order. */
-export const mergeTables = (op: AnyOp, params: unknown, tables: readonly KeyedTable[]): KeyedTable => {
-  if (tables.length === 1) return tables[0]!;
+/** Several partials (a packed chunk's objects) as one, values of a key combined in table order. */
+export const mergeKeyedPartials = (op: AnyOp, params: unknown, partials: readonly KeyedPartial[]): KeyedPartial => {
+  if (partials.length === 1) return partials[0]!;
   const merged = new Map<string, unknown>();
-  for (const table of tables) for (const [k, v] of table) merged.set(k, merged.has(k) ? op.keyed!.combine(merged.get(k), v, params) : v);
-  return [...merged];
+  for (const { pairs } of partials)
+    for (const [k, v] of pairs) merged.set(k, merged.has(k) ? op.keyed!.combine(merged.get(k), v, params) : v);
+  const fields = sumFieldCounts(partials.map((p) => p.fields));
+  return { pairs: [...merged], ...(fields ? { fields } : {}) };
 };

@@ -9,6 +9,7 @@ import type { Format } from "../job/spec.js";
 import { headerNamesShown, isColumnIndex } from "../records/csvDialect.js";
 import { jsonNumberText, mayHoldLongNumber, sameDecimal } from "../records/jsonNumberText.js";
 import { getPath, MIN_NORMAL, TINY_EXPONENT } from "./formatReaders.js";
+import type { FieldCounts } from "../shuffle/shuffleRun.js";
 import type { MapContext } from "./types.js";
 
 /** Reads one field of a record as forEachRecord hands it over; undefined when the record has none. */
@@ -17,14 +18,54 @@ export type FieldReader = (record: unknown, offset: number, text?: string) => st
 /** `a,b` → the names; a name or index per entry, none empty. */
 export const fieldList = (param: string): string[] => param.split(",").map((s) => s.trim());
 
-/** A reader of one named field (`param`: the op param it came from, for messages). */
-export const fieldReader = (name: string, param: string, format: Format, ctx: MapContext): FieldReader => {
+/** The fields a map task read by name, counted as FieldCounts says (`param=name` each). */
+export class FieldTally {
+  readonly #counts = new Map<string, [seen: number, had: number]>();
+
+  /** The counts of one field, which its reader updates in place. */
+  of(param: string, name: string): [seen: number, had: number] {
+    const label = `${param}=${name}`;
+    let counts = this.#counts.get(label);
+    if (!counts) this.#counts.set(label, (counts = [0, 0]));
+    return counts;
+  }
+
+  counts(): FieldCounts | undefined {
+    return this.#counts.size ? Object.fromEntries(this.#counts) : undefined;
+  }
+}
+
+/**
+ * Refuses a job in which a field was read by name from records and none of them had it: a
+ * misspelt name (or a dotted key) would otherwise put every record under null.
+ */
+export const refuseAbsentFields = (counts: FieldCounts | undefined): void => {
+  for (const [label, [seen, had]] of Object.entries(counts ?? {})) {
+    if (seen === 0 || had > 0) continue;
+    throw new CloudmillError(
+      ErrorCode.INVALID_SPEC,
+      `${label}: none of the ${seen} records read has it (a path splits at dots: a key that holds a dot cannot be named)`,
+      { field: `params.${label.slice(0, label.indexOf("="))}` },
+    );
+  }
+};
+
+/**
+ * A reader of one named field (`param`: the op param it came from, for messages). With
+ * `fields`, a JSONL field's reads are counted there.
+ */
+export const fieldReader = (name: string, param: string, format: Format, ctx: MapContext, fields?: FieldTally): FieldReader => {
   if (name === "") throw new CloudmillError(ErrorCode.INVALID_SPEC, `param ${param}: empty field name`, { field: `params.${param}` });
   if (format === "jsonl") {
     const path = name.split(".");
     const isKey = param === "key";
+    const counts = fields?.of(param, name);
     return (record, offset, text) => {
       const v = getPath(record, path);
+      if (counts) {
+        counts[0]++;
+        if (v !== undefined) counts[1]++;
+      }
       if (v === undefined || v === null || typeof v === "string" || typeof v === "boolean") return v;
       // JSON's 1e400 parses to Infinity.
       if (typeof v === "number") {

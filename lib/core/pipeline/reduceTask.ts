@@ -25,7 +25,8 @@ import {
 import { RunLog, RunLogJson } from "../report/jobReport.js";
 import { mapInOrder } from "../mapInOrder.js";
 import { JobStatus, TaskRun, TaskStart, type Manifest, type ReduceTask } from "../job/manifest.js";
-import { encodeShuffle, type KeyedTable, type ShuffleRef } from "../shuffle/shuffleRun.js";
+import { encodeShuffle, sumFieldCounts, type KeyedPartial, type ShuffleRef } from "../shuffle/shuffleRun.js";
+import { refuseAbsentFields } from "../ops/recordFields.js";
 import { sortedPieces, sortFormatOf, sortPlanner, type SortSpill } from "./sortStage.js";
 import type { SortSamples } from "../shuffle/sortSamples.js";
 import type { ShuffleRefs } from "../ops/keyedOp.js";
@@ -95,11 +96,12 @@ const READ_AHEAD = 4;
  * key), and in its place the reference a reduce task follows.
  */
 export const shufflePart = async (deps: PipelineDeps, jobId: string, partitions: number, part: Part): Promise<Part> => {
-  const write = async (table: unknown, reading: number): Promise<ShuffleRef> => {
+  const write = async (partial: unknown, reading: number): Promise<ShuffleRef> => {
     const key = shuffleKey(jobId, part.index, reading);
-    const { bytes, segments } = encodeShuffle(table as KeyedTable, partitions);
+    const { pairs, fields } = partial as KeyedPartial;
+    const { bytes, segments } = encodeShuffle(pairs, partitions);
     await deps.output.put(key, bytes);
-    return { key, segments };
+    return { key, segments, ...(fields ? { fields } : {}) };
   };
   const q = part.quotes;
   const inside = q?.inside;
@@ -138,9 +140,10 @@ export const startReduce = async (
 ): Promise<ReduceStarted> => {
   const { jobId, job } = manifest;
   const partitions = job.partitions!;
-  const planOf = deps.registry.get(job.op).sorts
-    ? sortPlanOf(refs as SortSamples, partitions, jobId)
-    : hashPlanOf(refs as ShuffleRefs, partitions, jobId);
+  const sorts = deps.registry.get(job.op).sorts;
+  // Before any reduce task: a field no record had fails the job, with nothing written.
+  if (!sorts) refuseAbsentFields(sumFieldCounts((refs as ShuffleRefs).map((ref) => ref.fields)));
+  const planOf = sorts ? sortPlanOf(refs as SortSamples, partitions, jobId) : hashPlanOf(refs as ShuffleRefs, partitions, jobId);
   const all = Array.from({ length: partitions }, (_, partition) => partition);
   await mapInOrder(all, WRITES_AT_ONCE, (partition) => writeJson(deps.output, reducePlanKey(jobId, partition), planOf(partition)));
   // The map stage's runs, which the job's report needs once its reduce tasks are done.

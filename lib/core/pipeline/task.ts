@@ -50,8 +50,8 @@ import { readItems, runItems, type ChunkItem } from "./items.js";
 import { reducePartition, shufflePart } from "./reduceTask.js";
 import { sortedRunPart } from "./sortStage.js";
 import { mergeSortedRuns, type SortedRun, type SortFormat } from "../shuffle/sortRun.js";
-import { mergeTables } from "../ops/keyedOp.js";
-import type { KeyedTable } from "../shuffle/shuffleRun.js";
+import { mergeKeyedPartials } from "../ops/keyedOp.js";
+import type { KeyedPartial } from "../shuffle/shuffleRun.js";
 import type { MergeTask, ReduceTask, TaskJob } from "../job/manifest.js";
 import { runMergeTask, type MergeOptions } from "./mergeTask.js";
 
@@ -400,10 +400,10 @@ const packedPart = (task: MapTask, op: AnyOp, parts: readonly Part[]): Part => {
   const params = op.parseParams(task.job.params);
   let partial: unknown;
   if (op.keyed)
-    partial = mergeTables(
+    partial = mergeKeyedPartials(
       op,
       params,
-      parts.map((p) => p.partial as KeyedTable),
+      parts.map((p) => p.partial as KeyedPartial),
     );
   else if (op.sorts)
     partial = mergeSortedRuns(

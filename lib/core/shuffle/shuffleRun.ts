@@ -11,6 +11,33 @@ import { compareKeys, partitionOf } from "./keyOrder.js";
 /** A keyed op's pairs from one chunk, combined by key (one entry per key), in no set order. */
 export type KeyedTable = [key: string, value: unknown][];
 
+/**
+ * Per field an op reads by name (`key=station`), the JSONL records read and those that had it,
+ * so that a job can refuse a name no record has (a misspelling) rather than group all under null.
+ */
+export const FieldCounts = z.record(z.string(), z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()]));
+export type FieldCounts = z.infer<typeof FieldCounts>;
+
+/** A keyed op's map partial: its table, and the counts of the fields it read by name. */
+export interface KeyedPartial {
+  readonly pairs: KeyedTable;
+  readonly fields?: FieldCounts;
+}
+
+/** Field counts summed (a chunk's objects, or a job's chunks); undefined where none has any. */
+export const sumFieldCounts = (all: readonly (FieldCounts | undefined)[]): FieldCounts | undefined => {
+  let sum: FieldCounts | undefined;
+  for (const counts of all) {
+    if (!counts) continue;
+    sum ??= {};
+    for (const [label, [seen, had]] of Object.entries(counts)) {
+      const [s, h] = sum[label] ?? [0, 0];
+      sum[label] = [s + seen, h + had];
+    }
+  }
+  return sum;
+};
+
 /** Where one partition's run is in a shuffle object: [partition, start, end, records]. */
 export const Segment = z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative(), z.number().int(), z.number().int()]);
 export type Segment = z.infer<typeof Segment>;
@@ -20,6 +47,7 @@ export const ShuffleRef = z.strictObject({
   key: z.string(),
   /** The non-empty partitions, in partition order. */
   segments: z.array(Segment),
+  fields: FieldCounts.optional(),
 });
 export type ShuffleRef = z.infer<typeof ShuffleRef>;
 
