@@ -14,6 +14,15 @@ export interface TaskProtection {
 
 export const noProtection: TaskProtection = { acquire: async () => {}, release: async () => {} };
 
+/** What the agent answers besides the protection taken (only the fields read here). */
+interface AgentAnswer {
+  readonly error?: { readonly Code?: string };
+  readonly failure?: { readonly Reason?: string };
+}
+
+/** ECS answers that asking again would not change (any other is asked again, as a 5xx is). */
+const REFUSED_FOR_GOOD = new Set(["AccessDeniedException", "InvalidParameterException", "ClientException", "TASK_NOT_VALID", "MISSING"]);
+
 /** Longest wait before asking the agent again. */
 const MAX_RETRY_MS = 5 * 60_000;
 
@@ -46,7 +55,7 @@ export const ecsTaskProtection = (agentUri: string, log: Logger, options: EcsTas
 
   /** Failed requests in a row: the wait before the next doubles with each. */
   let failures = 0;
-  /** "taken", "again" (5xx, 429, no answer: worth asking again) or "refused" (a 4xx: it would be refused again). */
+  /** "taken", "again" (5xx, 429, throttled, no answer: worth asking again) or "refused" (it would be refused again). */
   const put = async (enabled: boolean): Promise<"taken" | "again" | "refused"> => {
     try {
       const res = await fetch(`${agentUri}/task-protection/v1/state`, {
@@ -55,11 +64,16 @@ export const ecsTaskProtection = (agentUri: string, log: Logger, options: EcsTas
         body: JSON.stringify(enabled ? { ProtectionEnabled: true, ExpiresInMinutes: expiresInMinutes } : { ProtectionEnabled: false }),
         signal: AbortSignal.timeout(5000),
       });
-      if (res.ok) return "taken";
-      const again = res.status >= 500 || res.status === 429;
+      // The agent passes ECS's answer on: an error keeps ECS's status (throttling is a 400), and
+      // a task ECS would not update is a 200 with a failure.
+      const body = (await res.json().catch(() => undefined)) as AgentAnswer | undefined;
+      const code = body?.error?.Code ?? body?.failure?.Reason;
+      if (res.ok && code === undefined) return "taken";
+      const again = res.status >= 500 || res.status === 429 || (code !== undefined && !REFUSED_FOR_GOOD.has(code));
       log.warn(again ? "task protection request refused; will ask again" : "task protection request refused", {
         enabled,
         status: res.status,
+        ...(code !== undefined ? { code } : {}),
       });
       return again ? "again" : "refused";
     } catch (err) {

@@ -67,12 +67,34 @@ describe("ECS task protection", () => {
     const p = ecsTaskProtection(agent.uri, silentLogger, { idleMs: 10, retryMs: 20 });
     agent.refusing = 1;
     agent.refusingStatus = 400;
+    agent.refusingBody = { requestID: "r", error: { Arn: "arn:task", Code: "AccessDeniedException", Message: "not authorized" } };
     await p.acquire();
     await p.release();
     // The release goes on as usual; the refused enable was asked once.
     await waitFor("the release", () => (asked() === "eD" ? true : undefined), 10_000, 20);
     await new Promise((r) => setTimeout(r, 200));
     expect(asked()).toBe("eD");
+  });
+
+  it("a release ECS throttled (a 400 ThrottlingException, as the agent passes it on) is asked again until it takes", async () => {
+    const p = ecsTaskProtection(agent.uri, silentLogger, { idleMs: 10, retryMs: 20 });
+    await p.acquire();
+    agent.refusing = 2;
+    agent.refusingStatus = 400;
+    agent.refusingBody = { requestID: "r", error: { Arn: "arn:task", Code: "ThrottlingException", Message: "Rate exceeded" } };
+    await p.release();
+    await waitFor("the release taken", () => (asked() === "EddD" ? true : undefined), 10_000, 20);
+  });
+
+  it("an enable answered 200 with a failure is not held: it is asked again while a task holds it", async () => {
+    const p = ecsTaskProtection(agent.uri, silentLogger, { idleMs: 10, retryMs: 20 });
+    agent.refusing = 1;
+    agent.refusingStatus = 200;
+    agent.refusingBody = { requestID: "r", failure: { Arn: "arn:task", Reason: "UNAVAILABLE", Detail: null } };
+    await p.acquire();
+    await waitFor("the enable taken", () => (asked() === "eE" ? true : undefined), 10_000, 20);
+    await p.release();
+    await waitFor("the release", () => (asked() === "eED" ? true : undefined), 10_000, 20);
   });
 
   it("is renewed at half its expiry while a worker stays busy", async () => {

@@ -406,6 +406,11 @@ export interface FakeEcsAgent {
   refusing: number;
   /** How it refuses: 503 (busy: worth asking again, the default) or a 4xx (it would refuse again). */
   refusingStatus: number;
+  /**
+   * The refusal's body, as the agent passes ECS's answer on: `{ error: { Code } }` with the
+   * status (ECS throttles with a 400), or `{ failure: { Reason } }` with a 200. None by default.
+   */
+  refusingBody: unknown;
   close(): Promise<void>;
 }
 
@@ -418,6 +423,7 @@ export const startFakeEcsAgent = async (): Promise<FakeEcsAgent> => {
     onRequest: undefined,
     refusing: 0,
     refusingStatus: 503,
+    refusingBody: undefined,
     close: async () => {},
   };
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -441,7 +447,8 @@ export const startFakeEcsAgent = async (): Promise<FakeEcsAgent> => {
         if (agent.refusing > 0) {
           agent.refusing--;
           request.refused = true;
-          res.writeHead(agent.refusingStatus).end();
+          if (agent.refusingBody === undefined) res.writeHead(agent.refusingStatus).end();
+          else res.writeHead(agent.refusingStatus, { "content-type": "application/json" }).end(JSON.stringify(agent.refusingBody));
           return;
         }
         res.writeHead(200, { "content-type": "application/json" });
