@@ -45,9 +45,9 @@ export class EcsFleetWaker implements FleetWaker {
     if (tasks <= 0) return 0;
     // The job's lane (lib/core/pipeline/lanes.ts): the spot service for a job that prefers `cheapest`.
     const service = prefer === "cheapest" && spotService ? spotService : this.#options.service;
-    const current = await this.#describe(service);
-    // Awake, or waking: the backlog alarm's policy owns the count from here.
-    if ((current.desiredCount ?? 0) > 0 || (current.runningCount ?? 0) > 0 || (current.pendingCount ?? 0) > 0) return 0;
+    // Awake, or waking: the backlog alarm's policy owns the count from here. A service scaled in
+    // to zero whose last tasks are still stopping is not: they hand this job's tasks back.
+    if (((await this.#describe(service)).desiredCount ?? 0) > 0) return 0;
     const desiredCount = workersFor(tasks, this.#options, prefer);
     await this.#ecs.send(new UpdateServiceCommand({ cluster, service, desiredCount }));
     // Two jobs starting at once both find the service idle: the smaller count must not win.

@@ -250,6 +250,28 @@ describe("waking an idle fleet (the splitter's EcsFleetWaker), against moto's EC
     expect(await desired()).toBe(1);
   });
 
+  it("wakes a service scaled in to zero whose last tasks are still stopping", async () => {
+    await ecs.send(
+      new CreateServiceCommand({ cluster: CLUSTER, serviceName: `${IDLE}-draining`, taskDefinition: "worker", desiredCount: 0 }),
+    );
+    // moto's running count follows the desired one: its answer shows two tasks still stopping, as ECS's does.
+    const draining = new ECSClient(config());
+    draining.middlewareStack.add(
+      (next) => async (args) => {
+        const out = await next(args);
+        const services = (out.output as { services?: { desiredCount?: number; runningCount?: number }[] }).services;
+        for (const s of services ?? []) if (s.desiredCount === 0) s.runningCount = 2;
+        return out;
+      },
+      { step: "initialize" },
+    );
+    const waker = new EcsFleetWaker(draining, { cluster: CLUSTER, service: `${IDLE}-draining`, maxWorkers: 10, tasksPerWorker: 2 });
+    expect(await waker.wake(40)).toBe(10);
+    const { services } = await ecs.send(new DescribeServicesCommand({ cluster: CLUSTER, services: [`${IDLE}-draining`] }));
+    expect(services![0]!.desiredCount).toBe(10);
+    draining.destroy();
+  });
+
   it("with a spot lane, wakes the spot service for a job that prefers cheapest and the on-demand one otherwise", async () => {
     const ON_DEMAND = "cloudmill-testlab-lane-od";
     const SPOT = "cloudmill-testlab-lane-spot";
