@@ -3,7 +3,10 @@
  * lines with field paths, numbers; bad records fail the job naming file and line, or are
  * counted and skipped; bytes that are not UTF-8 never crash the line ops.
  */
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { gzipSync } from "node:zlib";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -42,6 +45,21 @@ const file = async (name: string, content: string | Buffer): Promise<string> => 
   return p;
 };
 
+const ZIP_SCRIPT = `import sys,zipfile
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
+  z.writestr("b.csv", "k,v\\nz,7\\n"); z.writestr("empty.csv", "")`;
+
+const VALUES_SCRIPT = `import csv,gzip,io,json,os,subprocess,sys,zipfile
+def texts(p):
+  if p.endswith(".gz"): yield gzip.open(p).read()
+  elif p.endswith(".zst"): yield subprocess.run(["zstd","-dc",p],capture_output=True,check=True).stdout
+  elif p.endswith(".zip"):
+    z=zipfile.ZipFile(p); yield from (z.read(n) for n in z.namelist())
+  else: yield open(p,"rb").read()
+vs=[r["v"] for f in sorted(os.listdir(sys.argv[1])) for t in texts(os.path.join(sys.argv[1],f))
+    for r in csv.DictReader(io.StringIO(t.decode("utf-8-sig"), newline=""))]
+print(json.dumps(vs))`;
+
 const run = (spec: Omit<JobSpecInput, "inputs"> & { inputs: string[] }): Promise<LocalRunResult> =>
   runLocal({ spec: parseJobSpec(spec), registry: registry(), workers: 0 });
 
@@ -66,6 +84,55 @@ describe("csv", () => {
     }
     expect((await run({ op: "count", inputs: [f] })).result).toEqual({ records: 3 });
     expect((await run({ op: "count", inputs: [f], format: "lines" })).result).toEqual({ records: 4 });
+  });
+
+  it("an input that holds no record (empty compressed, BOM only, blank lines, an empty deflated zip entry) has no column to refuse", async () => {
+    const sub = path.join(dir, "no-records");
+    await mkdir(sub);
+    await writeFile(path.join(sub, "a.csv"), "k,v\nx,1\ny,2.5\nx,-4\n");
+    await writeFile(path.join(sub, "empty.csv.gz"), gzipSync(Buffer.alloc(0)));
+    await writeFile(path.join(sub, "empty.csv.zst"), execFileSync("zstd", ["-q", "-c"], { input: Buffer.alloc(0) }));
+    await writeFile(path.join(sub, "bom.csv"), "\uFEFF");
+    await writeFile(path.join(sub, "blanks.csv"), "\n\r\n\n");
+    // Python's zipfile writes an empty deflated entry as 2 bytes, as Java's ZipOutputStream does.
+    const zip = path.join(sub, "both.zip");
+    execFileSync("python3", ["-c", ZIP_SCRIPT, zip]);
+    // Python: the values of column v in every file it reads as csv (gzip, zstd -dc, zipfile; utf-8-sig).
+    const values = JSON.parse(execFileSync("python3", ["-c", VALUES_SCRIPT, sub], { encoding: "utf8" })) as string[];
+    expect(values).toHaveLength(4);
+    for (const chunkSize of [3, 1 << 20]) {
+      expect((await run({ op: "stats", inputs: [sub], format: "csv", params: { column: "v" }, chunkSize })).result).toEqual(
+        refStatsOf(values),
+      );
+      expect((await run({ op: "stats", inputs: [sub], format: "csv", params: { column: "2" }, chunkSize })).result).toEqual(
+        refStatsOf(values),
+      );
+    }
+    // groupby's key column, likewise: Python's count per k.
+    const keys = JSON.parse(
+      execFileSync("python3", ["-c", VALUES_SCRIPT.replace('r["v"]', 'r["k"]'), sub], { encoding: "utf8" }),
+    ) as string[];
+    const outDir = path.join(dir, "no-records-out");
+    const { result } = await runLocal({
+      spec: parseJobSpec({ op: "distinct", inputs: [sub], format: "csv", params: { key: "k" }, chunkSize: 3 }),
+      registry: registry(),
+      workers: 0,
+      outDir,
+    });
+    const rows = (result as { parts: { key: string }[] }).parts.flatMap((p) =>
+      readFileSync(p.key, "utf8")
+        .split("\n")
+        .filter((l) => l !== "")
+        .map((l) => JSON.parse(l) as { key: string; count: number }),
+    );
+    expect(Object.fromEntries(rows.map((r) => [r.key, r.count]))).toEqual(
+      Object.fromEntries([...new Set(keys)].map((k) => [k, keys.filter((x) => x === k).length])),
+    );
+    // A header that lacks the column is still refused.
+    await writeFile(path.join(sub, "header-only.csv"), "k,w\n");
+    expect((await failure({ op: "stats", inputs: [path.join(sub, "header-only.csv")], params: { column: "v" } })).message).toMatch(
+      /no column "v" in the header \(columns: k, w\)/,
+    );
   });
 
   it("unquotes fields holding separators and doubled quotes", async () => {

@@ -279,6 +279,8 @@ const columnIndex = (options: ValueOptions, header: readonly string[] | undefine
       field: "params.column",
     });
   }
+  // An input that holds no record (csvInput.ts): its column is never read.
+  if (header?.length === 0) return 0;
   if (typeof column === "number" || isColumnIndex(column, header)) {
     if (Number(column) < 1)
       throw new CloudmillError(ErrorCode.INVALID_SPEC, "param column: columns count from 1", { field: "params.column" });

@@ -99,6 +99,8 @@ export const fieldReader = (name: string, param: string, format: Format, ctx: Ma
       return fields[byIndex]!;
     };
   }
+  // An input that holds no record (csvInput.ts): its reader is never called.
+  if (header.length === 0) return () => undefined;
   const column = byIndex !== undefined && !header.includes(name) ? header[byIndex] : name;
   if (column === undefined || !header.includes(column)) {
     throw new CloudmillError(

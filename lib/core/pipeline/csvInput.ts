@@ -71,7 +71,9 @@ export const readCsvInput = async (
     const text = firstRecordIn(head, size, encoding, quoted) ?? (await firstRecord(store, input, codec, ends, encoding, quoted, signal));
     // A read shorter than asked reached the end (of a compressed input's decoded bytes too).
     refuseBlankHeader(text, head, head.length >= size || head.length < HEAD_BYTES, encoding);
-    header = text === undefined ? [] : parseCsvRecord(text, 0, csv);
+    // No header (no columns) for an input that holds no record: an empty, blank or BOM-only file,
+    // or a compressed one holding nothing. It has no column to check a name against.
+    header = text === undefined || text === "" ? [] : parseCsvRecord(text, 0, csv);
   }
   return {
     ...(codec ? { codec } : {}),
