@@ -72,6 +72,7 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
   });
   const guard = new MainThreadWatchdog({
     defaultLimitSeconds: config.taskTimeoutSeconds,
+    mostSeconds: Math.max(1, config.visibilitySeconds - 2 * config.heartbeatSeconds),
     onError: (err) => logger.error("the main thread's watchdog failed: op code there runs unguarded", { error: err.message }),
   });
   const cloud = cloudDeps(config, logger, clients);

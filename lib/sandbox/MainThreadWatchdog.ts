@@ -12,15 +12,25 @@
 import { Worker } from "node:worker_threads";
 import type { GuardedTask, MainThreadGuard } from "../core/ports.js";
 
-/** Slots of the shared state: a counter every enter and leave moves, calls in progress, whose call, its limit. */
+/**
+ * Slots of the shared state: a counter every enter and leave moves, calls in progress, whose
+ * call, its limit, and whether that limit is the one every call has (mostSeconds), not its task's.
+ */
 const SEQ = 0;
 const DEPTH = 1;
 const SLOT = 2;
 const LIMIT_SECONDS = 3;
+const CAPPED = 4;
 
 export interface MainThreadWatchdogOptions {
   /** A task's limit when it names none (the worker's task timeout). */
   readonly defaultLimitSeconds: number;
+  /**
+   * The longest any one call may run, whatever its task's limit: the main thread sends the
+   * heartbeats of every task on the worker, and past this their messages would return to the
+   * queue while they still run (a visibility timeout less two heartbeats). Default: none.
+   */
+  readonly mostSeconds?: number;
   /** How often the watchdog looks. Default 250 ms. */
   readonly pollMs?: number;
   /** Told if the watchdog's own thread fails. */
@@ -46,9 +56,11 @@ setInterval(() => {
   const limitSeconds = Atomics.load(state, ${LIMIT_SECONDS});
   if (now - since < limitSeconds * 1000) return;
   const task = labels.get(Atomics.load(state, ${SLOT})) || "a task";
-  const message =
-    "op code ran on the worker's main thread past its task's limit of " + limitSeconds + "s: ending the worker, " +
-    "so that its tasks run again elsewhere";
+  const limit = Atomics.load(state, ${CAPPED})
+    ? "past the " + limitSeconds + "s one call there may take before the worker's task messages return to the queue " +
+      "(its visibility timeout, less two heartbeats; a longer one needs a longer visibilityTimeout)"
+    : "past its task's limit of " + limitSeconds + "s";
+  const message = "op code ran on the worker's main thread " + limit + ": ending the worker, so that its tasks run again elsewhere";
   try {
     const stuckSeconds = Math.round((now - since) / 1000);
     writeSync(2, JSON.stringify({ level: "ERROR", message, task, stuckSeconds, pid: process.pid }) + "\\n");
@@ -60,13 +72,15 @@ setInterval(() => {
 `;
 
 export class MainThreadWatchdog implements MainThreadGuard {
-  readonly #state = new Int32Array(new SharedArrayBuffer(4 * Int32Array.BYTES_PER_ELEMENT));
+  readonly #state = new Int32Array(new SharedArrayBuffer(5 * Int32Array.BYTES_PER_ELEMENT));
   readonly #thread: Worker;
   readonly #defaultLimitSeconds: number;
+  readonly #mostSeconds: number;
   #nextSlot = 0;
 
   constructor(options: MainThreadWatchdogOptions) {
     this.#defaultLimitSeconds = options.defaultLimitSeconds;
+    this.#mostSeconds = options.mostSeconds ?? Number.POSITIVE_INFINITY;
     this.#thread = new Worker(WATCHDOG_SOURCE, {
       eval: true,
       // Not the process's flags: under --input-type=module the source would be read as a module, without require.
@@ -81,7 +95,8 @@ export class MainThreadWatchdog implements MainThreadGuard {
   task(label: string, limitSeconds = this.#defaultLimitSeconds): GuardedTask {
     const slot = (this.#nextSlot = (this.#nextSlot % 0x7fff_fffe) + 1);
     const state = this.#state;
-    const limit = Math.max(1, Math.min(0x7fff_ffff, Math.ceil(limitSeconds)));
+    const capped = this.#mostSeconds < limitSeconds ? 1 : 0;
+    const limit = Math.max(1, Math.min(0x7fff_ffff, Math.ceil(Math.min(limitSeconds, this.#mostSeconds))));
     this.#thread.postMessage({ slot, label });
     return {
       // Plain writes, not Atomics: a guarded call is on a hot path (a reduce's every combine),
@@ -89,8 +104,10 @@ export class MainThreadWatchdog implements MainThreadGuard {
       run: <T>(fn: () => T): T => {
         const outerSlot = state[SLOT]!;
         const outerLimit = state[LIMIT_SECONDS]!;
+        const outerCapped = state[CAPPED]!;
         state[SLOT] = slot;
         state[LIMIT_SECONDS] = limit;
+        state[CAPPED] = capped;
         state[DEPTH]!++;
         state[SEQ]!++;
         try {
@@ -100,6 +117,7 @@ export class MainThreadWatchdog implements MainThreadGuard {
           state[DEPTH]!--;
           state[SLOT] = outerSlot;
           state[LIMIT_SECONDS] = outerLimit;
+          state[CAPPED] = outerCapped;
         }
       },
       close: () => this.#thread.postMessage({ slot, done: true }),

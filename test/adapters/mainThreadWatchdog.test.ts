@@ -12,11 +12,14 @@ import { requireBuild, ROOT } from "../helpers/devCloud.js";
 
 const watchdog = pathToFileURL(path.join(ROOT, "dist/lib/sandbox/MainThreadWatchdog.js")).href;
 
-/** Runs `body` with `dog` a watchdog of a 1 s default limit; its exit and standard error. */
-const inProcess = (body: string): Promise<{ signal: NodeJS.Signals | null; code: number | null; stderr: string; stdout: string }> => {
+/** Runs `body` with `dog` a watchdog of a 1 s default limit (and `options`); its exit and standard error. */
+const inProcess = (
+  body: string,
+  options = "",
+): Promise<{ signal: NodeJS.Signals | null; code: number | null; stderr: string; stdout: string }> => {
   requireBuild();
   const script = `import { MainThreadWatchdog } from ${JSON.stringify(watchdog)};
-const dog = new MainThreadWatchdog({ defaultLimitSeconds: 1, pollMs: 50 });
+const dog = new MainThreadWatchdog({ defaultLimitSeconds: 1, pollMs: 50, ${options} });
 const spin = (ms) => { const end = Date.now() + ms; while (Date.now() < end) {} };
 ${body}
 await dog.close();
@@ -44,6 +47,19 @@ task.run(() => { for (;;) {} });`);
   it("takes a task's own limit over its default: a 2 s call lives under a limit of 3 s", async () => {
     const r = await inProcess(`dog.task("slow but in time", 3).run(() => spin(2000));`);
     expect(r).toMatchObject({ signal: null, code: 0, stdout: "alive\n", stderr: "" });
+  }, 30_000);
+
+  it("ends one call past mostSeconds, under a longer task limit: the worker's heartbeats would stall past it", async () => {
+    const r = await inProcess(`dog.task("partition 2's reduce task of job j-2", 900).run(() => { for (;;) {} });`, "mostSeconds: 1");
+    expect(r.signal).toBe("SIGKILL");
+    const line = JSON.parse(r.stderr.trim()) as Record<string, unknown>;
+    expect(line).toMatchObject({ level: "ERROR", task: "partition 2's reduce task of job j-2" });
+    expect(String(line.message)).toMatch(
+      /^op code ran on the worker's main thread past the 1s one call there may take before the worker's task messages return/,
+    );
+    // A call within both limits lives.
+    const ok = await inProcess(`dog.task("in time", 900).run(() => spin(300));`, "mostSeconds: 2");
+    expect(ok).toMatchObject({ signal: null, code: 0, stdout: "alive\n", stderr: "" });
   }, 30_000);
 
   it("lets many calls that each return in time run for longer than the limit together, and idles unharmed", async () => {
