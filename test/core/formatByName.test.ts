@@ -85,6 +85,35 @@ describe("a folder of CSV parts beside an empty _SUCCESS marker (Spark's, Hadoop
   });
 });
 
+describe("inputs whose names give different formats", () => {
+  it("are refused, naming two that differ, where reading all as lines would count a CSV's header and quoted newlines", async () => {
+    const folder = path.join(dir, "mixed");
+    await mkdir(folder, { recursive: true });
+    await writeFile(path.join(folder, "a.csv"), 'k,note\nx,"two\nlines"\n');
+    await writeFile(path.join(folder, "b.txt"), "one\ntwo\n");
+    const count = (inputs: string[], format?: "lines") =>
+      runLocal({ spec: parseJobSpec({ op: "count", inputs, ...(format ? { format } : {}) }), registry: new OpRegistry(), workers: 0 });
+    const error = await count([folder]).then(
+      () => undefined,
+      (e: unknown) => e as CloudmillError,
+    );
+    expect(error).toMatchObject({
+      code: ErrorCode.INVALID_SPEC,
+      message: expect.stringMatching(/^the inputs name different formats: .*a\.csv is csv, .*b\.txt names none: set one \(--format\)/),
+    });
+    const other = await count([path.join(dir, "m.csv"), path.join(dir, "e.jsonl")]).catch((e: unknown) => e as CloudmillError);
+    expect(other).toMatchObject({ message: expect.stringMatching(/m\.csv is csv, .*e\.jsonl is jsonl/) });
+    // With the format set, every input is read so: wc -l's count of lines.
+    const lines = Number(execFileSync("sh", ["-c", `cat "$1"/* | wc -l`, "sh", folder], { encoding: "utf8" }));
+    expect((await count([folder], "lines")).result).toEqual({ records: lines });
+    // An op that reads none of the named formats reads all as its own, as before.
+    const words = await runLocal({ spec: parseJobSpec({ op: "wordcount", inputs: [folder] }), registry: new OpRegistry(), workers: 0 });
+    expect(words.result).toMatchObject({
+      total: Number(execFileSync("sh", ["-c", `cat "$1"/* | wc -w`, "sh", folder], { encoding: "utf8" })),
+    });
+  });
+});
+
 describe("a param for a format the job does not read", () => {
   const refusal = async (promise: Promise<unknown>): Promise<CloudmillError> => {
     const error = await promise.then(

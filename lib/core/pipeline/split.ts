@@ -77,11 +77,24 @@ export const namesForFormat = (inputs: readonly { readonly name: string; readonl
   return (holding.length > 0 ? holding : inputs).map((i) => i.name);
 };
 
-/** The format named by the inputs' common extension (`.csv`, `.jsonl.gz`), if the op reads it. */
+/**
+ * The format named by the inputs' common extension (`.csv`, `.jsonl.gz`), if the op reads it.
+ * Inputs that disagree, one naming a format the op reads, are refused: read all as lines, a
+ * CSV's header and quoted newlines would count as records.
+ */
 const inferFormat = (names: readonly string[], formats: readonly Format[]): Format | undefined => {
-  const found = new Set(names.map(formatOfName));
-  const [only] = found;
-  return found.size === 1 && only && formats.includes(only) ? only : undefined;
+  const named = names.map((name) => ({ name, format: formatOfName(name) }));
+  const read = named.find((n) => n.format !== undefined && formats.includes(n.format));
+  if (!read) return undefined;
+  const other = named.find((n) => n.format !== read.format);
+  if (other)
+    throw new CloudmillError(
+      ErrorCode.INVALID_SPEC,
+      `the inputs name different formats: ${read.name} is ${read.format}, ${other.name} ` +
+        `${other.format ? `is ${other.format}` : "names none"}: set one (--format) or run them as jobs of their own`,
+      { field: "format" },
+    );
+  return read.format;
 };
 
 /**
