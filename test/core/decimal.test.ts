@@ -323,6 +323,14 @@ describe("stats against Python's Fraction", () => {
     await expect(statsOf(bad, 1 << 20, { column: "b" })).rejects.toThrow(/bad\.csv:3 \(byte 8\): expected a number, got "x4"/);
     const short = path.join(dir, "short.csv");
     await writeFile(short, "a,b\n1,2\n3\n");
-    await expect(statsOf(short, 1 << 20, { column: "b" })).rejects.toThrow(/short\.csv:3 \(byte 8\): no column 2 \(the row has 1\)/);
+    await expect(statsOf(short, 1 << 20, { column: "b" })).rejects.toThrow(
+      /short\.csv:3 \(byte 8\): expected 2 fields \(as in the header\), got 1/,
+    );
+    // With no header, rows may differ in length: one without the column is what is refused.
+    const bare = path.join(dir, "bare.csv");
+    await writeFile(bare, "1,2\n3\n");
+    await expect(statsOf(bare, 1 << 20, { column: "2", header: "false" })).rejects.toThrow(
+      /bare\.csv:2 \(byte 4\): no column 2 \(the row has 1\)/,
+    );
   });
 });

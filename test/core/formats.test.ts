@@ -135,6 +135,36 @@ describe("csv", () => {
     );
   });
 
+  it("refuses a row of more or fewer fields than the header (an unquoted decimal comma), as Python's csv counts them", async () => {
+    // Rows with decimal commas shift their columns: humidity would read the temperatures' decimals.
+    const rows = ["id,temp,humidity"];
+    for (let i = 0; i < 400; i++) {
+      if (i % 37 === 5) rows.push(`${i},${i % 30},${i % 9},${40 + (i % 50)}`);
+      else if (i % 53 === 7) rows.push(`${i},${i % 30}`);
+      else if (i % 11 === 3) rows.push(`${i},"${i % 30}",${40 + (i % 50)}`);
+      else rows.push(`${i},${i % 30}.${i % 9},${40 + (i % 50)}`);
+    }
+    const f = await file("shifted.csv", `${rows.join("\r\n")}\r\n`);
+    const script = `import csv,json,sys
+rows=list(csv.reader(open(sys.argv[1], newline="")))
+bad=[i + 1 for i, r in enumerate(rows) if len(r) != len(rows[0])]
+print(json.dumps({"first": bad[0], "bad": len(bad), "values": [r[2] for r in rows[1:] if len(r) == len(rows[0])]}))`;
+    const want = JSON.parse(execFileSync("python3", ["-c", script, f], { encoding: "utf8" })) as {
+      first: number;
+      bad: number;
+      values: string[];
+    };
+    for (const chunkSize of [1, 64, 1 << 20]) {
+      const error = await failure({ op: "stats", inputs: [f], params: { column: "humidity" }, chunkSize });
+      expect(error.message).toMatch(
+        new RegExp(`shifted\\.csv:${want.first} \\(byte \\d+\\): expected 3 fields \\(as in the header\\), got 4$`),
+      );
+      const { result, status } = await run({ op: "stats", inputs: [f], params: { column: "humidity" }, chunkSize, onBadRecord: "skip" });
+      expect(result).toEqual(refStatsOf(want.values));
+      expect(status.skipped).toBe(want.bad);
+    }
+  });
+
   it("unquotes fields holding separators and doubled quotes", async () => {
     const f = await file("q.csv", measurements);
     expect((await run({ op: "rows", inputs: [f] })).result).toEqual([

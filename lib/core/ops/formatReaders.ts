@@ -346,6 +346,9 @@ export const numberReader = (format: Format, options: ValueOptions, ctx: MapCont
     case "csv": {
       const header = options.header ?? true;
       const index = columnIndex(options, header ? ctx.header : undefined, ctx.inputName);
+      // A row of more or fewer fields than the header's has its columns shifted (a decimal comma
+      // unquoted): its number would be another column's. Refused, as groupby refuses it.
+      const expected = header && ctx.header?.length ? ctx.header.length : undefined;
       const csv = csvOptions(options);
       // Read in place only where the separator cannot be part of a number (`sep=.` splits 1.5 in two).
       const separator =
@@ -356,6 +359,8 @@ export const numberReader = (format: Format, options: ValueOptions, ctx: MapCont
         if (isBlank(b, s, e)) return;
         guarded(ctx, offset, () => {
           const fields = parseCsvRecord(b.toString("utf8", s, e), offset, csv);
+          if (expected !== undefined && fields.length !== expected)
+            throw badRecord(`expected ${expected} fields (as in the header), got ${fields.length}`, offset);
           if (index >= fields.length) throw badRecord(`no column ${index + 1} (the row has ${fields.length})`, offset);
           decimalText(fields[index]!, offset, sink);
         });
@@ -371,7 +376,7 @@ export const numberReader = (format: Format, options: ValueOptions, ctx: MapCont
       }
       const multiline = csv.multiline === true;
       return (block, sink) =>
-        scanCsvColumn(block, { separator, index, multiline, skipFirst: header && block.first }, sink, (s, e, offset) =>
+        scanCsvColumn(block, { separator, index, fields: expected, multiline, skipFirst: header && block.first }, sink, (s, e, offset) =>
           general(block.bytes, s, e, offset, sink),
         );
     }

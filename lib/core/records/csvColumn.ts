@@ -1,8 +1,9 @@
 /**
  * One CSV column's numbers, read in place: a record without quotes is walked to its column
  * and the number parsed from the bytes there (records/decimal.ts), with no string, field array
- * or row object. A record the fast path cannot take whole (a quote, a short row, a value that is
- * not a plain number) goes to `general`, which reads it the full way with the same result.
+ * or row object. A record the fast path cannot take whole (a quote, a row of other than the
+ * header's fields, a value that is not a plain number) goes to `general`, which reads it the full
+ * way with the same result, or refuses it.
  */
 import type { RecordBlock } from "./alignedBlocks.js";
 import { endBeforeCarriageReturns, forEachCsvRecord, refuseBareCarriageReturn } from "./csv.js";
@@ -16,6 +17,8 @@ export interface CsvColumnScan {
   readonly separator: number;
   /** The column, 0-based. */
   readonly index: number;
+  /** The fields a record must have (the header's): a record with more or fewer goes to `general`. */
+  readonly fields?: number | undefined;
   /** Quoted fields may hold newlines: from a record with a quote on, records end by quote parity. */
   readonly multiline: boolean;
   /** Skip the block's first record (the header). */
@@ -33,6 +36,13 @@ export const scanCsvColumn = (
   const b = block.bytes;
   const n = b.length;
   const { separator, index } = scan;
+  const fields = scan.fields;
+  /** Whether [from, end) holds the separators after the column's `k` that make the record's fields. */
+  const rightFields = (from: number, end: number, k: number): boolean => {
+    if (fields === undefined) return true;
+    for (let at = from; at < end; at++) if (b[at] === separator) k++;
+    return k + 1 === fields;
+  };
   // fastNumber skips blanks around a number: with a tab or space separator it would skip an empty
   // field into the next one, so the field is cut at its separator first.
   const blankSeparator = isBlankByte(separator);
@@ -55,8 +65,9 @@ export const scanCsvColumn = (
     }
     const stop = fastNumber(b, at, fieldEnd(at, e));
     if (stop !== e && b[stop] !== separator) return false;
+    if (fast.status === FAST.slow || !rightFields(stop, e, index)) return false;
     if (fast.status === FAST.ok) sink.small(fast.x, fast.m, fast.scale);
-    return fast.status !== FAST.slow;
+    return true;
   };
   const record = (s: number, e: number): void => {
     if (!inPlace(s, e)) general(s, e, block.offset + s);
@@ -81,10 +92,19 @@ export const scanCsvColumn = (
         const stop = fastNumber(b, at, fieldEnd(at, n));
         const c = stop < n ? b[stop] : NL;
         if (fast.status !== FAST.slow && (c === NL || c === separator)) {
-          if (fast.status === FAST.ok) sink.small(fast.x, fast.m, fast.scale);
-          const nl = c === NL ? stop : b.indexOf(NL, stop);
-          pos = nl < 0 ? n : nl + 1;
-          continue;
+          // The line's end, counting the separators on the way when the fields are checked.
+          let end = stop;
+          let separators = index;
+          if (fields === undefined) end = c === NL ? stop : b.indexOf(NL, stop);
+          else {
+            while (end < n && b[end] !== NL) if (b[end++] === separator) separators++;
+            if (end === n) end = -1;
+          }
+          if (fields === undefined || separators + 1 === fields) {
+            if (fast.status === FAST.ok) sink.small(fast.x, fast.m, fast.scale);
+            pos = end < 0 ? n : end + 1;
+            continue;
+          }
         }
       }
     }
