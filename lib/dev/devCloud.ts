@@ -98,6 +98,11 @@ export interface DevCloudOptions {
   readonly spotWorkers?: number;
   /** Tests only: how long a queued merge or reduce task is left to its worker before the reducer queues it again. Default 10 minutes. */
   readonly taskLeaseSeconds?: number;
+  /**
+   * Buckets besides the input bucket that jobs may read, as the stack's `extraInputBuckets`:
+   * the splitter refuses any other (the output bucket included), as the stack's does.
+   */
+  readonly extraInputBuckets?: readonly string[];
 }
 
 export interface DevCloud {
@@ -232,6 +237,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     wake: new SqsWakeSender(roleClients.sqs, resources.partsQueueUrl!),
     ...(options.taskLeaseSeconds !== undefined ? { taskLeaseMs: options.taskLeaseSeconds * 1000 } : {}),
     taskTimeoutSeconds: taskTimeout,
+    inputBuckets: [inputBucket, ...(options.extraInputBuckets ?? [])],
   };
   const maxWorkers = options.maxWorkers ?? options.workers ?? 2;
   let woken = 0;

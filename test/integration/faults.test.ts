@@ -67,6 +67,7 @@ describe("crashes (2 workers, 3 s visibility, 2 attempts)", () => {
     maxAttempts: 2,
     // Protection given up after each chunk: each chunk asks for it again, where a test holds it.
     workerEnv: { POWERTOOLS_LOG_LEVEL: "DEBUG", ECS_AGENT_URI: agent.uri, [PROTECTION_IDLE_MS_ENV]: "0" },
+    extraInputBuckets: ["cloudmill-elsewhere"],
   }));
 
   it(
@@ -175,6 +176,7 @@ describe("duplicates, bad records and overwrites (1 worker, 30 s visibility)", (
     maxAttempts: 3,
     // Protection given up after each chunk: each chunk asks for it again, where a test holds it.
     workerEnv: { POWERTOOLS_LOG_LEVEL: "DEBUG", ECS_AGENT_URI: agent.uri, [PROTECTION_IDLE_MS_ENV]: "0" },
+    extraInputBuckets: ["cloudmill-elsewhere"],
   }));
 
   it(

@@ -152,4 +152,22 @@ describe("manifest inputs on the emulated cloud", () => {
     expect(JSON.stringify(status.error)).toContain(`s3://${cloud.input}/data/nope.txt`);
     expect(JSON.stringify(status.error)).toMatch(/lists\/bad\.txt:2/);
   });
+
+  it("fails a job naming the output bucket (another job's parts), directly or in its list, as the stack's splitter does", async () => {
+    const done = await count("readable", ["s3://" + cloud.input + "/data/log-0.txt"]);
+    expect(done.status.state).toBe("succeeded");
+    const other = `s3://${cloud.output}/_jobs/readable/result.json`;
+    for (const [id, inputs] of [
+      ["reads-output", [other]],
+      ["lists-output", [`manifest:s3://${cloud.input}/lists/output.txt`]],
+    ] as const) {
+      if (id === "lists-output") await cloud.put("lists/output.txt", `${other}\n`);
+      const { status } = await count(id, [...inputs]);
+      expect(status.state).toBe("failed");
+      expect(status.error).toMatchObject({
+        code: "INVALID_SPEC",
+        message: expect.stringContaining(`bucket ${cloud.output} is not one this stack reads inputs from (${cloud.input})`),
+      });
+    }
+  });
 });
