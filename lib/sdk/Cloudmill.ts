@@ -62,7 +62,8 @@ import type { OnItemError, TaskOp, TaskResult } from "../core/ops/defineTask.js"
 import { withAws, type AwsTarget } from "./awsErrors.js";
 import { backoff, deadlineSignal } from "./poll.js";
 import { sleep } from "../core/sleep.js";
-import { DEFAULT_JOBS_LIMIT, FILES_AT_ONCE, REQUEST_TIMEOUT_MS, UPLOADS_PREFIX } from "./constants.js";
+import { DEFAULT_JOBS_LIMIT, FILES_AT_ONCE, REQUEST_TIMEOUT_MS, STATUS_READS_AT_ONCE, UPLOADS_PREFIX } from "./constants.js";
+import { mapInOrder } from "../core/mapInOrder.js";
 import { Slots } from "../core/slots.js";
 import { describeFleet, type FleetTarget } from "./fleet.js";
 import { holdFleet, readHold, stopFleet, type HoldClients } from "./fleetHold.js";
@@ -458,13 +459,11 @@ export class Cloudmill {
     );
     found.sort((a, b) => (b.updatedAt?.getTime() ?? 0) - (a.updatedAt?.getTime() ?? 0) || (a.jobId < b.jobId ? 1 : -1));
     const newest = found.slice(0, limit);
-    const summaries = await Promise.all(
-      newest.map(async ({ jobId, updatedAt }) => {
-        const status = await this.#readStatus(conn, jobId, { known: true, ...(options.signal ? { signal: options.signal } : {}) });
-        return { ...status, ...(updatedAt ? { updatedAt } : {}) };
-      }),
-    );
-    return summaries;
+    // A few at once, not `limit`: each read holds a listener on the caller's signal.
+    return mapInOrder(newest, STATUS_READS_AT_ONCE, async ({ jobId, updatedAt }) => {
+      const status = await this.#readStatus(conn, jobId, { known: true, ...(options.signal ? { signal: options.signal } : {}) });
+      return { ...status, ...(updatedAt ? { updatedAt } : {}) };
+    });
   }
 
   /**

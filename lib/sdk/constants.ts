@@ -21,5 +21,10 @@ export const UPLOAD_CONCURRENCY = 4;
 export const FILES_AT_ONCE = 4;
 /** How long one request may go without a byte of answer before its try fails (the SDK tries 3 times). */
 export const REQUEST_TIMEOUT_MS = 20_000;
+/**
+ * Status reads `jobs()` makes at once. Each holds a listener on the caller's signal while it
+ * runs: past 10 on one signal, Node prints a MaxListenersExceededWarning.
+ */
+export const STATUS_READS_AT_ONCE = 8;
 /** Recent jobs `jobs()` returns by default. */
 export const DEFAULT_JOBS_LIMIT = 20;
