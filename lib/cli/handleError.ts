@@ -25,9 +25,26 @@ export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
   INTERNAL: 70,
 };
 
+/**
+ * Commander's own error (an unknown option, a missing argument) as the one line every other
+ * error is, pointing at the help of the command that refused it:
+ * `cloudmill: unknown option '--bogus' (see cloudmill run --help)`. Commander writes it
+ * (main.ts hands this to its outputError) before it throws the CommanderError handled below.
+ */
+export const usageErrorLine = (message: string, command: string): string => {
+  const said = message
+    .trim()
+    .replace(/^error: /, "")
+    // A suggestion comes on a line of its own: "\n(Did you mean --op?)".
+    .replace(/\s*\n\s*\(Did you mean (.*)\)$/s, "; did you mean $1")
+    .replace(/\s*\n\s*/g, " ")
+    .replace(/\.$/, "");
+  return `cloudmill: ${said} (see ${command} --help)\n`;
+};
+
 export const handleError = (err: unknown, io: CliIO): number => {
   if (err instanceof CommanderError) {
-    // Commander has printed its message (or help) already.
+    // Commander has printed its message (usageErrorLine) or help already.
     return err.exitCode === 0 ? 0 : 2;
   }
   // Ctrl-C: what the command was doing when it was stopped (an abort, not a bug) is not the news.

@@ -13,17 +13,21 @@ import { runCommand } from "./commands/run.js";
 import { statusCommand } from "./commands/status.js";
 import { submitCommand } from "./commands/submit.js";
 import { waitCommand } from "./commands/wait.js";
-import { handleError } from "./handleError.js";
+import { handleError, usageErrorLine } from "./handleError.js";
 import type { CliIO } from "./io.js";
 import { VERSION } from "../core/version.js";
 
 export const buildProgram = (io: CliIO): Command => {
   const program = new Command("cloudmill")
     .description("map/reduce over files too big for one machine: here, on an emulated AWS, or on your lab's AWS")
-    .version(VERSION)
-    .showHelpAfterError("(add --help for usage)")
-    .configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) })
-    .exitOverride();
+    .version(VERSION);
+  const output = (cmd: Command, name: string): Command =>
+    cmd.exitOverride().configureOutput({
+      writeOut: (s) => void io.stdout.write(s),
+      writeErr: (s) => void io.stderr.write(s),
+      outputError: (s) => void io.stderr.write(usageErrorLine(s, name)),
+    });
+  output(program, "cloudmill");
   const cloud = [
     submitCommand(io),
     statusCommand(io),
@@ -37,12 +41,7 @@ export const buildProgram = (io: CliIO): Command => {
     fleetCommand(io),
   ];
   for (const cmd of [runCommand(io), devCommand(io), opsCommand(io), ...cloud]) {
-    program.addCommand(
-      cmd
-        .exitOverride()
-        .configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) })
-        .showHelpAfterError("(add --help for usage)"),
-    );
+    program.addCommand(output(cmd, `cloudmill ${cmd.name()}`));
   }
   return program;
 };

@@ -156,6 +156,17 @@ describe("cloudmill run (the bin)", () => {
         /^cloudmill: (chunkSize|--chunk-size): expected a whole number of bytes or a size like 16MiB, got "16XB"$/,
       );
     });
+
+    it("a usage error commander finds (unknown option, missing argument) → 2, naming the help to read", async () => {
+      const [unknown, missing] = await Promise.all([
+        cli(["run", "examples/words.txt", "--op", "count", "--bogus"]),
+        cli(["run", "examples/words.txt", "--op"]),
+      ]);
+      expect(unknown.code).toBe(2);
+      expect(oneErrorLine(unknown)).toBe("cloudmill: unknown option '--bogus' (see cloudmill run --help)");
+      expect(missing.code).toBe(2);
+      expect(oneErrorLine(missing)).toBe("cloudmill: option '--op <name>' argument missing (see cloudmill run --help)");
+    });
   });
 
   it("--help documents every flag and shows examples", async () => {
@@ -423,10 +434,24 @@ describe("runCli in process", () => {
     [[...W, "--op", "count", "--workers", "two"], 2, /^cloudmill: --workers: expected a whole number from 0 to 1024\n$/],
     [[...W, "--op", "count", "--workers", "-1"], 2, /^cloudmill: --workers: /],
     [[...W, "--op", "count", "--max-attempts", "0"], 2, /^cloudmill: --max-attempts: /],
-    [[...W, "--op", "count", "--format", "xml"], 2, /argument 'xml' is invalid/],
-    [[...W], 2, /required option '--op <name>' not specified/],
-    [[...W, "--op", "count", "--bogus"], 2, /unknown option '--bogus'/],
-    [["frobnicate"], 2, /unknown command 'frobnicate'/],
+    // Commander's own errors: one line, as every other error, naming the help to read.
+    [
+      [...W, "--op", "count", "--format", "xml"],
+      2,
+      /^cloudmill: option '--format <format>' argument 'xml' is invalid\. Allowed choices are lines, .*, blob \(see cloudmill run --help\)\n$/,
+    ],
+    [[...W], 2, /^cloudmill: required option '--op <name>' not specified \(see cloudmill run --help\)\n$/],
+    [[...W, "--op", "count", "--bogus"], 2, /^cloudmill: unknown option '--bogus' \(see cloudmill run --help\)\n$/],
+    [
+      [...W, "--op", "count", "--worker", "2"],
+      2,
+      /^cloudmill: unknown option '--worker'; did you mean --workers\? \(see cloudmill run --help\)\n$/,
+    ],
+    [[...W, "--op"], 2, /^cloudmill: option '--op <name>' argument missing \(see cloudmill run --help\)\n$/],
+    [["status"], 2, /^cloudmill: missing required argument 'job' \(see cloudmill status --help\)\n$/],
+    [["jobs", "extra"], 2, /^cloudmill: too many arguments for 'jobs'\. Expected 0 arguments but got 1 \(see cloudmill jobs --help\)\n$/],
+    [["frobnicate"], 2, /^cloudmill: unknown command 'frobnicate' \(see cloudmill --help\)\n$/],
+    [["--bogus"], 2, /^cloudmill: unknown option '--bogus' \(see cloudmill --help\)\n$/],
   ] as const)("%j exits %i", async (argv, code, message) => {
     const c = capture();
     const cwd = process.cwd();
