@@ -355,6 +355,24 @@ export const stuck = defineOp({ name: "stuck", format: "lines", pairs: (l, emit)
       expect(c.out()).toBe("");
       expect(c.err()).toBe(`cloudmill: --out ${out}: cannot write in ${path.dirname(out)} (no such folder, or not writable)\n`);
     });
+
+    it("an --out-dir that cannot be made fails with exit 7 too, in one line, before the job runs", async () => {
+      // /proc takes no new folder, even from root (whom access() lets write anywhere).
+      const [top, nested] = await Promise.all(
+        ["/proc/cloudmill-parts", "/proc/cloudmill-parts/by-key"].map((outDir) =>
+          cli(["run", "examples/numbers.txt", "--op", "sort", "--out-dir", outDir, "--no-progress"]),
+        ),
+      );
+      expect(top!.code).toBe(7);
+      expect(oneErrorLine(top!)).toBe("cloudmill: --out-dir /proc/cloudmill-parts: cannot write in /proc (not writable)");
+      expect(nested!.code).toBe(7);
+      expect(oneErrorLine(nested!)).toBe("cloudmill: --out-dir /proc/cloudmill-parts/by-key: cannot write in /proc (not writable)");
+      // A folder that can be made leaves no trace of the try beside it.
+      const outDir = path.join(dir, "made", "parts");
+      const made = await cli(["run", "examples/numbers.txt", "--op", "sort", "--out-dir", outDir, "--no-progress"]);
+      expect(made.code, made.stderr).toBe(0);
+      expect(await readdir(path.join(dir, "made"))).toEqual(["parts"]);
+    });
   });
 
   it("--skip-bad-records succeeds and says how many records it skipped", async () => {

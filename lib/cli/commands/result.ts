@@ -1,6 +1,6 @@
 /** `cloudmill result <job>`: the result JSON of a job that has ended; its error if it failed. */
 import { constants } from "node:fs";
-import { access, stat } from "node:fs/promises";
+import { access, mkdtemp, rmdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { Command } from "commander";
 import * as z from "zod";
@@ -37,6 +37,26 @@ export const checkWritableFile = async (flag: string, file: string | undefined):
   await access(folder, constants.W_OK).catch(() => {
     throw new CloudmillError(ErrorCode.ENVIRONMENT, `${flag} ${file}: cannot write in ${folder} (no such folder, or not writable)`);
   });
+};
+
+/**
+ * Fails now, as checkWritableFile does, if the parts could not go to --out-dir: the nearest
+ * folder on its path that exists must take a new folder, tried by making one there and removing
+ * it at once (access() would not do: it lets root write anywhere, and /proc refuses root a
+ * folder all the same). A file on the path is left to the engine, which names it.
+ */
+export const checkWritableDir = async (flag: string, dir: string | undefined): Promise<void> => {
+  if (dir === undefined) return;
+  let folder = path.resolve(dir);
+  let found = await stat(folder).catch(() => undefined);
+  while (!found && path.dirname(folder) !== folder) {
+    folder = path.dirname(folder);
+    found = await stat(folder).catch(() => undefined);
+  }
+  if (!found?.isDirectory()) return;
+  const probe = await mkdtemp(path.join(folder, ".cloudmill-")).catch(() => undefined);
+  if (probe === undefined) throw new CloudmillError(ErrorCode.ENVIRONMENT, `${flag} ${dir}: cannot write in ${folder} (not writable)`);
+  await rmdir(probe);
 };
 
 const ResultFlags = z.object({ out: z.string().optional() });

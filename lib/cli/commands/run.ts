@@ -4,7 +4,7 @@ import { Command, Option } from "commander";
 import * as z from "zod";
 import { kebabCase } from "../../core/kebabCase.js";
 import { runLocal } from "../../local/localEngine.js";
-import { checkWritableFile, writeResult } from "./result.js";
+import { checkWritableDir, checkWritableFile, writeResult } from "./result.js";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
 import { describeZodError, FORMATS, parseJobSpec } from "../../core/job/spec.js";
 import { OpRegistry } from "../../core/ops/registry.js";
@@ -176,6 +176,7 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
       );
       await checkWritableFile("--out", flags.out);
       await checkWritableFile("--report", flags.report);
+      await checkWritableDir("--out-dir", flags.outDir);
       const view = progressView(io, flags.progress);
       // Quietly, only warnings: the CLI reports a failure itself, in one line.
       const log = flags.verbose ? jsonLogger((l) => io.stderr.write(l), "debug") : warningsOnly((l) => io.stderr.write(l));
