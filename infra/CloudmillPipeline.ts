@@ -190,11 +190,16 @@ export class CloudmillPipeline extends Construct {
         deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: config.maxAttempts },
       });
     }
-    this.partsDeadLetterQueue = this.createQueue("PartsDeadLetterQueue", { retentionPeriod: DEAD_LETTER_RETENTION });
+    // Drained by the reducer too: a job's last part event (or wake-up) that failed on every try
+    // is tried again from here until its job ends, rather than leaving the job running for good.
+    this.partsDeadLetterQueue = this.createQueue("PartsDeadLetterQueue", {
+      visibilityTimeout: Duration.seconds(6 * FUNCTION_SIZING.reducer.timeout.toSeconds()),
+      retentionPeriod: DEAD_LETTER_RETENTION,
+    });
     this.partsQueue = this.createQueue("PartsQueue", {
       visibilityTimeout: Duration.seconds(6 * FUNCTION_SIZING.reducer.timeout.toSeconds()),
       retentionPeriod: QUEUE_RETENTION,
-      deadLetterQueue: { queue: this.partsDeadLetterQueue, maxReceiveCount: 5 },
+      deadLetterQueue: { queue: this.partsDeadLetterQueue, maxReceiveCount: DEFAULTS.partEventAttempts },
     });
     // Drained by the dead-letter function too (uploads that never started a job).
     this.splitterDeadLetterQueue = this.createQueue("SplitterDeadLetterQueue", {
@@ -283,6 +288,9 @@ export class CloudmillPipeline extends Construct {
         reportBatchItemFailures: true,
         maxConcurrency: config.reducerMaxConcurrency,
       }),
+    );
+    this.reducer.addEventSource(
+      new SqsEventSource(this.partsDeadLetterQueue, { batchSize: 10, reportBatchItemFailures: true, maxConcurrency: 2 }),
     );
     this.deadLetters.addEventSource(
       new SqsEventSource(this.deadLetterQueue, { batchSize: 10, reportBatchItemFailures: true, maxConcurrency: 2 }),

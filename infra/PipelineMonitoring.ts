@@ -90,14 +90,20 @@ export class PipelineMonitoring extends Construct {
         label: "Dead letters",
         period: MINUTE,
       });
-    this.deadLetterAlarm = new cloudwatch.Alarm(this, "DeadLetterAlarm", {
-      alarmDescription: `cloudmill ${lab}: a chunk failed on every attempt and reached the dead-letter queue; its job is marked failed`,
-      metric: deadLetters(props.deadLetterQueue),
-      threshold: 1,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      evaluationPeriods: 1,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
+    const deadLetterAlarm = (id: string, queue: sqs.IQueue, what: string): cloudwatch.Alarm =>
+      new cloudwatch.Alarm(this, id, {
+        alarmDescription: `cloudmill ${lab}: ${what}`,
+        metric: deadLetters(queue),
+        threshold: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluationPeriods: 1,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+    this.deadLetterAlarm = deadLetterAlarm(
+      "DeadLetterAlarm",
+      props.deadLetterQueue,
+      "a chunk failed on every attempt and reached the dead-letter queue; its job is marked failed",
+    );
 
     const oldestAlarm = (id: string, queue: sqs.IQueue, lane: string): cloudwatch.Alarm =>
       new cloudwatch.Alarm(this, id, {
@@ -113,28 +119,16 @@ export class PipelineMonitoring extends Construct {
     this.oldestTaskAlarm = oldestAlarm("OldestTaskAlarm", props.taskQueue, "");
     if (props.spotTaskQueue) this.oldestSpotTaskAlarm = oldestAlarm("OldestSpotTaskAlarm", props.spotTaskQueue, " on the spot lane");
 
-    const notEmpty = (alarmId: string, queue: sqs.IQueue, what: string): cloudwatch.Alarm =>
-      new cloudwatch.Alarm(this, alarmId, {
-        alarmDescription: `cloudmill ${lab}: ${what}`,
-        metric: queue.metricApproximateNumberOfMessagesVisible({ period: MINUTE, statistic: "Maximum" }),
-        threshold: 1,
-        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        evaluationPeriods: 1,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-      });
-    this.partsDeadLetterAlarm = notEmpty(
+    this.partsDeadLetterAlarm = deadLetterAlarm(
       "PartsDeadLetterAlarm",
       props.partsDeadLetterQueue,
-      "the reducer failed on a part event on every attempt",
+      "the reducer failed on a part event on every attempt; it is tried again from its dead-letter queue",
     );
-    this.splitterDeadLetterAlarm = new cloudwatch.Alarm(this, "SplitterDeadLetterAlarm", {
-      alarmDescription: `cloudmill ${lab}: the splitter failed on an upload after its retries; its job is marked failed`,
-      metric: deadLetters(props.splitterDeadLetterQueue),
-      threshold: 1,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      evaluationPeriods: 1,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
+    this.splitterDeadLetterAlarm = deadLetterAlarm(
+      "SplitterDeadLetterAlarm",
+      props.splitterDeadLetterQueue,
+      "the splitter failed on an upload after its retries; its job is marked failed",
+    );
 
     const alarms = [
       this.deadLetterAlarm,

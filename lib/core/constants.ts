@@ -126,6 +126,11 @@ export const DEFAULTS = {
    */
   maxInputs: 2_000_000,
   maxAttempts: 3,
+  /**
+   * Receives of a part event (or a reducer's wake-up) before it goes to the parts dead-letter
+   * queue, which the reducer drains too, more slowly: a job's last event is never dropped.
+   */
+  partEventAttempts: 5,
   /** Seconds a received task stays invisible before another worker may take it. */
   visibilityTimeoutSeconds: 120,
   /** The worker extends visibility this often while a chunk is in progress. */
@@ -198,6 +203,7 @@ export const DEV_QUEUES = {
   tasks: "cloudmill-tasks",
   deadLetters: "cloudmill-tasks-dlq",
   parts: "cloudmill-parts",
+  partsDeadLetters: "cloudmill-parts-dlq",
   /** The spot lane's task queue (`cloudmill dev` with a spot lane). */
   spotTasks: "cloudmill-spot-tasks",
 } as const;

@@ -103,6 +103,12 @@ export interface DevCloudOptions {
    * the splitter refuses any other (the output bucket included), as the stack's does.
    */
   readonly extraInputBuckets?: readonly string[];
+  /**
+   * Tests only: how long a part event the reducer failed on stays invisible before it is tried
+   * again (the stack's is 30 minutes). Default 30 s. After DEFAULTS.partEventAttempts receives it
+   * goes to the parts dead-letter queue, which the reducer drains too, as the stack's does.
+   */
+  readonly partsVisibilitySeconds?: number;
 }
 
 export interface DevCloud {
@@ -201,6 +207,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   try {
     resources = await createDevResources(clients, {
       partsQueue: DEV_QUEUES.parts,
+      ...(options.partsVisibilitySeconds !== undefined ? { partsVisibilitySeconds: options.partsVisibilitySeconds } : {}),
       ...(options.spotWorkers !== undefined ? { spotTaskQueue: DEV_QUEUES.spotTasks } : {}),
       maxReceiveCount: maxAttempts,
       visibilitySeconds,
@@ -272,6 +279,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     return splitterHandler(dyingAfterParts({ ...splitDeps, fleet }, dies), triggerConfig)(event, context);
   };
   const partsQueue = new SqsTaskQueue(clients.sqs, resources.partsQueueUrl!);
+  const partsDeadLetters = new SqsTaskQueue(clients.sqs, resources.partsDeadLetterQueueUrl!);
   const deadLetters = new SqsTaskQueue(clients.sqs, resources.deadLetterQueueUrl);
 
   // S3 → Lambda invokes the splitter asynchronously: Lambda retries a failed invocation twice
@@ -324,6 +332,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
 
   const pollers = [
     pollIntoHandler(partsQueue, reducerHandler(splitDeps), stop.signal, log, REDUCER_BATCH),
+    pollIntoHandler(partsDeadLetters, reducerHandler(splitDeps), stop.signal, log, DEAD_LETTER_BATCH),
     pollIntoHandler(deadLetters, deadLetterHandler(deps), stop.signal, log, DEAD_LETTER_BATCH),
   ];
 

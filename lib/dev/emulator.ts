@@ -359,8 +359,12 @@ export interface DevResourceOptions {
   readonly outputBucket?: string;
   readonly taskQueue?: string;
   readonly deadLetterQueue?: string;
-  /** Created only when named. */
+  /** Created only when named, redriving to `partsDeadLetterQueue` after DEFAULTS.partEventAttempts receives. */
   readonly partsQueue?: string;
+  /** Default DEV_QUEUES.partsDeadLetters. */
+  readonly partsDeadLetterQueue?: string;
+  /** The parts queue's visibility timeout, and its dead-letter queue's. Default 30 s. */
+  readonly partsVisibilitySeconds?: number;
   /** A spot lane's task queue, redriving to the same dead-letter queue (unset: none). */
   readonly spotTaskQueue?: string;
   /** Receives before a task goes to the dead-letter queue. Default DEFAULTS.maxAttempts. */
@@ -373,6 +377,7 @@ export interface DevResources {
   readonly taskQueueUrl: string;
   readonly deadLetterQueueUrl: string;
   readonly partsQueueUrl?: string;
+  readonly partsDeadLetterQueueUrl?: string;
   readonly spotTaskQueueUrl?: string;
 }
 
@@ -405,24 +410,35 @@ export const createDevResources = async (
       return QueueUrl!;
     }
   };
+  const arnOf = async (queueUrl: string): Promise<string | undefined> =>
+    (await clients.sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ["QueueArn"] }))).Attributes?.["QueueArn"];
   const deadLetterQueueUrl = await ensureQueue(options.deadLetterQueue ?? DEV_QUEUES.deadLetters);
-  const { Attributes } = await clients.sqs.send(
-    new GetQueueAttributesCommand({ QueueUrl: deadLetterQueueUrl, AttributeNames: ["QueueArn"] }),
-  );
   const taskQueueAttributes = {
     VisibilityTimeout: String(options.visibilitySeconds ?? DEFAULTS.visibilityTimeoutSeconds),
     RedrivePolicy: JSON.stringify({
-      deadLetterTargetArn: Attributes?.["QueueArn"],
+      deadLetterTargetArn: await arnOf(deadLetterQueueUrl),
       maxReceiveCount: options.maxReceiveCount ?? DEFAULTS.maxAttempts,
     }),
   };
   const taskQueueUrl = await ensureQueue(options.taskQueue ?? DEV_QUEUES.tasks, taskQueueAttributes);
-  const partsQueueUrl = options.partsQueue === undefined ? undefined : await ensureQueue(options.partsQueue);
+  let partsQueueUrl: string | undefined;
+  let partsDeadLetterQueueUrl: string | undefined;
+  if (options.partsQueue !== undefined) {
+    const visibility = { VisibilityTimeout: String(options.partsVisibilitySeconds ?? 30) };
+    partsDeadLetterQueueUrl = await ensureQueue(options.partsDeadLetterQueue ?? DEV_QUEUES.partsDeadLetters, visibility);
+    partsQueueUrl = await ensureQueue(options.partsQueue, {
+      ...visibility,
+      RedrivePolicy: JSON.stringify({
+        deadLetterTargetArn: await arnOf(partsDeadLetterQueueUrl),
+        maxReceiveCount: DEFAULTS.partEventAttempts,
+      }),
+    });
+  }
   const spotTaskQueueUrl = options.spotTaskQueue === undefined ? undefined : await ensureQueue(options.spotTaskQueue, taskQueueAttributes);
   return {
     taskQueueUrl,
     deadLetterQueueUrl,
-    ...(partsQueueUrl === undefined ? {} : { partsQueueUrl }),
+    ...(partsQueueUrl === undefined ? {} : { partsQueueUrl, partsDeadLetterQueueUrl }),
     ...(spotTaskQueueUrl === undefined ? {} : { spotTaskQueueUrl }),
   };
 };

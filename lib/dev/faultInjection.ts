@@ -93,6 +93,8 @@ export interface FaultStats {
 export interface FaultInjectionOptions extends FaultConfigInput {
   /** Mixed into the seed so that S3 and SQS clients (or two processes) draw different sequences. */
   readonly stream?: string;
+  /** In this process only (a test's switch): only requests it says yes to may get a fault. */
+  readonly only?: (request: RequestInfo) => boolean;
   /** Called once per injected fault, before it takes effect. */
   readonly onInject?: (fault: InjectedFault) => void;
   /** Called once per request when its answer (or failure) is known; rate 0 makes a pure recorder. */
@@ -346,7 +348,8 @@ export class FaultInjectingHandler {
     const kinds = this.#config.kinds ?? FAULT_KINDS;
     const eligible =
       (this.#config.operations === undefined || this.#config.operations.includes(info.operation)) &&
-      (this.#config.limit === undefined || this.#injected < this.#config.limit);
+      (this.#config.limit === undefined || this.#injected < this.#config.limit) &&
+      (this.#options.only?.(info) ?? true);
     const kind: FaultKind | undefined = eligible && roll < this.#config.rate ? kinds[Math.floor(pick * kinds.length)] : undefined;
     if (kind !== undefined) {
       this.#injected++;

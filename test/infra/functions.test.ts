@@ -120,6 +120,19 @@ describe("functions", () => {
       FunctionResponseTypes: ["ReportBatchItemFailures"],
       ScalingConfig: { MaximumConcurrency: 10 },
     });
+    // And, more slowly, from the parts dead-letter queue: a job's last event is tried until its job ends.
+    template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
+      EventSourceArn: { "Fn::GetAtt": [resource(template, "AWS::SQS::Queue", "PipelinePartsDeadLetterQueue").id, "Arn"] },
+      FunctionName: { Ref: fn("Reducer").id },
+      BatchSize: 10,
+      FunctionResponseTypes: ["ReportBatchItemFailures"],
+      ScalingConfig: { MaximumConcurrency: 2 },
+    });
+    const parts = resource(template, "AWS::SQS::Queue", "PipelinePartsQueue").resource.Properties as Record<string, unknown>;
+    expect(parts["RedrivePolicy"]).toMatchObject({ maxReceiveCount: 5 });
+    // Lambda needs a source queue's visibility to cover the function's timeout (300 s).
+    for (const q of ["PipelinePartsQueue", "PipelinePartsDeadLetterQueue"])
+      expect((resource(template, "AWS::SQS::Queue", q).resource.Properties as Record<string, unknown>)["VisibilityTimeout"]).toBe(1800);
   });
 
   it("feeds the dead-letter function from the task and the splitter's dead-letter queues", () => {
@@ -130,7 +143,7 @@ describe("functions", () => {
         FunctionResponseTypes: ["ReportBatchItemFailures"],
         ScalingConfig: { MaximumConcurrency: 2 },
       });
-    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 3);
+    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 4);
   });
 
   it("sends uploads the splitter failed on, after two retries, to its dead-letter queue", () => {
@@ -229,7 +242,9 @@ describe("least privilege", () => {
     expect(grants["s3:PutObject"]).toEqual(jobKeys());
     // Unconditioned: a HEAD or GET carries no s3:prefix, and a 404 (not 403) needs ListBucket.
     expect(grants["s3:ListBucket"]).toEqual([output]);
-    expect(grants["sqs:ReceiveMessage"]).toEqual([q(template, "PipelinePartsQueue")]);
+    expect(grants["sqs:ReceiveMessage"]?.sort()).toEqual(
+      [q(template, "PipelinePartsDeadLetterQueue"), q(template, "PipelinePartsQueue")].sort(),
+    );
     // A keyed job's reduce tasks, once its chunks are mapped, to the task queue; its own wake-ups
     // (wake.ts), to the parts queue. Send only, to those two only.
     expect(grants["sqs:SendMessage"]?.sort()).toEqual([q(template, "PipelinePartsQueue"), q(template, "PipelineTaskQueue")].sort());
@@ -245,11 +260,15 @@ describe("least privilege", () => {
     // Of objects, only a failure marker it wrote for a run a resume had just superseded.
     expect(grants["s3:DeleteObject"]).toEqual([`${output}/_work/*/failure.json`]);
     // The task queue's backlog, before a merge or reduce task past its lease is queued again (wake.ts).
-    expect(grants["sqs:GetQueueAttributes"]?.sort()).toEqual([q(template, "PipelinePartsQueue"), q(template, "PipelineTaskQueue")].sort());
+    expect(grants["sqs:GetQueueAttributes"]?.sort()).toEqual(
+      [q(template, "PipelinePartsDeadLetterQueue"), q(template, "PipelinePartsQueue"), q(template, "PipelineTaskQueue")].sort(),
+    );
     expect(
       Object.keys(grants)
         .filter((a) => a.startsWith("sqs:") && a !== "sqs:SendMessage" && a !== "sqs:GetQueueAttributes")
-        .every((a) => grants[a]!.every((r) => r === q(template, "PipelinePartsQueue"))),
+        .every((a) =>
+          grants[a]!.every((r) => r === q(template, "PipelinePartsQueue") || r === q(template, "PipelinePartsDeadLetterQueue")),
+        ),
     ).toBe(true);
   });
 
