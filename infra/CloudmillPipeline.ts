@@ -510,10 +510,8 @@ export class CloudmillPipeline extends Construct {
     allow(this.splitter, "ListJobState", ["s3:ListBucket"], outputBucket);
     const taskQueues = [this.taskQueue.queueArn, ...(this.spotTaskQueue ? [this.spotTaskQueue.queueArn] : [])];
     allow(this.splitter, "QueueChunks", ["sqs:SendMessage"], taskQueues);
-    // A resume that queues no chunk sends the reducer its first wake-up (wake.ts), and merges at
-    // once: a task of the run past its lease is queued again only while its queue shows no backlog.
+    // A resume that queues no chunk sends the reducer its first wake-up (wake.ts).
     allow(this.splitter, "WakeReducer", ["sqs:SendMessage"], [this.partsQueue.queueArn]);
-    allow(this.splitter, "SeeTaskBacklog", ["sqs:GetQueueAttributes"], taskQueues);
     // A retry request (_retries/<jobId>.json) resumes a failed or cancelled job: its end marker
     // goes, and so does the part of a chunk it maps again (a merge failed on it).
     allow(

@@ -201,8 +201,6 @@ describe("least privilege", () => {
         q(template, "PipelineTaskQueue"),
         q(template, "PipelinePartsQueue"),
       ].sort(),
-      // A resume with nothing to map merges at once (resume.ts → reduceJob), reading the backlog as the reducer does.
-      "sqs:GetQueueAttributes": [q(template, "PipelineTaskQueue")],
     });
   });
 
