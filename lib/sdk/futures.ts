@@ -1,4 +1,5 @@
 /** Waiting on many jobs: all of them in order, or each as it completes. */
+import { setMaxListeners } from "node:events";
 import type { JobFuture } from "./JobFuture.js";
 import { deadlineSignal } from "./poll.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
@@ -18,6 +19,16 @@ const timeoutError = (n: number, timeoutMs: number): CloudmillError =>
   );
 
 /**
+ * The signal every future's wait listens on: one listener each, so as many as there are futures
+ * (Node would warn of a leak past 10).
+ */
+const sharedSignal = (deadline: AbortSignal, stop: AbortSignal, futures: number): AbortSignal => {
+  const signal = AbortSignal.any([deadline, stop]);
+  setMaxListeners(Math.max(10, futures + 1), signal);
+  return signal;
+};
+
+/**
  * The results of all the futures, in their order. Rejects with the first job's error (its
  * code says why: BAD_RECORD, CANCELLED, …) and then stops polling the others, which go on.
  */
@@ -25,7 +36,7 @@ export const waitAll = async <F extends readonly JobFuture<unknown>[]>(futures: 
   const waiting = new Set(futures);
   const deadline = deadlineSignal(options.signal, options.timeoutMs, () => timeoutError(waiting.size, options.timeoutMs!));
   const stop = new AbortController();
-  const signal = AbortSignal.any([deadline.signal, stop.signal]);
+  const signal = sharedSignal(deadline.signal, stop.signal, futures.length);
   try {
     return (await Promise.all(
       futures.map((f) =>
@@ -56,7 +67,7 @@ export async function* asCompleted<R>(
   let left = futures.length;
   const deadline = deadlineSignal(options.signal, options.timeoutMs, () => timeoutError(left, options.timeoutMs!));
   const stop = new AbortController();
-  const signal = AbortSignal.any([deadline.signal, stop.signal]);
+  const signal = sharedSignal(deadline.signal, stop.signal, futures.length);
   const pending = new Map<number, Promise<number>>();
   futures.forEach((f, i) => {
     pending.set(

@@ -9,7 +9,7 @@ import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startDevCloud, type DevCloud } from "../../lib/dev/devCloud.js";
 import { silentLogger } from "../../lib/core/log.js";
-import { Cloudmill } from "../../lib/sdk/index.js";
+import { asCompleted, Cloudmill, waitAll } from "../../lib/sdk/index.js";
 import { runProcess } from "../helpers/processes.js";
 import { childEnv } from "./support.js";
 
@@ -27,6 +27,10 @@ beforeAll(async () => {
     const status = { jobId, state: "succeeded", chunks: 1, done: 1, op: "count", inputs: [`s3://${cloud.inputBucket}/${jobId}.txt`] };
     await cloud.clients.s3.send(
       new PutObjectCommand({ Bucket: cloud.outputBucket, Key: `_jobs/${jobId}/status.json`, Body: JSON.stringify(status) }),
+    );
+    const result = { records: ids.indexOf(jobId) };
+    await cloud.clients.s3.send(
+      new PutObjectCommand({ Bucket: cloud.outputBucket, Key: `_jobs/${jobId}/result.json`, Body: JSON.stringify(result) }),
     );
   }
 }, 60_000);
@@ -62,5 +66,25 @@ describe("jobs over more jobs than an event has listeners", () => {
     }
     expect(most).toBeLessThanOrEqual(10);
     expect(getEventListeners(controller.signal, "abort")).toHaveLength(0);
+  }, 60_000);
+
+  it("waitAll and asCompleted over them all warn of no listener leak", async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on("warning", onWarning);
+    const mill = new Cloudmill({ endpoint: cloud.endpoint });
+    try {
+      const futures = ids.map((id) => mill.job(id));
+      expect(await waitAll(futures)).toEqual(ids.map((_, i) => ({ records: i })));
+      let ended = 0;
+      for await (const _ of asCompleted(ids.map((id) => mill.job(id)))) ended++;
+      expect(ended).toBe(JOBS);
+      // A warning is emitted on the next tick.
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.off("warning", onWarning);
+      mill.close();
+    }
+    expect(warnings.map((w) => w.name)).not.toContain("MaxListenersExceededWarning");
   }, 60_000);
 });
