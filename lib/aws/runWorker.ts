@@ -30,6 +30,9 @@ const SPILL_RESERVE_MIN_BYTES = 1024 ** 3;
 const SPILL_RESERVE_MAX_BYTES = 4 * 1024 ** 3;
 
 /** Time to finish in-flight chunks after SIGTERM; ECS's stopTimeout (120 s) leaves a margin. */
+
+/** Time allowed for a heartbeat sent just before a long call to reach SQS. */
+const HEARTBEAT_LANDS_SECONDS = 5;
 export const STOP_GRACE_MS = 100_000;
 
 /** What a caller hands in from outside the environment: only the dev cloud's entry does. */
@@ -72,7 +75,9 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
   });
   const guard = new MainThreadWatchdog({
     defaultLimitSeconds: config.taskTimeoutSeconds,
-    mostSeconds: Math.max(1, config.visibilitySeconds - 2 * config.heartbeatSeconds),
+    // Past this, a message whose last heartbeat went just before the call would be visible again
+    // (less a few seconds for that heartbeat's request to land).
+    mostSeconds: Math.max(1, config.visibilitySeconds - config.heartbeatSeconds - HEARTBEAT_LANDS_SECONDS),
     onError: (err) => logger.error("the main thread's watchdog failed: op code there runs unguarded", { error: err.message }),
   });
   const cloud = cloudDeps(config, logger, clients);

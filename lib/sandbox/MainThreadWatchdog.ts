@@ -28,7 +28,7 @@ export interface MainThreadWatchdogOptions {
   /**
    * The longest any one call may run, whatever its task's limit: the main thread sends the
    * heartbeats of every task on the worker, and past this their messages would return to the
-   * queue while they still run (a visibility timeout less two heartbeats). Default: none.
+   * queue while they still run (a visibility timeout less a heartbeat, and a margin). Default: none.
    */
   readonly mostSeconds?: number;
   /** How often the watchdog looks. Default 250 ms. */
@@ -58,7 +58,7 @@ setInterval(() => {
   const task = labels.get(Atomics.load(state, ${SLOT})) || "a task";
   const limit = Atomics.load(state, ${CAPPED})
     ? "past the " + limitSeconds + "s one call there may take before the worker's task messages return to the queue " +
-      "(its visibility timeout, less two heartbeats; a longer one needs a longer visibilityTimeout)"
+      "(its visibility timeout, less a heartbeat; a longer call needs a longer visibilityTimeout)"
     : "past its task's limit of " + limitSeconds + "s";
   const message = "op code ran on the worker's main thread " + limit + ": ending the worker, so that its tasks run again elsewhere";
   try {

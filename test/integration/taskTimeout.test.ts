@@ -156,7 +156,7 @@ describe("op code past its limit on the worker's main thread", () => {
       said: /^op code ran on the worker's main thread past/,
       extra: { partitions: 1 },
     },
-    // Past the visibility timeout less two heartbeats (3 s − 2 × 1 s), the worker's heartbeats
+    // Past the visibility timeout less a heartbeat and a margin (3 s − 1 s − 5 s, at least 1 s), the worker's heartbeats
     // would stall and its tasks' messages return while they still run: ended there, whatever the task's limit.
     {
       op: "stuck-reduce",
