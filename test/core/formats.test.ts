@@ -107,6 +107,9 @@ describe("csv", () => {
       expect((await run({ op: "stats", inputs: [sub], format: "csv", params: { column: "2" }, chunkSize })).result).toEqual(
         refStatsOf(values),
       );
+      // Nor a separator to sniff.
+      const auto = await run({ op: "stats", inputs: [sub], format: "csv", params: { column: "v", separator: "auto" }, chunkSize });
+      expect(auto.result).toEqual(refStatsOf(values));
     }
     // groupby's key column, likewise: Python's count per k.
     const keys = JSON.parse(

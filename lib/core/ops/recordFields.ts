@@ -42,11 +42,11 @@ export class FieldTally {
 export const refuseAbsentFields = (counts: FieldCounts | undefined): void => {
   for (const [label, [seen, had]] of Object.entries(counts ?? {})) {
     if (seen === 0 || had > 0) continue;
-    throw new CloudmillError(
-      ErrorCode.INVALID_SPEC,
-      `${label}: none of the ${seen} records read has it (a path splits at dots: a key that holds a dot cannot be named)`,
-      { field: `params.${label.slice(0, label.indexOf("="))}` },
-    );
+    const name = label.slice(label.indexOf("=") + 1);
+    const dotted = name.includes(".") ? " (a path splits at dots: a key that holds a dot cannot be named)" : ": is it misspelt?";
+    throw new CloudmillError(ErrorCode.INVALID_SPEC, `${label}: none of the ${seen} records read has it${dotted}`, {
+      field: `params.${label.slice(0, label.indexOf("="))}`,
+    });
   }
 };
 

@@ -49,11 +49,14 @@ export const readCsvInput = async (
   const encoding = utf16Of(head);
   let separator: string;
   let sniffed: string | undefined;
-  if (named === "auto") {
-    const sample = encoding ? decodeUtf16Block({ bytes: wholeUnits(head, encoding), offset: 0, first: true }, encoding).bytes : head;
-    // Whether the read reached the input's end goes by the bytes read, not by the decoded sample.
+  const sample = encoding ? decodeUtf16Block({ bytes: wholeUnits(head, encoding), offset: 0, first: true }, encoding).bytes : head;
+  // Whether the read reached the input's end goes by the bytes read, not by the decoded sample.
+  const whole = head.length >= size || head.length < HEAD_BYTES;
+  // An input of no record (empty, blank lines, a byte-order mark) has no separator to sniff.
+  if (named === "auto" && !(whole && holdsNoRecord(sample))) {
     separator = sniffed = sniffSeparator(sample, input.name, head.length < HEAD_BYTES);
-  } else if (named === "tab") separator = "\t";
+  } else if (named === "auto") separator = defaultSeparator(input.name);
+  else if (named === "tab") separator = "\t";
   else if (typeof named === "string") separator = named;
   else separator = defaultSeparator(input.name);
   const resolved: Params = { ...params, separator };
@@ -70,7 +73,7 @@ export const readCsvInput = async (
         : new CsvRecordEnds(false, quoted);
     const text = firstRecordIn(head, size, encoding, quoted) ?? (await firstRecord(store, input, codec, ends, encoding, quoted, signal));
     // A read shorter than asked reached the end (of a compressed input's decoded bytes too).
-    refuseBlankHeader(text, head, head.length >= size || head.length < HEAD_BYTES, encoding);
+    refuseBlankHeader(text, sample, whole);
     // No header (no columns) for an input that holds no record: an empty, blank or BOM-only file,
     // or a compressed one holding nothing. It has no column to check a name against.
     header = text === undefined || text === "" ? [] : parseCsvRecord(text, 0, csv);
@@ -105,14 +108,16 @@ const refuseBareCarriageReturns = (head: Buffer, encoding: Utf16 | undefined, mu
   throw decoded ? decoded.fileOffset(error) : error;
 };
 
+/** Whether a (decoded) sample is only line ends and byte-order marks: no record at all. */
+const holdsNoRecord = (sample: Buffer): boolean => /^[\r\n\uFEFF]*$/.test(sample.toString("utf8"));
+
 /**
  * Refuses a blank first line with records after it: the blank line would be taken for the header
  * and the header for a record. (A file of blank lines alone holds no record, and reads as none.)
  */
-const refuseBlankHeader = (text: string | undefined, head: Buffer, whole: boolean, encoding: Utf16 | undefined): void => {
+const refuseBlankHeader = (text: string | undefined, sample: Buffer, whole: boolean): void => {
   if (text !== "") return;
-  const decoded = encoding ? decodeUtf16Block({ bytes: wholeUnits(head, encoding), offset: 0, first: true }, encoding).bytes : head;
-  if (whole && /^[\r\n\uFEFF]*$/.test(decoded.toString("utf8"))) return;
+  if (whole && holdsNoRecord(sample)) return;
   throw badRecord(
     "the header line is blank, and records follow it: remove the blank line(s) before the header, " + "or pass header=false",
     0,

@@ -91,7 +91,8 @@ const inferFormat = (names: readonly string[], formats: readonly Format[]): Form
     throw new CloudmillError(
       ErrorCode.INVALID_SPEC,
       `the inputs name different formats: ${read.name} is ${read.format}, ${other.name} ` +
-        `${other.format ? `is ${other.format}` : "names none"}: set one (--format) or run them as jobs of their own`,
+        `${other.format ? `is ${other.format}` : "names none"}: set one (--format), or name only the data files ` +
+        "(a folder's _SUCCESS or README too is read), or list them in a manifest",
       { field: "format" },
     );
   return read.format;
