@@ -194,7 +194,7 @@ describe("a job's input buckets", () => {
     const refused = async (input: string) =>
       (await resolveS3Inputs(s.deps, [input]).catch((e: unknown) => e)) as Error & { context: object };
     const other =
-      /^bucket lab-out is not one this stack reads inputs from \(lab-in, lab-shared\); a bucket of your own can be added with the stack's extraInputBuckets$/;
+      /^bucket lab-out is not one this stack reads inputs from \(lab-in, lab-shared\); a bucket of your own can be added with the stack's extraInputBuckets \(cloudmill dev: --extra-input-bucket\)$/;
     for (const input of ["s3://lab-out/_work/other-job/parts/0000000.part.json", "s3://lab-out/_work/", "manifest:s3://lab-out/list.txt"]) {
       const err = await refused(input);
       expect(err).toMatchObject({ code: "INVALID_SPEC", context: { field: "inputs" } });

@@ -149,14 +149,26 @@ describe("cloudmill dev driven by the AWS CLI", () => {
   );
 
   it(
-    "an idle lab: cloudmill dev --workers 0 answers a small upload from the splitter alone, and wakes a worker for a large one",
+    "an idle lab: cloudmill dev --workers 0 answers a small upload from the splitter alone, wakes a worker for a large one, and reads an --extra-input-bucket",
     async () => {
       const small = textOf(150 * 1024, 32);
       const large = textOf(400 * 1024, 33);
       await writeFile(path.join(dir, "small.txt"), small);
       await writeFile(path.join(dir, "large.txt"), large);
       const port = await freePort();
-      const args = ["dev", "--port", String(port), "--workers", "0", "--max-workers", "1", "--chunk-size", "64KiB"];
+      const args = [
+        "dev",
+        "--port",
+        String(port),
+        "--workers",
+        "0",
+        "--max-workers",
+        "1",
+        "--chunk-size",
+        "64KiB",
+        "--extra-input-bucket",
+        "lab-shared",
+      ];
       const idle = spawnChild(process.execPath, [BIN, ...args, "--inline-max-bytes", "256KiB"], { name: "cloudmill dev (idle)" });
       try {
         await idle.waitForLine((l) => l.includes("emulated S3 and SQS at"), 60_000);
@@ -184,6 +196,27 @@ describe("cloudmill dev driven by the AWS CLI", () => {
         expect(await finalStatus("wordcount/large.txt")).toMatchObject({ state: "succeeded", ranOn: "fleet" });
         expectMatchesReference("wordcount", {}, large, await resultOf("wordcount/large.txt"));
         expect((await childrenOf(idle.child.pid!)).length).toBe(1);
+
+        // A bucket named with --extra-input-bucket may be read; the output bucket may not, as in the stack.
+        await aws("s3", "mb", "s3://lab-shared");
+        await aws("s3", "cp", "small.txt", "s3://lab-shared/small.txt");
+        const specs = {
+          "shared-1": { op: "wordcount", inputs: ["s3://lab-shared/small.txt"] },
+          "output-1": { op: "count", inputs: ["s3://cloudmill-output/wordcount/small.txt/result.json"] },
+        };
+        for (const [id, spec] of Object.entries(specs)) {
+          await writeFile(path.join(dir, `${id}.json`), JSON.stringify(spec));
+          await aws("s3", "cp", `${id}.json`, `s3://cloudmill-input/_jobs/${id}.json`);
+        }
+        expect(await finalStatus("_jobs/shared-1")).toMatchObject({ state: "succeeded" });
+        expectMatchesReference("wordcount", {}, small, await resultOf("_jobs/shared-1"));
+        expect(await finalStatus("_jobs/output-1")).toMatchObject({
+          state: "failed",
+          error: {
+            code: "INVALID_SPEC",
+            message: expect.stringContaining("bucket cloudmill-output is not one this stack reads inputs from"),
+          },
+        });
       } finally {
         idle.child.kill("SIGINT");
         await idle.exited;

@@ -18,6 +18,7 @@ const DevFlags = z.object({
   chunkSize: z.string().refine((s) => (parseSize(s) ?? 0) >= 1, { error: "expected a size like 16MiB" }),
   verbose: z.boolean().default(false),
   ops: z.array(z.string()).default([]),
+  extraInputBucket: z.array(z.string().min(1)).default([]),
 });
 
 export const devCommand = (io: CliIO): Command =>
@@ -33,6 +34,11 @@ export const devCommand = (io: CliIO): Command =>
     .option("--inline-max-bytes <size>", "jobs up to this size are mapped by the splitter, as the stack's are (0: none)", "64MiB")
     .option("-c, --chunk-size <size>", "chunk size for uploads", "16MiB")
     .option("--ops <module>", "serve the ops a module exports (made with defineOp), repeatable", collect)
+    .option(
+      "--extra-input-bucket <name>",
+      "a bucket besides cloudmill-input that jobs may read, as the stack's extraInputBuckets (make it with aws s3 mb), repeatable",
+      collect,
+    )
     .option("-v, --verbose", "log every step of the handlers and workers")
     .addHelpText(
       "after",
@@ -58,6 +64,7 @@ export const devCommand = (io: CliIO): Command =>
         inlineMaxBytes: flags.inlineMaxBytes.trim() === "0" ? 0 : parseSize(flags.inlineMaxBytes)!,
         chunkSize: parseSize(flags.chunkSize)!,
         opsModules: flags.ops,
+        extraInputBuckets: flags.extraInputBucket,
         log,
         ...(flags.verbose ? { onWorkerOutput: (i: number, line: string) => write(`[worker ${i}] ${line}\n`) } : {}),
       }).catch((err: unknown) => {

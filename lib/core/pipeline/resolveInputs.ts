@@ -31,7 +31,7 @@ const refuseOtherBucket = (deps: Stores, bucket: string, input: string, line?: n
   throw new CloudmillError(
     ErrorCode.INVALID_SPEC,
     `bucket ${bucket} is not one this stack reads inputs from (${deps.inputBuckets.join(", ")}); ` +
-      "a bucket of your own can be added with the stack's extraInputBuckets",
+      "a bucket of your own can be added with the stack's extraInputBuckets (cloudmill dev: --extra-input-bucket)",
     { field: "inputs", input, ...(line !== undefined ? { line } : {}) },
   );
 };
