@@ -4,8 +4,8 @@
  * process start to exit, as a user types it; each round runs every command once, in the order
  * listed, so a slow spell of the machine falls on all of them. A row's ratio is cloudmill's wall
  * over its anchor's (below 1: cloudmill is faster): the median of the rounds' ratios with their
- * range. Peak RSS comes from /usr/bin/time where it exists. Every answer is checked against its
- * anchor's; a disagreement fails the bench.
+ * range. Peak RSS comes from /usr/bin/time where it exists. Every answer of every round is checked
+ * against its anchor's; a disagreement fails the bench.
  *
  * Alone: `npm run build && node dist/bench/anchors.js` (env as in run.ts: BENCH_MB, BENCH_SEED,
  * BENCH_WORKERS, BENCH_REPEATS).
@@ -134,30 +134,54 @@ export const kernelsAgainstAnchors = async (b: AnchorBench): Promise<{ rows: str
   }
   process.stderr.write("\n");
 
+  // Every round's answers, not only the first's: a kernel that goes wrong once in a while (a race
+  // between threads, a chunk boundary that moves with timing) must fail the bench too. Parsing a
+  // few hundred bytes of JSON per command is nothing beside the runs.
   const wrong: string[] = [];
-  const json = <T>(name: string): T => JSON.parse(runs[name]![0]!.stdout) as T;
-  const wc = Number(runs["wc -w"]![0]!.stdout.trim().split(/\s+/)[0]);
-  const words = json<{ total: number; distinct: number; top: [string, number][] }>("wordcount");
-  if (words.total !== wc) wrong.push(`wordcount total ${words.total} vs wc -w ${wc}`);
-  const duckWords = json<typeof words>("duckdb wordcount");
-  if (JSON.stringify(duckWords) !== JSON.stringify(words))
-    wrong.push(`wordcount ${JSON.stringify(words)} vs DuckDB ${JSON.stringify(duckWords)}`);
-  const nr = Number(runs["mawk NR"]![0]!.stdout.trim());
-  if (json<{ records: number }>("count").records !== nr) wrong.push(`count vs mawk NR ${nr}`);
-  const stats = json<Stats>("stats");
-  const [n, s, mn, mx] = runs["mawk stats"]![0]!.stdout.trim().split(" ").map(Number) as [number, number, number, number];
-  if (stats.count !== n || stats.min !== mn || stats.max !== mx || !near(stats.sum, s, s)) {
-    wrong.push(`stats ${JSON.stringify(stats)} vs mawk n=${n} sum=${s} min=${mn} max=${mx}`);
+  const json = <T>(name: string, i: number): T => JSON.parse(runs[name]![i]!.stdout) as T;
+  type Words = { total: number; distinct: number; top: [string, number][] };
+  for (let i = 0; i < b.repeats; i++) {
+    const wrongOf = (what: string) => wrong.push(`round ${i + 1}: ${what}`);
+    const wc = Number(runs["wc -w"]![i]!.stdout.trim().split(/\s+/)[0]);
+    const words = json<Words>("wordcount", i);
+    if (words.total !== wc) wrongOf(`wordcount total ${words.total} vs wc -w ${wc}`);
+    for (const name of ["wordcount 1", "duckdb wordcount"]) {
+      const other = json<Words>(name, i);
+      if (JSON.stringify(other) !== JSON.stringify(words))
+        wrongOf(`wordcount ${JSON.stringify(words)} vs ${name} ${JSON.stringify(other)}`);
+    }
+    const nr = Number(runs["mawk NR"]![i]!.stdout.trim());
+    for (const name of ["count", "count 1"]) {
+      if (json<{ records: number }>(name, i).records !== nr) wrongOf(`${name} vs mawk NR ${nr}`);
+    }
+    const stats = json<Stats>("stats", i);
+    const [n, s, mn, mx] = runs["mawk stats"]![i]!.stdout.trim().split(" ").map(Number) as [number, number, number, number];
+    if (stats.count !== n || stats.min !== mn || stats.max !== mx || !near(stats.sum, s, s)) {
+      wrongOf(`stats ${JSON.stringify(stats)} vs mawk n=${n} sum=${s} min=${mn} max=${mx}`);
+    }
+    const duckStats = json<Stats>("duckdb stats", i);
+    if (
+      stats.count !== duckStats.count ||
+      stats.min !== duckStats.min ||
+      stats.max !== duckStats.max ||
+      !near(stats.sum, duckStats.sum, s)
+    ) {
+      wrongOf(`stats ${JSON.stringify(stats)} vs DuckDB ${JSON.stringify(duckStats)}`);
+    }
+    for (const name of ["stats 1", "csv one column", "csv 3 columns", "csv 3 columns 1"]) {
+      if (JSON.stringify(json<Stats>(name, i)) !== JSON.stringify(stats)) wrongOf(`${name}: ${runs[name]![i]!.stdout} vs stats`);
+    }
+    for (const name of ["histogram", "histogram 1"]) {
+      const bins = json<{ bins: number[] }>(name, i).bins.reduce((a, c) => a + c, 0);
+      if (bins !== n) wrongOf(`${name} holds ${bins} numbers, mawk counts ${n}`);
+    }
+    for (const name of ["start-up", "start-up 1"]) {
+      if (json<{ records: number }>(name, i).records !== 170) wrongOf(`${name}: ${runs[name]![i]!.stdout} vs 170 lines`);
+    }
   }
-  const duckStats = json<Stats>("duckdb stats");
-  if (stats.count !== duckStats.count || stats.min !== duckStats.min || stats.max !== duckStats.max || !near(stats.sum, duckStats.sum, s)) {
-    wrong.push(`stats ${JSON.stringify(stats)} vs DuckDB ${JSON.stringify(duckStats)}`);
-  }
-  for (const name of ["csv one column", "csv 3 columns"]) {
-    if (JSON.stringify(json<Stats>(name)) !== JSON.stringify(stats)) wrong.push(`${name}: ${runs[name]![0]!.stdout} vs stats`);
-  }
-  const bins = json<{ bins: number[] }>("histogram").bins.reduce((a, c) => a + c, 0);
-  if (bins !== n) wrong.push(`histogram holds ${bins} numbers, mawk counts ${n}`);
+  const stats = json<Stats>("stats", 0);
+  const s = Number(runs["mawk stats"]![0]!.stdout.trim().split(" ")[1]);
+  const duckStats = json<Stats>("duckdb stats", 0);
 
   const ms = (name: string) => median(runs[name]!.map((r) => r.ms));
   const rss = (name: string) => {
