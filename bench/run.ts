@@ -11,6 +11,10 @@
  * against a plain loop, BENCH_ESTIMATE_MB (default "100,1024") for the estimate's accuracy. Also: start-up of whole CLI commands, against a
  * bare Node start; and the kernels against `wc`, `mawk` and DuckDB (anchors.ts).
  *
+ * `node dist/bench/run.js --help` lists the figures; `--only tasks,anchors` (or BENCH_ONLY)
+ * runs some of them. The tools the chosen figures need are checked before anything runs, and
+ * each table is written to stdout as soon as it is done.
+ *
  * Correctness: every cloudmill result must agree with the naive readline program's
  * (measure.ts), which shares no code with the engine's ops (see `differences`); and, bit for
  * bit, with the single-process baseline's (the same op code in one pass: chunking and merging
@@ -18,7 +22,7 @@
  */
 import type { StatsResult } from "../lib/core/ops/stats.js";
 import { execFile, execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { open, rename, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { stat } from "node:fs/promises";
@@ -253,169 +257,324 @@ const median = (xs: readonly number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
+/** The figures `npm run bench` produces, in the order it runs them, and what each needs. */
+const FIGURES = {
+  ops: { about: "count, wordcount, stats: cloudmill run against a single-process pass (BENCH_OPS, BENCH_MB)", tools: [] },
+  anchors: { about: "the kernels against wc, mawk and DuckDB (anchors.ts)", tools: ["wc", "mawk", "@duckdb/node-api"] },
+  startup: { about: "start-up of whole CLI commands against a bare Node start", tools: [] },
+  items: { about: "a lab's task over items against a plain loop (BENCH_ITEMS)", tools: [] },
+  csv: { about: "CSV with quoted newlines against the same data without (BENCH_CSV_MB)", tools: ["python3"] },
+  flood: { about: "wordcount over words built to collide (BENCH_FLOOD_WORDS)", tools: ["wc"] },
+  compressed: { about: "count over gzip, zstd and BGZF (BENCH_COMPRESSED_MB)", tools: ["wc", "gzip", "zstd", "bgzip"] },
+  estimate: { about: "cloudmill estimate against cloudmill run (BENCH_ESTIMATE_MB)", tools: [] },
+  sort: { about: "sort of numbers against GNU sort -g (BENCH_SORT_MB)", tools: ["wc", "cmp", "GNU sort", "GNU time"] },
+  scale: { about: "the 1 TB sort study, from this run's sort throughput (runs sort too)", tools: ["wc", "cmp", "GNU sort", "GNU time"] },
+  chunks: { about: "wordcount peak RSS by chunk size", tools: [] },
+  splitter: { about: "emulated cloud: the splitter's requests per object", tools: [] },
+  many: { about: "emulated cloud: a prefix of many small objects (BENCH_OBJECTS)", tools: [] },
+  keyed: { about: "emulated cloud: a keyed job of many chunks and keys (BENCH_KEYED_CHUNKS, BENCH_KEYED_KEYS)", tools: [] },
+  "first-result": { about: "emulated cloud: upload to result, 1 MB and 100 MB", tools: ["wc"] },
+  tasks: { about: "emulated cloud: tasks per second with tiny chunks (BENCH_TASKS)", tools: [] },
+} as const satisfies Record<string, { about: string; tools: readonly string[] }>;
+type Figure = keyof typeof FIGURES;
+const CLOUD_FIGURES: readonly Figure[] = ["splitter", "many", "keyed", "first-result", "tasks"];
+
+const HELP = `Usage: node dist/bench/run.js [--only FIGURE,...] [--help]   (npm run bench runs every figure)
+
+Figures, in the order they run:
+${Object.entries(FIGURES)
+  .map(([name, f]) => `  ${name.padEnd(13)}${f.about}`)
+  .join("\n")}
+
+Environment:
+  BENCH_ONLY      the figures to run, as --only (default: all)
+  BENCH_MB        size of the generated text and numbers, MB (default 512)
+  BENCH_SEED      seed of the generated inputs (default 42)
+  BENCH_WORKERS   workers of cloudmill run and of the emulated cloud (default 2)
+  BENCH_REPEATS   alternating rounds per figure (default 5)
+  BENCH_CHUNK     chunk size of the ops figure (default 16MiB)
+  BENCH_OPS       ops of the ops figure (default count,wordcount,stats)
+  BENCH_CLOUD=0   leave out the emulated-cloud figures
+  BENCH_ITEMS, BENCH_CSV_MB, BENCH_FLOOD_WORDS, BENCH_COMPRESSED_MB, BENCH_ESTIMATE_MB,
+  BENCH_SORT_MB, BENCH_OBJECTS, BENCH_KEYED_CHUNKS, BENCH_KEYED_KEYS, BENCH_TASKS: sizes, as listed above
+
+Inputs are generated once and cached in .bench/. Tables go to stdout as each is done, progress
+to stderr; a wrong answer anywhere ends with exit code 1.
+`;
+
+/** The figures asked for by --only / BENCH_ONLY (all by default), or a one-line complaint. */
+const chosenFigures = (argv: readonly string[]): Set<Figure> | string => {
+  let only = process.env.BENCH_ONLY;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === "--only" && argv[i + 1] !== undefined) only = argv[++i];
+    else if (arg.startsWith("--only=")) only = arg.slice("--only=".length);
+    else return `unknown argument ${arg} (see --help)`;
+  }
+  const names = only === undefined || only === "" ? Object.keys(FIGURES) : only.split(",").map((n) => n.trim());
+  const unknown = names.filter((n) => !(n in FIGURES));
+  if (unknown.length) return `unknown figure ${unknown.join(", ")}; figures: ${Object.keys(FIGURES).join(", ")}`;
+  const chosen = new Set(names as Figure[]);
+  if (process.env.BENCH_CLOUD === "0") for (const f of CLOUD_FIGURES) chosen.delete(f);
+  return chosen;
+};
+
+const onPath = (command: string): boolean =>
+  (process.env.PATH ?? "").split(path.delimiter).some((dir) => {
+    try {
+      accessSync(path.join(dir, command), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+
+/** Whether a tool a figure needs is here: a command on PATH, GNU sort and time, the DuckDB package. */
+const hasTool = async (tool: string): Promise<boolean> => {
+  switch (tool) {
+    case "GNU sort":
+      return onPath("sort") && /GNU/.test(spawnVersion("sort", ["--version"]));
+    case "GNU time":
+      return existsSync("/usr/bin/time") && /GNU/.test(spawnVersion("/usr/bin/time", ["--version"]));
+    case "@duckdb/node-api":
+      try {
+        await import("@duckdb/node-api");
+        return true;
+      } catch {
+        return false;
+      }
+    default:
+      return onPath(tool);
+  }
+};
+
+const spawnVersion = (command: string, args: readonly string[]): string => {
+  try {
+    return execFileSync(command, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  } catch (err) {
+    // GNU time writes its version to stderr.
+    return `${(err as { stdout?: string }).stdout ?? ""}${(err as { stderr?: string }).stderr ?? ""}`;
+  }
+};
+
+/** Writes a table (or any lines) to stdout at once, so a later failure loses nothing measured. */
+const emit = (...lines: string[]): void => void process.stdout.write(`${lines.join("\n")}\n`);
+
 const main = async (): Promise<void> => {
+  const argv = process.argv.slice(2);
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const chosen = chosenFigures(argv);
+  if (typeof chosen === "string") {
+    process.stderr.write(`bench: ${chosen}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  if (chosen.has("scale")) chosen.add("sort");
+  const needs = new Map<string, Figure[]>();
+  for (const f of chosen) for (const tool of FIGURES[f].tools) needs.set(tool, [...(needs.get(tool) ?? []), f]);
+  const missing: string[] = [];
+  for (const [tool, figures] of needs) if (!(await hasTool(tool))) missing.push(`${tool} (for ${figures.join(", ")})`);
+  if (missing.length) {
+    process.stderr.write(`bench: missing ${missing.join("; ")}; install it, or leave those figures out with --only\n`);
+    process.exitCode = 2;
+    return;
+  }
+  const run = (f: Figure): boolean => chosen.has(f);
+
   const dir = path.join(root, ".bench");
   mkdirSync(dir, { recursive: true });
-  process.stderr.write(`generating ${MB} MB inputs (seed ${SEED}; cached in .bench/)…\n`);
-  const text = await generateText(dir, MB * 1e6, SEED);
-  const numbers = await generateNumbers(dir, MB * 1e6, SEED + 1);
+  const needsInputs = run("ops") || run("anchors") || run("chunks");
+  if (needsInputs) process.stderr.write(`generating ${MB} MB inputs (seed ${SEED}; cached in .bench/)…\n`);
+  const text = needsInputs ? await generateText(dir, MB * 1e6, SEED) : "";
+  const numbers = run("ops") || run("anchors") ? await generateNumbers(dir, MB * 1e6, SEED + 1) : "";
   // The fixed overhead: cloudmill itself (runtime, its threads started, modules loaded) on an
   // input too small to matter, one tiny chunk per worker.
   const tiny = path.join(dir, "tiny.txt");
   writeFileSync(tiny, "a b c\n".repeat(200));
-  const fixed = median(Array.from({ length: 3 }, () => once("engine", "wordcount", tiny, "512").maxRssMB));
+  const fixed =
+    run("ops") || run("chunks") ? median(Array.from({ length: 3 }, () => once("engine", "wordcount", tiny, "512").maxRssMB)) : 0;
   const chunkBytes = bytesOf(CHUNK);
 
-  const rows: string[] = [];
-  rows.push(
+  emit(
     `machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`,
+    `figures: ${[...chosen].join(", ")}`,
   );
-  rows.push(
-    `workers: ${WORKERS}, chunk size: ${CHUNK}, ${REPEATS} alternating runs of the baseline and cloudmill (medians; speed-up: median of the pairs' ratios [lowest–highest])\n`,
-  );
-  rows.push(
-    "| op | input | naive readline (MB/s) | single-process baseline (MB/s) | cloudmill run (MB/s) | speed-up vs baseline | machine's ceiling: two baselines at once on halves | peak RSS (MB) | RSS above fixed overhead, per worker ÷ chunk size |",
-  );
-  rows.push("|---|---|---|---|---|---|---|---|---|");
   let ok = true;
-  for (const [op, file] of (
-    [
-      ["count", text],
-      ["wordcount", text],
-      ["stats", numbers],
-    ] as const
-  ).filter(([op]) => OPS.includes(op))) {
-    const size = (await stat(file)).size;
-    const rate = (ms: number) => size / 1e6 / (ms / 1000);
-    process.stderr.write(`${op}: naive…`);
-    const naive = once("naive", op, file);
-    const halves = await halvesOf(file);
-    const ceiling: number[] = [];
-    const base: Measurement[] = [];
-    const eng: Measurement[] = [];
-    for (let i = 0; i < REPEATS; i++) {
-      process.stderr.write(` ${i + 1}/${REPEATS}`);
-      base.push(once("baseline", op, file));
-      ceiling.push(await twoHalves(op, halves));
-      eng.push(once("engine", op, file));
-    }
-    process.stderr.write("\n");
-    for (const e of eng) {
-      const wrong = differences(op, e.result, naive.result);
-      if (wrong.length) {
-        ok = false;
-        process.stderr.write(
-          `MISMATCH for ${op} (${wrong.join(", ")}): engine ${JSON.stringify(e.result)} vs naive ${JSON.stringify(naive.result)}\n`,
-        );
-      }
-      if (!isDeepStrictEqual(e.result, base[0]!.result)) {
-        ok = false;
-        process.stderr.write(`MISMATCH for ${op}: engine ${JSON.stringify(e.result)} vs baseline ${JSON.stringify(base[0]!.result)}\n`);
-      }
-    }
-    const ratios = base.map((b, i) => b.ms / eng[i]!.ms);
-    const ceilings = base.map((b, i) => b.ms / ceiling[i]!);
-    const peak = median(eng.map((e) => e.maxRssMB));
-    const perWorker = (peak - fixed) / WORKERS / (chunkBytes / MiB);
+  if (run("ops")) {
+    const rows: string[] = [];
     rows.push(
-      `| ${op} | ${(size / 1e6).toFixed(0)} MB | ${rate(naive.ms).toFixed(0)} | ${rate(median(base.map((m) => m.ms))).toFixed(0)} | ${rate(median(eng.map((m) => m.ms))).toFixed(0)} | ` +
-        `${median(ratios).toFixed(2)}× [${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}] | ` +
-        `${median(ceilings).toFixed(2)}× [${Math.min(...ceilings).toFixed(2)}–${Math.max(...ceilings).toFixed(2)}] | ${peak.toFixed(0)} | ${perWorker.toFixed(2)}× |`,
+      `workers: ${WORKERS}, chunk size: ${CHUNK}, ${REPEATS} alternating runs of the baseline and cloudmill (medians; speed-up: median of the pairs' ratios [lowest–highest])\n`,
     );
+    rows.push(
+      "| op | input | naive readline (MB/s) | single-process baseline (MB/s) | cloudmill run (MB/s) | speed-up vs baseline | machine's ceiling: two baselines at once on halves | peak RSS (MB) | RSS above fixed overhead, per worker ÷ chunk size |",
+    );
+    rows.push("|---|---|---|---|---|---|---|---|---|");
+    for (const [op, file] of (
+      [
+        ["count", text],
+        ["wordcount", text],
+        ["stats", numbers],
+      ] as const
+    ).filter(([op]) => OPS.includes(op))) {
+      const size = (await stat(file)).size;
+      const rate = (ms: number) => size / 1e6 / (ms / 1000);
+      process.stderr.write(`${op}: naive…`);
+      const naive = once("naive", op, file);
+      const halves = await halvesOf(file);
+      const ceiling: number[] = [];
+      const base: Measurement[] = [];
+      const eng: Measurement[] = [];
+      for (let i = 0; i < REPEATS; i++) {
+        process.stderr.write(` ${i + 1}/${REPEATS}`);
+        base.push(once("baseline", op, file));
+        ceiling.push(await twoHalves(op, halves));
+        eng.push(once("engine", op, file));
+      }
+      process.stderr.write("\n");
+      for (const e of eng) {
+        const wrong = differences(op, e.result, naive.result);
+        if (wrong.length) {
+          ok = false;
+          process.stderr.write(
+            `MISMATCH for ${op} (${wrong.join(", ")}): engine ${JSON.stringify(e.result)} vs naive ${JSON.stringify(naive.result)}\n`,
+          );
+        }
+        if (!isDeepStrictEqual(e.result, base[0]!.result)) {
+          ok = false;
+          process.stderr.write(`MISMATCH for ${op}: engine ${JSON.stringify(e.result)} vs baseline ${JSON.stringify(base[0]!.result)}\n`);
+        }
+      }
+      const ratios = base.map((b, i) => b.ms / eng[i]!.ms);
+      const ceilings = base.map((b, i) => b.ms / ceiling[i]!);
+      const peak = median(eng.map((e) => e.maxRssMB));
+      const perWorker = (peak - fixed) / WORKERS / (chunkBytes / MiB);
+      rows.push(
+        `| ${op} | ${(size / 1e6).toFixed(0)} MB | ${rate(naive.ms).toFixed(0)} | ${rate(median(base.map((m) => m.ms))).toFixed(0)} | ${rate(median(eng.map((m) => m.ms))).toFixed(0)} | ` +
+          `${median(ratios).toFixed(2)}× [${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}] | ` +
+          `${median(ceilings).toFixed(2)}× [${Math.min(...ceilings).toFixed(2)}–${Math.max(...ceilings).toFixed(2)}] | ${peak.toFixed(0)} | ${perWorker.toFixed(2)}× |`,
+      );
+    }
+    rows.push(
+      `\nFixed overhead (cloudmill on a tiny input, ${WORKERS} threads started): ${fixed.toFixed(0)} MB peak RSS. Results of cloudmill ${ok ? "agree" : "DISAGREE"} with the naive program's (stats: to 1e-9 of scale) and the baseline's for every op and run.`,
+    );
+    emit(...rows);
   }
-  rows.push(
-    `\nFixed overhead (cloudmill on a tiny input, ${WORKERS} threads started): ${fixed.toFixed(0)} MB peak RSS. Results of cloudmill ${ok ? "agree" : "DISAGREE"} with the naive program's (stats: to 1e-9 of scale) and the baseline's for every op and run.`,
-  );
-  process.stderr.write("kernels against wc, mawk and DuckDB…");
-  const kernels = await kernelsAgainstAnchors({
-    cli: path.join(root, "bin", "cloudmill.js"),
-    workers: WORKERS,
-    repeats: REPEATS,
-    text,
-    numbers,
-  });
-  if (!kernels.ok) ok = false;
-  rows.push(`\nKernels against the tools labs trust, whole commands (${REPEATS} rounds, alternating):\n`, ...kernels.rows);
-  process.stderr.write("start-up…\n");
-  rows.push(`\nStart-up, whole commands (${REPEATS} alternating runs each):\n`, ...(await startUp(tiny)));
-  process.stderr.write("a task over items…\n");
-  rows.push(`\nA lab's task over ${ITEMS} items (${REPEATS} alternating runs each):\n`, ...(await taskThroughput(path.dirname(tiny))));
+  if (run("anchors")) {
+    process.stderr.write("kernels against wc, mawk and DuckDB…");
+    const kernels = await kernelsAgainstAnchors({
+      cli: path.join(root, "bin", "cloudmill.js"),
+      workers: WORKERS,
+      repeats: REPEATS,
+      text,
+      numbers,
+    });
+    if (!kernels.ok) ok = false;
+    emit(`\nKernels against the tools labs trust, whole commands (${REPEATS} rounds, alternating):\n`, ...kernels.rows);
+  }
+  if (run("startup")) {
+    process.stderr.write("start-up…\n");
+    emit(`\nStart-up, whole commands (${REPEATS} alternating runs each):\n`, ...(await startUp(tiny)));
+  }
+  if (run("items")) {
+    process.stderr.write("a task over items…\n");
+    emit(`\nA lab's task over ${ITEMS} items (${REPEATS} alternating runs each):\n`, ...(await taskThroughput(path.dirname(tiny))));
+  }
   /** What the sections that run the CLI against a tool share. */
   const cliBench = { dir, cli: path.join(root, "bin", "cloudmill.js"), seed: SEED, workers: WORKERS };
-  process.stderr.write("csv with quoted newlines…\n");
-  rows.push(
-    `\nCSV whose quoted fields hold newlines, against the same data without them (${REPEATS} alternating runs each):\n`,
-    ...(await csvMultiline({ ...cliBench, mb: Number(process.env.BENCH_CSV_MB ?? 128), repeats: REPEATS, chunk: CHUNK })),
-  );
-
-  process.stderr.write("words built to collide…\n");
-  const flood = await hashFlooding({ dir, cli: cliBench.cli, words: Number(process.env.BENCH_FLOOD_WORDS ?? 200_000), repeats: REPEATS });
-  if (!flood.ok) ok = false;
-  rows.push("\nwordcount over words built to share one hash (lib/core/ops/wordKernel.wat keys its hash):\n", ...flood.rows);
-
-  process.stderr.write("compressed inputs…\n");
-  rows.push(
-    `\nCompressed inputs: count over the same text as gzip, zstd and BGZF:\n`,
-    ...(await compressedInputs({ ...cliBench, mb: Number(process.env.BENCH_COMPRESSED_MB ?? 1024), repeats: Math.min(REPEATS, 3) })),
-  );
-
-  process.stderr.write("estimate accuracy…\n");
-  const estimated = await estimateAccuracy({
-    root,
-    dir,
-    sizesMB: (process.env.BENCH_ESTIMATE_MB ?? "100,1024").split(",").map(Number),
-  });
-  rows.push(
-    "\ncloudmill estimate's wall time for a local run against cloudmill run's (calibrated on 8 MiB; goal within 30 %):\n",
-    ...estimated.map(formatEstimateRow),
-  );
-
-  process.stderr.write("sort of numbers…\n");
-  const sorted = await sortNumbers({ ...cliBench, mb: Number(process.env.BENCH_SORT_MB ?? 1024) });
-  rows.push("\nsort of numbers against GNU sort -g (one run each):\n", ...sorted.rows);
-  process.stderr.write("the 1 TB study…\n");
-  rows.push(
-    "\nA 1 TB sort on the stack, modelled from the code's constants and this run's sort throughput (docs/scale.md):\n",
-    execFileSync(
-      process.execPath,
-      ["--expose-gc", "--max-old-space-size=1024", path.join(here, "scale.js"), String(sorted.cpuSecondsPerMiB)],
-      {
-        encoding: "utf8",
-        maxBuffer: 1 << 24,
-      },
-    ),
-  );
-
-  // Memory follows neither the input's size nor the chunk size: chunks are streamed in blocks.
-  rows.push(`\nwordcount peak RSS by chunk size (same input, ${WORKERS} workers, one run each):\n`);
-  rows.push("| chunk size | chunks | peak RSS (MB) | above fixed overhead, per worker (MB) | ÷ chunk size |");
-  rows.push("|---|---|---|---|---|");
-  const textSize = (await stat(text)).size;
-  for (const chunk of ["4MiB", "16MiB", "64MiB"]) {
-    process.stderr.write(`wordcount at ${chunk} chunks…\n`);
-    const m = once("engine", "wordcount", text, chunk);
-    const above = (m.maxRssMB - fixed) / WORKERS;
-    rows.push(
-      `| ${chunk} | ${Math.ceil(textSize / bytesOf(chunk))} | ${m.maxRssMB.toFixed(0)} | ${above.toFixed(0)} | ${(above / (bytesOf(chunk) / MiB)).toFixed(2)}× |`,
+  if (run("csv")) {
+    process.stderr.write("csv with quoted newlines…\n");
+    emit(
+      `\nCSV whose quoted fields hold newlines, against the same data without them (${REPEATS} alternating runs each):\n`,
+      ...(await csvMultiline({ ...cliBench, mb: Number(process.env.BENCH_CSV_MB ?? 128), repeats: REPEATS, chunk: CHUNK })),
     );
   }
-  if (process.env.BENCH_CLOUD !== "0") {
-    process.stderr.write("emulated cloud: splitter requests, tasks/s…\n");
-    rows.push("\nSplitter requests per object (emulated cloud, real SDK):\n", ...(await splitterRequests()));
+  if (run("flood")) {
+    process.stderr.write("words built to collide…\n");
+    const flood = await hashFlooding({ dir, cli: cliBench.cli, words: Number(process.env.BENCH_FLOOD_WORDS ?? 200_000), repeats: REPEATS });
+    if (!flood.ok) ok = false;
+    emit("\nwordcount over words built to share one hash (lib/core/ops/wordKernel.wat keys its hash):\n", ...flood.rows);
+  }
+  if (run("compressed")) {
+    process.stderr.write("compressed inputs…\n");
+    emit(
+      `\nCompressed inputs: count over the same text as gzip, zstd and BGZF:\n`,
+      ...(await compressedInputs({ ...cliBench, mb: Number(process.env.BENCH_COMPRESSED_MB ?? 1024), repeats: Math.min(REPEATS, 3) })),
+    );
+  }
+  if (run("estimate")) {
+    process.stderr.write("estimate accuracy…\n");
+    const estimated = await estimateAccuracy({
+      root,
+      dir,
+      sizesMB: (process.env.BENCH_ESTIMATE_MB ?? "100,1024").split(",").map(Number),
+    });
+    emit(
+      "\ncloudmill estimate's wall time for a local run against cloudmill run's (calibrated on 8 MiB; goal within 30 %):\n",
+      ...estimated.map(formatEstimateRow),
+    );
+  }
+  if (run("sort")) {
+    process.stderr.write("sort of numbers…\n");
+    const sorted = await sortNumbers({ ...cliBench, mb: Number(process.env.BENCH_SORT_MB ?? 1024) });
+    emit("\nsort of numbers against GNU sort -g (one run each):\n", ...sorted.rows);
+    if (run("scale")) {
+      process.stderr.write("the 1 TB study…\n");
+      emit(
+        "\nA 1 TB sort on the stack, modelled from the code's constants and this run's sort throughput (docs/scale.md):\n",
+        execFileSync(
+          process.execPath,
+          ["--expose-gc", "--max-old-space-size=1024", path.join(here, "scale.js"), String(sorted.cpuSecondsPerMiB)],
+          {
+            encoding: "utf8",
+            maxBuffer: 1 << 24,
+          },
+        ).trimEnd(),
+      );
+    }
+  }
+
+  if (run("chunks")) {
+    // Memory follows neither the input's size nor the chunk size: chunks are streamed in blocks.
+    const rows = [`\nwordcount peak RSS by chunk size (same input, ${WORKERS} workers, one run each):\n`];
+    rows.push("| chunk size | chunks | peak RSS (MB) | above fixed overhead, per worker (MB) | ÷ chunk size |");
+    rows.push("|---|---|---|---|---|");
+    const textSize = (await stat(text)).size;
+    for (const chunk of ["4MiB", "16MiB", "64MiB"]) {
+      process.stderr.write(`wordcount at ${chunk} chunks…\n`);
+      const m = once("engine", "wordcount", text, chunk);
+      const above = (m.maxRssMB - fixed) / WORKERS;
+      rows.push(
+        `| ${chunk} | ${Math.ceil(textSize / bytesOf(chunk))} | ${m.maxRssMB.toFixed(0)} | ${above.toFixed(0)} | ${(above / (bytesOf(chunk) / MiB)).toFixed(2)}× |`,
+      );
+    }
+    emit(...rows);
+  }
+  if (run("splitter")) {
+    process.stderr.write("emulated cloud: splitter requests…\n");
+    emit("\nSplitter requests per object (emulated cloud, real SDK):\n", ...(await splitterRequests()));
+  }
+  if (run("many")) {
     process.stderr.write("emulated cloud: a prefix of many small objects…\n");
-    rows.push(
+    emit(
       "\nA prefix of many small objects as one job (emulated cloud):\n",
       ...(await manyObjects(Number(process.env.BENCH_OBJECTS ?? 100_000), WORKERS)),
     );
+  }
+  if (run("keyed")) {
     process.stderr.write("emulated cloud: a keyed job of many chunks and keys…\n");
-    rows.push(
+    emit(
       "\nA keyed job (distinct) of many chunks and a million keys (emulated cloud):\n",
       ...(await keyedAtScale(Number(process.env.BENCH_KEYED_CHUNKS ?? 10_000), Number(process.env.BENCH_KEYED_KEYS ?? 1_000_000), WORKERS)),
     );
+  }
+  if (run("first-result")) {
     process.stderr.write("emulated cloud: upload to result, 1 MB and 100 MB…\n");
     const large = await generateText(dir, 100_000_000, SEED + 11);
     const small = await headOf(large, 1_000_000);
-    rows.push(
+    emit(
       "\nUpload to result in the emulated cloud (wordcount), against `cloudmill run` on the same file:\n",
       ...(await uploadToResult(
         [
@@ -425,12 +584,14 @@ const main = async (): Promise<void> => {
         WORKERS,
       )),
     );
-    rows.push(
+  }
+  if (run("tasks")) {
+    process.stderr.write("emulated cloud: tasks per second…\n");
+    emit(
       "\nTasks per second through the emulated cloud (count op, tiny chunks):\n",
       ...(await tasksPerSecond(Number(process.env.BENCH_TASKS ?? 2000), WORKERS)),
     );
   }
-  process.stdout.write(`${rows.join("\n")}\n`);
   if (!ok) process.exitCode = 1;
 };
 
