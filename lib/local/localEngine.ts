@@ -4,6 +4,7 @@
  * worker threads. Memory is bounded by chunk size × workers, not by input size.
  */
 import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
+import { HiddenFiles } from "../core/hiddenNames.js";
 import { copyFile, cp, lstat, mkdir, mkdtemp, readdir, realpath, rename, rm, rmdir, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -133,7 +134,8 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   const { spec, registry } = options;
   const log = options.log ?? silentLogger;
   const root = new FsBlobStore("/");
-  const inputs = await resolveLocalInputs(spec.inputs, root);
+  const hidden = new HiddenFiles();
+  const inputs = await resolveLocalInputs(spec.inputs, root, hidden);
   const job = taskJobOf(spec, registry, namesForFormat(inputs));
   // An estimate (packs counted; a big gzip file still as many chunks, not one, before the splitter reads its first bytes).
   const chunks = planChunks(inputs, spec.chunkSize, planOptionsOf(job.format)).total;
@@ -196,6 +198,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
       job,
       inputs,
       given: spec.inputs,
+      hidden,
       chunkSize: spec.chunkSize,
       output: { result: RESULT_KEY, status: STATUS_KEY },
       trigger: "cli",

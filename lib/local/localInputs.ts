@@ -4,6 +4,7 @@
  */
 import { readdir, readFile, realpath, stat } from "node:fs/promises";
 import path from "node:path";
+import { type HiddenFiles, isHiddenName } from "../core/hiddenNames.js";
 import { appendAll } from "../core/appendAll.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import type { InputObject } from "../core/job/manifest.js";
@@ -22,19 +23,25 @@ export const localKey = (absolute: string): string => path.resolve(absolute).sli
  * already inside is a loop, not walked again, and a link to nothing is no file. Sockets and
  * devices are not files either.
  */
-export const walk = async (dir: string): Promise<string[]> => {
-  const files = await walkFrom(dir, new Set());
+export const walk = async (dir: string, hidden?: HiddenFiles): Promise<string[]> => {
+  const files = await walkFrom(dir, new Set(), hidden);
   // By whole paths, as S3 lists keys: `a.txt` comes before the folder `a`'s `a/x.txt` ('.' < '/').
   const bytes = new Map(files.map((f) => [f, Buffer.from(f)]));
   return files.sort((a, b) => Buffer.compare(bytes.get(a)!, bytes.get(b)!));
 };
 
-const walkFrom = async (dir: string, within: ReadonlySet<string>): Promise<string[]> => {
+const walkFrom = async (dir: string, within: ReadonlySet<string>, hidden: HiddenFiles | undefined): Promise<string[]> => {
   const inside = new Set(within).add(await realpath(dir));
-  const entries = await readdir(dir, { withFileTypes: true, encoding: "buffer" });
+  // In byte order, so that what is left out is named in the same order on any filesystem.
+  const entries = (await readdir(dir, { withFileTypes: true, encoding: "buffer" })).sort((a, b) => Buffer.compare(a.name, b.name));
   const files: string[] = [];
   for (const e of entries) {
     const p = path.join(dir, utf8Name(e.name, dir));
+    // .DS_Store, .git/, _SUCCESS: left out, and counted (hiddenNames.ts).
+    if (isHiddenName(path.basename(p))) {
+      hidden?.add(p);
+      continue;
+    }
     let isDirectory = e.isDirectory();
     let isFile = e.isFile();
     if (e.isSymbolicLink()) {
@@ -43,7 +50,7 @@ const walkFrom = async (dir: string, within: ReadonlySet<string>): Promise<strin
       isDirectory = target?.isDirectory() === true && !inside.has(await realpath(p));
       isFile = target?.isFile() === true;
     }
-    if (isDirectory) appendAll(files, await walkFrom(p, inside));
+    if (isDirectory) appendAll(files, await walkFrom(p, inside, hidden));
     else if (isFile) files.push(p);
   }
   return files;
@@ -101,7 +108,8 @@ export const expandLocalManifests = async (inputs: readonly string[]): Promise<s
   return out;
 };
 
-export const resolveLocalInputs = async (inputs: readonly string[], root: BlobStore): Promise<InputObject[]> => {
+/** The inputs' files; `hidden` gets what their folders' listings left out (hiddenNames.ts). */
+export const resolveLocalInputs = async (inputs: readonly string[], root: BlobStore, hidden?: HiddenFiles): Promise<InputObject[]> => {
   const out: InputObject[] = [];
   for (const given of await expandLocalManifests(inputs)) {
     const absolute = path.resolve(given);
@@ -111,7 +119,7 @@ export const resolveLocalInputs = async (inputs: readonly string[], root: BlobSt
       const why = given.includes("\uFFFD") ? " (a name that is not UTF-8 cannot be given: rename it)" : "";
       throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `no such file or directory${why}`, { input: given });
     }
-    const files = st.isDirectory() ? await walk(absolute) : [absolute];
+    const files = st.isDirectory() ? await walk(absolute, hidden) : [absolute];
     if (st.isDirectory() && files.length === 0)
       throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "directory holds no files", { input: given });
     for (const file of files) {

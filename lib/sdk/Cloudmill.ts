@@ -8,6 +8,7 @@
  * ```
  */
 import { refuseTaskTimeoutPastQueue } from "../core/queueLimits.js";
+import { hiddenNotice } from "../core/hiddenNames.js";
 import { CloudFormationClient } from "@aws-sdk/client-cloudformation";
 import { ApplicationAutoScalingClient } from "@aws-sdk/client-application-auto-scaling";
 import { EC2Client } from "@aws-sdk/client-ec2";
@@ -324,6 +325,7 @@ export class Cloudmill {
     await opChecked;
     const conn = await this.#connect();
     const staged = await planInputs(conn.target.inputBucket, id, given.inputs);
+    if (staged.hidden.count > 0) this.#log.warn(hiddenNotice(staged.hidden), { jobId: id });
     // Only what the caller gave: the deployment's defaults fill the rest, as for any spec upload.
     // Checked whole before any upload: the uploads' URIs can take a spec past its size limit.
     const body = JSON.stringify({ ...given, inputs: staged.uris, ...(chunkSizeGiven ? { chunkSize } : {}) });

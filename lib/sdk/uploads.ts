@@ -5,6 +5,7 @@
  * Keys under `_` never start a job by themselves.
  */
 import { createReadStream } from "node:fs";
+import { HiddenFiles } from "../core/hiddenNames.js";
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import type { S3Client } from "@aws-sdk/client-s3";
@@ -27,6 +28,8 @@ export interface StagedInputs {
   readonly uris: string[];
   /** What to upload before the spec is written. */
   readonly uploads: readonly PlannedUpload[];
+  /** What the folders' listings left out (hiddenNames.ts): not uploaded. */
+  readonly hidden: HiddenFiles;
 }
 
 /** Checks every input and plans the uploads; uploads nothing. Missing files are INPUT_NOT_FOUND. */
@@ -34,6 +37,7 @@ export const planInputs = async (bucket: string, jobId: string, inputs: readonly
   const uris: string[] = [];
   const uploads: PlannedUpload[] = [];
   const used = new Set<string>();
+  const hidden = new HiddenFiles();
   const base = `${UPLOADS_PREFIX}${jobId}/`;
   // A local manifest's files are uploaded as if named one by one.
   for (const [i, given] of (await expandLocalManifests(inputs)).entries()) {
@@ -56,7 +60,7 @@ export const planInputs = async (bucket: string, jobId: string, inputs: readonly
       uris.push(s3Uri(bucket, `${base}${name}`));
       continue;
     }
-    const files = await walk(absolute);
+    const files = await walk(absolute, hidden);
     if (files.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "directory holds no files", { input: given });
     for (const file of files) {
       const rel = path.relative(absolute, file).split(path.sep).join("/");
@@ -64,7 +68,7 @@ export const planInputs = async (bucket: string, jobId: string, inputs: readonly
     }
     uris.push(s3Uri(bucket, `${base}${name}/`));
   }
-  return { uris, uploads };
+  return { uris, uploads, hidden };
 };
 
 /** Uploads one file: a single PUT up to one part, multipart beyond (parts of 8 MiB, 4 at a time). */

@@ -109,6 +109,22 @@ describe("cloudmill run (the bin)", () => {
     expect(JSON.parse(r.stdout)).toEqual({ records: lines });
   });
 
+  it("leaves a folder's hidden files out (.DS_Store, _SUCCESS) and says so in one line", async () => {
+    const folder = path.join(dir, "with-hidden");
+    await mkdir(path.join(folder, ".git"), { recursive: true });
+    await writeFile(path.join(folder, "a.txt"), "one\ntwo\n");
+    await writeFile(path.join(folder, ".DS_Store"), Buffer.from([0, 0, 0, 1, 0x42, 0x75, 0x64, 0x31, 0x0a, 0xff]));
+    await writeFile(path.join(folder, ".git", "HEAD"), "ref: refs/heads/main\n");
+    await writeFile(path.join(folder, "_SUCCESS"), "");
+    const r = await cli(["run", folder, "--op", "count", "--no-progress"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ records: Number(tool("awk", ["END{print NR}", path.join(folder, "a.txt")])) });
+    expect(r.stderr).toBe(
+      `cloudmill: left out 3 hidden file(s) or folder(s) (${[".DS_Store", ".git", "_SUCCESS"].map((f) => path.join(folder, f)).join(", ")}): ` +
+        "a folder's names starting with . or _ are not read, as in Hadoop; name one to read it\n",
+    );
+  });
+
   describe("errors: one line on stderr, nothing on stdout, a documented exit code", () => {
     it("missing file → 3, naming the file", async () => {
       const r = await cli(["run", "examples/nope.txt", "--op", "count"]);

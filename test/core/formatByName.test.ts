@@ -114,6 +114,41 @@ describe("inputs whose names give different formats", () => {
   });
 });
 
+describe("a folder's hidden files (names starting with . or _, as Hadoop leaves them out)", () => {
+  it("are left out and counted, so a Spark folder with a committer's _SUCCESS, .crc files and _temporary/ reads as its parts", async () => {
+    const folder = path.join(dir, "spark-s3a");
+    await mkdir(path.join(folder, "_temporary", "0"), { recursive: true });
+    await writeFile(path.join(folder, "part-00000.csv"), 'k,v\na,1\nb,"2\n3"\n');
+    await writeFile(path.join(folder, "part-00001.csv"), "k,v\nc,4\n");
+    await writeFile(path.join(folder, "_SUCCESS"), '{"name":"s3a committer","filenames":["part-00000.csv"]}');
+    await writeFile(path.join(folder, ".part-00000.csv.crc"), Buffer.from([0x63, 0x72, 0x63, 0, 1, 2, 3]));
+    await writeFile(path.join(folder, "_temporary", "0", "part-00002.csv"), "k,v\nz,9\n");
+    const expected = ["part-00000.csv", "part-00001.csv"].reduce((n, f) => n + pythonCsvRows(path.join(folder, f), ",").length, 0);
+    const { result, status } = await runLocal({
+      spec: parseJobSpec({ op: "count", inputs: [folder] }),
+      registry: new OpRegistry(),
+      workers: 0,
+    });
+    expect(result).toEqual({ records: expected });
+    expect(status.hidden).toEqual({
+      count: 3,
+      first: [".part-00000.csv.crc", "_SUCCESS", "_temporary"].map((f) => path.join(folder, f)),
+    });
+    // Named on its own, a hidden file is read: one line each (neither ends in a newline).
+    const named = await runLocal({
+      spec: parseJobSpec({
+        op: "count",
+        format: "lines",
+        inputs: [path.join(folder, "_SUCCESS"), path.join(folder, ".part-00000.csv.crc")],
+      }),
+      registry: new OpRegistry(),
+      workers: 0,
+    });
+    expect(named.result).toEqual({ records: 2 });
+    expect(named.status.hidden).toBeUndefined();
+  });
+});
+
 describe("a param for a format the job does not read", () => {
   const refusal = async (promise: Promise<unknown>): Promise<CloudmillError> => {
     const error = await promise.then(

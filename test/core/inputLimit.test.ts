@@ -5,6 +5,7 @@
  * job's status says so; nothing of the job is written or queued.
  */
 import { mkdtemp, rm } from "node:fs/promises";
+import { HiddenFiles } from "../../lib/core/hiddenNames.js";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -55,12 +56,16 @@ describe("a job's inputs", () => {
     expect(inputs.map((i) => i.key)).toEqual(Array.from({ length: OBJECTS }, (_, i) => `plate/img-${String(i).padStart(2, "0")}.txt`));
   });
 
-  it("take a lab's own folder named _work inside a prefix, as cloudmill run does", async () => {
+  it("leave a prefix's hidden objects out (a folder named _work, _SUCCESS, .DS_Store), as cloudmill run does, counting them", async () => {
     const s = await setUp("work-folders", OBJECTS + 10);
-    await s.inputs.put("plate/_work/notes.txt", Buffer.from("kept\n"));
-    const listed = (await resolveS3Inputs(s.deps, ["s3://lab-in/plate/"])).map((i) => i.key);
-    expect(listed).toContain("plate/_work/notes.txt");
-    expect(listed).toHaveLength(OBJECTS + 1);
+    for (const key of ["plate/_work/notes.txt", "plate/_SUCCESS", "plate/sub/.DS_Store"]) await s.inputs.put(key, Buffer.from("x\n"));
+    const hidden = new HiddenFiles();
+    const listed = (await resolveS3Inputs(s.deps, ["s3://lab-in/plate/"], hidden)).map((i) => i.key);
+    expect(listed).toHaveLength(OBJECTS);
+    expect(listed.some((k) => /\/[._]/.test(k))).toBe(false);
+    expect(hidden.count).toBe(3);
+    // Named on its own, one is read.
+    expect((await resolveS3Inputs(s.deps, ["s3://lab-in/plate/_SUCCESS"])).map((i) => i.key)).toEqual(["plate/_SUCCESS"]);
   });
 
   it("past the limit, a prefix is refused at the first object over it, listing no further", async () => {

@@ -62,7 +62,7 @@ const putInventory = async (at: string, fileSchema: string, files: readonly stri
 
 describe("manifest inputs on the emulated cloud", () => {
   it("reads the objects a plain list names: keys of its bucket, full URIs and prefixes", async () => {
-    // A lab's own folder named _work is data (only the bucket's top-level _work/ is cloudmill's).
+    // A folder named _work (or _anything) below a listed prefix is hidden, as Hadoop has it: left out, and counted.
     await cloud.put("data/site a/_work/notes.txt", "a\nb\nc\n");
     objects.set("data/site a/_work/notes.txt", 3);
     await cloud.put(
@@ -72,8 +72,9 @@ describe("manifest inputs on the emulated cloud", () => {
     const { status, result } = await count("from-list", [`manifest:s3://${cloud.input}/lists/picks.txt`]);
     expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
     expect(result).toEqual({
-      records: linesOf("data/log-0.txt", "data/x+y.txt", "data/site a/log 2.txt", "data/site a/log 3.txt", "data/site a/_work/notes.txt"),
+      records: linesOf("data/log-0.txt", "data/x+y.txt", "data/site a/log 2.txt", "data/site a/log 3.txt"),
     });
+    expect(status.hidden).toEqual({ count: 1, first: [`s3://${cloud.input}/data/site a/_work/notes.txt`] });
   });
 
   it("reads the rows of a Batch Operations CSV, keys URL-encoded, each object it names", async () => {
@@ -151,6 +152,24 @@ describe("manifest inputs on the emulated cloud", () => {
     expect(status.error?.code).toBe("INPUT_NOT_FOUND");
     expect(JSON.stringify(status.error)).toContain(`s3://${cloud.input}/data/nope.txt`);
     expect(JSON.stringify(status.error)).toMatch(/lists\/bad\.txt:2/);
+  });
+
+  it("leaves a prefix's hidden objects out (a committer's _SUCCESS, .crc files, _temporary/), counting them in the status", async () => {
+    await cloud.put("spark/part-00000.csv", "k,v\na,1\nb,2\n");
+    await cloud.put("spark/part-00001.csv", "k,v\nc,3\n");
+    await cloud.put("spark/_SUCCESS", '{"name":"s3a committer"}');
+    await cloud.put("spark/.part-00000.csv.crc", "crc");
+    await cloud.put("spark/_temporary/0/part-00002.csv", "k,v\nz,9\n");
+    const { status, result } = await count("spark-folder", [`s3://${cloud.input}/spark/`]);
+    expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
+    // Python's csv: two rows in the first part, one in the second.
+    expect(result).toEqual({ records: 3 });
+    expect(status).toMatchObject({
+      hidden: {
+        count: 3,
+        first: [".part-00000.csv.crc", "_SUCCESS", "_temporary/0/part-00002.csv"].map((k) => `s3://${cloud.input}/spark/${k}`),
+      },
+    });
   });
 
   it("fails a job naming the output bucket (another job's parts), directly or in its list, as the stack's splitter does", async () => {

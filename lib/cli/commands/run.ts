@@ -1,5 +1,6 @@
 /** `cloudmill run`: the embedded default — the whole pipeline on this machine's cores. */
 import os from "node:os";
+import { hiddenNotice } from "../../core/hiddenNames.js";
 import { Command, Option } from "commander";
 import * as z from "zod";
 import { kebabCase } from "../../core/kebabCase.js";
@@ -196,6 +197,7 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
         });
         view.done();
         if (status.skipped) io.stderr.write(`cloudmill: skipped ${status.skipped} bad record(s)\n`);
+        if (status.hidden) io.stderr.write(`cloudmill: ${hiddenNotice(status.hidden)}\n`);
         for (const { input, separator } of status.csv ?? [])
           io.stderr.write(`cloudmill: ${input}: separator ${JSON.stringify(separator)} (sniffed)\n`);
         await writeResult(io, result, flags.out);

@@ -1,5 +1,6 @@
 /** `cloudmill wait <job>`: a progress bar on stderr until the job ends, then its result on stdout. */
 import { Command } from "commander";
+import { hiddenNotice } from "../../core/hiddenNames.js";
 import * as z from "zod";
 import { CloudmillError } from "../../core/errors.js";
 import type { JobFuture } from "../../sdk/JobFuture.js";
@@ -50,10 +51,12 @@ export const waitWithProgress = async <R>(
 ): Promise<R> => {
   const view = jobProgressView(io, future.id, options.progress);
   let skipped = 0;
+  let hidden: JobStatus["hidden"];
   try {
     const result = await future.result({
       onStatus: (s) => {
         skipped = s.skipped ?? skipped;
+        hidden = s.hidden ?? hidden;
         view.update(s);
       },
       ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
@@ -62,6 +65,7 @@ export const waitWithProgress = async <R>(
     view.done();
     // As `cloudmill run` says it: the result alone does not show what was left out.
     if (skipped > 0) io.stderr.write(`cloudmill: ${future.id}: skipped ${skipped} bad record(s)\n`);
+    if (hidden) io.stderr.write(`cloudmill: ${future.id}: ${hiddenNotice(hidden)}\n`);
     return result;
   } catch (err) {
     if (io.signal?.aborted && !(err instanceof CloudmillError)) throw stoppedWaiting([future.id]);

@@ -89,6 +89,8 @@ export const Manifest = z.object({
   inputsDigest: z.string().optional(),
   /** The spec's inputs as given (a prefix, a manifest list): what a job of pieces shows for its inputs. */
   given: z.array(z.string()).optional(),
+  /** Files its folders' or prefixes' listings left out (hiddenNames.ts): how many, and the first. */
+  hidden: z.object({ count: z.number().int().positive(), first: z.array(z.string()) }).optional(),
   chunkSize: z.number().int().positive(),
   chunks: z.number().int().nonnegative(),
   output: OutputLocation,
@@ -271,6 +273,8 @@ export const JobStatus = z.object({
   inputs: z.array(z.string()).optional(),
   /** How many inputs it has, when `inputs` does not name each. */
   inputCount: z.number().int().nonnegative().optional(),
+  /** Files its folders' or prefixes' listings left out (names starting with . or _): how many, and the first. */
+  hidden: z.object({ count: z.number().int().positive(), first: z.array(z.string()) }).optional(),
   startedAt: z.string().optional(),
   /** When the upload or job spec that started the job was created. */
   triggeredAt: z.string().optional(),

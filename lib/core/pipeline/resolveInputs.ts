@@ -3,6 +3,7 @@
  * them, and manifests (`manifest:s3://b/list.txt`, inputManifests.ts) as every input they list.
  */
 import { parseS3Uri, s3Uri } from "../s3Uri.js";
+import { type HiddenFiles, isHiddenBelow } from "../hiddenNames.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import type { InputObject } from "../job/manifest.js";
 import { DEFAULTS } from "../constants.js";
@@ -81,7 +82,7 @@ const notS3 = (uri: string, field = "inputs"): CloudmillError =>
   new CloudmillError(ErrorCode.INVALID_SPEC, `inputs of a job in the cloud must be s3:// URIs, got ${JSON.stringify(uri)}`, { field });
 
 /** One input URI: the object, or every object under the prefix. */
-const resolveUri = async (deps: Stores, uri: string, budget: InputBudget): Promise<InputObject[]> => {
+const resolveUri = async (deps: Stores, uri: string, budget: InputBudget, hidden?: HiddenFiles): Promise<InputObject[]> => {
   const { bucket, key } = parseS3Uri(uri);
   refuseOtherBucket(deps, bucket, uri);
   const store = deps.inputStore(bucket);
@@ -94,6 +95,11 @@ const resolveUri = async (deps: Stores, uri: string, budget: InputBudget): Promi
   const out: InputObject[] = [];
   for await (const o of store.list(prefix)) {
     if (skippable(o.key, o.size)) continue;
+    // .DS_Store, _SUCCESS, _logs/: left out, and counted (hiddenNames.ts).
+    if (isHiddenBelow(o.key.slice(prefix.length))) {
+      hidden?.add(s3Uri(bucket, o.key));
+      continue;
+    }
     budget.take(uri);
     out.push({ bucket, key: o.key, size: o.size, etag: o.etag, name: s3Uri(bucket, o.key) });
   }
@@ -139,7 +145,7 @@ const resolveListed = async (
 };
 
 /** Every input a manifest in S3 lists, in its order. */
-const resolveManifest = async (deps: Stores, input: string, budget: InputBudget): Promise<InputObject[]> => {
+const resolveManifest = async (deps: Stores, input: string, budget: InputBudget, hidden?: HiddenFiles): Promise<InputObject[]> => {
   const where = manifestLocation(input);
   if (!where.startsWith("s3://")) throw notS3(where);
   const { bucket, key } = parseS3Uri(where);
@@ -165,7 +171,7 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget)
           if (isManifestInput(entry))
             throw new CloudmillError(ErrorCode.INVALID_SPEC, "a manifest may not list manifests", { input: where, line });
           const uri = entry.startsWith("s3://") ? entry : s3Uri(bucket, entry);
-          return resolveUri(deps, uri, budget).catch((err: unknown) => {
+          return resolveUri(deps, uri, budget, hidden).catch((err: unknown) => {
             throw atLine(err, where, line, shownEntry(uri));
           });
         }),
@@ -202,13 +208,14 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget)
   }
 };
 
-export const resolveS3Inputs = async (deps: Stores, uris: readonly string[]): Promise<InputObject[]> => {
+/** The objects the URIs name; `hidden` gets what their prefixes' listings left out (hiddenNames.ts). */
+export const resolveS3Inputs = async (deps: Stores, uris: readonly string[], hidden?: HiddenFiles): Promise<InputObject[]> => {
   const out: InputObject[] = [];
   const budget = new InputBudget(deps.maxInputs ?? DEFAULTS.maxInputs);
   for (const uri of uris) {
-    if (isManifestInput(uri)) appendAll(out, await resolveManifest(deps, uri, budget));
+    if (isManifestInput(uri)) appendAll(out, await resolveManifest(deps, uri, budget, hidden));
     else if (!uri.startsWith("s3://")) throw notS3(uri);
-    else appendAll(out, await resolveUri(deps, uri, budget));
+    else appendAll(out, await resolveUri(deps, uri, budget, hidden));
   }
   return out;
 };

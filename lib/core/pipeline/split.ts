@@ -5,6 +5,7 @@
  * A repeated trigger (same job id) finds the earlier start's manifest and queues only what it did not.
  */
 import { DEFAULTS } from "../constants.js";
+import type { HiddenFiles } from "../hiddenNames.js";
 import { enqueuedKey, manifestKey, parsePartKey, partsPrefix, type OutputKeys } from "../keys.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { Manifest, type InputObject, type MapTask, type TaskJob } from "../job/manifest.js";
@@ -37,6 +38,8 @@ export interface JobPlan {
   readonly inputs: readonly InputObject[];
   /** The spec's inputs as given (prefixes, manifest lists), for a job of more inputs than a manifest lists itself. */
   readonly given?: readonly string[];
+  /** What the inputs' folders or prefixes left out (hiddenNames.ts). */
+  readonly hidden?: HiddenFiles;
   readonly chunkSize: number;
   readonly output: OutputKeys;
   readonly trigger: string;
@@ -197,6 +200,7 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
     job,
     ...listed,
     ...(listed.inputPieces !== undefined && plan.given ? { given: plan.given } : {}),
+    ...(plan.hidden?.count ? { hidden: { count: plan.hidden.count, first: plan.hidden.first } } : {}),
     chunkSize: plan.chunkSize,
     chunks: plannedChunks.total,
     output: plan.output,

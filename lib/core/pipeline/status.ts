@@ -96,6 +96,7 @@ const base = (m: Manifest) => ({
   op: m.job.op,
   ...(m.job.opDigest !== undefined ? { opDigest: m.job.opDigest } : {}),
   ...shownInputs(m),
+  ...(m.hidden !== undefined ? { hidden: m.hidden } : {}),
   startedAt: m.createdAt,
   ...(m.triggeredAt !== undefined ? { triggeredAt: m.triggeredAt } : {}),
   ...(m.retries !== undefined ? { retries: m.retries } : {}),
@@ -127,9 +128,11 @@ export const succeededStatus = (
 
 /** The fields of a job's status that describe the job, not its end: kept when its end is shown. */
 export const describingFields = (s: JobStatus): Partial<JobStatus> => {
-  const { op, opDigest, inputs, inputCount, triggeredAt, retries, resumed, firstChunk } = s;
+  const { op, opDigest, inputs, inputCount, hidden, triggeredAt, retries, resumed, firstChunk } = s;
   return Object.fromEntries(
-    Object.entries({ op, opDigest, inputs, inputCount, triggeredAt, retries, resumed, firstChunk }).filter(([, v]) => v !== undefined),
+    Object.entries({ op, opDigest, inputs, inputCount, hidden, triggeredAt, retries, resumed, firstChunk }).filter(
+      ([, v]) => v !== undefined,
+    ),
   );
 };
 

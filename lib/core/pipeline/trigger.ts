@@ -5,6 +5,7 @@
  * beside where the result would have been, with no tasks.
  */
 import { s3Uri } from "../s3Uri.js";
+import { HiddenFiles } from "../hiddenNames.js";
 import {
   failureKey,
   fitsS3Key,
@@ -299,7 +300,8 @@ const startSpecJob = async (
       throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec ${key}: id ${JSON.stringify(spec.id)} differs from its file name`, {
         field: "id",
       });
-    const inputs = await resolveS3Inputs(deps, spec.inputs);
+    const hidden = new HiddenFiles();
+    const inputs = await resolveS3Inputs(deps, spec.inputs, hidden);
     const job = taskJobOf(spec, deps.registry, namesForFormat(inputs.map((i) => ({ name: i.key, size: i.size }))));
     // No earlier start, yet a failure: the spec failed before its job began (a typo), and this is
     // the spec uploaded again. Nothing ran, so the job starts afresh rather than stay failed.
@@ -309,6 +311,7 @@ const startSpecJob = async (
       job,
       inputs,
       given: spec.inputs,
+      hidden,
       chunkSize: spec.chunkSize,
       output,
       trigger: s3Uri(bucket, key),

@@ -1,0 +1,28 @@
+/**
+ * Files a folder's or a prefix's listing leaves out, as Hadoop's and Spark's input formats do:
+ * those with a part of their path below it that starts with "." or "_" (.DS_Store, .git/,
+ * _SUCCESS, _logs/, a committer's _temporary/). Named on its own (a path, an s3:// object, a
+ * manifest's line), such a file is read. A job counts what it left out (its status's `hidden`).
+ */
+export const isHiddenName = (name: string): boolean => name.startsWith(".") || name.startsWith("_");
+
+/** Whether a path below a listed folder or prefix (`a/b.txt`, no leading slash) is hidden. */
+export const isHiddenBelow = (relative: string): boolean => relative.split("/").some(isHiddenName);
+
+/** What a listing left out (a local folder counts as one): how many, and the first few, for a message. */
+export class HiddenFiles {
+  count = 0;
+  readonly first: string[] = [];
+
+  add(name: string): void {
+    if (this.count++ < SHOWN) this.first.push(name);
+  }
+}
+
+/** Hidden files a message names. */
+const SHOWN = 3;
+
+/** The line that tells a user what a job left out (`cloudmill run`, `wait`). */
+export const hiddenNotice = (hidden: { readonly count: number; readonly first: readonly string[] }): string =>
+  `left out ${hidden.count} hidden file(s) or folder(s) (${hidden.first.join(", ")}${hidden.count > hidden.first.length ? ", …" : ""}): ` +
+  "a folder's names starting with . or _ are not read, as in Hadoop; name one to read it";
