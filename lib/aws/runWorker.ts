@@ -29,10 +29,10 @@ const SPILL_RESERVE_SHARE = 0.15;
 const SPILL_RESERVE_MIN_BYTES = 1024 ** 3;
 const SPILL_RESERVE_MAX_BYTES = 4 * 1024 ** 3;
 
-/** Time to finish in-flight chunks after SIGTERM; ECS's stopTimeout (120 s) leaves a margin. */
-
 /** Time allowed for a heartbeat sent just before a long call to reach SQS. */
 const HEARTBEAT_LANDS_SECONDS = 5;
+
+/** Time to finish in-flight chunks after SIGTERM; ECS's stopTimeout (120 s) leaves a margin. */
 export const STOP_GRACE_MS = 100_000;
 
 /** What a caller hands in from outside the environment: only the dev cloud's entry does. */

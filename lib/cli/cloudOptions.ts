@@ -4,6 +4,7 @@
  * (cloudmill-input, cloudmill-output) are the defaults.
  */
 import type { Command } from "commander";
+import { warningsOnly } from "../core/log.js";
 import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import { describeZodError } from "../core/job/spec.js";
@@ -75,6 +76,8 @@ const cloudmillFrom = async (raw: Record<string, unknown>, io: CliIO): Promise<C
       ...(flags.region ? { region: flags.region } : {}),
       ...(flags.inputBucket ? { inputBucket: flags.inputBucket } : {}),
       ...(flags.outputBucket ? { outputBucket: flags.outputBucket } : {}),
+      // The SDK's warnings (what a folder's upload left out) as the CLI's own lines.
+      log: warningsOnly((l) => void io.stderr.write(l)),
     },
     io.env,
   );

@@ -17,6 +17,12 @@ export class HiddenFiles {
   add(name: string): void {
     if (this.count++ < SHOWN) this.first.push(name);
   }
+
+  /** Adds what another listing left out. */
+  addAll(other: HiddenFiles): void {
+    for (const name of other.first.slice(0, Math.max(0, SHOWN - this.first.length))) this.first.push(name);
+    this.count += other.count;
+  }
 }
 
 /** Hidden files a message names. */
@@ -26,3 +32,7 @@ const SHOWN = 3;
 export const hiddenNotice = (hidden: { readonly count: number; readonly first: readonly string[] }): string =>
   `left out ${hidden.count} hidden file(s) or folder(s) (${hidden.first.join(", ")}${hidden.count > hidden.first.length ? ", …" : ""}): ` +
   "a folder's names starting with . or _ are not read, as in Hadoop; name one to read it";
+
+/** Why a folder or prefix of hidden files alone gives no input. */
+export const onlyHidden = (example: string): string =>
+  `holds only hidden files (${example}: names starting with . or _ are not read from a folder, as in Hadoop): name one to read it`;

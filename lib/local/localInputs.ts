@@ -4,7 +4,7 @@
  */
 import { readdir, readFile, realpath, stat } from "node:fs/promises";
 import path from "node:path";
-import { type HiddenFiles, isHiddenName } from "../core/hiddenNames.js";
+import { HiddenFiles, isHiddenName, onlyHidden } from "../core/hiddenNames.js";
 import { appendAll } from "../core/appendAll.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
 import type { InputObject } from "../core/job/manifest.js";
@@ -119,9 +119,13 @@ export const resolveLocalInputs = async (inputs: readonly string[], root: BlobSt
       const why = given.includes("\uFFFD") ? " (a name that is not UTF-8 cannot be given: rename it)" : "";
       throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `no such file or directory${why}`, { input: given });
     }
-    const files = st.isDirectory() ? await walk(absolute, hidden) : [absolute];
+    const left = new HiddenFiles();
+    const files = st.isDirectory() ? await walk(absolute, left) : [absolute];
+    hidden?.addAll(left);
     if (st.isDirectory() && files.length === 0)
-      throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "directory holds no files", { input: given });
+      throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, left.count ? onlyHidden(left.first[0]!) : "directory holds no files", {
+        input: given,
+      });
     for (const file of files) {
       const key = localKey(file);
       const info = await root.head(key);

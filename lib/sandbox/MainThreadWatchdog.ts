@@ -58,7 +58,7 @@ setInterval(() => {
   const task = labels.get(Atomics.load(state, ${SLOT})) || "a task";
   const limit = Atomics.load(state, ${CAPPED})
     ? "past the " + limitSeconds + "s one call there may take before the worker's task messages return to the queue " +
-      "(its visibility timeout, less a heartbeat; a longer call needs a longer visibilityTimeout)"
+      "(its visibility timeout, less a heartbeat and 5 s; a longer call needs a longer visibilityTimeout)"
     : "past its task's limit of " + limitSeconds + "s";
   const message = "op code ran on the worker's main thread " + limit + ": ending the worker, so that its tasks run again elsewhere";
   try {

@@ -125,6 +125,18 @@ describe("cloudmill run (the bin)", () => {
     );
   });
 
+  it("a folder of hidden files alone → 3, saying so, not that it holds nothing", async () => {
+    const folder = path.join(dir, "only-hidden");
+    await mkdir(path.join(folder, "_raw"), { recursive: true });
+    await writeFile(path.join(folder, "_raw", "a.csv"), "k\nx\n");
+    const r = await cli(["run", folder, "--op", "count", "--no-progress"]);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toBe(
+      `cloudmill: ${folder}: holds only hidden files (${path.join(folder, "_raw")}: names starting with . or _ are not read ` +
+        "from a folder, as in Hadoop): name one to read it\n",
+    );
+  });
+
   describe("errors: one line on stderr, nothing on stdout, a documented exit code", () => {
     it("missing file → 3, naming the file", async () => {
       const r = await cli(["run", "examples/nope.txt", "--op", "count"]);

@@ -275,6 +275,10 @@ describe("jsonl", () => {
     expect(e.message).toBe(
       "field=v.length: none of the 2 records read has it (a path splits at dots: a key that holds a dot cannot be named)",
     );
+    // A name without a dot: the dotted-path note would mislead.
+    expect((await failure({ op: "stats", inputs: [f], params: { field: "w" } })).message).toBe(
+      "field=w: none of the 2 records read has it: is it misspelt?",
+    );
   });
 
   it("a field no record has (misspelt, or a key holding a dot) is refused, not answered with no numbers", async () => {

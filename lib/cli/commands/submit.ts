@@ -4,6 +4,7 @@
  * (or, with --wait, waits with a progress bar and prints the result, like `cloudmill run`).
  */
 import { Command, Option } from "commander";
+import { setMaxListeners } from "node:events";
 import * as z from "zod";
 import { readFile } from "node:fs/promises";
 import { CloudmillError, ErrorCode, invalidSpec } from "../../core/errors.js";
@@ -157,6 +158,8 @@ Without --wait it prints the job id(s), one per line: \`cloudmill wait <job>\` f
       const items = flags.items === undefined ? undefined : await readItemsFile(flags.items);
       await usingCloudmill(raw, io, async (mill) => {
         const uploads = uploadView(io, flags.progress);
+        // Each submission listens on Ctrl-C's signal until it is written: --each holds one per input at once.
+        if (io.signal && flags.each) setMaxListeners(Math.max(10, inputs.length + 2), io.signal);
         const options = { onUpload: (p: UploadProgress) => uploads.update(p), ...(io.signal ? { signal: io.signal } : {}) };
         const futures: JobFuture<unknown>[] = items
           ? [

@@ -263,12 +263,10 @@ export const getPath = (value: unknown, path: readonly string[]): unknown => {
  */
 export const refuseAbsentField = (values: number, absent: number | undefined, options: ValueOptions): void => {
   if (values > 0 || !absent || options.field === undefined) return;
-  throw new CloudmillError(
-    ErrorCode.INVALID_SPEC,
-    `field=${options.field}: none of the ${absent} records read has it (a path splits at dots: a key that holds a dot ` +
-      "cannot be named)",
-    { field: "params.field" },
-  );
+  const why = options.field.includes(".") ? " (a path splits at dots: a key that holds a dot cannot be named)" : ": is it misspelt?";
+  throw new CloudmillError(ErrorCode.INVALID_SPEC, `field=${options.field}: none of the ${absent} records read has it${why}`, {
+    field: "params.field",
+  });
 };
 
 /** Resolves a CSV column (name, or 1-based index: isColumnIndex) to a 0-based index, or throws INVALID_SPEC. */

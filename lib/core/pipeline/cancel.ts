@@ -43,6 +43,7 @@ export const cancelJob = async (deps: CancelDeps, jobId: string, output: OutputK
   const own = shown?.jobId === jobId ? shown : undefined;
   // Counted as its progress is (a keyed job's reduce tasks too), with what the status said of the job.
   const base: JobStatus = {
+    ...(manifest?.hidden ? { hidden: manifest.hidden } : {}),
     ...(own ? describingFields(own) : {}),
     jobId,
     state: "running",

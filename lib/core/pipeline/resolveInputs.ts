@@ -3,7 +3,7 @@
  * them, and manifests (`manifest:s3://b/list.txt`, inputManifests.ts) as every input they list.
  */
 import { parseS3Uri, s3Uri } from "../s3Uri.js";
-import { type HiddenFiles, isHiddenBelow } from "../hiddenNames.js";
+import { type HiddenFiles, isHiddenBelow, onlyHidden } from "../hiddenNames.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import type { InputObject } from "../job/manifest.js";
 import { DEFAULTS } from "../constants.js";
@@ -67,9 +67,8 @@ export const tooManyInputs = (max: number, where: string): CloudmillError =>
   );
 
 /**
- * Objects a listing skips: folder markers and cloudmill's own state (the output bucket's
- * `_work/`, listed when a job reads that bucket). A lab's own folder named `_work` deeper down
- * is data, as it is to `cloudmill run`.
+ * Objects a listing skips whatever their place: folder markers and cloudmill's own state (the
+ * output bucket's `_work/`). Below a listed prefix, hidden names are left out too (hiddenNames.ts).
  */
 const skippable = (key: string, size: number): boolean => (key.endsWith("/") && size === 0) || key.startsWith(WORK_PREFIX);
 
@@ -93,16 +92,20 @@ const resolveUri = async (deps: Stores, uri: string, budget: InputBudget, hidden
   }
   const prefix = key.endsWith("/") ? key : `${key}/`;
   const out: InputObject[] = [];
+  let hiddenHere: string | undefined;
   for await (const o of store.list(prefix)) {
     if (skippable(o.key, o.size)) continue;
     // .DS_Store, _SUCCESS, _logs/: left out, and counted (hiddenNames.ts).
     if (isHiddenBelow(o.key.slice(prefix.length))) {
+      hiddenHere ??= s3Uri(bucket, o.key);
       hidden?.add(s3Uri(bucket, o.key));
       continue;
     }
     budget.take(uri);
     out.push({ bucket, key: o.key, size: o.size, etag: o.etag, name: s3Uri(bucket, o.key) });
   }
+  if (out.length === 0 && hiddenHere !== undefined)
+    throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, onlyHidden(hiddenHere), { input: uri });
   if (out.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such object or prefix", { input: uri });
   return out;
 };
@@ -117,8 +120,9 @@ const atLine = (err: unknown, manifest: string, line: number, named: string): Cl
 
 /**
  * A listed object as an input: with the size and ETag its listing gave, or those of a HEAD. An
- * inventory is a bucket's listing and skips what a prefix's does; a Batch Operations CSV names
- * each object on purpose, and every one it names is read.
+ * inventory is a bucket's listing and skips what a prefix's does (hidden names, from the
+ * bucket's root, counted in `hidden`); a Batch Operations CSV names each object on purpose, and
+ * every one it names is read.
  */
 const resolveListed = async (
   deps: Stores,
@@ -126,9 +130,14 @@ const resolveListed = async (
   o: ListedObject,
   listing: boolean,
   budget: InputBudget,
+  hidden?: HiddenFiles,
 ): Promise<InputObject[]> => {
   const uri = s3Uri(o.bucket, o.key);
   if (listing && skippable(o.key, o.size ?? 1)) return [];
+  if (listing && isHiddenBelow(o.key)) {
+    hidden?.add(uri);
+    return [];
+  }
   refuseOtherBucket(deps, o.bucket, manifest, o.line);
   budget.take(manifest);
   if (o.size !== undefined && o.etag !== undefined) return [{ bucket: o.bucket, key: o.key, size: o.size, etag: o.etag, name: uri }];
@@ -192,7 +201,7 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget,
         const dataFile = s3Uri(report.bucket, name);
         let batch: ListedObject[] = [];
         const resolveBatch = async (): Promise<void> => {
-          for (const listed of await mapInOrder(batch, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, dataFile, o, true, budget)))
+          for (const listed of await mapInOrder(batch, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, dataFile, o, true, budget, hidden)))
             appendAll(out, listed);
           batch = [];
         };

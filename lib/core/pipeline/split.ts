@@ -95,7 +95,7 @@ const inferFormat = (names: readonly string[], formats: readonly Format[]): Form
       ErrorCode.INVALID_SPEC,
       `the inputs name different formats: ${read.name} is ${read.format}, ${other.name} ` +
         `${other.format ? `is ${other.format}` : "names none"}: set one (--format), or name only the data files ` +
-        "(a folder's _SUCCESS or README too is read), or list them in a manifest",
+        "(a folder's README is read too: only names starting with . or _ are not), or list them in a manifest",
       { field: "format" },
     );
   return read.format;
