@@ -5,7 +5,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
@@ -437,6 +437,20 @@ describe("cloudmill submit when not every job can start", () => {
     const r = await submit("skips.txt", "--op", "stats", "--skip-bad-records", "--chunk-size", "500", "--wait");
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(new RegExp(`: skipped ${bad} bad record\\(s\\)`));
+  }, 120_000);
+
+  it("a folder's hidden files are not uploaded, and the user is told in one line; the job counts the rest", async () => {
+    const folder = path.join(cwd, "with-hidden");
+    await mkdir(path.join(folder, ".git"), { recursive: true });
+    await writeFile(path.join(folder, "a.txt"), "one\ntwo\nthree\n");
+    await writeFile(path.join(folder, ".DS_Store"), "\u0000\u0001junk\n");
+    await writeFile(path.join(folder, ".git", "HEAD"), "ref: refs/heads/main\n");
+    const r = await submit("with-hidden", "--op", "count", "--wait");
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({
+      records: Number(execFileSync("awk", ["END{print NR}", path.join(folder, "a.txt")], { encoding: "utf8" })),
+    });
+    expect(r.stderr).toMatch(/^cloudmill: warning: left out 2 hidden file\(s\) or folder\(s\) \(.*\.DS_Store, .*\.git\): /m);
   }, 120_000);
 
   it("--fan-in and --backup-after reach the job's spec; a fan-in below 2 is refused before anything is uploaded", async () => {
