@@ -21,7 +21,7 @@ export const localKey = (absolute: string): string => path.resolve(absolute).sli
  * Regular files under dir, recursively, in byte order of their paths (the SDK uploads the same).
  * Symbolic links are followed as `find -L -type f` follows them: a link to a folder the walk is
  * already inside is a loop, not walked again, and a link to nothing is no file. Sockets and
- * devices are not files either.
+ * devices are not files either. Hidden names (hiddenNames.ts) are left out, and go to `hidden`.
  */
 export const walk = async (dir: string, hidden?: HiddenFiles): Promise<string[]> => {
   const files = await walkFrom(dir, new Set(), hidden);
@@ -36,9 +36,10 @@ const walkFrom = async (dir: string, within: ReadonlySet<string>, hidden: Hidden
   const entries = (await readdir(dir, { withFileTypes: true, encoding: "buffer" })).sort((a, b) => Buffer.compare(a.name, b.name));
   const files: string[] = [];
   for (const e of entries) {
-    const p = path.join(dir, utf8Name(e.name, dir));
+    const name = utf8Name(e.name, dir);
+    const p = path.join(dir, name);
     // .DS_Store, .git/, _SUCCESS: left out, and counted (hiddenNames.ts).
-    if (isHiddenName(path.basename(p))) {
+    if (isHiddenName(name)) {
       hidden?.add(p);
       continue;
     }

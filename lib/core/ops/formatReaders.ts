@@ -263,9 +263,14 @@ export const getPath = (value: unknown, path: readonly string[]): unknown => {
  */
 export const refuseAbsentField = (values: number, absent: number | undefined, options: ValueOptions): void => {
   if (values > 0 || !absent || options.field === undefined) return;
-  const why = options.field.includes(".") ? " (a path splits at dots: a key that holds a dot cannot be named)" : ": is it misspelt?";
-  throw new CloudmillError(ErrorCode.INVALID_SPEC, `field=${options.field}: none of the ${absent} records read has it${why}`, {
-    field: "params.field",
+  throw absentField("field", options.field, absent);
+};
+
+/** INVALID_SPEC: JSONL field `name` (op param `param`) is in none of the `read` records. */
+export const absentField = (param: string, name: string, read: number): CloudmillError => {
+  const why = name.includes(".") ? " (a path splits at dots: a key that holds a dot cannot be named)" : ": is it misspelt?";
+  return new CloudmillError(ErrorCode.INVALID_SPEC, `${param}=${name}: none of the ${read} records read has it${why}`, {
+    field: `params.${param}`,
   });
 };
 

@@ -8,7 +8,7 @@ import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import type { Format } from "../job/spec.js";
 import { headerNamesShown, isColumnIndex } from "../records/csvDialect.js";
 import { jsonNumberText, mayHoldLongNumber, sameDecimal } from "../records/jsonNumberText.js";
-import { getPath, MIN_NORMAL, TINY_EXPONENT } from "./formatReaders.js";
+import { absentField, getPath, MIN_NORMAL, TINY_EXPONENT } from "./formatReaders.js";
 import type { FieldCounts } from "../shuffle/shuffleRun.js";
 import type { MapContext } from "./types.js";
 
@@ -42,11 +42,8 @@ export class FieldTally {
 export const refuseAbsentFields = (counts: FieldCounts | undefined): void => {
   for (const [label, [seen, had]] of Object.entries(counts ?? {})) {
     if (seen === 0 || had > 0) continue;
-    const name = label.slice(label.indexOf("=") + 1);
-    const dotted = name.includes(".") ? " (a path splits at dots: a key that holds a dot cannot be named)" : ": is it misspelt?";
-    throw new CloudmillError(ErrorCode.INVALID_SPEC, `${label}: none of the ${seen} records read has it${dotted}`, {
-      field: `params.${label.slice(0, label.indexOf("="))}`,
-    });
+    const at = label.indexOf("=");
+    throw absentField(label.slice(0, at), label.slice(at + 1), seen);
   }
 };
 
