@@ -52,7 +52,13 @@ const expectFailedBeforeStart = async (c: TestCloud, statusKey: string) => {
 
 describe("uploads and job specs (PutObject, 8 KiB chunks, 2 workers)", () => {
   const chunkSize = 8 * KiB;
-  const cloud = useDevCloud({ chunkSize, workers: 2, workerEnv: { POWERTOOLS_LOG_LEVEL: "DEBUG" } });
+  // A bucket the deployment is told to read (extraInputBuckets) that does not exist.
+  const cloud = useDevCloud({
+    chunkSize,
+    workers: 2,
+    workerEnv: { POWERTOOLS_LOG_LEVEL: "DEBUG" },
+    extraInputBuckets: ["no-such-bucket-here"],
+  });
   const text = textOf(44 * KiB, 11);
   const numbers = numbersOf(40 * KiB, 12);
 
