@@ -2,10 +2,11 @@
  * Runs ops' mappers on threads, one chunk at a time per thread, for a worker whose main thread
  * must stay free: it reads the chunk and hands the blocks over, keeps the chunk's heartbeat, and
  * ends the thread when the chunk is past its time limit (TASK_TIMEOUT) or the worker is stopped.
- * A lab op's merge task merges on such a thread too, under the same limits. Threads that
+ * A lab op's merge task merges on such a thread too, under the same limits, and so does its
+ * reduce task, spilling through the main thread's store (scratchPort.ts). Threads that
  * finished their task are kept for the next one.
  */
-import { Worker } from "node:worker_threads";
+import { MessageChannel, Worker, type TransferListItem } from "node:worker_threads";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import {
   taskTimeoutError,
@@ -17,7 +18,12 @@ import {
   type RemoteMerged,
   type RemoteMerger,
   type RemoteMergeRequest,
+  type RemoteReducer,
+  type RemoteReduceRequest,
 } from "../core/pipeline/mappers.js";
+import type { BlobStore } from "../core/ports.js";
+import type { RowsWritten } from "../core/shuffle/keyedRows.js";
+import { serveScratch } from "./scratchPort.js";
 import type { SpanReadings } from "../core/pipeline/spans.js";
 import type { RecordBlock } from "../core/records/alignedBlocks.js";
 import type { MapperReply, MapperRequest, MapperThreadData } from "./mapperProtocol.js";
@@ -80,7 +86,7 @@ class MapperThread {
     void endThread(this.worker, why.code === ErrorCode.TASK_TIMEOUT ? STUCK_GRACE_MS : undefined);
   }
 
-  async call(request: MapperRequest, transfer: ArrayBuffer[] = []): Promise<MapperReply> {
+  async call(request: MapperRequest, transfer: TransferListItem[] = []): Promise<MapperReply> {
     if (this.#ended) throw this.#ended;
     const reply = await new Promise<MapperReply>((resolve, reject) => {
       this.#pending = { resolve, reject };
@@ -214,6 +220,41 @@ export class ThreadMapperHost implements MapperHost {
         return reply.inside ? { outside: reply.outside, inside: reply.inside } : { outside: reply.outside };
       },
       close: session.close,
+    };
+  }
+
+  reduce(request: RemoteReduceRequest, scratch: BlobStore): RemoteReducer {
+    const session = this.#session(request, request.what);
+    const { thread } = session;
+    const channel = new MessageChannel();
+    const served = serveScratch(channel.port1, scratch);
+    const { op, params, spillBytes, prefix } = request;
+    const opened = thread.call({ kind: "reduceOpen", op, params, spillBytes, prefix, scratch: channel.port2 }, [channel.port2]);
+    opened.catch(() => undefined);
+    return {
+      signal: session.signal,
+      addRun: async (bytes: Uint8Array, where: string): Promise<void> => {
+        await opened;
+        const owned = new Uint8Array(bytes.byteLength);
+        owned.set(bytes);
+        await thread.call({ kind: "reduceRun", bytes: owned, where }, [owned.buffer]);
+      },
+      finish: async (piece: (bytes: Buffer) => Promise<void>): Promise<RowsWritten> => {
+        await opened;
+        for (;;) {
+          const reply = await thread.call({ kind: "reduceNext" });
+          if (reply.kind === "reduced") {
+            session.finished();
+            return { records: reply.records, spilledBytes: reply.spilledBytes };
+          }
+          if (reply.kind !== "rows") throw new CloudmillError(ErrorCode.INTERNAL, "mapper thread: reduceNext was not answered");
+          await piece(Buffer.from(reply.bytes.buffer, reply.bytes.byteOffset, reply.bytes.byteLength));
+        }
+      },
+      close: async (): Promise<void> => {
+        session.close();
+        await served.close();
+      },
     };
   }
 

@@ -2,6 +2,7 @@
 import type { SerializedError } from "../core/errors.js";
 import type { Params } from "../core/job/spec.js";
 import type { RemoteMapContext } from "../core/pipeline/mappers.js";
+import type { MessagePort } from "node:worker_threads";
 import type { MergedReading, SpanReadings } from "../core/pipeline/spans.js";
 
 export interface MapperThreadData {
@@ -14,10 +15,24 @@ export type MapperRequest =
   | { readonly kind: "finish" }
   | { readonly kind: "mergeOpen"; readonly op: string; readonly params: Params; readonly twoWays: boolean }
   | { readonly kind: "mergeAdd"; readonly span: SpanReadings }
-  | { readonly kind: "mergeFinish" };
+  | { readonly kind: "mergeFinish" }
+  /** A reduce task's merge: `scratch` is the port its spilled runs go through (scratchPort.ts). */
+  | {
+      readonly kind: "reduceOpen";
+      readonly op: string;
+      readonly params: Params;
+      readonly spillBytes: number;
+      readonly prefix: string;
+      readonly scratch: MessagePort;
+    }
+  | { readonly kind: "reduceRun"; readonly bytes: Uint8Array; readonly where: string }
+  /** The next piece of rows (the merge runs on while a piece waits), or, at the end, what was written. */
+  | { readonly kind: "reduceNext" };
 
 export type MapperReply =
   | { readonly kind: "ok" }
   | { readonly kind: "finished"; readonly partial: unknown; readonly skipped: number; readonly firstSkipped?: SerializedError }
   | { readonly kind: "merged"; readonly outside: MergedReading; readonly inside?: MergedReading }
+  | { readonly kind: "rows"; readonly bytes: Uint8Array }
+  | { readonly kind: "reduced"; readonly records: number; readonly spilledBytes: number }
   | { readonly kind: "error"; readonly error: SerializedError };

@@ -5,13 +5,16 @@
  * request gets one reply. The host ends the thread when a task overruns its time.
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { toCloudmillError, type CloudmillError, type SerializedError } from "../core/errors.js";
 import { opsRegistry } from "../core/ops/opModules.js";
 import type { ChunkMapper, MapContext } from "../core/ops/types.js";
 import { enableLinearRegExp } from "./linearRegExp.js";
 import { isExitRequest, type ExitRequest } from "./threadExit.js";
 import type { MapperThreadData, MapperReply, MapperRequest } from "./mapperProtocol.js";
 import { ReadingChain, spanOfReadings } from "../core/pipeline/spans.js";
+import { CloudmillError, ErrorCode, toCloudmillError, type SerializedError } from "../core/errors.js";
+import { RunMerge } from "../core/shuffle/runMerge.js";
+import { mergeRows } from "../core/shuffle/keyedRows.js";
+import { PortScratch } from "./scratchPort.js";
 
 enableLinearRegExp();
 const port = parentPort!;
@@ -22,6 +25,61 @@ let skipped = 0;
 let firstSkipped: SerializedError | undefined;
 /** A merge task's chains: from outside quotes before its first span, and from inside when asked. */
 let merging: { outside: ReadingChain; inside?: ReadingChain } | undefined;
+
+/** A reduce task's merge: its runs go in, then its rows come out a piece per request. */
+let reducing:
+  | { merge: RunMerge; row: (key: string, value: unknown) => unknown; scratch: PortScratch; next?: () => Promise<MapperReply> }
+  | undefined;
+
+/**
+ * Runs the merge to its end, a piece ahead of the host: each call returns the next piece, or
+ * what was written once there are no more. The merge waits while a piece is not taken, so
+ * memory holds at most two.
+ */
+const rowsAsAsked = (merge: RunMerge, row: (key: string, value: unknown) => unknown): (() => Promise<MapperReply>) => {
+  const pieces: Buffer[] = [];
+  let wake: (() => void) | undefined;
+  let room: (() => void) | undefined;
+  let end: { readonly ok: MapperReply } | { readonly failed: unknown } | undefined;
+  const notify = (): void => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  mergeRows(merge, row, async (piece) => {
+    pieces.push(piece);
+    notify();
+    if (pieces.length > 1) await new Promise<void>((resolve) => (room = resolve));
+  }).then(
+    ({ records, spilledBytes }) => {
+      end = { ok: { kind: "reduced", records, spilledBytes } };
+      notify();
+    },
+    (failed: unknown) => {
+      end = { failed };
+      notify();
+    },
+  );
+  return async () => {
+    for (;;) {
+      const piece = pieces.shift();
+      if (piece) {
+        const r = room;
+        room = undefined;
+        r?.();
+        return { kind: "rows", bytes: piece };
+      }
+      if (end) {
+        if ("failed" in end) throw end.failed;
+        return end.ok;
+      }
+      await new Promise<void>((resolve) => (wake = resolve));
+    }
+  };
+};
+
+/** Whether `bytes` is all of its buffer (a pooled Buffer is not, and is copied instead). */
+const isWhole = (bytes: Uint8Array): boolean => bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
 
 const handle = async (request: MapperRequest): Promise<MapperReply> => {
   switch (request.kind) {
@@ -75,13 +133,46 @@ const handle = async (request: MapperRequest): Promise<MapperReply> => {
       merging = undefined;
       return { kind: "merged", outside: outside.reading(), ...(inside ? { inside: inside.reading() } : {}) };
     }
+    case "reduceOpen": {
+      const op = (await registry).get(request.op);
+      const keyed = op.keyed;
+      if (!keyed) throw new CloudmillError(ErrorCode.INTERNAL, `op ${op.name} is not keyed, but a reduce task names it`);
+      const params = op.parseParams(request.params);
+      const scratch = new PortScratch(request.scratch);
+      reducing = {
+        merge: new RunMerge({
+          combine: (a, b) => keyed.combine(a, b, params),
+          ...(keyed.gathers ? { gathers: true } : {}),
+          spillBytes: request.spillBytes,
+          scratch,
+          prefix: request.prefix,
+        }),
+        row: (key, value) => keyed.row(key, value, params),
+        scratch,
+      };
+      return { kind: "ok" };
+    }
+    case "reduceRun":
+      await reducing!.merge.addRun(Buffer.from(request.bytes.buffer, request.bytes.byteOffset, request.bytes.byteLength), request.where);
+      return { kind: "ok" };
+    case "reduceNext": {
+      const r = reducing!;
+      r.next ??= rowsAsAsked(r.merge, r.row);
+      const reply = await r.next();
+      if (reply.kind === "reduced") {
+        r.scratch.close();
+        reducing = undefined;
+      }
+      return reply;
+    }
   }
 };
 
 port.on("message", (request: MapperRequest | ExitRequest) => {
   if (isExitRequest(request)) process.exit(0);
   void handle(request).then(
-    (reply) => port.postMessage(reply),
+    // A piece of rows is the thread's own fresh buffer: moved, not copied.
+    (reply) => port.postMessage(reply, reply.kind === "rows" && isWhole(reply.bytes) ? [reply.bytes.buffer as ArrayBuffer] : []),
     (err: unknown) => port.postMessage({ kind: "error", error: toCloudmillError(err).toJSON() } satisfies MapperReply),
   );
 });

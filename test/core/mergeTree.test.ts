@@ -235,6 +235,7 @@ export const tally = defineOp({
         merges++;
         return threads.merge(request);
       },
+      reduce: (request, scratch) => threads.reduce(request, scratch),
       close: () => threads.close(),
     };
     try {

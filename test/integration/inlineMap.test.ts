@@ -46,6 +46,7 @@ const countingHost = (): { host: MapperHost; opened: () => number } => {
         return threads.open(request);
       },
       merge: (request) => threads.merge(request),
+      reduce: (request, scratch) => threads.reduce(request, scratch),
       close: () => threads.close(),
     },
     opened: () => opened,

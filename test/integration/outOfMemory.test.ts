@@ -63,6 +63,16 @@ export const hungryMerge = defineOp({
     return a + b;
   },
 });
+// A reduce task's reduce keeps every array it makes for one key.
+export const hungryReduce = defineOp({
+  name: "hungry-reduce",
+  format: "lines",
+  pairs: (line, emit) => emit(line.slice(-1), 1),
+  reduce: (key, values) => {
+    if (key === "3") { const kept = []; for (;;) kept.push(new Array(100_000).fill(kept.length)); }
+    return values.length;
+  },
+});
 `,
   );
   cloud = await startTestCloud({ chunkSize: 64, maxAttempts: 2, opsModules: [module] });
@@ -114,6 +124,22 @@ describe("a chunk past its heap limit", () => {
       message: expect.stringMatching(
         /^merge task [0-2] of level 1 failed after 2 attempts: the op used more than 64 MiB of heap \(taskMemoryMiB\)$/,
       ),
+    });
+    await cloud.waitForIdle();
+    expect(cloud.cloud.workerPids()).toEqual(pids);
+  }, 180_000);
+
+  it("a lab op's reduce task past its heap limit fails its job with OUT_OF_MEMORY naming the partition; the workers live on", async () => {
+    const pids = cloud.cloud.workerPids();
+    const lines = Array.from({ length: 48 }, (_, i) => `l${String(i).padStart(6, "0")}`);
+    await cloud.put("_inputs/hungry-reduce.txt", `${lines.join("\n")}\n`);
+    const spec = { op: "hungry-reduce", inputs: [`s3://${cloud.input}/_inputs/hungry-reduce.txt`], taskMemoryMiB: 64, partitions: 1 };
+    await cloud.put("_jobs/hungry-reduce-1.json", JSON.stringify(spec));
+    const status = await cloud.waitForEnd("_jobs/hungry-reduce-1/status.json", 120_000);
+    expect(status.state).toBe("failed");
+    expect(status.error).toMatchObject({
+      code: "OUT_OF_MEMORY",
+      message: expect.stringMatching(/^partition 0: .*the op used more than 64 MiB of heap \(taskMemoryMiB\)$/),
     });
     await cloud.waitForIdle();
     expect(cloud.cloud.workerPids()).toEqual(pids);

@@ -10,6 +10,8 @@ import { CloudmillError, ErrorCode, type SerializedError } from "../errors.js";
 import type { Format, OnBadRecord, Params } from "../job/spec.js";
 import type { RecordBlock } from "../records/alignedBlocks.js";
 import type { MergedReading, SpanReadings } from "./spans.js";
+import type { BlobStore } from "../ports.js";
+import type { RowsWritten } from "../shuffle/keyedRows.js";
 
 /** What a mapper on another thread needs to know of its chunk. */
 export interface RemoteMapContext {
@@ -53,6 +55,27 @@ export interface RemoteMapper {
   close(): void;
 }
 
+/** A keyed reduce task's merge of a lab op's runs, on another thread (reduceTask.ts). */
+export interface RemoteReduceRequest extends RemoteRequest {
+  /** Names the task in its errors ("partition 3's reduce task of job …"). */
+  readonly what: string;
+  /** Bytes of pairs held before they are spilled to scratch, and the prefix of the spilled runs. */
+  readonly spillBytes: number;
+  readonly prefix: string;
+}
+
+/** One reduce task's merge on another thread: runs go in one at a time, in order; the rows come out. */
+export interface RemoteReducer {
+  /** Aborted when the task is past its time or heap limit (TASK_TIMEOUT, OUT_OF_MEMORY) or stopped. */
+  readonly signal: AbortSignal;
+  /** Adds one run's `[key, value]` lines; rejects with the op's error, or TASK_TIMEOUT / OUT_OF_MEMORY. */
+  addRun(bytes: Uint8Array, where: string): Promise<void>;
+  /** Merges to the end, handing `piece` the rows a MiB or so at a time, in key order. */
+  finish(piece: (bytes: Buffer) => Promise<void>): Promise<RowsWritten>;
+  /** Gives the thread back (or ends it, if the merge did not finish); removes the spilled runs it left. */
+  close(): Promise<void>;
+}
+
 /** A merge task's merge of a lab op's spans, on another thread. */
 export interface RemoteMergeRequest extends RemoteRequest {
   /** Merge both ways: as if the byte before the first span were outside quotes, and as if inside. */
@@ -81,6 +104,8 @@ export interface MapperHost {
   open(request: RemoteMapperRequest): RemoteMapper;
   /** A lab op's merges, under the same limits as its mappers: a merge that never returns or grows without bound fails its task alone. */
   merge(request: RemoteMergeRequest): RemoteMerger;
+  /** A lab keyed op's reduce, under the same limits, spilling through `scratch` (which stays on this thread). */
+  reduce(request: RemoteReduceRequest, scratch: BlobStore): RemoteReducer;
   close(): Promise<void>;
 }
 

@@ -1,6 +1,6 @@
 /**
- * Op code that runs on a worker's main thread: a reduce task's `combine`, `reduce` and `row`,
- * and a merge task's merges where no mapper thread takes them (mergeTask.ts). A call that never returns there would stop the worker's loop
+ * Op code that runs on a worker's main thread: a merge or reduce task's calls where no mapper
+ * thread takes them (mergeTask.ts, reduceTask.ts). A call that never returns there would stop the worker's loop
  * and its heartbeats for good, and the task's next attempt would stop the next worker. So the
  * fleet's worker guards such calls (lib/sandbox/MainThreadWatchdog.ts): one that runs past the
  * task's time limit ends the worker process, which ECS replaces; the task's message returns

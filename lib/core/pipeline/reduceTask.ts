@@ -31,6 +31,7 @@ import { sortedPieces, sortFormatOf, sortPlanner, type SortSpill } from "./sortS
 import type { SortSamples } from "../shuffle/sortSamples.js";
 import type { ShuffleRefs } from "../ops/keyedOp.js";
 import { RunMerge } from "../shuffle/runMerge.js";
+import { mergeRows, type RowsWritten } from "../shuffle/keyedRows.js";
 import type { AnyOp } from "../ops/types.js";
 import type { BlobStore, TaskQueue } from "../ports.js";
 import { nowOf, type PipelineDeps } from "./deps.js";
@@ -40,7 +41,6 @@ import { SniffedSeparator } from "./part.js";
 import { enqueueTasks } from "./enqueue.js";
 import type { WhereRan } from "./status.js";
 import { guardOf } from "./opGuard.js";
-import type { GuardedTask } from "../ports.js";
 import { TASK_LEASE_MS } from "./wake.js";
 import { heldLeases } from "./leases.js";
 
@@ -286,41 +286,77 @@ const sortPartition: PartitionReducer = async (deps, task, plan, { signal }) => 
   }
 };
 
-/** A keyed op's partition: its segments' pairs combined by key, one line per key in key order. */
+/** A partition's merge, here or on a mapper thread: runs go in in order, the rows come out. */
+interface Reducing {
+  addRun(bytes: Buffer, where: string): Promise<void>;
+  /** Merges to the end, handing `piece` the rows a MiB or so at a time, in key order. */
+  finish(piece: (bytes: Buffer) => Promise<void>): Promise<RowsWritten>;
+  /** Removes the spilled runs left, and gives the thread back. */
+  close(): Promise<void>;
+}
+
+/**
+ * A keyed op's partition: its segments' pairs combined by key, one line per key in key order.
+ * A lab's op merges on a mapper thread where the worker has them, under the task's time and heap
+ * limits, as its map and merge tasks do: a `combine`, `reduce` or `row` that never returns or
+ * grows without bound fails its task, and the worker's main thread keeps every slot's heartbeats.
+ */
 const combinePartition: PartitionReducer = async (deps, task, plan, { signal }) => {
   const { jobId, job } = task;
   const { partition } = task.reduce;
   const op = deps.registry.get(job.op);
   const keyed = keyedOf(op);
-  const params = op.parseParams(job.params);
-  // The op's combine, reduce and row run on this thread: guarded, so that one that never returns ends the worker.
-  const guard = guardOf(deps, op, `partition ${partition}'s reduce task of job ${jobId}`, job.taskTimeoutSeconds);
-  try {
-    return await combineGuarded(deps, task, plan, { signal }, keyed, params, guard);
-  } finally {
-    guard.close();
+  const what = `partition ${partition}'s reduce task of job ${jobId}`;
+  const spillBytes = deps.spillBytes ?? DEFAULTS.reduceSpillBytes;
+  const scratch = deps.scratch ?? deps.output;
+  const prefix = spillPrefix(jobId, partition, randomUUID());
+  if (op.digest !== undefined && deps.mappers) {
+    const remote = deps.mappers.reduce(
+      {
+        op: op.name,
+        params: job.params,
+        what,
+        spillBytes,
+        prefix,
+        ...(signal ? { signal } : {}),
+        ...(job.taskTimeoutSeconds !== undefined ? { timeoutSeconds: job.taskTimeoutSeconds } : {}),
+        ...(job.taskMemoryMiB !== undefined ? { memoryMiB: job.taskMemoryMiB } : {}),
+      },
+      scratch,
+    );
+    return reduceSegments(deps, task, plan, AbortSignal.any([remote.signal, ...(signal ? [signal] : [])]), remote);
   }
-};
-
-const combineGuarded = async (
-  deps: PipelineDeps & SpillConfig,
-  task: ReduceTask,
-  plan: ReducePlan,
-  { signal }: ReduceOptions,
-  keyed: NonNullable<AnyOp["keyed"]>,
-  params: unknown,
-  guard: GuardedTask,
-): Promise<{ readonly bytes: number; readonly partial: ReducedPartition }> => {
-  const { jobId } = task;
-  const { partition } = task.reduce;
+  const params = op.parseParams(job.params);
+  // Elsewhere (no mapper threads, or cloudmill's own op) on this thread: guarded, so that one that never returns ends the worker.
+  const guard = guardOf(deps, op, what, job.taskTimeoutSeconds);
   const merge = new RunMerge({
     combine: (a, b) => guard.run(() => keyed.combine(a, b, params)),
     ...(keyed.gathers ? { gathers: true } : {}),
-    spillBytes: deps.spillBytes ?? DEFAULTS.reduceSpillBytes,
-    scratch: deps.scratch ?? deps.output,
-    prefix: spillPrefix(jobId, partition, randomUUID()),
+    spillBytes,
+    scratch,
+    prefix,
     ...(signal ? { signal } : {}),
   });
+  return reduceSegments(deps, task, plan, signal, {
+    addRun: (bytes, where) => merge.addRun(bytes, where),
+    finish: (piece) => mergeRows(merge, (k, value) => guard.run(() => keyed.row(k, value, params)), piece),
+    close: async () => {
+      guard.close();
+      await merge.discard();
+    },
+  });
+};
+
+/** Feeds a partition's segments to its merge, a few read ahead, and uploads the rows as they come. */
+const reduceSegments = async (
+  deps: PipelineDeps,
+  task: ReduceTask,
+  plan: ReducePlan,
+  signal: AbortSignal | undefined,
+  reducing: Reducing,
+): Promise<{ readonly bytes: number; readonly partial: ReducedPartition }> => {
+  const { jobId } = task;
+  const { partition } = task.reduce;
   // A copy that fails or is abandoned part-way (a read fails, a backup wins) removes its runs too.
   try {
     let read = 0;
@@ -337,7 +373,7 @@ const combineGuarded = async (
       const bytes = await ahead.shift()!;
       if (i + READ_AHEAD < segments.length) ahead.push(fetch(i + READ_AHEAD));
       read += bytes.length;
-      await merge.addRun(bytes, `${segments[i]![0]} bytes ${segments[i]![1]}-${segments[i]![2]}`);
+      await reducing.addRun(bytes, `${segments[i]![0]} bytes ${segments[i]![1]}-${segments[i]![2]}`);
     }
     // The part streams out as the merge emits it: memory holds a piece of it, not the partition's output.
     const key = outputPartKey(jobId, partition);
@@ -345,42 +381,30 @@ const combineGuarded = async (
     // Its errors reach the caller through the merge and the upload; destroyed before the upload
     // reads it (a row that throws at once), it would otherwise be an unhandled 'error' event.
     out.on("error", () => undefined);
-    let records = 0;
     let bytes = 0;
-    let text = "";
-    const flush = async (): Promise<void> => {
-      const piece = Buffer.from(text, "utf8");
-      text = "";
-      bytes += piece.length;
-      if (!out.write(piece)) await drained(out);
-    };
-    const merged = merge
-      .finish(async (k, value) => {
-        text += `${JSON.stringify(guard.run(() => keyed.row(k, value, params)))}\n`;
-        records++;
-        if (text.length >= PIECE_CHARS) await flush();
+    const merged = reducing
+      .finish(async (piece) => {
+        bytes += piece.length;
+        if (!out.write(piece)) await drained(out);
       })
-      .then(async (stats) => {
-        await flush();
+      .then((written) => {
         out.end();
-        return stats;
+        return written;
       });
     // A failed merge fails the upload (nothing is published), and a failed upload stops the merge.
     merged.catch((err: unknown) => out.destroy(err as Error));
-    const [{ spilledBytes }] = await Promise.all([merged, deps.output.put(key, out, { contentType: "application/x-ndjson" })]).catch(
-      (err: unknown) => {
-        out.destroy(err as Error);
-        throw err;
-      },
-    );
+    const [{ records, spilledBytes }] = await Promise.all([
+      merged,
+      deps.output.put(key, out, { contentType: "application/x-ndjson" }),
+    ]).catch((err: unknown) => {
+      out.destroy(err as Error);
+      throw err;
+    });
     return { bytes: read, partial: { key, records, bytes, spilledBytes } };
   } finally {
-    await merge.discard();
+    await reducing.close();
   }
 };
-
-/** Characters of output lines gathered before they are written on. */
-const PIECE_CHARS = 1 << 20;
 
 /** Resolves when the stream wants more, rejects when it fails (its reader failed, or it was destroyed). */
 const drained = (stream: PassThrough): Promise<void> =>

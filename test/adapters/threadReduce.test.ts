@@ -1,0 +1,110 @@
+/**
+ * A lab keyed op's reduce on a mapper thread (ThreadMapperHost.reduce): its runs go in, it
+ * spills through the main thread's store (scratchPort.ts), its rows come out in key order and
+ * equal an independent count; a thread ended mid-merge leaves no spilled run behind.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { encodeShuffle, type KeyedTable } from "../../lib/core/shuffle/shuffleRun.js";
+import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
+import { ThreadMapperHost } from "../../lib/sandbox/ThreadMapperHost.js";
+import { requireBuild, ROOT } from "../helpers/devCloud.js";
+
+let dir: string;
+let module: string;
+let host: ThreadMapperHost;
+
+beforeAll(async () => {
+  requireBuild();
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-thread-reduce-"));
+  module = path.join(dir, "keyed-ops.mjs");
+  const defineOp = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+  await writeFile(
+    module,
+    `import { defineOp } from ${JSON.stringify(defineOp)};
+// Gathers every value of a key (a reduce op's lists), then counts them; never returns for key "stuck".
+export const tally = defineOp({
+  name: "tally",
+  format: "lines",
+  pairs: (line, emit) => emit(line, 1),
+  reduce: (key, values) => { if (key === "stuck") for (;;) {} return { key, n: values.length }; },
+});
+`,
+  );
+  host = new ThreadMapperHost({ opsModules: [module], taskTimeoutSeconds: 60 });
+}, 60_000);
+
+afterAll(async () => {
+  await host?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+/** Runs of `[key, value]` lines, as map tasks write them: a reduce op's values are lists. */
+const runsOf = (words: readonly string[], runs: number): Buffer[] =>
+  Array.from({ length: runs }, (_, r) => {
+    const counts = new Map<string, unknown[]>();
+    for (let i = r; i < words.length; i += runs) counts.set(words[i]!, [...(counts.get(words[i]!) ?? []), 1]);
+    const table: KeyedTable = [...counts];
+    return encodeShuffle(table, 1).bytes;
+  });
+
+describe("a lab keyed op's reduce on its thread", () => {
+  it("spills through the worker's store, writes rows equal to awk's count in byte order, and leaves no run", async () => {
+    const words = Array.from({ length: 20_000 }, (_, i) => `w${(i * 7919) % 3001}`);
+    const scratchDir = path.join(dir, "scratch");
+    const scratch = new FsBlobStore(scratchDir);
+    const reducer = host.reduce(
+      { op: "tally", params: {}, what: "partition 0's reduce task", spillBytes: 16 * 1024, prefix: "spill/" },
+      scratch,
+    );
+    const pieces: Buffer[] = [];
+    let written: { records: number; spilledBytes: number };
+    try {
+      for (const run of runsOf(words, 7)) await reducer.addRun(run, "a run");
+      written = await reducer.finish(async (piece) => {
+        pieces.push(piece);
+      });
+    } finally {
+      await reducer.close();
+    }
+    const rows = Buffer.concat(pieces).toString().split("\n").filter(Boolean);
+    const awk = execFileSync("sh", ["-c", "awk '{ n[$0]++ } END { for (k in n) print k, n[k] }' | LC_ALL=C sort"], {
+      input: `${words.join("\n")}\n`,
+    })
+      .toString()
+      .trim()
+      .split("\n");
+    expect(rows.map((r) => JSON.parse(r) as { key: string; n: number }).map((r) => `${r.key} ${r.n}`)).toEqual(awk);
+    expect(written.records).toBe(awk.length);
+    expect(written.spilledBytes).toBeGreaterThan(0);
+    expect(await readdir(path.join(scratchDir, "spill")).catch(() => [])).toEqual([]);
+  }, 60_000);
+
+  it("past the task's limit: ends the thread with TASK_TIMEOUT naming the task, and removes the runs it spilled", async () => {
+    const words = [...Array.from({ length: 20_000 }, (_, i) => `w${i % 2000}`), "stuck"];
+    const scratchDir = path.join(dir, "scratch-stuck");
+    const scratch = new FsBlobStore(scratchDir);
+    const reducer = host.reduce(
+      { op: "tally", params: {}, what: "partition 3's reduce task", spillBytes: 16 * 1024, prefix: "spill/", timeoutSeconds: 2 },
+      scratch,
+    );
+    let spilled: string[] = [];
+    const err = await (async () => {
+      for (const run of runsOf(words, 5)) await reducer.addRun(run, "a run");
+      spilled = await readdir(path.join(scratchDir, "spill"));
+      await reducer.finish(async () => undefined);
+    })().then(
+      () => undefined,
+      (e: unknown) => e as Error & { code?: string },
+    );
+    await reducer.close();
+    expect(spilled.length).toBeGreaterThan(0);
+    expect(err?.code).toBe("TASK_TIMEOUT");
+    expect(err?.message).toBe("partition 3's reduce task did not finish within 2 s (taskTimeoutSeconds)");
+    expect(await readdir(path.join(scratchDir, "spill"))).toEqual([]);
+  }, 60_000);
+});
