@@ -141,6 +141,30 @@ describe("groupby on the local engine", () => {
     ).rejects.toThrow(/key holds U\+FFFD where the input holds bytes that are not UTF-8/);
   });
 
+  it("keeps a record's own U+FFFD key whatever bytes other records of its block hold, at every chunk size", async () => {
+    const file = path.join(dir, "replacement-beside.jsonl");
+    // Line 1's key is U+FFFD as its own bytes; only a later record's unused field holds a byte that is not UTF-8.
+    const plain = Array.from({ length: 400 }, () => '{"k":"a"}\n').join("");
+    await writeFile(
+      file,
+      Buffer.concat([Buffer.from('{"k":"\uFFFD"}\n' + plain + '{"k":"b","x":"'), Buffer.from([0xff]), Buffer.from('"}\n')]),
+    );
+    const script = `import collections,json,sys
+c=collections.Counter(json.loads(l.decode("utf-8","replace"))["k"] for l in open(sys.argv[1],"rb") if l.strip())
+print(json.dumps(sorted(c.items())))`;
+    const expected = JSON.parse(execFileSync("python3", ["-c", script, file]).toString()) as [string, number][];
+    for (const chunkSize of [256, 1 << 20]) {
+      const { result } = await run(
+        { op: "distinct", inputs: [file], params: { key: "k" }, chunkSize },
+        { workers: 0, outDir: path.join(dir, `out-fffd-beside-${chunkSize}`) },
+      );
+      const got: [string, number][] = [];
+      for (const rows of await readRows(result as KeyedResult))
+        for (const { key, count } of rows) got.push([key as string, count as number]);
+      expect(got.sort((x, y) => (x[0] < y[0] ? -1 : 1))).toEqual(expected);
+    }
+  });
+
   it("counts a row of spaces as a row with its key, as Python's csv module does; only an empty line is none", async () => {
     const file = path.join(dir, "spaces.csv");
     await writeFile(file, "k\na\n\n \n  \n \nb\n");

@@ -45,7 +45,7 @@ export const distinct = keyedOp<DistinctParams>({
     const keysOf = keyOfFields(fieldList(params.key).map((name) => fieldReader(name, "key", ctx.format, ctx, fields)));
     return (block, emit) => {
       const keyOf = keysOf(block);
-      forEachRecord(block, ctx.format, params, ctx, (record, offset, text) => emit(keyOf(record, offset, text), 1));
+      forEachRecord(block, ctx.format, params, ctx, (record, offset, text, start, end) => emit(keyOf(record, offset, text, start, end), 1));
     };
   },
   combine: (a, b) => (a as number) + (b as number),

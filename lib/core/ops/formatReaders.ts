@@ -158,18 +158,21 @@ export const forEachRecord = (
   format: Format,
   options: FormatOptions,
   ctx: MapContext,
-  /** `text`: a jsonl record's line as written (the others' is their value). */
-  fn: (value: unknown, offset: number, text?: string) => void,
+  /**
+   * `text`: a jsonl record's line as written (the others' is their value). `start`, `end`: the
+   * record's bytes in the block (a key's own, to tell a U+FFFD written as such from a decoded one).
+   */
+  fn: (value: unknown, offset: number, text: string | undefined, start: number, end: number) => void,
 ): void => {
   switch (format) {
     case "lines":
-      forEachTextLine(block, (text, offset) => fn(text, offset));
+      forEachTextLine(block, (text, offset, _b, s, e) => fn(text, offset, undefined, s, e));
       return;
     case "numbers":
       forEachLine(block, (s, e, offset) =>
         guarded(ctx, offset, () => {
           const v = parseNumberAt(block.bytes, s, e, offset);
-          if (v !== undefined) fn(v, offset);
+          if (v !== undefined) fn(v, offset, undefined, s, e);
         }),
       );
       return;
@@ -185,12 +188,12 @@ export const forEachRecord = (
         if (s === e) return;
         guarded(ctx, offset, () => {
           const fields = parseCsvRecord(text, offset, csv);
-          if (!names) return fn(fields, offset);
+          if (!names) return fn(fields, offset, undefined, s, e);
           if (fields.length !== names.length)
             throw badRecord(`expected ${names.length} fields (as in the header), got ${fields.length}`, offset);
           const row: Record<string, string> = Object.create(null) as Record<string, string>;
           for (const [i, n] of names.entries()) row[n] = fields[i]!;
-          fn(row, offset);
+          fn(row, offset, undefined, s, e);
         });
       });
       return;
@@ -198,12 +201,12 @@ export const forEachRecord = (
     case "jsonl":
       forEachTextLine(block, (text, offset, b, s, e) => {
         if (isBlank(b, s, e)) return;
-        guarded(ctx, offset, () => fn(parseJsonRecord(text, offset), offset, text));
+        guarded(ctx, offset, () => fn(parseJsonRecord(text, offset), offset, text, s, e));
       });
       return;
     case "blob":
       // The task hands a blob op each object whole, as one block (task.ts).
-      guarded(ctx, block.offset, () => fn(block.bytes, block.offset));
+      guarded(ctx, block.offset, () => fn(block.bytes, block.offset, undefined, 0, block.bytes.length));
       return;
   }
 };

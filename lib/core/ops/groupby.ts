@@ -73,7 +73,7 @@ export const groupby = keyedOp<GroupbyParams>({
     const valuePath = ctx.format === "jsonl" ? params.value?.split(".") : undefined;
     return (block, emit) => {
       const keyOf = keysOf(block);
-      forEachRecord(block, ctx.format, params, ctx, (record, offset, text) => {
+      forEachRecord(block, ctx.format, params, ctx, (record, offset, text, start, end) => {
         const group: Group = { c: 1 };
         if (value) {
           const raw = value(record, offset);
@@ -89,7 +89,7 @@ export const groupby = keyedOp<GroupbyParams>({
           else if (typeof raw === "string") decimalText(raw, offset, one);
           group.v = v;
         }
-        emit(keyOf(record, offset, text), group);
+        emit(keyOf(record, offset, text, start, end), group);
       });
     };
   },

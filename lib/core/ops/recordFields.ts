@@ -115,14 +115,14 @@ export const fieldReader = (name: string, param: string, format: Format, ctx: Ma
  */
 export const keyOfFields = (
   readers: readonly FieldReader[],
-): ((block: RecordBlock) => (record: unknown, offset: number, text?: string) => string) => {
+): ((block: RecordBlock) => (record: unknown, offset: number, text: string | undefined, start: number, end: number) => string) => {
   const keyOf =
     readers.length === 1
       ? (record: unknown, offset: number, text?: string) => JSON.stringify([readers[0]!(record, offset, text) ?? null])
       : (record: unknown, offset: number, text?: string) => JSON.stringify(readers.map((r) => r(record, offset, text) ?? null));
   return (block) => {
     let utf8: boolean | undefined;
-    return (record, offset, text) => {
+    return (record, offset, text, start, end) => {
       const key = keyOf(record, offset, text);
       // An integer JSON.parse rounded (past 2^53) would meet its neighbours as one key. Past 1e21
       // JSON.stringify writes it with an exponent (1e+21), which the digits alone would not show.
@@ -138,7 +138,9 @@ export const keyOfFields = (
       }
       // Records are decoded as UTF-8: bytes that are not become U+FFFD, and two different keys would
       // meet as one. A U+FFFD the input holds as such (its bytes EF BF BD) is a character like any.
-      if (key.includes(REPLACEMENT) && !(utf8 ??= isUtf8(block.bytes)))
+      // The block is asked first (once), then the record's own bytes: bad bytes elsewhere in the
+      // block, in another record or a field not read, do not make this record's key suspect.
+      if (key.includes(REPLACEMENT) && !(utf8 ??= isUtf8(block.bytes)) && !isUtf8(block.bytes.subarray(start, end)))
         throw badRecord(
           "key holds U+FFFD where the input holds bytes that are not UTF-8 (convert it, e.g. iconv -f LATIN1 -t UTF-8)",
           offset,
