@@ -232,3 +232,18 @@ describe("a lab's own error", () => {
     expect(r.status.skipped).toBe(1);
   });
 });
+
+describe("a lab's params", () => {
+  it("a param named as an Object method (constructor, toString) is the op's own, given or not", async () => {
+    const { z } = await import("zod");
+    const op = defineOp({
+      name: "method-params",
+      format: "lines",
+      params: z.object({ constructor: z.string().optional(), toString: z.string().optional(), k: z.string() }),
+      map: () => 1,
+      combine: (a: number, b: number) => a + b,
+    });
+    expect(op.parseParams({ k: "x" })).toMatchObject({ own: { k: "x" } });
+    expect(op.parseParams({ k: "x", constructor: "c" })).toMatchObject({ own: { k: "x", constructor: "c" } });
+  });
+});

@@ -230,9 +230,11 @@ const checkedFormats = (def: { readonly name: string; readonly format: Format | 
 const userParams =
   <P>(name: string, schema: z.ZodType<P>) =>
   (raw: Params): UserParams<P> => {
-    const own: Record<string, unknown> = {};
-    const format: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(raw)) (k in formatParamsShape ? format : own)[k] = v;
+    // Own keys only, on objects with no prototype: a lab's param named constructor or toString is
+    // neither an inherited format option nor, when not given, Object's own method.
+    const own = Object.create(null) as Record<string, unknown>;
+    const format = Object.create(null) as Record<string, unknown>;
+    for (const [k, v] of Object.entries(raw)) (Object.hasOwn(formatParamsShape, k) ? format : own)[k] = v;
     const formatOptions: FormatOptions = parseOpParams(name, formatParams(), format as Params);
     return { ...formatOptions, own: parseOpParams(name, schema, own as Params) };
   };
