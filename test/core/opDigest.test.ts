@@ -184,7 +184,7 @@ describe("a task whose job ran other code", () => {
 });
 
 describe("canonical code", () => {
-  const digest = (f: unknown): string => codeDigest([f]);
+  const digest = (f: unknown): string => codeDigest("op", [f]);
   it("tells apart code that differs only in grouping, a property's digits, or a literal's type", () => {
     const pairs: [unknown, unknown][] = [
       [(a: number, b: number, c: number) => (a + b) * c, (a: number, b: number, c: number) => a + b * c],
@@ -198,6 +198,17 @@ describe("canonical code", () => {
       [new Function("return -1e400"), new Function("return 1e400")],
     ];
     for (const [a, b] of pairs) expect(digest(a), `${String(a)} vs ${String(b)}`).not.toBe(digest(b));
+  });
+
+  it("refuses a bound function, whose source hides what it does; takes a built-in by its name", () => {
+    const add = (a: number, b: number) => a + b;
+    const mul = (a: number, b: number) => a * b;
+    // V8 prints every bound function alike, so two versions of an op would share a digest.
+    expect(String(add.bind(null))).toBe(String(mul.bind(null)));
+    expect(() => defineOp({ name: "bound-combine", format: "numbers", map: (x: number) => x, combine: add.bind(null) })).toThrow(
+      /^op bound-combine: bound add is bound .*pass a plain function/,
+    );
+    expect(digest(Math.max)).not.toBe(digest(Math.min));
   });
 
   it("is the same for the same code printed otherwise: quotes, escapes, parentheses, void 0, renamed bindings", () => {

@@ -13,6 +13,7 @@
 import { createHash } from "node:crypto";
 import { parse, type Node } from "acorn";
 import * as z from "zod";
+import { CloudmillError, ErrorCode } from "../errors.js";
 
 type AnyNode = Node & Record<string, unknown>;
 
@@ -114,10 +115,34 @@ export const canonicalCode = (source: string): string => {
   return tree ? canonicalTree(tree) : source;
 };
 
-/** The first 16 hex digits of a SHA-256 over JSON `parts`, with functions as their canonical code. */
-export const codeDigest = (parts: readonly unknown[]): string =>
+/**
+ * A function whose code the digest cannot see: a bound one's source is `function () { [native
+ * code] }` whatever it wraps, so two versions of an op would share a digest. A built-in the
+ * engine gives by name (`Math.max`) shows its name, which is what it does.
+ */
+const isHiddenCode = (f: { readonly name: string }): boolean =>
+  /\{\s*\[native code\]\s*\}\s*$/.test(String(f)) && (f.name === "" || f.name.startsWith("bound "));
+
+/**
+ * The first 16 hex digits of a SHA-256 over JSON `parts`, with functions as their canonical
+ * code. A function whose code cannot be seen is refused, naming the op.
+ */
+export const codeDigest = (op: string, parts: readonly unknown[]): string =>
   createHash("sha256")
-    .update(JSON.stringify(parts.map((p) => (typeof p === "function" ? canonicalCode(String(p)) : p))))
+    .update(
+      JSON.stringify(
+        parts.map((p) => {
+          if (typeof p !== "function") return p;
+          if (isHiddenCode(p))
+            throw new CloudmillError(
+              ErrorCode.INVALID_SPEC,
+              `op ${op}: ${p.name || "a function"} is bound (or its code is otherwise hidden), so its digest could not ` +
+                "tell two versions of the op apart: pass a plain function (an arrow or function expression) instead",
+            );
+          return canonicalCode(String(p));
+        }),
+      ),
+    )
     .digest("hex")
     .slice(0, 16);
 

@@ -200,7 +200,7 @@ export type UserOp<P, A, R> = Op<UserParams<P>, Wrapped<A>, R | A | undefined> &
  * call into is not covered: bump the op's name or description when only a dependency changes.)
  */
 const definitionDigest = (def: OpDefinition<never, never, never>, formats: readonly Format[]): string =>
-  codeDigest([
+  codeDigest(def.name, [
     def.name,
     def.description ?? "",
     formats,
@@ -267,7 +267,7 @@ const defineStreamingOp = <P, A, R>(def: StreamingOpDefinition<P, A, R, unknown>
   const { start, update, finish } = stream;
   return {
     ...base,
-    digest: codeDigest([
+    digest: codeDigest(name, [
       name,
       def.description ?? "",
       formats,
@@ -401,6 +401,7 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
     },
   });
   const digest = codeDigest(
+    def.name,
     reduce
       ? [def.name, def.description ?? "", formats, "keyed", def.pairs, "reduce", reduce, ...paramsOf(def.params)]
       : [def.name, def.description ?? "", formats, "keyed", def.pairs, combine!, def.row ?? null, ...paramsOf(def.params)],

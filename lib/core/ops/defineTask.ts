@@ -135,7 +135,7 @@ export const defineTask = <I = unknown, O = unknown, P = Record<string, never>>(
     [OP_BRAND]: true,
     [TASK_BRAND]: true,
     name: def.name,
-    digest: codeDigest(["task", def.name, def.description ?? "", limits.data, def.run, ...paramsOf(def.params)]),
+    digest: codeDigest(def.name, ["task", def.name, def.description ?? "", limits.data, def.run, ...paramsOf(def.params)]),
     description: def.description ?? "user task",
     formats: ["jsonl"],
     paramsHelp: ["onItemError=collect|fail  a failed item is listed in the result's errors (collect) or fails the job"],
