@@ -113,10 +113,10 @@ async function* bytesOf(spans: AsyncIterable<Span>): AsyncGenerator<Uint8Array> 
   for await (const span of spans) yield span.bytes;
 }
 
-/** Adds the line number to a bad-record error, reading the input up to its offset. */
+/** Adds the line number to an error at a record (a bad one, or one a lab's op threw on), reading the input up to its offset. */
 const withLineNumber = async (err: CloudmillError, inputs: readonly InputObject[], root: FsBlobStore): Promise<CloudmillError> => {
   const { offset, input } = err.context;
-  if (err.code !== ErrorCode.BAD_RECORD || offset === undefined || err.context.line !== undefined || err.context.binary) return err;
+  if (offset === undefined || err.context.line !== undefined || err.context.binary) return err;
   const obj = inputs.find((i) => i.name === input);
   if (!obj) return err;
   // A BGZF block's offset has no line without decoding the blocks before it.
@@ -587,7 +587,8 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
     while (!ended) {
       const [msg] = await deadLetters.receive({ maxMessages: 1, waitSeconds: 1, signal: stop.signal });
       if (!msg || ended) continue;
-      if ((await handleDeadLetter(deps, msg.body, msg.receiveCount)) === "failed") finish("failed");
+      if ((await handleDeadLetter(deps, msg.body, msg.receiveCount, (err) => withLineNumber(err, inputs, root))) === "failed")
+        finish("failed");
       await deadLetters.delete(msg.receiptHandle);
     }
   };

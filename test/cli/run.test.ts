@@ -3,7 +3,7 @@
  * checked against awk and wc on the example files; errors as one line and an exit code;
  * --help; --out. Plus in-process runCli for the exit-code table.
  */
-import { spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -283,6 +283,30 @@ export const wordy = defineOp({ name: "wordy", format: "lines", map: (l) => { if
       r.stderr,
     ).toBe(true);
     expect(lines.at(-1)).toMatch(/^cloudmill: .*wordy\.txt.*: parse failed at record 17 in field 'when'$/);
+  });
+
+  it("a lab op that throws on a record names the record's line and byte, as awk finds it", async () => {
+    const ops = path.join(dir, "throws.mjs");
+    const defineOp = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+    await writeFile(
+      ops,
+      `import { defineOp } from ${JSON.stringify(defineOp)};
+export const sevens = defineOp({ name: "sevens", format: "numbers", map: (x) => { if (x === 7) throw new Error("seven"); return x; }, combine: (a, b) => a + b });
+export const keyedSevens = defineOp({ name: "keyed-sevens", format: "lines", pairs: (l, emit) => { if (l === "7") throw new TypeError("seven"); emit(l, 1); }, combine: (a, b) => a + b });
+`,
+    );
+    const input = path.join(dir, "to-twelve.txt");
+    await writeFile(input, execFileSync("seq", ["1", "12"]));
+    // awk's line of the 7 and the byte it starts at.
+    const [line, byte] = execFileSync("awk", ["$0 == 7 { print NR, off } { off += length($0) + 1 }", input]).toString().trim().split(" ");
+    for (const op of ["sevens", "keyed-sevens"]) {
+      const out = op === "sevens" ? [] : ["--out-dir", path.join(dir, `out-${op}`)];
+      const r = await cli(["run", input, "--ops", ops, "--op", op, "-w", "0", "--no-progress", ...out]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr.trimEnd().split("\n").at(-1)).toBe(
+        `cloudmill: ${input}:${line} (byte ${byte}): chunk 0 failed after 3 attempts: seven`,
+      );
+    }
   });
 
   it.each([

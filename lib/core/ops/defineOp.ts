@@ -37,7 +37,7 @@
  * ```
  */
 import * as z from "zod";
-import { CloudmillError, ErrorCode } from "../errors.js";
+import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import { Format, OpName, type Params } from "../job/spec.js";
 import type { AnyOp, MapContext, Op } from "./types.js";
 import { codeDigest, paramsOf } from "./codeDigest.js";
@@ -159,6 +159,20 @@ type Wrapped<A> = { some: false } | { some: true; value: A };
 const asTravelled = <T>(v: T): T => {
   if (typeof v === "object" && v !== null) return JSON.parse(JSON.stringify(v)) as T;
   return Object.is(v, -0) ? (0 as T) : v;
+};
+
+/**
+ * Calls a lab's function on the record at `offset`. What it throws of its own (not a bad record
+ * it reports, nor ours) is located at that record, so the chunk's failure names its line and
+ * byte, not only the chunk's range; it is still retried, as a driver that crashed may not again.
+ */
+const atRecord = <T>(offset: number, fn: () => T): T => {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof CloudmillError) throw err;
+    throw toCloudmillError(err).withContext({ offset });
+  }
 };
 
 /** A combine's result, refused when undefined: a combine that forgot its `return` would pass as a null value. */
@@ -360,27 +374,29 @@ const defineKeyedOp = <P, V>(def: KeyedOpDefinition<P, V>): UserKeyedOp<P> => {
     pairs({ own: params, ...formatOptions }, ctx) {
       return (block, emit) =>
         forEachRecord(block, ctx.format, formatOptions, ctx, (record, offset) => {
-          const returned: unknown = def.pairs(
-            record,
-            (key, value) => {
-              // A lab's bug, not its data's: it fails the chunk whatever onBadRecord says.
-              if (typeof key !== "string")
-                throw new CloudmillError(
-                  ErrorCode.OP_FAILED,
-                  `op ${def.name}: emit at byte ${offset}: keys must be strings, got ${typeof key}`,
-                );
-              // Values travel as JSON between tasks: what JSON cannot hold would arrive changed.
-              if (value === undefined)
-                throw new CloudmillError(
-                  ErrorCode.OP_FAILED,
-                  `op ${def.name}: emit for key ${JSON.stringify(key)} at byte ${offset}: the value is undefined`,
-                );
-              jsonValueOf(def.name, () => `emit for key ${JSON.stringify(key)} at byte ${offset}`, value);
-              const travelled = asTravelled(value);
-              emit(key, reduce ? [travelled] : travelled);
-            },
-            params,
-            metaOf(record, offset, ctx),
+          const returned: unknown = atRecord(offset, () =>
+            def.pairs(
+              record,
+              (key, value) => {
+                // A lab's bug, not its data's: it fails the chunk whatever onBadRecord says.
+                if (typeof key !== "string")
+                  throw new CloudmillError(
+                    ErrorCode.OP_FAILED,
+                    `op ${def.name}: emit at byte ${offset}: keys must be strings, got ${typeof key}`,
+                  );
+                // Values travel as JSON between tasks: what JSON cannot hold would arrive changed.
+                if (value === undefined)
+                  throw new CloudmillError(
+                    ErrorCode.OP_FAILED,
+                    `op ${def.name}: emit for key ${JSON.stringify(key)} at byte ${offset}: the value is undefined`,
+                  );
+                jsonValueOf(def.name, () => `emit for key ${JSON.stringify(key)} at byte ${offset}`, value);
+                const travelled = asTravelled(value);
+                emit(key, reduce ? [travelled] : travelled);
+              },
+              params,
+              metaOf(record, offset, ctx),
+            ),
           );
           // An async pairs would emit after its chunk was written: those pairs would be lost.
           if (typeof (returned as { then?: unknown } | undefined)?.then === "function")
@@ -432,7 +448,7 @@ const defineMapOp = <P = Record<string, never>, A = unknown, R = A | undefined>(
             const v = jsonValueOf(
               def.name,
               () => `map of the record at byte ${offset}`,
-              def.map(record, params, metaOf(record, offset, ctx)),
+              atRecord(offset, () => def.map(record, params, metaOf(record, offset, ctx))),
             );
             if (v !== undefined) acc = add(acc, asTravelled(v));
           });

@@ -117,7 +117,13 @@ const UNREPORTED =
  * The dead-letter role: a task that failed every attempt fails its job, naming the chunk's
  * last error, its input and its byte range. A task whose part exists after all is ignored.
  */
-export const handleDeadLetter = async (deps: PipelineDeps, body: string, receiveCount?: number): Promise<"failed" | "ignored"> => {
+export const handleDeadLetter = async (
+  deps: PipelineDeps,
+  body: string,
+  receiveCount?: number,
+  /** Adds what only the caller can find to a chunk's error: its record's line (the local engine reads its input). */
+  located: (err: CloudmillError) => Promise<CloudmillError> = async (err) => err,
+): Promise<"failed" | "ignored"> => {
   let task: TaskMessage;
   try {
     task = TaskMessage.parse(JSON.parse(body));
@@ -169,18 +175,24 @@ export const handleDeadLetter = async (deps: PipelineDeps, body: string, receive
     return "failed";
   }
   const { chunk } = task;
-  // A packed chunk's recorded error names its own object; without one, the chunk names its first and how many more.
-  const where: ErrorContext = !chunk.more
-    ? chunkContext(jobId, chunk)
-    : recorded
+  // A packed chunk's recorded error names its own object, and one of a record (a lab's op that
+  // threw on it) its record; without one, the chunk names its range, or its first object and how many more.
+  const where: ErrorContext =
+    recorded?.error.offset !== undefined && recorded.error.input !== undefined
       ? { ...statusContext(recorded.error), jobId, chunk: chunk.index }
-      : { jobId, chunk: chunk.index, input: `${chunk.input.name} and ${chunk.more.length} more objects` };
+      : !chunk.more
+        ? chunkContext(jobId, chunk)
+        : recorded
+          ? { ...statusContext(recorded.error), jobId, chunk: chunk.index }
+          : { jobId, chunk: chunk.index, input: `${chunk.input.name} and ${chunk.more.length} more objects` };
   // The recorded message already names the chunk's input and range (it is a described error, on one line).
   const prefix = oneLine(locate(where));
   const recordedMessage = recorded?.error.message;
   const last = recordedMessage?.startsWith(prefix) ? recordedMessage.slice(prefix.length).trimStart() : recordedMessage;
   const error = recorded
-    ? new CloudmillError(failedCode(recorded), `chunk ${chunk.index} failed after ${attempts(recorded.attempt)}: ${last}`, where)
+    ? await located(
+        new CloudmillError(failedCode(recorded), `chunk ${chunk.index} failed after ${attempts(recorded.attempt)}: ${last}`, where),
+      )
     : new CloudmillError(
         ErrorCode.CHUNK_FAILED,
         `chunk ${chunk.index} failed ${receiveCount ? `${receiveCount} times ` : ""}without reporting an error (worker killed or out ` +
