@@ -47,6 +47,8 @@ import { lineNumberAt, lineNumberIn } from "../core/records/lineNumber.js";
 import { inputRangeBytes } from "../core/records/inputBytes.js";
 import type { Span } from "../core/records/alignedBlocks.js";
 import { isTaskOp, type TaskResult } from "../core/ops/defineTask.js";
+import { DEFAULTS } from "../core/constants.js";
+import { ThreadMapperHost } from "../sandbox/ThreadMapperHost.js";
 import { isShuffled } from "../core/ops/types.js";
 import { resolveStoredResult } from "../core/pipeline/items.js";
 import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
@@ -166,6 +168,15 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     deadLetter: { queue: deadLetters, maxReceiveCount: spec.maxAttempts },
   });
   const items = new ThreadItemRunner({ opsModules: options.opsModules ?? [] });
+  // A lab op's merges on this thread, and its finalize, run on a thread of their own, each call
+  // under the task's time limit: op code that never returns fails the job, not hangs the run.
+  const folds =
+    op.digest !== undefined && !isTaskOp(op) && (options.opsModules?.length ?? 0) > 0
+      ? new ThreadMapperHost({
+          opsModules: options.opsModules!,
+          taskTimeoutSeconds: options.taskTimeoutSeconds ?? DEFAULTS.taskTimeoutSeconds,
+        })
+      : undefined;
   const deps: SplitDeps = {
     output,
     queue,
@@ -207,8 +218,20 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     // A keyed job of empty inputs has no chunks, but still its reduce tasks (empty parts).
     const runs = options.report ? new RunLog() : undefined;
     const concurrency = Math.max(1, workers);
+    const mergeDeps = folds ? { ...deps, mappers: folds } : deps;
     if (taskCount(manifest) > 0)
-      await mapAndReduce({ deps, manifest, deadLetters, executor, concurrency, options, inputs, root, ...(runs ? { runs } : {}) });
+      await mapAndReduce({
+        deps,
+        mergeDeps,
+        manifest,
+        deadLetters,
+        executor,
+        concurrency,
+        options,
+        inputs,
+        root,
+        ...(runs ? { runs } : {}),
+      });
     const status = await readJson(output, STATUS_KEY, JobStatusSchema);
     if (status.state !== "succeeded") {
       const e = status.error;
@@ -243,6 +266,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     return { jobId, result, status, ranOn: workers > 0 ? "threads" : "inline", ...(report ? { report } : {}) };
   } finally {
     await items.close();
+    await folds?.close();
     await executor.close();
     await queue.close();
     await deadLetters.close();
@@ -376,6 +400,8 @@ interface JobRun {
   readonly deps: SplitDeps;
   readonly manifest: Manifest;
   readonly deadLetters: MemoryTaskQueue;
+  /** What the job's part merge runs with: the deps, and where a lab op's merges run (a thread). */
+  readonly mergeDeps: SplitDeps;
   readonly executor: TaskExecutor;
   /** Tasks mapped at once: one receive loop each. */
   readonly concurrency: number;
@@ -388,7 +414,18 @@ interface JobRun {
 }
 
 /** Runs every task of the job to completion or failure, merging parts as they come, then reduces. */
-const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency, options, inputs, root, runs }: JobRun): Promise<void> => {
+const mapAndReduce = async ({
+  deps,
+  mergeDeps,
+  manifest,
+  deadLetters,
+  executor,
+  concurrency,
+  options,
+  inputs,
+  root,
+  runs,
+}: JobRun): Promise<void> => {
   const started = Date.now();
   const bytes = inputs.reduce((s, i) => s + i.size, 0);
   /** Tasks in all: a keyed job's reduce tasks run once its chunks are mapped. */
@@ -403,7 +440,8 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
   // A multiline CSV chunk's reading is chosen by the chunks before it, and a sniffed separator is
   // reported from a part: such parts are written and merged in order.
   const orderFree = op.orderFreeMerge === true && !partsCarryReadings(manifest.job.format, op.parseParams(manifest.job.params));
-  const inOrder = orderFree ? undefined : new OrderedPartMerge(deps, manifest);
+  const inOrder = orderFree ? undefined : new OrderedPartMerge(mergeDeps, manifest);
+  let merged: OrderedPartMerge | undefined;
   // Only a chunk's first attempt joins its thread's total, so no chunk can be in two totals.
   // Such a chunk writes no part (unless work is kept): its thread's total alone holds it. A
   // thread that dies loses its total, and the chunks held only there are mapped again (this
@@ -629,7 +667,7 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
   try {
     if (ended === "aborted") throw new CloudmillError(ErrorCode.CANCELLED, "interrupted", { jobId: manifest.jobId });
     if (ended !== "complete") return;
-    const merged = inOrder ?? new OrderedPartMerge(deps, manifest, totals);
+    merged = inOrder ?? new OrderedPartMerge(mergeDeps, manifest, totals);
     const outcome = await reduceJob(deps, manifest.jobId, { merged, locate: (err) => withLineNumber(err, inputs, root) });
     // A keyed job's map stage is done: reduceJob enqueued its reduce tasks; run them, then reduce again.
     if (outcome.kind !== "incomplete" || tasks <= manifest.chunks) return;
@@ -654,6 +692,8 @@ const mapAndReduce = async ({ deps, manifest, deadLetters, executor, concurrency
     await reduceJob(deps, manifest.jobId);
   } finally {
     clearTimeout(deadline);
+    inOrder?.close();
+    if (merged !== inOrder) merged?.close();
   }
 };
 

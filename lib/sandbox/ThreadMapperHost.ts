@@ -20,6 +20,8 @@ import {
   type RemoteMergeRequest,
   type RemoteReducer,
   type RemoteReduceRequest,
+  type RemoteFolder,
+  type RemoteFoldRequest,
 } from "../core/pipeline/mappers.js";
 import type { BlobStore } from "../core/ports.js";
 import type { RowsWritten } from "../core/shuffle/keyedRows.js";
@@ -254,6 +256,46 @@ export class ThreadMapperHost implements MapperHost {
       close: async (): Promise<void> => {
         session.close();
         await served.close();
+      },
+    };
+  }
+
+  fold(request: RemoteFoldRequest): RemoteFolder {
+    const thread = this.#acquire(request.memoryMiB);
+    const seconds = request.timeoutSeconds ?? this.#timeoutMs / 1000;
+    /** One call, ended with the thread when it overruns: a fold may wait for parts, but no call into op code may hang. */
+    const call = async (what: string, message: MapperRequest): Promise<MapperReply> => {
+      const timer = setTimeout(() => thread.end(taskTimeoutError(seconds, `${request.what}'s ${what}`)), seconds * 1000);
+      try {
+        return await thread.call(message);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    const answer = (reply: MapperReply): unknown => {
+      if (reply.kind !== "value") throw new CloudmillError(ErrorCode.INTERNAL, "mapper thread: a fold's value was not answered");
+      return reply.value;
+    };
+    // The fold's thread waits between calls: it keeps no process alive meanwhile.
+    const opened = call("start", { kind: "foldOpen", op: request.op, params: request.params }).finally(() => thread.worker.unref());
+    opened.catch(() => undefined);
+    const asked = async (what: string, message: MapperRequest): Promise<MapperReply> => {
+      await opened;
+      thread.worker.ref();
+      try {
+        return await call(what, message);
+      } finally {
+        thread.worker.unref();
+      }
+    };
+    return {
+      add: async (partial) => void (await asked("merge", { kind: "foldAdd", partial })),
+      value: async () => answer(await asked("merge", { kind: "foldValue" })),
+      finalize: async (partial, inputCount, names) =>
+        answer(await asked("finalize", { kind: "finalize", partial, inputCount, names: new Map(names) })),
+      close: () => {
+        if (thread.alive) this.#idle.push(thread);
+        else this.#all.delete(thread);
       },
     };
   }

@@ -27,12 +27,23 @@ export type MapperRequest =
     }
   | { readonly kind: "reduceRun"; readonly bytes: Uint8Array; readonly where: string }
   /** The next piece of rows (the merge runs on while a piece waits), or, at the end, what was written. */
-  | { readonly kind: "reduceNext" };
+  | { readonly kind: "reduceNext" }
+  /** A job's partials folded in order, then finalized (partMerge.ts). */
+  | { readonly kind: "foldOpen"; readonly op: string; readonly params: Params }
+  | { readonly kind: "foldAdd"; readonly partial: unknown }
+  | { readonly kind: "foldValue" }
+  | {
+      readonly kind: "finalize";
+      readonly partial: unknown;
+      readonly inputCount: number;
+      readonly names: ReadonlyMap<number, string>;
+    };
 
 export type MapperReply =
   | { readonly kind: "ok" }
   | { readonly kind: "finished"; readonly partial: unknown; readonly skipped: number; readonly firstSkipped?: SerializedError }
   | { readonly kind: "merged"; readonly outside: MergedReading; readonly inside?: MergedReading }
   | { readonly kind: "rows"; readonly bytes: Uint8Array }
+  | { readonly kind: "value"; readonly value: unknown }
   | { readonly kind: "reduced"; readonly records: number; readonly spilledBytes: number }
   | { readonly kind: "error"; readonly error: SerializedError };

@@ -6,7 +6,7 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { opsRegistry } from "../core/ops/opModules.js";
-import type { ChunkMapper, MapContext } from "../core/ops/types.js";
+import type { AnyOp, ChunkMapper, MapContext, Merger } from "../core/ops/types.js";
 import { enableLinearRegExp } from "./linearRegExp.js";
 import { isExitRequest, type ExitRequest } from "./threadExit.js";
 import type { MapperThreadData, MapperReply, MapperRequest } from "./mapperProtocol.js";
@@ -25,6 +25,9 @@ let skipped = 0;
 let firstSkipped: SerializedError | undefined;
 /** A merge task's chains: from outside quotes before its first span, and from inside when asked. */
 let merging: { outside: ReadingChain; inside?: ReadingChain } | undefined;
+
+/** A job's fold for the reducer: its op, parsed params and merger. */
+let folding: { op: AnyOp; params: unknown; merger: Merger<unknown> } | undefined;
 
 /** A reduce task's merge: its runs go in, then its rows come out a piece per request. */
 let reducing:
@@ -132,6 +135,22 @@ const handle = async (request: MapperRequest): Promise<MapperReply> => {
       const { outside, inside } = merging!;
       merging = undefined;
       return { kind: "merged", outside: outside.reading(), ...(inside ? { inside: inside.reading() } : {}) };
+    }
+    case "foldOpen": {
+      const op = (await registry).get(request.op);
+      const params = op.parseParams(request.params);
+      folding = { op, params, merger: op.merger(params) };
+      return { kind: "ok" };
+    }
+    case "foldAdd":
+      folding!.merger.add(request.partial);
+      return { kind: "ok" };
+    case "foldValue":
+      return { kind: "value", value: folding!.merger.value() };
+    case "finalize": {
+      const { op, params } = folding!;
+      const { names, inputCount } = request;
+      return { kind: "value", value: op.finalize(request.partial, params, { inputCount, inputName: (i) => names.get(i) ?? String(i) }) };
     }
     case "reduceOpen": {
       const op = (await registry).get(request.op);

@@ -236,6 +236,7 @@ export const tally = defineOp({
         return threads.merge(request);
       },
       reduce: (request, scratch) => threads.reduce(request, scratch),
+      fold: (request) => threads.fold(request),
       close: () => threads.close(),
     };
     try {

@@ -47,6 +47,7 @@ const countingHost = (): { host: MapperHost; opened: () => number } => {
       },
       merge: (request) => threads.merge(request),
       reduce: (request, scratch) => threads.reduce(request, scratch),
+      fold: (request) => threads.fold(request),
       close: () => threads.close(),
     },
     opened: () => opened,

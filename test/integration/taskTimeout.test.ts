@@ -60,6 +60,20 @@ export const stuckReduce = defineOp({
   pairs: (line, emit) => emit(line.slice(-1), 1),
   reduce: (key, values) => { if (key === "3") for (;;) {} return { key, n: values.length }; },
 });
+// Merging two chunks' counts on the reducer's side (in chunk order), or finalizing them, never returns past 8 lines.
+export const stuckFold = defineOp({
+  name: "stuck-fold",
+  format: "lines",
+  map: () => 1,
+  combine: (a, b) => { if (a + b > 8) for (;;) {} return a + b; },
+});
+export const stuckFinalize = defineOp({
+  name: "stuck-finalize",
+  format: "lines",
+  map: () => 1,
+  combine: (a, b) => a + b,
+  finalize: (n) => { if (n > 8) for (;;) {} return { lines: n }; },
+});
 // A reduce task's reduce takes 6 s for one key.
 export const slowReduce = defineOp({
   name: "slow-reduce",
@@ -178,6 +192,25 @@ describe("a lab op's merge and reduce tasks past their limits", () => {
     await fast.put("_jobs/after-stuck-reduce.json", JSON.stringify(next));
     expect((await fast.waitForEnd("_jobs/after-stuck-reduce/status.json")).state).toBe("succeeded");
     expectMatchesReference("count", {}, bytes, await fast.getJson(fast.output, "_jobs/after-stuck-reduce/result.json"));
+  }, 180_000);
+
+  it("stuck-finalize: a lab op's finalize that never returns on the reducer fails the job TASK_TIMEOUT; the cloud answers on", async () => {
+    await fast.put("_inputs/stuck-finalize.txt", eightByteLines(48));
+    const spec = { op: "stuck-finalize", inputs: [`s3://${fast.input}/_inputs/stuck-finalize.txt`], taskTimeoutSeconds: 2 };
+    await fast.put("_jobs/stuck-finalize.json", JSON.stringify(spec));
+    const status = await fast.waitForEnd("_jobs/stuck-finalize/status.json", 90_000);
+    expect(status.state).toBe("failed");
+    expect(status.error).toMatchObject({
+      code: "TASK_TIMEOUT",
+      message: "job stuck-finalize's finalize did not finish within 2 s (taskTimeoutSeconds)",
+    });
+    await fast.waitForIdle(60_000);
+    const bytes = textOf(5_000, 3);
+    await fast.put("_inputs/after-stuck-finalize.txt", bytes);
+    const next = { op: "count", inputs: [`s3://${fast.input}/_inputs/after-stuck-finalize.txt`], chunkSize: 4096 };
+    await fast.put("_jobs/after-stuck-finalize.json", JSON.stringify(next));
+    expect((await fast.waitForEnd("_jobs/after-stuck-finalize/status.json")).state).toBe("succeeded");
+    expectMatchesReference("count", {}, bytes, await fast.getJson(fast.output, "_jobs/after-stuck-finalize/result.json"));
   }, 180_000);
 
   it("slow-reduce: a reduce call longer than the visibility timeout keeps its heartbeats (it is on its thread) and ends exact, once", async () => {
@@ -307,4 +340,43 @@ describe("on this machine", () => {
     );
     expect(err?.describe()).toMatch(/did not finish within 1 s \(taskTimeoutSeconds\)$/);
   }, 60_000);
+
+  it.each([
+    ["stuck-fold", "merge"],
+    ["stuck-finalize", "finalize"],
+  ])(
+    "%s: a lab op's %s that never returns, on the run's side, fails the job TASK_TIMEOUT, and a job under it finishes",
+    async (op, call) => {
+      const registry = await opsRegistry([module]);
+      const file = path.join(dir, `${op}.txt`);
+      await writeFile(file, Array.from({ length: 12 }, (_, i) => `l${String(i).padStart(6, "0")}\n`).join(""));
+      const run = () =>
+        runLocal({
+          spec: parseJobSpec({ op, inputs: [file], maxAttempts: 1, chunkSize: 16 }),
+          registry,
+          opsModules: [module],
+          workers: 2,
+          taskTimeoutSeconds: 1,
+        });
+      const err = await run().then(
+        () => undefined,
+        (e: unknown) => e as CloudmillError,
+      );
+      expect(err?.code).toBe("TASK_TIMEOUT");
+      expect(err?.message).toMatch(new RegExp(`^job local-[0-9a-f]+'s ${call} did not finish within 1 s \\(taskTimeoutSeconds\\)$`));
+      // Under the limit (8 lines, wc -l's count), the same op answers.
+      const small = path.join(dir, `${op}-small.txt`);
+      await writeFile(small, Array.from({ length: 8 }, (_, i) => `l${String(i).padStart(6, "0")}\n`).join(""));
+      const lines = Number(execFileSync("wc", ["-l", small]).toString().trim().split(" ")[0]);
+      const ok = await runLocal({
+        spec: parseJobSpec({ op, inputs: [small], chunkSize: 16 }),
+        registry,
+        opsModules: [module],
+        workers: 2,
+        taskTimeoutSeconds: 5,
+      });
+      expect(ok.result).toEqual(op === "stuck-finalize" ? { lines } : lines);
+    },
+    60_000,
+  );
 });

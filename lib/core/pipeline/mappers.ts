@@ -76,6 +76,26 @@ export interface RemoteReducer {
   close(): Promise<void>;
 }
 
+/** A lab op's partials folded and finalized on another thread: the reducer's calls into its code (partMerge.ts). */
+export interface RemoteFoldRequest extends RemoteRequest {
+  /** Names the job in its errors ("job x's finalize did not finish …"). */
+  readonly what: string;
+}
+
+/**
+ * One job's fold on another thread. Each call, not the fold, has the time limit: a fold waits
+ * between parts while the job maps (the local engine merges as chunks finish).
+ */
+export interface RemoteFolder {
+  /** Rejects with the op's error, or TASK_TIMEOUT / OUT_OF_MEMORY (the thread is then ended). */
+  add(partial: unknown): Promise<void>;
+  value(): Promise<unknown>;
+  /** The op's result of the folded partial; `names` are the inputs' names its finalize may ask for. */
+  finalize(partial: unknown, inputCount: number, names: ReadonlyMap<number, string>): Promise<unknown>;
+  /** Gives the thread back. */
+  close(): void;
+}
+
 /** A merge task's merge of a lab op's spans, on another thread. */
 export interface RemoteMergeRequest extends RemoteRequest {
   /** Merge both ways: as if the byte before the first span were outside quotes, and as if inside. */
@@ -106,6 +126,8 @@ export interface MapperHost {
   merge(request: RemoteMergeRequest): RemoteMerger;
   /** A lab keyed op's reduce, under the same limits, spilling through `scratch` (which stays on this thread). */
   reduce(request: RemoteReduceRequest, scratch: BlobStore): RemoteReducer;
+  /** A lab op's fold and finalize for the reducer, each call under the time and heap limits. */
+  fold(request: RemoteFoldRequest): RemoteFolder;
   close(): Promise<void>;
 }
 

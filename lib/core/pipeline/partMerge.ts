@@ -4,6 +4,8 @@ import { CloudmillError, ErrorCode } from "../errors.js";
 import type { Manifest } from "../job/manifest.js";
 import { RunLog } from "../report/jobReport.js";
 import type { AnyOp, Merger } from "../ops/types.js";
+import { isTaskOp } from "../ops/defineTask.js";
+import type { RemoteFolder } from "./mappers.js";
 import type { PipelineDeps } from "./deps.js";
 import { raiseKept, type SniffedSeparator } from "./part.js";
 import type { Span } from "./spans.js";
@@ -49,6 +51,12 @@ export class OrderedPartMerge {
   readonly #op: AnyOp;
   readonly #params: unknown;
   readonly #merger: Merger<unknown>;
+  /**
+   * A lab op's merges and finalize run on a mapper thread where the role has them (the local
+   * engine, the dev cloud): each call under the job's time and heap limits, so that op code
+   * that never returns fails the job rather than hanging the process that reduces it.
+   */
+  readonly #folder: RemoteFolder | undefined;
   /** Keys of parts that exist but are not merged yet. */
   readonly #ready = new Map<number, string>();
   /** Chunks whose partials are in `seed`: merged already. */
@@ -78,15 +86,50 @@ export class OrderedPartMerge {
     this.#op = deps.registry.get(manifest.job.op);
     this.#params = this.#op.parseParams(manifest.job.params);
     this.#merger = this.#op.merger(this.#params);
+    const { job } = manifest;
+    const op = this.#op;
+    this.#folder =
+      deps.mappers && op.digest !== undefined && !isTaskOp(op) && !op.keyed && !op.sorts
+        ? deps.mappers.fold({
+            op: op.name,
+            params: job.params,
+            what: `job ${this.#jobId}`,
+            ...(job.taskTimeoutSeconds !== undefined ? { timeoutSeconds: job.taskTimeoutSeconds } : {}),
+            ...(job.taskMemoryMiB !== undefined ? { memoryMiB: job.taskMemoryMiB } : {}),
+          })
+        : undefined;
+    const seeds: unknown[] = [];
     for (const s of seed) {
       for (const i of s.chunks) {
         if (this.#seeded.has(i)) throw new CloudmillError(ErrorCode.INTERNAL, `chunk ${i} of job ${this.#jobId} was merged twice`);
         this.#seeded.add(i);
       }
       if (seed.length === 1) this.#loneSeed = { partial: s.partial };
-      else this.#merger.add(s.partial);
+      else seeds.push(s.partial);
       this.#skipped += s.skipped;
     }
+    if (seeds.length > 0)
+      this.#schedule(async () => {
+        for (const p of seeds) await this.#add(p);
+      });
+  }
+
+  #add(partial: unknown): Promise<void> | void {
+    return this.#folder ? this.#folder.add(partial) : this.#merger.add(partial);
+  }
+
+  /**
+   * The op's result of the merged partial (its finalize); `names` are the inputs' names its
+   * `namedInputs` asked for (read by the caller: they may be in the job's input pieces).
+   */
+  async finalize(partial: unknown, inputCount: number, names: ReadonlyMap<number, string>): Promise<unknown> {
+    if (this.#folder) return this.#folder.finalize(partial, inputCount, names);
+    return this.#op.finalize(partial, this.#params, { inputCount, inputName: (i: number) => names.get(i) ?? String(i) });
+  }
+
+  /** Gives back the thread a lab op's merges ran on. */
+  close(): void {
+    this.#folder?.close();
   }
 
   /** Part `index` exists now: merges it, and those after it that exist, once every earlier part is merged. */
@@ -110,7 +153,7 @@ export class OrderedPartMerge {
     if (this.#next !== this.#source.count)
       throw new CloudmillError(ErrorCode.INTERNAL, `part ${this.#next} of job ${this.#jobId} is missing`);
     return {
-      partial: this.#loneSeed ? this.#loneSeed.partial : this.#merger.value(),
+      partial: this.#loneSeed ? this.#loneSeed.partial : this.#folder ? await this.#folder.value() : this.#merger.value(),
       skipped: this.#skipped,
       sniffed: this.#sniffed,
       ran: this.#starts.summary(),
@@ -133,9 +176,9 @@ export class OrderedPartMerge {
     return this.#params;
   }
 
-  #schedule(): void {
+  #schedule(step: () => Promise<void> = () => this.#drain()): void {
     // One merge at a time; after a failure nothing more is merged and complete() throws it.
-    this.#merging = this.#merging.then(() => this.#drain());
+    this.#merging = this.#merging.then(step);
     this.#merging.catch(() => undefined);
   }
 
@@ -161,9 +204,9 @@ export class OrderedPartMerge {
         const { reading, insideAfter } = span.readingFrom(this.#insideQuotes);
         if (reading.error) throw raiseKept(reading.error);
         this.#insideQuotes = insideAfter;
-        if (this.#loneSeed) this.#merger.add(this.#loneSeed.partial);
+        if (this.#loneSeed) await this.#add(this.#loneSeed.partial);
         this.#loneSeed = undefined;
-        this.#merger.add(reading.partial);
+        await this.#add(reading.partial);
         this.#skipped += reading.skipped;
         for (const s of span.sniffed) this.#sniffed.push(s);
         for (const [chunk, run] of span.runs) {

@@ -240,14 +240,18 @@ export const reduceJob = async (
       ({ skipped, sniffed } = started);
       ran = { ...(started.firstChunk ? { firstChunk: started.firstChunk } : {}), ...(started.ranOn ? { ranOn: started.ranOn } : {}) };
     } else {
-      const merge = merged ?? new OrderedPartMerge(deps, manifest, [], tree ? topOfTree(deps, manifest, tree.levels) : undefined);
-      const stage = await merge.complete(merging?.top ?? parts);
-      ({ skipped, sniffed, ran } = stage);
-      // JSON has no undefined: an op with nothing to say (a lab op over no records) answers null.
-      const named = await inputNamesAt(deps.output, manifest, merge.op.namedInputs?.(stage.partial) ?? []);
-      const ctx = { inputCount: inputCountOf(manifest), inputName: (i: number) => named.get(i) ?? String(i) };
-      result = merge.op.finalize(stage.partial, merge.params, ctx) ?? null;
-      runs = stage.runs;
+      const own = merged ? undefined : new OrderedPartMerge(deps, manifest, [], tree ? topOfTree(deps, manifest, tree.levels) : undefined);
+      const merge = merged ?? own!;
+      try {
+        const stage = await merge.complete(merging?.top ?? parts);
+        ({ skipped, sniffed, ran } = stage);
+        // JSON has no undefined: an op with nothing to say (a lab op over no records) answers null.
+        const named = await inputNamesAt(deps.output, manifest, merge.op.namedInputs?.(stage.partial) ?? []);
+        result = (await merge.finalize(stage.partial, inputCountOf(manifest), named)) ?? null;
+        runs = stage.runs;
+      } finally {
+        own?.close();
+      }
     }
     const races = await backupRaces(deps, jobId, manifest.resumed);
     const backups = backupCounts(races);
