@@ -5,6 +5,7 @@
  *  - tasks per second with tiny chunks, against the emulator's own queue throughput
  *    (a bare send + receive + delete loop) measured in the same run.
  */
+import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { DeleteMessageCommand } from "@aws-sdk/client-sqs";
@@ -110,6 +111,23 @@ const checkedRecords = async (clients: AwsClients, bucket: string, key: string, 
 
 const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** CPU time (user + system, ms) a process has used, from /proc (Linux); undefined elsewhere. */
+const cpuMs = (pid: number): number | undefined => {
+  try {
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th, in clock ticks (100 a second).
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return undefined;
+  }
+};
+
+/** CPU time used so far by the worker processes together, and by this process (emulator, roles, bench). */
+const cpuNow = (cloud: { workerPids(): number[] }): { readonly workers: number; readonly host: number } => {
+  const { user, system } = process.cpuUsage();
+  return { workers: cloud.workerPids().reduce((ms, pid) => ms + (cpuMs(pid) ?? 0), 0), host: (user + system) / 1000 };
+};
+
 export const tasksPerSecond = async (chunks: number, workers: number): Promise<string[]> => {
   const cloud = await startDevCloud({
     inlineMaxBytes: 0,
@@ -134,10 +152,15 @@ export const tasksPerSecond = async (chunks: number, workers: number): Promise<s
     await settle(3000);
     const warmBefore = await queueBaseline(cloud.clients, baselineUrl, chunks);
     const before = cloud.requests();
+    const actionsBefore = cloud.requestActions();
+    const cpuBefore = cpuNow(cloud);
     const started = performance.now();
     await cloud.clients.s3.send(new PutObjectCommand({ Bucket: cloud.inputBucket, Key: key, Body: body }));
+    // This bench's own requests (the upload, its polls of status.json) are no task's: left out below.
+    let polls = 0;
     for (;;) {
       await settle(200);
+      polls++;
       try {
         const r = await cloud.clients.s3.send(new GetObjectCommand({ Bucket: cloud.outputBucket, Key: `${key}/status.json` }));
         const status = JSON.parse(await r.Body!.transformToString()) as { state: string };
@@ -150,6 +173,14 @@ export const tasksPerSecond = async (chunks: number, workers: number): Promise<s
     const seconds = (performance.now() - started) / 1000;
     const rate = chunks / seconds;
     const after = cloud.requests();
+    const cpuAfter = cpuNow(cloud);
+    const actions = Object.entries(cloud.requestActions())
+      .map(
+        ([action, n]) =>
+          [action, n - (actionsBefore[action] ?? 0) - (action === "GetObject" ? polls : action === "PutObject" ? 1 : 0)] as const,
+      )
+      .filter(([, n]) => n > 0)
+      .sort((a, b) => b[1] - a[1]);
     const exact = await checkedRecords(cloud.clients, cloud.outputBucket, `${key}/result.json`, expected, "tasks per second");
     const warmAfter = await queueBaseline(cloud.clients, baselineUrl, chunks);
     const warm = (warmBefore + warmAfter) / 2;
@@ -159,12 +190,20 @@ export const tasksPerSecond = async (chunks: number, workers: number): Promise<s
       `|---|---|---|---|---|---|---|---|---|`,
       `| ${chunks} × 1 KiB | ${workers} × 4 | ${seconds.toFixed(1)} s | ${rate.toFixed(0)} | ${warmBefore.toFixed(0)} / ${warmAfter.toFixed(0)} | ` +
         `${(rate / warm).toFixed(2)} | ${cold.toFixed(0)} | ` +
-        `${perTask(after.s3Get - before.s3Get)} / ${perTask(after.s3Other - before.s3Other)} / ${perTask(after.sqs - before.sqs)} | ` +
+        `${perTask(after.s3Get - before.s3Get - polls)} / ${perTask(after.s3Other - before.s3Other - 1)} / ${perTask(after.sqs - before.sqs)} | ` +
         `${exact ? "yes" : "NO"} |`,
       "",
       "The ratio divides by the mean of the two warm loops (same queue, as many messages as chunks, 3 s after the start, " +
         "like the job). The cold loop ran first, while the worker processes started. Requests counted by the emulator over " +
-        `every client (splitter, workers, reducer, this benchmark's status polls every 0.2 s). exact: result.json counts the ${expected.toLocaleString("en")} lines the bench wrote.`,
+        "every client (splitter, workers, reducer; not this benchmark's upload and its status polls every 0.2 s). " +
+        `exact: result.json counts the ${expected.toLocaleString("en")} lines the bench wrote.`,
+      "",
+      `CPU per task: ${((cpuAfter.workers - cpuBefore.workers) / chunks).toFixed(1)} ms in the worker processes, ` +
+        `${((cpuAfter.host - cpuBefore.host) / chunks).toFixed(1)} ms in this one (the emulator, splitter, reducer, the bench's polls).`,
+      "",
+      "| requests per task, by action | " + actions.map(([action]) => action).join(" | ") + " | all |",
+      "|---|" + actions.map(() => "---|").join("") + "---|",
+      "| | " + actions.map(([, n]) => perTask(n)).join(" | ") + ` | ${perTask(actions.reduce((sum, [, n]) => sum + n, 0))} |`,
     ];
   } finally {
     await cloud.stop();

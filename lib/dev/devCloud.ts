@@ -133,6 +133,8 @@ export interface DevCloud {
   killWorker(index: number, signal?: NodeJS.Signals): void;
   /** Requests the emulated AWS served so far, by kind (every client's: roles, workers, uploads). */
   requests(): RequestCounts;
+  /** The same requests by API action (Emulator.requestActions). */
+  requestActions(): Readonly<Record<string, number>>;
   /** ReceiveMessage requests waiting for a message now (tests: a worker idle in its long poll). */
   longPolls(): number;
   stop(): Promise<void>;
@@ -394,6 +396,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     woken: () => woken,
     killWorker: (i, signal = "SIGKILL") => void workers[i]?.kill(signal),
     requests: () => emulator.requests(),
+    requestActions: () => emulator.requestActions(),
     longPolls: () => emulator.longPolls(),
     async stop() {
       stop.abort();

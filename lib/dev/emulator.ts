@@ -50,6 +50,11 @@ export interface Emulator {
   /** Requests served so far, by kind: what a job costs in requests, as AWS would bill them. */
   requests(): RequestCounts;
   /**
+   * Requests served so far, by API action (`GetObject`, `HeadObject`, `DeleteMessageBatch`, …;
+   * a notification delivered to SQS is a `SendMessage`): what tests hold a task's cost to.
+   */
+  requestActions(): Readonly<Record<string, number>>;
+  /**
    * Puts a message on a queue as an AWS service's notification does (S3 → SQS): in this process,
    * through the SendMessage action a client's request reaches (its checks, its wake-up of long
    * polls), counted as the SQS request AWS bills for it. No HTTP round trip: in the dev cloud
@@ -82,6 +87,24 @@ const requestKind = (method: string, url: string, target: unknown): keyof Reques
   const [path = "", query = ""] = url.split("?");
   const isObject = path.split("/").filter(Boolean).length >= 2;
   return method === "GET" && isObject && !/(^|&)(uploadId|uploads|list-type|tagging|acl)(=|&|$)/.test(query) ? "s3Get" : "s3Other";
+};
+
+/** The API action of a request, by its wire form (SQS's JSON target or query Action, else S3's method and subresource). */
+const requestAction = (method: string, url: string, target: unknown): string => {
+  if (typeof target === "string" && target.startsWith("AmazonSQS")) return target.slice(target.indexOf(".") + 1);
+  const [path = "", query = ""] = url.split("?");
+  const sqsAction = /(?:^|&)Action=([A-Za-z]+)/.exec(query)?.[1];
+  if (sqsAction) return sqsAction;
+  const has = (name: string): boolean => new RegExp(`(^|&)${name}(=|&|$)`).test(query);
+  const isObject = path.split("/").filter(Boolean).length >= 2;
+  if (!isObject) {
+    if (method === "GET") return has("list-type") ? "ListObjectsV2" : "ListObjects";
+    if (method === "POST" && has("delete")) return "DeleteObjects";
+    return `${method} bucket`;
+  }
+  if (has("uploadId")) return method === "PUT" ? "UploadPart" : method === "POST" ? "CompleteMultipartUpload" : `${method} upload`;
+  if (has("uploads")) return "CreateMultipartUpload";
+  return { GET: "GetObject", HEAD: "HeadObject", PUT: "PutObject", DELETE: "DeleteObject", POST: "PostObject" }[method] ?? method;
 };
 
 /** A request whose body is S3 data (an object, a part, a multipart or delete listing), not query-protocol fields. */
@@ -276,8 +299,12 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
   });
 
   const counts = { s3Get: 0, s3Other: 0, sqs: 0 };
+  const actions = new Map<string, number>();
+  const countAction = (action: string): void => void actions.set(action, (actions.get(action) ?? 0) + 1);
   app.addHook("onResponse", (request, reply, done) => {
-    counts[requestKind(request.method, request.url, request.headers["x-amz-target"])]++;
+    const target = request.headers["x-amz-target"];
+    counts[requestKind(request.method, request.url, target)]++;
+    countAction(requestAction(request.method, request.url, target));
     const record = created.get(request);
     if (record && reply.statusCode >= 200 && reply.statusCode < 300) {
       for (const listener of listeners) {
@@ -306,9 +333,11 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
     endpoint: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
     port,
     requests: () => ({ ...counts }),
+    requestActions: () => Object.fromEntries(actions),
     deliver(queueUrl, body) {
       sendMessage({ QueueUrl: queueUrl, MessageBody: body }, stores.sqsStore);
       counts.sqs++;
+      countAction("SendMessage");
     },
     hurryLongPolls() {
       hurried = true;
