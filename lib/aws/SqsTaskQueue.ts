@@ -17,6 +17,11 @@ export interface SqsTaskQueueOptions {
   readonly sendConcurrency?: number;
   /** Further attempts for entries SQS could not take (on top of the SDK's own retries). Default 5. */
   readonly maxSendRetries?: number;
+  /**
+   * How long a delete waits for others to share its DeleteMessageBatch. Default DELETE_WINDOW_MS;
+   * a caller that does not wait on its deletes (the worker's loop) can afford a longer one.
+   */
+  readonly deleteWindowMs?: number;
 }
 
 const SEND_BACKOFF: Backoff = { baseMs: 50, factor: 2, capMs: 2_000, jitter: "full" };
@@ -46,6 +51,7 @@ export class SqsTaskQueue implements TaskQueue {
   readonly name: string;
   private readonly sendConcurrency: number;
   private readonly maxSendRetries: number;
+  readonly #deleteWindowMs: number;
   #deletes: PendingDelete[] = [];
   #deleteTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -57,6 +63,7 @@ export class SqsTaskQueue implements TaskQueue {
     this.name = queueUrl.slice(queueUrl.lastIndexOf("/") + 1) || queueUrl;
     this.sendConcurrency = Math.max(1, options.sendConcurrency ?? 8);
     this.maxSendRetries = Math.max(0, options.maxSendRetries ?? 5);
+    this.#deleteWindowMs = Math.max(0, options.deleteWindowMs ?? DELETE_WINDOW_MS);
   }
 
   async sendBatch(bodies: readonly string[], options: { signal?: AbortSignal } = {}): Promise<void> {
@@ -111,12 +118,12 @@ export class SqsTaskQueue implements TaskQueue {
     }
   }
 
-  /** Resolves once SQS has deleted the message, sent with the deletes made within DELETE_WINDOW_MS of it. */
+  /** Resolves once SQS has deleted the message, sent with the deletes made within the delete window of it. */
   delete(receiptHandle: string): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#deletes.push({ receiptHandle, resolve, reject });
       if (this.#deletes.length >= DELETES_PER_BATCH) this.#flushDeletes();
-      else this.#deleteTimer ??= setTimeout(() => this.#flushDeletes(), DELETE_WINDOW_MS);
+      else this.#deleteTimer ??= setTimeout(() => this.#flushDeletes(), this.#deleteWindowMs);
     });
   }
 

@@ -102,6 +102,8 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   readonly #received: SharedReceive;
   #running = 0;
   #done = 0;
+  /** Done tasks' deletes on their way (#whenDeleted). */
+  readonly #deleting = new Set<Promise<void>>();
 
   constructor(options: TaskWorkerOptions) {
     super();
@@ -168,6 +170,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
    * Stops receiving: a long poll in flight is let end (up to its wait), and what it brings is
    * handed back. Waits up to graceMs for chunks in progress, then aborts them and hands their
    * messages back at once, so another worker takes them without waiting.
+   * Done tasks' deletes still waiting for their batch are sent before it resolves.
    */
   async stop(graceMs: number): Promise<void> {
     this.#stop.abort();
@@ -176,6 +179,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       this.#kill.abort();
       await Promise.all(this.#loops);
     }
+    await Promise.all(this.#deleting);
     this.emit("stopped");
   }
 
@@ -303,6 +307,17 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     }
   }
 
+  /** Deletes a done task's message, then calls then(); stop() waits for both. */
+  #whenDeleted(message: QueueMessage, log: PipelineDeps["log"], then: () => void): void {
+    const settled = this.#options.queue
+      .delete(message.receiptHandle)
+      .catch((err: unknown) => log.warn("task done, but its message was not deleted; it returns once", logFieldsOf(toCloudmillError(err))))
+      .then(then)
+      .catch((err: unknown) => log.error("a task_done listener failed", logFieldsOf(toCloudmillError(err))))
+      .finally(() => this.#deleting.delete(settled));
+    this.#deleting.add(settled);
+  }
+
   async #handle(message: QueueMessage): Promise<void> {
     const { queue, deps } = this.#options;
     const protection = this.#options.protection ?? noProtection;
@@ -385,19 +400,18 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         firstDelivery: message.receiveCount === 1,
         jobEnded: (t) => this.#jobEnds.ended(jobRun(t)),
       }).finally(stopBeating);
-      // The task's work is durable: a delete that fails brings the message back, and its next
-      // delivery finds the part (or the job's end) and is dropped; it is no failed attempt.
-      await queue
-        .delete(message.receiptHandle)
-        .catch((err: unknown) =>
-          log.warn("task done, but its message was not deleted; it returns once", logFieldsOf(toCloudmillError(err))),
-        );
-      log.info(isMergeTask(task) ? "merge done" : "chunk done", {
-        outcome: outcome.kind,
-        ...(outcome.kind === "done" ? { bytes: outcome.bytes } : {}),
-      });
       if (outcome.kind === "done") this.#done++;
-      this.emit("task_done", task, outcome);
+      // The task's work is durable, so its slot goes on to the next message while the delete
+      // waits to share a DeleteMessageBatch with other slots' (stop() waits for it). A delete
+      // that fails brings the message back, and its next delivery finds the part (or the job's
+      // end) and is dropped; it is no failed attempt.
+      this.#whenDeleted(message, log, () => {
+        log.info(isMergeTask(task) ? "merge done" : "chunk done", {
+          outcome: outcome.kind,
+          ...(outcome.kind === "done" ? { bytes: outcome.bytes } : {}),
+        });
+        this.emit("task_done", task, outcome);
+      });
     } catch (e) {
       const err = toCloudmillError(e);
       if (lost.signal.aborted && !this.#kill.signal.aborted) {

@@ -32,6 +32,13 @@ const SPILL_RESERVE_MAX_BYTES = 4 * 1024 ** 3;
 /** Time allowed for a heartbeat sent just before a long call to reach SQS. */
 const HEARTBEAT_LANDS_SECONDS = 5;
 
+/**
+ * How long a done task's delete waits for others to share its DeleteMessageBatch (up to 10). No
+ * slot waits for it, and its message stays hidden meanwhile, so a quarter of a second costs nothing
+ * and lets tiny tasks' deletes go ten at a time instead of one or two.
+ */
+const DELETE_WINDOW_MS = 250;
+
 /** Time to finish in-flight chunks after SIGTERM; ECS's stopTimeout (120 s) leaves a margin. */
 export const STOP_GRACE_MS = 100_000;
 
@@ -93,7 +100,7 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
   });
   const deps = { ...cloud, registry, items, mappers, guard, scratch, spillBytes: config.spillBytes };
   const worker = new TaskWorker({
-    queue: new SqsTaskQueue(clients.sqs, config.taskQueueUrl),
+    queue: new SqsTaskQueue(clients.sqs, config.taskQueueUrl, { deleteWindowMs: DELETE_WINDOW_MS }),
     deps,
     concurrency: config.concurrency,
     visibilitySeconds: config.visibilitySeconds,
