@@ -24,12 +24,13 @@ import { opsRegistry } from "../core/ops/opModules.js";
 import { publishRegistry } from "../core/ops/registryListing.js";
 import type { Logger } from "../core/log.js";
 import { compiledFile } from "../local/paths.js";
-import type { FleetWaker, TaskQueue } from "../core/ports.js";
+import type { FleetWaker } from "../core/ports.js";
 import { dyingAfterParts } from "./dyingInvocation.js";
 import { workersFor } from "../aws/EcsFleetWaker.js";
-import { decodeUrlEncodedKey, type SqsBatchResponse } from "../aws/events.js";
+import { decodeUrlEncodedKey } from "../aws/events.js";
 import { deadLetterHandler, reducerHandler, splitterHandler } from "../aws/handlers.js";
 import { createDevResources, startEmulator, type Emulator, type RequestCounts } from "./emulator.js";
+import { DEAD_LETTER_BATCH, pollIntoHandler, REDUCER_BATCH } from "./sqsEventSource.js";
 
 /** Calls onLine with each complete line a text stream carries (without its newline). */
 export const onLines = (stream: NodeJS.ReadableStream, onLine: (line: string) => void): void => {
@@ -146,52 +147,6 @@ export const SPOT_SLOTS = 1000;
 
 /** Invocations of the splitter per S3 event, as Lambda makes for an asynchronous invocation. */
 const SPLITTER_ATTEMPTS = 3;
-
-/**
- * How Lambda's SQS event sources batch, as the stack configures them: the reducer takes up to
- * 100 part events gathered over a window (5 s in the stack, 1 s here), the dead-letter function 10.
- */
-const REDUCER_BATCH = { size: 100, windowMs: 1000 } as const;
-const DEAD_LETTER_BATCH = { size: 10, windowMs: 0 } as const;
-
-/** Polls a queue and hands batches to a Lambda-style SQS handler, deleting what succeeded. */
-const pollIntoHandler = (
-  queue: TaskQueue,
-  handler: (event: unknown) => Promise<SqsBatchResponse>,
-  signal: AbortSignal,
-  log: Logger,
-  batch: { readonly size: number; readonly windowMs: number },
-): Promise<void> =>
-  (async () => {
-    while (!signal.aborted) {
-      try {
-        const messages = await queue.receive({ maxMessages: 10, waitSeconds: 1, signal });
-        if (messages.length === 0) continue;
-        // Gather more until the batch is full or its window closes, as Lambda's poller does.
-        const until = Date.now() + batch.windowMs;
-        while (messages.length < batch.size && Date.now() < until && !signal.aborted) {
-          const more = await queue.receive({ maxMessages: Math.min(10, batch.size - messages.length), waitSeconds: 0, signal });
-          if (more.length === 0) await sleep(100, signal).catch(() => undefined);
-          messages.push(...more);
-        }
-        const event = {
-          Records: messages.map((m) => ({
-            messageId: m.id,
-            receiptHandle: m.receiptHandle,
-            body: m.body,
-            attributes: { ApproximateReceiveCount: String(m.receiveCount) },
-          })),
-        };
-        const { batchItemFailures } = await handler(event);
-        const failed = new Set(batchItemFailures.map((f) => f.itemIdentifier));
-        await Promise.all(messages.filter((m) => !failed.has(m.id)).map((m) => queue.delete(m.receiptHandle)));
-      } catch (err) {
-        if (signal.aborted) break;
-        log.error("handler poll failed", { error: toCloudmillError(err).message });
-        await sleep(500, signal).catch(() => undefined);
-      }
-    }
-  })();
 
 /** Deliveries of a splitter's dead letter to the dead-letter handler (the stack's queue keeps it 14 days). */
 const SPLITTER_DEAD_LETTER_ATTEMPTS = 10;
