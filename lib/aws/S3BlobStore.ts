@@ -4,7 +4,7 @@ import type { S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { DEFAULTS, MiB } from "../core/constants.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
-import type { BlobInfo, BlobStore, GetOptions, PutOptions } from "../core/ports.js";
+import type { BlobInfo, BlobStore, GetOptions, ListOptions, PutOptions } from "../core/ports.js";
 import { s3Uri } from "../core/s3Uri.js";
 import { resolveRange } from "../core/byteRange.js";
 import { decodeUrlEncodedKey } from "./events.js";
@@ -98,11 +98,19 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<BlobInfo> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<BlobInfo> {
     try {
       // S3 returns keys in ascending UTF-8 byte order, page after page. URL-encoded: XML would
       // carry a key's carriage return as a line feed (another key's name), as botocore knows.
-      const pages = paginateListObjectsV2({ client: this.client }, { Bucket: this.bucket, Prefix: prefix, EncodingType: "url" });
+      const pages = paginateListObjectsV2(
+        { client: this.client },
+        {
+          Bucket: this.bucket,
+          Prefix: prefix,
+          EncodingType: "url",
+          ...(options.startAfter !== undefined ? { StartAfter: options.startAfter } : {}),
+        },
+      );
       for await (const page of pages) {
         for (const o of page.Contents ?? []) {
           if (o.Key !== undefined) yield { key: decodeUrlEncodedKey(o.Key), size: o.Size ?? 0, etag: o.ETag ?? "" };

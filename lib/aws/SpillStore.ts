@@ -8,7 +8,7 @@
  */
 import { mkdtemp, readdir, rm, rmdir, statfs } from "node:fs/promises";
 import path from "node:path";
-import type { BlobInfo, BlobStore, GetOptions, PutOptions } from "../core/ports.js";
+import type { BlobInfo, BlobStore, GetOptions, ListOptions, PutOptions } from "../core/ports.js";
 import { CloudmillError } from "../core/errors.js";
 import { FsBlobStore } from "../fs/FsBlobStore.js";
 
@@ -116,11 +116,12 @@ export class SpillStore implements BlobStore {
     this.#elsewhere.add(key);
   }
 
-  async *list(prefix: string): AsyncIterable<BlobInfo> {
+  async *list(prefix: string, options?: ListOptions): AsyncIterable<BlobInfo> {
     const all: BlobInfo[] = [];
-    for await (const o of this.#disk.list(prefix)) if (!this.#elsewhere.has(o.key)) all.push(o);
+    for await (const o of this.#disk.list(prefix, options)) if (!this.#elsewhere.has(o.key)) all.push(o);
     for (const key of this.#elsewhere) {
       if (!key.startsWith(prefix)) continue;
+      if (options?.startAfter !== undefined && Buffer.compare(Buffer.from(key), Buffer.from(options.startAfter)) <= 0) continue;
       const info = await this.#options.fallback.head(key);
       if (info) all.push(info);
     }

@@ -28,6 +28,11 @@ export interface GetOptions {
   readonly reuseBuffers?: boolean;
 }
 
+export interface ListOptions {
+  /** List only keys after this one (S3's StartAfter): a listing resumed where an earlier one stopped. */
+  readonly startAfter?: string;
+}
+
 export interface PutOptions {
   readonly contentType?: string;
   /** At most this many bytes, for a streamed body whose length is not known ahead: a scratch store picks where it fits. */
@@ -62,8 +67,8 @@ export interface BlobStore {
    * (a reduce task's output), and nothing is left if it fails. Every put gives the object a new ETag.
    */
   put(key: string, body: Uint8Array | string | AsyncIterable<Uint8Array>, options?: PutOptions): Promise<void>;
-  /** Every object whose key starts with prefix, in ascending key order (UTF-8 byte order). */
-  list(prefix: string): AsyncIterable<BlobInfo>;
+  /** Every object whose key starts with prefix (and comes after `startAfter`), in ascending key order (UTF-8 byte order). */
+  list(prefix: string, options?: ListOptions): AsyncIterable<BlobInfo>;
   /** Removes an object; removing a missing object is not an error. */
   delete(key: string): Promise<void>;
 }

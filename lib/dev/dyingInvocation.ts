@@ -22,10 +22,10 @@ export const dyingAfterParts = (deps: SplitDeps, parts: number): SplitDeps => {
       await alive(() => s.put(key, body, options));
       if (parsePartKey(key) && ++written >= parts) dead = true;
     },
-    list: (prefix) =>
+    list: (prefix, options) =>
       (async function* () {
         if (dead) throw died();
-        yield* s.list(prefix);
+        yield* s.list(prefix, options);
       })(),
     delete: (key) => alive(() => s.delete(key)),
   });

@@ -5,7 +5,7 @@ import type { FileHandle } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { DEFAULTS } from "../core/constants.js";
 import { CloudmillError, ErrorCode } from "../core/errors.js";
-import type { BlobInfo, BlobStore, GetOptions, PutOptions } from "../core/ports.js";
+import type { BlobInfo, BlobStore, GetOptions, ListOptions, PutOptions } from "../core/ports.js";
 import { resolveRange } from "../core/byteRange.js";
 import { ATOMIC_TEMP_NAME, writeFileAtomically } from "./atomicFile.js";
 
@@ -83,14 +83,15 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<BlobInfo> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<BlobInfo> {
     // Walk only the directory the prefix pins down: `a/b/c` → walk `a/b/`, keep keys starting `a/b/c`.
     const cut = prefix.lastIndexOf("/") + 1;
     const base = prefix.slice(0, cut);
     if (base) this.pathOf(base.slice(0, -1));
     const files: string[] = [];
+    const after = options.startAfter === undefined ? undefined : Buffer.from(options.startAfter);
     await this.walk(base, (key) => {
-      if (key.startsWith(prefix)) files.push(key);
+      if (key.startsWith(prefix) && (after === undefined || Buffer.compare(Buffer.from(key), after) > 0)) files.push(key);
     });
     const bytes = new Map(files.map((k) => [k, Buffer.from(k)]));
     files.sort((a, b) => Buffer.compare(bytes.get(a)!, bytes.get(b)!));

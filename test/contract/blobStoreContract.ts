@@ -196,6 +196,21 @@ export const describeBlobStoreContract = (name: string, makeStore: MakeBlobStore
       expect(await keysOf(store, "nothing/")).toEqual([]);
     });
 
+    it("lists only keys after startAfter, in order, as a listing resumed where one stopped", async () => {
+      const store = await fresh();
+      const keys = ["r/a", "r/b", "r/b0", "r/bb/c", "r/é"];
+      for (const k of keys) await store.put(k, "x");
+      const listedAfter = async (startAfter: string): Promise<string[]> => {
+        const out: string[] = [];
+        for await (const info of store.list("r/", { startAfter })) out.push(info.key);
+        return out;
+      };
+      expect(await listedAfter("r/b")).toEqual(["r/b0", "r/bb/c", "r/é"]);
+      // A key that is not there resumes after where it would be.
+      expect(await listedAfter("r/ba")).toEqual(["r/bb/c", "r/é"]);
+      expect(await listedAfter("r/é")).toEqual([]);
+    });
+
     it("lists more than 1000 objects completely and in order (pagination)", async () => {
       const store = await fresh();
       // Mixed case and punctuation, so that any locale-ordered paging would lose or repeat keys.

@@ -5,7 +5,7 @@
  * interface, so their local headers, sizes and CRCs are checked as before.
  */
 import type { Chunk } from "../job/manifest.js";
-import type { BlobInfo, BlobStore, GetOptions, PutOptions } from "../ports.js";
+import type { BlobInfo, BlobStore, GetOptions, ListOptions, PutOptions } from "../ports.js";
 import { LOCAL_HEADER_BYTES } from "../records/zip.js";
 import { readBytes } from "./blobJson.js";
 import type { PipelineDeps } from "./deps.js";
@@ -79,8 +79,8 @@ class SpanStore implements BlobStore {
     return this.inner.put(key, body, options);
   }
 
-  list(prefix: string): AsyncIterable<BlobInfo> {
-    return this.inner.list(prefix);
+  list(prefix: string, options?: ListOptions): AsyncIterable<BlobInfo> {
+    return this.inner.list(prefix, options);
   }
 
   delete(key: string): Promise<void> {
