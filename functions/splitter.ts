@@ -3,10 +3,11 @@ import { ECSClient } from "@aws-sdk/client-ecs";
 import { cloudSplitDeps } from "../lib/aws/cloudDeps.js";
 import { EcsFleetWaker } from "../lib/aws/EcsFleetWaker.js";
 import { readSplitterConfig } from "../lib/aws/env.js";
-import { splitterHandler } from "../lib/aws/handlers.js";
+import { splitterEntry } from "../lib/aws/handlers.js";
 import { powertoolsLogger } from "../lib/aws/logger.js";
 import { splitterMappers } from "../lib/aws/splitterMappers.js";
 import { SqsWakeSender } from "../lib/aws/SqsWakeSender.js";
+import { SqsContinuationSender } from "../lib/aws/SqsContinuationSender.js";
 import { opsRegistry } from "../lib/core/ops/opModules.js";
 
 const config = readSplitterConfig(process.env);
@@ -24,5 +25,7 @@ const deps = {
   taskTimeoutSeconds: config.taskTimeoutSeconds,
   // A resume that queues no chunk starts the reducer's wake-ups (wake.ts).
   ...(config.partsQueueUrl ? { wake: new SqsWakeSender(base.clients.sqs, config.partsQueueUrl) } : {}),
+  // A listing out of time goes on in a later invocation, through this function's own queue (listing.ts).
+  ...(config.continuationQueueUrl ? { continuations: new SqsContinuationSender(base.clients.sqs, config.continuationQueueUrl) } : {}),
 };
-export const handler = splitterHandler(deps, config);
+export const handler = splitterEntry(deps, config);

@@ -117,8 +117,10 @@ export class CloudmillPipeline extends Construct {
   public readonly partsQueue: sqs.Queue;
   /** Part events the reducer failed on every attempt. */
   public readonly partsDeadLetterQueue: sqs.Queue;
-  /** Upload events the splitter failed on after Lambda's asynchronous retries. */
+  /** Upload events the splitter failed on after Lambda's asynchronous retries (and its continuations that failed on every try). */
   public readonly splitterDeadLetterQueue: sqs.Queue;
+  /** The splitter's own queue: a listing out of time is handed on there, and invokes it again (lib/core/pipeline/listing.ts). */
+  public readonly continuationQueue: sqs.Queue;
   public readonly splitter: lambda.Function;
   public readonly reducer: lambda.Function;
   public readonly deadLetters: lambda.Function;
@@ -206,6 +208,13 @@ export class CloudmillPipeline extends Construct {
       retentionPeriod: DEAD_LETTER_RETENTION,
       visibilityTimeout: Duration.seconds(6 * FUNCTION_SIZING.deadLetters.timeout.toSeconds()),
     });
+    // A continuation is one invocation's work: one at a time, each with the whole function's time.
+    // One that fails on every try fails its job from the splitter's dead-letter queue, as an event does.
+    this.continuationQueue = this.createQueue("ContinuationQueue", {
+      visibilityTimeout: Duration.seconds(6 * FUNCTION_SIZING.splitter.timeout.toSeconds()),
+      retentionPeriod: QUEUE_RETENTION,
+      deadLetterQueue: { queue: this.splitterDeadLetterQueue, maxReceiveCount: 3 },
+    });
 
     // ── Worker fleet ─────────────────────────────────────────────────────────
     const workerEnv = {
@@ -251,6 +260,7 @@ export class CloudmillPipeline extends Construct {
       // The buckets its roles may read: a spec naming another (the output bucket's `_work/`) is refused.
       CLOUDMILL_INPUT_BUCKETS: [this.inputBucket.bucketName, ...config.extraInputBuckets].join(","),
       CLOUDMILL_PARTS_QUEUE_URL: this.partsQueue.queueUrl,
+      CLOUDMILL_CONTINUATION_QUEUE_URL: this.continuationQueue.queueUrl,
       CLOUDMILL_WORKER_CLUSTER: this.fleet.cluster.clusterName,
       CLOUDMILL_WORKER_SERVICE: this.fleet.service.serviceName,
       // Empty with one lane (lib/core/pipeline/lanes.ts).
@@ -271,6 +281,11 @@ export class CloudmillPipeline extends Construct {
 
     // ── Wiring (docs/design.md): uploads → splitter; parts → parts queue → reducer; dead letters → dead-letter function
     this.inputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.LambdaDestination(this.splitter));
+    // Lambda stops a chain of invocations through a queue after about 16 (recursive loop detection):
+    // some 16 × 3.5 minutes of listing, past what a job's input limit takes.
+    this.splitter.addEventSource(
+      new SqsEventSource(this.continuationQueue, { batchSize: 1, reportBatchItemFailures: true, maxConcurrency: 2 }),
+    );
     const partsEvents = bucketEventsQueue(this.partsQueue);
     this.outputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, partsEvents, {
       prefix: WORK_PREFIX,
@@ -512,6 +527,8 @@ export class CloudmillPipeline extends Construct {
     allow(this.splitter, "QueueChunks", ["sqs:SendMessage"], taskQueues);
     // A resume that queues no chunk sends the reducer its first wake-up (wake.ts).
     allow(this.splitter, "WakeReducer", ["sqs:SendMessage"], [this.partsQueue.queueArn]);
+    // A listing out of time is handed on to a later invocation of the splitter (listing.ts).
+    allow(this.splitter, "ContinueListing", ["sqs:SendMessage"], [this.continuationQueue.queueArn]);
     // A retry request (_retries/<jobId>.json) resumes a failed or cancelled job: its end marker
     // goes, and so does the part of a chunk it maps again (a merge failed on it).
     allow(

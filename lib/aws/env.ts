@@ -98,6 +98,8 @@ export const readSplitterConfig = (env: Env) => {
     capacity: capacityOf(env),
     /** Where a resume that queues no chunk sends the reducer's first wake-up (unset: none). */
     partsQueueUrl: env[ENV.PARTS_QUEUE_URL] || undefined,
+    /** Where a listing out of time is handed on (unset: a listing runs to its end). */
+    continuationQueueUrl: env[ENV.CONTINUATION_QUEUE_URL] || undefined,
   };
 };
 export type SplitterConfig = ReturnType<typeof readSplitterConfig>;

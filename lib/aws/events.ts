@@ -1,6 +1,7 @@
 /** The shapes AWS delivers to the handlers (S3 notifications, SQS batches), parsed with zod at the edge. */
 import * as z from "zod";
 import type { CreatedObject } from "../core/pipeline/trigger.js";
+import type { ListingContinuation } from "../core/ports.js";
 
 const S3Record = z.object({
   eventName: z.string(),
@@ -38,6 +39,39 @@ export const createdObjects = (event: unknown): CreatedObject[] => {
       ...(r.s3.object.sequencer ? { sequencer: r.s3.object.sequencer } : {}),
       ...(r.eventTime ? { eventTime: r.eventTime } : {}),
     }));
+};
+
+/** A key as S3 events carry it: URL-encoded, with `+` for spaces. */
+const urlEncodedKey = (key: string): string => encodeURIComponent(key).replace(/%20/g, "+");
+
+/** A continuation's message body: the job spec's notification, as S3 sent it, and the continuation. */
+export const continuationBody = ({ jobId, seq, object }: ListingContinuation): unknown => ({
+  Records: [
+    {
+      eventName: "ObjectCreated:Put",
+      ...(object.eventTime !== undefined ? { eventTime: object.eventTime } : {}),
+      s3: {
+        bucket: { name: object.bucket },
+        object: {
+          key: urlEncodedKey(object.key),
+          ...(object.etag !== undefined ? { eTag: object.etag } : {}),
+          ...(object.versionId !== undefined ? { versionId: object.versionId } : {}),
+          ...(object.sequencer !== undefined ? { sequencer: object.sequencer } : {}),
+        },
+      },
+    },
+  ],
+  cloudmillListing: { jobId, seq },
+});
+
+const ContinuationMark = z.object({ cloudmillListing: z.object({ jobId: z.string(), seq: z.number().int().nonnegative() }) });
+
+/** The continuation a message body carries, with the object that started its job; undefined for any other body. */
+export const continuationOf = (body: unknown): { object: CreatedObject; seq: number } | undefined => {
+  const mark = ContinuationMark.safeParse(body);
+  if (!mark.success) return undefined;
+  const [object] = createdObjects(body);
+  return object ? { object, seq: mark.data.cloudmillListing.seq } : undefined;
 };
 
 const SqsRecord = z.object({

@@ -11,31 +11,97 @@ import { reduceJob } from "../core/pipeline/reduce.js";
 import { keepAwakeForLease, wakeOf } from "../core/pipeline/wake.js";
 import { launchBackups, launchMergeBackups, launchReduceBackups } from "../core/pipeline/backups.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
-import { createdObjects, SqsEvent, type SqsBatchResponse } from "./events.js";
-import { failUnsplit, handleObjectCreated, type TriggerConfig, type TriggerOutcome } from "../core/pipeline/trigger.js";
+import { continuationOf, createdObjects, SqsEvent, type SqsBatchResponse } from "./events.js";
+import {
+  failUnsplit,
+  handleObjectCreated,
+  type Continued,
+  type CreatedObject,
+  type Invocation,
+  type TriggerConfig,
+  type TriggerOutcome,
+} from "../core/pipeline/trigger.js";
 
 /** What Lambda's context offers that the handlers use. */
 export interface LambdaContext {
   getRemainingTimeInMillis(): number;
 }
 
+/** Lambda's clock, if the caller passed one: without it nothing is mapped inline, and a listing runs to its end. */
+const invocationOf = (context: LambdaContext | undefined): Invocation | undefined =>
+  typeof context?.getRemainingTimeInMillis === "function" ? { remainingMs: () => context.getRemainingTimeInMillis() } : undefined;
+
+/** One created object, or a listing handed on for it, handled and logged. */
+const handleLogged = async (
+  deps: SplitDeps,
+  config: TriggerConfig,
+  obj: CreatedObject,
+  invocation: Invocation | undefined,
+  continued?: Continued,
+): Promise<TriggerOutcome> => {
+  const outcome = await handleObjectCreated(deps, config, obj, invocation, continued);
+  // A failed outcome's message may quote the job spec: it is in status.json, not in the log.
+  const { error: _withheld, ...fields } = outcome as TriggerOutcome & { error?: string };
+  deps.log.info(continued ? "listing continued" : "object created", { bucket: obj.bucket, key: obj.key, ...fields });
+  return outcome;
+};
+
 /** The splitter: every created object of the notification, in order; small jobs mapped here while time allows. */
 export const splitterHandler =
   (deps: SplitDeps, config: TriggerConfig) =>
   async (event: unknown, context?: LambdaContext): Promise<TriggerOutcome[]> => {
     const outcomes: TriggerOutcome[] = [];
-    // Without Lambda's clock (a caller that passes none), nothing is mapped inline.
-    const invocation =
-      typeof context?.getRemainingTimeInMillis === "function" ? { remainingMs: () => context.getRemainingTimeInMillis() } : undefined;
-    for (const obj of createdObjects(event)) {
-      const outcome = await handleObjectCreated(deps, config, obj, invocation);
-      // A failed outcome's message may quote the job spec: it is in status.json, not in the log.
-      const { error: _withheld, ...fields } = outcome as TriggerOutcome & { error?: string };
-      deps.log.info("object created", { bucket: obj.bucket, key: obj.key, ...fields });
-      outcomes.push(outcome);
-    }
+    const invocation = invocationOf(context);
+    for (const obj of createdObjects(event)) outcomes.push(await handleLogged(deps, config, obj, invocation));
     return outcomes;
   };
+
+/**
+ * The splitter invoked by its continuation queue (SqsContinuationSender): each listing handed on
+ * goes on where its pieces end; those that fail are reported for SQS to deliver again.
+ */
+export const continuationHandler =
+  (deps: SplitDeps, config: TriggerConfig) =>
+  async (event: unknown, context?: LambdaContext): Promise<SqsBatchResponse> => {
+    const invocation = invocationOf(context);
+    const failures: { itemIdentifier: string }[] = [];
+    for (const record of SqsEvent.parse(event).Records) {
+      const continuation = continuationOf(parsedBody(record.body));
+      if (!continuation) {
+        deps.log.warn("not a listing continuation; dropped", { messageId: record.messageId });
+        continue;
+      }
+      try {
+        await handleLogged(deps, config, continuation.object, invocation, { seq: continuation.seq });
+      } catch (err) {
+        deps.log.error("listing continuation failed; will retry", { messageId: record.messageId, ...logFieldsOf(toCloudmillError(err)) });
+        failures.push({ itemIdentifier: record.messageId });
+      }
+    }
+    return { batchItemFailures: failures };
+  };
+
+/** The splitter function's one entry: S3 notifications, and batches of its continuation queue. */
+export const splitterEntry = (deps: SplitDeps, config: TriggerConfig) => {
+  const split = splitterHandler(deps, config);
+  const goOn = continuationHandler(deps, config);
+  return (event: unknown, context?: LambdaContext): Promise<TriggerOutcome[] | SqsBatchResponse> =>
+    isSqsEvent(event) ? goOn(event, context) : split(event, context);
+};
+
+/** An SQS batch (the continuation queue's) rather than an S3 notification. */
+const isSqsEvent = (event: unknown): boolean => {
+  const records = (event as { Records?: unknown } | null)?.Records;
+  return Array.isArray(records) && records.length > 0 && (records[0] as { eventSource?: unknown }).eventSource === "aws:sqs";
+};
+
+const parsedBody = (body: string): unknown => {
+  try {
+    return JSON.parse(body);
+  } catch {
+    return undefined;
+  }
+};
 
 /**
  * The reducer: a batch of part-created notifications (S3 → SQS). Each job named in the

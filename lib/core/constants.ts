@@ -17,6 +17,8 @@ export const ENV = {
   SPOT_TASK_QUEUE_URL: "CLOUDMILL_SPOT_TASK_QUEUE_URL",
   /** The queue that brings the reducer part events, on which it also sends itself wake-ups. */
   PARTS_QUEUE_URL: "CLOUDMILL_PARTS_QUEUE_URL",
+  /** The splitter's own queue: a listing out of time is handed on there, and invokes it again. */
+  CONTINUATION_QUEUE_URL: "CLOUDMILL_CONTINUATION_QUEUE_URL",
   DEFAULT_CHUNK_SIZE: "CLOUDMILL_DEFAULT_CHUNK_SIZE",
   MAX_ATTEMPTS: "CLOUDMILL_MAX_ATTEMPTS",
   JOB_DEADLINE_SECONDS: "CLOUDMILL_JOB_DEADLINE_SECONDS",
@@ -73,6 +75,7 @@ export const ROLE_ENV = {
     ENV.INSTANCE_TYPE,
     ENV.CAPACITY,
     ENV.PARTS_QUEUE_URL,
+    ENV.CONTINUATION_QUEUE_URL,
     ENV.LOG_LEVEL,
     ENV.SERVICE_NAME,
   ],
@@ -189,6 +192,12 @@ export const DEFAULTS = {
   inlineMaxBytes: 64 * MiB,
   /** Time an inline run keeps back to hand the rest of its job to the fleet. */
   inlineReserveMs: 20_000,
+  /**
+   * Time a splitter invocation keeps back from listing a job's inputs (listing.ts): to store the
+   * pieces it listed and hand the rest on, or, having listed the last, to plan the job (pieces of
+   * up to two million inputs written, their chunks queued). Of the function's five minutes.
+   */
+  listingReserveMs: 90_000,
   /** The splitter function's memory, in MB: one full vCPU (Lambda's CPU scales with memory). */
   splitterMemoryMiB: 1769,
 } as const;
@@ -206,6 +215,9 @@ export const DEV_QUEUES = {
   partsDeadLetters: "cloudmill-parts-dlq",
   /** The spot lane's task queue (`cloudmill dev` with a spot lane). */
   spotTasks: "cloudmill-spot-tasks",
+  /** The splitter's continuation queue, and where a continuation failed on every try goes. */
+  continuations: "cloudmill-continuations",
+  splitterDeadLetters: "cloudmill-splitter-dlq",
 } as const;
 
 export const DEV_DEFAULT_PORT = 4566;

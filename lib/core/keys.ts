@@ -71,6 +71,9 @@ export const manifestKey = (jobId: string): string => `${workPrefix(jobId)}manif
  */
 export const inputPieceKey = (jobId: string, list: string, piece: number): string =>
   `${workPrefix(jobId)}inputs/${list}/${pad(piece)}.json`;
+/** A job's listing handed on between splitter invocations (listing.ts): its spec as read, and its pieces in order. */
+export const listingSpecKey = (jobId: string): string => `${workPrefix(jobId)}listing/spec.json`;
+export const listingPieceKey = (jobId: string, seq: number): string => `${workPrefix(jobId)}listing/${pad(seq)}.json`;
 export const partsPrefix = (jobId: string): string => `${workPrefix(jobId)}parts/`;
 export const errorsPrefix = (jobId: string): string => `${workPrefix(jobId)}errors/`;
 /** Written once a job has failed; it wins over any later progress update. */

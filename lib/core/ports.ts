@@ -147,6 +147,26 @@ export interface MainThreadGuard {
 }
 
 /** Sends a job's wake-up, to arrive after a delay (SQS allows at most 15 minutes). */
+/** A splitter's listing handed on to a later invocation (listing.ts): the job, its last stored piece, and what started it. */
+export interface ListingContinuation {
+  readonly jobId: string;
+  readonly seq: number;
+  /** The job spec's object, as its S3 event named it (key decoded). */
+  readonly object: {
+    readonly bucket: string;
+    readonly key: string;
+    readonly etag?: string;
+    readonly versionId?: string;
+    readonly sequencer?: string;
+    readonly eventTime?: string;
+  };
+}
+
+/** Starts the splitter again, later, on a listing it handed on (at least once: a copy goes on from the store). */
+export interface ContinuationSender {
+  handOn(continuation: ListingContinuation): Promise<void>;
+}
+
 export interface WakeSender {
   wakeAfter(jobId: string, seconds: number, due: number): Promise<void>;
 }

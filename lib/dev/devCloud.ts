@@ -24,11 +24,12 @@ import { opsRegistry } from "../core/ops/opModules.js";
 import { publishRegistry } from "../core/ops/registryListing.js";
 import type { Logger } from "../core/log.js";
 import { compiledFile } from "../local/paths.js";
-import type { FleetWaker } from "../core/ports.js";
+import type { ContinuationSender, FleetWaker } from "../core/ports.js";
 import { dyingAfterParts } from "./dyingInvocation.js";
 import { workersFor } from "../aws/EcsFleetWaker.js";
-import { decodeUrlEncodedKey } from "../aws/events.js";
-import { deadLetterHandler, reducerHandler, splitterHandler } from "../aws/handlers.js";
+import { decodeUrlEncodedKey, type SqsBatchResponse } from "../aws/events.js";
+import { continuationHandler, deadLetterHandler, reducerHandler, splitterHandler } from "../aws/handlers.js";
+import { SqsContinuationSender } from "../aws/SqsContinuationSender.js";
 import { createDevResources, startEmulator, type Emulator, type RequestCounts } from "./emulator.js";
 import { DEAD_LETTER_BATCH, pollIntoHandler, REDUCER_BATCH } from "./sqsEventSource.js";
 
@@ -79,8 +80,21 @@ export interface DevCloudOptions {
   readonly roleFaults?: FaultInjectionOptions;
   /** Jobs of at most this many input bytes are mapped by the splitter, as the stack's is. Default DEFAULTS.inlineMaxBytes. */
   readonly inlineMaxBytes?: number;
-  /** The splitter's time limit per invocation, as its Lambda function has one. Default 5 minutes, as the stack's. */
+  /**
+   * The splitter's time limit per invocation, as its Lambda function has one. Default 5 minutes, as
+   * the stack's. Its clock is what it keeps its budgets by (an inline run, a listing); nothing stops it.
+   */
   readonly splitterTimeoutMs?: number;
+  /**
+   * Time a splitter invocation keeps back from listing a job's inputs, handing the rest on through
+   * its continuation queue when it has less (default DEFAULTS.listingReserveMs). Tests set it to
+   * the timeout, so that every invocation lists one piece and hands on.
+   */
+  readonly listingReserveMs?: number;
+  /** Tests only: inputs a manifest lists itself, per piece of a longer list, and per piece of a listing (default INPUTS_PER_PIECE). */
+  readonly inputsPerPiece?: number;
+  /** Tests only: each listing continuation is delivered this many times (SQS may deliver a message twice). Default 1. */
+  readonly continuationCopies?: number;
   /**
    * Most worker processes an idle fleet is woken to when the splitter enqueues, as the stack's
    * splitter raises the worker service's count. Default `workers`: with `workers: 0`, nothing wakes
@@ -148,6 +162,23 @@ export const SPOT_SLOTS = 1000;
 /** Invocations of the splitter per S3 event, as Lambda makes for an asynchronous invocation. */
 const SPLITTER_ATTEMPTS = 3;
 
+/**
+ * The continuation queue's, as the stack's: one at a time. It and the splitter's dead-letter queue
+ * are seldom used: a longer poll keeps their share of the emulator's requests small.
+ */
+const CONTINUATION_BATCH = { size: 1, windowMs: 0, waitSeconds: 5 } as const;
+const SPLITTER_DEAD_LETTER_BATCH = { ...DEAD_LETTER_BATCH, waitSeconds: 5 } as const;
+
+/** A sender that delivers each continuation `copies` times (tests: SQS's duplicates). */
+const copied = (sender: ContinuationSender, copies: number): ContinuationSender =>
+  copies <= 1
+    ? sender
+    : {
+        handOn: async (continuation) => {
+          for (let i = 0; i < copies; i++) await sender.handOn(continuation);
+        },
+      };
+
 /** Deliveries of a splitter's dead letter to the dead-letter handler (the stack's queue keeps it 14 days). */
 const SPLITTER_DEAD_LETTER_ATTEMPTS = 10;
 
@@ -166,6 +197,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
       partsQueue: DEV_QUEUES.parts,
       ...(options.partsVisibilitySeconds !== undefined ? { partsVisibilitySeconds: options.partsVisibilitySeconds } : {}),
       ...(options.spotWorkers !== undefined ? { spotTaskQueue: DEV_QUEUES.spotTasks } : {}),
+      continuationQueue: DEV_QUEUES.continuations,
       maxReceiveCount: maxAttempts,
       visibilitySeconds,
     });
@@ -199,6 +231,9 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     ...(mappers ? { mappers } : {}),
     // The reducer's own wake-ups, on the parts queue, as the stack's splitter and reducer send them.
     wake: new SqsWakeSender(roleClients.sqs, resources.partsQueueUrl!),
+    // A listing out of time goes on in a later invocation, through the splitter's own queue.
+    continuations: copied(new SqsContinuationSender(roleClients.sqs, resources.continuationQueueUrl!), options.continuationCopies ?? 1),
+    ...(options.inputsPerPiece !== undefined ? { inputsPerPiece: options.inputsPerPiece } : {}),
     ...(options.taskLeaseSeconds !== undefined ? { taskLeaseMs: options.taskLeaseSeconds * 1000 } : {}),
     taskTimeoutSeconds: taskTimeout,
     inputBuckets: [inputBucket, ...(options.extraInputBuckets ?? [])],
@@ -222,19 +257,28 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     maxAttempts,
     jobDeadlineSeconds: DEFAULTS.jobDeadlineSeconds,
     inlineMaxBytes: options.inlineMaxBytes ?? DEFAULTS.inlineMaxBytes,
+    ...(options.listingReserveMs !== undefined ? { listingReserveMs: options.listingReserveMs } : {}),
   };
   const timeoutMs = options.splitterTimeoutMs ?? 5 * 60_000;
   const diedOnce = new Set<string>();
   // One invocation as Lambda makes it: a clock that runs out, and (tests) a death after N parts.
-  const split = (event: S3Event): Promise<unknown> => {
+  const contextOfInvocation = () => {
     const ends = Date.now() + timeoutMs;
-    const context = { getRemainingTimeInMillis: () => Math.max(0, ends - Date.now()) };
+    return { getRemainingTimeInMillis: () => Math.max(0, ends - Date.now()) };
+  };
+  const split = (event: S3Event): Promise<unknown> => {
+    const context = contextOfInvocation();
     const key = event.Records[0]?.s3.object.key ?? "";
     const dies = options.splitterDiesAfterParts;
     if (dies === undefined || diedOnce.has(key)) return splitterHandler({ ...splitDeps, fleet }, triggerConfig)(event, context);
     diedOnce.add(key);
     return splitterHandler(dyingAfterParts({ ...splitDeps, fleet }, dies), triggerConfig)(event, context);
   };
+  // The continuation queue's event source: one continuation per invocation, each with its own clock.
+  const continueListing = (event: unknown): Promise<SqsBatchResponse> =>
+    continuationHandler({ ...splitDeps, fleet }, triggerConfig)(event, contextOfInvocation());
+  const continuations = new SqsTaskQueue(clients.sqs, resources.continuationQueueUrl!);
+  const splitterDeadLetters = new SqsTaskQueue(clients.sqs, resources.splitterDeadLetterQueueUrl!);
   const partsQueue = new SqsTaskQueue(clients.sqs, resources.partsQueueUrl!);
   const partsDeadLetters = new SqsTaskQueue(clients.sqs, resources.partsDeadLetterQueueUrl!);
   const deadLetters = new SqsTaskQueue(clients.sqs, resources.deadLetterQueueUrl);
@@ -291,6 +335,9 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     pollIntoHandler(partsQueue, reducerHandler(splitDeps), stop.signal, log, REDUCER_BATCH),
     pollIntoHandler(partsDeadLetters, reducerHandler(splitDeps), stop.signal, log, DEAD_LETTER_BATCH),
     pollIntoHandler(deadLetters, deadLetterHandler(deps), stop.signal, log, DEAD_LETTER_BATCH),
+    pollIntoHandler(continuations, continueListing, stop.signal, log, CONTINUATION_BATCH),
+    // Continuations that failed on every try: their jobs fail, as an event the splitter failed on does.
+    pollIntoHandler(splitterDeadLetters, deadLetterHandler(deps), stop.signal, log, SPLITTER_DEAD_LETTER_BATCH),
   ];
 
   // Worker processes: the container's entry file, configured as the stack configures it.

@@ -396,6 +396,12 @@ export interface DevResourceOptions {
   readonly partsVisibilitySeconds?: number;
   /** A spot lane's task queue, redriving to the same dead-letter queue (unset: none). */
   readonly spotTaskQueue?: string;
+  /**
+   * The splitter's continuation queue (unset: none), redriving after 3 receives to the splitter's
+   * dead-letter queue (default DEV_QUEUES.splitterDeadLetters), as the stack's does.
+   */
+  readonly continuationQueue?: string;
+  readonly splitterDeadLetterQueue?: string;
   /** Receives before a task goes to the dead-letter queue. Default DEFAULTS.maxAttempts. */
   readonly maxReceiveCount?: number;
   /** Default DEFAULTS.visibilityTimeoutSeconds. */
@@ -408,6 +414,8 @@ export interface DevResources {
   readonly partsQueueUrl?: string;
   readonly partsDeadLetterQueueUrl?: string;
   readonly spotTaskQueueUrl?: string;
+  readonly continuationQueueUrl?: string;
+  readonly splitterDeadLetterQueueUrl?: string;
 }
 
 /**
@@ -464,7 +472,17 @@ export const createDevResources = async (
     });
   }
   const spotTaskQueueUrl = options.spotTaskQueue === undefined ? undefined : await ensureQueue(options.spotTaskQueue, taskQueueAttributes);
+  let continuationQueueUrl: string | undefined;
+  let splitterDeadLetterQueueUrl: string | undefined;
+  if (options.continuationQueue !== undefined) {
+    splitterDeadLetterQueueUrl = await ensureQueue(options.splitterDeadLetterQueue ?? DEV_QUEUES.splitterDeadLetters);
+    continuationQueueUrl = await ensureQueue(options.continuationQueue, {
+      VisibilityTimeout: String(options.visibilitySeconds ?? DEFAULTS.visibilityTimeoutSeconds),
+      RedrivePolicy: JSON.stringify({ deadLetterTargetArn: await arnOf(splitterDeadLetterQueueUrl), maxReceiveCount: 3 }),
+    });
+  }
   return {
+    ...(continuationQueueUrl === undefined ? {} : { continuationQueueUrl, splitterDeadLetterQueueUrl }),
     taskQueueUrl,
     deadLetterQueueUrl,
     ...(partsQueueUrl === undefined ? {} : { partsQueueUrl, partsDeadLetterQueueUrl }),

@@ -13,6 +13,8 @@ import { sleep } from "../core/sleep.js";
 export interface EventSourceBatch {
   readonly size: number;
   readonly windowMs: number;
+  /** How long a receive waits for a first message (a seldom-used queue's longer poll costs fewer requests). Default 1 s. */
+  readonly waitSeconds?: number;
 }
 
 /**
@@ -35,7 +37,11 @@ export const pollIntoHandler = async (
 ): Promise<void> => {
   while (!signal.aborted) {
     try {
-      const messages = await queue.receive({ maxMessages: Math.min(MAX_PER_RECEIVE, batch.size), waitSeconds: 1, signal });
+      const messages = await queue.receive({
+        maxMessages: Math.min(MAX_PER_RECEIVE, batch.size),
+        waitSeconds: batch.waitSeconds ?? 1,
+        signal,
+      });
       if (messages.length === 0) continue;
       // Gather more until the batch is full or its window closes, as Lambda's poller does: what
       // the window brought is taken at its end, ten a receive, rather than a receive every

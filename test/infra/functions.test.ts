@@ -143,7 +143,17 @@ describe("functions", () => {
         FunctionResponseTypes: ["ReportBatchItemFailures"],
         ScalingConfig: { MaximumConcurrency: 2 },
       });
-    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 4);
+    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 5);
+  });
+
+  it("invokes the splitter again from its continuation queue, one listing at a time", () => {
+    template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
+      EventSourceArn: { "Fn::GetAtt": [resource(template, "AWS::SQS::Queue", "PipelineContinuationQueue").id, "Arn"] },
+      FunctionName: { Ref: fn("Splitter").id },
+      BatchSize: 1,
+      FunctionResponseTypes: ["ReportBatchItemFailures"],
+      ScalingConfig: { MaximumConcurrency: 2 },
+    });
   });
 
   it("sends uploads the splitter failed on, after two retries, to its dead-letter queue", () => {
@@ -200,7 +210,15 @@ describe("least privilege", () => {
         q(template, "PipelineSplitterDeadLetterQueue"),
         q(template, "PipelineTaskQueue"),
         q(template, "PipelinePartsQueue"),
+        // A listing out of time is handed on to a later invocation.
+        q(template, "PipelineContinuationQueue"),
       ].sort(),
+      // Its continuation queue's event source consumes it on its behalf.
+      "sqs:ChangeMessageVisibility": [q(template, "PipelineContinuationQueue")],
+      "sqs:DeleteMessage": [q(template, "PipelineContinuationQueue")],
+      "sqs:GetQueueAttributes": [q(template, "PipelineContinuationQueue")],
+      "sqs:GetQueueUrl": [q(template, "PipelineContinuationQueue")],
+      "sqs:ReceiveMessage": [q(template, "PipelineContinuationQueue")],
     });
   });
 

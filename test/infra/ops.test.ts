@@ -359,9 +359,11 @@ describe("the staged code, run as Lambda and the image would run it, against the
     const output = await emu.freshBucket();
     const tasks = await emu.freshQueue({ maxReceiveCount: 3 });
     const partEvents = await emu.freshQueue({ maxReceiveCount: 3 });
+    const continuations = await emu.freshQueue({ maxReceiveCount: 3 });
     const outputRef = resource(s.template, "AWS::S3::Bucket", "PipelineOutputBucket").id;
     const queueRef = resource(s.template, "AWS::SQS::Queue", "PipelineTaskQueue").id;
     const partsRef = resource(s.template, "AWS::SQS::Queue", "PipelinePartsQueue").id;
+    const continuationsRef = resource(s.template, "AWS::SQS::Queue", "PipelineContinuationQueue").id;
     /** The stack's environment for a role, references to the emulator's resources, its code root to where the copy is. */
     const envFor = (env: Env, root: string, copy: string): NodeJS.ProcessEnv => {
       // The emulator has no ECS: the splitter runs without a fleet to wake (the backlog alone scales it).
@@ -375,6 +377,7 @@ describe("the staged code, run as Lambda and the image would run it, against the
             if (ref === outputRef) return [k, output];
             if (ref === queueRef) return [k, tasks.url];
             if (ref === partsRef) return [k, partEvents.url];
+            if (ref === continuationsRef) return [k, continuations.url];
             // The stack's input bucket (a reference joined with extraInputBuckets, none here): the emulator's.
             if (k === "CLOUDMILL_INPUT_BUCKETS") return [k, input];
             expect(typeof v, k).toBe("string");

@@ -18,8 +18,18 @@ describe("queues", () => {
 
   const queue = (t: Template, prefix: string) => resource(t, "AWS::SQS::Queue", prefix);
 
-  it("has a task queue, parts queue, and a dead-letter queue for each consumer", () => {
-    template.resourceCountIs("AWS::SQS::Queue", 5);
+  it("has a task queue, parts queue, the splitter's continuation queue, and a dead-letter queue for each consumer", () => {
+    template.resourceCountIs("AWS::SQS::Queue", 6);
+  });
+
+  it("hands a listing out of time to the splitter's continuation queue, hidden six splitter timeouts, its dead letters the splitter's", () => {
+    const splitterTimeout = resource(template, "AWS::Lambda::Function", "PipelineSplitter").resource.Properties!["Timeout"] as number;
+    const dlq = queue(template, "PipelineSplitterDeadLetterQueue");
+    expect(queue(template, "PipelineContinuationQueue").resource.Properties).toMatchObject({
+      VisibilityTimeout: 6 * splitterTimeout,
+      MessageRetentionPeriod: FOUR_DAYS,
+      RedrivePolicy: { deadLetterTargetArn: { "Fn::GetAtt": [dlq.id, "Arn"] }, maxReceiveCount: 3 },
+    });
   });
 
   it("encrypts every queue at rest and refuses requests without TLS", () => {

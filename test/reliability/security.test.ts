@@ -32,7 +32,8 @@ import { createDevResources, encodeEventKey, startEmulator, type Emulator } from
 import { silentLogger } from "../../lib/core/log.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
 import { packageRoot } from "../../lib/local/paths.js";
-import { deadLetterHandler, reducerHandler } from "../../lib/aws/handlers.js";
+import { continuationHandler, deadLetterHandler, reducerHandler } from "../../lib/aws/handlers.js";
+import { SqsContinuationSender } from "../../lib/aws/SqsContinuationSender.js";
 import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { failJob } from "../../lib/core/pipeline/deadLetter.js";
 import { handleObjectCreated, type TriggerConfig } from "../../lib/core/pipeline/trigger.js";
@@ -179,6 +180,7 @@ describe("each role may do exactly what its code does", () => {
   let plain: AwsClients;
   let taskQueueUrl: string;
   let partsQueueUrl: string;
+  let continuationQueueUrl: string;
   const recorded = new Map<RoleName, CompletedRequest[]>(ROLES.map((r) => [r, []]));
   const opened: AwsClients[] = [];
   /** Clients that record every request of the role (and inject the faults given, if any). */
@@ -205,10 +207,12 @@ describe("each role may do exactly what its code does", () => {
       taskQueue: "review-tasks",
       deadLetterQueue: "review-dlq",
       partsQueue: "review-parts",
+      continuationQueue: "review-continuations",
       maxReceiveCount: 3,
     });
     taskQueueUrl = queues.taskQueueUrl;
     partsQueueUrl = queues.partsQueueUrl!;
+    continuationQueueUrl = queues.continuationQueueUrl!;
     const put = (key: string, body: string) => plain.s3.send(new PutObjectCommand({ Bucket: DEV_BUCKETS.input, Key: key, Body: body }));
     await put("count/review data.txt", "a\nb\nc\n".repeat(40));
     await put("count/dead letters.txt", "x\n".repeat(100));
@@ -315,6 +319,27 @@ describe("each role may do exactly what its code does", () => {
     ];
     await created("_jobs/review-bad-1.json");
     await created("nope/x.txt");
+    // A spec whose listing is out of time: its first piece stored, the rest handed on to the
+    // splitter's continuation queue, and listed by the invocation that queue starts.
+    const listingSplit = {
+      ...split,
+      inputsPerPiece: 1,
+      continuations: new SqsContinuationSender(splitClients.sqs, continuationQueueUrl),
+    };
+    await put("_jobs/review-listed-1.json", JSON.stringify({ op: "count", inputs: [`s3://${DEV_BUCKETS.input}/_inputs/dir/`] }));
+    const spent = { remainingMs: () => 0 };
+    expect(
+      await handleObjectCreated(listingSplit, config, { bucket: DEV_BUCKETS.input, key: "_jobs/review-listed-1.json" }, spent),
+    ).toMatchObject({
+      kind: "listing",
+      pieces: 1,
+    });
+    const [continuation] = await new SqsTaskQueue(plain.sqs, continuationQueueUrl).receive({ maxMessages: 1, waitSeconds: 1 });
+    const continued = await continuationHandler(listingSplit, config)(
+      { Records: [{ messageId: continuation!.id, body: continuation!.body }] },
+      { getRemainingTimeInMillis: () => 300_000 },
+    );
+    expect(continued).toEqual({ batchItemFailures: [] });
 
     // The worker, whose first range read is cut part-way (so it also takes the retry path).
     const workerClients = clientsOf("worker", { rate: 1, limit: 1, kinds: ["reset-body"], operations: ["GetObject"] });
@@ -449,6 +474,7 @@ describe("each role may do exactly what its code does", () => {
     const queueIds: Record<string, string> = {
       [taskQueueUrl]: one("AWS::SQS::Queue", "PipelineTaskQueue"),
       [partsQueueUrl]: one("AWS::SQS::Queue", "PipelinePartsQueue"),
+      [continuationQueueUrl]: one("AWS::SQS::Queue", "PipelineContinuationQueue"),
     };
     const needs: Need[] = [];
     for (const role of ROLES) {
@@ -527,8 +553,10 @@ describe("each role may do exactly what its code does", () => {
   it("every role exercised the code paths under review", () => {
     const ops = (role: RoleName) => new Set(recorded.get(role)!.map((r) => r.operation));
     expect([...ops("splitter")].sort()).toEqual(
-      expect.arrayContaining(["DeleteObject", "GetObject", "HeadObject", "ListObjectsV2", "PutObject", "SendMessageBatch"]),
+      expect.arrayContaining(["DeleteObject", "GetObject", "HeadObject", "ListObjectsV2", "PutObject", "SendMessage", "SendMessageBatch"]),
     );
+    // Its listing out of time went on through its own continuation queue.
+    expect(recorded.get("splitter")!.some((r) => r.operation === "SendMessage" && r.queueUrl === continuationQueueUrl)).toBe(true);
     expect([...ops("worker")].sort()).toEqual(
       expect.arrayContaining([
         "ChangeMessageVisibility",
@@ -565,18 +593,23 @@ describe("each role may do exactly what its code does", () => {
     expect([...missing].map(([grant, why]) => `${grant} — e.g. ${why}`).sort()).toEqual([]);
   });
 
-  it("every S3 grant and every grant on the task queue is used by some request of that role (nothing broader than needed)", () => {
+  it("every S3 grant, every grant on the task queue and every send to the continuation queue is used by some request of that role (nothing broader than needed)", () => {
     const ids = roleIds();
     const needs = needsOf();
     const unused: string[] = [];
     const taskQueue = `<${one("AWS::SQS::Queue", "PipelineTaskQueue")}>`;
+    const continuationQueue = `<${one("AWS::SQS::Queue", "PipelineContinuationQueue")}>`;
     for (const role of ROLES) {
       for (const s of statementsOf(ids[role])) {
         if (s.Effect !== "Allow") continue;
         for (const action of list(s.Action)) {
           for (const resource of list(s.Resource).map(flat)) {
             // Queues a Lambda event source or dead-letter target uses on the function's behalf are not the code's.
-            const data = action.startsWith("s3:") || (action.startsWith("sqs:") && resource === taskQueue);
+            // The splitter's sends to its continuation queue are its code's too (its event source consumes it).
+            const data =
+              action.startsWith("s3:") ||
+              (action.startsWith("sqs:") && resource === taskQueue) ||
+              (action === "sqs:SendMessage" && resource === continuationQueue);
             if (!data) continue;
             // A PutObject may be a multipart upload, which S3BlobStore aborts when it fails: the abort
             // goes with every PutObject grant, used where the PutObject is.

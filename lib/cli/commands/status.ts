@@ -10,7 +10,11 @@ const when = (iso: string | undefined): string => (iso ? iso.replace("T", " ").r
 /** `job-…  running  12/40 chunks (30%)  wordcount  started 2026-11-21 10:15:00Z`, and the error of a failed job. */
 export const describeStatus = (s: JobStatus): string => {
   const pct = s.chunks > 0 ? ` (${Math.floor(((s.state === "succeeded" ? s.chunks : s.done) / s.chunks) * 100)}%)` : "";
-  const parts = [s.jobId, s.state, `${s.state === "succeeded" ? s.chunks : s.done}/${s.chunks} chunks${pct}`];
+  // While the splitter still lists its inputs, there are no chunks yet: how far the listing got.
+  const progress = s.listing
+    ? `listing: ${s.listing.objects.toLocaleString("en-US")} objects so far`
+    : `${s.state === "succeeded" ? s.chunks : s.done}/${s.chunks} chunks${pct}`;
+  const parts = [s.jobId, s.state, progress];
   if (s.op) parts.push(s.op);
   if (s.startedAt) parts.push(`started ${when(s.startedAt)}`);
   if (s.finishedAt) parts.push(`ended ${when(s.finishedAt)}`);

@@ -275,6 +275,8 @@ export const JobStatus = z.object({
   inputCount: z.number().int().nonnegative().optional(),
   /** Files its folders' or prefixes' listings left out (names starting with . or _): how many, and the first. */
   hidden: z.object({ count: z.number().int().positive(), first: z.array(z.string()) }).optional(),
+  /** While the splitter still lists the job's inputs (no chunk planned yet): objects listed so far, and the pieces stored. */
+  listing: z.object({ objects: z.number().int().nonnegative(), pieces: z.number().int().positive() }).optional(),
   startedAt: z.string().optional(),
   /** When the upload or job spec that started the job was created. */
   triggeredAt: z.string().optional(),

@@ -1,7 +1,7 @@
 /** What the pipeline roles run against: ports, the op registry and a logger. */
 import type { Logger } from "../log.js";
 import type { OpRegistry } from "../ops/registry.js";
-import type { BlobStore, FleetWaker, MainThreadGuard, TaskQueue, WakeSender } from "../ports.js";
+import type { BlobStore, ContinuationSender, FleetWaker, MainThreadGuard, TaskQueue, WakeSender } from "../ports.js";
 import type { ItemRunner } from "./itemRunner.js";
 import type { MapperHost } from "./mappers.js";
 import type { Capacity } from "../report/prices.js";
@@ -47,6 +47,8 @@ export interface SplitDeps extends PipelineDeps, Lanes {
   readonly fleet?: FleetWaker;
   /** Sends the reducer's delayed wake-ups (wake.ts); unset: none (a caller that polls instead). */
   readonly wake?: WakeSender;
+  /** Hands a listing out of time on to a later invocation (listing.ts); unset: a listing runs to its end. */
+  readonly continuations?: ContinuationSender;
   /** How long a queued merge or reduce task is left to its worker before it is queued again (default TASK_LEASE_MS). */
   readonly taskLeaseMs?: number;
   /** The workers' task time limit for jobs that set none (the stack's `taskTimeout`; default DEFAULTS.taskTimeoutSeconds). */

@@ -38,9 +38,20 @@ const refuseOtherBucket = (deps: Stores, bucket: string, input: string, line?: n
 };
 
 /** Counts a job's inputs as they are found, and refuses the first past the limit, before more are listed. */
-class InputBudget {
-  #found = 0;
-  constructor(readonly max: number) {}
+export class InputBudget {
+  #found: number;
+  /** `found`: inputs an earlier invocation's listing had. */
+  constructor(
+    readonly max: number,
+    found = 0,
+  ) {
+    this.#found = found;
+  }
+
+  /** Inputs had so far. */
+  get found(): number {
+    return this.#found;
+  }
 
   /** Inputs still to be had. */
   get room(): number {
@@ -80,33 +91,136 @@ const INVENTORY_BATCH = 4096;
 const notS3 = (uri: string, field = "inputs"): CloudmillError =>
   new CloudmillError(ErrorCode.INVALID_SPEC, `inputs of a job in the cloud must be s3:// URIs, got ${JSON.stringify(uri)}`, { field });
 
-/** One input URI: the object, or every object under the prefix. */
-const resolveUri = async (deps: Stores, uri: string, budget: InputBudget, hidden?: HiddenFiles): Promise<InputObject[]> => {
-  const { bucket, key } = parseS3Uri(uri);
-  refuseOtherBucket(deps, bucket, uri);
-  const store = deps.inputStore(bucket);
-  const info = key.endsWith("/") ? undefined : await store.head(key);
-  if (info) {
-    budget.take(uri);
-    return [{ bucket, key, size: info.size, etag: info.etag, name: uri }];
-  }
-  const prefix = key.endsWith("/") ? key : `${key}/`;
-  const out: InputObject[] = [];
-  let hiddenHere: string | undefined;
-  for await (const o of store.list(prefix)) {
-    if (skippable(o.key, o.size)) continue;
-    // .DS_Store, _SUCCESS, _logs/: left out, and counted (hiddenNames.ts).
-    if (isHiddenBelow(o.key.slice(prefix.length))) {
-      hiddenHere ??= s3Uri(bucket, o.key);
-      hidden?.add(s3Uri(bucket, o.key));
+/**
+ * Where a listing of a job's inputs stands: at `uris[uri]`, of which `taken` inputs are had;
+ * inside a prefix, `after` its last key seen (taken or left out) and `hiddenHere` the first it
+ * left out. A listing resumed from a cursor (listing.ts) goes on exactly where it stopped.
+ */
+export interface ListingCursor {
+  readonly uri: number;
+  readonly taken: number;
+  readonly after?: string;
+  readonly hiddenHere?: string;
+}
+
+export const LISTING_START: ListingCursor = { uri: 0, taken: 0 };
+
+/** A piece of a listing: inputs in order, and where the listing stands after them (undefined: at its end). */
+export interface ListedPiece {
+  readonly inputs: InputObject[];
+  readonly to: ListingCursor | undefined;
+}
+
+/** A cursor with its fields in one order, for equality as JSON. */
+export const cursorOf = (c: ListingCursor): ListingCursor => ({
+  uri: c.uri,
+  taken: c.taken,
+  ...(c.after !== undefined ? { after: c.after } : {}),
+  ...(c.hiddenHere !== undefined ? { hiddenHere: c.hiddenHere } : {}),
+});
+
+/** A prefix whose listing found no input. */
+const noInputUnder = (uri: string, hiddenHere: string | undefined): CloudmillError =>
+  hiddenHere !== undefined
+    ? new CloudmillError(ErrorCode.INPUT_NOT_FOUND, onlyHidden(hiddenHere), { input: uri })
+    : new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such object or prefix", { input: uri });
+
+/**
+ * The inputs of `uris` from cursor `from`, in pieces of at most `perPiece` inputs (and of at
+ * most `perPiece` listed keys, so that a prefix of hidden files is cut too). A prefix is listed
+ * from the key the cursor names; an object or a manifest is resolved whole, its first `taken`
+ * inputs dropped. The last piece's `to` is undefined.
+ */
+export async function* inputPieces(
+  deps: Stores,
+  uris: readonly string[],
+  from: ListingCursor,
+  budget: InputBudget,
+  perPiece: number,
+  hidden?: HiddenFiles,
+): AsyncGenerator<ListedPiece> {
+  let piece: InputObject[] = [];
+  let seen = 0;
+  const cutHere = (to: ListingCursor | undefined): ListedPiece => {
+    const out = { inputs: piece, to };
+    piece = [];
+    seen = 0;
+    return out;
+  };
+  let at = from;
+  while (at.uri < uris.length) {
+    const u = at.uri;
+    const uri = uris[u]!;
+    const whole = at.after !== undefined ? undefined : await resolveWhole(deps, uri, budget, hidden);
+    if (whole) {
+      // An object or a manifest: its inputs as pieces, the cursor counting those had.
+      let taken = at.taken;
+      while (taken < whole.length) {
+        const room = perPiece - piece.length;
+        appendAll(piece, whole.slice(taken, taken + room));
+        taken = Math.min(whole.length, taken + room);
+        if (piece.length >= perPiece) yield cutHere(taken < whole.length ? { uri: u, taken } : { uri: u + 1, taken: 0 });
+      }
+      at = { uri: u + 1, taken: 0 };
       continue;
     }
-    budget.take(uri);
-    out.push({ bucket, key: o.key, size: o.size, etag: o.etag, name: s3Uri(bucket, o.key) });
+    const { bucket, key } = parseS3Uri(uri);
+    const prefix = key.endsWith("/") ? key : `${key}/`;
+    let { taken, after, hiddenHere } = at;
+    let cut = false;
+    for await (const o of deps.inputStore(bucket).list(prefix, after !== undefined ? { startAfter: after } : {})) {
+      after = o.key;
+      seen++;
+      if (skippable(o.key, o.size)) {
+        // Nothing to take.
+      } else if (isHiddenBelow(o.key.slice(prefix.length))) {
+        // .DS_Store, _SUCCESS, _logs/: left out, and counted (hiddenNames.ts).
+        hiddenHere ??= s3Uri(bucket, o.key);
+        hidden?.add(s3Uri(bucket, o.key));
+      } else {
+        budget.take(uri);
+        taken++;
+        piece.push({ bucket, key: o.key, size: o.size, etag: o.etag, name: s3Uri(bucket, o.key) });
+      }
+      if (piece.length >= perPiece || seen >= perPiece) {
+        cut = true;
+        break;
+      }
+    }
+    if (cut) {
+      // Whether the prefix goes on is for the next piece's listing to find.
+      at = cursorOf({ uri: u, taken, ...(after !== undefined ? { after } : {}), ...(hiddenHere !== undefined ? { hiddenHere } : {}) });
+      yield cutHere(at);
+      continue;
+    }
+    if (taken === 0) throw noInputUnder(uri, hiddenHere);
+    at = { uri: u + 1, taken: 0 };
   }
-  if (out.length === 0 && hiddenHere !== undefined)
-    throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, onlyHidden(hiddenHere), { input: uri });
-  if (out.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such object or prefix", { input: uri });
+  yield cutHere(undefined);
+}
+
+/** Whether a listing may stop at `to`: not inside an input resolved whole (a manifest), which would be resolved again. */
+export const stopsCleanly = (to: ListingCursor | undefined): boolean => to === undefined || to.after !== undefined || to.taken === 0;
+
+/**
+ * An object URI as its one input, a manifest as every input it lists; undefined for a prefix
+ * (a URI that names no object), which is listed a piece at a time.
+ */
+const resolveWhole = async (deps: Stores, uri: string, budget: InputBudget, hidden?: HiddenFiles): Promise<InputObject[] | undefined> => {
+  if (isManifestInput(uri)) return resolveManifest(deps, uri, budget, hidden);
+  if (!uri.startsWith("s3://")) throw notS3(uri);
+  const { bucket, key } = parseS3Uri(uri);
+  refuseOtherBucket(deps, bucket, uri);
+  const info = key.endsWith("/") ? undefined : await deps.inputStore(bucket).head(key);
+  if (!info) return undefined;
+  budget.take(uri);
+  return [{ bucket, key, size: info.size, etag: info.etag, name: uri }];
+};
+
+/** One input URI: the object, or every object under the prefix. */
+const resolveUri = async (deps: Stores, uri: string, budget: InputBudget, hidden?: HiddenFiles): Promise<InputObject[]> => {
+  const out: InputObject[] = [];
+  for await (const piece of inputPieces(deps, [uri], LISTING_START, budget, Number.POSITIVE_INFINITY, hidden)) appendAll(out, piece.inputs);
   return out;
 };
 
@@ -221,10 +335,6 @@ const resolveManifest = async (deps: Stores, input: string, budget: InputBudget,
 export const resolveS3Inputs = async (deps: Stores, uris: readonly string[], hidden?: HiddenFiles): Promise<InputObject[]> => {
   const out: InputObject[] = [];
   const budget = new InputBudget(deps.maxInputs ?? DEFAULTS.maxInputs);
-  for (const uri of uris) {
-    if (isManifestInput(uri)) appendAll(out, await resolveManifest(deps, uri, budget, hidden));
-    else if (!uri.startsWith("s3://")) throw notS3(uri);
-    else appendAll(out, await resolveUri(deps, uri, budget, hidden));
-  }
+  for await (const piece of inputPieces(deps, uris, LISTING_START, budget, Number.POSITIVE_INFINITY, hidden)) appendAll(out, piece.inputs);
   return out;
 };

@@ -5,7 +5,6 @@
  * beside where the result would have been, with no tasks.
  */
 import { s3Uri } from "../s3Uri.js";
-import { HiddenFiles } from "../hiddenNames.js";
 import {
   failureKey,
   fitsS3Key,
@@ -26,9 +25,9 @@ import { DEFAULTS } from "../constants.js";
 import { refuseTaskTimeoutPastQueue } from "../queueLimits.js";
 import type { PipelineDeps, SplitDeps } from "./deps.js";
 import { failJob } from "./deadLetter.js";
-import { exists, readBytes, readJsonIfExists } from "./blobJson.js";
-import { Manifest, taskCount } from "../job/manifest.js";
-import { resolveS3Inputs } from "./resolveInputs.js";
+import { exists, readBytes, readJsonIfExists, writeJson } from "./blobJson.js";
+import { Manifest, taskCount, type JobStatus } from "../job/manifest.js";
+import { handedOnSpec, listJobInputs, type ListingBudget } from "./listing.js";
 import { deadlineSecondsOf, earlierStart, namesForFormat, startJob, taskJobOf, type StartedJob } from "./split.js";
 import type { InlineOptions } from "./inline.js";
 import { parseRetryRequest, resumeJob, type RetryRequest } from "./resume.js";
@@ -41,6 +40,8 @@ export interface TriggerConfig {
   readonly inlineMaxBytes?: number;
   /** Time an inline run keeps back to hand the rest to the fleet. Default DEFAULTS.inlineReserveMs. */
   readonly inlineReserveMs?: number;
+  /** Time a listing of a job's inputs keeps back to hand the rest on (listing.ts). Default DEFAULTS.listingReserveMs. */
+  readonly listingReserveMs?: number;
 }
 
 /** The function invocation handling an event. */
@@ -78,7 +79,17 @@ export type TriggerOutcome =
   | { readonly kind: "ignored"; readonly reason: string }
   | { readonly kind: "started" | "duplicate"; readonly jobId: string; readonly chunks: number }
   | { readonly kind: "resumed"; readonly jobId: string; readonly tasks: number }
+  /** Out of time while listing the job's inputs: `listed` so far, stored in `pieces` and handed on. */
+  | { readonly kind: "listing"; readonly jobId: string; readonly listed: number; readonly pieces: number }
   | { readonly kind: "failed"; readonly jobId: string; readonly error: string };
+
+/** The listing's budget: only with a clock to keep it by and a way to hand the rest on. */
+const listingBudgetOf = (deps: SplitDeps, config: TriggerConfig, invocation: Invocation | undefined): ListingBudget | undefined =>
+  invocation && deps.continuations
+    ? { remainingMs: () => invocation.remainingMs(), reserveMs: config.listingReserveMs ?? DEFAULTS.listingReserveMs }
+    : undefined;
+
+const optionalBudget = (budget: ListingBudget | undefined): { budget?: ListingBudget } => (budget ? { budget } : {});
 
 const optionalInline = (inline: InlineOptions | undefined): { inline?: InlineOptions } => (inline ? { inline } : {});
 
@@ -99,16 +110,22 @@ const failEarly = async (deps: SplitDeps, jobId: string, output: OutputKeys, err
   return { kind: "failed", jobId, error: error.describe() };
 };
 
+/** A listing handed on (listing.ts): the continuation's last piece. */
+export interface Continued {
+  readonly seq: number;
+}
+
 export const handleObjectCreated = async (
   deps: SplitDeps,
   config: TriggerConfig,
   obj: CreatedObject,
   invocation?: Invocation,
+  continued?: Continued,
 ): Promise<TriggerOutcome> => {
   const { key } = obj;
   if (key.endsWith("/")) return { kind: "ignored", reason: "folder marker" };
   if (key.startsWith(JOBS_PREFIX)) {
-    return isSpecKey(key) ? startSpecJob(deps, config, obj, invocation) : { kind: "ignored", reason: "not a job spec" };
+    return isSpecKey(key) ? startSpecJob(deps, config, obj, invocation, continued) : { kind: "ignored", reason: "not a job spec" };
   }
   if (key.startsWith(RETRIES_PREFIX)) return resume(deps, config, obj);
   if (key.startsWith("_")) return { kind: "ignored", reason: "reserved prefix" };
@@ -258,6 +275,7 @@ const startSpecJob = async (
   config: TriggerConfig,
   obj: CreatedObject,
   invocation?: Invocation,
+  continued?: Continued,
 ): Promise<TriggerOutcome> => {
   const { bucket, key } = obj;
   const name = key.slice(JOBS_PREFIX.length, -".json".length);
@@ -278,11 +296,17 @@ const startSpecJob = async (
     // Before the spec is read: a job id names one job, whatever its spec says now.
     const earlier = await earlierStart(deps, jobId);
     if (earlier) return startedOutcome(earlier);
-    const info = await store.head(key);
-    if (!info) return { kind: "ignored", reason: "job spec no longer exists" };
-    if (info.size > DEFAULTS.maxJobSpecBytes)
-      throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec ${key}: larger than ${DEFAULTS.maxJobSpecBytes} bytes`);
-    const spec = parseJobSpecJson((await readBytes(store, key)).toString("utf8"), `job spec ${key}`, {
+    // A listing an earlier invocation handed on lists the spec it read, whatever the spec says now.
+    const handedOn = await handedOnSpec(deps.output, jobId);
+    let text = handedOn;
+    if (text === undefined) {
+      const info = await store.head(key);
+      if (!info) return { kind: "ignored", reason: "job spec no longer exists" };
+      if (info.size > DEFAULTS.maxJobSpecBytes)
+        throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec ${key}: larger than ${DEFAULTS.maxJobSpecBytes} bytes`);
+      text = (await readBytes(store, key)).toString("utf8");
+    }
+    const spec = parseJobSpecJson(text, `job spec ${key}`, {
       chunkSize: config.defaultChunkSize,
       maxAttempts: config.maxAttempts,
     });
@@ -300,8 +324,28 @@ const startSpecJob = async (
       throw new CloudmillError(ErrorCode.INVALID_SPEC, `job spec ${key}: id ${JSON.stringify(spec.id)} differs from its file name`, {
         field: "id",
       });
-    const hidden = new HiddenFiles();
-    const inputs = await resolveS3Inputs(deps, spec.inputs, hidden);
+    const listing = await listJobInputs(deps, jobId, spec.inputs, {
+      spec: text,
+      resumed: handedOn !== undefined,
+      ...(continued ? { hint: continued.seq } : {}),
+      ...optionalBudget(listingBudgetOf(deps, config, invocation)),
+    });
+    if (listing.kind === "handedOn") {
+      // Its status says so (running, no chunk yet), and the continuation goes last: it finds every piece.
+      await writeJson(deps.output, output.status, {
+        jobId,
+        state: "running",
+        chunks: 0,
+        done: 0,
+        op: spec.op,
+        inputs: spec.inputs,
+        listing: { objects: listing.found, pieces: listing.seq },
+      } satisfies JobStatus);
+      await deps.continuations!.handOn({ jobId, seq: listing.seq, object: obj });
+      deps.log.info("listing handed on", { jobId, listed: listing.found, pieces: listing.seq });
+      return { kind: "listing", jobId, listed: listing.found, pieces: listing.seq };
+    }
+    const { inputs, hidden } = listing;
     const job = taskJobOf(spec, deps.registry, namesForFormat(inputs.map((i) => ({ name: i.key, size: i.size }))));
     // No earlier start, yet a failure: the spec failed before its job began (a typo), and this is
     // the spec uploaded again. Nothing ran, so the job starts afresh rather than stay failed.
