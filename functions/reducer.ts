@@ -5,10 +5,12 @@ import { reducerHandler } from "../lib/aws/handlers.js";
 import { powertoolsLogger } from "../lib/aws/logger.js";
 import { SqsWakeSender } from "../lib/aws/SqsWakeSender.js";
 import { opsRegistry } from "../lib/core/ops/opModules.js";
+import { functionMappers } from "../lib/aws/functionMappers.js";
 
 const config = readReducerConfig(process.env);
 const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
-const deps = { ...cloudSplitDeps(config, logger), registry: await opsRegistry(config.opsModules) };
+const mappers = functionMappers(config);
+const deps = { ...cloudSplitDeps(config, logger), registry: await opsRegistry(config.opsModules), ...(mappers ? { mappers } : {}) };
 export const handler = reducerHandler({
   ...deps,
   ...(config.instanceType ? { instanceType: config.instanceType } : {}),

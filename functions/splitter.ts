@@ -5,7 +5,7 @@ import { EcsFleetWaker } from "../lib/aws/EcsFleetWaker.js";
 import { readSplitterConfig } from "../lib/aws/env.js";
 import { splitterEntry } from "../lib/aws/handlers.js";
 import { powertoolsLogger } from "../lib/aws/logger.js";
-import { splitterMappers } from "../lib/aws/splitterMappers.js";
+import { functionMappers } from "../lib/aws/functionMappers.js";
 import { SqsWakeSender } from "../lib/aws/SqsWakeSender.js";
 import { SqsContinuationSender } from "../lib/aws/SqsContinuationSender.js";
 import { opsRegistry } from "../lib/core/ops/opModules.js";
@@ -13,7 +13,7 @@ import { opsRegistry } from "../lib/core/ops/opModules.js";
 const config = readSplitterConfig(process.env);
 const { logger } = powertoolsLogger(config.serviceName, config.logLevel);
 const fleet = config.fleet && new EcsFleetWaker(new ECSClient({}), config.fleet);
-const mappers = splitterMappers(config);
+const mappers = functionMappers(config);
 const base = cloudSplitDeps(config, logger);
 const deps = {
   ...base,

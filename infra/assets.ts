@@ -130,15 +130,15 @@ class FunctionBundling implements ILocalBundling {
   public tryBundle(outputDir: string): boolean {
     cpSync(this.sourceDir, outputDir, { recursive: true });
     writeRoleCode(this.role, path.join(outputDir, path.basename(BUNDLES[this.role].file)));
-    // The lab ops the splitter maps inline run on a thread started from this file, beside index.mjs.
-    if (this.role === "splitter") writeRoleCode("mapperThread", path.join(outputDir, path.basename(BUNDLES.mapperThread.file)));
+    // The lab ops the splitter maps inline, and the reducer folds, run on a thread started from this file, beside index.mjs.
+    if (this.role !== "deadLetters") writeRoleCode("mapperThread", path.join(outputDir, path.basename(BUNDLES.mapperThread.file)));
     return true;
   }
 }
 
 /**
  * A function's code: `index.mjs` (handler `index.handler`) and, for the roles that need the op
- * registry, the op bundles under `ops/`, loaded from /var/task/ops/; the splitter's also has
+ * registry, the op bundles under `ops/`, loaded from /var/task/ops/; theirs also have
  * `mapperThread.mjs`.
  */
 export const functionCode = (

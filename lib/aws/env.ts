@@ -149,5 +149,7 @@ export const readReducerConfig = (env: Env) => ({
   partsQueueUrl: env[ENV.PARTS_QUEUE_URL] || undefined,
   instanceType: env[ENV.INSTANCE_TYPE] || undefined,
   capacity: capacityOf(env),
+  /** Set by Lambda: the function's memory, which caps the heap of the thread a lab op's parts are folded on. */
+  memoryMiB: intOf(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", Math.floor(os.totalmem() / 2 ** 20)),
 });
 export const readDeadLetterConfig = (env: Env) => common(env);

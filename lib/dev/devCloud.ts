@@ -12,7 +12,7 @@ import type { S3Event } from "aws-lambda";
 import { S3BlobStore } from "../aws/S3BlobStore.js";
 import { SqsTaskQueue } from "../aws/SqsTaskQueue.js";
 import { awsClients, destroyClients, type AwsClients } from "../aws/clients.js";
-import { splitterMappers } from "../aws/splitterMappers.js";
+import { functionMappers } from "../aws/functionMappers.js";
 import { SqsWakeSender } from "../aws/SqsWakeSender.js";
 import { faultyClients, type FaultConfigInput, type FaultInjectionOptions } from "./faultInjection.js";
 import { cloudDeps } from "../aws/cloudDeps.js";
@@ -222,7 +222,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   };
   // Lab ops mapped inline run on threads, as in the stack's splitter function.
   const taskTimeout = Number(options.workerEnv?.[ENV.TASK_TIMEOUT_SECONDS] ?? DEFAULTS.taskTimeoutSeconds);
-  const mappers = splitterMappers({ opsModules, memoryMiB: DEFAULTS.splitterMemoryMiB, taskTimeoutSeconds: taskTimeout });
+  const mappers = functionMappers({ opsModules, memoryMiB: DEFAULTS.splitterMemoryMiB, taskTimeoutSeconds: taskTimeout });
   const splitDeps = {
     ...deps,
     queue: new SqsTaskQueue(roleClients.sqs, resources.taskQueueUrl),

@@ -117,9 +117,9 @@ describe("ops: a lab's module bundled into the deploy", () => {
     const image = imageSource(s);
     const op = readFileSync(path.join(image.directory, "ops", "0-index.mjs"));
     for (const [name, files] of [
-      // The splitter starts a thread for a lab op it maps inline.
+      // The splitter starts a thread for a lab op it maps inline, the reducer for one whose parts it folds.
       ["Splitter", ["index.mjs", "mapperThread.mjs", "ops"]],
-      ["Reducer", ["index.mjs", "ops"]],
+      ["Reducer", ["index.mjs", "mapperThread.mjs", "ops"]],
     ] as const) {
       const dir = functionDir(s, name);
       expect(readdirSync(dir).sort(), name).toEqual(files);
