@@ -278,11 +278,13 @@ export class Cloudmill {
   }
 
   /** `opChecked`: settles once the caller's own op is known to be the deployed code (before any upload). */
-  #submit<R>(spec: SubmitSpec, options: SubmitOptions, opChecked?: Promise<void>): JobFuture<R> {
+  #submit<R>(spec: SubmitSpec, options: SubmitOptions, opChecked?: Promise<void>, digest?: string): JobFuture<R> {
     const id = newJobId();
     const given: JobSpecInput = {
       id,
       op: spec.op,
+      // The code checked: a pipeline redeployed since refuses the job rather than run other code.
+      ...(digest !== undefined ? { opDigest: digest } : {}),
       inputs: [...spec.inputs],
       ...(spec.params !== undefined ? { params: { ...spec.params } } : {}),
       ...(spec.format !== undefined ? { format: spec.format } : {}),
@@ -364,6 +366,7 @@ export class Cloudmill {
         { ...rest, op: name, inputs: [input], ...(params !== undefined ? { params } : {}) },
         { ...(onUpload ? { onUpload } : {}), ...(signal ? { signal } : {}) },
         opChecked,
+        typeof op === "string" ? undefined : op.digest,
       ),
     );
   }
@@ -386,6 +389,7 @@ export class Cloudmill {
       id,
       op: name,
       inputs: ["s3://placeholder/items.jsonl"],
+      ...(typeof task !== "string" && task.digest !== undefined ? { opDigest: task.digest } : {}),
       format: "jsonl",
       chunkSize: itemsChunkSize(Buffer.byteLength(body), count, batchSize),
       params: { ...options.params, ...(options.onItemError ? { onItemError: options.onItemError } : {}) },

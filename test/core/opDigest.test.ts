@@ -160,6 +160,18 @@ describe("a task whose job ran other code", () => {
     await expect(runTask(deps, { ...task, jobId: "digest-job-2", job })).resolves.toMatchObject({ kind: "done" });
   });
 
+  it("is refused at the split when the spec names other code than the pipeline's (a redeploy since the client checked)", () => {
+    const registry = new OpRegistry([longest()]);
+    const deployed = registry.digestOf("longest");
+    expect(taskJobOf(parseJobSpec({ op: "longest", inputs: ["in.txt"], opDigest: deployed }), registry).opDigest).toBe(deployed);
+    expect(() => taskJobOf(parseJobSpec({ op: "longest", inputs: ["in.txt"], opDigest: "0123456789abcdef" }), registry)).toThrow(
+      expect.objectContaining({
+        code: "OP_MISMATCH",
+        message: expect.stringContaining(`submitted for code 0123456789abcdef, but this pipeline runs ${deployed}`),
+      }),
+    );
+  });
+
   it("of a built-in op names the release that started it, and runs on a worker of another (a retry after an upgrade)", async () => {
     const store = new FsBlobStore(dir);
     await store.put("words.txt", "a b\nb\n");

@@ -10,6 +10,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OPS_LISTING_KEY } from "../../lib/core/keys.js";
+import type { UserOp } from "../../lib/core/ops/defineOp.js";
 import { defineOp } from "../../lib/core/ops/defineOp.js";
 import { opsRegistry } from "../../lib/core/ops/opModules.js";
 import { silentLogger } from "../../lib/core/log.js";
@@ -212,6 +213,26 @@ describe("the deployed ops, from a client", () => {
     for (const name of ["line-bytes", "count-but-last", "count"]) {
       expect(r.stdout).toContain(`${name}  (lines)  code ${local.digestOf(name)}`);
     }
+  });
+
+  it("an SDK map with the deployed op's own code names its digest in the spec; a spec naming other code is refused", async () => {
+    const local = await opsRegistry([opsModule, wrongModule]);
+    const file = path.join(dir, "checked.txt");
+    await writeFile(file, "a\nbb\n");
+    const mill = new Cloudmill({ endpoint: cloud.cloud.endpoint });
+    try {
+      const [future] = mill.map(local.get("line-bytes") as UserOp<unknown, number, number>, [file]);
+      await future!.result();
+      const spec = (await cloud.getJson(cloud.input, `_jobs/${future!.id}.json`)) as { opDigest?: string };
+      expect(spec.opDigest).toBe(local.digestOf("line-bytes"));
+    } finally {
+      mill.close();
+    }
+    await cloud.put("_inputs/other-code.txt", "a\n");
+    const spec = { op: "line-bytes", inputs: [`s3://${cloud.input}/_inputs/other-code.txt`], opDigest: "0123456789abcdef" };
+    await cloud.put("_jobs/other-code.json", JSON.stringify(spec));
+    const status = await cloud.waitForEnd("_jobs/other-code/status.json");
+    expect(status.error).toMatchObject({ code: "OP_MISMATCH", message: expect.stringContaining("submitted for code 0123456789abcdef") });
   });
 
   it("an SDK map with a local op whose code differs from the deployed one fails before anything is uploaded", async () => {

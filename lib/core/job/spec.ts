@@ -121,6 +121,15 @@ export const JobSpecSchema = z.strictObject({
    */
   maxCostUsd: z.number().positive().max(1_000_000).optional(),
   /**
+   * The digest of the op's code the client checked its own against (the SDK sets it for an op
+   * made with defineOp or defineTask): a pipeline running other code refuses the job with
+   * OP_MISMATCH, so that a redeploy between the check and the job cannot run other code.
+   */
+  opDigest: z
+    .string()
+    .regex(/^[0-9a-f]{16}$/, { error: "an op's digest is 16 hex digits (as `cloudmill ops` lists it)" })
+    .optional(),
+  /**
    * How far an idle fleet is woken for the job: `fastest` (the default) asks at once for a worker
    * per task slot the job can fill, up to the stack's maximum; `cheapest` asks for one, and the
    * backlog alarm adds more only while the queue stays full. Spot or on-demand is the stack's

@@ -109,6 +109,13 @@ const inferFormat = (names: readonly string[], formats: readonly Format[]): Form
  */
 export const taskJobOf = (spec: JobSpec, registry: OpRegistry, inputNames: readonly string[] = []): TaskJob => {
   const op = registry.get(spec.op);
+  if (spec.opDigest !== undefined && spec.opDigest !== opDigest(op))
+    throw new CloudmillError(
+      ErrorCode.OP_MISMATCH,
+      `op ${op.name}: the job was submitted for code ${spec.opDigest}, but this pipeline runs ${opDigest(op)}: ` +
+        "redeploy the lab's ops, or submit with the code deployed",
+      { field: "opDigest" },
+    );
   const format = spec.format ?? inferFormat(inputNames, op.formats) ?? op.formats[0]!;
   if (!op.formats.includes(format)) {
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `op ${op.name} does not read ${format} (it reads: ${op.formats.join(", ")})`, {
