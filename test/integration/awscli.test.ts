@@ -8,7 +8,7 @@
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -96,7 +96,7 @@ describe("cloudmill dev driven by the AWS CLI", () => {
       await writeFile(path.join(dir, "data.txt"), data);
 
       const port = await freePort();
-      dev = spawnChild(process.execPath, [BIN, "dev", "--port", String(port), "--workers", "2", "--chunk-size", "64KiB"], {
+      dev = spawnChild(process.execPath, [BIN, "dev", "--port", String(port), "--workers", "2", "--chunk-size", "64KiB", "--verbose"], {
         name: "cloudmill dev",
       });
       const banner = await dev.waitForLine((l) => l.includes("emulated S3 and SQS at"), 60_000);
@@ -127,6 +127,40 @@ describe("cloudmill dev driven by the AWS CLI", () => {
       // The local engine agrees, checked against the same reference (not used as the expectation).
       const { stdout } = await run(process.execPath, [BIN, "run", path.join(dir, "data.txt"), "--op", "wordcount"], { cwd: ROOT });
       expectMatchesReference("wordcount", {}, data, JSON.parse(stdout));
+
+      // A folder copied up whole starts a job per file, none for its hidden ones (.DS_Store, .git/, _SUCCESS).
+      const site = path.join(dir, "site");
+      await mkdir(path.join(site, ".git"), { recursive: true });
+      await writeFile(path.join(site, "notes.txt"), "alpha beta\nbeta\n");
+      for (const hidden of [".DS_Store", "_SUCCESS", ".git/config"]) await writeFile(path.join(site, hidden), "not data\n");
+      await aws("s3", "cp", "--recursive", "site", "s3://cloudmill-input/wordcount/site/");
+      // Each is seen and left (the splitter's log, under --verbose), as the folder's notes.txt starts its job.
+      for (const hidden of [".DS_Store", "_SUCCESS", ".git/config"])
+        await waitFor(
+          `the splitter to leave ${hidden}`,
+          async () => dev!.stderr.find((l) => l.includes(`"key":"wordcount/site/${hidden}"`) && l.includes('"kind":"ignored"')),
+          30_000,
+          100,
+        );
+      const notes = await waitFor(
+        "the folder's notes.txt job",
+        async () => {
+          const text = await aws("s3", "cp", "s3://cloudmill-output/wordcount/site/notes.txt/status.json", "-").catch(() => undefined);
+          const s = text === undefined ? undefined : (JSON.parse(text) as { state: string });
+          return s && s.state !== "running" ? s : undefined;
+        },
+        60_000,
+        500,
+      );
+      expect(notes.state).toBe("succeeded");
+      const outputs = await aws("s3", "ls", "--recursive", "s3://cloudmill-output/wordcount/site/");
+      expect(
+        outputs
+          .split("\n")
+          .filter(Boolean)
+          .map((l) => l.split(/\s+/).at(-1))
+          .sort(),
+      ).toEqual(["wordcount/site/notes.txt/result.json", "wordcount/site/notes.txt/status.json"]);
 
       // Ctrl-C: the dev process stops its workers and exits 0, promptly, leaving no process behind.
       const workers = await childrenOf(dev.child.pid!);

@@ -4,6 +4,7 @@
  * resumes that job if it failed or was cancelled. Anything invalid ends as a `failed` status
  * beside where the result would have been, with no tasks.
  */
+import { isHiddenBelow } from "../hiddenNames.js";
 import { s3Uri } from "../s3Uri.js";
 import {
   failureKey,
@@ -129,6 +130,9 @@ export const handleObjectCreated = async (
   }
   if (key.startsWith(RETRIES_PREFIX)) return resume(deps, config, obj);
   if (key.startsWith("_")) return { kind: "ignored", reason: "reserved prefix" };
+  // A folder copied up whole (`aws s3 cp --recursive`) brings its .DS_Store, .git/ and _SUCCESS:
+  // as a folder's listing leaves them out, an upload of one starts no job.
+  if (isHiddenBelow(key)) return { kind: "ignored", reason: "hidden file (a name starting with . or _): no job" };
   return startUploadJob(deps, config, obj, invocation);
 };
 
