@@ -49,6 +49,7 @@ import type { Span } from "../core/records/alignedBlocks.js";
 import { isTaskOp, type TaskResult } from "../core/ops/defineTask.js";
 import { DEFAULTS } from "../core/constants.js";
 import { ThreadMapperHost } from "../sandbox/ThreadMapperHost.js";
+import { opsRegistry } from "../core/ops/opModules.js";
 import { isShuffled } from "../core/ops/types.js";
 import { resolveStoredResult } from "../core/pipeline/items.js";
 import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
@@ -170,13 +171,16 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   const items = new ThreadItemRunner({ opsModules: options.opsModules ?? [] });
   // A lab op's merges on this thread, and its finalize, run on a thread of their own, each call
   // under the task's time limit: op code that never returns fails the job, not hangs the run.
-  const folds =
-    op.digest !== undefined && !isTaskOp(op) && (options.opsModules?.length ?? 0) > 0
-      ? new ThreadMapperHost({
-          opsModules: options.opsModules!,
-          taskTimeoutSeconds: options.taskTimeoutSeconds ?? DEFAULTS.taskTimeoutSeconds,
-        })
-      : undefined;
+  // Only for an op the modules define, as given (a thread loads the modules, not the registry).
+  const modules = options.opsModules ?? [];
+  const moduleOps = op.digest !== undefined && !isTaskOp(op) && modules.length > 0 ? await opsRegistry(modules) : undefined;
+  const fromModules = moduleOps?.has(op.name) === true && moduleOps.digestOf(op.name) === op.digest;
+  const folds = fromModules
+    ? new ThreadMapperHost({
+        opsModules: options.opsModules!,
+        taskTimeoutSeconds: options.taskTimeoutSeconds ?? DEFAULTS.taskTimeoutSeconds,
+      })
+    : undefined;
   const deps: SplitDeps = {
     output,
     queue,

@@ -230,7 +230,11 @@ export class ThreadMapperHost implements MapperHost {
     const { thread } = session;
     const channel = new MessageChannel();
     const served = serveScratch(channel.port1, scratch);
-    const { op, params, spillBytes, prefix } = request;
+    const { op, params, prefix } = request;
+    // What a merge holds before it spills is an estimate, and the heap holds several times it:
+    // under a heap limit it spills by an eighth of the limit at most, rather than run out.
+    const spillBytes =
+      thread.memoryMiB === undefined ? request.spillBytes : Math.min(request.spillBytes, Math.floor((thread.memoryMiB * 2 ** 20) / 8));
     const opened = thread.call({ kind: "reduceOpen", op, params, spillBytes, prefix, scratch: channel.port2 }, [channel.port2]);
     opened.catch(() => undefined);
     return {

@@ -76,17 +76,26 @@ export const serveScratch = (port: MessagePort, store: BlobStore): ScratchServer
         return { id, ok: true };
     }
   };
+  // Requests still being answered: a close waits for them, so that a run whose put lands after
+  // the thread ended is removed too, not left behind.
+  const inflight = new Set<Promise<unknown>>();
+  let closing = false;
   port.on("message", (request: ScratchRequest) => {
-    void answer(request).then(
+    if (closing) return;
+    const answered = answer(request).then(
       (reply) => {
         const bytes = reply.ok && reply.bytes ? ownedBytes(reply.bytes) : undefined;
         port.postMessage(bytes ? { ...reply, bytes } : reply, bytes ? [bytes.buffer] : []);
       },
       (err: unknown) => port.postMessage({ id: request.id, ok: false, error: toCloudmillError(err).toJSON() } satisfies ScratchReply),
     );
+    inflight.add(answered);
+    void answered.finally(() => inflight.delete(answered));
   });
   return {
     close: async () => {
+      closing = true;
+      await Promise.allSettled([...inflight]);
       port.close();
       const open = [...streams.values()];
       streams.clear();

@@ -8,7 +8,8 @@ import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import type { BlobStore } from "../../lib/core/ports.js";
 import { encodeShuffle, type KeyedTable } from "../../lib/core/shuffle/shuffleRun.js";
 import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { ThreadMapperHost } from "../../lib/sandbox/ThreadMapperHost.js";
@@ -84,6 +85,43 @@ describe("a lab keyed op's reduce on its thread", () => {
     expect(await readdir(path.join(scratchDir, "spill")).catch(() => [])).toEqual([]);
   }, 60_000);
 
+  it("stopped while a spilled run is still being written: removes that run too once its write lands", async () => {
+    const words = Array.from({ length: 20_000 }, (_, i) => `w${i % 4000}`);
+    const scratchDir = path.join(dir, "scratch-slow");
+    const fs = new FsBlobStore(scratchDir);
+    let puts = 0;
+    let landed = 0;
+    // Each run's write takes 400 ms (an S3 spill): the task is stopped while one is in flight.
+    const slow: BlobStore = {
+      name: fs.name,
+      head: (k) => fs.head(k),
+      get: (k, o) => fs.get(k, o),
+      list: (p) => fs.list(p),
+      delete: (k) => fs.delete(k),
+      put: async (k, body, o) => {
+        puts++;
+        await new Promise((r) => setTimeout(r, 400));
+        await fs.put(k, body, o);
+        landed++;
+      },
+    };
+    const stop = new AbortController();
+    const reducer = host.reduce(
+      { op: "tally", params: {}, what: "partition 0's reduce task", spillBytes: 16 * 1024, prefix: "spill/", signal: stop.signal },
+      slow,
+    );
+    const fed = (async () => {
+      for (const run of runsOf(words, 9)) await reducer.addRun(run, "a run");
+    })().catch((e: unknown) => e);
+    await vi.waitFor(() => expect(puts).toBeGreaterThan(0), { timeout: 10_000, interval: 5 });
+    stop.abort(new Error("a backup copy won"));
+    await fed;
+    await reducer.close();
+    // Every write begun has landed: what is left now stays.
+    await vi.waitFor(() => expect(landed).toBe(puts), { timeout: 10_000, interval: 20 });
+    expect(await readdir(path.join(scratchDir, "spill")).catch(() => [])).toEqual([]);
+  }, 60_000);
+
   it("past the task's limit: ends the thread with TASK_TIMEOUT naming the task, and removes the runs it spilled", async () => {
     const words = [...Array.from({ length: 20_000 }, (_, i) => `w${i % 2000}`), "stuck"];
     const scratchDir = path.join(dir, "scratch-stuck");
@@ -107,4 +145,42 @@ describe("a lab keyed op's reduce on its thread", () => {
     expect(err?.message).toBe("partition 3's reduce task did not finish within 2 s (taskTimeoutSeconds)");
     expect(await readdir(path.join(scratchDir, "spill"))).toEqual([]);
   }, 60_000);
+
+  it("under a small heap limit spills early enough to finish, not run the process out of memory", async () => {
+    // A process of its own: a thread past its heap in a Map's growth can abort the whole process.
+    const counting = path.join(dir, "counting.mjs");
+    await writeFile(
+      counting,
+      `import { defineOp } from ${JSON.stringify(pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href)};
+export const tally = defineOp({ name: "tally-sum", format: "lines", pairs: (l, emit) => emit(l, 1), combine: (a, b) => a + b });
+`,
+    );
+    const script = path.join(dir, "small-heap.mjs");
+    const dist = (p: string) => JSON.stringify(pathToFileURL(path.join(ROOT, "dist/lib", p)).href);
+    await writeFile(
+      script,
+      `import { ThreadMapperHost } from ${dist("sandbox/ThreadMapperHost.js")};
+import { FsBlobStore } from ${dist("fs/FsBlobStore.js")};
+import { encodeShuffle } from ${dist("core/shuffle/shuffleRun.js")};
+const host = new ThreadMapperHost({ opsModules: [${JSON.stringify(counting)}], taskTimeoutSeconds: 120 });
+const scratch = new FsBlobStore(${JSON.stringify(path.join(dir, "scratch-small-heap"))});
+const r = host.reduce({ op: "tally-sum", params: {}, what: "p", spillBytes: 64 * 2 ** 20, prefix: "sp/", memoryMiB: 64 }, scratch);
+try {
+  for (let run = 0; run < 4; run++) {
+    const table = [];
+    for (let i = run; i < 800000; i += 4) table.push(["key-" + i, 1]);
+    await r.addRun(encodeShuffle(table, 1).bytes, "run " + run);
+  }
+  console.log(JSON.stringify(await r.finish(async () => {})));
+} finally {
+  await r.close();
+  await host.close();
+}
+`,
+    );
+    const out = execFileSync(process.execPath, [script], { encoding: "utf8" });
+    const written = JSON.parse(out) as { records: number; spilledBytes: number };
+    expect(written.records).toBe(800_000);
+    expect(written.spilledBytes).toBeGreaterThan(0);
+  }, 120_000);
 });

@@ -15,6 +15,8 @@ import { ENV } from "../../lib/core/constants.js";
 import type { CloudmillError } from "../../lib/core/errors.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
 import { opsRegistry } from "../../lib/core/ops/opModules.js";
+import { defineOp } from "../../lib/core/ops/defineOp.js";
+import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { runLocal } from "../../lib/local/localEngine.js";
 import { cli } from "../helpers/cli.js";
 import { requireBuild, ROOT, startTestCloud, type TestCloud, textOf, expectMatchesReference } from "../helpers/devCloud.js";
@@ -339,6 +341,22 @@ describe("on this machine", () => {
       (e: unknown) => e as CloudmillError,
     );
     expect(err?.describe()).toMatch(/did not finish within 1 s \(taskTimeoutSeconds\)$/);
+  }, 60_000);
+
+  it("an op the run's registry defines, not its modules, still folds and finalizes here (no thread knows it)", async () => {
+    const inline = defineOp({ name: "inline-lines", format: "lines", map: () => 1, combine: (a: number, b: number) => a + b });
+    const withInline = new OpRegistry([...builtinOps, inline]);
+    const file = path.join(dir, "inline-lines.txt");
+    await writeFile(file, "a\nb\nc\n");
+    const lines = Number(execFileSync("wc", ["-l", file]).toString().trim().split(" ")[0]);
+    // On the main thread (no task threads, which load only the modules too).
+    const r = await runLocal({
+      spec: parseJobSpec({ op: "inline-lines", inputs: [file], chunkSize: 2 }),
+      registry: withInline,
+      opsModules: [module],
+      workers: 0,
+    });
+    expect(r.result).toBe(lines);
   }, 60_000);
 
   it.each([
