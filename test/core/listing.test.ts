@@ -10,11 +10,13 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HiddenFiles } from "../../lib/core/hiddenNames.js";
-import { listingPieceKey, listingSpecKey } from "../../lib/core/keys.js";
+import { jobSpecOutputKeys, listingPieceKey, listingSpecKey } from "../../lib/core/keys.js";
+import { cancelJob } from "../../lib/core/pipeline/cancel.js";
+import { handleObjectCreated } from "../../lib/core/pipeline/trigger.js";
 import { readBytes, writeJson } from "../../lib/core/pipeline/blobJson.js";
 import { listJobInputs, outOfTime, type Listing } from "../../lib/core/pipeline/listing.js";
 import { resolveS3Inputs } from "../../lib/core/pipeline/resolveInputs.js";
-import type { BlobStore, ListOptions } from "../../lib/core/ports.js";
+import type { BlobStore, ListingContinuation, ListOptions } from "../../lib/core/ports.js";
 import { describeStatus } from "../../lib/cli/commands/status.js";
 import { localPipeline } from "../helpers/jobs.js";
 
@@ -158,5 +160,48 @@ describe("a job's status while it lists", () => {
   it("tells how many objects were listed so far, in place of chunks", () => {
     const line = describeStatus({ jobId: "big", state: "running", chunks: 0, done: 0, op: "count", listing: { objects: 1500, pieces: 3 } });
     expect(line).toBe("big  running  listing: 1,500 objects so far  count");
+  });
+});
+
+describe("a job that ends while it lists", () => {
+  const CONFIG = { defaultChunkSize: 1 << 20, maxAttempts: 3, jobDeadlineSeconds: 3600, listingReserveMs: 10 * 60_000 };
+  /** 12 objects of one line each, and a splitter out of time after each piece of 5. */
+  const handingOn = async (name: string) => {
+    const root = await mkdtemp(path.join(dir, `${name}-`));
+    const sent: ListingContinuation[] = [];
+    const p = localPipeline(root, { inputsPerPiece: 5, continuations: { handOn: async (c) => void sent.push(c) } });
+    for (let i = 0; i < 12; i++) await p.inputs.put(`plate/img-${String(i).padStart(2, "0")}.txt`, `line ${i}\n`);
+    const invocation = { remainingMs: () => 300_000 };
+    const obj = { bucket: "lab-in", key: "_jobs/plate.json" };
+    const fire = (seq?: number) => handleObjectCreated(p.deps, CONFIG, obj, invocation, seq !== undefined ? { seq } : undefined);
+    const status = async () => jsonAt(p.output, jobSpecOutputKeys("plate").status);
+    return { ...p, sent, fire, status };
+  };
+
+  it("a spec uploaded again after its job failed mid-listing lists afresh, not the failed listing's stored spec", async () => {
+    const s = await handingOn("failed-then-fixed");
+    await s.inputs.put("_jobs/plate.json", JSON.stringify({ op: "count", inputs: ["s3://lab-in/plate/", "s3://lab-in/missing/"] }));
+    let out = await s.fire();
+    while (out.kind === "listing") out = await s.fire(out.pieces);
+    expect(out.kind).toBe("failed");
+    await s.inputs.put("_jobs/plate.json", JSON.stringify({ op: "count", inputs: ["s3://lab-in/plate/"] }));
+    let again = await s.fire();
+    while (again.kind === "listing") again = await s.fire(again.pieces);
+    expect(again).toMatchObject({ kind: "started" });
+    expect(await s.status()).toMatchObject({ state: "running" });
+  });
+
+  it("a job cancelled while it lists stays cancelled: its next continuation stops, sends none and queues no task", async () => {
+    const s = await handingOn("cancelled");
+    await s.inputs.put("_jobs/plate.json", JSON.stringify({ op: "count", inputs: ["s3://lab-in/plate/"] }));
+    const first = await s.fire();
+    expect(first.kind).toBe("listing");
+    await cancelJob({ output: s.output, log: s.deps.log }, "plate", jobSpecOutputKeys("plate"));
+    const sentBefore = s.sent.length;
+    const next = await s.fire((first as { pieces: number }).pieces);
+    expect(next.kind).toBe("ignored");
+    expect(s.sent.length).toBe(sentBefore);
+    expect(await s.queue.depth()).toEqual({ visible: 0, inFlight: 0 });
+    expect(await s.status()).toMatchObject({ state: "cancelled" });
   });
 });

@@ -82,6 +82,16 @@ export type Listing =
 export const handedOnSpec = async (output: BlobStore, jobId: string): Promise<string | undefined> =>
   (await readJsonIfExists(output, listingSpecKey(jobId), ListingSpec))?.spec;
 
+/** Removes a job's handed-on listing (its spec and pieces): the job failed before it began, and a spec uploaded again lists afresh. */
+export const forgetListing = async (output: BlobStore, jobId: string): Promise<void> => {
+  const prefix = listingSpecKey(jobId).slice(0, -"spec.json".length);
+  const keys: string[] = [];
+  for await (const o of output.list(prefix)) keys.push(o.key);
+  // The spec last: while it stands, a continuation still finds what it needs, or nothing at all.
+  for (const k of keys.filter((k) => k !== listingSpecKey(jobId))) await output.delete(k);
+  await output.delete(listingSpecKey(jobId));
+};
+
 export interface ListOptions {
   /** Unset: the listing runs to its end (a caller with no clock). */
   readonly budget?: ListingBudget;

@@ -7,6 +7,7 @@
 import { isHiddenBelow } from "../hiddenNames.js";
 import { s3Uri } from "../s3Uri.js";
 import {
+  cancelKey,
   failureKey,
   fitsS3Key,
   JOBS_PREFIX,
@@ -28,7 +29,7 @@ import type { PipelineDeps, SplitDeps } from "./deps.js";
 import { failJob } from "./deadLetter.js";
 import { exists, readBytes, readJsonIfExists, writeJson } from "./blobJson.js";
 import { Manifest, taskCount, type JobStatus } from "../job/manifest.js";
-import { handedOnSpec, listJobInputs, type ListingBudget } from "./listing.js";
+import { forgetListing, handedOnSpec, listJobInputs, type ListingBudget } from "./listing.js";
 import { deadlineSecondsOf, earlierStart, namesForFormat, startJob, taskJobOf, type StartedJob } from "./split.js";
 import type { InlineOptions } from "./inline.js";
 import { parseRetryRequest, resumeJob, type RetryRequest } from "./resume.js";
@@ -300,6 +301,17 @@ const startSpecJob = async (
     // Before the spec is read: a job id names one job, whatever its spec says now.
     const earlier = await earlierStart(deps, jobId);
     if (earlier) return startedOutcome(earlier);
+    // A job ended while it listed (cancelled, or failed by the splitter's dead letters): its
+    // continuation stops, and writes neither a status nor another continuation over the end.
+    const ended = async (): Promise<boolean> =>
+      (await exists(deps.output, cancelKey(jobId))) || (await exists(deps.output, failureKey(jobId)));
+    if (continued && (await ended())) return { kind: "ignored", reason: `job ${jobId} ended while it was listed` };
+    // A spec uploaded again after its job failed before it began (a typo) lists afresh, not
+    // what its failed listing had stored.
+    if (!continued && (await exists(deps.output, failureKey(jobId)))) {
+      await forgetListing(deps.output, jobId);
+      await deps.output.delete(failureKey(jobId));
+    }
     // A listing an earlier invocation handed on lists the spec it read, whatever the spec says now.
     const handedOn = await handedOnSpec(deps.output, jobId);
     let text = handedOn;
@@ -335,6 +347,7 @@ const startSpecJob = async (
       ...optionalBudget(listingBudgetOf(deps, config, invocation)),
     });
     if (listing.kind === "handedOn") {
+      if (await ended()) return { kind: "ignored", reason: `job ${jobId} ended while it was listed` };
       // Its status says so (running, no chunk yet), and the continuation goes last: it finds every piece.
       await writeJson(deps.output, output.status, {
         jobId,
