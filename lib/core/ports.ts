@@ -147,19 +147,28 @@ export interface MainThreadGuard {
 }
 
 /** Sends a job's wake-up, to arrive after a delay (SQS allows at most 15 minutes). */
+/** One created object, as an S3 event names it (key already URL-decoded). */
+export interface CreatedObject {
+  readonly bucket: string;
+  readonly key: string;
+  /** ETag from the event (S3 sends it without quotes). */
+  readonly etag?: string;
+  readonly versionId?: string;
+  /**
+   * The event's sequencer: the same for an event delivered twice, another for each write of the
+   * key (in an unversioned bucket, content A, then B, then A again has A's ETag twice).
+   */
+  readonly sequencer?: string;
+  /** When S3 created it (the event's time). */
+  readonly eventTime?: string;
+}
+
 /** A splitter's listing handed on to a later invocation (listing.ts): the job, its last stored piece, and what started it. */
 export interface ListingContinuation {
   readonly jobId: string;
   readonly seq: number;
   /** The job spec's object, as its S3 event named it (key decoded). */
-  readonly object: {
-    readonly bucket: string;
-    readonly key: string;
-    readonly etag?: string;
-    readonly versionId?: string;
-    readonly sequencer?: string;
-    readonly eventTime?: string;
-  };
+  readonly object: CreatedObject;
 }
 
 /** Starts the splitter again, later, on a listing it handed on (at least once: a copy goes on from the store). */

@@ -5,6 +5,7 @@
  * beside where the result would have been, with no tasks.
  */
 import { isHiddenBelow } from "../hiddenNames.js";
+import type { CreatedObject } from "../ports.js";
 import { s3Uri } from "../s3Uri.js";
 import {
   cancelKey,
@@ -61,21 +62,7 @@ const inlineOf = (config: TriggerConfig, invocation: Invocation | undefined): In
       }
     : undefined;
 
-/** One created object, as an S3 event names it (key already URL-decoded). */
-export interface CreatedObject {
-  readonly bucket: string;
-  readonly key: string;
-  /** ETag from the event (S3 sends it without quotes). */
-  readonly etag?: string;
-  readonly versionId?: string;
-  /**
-   * The event's sequencer: the same for an event delivered twice, another for each write of the
-   * key (in an unversioned bucket, content A, then B, then A again has A's ETag twice).
-   */
-  readonly sequencer?: string;
-  /** When S3 created it (the event's time). */
-  readonly eventTime?: string;
-}
+export type { CreatedObject };
 
 export type TriggerOutcome =
   | { readonly kind: "ignored"; readonly reason: string }
