@@ -250,11 +250,15 @@ console.log(JSON.stringify({ listing: pipeline.opsListing }));
     );
     const key = (reducer.Properties["Code"] as { S3Key: string }).S3Key.replace(/\.zip$/, "");
     const code = path.join(outdir, `asset.${key}`);
-    expect(readdirSync(code).sort()).toEqual(["index.mjs", "ops"]);
+    // mapperThread.mjs: the thread a lab op's parts are folded on, the prebuilt one the worker has.
+    expect(readdirSync(code).sort()).toEqual(["index.mjs", "mapperThread.mjs", "ops"]);
     expect(readdirSync(path.join(code, "ops"))).toEqual(["0-index.mjs"]);
     expect(readFileSync(path.join(code, "index.mjs")).equals(readFileSync(path.join(installed(), "dist/assets/reducer/index.mjs")))).toBe(
       true,
     );
+    expect(
+      readFileSync(path.join(code, "mapperThread.mjs")).equals(readFileSync(path.join(installed(), "dist/assets/worker/mapperThread.mjs"))),
+    ).toBe(true);
   });
 
   it("lists the op with its digest, and no asset path or file in cdk.out points into this repository", () => {
