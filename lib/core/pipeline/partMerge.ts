@@ -3,7 +3,7 @@ import { partKey } from "../keys.js";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { Manifest } from "../job/manifest.js";
 import { RunLog } from "../report/jobReport.js";
-import type { AnyOp, Merger } from "../ops/types.js";
+import type { AnyOp } from "../ops/types.js";
 import { isTaskOp } from "../ops/defineTask.js";
 import type { RemoteFolder } from "./mappers.js";
 import type { PipelineDeps } from "./deps.js";
@@ -50,11 +50,12 @@ export class OrderedPartMerge {
   readonly #source: SpanSource;
   readonly #op: AnyOp;
   readonly #params: unknown;
-  readonly #merger: Merger<unknown>;
+  /** The op's merger here, or, for a lab op where the role has mapper threads, its fold there. */
+  readonly #merger: { add(partial: unknown): Promise<void> | void; value(): unknown };
   /**
    * A lab op's merges and finalize run on a mapper thread where the role has them (the local
-   * engine, the dev cloud): each call under the job's time and heap limits, so that op code
-   * that never returns fails the job rather than hanging the process that reduces it.
+   * engine, the dev cloud, the reducer function): each call under the job's time and heap limits,
+   * so that op code that never returns fails the job rather than hanging the process that reduces it.
    */
   readonly #folder: RemoteFolder | undefined;
   /** Keys of parts that exist but are not merged yet. */
@@ -85,7 +86,6 @@ export class OrderedPartMerge {
     this.#source = source;
     this.#op = deps.registry.get(manifest.job.op);
     this.#params = this.#op.parseParams(manifest.job.params);
-    this.#merger = this.#op.merger(this.#params);
     const { job } = manifest;
     const op = this.#op;
     this.#folder =
@@ -98,6 +98,7 @@ export class OrderedPartMerge {
             ...(job.taskMemoryMiB !== undefined ? { memoryMiB: job.taskMemoryMiB } : {}),
           })
         : undefined;
+    this.#merger = this.#folder ?? this.#op.merger(this.#params);
     const seeds: unknown[] = [];
     for (const s of seed) {
       for (const i of s.chunks) {
@@ -110,12 +111,8 @@ export class OrderedPartMerge {
     }
     if (seeds.length > 0)
       this.#schedule(async () => {
-        for (const p of seeds) await this.#add(p);
+        for (const p of seeds) await this.#merger.add(p);
       });
-  }
-
-  #add(partial: unknown): Promise<void> | void {
-    return this.#folder ? this.#folder.add(partial) : this.#merger.add(partial);
   }
 
   /**
@@ -153,7 +150,7 @@ export class OrderedPartMerge {
     if (this.#next !== this.#source.count)
       throw new CloudmillError(ErrorCode.INTERNAL, `part ${this.#next} of job ${this.#jobId} is missing`);
     return {
-      partial: this.#loneSeed ? this.#loneSeed.partial : this.#folder ? await this.#folder.value() : this.#merger.value(),
+      partial: this.#loneSeed ? this.#loneSeed.partial : await this.#merger.value(),
       skipped: this.#skipped,
       sniffed: this.#sniffed,
       ran: this.#starts.summary(),
@@ -204,9 +201,9 @@ export class OrderedPartMerge {
         const { reading, insideAfter } = span.readingFrom(this.#insideQuotes);
         if (reading.error) throw raiseKept(reading.error);
         this.#insideQuotes = insideAfter;
-        if (this.#loneSeed) await this.#add(this.#loneSeed.partial);
+        if (this.#loneSeed) await this.#merger.add(this.#loneSeed.partial);
         this.#loneSeed = undefined;
-        await this.#add(reading.partial);
+        await this.#merger.add(reading.partial);
         this.#skipped += reading.skipped;
         for (const s of span.sniffed) this.#sniffed.push(s);
         for (const [chunk, run] of span.runs) {
