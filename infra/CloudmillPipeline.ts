@@ -98,6 +98,23 @@ const bucketEventsQueue = (queue: sqs.IQueue): s3.IBucketNotificationDestination
   },
 });
 
+/** SQS's longest queue name, a FIFO queue's `.fifo` included. */
+const QUEUE_NAME_MAX = 80;
+
+/**
+ * A FIFO queue's props: its name must end in `.fifo`, so it is named here (unique to the stack,
+ * as CloudFormation would name it, which may pass 80 characters with the suffix). Senders name
+ * each message's deduplication id, so content-based deduplication stays off.
+ */
+const fifoQueue = (scope: Construct, id: string): Pick<sqs.QueueProps, "fifo" | "queueName" | "contentBasedDeduplication"> => {
+  const suffix = `-${id}.fifo`;
+  return {
+    fifo: true,
+    queueName: `${Names.uniqueResourceName(scope, { maxLength: QUEUE_NAME_MAX - suffix.length, separator: "-" })}${suffix}`,
+    contentBasedDeduplication: false,
+  };
+};
+
 export class CloudmillPipeline extends Construct {
   /** The props with their defaults applied. */
   public readonly config: PipelineConfig;
@@ -119,8 +136,14 @@ export class CloudmillPipeline extends Construct {
   public readonly partsDeadLetterQueue: sqs.Queue;
   /** Upload events the splitter failed on after Lambda's asynchronous retries (and its continuations that failed on every try). */
   public readonly splitterDeadLetterQueue: sqs.Queue;
-  /** The splitter's own queue: a listing out of time is handed on there, and invokes it again (lib/core/pipeline/listing.ts). */
+  /**
+   * The splitter's own queue: a listing out of time is handed on there, and invokes it again
+   * (lib/core/pipeline/listing.ts). FIFO, one message group per job: a job's continuations run one
+   * at a time, and a copy sent twice within 5 minutes is dropped (SqsContinuationSender).
+   */
   public readonly continuationQueue: sqs.Queue;
+  /** Continuations that failed on every try (FIFO, as a FIFO queue's dead letters must be); the dead-letter function fails their jobs. */
+  public readonly continuationDeadLetterQueue: sqs.Queue;
   public readonly splitter: lambda.Function;
   public readonly reducer: lambda.Function;
   public readonly deadLetters: lambda.Function;
@@ -209,11 +232,20 @@ export class CloudmillPipeline extends Construct {
       visibilityTimeout: Duration.seconds(6 * FUNCTION_SIZING.deadLetters.timeout.toSeconds()),
     });
     // A continuation is one invocation's work: one at a time, each with the whole function's time.
-    // One that fails on every try fails its job from the splitter's dead-letter queue, as an event does.
+    // FIFO, grouped by job: two copies of one job's continuation never run at once, so the job is
+    // planned (and its tasks queued) once. A FIFO queue's dead letters go to a FIFO queue, and
+    // Lambda's asynchronous dead-letter queue (the splitter's) must be a standard one: so the
+    // continuations have their own, drained by the dead-letter function as the splitter's is.
+    this.continuationDeadLetterQueue = this.createQueue("ContinuationDeadLetterQueue", {
+      ...fifoQueue(this, "ContinuationDeadLetterQueue"),
+      retentionPeriod: DEAD_LETTER_RETENTION,
+      visibilityTimeout: Duration.seconds(6 * FUNCTION_SIZING.deadLetters.timeout.toSeconds()),
+    });
     this.continuationQueue = this.createQueue("ContinuationQueue", {
+      ...fifoQueue(this, "ContinuationQueue"),
       visibilityTimeout: Duration.seconds(6 * FUNCTION_SIZING.splitter.timeout.toSeconds()),
       retentionPeriod: QUEUE_RETENTION,
-      deadLetterQueue: { queue: this.splitterDeadLetterQueue, maxReceiveCount: 3 },
+      deadLetterQueue: { queue: this.continuationDeadLetterQueue, maxReceiveCount: 3 },
     });
 
     // ── Worker fleet ─────────────────────────────────────────────────────────
@@ -314,6 +346,10 @@ export class CloudmillPipeline extends Construct {
     this.deadLetters.addEventSource(
       new SqsEventSource(this.splitterDeadLetterQueue, { batchSize: 10, reportBatchItemFailures: true, maxConcurrency: 2 }),
     );
+    // Listings that failed on every try: their jobs fail, as an upload's does.
+    this.deadLetters.addEventSource(
+      new SqsEventSource(this.continuationDeadLetterQueue, { batchSize: 10, reportBatchItemFailures: true, maxConcurrency: 2 }),
+    );
 
     this.grantDataAccess();
     this.opsListingPublisher = this.publishOpsListing(ops);
@@ -326,6 +362,7 @@ export class CloudmillPipeline extends Construct {
       partsQueue: this.partsQueue,
       partsDeadLetterQueue: this.partsDeadLetterQueue,
       splitterDeadLetterQueue: this.splitterDeadLetterQueue,
+      continuationDeadLetterQueue: this.continuationDeadLetterQueue,
       functions: { splitter: this.splitter, reducer: this.reducer, deadLetters: this.deadLetters },
       fleet: this.fleet,
     });

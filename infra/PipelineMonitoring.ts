@@ -24,6 +24,7 @@ export interface PipelineMonitoringProps {
   readonly partsQueue: sqs.IQueue;
   readonly partsDeadLetterQueue: sqs.IQueue;
   readonly splitterDeadLetterQueue: sqs.IQueue;
+  readonly continuationDeadLetterQueue: sqs.IQueue;
   readonly functions: Readonly<Record<"splitter" | "reducer" | "deadLetters", lambda.IFunction>>;
   readonly fleet: WorkerFleet;
 }
@@ -49,6 +50,8 @@ export class PipelineMonitoring extends Construct {
   public readonly partsDeadLetterAlarm: cloudwatch.Alarm;
   /** Uploads the splitter failed on after its asynchronous retries. */
   public readonly splitterDeadLetterAlarm: cloudwatch.Alarm;
+  /** Listings the splitter handed on and failed on at every try. */
+  public readonly continuationDeadLetterAlarm: cloudwatch.Alarm;
   public readonly dashboard: cloudwatch.Dashboard;
   /** The monthly budget, when `budgetLimitUsd` is set. */
   public readonly budget?: budgets.CfnBudget;
@@ -129,6 +132,11 @@ export class PipelineMonitoring extends Construct {
       props.splitterDeadLetterQueue,
       "the splitter failed on an upload after its retries; its job is marked failed",
     );
+    this.continuationDeadLetterAlarm = deadLetterAlarm(
+      "ContinuationDeadLetterAlarm",
+      props.continuationDeadLetterQueue,
+      "the splitter failed on a job's listing at every try; its job is marked failed",
+    );
 
     const alarms = [
       this.deadLetterAlarm,
@@ -136,6 +144,7 @@ export class PipelineMonitoring extends Construct {
       ...(this.oldestSpotTaskAlarm ? [this.oldestSpotTaskAlarm] : []),
       this.partsDeadLetterAlarm,
       this.splitterDeadLetterAlarm,
+      this.continuationDeadLetterAlarm,
     ];
     for (const alarm of alarms) alarm.addAlarmAction(notify);
 

@@ -215,9 +215,9 @@ export const DEV_QUEUES = {
   partsDeadLetters: "cloudmill-parts-dlq",
   /** The spot lane's task queue (`cloudmill dev` with a spot lane). */
   spotTasks: "cloudmill-spot-tasks",
-  /** The splitter's continuation queue, and where a continuation failed on every try goes. */
-  continuations: "cloudmill-continuations",
-  splitterDeadLetters: "cloudmill-splitter-dlq",
+  /** The splitter's continuation queue, and where a continuation failed on every try goes (both FIFO, as the stack's). */
+  continuations: "cloudmill-continuations.fifo",
+  continuationDeadLetters: "cloudmill-continuations-dlq.fifo",
 } as const;
 
 export const DEV_DEFAULT_PORT = 4566;

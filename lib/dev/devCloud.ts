@@ -8,6 +8,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
+import { SendMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import type { S3Event } from "aws-lambda";
 import { S3BlobStore } from "../aws/S3BlobStore.js";
 import { SqsTaskQueue } from "../aws/SqsTaskQueue.js";
@@ -27,9 +28,9 @@ import { compiledFile } from "../local/paths.js";
 import type { ContinuationSender, FleetWaker } from "../core/ports.js";
 import { dyingAfterParts } from "./dyingInvocation.js";
 import { workersFor } from "../aws/EcsFleetWaker.js";
-import { decodeUrlEncodedKey, type SqsBatchResponse } from "../aws/events.js";
+import { continuationBody, decodeUrlEncodedKey, type SqsBatchResponse } from "../aws/events.js";
 import { continuationHandler, deadLetterHandler, reducerHandler, splitterHandler } from "../aws/handlers.js";
-import { SqsContinuationSender } from "../aws/SqsContinuationSender.js";
+import { continuationDeduplicationId, continuationGroupId, SqsContinuationSender } from "../aws/SqsContinuationSender.js";
 import { createDevResources, startEmulator, type Emulator, type RequestCounts } from "./emulator.js";
 import { DEAD_LETTER_BATCH, pollIntoHandler, REDUCER_BATCH } from "./sqsEventSource.js";
 
@@ -93,7 +94,11 @@ export interface DevCloudOptions {
   readonly listingReserveMs?: number;
   /** Tests only: inputs a manifest lists itself, per piece of a longer list, and per piece of a listing (default INPUTS_PER_PIECE). */
   readonly inputsPerPiece?: number;
-  /** Tests only: each listing continuation is delivered this many times (SQS may deliver a message twice). Default 1. */
+  /**
+   * Tests only: each listing continuation is sent this many times. A copy goes in the job's message
+   * group under a deduplication id of its own, as one SQS cannot drop arrives (sent again past its
+   * 5-minute window): the queue, not deduplication, must keep two copies from listing at once. Default 1.
+   */
   readonly continuationCopies?: number;
   /**
    * Most worker processes an idle fleet is woken to when the splitter enqueues, as the stack's
@@ -163,21 +168,33 @@ export const SPOT_SLOTS = 1000;
 const SPLITTER_ATTEMPTS = 3;
 
 /**
- * The continuation queue's, as the stack's: one at a time. It and the splitter's dead-letter queue
+ * The continuation queue's, as the stack's: one continuation an invocation, two invocations at
+ * most (the FIFO queue hands out one message of a job at a time). It and its dead-letter queue
  * are seldom used: a longer poll keeps their share of the emulator's requests small.
  */
 const CONTINUATION_BATCH = { size: 1, windowMs: 0, waitSeconds: 5 } as const;
-const SPLITTER_DEAD_LETTER_BATCH = { ...DEAD_LETTER_BATCH, waitSeconds: 5 } as const;
+const CONTINUATION_CONCURRENCY = 2;
+const CONTINUATION_DEAD_LETTER_BATCH = { ...DEAD_LETTER_BATCH, waitSeconds: 5 } as const;
 
-/** A sender that delivers each continuation `copies` times (tests: SQS's duplicates). */
-const copied = (sender: ContinuationSender, copies: number): ContinuationSender =>
-  copies <= 1
-    ? sender
-    : {
-        handOn: async (continuation) => {
-          for (let i = 0; i < copies; i++) await sender.handOn(continuation);
-        },
-      };
+/** Tests: the continuation sent, then `copies - 1` copies that SQS's deduplication cannot drop (DevCloudOptions.continuationCopies). */
+const copied = (sqs: SQSClient, queueUrl: string, copies: number): ContinuationSender => {
+  const sender = new SqsContinuationSender(sqs, queueUrl);
+  if (copies <= 1) return sender;
+  return {
+    handOn: async (continuation) => {
+      await sender.handOn(continuation);
+      for (let i = 1; i < copies; i++)
+        await sqs.send(
+          new SendMessageCommand({
+            QueueUrl: queueUrl,
+            MessageBody: JSON.stringify(continuationBody(continuation)),
+            MessageGroupId: continuationGroupId(continuation.jobId),
+            MessageDeduplicationId: `${continuationDeduplicationId(continuation)}-copy-${i}`,
+          }),
+        );
+    },
+  };
+};
 
 /** Deliveries of a splitter's dead letter to the dead-letter handler (the stack's queue keeps it 14 days). */
 const SPLITTER_DEAD_LETTER_ATTEMPTS = 10;
@@ -232,7 +249,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     // The reducer's own wake-ups, on the parts queue, as the stack's splitter and reducer send them.
     wake: new SqsWakeSender(roleClients.sqs, resources.partsQueueUrl!),
     // A listing out of time goes on in a later invocation, through the splitter's own queue.
-    continuations: copied(new SqsContinuationSender(roleClients.sqs, resources.continuationQueueUrl!), options.continuationCopies ?? 1),
+    continuations: copied(roleClients.sqs, resources.continuationQueueUrl!, options.continuationCopies ?? 1),
     ...(options.inputsPerPiece !== undefined ? { inputsPerPiece: options.inputsPerPiece } : {}),
     ...(options.taskLeaseSeconds !== undefined ? { taskLeaseMs: options.taskLeaseSeconds * 1000 } : {}),
     taskTimeoutSeconds: taskTimeout,
@@ -278,7 +295,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   const continueListing = (event: unknown): Promise<SqsBatchResponse> =>
     continuationHandler({ ...splitDeps, fleet }, triggerConfig)(event, contextOfInvocation());
   const continuations = new SqsTaskQueue(clients.sqs, resources.continuationQueueUrl!);
-  const splitterDeadLetters = new SqsTaskQueue(clients.sqs, resources.splitterDeadLetterQueueUrl!);
+  const continuationDeadLetters = new SqsTaskQueue(clients.sqs, resources.continuationDeadLetterQueueUrl!);
   const partsQueue = new SqsTaskQueue(clients.sqs, resources.partsQueueUrl!);
   const partsDeadLetters = new SqsTaskQueue(clients.sqs, resources.partsDeadLetterQueueUrl!);
   const deadLetters = new SqsTaskQueue(clients.sqs, resources.deadLetterQueueUrl);
@@ -335,9 +352,11 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     pollIntoHandler(partsQueue, reducerHandler(splitDeps), stop.signal, log, REDUCER_BATCH),
     pollIntoHandler(partsDeadLetters, reducerHandler(splitDeps), stop.signal, log, DEAD_LETTER_BATCH),
     pollIntoHandler(deadLetters, deadLetterHandler(deps), stop.signal, log, DEAD_LETTER_BATCH),
-    pollIntoHandler(continuations, continueListing, stop.signal, log, CONTINUATION_BATCH),
+    ...Array.from({ length: CONTINUATION_CONCURRENCY }, () =>
+      pollIntoHandler(continuations, continueListing, stop.signal, log, CONTINUATION_BATCH),
+    ),
     // Continuations that failed on every try: their jobs fail, as an event the splitter failed on does.
-    pollIntoHandler(splitterDeadLetters, deadLetterHandler(deps), stop.signal, log, SPLITTER_DEAD_LETTER_BATCH),
+    pollIntoHandler(continuationDeadLetters, deadLetterHandler(deps), stop.signal, log, CONTINUATION_DEAD_LETTER_BATCH),
   ];
 
   // Worker processes: the container's entry file, configured as the stack configures it.

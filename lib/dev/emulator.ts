@@ -397,11 +397,12 @@ export interface DevResourceOptions {
   /** A spot lane's task queue, redriving to the same dead-letter queue (unset: none). */
   readonly spotTaskQueue?: string;
   /**
-   * The splitter's continuation queue (unset: none), redriving after 3 receives to the splitter's
-   * dead-letter queue (default DEV_QUEUES.splitterDeadLetters), as the stack's does.
+   * The splitter's continuation queue (unset: none; a FIFO queue's name, ending in `.fifo`),
+   * redriving after 3 receives to its own FIFO dead-letter queue (default
+   * DEV_QUEUES.continuationDeadLetters), as the stack's does.
    */
   readonly continuationQueue?: string;
-  readonly splitterDeadLetterQueue?: string;
+  readonly continuationDeadLetterQueue?: string;
   /** Receives before a task goes to the dead-letter queue. Default DEFAULTS.maxAttempts. */
   readonly maxReceiveCount?: number;
   /** Default DEFAULTS.visibilityTimeoutSeconds. */
@@ -415,7 +416,7 @@ export interface DevResources {
   readonly partsDeadLetterQueueUrl?: string;
   readonly spotTaskQueueUrl?: string;
   readonly continuationQueueUrl?: string;
-  readonly splitterDeadLetterQueueUrl?: string;
+  readonly continuationDeadLetterQueueUrl?: string;
 }
 
 /**
@@ -473,16 +474,22 @@ export const createDevResources = async (
   }
   const spotTaskQueueUrl = options.spotTaskQueue === undefined ? undefined : await ensureQueue(options.spotTaskQueue, taskQueueAttributes);
   let continuationQueueUrl: string | undefined;
-  let splitterDeadLetterQueueUrl: string | undefined;
+  let continuationDeadLetterQueueUrl: string | undefined;
   if (options.continuationQueue !== undefined) {
-    splitterDeadLetterQueueUrl = await ensureQueue(options.splitterDeadLetterQueue ?? DEV_QUEUES.splitterDeadLetters);
+    // FIFO, as the stack's: a job's continuations (one message group) never run two at once.
+    const fifo = { FifoQueue: "true", ContentBasedDeduplication: "false" };
+    for (const name of [options.continuationQueue, options.continuationDeadLetterQueue ?? DEV_QUEUES.continuationDeadLetters])
+      if (!name.endsWith(".fifo"))
+        throw new Error(`the continuation queues are FIFO: their names end in .fifo, not ${JSON.stringify(name)}`);
+    continuationDeadLetterQueueUrl = await ensureQueue(options.continuationDeadLetterQueue ?? DEV_QUEUES.continuationDeadLetters, fifo);
     continuationQueueUrl = await ensureQueue(options.continuationQueue, {
+      ...fifo,
       VisibilityTimeout: String(options.visibilitySeconds ?? DEFAULTS.visibilityTimeoutSeconds),
-      RedrivePolicy: JSON.stringify({ deadLetterTargetArn: await arnOf(splitterDeadLetterQueueUrl), maxReceiveCount: 3 }),
+      RedrivePolicy: JSON.stringify({ deadLetterTargetArn: await arnOf(continuationDeadLetterQueueUrl), maxReceiveCount: 3 }),
     });
   }
   return {
-    ...(continuationQueueUrl === undefined ? {} : { continuationQueueUrl, splitterDeadLetterQueueUrl }),
+    ...(continuationQueueUrl === undefined ? {} : { continuationQueueUrl, continuationDeadLetterQueueUrl }),
     taskQueueUrl,
     deadLetterQueueUrl,
     ...(partsQueueUrl === undefined ? {} : { partsQueueUrl, partsDeadLetterQueueUrl }),

@@ -135,25 +135,29 @@ describe("functions", () => {
       expect((resource(template, "AWS::SQS::Queue", q).resource.Properties as Record<string, unknown>)["VisibilityTimeout"]).toBe(1800);
   });
 
-  it("feeds the dead-letter function from the task and the splitter's dead-letter queues", () => {
-    for (const queue of ["PipelineDeadLetterQueue", "PipelineSplitterDeadLetterQueue"])
+  it("feeds the dead-letter function from the task, the splitter's and the continuations' dead-letter queues", () => {
+    for (const queue of ["PipelineDeadLetterQueue", "PipelineSplitterDeadLetterQueue", "PipelineContinuationDeadLetterQueue"])
       template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
         EventSourceArn: { "Fn::GetAtt": [resource(template, "AWS::SQS::Queue", queue).id, "Arn"] },
         FunctionName: { Ref: fn("DeadLetters").id },
         FunctionResponseTypes: ["ReportBatchItemFailures"],
         ScalingConfig: { MaximumConcurrency: 2 },
       });
-    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 5);
+    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 6);
   });
 
   it("invokes the splitter again from its continuation queue, one listing at a time", () => {
-    template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
+    const props = {
       EventSourceArn: { "Fn::GetAtt": [resource(template, "AWS::SQS::Queue", "PipelineContinuationQueue").id, "Arn"] },
       FunctionName: { Ref: fn("Splitter").id },
       BatchSize: 1,
       FunctionResponseTypes: ["ReportBatchItemFailures"],
       ScalingConfig: { MaximumConcurrency: 2 },
-    });
+    };
+    template.hasResourceProperties("AWS::Lambda::EventSourceMapping", props);
+    // Lambda takes no batching window from a FIFO queue.
+    const [mapping] = Object.values(template.findResources("AWS::Lambda::EventSourceMapping", { Properties: props }));
+    expect(mapping!["Properties"]).not.toHaveProperty("MaximumBatchingWindowInSeconds");
   });
 
   it("sends uploads the splitter failed on, after two retries, to its dead-letter queue", () => {
@@ -288,7 +292,7 @@ describe("least privilege", () => {
     ).toBe(true);
   });
 
-  it("dead letters: read/write job state, list the output bucket, consume the task and splitter dead-letter queues", () => {
+  it("dead letters: read/write job state, list the output bucket, consume the task, splitter and continuation dead-letter queues", () => {
     const grants = grantsOf(template, "PipelineDeadLettersRole");
     expect(grants["s3:GetObject"]).toEqual([`${output}/*/status.json`, `${output}/_work/*`]);
     // Its failure marker and the status, nothing else: not a success marker, a manifest or a part.
@@ -304,7 +308,13 @@ describe("least privilege", () => {
       Object.keys(grants)
         .filter((a) => a.startsWith("sqs:"))
         .every((a) =>
-          grants[a]!.every((r) => [q(template, "PipelineDeadLetterQueue"), q(template, "PipelineSplitterDeadLetterQueue")].includes(r)),
+          grants[a]!.every((r) =>
+            [
+              q(template, "PipelineDeadLetterQueue"),
+              q(template, "PipelineSplitterDeadLetterQueue"),
+              q(template, "PipelineContinuationDeadLetterQueue"),
+            ].includes(r),
+          ),
         ),
     ).toBe(true);
   });

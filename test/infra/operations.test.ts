@@ -20,6 +20,7 @@ describe("operations", () => {
     it.each([
       ["PipelineMonitoringDeadLetterAlarm", "PipelineDeadLetterQueue"],
       ["PipelineMonitoringSplitterDeadLetterAlarm", "PipelineSplitterDeadLetterQueue"],
+      ["PipelineMonitoringContinuationDeadLetterAlarm", "PipelineContinuationDeadLetterQueue"],
       ["PipelineMonitoringPartsDeadLetterAlarm", "PipelinePartsDeadLetterQueue"],
     ])("%s fires when a letter reaches %s, even though the dead-letter function drains it at once", (name, q) => {
       const a = alarm(name);

@@ -19,17 +19,38 @@ describe("queues", () => {
   const queue = (t: Template, prefix: string) => resource(t, "AWS::SQS::Queue", prefix);
 
   it("has a task queue, parts queue, the splitter's continuation queue, and a dead-letter queue for each consumer", () => {
-    template.resourceCountIs("AWS::SQS::Queue", 6);
+    template.resourceCountIs("AWS::SQS::Queue", 7);
   });
 
-  it("hands a listing out of time to the splitter's continuation queue, hidden six splitter timeouts, its dead letters the splitter's", () => {
+  it("hands a listing out of time to the splitter's continuation queue, hidden six splitter timeouts, its dead letters in a queue of their own", () => {
     const splitterTimeout = resource(template, "AWS::Lambda::Function", "PipelineSplitter").resource.Properties!["Timeout"] as number;
-    const dlq = queue(template, "PipelineSplitterDeadLetterQueue");
+    const dlq = queue(template, "PipelineContinuationDeadLetterQueue");
     expect(queue(template, "PipelineContinuationQueue").resource.Properties).toMatchObject({
       VisibilityTimeout: 6 * splitterTimeout,
       MessageRetentionPeriod: FOUR_DAYS,
       RedrivePolicy: { deadLetterTargetArn: { "Fn::GetAtt": [dlq.id, "Arn"] }, maxReceiveCount: 3 },
     });
+  });
+
+  it("makes the continuation queue FIFO, so a job's continuations run one at a time, with ids its sender names and its dead letters FIFO too", () => {
+    for (const prefix of ["PipelineContinuationQueue", "PipelineContinuationDeadLetterQueue"]) {
+      const props = queue(template, prefix).resource.Properties!;
+      expect(props, prefix).toMatchObject({ FifoQueue: true, ContentBasedDeduplication: false, SqsManagedSseEnabled: true });
+      // SQS refuses a FIFO queue whose name does not end in .fifo, or is longer than 80 characters.
+      expect(props["QueueName"], prefix).toMatch(/^[A-Za-z0-9_-]+\.fifo$/);
+      expect((props["QueueName"] as string).length, prefix).toBeLessThanOrEqual(80);
+    }
+    // Lambda's asynchronous dead-letter queue (the splitter's, for uploads) must be a standard queue; so must the rest.
+    const fifo = Object.entries(template.findResources("AWS::SQS::Queue"))
+      .filter(([, q]) => (q["Properties"] as Record<string, unknown>)["FifoQueue"] === true)
+      .map(([id]) => id.replace(/[0-9A-F]{8}$/, ""))
+      .sort();
+    expect(fifo).toEqual(["PipelineContinuationDeadLetterQueue", "PipelineContinuationQueue"]);
+  });
+
+  it("names the FIFO queues after their stack, so two labs' stacks in one account do not collide", () => {
+    for (const prefix of ["PipelineContinuationQueue", "PipelineContinuationDeadLetterQueue"])
+      expect(queue(spot, prefix).resource.Properties!["QueueName"]).not.toBe(queue(template, prefix).resource.Properties!["QueueName"]);
   });
 
   it("encrypts every queue at rest and refuses requests without TLS", () => {
@@ -79,7 +100,12 @@ describe("queues", () => {
   });
 
   it("keeps dead letters for 14 days, and hides them from other consumers while the dead-letter function works", () => {
-    for (const prefix of ["PipelineDeadLetterQueue", "PipelinePartsDeadLetterQueue", "PipelineSplitterDeadLetterQueue"]) {
+    for (const prefix of [
+      "PipelineDeadLetterQueue",
+      "PipelinePartsDeadLetterQueue",
+      "PipelineSplitterDeadLetterQueue",
+      "PipelineContinuationDeadLetterQueue",
+    ]) {
       expect(queue(template, prefix).resource.Properties).toMatchObject({ MessageRetentionPeriod: FOURTEEN_DAYS });
     }
     const deadLettersTimeout = resource(template, "AWS::Lambda::Function", "PipelineDeadLetters").resource.Properties!["Timeout"] as number;

@@ -2,7 +2,8 @@
  * A prefix too long to list in one splitter invocation, on the emulated cloud: the splitter
  * keeps back all its time (listingReserveMs past its timeout), so each invocation lists one
  * piece of 500 keys, stores it and hands the rest on through its continuation queue, each
- * continuation delivered twice. The job's answer is the count computed here from the bytes
+ * continuation sent twice (the copy past deduplication, so the FIFO queue's one message a job at
+ * a time is what keeps the copies apart). The job's answer is the count computed here from the bytes
  * written; its tasks are queued once (the queue holds exactly its chunks before any worker runs),
  * and a late copy of a continuation changes nothing.
  */
@@ -69,7 +70,15 @@ describe("a prefix listed across splitter invocations", () => {
       Records: [{ eventName: "ObjectCreated:Put", s3: { bucket: { name: cloud().input }, object: { key: "_jobs/many-count.json" } } }],
       cloudmillListing: { jobId: "many-count", seq: 2 },
     };
-    await cloud().sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: JSON.stringify(late) }));
+    // In the job's message group, under an id of its own: as a copy sent past SQS's 5-minute deduplication window arrives.
+    await cloud().sqs.send(
+      new SendMessageCommand({
+        QueueUrl,
+        MessageBody: JSON.stringify(late),
+        MessageGroupId: "many-count",
+        MessageDeduplicationId: "late-copy",
+      }),
+    );
     await waitFor("the late copy handled", async () => {
       const d = await queueDepth(cloud().sqs, QueueUrl!);
       return d.visible + d.inFlight + d.delayed === 0 ? true : undefined;

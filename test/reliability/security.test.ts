@@ -207,7 +207,7 @@ describe("each role may do exactly what its code does", () => {
       taskQueue: "review-tasks",
       deadLetterQueue: "review-dlq",
       partsQueue: "review-parts",
-      continuationQueue: "review-continuations",
+      continuationQueue: "review-continuations.fifo",
       maxReceiveCount: 3,
     });
     taskQueueUrl = queues.taskQueueUrl;
