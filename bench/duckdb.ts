@@ -1,8 +1,9 @@
 /**
  * DuckDB as a user would run it, in a fresh process (start-up and module load included):
- *   node dist/bench/duckdb.js <stats|wordcount> <file> <threads>
+ *   node dist/bench/duckdb.js <stats|wordcount|groupby> <file> <threads>
  * Prints one JSON line with the answer in cloudmill's result shape (stats: count, sum, min, max,
- * mean, variance; wordcount: total, distinct, top 10 by count then word).
+ * mean, variance; wordcount: total, distinct, top 10 by count then word; groupby, over a `k,x`
+ * CSV: [key, { count, sum, min, max }] per key, count the numbers of the key).
  */
 import { DuckDBInstance } from "@duckdb/node-api";
 
@@ -18,21 +19,27 @@ const sql: Record<string, string> = {
     counts as (select w, count(*) as c from words where w <> '' group by w)
     select (select sum(c) from counts) as total, (select count(*) from counts) as distinct,
       (select list([w, c::varchar] order by c desc, w) from (select w, c from counts order by c desc, w limit 10)) as top`,
+  groupby: `select k, count(x) as count, sum(x) as sum, min(x) as min, max(x) as max
+    from read_csv(${quoted}, columns={'k': 'VARCHAR', 'x': 'DOUBLE'}, header=true, auto_detect=false) group by k order by k`,
 };
 const query = sql[what];
-if (query === undefined) throw new Error(`duckdb.js: unknown query ${what} (stats or wordcount)`);
+if (query === undefined) throw new Error(`duckdb.js: unknown query ${what} (stats, wordcount or groupby)`);
 
 const instance = await DuckDBInstance.create(":memory:", { threads });
 const connection = await instance.connect();
 const reader = await connection.runAndReadAll(query);
-const [row] = reader.getRowObjectsJson() as Record<string, unknown>[];
+const rows = reader.getRowObjectsJson() as Record<string, unknown>[];
+const [row] = rows;
 if (row === undefined) throw new Error("duckdb.js: no row");
+const orNull = (v: unknown): number | null => (v === null ? null : Number(v));
 const answer =
   what === "stats"
     ? Object.fromEntries(Object.entries(row).map(([k, v]) => [k, Number(v)]))
-    : {
-        total: Number(row.total),
-        distinct: Number(row.distinct),
-        top: (row.top as [string, string][]).map(([w, c]) => [w, Number(c)]),
-      };
+    : what === "groupby"
+      ? rows.map((r) => [r.k, { count: Number(r.count), sum: Number(r.sum ?? 0), min: orNull(r.min), max: orNull(r.max) }])
+      : {
+          total: Number(row.total),
+          distinct: Number(row.distinct),
+          top: (row.top as [string, string][]).map(([w, c]) => [w, Number(c)]),
+        };
 process.stdout.write(`${JSON.stringify(answer)}\n`);

@@ -6,6 +6,7 @@
  * ceiling in the same rounds: two baseline processes at once, each on half the input.
  * Env: BENCH_MB (default 512), BENCH_SEED (default 42), BENCH_WORKERS (default 2),
  * BENCH_REPEATS, BENCH_CHUNK (default 16MiB), BENCH_OPS (default count,wordcount,stats),
+ * BENCH_GROUPBY_ROWS (default 500000) rows of wide decimals for groupby against stats and DuckDB,
  * BENCH_CLOUD=0 to skip the emulated cloud, BENCH_FLOOD_WORDS (default 200000) words built to collide, BENCH_ITEMS (default 20000) for a lab's task over items,
  * BENCH_CSV_MB (default 128) for CSV with quoted newlines against the same data without them
  * against a plain loop, BENCH_ESTIMATE_MB (default "100,1024") for the estimate's accuracy. Also: start-up of whole CLI commands, against a
@@ -36,6 +37,7 @@ import { kernelsAgainstAnchors } from "./anchors.js";
 import { csvMultiline } from "./csv.js";
 import { compressedInputs } from "./compressed.js";
 import { hashFlooding } from "./hashFlood.js";
+import { groupbyWide } from "./groupby.js";
 import { sortNumbers } from "./sort.js";
 import { estimateAccuracy, formatRow as formatEstimateRow } from "./estimate.js";
 import { generateNumbers, generateText } from "./generate.js";
@@ -263,6 +265,10 @@ const FIGURES = {
   anchors: { about: "the kernels against wc, mawk and DuckDB (anchors.ts)", tools: ["wc", "mawk", "@duckdb/node-api"] },
   startup: { about: "start-up of whole CLI commands against a bare Node start", tools: [] },
   items: { about: "a lab's task over items against a plain loop (BENCH_ITEMS)", tools: [] },
+  groupby: {
+    about: "groupby of wide decimals against stats on the same column and DuckDB's GROUP BY (BENCH_GROUPBY_ROWS)",
+    tools: ["@duckdb/node-api"],
+  },
   csv: { about: "CSV with quoted newlines against the same data without (BENCH_CSV_MB)", tools: ["python3"] },
   flood: { about: "wordcount over words built to collide (BENCH_FLOOD_WORDS)", tools: ["wc"] },
   compressed: { about: "count over gzip, zstd and BGZF (BENCH_COMPRESSED_MB)", tools: ["wc", "gzip", "zstd", "bgzip"] },
@@ -295,7 +301,7 @@ Environment:
   BENCH_CHUNK     chunk size of the ops figure (default 16MiB)
   BENCH_OPS       ops of the ops figure (default count,wordcount,stats)
   BENCH_CLOUD=0   leave out the emulated-cloud figures
-  BENCH_ITEMS, BENCH_CSV_MB, BENCH_FLOOD_WORDS, BENCH_COMPRESSED_MB, BENCH_ESTIMATE_MB,
+  BENCH_ITEMS, BENCH_GROUPBY_ROWS, BENCH_CSV_MB, BENCH_FLOOD_WORDS, BENCH_COMPRESSED_MB, BENCH_ESTIMATE_MB,
   BENCH_SORT_MB, BENCH_OBJECTS, BENCH_KEYED_CHUNKS, BENCH_KEYED_KEYS, BENCH_TASKS: sizes, as listed above
 
 Inputs are generated once and cached in .bench/. Tables go to stdout as each is done, progress
@@ -484,6 +490,13 @@ const main = async (): Promise<void> => {
   }
   /** What the sections that run the CLI against a tool share. */
   const cliBench = { dir, cli: path.join(root, "bin", "cloudmill.js"), seed: SEED, workers: WORKERS };
+  if (run("groupby")) {
+    process.stderr.write("groupby of wide decimals…");
+    const rows = Number(process.env.BENCH_GROUPBY_ROWS ?? 500_000);
+    const grouped = await groupbyWide({ ...cliBench, repeats: REPEATS, rows });
+    if (!grouped.ok) ok = false;
+    emit(`\ngroupby with a value column of wide decimals (${REPEATS} rounds, alternating):\n`, ...grouped.rows);
+  }
   if (run("csv")) {
     process.stderr.write("csv with quoted newlines…\n");
     emit(

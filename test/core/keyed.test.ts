@@ -20,6 +20,7 @@ import { runTask } from "../../lib/core/pipeline/task.js";
 import type { KeyedResult } from "../../lib/core/pipeline/reduceTask.js";
 import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
+import { groupby } from "../../lib/core/ops/groupby.js";
 import { opsRegistry } from "../../lib/core/ops/opModules.js";
 import { prng } from "../../lib/dev/prng.js";
 import { runLocal } from "../../lib/local/localEngine.js";
@@ -107,6 +108,78 @@ describe("groupby on the local engine", () => {
     }
     expect(manifest.records).toBe(expected.size);
     expect(got).toEqual(expected);
+  });
+
+  it.each([
+    { chunkSize: 700, workers: 0, spillBytes: 2000, pieces: 1, what: "spilling runs" },
+    { chunkSize: 8192, workers: 2, spillBytes: undefined, pieces: 1, what: "in memory" },
+    { chunkSize: 1 << 20, workers: 0, spillBytes: undefined, pieces: 1, what: "in memory" },
+    { chunkSize: 1 << 20, workers: 0, spillBytes: undefined, pieces: 16, what: "16 files packed in one chunk" },
+  ])(
+    "sums decimals of exponents -30 to 30 exactly, as Python's Fraction does: chunks of $chunkSize bytes, $workers threads, $what",
+    async (c) => {
+      // Sums at scales past 50 digits: combined map-side as decimals, carried as text in runs and spills.
+      const file = path.join(dir, "wide.csv");
+      const next = prng(1234);
+      const digits = (n: number): string => Array.from({ length: n }, () => Math.floor(next() * 10)).join("");
+      const rows = ["k,x"];
+      for (let i = 0; i < 4000; i++) {
+        const k = `g${Math.floor(next() * 7)}`;
+        const sign = next() < 0.5 ? "-" : "";
+        const r = next();
+        const x =
+          r < 0.03
+            ? ""
+            : r < 0.4
+              ? `${sign}${1 + Math.floor(next() * 9)}.${digits(1 + Math.floor(next() * 24))}e${Math.floor(next() * 61) - 30}`
+              : r < 0.7
+                ? `${sign}${digits(1 + Math.floor(next() * 20))}e${Math.floor(next() * 61) - 30}`
+                : `${sign}0.${"0".repeat(Math.floor(next() * 30))}${digits(1 + Math.floor(next() * 12))}`;
+        rows.push(`${k},${x}`);
+      }
+      // A key with blank values only: its rows count, with no number.
+      rows.push("blank,", "blank,");
+      await writeFile(file, `${rows.join("\n")}\n`);
+      const outDir = path.join(dir, `groupby-wide-${c.chunkSize}-${c.workers}-${c.pieces}`);
+      const inputs = [file];
+      if (c.pieces > 1) {
+        // The same rows as small files, each with the header, so that one task packs them and combines their partials.
+        const piecesDir = path.join(dir, "wide-pieces");
+        await mkdir(piecesDir, { recursive: true });
+        const per = Math.ceil((rows.length - 1) / c.pieces);
+        inputs.length = 0;
+        for (let i = 0; i < c.pieces; i++) {
+          const piece = path.join(piecesDir, `piece-${String(i).padStart(2, "0")}.csv`);
+          await writeFile(piece, `${[rows[0], ...rows.slice(1 + i * per, 1 + (i + 1) * per)].join("\n")}\n`);
+          inputs.push(piece);
+        }
+      }
+      const { result } = await runLocal({
+        spec: parseJobSpec({ inputs, op: "groupby", params: { key: "k", value: "x" }, chunkSize: c.chunkSize, partitions: 2 }),
+        registry: new OpRegistry(),
+        workers: c.workers,
+        outDir,
+        ...(c.spillBytes !== undefined ? { spillBytes: c.spillBytes } : {}),
+      });
+      expect((result as KeyedResult).spilledBytes > 0).toBe(c.spillBytes !== undefined);
+      const got = new Map<string, unknown>();
+      for (const rows of await readRows(result as KeyedResult)) for (const { key, ...rest } of rows) got.set(JSON.stringify([key]), rest);
+      const expected = pythonGroupby(file, ["k"], "x");
+      expect(expected.size).toBe(8);
+      expect(got).toEqual(expected);
+    },
+  );
+
+  it("carries a combined group in runs as earlier versions wrote it: sums as decimal text at the finer scale", () => {
+    const keyed = groupby.keyed!;
+    const params = groupby.parseParams({ key: "k", value: "x" });
+    const a = { c: 2, v: { count: 1, sum: "15e-1", squares: "225e-2", min: 1.5, max: 1.5 } };
+    const b = { c: 1, v: { count: 1, sum: "-3e-0", squares: "9e-0", min: -3, max: -3 } };
+    const blank = { c: 1, v: { count: 0, sum: "0e-0", squares: "0e-0", min: null, max: null } };
+    const combined = keyed.combine(keyed.combine(a, blank, params), b, params);
+    expect(JSON.stringify(keyed.toJson!(combined))).toBe('{"c":4,"v":{"count":2,"sum":"-15e-1","squares":"1125e-2","min":-3,"max":1.5}}');
+    // A value as it came from a run, combined or not, reads the same.
+    expect(keyed.row('["k"]', combined, params)).toEqual(keyed.row('["k"]', keyed.toJson!(combined), params));
   });
 
   it("groups by two columns, counting rows, with no value column", async () => {

@@ -146,6 +146,33 @@ describe("the reduce merge", () => {
     expect(counting.held()).toBe(0);
   });
 
+  it.each([
+    { what: "spilling, merged in one pass", spillBytes: 20_000, fanIn: 64 },
+    { what: "spilling, merged in several passes (fan-in 3)", spillBytes: 4_000, fanIn: 3 },
+  ])("keeps a combine's in-memory form out of its runs, writing toJson's: $what", async ({ spillBytes, fanIn }) => {
+    // Runs carry sums as decimal text; combine holds bigints, which JSON cannot carry.
+    const input = runs(5, 40).map((b) => {
+      const table: KeyedTable = [];
+      forEachPair(b, "run", (k, v) => table.push([k, String(BigInt(v as number) << 80n)]));
+      return encodeShuffle(table, 1).bytes;
+    });
+    const held = (v: unknown): bigint => (typeof v === "bigint" ? v : BigInt(v as string));
+    const scratch = new FsBlobStore(path.join(dir, `to-json-${spillBytes}-${fanIn}`));
+    const merge = new RunMerge({
+      combine: (a, b) => held(a) + held(b),
+      toJson: (v) => String(v),
+      spillBytes,
+      fanIn,
+      scratch,
+      prefix: "job/p0/",
+    });
+    for (const [i, b] of input.entries()) await merge.addRun(b, `run ${i}`);
+    const out: [string, number][] = [];
+    const stats = await merge.finish((k, v) => void out.push([k, Number(held(v) >> 80n)]));
+    expect(stats.spilledBytes).toBeGreaterThan(0);
+    expect(out).toEqual(plainSums(runs(5, 40)));
+  });
+
   it("a merge that fails part-way closes every run it was reading, and removes them", async () => {
     const input = runs(5, 40);
     const scratchDir = path.join(dir, "scratch-fails");

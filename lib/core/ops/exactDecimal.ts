@@ -6,6 +6,7 @@
  * A result is rounded to a double once, at the very end (ratioToDouble).
  */
 import { CloudmillError, ErrorCode } from "../errors.js";
+import { MAX_EXACT_DIGITS } from "../records/decimal.js";
 
 const TWO52 = 2 ** 52;
 const BIG52 = 52n;
@@ -121,10 +122,22 @@ export const decimalFromJson = (text: string): Decimal => {
   return { m: BigInt(match[1]!), scale: Number(match[2]) };
 };
 
-/** Both decimals at the scale of the finer, as integers. */
-export const atCommonScale = (a: Decimal, b: Decimal): { a: bigint; b: bigint; scale: number } => {
-  const scale = Math.max(a.scale, b.scale);
-  return { a: a.m * 10n ** BigInt(scale - a.scale), b: b.m * 10n ** BigInt(scale - b.scale), scale };
+/** 10^k by k: a combine per record would otherwise raise 10 to a wide scale each time. */
+const POWERS_OF_TEN: bigint[] = [1n];
+/** Scales of input numbers and their squares; a cache past them would grow with any odd partial. */
+const CACHED_POWERS = 2 * MAX_EXACT_DIGITS;
+const powerOfTen = (k: number): bigint => {
+  if (k > CACHED_POWERS) return 10n ** BigInt(k);
+  for (let i = POWERS_OF_TEN.length; i <= k; i++) POWERS_OF_TEN.push(POWERS_OF_TEN[i - 1]! * 10n);
+  return POWERS_OF_TEN[k]!;
+};
+
+/** a + b at the scale of the finer, not normalized (so it is the same decimal for any grouping of adds). */
+export const addDecimals = (a: Decimal, b: Decimal): Decimal => {
+  if (a.scale === b.scale) return { m: a.m + b.m, scale: a.scale };
+  return a.scale > b.scale
+    ? { m: a.m + b.m * powerOfTen(a.scale - b.scale), scale: a.scale }
+    : { m: a.m * powerOfTen(b.scale - a.scale) + b.m, scale: b.scale };
 };
 
 const bitLength = (x: bigint): number => x.toString(2).length;

@@ -7,19 +7,22 @@
 import * as z from "zod";
 import { badRecord } from "../errors.js";
 import { decimalText, type DecimalSink } from "../records/decimal.js";
-import { atCommonScale, decimalFromJson, decimalToJson } from "./exactDecimal.js";
+import { addDecimals, decimalFromJson, decimalToJson, type Decimal } from "./exactDecimal.js";
 import { forEachRecord, formatParamsHelp, formatParamsShape, jsonNumber, type FormatOptions } from "./formatReaders.js";
 import { keyedOp } from "./keyedOp.js";
 import { lazySchema, parseOpParams, stringParam } from "./params.js";
 import { fieldList, fieldReader, keyOfFields, keyValue } from "./recordFields.js";
-import { statsResultOf, type StatsPartial } from "./stats.js";
+import { exactStatsResult, type ExactStats, type StatsPartial } from "./stats.js";
 
 export interface GroupbyParams extends FormatOptions {
   readonly key: string;
   readonly value?: string | undefined;
 }
 
-/** A key's values so far: records, and the stats of the numbers among them. */
+/**
+ * A key's values so far, as JSON carries it (a shuffle or spilled run, a partial): records, and
+ * the stats of the numbers among them with their sums as text.
+ */
 interface Group {
   /** Records with this key. */
   c: number;
@@ -27,28 +30,49 @@ interface Group {
   v?: StatsPartial;
 }
 
-const combineStats = (a: StatsPartial, b: StatsPartial): StatsPartial => {
+/**
+ * The same in memory: the sums as decimals. Text costs a bigint's conversion each way, which
+ * for wide scales outweighs the addition many times; it is made only when a value leaves.
+ */
+interface HeldGroup {
+  c: number;
+  v?: ExactStats;
+}
+
+const isHeld = (v: StatsPartial | ExactStats): v is ExactStats => typeof v.sum !== "string";
+
+const heldStats = (v: StatsPartial | ExactStats): ExactStats =>
+  isHeld(v) ? v : { count: v.count, sum: decimalFromJson(v.sum), squares: decimalFromJson(v.squares), min: v.min, max: v.max };
+
+/** A group as JSON carries it; the fields in the order earlier versions wrote them. */
+const groupJson = (value: unknown): Group => {
+  const g = value as Group | HeldGroup;
+  if (!g.v || !isHeld(g.v)) return g as Group;
+  const v = g.v;
+  return { c: g.c, v: { count: v.count, sum: decimalToJson(v.sum), squares: decimalToJson(v.squares), min: v.min, max: v.max } };
+};
+
+const combineStats = (a: ExactStats, b: ExactStats): ExactStats => {
   if (a.count === 0) return b;
   if (b.count === 0) return a;
-  const sum = atCommonScale(decimalFromJson(a.sum), decimalFromJson(b.sum));
-  const squares = atCommonScale(decimalFromJson(a.squares), decimalFromJson(b.squares));
   return {
     count: a.count + b.count,
-    sum: decimalToJson({ m: sum.a + sum.b, scale: sum.scale }),
-    squares: decimalToJson({ m: squares.a + squares.b, scale: squares.scale }),
+    sum: addDecimals(a.sum, b.sum),
+    squares: addDecimals(a.squares, b.squares),
     min: Math.min(a.min!, b.min!),
     max: Math.max(a.max!, b.max!),
   };
 };
 
+const ZERO: Decimal = { m: 0n, scale: 0 };
 /** No number (a blank value): a record that counts, with no value. */
-const NO_VALUE: StatsPartial = { count: 0, sum: "0e-0", squares: "0e-0", min: null, max: null };
+const NO_VALUE: ExactStats = { count: 0, sum: ZERO, squares: ZERO, min: null, max: null };
 
 /** The stats of one number. */
-const statsOfOne = (x: number, m: bigint, scale: number): StatsPartial => ({
+const statsOfOne = (x: number, m: bigint, scale: number): ExactStats => ({
   count: 1,
-  sum: decimalToJson({ m, scale }),
-  squares: decimalToJson({ m: m * m, scale: 2 * scale }),
+  sum: { m, scale },
+  squares: { m: m * m, scale: 2 * scale },
   min: x,
   max: x,
 });
@@ -74,7 +98,7 @@ export const groupby = keyedOp<GroupbyParams>({
     return (block, emit) => {
       const keyOf = keysOf(block);
       forEachRecord(block, ctx.format, params, ctx, (record, offset, text, start, end) => {
-        const group: Group = { c: 1 };
+        const group: HeldGroup = { c: 1 };
         if (value) {
           const raw = value(record, offset);
           if (typeof raw === "boolean") throw badRecord(`value ${params.value}: expected a number, got ${raw}`, offset);
@@ -93,15 +117,17 @@ export const groupby = keyedOp<GroupbyParams>({
       });
     };
   },
+  // Either form in, the in-memory one out: values read from runs come as JSON.
   combine(a, b) {
-    const x = a as Group;
-    const y = b as Group;
-    return x.v && y.v ? { c: x.c + y.c, v: combineStats(x.v, y.v) } : { c: x.c + y.c };
+    const x = a as Group | HeldGroup;
+    const y = b as Group | HeldGroup;
+    return x.v && y.v ? { c: x.c + y.c, v: combineStats(heldStats(x.v), heldStats(y.v)) } : { c: x.c + y.c };
   },
+  toJson: groupJson,
   row(key, value) {
-    const g = value as Group;
+    const g = value as Group | HeldGroup;
     if (!g.v) return { key: keyValue(key), count: g.c };
-    const s = statsResultOf(g.v, `groupby: key ${JSON.stringify(keyValue(key))}`);
+    const s = exactStatsResult(heldStats(g.v), `groupby: key ${JSON.stringify(keyValue(key))}`);
     return { key: keyValue(key), count: g.c, values: s.count, sum: s.sum, min: s.min, max: s.max, mean: s.mean, variance: s.variance };
   },
 });

@@ -23,6 +23,8 @@ export interface KeyedOpDefinition<P> {
   pairs(params: P, ctx: MapContext, fields: FieldTally): (block: RecordBlock, emit: (key: string, value: unknown) => void) => void;
   combine(a: unknown, b: unknown, params: P): unknown;
   row(key: string, value: unknown, params: P): unknown;
+  /** See KeyedReduce.toJson. */
+  toJson?(value: unknown): unknown;
   /** Combining keeps every value (see KeyedReduce). */
   readonly gathers?: boolean;
   /** Checks a key's value as it leaves a map task (a lab's combine may make one JSON cannot carry). */
@@ -38,7 +40,12 @@ export const keyedOp = <P>(def: KeyedOpDefinition<P>): Op<P, unknown, never> => 
   formats: def.formats,
   paramsHelp: def.paramsHelp,
   parseParams: def.parseParams,
-  keyed: { combine: def.combine, row: def.row, ...(def.gathers ? { gathers: true } : {}) },
+  keyed: {
+    combine: def.combine,
+    row: def.row,
+    ...(def.gathers ? { gathers: true } : {}),
+    ...(def.toJson ? { toJson: def.toJson } : {}),
+  },
   mapper(params, ctx) {
     const table = new Map<string, unknown>();
     const fields = new FieldTally();
@@ -49,7 +56,8 @@ export const keyedOp = <P>(def: KeyedOpDefinition<P>): Op<P, unknown, never> => 
     const finish = (): KeyedPartial => {
       if (def.checkValue) for (const [k, v] of table) def.checkValue(k, v);
       const counts = fields.counts();
-      return { pairs: [...table], ...(counts ? { fields: counts } : {}) };
+      const toJson = def.toJson;
+      return { pairs: toJson ? [...table].map(([k, v]) => [k, toJson(v)]) : [...table], ...(counts ? { fields: counts } : {}) };
     };
     return { block: (block) => read(block, emit), finish };
   },
@@ -64,12 +72,13 @@ export const keyedOp = <P>(def: KeyedOpDefinition<P>): Op<P, unknown, never> => 
 
 export const isKeyedOp = (op: AnyOp): boolean => op.keyed !== undefined;
 
-/** Several partials (a packed chunk's objects) as one, values of a key combined in table order. */
+/** Several partials (a packed chunk's objects) as one, values of a key combined in table order; JSON values out, as each came in. */
 export const mergeKeyedPartials = (op: AnyOp, params: unknown, partials: readonly KeyedPartial[]): KeyedPartial => {
   if (partials.length === 1) return partials[0]!;
   const merged = new Map<string, unknown>();
   for (const { pairs } of partials)
     for (const [k, v] of pairs) merged.set(k, merged.has(k) ? op.keyed!.combine(merged.get(k), v, params) : v);
   const fields = sumFieldCounts(partials.map((p) => p.fields));
-  return { pairs: [...merged], ...(fields ? { fields } : {}) };
+  const toJson = op.keyed!.toJson;
+  return { pairs: toJson ? [...merged].map(([k, v]) => [k, toJson(v)]) : [...merged], ...(fields ? { fields } : {}) };
 };

@@ -7,7 +7,7 @@
 import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import type { DecimalSink } from "../records/decimal.js";
-import { DecimalSum, decimalFromJson, decimalToJson, ratioToDouble } from "./exactDecimal.js";
+import { DecimalSum, decimalFromJson, decimalToJson, ratioToDouble, type Decimal } from "./exactDecimal.js";
 import type { Op } from "./types.js";
 import { lazySchema, parseOpParams } from "./params.js";
 import { numberReader, refuseAbsentField, valueParamsHelp, valueParamsShape, type ValueOptions } from "./formatReaders.js";
@@ -109,12 +109,31 @@ export const stats: Op<ValueOptions, StatsPartial, StatsResult> = {
   },
 };
 
+/** Stats with Σx and Σx² as decimals, not their JSON text: what groupby combines in memory. */
+export interface ExactStats {
+  readonly count: number;
+  readonly sum: Decimal;
+  readonly squares: Decimal;
+  readonly min: number | null;
+  readonly max: number | null;
+}
+
+const ZERO: Decimal = { m: 0n, scale: 0 };
+
 /** The result of merged stats partials; throws BAD_RECORD, naming `of`, when the sum or variance overflows a double. */
 export const statsResultOf = (p: StatsPartial, of = "stats"): StatsResult => {
+  // An empty partial's sums are never read (nor parsed).
+  const empty = p.count === 0;
+  const sum = empty ? ZERO : decimalFromJson(p.sum);
+  const squares = empty ? ZERO : decimalFromJson(p.squares);
+  return exactStatsResult({ count: p.count, sum, squares, min: p.min, max: p.max }, of);
+};
+
+/** statsResultOf over decimals already parsed. */
+export const exactStatsResult = (p: ExactStats, of = "stats"): StatsResult => {
   const n = p.count;
   if (n === 0) return { count: 0, sum: 0, min: null, max: null, mean: null, variance: null };
-  const sum = decimalFromJson(p.sum);
-  const squares = decimalFromJson(p.squares);
+  const { sum, squares } = p;
   // Σx at scale k and Σx² at scale 2k, as integers s and q: variance = (n·q − s²) / (n² · 10^2k).
   const k = Math.max(sum.scale, Math.ceil(squares.scale / 2));
   const s = sum.m * 10n ** BigInt(k - sum.scale);

@@ -111,6 +111,12 @@ export interface KeyedReduce<P> {
   row(key: string, value: unknown, params: P): unknown;
   /** Combining keeps every value (a lab's `reduce`): held values grow by all they read. */
   readonly gathers?: boolean;
+  /**
+   * A value as JSON carries it, where `combine` keeps a cheaper form in memory: applied where a
+   * value leaves (a map partial, a shuffle or spilled run). `combine` and `row` take either form.
+   * Absent: values are JSON as they are.
+   */
+  toJson?(value: unknown): unknown;
 }
 
 /** An op with its types erased, as the registry holds it (methods are bivariant, so any Op fits). */

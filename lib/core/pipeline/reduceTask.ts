@@ -331,6 +331,7 @@ const combinePartition: PartitionReducer = async (deps, task, plan, { signal }) 
   const guard = guardOf(deps, op, what, job.taskTimeoutSeconds);
   const merge = new RunMerge({
     combine: (a, b) => guard.run(() => keyed.combine(a, b, params)),
+    ...(keyed.toJson ? { toJson: keyed.toJson } : {}),
     ...(keyed.gathers ? { gathers: true } : {}),
     spillBytes,
     scratch,

@@ -14,6 +14,8 @@ import { forEachPair, pairLine, sortTable, type KeyedTable } from "./shuffleRun.
 
 export interface RunMergeOptions {
   combine(a: unknown, b: unknown): unknown;
+  /** A combined value as a run carries it (KeyedReduce.toJson); absent: as it is. */
+  toJson?(value: unknown): unknown;
   /** Bytes of pairs (as their JSON lines) held in memory before they are spilled. */
   readonly spillBytes: number;
   /** Where spilled runs go; each merge writes under its own prefix and removes what it wrote. */
@@ -169,8 +171,13 @@ export class RunMerge {
     this.#held = new Map();
     this.#heldBytes = 0;
     await this.#writeRun(async (write) => {
-      for (const [k, v] of table) await write(pairLine(k, v));
+      for (const [k, v] of table) await write(this.#line(k, v));
     });
+  }
+
+  #line(key: string, value: unknown): string {
+    const { toJson } = this.#options;
+    return pairLine(key, toJson ? toJson(value) : value);
   }
 
   /** Writes a run from what `fill` writes, in pieces of about a MiB joined into one object. */
@@ -219,7 +226,7 @@ export class RunMerge {
         const cursors = await open(group);
         // The merged run takes its group's place: runs stay in the order they were added.
         pending = [
-          await this.#writeRun((write) => mergeCursors(cursors, combine, (k, v) => write(pairLine(k, v)))),
+          await this.#writeRun((write) => mergeCursors(cursors, combine, (k, v) => write(this.#line(k, v)))),
           ...pending.slice(take),
         ];
         // Read to their ends: gone now, so scratch holds about the partition once, not once per pass.
