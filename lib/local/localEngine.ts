@@ -49,7 +49,6 @@ import type { Span } from "../core/records/alignedBlocks.js";
 import { isTaskOp, type TaskResult } from "../core/ops/defineTask.js";
 import { DEFAULTS } from "../core/constants.js";
 import { ThreadMapperHost } from "../sandbox/ThreadMapperHost.js";
-import { opsRegistry } from "../core/ops/opModules.js";
 import { isShuffled } from "../core/ops/types.js";
 import { resolveStoredResult } from "../core/pipeline/items.js";
 import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
@@ -172,15 +171,14 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   // A lab op's merges on this thread, and its finalize, run on a thread of their own, each call
   // under the task's time limit: op code that never returns fails the job, not hangs the run.
   // Only for an op the modules define, as given (a thread loads the modules, not the registry).
+  // The fold's thread loads the modules anyway and says whether it knows the op by digest, so
+  // this thread loads none of them (a module's own start-up runs once per thread, not twice).
   const modules = options.opsModules ?? [];
-  const moduleOps = op.digest !== undefined && !isTaskOp(op) && modules.length > 0 ? await opsRegistry(modules) : undefined;
-  const fromModules = moduleOps?.has(op.name) === true && moduleOps.digestOf(op.name) === op.digest;
-  const folds = fromModules
-    ? new ThreadMapperHost({
-        opsModules: options.opsModules!,
-        taskTimeoutSeconds: options.taskTimeoutSeconds ?? DEFAULTS.taskTimeoutSeconds,
-      })
-    : undefined;
+  // (A keyed op or sort has no fold: its reduce tasks write the result.)
+  const foldHost =
+    op.digest !== undefined && !isTaskOp(op) && !isShuffled(op) && modules.length > 0
+      ? new ThreadMapperHost({ opsModules: modules, taskTimeoutSeconds: options.taskTimeoutSeconds ?? DEFAULTS.taskTimeoutSeconds })
+      : undefined;
   const deps: SplitDeps = {
     output,
     queue,
@@ -206,6 +204,9 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
       : inlineExecutor(deps);
 
   try {
+    // Asked now, answered while the job starts; a job that fails first never reads the answer.
+    const fromModules = foldHost?.knows(op.name, op.digest!, spec.taskMemoryMiB);
+    fromModules?.catch(() => undefined);
     // Inside: threads that fail to start still leave no work directory behind.
     executor.warm(chunks);
     const { manifest } = await startJob(deps, {
@@ -222,6 +223,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     // A keyed job of empty inputs has no chunks, but still its reduce tasks (empty parts).
     const runs = options.report ? new RunLog() : undefined;
     const concurrency = Math.max(1, workers);
+    const folds = foldHost && (await fromModules) ? foldHost : undefined;
     const mergeDeps = folds ? { ...deps, mappers: folds } : deps;
     if (taskCount(manifest) > 0)
       await mapAndReduce({
@@ -270,7 +272,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     return { jobId, result, status, ranOn: workers > 0 ? "threads" : "inline", ...(report ? { report } : {}) };
   } finally {
     await items.close();
-    await folds?.close();
+    await foldHost?.close();
     await executor.close();
     await queue.close();
     await deadLetters.close();

@@ -264,6 +264,22 @@ export class ThreadMapperHost implements MapperHost {
     };
   }
 
+  /**
+   * Whether the threads' modules define `op` with `digest`: a caller whose registry may hold ops
+   * from elsewhere asks before folding there, and the thread that answered is kept for the fold.
+   */
+  async knows(op: string, digest: string, memoryMiB?: number): Promise<boolean> {
+    const thread = this.#acquire(memoryMiB);
+    try {
+      const reply = await thread.call({ kind: "knows", op, digest });
+      return reply.kind === "value" && reply.value === true;
+    } finally {
+      thread.worker.unref();
+      if (thread.alive) this.#idle.push(thread);
+      else this.#all.delete(thread);
+    }
+  }
+
   fold(request: RemoteFoldRequest): RemoteFolder {
     const thread = this.#acquire(request.memoryMiB);
     const seconds = request.timeoutSeconds ?? this.#timeoutMs / 1000;

@@ -28,6 +28,8 @@ export type MapperRequest =
   | { readonly kind: "reduceRun"; readonly bytes: Uint8Array; readonly where: string }
   /** The next piece of rows (the merge runs on while a piece waits), or, at the end, what was written. */
   | { readonly kind: "reduceNext" }
+  /** Whether the thread's modules define `op` with this digest (its registry's, as the caller holds it): answered by a value. */
+  | { readonly kind: "knows"; readonly op: string; readonly digest: string }
   /** A job's partials folded in order, then finalized (partMerge.ts). */
   | { readonly kind: "foldOpen"; readonly op: string; readonly params: Params }
   | { readonly kind: "foldAdd"; readonly partial: unknown }

@@ -136,6 +136,10 @@ const handle = async (request: MapperRequest): Promise<MapperReply> => {
       merging = undefined;
       return { kind: "merged", outside: outside.reading(), ...(inside ? { inside: inside.reading() } : {}) };
     }
+    case "knows": {
+      const known = await registry;
+      return { kind: "value", value: known.has(request.op) && known.digestOf(request.op) === request.digest };
+    }
     case "foldOpen": {
       const op = (await registry).get(request.op);
       const params = op.parseParams(request.params);
@@ -161,6 +165,7 @@ const handle = async (request: MapperRequest): Promise<MapperReply> => {
       reducing = {
         merge: new RunMerge({
           combine: (a, b) => keyed.combine(a, b, params),
+          ...(keyed.toJson ? { toJson: keyed.toJson } : {}),
           ...(keyed.gathers ? { gathers: true } : {}),
           spillBytes: request.spillBytes,
           scratch,

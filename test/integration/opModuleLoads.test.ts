@@ -1,0 +1,116 @@
+/**
+ * The local engine loads a lab's op modules once per thread that runs their code: the fold's
+ * thread answers whether it knows the run's op by digest, so the run's own thread does not load
+ * them again to ask. Each load of the module notes its thread in a file (its top-level code runs
+ * once per load), and so does its finalize, which runs only where the job's partials are folded.
+ */
+import { execFileSync } from "node:child_process";
+import { copyFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { threadId } from "node:worker_threads";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { parseJobSpec } from "../../lib/core/job/spec.js";
+import { defineOp } from "../../lib/core/ops/defineOp.js";
+import { opsRegistry } from "../../lib/core/ops/opModules.js";
+import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
+import { runLocal } from "../../lib/local/localEngine.js";
+import { requireBuild, ROOT } from "../helpers/devCloud.js";
+
+const LOADS = "CLOUDMILL_TEST_MODULE_LOADS";
+let dir: string;
+let source: string;
+let built: string;
+let notes: string;
+let input: string;
+let lines: number;
+
+beforeAll(async () => {
+  requireBuild();
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-module-loads-"));
+  source = path.join(dir, "counted-ops.mjs");
+  const defineOpUrl = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+  await writeFile(
+    source,
+    `import { appendFileSync } from "node:fs";
+import { threadId } from "node:worker_threads";
+import { defineOp } from ${JSON.stringify(defineOpUrl)};
+const note = (what) => appendFileSync(process.env.${LOADS}, \`\${what} \${threadId}\\n\`);
+note("load");
+export const counted = defineOp({
+  name: "counted",
+  format: "lines",
+  map: () => 1,
+  combine: (a, b) => a + b,
+  finalize: (n) => { note("finalize"); return { lines: n }; },
+});
+`,
+  );
+  // The same code at another path, as a lab's build output beside its source: the same digest.
+  built = path.join(dir, "counted-ops.build.mjs");
+  await copyFile(source, built);
+  notes = path.join(dir, "notes.txt");
+  process.env[LOADS] = notes;
+  input = path.join(dir, "lines.txt");
+  await writeFile(input, Array.from({ length: 200 }, (_, i) => `line ${i}\n`).join(""));
+  lines = Number(execFileSync("wc", ["-l", input]).toString().trim().split(" ")[0]);
+}, 60_000);
+
+beforeEach(async () => {
+  await writeFile(notes, "");
+});
+
+afterAll(async () => {
+  delete process.env[LOADS];
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+/** The notes since the test began: [what, thread id]. */
+const noted = async (): Promise<[string, number][]> =>
+  (await readFile(notes, "utf8"))
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => {
+      const [what, id] = l.split(" ");
+      return [what!, Number(id)];
+    });
+
+describe("a lab op's modules on the local engine", () => {
+  it("load once, on the fold's thread, not again here to ask whether that thread knows the op", async () => {
+    // The run's registry holds the op from the source; its threads load the built copy.
+    const registry = await opsRegistry([source]);
+    await writeFile(notes, "");
+    // No task threads (they would load the modules too): chunks map here, the fold runs on its thread.
+    const r = await runLocal({
+      spec: parseJobSpec({ op: "counted", inputs: [input], chunkSize: 256 }),
+      registry,
+      opsModules: [built],
+      workers: 0,
+    });
+    expect(r.result).toEqual({ lines });
+    const loads = (await noted()).filter(([what]) => what === "load").map(([, id]) => id);
+    expect(loads).toHaveLength(1);
+    expect(loads[0]).not.toBe(threadId);
+    // The same thread finalized the job: the op still folds there.
+    expect((await noted()).filter(([what]) => what === "finalize")).toEqual([["finalize", loads[0]]]);
+  }, 60_000);
+
+  it("an op the registry defines with other code than the modules' folds here, not on their thread", async () => {
+    const other = defineOp({
+      name: "counted",
+      format: "lines",
+      map: () => 1,
+      combine: (a: number, b: number) => a + b,
+      finalize: (n: number) => ({ lines: n, here: true }),
+    });
+    const r = await runLocal({
+      spec: parseJobSpec({ op: "counted", inputs: [input], chunkSize: 256 }),
+      registry: new OpRegistry([...builtinOps, other]),
+      opsModules: [built],
+      workers: 0,
+    });
+    expect(r.result).toEqual({ lines, here: true });
+    expect((await noted()).filter(([what]) => what === "finalize")).toEqual([]);
+  }, 60_000);
+});
