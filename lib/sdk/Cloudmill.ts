@@ -544,7 +544,7 @@ export class Cloudmill {
         readBytes(inputStore(first.bucket), first.key, undefined, { start: 0, end: sampleBytes }),
       );
       // The same cache as `cloudmill estimate` on local files: a sample's bytes, not its name, are its key.
-      const cacheDir = spec.cacheDir ?? calibrationCacheDir(process.env);
+      const cacheDir = spec.cacheDir === false ? undefined : (spec.cacheDir ?? calibrationCacheDir(process.env));
       const cache = cacheDir ? { store: new CalibrationCache(cacheDir), fresh: spec.fresh ?? false } : undefined;
       measured = await calibrateSample(sample, first.key, { op: op.name, params: spec.params ?? {} }, registry, cache, {
         whole: first.size <= sampleBytes,

@@ -124,8 +124,11 @@ export interface EstimateSpec {
    * `$CLOUDMILL_CACHE_DIR` or the user's cache directory) holds this sample's rate. Default false.
    */
   readonly fresh?: boolean;
-  /** Where calibrations are cached. Default `$CLOUDMILL_CACHE_DIR`, else `$XDG_CACHE_HOME/cloudmill`, else `~/.cache/cloudmill`. */
-  readonly cacheDir?: string;
+  /**
+   * Where calibrations are cached; false: nowhere. Default `$CLOUDMILL_CACHE_DIR`, else
+   * `$XDG_CACHE_HOME/cloudmill`, else `~/.cache/cloudmill`.
+   */
+  readonly cacheDir?: string | false;
 }
 
 /** Where an estimate's rate came from: a sample of this many bytes of the input, measured here or cached. */

@@ -125,11 +125,7 @@ describe("awsClients and S3 URIs", () => {
     for (const bad of ["s3://bucket", "s3://bucket/", "http://b/k", "s3:///k", "s3://Bad_Bucket/k", ""]) {
       expect(() => parseS3Uri(bad), bad).toThrow(CloudmillError);
     }
-    try {
-      parseS3Uri("nope");
-    } catch (e) {
-      expect((e as CloudmillError).code).toBe(ErrorCode.INVALID_SPEC);
-    }
+    expect(() => parseS3Uri("nope")).toThrow(expect.objectContaining({ code: ErrorCode.INVALID_SPEC }));
   });
 
   it("uses dummy credentials for an endpoint only when none are configured", async () => {

@@ -97,6 +97,8 @@ const patternArb = fc
 
 describe("RE2 and JavaScript's RegExp", () => {
   it("agree on random patterns and lines wherever both accept the pattern", () => {
+    // Patterns either engine refuses are skipped: most must still be compared.
+    let compared = 0;
     fc.assert(
       fc.property(
         patternArb,
@@ -118,11 +120,13 @@ describe("RE2 and JavaScript's RegExp", () => {
           } catch {
             return;
           }
+          compared++;
           for (const line of lines) expect(re2.test(line), `${pattern} on ${JSON.stringify(line)}`).toBe(js.test(line));
         },
       ),
       { numRuns: 1000 },
     );
+    expect(compared).toBeGreaterThan(800);
   });
 });
 

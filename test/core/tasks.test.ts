@@ -163,13 +163,23 @@ describe("a task over items", () => {
     // A duration no other process here runs: its sleep is found by its arguments.
     const seconds = "37.2468";
     const file = await writeItems("child.jsonl", [{ n: 0, child: seconds }, { n: 1 }]);
-    const r = (await runItems(file, {}, { chunkSize: 10_000 })).result as TaskResult<number>;
+    const sleeping = () =>
+      execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })
+        .split("\n")
+        .filter((l) => l.trim() === `sleep ${seconds}`);
+    const running = runItems(file, {}, { chunkSize: 10_000 });
+    // While the item runs, its child and its scratch mark are where the checks below look.
+    await vi.waitFor(
+      () => {
+        expect(sleeping()).toHaveLength(1);
+        expect(scratchesHolding(seconds)).toHaveLength(1);
+      },
+      { timeout: 10_000, interval: 50 },
+    );
+    const r = (await running).result as TaskResult<number>;
     expect(r.errors).toEqual([{ index: 0, code: "ITEM_TIMEOUT", message: "did not finish within 3 s (timeoutSeconds)" }]);
     expect(r.results).toEqual([4]);
-    const sleeping = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })
-      .split("\n")
-      .filter((l) => l.trim() === `sleep ${seconds}`);
-    expect(sleeping).toEqual([]);
+    expect(sleeping()).toEqual([]);
     expect(scratchesHolding(seconds)).toEqual([]);
   });
 
@@ -182,7 +192,10 @@ describe("a task over items", () => {
       { n: 3 },
     ];
     const file = await writeItems("scratch-ends.jsonl", items);
-    const r = (await runItems(file, {}, { chunkSize: 10_000 })).result as TaskResult<number>;
+    const running = runItems(file, {}, { chunkSize: 10_000 });
+    // The looping item's mark is seen while it loops: the search below looks where scratch is.
+    await vi.waitFor(() => expect(scratchesHolding(marks[0]!)).toHaveLength(1), { timeout: 10_000, interval: 50 });
+    const r = (await running).result as TaskResult<number>;
     expect(r.errors.map((e) => [e.index, e.code])).toEqual([
       [0, "ITEM_TIMEOUT"],
       [1, "ITEM_FAILED"],

@@ -42,7 +42,8 @@ describe("the dev cloud's SQS event source", () => {
   it("takes what its window gathered at the window's end, ten a receive", async () => {
     const queue = new CountingQueue();
     await queue.sendBatch(bodies(0, 5));
-    const { polling, done } = await firstBatch(queue, { size: 100, windowMs: 400 });
+    // A window far longer than the sends take (some 200 ms), so that a busy machine still sends them all inside it.
+    const { polling, done } = await firstBatch(queue, { size: 100, windowMs: 1_500 });
     // 40 more arrive over the window, five every 25 ms.
     for (let i = 0; i < 8; i++) {
       await new Promise((r) => setTimeout(r, 25));

@@ -3,6 +3,7 @@
  * sample of the first input calibrated, and that calibration cached as for local files: the
  * same sample again is not measured again, unless --fresh.
  */
+import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -59,6 +60,27 @@ describe("cloudmill estimate over S3 inputs", () => {
       expect(estimate).toMatchObject({ op: "their-own-op", chunks: 1, runsOn: "fleet" });
     } finally {
       mill.close();
+    }
+  });
+
+  it("caches where the command's environment says, and nowhere when it names no place", async () => {
+    await cloud.put("env/sample.txt", textOf(50_000, 6));
+    const args = ["estimate", `s3://${cloud.input}/env/`, "--op", "wordcount", "--json", "--endpoint", cloud.cloud.endpoint];
+    // This process's environment names a cache; the command's names none: nothing is written there.
+    const processCache = path.join(dir, "process-cache");
+    const before = process.env[CACHE_DIR_ENV];
+    process.env[CACHE_DIR_ENV] = processCache;
+    try {
+      const r = await cli(args, {});
+      expect(r.code, r.stderr).toBe(0);
+      expect(existsSync(processCache)).toBe(false);
+      const commandCache = path.join(dir, "command-cache");
+      expect((await cli(args, { [CACHE_DIR_ENV]: commandCache })).code).toBe(0);
+      expect(existsSync(path.join(commandCache, "calibrations.json"))).toBe(true);
+      expect(existsSync(processCache)).toBe(false);
+    } finally {
+      if (before === undefined) delete process.env[CACHE_DIR_ENV];
+      else process.env[CACHE_DIR_ENV] = before;
     }
   });
 

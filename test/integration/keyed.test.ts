@@ -198,8 +198,9 @@ describe("keyed ops on the emulated fleet", () => {
     expect(spilled.some((e) => e.isDirectory())).toBe(true);
     expect(spilled.filter((e) => e.isFile()).map((e) => e.name)).toEqual([]);
     // Each copy's own folder went with its last run: the partition's folder is left empty.
-    for (const partition of spilled.filter((e) => e.isDirectory() && e.name === "00000"))
-      expect(await readdir(path.join(partition.parentPath, partition.name))).toEqual([]);
+    const partitions = spilled.filter((e) => e.isDirectory() && /^\d+$/.test(e.name));
+    expect(partitions.length).toBeGreaterThan(0);
+    for (const partition of partitions) expect(await readdir(path.join(partition.parentPath, partition.name))).toEqual([]);
     // And nothing of them in S3.
     expect(await cloud().keys(cloud().output, "_work/distinct-spill/spill/")).toEqual([]);
   }, 120_000);

@@ -19,7 +19,7 @@ import { startDevCloud, type DevCloud } from "../../lib/dev/devCloud.js";
 import { CloudmillError } from "../../lib/core/errors.js";
 import { silentLogger } from "../../lib/core/log.js";
 import { asCompleted, Cloudmill, JobFailedError, waitAll, type JobFuture } from "../../lib/sdk/index.js";
-import { chunksOf, expectMatchesReference } from "../helpers/devCloud.js";
+import { chunksOf, expectMatchesReference, queueDepth } from "../helpers/devCloud.js";
 import { countingS3 } from "./support.js";
 import { FILES_AT_ONCE } from "../../lib/sdk/constants.js";
 
@@ -178,7 +178,14 @@ describe("Cloudmill against cloudmill dev", () => {
       return n;
     };
     const atCancel = await parts();
-    await new Promise((r) => setTimeout(r, 4_000));
+    // Every queued chunk is taken and let go: skipped, or finished if it was in flight.
+    await vi.waitFor(
+      async () => expect(await queueDepth(cloud.clients.sqs, cloud.taskQueueUrl)).toMatchObject({ visible: 0, inFlight: 0 }),
+      {
+        timeout: 60_000,
+        interval: 200,
+      },
+    );
     const later = await parts();
     // At most the chunks in flight when it was cancelled (one per worker) finish; the rest are skipped.
     expect(later - atCancel).toBeLessThanOrEqual(2);

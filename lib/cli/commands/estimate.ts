@@ -149,7 +149,8 @@ export const estimateCommand = (io: CliIO): Command =>
             inlineMaxBytes,
             calibrate: flags.calibrate,
             fresh: flags.fresh,
-            ...(calibrationCacheDir(io.env) !== undefined ? { cacheDir: calibrationCacheDir(io.env)! } : {}),
+            // The command's environment, not this process's: none named, no cache.
+            cacheDir: calibrationCacheDir(io.env) ?? false,
           });
           const { calibration, ...figures } = estimate;
           const sampled = calibration && {
