@@ -8,7 +8,7 @@
  * ```
  */
 import { refuseTaskTimeoutPastQueue } from "../core/queueLimits.js";
-import { hiddenNotice } from "../core/hiddenNames.js";
+import { HiddenFiles, hiddenNotice } from "../core/hiddenNames.js";
 import { CloudFormationClient } from "@aws-sdk/client-cloudformation";
 import { ApplicationAutoScalingClient } from "@aws-sdk/client-application-auto-scaling";
 import { EC2Client } from "@aws-sdk/client-ec2";
@@ -530,7 +530,8 @@ export class Cloudmill {
       if (!store) stores.set(bucket, (store = new S3BlobStore(conn.s3, bucket)));
       return store;
     };
-    const inputs = await withAws(this.#aws("list the job's inputs"), () => resolveS3Inputs({ inputStore }, spec.inputs));
+    const hidden = new HiddenFiles();
+    const inputs = await withAws(this.#aws("list the job's inputs"), () => resolveS3Inputs({ inputStore }, spec.inputs, hidden));
     const first = inputs.find((i) => i.size > 0);
     let measured: (Calibration & { readonly cachedAt?: string }) | undefined;
     let calibration: EstimateCalibration | undefined;
@@ -581,6 +582,7 @@ export class Cloudmill {
       workers: spec.workers ?? 1,
       vcpusPerWorker: vcpus,
       maxWorkers: spec.maxWorkers ?? 4,
+      hidden,
     });
     return calibration ? { ...estimate, calibration } : estimate;
   }

@@ -4,7 +4,7 @@
  * of the real input, kept for the next estimate of the same sample. (The splitter's refusal of a job over its maxCostUsd is in
  * test/integration/report.test.ts, against the emulated cloud.)
  */
-import { mkdtemp, readFile, rm, truncate, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import path from "node:path";
@@ -161,6 +161,26 @@ export const plain = defineOp({ name: "plain", format: "lines", map: (l) => l.le
     expect(text.stdout).toContain(
       `\ncompressed: ${(packed.length / 1e6).toFixed(1)} MB of it, priced as stored (its decoded size is known only by reading it)\n`,
     );
+  });
+
+  it("says what a folder's listing left out (hidden names), and prices only what the job reads", async () => {
+    const folder = path.join(dir, "with-hidden");
+    await mkdir(path.join(folder, ".git"), { recursive: true });
+    await writeFile(path.join(folder, "a.txt"), "one\ntwo\n");
+    await writeFile(path.join(folder, ".DS_Store"), "x".repeat(1000));
+    await writeFile(path.join(folder, "_SUCCESS"), "");
+    await writeFile(path.join(folder, ".git", "config"), "y".repeat(1000));
+    const r = await cli(["estimate", folder, "--op", "count", "--no-calibrate", "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const e = Estimate.parse(JSON.parse(r.stdout));
+    // a.txt alone (8 bytes); left out: .DS_Store, .git (a folder, once) and _SUCCESS.
+    expect(e.bytes).toBe(8);
+    expect(e.hidden?.count).toBe(3);
+    const text = await cli(["estimate", folder, "--op", "count", "--no-calibrate"]);
+    expect(text.stdout).toMatch(/^left out 3 hidden file\(s\) or folder\(s\) \(/m);
+    // None left out: nothing said.
+    const plain = await cli(["estimate", path.join(folder, "a.txt"), "--op", "count", "--no-calibrate", "--json"]);
+    expect(JSON.parse(plain.stdout)).not.toHaveProperty("hidden");
   });
 
   it("calibrates the rate by mapping a sample of the first input", async () => {

@@ -63,6 +63,26 @@ describe("cloudmill estimate over S3 inputs", () => {
     }
   });
 
+  it("says what the prefix's listing left out (hidden names), and prices only what the job reads", async () => {
+    await cloud.put("hidden/a.txt", "one\ntwo\n");
+    await cloud.put("hidden/_SUCCESS", "");
+    await cloud.put("hidden/.DS_Store", "x".repeat(1000));
+    const r = await cli([
+      "estimate",
+      `s3://${cloud.input}/hidden/`,
+      "--op",
+      "count",
+      "--no-calibrate",
+      "--json",
+      "--endpoint",
+      cloud.cloud.endpoint,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const e = Estimate.parse(JSON.parse(r.stdout));
+    expect(e.bytes).toBe(8);
+    expect(e.hidden).toEqual({ count: 2, first: [`s3://${cloud.input}/hidden/.DS_Store`, `s3://${cloud.input}/hidden/_SUCCESS`] });
+  });
+
   it("caches where the command's environment says, and nowhere when it names no place", async () => {
     await cloud.put("env/sample.txt", textOf(50_000, 6));
     const args = ["estimate", `s3://${cloud.input}/env/`, "--op", "wordcount", "--json", "--endpoint", cloud.cloud.endpoint];

@@ -7,6 +7,7 @@ import { readFile } from "node:fs/promises";
 import { Command } from "commander";
 import * as z from "zod";
 import { DEFAULTS } from "../../core/constants.js";
+import { HiddenFiles, hiddenNotice } from "../../core/hiddenNames.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../../core/errors.js";
 import { vcpusOfSize } from "../../core/instanceTypes.js";
 import { parseSize } from "../../core/job/size.js";
@@ -54,11 +55,11 @@ const priceFile = async (file: string): Promise<PriceOverride> => {
 };
 
 /** The files the inputs name (directories walked), in order, as the job would list them. */
-const localInputs = async (inputs: readonly string[], root: FsBlobStore): Promise<InputObject[]> => {
+const localInputs = async (inputs: readonly string[], root: FsBlobStore, hidden: HiddenFiles): Promise<InputObject[]> => {
   const s3 = (await expandLocalManifests(inputs)).find(isS3Input);
   if (s3 !== undefined)
     throw new CloudmillError(ErrorCode.INVALID_SPEC, `${s3}: give only s3:// inputs (listed in the lab's buckets) or only local files`);
-  return resolveLocalInputs(inputs, root);
+  return resolveLocalInputs(inputs, root, hidden);
 };
 
 const dollars = (x: number): string => `$${x < 0.01 ? x.toFixed(6) : x.toFixed(2)}`;
@@ -85,6 +86,7 @@ export const estimateText = (e: Estimate, calibratedOn?: { file: string; bytes: 
       (e.rate.coldSeconds ? `; a fresh thread's first chunk ${e.rate.coldSeconds.toFixed(2)} s longer` : ""),
     `runs on: ${e.runsOn === "lambda" ? "the splitter function, where the job starts (under the inline limit)" : `the fleet`}` +
       (e.runsOn === "fleet" ? ` (${c.instanceType})` : ""),
+    ...(e.hidden ? [hiddenNotice(e.hidden)] : []),
     ...(e.compressedBytes
       ? [`compressed: ${(e.compressedBytes / 1e6).toFixed(1)} MB of it, priced as stored (its decoded size is known only by reading it)`]
       : []),
@@ -163,7 +165,8 @@ export const estimateCommand = (io: CliIO): Command =>
         return;
       }
       const root = new FsBlobStore("/");
-      const listed = await localInputs(inputs, root);
+      const hidden = new HiddenFiles();
+      const listed = await localInputs(inputs, root, hidden);
       const first = listed.find((f) => f.size > 0);
       const cacheDir = calibrationCacheDir(io.env);
       const cache = cacheDir ? { store: new CalibrationCache(cacheDir), fresh: flags.fresh } : undefined;
@@ -192,6 +195,7 @@ export const estimateCommand = (io: CliIO): Command =>
         workers: flags.workers,
         vcpusPerWorker: vcpus,
         maxWorkers: flags.maxWorkers,
+        hidden,
       });
       io.stdout.write(
         flags.json

@@ -65,6 +65,8 @@ export const Estimate = z.object({
    * their decoded size is known only by reading them, so task time may be short of the truth.
    */
   compressedBytes: z.number().optional(),
+  /** What a folder's or prefix's listing left out (hiddenNames.ts): not read by the job, so not priced. */
+  hidden: z.object({ count: z.number().int().positive(), first: z.array(z.string()) }).optional(),
   taskSeconds: z.number(),
   workerHours: z.number(),
   wallSeconds: z.object({ atWorkers: z.number(), workers: z.number(), atMost: z.number(), maxWorkers: z.number() }),
@@ -143,6 +145,8 @@ export interface EstimateInput {
   readonly taskBytes?: number;
   /** Bytes of compressed inputs, said with the estimate. */
   readonly compressedBytes?: number;
+  /** What the inputs' listings left out, said with the estimate. */
+  readonly hidden?: { readonly count: number; readonly first: readonly string[] };
   /**
    * S3 requests of writes as big as each task's bytes (a sort's runs: putRequestsOf each); unset:
    * from the sizes, each input cut in chunks.
@@ -263,6 +267,7 @@ export const estimateJob = (input: EstimateInput): Estimate => {
     },
     runsOn: inline ? "lambda" : "fleet",
     ...(input.compressedBytes ? { compressedBytes: input.compressedBytes } : {}),
+    ...(input.hidden?.count ? { hidden: { count: input.hidden.count, first: [...input.hidden.first] } } : {}),
     taskSeconds,
     workerHours: taskSeconds / input.vcpusPerWorker / 3600,
     wallSeconds: {
