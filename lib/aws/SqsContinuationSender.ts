@@ -24,12 +24,13 @@ const sha256 = (text: string): string => createHash("sha256").update(text).diges
 export const continuationGroupId = (jobId: string): string => (FIFO_ID.test(jobId) ? jobId : sha256(jobId));
 
 /**
- * One hand-off's deduplication id: the job, the piece it hands on after, and the write of the spec
- * that started the listing. Copies of a continuation share all three; a spec uploaded again after
- * its listing failed lists afresh, and its hand-offs must not be taken for the old one's.
+ * One hand-off's deduplication id: the job, the pieces it went on from and hands on after, and the
+ * write of the spec that started the listing. An invocation run again hands on the same four; a
+ * spec uploaded again after its listing failed lists afresh, and its hand-offs must not be taken
+ * for the old one's; nor must a hand-off of a range listed again from a break (its own `from`).
  */
-export const continuationDeduplicationId = ({ jobId, seq, object }: ListingContinuation): string =>
-  sha256(JSON.stringify([jobId, seq, object.sequencer ?? object.etag ?? null]));
+export const continuationDeduplicationId = ({ jobId, seq, from, object }: ListingContinuation): string =>
+  sha256(JSON.stringify([jobId, from, seq, object.sequencer ?? object.etag ?? null]));
 
 export class SqsContinuationSender implements ContinuationSender {
   constructor(

@@ -167,6 +167,8 @@ export interface CreatedObject {
 export interface ListingContinuation {
   readonly jobId: string;
   readonly seq: number;
+  /** The piece the handing invocation went on from (0: it began the listing). */
+  readonly from: number;
   /** The job spec's object, as its S3 event named it (key decoded). */
   readonly object: CreatedObject;
 }

@@ -208,6 +208,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
   const clients = awsClients({ endpoint: emulator.endpoint });
   const maxAttempts = options.maxAttempts ?? DEFAULTS.maxAttempts;
   const visibilitySeconds = options.visibilitySeconds ?? 30;
+  const splitterTimeoutMs = options.splitterTimeoutMs ?? 5 * 60_000;
   let resources: Awaited<ReturnType<typeof createDevResources>>;
   try {
     resources = await createDevResources(clients, {
@@ -215,6 +216,8 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
       ...(options.partsVisibilitySeconds !== undefined ? { partsVisibilitySeconds: options.partsVisibilitySeconds } : {}),
       ...(options.spotWorkers !== undefined ? { spotTaskQueue: DEV_QUEUES.spotTasks } : {}),
       continuationQueue: DEV_QUEUES.continuations,
+      // As the stack's: six invocations' time, so that no copy lists beside one still running.
+      continuationVisibilitySeconds: Math.ceil((6 * splitterTimeoutMs) / 1000),
       maxReceiveCount: maxAttempts,
       visibilitySeconds,
     });
@@ -276,7 +279,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     inlineMaxBytes: options.inlineMaxBytes ?? DEFAULTS.inlineMaxBytes,
     ...(options.listingReserveMs !== undefined ? { listingReserveMs: options.listingReserveMs } : {}),
   };
-  const timeoutMs = options.splitterTimeoutMs ?? 5 * 60_000;
+  const timeoutMs = splitterTimeoutMs;
   const diedOnce = new Set<string>();
   // One invocation as Lambda makes it: a clock that runs out, and (tests) a death after N parts.
   const contextOfInvocation = () => {

@@ -403,6 +403,12 @@ export interface DevResourceOptions {
    */
   readonly continuationQueue?: string;
   readonly continuationDeadLetterQueue?: string;
+  /**
+   * The continuation queue's visibility timeout: longer than one invocation, as the stack's (six
+   * times the splitter's timeout), or a copy would list beside the one still running. Default
+   * `visibilitySeconds`.
+   */
+  readonly continuationVisibilitySeconds?: number;
   /** Receives before a task goes to the dead-letter queue. Default DEFAULTS.maxAttempts. */
   readonly maxReceiveCount?: number;
   /** Default DEFAULTS.visibilityTimeoutSeconds. */
@@ -484,7 +490,7 @@ export const createDevResources = async (
     continuationDeadLetterQueueUrl = await ensureQueue(options.continuationDeadLetterQueue ?? DEV_QUEUES.continuationDeadLetters, fifo);
     continuationQueueUrl = await ensureQueue(options.continuationQueue, {
       ...fifo,
-      VisibilityTimeout: String(options.visibilitySeconds ?? DEFAULTS.visibilityTimeoutSeconds),
+      VisibilityTimeout: String(options.continuationVisibilitySeconds ?? options.visibilitySeconds ?? DEFAULTS.visibilityTimeoutSeconds),
       RedrivePolicy: JSON.stringify({ deadLetterTargetArn: await arnOf(continuationDeadLetterQueueUrl), maxReceiveCount: 3 }),
     });
   }

@@ -205,7 +205,12 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
 
   try {
     // Asked now, answered while the job starts; a job that fails first never reads the answer.
-    const fromModules = foldHost?.knows(op.name, op.digest!, spec.taskMemoryMiB);
+    const fromModules = foldHost?.knows(op.name, op.digest!, {
+      what: `job ${jobId}`,
+      memoryMiB: spec.taskMemoryMiB,
+      timeoutSeconds: spec.taskTimeoutSeconds,
+      signal: options.signal,
+    });
     fromModules?.catch(() => undefined);
     // Inside: threads that fail to start still leave no work directory behind.
     executor.warm(chunks);

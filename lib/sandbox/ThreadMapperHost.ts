@@ -99,6 +99,14 @@ class MapperThread {
   }
 }
 
+/** What `knows` is asked under: the job's limits, its name for a timeout's message, and the run's signal. */
+export interface KnowsOptions {
+  readonly what: string;
+  readonly memoryMiB?: number | undefined;
+  readonly timeoutSeconds?: number | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
 export class ThreadMapperHost implements MapperHost {
   readonly #data: MapperThreadData;
   readonly #entry: string;
@@ -268,12 +276,21 @@ export class ThreadMapperHost implements MapperHost {
    * Whether the threads' modules define `op` with `digest`: a caller whose registry may hold ops
    * from elsewhere asks before folding there, and the thread that answered is kept for the fold.
    */
-  async knows(op: string, digest: string, memoryMiB?: number): Promise<boolean> {
-    const thread = this.#acquire(memoryMiB);
+  async knows(op: string, digest: string, asked: KnowsOptions): Promise<boolean> {
+    const thread = this.#acquire(asked.memoryMiB);
+    // The answer waits for the modules to load, the lab's own start-up code included: under the
+    // task's time limit, and ended with the run, as a fold's calls are.
+    const seconds = asked.timeoutSeconds ?? this.#timeoutMs / 1000;
+    const timer = setTimeout(() => thread.end(taskTimeoutError(seconds, `${asked.what}'s start`)), seconds * 1000);
+    const onAbort = () => thread.end(new CloudmillError(ErrorCode.CANCELLED, "interrupted"));
+    asked.signal?.addEventListener("abort", onAbort, { once: true });
+    if (asked.signal?.aborted) onAbort();
     try {
       const reply = await thread.call({ kind: "knows", op, digest });
       return reply.kind === "value" && reply.value === true;
     } finally {
+      clearTimeout(timer);
+      asked.signal?.removeEventListener("abort", onAbort);
       thread.worker.unref();
       if (thread.alive) this.#idle.push(thread);
       else this.#all.delete(thread);

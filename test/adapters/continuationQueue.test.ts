@@ -53,11 +53,11 @@ describe("the continuation queue", () => {
   it("hands out one continuation of a job at a time, another job's meanwhile, and a copy sent twice once", async () => {
     const sender = new SqsContinuationSender(aws.sqs, queueUrl);
     const queue = new SqsTaskQueue(aws.sqs, queueUrl);
-    await sender.handOn({ jobId: "job-a", seq: 3, object: spec("job-a") });
+    await sender.handOn({ jobId: "job-a", seq: 3, from: 2, object: spec("job-a") });
     // The same hand-off again (a copy): dropped.
-    await sender.handOn({ jobId: "job-a", seq: 3, object: spec("job-a") });
-    await sender.handOn({ jobId: "job-a", seq: 4, object: spec("job-a") });
-    await sender.handOn({ jobId: "job-b", seq: 1, object: spec("job-b") });
+    await sender.handOn({ jobId: "job-a", seq: 3, from: 2, object: spec("job-a") });
+    await sender.handOn({ jobId: "job-a", seq: 4, from: 3, object: spec("job-a") });
+    await sender.handOn({ jobId: "job-b", seq: 1, from: 0, object: spec("job-b") });
 
     const first = await received(queue);
     expect(first.map((m) => [m.continuation?.object.key, m.continuation?.seq]).sort()).toEqual([
@@ -77,7 +77,7 @@ describe("the continuation queue", () => {
     const sender = new SqsContinuationSender(aws.sqs, queueUrl);
     const queue = new SqsTaskQueue(aws.sqs, queueUrl);
     const deadLetters = new SqsTaskQueue(aws.sqs, deadLetterUrl);
-    await sender.handOn({ jobId: "job-failing", seq: 1, object: spec("job-failing") });
+    await sender.handOn({ jobId: "job-failing", seq: 1, from: 0, object: spec("job-failing") });
     for (let i = 0; i < 3; i++) {
       const [m] = await received(queue);
       expect(m?.continuation?.seq).toBe(1);
@@ -89,14 +89,16 @@ describe("the continuation queue", () => {
     await deadLetters.delete(letter!.receiptHandle);
   });
 
-  it("groups by job id, and names a hand-off by its job, piece and spec write, within SQS's 128 characters", () => {
+  it("groups by job id, and names a hand-off by its job, pieces and spec write, within SQS's 128 characters", () => {
     const jobId = `j${"x".repeat(127)}`;
     expect(continuationGroupId(jobId)).toBe(jobId);
-    const id = continuationDeduplicationId({ jobId, seq: 7, object: spec(jobId) });
+    const id = continuationDeduplicationId({ jobId, seq: 7, from: 5, object: spec(jobId) });
     expect(id).toMatch(/^[0-9a-f]{64}$/);
-    expect(continuationDeduplicationId({ jobId, seq: 7, object: spec(jobId) })).toBe(id);
-    expect(continuationDeduplicationId({ jobId, seq: 8, object: spec(jobId) })).not.toBe(id);
+    expect(continuationDeduplicationId({ jobId, seq: 7, from: 5, object: spec(jobId) })).toBe(id);
+    expect(continuationDeduplicationId({ jobId, seq: 8, from: 5, object: spec(jobId) })).not.toBe(id);
+    // The same piece handed on again by an invocation that listed again from a break: not a copy either.
+    expect(continuationDeduplicationId({ jobId, seq: 7, from: 7, object: spec(jobId) })).not.toBe(id);
     // The spec uploaded again (its listing failed, and it lists afresh): not taken for a copy.
-    expect(continuationDeduplicationId({ jobId, seq: 7, object: spec(jobId, "0055AED6DCD90281F0") })).not.toBe(id);
+    expect(continuationDeduplicationId({ jobId, seq: 7, from: 5, object: spec(jobId, "0055AED6DCD90281F0") })).not.toBe(id);
   });
 });

@@ -6,7 +6,7 @@
  * listing and plans the job. Every byte range the test cut is queued once, and the answer is the
  * count the test made.
  */
-import { GetQueueUrlCommand } from "@aws-sdk/client-sqs";
+import { GetQueueAttributesCommand, GetQueueUrlCommand } from "@aws-sdk/client-sqs";
 import { describe, expect, it } from "vitest";
 import { SqsTaskQueue } from "../../lib/aws/SqsTaskQueue.js";
 import { DEV_QUEUES } from "../../lib/core/constants.js";
@@ -75,4 +75,11 @@ describe("copies of a listing continuation", () => {
     expect(status.inputCount).toBe(OBJECTS);
     expect(await cloud().getJson(cloud().output, "_jobs/copies-count/result.json")).toEqual({ records: lines });
   }, 600_000);
+
+  it("stay hidden while one runs for as long as the stack's: six times the splitter's five minutes", async () => {
+    // A shorter timeout hands a continuation still listing to the second poller, beside it.
+    const { QueueUrl } = await cloud().sqs.send(new GetQueueUrlCommand({ QueueName: DEV_QUEUES.continuations }));
+    const { Attributes } = await cloud().sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ["VisibilityTimeout"] }));
+    expect(Attributes?.["VisibilityTimeout"]).toBe(String(6 * 5 * 60));
+  });
 });

@@ -113,4 +113,49 @@ describe("a lab op's modules on the local engine", () => {
     expect(r.result).toEqual({ lines, here: true });
     expect((await noted()).filter(([what]) => what === "finalize")).toEqual([]);
   }, 60_000);
+
+  describe("a module whose start-up never ends off the main thread", () => {
+    let stuck: string;
+    beforeAll(async () => {
+      // Loads here (the registry), never on a thread: the thread asked whether it knows the op never answers.
+      stuck = path.join(dir, "stuck-start.mjs");
+      const defineOpUrl = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+      await writeFile(
+        stuck,
+        `import { isMainThread } from "node:worker_threads";
+import { defineOp } from ${JSON.stringify(defineOpUrl)};
+if (!isMainThread) await new Promise(() => setInterval(() => {}, 1 << 30));
+export const counted = defineOp({ name: "counted", format: "lines", map: () => 1, combine: (a, b) => a + b, finalize: (n) => ({ lines: n }) });
+`,
+      );
+    });
+
+    it("fails the run TASK_TIMEOUT within the task's limit, not hangs it", async () => {
+      const run = runLocal({
+        spec: parseJobSpec({ op: "counted", inputs: [input], chunkSize: 256 }),
+        registry: await opsRegistry([stuck]),
+        opsModules: [stuck],
+        workers: 0,
+        taskTimeoutSeconds: 2,
+      });
+      await expect(run).rejects.toMatchObject({
+        code: "TASK_TIMEOUT",
+        message: expect.stringMatching(/^job local-[0-9a-f]+'s start did not finish within 2 s \(taskTimeoutSeconds\)$/),
+      });
+    }, 30_000);
+
+    it("ends with the run when it is interrupted", async () => {
+      const interrupt = new AbortController();
+      const run = runLocal({
+        spec: parseJobSpec({ op: "counted", inputs: [input], chunkSize: 256 }),
+        registry: await opsRegistry([stuck]),
+        opsModules: [stuck],
+        workers: 0,
+        taskTimeoutSeconds: 600,
+        signal: interrupt.signal,
+      });
+      setImmediate(() => interrupt.abort());
+      await expect(run).rejects.toMatchObject({ code: "CANCELLED" });
+    }, 30_000);
+  });
 });

@@ -345,7 +345,7 @@ const startSpecJob = async (
         inputs: spec.inputs,
         listing: { objects: listing.found, pieces: listing.seq },
       } satisfies JobStatus);
-      await deps.continuations!.handOn({ jobId, seq: listing.seq, object: obj });
+      await deps.continuations!.handOn({ jobId, seq: listing.seq, from: continued?.seq ?? 0, object: obj });
       deps.log.info("listing handed on", { jobId, listed: listing.found, pieces: listing.seq });
       return { kind: "listing", jobId, listed: listing.found, pieces: listing.seq };
     }
