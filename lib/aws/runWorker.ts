@@ -123,6 +123,8 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
         })
       : undefined;
   logger.info("worker started", {
+    // Which Node the container really runs (the image's node:22; the staged-image test checks it).
+    node: process.version,
     concurrency: config.concurrency,
     visibilitySeconds: config.visibilitySeconds,
     mapperHeapMiB: mapperHeap(limit, config.concurrency).memoryMiB,
