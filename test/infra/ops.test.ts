@@ -3,8 +3,9 @@
  * into the worker image's build context and the splitter's and reducer's code, points
  * CLOUDMILL_OPS_MODULES at where they land, and publishes the listing at deploy. Then the staged
  * files themselves, copied out of cdk.out to a folder with no node_modules above it, run one job
- * against the emulator: splitter handler, worker process (the image's CMD), reducer handler. The
- * expected answer comes from Python; the digest the roles record is the one the listing publishes.
+ * against the emulator: splitter handler, worker process (the image's CMD), reducer handler, on
+ * this machine's Node and on the Node 22 that Lambda and the image run. The expected answer comes
+ * from Python; the digest the roles record is the one the listing publishes.
  */
 import { execFileSync } from "node:child_process";
 import { type Dirent, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -20,6 +21,7 @@ import { ESM_REQUIRE_BANNER } from "../../infra/bundling.js";
 import { spawnChild, textOf, waitFor } from "../helpers/devCloud.js";
 import { refWordcount } from "../helpers/reference.js";
 import { useEmulator } from "../helpers/emulator.js";
+import { NODE22_VERSION, node22 } from "../helpers/node22.js";
 import { runProcess } from "../helpers/processes.js";
 import { LAB_CONTEXT, REPO_ROOT, cdkJsonContext, flat, grantsOf, resource, synth, type Synthesized } from "./synth.js";
 
@@ -334,17 +336,30 @@ describe("the workerDockerfile escape hatch", () => {
   });
 });
 
+/**
+ * The Node each run uses, and the version every role must report. Deployed code runs on Node 22
+ * (nodejs22.x, node:22) while this machine's is 20: "runs on both" is checked, not assumed.
+ */
+const RUNTIMES = [
+  { runtime: "the Node running the tests", node: (): string => process.execPath, version: process.version },
+  // Fetched from the registry when absent (helpers/node22.ts); when it cannot be, the test fails.
+  { runtime: "Node 22, as deployed", node: node22, version: `v${NODE22_VERSION}` },
+];
+
 describe("the staged code, run as Lambda and the image would run it, against the emulator", () => {
   const emu = useEmulator();
   let s: Synthesized;
-  let work: string;
+  let staged: string;
   beforeAll(() => {
     s = synth(OPS_CONTEXT, { ops: [FIXTURE] }, { bundle: true });
-    work = mkdtempSync(path.join(os.tmpdir(), "cloudmill-staged-"));
+    staged = mkdtempSync(path.join(os.tmpdir(), "cloudmill-staged-"));
   }, 120_000);
-  afterAll(() => rmSync(work, { recursive: true, force: true }));
+  afterAll(() => rmSync(staged, { recursive: true, force: true }));
 
-  it("splitter handler, worker process and reducer handler run a job of the lab's op, then of its task; Python agrees", async () => {
+  /** One synth, run on each runtime in a folder of its own against buckets and queues of its own. */
+  const scenario = async ({ node: nodeOf, version }: (typeof RUNTIMES)[number]): Promise<void> => {
+    const node = nodeOf();
+    const work = mkdtempSync(path.join(staged, "run-"));
     // Copies outside cdk.out and the repository: nothing can be resolved from a node_modules.
     const code = (from: string, name: string): string => {
       const to = path.join(work, name);
@@ -404,14 +419,18 @@ describe("the staged code, run as Lambda and the image would run it, against the
         // Lambda's context: the function's five minutes, counting down.
         "const ends = Date.now() + 300000;\n" +
         "const context = { getRemainingTimeInMillis: () => ends - Date.now() };\n" +
-        "writeFileSync(out, JSON.stringify((await handler(JSON.parse(event), context)) ?? null));\n",
+        // Which Node ran it, beside what the handler returned.
+        "const returned = (await handler(JSON.parse(event), context)) ?? null;\n" +
+        "writeFileSync(out, JSON.stringify({ node: process.version, returned }));\n",
     );
     const invoke = async (dir: string, env: NodeJS.ProcessEnv, event: unknown): Promise<unknown> => {
       // The handler's logs go to stdout, as in Lambda; its return value to a file.
       const out = path.join(work, "returned.json");
-      const r = await runProcess(process.execPath, [driver, path.join(dir, "index.mjs"), JSON.stringify(event), out], { cwd: dir, env });
+      const r = await runProcess(node, [driver, path.join(dir, "index.mjs"), JSON.stringify(event), out], { cwd: dir, env });
       expect(r.code, r.stderr).toBe(0);
-      return JSON.parse(readFileSync(out, "utf8")) as unknown;
+      const ran = JSON.parse(readFileSync(out, "utf8")) as { node: string; returned: unknown };
+      expect(ran.node, path.basename(dir)).toBe(version);
+      return ran.returned;
     };
 
     // The lab's data: readings, a fifth of them failing the schema, over many 4 KiB chunks.
@@ -442,11 +461,13 @@ describe("the staged code, run as Lambda and the image would run it, against the
     expect(chunks).toBeGreaterThan(10);
 
     // Worker: the image's CMD, `node worker/main.mjs`, from the image's WORKDIR.
-    const worker = spawnChild(process.execPath, [path.join(imageDir, "worker", "main.mjs")], {
+    const worker = spawnChild(node, [path.join(imageDir, "worker", "main.mjs")], {
       cwd: imageDir,
       env: envFor(workerEnv(s), "/app", imageDir),
       name: "staged worker",
     });
+    const started = JSON.parse(await worker.waitForLine((l) => l.includes('"worker started"'), 60_000)) as { node: string };
+    expect(started.node, "the staged worker's Node").toBe(version);
     const parts = await waitFor(
       "every chunk's part from the staged worker",
       async () => {
@@ -541,5 +562,14 @@ describe("the staged code, run as Lambda and the image would run it, against the
     expect(offMain.status).toMatchObject({ state: "succeeded", ranOn: "lambda" });
     expect(offMain.result).toBe(body.split("\n").length - 1);
     expect(existsSync(path.join(work, "node_modules"))).toBe(false);
-  }, 240_000);
+  };
+
+  // Side by side: each mostly waits (the worker's last long poll ends its stop), so two take the time of one.
+  for (const r of RUNTIMES) {
+    it.concurrent(
+      `on ${r.runtime}: splitter handler, worker process and reducer handler run a job of the lab's op, then of its task; Python agrees`,
+      () => scenario(r),
+      240_000,
+    );
+  }
 });
