@@ -9,6 +9,18 @@ export const isHiddenName = (name: string): boolean => name.startsWith(".") || n
 /** Whether a path below a listed folder or prefix (`a/b.txt`, no leading slash) is hidden. */
 export const isHiddenBelow = (relative: string): boolean => relative.split("/").some(isHiddenName);
 
+/**
+ * What of a hidden relative key a listing names and counts: up to its first hidden part, with a
+ * `/` when that part is a folder (`.git/objects/ab` → `.git/`), as a local folder's walk counts
+ * the folder once. Undefined: nothing in it is hidden.
+ */
+export const hiddenRootBelow = (relative: string): string | undefined => {
+  const parts = relative.split("/");
+  const at = parts.findIndex(isHiddenName);
+  if (at < 0) return undefined;
+  return parts.slice(0, at + 1).join("/") + (at < parts.length - 1 ? "/" : "");
+};
+
 /** What a listing left out (a local folder counts as one): how many, and the first few, for a message. */
 export class HiddenFiles {
   count = 0;

@@ -112,6 +112,50 @@ describe("the listing budget", () => {
     expect(await jsonAt(s.output, listingSpecKey(JOB))).toEqual({ v: 1, spec: '{"op":"count"}' });
   });
 
+  it("counts a hidden folder once, as a local walk does, also when pieces and invocations end inside it", async () => {
+    const { inputs, deps } = localPipeline(path.join(dir, "hidden-folder"), { inputsPerPiece: PER_PIECE });
+    const keys = [
+      "repo/a.txt",
+      ...Array.from({ length: 12 }, (_, i) => `repo/.git/objects/${String(i).padStart(2, "0")}`),
+      "repo/.gitignore",
+      "repo/_logs/run.log",
+      "repo/b.txt",
+    ];
+    for (const k of keys) await inputs.put(k, "x\n");
+    const clock = { left: 0 };
+    const timed: BlobStore = Object.assign(Object.create(inputs) as BlobStore, {
+      async *list(prefix: string, options?: ListOptions) {
+        for await (const o of inputs.list(prefix, options)) {
+          clock.left -= 10;
+          yield o;
+        }
+      },
+    });
+    const invoke = (hint?: number): Promise<Listing> => {
+      clock.left = 1000;
+      return listJobInputs({ ...deps, inputStore: () => timed }, "hidden-folder", ["s3://lab-in/repo/"], {
+        spec: '{"op":"count"}',
+        resumed: hint !== undefined,
+        ...(hint !== undefined ? { hint } : {}),
+        budget: { remainingMs: () => clock.left, reserveMs: 900 },
+      });
+    };
+    let outcome = await invoke();
+    let invocations = 1;
+    while (outcome.kind === "handedOn") {
+      outcome = await invoke(outcome.seq);
+      invocations++;
+    }
+    // The .git folder's 12 objects span pieces of 5 keys and more than one invocation.
+    expect(invocations).toBeGreaterThan(1);
+    const listed = outcome as Extract<Listing, { kind: "listed" }>;
+    expect(listed.inputs.map((i) => i.key)).toEqual(["repo/a.txt", "repo/b.txt"]);
+    expect({ count: listed.hidden.count, first: listed.hidden.first }).toEqual({
+      count: 3,
+      first: ["s3://lab-in/repo/.git/", "s3://lab-in/repo/.gitignore", "s3://lab-in/repo/_logs/"],
+    });
+  });
+
   it("lists in one go with time to spare, storing nothing", async () => {
     const s = await setUp("in-time");
     const listing = await listJobInputs({ ...s.deps }, JOB, URIS, {

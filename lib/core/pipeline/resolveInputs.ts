@@ -3,7 +3,7 @@
  * them, and manifests (`manifest:s3://b/list.txt`, inputManifests.ts) as every input they list.
  */
 import { parseS3Uri, s3Uri } from "../s3Uri.js";
-import { type HiddenFiles, isHiddenBelow, onlyHidden } from "../hiddenNames.js";
+import { type HiddenFiles, hiddenRootBelow, isHiddenBelow, onlyHidden } from "../hiddenNames.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../errors.js";
 import type { InputObject } from "../job/manifest.js";
 import { DEFAULTS } from "../constants.js";
@@ -168,15 +168,20 @@ export async function* inputPieces(
     const prefix = key.endsWith("/") ? key : `${key}/`;
     let { taken, after, hiddenHere } = at;
     let cut = false;
+    // A hidden folder's objects are listed one after another: it is counted once, as a local
+    // folder is, also when a piece (listing.ts) ends inside it.
+    let lastRoot = after === undefined ? undefined : hiddenRootBelow(after.slice(prefix.length));
     for await (const o of deps.inputStore(bucket).list(prefix, after !== undefined ? { startAfter: after } : {})) {
       after = o.key;
       seen++;
+      const root = skippable(o.key, o.size) ? undefined : hiddenRootBelow(o.key.slice(prefix.length));
       if (skippable(o.key, o.size)) {
         // Nothing to take.
-      } else if (isHiddenBelow(o.key.slice(prefix.length))) {
+      } else if (root !== undefined) {
         // .DS_Store, _SUCCESS, _logs/: left out, and counted (hiddenNames.ts).
         hiddenHere ??= s3Uri(bucket, o.key);
-        hidden?.add(s3Uri(bucket, o.key));
+        if (root !== lastRoot) hidden?.add(s3Uri(bucket, prefix + root));
+        lastRoot = root;
       } else {
         budget.take(uri);
         taken++;
