@@ -90,6 +90,8 @@ export interface ThreadReady {
 class TaskThread {
   #worker: Worker | undefined;
   #pending: { resolve: (r: ThreadReply & { ok: true }) => void; reject: (e: unknown) => void } | undefined;
+  /** Threads ended on purpose and not yet gone. */
+  readonly #ending = new Set<Promise<void>>();
 
   constructor(
     private readonly data: ThreadData,
@@ -150,7 +152,9 @@ class TaskThread {
     const p = this.#pending;
     this.#pending = undefined;
     p?.reject(why);
-    void endThread(worker, graceMs);
+    // close() waits for it: a thread still ending may still write into the work directory.
+    const ending = endThread(worker, graceMs).finally(() => this.#ending.delete(ending));
+    this.#ending.add(ending);
   }
 
   /** Starts the thread ahead of its first task, so that its boot overlaps the job's planning. */
@@ -226,6 +230,7 @@ class TaskThread {
     const w = this.#worker;
     this.#worker = undefined;
     if (w) await endThread(w);
+    await Promise.all(this.#ending);
   }
 }
 

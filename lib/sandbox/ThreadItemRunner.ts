@@ -39,6 +39,7 @@ class ItemThread {
   #onMessage: ((m: FromThread) => void) | undefined;
   #onEnd: ((e: Ended) => void) | undefined;
   #ended: Ended | undefined;
+  readonly #scratchGone: Promise<void>;
   /** An item ended on this thread: what runs on it may have been left by another. */
   ranOne = false;
 
@@ -55,7 +56,10 @@ class ItemThread {
       workerData: data,
       resourceLimits: heapLimits(memoryMiB),
     });
-    this.worker.on("exit", () => void rm(scratchRoot, { recursive: true, force: true }).catch(() => undefined));
+    // Awaited by terminate(): a runner closed as its own thread exits must see it gone first.
+    this.#scratchGone = new Promise((resolve) =>
+      this.worker.once("exit", () => void rm(scratchRoot, { recursive: true, force: true }).then(resolve, () => resolve())),
+    );
     this.worker.on("message", (m: FromThread) => this.#onMessage?.(m));
     this.worker.on("error", (err: Error & { code?: string }) =>
       this.#end(
@@ -95,6 +99,7 @@ class ItemThread {
   async terminate(why: Ended): Promise<void> {
     this.#end(why);
     await endThread(this.worker, why.code === ErrorCode.ITEM_TIMEOUT ? STUCK_GRACE_MS : undefined);
+    await this.#scratchGone;
   }
 }
 

@@ -16,6 +16,7 @@ import { runCli } from "../../lib/cli/main.js";
 import { spawnChild } from "../helpers/devCloud.js";
 import { runProcess, shellWords, type Ran } from "../helpers/processes.js";
 import { refStats } from "../helpers/reference.js";
+import { TASKS_MODULE } from "../helpers/tasks.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const BIN = path.join(ROOT, "bin/cloudmill.js");
@@ -345,6 +346,27 @@ export const stuck = defineOp({ name: "stuck", format: "lines", pairs: (l, emit)
     },
     60_000,
   );
+
+  it("a task run on item threads leaves none of their scratch folders behind", async () => {
+    const tmp = await mkdtemp(path.join(dir, "tmp-items-"));
+    const ops = path.join(dir, "tasks.mjs");
+    await writeFile(ops, TASKS_MODULE);
+    const items = path.join(dir, "items.jsonl");
+    await writeFile(items, Array.from({ length: 6 }, (_, n) => `${JSON.stringify({ n })}\n`).join(""));
+    const out = path.join(dir, "items-out.json");
+    const r = await runProcess(
+      process.execPath,
+      [BIN, "run", items, "--ops", ops, "--op", "affine", "-w", "2", "--no-progress", "--out", out],
+      {
+        cwd: ROOT,
+        env: { ...process.env, TMPDIR: tmp },
+      },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    // 3n + 1 for n = 0..5, in order.
+    expect(JSON.parse(await readFile(out, "utf8"))).toMatchObject({ results: [1, 4, 7, 10, 13, 16] });
+    expect(await readdir(tmp)).toEqual([]);
+  }, 60_000);
 
   describe("--out FILE", () => {
     it("writes the result there, and stdout stays empty", async () => {
