@@ -5,7 +5,7 @@
  */
 import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
 import { HiddenFiles } from "../core/hiddenNames.js";
-import { copyFile, cp, lstat, mkdir, mkdtemp, readdir, realpath, rename, rm, rmdir, stat } from "node:fs/promises";
+import { copyFile, lstat, mkdir, mkdtemp, readdir, realpath, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { FsBlobStore } from "../fs/FsBlobStore.js";
@@ -368,7 +368,23 @@ const keepFiles = async (
   await makeOutDir(outDir, out.inputs, out.objects);
   const from = path.join(workDir, JOBS_PREFIX, jobId, "files");
   const to = path.join(outDir, "files");
-  await cp(from, to, { recursive: true, force: true });
+  // Each file under a temporary name, then renamed: a run killed mid-copy leaves no short file
+  // under a stored name, and an earlier run's file of that name stays whole until replaced.
+  for (const rel of await readdir(from, { recursive: true })) {
+    const source = path.join(from, rel);
+    if (!(await stat(source)).isFile()) continue;
+    const target = path.join(to, rel);
+    await mkdir(path.dirname(target), { recursive: true });
+    await removeDeadTemps(path.dirname(target));
+    const temp = tempFor(target);
+    try {
+      await copyFile(source, temp);
+      await rename(temp, target);
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw err;
+    }
+  }
   const prefix = `${JOBS_PREFIX}${jobId}/files/`;
   return { ...result, files: result.files.map((key) => (key.startsWith(prefix) ? path.join(to, key.slice(prefix.length)) : key)) };
 };
@@ -382,13 +398,14 @@ const keepFiles = async (
 const moveParts = async (workDir: string, stored: unknown, outDir: string): Promise<unknown> => {
   const result = stored as { records: number; partitions: number; parts: { key: string; records: number; bytes: number }[] };
   await mkdir(outDir, { recursive: true });
+  await removeDeadTemps(outDir);
   const moves: { temp: string; to: string }[] = [];
   try {
     for (const part of result.parts) {
       const key = /_jobs\/[^/]+\/part-\d+\.(jsonl|txt)$/.exec(part.key)?.[0];
       if (!key) throw new CloudmillError(ErrorCode.INTERNAL, `part ${part.key} is not a job's output part`);
       const to = path.join(outDir, path.basename(key));
-      const temp = path.join(outDir, `.${path.basename(key)}.${process.pid}.tmp`);
+      const temp = tempFor(to);
       const from = path.join(workDir, key);
       moves.push({ temp, to });
       await rename(from, temp).catch(async (err: NodeJS.ErrnoException) => {
@@ -401,9 +418,47 @@ const moveParts = async (workDir: string, stored: unknown, outDir: string): Prom
     await Promise.all(moves.map((m) => rm(m.temp, { force: true })));
     throw err;
   }
+  // The marker goes first and comes back last: a run killed between leaves a folder that says
+  // it is not whole (old parts gone, some new ones in), as Hadoop's and Spark's outputs do.
+  const marker = path.join(outDir, SUCCESS_MARKER);
+  await rm(marker, { force: true });
   for (const name of await readdir(outDir)) if (PART_NAME.test(name)) await rm(path.join(outDir, name), { force: true });
   for (const { temp, to } of moves) await rename(temp, to);
-  return { ...result, parts: result.parts.map((part, i) => ({ ...part, key: moves[i]!.to })) };
+  const moved = { ...result, parts: result.parts.map((part, i) => ({ ...part, key: moves[i]!.to })) };
+  await writeAtomically(marker, `${JSON.stringify(moved)}\n`);
+  return moved;
+};
+
+/** Written in --out-dir once all of a keyed run's parts are in it: the parts' manifest. */
+export const SUCCESS_MARKER = "_SUCCESS";
+
+const writeAtomically = async (file: string, text: string): Promise<void> => {
+  const temp = tempFor(file);
+  await writeFile(temp, text);
+  await rename(temp, file);
+};
+
+/** Where a file is written before it is renamed into place: named for this process, so that a later run knows a dead one's. */
+const tempFor = (file: string): string => path.join(path.dirname(file), `.${path.basename(file)}.cloudmill-${process.pid}.tmp`);
+
+/** A run's temporary file, and its process's pid (also a part's, as earlier versions named them). */
+const TEMP_NAME = /^\..+\.cloudmill-(\d+)\.tmp$|^\.part-\d{5,}\.(?:jsonl|txt)\.(\d+)\.tmp$/;
+
+const isRunning = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+};
+
+const removeDeadTemps = async (dir: string): Promise<void> => {
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const found = TEMP_NAME.exec(name);
+    const pid = found?.[1] ?? found?.[2];
+    if (pid !== undefined && !isRunning(Number(pid))) await rm(path.join(dir, name), { force: true, recursive: true });
+  }
 };
 
 /** What mapAndReduce runs a started job with. */

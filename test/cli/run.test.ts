@@ -400,6 +400,37 @@ export const stuck = defineOp({ name: "stuck", format: "lines", pairs: (l, emit)
       expect(await Promise.all(parts.map((p) => readFile(path.join(outDir, p), "utf8")))).toEqual(before);
     });
 
+    it("a keyed job's --out-dir says it is whole with _SUCCESS, written last and taken away first", async () => {
+      const outDir = path.join(dir, "marked-parts");
+      const first = await cli(["run", "examples/numbers.txt", "--op", "sort", "--partitions", "2", "--out-dir", outDir, "--no-progress"]);
+      expect(first.code, first.stderr).toBe(0);
+      // The marker holds the parts' manifest, as stdout printed it.
+      expect(JSON.parse(await readFile(path.join(outDir, "_SUCCESS"), "utf8"))).toEqual(JSON.parse(first.stdout));
+      expect((await readdir(outDir)).sort()).toEqual(["_SUCCESS", "part-00000.txt", "part-00001.txt"]);
+      // Temporary files a killed run left: a dead process's go, a live one's stay.
+      const dead = spawnSync("true").pid!;
+      const stale = [`.part-00000.txt.${dead}.tmp`, `.part-00001.txt.cloudmill-${dead}.tmp`];
+      const live = `.part-00000.txt.cloudmill-${process.pid}.tmp`;
+      for (const name of [...stale, live]) await writeFile(path.join(outDir, name), "half");
+      // A folder where a new part must go: the move fails after the old parts went.
+      await rm(path.join(outDir, "part-00001.txt"));
+      await mkdir(path.join(outDir, "part-00001.txt", "in-the-way"), { recursive: true });
+      const blocked = await cli(["run", "examples/numbers.txt", "--op", "sort", "--partitions", "2", "--out-dir", outDir, "--no-progress"]);
+      expect(blocked.code).not.toBe(0);
+      // Not whole, and it says so: no marker.
+      expect(existsSync(path.join(outDir, "_SUCCESS"))).toBe(false);
+      await rm(path.join(outDir, "part-00001.txt"), { recursive: true });
+      const again = await cli(["run", "examples/numbers.txt", "--op", "sort", "--partitions", "2", "--out-dir", outDir, "--no-progress"]);
+      expect(again.code, again.stderr).toBe(0);
+      expect((await readdir(outDir)).sort()).toEqual([live, "_SUCCESS", "part-00000.txt", "part-00001.txt"]);
+      // The parts, in order, are sort -g of the input.
+      const parts =
+        (await readFile(path.join(outDir, "part-00000.txt"), "utf8")) + (await readFile(path.join(outDir, "part-00001.txt"), "utf8"));
+      expect(parts).toBe(
+        execFileSync("sort", ["-g", path.join(ROOT, "examples/numbers.txt")], { env: { ...process.env, LC_ALL: "C" }, encoding: "utf8" }),
+      );
+    });
+
     it("--out-dir is refused for an op with one result, which writes no parts there", async () => {
       const outDir = path.join(dir, "one-result-out");
       const r = await cli(["run", "examples/numbers.txt", "--op", "count", "--out-dir", outDir]);
