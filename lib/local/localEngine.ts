@@ -5,10 +5,12 @@
  */
 import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
 import { HiddenFiles } from "../core/hiddenNames.js";
-import { copyFile, lstat, mkdir, mkdtemp, readdir, realpath, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { copyFile, lstat, mkdir, mkdtemp, readdir, realpath, rename, rm, rmdir, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { FsBlobStore } from "../fs/FsBlobStore.js";
+import { writeFileAtomically } from "../fs/atomicFile.js";
+import { processFolder, removeDeadTemps, tempFor } from "../fs/processFolders.js";
 import { MemoryTaskQueue } from "./MemoryTaskQueue.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import {
@@ -158,7 +160,11 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   // A task's is made only once its items have stored objects to keep (keepFiles).
   const madeDirs = isShuffled(op) ? await makeOutDir(outDir, spec.inputs, inputs) : [];
   let succeeded = false;
-  const workDir = options.workDir ?? (await mkdtemp(path.join(os.tmpdir(), "cloudmill-")));
+  // Named for this process: a later run removes it if this one is killed before it can.
+  // One kept on purpose (keepWork) is named otherwise, and stays.
+  const workDir =
+    options.workDir ??
+    (options.keepWork ? await mkdtemp(path.join(os.tmpdir(), "cloudmill-kept-")) : await processFolder(os.tmpdir(), "cloudmill-run-"));
   const output = new FsBlobStore(workDir);
   const deadLetters = new MemoryTaskQueue({ name: "dead-letters" });
   // Crashes are seen directly (a thread's exit), so the visibility timeout only guards against hangs.
@@ -425,41 +431,12 @@ const moveParts = async (workDir: string, stored: unknown, outDir: string): Prom
   for (const name of await readdir(outDir)) if (PART_NAME.test(name)) await rm(path.join(outDir, name), { force: true });
   for (const { temp, to } of moves) await rename(temp, to);
   const moved = { ...result, parts: result.parts.map((part, i) => ({ ...part, key: moves[i]!.to })) };
-  await writeAtomically(marker, `${JSON.stringify(moved)}\n`);
+  await writeFileAtomically(marker, `${JSON.stringify(moved)}\n`);
   return moved;
 };
 
 /** Written in --out-dir once all of a keyed run's parts are in it: the parts' manifest. */
-export const SUCCESS_MARKER = "_SUCCESS";
-
-const writeAtomically = async (file: string, text: string): Promise<void> => {
-  const temp = tempFor(file);
-  await writeFile(temp, text);
-  await rename(temp, file);
-};
-
-/** Where a file is written before it is renamed into place: named for this process, so that a later run knows a dead one's. */
-const tempFor = (file: string): string => path.join(path.dirname(file), `.${path.basename(file)}.cloudmill-${process.pid}.tmp`);
-
-/** A run's temporary file, and its process's pid (also a part's, as earlier versions named them). */
-const TEMP_NAME = /^\..+\.cloudmill-(\d+)\.tmp$|^\.part-\d{5,}\.(?:jsonl|txt)\.(\d+)\.tmp$/;
-
-const isRunning = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-};
-
-const removeDeadTemps = async (dir: string): Promise<void> => {
-  for (const name of await readdir(dir).catch(() => [] as string[])) {
-    const found = TEMP_NAME.exec(name);
-    const pid = found?.[1] ?? found?.[2];
-    if (pid !== undefined && !isRunning(Number(pid))) await rm(path.join(dir, name), { force: true, recursive: true });
-  }
-};
+const SUCCESS_MARKER = "_SUCCESS";
 
 /** What mapAndReduce runs a started job with. */
 interface JobRun {

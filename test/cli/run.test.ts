@@ -347,6 +347,38 @@ export const stuck = defineOp({ name: "stuck", format: "lines", pairs: (l, emit)
     60_000,
   );
 
+  it("killed (SIGKILL), leaves its work folder, which the next run removes", async () => {
+    const tmp = await mkdtemp(path.join(dir, "tmp-killed-"));
+    const ops = path.join(dir, "stuck-killed.mjs");
+    const defineOp = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+    await writeFile(
+      ops,
+      `import { defineOp } from ${JSON.stringify(defineOp)};
+export const stuck = defineOp({ name: "stuck", format: "lines", map: (l) => { if (l === "stop") for (;;) {} return 1; }, combine: (a, b) => a + b });
+`,
+    );
+    const input = path.join(dir, "stuck-killed.txt");
+    await writeFile(input, `${"a\n".repeat(1000)}stop\n`);
+    const child = spawnChild(process.execPath, [BIN, "run", input, "--ops", ops, "--op", "stuck", "-w", "2"], {
+      env: { ...process.env, TMPDIR: tmp },
+    });
+    try {
+      await vi.waitFor(async () => expect((await readdir(tmp)).length).toBeGreaterThan(0), { timeout: 30_000, interval: 20 });
+      child.child.kill("SIGKILL");
+      await child.exited;
+    } finally {
+      child.child.kill("SIGKILL");
+    }
+    // Nothing ran to remove it.
+    expect((await readdir(tmp)).length).toBeGreaterThan(0);
+    const next = await runProcess(process.execPath, [BIN, "run", "examples/numbers.txt", "--op", "count", "--no-progress"], {
+      cwd: ROOT,
+      env: { ...process.env, TMPDIR: tmp },
+    });
+    expect(next.code, next.stderr).toBe(0);
+    expect(await readdir(tmp)).toEqual([]);
+  }, 60_000);
+
   it("a task run on item threads leaves none of their scratch folders behind", async () => {
     const tmp = await mkdtemp(path.join(dir, "tmp-items-"));
     const ops = path.join(dir, "tasks.mjs");
