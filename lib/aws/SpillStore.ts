@@ -6,12 +6,12 @@
  * run that would leave less than the reserve free goes to S3 (the output bucket, under the same
  * `_work/<jobId>/spill/` key) instead of failing the task for want of space.
  */
-import { rmdir, statfs } from "node:fs/promises";
+import { mkdtemp, readdir, rm, rmdir, statfs } from "node:fs/promises";
 import path from "node:path";
 import type { BlobInfo, BlobStore, GetOptions, ListOptions, PutOptions } from "../core/ports.js";
 import { CloudmillError } from "../core/errors.js";
 import { FsBlobStore } from "../fs/FsBlobStore.js";
-import { processFolder } from "../fs/processFolders.js";
+import { isAlive } from "../fs/processFolders.js";
 
 const FOLDER_PREFIX = "cloudmill-spill-";
 
@@ -20,7 +20,14 @@ const FOLDER_PREFIX = "cloudmill-spill-";
  * of workers that are gone are removed: one killed (SIGKILL, out of memory) never removed its own,
  * and on a machine that outlives its workers (`cloudmill dev`) their runs would stay for good.
  */
-export const spillFolder = (root: string): Promise<string> => processFolder(root, FOLDER_PREFIX);
+export const spillFolder = async (root: string): Promise<string> => {
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    const pid = Number(/^cloudmill-spill-(\d+)-/.exec(name)?.[1]);
+    if (!Number.isInteger(pid) || pid === process.pid || isAlive(pid)) continue;
+    await rm(path.join(root, name), { recursive: true, force: true }).catch(() => undefined);
+  }
+  return mkdtemp(path.join(root, `${FOLDER_PREFIX}${process.pid}-`));
+};
 
 export interface SpillStoreOptions {
   /** The spill folder on the container's disk (the store's own: nothing else writes there). */

@@ -2,8 +2,15 @@
  * Folders and temporary files named for the process that writes them, so that a later process
  * can tell a dead one's leftovers (SIGKILL, out of memory, a second Ctrl-C run no clean-up) from a
  * live one's, and remove them: otherwise they stay on the disk for good.
+ *
+ * A process id means something only in its own PID namespace, and a /tmp or a folder may be
+ * shared with other containers or hosts, whose processes kill(pid, 0) cannot see: names carry the
+ * namespace too, and only this namespace's dead processes' leftovers are removed.
  */
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { readlinkSync } from "node:fs";
+import { lstat, mkdtemp, readdir, rm } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import os from "node:os";
 import path from "node:path";
 
 /** Whether a process of this id is alive (one we may not signal is, too). */
@@ -16,33 +23,49 @@ export const isAlive = (pid: number): boolean => {
   }
 };
 
-const escaped = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+/** This PID namespace, as a short name: its inode on Linux, with the host's name. */
+const namespace = ((): string => {
+  let ns = "";
+  try {
+    ns = readlinkSync("/proc/self/ns/pid");
+  } catch {
+    // No /proc: the host's name alone.
+  }
+  return createHash("sha256").update(`${os.hostname()}\0${ns}`).digest("hex").slice(0, 8);
+})();
+
+const mine = (ns: string | undefined, pid: number): boolean => ns === namespace && pid !== process.pid && !isAlive(pid);
 
 /**
- * A new folder of this process's own under `root` (`<prefix><pid>-…`), once the folders of
- * processes that are gone, named alike, are removed.
+ * A new folder of this process's own under `root` (`<prefix><namespace>-<pid>-…`), once the
+ * folders of this namespace's processes that are gone, named alike, are removed.
  */
 export const processFolder = async (root: string, prefix: string): Promise<string> => {
-  const named = new RegExp(`^${escaped(prefix)}(\\d+)-`);
   for (const name of await readdir(root).catch(() => [] as string[])) {
-    const pid = Number(named.exec(name)?.[1]);
-    if (!Number.isInteger(pid) || pid === process.pid || isAlive(pid)) continue;
+    if (!name.startsWith(prefix)) continue;
+    const [ns, pid] = name.slice(prefix.length).split("-");
+    if (!mine(ns, Number(pid))) continue;
     await rm(path.join(root, name), { recursive: true, force: true }).catch(() => undefined);
   }
-  return mkdtemp(path.join(root, `${prefix}${process.pid}-`));
+  return mkdtemp(path.join(root, `${prefix}${namespace}-${process.pid}-`));
 };
 
-/** Where `file` is written before it is renamed into place, named for this process. */
-export const tempFor = (file: string): string => path.join(path.dirname(file), `.${path.basename(file)}.cloudmill-${process.pid}.tmp`);
+let temps = 0;
 
-/** A temporary file of tempFor's, and an output part's as earlier versions named it (`.part-00000.txt.<pid>.tmp`). */
-const TEMP_NAME = /^\..+\.cloudmill-(\d+)\.tmp$|^\.part-\d{5,}\.(?:jsonl|txt)\.(\d+)\.tmp$/;
+/** A short name beside `file` to write it under before it is renamed into place, named for this process (or `pid`'s). */
+export const tempFor = (file: string, pid = process.pid): string => path.join(path.dirname(file), `.cm-${namespace}-${pid}-${++temps}.tmp`);
 
-/** Removes from `dir` the temporary files of processes that are gone. */
+const TEMP_NAME = /^\.cm-([0-9a-f]{8})-(\d+)-\d+\.tmp$/;
+
+/**
+ * Removes from `dir` (a folder of cloudmill's own, such as a keyed run's --out-dir, never one
+ * whose names a lab chooses) the temporary files of this namespace's processes that are gone.
+ */
 export const removeDeadTemps = async (dir: string): Promise<void> => {
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     const found = TEMP_NAME.exec(name);
-    const pid = Number(found?.[1] ?? found?.[2]);
-    if (found && pid !== process.pid && !isAlive(pid)) await rm(path.join(dir, name), { force: true, recursive: true });
+    if (!found || !mine(found[1], Number(found[2]))) continue;
+    const file = path.join(dir, name);
+    if ((await lstat(file).catch(() => undefined))?.isFile()) await rm(file, { force: true }).catch(() => undefined);
   }
 };

@@ -5,11 +5,10 @@
  */
 import { enableLinearRegExp } from "../sandbox/linearRegExp.js";
 import { HiddenFiles } from "../core/hiddenNames.js";
-import { copyFile, lstat, mkdir, mkdtemp, readdir, realpath, rename, rm, rmdir, stat } from "node:fs/promises";
+import { copyFile, lstat, mkdir, mkdtemp, readdir, realpath, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { FsBlobStore } from "../fs/FsBlobStore.js";
-import { writeFileAtomically } from "../fs/atomicFile.js";
 import { processFolder, removeDeadTemps, tempFor } from "../fs/processFolders.js";
 import { MemoryTaskQueue } from "./MemoryTaskQueue.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
@@ -381,7 +380,6 @@ const keepFiles = async (
     if (!(await stat(source)).isFile()) continue;
     const target = path.join(to, rel);
     await mkdir(path.dirname(target), { recursive: true });
-    await removeDeadTemps(path.dirname(target));
     const temp = tempFor(target);
     try {
       await copyFile(source, temp);
@@ -427,11 +425,13 @@ const moveParts = async (workDir: string, stored: unknown, outDir: string): Prom
   // The marker goes first and comes back last: a run killed between leaves a folder that says
   // it is not whole (old parts gone, some new ones in), as Hadoop's and Spark's outputs do.
   const marker = path.join(outDir, SUCCESS_MARKER);
-  await rm(marker, { force: true });
+  await rm(marker, { force: true, recursive: true });
   for (const name of await readdir(outDir)) if (PART_NAME.test(name)) await rm(path.join(outDir, name), { force: true });
   for (const { temp, to } of moves) await rename(temp, to);
   const moved = { ...result, parts: result.parts.map((part, i) => ({ ...part, key: moves[i]!.to })) };
-  await writeFileAtomically(marker, `${JSON.stringify(moved)}\n`);
+  const temp = tempFor(marker);
+  await writeFile(temp, `${JSON.stringify(moved)}\n`);
+  await rename(temp, marker);
   return moved;
 };
 

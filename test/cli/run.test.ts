@@ -17,6 +17,7 @@ import { spawnChild } from "../helpers/devCloud.js";
 import { runProcess, shellWords, type Ran } from "../helpers/processes.js";
 import { refStats } from "../helpers/reference.js";
 import { TASKS_MODULE } from "../helpers/tasks.js";
+import { tempFor } from "../../lib/fs/processFolders.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const BIN = path.join(ROOT, "bin/cloudmill.js");
@@ -379,6 +380,19 @@ export const stuck = defineOp({ name: "stuck", format: "lines", map: (l) => { if
     expect(await readdir(tmp)).toEqual([]);
   }, 60_000);
 
+  it("a task's stored files all reach --out-dir/files, whatever their names look like", async () => {
+    const ops = path.join(dir, "tasks-put.mjs");
+    await writeFile(ops, TASKS_MODULE);
+    const names = [".x.cloudmill-999990.tmp", `.cm-00000000-${spawnSync("true").pid}-1.tmp`, "L".repeat(240), "y.txt"];
+    const items = path.join(dir, "put-items.jsonl");
+    await writeFile(items, names.map((put, n) => `${JSON.stringify({ n, put })}\n`).join(""));
+    const outDir = path.join(dir, "put-out");
+    const r = await cli(["run", items, "--ops", ops, "--op", "affine", "-w", "1", "--no-progress", "--out-dir", outDir]);
+    expect(r.code, r.stderr).toBe(0);
+    for (const [n, name] of names.entries()) expect(await readFile(path.join(outDir, "files", name), "utf8")).toBe(`item ${n}`);
+    expect((await readdir(path.join(outDir, "files"))).sort()).toEqual([...names].sort());
+  }, 60_000);
+
   it("a task run on item threads leaves none of their scratch folders behind", async () => {
     const tmp = await mkdtemp(path.join(dir, "tmp-items-"));
     const ops = path.join(dir, "tasks.mjs");
@@ -439,11 +453,14 @@ export const stuck = defineOp({ name: "stuck", format: "lines", map: (l) => { if
       // The marker holds the parts' manifest, as stdout printed it.
       expect(JSON.parse(await readFile(path.join(outDir, "_SUCCESS"), "utf8"))).toEqual(JSON.parse(first.stdout));
       expect((await readdir(outDir)).sort()).toEqual(["_SUCCESS", "part-00000.txt", "part-00001.txt"]);
-      // Temporary files a killed run left: a dead process's go, a live one's stay.
+      // Temporary files a killed run left: a dead process's go; a live one's, another namespace's
+      // (a container sharing the folder, whose processes this one cannot see) and a lab's own stay.
       const dead = spawnSync("true").pid!;
-      const stale = [`.part-00000.txt.${dead}.tmp`, `.part-00001.txt.cloudmill-${dead}.tmp`];
-      const live = `.part-00000.txt.cloudmill-${process.pid}.tmp`;
-      for (const name of [...stale, live]) await writeFile(path.join(outDir, name), "half");
+      const stale = path.basename(tempFor(path.join(outDir, "part-00000.txt"), dead));
+      const live = path.basename(tempFor(path.join(outDir, "part-00000.txt")));
+      const elsewhere = `.cm-00000000-${dead}-1.tmp`;
+      const labs = `.notes.${dead}.tmp`;
+      for (const name of [stale, live, elsewhere, labs]) await writeFile(path.join(outDir, name), "half");
       // A folder where a new part must go: the move fails after the old parts went.
       await rm(path.join(outDir, "part-00001.txt"));
       await mkdir(path.join(outDir, "part-00001.txt", "in-the-way"), { recursive: true });
@@ -454,7 +471,7 @@ export const stuck = defineOp({ name: "stuck", format: "lines", map: (l) => { if
       await rm(path.join(outDir, "part-00001.txt"), { recursive: true });
       const again = await cli(["run", "examples/numbers.txt", "--op", "sort", "--partitions", "2", "--out-dir", outDir, "--no-progress"]);
       expect(again.code, again.stderr).toBe(0);
-      expect((await readdir(outDir)).sort()).toEqual([live, "_SUCCESS", "part-00000.txt", "part-00001.txt"]);
+      expect((await readdir(outDir)).sort()).toEqual([live, elsewhere, labs, "_SUCCESS", "part-00000.txt", "part-00001.txt"].sort());
       // The parts, in order, are sort -g of the input.
       const parts =
         (await readFile(path.join(outDir, "part-00000.txt"), "utf8")) + (await readFile(path.join(outDir, "part-00001.txt"), "utf8"));

@@ -174,8 +174,9 @@ export async function* inputPieces(
     for await (const o of deps.inputStore(bucket).list(prefix, after !== undefined ? { startAfter: after } : {})) {
       after = o.key;
       seen++;
-      const root = skippable(o.key, o.size) ? undefined : hiddenRootBelow(o.key.slice(prefix.length));
-      if (skippable(o.key, o.size)) {
+      // A hidden folder's own marker (`p/.git/`, empty) counts it, as a local walk counts an empty folder.
+      const root = o.key.startsWith(WORK_PREFIX) ? undefined : hiddenRootBelow(o.key.slice(prefix.length));
+      if (root === undefined && skippable(o.key, o.size)) {
         // Nothing to take.
       } else if (root !== undefined) {
         // .DS_Store, _SUCCESS, _logs/: left out, and counted (hiddenNames.ts).
