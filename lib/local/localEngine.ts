@@ -403,6 +403,11 @@ const moveParts = async (workDir: string, stored: unknown, outDir: string): Prom
   const result = stored as { records: number; partitions: number; parts: { key: string; records: number; bytes: number }[] };
   await mkdir(outDir, { recursive: true });
   await removeDeadTemps(outDir);
+  // The marker goes before anything changes and comes back last: a run killed between leaves a
+  // folder that says it is not whole (old parts gone, some new ones in), as Hadoop's and Spark's
+  // outputs do. Not recursive: a folder of that name is not ours to remove (the run fails here).
+  const marker = path.join(outDir, SUCCESS_MARKER);
+  await rm(marker, { force: true });
   const moves: { temp: string; to: string }[] = [];
   try {
     for (const part of result.parts) {
@@ -422,10 +427,6 @@ const moveParts = async (workDir: string, stored: unknown, outDir: string): Prom
     await Promise.all(moves.map((m) => rm(m.temp, { force: true })));
     throw err;
   }
-  // The marker goes first and comes back last: a run killed between leaves a folder that says
-  // it is not whole (old parts gone, some new ones in), as Hadoop's and Spark's outputs do.
-  const marker = path.join(outDir, SUCCESS_MARKER);
-  await rm(marker, { force: true, recursive: true });
   for (const name of await readdir(outDir)) if (PART_NAME.test(name)) await rm(path.join(outDir, name), { force: true });
   for (const { temp, to } of moves) await rename(temp, to);
   const moved = { ...result, parts: result.parts.map((part, i) => ({ ...part, key: moves[i]!.to })) };
