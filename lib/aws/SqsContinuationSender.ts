@@ -39,12 +39,17 @@ export class SqsContinuationSender implements ContinuationSender {
   ) {}
 
   async handOn(continuation: ListingContinuation): Promise<void> {
+    await this.send(continuation, continuationDeduplicationId(continuation));
+  }
+
+  /** Sends `continuation` under `deduplicationId` (tests send copies SQS cannot drop with ids of their own). */
+  async send(continuation: ListingContinuation, deduplicationId: string): Promise<void> {
     await this.sqs.send(
       new SendMessageCommand({
         QueueUrl: this.queueUrl,
         MessageBody: JSON.stringify(continuationBody(continuation)),
         MessageGroupId: continuationGroupId(continuation.jobId),
-        MessageDeduplicationId: continuationDeduplicationId(continuation),
+        MessageDeduplicationId: deduplicationId,
       }),
     );
   }

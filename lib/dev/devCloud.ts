@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { SendMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
+import type { SQSClient } from "@aws-sdk/client-sqs";
 import type { S3Event } from "aws-lambda";
 import { S3BlobStore } from "../aws/S3BlobStore.js";
 import { SqsTaskQueue } from "../aws/SqsTaskQueue.js";
@@ -28,9 +28,9 @@ import { compiledFile } from "../local/paths.js";
 import type { ContinuationSender, FleetWaker } from "../core/ports.js";
 import { dyingAfterParts } from "./dyingInvocation.js";
 import { workersFor } from "../aws/EcsFleetWaker.js";
-import { continuationBody, decodeUrlEncodedKey, type SqsBatchResponse } from "../aws/events.js";
+import { decodeUrlEncodedKey, type SqsBatchResponse } from "../aws/events.js";
 import { continuationHandler, deadLetterHandler, reducerHandler, splitterHandler } from "../aws/handlers.js";
-import { continuationDeduplicationId, continuationGroupId, SqsContinuationSender } from "../aws/SqsContinuationSender.js";
+import { continuationDeduplicationId, SqsContinuationSender } from "../aws/SqsContinuationSender.js";
 import { createDevResources, startEmulator, type Emulator, type RequestCounts } from "./emulator.js";
 import { DEAD_LETTER_BATCH, pollIntoHandler, REDUCER_BATCH } from "./sqsEventSource.js";
 
@@ -183,15 +183,7 @@ const copied = (sqs: SQSClient, queueUrl: string, copies: number): ContinuationS
   return {
     handOn: async (continuation) => {
       await sender.handOn(continuation);
-      for (let i = 1; i < copies; i++)
-        await sqs.send(
-          new SendMessageCommand({
-            QueueUrl: queueUrl,
-            MessageBody: JSON.stringify(continuationBody(continuation)),
-            MessageGroupId: continuationGroupId(continuation.jobId),
-            MessageDeduplicationId: `${continuationDeduplicationId(continuation)}-copy-${i}`,
-          }),
-        );
+      for (let i = 1; i < copies; i++) await sender.send(continuation, `${continuationDeduplicationId(continuation)}-copy-${i}`);
     },
   };
 };
@@ -279,11 +271,10 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     inlineMaxBytes: options.inlineMaxBytes ?? DEFAULTS.inlineMaxBytes,
     ...(options.listingReserveMs !== undefined ? { listingReserveMs: options.listingReserveMs } : {}),
   };
-  const timeoutMs = splitterTimeoutMs;
   const diedOnce = new Set<string>();
   // One invocation as Lambda makes it: a clock that runs out, and (tests) a death after N parts.
   const contextOfInvocation = () => {
-    const ends = Date.now() + timeoutMs;
+    const ends = Date.now() + splitterTimeoutMs;
     return { getRemainingTimeInMillis: () => Math.max(0, ends - Date.now()) };
   };
   const split = (event: S3Event): Promise<unknown> => {
