@@ -27,7 +27,6 @@ import {
   SPILL_PATTERN,
   JOBS_PREFIX,
   OPS_LISTING_KEY,
-  PART_SUFFIX,
   RESULT_FILE,
   RUNNING_SUFFIX,
   STATUS_FILE,
@@ -252,6 +251,8 @@ export class CloudmillPipeline extends Construct {
     const workerEnv = {
       CLOUDMILL_OUTPUT_BUCKET: this.outputBucket.bucketName,
       CLOUDMILL_TASK_QUEUE_URL: this.taskQueue.queueUrl,
+      // Where workers name the parts they wrote, for the reducer (lib/core/pipeline/partNotices.ts).
+      CLOUDMILL_PARTS_QUEUE_URL: this.partsQueue.queueUrl,
       // The task queue's maxReceiveCount: a job that allows fewer attempts has its worker fail it.
       CLOUDMILL_MAX_ATTEMPTS: String(config.maxAttempts),
       AWS_REGION: Stack.of(this).region,
@@ -311,27 +312,28 @@ export class CloudmillPipeline extends Construct {
     this.reducer = this.createFunction("reducer", "Reducer", code("reducer"), env);
     this.deadLetters = this.createFunction("deadLetters", "DeadLetters", code("deadLetters"), env);
 
-    // ── Wiring (docs/design.md): uploads → splitter; parts → parts queue → reducer; dead letters → dead-letter function
+    // ── Wiring (docs/design.md): uploads → splitter; workers' part notices → parts queue → reducer;
+    // dead letters → dead-letter function
     this.inputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.LambdaDestination(this.splitter));
     // Lambda stops a chain of invocations through a queue after about 16 (recursive loop detection):
     // some 16 × 3.5 minutes of listing, past what a job's input limit takes.
     this.splitter.addEventSource(
       new SqsEventSource(this.continuationQueue, { batchSize: 1, reportBatchItemFailures: true, maxConcurrency: 2 }),
     );
-    const partsEvents = bucketEventsQueue(this.partsQueue);
-    this.outputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, partsEvents, {
-      prefix: WORK_PREFIX,
-      suffix: PART_SUFFIX,
-    });
-    // A long chunk's running marker wakes the reducer too: it looks for stragglers to back up.
-    this.outputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, partsEvents, {
+    // Parts raise no event: their workers name them, many to a message. A long chunk's running
+    // marker wakes the reducer through S3: it looks for stragglers to back up.
+    this.outputBucket.addEventNotification(s3.EventType.OBJECT_CREATED, bucketEventsQueue(this.partsQueue), {
       prefix: WORK_PREFIX,
       suffix: RUNNING_SUFFIX,
     });
+    // On an update, the notification changes only once the fleet is all of the new release and the
+    // reducer reads notices: a stack that raised an event per part stops only when no worker
+    // relies on it (meanwhile a part may be named twice, which costs a reduce round, no result).
+    this.outputBucket.node.findChild("Notifications").node.addDependency(this.fleet.service, this.reducer);
     this.reducer.addEventSource(
       new SqsEventSource(this.partsQueue, {
         batchSize: 100,
-        maxBatchingWindow: Duration.seconds(5),
+        maxBatchingWindow: Duration.seconds(DEFAULTS.reducerBatchWindowSeconds),
         reportBatchItemFailures: true,
         maxConcurrency: config.reducerMaxConcurrency,
       }),
@@ -562,7 +564,7 @@ export class CloudmillPipeline extends Construct {
     allow(this.splitter, "ListJobState", ["s3:ListBucket"], outputBucket);
     const taskQueues = [this.taskQueue.queueArn, ...(this.spotTaskQueue ? [this.spotTaskQueue.queueArn] : [])];
     allow(this.splitter, "QueueChunks", ["sqs:SendMessage"], taskQueues);
-    // A resume that queues no chunk sends the reducer its first wake-up (wake.ts).
+    // A job queued on the fleet, or resumed, sends the reducer its first wake-up (wake.ts).
     allow(this.splitter, "WakeReducer", ["sqs:SendMessage"], [this.partsQueue.queueArn]);
     // A listing out of time is handed on to a later invocation of the splitter (listing.ts).
     allow(this.splitter, "ContinueListing", ["sqs:SendMessage"], [this.continuationQueue.queueArn]);
@@ -615,6 +617,8 @@ export class CloudmillPipeline extends Construct {
       allow(worker, "RemoveSpilledRuns", ["s3:DeleteObject"], [spilledRuns]);
       allow(worker, "TakeBackFailure", ["s3:DeleteObject"], [failureMarkers]);
       allow(worker, "ListWork", ["s3:ListBucket"], outputBucket);
+      // The parts it wrote, named to the reducer on its queue (partNotices.ts).
+      allow(worker, "NoticeParts", ["sqs:SendMessage"], [this.partsQueue.queueArn]);
     }
 
     // Reducer: list and read parts and job state, write results and statuses (a status of a

@@ -12,7 +12,8 @@ import { markRunning } from "../core/pipeline/backups.js";
 import { LEASE_NOTE_EVERY_MS, noteLease } from "../core/pipeline/leases.js";
 import { exists, readJsonIfExists } from "../core/pipeline/blobJson.js";
 import { showEnd } from "../core/pipeline/status.js";
-import type { TaskQueue, QueueMessage } from "../core/ports.js";
+import type { PartNotifier, TaskQueue, QueueMessage } from "../core/ports.js";
+import { noticeOf } from "../core/pipeline/partNotices.js";
 import { nowOf, type PipelineDeps } from "../core/pipeline/deps.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { cachedJobEnds, type JobEnds } from "../core/pipeline/jobEnds.js";
@@ -46,6 +47,8 @@ export interface TaskWorkerOptions {
   readonly protection?: TaskProtection;
   /** The container's memory use; past MEMORY_HIGH_WATER of its limit no chunk is taken. Default: not watched. */
   readonly memory?: () => Promise<MemoryUse | undefined>;
+  /** Tells the reducer of each finished task's part, before its message is deleted; unset: no one is told. */
+  readonly notices?: PartNotifier;
 }
 
 /** Share of the container's memory past which the worker takes no new chunk (the OOM killer acts at the limit). */
@@ -307,11 +310,23 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     }
   }
 
-  /** Deletes a done task's message, then calls then(); stop() waits for both. */
-  #whenDeleted(message: QueueMessage, log: PipelineDeps["log"], then: () => void): void {
-    const settled = this.#options.queue
-      .delete(message.receiptHandle)
-      .catch((err: unknown) => log.warn("task done, but its message was not deleted; it returns once", logFieldsOf(toCloudmillError(err))))
+  /**
+   * Names a done task's part to the reducer, then deletes its message, then calls then(); stop()
+   * waits for all three. A notice that fails keeps the message: it comes back, and its next run
+   * finds the part and sends the notice again.
+   */
+  #whenDeleted(message: QueueMessage, part: string | undefined, log: PipelineDeps["log"], then: () => void): void {
+    const { queue, notices } = this.#options;
+    const settled = (part === undefined || notices === undefined ? Promise.resolve() : notices.written([part]))
+      .then(
+        () =>
+          queue
+            .delete(message.receiptHandle)
+            .catch((err: unknown) =>
+              log.warn("task done, but its message was not deleted; it returns once", logFieldsOf(toCloudmillError(err))),
+            ),
+        (err: unknown) => log.warn("task done, but the reducer was not told; its message returns once", logFieldsOf(toCloudmillError(err))),
+      )
       .then(then)
       .catch((err: unknown) => log.error("a task_done listener failed", logFieldsOf(toCloudmillError(err))))
       .finally(() => this.#deleting.delete(settled));
@@ -401,11 +416,11 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
         jobEnded: (t) => this.#jobEnds.ended(jobRun(t)),
       }).finally(stopBeating);
       if (outcome.kind === "done") this.#done++;
-      // The task's work is durable, so its slot goes on to the next message while the delete
-      // waits to share a DeleteMessageBatch with other slots' (stop() waits for it). A delete
-      // that fails brings the message back, and its next delivery finds the part (or the job's
-      // end) and is dropped; it is no failed attempt.
-      this.#whenDeleted(message, log, () => {
+      // The task's work is durable, so its slot goes on to the next message while its part's
+      // notice and its delete wait to share a message and a DeleteMessageBatch with other slots'
+      // (stop() waits for them). A delete that fails brings the message back, and its next
+      // delivery finds the part (or the job's end) and is dropped; it is no failed attempt.
+      this.#whenDeleted(message, noticeOf(task, outcome), log, () => {
         log.info(isMergeTask(task) ? "merge done" : "chunk done", {
           outcome: outcome.kind,
           ...(outcome.kind === "done" ? { bytes: outcome.bytes } : {}),

@@ -110,6 +110,8 @@ export const readWorkerConfig = (env: Env) => {
     ...common(env),
     opsModules: opsModulesOf(env),
     taskQueueUrl: required(env, ENV.TASK_QUEUE_URL),
+    /** The reducer's queue, where finished tasks' parts are named (partNotices.ts). */
+    partsQueueUrl: required(env, ENV.PARTS_QUEUE_URL),
     /** Receives after which the task queue hands a task to its dead-letter queue (the stack's maxAttempts). */
     queueAttempts: intOf(env, ENV.MAX_ATTEMPTS, DEFAULTS.maxAttempts),
     /** The stack's region (unset: the SDK's environment, then us-east-1). */

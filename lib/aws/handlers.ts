@@ -9,6 +9,7 @@ import { failJobOfTask, handleDeadLetter } from "../core/pipeline/deadLetter.js"
 import { costCeilingError } from "../core/pipeline/costCeiling.js";
 import { reduceJob } from "../core/pipeline/reduce.js";
 import { keepAwakeForLease, wakeOf } from "../core/pipeline/wake.js";
+import { noticedKeys } from "../core/pipeline/partNotices.js";
 import { launchBackups, launchMergeBackups, launchReduceBackups } from "../core/pipeline/backups.js";
 import { logFieldsOf } from "../core/pipeline/logFields.js";
 import { continuationOf, createdObjects, SqsEvent, type SqsBatchResponse } from "./events.js";
@@ -104,10 +105,10 @@ const parsedBody = (body: string): unknown => {
 };
 
 /**
- * The reducer: a batch of part-created notifications (S3 → SQS). Each job named in the
- * batch is reduced once (for a keyed job whose chunks are all mapped, that enqueues its
- * reduce tasks); a job whose reduce throws reports its records as failed, so SQS redelivers
- * just those.
+ * The reducer, over a batch of its queue's messages: workers' part notices, S3's events of long
+ * tasks' running markers, and its own wake-ups. Each job named in the batch is reduced once (for
+ * a keyed job whose chunks are all mapped, that enqueues its reduce tasks); a job whose reduce
+ * throws reports its records as failed, so SQS redelivers just those.
  */
 export const reducerHandler =
   (deps: SplitDeps) =>
@@ -132,7 +133,8 @@ export const reducerHandler =
           woken.set(wake.jobId, Math.max(woken.get(wake.jobId) ?? 0, wake.due ?? Number.MAX_SAFE_INTEGER));
           continue;
         }
-        objects = createdObjects(body);
+        // A worker's notice of parts (partNotices.ts), or S3's event of a long task's running marker.
+        objects = noticedKeys(body)?.map((key) => ({ key })) ?? createdObjects(body);
       } catch {
         deps.log.warn("not an S3 notification; dropped", { messageId: record.messageId });
       }
@@ -155,8 +157,11 @@ export const reducerHandler =
           const { progress } = outcome;
           const over = await costCeilingError(deps, progress);
           if (over) await failJobOfTask(deps, jobId, progress.manifest.retries ?? 0, over, outcome.done);
-          else if (outcome.mapping) await launchBackups(deps, progress.manifest, progress.mapParts);
-          else {
+          else if (outcome.mapping) {
+            await launchBackups(deps, progress.manifest, progress.mapParts);
+            // The wake-ups every job on the fleet keeps while it maps (split.ts): a part no notice named is found by one.
+            if (woken.has(jobId)) await keepAwakeForLease(deps, jobId, woken.get(jobId));
+          } else {
             // A keyed job's reduce stage or a merge tree: a long task's running marker brings its straggler check here.
             // Optional: a failed check must not cost the wake-up below.
             const stragglers =

@@ -16,6 +16,7 @@ import { containerMemory, mapperHeap } from "./containerMemory.js";
 import { readWorkerConfig } from "./env.js";
 import { powertoolsLogger } from "./logger.js";
 import { SpillStore, spillFolder } from "./SpillStore.js";
+import { SqsPartNotifier } from "./SqsPartNotifier.js";
 import { SqsTaskQueue } from "./SqsTaskQueue.js";
 import { ecsTaskProtection, noProtection } from "./taskProtection.js";
 import { TaskWorker, WORKER_ID } from "./TaskWorker.js";
@@ -38,6 +39,9 @@ const HEARTBEAT_LANDS_SECONDS = 5;
  * and lets tiny tasks' deletes go ten at a time instead of one or two.
  */
 const DELETE_WINDOW_MS = 250;
+
+/** How long a done task's part notice waits for others to share its message: as its delete, which waits for it. */
+const NOTICE_WINDOW_MS = 250;
 
 /** Time to finish in-flight chunks after SIGTERM; ECS's stopTimeout (120 s) leaves a margin. */
 export const STOP_GRACE_MS = 100_000;
@@ -108,6 +112,7 @@ export const runWorker = async (env: Readonly<Record<string, string | undefined>
     queueAttempts: config.queueAttempts,
     protection: config.ecsAgentUri ? ecsTaskProtection(config.ecsAgentUri, logger, { idleMs: config.protectionIdleMs }) : noProtection,
     memory,
+    notices: new SqsPartNotifier(clients.sqs, config.partsQueueUrl, NOTICE_WINDOW_MS),
   });
   // Told to stop while it started: it takes no task at all.
   if (asked === undefined) worker.start();

@@ -82,6 +82,7 @@ export const ROLE_ENV = {
   worker: [
     ENV.OUTPUT_BUCKET,
     ENV.TASK_QUEUE_URL,
+    ENV.PARTS_QUEUE_URL,
     ENV.MAX_ATTEMPTS,
     ENV.REGION,
     ENV.VISIBILITY_TIMEOUT_SECONDS,
@@ -134,6 +135,8 @@ export const DEFAULTS = {
    * queue, which the reducer drains too, more slowly: a job's last event is never dropped.
    */
   partEventAttempts: 5,
+  /** How long the reducer's event source gathers its queue's messages into one invocation (the stack's maxBatchingWindow). */
+  reducerBatchWindowSeconds: 5,
   /** Seconds a received task stays invisible before another worker may take it. */
   visibilityTimeoutSeconds: 120,
   /** The worker extends visibility this often while a chunk is in progress. */

@@ -112,9 +112,8 @@ export const parseRunningKey = (key: string): { jobId: string; index: number; ge
   const m = /^_work\/([^/]+)\/running\/(\d{7,})(?:\.g(\d+))?\.running\.json$/.exec(key);
   return m ? { jobId: m[1]!, index: Number(m[2]), generation: Number(m[3] ?? 0) } : undefined;
 };
-/** Whether writing an output key wakes the reducer: the stack's notification filters (prefix _work/, these suffixes). */
-export const wakesReducer = (key: string): boolean =>
-  key.startsWith(WORK_PREFIX) && (key.endsWith(PART_SUFFIX) || key.endsWith(RUNNING_SUFFIX));
+/** Whether writing an output key raises an S3 event for the reducer: the stack's notification filter (prefix _work/, this suffix). */
+export const raisesReducerEvent = (key: string): boolean => key.startsWith(WORK_PREFIX) && key.endsWith(RUNNING_SUFFIX);
 /** Written once when a straggling chunk's backup is queued: at most one backup per chunk and run, and the job's count. */
 export const backupsPrefix = (jobId: string): string => `${workPrefix(jobId)}backups/`;
 export const backupKey = (jobId: string, index: number, generation = 0): string =>

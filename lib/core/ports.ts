@@ -181,3 +181,12 @@ export interface ContinuationSender {
 export interface WakeSender {
   wakeAfter(jobId: string, seconds: number, due: number): Promise<void>;
 }
+
+/**
+ * Tells the reducer which parts a worker wrote (or found written): its queue's messages, sent
+ * in batches, in place of an S3 event per part (partNotices.ts).
+ */
+export interface PartNotifier {
+  /** Resolves once a message naming the keys is on the reducer's queue. */
+  written(keys: readonly string[]): Promise<void>;
+}

@@ -18,7 +18,7 @@ import { SqsWakeSender } from "../aws/SqsWakeSender.js";
 import { faultyClients, type FaultConfigInput, type FaultInjectionOptions } from "./faultInjection.js";
 import { cloudDeps } from "../aws/cloudDeps.js";
 import { DEFAULTS, DEV_BUCKETS, DEV_QUEUES, ENV } from "../core/constants.js";
-import { wakesReducer } from "../core/keys.js";
+import { raisesReducerEvent } from "../core/keys.js";
 import { toCloudmillError } from "../core/errors.js";
 import { sleep } from "../core/sleep.js";
 import { opsRegistry } from "../core/ops/opModules.js";
@@ -119,6 +119,12 @@ export interface DevCloudOptions {
   /** Tests only: how long a queued merge or reduce task is left to its worker before the reducer queues it again. Default 10 minutes. */
   readonly taskLeaseSeconds?: number;
   /**
+   * How long the reducer's event source gathers messages into one invocation. Default 1 s, for
+   * quick tests; the stack's is DEFAULTS.reducerBatchWindowSeconds, which benchmarks of its
+   * requests use.
+   */
+  readonly reducerWindowMs?: number;
+  /**
    * Buckets besides the input bucket that jobs may read, as the stack's `extraInputBuckets`:
    * the splitter refuses any other (the output bucket included), as the stack's does.
    */
@@ -137,6 +143,8 @@ export interface DevCloud {
   readonly inputBucket: string;
   readonly outputBucket: string;
   readonly taskQueueUrl: string;
+  /** The reducer's queue: workers' part notices, running markers' events, wake-ups. */
+  readonly partsQueueUrl: string;
   readonly deadLetterQueueUrl: string;
   /** The spot lane's task queue, with `spotWorkers`. */
   readonly spotTaskQueueUrl?: string;
@@ -309,7 +317,8 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     }
   };
 
-  // S3 → Lambda for the input bucket; S3 → SQS for parts and running markers, as the stack's notifications do.
+  // S3 → Lambda for the input bucket; S3 → SQS for running markers, as the stack's notifications do
+  // (workers name their parts to the reducer themselves).
   const pendingSplits = new Set<Promise<unknown>>();
   emulator.onObjectCreated(async (event: S3Event) => {
     for (const record of event.Records) {
@@ -336,14 +345,17 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
         });
         pendingSplits.add(p);
         void p.finally(() => pendingSplits.delete(p));
-      } else if (bucket === outputBucket && wakesReducer(decodeUrlEncodedKey(key))) {
+      } else if (bucket === outputBucket && raisesReducerEvent(decodeUrlEncodedKey(key))) {
         emulator.deliver(resources.partsQueueUrl!, JSON.stringify({ Records: [record] }));
       }
     }
   });
 
   const pollers = [
-    pollIntoHandler(partsQueue, reducerHandler(splitDeps), stop.signal, log, REDUCER_BATCH),
+    pollIntoHandler(partsQueue, reducerHandler(splitDeps), stop.signal, log, {
+      ...REDUCER_BATCH,
+      ...(options.reducerWindowMs !== undefined ? { windowMs: options.reducerWindowMs } : {}),
+    }),
     pollIntoHandler(partsDeadLetters, reducerHandler(splitDeps), stop.signal, log, DEAD_LETTER_BATCH),
     pollIntoHandler(deadLetters, deadLetterHandler(deps), stop.signal, log, DEAD_LETTER_BATCH),
     ...Array.from({ length: CONTINUATION_CONCURRENCY }, () =>
@@ -360,6 +372,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     ),
     [ENV.OUTPUT_BUCKET]: outputBucket,
     [ENV.TASK_QUEUE_URL]: resources.taskQueueUrl,
+    [ENV.PARTS_QUEUE_URL]: resources.partsQueueUrl!,
     [ENV.VISIBILITY_TIMEOUT_SECONDS]: String(visibilitySeconds),
     [ENV.MAX_ATTEMPTS]: String(maxAttempts),
     [ENV.WORKER_CONCURRENCY]: String(options.workerConcurrency ?? 1),
@@ -402,6 +415,7 @@ export const startDevCloud = async (options: DevCloudOptions): Promise<DevCloud>
     inputBucket,
     outputBucket,
     taskQueueUrl: resources.taskQueueUrl,
+    partsQueueUrl: resources.partsQueueUrl!,
     ...(resources.spotTaskQueueUrl ? { spotTaskQueueUrl: resources.spotTaskQueueUrl } : {}),
     deadLetterQueueUrl: resources.deadLetterQueueUrl,
     clients,

@@ -19,7 +19,8 @@ export interface EventSourceBatch {
 
 /**
  * How Lambda's SQS event sources batch, as the stack configures them: the reducer takes up to
- * 100 part events gathered over a window (5 s in the stack, 1 s here), the dead-letter function 10.
+ * 100 messages gathered over a window (DEFAULTS.reducerBatchWindowSeconds in the stack, 1 s here
+ * unless the dev cloud is told otherwise), the dead-letter function 10.
  */
 export const REDUCER_BATCH: EventSourceBatch = { size: 100, windowMs: 1000 };
 export const DEAD_LETTER_BATCH: EventSourceBatch = { size: 10, windowMs: 0 };

@@ -292,12 +292,14 @@ describe("a resume that queues no chunk", () => {
     expect((await s.drain()).length).toBe(2);
     await cancelJob(s.deps, s.jobId, OUTPUT);
     s.advance(2 * LEASE);
+    // The job's start sent the first of its wake-ups (every job queued on the fleet keeps them); it is past.
+    const sent = s.wake.sent.length;
     expect(await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 3600 })).toEqual({
       kind: "resumed",
       tasks: 2,
       of: expect.any(Number),
     });
-    expect(s.wake.sent).toEqual([{ jobId: s.jobId, seconds: Math.ceil((LEASE * 1.05 + 1000) / 1000) }]);
+    expect(s.wake.sent.slice(sent)).toEqual([{ jobId: s.jobId, seconds: Math.ceil((LEASE * 1.05 + 1000) / 1000) }]);
     // Workers take them (in flight, not visible). The resume noted them queued just now: past the
     // old lease, and past an idle spell, the reducer still does not queue them a second time.
     const taken = await s.queue.receive({ maxMessages: 10, waitSeconds: 0 });
@@ -314,14 +316,16 @@ describe("a resume that queues no chunk", () => {
     expect(await resultCounts(s)).toEqual(counts);
   });
 
-  it("of a job cut short in its merge tree: sends the wake-up; one that maps chunks again sends none", async () => {
+  it("of a job cut short in its merge tree, or one that maps chunks again: sends a wake-up unless one is on its way", async () => {
     const bytes = textOf(20 * 150, 6);
     const s = await setUp("resume-merge", bytes, { op: "count", fanIn: 4 }, Math.ceil(bytes.length / 20));
     const maps = await s.drain();
     await s.run(maps);
     await cancelJob(s.deps, s.jobId, OUTPUT);
+    s.advance(2 * LEASE);
+    const sent = s.wake.sent.length;
     expect(await resumeJob(s.deps, s.jobId, { after: 0 }, { jobDeadlineSeconds: 3600 })).toMatchObject({ kind: "resumed", tasks: 0 });
-    expect(s.wake.sent.map((w) => w.jobId)).toEqual([s.jobId]);
+    expect(s.wake.sent.slice(sent).map((w) => w.jobId)).toEqual([s.jobId]);
     // The resumed run's merges, queued by the resume's own reduce.
     expect((await s.drain()).every((t) => "merge" in t)).toBe(true);
 
@@ -329,7 +333,14 @@ describe("a resume that queues no chunk", () => {
     const all = await t.drain();
     await t.run(all.slice(1));
     await cancelJob(t.deps, t.jobId, OUTPUT);
+    // The start's wake-up is still on its way: the resume sends none of its own.
+    expect(t.wake.sent.map((w) => w.jobId)).toEqual([t.jobId]);
     expect(await resumeJob(t.deps, t.jobId, { after: 0 }, { jobDeadlineSeconds: 3600 })).toMatchObject({ kind: "resumed", tasks: 1 });
-    expect(t.wake.sent).toEqual([]);
+    expect(t.wake.sent.map((w) => w.jobId)).toEqual([t.jobId]);
+    // Once it is past, a resume that maps chunks again sends one: no part's notice may come (wake.ts).
+    await cancelJob(t.deps, t.jobId, OUTPUT);
+    t.advance(2 * LEASE);
+    expect(await resumeJob(t.deps, t.jobId, { after: 1 }, { jobDeadlineSeconds: 3600 })).toMatchObject({ kind: "resumed", tasks: 1 });
+    expect(t.wake.sent.map((w) => w.jobId)).toEqual([t.jobId, t.jobId]);
   });
 });

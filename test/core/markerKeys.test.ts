@@ -1,6 +1,6 @@
 /** Running and backup markers name their run in their key; the layout is docs/design.md's. */
 import { describe, expect, it } from "vitest";
-import { backupKey, backupWonKey, parseBackupKey, parseRunningKey, runningKey, wakesReducer } from "../../lib/core/keys.js";
+import { backupKey, backupWonKey, parseBackupKey, parseRunningKey, partKey, runningKey, raisesReducerEvent } from "../../lib/core/keys.js";
 
 describe("marker keys", () => {
   it("keep a job's first run's layout and add .g<n> for a resumed run's", () => {
@@ -22,8 +22,10 @@ describe("marker keys", () => {
     expect(parseBackupKey("j-1", "_work/j-1/backups/notes.txt")).toBeUndefined();
   });
 
-  it("wake the reducer in every run, as the stack's notification filter (suffix .running.json) does", () => {
-    expect(wakesReducer("_work/j-1/running/0000012.g3.running.json")).toBe(true);
-    expect(wakesReducer("_work/j-1/backups/0000012.g3.json")).toBe(false);
+  it("wake the reducer in every run, as the stack's notification filter (suffix .running.json) does; parts raise no event", () => {
+    expect(raisesReducerEvent("_work/j-1/running/0000012.g3.running.json")).toBe(true);
+    expect(raisesReducerEvent("_work/j-1/backups/0000012.g3.json")).toBe(false);
+    // Workers name their parts to the reducer (partNotices.ts).
+    expect(raisesReducerEvent(partKey("j-1", 12))).toBe(false);
   });
 });

@@ -373,6 +373,7 @@ export const spawnWorker = (cloud: DevCloud, env: Readonly<Record<string, string
       ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("CLOUDMILL_"))),
       [ENV.OUTPUT_BUCKET]: cloud.outputBucket,
       [ENV.TASK_QUEUE_URL]: cloud.taskQueueUrl,
+      [ENV.PARTS_QUEUE_URL]: cloud.partsQueueUrl,
       [ENV.VISIBILITY_TIMEOUT_SECONDS]: "30",
       [ENV.WORKER_CONCURRENCY]: "1",
       [ENV.SERVICE_NAME]: "cloudmill-worker",

@@ -46,6 +46,7 @@ const NAMES: Readonly<Record<Role, readonly string[]>> = {
   worker: [
     "CLOUDMILL_OUTPUT_BUCKET",
     "CLOUDMILL_TASK_QUEUE_URL",
+    "CLOUDMILL_PARTS_QUEUE_URL",
     "CLOUDMILL_MAX_ATTEMPTS",
     "AWS_REGION",
     "CLOUDMILL_VISIBILITY_TIMEOUT_SECONDS",

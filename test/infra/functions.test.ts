@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { Match, type Template } from "aws-cdk-lib/assertions";
-import { PART_SUFFIX, RUNNING_SUFFIX, WORK_PREFIX } from "../../lib/core/keys.js";
+import { RUNNING_SUFFIX, WORK_PREFIX } from "../../lib/core/keys.js";
 import {
   LAB_CONTEXT,
   SPOT_CONTEXT,
@@ -75,25 +75,13 @@ describe("functions", () => {
     });
   });
 
-  it("sends part objects and long chunks' running markers created in the output bucket, and nothing else, to the parts queue", () => {
+  it("sends long chunks' running markers created in the output bucket, and nothing else, to the parts queue (workers name their parts)", () => {
     const output = resource(template, "AWS::S3::Bucket", "PipelineOutputBucket").id;
     const parts = resource(template, "AWS::SQS::Queue", "PipelinePartsQueue").id;
     template.hasResourceProperties("Custom::S3BucketNotifications", {
       BucketName: { Ref: output },
       NotificationConfiguration: {
-        QueueConfigurations: [
-          {
-            Events: ["s3:ObjectCreated:*"],
-            Filter: {
-              Key: {
-                FilterRules: Match.arrayEquals([
-                  { Name: "suffix", Value: PART_SUFFIX },
-                  { Name: "prefix", Value: WORK_PREFIX },
-                ]),
-              },
-            },
-            QueueArn: { "Fn::GetAtt": [parts, "Arn"] },
-          },
+        QueueConfigurations: Match.arrayEquals([
           {
             Events: ["s3:ObjectCreated:*"],
             Filter: {
@@ -106,9 +94,17 @@ describe("functions", () => {
             },
             QueueArn: { "Fn::GetAtt": [parts, "Arn"] },
           },
-        ],
+        ]),
       },
     });
+  });
+
+  it("changes the output bucket's notification only after the fleet's service and the reducer", () => {
+    // A stack that raised an event per part stops only once no worker of the release before runs.
+    const notifications = resource(template, "Custom::S3BucketNotifications", "PipelineOutputBucketNotifications").resource;
+    expect(notifications.DependsOn).toEqual(
+      expect.arrayContaining([resource(template, "AWS::ECS::Service", "PipelineWorkersService").id, fn("Reducer").id]),
+    );
   });
 
   it("feeds the reducer from the parts queue in batches, reporting item failures, with bounded concurrency", () => {
@@ -249,8 +245,9 @@ describe("least privilege", () => {
       "sqs:ReceiveMessage": [q(template, "PipelineTaskQueue")],
       "sqs:DeleteMessage": [q(template, "PipelineTaskQueue")],
       "sqs:ChangeMessageVisibility": [q(template, "PipelineTaskQueue")],
-      // A task it is stopped under goes back to its own queue as a fresh message.
-      "sqs:SendMessage": [q(template, "PipelineTaskQueue")],
+      // A task it is stopped under goes back to its own queue as a fresh message; the parts it
+      // wrote are named to the reducer on the parts queue.
+      "sqs:SendMessage": [q(template, "PipelineTaskQueue"), q(template, "PipelinePartsQueue")].sort(),
       "ecs:UpdateTaskProtection": [`arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/<${cluster}>/*`],
       "ecs:GetTaskProtection": [`arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/<${cluster}>/*`],
     });
@@ -319,10 +316,11 @@ describe("least privilege", () => {
     ).toBe(true);
   });
 
-  it("no role but the splitter and the reducer may send tasks (workers: back to their own queue), and no function may touch the input bucket except the splitter", () => {
+  it("no role but the splitter and the reducer may send tasks (workers: back to their own queue, and notices to the parts queue), and no function may touch the input bucket except the splitter", () => {
     for (const role of ["PipelineDeadLettersRole", "PipelineWorkersTaskRole"]) {
       const grants = grantsOf(template, role);
-      if (role === "PipelineWorkersTaskRole") expect(grants["sqs:SendMessage"]).toEqual([q(template, "PipelineTaskQueue")]);
+      if (role === "PipelineWorkersTaskRole")
+        expect(grants["sqs:SendMessage"]?.sort()).toEqual([q(template, "PipelineTaskQueue"), q(template, "PipelinePartsQueue")].sort());
       else expect(grants["sqs:SendMessage"]).toBeUndefined();
       if (role !== "PipelineWorkersTaskRole")
         expect(

@@ -169,6 +169,7 @@ describe("through the emulated cloud", () => {
         ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("CLOUDMILL_"))),
         [ENV.OUTPUT_BUCKET]: c.outputBucket,
         [ENV.TASK_QUEUE_URL]: c.cloud.taskQueueUrl,
+        [ENV.PARTS_QUEUE_URL]: c.cloud.partsQueueUrl,
         [ENV.VISIBILITY_TIMEOUT_SECONDS]: "10",
         [ENV.WORKER_CONCURRENCY]: "2",
         AWS_ENDPOINT_URL: c.cloud.endpoint,

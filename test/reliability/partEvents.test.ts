@@ -1,8 +1,8 @@
 /**
- * A part event the reducer fails on at every try is not dropped: after DEFAULTS.partEventAttempts
+ * A part notice the reducer fails on at every try is not dropped: after DEFAULTS.partEventAttempts
  * receives it goes to the parts dead-letter queue, which the reducer drains too (in the stack
  * and in the dev cloud alike). Here the reducer cannot list a job's parts while the test says so;
- * every part event ends in that queue, and the job, whose last event it held, still succeeds
+ * every part notice ends in that queue, and the job, whose last notice it held, still succeeds
  * once the reducer can read again, with the count awk gives.
  */
 import { execFileSync } from "node:child_process";
@@ -44,7 +44,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 }, 60_000);
 
-describe("part events the reducer failed on at every try", () => {
+describe("part notices the reducer failed on at every try", () => {
   it("go to the parts dead-letter queue, which the reducer drains: the job still ends, exact", async () => {
     const bytes = textOf(20_000, 5);
     const file = path.join(dir, "input.txt");
@@ -59,14 +59,15 @@ describe("part events the reducer failed on at every try", () => {
     const { sqs } = cloud;
     const url = async (name: string) => (await sqs.send(new GetQueueUrlCommand({ QueueName: name }))).QueueUrl!;
     const [parts, dead] = [await url(DEV_QUEUES.parts), await url(DEV_QUEUES.partsDeadLetters)];
-    // Every part event was received partEventAttempts times, failed, and moved on: the parts
-    // queue is empty, the dead-letter queue holds them, and no event is left to end the job.
+    // Every part notice was received partEventAttempts times, failed, and moved on: the parts
+    // queue is empty, the dead-letter queue holds them, and no notice is left to end the job
+    // (only the job's first wake-up, delayed for the 10 minutes of a task's lease: wake.ts).
     await waitFor(
-      "every part event in the dead-letter queue",
+      "every part notice in the dead-letter queue",
       async () => {
         const [p, d] = [await queueDepth(sqs, parts), await queueDepth(sqs, dead)];
         const chunksDone = (await cloud.keys(cloud.output, `_work/${JOB}/parts/`)).length;
-        return chunksDone > 0 && p.visible + p.inFlight + p.delayed === 0 && d.visible + d.inFlight > 0 ? true : undefined;
+        return chunksDone > 0 && p.visible + p.inFlight === 0 && d.visible + d.inFlight > 0 ? true : undefined;
       },
       120_000,
     );

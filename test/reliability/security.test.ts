@@ -23,6 +23,7 @@ import { FsBlobStore } from "../../lib/fs/FsBlobStore.js";
 import { SpillStore } from "../../lib/aws/SpillStore.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { SqsTaskQueue } from "../../lib/aws/SqsTaskQueue.js";
+import { SqsPartNotifier } from "../../lib/aws/SqsPartNotifier.js";
 import { SqsWakeSender } from "../../lib/aws/SqsWakeSender.js";
 import { awsClients, type AwsClients } from "../../lib/aws/clients.js";
 import { cloudDeps, cloudSplitDeps } from "../../lib/aws/cloudDeps.js";
@@ -364,6 +365,7 @@ describe("each role may do exactly what its code does", () => {
         visibilitySeconds: 30,
         heartbeatSeconds: 1,
         waitSeconds: 1,
+        notices: new SqsPartNotifier(workerClients.sqs, partsQueueUrl, 5),
       }).start();
       await waitFor(
         "the task queue to empty",
@@ -573,6 +575,8 @@ describe("each role may do exactly what its code does", () => {
     );
     // Its wake-up went to its own queue.
     expect(recorded.get("reducer")!.some((r) => r.operation === "SendMessage" && r.queueUrl === partsQueueUrl)).toBe(true);
+    // Workers named their parts on it.
+    expect(recorded.get("worker")!.some((r) => r.operation === "SendMessage" && r.queueUrl === partsQueueUrl)).toBe(true);
     expect([...ops("deadLetters")].sort()).toEqual(expect.arrayContaining(["GetObject", "HeadObject", "PutObject"]));
   });
 

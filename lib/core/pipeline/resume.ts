@@ -154,13 +154,12 @@ export const resumeJob = async (
       .wake(queued.length, resumed.prefer)
       .catch((err: unknown) => log.warn("could not wake the fleet", logFieldsOf(toCloudmillError(err))));
   }
-  if (!queued.some(isMapTask)) {
-    // No chunk's part will wake the reducer: its own wake-ups must. Sent before the manifest counts
-    // the resume, so that an invocation that fails here is retried whole. The reduce tasks' lease
-    // starts now, noted before they are queued (a reducer in between must not queue them again).
-    if (queued.length > 0) await noteReduceRequeued(deps, jobId);
-    await keepAwakeForLease(deps, jobId);
-  }
+  // The reducer's wake-ups: with no chunk to map, no part's notice will wake it; with chunks, they
+  // find a part none named, as a new job's do (split.ts). Sent before the manifest counts the
+  // resume, so that an invocation that fails here is retried whole. The reduce tasks' lease
+  // starts now, noted before they are queued (a reducer in between must not queue them again).
+  if (queued.length > 0 && !queued.some(isMapTask)) await noteReduceRequeued(deps, jobId);
+  await keepAwakeForLease(deps, jobId);
   await enqueueTasks(inLaneOf(deps, resumed).queue, queued);
   await writeProgress(deps, resumed, taskCount(resumed) - queued.length);
   await writeJson(deps.output, manifestKey(jobId), resumed);

@@ -16,6 +16,7 @@ import { isShuffled, type AnyOp } from "../ops/types.js";
 import { nowOf, type SplitDeps } from "./deps.js";
 import { exists, readJsonIfExists, writeJson } from "./blobJson.js";
 import { reduceJob } from "./reduce.js";
+import { keepAwakeForLease } from "./wake.js";
 import { withCodecs } from "./inputCodecs.js";
 import { enqueueTasks } from "./enqueue.js";
 import { inLaneOf } from "./lanes.js";
@@ -348,6 +349,9 @@ const queueRest = async (
       (err: unknown) => log.warn("could not wake the fleet; it scales on its backlog", logFieldsOf(toCloudmillError(err))),
     );
   }
+  // Workers' notices wake the reducer as parts are written; these wake-ups find a part none named
+  // (a worker of an older release, during a deploy), and end a job past its deadline (wake.ts).
+  if (left > 0) await keepAwakeForLease(deps, manifest.jobId);
   await enqueueTasks(inLaneOf(deps, manifest).queue, pending);
   await writeJson(deps.output, enqueuedKey(manifest.jobId), {
     at: new Date(nowOf(deps)).toISOString(),
