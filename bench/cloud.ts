@@ -14,6 +14,7 @@ import { awsClients, type AwsClients } from "../lib/aws/clients.js";
 import { cloudDeps } from "../lib/aws/cloudDeps.js";
 import { DEV_BUCKETS } from "../lib/core/constants.js";
 import { startDevCloud } from "../lib/dev/devCloud.js";
+import { DEFAULTS } from "../lib/core/constants.js";
 import { createDevResources, startEmulator } from "../lib/dev/emulator.js";
 import { silentLogger } from "../lib/core/log.js";
 import { vmRssKiB } from "./chaos.js";
@@ -136,6 +137,8 @@ export const tasksPerSecond = async (chunks: number, workers: number): Promise<s
     chunkSize: 1024,
     log: silentLogger,
     visibilitySeconds: 60,
+    // The stack's batching: the reducer's requests per task are what a deployed stack's are.
+    reducerWindowMs: DEFAULTS.reducerBatchWindowSeconds * 1000,
   });
   try {
     const baselineUrl = (await createDevResources(cloud.clients, { taskQueue: "bench-baseline", deadLetterQueue: "bench-baseline-dlq" }))

@@ -131,8 +131,9 @@ export const S3_GETS_PER_TASK = 1;
 /** S3 PUTs per task: its part. */
 export const S3_PUTS_PER_TASK = 1;
 /**
- * SQS requests per fleet task: shares of a batched send, a shared receive and a batched delete,
- * and its part's event to the parts queue (2.16 measured, docs/benchmarks.md).
+ * SQS requests per fleet task: shares of a batched send, a shared receive, a batched delete and
+ * its part's notice to the reducer. Tasks of milliseconds share them (0.8 measured,
+ * docs/benchmarks.md); a task of minutes finishes alone and makes each (about 3): this is between.
  */
 export const SQS_PER_TASK = 2.2;
 
