@@ -29,6 +29,7 @@ import {
   OPS_LISTING_KEY,
   RESULT_FILE,
   RUNNING_SUFFIX,
+  UPLOADS_PREFIX,
   STATUS_FILE,
   WORK_PREFIX,
 } from "../lib/core/keys.js";
@@ -181,7 +182,12 @@ export class CloudmillPipeline extends Construct {
     this.inputBucket = this.createBucket("InputBucket", config.inputRemovalPolicy, {
       serverAccessLogsBucket: this.logBucket,
       serverAccessLogsPrefix: "s3/input/",
-      lifecycleRules: [{ id: "abort-incomplete-uploads", abortIncompleteMultipartUploadAfter: Duration.days(1) }],
+      lifecycleRules: [
+        { id: "abort-incomplete-uploads", abortIncompleteMultipartUploadAfter: Duration.days(1) },
+        // Files the SDK or CLI staged for a job (a submit stopped mid-way leaves them too): kept as
+        // long as the job's own state, so a retry within that time still finds them.
+        { id: "expire-uploads", prefix: UPLOADS_PREFIX, expiration: Duration.days(config.workRetentionDays) },
+      ],
     });
     this.outputBucket = this.createBucket("OutputBucket", config.outputRemovalPolicy, {
       serverAccessLogsBucket: this.logBucket,

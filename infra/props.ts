@@ -132,7 +132,8 @@ export interface CloudmillPipelineProps {
    */
   readonly alertEmail?: string;
   /**
-   * Days before intermediate state under `_work/` in the output bucket expires.
+   * Days before intermediate state under `_work/` in the output bucket, and files the SDK or CLI
+   * staged under `_uploads/` in the input bucket, expire. Must outlast `jobDeadline`.
    * @default 7
    */
   readonly workRetentionDays?: number;
@@ -407,6 +408,13 @@ export const resolvePipelineConfig = (props: CloudmillPipelineProps): PipelineCo
   }
 
   const workRetentionDays = wholeNumber("workRetentionDays", props.workRetentionDays ?? 7, 1, 3650);
+  // Expiry counts from each object's creation: a job's manifest and staged uploads must outlive it.
+  if (workRetentionDays * 86_400 <= jobDeadline.toSeconds()) {
+    throw new CloudmillConfigError(
+      `workRetentionDays (${workRetentionDays}) must outlast jobDeadline (${jobDeadline.toSeconds()} seconds): ` +
+        "a job's state under _work/ and its staged uploads would expire while it runs",
+    );
+  }
   const extraInputBuckets = props.extraInputBuckets ?? [];
   for (const b of extraInputBuckets) {
     if (!BUCKET_NAME.test(b) || b.includes(".."))

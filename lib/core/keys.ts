@@ -23,6 +23,12 @@ export const usageKey = (worker: string): string => `${FLEET_PREFIX}${worker.rep
 export const RETRIES_PREFIX = "_retries/";
 export const retryRequestKey = (jobId: string): string => `${RETRIES_PREFIX}${jobId}.json`;
 
+/**
+ * Input bucket: local files the SDK or CLI staged for a job, under `_uploads/<jobId>/` (keys
+ * starting with `_` never trigger a job); the stack expires them with the job's `_work/` state.
+ */
+export const UPLOADS_PREFIX = "_uploads/";
+
 /** Key of a job spec in the input bucket. */
 export const jobSpecKey = (jobId: string): string => `${JOBS_PREFIX}${jobId}.json`;
 

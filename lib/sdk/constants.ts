@@ -1,7 +1,7 @@
 /** Names and defaults of the SDK. */
 
 /** Local files are uploaded to the input bucket under `_uploads/<jobId>/` (keys starting with `_` never trigger a job). */
-export const UPLOADS_PREFIX = "_uploads/";
+export { UPLOADS_PREFIX } from "../core/keys.js";
 
 /** How result() polls status.json: one GET per poll, backing off from initial to max. */
 export const POLL_DEFAULTS = {

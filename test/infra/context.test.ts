@@ -155,6 +155,10 @@ describe("CloudmillPipeline props", () => {
       { jobDeadline: Duration.days(5) },
       "cloudmill: jobDeadline must be from 60 to 345600 seconds (the task queue's retention), got 432000",
     ],
+    [
+      { workRetentionDays: 1, jobDeadline: Duration.days(2) },
+      "cloudmill: workRetentionDays (1) must outlast jobDeadline (172800 seconds): a job's state under _work/ and its staged uploads would expire while it runs",
+    ],
     [{ extraInputBuckets: ["Not_A_Bucket"] }, 'cloudmill: extraInputBuckets: "Not_A_Bucket" is not an S3 bucket name'],
     [
       { extraInputBuckets: ["a-bucket"], extraInputBucketOwners: ["1111-2222-3333"] },

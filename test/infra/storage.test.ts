@@ -64,6 +64,16 @@ describe("storage", () => {
     });
   });
 
+  it("expires files staged under the input bucket's _uploads/ with the job's state (a submit stopped mid-way leaves them)", () => {
+    const rules = (t: Template) => resource(t, "AWS::S3::Bucket", "PipelineInputBucket").resource.Properties!["LifecycleConfiguration"];
+    expect(rules(template)).toEqual({
+      Rules: expect.arrayContaining([{ Id: "expire-uploads", Prefix: "_uploads/", ExpirationInDays: 7, Status: "Enabled" }]),
+    });
+    expect(rules(spot)).toEqual({
+      Rules: expect.arrayContaining([{ Id: "expire-uploads", Prefix: "_uploads/", ExpirationInDays: 3, Status: "Enabled" }]),
+    });
+  });
+
   it("aborts incomplete multipart uploads in both data buckets", () => {
     for (const prefix of ["PipelineInputBucket", "PipelineOutputBucket"]) {
       expect(resource(template, "AWS::S3::Bucket", prefix).resource.Properties!["LifecycleConfiguration"]).toEqual({
