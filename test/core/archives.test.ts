@@ -147,6 +147,46 @@ describe("zip archives: each entry is an input", () => {
     }
   });
 
+  it("a self-extractor (bytes before the archive), with or without zip -A, is read entry by entry as Python's zipfile reads it", async () => {
+    const stub = path.join(dir, "stub.bin");
+    await writeFile(stub, Buffer.concat([Buffer.from('#!/bin/sh\nexec unzip "$0"\n'), Buffer.alloc(3000, 0x90)]));
+    const sfx = path.join(dir, "sfx.zip");
+    const adjusted = path.join(dir, "sfx-adjusted.zip");
+    sh(`cat '${stub}' '${archive}' > '${sfx}' && cp '${sfx}' '${adjusted}' && zip -qA '${adjusted}'`);
+    // zip64 end records (Python writes them past ZIP64_LIMIT, lowered here), then a stub put before it.
+    const zip64 = path.join(dir, "sfx-zip64.zip");
+    py(`
+import zipfile
+zipfile.ZIP64_LIMIT = 1
+with zipfile.ZipFile('sfx-z64-src.zip', 'w', zipfile.ZIP_DEFLATED) as z:
+    for i in range(5):
+        z.writestr(f'part{i}.txt', ''.join(f'{i} line {j}\\n' for j in range(2000 * (i + 1))))
+open('sfx-zip64.zip', 'wb').write(b'MZ' + bytes(777) + open('sfx-z64-src.zip', 'rb').read())
+`);
+    expect((await readFile(zip64)).includes(Buffer.from("PK\x06\x06", "latin1"))).toBe(true);
+    for (const file of [sfx, adjusted, zip64]) {
+      // Python's zipfile: each entry's bytes, as it reads them (its directory's offsets moved by the prefix).
+      const reference = JSON.parse(
+        py(
+          `
+import json, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    data = [z.read(i) for i in z.infolist() if not i.is_dir() and not i.filename.startswith('__MACOSX/')]
+text = b''.join(data)
+print(json.dumps({'records': sum(len(d.splitlines()) for d in data), 'words': len(text.split()), 'distinct': len(set(text.split()))}))
+`.replace("sys.argv[1]", JSON.stringify(file)),
+        ),
+      ) as { records: number; words: number; distinct: number };
+      expect(reference.records).toBeGreaterThan(0);
+      for (const chunkSize of [256, 4096, 1 << 20]) {
+        const counted = await run({ op: "count", inputs: [file], chunkSize }, 2);
+        expect(counted.ok ? counted.result : counted.error.describe(), `${file} at ${chunkSize}`).toEqual({ records: reference.records });
+        const words = await run({ op: "wordcount", inputs: [file], chunkSize });
+        expect(words.ok && words.result, file).toMatchObject({ total: reference.words, distinct: reference.distinct });
+      }
+    }
+  });
+
   it("a CSV entry with quoted newlines gives Python's rows; numbers give the reference's stats", async () => {
     const rows = ["id,note,score"];
     for (let i = 0; i < 3000; i++) rows.push(`${i},${i % 3 === 0 ? `"two\nlines, ""${i}"""` : `n${i}`},${(i % 97) / 4}`);
@@ -396,18 +436,50 @@ open('forged-end.zip', 'wb').write(bytes(data) + fake)
     expect(message).toMatch(/forged-end\.zip \(byte \d+\): zip archive: its central directory ends \d+ bytes before its end record/);
   });
 
-  it("bytes put before an archive (a self-extractor's stub) are named, not taken for a corrupt entry", async () => {
-    py(`
+  it("a prefixed archive whose offsets are off by its prefix refuses a directory or local header not where the shift puts them", async () => {
+    // The second entry's local header damaged: none where the directory, shifted by the prefix, says.
+    const moved = await refused(
+      "sfx-moved.zip",
+      `
 import zipfile
-with zipfile.ZipFile('stubbed.zip', 'w') as z:
+with zipfile.ZipFile('sfx-moved.zip', 'w') as z:
     z.writestr('a.txt', 'a\\n' * 10)
-data = open('stubbed.zip', 'rb').read()
-open('stubbed.zip', 'wb').write(b'#!/bin/sh\\nexit 0\\n' + data)
-`);
-    const r = await run({ op: "count", inputs: [path.join(dir, "stubbed.zip")], chunkSize: 1024 });
-    expect(r.ok ? "" : r.error.describe()).toMatch(
-      /stubbed\.zip \(byte \d+\): zip archive: its central directory ends 17 bytes before its end record: bytes were put before the archive/,
+    z.writestr('b.txt', 'b\\n' * 20)
+data = bytearray(b'#!/bin/sh\\nexit 0\\n' + open('sfx-moved.zip', 'rb').read())
+at = data.find(b'PK\\x03\\x04', data.find(b'PK\\x03\\x04') + 1)
+data[at + 3] = 5
+open('sfx-moved.zip', 'wb').write(bytes(data))
+`,
     );
+    expect(moved).toMatch(/sfx-moved\.zip \(byte \d+\): zip archive: entry "b\.txt": no local header where the directory says/);
+    // A prefix that claims an offset past anything real: the directory would run past its end record.
+    const past = await refused(
+      "sfx-past.zip",
+      `
+import struct, zipfile
+with zipfile.ZipFile('sfx-past.zip', 'w') as z:
+    z.writestr('a.txt', 'a\\n' * 10)
+data = bytearray(b'stub' * 100 + open('sfx-past.zip', 'rb').read())
+end = data.rfind(b'PK\\x05\\x06')
+data[end + 16:end + 20] = struct.pack('<I', end + 1)
+open('sfx-past.zip', 'wb').write(bytes(data))
+`,
+    );
+    expect(past).toMatch(/sfx-past\.zip \(byte \d+\): zip archive: its central directory \(\d+ bytes\) runs past its end record/);
+    // A damaged entry of a prefixed archive names the archive, the entry and the byte, as in any archive.
+    const crc = await refused(
+      "sfx-crc.zip",
+      `
+import zipfile
+with zipfile.ZipFile('sfx-crc.zip', 'w', zipfile.ZIP_STORED) as z:
+    z.writestr('a.txt', 'hello\\n' * 100)
+data = bytearray(b'MZ' + bytes(5000) + open('sfx-crc.zip', 'rb').read())
+at = data.find(b'hello')
+data[at] = ord('j')
+open('sfx-crc.zip', 'wb').write(bytes(data))
+`,
+    );
+    expect(crc).toMatch(/sfx-crc\.zip!\/a\.txt \(byte 600\): zip archive: the entry's CRC-32 does not match its data/);
   });
 
   it("a text file Python's zipfile appended an empty archive to is refused (unzip finds no directory), not read as no records", async () => {

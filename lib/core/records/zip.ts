@@ -9,6 +9,13 @@
  * - a local header that names another file than the directory: the read fails;
  * - an entry that inflates past its declared size: its read fails at that byte (zipMember.ts);
  * - a wrong CRC-32, a truncated entry or directory: the read fails, naming the byte.
+ *
+ * Bytes put before an archive (a self-extractor's stub, `cat stub a.zip`) move everything in it
+ * while its offsets stay as written: its central directory then ends that many bytes before its
+ * end record. As Python's zipfile and unzip do, every offset is read as moved by that many (its
+ * `shift`; 0 once `zip -A` has rewritten them), and the directory and each local header must be
+ * found where the shift puts them, or the archive is refused. An end record that lies in another
+ * end record's comment (a forged one that would hide entries) is never read shifted.
  */
 import { CloudmillError, ErrorCode } from "../errors.js";
 
@@ -48,10 +55,24 @@ export interface ZipEntry {
 
 /** Where the central directory is, from the end record (and the zip64 one, for a big archive). */
 export interface ZipDirectory {
+  /** Where the directory is in the archive: where its end record says, plus `shift`. */
   readonly at: number;
   readonly bytes: number;
   readonly entries: number;
+  /** Bytes put before the archive after its offsets were written: each offset it records is off by as many (unset: 0). */
+  readonly shift?: number;
 }
+
+/** Where a zip64 end record may be: where its locator says, and just before the locator (where Python's zipfile reads it). */
+export interface Zip64Pointer {
+  readonly zip64At: number;
+  readonly locatorAt: number;
+  /** The end record lies in another end record's comment. */
+  readonly nested: boolean;
+}
+
+/** Bytes of a zip64 end record (without extensible data). */
+export const ZIP64_END_BYTES = 56;
 
 /**
  * A refusal of an archive's structure, naming the archive and the byte. `decoded`: the input is an
@@ -74,42 +95,52 @@ const u64 = (d: DataView, at: number, archive: string, where: number): number =>
  * Returns the directory, or where the zip64 end record is when the archive needs one (the
  * caller reads those 56 bytes and calls `zip64Directory`).
  */
-export const findZipDirectory = (
-  tail: Uint8Array,
-  tailAt: number,
-  archiveSize: number,
-  archive: string,
-): ZipDirectory | { readonly zip64At: number } => {
+export const findZipDirectory = (tail: Uint8Array, tailAt: number, archiveSize: number, archive: string): ZipDirectory | Zip64Pointer => {
   const d = view(tail);
+  /** An end record whose comment reaches the tail's end. */
+  const isEnd = (i: number): boolean => d.getUint32(i, true) === SIG.end && i + 22 + d.getUint16(i + 20, true) === tail.length;
   // The end record is 22 bytes plus its comment; search backwards for one whose comment reaches the end.
   for (let i = tail.length - 22; i >= 0; i--) {
-    if (d.getUint32(i, true) !== SIG.end || i + 22 + d.getUint16(i + 20, true) !== tail.length) continue;
+    if (!isEnd(i)) continue;
+    let nested = false;
+    for (let j = i - 1; j >= 0 && !nested; j--) nested = isEnd(j);
     const entries = d.getUint16(i + 10, true);
     const bytes = d.getUint32(i + 12, true);
     const at = d.getUint32(i + 16, true);
+    const loc = i - 20;
+    const located = loc >= 0 && d.getUint32(loc, true) === SIG.locator64;
     if (entries === 0xffff || bytes === 0xffffffff || at === 0xffffffff) {
-      const loc = i - 20;
-      if (loc >= 0 && d.getUint32(loc, true) === SIG.locator64) return { zip64At: u64(d, loc + 8, archive, tailAt + loc) };
+      if (located) return { zip64At: u64(d, loc + 8, archive, tailAt + loc), locatorAt: tailAt + loc, nested };
       // Python's zipfile writes exactly 65,535 entries so, with no zip64 record: the count stands.
       if (bytes === 0xffffffff || at === 0xffffffff)
         throw zipError(archive, tailAt + i, "its end record asks for zip64, but no zip64 locator precedes it");
     }
-    // A zip64 end record (and its locator) may precede a classic end record whose figures fit.
-    const loc = i - 20;
-    const zip64At = loc >= 0 && d.getUint32(loc, true) === SIG.locator64 ? u64(d, loc + 8, archive, tailAt + loc) : undefined;
-    return checkedDirectory({ at, bytes, entries }, tailAt + i, archive, zip64At);
+    // A zip64 end record (and its locator) may precede a classic end record whose figures fit: the
+    // directory ends where that record is, just before its locator (else where the locator says).
+    const near = loc - ZIP64_END_BYTES;
+    const zip64At = !located
+      ? undefined
+      : near >= 0 && d.getUint32(near, true) === SIG.end64
+        ? tailAt + near
+        : u64(d, loc + 8, archive, tailAt + loc);
+    return checkedDirectory({ at, bytes, entries }, tailAt + i, archive, { zip64At, nested });
   }
   throw zipError(archive, archiveSize, "no end-of-central-directory record in its last bytes: it is truncated, or not a zip archive");
 };
 
-/** The directory a zip64 end record (its 56 bytes, read at `at`) names. */
-export const zip64Directory = (record: Uint8Array, at: number, archiveSize: number, archive: string): ZipDirectory => {
+/** Whether a zip64 end record starts `record`. */
+export const isZip64End = (record: Uint8Array): boolean =>
+  record.length >= ZIP64_END_BYTES && view(record).getUint32(0, true) === SIG.end64;
+
+/** The directory a zip64 end record (its 56 bytes, read at `at`) names; `nested`: see Zip64Pointer. */
+export const zip64Directory = (record: Uint8Array, at: number, archiveSize: number, archive: string, nested = false): ZipDirectory => {
   const d = view(record);
-  if (record.length < 56 || d.getUint32(0, true) !== SIG.end64) throw zipError(archive, at, "no zip64 end record where its locator points");
+  if (!isZip64End(record)) throw zipError(archive, at, "no zip64 end record where its locator points");
   return checkedDirectory(
     { entries: u64(d, 32, archive, at), bytes: u64(d, 40, archive, at), at: u64(d, 48, archive, at) },
     Math.min(at, archiveSize),
     archive,
+    { nested },
   );
 };
 
@@ -119,10 +150,16 @@ const MAX_DIRECTORY_BYTES = 256 * 1024 * 1024;
 /**
  * A directory as its end record (at `endAt`) names it, checked: it must end where that record
  * (or the zip64 end record at `zip64At`) begins. One that ends sooner names an archive with bytes
- * put before it (its offsets all off by as many), or a forged end record inside the archive's
- * comment that would hide entries.
+ * put before it (its offsets all off by as many: its `shift`), unless its end record lies in
+ * another's comment: then it is forged, to hide entries.
  */
-const checkedDirectory = (dir: ZipDirectory, endAt: number, archive: string, zip64At?: number): ZipDirectory => {
+const checkedDirectory = (
+  found: ZipDirectory,
+  endAt: number,
+  archive: string,
+  { zip64At, nested }: { readonly zip64At?: number | undefined; readonly nested: boolean },
+): ZipDirectory => {
+  let dir = found;
   if (dir.bytes > MAX_DIRECTORY_BYTES)
     throw zipError(
       archive,
@@ -131,13 +168,19 @@ const checkedDirectory = (dir: ZipDirectory, endAt: number, archive: string, zip
     );
   if (dir.at + dir.bytes > endAt) throw zipError(archive, dir.at, `its central directory (${dir.bytes} bytes) runs past its end record`);
   const ends = dir.at + dir.bytes;
-  if (ends !== endAt && ends !== zip64At)
-    throw zipError(
-      archive,
-      endAt,
-      `its central directory ends ${(zip64At ?? endAt) - ends} bytes before its end record: bytes were put before the ` +
-        "archive (a self-extractor?), or the end record is forged; repair it (zip -FF) or extract and zip it again",
-    );
+  if (zip64At !== undefined && ends > zip64At)
+    throw zipError(archive, dir.at, `its central directory (${dir.bytes} bytes) runs past its zip64 end record`);
+  if (ends !== endAt && ends !== zip64At) {
+    const shift = (zip64At ?? endAt) - ends;
+    if (nested)
+      throw zipError(
+        archive,
+        endAt,
+        `its central directory ends ${shift} bytes before its end record, which lies in another end record's comment: ` +
+          "the end record is forged; repair the archive (zip -FF) or extract and zip it again",
+      );
+    dir = { ...dir, at: dir.at + shift, shift };
+  }
   // An archive of no entries is its end record alone: bytes before one are another file's (Python's
   // zipfile, appending to a file it could not read as a zip, writes just such a record after it).
   if (dir.entries === 0 && dir.at > 0)
@@ -176,10 +219,19 @@ const isMetadata = (name: string): boolean => name.endsWith("/") || name.startsW
 export const parseZipDirectory = (bytes: Uint8Array, dir: ZipDirectory, archiveSize: number, archive: string): ZipEntry[] => {
   const d = view(bytes);
   const decoder = new TextDecoder("utf-8", { fatal: false });
+  const shift = dir.shift ?? 0;
   const entries: ZipEntry[] = [];
   let p = 0;
   for (let n = 0; n < dir.entries; n++) {
     const where = dir.at + p;
+    if ((p + 46 > bytes.length || d.getUint32(p, true) !== SIG.central) && n === 0 && shift > 0)
+      throw zipError(
+        archive,
+        where,
+        `its central directory ends ${shift} bytes before its end record, and none starts ${shift} bytes after ` +
+          "where that record says either (as bytes put before the archive would move it): the end record is forged or the " +
+          "archive corrupt; repair it (zip -FF) or extract and zip it again",
+      );
     if (p + 46 > bytes.length || d.getUint32(p, true) !== SIG.central)
       throw zipError(archive, where, `central directory entry ${n + 1} of ${dir.entries} is missing or corrupt`);
     const flags = d.getUint16(p + 8, true);
@@ -221,6 +273,8 @@ export const parseZipDirectory = (bytes: Uint8Array, dir: ZipDirectory, archiveS
       }
       if (!found) throw zipError(archive, where, `entry ${JSON.stringify(name)} needs a zip64 field and has none`);
     }
+    // Offsets the archive records are off by the bytes put before it (zipfile's `concat`).
+    at += shift;
     p = next;
     const unsafe = unsafeName(name);
     if (unsafe) throw zipError(archive, where, `entry ${JSON.stringify(name)} has ${unsafe}; the archive is refused`);
