@@ -59,6 +59,8 @@ export interface ErrorContext {
   readonly binary?: boolean;
   /** The offset counts from the start of the decoded BGZF block at this compressed byte. */
   readonly block?: number;
+  /** With `block`: the offset counts the decoded bytes of the plain gzip members that start there, after a BGZF file's blocks. */
+  readonly gzipTail?: boolean;
   readonly range?: readonly [number, number];
   readonly chunk?: number;
   /** A keyed job's partition (its reduce task). */
@@ -128,7 +130,8 @@ export const locate = (c: ErrorContext): string => {
   if (c.line !== undefined) where += `${where ? ":" : "line "}${c.line}`;
   if (where) parts.push(where);
   if (c.partition !== undefined) parts.push(`partition ${c.partition}`);
-  if (c.offset !== undefined && c.block !== undefined) parts.push(`(byte ${c.offset} of the BGZF block at compressed byte ${c.block})`);
+  if (c.offset !== undefined && c.block !== undefined)
+    parts.push(`(byte ${c.offset} of the ${c.gzipTail ? "gzip members" : "BGZF block"} at compressed byte ${c.block})`);
   else if (c.offset !== undefined) parts.push(c.decoded ? `(byte ${c.offset} decompressed)` : `(byte ${c.offset})`);
   else if (c.range) parts.push(`(bytes ${c.range[0]}-${c.range[1]})`);
   return parts.length ? `${parts.join(" ")}: ` : "";

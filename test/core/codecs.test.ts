@@ -569,3 +569,176 @@ describe("a corrupt or truncated compressed input", () => {
     );
   });
 });
+
+describe("compressed inputs joined or padded as other tools leave them", () => {
+  /** `cmd`'s exit status: 0, or what it failed with. */
+  const status = (cmd: string): number => {
+    try {
+      sh(cmd);
+      return 0;
+    } catch (err) {
+      return (err as { status: number }).status;
+    }
+  };
+  const numbers = (from: number, to: number): string => `seq ${from} ${to}`;
+  const records = (r: Awaited<ReturnType<typeof run>>): unknown => (r.ok ? r.result : r.error.describe());
+
+  it("BGZF blocks followed by plain gzip members are read as gzip -dc reads them, whole, at every chunk size", async () => {
+    const bgz = path.join(dir, "tail-a.bgz");
+    sh(`${numbers(1, 90_000)} | bgzip -c > '${bgz}'`);
+    const shapes = {
+      // A bgzipped file, then a plain gzip file joined to it.
+      "cat a.bgz b.gz": `cat '${bgz}'; ${numbers(90_001, 110_000)} | gzip -c`,
+      // Two plain members after the blocks, the second of a few bytes.
+      "cat a.bgz b.gz c.gz": `cat '${bgz}'; ${numbers(5, 30_000)} | gzip -c; printf 'x y\\n' | gzip -c`,
+      // A plain member, then BGZF blocks: gzip from its first byte.
+      "cat b.gz a.bgz": `${numbers(7, 20_000)} | gzip -c; cat '${bgz}'`,
+    };
+    for (const [shape, cmd] of Object.entries(shapes)) {
+      const file = path.join(dir, `tail-${Object.keys(shapes).indexOf(shape)}.gz`);
+      sh(`(${cmd}) > '${file}'`);
+      const lines = Number(sh(`gzip -dc '${file}' | wc -l`));
+      const words = Number(sh(`gzip -dc '${file}' | wc -w`));
+      const size = (await readFile(file)).length;
+      for (const chunkSize of [1000, 65_536, 100_000, "16MiB"]) {
+        const r = await run(file, "count", chunkSize, {}, 2);
+        expect(records(r), `${shape} at ${chunkSize}`).toEqual({ records: lines });
+        // Read whole by one task: no chunk after the blocks could find where the plain members end.
+        expect(r.ok && r.status.chunks, `${shape} at ${chunkSize}`).toBe(1);
+        expect(await run(file, "wordcount", chunkSize), `${shape} at ${chunkSize}`).toMatchObject({ result: { total: words } });
+      }
+      expect(size).toBeGreaterThan(100_000);
+    }
+  });
+
+  it("a line in the plain gzip members after BGZF blocks has one offset at every chunk size, after every block's", async () => {
+    const file = path.join(dir, "tail-grep.gz");
+    sh(`(${numbers(1, 50_000)} | bgzip -c; ${numbers(50_001, 60_000)} | gzip -c) > '${file}'`);
+    const offsets = new Set<number>();
+    for (const chunkSize of [1000, 70_000, "16MiB"]) {
+      const r = await run(file, "grep", chunkSize, { pattern: "^(49999|55555)$" });
+      expect(r.ok, records(r) as string).toBe(true);
+      const { samples } = (r as { result: { samples: { line: string; offset: number }[] } }).result;
+      expect(samples.map((s) => s.line)).toEqual(["49999", "55555"]);
+      offsets.add(samples[1]!.offset);
+      expect(samples[1]!.offset).toBeGreaterThan(samples[0]!.offset);
+    }
+    expect(offsets.size).toBe(1);
+  });
+
+  it("a truncated, corrupt or trailing plain member after BGZF blocks fails in one line naming the file and compressed byte", async () => {
+    const good = path.join(dir, "tail-good.gz");
+    sh(`(${numbers(1, 60_000)} | bgzip -c; ${numbers(1, 30_000)} | gzip -c) > '${good}'`);
+    const bytes = await readFile(good);
+    const crc = Buffer.from(bytes);
+    crc[crc.length - 6]! ^= 0xff; // the appended member's CRC-32
+    const bad = {
+      "tail-cut.gz": [bytes.subarray(0, bytes.length - 3000), /the data ends inside a gzip member/],
+      "tail-crc.gz": [crc, /the CRC-32 of the gzip member that starts at byte \d+ does not match its data/],
+      "tail-junk.gz": [Buffer.concat([bytes, Buffer.alloc(64), Buffer.from("junk\n")]), /data follows the end of the compressed data/],
+    } as const;
+    for (const [name, [content, what]] of Object.entries(bad)) {
+      const file = path.join(dir, name);
+      await writeFile(file, content);
+      // gzip itself fails or warns on each.
+      expect(status(`gzip -t '${file}' 2>/dev/null`), name).not.toBe(0);
+      const seen = new Set<string>();
+      for (const chunkSize of [1000, 65_536, "16MiB"]) {
+        const r = await run(file, "count", chunkSize, {}, 2);
+        expect(r.ok, `${name} at ${chunkSize}`).toBe(false);
+        const described = (r as { error: CloudmillError }).error.describe();
+        expect(described).toMatch(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} .*compressed byte \\d+: `));
+        expect(described).toMatch(what);
+        expect(described).not.toContain("\n");
+        seen.add(described.replace(/ \(bytes [^)]*\)/, ""));
+      }
+      expect(seen.size, name).toBe(1);
+    }
+  });
+
+  it("gzip then BGZF blocks cut at a block's end fails: the end-of-file block is missing, as in a BGZF file", async () => {
+    const bgz = path.join(dir, "head-b.bgz");
+    sh(`${numbers(1, 60_000)} | bgzip -c > '${bgz}'`);
+    const blocks = [...(await bgzfBlocksOf(bgz)).keys()];
+    const file = path.join(dir, "head-cut.gz");
+    const plain = execFileSync("sh", ["-c", `${numbers(1, 100)} | gzip -c`]);
+    await writeFile(file, Buffer.concat([plain, (await readFile(bgz)).subarray(0, blocks[3])]));
+    // gzip -t takes it for whole: only the missing end-of-file block tells.
+    expect(status(`gzip -t '${file}' 2>/dev/null`)).toBe(0);
+    const r = await run(file, "count", "16MiB");
+    expect(r.ok ? "" : r.error.describe()).toMatch(/ends without BGZF's end-of-file block/);
+  });
+
+  it("BGZF, plain gzip, then BGZF again: split at its blocks it fails naming the plain member's byte, never a short count", async () => {
+    const a = path.join(dir, "mid-a.bgz");
+    sh(`${numbers(1, 60_000)} | bgzip -c > '${a}'`);
+    const file = path.join(dir, "mid.gz");
+    sh(`(cat '${a}'; ${numbers(1, 1000)} | gzip -c; ${numbers(1, 20_000)} | bgzip -c) > '${file}'`);
+    const at = (await readFile(a)).length;
+    const lines = Number(sh(`gzip -dc '${file}' | wc -l`));
+    for (const chunkSize of [1000, 4096, 65_536, 100_000]) {
+      const r = await run(file, "count", chunkSize, {}, 2);
+      expect(r.ok ? r.result : r.error.describe(), `at ${chunkSize}`).toMatch(
+        new RegExp(`compressed byte ${at}: a gzip member that is not BGZF follows the BGZF blocks here`),
+      );
+    }
+    // Read whole (one chunk), it is gzip -dc's.
+    expect(records(await run(file, "count", "16MiB"))).toEqual({ records: lines });
+  });
+
+  /** A zstd skippable frame: a magic of 0x184D2A5?, a 4-byte size, that many bytes. */
+  const skippable = (bytes: Buffer, n = 0): Buffer => {
+    const header = Buffer.alloc(8);
+    header.writeUInt32LE(0x184d2a50 + n, 0);
+    header.writeUInt32LE(bytes.length, 4);
+    return Buffer.concat([header, bytes]);
+  };
+
+  it("zstd with more than 16 skippable frames ahead of its data, or with nothing but them, is read as zstd -dc reads it", async () => {
+    const src = path.join(dir, "zs.txt");
+    sh(`${numbers(1, 30_000)} > '${src}' && zstd -q -f '${src}' -o '${src}.zst'`);
+    const zst = await readFile(`${src}.zst`);
+    const frames = Array.from({ length: 20 }, (_, i) => skippable(Buffer.alloc(i * 10, i), i % 16));
+    const shapes: Record<string, Buffer> = {
+      "20 frames ahead": Buffer.concat([...frames, zst]),
+      "20 ahead, more between and after": Buffer.concat([
+        ...frames,
+        zst,
+        skippable(Buffer.from("meta"), 3),
+        zst,
+        skippable(Buffer.alloc(0)),
+      ]),
+      "skippable frames alone": Buffer.concat([...frames, skippable(Buffer.alloc(5000, 9))]),
+    };
+    for (const [shape, bytes] of Object.entries(shapes)) {
+      const file = path.join(dir, `zs-${Object.keys(shapes).indexOf(shape)}.zst`);
+      await writeFile(file, bytes);
+      const lines = Number(sh(`zstd -dc '${file}' | wc -l`));
+      for (const chunkSize of [100, 4096, "16MiB"]) {
+        expect(records(await run(file, "count", chunkSize)), `${shape} at ${chunkSize}`).toEqual({ records: lines });
+      }
+    }
+  });
+
+  it("zero padding after zstd data is refused, as zstd -dc refuses it, naming the file and the padding's first byte", async () => {
+    const src = path.join(dir, "zp.txt");
+    sh(`${numbers(1, 30_000)} > '${src}' && zstd -q -f '${src}' -o '${src}.zst'`);
+    const zst = await readFile(`${src}.zst`);
+    for (const [name, bytes] of [
+      ["zp-512.zst", Buffer.concat([zst, Buffer.alloc(512)])],
+      ["zp-3.zst", Buffer.concat([zst, Buffer.alloc(3)])],
+      ["zp-skip.zst", Buffer.concat([zst, skippable(Buffer.from("x")), Buffer.alloc(8)])],
+    ] as const) {
+      const file = path.join(dir, name);
+      await writeFile(file, bytes);
+      expect(status(`zstd -dc '${file}' > /dev/null 2>&1`), name).not.toBe(0);
+      const at = name === "zp-skip.zst" ? zst.length + 9 : zst.length;
+      for (const chunkSize of [1000, "16MiB"]) {
+        const r = await run(file, "count", chunkSize);
+        expect(r.ok ? "" : r.error.describe(), `${name} at ${chunkSize}`).toMatch(
+          new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} .*compressed byte ${at}: zero bytes where a zstd frame should start`),
+        );
+      }
+    }
+  });
+});

@@ -4,7 +4,7 @@
  * the uncompressed bytes. Files are compressed by the real tools (gzip, zstd, bgzip).
  */
 import { execFileSync } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -68,6 +68,51 @@ describe("compressed uploads on the emulated fleet", () => {
     expect(status.state, JSON.stringify(status.error)).toBe("succeeded");
     expect(status.chunks).toBe(Math.ceil(compressed.length / CHUNK));
     expect(await cloud().getJson(cloud().output, "_jobs/notes-count/result.json")).toEqual({ records: pythonCsvRows(file).length });
+  });
+
+  it("BGZF then plain gzip, a self-extracting zip and zstd behind 20 skippable frames give their tools' counts", async () => {
+    const sh = (cmd: string): string => execFileSync("sh", ["-c", cmd], { cwd: dir, encoding: "utf8", maxBuffer: 1 << 30 });
+    sh("seq 1 150000 | bgzip -c > tail.gz && seq 7 40000 | gzip -c >> tail.gz");
+    sh(
+      "seq 1 30000 > a.txt && seq 5 9000 > b.txt && zip -q plain.zip a.txt b.txt && (head -c 70000 /dev/urandom; cat plain.zip) > sfx.zip",
+    );
+    sh("seq 1 120000 | zstd -q -c > body.zst");
+    const frames = Array.from({ length: 20 }, (_, i) => {
+      const header = Buffer.alloc(8 + i);
+      header.writeUInt32LE(0x184d2a50 + (i % 16), 0);
+      header.writeUInt32LE(i, 4);
+      return header;
+    });
+    await writeFile(path.join(dir, "skips.zst"), Buffer.concat([...frames, await readFile(path.join(dir, "body.zst"))]));
+    const expected = {
+      "tail.gz": Number(sh("gzip -dc tail.gz | wc -l")),
+      "sfx.zip": Number(
+        sh(`python3 -c "import zipfile; z = zipfile.ZipFile('sfx.zip'); print(sum(len(z.read(n).splitlines()) for n in z.namelist()))"`),
+      ),
+      "skips.zst": Number(sh("zstd -dc skips.zst | wc -l")),
+    };
+    for (const name of Object.keys(expected)) {
+      const bytes = await readFile(path.join(dir, name));
+      expect(bytes.length, name).toBeGreaterThan(CHUNK);
+      await cloud().put(`count/${name}`, bytes);
+    }
+    for (const [name, records] of Object.entries(expected)) {
+      const status = await cloud().waitForEnd(`count/${name}/status.json`);
+      expect(status.state, `${name}: ${JSON.stringify(status.error)}`).toBe("succeeded");
+      expect(await cloud().getJson(cloud().output, `count/${name}/result.json`), name).toEqual({ records });
+    }
+  });
+
+  it("BGZF then a cut gzip member fails its job naming the file and the compressed byte, and writes no result", async () => {
+    const whole = execFileSync("sh", ["-c", "seq 1 100000 | bgzip -c; seq 1 50000 | gzip -c"], { maxBuffer: 1 << 30 });
+    const cut = whole.subarray(0, whole.length - 2000);
+    await cloud().put("count/cut-tail.gz", cut);
+    const status = await cloud().waitForEnd("count/cut-tail.gz/status.json");
+    expect(status.state).toBe("failed");
+    expect(status.error?.message).toMatch(
+      new RegExp(`cut-tail\\.gz .*gzip data is corrupt or truncated at compressed byte ${cut.length}: the data ends inside a gzip member`),
+    );
+    expect(await cloud().get(cloud().output, "count/cut-tail.gz/result.json")).toBeUndefined();
   });
 
   it("a truncated gzip upload fails its job naming the file and the compressed byte", async () => {

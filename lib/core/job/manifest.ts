@@ -305,6 +305,8 @@ export const JobStatus = z.object({
       decoded: z.boolean().optional(),
       /** `offset` counts from the decoded start of the BGZF block at this compressed byte. */
       block: z.number().optional(),
+      /** With `block`: `offset` counts the decoded bytes of the plain gzip members that start there, after BGZF blocks. */
+      gzipTail: z.boolean().optional(),
       line: z.number().optional(),
       chunk: z.number().optional(),
       partition: z.number().optional(),

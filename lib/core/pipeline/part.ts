@@ -17,6 +17,7 @@ const KeptError = z.object({
       offset: z.number(),
       decoded: z.boolean(),
       block: z.number(),
+      gzipTail: z.boolean(),
       range: z.tuple([z.number(), z.number()]),
       chunk: z.number(),
       field: z.string(),

@@ -52,6 +52,7 @@ export const statusErrorOf = (err: CloudmillError): StatusError => {
     ...(c.offset !== undefined ? { offset: c.offset } : {}),
     ...(c.decoded ? { decoded: true } : {}),
     ...(c.block !== undefined ? { block: c.block } : {}),
+    ...(c.gzipTail ? { gzipTail: true } : {}),
     ...(c.line !== undefined ? { line: c.line } : {}),
     ...(c.chunk !== undefined ? { chunk: c.chunk } : {}),
     ...(c.partition !== undefined ? { partition: c.partition } : {}),
@@ -65,6 +66,7 @@ export const statusContext = (e: StatusError): ErrorContext => ({
   ...(e.offset !== undefined ? { offset: e.offset } : {}),
   ...(e.decoded ? { decoded: true } : {}),
   ...(e.block !== undefined ? { block: e.block } : {}),
+  ...(e.gzipTail ? { gzipTail: true } : {}),
   ...(e.line !== undefined ? { line: e.line } : {}),
 });
 

@@ -38,6 +38,16 @@ export const bgzfBlockSize = (b: Uint8Array, at: number): number => {
   return size >= 12 + xlen + 2 + 8 ? size : -1;
 };
 
+/** BGZF's end-of-file block: an empty block that bgzip and htslib end every file with (the SAM/BAM spec, 4.1.2). */
+export const BGZF_EOF = Buffer.from("1f8b08040000000000ff0600424302001b0003000000000000000000", "hex");
+
+/** Whether `b` ends with BGZF's end-of-file block. */
+export const endsWithBgzfEof = (b: Uint8Array): boolean =>
+  b.length >= BGZF_EOF.length && BGZF_EOF.equals(b.subarray(b.length - BGZF_EOF.length));
+
+/** Whether a gzip member (magic, deflate) starts at `at`. */
+export const isGzipMember = (b: Uint8Array, at: number): boolean => b[at] === 0x1f && b[at + 1] === 0x8b && b[at + 2] === 8;
+
 export const isZstdMagic = (b: Uint8Array, at: number): boolean =>
   b[at] === 0x28 && b[at + 1] === 0xb5 && b[at + 2] === 0x2f && b[at + 3] === 0xfd;
 
@@ -94,6 +104,14 @@ export const pastSkippableFrames = (b: Uint8Array): number => {
 /** A compressed input's bytes are not what their format says: fails the job, naming the compressed byte. */
 export const corruptInput = (codec: Codec, at: number, what: string): CloudmillError =>
   new CloudmillError(ErrorCode.BAD_RECORD, `${CODEC_NAMES[codec]} data is corrupt or truncated at compressed byte ${at}: ${what}`);
+
+/** A BGZF file that ends on a block holding data: cut at a block boundary, it would read as whole. */
+export const bgzfEofMissing = (at: number): CloudmillError =>
+  corruptInput(
+    "bgzf",
+    at,
+    "the file ends without BGZF's end-of-file block, so it may be truncated (bgzip -t checks it; bgzip -d | bgzip rewrites it)",
+  );
 
 /**
  * Decodes the BGZF block that is `block` (exactly its bytes), which starts at compressed

@@ -66,12 +66,23 @@ async function* unzstd(compressed: Compressed, ended?: (consumed: number) => voi
       out.length = 0;
     }
   }
-  if (!frames.atFrameStart()) throw corruptInput("zstd", at, "the data ends inside a zstd frame");
+  if (!frames.atFrameStart()) {
+    const zeros = frames.zerosFrom(at);
+    throw zeros === undefined ? corruptInput("zstd", at, "the data ends inside a zstd frame") : zeroPadding(zeros);
+  }
   yield* out;
   ended?.(at);
 }
 
 const ZSTD_MAGIC = 0xfd2fb528;
+
+/** Zero bytes where a frame would start: padding, which zstd -d refuses as well ("unsupported format"). */
+const zeroPadding = (at: number): CloudmillError =>
+  corruptInput(
+    "zstd",
+    at,
+    `zero bytes where a zstd frame should start (padding?), which zstd -d refuses too; if only zeros follow, head -c ${at} keeps the data`,
+  );
 
 /** Largest window decoded, as libzstd's default limit: fzstd allocates whatever a frame header asks. */
 const ZSTD_MAX_WINDOW = 128 * 2 ** 20;
@@ -125,6 +136,11 @@ class ZstdFrames {
 
   atFrameStart(): boolean {
     return this.#state === "magic" && this.#header.length === 0;
+  }
+
+  /** Where the bytes walked since the last frame began, when they are all zeros (`at`: where the walk is). */
+  zerosFrom(at: number): number | undefined {
+    return this.#state === "magic" && this.#header.every((b) => b === 0) ? at - this.#header.length : undefined;
   }
 
   /** Walks at most `max` bytes of `bytes` from `i` (at compressed byte `at`), stopping just after a frame's end. */
@@ -184,7 +200,7 @@ class ZstdFrames {
         const magic = u32();
         if (magic === ZSTD_MAGIC) this.#to("frameHeader", 1);
         else if ((magic & 0xfffffff0) === 0x184d2a50) this.#to("skipSize", 4);
-        else throw corruptInput("zstd", at - 4, "not the start of a zstd frame");
+        else throw magic === 0 ? zeroPadding(at - 4) : corruptInput("zstd", at - 4, "not the start of a zstd frame");
         return undefined;
       }
       case "skipSize":

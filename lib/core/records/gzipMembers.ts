@@ -8,7 +8,7 @@
 import { crc32, createInflateRaw, inflateRawSync, type InflateRaw } from "node:zlib";
 import { CloudmillError, ErrorCode } from "../errors.js";
 import { ByteQueue } from "./byteQueue.js";
-import { corruptInput, type Codec } from "./codecs.js";
+import { bgzfBlockSize, bgzfEofMissing, CODEC_SNIFF_BYTES, corruptInput, type Codec } from "./codecs.js";
 
 type Compressed = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 
@@ -38,7 +38,8 @@ class Cursor {
   #done = false;
   readonly #it: Iterator<Uint8Array> | AsyncIterator<Uint8Array>;
 
-  constructor(compressed: Compressed) {
+  constructor(compressed: Compressed, at: number) {
+    this.#at = at;
     this.#it = Symbol.asyncIterator in compressed ? compressed[Symbol.asyncIterator]() : compressed[Symbol.iterator]();
   }
 
@@ -95,20 +96,34 @@ class Cursor {
 /**
  * The decoded bytes of every gzip member in `compressed`, in order. The stream ends at its
  * end, or at a zero byte where a member would start (tape padding): `ended` is told how many
- * compressed bytes the members took, and the caller judges what follows.
+ * compressed bytes the members took, and the caller judges what follows. `base`: the compressed
+ * offset of the stream's first byte (the gzip members after a BGZF file's blocks), for messages.
+ *
+ * A stream whose last member is a BGZF block holding data (gzip, then a bgzipped file) is
+ * refused as BGZF without its end-of-file block is: cut at that block's end, it reads as whole.
  */
-export async function* gzipMembers(codec: Codec, compressed: Compressed, ended?: (consumed: number) => void): AsyncGenerator<Buffer> {
-  const input = new Cursor(compressed);
+export async function* gzipMembers(
+  codec: Codec,
+  compressed: Compressed,
+  ended?: (consumed: number) => void,
+  base = 0,
+): AsyncGenerator<Buffer> {
+  const input = new Cursor(compressed, base);
+  /** The last member was a BGZF block that held data: the file is cut if it is the last. */
+  let openBgzf = false;
   try {
     for (let first = true; ; first = false) {
       const start = input.offset;
       const n = await input.fill(1);
       if (n === 0 && !first) break;
       if (!first && input.byte(0) === 0) break;
+      const bgzf = (await input.fill(CODEC_SNIFF_BYTES)) >= CODEC_SNIFF_BYTES && bgzfBlockSize(input.peek(CODEC_SNIFF_BYTES), 0) > 0;
       await readHeader(input, codec, first);
       const inflated = yield* inflateMember(input, codec, start);
       await readTrailer(input, codec, start, inflated);
+      openBgzf = bgzf && inflated.size > 0;
     }
+    if (openBgzf) throw bgzfEofMissing(input.offset);
     ended?.(input.offset);
   } finally {
     await input.close();

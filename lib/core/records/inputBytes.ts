@@ -14,8 +14,19 @@ import { CloudmillError, ErrorCode, type ErrorContext } from "../errors.js";
 import type { InputObject } from "../job/manifest.js";
 import type { BlobStore } from "../ports.js";
 import { plainRangeBytes, spansOf, type RangeBytes, type Span } from "./alignedBlocks.js";
-import { BGZF_MAX_BLOCK, bgzfBlockSize, CODEC_SNIFF_BYTES, codecOfHead, corruptInput, inflateBgzfBlock, type Codec } from "./codecs.js";
+import {
+  BGZF_MAX_BLOCK,
+  bgzfBlockSize,
+  bgzfEofMissing,
+  CODEC_SNIFF_BYTES,
+  codecOfHead,
+  corruptInput,
+  inflateBgzfBlock,
+  isGzipMember,
+  type Codec,
+} from "./codecs.js";
 import { decodedStream } from "./decode.js";
+import { gzipMembers } from "./gzipMembers.js";
 import { readBytes } from "../pipeline/blobJson.js";
 import { memberBytes } from "./zipMember.js";
 import { ByteQueue } from "./byteQueue.js";
@@ -24,7 +35,7 @@ import { ByteQueue } from "./byteQueue.js";
 export interface InputRange extends RangeBytes {
   /** The codec the input is decoded with; known once `owned` has begun. */
   codec(): Codec | undefined;
-  where(position: number): Pick<ErrorContext, "offset" | "block" | "decoded">;
+  where(position: number): Where;
 }
 
 export interface InputRangeOptions {
@@ -48,11 +59,18 @@ type Range = { readonly start: number; readonly end: number };
 /** The virtual offset of byte `within` of the BGZF block at compressed byte `block`. */
 const virtual = (block: number, within: number): number => block * BGZF_MAX_BLOCK + within;
 
-/** Where a position is: a BGZF input's virtual offset names its block. */
-const whereIn = (codec: Codec | undefined, position: number): Pick<ErrorContext, "offset" | "block" | "decoded"> =>
-  codec === "bgzf"
-    ? { block: Math.floor(position / BGZF_MAX_BLOCK), offset: position % BGZF_MAX_BLOCK, decoded: true }
-    : { offset: position, ...(codec ? { decoded: true } : {}) };
+type Where = Pick<ErrorContext, "offset" | "block" | "decoded" | "gzipTail">;
+
+/**
+ * Where a position is: a BGZF input's virtual offset names its block; past `tailAt`, where plain
+ * gzip members follow its blocks, it names the byte of their decoded data.
+ */
+const whereIn = (codec: Codec | undefined, position: number, tailAt?: number): Where => {
+  if (codec !== "bgzf") return { offset: position, ...(codec ? { decoded: true } : {}) };
+  if (tailAt !== undefined && position >= virtual(tailAt, 0))
+    return { block: tailAt, offset: position - virtual(tailAt, 0), decoded: true, gzipTail: true };
+  return { block: Math.floor(position / BGZF_MAX_BLOCK), offset: position % BGZF_MAX_BLOCK, decoded: true };
+};
 
 /** The bytes of `range` of `input` for a record reader; see the module comment. */
 export const inputRangeBytes = (store: BlobStore, input: InputObject, range: Range, options: InputRangeOptions = {}): InputRange => {
@@ -81,7 +99,9 @@ export const inputRangeBytes = (store: BlobStore, input: InputObject, range: Ran
   if (codec) {
     if (range.start > 0)
       throw new CloudmillError(ErrorCode.INTERNAL, `a ${codec} input is read from its start, not from byte ${range.start}`);
-    return streamRange(store, input, whole ? Number.POSITIVE_INFINITY : range.end, codec, signal);
+    // A gzip stream is told apart by its first bytes once more: one that begins with BGZF blocks
+    // (planned whole for the gzip members after them) is read as its whole-file read is, block by block.
+    return streamRange(store, input, whole ? Number.POSITIVE_INFINITY : range.end, codec === "gzip" ? undefined : codec, signal);
   }
   if (whole && options.codec === undefined) return streamRange(store, input, Number.POSITIVE_INFINITY, undefined, signal);
   const plain = plainRangeBytes(store, { ...input, ...range }, lookBehind, signal);
@@ -198,9 +218,12 @@ async function* decodedEntry(bytes: AsyncIterable<Buffer>, found: (codec: Codec)
   }
 }
 
-/** A BGZF stream's decoded bytes, block after block (`seed`: its first bytes, then `compressed`), each block checked. */
+/**
+ * A BGZF stream's decoded bytes, block after block (`seed`: its first bytes, then `compressed`), each
+ * block checked, then those of any plain gzip members after them.
+ */
 async function* bgzfData(compressed: AsyncIterator<Uint8Array>, seed: Buffer = Buffer.alloc(0)): AsyncGenerator<Buffer> {
-  for await (const block of bgzfBlocks(compressed, 0, seed)) yield block.data;
+  for await (const block of bgzfBlocks(compressed, 0, seed, () => {})) yield block.data;
 }
 
 const emptyStream = (): AsyncIterator<Uint8Array> => (async function* () {})();
@@ -216,6 +239,8 @@ const readRaw = (store: BlobStore, input: InputObject, start: number, end: numbe
  */
 const streamRange = (store: BlobStore, input: InputObject, owned: number, known: Codec | undefined, signal?: AbortSignal): InputRange => {
   let codec: Codec | undefined = known;
+  /** Where plain gzip members follow the BGZF blocks, once met. */
+  let tailAt: number | undefined;
   let rest: AsyncIterator<Span> | undefined;
   let spill: Span | undefined;
   const open = async function* (): AsyncGenerator<Span> {
@@ -250,7 +275,12 @@ const streamRange = (store: BlobStore, input: InputObject, owned: number, known:
         if (ended) return;
         for (let next = await it.next(); !next.done; next = await it.next()) yield codec ? Buffer.from(next.value) : next.value;
       };
-      if (codec === "bgzf") yield* blockSpans(bgzfBlocks(compressed()[Symbol.asyncIterator](), 0, Buffer.alloc(0)));
+      if (codec === "bgzf")
+        yield* blockSpans(
+          bgzfBlocks(compressed()[Symbol.asyncIterator](), 0, Buffer.alloc(0), (at) => {
+            tailAt = at;
+          }),
+        );
       else if (codec) {
         yield* spansOf(decodedStream(codec, compressed(), took), 0);
         await onlyZerosAfter(store, input, codec, consumed, signal);
@@ -263,7 +293,7 @@ const streamRange = (store: BlobStore, input: InputObject, owned: number, known:
     start: 0,
     codec: () => codec,
     // A BGZF input known ahead is read with decoded offsets; one found by its bytes, with virtual ones.
-    where: (position) => (known === "bgzf" ? { offset: position, decoded: true } : whereIn(codec, position)),
+    where: (position) => (known === "bgzf" ? { offset: position, decoded: true } : whereIn(codec, position, tailAt)),
     async *owned() {
       const it = open()[Symbol.asyncIterator]();
       rest = it;
@@ -317,19 +347,40 @@ const onlyZerosAfter = async (
   }
 };
 
-/** One BGZF block: where it starts in the compressed input, and its decoded bytes. */
+/**
+ * One BGZF block: where it starts in the compressed input, and its decoded bytes. Or a piece of
+ * the plain gzip members that follow a file's BGZF blocks (`tail`: the decoded bytes of theirs
+ * before it), all of which start at `at`.
+ */
 interface Block {
   readonly at: number;
   readonly data: Buffer;
+  readonly tail?: number;
 }
 
-/** Each block's bytes at its virtual offset. */
+/**
+ * A block's bytes at its virtual offset. The gzip members after the blocks continue from the
+ * virtual offset where they start, past 65,535 bytes: nothing BGZF follows them to overlap.
+ */
+const spanOf = (block: Block): Span => ({ bytes: block.data, at: virtual(block.at, 0) + (block.tail ?? 0) });
+
 async function* blockSpans(blocks: AsyncIterable<Block>): AsyncGenerator<Span> {
-  for await (const block of blocks) yield { bytes: block.data, at: virtual(block.at, 0) };
+  for await (const block of blocks) yield spanOf(block);
 }
 
-/** The blocks of a BGZF input from compressed byte `at` on: `seed` (the bytes at `at`), then `compressed`. */
-async function* bgzfBlocks(compressed: AsyncIterator<Uint8Array>, at: number, seed: Buffer): AsyncGenerator<Block> {
+/**
+ * The blocks of a BGZF input from compressed byte `at` on: `seed` (the bytes at `at`), then
+ * `compressed`. A gzip member that is not BGZF where a block would start (`cat a.bgz b.gz`) begins
+ * the input's tail, read to its end as one gzip stream (gzipTail) when the reader reads the whole
+ * input (`tail` is then told where it starts); a reader of a chunk refuses it, since chunks after
+ * it could not tell where its members end.
+ */
+async function* bgzfBlocks(
+  compressed: AsyncIterator<Uint8Array>,
+  at: number,
+  seed: Buffer,
+  tail?: (at: number) => void,
+): AsyncGenerator<Block> {
   const queue = new ByteQueue();
   queue.push(seed);
   /** Reads until `n` bytes are queued or the input ends. */
@@ -347,13 +398,15 @@ async function* bgzfBlocks(compressed: AsyncIterator<Uint8Array>, at: number, se
       await fill(CODEC_SNIFF_BYTES);
       if (queue.length === 0) {
         if (lastEmpty) return;
-        throw corruptInput(
-          "bgzf",
-          at,
-          "the file ends without BGZF's end-of-file block, so it may be truncated (bgzip -t checks it; bgzip -d | bgzip rewrites it)",
-        );
+        throw bgzfEofMissing(at);
       }
       const size = queue.length < CODEC_SNIFF_BYTES ? -1 : bgzfBlockSize(queue.peek(CODEC_SNIFF_BYTES), 0);
+      if (size < 0 && queue.length >= 3 && isGzipMember(queue.peek(3), 0)) {
+        if (!tail) throw corruptInput("bgzf", at, PLAIN_MEMBER_AMID_BLOCKS);
+        tail(at);
+        yield* gzipTail(queue, compressed, at);
+        return;
+      }
       if (size < 0) {
         throw corruptInput(
           "bgzf",
@@ -371,6 +424,59 @@ async function* bgzfBlocks(compressed: AsyncIterator<Uint8Array>, at: number, se
     }
   } finally {
     await compressed.return?.(undefined);
+  }
+}
+
+/**
+ * Why a chunk of a BGZF file refuses a gzip member that is not BGZF: the file ends with BGZF's
+ * end-of-file block (it was planned split), so more blocks follow the member.
+ */
+const PLAIN_MEMBER_AMID_BLOCKS =
+  "a gzip member that is not BGZF follows the BGZF blocks here, and BGZF blocks follow it (files joined with cat?): " +
+  "the file cannot be split at its blocks; recompress it (zcat f | bgzip > g)";
+
+/**
+ * The plain gzip members from compressed byte `at` to the input's end (`queue`, then
+ * `compressed`), decoded as gzip -d does (zlib, each member's CRC checked); zeros may follow
+ * them, as after a gzip file, and nothing else.
+ */
+async function* gzipTail(queue: ByteQueue, compressed: AsyncIterator<Uint8Array>, at: number): AsyncGenerator<Block> {
+  /** The last pieces handed to the decoder, where they start: the bytes it read past its data's end are among them. */
+  const recent: { at: number; bytes: Uint8Array }[] = [];
+  let fed = at;
+  const keep = (bytes: Uint8Array): Uint8Array => {
+    recent.push({ at: fed, bytes });
+    if (recent.length > 4) recent.shift();
+    fed += bytes.length;
+    return bytes;
+  };
+  // Not closed by the decoder when it stops at zeros: what follows them is read here.
+  const rest: AsyncIterable<Uint8Array> = {
+    [Symbol.asyncIterator]: () => ({
+      next: async (): Promise<IteratorResult<Uint8Array>> => {
+        if (queue.length > 0) return { done: false, value: keep(queue.take(queue.length)) };
+        const next = await compressed.next();
+        return next.done ? next : { done: false, value: keep(next.value) };
+      },
+    }),
+  };
+  let consumed = -1;
+  let decoded = 0;
+  for await (const data of gzipMembers("gzip", rest, (n) => void (consumed = n), at)) {
+    if (!Number.isSafeInteger(virtual(at, 0) + decoded + data.length))
+      throw corruptInput("gzip", at, "the gzip members after the BGZF blocks decode past what cloudmill can place (2^53 bytes)");
+    yield { at, data, tail: decoded };
+    decoded += data.length;
+  }
+  if (consumed < 0) return;
+  for (const piece of recent) {
+    const i = piece.bytes.findIndex((b, k) => piece.at + k >= consumed && b !== 0);
+    if (i >= 0) throw corruptInput("gzip", piece.at + i, "data follows the end of the compressed data, after zero bytes");
+  }
+  for (let next = await compressed.next(); !next.done; next = await compressed.next()) {
+    const i = next.value.findIndex((b) => b !== 0);
+    if (i >= 0) throw corruptInput("gzip", fed + i, "data follows the end of the compressed data, after zero bytes");
+    fed += next.value.length;
   }
 }
 
@@ -423,11 +529,32 @@ function* blockChains(window: Buffer, base: number, size: number): Generator<Blo
     else if (atEnd && q > window.length && starts.length >= 2)
       broken.push({ starts: starts.slice(0, -1), broken: { at: starts.at(-1)!, reason: "the data ends inside a block" } });
     else if (q < window.length && q + CODEC_SNIFF_BYTES <= window.length)
-      broken.push({ starts, broken: { at: base + q, reason: "expected a BGZF block header" } });
+      broken.push({
+        starts,
+        broken: { at: base + q, reason: isGzipMember(window, q) ? PLAIN_MEMBER_AMID_BLOCKS : "expected a BGZF block header" },
+      });
     else if (atEnd && q < window.length) broken.push({ starts, broken: { at: base + q, reason: "the data ends inside a block header" } });
   }
   yield* broken;
 }
+
+/**
+ * The first gzip member in `window` (at compressed byte `base`) that is not BGZF and starts where
+ * a BGZF block that inflates to its CRC ends: the file's own blocks, then plain gzip (files joined
+ * with cat). One pass over the window, each block's size read from its header.
+ */
+const plainMemberAfterBlock = (window: Buffer, base: number): number | undefined => {
+  for (let p = 0; p + CODEC_SNIFF_BYTES <= window.length; p++) {
+    const size = bgzfBlockSize(window, p);
+    const q = p + size;
+    if (size < 0 || q + CODEC_SNIFF_BYTES > window.length || !isGzipMember(window, q) || bgzfBlockSize(window, q) > 0) continue;
+    try {
+      inflateBgzfBlock(window.subarray(p, q), base + p);
+      return base + q;
+    } catch {}
+  }
+  return undefined;
+};
 
 /** How far before a chunk its look-behind may reach past empty BGZF blocks (600,000 of them). */
 const MAX_LOOK_BACK = 16 * 1024 * 1024;
@@ -443,11 +570,19 @@ const bgzfRange = (store: BlobStore, input: InputObject, range: Range, lookBehin
   let first: Block | undefined;
   let behind: Span | undefined;
   let beginsInput = false;
+  let tailAt: number | undefined;
 
   const setUp = async (): Promise<void> => {
     const firstEnd = Math.min(input.size, end + BGZF_MAX_BLOCK);
     if (start === 0) {
-      blocks = bgzfBlocks(compressedFrom(store, input, 0, firstEnd, signal), 0, Buffer.alloc(0));
+      // Only a range that is the whole input may read plain gzip members after its blocks.
+      const tail =
+        end >= input.size
+          ? (at: number): void => {
+              tailAt = at;
+            }
+          : undefined;
+      blocks = bgzfBlocks(compressedFrom(store, input, 0, firstEnd, signal), 0, Buffer.alloc(0), tail);
       return;
     }
     // The block before the first that starts in the range begins at most 64 KiB before the range;
@@ -460,6 +595,10 @@ const bgzfRange = (store: BlobStore, input: InputObject, range: Range, lookBehin
         return inflateBgzfBlock(window.subarray(at - ws, Math.min(at - ws + bgzfBlockSize(window, at - ws), window.length)), at);
       };
       let found = false;
+      // A block, then a gzip member that is not BGZF before this range ends: the file cannot be split
+      // (the blocks after the member would be taken for the range's first otherwise).
+      const plain = plainMemberAfterBlock(window, ws);
+      if (plain !== undefined && plain < end) throw corruptInput("bgzf", plain, PLAIN_MEMBER_AMID_BLOCKS);
       for (const { starts, broken } of blockChains(window, ws, input.size)) {
         const i0 = starts.findIndex((s) => s >= start);
         // A chain is taken once the blocks around the range's start inflate to their CRCs; one that
@@ -504,7 +643,7 @@ const bgzfRange = (store: BlobStore, input: InputObject, range: Range, lookBehin
   return {
     start: virtual(start, 0),
     codec: () => "bgzf",
-    where: (position) => whereIn("bgzf", position),
+    where: (position) => whereIn("bgzf", position, tailAt),
     startsInput: () => beginsInput,
     async *owned() {
       if (start >= end) return;
@@ -520,7 +659,7 @@ const bgzfRange = (store: BlobStore, input: InputObject, range: Range, lookBehin
             handedOn = true;
             return;
           }
-          yield { bytes: next.value.data, at: virtual(next.value.at, 0) };
+          yield spanOf(next.value);
         }
         handedOn = true;
       } finally {
@@ -529,7 +668,7 @@ const bgzfRange = (store: BlobStore, input: InputObject, range: Range, lookBehin
     },
     async *past() {
       if (!blocks) return;
-      if (first) yield { bytes: first.data, at: virtual(first.at, 0) };
+      if (first) yield spanOf(first);
       yield* blockSpans({ [Symbol.asyncIterator]: () => blocks! });
     },
     async close() {
