@@ -335,7 +335,7 @@ export class CloudmillPipeline extends Construct {
     // On an update, the notification changes only once the fleet is all of the new release and the
     // reducer reads notices: a stack that raised an event per part stops only when no worker
     // relies on it (meanwhile a part may be named twice, which costs a reduce round, no result).
-    this.outputBucket.node.findChild("Notifications").node.addDependency(this.fleet.service, this.reducer);
+    this.outputBucket.node.findChild("Notifications").node.addDependency(...this.lanes.map((l) => l.service), this.reducer);
     this.reducer.addEventSource(
       new SqsEventSource(this.partsQueue, {
         batchSize: 100,
@@ -393,6 +393,11 @@ export class CloudmillPipeline extends Construct {
     // A bucket kept past the stack keeps its policy (TLS only, the access logs' delivery) with it.
     bucket.policy?.applyRemovalPolicy(removalPolicy);
     return bucket;
+  }
+
+  /** The worker services: the on-demand lane's, and the spot lane's when the stack has one. */
+  private get lanes(): readonly { readonly service: ecs.Ec2Service; readonly taskDefinition: ecs.TaskDefinition }[] {
+    return [this.fleet, ...(this.fleet.spotLane ? [this.fleet.spotLane] : [])];
   }
 
   private createQueue(id: string, props: sqs.QueueProps): sqs.Queue {
@@ -584,7 +589,7 @@ export class CloudmillPipeline extends Construct {
     );
     // A small job is mapped where it starts: the splitter writes its parts (under _work/, above).
     // An idle fleet is woken at once: this stack's worker service, and no other.
-    const lanes = [this.fleet, ...(this.fleet.spotLane ? [this.fleet.spotLane] : [])];
+    const { lanes } = this;
     allow(
       this.splitter,
       "WakeFleet",

@@ -430,10 +430,14 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
     } catch (e) {
       const err = toCloudmillError(e);
       if (lost.signal.aborted && !this.#kill.signal.aborted) {
-        await queue.delete(message.receiptHandle).catch(() => undefined);
         const ended = lost.signal.reason === JOB_ENDED;
-        log.info(ended ? "job ended (cancelled, failed or done); its task stopped" : "chunk done by its other copy; this one stopped");
-        this.emit("task_done", task, { kind: ended ? "job-ended" : "duplicate" });
+        const outcome: TaskOutcome = { kind: ended ? "job-ended" : "duplicate" };
+        // The other copy's part is named too: its writer may name none (the splitter, mapping
+        // inline past its time, or a worker of an older release).
+        this.#whenDeleted(message, noticeOf(task, outcome), log, () => {
+          log.info(ended ? "job ended (cancelled, failed or done); its task stopped" : "chunk done by its other copy; this one stopped");
+          this.emit("task_done", task, outcome);
+        });
         return;
       }
       // An item runner releases its chunk when an item gives up at the stop (CANCELLED): that is no attempt.

@@ -158,7 +158,10 @@ export const reducerHandler =
           const over = await costCeilingError(deps, progress);
           if (over) await failJobOfTask(deps, jobId, progress.manifest.retries ?? 0, over, outcome.done);
           else if (outcome.mapping) {
-            await launchBackups(deps, progress.manifest, progress.mapParts);
+            // Optional, as below: a failed check must not cost the wake-up.
+            await launchBackups(deps, progress.manifest, progress.mapParts).catch((err: unknown) =>
+              deps.log.warn("straggler check failed; the next event tries again", { jobId, ...logFieldsOf(toCloudmillError(err)) }),
+            );
             // The wake-ups every job on the fleet keeps while it maps (split.ts): a part no notice named is found by one.
             if (woken.has(jobId)) await keepAwakeForLease(deps, jobId, woken.get(jobId));
           } else {

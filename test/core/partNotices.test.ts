@@ -52,6 +52,8 @@ describe("a finished task's part notice", () => {
       notices: notifier,
     });
     worker.on("message_received", (_task, message) => void received.push(message.receiveCount));
+    const outcomes: string[] = [];
+    worker.on("task_done", (_task, outcome) => void outcomes.push(outcome.kind));
     worker.start();
     try {
       await waitFor(
@@ -68,6 +70,7 @@ describe("a finished task's part notice", () => {
     }
     // The message came back once, after the lost notice, and its second run found the part.
     expect(received).toEqual([1, 2]);
+    expect(outcomes).toEqual(["done", "duplicate"]);
     expect(notices).toEqual([
       { keys: [partKey(jobId, 0)], queued: 1 },
       { keys: [partKey(jobId, 0)], queued: 1 },

@@ -18,11 +18,12 @@ import { silentLogger } from "../../lib/core/log.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { defineOp } from "../../lib/core/ops/defineOp.js";
 import type { SplitDeps } from "../../lib/core/pipeline/deps.js";
-import type { BlobStore } from "../../lib/core/ports.js";
+import type { BlobStore, WakeSender } from "../../lib/core/ports.js";
+import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { readJson, readJsonIfExists } from "../../lib/core/pipeline/blobJson.js";
 import { Part } from "../../lib/core/pipeline/part.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
-import { startJob, taskJobOf } from "../../lib/core/pipeline/split.js";
+import { startJob, taskJobOf, type JobPlan } from "../../lib/core/pipeline/split.js";
 import { runTask } from "../../lib/core/pipeline/task.js";
 import { dyingAfterParts } from "../../lib/dev/dyingInvocation.js";
 import { refCount, refStats } from "../helpers/reference.js";
@@ -86,26 +87,33 @@ const start = (
   op: string,
   remainingMs: () => number,
   options: { maxBytes?: number; params?: Params; maxAttempts?: number } = {},
-) =>
-  startJob(s.deps, {
-    jobId: `job-${op}`,
-    job: taskJobOf(
-      parseJobSpec({
-        op,
-        inputs: ["data.txt"],
-        params: options.params ?? {},
-        ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}),
-      }),
-      registry,
-    ),
-    inputs: [s.object],
-    chunkSize: CHUNK,
-    output: { result: "out/result.json", status: "out/status.json" },
-    trigger: "test",
-    triggeredAt: "2026-12-03T10:00:00.000Z",
-    deadlineSeconds: 3600,
-    inline: { maxBytes: options.maxBytes ?? 64 * 1024 * 1024, remainingMs, reserveMs: 1000 },
-  });
+) => startJob(s.deps, planOf(s, op, remainingMs, options));
+
+/** The plan of job `job-<op>` over the setup's object, mapped inline while `remainingMs` allows. */
+const planOf = (
+  s: Setup,
+  op: string,
+  remainingMs: () => number,
+  options: { maxBytes?: number; params?: Params; maxAttempts?: number } = {},
+): JobPlan => ({
+  jobId: `job-${op}`,
+  job: taskJobOf(
+    parseJobSpec({
+      op,
+      inputs: ["data.txt"],
+      params: options.params ?? {},
+      ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}),
+    }),
+    registry,
+  ),
+  inputs: [s.object],
+  chunkSize: CHUNK,
+  output: { result: "out/result.json", status: "out/status.json" },
+  trigger: "test",
+  triggeredAt: "2026-12-03T10:00:00.000Z",
+  deadlineSeconds: 3600,
+  inline: { maxBytes: options.maxBytes ?? 64 * 1024 * 1024, remainingMs, reserveMs: 1000 },
+});
 
 /** Runs every queued task as a fleet worker would, then the reducer. */
 const drain = async (s: Setup, jobId: string): Promise<number[]> => {
@@ -265,5 +273,43 @@ describe("the splitter maps a small job where it starts", () => {
     for (const i of [0, 1, 2]) expect((await partOf(s, "job-count", i))?.ran?.on).toBe("lambda");
     expect(await readJson(s.output, "out/result.json", z.unknown())).toEqual(refCount(TEXT));
     expect(await readJson(s.output, "out/status.json", JobStatus)).toMatchObject({ state: "succeeded", ranOn: "lambda+fleet" });
+  });
+});
+
+describe("a job mapped whole where it starts, whose own reduce fails", () => {
+  it("is reduced by the reducer's wake-up: a retried invocation finds it queued and does nothing more", async () => {
+    const s = await setUp("reduce-fails");
+    // The result's write fails once (S3 throttling the SDK gave up on), as the splitter reduces.
+    let failing = true;
+    const output = Object.assign(Object.create(s.output) as BlobStore, {
+      put: async (key: string, ...rest: Parameters<BlobStore["put"]> extends [string, ...infer R] ? R : never) => {
+        if (failing && key === "out/result.json") {
+          failing = false;
+          throw new CloudmillError(ErrorCode.ENVIRONMENT, "PutObject failed: SlowDown");
+        }
+        return s.output.put(key, ...rest);
+      },
+    });
+    const wakes: string[] = [];
+    const wake: WakeSender = { wakeAfter: async (jobId) => void wakes.push(jobId) };
+    const deps: SplitDeps = { ...s.deps, output, wake };
+    await expect(
+      startJob(
+        deps,
+        planOf(s, "count", () => 60_000),
+      ),
+    ).rejects.toThrow(/SlowDown/);
+    // Lambda's retry of the event finds the job queued (mapped whole): it reduces nothing itself.
+    expect(
+      await startJob(
+        deps,
+        planOf(s, "count", () => 60_000),
+      ),
+    ).toMatchObject({ duplicate: true });
+    expect(await readJsonIfExists(s.output, "out/status.json", JobStatus)).toMatchObject({ state: "running" });
+    expect(wakes).toEqual(["job-count"]);
+    // The wake-up, 10 minutes on: the reducer finds every part and writes the reference's answer.
+    expect(await reduceJob(deps, "job-count", { fleet: true })).toMatchObject({ kind: "succeeded" });
+    expect(await readJson(s.output, "out/result.json", z.unknown())).toEqual(refCount(TEXT));
   });
 });

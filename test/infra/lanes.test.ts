@@ -30,6 +30,17 @@ describe('a stack with spot: "per-job"', () => {
     one = synth(LAB_CONTEXT).template;
   });
 
+  it("changes the output bucket's notification only after both lanes' services and the reducer", () => {
+    // Old workers of either lane, relying on parts' S3 events, are gone before those events stop.
+    const notifications = resource(t, "Custom::S3BucketNotifications", "PipelineOutputBucketNotifications").resource;
+    const after = [
+      resource(t, "AWS::ECS::Service", "PipelineWorkersService").id,
+      resource(t, "AWS::ECS::Service", "PipelineWorkersSpotService").id,
+      resource(t, "AWS::Lambda::Function", "PipelineReducer").id,
+    ];
+    expect((notifications.DependsOn as string[]).filter((d) => after.includes(d)).sort()).toEqual([...after].sort());
+  });
+
   it("runs two services in one cluster, each on its own capacity provider and task queue", () => {
     t.resourceCountIs("AWS::ECS::Cluster", 1);
     t.resourceCountIs("AWS::ECS::Service", 2);

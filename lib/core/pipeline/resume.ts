@@ -143,8 +143,8 @@ export const resumeJob = async (
   // which clients watch, counts the resume last, after the status says running. Its own reduce
   // after that is not redone by a retry; the reducer's wake-ups do it.
   await writeJson(deps.output, pastEndKey(jobId, generation), ended);
-  // The part a redo replaces goes first: a reducer woken before the redo ends (by the kept merges'
-  // events, say) then waits for the new part instead of merging the old one. A retry of this
+  // The part a redo replaces goes first: a reducer woken before the redo ends (by a wake-up, or
+  // another task's notice) then waits for the new part instead of merging the old one. A retry of this
   // invocation finds the chunk without a part and queues it as any missing chunk.
   for (const t of redo) await deps.output.delete(partKey(jobId, t.chunk.index));
   await deps.output.delete(failureKey(jobId));

@@ -330,8 +330,8 @@ export const earlierStart = async (deps: SplitDeps, jobId: string): Promise<Star
 /**
  * Queues a started job's `pending` tasks (`left` of them; `mapped` chunks were mapped here),
  * waking the fleet first, then marks the job queued. A job with no chunks (only empty inputs)
- * is done already; one mapped whole (`reduce`; by default, here) is reduced here too, rather than
- * after the reducer's batching window (the reducer, if it runs as well, writes the same result).
+ * is done already; one mapped whole (`reduce`; by default, here) is reduced here too, at once
+ * (the reducer, woken later as every job's is, finds it done or writes the same result).
  */
 const queueRest = async (
   deps: SplitDeps,
@@ -351,7 +351,9 @@ const queueRest = async (
   }
   // Workers' notices wake the reducer as parts are written; these wake-ups find a part none named
   // (a worker of an older release, during a deploy), and end a job past its deadline (wake.ts).
-  if (left > 0) await keepAwakeForLease(deps, manifest.jobId);
+  // A job mapped whole here gets one too: its reduce below may fail, or its invocation end, and
+  // a retried invocation finds the job queued; nothing else would ever reduce it.
+  if (left > 0 || reduce) await keepAwakeForLease(deps, manifest.jobId);
   await enqueueTasks(inLaneOf(deps, manifest).queue, pending);
   await writeJson(deps.output, enqueuedKey(manifest.jobId), {
     at: new Date(nowOf(deps)).toISOString(),

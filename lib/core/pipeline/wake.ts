@@ -1,11 +1,12 @@
 /**
- * A job's merge and reduce tasks are the fleet's, and the reducer runs only when something
- * wakes it: a part written, or a long chunk's marker. Once a job's chunks are all mapped and
- * only such tasks are left, nothing else may come. So while that lasts the reducer wakes itself:
- * a delayed message on its own queue, one chain per job, each wake queuing again the merge and
- * reduce tasks past their lease (a worker of an older version deletes a task kind it does not
- * know) and sending the next. A resume that queues no chunk starts a chain the same way. A job
- * past its deadline is failed by the same wake rather than left running.
+ * The reducer runs only when something wakes it: a worker's notice of parts written, or a long
+ * task's running marker. So it also wakes itself: a delayed message on its own queue, one chain
+ * per job, each wake sending the next while the job runs. The splitter starts a chain for every
+ * job it queues on the fleet (or maps whole, and reduces itself, which may fail), and so does a
+ * resume. While the job maps, a wake finds parts no notice named (a worker of an older release,
+ * during a deploy); once only merge and reduce tasks are left, it queues again those past their
+ * lease (a worker of an older version deletes a task kind it does not know). A job past its
+ * deadline is failed by the same wake rather than left running.
  */
 import * as z from "zod";
 import { idleKey, wakeKey } from "../keys.js";
