@@ -48,26 +48,41 @@ const refuse = (where: string, line: number | undefined, message: string, at?: {
 /** A UTF-8 byte order mark, as spreadsheets save "CSV UTF-8": not part of the first row. */
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 
+/** Where a file's lines are read from: the byte the next line starts at, and the lines before it. */
+export interface LinePosition {
+  readonly at: number;
+  readonly line: number;
+}
+
+export const FILE_START: LinePosition = { at: 0, line: 0 };
+
+/** One line of a manifest: its number (1-based), its text, the byte it starts at and the one after its newline. */
+export interface ManifestLine {
+  readonly line: number;
+  readonly row: string;
+  readonly at: number;
+  readonly next: number;
+}
+
 /**
  * A file's lines, each decoded alone, with its byte offset: a manifest may hold more than the
  * longest string JavaScript holds (about 512 MiB), so it is never one string. A file that is
  * not UTF-8 is refused at its first bad line: decoded anyway, its keys would name no object.
+ * `file` may be the file's bytes from `start` on (whole lines), numbered and placed as in the file.
  */
-const linesOf = function* (
-  file: string | Uint8Array,
-  where: string,
-): Generator<{ readonly line: number; readonly row: string; readonly at: number }> {
+export const linesOf = function* (file: string | Uint8Array, where: string, start: LinePosition = FILE_START): Generator<ManifestLine> {
   const bytes = typeof file === "string" ? Buffer.from(file) : Buffer.from(file.buffer, file.byteOffset, file.byteLength);
-  let line = 0;
-  for (let from = bytes.subarray(0, 3).equals(BOM) ? 3 : 0; from < bytes.length; ) {
+  let line = start.line;
+  for (let from = start.at === 0 && bytes.subarray(0, 3).equals(BOM) ? 3 : 0; from < bytes.length; ) {
     const nl = bytes.indexOf(0x0a, from);
     const end = nl < 0 ? bytes.length : nl;
     const stop = endBeforeCarriageReturns(bytes, from, end);
     line++;
     const row = bytes.toString("utf8", from, stop);
     // Bytes that are not UTF-8 decode to U+FFFD; a row that holds one is checked strictly.
-    if (row.includes("\uFFFD") && !isUtf8(bytes.subarray(from, stop))) throw refuse(where, line, "not UTF-8 text", { offset: from });
-    yield { line, row, at: from };
+    if (row.includes("\uFFFD") && !isUtf8(bytes.subarray(from, stop)))
+      throw refuse(where, line, "not UTF-8 text", { offset: start.at + from });
+    yield { line, row, at: start.at + from, next: start.at + Math.min(bytes.length, end + 1) };
     from = end + 1;
   }
 };
@@ -80,11 +95,17 @@ const linesOf = function* (
 export const listEntries = (file: string | Uint8Array, where: string, max = Number.POSITIVE_INFINITY): ListedEntry[] => {
   const out: ListedEntry[] = [];
   for (const { line, row } of linesOf(file, where)) {
-    const start = row.trimStart();
-    if (start !== "" && !start.startsWith("#")) out.push({ line, text: row });
+    const entry = listEntryOf(line, row);
+    if (entry) out.push(entry);
     if (out.length > max) break;
   }
   return out;
+};
+
+/** A plain list's line as an entry: as written, or undefined for a blank line or a `#` comment. */
+export const listEntryOf = (line: number, row: string): ListedEntry | undefined => {
+  const start = row.trimStart();
+  return start !== "" && !start.startsWith("#") ? { line, text: row } : undefined;
 };
 
 /** A listed name as a message shows it: quoted where spaces at its ends are part of it. */
@@ -133,22 +154,28 @@ export const batchCsvObjects = (file: string | Uint8Array, where: string, max = 
   for (const { line, row, at } of linesOf(file, where)) {
     if (row.trim() === "") continue;
     if (out.length >= max + 1) break;
-    const fields = fieldsOf(row, at, where, line);
-    if (fields.length > 3) {
-      throw refuse(where, line, `expected bucket,key, got ${fields.length} columns (a comma in a key is written %2C, or the key quoted)`);
-    }
-    if (fields.length > 2 && fields[2] !== "") {
-      throw refuse(
-        where,
-        line,
-        "a third column (an object version) is not supported: list bucket,key only (a comma in a key is written %2C)",
-      );
-    }
-    const [bucket, key] = fields;
-    if (!bucket || !key) throw refuse(where, line, `expected bucket,key, got ${JSON.stringify(row.slice(0, 80))}`);
-    out.push({ line, bucket, key: decodeKey(key, false, where, line) });
+    out.push(batchCsvObjectOf(line, row, at, where)!);
   }
   return out;
+};
+
+/** One row of an S3 Batch Operations CSV manifest as its object, or undefined for a blank row; see batchCsvObjects. */
+export const batchCsvObjectOf = (line: number, row: string, at: number, where: string): ListedObject | undefined => {
+  if (row.trim() === "") return undefined;
+  const fields = fieldsOf(row, at, where, line);
+  if (fields.length > 3) {
+    throw refuse(where, line, `expected bucket,key, got ${fields.length} columns (a comma in a key is written %2C, or the key quoted)`);
+  }
+  if (fields.length > 2 && fields[2] !== "") {
+    throw refuse(
+      where,
+      line,
+      "a third column (an object version) is not supported: list bucket,key only (a comma in a key is written %2C)",
+    );
+  }
+  const [bucket, key] = fields;
+  if (!bucket || !key) throw refuse(where, line, `expected bucket,key, got ${JSON.stringify(row.slice(0, 80))}`);
+  return { line, bucket, key: decodeKey(key, false, where, line) };
 };
 
 const InventoryManifest = z.looseObject({

@@ -1,12 +1,14 @@
 /**
  * A job spec's inputs, listed under the splitter's time budget. A prefix of two million objects
- * is some 2,000 LIST pages: at S3's latencies, more than one invocation's five minutes. So the
- * splitter lists a piece at a time (INPUTS_PER_PIECE inputs), and when its invocation has less
- * than the reserve left, it stores the pieces it listed under `_work/<jobId>/listing/` and hands
- * the rest on (a continuation: the splitter again, with a new invocation's time). Each piece
- * names the cursor it starts from and the one it ends at, so a piece follows another only if it
- * starts where that one ended: a continuation goes on from the last piece that does, and the
- * invocation that reaches the end reads them all back, checks the chain, and plans the job.
+ * is some 2,000 LIST pages, a manifest of as many lines two million HEADs: at S3's latencies,
+ * more than one invocation's five minutes. So the splitter lists a piece at a time
+ * (INPUTS_PER_PIECE inputs, or as many manifest lines), and when its invocation has less than
+ * the reserve left, it stores the pieces it listed under `_work/<jobId>/listing/` and hands the
+ * rest on (a continuation: the splitter again, with a new invocation's time). Each piece names
+ * the cursor it starts from and the one it ends at (in a prefix, the last key; in a manifest, the
+ * line and its byte), so a piece follows another only if it starts where that one ended: a
+ * continuation goes on from the last piece that does, and the invocation that reaches the end
+ * reads them all back, checks the chain, and plans the job.
  * A copy of a continuation, or an invocation that died before it handed on, lists the same
  * range again into the same keys; a chain broken by two copies racing is listed again from the
  * break. Nothing is stored for a listing that ends in its first invocation.
@@ -38,6 +40,14 @@ const Cursor = z.object({
   taken: z.number().int().nonnegative(),
   after: z.string().optional(),
   hiddenHere: z.string().optional(),
+  manifest: z
+    .object({
+      etag: z.string(),
+      line: z.number().int().nonnegative(),
+      at: z.number().int().nonnegative().optional(),
+      file: z.number().int().nonnegative().optional(),
+    })
+    .optional(),
 });
 
 const Hidden = z.object({ count: z.number().int().nonnegative(), first: z.array(z.string()) });
@@ -141,8 +151,7 @@ const listFrom = async (deps: SplitDeps, uris: readonly string[], tail: Tail, bu
   const hidden = new HiddenFiles();
   hidden.count = tail.hidden.count;
   hidden.first.push(...tail.hidden.first);
-  // A piece that ends inside a manifest (its invocation died storing the ones after) resolves it again, counting its inputs again.
-  const found = new InputBudget(deps.maxInputs ?? DEFAULTS.maxInputs, tail.found - (stopsCleanly(tail.to) ? 0 : tail.to.taken));
+  const found = new InputBudget(deps.maxInputs ?? DEFAULTS.maxInputs, tail.found);
   const perPiece = deps.inputsPerPiece ?? INPUTS_PER_PIECE;
   const pieces: Run["pieces"] = [];
   let from = tail.to;
@@ -159,7 +168,7 @@ const listFrom = async (deps: SplitDeps, uris: readonly string[], tail: Tail, bu
     });
     if (p.to === undefined) return { pieces, done: true, hidden };
     from = p.to;
-    // Inside a manifest, whose inputs are resolved whole, the listing goes on: stopping there would resolve it again.
+    // A manifest is read on from the line after a piece's last, a prefix listed on after its last key.
     if (budget && stopsCleanly(p.to) && outOfTime(budget)) return { pieces, done: false, hidden };
   }
   throw new Error("unreachable: a listing's last piece has no cursor after it");
@@ -171,14 +180,17 @@ const readPiece = (output: BlobStore, jobId: string, seq: number): Promise<Listi
 /**
  * The last stored piece that follows on from the one the continuation names (else from the start):
  * an invocation that died after it stored pieces, and before or after it handed on, left more.
+ * Of those, the last the listing can go on from: a piece stored before manifests were read a
+ * line at a time may end inside one.
  */
 const storedTail = async (output: BlobStore, jobId: string, hint: number | undefined): Promise<Tail> => {
   const named = hint !== undefined && hint > 0 ? await readPiece(output, jobId, hint) : undefined;
-  let tail = named ? tailOf(named) : START;
-  for (;;) {
-    const next = await readPiece(output, jobId, tail.seq + 1);
-    if (!next || !sameCursor(next.from, tail.to)) return tail;
-    tail = tailOf(next);
+  let tail = named && stopsCleanly(named.to) ? tailOf(named) : START;
+  for (let at = tail; ; ) {
+    const next = await readPiece(output, jobId, at.seq + 1);
+    if (!next || !sameCursor(next.from, at.to)) return tail;
+    at = tailOf(next);
+    if (stopsCleanly(at.to)) tail = at;
   }
 };
 

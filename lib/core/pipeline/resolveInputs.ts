@@ -13,16 +13,20 @@ import type { PipelineDeps, SplitDeps } from "./deps.js";
 import { readBytes } from "./blobJson.js";
 import { WORK_PREFIX } from "../keys.js";
 import {
-  batchCsvObjects,
+  batchCsvObjectOf,
+  FILE_START,
   inventoryObjects,
   inventoryReport,
   isManifestInput,
-  listEntries,
+  listEntryOf,
   shownEntry,
   manifestKind,
   manifestLocation,
+  type LinePosition,
+  type ListedEntry,
   type ListedObject,
 } from "./inputManifests.js";
+import { MANIFEST_WINDOW, manifestLines, type ReadRange } from "./manifestLines.js";
 
 type Stores = Pick<PipelineDeps, "inputStore"> & Pick<SplitDeps, "maxInputs" | "inputBuckets">;
 
@@ -83,24 +87,36 @@ export const tooManyInputs = (max: number, where: string): CloudmillError =>
  */
 const skippable = (key: string, size: number): boolean => (key.endsWith("/") && size === 0) || key.startsWith(WORK_PREFIX);
 
-/** HEAD requests (and reads of inventory data files) at once while a manifest is resolved. */
+/** HEAD requests at once while a manifest is resolved. */
 const MANIFEST_CONCURRENCY = 32;
-/** Inventory rows resolved at a time. */
-const INVENTORY_BATCH = 4096;
 
 const notS3 = (uri: string, field = "inputs"): CloudmillError =>
   new CloudmillError(ErrorCode.INVALID_SPEC, `inputs of a job in the cloud must be s3:// URIs, got ${JSON.stringify(uri)}`, { field });
 
 /**
+ * Where the reading of a manifest stands: the ETag of the manifest file it reads (a later
+ * invocation reads the same bytes, or refuses), and the lines read: of a list or a Batch
+ * Operations CSV, up to byte `at`; of an inventory, of its data file `file`.
+ */
+export interface ManifestPosition {
+  readonly etag: string;
+  readonly line: number;
+  readonly at?: number;
+  readonly file?: number;
+}
+
+/**
  * Where a listing of a job's inputs stands: at `uris[uri]`, of which `taken` inputs are had;
  * inside a prefix, `after` its last key seen (taken or left out) and `hiddenHere` the first it
- * left out. A listing resumed from a cursor (listing.ts) goes on exactly where it stopped.
+ * left out; inside a manifest, `manifest` where its reading stands. A listing resumed from a
+ * cursor (listing.ts) goes on exactly where it stopped.
  */
 export interface ListingCursor {
   readonly uri: number;
   readonly taken: number;
   readonly after?: string;
   readonly hiddenHere?: string;
+  readonly manifest?: ManifestPosition;
 }
 
 export const LISTING_START: ListingCursor = { uri: 0, taken: 0 };
@@ -117,6 +133,16 @@ export const cursorOf = (c: ListingCursor): ListingCursor => ({
   taken: c.taken,
   ...(c.after !== undefined ? { after: c.after } : {}),
   ...(c.hiddenHere !== undefined ? { hiddenHere: c.hiddenHere } : {}),
+  ...(c.manifest !== undefined
+    ? {
+        manifest: {
+          etag: c.manifest.etag,
+          line: c.manifest.line,
+          ...(c.manifest.at !== undefined ? { at: c.manifest.at } : {}),
+          ...(c.manifest.file !== undefined ? { file: c.manifest.file } : {}),
+        },
+      }
+    : {}),
 });
 
 /** A prefix whose listing found no input. */
@@ -127,9 +153,10 @@ const noInputUnder = (uri: string, hiddenHere: string | undefined): CloudmillErr
 
 /**
  * The inputs of `uris` from cursor `from`, in pieces of at most `perPiece` inputs (and of at
- * most `perPiece` listed keys, so that a prefix of hidden files is cut too). A prefix is listed
- * from the key the cursor names; an object or a manifest is resolved whole, its first `taken`
- * inputs dropped. The last piece's `to` is undefined.
+ * most `perPiece` listed keys or manifest lines, so that a prefix of hidden files is cut too).
+ * A prefix is listed from the key the cursor names, a manifest read on from the line it names
+ * (a line that names a prefix brings all of that prefix's objects into its piece); an object is
+ * its one input. The last piece's `to` is undefined.
  */
 export async function* inputPieces(
   deps: Stores,
@@ -151,16 +178,21 @@ export async function* inputPieces(
   while (at.uri < uris.length) {
     const u = at.uri;
     const uri = uris[u]!;
-    const whole = at.after !== undefined ? undefined : await resolveWhole(deps, uri, budget, hidden);
-    if (whole) {
-      // An object or a manifest: its inputs as pieces, the cursor counting those had.
-      let taken = at.taken;
-      while (taken < whole.length) {
-        const room = perPiece - piece.length;
-        appendAll(piece, whole.slice(taken, taken + room));
-        taken = Math.min(whole.length, taken + room);
-        if (piece.length >= perPiece) yield cutHere(taken < whole.length ? { uri: u, taken } : { uri: u + 1, taken: 0 });
+    if (isManifestInput(uri)) {
+      // A run of its lines at a time, as many as the piece has room for: the cursor says where the next starts.
+      const room = (): number => Math.min(perPiece - piece.length, perPiece - seen);
+      for await (const run of manifestRuns(deps, uri, at, room, budget, hidden)) {
+        appendAll(piece, run.inputs);
+        seen += run.lines;
+        if (piece.length >= perPiece || seen >= perPiece) yield cutHere(cursorOf({ uri: u, taken: run.taken, manifest: run.to }));
       }
+      at = { uri: u + 1, taken: 0 };
+      continue;
+    }
+    const whole = at.after !== undefined ? undefined : await resolveObject(deps, uri, budget);
+    if (whole) {
+      appendAll(piece, whole);
+      if (piece.length >= perPiece) yield cutHere({ uri: u + 1, taken: 0 });
       at = { uri: u + 1, taken: 0 };
       continue;
     }
@@ -205,15 +237,16 @@ export async function* inputPieces(
   yield cutHere(undefined);
 }
 
-/** Whether a listing may stop at `to`: not inside an input resolved whole (a manifest), which would be resolved again. */
-export const stopsCleanly = (to: ListingCursor | undefined): boolean => to === undefined || to.after !== undefined || to.taken === 0;
-
 /**
- * An object URI as its one input, a manifest as every input it lists; undefined for a prefix
- * (a URI that names no object), which is listed a piece at a time.
+ * Whether a listing can go on from `to`: at an input's start, in a prefix after a key, or in a
+ * manifest at a line. A cursor stored before manifests were read a line at a time may stop
+ * inside one with no line (listing.ts goes on from the piece before it).
  */
-const resolveWhole = async (deps: Stores, uri: string, budget: InputBudget, hidden?: HiddenFiles): Promise<InputObject[] | undefined> => {
-  if (isManifestInput(uri)) return resolveManifest(deps, uri, budget, hidden);
+export const stopsCleanly = (to: ListingCursor | undefined): boolean =>
+  to === undefined || to.after !== undefined || to.taken === 0 || to.manifest !== undefined;
+
+/** An object URI as its one input; undefined for a prefix (a URI that names no object), which is listed a piece at a time. */
+const resolveObject = async (deps: Stores, uri: string, budget: InputBudget): Promise<InputObject[] | undefined> => {
   if (!uri.startsWith("s3://")) throw notS3(uri);
   const { bucket, key } = parseS3Uri(uri);
   refuseOtherBucket(deps, bucket, uri);
@@ -273,69 +306,167 @@ const resolveListed = async (
   return [{ bucket: o.bucket, key: o.key, size: info.size, etag: info.etag, name: uri }];
 };
 
-/** Every input a manifest in S3 lists, in its order. */
-const resolveManifest = async (deps: Stores, input: string, budget: InputBudget, hidden?: HiddenFiles): Promise<InputObject[]> => {
+/** A run of a manifest's lines resolved together: their inputs, and where the manifest's reading stands after them. */
+interface ManifestRun {
+  readonly inputs: InputObject[];
+  /** Lines (or inventory rows) read, blank and left out ones included. */
+  readonly lines: number;
+  /** Inputs had from the manifest so far, these included. */
+  readonly taken: number;
+  readonly to: ManifestPosition;
+}
+
+/**
+ * Every input a manifest in S3 lists, in its order, from cursor `at` on: in runs of at most
+ * `room()` lines (asked before each run), each run's objects HEADed MANIFEST_CONCURRENCY at
+ * a time. A list or a Batch Operations CSV is read a window at a time from the byte the cursor
+ * names; an inventory's data file from its start, its rows up to the cursor's skipped. Every
+ * read is pinned to the ETag the manifest had when its reading began. A list or a CSV is read
+ * through once first, at its start: a file too long, empty, not UTF-8 or not CSV is refused
+ * before any object is looked up.
+ */
+async function* manifestRuns(
+  deps: Stores,
+  input: string,
+  at: ListingCursor,
+  room: () => number,
+  budget: InputBudget,
+  hidden?: HiddenFiles,
+): AsyncGenerator<ManifestRun> {
   const where = manifestLocation(input);
   if (!where.startsWith("s3://")) throw notS3(where);
   const { bucket, key } = parseS3Uri(where);
   refuseOtherBucket(deps, bucket, where);
-  const read = (b: string, k: string): Promise<Buffer> =>
-    readBytes(deps.inputStore(b), k).catch((err: unknown) => {
+  const inS3 = <T>(b: string, k: string, p: Promise<T>): Promise<T> =>
+    p.catch((err: unknown) => {
       const e = toCloudmillError(err);
       throw e.code === ErrorCode.ENVIRONMENT ? e : new CloudmillError(e.code, e.message, { input: s3Uri(b, k) });
     });
-  const file = await read(bucket, key);
-  const flat = (lists: InputObject[][]): InputObject[] => {
-    const all = lists.flat();
-    if (all.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "the manifest lists no inputs", { input: where });
-    return all;
+  const store = deps.inputStore(bucket);
+  const info = await inS3(bucket, key, store.head(key));
+  if (!info) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `${where} does not exist`, { input: where });
+  const begun = at.manifest;
+  if (begun && begun.etag !== info.etag)
+    throw new CloudmillError(
+      ErrorCode.INPUT_CHANGED,
+      "the manifest was changed while its inputs were listed; upload the job spec again to list them afresh",
+      { input: where },
+    );
+  const { etag } = info;
+  const range: ReadRange = (start, end) => inS3(bucket, key, readBytes(store, key, undefined, { start, end, etag }));
+  // A file of one window is read once, for both passes.
+  const small = info.size <= MANIFEST_WINDOW ? await range(0, info.size) : undefined;
+  const read: ReadRange = small ? async (start, end) => small.subarray(start, end) : range;
+  let taken = at.taken;
+  /** Resolves `batch`, `lines` long, and tells where the reading stands after it. */
+  const runOf = async <T>(batch: T[], lines: number, to: ManifestPosition, resolve: (x: T) => Promise<InputObject[]>) => {
+    const inputs = (await mapInOrder(batch, MANIFEST_CONCURRENCY, resolve)).flat();
+    taken += inputs.length;
+    return { inputs, lines, taken, to };
   };
-  switch (manifestKind(where)) {
-    case "list": {
-      // Each line is at least one input: a list that is too long is refused before any is looked up.
-      const entries = listEntries(file, where, budget.room);
-      budget.expect(entries.length, where);
-      return flat(
-        await mapInOrder(entries, MANIFEST_CONCURRENCY, async ({ line, text: entry }) => {
-          if (isManifestInput(entry))
-            throw new CloudmillError(ErrorCode.INVALID_SPEC, "a manifest may not list manifests", { input: where, line });
-          const uri = entry.startsWith("s3://") ? entry : s3Uri(bucket, entry);
-          return resolveUri(deps, uri, budget, hidden).catch((err: unknown) => {
-            throw atLine(err, where, line, shownEntry(uri));
-          });
-        }),
-      );
+  const kind = manifestKind(where);
+  if (kind === "inventory") {
+    yield* inventoryRuns(
+      deps,
+      where,
+      (await read(0, info.size)).toString("utf8"),
+      { etag, line: 0, ...begun },
+      room,
+      runOf,
+      budget,
+      hidden,
+    );
+    if (taken === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "the inventory lists no current objects", { input: where });
+    return;
+  }
+  const csv = kind === "batch-csv";
+  const entryOf = (l: { line: number; row: string; at: number }): ListedEntry | ListedObject | undefined =>
+    csv ? batchCsvObjectOf(l.line, l.row, l.at, where) : listEntryOf(l.line, l.row);
+  if (!begun) {
+    // Each line is at least one input: a list that is too long is refused before any is looked up.
+    let entries = 0;
+    for await (const l of manifestLines(read, info.size, where, FILE_START)) {
+      if (entryOf(l) !== undefined) entries++;
+      if (entries > budget.room) break;
     }
-    case "batch-csv": {
-      const objects = batchCsvObjects(file, where, budget.room);
-      budget.expect(objects.length, where);
-      return flat(await mapInOrder(objects, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, where, o, false, budget)));
-    }
-    case "inventory": {
-      const report = inventoryReport(file.toString("utf8"), where);
-      refuseOtherBucket(deps, report.bucket, where);
-      const out: InputObject[] = [];
-      // One data file at a time, its rows taken as they are decoded: memory holds the file's
-      // compressed bytes and a batch of rows beside the list, and the limit is met as it is reached.
-      for (const name of report.files) {
-        const dataFile = s3Uri(report.bucket, name);
-        let batch: ListedObject[] = [];
-        const resolveBatch = async (): Promise<void> => {
-          for (const listed of await mapInOrder(batch, MANIFEST_CONCURRENCY, (o) => resolveListed(deps, dataFile, o, true, budget, hidden)))
-            appendAll(out, listed);
-          batch = [];
-        };
-        for await (const listed of inventoryObjects(await read(report.bucket, name), report.columns, dataFile)) {
-          batch.push(listed);
-          if (batch.length >= INVENTORY_BATCH) await resolveBatch();
-        }
-        await resolveBatch();
-      }
-      if (out.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "the inventory lists no current objects", { input: where });
-      return out;
+    budget.expect(entries, where);
+    if (entries === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "the manifest lists no inputs", { input: where });
+  }
+  const resolveEntry = async (entry: ListedEntry | ListedObject): Promise<InputObject[]> => {
+    if ("bucket" in entry) return resolveListed(deps, where, entry, false, budget);
+    const { line, text } = entry;
+    if (isManifestInput(text))
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, "a manifest may not list manifests", { input: where, line });
+    const uri = text.startsWith("s3://") ? text : s3Uri(bucket, text);
+    return resolveUri(deps, uri, budget, hidden).catch((err: unknown) => {
+      throw atLine(err, where, line, shownEntry(uri));
+    });
+  };
+  let from: LinePosition = begun ? { at: begun.at ?? 0, line: begun.line } : FILE_START;
+  let batch: (ListedEntry | ListedObject)[] = [];
+  let lines = 0;
+  let limit = room();
+  for await (const l of manifestLines(read, info.size, where, from)) {
+    const entry = entryOf(l);
+    if (entry !== undefined) batch.push(entry);
+    lines++;
+    from = { at: l.next, line: l.line };
+    if (lines >= limit) {
+      yield await runOf(batch, lines, { etag, line: from.line, at: from.at }, resolveEntry);
+      batch = [];
+      lines = 0;
+      limit = room();
     }
   }
-};
+  if (lines > 0) yield await runOf(batch, lines, { etag, line: from.line, at: from.at }, resolveEntry);
+}
+
+type RunOf = <T>(batch: T[], lines: number, to: ManifestPosition, resolve: (x: T) => Promise<InputObject[]>) => Promise<ManifestRun>;
+
+/**
+ * An S3 Inventory report's objects from `begun` on: one data file at a time, its rows taken as
+ * they are decoded (memory holds the file's compressed bytes and a run of rows), and the limit
+ * met as it is reached. A data file cannot be read from a row on: one that a later invocation
+ * goes on in is decoded again from its start, its rows up to `begun.line` skipped.
+ */
+async function* inventoryRuns(
+  deps: Stores,
+  where: string,
+  json: string,
+  begun: ManifestPosition,
+  room: () => number,
+  runOf: RunOf,
+  budget: InputBudget,
+  hidden?: HiddenFiles,
+): AsyncGenerator<ManifestRun> {
+  const report = inventoryReport(json, where);
+  refuseOtherBucket(deps, report.bucket, where);
+  const { etag } = begun;
+  for (let f = begun.file ?? 0; f < report.files.length; f++) {
+    const name = report.files[f]!;
+    const dataFile = s3Uri(report.bucket, name);
+    const gzipped = await readBytes(deps.inputStore(report.bucket), name).catch((err: unknown) => {
+      const e = toCloudmillError(err);
+      throw e.code === ErrorCode.ENVIRONMENT ? e : new CloudmillError(e.code, e.message, { input: dataFile });
+    });
+    const skip = f === begun.file ? begun.line : 0;
+    const resolve = (o: ListedObject) => resolveListed(deps, dataFile, o, true, budget, hidden);
+    let batch: ListedObject[] = [];
+    let line = skip;
+    let limit = room();
+    for await (const listed of inventoryObjects(gzipped, report.columns, dataFile)) {
+      if (listed.line <= skip) continue;
+      batch.push(listed);
+      line = listed.line;
+      if (batch.length >= limit) {
+        yield await runOf(batch, batch.length, { etag, line, file: f }, resolve);
+        batch = [];
+        limit = room();
+      }
+    }
+    if (batch.length > 0) yield await runOf(batch, batch.length, { etag, line, file: f }, resolve);
+  }
+}
 
 /** The objects the URIs name; `hidden` gets what their prefixes' listings left out (hiddenNames.ts). */
 export const resolveS3Inputs = async (deps: Stores, uris: readonly string[], hidden?: HiddenFiles): Promise<InputObject[]> => {
