@@ -89,6 +89,8 @@ const skippable = (key: string, size: number): boolean => (key.endsWith("/") && 
 
 /** HEAD requests at once while a manifest is resolved. */
 const MANIFEST_CONCURRENCY = 32;
+/** A manifest's lines resolved together at most (fewer where the piece has less room): memory holds one run's. */
+const MANIFEST_RUN = 4096;
 
 const notS3 = (uri: string, field = "inputs"): CloudmillError =>
   new CloudmillError(ErrorCode.INVALID_SPEC, `inputs of a job in the cloud must be s3:// URIs, got ${JSON.stringify(uri)}`, { field });
@@ -318,8 +320,8 @@ interface ManifestRun {
 
 /**
  * Every input a manifest in S3 lists, in its order, from cursor `at` on: in runs of at most
- * `room()` lines (asked before each run), each run's objects HEADed MANIFEST_CONCURRENCY at
- * a time. A list or a Batch Operations CSV is read a window at a time from the byte the cursor
+ * `room()` lines (asked before each run) and MANIFEST_RUN, each run's objects HEADed
+ * MANIFEST_CONCURRENCY at a time. A list or a Batch Operations CSV is read a window at a time from the byte the cursor
  * names; an inventory's data file from its start, its rows up to the cursor's skipped. Every
  * read is pinned to the ETag the manifest had when its reading began. A list or a CSV is read
  * through once first, at its start: a file too long, empty, not UTF-8 or not CSV is refused
@@ -405,7 +407,7 @@ async function* manifestRuns(
   let from: LinePosition = begun ? { at: begun.at ?? 0, line: begun.line } : FILE_START;
   let batch: (ListedEntry | ListedObject)[] = [];
   let lines = 0;
-  let limit = room();
+  let limit = Math.min(room(), MANIFEST_RUN);
   for await (const l of manifestLines(read, info.size, where, from)) {
     const entry = entryOf(l);
     if (entry !== undefined) batch.push(entry);
@@ -415,7 +417,7 @@ async function* manifestRuns(
       yield await runOf(batch, lines, { etag, line: from.line, at: from.at }, resolveEntry);
       batch = [];
       lines = 0;
-      limit = room();
+      limit = Math.min(room(), MANIFEST_RUN);
     }
   }
   if (lines > 0) yield await runOf(batch, lines, { etag, line: from.line, at: from.at }, resolveEntry);
@@ -453,7 +455,7 @@ async function* inventoryRuns(
     const resolve = (o: ListedObject) => resolveListed(deps, dataFile, o, true, budget, hidden);
     let batch: ListedObject[] = [];
     let line = skip;
-    let limit = room();
+    let limit = Math.min(room(), MANIFEST_RUN);
     for await (const listed of inventoryObjects(gzipped, report.columns, dataFile)) {
       if (listed.line <= skip) continue;
       batch.push(listed);
@@ -461,7 +463,7 @@ async function* inventoryRuns(
       if (batch.length >= limit) {
         yield await runOf(batch, batch.length, { etag, line, file: f }, resolve);
         batch = [];
-        limit = room();
+        limit = Math.min(room(), MANIFEST_RUN);
       }
     }
     if (batch.length > 0) yield await runOf(batch, batch.length, { etag, line, file: f }, resolve);
