@@ -66,6 +66,11 @@ export interface ErrorContext {
   /** A keyed job's partition (its reduce task). */
   readonly partition?: number;
   readonly field?: string;
+  /**
+   * The failure is this machine's and would recur on every attempt here (a disk full, read-only
+   * or over quota): the local engine fails the job at once rather than trying again.
+   */
+  readonly lasting?: boolean;
 }
 
 /** `text` on one line: each line break, with the spaces around it, becomes one space. */

@@ -8,6 +8,7 @@ import { CloudmillError, ErrorCode } from "../core/errors.js";
 import type { BlobInfo, BlobStore, GetOptions, ListOptions, PutOptions } from "../core/ports.js";
 import { resolveRange } from "../core/byteRange.js";
 import { ATOMIC_TEMP_NAME, writeFileAtomically } from "./atomicFile.js";
+import { fileFailure } from "./fsErrors.js";
 
 /** How many files list() stats at once. */
 const STAT_CONCURRENCY = 64;
@@ -27,10 +28,18 @@ const STAT_CONCURRENCY = 64;
 export class FsBlobStore implements BlobStore {
   readonly name: string;
   private readonly root: string;
+  /** What its failures to write name first (`TMPDIR /tmp`): where the root is, as a user would free it. */
+  private readonly label: string | undefined;
 
-  constructor(root: string) {
+  constructor(root: string, options: { readonly label?: string } = {}) {
     this.root = resolve(root);
     this.name = this.root;
+    this.label = options.label;
+  }
+
+  /** `[<label>: ]put <path>: no space left on device (ENOSPC)`: lasting when the disk would refuse every attempt. */
+  private fsError(op: string, path: string, err: unknown): CloudmillError {
+    return fileFailure(`${this.label === undefined ? "" : `${this.label}: `}${op} ${path}`, err);
   }
 
   async head(key: string): Promise<BlobInfo | undefined> {
@@ -40,7 +49,7 @@ export class FsBlobStore implements BlobStore {
       st = await stat(path, { bigint: true });
     } catch (err) {
       if (isMissing(err)) return undefined;
-      throw fsError("head", path, err);
+      throw this.fsError("head", path, err);
     }
     return st.isFile() ? { key, size: Number(st.size), etag: etagOf(st) } : undefined;
   }
@@ -79,7 +88,7 @@ export class FsBlobStore implements BlobStore {
           ErrorCode.INVALID_SPEC,
           `put ${path}: ${code}: ${code === "ENAMETOOLONG" ? "a name too long for this filesystem" : "a file and a folder of one name"}`,
         );
-      throw fsError("put", path, err);
+      throw this.fsError("put", path, err);
     }
   }
 
@@ -109,7 +118,7 @@ export class FsBlobStore implements BlobStore {
     } catch (err) {
       // A directory is not an object either: deleting "it" deletes nothing.
       if (isMissing(err) || (err as NodeJS.ErrnoException).code === "EISDIR") return;
-      throw fsError("delete", path, err);
+      throw this.fsError("delete", path, err);
     }
   }
 
@@ -119,7 +128,7 @@ export class FsBlobStore implements BlobStore {
       entries = await readdir(dirKey ? join(this.root, dirKey) : this.root, { withFileTypes: true });
     } catch (err) {
       if (isMissing(err)) return;
-      throw fsError("list", join(this.root, dirKey), err);
+      throw this.fsError("list", join(this.root, dirKey), err);
     }
     const dirs: string[] = [];
     for (const e of entries) {
@@ -242,7 +251,4 @@ const isMissing = (err: unknown): boolean => {
   return code === "ENOENT" || code === "ENOTDIR";
 };
 
-const fsError = (op: string, path: string, err: unknown): CloudmillError => {
-  const e = err as NodeJS.ErrnoException;
-  return new CloudmillError(ErrorCode.ENVIRONMENT, `${op} ${path}: ${e.code ?? e.message}`, {}, { cause: err });
-};
+const fsError = (op: string, path: string, err: unknown): CloudmillError => fileFailure(`${op} ${path}`, err);

@@ -63,6 +63,8 @@ export const inlineExecutor = (deps: PipelineDeps): TaskExecutor => {
 /** What a task thread is started with. */
 export interface ThreadData {
   readonly outputRoot: string;
+  /** What the output root's failures name first (FsBlobStore's label): `TMPDIR /tmp` for a run's work folder there. */
+  readonly outputLabel?: string;
   readonly opsModules: readonly string[];
   /** What the thread logs (a lab's ctx.log, the item runner's warnings): as the run's own log shows. */
   readonly log?: ThreadLog;

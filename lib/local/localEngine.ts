@@ -10,6 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { FsBlobStore } from "../fs/FsBlobStore.js";
 import { processFolder, removeDeadTemps, tempFor } from "../fs/processFolders.js";
+import { fileFailure } from "../fs/fsErrors.js";
 import { MemoryTaskQueue } from "./MemoryTaskQueue.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
 import {
@@ -159,12 +160,20 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   // A task's is made only once its items have stored objects to keep (keepFiles).
   const madeDirs = isShuffled(op) ? await makeOutDir(outDir, spec.inputs, inputs) : [];
   let succeeded = false;
-  // Named for this process: a later run removes it if this one is killed before it can.
-  // One kept on purpose (keepWork) is named otherwise, and stays.
-  const workDir =
-    options.workDir ??
-    (options.keepWork ? await mkdtemp(path.join(os.tmpdir(), "cloudmill-kept-")) : await processFolder(os.tmpdir(), "cloudmill-run-"));
-  const output = new FsBlobStore(workDir);
+  const tmp = os.tmpdir();
+  let workDir: string;
+  try {
+    // Named for this process: a later run removes it if this one is killed before it can.
+    // One kept on purpose (keepWork) is named otherwise, and stays.
+    workDir =
+      options.workDir ?? (options.keepWork ? await mkdtemp(path.join(tmp, "cloudmill-kept-")) : await processFolder(tmp, "cloudmill-run-"));
+  } catch (err) {
+    for (const dir of madeDirs.toReversed()) await rmdir(dir).catch(() => undefined);
+    throw fileFailure(`TMPDIR ${tmp}: cannot make a work folder there`, err);
+  }
+  // A failure to write the work folder there (full, read-only, over quota) names TMPDIR: what to free, or point elsewhere.
+  const outputLabel = options.workDir === undefined ? `TMPDIR ${tmp}` : undefined;
+  const output = new FsBlobStore(workDir, outputLabel === undefined ? {} : { label: outputLabel });
   const deadLetters = new MemoryTaskQueue({ name: "dead-letters" });
   // Crashes are seen directly (a thread's exit), so the visibility timeout only guards against hangs.
   const queue = new MemoryTaskQueue({
@@ -199,6 +208,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
           workers,
           {
             outputRoot: workDir,
+            ...(outputLabel !== undefined ? { outputLabel } : {}),
             opsModules: options.opsModules ?? [],
             ...(options.threadLog !== undefined ? { log: options.threadLog } : {}),
             ...(spec.taskMemoryMiB !== undefined ? { memoryMiB: spec.taskMemoryMiB } : {}),
@@ -379,14 +389,14 @@ const keepFiles = async (
     const source = path.join(from, rel);
     if (!(await stat(source)).isFile()) continue;
     const target = path.join(to, rel);
-    await mkdir(path.dirname(target), { recursive: true });
     const temp = tempFor(target);
     try {
+      await mkdir(path.dirname(target), { recursive: true });
       await copyFile(source, temp);
       await rename(temp, target);
     } catch (err) {
-      await rm(temp, { force: true });
-      throw err;
+      await rm(temp, { force: true }).catch(() => undefined);
+      throw fileFailure(`--out-dir ${outDir}: cannot write ${target}`, err);
     }
   }
   const prefix = `${JOBS_PREFIX}${jobId}/files/`;
@@ -401,14 +411,21 @@ const keepFiles = async (
  */
 const moveParts = async (workDir: string, stored: unknown, outDir: string): Promise<unknown> => {
   const result = stored as { records: number; partitions: number; parts: { key: string; records: number; bytes: number }[] };
-  await mkdir(outDir, { recursive: true });
+  /** A filesystem call on the out dir; its failure (a disk full, a folder in the way) is one line naming the path. */
+  const step = <T>(what: string, call: () => Promise<T>): Promise<T> =>
+    call().catch((err: unknown) => {
+      throw fileFailure(`--out-dir ${outDir}: cannot ${what}`, err);
+    });
+  await step(`make ${outDir}`, () => mkdir(outDir, { recursive: true }));
   await removeDeadTemps(outDir);
   // The marker goes before anything changes and comes back last: a run killed between leaves a
   // folder that says it is not whole (old parts gone, some new ones in), as Hadoop's and Spark's
   // outputs do. Not recursive: a folder of that name is not ours to remove (the run fails here).
   const marker = path.join(outDir, SUCCESS_MARKER);
-  await rm(marker, { force: true });
+  await step(`remove ${marker}`, () => rm(marker, { force: true }));
   const moves: { temp: string; to: string }[] = [];
+  /** Temporary files of this run in the out dir: whatever fails, none of them stays. */
+  const temps = new Set<string>();
   try {
     for (const part of result.parts) {
       const key = /_jobs\/[^/]+\/part-\d+\.(jsonl|txt)$/.exec(part.key)?.[0];
@@ -417,23 +434,33 @@ const moveParts = async (workDir: string, stored: unknown, outDir: string): Prom
       const temp = tempFor(to);
       const from = path.join(workDir, key);
       moves.push({ temp, to });
-      await rename(from, temp).catch(async (err: NodeJS.ErrnoException) => {
-        // Another filesystem (a temp dir on tmpfs): copy instead.
-        if (err.code !== "EXDEV") throw err;
-        await copyFile(from, temp);
-      });
+      temps.add(temp);
+      await step(`write ${temp}`, () =>
+        rename(from, temp).catch(async (err: NodeJS.ErrnoException) => {
+          // Another filesystem (a temp dir on tmpfs): copy instead.
+          if (err.code !== "EXDEV") throw err;
+          await copyFile(from, temp);
+        }),
+      );
     }
-  } catch (err) {
-    await Promise.all(moves.map((m) => rm(m.temp, { force: true })));
-    throw err;
+    for (const name of await step(`list ${outDir}`, () => readdir(outDir)))
+      if (PART_NAME.test(name)) await step(`remove ${path.join(outDir, name)}`, () => rm(path.join(outDir, name), { force: true }));
+    for (const { temp, to } of moves) {
+      await step(`move a part to ${to}`, () => rename(temp, to));
+      temps.delete(temp);
+    }
+    const moved = { ...result, parts: result.parts.map((part, i) => ({ ...part, key: moves[i]!.to })) };
+    const temp = tempFor(marker);
+    temps.add(temp);
+    await step(`write ${marker}`, async () => {
+      await writeFile(temp, `${JSON.stringify(moved)}\n`);
+      await rename(temp, marker);
+    });
+    temps.delete(temp);
+    return moved;
+  } finally {
+    await Promise.all([...temps].map((t) => rm(t, { force: true }).catch(() => undefined)));
   }
-  for (const name of await readdir(outDir)) if (PART_NAME.test(name)) await rm(path.join(outDir, name), { force: true });
-  for (const { temp, to } of moves) await rename(temp, to);
-  const moved = { ...result, parts: result.parts.map((part, i) => ({ ...part, key: moves[i]!.to })) };
-  const temp = tempFor(marker);
-  await writeFile(temp, `${JSON.stringify(moved)}\n`);
-  await rename(temp, marker);
-  return moved;
 };
 
 /** Written in --out-dir once all of a keyed run's parts are in it: the parts' manifest. */
@@ -525,6 +552,11 @@ const mapAndReduce = async ({
     await failJob(deps, { ...target, done: done.size }, await withLineNumber(err, inputs, root));
     finish("failed");
   };
+  /**
+   * A failure of this machine's disk (full, read-only, over quota) that every attempt would meet:
+   * the job ends with it at once, said as it is, whether or not its status could still be written.
+   */
+  let lastingFailure: CloudmillError | undefined;
 
   /** Map tasks in progress, by chunk: when they began, and how to stop each copy (the first to finish stops the other). */
   const mapping = new Map<number, { readonly task: MapTask; readonly began: number; readonly copies: AbortController[] }>();
@@ -649,6 +681,14 @@ const mapAndReduce = async ({
           await deps.queue.delete(msg.receiptHandle);
           continue;
         }
+        if (err.context.lasting) {
+          await deps.queue.delete(msg.receiptHandle);
+          // Where in the input it was met says nothing of it: the disk is the cause.
+          lastingFailure ??= new CloudmillError(err.code, err.message, { jobId: manifest.jobId, lasting: true }, { cause: err.cause });
+          await fail(err).catch(() => undefined);
+          finish("failed");
+          continue;
+        }
         const next = await afterFailedAttempt(deps, task, err, msg.receiveCount);
         if (next.action === "fail-job") {
           await deps.queue.delete(msg.receiptHandle);
@@ -709,6 +749,7 @@ const mapAndReduce = async ({
     if (!(ended === "complete" && tasks > manifest.chunks)) clearTimeout(deadline);
   }
   try {
+    if (lastingFailure) throw lastingFailure;
     if (ended === "aborted") throw new CloudmillError(ErrorCode.CANCELLED, "interrupted", { jobId: manifest.jobId });
     if (ended !== "complete") return;
     merged = inOrder ?? new OrderedPartMerge(mergeDeps, manifest, totals);
@@ -730,6 +771,7 @@ const mapAndReduce = async ({
     } finally {
       options.signal?.removeEventListener("abort", onAbort);
     }
+    if (lastingFailure) throw lastingFailure;
     if (ended === "aborted") throw new CloudmillError(ErrorCode.CANCELLED, "interrupted", { jobId: manifest.jobId });
     if (ended !== "complete") return;
     clearTimeout(deadline);

@@ -26,7 +26,13 @@ void ready.then(
 const root = new FsBlobStore("/");
 const items = new ThreadItemRunner({ opsModules: data.opsModules });
 const log = threadLogger(data.log, (line) => process.stderr.write(line));
-const deps = { output: new FsBlobStore(data.outputRoot), inputStore: () => root, registry, log, items };
+const deps = {
+  output: new FsBlobStore(data.outputRoot, data.outputLabel === undefined ? {} : { label: data.outputLabel }),
+  inputStore: () => root,
+  registry,
+  log,
+  items,
+};
 const accumulators = new Accumulators(registry);
 
 const handle = async (request: Exclude<ThreadRequest, { kind: "exit" }>): Promise<ThreadReply> => {

@@ -5,6 +5,7 @@ import { CloudmillError, ErrorCode } from "../../core/errors.js";
 import type { JobReport } from "../../core/report/jobReport.js";
 import { reportHtml } from "../../core/report/html.js";
 import { writeFileAtomically } from "../../fs/atomicFile.js";
+import { fileFailure } from "../../fs/fsErrors.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 import { pricedAs } from "./estimate.js";
@@ -33,7 +34,7 @@ export const writeReportHtml = async (file: string, report: JobReport): Promise<
   try {
     await writeFileAtomically(file, reportHtml(report));
   } catch (err) {
-    throw new CloudmillError(ErrorCode.ENVIRONMENT, `cannot write ${file}: ${(err as Error).message}`);
+    throw fileFailure(`cannot write ${file}`, err);
   }
 };
 

@@ -1,11 +1,12 @@
 /** `cloudmill result <job>`: the result JSON of a job that has ended; its error if it failed. */
 import { constants } from "node:fs";
-import { access, mkdtemp, rmdir, stat } from "node:fs/promises";
+import { access, mkdtemp, rmdir, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Command } from "commander";
 import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
 import { writeFileAtomically } from "../../fs/atomicFile.js";
+import { fileFailure } from "../../fs/fsErrors.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 import type { JobStatus } from "../../sdk/types.js";
@@ -18,9 +19,11 @@ export const writeResult = async (io: CliIO, result: unknown, out?: string): Pro
     return;
   }
   try {
-    await writeFileAtomically(out, text);
+    // A device or a pipe (/dev/stdout, a FIFO) is written into: a rename over it would replace it.
+    if ((await stat(out).catch(() => undefined))?.isFile() === false) await writeFile(out, text);
+    else await writeFileAtomically(out, text);
   } catch (err) {
-    throw new CloudmillError(ErrorCode.ENVIRONMENT, `cannot write ${out}: ${(err as Error).message}`);
+    throw fileFailure(`cannot write ${out}`, err);
   }
 };
 
@@ -31,8 +34,15 @@ export const writeResult = async (io: CliIO, result: unknown, out?: string): Pro
 export const checkWritableFile = async (flag: string, file: string | undefined): Promise<void> => {
   if (file === undefined) return;
   const resolved = path.resolve(file);
-  if ((await stat(resolved).catch(() => undefined))?.isDirectory())
-    throw new CloudmillError(ErrorCode.INVALID_SPEC, `${flag} ${file}: is a directory; name a file in it`);
+  const found = await stat(resolved).catch(() => undefined);
+  if (found?.isDirectory()) throw new CloudmillError(ErrorCode.INVALID_SPEC, `${flag} ${file}: is a directory; name a file in it`);
+  // A device or a pipe is written into, not replaced: it is what must take writes, not its folder.
+  if (found && !found.isFile()) {
+    await access(resolved, constants.W_OK).catch((err: unknown) => {
+      throw fileFailure(`${flag} ${file}: cannot write it`, err);
+    });
+    return;
+  }
   const folder = path.dirname(resolved);
   await access(folder, constants.W_OK).catch(() => {
     throw new CloudmillError(ErrorCode.ENVIRONMENT, `${flag} ${file}: cannot write in ${folder} (no such folder, or not writable)`);

@@ -1,0 +1,49 @@
+/**
+ * Filesystem failures as cloudmill tells them (lib/fs/fsErrors.ts): the path and the cause in
+ * plain words, and whether trying again here could help. The failures are the kernel's own:
+ * /dev/full refuses every write with ENOSPC, and a file where a folder must be is ENOTDIR.
+ */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ErrorCode } from "../../lib/core/errors.js";
+import { fileFailure, isLasting, plainCause } from "../../lib/fs/fsErrors.js";
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-fserrors-"));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const failureOf = (call: Promise<unknown>): Promise<unknown> =>
+  call.then(
+    () => {
+      throw new Error("the call succeeded");
+    },
+    (err: unknown) => err,
+  );
+
+describe("fileFailure", () => {
+  it("a full disk: ENVIRONMENT, one line naming the path and the cause in plain words, lasting", async () => {
+    const err = await failureOf(writeFile("/dev/full", "x"));
+    expect(plainCause(err)).toBe("no space left on device (ENOSPC)");
+    expect(isLasting(err)).toBe(true);
+    const e = fileFailure("cannot write /dev/full", err);
+    expect(e.code).toBe(ErrorCode.ENVIRONMENT);
+    expect(e.describe()).toBe("cannot write /dev/full: no space left on device (ENOSPC)");
+    expect(e.context.lasting).toBe(true);
+    // What crosses to another thread keeps it.
+    expect(e.toJSON().context.lasting).toBe(true);
+  });
+
+  it("a file where a folder must be: said plainly, and not lasting (another path may do)", async () => {
+    const file = path.join(dir, "a-file");
+    await writeFile(file, "");
+    const err = await failureOf(writeFile(path.join(file, "x"), ""));
+    expect(fileFailure(`cannot write ${file}/x`, err).describe()).toBe(`cannot write ${file}/x: not a directory (ENOTDIR)`);
+    expect(isLasting(err)).toBe(false);
+  });
+});
