@@ -7,11 +7,12 @@
  * shared with other containers or hosts, whose processes kill(pid, 0) cannot see: names carry the
  * namespace too, and only this namespace's dead processes' leftovers are removed.
  */
-import { readlinkSync } from "node:fs";
+import { mkdtempSync, readlinkSync } from "node:fs";
 import { lstat, mkdtemp, readdir, rm } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import os from "node:os";
 import path from "node:path";
+import { fileFailure } from "./fsErrors.js";
 
 /** Whether a process of this id is alive (one we may not signal is, too). */
 export const isAlive = (pid: number): boolean => {
@@ -36,18 +37,35 @@ const namespace = ((): string => {
 
 const mine = (ns: string | undefined, pid: number): boolean => ns === namespace && pid !== process.pid && !isAlive(pid);
 
-/**
- * A new folder of this process's own under `root` (`<prefix><namespace>-<pid>-…`), once the
- * folders of this namespace's processes that are gone, named alike, are removed.
- */
-export const processFolder = async (root: string, prefix: string): Promise<string> => {
+/** Removes from `root` the folders named `<prefix><namespace>-<pid>-…` of this namespace's processes that are gone. */
+export const removeDeadFolders = async (root: string, prefix: string): Promise<void> => {
   for (const name of await readdir(root).catch(() => [] as string[])) {
     if (!name.startsWith(prefix)) continue;
     const [ns, pid] = name.slice(prefix.length).split("-");
     if (!mine(ns, Number(pid))) continue;
     await rm(path.join(root, name), { recursive: true, force: true }).catch(() => undefined);
   }
+};
+
+/**
+ * A new folder of this process's own under `root` (`<prefix><namespace>-<pid>-…`), once the
+ * folders of this namespace's processes that are gone, named alike, are removed.
+ */
+export const processFolder = async (root: string, prefix: string): Promise<string> => {
+  await removeDeadFolders(root, prefix);
   return mkdtemp(path.join(root, `${prefix}${namespace}-${process.pid}-`));
+};
+
+/**
+ * A new folder of this process's own under `root`, named as processFolder names them, made at
+ * once (no sweep: removeDeadFolders does that once per run). A failure is one line, in plain words.
+ */
+export const processFolderSync = (root: string, prefix: string): string => {
+  try {
+    return mkdtempSync(path.join(root, `${prefix}${namespace}-${process.pid}-`));
+  } catch (err) {
+    throw fileFailure(`cannot make a folder in ${root}`, err);
+  }
 };
 
 let temps = 0;

@@ -10,6 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { FsBlobStore } from "../fs/FsBlobStore.js";
 import { processFolder, removeDeadTemps, tempFor } from "../fs/processFolders.js";
+import { itemsScratchRoot, removeDeadItemScratch } from "./itemScratch.js";
 import { fileFailure } from "../fs/fsErrors.js";
 import { MemoryTaskQueue } from "./MemoryTaskQueue.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
@@ -167,6 +168,8 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     // One kept on purpose (keepWork) is named otherwise, and stays.
     workDir =
       options.workDir ?? (options.keepWork ? await mkdtemp(path.join(tmp, "cloudmill-kept-")) : await processFolder(tmp, "cloudmill-run-"));
+    // Item threads' scratch folders are named alike: those of runs that were killed go now.
+    await removeDeadItemScratch();
   } catch (err) {
     for (const dir of madeDirs.toReversed()) await rmdir(dir).catch(() => undefined);
     throw fileFailure(`TMPDIR ${tmp}: cannot make a work folder there`, err);
@@ -181,7 +184,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     visibilitySeconds: 3600,
     deadLetter: { queue: deadLetters, maxReceiveCount: spec.maxAttempts },
   });
-  const items = new ThreadItemRunner({ opsModules: options.opsModules ?? [] });
+  const items = new ThreadItemRunner({ opsModules: options.opsModules ?? [], scratchRoot: itemsScratchRoot });
   // A lab op's merges on this thread, and its finalize, run on a thread of their own, each call
   // under the task's time limit: op code that never returns fails the job, not hangs the run.
   // Only for an op the modules define, as given (a thread loads the modules, not the registry).

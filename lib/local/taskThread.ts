@@ -10,6 +10,7 @@ import { runTask } from "../core/pipeline/task.js";
 import { ThreadItemRunner } from "../sandbox/ThreadItemRunner.js";
 import { isExitRequest } from "../sandbox/threadExit.js";
 import { Accumulators, withoutPartial } from "./accumulate.js";
+import { itemsScratchRoot } from "./itemScratch.js";
 import type { ThreadData, ThreadReady, ThreadReply, ThreadRequest } from "./executor.js";
 
 enableLinearRegExp();
@@ -24,7 +25,7 @@ void ready.then(
   () => parentPort!.postMessage({ ready: true } satisfies ThreadReady),
 );
 const root = new FsBlobStore("/");
-const items = new ThreadItemRunner({ opsModules: data.opsModules });
+const items = new ThreadItemRunner({ opsModules: data.opsModules, scratchRoot: itemsScratchRoot });
 const log = threadLogger(data.log, (line) => process.stderr.write(line));
 const deps = {
   output: new FsBlobStore(data.outputRoot, data.outputLabel === undefined ? {} : { label: data.outputLabel }),

@@ -29,6 +29,11 @@ export interface ThreadItemRunnerOptions {
   readonly entry?: string;
   /** The least time a fresh thread has to load the modules before its first item starts. Default MODULE_LOAD_MS. */
   readonly moduleLoadMs?: number;
+  /**
+   * Makes a new folder for a thread's items' scratch folders, and returns its path. Default a
+   * fresh `cloudmill-items-…` in the system's temporary folder.
+   */
+  readonly scratchRoot?: () => string;
 }
 
 type Ended = { readonly code: string; readonly message: string };
@@ -47,10 +52,11 @@ class ItemThread {
     entry: string,
     opsModules: readonly string[],
     readonly memoryMiB: number,
+    makeScratchRoot: () => string,
   ) {
     // The thread's items make their scratch in here. A thread ended mid-item (out of time in a
     // loop, out of heap, its own process.exit) never runs its item's clean-up: this goes with it.
-    const scratchRoot = mkdtempSync(path.join(os.tmpdir(), "cloudmill-items-"));
+    const scratchRoot = makeScratchRoot();
     const data: ItemThreadData = { opsModules, scratchRoot };
     this.worker = new Worker(entry, {
       workerData: data,
@@ -131,16 +137,21 @@ export class ThreadItemRunner implements ItemRunner {
   readonly #busy = new Set<ItemThread>();
 
   readonly #moduleLoadMs: number;
+  readonly #scratchRoot: () => string;
+  #closed = false;
 
   constructor(options: ThreadItemRunnerOptions) {
     this.#opsModules = [...options.opsModules];
     this.#entry = options.entry ?? threadEntry(import.meta.url, "itemThread");
     this.#moduleLoadMs = options.moduleLoadMs ?? MODULE_LOAD_MS;
+    this.#scratchRoot = options.scratchRoot ?? (() => mkdtempSync(path.join(os.tmpdir(), "cloudmill-items-")));
   }
 
   #acquire(memoryMiB: number): ItemThread {
+    // A closed runner starts no thread: its scratch folder would outlive the run.
+    if (this.#closed) throw new CloudmillError(ErrorCode.CANCELLED, "the item runner is closed");
     const i = this.#idle.findIndex((t) => t.memoryMiB === memoryMiB && t.alive);
-    const thread = i >= 0 ? this.#idle.splice(i, 1)[0]! : new ItemThread(this.#entry, this.#opsModules, memoryMiB);
+    const thread = i >= 0 ? this.#idle.splice(i, 1)[0]! : new ItemThread(this.#entry, this.#opsModules, memoryMiB, this.#scratchRoot);
     thread.worker.ref();
     this.#busy.add(thread);
     return thread;
@@ -281,6 +292,12 @@ export class ThreadItemRunner implements ItemRunner {
             return;
           }
           if (settled) return;
+          // Ended on purpose (the runner closed: the run is stopping): no item of the batch runs again.
+          if (ended.code === ErrorCode.CANCELLED) {
+            settle();
+            reject(new CloudmillError(ErrorCode.CANCELLED, `task ${batch.task}: ${ended.message}`));
+            return;
+          }
           const index = running ?? outcomes.length;
           // Dead between items, or under an item after others ran on it (a crash, a timeout, a heap
           // spent): the cause may be code an earlier item left running, so the item goes to a fresh
@@ -332,6 +349,7 @@ export class ThreadItemRunner implements ItemRunner {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     const all = [...this.#idle, ...this.#busy];
     this.#idle.length = 0;
     this.#busy.clear();

@@ -9,7 +9,9 @@ import { existsSync } from "node:fs";
 import { lstat, mkdir, mkdtemp, readdir, readlink, rm, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { pathToFileURL } from "node:url";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { spawnChild } from "../helpers/devCloud.js";
 import { runProcess, type Ran } from "../helpers/processes.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
@@ -26,6 +28,9 @@ const oneErrorLine = (r: Ran): string => {
   return lines[0]!;
 };
 
+/** Every file and folder under `root`, as relative paths. */
+const under = async (root: string): Promise<string[]> => (await readdir(root, { recursive: true })).sort();
+
 let dir: string;
 beforeAll(async () => {
   if (!existsSync(path.join(ROOT, "dist/lib/cli/main.js")))
@@ -35,6 +40,30 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
+
+/** A task whose item { hold: true } marks its scratch folder with a file `held`, then never returns. */
+const heldTask = async (): Promise<string> => {
+  const file = path.join(dir, "held.mjs");
+  const defineTask = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineTask.js")).href;
+  await writeFile(
+    file,
+    `import { defineTask } from ${JSON.stringify(defineTask)};
+export const held = defineTask({
+  name: "held",
+  timeoutSeconds: 600,
+  memoryMiB: 64,
+  run: async (item, ctx) => {
+    if (item.hold) {
+      process.getBuiltinModule("node:fs").writeFileSync(ctx.scratch + "/held", "");
+      await new Promise(() => {});
+    }
+    return item.n;
+  },
+});
+`,
+  );
+  return file;
+};
 
 describe("a disk that refuses the run's writes", () => {
   it("--out through a link to a full device: exit 7, one line in plain words; the link is written into, not replaced", async () => {
@@ -96,5 +125,54 @@ describe("a disk that refuses the run's writes", () => {
     expect(oneErrorLine(r)).toMatch(new RegExp(`^cloudmill: TMPDIR ${tmp}: put ${tmp}/cloudmill-run-\\S+: file too large \\(EFBIG\\)$`));
     expect(await readdir(tmp)).toEqual([]);
     expect(existsSync(path.join(dir, "never-made"))).toBe(false);
+  }, 60_000);
+});
+
+describe("a task run stopped or killed", () => {
+  it("Ctrl-C while an item runs on a thread that ran one: exit 130 in one line, no item sent to a fresh thread", async () => {
+    const tmp = await mkdtemp(path.join(dir, "tmp-int-"));
+    const items = path.join(dir, "held-items.jsonl");
+    await writeFile(items, '{"n":0}\n{"n":1,"hold":true}\n');
+    const child = spawnChild(
+      process.execPath,
+      [BIN, "run", items, "--ops", await heldTask(), "--op", "held", "-w", "1", "--batch-size", "2", "--no-progress"],
+      { env: { ...process.env, TMPDIR: tmp } },
+    );
+    try {
+      // The second item runs: the first ended on the same thread.
+      await vi.waitFor(async () => expect((await under(tmp)).some((f) => f.endsWith("/held"))).toBe(true), {
+        timeout: 30_000,
+        interval: 20,
+      });
+      child.child.kill("SIGINT");
+      expect(await child.exited).toEqual({ code: 130, signal: null });
+      expect(child.stderr).toEqual(["cloudmill: interrupted"]);
+      expect(await readdir(tmp)).toEqual([]);
+    } finally {
+      child.child.kill("SIGKILL");
+    }
+  }, 60_000);
+
+  it("SIGKILL leaves its item threads' scratch folders, which the next run removes", async () => {
+    const tmp = await mkdtemp(path.join(dir, "tmp-kill-"));
+    const items = path.join(dir, "held-one.jsonl");
+    await writeFile(items, '{"n":1,"hold":true}\n');
+    const child = spawnChild(process.execPath, [BIN, "run", items, "--ops", await heldTask(), "--op", "held", "-w", "1", "--no-progress"], {
+      env: { ...process.env, TMPDIR: tmp },
+    });
+    try {
+      await vi.waitFor(async () => expect((await under(tmp)).some((f) => f.endsWith("/held"))).toBe(true), {
+        timeout: 30_000,
+        interval: 20,
+      });
+      child.child.kill("SIGKILL");
+      await child.exited;
+    } finally {
+      child.child.kill("SIGKILL");
+    }
+    expect((await readdir(tmp)).filter((f) => f.startsWith("cloudmill-items-"))).toHaveLength(1);
+    const next = await cli(["run", "examples/numbers.txt", "--op", "count", "--no-progress"], { TMPDIR: tmp });
+    expect(next.code, next.stderr).toBe(0);
+    expect(await readdir(tmp)).toEqual([]);
   }, 60_000);
 });
