@@ -25,7 +25,7 @@ export const isAlive = (pid: number): boolean => {
 };
 
 /** This PID namespace, as a short name: its inode on Linux, with the host's name. */
-const namespace = ((): string => {
+export const namespace = ((): string => {
   let ns = "";
   try {
     ns = readlinkSync("/proc/self/ns/pid");

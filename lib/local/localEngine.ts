@@ -11,6 +11,7 @@ import path from "node:path";
 import { FsBlobStore } from "../fs/FsBlobStore.js";
 import { processFolder, removeDeadTemps, tempFor } from "../fs/processFolders.js";
 import { itemsScratchRoot, removeDeadItemScratch } from "./itemScratch.js";
+import { LOCK_NAME, lockFolder } from "../fs/folderLock.js";
 import { fileFailure } from "../fs/fsErrors.js";
 import { MemoryTaskQueue } from "./MemoryTaskQueue.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
@@ -160,6 +161,8 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   // Made before any work, so that one that cannot be made fails now; removed again if the job fails.
   // A task's is made only once its items have stored objects to keep (keepFiles).
   const madeDirs = isShuffled(op) ? await makeOutDir(outDir, spec.inputs, inputs) : [];
+  // One keyed run at a time writes an out dir: two would leave a _SUCCESS that lists the other's parts.
+  const unlock = isShuffled(op) ? await lockOutDir(outDir, madeDirs) : undefined;
   let succeeded = false;
   const tmp = os.tmpdir();
   let workDir: string;
@@ -171,6 +174,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     // Item threads' scratch folders are named alike: those of runs that were killed go now.
     await removeDeadItemScratch();
   } catch (err) {
+    await unlock?.();
     for (const dir of madeDirs.toReversed()) await rmdir(dir).catch(() => undefined);
     throw fileFailure(`TMPDIR ${tmp}: cannot make a work folder there`, err);
   }
@@ -300,9 +304,29 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     await queue.close();
     await deadLetters.close();
     if (!options.keepWork && !options.workDir) await rm(workDir, { recursive: true, force: true });
+    await unlock?.();
     // rmdir, deepest first: a folder something else wrote into meanwhile stays.
     if (!succeeded) for (const dir of madeDirs.toReversed()) await rmdir(dir).catch(() => undefined);
   }
+};
+
+/**
+ * Takes `outDir`'s lock for this run, or refuses it at once when another live run holds it
+ * (removing the folders this run made for it). Resolves with the lock's release.
+ */
+const lockOutDir = async (outDir: string, madeDirs: readonly string[]): Promise<() => Promise<void>> => {
+  const locked = await lockFolder(outDir).catch((err: unknown) => fileFailure(`--out-dir ${outDir}: cannot lock it`, err));
+  if ("release" in locked) return locked.release;
+  for (const dir of madeDirs.toReversed()) await rmdir(dir).catch(() => undefined);
+  if (locked instanceof CloudmillError) throw locked;
+  const who = locked.heldBy
+    ? `cloudmill run pid ${locked.heldBy.pid}`
+    : `another cloudmill run (its ${path.join(outDir, LOCK_NAME)} names none: remove it if no run is writing there)`;
+  throw new CloudmillError(
+    ErrorCode.ENVIRONMENT,
+    `--out-dir ${outDir} is being written by ${who}: wait for it to end, or give another --out-dir`,
+    { field: "outDir" },
+  );
 };
 
 /**

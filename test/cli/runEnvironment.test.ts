@@ -5,12 +5,15 @@
  * kernel refuse a file past its size with EFBIG, signals are sent to the bin's own process.
  * Every wait is on a state (a file that appears, a process that exits), never on a time.
  */
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { lstat, mkdir, mkdtemp, readdir, readlink, rm, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { LOCK_NAME, lockText } from "../../lib/fs/folderLock.js";
+import { namespace } from "../../lib/fs/processFolders.js";
 import { spawnChild } from "../helpers/devCloud.js";
 import { runProcess, type Ran } from "../helpers/processes.js";
 
@@ -60,6 +63,19 @@ export const held = defineTask({
     return item.n;
   },
 });
+`,
+  );
+  return file;
+};
+
+/** A keyed op whose map never ends on the line "stop". */
+const stuckOp = async (): Promise<string> => {
+  const file = path.join(dir, "stuck.mjs");
+  const defineOp = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+  await writeFile(
+    file,
+    `import { defineOp } from ${JSON.stringify(defineOp)};
+export const stuck = defineOp({ name: "stuck", format: "lines", pairs: (l, emit) => { if (l === "stop") for (;;) {} emit(l, 1); }, combine: (a, b) => a + b });
 `,
   );
   return file;
@@ -175,4 +191,45 @@ describe("a task run stopped or killed", () => {
     expect(next.code, next.stderr).toBe(0);
     expect(await readdir(tmp)).toEqual([]);
   }, 60_000);
+});
+
+describe("two keyed runs into one --out-dir", () => {
+  it("the second refuses at once, naming the out-dir and the first's pid; the first's lock goes when it is stopped", async () => {
+    const tmp = await mkdtemp(path.join(dir, "tmp-lock-"));
+    const input = path.join(dir, "stuck.txt");
+    await writeFile(input, "a\nstop\n");
+    const outDir = path.join(dir, "shared-out");
+    const first = spawnChild(
+      process.execPath,
+      [BIN, "run", input, "--ops", await stuckOp(), "--op", "stuck", "--out-dir", outDir, "-w", "1"],
+      {
+        env: { ...process.env, TMPDIR: tmp },
+      },
+    );
+    try {
+      // Its work folder exists: it has its out-dir, and maps.
+      await vi.waitFor(async () => expect((await readdir(tmp)).length).toBeGreaterThan(0), { timeout: 30_000, interval: 20 });
+      const second = await cli(["run", "examples/numbers.txt", "--op", "sort", "--out-dir", outDir, "--no-progress"]);
+      expect(second.code).toBe(7);
+      expect(oneErrorLine(second)).toBe(
+        `cloudmill: --out-dir ${outDir} is being written by cloudmill run pid ${first.child.pid}: ` +
+          "wait for it to end, or give another --out-dir",
+      );
+      first.child.kill("SIGINT");
+      expect((await first.exited).code).toBe(130);
+      // The first made the out-dir and failed: it is gone, lock and all.
+      expect(existsSync(outDir)).toBe(false);
+    } finally {
+      first.child.kill("SIGKILL");
+    }
+  }, 60_000);
+
+  it("a lock left by a run that was killed is taken over, and released at the end", async () => {
+    const outDir = path.join(dir, "stale-out");
+    await mkdir(outDir);
+    await writeFile(path.join(outDir, LOCK_NAME), lockText({ pid: spawnSync("true").pid!, namespace }));
+    const r = await cli(["run", "examples/numbers.txt", "--op", "sort", "--out-dir", outDir, "--no-progress"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await readdir(outDir)).sort()).toEqual(["_SUCCESS", "part-00000.txt"]);
+  });
 });

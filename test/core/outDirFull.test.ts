@@ -5,6 +5,7 @@
  * with the kernel's own ENOSPC (a write to /dev/full). The engine itself is the real one.
  */
 import type * as fsPromises from "node:fs/promises";
+import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -54,7 +55,15 @@ const failure = async (outDir: string, names: RegExp): Promise<CloudmillError> =
   throw new Error("the run succeeded");
 };
 
-it("fails with ENVIRONMENT in one line naming the path and the cause; no _SUCCESS, no temporary file", async () => {
+it("full when the run begins: its lock cannot be taken; it fails at once and leaves no out-dir", async () => {
+  const outDir = path.join(dir, "full-at-once");
+  const err = await failure(outDir, /^\.cloudmill-lock$/);
+  expect(err.code).toBe(ErrorCode.ENVIRONMENT);
+  expect(err.describe()).toBe(`--out-dir ${outDir}: cannot lock it: no space left on device (ENOSPC)`);
+  expect(existsSync(outDir)).toBe(false);
+});
+
+it("fails with ENVIRONMENT in one line naming the path and the cause; no _SUCCESS, no temporary file, no lock", async () => {
   const outDir = path.join(dir, "parts");
   // The temporary file the manifest is written to before it becomes _SUCCESS.
   const err = await failure(outDir, /^\.cm-.*\.tmp$/);
