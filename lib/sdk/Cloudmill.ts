@@ -29,9 +29,12 @@ import {
   jobSpecOutputKeys,
   manifestKey,
   OPS_LISTING_KEY,
+  type OutputKeys,
+  RESULT_FILE,
   reportKey,
   retryRequestKey,
   STATUS_FILE,
+  succeededKey,
 } from "../core/keys.js";
 import { JobReport } from "../core/report/jobReport.js";
 import { CloudmillError, ErrorCode, toCloudmillError } from "../core/errors.js";
@@ -44,7 +47,8 @@ import { checkAgainstDeployed, listingOf, readRegistryListing, type OpsListing }
 import type { AnyOp } from "../core/ops/types.js";
 import { exists, readBytes, readJsonIfExists } from "../core/pipeline/blobJson.js";
 import { cancelJob } from "../core/pipeline/cancel.js";
-import { CancelRecord } from "../core/pipeline/status.js";
+import { CancelRecord, failureOfRun, runningStatus } from "../core/pipeline/status.js";
+import { isUploadJobIdForm } from "../core/job/planner.js";
 import { RetryRequest, retryRefusal } from "../core/pipeline/resume.js";
 import { WorkerUsage } from "../aws/usage.js";
 import { resolveS3Inputs } from "../core/pipeline/resolveInputs.js";
@@ -148,6 +152,8 @@ export class Cloudmill {
   readonly #backend: JobBackend;
   /** Uploads of local files in progress, over every submission (FILES_AT_ONCE). */
   readonly #uploads = new Slots(FILES_AT_ONCE);
+  /** Where jobs' status and result are, as their manifests (or a listing) said: an upload's beside its input. */
+  readonly #outputKeys = new Map<string, OutputKeys>();
 
   /**
    * A client for one pipeline. Connecting is lazy: the first call reads the stack's outputs
@@ -445,31 +451,69 @@ export class Cloudmill {
     return new JobFuture<R>(jobId, this.#backendFor(false));
   }
 
-  /** Recent jobs submitted as specs, newest first (by when their status last changed). */
+  /**
+   * Recent jobs, newest first (by when their status last changed): those started by a spec
+   * (`_jobs/<id>/status.json`) and by an upload (`<op>/<key>/status.json`, beside its input; an
+   * input uploaded again shows its latest job). Its cost: one LIST of the output bucket's top
+   * folders, then one LIST per 1,000 objects under `_jobs/` and under each upload folder (an
+   * upload's job keeps two objects there), then one GET per job returned (two for a job whose
+   * status shows nothing done, to see a cancel).
+   */
   async jobs(options: { readonly limit?: number; readonly signal?: AbortSignal } = {}): Promise<JobSummary[]> {
     const conn = await this.#connect();
     const limit = options.limit ?? DEFAULT_JOBS_LIMIT;
-    const found = await withAws(
-      this.#aws(`list jobs in s3://${conn.target.outputBucket}/${JOBS_PREFIX}`),
+    const { signal } = options;
+    const bucket = conn.target.outputBucket;
+    type Found = { readonly key: string; readonly jobId?: string; readonly updatedAt?: Date };
+    const listed = (prefix: string, delimiter?: string) =>
+      paginateListObjectsV2({ client: conn.s3 }, { Bucket: bucket, Prefix: prefix, ...(delimiter ? { Delimiter: delimiter } : {}) });
+    const folders = await withAws(
+      this.#aws(`list jobs in s3://${bucket}/`),
       async () => {
-        const out: { jobId: string; key: string; updatedAt?: Date }[] = [];
-        for await (const page of paginateListObjectsV2({ client: conn.s3 }, { Bucket: conn.target.outputBucket, Prefix: JOBS_PREFIX })) {
-          for (const o of page.Contents ?? []) {
-            const m = o.Key ? /^_jobs\/([^/]+)\/status\.json$/.exec(o.Key) : null;
-            if (m && o.Key) out.push({ jobId: m[1]!, key: o.Key, ...(o.LastModified ? { updatedAt: o.LastModified } : {}) });
-          }
-        }
+        const out: string[] = [];
+        for await (const page of listed("", "/")) for (const p of page.CommonPrefixes ?? []) if (p.Prefix) out.push(p.Prefix);
         return out;
       },
-      options.signal,
+      signal,
     );
-    found.sort((a, b) => (b.updatedAt?.getTime() ?? 0) - (a.updatedAt?.getTime() ?? 0) || (a.jobId < b.jobId ? 1 : -1));
+    // `_jobs/` holds specs' jobs; other `_` folders are the pipeline's own; every other folder is uploads'.
+    const searched = [JOBS_PREFIX, ...folders.filter((f) => !f.startsWith("_"))];
+    const found = (
+      await mapInOrder(searched, STATUS_READS_AT_ONCE, (prefix) =>
+        withAws(
+          this.#aws(`list jobs in s3://${bucket}/${prefix}`),
+          async () => {
+            const out: Found[] = [];
+            for await (const page of listed(prefix)) {
+              for (const o of page.Contents ?? []) {
+                if (!o.Key?.endsWith(`/${STATUS_FILE}`)) continue;
+                const updatedAt = o.LastModified ? { updatedAt: o.LastModified } : {};
+                if (prefix !== JOBS_PREFIX) out.push({ key: o.Key, ...updatedAt });
+                else {
+                  const m = /^_jobs\/([^/]+)\/status\.json$/.exec(o.Key);
+                  if (m) out.push({ key: o.Key, jobId: m[1]!, ...updatedAt });
+                }
+              }
+            }
+            return out;
+          },
+          signal,
+        ),
+      )
+    ).flat();
+    found.sort((a, b) => (b.updatedAt?.getTime() ?? 0) - (a.updatedAt?.getTime() ?? 0) || (a.key < b.key ? 1 : -1));
     const newest = found.slice(0, limit);
     // A few at once, not `limit`: each read holds a listener on the caller's signal.
-    return mapInOrder(newest, STATUS_READS_AT_ONCE, async ({ jobId, updatedAt }) => {
-      const status = await this.#readStatus(conn, jobId, { known: true, ...(options.signal ? { signal: options.signal } : {}) });
-      return { ...status, ...(updatedAt ? { updatedAt } : {}) };
+    const read = await mapInOrder(newest, STATUS_READS_AT_ONCE, async ({ key, jobId, updatedAt }) => {
+      const at = updatedAt ? { updatedAt } : {};
+      if (jobId !== undefined) return { ...(await this.#readStatus(conn, jobId, { known: true, ...(signal ? { signal } : {}) })), ...at };
+      // An upload's job: its id is in its status.
+      const status = await this.#getJson(conn.output, key, StoredJobStatus, signal).catch(() => undefined);
+      if (!status) return undefined;
+      this.#outputKeys.set(status.jobId, { status: key, result: `${key.slice(0, -STATUS_FILE.length)}${RESULT_FILE}` });
+      return { ...(await this.#unhidden(conn, status, signal)), ...at };
     });
+    return read.filter((j) => j !== undefined);
   }
 
   /**
@@ -691,9 +735,23 @@ export class Cloudmill {
   }
 
   /**
-   * One GET of status.json. Only while nothing is done yet, one more request: before the
-   * splitter has run (is the spec there?), or to see a cancel that the splitter's first
-   * status may have hidden.
+   * Where job `jobId` keeps its status and result: a spec's job under `_jobs/<id>/`; an upload's
+   * (an id of the form `<op>-<24 hex digits>`) where its manifest says, beside its input, read
+   * once per client and job. Undefined for an upload's job that has no manifest (yet).
+   */
+  async #keysOf(conn: Connected, jobId: string, signal?: AbortSignal): Promise<{ keys?: OutputKeys; manifest?: Manifest }> {
+    const known = this.#outputKeys.get(jobId);
+    if (known || !isUploadJobIdForm(jobId)) return { keys: known ?? jobSpecOutputKeys(jobId) };
+    const manifest = await this.#getJson(conn.output, manifestKey(jobId), Manifest, signal);
+    if (!manifest) return {};
+    this.#outputKeys.set(jobId, manifest.output);
+    return { keys: manifest.output, manifest };
+  }
+
+  /**
+   * One GET of status.json (an upload's job: one more, once, of its manifest, which says where
+   * that is). Only while nothing is done yet, one more request: before the splitter has run (is
+   * the spec there?), or to see a cancel that the splitter's first status may have hidden.
    */
   async #readStatus(
     conn: Connected,
@@ -702,24 +760,72 @@ export class Cloudmill {
   ): Promise<JobStatus> {
     const { signal } = options;
     const out = conn.target.outputBucket;
-    const status = await this.#getJson(conn.output, jobSpecOutputKeys(jobId).status, StoredJobStatus, signal);
+    const found = await this.#keysOf(conn, jobId, signal);
+    // An upload's job that has no manifest yet, or that failed before it had one, may still be under `_jobs/` (an input key too long).
+    const keys = found.keys ?? jobSpecOutputKeys(jobId);
+    const status = await this.#getJson(conn.output, keys.status, StoredJobStatus, signal);
+    if (status && status.jobId !== jobId) return this.#supersededStatus(conn, jobId, found.manifest, status, signal);
     if (!status) {
       const cancelled = await this.#getJson(conn.output, cancelKey(jobId), CancelRecord, signal);
       if (cancelled) return { jobId, state: "cancelled", chunks: 0, done: 0, finishedAt: cancelled.at };
+      // An upload's job started (it has a manifest), its first status not written yet.
+      const started =
+        found.manifest ??
+        (found.keys && isUploadJobIdForm(jobId) ? await this.#getJson(conn.output, manifestKey(jobId), Manifest, signal) : undefined);
+      if (started) return runningStatus(started, 0);
       if (options.known || (await this.#exists(conn.input, jobSpecKey(jobId), signal)))
         return { jobId, state: "pending", chunks: 0, done: 0 };
       throw new CloudmillError(
         ErrorCode.INPUT_NOT_FOUND,
-        `no job ${jobId}: neither ${s3Uri(out, `${JOBS_PREFIX}${jobId}/${STATUS_FILE}`)} nor its spec exists (\`cloudmill jobs\` lists ` +
-          `recent jobs)`,
+        isUploadJobIdForm(jobId)
+          ? `no job ${jobId}: ${s3Uri(out, manifestKey(jobId))} does not exist (an upload's job that failed before it started has ` +
+              `its status only beside its input, s3://${out}/<key>/status.json; \`cloudmill jobs\` lists recent jobs)`
+          : `no job ${jobId}: neither ${s3Uri(out, `${JOBS_PREFIX}${jobId}/${STATUS_FILE}`)} nor its spec exists ` +
+              "(`cloudmill jobs` lists recent jobs)",
         { jobId },
       );
     }
-    if (status.state === "running" && status.done === 0) {
-      const cancelled = await this.#getJson(conn.output, cancelKey(jobId), CancelRecord, signal);
-      if (cancelled) return { ...status, state: "cancelled", finishedAt: cancelled.at };
-    }
-    return status;
+    return this.#unhidden(conn, status, signal);
+  }
+
+  /** A status that shows nothing done yet, with the cancel it may hide (the splitter's first status written after it). */
+  async #unhidden(conn: Connected, status: JobStatus, signal?: AbortSignal): Promise<JobStatus> {
+    if (status.state !== "running" || status.done !== 0) return status;
+    const cancelled = await this.#getJson(conn.output, cancelKey(status.jobId), CancelRecord, signal);
+    return cancelled ? { ...status, state: "cancelled", finishedAt: cancelled.at } : status;
+  }
+
+  /**
+   * An upload's job whose input was uploaded again: the status beside it is the later job's
+   * (`shown`). This one's end is in its own markers; running, its progress is not known.
+   */
+  async #supersededStatus(
+    conn: Connected,
+    jobId: string,
+    given: Manifest | undefined,
+    shown: JobStatus,
+    signal?: AbortSignal,
+  ): Promise<JobStatus> {
+    const manifest = given ?? (await this.#getJson(conn.output, manifestKey(jobId), Manifest, signal));
+    const succeeded = await this.#getJson(conn.output, succeededKey(jobId), StoredJobStatus, signal);
+    if (succeeded) return succeeded;
+    if (!manifest)
+      throw new CloudmillError(
+        ErrorCode.INPUT_NOT_FOUND,
+        `no job ${jobId}: its status is job ${shown.jobId}'s now, and it has no manifest`,
+        {
+          jobId,
+        },
+      );
+    const base = runningStatus(manifest, 0);
+    const failure = await withAws(
+      this.#aws(`read job ${jobId}'s failure`),
+      () => failureOfRun(conn.output, jobId, manifest.retries ?? 0),
+      signal,
+    );
+    if (failure) return { ...base, state: "failed", finishedAt: failure.at, error: failure.error };
+    const cancelled = await this.#getJson(conn.output, cancelKey(jobId), CancelRecord, signal);
+    return cancelled ? { ...base, state: "cancelled", finishedAt: cancelled.at } : base;
   }
 
   /**
@@ -731,6 +837,8 @@ export class Cloudmill {
     const where = `retry job ${jobId}`;
     const manifest = await this.#getJson(conn.output, manifestKey(jobId), Manifest, signal);
     if (!manifest) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `no job ${jobId} has started: nothing to retry`, { jobId });
+    // An upload's job keeps its status beside its input.
+    this.#outputKeys.set(jobId, manifest.output);
     const ended = await this.#readStatus(conn, jobId, { ...(signal ? { signal } : {}), known: true });
     if (ended.state !== "failed" && ended.state !== "cancelled")
       throw new CloudmillError(ErrorCode.INVALID_SPEC, `job ${jobId} is ${ended.state}: only a failed or cancelled job can be retried`, {
@@ -783,7 +891,17 @@ export class Cloudmill {
       readStatus: async (jobId, options) => this.#readStatus(await this.#connect(), jobId, { ...options, known: known && options.known }),
       readResult: async (jobId, signal) => {
         const conn = await this.#connect();
-        const key = jobSpecOutputKeys(jobId).result;
+        const keys = (await this.#keysOf(conn, jobId, signal)).keys ?? jobSpecOutputKeys(jobId);
+        const key = keys.result;
+        // An upload's input uploaded again: the result beside it may be the later job's.
+        const shown = isUploadJobIdForm(jobId) ? await this.#getJson(conn.output, keys.status, StoredJobStatus, signal) : undefined;
+        if (shown && shown.jobId !== jobId)
+          throw new CloudmillError(
+            ErrorCode.INPUT_NOT_FOUND,
+            `job ${jobId} succeeded, but its input was uploaded again since: ${s3Uri(conn.target.outputBucket, key)} may be ` +
+              `job ${shown.jobId}'s result, so it is not read as this job's`,
+            { jobId },
+          );
         const result = await this.#getJson(conn.output, key, ANY_JSON, signal);
         if (result === undefined)
           throw new CloudmillError(ErrorCode.INTERNAL, `job ${jobId} succeeded but ${s3Uri(conn.target.outputBucket, key)} is missing`, {
@@ -801,8 +919,10 @@ export class Cloudmill {
         const conn = await this.#connect();
         // A job named by id may not exist (a typo): cancelling it would make a cancelled one of that id.
         if (!known) await this.#readStatus(conn, jobId, { known: false });
+        // An upload's job: its status is shown beside its input, where its manifest says.
+        const keys = (await this.#keysOf(conn, jobId)).keys ?? jobSpecOutputKeys(jobId);
         const outcome = await withAws(this.#aws(`cancel job ${jobId}`), () =>
-          cancelJob({ output: conn.output, log: this.#log }, jobId, jobSpecOutputKeys(jobId)),
+          cancelJob({ output: conn.output, log: this.#log }, jobId, keys),
         );
         return outcome.status;
       },

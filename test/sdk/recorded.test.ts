@@ -276,7 +276,7 @@ describe("AWS errors as one line that says what to do", () => {
     try {
       await expect(mill.jobs()).rejects.toMatchObject({
         code: "ENVIRONMENT",
-        message: `cannot list jobs in s3://cloudmill-output/_jobs/: nothing answers at ${url} (ECONNREFUSED); start it with \`npx cloudmill dev\`, or check --endpoint`,
+        message: `cannot list jobs in s3://cloudmill-output/: nothing answers at ${url} (ECONNREFUSED); start it with \`npx cloudmill dev\`, or check --endpoint`,
       });
     } finally {
       mill.close();
