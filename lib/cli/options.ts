@@ -46,3 +46,45 @@ export const numberFlag = (what: string, range: FlagRange = {}): z.ZodCoercedNum
   if (range.max !== undefined) schema = schema.max(range.max, { error });
   return schema;
 };
+
+/**
+ * The flags of a job's limits, one name and one parse for every command that takes them (run,
+ * submit, retry): the spec field each sets is in `limitsOf`.
+ */
+export const LIMIT_FLAGS = {
+  maxAttempts: "--max-attempts <n>",
+  taskTimeout: "--task-timeout <seconds>",
+  taskMemory: "--task-memory <MiB>",
+  maxRecordBytes: "--max-record-bytes <size>",
+  maxCostUsd: "--max-cost-usd <dollars>",
+  deadline: "--deadline <seconds>",
+} as const;
+
+/** How each limit flag is parsed, within the job spec's bounds (lib/core/job/spec.ts). */
+export const limitFlag = {
+  maxAttempts: numberFlag("a whole number", { min: 1, max: 20 }).optional(),
+  taskTimeout: numberFlag("whole seconds", { min: 1, max: 86_400 }).optional(),
+  taskMemory: numberFlag("whole MiB", { min: 64, max: 65_536 }).optional(),
+  maxRecordBytes: z.string().optional(),
+  maxCostUsd: numberFlag("dollars", { above: 0, max: 1_000_000, fraction: true }).optional(),
+  deadline: numberFlag("whole seconds", { min: 1, max: 7 * 86_400 }).optional(),
+} as const;
+
+type LimitFlagValues = { readonly [K in Exclude<keyof typeof limitFlag, "maxAttempts">]?: z.output<(typeof limitFlag)[K]> };
+
+/** The spec fields the limit flags given set (a retry's options take the same names). */
+export const limitsOf = (
+  flags: LimitFlagValues,
+): {
+  taskTimeoutSeconds?: number;
+  taskMemoryMiB?: number;
+  maxRecordBytes?: string;
+  maxCostUsd?: number;
+  deadlineSeconds?: number;
+} => ({
+  ...(flags.taskTimeout !== undefined ? { taskTimeoutSeconds: flags.taskTimeout } : {}),
+  ...(flags.taskMemory !== undefined ? { taskMemoryMiB: flags.taskMemory } : {}),
+  ...(flags.maxRecordBytes !== undefined ? { maxRecordBytes: flags.maxRecordBytes } : {}),
+  ...(flags.maxCostUsd !== undefined ? { maxCostUsd: flags.maxCostUsd } : {}),
+  ...(flags.deadline !== undefined ? { deadlineSeconds: flags.deadline } : {}),
+});

@@ -3,14 +3,14 @@ import { Command } from "commander";
 import * as z from "zod";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
-import { numberFlag } from "../options.js";
+import { LIMIT_FLAGS, limitFlag, limitsOf } from "../options.js";
 
 const RetryFlags = z.object({
-  taskTimeout: numberFlag("whole seconds", { min: 1, max: 86_400 }).optional(),
-  taskMemory: numberFlag("whole MiB", { min: 64, max: 65_536 }).optional(),
-  maxRecordBytes: z.string().optional(),
-  maxCostUsd: numberFlag("dollars", { above: 0, max: 1_000_000, fraction: true }).optional(),
-  deadline: numberFlag("whole seconds", { min: 1, max: 7 * 86_400 }).optional(),
+  taskTimeout: limitFlag.taskTimeout,
+  taskMemory: limitFlag.taskMemory,
+  maxRecordBytes: limitFlag.maxRecordBytes,
+  maxCostUsd: limitFlag.maxCostUsd,
+  deadline: limitFlag.deadline,
 });
 
 export const retryCommand = (io: CliIO): Command =>
@@ -18,11 +18,11 @@ export const retryCommand = (io: CliIO): Command =>
     new Command("retry")
       .description("resume a failed or cancelled job: only its chunks with no part run again, every part written is kept")
       .argument("<job>", "the job id")
-      .option("--task-timeout <seconds>", "a new time limit per chunk")
-      .option("--task-memory <MiB>", "a new heap limit per chunk")
-      .option("--max-record-bytes <size>", "a new longest record, e.g. 256MiB")
-      .option("--max-cost-usd <dollars>", "a new price ceiling (for a job that stopped with COST_LIMIT)")
-      .option("--deadline <seconds>", "a new deadline for the job, counted from now (default: the stack's)")
+      .option(LIMIT_FLAGS.taskTimeout, "a new time limit per chunk")
+      .option(LIMIT_FLAGS.taskMemory, "a new heap limit per chunk")
+      .option(LIMIT_FLAGS.maxRecordBytes, "a new longest record, e.g. 256MiB")
+      .option(LIMIT_FLAGS.maxCostUsd, "a new price ceiling (for a job that stopped with COST_LIMIT)")
+      .option(LIMIT_FLAGS.deadline, "a new deadline for the job, counted from now (default: the stack's)")
       .addHelpText(
         "after",
         `
@@ -33,13 +33,7 @@ Examples:
   ).action(async (jobId: string, raw: Record<string, unknown>) => {
     const flags = parseFlags(RetryFlags, raw);
     await usingCloudmill(raw, io, async (mill) => {
-      const s = await mill.job(jobId).retry({
-        ...(flags.taskTimeout !== undefined ? { taskTimeoutSeconds: flags.taskTimeout } : {}),
-        ...(flags.taskMemory !== undefined ? { taskMemoryMiB: flags.taskMemory } : {}),
-        ...(flags.maxRecordBytes !== undefined ? { maxRecordBytes: flags.maxRecordBytes } : {}),
-        ...(flags.maxCostUsd !== undefined ? { maxCostUsd: flags.maxCostUsd } : {}),
-        ...(flags.deadline !== undefined ? { deadlineSeconds: flags.deadline } : {}),
-      });
+      const s = await mill.job(jobId).retry(limitsOf(flags));
       const tasks = s.resumed?.tasks ?? 0;
       io.stdout.write(
         `job ${jobId} resumed: ${tasks} of ${s.chunks} tasks to run again (${s.chunks - tasks} kept); ` +

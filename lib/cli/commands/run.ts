@@ -19,7 +19,7 @@ import { resolveLocalInputs } from "../../local/localInputs.js";
 import { jsonLogger, warningsOnly } from "../../core/log.js";
 import type { CliIO } from "../io.js";
 import { reportLine, writeReportHtml } from "./report.js";
-import { collect, collectParam, numberFlag } from "../options.js";
+import { collect, collectParam, LIMIT_FLAGS, limitFlag, numberFlag } from "../options.js";
 import { progressView } from "../progress.js";
 
 const RunFlags = z.object({
@@ -28,16 +28,16 @@ const RunFlags = z.object({
   format: z.enum(FORMATS).optional(),
   workers: numberFlag("a whole number", { min: 0, max: 1024 }).optional(),
   chunkSize: z.string().optional(),
-  maxAttempts: numberFlag("a whole number", { min: 1, max: 20 }).optional(),
+  maxAttempts: limitFlag.maxAttempts,
   out: z.string().optional(),
   ops: z.array(z.string()).default([]),
   skipBadRecords: z.boolean().default(false),
   progress: z.boolean().default(true),
   verbose: z.boolean().default(false),
   batchSize: numberFlag("a whole number", { min: 1 }).optional(),
-  taskTimeout: numberFlag("whole seconds", { min: 1, max: 86_400 }).optional(),
-  taskMemory: numberFlag("whole MiB", { min: 64, max: 65_536 }).optional(),
-  maxRecordBytes: z.string().optional(),
+  taskTimeout: limitFlag.taskTimeout,
+  taskMemory: limitFlag.taskMemory,
+  maxRecordBytes: limitFlag.maxRecordBytes,
   outDir: z.string().optional(),
   report: z.string().optional(),
   partitions: numberFlag("a whole number", { min: 1 }).optional(),
@@ -101,7 +101,7 @@ export const runCommand = (io: CliIO): Command =>
     .option("-w, --workers <n>", `worker threads (default: all ${os.availableParallelism()} cores; 0 runs on the main thread)`)
     .option("-c, --chunk-size <size>", "bytes per chunk, e.g. 16MiB, 1GB, 65536 (default 16MiB; for a task, --batch-size)")
     .option("--batch-size <n>", "for a task (defineTask): items per chunk (default: 8 chunks per worker thread)")
-    .option("--max-attempts <n>", "tries per chunk before the job fails", "3")
+    .option(LIMIT_FLAGS.maxAttempts, "tries per chunk before the job fails", "3")
     .option("-o, --out <file>", "write the result JSON here instead of stdout")
     .option(
       "--out-dir <dir>",
@@ -116,11 +116,11 @@ export const runCommand = (io: CliIO): Command =>
     .option("--ops <module>", "load user ops from a module (exports made with defineOp), repeatable", collect)
     .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")
     .option(
-      "--task-timeout <seconds>",
+      LIMIT_FLAGS.taskTimeout,
       "longest one chunk may take before its thread is ended and the attempt fails (default 900; a task's items have their own)",
     )
-    .option("--task-memory <MiB>", "heap one chunk may use before its thread is ended and the attempt fails with OUT_OF_MEMORY")
-    .option("--max-record-bytes <size>", "longest record to read, e.g. 256MiB; a longer one is a bad record (default 64MiB)")
+    .option(LIMIT_FLAGS.taskMemory, "heap one chunk may use before its thread is ended and the attempt fails with OUT_OF_MEMORY")
+    .option(LIMIT_FLAGS.maxRecordBytes, "longest record to read, e.g. 256MiB; a longer one is a bad record (default 64MiB)")
     .option("--report <file>", "write the job's report (tasks per thread, stragglers, throughput) as one HTML page")
     .option("--no-progress", "no progress on stderr")
     .option("-v, --verbose", "log each step as JSON lines on stderr")

@@ -16,7 +16,7 @@ import type { SubmitSpec, UploadProgress } from "../../sdk/types.js";
 import { parseFlags, stoppedWaiting, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 import { mb, statusLine } from "../progress.js";
-import { collectParam, numberFlag } from "../options.js";
+import { collectParam, LIMIT_FLAGS, limitFlag, limitsOf, numberFlag } from "../options.js";
 import { checkWritableFile, writeResult } from "./result.js";
 import { waitWithProgress } from "./wait.js";
 
@@ -25,7 +25,12 @@ const SubmitFlags = z.object({
   param: z.record(z.string(), z.string()).default({}),
   format: z.enum(FORMATS).optional(),
   chunkSize: z.string().optional(),
-  maxAttempts: numberFlag("a whole number", { min: 1, max: 20 }).optional(),
+  maxAttempts: limitFlag.maxAttempts,
+  taskTimeout: limitFlag.taskTimeout,
+  taskMemory: limitFlag.taskMemory,
+  maxRecordBytes: limitFlag.maxRecordBytes,
+  maxCostUsd: limitFlag.maxCostUsd,
+  deadline: limitFlag.deadline,
   skipBadRecords: z.boolean().default(false),
   partitions: numberFlag("a whole number", { min: 1 }).optional(),
   backupAfter: numberFlag("whole seconds").optional(),
@@ -89,7 +94,18 @@ export const submitCommand = (io: CliIO): Command =>
       .option("-p, --param <name=value>", "an op param, repeatable (e.g. --param k=20)", collectParam)
       .addOption(new Option("--format <format>", "record format (default: the op's own)").choices(FORMATS))
       .option("-c, --chunk-size <size>", "bytes per chunk, e.g. 16MiB (default: the deployment's)")
-      .option("--max-attempts <n>", "tries per chunk before the job fails (default: the deployment's)")
+      .option(LIMIT_FLAGS.maxAttempts, "tries per chunk before the job fails (default: the deployment's)")
+      .option(
+        LIMIT_FLAGS.taskTimeout,
+        "longest one chunk may take before its attempt fails with TASK_TIMEOUT (default: the deployment's, 900)",
+      )
+      .option(LIMIT_FLAGS.taskMemory, "heap one chunk may use before its attempt fails with OUT_OF_MEMORY (default: the worker's share)")
+      .option(LIMIT_FLAGS.maxRecordBytes, "longest record to read, e.g. 256MiB; a longer one is a bad record (default 64MiB)")
+      .option(
+        LIMIT_FLAGS.maxCostUsd,
+        "the most the job's work may cost at list prices: refused with COST_LIMIT if estimated over it, stopped once past it",
+      )
+      .option(LIMIT_FLAGS.deadline, "fail the job if it has not finished this long after it starts (default: the deployment's, 6 h)")
       .option("--skip-bad-records", "count and skip records that cannot be parsed instead of failing")
       .option("--partitions <n>", "a keyed op's reduce tasks and output parts (default: one per 256 MiB of input)")
       .option("--backup-after <seconds>", "a chunk running longer than this and 3x the median gets a backup copy (default 60; 0: none)")
@@ -131,6 +147,7 @@ Without --wait it prints the job id(s), one per line: \`cloudmill wait <job>\` f
         ...(flags.format ? { format: flags.format } : {}),
         ...(flags.chunkSize ? { chunkSize: flags.chunkSize } : {}),
         ...(flags.maxAttempts ? { maxAttempts: flags.maxAttempts } : {}),
+        ...limitsOf(flags),
         ...(flags.skipBadRecords ? { onBadRecord: "skip" as const } : {}),
         ...(flags.partitions ? { partitions: flags.partitions } : {}),
         ...(flags.backupAfter !== undefined ? { backupAfterSeconds: flags.backupAfter } : {}),
@@ -148,6 +165,10 @@ Without --wait it prints the job id(s), one per line: \`cloudmill wait <job>\` f
         "--backup-after": flags.backupAfter !== undefined,
         "--fan-in": flags.fanIn !== undefined,
         "--prefer": flags.prefer,
+        "--task-timeout": flags.taskTimeout !== undefined,
+        "--task-memory": flags.taskMemory !== undefined,
+        "--max-record-bytes": flags.maxRecordBytes,
+        "--max-cost-usd": flags.maxCostUsd !== undefined,
       };
       const unused = Object.entries({ ...overInputs, "--skip-bad-records": flags.skipBadRecords }).filter(([, v]) => v);
       if (flags.items !== undefined && unused.length > 0)
@@ -168,6 +189,7 @@ Without --wait it prints the job id(s), one per line: \`cloudmill wait <job>\` f
                 ...(flags.batchSize ? { batchSize: flags.batchSize } : {}),
                 ...(flags.onItemError ? { onItemError: flags.onItemError } : {}),
                 ...(flags.maxAttempts ? { maxAttempts: flags.maxAttempts } : {}),
+                ...(flags.deadline !== undefined ? { deadlineSeconds: flags.deadline } : {}),
               }),
             ]
           : flags.each
