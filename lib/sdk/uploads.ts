@@ -48,8 +48,9 @@ export const planInputs = async (bucket: string, jobId: string, inputs: readonly
     }
     const absolute = path.resolve(given);
     const st = await stat(absolute).catch(() => undefined);
+    // The name in the message itself: a script's `err.message` is all many callers show.
     if (!st || !(st.isFile() || st.isDirectory()))
-      throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "no such file or directory", { input: given });
+      throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `${given}: no such file or directory`);
     const given0 = path.basename(absolute) || "input";
     // Inputs of one name (a/x, b/x) each get a key of their own, one that no other input took.
     let name = given0;
@@ -61,7 +62,7 @@ export const planInputs = async (bucket: string, jobId: string, inputs: readonly
       continue;
     }
     const files = await walk(absolute, hidden);
-    if (files.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, "directory holds no files", { input: given });
+    if (files.length === 0) throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, `${given}: directory holds no files`);
     for (const file of files) {
       const rel = path.relative(absolute, file).split(path.sep).join("/");
       uploads.push({ file: path.join(given, rel), key: `${base}${name}/${rel}`, size: (await stat(file)).size });
