@@ -89,6 +89,7 @@ import type {
   SubmitSpec,
 } from "./types.js";
 import { planInputs, uploadFile } from "./uploads.js";
+import { quietly } from "./quietClients.js";
 
 /** Where the client ended up connected: what the options and the stack's outputs say. */
 export interface CloudmillTarget {
@@ -211,7 +212,7 @@ export class Cloudmill {
     if (o.region) return o.region;
     if (o.endpoint) return this.#env["AWS_REGION"] || this.#env["AWS_DEFAULT_REGION"] || "us-east-1";
     // The SDK's own chain: AWS_REGION, then the profile's region in ~/.aws/config.
-    const probe = new CloudFormationClient({});
+    const probe = quietly(() => new CloudFormationClient({}));
     try {
       return await withAws(this.#aws("find the AWS region"), () => probe.config.region());
     } finally {
@@ -224,7 +225,7 @@ export class Cloudmill {
     const region = await this.#region();
     let outputs: StackOutputs = {};
     if (o.stack) {
-      const cfn = (this.#extra.cfn ??= new CloudFormationClient(this.#clientConfig(region)));
+      const cfn = (this.#extra.cfn ??= quietly(() => new CloudFormationClient(this.#clientConfig(region))));
       outputs = await readStackOutputs(cfn, o.stack, { ...(o.endpoint ? { endpoint: o.endpoint } : {}), region });
     }
     const dev = o.endpoint && !o.stack ? DEV_BUCKETS : undefined;
@@ -256,15 +257,17 @@ export class Cloudmill {
       ...(outputs.spotTaskQueueUrl ? { spotTaskQueueUrl: outputs.spotTaskQueueUrl } : {}),
     };
     const socketTimeoutMs = o.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
-    const made = awsClients(
-      {
-        region,
-        ...(o.endpoint ? { endpoint: o.endpoint } : {}),
-        maxSockets: 16,
-        socketTimeoutMs,
-        connectionTimeoutMs: Math.min(socketTimeoutMs, REQUEST_TIMEOUT_MS),
-      },
-      this.#env as NodeJS.ProcessEnv,
+    const made = quietly(() =>
+      awsClients(
+        {
+          region,
+          ...(o.endpoint ? { endpoint: o.endpoint } : {}),
+          maxSockets: 16,
+          socketTimeoutMs,
+          connectionTimeoutMs: Math.min(socketTimeoutMs, REQUEST_TIMEOUT_MS),
+        },
+        this.#env as NodeJS.ProcessEnv,
+      ),
     );
     const s3 = o.s3 ?? made.s3;
     if (o.s3) made.s3.destroy();
@@ -536,8 +539,8 @@ export class Cloudmill {
     const conn = await this.#connect();
     const target = this.#fleetTarget(conn);
     const config = this.#clientConfig(target.region);
-    const ecs = (this.#extra.ecs ??= new ECSClient(config));
-    const ec2 = (this.#extra.ec2 ??= new EC2Client(config));
+    const ecs = (this.#extra.ecs ??= quietly(() => new ECSClient(config)));
+    const ec2 = (this.#extra.ec2 ??= quietly(() => new EC2Client(config)));
     const view = await describeFleet({ ecs, ec2 }, target);
     // A stack deployed before holds existed may have no scaling range to read: the view goes without.
     const hold = await readHold(this.#holdClients(target), target).catch(() => undefined);
@@ -704,8 +707,8 @@ export class Cloudmill {
   #holdClients(target: FleetTarget & { readonly region: string }): HoldClients {
     const config = this.#clientConfig(target.region);
     return {
-      ecs: (this.#extra.ecs ??= new ECSClient(config)),
-      scaling: (this.#extra.scaling ??= new ApplicationAutoScalingClient(config)),
+      ecs: (this.#extra.ecs ??= quietly(() => new ECSClient(config))),
+      scaling: (this.#extra.scaling ??= quietly(() => new ApplicationAutoScalingClient(config))),
     };
   }
 
