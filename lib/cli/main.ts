@@ -21,12 +21,17 @@ export const buildProgram = (io: CliIO): Command => {
   const program = new Command("cloudmill")
     .description("map/reduce over files too big for one machine: here, on an emulated AWS, or on your lab's AWS")
     .version(VERSION);
-  const output = (cmd: Command, name: string): Command =>
-    cmd.exitOverride().configureOutput({
+  const output = (cmd: Command, name: string): Command => {
+    // Help shows a default as typed (`--port (default: 4566)`), not as commander's JSON ("4566").
+    for (const option of cmd.options)
+      if (typeof option.defaultValue === "string" && option.defaultValueDescription === undefined)
+        option.defaultValueDescription = option.defaultValue;
+    return cmd.exitOverride().configureOutput({
       writeOut: (s) => void io.stdout.write(s),
       writeErr: (s) => void io.stderr.write(s),
       outputError: (s) => void io.stderr.write(usageErrorLine(s, name)),
     });
+  };
   output(program, "cloudmill");
   const cloud = [
     submitCommand(io),

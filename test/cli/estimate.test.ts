@@ -54,6 +54,17 @@ describe("cloudmill estimate", () => {
     expect(e.cost.total).toBe(0.000041);
   });
 
+  it("says the wall time once when --workers is the most workers, and both times otherwise", async () => {
+    const at = async (...flags: string[]): Promise<string> => {
+      const r = await cli(["estimate", file, "--op", "wordcount", "--chunk-size", "1MiB", "--no-calibrate", ...flags]);
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout.split("\n").find((l) => l.startsWith("wall time: "))!;
+    };
+    expect(await at("--workers", "4")).toMatch(/^wall time: [\d.]+ s at 4 worker\(s\) \(the most\)$/);
+    expect(await at("--workers", "3", "--max-workers", "3")).toMatch(/^wall time: [\d.]+ s at 3 worker\(s\) \(the most\)$/);
+    expect(await at("--workers", "1", "--max-workers", "4")).toMatch(/^wall time: [\d.]+ s at 1 worker\(s\), [\d.]+ s at 4 \(the most\)$/);
+  });
+
   it("prices a keyed op's shuffle and reduce stage: a ranged GET per chunk and partition", async () => {
     const r = await cli([
       "estimate",

@@ -91,8 +91,11 @@ export const estimateText = (e: Estimate, calibratedOn?: { file: string; bytes: 
       ? [`compressed: ${(e.compressedBytes / 1e6).toFixed(1)} MB of it, priced as stored (its decoded size is known only by reading it)`]
       : []),
     `task time: ${duration(e.taskSeconds)} (${e.workerHours.toFixed(4)} worker-hours)`,
-    `wall time: ${duration(e.wallSeconds.atWorkers)} at ${e.wallSeconds.workers} worker(s), ${duration(e.wallSeconds.atMost)} at ` +
-      `${e.wallSeconds.maxWorkers} (the most)`,
+    // At the most workers already: one figure, not the same one twice.
+    e.wallSeconds.workers === e.wallSeconds.maxWorkers
+      ? `wall time: ${duration(e.wallSeconds.atWorkers)} at ${e.wallSeconds.workers} worker(s) (the most)`
+      : `wall time: ${duration(e.wallSeconds.atWorkers)} at ${e.wallSeconds.workers} worker(s), ${duration(e.wallSeconds.atMost)} at ` +
+        `${e.wallSeconds.maxWorkers} (the most)`,
     `cost: ${c.fleetPriced ? dollars(c.total) : "unpriced"}: instances ` +
       `${c.fleetPriced ? dollars(c.instances) : `unpriced (the price table has no ${c.capacity} price for ${c.instanceType})`}, ` +
       `Lambda ${dollars(c.lambda)}, S3 requests ${dollars(c.s3Requests)}, SQS ${dollars(c.sqs)}, logs ${dollars(c.logs)} ` +
