@@ -776,13 +776,18 @@ export class Cloudmill {
         found.manifest ??
         (found.keys && isUploadJobIdForm(jobId) ? await this.#getJson(conn.output, manifestKey(jobId), Manifest, signal) : undefined);
       if (started) return runningStatus(started, 0);
+      // An upload's job refused before it had a manifest (an unknown op, a missing param): its failure marker says why.
+      const refused =
+        isUploadJobIdForm(jobId) && !found.keys
+          ? await withAws(this.#aws(`read job ${jobId}'s failure`), () => failureOfRun(conn.output, jobId, 0), signal)
+          : undefined;
+      if (refused) return { jobId, state: "failed", chunks: 0, done: 0, finishedAt: refused.at, error: refused.error };
       if (options.known || (await this.#exists(conn.input, jobSpecKey(jobId), signal)))
         return { jobId, state: "pending", chunks: 0, done: 0 };
       throw new CloudmillError(
         ErrorCode.INPUT_NOT_FOUND,
         isUploadJobIdForm(jobId)
-          ? `no job ${jobId}: ${s3Uri(out, manifestKey(jobId))} does not exist (an upload's job that failed before it started has ` +
-              `its status only beside its input, s3://${out}/<key>/status.json; \`cloudmill jobs\` lists recent jobs)`
+          ? `no job ${jobId}: neither ${s3Uri(out, manifestKey(jobId))} nor its failure exists (\`cloudmill jobs\` lists recent jobs)`
           : `no job ${jobId}: neither ${s3Uri(out, `${JOBS_PREFIX}${jobId}/${STATUS_FILE}`)} nor its spec exists ` +
               "(`cloudmill jobs` lists recent jobs)",
         { jobId },

@@ -72,6 +72,23 @@ describe("a job started by an upload, named by its id", () => {
     }
   }, 120_000);
 
+  it("one refused before it started (an unknown op) is found by its id too, failed with the refusal", async () => {
+    const t = cloudOf();
+    await t.put("nosuchop/data.txt", "a\nb\n");
+    const ended = await t.waitForEnd("nosuchop/data.txt/status.json");
+    expect(ended.state).toBe("failed");
+    const status = await cli("status", ended.jobId, "--json");
+    expect(status.code, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout)).toMatchObject({
+      jobId: ended.jobId,
+      state: "failed",
+      error: { code: "UNKNOWN_OP", message: expect.stringContaining("nosuchop") },
+    });
+    const result = await cli("result", ended.jobId);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain("nosuchop");
+  }, 120_000);
+
   it("cancel stops its chunks and shows cancelled beside its input; retry resumes it to the reference's answer", async () => {
     const t = cloudOf();
     // Over a thousand chunks: more than two workers map in the 5 s a worker may go on believing a job runs.
