@@ -81,8 +81,11 @@ const JOB_ENDED = "job-ended";
 
 const jobRun = (task: TaskMessage): string => `${task.jobId}#${task.job.generation ?? 0}`;
 
-/** Pause after a failed receive. */
-const RECEIVE_BACKOFF_MS = 1000;
+/**
+ * Pause after failed receives in a row: from 1 s, doubling to 20 s, jittered so that a fleet
+ * cut off from SQS does not come back in step (each slot counts its own).
+ */
+export const RECEIVE_BACKOFF: Backoff = { baseMs: 1000, factor: 2, capMs: 20_000, jitter: "half" };
 
 /** Longest a hand-back waits for a heartbeat's request still in flight (the SDK's own retries included). */
 const HEARTBEAT_LAND_MS = 10_000;
@@ -188,6 +191,7 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
 
   async #receiveLoop(): Promise<void> {
     const { deps } = this.#options;
+    let failedReceives = 0;
     while (!this.stopping) {
       if (await this.#memoryIsFull()) {
         await sleep(MEMORY_RECHECK_MS, this.#stop.signal).catch(() => undefined);
@@ -197,12 +201,14 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       let message: QueueMessage | undefined;
       try {
         message = await this.#received.next();
+        failedReceives = 0;
       } catch (err) {
         if (this.stopping) break;
-        deps.log.warn("receive failed; backing off", logFieldsOf(toCloudmillError(err)));
+        const pauseMs = Math.round(backoffMs(RECEIVE_BACKOFF, failedReceives++));
+        deps.log.warn("receive failed; backing off", { ...logFieldsOf(toCloudmillError(err)), pauseMs });
         // A ref'd timer, cut short by stop(): while S3 and SQS are unreachable, this back-off may
         // be all that keeps the process alive (an unref'd one let the worker exit, code 13).
-        await sleep(RECEIVE_BACKOFF_MS, this.#stop.signal).catch(() => undefined);
+        await sleep(pauseMs, this.#stop.signal).catch(() => undefined);
         continue;
       }
       if (this.stopping) {
