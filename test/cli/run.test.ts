@@ -17,6 +17,7 @@ import { spawnChild } from "../helpers/devCloud.js";
 import { runProcess, shellWords, type Ran } from "../helpers/processes.js";
 import { refStats } from "../helpers/reference.js";
 import { TASKS_MODULE } from "../helpers/tasks.js";
+import { node22 } from "../helpers/node22.js";
 import { tempFor } from "../../lib/fs/processFolders.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
@@ -564,6 +565,56 @@ export const longest = defineOp({ name: "longest-line", format: "lines", map: (l
     ).toBe(2);
     expect(c.err()).toMatch(/^cloudmill: --ops .*missing\.mjs: cannot load/);
   });
+});
+
+describe("a lab's module as written", () => {
+  const DEFINE_OP = () => pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
+
+  /** A folder with ops/words.ts (a type annotation, an enum, and a relative import of another .ts as `./…js`). */
+  const tsLab = async (): Promise<string> => {
+    const lab = await mkdtemp(path.join(dir, "ts-lab-"));
+    await mkdir(path.join(lab, "ops"));
+    await writeFile(
+      path.join(lab, "ops", "split.ts"),
+      `export const wordsIn = (line: string): number => line.split(/[ \\t\\n\\v\\f\\r]+/).filter((w: string) => w !== "").length;\n`,
+    );
+    // An enum is TypeScript that type stripping alone (Node 22's) cannot run: it must be compiled.
+    await writeFile(
+      path.join(lab, "ops", "words.ts"),
+      `import { defineOp } from ${JSON.stringify(DEFINE_OP())};
+import { wordsIn } from "./split.js";
+enum Scale { One = 1 }
+interface Words { words: number }
+export const tsWords = defineOp({
+  name: "ts-words",
+  format: "lines",
+  map: (line: string): number => wordsIn(line) * Scale.One,
+  combine: (a: number, b: number): number => a + b,
+  finalize: (n: number | undefined): Words => ({ words: n ?? 0 }),
+});
+`,
+    );
+    return lab;
+  };
+
+  it.each([
+    ["this machine's Node", () => process.execPath],
+    ["Node 22, as deployed", node22],
+  ])(
+    "a .ts module with a relative .ts import runs through `run --ops` on its threads (%s), counting what wc -w counts",
+    async (_what, node) => {
+      const lab = await tsLab();
+      const words = path.join(ROOT, "examples/words.txt");
+      const r = await runProcess(
+        node(),
+        [BIN, "run", words, "--ops", "./ops/words.ts", "--op", "ts-words", "-w", "2", "--chunk-size", "16KiB", "--no-progress"],
+        { cwd: lab, env: { ...process.env, CLOUDMILL_DEBUG: "" } },
+      );
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual({ words: Number(tool("wc", ["-w", "examples/words.txt"]).split(/\s+/)[0]) });
+    },
+    60_000,
+  );
 });
 
 describe("runCli in process", () => {
