@@ -567,7 +567,7 @@ export const longest = defineOp({ name: "longest-line", format: "lines", map: (l
   });
 });
 
-describe("a lab's module as written", () => {
+describe("a lab's module as written: TypeScript, and one that does not load", () => {
   const DEFINE_OP = () => pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
 
   /** A folder with ops/words.ts (a type annotation, an enum, and a relative import of another .ts as `./…js`). */
@@ -615,6 +615,50 @@ export const tsWords = defineOp({
     },
     60_000,
   );
+
+  it("names a syntax error's file, line and column, and the module as written (run and dev alike)", async () => {
+    const lab = await mkdtemp(path.join(dir, "bad-lab-"));
+    await mkdir(path.join(lab, "ops"));
+    const lines = ["export const a = 1;", "export const b = 2;", "export const c = [1, 2;"];
+    await writeFile(path.join(lab, "ops", "bad.mjs"), `${lines.join("\n")}\n`);
+    // Independent of the parser: where the stray ";" was written.
+    const at = `./ops/bad.mjs:3:${lines[2]!.indexOf(";") + 1}`;
+    await writeFile(path.join(lab, "ops", "index.mjs"), 'export * from "./bad.mjs";\n');
+    await writeFile(path.join(lab, "ops", "bad.ts"), "export const x: number = (\n");
+    const [run, dev, imported, ts] = await Promise.all([
+      cli(["run", path.join(ROOT, "examples/words.txt"), "--ops", "./ops/bad.mjs", "--op", "count"], lab),
+      cli(["dev", "--port", "0", "--workers", "0", "--ops", "./ops/bad.mjs"], lab),
+      cli(["run", path.join(ROOT, "examples/words.txt"), "--ops", "ops/index.mjs", "--op", "count"], lab),
+      cli(["run", path.join(ROOT, "examples/words.txt"), "--ops", "./ops/bad.ts", "--op", "count"], lab),
+    ]);
+    for (const r of [run, dev, imported, ts]) expect(r.code, r.stderr).toBe(2);
+    expect(oneErrorLine(run)).toMatch(
+      new RegExp(`^cloudmill: --ops \\./ops/bad\\.mjs: cannot load \\(${at.replace(/\./g, "\\.")}: SyntaxError: `),
+    );
+    expect(oneErrorLine(dev)).toBe(oneErrorLine(run));
+    // In a module it imports: named there.
+    expect(oneErrorLine(imported)).toMatch(
+      new RegExp(`^cloudmill: --ops ops/index\\.mjs: cannot load \\(${at.replace(/\./g, "\\.")}: SyntaxError: `),
+    );
+    expect(oneErrorLine(ts)).toMatch(/^cloudmill: --ops \.\/ops\/bad\.ts: cannot load \(\.\/ops\/bad\.ts:2:1: SyntaxError: /);
+  }, 60_000);
+
+  it("a module or an import that is not there is named, never by cloudmill's own files", async () => {
+    const lab = await mkdtemp(path.join(dir, "missing-lab-"));
+    await mkdir(path.join(lab, "ops"));
+    await writeFile(path.join(lab, "ops", "index.mjs"), 'import { x } from "./helpers.mjs";\nexport const y = x;\n');
+    const words = path.join(ROOT, "examples/words.txt");
+    const [absent, missingImport] = await Promise.all([
+      cli(["run", words, "--ops", "./ops/nothere.mjs", "--op", "count"], lab),
+      cli(["run", words, "--ops", "./ops/index.mjs", "--op", "count"], lab),
+    ]);
+    expect(oneErrorLine(absent)).toBe(
+      `cloudmill: --ops ./ops/nothere.mjs: cannot load (no file at ${path.join(lab, "ops", "nothere.mjs")})`,
+    );
+    expect(oneErrorLine(missingImport)).toBe(
+      "cloudmill: --ops ./ops/index.mjs: cannot load (Cannot find module './ops/helpers.mjs' imported from ./ops/index.mjs)",
+    );
+  });
 });
 
 describe("runCli in process", () => {
