@@ -682,7 +682,11 @@ describe("runCli in process", () => {
     [[...W, "--op", "stats", "-w", "0"], 4, /^cloudmill: examples\/words\.txt:1 \(byte 0\): expected a number, got "It was/],
     [[...W, "--op", "wordcount", "-p", "k=-1"], 2, /^cloudmill: wordcount: param k: must be at least 0 \(got "-1"\)\n$/],
     [[...W, "--op", "wordcount", "-p", "k=1", "-p", "k=2"], 2, /^cloudmill: --param k given twice\n$/],
-    [[...W, "--op", "grep"], 2, /^cloudmill: grep: param pattern: is required\n$/],
+    [
+      [...W, "--op", "grep"],
+      2,
+      /^cloudmill: grep: param pattern: is required \(--param pattern=VALUE, or params\.pattern in a job spec\)\n$/,
+    ],
     [[...W, "--op", "grep", "-p", "pattern=a("], 2, /^cloudmill: grep: param pattern: not a valid regular expression/],
     [
       [...W, "--op", "histogram", "-p", "min=1", "-p", "max=0"],

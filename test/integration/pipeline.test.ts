@@ -97,6 +97,39 @@ describe("uploads and job specs (PutObject, 8 KiB chunks, 2 workers)", () => {
     TIMEOUT,
   );
 
+  it(
+    "a CSV or JSONL upload to an op that needs a param fails saying how to give it, in a job spec too",
+    async () => {
+      const c = cloud();
+      const csv = Buffer.from("station,t\nx,1\ny,2\n");
+      await Promise.all([
+        c.put("stats/q.csv", csv),
+        c.put("groupby/m.csv", csv),
+        c.put("stats/e.jsonl", Buffer.from('{"a":1}\n')),
+        c.put("distinct/d.jsonl", Buffer.from('{"a":1}\n')),
+      ]);
+      // An uploader has no --param: each message names the param and both ways to give it, on one line.
+      const want: [string, string][] = [
+        ["stats/q.csv", "csv input needs param column, a name or a 1-based index: --param column=NAME, or params.column in a job spec"],
+        ["groupby/m.csv", "groupby: param key: is required (--param key=VALUE, or params.key in a job spec)"],
+        ["stats/e.jsonl", "jsonl input needs param field, a dotted path: --param field=NAME, or params.field in a job spec"],
+        [
+          "distinct/d.jsonl",
+          "distinct of jsonl records needs param key, one or more columns or fields: --param key=COL[,COL], or params.key in a job spec",
+        ],
+      ];
+      // (A missing column or field is found where the records are read, after the job started.)
+      for (const [key, message] of want) {
+        const status = await c.waitForEnd(`${key}/status.json`);
+        expect(status.state).toBe("failed");
+        expect(status.error?.code, key).toBe("INVALID_SPEC");
+        // After where, when the records were read: `s3://…/stats/q.csv (bytes 0-18): csv input needs …`.
+        expect(status.error?.message.endsWith(message), status.error?.message).toBe(true);
+      }
+    },
+    TIMEOUT,
+  );
+
   const specs: [op: string, jobId: string, input: string, bytes: Buffer, params: Params][] = [
     ["histogram", "hist-1", "data/x.txt", numbers, { min: 0, max: 100, bins: 5 }],
     // Under a folder starting with `_`, an input starts no job of its own.

@@ -7,7 +7,7 @@ import { badRecord, CloudmillError, ErrorCode } from "../errors.js";
 import { forEachLine, previewText } from "../records/lines.js";
 import { forEachRecord, formatParamsHelp, formatParamsShape, type FormatOptions } from "./formatReaders.js";
 import { keyedOp } from "./keyedOp.js";
-import { lazySchema, parseOpParams, stringParam } from "./params.js";
+import { lazySchema, paramHint, parseOpParams, stringParam } from "./params.js";
 import { fieldList, fieldReader, keyOfFields, keyValue } from "./recordFields.js";
 
 export interface DistinctParams extends FormatOptions {
@@ -41,7 +41,11 @@ export const distinct = keyedOp<DistinctParams>({
         });
     }
     if (params.key === undefined)
-      throw new CloudmillError(ErrorCode.INVALID_SPEC, `distinct of ${ctx.format} records needs key=COL[,COL]`, { field: "params.key" });
+      throw new CloudmillError(
+        ErrorCode.INVALID_SPEC,
+        `distinct of ${ctx.format} records needs param key, one or more columns or fields: ${paramHint("key", "COL[,COL]")}`,
+        { field: "params.key" },
+      );
     const keysOf = keyOfFields(fieldList(params.key).map((name) => fieldReader(name, "key", ctx.format, ctx, fields)));
     return (block, emit) => {
       const keyOf = keysOf(block);

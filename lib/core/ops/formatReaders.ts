@@ -14,7 +14,7 @@ import { parseNumberAt } from "../records/numbers.js";
 import { decimalAt, decimalOfText, decimalText, scanNumberLines, type DecimalSink } from "../records/decimal.js";
 import { jsonNumberText, mayHoldLongNumber } from "../records/jsonNumberText.js";
 import type { MapContext } from "./types.js";
-import { boolParam, lazySchema } from "./params.js";
+import { boolParam, lazySchema, paramHint } from "./params.js";
 
 /** Params every op that reads CSV or JSONL takes. */
 export const formatParamsShape = {
@@ -281,9 +281,13 @@ export const absentField = (param: string, name: string, read: number): Cloudmil
 const columnIndex = (options: ValueOptions, header: readonly string[] | undefined, inputName: string): number => {
   const column = options.column;
   if (column === undefined) {
-    throw new CloudmillError(ErrorCode.INVALID_SPEC, "csv input needs --param column=NAME (or a 1-based index)", {
-      field: "params.column",
-    });
+    throw new CloudmillError(
+      ErrorCode.INVALID_SPEC,
+      `csv input needs param column, a name or a 1-based index: ${paramHint("column", "NAME")}`,
+      {
+        field: "params.column",
+      },
+    );
   }
   // An input that holds no record (csvInput.ts): its column is never read.
   if (header?.length === 0) return 0;
@@ -388,7 +392,9 @@ export const numberReader = (format: Format, options: ValueOptions, ctx: MapCont
     }
     case "jsonl": {
       if (options.field === undefined) {
-        throw new CloudmillError(ErrorCode.INVALID_SPEC, "jsonl input needs --param field=NAME (a dotted path)", { field: "params.field" });
+        throw new CloudmillError(ErrorCode.INVALID_SPEC, `jsonl input needs param field, a dotted path: ${paramHint("field", "NAME")}`, {
+          field: "params.field",
+        });
       }
       const path = options.field.split(".");
       return (block, sink) =>

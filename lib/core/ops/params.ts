@@ -65,8 +65,15 @@ export const lazySchema = <S extends z.ZodType>(build: () => S): (() => S) => {
 };
 
 /**
+ * How to give param `name`, both ways a job gets params: the CLI's flag and a job spec's field.
+ * An upload to `<op>/<path>` carries none, so a message that names only the flag leaves an
+ * uploader with nothing to do.
+ */
+export const paramHint = (name: string, value = "VALUE"): string => `--param ${name}=${value}, or params.${name} in a job spec`;
+
+/**
  * Parses an op's params with a strict zod object; the first problem becomes one line:
- * `wordcount: param k: must be at least 1 (got "0")`.
+ * `wordcount: param k: must be at least 1 (got "0")`, and a missing one says how to give it.
  */
 export const parseOpParams = <S extends z.ZodType>(op: string, schema: S, raw: Params): z.output<S> => {
   const r = schema.safeParse(raw);
@@ -82,6 +89,6 @@ export const parseOpParams = <S extends z.ZodType>(op: string, schema: S, raw: P
   }
   const name = issue.path.map(String).join(".");
   const got = name in raw ? ` (got ${JSON.stringify(raw[name])})` : "";
-  const message = issue.message;
+  const message = issue.message === "is required" ? `is required (${paramHint(name)})` : issue.message;
   throw new CloudmillError(ErrorCode.INVALID_SPEC, `${op}: param ${name}: ${message}${got}`, { field: `params.${name}` });
 };
