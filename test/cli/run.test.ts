@@ -530,6 +530,53 @@ export const stuck = defineOp({ name: "stuck", format: "lines", map: (l) => { if
     });
   });
 
+  it("stats and histogram over JSONL leave out records whose field is absent or null, and say how many (as Python counts)", async () => {
+    const f = path.join(dir, "some-without.jsonl");
+    await writeFile(f, '{"a":1}\n{"b":1}\n{"a":null}\n{"a":"2.5"}\n{"a":0.5}\n{}\n');
+    const python = [
+      "import json, sys",
+      "rs = [json.loads(l) for l in open(sys.argv[1])]",
+      "vs = [float(r['a']) for r in rs if r.get('a') is not None]",
+      "print(json.dumps({'count': len(vs), 'sum': sum(vs), 'missing': len(rs) - len(vs), 'bins': [sum(1 for v in vs if k <= v < k + 1) for k in range(3)]}))",
+    ].join("\n");
+    const want = JSON.parse(execFileSync("python3", ["-c", python, f], { encoding: "utf8" })) as {
+      count: number;
+      sum: number;
+      missing: number;
+      bins: number[];
+    };
+    expect(want.missing).toBe(3);
+    const notice = `cloudmill: skipped ${want.missing} record(s) without the field (absent or null)\n`;
+    const [stats, hist] = await Promise.all([
+      cli(["run", f, "--op", "stats", "-p", "field=a", "--no-progress"]),
+      cli([
+        "run",
+        f,
+        "--op",
+        "histogram",
+        "-p",
+        "field=a",
+        "-p",
+        "min=0",
+        "-p",
+        "max=3",
+        "-p",
+        "bins=3",
+        "--no-progress",
+        "-w",
+        "2",
+        "--chunk-size",
+        "8",
+      ]),
+    ]);
+    expect(stats.code, stats.stderr).toBe(0);
+    expect(JSON.parse(stats.stdout)).toMatchObject({ count: want.count, sum: want.sum });
+    expect(stats.stderr).toBe(notice);
+    expect(hist.code, hist.stderr).toBe(0);
+    expect(JSON.parse(hist.stdout)).toEqual({ min: 0, max: 3, bins: want.bins });
+    expect(hist.stderr).toBe(notice);
+  });
+
   it("--skip-bad-records succeeds and says how many records it skipped", async () => {
     const f = path.join(dir, "skip.txt");
     await writeFile(f, "1\nx\n2\ny\n");

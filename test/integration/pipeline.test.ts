@@ -130,6 +130,23 @@ describe("uploads and job specs (PutObject, 8 KiB chunks, 2 workers)", () => {
     TIMEOUT,
   );
 
+  it(
+    "a job over JSONL records some without the field counts them in its status's missing",
+    async () => {
+      const c = cloud();
+      await c.put("_inputs/some-without.jsonl", Buffer.from('{"a":1}\n{"b":1}\n{"a":null}\n{"a":"2.5"}\n'));
+      await c.put(
+        "_jobs/missing-1.json",
+        JSON.stringify({ op: "stats", inputs: [`s3://${c.input}/_inputs/some-without.jsonl`], params: { field: "a" } }),
+      );
+      const status = await c.waitForEnd("_jobs/missing-1/status.json");
+      // Two of the four lines have no a, or a null one (counted by hand: the file is above).
+      expect(status).toMatchObject({ state: "succeeded", missing: 2 });
+      expect(await c.getJson(c.output, "_jobs/missing-1/result.json")).toMatchObject({ count: 2, sum: 3.5 });
+    },
+    TIMEOUT,
+  );
+
   const specs: [op: string, jobId: string, input: string, bytes: Buffer, params: Params][] = [
     ["histogram", "hist-1", "data/x.txt", numbers, { min: 0, max: 100, bins: 5 }],
     // Under a folder starting with `_`, an input starts no job of its own.

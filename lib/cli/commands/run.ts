@@ -197,6 +197,7 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
         });
         view.done();
         if (status.skipped) io.stderr.write(`cloudmill: skipped ${status.skipped} bad record(s)\n`);
+        if (status.missing) io.stderr.write(`cloudmill: skipped ${status.missing} record(s) without the field (absent or null)\n`);
         if (status.hidden) io.stderr.write(`cloudmill: ${hiddenNotice(status.hidden)}\n`);
         for (const { input, separator } of status.csv ?? [])
           io.stderr.write(`cloudmill: ${input}: separator ${JSON.stringify(separator)} (sniffed)\n`);

@@ -20,6 +20,7 @@ export const describeStatus = (s: JobStatus): string => {
   if (s.finishedAt) parts.push(`ended ${when(s.finishedAt)}`);
   let line = parts.join("  ");
   if (s.skipped) line += `  (${s.skipped} bad records skipped)`;
+  if (s.missing) line += `  (${s.missing} records without the field skipped)`;
   if (s.error) line += `\n  error: ${s.error.code}: ${s.error.message}`;
   return line;
 };

@@ -290,6 +290,8 @@ export const JobStatus = z.object({
   finishedAt: z.string().optional(),
   /** Records skipped as bad (only with onBadRecord: skip). */
   skipped: z.number().int().nonnegative().optional(),
+  /** Records left out because the value the op reads was not there (a JSONL field absent or null), only when some were. */
+  missing: z.number().int().nonnegative().optional(),
   /** Backups queued for straggling chunks, and how many of them wrote the chunk's part first. */
   backups: z.object({ launched: z.number().int().nonnegative(), won: z.number().int().nonnegative() }).optional(),
   /** The separator `separator=auto` chose for each CSV input. */

@@ -341,13 +341,18 @@ export const jsonNumber = (x: number, sink: DecimalSink, offset: number, text?: 
   sink.big(x, m, scale);
 };
 
+/** A sink of numbers that also hears of a JSONL record whose field is null (left out, and counted). */
+export interface ValueSink extends DecimalSink {
+  nullValue?(): void;
+}
+
 /**
  * Returns a function that hands each number of a block (numbers, csv column or jsonl field) to
  * a sink, as a double and as the exact decimal it is written as. Numbers and plain CSV columns
  * are read from the bytes in place (records/decimal.ts); a record the fast path cannot take
  * whole (quotes, a multi-byte separator, an unusual number, an error) is read the general way.
  */
-export const numberReader = (format: Format, options: ValueOptions, ctx: MapContext): ((block: RecordBlock, sink: DecimalSink) => void) => {
+export const numberReader = (format: Format, options: ValueOptions, ctx: MapContext): ((block: RecordBlock, sink: ValueSink) => void) => {
   switch (format) {
     case "numbers":
     case "lines":
@@ -403,7 +408,7 @@ export const numberReader = (format: Format, options: ValueOptions, ctx: MapCont
           guarded(ctx, offset, () => {
             const v = getPath(parseJsonRecord(text, offset), path);
             if (v === undefined) return void sink.absent?.();
-            if (v === null) return;
+            if (v === null) return void sink.nullValue?.();
             if (typeof v === "number" && Number.isFinite(v)) return jsonNumber(v, sink, offset, text, path);
             if (typeof v === "string") return void decimalText(v, offset, sink);
             // JSON's 1e400 parses to Infinity, which JSON.stringify would show as null.

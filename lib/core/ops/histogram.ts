@@ -8,10 +8,10 @@
  * on an edge is in the bin the edge opens, which doubles alone get wrong about one time in four.
  */
 import * as z from "zod";
-import { decimalOfText, type DecimalSink } from "../records/decimal.js";
+import { decimalOfText } from "../records/decimal.js";
 import type { Op } from "./types.js";
 import { intParam, numberParam, parseOpParams } from "./params.js";
-import { numberReader, refuseAbsentField, valueParamsHelp, valueParamsShape } from "./formatReaders.js";
+import { numberReader, refuseAbsentField, valueParamsHelp, valueParamsShape, type ValueSink } from "./formatReaders.js";
 
 const Params = z
   .strictObject({ ...valueParamsShape, bins: intParam(1, 100_000).default(10), min: numberParam(), max: numberParam() })
@@ -24,6 +24,8 @@ export interface HistogramPartial {
   above: number;
   /** JSONL records without the field (only when some were). */
   absent?: number;
+  /** JSONL records whose field is null (only when some were). */
+  nulls?: number;
 }
 
 export interface HistogramResult {
@@ -55,6 +57,7 @@ export const histogram: Op<Params, HistogramPartial, HistogramResult> = {
         acc.below += p.below;
         acc.above += p.above;
         if (p.absent) acc.absent = (acc.absent ?? 0) + p.absent;
+        if (p.nulls) acc.nulls = (acc.nulls ?? 0) + p.nulls;
       },
       value: () => acc,
     };
@@ -70,6 +73,7 @@ export const histogram: Op<Params, HistogramPartial, HistogramResult> = {
     if (p.above) r.above = p.above;
     return r;
   },
+  missingValues: (p) => (p.absent ?? 0) + (p.nulls ?? 0),
 };
 
 /** m / 10^scale at the finer scale `to`. */
@@ -81,7 +85,7 @@ const atScale = (m: bigint, scale: number, to: number): bigint => m * 10n ** Big
  * that. A value nearer an edge (or min or max itself) is judged exactly: in integers when it, min
  * and max are small integers as written, else on its written decimal in BigInt.
  */
-const binSink = ({ min, max, bins }: Params, p: HistogramPartial): DecimalSink => {
+const binSink = ({ min, max, bins }: Params, p: HistogramPartial): ValueSink => {
   const counts = p.bins;
   const width = max - min;
   // Subnormal numbers are spaced Number.MIN_VALUE apart whatever their size: that spacing counts too.
@@ -137,6 +141,9 @@ const binSink = ({ min, max, bins }: Params, p: HistogramPartial): DecimalSink =
     },
     absent() {
       p.absent = (p.absent ?? 0) + 1;
+    },
+    nullValue() {
+      p.nulls = (p.nulls ?? 0) + 1;
     },
   };
 };

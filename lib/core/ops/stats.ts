@@ -6,11 +6,10 @@
  */
 import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../errors.js";
-import type { DecimalSink } from "../records/decimal.js";
 import { DecimalSum, decimalFromJson, decimalToJson, ratioToDouble, type Decimal } from "./exactDecimal.js";
 import type { Op } from "./types.js";
 import { lazySchema, parseOpParams } from "./params.js";
-import { numberReader, refuseAbsentField, valueParamsHelp, valueParamsShape, type ValueOptions } from "./formatReaders.js";
+import { numberReader, refuseAbsentField, valueParamsHelp, valueParamsShape, type ValueOptions, type ValueSink } from "./formatReaders.js";
 
 /** Partial: exact Σx and Σx² as decimals (decimalToJson), plus count, min and max. */
 export interface StatsPartial {
@@ -21,6 +20,8 @@ export interface StatsPartial {
   max: number | null;
   /** JSONL records without the field (only when some were). */
   absent?: number;
+  /** JSONL records whose field is null (only when some were). */
+  nulls?: number;
 }
 
 export interface StatsResult {
@@ -33,16 +34,21 @@ export interface StatsResult {
 }
 
 /** Running stats: a sink for numberReader, and a partial at any point. */
-export class StatsAccumulator implements DecimalSink {
+export class StatsAccumulator implements ValueSink {
   private count = 0;
   private min = Infinity;
   private max = -Infinity;
   private readonly sum = new DecimalSum();
   private readonly squares = new DecimalSum();
   private absentRecords = 0;
+  private nullRecords = 0;
 
   absent(): void {
     this.absentRecords++;
+  }
+
+  nullValue(): void {
+    this.nullRecords++;
   }
 
   small(x: number, m: number, scale: number): void {
@@ -64,6 +70,7 @@ export class StatsAccumulator implements DecimalSink {
   /** Adds another partial. */
   merge(p: StatsPartial): void {
     this.absentRecords += p.absent ?? 0;
+    this.nullRecords += p.nulls ?? 0;
     if (p.count === 0) return;
     this.count += p.count;
     this.sum.addDecimal(decimalFromJson(p.sum));
@@ -81,6 +88,7 @@ export class StatsAccumulator implements DecimalSink {
       min: n ? this.min : null,
       max: n ? this.max : null,
       ...(this.absentRecords ? { absent: this.absentRecords } : {}),
+      ...(this.nullRecords ? { nulls: this.nullRecords } : {}),
     };
   }
 }
@@ -107,6 +115,7 @@ export const stats: Op<ValueOptions, StatsPartial, StatsResult> = {
     refuseAbsentField(p.count, p.absent, params);
     return statsResultOf(p);
   },
+  missingValues: (p) => (p.absent ?? 0) + (p.nulls ?? 0),
 };
 
 /** Stats with Σx and Σx² as decimals, not their JSON text: what groupby combines in memory. */

@@ -77,6 +77,12 @@ export interface Op<P = unknown, A = unknown, R = unknown> {
    */
   namedInputs?(partial: A): Iterable<number>;
   /**
+   * Records the op left out because the value it reads was not there (a JSONL field absent or
+   * null), as SQL's aggregates leave out NULL: the job's status counts them as `missing`, so that
+   * a result over fewer records than were read says so. Absent: it leaves none out.
+   */
+  missingValues?(partial: A): number;
+  /**
    * Set on a keyed op (keyedOp.ts): its mapper's partial is a table of pairs, which the map task
    * writes to the shuffle partitioned by key; reduce tasks then combine each key's values and
    * write one line per key to the job's parts. `finalize` is never called.

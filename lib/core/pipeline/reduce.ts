@@ -210,6 +210,7 @@ export const reduceJob = async (
     let sniffed: readonly SniffedSeparator[];
     let ran: WhereRan;
     let runs: RunLog | undefined;
+    let missing = 0;
     if (partitions !== undefined) {
       let started = await reduceStarted(deps, jobId);
       if (!started) {
@@ -248,6 +249,7 @@ export const reduceJob = async (
         // JSON has no undefined: an op with nothing to say (a lab op over no records) answers null.
         const named = await inputNamesAt(deps.output, manifest, merge.op.namedInputs?.(stage.partial) ?? []);
         result = (await merge.finalize(stage.partial, inputCountOf(manifest), named)) ?? null;
+        missing = merge.op.missingValues?.(stage.partial) ?? 0;
         runs = stage.runs;
       } finally {
         own?.close();
@@ -255,7 +257,11 @@ export const reduceJob = async (
     }
     const races = await backupRaces(deps, jobId, manifest.resumed);
     const backups = backupCounts(races);
-    const status = { ...succeededStatus(manifest, skipped, nowOf(deps), sniffed, ran), ...(backups.launched ? { backups } : {}) };
+    const status = {
+      ...succeededStatus(manifest, skipped, nowOf(deps), sniffed, ran),
+      ...(missing ? { missing } : {}),
+      ...(backups.launched ? { backups } : {}),
+    };
     if (await superseded(deps, manifest.output.status, jobId, manifest.createdAt)) {
       await writeJson(deps.output, succeededKey(jobId), status);
       log.info("job succeeded but a later job owns its output; result not written", { chunks: manifest.chunks });
