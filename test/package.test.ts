@@ -144,6 +144,37 @@ describe("a lab project that depends on the tarball", () => {
     expect(expected).toBe(2400);
   });
 
+  it("runs an op module written in TypeScript through the installed `cloudmill run`: tsx comes with cloudmill", async () => {
+    await writeReadings(path.join(lab, "readings.jsonl"));
+    await mkdir(path.join(lab, "ts-ops"), { recursive: true });
+    await writeFile(
+      path.join(lab, "ts-ops", "schema.ts"),
+      `import { z } from "zod";
+export const Reading = z.object({ station: z.string(), celsius: z.number() });
+export type Reading = z.infer<typeof Reading>;
+`,
+    );
+    await writeFile(
+      path.join(lab, "ts-ops", "index.ts"),
+      `import { defineOp } from "cloudmill";
+import { Reading } from "./schema.js";
+export const validReadingsTs = defineOp({
+  name: "valid-readings-ts",
+  format: "jsonl",
+  map: (record: unknown): number => (Reading.safeParse(record).success ? 1 : 0),
+  combine: (a: number, b: number): number => a + b,
+  finalize: (n: number | undefined): { valid: number } => ({ valid: n ?? 0 }),
+});
+`,
+    );
+    const bin = path.join(lab, "node_modules", ".bin", "cloudmill");
+    const args = ["run", "readings.jsonl", "--op", "valid-readings-ts", "--ops", "./ts-ops/index.ts", "--chunk-size", "4KiB", "-w", "2"];
+    const r = await runProcess(bin, args, { cwd: lab, env: process.env });
+    expect(r.code, r.stderr).toBe(0);
+    // The count Python gives in the first test (writeReadings).
+    expect(JSON.parse(r.stdout)).toEqual({ valid: 2400 });
+  });
+
   it("resolves the root and `cloudmill/sdk` from the installed package; the SDK is not in the root", async () => {
     const probe = path.join(lab, "probe.mjs");
     await writeFile(
