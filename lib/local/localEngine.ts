@@ -209,6 +209,14 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     items,
     ...(options.spillBytes !== undefined ? { spillBytes: options.spillBytes } : {}),
   };
+  // With no task threads (-w 0), a lab op still maps on a thread of its own, as on the fleet
+  // (laneMapper.ts): one that never returns meets the task's time limit, and an interrupt is
+  // heard, where on this thread it would block both.
+  const mapHost =
+    workers === 0 && op.digest !== undefined && !isTaskOp(op) && modules.length > 0
+      ? (foldHost ??
+        new ThreadMapperHost({ opsModules: modules, taskTimeoutSeconds: options.taskTimeoutSeconds ?? DEFAULTS.taskTimeoutSeconds }))
+      : undefined;
   const executor: TaskExecutor =
     workers > 0
       ? threadExecutor(
@@ -223,7 +231,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
           // A task's chunk has no time limit of its own, as on the fleet: each item has its own.
           isTaskOp(op) ? Number.POSITIVE_INFINITY : options.taskTimeoutSeconds,
         )
-      : inlineExecutor(deps);
+      : inlineExecutor(mapHost ? { ...deps, mappers: mapHost } : deps);
 
   try {
     // Asked now, answered while the job starts; a job that fails first never reads the answer.
@@ -300,6 +308,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
   } finally {
     await items.close();
     await foldHost?.close();
+    if (mapHost !== foldHost) await mapHost?.close();
     await executor.close();
     await queue.close();
     await deadLetters.close();

@@ -6,7 +6,7 @@
  * Such a job, resumed with a longer limit (`cloudmill retry`), maps only its chunks with no part.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -19,7 +19,17 @@ import { defineOp } from "../../lib/core/ops/defineOp.js";
 import { builtinOps, OpRegistry } from "../../lib/core/ops/registry.js";
 import { runLocal } from "../../lib/local/localEngine.js";
 import { cli } from "../helpers/cli.js";
-import { requireBuild, ROOT, startTestCloud, type TestCloud, textOf, expectMatchesReference } from "../helpers/devCloud.js";
+import {
+  BIN,
+  requireBuild,
+  ROOT,
+  spawnChild,
+  startTestCloud,
+  type TestCloud,
+  textOf,
+  expectMatchesReference,
+  waitFor,
+} from "../helpers/devCloud.js";
 
 let dir: string;
 let cloud: TestCloud;
@@ -32,7 +42,15 @@ beforeAll(async () => {
   const defineOp = pathToFileURL(path.join(ROOT, "dist/lib/core/ops/defineOp.js")).href;
   await writeFile(
     module,
-    `import { defineOp } from ${JSON.stringify(defineOp)};
+    `import { writeFileSync } from "node:fs";
+import { defineOp } from ${JSON.stringify(defineOp)};
+// The same, writing the file SPIN_MARK names just before it spins.
+export const markedStuck = defineOp({
+  name: "marked-stuck",
+  format: "lines",
+  map: (line) => { if (line === "spin") { writeFileSync(process.env.SPIN_MARK, ""); for (;;) {} } return 1; },
+  combine: (a, b) => a + b,
+});
 // Never returns on a line that says so: a loop no timer on its thread can interrupt.
 export const stuck = defineOp({
   name: "stuck",
@@ -329,6 +347,55 @@ describe("on this machine", () => {
     expect(err?.describe()).toBe(
       `${file} (bytes 0-5): chunk 0 failed after 1 attempt: the chunk did not finish within 1 s (taskTimeoutSeconds)`,
     );
+  }, 60_000);
+
+  // As child processes: were the op to run on the CLI's own thread, its loop would block this test's.
+  it("with no task threads (-w 0), a lab op's chunk still meets --task-timeout: it maps on a thread of its own", async () => {
+    const file = path.join(dir, "stuck-inline.txt");
+    await writeFile(file, "a\nspin\n");
+    const run = spawnChild(process.execPath, [
+      BIN,
+      "run",
+      file,
+      "--ops",
+      module,
+      "--op",
+      "stuck",
+      "-w",
+      "0",
+      "--task-timeout",
+      "1",
+      "--max-attempts",
+      "1",
+      "--no-progress",
+    ]);
+    try {
+      expect(await run.exited).toEqual({ code: 6, signal: null });
+      // (After the warning every run gives for a task's last attempt.)
+      expect(run.stderr.at(-1)).toBe(
+        `cloudmill: ${file} (bytes 0-7): chunk 0 failed after 1 attempt: the chunk did not finish within 1 s (taskTimeoutSeconds)`,
+      );
+    } finally {
+      run.child.kill("SIGKILL");
+    }
+  }, 60_000);
+
+  it("with no task threads (-w 0), Ctrl-C while a lab op's chunk never returns: exit 130 in one line", async () => {
+    const file = path.join(dir, "marked-inline.txt");
+    const mark = path.join(dir, "spinning");
+    await writeFile(file, "a\nspin\n");
+    const run = spawnChild(process.execPath, [BIN, "run", file, "--ops", module, "--op", "marked-stuck", "-w", "0", "--no-progress"], {
+      env: { ...process.env, SPIN_MARK: mark },
+    });
+    try {
+      // The op says when it spins (a file it writes just before).
+      await waitFor("the op to spin", async () => ((await readFile(mark).catch(() => undefined)) ? true : undefined), 30_000, 20);
+      run.child.kill("SIGINT");
+      expect(await run.exited).toEqual({ code: 130, signal: null });
+      expect(run.stderr).toEqual(["cloudmill: interrupted"]);
+    } finally {
+      run.child.kill("SIGKILL");
+    }
   }, 60_000);
 
   it("a job's own taskTimeoutSeconds wins over the run's", async () => {
