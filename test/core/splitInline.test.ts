@@ -313,3 +313,36 @@ describe("a job mapped whole where it starts, whose own reduce fails", () => {
     expect(await readJson(s.output, "out/result.json", z.unknown())).toEqual(refCount(TEXT));
   });
 });
+
+describe("a job mapped where it starts shows its progress", () => {
+  it("its status counts the chunks mapped so far, about once a second, before the job ends", async () => {
+    const s = await setUp("progress");
+    // Every chunk's read takes 400 ms of the job's clock.
+    let clock = Date.parse("2026-12-07T10:00:00.000Z");
+    const inputs = s.deps.inputStore("in");
+    const slow = Object.assign(Object.create(inputs) as BlobStore, {
+      get: (...args: Parameters<BlobStore["get"]>) => {
+        clock += 400;
+        return inputs.get(...args);
+      },
+    });
+    const shown: { state: string; done: number }[] = [];
+    const output = Object.assign(Object.create(s.output) as BlobStore, {
+      put: async (key: string, ...rest: Parameters<BlobStore["put"]> extends [string, ...infer R] ? R : never) => {
+        await s.output.put(key, ...rest);
+        if (key === "out/status.json") shown.push(JobStatus.parse(JSON.parse(String(rest[0]))));
+      },
+    });
+    const deps: SplitDeps = { ...s.deps, output, inputStore: () => slow, now: () => clock };
+    await startJob(
+      deps,
+      planOf(s, "count", () => 60_000),
+    );
+    const running = shown.filter((st) => st.state === "running").map((st) => st.done);
+    // Started at 0; then some, never all, while it mapped; then the end.
+    expect(running[0]).toBe(0);
+    expect(running.some((done) => done > 0 && done < CHUNKS)).toBe(true);
+    expect(running).toEqual([...running].sort((a, b) => a - b));
+    expect(shown.at(-1)).toMatchObject({ state: "succeeded", done: CHUNKS });
+  });
+});

@@ -25,7 +25,15 @@ export interface InlineOptions {
   readonly remainingMs: () => number;
   /** Time kept back to hand the remaining chunks to the fleet. */
   readonly reserveMs: number;
+  /**
+   * Shows how many chunks are mapped (the job's status), at most once per PROGRESS_EVERY_MS: no
+   * part of an inline chunk wakes the reducer, which shows a fleet job's.
+   */
+  readonly progress?: (mapped: number) => Promise<void>;
 }
+
+/** How often an inline run shows its progress. */
+const PROGRESS_EVERY_MS = 1000;
 
 /** Written before the first inline chunk: a later invocation that finds it knows an earlier one died. */
 export const InlineMarker = z.object({ at: z.string() });
@@ -76,6 +84,7 @@ export interface InlineRun {
 export const mapInline = async (deps: SplitDeps, tasks: Iterable<MapTask>, options: InlineOptions): Promise<InlineRun> => {
   let mapped = 0;
   let slowest = 0;
+  let shown = nowOf(deps);
   // A lab's map runs on a thread (when the splitter has them), where the budget's abort ends
   // even a map that never yields, and its heap is capped; a built-in runs here, sooner.
   const { mappers: _, ...here } = deps;
@@ -110,6 +119,12 @@ export const mapInline = async (deps: SplitDeps, tasks: Iterable<MapTask>, optio
     }
     slowest = Math.max(slowest, nowOf(deps) - began);
     mapped++;
+    if (options.progress && nowOf(deps) - shown >= PROGRESS_EVERY_MS) {
+      shown = nowOf(deps);
+      await options
+        .progress(mapped)
+        .catch((err: unknown) => deps.log.warn("inline progress not shown", { jobId: task.jobId, ...logFieldsOf(toCloudmillError(err)) }));
+    }
   }
   return { mapped, ended: false };
 };

@@ -234,7 +234,7 @@ export const startJob = async (deps: SplitDeps, given: JobPlan): Promise<Started
     const run = await mapInline(
       deps,
       tasks(() => false),
-      plan.inline,
+      { ...plan.inline, progress: (mapped) => writeProgress(deps, manifest, mapped) },
     );
     log.info("mapped inline", { mapped: run.mapped, of: manifest.chunks, ...(run.ended ? { ended: true } : {}) });
     // A job that ended (a chunk failed it, or it was cancelled) needs no fleet.
