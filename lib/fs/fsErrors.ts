@@ -31,6 +31,13 @@ export const plainCause = (err: unknown): string => {
 /** Whether the same call would fail again here: a disk full, read-only, over quota, not ours to write. */
 export const isLasting = (err: unknown): boolean => LASTING.has(errnoOf(err) ?? "");
 
+/** Characters of `what` an error line keeps: a path may be as long as a manifest's line. */
+const MAX_WHAT = 400;
+
+/** `what`, its middle cut out past MAX_WHAT characters: the call and the path's start and end stay. */
+const shortened = (what: string): string =>
+  what.length <= MAX_WHAT ? what : `${what.slice(0, MAX_WHAT / 2)}…(${what.length - MAX_WHAT} characters)…${what.slice(-MAX_WHAT / 2)}`;
+
 /**
  * An ENVIRONMENT error of one line, `<what>: <cause in plain words>` (e.g. `cannot write
  * /out/part-00000.txt: no space left on device (ENOSPC)`), marked lasting when it would recur.
@@ -39,4 +46,6 @@ export const isLasting = (err: unknown): boolean => LASTING.has(errnoOf(err) ?? 
 export const fileFailure = (what: string, err: unknown): CloudmillError =>
   err instanceof CloudmillError
     ? err
-    : new CloudmillError(ErrorCode.ENVIRONMENT, `${what}: ${plainCause(err)}`, isLasting(err) ? { lasting: true } : {}, { cause: err });
+    : new CloudmillError(ErrorCode.ENVIRONMENT, `${shortened(what)}: ${plainCause(err)}`, isLasting(err) ? { lasting: true } : {}, {
+        cause: err,
+      });

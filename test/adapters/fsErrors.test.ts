@@ -46,4 +46,15 @@ describe("fileFailure", () => {
     expect(fileFailure(`cannot write ${file}/x`, err).describe()).toBe(`cannot write ${file}/x: not a directory (ENOTDIR)`);
     expect(isLasting(err)).toBe(false);
   });
+
+  it("a path too long for the system (a manifest's line, say): the line keeps its start and end, not the whole path", async () => {
+    const long = path.join(dir, "k".repeat(20_000));
+    const err = await failureOf(writeFile(long, ""));
+    expect(plainCause(err)).toBe("name too long (ENAMETOOLONG)");
+    const line = fileFailure(`head ${long}`, err).describe();
+    expect(line.length).toBeLessThan(600);
+    expect(line.startsWith(`head ${dir}/kkk`)).toBe(true);
+    expect(line.endsWith("kkk: name too long (ENAMETOOLONG)")).toBe(true);
+    expect(line).toContain(`…(${`head ${long}`.length - 400} characters)…`);
+  });
 });

@@ -42,7 +42,7 @@ export interface ListedEntry {
   readonly text: string;
 }
 
-const refuse = (where: string, line: number | undefined, message: string, at?: { offset: number; decoded?: true }): CloudmillError =>
+export const refuse = (where: string, line: number | undefined, message: string, at?: { offset: number; decoded?: true }): CloudmillError =>
   new CloudmillError(ErrorCode.INVALID_SPEC, message, { input: where, ...(line !== undefined ? { line } : {}), ...at });
 
 /** A UTF-8 byte order mark, as spreadsheets save "CSV UTF-8": not part of the first row. */
@@ -217,8 +217,12 @@ export const inventoryReport = (json: string, where: string): InventoryReport =>
   return { bucket, files: m.data.files.map((f) => f.key), columns };
 };
 
-/** An inventory row is a few hundred bytes (a key is at most 1,024): a longer "row" is no inventory. */
-const MAX_INVENTORY_ROW = 1 << 20;
+/**
+ * The longest line a manifest may have. A line names one object (a key is at most 1,024 bytes;
+ * an inventory row a few hundred more): a longer one is no manifest line, and is refused rather
+ * than held whole.
+ */
+export const MAX_MANIFEST_LINE = 1 << 20;
 
 /**
  * The lines of gzip-compressed text, decoded as they come: an inventory data file may decode to
@@ -244,8 +248,8 @@ const gunzippedLines = async function* (
       at += Buffer.byteLength(raw) + 1;
     }
     rest = joined.slice(from);
-    if (rest.length > MAX_INVENTORY_ROW)
-      throw refuse(where, line + 1, `a row longer than ${MAX_INVENTORY_ROW} characters: not an S3 Inventory CSV`);
+    if (rest.length > MAX_MANIFEST_LINE)
+      throw refuse(where, line + 1, `a row longer than ${MAX_MANIFEST_LINE} characters: not an S3 Inventory CSV`);
   };
   // A reader that stops early returns this generator, and the loop's exit ends the stream.
   for await (const piece of Readable.from([gzipped]).pipe(createGunzip())) yield* lines(utf8.decode(piece as Buffer, { stream: true }));

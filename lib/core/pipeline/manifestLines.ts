@@ -5,7 +5,7 @@
  * cut from it, never the file.
  */
 import { CloudmillError, ErrorCode } from "../errors.js";
-import { linesOf, type LinePosition, type ManifestLine } from "./inputManifests.js";
+import { linesOf, MAX_MANIFEST_LINE, refuse, type LinePosition, type ManifestLine } from "./inputManifests.js";
 
 /** Bytes of a manifest read at once. */
 export const MANIFEST_WINDOW = 8 * 2 ** 20;
@@ -15,7 +15,7 @@ export type ReadRange = (start: number, end: number) => Promise<Buffer>;
 
 /**
  * The lines of a manifest of `size` bytes from `from` on, as linesOf numbers and places them
- * in the whole file. A line longer than a window is read on until it ends.
+ * in the whole file. A line longer than a window is read on until it ends, up to MAX_MANIFEST_LINE.
  */
 export async function* manifestLines(
   read: ReadRange,
@@ -36,10 +36,15 @@ export async function* manifestLines(
     // Whole lines only, but for the file's last.
     const cut = next >= size ? buf.length : buf.lastIndexOf(0x0a) + 1;
     carry = Buffer.from(buf.subarray(cut));
-    if (cut === 0) continue;
-    for (const l of linesOf(buf.subarray(0, cut), where, at)) {
-      yield l;
-      at = { at: l.next, line: l.line };
-    }
+    if (cut > 0)
+      for (const l of linesOf(buf.subarray(0, cut), where, at)) {
+        yield l;
+        at = { at: l.next, line: l.line };
+      }
+    // What is carried is the next line's start: one that long names no object.
+    if (carry.length > MAX_MANIFEST_LINE)
+      throw refuse(where, at.line + 1, `a line longer than ${MAX_MANIFEST_LINE} bytes: a manifest line names one object`, {
+        offset: at.at,
+      });
   }
 }
