@@ -1,6 +1,7 @@
 /** Flag parsing shared by commands: `--param k=v` pairs, worker counts, numbers within a range. */
 import * as z from "zod";
 import { invalidSpec } from "../core/errors.js";
+import { MaxRecordBytes } from "../core/job/spec.js";
 
 /** Collects repeated `--param k=v` into an object (values stay strings; ops parse them). */
 export const collectParam = (value: string, previous: Record<string, string> = {}): Record<string, string> => {
@@ -65,7 +66,7 @@ export const limitFlag = {
   maxAttempts: numberFlag("a whole number", { min: 1, max: 20 }).optional(),
   taskTimeout: numberFlag("whole seconds", { min: 1, max: 86_400 }).optional(),
   taskMemory: numberFlag("whole MiB", { min: 64, max: 65_536 }).optional(),
-  maxRecordBytes: z.string().optional(),
+  maxRecordBytes: MaxRecordBytes.optional(),
   maxCostUsd: numberFlag("dollars", { above: 0, max: 1_000_000, fraction: true }).optional(),
   deadline: numberFlag("whole seconds", { min: 1, max: 7 * 86_400 }).optional(),
 } as const;
@@ -78,7 +79,7 @@ export const limitsOf = (
 ): {
   taskTimeoutSeconds?: number;
   taskMemoryMiB?: number;
-  maxRecordBytes?: string;
+  maxRecordBytes?: number;
   maxCostUsd?: number;
   deadlineSeconds?: number;
 } => ({

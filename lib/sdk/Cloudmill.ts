@@ -852,7 +852,12 @@ export class Cloudmill {
       throw new CloudmillError(ErrorCode.INVALID_SPEC, `job ${jobId} is ${ended.state}: only a failed or cancelled job can be retried`, {
         jobId,
       });
-    const maxRecordBytes = options.maxRecordBytes === undefined ? undefined : MaxRecordBytes.parse(options.maxRecordBytes);
+    const parsedMax = options.maxRecordBytes === undefined ? undefined : MaxRecordBytes.safeParse(options.maxRecordBytes);
+    if (parsedMax?.success === false)
+      throw new CloudmillError(ErrorCode.INVALID_SPEC, `maxRecordBytes: ${parsedMax.error.issues[0]?.message ?? "not a size"}`, {
+        field: "maxRecordBytes",
+      });
+    const maxRecordBytes = parsedMax?.data;
     const request = RetryRequest.parse({
       after: manifest.retries ?? 0,
       at: new Date().toISOString(),

@@ -36,7 +36,8 @@ describe("cloudmill submit's limits", () => {
   it.each([
     [["--task-timeout", "600"], { taskTimeoutSeconds: 600 }],
     [["--task-memory", "512"], { taskMemoryMiB: 512 }],
-    [["--max-record-bytes", "2MiB"], { maxRecordBytes: "2MiB" }],
+    // As bytes: the flag is read as run's is (2 × 1024²).
+    [["--max-record-bytes", "2MiB"], { maxRecordBytes: 2 * 1024 * 1024 }],
     [["--max-cost-usd", "0.25"], { maxCostUsd: 0.25 }],
     [["--deadline", "3600"], { deadlineSeconds: 3600 }],
     [["--max-attempts", "2"], { maxAttempts: 2 }],
@@ -66,7 +67,7 @@ describe("cloudmill submit's limits", () => {
     expect(await specOf(r.stdout.trim())).toMatchObject({
       taskTimeoutSeconds: 120,
       taskMemoryMiB: 256,
-      maxRecordBytes: "3MiB",
+      maxRecordBytes: 3 * 1024 * 1024,
       maxCostUsd: 1.5,
       deadlineSeconds: 900,
     });
@@ -76,6 +77,13 @@ describe("cloudmill submit's limits", () => {
     const r = await submit(WORDS, "--op", "count", "--task-memory", "32");
     expect(r.code).toBe(2);
     expect(r.stderr).toBe("cloudmill: --task-memory: expected whole MiB from 64 to 65536\n");
+    expect(r.stdout).toBe("");
+  });
+
+  it("a size that is none is refused naming the flag, as run refuses it", async () => {
+    const r = await submit(WORDS, "--op", "count", "--max-record-bytes", "banana");
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe('cloudmill: --max-record-bytes: expected a whole number of bytes or a size like 16MiB, got "banana"\n');
     expect(r.stdout).toBe("");
   });
 

@@ -209,6 +209,12 @@ describe("Cloudmill against cloudmill dev", () => {
       code: "INVALID_SPEC",
       message: expect.stringContaining("a job that skips bad records keeps its old maxRecordBytes"),
     });
+    // A size that is none: one line naming the option, not a schema library's dump.
+    await expect(future.retry({ maxRecordBytes: "banana", timeoutMs: 30_000 })).rejects.toMatchObject({
+      name: "CloudmillError",
+      code: "INVALID_SPEC",
+      message: 'maxRecordBytes: expected a whole number of bytes or a size like 16MiB, got "banana"',
+    });
 
     const typo = "job-20990101T000000-deadbeefdeadbeef";
     await expect(mill.job(typo).cancel()).rejects.toMatchObject({ code: "INPUT_NOT_FOUND" });
