@@ -7,7 +7,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { lstat, mkdir, mkdtemp, readdir, readlink, rm, symlink, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -92,6 +92,65 @@ describe("a disk that refuses the run's writes", () => {
     expect((await lstat(out)).isSymbolicLink()).toBe(true);
     expect(await readlink(out)).toBe("/dev/full");
     expect(await readdir(folder)).toEqual(["result.json"]);
+  });
+
+  it("--out and --report through a link to /proc/self/fd/1 (as /dev/stdout is) with stdout sent to a file: written into it, the link kept", async () => {
+    // A stand-in for /dev/stdout, made by any user: the real one a test run as root must not risk.
+    const folder = await mkdtemp(path.join(dir, "dev-stdout-"));
+    await mkdir(path.join(folder, "dev"));
+    const stdout = path.join(folder, "dev", "stdout");
+    await symlink("/proc/self/fd/1", stdout);
+    const run = ["run", "examples/numbers.txt", "--op", "count", "--no-progress"];
+    const shell = (script: string, args: readonly string[]): Promise<Ran> =>
+      runProcess("sh", ["-c", script, "sh", ...args], { cwd: ROOT, env: { ...process.env, CLOUDMILL_DEBUG: "" } });
+    // Into a pipe (this test's own stdout is a socket, which /proc/self/fd/1 cannot open): the result as a run without --out prints it.
+    const piped = await shell('"$@" | cat', [process.execPath, BIN, ...run, "--out", stdout]);
+    expect(piped.code, piped.stderr).toBe(0);
+    expect(JSON.parse(piped.stdout)).toEqual(JSON.parse((await cli(run)).stdout));
+    const redirected = (flags: readonly string[], file: string): Promise<Ran> =>
+      shell('file=$1; shift; exec "$@" > "$file"', [file, process.execPath, BIN, ...run, ...flags]);
+    const res = path.join(folder, "res.json");
+    const out = await redirected(["--out", stdout], res);
+    expect(out.code, out.stderr).toBe(0);
+    expect(await readFile(res, "utf8")).toBe(piped.stdout);
+    const page = path.join(folder, "page.html");
+    const report = await redirected(["--out", path.join(folder, "result.json"), "--report", stdout], page);
+    expect(report.code, report.stderr).toBe(0);
+    expect(await readFile(page, "utf8")).toMatch(/^<!doctype html>/i);
+    expect(await readlink(stdout)).toBe("/proc/self/fd/1");
+    expect(await readdir(path.join(folder, "dev"))).toEqual(["stdout"]);
+    expect((await readdir(folder)).sort()).toEqual(["dev", "page.html", "res.json", "result.json"]);
+  }, 60_000);
+
+  it("--report and --out through links to a file and to none yet: the files are written, the links kept", async () => {
+    const folder = await mkdtemp(path.join(dir, "linked-"));
+    await mkdir(path.join(folder, "real"));
+    await writeFile(path.join(folder, "real", "page.html"), "old");
+    await symlink("real/page.html", path.join(folder, "page.html"));
+    await symlink("real/result.json", path.join(folder, "result.json"));
+    const r = await cli([
+      "run",
+      "examples/numbers.txt",
+      "--op",
+      "count",
+      "--no-progress",
+      "--out",
+      path.join(folder, "result.json"),
+      "--report",
+      path.join(folder, "page.html"),
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await readFile(path.join(folder, "real", "page.html"), "utf8")).toMatch(/^<!doctype html>/i);
+    expect(JSON.parse(await readFile(path.join(folder, "real", "result.json"), "utf8"))).toBeTypeOf("object");
+    expect(await readlink(path.join(folder, "page.html"))).toBe("real/page.html");
+    expect(await readlink(path.join(folder, "result.json"))).toBe("real/result.json");
+    expect((await readdir(folder, { recursive: true })).sort()).toEqual([
+      "page.html",
+      "real",
+      "real/page.html",
+      "real/result.json",
+      "result.json",
+    ]);
   });
 
   it("--out-dir with a folder where a part must go: exit 7, one line naming it; no _SUCCESS, no temporary file", async () => {

@@ -4,11 +4,10 @@ import * as z from "zod";
 import { CloudmillError, ErrorCode } from "../../core/errors.js";
 import type { JobReport } from "../../core/report/jobReport.js";
 import { reportHtml } from "../../core/report/html.js";
-import { writeFileAtomically } from "../../fs/atomicFile.js";
-import { fileFailure } from "../../fs/fsErrors.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 import { pricedAs } from "./estimate.js";
+import { writeOutputFile } from "./result.js";
 
 /** One line: tasks, workers, wall time, stragglers and cost. */
 export const reportLine = (r: JobReport): string => {
@@ -29,14 +28,8 @@ export const reportLine = (r: JobReport): string => {
   );
 };
 
-/** Writes the page atomically; an unwritable path is one clear line. */
-export const writeReportHtml = async (file: string, report: JobReport): Promise<void> => {
-  try {
-    await writeFileAtomically(file, reportHtml(report));
-  } catch (err) {
-    throw fileFailure(`cannot write ${file}`, err);
-  }
-};
+/** Writes the page as writeOutputFile writes a file; an unwritable path is one clear line. */
+export const writeReportHtml = (file: string, report: JobReport): Promise<void> => writeOutputFile(file, reportHtml(report));
 
 const ReportFlags = z.object({ html: z.string().optional(), json: z.boolean().default(false) });
 

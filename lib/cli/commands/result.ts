@@ -1,6 +1,6 @@
 /** `cloudmill result <job>`: the result JSON of a job that has ended; its error if it failed. */
 import { constants } from "node:fs";
-import { access, mkdtemp, rmdir, stat, writeFile } from "node:fs/promises";
+import { access, lstat, mkdtemp, readlink, rmdir, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Command } from "commander";
 import * as z from "zod";
@@ -11,20 +11,29 @@ import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js
 import type { CliIO } from "../io.js";
 import type { JobStatus } from "../../sdk/types.js";
 
-/** The result as pretty JSON on stdout, or atomically into a file. */
+/**
+ * Writes a file a command was told to write (--out, --report, --html). A plain file, or a new
+ * one, is written atomically: beside it, then renamed over it. Anything else is written into
+ * (opened for writing, truncated): a device or a pipe, and a symbolic link whatever it points
+ * to, since a rename would replace the link itself. /dev/stdout is a link to /proc/self/fd/1,
+ * which with stdout sent to a file (`> res.json`) leads to a plain file: renamed over, the link
+ * became that file, and the result never reached the shell's.
+ */
+export const writeOutputFile = async (file: string, text: string): Promise<void> => {
+  try {
+    const found = await lstat(file).catch(() => undefined);
+    if (found && !found.isFile()) await writeFile(file, text);
+    else await writeFileAtomically(file, text);
+  } catch (err) {
+    throw fileFailure(`cannot write ${file}`, err);
+  }
+};
+
+/** The result as pretty JSON on stdout, or into a file (as writeOutputFile writes it). */
 export const writeResult = async (io: CliIO, result: unknown, out?: string): Promise<void> => {
   const text = `${JSON.stringify(result, null, 2)}\n`;
-  if (!out) {
-    io.stdout.write(text);
-    return;
-  }
-  try {
-    // A device or a pipe (/dev/stdout, a FIFO) is written into: a rename over it would replace it.
-    if ((await stat(out).catch(() => undefined))?.isFile() === false) await writeFile(out, text);
-    else await writeFileAtomically(out, text);
-  } catch (err) {
-    throw fileFailure(`cannot write ${out}`, err);
-  }
+  if (out) await writeOutputFile(out, text);
+  else io.stdout.write(text);
 };
 
 /**
@@ -34,16 +43,18 @@ export const writeResult = async (io: CliIO, result: unknown, out?: string): Pro
 export const checkWritableFile = async (flag: string, file: string | undefined): Promise<void> => {
   if (file === undefined) return;
   const resolved = path.resolve(file);
-  const found = await stat(resolved).catch(() => undefined);
+  const entry = await lstat(resolved).catch(() => undefined);
+  const found = entry?.isSymbolicLink() ? await stat(resolved).catch(() => undefined) : entry;
   if (found?.isDirectory()) throw new CloudmillError(ErrorCode.INVALID_SPEC, `${flag} ${file}: is a directory; name a file in it`);
-  // A device or a pipe is written into, not replaced: it is what must take writes, not its folder.
-  if (found && !found.isFile()) {
+  // What is written into, not replaced (a link, a device, a pipe): it is what must take writes, not its folder.
+  if (entry && !entry.isFile() && found) {
     await access(resolved, constants.W_OK).catch((err: unknown) => {
       throw fileFailure(`${flag} ${file}: cannot write it`, err);
     });
     return;
   }
-  const folder = path.dirname(resolved);
+  // A link to nothing yet: writing through it makes what it names, in that folder.
+  const folder = path.dirname(entry?.isSymbolicLink() ? path.resolve(path.dirname(resolved), await readlink(resolved)) : resolved);
   await access(folder, constants.W_OK).catch(() => {
     throw new CloudmillError(ErrorCode.ENVIRONMENT, `${flag} ${file}: cannot write in ${folder} (no such folder, or not writable)`);
   });
