@@ -4,9 +4,10 @@
  * could release it) is taken over; one of a live process, or of another namespace's (whose
  * processes this one cannot see), is not.
  */
-import { link, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { readFile, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { isAlive, namespace, tempFor } from "./processFolders.js";
+import { isAlive, namespace } from "./processFolders.js";
 
 /** The lock file's name in its folder: hidden, so that a folder read as input leaves it out. */
 export const LOCK_NAME = ".cloudmill-lock";
@@ -31,50 +32,106 @@ const holderIn = (text: string | undefined): LockHolder | undefined => {
   }
 };
 
-/** Most takeovers of a stale lock one call tries before it reports the folder held. */
-const TAKEOVERS = 8;
+/** How long one call waits, in all, for other processes' takeovers before it reports the folder held. */
+const TAKEOVER_WAIT_MS = 2000;
 
-/**
- * Takes `dir`'s lock for this process. Resolves with its release, or with who holds it (undefined:
- * a lock file that names no process, which is never taken over). Fails as the filesystem does.
- */
-export const lockFolder = async (dir: string): Promise<Locked> => {
-  const file = path.join(dir, LOCK_NAME);
-  const mine = lockText({ pid: process.pid, namespace });
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await writeFile(file, mine, { flag: "wx" });
-      return { release: () => release(file, mine) };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") {
-        // Made, but not written whole (a disk full): a lock that names no one would hold the folder for good.
-        await rm(file, { force: true }).catch(() => undefined);
-        throw err;
-      }
-    }
-    const seen = await readFile(file, "utf8").catch(() => undefined);
-    // Released meanwhile: try again.
-    if (seen === undefined) continue;
-    const holder = holderIn(seen);
-    if (!holder || holder.namespace !== namespace || isAlive(holder.pid) || attempt >= TAKEOVERS) return { heldBy: holder };
-    await takeOver(file, seen);
+/** A takeover guard older than this is broken even when its process cannot be seen to be gone: a takeover takes milliseconds. */
+const GUARD_MAX_AGE_MS = 10_000;
+
+/** Guards of guards deep at most: each level is there only if a process was killed inside the level below's takeover. */
+const GUARD_DEPTH = 4;
+
+const pause = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Whether a lock names a process of this namespace that is gone. */
+const isStale = (text: string | undefined): boolean => {
+  const holder = holderIn(text);
+  return holder !== undefined && holder.namespace === namespace && !isAlive(holder.pid);
+};
+
+/** A lock's or a guard's text; undefined if there is none, empty (naming no one) if it cannot be read. */
+const readLock = (file: string): Promise<string | undefined> =>
+  readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? undefined : ""));
+
+/** Makes `file` holding `text`, only if there is none: false if there is one. Fails as the filesystem does. */
+const create = async (file: string, text: string): Promise<boolean> => {
+  try {
+    await writeFile(file, text, { flag: "wx" });
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+    // Made, but not written whole (a disk full): a lock that names no one would hold the folder for good.
+    await rm(file, { force: true }).catch(() => undefined);
+    throw err;
   }
 };
 
 /**
- * Moves a dead process's lock aside and removes it. Two processes may both find it stale: the
- * second may move aside the lock the first has just taken, which it then puts back (link fails
- * rather than replace a lock taken meanwhile), and finds it held.
+ * Takes `dir`'s lock for this process. Resolves with its release, or with who holds it (undefined:
+ * a lock file that names no process, which is never taken over). Fails as the filesystem does.
+ *
+ * A lock whose process is gone is taken over under a guard, `<lock>.takeover`, made with O_EXCL:
+ * only its holder removes a lock it did not make, and only once it has read it again under the
+ * guard and found it still the same dead process's. The live lock's name is never moved aside,
+ * so a run that holds it keeps it whatever other runs find meanwhile.
  */
-const takeOver = async (file: string, stale: string): Promise<void> => {
-  const aside = tempFor(file);
-  try {
-    await rename(file, aside);
-  } catch {
-    return;
+export const lockFolder = async (dir: string): Promise<Locked> => {
+  const file = path.join(dir, LOCK_NAME);
+  const mine = lockText({ pid: process.pid, namespace });
+  const taken: Locked = { release: () => release(file, mine) };
+  const giveUp = Date.now() + TAKEOVER_WAIT_MS;
+  for (;;) {
+    if (await create(file, mine)) return taken;
+    const seen = await readLock(file);
+    // Released meanwhile: try again.
+    if (seen === undefined) continue;
+    if (!isStale(seen) || Date.now() > giveUp) return { heldBy: holderIn(seen) };
+    const took = await guarded(`${file}.takeover`, async () => {
+      const now = await readLock(file);
+      if (now !== undefined && (now !== seen || !isStale(now))) return false;
+      await rm(file, { force: true });
+      return create(file, mine);
+    });
+    if (took) return taken;
+    // Another process's takeover is under way: its lock, or the dead one's still, is read again.
+    if (took === undefined) await pause(5);
   }
-  if ((await readFile(aside, "utf8").catch(() => undefined)) !== stale) await link(aside, file).catch(() => undefined);
-  await rm(aside, { force: true });
+};
+
+/**
+ * Runs `body` holding `guard` (made with O_EXCL, naming this process), then removes it. Resolves
+ * undefined without running it when another process holds the guard. A guard whose process is
+ * gone (killed during its takeover), or that is older than any takeover takes, is broken: under a
+ * guard of its own, once read again and found the same, so that two processes breaking it at once
+ * cannot remove a third's new one.
+ */
+const guarded = async <T>(guard: string, body: () => Promise<T>, depth = 0): Promise<T | undefined> => {
+  // A token of its own: a guard's text is never another's, even one of a reused pid.
+  const mine = `${JSON.stringify({ pid: process.pid, namespace, token: randomBytes(8).toString("hex") })}\n`;
+  if (!(await create(guard, mine))) {
+    const seen = await readLock(guard);
+    if (seen !== undefined && depth < GUARD_DEPTH && (await abandoned(guard, seen)))
+      await guarded(
+        `${guard}.takeover`,
+        async () => {
+          if ((await readLock(guard)) === seen) await rm(guard, { force: true });
+        },
+        depth + 1,
+      );
+    return undefined;
+  }
+  try {
+    return await body();
+  } finally {
+    if ((await readLock(guard)) === mine) await rm(guard, { force: true });
+  }
+};
+
+/** Whether a guard that reads `text` was left by a process of this namespace that is gone, or is too old for any takeover. */
+const abandoned = async (guard: string, text: string): Promise<boolean> => {
+  if (isStale(text)) return true;
+  const made = await stat(guard).catch(() => undefined);
+  return made !== undefined && Date.now() - made.mtimeMs > GUARD_MAX_AGE_MS;
 };
 
 /** Removes the lock if it is still this process's. */

@@ -1,16 +1,21 @@
 /**
  * lockFolder (lib/fs/folderLock.ts): one process at a time holds a folder; a lock whose process
  * is gone is taken over, a live one's or another PID namespace's is not, and a release removes
- * only this process's own lock.
+ * only this process's own lock. Processes racing for one stale lock are real processes, running
+ * the built module (dist/).
  */
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LOCK_NAME, lockFolder, lockText } from "../../lib/fs/folderLock.js";
 import { namespace } from "../../lib/fs/processFolders.js";
+import { runProcess } from "../helpers/processes.js";
+
+const ROOT = path.resolve(import.meta.dirname, "../..");
 
 let dir: string;
 beforeAll(async () => {
@@ -46,6 +51,39 @@ describe("lockFolder", () => {
     expect(await readdir(folder)).toEqual([]);
   });
 
+  it("breaks the takeover guards of processes killed during a takeover, guards of guards too, and leaves nothing behind", async () => {
+    const folder = await fresh();
+    const lock = path.join(folder, LOCK_NAME);
+    await writeFile(lock, lockText({ pid: spawnSync("true").pid!, namespace }));
+    await writeFile(`${lock}.takeover`, lockText({ pid: spawnSync("true").pid!, namespace }));
+    await writeFile(`${lock}.takeover.takeover`, lockText({ pid: spawnSync("true").pid!, namespace }));
+    const taken = await lockFolder(folder);
+    if (!("release" in taken)) throw new Error(`not taken: ${JSON.stringify(taken)}`);
+    expect(await readdir(folder)).toEqual([LOCK_NAME]);
+    await taken.release();
+    expect(await readdir(folder)).toEqual([]);
+  });
+
+  it("breaks a takeover guard too old for any takeover, even one naming a live process or no process", async () => {
+    const live = spawn("sleep", ["60"]);
+    try {
+      for (const text of [lockText({ pid: live.pid!, namespace }), ""]) {
+        const folder = await fresh();
+        const lock = path.join(folder, LOCK_NAME);
+        await writeFile(lock, lockText({ pid: spawnSync("true").pid!, namespace }));
+        await writeFile(`${lock}.takeover`, text);
+        const longAgo = new Date(Date.now() - 60_000);
+        await utimes(`${lock}.takeover`, longAgo, longAgo);
+        const taken = await lockFolder(folder);
+        if (!("release" in taken)) throw new Error(`not taken: ${JSON.stringify(taken)}`);
+        await taken.release();
+        expect(await readdir(folder)).toEqual([]);
+      }
+    } finally {
+      live.kill();
+    }
+  });
+
   it("leaves a live process's lock, another namespace's, and one that names no process", async () => {
     const live = spawn("sleep", ["60"]);
     try {
@@ -68,6 +106,12 @@ describe("lockFolder", () => {
     }
   });
 
+  it("a lock that cannot be read (a folder in its place) names no process: reported at once, not tried for ever", async () => {
+    const folder = await fresh();
+    await mkdir(path.join(folder, LOCK_NAME));
+    expect(await lockFolder(folder)).toEqual({ heldBy: undefined });
+  }, 5_000);
+
   it("a release leaves a lock that is no longer this process's", async () => {
     const folder = await fresh();
     const taken = await lockFolder(folder);
@@ -77,4 +121,81 @@ describe("lockFolder", () => {
     await taken.release();
     expect(existsSync(path.join(folder, LOCK_NAME))).toBe(true);
   });
+});
+
+/**
+ * A racer: for each folder in turn, waits at a barrier until every racer is there (a file per
+ * racer in `barrier`), then takes the folder's lock; once taken, logs `acquire`, holds it
+ * `holdMs`, logs `release` and releases it. Logged lines are appended (O_APPEND): their order is
+ * the order of the events, and a holder's `release` line is written before its lock goes.
+ */
+const RACER = `
+import { appendFileSync, readdirSync, writeFileSync } from "node:fs";
+const [module, log, barrier, racers, me, holdMs, ...folders] = process.argv.slice(1);
+const { lockFolder } = await import(module);
+const nap = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+for (const [round, folder] of folders.entries()) {
+  writeFileSync(barrier + "/" + round + "-" + me, "");
+  while (readdirSync(barrier).filter((f) => f.startsWith(round + "-")).length < Number(racers)) nap(1);
+  const got = await lockFolder(folder);
+  if (!("release" in got)) {
+    appendFileSync(log, round + " refused " + me + "\\n");
+    continue;
+  }
+  appendFileSync(log, round + " acquire " + me + "\\n");
+  await new Promise((resolve) => setTimeout(resolve, Number(holdMs)));
+  appendFileSync(log, round + " release " + me + "\\n");
+  await got.release();
+}
+`;
+
+describe("racing for a stale lock", () => {
+  beforeAll(() => {
+    if (!existsSync(path.join(ROOT, "dist/lib/fs/folderLock.js"))) throw new Error("racers run dist/: build first (npm run build)");
+  });
+
+  it("many processes taking over one dead process's lock at once: never two holders at a time", async () => {
+    const rounds = 25;
+    const racers = 6;
+    const race = await fresh();
+    const barrier = path.join(race, "barrier");
+    await mkdir(barrier);
+    const log = path.join(race, "log");
+    await writeFile(log, "");
+    const folders: string[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const folder = path.join(race, `round-${r}`);
+      await mkdir(folder);
+      await writeFile(path.join(folder, LOCK_NAME), lockText({ pid: spawnSync("true").pid!, namespace }));
+      folders.push(folder);
+    }
+    const module = pathToFileURL(path.join(ROOT, "dist/lib/fs/folderLock.js")).href;
+    const ran = await Promise.all(
+      Array.from({ length: racers }, (_, me) =>
+        runProcess(
+          process.execPath,
+          ["--input-type=module", "-e", RACER, module, log, barrier, String(racers), String(me), "150", ...folders],
+          { cwd: ROOT, env: process.env },
+        ),
+      ),
+    );
+    for (const r of ran) expect(r, r.stderr).toMatchObject({ code: 0, stderr: "" });
+    const lines = (await readFile(log, "utf8")).split("\n").filter((l) => l !== "");
+    const overlapping: string[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const events = lines.filter((l) => l.startsWith(`${r} `)).map((l) => l.slice(`${r} `.length));
+      // Every racer took the lock once or was refused it.
+      expect(events.filter((e) => !e.startsWith("release")).sort(), `round ${r}`).toHaveLength(racers);
+      // Holders one at a time: each acquire is followed by its own release before any other acquire.
+      const holds = events.filter((e) => !e.startsWith("refused"));
+      expect(holds.length).toBeGreaterThan(0);
+      const paired = holds.every((e, i) =>
+        i % 2 === 0 ? e.startsWith("acquire ") && holds[i + 1] === e.replace("acquire", "release") : true,
+      );
+      if (!paired) overlapping.push(`round ${r}: ${events.join(", ")}`);
+      // Nothing left: no lock, no guard, no file moved aside.
+      expect(await readdir(folders[r]!), `round ${r}`).toEqual([]);
+    }
+    expect(overlapping).toEqual([]);
+  }, 120_000);
 });
