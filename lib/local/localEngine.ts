@@ -9,7 +9,7 @@ import { copyFile, lstat, mkdir, mkdtemp, readdir, realpath, rename, rm, rmdir, 
 import os from "node:os";
 import path from "node:path";
 import { FsBlobStore } from "../fs/FsBlobStore.js";
-import { processFolder, removeDeadTemps, tempFor } from "../fs/processFolders.js";
+import { namespace, processFolder, removeDeadTemps, tempFor } from "../fs/processFolders.js";
 import { itemsScratchRoot, removeDeadItemScratch } from "./itemScratch.js";
 import { LOCK_NAME, lockFolder } from "../fs/folderLock.js";
 import { fileFailure } from "../fs/fsErrors.js";
@@ -328,9 +328,18 @@ const lockOutDir = async (outDir: string, madeDirs: readonly string[]): Promise<
   if ("release" in locked) return locked.release;
   for (const dir of madeDirs.toReversed()) await rmdir(dir).catch(() => undefined);
   if (locked instanceof CloudmillError) throw locked;
+  const lock = path.join(outDir, LOCK_NAME);
+  // A pid of another PID namespace means nothing here: whether that run is still writing only its own host can tell.
+  if (locked.heldBy && locked.heldBy.namespace !== namespace)
+    throw new CloudmillError(
+      ErrorCode.ENVIRONMENT,
+      `--out-dir ${outDir} is locked by a cloudmill run in another container or host (pid ${locked.heldBy.pid} there): ` +
+        `if no run is writing there, remove ${lock}; or give another --out-dir`,
+      { field: "outDir" },
+    );
   const who = locked.heldBy
     ? `cloudmill run pid ${locked.heldBy.pid}`
-    : `another cloudmill run (its ${path.join(outDir, LOCK_NAME)} names none: remove it if no run is writing there)`;
+    : `another cloudmill run (its ${lock} names none: remove it if no run is writing there)`;
   throw new CloudmillError(
     ErrorCode.ENVIRONMENT,
     `--out-dir ${outDir} is being written by ${who}: wait for it to end, or give another --out-dir`,
