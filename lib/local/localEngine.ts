@@ -306,16 +306,24 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
       });
     return { jobId, result, status, ranOn: workers > 0 ? "threads" : "inline", ...(report ? { report } : {}) };
   } finally {
-    await items.close();
-    await foldHost?.close();
-    if (mapHost !== foldHost) await mapHost?.close();
-    await executor.close();
-    await queue.close();
-    await deadLetters.close();
-    if (!options.keepWork && !options.workDir) await rm(workDir, { recursive: true, force: true });
-    await unlock?.();
-    // rmdir, deepest first: a folder something else wrote into meanwhile stays.
-    if (!succeeded) for (const dir of madeDirs.toReversed()) await rmdir(dir).catch(() => undefined);
+    // The lock goes whatever fails before it: a process that runs again (runLocal is the
+    // library's) would otherwise find its own lock, held for good.
+    try {
+      await items.close();
+      await foldHost?.close();
+      if (mapHost !== foldHost) await mapHost?.close();
+      await executor.close();
+      await queue.close();
+      await deadLetters.close();
+      if (!options.keepWork && !options.workDir) await rm(workDir, { recursive: true, force: true });
+    } finally {
+      try {
+        await unlock?.();
+      } finally {
+        // rmdir, deepest first: a folder something else wrote into meanwhile stays.
+        if (!succeeded) for (const dir of madeDirs.toReversed()) await rmdir(dir).catch(() => undefined);
+      }
+    }
   }
 };
 

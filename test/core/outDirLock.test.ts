@@ -1,23 +1,40 @@
 /**
  * A keyed run's --out-dir lock, as runLocal takes and releases it: a lock of another PID
  * namespace (another container or host) is refused in words that say so and name the file to
- * remove.
+ * remove, and the lock goes at the end even when the run's own clean-up fails. The clean-up's
+ * fault is put in at the port: node:fs/promises' rm, for the run's work folder only, fails with
+ * EACCES. The engine itself is the real one.
  */
+import type * as fsPromises from "node:fs/promises";
 import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
 import { parseJobSpec } from "../../lib/core/job/spec.js";
 import { OpRegistry } from "../../lib/core/ops/registry.js";
 import { LOCK_NAME, lockText } from "../../lib/fs/folderLock.js";
 import { runLocal } from "../../lib/local/localEngine.js";
 
+/** The folder under which a work folder's removal fails, once set. */
+const refused = vi.hoisted(() => ({ under: undefined as string | undefined }));
+
+vi.mock("node:fs/promises", async (importOriginal) => {
+  const fs = await importOriginal<typeof fsPromises>();
+  const rm: typeof fs.rm = async (file, options) => {
+    if (refused.under !== undefined && typeof file === "string" && path.basename(path.dirname(file)) === path.basename(refused.under))
+      throw Object.assign(new Error(`EACCES: permission denied, rm '${file}'`), { code: "EACCES", errno: -13, syscall: "rm", path: file });
+    return fs.rm(file, options);
+  };
+  return { ...fs, rm, default: { ...fs, rm } };
+});
+
 let dir: string;
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), "cloudmill-outlock-"));
 });
 afterAll(async () => {
+  refused.under = undefined;
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -39,4 +56,27 @@ it("a lock of another container or host: refused, saying so and naming the lock 
       `if no run is writing there, remove ${lock}; or give another --out-dir`,
   );
   expect(await readdir(outDir)).toEqual([LOCK_NAME]);
+});
+
+it("its work folder cannot be removed: the run fails, and its lock goes all the same, so this process can run into the out-dir again", async () => {
+  const outDir = path.join(dir, "again");
+  const tmp = await mkdtemp(path.join(dir, "tmp-"));
+  const before = process.env.TMPDIR;
+  process.env.TMPDIR = tmp;
+  refused.under = tmp;
+  try {
+    const err = await runLocal({ spec: sort(), registry: new OpRegistry(), workers: 0, outDir }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((err as NodeJS.ErrnoException | undefined)?.code).toBe("EACCES");
+  } finally {
+    refused.under = undefined;
+    if (before === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = before;
+  }
+  expect((await readdir(outDir)).sort()).toEqual(["_SUCCESS", "part-00000.txt", "part-00001.txt"]);
+  const again = await runLocal({ spec: sort(), registry: new OpRegistry(), workers: 0, outDir });
+  expect(again.status.state).toBe("succeeded");
+  expect((await readdir(outDir)).sort()).toEqual(["_SUCCESS", "part-00000.txt", "part-00001.txt"]);
 });
