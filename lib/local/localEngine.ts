@@ -209,15 +209,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     items,
     ...(options.spillBytes !== undefined ? { spillBytes: options.spillBytes } : {}),
   };
-  // With no task threads (-w 0), a lab op still maps on a thread of its own, as on the fleet
-  // (laneMapper.ts): one that never returns meets the task's time limit, and an interrupt is
-  // heard, where on this thread it would block both.
-  const mapHost =
-    workers === 0 && op.digest !== undefined && !isTaskOp(op) && modules.length > 0
-      ? (foldHost ??
-        new ThreadMapperHost({ opsModules: modules, taskTimeoutSeconds: options.taskTimeoutSeconds ?? DEFAULTS.taskTimeoutSeconds }))
-      : undefined;
-  const executor: TaskExecutor =
+  let executor: TaskExecutor =
     workers > 0
       ? threadExecutor(
           workers,
@@ -231,7 +223,7 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
           // A task's chunk has no time limit of its own, as on the fleet: each item has its own.
           isTaskOp(op) ? Number.POSITIVE_INFINITY : options.taskTimeoutSeconds,
         )
-      : inlineExecutor(mapHost ? { ...deps, mappers: mapHost } : deps);
+      : inlineExecutor(deps);
 
   try {
     // Asked now, answered while the job starts; a job that fails first never reads the answer.
@@ -260,6 +252,10 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     const concurrency = Math.max(1, workers);
     const folds = foldHost && (await fromModules) ? foldHost : undefined;
     const mergeDeps = folds ? { ...deps, mappers: folds } : deps;
+    // With no task threads (-w 0), a lab op its modules define still maps on that thread, as on
+    // the fleet (laneMapper.ts): one that never returns meets the task's time limit, and an
+    // interrupt is heard, where on this thread it would block both. (Not a keyed lab op's map.)
+    if (workers === 0 && folds) executor = inlineExecutor(mergeDeps);
     if (taskCount(manifest) > 0)
       await mapAndReduce({
         deps,
@@ -311,7 +307,6 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
     try {
       await items.close();
       await foldHost?.close();
-      if (mapHost !== foldHost) await mapHost?.close();
       await executor.close();
       await queue.close();
       await deadLetters.close();
