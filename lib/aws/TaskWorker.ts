@@ -83,7 +83,8 @@ const jobRun = (task: TaskMessage): string => `${task.jobId}#${task.job.generati
 
 /**
  * Pause after failed receives in a row: from 1 s, doubling to 20 s, jittered so that a fleet
- * cut off from SQS does not come back in step (each slot counts its own).
+ * cut off from SQS does not come back in step. One pause for all of a worker's slots, which share
+ * their polls (SharedReceive): they wait it out together and poll again as one.
  */
 export const RECEIVE_BACKOFF: Backoff = { baseMs: 1000, factor: 2, capMs: 20_000, jitter: "half" };
 
@@ -108,6 +109,9 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
   readonly #received: SharedReceive;
   #running = 0;
   #done = 0;
+  /** Failed receives in a row, and when the slots may poll again after the last (RECEIVE_BACKOFF). */
+  #failedReceives = 0;
+  #receiveAgainAt = 0;
   /** Done tasks' deletes on their way (#whenDeleted). */
   readonly #deleting = new Set<Promise<void>>();
 
@@ -191,7 +195,6 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
 
   async #receiveLoop(): Promise<void> {
     const { deps } = this.#options;
-    let failedReceives = 0;
     while (!this.stopping) {
       if (await this.#memoryIsFull()) {
         await sleep(MEMORY_RECHECK_MS, this.#stop.signal).catch(() => undefined);
@@ -201,14 +204,19 @@ export class TaskWorker extends EventEmitter<TaskWorkerEvents> {
       let message: QueueMessage | undefined;
       try {
         message = await this.#received.next();
-        failedReceives = 0;
+        this.#failedReceives = 0;
       } catch (err) {
         if (this.stopping) break;
-        const pauseMs = Math.round(backoffMs(RECEIVE_BACKOFF, failedReceives++));
-        deps.log.warn("receive failed; backing off", { ...logFieldsOf(toCloudmillError(err)), pauseMs });
+        // The slots a failed poll was for fail together: the first to see it sets their pause.
+        const now = Date.now();
+        if (now >= this.#receiveAgainAt) {
+          const pauseMs = Math.round(backoffMs(RECEIVE_BACKOFF, this.#failedReceives++));
+          this.#receiveAgainAt = now + pauseMs;
+          deps.log.warn("receive failed; backing off", { ...logFieldsOf(toCloudmillError(err)), pauseMs });
+        }
         // A ref'd timer, cut short by stop(): while S3 and SQS are unreachable, this back-off may
         // be all that keeps the process alive (an unref'd one let the worker exit, code 13).
-        await sleep(pauseMs, this.#stop.signal).catch(() => undefined);
+        await sleep(this.#receiveAgainAt - now, this.#stop.signal).catch(() => undefined);
         continue;
       }
       if (this.stopping) {

@@ -15,7 +15,7 @@ import { localPipeline } from "../helpers/jobs.js";
 afterEach(() => void vi.useRealTimers());
 
 describe("a worker whose receives fail", () => {
-  it("pauses 1, 2, 4 … up to 20 s (each at least half that), and from 1 s again after one gets through", async () => {
+  it("pauses 1, 2, 4 … up to 20 s (each at least half that) with all its slots, and from 1 s again after one gets through", async () => {
     vi.useFakeTimers();
     const { deps } = localPipeline(path.join(os.tmpdir(), "cloudmill-receive-backoff"));
     /** When each receive was asked for (fake ms), and what it answered: failing 9 times, then once an empty poll, then failing. */
@@ -28,7 +28,8 @@ describe("a worker whose receives fail", () => {
         return [];
       },
     });
-    const worker = new TaskWorker({ queue, deps, concurrency: 1, visibilitySeconds: 30, heartbeatSeconds: 10, waitSeconds: 1 }).start();
+    // Four slots: they share each poll, so they share each pause too.
+    const worker = new TaskWorker({ queue, deps, concurrency: 4, visibilitySeconds: 30, heartbeatSeconds: 10, waitSeconds: 1 }).start();
     // 9 pauses of up to 1 + 2 + 4 + 8 + 16 + 20 + 20 + 20 + 20 s, then two more after the empty poll.
     await vi.advanceTimersByTimeAsync(140_000);
     await worker.stop(1000);
