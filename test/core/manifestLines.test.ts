@@ -37,6 +37,22 @@ describe("a manifest's lines", () => {
     expect(reads).toBeLessThanOrEqual(Math.ceil((Buffer.byteLength(head) + MAX_MANIFEST_LINE) / WINDOW) + 1);
   });
 
+  it.each([
+    ["inside the first window", "a\n", "\nb\n"],
+    ["the last, with no newline", "a\n", ""],
+  ])("a line too long %s is refused too", async (_, before, after) => {
+    const file = Buffer.concat([Buffer.from(before), Buffer.alloc(MAX_MANIFEST_LINE + 10, "y"), Buffer.from(after)]);
+    // One window holds the whole file: no line is carried from one read to the next.
+    const window = file.length + 1;
+    const err = await (async () => {
+      for await (const _ of manifestLines(readerOf(file).read, file.length, "list.txt", { at: 0, line: 0 }, window));
+    })().then(
+      () => undefined,
+      (e: unknown) => e as CloudmillError,
+    );
+    expect(err?.context).toMatchObject({ input: "list.txt", line: 2, offset: Buffer.byteLength(before) });
+  });
+
   it("a line just under the limit is read whole, across windows", async () => {
     const long = "k".repeat(MAX_MANIFEST_LINE - 1);
     const file = Buffer.from(`first\n${long}\nlast`);

@@ -38,13 +38,15 @@ export async function* manifestLines(
     carry = Buffer.from(buf.subarray(cut));
     if (cut > 0)
       for (const l of linesOf(buf.subarray(0, cut), where, at)) {
+        if (l.next - l.at > MAX_MANIFEST_LINE + 1) throw tooLong(where, l.line, l.at);
         yield l;
         at = { at: l.next, line: l.line };
       }
-    // What is carried is the next line's start: one that long names no object.
-    if (carry.length > MAX_MANIFEST_LINE)
-      throw refuse(where, at.line + 1, `a line longer than ${MAX_MANIFEST_LINE} bytes: a manifest line names one object`, {
-        offset: at.at,
-      });
+    // What is carried is the next line's start: it is refused as soon as it is too long, not held.
+    if (carry.length > MAX_MANIFEST_LINE) throw tooLong(where, at.line + 1, at.at);
   }
 }
+
+/** A line too long to name an object (its newline aside). */
+const tooLong = (where: string, line: number, offset: number): CloudmillError =>
+  refuse(where, line, `a line longer than ${MAX_MANIFEST_LINE} bytes: a manifest line names one object`, { offset });
