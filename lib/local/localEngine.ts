@@ -302,23 +302,27 @@ export const runLocal = async (options: LocalRunOptions): Promise<LocalRunResult
       });
     return { jobId, result, status, ranOn: workers > 0 ? "threads" : "inline", ...(report ? { report } : {}) };
   } finally {
-    // The lock goes whatever fails before it: a process that runs again (runLocal is the
-    // library's) would otherwise find its own lock, held for good.
-    try {
-      await items.close();
-      await foldHost?.close();
-      await executor.close();
-      await queue.close();
-      await deadLetters.close();
-      if (!options.keepWork && !options.workDir) await rm(workDir, { recursive: true, force: true });
-    } finally {
+    // Each step whatever fails before it, and none fails the run: a run's answer (or its own
+    // error) stands, and the lock always goes (a process that runs again, runLocal being the
+    // library's, would otherwise find its own lock, held for good). A work folder left behind
+    // is said; a later run removes it once this process has ended.
+    const cleanUp = async (what: string, step: () => unknown): Promise<void> => {
       try {
-        await unlock?.();
-      } finally {
-        // rmdir, deepest first: a folder something else wrote into meanwhile stays.
-        if (!succeeded) for (const dir of madeDirs.toReversed()) await rmdir(dir).catch(() => undefined);
+        await step();
+      } catch (err) {
+        log.warn(`${what} failed`, { error: toCloudmillError(err).message });
       }
-    }
+    };
+    await cleanUp("closing the item threads", () => items.close());
+    await cleanUp("closing the fold's thread", () => foldHost?.close());
+    await cleanUp("closing the task threads", () => executor.close());
+    await cleanUp("closing the task queue", () => queue.close());
+    await cleanUp("closing the dead-letter queue", () => deadLetters.close());
+    if (!options.keepWork && !options.workDir)
+      await cleanUp(`removing the work folder ${workDir}`, () => rm(workDir, { recursive: true, force: true }));
+    await cleanUp(`unlocking --out-dir ${outDir}`, () => unlock?.());
+    // rmdir, deepest first: a folder something else wrote into meanwhile stays.
+    if (!succeeded) for (const dir of madeDirs.toReversed()) await rmdir(dir).catch(() => undefined);
   }
 };
 
