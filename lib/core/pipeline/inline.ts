@@ -88,43 +88,54 @@ export const mapInline = async (deps: SplitDeps, tasks: Iterable<MapTask>, optio
   // A lab's map runs on a thread (when the splitter has them), where the budget's abort ends
   // even a map that never yields, and its heap is capped; a built-in runs here, sooner.
   const { mappers: _, ...here } = deps;
-  for (const task of tasks) {
-    const runDeps = deps.registry.get(task.job.op).digest !== undefined ? deps : here;
-    const spare = options.remainingMs() - options.reserveMs;
-    if (spare <= 2 * slowest) break;
-    if (mapped === 0) await writeJson(deps.output, inlineKey(task.jobId), { at: new Date(nowOf(deps)).toISOString() });
-    const began = nowOf(deps);
-    const budget = new AbortController();
-    const timer = setTimeout(() => budget.abort(new Error("the splitter's time is nearly up")), spare);
-    try {
-      const outcome = await runTask(runDeps, task, { ranOn: "lambda", worker: "splitter", signal: budget.signal });
-      if (outcome.kind === "job-ended") return { mapped, ended: true };
-    } catch (err) {
-      if (budget.signal.aborted) {
-        deps.log.info("inline chunk outran the splitter's time; the fleet takes it from here", { chunk: task.chunk.index });
+  /** The progress write on its way, if any; waited for before the run returns (its end is written after). */
+  let showing: Promise<void> | undefined;
+  try {
+    for (const task of tasks) {
+      const runDeps = deps.registry.get(task.job.op).digest !== undefined ? deps : here;
+      const spare = options.remainingMs() - options.reserveMs;
+      if (spare <= 2 * slowest) break;
+      if (mapped === 0) await writeJson(deps.output, inlineKey(task.jobId), { at: new Date(nowOf(deps)).toISOString() });
+      const began = nowOf(deps);
+      const budget = new AbortController();
+      const timer = setTimeout(() => budget.abort(new Error("the splitter's time is nearly up")), spare);
+      try {
+        const outcome = await runTask(runDeps, task, { ranOn: "lambda", worker: "splitter", signal: budget.signal });
+        if (outcome.kind === "job-ended") return { mapped, ended: true };
+      } catch (err) {
+        if (budget.signal.aborted) {
+          deps.log.info("inline chunk outran the splitter's time; the fleet takes it from here", { chunk: task.chunk.index });
+          break;
+        }
+        const error = toCloudmillError(err);
+        const next = await afterFailedAttempt(deps, task, error, 0, "inline");
+        if (next.action === "fail-job") {
+          await failJobOfTask(deps, task.jobId, task.job.generation ?? 0, error, mapped);
+          return { mapped, ended: true };
+        }
+        // maxAttempts 1: this was the chunk's one attempt.
+        if (next.last && (await handleDeadLetter(deps, JSON.stringify(task))) === "failed") return { mapped, ended: true };
+        deps.log.warn("inline chunk failed; the fleet takes it from here", logFieldsOf(error));
         break;
+      } finally {
+        clearTimeout(timer);
       }
-      const error = toCloudmillError(err);
-      const next = await afterFailedAttempt(deps, task, error, 0, "inline");
-      if (next.action === "fail-job") {
-        await failJobOfTask(deps, task.jobId, task.job.generation ?? 0, error, mapped);
-        return { mapped, ended: true };
+      slowest = Math.max(slowest, nowOf(deps) - began);
+      mapped++;
+      // Not waited for: the next chunk maps meanwhile (at most one on its way).
+      if (options.progress && showing === undefined && nowOf(deps) - shown >= PROGRESS_EVERY_MS) {
+        shown = nowOf(deps);
+        const jobId = task.jobId;
+        showing = options
+          .progress(mapped)
+          .catch((err: unknown) => deps.log.warn("inline progress not shown", { jobId, ...logFieldsOf(toCloudmillError(err)) }))
+          .finally(() => {
+            showing = undefined;
+          });
       }
-      // maxAttempts 1: this was the chunk's one attempt.
-      if (next.last && (await handleDeadLetter(deps, JSON.stringify(task))) === "failed") return { mapped, ended: true };
-      deps.log.warn("inline chunk failed; the fleet takes it from here", logFieldsOf(error));
-      break;
-    } finally {
-      clearTimeout(timer);
     }
-    slowest = Math.max(slowest, nowOf(deps) - began);
-    mapped++;
-    if (options.progress && nowOf(deps) - shown >= PROGRESS_EVERY_MS) {
-      shown = nowOf(deps);
-      await options
-        .progress(mapped)
-        .catch((err: unknown) => deps.log.warn("inline progress not shown", { jobId: task.jobId, ...logFieldsOf(toCloudmillError(err)) }));
-    }
+    return { mapped, ended: false };
+  } finally {
+    await showing;
   }
-  return { mapped, ended: false };
 };
