@@ -12,7 +12,7 @@ import { partKey } from "../../lib/core/keys.js";
 import { readJsonIfExists } from "../../lib/core/pipeline/blobJson.js";
 import { JobStatus } from "../../lib/core/job/manifest.js";
 import { CloudmillError, ErrorCode } from "../../lib/core/errors.js";
-import type { PartNotifier } from "../../lib/core/ports.js";
+import type { BlobStore, GetOptions, PartNotifier } from "../../lib/core/ports.js";
 import { MemoryTaskQueue } from "../../lib/local/MemoryTaskQueue.js";
 import { reduceJob } from "../../lib/core/pipeline/reduce.js";
 import { waitFor } from "../helpers/devCloud.js";
@@ -78,5 +78,47 @@ describe("a finished task's part notice", () => {
     // The part the notices named is there: the reducer it wakes finishes the job (3 lines, by construction).
     expect(await reduceJob(deps, jobId)).toMatchObject({ kind: "succeeded", result: { records: 3 } });
     expect(await readJsonIfExists(output, OUTPUT.status, JobStatus)).toMatchObject({ state: "succeeded" });
+  });
+
+  it("a copy stopped because its other copy wrote the part names that part too (its writer may name none)", async () => {
+    const queue = new MemoryTaskQueue({ visibilitySeconds: 4 });
+    const { inputs, output, deps } = localPipeline(path.join(dir, "other-copy"), { queue });
+    const bytes = Buffer.from("a\nb\n");
+    const started = await startJobOver(deps, inputs, bytes, "notice-2", { op: "count" }, bytes.length);
+    const { jobId } = started.manifest;
+    // This copy's read hangs until it is stopped; meanwhile its other copy (an older worker, or the
+    // splitter past its time, neither of which names its part) writes the part.
+    const stalled = Object.assign(Object.create(inputs) as BlobStore, {
+      get: async (_key: string, options?: GetOptions) => {
+        await output.put(partKey(jobId, 0), "{}");
+        return new Promise<never>((_, reject) => {
+          const signal = options?.signal;
+          signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
+        });
+      },
+    });
+    const notices: (readonly string[])[] = [];
+    const outcomes: string[] = [];
+    const worker = new TaskWorker({
+      queue,
+      deps: { ...deps, inputStore: () => stalled },
+      concurrency: 1,
+      visibilitySeconds: 4,
+      heartbeatSeconds: 1,
+      waitSeconds: 1,
+      notices: { written: async (keys) => void notices.push(keys) },
+    });
+    worker.on("task_done", (_task, outcome) => void outcomes.push(outcome.kind));
+    worker.start();
+    try {
+      await waitFor("the stopped copy's message to be gone", async () => {
+        const d = await queue.depth();
+        return outcomes.length > 0 && d.visible + d.inFlight === 0 ? true : undefined;
+      });
+    } finally {
+      await worker.stop(5_000);
+    }
+    expect(outcomes).toEqual(["duplicate"]);
+    expect(notices).toEqual([[partKey(jobId, 0)]]);
   });
 });
