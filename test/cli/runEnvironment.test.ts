@@ -7,7 +7,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -151,6 +151,58 @@ describe("a disk that refuses the run's writes", () => {
       "real/result.json",
       "result.json",
     ]);
+  });
+
+  it("--out and --report through /dev/stdout when stdout is a file the shell appends to or shares: added after what is there", async () => {
+    // A stand-in for /dev/stdout, made by any user, as above.
+    const folder = await mkdtemp(path.join(dir, "shared-stdout-"));
+    const stdout = path.join(folder, "stdout");
+    await symlink("/proc/self/fd/1", stdout);
+    const run = ["run", "examples/words.txt", "--op", "count", "--no-progress"];
+    const json = (await cli(run)).stdout;
+    const shell = async (script: string, file: string, flags: readonly string[]): Promise<string> => {
+      const r = await runProcess("sh", ["-c", script, "sh", file, process.execPath, BIN, ...run, ...flags], {
+        cwd: ROOT,
+        env: { ...process.env, CLOUDMILL_DEBUG: "" },
+      });
+      expect(r.code, r.stderr).toBe(0);
+      return readFile(file, "utf8");
+    };
+    const appended = path.join(folder, "log.txt");
+    expect(await shell(`file=$1; shift; printf 'a\\nb\\n' > "$file"; "$@" >> "$file"`, appended, ["--out", stdout])).toBe(`a\nb\n${json}`);
+    const shared = path.join(folder, "g.txt");
+    expect(await shell(`file=$1; shift; ( echo before; "$@"; echo after ) > "$file"`, shared, ["--out", stdout])).toBe(
+      `before\n${json}after\n`,
+    );
+    // --report is written without the command's streams: at the file descriptor, sharing its offset all the same.
+    const page = await shell(`file=$1; shift; printf 'a\\n' > "$file"; "$@" >> "$file"`, path.join(folder, "page.txt"), [
+      "--out",
+      path.join(folder, "result.json"),
+      "--report",
+      stdout,
+    ]);
+    expect(page).toMatch(/^a\n<!doctype html>.*<\/html>\n?$/is);
+    expect(await readlink(stdout)).toBe("/proc/self/fd/1");
+  }, 60_000);
+
+  it("--out through a link to a plain file: the file it leads to is replaced whole, never truncated under a reader; the link kept", async () => {
+    const folder = await mkdtemp(path.join(dir, "link-to-file-"));
+    await mkdir(path.join(folder, "real"));
+    const target = path.join(folder, "real", "result.json");
+    await writeFile(target, "old");
+    await symlink("real/result.json", path.join(folder, "result.json"));
+    // A reader that opened the old file before the run still reads it whole.
+    const reader = await open(target, "r");
+    try {
+      const r = await cli(["run", "examples/words.txt", "--op", "count", "--no-progress", "--out", path.join(folder, "result.json")]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(await readFile(target, "utf8"))).toEqual({ records: expect.any(Number) });
+      expect((await reader.readFile("utf8")).toString()).toBe("old");
+    } finally {
+      await reader.close();
+    }
+    expect(await readlink(path.join(folder, "result.json"))).toBe("real/result.json");
+    expect(await under(folder)).toEqual(["real", "real/result.json", "result.json"]);
   });
 
   it("--out-dir with a folder where a part must go: exit 7, one line naming it; no _SUCCESS, no temporary file", async () => {

@@ -7,7 +7,7 @@ import { reportHtml } from "../../core/report/html.js";
 import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js";
 import type { CliIO } from "../io.js";
 import { pricedAs } from "./estimate.js";
-import { writeOutputFile } from "./result.js";
+import { type OutputStreams, writeOutputFile } from "./result.js";
 
 /** One line: tasks, workers, wall time, stragglers and cost. */
 export const reportLine = (r: JobReport): string => {
@@ -28,8 +28,9 @@ export const reportLine = (r: JobReport): string => {
   );
 };
 
-/** Writes the page as writeOutputFile writes a file; an unwritable path is one clear line. */
-export const writeReportHtml = (file: string, report: JobReport): Promise<void> => writeOutputFile(file, reportHtml(report));
+/** Writes the page as writeOutputFile writes a file (this process's stdout through `io`); an unwritable path is one clear line. */
+export const writeReportHtml = (file: string, report: JobReport, io?: OutputStreams): Promise<void> =>
+  writeOutputFile(file, reportHtml(report), io);
 
 const ReportFlags = z.object({ html: z.string().optional(), json: z.boolean().default(false) });
 
@@ -56,7 +57,7 @@ export const reportCommand = (io: CliIO): Command =>
               : `job ${jobId} has no report yet: the reducer writes one when the job succeeds (\`cloudmill wait ${jobId}\`)`;
         throw new CloudmillError(ErrorCode.INPUT_NOT_FOUND, why, { jobId });
       }
-      if (flags.html) await writeReportHtml(flags.html, report);
+      if (flags.html) await writeReportHtml(flags.html, report, io);
       if (flags.json) io.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
       else io.stdout.write(`${reportLine(report)}${flags.html ? `\nwrote ${flags.html}` : ""}\n`);
     });

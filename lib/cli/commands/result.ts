@@ -1,6 +1,6 @@
 /** `cloudmill result <job>`: the result JSON of a job that has ended; its error if it failed. */
-import { constants } from "node:fs";
-import { access, lstat, mkdtemp, readlink, rmdir, stat, writeFile } from "node:fs/promises";
+import { constants, fstatSync, writeSync } from "node:fs";
+import { access, lstat, mkdtemp, readlink, realpath, rmdir, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Command } from "commander";
 import * as z from "zod";
@@ -11,19 +11,65 @@ import { parseFlags, usingCloudmill, withCloudOptions } from "../cloudOptions.js
 import type { CliIO } from "../io.js";
 import type { JobStatus } from "../../sdk/types.js";
 
+/** How a file a command was told to write (--out, --report, --html) is written. */
+type Target =
+  | { readonly how: "stream"; readonly fd: 1 | 2 }
+  | { readonly how: "atomic"; readonly file: string }
+  | { readonly how: "into"; readonly file: string };
+
+/** Which of this process's stdout and stderr `file` is (the same device and inode), if either. */
+const standardStream = async (file: string): Promise<1 | 2 | undefined> => {
+  const found = await stat(file).catch(() => undefined);
+  if (!found) return undefined;
+  for (const fd of [1, 2] as const) {
+    const open = (() => {
+      try {
+        return fstatSync(fd);
+      } catch {
+        return undefined;
+      }
+    })();
+    if (open && open.dev === found.dev && open.ino === found.ino) return fd;
+  }
+  return undefined;
+};
+
 /**
- * Writes a file a command was told to write (--out, --report, --html). A plain file, or a new
- * one, is written atomically: beside it, then renamed over it. Anything else is written into
- * (opened for writing, truncated): a device or a pipe, and a symbolic link whatever it points
- * to, since a rename would replace the link itself. /dev/stdout is a link to /proc/self/fd/1,
- * which with stdout sent to a file (`> res.json`) leads to a plain file: renamed over, the link
- * became that file, and the result never reached the shell's.
+ * Decides how `file` is written. This process's own stdout or stderr (/dev/stdout with stdout
+ * sent to a file, `>> log.txt` or `( ...; cloudmill ...; ) > all.txt`) is written through the
+ * stream: opened again, it would be truncated and written from offset 0, over what the shell
+ * or the command before had written there. A plain file, or a new one, is written atomically:
+ * beside it, then renamed over it; a link to a plain file, so at the file it leads to, and the
+ * link is kept. Anything else is written into (opened for writing, truncated): a device, a pipe,
+ * and a link to one of them or to nothing yet, since a rename would replace the link itself.
  */
-export const writeOutputFile = async (file: string, text: string): Promise<void> => {
+const targetOf = async (file: string): Promise<Target> => {
+  const entry = await lstat(file).catch(() => undefined);
+  if (!entry) return { how: "atomic", file };
+  const fd = await standardStream(file);
+  if (fd !== undefined) return { how: "stream", fd };
+  if (entry.isFile()) return { how: "atomic", file };
+  if (entry.isSymbolicLink() && (await stat(file).catch(() => undefined))?.isFile()) return { how: "atomic", file: await realpath(file) };
+  return { how: "into", file };
+};
+
+/** The streams writeOutputFile writes this process's stdout and stderr through: the CLI's own. */
+export type OutputStreams = Pick<CliIO, "stdout" | "stderr">;
+
+/**
+ * Writes a file a command was told to write (--out, --report, --html), as targetOf decides.
+ * Without `io`, this process's stdout or stderr is written at its file descriptor when it is a
+ * plain file (its offset and O_APPEND shared with the shell's), and opened anew otherwise.
+ */
+export const writeOutputFile = async (file: string, text: string, io?: OutputStreams): Promise<void> => {
   try {
-    const found = await lstat(file).catch(() => undefined);
-    if (found && !found.isFile()) await writeFile(file, text);
-    else await writeFileAtomically(file, text);
+    const target = await targetOf(file);
+    if (target.how === "stream") {
+      if (io) (target.fd === 1 ? io.stdout : io.stderr).write(text);
+      else if (fstatSync(target.fd).isFile()) writeSync(target.fd, text);
+      else await writeFile(file, text);
+    } else if (target.how === "atomic") await writeFileAtomically(target.file, text);
+    else await writeFile(target.file, text);
   } catch (err) {
     throw fileFailure(`cannot write ${file}`, err);
   }
@@ -32,7 +78,7 @@ export const writeOutputFile = async (file: string, text: string): Promise<void>
 /** The result as pretty JSON on stdout, or into a file (as writeOutputFile writes it). */
 export const writeResult = async (io: CliIO, result: unknown, out?: string): Promise<void> => {
   const text = `${JSON.stringify(result, null, 2)}\n`;
-  if (out) await writeOutputFile(out, text);
+  if (out) await writeOutputFile(out, text, io);
   else io.stdout.write(text);
 };
 
@@ -46,15 +92,18 @@ export const checkWritableFile = async (flag: string, file: string | undefined):
   const entry = await lstat(resolved).catch(() => undefined);
   const found = entry?.isSymbolicLink() ? await stat(resolved).catch(() => undefined) : entry;
   if (found?.isDirectory()) throw new CloudmillError(ErrorCode.INVALID_SPEC, `${flag} ${file}: is a directory; name a file in it`);
-  // What is written into, not replaced (a link, a device, a pipe): it is what must take writes, not its folder.
-  if (entry && !entry.isFile() && found) {
+  const target = await targetOf(resolved);
+  // This process's stdout or stderr: written through the stream, which is open already.
+  if (target.how === "stream") return;
+  // What is written into, not replaced (a device, a pipe, a link to one): it is what must take writes, not its folder.
+  if (target.how === "into" && found) {
     await access(resolved, constants.W_OK).catch((err: unknown) => {
       throw fileFailure(`${flag} ${file}: cannot write it`, err);
     });
     return;
   }
-  // A link to nothing yet: writing through it makes what it names, in that folder.
-  const folder = path.dirname(entry?.isSymbolicLink() ? path.resolve(path.dirname(resolved), await readlink(resolved)) : resolved);
+  // Written beside the file (the one a link leads to) and renamed; through a link to nothing yet, made in the folder it names.
+  const folder = path.dirname(target.how === "atomic" ? target.file : path.resolve(path.dirname(resolved), await readlink(resolved)));
   await access(folder, constants.W_OK).catch(() => {
     throw new CloudmillError(ErrorCode.ENVIRONMENT, `${flag} ${file}: cannot write in ${folder} (no such folder, or not writable)`);
   });
