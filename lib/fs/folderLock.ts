@@ -5,9 +5,9 @@
  * processes this one cannot see), is not.
  */
 import { randomBytes } from "node:crypto";
-import { readFile, rm, stat, writeFile } from "node:fs/promises";
+import { link, readFile, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { isAlive, namespace } from "./processFolders.js";
+import { isAlive, namespace, removeDeadFolders } from "./processFolders.js";
 
 /** The lock file's name in its folder: hidden, so that a folder read as input leaves it out. */
 export const LOCK_NAME = ".cloudmill-lock";
@@ -53,8 +53,38 @@ const isStale = (text: string | undefined): boolean => {
 const readLock = (file: string): Promise<string | undefined> =>
   readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? undefined : ""));
 
-/** Makes `file` holding `text`, only if there is none: false if there is one. Fails as the filesystem does. */
+/** The files a lock or a guard is written whole in, in its folder, before it is linked to its name: `<prefix><namespace>-<pid>-<hex>`. */
+const NEW_PREFIX = `${LOCK_NAME}.new-`;
+
+/** Errors of a filesystem that makes no hard links: the file is made under its name then, and written after. */
+const NO_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS"]);
+
+/**
+ * Makes `file` holding `text`, only if there is none: false if there is one. Fails as the
+ * filesystem does. The text is written whole in a file of its own, then linked to the name: a
+ * file made with O_EXCL and written after would be read empty meanwhile, a lock naming no one,
+ * and a live run's folder reported as held by none.
+ */
 const create = async (file: string, text: string): Promise<boolean> => {
+  const temp = path.join(path.dirname(file), `${NEW_PREFIX}${namespace}-${process.pid}-${randomBytes(8).toString("hex")}`);
+  try {
+    await writeFile(temp, text, { flag: "wx" });
+    try {
+      await link(temp, file);
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? "";
+      if (code === "EEXIST") return false;
+      if (NO_LINKS.has(code)) return await createInPlace(file, text);
+      throw err;
+    }
+  } finally {
+    await rm(temp, { force: true }).catch(() => undefined);
+  }
+};
+
+/** Makes `file` with O_EXCL, then writes `text` in it: where no hard link can be made. */
+const createInPlace = async (file: string, text: string): Promise<boolean> => {
   try {
     await writeFile(file, text, { flag: "wx" });
     return true;
@@ -79,9 +109,14 @@ export const lockFolder = async (dir: string): Promise<Locked> => {
   const file = path.join(dir, LOCK_NAME);
   const mine = lockText({ pid: process.pid, namespace });
   const taken: Locked = { release: () => release(file, mine) };
+  // The files written whole for locks by processes killed meanwhile: they would stay in the folder for good.
+  const tidied = async (): Promise<Locked> => {
+    await removeDeadFolders(dir, NEW_PREFIX);
+    return taken;
+  };
   const giveUp = Date.now() + TAKEOVER_WAIT_MS;
   for (;;) {
-    if (await create(file, mine)) return taken;
+    if (await create(file, mine)) return tidied();
     const seen = await readLock(file);
     // Released meanwhile: try again.
     if (seen === undefined) continue;
@@ -92,7 +127,7 @@ export const lockFolder = async (dir: string): Promise<Locked> => {
       await rm(file, { force: true });
       return create(file, mine);
     });
-    if (took) return taken;
+    if (took) return tidied();
     // Another process's takeover is under way: its lock, or the dead one's still, is read again.
     if (took === undefined) await pause(5);
   }

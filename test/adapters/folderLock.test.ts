@@ -139,7 +139,7 @@ for (const [round, folder] of folders.entries()) {
   while (readdirSync(barrier).filter((f) => f.startsWith(round + "-")).length < Number(racers)) nap(1);
   const got = await lockFolder(folder);
   if (!("release" in got)) {
-    appendFileSync(log, round + " refused " + me + "\\n");
+    appendFileSync(log, round + " refused " + me + (got.heldBy ? "" : " none") + "\\n");
     continue;
   }
   appendFileSync(log, round + " acquire " + me + "\\n");
@@ -149,6 +149,26 @@ for (const [round, folder] of folders.entries()) {
 }
 `;
 
+/** Races `racers` processes (RACER) for each of `folders` in turn, each holding it `holdMs`; resolves with the log's lines. */
+const race = async (base: string, folders: readonly string[], racers: number, holdMs: number): Promise<string[]> => {
+  const barrier = path.join(base, "barrier");
+  await mkdir(barrier);
+  const log = path.join(base, "log");
+  await writeFile(log, "");
+  const module = pathToFileURL(path.join(ROOT, "dist/lib/fs/folderLock.js")).href;
+  const ran = await Promise.all(
+    Array.from({ length: racers }, (_, me) =>
+      runProcess(
+        process.execPath,
+        ["--input-type=module", "-e", RACER, module, log, barrier, String(racers), String(me), String(holdMs), ...folders],
+        { cwd: ROOT, env: process.env },
+      ),
+    ),
+  );
+  for (const r of ran) expect(r, r.stderr).toMatchObject({ code: 0, stderr: "" });
+  return (await readFile(log, "utf8")).split("\n").filter((l) => l !== "");
+};
+
 describe("racing for a stale lock", () => {
   beforeAll(() => {
     if (!existsSync(path.join(ROOT, "dist/lib/fs/folderLock.js"))) throw new Error("racers run dist/: build first (npm run build)");
@@ -157,30 +177,15 @@ describe("racing for a stale lock", () => {
   it("many processes taking over one dead process's lock at once: never two holders at a time", async () => {
     const rounds = 25;
     const racers = 6;
-    const race = await fresh();
-    const barrier = path.join(race, "barrier");
-    await mkdir(barrier);
-    const log = path.join(race, "log");
-    await writeFile(log, "");
+    const base = await fresh();
     const folders: string[] = [];
     for (let r = 0; r < rounds; r++) {
-      const folder = path.join(race, `round-${r}`);
+      const folder = path.join(base, `round-${r}`);
       await mkdir(folder);
       await writeFile(path.join(folder, LOCK_NAME), lockText({ pid: spawnSync("true").pid!, namespace }));
       folders.push(folder);
     }
-    const module = pathToFileURL(path.join(ROOT, "dist/lib/fs/folderLock.js")).href;
-    const ran = await Promise.all(
-      Array.from({ length: racers }, (_, me) =>
-        runProcess(
-          process.execPath,
-          ["--input-type=module", "-e", RACER, module, log, barrier, String(racers), String(me), "150", ...folders],
-          { cwd: ROOT, env: process.env },
-        ),
-      ),
-    );
-    for (const r of ran) expect(r, r.stderr).toMatchObject({ code: 0, stderr: "" });
-    const lines = (await readFile(log, "utf8")).split("\n").filter((l) => l !== "");
+    const lines = await race(base, folders, racers, 150);
     const overlapping: string[] = [];
     for (let r = 0; r < rounds; r++) {
       const events = lines.filter((l) => l.startsWith(`${r} `)).map((l) => l.slice(`${r} `.length));
@@ -197,5 +202,22 @@ describe("racing for a stale lock", () => {
       expect(await readdir(folders[r]!), `round ${r}`).toEqual([]);
     }
     expect(overlapping).toEqual([]);
+    expect(lines.filter((l) => l.endsWith(" none"))).toEqual([]);
+  }, 120_000);
+
+  it("many processes taking one free folder at once: a loser always reads the holder, never a lock naming no one", async () => {
+    const rounds = 60;
+    const racers = 12;
+    const base = await fresh();
+    const folders: string[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const folder = path.join(base, `round-${r}`);
+      await mkdir(folder);
+      folders.push(folder);
+    }
+    const lines = await race(base, folders, racers, 1);
+    expect(lines.filter((l) => l.includes(" acquire ")).length).toBeGreaterThanOrEqual(rounds);
+    expect(lines.filter((l) => l.endsWith(" none"))).toEqual([]);
+    for (const folder of folders) expect(await readdir(folder)).toEqual([]);
   }, 120_000);
 });
