@@ -35,7 +35,12 @@ const holderIn = (text: string | undefined): LockHolder | undefined => {
 /** How long one call waits, in all, for other processes' takeovers before it reports the folder held. */
 const TAKEOVER_WAIT_MS = 2000;
 
-/** A takeover guard older than this is broken even when its process cannot be seen to be gone: a takeover takes milliseconds. */
+/**
+ * A takeover guard whose process cannot be checked (another namespace's, or one naming no
+ * process) is broken once older than this: a takeover takes milliseconds. One of this namespace
+ * is broken only once its process is gone, however old: a process paused (Ctrl-Z) during its
+ * takeover, resumed, would otherwise remove the lock of the run that took the folder meanwhile.
+ */
 const GUARD_MAX_AGE_MS = 10_000;
 
 /** Guards of guards deep at most: each level is there only if a process was killed inside the level below's takeover. */
@@ -135,10 +140,9 @@ export const lockFolder = async (dir: string): Promise<Locked> => {
 
 /**
  * Runs `body` holding `guard` (made with O_EXCL, naming this process), then removes it. Resolves
- * undefined without running it when another process holds the guard. A guard whose process is
- * gone (killed during its takeover), or that is older than any takeover takes, is broken: under a
- * guard of its own, once read again and found the same, so that two processes breaking it at once
- * cannot remove a third's new one.
+ * undefined without running it when another process holds the guard. A guard that is abandoned
+ * (see abandoned) is broken: under a guard of its own, once read again and found the same, so
+ * that two processes breaking it at once cannot remove a third's new one.
  */
 const guarded = async <T>(guard: string, body: () => Promise<T>, depth = 0): Promise<T | undefined> => {
   // A token of its own: a guard's text is never another's, even one of a reused pid.
@@ -162,9 +166,14 @@ const guarded = async <T>(guard: string, body: () => Promise<T>, depth = 0): Pro
   }
 };
 
-/** Whether a guard that reads `text` was left by a process of this namespace that is gone, or is too old for any takeover. */
+/**
+ * Whether a guard that reads `text` is abandoned: left by a process of this namespace that is
+ * gone, or, when whose it is cannot be checked (another namespace, no process named), older than
+ * any takeover takes.
+ */
 const abandoned = async (guard: string, text: string): Promise<boolean> => {
-  if (isStale(text)) return true;
+  const holder = holderIn(text);
+  if (holder?.namespace === namespace) return !isAlive(holder.pid);
   const made = await stat(guard).catch(() => undefined);
   return made !== undefined && Date.now() - made.mtimeMs > GUARD_MAX_AGE_MS;
 };

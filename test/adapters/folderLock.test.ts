@@ -64,25 +64,40 @@ describe("lockFolder", () => {
     expect(await readdir(folder)).toEqual([]);
   });
 
-  it("breaks a takeover guard too old for any takeover, even one naming a live process or no process", async () => {
+  it("breaks a takeover guard too old for any takeover when whose it is cannot be checked: another namespace's, or naming no process", async () => {
+    for (const text of [lockText({ pid: 1, namespace: "0ther-ns" }), ""]) {
+      const folder = await fresh();
+      const lock = path.join(folder, LOCK_NAME);
+      await writeFile(lock, lockText({ pid: spawnSync("true").pid!, namespace }));
+      await writeFile(`${lock}.takeover`, text);
+      const longAgo = new Date(Date.now() - 60_000);
+      await utimes(`${lock}.takeover`, longAgo, longAgo);
+      const taken = await lockFolder(folder);
+      if (!("release" in taken)) throw new Error(`not taken: ${JSON.stringify(taken)}`);
+      await taken.release();
+      expect(await readdir(folder)).toEqual([]);
+    }
+  });
+
+  it("never breaks the takeover guard of a live process of this namespace, however old (one paused with Ctrl-Z): the lock is reported held", async () => {
     const live = spawn("sleep", ["60"]);
     try {
-      for (const text of [lockText({ pid: live.pid!, namespace }), ""]) {
-        const folder = await fresh();
-        const lock = path.join(folder, LOCK_NAME);
-        await writeFile(lock, lockText({ pid: spawnSync("true").pid!, namespace }));
-        await writeFile(`${lock}.takeover`, text);
-        const longAgo = new Date(Date.now() - 60_000);
-        await utimes(`${lock}.takeover`, longAgo, longAgo);
-        const taken = await lockFolder(folder);
-        if (!("release" in taken)) throw new Error(`not taken: ${JSON.stringify(taken)}`);
-        await taken.release();
-        expect(await readdir(folder)).toEqual([]);
-      }
+      const folder = await fresh();
+      const lock = path.join(folder, LOCK_NAME);
+      const dead = { pid: spawnSync("true").pid!, namespace };
+      await writeFile(lock, lockText(dead));
+      const guard = `${JSON.stringify({ pid: live.pid!, namespace, token: "0123456789abcdef" })}\n`;
+      await writeFile(`${lock}.takeover`, guard);
+      const longAgo = new Date(Date.now() - 60_000);
+      await utimes(`${lock}.takeover`, longAgo, longAgo);
+      expect(await lockFolder(folder)).toEqual({ heldBy: dead });
+      expect(await readFile(`${lock}.takeover`, "utf8")).toBe(guard);
+      expect(await readFile(lock, "utf8")).toBe(lockText(dead));
+      expect((await readdir(folder)).sort()).toEqual([LOCK_NAME, `${LOCK_NAME}.takeover`]);
     } finally {
       live.kill();
     }
-  });
+  }, 10_000);
 
   it("leaves a live process's lock, another namespace's, and one that names no process", async () => {
     const live = spawn("sleep", ["60"]);
