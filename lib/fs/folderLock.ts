@@ -114,8 +114,9 @@ export const lockFolder = async (dir: string): Promise<Locked> => {
   const file = path.join(dir, LOCK_NAME);
   const mine = lockText({ pid: process.pid, namespace });
   const taken: Locked = { release: () => release(file, mine) };
-  // The files written whole for locks by processes killed meanwhile: they would stay in the folder for good.
+  // What processes killed while they took it left: they would stay in the folder for good.
   const tidied = async (): Promise<Locked> => {
+    await clearAbandonedGuards(`${file}.takeover`);
     await removeDeadFolders(dir, NEW_PREFIX);
     return taken;
   };
@@ -140,23 +141,15 @@ export const lockFolder = async (dir: string): Promise<Locked> => {
 
 /**
  * Runs `body` holding `guard` (made with O_EXCL, naming this process), then removes it. Resolves
- * undefined without running it when another process holds the guard. A guard that is abandoned
- * (see abandoned) is broken: under a guard of its own, once read again and found the same, so
- * that two processes breaking it at once cannot remove a third's new one.
+ * undefined without running it when another process holds the guard, breaking it first if it is
+ * abandoned (see breakGuard).
  */
 const guarded = async <T>(guard: string, body: () => Promise<T>, depth = 0): Promise<T | undefined> => {
   // A token of its own: a guard's text is never another's, even one of a reused pid.
   const mine = `${JSON.stringify({ pid: process.pid, namespace, token: randomBytes(8).toString("hex") })}\n`;
   if (!(await create(guard, mine))) {
     const seen = await readLock(guard);
-    if (seen !== undefined && depth < GUARD_DEPTH && (await abandoned(guard, seen)))
-      await guarded(
-        `${guard}.takeover`,
-        async () => {
-          if ((await readLock(guard)) === seen) await rm(guard, { force: true });
-        },
-        depth + 1,
-      );
+    if (seen !== undefined) await breakGuard(guard, seen, depth);
     return undefined;
   }
   try {
@@ -164,6 +157,37 @@ const guarded = async <T>(guard: string, body: () => Promise<T>, depth = 0): Pro
   } finally {
     if ((await readLock(guard)) === mine) await rm(guard, { force: true });
   }
+};
+
+/**
+ * Removes `guard`, read as `seen`, if it is abandoned: under a guard of its own, once read again
+ * and found the same, so that two processes breaking it at once cannot remove a third's new one.
+ * Resolves whether it was abandoned.
+ */
+const breakGuard = async (guard: string, seen: string, depth: number): Promise<boolean> => {
+  if (depth >= GUARD_DEPTH || !(await abandoned(guard, seen))) return false;
+  await guarded(
+    `${guard}.takeover`,
+    async () => {
+      if ((await readLock(guard)) === seen) await rm(guard, { force: true });
+    },
+    depth + 1,
+  );
+  return true;
+};
+
+/**
+ * Removes the takeover guards, and guards of guards, that processes killed during a takeover
+ * left (one killed between removing the dead lock and taking it leaves its guard with no lock).
+ * Each is tried a few times: breaking one may first need breaking the guard above it.
+ */
+const clearAbandonedGuards = async (first: string): Promise<void> => {
+  let guard = first;
+  for (let depth = 0; depth < GUARD_DEPTH; depth++, guard = `${guard}.takeover`)
+    for (let tries = 0; tries <= GUARD_DEPTH; tries++) {
+      const seen = await readLock(guard);
+      if (seen === undefined || !(await breakGuard(guard, seen, depth))) break;
+    }
 };
 
 /**

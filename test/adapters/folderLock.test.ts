@@ -99,6 +99,18 @@ describe("lockFolder", () => {
     }
   }, 10_000);
 
+  it("removes the guard of a process killed between removing a dead lock and taking it, when it takes the lock", async () => {
+    const folder = await fresh();
+    const lock = path.join(folder, LOCK_NAME);
+    await writeFile(`${lock}.takeover`, lockText({ pid: spawnSync("true").pid!, namespace }));
+    await writeFile(`${lock}.takeover.takeover`, lockText({ pid: spawnSync("true").pid!, namespace }));
+    const taken = await lockFolder(folder);
+    if (!("release" in taken)) throw new Error(`not taken: ${JSON.stringify(taken)}`);
+    expect(await readdir(folder)).toEqual([LOCK_NAME]);
+    await taken.release();
+    expect(await readdir(folder)).toEqual([]);
+  });
+
   it("leaves a live process's lock, another namespace's, and one that names no process", async () => {
     const live = spawn("sleep", ["60"]);
     try {
