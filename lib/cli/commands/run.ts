@@ -203,7 +203,7 @@ The result JSON alone goes to stdout (or --out); progress and logs go to stderr.
           io.stderr.write(`cloudmill: ${input}: separator ${JSON.stringify(separator)} (sniffed)\n`);
         await writeResult(io, result, flags.out);
         if (flags.report && report) {
-          await writeReportHtml(flags.report, report);
+          await writeReportHtml(flags.report, report, io);
           io.stderr.write(`cloudmill: ${reportLine(report)}; wrote ${flags.report}\n`);
         }
       } finally {
