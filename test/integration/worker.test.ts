@@ -135,7 +135,9 @@ describe("a worker process", () => {
         await worker.waitForLine((l) => l.includes('"stopping: finishing chunks in progress"'), 15_000);
         worker.child.kill("SIGTERM");
         worker.child.kill("SIGINT");
-        const exit = await Promise.race([worker.exited, new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 15_000))]);
+        // A long poll in flight is let end (up to its 20 s wait) before the worker exits; the
+        // bound is only there so that a worker that never exits fails here, not at the test's timeout.
+        const exit = await Promise.race([worker.exited, new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 60_000))]);
         expect(exit, worker.stderr.join("\n")).toEqual({ code: 0, signal: null });
         expect(worker.stdout.some((l) => l.includes('"worker stopped"'))).toBe(true);
       } finally {
